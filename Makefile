@@ -1,0 +1,57 @@
+# modelrail: every command a user or Cloud Build runs is a target here.
+# `make demo` and `make test` work on a fresh machine with Python 3.11+: they create
+# the virtual environment they need.
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+# Installed in the project's environment: the package with every extra it tests.
+EXTRAS ?= dev
+PYTEST_ARGS ?=
+
+# Other makefiles (mk/*.mk) add their own prerequisites to the test run here.
+TEST_PREREQS :=
+
+.DEFAULT_GOAL := help
+
+.PHONY: help
+help: ## Show the targets
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[$(EXTRAS)]'
+	touch $@
+
+.PHONY: install
+install: $(STAMP) ## Create .venv and install modelrail with its development tools
+
+.PHONY: demo
+demo: $(STAMP) ## Run the whole pipeline on the bundled dataset and call the staging server
+	$(BIN)/modelrail demo
+
+include $(wildcard mk/*.mk)
+
+.PHONY: test
+test: $(STAMP) $(TEST_PREREQS) ## Run the whole test suite (lint, types, unit, functions, integration, e2e)
+	$(BIN)/ruff check src functions services tests benchmarks
+	$(BIN)/ruff format --check src functions services tests benchmarks
+	$(BIN)/mypy
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+.PHONY: fmt
+fmt: $(STAMP) ## Format the code
+	$(BIN)/ruff format src functions services tests benchmarks
+	$(BIN)/ruff check --fix src functions services tests benchmarks
+
+.PHONY: lock
+lock: ## Re-resolve constraints.txt (the pinned transitive closure) in a scratch env
+	rm -rf build/lock-venv && $(PYTHON) -m venv build/lock-venv
+	build/lock-venv/bin/python -m pip install --quiet -e '.[$(EXTRAS)]'
+	build/lock-venv/bin/python -m pip freeze --exclude-editable | sort > constraints.txt
+
+.PHONY: clean
+clean: ## Remove the environment, build output and local state
+	-$(BIN)/modelrail down 2>/dev/null
+	rm -rf $(VENV) build .modelrail .pytest_cache .mypy_cache .ruff_cache

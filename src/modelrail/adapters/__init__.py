@@ -1,0 +1,1 @@
+"""Port implementations: filesystem and in-process (embedded), Google Cloud (cloud and emulators), local staging."""

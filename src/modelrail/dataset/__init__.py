@@ -1,0 +1,1 @@
+"""Dataset contracts, their checks, and synthetic data that matches them."""

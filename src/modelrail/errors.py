@@ -1,0 +1,92 @@
+"""One exception root; permanent vs transient is decided where the failure is known.
+
+A ``PermanentError`` means "retrying the same event cannot help": the stage records a
+report, publishes ``pipeline-failed`` and acknowledges. Any other exception is
+transient: the entry point lets it propagate so Pub/Sub (or the in-process bus)
+redelivers with backoff, and after the configured attempts dead-letters it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+
+class ModelrailError(Exception):
+    """Root of every error modelrail raises on purpose."""
+
+
+class ConfigError(ModelrailError):
+    """The pipeline configuration, contract or topology file is invalid."""
+
+
+class PermanentError(ModelrailError):
+    """Retrying cannot help; the run ends with ``pipeline-failed``.
+
+    ``kind`` is a stable machine-readable code; ``details`` is JSON-serialisable and is
+    stored in the run's failure report.
+    """
+
+    kind = "permanent"
+
+    def __init__(self, message: str, details: Mapping[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details: dict[str, Any] = dict(details or {})
+
+
+class InvalidEvent(PermanentError):
+    """An event does not match its JSON Schema or cannot be decoded."""
+
+    kind = "invalid_event"
+
+
+class EventTooOld(PermanentError):
+    """An event arrived after the configured maximum age."""
+
+    kind = "event_too_old"
+
+
+class ContractViolation(PermanentError):
+    """A dataset breaks its contract; ``details`` holds the validation report."""
+
+    kind = "contract_violation"
+
+
+class DataUnavailable(PermanentError):
+    """The data an event points at no longer exists in that generation."""
+
+    kind = "data_unavailable"
+
+
+class GateRejected(PermanentError):
+    """The evaluation gate did not bless the candidate; ``details`` holds the verdict."""
+
+    kind = "gate_rejected"
+
+
+class DeploymentFailed(PermanentError):
+    """A new revision failed its smoke test and traffic stayed on the previous one."""
+
+    kind = "deployment_failed"
+
+
+class IntegrityError(PermanentError):
+    """An artifact's bytes do not match the sha256 recorded in its manifest."""
+
+    kind = "integrity_error"
+
+
+class TransientError(ModelrailError):
+    """A failure worth retrying (an unavailable dependency, a lost race)."""
+
+
+class NotFound(ModelrailError):
+    """A blob (or the requested generation of it) does not exist."""
+
+
+class PreconditionFailed(ModelrailError):
+    """A create-only or compare-and-set write lost: the blob's generation differs.
+
+    Raised by every BlobStore implementation for what GCS reports as HTTP 412.
+    """

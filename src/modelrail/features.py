@@ -1,0 +1,109 @@
+"""The feature schema: how contract columns become LightGBM's numeric matrix.
+
+Training and serving share this one encoding, so they cannot skew: categories map to
+their index in the contract's category list (LightGBM native categoricals), booleans to
+0/1, numbers to float, and missing values to NaN. The schema is stored in every
+version's manifest; the serving path uses it with numpy only (no pandas).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from modelrail.dataset.contract import Column, DatasetContract
+
+
+@dataclasses.dataclass(frozen=True)
+class Feature:
+    name: str
+    type: str  # number | integer | category | boolean
+    nullable: bool
+    categories: tuple[str, ...] = ()
+
+    @property
+    def is_categorical(self) -> bool:
+        return self.type == "category"
+
+    def code_of(self) -> dict[str, int]:
+        return {category: index for index, category in enumerate(self.categories)}
+
+
+@dataclasses.dataclass(frozen=True)
+class FeatureSchema:
+    objective: str
+    features: tuple[Feature, ...]
+    target: str
+    classes: tuple[str, ...]  # class labels in model output order; empty for regression
+
+    @property
+    def names(self) -> list[str]:
+        return [f.name for f in self.features]
+
+    @property
+    def categorical_names(self) -> list[str]:
+        return [f.name for f in self.features if f.is_categorical]
+
+    @classmethod
+    def from_contract(cls, contract: DatasetContract, objective: str) -> FeatureSchema:
+        target = contract.target_column
+        classes: tuple[str, ...] = ()
+        if objective != "regression":
+            classes = target.categories if target.type == "category" else ("false", "true")
+        return cls(
+            objective=objective,
+            features=tuple(_feature(c) for c in contract.features),
+            target=target.name,
+            classes=classes,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, spec: Mapping[str, Any]) -> FeatureSchema:
+        return cls(
+            objective=spec["objective"],
+            features=tuple(
+                Feature(
+                    name=f["name"],
+                    type=f["type"],
+                    nullable=f["nullable"],
+                    categories=tuple(f["categories"]),
+                )
+                for f in spec["features"]
+            ),
+            target=spec["target"],
+            classes=tuple(spec["classes"]),
+        )
+
+    def encode_records(self, records: Sequence[Mapping[str, Any]]) -> np.ndarray:
+        """Row-wise encoding of already-validated records (the serving path)."""
+        matrix = np.full((len(records), len(self.features)), np.nan, dtype=np.float64)
+        codes = [f.code_of() if f.is_categorical else None for f in self.features]
+        for row_index, record in enumerate(records):
+            row = matrix[row_index]
+            for col_index, feature in enumerate(self.features):
+                value = record.get(feature.name)
+                if value is None:
+                    continue
+                code_map = codes[col_index]
+                if code_map is not None:
+                    code = code_map.get(value)
+                    row[col_index] = math.nan if code is None else code
+                else:
+                    row[col_index] = float(value)
+        return matrix
+
+
+def _feature(column: Column) -> Feature:
+    return Feature(
+        name=column.name,
+        type=column.type,
+        nullable=column.nullable,
+        categories=column.categories,
+    )

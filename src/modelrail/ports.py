@@ -1,0 +1,128 @@
+"""The small abstract surfaces every side effect goes through.
+
+Stages and the pipeline service layer depend only on these protocols; adapters in
+``modelrail.adapters`` implement them for the filesystem, the in-process bus, Google
+Cloud (and so the emulators) and the local staging server. Unit tests use fakes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Protocol
+
+
+@dataclass(frozen=True)
+class Blob:
+    """Bytes of one object with the generation they were read at."""
+
+    key: str
+    data: bytes
+    generation: int
+
+
+@dataclass(frozen=True)
+class BlobInfo:
+    """Listing entry: an object's key, generation and size in bytes."""
+
+    key: str
+    generation: int
+    size: int
+
+
+class BlobStore(Protocol):
+    """One bucket. Semantics match GCS object preconditions.
+
+    ``write(..., if_generation_match=0)`` creates only if absent; a positive value
+    replaces only if the current generation equals it; ``None`` writes
+    unconditionally. A lost precondition raises ``PreconditionFailed``. Writes are
+    atomic: a reader sees the old bytes or the new bytes, never a partial object.
+    """
+
+    @property
+    def bucket(self) -> str:
+        """The bucket's name (``gs://<bucket>``)."""
+        ...
+
+    def uri(self, key: str) -> str:
+        """The object's URI as users see it (``gs://bucket/key`` or ``file://...``)."""
+        ...
+
+    def read(self, key: str, *, generation: int | None = None) -> Blob:
+        """Read an object (optionally a specific generation); ``NotFound`` if absent."""
+        ...
+
+    def write(
+        self,
+        key: str,
+        data: bytes,
+        *,
+        if_generation_match: int | None = None,
+        content_type: str = "application/octet-stream",
+    ) -> int:
+        """Write an object and return its new generation."""
+        ...
+
+    def list(self, prefix: str = "") -> list[BlobInfo]:
+        """Objects whose key starts with ``prefix``, sorted by key."""
+        ...
+
+
+class Storage(Protocol):
+    """Opens buckets by name (the name a GCS notification carries)."""
+
+    def bucket(self, name: str) -> BlobStore:
+        """The store for bucket ``name``."""
+        ...
+
+
+@dataclass(frozen=True)
+class Message:
+    """One bus message: the JSON event body and its string attributes."""
+
+    data: bytes
+    attributes: Mapping[str, str]
+    message_id: str = ""
+    delivery_attempt: int = 1
+
+
+class EventBus(Protocol):
+    """Publishes messages to topics (consumption is push, outside this port)."""
+
+    def publish(self, topic: str, data: bytes, attributes: Mapping[str, str]) -> str:
+        """Publish and return the message id once the bus has accepted it."""
+        ...
+
+
+@dataclass(frozen=True)
+class Deployment:
+    """What a deploy produced: the serving URL, revision name and model version."""
+
+    url: str
+    revision: str
+    model: str
+    version: int
+
+
+class Deployer(Protocol):
+    """Moves the staging service to a revision pinned to one model version."""
+
+    def current(self) -> Deployment | None:
+        """The deployment receiving traffic now, if any."""
+        ...
+
+    def deploy(self, model: str, version: int) -> Deployment:
+        """Roll out ``version``, smoke-test it, and return the live deployment.
+
+        On a failed smoke test traffic stays on the previous revision and
+        ``DeploymentFailed`` is raised.
+        """
+        ...
+
+
+class JobLauncher(Protocol):
+    """Starts the training job for one event (a Cloud Run job execution)."""
+
+    def launch(self, job: str, event_json: bytes) -> str:
+        """Start ``job`` with the event and return an execution name."""
+        ...

@@ -1,0 +1,265 @@
+"""The model registry, on any BlobStore (GCS or the filesystem store).
+
+Layout (under ``models/<model>/``)::
+
+    versions/<N>/claim.json     create-only: who claimed number N
+    versions/<N>/model.txt      LightGBM text format (never pickle)
+    versions/<N>/card.html      human-readable model card
+    versions/<N>/manifest.json  written last, create-only: the version exists once this does
+    by-run/<run_id>.json        a run registers at most one version
+    aliases/<alias>.json        mutable pointers (champion, staging), compare-and-set
+
+Numbers are claimed create-only (``ifGenerationMatch=0``), retrying on conflict, so
+concurrent registrations of different runs get distinct, contiguous numbers. A run
+first claims ``by-run/<run_id>.json``; a redelivery finds that claim and either returns
+the finished version or resumes writing it, so a run never makes a second version.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+from modelrail.config import canonical_json
+from modelrail.errors import IntegrityError, NotFound, PreconditionFailed, TransientError
+from modelrail.events import utcnow
+from modelrail.ports import BlobStore
+
+MANIFEST = "manifest.json"
+MODEL_FILE = "model.txt"
+# A run's claim with no version yet is another delivery at work unless it is older
+# than this; then that delivery died and the claim is taken over.
+CLAIM_LEASE_S = 120.0
+_MAX_CLAIM_TRIES = 1000
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+@dataclasses.dataclass(frozen=True)
+class Alias:
+    name: str
+    version: int
+    generation: int
+    updated_at: str
+
+
+@dataclasses.dataclass(frozen=True)
+class LoadedVersion:
+    """A version whose every file matched its manifest's sha256."""
+
+    model: str
+    version: int
+    manifest: Mapping[str, Any]
+    model_text: bytes
+
+
+class Registry:
+    """Versions plus mutable aliases for every model, on one bucket."""
+
+    def __init__(self, store: BlobStore) -> None:
+        self.store = store
+
+    # -- reading -----------------------------------------------------------------
+    def _prefix(self, model: str) -> str:
+        return f"models/{model}/"
+
+    def models(self) -> list[str]:
+        names = {info.key.split("/")[1] for info in self.store.list("models/")}
+        return sorted(names)
+
+    def versions(self, model: str) -> list[int]:
+        """Complete versions (those with a manifest), ascending."""
+        prefix = f"{self._prefix(model)}versions/"
+        found = []
+        for info in self.store.list(prefix):
+            number, _, name = info.key[len(prefix) :].partition("/")
+            if name == MANIFEST and number.isdigit():
+                found.append(int(number))
+        return sorted(found)
+
+    def manifest_uri(self, model: str, version: int) -> str:
+        return self.store.uri(self._version_key(model, version, MANIFEST))
+
+    def manifest(self, model: str, version: int) -> dict[str, Any]:
+        data = self.store.read(self._version_key(model, version, MANIFEST)).data
+        manifest: dict[str, Any] = orjson.loads(data)
+        return manifest
+
+    def load(self, model: str, version: int) -> LoadedVersion:
+        """Read a version, checking every file's sha256 before anyone parses it."""
+        manifest = self.manifest(model, version)
+        files = {}
+        for name, meta in manifest["files"].items():
+            data = self.store.read(self._version_key(model, version, name)).data
+            if sha256(data) != meta["sha256"]:
+                raise IntegrityError(
+                    f"{model} v{version}: {name} does not match the sha256 in its manifest",
+                    {"model": model, "version": version, "file": name},
+                )
+            files[name] = data
+        return LoadedVersion(model, version, manifest, files[MODEL_FILE])
+
+    def alias(self, model: str, name: str) -> Alias | None:
+        try:
+            blob = self.store.read(self._alias_key(model, name))
+        except NotFound:
+            return None
+        body = orjson.loads(blob.data)
+        return Alias(name, int(body["version"]), blob.generation, body["updated_at"])
+
+    def aliases(self, model: str) -> dict[str, int]:
+        prefix = f"{self._prefix(model)}aliases/"
+        result = {}
+        for info in self.store.list(prefix):
+            name = info.key[len(prefix) :].removesuffix(".json")
+            alias = self.alias(model, name)
+            if alias is not None:
+                result[name] = alias.version
+        return result
+
+    def version_for_run(self, model: str, run_id: str) -> int | None:
+        try:
+            claim = orjson.loads(self.store.read(self._run_key(model, run_id)).data)
+        except NotFound:
+            return None
+        version = claim.get("version")
+        if version is None or version not in self.versions(model):
+            return None
+        return int(version)
+
+    # -- writing -----------------------------------------------------------------
+    def move_alias(self, model: str, name: str, version: int, *, force: bool = False) -> bool:
+        """Point ``name`` at ``version`` by compare-and-set.
+
+        Aliases only move forward: a late, out-of-order event naming an older version
+        is a no-op (returns False). ``force`` moves it anywhere (an operator's rollback).
+        """
+        if version not in self.versions(model):
+            raise NotFound(f"{model} has no version {version}")
+        body = canonical_json({"alias": name, "version": version, "updated_at": utcnow()})
+        for _ in range(_MAX_CLAIM_TRIES):
+            current = self.alias(model, name)
+            if current is not None and not force and current.version >= version:
+                return False
+            generation = 0 if current is None else current.generation
+            try:
+                self.store.write(
+                    self._alias_key(model, name),
+                    body,
+                    if_generation_match=generation,
+                    content_type="application/json",
+                )
+                return True
+            except PreconditionFailed:
+                continue  # someone moved it meanwhile: re-read and decide again
+        raise TransientError(f"alias {model}@{name} kept changing; giving up for now")
+
+    def register(
+        self,
+        model: str,
+        run_id: str,
+        files: Mapping[str, bytes],
+        manifest_fields: Mapping[str, Any],
+    ) -> tuple[int, bytes]:
+        """Make ``files`` an immutable version for ``run_id``; idempotent per run.
+
+        Returns the version number and the manifest bytes.
+        """
+        if MODEL_FILE not in files:
+            raise ValueError(f"a version needs {MODEL_FILE}")
+        version = self._claim_for_run(model, run_id)
+        for name, data in files.items():
+            self._write_once(self._version_key(model, version, name), data)
+        manifest = canonical_json(
+            {
+                **manifest_fields,
+                "model": model,
+                "version": version,
+                "run_id": run_id,
+                "files": {
+                    name: {"sha256": sha256(data), "size": len(data)}
+                    for name, data in sorted(files.items())
+                },
+            }
+        )
+        key = self._version_key(model, version, MANIFEST)
+        try:
+            self.store.write(key, manifest, if_generation_match=0, content_type="application/json")
+        except PreconditionFailed:
+            manifest = self.store.read(key).data  # an earlier delivery finished it
+        return version, manifest
+
+    def _claim_for_run(self, model: str, run_id: str) -> int:
+        key = self._run_key(model, run_id)
+        body = {"run_id": run_id, "version": None, "claimed_at": utcnow()}
+        try:
+            generation = self.store.write(
+                key, canonical_json(body), if_generation_match=0, content_type="application/json"
+            )
+        except PreconditionFailed:
+            blob = self.store.read(key)
+            claim = orjson.loads(blob.data)
+            if claim["version"] is not None:
+                return int(claim["version"])  # resume (or confirm) that version
+            age = (datetime.now(UTC) - datetime.fromisoformat(claim["claimed_at"])).total_seconds()
+            if age < CLAIM_LEASE_S:
+                raise TransientError(
+                    f"run {run_id} is being registered by another delivery"
+                ) from None
+            generation = blob.generation  # that delivery died: take its claim over
+        version = self._claim_next_number(model, run_id)
+        try:
+            self.store.write(
+                key,
+                canonical_json({**body, "version": version}),
+                if_generation_match=generation,
+                content_type="application/json",
+            )
+        except PreconditionFailed:
+            raise TransientError(f"run {run_id}'s claim changed under it") from None
+        return version
+
+    def _claim_next_number(self, model: str, run_id: str) -> int:
+        prefix = f"{self._prefix(model)}versions/"
+        numbers = [
+            int(number)
+            for info in self.store.list(prefix)
+            if (number := info.key[len(prefix) :].split("/", 1)[0]).isdigit()
+        ]
+        candidate = max(numbers, default=0) + 1
+        claim = canonical_json({"run_id": run_id, "claimed_at": utcnow()})
+        for _ in range(_MAX_CLAIM_TRIES):
+            try:
+                self.store.write(
+                    self._version_key(model, candidate, "claim.json"),
+                    claim,
+                    if_generation_match=0,
+                    content_type="application/json",
+                )
+                return candidate
+            except PreconditionFailed:
+                candidate += 1  # a concurrent registration took it
+        raise TransientError(f"could not claim a version number for {model}")
+
+    def _write_once(self, key: str, data: bytes) -> None:
+        try:
+            self.store.write(key, data, if_generation_match=0)
+        except PreconditionFailed:
+            if sha256(self.store.read(key).data) != sha256(data):
+                raise IntegrityError(f"{key} exists with different bytes", {"key": key}) from None
+
+    def _version_key(self, model: str, version: int, name: str) -> str:
+        return f"{self._prefix(model)}versions/{version}/{name}"
+
+    def _alias_key(self, model: str, name: str) -> str:
+        return f"{self._prefix(model)}aliases/{name}.json"
+
+    def _run_key(self, model: str, run_id: str) -> str:
+        return f"{self._prefix(model)}by-run/{run_id}.json"
