@@ -12,10 +12,12 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 from functools import cached_property
+from typing import Any
 
 from modelrail.config import PipelineConfig, Settings
 from modelrail.ports import BlobStore, Deployer, EventBus, JobLauncher, Storage
 from modelrail.registry import Registry
+from modelrail.runs import RunLog
 
 
 def open_storage(settings: Settings) -> Storage:
@@ -41,9 +43,12 @@ class Container:
     """Everything a stage may touch, built lazily once per process."""
 
     settings: Settings
+    storage_factory: Callable[[], Storage]
     bus_factory: Callable[[], EventBus]
     launcher_factory: Callable[[], JobLauncher]
     deployer_factory: Callable[[], Deployer]
+    # Called with each stage record as it is stored (the CLI shows progress with it).
+    observer: Callable[[dict[str, Any]], None] | None = None
 
     @cached_property
     def config(self) -> PipelineConfig:
@@ -51,7 +56,7 @@ class Container:
 
     @cached_property
     def storage(self) -> Storage:
-        return open_storage(self.settings)
+        return self.storage_factory()
 
     @cached_property
     def artifacts(self) -> BlobStore:
@@ -60,6 +65,10 @@ class Container:
     @cached_property
     def registry(self) -> Registry:
         return Registry(self.artifacts)
+
+    @cached_property
+    def runs(self) -> RunLog:
+        return RunLog(self.artifacts)
 
     @cached_property
     def bus(self) -> EventBus:
@@ -72,3 +81,32 @@ class Container:
     @cached_property
     def deployer(self) -> Deployer:
         return self.deployer_factory()
+
+
+def bootstrap(
+    settings: Settings, *, observer: Callable[[dict[str, Any]], None] | None = None
+) -> Container:
+    """Wire the container for ``settings.mode``."""
+    if settings.mode == "embedded":
+        from modelrail.runtime.embedded import build
+
+        return build(settings, observer=observer)
+
+    def bus() -> EventBus:
+        from modelrail.adapters.pubsub import PubSubBus
+
+        return PubSubBus(project=settings.project)
+
+    def launcher() -> JobLauncher:
+        from modelrail.adapters.cloudrun import CloudRunJobLauncher
+
+        return CloudRunJobLauncher(settings.project, settings.region, settings.run_api_endpoint)
+
+    def deployer() -> Deployer:
+        from modelrail.adapters.cloudrun import CloudRunDeployer
+
+        return CloudRunDeployer(
+            settings.project, settings.region, settings.staging_service, settings.run_api_endpoint
+        )
+
+    return Container(settings, lambda: open_storage(settings), bus, launcher, deployer, observer)

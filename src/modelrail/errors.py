@@ -16,10 +16,6 @@ class ModelrailError(Exception):
     """Root of every error modelrail raises on purpose."""
 
 
-class ConfigError(ModelrailError):
-    """The pipeline configuration, contract or topology file is invalid."""
-
-
 class PermanentError(ModelrailError):
     """Retrying cannot help; the run ends with ``pipeline-failed``.
 
@@ -35,6 +31,12 @@ class PermanentError(ModelrailError):
         self.details: dict[str, Any] = dict(details or {})
 
 
+class ConfigError(PermanentError):
+    """The pipeline configuration, contract or topology file is invalid."""
+
+    kind = "config_error"
+
+
 class InvalidEvent(PermanentError):
     """An event does not match its JSON Schema or cannot be decoded."""
 
@@ -45,6 +47,12 @@ class EventTooOld(PermanentError):
     """An event arrived after the configured maximum age."""
 
     kind = "event_too_old"
+
+
+class ConfigChanged(PermanentError):
+    """An event of a run started under another pipeline configuration."""
+
+    kind = "config_changed"
 
 
 class ContractViolation(PermanentError):

@@ -105,6 +105,9 @@ class DataUploaded:
     def idempotency_key(self) -> str:
         return f"gs://{self.bucket}/{self.name}#{self.generation}"
 
+    def lineage(self) -> JsonDict:
+        return {"kind": "upload", "key": self.idempotency_key}
+
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class RetrainRequested:
@@ -135,6 +138,14 @@ class RetrainRequested:
         if self.request_id:
             return f"request:{self.request_id}"
         return f"commit:{self.commit_sha}"
+
+    def lineage(self) -> JsonDict:
+        return {
+            "kind": "retrain" if self.request_id else "commit",
+            "key": self.idempotency_key,
+            "request_id": self.request_id,
+            "commit_sha": self.commit_sha,
+        }
 
 
 Trigger = DataUploaded | RetrainRequested

@@ -100,6 +100,32 @@ class FeatureSchema:
         return matrix
 
 
+    def encode_columns(self, columns: Mapping[str, np.ndarray]) -> np.ndarray:
+        """Column-wise encoding of a parsed dataset (the training path)."""
+        matrix = np.empty((_length(columns), len(self.features)), dtype=np.float64)
+        for col_index, feature in enumerate(self.features):
+            values = columns[feature.name]
+            if feature.is_categorical:
+                code_map = feature.code_of()
+                matrix[:, col_index] = [code_map.get(v, math.nan) for v in values]
+            else:
+                matrix[:, col_index] = values
+        return matrix
+
+    def encode_target(self, values: np.ndarray) -> np.ndarray:
+        """Class indexes (classification) or floats (regression)."""
+        if self.objective == "regression":
+            return np.asarray(values, dtype=np.float64)
+        index = {label: i for i, label in enumerate(self.classes)}
+        if values.dtype != object:  # a boolean target parsed to 0.0/1.0
+            return np.asarray(values, dtype=np.float64)
+        return np.array([index[v] for v in values], dtype=np.float64)
+
+
+def _length(columns: Mapping[str, np.ndarray]) -> int:
+    return len(next(iter(columns.values()))) if columns else 0
+
+
 def _feature(column: Column) -> Feature:
     return Feature(
         name=column.name,

@@ -84,6 +84,7 @@ class Message:
     attributes: Mapping[str, str]
     message_id: str = ""
     delivery_attempt: int = 1
+    published_at: str | None = None  # RFC 3339, when the bus accepted it
 
 
 class EventBus(Protocol):

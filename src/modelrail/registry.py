@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -165,16 +165,19 @@ class Registry:
         self,
         model: str,
         run_id: str,
-        files: Mapping[str, bytes],
+        files_for: Callable[[int], Mapping[str, bytes]],
         manifest_fields: Mapping[str, Any],
     ) -> tuple[int, bytes]:
-        """Make ``files`` an immutable version for ``run_id``; idempotent per run.
+        """Make the files an immutable version for ``run_id``; idempotent per run.
 
+        ``files_for(version)`` returns the version's files (a card may show its own
+        number); it must return the same bytes when called again for the same run.
         Returns the version number and the manifest bytes.
         """
+        version = self._claim_for_run(model, run_id)
+        files = files_for(version)
         if MODEL_FILE not in files:
             raise ValueError(f"a version needs {MODEL_FILE}")
-        version = self._claim_for_run(model, run_id)
         for name, data in files.items():
             self._write_once(self._version_key(model, version, name), data)
         manifest = canonical_json(

@@ -52,3 +52,15 @@ def smoke_test(
             f"smoke test of {model} v{version} at {base} failed: " + "; ".join(problems),
             {"url": base, "problems": problems},
         )
+
+
+def predict(url: str, instances: Sequence[Mapping[str, Any]], *, timeout_s: float = 10.0) -> Any:
+    """POST ``instances`` to ``url``'s /predict and return the decoded response."""
+    response = _http.request(
+        "POST",
+        f"{url.rstrip('/')}/predict",
+        body=orjson.dumps({"instances": list(instances)}),
+        headers={"Content-Type": "application/json"},
+        timeout=timeout_s,
+    )
+    return orjson.loads(response.data)

@@ -1,0 +1,274 @@
+"""The ``modelrail`` command line: run the pipeline locally and look at what it did."""
+
+from __future__ import annotations
+
+import signal
+import sys
+import uuid
+from pathlib import Path
+from typing import Any
+
+import click
+import orjson
+
+from modelrail.bootstrap import Container, bootstrap
+from modelrail.config import Settings
+from modelrail.errors import ModelrailError
+from modelrail.events import DataUploaded, RetrainRequested, utcnow
+from modelrail.runs import STAGE_ORDER, RunSummary
+
+DEMO_DATA = Path("data/penguins.csv")
+
+
+def _echo_stage(record: dict[str, Any]) -> None:
+    status = record["status"]
+    mark = {"succeeded": click.style("✔", fg="green"), "skipped": click.style("–", fg="yellow")}.get(
+        status, click.style("✘", fg="red")
+    )
+    detail = ""
+    if status == "failed":
+        detail = record["error"]["message"]
+    elif record.get("output"):
+        detail = ", ".join(
+            f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+            for k, v in record["output"].items()
+            if not isinstance(v, dict)
+        )
+    click.echo(f"  {mark} {record['stage']:<16} {record['duration_s']:>7.2f} s  {detail}")
+
+
+class Cli:
+    """What every command shares: settings and the container, built on first use."""
+
+    def __init__(self, quiet: bool = False) -> None:
+        self.settings = Settings.from_env()
+        self.container: Container = bootstrap(
+            self.settings, observer=None if quiet else _echo_stage
+        )
+
+    def drain(self) -> None:
+        """Embedded mode: deliver every outstanding message (the run happens here)."""
+        from modelrail.runtime.embedded import InProcessBus
+
+        bus = self.container.bus
+        if isinstance(bus, InProcessBus):
+            bus.run_until_idle()
+
+    def upload(self, path: Path, name: str | None = None) -> str:
+        data = path.read_bytes()
+        key = f"uploads/{name or path.name}"
+        store = self.container.storage.bucket(self.settings.data_bucket)
+        generation = store.write(key, data, content_type="text/csv")
+        click.echo(f"uploaded {path} to gs://{store.bucket}/{key}#{generation}")
+        if self.settings.mode == "embedded":
+            # GCS publishes this notification itself; the filesystem store cannot.
+            body = DataUploaded(bucket=store.bucket, name=key, generation=generation).to_body()
+            self.container.bus.publish(
+                "data-uploaded",
+                orjson.dumps(body),
+                {
+                    "eventType": "OBJECT_FINALIZE",
+                    "payloadFormat": "JSON_API_V1",
+                    "bucketId": store.bucket,
+                    "objectId": key,
+                    "objectGeneration": str(generation),
+                },
+            )
+        return f"gs://{store.bucket}/{key}#{generation}"
+
+    def latest_run(self, trigger_key: str) -> RunSummary | None:
+        runs = [r for r in self.container.runs.runs() if r.trigger.get("key") == trigger_key]
+        return runs[-1] if runs else None
+
+
+def _fail(message: str) -> None:
+    click.echo(click.style(f"error: {message}", fg="red"), err=True)
+    sys.exit(1)
+
+
+def _report_run(cli: Cli, run: RunSummary | None) -> None:
+    if run is None:
+        _fail("no run was recorded for this trigger")
+        return
+    click.echo(f"run {run.run_id}: {run.outcome}")
+    for stage in run.stages.values():
+        if stage["status"] == "failed":
+            error = stage["error"]
+            click.echo(f"  {stage['stage']} failed ({error['kind']}): {error['message']}")
+            for problem in error.get("details", {}).get("problems", []):
+                rows = f" rows {problem['rows']}" if problem.get("rows") else ""
+                click.echo(f"    - [{problem['check']}] {problem['message']}{rows}")
+            if error.get("details", {}).get("report_uri"):
+                click.echo(f"  report: {error['details']['report_uri']}")
+    if run.outcome in ("failed", "rejected"):
+        sys.exit(1)
+
+
+@click.group()
+@click.version_option(package_name="modelrail")
+def main() -> None:
+    """modelrail: validate, train, evaluate, register and deploy LightGBM models on events."""
+
+
+@main.command()
+@click.option("--data", "data_path", type=click.Path(exists=True, path_type=Path), default=DEMO_DATA)
+def demo(data_path: Path) -> None:
+    """Run the whole pipeline on the bundled dataset and call the staging server."""
+    cli = Cli()
+    click.echo(f"modelrail demo ({cli.settings.mode} mode, state in {cli.settings.home})")
+    uri = cli.upload(data_path)
+    cli.drain()
+    run = cli.latest_run(f"{uri}")
+    _report_run(cli, run)
+    model = cli.container.config.model_name
+    staging = cli.container.registry.alias(model, "staging")
+    if staging is None:
+        _fail("staging serves no version")
+        return
+    deployment = cli.container.deployer.current()
+    if deployment is None:
+        _fail("the staging server is not running")
+        return
+    examples = cli.container.registry.manifest(model, staging.version)["examples"][:1]
+    from modelrail.smoke import predict
+
+    response = predict(deployment.url, examples)
+    click.echo(f"\nversion {staging.version} of {model!r} is registered and staging serves it at {deployment.url}")
+    click.echo(f"POST {deployment.url}/predict {orjson.dumps({'instances': examples}).decode()}")
+    click.echo(orjson.dumps(response, option=orjson.OPT_INDENT_2).decode())
+
+
+@main.command()
+@click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--name", help="Object name under uploads/ (default: the file's name).")
+def upload(path: Path, name: str | None) -> None:
+    """Upload a CSV to the data bucket; the upload starts a run."""
+    cli = Cli()
+    uri = cli.upload(path, name)
+    if cli.settings.mode == "embedded":
+        cli.drain()
+        _report_run(cli, cli.latest_run(uri))
+
+
+@main.command()
+@click.option("--request-id", help="Idempotency key: the same id is the same run (default: new).")
+@click.option("--data-uri", help="gs://bucket/object[#generation] (default: the newest CSV).")
+@click.option("--reason", help="Why, for the run history.")
+def retrain(request_id: str | None, data_uri: str | None, reason: str | None) -> None:
+    """Request a retrain on the latest data (or on --data-uri)."""
+    cli = Cli()
+    request = RetrainRequested(
+        request_id=request_id or uuid.uuid4().hex,
+        data_uri=data_uri,
+        reason=reason,
+        requested_at=utcnow(),
+    )
+    message_id = cli.container.bus.publish(
+        "retrain-requested", orjson.dumps(request.to_body()), {"event_type": request.event_type}
+    )
+    click.echo(f"published retrain request {request.request_id} (message {message_id})")
+    if cli.settings.mode == "embedded":
+        cli.drain()
+        _report_run(cli, cli.latest_run(request.idempotency_key))
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def runs(as_json: bool) -> None:
+    """Each run: trigger, per-stage status and duration, outcome."""
+    summaries = Cli(quiet=True).container.runs.runs()
+    if as_json:
+        click.echo(orjson.dumps([r.to_dict() for r in summaries], option=orjson.OPT_INDENT_2))
+        return
+    if not summaries:
+        click.echo("no runs yet")
+    for run in summaries:
+        trigger = run.trigger
+        click.echo(f"{run.run_id}  {run.started_at}  {run.outcome:<10} {trigger.get('kind')}: {trigger.get('key')}")
+        for name in STAGE_ORDER:
+            if name in run.stages:
+                stage = run.stages[name]
+                click.echo(f"    {name:<16} {stage['status']:<10} {stage['duration_s']:>7.2f} s")
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def models(as_json: bool) -> None:
+    """Versions, aliases, metrics and lineage."""
+    registry = Cli(quiet=True).container.registry
+    result = []
+    for model in registry.models():
+        aliases = registry.aliases(model)
+        versions = []
+        for version in registry.versions(model):
+            manifest = registry.manifest(model, version)
+            versions.append(
+                {
+                    "version": version,
+                    "aliases": sorted(a for a, v in aliases.items() if v == version),
+                    "created_at": manifest["created_at"],
+                    "metrics": manifest["metrics"],
+                    "lineage": manifest["lineage"],
+                    "run_id": manifest["run_id"],
+                }
+            )
+        result.append({"model": model, "aliases": aliases, "versions": versions})
+    if as_json:
+        click.echo(orjson.dumps(result, option=orjson.OPT_INDENT_2))
+        return
+    if not result:
+        click.echo("no models registered yet")
+    for entry in result:
+        click.echo(f"{entry['model']}  aliases: {entry['aliases']}")
+        for v in entry["versions"]:
+            metrics = ", ".join(f"{k}={val:.4f}" for k, val in sorted(v["metrics"].items()))
+            lineage = v["lineage"]
+            click.echo(
+                f"  v{v['version']:<3} {','.join(v['aliases']) or '-':<18} {metrics}\n"
+                f"        data {lineage['data']['uri']}  code {lineage['code']['version']}  "
+                f"trigger {lineage['trigger']['kind']}"
+            )
+
+
+@main.command()
+def serve() -> None:
+    """Keep the staging server up, serving the version the staging alias points at."""
+    cli = Cli(quiet=True)
+    model = cli.container.config.model_name
+    staging = cli.container.registry.alias(model, "staging")
+    if staging is None:
+        _fail("no version is in staging yet: run `modelrail demo` or upload data first")
+        return
+    deployer = cli.container.deployer
+    current = deployer.current()
+    if current is None or current.version != staging.version:
+        current = deployer.deploy(model, staging.version)
+    click.echo(f"staging serves {model} v{current.version} at {current.url} (Ctrl-C stops it)")
+    try:
+        signal.pause()
+    except KeyboardInterrupt:
+        from modelrail.adapters.local_staging import LocalStagingDeployer
+
+        if isinstance(deployer, LocalStagingDeployer):
+            deployer.stop()
+
+
+@main.command()
+@click.option("--rows", type=click.IntRange(min=1), required=True)
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=Path("synthetic.csv"))
+@click.option("--seed", type=int, default=0)
+def synth(rows: int, out: Path, seed: int) -> None:
+    """Write a synthetic CSV of ROWS rows that meets the pipeline's dataset contract."""
+    from modelrail.config import PipelineConfig
+    from modelrail.dataset.synth import write_csv
+
+    settings = Settings.from_env()
+    write_csv(PipelineConfig.load(settings.config_path).contract, rows, out, seed)
+    click.echo(f"wrote {rows} rows to {out}")
+
+
+def run() -> None:
+    try:
+        main(standalone_mode=True)
+    except ModelrailError as exc:
+        _fail(str(exc))

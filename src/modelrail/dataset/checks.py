@@ -1,0 +1,205 @@
+"""Contract checks: a CSV against its dataset contract, row by row and column by column.
+
+The report says exactly what fails and where: each problem names its column, the
+check, how many rows break it, the first row numbers (1-based data rows, as a
+spreadsheet shows them below the header) and example values.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+from collections import Counter
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from modelrail.dataset.contract import Column, DatasetContract
+from modelrail.errors import ContractViolation
+
+MAX_ROWS_LISTED = 20
+MAX_EXAMPLES = 5
+
+
+@dataclasses.dataclass(frozen=True)
+class Problem:
+    check: str
+    message: str
+    column: str | None = None
+    count: int = 0
+    rows: tuple[int, ...] = ()
+    examples: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+
+
+@dataclasses.dataclass(frozen=True)
+class ParsedDataset:
+    """Typed columns of a dataset that met its contract.
+
+    Numbers are float64 with NaN for missing; categories are object arrays of str
+    with None for missing.
+    """
+
+    columns: Mapping[str, np.ndarray]
+    rows: int
+
+
+@dataclasses.dataclass(frozen=True)
+class ValidationReport:
+    contract: str
+    rows: int
+    columns: tuple[str, ...]
+    problems: tuple[Problem, ...]
+
+    @property
+    def passed(self) -> bool:
+        return not self.problems
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "contract": self.contract,
+            "passed": self.passed,
+            "rows": self.rows,
+            "columns": list(self.columns),
+            "problems": [p.to_dict() for p in self.problems],
+        }
+
+
+def validate(data: bytes, contract: DatasetContract) -> tuple[ValidationReport, ParsedDataset]:
+    """Check ``data`` (CSV bytes) against ``contract``; never raises for bad data."""
+    try:
+        frame = pd.read_csv(
+            io.BytesIO(data),
+            dtype=str,
+            keep_default_na=False,
+            na_filter=False,
+            skipinitialspace=True,
+        )
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        problem = Problem("malformed_csv", f"the file is not a readable CSV: {exc}")
+        return _report(contract, 0, (), [problem]), ParsedDataset({}, 0)
+
+    problems: list[Problem] = []
+    header = _header(data)
+    expected = {c.name for c in contract.columns}
+    for name, count in Counter(header).items():
+        if count > 1:
+            problems.append(Problem("duplicate_column", f"column {name!r} appears {count} times", name))
+    for column in contract.columns:
+        if column.name not in header:
+            problems.append(
+                Problem("missing_column", f"required column {column.name!r} is missing", column.name)
+            )
+    for name in dict.fromkeys(header):
+        if name not in expected:
+            problems.append(
+                Problem("unexpected_column", f"column {name!r} is not in the contract", name)
+            )
+    if len(frame) < contract.min_rows:
+        problems.append(
+            Problem(
+                "min_rows",
+                f"{len(frame)} data rows, the contract requires at least {contract.min_rows}",
+                count=len(frame),
+            )
+        )
+
+    parsed: dict[str, np.ndarray] = {}
+    for column in contract.columns:
+        if column.name in frame.columns:
+            values, column_problems = _check_column(frame[column.name], column, contract)
+            parsed[column.name] = values
+            problems.extend(column_problems)
+    return _report(contract, len(frame), header, problems), ParsedDataset(parsed, len(frame))
+
+
+def load(data: bytes, contract: DatasetContract) -> ParsedDataset:
+    """The typed columns of ``data``; ``ContractViolation`` if it breaks the contract."""
+    report, parsed = validate(data, contract)
+    if not report.passed:
+        raise ContractViolation(
+            f"dataset breaks contract {contract.name!r}: {report.problems[0].message}",
+            report.to_dict(),
+        )
+    return parsed
+
+
+def _header(data: bytes) -> tuple[str, ...]:
+    """The header as written (pandas renames duplicate names, hiding them)."""
+    first_line = data.split(b"\n", 1)[0].decode("utf-8-sig", errors="replace")
+    return tuple(name.strip() for name in next(csv.reader([first_line]), []))
+
+
+def _report(
+    contract: DatasetContract, rows: int, header: tuple[str, ...], problems: list[Problem]
+) -> ValidationReport:
+    return ValidationReport(contract.name, rows, header, tuple(problems))
+
+
+def _check_column(
+    raw: pd.Series, column: Column, contract: DatasetContract
+) -> tuple[np.ndarray, list[Problem]]:
+    text = raw.str.strip()
+    missing = text.isin(contract.null_tokens).to_numpy()
+    problems: list[Problem] = []
+    if not column.nullable and missing.any():
+        problems.append(_problem("null", column, missing, text, "missing values in a column that does not allow them"))
+
+    if column.type == "category":
+        values = text.to_numpy(dtype=object).copy()
+        values[missing] = None
+        unknown = ~missing & ~text.isin(column.categories).to_numpy()
+        if unknown.any():
+            problems.append(
+                _problem("category", column, unknown, text,
+                         f"values outside the allowed categories {list(column.categories)}")
+            )
+        return values, problems
+
+    if column.type == "boolean":
+        lowered = text.str.lower()
+        truthy = lowered.isin(("true", "1", "yes")).to_numpy()
+        falsy = lowered.isin(("false", "0", "no")).to_numpy()
+        bad = ~missing & ~truthy & ~falsy
+        if bad.any():
+            problems.append(_problem("type", column, bad, text, "values that are not booleans"))
+        values = np.where(truthy, 1.0, np.where(falsy, 0.0, np.nan))
+        return values, problems
+
+    numbers = pd.to_numeric(text.where(~missing), errors="coerce").to_numpy(dtype=np.float64, copy=True)
+    not_numeric = ~missing & (np.isnan(numbers) | np.isinf(numbers))
+    if not_numeric.any():
+        problems.append(_problem("type", column, not_numeric, text, f"values that are not finite {column.type}s"))
+    if column.type == "integer":
+        fractional = ~missing & ~not_numeric & (numbers != np.round(numbers))
+        if fractional.any():
+            problems.append(_problem("type", column, fractional, text, "values that are not integers"))
+    checked = ~missing & ~not_numeric
+    if column.min is not None:
+        low = checked & (numbers < column.min)
+        if low.any():
+            problems.append(_problem("range", column, low, text, f"values below the minimum {column.min}"))
+    if column.max is not None:
+        high = checked & (numbers > column.max)
+        if high.any():
+            problems.append(_problem("range", column, high, text, f"values above the maximum {column.max}"))
+    numbers[missing] = np.nan
+    return numbers, problems
+
+
+def _problem(check: str, column: Column, mask: np.ndarray, text: pd.Series, what: str) -> Problem:
+    indices = np.flatnonzero(mask)
+    examples = tuple(dict.fromkeys(str(v) for v in text.to_numpy()[indices[:200]]))[:MAX_EXAMPLES]
+    return Problem(
+        check=check,
+        message=f"column {column.name!r}: {len(indices)} row(s) with {what}",
+        column=column.name,
+        count=len(indices),
+        rows=tuple(int(i) + 1 for i in indices[:MAX_ROWS_LISTED]),
+        examples=examples,
+    )

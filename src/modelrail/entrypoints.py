@@ -1,0 +1,78 @@
+"""Adapters from the outside world's envelopes to ``pipeline.consume``.
+
+A Cloud Function receives a CloudEvent whose data is Pub/Sub's push body
+(``{"message": {"data": base64, "attributes": ..., "messageId": ...}}``), in the cloud
+and from the emulator alike. The container is built once per instance, lazily, on the
+first event: nothing happens at import time.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import logging
+import sys
+from collections.abc import Callable, Mapping
+from functools import cache
+from typing import TYPE_CHECKING, Any
+
+from modelrail import pipeline
+from modelrail.bootstrap import Container, bootstrap
+from modelrail.config import Settings
+from modelrail.ports import Message
+
+if TYPE_CHECKING:
+    from cloudevents.http.event import CloudEvent
+
+log = logging.getLogger(__name__)
+
+
+@cache
+def container() -> Container:
+    return bootstrap(Settings.from_env())
+
+
+def message_from_push(data: Mapping[str, Any] | None) -> Message:
+    """The Pub/Sub message inside a push body (as functions-framework hands it over)."""
+    message = (data or {}).get("message") or {}
+    try:
+        payload = base64.b64decode(message.get("data", ""), validate=True)
+    except (binascii.Error, TypeError, ValueError):
+        payload = b""  # undecodable: decode() reports it as an invalid event
+    return Message(
+        data=payload,
+        attributes=dict(message.get("attributes") or {}),
+        message_id=str(message.get("messageId") or message.get("message_id") or ""),
+        delivery_attempt=int((data or {}).get("deliveryAttempt") or 1),
+        published_at=message.get("publishTime") or message.get("publish_time"),
+    )
+
+
+def cloud_function(stage: str) -> Callable[[CloudEvent], None]:
+    """The functions-framework entry point (named ``handle``) for ``stage``.
+
+    Raising makes Pub/Sub redeliver; permanent failures are recorded and acknowledged
+    inside ``pipeline.consume``.
+    """
+    import functions_framework
+
+    @functions_framework.cloud_event
+    def handle(cloud_event: CloudEvent) -> None:
+        pipeline.consume(container(), stage, message_from_push(cloud_event.data))
+
+    return handle  # type: ignore[no-any-return]
+
+
+def run_job(stage: str, event_json: str | None) -> int:
+    """The training job's body: consume the event passed in the environment."""
+    if not event_json:
+        log.error("MODELRAIL_EVENT is empty: the job was started without an event")
+        return 2
+    pipeline.consume(container(), stage, Message(event_json.encode(), {}))
+    return 0
+
+
+def configure_logging() -> None:
+    logging.basicConfig(
+        stream=sys.stderr, level=logging.INFO, format="%(levelname)s %(name)s: %(message)s"
+    )

@@ -1,0 +1,22 @@
+"""The training job: ``python -m modelrail.jobs.train`` with the event in ``MODELRAIL_EVENT``.
+
+Launched by the ``launch_training`` function as a Cloud Run job execution (locally: a
+subprocess or in-process). It publishes ``model-trained`` (or ``pipeline-failed``)
+itself; a transient error exits non-zero so Cloud Run retries the task.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from modelrail.entrypoints import configure_logging, run_job
+
+
+def main() -> int:
+    configure_logging()
+    return run_job("train", os.environ.get("MODELRAIL_EVENT"))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,226 @@
+"""The pipeline service layer: one message in, one stage run, its record, its event out.
+
+Every entry point (a Cloud Function, the training job, the in-process bus) calls
+``consume``. It decodes and validates the event, derives the run, skips work a
+previous delivery already recorded (re-publishing its event), runs the stage's pure
+handler, writes the durable record *before* publishing, and turns a
+``PermanentError`` into a recorded failure plus ``pipeline-failed``. Anything else
+propagates so the bus redelivers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+from modelrail.bootstrap import Container
+from modelrail.errors import ConfigChanged, EventTooOld, InvalidEvent, PermanentError
+from modelrail.events import (
+    PIPELINE_EVENTS,
+    DatasetValidated,
+    DataUploaded,
+    ModelEvaluated,
+    ModelRegistered,
+    ModelTrained,
+    PipelineEvent,
+    PipelineFailed,
+    RetrainRequested,
+    Trigger,
+    decode_json,
+    derive_run_id,
+    utcnow,
+)
+from modelrail.ports import Message
+from modelrail.stages import Outcome, StageContext, deploy, evaluate, launch_training, register, train, validate
+
+log = logging.getLogger(__name__)
+
+Event = Trigger | PipelineEvent
+
+# stage -> (the event types it consumes, its handler). The topology file says which
+# subscription feeds which stage; this table says what each stage accepts.
+_STAGES: dict[str, tuple[tuple[type, ...], Callable[..., Outcome]]] = {
+    "validate": ((DataUploaded, RetrainRequested), validate.handle),
+    "launch_training": ((DatasetValidated,), launch_training.handle),
+    "train": ((DatasetValidated,), train.handle),
+    "evaluate": ((ModelTrained,), evaluate.handle),
+    "register": ((ModelEvaluated,), register.handle),
+    "deploy": ((ModelRegistered,), deploy.handle),
+}
+STAGES = tuple(_STAGES)
+
+
+def encode(event: PipelineEvent) -> tuple[bytes, dict[str, str]]:
+    """The bus message for ``event``: JSON body plus attributes for filtering."""
+    body = event.to_body()
+    attributes = {"event_type": event.event_type, "run_id": event.run_id, "schema_version": "1"}
+    return orjson.dumps(body), attributes
+
+
+def decode(message: Message) -> Event | None:
+    """The event in ``message``; None for storage notifications that are not uploads."""
+    body = decode_json(message.data)
+    event_type = body.get("event_type")
+    if event_type is None:
+        # A Cloud Storage notification: only object-finalize means "new data".
+        if message.attributes.get("eventType", "OBJECT_FINALIZE") != "OBJECT_FINALIZE":
+            return None
+        return DataUploaded.from_body(body)
+    if event_type == RetrainRequested.event_type:
+        return RetrainRequested.from_body(body)
+    event_class = PIPELINE_EVENTS.get(str(event_type))
+    if event_class is None:
+        raise InvalidEvent(f"unknown event_type {event_type!r}")
+    return event_class.from_body(body)
+
+
+def consume(container: Container, stage: str, message: Message) -> dict[str, Any] | None:
+    """Run ``stage`` for one delivery of ``message``; return the stage's record."""
+    accepted, handler = _STAGES[stage]
+    config = container.config
+    started, clock = utcnow(), time.perf_counter()
+    try:
+        event = decode(message)
+    except InvalidEvent as exc:
+        key = message.message_id or hashlib.sha256(message.data).hexdigest()
+        run_id = derive_run_id(f"message:{key}", config.sha256)
+        lineage = {"trigger": {"kind": "unknown", "key": key}, "config": config.summary()}
+        return _fail(container, stage, run_id, lineage, key, exc, started, clock)
+    if event is None:
+        log.info("ignoring storage notification %s", dict(message.attributes))
+        return None
+
+    if isinstance(event, PipelineEvent):
+        run_id, lineage, causation_id = event.run_id, dict(event.lineage), event.event_id
+    else:
+        run_id = derive_run_id(event.idempotency_key, config.sha256)
+        lineage = {"trigger": event.lineage(), "config": config.summary()}
+        causation_id = message.message_id or event.idempotency_key
+
+    recorded = container.runs.stage_record(run_id, stage)
+    if recorded is not None:
+        log.info("%s of %s already recorded; re-publishing its event", stage, run_id)
+        _publish_recorded(container, recorded)
+        return recorded
+
+    try:
+        if not isinstance(event, accepted):
+            raise InvalidEvent(f"{stage} does not consume {type(event).event_type} events")
+        _check_fresh(event, message, container.settings.max_event_age_s)
+        if isinstance(event, PipelineEvent) and lineage["config"]["hash"] != config.sha256:
+            raise ConfigChanged(
+                f"run {run_id} started under configuration {lineage['config']['hash'][:12]}, "
+                f"this {stage} runs {config.sha256[:12]}: start a new run"
+            )
+        ctx = _context(container, stage)
+        if isinstance(event, PipelineEvent):
+            outcome = handler(event, ctx=ctx)
+        else:
+            outcome = handler(event, run_id=run_id, causation_id=causation_id, ctx=ctx)
+    except PermanentError as exc:
+        return _fail(container, stage, run_id, lineage, causation_id, exc, started, clock)
+
+    published = outcome.event
+    record = {
+        "run_id": run_id,
+        "stage": stage,
+        "status": outcome.status,
+        "started_at": started,
+        "finished_at": utcnow(),
+        "duration_s": round(time.perf_counter() - clock, 4),
+        "lineage": dict(published.lineage) if published else lineage,
+        "output": dict(outcome.output),
+        "event": published.to_body() if published else None,
+    }
+    return _record_and_publish(container, record)
+
+
+def _context(container: Container, stage: str) -> StageContext:
+    settings = container.settings
+    return StageContext(
+        config=container.config,
+        storage=container.storage,
+        data_bucket=settings.data_bucket,
+        registry=container.registry,
+        runs=container.runs,
+        code_version=settings.code_version,
+        training_job=settings.training_job,
+        # Only the stages that need them build a launcher or a deployer.
+        launcher=container.launcher if stage == "launch_training" else None,
+        deployer=container.deployer if stage == "deploy" else None,
+    )
+
+
+def _check_fresh(event: Event, message: Message, max_age_s: float) -> None:
+    stamp = event.occurred_at if isinstance(event, PipelineEvent) else message.published_at
+    if not stamp:
+        return
+    age = (datetime.now(UTC) - datetime.fromisoformat(stamp)).total_seconds()
+    if age > max_age_s:
+        raise EventTooOld(f"event is {age:.0f} s old, older than the {max_age_s:.0f} s limit")
+
+
+def _fail(
+    container: Container,
+    stage: str,
+    run_id: str,
+    lineage: dict[str, Any],
+    causation_id: str,
+    exc: PermanentError,
+    started: str,
+    clock: float,
+) -> dict[str, Any]:
+    report_uri = exc.details.get("report_uri")
+    error = {"kind": exc.kind, "message": exc.message, "details": exc.details}
+    failed = PipelineFailed(
+        run_id=run_id,
+        causation_id=causation_id,
+        lineage=lineage,
+        stage=stage,
+        error={"kind": exc.kind, "message": exc.message, "details": _summary(exc.details)},
+        report_uri=report_uri,
+    )
+    record = {
+        "run_id": run_id,
+        "stage": stage,
+        "status": "failed",
+        "started_at": started,
+        "finished_at": utcnow(),
+        "duration_s": round(time.perf_counter() - clock, 4),
+        "lineage": lineage,
+        "error": error,
+        "output": {},
+        "event": failed.to_body(),
+    }
+    log.warning("%s failed permanently for %s: %s", stage, run_id, exc.message)
+    return _record_and_publish(container, record)
+
+
+def _summary(details: dict[str, Any]) -> dict[str, Any]:
+    """What a failure event carries: the problems, not the whole report."""
+    keep = ("problems", "reasons", "report_uri", "verdict", "url")
+    return {k: v for k, v in details.items() if k in keep}
+
+
+def _record_and_publish(container: Container, record: dict[str, Any]) -> dict[str, Any]:
+    # Durable output first: a crash after this line re-publishes on redelivery.
+    stored = container.runs.save_stage(record["run_id"], record["stage"], record)
+    _publish_recorded(container, stored)
+    if container.observer is not None:
+        container.observer(stored)
+    return stored
+
+
+def _publish_recorded(container: Container, record: dict[str, Any]) -> None:
+    body = record.get("event")
+    if body is None:
+        return
+    event = PIPELINE_EVENTS[body["event_type"]].from_body(body)
+    data, attributes = encode(event)
+    container.bus.publish(event.event_type, data, attributes)

@@ -1,0 +1,129 @@
+"""The run history: each stage's durable record, reports and candidates, per run.
+
+Layout (artifact bucket)::
+
+    runs/<run_id>/stages/<stage>.json   the stage's outcome and the event it published
+    runs/<run_id>/reports/<name>.json   validation and evaluation reports
+    runs/<run_id>/candidate/            the trained model before it becomes a version
+
+A stage writes its record (create-only) before it publishes; a redelivered event finds
+the record and re-publishes the same event instead of doing the work again.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import Any
+
+import orjson
+
+from modelrail.config import canonical_json
+from modelrail.errors import NotFound, PreconditionFailed
+from modelrail.ports import BlobStore
+
+# The order stages run in, for display.
+STAGE_ORDER = ("validate", "launch_training", "train", "evaluate", "register", "deploy")
+
+
+@dataclasses.dataclass(frozen=True)
+class RunSummary:
+    run_id: str
+    stages: Mapping[str, Mapping[str, Any]]
+
+    @property
+    def started_at(self) -> str:
+        return min((s["started_at"] for s in self.stages.values()), default="")
+
+    @property
+    def trigger(self) -> Mapping[str, Any]:
+        for record in self.stages.values():
+            trigger = record.get("lineage", {}).get("trigger")
+            if trigger:
+                return dict(trigger)
+        return {}
+
+    @property
+    def outcome(self) -> str:
+        """failed, rejected, deployed, superseded, registered, or running."""
+        for record in self.stages.values():
+            if record["status"] == "failed":
+                kind = record.get("error", {}).get("kind")
+                return "rejected" if kind == "gate_rejected" else "failed"
+        deploy = self.stages.get("deploy")
+        if deploy is not None:
+            return "deployed" if deploy["status"] == "succeeded" else "superseded"
+        return "registered" if "register" in self.stages else "running"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "run_id": self.run_id,
+            "started_at": self.started_at,
+            "trigger": self.trigger,
+            "outcome": self.outcome,
+            "stages": {
+                name: {k: record.get(k) for k in ("status", "duration_s", "started_at", "error")}
+                for name, record in self.stages.items()
+            },
+        }
+
+
+class RunLog:
+    def __init__(self, store: BlobStore) -> None:
+        self.store = store
+
+    def stage_record(self, run_id: str, stage: str) -> dict[str, Any] | None:
+        try:
+            record: dict[str, Any] = orjson.loads(self.store.read(self._stage_key(run_id, stage)).data)
+        except NotFound:
+            return None
+        return record
+
+    def save_stage(self, run_id: str, stage: str, record: Mapping[str, Any]) -> dict[str, Any]:
+        """Store ``record`` unless the stage already has one; return the stored one."""
+        try:
+            self.store.write(
+                self._stage_key(run_id, stage),
+                canonical_json(record),
+                if_generation_match=0,
+                content_type="application/json",
+            )
+            return dict(record)
+        except PreconditionFailed:
+            existing = self.stage_record(run_id, stage)
+            assert existing is not None
+            return existing  # a concurrent delivery finished first: its record stands
+
+    def save_report(self, run_id: str, name: str, report: Mapping[str, Any]) -> str:
+        key = f"runs/{run_id}/reports/{name}.json"
+        self.store.write(key, canonical_json(report), content_type="application/json")
+        return self.store.uri(key)
+
+    def report(self, run_id: str, name: str) -> dict[str, Any]:
+        report: dict[str, Any] = orjson.loads(
+            self.store.read(f"runs/{run_id}/reports/{name}.json").data
+        )
+        return report
+
+    def candidate_key(self, run_id: str, name: str) -> str:
+        return f"runs/{run_id}/candidate/{name}"
+
+    def runs(self) -> list[RunSummary]:
+        """Every run, oldest first."""
+        stages: dict[str, dict[str, Any]] = {}
+        for info in self.store.list("runs/"):
+            parts = info.key.split("/")
+            if len(parts) == 4 and parts[2] == "stages" and parts[3].endswith(".json"):
+                record = orjson.loads(self.store.read(info.key).data)
+                stages.setdefault(parts[1], {})[parts[3].removesuffix(".json")] = record
+        summaries = [
+            RunSummary(
+                run_id,
+                {name: records[name] for name in STAGE_ORDER if name in records},
+            )
+            for run_id, records in stages.items()
+        ]
+        return sorted(summaries, key=lambda run: run.started_at)
+
+    def _stage_key(self, run_id: str, stage: str) -> str:
+        return f"runs/{run_id}/stages/{stage}.json"

@@ -1,0 +1,1 @@
+"""Local runtimes: embedded (one process) and the emulator stack."""

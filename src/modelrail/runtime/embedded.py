@@ -1,0 +1,172 @@
+"""Embedded mode: the whole event graph in one process, no cloud account.
+
+``InProcessBus`` keeps Pub/Sub's delivery contract: every subscription of a topic gets
+its own copy (fan-out), a handler that raises gets the message again (at-least-once),
+and after the subscription's ``max_delivery_attempts`` the message moves to the
+dead-letter topic with the attributes Pub/Sub adds, and is kept on disk for a person
+to look at. Delivery is driven explicitly with ``run_until_idle`` so tests and the
+CLI wait on state, never on time.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import logging
+import uuid
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from modelrail.bootstrap import Container, open_storage
+from modelrail.config import Settings
+from modelrail.events import utcnow
+from modelrail.ports import Deployer, Message, Storage
+from modelrail.topology import Subscription, Topology
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[Message], object]
+
+
+@dataclasses.dataclass
+class _Delivery:
+    subscription: Subscription
+    message: Message
+
+
+class InProcessBus:
+    """At-least-once, fan-out, dead-lettering bus driven by ``run_until_idle``."""
+
+    def __init__(self, topology: Topology, dead_letter_path: Path | None = None) -> None:
+        self.topology = topology
+        self.dead_letter_path = dead_letter_path
+        self._handlers: dict[str, Handler] = {}
+        self._queue: collections.deque[_Delivery] = collections.deque()
+        self.history: list[tuple[str, Message]] = []  # every publish, in order
+        self.held: dict[str, list[Message]] = collections.defaultdict(list)
+
+    def subscribe(self, subscription: str, handler: Handler) -> None:
+        """Push deliveries of ``subscription`` to ``handler``."""
+        if subscription not in {s.name for s in self.topology.subscriptions}:
+            raise KeyError(f"no subscription {subscription!r} in the topology")
+        self._handlers[subscription] = handler
+
+    def publish(self, topic: str, data: bytes, attributes: Mapping[str, str]) -> str:
+        if topic not in self.topology.topics:
+            raise KeyError(f"no topic {topic!r} in the topology")
+        message_id = uuid.uuid4().hex
+        self.history.append((topic, Message(data, dict(attributes), message_id)))
+        for subscription in self.topology.consumers_of(topic):
+            message = Message(data, dict(attributes), message_id, 1, utcnow())
+            if subscription.consumer is None or subscription.name not in self._handlers:
+                self.held[subscription.name].append(message)
+            else:
+                self._queue.append(_Delivery(subscription, message))
+        return message_id
+
+    def pending(self) -> int:
+        return len(self._queue)
+
+    def run_until_idle(self, max_deliveries: int = 10_000) -> int:
+        """Deliver until no message is outstanding; return how many were delivered.
+
+        A failed delivery goes to the back of the queue (the other messages go first,
+        as Pub/Sub's backoff would let them).
+        """
+        delivered = 0
+        while self._queue:
+            if delivered >= max_deliveries:
+                raise RuntimeError(f"bus still busy after {max_deliveries} deliveries")
+            delivery = self._queue.popleft()
+            delivered += 1
+            subscription, message = delivery.subscription, delivery.message
+            try:
+                self._handlers[subscription.name](message)
+            except Exception:
+                log.exception(
+                    "delivery %d of %s to %s failed",
+                    message.delivery_attempt, message.message_id, subscription.name,
+                )
+                if message.delivery_attempt >= subscription.max_delivery_attempts:
+                    self._dead_letter(subscription, message)
+                else:
+                    attempt = dataclasses.replace(
+                        message, delivery_attempt=message.delivery_attempt + 1
+                    )
+                    self._queue.append(_Delivery(subscription, attempt))
+        return delivered
+
+    def _dead_letter(self, subscription: Subscription, message: Message) -> None:
+        attributes = {
+            **message.attributes,
+            "CloudPubSubDeadLetterSourceSubscription": subscription.name,
+            "CloudPubSubDeadLetterSourceDeliveryCount": str(message.delivery_attempt),
+        }
+        log.error("dead-lettering %s from %s", message.message_id, subscription.name)
+        if self.dead_letter_path is not None:
+            self.dead_letter_path.parent.mkdir(parents=True, exist_ok=True)
+            with self.dead_letter_path.open("ab") as handle:
+                record: dict[str, Any] = {
+                    "message_id": message.message_id,
+                    "attributes": attributes,
+                    "data": message.data.decode(errors="replace"),
+                    "dead_lettered_at": utcnow(),
+                }
+                handle.write(orjson.dumps(record) + b"\n")
+        self.publish(self.topology.dead_letter_topic, message.data, attributes)
+
+
+class InProcessLauncher:
+    """Runs the training job in this process (the job then publishes its own event)."""
+
+    def __init__(self, run_job: Callable[[bytes], object]) -> None:
+        self._run_job = run_job
+
+    def launch(self, job: str, event_json: bytes) -> str:
+        execution = f"{job}-{uuid.uuid4().hex[:8]}"
+        self._run_job(event_json)
+        return execution
+
+
+def _local_staging(settings: Settings) -> Deployer:
+    from modelrail.adapters.local_staging import LocalStagingDeployer
+
+    return LocalStagingDeployer(settings)
+
+
+def build(
+    settings: Settings,
+    *,
+    observer: Callable[[dict[str, Any]], None] | None = None,
+    storage_factory: Callable[[], Storage] | None = None,
+    deployer_factory: Callable[[], Deployer] | None = None,
+) -> Container:
+    """The embedded container: filesystem buckets, in-process bus and job, local staging.
+
+    Tests swap the storage and the deployer for fakes; everything else is the real thing.
+    """
+    from modelrail import pipeline
+
+    topology = Topology.load(settings.topology_path)
+    bus = InProcessBus(topology, settings.home / "dead-letter.jsonl")
+    container = Container(
+        settings,
+        storage_factory=storage_factory or (lambda: open_storage(settings)),
+        bus_factory=lambda: bus,
+        launcher_factory=lambda: InProcessLauncher(
+            lambda data: pipeline.consume(container, "train", Message(data, {}))
+        ),
+        deployer_factory=deployer_factory or (lambda: _local_staging(settings)),
+        observer=observer,
+    )
+    for subscription in topology.subscriptions:
+        if subscription.consumer is not None:
+            stage = subscription.consumer
+            bus.subscribe(
+                subscription.name,
+                lambda message, stage=stage: pipeline.consume(container, stage, message),  # type: ignore[misc]
+            )
+    return container

@@ -1,0 +1,34 @@
+"""deploy: move staging to the registered version, smoke-tested, forward only."""
+
+from __future__ import annotations
+
+from modelrail.events import ModelDeployed, ModelRegistered
+from modelrail.stages import Outcome, StageContext
+
+STAGING = "staging"
+
+
+def handle(event: ModelRegistered, *, ctx: StageContext) -> Outcome:
+    assert ctx.deployer is not None, "deploy needs a Deployer"
+    current = ctx.registry.alias(event.model, STAGING)
+    if current is not None and current.version >= event.version:
+        # A late or out-of-order event: staging already serves this or a newer version.
+        return Outcome(
+            None,
+            {"reason": f"staging already serves v{current.version}", "version": event.version},
+            status="skipped",
+        )
+    # Raises DeploymentFailed after putting traffic back on the previous revision.
+    deployment = ctx.deployer.deploy(event.model, event.version)
+    ctx.registry.move_alias(event.model, STAGING, event.version)
+    deployed = ModelDeployed(
+        run_id=event.run_id,
+        causation_id=event.event_id,
+        lineage=event.lineage,
+        model=event.model,
+        version=event.version,
+        url=deployment.url,
+        revision=deployment.revision,
+        previous_version=current.version if current else None,
+    )
+    return Outcome(deployed, {"url": deployment.url, "revision": deployment.revision})

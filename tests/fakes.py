@@ -1,0 +1,117 @@
+"""Hand-written fakes of the ports, for unit tests (no servers, no mocks)."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping
+
+from modelrail.errors import DeploymentFailed, NotFound, PreconditionFailed
+from modelrail.ports import Blob, BlobInfo, Deployment
+
+
+class InMemoryStore:
+    """A BlobStore in a dict, with GCS generation semantics."""
+
+    def __init__(self, bucket: str) -> None:
+        self._bucket = bucket
+        self._objects: dict[str, tuple[bytes, int]] = {}
+        self._next_generation = 1
+        self._lock = threading.Lock()
+
+    @property
+    def bucket(self) -> str:
+        return self._bucket
+
+    def uri(self, key: str) -> str:
+        return f"gs://{self._bucket}/{key}"
+
+    def read(self, key: str, *, generation: int | None = None) -> Blob:
+        with self._lock:
+            if key not in self._objects:
+                raise NotFound(self.uri(key))
+            data, current = self._objects[key]
+        if generation is not None and generation != current:
+            raise NotFound(f"{self.uri(key)}#{generation}")
+        return Blob(key, data, current)
+
+    def write(
+        self,
+        key: str,
+        data: bytes,
+        *,
+        if_generation_match: int | None = None,
+        content_type: str = "application/octet-stream",
+    ) -> int:
+        with self._lock:
+            current = self._objects.get(key, (b"", 0))[1]
+            if if_generation_match is not None and if_generation_match != current:
+                raise PreconditionFailed(f"{self.uri(key)}: {current} != {if_generation_match}")
+            generation = self._next_generation
+            self._next_generation += 1
+            self._objects[key] = (bytes(data), generation)
+            return generation
+
+    def list(self, prefix: str = "") -> list[BlobInfo]:
+        with self._lock:
+            return [
+                BlobInfo(key, generation, len(data))
+                for key, (data, generation) in sorted(self._objects.items())
+                if key.startswith(prefix)
+            ]
+
+    def corrupt(self, key: str, data: bytes) -> None:
+        """Change bytes behind the store's back (tampering)."""
+        with self._lock:
+            self._objects[key] = (data, self._objects[key][1])
+
+
+class InMemoryStorage:
+    def __init__(self, *buckets: str) -> None:
+        self.stores = {name: InMemoryStore(name) for name in buckets}
+
+    def bucket(self, name: str) -> InMemoryStore:
+        try:
+            return self.stores[name]
+        except KeyError:
+            raise NotFound(name) from None
+
+
+class RecordingBus:
+    """Records what was published."""
+
+    def __init__(self) -> None:
+        self.published: list[tuple[str, bytes, dict[str, str]]] = []
+
+    def publish(self, topic: str, data: bytes, attributes: Mapping[str, str]) -> str:
+        self.published.append((topic, data, dict(attributes)))
+        return str(len(self.published))
+
+    def topics(self) -> list[str]:
+        return [topic for topic, _, _ in self.published]
+
+
+class RecordingLauncher:
+    def __init__(self) -> None:
+        self.launched: list[tuple[str, bytes]] = []
+
+    def launch(self, job: str, event_json: bytes) -> str:
+        self.launched.append((job, event_json))
+        return f"{job}-execution-{len(self.launched)}"
+
+
+class FakeDeployer:
+    """Records deploys; ``fail_versions`` smoke-fail and leave the previous one live."""
+
+    def __init__(self, fail_versions: frozenset[int] = frozenset()) -> None:
+        self.fail_versions = fail_versions
+        self.deployed: list[Deployment] = []
+
+    def current(self) -> Deployment | None:
+        return self.deployed[-1] if self.deployed else None
+
+    def deploy(self, model: str, version: int) -> Deployment:
+        if version in self.fail_versions:
+            raise DeploymentFailed(f"smoke test of v{version} failed")
+        deployment = Deployment("http://staging.test", f"rev-{version}", model, version)
+        self.deployed.append(deployment)
+        return deployment

@@ -1,0 +1,235 @@
+"""Fixtures: a real registered LightGBM model, and staging servers on free ports.
+
+The model is trained here on the bundled penguins data with the pipeline's own
+contract and feature encoding, and registered through ``Registry.register`` with the
+manifest shape the register stage writes, so the service is tested against the same
+artifacts it serves in the pipeline.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import lightgbm
+import numpy as np
+import orjson
+import pytest
+
+from modelrail.adapters.filesystem import FilesystemStore
+from modelrail.config import PipelineConfig
+from modelrail.features import FeatureSchema
+from modelrail.registry import Registry
+
+ROOT = Path(__file__).resolve().parents[2]
+BUCKET = "modelrail-artifacts"
+MODEL = "penguins"
+
+
+@dataclasses.dataclass(frozen=True)
+class RegisteredModels:
+    """A bucket root holding ``penguins`` v1, v2 (good) and v3 (tampered after registration)."""
+
+    root: Path
+    store: FilesystemStore
+    registry: Registry
+    schema: FeatureSchema
+    records: list[dict[str, Any]]
+    boosters: Mapping[int, lightgbm.Booster]
+    tampered: int
+
+
+def read_records(config: PipelineConfig) -> tuple[list[dict[str, Any]], list[str]]:
+    contract = config.contract
+    records, targets = [], []
+    with (ROOT / "data" / "penguins.csv").open(newline="") as handle:
+        for row in csv.DictReader(handle):
+            record: dict[str, Any] = {}
+            for column in contract.features:
+                raw = row[column.name]
+                if raw in contract.null_tokens:
+                    record[column.name] = None
+                elif column.type == "category":
+                    record[column.name] = raw
+                elif column.type == "integer":
+                    record[column.name] = int(raw)
+                else:
+                    record[column.name] = float(raw)
+            records.append(record)
+            targets.append(row[contract.target])
+    return records, targets
+
+
+def train(schema: FeatureSchema, records: list[dict[str, Any]], targets: list[str],
+          rounds: int, seed: int) -> lightgbm.Booster:
+    matrix = schema.encode_records(records)
+    labels = np.array([schema.classes.index(t) for t in targets], dtype=np.float64)
+    categorical = [i for i, f in enumerate(schema.features) if f.is_categorical]
+    data = lightgbm.Dataset(matrix, labels, feature_name=schema.names,
+                            categorical_feature=categorical, free_raw_data=False)
+    params = {"objective": "multiclass", "num_class": len(schema.classes), "seed": seed,
+              "num_leaves": 7, "learning_rate": 0.1, "min_data_in_leaf": 5,
+              "num_threads": 1, "deterministic": True, "force_row_wise": True,
+              "verbosity": -1}
+    return lightgbm.train(params, data, num_boost_round=rounds)
+
+
+def register(registry: Registry, schema: FeatureSchema, booster: lightgbm.Booster,
+             run_id: str, examples: list[dict[str, Any]], best_iteration: int) -> int:
+    version, _ = registry.register(
+        MODEL,
+        run_id,
+        {"model.txt": booster.model_to_string().encode()},
+        {
+            "format": "lightgbm-text",
+            "features": schema.to_dict(),
+            "best_iteration": best_iteration,
+            "params": {"num_leaves": 7},
+            "metrics": {"accuracy": 0.97, "multi_logloss": 0.1},
+            "champion": None,
+            "verdict": {"blessed": True, "reasons": []},
+            "lineage": {"run_id": run_id, "data": "gs://modelrail-data/penguins.csv#1",
+                        "code_version": "test"},
+            "created_at": "2026-01-01T00:00:00Z",
+            "examples": examples,
+        },
+    )
+    return version
+
+
+@pytest.fixture(scope="session")
+def models(tmp_path_factory: pytest.TempPathFactory) -> RegisteredModels:
+    config = PipelineConfig.load(ROOT / "pipeline.toml")
+    schema = FeatureSchema.from_contract(config.contract, config.objective)
+    records, targets = read_records(config)
+    root = tmp_path_factory.mktemp("buckets")
+    store = FilesystemStore(root, BUCKET)
+    registry = Registry(store)
+    examples = records[:3] + records[200:202]
+    boosters = {}
+    for run, (rounds, seed) in enumerate([(30, 1), (40, 2), (20, 3)], start=1):
+        booster = train(schema, records, targets, rounds, seed)
+        version = register(registry, schema, booster, f"run-{run}", examples,
+                           best_iteration=rounds - 5)
+        boosters[version] = booster
+    tampered = 3
+    key = f"models/{MODEL}/versions/{tampered}/model.txt"
+    store.write(key, store.read(key).data.replace(b"leaf_value=", b"leaf_value=1", 1))
+    return RegisteredModels(root, store, registry, schema, records, boosters, tampered)
+
+
+@pytest.fixture
+def make_client(models: RegisteredModels) -> Callable[..., Any]:
+    from modelrail.serving.app import create_app
+
+    def make(**overrides: Any) -> Any:
+        config = {"store": models.store, "model_name": MODEL, "model_version": 1, **overrides}
+        return create_app(config).test_client()
+
+    return make
+
+
+@pytest.fixture
+def client(make_client: Callable[..., Any]) -> Any:
+    return make_client()
+
+
+# -- real servers --------------------------------------------------------------------------
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def wait_for(predicate: Callable[[], bool], timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.02)  # polling interval, not a wait for state
+    raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
+
+
+def service_env(models: RegisteredModels, home: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MODELRAIL_", "AIP_"))}
+    env.update({
+        "MODELRAIL_MODE": "embedded",
+        "MODELRAIL_HOME": str(home),
+        "MODELRAIL_MODEL_NAME": MODEL,
+        "MODELRAIL_CONFIG": str(ROOT / "pipeline.toml"),
+        "MODELRAIL_TOPOLOGY": str(ROOT / "topology.yaml"),
+        **extra,
+    })
+    return env
+
+
+def link_buckets(models: RegisteredModels, home: Path) -> None:
+    """Make ``home``'s embedded bucket root be the fixture's (a symlink)."""
+    home.mkdir(parents=True, exist_ok=True)
+    if not (home / "buckets").exists():
+        (home / "buckets").symlink_to(models.root)
+
+
+@dataclasses.dataclass
+class Server:
+    process: subprocess.Popen[bytes]
+    url: str
+    log: Path
+
+    def stop(self) -> int:
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+        return self.process.returncode
+
+
+@pytest.fixture
+def start_server(models: RegisteredModels, tmp_path: Path) -> Iterator[Callable[..., Server]]:
+    started: list[Server] = []
+
+    def start(version: int | None = 1, **extra: str) -> Server:
+        home = tmp_path / f"home{len(started)}"
+        link_buckets(models, home)
+        port = free_port()
+        env = service_env(models, home, PORT=str(port), **extra)
+        if version is not None:
+            env["MODELRAIL_MODEL_VERSION"] = str(version)
+        log = tmp_path / f"server{len(started)}.log"
+        with log.open("wb") as out:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "gunicorn", "-c",
+                 str(ROOT / "services" / "staging" / "gunicorn.conf.py"),
+                 "modelrail.serving.wsgi:create_app()"],
+                env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+                cwd=ROOT,
+            )
+        server = Server(process, f"http://127.0.0.1:{port}", log)
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+def post_json(url: str, body: Any, timeout: float = 5.0) -> tuple[int, Any]:
+    import urllib3
+
+    response = urllib3.request("POST", url, body=orjson.dumps(body),
+                               headers={"Content-Type": "application/json"},
+                               timeout=timeout, retries=False)
+    return response.status, orjson.loads(response.data) if response.data else None
