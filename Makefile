@@ -27,9 +27,12 @@ $(STAMP): pyproject.toml constraints.txt
 .PHONY: install
 install: $(STAMP) ## Create .venv and install modelrail with its development tools
 
+# Lineage records the commit the demo ran (outside a git checkout: "unversioned").
+CODE_VERSION ?= $(shell git rev-parse HEAD 2>/dev/null || echo unversioned)
+
 .PHONY: demo
 demo: $(STAMP) ## Run the whole pipeline on the bundled dataset and call the staging server
-	$(BIN)/modelrail demo
+	MODELRAIL_CODE_VERSION=$(CODE_VERSION) $(BIN)/modelrail demo
 
 include $(wildcard mk/*.mk)
 

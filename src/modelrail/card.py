@@ -16,12 +16,15 @@ _BAR_WIDTH = 360
 def render(manifest: Mapping[str, Any], importance: Sequence[tuple[str, float]]) -> bytes:
     model, version = manifest["model"], manifest["version"]
     lineage = manifest["lineage"]
+    trigger = lineage["trigger"]
     rows = "".join(
         f"<tr><td>{escape(name)}</td><td>{value:.4f}</td>"
         f"<td>{_champion_value(manifest, name)}</td></tr>"
         for name, value in sorted(manifest["metrics"].items())
     )
-    checks = "".join(f"<li>{escape(check['reason'])}</li>" for check in manifest["verdict"]["checks"])
+    checks = "".join(
+        f"<li>{escape(check['reason'])}</li>" for check in manifest["verdict"]["checks"]
+    )
     html = f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
 <title>{escape(model)} v{version} model card</title>
@@ -37,7 +40,7 @@ run <code>{escape(manifest["run_id"])}</code>.</p>
 <h2>Gate</h2><ul>{checks or "<li>no thresholds configured</li>"}</ul>
 <h2>Feature importance (gain)</h2>{_bars(importance)}
 <h2>Lineage</h2>
-<ul><li>Trigger: {escape(str(lineage["trigger"]["kind"]))} <code>{escape(str(lineage["trigger"]["key"]))}</code></li>
+<ul><li>Trigger: {escape(str(trigger["kind"]))} <code>{escape(str(trigger["key"]))}</code></li>
 <li>Data: <code>{escape(str(lineage["data"]["uri"]))}</code> ({lineage["data"]["rows"]} rows,
 sha256 <code>{escape(str(lineage["data"]["sha256"]))}</code>)</li>
 <li>Code: <code>{escape(str(lineage["code"]["version"]))}</code></li>
@@ -60,7 +63,8 @@ def _bars(importance: Sequence[tuple[str, float]]) -> str:
     height = 22 * len(importance)
     bars = "".join(
         f'<text x="0" y="{22 * i + 15}" font-size="13">{escape(name)}</text>'
-        f'<rect x="160" y="{22 * i + 4}" height="14" width="{_BAR_WIDTH * value / top:.1f}" fill="#4c78a8"/>'
+        f'<rect x="160" y="{22 * i + 4}" height="14" '
+        f'width="{_BAR_WIDTH * value / top:.1f}" fill="#4c78a8"/>'
         for i, (name, value) in enumerate(importance)
     )
     return f'<svg width="{160 + _BAR_WIDTH + 10}" height="{height}" role="img">{bars}</svg>'

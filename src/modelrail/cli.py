@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import signal
 import sys
 import uuid
@@ -16,15 +17,17 @@ from modelrail.config import Settings
 from modelrail.errors import ModelrailError
 from modelrail.events import DataUploaded, RetrainRequested, utcnow
 from modelrail.runs import STAGE_ORDER, RunSummary
+from modelrail.runtime.stack_cli import down, status, up
 
 DEMO_DATA = Path("data/penguins.csv")
 
 
 def _echo_stage(record: dict[str, Any]) -> None:
     status = record["status"]
-    mark = {"succeeded": click.style("✔", fg="green"), "skipped": click.style("–", fg="yellow")}.get(
-        status, click.style("✘", fg="red")
-    )
+    mark = {
+        "succeeded": click.style("✔", fg="green"),
+        "skipped": click.style("-", fg="yellow"),
+    }.get(status, click.style("✘", fg="red"))
     detail = ""
     if status == "failed":
         detail = record["error"]["message"]
@@ -32,7 +35,7 @@ def _echo_stage(record: dict[str, Any]) -> None:
         detail = ", ".join(
             f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
             for k, v in record["output"].items()
-            if not isinstance(v, dict)
+            if not isinstance(v, dict) and not k.endswith("_uri")
         )
     click.echo(f"  {mark} {record['stage']:<16} {record['duration_s']:>7.2f} s  {detail}")
 
@@ -111,7 +114,9 @@ def main() -> None:
 
 
 @main.command()
-@click.option("--data", "data_path", type=click.Path(exists=True, path_type=Path), default=DEMO_DATA)
+@click.option(
+    "--data", "data_path", type=click.Path(exists=True, path_type=Path), default=DEMO_DATA
+)
 def demo(data_path: Path) -> None:
     """Run the whole pipeline on the bundled dataset and call the staging server."""
     cli = Cli()
@@ -133,7 +138,10 @@ def demo(data_path: Path) -> None:
     from modelrail.smoke import predict
 
     response = predict(deployment.url, examples)
-    click.echo(f"\nversion {staging.version} of {model!r} is registered and staging serves it at {deployment.url}")
+    click.echo(
+        f"\nversion {staging.version} of {model!r} is registered; "
+        f"staging serves it at {deployment.url}"
+    )
     click.echo(f"POST {deployment.url}/predict {orjson.dumps({'instances': examples}).decode()}")
     click.echo(orjson.dumps(response, option=orjson.OPT_INDENT_2).decode())
 
@@ -184,7 +192,10 @@ def runs(as_json: bool) -> None:
         click.echo("no runs yet")
     for run in summaries:
         trigger = run.trigger
-        click.echo(f"{run.run_id}  {run.started_at}  {run.outcome:<10} {trigger.get('kind')}: {trigger.get('key')}")
+        click.echo(
+            f"{run.run_id}  {run.started_at}  {run.outcome:<10} "
+            f"{trigger.get('kind')}: {trigger.get('key')}"
+        )
         for name in STAGE_ORDER:
             if name in run.stages:
                 stage = run.stages[name]
@@ -196,7 +207,7 @@ def runs(as_json: bool) -> None:
 def models(as_json: bool) -> None:
     """Versions, aliases, metrics and lineage."""
     registry = Cli(quiet=True).container.registry
-    result = []
+    result: list[dict[str, Any]] = []
     for model in registry.models():
         aliases = registry.aliases(model)
         versions = []
@@ -255,7 +266,9 @@ def serve() -> None:
 
 @main.command()
 @click.option("--rows", type=click.IntRange(min=1), required=True)
-@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=Path("synthetic.csv"))
+@click.option(
+    "--out", type=click.Path(dir_okay=False, path_type=Path), default=Path("synthetic.csv")
+)
 @click.option("--seed", type=int, default=0)
 def synth(rows: int, out: Path, seed: int) -> None:
     """Write a synthetic CSV of ROWS rows that meets the pipeline's dataset contract."""
@@ -267,7 +280,13 @@ def synth(rows: int, out: Path, seed: int) -> None:
     click.echo(f"wrote {rows} rows to {out}")
 
 
+for _command in (up, down, status):
+    main.add_command(_command)
+
+
 def run() -> None:
+    # Stage failures are shown by the progress lines; the log adds only real errors.
+    logging.basicConfig(level=logging.ERROR, format="%(levelname)s %(name)s: %(message)s")
     try:
         main(standalone_mode=True)
     except ModelrailError as exc:

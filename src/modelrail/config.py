@@ -104,8 +104,13 @@ class PipelineConfig:
 
     def summary(self) -> dict[str, Any]:
         """What lineage records about the configuration."""
-        return {"hash": self.sha256, "model": self.model_name, "objective": self.objective,
-                "contract": self.contract.name, "contract_sha256": self.contract.sha256}
+        return {
+            "hash": self.sha256,
+            "model": self.model_name,
+            "objective": self.objective,
+            "contract": self.contract.name,
+            "contract_sha256": self.contract.sha256,
+        }
 
 
 Mode = Literal["embedded", "emulator", "cloud"]

@@ -60,7 +60,7 @@ def cloud_function(stage: str) -> Callable[[CloudEvent], None]:
     def handle(cloud_event: CloudEvent) -> None:
         pipeline.consume(container(), stage, message_from_push(cloud_event.data))
 
-    return handle  # type: ignore[no-any-return]
+    return handle
 
 
 def run_job(stage: str, event_json: str | None) -> int:

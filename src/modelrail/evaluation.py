@@ -125,13 +125,25 @@ def judge(
         worsening = best - value if gate.direction == "higher" else value - best
         if gate.max_change_abs is not None:
             checks.append(
-                Check(gate.name, "max_change_abs", value, gate.max_change_abs,
-                      worsening <= gate.max_change_abs, best)
+                Check(
+                    gate.name,
+                    "max_change_abs",
+                    value,
+                    gate.max_change_abs,
+                    worsening <= gate.max_change_abs,
+                    best,
+                )
             )
         if gate.max_change_rel is not None:
             relative = worsening / max(abs(best), _EPS)
             checks.append(
-                Check(gate.name, "max_change_rel", value, gate.max_change_rel,
-                      relative <= gate.max_change_rel, best)
+                Check(
+                    gate.name,
+                    "max_change_rel",
+                    value,
+                    gate.max_change_rel,
+                    relative <= gate.max_change_rel,
+                    best,
+                )
             )
     return Verdict(all(c.passed for c in checks), tuple(checks))

@@ -97,7 +97,11 @@ class DataUploaded:
         return cls(bucket=body["bucket"], name=body["name"], generation=int(body["generation"]))
 
     def to_body(self) -> JsonDict:
-        body: JsonDict = {"bucket": self.bucket, "name": self.name, "generation": str(self.generation)}
+        body: JsonDict = {
+            "bucket": self.bucket,
+            "name": self.name,
+            "generation": str(self.generation),
+        }
         validate_body(self.event_type, body)
         return body
 

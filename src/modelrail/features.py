@@ -99,7 +99,6 @@ class FeatureSchema:
                     row[col_index] = float(value)
         return matrix
 
-
     def encode_columns(self, columns: Mapping[str, np.ndarray]) -> np.ndarray:
         """Column-wise encoding of a parsed dataset (the training path)."""
         matrix = np.empty((_length(columns), len(self.features)), dtype=np.float64)

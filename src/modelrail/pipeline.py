@@ -37,7 +37,16 @@ from modelrail.events import (
     utcnow,
 )
 from modelrail.ports import Message
-from modelrail.stages import Outcome, StageContext, deploy, evaluate, launch_training, register, train, validate
+from modelrail.stages import (
+    Outcome,
+    StageContext,
+    deploy,
+    evaluate,
+    launch_training,
+    register,
+    train,
+    validate,
+)
 
 log = logging.getLogger(__name__)
 

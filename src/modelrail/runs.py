@@ -74,7 +74,9 @@ class RunLog:
 
     def stage_record(self, run_id: str, stage: str) -> dict[str, Any] | None:
         try:
-            record: dict[str, Any] = orjson.loads(self.store.read(self._stage_key(run_id, stage)).data)
+            record: dict[str, Any] = orjson.loads(
+                self.store.read(self._stage_key(run_id, stage)).data
+            )
         except NotFound:
             return None
         return record

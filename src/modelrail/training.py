@@ -108,7 +108,9 @@ def train(dataset: ParsedDataset, config: PipelineConfig) -> Candidate:
     )
 
 
-def examples(dataset: ParsedDataset, schema: FeatureSchema, rows: np.ndarray) -> list[dict[str, Any]]:
+def examples(
+    dataset: ParsedDataset, schema: FeatureSchema, rows: np.ndarray
+) -> list[dict[str, Any]]:
     """Rows as a client would send them: feature name -> JSON value (null if missing)."""
     result = []
     for row in rows:

@@ -64,7 +64,5 @@ class Harness:
 def harness(settings: Settings) -> Harness:
     storage = InMemoryStorage(settings.data_bucket, settings.artifact_bucket)
     deployer = FakeDeployer()
-    container = build(
-        settings, storage_factory=lambda: storage, deployer_factory=lambda: deployer
-    )
+    container = build(settings, storage_factory=lambda: storage, deployer_factory=lambda: deployer)
     return Harness(container, storage, deployer)

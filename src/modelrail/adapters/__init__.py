@@ -1,1 +1,4 @@
-"""Port implementations: filesystem and in-process (embedded), Google Cloud (cloud and emulators), local staging."""
+"""Port implementations.
+
+Filesystem (embedded mode), Google Cloud (cloud and emulator modes), local staging.
+"""

@@ -92,7 +92,9 @@ class FilesystemStore:
                     path = Path(directory, filename)
                     key = path.relative_to(self.path).as_posix()
                     if key.startswith(prefix):
-                        found.append(BlobInfo(key, self._generation(key, path), path.stat().st_size))
+                        found.append(
+                            BlobInfo(key, self._generation(key, path), path.stat().st_size)
+                        )
         return sorted(found, key=lambda info: info.key)
 
     # -- internals ---------------------------------------------------------------

@@ -34,7 +34,9 @@ class Problem:
     examples: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+        return {
+            k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()
+        }
 
 
 @dataclasses.dataclass(frozen=True)
@@ -89,11 +91,15 @@ def validate(data: bytes, contract: DatasetContract) -> tuple[ValidationReport, 
     expected = {c.name for c in contract.columns}
     for name, count in Counter(header).items():
         if count > 1:
-            problems.append(Problem("duplicate_column", f"column {name!r} appears {count} times", name))
+            problems.append(
+                Problem("duplicate_column", f"column {name!r} appears {count} times", name)
+            )
     for column in contract.columns:
         if column.name not in header:
             problems.append(
-                Problem("missing_column", f"required column {column.name!r} is missing", column.name)
+                Problem(
+                    "missing_column", f"required column {column.name!r} is missing", column.name
+                )
             )
     for name in dict.fromkeys(header):
         if name not in expected:
@@ -148,7 +154,11 @@ def _check_column(
     missing = text.isin(contract.null_tokens).to_numpy()
     problems: list[Problem] = []
     if not column.nullable and missing.any():
-        problems.append(_problem("null", column, missing, text, "missing values in a column that does not allow them"))
+        problems.append(
+            _problem(
+                "null", column, missing, text, "missing values in a column that does not allow them"
+            )
+        )
 
     if column.type == "category":
         values = text.to_numpy(dtype=object).copy()
@@ -156,8 +166,13 @@ def _check_column(
         unknown = ~missing & ~text.isin(column.categories).to_numpy()
         if unknown.any():
             problems.append(
-                _problem("category", column, unknown, text,
-                         f"values outside the allowed categories {list(column.categories)}")
+                _problem(
+                    "category",
+                    column,
+                    unknown,
+                    text,
+                    f"values outside the allowed categories {list(column.categories)}",
+                )
             )
         return values, problems
 
@@ -171,23 +186,35 @@ def _check_column(
         values = np.where(truthy, 1.0, np.where(falsy, 0.0, np.nan))
         return values, problems
 
-    numbers = pd.to_numeric(text.where(~missing), errors="coerce").to_numpy(dtype=np.float64, copy=True)
+    numbers = pd.to_numeric(text.where(~missing), errors="coerce").to_numpy(
+        dtype=np.float64, copy=True
+    )
     not_numeric = ~missing & (np.isnan(numbers) | np.isinf(numbers))
     if not_numeric.any():
-        problems.append(_problem("type", column, not_numeric, text, f"values that are not finite {column.type}s"))
+        problems.append(
+            _problem(
+                "type", column, not_numeric, text, f"values that are not finite {column.type}s"
+            )
+        )
     if column.type == "integer":
         fractional = ~missing & ~not_numeric & (numbers != np.round(numbers))
         if fractional.any():
-            problems.append(_problem("type", column, fractional, text, "values that are not integers"))
+            problems.append(
+                _problem("type", column, fractional, text, "values that are not integers")
+            )
     checked = ~missing & ~not_numeric
     if column.min is not None:
         low = checked & (numbers < column.min)
         if low.any():
-            problems.append(_problem("range", column, low, text, f"values below the minimum {column.min}"))
+            problems.append(
+                _problem("range", column, low, text, f"values below the minimum {column.min}")
+            )
     if column.max is not None:
         high = checked & (numbers > column.max)
         if high.any():
-            problems.append(_problem("range", column, high, text, f"values above the maximum {column.max}"))
+            problems.append(
+                _problem("range", column, high, text, f"values above the maximum {column.max}")
+            )
     numbers[missing] = np.nan
     return numbers, problems
 

@@ -62,12 +62,18 @@ def _column(
         values = np.where(rng.random(rows) < 0.7, preferred, noise)
         result = categories[values]
     elif column.type == "boolean":
-        result = np.where(rng.random(rows) < 0.5 + 0.3 * np.tanh(latent), "true", "false").astype(object)
+        result = np.where(rng.random(rows) < 0.5 + 0.3 * np.tanh(latent), "true", "false").astype(
+            object
+        )
     else:
         shift = latent if numeric_target else latent - latent.mean()
-        spread = rng.normal(size=rows) + 1.5 * shift * (1 if zlib.crc32(column.name.encode()) % 2 else -1)
+        spread = rng.normal(size=rows) + 1.5 * shift * (
+            1 if zlib.crc32(column.name.encode()) % 2 else -1
+        )
         values = _scale(spread, column)
-        result = np.round(values).astype(np.int64) if column.type == "integer" else np.round(values, 2)
+        result = (
+            np.round(values).astype(np.int64) if column.type == "integer" else np.round(values, 2)
+        )
     if column.nullable:
         result = result.astype(object)
         result[rng.random(rows) < MISSING_RATE] = None

@@ -88,7 +88,9 @@ class InProcessBus:
             except Exception:
                 log.exception(
                     "delivery %d of %s to %s failed",
-                    message.delivery_attempt, message.message_id, subscription.name,
+                    message.delivery_attempt,
+                    message.message_id,
+                    subscription.name,
                 )
                 if message.delivery_attempt >= subscription.max_delivery_attempts:
                     self._dead_letter(subscription, message)

@@ -25,7 +25,9 @@ def handle(event: ModelTrained, *, ctx: StageContext) -> Outcome:
     model_text = store.read(ctx.runs.candidate_key(event.run_id, "model.txt")).data
     if hashlib.sha256(model_text).hexdigest() != event.model_sha256:
         raise IntegrityError(f"candidate of {event.run_id} does not match its sha256")
-    candidate_meta = orjson.loads(store.read(ctx.runs.candidate_key(event.run_id, "candidate.json")).data)
+    candidate_meta = orjson.loads(
+        store.read(ctx.runs.candidate_key(event.run_id, "candidate.json")).data
+    )
     parsed = checks.load(read_dataset(ctx.storage, dict(event.dataset)), config.contract)
     holdout = training.split(parsed.rows, config).holdout
     schema = FeatureSchema.from_dict(candidate_meta["features"])
@@ -72,7 +74,7 @@ def _score(
 ) -> dict[str, float]:
     booster = lgb.Booster(model_str=model_text.decode())
     features = schema.encode_columns(columns)[holdout]
-    return evaluation.metrics(schema.objective, y_true, booster.predict(features))
+    return evaluation.metrics(schema.objective, y_true, np.asarray(booster.predict(features)))
 
 
 def _champion(
@@ -88,8 +90,12 @@ def _champion(
     missing = [name for name in schema.names if name not in columns]
     if missing or schema.objective != ctx.config.objective:
         # The contract changed under the champion: it cannot score this data.
-        return {"version": alias.version, "metrics": None, "comparable": False,
-                "why": f"champion needs columns {missing} / objective {schema.objective}"}
+        return {
+            "version": alias.version,
+            "metrics": None,
+            "comparable": False,
+            "why": f"champion needs columns {missing} / objective {schema.objective}",
+        }
     return {
         "version": alias.version,
         "metrics": _score(loaded.model_text, schema, columns, holdout, y_true),

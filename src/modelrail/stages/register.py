@@ -20,7 +20,9 @@ def handle(event: ModelEvaluated, *, ctx: StageContext) -> Outcome:
     model_text = store.read(ctx.runs.candidate_key(event.run_id, MODEL_FILE)).data
     if hashlib.sha256(model_text).hexdigest() != event.model_sha256:
         raise IntegrityError(f"candidate of {event.run_id} does not match its sha256")
-    candidate = orjson.loads(store.read(ctx.runs.candidate_key(event.run_id, "candidate.json")).data)
+    candidate = orjson.loads(
+        store.read(ctx.runs.candidate_key(event.run_id, "candidate.json")).data
+    )
     fields = {
         "format": "lightgbm-text",
         "created_at": event.occurred_at,
@@ -38,7 +40,11 @@ def handle(event: ModelEvaluated, *, ctx: StageContext) -> Outcome:
     # so the registry asks for the files with the number.
     booster = lgb.Booster(model_str=model_text.decode())
     importance = sorted(
-        zip(booster.feature_name(), (float(v) for v in booster.feature_importance("gain")), strict=True),
+        zip(
+            booster.feature_name(),
+            (float(v) for v in booster.feature_importance("gain")),
+            strict=True,
+        ),
         key=lambda item: -item[1],
     )
     version, manifest = ctx.registry.register(

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import hashlib
+
 from modelrail.dataset import checks
 from modelrail.errors import ContractViolation, DataUnavailable, InvalidEvent, NotFound
-from modelrail.events import DatasetValidated, DataUploaded, RetrainRequested, Trigger
+from modelrail.events import DatasetValidated, DataUploaded, Trigger
 from modelrail.stages import Outcome, StageContext
 
 DATA_SUFFIX = ".csv"
@@ -27,7 +28,9 @@ def handle(trigger: Trigger, *, run_id: str, causation_id: str, ctx: StageContex
     }
     report, _ = checks.validate(blob.data, ctx.config.contract)
     dataset["rows"] = report.rows
-    report_uri = ctx.runs.save_report(run_id, "validation", {"dataset": dataset, **report.to_dict()})
+    report_uri = ctx.runs.save_report(
+        run_id, "validation", {"dataset": dataset, **report.to_dict()}
+    )
     if not report.passed:
         summary = "; ".join(p.message for p in report.problems[:5])
         raise ContractViolation(
@@ -62,7 +65,9 @@ def _locate(trigger: Trigger, ctx: StageContext) -> tuple[str, str, int | None]:
         return _parse_uri(trigger.data_uri)
     # No dataset named: retrain on the newest CSV in the data bucket.
     objects = [
-        info for info in ctx.storage.bucket(ctx.data_bucket).list() if info.key.endswith(DATA_SUFFIX)
+        info
+        for info in ctx.storage.bucket(ctx.data_bucket).list()
+        if info.key.endswith(DATA_SUFFIX)
     ]
     if not objects:
         raise DataUnavailable(f"no {DATA_SUFFIX} dataset in gs://{ctx.data_bucket} to retrain on")

@@ -1,0 +1,164 @@
+"""The CLI as a user runs it: demo, a second upload, a broken upload, retries, history."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import orjson
+import pytest
+import requests
+
+from tests.conftest import PENGUINS, REPO, settings_env
+
+pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("e2e")]
+
+MODELRAIL = Path(sys.executable).with_name("modelrail")
+# A client's instance: every feature present, null where a value is missing.
+INSTANCE = {
+    "island": "Dream",
+    "bill_length_mm": 46.5,
+    "bill_depth_mm": 17.9,
+    "flipper_length_mm": None,
+    "body_mass_g": 3500,
+    "sex": "female",
+}
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+class User:
+    """Runs ``modelrail`` commands in the repository, with its own state directory."""
+
+    def __init__(self, home: Path) -> None:
+        self.env = {
+            **os.environ,
+            **settings_env(home, MODELRAIL_STAGING_PORT=str(_free_port())),
+        }
+
+    def run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run(
+            [str(MODELRAIL), *args],
+            cwd=REPO,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=240,
+            check=False,
+        )
+        if check and result.returncode != 0:
+            raise AssertionError(f"modelrail {args} failed:\n{result.stdout}\n{result.stderr}")
+        return result
+
+    def json(self, *args: str) -> object:
+        return orjson.loads(self.run(*args, "--json").stdout)
+
+    @property
+    def staging_url(self) -> str:
+        return f"http://127.0.0.1:{self.env['MODELRAIL_STAGING_PORT']}"
+
+
+@pytest.fixture(scope="module")
+def user(tmp_path_factory: pytest.TempPathFactory) -> Iterator[User]:
+    user = User(tmp_path_factory.mktemp("e2e") / "home")
+    demo = user.run("demo")
+    user.demo_output = demo.stdout  # type: ignore[attr-defined]
+    yield user
+    user.run("down")
+
+
+def _served_version(user: User) -> int:
+    response = requests.post(
+        f"{user.staging_url}/predict",
+        json={"instances": [INSTANCE]},
+        timeout=10,
+    )
+    assert response.status_code == 200, response.text
+    return int(response.json()["model"]["version"])
+
+
+def test_demo_registers_version_1_and_staging_answers(user: User) -> None:
+    output = user.demo_output  # type: ignore[attr-defined]
+
+    for stage in ("validate", "train", "evaluate", "register", "deploy"):
+        assert f" {stage} " in output
+    assert "version 1 of 'penguins' is registered" in output
+    assert '"label": "Adelie"' in output  # the printed prediction for the first example
+    assert _served_version(user) == 1
+
+
+def test_a_second_valid_upload_becomes_version_2_in_staging(user: User, tmp_path: Path) -> None:
+    second = tmp_path / "penguins-2.csv"
+    user.run("synth", "--rows", "1500", "--seed", "5", "--out", str(second))
+
+    user.run("upload", str(second))
+
+    assert _served_version(user) == 2
+    [model] = user.json("models")  # type: ignore[misc]
+    assert [v["version"] for v in model["versions"]] == [1, 2]
+    assert model["aliases"] == {"champion": 2, "staging": 2}
+    assert model["versions"][1]["lineage"]["data"]["uri"].startswith(
+        "gs://modelrail-data/uploads/penguins-2.csv#"
+    )
+
+
+def test_a_broken_upload_fails_with_every_problem_and_changes_nothing(
+    user: User, tmp_path: Path
+) -> None:
+    before = user.json("models")
+    staged = _served_version(user)
+    broken = tmp_path / "broken.csv"
+    text = PENGUINS.read_text().replace(",year", ",season")
+    text = text.replace(
+        "Adelie,Torgersen,39.1,18.7,181,3750", "Adelie,Atlantis,39.1,18.7,181,99999"
+    )
+    broken.write_text(text)
+
+    result = user.run("upload", str(broken), check=False)
+
+    assert result.returncode == 1
+    assert "[missing_column] required column 'year' is missing" in result.stdout
+    assert "[category] column 'island'" in result.stdout
+    assert "[range] column 'body_mass_g'" in result.stdout
+    assert "rows [1]" in result.stdout
+    assert user.json("models") == before
+    assert _served_version(user) == staged
+    runs = user.json("runs")
+    assert runs[-1]["outcome"] == "failed"  # type: ignore[index]
+
+
+def test_the_same_retrain_request_twice_is_one_run(user: User) -> None:
+    runs_before = len(user.json("runs"))  # type: ignore[arg-type]
+
+    # The newest CSV may be a broken one (another test uploads it): the outcome does
+    # not matter here, only that both requests report the same single run.
+    first = user.run("retrain", "--request-id", "e2e-retrain", check=False)
+    second = user.run("retrain", "--request-id", "e2e-retrain", check=False)
+
+    runs = user.json("runs")
+    assert len(runs) == runs_before + 1  # type: ignore[arg-type]
+    assert runs[-1]["trigger"]["request_id"] == "e2e-retrain"  # type: ignore[index]
+    reported = [
+        [line for line in result.stdout.splitlines() if line.startswith("run run-")]
+        for result in (first, second)
+    ]
+    assert reported[0] == reported[1] == [f"run {runs[-1]['run_id']}: {runs[-1]['outcome']}"]  # type: ignore[index]
+
+
+def test_down_stops_the_staging_server(tmp_path: Path) -> None:
+    user = User(tmp_path / "home")
+    user.run("demo")
+    assert _served_version(user) == 1
+
+    user.run("down")
+
+    with pytest.raises(requests.ConnectionError):
+        requests.get(f"{user.staging_url}/healthz", timeout=2)

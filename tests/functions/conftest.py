@@ -1,0 +1,50 @@
+"""The real functions-framework apps, in-process, fed the raw Pub/Sub push bodies that
+the emulator and the cloud send (``tests/functions/fixtures``)."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from flask.testing import FlaskClient
+from functions_framework import create_app
+
+from modelrail import entrypoints
+from modelrail.bootstrap import Container
+from tests.conftest import REPO, settings_env
+
+FIXTURES = Path(__file__).parent / "fixtures"
+PROJECT = "modelrail-local"
+
+
+def push_body(data: bytes, attributes: dict[str, str], message_id: str = "1") -> dict[str, Any]:
+    """A Pub/Sub push request body, as a push subscription delivers it."""
+    template = orjson.loads((FIXTURES / "pubsub_push.json").read_bytes())
+    template["message"].update(
+        data=base64.b64encode(data).decode(), attributes=attributes, messageId=message_id
+    )
+    return dict(template)
+
+
+@pytest.fixture
+def container(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Container]:
+    for name, value in settings_env(tmp_path / "home").items():
+        monkeypatch.setenv(name, value)
+    entrypoints.container.cache_clear()
+    yield entrypoints.container()
+    entrypoints.container.cache_clear()
+
+
+@pytest.fixture
+def function_client() -> Callable[[str], FlaskClient]:
+    def client(stage: str) -> FlaskClient:
+        source = REPO / "functions" / stage / "main.py"
+        return create_app(
+            target="handle", source=str(source), signature_type="cloudevent"
+        ).test_client()
+
+    return client

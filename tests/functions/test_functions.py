@@ -1,0 +1,124 @@
+"""Each Cloud Function, built by functions-framework and posted a raw Pub/Sub push."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import orjson
+import pytest
+from flask.testing import FlaskClient
+
+from modelrail.bootstrap import Container
+from modelrail.runtime.embedded import InProcessBus
+from tests.conftest import PENGUINS
+from tests.functions.conftest import FIXTURES, PROJECT, push_body
+
+Client = Callable[[str], FlaskClient]
+
+
+def _upload(container: Container) -> tuple[bytes, dict[str, str]]:
+    """Put the dataset in the data bucket and return its GCS notification."""
+    store = container.storage.bucket(container.settings.data_bucket)
+    generation = store.write("uploads/penguins.csv", PENGUINS.read_bytes())
+    notification = orjson.loads((FIXTURES / "gcs_notification.json").read_bytes())
+    notification["generation"] = str(generation)
+    attributes = {
+        "eventType": "OBJECT_FINALIZE",
+        "payloadFormat": "JSON_API_V1",
+        "bucketId": store.bucket,
+        "objectId": "uploads/penguins.csv",
+        "objectGeneration": str(generation),
+    }
+    return orjson.dumps(notification), attributes
+
+
+def _published(container: Container, topic: str) -> list[tuple[bytes, dict[str, str]]]:
+    bus = container.bus
+    assert isinstance(bus, InProcessBus)
+    return [(m.data, dict(m.attributes)) for t, m in bus.history if t == topic]
+
+
+def _post(client: FlaskClient, topic: str, data: bytes, attributes: dict[str, str]) -> int:
+    response = client.post(
+        f"/projects/{PROJECT}/topics/{topic}",
+        json=push_body(data, attributes),
+        headers={"Content-Type": "application/json"},
+    )
+    return response.status_code
+
+
+def test_validate_accepts_a_storage_notification(
+    container: Container, function_client: Client
+) -> None:
+    data, attributes = _upload(container)
+
+    status = _post(function_client("validate"), "data-uploaded", data, attributes)
+
+    assert status == 200
+    [(body, published_attributes)] = _published(container, "dataset-validated")
+    event = orjson.loads(body)
+    assert event["dataset"]["rows"] == 344
+    assert published_attributes["event_type"] == "dataset-validated"
+    record = container.runs.stage_record(event["run_id"], "validate")
+    assert record is not None
+    assert record["status"] == "succeeded"
+
+
+def test_the_functions_chain_from_upload_to_registration(
+    container: Container, function_client: Client
+) -> None:
+    data, attributes = _upload(container)
+    assert _post(function_client("validate"), "data-uploaded", data, attributes) == 200
+
+    for stage, topic, emits in [
+        ("launch_training", "dataset-validated", "model-trained"),
+        ("evaluate", "model-trained", "model-evaluated"),
+        ("register", "model-evaluated", "model-registered"),
+    ]:
+        [(body, attrs)] = _published(container, topic)
+        assert _post(function_client(stage), topic, body, attrs) == 200, stage
+        assert len(_published(container, emits)) == 1, emits
+
+    assert container.registry.versions("penguins") == [1]
+    assert container.registry.aliases("penguins") == {"champion": 1}
+
+
+def test_a_redelivered_push_is_acknowledged_without_new_work(
+    container: Container, function_client: Client
+) -> None:
+    data, attributes = _upload(container)
+    client = function_client("validate")
+
+    assert _post(client, "data-uploaded", data, attributes) == 200
+    assert _post(client, "data-uploaded", data, attributes) == 200
+
+    runs = container.runs.runs()
+    assert len(runs) == 1
+    first, again = (orjson.loads(body) for body, _ in _published(container, "dataset-validated"))
+    assert first == again  # the recorded event re-published, same event_id
+
+
+def test_a_malformed_message_is_acknowledged_and_reported(
+    container: Container, function_client: Client
+) -> None:
+    status = _post(function_client("validate"), "retrain-requested", b"not json", {})
+
+    assert status == 200  # acknowledged: retrying cannot fix it
+    [(body, _)] = _published(container, "pipeline-failed")
+    assert orjson.loads(body)["error"]["kind"] == "invalid_event"
+
+
+def test_a_transient_failure_answers_500_so_pubsub_redelivers(
+    container: Container, function_client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data, attributes = _upload(container)
+
+    def unreachable(*args: object, **kwargs: object) -> int:
+        raise ConnectionError("artifact bucket unreachable")
+
+    monkeypatch.setattr(container.artifacts, "write", unreachable)
+
+    status = _post(function_client("validate"), "data-uploaded", data, attributes)
+
+    assert status == 500
+    assert _published(container, "pipeline-failed") == []

@@ -1,0 +1,291 @@
+"""The whole event graph on fakes: what issue-level behaviour the pipeline must show."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+
+from modelrail.errors import PermanentError
+from modelrail.events import RetrainRequested
+from modelrail.ports import Message
+from modelrail.training import split
+from tests.unit.conftest import Harness
+
+
+def _bad_csv(penguins_csv: bytes) -> bytes:
+    text = penguins_csv.decode()
+    text = text.replace(
+        "Adelie,Torgersen,39.1,18.7,181,3750", "Adelie,Atlantis,39.1,18.7,181,99999", 1
+    )
+    return text.replace(",year", ",season").encode()
+
+
+def test_an_upload_becomes_version_1_in_staging(harness: Harness, penguins_csv: bytes) -> None:
+    harness.upload(penguins_csv)
+
+    harness.run()
+
+    [run] = harness.runs()
+    assert run.outcome == "deployed"
+    assert list(run.stages) == [
+        "validate",
+        "launch_training",
+        "train",
+        "evaluate",
+        "register",
+        "deploy",
+    ]
+    registry = harness.container.registry
+    assert registry.versions(harness.model) == [1]
+    assert registry.aliases(harness.model) == {"champion": 1, "staging": 1}
+    assert [d.version for d in harness.deployer.deployed] == [1]
+    [deployed] = harness.published("model-deployed")
+    assert deployed["version"] == 1
+    assert deployed["previous_version"] is None
+
+
+def test_the_manifest_records_hashes_and_full_lineage(
+    harness: Harness, penguins_csv: bytes
+) -> None:
+    upload = harness.upload(penguins_csv)
+    harness.run()
+
+    loaded = harness.container.registry.load(harness.model, 1)
+    manifest = loaded.manifest
+    assert set(manifest["files"]) == {"model.txt", "card.html"}
+    assert loaded.model_text.startswith(b"tree\n")  # LightGBM text format, not a pickle
+    lineage = manifest["lineage"]
+    assert lineage["trigger"] == {"kind": "upload", "key": upload.idempotency_key}
+    assert lineage["data"]["uri"] == f"gs://{upload.bucket}/{upload.name}#{upload.generation}"
+    assert lineage["code"] == {"version": "test"}
+    assert lineage["config"]["hash"] == harness.container.config.sha256
+    assert manifest["verdict"]["blessed"] is True
+    assert manifest["metrics"]["accuracy"] >= 0.9
+    assert len(manifest["examples"]) == 3
+
+
+def test_the_same_upload_delivered_twice_is_one_run_and_one_version(
+    harness: Harness, penguins_csv: bytes
+) -> None:
+    upload = harness.upload(penguins_csv)
+    harness.deliver_upload(upload)
+
+    harness.run()
+    harness.deliver_upload(upload)  # and once more after the run finished
+    harness.run()
+
+    assert len(harness.runs()) == 1
+    assert harness.container.registry.versions(harness.model) == [1]
+    assert len(harness.deployer.deployed) == 1
+
+
+def test_the_same_retrain_request_twice_is_one_run(harness: Harness, penguins_csv: bytes) -> None:
+    harness.upload(penguins_csv)
+    harness.run()
+
+    harness.retrain("nightly-2026-11-27")
+    harness.retrain("nightly-2026-11-27")
+    harness.run()
+
+    runs = harness.runs()
+    assert len(runs) == 2
+    assert runs[1].trigger["request_id"] == "nightly-2026-11-27"
+    assert harness.container.registry.versions(harness.model) == [1, 2]
+
+
+def test_a_commit_retrain_records_the_commit_in_lineage(
+    harness: Harness, penguins_csv: bytes
+) -> None:
+    harness.upload(penguins_csv)
+    harness.run()
+
+    request = RetrainRequested(commit_sha="0123456789abcdef0123456789abcdef01234567")
+    harness.bus.publish("retrain-requested", orjson.dumps(request.to_body()), {})
+    harness.run()
+
+    manifest = harness.container.registry.manifest(harness.model, 2)
+    assert manifest["lineage"]["trigger"]["kind"] == "commit"
+    assert manifest["lineage"]["code"]["version"] == request.commit_sha
+
+
+def test_a_dataset_breaking_the_contract_fails_with_every_problem_named(
+    harness: Harness, penguins_csv: bytes
+) -> None:
+    harness.upload(penguins_csv)
+    harness.run()
+
+    harness.upload(_bad_csv(penguins_csv), name="uploads/bad.csv")
+    harness.run()
+
+    [failed] = harness.published("pipeline-failed")
+    assert failed["stage"] == "validate"
+    assert failed["error"]["kind"] == "contract_violation"
+    checks = {(p["check"], p["column"]) for p in failed["error"]["details"]["problems"]}
+    assert checks == {
+        ("missing_column", "year"),
+        ("unexpected_column", "season"),
+        ("category", "island"),
+        ("range", "body_mass_g"),
+    }
+    report = orjson.loads(
+        harness.storage.bucket("modelrail-artifacts")
+        .read(failed["report_uri"].removeprefix("gs://modelrail-artifacts/"))
+        .data
+    )
+    assert report["passed"] is False
+    assert {p["check"]: p["rows"] for p in report["problems"]}["category"] == [1]
+    assert harness.container.registry.versions(harness.model) == [1]
+    assert harness.container.registry.aliases(harness.model) == {"champion": 1, "staging": 1}
+    assert len(harness.deployer.deployed) == 1
+
+
+def test_a_candidate_worse_than_the_champion_is_rejected_and_staging_keeps_it(
+    harness: Harness, penguins_csv: bytes
+) -> None:
+    harness.upload(penguins_csv)
+    harness.run()
+    # Scramble the labels outside the hold-out: the data still meets the contract, the
+    # candidate learns noise, and the champion still scores well on the clean hold-out.
+    lines = penguins_csv.decode().splitlines()
+    header, rows = lines[0], lines[1:]
+    holdout = set(split(len(rows), harness.container.config).holdout.tolist())
+    species = ["Adelie", "Chinstrap", "Gentoo"]
+    noisy = [
+        row if i in holdout else f"{species[i % 3]},{row.split(',', 1)[1]}"
+        for i, row in enumerate(rows)
+    ]
+    harness.upload(("\n".join([header, *noisy]) + "\n").encode(), name="uploads/noisy.csv")
+
+    harness.run()
+
+    [failed] = harness.published("pipeline-failed")
+    assert failed["stage"] == "evaluate"
+    assert failed["error"]["kind"] == "gate_rejected"
+    failed_checks = [c for c in failed["error"]["details"]["verdict"]["checks"] if not c["passed"]]
+    assert {"max_change_abs", "max_change_rel"} <= {c["kind"] for c in failed_checks}
+    assert any(
+        "vs champion" in reason for reason in failed["error"]["details"]["verdict"]["reasons"]
+    )
+    assert harness.runs()[-1].outcome == "rejected"
+    assert harness.container.registry.versions(harness.model) == [1]
+    assert harness.container.registry.aliases(harness.model)["staging"] == 1
+
+
+def test_a_failed_smoke_test_keeps_staging_on_the_previous_version(
+    harness: Harness, penguins_csv: bytes
+) -> None:
+    harness.upload(penguins_csv)
+    harness.run()
+    harness.deployer.fail_versions = frozenset({2})
+
+    harness.retrain("second")
+    harness.run()
+
+    [failed] = harness.published("pipeline-failed")
+    assert (failed["stage"], failed["error"]["kind"]) == ("deploy", "deployment_failed")
+    assert harness.container.registry.aliases(harness.model) == {"champion": 2, "staging": 1}
+
+
+def test_a_late_deploy_event_for_an_older_version_is_a_no_op(
+    harness: Harness, penguins_csv: bytes
+) -> None:
+    harness.upload(penguins_csv)
+    harness.run()
+    harness.retrain("second")
+    harness.run()
+    [first, _] = harness.published("model-registered")
+
+    # The v1 event arrives again under a new message id, as a late publish would.
+    harness.bus.publish("model-registered", orjson.dumps({**first, "event_id": "late"}), {})
+    harness.run()
+
+    assert [d.version for d in harness.deployer.deployed] == [1, 2]
+    assert harness.container.registry.aliases(harness.model)["staging"] == 2
+
+
+def test_a_message_that_keeps_failing_is_dead_lettered(
+    harness: Harness, penguins_csv: bytes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    attempts: list[int] = []
+
+    def broken_handler(message: Message) -> None:
+        attempts.append(message.delivery_attempt)
+        raise ConnectionError("the artifact bucket is unreachable")
+
+    harness.bus.subscribe("data-uploaded--validate", broken_handler)
+    harness.upload(penguins_csv)
+
+    harness.run()
+
+    assert attempts == [1, 2, 3, 4, 5]  # max_delivery_attempts in topology.yaml
+    [held] = harness.bus.held["dead-letter--hold"]
+    assert held.attributes["CloudPubSubDeadLetterSourceSubscription"] == "data-uploaded--validate"
+    dead_letters = (harness.container.settings.home / "dead-letter.jsonl").read_bytes().splitlines()
+    assert len(dead_letters) == 1
+    assert harness.runs() == []
+
+
+def test_a_transient_failure_is_redelivered_and_then_succeeds(
+    harness: Harness, penguins_csv: bytes
+) -> None:
+    deploy = harness.deployer.deploy
+    calls: list[int] = []
+
+    def flaky(model: str, version: int):  # type: ignore[no-untyped-def]
+        calls.append(version)
+        if len(calls) == 1:
+            raise TimeoutError("rollout timed out")
+        return deploy(model, version)
+
+    harness.deployer.deploy = flaky  # type: ignore[method-assign]
+    harness.upload(penguins_csv)
+
+    harness.run()
+
+    assert calls == [1, 1]
+    assert harness.runs()[0].outcome == "deployed"
+
+
+def test_an_invalid_event_ends_in_pipeline_failed(harness: Harness) -> None:
+    harness.bus.publish("retrain-requested", b'{"event_type": "retrain-requested"}', {})
+
+    harness.run()
+
+    [failed] = harness.published("pipeline-failed")
+    assert failed["error"]["kind"] == "invalid_event"
+
+
+def test_an_event_from_another_configuration_is_refused(
+    harness: Harness, penguins_csv: bytes
+) -> None:
+    harness.upload(penguins_csv)
+    harness.run()
+    [registered] = harness.published("model-registered")
+    lineage = {
+        **registered["lineage"],
+        "config": {**registered["lineage"]["config"], "hash": "0" * 64},
+    }
+
+    harness.bus.publish(
+        "model-registered",
+        orjson.dumps({**registered, "run_id": "run-" + "1" * 20, "lineage": lineage}),
+        {},
+    )
+    harness.run()
+
+    [failed] = harness.published("pipeline-failed")
+    assert failed["error"]["kind"] == "config_changed"
+
+
+def test_a_non_csv_upload_does_not_start_training(harness: Harness) -> None:
+    harness.upload(b"hello", name="uploads/notes.txt")
+
+    harness.run()
+
+    [failed] = harness.published("pipeline-failed")
+    assert failed["error"]["kind"] == "invalid_event"
+    assert harness.published("dataset-validated") == []
+
+
+def test_permanent_errors_carry_a_stable_kind() -> None:
+    assert PermanentError("x").kind == "permanent"

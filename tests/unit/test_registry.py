@@ -1,0 +1,123 @@
+"""The registry: create-only numbers, per-run idempotency, forward-only aliases, hashes."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from modelrail.adapters.filesystem import FilesystemStore
+from modelrail.errors import IntegrityError, NotFound, TransientError
+from modelrail.ports import BlobStore
+from modelrail.registry import Registry
+from tests.fakes import InMemoryStore
+
+MODEL = "penguins"
+
+
+def _files(text: bytes) -> object:
+    return lambda version: {"model.txt": text, "card.html": f"v{version}".encode()}
+
+
+@pytest.fixture(params=["memory", "filesystem"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> BlobStore:
+    if request.param == "memory":
+        return InMemoryStore("artifacts")
+    return FilesystemStore(tmp_path, "artifacts")
+
+
+def test_versions_are_contiguous_under_concurrent_registration(store: BlobStore) -> None:
+    registry = Registry(store)
+
+    def register(i: int) -> int:
+        return registry.register(MODEL, f"run-{i:020d}", _files(b"tree %d" % i), {})[0]  # type: ignore[arg-type]
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        numbers = list(pool.map(register, range(24)))
+
+    assert sorted(numbers) == list(range(1, 25))
+    assert registry.versions(MODEL) == list(range(1, 25))
+
+
+def test_a_run_registers_at_most_one_version(store: BlobStore) -> None:
+    registry = Registry(store)
+
+    first = registry.register(MODEL, "run-a", _files(b"tree"), {"metrics": {}})  # type: ignore[arg-type]
+    again = registry.register(MODEL, "run-a", _files(b"tree"), {"metrics": {}})  # type: ignore[arg-type]
+
+    assert first == again
+    assert registry.versions(MODEL) == [1]
+    assert registry.version_for_run(MODEL, "run-a") == 1
+
+
+def test_a_redelivery_resumes_the_number_its_run_claimed(store: BlobStore) -> None:
+    registry = Registry(store)
+    registry._claim_for_run(MODEL, "run-a")  # a delivery claimed the run, then stalled
+
+    # Its version number is taken; the files are not written yet.
+    assert registry.versions(MODEL) == []
+    # A concurrent delivery of the same run resumes the same number, never a second one.
+    assert registry.register(MODEL, "run-a", _files(b"tree"), {})[0] == 1  # type: ignore[arg-type]
+
+
+def test_a_claim_without_a_version_blocks_only_for_its_lease(store: BlobStore) -> None:
+    registry = Registry(store)
+    store.write(
+        f"models/{MODEL}/by-run/run-a.json",
+        b'{"run_id": "run-a", "version": null, "claimed_at": "2999-01-01T00:00:00.000000+00:00"}',
+        if_generation_match=0,
+    )
+    with pytest.raises(TransientError):
+        registry.register(MODEL, "run-a", _files(b"tree"), {})  # type: ignore[arg-type]
+
+    store.write(
+        f"models/{MODEL}/by-run/run-b.json",
+        b'{"run_id": "run-b", "version": null, "claimed_at": "2000-01-01T00:00:00.000000+00:00"}',
+        if_generation_match=0,
+    )
+    assert registry.register(MODEL, "run-b", _files(b"tree"), {})[0] == 1  # type: ignore[arg-type]
+
+
+def test_aliases_only_move_forward_unless_forced(store: BlobStore) -> None:
+    registry = Registry(store)
+    for i in range(3):
+        registry.register(MODEL, f"run-{i}", _files(b"t%d" % i), {})  # type: ignore[arg-type]
+
+    assert registry.move_alias(MODEL, "staging", 2) is True
+    assert registry.move_alias(MODEL, "staging", 1) is False
+    assert registry.alias(MODEL, "staging").version == 2  # type: ignore[union-attr]
+    assert registry.move_alias(MODEL, "staging", 1, force=True) is True
+    assert registry.aliases(MODEL) == {"staging": 1}
+    with pytest.raises(NotFound):
+        registry.move_alias(MODEL, "staging", 9)
+
+
+def test_concurrent_alias_moves_end_at_the_newest_version(store: BlobStore) -> None:
+    registry = Registry(store)
+    for i in range(8):
+        registry.register(MODEL, f"run-{i}", _files(b"t%d" % i), {})  # type: ignore[arg-type]
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        list(pool.map(lambda v: registry.move_alias(MODEL, "champion", v), range(1, 9)))
+
+    assert registry.aliases(MODEL) == {"champion": 8}
+
+
+def test_a_tampered_artifact_is_refused_before_parsing(tmp_path: Path) -> None:
+    store = FilesystemStore(tmp_path, "artifacts")
+    registry = Registry(store)
+    registry.register(MODEL, "run-a", _files(b"tree"), {})  # type: ignore[arg-type]
+    store.local_path(f"models/{MODEL}/versions/1/model.txt").write_bytes(b"tree tampered")
+
+    with pytest.raises(IntegrityError, match="does not match the sha256"):
+        registry.load(MODEL, 1)
+
+
+def test_a_version_is_complete_only_with_its_manifest(store: BlobStore) -> None:
+    registry = Registry(store)
+    store.write(f"models/{MODEL}/versions/1/claim.json", b"{}", if_generation_match=0)
+
+    assert registry.versions(MODEL) == []
+    number, _ = registry.register(MODEL, "run-a", _files(b"tree"), {})  # type: ignore[arg-type]
+    assert number == 2

@@ -1,0 +1,99 @@
+"""Training is deterministic and supports every objective the config allows."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import lightgbm as lgb
+import numpy as np
+import pytest
+
+from modelrail import evaluation, training
+from modelrail.config import PipelineConfig
+from modelrail.dataset import checks, synth
+from modelrail.features import FeatureSchema
+
+
+def test_training_is_deterministic(config: PipelineConfig, penguins_csv: bytes) -> None:
+    parsed = checks.load(penguins_csv, config.contract)
+
+    first, second = training.train(parsed, config), training.train(parsed, config)
+
+    assert first.model_text == second.model_text
+    assert first.best_iteration < config.num_boost_round  # early stopping stopped it
+
+
+def test_the_split_is_a_fixed_partition(config: PipelineConfig) -> None:
+    parts = training.split(1000, config)
+
+    together = np.concatenate([parts.train, parts.validation, parts.holdout])
+    assert sorted(together.tolist()) == list(range(1000))
+    assert len(parts.holdout) == 200
+    assert np.array_equal(parts.holdout, training.split(1000, config).holdout)
+
+
+def test_categoricals_are_native_and_encoded_from_the_contract(
+    config: PipelineConfig, penguins_csv: bytes
+) -> None:
+    parsed = checks.load(penguins_csv, config.contract)
+    candidate = training.train(parsed, config)
+    booster = lgb.Booster(model_str=candidate.model_text.decode())
+
+    assert booster.feature_name() == candidate.schema.names
+    text = candidate.model_text.decode()
+    # island and sex are categorical splits (their feature_infos list category codes)
+    infos = text.split("feature_infos=")[1].split("\n")[0].split(" ")
+    assert infos[0] == "-1:0:1:2"
+    assert infos[-1] == "-1:1:0"
+    assert "cat_threshold=" in text
+    records = candidate.examples
+    by_rows = candidate.schema.encode_records(records)
+    by_columns = candidate.schema.encode_columns(
+        {
+            name: np.array([r[name] for r in records], dtype=object if f.is_categorical else float)
+            for name, f in zip(candidate.schema.names, candidate.schema.features, strict=True)
+        }
+    )
+    assert np.array_equal(by_rows, by_columns, equal_nan=True)
+
+
+def _contract_variant(tmp_path: Path, objective: str, target: dict[str, object]) -> PipelineConfig:
+    repo = Path(__file__).resolve().parents[2]
+    spec = json.loads((repo / "schemas/datasets/penguins.json").read_text())
+    spec["columns"] = [c for c in spec["columns"] if c["name"] != "species"] + [target]
+    spec["target"] = target["name"]
+    (tmp_path / "contract.json").write_text(json.dumps(spec))
+    toml = (repo / "pipeline.toml").read_text()
+    toml = toml.replace('contract = "schemas/datasets/penguins.json"', 'contract = "contract.json"')
+    toml = toml.replace('objective = "multiclass"', f'objective = "{objective}"')
+    toml = toml[: toml.index("[[gate.metrics]]")]
+    (tmp_path / "pipeline.toml").write_text(toml)
+    return PipelineConfig.load(tmp_path / "pipeline.toml")
+
+
+@pytest.mark.parametrize(
+    ("objective", "target", "metric", "floor"),
+    [
+        ("binary", {"name": "label", "type": "category", "categories": ["no", "yes"]}, "auc", 0.8),
+        ("regression", {"name": "label", "type": "number", "min": 0, "max": 100}, "r2", 0.5),
+    ],
+)
+def test_binary_and_regression_objectives_learn_from_synthetic_data(
+    tmp_path: Path, objective: str, target: dict[str, object], metric: str, floor: float
+) -> None:
+    config = _contract_variant(tmp_path, objective, target)
+    frame = synth.generate(config.contract, 3000, seed=1)
+    parsed = checks.load(frame.to_csv(index=False).encode(), config.contract)
+
+    candidate = training.train(parsed, dataclasses.replace(config))
+
+    schema = FeatureSchema.from_contract(config.contract, objective)
+    holdout = training.split(parsed.rows, config).holdout
+    booster = lgb.Booster(model_str=candidate.model_text.decode())
+    prediction = booster.predict(schema.encode_columns(parsed.columns)[holdout])
+    result = evaluation.metrics(
+        objective, schema.encode_target(parsed.columns["label"])[holdout], prediction
+    )
+    assert result[metric] > floor
