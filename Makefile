@@ -38,15 +38,15 @@ include $(wildcard mk/*.mk)
 
 .PHONY: test
 test: $(STAMP) $(TEST_PREREQS) ## Run the whole test suite (lint, types, unit, functions, integration, e2e)
-	$(BIN)/ruff check src functions services tests benchmarks
-	$(BIN)/ruff format --check src functions services tests benchmarks
+	$(BIN)/ruff check src functions services tests benchmarks scripts
+	$(BIN)/ruff format --check src functions services tests benchmarks scripts
 	$(BIN)/mypy
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 .PHONY: fmt
 fmt: $(STAMP) ## Format the code
-	$(BIN)/ruff format src functions services tests benchmarks
-	$(BIN)/ruff check --fix src functions services tests benchmarks
+	$(BIN)/ruff format src functions services tests benchmarks scripts
+	$(BIN)/ruff check --fix src functions services tests benchmarks scripts
 
 .PHONY: lock
 lock: ## Re-resolve constraints.txt (the pinned transitive closure) in a scratch env

@@ -1,0 +1,154 @@
+# Identities and grants. One service account per stage, each holding only roles on the
+# resources it touches: no project-wide editor/owner and no project-level
+# serviceAccountUser. docs/deploy.md lists the same grants in its IAM table and a test
+# keeps the two equal.
+locals {
+  service_accounts = {
+    validate        = "validate stage: checks an uploaded or requested dataset against its contract"
+    launch_training = "launch_training stage: starts one training job execution per validated dataset"
+    train           = "training job: trains the LightGBM candidate and publishes model-trained"
+    evaluate        = "evaluate stage: scores the candidate and the champion on the hold-out"
+    register        = "register stage: claims a version in the registry"
+    deploy          = "deploy stage: pins the staging service to a version, smoke-tests, rolls back"
+    staging         = "staging service: serves predictions of the pinned version"
+    push            = "Pub/Sub push identity: the only caller allowed to invoke the stage functions"
+    function_build  = "builds the stage functions' containers (Cloud Functions build service account)"
+  }
+
+  # Bucket-level grants. objectUser: create, read, overwrite (generation preconditions)
+  # and list objects; objectViewer: read and list.
+  bucket_grants = [
+    { sa = "validate", bucket = "data", role = "roles/storage.objectViewer" },
+    { sa = "validate", bucket = "artifacts", role = "roles/storage.objectUser" },
+    { sa = "launch_training", bucket = "artifacts", role = "roles/storage.objectUser" },
+    { sa = "train", bucket = "data", role = "roles/storage.objectViewer" },
+    { sa = "train", bucket = "artifacts", role = "roles/storage.objectUser" },
+    { sa = "evaluate", bucket = "data", role = "roles/storage.objectViewer" },
+    { sa = "evaluate", bucket = "artifacts", role = "roles/storage.objectUser" },
+    { sa = "register", bucket = "artifacts", role = "roles/storage.objectUser" },
+    { sa = "deploy", bucket = "artifacts", role = "roles/storage.objectUser" },
+    { sa = "staging", bucket = "artifacts", role = "roles/storage.objectViewer" },
+    { sa = "function_build", bucket = "sources", role = "roles/storage.objectViewer" },
+  ]
+
+  # Topic-level grants: each stage publishes its result event and pipeline-failed.
+  topic_grants = [
+    { sa = "validate", topic = "dataset-validated", role = "roles/pubsub.publisher" },
+    { sa = "validate", topic = "pipeline-failed", role = "roles/pubsub.publisher" },
+    { sa = "launch_training", topic = "pipeline-failed", role = "roles/pubsub.publisher" },
+    { sa = "train", topic = "model-trained", role = "roles/pubsub.publisher" },
+    { sa = "train", topic = "pipeline-failed", role = "roles/pubsub.publisher" },
+    { sa = "evaluate", topic = "model-evaluated", role = "roles/pubsub.publisher" },
+    { sa = "evaluate", topic = "pipeline-failed", role = "roles/pubsub.publisher" },
+    { sa = "register", topic = "model-registered", role = "roles/pubsub.publisher" },
+    { sa = "register", topic = "pipeline-failed", role = "roles/pubsub.publisher" },
+    { sa = "deploy", topic = "model-deployed", role = "roles/pubsub.publisher" },
+    { sa = "deploy", topic = "pipeline-failed", role = "roles/pubsub.publisher" },
+  ]
+
+  # Grants on the staging service, the training job and service accounts.
+  staging_service_grants = [
+    # get/update the service (new revision pinned to a version, rollback) ...
+    { sa = "deploy", role = "roles/run.developer" },
+    # ... and call it for the smoke test.
+    { sa = "deploy", role = "roles/run.invoker" },
+  ]
+  training_job_grants = [
+    # run_job with the event as an environment override (run.jobs.runWithOverrides).
+    { sa = "launch_training", role = "roles/run.jobsExecutorWithOverrides" },
+  ]
+  service_account_grants = [
+    # A new staging revision runs as the staging account: updating it needs actAs on it.
+    { sa = "deploy", target = "staging", role = "roles/iam.serviceAccountUser" },
+  ]
+}
+
+resource "google_service_account" "stage" {
+  for_each = local.service_accounts
+
+  project      = var.project_id
+  account_id   = "${var.name_prefix}-${replace(each.key, "_", "-")}"
+  display_name = "modelrail ${each.key}"
+  description  = each.value
+}
+
+resource "google_storage_bucket_iam_member" "stage" {
+  for_each = { for grant in local.bucket_grants : "${grant.sa}/${grant.bucket}/${grant.role}" => grant }
+
+  bucket = local.buckets[each.value.bucket]
+  role   = each.value.role
+  member = "serviceAccount:${google_service_account.stage[each.value.sa].email}"
+
+  depends_on = [module.data_bucket, module.artifact_bucket, module.source_bucket]
+}
+
+resource "google_pubsub_topic_iam_member" "stage" {
+  for_each = { for grant in local.topic_grants : "${grant.sa}/${grant.topic}/${grant.role}" => grant }
+
+  project = var.project_id
+  topic   = module.pubsub.topic_ids[each.value.topic]
+  role    = each.value.role
+  member  = "serviceAccount:${google_service_account.stage[each.value.sa].email}"
+}
+
+resource "google_cloud_run_v2_service_iam_member" "stage" {
+  for_each = { for grant in local.staging_service_grants : "${grant.sa}/${grant.role}" => grant }
+
+  project  = var.project_id
+  location = var.region
+  name     = module.staging_service.name
+  role     = each.value.role
+  member   = "serviceAccount:${google_service_account.stage[each.value.sa].email}"
+}
+
+resource "google_cloud_run_v2_job_iam_member" "stage" {
+  for_each = { for grant in local.training_job_grants : "${grant.sa}/${grant.role}" => grant }
+
+  project  = var.project_id
+  location = var.region
+  name     = module.training_job.name
+  role     = each.value.role
+  member   = "serviceAccount:${google_service_account.stage[each.value.sa].email}"
+}
+
+resource "google_service_account_iam_member" "stage" {
+  for_each = { for grant in local.service_account_grants : "${grant.sa}/${grant.target}/${grant.role}" => grant }
+
+  service_account_id = google_service_account.stage[each.value.target].name
+  role               = each.value.role
+  member             = "serviceAccount:${google_service_account.stage[each.value.sa].email}"
+}
+
+# The functions builder: push the built images, read the source archives, write build
+# logs. Logs have no narrower resource than the project.
+resource "google_artifact_registry_repository_iam_member" "function_build_pushes_images" {
+  project    = var.project_id
+  location   = var.region
+  repository = module.function_images.name
+  role       = "roles/artifactregistry.writer"
+  member     = "serviceAccount:${google_service_account.stage["function_build"].email}"
+}
+
+resource "google_project_iam_member" "function_build_writes_logs" {
+  project = var.project_id
+  role    = "roles/logging.logWriter"
+  member  = "serviceAccount:${google_service_account.stage["function_build"].email}"
+}
+
+# Pub/Sub mints the push identity's OIDC tokens (needed in projects created before
+# April 2021; harmless after).
+resource "google_service_account_iam_member" "pubsub_agent_mints_push_tokens" {
+  service_account_id = google_service_account.stage["push"].name
+  role               = "roles/iam.serviceAccountTokenCreator"
+  member             = "serviceAccount:service-${data.google_project.this.number}@gcp-sa-pubsub.iam.gserviceaccount.com"
+}
+
+# Whoever applies this configuration (the Cloud Build deployer) deploys functions, the
+# job and the service to run as these accounts: actAs on each of them, not project-wide.
+resource "google_service_account_iam_member" "deployer_acts_as" {
+  for_each = local.service_accounts
+
+  service_account_id = google_service_account.stage[each.key].name
+  role               = "roles/iam.serviceAccountUser"
+  member             = "serviceAccount:${var.deployer_service_account_email}"
+}

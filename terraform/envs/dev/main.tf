@@ -1,0 +1,284 @@
+provider "google" {
+  project = var.project_id
+  region  = var.region
+}
+
+locals {
+  # Relative to the working directory (terraform -chdir=terraform/envs/dev), so plans
+  # made on a laptop and in Cloud Build see the same paths.
+  repo_root = "${path.root}/../../.."
+
+  # The single source of truth for topics, subscriptions and consumers: the local
+  # runtimes read the same file, so the cloud graph and the local graph cannot drift.
+  topology = yamldecode(file("${local.repo_root}/topology.yaml"))
+
+  push_subscriptions = [for sub in local.topology.subscriptions : sub if sub.consumer != null]
+  consumers          = toset([for sub in local.push_subscriptions : sub.consumer])
+
+  # A function may run as long as its slowest subscription's ack deadline: past that,
+  # Pub/Sub would redeliver while it still runs.
+  function_timeouts = {
+    for sub in local.push_subscriptions :
+    sub.consumer => try(sub.ack_deadline_seconds, local.topology.defaults.ack_deadline_seconds)...
+  }
+
+  labels = merge(var.labels, { app = "modelrail", env = var.environment })
+
+  # Every consumer gets settings, also one missing from var.functions.
+  function_settings = {
+    for consumer in local.consumers : consumer => merge(
+      { memory = "512Mi", cpu = "1", min_instances = 0, max_instances = 5 },
+      try(var.functions[consumer], {}),
+    )
+  }
+
+  buckets = {
+    data      = "${var.project_id}-${var.name_prefix}-data"
+    artifacts = "${var.project_id}-${var.name_prefix}-artifacts"
+    sources   = "${var.project_id}-${var.name_prefix}-sources"
+  }
+
+  training_job_name    = "${var.name_prefix}-train"
+  staging_service_name = "${var.name_prefix}-staging"
+
+  # What every stage, the training job and the launcher read (Settings.from_env).
+  common_env = {
+    MODELRAIL_MODE            = "cloud"
+    GOOGLE_CLOUD_PROJECT      = var.project_id
+    MODELRAIL_REGION          = var.region
+    MODELRAIL_DATA_BUCKET     = local.buckets.data
+    MODELRAIL_ARTIFACT_BUCKET = local.buckets.artifacts
+    MODELRAIL_CODE_VERSION    = var.code_version
+    MODELRAIL_TRAINING_JOB    = local.training_job_name
+    MODELRAIL_STAGING_SERVICE = local.staging_service_name
+    MODELRAIL_HOME            = "/tmp/modelrail" # the only writable path on Cloud Run
+  }
+}
+
+data "google_project" "this" {
+  project_id = var.project_id
+}
+
+module "apis" {
+  source     = "../../modules/apis"
+  project_id = var.project_id
+  services = [
+    "artifactregistry.googleapis.com",
+    "cloudbuild.googleapis.com",
+    "cloudfunctions.googleapis.com",
+    "cloudresourcemanager.googleapis.com",
+    "iam.googleapis.com",
+    "iamcredentials.googleapis.com",
+    "logging.googleapis.com",
+    "pubsub.googleapis.com",
+    "run.googleapis.com",
+    "serviceusage.googleapis.com",
+    "storage.googleapis.com",
+  ]
+}
+
+# ---------------------------------------------------------------- storage
+
+module "data_bucket" {
+  source        = "../../modules/bucket"
+  project_id    = var.project_id
+  name          = local.buckets.data
+  location      = var.region
+  labels        = local.labels
+  force_destroy = var.force_destroy_buckets
+  depends_on    = [module.apis]
+}
+
+module "artifact_bucket" {
+  source        = "../../modules/bucket"
+  project_id    = var.project_id
+  name          = local.buckets.artifacts
+  location      = var.region
+  labels        = local.labels
+  force_destroy = var.force_destroy_buckets
+  depends_on    = [module.apis]
+}
+
+module "source_bucket" {
+  source                   = "../../modules/bucket"
+  project_id               = var.project_id
+  name                     = local.buckets.sources
+  location                 = var.region
+  labels                   = local.labels
+  force_destroy            = true # only function archives, rebuilt from git
+  noncurrent_versions_kept = 1
+  noncurrent_days_kept     = 7
+  depends_on               = [module.apis]
+}
+
+# Object-finalize on the data bucket publishes to data-uploaded: an upload starts a run.
+data "google_storage_project_service_account" "gcs" {
+  project    = var.project_id
+  depends_on = [module.apis]
+}
+
+resource "google_pubsub_topic_iam_member" "gcs_publishes_uploads" {
+  project = var.project_id
+  topic   = module.pubsub.topic_ids["data-uploaded"]
+  role    = "roles/pubsub.publisher"
+  member  = "serviceAccount:${data.google_storage_project_service_account.gcs.email_address}"
+}
+
+resource "google_storage_notification" "data_uploaded" {
+  bucket         = module.data_bucket.name
+  payload_format = "JSON_API_V1"
+  topic          = module.pubsub.topic_ids["data-uploaded"]
+  event_types    = ["OBJECT_FINALIZE"]
+  depends_on     = [google_pubsub_topic_iam_member.gcs_publishes_uploads]
+}
+
+# ---------------------------------------------------------------- images
+
+module "docker_repository" {
+  source        = "../../modules/artifact_registry"
+  project_id    = var.project_id
+  region        = var.region
+  repository_id = var.name_prefix
+  description   = "modelrail images (staging service, training job), tagged with the commit SHA."
+  labels        = local.labels
+  depends_on    = [module.apis]
+}
+
+module "function_images" {
+  source         = "../../modules/artifact_registry"
+  project_id     = var.project_id
+  region         = var.region
+  repository_id  = "${var.name_prefix}-functions"
+  description    = "Images Cloud Functions builds from the stage sources."
+  immutable_tags = false # the functions builder re-tags its images
+  keep_recent    = 3
+  labels         = local.labels
+  depends_on     = [module.apis]
+}
+
+# ---------------------------------------------------------------- event graph
+
+module "pubsub" {
+  source         = "../../modules/pubsub"
+  project_id     = var.project_id
+  project_number = data.google_project.this.number
+  topology       = local.topology
+  labels         = local.labels
+  push_endpoints = {
+    for consumer, function in module.functions : consumer => {
+      url                   = function.uri
+      service_account_email = google_service_account.stage["push"].email
+    }
+  }
+  depends_on = [module.apis]
+}
+
+# ---------------------------------------------------------------- compute
+
+module "functions" {
+  source   = "../../modules/function"
+  for_each = local.consumers
+
+  project_id  = var.project_id
+  region      = var.region
+  name        = "${var.name_prefix}-${replace(each.key, "_", "-")}"
+  description = "modelrail ${each.key} stage (functions/${each.key}/main.py)"
+  labels      = local.labels
+
+  source_dir    = "${local.repo_root}/build/functions/${each.key}"
+  archive_dir   = "${local.repo_root}/build/archives"
+  source_bucket = module.source_bucket.name
+  runtime       = "python311"
+  entry_point   = "handle"
+
+  build_service_account_id      = google_service_account.stage["function_build"].id
+  docker_repository_id          = module.function_images.id
+  service_account_email         = google_service_account.stage[each.key].email
+  invoker_service_account_email = google_service_account.stage["push"].email
+
+  available_memory   = local.function_settings[each.key].memory
+  available_cpu      = local.function_settings[each.key].cpu
+  min_instance_count = local.function_settings[each.key].min_instances
+  max_instance_count = local.function_settings[each.key].max_instances
+  timeout_seconds    = max(local.function_timeouts[each.key]...)
+
+  environment_variables = merge(local.common_env, {
+    # Staged at the source root by `make stage`; Cloud Functions runs from there.
+    MODELRAIL_CONFIG   = "pipeline.toml"
+    MODELRAIL_TOPOLOGY = "topology.yaml"
+  })
+
+  depends_on = [
+    google_artifact_registry_repository_iam_member.function_build_pushes_images,
+    google_project_iam_member.function_build_writes_logs,
+    google_storage_bucket_iam_member.stage,
+    google_service_account_iam_member.deployer_acts_as,
+  ]
+}
+
+module "training_job" {
+  source                = "../../modules/run_job"
+  project_id            = var.project_id
+  region                = var.region
+  name                  = local.training_job_name
+  image                 = "${module.docker_repository.url}/train:${var.code_version}"
+  service_account_email = google_service_account.stage["train"].email
+  cpu                   = var.training_job.cpu
+  memory                = var.training_job.memory
+  timeout_seconds       = var.training_job.timeout_seconds
+  max_retries           = var.training_job.max_retries
+  labels                = local.labels
+  environment_variables = merge(local.common_env, {
+    MODELRAIL_CONFIG   = "/app/pipeline.toml"
+    MODELRAIL_TOPOLOGY = "/app/topology.yaml"
+  })
+  depends_on = [module.apis, google_service_account_iam_member.deployer_acts_as]
+}
+
+module "staging_service" {
+  source                = "../../modules/run_service"
+  project_id            = var.project_id
+  region                = var.region
+  name                  = local.staging_service_name
+  image                 = "${module.docker_repository.url}/staging:${var.code_version}"
+  service_account_email = google_service_account.stage["staging"].email
+  ingress               = var.staging_service.ingress
+  invoker_members       = var.staging_service.invoker_members
+  cpu                   = var.staging_service.cpu
+  memory                = var.staging_service.memory
+  concurrency           = var.staging_service.concurrency
+  min_instance_count    = var.staging_service.min_instances
+  max_instance_count    = var.staging_service.max_instances
+  labels                = local.labels
+  # The first revision follows the registry's staging alias (not ready until a version
+  # exists); the deploy stage then pins MODELRAIL_MODEL_VERSION with a new revision.
+  environment_variables = {
+    MODELRAIL_MODE            = "cloud"
+    GOOGLE_CLOUD_PROJECT      = var.project_id
+    MODELRAIL_ARTIFACT_BUCKET = local.buckets.artifacts
+    MODELRAIL_MODEL_NAME      = var.model_name
+    MODELRAIL_MODEL_ALIAS     = "staging"
+  }
+  depends_on = [module.apis, google_service_account_iam_member.deployer_acts_as]
+}
+
+# ---------------------------------------------------------------- delivery
+
+module "cloudbuild_triggers" {
+  source             = "../../modules/cloudbuild_triggers"
+  count              = var.github_owner == "" ? 0 : 1
+  project_id         = var.project_id
+  name_prefix        = var.name_prefix
+  github_owner       = var.github_owner
+  github_repository  = var.github_repository
+  branch             = var.deploy_branch
+  service_account_id = "projects/${var.project_id}/serviceAccounts/${var.deployer_service_account_email}"
+  substitutions = {
+    _REGION          = var.region
+    _REPOSITORY      = module.docker_repository.name
+    _TF_STATE_BUCKET = var.tf_state_bucket
+    _TF_ENV          = var.environment
+    _RETRAIN_TOPIC   = "retrain-requested"
+  }
+  depends_on = [module.apis]
+}

@@ -1,0 +1,54 @@
+output "data_bucket" {
+  description = "Upload CSVs here (gcloud storage cp data.csv gs://BUCKET/...): each upload starts a run."
+  value       = module.data_bucket.name
+}
+
+output "artifact_bucket" {
+  description = "The registry and the run history."
+  value       = module.artifact_bucket.name
+}
+
+output "staging_url" {
+  description = "The staging service URL (IAM-authenticated: send an identity token)."
+  value       = module.staging_service.uri
+}
+
+output "staging_service" {
+  description = "The staging Cloud Run service name."
+  value       = module.staging_service.name
+}
+
+output "training_job" {
+  description = "The training Cloud Run job name."
+  value       = module.training_job.name
+}
+
+output "functions" {
+  description = "Stage => Cloud Function name."
+  value       = { for stage, function in module.functions : stage => function.name }
+}
+
+output "topics" {
+  description = "The Pub/Sub topics (named as in topology.yaml)."
+  value       = module.pubsub.topic_names
+}
+
+output "subscriptions" {
+  description = "The Pub/Sub subscriptions (named as in topology.yaml)."
+  value       = module.pubsub.subscription_names
+}
+
+output "image_repository" {
+  description = "Push images here: REGION-docker.pkg.dev/PROJECT/REPOSITORY."
+  value       = module.docker_repository.url
+}
+
+output "service_accounts" {
+  description = "Stage => service account email."
+  value       = { for stage, account in google_service_account.stage : stage => account.email }
+}
+
+output "build_triggers" {
+  description = "Cloud Build trigger name => id (empty without a connected GitHub repository)."
+  value       = length(module.cloudbuild_triggers) > 0 ? module.cloudbuild_triggers[0].trigger_ids : {}
+}

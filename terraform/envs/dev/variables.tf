@@ -1,0 +1,125 @@
+variable "project_id" {
+  description = "The Google Cloud project the pipeline runs in."
+  type        = string
+}
+
+variable "region" {
+  description = "The region of the buckets, functions, job, service and image repository."
+  type        = string
+  default     = "europe-west1"
+}
+
+variable "environment" {
+  description = "The environment name, used in labels and the Terraform state prefix."
+  type        = string
+  default     = "dev"
+}
+
+variable "name_prefix" {
+  description = "Prefix of every resource name except topics and subscriptions (those are named exactly as in topology.yaml)."
+  type        = string
+  default     = "modelrail"
+
+  validation {
+    condition     = can(regex("^[a-z][a-z0-9-]{2,13}$", var.name_prefix))
+    error_message = "name_prefix: 3-14 lowercase letters, digits or hyphens, starting with a letter (service account ids are at most 30 characters)."
+  }
+}
+
+variable "code_version" {
+  description = "The commit SHA being deployed: the image tag of the staging service and the training job, and MODELRAIL_CODE_VERSION (lineage) everywhere."
+  type        = string
+
+  validation {
+    condition     = can(regex("^[0-9a-f]{7,40}$", var.code_version))
+    error_message = "code_version must be a git commit SHA (7-40 lowercase hex digits)."
+  }
+}
+
+variable "model_name" {
+  description = "The model the staging service serves: [model].name in pipeline.toml."
+  type        = string
+  default     = "penguins"
+}
+
+variable "deployer_service_account_email" {
+  description = "The service account Cloud Build runs terraform apply as (created once by hand, docs/deploy.md step 3)."
+  type        = string
+}
+
+variable "tf_state_bucket" {
+  description = "The bucket holding Terraform state (passed to the deploy pipeline as _TF_STATE_BUCKET)."
+  type        = string
+}
+
+variable "github_owner" {
+  description = "The GitHub owner of the repository connected to Cloud Build. Empty: no triggers (deploy by hand)."
+  type        = string
+  default     = ""
+}
+
+variable "github_repository" {
+  description = "The GitHub repository name connected to Cloud Build."
+  type        = string
+  default     = "modelrail"
+}
+
+variable "deploy_branch" {
+  description = "Pushes to this branch deploy; pull requests into it run the checks."
+  type        = string
+  default     = "main"
+}
+
+variable "functions" {
+  description = "Cost-relevant settings of each stage function: memory, vCPUs, warm instances (billed while idle) and the instance ceiling."
+  type = map(object({
+    memory        = optional(string, "512Mi")
+    cpu           = optional(string, "1")
+    min_instances = optional(number, 0)
+    max_instances = optional(number, 5)
+  }))
+  default = {
+    validate        = { memory = "1Gi" }
+    launch_training = { memory = "256Mi", cpu = "0.167" }
+    evaluate        = { memory = "2Gi" }
+    register        = { memory = "512Mi" }
+    deploy          = { memory = "512Mi", max_instances = 1 }
+  }
+}
+
+variable "training_job" {
+  description = "Cost-relevant settings of the training job: vCPUs, memory, the longest run and task retries."
+  type = object({
+    cpu             = optional(string, "2")
+    memory          = optional(string, "4Gi")
+    timeout_seconds = optional(number, 3600)
+    max_retries     = optional(number, 1)
+  })
+  default = {}
+}
+
+variable "staging_service" {
+  description = "Cost- and access-relevant settings of the staging service."
+  type = object({
+    cpu             = optional(string, "1")
+    memory          = optional(string, "1Gi")
+    concurrency     = optional(number, 16)
+    min_instances   = optional(number, 0)
+    max_instances   = optional(number, 3)
+    ingress         = optional(string, "INGRESS_TRAFFIC_ALL")
+    invoker_members = optional(list(string), [])
+  })
+  default = {}
+}
+
+variable "force_destroy_buckets" {
+  description = "Let `terraform destroy` delete the data and artifact buckets with their objects (models included). Keep false outside throwaway projects."
+  type        = bool
+  default     = false
+}
+
+variable "labels" {
+  description = "Extra labels for every labelled resource."
+  type        = map(string)
+  default     = {}
+}

@@ -1,0 +1,60 @@
+variable "project_id" {
+  description = "The project to create the job in."
+  type        = string
+}
+
+variable "region" {
+  description = "The job's region."
+  type        = string
+}
+
+variable "name" {
+  description = "The job name (MODELRAIL_TRAINING_JOB for the launcher)."
+  type        = string
+}
+
+variable "image" {
+  description = "The training image, tagged with the commit SHA."
+  type        = string
+}
+
+variable "service_account_email" {
+  description = "The job's runtime service account."
+  type        = string
+}
+
+variable "environment_variables" {
+  description = "Environment variables of every execution; MODELRAIL_EVENT is added per execution by the launcher."
+  type        = map(string)
+  default     = {}
+}
+
+variable "cpu" {
+  description = "vCPUs per task. LightGBM trains on all of them (num_threads permitting)."
+  type        = string
+  default     = "2"
+}
+
+variable "memory" {
+  description = "Memory per task, e.g. 4Gi: the data set, its frame and the booster must fit."
+  type        = string
+  default     = "4Gi"
+}
+
+variable "timeout_seconds" {
+  description = "The longest one training run may take."
+  type        = number
+  default     = 3600
+}
+
+variable "max_retries" {
+  description = "Task retries on failure. Training is idempotent by run id, so a retry is safe."
+  type        = number
+  default     = 1
+}
+
+variable "labels" {
+  description = "Labels applied to the job."
+  type        = map(string)
+  default     = {}
+}

@@ -1,0 +1,404 @@
+"""Structural checks over the parsed Terraform (python-hcl2), shared by the tests.
+
+Each check returns a list of problems (empty: fine), so a test can assert both that the
+real configuration passes and that a deliberately broken copy fails.
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import hcl2
+import yaml
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+PUBLIC_MEMBERS = ("allUsers", "allAuthenticatedUsers")
+# The runtime identities of the pipeline: none may hold any project-level role.
+STAGE_ACCOUNTS = frozenset(
+    {"validate", "launch_training", "train", "evaluate", "register", "deploy", "staging", "push"}
+)
+FORBIDDEN_PROJECT_ROLES = frozenset(
+    {
+        "roles/owner",
+        "roles/editor",
+        "roles/iam.serviceAccountUser",
+        "roles/iam.serviceAccountTokenCreator",
+    }
+)
+MODULE_FILES = ("main.tf", "variables.tf", "outputs.tf", "versions.tf")
+
+
+def unquote(value: Any) -> Any:
+    """python-hcl2 keeps the quotes of string literals: ``'"x"'`` -> ``'x'``."""
+    if isinstance(value, str) and len(value) >= 2 and value[0] == value[-1] == '"':
+        return value[1:-1]
+    return value
+
+
+def is_literal(value: Any) -> bool:
+    return isinstance(value, str) and value.startswith('"') and "${" not in value
+
+
+def squash(expression: Any) -> str:
+    """An expression with all whitespace removed, for comparisons."""
+    return re.sub(r"\s+", "", str(expression))
+
+
+@dataclasses.dataclass(frozen=True)
+class Resource:
+    type: str
+    name: str
+    body: dict[str, Any]
+    directory: Path  # the Terraform module directory holding it
+
+    @property
+    def address(self) -> str:
+        return f"{self.directory.name}/{self.type}.{self.name}"
+
+
+@dataclasses.dataclass
+class Module:
+    """One Terraform module directory, parsed."""
+
+    directory: Path
+    files: dict[str, dict[str, Any]]
+
+    def blocks(self, kind: str) -> Iterator[dict[str, Any]]:
+        for parsed in self.files.values():
+            yield from parsed.get(kind, [])
+
+    @property
+    def resources(self) -> list[Resource]:
+        found = []
+        for block in self.blocks("resource"):
+            for rtype, named in block.items():
+                for name, body in named.items():
+                    found.append(Resource(unquote(rtype), unquote(name), body, self.directory))
+        return found
+
+    @property
+    def locals(self) -> dict[str, Any]:
+        merged: dict[str, Any] = {}
+        for block in self.blocks("locals"):
+            merged.update({k: v for k, v in block.items() if not k.startswith("__")})
+        return merged
+
+    @property
+    def module_calls(self) -> dict[str, dict[str, Any]]:
+        calls: dict[str, dict[str, Any]] = {}
+        for block in self.blocks("module"):
+            for name, body in block.items():
+                calls[unquote(name)] = body
+        return calls
+
+    @property
+    def variables(self) -> dict[str, dict[str, Any]]:
+        found: dict[str, dict[str, Any]] = {}
+        for block in self.blocks("variable"):
+            for name, body in block.items():
+                found[unquote(name)] = body
+        return found
+
+    @property
+    def outputs(self) -> dict[str, dict[str, Any]]:
+        found: dict[str, dict[str, Any]] = {}
+        for block in self.blocks("output"):
+            for name, body in block.items():
+                found[unquote(name)] = body
+        return found
+
+
+@dataclasses.dataclass
+class Terraform:
+    root: Path
+    modules: dict[Path, Module]
+
+    @classmethod
+    def load(cls, root: Path) -> Terraform:
+        modules: dict[Path, Module] = {}
+        for tf_file in sorted(root.rglob("*.tf")):
+            if ".terraform" in tf_file.parts:
+                continue
+            directory = tf_file.parent
+            module = modules.setdefault(directory, Module(directory, {}))
+            with tf_file.open() as handle:
+                module.files[tf_file.name] = hcl2.load(handle)
+        return cls(root, modules)
+
+    def module(self, relative: str) -> Module:
+        return self.modules[self.root / relative]
+
+    @property
+    def env_roots(self) -> list[Module]:
+        return [m for d, m in self.modules.items() if d.parent == self.root / "envs"]
+
+    @property
+    def resources(self) -> list[Resource]:
+        return [r for module in self.modules.values() for r in module.resources]
+
+
+def load_topology(path: Path = REPO_ROOT / "topology.yaml") -> dict[str, Any]:
+    return yaml.safe_load(path.read_text())
+
+
+def defines_handle(main_py: Path) -> bool:
+    tree = ast.parse(main_py.read_text(), filename=str(main_py))
+    for node in tree.body:
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.name == "handle":
+            return True
+        if isinstance(node, ast.Assign) and any(
+            isinstance(t, ast.Name) and t.id == "handle" for t in node.targets
+        ):
+            return True
+    return False
+
+
+# ------------------------------------------------------------------ module style
+
+
+def module_style_problems(tf: Terraform) -> list[str]:
+    problems = []
+    for directory, module in tf.modules.items():
+        if directory.parent.name == "modules":
+            missing = [name for name in MODULE_FILES if name not in module.files]
+            if missing:
+                problems.append(f"{directory.name}: missing {', '.join(missing)}")
+        for name, body in module.variables.items():
+            for attribute in ("type", "description"):
+                if attribute not in body:
+                    problems.append(f"{directory.name}: variable {name} has no {attribute}")
+        for name, body in module.outputs.items():
+            if "description" not in body:
+                problems.append(f"{directory.name}: output {name} has no description")
+    for env in tf.env_roots:
+        backends = [b for block in env.blocks("terraform") for b in block.get("backend", [])]
+        if not any('"gcs"' in backend or "gcs" in backend for backend in backends):
+            problems.append(f'{env.directory.name}: no backend "gcs" {{}}')
+    return problems
+
+
+# ------------------------------------------------------------------ topology
+
+
+def topology_problems(tf: Terraform, topology: dict[str, Any], functions_dir: Path) -> list[str]:
+    """The event graph in Terraform is topology.yaml: read with yamldecode and iterated,
+    every subscription with a consumer dead-lettered, every consumer a function."""
+    problems: list[str] = []
+    env = tf.module("envs/dev")
+    local_values = env.locals
+    repo_root = (
+        env.directory / unquote(local_values.get("repo_root", '""')).replace("${path.root}", ".")
+    ).resolve()
+    if repo_root != REPO_ROOT.resolve() and repo_root != tf.root.parent.resolve():
+        problems.append(f"envs/dev: local.repo_root resolves to {repo_root}, not the repository")
+    if squash(local_values.get("topology")) != squash(
+        '${yamldecode(file("${local.repo_root}/topology.yaml"))}'
+    ):
+        problems.append("envs/dev: local.topology is not yamldecode(file(<repo>/topology.yaml))")
+    if "local.topology.subscriptions" not in str(local_values.get("push_subscriptions")) or (
+        "sub.consumer!=null" not in squash(local_values.get("push_subscriptions"))
+    ):
+        problems.append(
+            "envs/dev: local.push_subscriptions does not filter topology subscriptions by consumer"
+        )
+    if "local.push_subscriptions" not in str(local_values.get("consumers")):
+        problems.append(
+            "envs/dev: local.consumers is not derived from the topology's subscriptions"
+        )
+
+    calls = env.module_calls
+    functions_call = calls.get("functions", {})
+    if squash(functions_call.get("for_each")) != "${local.consumers}":
+        problems.append("envs/dev: module.functions does not iterate local.consumers")
+    if "build/functions/${each.key}" not in str(functions_call.get("source_dir")):
+        problems.append("envs/dev: module.functions does not deploy build/functions/<consumer>")
+    if unquote(functions_call.get("entry_point")) != "handle":
+        problems.append("envs/dev: module.functions entry_point is not handle")
+    if squash(calls.get("pubsub", {}).get("topology")) != "${local.topology}":
+        problems.append("envs/dev: module.pubsub is not given local.topology")
+
+    pubsub = tf.module("modules/pubsub")
+    pubsub_locals = pubsub.locals
+    partitions = {name: squash(value) for name, value in pubsub_locals.items()}
+    if "forsubinvar.topology.subscriptions" not in partitions.get("push_subscriptions", "") or (
+        "ifsub.consumer!=null" not in partitions.get("push_subscriptions", "")
+    ):
+        problems.append("pubsub: push_subscriptions is not topology subscriptions with a consumer")
+    if "forsubinvar.topology.subscriptions" not in partitions.get("hold_subscriptions", "") or (
+        "ifsub.consumer==null" not in partitions.get("hold_subscriptions", "")
+    ):
+        problems.append(
+            "pubsub: hold_subscriptions is not topology subscriptions without a consumer"
+        )
+    if "fortopicinvar.topology.topics" not in partitions.get("topics", ""):
+        problems.append("pubsub: topics are not the topology's topics")
+
+    topic_resources = [r for r in pubsub.resources if r.type == "google_pubsub_topic"]
+    if [squash(r.body.get("for_each")) for r in topic_resources] != ["${local.topics}"]:
+        problems.append("pubsub: topics are not one google_pubsub_topic iterating local.topics")
+
+    problems += dead_letter_problems(tf)
+
+    # The topology itself: consistent, and every consumer a deployable function.
+    topic_names = {topic["name"] for topic in topology["topics"]}
+    if topology["dead_letter_topic"] not in topic_names:
+        problems.append(
+            f"topology: dead-letter topic {topology['dead_letter_topic']} is not a topic"
+        )
+    for sub in topology["subscriptions"]:
+        if sub["topic"] not in topic_names:
+            problems.append(
+                f"topology: subscription {sub['name']} reads unknown topic {sub['topic']}"
+            )
+        consumer = sub.get("consumer")
+        if consumer is None:
+            continue
+        main_py = functions_dir / consumer / "main.py"
+        if not main_py.is_file():
+            problems.append(f"topology: consumer {consumer} has no {main_py}")
+        elif not defines_handle(main_py):
+            problems.append(f"topology: {main_py} defines no top-level `handle`")
+    return problems
+
+
+def dead_letter_problems(tf: Terraform) -> list[str]:
+    """Every google_pubsub_subscription has a dead-letter policy and a retry policy,
+    except the one iterating the topology's consumer-less subscriptions."""
+    problems = []
+    for resource in tf.resources:
+        if resource.type != "google_pubsub_subscription":
+            continue
+        module = tf.modules[resource.directory]
+        for_each = squash(resource.body.get("for_each", ""))
+        source = squash(module.locals.get(for_each.removeprefix("${local.").removesuffix("}"), ""))
+        if for_each.startswith("${local.") and "ifsub.consumer==null" in source:
+            continue  # the end of the line: nothing to dead-letter to
+        policy = (resource.body.get("dead_letter_policy") or [{}])[0]
+        if not policy.get("dead_letter_topic"):
+            problems.append(f"{resource.address}: no dead_letter_policy with a dead_letter_topic")
+        if not resource.body.get("retry_policy"):
+            problems.append(f"{resource.address}: no retry_policy")
+    return problems
+
+
+# ------------------------------------------------------------------ IAM
+
+
+def _walk(value: Any, skip: frozenset[str] = frozenset()) -> Iterator[str]:
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if key not in skip:
+                yield from _walk(item, skip)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _walk(item, skip)
+    elif isinstance(value, str):
+        yield value
+
+
+def public_member_problems(tf: Terraform) -> list[str]:
+    """No IAM member anywhere is allUsers/allAuthenticatedUsers (validations that refuse
+    them are the only place these names may appear)."""
+    problems = []
+    for directory, module in tf.modules.items():
+        for name, parsed in module.files.items():
+            for text in _walk(
+                parsed, skip=frozenset({"validation", "description", "__comments__"})
+            ):
+                if any(public in text for public in PUBLIC_MEMBERS):
+                    problems.append(f"{directory.name}/{name}: public member in {text!r}")
+    return problems
+
+
+STAGE_REF = re.compile(r'google_service_account\.stage\["([\w-]+)"\]')
+
+
+def stage_grants(tf: Terraform) -> tuple[set[tuple[str, str]], set[tuple[str, str]]]:
+    """(service account key, role) pairs the stage accounts hold, resource-scoped and
+    project-level, read from the grant tables and the IAM resources."""
+    env = tf.module("envs/dev")
+    env_locals = env.locals
+    scoped: set[tuple[str, str]] = set()
+    project: set[tuple[str, str]] = set()
+
+    def add(resource: Resource, account: str, role: str) -> None:
+        target = project if resource.type.startswith("google_project_iam") else scoped
+        target.add((account, role))
+
+    module_args: dict[Path, list[dict[str, Any]]] = {}
+    for call in env.module_calls.values():
+        source = (env.directory / unquote(call.get("source", '""'))).resolve()
+        module_args.setdefault(source, []).append(call)
+
+    for resource in tf.resources:
+        if not re.search(r"_iam_(member|binding)$", resource.type):
+            continue
+        role = resource.body.get("role", "")
+        member = str(resource.body.get("member", resource.body.get("members", "")))
+        if is_literal(role):
+            accounts = STAGE_REF.findall(member)
+            var_ref = re.search(r"\$\{var\.(\w+)\}", member)
+            if not accounts and var_ref and resource.directory != env.directory:
+                for call in module_args.get(resource.directory.resolve(), []):
+                    accounts += STAGE_REF.findall(str(call.get(var_ref.group(1), "")))
+            for account in accounts:
+                add(resource, account, unquote(role))
+        elif squash(role) == "${each.value.role}":
+            table = re.search(r"inlocal\.(\w+)", squash(resource.body.get("for_each", "")))
+            if table is None:
+                raise AssertionError(f"{resource.address}: role from an unknown for_each")
+            for grant in env_locals.get(table.group(1), []):
+                add(resource, unquote(grant["sa"]), unquote(grant["role"]))
+        else:
+            raise AssertionError(
+                f"{resource.address}: role {role!r} is neither literal nor a grant table"
+            )
+    return scoped, project
+
+
+def iam_problems(tf: Terraform, documented: set[tuple[str, str, str]]) -> list[str]:
+    """Stage accounts: resource-scoped roles only; every account's roles as documented."""
+    problems = []
+    scoped, project = stage_grants(tf)
+    for account, role in sorted(project):
+        if account in STAGE_ACCOUNTS:
+            problems.append(f"stage account {account} holds {role} at project level")
+        if role in FORBIDDEN_PROJECT_ROLES:
+            problems.append(f"{account} holds {role} at project level")
+    actual = {(a, r, "project") for a, r in project} | {(a, r, "resource") for a, r in scoped}
+    for row in sorted(actual - documented):
+        problems.append(f"granted in Terraform but not in the docs/deploy.md IAM table: {row}")
+    for row in sorted(documented - actual):
+        problems.append(f"in the docs/deploy.md IAM table but not granted in Terraform: {row}")
+    accounts = {unquote(k) for k in tf.module("envs/dev").locals.get("service_accounts", {})}
+    undocumented = accounts - {account for account, _, _ in documented}
+    if undocumented:
+        problems.append(f"service accounts missing from the IAM table: {sorted(undocumented)}")
+    return problems
+
+
+def documented_grants(deploy_md: Path) -> set[tuple[str, str, str]]:
+    """Rows of the IAM table in docs/deploy.md: | `account` | `role` | scope | why |.
+
+    The scope cell starts with "project" for a project-level grant."""
+    rows: set[tuple[str, str, str]] = set()
+    in_table = False
+    for line in deploy_md.read_text().splitlines():
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        if line.startswith("|") and cells[:3] == ["service account", "role", "scope"]:
+            in_table = True
+            continue
+        if not in_table:
+            continue
+        if not line.startswith("|"):
+            break
+        if set(cells[0]) <= {"-", ":", " "}:
+            continue
+        account, role, scope = cells[0].strip("`"), cells[1].strip("`"), cells[2]
+        rows.add((account, role, "project" if scope.lower().startswith("project") else "resource"))
+    return rows

@@ -1,0 +1,147 @@
+"""Dockerfiles (hadolint), the Cloud Build pipelines (yamllint) and what their steps call."""
+
+from __future__ import annotations
+
+import re
+import shlex
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.infra.conftest import tool
+from tests.infra.infra_checks import REPO_ROOT
+
+pytestmark = pytest.mark.infra
+
+CLOUDBUILD_DIR = REPO_ROOT / "cloudbuild"
+PIPELINES = sorted(p for p in CLOUDBUILD_DIR.glob("*.yaml") if not p.name.startswith("."))
+REQUIRED_DOCKERFILES = ("services/staging/Dockerfile", "services/train-job/Dockerfile")
+
+
+def dockerfiles() -> list[Path]:
+    return sorted(
+        path
+        for path in (REPO_ROOT / "services").rglob("Dockerfile*")
+        if not path.name.endswith(".dockerignore")
+    )
+
+
+@pytest.mark.parametrize("relative", REQUIRED_DOCKERFILES)
+def test_the_images_have_dockerfiles(relative: str) -> None:
+    assert (REPO_ROOT / relative).is_file(), f"{relative} is missing (Cloud Build builds it)"
+
+
+@pytest.mark.parametrize("dockerfile", dockerfiles(), ids=lambda p: str(p.relative_to(REPO_ROOT)))
+def test_hadolint(dockerfile: Path) -> None:
+    completed = subprocess.run(
+        [tool("hadolint"), "--no-color", str(dockerfile)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert completed.returncode == 0, completed.stdout + completed.stderr
+
+
+@pytest.mark.parametrize("dockerfile", dockerfiles(), ids=lambda p: str(p.relative_to(REPO_ROOT)))
+def test_runtime_image_is_pinned_and_unprivileged(dockerfile: Path) -> None:
+    text = "\n".join(
+        line for line in dockerfile.read_text().splitlines() if not line.lstrip().startswith("#")
+    )
+    for image in re.findall(r"^FROM\s+(\S+)", text, flags=re.MULTILINE):
+        assert "@sha256:" in image or re.search(r":\d+\.\d+\.\d+", image), (
+            f"{image}: pin a digest or exact tag"
+        )
+    users = re.findall(r"^USER\s+(\S+)", text, flags=re.MULTILINE)
+    assert users, "no USER: the image would run as root"
+    assert users[-1].split(":")[0] not in ("root", "0"), "the last USER must not be root"
+    assert "scikit-learn" not in text
+    assert "build-essential" not in text
+
+
+def test_yamllint_cloudbuild() -> None:
+    completed = subprocess.run(
+        [
+            tool("yamllint"),
+            "--strict",
+            "-c",
+            str(CLOUDBUILD_DIR / ".yamllint.yaml"),
+            str(CLOUDBUILD_DIR),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert completed.returncode == 0, completed.stdout + completed.stderr
+
+
+def make_targets() -> set[str]:
+    completed = subprocess.run(
+        ["make", "-qp", "-f", "Makefile"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    return set(re.findall(r"^([A-Za-z0-9_./-]+):(?!=)", completed.stdout, flags=re.MULTILINE))
+
+
+def step_commands(step: dict[str, Any]) -> list[list[str]]:
+    """The command lines a step runs: its entrypoint + args, and any `sh -c` script."""
+    args = [str(a) for a in step.get("args", [])]
+    entrypoint = step.get("entrypoint")
+    if entrypoint in ("sh", "bash") and len(args) >= 2 and args[0] == "-c":
+        return [shlex.split(line) for line in re.split(r"&&|;|\n", args[1]) if line.strip()]
+    return [[entrypoint, *args]] if entrypoint else [args]
+
+
+@pytest.mark.parametrize("pipeline", PIPELINES, ids=lambda p: p.name)
+def test_cloudbuild_steps_call_what_exists(pipeline: Path) -> None:
+    build = yaml.safe_load(pipeline.read_text())
+    targets = make_targets()
+    assert {"test", "stage", "tf-init", "tf-apply"} <= targets
+    assert build["options"]["logging"] == "CLOUD_LOGGING_ONLY"
+    ids = {step.get("id") for step in build["steps"]}
+    problems = []
+    for step in build["steps"]:
+        for wait in step.get("waitFor", []):
+            if wait != "-" and wait not in ids:
+                problems.append(f"{step['id']}: waits for unknown step {wait}")
+        for command in step_commands(step):
+            if command and command[0] == "make":
+                for target in command[1:]:
+                    if "=" not in target and not target.startswith("-") and target not in targets:
+                        problems.append(f"{step['id']}: no make target {target}")
+            for word in command:
+                for path in re.findall(
+                    r"(?:^|=)((?:scripts|services|cloudbuild|\.ci)/[\w./-]+)", word
+                ):
+                    if not (REPO_ROOT / path).exists():
+                        problems.append(f"{step['id']}: {path} does not exist")
+    substitutions = set(build.get("substitutions", {}))
+    used = set(re.findall(r"\$\{(_[A-Z0-9_]+)\}", pipeline.read_text()))
+    problems += [f"substitution {name} has no default" for name in sorted(used - substitutions)]
+    assert problems == []
+
+
+def test_deploy_publishes_a_schema_valid_retrain_event() -> None:
+    import json
+
+    import jsonschema
+
+    build = yaml.safe_load((CLOUDBUILD_DIR / "deploy.yaml").read_text())
+    publish = next(s for s in build["steps"] if s["id"] == "publish-retrain")
+    message = next(a for a in publish["args"] if a.startswith("--message="))
+    event = json.loads(message.removeprefix("--message=").replace("$COMMIT_SHA", "0" * 40))
+    schema = json.loads((REPO_ROOT / "schemas" / "events" / "retrain-requested.json").read_text())
+    jsonschema.validate(event, schema)
+    assert publish["args"][:3] == ["pubsub", "topics", "publish"]
+    assert publish["args"][3] == "${_RETRAIN_TOPIC}"
+    assert build["substitutions"]["_RETRAIN_TOPIC"] == "retrain-requested"
+    order = [s["id"] for s in build["steps"]]
+    assert order.index("test") < order.index("terraform-apply") < order.index("publish-retrain")

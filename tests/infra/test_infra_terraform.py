@@ -1,0 +1,183 @@
+"""Terraform: formatting and the structure the pipeline relies on (python-hcl2)."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from tests.infra.conftest import (
+    MUTATIONS,
+    TERRAFORM_DIR,
+    break_copy,
+    tool,
+)
+from tests.infra.infra_checks import (
+    REPO_ROOT,
+    Terraform,
+    dead_letter_problems,
+    documented_grants,
+    iam_problems,
+    load_topology,
+    module_style_problems,
+    public_member_problems,
+    squash,
+    topology_problems,
+    unquote,
+)
+
+pytestmark = pytest.mark.infra
+
+DEPLOY_MD = REPO_ROOT / "docs" / "deploy.md"
+
+
+@pytest.fixture(scope="module")
+def terraform() -> Terraform:
+    return Terraform.load(TERRAFORM_DIR)
+
+
+def test_terraform_is_formatted() -> None:
+    completed = subprocess.run(
+        [tool("terraform"), "fmt", "-check", "-recursive", "-diff", str(TERRAFORM_DIR)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert completed.returncode == 0, f"run `make tf-fmt`:\n{completed.stdout}{completed.stderr}"
+
+
+def test_modules_follow_the_terraform_google_modules_layout(terraform: Terraform) -> None:
+    assert module_style_problems(terraform) == []
+
+
+def test_the_event_graph_is_topology_yaml(terraform: Terraform) -> None:
+    assert topology_problems(terraform, load_topology(), REPO_ROOT / "functions") == []
+
+
+def test_every_consumer_is_a_function_with_a_handle_entry_point() -> None:
+    topology = load_topology()
+    consumers = {sub["consumer"] for sub in topology["subscriptions"] if sub.get("consumer")}
+    assert consumers, "topology.yaml names no consumer"
+    missing = sorted(
+        c for c in consumers if not (REPO_ROOT / "functions" / c / "main.py").is_file()
+    )
+    assert missing == [], f"functions/<consumer>/main.py missing for {missing}"
+
+
+def test_every_subscription_but_the_hold_is_dead_lettered(terraform: Terraform) -> None:
+    assert dead_letter_problems(terraform) == []
+    held = [s["name"] for s in load_topology()["subscriptions"] if s.get("consumer") is None]
+    assert held == ["dead-letter--hold"], (
+        "only the dead-letter hold may go without a dead-letter policy"
+    )
+
+
+def test_no_iam_member_is_public(terraform: Terraform) -> None:
+    assert public_member_problems(terraform) == []
+
+
+def test_service_accounts_hold_exactly_the_documented_roles(terraform: Terraform) -> None:
+    documented = documented_grants(DEPLOY_MD)
+    assert documented, "docs/deploy.md has no IAM table"
+    assert iam_problems(terraform, documented) == []
+
+
+def test_functions_take_internal_traffic_and_run_as_their_own_accounts(
+    terraform: Terraform,
+) -> None:
+    function = next(
+        r
+        for r in terraform.module("modules/function").resources
+        if r.type == "google_cloudfunctions2_function"
+    )
+    service_config = function.body["service_config"][0]
+    assert unquote(service_config["ingress_settings"]) == "ALLOW_INTERNAL_ONLY"
+    assert squash(service_config["service_account_email"]) == "${var.service_account_email}"
+    assert (
+        squash(function.body["build_config"][0]["service_account"])
+        == "${var.build_service_account_id}"
+    )
+    call = terraform.module("envs/dev").module_calls["functions"]
+    assert (
+        squash(call["service_account_email"]) == "${google_service_account.stage[each.key].email}"
+    )
+    assert (
+        squash(call["invoker_service_account_email"])
+        == '${google_service_account.stage["push"].email}'
+    )
+
+
+def test_push_subscriptions_present_the_trigger_identity(terraform: Terraform) -> None:
+    push = next(
+        r
+        for r in terraform.module("modules/pubsub").resources
+        if r.type == "google_pubsub_subscription" and r.name == "push"
+    )
+    config = push.body["push_config"][0]
+    assert "/projects/${var.project_id}/topics/${each.value.topic}" in config["push_endpoint"]
+    token = config["oidc_token"][0]
+    assert "service_account_email" in squash(token["service_account_email"])
+
+
+def test_staging_service_never_disables_its_invoker_check(terraform: Terraform) -> None:
+    service = next(
+        r
+        for r in terraform.module("modules/run_service").resources
+        if r.type == "google_cloud_run_v2_service"
+    )
+    assert service.body["invoker_iam_disabled"] is False
+
+
+def test_model_name_matches_pipeline_toml(terraform: Terraform) -> None:
+    pipeline = tomllib.loads((REPO_ROOT / "pipeline.toml").read_text())
+    default = terraform.module("envs/dev").variables["model_name"]["default"]
+    assert unquote(default) == pipeline["model"]["name"]
+
+
+def test_environment_matches_what_settings_reads(terraform: Terraform) -> None:
+    """Every MODELRAIL_* variable Terraform sets is one Settings.from_env reads."""
+    config_py = (REPO_ROOT / "src" / "modelrail" / "config.py").read_text()
+    env = terraform.module("envs/dev")
+    names = set(env.locals["common_env"]) | {"MODELRAIL_CONFIG", "MODELRAIL_TOPOLOGY"}
+    unread = sorted(n for n in names if n.startswith("MODELRAIL_") and f'"{n}"' not in config_py)
+    assert unread == []
+    serving = "".join(
+        p.read_text() for p in (REPO_ROOT / "src" / "modelrail" / "serving").glob("*.py")
+    )
+    staging_env = env.module_calls["staging_service"]["environment_variables"]
+    unread = sorted(
+        n for n in staging_env if n.startswith("MODELRAIL_") and f'"{n}"' not in config_py + serving
+    )
+    assert unread == []
+
+
+@pytest.mark.parametrize(
+    ("mutation", "check"),
+    [
+        ("public_invoker", public_member_problems),
+        ("no_dead_letter", dead_letter_problems),
+    ],
+)
+def test_structural_checks_catch_a_broken_copy(
+    tmp_path: Path, mutation: str, check: object
+) -> None:
+    module, _ = MUTATIONS[mutation]
+    shutil.copytree(TERRAFORM_DIR / module, tmp_path / "terraform" / module)
+    broken = break_copy(tmp_path / "terraform", mutation)
+    problems = check(Terraform.load(broken))  # type: ignore[operator]
+    assert problems, f"the {mutation} mutation went unnoticed"
+
+
+def test_removing_a_dead_letter_policy_is_caught(tmp_path: Path) -> None:
+    broken = tmp_path / "terraform"
+    shutil.copytree(TERRAFORM_DIR / "modules" / "pubsub", broken / "modules" / "pubsub")
+    main_tf = broken / "modules" / "pubsub" / "main.tf"
+    text = main_tf.read_text()
+    start = text.index("  dead_letter_policy {")
+    end = text.index("  }\n", start) + 4
+    main_tf.write_text(text[:start] + text[end:])
+    assert dead_letter_problems(Terraform.load(broken))
