@@ -58,3 +58,7 @@ lock: ## Re-resolve constraints.txt (the pinned transitive closure) in a scratch
 clean: ## Remove the environment, build output and local state
 	-$(BIN)/modelrail down 2>/dev/null
 	rm -rf $(VENV) build .modelrail .pytest_cache .mypy_cache .ruff_cache
+
+.PHONY: bench
+bench: $(STAMP) ## Benchmark the staging service against MLflow's scoring server (see docs/benchmarks.md)
+	$(BIN)/python benchmarks/serve.py

@@ -14,14 +14,15 @@ import uuid
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from functools import cache
-from typing import Any, ClassVar, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 import orjson
-from jsonschema import Draft202012Validator, FormatChecker
-from referencing import Registry, Resource
 
 from modelrail import resources
 from modelrail.errors import InvalidEvent
+
+if TYPE_CHECKING:
+    from jsonschema import Draft202012Validator
 
 SCHEMA_VERSION = 1
 
@@ -45,6 +46,11 @@ def derive_run_id(idempotency_key: str, config_hash: str) -> str:
 
 @cache
 def _validator(event_type: str) -> Draft202012Validator:
+    # Imported here: jsonschema costs a noticeable part of a cold start, and processes
+    # that never validate an event (the staging service) should not pay for it.
+    from jsonschema import Draft202012Validator, FormatChecker
+    from referencing import Registry, Resource
+
     schemas = {
         path.name: orjson.loads(path.read_bytes())
         for path in resources.schema_dir("events").iterdir()

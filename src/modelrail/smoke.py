@@ -2,15 +2,38 @@
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import orjson
 import urllib3
+from urllib3.connection import HTTPConnection
 
 from modelrail.errors import DeploymentFailed
 
 _http = urllib3.PoolManager(retries=False)
+
+
+class _UnixConnection(HTTPConnection):
+    """HTTP over a unix socket (a candidate server's private socket)."""
+
+    unix_socket = ""
+
+    def connect(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout if isinstance(self.timeout, int | float) else None)
+        sock.connect(self.unix_socket)
+        self.sock = sock
+
+
+def unix_pool(path: Path) -> urllib3.HTTPConnectionPool:
+    """A connection pool whose requests go to the server listening on ``path``."""
+    connection_class = type("_Bound", (_UnixConnection,), {"unix_socket": str(path)})
+    pool = urllib3.HTTPConnectionPool("localhost", retries=False, maxsize=1)
+    pool.ConnectionCls = connection_class
+    return pool
 
 
 def smoke_test(
@@ -21,20 +44,29 @@ def smoke_test(
     *,
     timeout_s: float = 10.0,
     headers: Mapping[str, str] | None = None,
+    unix_socket: Path | None = None,
 ) -> None:
-    """Raise ``DeploymentFailed`` unless ``url`` is ready and predicts with ``version``."""
+    """Raise ``DeploymentFailed`` unless ``url`` is ready and predicts with ``version``.
+
+    With ``unix_socket`` the requests go to the server listening there (``url`` then
+    only names it in messages): a deployer proves a candidate on its private socket
+    while the shared port may still route to the previous server.
+    """
     base = url.rstrip("/")
+    http: Any = _http
+    if unix_socket is not None:
+        http, base = unix_pool(unix_socket), ""
     try:
-        ready = _http.request("GET", f"{base}/readyz", timeout=timeout_s, headers=headers)
-        response = _http.request(
+        ready = http.request("GET", f"{base}/readyz", timeout=timeout_s, headers=headers)
+        response = http.request(
             "POST",
             f"{base}/predict",
             body=orjson.dumps({"instances": list(instances)}),
             headers={"Content-Type": "application/json", **(headers or {})},
             timeout=timeout_s,
         )
-    except urllib3.exceptions.HTTPError as exc:
-        raise DeploymentFailed(f"smoke test could not reach {base}: {exc}") from exc
+    except (urllib3.exceptions.HTTPError, OSError) as exc:
+        raise DeploymentFailed(f"smoke test could not reach {url}: {exc}") from exc
     problems = []
     if ready.status != 200:
         problems.append(f"/readyz answered {ready.status}")
@@ -49,8 +81,8 @@ def smoke_test(
             problems.append("/predict returned the wrong number of predictions")
     if problems:
         raise DeploymentFailed(
-            f"smoke test of {model} v{version} at {base} failed: " + "; ".join(problems),
-            {"url": base, "problems": problems},
+            f"smoke test of {model} v{version} at {url} failed: " + "; ".join(problems),
+            {"url": url, "problems": problems},
         )
 
 

@@ -69,26 +69,47 @@ def read_records(config: PipelineConfig) -> tuple[list[dict[str, Any]], list[str
     return records, targets
 
 
-def train(schema: FeatureSchema, records: list[dict[str, Any]], targets: list[str],
-          rounds: int, seed: int) -> lightgbm.Booster:
+def train(
+    schema: FeatureSchema, records: list[dict[str, Any]], targets: list[str], rounds: int, seed: int
+) -> lightgbm.Booster:
     matrix = schema.encode_records(records)
     labels = np.array([schema.classes.index(t) for t in targets], dtype=np.float64)
     categorical = [i for i, f in enumerate(schema.features) if f.is_categorical]
-    data = lightgbm.Dataset(matrix, labels, feature_name=schema.names,
-                            categorical_feature=categorical, free_raw_data=False)
-    params = {"objective": "multiclass", "num_class": len(schema.classes), "seed": seed,
-              "num_leaves": 7, "learning_rate": 0.1, "min_data_in_leaf": 5,
-              "num_threads": 1, "deterministic": True, "force_row_wise": True,
-              "verbosity": -1}
+    data = lightgbm.Dataset(
+        matrix,
+        labels,
+        feature_name=schema.names,
+        categorical_feature=categorical,
+        free_raw_data=False,
+    )
+    params = {
+        "objective": "multiclass",
+        "num_class": len(schema.classes),
+        "seed": seed,
+        "num_leaves": 7,
+        "learning_rate": 0.1,
+        "min_data_in_leaf": 5,
+        "num_threads": 1,
+        "deterministic": True,
+        "force_row_wise": True,
+        "verbosity": -1,
+    }
     return lightgbm.train(params, data, num_boost_round=rounds)
 
 
-def register(registry: Registry, schema: FeatureSchema, booster: lightgbm.Booster,
-             run_id: str, examples: list[dict[str, Any]], best_iteration: int) -> int:
+def register(
+    registry: Registry,
+    schema: FeatureSchema,
+    booster: lightgbm.Booster,
+    run_id: str,
+    *,
+    examples: list[dict[str, Any]],
+    best_iteration: int,
+) -> int:
     version, _ = registry.register(
         MODEL,
         run_id,
-        {"model.txt": booster.model_to_string().encode()},
+        lambda _version: {"model.txt": booster.model_to_string().encode()},
         {
             "format": "lightgbm-text",
             "features": schema.to_dict(),
@@ -97,8 +118,11 @@ def register(registry: Registry, schema: FeatureSchema, booster: lightgbm.Booste
             "metrics": {"accuracy": 0.97, "multi_logloss": 0.1},
             "champion": None,
             "verdict": {"blessed": True, "reasons": []},
-            "lineage": {"run_id": run_id, "data": "gs://modelrail-data/penguins.csv#1",
-                        "code_version": "test"},
+            "lineage": {
+                "run_id": run_id,
+                "data": "gs://modelrail-data/penguins.csv#1",
+                "code_version": "test",
+            },
             "created_at": "2026-01-01T00:00:00Z",
             "examples": examples,
         },
@@ -118,8 +142,9 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> RegisteredModels:
     boosters = {}
     for run, (rounds, seed) in enumerate([(30, 1), (40, 2), (20, 3)], start=1):
         booster = train(schema, records, targets, rounds, seed)
-        version = register(registry, schema, booster, f"run-{run}", examples,
-                           best_iteration=rounds - 5)
+        version = register(
+            registry, schema, booster, f"run-{run}", examples=examples, best_iteration=rounds - 5
+        )
         boosters[version] = booster
     tampered = 3
     key = f"models/{MODEL}/versions/{tampered}/model.txt"
@@ -162,14 +187,16 @@ def wait_for(predicate: Callable[[], bool], timeout_s: float, what: str) -> None
 
 def service_env(models: RegisteredModels, home: Path, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MODELRAIL_", "AIP_"))}
-    env.update({
-        "MODELRAIL_MODE": "embedded",
-        "MODELRAIL_HOME": str(home),
-        "MODELRAIL_MODEL_NAME": MODEL,
-        "MODELRAIL_CONFIG": str(ROOT / "pipeline.toml"),
-        "MODELRAIL_TOPOLOGY": str(ROOT / "topology.yaml"),
-        **extra,
-    })
+    env.update(
+        {
+            "MODELRAIL_MODE": "embedded",
+            "MODELRAIL_HOME": str(home),
+            "MODELRAIL_MODEL_NAME": MODEL,
+            "MODELRAIL_CONFIG": str(ROOT / "pipeline.toml"),
+            "MODELRAIL_TOPOLOGY": str(ROOT / "topology.yaml"),
+            **extra,
+        }
+    )
     return env
 
 
@@ -211,10 +238,18 @@ def start_server(models: RegisteredModels, tmp_path: Path) -> Iterator[Callable[
         log = tmp_path / f"server{len(started)}.log"
         with log.open("wb") as out:
             process = subprocess.Popen(
-                [sys.executable, "-m", "gunicorn", "-c",
-                 str(ROOT / "services" / "staging" / "gunicorn.conf.py"),
-                 "modelrail.serving.wsgi:create_app()"],
-                env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+                [
+                    sys.executable,
+                    "-m",
+                    "gunicorn",
+                    "-c",
+                    str(ROOT / "services" / "staging" / "gunicorn.conf.py"),
+                    "modelrail.serving.wsgi:create_app()",
+                ],
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
                 cwd=ROOT,
             )
         server = Server(process, f"http://127.0.0.1:{port}", log)
@@ -229,7 +264,12 @@ def start_server(models: RegisteredModels, tmp_path: Path) -> Iterator[Callable[
 def post_json(url: str, body: Any, timeout: float = 5.0) -> tuple[int, Any]:
     import urllib3
 
-    response = urllib3.request("POST", url, body=orjson.dumps(body),
-                               headers={"Content-Type": "application/json"},
-                               timeout=timeout, retries=False)
+    response = urllib3.request(
+        "POST",
+        url,
+        body=orjson.dumps(body),
+        headers={"Content-Type": "application/json"},
+        timeout=timeout,
+        retries=False,
+    )
     return response.status, orjson.loads(response.data) if response.data else None

@@ -1,0 +1,433 @@
+"""modelrail's staging service vs MLflow's scoring server, same model, one machine.
+
+    .venv/bin/python benchmarks/serve.py [--duration 10] [--out build/bench/results.json]
+
+What it does:
+1. trains the penguins model (the pipeline's contract and encoding) and registers it
+   in a scratch bucket under ``build/bench/``;
+2. builds MLflow's own environment (``build/bench-mlflow-venv`` from
+   ``benchmarks/requirements-mlflow.txt``) if missing, saves the same booster with
+   ``mlflow.lightgbm.save_model`` and starts ``mlflow models serve`` (2 workers);
+3. starts modelrail's service with its production gunicorn settings;
+4. loads each with wrk (Debian's package; installed with apt-get if missing) on
+   127.0.0.1: 1-instance and 100-instance requests at 1 and 8 connections;
+5. times ``booster.predict`` in-process (the physical limit) and the cold start of both
+   servers (process start to the first successful /predict).
+
+Each server gets the request it is built for: modelrail raw feature objects
+(``{"instances": [{"island": "Dream", ...}]}``, validated and encoded by the service);
+MLflow the already-encoded numeric matrix as ``dataframe_split``, which spares it the
+encoding. The benchmark is not part of ``make test``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import math
+import os
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+import urllib3
+
+ROOT = Path(__file__).resolve().parents[1]
+BUILD = ROOT / "build" / "bench"
+MLFLOW_VENV = ROOT / "build" / "bench-mlflow-venv"
+MODEL = "penguins"
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def train_and_register(home: Path) -> tuple[Any, list[dict[str, Any]], list[list[float]]]:
+    import lightgbm
+    import numpy as np
+
+    from modelrail.adapters.filesystem import FilesystemStore
+    from modelrail.config import PipelineConfig
+    from modelrail.features import FeatureSchema
+    from modelrail.registry import Registry
+
+    config = PipelineConfig.load(ROOT / "pipeline.toml")
+    contract = config.contract
+    schema = FeatureSchema.from_contract(contract, config.objective)
+    records: list[dict[str, Any]] = []
+    targets = []
+    with (ROOT / "data" / "penguins.csv").open(newline="") as handle:
+        for row in csv.DictReader(handle):
+            record: dict[str, Any] = {}
+            for column in contract.features:
+                raw = row[column.name]
+                if raw in contract.null_tokens:
+                    record[column.name] = None
+                elif column.type == "category":
+                    record[column.name] = raw
+                else:
+                    record[column.name] = float(raw)
+            records.append(record)
+            targets.append(schema.classes.index(row[contract.target]))
+    matrix = schema.encode_records(records)
+    categorical = [i for i, f in enumerate(schema.features) if f.is_categorical]
+    params = {
+        **config.params,
+        "objective": "multiclass",
+        "num_class": len(schema.classes),
+        "seed": config.seed,
+    }
+    data = lightgbm.Dataset(
+        matrix,
+        np.array(targets, dtype=float),
+        feature_name=schema.names,
+        categorical_feature=categorical,
+    )
+    booster = lightgbm.train(params, data, num_boost_round=100)
+    store = FilesystemStore(home / "buckets", "modelrail-artifacts")
+    text = booster.model_to_string().encode()
+    Registry(store).register(
+        MODEL,
+        "bench-run",
+        lambda _v: {"model.txt": text},
+        {
+            "format": "lightgbm-text",
+            "features": schema.to_dict(),
+            "best_iteration": 100,
+            "params": params,
+            "metrics": {},
+            "champion": None,
+            "verdict": {"blessed": True},
+            "lineage": {"run_id": "bench-run"},
+            "created_at": "2026-01-01T00:00:00Z",
+            "examples": records[:3],
+        },
+    )
+    encoded = [[None if math.isnan(v) else v for v in row] for row in matrix.tolist()]
+    return booster, records, encoded
+
+
+def ensure_mlflow() -> Path:
+    python = MLFLOW_VENV / "bin" / "python"
+    if not python.exists():
+        subprocess.run([sys.executable, "-m", "venv", str(MLFLOW_VENV)], check=True)
+        subprocess.run(
+            [
+                str(python),
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "-r",
+                str(ROOT / "benchmarks" / "requirements-mlflow.txt"),
+            ],
+            check=True,
+        )
+    return python
+
+
+def ensure_wrk() -> str:
+    found = shutil.which("wrk")
+    if found:
+        return found
+    subprocess.run(["apt-get", "install", "-y", "-qq", "wrk"], check=True)
+    return shutil.which("wrk") or "wrk"
+
+
+def wait_predict(
+    url: str, body: bytes, process: subprocess.Popen[bytes], timeout_s: float = 120
+) -> float:
+    """Seconds until ``url`` answers 200 to ``body``; polls as fast as it can."""
+    started = time.monotonic()
+    pool = urllib3.PoolManager(retries=False)
+    while time.monotonic() - started < timeout_s:
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited with {process.returncode}")
+        try:
+            response = pool.request(
+                "POST", url, body=body, timeout=5, headers={"Content-Type": "application/json"}
+            )
+            if response.status == 200:
+                return time.monotonic() - started
+        except urllib3.exceptions.HTTPError:
+            pass
+        time.sleep(0.002)
+    raise RuntimeError(f"{url} did not answer within {timeout_s}s")
+
+
+def start_modelrail(home: Path, port: int, workers: int) -> subprocess.Popen[bytes]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MODELRAIL_")}
+    env.update(
+        {
+            "MODELRAIL_HOME": str(home),
+            "MODELRAIL_MODEL_NAME": MODEL,
+            "MODELRAIL_MODEL_VERSION": "1",
+            "PORT": str(port),
+            "MODELRAIL_WORKERS": str(workers),
+            "MODELRAIL_CONFIG": str(ROOT / "pipeline.toml"),
+        }
+    )
+    return subprocess.Popen(
+        [
+            str(ROOT / ".venv" / "bin" / "python"),
+            "-m",
+            "gunicorn",
+            "-c",
+            "python:modelrail.serving.gunicorn_conf",
+            "modelrail.serving.wsgi:create_app()",
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+        cwd=home,
+    )
+
+
+def start_mlflow(model_dir: Path, port: int, workers: int) -> subprocess.Popen[bytes]:
+    env = {
+        **os.environ,
+        "MLFLOW_TRACKING_URI": f"file://{BUILD / 'mlruns'}",
+        # mlflow starts uvicorn by name: its environment's bin/ must come first.
+        "PATH": f"{MLFLOW_VENV / 'bin'}:{os.environ.get('PATH', '')}",
+    }
+    return subprocess.Popen(
+        [
+            str(MLFLOW_VENV / "bin" / "mlflow"),
+            "models",
+            "serve",
+            "-m",
+            str(model_dir),
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(port),
+            "-w",
+            str(workers),
+            "--env-manager",
+            "local",
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+        cwd=BUILD,
+    )
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
+
+
+def run_wrk(wrk: str, url: str, body: bytes, connections: int, duration: int) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory() as scratch:
+        body_path = Path(scratch) / "body.json"
+        body_path.write_bytes(body)
+        script = Path(scratch) / "post.lua"
+        script.write_text(
+            'wrk.method = "POST"\n'
+            'wrk.headers["Content-Type"] = "application/json"\n'
+            f'local f = io.open("{body_path}", "rb"); wrk.body = f:read("*all"); f:close()\n'
+        )
+        output = subprocess.run(
+            [
+                wrk,
+                "-t",
+                "1",
+                "-c",
+                str(connections),
+                "-d",
+                f"{duration}s",
+                "--latency",
+                "-s",
+                str(script),
+                url,
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))  # type: ignore[union-attr]
+    latency = {}
+    for label in ("50", "99"):
+        match = re.search(rf"\s{label}%\s+([\d.]+)(us|ms|s)\b", output)
+        latency[label] = float(match.group(1)) * _UNITS[match.group(2)] if match else None
+    non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", output)
+    errors = re.search(r"Socket errors:.*", output)
+    return {
+        "rps": rps,
+        "p50_ms": latency["50"],
+        "p99_ms": latency["99"],
+        "non_2xx": int(non2xx.group(1)) if non2xx else 0,
+        "socket_errors": errors.group(0) if errors else None,
+    }
+
+
+def raw_predict(booster: Any, records: list[dict[str, Any]]) -> dict[str, float]:
+    import numpy as np
+
+    from modelrail.features import FeatureSchema
+    from modelrail.serving.predictor import NativeBooster
+
+    config_schema = FeatureSchema.from_dict(_schema_dict())
+    matrix = config_schema.encode_records(records)
+    native = NativeBooster(booster.model_to_string().encode(), num_iteration=100)
+    result = {}
+    for rows in (1, 100):
+        batch = np.ascontiguousarray(np.resize(matrix, (rows, matrix.shape[1])))
+        for name, predict in (
+            ("native", native.predict),
+            ("lightgbm", lambda m: booster.predict(m, num_iteration=100)),
+        ):
+            predict(batch)
+            calls, started = 0, time.perf_counter()
+            while time.perf_counter() - started < 1.0:
+                predict(batch)
+                calls += 1
+            result[f"{name}_{rows}_rows_per_s"] = calls * rows / (time.perf_counter() - started)
+    return result
+
+
+def _schema_dict() -> dict[str, Any]:
+    from modelrail.config import PipelineConfig
+    from modelrail.features import FeatureSchema
+
+    config = PipelineConfig.load(ROOT / "pipeline.toml")
+    return FeatureSchema.from_contract(config.contract, config.objective).to_dict()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--duration", type=int, default=10, help="seconds per wrk run")
+    parser.add_argument("--workers", type=int, default=2, help="workers of each server")
+    parser.add_argument("--cold-starts", type=int, default=5)
+    parser.add_argument("--out", type=Path, default=BUILD / "results.json")
+    args = parser.parse_args()
+
+    shutil.rmtree(BUILD, ignore_errors=True)
+    home = BUILD / "home"
+    home.mkdir(parents=True)
+    booster, records, encoded = train_and_register(home)
+    names = FeatureNames.get()
+    mlflow_python = ensure_mlflow()
+    wrk = ensure_wrk()
+    model_dir = BUILD / "mlflow-model"
+    booster.save_model(str(BUILD / "model.txt"))
+    subprocess.run(
+        [
+            str(mlflow_python),
+            "-c",
+            (
+                "import lightgbm, mlflow.lightgbm, sys; "
+                f"b = lightgbm.Booster(model_file={str(BUILD / 'model.txt')!r}); "
+                f"mlflow.lightgbm.save_model(b, {str(model_dir)!r})"
+            ),
+        ],
+        check=True,
+        cwd=BUILD,
+    )
+
+    bodies = {
+        "modelrail": {n: orjson.dumps({"instances": records[:n]}) for n in (1, 100)},
+        "mlflow": {
+            n: orjson.dumps({"dataframe_split": {"columns": names, "data": encoded[:n]}})
+            for n in (1, 100)
+        },
+    }
+    results: dict[str, Any] = {
+        "machine": {"cpus": os.cpu_count(), "python": sys.version},
+        "duration_s": args.duration,
+        "workers": args.workers,
+        "load": {},
+        "cold_start_s": {},
+    }
+    for server in ("modelrail", "mlflow"):
+        measure(server, home, model_dir, bodies[server], wrk, args, results)
+    results["booster_predict"] = raw_predict(booster, records)
+    ratios = {}
+    for rows in (1, 100):
+        for connections in (1, 8):
+            ours = results["load"][f"modelrail rows={rows} c={connections}"]["rps"]
+            theirs = results["load"][f"mlflow rows={rows} c={connections}"]["rps"]
+            ratios[f"rows={rows} c={connections}"] = ours / theirs
+    results["ratio_vs_mlflow"] = ratios
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_bytes(orjson.dumps(results, option=orjson.OPT_INDENT_2))
+    print(orjson.dumps(results, option=orjson.OPT_INDENT_2).decode())
+
+
+def measure(
+    server: str,
+    home: Path,
+    model_dir: Path,
+    bodies: dict[int, bytes],
+    wrk: str,
+    args: argparse.Namespace,
+    results: dict[str, Any],
+) -> None:
+    """Load one server with wrk, then time its cold starts."""
+
+    def start(port: int) -> subprocess.Popen[bytes]:
+        if server == "modelrail":
+            return start_modelrail(home, port, args.workers)
+        return start_mlflow(model_dir, port, args.workers)
+
+    def url_of(port: int) -> str:
+        return f"http://127.0.0.1:{port}/" + ("predict" if server == "modelrail" else "invocations")
+
+    port = free_port()
+    process = start(port)
+    try:
+        wait_predict(url_of(port), bodies[1], process)
+        for rows in (1, 100):
+            for connections in (1, 8):
+                run_wrk(wrk, url_of(port), bodies[rows], connections, 2)  # warm-up
+                result = run_wrk(wrk, url_of(port), bodies[rows], connections, args.duration)
+                result["rows_per_s"] = result["rps"] * rows
+                results["load"][f"{server} rows={rows} c={connections}"] = result
+                print(server, rows, connections, result, flush=True)
+    finally:
+        stop(process)
+    starts = []
+    for _ in range(args.cold_starts):
+        port = free_port()
+        started = time.monotonic()
+        process = start(port)
+        try:
+            wait_predict(url_of(port), bodies[1], process)
+            starts.append(time.monotonic() - started)
+        finally:
+            stop(process)
+    results["cold_start_s"][server] = {"median": statistics.median(starts), "all": starts}
+    print(server, "cold start", starts, flush=True)
+
+
+class FeatureNames:
+    @staticmethod
+    def get() -> list[str]:
+        return [f["name"] for f in _schema_dict()["features"]]
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,8 @@
+"""The staging service: a Flask app factory served by gunicorn.
+
+``create_app`` (in ``modelrail.serving.app``) is the service's composition root. The
+request path (``requests``: parse and validate, ``predictor``: LightGBM's C library
+through ctypes, ``problems``: RFC 9457 errors) uses orjson and numpy only: no pandas,
+no scikit-learn, and not even the ``lightgbm`` Python package, whose import pulls
+in scipy and, where installed, pandas and scikit-learn.
+"""

@@ -1,0 +1,239 @@
+"""Predict with LightGBM's own C library, called through ctypes.
+
+The ``lightgbm`` Python package is a thin ctypes wrapper over ``lib_lightgbm.so``, but
+importing it costs most of a second (it imports scipy, narwhals and, where installed,
+pandas and scikit-learn) and each ``Booster.predict`` call spends tens of
+microseconds in Python checks. The service calls the same C functions the wrapper
+calls for a numpy matrix (``LGBM_BoosterLoadModelFromString``,
+``LGBM_BoosterPredictForMat`` with the same arguments), so the numbers are the very
+same; ``tests/service`` checks them against ``lightgbm.Booster.predict``.
+
+The library is found next to the installed ``lightgbm`` package without importing it.
+ctypes releases the GIL during each call, and LightGBM's predict is thread-safe.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import importlib.machinery
+import threading
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+_DTYPE_FLOAT64 = 1  # C_API_DTYPE_FLOAT64
+_PREDICT_NORMAL = 0  # C_API_PREDICT_NORMAL
+_ROW_MAJOR = 1
+# One thread per call: requests are small, and OpenMP threads would fight gunicorn's
+# workers for the same cores (and make forking after a load unsafe).
+_PARAMETERS = b"num_threads=1"
+
+_lib_cache: dict[str, ctypes.CDLL] = {}
+_lib_lock = threading.Lock()
+
+
+class ModelLoadError(Exception):
+    """LightGBM refused the model text, or it does not fit the manifest."""
+
+
+def library_path() -> Path:
+    """``lib_lightgbm.so`` of the installed lightgbm package, found without importing it."""
+    # PathFinder directly: finds the package without importing it, and past the
+    # import guard, which blocks importing the lightgbm Python package here.
+    spec = importlib.machinery.PathFinder.find_spec("lightgbm")
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelLoadError("the lightgbm package is not installed")
+    package = Path(next(iter(spec.submodule_search_locations)))
+    for name in ("lib_lightgbm.so", "lib_lightgbm.dylib", "lib_lightgbm.dll"):
+        for candidate in (package / "lib" / name, package / name):
+            if candidate.is_file():
+                return candidate
+    raise ModelLoadError(f"lib_lightgbm was not found in {package}")
+
+
+def _library() -> ctypes.CDLL:
+    with _lib_lock:
+        if "lib" not in _lib_cache:
+            lib = ctypes.CDLL(str(library_path()))
+            lib.LGBM_GetLastError.restype = ctypes.c_char_p
+            lib.LGBM_BoosterPredictForMat.argtypes = [
+                ctypes.c_void_p,
+                ctypes.c_void_p,
+                ctypes.c_int,
+                ctypes.c_int32,
+                ctypes.c_int32,
+                ctypes.c_int,
+                ctypes.c_int,
+                ctypes.c_int,
+                ctypes.c_int,
+                ctypes.c_char_p,
+                ctypes.POINTER(ctypes.c_int64),
+                ctypes.c_void_p,
+            ]
+            _lib_cache["lib"] = lib
+        return _lib_cache["lib"]
+
+
+def _check(lib: ctypes.CDLL, status: int) -> None:
+    if status != 0:
+        message = lib.LGBM_GetLastError()
+        raise ModelLoadError(message.decode("utf-8", "replace") if message else "LightGBM error")
+
+
+class NativeBooster:
+    """A LightGBM model loaded from its text format, predicting float64 row-major matrices."""
+
+    def __init__(self, model_text: bytes, *, num_iteration: int | None) -> None:
+        lib = _library()
+        self._lib = lib
+        handle = ctypes.c_void_p()
+        iterations = ctypes.c_int()
+        _check(
+            lib,
+            lib.LGBM_BoosterLoadModelFromString(
+                ctypes.c_char_p(model_text), ctypes.byref(iterations), ctypes.byref(handle)
+            ),
+        )
+        self._handle = handle
+        classes, features = ctypes.c_int(), ctypes.c_int()
+        _check(lib, lib.LGBM_BoosterGetNumClasses(handle, ctypes.byref(classes)))
+        _check(lib, lib.LGBM_BoosterGetNumFeature(handle, ctypes.byref(features)))
+        self.num_classes = classes.value
+        self.num_features = features.value
+        self.iterations = iterations.value
+        # lightgbm.Booster.predict's rule: a positive best iteration, else every tree.
+        self.num_iteration = num_iteration if num_iteration and num_iteration > 0 else -1
+        self._width = self.num_classes if self.num_classes > 2 else 1
+        # LightGBM's single-row API skips most per-call set-up (a 1-row request costs
+        # less than half); its config handle is used by one thread at a time.
+        self._local = threading.local()
+        self._fast_configs: list[ctypes.c_void_p] = []
+        self._fast_lock = threading.Lock()
+
+    def _fast_config(self) -> ctypes.c_void_p:
+        config: ctypes.c_void_p | None = getattr(self._local, "config", None)
+        if config is None:
+            config = ctypes.c_void_p()
+            _check(
+                self._lib,
+                self._lib.LGBM_BoosterPredictForMatSingleRowFastInit(
+                    self._handle,
+                    _PREDICT_NORMAL,
+                    0,
+                    self.num_iteration,
+                    _DTYPE_FLOAT64,
+                    self.num_features,
+                    _PARAMETERS,
+                    ctypes.byref(config),
+                ),
+            )
+            with self._fast_lock:
+                self._fast_configs.append(config)
+            self._local.config = config
+        return config
+
+    def predict(self, matrix: np.ndarray) -> np.ndarray:
+        """Probabilities (nrow x classes, or nrow for binary) or regression values."""
+        rows, columns = matrix.shape
+        if columns != self.num_features:
+            raise ValueError(f"the model takes {self.num_features} features, not {columns}")
+        if not matrix.flags.c_contiguous or matrix.dtype != np.float64:
+            matrix = np.ascontiguousarray(matrix, dtype=np.float64)
+        width = self._width
+        out = np.empty(rows * width, dtype=np.float64)
+        written = ctypes.c_int64()
+        if rows == 1:
+            _check(
+                self._lib,
+                self._lib.LGBM_BoosterPredictForMatSingleRowFast(
+                    self._fast_config(),
+                    ctypes.c_void_p(matrix.ctypes.data),
+                    ctypes.byref(written),
+                    ctypes.c_void_p(out.ctypes.data),
+                ),
+            )
+        else:
+            _check(
+                self._lib,
+                self._lib.LGBM_BoosterPredictForMat(
+                    self._handle,
+                    matrix.ctypes.data,
+                    _DTYPE_FLOAT64,
+                    rows,
+                    columns,
+                    _ROW_MAJOR,
+                    _PREDICT_NORMAL,
+                    0,
+                    self.num_iteration,
+                    _PARAMETERS,
+                    ctypes.byref(written),
+                    out.ctypes.data,
+                ),
+            )
+        if written.value != out.size:
+            raise ValueError(f"LightGBM wrote {written.value} predictions, expected {out.size}")
+        return out.reshape(rows, width) if width > 1 else out
+
+    def __del__(self) -> None:
+        for config in getattr(self, "_fast_configs", ()):
+            self._lib.LGBM_FastConfigFree(config)
+        handle = getattr(self, "_handle", None)
+        if handle is not None and handle.value:
+            self._lib.LGBM_BoosterFree(handle)
+
+
+class Predictor:
+    """A verified model version: encodes LightGBM's output as the API's predictions."""
+
+    def __init__(
+        self, model: str, version: int, manifest: Mapping[str, Any], model_text: bytes
+    ) -> None:
+        from modelrail.features import FeatureSchema
+
+        self.model = model
+        self.version = version
+        self.manifest = manifest
+        self.schema = FeatureSchema.from_dict(manifest["features"])
+        self.objective = self.schema.objective
+        self.classes: Sequence[str] = self.schema.classes
+        try:
+            self.booster = NativeBooster(model_text, num_iteration=manifest.get("best_iteration"))
+        except ModelLoadError as exc:
+            raise ModelLoadError(f"{model} v{version}: LightGBM cannot load it: {exc}") from exc
+        if self.booster.num_features != len(self.schema.features):
+            raise ModelLoadError(
+                f"{model} v{version}: the model takes {self.booster.num_features} features "
+                f"but its manifest lists {len(self.schema.features)}"
+            )
+        expected_classes = len(self.classes) if self.objective == "multiclass" else 1
+        if self.booster.num_classes != expected_classes:
+            raise ModelLoadError(
+                f"{model} v{version}: the model has {self.booster.num_classes} outputs, "
+                f"the {self.objective} manifest expects {expected_classes}"
+            )
+
+    def predict(self, matrix: np.ndarray) -> list[Any]:
+        raw = self.booster.predict(matrix)
+        if not np.isfinite(raw).all():
+            raise ArithmeticError("the model produced a non-finite prediction")
+        if self.objective == "multiclass":
+            labels = self.classes
+            best = raw.argmax(axis=1).tolist()
+            return [
+                {"label": labels[top], "probabilities": dict(zip(labels, row, strict=True))}
+                for top, row in zip(best, raw.tolist(), strict=True)
+            ]
+        if self.objective == "binary":
+            negative, positive = self.classes
+            return [
+                {
+                    "label": positive if p >= 0.5 else negative,
+                    "probability": p,
+                    "probabilities": {negative: 1.0 - p, positive: p},
+                }
+                for p in raw.tolist()
+            ]
+        values: list[Any] = raw.tolist()
+        return values

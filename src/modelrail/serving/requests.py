@@ -1,0 +1,356 @@
+"""Parse, validate and encode a /predict body straight into LightGBM's feature matrix.
+
+One pass over the decoded JSON checks every value against the model's feature schema
+(the manifest's ``features``) and writes its encoding into a row, exactly as
+``FeatureSchema.encode_records`` encodes training data (the tests hold the two equal):
+numbers and integers as float, booleans as 0/1, a category as the index of its value
+in the contract's category list, missing (JSON ``null``) as NaN. An unseen category
+becomes NaN too, as LightGBM treats an unknown category, and is reported back as a
+warning instead of failing the request.
+
+Accepted shapes: ``{"instances": [...]}`` (Vertex AI / KServe v1; each instance an
+object keyed by feature or an array in the model's feature order), and MLflow's
+``{"dataframe_split": {"columns": [...], "data": [[...]]}}`` and
+``{"dataframe_records": [{...}]}``. orjson rejects ``NaN``/``Infinity`` tokens,
+numbers that overflow a double (``1e999``), invalid UTF-8 and nesting deeper than
+1024 levels; those become 400s, shape and type mistakes 422s.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import orjson
+
+from modelrail.features import FeatureSchema
+from modelrail.serving.problems import Problem
+
+_NUMBER, _INTEGER, _CATEGORY, _BOOLEAN = range(4)
+_KINDS = {"number": _NUMBER, "integer": _INTEGER, "category": _CATEGORY, "boolean": _BOOLEAN}
+_MISSING = object()
+_NAN = math.nan
+# Enough to show a client every mistake in a typical batch without a huge answer.
+MAX_REPORTED_ERRORS = 50
+_BODY_KEYS = ("instances", "dataframe_split", "dataframe_records")
+# Vertex AI and MLflow may send request-level parameters; the model takes none.
+_IGNORED_KEYS = frozenset({"parameters", "params"})
+
+
+@dataclasses.dataclass(frozen=True)
+class Batch:
+    """A validated request: the feature matrix and what the client should know."""
+
+    matrix: np.ndarray
+    warnings: list[dict[str, Any]]
+
+
+class _Errors:
+    """Collects per-value problems; raises one 422 carrying all of them."""
+
+    def __init__(self) -> None:
+        self.items: list[dict[str, Any]] = []
+        self.count = 0
+
+    def add(self, pointer: str, detail: str, instance: int | None, feature: str | None) -> None:
+        self.count += 1
+        if len(self.items) < MAX_REPORTED_ERRORS:
+            item: dict[str, Any] = {"pointer": pointer, "detail": detail}
+            if instance is not None:
+                item["instance"] = instance
+            if feature is not None:
+                item["feature"] = feature
+            self.items.append(item)
+
+    def raise_if_any(self) -> None:
+        if self.count:
+            shown = "" if self.count <= len(self.items) else f" (first {len(self.items)} shown)"
+            first = self.items[0]
+            raise Problem(
+                "invalid-instances",
+                f"{self.count} problem(s){shown}; first: {first['pointer']}: {first['detail']}",
+                errors=self.items,
+            )
+
+
+@dataclasses.dataclass
+class _Row:
+    """Where a value sits: the instance's index, and the request's errors and warnings."""
+
+    position: int
+    errors: _Errors
+    warnings: list[dict[str, Any]]
+
+
+_Spec = tuple[str, int, bool, Mapping[str, float]]  # name, kind, nullable, category codes
+
+
+def _describe(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "an array"
+    return "an object"
+
+
+class RequestDecoder:
+    """Compiled once per loaded model; decodes request bodies for it."""
+
+    def __init__(self, schema: FeatureSchema, *, max_instances: int) -> None:
+        self.schema = schema
+        self.max_instances = max_instances
+        self.names = schema.names
+        self.width = len(self.names)
+        self.index = {name: position for position, name in enumerate(self.names)}
+        self._all_columns = range(self.width)
+        self._nan_row = [_NAN] * self.width
+        self._plan: list[_Spec] = [
+            (
+                feature.name,
+                _KINDS[feature.type],
+                feature.nullable,
+                {category: float(code) for category, code in feature.code_of().items()},
+            )
+            for feature in schema.features
+        ]
+
+    # -- entry point --------------------------------------------------------------
+    def decode(self, body: bytes) -> Batch:
+        try:
+            document = orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            raise Problem("malformed-json", f"invalid JSON: {exc}") from None
+        if type(document) is not dict:
+            raise Problem(
+                "invalid-request",
+                "the body must be a JSON object with one of " + ", ".join(_BODY_KEYS),
+            )
+        if len(document) == 1 and "instances" in document:
+            key = "instances"  # the common case: skip the member checks
+        else:
+            key = self._check_members(document)
+            if key == "dataframe_split":
+                return self._decode_split(document[key])
+        rows = document[key]
+        if type(rows) is not list:
+            raise Problem("invalid-request", f"{key} must be an array")
+        self._check_count(len(rows), key)
+        errors = _Errors()
+        warnings: list[dict[str, Any]] = []
+        encoded: list[list[float]] = []
+        append = encoded.append
+        encode_object = self._encode_object
+        for position, row in enumerate(rows):
+            if type(row) is dict:
+                append(encode_object(row, key, position, errors, warnings))
+            elif type(row) is list and key == "instances":
+                append(
+                    self._encode_array(
+                        row,
+                        self._all_columns,
+                        f"/{key}/{position}",
+                        _Row(position, errors, warnings),
+                    )
+                )
+            else:
+                expected = "an object or an array" if key == "instances" else "an object"
+                errors.add(
+                    f"/{key}/{position}",
+                    f"expected {expected}, got {_describe(row)}",
+                    position,
+                    None,
+                )
+                append(self._nan_row)
+        errors.raise_if_any()
+        return Batch(np.array(encoded, dtype=np.float64), warnings)
+
+    def _check_members(self, document: dict[str, Any]) -> str:
+        present = [key for key in _BODY_KEYS if key in document]
+        unknown = sorted(k for k in document if k not in _BODY_KEYS and k not in _IGNORED_KEYS)
+        if len(present) != 1 or unknown:
+            detail = (
+                f"unknown member(s) {unknown}"
+                if unknown
+                else "exactly one of " + ", ".join(_BODY_KEYS) + " is required"
+            )
+            raise Problem("invalid-request", detail)
+        for ignored in _IGNORED_KEYS & document.keys():
+            if not isinstance(document[ignored], dict):
+                raise Problem("invalid-request", f"{ignored} must be an object")
+        return present[0]
+
+    def _check_count(self, count: int, key: str) -> None:
+        if count == 0:
+            raise Problem("invalid-request", f"{key} is empty")
+        if count > self.max_instances:
+            raise Problem(
+                "too-many-instances",
+                f"{count} instances; at most {self.max_instances} per request",
+                limit=self.max_instances,
+            )
+
+    # -- shapes ---------------------------------------------------------------------
+    def _encode_object(
+        self,
+        row: dict[str, Any],
+        key: str,
+        position: int,
+        errors: _Errors,
+        warnings: list[dict[str, Any]],
+    ) -> list[float]:
+        # The hot loop: valid numbers and known categories are handled inline; anything
+        # else (nulls, errors, unseen categories) goes through _encode_value.
+        out: list[float] = []
+        append = out.append
+        where: _Row | None = None
+        for spec in self._plan:
+            name, kind, _, codes = spec
+            value = row.get(name, _MISSING)
+            value_type = type(value)
+            if kind == _NUMBER and value_type is float:
+                append(value)
+                continue
+            if kind == _CATEGORY and value_type is str:
+                code = codes.get(value)
+                if code is not None:
+                    append(code)
+                    continue
+            if where is None:
+                where = _Row(position, errors, warnings)
+            pointer = f"/{key}/{position}/{_escape(name)}"
+            if value is _MISSING:
+                errors.add(pointer, "missing feature", position, name)
+                append(_NAN)
+                continue
+            append(_encode_value(value, spec, pointer, where))
+        if len(row) != self.width:
+            for name in row:
+                if name not in self.index:
+                    errors.add(
+                        f"/{key}/{position}/{_escape(name)}", "unknown feature", position, name
+                    )
+        return out
+
+    def _encode_array(
+        self, row: Sequence[Any], columns: Sequence[int], pointer: str, where: _Row
+    ) -> list[float]:
+        out = [_NAN] * self.width
+        if len(row) != len(columns):
+            order = f" {self.names}" if len(columns) == self.width else ""
+            where.errors.add(
+                pointer,
+                f"expected {len(columns)} values in the model's feature order{order}, "
+                f"got {len(row)}",
+                where.position,
+                None,
+            )
+            return out
+        plan = self._plan
+        for offset, (column, value) in enumerate(zip(columns, row, strict=True)):
+            spec = plan[column]
+            kind, value_type = spec[1], type(value)
+            if kind == _NUMBER and value_type is float:
+                out[column] = value
+            elif kind == _CATEGORY and value_type is str and value in spec[3]:
+                out[column] = spec[3][value]
+            else:
+                out[column] = _encode_value(value, spec, f"{pointer}/{offset}", where)
+        return out
+
+    def _decode_split(self, split: Any) -> Batch:
+        if not isinstance(split, dict):
+            raise Problem("invalid-request", "dataframe_split must be an object")
+        unknown = sorted(k for k in split if k not in ("columns", "data", "index"))
+        if unknown:
+            raise Problem("invalid-request", f"dataframe_split has unknown member(s) {unknown}")
+        columns, data = split.get("columns"), split.get("data")
+        if not isinstance(columns, list) or not all(isinstance(c, str) for c in columns):
+            raise Problem("invalid-request", "dataframe_split.columns must be an array of strings")
+        if not isinstance(data, list):
+            raise Problem("invalid-request", "dataframe_split.data must be an array of arrays")
+        errors = _Errors()
+        order = []
+        for offset, name in enumerate(columns):
+            if name not in self.index:
+                errors.add(f"/dataframe_split/columns/{offset}", "unknown feature", None, name)
+            elif self.index[name] in order:
+                errors.add(f"/dataframe_split/columns/{offset}", "duplicate column", None, name)
+            else:
+                order.append(self.index[name])
+        for name in self.names:
+            if name not in columns:
+                errors.add("/dataframe_split/columns", f"missing feature {name!r}", None, name)
+        errors.raise_if_any()
+        self._check_count(len(data), "dataframe_split.data")
+        warnings: list[dict[str, Any]] = []
+        encoded: list[list[float]] = []
+        for position, row in enumerate(data):
+            pointer = f"/dataframe_split/data/{position}"
+            if type(row) is list:
+                encoded.append(
+                    self._encode_array(row, order, pointer, _Row(position, errors, warnings))
+                )
+            else:
+                errors.add(pointer, f"expected an array, got {_describe(row)}", position, None)
+        errors.raise_if_any()
+        return Batch(np.array(encoded, dtype=np.float64), warnings)
+
+
+def _encode_value(value: Any, spec: _Spec, pointer: str, where: _Row) -> float:
+    """One JSON value as its float encoding, or NaN with an error or a warning."""
+    name, kind, nullable, codes = spec
+    value_type = type(value)
+    if value is None:
+        if not nullable:
+            where.errors.add(
+                pointer, "null is not allowed: the feature is not nullable", where.position, name
+            )
+        return _NAN
+    if kind == _NUMBER:
+        # orjson never yields NaN/inf: those tokens and overflowing numbers are 400s.
+        if value_type is float:
+            return value  # type: ignore[no-any-return]
+        if value_type is int:
+            return float(value)
+        expected = "a number"
+    elif kind == _CATEGORY:
+        if value_type is str:
+            code = codes.get(value)
+            if code is None:
+                where.warnings.append(
+                    {
+                        "pointer": pointer,
+                        "instance": where.position,
+                        "feature": name,
+                        "detail": "unseen category, treated as missing",
+                    }
+                )
+                return _NAN
+            return code
+        expected = "a string category"
+    elif kind == _INTEGER:
+        if value_type is int:
+            return float(value)
+        if value_type is float and value.is_integer():
+            return value  # type: ignore[no-any-return]
+        expected = "an integer"
+    else:  # _BOOLEAN
+        if value_type is bool:
+            return 1.0 if value else 0.0
+        expected = "a boolean"
+    where.errors.add(pointer, f"expected {expected}, got {_describe(value)}", where.position, name)
+    return _NAN
+
+
+def _escape(name: str) -> str:
+    """A feature name as a JSON Pointer (RFC 6901) reference token."""
+    return name.replace("~", "~0").replace("/", "~1")

@@ -1,0 +1,145 @@
+"""LocalStagingDeployer: deploys, zero failed requests while redeploying under load,
+tampered versions refused with the previous server still serving."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+import urllib3
+
+from modelrail.adapters.local_staging import LocalStagingDeployer
+from modelrail.config import Settings
+from modelrail.errors import DeploymentFailed
+
+from .conftest import MODEL, ROOT, RegisteredModels, free_port, link_buckets
+
+pytestmark = pytest.mark.xdist_group("staging-servers")
+
+
+@pytest.fixture
+def deployer(models: RegisteredModels, tmp_path: Path) -> Iterator[LocalStagingDeployer]:
+    home = tmp_path / "home"
+    link_buckets(models, home)
+    settings = Settings.from_env(
+        {
+            "MODELRAIL_HOME": str(home),
+            "MODELRAIL_CONFIG": str(ROOT / "pipeline.toml"),
+            "MODELRAIL_TOPOLOGY": str(ROOT / "topology.yaml"),
+            "MODELRAIL_STAGING_PORT": str(free_port()),
+        }
+    )
+    deployer = LocalStagingDeployer(settings, service_env={"MODELRAIL_WORKERS": "2"})
+    yield deployer
+    deployer.stop()
+
+
+class Load:
+    """Clients posting predictions in a loop, each on its own kept-alive connection,
+    with no retries: every error is a failed request."""
+
+    def __init__(self, url: str, body: bytes, clients: int) -> None:
+        self.url, self.body = url, body
+        self.stop = threading.Event()
+        self.failures: list[str] = []
+        self.versions: list[list[int]] = [[] for _ in range(clients)]
+        self.threads = [threading.Thread(target=self._run, args=(i,)) for i in range(clients)]
+
+    def _run(self, index: int) -> None:
+        pool = urllib3.HTTPConnectionPool(
+            self.url.removeprefix("http://").split(":")[0],
+            int(self.url.rsplit(":", 1)[1]),
+            maxsize=1,
+            retries=False,
+        )
+        seen = self.versions[index]
+        while not self.stop.is_set():
+            try:
+                response = pool.request(
+                    "POST",
+                    "/predict",
+                    body=self.body,
+                    timeout=10,
+                    headers={"Content-Type": "application/json"},
+                )
+            except urllib3.exceptions.HTTPError as exc:
+                self.failures.append(repr(exc))
+                continue
+            if response.status != 200:
+                self.failures.append(f"{response.status} {response.data[:200]!r}")
+                continue
+            seen.append(orjson.loads(response.data)["model"]["version"])
+
+    def __enter__(self) -> Load:
+        for thread in self.threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *_: Any) -> None:
+        self.stop.set()
+        for thread in self.threads:
+            thread.join()
+
+    @property
+    def total(self) -> int:
+        return sum(map(len, self.versions))
+
+
+def test_deploy_redeploy_under_load_and_refuse_tampered(
+    deployer: LocalStagingDeployer, models: RegisteredModels
+) -> None:
+    assert deployer.current() is None
+    first = deployer.deploy(MODEL, 1)
+    assert (first.model, first.version) == (MODEL, 1)
+    assert deployer.current() == first
+    body = orjson.dumps({"instances": models.records[:3]})
+
+    with Load(first.url, body, clients=4) as load:
+        _wait_until(lambda: load.total >= 200, "load to start")
+        before = load.total
+        started = time.monotonic()
+        second = deployer.deploy(MODEL, 2)
+        deploy_s = time.monotonic() - started
+        during = load.total - before
+        _wait_until(lambda: all(v and v[-1] == 2 for v in load.versions), "clients to see v2")
+        mark = load.total
+        _wait_until(lambda: load.total >= mark + 200, "load after the deploy")
+
+        with pytest.raises(DeploymentFailed, match="sha256"):
+            deployer.deploy(MODEL, models.tampered)
+        mark = load.total
+        _wait_until(lambda: load.total >= mark + 200, "load after the refused deploy")
+
+    assert load.failures == []
+    assert during / deploy_s > 100, f"only {during / deploy_s:.0f} requests/s during the deploy"
+    for seen in load.versions:
+        assert seen == sorted(seen), "a client saw the version go back"
+        assert seen[0] == 1
+        assert seen[-1] == 2
+    assert deployer.current() == second
+    assert second.url == first.url
+    ready = urllib3.request("GET", second.url + "/readyz", retries=False)
+    assert orjson.loads(ready.data) == {"status": "ready", "model": MODEL, "version": 2}
+
+
+def test_a_new_deployer_finds_and_stops_the_server(deployer: LocalStagingDeployer) -> None:
+    deployment = deployer.deploy(MODEL, 1)
+    other = LocalStagingDeployer(deployer.settings)
+    assert other.current() == deployment
+    other.stop()
+    assert deployer.current() is None
+    with pytest.raises(urllib3.exceptions.HTTPError):
+        urllib3.request("GET", deployment.url + "/healthz", retries=False, timeout=1)
+
+
+def _wait_until(predicate: Any, what: str, timeout_s: float = 60) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.01)

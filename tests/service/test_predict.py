@@ -1,0 +1,135 @@
+"""/predict: the request shapes, the encoding and the numbers, in-process."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightgbm
+import numpy as np
+import pytest
+
+from modelrail.serving.requests import RequestDecoder
+
+from .conftest import MODEL, RegisteredModels
+
+
+def test_instances_as_objects_match_lightgbm(client: Any, models: RegisteredModels) -> None:
+    records = models.records[:50]
+    response = client.post("/predict", json={"instances": records})
+    assert response.status_code == 200
+    body = response.get_json()
+    assert body["model"] == {"name": MODEL, "version": 1}
+    expected = models.boosters[1].predict(models.schema.encode_records(records), num_iteration=25)
+    got = np.array(
+        [[p["probabilities"][c] for c in models.schema.classes] for p in body["predictions"]]
+    )
+    np.testing.assert_array_equal(got, expected)  # exact: the same C function
+    labels = [models.schema.classes[i] for i in expected.argmax(axis=1)]
+    assert [p["label"] for p in body["predictions"]] == labels
+
+
+def test_every_shape_gives_the_same_predictions(client: Any, models: RegisteredModels) -> None:
+    records = models.records[5:15]
+    names = models.schema.names
+    shuffled = list(reversed(names))
+    bodies = [
+        {"instances": records},
+        {"instances": [[r[n] for n in names] for r in records]},
+        {"dataframe_records": records},
+        {
+            "dataframe_split": {
+                "columns": shuffled,
+                "data": [[r[n] for n in shuffled] for r in records],
+            }
+        },
+        {"instances": records, "parameters": {}},
+    ]
+    answers = [client.post("/predict", json=b).get_json()["predictions"] for b in bodies]
+    assert all(a == answers[0] for a in answers)
+
+
+def test_nulls_where_allowed_encode_as_missing(client: Any, models: RegisteredModels) -> None:
+    record = {**models.records[0], "sex": None, "bill_length_mm": None}
+    response = client.post("/predict", json={"instances": [record]})
+    assert response.status_code == 200
+    expected = models.boosters[1].predict(models.schema.encode_records([record]), num_iteration=25)
+    got = [response.get_json()["predictions"][0]["probabilities"][c] for c in models.schema.classes]
+    assert got == expected[0].tolist()
+
+
+def test_unseen_category_is_missing_and_flagged(client: Any, models: RegisteredModels) -> None:
+    record = {**models.records[0], "island": "Atlantis"}
+    response = client.post("/predict", json={"instances": [record]})
+    assert response.status_code == 200
+    body = response.get_json()
+    assert body["warnings"] == [
+        {
+            "pointer": "/instances/0/island",
+            "instance": 0,
+            "feature": "island",
+            "detail": "unseen category, treated as missing",
+        }
+    ]
+    expected = models.boosters[1].predict(
+        models.schema.encode_records([{**record, "island": None}]), num_iteration=25
+    )
+    got = [body["predictions"][0]["probabilities"][c] for c in models.schema.classes]
+    assert got == expected[0].tolist()
+
+
+def test_fast_encoder_equals_encode_records(models: RegisteredModels) -> None:
+    decoder = RequestDecoder(models.schema, max_instances=10_000)
+    import orjson
+
+    records = [*models.records, {**models.records[0], "island": "Nowhere"}]
+    batch = decoder.decode(orjson.dumps({"instances": records}))
+    np.testing.assert_array_equal(batch.matrix, models.schema.encode_records(records))
+
+
+def test_native_predictor_equals_lightgbm_for_any_batch(models: RegisteredModels) -> None:
+    from modelrail.serving.predictor import NativeBooster
+
+    text = models.boosters[2].model_to_string().encode()
+    native = NativeBooster(text, num_iteration=35)
+    reference = lightgbm.Booster(model_str=text.decode())
+    matrix = models.schema.encode_records(models.records)
+    for rows in (1, 2, 100, len(models.records)):
+        np.testing.assert_array_equal(
+            native.predict(matrix[:rows]), reference.predict(matrix[:rows], num_iteration=35)
+        )
+
+
+@pytest.mark.parametrize("best_iteration", [None, 0])
+def test_no_best_iteration_means_every_tree(
+    models: RegisteredModels, best_iteration: int | None
+) -> None:
+    from modelrail.serving.predictor import NativeBooster
+
+    text = models.boosters[1].model_to_string().encode()
+    native = NativeBooster(text, num_iteration=best_iteration)
+    matrix = models.schema.encode_records(models.records[:20])
+    np.testing.assert_array_equal(native.predict(matrix), models.boosters[1].predict(matrix))
+
+
+def test_operational_routes(client: Any, models: RegisteredModels) -> None:
+    assert client.get("/healthz").get_json() == {"status": "ok"}
+    assert client.get("/readyz").get_json() == {"status": "ready", "model": MODEL, "version": 1}
+    meta = client.get(f"/v1/models/{MODEL}").get_json()
+    assert meta["version"] == 1
+    assert meta["metrics"] == {"accuracy": 0.97, "multi_logloss": 0.1}
+    assert meta["classes"] == list(models.schema.classes)
+    assert meta["files"]["model.txt"]["sha256"]
+    missing = client.get("/v1/models/other")
+    assert missing.status_code == 404
+    assert missing.content_type == "application/problem+json"
+    document = client.get("/openapi.json").get_json()
+    assert document["openapi"] == "3.1.0"
+    assert "/predict" in document["paths"]
+
+
+def test_request_id_is_echoed(client: Any, models: RegisteredModels) -> None:
+    response = client.post(
+        "/predict", json={"instances": models.records[:1]}, headers={"X-Request-Id": "abc-123"}
+    )
+    assert response.headers["X-Request-Id"] == "abc-123"
+    assert len(client.get("/healthz").headers["X-Request-Id"]) == 32

@@ -1,0 +1,215 @@
+"""The service under gunicorn: start-up, ports, heavy imports, SIGTERM."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+import urllib3
+
+from .conftest import MODEL, ROOT, RegisteredModels, Server, post_json, wait_for
+
+
+def ready(server: Server) -> bool:
+    try:
+        return (
+            urllib3.request("GET", server.url + "/readyz", timeout=1, retries=False).status == 200
+        )
+    except urllib3.exceptions.HTTPError:
+        return False
+
+
+def test_gunicorn_serves_the_pinned_version(
+    start_server: Callable[..., Server], models: RegisteredModels
+) -> None:
+    server = start_server(2)
+    wait_for(lambda: ready(server), 20, "the server to be ready")
+    status, body = post_json(server.url + "/predict", {"instances": models.records[:3]})
+    assert status == 200
+    assert body["model"] == {"name": MODEL, "version": 2}
+
+
+def test_vertex_port_and_routes(
+    start_server: Callable[..., Server], models: RegisteredModels
+) -> None:
+    from .conftest import free_port
+
+    port = free_port()
+    server = start_server(
+        1,
+        AIP_HTTP_PORT=str(port),
+        AIP_HEALTH_ROUTE="/health",
+        AIP_PREDICT_ROUTE="/v1/endpoints/e/deployedModels/d:predict",
+    )
+    server.url = f"http://127.0.0.1:{port}"
+    wait_for(lambda: ready(server), 20, "the server to be ready")
+    assert urllib3.request("GET", server.url + "/health", retries=False).status == 200
+    status, body = post_json(
+        server.url + "/v1/endpoints/e/deployedModels/d:predict", {"instances": models.records[:2]}
+    )
+    assert status == 200
+    assert len(body["predictions"]) == 2
+
+
+def test_tampered_only_version_stays_not_ready(
+    start_server: Callable[..., Server], models: RegisteredModels
+) -> None:
+    server = start_server(models.tampered)
+    wait_for(
+        lambda: (
+            urllib3.request("GET", server.url + "/healthz", timeout=1, retries=False).status == 200
+            if _listening(server)
+            else False
+        ),
+        20,
+        "the server to be live",
+    )
+    readyz = urllib3.request("GET", server.url + "/readyz", retries=False)
+    assert readyz.status == 503
+    assert "sha256" in orjson.loads(readyz.data)["detail"]
+    status, body = post_json(server.url + "/predict", {"instances": models.records[:1]})
+    assert status == 503
+    assert body["type"].endswith("not-ready")
+    lines = [
+        orjson.loads(line) for line in server.log.read_bytes().splitlines() if line.startswith(b"{")
+    ]
+    refused = [line for line in lines if line.get("event") == "model_refused"]
+    assert refused
+    assert refused[0]["severity"] == "ERROR"
+    assert "does not match the sha256" in refused[0]["message"]
+
+
+def _listening(server: Server) -> bool:
+    try:
+        urllib3.request("GET", server.url + "/healthz", timeout=1, retries=False)
+        return True
+    except urllib3.exceptions.HTTPError:
+        return False
+
+
+def test_sigterm_lets_in_flight_requests_finish(
+    start_server: Callable[..., Server], models: RegisteredModels
+) -> None:
+    server = start_server(1, MODELRAIL_WORKERS="1")
+    wait_for(lambda: ready(server), 20, "the server to be ready")
+    # A slow client: headers and half the body now, the rest after SIGTERM.
+    import socket
+
+    body = orjson.dumps({"instances": models.records[:5]})
+    host, port = server.url.removeprefix("http://").split(":")
+    connection = socket.create_connection((host, int(port)))
+    connection.sendall(
+        b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json"
+        b"\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body[:10]
+    )
+    wait_for(lambda: _worker_busy(server), 5, "the worker to read the request")
+    os.killpg(server.process.pid, signal.SIGTERM)
+    connection.sendall(body[10:])
+    answer = b""
+    while b"\r\n\r\n" not in answer or not answer.rstrip().endswith(b"}"):
+        chunk = connection.recv(65536)
+        if not chunk:
+            break
+        answer += chunk
+    connection.close()
+    assert answer.startswith(b"HTTP/1.1 200"), answer[:200]
+    assert server.process.wait(timeout=15) == 0
+
+
+def _worker_busy(server: Server) -> bool:
+    # The worker has the request once the master's listener no longer has it queued;
+    # gunicorn gives no signal, so give the worker the chance by a readiness probe.
+    return ready(server)
+
+
+def test_service_process_never_imports_heavy_libraries(
+    models: RegisteredModels, tmp_path: Any
+) -> None:
+    from .conftest import link_buckets, service_env
+
+    home = tmp_path / "home"
+    link_buckets(models, home)
+    script = (
+        "import sys\n"
+        "from modelrail.serving.wsgi import create_app\n"
+        "from modelrail.serving.importguard import loaded_heavy_modules\n"
+        "client = create_app().test_client()\n"
+        f"r = client.post('/predict', json={{'instances': {models.records[:3]!r}}})\n"
+        "assert r.status_code == 200, r.data\n"
+        "heavy = sorted(m for m in sys.modules if m.split('.')[0] in "
+        "('pandas', 'sklearn', 'scipy', 'lightgbm', 'pyarrow', 'matplotlib'))\n"
+        "print('HEAVY', heavy, loaded_heavy_modules())\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script.replace("None", "None")],
+        env=service_env(models, home, MODELRAIL_MODEL_VERSION="1"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "HEAVY [] []" in result.stdout
+
+
+def test_concurrent_requests_on_threads(
+    start_server: Callable[..., Server], models: RegisteredModels
+) -> None:
+    server = start_server(1)
+    wait_for(lambda: ready(server), 20, "the server to be ready")
+    failures: list[Any] = []
+
+    def hammer() -> None:
+        for start in range(0, 40):
+            status, body = post_json(
+                server.url + "/predict", {"instances": models.records[start : start + 3]}
+            )
+            if status != 200 or len(body["predictions"]) != 3:
+                failures.append((status, body))
+
+    threads = [threading.Thread(target=hammer) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert failures == []
+
+
+def _chunked_post(server: Server, data: bytes) -> bytes:
+    import socket
+
+    host, port = server.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as connection:
+        connection.sendall(
+            b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: "
+            b"application/json\r\nTransfer-Encoding: chunked\r\n"
+            b"Connection: close\r\n\r\n"
+        )
+        for start in range(0, len(data), 1000):
+            chunk = data[start : start + 1000]
+            connection.sendall(f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n")
+        connection.sendall(b"0\r\n\r\n")
+        answer = b""
+        while chunk := connection.recv(65536):
+            answer += chunk
+    return answer
+
+
+def test_chunked_body_without_length_is_bounded(
+    start_server: Callable[..., Server], models: RegisteredModels
+) -> None:
+    server = start_server(1, MODELRAIL_MAX_BODY_BYTES="4096")
+    wait_for(lambda: ready(server), 20, "the server to be ready")
+    large = _chunked_post(server, orjson.dumps({"instances": models.records[:40]}))
+    assert large.startswith(b"HTTP/1.1 413"), large[:300]
+    assert b"application/problem+json" in large
+    assert b"payload-too-large" in large
+    small = _chunked_post(server, orjson.dumps({"instances": models.records[:2]}))
+    assert small.startswith(b"HTTP/1.1 200"), small[:300]
