@@ -52,7 +52,8 @@ fmt: $(STAMP) ## Format the code
 lock: ## Re-resolve constraints.txt (the pinned transitive closure) in a scratch env
 	rm -rf build/lock-venv && $(PYTHON) -m venv build/lock-venv
 	build/lock-venv/bin/python -m pip install --quiet -e '.[$(EXTRAS)]'
-	build/lock-venv/bin/python -m pip freeze --exclude-editable | sort > constraints.txt
+	{ echo '# The pinned transitive closure of modelrail[$(EXTRAS)]; regenerate with `make lock`.'; \
+	  build/lock-venv/bin/python -m pip freeze --exclude-editable | LC_ALL=C sort; } > constraints.txt
 
 .PHONY: clean
 clean: ## Remove the environment, build output and local state

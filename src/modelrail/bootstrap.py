@@ -106,7 +106,11 @@ def bootstrap(
         from modelrail.adapters.cloudrun import CloudRunDeployer
 
         return CloudRunDeployer(
-            settings.project, settings.region, settings.staging_service, settings.run_api_endpoint
+            settings.project,
+            settings.region,
+            settings.staging_service,
+            settings.run_api_endpoint,
+            artifacts=open_artifact_store(settings),
         )
 
     return Container(settings, lambda: open_storage(settings), bus, launcher, deployer, observer)

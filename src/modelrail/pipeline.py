@@ -11,6 +11,7 @@ propagates so the bus redelivers.
 from __future__ import annotations
 
 import hashlib
+import importlib
 import logging
 import time
 from collections.abc import Callable
@@ -40,29 +41,31 @@ from modelrail.ports import Message
 from modelrail.stages import (
     Outcome,
     StageContext,
-    deploy,
-    evaluate,
-    launch_training,
-    register,
-    train,
-    validate,
 )
 
 log = logging.getLogger(__name__)
 
 Event = Trigger | PipelineEvent
 
-# stage -> (the event types it consumes, its handler). The topology file says which
-# subscription feeds which stage; this table says what each stage accepts.
-_STAGES: dict[str, tuple[tuple[type, ...], Callable[..., Outcome]]] = {
-    "validate": ((DataUploaded, RetrainRequested), validate.handle),
-    "launch_training": ((DatasetValidated,), launch_training.handle),
-    "train": ((DatasetValidated,), train.handle),
-    "evaluate": ((ModelTrained,), evaluate.handle),
-    "register": ((ModelEvaluated,), register.handle),
-    "deploy": ((ModelRegistered,), deploy.handle),
+# stage -> the event types it consumes. The topology file says which subscription
+# feeds which stage; this table says what each stage accepts. Each handler lives in
+# modelrail.stages.<stage> and is imported on first use, so a function process loads
+# only its own stage's dependencies (validate never imports LightGBM).
+_ACCEPTS: dict[str, tuple[type, ...]] = {
+    "validate": (DataUploaded, RetrainRequested),
+    "launch_training": (DatasetValidated,),
+    "train": (DatasetValidated,),
+    "evaluate": (ModelTrained,),
+    "register": (ModelEvaluated,),
+    "deploy": (ModelRegistered,),
 }
-STAGES = tuple(_STAGES)
+STAGES = tuple(_ACCEPTS)
+
+
+def _handler(stage: str) -> Callable[..., Outcome]:
+    module = importlib.import_module(f"modelrail.stages.{stage}")
+    handler: Callable[..., Outcome] = module.handle
+    return handler
 
 
 def encode(event: PipelineEvent) -> tuple[bytes, dict[str, str]]:
@@ -91,7 +94,7 @@ def decode(message: Message) -> Event | None:
 
 def consume(container: Container, stage: str, message: Message) -> dict[str, Any] | None:
     """Run ``stage`` for one delivery of ``message``; return the stage's record."""
-    accepted, handler = _STAGES[stage]
+    accepted = _ACCEPTS[stage]
     config = container.config
     started, clock = utcnow(), time.perf_counter()
     try:
@@ -128,6 +131,7 @@ def consume(container: Container, stage: str, message: Message) -> dict[str, Any
                 f"this {stage} runs {config.sha256[:12]}: start a new run"
             )
         ctx = _context(container, stage)
+        handler = _handler(stage)
         if isinstance(event, PipelineEvent):
             outcome = handler(event, ctx=ctx)
         else:

@@ -69,10 +69,12 @@ class User:
 @pytest.fixture(scope="module")
 def user(tmp_path_factory: pytest.TempPathFactory) -> Iterator[User]:
     user = User(tmp_path_factory.mktemp("e2e") / "home")
-    demo = user.run("demo")
-    user.demo_output = demo.stdout  # type: ignore[attr-defined]
-    yield user
-    user.run("down")
+    try:
+        demo = user.run("demo")
+        user.demo_output = demo.stdout  # type: ignore[attr-defined]
+        yield user
+    finally:
+        user.run("down", check=False)
 
 
 def _served_version(user: User) -> int:
@@ -155,10 +157,13 @@ def test_the_same_retrain_request_twice_is_one_run(user: User) -> None:
 
 def test_down_stops_the_staging_server(tmp_path: Path) -> None:
     user = User(tmp_path / "home")
-    user.run("demo")
-    assert _served_version(user) == 1
+    try:
+        user.run("demo")
+        assert _served_version(user) == 1
 
-    user.run("down")
+        user.run("down")
 
-    with pytest.raises(requests.ConnectionError):
-        requests.get(f"{user.staging_url}/healthz", timeout=2)
+        with pytest.raises(requests.ConnectionError):
+            requests.get(f"{user.staging_url}/healthz", timeout=2)
+    finally:
+        user.run("down", check=False)  # a no-op when the test got that far

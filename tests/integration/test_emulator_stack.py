@@ -1,0 +1,258 @@
+"""The local cloud as a user drives it: `modelrail up --emulators`, the real `gcloud` CLI,
+a poison message, a crash, `modelrail down`.
+
+One stack for the module (started on free 127.0.0.1 ports under a temporary home); the
+tests run in file order on one xdist worker. The topology is the project's own file
+with only the retry backoff shortened (the emulator honours it), so a poison message
+reaches the dead-letter topic after the configured attempts in seconds, not minutes.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+import urllib3
+import yaml
+
+from modelrail.runtime.emulators import (
+    free_port,
+    group_members,
+    port_in_use,
+    wait_until,
+)
+from tests.conftest import PENGUINS, REPO, settings_env
+from tests.integration.emulator_support import require_emulators
+
+pytestmark = [pytest.mark.emulator, pytest.mark.xdist_group("emulators")]
+
+MODELRAIL = Path(sys.executable).parent / "modelrail"
+STARTUP_BUDGET_S = 20.0  # measured ~10 s on a busy 2-core machine; see docs/local-cloud.md
+PIPELINE_TIMEOUT_S = 240.0
+_http = urllib3.PoolManager(retries=False, timeout=5.0)
+
+
+@dataclass
+class Stack:
+    home: Path
+    env: dict[str, str]
+    staging_port: int
+    up_output: str
+    up_seconds: float
+
+    def modelrail(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(MODELRAIL), *args], env=self.env, capture_output=True, text=True,
+            check=check, timeout=180,
+        )  # fmt: skip
+
+    def state(self) -> dict[str, Any]:
+        state: dict[str, Any] = orjson.loads((self.home / "stack" / "state.json").read_bytes())
+        return state
+
+    def gcloud(self, *args: str) -> subprocess.CompletedProcess[str]:
+        env = {
+            **self.env,
+            **self.state()["env"],
+            "CLOUDSDK_CONFIG": str(self.home / "gcloud-config"),  # a throwaway gcloud profile
+            "CLOUDSDK_CORE_DISABLE_PROMPTS": "1",
+        }
+        project = self.state()["project"]
+        return subprocess.run(
+            ["gcloud", *args, f"--project={project}"], env=env, capture_output=True, text=True,
+            check=True, timeout=120,
+        )  # fmt: skip
+
+    def deployed_runs(self) -> int:
+        """How many runs finished with a deploy (`modelrail runs --json`, as a user would)."""
+        runs = subprocess.run(
+            [str(MODELRAIL), "runs", "--json"], env={**self.env, **self.state()["env"]},
+            capture_output=True, text=True, check=True, timeout=60,
+        )  # fmt: skip
+        return sum(run["outcome"] == "deployed" for run in orjson.loads(runs.stdout))
+
+    def served(self) -> dict[str, Any] | None:
+        try:
+            response = _http.request("GET", f"http://127.0.0.1:{self.staging_port}/readyz")
+        except urllib3.exceptions.HTTPError:
+            return None
+        if response.status != 200:
+            return None
+        body: dict[str, Any] = orjson.loads(response.data)
+        return body
+
+    def served_version(self) -> int:
+        body = self.served()
+        return int(body["version"]) if body else 0
+
+    def pull_dead_letters(self) -> list[dict[str, Any]]:
+        base = f"http://{self.state()['env']['PUBSUB_EMULATOR_HOST']}/v1/projects/"
+        base += self.state()["project"]
+        response = _http.request(
+            "POST",
+            f"{base}/subscriptions/dead-letter--hold:pull",
+            body=orjson.dumps({"maxMessages": 10, "returnImmediately": True}),
+            headers={"Content-Type": "application/json"},
+        )
+        received: list[dict[str, Any]] = orjson.loads(response.data).get("receivedMessages", [])
+        return received
+
+
+def _fast_retry_topology(path: Path) -> Path:
+    spec = yaml.safe_load((REPO / "topology.yaml").read_text())
+    spec["defaults"]["retry"] = {"minimum_backoff": "0s", "maximum_backoff": "1s"}
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    require_emulators()
+    if shutil.which("gcloud") is None:
+        pytest.skip("the gcloud CLI is not installed")
+    home = tmp_path_factory.mktemp("stack-home")
+    staging_port = free_port()
+    env = {
+        **os.environ,
+        **settings_env(home),
+        "MODELRAIL_TOPOLOGY": str(_fast_retry_topology(home / "topology.yaml")),
+        "MODELRAIL_STAGING_PORT": str(staging_port),
+    }
+    started = time.monotonic()
+    up = subprocess.run(
+        [str(MODELRAIL), "up", "--emulators", "--free-ports"],
+        env=env, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    handle = Stack(home, env, staging_port, up.stdout, time.monotonic() - started)
+    try:
+        assert up.returncode == 0, up.stdout + up.stderr
+        yield handle
+    finally:
+        handle.modelrail("down", check=False)
+
+
+def test_up_starts_the_stack_in_budget_and_prints_what_to_export(stack: Stack) -> None:
+    assert stack.state()["ready_s"] < STARTUP_BUDGET_S
+    for name in ("PUBSUB_EMULATOR_HOST", "STORAGE_EMULATOR_HOST", "MODELRAIL_RUN_API_ENDPOINT",
+                 "CLOUDSDK_API_ENDPOINT_OVERRIDES_STORAGE"):  # fmt: skip
+        assert f"export {name}=" in stack.up_output
+
+
+def test_status_shows_every_process_up(stack: Stack) -> None:
+    status = orjson.loads(stack.modelrail("status", "--json").stdout)
+
+    assert status["up"] is True
+    names = {row["name"] for row in status["processes"] if row["alive"]}
+    assert {"pubsub-emulator", "fake-gcs-server", "control-plane"} <= names
+    assert {f"function-{s}" for s in ("validate", "launch_training", "evaluate", "register",
+                                      "deploy")} <= names  # fmt: skip
+
+
+def test_up_again_is_a_no_op(stack: Stack) -> None:
+    before = [p["pid"] for p in stack.state()["processes"]]
+
+    again = stack.modelrail("up", "--emulators", "--free-ports")
+
+    assert "already up" in again.stdout
+    assert [p["pid"] for p in stack.state()["processes"]] == before
+
+
+def test_gcloud_storage_cp_runs_the_pipeline_to_a_served_version(stack: Stack) -> None:
+    bucket = stack.env.get("MODELRAIL_DATA_BUCKET", "modelrail-data")
+
+    stack.gcloud("storage", "cp", str(PENGUINS), f"gs://{bucket}/uploads/penguins.csv")
+
+    assert wait_until(lambda: stack.served_version() >= 1, PIPELINE_TIMEOUT_S, 0.2)
+    # Then the run's own record: the deploy stage finished, not only the rollout.
+    runs = stack.deployed_runs
+    assert wait_until(lambda: runs() == 1, 60, 1.0), stack.modelrail("runs", check=False).stdout
+    served = stack.served() or {}
+    assert (served.get("model"), served.get("version")) == ("penguins", 1)
+
+
+def test_gcloud_pubsub_publish_starts_a_retrain(stack: Stack) -> None:
+    before = stack.served_version()
+    message = orjson.dumps(
+        {"schema_version": 1, "event_type": "retrain-requested", "request_id": "gcloud-1"}
+    ).decode()
+
+    stack.gcloud("pubsub", "topics", "publish", "retrain-requested", f"--message={message}")
+
+    assert wait_until(lambda: stack.served_version() > before, PIPELINE_TIMEOUT_S, 0.2)
+    # Then the run's own record: the deploy stage finished, not only the rollout.
+    runs = stack.deployed_runs
+    assert wait_until(lambda: runs() == 2, 60, 1.0), stack.modelrail("runs", check=False).stdout
+    assert stack.served_version() == before + 1
+
+
+def test_a_poison_message_ends_in_the_dead_letter_topic(stack: Stack) -> None:
+    # The Cloud Run API goes away: launching training fails on every delivery.
+    control_plane = next(p for p in stack.state()["processes"] if p["name"] == "control-plane")
+    os.killpg(control_plane["pid"], signal.SIGKILL)
+    request_id = f"poison-{uuid.uuid4().hex[:8]}"
+    message = orjson.dumps(
+        {"schema_version": 1, "event_type": "retrain-requested", "request_id": request_id}
+    ).decode()
+
+    stack.gcloud("pubsub", "topics", "publish", "retrain-requested", f"--message={message}")
+
+    dead: list[dict[str, Any]] = []
+
+    def dead_lettered_launch() -> dict[str, str] | None:
+        dead.extend(stack.pull_dead_letters())
+        for item in dead:
+            attributes: dict[str, str] = item["message"].get("attributes", {})
+            source = attributes.get("CloudPubSubDeadLetterSourceSubscription")
+            if source == "dataset-validated--launch-training":
+                return attributes
+        return None
+
+    assert wait_until(lambda: dead_lettered_launch() is not None, 120, 0.5)
+    attributes = dead_lettered_launch() or {}
+    assert attributes["CloudPubSubDeadLetterSourceDeliveryCount"] == "5"  # topology.yaml
+
+
+def test_up_after_a_crash_restarts_and_restores_staging(stack: Stack) -> None:
+    served = stack.served_version()
+    assert served >= 1
+    assert stack.modelrail("status", "--json").stdout.count('"alive": false') >= 1
+
+    stack.modelrail("up", "--emulators", "--free-ports")
+
+    status = orjson.loads(stack.modelrail("status", "--json").stdout)
+    assert status["up"] is True
+    assert wait_until(lambda: stack.served_version() == served, 60, 0.2)
+
+
+def test_down_leaves_no_process_or_port_behind(stack: Stack) -> None:
+    state = stack.state()
+    pids = [pid for p in state["processes"] for pid in group_members(p["pid"])]
+    ports = [p["port"] for p in state["processes"]] + [stack.staging_port]
+    assert pids
+    assert port_in_use(stack.staging_port)
+
+    stack.modelrail("down")
+
+    assert [pid for pid in pids if _running(pid)] == []
+    assert [port for port in ports if port_in_use(port)] == []
+    assert not (stack.home / "stack" / "state.json").exists()
+    assert "not up" in stack.modelrail("status").stdout
+
+
+def _running(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat[stat.rindex(")") + 2] != "Z"
