@@ -48,6 +48,7 @@ class Cli:
         self.container: Container = bootstrap(
             self.settings, observer=None if quiet else _echo_stage
         )
+        _ = self.container.config  # a broken config or contract fails here, not mid-run
 
     def drain(self) -> None:
         """Embedded mode: deliver every outstanding message (the run happens here)."""

@@ -289,3 +289,16 @@ def test_a_non_csv_upload_does_not_start_training(harness: Harness) -> None:
 
 def test_permanent_errors_carry_a_stable_kind() -> None:
     assert PermanentError("x").kind == "permanent"
+
+
+def test_each_version_has_a_model_card(harness: Harness, penguins_csv: bytes) -> None:
+    harness.upload(penguins_csv)
+    harness.run()
+
+    store = harness.storage.bucket("modelrail-artifacts")
+    card = store.read(f"models/{harness.model}/versions/1/card.html").data.decode()
+
+    assert "penguins — version 1" in card
+    assert "accuracy" in card
+    assert "<svg" in card  # the feature-importance plot
+    assert "flipper_length_mm" in card
