@@ -8,11 +8,15 @@ What it does:
 2. builds MLflow's own environment (``build/bench-mlflow-venv`` from
    ``benchmarks/requirements-mlflow.txt``) if missing, saves the same booster with
    ``mlflow.lightgbm.save_model`` and starts ``mlflow models serve`` (2 workers);
-3. starts modelrail's service with its production gunicorn settings;
+3. starts modelrail's service as its image does (``python -m modelrail.serving.server``:
+   granian, app preloaded; ``--server gunicorn`` for the gunicorn entry point);
 4. loads each with wrk (Debian's package; installed with apt-get if missing) on
    127.0.0.1: 1-instance and 100-instance requests at 1 and 8 connections;
 5. times ``booster.predict`` in-process (the physical limit) and the cold start of both
    servers (process start to the first successful /predict).
+
+Every wrk run records the 1-minute load average before and after it: the machine may
+be shared, and a run at a load above the core count is not comparable.
 
 Each server gets the request it is built for: modelrail raw feature objects
 (``{"instances": [{"island": "Dream", ...}]}``, validated and encoded by the service);
@@ -167,7 +171,9 @@ def wait_predict(
     raise RuntimeError(f"{url} did not answer within {timeout_s}s")
 
 
-def start_modelrail(home: Path, port: int, workers: int) -> subprocess.Popen[bytes]:
+def start_modelrail(
+    home: Path, port: int, workers: int, server: str = "granian", threads: int | None = None
+) -> subprocess.Popen[bytes]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MODELRAIL_")}
     env.update(
         {
@@ -179,15 +185,22 @@ def start_modelrail(home: Path, port: int, workers: int) -> subprocess.Popen[byt
             "MODELRAIL_CONFIG": str(ROOT / "pipeline.toml"),
         }
     )
-    return subprocess.Popen(
-        [
-            str(ROOT / ".venv" / "bin" / "python"),
+    if threads is not None:
+        env["MODELRAIL_THREADS"] = str(threads)
+    python = str(ROOT / ".venv" / "bin" / "python")
+    command = {
+        "granian": [python, "-m", "modelrail.serving.server"],
+        "gunicorn": [
+            python,
             "-m",
             "gunicorn",
             "-c",
             "python:modelrail.serving.gunicorn_conf",
             "modelrail.serving.wsgi:create_app()",
         ],
+    }[server]
+    return subprocess.Popen(
+        command,
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -241,6 +254,7 @@ _UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
 
 
 def run_wrk(wrk: str, url: str, body: bytes, connections: int, duration: int) -> dict[str, Any]:
+    load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as scratch:
         body_path = Path(scratch) / "body.json"
         body_path.write_bytes(body)
@@ -281,10 +295,17 @@ def run_wrk(wrk: str, url: str, body: bytes, connections: int, duration: int) ->
         "p99_ms": latency["99"],
         "non_2xx": int(non2xx.group(1)) if non2xx else 0,
         "socket_errors": errors.group(0) if errors else None,
+        "load_avg_1m": [round(load_before, 2), round(os.getloadavg()[0], 2)],
     }
 
 
 def raw_predict(booster: Any, records: list[dict[str, Any]]) -> dict[str, float]:
+    """Rows/s of one in-process predict call, the service's way and the package's.
+
+    The service asks LightGBM for one thread per call (``num_threads=1``: its workers
+    already occupy every core); ``lightgbm.Booster.predict`` by default lets OpenMP use
+    every core for a batch. Both are timed at one thread, and the package also at its
+    default, so that the comparison shows the call's cost, not the thread count."""
     import numpy as np
 
     from modelrail.features import FeatureSchema
@@ -298,7 +319,8 @@ def raw_predict(booster: Any, records: list[dict[str, Any]]) -> dict[str, float]
         batch = np.ascontiguousarray(np.resize(matrix, (rows, matrix.shape[1])))
         for name, predict in (
             ("native", native.predict),
-            ("lightgbm", lambda m: booster.predict(m, num_iteration=100)),
+            ("lightgbm_1_thread", lambda m: booster.predict(m, num_iteration=100, num_threads=1)),
+            ("lightgbm_all_cores", lambda m: booster.predict(m, num_iteration=100)),
         ):
             predict(batch)
             calls, started = 0, time.perf_counter()
@@ -322,6 +344,11 @@ def main() -> None:
     parser.add_argument("--duration", type=int, default=10, help="seconds per wrk run")
     parser.add_argument("--workers", type=int, default=2, help="workers of each server")
     parser.add_argument("--cold-starts", type=int, default=5)
+    parser.add_argument("--server", choices=("granian", "gunicorn"), default="granian")
+    parser.add_argument("--threads", type=int, default=None, help="threads per worker")
+    parser.add_argument(
+        "--only", choices=("modelrail", "mlflow"), default=None, help="measure one server"
+    )
     parser.add_argument("--out", type=Path, default=BUILD / "results.json")
     args = parser.parse_args()
 
@@ -359,19 +386,23 @@ def main() -> None:
         "machine": {"cpus": os.cpu_count(), "python": sys.version},
         "duration_s": args.duration,
         "workers": args.workers,
+        "server": args.server,
+        "threads": args.threads,
         "load": {},
         "cold_start_s": {},
     }
     for server in ("modelrail", "mlflow"):
-        measure(server, home, model_dir, bodies[server], wrk, args, results)
+        if args.only in (None, server):
+            measure(server, home, model_dir, bodies[server], wrk, args, results)
     results["booster_predict"] = raw_predict(booster, records)
-    ratios = {}
-    for rows in (1, 100):
-        for connections in (1, 8):
-            ours = results["load"][f"modelrail rows={rows} c={connections}"]["rps"]
-            theirs = results["load"][f"mlflow rows={rows} c={connections}"]["rps"]
-            ratios[f"rows={rows} c={connections}"] = ours / theirs
-    results["ratio_vs_mlflow"] = ratios
+    if args.only is None:
+        ratios = {}
+        for rows in (1, 100):
+            for connections in (1, 8):
+                ours = results["load"][f"modelrail rows={rows} c={connections}"]["rps"]
+                theirs = results["load"][f"mlflow rows={rows} c={connections}"]["rps"]
+                ratios[f"rows={rows} c={connections}"] = ours / theirs
+        results["ratio_vs_mlflow"] = ratios
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_bytes(orjson.dumps(results, option=orjson.OPT_INDENT_2))
     print(orjson.dumps(results, option=orjson.OPT_INDENT_2).decode())
@@ -390,7 +421,7 @@ def measure(
 
     def start(port: int) -> subprocess.Popen[bytes]:
         if server == "modelrail":
-            return start_modelrail(home, port, args.workers)
+            return start_modelrail(home, port, args.workers, args.server, args.threads)
         return start_mlflow(model_dir, port, args.workers)
 
     def url_of(port: int) -> str:

@@ -224,11 +224,25 @@ class Server:
         return self.process.returncode
 
 
+# The service's server, and the gunicorn entry point it keeps working.
+COMMANDS = {
+    "granian": [sys.executable, "-m", "modelrail.serving.server"],
+    "gunicorn": [
+        sys.executable,
+        "-m",
+        "gunicorn",
+        "-c",
+        str(ROOT / "services" / "staging" / "gunicorn.conf.py"),
+        "modelrail.serving.wsgi:create_app()",
+    ],
+}
+
+
 @pytest.fixture
 def start_server(models: RegisteredModels, tmp_path: Path) -> Iterator[Callable[..., Server]]:
     started: list[Server] = []
 
-    def start(version: int | None = 1, **extra: str) -> Server:
+    def start(version: int | None = 1, *, server: str = "granian", **extra: str) -> Server:
         home = tmp_path / f"home{len(started)}"
         link_buckets(models, home)
         port = free_port()
@@ -238,23 +252,15 @@ def start_server(models: RegisteredModels, tmp_path: Path) -> Iterator[Callable[
         log = tmp_path / f"server{len(started)}.log"
         with log.open("wb") as out:
             process = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "gunicorn",
-                    "-c",
-                    str(ROOT / "services" / "staging" / "gunicorn.conf.py"),
-                    "modelrail.serving.wsgi:create_app()",
-                ],
+                COMMANDS[server],
                 env=env,
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
                 cwd=ROOT,
             )
-        server = Server(process, f"http://127.0.0.1:{port}", log)
-        started.append(server)
-        return server
+        started.append(Server(process, f"http://127.0.0.1:{port}", log))
+        return started[-1]
 
     yield start
     for server in started:

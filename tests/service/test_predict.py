@@ -6,6 +6,7 @@ from typing import Any
 
 import lightgbm
 import numpy as np
+import orjson
 import pytest
 
 from modelrail.serving.requests import RequestDecoder
@@ -133,3 +134,34 @@ def test_request_id_is_echoed(client: Any, models: RegisteredModels) -> None:
     )
     assert response.headers["X-Request-Id"] == "abc-123"
     assert len(client.get("/healthz").headers["X-Request-Id"]) == 32
+
+
+def test_draining_answers_close_their_connection(client: Any, models: RegisteredModels) -> None:
+    from modelrail.serving.server import SharedFlag
+
+    body = {"instances": models.records[:1]}
+    assert "Connection" not in client.post("/predict", json=body).headers
+    draining = SharedFlag()
+    client.application.wsgi_app.draining = draining
+    draining.value = 1
+    assert client.post("/predict", json=body).headers["Connection"] == "close"
+    assert client.get("/openapi.json").headers["Connection"] == "close"
+
+
+def test_lazy_service_builds_flask_on_first_use(models: RegisteredModels) -> None:
+    import io
+
+    from modelrail.serving.app import create_service
+
+    service = create_service({"store": models.store, "model_name": MODEL, "model_version": 1})
+    answers: list[str] = []
+
+    def get(path: str) -> bytes:
+        environ = {"REQUEST_METHOD": "GET", "PATH_INFO": path, "wsgi.input": io.BytesIO()}
+        environ.update({"SERVER_NAME": "x", "SERVER_PORT": "80", "wsgi.url_scheme": "http"})
+        return b"".join(service(environ, lambda status, _headers, *_: answers.append(status)))
+
+    assert orjson.loads(get("/readyz"))["version"] == 1
+    assert service._flask_app is None  # probes do not build Flask
+    assert orjson.loads(get(f"/v1/models/{MODEL}"))["version"] == 1
+    assert answers == ["200 OK", "200 OK"]

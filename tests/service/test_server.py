@@ -1,4 +1,4 @@
-"""The service under gunicorn: start-up, ports, heavy imports, SIGTERM."""
+"""The service's server process: start-up, ports, heavy imports, SIGTERM."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 import orjson
+import pytest
 import urllib3
 
 from .conftest import MODEL, ROOT, RegisteredModels, Server, post_json, wait_for
@@ -25,14 +26,26 @@ def ready(server: Server) -> bool:
         return False
 
 
-def test_gunicorn_serves_the_pinned_version(
-    start_server: Callable[..., Server], models: RegisteredModels
+@pytest.mark.parametrize("entry", ["granian", "gunicorn"])
+def test_server_serves_the_pinned_version(
+    start_server: Callable[..., Server], models: RegisteredModels, entry: str
 ) -> None:
-    server = start_server(2)
+    server = start_server(2, server=entry)
     wait_for(lambda: ready(server), 20, "the server to be ready")
     status, body = post_json(server.url + "/predict", {"instances": models.records[:3]})
     assert status == 200
     assert body["model"] == {"name": MODEL, "version": 2}
+    # The Flask routes (built on first use by the server's entry point).
+    metadata = urllib3.request("GET", f"{server.url}/v1/models/{MODEL}", retries=False)
+    assert metadata.status == 200
+    assert orjson.loads(metadata.data)["version"] == 2
+    document = urllib3.request("GET", server.url + "/openapi.json", retries=False)
+    assert orjson.loads(document.data)["openapi"].startswith("3.1")
+    missing = urllib3.request("GET", server.url + "/nowhere", retries=False)
+    assert missing.status == 404
+    assert missing.headers["Content-Type"] == "application/problem+json"
+    wrong = urllib3.request("POST", server.url + "/healthz", retries=False)
+    assert (wrong.status, wrong.headers["Allow"]) == (405, "GET")
 
 
 def test_vertex_port_and_routes(
@@ -96,7 +109,8 @@ def _listening(server: Server) -> bool:
 def test_sigterm_lets_in_flight_requests_finish(
     start_server: Callable[..., Server], models: RegisteredModels
 ) -> None:
-    server = start_server(1, MODELRAIL_WORKERS="1")
+    # Two threads: one is held by the slow request, the other answers the probe.
+    server = start_server(1, MODELRAIL_WORKERS="1", MODELRAIL_THREADS="2")
     wait_for(lambda: ready(server), 20, "the server to be ready")
     # A slow client: headers and half the body now, the rest after SIGTERM.
     import socket
@@ -109,7 +123,7 @@ def test_sigterm_lets_in_flight_requests_finish(
         b"\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body[:10]
     )
     wait_for(lambda: _worker_busy(server), 5, "the worker to read the request")
-    os.killpg(server.process.pid, signal.SIGTERM)
+    os.kill(server.process.pid, signal.SIGTERM)  # the master, as Cloud Run signals PID 1
     connection.sendall(body[10:])
     answer = b""
     while b"\r\n\r\n" not in answer or not answer.rstrip().endswith(b"}"):
@@ -124,7 +138,7 @@ def test_sigterm_lets_in_flight_requests_finish(
 
 def _worker_busy(server: Server) -> bool:
     # The worker has the request once the master's listener no longer has it queued;
-    # gunicorn gives no signal, so give the worker the chance by a readiness probe.
+    # the server gives no signal, so give the worker the chance by a readiness probe.
     return ready(server)
 
 

@@ -1,18 +1,20 @@
-"""The local Deployer: a gunicorn staging server on 127.0.0.1, replaced with no downtime.
+"""The local Deployer: a staging server on 127.0.0.1, replaced with no downtime.
 
 One deploy (serialised by a lock file):
 
 1. Take the listening socket of the port: from the running server, which hands a
    duplicate over a unix socket (``modelrail.serving.handoff``), or, on the first
    deploy, by binding ``127.0.0.1:<staging_port>``.
-2. Start the candidate: gunicorn in its own process group, pinned to the version,
+2. Start the candidate (``python -m modelrail.serving.server``) in its own process
+   group, pinned to the version,
    listening on that shared socket *and* on a private unix socket, with
    ``MODELRAIL_REQUIRE_MODEL=1``: the master loads and hash-checks the model before it
    forks a worker, so a version that cannot load exits and never accepts a connection.
+   The private socket is answered by the candidate's master itself.
 3. Wait until the candidate is ready and smoke-test it on its private socket (the
    shared port may route either server), with ``modelrail.smoke.smoke_test``.
 4. Success: record it as current under ``<home>/run/staging/``, then retire the
-   previous server with SIGTERM (gunicorn stops accepting and finishes in-flight
+   previous server with SIGTERM (it stops accepting and finishes in-flight
    requests). Both servers accept from one accept queue, so connections waiting in
    it are served by the candidate instead of being reset. Failure: stop the candidate
    the same way, keep the previous server, raise ``DeploymentFailed``.
@@ -47,7 +49,7 @@ from modelrail.ports import Deployment
 
 _STATE = "staging.json"
 _READY_TIMEOUT_S = 60.0
-_STOP_TIMEOUT_S = 20.0  # gunicorn's graceful timeout (8 s) plus margin
+_STOP_TIMEOUT_S = 20.0  # the server's graceful timeout (8 s) plus margin
 _POLL_S = 0.02
 
 
@@ -90,10 +92,10 @@ def settings_env(settings: Settings) -> dict[str, str]:
 
 
 class LocalStagingDeployer:
-    """Implements the ``Deployer`` port with gunicorn processes on this machine.
+    """Implements the ``Deployer`` port with staging server processes on this machine.
 
     ``service_env`` adds environment variables to every server it starts (limits,
-    workers: see ``ServiceSettings`` and ``gunicorn_conf``).
+    workers: see ``ServiceSettings`` and ``serving.server``).
     """
 
     def __init__(
@@ -178,14 +180,7 @@ class LocalStagingDeployer:
         try:
             with log_path.open("ab") as log:
                 process = subprocess.Popen(
-                    [
-                        sys.executable,
-                        "-m",
-                        "gunicorn",
-                        "-c",
-                        "python:modelrail.serving.gunicorn_conf",
-                        "modelrail.serving.wsgi:create_app()",
-                    ],
+                    [sys.executable, "-m", "modelrail.serving.server"],
                     env=env,
                     stdin=subprocess.DEVNULL,
                     stdout=log,
@@ -295,9 +290,14 @@ class LocalStagingDeployer:
         return not _is_zombie(pid)
 
     def _terminate(self, pid: int) -> None:
-        """SIGTERM the process group, wait for the master; SIGKILL after the timeout."""
+        """SIGTERM the master, wait for it; SIGKILL the process group after the timeout.
+
+        Only the master is signalled, as Cloud Run signals a container's first process:
+        it first tells its workers to close kept-alive connections after their next
+        answer, then stops them (``serving.server``), so no client of the shared port
+        sends a request on a connection that is being closed."""
         with contextlib.suppress(ProcessLookupError):
-            os.killpg(pid, signal.SIGTERM)
+            os.kill(pid, signal.SIGTERM)
         deadline = time.monotonic() + _STOP_TIMEOUT_S
         while self._alive(pid) and time.monotonic() < deadline:
             time.sleep(_POLL_S)

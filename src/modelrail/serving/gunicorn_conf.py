@@ -1,8 +1,12 @@
-"""gunicorn settings of the staging service (Cloud Run, Vertex AI and local).
+"""gunicorn settings of the staging service's gunicorn entry point.
+
+The image and the local deployer run ``python -m modelrail.serving.server`` (granian,
+see ``server``), which is several times faster on the same cores; this entry point
+serves the same app with the same environment variables.
 
 Port: Vertex AI's ``AIP_HTTP_PORT``, else Cloud Run's ``PORT``, else 8080, on all
 interfaces; ``MODELRAIL_BIND`` (comma-separated gunicorn binds, e.g. ``fd://3``)
-overrides it, which the local deployer uses to pass an inherited socket.
+overrides it (``fd://N`` for an inherited socket).
 
 Workers: one process per core and a few threads each (``gthread``). Requests are
 CPU-bound and short (tens of microseconds of LightGBM, the rest Python), so more
@@ -76,5 +80,5 @@ def when_ready(server):  # type: ignore[no-untyped-def]
 
         from modelrail.serving import handoff
 
-        handoff.serve(Path(path), server.LISTENERS)
+        handoff.serve(Path(path), [listener.sock for listener in server.LISTENERS])
     server.log.info("staging service ready")

