@@ -27,7 +27,6 @@ encoding. The benchmark is not part of ``make test``.
 from __future__ import annotations
 
 import argparse
-import csv
 import math
 import os
 import re
@@ -62,29 +61,19 @@ def train_and_register(home: Path) -> tuple[Any, list[dict[str, Any]], list[list
     import lightgbm
     import numpy as np
 
+    from modelrail import training
     from modelrail.adapters.filesystem import FilesystemStore
     from modelrail.config import PipelineConfig
+    from modelrail.dataset import checks
     from modelrail.features import FeatureSchema
     from modelrail.registry import Registry
 
     config = PipelineConfig.load(ROOT / "pipeline.toml")
     contract = config.contract
     schema = FeatureSchema.from_contract(contract, config.objective)
-    records: list[dict[str, Any]] = []
-    targets = []
-    with (ROOT / "data" / "penguins.csv").open(newline="") as handle:
-        for row in csv.DictReader(handle):
-            record: dict[str, Any] = {}
-            for column in contract.features:
-                raw = row[column.name]
-                if raw in contract.null_tokens:
-                    record[column.name] = None
-                elif column.type == "category":
-                    record[column.name] = raw
-                else:
-                    record[column.name] = float(raw)
-            records.append(record)
-            targets.append(schema.classes.index(row[contract.target]))
+    parsed = checks.load((ROOT / "data" / "penguins.csv").read_bytes(), contract)
+    records = training.examples(parsed, schema, np.arange(parsed.rows))
+    targets = schema.encode_target(parsed.columns[contract.target])
     matrix = schema.encode_records(records)
     categorical = [i for i, f in enumerate(schema.features) if f.is_categorical]
     params = {

@@ -8,7 +8,6 @@ artifacts it serves in the pipeline.
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import os
 import signal
@@ -25,8 +24,10 @@ import numpy as np
 import orjson
 import pytest
 
+from modelrail import training
 from modelrail.adapters.filesystem import FilesystemStore
 from modelrail.config import PipelineConfig
+from modelrail.dataset import checks
 from modelrail.features import FeatureSchema
 from modelrail.registry import Registry
 
@@ -49,24 +50,11 @@ class RegisteredModels:
 
 
 def read_records(config: PipelineConfig) -> tuple[list[dict[str, Any]], list[str]]:
-    contract = config.contract
-    records, targets = [], []
-    with (ROOT / "data" / "penguins.csv").open(newline="") as handle:
-        for row in csv.DictReader(handle):
-            record: dict[str, Any] = {}
-            for column in contract.features:
-                raw = row[column.name]
-                if raw in contract.null_tokens:
-                    record[column.name] = None
-                elif column.type == "category":
-                    record[column.name] = raw
-                elif column.type == "integer":
-                    record[column.name] = int(raw)
-                else:
-                    record[column.name] = float(raw)
-            records.append(record)
-            targets.append(row[contract.target])
-    return records, targets
+    """The penguins rows as a client sends them, and their labels."""
+    parsed = checks.load((ROOT / "data" / "penguins.csv").read_bytes(), config.contract)
+    schema = FeatureSchema.from_contract(config.contract, config.objective)
+    records = training.examples(parsed, schema, np.arange(parsed.rows))
+    return records, [str(label) for label in parsed.columns[config.contract.target]]
 
 
 def train(

@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import os
 
+from modelrail.serving.logs import dict_config
+
 _env = os.environ
 os.environ.setdefault("OMP_NUM_THREADS", "1")  # before lib_lightgbm is loaded
 
@@ -44,31 +46,23 @@ errorlog = "-"
 loglevel = _env.get("MODELRAIL_GUNICORN_LOGLEVEL", "warning")
 proc_name = _env.get("MODELRAIL_PROC_NAME", "modelrail-staging")
 logconfig_dict = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "formatters": {"json": {"()": "modelrail.serving.logs.CloudLoggingFormatter"}},
-    "handlers": {
-        "stdout": {
-            "class": "logging.StreamHandler",
-            "formatter": "json",
-            "stream": "ext://sys.stdout",
+    **dict_config(
+        {
+            "gunicorn.error": {
+                "handlers": ["stdout"],
+                "level": loglevel.upper(),
+                "propagate": False,
+                "qualname": "gunicorn.error",
+            },
+            "gunicorn.access": {
+                "handlers": [],
+                "level": "CRITICAL",
+                "propagate": False,
+                "qualname": "gunicorn.access",
+            },
         }
-    },
+    ),
     "root": {"level": "WARNING", "handlers": ["stdout"]},
-    "loggers": {
-        "gunicorn.error": {
-            "handlers": ["stdout"],
-            "level": loglevel.upper(),
-            "propagate": False,
-            "qualname": "gunicorn.error",
-        },
-        "gunicorn.access": {
-            "handlers": [],
-            "level": "CRITICAL",
-            "propagate": False,
-            "qualname": "gunicorn.access",
-        },
-    },
 }
 
 

@@ -66,3 +66,20 @@ def configure(level: str = "INFO") -> logging.Logger:
         logger.propagate = False
     logger.setLevel(level)
     return logger
+
+
+def dict_config(loggers: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """A ``logging.config.dictConfig`` sending ``loggers`` to stdout as Cloud Logging JSON."""
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"json": {"()": "modelrail.serving.logs.CloudLoggingFormatter"}},
+        "handlers": {
+            "stdout": {
+                "class": "logging.StreamHandler",
+                "formatter": "json",
+                "stream": "ext://sys.stdout",
+            }
+        },
+        "loggers": loggers,
+    }

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from modelrail.features import Feature, FeatureSchema
-from modelrail.serving.problems import PROBLEM_JSON, problem_schema
+from modelrail.serving.problems import POINTED_ITEM, PROBLEM_JSON, problem_schema
 from modelrail.serving.settings import ServiceSettings
 
 _JSON_TYPES = {"number": "number", "integer": "integer", "category": "string", "boolean": "boolean"}
@@ -167,16 +167,7 @@ def build(
             },
             "warnings": {
                 "type": "array",
-                "items": {
-                    "type": "object",
-                    "required": ["pointer", "detail"],
-                    "properties": {
-                        "pointer": {"type": "string"},
-                        "detail": {"type": "string"},
-                        "instance": {"type": "integer"},
-                        "feature": {"type": "string"},
-                    },
-                },
+                "items": POINTED_ITEM,
             },
         },
     }

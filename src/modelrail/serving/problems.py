@@ -52,6 +52,19 @@ class Problem(Exception):
         return orjson.dumps(self.body(instance))
 
 
+# One problem (or warning) located in the request: a JSON pointer and what is wrong there.
+POINTED_ITEM: Mapping[str, Any] = {
+    "type": "object",
+    "required": ["pointer", "detail"],
+    "properties": {
+        "pointer": {"type": "string"},
+        "detail": {"type": "string"},
+        "instance": {"type": "integer"},
+        "feature": {"type": "string"},
+    },
+}
+
+
 def problem_schema() -> Mapping[str, Any]:
     """The OpenAPI schema of a problem body."""
     return {
@@ -67,16 +80,7 @@ def problem_schema() -> Mapping[str, Any]:
             "limit": {"type": "integer"},
             "errors": {
                 "type": "array",
-                "items": {
-                    "type": "object",
-                    "required": ["pointer", "detail"],
-                    "properties": {
-                        "pointer": {"type": "string"},
-                        "detail": {"type": "string"},
-                        "instance": {"type": "integer"},
-                        "feature": {"type": "string"},
-                    },
-                },
+                "items": POINTED_ITEM,
             },
         },
     }

@@ -193,22 +193,14 @@ def serve_private(listeners: Sequence[socket.socket], app: Callable[..., Any]) -
 
 
 def _log_config() -> dict[str, Any]:
-    return {
-        "version": 1,
-        "disable_existing_loggers": False,
-        "formatters": {"json": {"()": "modelrail.serving.logs.CloudLoggingFormatter"}},
-        "handlers": {
-            "stdout": {
-                "class": "logging.StreamHandler",
-                "formatter": "json",
-                "stream": "ext://sys.stdout",
-            }
-        },
-        "loggers": {
+    from modelrail.serving.logs import dict_config
+
+    return dict_config(
+        {
             "_granian": {"handlers": ["stdout"], "level": "WARNING", "propagate": False},
             "granian.access": {"handlers": [], "level": "CRITICAL", "propagate": False},
-        },
-    }
+        }
+    )
 
 
 def build_server(settings: ServerSettings, listeners: Listeners, draining: SharedFlag) -> Any:
