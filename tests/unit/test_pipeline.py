@@ -5,7 +5,6 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from modelrail.errors import PermanentError
 from modelrail.events import RetrainRequested
 from modelrail.ports import Message
 from modelrail.training import split
@@ -285,10 +284,6 @@ def test_a_non_csv_upload_does_not_start_training(harness: Harness) -> None:
     [failed] = harness.published("pipeline-failed")
     assert failed["error"]["kind"] == "invalid_event"
     assert harness.published("dataset-validated") == []
-
-
-def test_permanent_errors_carry_a_stable_kind() -> None:
-    assert PermanentError("x").kind == "permanent"
 
 
 def test_each_version_has_a_model_card(harness: Harness, penguins_csv: bytes) -> None:
