@@ -10,7 +10,6 @@ reaches the dead-letter topic after the configured attempts in seconds, not minu
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -118,9 +117,7 @@ def _fast_retry_topology(path: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    require_emulators()
-    if shutil.which("gcloud") is None:
-        pytest.skip("the gcloud CLI is not installed")
+    require_emulators(gcloud=True)
     home = tmp_path_factory.mktemp("stack-home")
     staging_port = free_port()
     env = {
