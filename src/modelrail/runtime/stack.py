@@ -417,7 +417,8 @@ class Stack:
             # plane retires the staging server as it exits. Messages still in flight go
             # with the emulator's memory, as the docs say.
             stop_groups(state.processes, timeout_s=8.0)
-        self._stop_staging()
+        if self._stop_staging():
+            stopped.append("staging-server")
         if state is not None:
             for port in (record.port for record in state.processes if record.port is not None):
                 wait_until(functools.partial(_port_free, port), 5.0)
@@ -425,12 +426,14 @@ class Stack:
             self.state_file.unlink()
         return stopped
 
-    def _stop_staging(self) -> None:
-        try:
-            from modelrail.adapters.local_staging import LocalStagingDeployer
-        except ImportError:  # pragma: no cover - the staging extra is not installed
-            return
-        LocalStagingDeployer(self.settings).stop()  # type: ignore[no-untyped-call,unused-ignore]
+    def _stop_staging(self) -> bool:
+        """Stop the local staging server; True if one was running."""
+        from modelrail.adapters.local_staging import LocalStagingDeployer
+
+        staging = LocalStagingDeployer(self.settings)
+        running = staging.current() is not None
+        staging.stop()
+        return running
 
     # -- status ------------------------------------------------------------------
     def status(self) -> list[dict[str, Any]]:
