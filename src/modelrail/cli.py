@@ -242,6 +242,10 @@ def models(as_json: bool) -> None:
             )
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 @main.command()
 def serve() -> None:
     """Keep the staging server up, serving the version the staging alias points at."""
@@ -252,11 +256,12 @@ def serve() -> None:
         _fail("no version is in staging yet: run `modelrail demo` or upload data first")
         return
     deployer = cli.container.deployer
-    current = deployer.current()
-    if current is None or current.version != staging.version:
-        current = deployer.deploy(model, staging.version)
-    click.echo(f"staging serves {model} v{current.version} at {current.url} (Ctrl-C stops it)")
+    signal.signal(signal.SIGTERM, _interrupt)  # stopping `serve` stops the server too
     try:
+        current = deployer.current()
+        if current is None or current.version != staging.version:
+            current = deployer.deploy(model, staging.version)
+        click.echo(f"staging serves {model} v{current.version} at {current.url} (Ctrl-C stops it)")
         signal.pause()
     except KeyboardInterrupt:
         from modelrail.adapters.local_staging import LocalStagingDeployer

@@ -155,14 +155,26 @@ def test_the_same_retrain_request_twice_is_one_run(user: User) -> None:
     assert reported[0] == reported[1] == [f"run {runs[-1]['run_id']}: {runs[-1]['outcome']}"]  # type: ignore[index]
 
 
-def test_down_stops_the_staging_server(tmp_path: Path) -> None:
+def test_down_and_serve_stop_and_start_the_staging_server(tmp_path: Path) -> None:
     user = User(tmp_path / "home")
     try:
         user.run("demo")
         assert _served_version(user) == 1
 
         user.run("down")
+        with pytest.raises(requests.ConnectionError):
+            requests.get(f"{user.staging_url}/healthz", timeout=2)
 
+        with subprocess.Popen(
+            [str(MODELRAIL), "serve"], cwd=REPO, env=user.env, stdout=subprocess.PIPE, text=True
+        ) as serve:
+            assert serve.stdout is not None
+            line = serve.stdout.readline()  # blocks until the server is deployed
+            assert line.startswith("staging serves penguins v1 at"), line
+            assert _served_version(user) == 1
+
+            serve.terminate()  # SIGTERM, as a process manager stops it
+            assert serve.wait(timeout=60) == 0
         with pytest.raises(requests.ConnectionError):
             requests.get(f"{user.staging_url}/healthz", timeout=2)
     finally:
