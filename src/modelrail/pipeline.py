@@ -59,7 +59,6 @@ _ACCEPTS: dict[str, tuple[type, ...]] = {
     "register": (ModelEvaluated,),
     "deploy": (ModelRegistered,),
 }
-STAGES = tuple(_ACCEPTS)
 
 
 def _handler(stage: str) -> Callable[..., Outcome]:
