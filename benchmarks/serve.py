@@ -161,7 +161,7 @@ def wait_predict(
 
 
 def start_modelrail(
-    home: Path, port: int, workers: int, server: str = "granian", threads: int | None = None
+    home: Path, port: int, args: argparse.Namespace, *, compile_cache: Path
 ) -> subprocess.Popen[bytes]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MODELRAIL_")}
     env.update(
@@ -170,10 +170,13 @@ def start_modelrail(
             "MODELRAIL_MODEL_NAME": MODEL,
             "MODELRAIL_MODEL_VERSION": "1",
             "PORT": str(port),
-            "MODELRAIL_WORKERS": str(workers),
+            "MODELRAIL_WORKERS": str(args.workers),
             "MODELRAIL_CONFIG": str(ROOT / "pipeline.toml"),
+            "MODELRAIL_PREDICTOR": args.predictor,
+            "MODELRAIL_COMPILE_CACHE": str(compile_cache),
         }
     )
+    server, threads = args.server, args.threads
     if threads is not None:
         env["MODELRAIL_THREADS"] = str(threads)
     python = str(ROOT / ".venv" / "bin" / "python")
@@ -242,6 +245,21 @@ def stop(process: subprocess.Popen[bytes]) -> None:
 _UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
 
 
+def wait_compiled(url: str, timeout_s: float = 120) -> float:
+    """Seconds until 20 readiness answers in a row (any worker) report the compiled
+    predictor."""
+    started = time.monotonic()
+    pool = urllib3.PoolManager(retries=False)
+    streak = 0
+    while streak < 20:
+        if time.monotonic() - started > timeout_s:
+            raise RuntimeError(f"the compiled predictor was not active within {timeout_s}s")
+        answer = pool.request("GET", url + "/readyz", timeout=5)
+        streak = streak + 1 if orjson.loads(answer.data).get("predictor") == "compiled" else 0
+        time.sleep(0.005)
+    return time.monotonic() - started
+
+
 def run_wrk(wrk: str, url: str, body: bytes, connections: int, duration: int) -> dict[str, Any]:
     load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as scratch:
@@ -298,15 +316,23 @@ def raw_predict(booster: Any, records: list[dict[str, Any]]) -> dict[str, float]
     import numpy as np
 
     from modelrail.features import FeatureSchema
+    from modelrail.serving import codegen, compiled
     from modelrail.serving.predictor import NativeBooster
 
     config_schema = FeatureSchema.from_dict(_schema_dict())
     matrix = config_schema.encode_records(records)
-    native = NativeBooster(booster.model_to_string().encode(), num_iteration=100)
+    text = booster.model_to_string()
+    native = NativeBooster(text.encode(), num_iteration=100)
+    model = codegen.parse(text)
+    library = compiled.build(codegen.generate(model, 100), BUILD / "compile-raw", "cc")
+    compiled_booster = compiled.CompiledBooster(
+        library, model.num_features, model.trees_per_iteration
+    )
     result = {}
     for rows in (1, 100):
         batch = np.ascontiguousarray(np.resize(matrix, (rows, matrix.shape[1])))
         for name, predict in (
+            ("compiled", compiled_booster.predict),
             ("native", native.predict),
             ("lightgbm_1_thread", lambda m: booster.predict(m, num_iteration=100, num_threads=1)),
             ("lightgbm_all_cores", lambda m: booster.predict(m, num_iteration=100)),
@@ -335,6 +361,12 @@ def main() -> None:
     parser.add_argument("--cold-starts", type=int, default=5)
     parser.add_argument("--server", choices=("granian", "gunicorn"), default="granian")
     parser.add_argument("--threads", type=int, default=None, help="threads per worker")
+    parser.add_argument(
+        "--predictor",
+        choices=("compiled", "lightgbm"),
+        default="compiled",
+        help="modelrail's MODELRAIL_PREDICTOR",
+    )
     parser.add_argument(
         "--only", choices=("modelrail", "mlflow"), default=None, help="measure one server"
     )
@@ -377,6 +409,7 @@ def main() -> None:
         "workers": args.workers,
         "server": args.server,
         "threads": args.threads,
+        "predictor": args.predictor,
         "load": {},
         "cold_start_s": {},
     }
@@ -410,7 +443,9 @@ def measure(
 
     def start(port: int) -> subprocess.Popen[bytes]:
         if server == "modelrail":
-            return start_modelrail(home, port, args.workers, args.server, args.threads)
+            # A new compile cache for every start, as on a new Cloud Run instance.
+            cache = Path(tempfile.mkdtemp(prefix="compile-", dir=BUILD))
+            return start_modelrail(home, port, args, compile_cache=cache)
         return start_mlflow(model_dir, port, args.workers)
 
     def url_of(port: int) -> str:
@@ -420,6 +455,8 @@ def measure(
     process = start(port)
     try:
         wait_predict(url_of(port), bodies[1], process)
+        if server == "modelrail" and args.predictor == "compiled":
+            results["compiled_active_after_s"] = wait_compiled(f"http://127.0.0.1:{port}")
         for rows in (1, 100):
             for connections in (1, 8):
                 run_wrk(wrk, url_of(port), bodies[rows], connections, 2)  # warm-up

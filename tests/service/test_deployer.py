@@ -124,7 +124,12 @@ def test_deploy_redeploy_under_load_and_refuse_tampered(
     assert deployer.current() == second
     assert second.url == first.url
     ready = urllib3.request("GET", second.url + "/readyz", retries=False)
-    assert orjson.loads(ready.data) == {"status": "ready", "model": MODEL, "version": 2}
+    assert orjson.loads(ready.data) == {
+        "status": "ready",
+        "model": MODEL,
+        "version": 2,
+        "predictor": "lightgbm",
+    }
 
 
 def test_a_new_deployer_finds_and_stops_the_server(deployer: LocalStagingDeployer) -> None:

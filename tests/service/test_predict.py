@@ -114,7 +114,12 @@ def test_no_best_iteration_means_every_tree(
 
 def test_operational_routes(client: Any, models: RegisteredModels) -> None:
     assert client.get("/healthz").get_json() == {"status": "ok"}
-    assert client.get("/readyz").get_json() == {"status": "ready", "model": MODEL, "version": 1}
+    assert client.get("/readyz").get_json() == {
+        "status": "ready",
+        "model": MODEL,
+        "version": 1,
+        "predictor": "lightgbm",
+    }
     meta = client.get(f"/v1/models/{MODEL}").get_json()
     assert meta["version"] == 1
     assert meta["metrics"] == {"accuracy": 0.97, "multi_logloss": 0.1}

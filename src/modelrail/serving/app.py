@@ -26,6 +26,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -198,6 +199,7 @@ def build_flask(service: ServiceSettings, state: ModelState) -> Flask:
             "classes": list(state.predictor.classes),
             "features": manifest.get("features", {}).get("features", []),
             "best_iteration": manifest.get("best_iteration"),
+            "predictor": state.predictor.booster.kind,
             "metrics": manifest.get("metrics", {}),
             "verdict": manifest.get("verdict"),
             "files": manifest.get("files", {}),
@@ -312,6 +314,22 @@ class ServiceMiddleware:
             self._log(environ, captured[0], started, request_id, None)
         return result
 
+    def start_compiling(self) -> threading.Thread | None:
+        """With ``predictor="compiled"``, compile this process's model in the
+        background (see ``compiled``). Each serving process calls it once it runs:
+        threads do not survive the fork from a preloading master."""
+        predictor = self.state.predictor
+        if self.settings.predictor != "compiled" or predictor is None:
+            return None
+        from modelrail.serving import compiled
+
+        cache = self.settings.compile_cache
+        return compiled.start_upgrade(
+            predictor,
+            Path(cache) if cache else compiled.default_cache(),
+            self.settings.compiler,
+        )
+
     def flask_app(self) -> WsgiApp:
         app = self._flask_app
         if app is None:
@@ -338,7 +356,12 @@ class ServiceMiddleware:
             body_dict = problem.body(path)
             body_dict["request_id"] = request_id
             return problem.status, PROBLEM_JSON, orjson.dumps(body_dict), problem.detail
-        answer = {"status": "ready", "model": predictor.model, "version": predictor.version}
+        answer = {
+            "status": "ready",
+            "model": predictor.model,
+            "version": predictor.version,
+            "predictor": predictor.booster.kind,
+        }
         return 200, _JSON, orjson.dumps(answer), None
 
     def _predict(

@@ -176,6 +176,19 @@ def build(
         "required": ["status"],
         "properties": {"status": {"type": "string"}},
     }
+    ready = {
+        "type": "object",
+        "required": ["status", "model", "version", "predictor"],
+        "properties": {
+            "status": {"const": "ready"},
+            "model": {"type": "string"},
+            "version": {"type": "integer"},
+            "predictor": {
+                "enum": ["lightgbm", "compiled"],
+                "description": "what computes predictions now (both give the same numbers)",
+            },
+        },
+    }
     predict_responses = {
         "200": {
             "description": "one prediction per instance, in order",
@@ -230,7 +243,7 @@ def build(
                 "responses": {
                     "200": {
                         "description": "ready",
-                        "content": {"application/json": {"schema": status}},
+                        "content": {"application/json": {"schema": ready}},
                     },
                     "503": _problem("not ready"),
                 },

@@ -19,9 +19,12 @@ import importlib.machinery
 import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from modelrail.serving.compiled import CompiledBooster
 
 _DTYPE_FLOAT64 = 1  # C_API_DTYPE_FLOAT64
 _PREDICT_NORMAL = 0  # C_API_PREDICT_NORMAL
@@ -84,6 +87,8 @@ def _check(lib: ctypes.CDLL, status: int) -> None:
 
 class NativeBooster:
     """A LightGBM model loaded from its text format, predicting float64 row-major matrices."""
+
+    kind = "lightgbm"
 
     def __init__(self, model_text: bytes, *, num_iteration: int | None) -> None:
         lib = _library()
@@ -198,8 +203,13 @@ class Predictor:
         self.schema = FeatureSchema.from_dict(manifest["features"])
         self.objective = self.schema.objective
         self.classes: Sequence[str] = self.schema.classes
+        self.model_text = model_text
+        self.num_iteration: int | None = manifest.get("best_iteration")
+        # LightGBM's predictor, or its compiled twin once ``compiled.upgrade`` has
+        # checked that both give the same doubles (a plain attribute swap).
+        self.booster: NativeBooster | CompiledBooster
         try:
-            self.booster = NativeBooster(model_text, num_iteration=manifest.get("best_iteration"))
+            self.booster = NativeBooster(model_text, num_iteration=self.num_iteration)
         except ModelLoadError as exc:
             raise ModelLoadError(f"{model} v{version}: LightGBM cannot load it: {exc}") from exc
         if self.booster.num_features != len(self.schema.features):
@@ -213,6 +223,11 @@ class Predictor:
                 f"{model} v{version}: the model has {self.booster.num_classes} outputs, "
                 f"the {self.objective} manifest expects {expected_classes}"
             )
+
+    def example_rows(self) -> list[list[float]]:
+        """The manifest's example instances, encoded as the model sees them."""
+        examples = self.manifest.get("examples") or []
+        return self.schema.encode_records(examples).tolist() if examples else []
 
     def predict(self, matrix: np.ndarray) -> list[Any]:
         raw = self.booster.predict(matrix)

@@ -297,7 +297,13 @@ def main() -> None:
             private.clear()  # once: respawned workers do not restart it
 
     server._spawn_workers = spawn_then_answer_privately
-    server.serve(target_loader=lambda *_: app, wrap_loader=False)
+
+    def load_in_worker(*_: Any) -> Any:
+        # Called in each forked worker: threads do not survive the fork.
+        app.start_compiling()
+        return app
+
+    server.serve(target_loader=load_in_worker, wrap_loader=False)
     sys.exit(0)
 
 

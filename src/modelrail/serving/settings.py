@@ -10,6 +10,7 @@ from typing import Any, Literal
 from modelrail.errors import ConfigError
 
 AccessLog = Literal["all", "errors", "off"]
+PredictorKind = Literal["lightgbm", "compiled"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -23,7 +24,10 @@ class ServiceSettings:
     ``services/staging/gunicorn.conf.py``); it is kept here so the OpenAPI document and
     the logs can state it. ``require_model`` makes a failed load fatal (the local
     deployer uses it: a candidate that cannot load never binds the shared socket);
-    otherwise the service stays up, live but not ready.
+    otherwise the service stays up, live but not ready. ``predictor="compiled"``
+    switches each process to the model compiled to C once it has been built (with
+    ``compiler``, cached in ``compile_cache``) and checked against LightGBM bit for
+    bit (see ``compiled``); until then, and if that fails, LightGBM predicts.
     """
 
     model_name: str
@@ -36,6 +40,9 @@ class ServiceSettings:
     access_log: AccessLog = "errors"
     health_route: str = "/healthz"
     predict_route: str = "/predict"
+    predictor: PredictorKind = "lightgbm"
+    compile_cache: str | None = None
+    compiler: str = "cc"
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> ServiceSettings:
@@ -54,6 +61,9 @@ class ServiceSettings:
                 # Vertex AI's custom-container contract names the routes it probes.
                 health_route=env.get("AIP_HEALTH_ROUTE") or "/healthz",
                 predict_route=env.get("AIP_PREDICT_ROUTE") or "/predict",
+                predictor=env.get("MODELRAIL_PREDICTOR") or "lightgbm",  # type: ignore[arg-type]
+                compile_cache=env.get("MODELRAIL_COMPILE_CACHE") or None,
+                compiler=env.get("CC") or "cc",
             )
         except ValueError as exc:
             raise ConfigError(f"invalid staging service setting: {exc}") from exc
@@ -74,6 +84,8 @@ class ServiceSettings:
             raise ConfigError("MODELRAIL_MAX_BODY_BYTES >= 1024 and MODELRAIL_MAX_INSTANCES >= 1")
         if self.access_log not in ("all", "errors", "off"):
             raise ConfigError("MODELRAIL_ACCESS_LOG must be all|errors|off")
+        if self.predictor not in ("lightgbm", "compiled"):
+            raise ConfigError("MODELRAIL_PREDICTOR must be lightgbm|compiled")
         for route in (self.health_route, self.predict_route):
             if not route.startswith("/"):
                 raise ConfigError(f"route {route!r} must start with /")

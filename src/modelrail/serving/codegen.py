@@ -1,0 +1,363 @@
+"""LightGBM model text → C source that predicts exactly what LightGBM predicts.
+
+The compiled predictor (``MODELRAIL_PREDICTOR=compiled``, see ``compiled``) turns
+each tree into nested ``if``s, so a prediction is a chain of compares instead of
+LightGBM's node-table walk and per-row set-up. Exactness is the point: the code
+reproduces, decision by decision, what LightGBM 4's ``Tree::NumericalDecision`` and
+``Tree::CategoricalDecision`` do, the predictor's row preparation (values within
+``kZeroThreshold`` of zero become 0), the per-class summation order
+(``GBDT::PredictRaw``) and the objective's output transform (softmax, sigmoid,
+identity), so the results are the same doubles, bit for bit.
+
+Why not treelite/TL2cgen, the library made for this: its generated code marks a
+missing value with an ``int`` written over the same ``union`` as the ``double``, so a
+real value whose low 32 bits are all ones (200.49999999999997 is one) is read as
+missing and takes the wrong branch. Measured on the benchmark model, it gave a
+different class for that input. lleaves is not exact either (``docs/benchmarks.md``).
+
+Models this module does not reproduce exactly (linear trees, random-forest averaging,
+objectives other than multiclass, binary and the identity regressions) are refused
+with ``Unsupported``; the service then keeps LightGBM's own predictor.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import random
+from collections.abc import Iterator, Sequence
+
+# Objectives whose LightGBM output transform is the identity (no ``sqrt`` option).
+_IDENTITY_OBJECTIVES = {"regression", "regression_l1", "huber", "fair", "quantile", "mape"}
+# LightGBM's kZeroThreshold is declared ``const double kZeroThreshold = 1e-35f``.
+_ZERO_THRESHOLD = "((double)1e-35f)"
+_MISSING_NONE, _MISSING_ZERO, _MISSING_NAN = 0, 1, 2
+_CATEGORICAL_MASK, _DEFAULT_LEFT_MASK = 1, 2
+
+
+class Unsupported(ValueError):
+    """The model uses a LightGBM feature the generated code does not reproduce."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Tree:
+    num_leaves: int
+    split_feature: tuple[int, ...]
+    threshold: tuple[float, ...]
+    decision_type: tuple[int, ...]
+    left_child: tuple[int, ...]
+    right_child: tuple[int, ...]
+    leaf_value: tuple[float, ...]
+    cat_boundaries: tuple[int, ...]
+    cat_threshold: tuple[int, ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class TreeModel:
+    """The parts of a LightGBM text model that prediction reads."""
+
+    num_features: int
+    trees_per_iteration: int
+    objective: str
+    sigmoid: float
+    trees: tuple[Tree, ...]
+
+    @property
+    def iterations(self) -> int:
+        return len(self.trees) // self.trees_per_iteration
+
+
+def parse(model_text: str) -> TreeModel:
+    """Read a LightGBM ``model_to_string()`` text; ``Unsupported`` for what the
+    generated code would not reproduce exactly."""
+    header: dict[str, str] = {}
+    blocks: list[dict[str, str]] = []
+    current = header
+    for line in model_text.splitlines():
+        if line.startswith("Tree="):
+            current = {}
+            blocks.append(current)
+        elif line == "end of trees":
+            break
+        elif line == "average_output":
+            raise Unsupported("random-forest models (average_output)")
+        elif "=" in line:
+            key, _, value = line.partition("=")
+            current[key] = value
+    try:
+        objective, *options = header["objective"].split()
+        trees_per_iteration = int(header["num_tree_per_iteration"])
+        num_features = int(header["max_feature_idx"]) + 1
+    except (KeyError, ValueError) as exc:
+        raise Unsupported(f"not a LightGBM text model: {exc}") from None
+    settings = dict(option.partition(":")[::2] for option in options)
+    if objective == "multiclass":
+        if int(settings.get("num_class", 0)) != trees_per_iteration:
+            raise Unsupported("multiclass with num_class != num_tree_per_iteration")
+    elif objective == "binary":
+        if trees_per_iteration != 1:
+            raise Unsupported("binary with more than one tree per iteration")
+    elif objective not in _IDENTITY_OBJECTIVES or "sqrt" in settings:
+        raise Unsupported(f"objective {header['objective']!r}")
+    if not blocks or len(blocks) % trees_per_iteration:
+        raise Unsupported(f"{len(blocks)} trees for {trees_per_iteration} per iteration")
+    return TreeModel(
+        num_features=num_features,
+        trees_per_iteration=trees_per_iteration,
+        objective=objective,
+        sigmoid=float(settings.get("sigmoid", 1.0)),
+        trees=tuple(_tree(block) for block in blocks),
+    )
+
+
+def _tree(block: dict[str, str]) -> Tree:
+    if block.get("is_linear", "0") != "0":
+        raise Unsupported("linear trees")
+
+    def ints(key: str) -> tuple[int, ...]:
+        return tuple(int(v) for v in block.get(key, "").split())
+
+    def floats(key: str) -> tuple[float, ...]:
+        return tuple(float(v) for v in block.get(key, "").split())
+
+    tree = Tree(
+        num_leaves=int(block["num_leaves"]),
+        split_feature=ints("split_feature"),
+        threshold=floats("threshold"),
+        decision_type=ints("decision_type"),
+        left_child=ints("left_child"),
+        right_child=ints("right_child"),
+        leaf_value=floats("leaf_value"),
+        cat_boundaries=ints("cat_boundaries"),
+        cat_threshold=ints("cat_threshold"),
+    )
+    internal = tree.num_leaves - 1
+    sizes = {
+        len(tree.split_feature),
+        len(tree.threshold),
+        len(tree.decision_type),
+        len(tree.left_child),
+        len(tree.right_child),
+    }
+    if sizes != {internal} or len(tree.leaf_value) != tree.num_leaves:
+        raise Unsupported("a tree whose node arrays disagree with num_leaves")
+    return tree
+
+
+def _literal(value: float) -> str:
+    """A C double literal that denotes exactly ``value`` (hex floats are exact)."""
+    if math.isnan(value):
+        return "NAN"
+    if math.isinf(value):
+        return "INFINITY" if value > 0 else "-INFINITY"
+    return value.hex()
+
+
+def _condition(tree: Tree, node: int, index: int) -> str:
+    """The C condition under which LightGBM 4 goes left at ``node``.
+
+    Mirrors ``Tree::NumericalDecision`` / ``Tree::CategoricalDecision``; ``x`` holds
+    the row after the predictor's preparation (values within kZeroThreshold are 0)."""
+    feature = tree.split_feature[node]
+    decision = tree.decision_type[node]
+    value = f"x[{feature}]"
+    default_left = bool(decision & _DEFAULT_LEFT_MASK)
+    missing = (decision >> 2) & 3
+    if decision & _CATEGORICAL_MASK:
+        cat = int(tree.threshold[node])
+        start, end = tree.cat_boundaries[cat], tree.cat_boundaries[cat + 1]
+        # The bitset's name is unique per node; the helper repeats LightGBM's cast,
+        # negative test, NaN rule and FindInBitset.
+        return f"go_left_categorical({value}, {missing}, cat_{index}_{node}, {end - start})"
+    threshold = _literal(tree.threshold[node])
+    compare = f"{value} <= {threshold}"
+    if missing == _MISSING_NAN:
+        return f"(isnan({value}) || {compare})" if default_left else f"({compare})"
+    if missing == _MISSING_ZERO:
+        # NaN becomes 0.0 first, and zero takes the default direction.
+        if default_left:
+            return f"(isnan({value}) || is_zero({value}) || {compare})"
+        return f"(!isnan({value}) && !is_zero({value}) && {compare})"
+    # MissingType::None: NaN is compared as 0.0.
+    if tree.threshold[node] >= 0.0:
+        return f"(isnan({value}) || {compare})"
+    return f"({compare})"
+
+
+def _bitsets(tree: Tree, index: int) -> Iterator[str]:
+    for node, decision in enumerate(tree.decision_type):
+        if decision & _CATEGORICAL_MASK:
+            cat = int(tree.threshold[node])
+            words = tree.cat_threshold[tree.cat_boundaries[cat] : tree.cat_boundaries[cat + 1]]
+            body = ", ".join(f"{w}u" for w in words) or "0u"
+            yield f"static const uint32_t cat_{index}_{node}[] = {{{body}}};"
+
+
+def _tree_functions(tree: Tree, index: int, width: int, stride: int) -> str:
+    """``tree_N_leaf``: the tree's value for one row, as nested ``if``s; ``tree_N``:
+    adds it to every row's score. Kept out of line, so that the loop over the rows
+    runs one tree's code and branches again and again while they are hot."""
+    lines = [f"static inline double tree_{index}_leaf(const double* x) {{"]
+    if tree.num_leaves == 1:
+        lines.append(f"  return {_literal(tree.leaf_value[0])};")
+    else:
+
+        def emit(child: int, depth: int) -> None:
+            pad = "  " * depth
+            if child < 0:
+                lines.append(f"{pad}return {_literal(tree.leaf_value[~child])};")
+                return
+            lines.append(f"{pad}if ({_condition(tree, child, index)}) {{")
+            emit(tree.left_child[child], depth + 1)
+            lines.append(f"{pad}}} else {{")
+            emit(tree.right_child[child], depth + 1)
+            lines.append(f"{pad}}}")
+
+        emit(0, 1)
+    lines += [
+        "}",
+        f"NOINLINE static void tree_{index}(const double* x, int64_t n, double* score) {{",
+        f"  for (int64_t r = 0; r < n; ++r) score[r * {stride}] += "
+        f"tree_{index}_leaf(x + r * {width});",
+        "}",
+    ]
+    return "\n".join(lines)
+
+
+_PRELUDE = """\
+/* Generated by modelrail.serving.codegen from a LightGBM text model. */
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+
+#define ZERO_THRESHOLD {zero}
+#define NOINLINE __attribute__((noinline))
+
+static inline int is_zero(double v) {{
+  return v >= -ZERO_THRESHOLD && v <= ZERO_THRESHOLD;
+}}
+
+/* Tree::CategoricalDecision, statement for statement (the cast included: NaN and
+   out-of-range values convert the way LightGBM's own build converts them). */
+static inline int go_left_categorical(double v, int missing_type, const uint32_t* bits,
+                                      int words) {{
+  int category = (int)v;
+  if (category < 0) {{
+    return 0;
+  }} else if (isnan(v)) {{
+    if (missing_type == 2) {{
+      return 0;
+    }}
+    category = 0;
+  }}
+  int word = category / 32;
+  if (word >= words) {{
+    return 0;
+  }}
+  return (bits[word] >> (category % 32)) & 1;
+}}
+"""
+
+
+def _transform(model: TreeModel) -> list[str]:
+    """The objective's ConvertOutput, in place on one row's scores ``s``."""
+    k = model.trees_per_iteration
+    if model.objective == "multiclass":
+        # Common::Softmax (std::max(s[k], wmax) is s[k] < wmax ? wmax : s[k]).
+        return [
+            "double wmax = s[0];",
+            f"for (int k = 1; k < {k}; ++k) wmax = s[k] < wmax ? wmax : s[k];",
+            "double wsum = 0.0;",
+            f"for (int k = 0; k < {k}; ++k) {{ s[k] = exp(s[k] - wmax); wsum += s[k]; }}",
+            f"for (int k = 0; k < {k}; ++k) s[k] /= wsum;",
+        ]
+    if model.objective == "binary":
+        return [f"s[0] = 1.0 / (1.0 + exp(-{_literal(model.sigmoid)} * s[0]));"]
+    return []
+
+
+def generate(model: TreeModel, num_iteration: int | None) -> str:
+    """C source with ``int modelrail_predict(const double* rows, int64_t n, double* out)``:
+    ``rows`` is n x num_features row-major, ``out`` n x trees_per_iteration; it
+    returns 0, or -1 when it cannot allocate its working copy of the rows."""
+    iterations = model.iterations
+    if num_iteration is not None and 0 < num_iteration < iterations:
+        iterations = num_iteration
+    k, width = model.trees_per_iteration, model.num_features
+    trees = model.trees[: iterations * k]
+    parts = [_PRELUDE.format(zero=_ZERO_THRESHOLD)]
+    for index, tree in enumerate(trees):
+        parts.extend(_bitsets(tree, index))
+        parts.append(_tree_functions(tree, index, width, k))
+    body = [
+        "int modelrail_predict(const double* rows, int64_t n, double* out) {",
+        f"  double* x = malloc(sizeof(double) * {width} * (n > 0 ? n : 1));",
+        "  if (x == NULL) return -1;",
+        f"  for (int64_t i = 0; i < n * {width}; ++i) {{",
+        "    double v = rows[i];",
+        "    /* The predictor keeps a value only if |v| > kZeroThreshold or NaN. */",
+        "    x[i] = (fabs(v) > ZERO_THRESHOLD || isnan(v)) ? v : 0.0;",
+        "  }",
+        f"  for (int64_t i = 0; i < n * {k}; ++i) out[i] = 0.0;",
+    ]
+    # GBDT::PredictRaw's order for every row: iteration by iteration, class by class.
+    body.extend(f"  tree_{i}(x, n, out + {i % k});" for i in range(len(trees)))
+    body.append("  free(x);")
+    transform = _transform(model)
+    if transform:
+        body.append("  for (int64_t r = 0; r < n; ++r) {")
+        body.append(f"    double* s = out + r * {k};")
+        body.extend("    " + line for line in transform)
+        body.append("  }")
+    body += ["  return 0;", "}", ""]
+    parts.append("\n".join(body))
+    return "\n\n".join(parts)
+
+
+def probe_values(model: TreeModel) -> list[list[float]]:
+    """Per feature, the values where a generated branch could part from LightGBM's:
+    every threshold and its neighbouring doubles, zero and kZeroThreshold's edges,
+    NaN, every category a bitset names and its neighbours, negative and fractional
+    categories."""
+    zero_threshold = 1.0000000180025095e-35  # (double)1e-35f
+    values: list[set[float]] = [
+        {0.0, -0.0, zero_threshold, -zero_threshold, 2e-35, -2e-35, 1.0, -1.0, -0.5, 0.5}
+        for _ in range(model.num_features)
+    ]
+    for tree in model.trees:
+        for node, feature in enumerate(tree.split_feature):
+            pool = values[feature]
+            if tree.decision_type[node] & _CATEGORICAL_MASK:
+                cat = int(tree.threshold[node])
+                words = tree.cat_threshold[tree.cat_boundaries[cat] : tree.cat_boundaries[cat + 1]]
+                for word_index, word in enumerate(words):
+                    for bit in range(32):
+                        if word >> bit & 1:
+                            category = float(word_index * 32 + bit)
+                            pool.update((category, category + 0.5, category + 1.0))
+                pool.update((len(words) * 32.0, 2.0**31, -(2.0**31) - 1.0))
+            else:
+                threshold = tree.threshold[node]
+                pool.update(
+                    (
+                        threshold,
+                        math.nextafter(threshold, math.inf),
+                        math.nextafter(threshold, -math.inf),
+                    )
+                )
+    return [[*sorted(pool), math.nan] for pool in values]
+
+
+def probe_rows(model: TreeModel, base: Sequence[float], extra: int) -> list[list[float]]:
+    """Rows that move one feature of ``base`` through its probe values, then
+    ``extra`` rows mixing probe values of every feature (a fixed, seeded walk)."""
+    pools = probe_values(model)
+    rows: list[list[float]] = []
+    for feature, pool in enumerate(pools):
+        for value in pool:
+            row = list(base)
+            row[feature] = value
+            rows.append(row)
+    walk = random.Random(0)
+    rows.extend([walk.choice(pool) for pool in pools] for _ in range(extra))
+    return rows

@@ -1,0 +1,182 @@
+"""The compiled predictor: the model as C, built once per model, checked bit for bit.
+
+With ``MODELRAIL_PREDICTOR=compiled`` each serving process starts on LightGBM's own
+predictor (``predictor.NativeBooster``), so readiness and cold start do not wait for
+a compiler, and upgrades in the background:
+
+1. ``codegen`` turns the verified model text into C (refusing models it cannot
+   reproduce exactly);
+2. the C compiler (``CC``, default ``cc``) builds it into ``MODELRAIL_COMPILE_CACHE``
+   under the sha256 of the source and flags; a file lock makes the workers of one
+   server build it once, and the file appears by rename, whole or not at all;
+3. the library's answers on probe rows (every threshold and its neighbouring doubles,
+   NaN, zero, every category and the manifest's examples) are compared with
+   LightGBM's, bit for bit; only if all are identical does the predictor switch.
+
+Any failure (no compiler, unsupported model, a single differing bit) is logged and
+the process keeps LightGBM's predictor: the setting can only make serving faster,
+never different.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import fcntl
+import hashlib
+import logging
+import os
+import shlex
+import shutil
+import subprocess
+import tempfile
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from modelrail.serving import codegen
+
+if TYPE_CHECKING:
+    from modelrail.serving.predictor import Predictor
+
+log = logging.getLogger("modelrail.serving")
+
+# -ffp-contract=off: no fused multiply-adds (which would round differently from
+# LightGBM's build); no -ffast-math for the same reason.
+_FLAGS = ("-O2", "-fPIC", "-shared", "-ffp-contract=off")
+_COMPILE_TIMEOUT_S = 600
+_NICE = ("nice", "-n", "10") if shutil.which("nice") else ()
+_RANDOM_PROBES = 4096
+
+
+class CompileError(Exception):
+    """The compiled predictor could not be built, or differs from LightGBM."""
+
+
+def default_cache() -> Path:
+    return Path(tempfile.gettempdir()) / "modelrail-predictors"
+
+
+class CompiledBooster:
+    """A generated predictor library; ``predict`` has ``NativeBooster.predict``'s shape."""
+
+    kind = "compiled"
+
+    def __init__(self, library: Path, num_features: int, width: int) -> None:
+        self._lib = ctypes.CDLL(str(library))
+        self._predict = self._lib.modelrail_predict
+        self._predict.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_void_p]
+        self._predict.restype = ctypes.c_int
+        self.num_features = num_features
+        self._width = width
+
+    def predict(self, matrix: np.ndarray) -> np.ndarray:
+        rows, columns = matrix.shape
+        if columns != self.num_features:
+            raise ValueError(f"the model takes {self.num_features} features, not {columns}")
+        if not matrix.flags.c_contiguous or matrix.dtype != np.float64:
+            matrix = np.ascontiguousarray(matrix, dtype=np.float64)
+        out = np.empty(rows * self._width, dtype=np.float64)
+        if self._predict(matrix.ctypes.data, rows, out.ctypes.data) != 0:
+            raise MemoryError("the compiled predictor could not allocate its rows")
+        return out.reshape(rows, self._width) if self._width > 1 else out
+
+
+def build(source: str, cache: Path, compiler: str) -> Path:
+    """The shared library of ``source``, compiled once into ``cache``."""
+    command = [*shlex.split(compiler), *_FLAGS]
+    digest = hashlib.sha256("\0".join([*command, source]).encode()).hexdigest()
+    if not command or shutil.which(command[0]) is None:
+        raise CompileError(f"no C compiler: {compiler!r} was not found (set CC)")
+    cache.mkdir(mode=0o700, parents=True, exist_ok=True)
+    library = cache / f"{digest}.so"
+    if library.is_file():
+        return library
+    with open(cache / f"{digest}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # another worker may be building it
+        if library.is_file():
+            return library
+        with tempfile.TemporaryDirectory(dir=cache) as work:
+            source_path, output = Path(work) / "model.c", Path(work) / "model.so"
+            source_path.write_text(source)
+            try:
+                # At low priority: the process serves on LightGBM meanwhile.
+                subprocess.run(
+                    [*_NICE, *command, "-o", str(output), str(source_path), "-lm"],
+                    check=True,
+                    capture_output=True,
+                    text=True,
+                    timeout=_COMPILE_TIMEOUT_S,
+                )
+            except subprocess.CalledProcessError as exc:
+                raise CompileError(f"{command[0]} failed: {exc.stderr.strip()[-2000:]}") from None
+            except subprocess.TimeoutExpired:
+                raise CompileError(f"{command[0]} took over {_COMPILE_TIMEOUT_S} s") from None
+            os.replace(output, library)
+    return library
+
+
+def verify(candidate: Any, reference: Any, rows: Sequence[Sequence[float]]) -> None:
+    """Raise ``CompileError`` unless both give the very same doubles on ``rows``."""
+    matrix = np.array(rows, dtype=np.float64)
+    ours, theirs = candidate.predict(matrix), reference.predict(matrix)
+    if ours.shape != theirs.shape:
+        raise CompileError(f"output shape {ours.shape}, LightGBM's {theirs.shape}")
+    differing = ours.view(np.uint64) != theirs.view(np.uint64)
+    if differing.any():
+        count = int(differing.reshape(len(matrix), -1).any(axis=1).sum())
+        raise CompileError(f"{count} of {len(matrix)} probe rows differ from LightGBM")
+
+
+def compile_predictor(predictor: Predictor, cache: Path, compiler: str) -> CompiledBooster:
+    """Generate, build and verify the compiled twin of ``predictor``'s booster."""
+    try:
+        model = codegen.parse(predictor.model_text.decode())
+    except codegen.Unsupported as exc:
+        raise CompileError(f"not compiled: {exc}") from None
+    source = codegen.generate(model, predictor.num_iteration)
+    candidate = CompiledBooster(
+        build(source, cache, compiler),
+        model.num_features,
+        model.trees_per_iteration,
+    )
+    examples = predictor.example_rows()
+    base = examples[0] if examples else [0.0] * model.num_features
+    verify(
+        candidate,
+        predictor.booster,
+        [*examples, *codegen.probe_rows(model, base, _RANDOM_PROBES)],
+    )
+    return candidate
+
+
+def upgrade(predictor: Predictor, cache: Path, compiler: str) -> bool:
+    """Switch ``predictor`` to its compiled twin; log why not when it cannot."""
+    started = time.perf_counter()
+    fields = {"model": predictor.model, "version": predictor.version}
+    try:
+        compiled = compile_predictor(predictor, cache, compiler)
+    except Exception as exc:
+        log.warning(
+            f"{predictor.model} v{predictor.version} keeps LightGBM's predictor: {exc}",
+            extra={"fields": {"event": "predictor_not_compiled", **fields}},
+        )
+        return False
+    predictor.booster = compiled
+    log.info(
+        f"{predictor.model} v{predictor.version} switched to the compiled predictor "
+        f"({time.perf_counter() - started:.2f} s; identical to LightGBM on the probes)",
+        extra={"fields": {"event": "predictor_compiled", **fields}},
+    )
+    return True
+
+
+def start_upgrade(predictor: Predictor, cache: Path, compiler: str) -> threading.Thread:
+    thread = threading.Thread(
+        target=upgrade, args=(predictor, cache, compiler), name="compile-predictor", daemon=True
+    )
+    thread.start()
+    return thread
