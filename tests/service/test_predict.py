@@ -78,13 +78,24 @@ def test_unseen_category_is_missing_and_flagged(client: Any, models: RegisteredM
     assert got == expected[0].tolist()
 
 
-def test_fast_encoder_equals_encode_records(models: RegisteredModels) -> None:
-    decoder = RequestDecoder(models.schema, max_instances=10_000)
+def test_both_encoders_equal_encode_records(models: RegisteredModels) -> None:
+    """A valid batch is encoded column by column; one unseen category sends the
+    whole batch through the row path. Both give encode_records' numbers."""
     import orjson
 
-    records = [*models.records, {**models.records[0], "island": "Nowhere"}]
-    batch = decoder.decode(orjson.dumps({"instances": records}))
-    np.testing.assert_array_equal(batch.matrix, models.schema.encode_records(records))
+    decoder = RequestDecoder(models.schema, max_instances=10_000)
+    records = [
+        *models.records,
+        {**models.records[0], "body_mass_g": 4000, "bill_length_mm": 2**60 + 1},
+    ]
+    by_columns = decoder._encode_columns(orjson.loads(orjson.dumps(records)))
+    assert by_columns is not None
+    assert by_columns.flags.c_contiguous
+    np.testing.assert_array_equal(by_columns, models.schema.encode_records(records))
+    unseen = [*records, {**models.records[0], "island": "Nowhere"}]
+    batch = decoder.decode(orjson.dumps({"instances": unseen}))
+    assert batch.warnings
+    np.testing.assert_array_equal(batch.matrix, models.schema.encode_records(unseen))
 
 
 def test_native_predictor_equals_lightgbm_for_any_batch(models: RegisteredModels) -> None:

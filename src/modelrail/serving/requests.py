@@ -39,13 +39,8 @@ MAX_REPORTED_ERRORS = 50
 _BODY_KEYS = ("instances", "dataframe_split", "dataframe_records")
 # Vertex AI and MLflow may send request-level parameters; the model takes none.
 _IGNORED_KEYS = frozenset({"parameters", "params"})
-# The JSON value types that need no check beyond their type, per feature kind; a
-# feature of another kind sends every row down the checking path.
-_FAST_TYPES: dict[int, type] = {_NUMBER: float, _CATEGORY: str}
-
-
-class _NeverMatches:
-    """A type no JSON value has."""
+# The JSON value type of each feature kind (numbers also take integers).
+_COLUMN_TYPES: dict[int, type] = {_INTEGER: int, _CATEGORY: str, _BOOLEAN: bool}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -130,21 +125,22 @@ class RequestDecoder:
             )
             for feature in schema.features
         ]
-        # The common row, every feature present as a float or a known category, is
-        # encoded with one itemgetter call, one comparison of its value types and a
-        # code lookup per category; any other row takes _encode_object's checks.
+        # The common batch (every row an object with every feature, of its type, and
+        # every category known) is encoded column by column in C-level loops; any
+        # other batch takes _encode_object's checks, row by row.
         getter = operator.itemgetter(*self.names)
         self._values: Callable[[dict[str, Any]], tuple[Any, ...]] = (
             getter if self.width > 1 else lambda row: (getter(row),)
         )
-        self._fast_types = tuple(
-            _FAST_TYPES.get(kind, _NeverMatches) for _, kind, _, _ in self._plan
-        )
-        self._category_columns = [
-            (column, codes)
-            for column, (_, kind, _, codes) in enumerate(self._plan)
-            if kind == _CATEGORY
-        ]
+        self._columns: list[tuple[frozenset[type], dict[Any, float] | None]] = []
+        for _, kind, nullable, codes in self._plan:
+            types = {_COLUMN_TYPES[kind]} if kind != _NUMBER else {float, int}
+            if nullable:
+                types.add(type(None))
+            column_codes: dict[Any, float] | None = None
+            if kind == _CATEGORY:
+                column_codes = {**codes, None: _NAN} if nullable else dict(codes)
+            self._columns.append((frozenset(types), column_codes))
 
     # -- entry point --------------------------------------------------------------
     def decode(self, body: bytes) -> Batch:
@@ -167,31 +163,16 @@ class RequestDecoder:
         if type(rows) is not list:
             raise Problem("invalid-request", f"{key} must be an array")
         self._check_count(len(rows), key)
+        matrix = self._encode_columns(rows)
+        if matrix is not None:
+            return Batch(matrix, [])
         errors = _Errors()
         warnings: list[dict[str, Any]] = []
         encoded: list[float] = []
         append = encoded.extend
-        encode_object = self._encode_object
-        values_of, fast_types, width = self._values, self._fast_types, self.width
-        category_columns = self._category_columns
         for position, row in enumerate(rows):
             if type(row) is dict:
-                if len(row) == width:
-                    try:
-                        values = values_of(row)
-                    except KeyError:
-                        values = ()
-                    if tuple(map(type, values)) == fast_types:
-                        out = list(values)
-                        for column, codes in category_columns:
-                            code = codes.get(out[column])
-                            if code is None:
-                                break
-                            out[column] = code
-                        else:
-                            append(out)
-                            continue
-                append(encode_object(row, key, position, errors, warnings))
+                append(self._encode_object(row, key, position, errors, warnings))
             elif type(row) is list and key == "instances":
                 append(
                     self._encode_array(
@@ -211,7 +192,29 @@ class RequestDecoder:
                 )
                 append(self._nan_row)
         errors.raise_if_any()
-        return Batch(np.array(encoded, dtype=np.float64).reshape(len(rows), width), warnings)
+        return Batch(np.array(encoded, dtype=np.float64).reshape(len(rows), self.width), warnings)
+
+    def _encode_columns(self, rows: list[Any]) -> np.ndarray | None:
+        """The batch as a matrix, one column at a time, if every value is valid and
+        needs no report; otherwise None (the row path then finds and reports)."""
+        if set(map(type, rows)) != {dict} or set(map(len, rows)) != {self.width}:
+            return None
+        try:
+            columns: list[Sequence[Any]] = list(zip(*map(self._values, rows), strict=True))
+        except KeyError:  # a feature is missing (and an unknown one is there)
+            return None
+        for index, (types, codes) in enumerate(self._columns):
+            column = columns[index]
+            present = set(map(type, column))
+            if not present <= types:
+                return None
+            if codes is not None:
+                try:
+                    columns[index] = list(map(codes.__getitem__, column))
+                except KeyError:  # an unseen category: the row path warns about it
+                    return None
+        # numpy converts integers as float() does, and null (None) to NaN.
+        return np.array(columns, dtype=np.float64).T.copy()
 
     def _check_members(self, document: dict[str, Any]) -> str:
         present = [key for key in _BODY_KEYS if key in document]
