@@ -159,6 +159,21 @@ def test_models_it_cannot_reproduce_are_refused(params: dict[str, Any], reason: 
         codegen.parse(booster.model_to_string())
 
 
+def test_the_build_child_explains_a_refusal(tmp_path: Path) -> None:
+    x, signal = synthetic(300, 2)
+    linear = lightgbm.train(
+        {"objective": "regression", "linear_tree": True, "verbosity": -1},
+        lightgbm.Dataset(np.abs(x[:, :3]), signal),
+        num_boost_round=3,
+    )
+    with pytest.raises(compiled.CompileError, match=r"^not compiled: linear trees$"):
+        compiled.build_in_child(linear.model_to_string().encode(), None, tmp_path, "cc")
+    plain = train("binary", rounds=4).model_to_string()
+    library = compiled.build_in_child(plain.encode(), 2, tmp_path, "cc")
+    assert library == compiled.build_model(plain, 2, tmp_path, "cc")
+    assert library.parent == tmp_path
+
+
 def test_verify_refuses_a_library_that_differs(tmp_path: Path) -> None:
     """The load-time check can fail: a library built from other trees is caught."""
     model_a = codegen.parse(train("regression", rounds=20).model_to_string())

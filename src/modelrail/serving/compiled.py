@@ -4,12 +4,14 @@ With ``MODELRAIL_PREDICTOR=compiled`` each serving process starts on LightGBM's 
 predictor (``predictor.NativeBooster``), so readiness and cold start do not wait for
 a compiler, and upgrades in the background:
 
-1. ``codegen`` turns the verified model text into C (refusing models it cannot
-   reproduce exactly);
-2. the C compiler (``CC``, default ``cc``) builds it into ``MODELRAIL_COMPILE_CACHE``
-   under the sha256 of the source and flags; a file lock makes the workers of one
-   server build it once, and the file appears by rename, whole or not at all;
-3. the library's answers on probe rows (every threshold and its neighbouring doubles,
+1. a child process at low priority (``python -m modelrail.serving.compiled``, under
+   ``nice``) turns the verified model text into C with ``codegen`` (refusing models
+   it cannot reproduce exactly) and has the C compiler (``CC``, default ``cc``)
+   build it into ``MODELRAIL_COMPILE_CACHE`` under the sha256 of the source and
+   flags; a file lock makes the workers of one server build it once, and the file
+   appears by rename, whole or not at all. The serving process only waits: no code
+   generation holds its GIL while it answers its first requests;
+2. the library's answers on probe rows (every threshold and its neighbouring doubles,
    NaN, zero, every category and the manifest's examples) are compared with
    LightGBM's, bit for bit; only if all are identical does the predictor switch.
 
@@ -20,6 +22,7 @@ never different.
 
 from __future__ import annotations
 
+import argparse
 import ctypes
 import fcntl
 import hashlib
@@ -28,6 +31,7 @@ import os
 import shlex
 import shutil
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -103,9 +107,8 @@ def build(source: str, cache: Path, compiler: str) -> Path:
             source_path, output = Path(work) / "model.c", Path(work) / "model.so"
             source_path.write_text(source)
             try:
-                # At low priority: the process serves on LightGBM meanwhile.
                 subprocess.run(
-                    [*_NICE, *command, "-o", str(output), str(source_path), "-lm"],
+                    [*command, "-o", str(output), str(source_path), "-lm"],
                     check=True,
                     capture_output=True,
                     text=True,
@@ -117,6 +120,38 @@ def build(source: str, cache: Path, compiler: str) -> Path:
                 raise CompileError(f"{command[0]} took over {_COMPILE_TIMEOUT_S} s") from None
             os.replace(output, library)
     return library
+
+
+def build_model(model_text: str, num_iteration: int | None, cache: Path, compiler: str) -> Path:
+    """The shared library of a LightGBM text model (what the child process does)."""
+    try:
+        model = codegen.parse(model_text)
+    except codegen.Unsupported as exc:
+        raise CompileError(f"not compiled: {exc}") from None
+    return build(codegen.generate(model, num_iteration), cache, compiler)
+
+
+def build_in_child(
+    model_text: bytes, num_iteration: int | None, cache: Path, compiler: str
+) -> Path:
+    """``build_model`` in a child process at low priority; the model text on stdin."""
+    command = [*_NICE, sys.executable, "-m", __name__, "--cache", str(cache), "--cc", compiler]
+    if num_iteration:
+        command += ["--num-iteration", str(num_iteration)]
+    try:
+        done = subprocess.run(
+            command,
+            input=model_text,
+            check=False,
+            capture_output=True,
+            timeout=_COMPILE_TIMEOUT_S + 60,
+        )
+    except subprocess.TimeoutExpired:
+        raise CompileError(f"the build took over {_COMPILE_TIMEOUT_S} s") from None
+    if done.returncode != 0:
+        lines = done.stderr.decode(errors="replace").strip().splitlines() or ["no output"]
+        raise CompileError(lines[-1])
+    return Path(done.stdout.decode().strip())
 
 
 def verify(candidate: Any, reference: Any, rows: Sequence[Sequence[float]]) -> None:
@@ -132,17 +167,10 @@ def verify(candidate: Any, reference: Any, rows: Sequence[Sequence[float]]) -> N
 
 
 def compile_predictor(predictor: Predictor, cache: Path, compiler: str) -> CompiledBooster:
-    """Generate, build and verify the compiled twin of ``predictor``'s booster."""
-    try:
-        model = codegen.parse(predictor.model_text.decode())
-    except codegen.Unsupported as exc:
-        raise CompileError(f"not compiled: {exc}") from None
-    source = codegen.generate(model, predictor.num_iteration)
-    candidate = CompiledBooster(
-        build(source, cache, compiler),
-        model.num_features,
-        model.trees_per_iteration,
-    )
+    """Build (in a child process) and verify the compiled twin of ``predictor``'s booster."""
+    library = build_in_child(predictor.model_text, predictor.num_iteration, cache, compiler)
+    model = codegen.parse(predictor.model_text.decode())
+    candidate = CompiledBooster(library, model.num_features, model.trees_per_iteration)
     examples = predictor.example_rows()
     base = examples[0] if examples else [0.0] * model.num_features
     verify(
@@ -180,3 +208,24 @@ def start_upgrade(predictor: Predictor, cache: Path, compiler: str) -> threading
     )
     thread.start()
     return thread
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m modelrail.serving.compiled --cache DIR --cc CC [--num-iteration N]``:
+    builds the model text read from stdin and prints the library's path."""
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("--cache", type=Path, required=True)
+    parser.add_argument("--cc", default="cc")
+    parser.add_argument("--num-iteration", type=int, default=None)
+    args = parser.parse_args(argv)
+    try:
+        library = build_model(sys.stdin.read(), args.num_iteration, args.cache, args.cc)
+    except CompileError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    print(library)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
