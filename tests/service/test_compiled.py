@@ -194,8 +194,14 @@ def test_build_compiles_once_and_explains_a_missing_compiler(tmp_path: Path) -> 
     assert compiled.build(source, tmp_path, "cc") == library
     assert library.stat().st_mtime_ns == stamp
     assert [p.suffix for p in tmp_path.iterdir() if p.suffix != ".lock"] == [".so"]
+    assert tmp_path.stat().st_mode & 0o022 == 0
     with pytest.raises(compiled.CompileError, match="no C compiler"):
         compiled.build(source, tmp_path / "other", "/nonexistent/cc")
+    shared = tmp_path / "shared"
+    shared.mkdir(mode=0o777)
+    shared.chmod(0o777)
+    with pytest.raises(compiled.CompileError, match="writable by no one else"):
+        compiled.build(source, shared, "cc")
     with pytest.raises(compiled.CompileError, match="failed"):
         compiled.build("this is not C", tmp_path / "other", "cc")
     assert not any(p.suffix == ".so" for p in (tmp_path / "other").iterdir())

@@ -410,9 +410,6 @@ class ServiceMiddleware:
 
     def _read_body(self, environ: dict[str, Any]) -> bytes:
         limit = self.settings.max_body_bytes
-        too_large = Problem(
-            "payload-too-large", f"the body must be at most {limit} bytes", limit=limit
-        )
         stream = environ["wsgi.input"]
         length_header = environ.get("CONTENT_LENGTH")
         if length_header:
@@ -421,13 +418,13 @@ class ServiceMiddleware:
             except ValueError:
                 raise Problem("bad-request", "invalid Content-Length") from None
             if length > limit:
-                raise too_large
+                raise _too_large(limit)
             body: bytes = stream.read(length)
             return body
         # No Content-Length (chunked): read at most one byte past the limit.
         body = stream.read(limit + 1)
         if len(body) > limit:
-            raise too_large
+            raise _too_large(limit)
         return body
 
     def _log(
@@ -461,3 +458,7 @@ class ServiceMiddleware:
             logging.ERROR if status >= 500 else logging.WARNING if status >= 400 else logging.INFO
         )
         log.log(level, message, extra={"fields": fields})
+
+
+def _too_large(limit: int) -> Problem:
+    return Problem("payload-too-large", f"the body must be at most {limit} bytes", limit=limit)

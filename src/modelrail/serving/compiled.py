@@ -61,7 +61,16 @@ class CompileError(Exception):
 
 
 def default_cache() -> Path:
-    return Path(tempfile.gettempdir()) / "modelrail-predictors"
+    return Path(tempfile.gettempdir()) / f"modelrail-predictors-{os.getuid()}"
+
+
+def _private_dir(cache: Path) -> None:
+    """Create ``cache`` for this user alone, or refuse one others could write into:
+    whatever library it holds is loaded into the service."""
+    cache.mkdir(mode=0o700, parents=True, exist_ok=True)
+    info = cache.stat()
+    if info.st_uid != os.getuid() or info.st_mode & 0o022:
+        raise CompileError(f"{cache} must belong to this user and be writable by no one else")
 
 
 class CompiledBooster:
@@ -95,7 +104,7 @@ def build(source: str, cache: Path, compiler: str) -> Path:
     digest = hashlib.sha256("\0".join([*command, source]).encode()).hexdigest()
     if not command or shutil.which(command[0]) is None:
         raise CompileError(f"no C compiler: {compiler!r} was not found (set CC)")
-    cache.mkdir(mode=0o700, parents=True, exist_ok=True)
+    _private_dir(cache)
     library = cache / f"{digest}.so"
     if library.is_file():
         return library
