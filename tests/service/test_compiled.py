@@ -107,6 +107,8 @@ def hard_rows(model: codegen.TreeModel) -> np.ndarray:
         ("regression", {"zero_as_missing": True}),
         ("regression", {"use_missing": False}),
         ("huber", {}),
+        ("regression_l1", {}),
+        ("quantile", {"alpha": 0.7}),
     ],
 )
 def test_compiled_predictions_are_lightgbms_bit_for_bit(

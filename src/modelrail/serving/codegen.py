@@ -2,7 +2,9 @@
 
 The compiled predictor (``MODELRAIL_PREDICTOR=compiled``, see ``compiled``) turns
 each tree into nested ``if``s, so a prediction is a chain of compares instead of
-LightGBM's node-table walk and per-row set-up. Exactness is the point: the code
+LightGBM's node-table walk and per-row set-up, and runs each tree over the whole
+batch before the next, while its code and branches are hot (twice as fast as rows
+through all trees, on the benchmark model). Exactness is the point: the code
 reproduces, decision by decision, what LightGBM 4's ``Tree::NumericalDecision`` and
 ``Tree::CategoricalDecision`` do, the predictor's row preparation (values within
 ``kZeroThreshold`` of zero become 0), the per-class summation order
@@ -31,7 +33,7 @@ from collections.abc import Iterator, Sequence
 _IDENTITY_OBJECTIVES = {"regression", "regression_l1", "huber", "fair", "quantile", "mape"}
 # LightGBM's kZeroThreshold is declared ``const double kZeroThreshold = 1e-35f``.
 _ZERO_THRESHOLD = "((double)1e-35f)"
-_MISSING_NONE, _MISSING_ZERO, _MISSING_NAN = 0, 1, 2
+_MISSING_ZERO, _MISSING_NAN = 1, 2  # MissingType::Zero and ::NaN; ::None is 0
 _CATEGORICAL_MASK, _DEFAULT_LEFT_MASK = 1, 2
 
 

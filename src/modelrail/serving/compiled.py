@@ -158,8 +158,8 @@ def build_in_child(
     except subprocess.TimeoutExpired:
         raise CompileError(f"the build took over {_COMPILE_TIMEOUT_S} s") from None
     if done.returncode != 0:
-        lines = done.stderr.decode(errors="replace").strip().splitlines() or ["no output"]
-        raise CompileError(lines[-1])
+        reason = done.stderr.decode(errors="replace").strip()[-2000:]
+        raise CompileError(reason or f"the build exited with status {done.returncode}")
     return Path(done.stdout.decode().strip())
 
 
