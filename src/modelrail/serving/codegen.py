@@ -171,19 +171,21 @@ def _condition(tree: Tree, node: int, index: int) -> str:
         # The bitset's name is unique per node; the helper repeats LightGBM's cast,
         # negative test, NaN rule and FindInBitset.
         return f"go_left_categorical({value}, {missing}, cat_{index}_{node}, {end - start})"
+    # One or two compares of 0/1 terms joined by bitwise | and &, so that nothing
+    # branches. A comparison with NaN is false, so !(x > t) is "NaN or x <= t"; and
+    # after the row preparation, LightGBM's IsZero(x) is x == 0.0.
     threshold = _literal(tree.threshold[node])
-    compare = f"{value} <= {threshold}"
+    left_or_nan = f"!({value} > {threshold})"
+    left = f"({value} <= {threshold})"
     if missing == _MISSING_NAN:
-        return f"(isnan({value}) || {compare})" if default_left else f"({compare})"
+        return left_or_nan if default_left else left
     if missing == _MISSING_ZERO:
         # NaN becomes 0.0 first, and zero takes the default direction.
         if default_left:
-            return f"(isnan({value}) || is_zero({value}) || {compare})"
-        return f"(!isnan({value}) && !is_zero({value}) && {compare})"
+            return f"({left_or_nan} | ({value} == 0.0))"
+        return f"({left} & ({value} != 0.0))"
     # MissingType::None: NaN is compared as 0.0.
-    if tree.threshold[node] >= 0.0:
-        return f"(isnan({value}) || {compare})"
-    return f"({compare})"
+    return left_or_nan if tree.threshold[node] >= 0.0 else left
 
 
 def _bitsets(tree: Tree, index: int) -> Iterator[str]:
@@ -195,12 +197,56 @@ def _bitsets(tree: Tree, index: int) -> Iterator[str]:
             yield f"static const uint32_t cat_{index}_{node}[] = {{{body}}};"
 
 
+def _leaf_order(tree: Tree) -> list[int]:
+    """The tree's leaves from left to right."""
+    order: list[int] = []
+    pending = [0]
+    while pending:
+        node = pending.pop()
+        if node < 0:
+            order.append(~node)
+        else:
+            pending += [tree.right_child[node], tree.left_child[node]]
+    return order
+
+
+def _branch_free(tree: Tree, index: int) -> list[str]:
+    """The exit leaf without a branch (QuickScorer's rule, for one tree): every node
+    whose condition sends a row right removes the leaves of its left subtree from a
+    bit set of the leaves in left-to-right order; the leftmost leaf left is the one
+    the row reaches. Each node costs a compare and an AND, and no misprediction."""
+    order = _leaf_order(tree)
+    position = {leaf: place for place, leaf in enumerate(order)}
+
+    def leaves_under(child: int) -> list[int]:
+        if child < 0:
+            return [position[~child]]
+        return leaves_under(tree.left_child[child]) + leaves_under(tree.right_child[child])
+
+    values = ", ".join(_literal(tree.leaf_value[leaf]) for leaf in order)
+    lines = [
+        f"static const double tree_{index}_values[{tree.num_leaves}] = {{{values}}};",
+        f"static inline double tree_{index}_leaf(const double* x) {{",
+        "  uint64_t reachable = ~0ull;",
+    ]
+    for node in range(tree.num_leaves - 1):
+        removed = sum(1 << place for place in leaves_under(tree.left_child[node]))
+        keep = ~removed & (2**64 - 1)
+        condition = _condition(tree, node, index)
+        lines.append(f"  reachable &= {keep:#x}ull | (0ull - (uint64_t){condition});")
+    lines.append(f"  return tree_{index}_values[__builtin_ctzll(reachable)];")
+    return lines
+
+
 def _tree_functions(tree: Tree, index: int, width: int, stride: int) -> str:
-    """``tree_N_leaf``: the tree's value for one row, as nested ``if``s; ``tree_N``:
-    adds it to every row's score. Kept out of line, so that the loop over the rows
-    runs one tree's code and branches again and again while they are hot."""
+    """``tree_N_leaf``: the tree's value for one row; ``tree_N``: adds it to every
+    row's score. Kept out of line, so that the loop over the rows runs one tree's
+    code while it is hot. Trees of up to 64 leaves are evaluated without branches
+    (``_branch_free``), deeper ones as nested ``if``s."""
     lines = [f"static inline double tree_{index}_leaf(const double* x) {{"]
-    if tree.num_leaves == 1:
+    if 1 < tree.num_leaves <= 64:
+        lines = _branch_free(tree, index)
+    elif tree.num_leaves == 1:
         lines.append(f"  return {_literal(tree.leaf_value[0])};")
     else:
 
@@ -235,28 +281,20 @@ _PRELUDE = """\
 #define ZERO_THRESHOLD {zero}
 #define NOINLINE __attribute__((noinline))
 
-static inline int is_zero(double v) {{
-  return v >= -ZERO_THRESHOLD && v <= ZERO_THRESHOLD;
-}}
-
-/* Tree::CategoricalDecision, statement for statement (the cast included: NaN and
-   out-of-range values convert the way LightGBM's own build converts them). */
+/* Tree::CategoricalDecision without branches. LightGBM: int c = (int)v; if (c < 0)
+   right; else if (isnan(v)) {{ if (missing_type == 2) right; c = 0; }}; then the bit
+   of c, right if c is past the bitset. The cast is LightGBM's own, so NaN and
+   out-of-range values convert as in its build (on x86-64 to INT_MIN: right). */
 static inline int go_left_categorical(double v, int missing_type, const uint32_t* bits,
-                                      int words) {{
-  int category = (int)v;
-  if (category < 0) {{
-    return 0;
-  }} else if (isnan(v)) {{
-    if (missing_type == 2) {{
-      return 0;
-    }}
-    category = 0;
-  }}
-  int word = category / 32;
-  if (word >= words) {{
-    return 0;
-  }}
-  return (bits[word] >> (category % 32)) & 1;
+                                      unsigned words) {{
+  int cast = (int)v;
+  int nan = isnan(v);
+  int category = nan ? 0 : cast;
+  unsigned word = (unsigned)category >> 5;
+  int inside = word < words;
+  uint32_t bitset = bits[inside ? word : 0];
+  return (cast >= 0) & !(nan & (missing_type == 2)) & inside
+         & (int)((bitset >> ((unsigned)category & 31u)) & 1u);
 }}
 """
 
