@@ -12,12 +12,14 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from modelrail.config import PipelineConfig, Settings
 from modelrail.ports import BlobStore, Deployer, EventBus, JobLauncher, Storage
 from modelrail.registry import Registry
-from modelrail.runs import RunLog
+
+if TYPE_CHECKING:
+    from modelrail.runs import RunLog
 
 
 def open_storage(settings: Settings) -> Storage:
@@ -68,6 +70,8 @@ class Container:
 
     @cached_property
     def runs(self) -> RunLog:
+        from modelrail.runs import RunLog
+
         return RunLog(self.artifacts)
 
     @cached_property

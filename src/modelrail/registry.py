@@ -27,8 +27,15 @@ import orjson
 
 from modelrail.config import canonical_json
 from modelrail.errors import IntegrityError, NotFound, PreconditionFailed, TransientError
-from modelrail.events import utcnow
 from modelrail.ports import BlobStore
+
+
+def _now() -> str:
+    # Imported here: reading the registry (the staging service) needs no event types.
+    from modelrail.events import utcnow
+
+    return utcnow()
+
 
 MANIFEST = "manifest.json"
 MODEL_FILE = "model.txt"
@@ -143,7 +150,7 @@ class Registry:
         """
         if version not in self.versions(model):
             raise NotFound(f"{model} has no version {version}")
-        body = canonical_json({"alias": name, "version": version, "updated_at": utcnow()})
+        body = canonical_json({"alias": name, "version": version, "updated_at": _now()})
         for _ in range(_MAX_CLAIM_TRIES):
             current = self.alias(model, name)
             if current is not None and not force and current.version >= version:
@@ -201,7 +208,7 @@ class Registry:
 
     def _claim_for_run(self, model: str, run_id: str) -> int:
         key = self._run_key(model, run_id)
-        body = {"run_id": run_id, "version": None, "claimed_at": utcnow()}
+        body = {"run_id": run_id, "version": None, "claimed_at": _now()}
         try:
             generation = self.store.write(
                 key, canonical_json(body), if_generation_match=0, content_type="application/json"
@@ -237,7 +244,7 @@ class Registry:
             if (number := info.key[len(prefix) :].split("/", 1)[0]).isdigit()
         ]
         candidate = max(numbers, default=0) + 1
-        claim = canonical_json({"run_id": run_id, "claimed_at": utcnow()})
+        claim = canonical_json({"run_id": run_id, "claimed_at": _now()})
         for _ in range(_MAX_CLAIM_TRIES):
             try:
                 self.store.write(
