@@ -124,6 +124,18 @@ def test_compiled_predictions_are_lightgbms_bit_for_bit(
         assert ours.predict(rows).view(np.uint64).tolist() == theirs.view(np.uint64).tolist()
 
 
+def test_trees_of_more_than_64_leaves_are_exact_too(tmp_path: Path) -> None:
+    """Such trees are generated as nested ifs, not branch-free."""
+    booster = train("multiclass", rounds=4, num_leaves=120, min_data_in_leaf=2)
+    model = codegen.parse(booster.model_to_string())
+    assert max(tree.num_leaves for tree in model.trees) > 64
+    library = compiled.build(codegen.generate(model, None), tmp_path, "cc")
+    ours = compiled.CompiledBooster(library, model.num_features, model.trees_per_iteration)
+    rows = hard_rows(model)
+    theirs = booster.predict(rows, num_threads=1)
+    assert ours.predict(rows).view(np.uint64).tolist() == theirs.view(np.uint64).tolist()
+
+
 def test_a_value_with_all_ones_low_bits_is_a_value_not_a_missing_one(tmp_path: Path) -> None:
     booster = train("regression")
     model = codegen.parse(booster.model_to_string())
