@@ -39,6 +39,9 @@ MAX_REPORTED_ERRORS = 50
 _BODY_KEYS = ("instances", "dataframe_split", "dataframe_records")
 # Vertex AI and MLflow may send request-level parameters; the model takes none.
 _IGNORED_KEYS = frozenset({"parameters", "params"})
+# Batches this large are encoded column by column; smaller ones row by row, which
+# costs less for them (1 row: 9 vs 17 µs; the two meet at 6-8 rows).
+_COLUMNS_FROM = 6
 # The JSON value type of each feature kind (numbers also take integers).
 _COLUMN_TYPES: dict[int, type] = {_INTEGER: int, _CATEGORY: str, _BOOLEAN: bool}
 
@@ -163,7 +166,7 @@ class RequestDecoder:
         if type(rows) is not list:
             raise Problem("invalid-request", f"{key} must be an array")
         self._check_count(len(rows), key)
-        matrix = self._encode_columns(rows)
+        matrix = self._encode_columns(rows) if len(rows) >= _COLUMNS_FROM else None
         if matrix is not None:
             return Batch(matrix, [])
         errors = _Errors()
