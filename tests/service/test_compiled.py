@@ -289,3 +289,15 @@ def test_every_worker_compiles_after_the_fork(
     )
     got = [list(p["probabilities"].values()) for p in body["predictions"]]
     assert got == expected.tolist()
+
+
+def test_the_predictor_setting_is_checked() -> None:
+    from modelrail.errors import ConfigError
+    from modelrail.serving.settings import ServiceSettings
+
+    base = {"MODELRAIL_MODEL_VERSION": "1"}
+    assert ServiceSettings.from_env(base).predictor == "lightgbm"
+    chosen = ServiceSettings.from_env({**base, "MODELRAIL_PREDICTOR": "compiled", "CC": "clang"})
+    assert (chosen.predictor, chosen.compiler) == ("compiled", "clang")
+    with pytest.raises(ConfigError, match=r"MODELRAIL_PREDICTOR must be lightgbm\|compiled"):
+        ServiceSettings.from_env({**base, "MODELRAIL_PREDICTOR": "lleaves"})
