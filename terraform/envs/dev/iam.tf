@@ -79,7 +79,7 @@ resource "google_storage_bucket_iam_member" "stage" {
   role   = each.value.role
   member = "serviceAccount:${google_service_account.stage[each.value.sa].email}"
 
-  depends_on = [module.data_bucket, module.artifact_bucket, module.source_bucket]
+  depends_on = [module.buckets, module.source_bucket]
 }
 
 resource "google_pubsub_topic_iam_member" "stage" {

@@ -79,24 +79,28 @@ module "apis" {
 
 # ---------------------------------------------------------------- storage
 
-module "data_bucket" {
+# The data and artifact buckets: the same settings, kept with their objects.
+module "buckets" {
   source        = "../../modules/bucket"
+  for_each      = { data = local.buckets.data, artifacts = local.buckets.artifacts }
   project_id    = var.project_id
-  name          = local.buckets.data
+  name          = each.value
   location      = var.region
   labels        = local.labels
   force_destroy = var.force_destroy_buckets
   depends_on    = [module.apis]
 }
 
-module "artifact_bucket" {
-  source        = "../../modules/bucket"
-  project_id    = var.project_id
-  name          = local.buckets.artifacts
-  location      = var.region
-  labels        = local.labels
-  force_destroy = var.force_destroy_buckets
-  depends_on    = [module.apis]
+# Deployments made when each bucket had its own block keep their buckets (and the
+# models in them) instead of replacing them.
+moved {
+  from = module.data_bucket
+  to   = module.buckets["data"]
+}
+
+moved {
+  from = module.artifact_bucket
+  to   = module.buckets["artifacts"]
 }
 
 module "source_bucket" {
@@ -125,7 +129,7 @@ resource "google_pubsub_topic_iam_member" "gcs_publishes_uploads" {
 }
 
 resource "google_storage_notification" "data_uploaded" {
-  bucket         = module.data_bucket.name
+  bucket         = module.buckets["data"].name
   payload_format = "JSON_API_V1"
   topic          = module.pubsub.topic_ids["data-uploaded"]
   event_types    = ["OBJECT_FINALIZE"]

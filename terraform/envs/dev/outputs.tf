@@ -1,11 +1,11 @@
 output "data_bucket" {
   description = "Upload CSVs here (gcloud storage cp data.csv gs://BUCKET/...): each upload starts a run."
-  value       = module.data_bucket.name
+  value       = module.buckets["data"].name
 }
 
 output "artifact_bucket" {
   description = "The registry and the run history."
-  value       = module.artifact_bucket.name
+  value       = module.buckets["artifacts"].name
 }
 
 output "staging_url" {
