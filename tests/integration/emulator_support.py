@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 
-import pytest
-
 from modelrail.runtime.emulators import missing_emulators
+from tests.prerequisites import skip_or_fail
 
 
 def require_emulators(*, gcloud: bool = False) -> None:
@@ -15,8 +13,4 @@ def require_emulators(*, gcloud: bool = False) -> None:
     reason = missing_emulators()
     if reason is None and gcloud and shutil.which("gcloud") is None:
         reason = "the gcloud CLI is not installed (it ships with the Google Cloud SDK)"
-    if reason is None:
-        return
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"CI=true and what these tests need is missing:\n{reason}")
-    pytest.skip(reason)
+    skip_or_fail(reason)

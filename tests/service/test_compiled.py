@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -21,12 +22,19 @@ import urllib3
 
 from modelrail.serving import codegen, compiled
 from modelrail.serving.predictor import NativeBooster
+from tests.prerequisites import skip_or_fail
 
 from .conftest import MODEL, RegisteredModels, Server, post_json, wait_for
 
 # A double whose low 32 bits are all ones: code that marks "missing" with an int
 # written over the double (TL2cgen's union Entry) reads it as missing.
 ALL_ONES_LOW_WORD = float.fromhex("0x1.90fffffffffffp+7")  # 200.49999999999997
+
+
+@pytest.fixture
+def cc() -> None:
+    """A C compiler: the tests that build the compiled predictor need one."""
+    skip_or_fail(None if shutil.which("cc") else "no C compiler (cc) to build the predictor")
 
 
 def synthetic(rows: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -112,7 +120,7 @@ def hard_rows(model: codegen.TreeModel) -> np.ndarray:
     ],
 )
 def test_compiled_predictions_are_lightgbms_bit_for_bit(
-    tmp_path: Path, objective: str, params: dict[str, Any]
+    cc: None, tmp_path: Path, objective: str, params: dict[str, Any]
 ) -> None:
     booster = train(objective, **params)
     model = codegen.parse(booster.model_to_string())
@@ -124,7 +132,7 @@ def test_compiled_predictions_are_lightgbms_bit_for_bit(
         assert ours.predict(rows).view(np.uint64).tolist() == theirs.view(np.uint64).tolist()
 
 
-def test_trees_of_more_than_64_leaves_are_exact_too(tmp_path: Path) -> None:
+def test_trees_of_more_than_64_leaves_are_exact_too(cc: None, tmp_path: Path) -> None:
     """Such trees are generated as nested ifs, not branch-free."""
     booster = train("multiclass", rounds=4, num_leaves=120, min_data_in_leaf=2)
     model = codegen.parse(booster.model_to_string())
@@ -136,7 +144,9 @@ def test_trees_of_more_than_64_leaves_are_exact_too(tmp_path: Path) -> None:
     assert ours.predict(rows).view(np.uint64).tolist() == theirs.view(np.uint64).tolist()
 
 
-def test_a_value_with_all_ones_low_bits_is_a_value_not_a_missing_one(tmp_path: Path) -> None:
+def test_a_value_with_all_ones_low_bits_is_a_value_not_a_missing_one(
+    cc: None, tmp_path: Path
+) -> None:
     booster = train("regression")
     model = codegen.parse(booster.model_to_string())
     library = compiled.build(codegen.generate(model, None), tmp_path, "cc")
@@ -173,7 +183,7 @@ def test_models_it_cannot_reproduce_are_refused(params: dict[str, Any], reason: 
         codegen.parse(booster.model_to_string())
 
 
-def test_the_build_child_explains_a_refusal(tmp_path: Path) -> None:
+def test_the_build_child_explains_a_refusal(cc: None, tmp_path: Path) -> None:
     x, signal = synthetic(300, 2)
     linear = lightgbm.train(
         {"objective": "regression", "linear_tree": True, "verbosity": -1},
@@ -188,7 +198,7 @@ def test_the_build_child_explains_a_refusal(tmp_path: Path) -> None:
     assert library.parent == tmp_path
 
 
-def test_verify_refuses_a_library_that_differs(tmp_path: Path) -> None:
+def test_verify_refuses_a_library_that_differs(cc: None, tmp_path: Path) -> None:
     """The load-time check can fail: a library built from other trees is caught."""
     model_a = codegen.parse(train("regression", rounds=20).model_to_string())
     other = train("regression", rounds=21)
@@ -200,7 +210,7 @@ def test_verify_refuses_a_library_that_differs(tmp_path: Path) -> None:
         compiled.verify(ours, reference, rows)
 
 
-def test_build_compiles_once_and_explains_a_missing_compiler(tmp_path: Path) -> None:
+def test_build_compiles_once_and_explains_a_missing_compiler(cc: None, tmp_path: Path) -> None:
     model = codegen.parse(train("binary", rounds=3).model_to_string())
     source = codegen.generate(model, None)
     library = compiled.build(source, tmp_path, "cc")
@@ -222,7 +232,7 @@ def test_build_compiles_once_and_explains_a_missing_compiler(tmp_path: Path) -> 
 
 
 def test_the_service_switches_to_the_compiled_predictor(
-    make_client: Callable[..., Any], models: RegisteredModels, tmp_path: Path
+    cc: None, make_client: Callable[..., Any], models: RegisteredModels, tmp_path: Path
 ) -> None:
     plain = make_client(model_version=2)
     client = make_client(model_version=2, predictor="compiled", compile_cache=str(tmp_path))
@@ -260,7 +270,11 @@ def test_without_a_compiler_the_service_keeps_lightgbm(
 
 @pytest.mark.parametrize("entry", ["granian", "gunicorn"])
 def test_every_worker_compiles_after_the_fork(
-    start_server: Callable[..., Server], models: RegisteredModels, tmp_path: Path, entry: str
+    cc: None,
+    start_server: Callable[..., Server],
+    models: RegisteredModels,
+    tmp_path: Path,
+    entry: str,
 ) -> None:
     server = start_server(
         2,
