@@ -5,10 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 import lightgbm
+import msgspec
 import numpy as np
 import orjson
 import pytest
 
+from modelrail.serving.predictor import _answers
 from modelrail.serving.requests import RequestDecoder
 
 from .conftest import MODEL, RegisteredModels
@@ -78,24 +80,61 @@ def test_unseen_category_is_missing_and_flagged(client: Any, models: RegisteredM
     assert got == expected[0].tolist()
 
 
-def test_both_encoders_equal_encode_records(models: RegisteredModels) -> None:
-    """A valid batch is encoded column by column; one unseen category sends the
-    whole batch through the row path. Both give encode_records' numbers."""
-    import orjson
-
+def test_both_decoders_equal_encode_records(models: RegisteredModels) -> None:
+    """A valid batch takes the typed path; one unseen category sends the whole batch
+    through the reporting path, which warns. Both give encode_records' numbers."""
     decoder = RequestDecoder(models.schema, max_instances=10_000)
     records = [
         *models.records,
         {**models.records[0], "body_mass_g": 4000, "bill_length_mm": 2**60 + 1},
     ]
-    by_columns = decoder._encode_columns(orjson.loads(orjson.dumps(records)))
-    assert by_columns is not None
-    assert by_columns.flags.c_contiguous
-    np.testing.assert_array_equal(by_columns, models.schema.encode_records(records))
-    unseen = [*records, {**models.records[0], "island": "Nowhere"}]
-    batch = decoder.decode(orjson.dumps({"instances": unseen}))
+    body = orjson.dumps({"instances": records})
+    typed = decoder._decode_typed(body)
+    assert typed is not None
+    np.testing.assert_array_equal(typed, models.schema.encode_records(records))
+    np.testing.assert_array_equal(decoder._decode_reporting(body).matrix, typed)
+    unseen = orjson.dumps({"instances": [*records, {**models.records[0], "island": "Nowhere"}]})
+    assert decoder._decode_typed(unseen) is None
+    batch = decoder.decode(unseen)
     assert batch.warnings
-    np.testing.assert_array_equal(batch.matrix, models.schema.encode_records(unseen))
+    np.testing.assert_array_equal(
+        batch.matrix, models.schema.encode_records(orjson.loads(unseen)["instances"])
+    )
+
+
+@pytest.mark.parametrize(
+    ("objective", "labels", "raw", "expected"),
+    [
+        (
+            "multiclass",
+            ("a", "b/c", "Ünï ✓"),
+            [[0.25, 0.5, 0.25], [0.1, 0.2, 0.7]],
+            [
+                {"label": "b/c", "probabilities": {"a": 0.25, "b/c": 0.5, "Ünï ✓": 0.25}},
+                {"label": "Ünï ✓", "probabilities": {"a": 0.1, "b/c": 0.2, "Ünï ✓": 0.7}},
+            ],
+        ),
+        (
+            "binary",
+            ("no", "yes"),
+            [0.5, 0.1, 0.75],
+            [
+                {"label": "yes", "probability": 0.5, "probabilities": {"no": 0.5, "yes": 0.5}},
+                {"label": "no", "probability": 0.1, "probabilities": {"no": 0.9, "yes": 0.1}},
+                {"label": "yes", "probability": 0.75, "probabilities": {"no": 0.25, "yes": 0.75}},
+            ],
+        ),
+        ("regression", (), [1.5, -0.0, 3e300], [1.5, -0.0, 3e300]),
+    ],
+)
+def test_answers_are_written_as_the_api_documents(
+    objective: str, labels: tuple[str, ...], raw: list[Any], expected: list[Any]
+) -> None:
+    """Structs renamed to the class labels are written as the documented objects,
+    keys in order and every double round-tripping exactly."""
+    written = msgspec.json.encode(_answers(objective, labels)(np.array(raw)))
+    assert orjson.loads(written) == expected
+    assert orjson.dumps(orjson.loads(written)) == orjson.dumps(expected)
 
 
 def test_native_predictor_equals_lightgbm_for_any_batch(models: RegisteredModels) -> None:

@@ -8,7 +8,7 @@ fails to load leaves the service live (``/healthz``) but not ready (``/readyz`` 
 
 The prediction route and the probes (``/healthz``, ``/readyz``) are answered by a small
 WSGI layer in front of Flask: it reads the body, decodes it (``requests``), predicts
-(``predictor``) and writes orjson bytes, skipping Flask's request and response
+(``predictor``) and writes the JSON answer itself, skipping Flask's request and response
 objects, which would cost more per request than the prediction itself. Every other
 route is an ordinary Flask view. Both share the request-id, trace and error
 conventions.
@@ -29,6 +29,7 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import msgspec
 import orjson
 
 from modelrail.serving import logs
@@ -54,6 +55,8 @@ _STATUS_LINES = {
     503: "503 Service Unavailable",
 }
 _REQUEST_ID_MAX = 128
+# Predictions are msgspec structs (see ``predictor``); every other body is a dict.
+_encode_answer = msgspec.json.Encoder().encode
 
 
 @dataclasses.dataclass
@@ -391,7 +394,7 @@ class ServiceMiddleware:
             return (
                 200,
                 _JSON,
-                orjson.dumps(answer),
+                _encode_answer(answer),
                 (f"{len(batch.warnings)} warning(s)" if batch.warnings else None),
             )
         except Problem as problem:

@@ -1,10 +1,10 @@
 """Keeps pandas, scikit-learn and other heavy libraries out of the service process.
 
-The request path needs numpy, orjson and LightGBM's C library only. Installed in the
-serving process (never in a test runner's), the guard makes importing any of these
-an ``ImportError``: libraries that import them optionally (as ``lightgbm`` does in
-its ``compat`` module) carry on without them, and a mistaken direct import fails
-at start instead of silently slowing every cold start.
+The request path needs numpy, msgspec, orjson and LightGBM's C library only.
+Installed in the serving process (never in a test runner's), the guard makes
+importing any of these an ``ImportError``: libraries that import them optionally
+(as ``lightgbm`` does in its ``compat`` module) carry on without them, and a
+mistaken direct import fails at start instead of silently slowing every cold start.
 """
 
 from __future__ import annotations
