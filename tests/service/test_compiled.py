@@ -124,12 +124,37 @@ def test_compiled_predictions_are_lightgbms_bit_for_bit(
 ) -> None:
     booster = train(objective, **params)
     model = codegen.parse(booster.model_to_string())
+    rows = hard_rows(model)
     for num_iteration in (None, 10):
         library = compiled.build(codegen.generate(model, num_iteration), tmp_path, "cc")
         ours = compiled.CompiledBooster(library, model.num_features, model.trees_per_iteration)
-        rows = hard_rows(model)
         theirs = booster.predict(rows, num_iteration=num_iteration, num_threads=1)
-        assert ours.predict(rows).view(np.uint64).tolist() == theirs.view(np.uint64).tolist()
+        assert_same_doubles(ours, rows, theirs)
+
+
+def assert_same_doubles(ours: compiled.CompiledBooster, rows: np.ndarray, theirs: Any) -> None:
+    """All rows at once (the vector code, rows a multiple of four or not) and in
+    batches too small for it (the row code)."""
+    assert ours.predict(rows).view(np.uint64).tolist() == theirs.view(np.uint64).tolist()
+    assert ours.predict(rows[:-1]).view(np.uint64).tolist() == theirs[:-1].view(np.uint64).tolist()
+    for size in range(1, codegen.LANES_FROM):
+        small = np.concatenate([ours.predict(rows[i : i + size]) for i in range(0, 300, size)])
+        assert small.view(np.uint64).tolist() == theirs[: len(small)].view(np.uint64).tolist()
+
+
+@pytest.mark.parametrize("objective", ["multiclass", "binary"])
+def test_the_vector_code_is_exact_without_avx2_too(
+    cc: None, tmp_path: Path, objective: str
+) -> None:
+    """Built without -mavx2 (as on a CPU without it), the compiler lowers the same
+    vector code to SSE2: slower, the same doubles."""
+    booster = train(objective, zero_as_missing=True)
+    model = codegen.parse(booster.model_to_string())
+    generic = [flag for flag in compiled.default_flags() if flag != "-mavx2"]
+    library = compiled.build(codegen.generate(model, None), tmp_path, "cc", generic)
+    ours = compiled.CompiledBooster(library, model.num_features, model.trees_per_iteration)
+    rows = hard_rows(model)
+    assert_same_doubles(ours, rows, booster.predict(rows, num_threads=1))
 
 
 def test_trees_of_more_than_64_leaves_are_exact_too(cc: None, tmp_path: Path) -> None:
@@ -140,8 +165,7 @@ def test_trees_of_more_than_64_leaves_are_exact_too(cc: None, tmp_path: Path) ->
     library = compiled.build(codegen.generate(model, None), tmp_path, "cc")
     ours = compiled.CompiledBooster(library, model.num_features, model.trees_per_iteration)
     rows = hard_rows(model)
-    theirs = booster.predict(rows, num_threads=1)
-    assert ours.predict(rows).view(np.uint64).tolist() == theirs.view(np.uint64).tolist()
+    assert_same_doubles(ours, rows, booster.predict(rows, num_threads=1))
 
 
 def test_a_value_with_all_ones_low_bits_is_a_value_not_a_missing_one(
@@ -151,8 +175,10 @@ def test_a_value_with_all_ones_low_bits_is_a_value_not_a_missing_one(
     model = codegen.parse(booster.model_to_string())
     library = compiled.build(codegen.generate(model, None), tmp_path, "cc")
     ours = compiled.CompiledBooster(library, model.num_features, 1)
-    rows = np.array([[0.1, ALL_ONES_LOW_WORD, 1.0, 3.0], [0.1, math.nan, 1.0, 3.0]])
-    assert ours.predict(rows).tolist() == booster.predict(rows, num_threads=1).tolist()
+    rows = np.array([[0.1, ALL_ONES_LOW_WORD, 1.0, 3.0], [0.1, math.nan, 1.0, 3.0]] * 4)
+    expected = booster.predict(rows, num_threads=1)
+    assert expected[0] != expected[1]
+    assert_same_doubles(ours, rows, expected)
 
 
 @pytest.mark.parametrize(

@@ -60,6 +60,18 @@ class CompileError(Exception):
     """The compiled predictor could not be built, or differs from LightGBM."""
 
 
+def default_flags() -> tuple[str, ...]:
+    """The compiler flags for this machine: with ``-mavx2`` where the CPU has AVX2
+    (the generated code then evaluates four rows per instruction; the library is
+    built where it runs, and refuses to run on a CPU without it)."""
+    try:
+        cpuinfo = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return _FLAGS
+    flags = next((line for line in cpuinfo.splitlines() if line.startswith("flags")), "")
+    return (*_FLAGS, "-mavx2") if "avx2" in flags.split() else _FLAGS
+
+
 def default_cache() -> Path:
     return Path(tempfile.gettempdir()) / f"modelrail-predictors-{os.getuid()}"
 
@@ -93,14 +105,18 @@ class CompiledBooster:
         if not matrix.flags.c_contiguous or matrix.dtype != np.float64:
             matrix = np.ascontiguousarray(matrix, dtype=np.float64)
         out = np.empty(rows * self._width, dtype=np.float64)
-        if self._predict(matrix.ctypes.data, rows, out.ctypes.data) != 0:
+        status = self._predict(matrix.ctypes.data, rows, out.ctypes.data)
+        if status == -2:
+            raise CompileError("the compiled predictor was built for AVX2; this CPU has none")
+        if status != 0:
             raise MemoryError("the compiled predictor could not allocate its rows")
         return out.reshape(rows, self._width) if self._width > 1 else out
 
 
-def build(source: str, cache: Path, compiler: str) -> Path:
-    """The shared library of ``source``, compiled once into ``cache``."""
-    command = [*shlex.split(compiler), *_FLAGS]
+def build(source: str, cache: Path, compiler: str, flags: Sequence[str] | None = None) -> Path:
+    """The shared library of ``source``, compiled once into ``cache`` (with
+    ``default_flags()`` unless told otherwise)."""
+    command = [*shlex.split(compiler), *(default_flags() if flags is None else flags)]
     digest = hashlib.sha256("\0".join([*command, source]).encode()).hexdigest()
     if not command or shutil.which(command[0]) is None:
         raise CompileError(f"no C compiler: {compiler!r} was not found (set CC)")
@@ -164,15 +180,32 @@ def build_in_child(
 
 
 def verify(candidate: Any, reference: Any, rows: Sequence[Sequence[float]]) -> None:
-    """Raise ``CompileError`` unless both give the very same doubles on ``rows``."""
+    """Raise ``CompileError`` unless both give the very same doubles on ``rows``,
+    predicted as one batch (the vector code) and a few rows at a time (the row code,
+    which batches smaller than ``codegen.LANES_FROM`` take)."""
     matrix = np.array(rows, dtype=np.float64)
-    ours, theirs = candidate.predict(matrix), reference.predict(matrix)
-    if ours.shape != theirs.shape:
-        raise CompileError(f"output shape {ours.shape}, LightGBM's {theirs.shape}")
-    differing = ours.view(np.uint64) != theirs.view(np.uint64)
-    if differing.any():
-        count = int(differing.reshape(len(matrix), -1).any(axis=1).sum())
-        raise CompileError(f"{count} of {len(matrix)} probe rows differ from LightGBM")
+    theirs = reference.predict(matrix)
+    small = codegen.LANES_FROM - 1
+    for code, ours in (
+        ("vector", candidate.predict(matrix)),
+        (
+            "row",
+            np.concatenate(
+                [
+                    candidate.predict(matrix[start : start + small])
+                    for start in range(0, len(matrix), small)
+                ]
+            ),
+        ),
+    ):
+        if ours.shape != theirs.shape:
+            raise CompileError(f"output shape {ours.shape}, LightGBM's {theirs.shape}")
+        differing = ours.view(np.uint64) != theirs.view(np.uint64)
+        if differing.any():
+            count = int(differing.reshape(len(matrix), -1).any(axis=1).sum())
+            raise CompileError(
+                f"{count} of {len(matrix)} probe rows differ from LightGBM ({code} code)"
+            )
 
 
 def compile_predictor(predictor: Predictor, cache: Path, compiler: str) -> CompiledBooster:
