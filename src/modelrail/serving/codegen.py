@@ -363,7 +363,9 @@ static inline v4i go_left_categorical4(v4d v, int missing_type, const uint32_t* 
   v4su word = (v4su)category >> 5;
   v4si inside = (v4si)(word < words);
   v4su safe = (v4su)(inside & (v4si)word);
-  v4su bitset = {{bits[safe[0]], bits[safe[1]], bits[safe[2]], bits[safe[3]]}};
+  /* One word (up to 32 categories, the usual case) needs no per-lane loads. */
+  v4su bitset = words == 1 ? (v4su){{bits[0], bits[0], bits[0], bits[0]}}
+                           : (v4su){{bits[safe[0]], bits[safe[1]], bits[safe[2]], bits[safe[3]]}};
   v4si bit = (v4si)((bitset >> ((v4su)category & 31u)) & 1u);
   v4si left = (cast >= 0) & ~(nan & -(missing_type == 2)) & inside & -bit;
   return __builtin_convertvector(left, v4i);
