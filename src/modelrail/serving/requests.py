@@ -29,9 +29,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import operator
-from collections.abc import Callable, Mapping, Sequence
-from typing import Annotated, Any
+from collections.abc import Mapping, Sequence
+from typing import Annotated, Any, Literal
 
 import msgspec
 import numpy as np
@@ -46,17 +45,18 @@ _MISSING = object()
 _NAN = math.nan
 # Enough to show a client every mistake in a typical batch without a huge answer.
 MAX_REPORTED_ERRORS = 50
+_astuple = msgspec.structs.astuple
 _BODY_KEYS = ("instances", "dataframe_split", "dataframe_records")
 # Vertex AI and MLflow may send request-level parameters; the model takes none.
 _IGNORED_KEYS = frozenset({"parameters", "params"})
-# The typed decoder's type for each feature kind. msgspec's ``float`` also takes JSON
-# integers (as float() converts them), never booleans. Its ``int`` takes integers of
-# any size, which float() may not convert, so it is held to 64 signed bits (the
-# bounds msgspec can check); larger ones are left to the reporting path.
+# The typed decoder's type for each feature kind but categories. msgspec's ``float``
+# also takes JSON integers (as float() converts them), never booleans. Its ``int``
+# takes integers of any size, which float() may not convert, so it is held to 64
+# signed bits (the bounds msgspec can check); larger ones are left to the reporting
+# path.
 _TYPED: dict[int, Any] = {
     _NUMBER: float,
     _INTEGER: Annotated[int, msgspec.Meta(ge=-(2**63), le=2**63 - 1)],
-    _CATEGORY: str,
     _BOOLEAN: bool,
 }
 
@@ -144,11 +144,6 @@ class RequestDecoder:
             for feature in schema.features
         ]
         self._typed = _typed_decoder(schema)
-        # Struct fields are f0..fn (feature names need not be identifiers).
-        getter = operator.attrgetter(*(f"f{i}" for i in range(self.width)))
-        self._values: Callable[[Any], tuple[Any, ...]] = (
-            getter if self.width > 1 else lambda row: (getter(row),)
-        )
         self._categories = [
             (position, {**codes, None: _NAN} if nullable else dict(codes))
             for position, (_, kind, nullable, codes) in enumerate(self._plan)
@@ -166,16 +161,15 @@ class RequestDecoder:
         """The batch as a matrix if it is the common, valid kind; otherwise None."""
         try:
             instances = self._typed.decode(body).instances
-        except (msgspec.DecodeError, ValueError):  # ValidationError is a DecodeError;
-            return None  # invalid UTF-8 in a string a ValueError
+        except (msgspec.DecodeError, ValueError):
+            # Declined (a ValidationError is a DecodeError; invalid UTF-8 in a string
+            # raises UnicodeDecodeError, a ValueError): the reporting path decides.
+            return None
         if not 0 < len(instances) <= self.max_instances:
             return None
-        columns: list[Sequence[Any]] = list(zip(*map(self._values, instances), strict=True))
-        for position, codes in self._categories:
-            try:
-                columns[position] = list(map(codes.__getitem__, columns[position]))
-            except KeyError:  # an unseen category: the reporting path warns about it
-                return None
+        columns: list[Sequence[Any]] = list(zip(*map(_astuple, instances), strict=True))
+        for position, codes in self._categories:  # known categories only, or null
+            columns[position] = list(map(codes.__getitem__, columns[position]))
         # numpy converts integers as float() does, booleans to 0/1 and null to NaN.
         return np.array(columns, dtype=np.float64).T.copy()
 
@@ -366,8 +360,12 @@ def _typed_decoder(schema: FeatureSchema) -> msgspec.json.Decoder[Any]:
     the feature is nullable)."""
     fields = []
     for position, feature in enumerate(schema.features):
-        kind = _TYPED[_KINDS[feature.type]]
-        fields.append((f"f{position}", kind | None if feature.nullable else kind))
+        kind = _KINDS[feature.type]
+        # A category must be one of the contract's (which lists at least one):
+        # msgspec answers with the very string objects of the Literal, no new one per
+        # value, and an unseen category is left to the reporting path, which warns.
+        typed = Literal[feature.categories] if kind == _CATEGORY else _TYPED[kind]
+        fields.append((f"f{position}", typed | None if feature.nullable else typed))
     instance = msgspec.defstruct(
         "Instance",
         fields,
