@@ -10,13 +10,18 @@ What it does:
    ``mlflow.lightgbm.save_model`` and starts ``mlflow models serve`` (2 workers);
 3. starts modelrail's service as its image does (``python -m modelrail.serving.server``:
    granian, app preloaded; ``--server gunicorn`` for the gunicorn entry point);
-4. loads each with wrk (Debian's package; installed with apt-get if missing) on
-   127.0.0.1: 1-instance and 100-instance requests at 1 and 8 connections;
+4. loads them with wrk (Debian's package; installed with apt-get if missing) on
+   127.0.0.1: 1-instance and 100-instance requests at 1 and 8 connections. Both
+   servers are up together, and each case runs on one and then at once on the other,
+   ``--rounds`` times; a ratio is the median of the rounds' ratios, and each case's
+   figures are those of its median round;
 5. times ``booster.predict`` in-process (the physical limit) and the cold start of both
    servers (process start to the first successful /predict).
 
-Every wrk run records the 1-minute load average before and after it: the machine may
-be shared, and a run at a load above the core count is not comparable.
+The machine may be shared: its speed moved by up to 1.5x within minutes here, so a
+ratio of runs minutes apart says as much about the machine as about the servers;
+back-to-back runs share most of its moods. Every wrk run also records the 1-minute
+load average before and after it.
 
 Every request of a run carries other rows: wrk sends 64 bodies in turn per size, each a
 seeded draw of the penguins (the same draws for both servers). A body sent again and
@@ -385,6 +390,7 @@ def _schema_dict() -> dict[str, Any]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=int, default=10, help="seconds per wrk run")
+    parser.add_argument("--rounds", type=int, default=3, help="runs of every case")
     parser.add_argument("--workers", type=int, default=2, help="workers of each server")
     parser.add_argument("--cold-starts", type=int, default=5)
     parser.add_argument("--server", choices=("granian", "gunicorn"), default="granian")
@@ -464,73 +470,98 @@ def main() -> None:
         "load": {},
         "cold_start_s": {},
     }
-    for server in ("modelrail", "mlflow"):
-        if args.only in (None, server):
-            measure(server, home, model_dir, bodies[server], wrk, args, results)
+    servers = [server for server in ("modelrail", "mlflow") if args.only in (None, server)]
+    load(servers, home, model_dir, bodies, wrk, args, results)
+    for server in servers:
+        results["cold_start_s"][server] = cold_starts(server, home, model_dir, bodies, args)
     results["booster_predict"] = raw_predict(booster, records)
-    if args.only is None:
-        ratios = {}
-        for rows in (1, 100):
-            for connections in (1, 8):
-                ours = results["load"][f"modelrail rows={rows} c={connections}"]["rps"]
-                theirs = results["load"][f"mlflow rows={rows} c={connections}"]["rps"]
-                ratios[f"rows={rows} c={connections}"] = ours / theirs
-        results["ratio_vs_mlflow"] = ratios
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_bytes(orjson.dumps(results, option=orjson.OPT_INDENT_2))
     print(orjson.dumps(results, option=orjson.OPT_INDENT_2).decode())
 
 
-def measure(
-    server: str,
+def start_server(
+    server: str, home: Path, model_dir: Path, args: argparse.Namespace
+) -> tuple[subprocess.Popen[bytes], str]:
+    """The server on a free port, and its prediction URL."""
+    port = free_port()
+    if server == "modelrail":
+        # A new compile cache for every start, as on a new Cloud Run instance.
+        cache = Path(tempfile.mkdtemp(prefix="compile-", dir=BUILD))
+        return start_modelrail(home, port, args, compile_cache=cache), (
+            f"http://127.0.0.1:{port}/predict"
+        )
+    return start_mlflow(model_dir, port, args.workers), f"http://127.0.0.1:{port}/invocations"
+
+
+def load(
+    servers: list[str],
     home: Path,
     model_dir: Path,
-    bodies: dict[int, list[bytes]],
+    bodies: dict[str, dict[int, list[bytes]]],
     wrk: str,
     args: argparse.Namespace,
     results: dict[str, Any],
 ) -> None:
-    """Load one server with wrk, then time its cold starts."""
-
-    def start(port: int) -> subprocess.Popen[bytes]:
-        if server == "modelrail":
-            # A new compile cache for every start, as on a new Cloud Run instance.
-            cache = Path(tempfile.mkdtemp(prefix="compile-", dir=BUILD))
-            return start_modelrail(home, port, args, compile_cache=cache)
-        return start_mlflow(model_dir, port, args.workers)
-
-    def url_of(port: int) -> str:
-        return f"http://127.0.0.1:{port}/" + ("predict" if server == "modelrail" else "invocations")
-
-    port = free_port()
-    process = start(port)
+    """Every case on every server, back to back, ``args.rounds`` times."""
+    started = {server: start_server(server, home, model_dir, args) for server in servers}
     try:
-        wait_predict(url_of(port), bodies[1][0], process)
-        if server == "modelrail" and args.predictor == "compiled":
-            results["compiled_active_after_s"] = wait_compiled(f"http://127.0.0.1:{port}")
+        for server, (process, url) in started.items():
+            wait_predict(url, bodies[server][1][0], process)
+            if server == "modelrail" and args.predictor == "compiled":
+                results["compiled_active_after_s"] = wait_compiled(url.rsplit("/", 1)[0])
+        runs: dict[str, list[dict[str, Any]]] = {}
+        for round_number in range(1, args.rounds + 1):
+            for rows in (1, 100):
+                for connections in (1, 8):
+                    for server, (_, url) in started.items():
+                        requests = bodies[server][rows]
+                        run_wrk(wrk, url, requests, connections, 2)  # warm-up
+                        result = run_wrk(wrk, url, requests, connections, args.duration)
+                        result["rows_per_s"] = result["rps"] * rows
+                        if result["non_2xx"] or result["socket_errors"]:
+                            print(f"warning: {server} failed requests: {result}", flush=True)
+                        runs.setdefault(f"{server} rows={rows} c={connections}", []).append(result)
+                        print(round_number, server, rows, connections, result, flush=True)
+    finally:
+        for process, _ in started.values():
+            stop(process)
+    for case, results_of_case in runs.items():
+        by_rps = sorted(results_of_case, key=lambda result: result["rps"])
+        results["load"][case] = {
+            **by_rps[(len(by_rps) - 1) // 2],
+            "rps_of_rounds": [result["rps"] for result in results_of_case],
+        }
+    if len(servers) == 2:
+        ratios = {}
         for rows in (1, 100):
             for connections in (1, 8):
-                run_wrk(wrk, url_of(port), bodies[rows], connections, 2)  # warm-up
-                result = run_wrk(wrk, url_of(port), bodies[rows], connections, args.duration)
-                result["rows_per_s"] = result["rps"] * rows
-                if result["non_2xx"] or result["socket_errors"]:
-                    print(f"warning: {server} failed requests: {result}", flush=True)
-                results["load"][f"{server} rows={rows} c={connections}"] = result
-                print(server, rows, connections, result, flush=True)
-    finally:
-        stop(process)
+                case = f"rows={rows} c={connections}"
+                ours, theirs = runs[f"modelrail {case}"], runs[f"mlflow {case}"]
+                of_rounds = [a["rps"] / b["rps"] for a, b in zip(ours, theirs, strict=True)]
+                ratios[case] = {"median": statistics.median(of_rounds), "rounds": of_rounds}
+        results["ratio_vs_mlflow"] = ratios
+
+
+def cold_starts(
+    server: str,
+    home: Path,
+    model_dir: Path,
+    bodies: dict[str, dict[int, list[bytes]]],
+    args: argparse.Namespace,
+) -> dict[str, Any]:
+    """Process start to the first successful prediction, ``args.cold_starts`` times."""
     starts = []
     for _ in range(args.cold_starts):
-        port = free_port()
-        started = time.monotonic()
-        process = start(port)
+        began = time.monotonic()
+        process, url = start_server(server, home, model_dir, args)
         try:
-            wait_predict(url_of(port), bodies[1][0], process)
-            starts.append(time.monotonic() - started)
+            wait_predict(url, bodies[server][1][0], process)
+            starts.append(time.monotonic() - began)
         finally:
             stop(process)
-    results["cold_start_s"][server] = {"median": statistics.median(starts), "all": starts}
     print(server, "cold start", starts, flush=True)
+    return {"median": statistics.median(starts), "all": starts}
 
 
 class FeatureNames:
