@@ -531,6 +531,7 @@ def load(
         results["load"][case] = {
             **by_rps[(len(by_rps) - 1) // 2],
             "rps_of_rounds": [result["rps"] for result in results_of_case],
+            "p99_ms_of_rounds": [result["p99_ms"] for result in results_of_case],
         }
     if len(servers) == 2:
         ratios = {}
