@@ -180,3 +180,24 @@ def test_hand_picked_bodies(body: str, typed: bool) -> None:
 def test_invalid_utf8_is_declined_by_the_typed_path() -> None:
     body = ('{"instances": [{' + _ROW.replace('"red"', '"\x00"') + "}]}").encode()
     assert _assert_agree(body.replace(b"\x00", b"\xff")) is None
+
+
+def test_feature_names_msgspec_cannot_take_go_the_reporting_path() -> None:
+    """msgspec refuses '"', '\\' and control characters in field names: such a
+    schema has no typed decoder, and every body is decoded by the reporting path."""
+    schema = FeatureSchema.from_dict(
+        {
+            "objective": "regression",
+            "target": "y",
+            "classes": [],
+            "features": [
+                {"name": 'width "in"', "type": "number", "nullable": False, "categories": []},
+                {"name": "a\\b", "type": "category", "nullable": False, "categories": ["x"]},
+            ],
+        }
+    )
+    decoder = RequestDecoder(schema, max_instances=2)
+    instances = [{'width "in"': 1.5, "a\\b": "x"}]
+    body = json.dumps({"instances": instances}).encode()
+    assert decoder._decode_typed(body) is None
+    np.testing.assert_array_equal(decoder.decode(body).matrix, schema.encode_records(instances))

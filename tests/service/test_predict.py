@@ -124,6 +124,24 @@ def test_both_decoders_equal_encode_records(models: RegisteredModels) -> None:
                 {"label": "yes", "probability": 0.75, "probabilities": {"no": 0.25, "yes": 0.75}},
             ],
         ),
+        (
+            "multiclass",
+            ('say "a"', "b\\c", "d\ne"),  # no msgspec field names: plain dicts
+            [[0.25, 0.5, 0.25]],
+            [{"label": "b\\c", "probabilities": {'say "a"': 0.25, "b\\c": 0.5, "d\ne": 0.25}}],
+        ),
+        (
+            "binary",
+            ("n\to", 'y"es'),
+            [0.75],
+            [
+                {
+                    "label": 'y"es',
+                    "probability": 0.75,
+                    "probabilities": {"n\to": 0.25, 'y"es': 0.75},
+                }
+            ],
+        ),
         ("regression", (), [1.5, -0.0, 3e300], [1.5, -0.0, 3e300]),
     ],
 )

@@ -252,17 +252,24 @@ def _answers(objective: str, labels: Sequence[str]) -> Callable[[np.ndarray], li
     width = len(labels)
     if objective not in ("multiclass", "binary"):
         return operator.methodcaller("tolist")
-    probabilities = msgspec.defstruct(
-        "Probabilities",
-        [(f"p{i}", float) for i in range(width)],
-        rename={f"p{i}": label for i, label in enumerate(labels)},
-        gc=False,
-    )
     label_of = tuple(labels).__getitem__
+    try:
+        probabilities: Callable[..., Any] = msgspec.defstruct(
+            "Probabilities",
+            [(f"p{i}", float) for i in range(width)],
+            rename={f"p{i}": label for i, label in enumerate(labels)},
+            gc=False,
+        )
+    except ValueError:
+        # msgspec refuses '"', '\\' and control characters in field names: such
+        # labels get plain dicts (the same JSON, slower).
+        def probabilities(*values: float) -> dict[str, float]:
+            return dict(zip(labels, values, strict=True))
+
     if objective == "binary":
         binary = msgspec.defstruct(
             "Answer",
-            [("label", str), ("probability", float), ("probabilities", probabilities)],
+            [("label", str), ("probability", float), ("probabilities", Any)],
             gc=False,
         )
 
@@ -272,9 +279,7 @@ def _answers(objective: str, labels: Sequence[str]) -> Callable[[np.ndarray], li
             return list(map(binary, map(label_of, (raw >= 0.5).tolist()), positive, by_class))
 
         return binary_answers
-    multiclass = msgspec.defstruct(
-        "Answer", [("label", str), ("probabilities", probabilities)], gc=False
-    )
+    multiclass = msgspec.defstruct("Answer", [("label", str), ("probabilities", Any)], gc=False)
 
     def multiclass_answers(raw: np.ndarray) -> list[Any]:
         best = map(label_of, raw.argmax(axis=1).tolist())

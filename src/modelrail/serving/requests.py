@@ -159,6 +159,8 @@ class RequestDecoder:
 
     def _decode_typed(self, body: bytes) -> np.ndarray | None:
         """The batch as a matrix if it is the common, valid kind; otherwise None."""
+        if self._typed is None:
+            return None
         try:
             instances = self._typed.decode(body).instances
         except (msgspec.DecodeError, ValueError):
@@ -354,10 +356,12 @@ class RequestDecoder:
         return Batch(np.array(encoded, dtype=np.float64), warnings)
 
 
-def _typed_decoder(schema: FeatureSchema) -> msgspec.json.Decoder[Any]:
+def _typed_decoder(schema: FeatureSchema) -> msgspec.json.Decoder[Any] | None:
     """A msgspec decoder for ``{"instances": [{feature: value}, ...]}`` and nothing else:
     every feature required, no other member, each value of its kind (or null where
-    the feature is nullable)."""
+    the feature is nullable). None when msgspec cannot take a feature name as a field
+    name (it refuses ``"``, ``\\`` and control characters): every body then takes the
+    reporting path."""
     fields = []
     for position, feature in enumerate(schema.features):
         kind = _KINDS[feature.type]
@@ -366,13 +370,16 @@ def _typed_decoder(schema: FeatureSchema) -> msgspec.json.Decoder[Any]:
         # value, and an unseen category is left to the reporting path, which warns.
         typed = Literal[feature.categories] if kind == _CATEGORY else _TYPED[kind]
         fields.append((f"f{position}", typed | None if feature.nullable else typed))
-    instance = msgspec.defstruct(
-        "Instance",
-        fields,
-        rename={f"f{position}": name for position, name in enumerate(schema.names)},
-        forbid_unknown_fields=True,
-        gc=False,  # floats, strings and None only: no reference cycles to collect
-    )
+    try:
+        instance = msgspec.defstruct(
+            "Instance",
+            fields,
+            rename={f"f{position}": name for position, name in enumerate(schema.names)},
+            forbid_unknown_fields=True,
+            gc=False,  # floats, strings and None only: no reference cycles to collect
+        )
+    except ValueError:
+        return None
     request = msgspec.defstruct(
         "Instances",
         [("instances", list[instance])],  # type: ignore[valid-type]  # built at run time
