@@ -70,7 +70,7 @@ def free_port() -> int:
         return port
 
 
-def train_and_register(home: Path) -> tuple[Any, list[dict[str, Any]], list[list[float]]]:
+def train_and_register(home: Path) -> tuple[Any, list[dict[str, Any]], list[list[float | None]]]:
     import lightgbm
     import numpy as np
 
