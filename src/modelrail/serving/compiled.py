@@ -8,12 +8,14 @@ a compiler, and upgrades in the background:
    ``nice``) turns the verified model text into C with ``codegen`` (refusing models
    it cannot reproduce exactly) and has the C compiler (``CC``, default ``cc``)
    build it into ``MODELRAIL_COMPILE_CACHE`` under the sha256 of the source and
-   flags; a file lock makes the workers of one server build it once, and the file
+   flags (``-mavx2`` where this CPU has AVX2, ``default_flags``); a file lock makes
+   the workers of one server build it once, and the file
    appears by rename, whole or not at all. The serving process only waits: no code
    generation holds its GIL while it answers its first requests;
 2. the library's answers on probe rows (every threshold and its neighbouring doubles,
-   NaN, zero, every category and the manifest's examples) are compared with
-   LightGBM's, bit for bit; only if all are identical does the predictor switch.
+   NaN, zero, every category and the manifest's examples), as one batch and a few
+   rows at a time, are compared with LightGBM's, bit for bit; only if all are
+   identical does the predictor switch.
 
 Any failure (no compiler, unsupported model, a single differing bit) is logged and
 the process keeps LightGBM's predictor: the setting can only make serving faster,
