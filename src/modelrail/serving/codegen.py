@@ -294,7 +294,7 @@ def _row_tree(tree: Tree, index: int, width: int) -> str:
 def _lane_tree(tree: Tree, index: int) -> str:
     """``tree_N_x4``: the same tree for batches, four rows per vector (``lanes`` rows
     stored feature by feature, a multiple of four): per node a compare, an OR and an
-    AND for four rows."""
+    AND for four rows. It reads the leaf values table that ``_row_tree`` declares."""
     _, keep = _exit_leaf_masks(tree)
     lines = [
         f"NOINLINE static void tree_{index}_x4(const double* restrict xt, int64_t lanes,",
