@@ -44,6 +44,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from modelrail.serving import codegen
+from modelrail.serving.predictor import c_rows
 
 if TYPE_CHECKING:
     from modelrail.serving.predictor import Predictor
@@ -101,11 +102,8 @@ class CompiledBooster:
         self._width = width
 
     def predict(self, matrix: np.ndarray) -> np.ndarray:
-        rows, columns = matrix.shape
-        if columns != self.num_features:
-            raise ValueError(f"the model takes {self.num_features} features, not {columns}")
-        if not matrix.flags.c_contiguous or matrix.dtype != np.float64:
-            matrix = np.ascontiguousarray(matrix, dtype=np.float64)
+        matrix = c_rows(matrix, self.num_features)
+        rows = len(matrix)
         out = np.empty(rows * self._width, dtype=np.float64)
         status = self._predict(matrix.ctypes.data, rows, out.ctypes.data)
         if status == -2:

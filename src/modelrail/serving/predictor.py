@@ -87,6 +87,16 @@ def _check(lib: ctypes.CDLL, status: int) -> None:
         raise ModelLoadError(message.decode("utf-8", "replace") if message else "LightGBM error")
 
 
+def c_rows(matrix: np.ndarray, num_features: int) -> np.ndarray:
+    """``matrix`` as the row-major float64 array the C predictors read (copied only
+    if it is not one); ``ValueError`` if its width is not the model's."""
+    if matrix.shape[1] != num_features:
+        raise ValueError(f"the model takes {num_features} features, not {matrix.shape[1]}")
+    if not matrix.flags.c_contiguous or matrix.dtype != np.float64:
+        return np.ascontiguousarray(matrix, dtype=np.float64)
+    return matrix
+
+
 class NativeBooster:
     """A LightGBM model loaded from its text format, predicting float64 row-major matrices."""
 
@@ -143,11 +153,8 @@ class NativeBooster:
 
     def predict(self, matrix: np.ndarray) -> np.ndarray:
         """Probabilities (nrow x classes, or nrow for binary) or regression values."""
+        matrix = c_rows(matrix, self.num_features)
         rows, columns = matrix.shape
-        if columns != self.num_features:
-            raise ValueError(f"the model takes {self.num_features} features, not {columns}")
-        if not matrix.flags.c_contiguous or matrix.dtype != np.float64:
-            matrix = np.ascontiguousarray(matrix, dtype=np.float64)
         width = self._width
         out = np.empty(rows * width, dtype=np.float64)
         written = ctypes.c_int64()
