@@ -20,24 +20,28 @@ from modelrail.features import FeatureSchema
 from modelrail.serving.problems import Problem
 from modelrail.serving.requests import RequestDecoder
 
-SCHEMA = FeatureSchema.from_dict(
-    {
-        "objective": "regression",
-        "target": "y",
-        "classes": [],
-        "features": [
-            {"name": "x/mm", "type": "number", "nullable": True, "categories": []},
-            {"name": "count", "type": "integer", "nullable": False, "categories": []},
-            {
-                "name": "colour name",
-                "type": "category",
-                "nullable": True,
-                "categories": ["red", "green", "Ünïcode ✓"],
-            },
-            {"name": "flag", "type": "boolean", "nullable": True, "categories": []},
-            {"name": "weight", "type": "number", "nullable": False, "categories": []},
-        ],
-    }
+
+def regression_schema(*features: tuple[str, str, bool, list[str]]) -> FeatureSchema:
+    """A regression model's schema with these (name, type, nullable, categories)."""
+    return FeatureSchema.from_dict(
+        {
+            "objective": "regression",
+            "target": "y",
+            "classes": [],
+            "features": [
+                {"name": name, "type": kind, "nullable": nullable, "categories": categories}
+                for name, kind, nullable, categories in features
+            ],
+        }
+    )
+
+
+SCHEMA = regression_schema(
+    ("x/mm", "number", True, []),
+    ("count", "integer", False, []),
+    ("colour name", "category", True, ["red", "green", "Ünïcode ✓"]),
+    ("flag", "boolean", True, []),
+    ("weight", "number", False, []),
 )
 MAX_INSTANCES = 4
 DECODER = RequestDecoder(SCHEMA, max_instances=MAX_INSTANCES)
@@ -185,16 +189,8 @@ def test_invalid_utf8_is_declined_by_the_typed_path() -> None:
 def test_feature_names_msgspec_cannot_take_go_the_reporting_path() -> None:
     """msgspec refuses '"', '\\' and control characters in field names: such a
     schema has no typed decoder, and every body is decoded by the reporting path."""
-    schema = FeatureSchema.from_dict(
-        {
-            "objective": "regression",
-            "target": "y",
-            "classes": [],
-            "features": [
-                {"name": 'width "in"', "type": "number", "nullable": False, "categories": []},
-                {"name": "a\\b", "type": "category", "nullable": False, "categories": ["x"]},
-            ],
-        }
+    schema = regression_schema(
+        ('width "in"', "number", False, []), ("a\\b", "category", False, ["x"])
     )
     decoder = RequestDecoder(schema, max_instances=2)
     instances = [{'width "in"': 1.5, "a\\b": "x"}]
