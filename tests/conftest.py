@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -10,6 +12,20 @@ from modelrail.config import PipelineConfig, Settings
 
 REPO = Path(__file__).resolve().parent.parent
 PENGUINS = REPO / "data" / "penguins.csv"
+
+# Tests wait on state, and the deadline only bounds a hang: these machines' speed swings
+# 4-8x within an hour, so a deadline close to the usual time fails a healthy run. It
+# stays below pytest-timeout's 300 s so the failure names what was awaited.
+STATE_DEADLINE_S = 180.0
+
+
+def wait_for(predicate: Callable[[], bool], what: str, timeout_s: float = STATE_DEADLINE_S) -> None:
+    """Poll ``predicate`` until it holds; fail naming ``what`` after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}")
+        time.sleep(0.02)  # polling interval, not a wait for state
 
 
 def settings_env(home: Path, **extra: str) -> dict[str, str]:

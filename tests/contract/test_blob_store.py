@@ -19,6 +19,7 @@ from modelrail.adapters.filesystem import FilesystemStore
 from modelrail.errors import NotFound, PreconditionFailed
 from modelrail.ports import BlobStore
 from modelrail.runtime.emulators import Emulators
+from tests.conftest import STATE_DEADLINE_S
 
 # The GCS parameter needs the emulators: every such test shares one worker and one stack.
 EMULATOR_MARKS = (pytest.mark.emulator, pytest.mark.xdist_group("emulators"))
@@ -167,7 +168,7 @@ def test_concurrent_create_only_writes_have_exactly_one_winner(store: BlobStore)
     for thread in threads:
         thread.start()
     for thread in threads:
-        thread.join(timeout=60)
+        thread.join(STATE_DEADLINE_S)
 
     winners = [o for o in outcomes if o.startswith("won")]
     assert len(winners) == 1
@@ -195,6 +196,6 @@ def test_concurrent_compare_and_set_increments_lose_no_update(store: BlobStore) 
     for thread in threads:
         thread.start()
     for thread in threads:
-        thread.join(timeout=60)
+        thread.join(STATE_DEADLINE_S)
 
     assert int(store.read("counter").data) == workers * increments

@@ -13,7 +13,7 @@ import orjson
 import pytest
 import requests
 
-from tests.conftest import PENGUINS, REPO, settings_env
+from tests.conftest import PENGUINS, REPO, STATE_DEADLINE_S, settings_env
 
 pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("e2e")]
 
@@ -174,7 +174,7 @@ def test_down_and_serve_stop_and_start_the_staging_server(tmp_path: Path) -> Non
             assert _served_version(user) == 1
 
             serve.terminate()  # SIGTERM, as a process manager stops it
-            assert serve.wait(timeout=60) == 0
+            assert serve.wait(timeout=STATE_DEADLINE_S) == 0
         with pytest.raises(requests.ConnectionError):
             requests.get(f"{user.staging_url}/healthz", timeout=2)
     finally:

@@ -15,19 +15,38 @@ from functions_framework import create_app
 
 from modelrail import entrypoints
 from modelrail.bootstrap import Container
+from modelrail.events import utcnow
 from tests.conftest import REPO, settings_env
 
 FIXTURES = Path(__file__).parent / "fixtures"
 PROJECT = "modelrail-local"
 
 
+# The fixtures' recorded times are placeholders, replaced by the test clock's now: the
+# pipeline refuses events older than ``max_event_age_s``, so a body keeping the day it
+# was recorded would start failing a day later.
+
+
 def push_body(data: bytes, attributes: dict[str, str], message_id: str = "1") -> dict[str, Any]:
-    """A Pub/Sub push request body, as a push subscription delivers it."""
+    """A Pub/Sub push request body, as a push subscription delivers it, published now."""
     template = orjson.loads((FIXTURES / "pubsub_push.json").read_bytes())
+    now = utcnow()
     template["message"].update(
-        data=base64.b64encode(data).decode(), attributes=attributes, messageId=message_id
+        data=base64.b64encode(data).decode(),
+        attributes=attributes,
+        messageId=message_id,
+        publishTime=now,
+        publish_time=now,
     )
     return dict(template)
+
+
+def storage_notification(generation: int) -> dict[str, Any]:
+    """A Cloud Storage object-finalize notification payload for ``generation``, now."""
+    notification: dict[str, Any] = orjson.loads((FIXTURES / "gcs_notification.json").read_bytes())
+    now = utcnow()
+    notification.update(generation=str(generation), timeCreated=now, updated=now)
+    return notification
 
 
 @pytest.fixture

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 
 import orjson
 import pytest
+import time_machine
 from flask.testing import FlaskClient
 
 from modelrail.bootstrap import Container
 from modelrail.runtime.embedded import InProcessBus
 from tests.conftest import PENGUINS
-from tests.functions.conftest import FIXTURES, PROJECT, push_body
+from tests.functions.conftest import PROJECT, push_body, storage_notification
 
 Client = Callable[[str], FlaskClient]
 
@@ -20,8 +22,7 @@ def _upload(container: Container) -> tuple[bytes, dict[str, str]]:
     """Put the dataset in the data bucket and return its GCS notification."""
     store = container.storage.bucket(container.settings.data_bucket)
     generation = store.write("uploads/penguins.csv", PENGUINS.read_bytes())
-    notification = orjson.loads((FIXTURES / "gcs_notification.json").read_bytes())
-    notification["generation"] = str(generation)
+    notification = storage_notification(generation)
     attributes = {
         "eventType": "OBJECT_FINALIZE",
         "payloadFormat": "JSON_API_V1",
@@ -122,3 +123,35 @@ def test_a_transient_failure_answers_500_so_pubsub_redelivers(
 
     assert status == 500
     assert _published(container, "pipeline-failed") == []
+
+
+def test_a_push_older_than_the_age_limit_ends_its_run_as_too_old(
+    container: Container, function_client: Client
+) -> None:
+    data, attributes = _upload(container)
+    limit = container.settings.max_event_age_s
+    body = push_body(data, attributes)
+    stale = (datetime.now(UTC) - timedelta(seconds=limit + 60)).isoformat()
+    body["message"].update(publishTime=stale, publish_time=stale)
+
+    response = function_client("validate").post(
+        f"/projects/{PROJECT}/topics/data-uploaded", json=body
+    )
+
+    assert response.status_code == 200  # acknowledged: redelivery makes it older still
+    [(failed, _)] = _published(container, "pipeline-failed")
+    assert orjson.loads(failed)["error"]["kind"] == "event_too_old"
+    assert _published(container, "dataset-validated") == []
+
+
+def test_the_chain_runs_with_the_clock_a_year_ahead(
+    container: Container, function_client: Client
+) -> None:
+    # Nothing in the fixtures may carry the day they were written.
+    with time_machine.travel(datetime.now(UTC) + timedelta(days=366), tick=True):
+        data, attributes = _upload(container)
+        assert _post(function_client("validate"), "data-uploaded", data, attributes) == 200
+
+    [(body, _)] = _published(container, "dataset-validated")
+    occurred = datetime.fromisoformat(orjson.loads(body)["occurred_at"])
+    assert occurred > datetime.now(UTC) + timedelta(days=365)

@@ -22,9 +22,10 @@ import urllib3
 
 from modelrail.serving import codegen, compiled
 from modelrail.serving.predictor import NativeBooster
+from tests.conftest import STATE_DEADLINE_S, wait_for
 from tests.prerequisites import skip_or_fail
 
-from .conftest import MODEL, RegisteredModels, Server, post_json, wait_for
+from .conftest import MODEL, RegisteredModels, Server, post_json
 
 # A double whose low 32 bits are all ones: code that marks "missing" with an int
 # written over the double (TL2cgen's union Entry) reads it as missing.
@@ -264,7 +265,8 @@ def test_the_service_switches_to_the_compiled_predictor(
     client = make_client(model_version=2, predictor="compiled", compile_cache=str(tmp_path))
     assert client.get("/readyz").get_json()["predictor"] == "lightgbm"
     thread = client.application.wsgi_app.start_compiling()
-    thread.join(60)
+    thread.join(STATE_DEADLINE_S)  # the build's own time on a busy machine, bounded
+    assert not thread.is_alive(), f"the build outlasted {STATE_DEADLINE_S:.0f} s"
     assert client.get("/readyz").get_json()["predictor"] == "compiled"
     assert client.get(f"/v1/models/{MODEL}").get_json()["predictor"] == "compiled"
     body = {"instances": [*models.records[:50], {**models.records[0], "island": "Atlantis"}]}
@@ -285,7 +287,7 @@ def test_without_a_compiler_the_service_keeps_lightgbm(
     logger = logging.getLogger("modelrail.serving")
     logger.addHandler(handler)
     try:
-        client.application.wsgi_app.start_compiling().join(60)
+        client.application.wsgi_app.start_compiling().join(STATE_DEADLINE_S)
     finally:
         logger.removeHandler(handler)
     assert client.get("/readyz").get_json()["predictor"] == "lightgbm"
@@ -313,7 +315,7 @@ def test_every_worker_compiles_after_the_fork(
     def both_switched() -> bool:
         return server.log.read_text().count("switched to the compiled predictor") == 2
 
-    wait_for(both_switched, 60, "two workers to switch to the compiled predictor")
+    wait_for(both_switched, "two workers to switch to the compiled predictor")
     # One build for both workers (the second waits for the first's lock).
     assert len(list((tmp_path / "cache").glob("*.so"))) == 1
     answers = {

@@ -15,7 +15,9 @@ import orjson
 import pytest
 import urllib3
 
-from .conftest import MODEL, ROOT, RegisteredModels, Server, post_json, wait_for
+from tests.conftest import STATE_DEADLINE_S, wait_for
+
+from .conftest import MODEL, ROOT, RegisteredModels, Server, post_json
 
 
 def ready(server: Server) -> bool:
@@ -32,7 +34,7 @@ def test_server_serves_the_pinned_version(
     start_server: Callable[..., Server], models: RegisteredModels, entry: str
 ) -> None:
     server = start_server(2, server=entry)
-    wait_for(lambda: ready(server), 20, "the server to be ready")
+    wait_for(lambda: ready(server), "the server to be ready")
     status, body = post_json(server.url + "/predict", {"instances": models.records[:3]})
     assert status == 200
     assert body["model"] == {"name": MODEL, "version": 2}
@@ -62,7 +64,7 @@ def test_vertex_port_and_routes(
         AIP_PREDICT_ROUTE="/v1/endpoints/e/deployedModels/d:predict",
     )
     server.url = f"http://127.0.0.1:{port}"
-    wait_for(lambda: ready(server), 20, "the server to be ready")
+    wait_for(lambda: ready(server), "the server to be ready")
     assert urllib3.request("GET", server.url + "/health", retries=False).status == 200
     status, body = post_json(
         server.url + "/v1/endpoints/e/deployedModels/d:predict", {"instances": models.records[:2]}
@@ -81,7 +83,6 @@ def test_tampered_only_version_stays_not_ready(
             if _listening(server)
             else False
         ),
-        20,
         "the server to be live",
     )
     readyz = urllib3.request("GET", server.url + "/readyz", retries=False)
@@ -112,7 +113,7 @@ def test_sigterm_lets_in_flight_requests_finish(
 ) -> None:
     # Two threads: one is held by the slow request, the other answers the probe.
     server = start_server(1, MODELRAIL_WORKERS="1", MODELRAIL_THREADS="2")
-    wait_for(lambda: ready(server), 20, "the server to be ready")
+    wait_for(lambda: ready(server), "the server to be ready")
     # A slow client: headers and half the body now, the rest after SIGTERM.
     import socket
 
@@ -123,7 +124,7 @@ def test_sigterm_lets_in_flight_requests_finish(
         b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json"
         b"\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body[:10]
     )
-    wait_for(lambda: _worker_busy(server), 5, "the worker to read the request")
+    wait_for(lambda: _worker_busy(server), "the worker to read the request")
     os.kill(server.process.pid, signal.SIGTERM)  # the master, as Cloud Run signals PID 1
     connection.sendall(body[10:])
     answer = b""
@@ -134,7 +135,7 @@ def test_sigterm_lets_in_flight_requests_finish(
         answer += chunk
     connection.close()
     assert answer.startswith(b"HTTP/1.1 200"), answer[:200]
-    assert server.process.wait(timeout=15) == 0
+    assert server.process.wait(timeout=STATE_DEADLINE_S) == 0
 
 
 def _worker_busy(server: Server) -> bool:
@@ -178,7 +179,7 @@ def test_concurrent_requests_on_threads(
     start_server: Callable[..., Server], models: RegisteredModels
 ) -> None:
     server = start_server(1)
-    wait_for(lambda: ready(server), 20, "the server to be ready")
+    wait_for(lambda: ready(server), "the server to be ready")
     failures: list[Any] = []
 
     def hammer() -> None:
@@ -225,7 +226,7 @@ def test_chunked_body_without_length_is_bounded(
     start_server: Callable[..., Server], models: RegisteredModels
 ) -> None:
     server = start_server(1, MODELRAIL_MAX_BODY_BYTES="4096")
-    wait_for(lambda: ready(server), 20, "the server to be ready")
+    wait_for(lambda: ready(server), "the server to be ready")
     large = _chunked_post(server, orjson.dumps({"instances": models.records[:40]}))
     assert large.startswith(b"HTTP/1.1 413"), large[:300]
     assert b"application/problem+json" in large
