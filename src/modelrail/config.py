@@ -8,21 +8,35 @@ the environment.
 
 from __future__ import annotations
 
+import ctypes
 import dataclasses
+import difflib
 import hashlib
+import importlib.util
 import os
 import tomllib
 from collections.abc import Mapping
+from functools import cache
 from pathlib import Path
 from typing import Any, Literal
 
 import orjson
 
-from modelrail.dataset.contract import DatasetContract
+from modelrail import resources
+from modelrail.dataset.contract import NUMERIC_TYPES, DatasetContract
 from modelrail.errors import ConfigError
 
 Objective = Literal["binary", "multiclass", "regression"]
 OBJECTIVES: tuple[Objective, ...] = ("binary", "multiclass", "regression")
+
+# objective -> the hold-out metrics ``evaluation.metrics`` computes -> which way is better.
+METRICS: dict[str, dict[str, Literal["higher", "lower"]]] = {
+    "binary": {"auc": "higher", "binary_logloss": "lower", "accuracy": "higher"},
+    "multiclass": {"multi_logloss": "lower", "accuracy": "higher", "macro_f1": "higher"},
+    "regression": {"rmse": "lower", "mae": "lower", "r2": "higher"},
+}
+# Set by modelrail from the objective; a value in [training.params] would contradict it.
+_RESERVED_PARAMS = ("objective", "metric", "num_class")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,53 +68,80 @@ class PipelineConfig:
 
     @classmethod
     def load(cls, path: Path) -> PipelineConfig:
+        """The configuration at ``path`` and its contract, checked completely: every
+        problem is one ``ConfigError`` here, before any run starts."""
         try:
             raw = path.read_bytes()
             spec = tomllib.loads(raw.decode())
         except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
             raise ConfigError(f"cannot read pipeline config {path}: {exc}") from exc
-        try:
-            model, training = spec["model"], spec["training"]
-            contract = DatasetContract.load(path.parent / model["contract"])
-            gate = tuple(MetricGate(**metric) for metric in spec.get("gate", {}).get("metrics", []))
-            config = cls(
-                model_name=model["name"],
-                objective=model["objective"],
-                contract=contract,
-                seed=int(training["seed"]),
-                num_boost_round=int(training["num_boost_round"]),
-                early_stopping_rounds=int(training["early_stopping_rounds"]),
-                validation_fraction=float(training["validation_fraction"]),
-                holdout_fraction=float(training["holdout_fraction"]),
-                params=dict(training.get("params", {})),
-                gate=gate,
-                sha256=hashlib.sha256(raw + contract.sha256.encode()).hexdigest(),
-            )
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ConfigError(f"invalid pipeline config {path}: {exc!r}") from exc
-        config._check(path)
-        return config
-
-    def _check(self, path: Path) -> None:
-        problems = []
-        if self.objective not in OBJECTIVES:
-            problems.append(f"objective must be one of {OBJECTIVES}, not {self.objective!r}")
-        target = self.contract.target_column
-        if self.objective == "regression" and target.type not in ("number", "integer"):
-            problems.append("a regression target must be a number or integer column")
-        if self.objective == "binary" and len(target.categories) != 2 and target.type != "boolean":
-            problems.append("a binary target must be a category column with two categories")
-        if self.objective == "multiclass" and len(target.categories) < 3:
-            problems.append("a multiclass target must be a category column with 3+ categories")
-        if target.nullable:
-            problems.append("the target column must not be nullable")
-        if not 0 < self.holdout_fraction < 0.5 or not 0 < self.validation_fraction < 0.5:
-            problems.append("holdout_fraction and validation_fraction must be in (0, 0.5)")
-        for metric in self.gate:
-            if metric.direction not in ("higher", "lower"):
-                problems.append(f"gate metric {metric.name}: direction must be higher|lower")
+        problems = resources.schema_problems("pipeline", spec)
         if problems:
             raise ConfigError(f"invalid pipeline config {path}: " + "; ".join(problems))
+        model, training = spec["model"], spec["training"]
+        contract = DatasetContract.load(path.parent / model["contract"])
+        config = cls(
+            model_name=model["name"],
+            objective=model["objective"],
+            contract=contract,
+            seed=training["seed"],
+            num_boost_round=training["num_boost_round"],
+            early_stopping_rounds=training["early_stopping_rounds"],
+            validation_fraction=training["validation_fraction"],
+            holdout_fraction=training["holdout_fraction"],
+            params=dict(training.get("params", {})),
+            gate=tuple(MetricGate(**metric) for metric in spec.get("gate", {}).get("metrics", [])),
+            sha256=hashlib.sha256(raw + contract.sha256.encode()).hexdigest(),
+        )
+        problems = [
+            *config._target_problems(),
+            *config._gate_problems(),
+            *_param_problems(config.params),
+        ]
+        if problems:
+            raise ConfigError(f"invalid pipeline config {path}: " + "; ".join(problems))
+        return config
+
+    def _target_problems(self) -> list[str]:
+        target = self.contract.target_column
+        described = f"the target {target.name!r} is a {target.type} column"
+        if target.type == "category":
+            described += f" with {len(target.categories)} categories"
+        if self.objective == "regression" and target.type not in NUMERIC_TYPES:
+            return [f"{described}; a regression target must be a number or integer column"]
+        if self.objective == "binary" and not (
+            target.type == "boolean" or len(target.categories) == 2
+        ):
+            return [f"{described}; a binary target must be boolean or a category with 2"]
+        if self.objective == "multiclass" and len(target.categories) < 3:
+            return [f"{described}; a multiclass target must be a category with 3 or more"]
+        return []
+
+    def _gate_problems(self) -> list[str]:
+        computed = METRICS[self.objective]
+        problems = []
+        for metric in self.gate:
+            if metric.name not in computed:
+                problems.append(
+                    f"gate metric {metric.name!r} is not computed for {self.objective}; "
+                    f"allowed: {', '.join(computed)}"
+                )
+                continue
+            better = computed[metric.name]
+            if metric.direction != better:
+                problems.append(
+                    f"gate metric {metric.name!r}: direction must be {better!r} "
+                    f"({better} {metric.name} is better), not {metric.direction!r}"
+                )
+            if all(
+                getattr(metric, kind) is None
+                for kind in ("min", "max", "max_change_abs", "max_change_rel")
+            ):
+                problems.append(
+                    f"gate metric {metric.name!r} sets no threshold; "
+                    "allowed: min, max, max_change_abs, max_change_rel"
+                )
+        return problems
 
     def summary(self) -> dict[str, Any]:
         """What lineage records about the configuration."""
@@ -163,6 +204,46 @@ class Settings:
             )
         except ValueError as exc:
             raise ConfigError(f"invalid modelrail setting: {exc}") from exc
+
+
+@cache
+def lightgbm_parameters() -> dict[str, str]:
+    """Every LightGBM parameter name and alias -> its canonical name, as the installed
+    library reports them (its C API ``LGBM_DumpParamAliases``). The library is loaded
+    without importing the lightgbm package, which processes that never train skip."""
+    spec = importlib.util.find_spec("lightgbm")
+    if spec is None or spec.origin is None:
+        raise ConfigError("LightGBM is not installed")
+    library = ctypes.CDLL(str(Path(spec.origin).parent / "lib" / "lib_lightgbm.so"))
+    size = ctypes.c_int64(0)
+    buffer = ctypes.create_string_buffer(1 << 16)
+    for _ in range(2):  # the first call says how large the answer is if it did not fit
+        if library.LGBM_DumpParamAliases(ctypes.c_int64(len(buffer)), ctypes.byref(size), buffer):
+            raise ConfigError("LightGBM could not list its parameters")
+        if size.value <= len(buffer):
+            break
+        buffer = ctypes.create_string_buffer(size.value)
+    aliases: dict[str, list[str]] = orjson.loads(buffer.value)
+    return {name: canonical for canonical, names in aliases.items() for name in (canonical, *names)}
+
+
+def _param_problems(params: Mapping[str, Any]) -> list[str]:
+    known = lightgbm_parameters()
+    problems = []
+    for name in params:
+        canonical = known.get(name)
+        if canonical is None:
+            close = difflib.get_close_matches(name, known, n=3)
+            hint = f"; did you mean {', '.join(close)}?" if close else ""
+            problems.append(
+                f"[training.params] {name!r} is not a LightGBM parameter{hint} "
+                "(https://lightgbm.readthedocs.io/en/stable/Parameters.html lists them)"
+            )
+        elif canonical in _RESERVED_PARAMS:
+            problems.append(
+                f"[training.params] {name!r} is set by modelrail from [model] objective; remove it"
+            )
+    return problems
 
 
 def canonical_json(value: Any) -> bytes:

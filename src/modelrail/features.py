@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from modelrail.dataset.contract import Column, DatasetContract
+from modelrail.dataset.contract import Column, DatasetContract, are_codes
 
 
 @dataclasses.dataclass(frozen=True)
@@ -24,10 +24,17 @@ class Feature:
     type: str  # number | integer | category | boolean
     nullable: bool
     categories: tuple[str, ...] = ()
+    min: float | None = None  # the contract's range: values outside it get a warning
+    max: float | None = None
 
     @property
     def is_categorical(self) -> bool:
         return self.type == "category"
+
+    @property
+    def numeric_codes(self) -> bool:
+        """Categories that are numbers: ``2``, ``2.0`` and ``"2"`` are the same one."""
+        return self.is_categorical and are_codes(self.categories)
 
     def code_of(self) -> dict[str, int]:
         return {category: index for index, category in enumerate(self.categories)}
@@ -39,6 +46,9 @@ class FeatureSchema:
     features: tuple[Feature, ...]
     target: str
     classes: tuple[str, ...]  # class labels in model output order; empty for regression
+    # The contract's other columns (the target, ignored ones): a request may carry them,
+    # as a row of the training file does; they are reported as ignored, not refused.
+    passthrough: tuple[str, ...] = ()
 
     @property
     def names(self) -> list[str]:
@@ -59,6 +69,7 @@ class FeatureSchema:
             features=tuple(_feature(c) for c in contract.features),
             target=target.name,
             classes=classes,
+            passthrough=contract.passthrough,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -74,11 +85,14 @@ class FeatureSchema:
                     type=f["type"],
                     nullable=f["nullable"],
                     categories=tuple(f["categories"]),
+                    min=f.get("min"),
+                    max=f.get("max"),
                 )
                 for f in spec["features"]
             ),
             target=spec["target"],
             classes=tuple(spec["classes"]),
+            passthrough=tuple(spec.get("passthrough", ())),
         )
 
     def encode_records(self, records: Sequence[Mapping[str, Any]]) -> np.ndarray:
@@ -131,4 +145,6 @@ def _feature(column: Column) -> Feature:
         type=column.type,
         nullable=column.nullable,
         categories=column.categories,
+        min=column.min,
+        max=column.max,
     )

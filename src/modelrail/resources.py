@@ -8,6 +8,12 @@ from __future__ import annotations
 
 from functools import cache
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+if TYPE_CHECKING:
+    from jsonschema import Draft202012Validator
 
 
 @cache
@@ -24,3 +30,28 @@ def root() -> Path:
 
 def schema_dir(kind: str) -> Path:
     return root() / "schemas" / kind
+
+
+@cache
+def _config_validator(name: str) -> Draft202012Validator:
+    from jsonschema import Draft202012Validator
+
+    return Draft202012Validator(
+        orjson.loads((schema_dir("config") / f"{name}.schema.json").read_bytes())
+    )
+
+
+def schema_problems(name: str, document: Any) -> list[str]:
+    """Every way ``document`` breaks ``schemas/config/<name>.schema.json``: each names
+    where (``columns[3].type``) and, for a field that is not allowed, which are."""
+    problems = []
+    errors = _config_validator(name).iter_errors(document)
+    for error in sorted(errors, key=lambda e: [str(part) for part in e.absolute_path]):
+        where = "".join(
+            f"[{part}]" if isinstance(part, int) else f".{part}" for part in error.absolute_path
+        ).lstrip(".")
+        message = error.message
+        if error.validator == "additionalProperties" and "properties" in error.schema:
+            message += f"; allowed: {', '.join(error.schema['properties'])}"
+        problems.append(f"{where or 'the file'}: {message}")
+    return problems

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import lightgbm
@@ -10,6 +11,7 @@ import numpy as np
 import orjson
 import pytest
 
+from modelrail.features import Feature, FeatureSchema
 from modelrail.serving.predictor import _answers
 from modelrail.serving.requests import RequestDecoder
 
@@ -83,7 +85,12 @@ def test_unseen_category_is_missing_and_flagged(client: Any, models: RegisteredM
 def test_both_decoders_equal_encode_records(models: RegisteredModels) -> None:
     """A valid batch takes the typed path; one unseen category sends the whole batch
     through the reporting path, which warns. Both give encode_records' numbers."""
-    decoder = RequestDecoder(models.schema, max_instances=10_000)
+    # Without the contract's ranges, so that a huge integer may take the typed path.
+    unbounded = dataclasses.replace(
+        models.schema,
+        features=tuple(dataclasses.replace(f, min=None, max=None) for f in models.schema.features),
+    )
+    decoder = RequestDecoder(unbounded, max_instances=10_000)
     records = [
         *models.records,
         {**models.records[0], "body_mass_g": 4000, "bill_length_mm": 2**60 + 1},
@@ -100,6 +107,69 @@ def test_both_decoders_equal_encode_records(models: RegisteredModels) -> None:
     np.testing.assert_array_equal(
         batch.matrix, models.schema.encode_records(orjson.loads(unseen)["instances"])
     )
+
+
+def test_a_row_straight_from_the_csv_is_answered_naming_what_was_ignored(
+    client: Any, models: RegisteredModels
+) -> None:
+    # The target and an ignored column (year), as a row of the training file has them.
+    row = {**models.records[0], "species": "Adelie", "year": 2009}
+    plain = client.post("/predict", json={"instances": [models.records[0]]}).get_json()
+
+    for body in (
+        {"instances": [row]},
+        {"dataframe_records": [row]},
+        {"dataframe_split": {"columns": list(row), "data": [list(row.values())]}},
+    ):
+        response = client.post("/predict", json=body)
+
+        assert response.status_code == 200, response.data
+        answer = response.get_json()
+        assert answer["predictions"] == plain["predictions"]
+        assert {w["feature"] for w in answer["warnings"]} == {"species", "year"}
+        assert all("ignored" in w["detail"] for w in answer["warnings"])
+
+
+def test_a_value_outside_the_contracts_range_is_answered_with_a_warning(
+    client: Any, models: RegisteredModels
+) -> None:
+    heavy = {**models.records[0], "body_mass_g": 9000}  # the contract's max is 7000
+    inside = {**models.records[0], "body_mass_g": 7000}
+
+    response = client.post("/predict", json={"instances": [inside, heavy]})
+
+    assert response.status_code == 200
+    [warning] = response.get_json()["warnings"]
+    assert (warning["instance"], warning["feature"]) == (1, "body_mass_g")
+    assert warning["detail"] == "outside the contract's range [2000, 7000]"
+    assert warning["pointer"] == "/instances/1/body_mass_g"
+
+
+def test_numeric_category_codes_are_one_category_however_written() -> None:
+    schema = FeatureSchema(
+        objective="regression",
+        features=(
+            Feature("occupation", "category", False, ("1", "2", "6")),
+            Feature("age", "number", False),
+        ),
+        target="affairs",
+        classes=(),
+    )
+    decoder = RequestDecoder(schema, max_instances=10)
+    spellings = [2, 2.0, "2", "2.0", "2e0", "two"]
+    body = {"instances": [{"occupation": code, "age": 30.0} for code in spellings]}
+
+    batch = decoder.decode(orjson.dumps(body))
+
+    assert batch.warnings == [
+        {
+            "pointer": "/instances/5/occupation",
+            "instance": 5,
+            "feature": "occupation",
+            "detail": "unseen category, treated as missing",
+        }
+    ]
+    np.testing.assert_array_equal(batch.matrix[:, 0], [1.0] * 5 + [np.nan])
 
 
 @pytest.mark.parametrize(

@@ -48,7 +48,7 @@ def test_the_bundled_dataset_meets_its_contract(
         ("Adelie,Dream,long,18.7,181,3750,male,2007", "type", "bill_length_mm", "long"),
         ("Adelie,Dream,inf,18.7,181,3750,male,2007", "type", "bill_length_mm", "inf"),
         ("Adelie,Dream,39.1,18.7,181,3750,male,2007.5", "type", "year", "2007.5"),
-        ("NA,Dream,39.1,18.7,181,3750,male,2007", "null", "species", "NA"),
+        ("NA,Dream,39.1,18.7,181,3750,male,2007", "missing_target", "species", "NA"),
         ("Adelie,,39.1,18.7,181,3750,male,2007", "null", "island", ""),
     ],
 )

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from modelrail.dataset.contract import Column, DatasetContract
+from modelrail.dataset.contract import Column, DatasetContract, canonical_code
 from modelrail.errors import ContractViolation
 
 MAX_ROWS_LISTED = 20
@@ -41,10 +41,11 @@ class Problem:
 
 @dataclasses.dataclass(frozen=True)
 class ParsedDataset:
-    """Typed columns of a dataset that met its contract.
+    """Typed columns of a dataset that met its contract, rows without a target dropped.
 
-    Numbers are float64 with NaN for missing; categories are object arrays of str
-    with None for missing.
+    Numbers (and booleans, as 0/1) are float64 with NaN for missing; categories are
+    object arrays of str (numeric codes in their canonical spelling) with None for
+    missing; datetimes are datetime64[ns, UTC] with NaT for missing.
     """
 
     columns: Mapping[str, np.ndarray]
@@ -54,9 +55,10 @@ class ParsedDataset:
 @dataclasses.dataclass(frozen=True)
 class ValidationReport:
     contract: str
-    rows: int
+    rows: int  # the data rows kept: the file's rows less those dropped
     columns: tuple[str, ...]
     problems: tuple[Problem, ...]
+    dropped_missing_target: int = 0
 
     @property
     def passed(self) -> bool:
@@ -67,6 +69,7 @@ class ValidationReport:
             "contract": self.contract,
             "passed": self.passed,
             "rows": self.rows,
+            "dropped": {"missing_target": self.dropped_missing_target},
             "columns": list(self.columns),
             "problems": [p.to_dict() for p in self.problems],
         }
@@ -106,14 +109,6 @@ def validate(data: bytes, contract: DatasetContract) -> tuple[ValidationReport, 
             problems.append(
                 Problem("unexpected_column", f"column {name!r} is not in the contract", name)
             )
-    if len(frame) < contract.min_rows:
-        problems.append(
-            Problem(
-                "min_rows",
-                f"{len(frame)} data rows, the contract requires at least {contract.min_rows}",
-                count=len(frame),
-            )
-        )
 
     parsed: dict[str, np.ndarray] = {}
     for column in contract.columns:
@@ -121,7 +116,39 @@ def validate(data: bytes, contract: DatasetContract) -> tuple[ValidationReport, 
             values, column_problems = _check_column(frame[column.name], column, contract)
             parsed[column.name] = values
             problems.extend(column_problems)
-    return _report(contract, len(frame), header, problems), ParsedDataset(parsed, len(frame))
+
+    kept = np.ones(len(frame), dtype=bool)
+    if contract.target in frame.columns:
+        text = frame[contract.target].str.strip()
+        no_target = text.isin(contract.null_tokens).to_numpy()
+        if no_target.any():
+            limit = contract.max_missing_target_fraction
+            if no_target.mean() > limit:
+                problems.append(
+                    _problem(
+                        "missing_target",
+                        contract.target_column,
+                        no_target,
+                        text,
+                        f"no target value ({no_target.mean():.1%} of the rows; the contract "
+                        f"drops at most max_missing_target_fraction={limit})",
+                    )
+                )
+            else:
+                kept = ~no_target
+                parsed = {name: values[kept] for name, values in parsed.items()}
+    rows = int(kept.sum())
+    if rows < contract.min_rows:
+        problems.append(
+            Problem(
+                "min_rows",
+                f"{rows} data rows with a target, the contract requires at least "
+                f"{contract.min_rows}",
+                count=rows,
+            )
+        )
+    report = ValidationReport(contract.name, rows, header, tuple(problems), len(frame) - rows)
+    return report, ParsedDataset(parsed, rows)
 
 
 def load(data: bytes, contract: DatasetContract) -> ParsedDataset:
@@ -153,7 +180,8 @@ def _check_column(
     text = raw.str.strip()
     missing = text.isin(contract.null_tokens).to_numpy()
     problems: list[Problem] = []
-    if not column.nullable and missing.any():
+    # A missing target drops its row (validate counts them against the contract's limit).
+    if not column.nullable and column.name != contract.target and missing.any():
         problems.append(
             _problem(
                 "null", column, missing, text, "missing values in a column that does not allow them"
@@ -161,6 +189,8 @@ def _check_column(
         )
 
     if column.type == "category":
+        if column.numeric_codes:
+            text = _canonical_codes(text)
         values = text.to_numpy(dtype=object).copy()
         values[missing] = None
         unknown = ~missing & ~text.isin(column.categories).to_numpy()
@@ -185,6 +215,15 @@ def _check_column(
             problems.append(_problem("type", column, bad, text, "values that are not booleans"))
         values = np.where(truthy, 1.0, np.where(falsy, 0.0, np.nan))
         return values, problems
+
+    if column.type == "datetime":
+        stamps = pd.to_datetime(text.where(~missing), format="ISO8601", utc=True, errors="coerce")
+        bad = ~missing & stamps.isna().to_numpy()
+        if bad.any():
+            problems.append(
+                _problem("type", column, bad, text, "values that are not ISO 8601 dates or times")
+            )
+        return stamps.to_numpy(), problems
 
     numbers = pd.to_numeric(text.where(~missing), errors="coerce").to_numpy(
         dtype=np.float64, copy=True
@@ -217,6 +256,17 @@ def _check_column(
             )
     numbers[missing] = np.nan
     return numbers, problems
+
+
+def _canonical_codes(text: pd.Series) -> pd.Series:
+    """Numeric category codes in their one spelling (``2.0`` and ``2`` are ``"2"``);
+    values that are not numbers stay as written (and fail the category check)."""
+    numbers = pd.to_numeric(text, errors="coerce")
+    numeric = np.isfinite(numbers.to_numpy(dtype=np.float64))
+    spelling = {value: canonical_code(float(value)) for value in pd.unique(numbers[numeric])}
+    canonical = text.copy()
+    canonical[numeric] = numbers[numeric].map(spelling)
+    return canonical
 
 
 def _problem(check: str, column: Column, mask: np.ndarray, text: pd.Series, what: str) -> Problem:

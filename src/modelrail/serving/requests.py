@@ -36,7 +36,8 @@ import msgspec
 import numpy as np
 import orjson
 
-from modelrail.features import FeatureSchema
+from modelrail.dataset.contract import canonical_code, parse_code
+from modelrail.features import Feature, FeatureSchema
 from modelrail.serving.problems import Problem
 
 _NUMBER, _INTEGER, _CATEGORY, _BOOLEAN = range(4)
@@ -49,16 +50,7 @@ _astuple = msgspec.structs.astuple
 _BODY_KEYS = ("instances", "dataframe_split", "dataframe_records")
 # Vertex AI and MLflow may send request-level parameters; the model takes none.
 _IGNORED_KEYS = frozenset({"parameters", "params"})
-# The typed decoder's type for each feature kind but categories. msgspec's ``float``
-# also takes JSON integers (as float() converts them), never booleans. Its ``int``
-# takes integers of any size, which float() may not convert, so it is held to 64
-# signed bits (the bounds msgspec can check); larger ones are left to the reporting
-# path.
-_TYPED: dict[int, Any] = {
-    _NUMBER: float,
-    _INTEGER: Annotated[int, msgspec.Meta(ge=-(2**63), le=2**63 - 1)],
-    _BOOLEAN: bool,
-}
+_INT64 = (-(2**63), 2**63 - 1)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -106,7 +98,9 @@ class _Row:
     warnings: list[dict[str, Any]]
 
 
-_Spec = tuple[str, int, bool, Mapping[str, float]]  # name, kind, nullable, category codes
+# name, kind, nullable, category codes, the contract's range (lowest, highest), and
+# whether the categories are numeric codes (2, 2.0 and "2" name the same one).
+_Spec = tuple[str, int, bool, Mapping[str, float], float, float, bool]
 
 
 def _describe(value: Any) -> str:
@@ -132,6 +126,7 @@ class RequestDecoder:
         self.names = schema.names
         self.width = len(self.names)
         self.index = {name: position for position, name in enumerate(self.names)}
+        self.passthrough = frozenset(schema.passthrough)
         self._all_columns = range(self.width)
         self._nan_row = [_NAN] * self.width
         self._plan: list[_Spec] = [
@@ -140,13 +135,16 @@ class RequestDecoder:
                 _KINDS[feature.type],
                 feature.nullable,
                 {category: float(code) for category, code in feature.code_of().items()},
+                -math.inf if feature.min is None else feature.min,
+                math.inf if feature.max is None else feature.max,
+                feature.numeric_codes,
             )
             for feature in schema.features
         ]
         self._typed = _typed_decoder(schema)
         self._categories = [
             (position, {**codes, None: _NAN} if nullable else dict(codes))
-            for position, (_, kind, nullable, codes) in enumerate(self._plan)
+            for position, (_, kind, nullable, codes, *_) in enumerate(self._plan)
             if kind == _CATEGORY
         ]
 
@@ -264,10 +262,10 @@ class RequestDecoder:
         append = out.append
         where: _Row | None = None
         for spec in self._plan:
-            name, kind, _, codes = spec
+            name, kind, _, codes, lowest, highest, _ = spec
             value = row.get(name, _MISSING)
             value_type = type(value)
-            if kind == _NUMBER and value_type is float:
+            if kind == _NUMBER and value_type is float and lowest <= value <= highest:
                 append(value)
                 continue
             if kind == _CATEGORY and value_type is str:
@@ -285,15 +283,19 @@ class RequestDecoder:
             append(_encode_value(value, spec, pointer, where))
         if len(row) != self.width:
             for name in row:
-                if name not in self.index:
+                if name in self.passthrough:
+                    warnings.append(_ignored(f"/{key}/{position}/{_escape(name)}", name, position))
+                elif name not in self.index:
                     errors.add(
                         f"/{key}/{position}/{_escape(name)}", "unknown feature", position, name
                     )
         return out
 
     def _encode_array(
-        self, row: Sequence[Any], columns: Sequence[int], pointer: str, where: _Row
+        self, row: Sequence[Any], columns: Sequence[int | None], pointer: str, where: _Row
     ) -> list[float]:
+        """``row``'s values, the one at offset i into feature ``columns[i]`` (None: a
+        column the model ignores)."""
         out = [_NAN] * self.width
         if len(row) != len(columns):
             order = f" {self.names}" if len(columns) == self.width else ""
@@ -307,9 +309,11 @@ class RequestDecoder:
             return out
         plan = self._plan
         for offset, (column, value) in enumerate(zip(columns, row, strict=True)):
+            if column is None:
+                continue
             spec = plan[column]
             kind, value_type = spec[1], type(value)
-            if kind == _NUMBER and value_type is float:
+            if kind == _NUMBER and value_type is float and spec[4] <= value <= spec[5]:
                 out[column] = value
             elif kind == _CATEGORY and value_type is str and value in spec[3]:
                 out[column] = spec[3][value]
@@ -329,9 +333,13 @@ class RequestDecoder:
         if not isinstance(data, list):
             raise Problem("invalid-request", "dataframe_split.data must be an array of arrays")
         errors = _Errors()
-        order = []
+        warnings: list[dict[str, Any]] = []
+        order: list[int | None] = []
         for offset, name in enumerate(columns):
-            if name not in self.index:
+            if name in self.passthrough:
+                warnings.append(_ignored(f"/dataframe_split/columns/{offset}", name, None))
+                order.append(None)
+            elif name not in self.index:
                 errors.add(f"/dataframe_split/columns/{offset}", "unknown feature", None, name)
             elif self.index[name] in order:
                 errors.add(f"/dataframe_split/columns/{offset}", "duplicate column", None, name)
@@ -342,7 +350,6 @@ class RequestDecoder:
                 errors.add("/dataframe_split/columns", f"missing feature {name!r}", None, name)
         errors.raise_if_any()
         self._check_count(len(data), "dataframe_split.data")
-        warnings: list[dict[str, Any]] = []
         encoded: list[list[float]] = []
         for position, row in enumerate(data):
             pointer = f"/dataframe_split/data/{position}"
@@ -368,7 +375,7 @@ def _typed_decoder(schema: FeatureSchema) -> msgspec.json.Decoder[Any] | None:
         # A category must be one of the contract's (which lists at least one):
         # msgspec answers with the very string objects of the Literal, no new one per
         # value, and an unseen category is left to the reporting path, which warns.
-        typed = Literal[feature.categories] if kind == _CATEGORY else _TYPED[kind]
+        typed = _typed_value(kind, feature)
         fields.append((f"f{position}", typed | None if feature.nullable else typed))
     try:
         instance = msgspec.defstruct(
@@ -389,9 +396,29 @@ def _typed_decoder(schema: FeatureSchema) -> msgspec.json.Decoder[Any] | None:
     return msgspec.json.Decoder(request)
 
 
+def _typed_value(kind: int, feature: Feature) -> Any:
+    """The typed decoder's type for one feature's values. It accepts only what the
+    reporting path takes without a word: values outside the contract's range are
+    declined, so the reporting path answers them with their warning. msgspec's
+    ``float`` also takes JSON integers (as float() converts them), never booleans. Its
+    ``int`` takes integers of any size, which float() may not convert, so it is held to
+    64 signed bits too."""
+    if kind == _CATEGORY:
+        return Literal[feature.categories]
+    if kind == _BOOLEAN:
+        return bool
+    if kind == _NUMBER:
+        if feature.min is None and feature.max is None:
+            return float
+        return Annotated[float, msgspec.Meta(ge=feature.min, le=feature.max)]
+    lowest = _INT64[0] if feature.min is None else max(_INT64[0], math.ceil(feature.min))
+    highest = _INT64[1] if feature.max is None else min(_INT64[1], math.floor(feature.max))
+    return Annotated[int, msgspec.Meta(ge=lowest, le=highest)]
+
+
 def _encode_value(value: Any, spec: _Spec, pointer: str, where: _Row) -> float:
     """One JSON value as its float encoding, or NaN with an error or a warning."""
-    name, kind, nullable, codes = spec
+    name, kind, nullable, codes, _, _, numeric_codes = spec
     value_type = type(value)
     if value is None:
         if not nullable:
@@ -401,12 +428,13 @@ def _encode_value(value: Any, spec: _Spec, pointer: str, where: _Row) -> float:
         return _NAN
     if kind == _NUMBER:
         # orjson never yields NaN/inf: those tokens and overflowing numbers are 400s.
-        if value_type is float:
-            return value  # type: ignore[no-any-return]
-        if value_type is int:
-            return float(value)
+        if value_type is float or value_type is int:
+            return _in_range(float(value), spec, pointer, where)
         expected = "a number"
     elif kind == _CATEGORY:
+        if numeric_codes and value_type is not bool:
+            value = _code_spelling(value)
+            value_type = type(value)
         if value_type is str:
             code = codes.get(value)
             if code is None:
@@ -422,10 +450,8 @@ def _encode_value(value: Any, spec: _Spec, pointer: str, where: _Row) -> float:
             return code
         expected = "a string category"
     elif kind == _INTEGER:
-        if value_type is int:
-            return float(value)
-        if value_type is float and value.is_integer():
-            return value  # type: ignore[no-any-return]
+        if value_type is int or (value_type is float and value.is_integer()):
+            return _in_range(float(value), spec, pointer, where)
         expected = "an integer"
     else:  # _BOOLEAN
         if value_type is bool:
@@ -433,6 +459,43 @@ def _encode_value(value: Any, spec: _Spec, pointer: str, where: _Row) -> float:
         expected = "a boolean"
     where.errors.add(pointer, f"expected {expected}, got {_describe(value)}", where.position, name)
     return _NAN
+
+
+def _in_range(number: float, spec: _Spec, pointer: str, where: _Row) -> float:
+    """``number``, with a warning if it lies outside the contract's range: the model
+    answers, but it never saw such a value (as with an unseen category)."""
+    name, lowest, highest = spec[0], spec[4], spec[5]
+    if not lowest <= number <= highest:
+        where.warnings.append(
+            {
+                "pointer": pointer,
+                "instance": where.position,
+                "feature": name,
+                "detail": f"outside the contract's range [{lowest:g}, {highest:g}]",
+            }
+        )
+    return number
+
+
+def _code_spelling(value: Any) -> Any:
+    """A numeric category code in its canonical spelling (``2.0`` and ``"2"`` are
+    ``"2"``); anything else as it is."""
+    if type(value) is int or type(value) is float:
+        return canonical_code(float(value))
+    if type(value) is str:
+        return parse_code(value) or value
+    return value
+
+
+def _ignored(pointer: str, name: str, instance: int | None) -> dict[str, Any]:
+    warning: dict[str, Any] = {
+        "pointer": pointer,
+        "feature": name,
+        "detail": "not a model feature (the contract's target or an ignored column): ignored",
+    }
+    if instance is not None:
+        warning["instance"] = instance
+    return warning
 
 
 def _escape(name: str) -> str:
