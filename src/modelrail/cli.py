@@ -271,6 +271,38 @@ def serve() -> None:
 
 
 @main.command()
+@click.argument(
+    "csv_path", metavar="CSV", type=click.Path(exists=True, dir_okay=False, path_type=Path)
+)
+@click.option("--target", required=True, help="The column to predict.")
+@click.option("--name", help="The model's name (default: the file's name).")
+@click.option(
+    "--objective",
+    type=click.Choice(["auto", "binary", "multiclass", "regression"]),
+    default="auto",
+    show_default=True,
+    help="auto: two values binary, a few labels multiclass, other numbers regression.",
+)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Where to write pipeline.toml and the contract (default: ./NAME).",
+)
+@click.option("--force", is_flag=True, help="Replace files that exist.")
+def init(
+    csv_path: Path, target: str, name: str | None, objective: str, out: Path | None, force: bool
+) -> None:
+    """Infer a dataset contract and a pipeline.toml from your CSV, and say why."""
+    from modelrail.dataset import infer
+
+    inference = infer.infer(csv_path, target, name=name, objective=objective)
+    click.echo(infer.summary(inference))
+    config_path, contract_path = infer.write(inference, out or Path(inference.name), force=force)
+    click.echo(f"\nwrote {config_path} and {contract_path}; then:")
+    click.echo(f"  MODELRAIL_CONFIG={config_path} modelrail upload {csv_path}")
+
+
+@main.command()
 @click.option("--rows", type=click.IntRange(min=1), required=True)
 @click.option(
     "--out", type=click.Path(dir_okay=False, path_type=Path), default=Path("synthetic.csv")

@@ -189,7 +189,11 @@ class Settings:
                 mode=mode,  # type: ignore[arg-type]
                 home=home,
                 config_path=Path(env.get("MODELRAIL_CONFIG", "pipeline.toml")).absolute(),
-                topology_path=Path(env.get("MODELRAIL_TOPOLOGY", "topology.yaml")).absolute(),
+                # The event graph is modelrail's own: the one shipped beside the package
+                # unless a deployment names another.
+                topology_path=Path(
+                    env.get("MODELRAIL_TOPOLOGY") or resources.root() / "topology.yaml"
+                ).absolute(),
                 data_bucket=env.get("MODELRAIL_DATA_BUCKET", "modelrail-data"),
                 artifact_bucket=env.get("MODELRAIL_ARTIFACT_BUCKET", "modelrail-artifacts"),
                 storage_root=home / "buckets" if mode == "embedded" else None,

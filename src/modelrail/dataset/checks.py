@@ -216,6 +216,11 @@ def _check_column(
         values = np.where(truthy, 1.0, np.where(falsy, 0.0, np.nan))
         return values, problems
 
+    if column.type == "text":
+        values = text.to_numpy(dtype=object).copy()
+        values[missing] = None
+        return values, problems
+
     if column.type == "datetime":
         stamps = pd.to_datetime(text.where(~missing), format="ISO8601", utc=True, errors="coerce")
         bad = ~missing & stamps.isna().to_numpy()

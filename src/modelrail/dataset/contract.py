@@ -19,9 +19,11 @@ import orjson
 from modelrail import resources
 from modelrail.errors import ConfigError
 
-ColumnType = Literal["number", "integer", "category", "boolean", "datetime"]
+ColumnType = Literal["number", "integer", "category", "boolean", "datetime", "text"]
 Role = Literal["feature", "ignore"]
 NUMERIC_TYPES = ("number", "integer")
+# Checked in a file, never given to a model.
+NEVER_FEATURES = ("datetime", "text")
 
 
 def canonical_code(value: float) -> str:
@@ -154,15 +156,20 @@ class DatasetContract:
                 )
             if c.min is not None and c.max is not None and c.min > c.max:
                 problems.append(f"column {c.name!r}: min {c.min} is above max {c.max}")
-            if c.type == "datetime" and c.role == "feature" and c.name != self.target:
+            if c.type in NEVER_FEATURES and c.role == "feature" and c.name != self.target:
                 problems.append(
-                    f"column {c.name!r}: a datetime column cannot be a feature; set "
+                    f"column {c.name!r}: a {c.type} column cannot be a feature; set "
                     '"role": "ignore" (or derive numeric columns, e.g. month, from it)'
+                    if c.type == "datetime"
+                    else f"column {c.name!r}: a text column cannot be a feature; set "
+                    '"role": "ignore", or make it a category with its categories'
                 )
             if c.numeric_codes and len({parse_code(v) for v in c.categories}) < len(c.categories):
                 problems.append(f"column {c.name!r}: categories repeat the same number")
-        if self.target in names and self.target_column.type == "datetime":
-            problems.append(f"the target {self.target!r} cannot be a datetime column")
+        if self.target in names and self.target_column.type in NEVER_FEATURES:
+            problems.append(
+                f"the target {self.target!r} cannot be a {self.target_column.type} column"
+            )
         if not self.features:
             problems.append("the contract has no feature columns (every column is ignored)")
         return problems
