@@ -51,7 +51,13 @@ def schema_problems(name: str, document: Any) -> list[str]:
             f"[{part}]" if isinstance(part, int) else f".{part}" for part in error.absolute_path
         ).lstrip(".")
         message = error.message
-        if error.validator == "additionalProperties" and "properties" in error.schema:
-            message += f"; allowed: {', '.join(error.schema['properties'])}"
+        properties = error.schema.get("properties", {}) if isinstance(error.schema, dict) else {}
+        if error.validator == "additionalProperties" and properties:
+            message += f"; allowed: {', '.join(properties)}"
+        if error.validator == "required":
+            name = str(error.message).split("'")[1]
+            choices = properties.get(name, {}).get("enum")
+            if choices:
+                message += f"; allowed: {', '.join(map(str, choices))}"
         problems.append(f"{where or 'the file'}: {message}")
     return problems

@@ -1,0 +1,150 @@
+"""modelrail init's inference: each rule on a small CSV, the files it writes, and the
+validation of what it wrote against the file it came from."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from modelrail.config import PipelineConfig
+from modelrail.dataset import checks, infer
+from modelrail.errors import ConfigError
+
+ROWS = 40
+
+
+def _csv(tmp_path: Path, target_values: list[str] | None = None) -> Path:
+    labels = target_values or ["yes" if i % 3 else "no" for i in range(ROWS)]
+    lines = ["id,name,joined,grade,score,city,member,constant,notes,label"]
+    for i in range(ROWS):
+        lines.append(
+            f"{i + 1},person {i},2024-{i % 12 + 1:02d}-0{i % 9 + 1},{i % 6 + 1}.0,"
+            f"{10 + i * 0.5},{['Oslo', 'Lima', 'Pune'][i % 3]},{'true' if i % 2 else 'false'},"
+            f"x,,{labels[i]}"
+        )
+    path = tmp_path / "people.csv"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def _entries(inference: infer.Inference) -> dict[str, dict[str, object]]:
+    return {d.entry["name"]: d.entry for d in inference.decisions}
+
+
+def test_each_column_gets_its_type_role_and_limits(tmp_path: Path) -> None:
+    inference = infer.infer(_csv(tmp_path), "label")
+
+    entries = _entries(inference)
+    assert inference.objective == "binary"
+    assert entries["id"] == {"name": "id", "type": "integer", "role": "ignore", "nullable": True}
+    assert entries["name"]["type"] == "text"
+    assert entries["name"]["role"] == "ignore"
+    assert (entries["joined"]["type"], entries["joined"]["role"]) == ("datetime", "ignore")
+    assert entries["grade"]["type"] == "category"
+    assert entries["grade"]["categories"] == ["1", "2", "3", "4", "5", "6"]  # written 1.0 ... 6.0
+    # Observed 10 ... 29.5, widened by 10 % of the span on each side, never below 0.
+    assert (entries["score"]["min"], entries["score"]["max"]) == (8.05, 31.5)
+    assert entries["city"]["categories"] == ["Lima", "Oslo", "Pune"]
+    assert entries["member"]["type"] == "boolean"
+    assert (entries["constant"]["role"], entries["notes"]["role"]) == ("ignore", "ignore")
+    assert entries["label"]["categories"] == ["no", "yes"]
+    assert inference.decisions[0].entry["name"] == "id"  # the file's order
+    whys = {d.entry["name"]: d.why for d in inference.decisions}
+    assert "identifier" in whys["id"]
+    assert "no information" in whys["constant"]
+    assert "every value is missing" in whys["notes"]
+    assert "category codes" in whys["grade"]
+
+
+@pytest.mark.parametrize(
+    ("labels", "objective"),
+    [
+        (["a", "b"], "binary"),
+        (["1", "2", "3"], "multiclass"),  # a few whole-number labels are classes
+        (["red", "green", "blue", "red"], "multiclass"),
+        ([str(i * 1.5) for i in range(ROWS)], "regression"),
+        ([str(i) for i in range(ROWS)], "regression"),  # many whole numbers: a quantity
+    ],
+)
+def test_the_objective_follows_the_targets_values(
+    tmp_path: Path, labels: list[str], objective: str
+) -> None:
+    values = [labels[i % len(labels)] for i in range(ROWS)]
+
+    assert infer.infer(_csv(tmp_path, values), "label").objective == objective
+
+
+@pytest.mark.parametrize(
+    ("labels", "objective", "message"),
+    [
+        (["a", "b", "c"], "binary", "has 3 distinct values; binary needs exactly 2"),
+        (["a", "b"], "multiclass", "multiclass takes 3 to 100"),
+        (["a", "b"], "regression", r"holds text \(e\.g\. 'a'\): regression needs numbers"),
+    ],
+)
+def test_an_objective_the_target_cannot_have_is_refused(
+    tmp_path: Path, labels: list[str], objective: str, message: str
+) -> None:
+    values = [labels[i % len(labels)] for i in range(ROWS)]
+
+    with pytest.raises(ConfigError, match=message):
+        infer.infer(_csv(tmp_path, values), "label", objective=objective)
+
+
+def test_an_unknown_target_lists_the_columns(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"--target 'species' is not a column .*'city'"):
+        infer.infer(_csv(tmp_path), "species")
+
+
+def test_repeated_column_names_are_refused(tmp_path: Path) -> None:
+    path = tmp_path / "twice.csv"
+    path.write_text("a,b,a\n1,2,3\n")
+
+    with pytest.raises(ConfigError, match=r"repeats column names \['a'\]"):
+        infer.infer(path, "b")
+
+
+def test_written_files_load_and_the_file_they_came_from_passes(tmp_path: Path) -> None:
+    labels = ["yes" if i % 3 else "no" for i in range(ROWS)]
+    labels[5] = labels[17] = ""  # two rows without a target
+    csv_path = _csv(tmp_path, labels)
+    inference = infer.infer(csv_path, "label", name="people")
+
+    config_path, contract_path = infer.write(inference, tmp_path / "out")
+
+    config = PipelineConfig.load(config_path)
+    assert config.objective == "binary"
+    assert [g.name for g in config.gate] == ["auc", "binary_logloss"]
+    assert json.loads(contract_path.read_text())["max_missing_target_fraction"] == 0.1
+    report, parsed = checks.validate(csv_path.read_bytes(), config.contract)
+    assert report.passed, report.problems
+    assert (report.rows, report.dropped_missing_target, parsed.rows) == (ROWS - 2, 2, ROWS - 2)
+    with pytest.raises(ConfigError, match="already exist: pass --force"):
+        infer.write(inference, tmp_path / "out")
+    infer.write(inference, tmp_path / "out", force=True)
+
+
+def test_the_summary_says_what_was_decided_and_what_to_check(tmp_path: Path) -> None:
+    labels = ["yes" if i % 3 else "no" for i in range(ROWS)]
+    labels[3] = "NA"
+    text = infer.summary(infer.infer(_csv(tmp_path, labels), "label"))
+
+    assert text.startswith("people: binary, 40 rows")
+    assert "  grade " in text
+    assert "category {1, 2, 3, 4, 5, 6}" in text
+    assert "1 of 40 rows have no target" in text
+    assert "ignored columns ['id', 'name', 'joined', 'constant', 'notes']" in text
+
+
+def test_a_large_file_is_sampled_and_says_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(infer, "SAMPLE_ROWS", 30)
+
+    inference = infer.infer(_csv(tmp_path), "label")
+
+    assert inference.sampled
+    assert inference.rows == 30
+    assert any("more than 30 rows" in note for note in inference.notes)
