@@ -123,3 +123,77 @@ def test_an_invalid_contract_is_a_config_error(tmp_path: Path) -> None:
 
     with pytest.raises(ConfigError, match="target 'y' is not a column"):
         DatasetContract.load(path)
+
+
+def _contract(*columns: dict[str, object], **fields: object) -> DatasetContract:
+    spec = {"name": "t", "target": "label", "columns": list(columns), **fields}
+    return DatasetContract.from_spec(spec, "test contract")
+
+
+LABEL = {"name": "label", "type": "category", "categories": ["a", "b"]}
+
+
+def test_numeric_category_codes_are_one_category_however_written() -> None:
+    contract = _contract(
+        {"name": "grade", "type": "category", "categories": ["1", "2", "6"]}, LABEL
+    )
+    data = b"grade,label\n2,a\n2.0,b\n 6.00 ,a\n1e0,b\n7,a\n"
+
+    report, parsed = checks.validate(data, contract)
+
+    [problem] = report.problems
+    assert (problem.check, problem.rows, problem.examples) == ("category", (5,), ("7",))
+    assert list(parsed.columns["grade"][:4]) == ["2", "2", "6", "1"]
+
+
+def test_rows_without_a_target_are_dropped_up_to_the_contracts_limit() -> None:
+    columns = ({"name": "x", "type": "number"}, {**LABEL, "nullable": True})
+    data = b"x,label\n1,a\n2,\n3,b\n4,NA\n5,a\n"
+    lenient = _contract(*columns, max_missing_target_fraction=0.4, null_tokens=["", "NA"])
+    strict = _contract(*columns, max_missing_target_fraction=0.2, null_tokens=["", "NA"])
+
+    report, parsed = checks.validate(data, lenient)
+    refused, _ = checks.validate(data, strict)
+
+    assert report.passed
+    assert (report.rows, report.dropped_missing_target) == (3, 2)
+    assert list(parsed.columns["x"]) == [1.0, 3.0, 5.0]
+    assert list(parsed.columns["label"]) == ["a", "b", "a"]
+    [problem] = refused.problems
+    assert (problem.check, problem.column, problem.rows) == ("missing_target", "label", (2, 4))
+    assert "40.0% of the rows" in problem.message
+    assert "max_missing_target_fraction=0.2" in problem.message
+
+
+def test_dates_must_parse_and_text_takes_anything() -> None:
+    contract = _contract(
+        {"name": "x", "type": "number"},
+        {"name": "day", "type": "datetime", "role": "ignore"},
+        {"name": "note", "type": "text", "role": "ignore", "nullable": True},
+        LABEL,
+    )
+    data = b"x,day,note,label\n1,2024-03-01,anything at all,a\n2,2024/03/02,,b\n3,soon,42,a\n"
+
+    report, parsed = checks.validate(data, contract)
+
+    [problem] = report.problems
+    assert (problem.check, problem.column, problem.examples) == ("type", "day", ("soon",))
+    assert list(parsed.columns["note"]) == ["anything at all", None, "42"]
+
+
+def test_synthetic_data_without_ranges_is_plausible(tmp_path: Path) -> None:
+    contract = _contract(
+        {"name": "age", "type": "integer"},
+        {"name": "income", "type": "number", "min": 1000},
+        {"name": "joined", "type": "datetime", "role": "ignore"},
+        {"name": "name", "type": "text", "role": "ignore"},
+        LABEL,
+    )
+    path = tmp_path / "synthetic.csv"
+
+    synth.write_csv(contract, 2_000, path, seed=1)
+
+    report, parsed = checks.validate(path.read_bytes(), contract)
+    assert report.passed, report.problems
+    assert parsed.columns["age"].min() >= 0  # no negative ages
+    assert parsed.columns["income"].min() >= 1000

@@ -54,7 +54,12 @@ def _column(
     column: Column, latent: np.ndarray, numeric_target: bool, rng: np.random.Generator
 ) -> np.ndarray:
     rows = len(latent)
-    if column.type == "category":
+    if column.type == "datetime":
+        days = rng.integers(0, 3 * 365, size=rows)
+        result = (np.datetime64("2024-01-01") + days).astype(str).astype(object)
+    elif column.type == "text":
+        result = np.array([f"{column.name} {i}" for i in range(rows)], dtype=object)
+    elif column.type == "category":
         categories = np.asarray(column.categories, dtype=object)
         # Each class prefers a different category; others stay possible.
         preferred = (np.round(latent * 7).astype(int)) % len(categories)
@@ -81,8 +86,13 @@ def _column(
 
 
 def _scale(values: np.ndarray, column: Column) -> np.ndarray:
-    """Map standard-ish values into the column's [min, max] range."""
-    low = column.min if column.min is not None else -100.0
-    high = column.max if column.max is not None else 100.0
+    """Map standard-ish values into the column's [min, max] range. A missing bound
+    stays on the side of zero a quantity usually has (no negative ages): [0, 100]
+    without either, 100 past the one that is set."""
+    low, high = column.min, column.max
+    if low is None:
+        low = 0.0 if high is None or high > 0 else high - 100.0
+    if high is None:
+        high = low + 100.0
     middle, half = (low + high) / 2, (high - low) / 2
     return np.clip(middle + half * np.tanh(values / 3), low, high)
