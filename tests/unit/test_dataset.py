@@ -197,3 +197,18 @@ def test_synthetic_data_without_ranges_is_plausible(tmp_path: Path) -> None:
     assert report.passed, report.problems
     assert parsed.columns["age"].min() >= 0  # no negative ages
     assert parsed.columns["income"].min() >= 1000
+
+
+def test_padded_header_names_and_cr_line_endings_are_read_as_training_reads_them(
+    config: PipelineConfig, penguins_csv: bytes
+) -> None:
+    header, body = penguins_csv.split(b"\n", 1)
+    padded = header.replace(b",", b" , ") + b"\n" + body
+    cr_only = penguins_csv.replace(b"\n", b"\r")
+
+    for data in (padded, cr_only):
+        report, parsed = checks.validate(data, config.contract)
+
+        assert report.passed, report.problems
+        assert parsed.rows == 344
+        assert set(parsed.columns) == {c.name for c in config.contract.columns}

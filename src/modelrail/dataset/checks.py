@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import io
+import re
 from collections import Counter
 from collections.abc import Mapping
 from typing import Any
@@ -91,6 +92,8 @@ def validate(data: bytes, contract: DatasetContract) -> tuple[ValidationReport, 
 
     problems: list[Problem] = []
     header = _header(data)
+    # Checked under the names training reads: ``species `` is the column ``species``.
+    frame.columns = [str(name).strip() for name in frame.columns]
     expected = {c.name for c in contract.columns}
     for name, count in Counter(header).items():
         if count > 1:
@@ -163,8 +166,9 @@ def load(data: bytes, contract: DatasetContract) -> ParsedDataset:
 
 
 def _header(data: bytes) -> tuple[str, ...]:
-    """The header as written (pandas renames duplicate names, hiding them)."""
-    first_line = data.split(b"\n", 1)[0].decode("utf-8-sig", errors="replace")
+    """The header as written, names trimmed (pandas renames duplicate names, hiding
+    them). Lines may end in LF, CRLF or CR alone."""
+    first_line = re.split(rb"\r\n|\r|\n", data, maxsplit=1)[0].decode("utf-8-sig", "replace")
     return tuple(name.strip() for name in next(csv.reader([first_line]), []))
 
 

@@ -26,7 +26,7 @@ import json
 import math
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -197,7 +197,8 @@ def _target(
     entry.update(type="category", categories=categories)
     shares = ", ".join(f"{label} {labels[label] / len(values):.0%}" for label in categories[:6])
     more = ", …" if len(categories) > 6 else ""
-    return objective, entry, f"target: {distinct} classes ({shares}{more})", labels  # type: ignore[return-value]
+    chosen: Objective = "binary" if objective == "binary" else "multiclass"
+    return chosen, entry, f"target: {distinct} classes ({shares}{more})", labels
 
 
 def _column(column: str, text: pd.Series, missing: pd.Series) -> Decision:
@@ -279,12 +280,12 @@ def _range(numbers: pd.Series, integral: bool) -> dict[str, float]:
     return {"min": _round(lower, math.floor), "max": _round(upper, math.ceil)}
 
 
-def _round(value: float, direction: Any) -> float:
+def _round(value: float, direction: Callable[[float], int]) -> float:
     """``value`` to three significant digits, rounded outward (``direction``)."""
     if value == 0:
         return 0.0
     exponent = math.floor(math.log10(abs(value))) - 2
-    return round(direction(value / 10**exponent) * 10**exponent, max(0, -exponent))
+    return round(direction(value / 10.0**exponent) * 10.0**exponent, max(0, -exponent))
 
 
 def _sorted_labels(labels: Any, numeric: bool) -> list[str]:
