@@ -10,6 +10,7 @@ starts it itself; the tests check that no stand-in outlives them.
 from __future__ import annotations
 
 import collections
+import gzip
 import json
 import os
 import re
@@ -162,8 +163,6 @@ def plan(workspace: Workspace) -> dict[str, Any]:
 
 
 def schema_types(path: Path) -> tuple[set[str], set[str]]:
-    import gzip
-
     with gzip.open(path) as handle:
         (schema,) = json.load(handle)["provider_schemas"].values()
     return set(schema["resource_schemas"]), set(schema["data_source_schemas"])
@@ -201,6 +200,7 @@ def test_every_required_provider_is_served() -> None:
         for spec in providers.values()
         if isinstance(spec, dict)
     }
+    assert "hashicorp/google" in required, "no required_providers found: the parse changed"
     assert required <= set(PROVIDERS), (
         f"no stand-in schema for {sorted(required - set(PROVIDERS))}: add it to "
         f"scripts/provider_schema.py BINDINGS and PROVIDERS here, then {REGENERATE}"
