@@ -47,3 +47,10 @@ tf-plan: stage ## terraform plan for terraform/envs/$(TF_ENV) (after tf-init)
 .PHONY: tf-apply
 tf-apply: stage ## terraform apply for terraform/envs/$(TF_ENV) (after tf-init)
 	$(TERRAFORM) -chdir=terraform/envs/$(TF_ENV) apply -input=false -auto-approve
+
+# The provider schemas the offline validate/plan serves (tests/infra/standin), rebuilt
+# from the providers' CDK bindings on PyPI: a 49 MB download for google. Run it after
+# changing a version in scripts/provider_schema.py (see docs/deploy.md).
+.PHONY: provider-schema
+provider-schema: $(STAMP) ## Rebuild terraform/testing/*.schema.json.gz from the providers' CDK bindings
+	$(BIN)/python scripts/provider_schema.py

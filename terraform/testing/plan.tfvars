@@ -1,0 +1,13 @@
+# Inputs of the offline `terraform plan` in tests/infra/test_infra_plan.py (stand-in
+# provider, nothing is created). GitHub is set so the plan includes the build triggers.
+project_id                     = "modelrail-plan-test"
+region                         = "europe-west1"
+tf_state_bucket                = "modelrail-plan-test-tfstate"
+deployer_service_account_email = "modelrail-deployer@modelrail-plan-test.iam.gserviceaccount.com"
+github_owner                   = "modelrail-org"
+github_repository              = "modelrail"
+code_version                   = "0123456789abcdef0123456789abcdef01234567"
+
+staging_service = {
+  invoker_members = ["user:developer@example.com", "group:ml-team@example.com"]
+}

@@ -1,0 +1,382 @@
+"""`terraform validate` and `terraform plan` of terraform/envs/dev, offline, against a
+stand-in provider serving the real provider schema (tests/infra/standin,
+terraform/testing; docs/deploy.md, "Offline validate and plan").
+
+Terraform runs in a temporary copy of the repository's terraform/ and topology.yaml,
+finds the stand-in through a filesystem mirror named in its CLI configuration, and
+starts it itself; the tests check that no stand-in outlives them.
+"""
+
+from __future__ import annotations
+
+import collections
+import gzip
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import hcl2
+import pytest
+
+from tests.infra.conftest import TERRAFORM_DIR, copy_terraform, tool
+from tests.infra.infra_checks import REPO_ROOT, Terraform, load_topology, squash, unquote
+
+pytestmark = [pytest.mark.infra, pytest.mark.xdist_group("terraform-plan")]
+
+SCHEMA_DIR = TERRAFORM_DIR / "testing"
+PLAN_VARS = SCHEMA_DIR / "plan.tfvars"
+# The providers terraform/ requires, as the filesystem mirror lays them out: source ->
+# (version the mirror offers, schema file). The version is the one the schema was
+# rebuilt from (scripts/provider_schema.py).
+PROVIDERS = {
+    "hashicorp/google": ("6.50.0", SCHEMA_DIR / "hashicorp-google-6.50.0.schema.json.gz"),
+    "hashicorp/archive": ("2.7.1", SCHEMA_DIR / "hashicorp-archive-2.7.1.schema.json.gz"),
+}
+REGENERATE = "run `make provider-schema` (scripts/provider_schema.py)"
+COMMAND_TIMEOUT_S = 240
+
+
+@dataclass
+class Workspace:
+    """A copy of terraform/ wired to the stand-in provider."""
+
+    root: Path  # holds terraform/ and topology.yaml, as the repository does
+    env: dict[str, str]
+    plugin_cwd: Path  # every stand-in runs here: how the tests find leftovers
+
+    @property
+    def env_dir(self) -> Path:
+        return self.root / "terraform" / "envs" / "dev"
+
+    def terraform(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [tool("terraform"), f"-chdir={self.env_dir}", *args],
+            capture_output=True,
+            text=True,
+            env=self.env,
+            timeout=COMMAND_TIMEOUT_S,
+            check=False,
+        )
+
+    def init(self) -> None:
+        completed = self.terraform("init", "-input=false", "-no-color")
+        assert completed.returncode == 0, completed.stdout + completed.stderr
+
+    def validate(self) -> dict[str, Any]:
+        completed = self.terraform("validate", "-json", "-no-color")
+        return dict(json.loads(completed.stdout))
+
+    def leftover_standins(self) -> list[int]:
+        """Stand-in processes of this workspace still running (they run in plugin_cwd)."""
+        found = []
+        for proc in Path("/proc").iterdir():
+            if not proc.name.isdigit():
+                continue
+            try:
+                if (proc / "cwd").resolve() == self.plugin_cwd.resolve():
+                    found.append(int(proc.name))
+            except OSError:
+                continue
+        return found
+
+
+def make_workspace(directory: Path) -> Workspace:
+    root = directory / "repo"
+    copy_terraform(root / "terraform")
+    shutil.copy2(REPO_ROOT / "topology.yaml", root / "topology.yaml")
+    # The environment's state lives in GCS; a plan without credentials keeps it locally.
+    (root / "terraform" / "envs" / "dev" / "standin_override.tf").write_text(
+        'terraform {\n  backend "local" {}\n}\n'
+    )
+    plugin_cwd = directory / "plugin-cwd"
+    plugin_cwd.mkdir()
+    mirror = directory / "mirror"
+    for source, (version, schema) in PROVIDERS.items():
+        name = source.split("/")[1]
+        folder = mirror / "registry.terraform.io" / source / version / "linux_amd64"
+        folder.mkdir(parents=True)
+        launcher = folder / f"terraform-provider-{name}_v{version}"
+        launcher.write_text(
+            "#!/bin/sh\n"
+            f'cd "{plugin_cwd}" || exit 1\n'
+            f'PYTHONPATH="{REPO_ROOT}" exec "{sys.executable}" -m tests.infra.standin "{schema}"\n'
+        )
+        launcher.chmod(0o755)
+    cli_config = directory / "terraform.tfrc"
+    cli_config.write_text(
+        "provider_installation {\n"
+        "  filesystem_mirror {\n"
+        f'    path    = "{mirror}"\n'
+        '    include = ["registry.terraform.io/hashicorp/*"]\n'
+        "  }\n"
+        "}\n"
+    )
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("TF_", "PLUGIN_")) and key != "CHECKPOINT_DISABLE"
+    }
+    env.update(TF_CLI_CONFIG_FILE=str(cli_config), TF_IN_AUTOMATION="1", CHECKPOINT_DISABLE="1")
+    return Workspace(root=root, env=env, plugin_cwd=plugin_cwd)
+
+
+@pytest.fixture(scope="module")
+def workspaces(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[Workspace]]:
+    """Every workspace made in this module; at the end, none may have a stand-in left."""
+    made: list[Workspace] = []
+    yield made
+    leftovers = {pid for workspace in made for pid in workspace.leftover_standins()}
+    for pid in leftovers:
+        os.kill(pid, signal.SIGKILL)
+    assert not leftovers, f"stand-in providers outlived terraform: {sorted(leftovers)}"
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory: pytest.TempPathFactory, workspaces: list[Workspace]) -> Workspace:
+    made = make_workspace(tmp_path_factory.mktemp("tf-real"))
+    workspaces.append(made)
+    made.init()
+    return made
+
+
+@pytest.fixture(scope="module")
+def plan(workspace: Workspace) -> dict[str, Any]:
+    """`terraform show -json` of a plan of the real configuration with plan.tfvars."""
+    planned = workspace.terraform(
+        "plan", "-input=false", "-no-color", f"-var-file={PLAN_VARS}", "-out=tfplan"
+    )
+    assert planned.returncode == 0, planned.stdout[-4000:] + planned.stderr
+    shown = workspace.terraform("show", "-json", "tfplan")
+    assert shown.returncode == 0, shown.stderr
+    return dict(json.loads(shown.stdout))
+
+
+# ------------------------------------------------------------------ the schema
+
+
+def schema_types(path: Path) -> tuple[set[str], set[str]]:
+    with gzip.open(path) as handle:
+        (schema,) = json.load(handle)["provider_schemas"].values()
+    return set(schema["resource_schemas"]), set(schema["data_source_schemas"])
+
+
+def test_every_type_terraform_uses_is_in_the_committed_schema() -> None:
+    terraform = Terraform.load(TERRAFORM_DIR)
+    resources: set[str] = set()
+    data_sources: set[str] = set()
+    for schema_file in (schema for _, schema in PROVIDERS.values()):
+        assert schema_file.is_file(), f"{schema_file} is missing: {REGENERATE}"
+        found_resources, found_data = schema_types(schema_file)
+        resources |= found_resources
+        data_sources |= found_data
+    used_resources = {resource.type for resource in terraform.resources}
+    used_data = {
+        unquote(data_type)
+        for module in terraform.modules.values()
+        for block in module.blocks("data")
+        for data_type in block
+    }
+    missing = sorted(used_resources - resources) + sorted(
+        f"data.{d}" for d in used_data - data_sources
+    )
+    assert missing == [], f"not in terraform/testing/*.schema.json.gz: {missing}; {REGENERATE}"
+
+
+def test_every_required_provider_is_served() -> None:
+    terraform = Terraform.load(TERRAFORM_DIR)
+    required = {
+        unquote(spec["source"])
+        for module in terraform.modules.values()
+        for block in module.blocks("terraform")
+        for providers in block.get("required_providers", [])
+        for spec in providers.values()
+        if isinstance(spec, dict)
+    }
+    assert "hashicorp/google" in required, "no required_providers found: the parse changed"
+    assert required <= set(PROVIDERS), (
+        f"no stand-in schema for {sorted(required - set(PROVIDERS))}: add it to "
+        f"scripts/provider_schema.py BINDINGS and PROVIDERS here, then {REGENERATE}"
+    )
+
+
+# ------------------------------------------------------------------ validate and plan
+
+
+def test_validate_succeeds(workspace: Workspace) -> None:
+    result = workspace.validate()
+    assert result["valid"], json.dumps(result["diagnostics"], indent=2)
+    assert result["warning_count"] == 0, json.dumps(result["diagnostics"], indent=2)
+
+
+def config_address(address: str) -> str:
+    """A resource instance's address without its instance keys."""
+    return re.sub(r'\[(?:"[^"]*"|\d+)\]', "", address)
+
+
+def expected_instances(terraform: Terraform, tfvars: dict[str, Any]) -> collections.Counter[str]:
+    """How many instances of each resource block the plan must hold, counted from the
+    configuration, topology.yaml and the plan's inputs (not from Terraform's output).
+
+    Knows the for_each and count forms terraform/ uses; a new form fails here, naming it.
+    """
+    topology = load_topology(REPO_ROOT / "topology.yaml")
+    env = terraform.module("envs/dev")
+    consumers = {sub["consumer"] for sub in topology["subscriptions"] if sub.get("consumer")}
+
+    def multiplicity(expression: Any, call: dict[str, Any], where: str) -> int:
+        if expression is None:
+            return 1
+        if isinstance(expression, dict):  # a literal map
+            return len(expression)
+        text = squash(expression)
+        grants = re.fullmatch(r"\$\{\{forgrantinlocal\.(\w+):.*\}\}", text)
+        variable = re.fullmatch(r"\$\{toset\(var\.(\w+)\)\}", text)
+        if grants:
+            return len(env.locals[grants[1]])
+        if variable and isinstance(call.get(variable[1]), list):
+            return len(call[variable[1]])
+        if text == "${toset(var.invoker_members)}":
+            assert squash(call["invoker_members"]) == "${var.staging_service.invoker_members}"
+            return len(tfvars["staging_service"]["invoker_members"])
+        counts = {
+            "${local.service_accounts}": len(env.locals["service_accounts"]),
+            "${local.topics}": len(topology["topics"]),
+            "${local.push_subscriptions}": sum(
+                1 for s in topology["subscriptions"] if s.get("consumer")
+            ),
+            "${local.hold_subscriptions}": sum(
+                1 for s in topology["subscriptions"] if not s.get("consumer")
+            ),
+            "${local.consumers}": len(consumers),
+            '${var.github_owner==""?0:1}': 0 if tfvars.get("github_owner", "") == "" else 1,
+        }
+        if text not in counts:
+            raise AssertionError(f"{where}: teach expected_instances about {text}")
+        return counts[text]
+
+    expected: collections.Counter[str] = collections.Counter()
+    calls: dict[Path, list[tuple[str, int, dict[str, Any]]]] = {env.directory: [("", 1, {})]}
+    for name, call in env.module_calls.items():
+        source = (env.directory / unquote(call["source"])).resolve()
+        instances = multiplicity(call.get("for_each", call.get("count")), call, f"module.{name}")
+        calls.setdefault(source, []).append((f"module.{name}.", instances, call))
+    for resource in terraform.resources:
+        for prefix, module_instances, call in calls.get(resource.directory.resolve(), []):
+            address = f"{prefix}{resource.type}.{resource.name}"
+            each = multiplicity(
+                resource.body.get("for_each", resource.body.get("count")), call, address
+            )
+            if module_instances * each:
+                expected[address] += module_instances * each
+    return expected
+
+
+def test_plan_creates_what_the_configuration_declares(plan: dict[str, Any]) -> None:
+    tfvars = {k: unquote(v) for k, v in hcl2.loads(PLAN_VARS.read_text()).items()}
+    tfvars["staging_service"] = {
+        "invoker_members": [unquote(m) for m in tfvars["staging_service"]["invoker_members"]]
+    }
+    expected = expected_instances(Terraform.load(TERRAFORM_DIR), tfvars)
+    managed = [c for c in plan["resource_changes"] if c["mode"] == "managed"]
+    planned = collections.Counter(config_address(change["address"]) for change in managed)
+    assert planned == expected
+    assert {tuple(change["change"]["actions"]) for change in managed} == {("create",)}
+    assert sum(expected.values()) == len(managed)
+
+
+def test_plan_builds_the_event_graph_of_topology_yaml(plan: dict[str, Any]) -> None:
+    topology = load_topology(REPO_ROOT / "topology.yaml")
+
+    def planned_names(resource_type: str) -> set[str]:
+        return {
+            change["change"]["after"]["name"]
+            for change in plan["resource_changes"]
+            if change["type"] == resource_type and change["mode"] == "managed"
+        }
+
+    assert planned_names("google_pubsub_topic") == {t["name"] for t in topology["topics"]}
+    assert planned_names("google_pubsub_subscription") == {
+        s["name"] for s in topology["subscriptions"]
+    }
+    consumers = {s["consumer"] for s in topology["subscriptions"] if s.get("consumer")}
+    assert planned_names("google_cloudfunctions2_function") == {
+        f"modelrail-{consumer.replace('_', '-')}" for consumer in consumers
+    }
+    assert planned_names("google_cloud_run_v2_job") == {"modelrail-train"}
+    assert planned_names("google_cloud_run_v2_service") == {"modelrail-staging"}
+
+
+# ------------------------------------------------------------------ mutations
+
+# Each mutation: (file under terraform/, text replaced, replacement, the diagnostic's
+# summary and a phrase of its detail). Applied together to one copy: one validate run
+# must report every one of them.
+MUTATIONS: dict[str, tuple[str, str, str, str, str]] = {
+    "misspelled_argument": (
+        "modules/bucket/main.tf",
+        "uniform_bucket_level_access = true",
+        "uniform_bucket_level_acess  = true",
+        "Unsupported argument",
+        'An argument named "uniform_bucket_level_acess" is not expected here.',
+    ),
+    "missing_required_argument": (
+        "modules/pubsub/main.tf",
+        "  project = var.project_id\n  name    = each.key\n  labels  = var.labels\n}",
+        "  project = var.project_id\n  labels  = var.labels\n}",
+        "Missing required argument",
+        'The argument "name" is required, but no definition was found.',
+    ),
+    "block_as_argument": (
+        "modules/bucket/main.tf",
+        "versioning {\n    enabled = true\n  }",
+        "versioning = {\n    enabled = true\n  }",
+        "Unsupported argument",
+        'Did you mean to define a block of type "versioning"?',
+    ),
+    "computed_attribute_set": (
+        "modules/run_job/main.tf",
+        "deletion_protection = false\n",
+        'deletion_protection = false\n  create_time         = "2024-01-01T00:00:00Z"\n',
+        "Value for unconfigurable attribute",
+        '"create_time"',
+    ),
+}
+
+
+@pytest.fixture(scope="module")
+def broken_validation(
+    tmp_path_factory: pytest.TempPathFactory, workspaces: list[Workspace]
+) -> dict[str, Any]:
+    broken = make_workspace(tmp_path_factory.mktemp("tf-broken"))
+    workspaces.append(broken)
+    for relative, old, new, *_ in MUTATIONS.values():
+        path = broken.root / "terraform" / relative
+        text = path.read_text()
+        assert text.count(old) == 1, f"{relative} changed: update MUTATIONS"
+        path.write_text(text.replace(old, new))
+    broken.init()
+    return broken.validate()
+
+
+@pytest.mark.parametrize("mutation", sorted(MUTATIONS))
+def test_validate_fails_on_a_broken_copy(broken_validation: dict[str, Any], mutation: str) -> None:
+    relative, _, _, summary, detail = MUTATIONS[mutation]
+    assert not broken_validation["valid"]
+    reported = [
+        d
+        for d in broken_validation["diagnostics"]
+        if d["severity"] == "error" and d["summary"] == summary and detail in d["detail"]
+    ]
+    assert reported, f"{mutation}: not reported:\n{json.dumps(broken_validation, indent=2)}"
+    assert any(
+        d.get("range", {}).get("filename", "").endswith(Path(relative).name) or "range" not in d
+        for d in reported
+    )
