@@ -116,3 +116,34 @@ def program_problems(build: dict[str, Any], source: Path) -> list[str]:
                 if not known and not _exists_in_repository(word):
                     problems.append(f"{where}: its script runs {word!r}, not on {step['name']}")
     return problems
+
+
+# The test suite in Cloud Build: `make test` under CI=true, after the script that
+# installs Google's Pub/Sub emulator, the gcloud CLI and Java.
+SUITE_TOOLS_SCRIPT = "scripts/ci_test_tools.sh"
+SUITE_TOOLS = ("google-cloud-cli-pubsub-emulator", "google-cloud-cli", "openjdk-17-jdk")
+
+
+def suite_problems(
+    build: dict[str, Any], source: Path, tools_script: str | None = None
+) -> list[str]:
+    """Every step running `make test` runs it under CI=true with the emulator installed
+    (``tools_script``: the text of scripts/ci_test_tools.sh, read if not given)."""
+    problems = []
+    suite_steps = [s for s in build["steps"] if ["make", "test"] in step_commands(s)]
+    if not suite_steps:
+        problems.append(f"{source.name}: no step runs `make test`")
+    for step in suite_steps:
+        where = f"{source.name}: step {step.get('id', step['name'])}"
+        if "CI=true" not in step.get("env", []):
+            problems.append(f"{where}: runs `make test` without CI=true (missing tools skip)")
+        commands = step_commands(step)
+        installs = [c for c in commands if SUITE_TOOLS_SCRIPT in c]
+        if not installs or commands.index(installs[0]) > commands.index(["make", "test"]):
+            problems.append(f"{where}: does not run {SUITE_TOOLS_SCRIPT} before `make test`")
+    script = tools_script or (REPO_ROOT / SUITE_TOOLS_SCRIPT).read_text()
+    install_lines = " ".join(re.findall(r"apt-get install(?:[^\n\\]|\\\n|\\)*", script))
+    for package in SUITE_TOOLS:
+        if not re.search(rf"(^|[\s\"]){re.escape(package)}([=\s\"]|$)", install_lines):
+            problems.append(f"{SUITE_TOOLS_SCRIPT}: does not apt-get install {package}")
+    return problems

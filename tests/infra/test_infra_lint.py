@@ -10,7 +10,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.infra.cloudbuild_steps import program_problems, step_commands, step_program
+from tests.infra.cloudbuild_steps import (
+    program_problems,
+    step_commands,
+    step_program,
+    suite_problems,
+)
 from tests.infra.conftest import tool
 from tests.infra.infra_checks import REPO_ROOT
 
@@ -166,3 +171,35 @@ def test_an_image_missing_from_the_table_is_caught() -> None:
     [problem] = program_problems(build, pipeline)
 
     assert "node:22-bookworm is not in BUILDER_IMAGES" in problem
+
+
+@pytest.mark.parametrize("pipeline", PIPELINES, ids=lambda p: p.name)
+def test_the_suite_runs_under_ci_with_the_emulator(pipeline: Path) -> None:
+    assert suite_problems(yaml.safe_load(pipeline.read_text()), pipeline) == []
+
+
+def test_the_suite_without_ci_true_is_caught() -> None:
+    pipeline = CLOUDBUILD_DIR / "pr-checks.yaml"
+    build = yaml.safe_load(pipeline.read_text())
+    test_step = next(step for step in build["steps"] if step["id"] == "test")
+    test_step["env"].remove("CI=true")
+    test_step["args"][1] = "make test"
+
+    problems = suite_problems(build, pipeline)
+
+    assert problems == [
+        "pr-checks.yaml: step test: runs `make test` without CI=true (missing tools skip)",
+        "pr-checks.yaml: step test: does not run scripts/ci_test_tools.sh before `make test`",
+    ]
+
+
+def test_a_tools_script_without_the_emulator_is_caught() -> None:
+    pipeline = CLOUDBUILD_DIR / "pr-checks.yaml"
+    script = (REPO_ROOT / "scripts" / "ci_test_tools.sh").read_text()
+    without_emulator = re.sub(r'\s*"google-cloud-cli-pubsub-emulator=[^"]*"', "", script)
+
+    problems = suite_problems(yaml.safe_load(pipeline.read_text()), pipeline, without_emulator)
+
+    assert problems == [
+        "scripts/ci_test_tools.sh: does not apt-get install google-cloud-cli-pubsub-emulator"
+    ]
