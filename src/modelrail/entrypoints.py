@@ -11,12 +11,11 @@ from __future__ import annotations
 import base64
 import binascii
 import logging
-import sys
 from collections.abc import Callable, Mapping
 from functools import cache
 from typing import TYPE_CHECKING, Any
 
-from modelrail import pipeline
+from modelrail import logs, pipeline
 from modelrail.bootstrap import Container, bootstrap
 from modelrail.config import Settings
 from modelrail.ports import Message
@@ -87,6 +86,7 @@ def cloud_function(stage: str) -> Callable[[CloudEvent], None]:
 
     @functions_framework.cloud_event
     def handle(cloud_event: CloudEvent) -> None:
+        logs.configure()
         message = message_from_push(cloud_event.data, push_delivery_attempt())
         pipeline.consume(container(), stage, message)
 
@@ -100,9 +100,3 @@ def run_job(stage: str, event_json: str | None) -> int:
         return 2
     pipeline.consume(container(), stage, Message(event_json.encode(), {}))
     return 0
-
-
-def configure_logging() -> None:
-    logging.basicConfig(
-        stream=sys.stderr, level=logging.INFO, format="%(levelname)s %(name)s: %(message)s"
-    )

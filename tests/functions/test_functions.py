@@ -186,3 +186,28 @@ def test_the_delivery_attempt_is_read_from_the_push_request(
     [message] = delivered
     assert message.delivery_attempt == seen
     assert message.message_id == body["message"]["messageId"]
+
+
+def test_on_cloud_run_a_function_logs_cloud_logging_json_with_run_and_stage(
+    container: Container,
+    function_client: Client,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv("K_SERVICE", "modelrail-validate")  # set by Cloud Run for functions
+    data, attributes = _upload(container)
+    client = function_client("validate")
+    capsys.readouterr()
+
+    assert _post(client, "data-uploaded", data, attributes) == 200
+
+    lines = [orjson.loads(line) for line in capsys.readouterr().err.splitlines()]
+    [(body, _)] = _published(container, "dataset-validated")
+    run_id = orjson.loads(body)["run_id"]
+    finished = [line for line in lines if line["message"].startswith("validate succeeded")]
+    assert finished, lines
+    for line in finished:
+        assert line["severity"] == "INFO"
+        assert line["run_id"] == run_id
+        assert line["stage"] == "validate"
+        assert line["time"].endswith("Z")
