@@ -54,3 +54,14 @@ tf-apply: stage ## terraform apply for terraform/envs/$(TF_ENV) (after tf-init)
 .PHONY: provider-schema
 provider-schema: $(STAMP) ## Rebuild terraform/testing/*.schema.json.gz from the providers' CDK bindings
 	$(BIN)/python scripts/provider_schema.py
+
+# The images and the Cloud Build steps run one Python patch release, named by exact tag
+# (a digest cannot be looked up offline). Docker's official python images are rebuilt
+# under the same tag for Debian's point releases; a new Python patch release needs a new
+# tag: `make python-version PYTHON_PATCH=3.11.N`, then `make test` (docs/deploy.md).
+.PHONY: python-version
+python-version: ## Move the Dockerfiles and Cloud Build to Python $(PYTHON_PATCH)
+	@echo "$(PYTHON_PATCH)" | grep -qxE '3\.11\.[0-9]+' \
+		|| { echo "set PYTHON_PATCH to a 3.11 patch release, e.g. PYTHON_PATCH=3.11.18"; exit 1; }
+	sed -i -E 's/^(FROM[[:space:]]+python:)3\.11\.[0-9]+-/\1$(PYTHON_PATCH)-/' services/*/Dockerfile
+	sed -i -E 's/^(  _PYTHON_VERSION: ).*/\1$(PYTHON_PATCH)/' cloudbuild/*.yaml

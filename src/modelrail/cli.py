@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import signal
 import sys
 import uuid
@@ -12,6 +11,7 @@ from typing import Any
 import click
 import orjson
 
+from modelrail import logs
 from modelrail.bootstrap import Container, bootstrap
 from modelrail.config import Settings
 from modelrail.errors import ModelrailError
@@ -324,7 +324,7 @@ for _command in (up, down, status):
 
 def run() -> None:
     # Stage failures are shown by the progress lines; the log adds only real errors.
-    logging.basicConfig(level=logging.ERROR, format="%(levelname)s %(name)s: %(message)s")
+    logs.configure(level="ERROR")
     try:
         main(standalone_mode=True)
     except ModelrailError as exc:

@@ -11,12 +11,11 @@ from __future__ import annotations
 import base64
 import binascii
 import logging
-import sys
 from collections.abc import Callable, Mapping
 from functools import cache
 from typing import TYPE_CHECKING, Any
 
-from modelrail import pipeline
+from modelrail import logs, pipeline
 from modelrail.bootstrap import Container, bootstrap
 from modelrail.config import Settings
 from modelrail.ports import Message
@@ -32,8 +31,14 @@ def container() -> Container:
     return bootstrap(Settings.from_env())
 
 
-def message_from_push(data: Mapping[str, Any] | None) -> Message:
-    """The Pub/Sub message inside a push body (as functions-framework hands it over)."""
+def message_from_push(
+    data: Mapping[str, Any] | None, delivery_attempt: int | None = None
+) -> Message:
+    """The Pub/Sub message inside a push body (as functions-framework hands it over).
+
+    ``delivery_attempt`` is the push request's own ``deliveryAttempt`` when the body
+    handed over no longer carries it (see ``push_delivery_attempt``).
+    """
     message = (data or {}).get("message") or {}
     try:
         payload = base64.b64decode(message.get("data", ""), validate=True)
@@ -43,9 +48,32 @@ def message_from_push(data: Mapping[str, Any] | None) -> Message:
         data=payload,
         attributes=dict(message.get("attributes") or {}),
         message_id=str(message.get("messageId") or message.get("message_id") or ""),
-        delivery_attempt=int((data or {}).get("deliveryAttempt") or 1),
+        delivery_attempt=int((data or {}).get("deliveryAttempt") or delivery_attempt or 1),
         published_at=message.get("publishTime") or message.get("publish_time"),
     )
+
+
+def push_delivery_attempt() -> int | None:
+    """``deliveryAttempt`` of the raw Pub/Sub push request being served, if any.
+
+    Pub/Sub puts it at the top of the push body when the subscription has a dead-letter
+    policy. functions-framework turns a raw push body into a CloudEvent whose data keeps
+    only the message (``event_conversion.marshal_background_event_data`` copies data,
+    attributes, messageId and publishTime), so the count is read from the request itself,
+    which Flask still holds while the function runs.
+    """
+    import flask
+
+    if not flask.has_request_context():
+        return None
+    body = flask.request.get_json(force=True, silent=True)
+    if not isinstance(body, dict):
+        return None
+    try:
+        attempt = int(body.get("deliveryAttempt") or 0)
+    except (TypeError, ValueError):
+        return None
+    return attempt if attempt > 0 else None
 
 
 def cloud_function(stage: str) -> Callable[[CloudEvent], None]:
@@ -64,7 +92,9 @@ def cloud_function(stage: str) -> Callable[[CloudEvent], None]:
 
     @functions_framework.cloud_event
     def handle(cloud_event: CloudEvent) -> None:
-        pipeline.consume(container(), stage, message_from_push(cloud_event.data))
+        logs.configure()
+        message = message_from_push(cloud_event.data, push_delivery_attempt())
+        pipeline.consume(container(), stage, message)
 
     return handle
 
@@ -76,9 +106,3 @@ def run_job(stage: str, event_json: str | None) -> int:
         return 2
     pipeline.consume(container(), stage, Message(event_json.encode(), {}))
     return 0
-
-
-def configure_logging() -> None:
-    logging.basicConfig(
-        stream=sys.stderr, level=logging.INFO, format="%(levelname)s %(name)s: %(message)s"
-    )

@@ -20,6 +20,7 @@ from typing import Any
 
 import orjson
 
+from modelrail import logs
 from modelrail.bootstrap import Container
 from modelrail.errors import ConfigChanged, EventTooOld, InvalidEvent, PermanentError
 from modelrail.events import (
@@ -92,7 +93,15 @@ def decode(message: Message) -> Event | None:
 
 
 def consume(container: Container, stage: str, message: Message) -> dict[str, Any] | None:
-    """Run ``stage`` for one delivery of ``message``; return the stage's record."""
+    """Run ``stage`` for one delivery of ``message``; return the stage's record.
+
+    Every line logged meanwhile carries the stage, and the run once it is known.
+    """
+    with logs.pipeline_context(stage=stage):
+        return _consume(container, stage, message)
+
+
+def _consume(container: Container, stage: str, message: Message) -> dict[str, Any] | None:
     accepted = _ACCEPTS[stage]
     config = container.config
     started, clock = utcnow(), time.perf_counter()
@@ -101,6 +110,7 @@ def consume(container: Container, stage: str, message: Message) -> dict[str, Any
     except InvalidEvent as exc:
         key = message.message_id or hashlib.sha256(message.data).hexdigest()
         run_id = derive_run_id(f"message:{key}", config.sha256)
+        logs.bind(run_id=run_id)
         lineage = {"trigger": {"kind": "unknown", "key": key}, "config": config.summary()}
         return _fail(container, stage, run_id, lineage, key, exc, started, clock)
     if event is None:
@@ -113,6 +123,7 @@ def consume(container: Container, stage: str, message: Message) -> dict[str, Any
         run_id = derive_run_id(event.idempotency_key, config.sha256)
         lineage = {"trigger": event.lineage(), "config": config.summary()}
         causation_id = message.message_id or event.idempotency_key
+    logs.bind(run_id=run_id)
 
     recorded = container.runs.stage_record(run_id, stage)
     if recorded is not None:
@@ -150,7 +161,9 @@ def consume(container: Container, stage: str, message: Message) -> dict[str, Any
         "output": dict(outcome.output),
         "event": published.to_body() if published else None,
     }
-    return _record_and_publish(container, record)
+    stored = _record_and_publish(container, record)
+    log.info("%s %s in %.3f s", stage, outcome.status, record["duration_s"])
+    return stored
 
 
 def _context(container: Container, stage: str) -> StageContext:

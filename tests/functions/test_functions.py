@@ -10,7 +10,9 @@ import pytest
 import time_machine
 from flask.testing import FlaskClient
 
+from modelrail import entrypoints
 from modelrail.bootstrap import Container
+from modelrail.ports import Message
 from modelrail.runtime.embedded import InProcessBus
 from tests.conftest import PENGUINS
 from tests.functions.conftest import PROJECT, push_body, storage_notification
@@ -155,3 +157,57 @@ def test_the_chain_runs_with_the_clock_a_year_ahead(
     [(body, _)] = _published(container, "dataset-validated")
     occurred = datetime.fromisoformat(orjson.loads(body)["occurred_at"])
     assert occurred > datetime.now(UTC) + timedelta(days=365)
+
+
+@pytest.mark.parametrize(("delivery_attempt", "seen"), [(3, 3), (None, 1)])
+def test_the_delivery_attempt_is_read_from_the_push_request(
+    container: Container,
+    function_client: Client,
+    monkeypatch: pytest.MonkeyPatch,
+    delivery_attempt: int | None,
+    seen: int,
+) -> None:
+    # functions-framework's CloudEvent keeps only the message: the count Pub/Sub puts at
+    # the top of the push body (dead-letter policies) must come from the request itself.
+    delivered: list[Message] = []
+    monkeypatch.setattr(
+        entrypoints.pipeline, "consume", lambda _c, _stage, message: delivered.append(message)
+    )
+    data, attributes = _upload(container)
+    body = push_body(data, attributes)
+    if delivery_attempt is not None:
+        body["deliveryAttempt"] = delivery_attempt
+
+    response = function_client("validate").post(
+        f"/projects/{PROJECT}/topics/data-uploaded", json=body
+    )
+
+    assert response.status_code == 200
+    [message] = delivered
+    assert message.delivery_attempt == seen
+    assert message.message_id == body["message"]["messageId"]
+
+
+def test_on_cloud_run_a_function_logs_cloud_logging_json_with_run_and_stage(
+    container: Container,
+    function_client: Client,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv("K_SERVICE", "modelrail-validate")  # set by Cloud Run for functions
+    data, attributes = _upload(container)
+    client = function_client("validate")
+    capsys.readouterr()
+
+    assert _post(client, "data-uploaded", data, attributes) == 200
+
+    lines = [orjson.loads(line) for line in capsys.readouterr().err.splitlines()]
+    [(body, _)] = _published(container, "dataset-validated")
+    run_id = orjson.loads(body)["run_id"]
+    finished = [line for line in lines if line["message"].startswith("validate succeeded")]
+    assert finished, lines
+    for line in finished:
+        assert line["severity"] == "INFO"
+        assert line["run_id"] == run_id
+        assert line["stage"] == "validate"
+        assert line["time"].endswith("Z")

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import copy
 import re
-import shlex
 import subprocess
 from pathlib import Path
-from typing import Any
 
 import pytest
 import yaml
 
+from tests.infra.cloudbuild_steps import (
+    program_problems,
+    step_commands,
+    step_program,
+    suite_problems,
+)
 from tests.infra.conftest import tool
 from tests.infra.infra_checks import REPO_ROOT
 
@@ -91,15 +96,6 @@ def make_targets() -> set[str]:
     return set(re.findall(r"^([A-Za-z0-9_./-]+):(?!=)", completed.stdout, flags=re.MULTILINE))
 
 
-def step_commands(step: dict[str, Any]) -> list[list[str]]:
-    """The command lines a step runs: its entrypoint + args, and any `sh -c` script."""
-    args = [str(a) for a in step.get("args", [])]
-    entrypoint = step.get("entrypoint")
-    if entrypoint in ("sh", "bash") and len(args) >= 2 and args[0] == "-c":
-        return [shlex.split(line) for line in re.split(r"&&|;|\n", args[1]) if line.strip()]
-    return [[entrypoint, *args]] if entrypoint else [args]
-
-
 @pytest.mark.parametrize("pipeline", PIPELINES, ids=lambda p: p.name)
 def test_cloudbuild_steps_call_what_exists(pipeline: Path) -> None:
     build = yaml.safe_load(pipeline.read_text())
@@ -140,8 +136,70 @@ def test_deploy_publishes_a_schema_valid_retrain_event() -> None:
     event = json.loads(message.removeprefix("--message=").replace("$COMMIT_SHA", "0" * 40))
     schema = json.loads((REPO_ROOT / "schemas" / "events" / "retrain-requested.json").read_text())
     jsonschema.validate(event, schema)
-    assert publish["args"][:3] == ["pubsub", "topics", "publish"]
-    assert publish["args"][3] == "${_RETRAIN_TOPIC}"
+    program, args = step_program(publish)
+    assert [program, *args[:4]] == ["gcloud", "pubsub", "topics", "publish", "${_RETRAIN_TOPIC}"]
     assert build["substitutions"]["_RETRAIN_TOPIC"] == "retrain-requested"
     order = [s["id"] for s in build["steps"]]
     assert order.index("test") < order.index("terraform-apply") < order.index("publish-retrain")
+
+
+@pytest.mark.parametrize("pipeline", PIPELINES, ids=lambda p: p.name)
+def test_every_step_runs_a_program_its_image_has(pipeline: Path) -> None:
+    assert program_problems(yaml.safe_load(pipeline.read_text()), pipeline) == []
+
+
+def test_a_gcloud_step_without_its_entrypoint_is_caught() -> None:
+    pipeline = CLOUDBUILD_DIR / "deploy.yaml"
+    build = yaml.safe_load(pipeline.read_text())
+    broken = copy.deepcopy(build)
+    fetch = next(step for step in broken["steps"] if step["id"] == "fetch-tfvars")
+    del fetch["entrypoint"]
+
+    problems = program_problems(broken, pipeline)
+
+    assert problems == [
+        "deploy.yaml: step fetch-tfvars: runs 'storage', which "
+        "gcr.io/google.com/cloudsdktool/google-cloud-cli:${_GCLOUD_VERSION}-slim does not have"
+    ]
+
+
+def test_an_image_missing_from_the_table_is_caught() -> None:
+    pipeline = CLOUDBUILD_DIR / "pr-checks.yaml"
+    build = yaml.safe_load(pipeline.read_text())
+    build["steps"].append({"id": "lint", "name": "node:22-bookworm", "args": ["npm", "test"]})
+
+    [problem] = program_problems(build, pipeline)
+
+    assert "node:22-bookworm is not in BUILDER_IMAGES" in problem
+
+
+@pytest.mark.parametrize("pipeline", PIPELINES, ids=lambda p: p.name)
+def test_the_suite_runs_under_ci_with_the_emulator(pipeline: Path) -> None:
+    assert suite_problems(yaml.safe_load(pipeline.read_text()), pipeline) == []
+
+
+def test_the_suite_without_ci_true_is_caught() -> None:
+    pipeline = CLOUDBUILD_DIR / "pr-checks.yaml"
+    build = yaml.safe_load(pipeline.read_text())
+    test_step = next(step for step in build["steps"] if step["id"] == "test")
+    test_step["env"].remove("CI=true")
+    test_step["args"][1] = "make test"
+
+    problems = suite_problems(build, pipeline)
+
+    assert problems == [
+        "pr-checks.yaml: step test: runs `make test` without CI=true (missing tools skip)",
+        "pr-checks.yaml: step test: does not run scripts/ci_test_tools.sh before `make test`",
+    ]
+
+
+def test_a_tools_script_without_the_emulator_is_caught() -> None:
+    pipeline = CLOUDBUILD_DIR / "pr-checks.yaml"
+    script = (REPO_ROOT / "scripts" / "ci_test_tools.sh").read_text()
+    without_emulator = re.sub(r'\s*"google-cloud-cli-pubsub-emulator=[^"]*"', "", script)
+
+    problems = suite_problems(yaml.safe_load(pipeline.read_text()), pipeline, without_emulator)
+
+    assert problems == [
+        "scripts/ci_test_tools.sh: does not apt-get install google-cloud-cli-pubsub-emulator"
+    ]

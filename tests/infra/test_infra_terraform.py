@@ -13,6 +13,7 @@ from tests.infra.conftest import (
     MUTATIONS,
     TERRAFORM_DIR,
     break_copy,
+    copy_terraform,
     tool,
 )
 from tests.infra.infra_checks import (
@@ -181,3 +182,46 @@ def test_removing_a_dead_letter_policy_is_caught(tmp_path: Path) -> None:
     end = text.index("  }\n", start) + 4
     main_tf.write_text(text[:start] + text[end:])
     assert dead_letter_problems(Terraform.load(broken))
+
+
+# The google provider version whose schema the offline checks are run against; every
+# versions.tf pins exactly this one (docs/deploy.md: upgrading the provider).
+TESTED_GOOGLE_PROVIDER = "6.50.0"
+
+
+def google_provider_pins(tf: Terraform) -> dict[str, str]:
+    """{module directory: its hashicorp/google version constraint}."""
+    pins = {}
+    for directory, module in tf.modules.items():
+        for block in module.blocks("terraform"):
+            for providers in block.get("required_providers", []):
+                google = providers.get("google")
+                if google is not None:
+                    pins[str(directory.relative_to(tf.root))] = unquote(google["version"])
+    return pins
+
+
+def provider_pin_problems(tf: Terraform) -> list[str]:
+    pins = google_provider_pins(tf)
+    problems = [
+        f"{module}: google provider {constraint!r}, not exactly {TESTED_GOOGLE_PROVIDER}"
+        for module, constraint in sorted(pins.items())
+        if constraint != TESTED_GOOGLE_PROVIDER
+    ]
+    unpinned = {str(d.relative_to(tf.root)) for d in tf.modules} - set(pins)
+    problems += [f"{module}: no required_providers google" for module in sorted(unpinned)]
+    return problems
+
+
+def test_the_google_provider_is_pinned_to_the_tested_schema(terraform: Terraform) -> None:
+    assert provider_pin_problems(terraform) == []
+
+
+def test_a_provider_range_is_caught(tmp_path: Path) -> None:
+    copy = copy_terraform(tmp_path / "terraform")
+    versions = copy / "modules" / "pubsub" / "versions.tf"
+    versions.write_text(versions.read_text().replace('"6.50.0"', '">= 6.14, < 8.0"'))
+
+    assert provider_pin_problems(Terraform.load(copy)) == [
+        "modules/pubsub: google provider '>= 6.14, < 8.0', not exactly 6.50.0"
+    ]

@@ -76,7 +76,7 @@ def test_vertex_port_and_routes(
 def test_tampered_only_version_stays_not_ready(
     start_server: Callable[..., Server], models: RegisteredModels
 ) -> None:
-    server = start_server(models.tampered)
+    server = start_server(models.tampered, K_SERVICE="modelrail-staging")  # Cloud Run's format
     wait_for(
         lambda: (
             urllib3.request("GET", server.url + "/healthz", timeout=1, retries=False).status == 200

@@ -10,11 +10,12 @@ from __future__ import annotations
 import os
 import sys
 
-from modelrail.entrypoints import configure_logging, run_job
+from modelrail import logs
+from modelrail.entrypoints import run_job
 
 
 def main() -> int:
-    configure_logging()
+    logs.configure()
     return run_job("train", os.environ.get("MODELRAIL_EVENT"))
 
 

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 import orjson
 
-from modelrail.serving import logs
+from modelrail import logs
 from modelrail.serving.problems import PROBLEM_JSON, Problem
 from modelrail.serving.settings import ServiceSettings
 

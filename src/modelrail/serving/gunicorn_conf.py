@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import os
 
-from modelrail.serving.logs import dict_config
+from modelrail.logs import dict_config
 
 _env = os.environ
 os.environ.setdefault("OMP_NUM_THREADS", "1")  # before lib_lightgbm is loaded
@@ -49,7 +49,7 @@ logconfig_dict = {
     **dict_config(
         {
             "gunicorn.error": {
-                "handlers": ["stdout"],
+                "handlers": ["stderr"],
                 "level": loglevel.upper(),
                 "propagate": False,
                 "qualname": "gunicorn.error",
@@ -62,7 +62,7 @@ logconfig_dict = {
             },
         }
     ),
-    "root": {"level": "WARNING", "handlers": ["stdout"]},
+    "root": {"level": "WARNING", "handlers": ["stderr"]},
 }
 
 

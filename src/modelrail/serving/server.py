@@ -193,11 +193,11 @@ def serve_private(listeners: Sequence[socket.socket], app: Callable[..., Any]) -
 
 
 def _log_config() -> dict[str, Any]:
-    from modelrail.serving.logs import dict_config
+    from modelrail.logs import dict_config
 
     return dict_config(
         {
-            "_granian": {"handlers": ["stdout"], "level": "WARNING", "propagate": False},
+            "_granian": {"handlers": ["stderr"], "level": "WARNING", "propagate": False},
             "granian.access": {"handlers": [], "level": "CRITICAL", "propagate": False},
         }
     )

@@ -1,0 +1,173 @@
+"""The images: one Python patch release everywhere, and a re-run of a commit's deploy
+build that finds its images already pushed (immutable tags) succeeds."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.infra.cloudbuild_steps import step_program
+from tests.infra.infra_checks import REPO_ROOT
+
+pytestmark = pytest.mark.infra
+
+COMMIT_IMAGE = REPO_ROOT / "scripts" / "commit_image.sh"
+DEPLOY = REPO_ROOT / "cloudbuild" / "deploy.yaml"
+IMAGE = "europe-west1-docker.pkg.dev/p/modelrail/staging:0123abc"
+
+# A stand-in for the docker CLI: records each call; `manifest inspect` answers from
+# $FAKE_REGISTRY (a file listing the images "in the repository"); `push` adds to it,
+# or fails if $FAKE_PUSH_FAILS is set (another build of the commit pushed first).
+FAKE_DOCKER = """#!/usr/bin/env bash
+echo "$*" >> "$FAKE_CALLS"
+case "$1 $2" in
+  "manifest inspect") grep -qxF "$3" "$FAKE_REGISTRY" ;;
+  push*) [ -z "${FAKE_PUSH_FAILS:-}" ] && echo "$2" >> "$FAKE_REGISTRY" ;;
+  *) true ;;
+esac
+"""
+
+
+def python_versions() -> dict[str, set[str]]:
+    """{file: the Python versions it names} across the Dockerfiles and Cloud Build."""
+    found: dict[str, set[str]] = {}
+    for dockerfile in sorted((REPO_ROOT / "services").rglob("Dockerfile")):
+        text = dockerfile.read_text()
+        tags = set(re.findall(r"^FROM\s+python:(\d+\.\d+\.\d+)-", text, flags=re.MULTILINE))
+        found[str(dockerfile.relative_to(REPO_ROOT))] = tags
+    for pipeline in sorted((REPO_ROOT / "cloudbuild").glob("[!.]*.yaml")):
+        build = yaml.safe_load(pipeline.read_text())
+        version = build.get("substitutions", {}).get("_PYTHON_VERSION")
+        found[str(pipeline.relative_to(REPO_ROOT))] = {str(version)}
+    return found
+
+
+def test_one_python_patch_release_everywhere() -> None:
+    versions = python_versions()
+    assert all(versions.values()), versions
+    assert len(set().union(*versions.values())) == 1, versions
+
+
+def test_make_python_version_moves_every_image_and_build(tmp_path: Path) -> None:
+    for relative in ("Makefile", "mk", "services", "cloudbuild"):
+        source = REPO_ROOT / relative
+        if source.is_dir():
+            shutil.copytree(source, tmp_path / relative)
+        else:
+            shutil.copy(source, tmp_path / relative)
+
+    subprocess.run(
+        ["make", "--no-print-directory", "python-version", "PYTHON_PATCH=3.11.99"],
+        cwd=tmp_path,
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+
+    for file, versions in python_versions().items():
+        assert (tmp_path / file).read_text().count("3.11.99") >= 1, file
+        assert versions  # the real files are untouched
+    copied = (tmp_path / "services" / "staging" / "Dockerfile").read_text()
+    assert not re.search(r"python:3\.11\.(?!99)\d+", copied)
+
+
+def apt_pins(dockerfile_text: str) -> list[str]:
+    """The ``package=version`` words of every ``apt-get install`` in a Dockerfile."""
+    pins = []
+    for command in re.findall(r"apt-get install(?:[^\n\\&]|\\\n)*", dockerfile_text):
+        pins += [w.strip('"') for w in command.split() if "=" in w and not w.startswith("-")]
+    return pins
+
+
+def test_apt_pins_survive_debian_point_releases() -> None:
+    # An exact Debian revision (libc6-dev=2.36-9+deb12u14) stops installing when the next
+    # point release replaces it; the upstream version with any revision does not.
+    for dockerfile in sorted((REPO_ROOT / "services").rglob("Dockerfile")):
+        pins = apt_pins(dockerfile.read_text())
+        assert pins, f"{dockerfile}: no pinned apt packages found"
+        assert [pin for pin in pins if not pin.endswith("*")] == [], dockerfile
+
+
+def test_an_exact_apt_revision_is_caught() -> None:
+    text = "RUN apt-get update \\\n    && apt-get install -y libc6-dev=2.36-9+deb12u14 \\\n"
+
+    assert apt_pins(text) == ["libc6-dev=2.36-9+deb12u14"]
+
+
+def _run(action: str, tmp_path: Path, *, published: bool, push_fails: bool = False) -> tuple:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    docker = bin_dir / "docker"
+    docker.write_text(FAKE_DOCKER)
+    docker.chmod(0o755)
+    registry, calls = tmp_path / "registry", tmp_path / "calls"
+    registry.write_text(f"{IMAGE}\n" if published else "")
+    calls.write_text("")
+    env = {
+        **os.environ,
+        "PATH": f"{bin_dir}:{os.environ['PATH']}",
+        "FAKE_REGISTRY": str(registry),
+        "FAKE_CALLS": str(calls),
+    }
+    if push_fails:
+        env["FAKE_PUSH_FAILS"] = "1"
+    extra = ["services/staging/Dockerfile"] if action == "build" else []
+    completed = subprocess.run(
+        ["bash", str(COMMIT_IMAGE), action, IMAGE, *extra],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    return completed.returncode, calls.read_text().splitlines()
+
+
+def test_a_new_commit_is_built_and_pushed(tmp_path: Path) -> None:
+    assert _run("build", tmp_path, published=False) == (
+        0,
+        [
+            f"manifest inspect {IMAGE}",
+            f"build --file=services/staging/Dockerfile --tag={IMAGE} .",
+        ],
+    )
+    assert _run("push", tmp_path, published=False) == (
+        0,
+        [f"manifest inspect {IMAGE}", f"push {IMAGE}"],
+    )
+
+
+def test_a_rerun_of_a_pushed_commit_neither_rebuilds_nor_pushes(tmp_path: Path) -> None:
+    assert _run("build", tmp_path, published=True) == (0, [f"manifest inspect {IMAGE}"])
+    assert _run("push", tmp_path, published=True) == (0, [f"manifest inspect {IMAGE}"])
+
+
+def test_a_push_that_fails_for_good_fails_the_build(tmp_path: Path) -> None:
+    status, _ = _run("push", tmp_path, published=False, push_fails=True)
+
+    assert status != 0
+
+
+def test_the_deploy_build_builds_and_pushes_only_through_commit_image() -> None:
+    build = yaml.safe_load(DEPLOY.read_text())
+    docker_steps = [s for s in build["steps"] if s["name"] == "gcr.io/cloud-builders/docker"]
+    assert docker_steps
+    actions = set()
+    for step in docker_steps:
+        program, args = step_program(step)
+        assert [program, *args[:1]] == ["bash", "scripts/commit_image.sh"], step["id"]
+        assert args[2].endswith(":$COMMIT_SHA"), step["id"]
+        actions.add((args[1], args[2].rsplit("/", 1)[1]))
+    assert actions == {
+        ("build", "staging:$COMMIT_SHA"),
+        ("build", "train:$COMMIT_SHA"),
+        ("push", "staging:$COMMIT_SHA"),
+        ("push", "train:$COMMIT_SHA"),
+    }
