@@ -35,6 +35,8 @@ METRICS: dict[str, dict[str, Literal["higher", "lower"]]] = {
     "multiclass": {"multi_logloss": "lower", "accuracy": "higher", "macro_f1": "higher"},
     "regression": {"rmse": "lower", "mae": "lower", "r2": "higher"},
 }
+# The Population Stability Index's rules of thumb: below 0.1 stable, above 0.25 a shift.
+DRIFT_LIMITS = (0.1, 0.25)
 # Set by modelrail from the objective; a value in [training.params] would contradict it.
 _RESERVED_PARAMS = ("objective", "metric", "num_class")
 
@@ -65,6 +67,9 @@ class PipelineConfig:
     params: Mapping[str, Any]
     gate: tuple[MetricGate, ...]
     sha256: str  # of the config file and the contract together
+    # PSI limits (warn, fail): the default and per column (see dataset.profile).
+    drift: tuple[float, float] = DRIFT_LIMITS
+    drift_columns: Mapping[str, tuple[float, float]] = dataclasses.field(default_factory=dict)
 
     @classmethod
     def load(cls, path: Path) -> PipelineConfig:
@@ -80,6 +85,9 @@ class PipelineConfig:
             raise ConfigError(f"invalid pipeline config {path}: " + "; ".join(problems))
         model, training = spec["model"], spec["training"]
         contract = DatasetContract.load(path.parent / model["contract"])
+        drift = spec.get("drift", {})
+        drift_warn = drift.get("warn", DRIFT_LIMITS[0])
+        drift_fail = drift.get("fail", DRIFT_LIMITS[1])
         config = cls(
             model_name=model["name"],
             objective=model["objective"],
@@ -92,10 +100,16 @@ class PipelineConfig:
             params=dict(training.get("params", {})),
             gate=tuple(MetricGate(**metric) for metric in spec.get("gate", {}).get("metrics", [])),
             sha256=hashlib.sha256(raw + contract.sha256.encode()).hexdigest(),
+            drift=(drift_warn, drift_fail),
+            drift_columns={
+                name: (limits.get("warn", drift_warn), limits.get("fail", drift_fail))
+                for name, limits in drift.get("columns", {}).items()
+            },
         )
         problems = [
             *config._target_problems(),
             *config._gate_problems(),
+            *config._drift_problems(),
             *_param_problems(config.params),
         ]
         if problems:
@@ -116,6 +130,19 @@ class PipelineConfig:
         if self.objective == "multiclass" and len(target.categories) < 3:
             return [f"{described}; a multiclass target must be a category with 3 or more"]
         return []
+
+    def _drift_problems(self) -> list[str]:
+        problems = []
+        names = {c.name for c in (*self.contract.features, self.contract.target_column)}
+        for name, (warn, fail) in {"[drift]": self.drift, **self.drift_columns}.items():
+            if name != "[drift]" and name not in names:
+                problems.append(
+                    f"[drift.columns] {name!r} is not a feature or the target; "
+                    f"allowed: {', '.join(sorted(names))}"
+                )
+            if warn > fail:
+                problems.append(f"drift limits of {name}: warn {warn} is above fail {fail}")
+        return problems
 
     def _gate_problems(self) -> list[str]:
         computed = METRICS[self.objective]

@@ -67,6 +67,13 @@ class DataUnavailable(PermanentError):
     kind = "data_unavailable"
 
 
+class DataDrift(PermanentError):
+    """New data moved past a drift ``fail`` limit from the champion's training data;
+    ``details`` holds the drift table."""
+
+    kind = "data_drift"
+
+
 class GateRejected(PermanentError):
     """The evaluation gate did not bless the candidate; ``details`` holds the verdict."""
 

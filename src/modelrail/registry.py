@@ -5,6 +5,8 @@ Layout (under ``models/<model>/``)::
     versions/<N>/claim.json     create-only: who claimed number N
     versions/<N>/model.txt      LightGBM text format (never pickle)
     versions/<N>/card.html      human-readable model card
+    versions/<N>/reference.parquet  the hold-out it was judged on: later gates' trusted set
+    versions/<N>/profile.json   its training data's profile: the baseline for drift
     versions/<N>/manifest.json  written last, create-only: the version exists once this does
     by-run/<run_id>.json        a run registers at most one version
     aliases/<alias>.json        mutable pointers (champion, staging), compare-and-set
@@ -100,18 +102,28 @@ class Registry:
         return manifest
 
     def load(self, model: str, version: int) -> LoadedVersion:
-        """Read a version, checking every file's sha256 before anyone parses it."""
+        """Read a version's manifest and model, the model's sha256 checked before anyone
+        parses it."""
         manifest = self.manifest(model, version)
-        files = {}
-        for name, meta in manifest["files"].items():
-            data = self.store.read(self._version_key(model, version, name)).data
-            if sha256(data) != meta["sha256"]:
-                raise IntegrityError(
-                    f"{model} v{version}: {name} does not match the sha256 in its manifest",
-                    {"model": model, "version": version, "file": name},
-                )
-            files[name] = data
-        return LoadedVersion(model, version, manifest, files[MODEL_FILE])
+        return LoadedVersion(model, version, manifest, self._checked(manifest, MODEL_FILE))
+
+    def read_file(self, model: str, version: int, name: str) -> bytes | None:
+        """One file of a version, its sha256 checked; None if the version has none
+        (versions registered before the file existed)."""
+        manifest = self.manifest(model, version)
+        if name not in manifest["files"]:
+            return None
+        return self._checked(manifest, name)
+
+    def _checked(self, manifest: Mapping[str, Any], name: str) -> bytes:
+        model, version = manifest["model"], manifest["version"]
+        data = self.store.read(self._version_key(model, version, name)).data
+        if sha256(data) != manifest["files"][name]["sha256"]:
+            raise IntegrityError(
+                f"{model} v{version}: {name} does not match the sha256 in its manifest",
+                {"model": model, "version": version, "file": name},
+            )
+        return data
 
     def alias(self, model: str, name: str) -> Alias | None:
         try:

@@ -110,6 +110,11 @@ class RunLog:
     def candidate_key(self, run_id: str, name: str) -> str:
         return f"runs/{run_id}/candidate/{name}"
 
+    def snapshot_key(self, run_id: str, name: str) -> str:
+        """Where validate keeps the run's typed data (``part-00000.parquet``) and its
+        profile (``profile.json``)."""
+        return f"runs/{run_id}/snapshot/{name}"
+
     def runs(self) -> list[RunSummary]:
         """Every run, oldest first."""
         stages: dict[str, dict[str, Any]] = {}

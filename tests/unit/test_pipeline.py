@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+
 import orjson
 import pytest
 
@@ -51,11 +53,21 @@ def test_the_manifest_records_hashes_and_full_lineage(
 
     loaded = harness.container.registry.load(harness.model, 1)
     manifest = loaded.manifest
-    assert set(manifest["files"]) == {"model.txt", "card.html"}
+    assert set(manifest["files"]) == {
+        "model.txt",
+        "card.html",
+        "reference.parquet",  # the hold-out it was judged on
+        "profile.json",  # its training data's profile
+    }
     assert loaded.model_text.startswith(b"tree\n")  # LightGBM text format, not a pickle
     lineage = manifest["lineage"]
     assert lineage["trigger"] == {"kind": "upload", "key": upload.idempotency_key}
     assert lineage["data"]["uri"] == f"gs://{upload.bucket}/{upload.name}#{upload.generation}"
+    snapshot = lineage["data"]["snapshot"]  # what train and evaluate read instead of the CSV
+    assert snapshot["rows"] == 344
+    stored = harness.container.artifacts.read(snapshot["key"]).data
+    assert hashlib.sha256(stored).hexdigest() == snapshot["sha256"]
+    assert stored[:4] == b"PAR1"
     assert lineage["code"] == {"version": "test"}
     assert lineage["config"]["hash"] == harness.container.config.sha256
     assert manifest["verdict"]["blessed"] is True

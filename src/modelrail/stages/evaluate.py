@@ -1,7 +1,15 @@
-"""evaluate: score the candidate and the champion on the same hold-out; apply the gate."""
+"""evaluate: score the candidate and the champion, and apply the gate.
+
+Twice: on this run's hold-out, and on the champion's reference set (the hold-out the
+champion was judged on, kept with its version). Data under suspicion cannot be its
+own referee: a candidate trained on corrupted labels scores like the champion on a
+hold-out carrying the same corruption, but much worse on the champion's reference.
+The change thresholds apply on both; the value thresholds on this run's hold-out.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from typing import Any
 
@@ -10,14 +18,16 @@ import numpy as np
 import orjson
 
 from modelrail import evaluation, training
-from modelrail.dataset import checks
+from modelrail.dataset import snapshot
+from modelrail.dataset.checks import ParsedDataset
 from modelrail.errors import GateRejected, IntegrityError
 from modelrail.events import ModelEvaluated, ModelTrained
 from modelrail.features import FeatureSchema
+from modelrail.registry import LoadedVersion
 from modelrail.stages import Outcome, StageContext
-from modelrail.stages.train import read_dataset
 
 CHAMPION = "champion"
+REFERENCE = "reference.parquet"
 
 
 def handle(event: ModelTrained, *, ctx: StageContext) -> Outcome:
@@ -28,24 +38,35 @@ def handle(event: ModelTrained, *, ctx: StageContext) -> Outcome:
     candidate_meta = orjson.loads(
         store.read(ctx.runs.candidate_key(event.run_id, "candidate.json")).data
     )
-    parsed = checks.load(read_dataset(ctx.storage, dict(event.dataset)), config.contract)
+    parsed = snapshot.read(store, event.dataset["snapshot"], config.contract)
     holdout = training.split(parsed.rows, config).holdout
     schema = FeatureSchema.from_dict(candidate_meta["features"])
-    y_true = schema.encode_target(parsed.columns[schema.target])[holdout]
+    candidate = lgb.Booster(model_str=model_text.decode())
 
-    metrics = _score(model_text, schema, parsed.columns, holdout, y_true)
-    champion = _champion(ctx, parsed.columns, holdout, y_true)
+    metrics = _score(candidate, schema, parsed, holdout)
+    loaded = _champion_version(ctx)
+    champion = _champion(loaded, ctx, parsed, holdout)
     verdict = evaluation.judge(config.gate, metrics, champion["metrics"] if champion else None)
+    reasons: list[str] = verdict.to_dict()["reasons"]
+    blessed = verdict.blessed
+    reference = _reference(ctx, loaded, champion, candidate, schema)
+    if reference is not None:
+        blessed = blessed and reference["verdict"]["blessed"]
+        reasons += [
+            f"on v{reference['version']}'s reference set ({reference['rows']} rows): {reason}"
+            for reason in reference["verdict"]["reasons"]
+        ]
+    overall = {**verdict.to_dict(), "blessed": blessed, "reasons": reasons}
     report = {
         "run_id": event.run_id,
         "holdout_rows": len(holdout),
         "metrics": metrics,
         "champion": champion,
-        "verdict": verdict.to_dict(),
+        "reference": reference,
+        "verdict": overall,
     }
     report_uri = ctx.runs.save_report(event.run_id, "evaluation", report)
-    if not verdict.blessed:
-        reasons = verdict.to_dict()["reasons"]
+    if not blessed:
         raise GateRejected(
             "the gate rejected the candidate: " + "; ".join(reasons),
             {"report_uri": report_uri, **report},
@@ -59,45 +80,82 @@ def handle(event: ModelTrained, *, ctx: StageContext) -> Outcome:
         model_sha256=event.model_sha256,
         metrics=metrics,
         champion=champion,
-        verdict=verdict.to_dict(),
+        verdict=overall,
         report_uri=report_uri,
     )
     return Outcome(evaluated, {"metrics": metrics, "blessed": True})
 
 
 def _score(
-    model_text: bytes,
-    schema: FeatureSchema,
-    columns: Any,
-    holdout: np.ndarray,
-    y_true: np.ndarray,
+    booster: lgb.Booster, schema: FeatureSchema, parsed: ParsedDataset, rows: np.ndarray
 ) -> dict[str, float]:
-    booster = lgb.Booster(model_str=model_text.decode())
-    features = schema.encode_columns(columns)[holdout]
-    return evaluation.metrics(schema.objective, y_true, np.asarray(booster.predict(features)))
+    features = schema.encode_columns(parsed.columns)[rows]
+    y_true = schema.encode_target(parsed.columns[schema.target])[rows]
+    prediction = np.asarray(booster.predict(features))
+    return evaluation.metrics(schema.objective, y_true, prediction)
+
+
+def _champion_version(ctx: StageContext) -> LoadedVersion | None:
+    alias = ctx.registry.alias(ctx.config.model_name, CHAMPION)
+    if alias is None:
+        return None
+    return ctx.registry.load(ctx.config.model_name, alias.version)  # sha256-checked
 
 
 def _champion(
-    ctx: StageContext, columns: Any, holdout: np.ndarray, y_true: np.ndarray
+    loaded: LoadedVersion | None, ctx: StageContext, parsed: ParsedDataset, holdout: np.ndarray
 ) -> dict[str, Any] | None:
     """The champion's metrics on this hold-out, or None if there is none to compare."""
-    model = ctx.config.model_name
-    alias = ctx.registry.alias(model, CHAMPION)
-    if alias is None:
+    if loaded is None:
         return None
-    loaded = ctx.registry.load(model, alias.version)  # sha256-checked before parsing
     schema = FeatureSchema.from_dict(loaded.manifest["features"])
-    missing = [name for name in schema.names if name not in columns]
+    missing = [name for name in schema.names if name not in parsed.columns]
     if missing or schema.objective != ctx.config.objective:
         # The contract changed under the champion: it cannot score this data.
         return {
-            "version": alias.version,
+            "version": loaded.version,
             "metrics": None,
             "comparable": False,
             "why": f"champion needs columns {missing} / objective {schema.objective}",
         }
+    booster = lgb.Booster(model_str=loaded.model_text.decode())
     return {
-        "version": alias.version,
-        "metrics": _score(loaded.model_text, schema, columns, holdout, y_true),
+        "version": loaded.version,
+        "metrics": _score(booster, schema, parsed, holdout),
         "comparable": True,
+    }
+
+
+def _reference(
+    ctx: StageContext,
+    loaded: LoadedVersion | None,
+    champion: dict[str, Any] | None,
+    candidate: lgb.Booster,
+    schema: FeatureSchema,
+) -> dict[str, Any] | None:
+    """Candidate and champion on the champion's reference set, judged by the change
+    thresholds; None for the first model or a champion without a comparable set."""
+    if loaded is None or champion is None or not champion["comparable"]:
+        return None
+    model, version = loaded.model, loaded.version
+    data = ctx.registry.read_file(model, version, REFERENCE)
+    if data is None:
+        return None
+    try:
+        reference = snapshot.decode(data, ctx.config.contract)
+    except KeyError:
+        return None  # kept under another contract: its columns are not this data's
+    rows = np.arange(reference.rows)
+    candidate_metrics = _score(candidate, schema, reference, rows)
+    champion_schema = FeatureSchema.from_dict(loaded.manifest["features"])
+    champion_booster = lgb.Booster(model_str=loaded.model_text.decode())
+    champion_metrics = _score(champion_booster, champion_schema, reference, rows)
+    changes_only = [dataclasses.replace(g, min=None, max=None) for g in ctx.config.gate]
+    verdict = evaluation.judge(changes_only, candidate_metrics, champion_metrics)
+    return {
+        "version": version,
+        "rows": reference.rows,
+        "metrics": candidate_metrics,
+        "champion_metrics": champion_metrics,
+        "verdict": verdict.to_dict(),
     }

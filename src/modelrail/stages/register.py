@@ -7,12 +7,15 @@ import hashlib
 import lightgbm as lgb
 import orjson
 
-from modelrail import card
+from modelrail import card, training
+from modelrail.dataset import snapshot
+from modelrail.dataset.checks import ParsedDataset
 from modelrail.errors import IntegrityError
 from modelrail.events import ModelEvaluated, ModelRegistered
 from modelrail.registry import MODEL_FILE
 from modelrail.stages import Outcome, StageContext
-from modelrail.stages.evaluate import CHAMPION
+from modelrail.stages.evaluate import CHAMPION, REFERENCE
+from modelrail.stages.validate import PROFILE
 
 
 def handle(event: ModelEvaluated, *, ctx: StageContext) -> Outcome:
@@ -47,6 +50,15 @@ def handle(event: ModelEvaluated, *, ctx: StageContext) -> Outcome:
         ),
         key=lambda item: -item[1],
     )
+    # The version keeps the hold-out it was judged on (later gates' trusted set) and its
+    # training data's profile (later drift checks' baseline).
+    contract = ctx.config.contract
+    parsed = snapshot.read(store, event.dataset["snapshot"], contract)
+    holdout = training.split(parsed.rows, ctx.config).holdout
+    reference = snapshot.encode(
+        ParsedDataset({k: v[holdout] for k, v in parsed.columns.items()}, len(holdout)), contract
+    )
+    data_profile = store.read(ctx.runs.snapshot_key(event.run_id, PROFILE)).data
     version, manifest = ctx.registry.register(
         model,
         event.run_id,
@@ -55,6 +67,8 @@ def handle(event: ModelEvaluated, *, ctx: StageContext) -> Outcome:
             "card.html": card.render(
                 {**fields, "model": model, "version": number, "run_id": event.run_id}, importance
             ),
+            REFERENCE: reference,
+            PROFILE: data_profile,
         },
         fields,
     )

@@ -1,4 +1,4 @@
-"""train: fit a LightGBM candidate on the validated dataset (runs inside the job)."""
+"""train: fit a LightGBM candidate on the validated snapshot (runs inside the job)."""
 
 from __future__ import annotations
 
@@ -6,31 +6,15 @@ import hashlib
 
 from modelrail import training
 from modelrail.config import canonical_json
-from modelrail.dataset import checks
-from modelrail.errors import DataUnavailable, NotFound
+from modelrail.dataset import snapshot
 from modelrail.events import DatasetValidated, ModelTrained
-from modelrail.ports import Storage
 from modelrail.stages import Outcome, StageContext
 
 
-def read_dataset(storage: Storage, dataset: dict[str, object]) -> bytes:
-    """The exact bytes validate checked (same generation, same sha256)."""
-    try:
-        blob = storage.bucket(str(dataset["bucket"])).read(
-            str(dataset["key"]), generation=int(str(dataset["generation"]))
-        )
-    except NotFound as exc:
-        raise DataUnavailable(f"dataset {dataset['uri']} is gone: {exc}") from exc
-    if hashlib.sha256(blob.data).hexdigest() != dataset["sha256"]:
-        raise DataUnavailable(f"dataset {dataset['uri']} changed since it was validated")
-    return blob.data
-
-
 def handle(event: DatasetValidated, *, ctx: StageContext) -> Outcome:
-    data = read_dataset(ctx.storage, dict(event.dataset))
-    parsed = checks.load(data, ctx.config.contract)
-    candidate = training.train(parsed, ctx.config)
     store = ctx.runs.store
+    parsed = snapshot.read(store, event.dataset["snapshot"], ctx.config.contract)
+    candidate = training.train(parsed, ctx.config)
     model_key = ctx.runs.candidate_key(event.run_id, "model.txt")
     store.write(model_key, candidate.model_text, content_type="text/plain")
     store.write(

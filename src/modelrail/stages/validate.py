@@ -1,15 +1,31 @@
-"""validate: check the triggering dataset against its contract."""
+"""validate: check the triggering dataset against its contract, compare it with the
+champion's training data, and keep it as a typed snapshot for the stages after.
+
+The CSV is parsed here, once: train and evaluate read the snapshot (Parquet), never
+the CSV, so every stage sees exactly the values validation passed."""
 
 from __future__ import annotations
 
 import hashlib
+from typing import Any
 
-from modelrail.dataset import checks
-from modelrail.errors import ContractViolation, DataUnavailable, InvalidEvent, NotFound
+import orjson
+
+from modelrail.config import canonical_json
+from modelrail.dataset import checks, profile, snapshot
+from modelrail.errors import (
+    ContractViolation,
+    DataDrift,
+    DataUnavailable,
+    InvalidEvent,
+    NotFound,
+)
 from modelrail.events import DatasetValidated, DataUploaded, Trigger
 from modelrail.stages import Outcome, StageContext
 
 DATA_SUFFIX = ".csv"
+SNAPSHOT = "part-00000.parquet"
+PROFILE = "profile.json"
 
 
 def handle(trigger: Trigger, *, run_id: str, causation_id: str, ctx: StageContext) -> Outcome:
@@ -26,22 +42,48 @@ def handle(trigger: Trigger, *, run_id: str, causation_id: str, ctx: StageContex
         "sha256": hashlib.sha256(blob.data).hexdigest(),
         "rows": 0,
     }
-    report, _ = checks.validate(blob.data, ctx.config.contract)
+    contract = ctx.config.contract
+    report, parsed = checks.validate(blob.data, contract)
     dataset["rows"] = report.rows
-    report_uri = ctx.runs.save_report(
-        run_id, "validation", {"dataset": dataset, **report.to_dict()}
-    )
     if not report.passed:
+        report_uri = ctx.runs.save_report(
+            run_id, "validation", {"dataset": dataset, **report.to_dict()}
+        )
         summary = "; ".join(p.message for p in report.problems[:5])
         raise ContractViolation(
             f"{dataset['uri']} breaks contract {report.contract!r}: {summary}",
             {"report_uri": report_uri, **report.to_dict()},
         )
+    champion, table = _drift(ctx, parsed)
+    drift = {"champion": champion, "columns": table}
+    report_uri = ctx.runs.save_report(
+        run_id, "validation", {"dataset": dataset, **report.to_dict(), "drift": drift}
+    )
+    failing = [row["column"] for row in table if row["status"] == "fail"]
+    if failing:
+        raise DataDrift(
+            f"{dataset['uri']} drifted from v{champion}'s training data past the fail "
+            f"limit in {failing}: "
+            + "; ".join(f"{r['column']} PSI {r['psi']}" for r in table if r["status"] == "fail"),
+            {"report_uri": report_uri, "reasons": [f"{c} drifted" for c in failing], **drift},
+        )
+    store = ctx.runs.store
+    written = snapshot.write(store, ctx.runs.snapshot_key(run_id, SNAPSHOT), parsed, contract)
+    store.write(
+        ctx.runs.snapshot_key(run_id, PROFILE),
+        canonical_json(profile.profile(parsed, contract)),
+        content_type="application/json",
+    )
+    dataset["snapshot"] = written.to_dict()
     lineage = {
         "trigger": trigger.lineage(),
         "config": ctx.config.summary(),
         "code": {"version": getattr(trigger, "commit_sha", None) or ctx.code_version},
         "data": dataset,
+        "drift": {
+            "champion": champion,
+            "warnings": [r for r in table if r["status"] != "ok"],
+        },
     }
     event = DatasetValidated(
         run_id=run_id,
@@ -51,6 +93,22 @@ def handle(trigger: Trigger, *, run_id: str, causation_id: str, ctx: StageContex
         report_uri=report_uri,
     )
     return Outcome(event, {"rows": report.rows, "report_uri": report_uri})
+
+
+def _drift(ctx: StageContext, parsed: checks.ParsedDataset) -> tuple[int | None, list[Any]]:
+    """The champion's version and, per column, how far this data moved from its
+    training data (empty for the first model, or a champion with no profile)."""
+    config = ctx.config
+    champion = ctx.registry.alias(config.model_name, "champion")
+    if champion is None:
+        return None, []
+    baseline = ctx.registry.read_file(config.model_name, champion.version, PROFILE)
+    if baseline is None:
+        return champion.version, []
+    table = profile.drift(
+        orjson.loads(baseline), parsed, config.contract, config.drift_columns, config.drift
+    )
+    return champion.version, table
 
 
 def _locate(trigger: Trigger, ctx: StageContext) -> tuple[str, str, int | None]:

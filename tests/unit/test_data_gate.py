@@ -1,0 +1,102 @@
+"""The gate corrupted data cannot fool: the champion's reference set, and drift."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from modelrail.config import Settings
+from modelrail.runtime.embedded import build
+from tests.conftest import REPO, settings_env
+from tests.fakes import FakeDeployer, InMemoryStorage
+from tests.unit.conftest import Harness
+
+# Absolute minimums set loose, as a user might: only the comparison with the champion
+# can catch a candidate trained on corrupted labels.
+LOOSE = {"min = 0.90": "min = 0.0", "max = 0.35": "max = 50.0"}
+
+
+def _harness(tmp_path: Path, replacements: dict[str, str]) -> Harness:
+    pipeline = (REPO / "pipeline.toml").read_text()
+    pipeline = pipeline.replace('"schemas/datasets/', f'"{REPO}/schemas/datasets/')
+    for old, new in replacements.items():
+        assert old in pipeline
+        pipeline = pipeline.replace(old, new)
+    (tmp_path / "pipeline.toml").write_text(pipeline)
+    settings = Settings.from_env(
+        settings_env(tmp_path / "home", MODELRAIL_CONFIG=str(tmp_path / "pipeline.toml"))
+    )
+    storage = InMemoryStorage(settings.data_bucket, settings.artifact_bucket)
+    deployer = FakeDeployer()
+    container = build(settings, storage_factory=lambda: storage, deployer_factory=lambda: deployer)
+    return Harness(container, storage, deployer)
+
+
+def _csv(frame: pd.DataFrame) -> bytes:
+    buffer = io.StringIO()
+    frame.to_csv(buffer, index=False, na_rep="NA")
+    return buffer.getvalue().encode()
+
+
+def test_shuffled_labels_are_rejected_on_the_champions_reference_set(
+    tmp_path: Path, penguins_csv: bytes
+) -> None:
+    harness = _harness(tmp_path, LOOSE)
+    harness.upload(penguins_csv, "uploads/clean.csv")
+    harness.run()
+    frame = pd.read_csv(io.BytesIO(penguins_csv), keep_default_na=False)
+    frame["species"] = np.random.default_rng(0).permutation(frame["species"].to_numpy())
+
+    harness.upload(_csv(frame), "uploads/shuffled.csv")
+    harness.run()
+
+    first, second = harness.runs()
+    assert (first.outcome, second.outcome) == ("deployed", "rejected")
+    error = second.stages["evaluate"]["error"]
+    assert "on v1's reference set" in error["message"]
+    assert "accuracy=" in error["message"]
+    registry = harness.container.registry
+    assert registry.versions(harness.model) == [1]
+    assert registry.aliases(harness.model) == {"champion": 1, "staging": 1}
+    report = harness.container.runs.report(second.run_id, "evaluation")
+    # On the new, corrupted hold-out the two models look alike; only the reference tells.
+    assert report["reference"]["champion_metrics"]["accuracy"] > 0.9
+    assert report["reference"]["metrics"]["accuracy"] < 0.6
+
+
+@pytest.mark.parametrize(
+    ("shift_sd", "outcome", "status"), [(4.0, "failed", "fail"), (0.25, "deployed", "warn")]
+)
+def test_a_shifted_column_is_drift_that_warns_or_fails_naming_it(
+    tmp_path: Path, penguins_csv: bytes, shift_sd: float, outcome: str, status: str
+) -> None:
+    harness = _harness(tmp_path, LOOSE)
+    harness.upload(penguins_csv, "uploads/clean.csv")
+    harness.run()
+    frame = pd.read_csv(io.BytesIO(penguins_csv), keep_default_na=False, na_values=["NA"])
+    depth = frame["bill_depth_mm"]
+    frame["bill_depth_mm"] = (depth + shift_sd * depth.std()).clip(upper=25).round(1)
+
+    harness.upload(_csv(frame), "uploads/shifted.csv")
+    harness.run()
+
+    run = harness.runs()[-1]
+    assert run.outcome == outcome
+    report = harness.container.runs.report(run.run_id, "validation")
+    statuses = {row["column"]: row["status"] for row in report["drift"]["columns"]}
+    assert statuses["bill_depth_mm"] == status
+    assert {s for c, s in statuses.items() if c != "bill_depth_mm"} == {"ok"}
+    if status == "fail":
+        error = run.stages["validate"]["error"]
+        assert error["kind"] == "data_drift"
+        assert "['bill_depth_mm']" in error["message"]
+        [failed] = [e for e in harness.published("pipeline-failed") if e["run_id"] == run.run_id]
+        assert failed["error"]["kind"] == "data_drift"
+    else:
+        manifest = harness.container.registry.manifest(harness.model, 2)
+        [warning] = manifest["lineage"]["drift"]["warnings"]
+        assert (warning["column"], warning["status"]) == ("bill_depth_mm", "warn")
