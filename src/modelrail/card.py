@@ -1,7 +1,8 @@
-"""The human-readable model card stored with every version (HTML, inline SVG plot).
+"""The human-readable model card stored with every version (HTML, inline SVG plots).
 
-Rendered from the manifest alone, deterministically (no clock), so re-registering a
-run after a crash writes byte-identical files.
+Rendered from the manifest and the metrics of the versions before it, deterministically
+(no clock), so re-registering a run after a crash writes byte-identical files. It reads
+in a browser with no network: no script, no stylesheet or font from elsewhere.
 """
 
 from __future__ import annotations
@@ -13,7 +14,12 @@ from typing import Any
 _BAR_WIDTH = 360
 
 
-def render(manifest: Mapping[str, Any], importance: Sequence[tuple[str, float]]) -> bytes:
+def render(
+    manifest: Mapping[str, Any],
+    importance: Sequence[tuple[str, float]],
+    history: Sequence[Mapping[str, Any]] = (),
+) -> bytes:
+    """The card of ``manifest``; ``history`` holds the earlier versions' metrics."""
     model, version = manifest["model"], manifest["version"]
     lineage = manifest["lineage"]
     trigger = lineage["trigger"]
@@ -38,11 +44,16 @@ run <code>{escape(manifest["run_id"])}</code>.</p>
 <h2>Hold-out metrics</h2>
 <table><tr><th>metric</th><th>candidate</th><th>champion</th></tr>{rows}</table>
 <h2>Gate</h2><ul>{checks or "<li>no thresholds configured</li>"}</ul>
+{_reference(manifest)}
+{_diagnostics(manifest.get("diagnostics"))}
+{_drift(manifest["lineage"].get("drift"))}
+{_history(manifest, history)}
 <h2>Feature importance (gain)</h2>{_bars(importance)}
 <h2>Lineage</h2>
 <ul><li>Trigger: {escape(str(trigger["kind"]))} <code>{escape(str(trigger["key"]))}</code></li>
 <li>Data: <code>{escape(str(lineage["data"]["uri"]))}</code> ({lineage["data"]["rows"]} rows,
 sha256 <code>{escape(str(lineage["data"]["sha256"]))}</code>)</li>
+{_snapshot(lineage["data"].get("snapshot"))}
 <li>Code: <code>{escape(str(lineage["code"]["version"]))}</code></li>
 <li>Config: <code>{escape(str(lineage["config"]["hash"]))}</code></li></ul>
 </body></html>
@@ -68,3 +79,132 @@ def _bars(importance: Sequence[tuple[str, float]]) -> str:
         for i, (name, value) in enumerate(importance)
     )
     return f'<svg width="{160 + _BAR_WIDTH + 10}" height="{height}" role="img">{bars}</svg>'
+
+
+def _snapshot(snapshot: Mapping[str, Any] | None) -> str:
+    if not snapshot:
+        return ""
+    return (
+        f"<li>Validated snapshot: <code>{escape(str(snapshot['uri']))}</code> "
+        f"({snapshot['rows']} rows, sha256 <code>{escape(str(snapshot['sha256']))}</code>)</li>"
+    )
+
+
+def _reference(manifest: Mapping[str, Any]) -> str:
+    champion = manifest.get("champion") or {}
+    reference = champion.get("reference")
+    if not reference:
+        return ""
+    rows = "".join(
+        f"<tr><td>{escape(name)}</td><td>{value:.4f}</td>"
+        f"<td>{reference['champion_metrics'].get(name, float('nan')):.4f}</td></tr>"
+        for name, value in sorted(reference["metrics"].items())
+    )
+    return (
+        f"<h2>On v{champion['version']}'s reference set</h2>"
+        f"<p>The {reference['rows']} hold-out rows the champion was judged on: data this run "
+        "did not provide, so corrupted new data cannot hide a worse model.</p>"
+        f"<table><tr><th>metric</th><th>candidate</th><th>champion</th></tr>{rows}</table>"
+    )
+
+
+def _diagnostics(diagnostics: Mapping[str, Any] | None) -> str:
+    if not diagnostics:
+        return ""
+    if "actual" in diagnostics:
+        return "<h2>Predicted against actual (hold-out)</h2>" + _scatter(
+            diagnostics["actual"], diagnostics["predicted"]
+        )
+    classes = diagnostics["classes"]
+    per_class = "".join(
+        f"<tr><td>{escape(name)}</td><td>{m['precision']:.3f}</td><td>{m['recall']:.3f}</td>"
+        f"<td>{m['f1']:.3f}</td><td>{m['support']}</td></tr>"
+        for name, m in diagnostics["per_class"].items()
+    )
+    top = max((max(row) for row in diagnostics["confusion"]), default=0) or 1
+    cells = "".join(
+        f"<tr><th>{escape(classes[i])}</th>"
+        + "".join(
+            f'<td style="background:rgba(76,120,168,{count / top:.2f})">{count}</td>'
+            for count in row
+        )
+        + "</tr>"
+        for i, row in enumerate(diagnostics["confusion"])
+    )
+    header = "".join(f"<th>{escape(name)}</th>" for name in classes)
+    return (
+        "<h2>Per class (hold-out)</h2>"
+        "<table><tr><th>class</th><th>precision</th><th>recall</th><th>F1</th>"
+        f"<th>support</th></tr>{per_class}</table>"
+        "<h3>Confusion matrix (rows: actual, columns: predicted)</h3>"
+        f"<table><tr><th></th>{header}</tr>{cells}</table>"
+    )
+
+
+def _scatter(actual: Sequence[float], predicted: Sequence[float]) -> str:
+    size, pad = 320, 30
+    low = min(*actual, *predicted)
+    high = max(*actual, *predicted)
+    span = (high - low) or 1.0
+
+    def at(value: float) -> float:
+        return pad + (value - low) / span * (size - 2 * pad)
+
+    points = "".join(
+        f'<circle cx="{at(a):.1f}" cy="{size - at(p):.1f}" r="2" fill="#4c78a8"/>'
+        for a, p in zip(actual, predicted, strict=True)
+    )
+    diagonal = f'<line x1="{pad}" y1="{size - pad}" x2="{size - pad}" y2="{pad}" stroke="#999"/>'
+    labels = (
+        f'<text x="{size / 2}" y="{size - 5}" font-size="12">actual</text>'
+        f'<text x="2" y="14" font-size="12">predicted ({low:.3g} to {high:.3g})</text>'
+    )
+    return f'<svg width="{size}" height="{size}" role="img">{diagonal}{points}{labels}</svg>'
+
+
+def _drift(drift: Mapping[str, Any] | None) -> str:
+    if not drift or drift.get("champion") is None:
+        return ""
+    warnings = drift.get("warnings") or []
+    rows = "".join(
+        f"<tr><td>{escape(w['column'])}</td><td>{w['psi']:.4f}</td><td>{w['warn']}</td>"
+        f"<td>{escape(w['status'])}</td></tr>"
+        for w in warnings
+    )
+    body = (
+        f"<table><tr><th>column</th><th>PSI</th><th>warn at</th><th>status</th></tr>{rows}</table>"
+        if rows
+        else "<p>Every column within its warn limit.</p>"
+    )
+    return f"<h2>Drift against v{drift['champion']}'s training data</h2>{body}"
+
+
+def _history(manifest: Mapping[str, Any], history: Sequence[Mapping[str, Any]]) -> str:
+    points = [*history, {"version": manifest["version"], "metrics": manifest["metrics"]}]
+    if len(points) < 2:
+        return ""
+    width, height, pad = 360, 120, 24
+    charts = []
+    for name in sorted(manifest["metrics"]):
+        series = [(p["version"], p["metrics"][name]) for p in points if name in p["metrics"]]
+        values = [v for _, v in series]
+        low, high = min(values), max(values)
+        span = (high - low) or 1.0
+        step = (width - 2 * pad) / max(len(series) - 1, 1)
+        coords = [
+            (pad + i * step, height - pad - (v - low) / span * (height - 2 * pad))
+            for i, (_, v) in enumerate(series)
+        ]
+        line = " ".join(f"{x:.1f},{y:.1f}" for x, y in coords)
+        dots = "".join(
+            f'<circle cx="{x:.1f}" cy="{y:.1f}" r="3" fill="#4c78a8"><title>v{version}: '
+            f"{value:.4f}</title></circle>"
+            for (x, y), (version, value) in zip(coords, series, strict=True)
+        )
+        charts.append(
+            f"<figure><figcaption>{escape(name)}: v{series[0][0]} {series[0][1]:.4f} → "
+            f"v{series[-1][0]} {series[-1][1]:.4f}</figcaption>"
+            f'<svg width="{width}" height="{height}" role="img"><polyline points="{line}" '
+            f'fill="none" stroke="#4c78a8"/>{dots}</svg></figure>'
+        )
+    return "<h2>Metrics across versions</h2>" + "".join(charts)

@@ -48,6 +48,42 @@ def metrics(objective: str, y_true: np.ndarray, prediction: np.ndarray) -> dict[
     }
 
 
+RESIDUAL_POINTS = 400  # enough to see a pattern in the card's plot, small in a manifest
+
+
+def diagnostics(
+    objective: str, y_true: np.ndarray, prediction: np.ndarray, classes: Sequence[str]
+) -> dict[str, Any]:
+    """What the model card shows beyond the gated metrics: per-class precision, recall,
+    F1 and support with the confusion matrix (classification), or predicted against
+    actual values for a residual plot (regression, at most ``RESIDUAL_POINTS`` rows,
+    evenly spaced)."""
+    if objective == "regression":
+        rows = np.unique(np.linspace(0, len(y_true) - 1, RESIDUAL_POINTS).astype(int))
+        return {
+            "actual": [float(v) for v in y_true[rows]],
+            "predicted": [float(v) for v in prediction[rows]],
+        }
+    labels = y_true.astype(int)
+    predicted = (prediction >= 0.5).astype(int) if objective == "binary" else prediction.argmax(1)
+    size = len(classes)
+    confusion = np.zeros((size, size), dtype=int)
+    np.add.at(confusion, (labels, predicted), 1)
+    per_class = {}
+    for k, name in enumerate(classes):
+        tp = int(confusion[k, k])
+        precision = tp / confusion[:, k].sum() if confusion[:, k].sum() else 0.0
+        recall = tp / confusion[k].sum() if confusion[k].sum() else 0.0
+        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+        per_class[name] = {
+            "precision": float(precision),
+            "recall": float(recall),
+            "f1": float(f1),
+            "support": int(confusion[k].sum()),
+        }
+    return {"classes": list(classes), "confusion": confusion.tolist(), "per_class": per_class}
+
+
 def _auc(y_true: np.ndarray, score: np.ndarray) -> float:
     positives = y_true == 1
     n_pos, n_neg = int(positives.sum()), int((~positives).sum())

@@ -1,10 +1,13 @@
 """Training: a deterministic split and ``lightgbm.train`` with early stopping.
 
-The split is a seeded permutation of the rows, so the hold-out the gate evaluates on
-is fixed for a given dataset and seed: training, evaluation and any re-run agree on it
-without storing row lists. Categorical features use LightGBM's native categoricals
-(codes from the contract, see ``features``). The model is saved in LightGBM's text
-format, trimmed to the best iteration.
+The split assigns each row by a hash of its inputs (every column but the target) and
+the seed, not by its position: training, evaluation and any re-run agree on it without
+storing row lists, and a row lands on the same side in every upload that contains it.
+So a later upload's hold-out never holds rows an earlier model trained on (reordered or
+repeated data cannot leak them), and exact duplicates stay together. Categorical
+features use LightGBM's native categoricals (codes from the contract, see
+``features``). The model is saved in LightGBM's text format, trimmed to the best
+iteration.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from typing import Any
 
 import lightgbm as lgb
 import numpy as np
+import pandas as pd
 
 from modelrail.config import PipelineConfig
 from modelrail.dataset.checks import ParsedDataset
@@ -44,14 +48,19 @@ class Candidate:
     examples: list[dict[str, Any]]
 
 
-def split(rows: int, config: PipelineConfig) -> Split:
-    order = np.random.default_rng(config.seed).permutation(rows)
-    n_holdout = max(1, math.floor(rows * config.holdout_fraction))
-    n_validation = max(1, math.floor(rows * config.validation_fraction))
+def split(dataset: ParsedDataset, config: PipelineConfig) -> Split:
+    inputs = pd.DataFrame({n: v for n, v in dataset.columns.items() if n != config.contract.target})
+    hashes = pd.util.hash_pandas_object(inputs, index=False).to_numpy(dtype=np.uint64)
+    # The seed moves every row's position on the unit interval alike: another seed,
+    # another partition of the same rows.
+    offset = np.uint64(np.random.default_rng(config.seed).integers(0, 2**63))
+    position = (hashes + offset).astype(np.float64) / 2.0**64
+    holdout = position < config.holdout_fraction
+    validation = ~holdout & (position < config.holdout_fraction + config.validation_fraction)
     return Split(
-        train=np.sort(order[n_holdout + n_validation :]),
-        validation=np.sort(order[n_holdout : n_holdout + n_validation]),
-        holdout=np.sort(order[:n_holdout]),
+        train=np.flatnonzero(~holdout & ~validation),
+        validation=np.flatnonzero(validation),
+        holdout=np.flatnonzero(holdout),
     )
 
 
@@ -71,7 +80,7 @@ def train(dataset: ParsedDataset, config: PipelineConfig) -> Candidate:
     schema = FeatureSchema.from_contract(config.contract, config.objective)
     features = schema.encode_columns(dataset.columns)
     target = schema.encode_target(dataset.columns[schema.target])
-    parts = split(dataset.rows, config)
+    parts = split(dataset, config)
     params = lgb_params(config, schema)
     train_set = lgb.Dataset(
         features[parts.train],

@@ -74,7 +74,8 @@ def test_shuffled_labels_are_rejected_on_the_champions_reference_set(
 def test_a_shifted_column_is_drift_that_warns_or_fails_naming_it(
     tmp_path: Path, penguins_csv: bytes, shift_sd: float, outcome: str, status: str
 ) -> None:
-    harness = _harness(tmp_path, LOOSE)
+    # Loose change limits too: this test is about validate, not the gate after it.
+    harness = _harness(tmp_path, {**LOOSE, "max_change_rel = 0.25": "max_change_rel = 5.0"})
     harness.upload(penguins_csv, "uploads/clean.csv")
     harness.run()
     frame = pd.read_csv(io.BytesIO(penguins_csv), keep_default_na=False, na_values=["NA"])
@@ -100,3 +101,65 @@ def test_a_shifted_column_is_drift_that_warns_or_fails_naming_it(
         manifest = harness.container.registry.manifest(harness.model, 2)
         [warning] = manifest["lineage"]["drift"]["warnings"]
         assert (warning["column"], warning["status"]) == ("bill_depth_mm", "warn")
+
+
+def test_the_card_shows_classes_reference_drift_and_history(
+    tmp_path: Path, penguins_csv: bytes
+) -> None:
+    harness = _harness(tmp_path, LOOSE)
+    harness.upload(penguins_csv, "uploads/clean.csv")
+    harness.run()
+    frame = pd.read_csv(io.BytesIO(penguins_csv), keep_default_na=False, na_values=["NA"])
+    harness.upload(_csv(frame.sample(frac=1.0, random_state=1)), "uploads/reordered.csv")
+    harness.run()
+
+    registry = harness.container.registry
+    assert registry.versions(harness.model) == [1, 2]
+    card = registry.read_file(harness.model, 2, "card.html")
+    assert card is not None
+    html = card.decode()
+    for section in (
+        "Per class (hold-out)",
+        "Confusion matrix",
+        "On v1's reference set",
+        "Drift against v1's training data",
+        "Metrics across versions",
+        "Validated snapshot",
+    ):
+        assert section in html, section
+    assert "<script" not in html
+    assert "http" not in html.replace("http://www.w3.org/2000/svg", "")  # nothing to fetch
+    manifest = registry.manifest(harness.model, 2)
+    per_class = manifest["diagnostics"]["per_class"]
+    assert set(per_class) == {"Adelie", "Chinstrap", "Gentoo"}
+    assert (
+        sum(c["support"] for c in per_class.values()) == manifest["champion"]["reference"]["rows"]
+    )
+
+
+def test_a_regression_card_plots_predicted_against_actual() -> None:
+    from modelrail import card, evaluation
+
+    actual = np.linspace(0, 10, 50)
+    diagnostics = evaluation.diagnostics("regression", actual, actual + 0.5, ())
+    manifest = {
+        "model": "m",
+        "version": 1,
+        "run_id": "run-1",
+        "best_iteration": 3,
+        "features": {"objective": "regression", "target": "y"},
+        "metrics": {"rmse": 0.5},
+        "verdict": {"checks": []},
+        "lineage": {
+            "trigger": {"kind": "upload", "key": "k"},
+            "data": {"uri": "gs://b/k#1", "rows": 50, "sha256": "0" * 64},
+            "code": {"version": "test"},
+            "config": {"hash": "0" * 64},
+        },
+        "diagnostics": diagnostics,
+    }
+
+    html = card.render(manifest, [("x", 1.0)]).decode()
+
+    assert "Predicted against actual" in html
+    assert html.count("<circle") == 50

@@ -7,6 +7,7 @@ import hashlib
 import orjson
 import pytest
 
+from modelrail.dataset import checks
 from modelrail.events import RetrainRequested
 from modelrail.ports import Message
 from modelrail.training import split
@@ -159,7 +160,8 @@ def test_a_candidate_worse_than_the_champion_is_rejected_and_staging_keeps_it(
     # candidate learns noise, and the champion still scores well on the clean hold-out.
     lines = penguins_csv.decode().splitlines()
     header, rows = lines[0], lines[1:]
-    holdout = set(split(len(rows), harness.container.config).holdout.tolist())
+    config = harness.container.config
+    holdout = set(split(checks.load(penguins_csv, config.contract), config).holdout.tolist())
     species = ["Adelie", "Chinstrap", "Gentoo"]
     noisy = [
         row if i in holdout else f"{species[i % 3]},{row.split(',', 1)[1]}"

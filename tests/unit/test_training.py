@@ -25,13 +25,22 @@ def test_training_is_deterministic(config: PipelineConfig, penguins_csv: bytes) 
     assert first.best_iteration < config.num_boost_round  # early stopping stopped it
 
 
-def test_the_split_is_a_fixed_partition(config: PipelineConfig) -> None:
-    parts = training.split(1000, config)
+def test_the_split_is_a_fixed_partition_by_row_not_position(
+    config: PipelineConfig, penguins_csv: bytes
+) -> None:
+    parsed = checks.load(penguins_csv, config.contract)
+    parts = training.split(parsed, config)
 
     together = np.concatenate([parts.train, parts.validation, parts.holdout])
-    assert sorted(together.tolist()) == list(range(1000))
-    assert len(parts.holdout) == 200
-    assert np.array_equal(parts.holdout, training.split(1000, config).holdout)
+    assert sorted(together.tolist()) == list(range(parsed.rows))
+    assert 0.12 < len(parts.holdout) / parsed.rows < 0.28  # holdout_fraction 0.2
+    assert np.array_equal(parts.holdout, training.split(parsed, config).holdout)
+    # Reordered, with relabelled rows: each row stays on its side.
+    order = np.random.default_rng(3).permutation(parsed.rows)
+    columns = {name: values[order] for name, values in parsed.columns.items()}
+    columns["species"] = columns["species"][::-1].copy()
+    moved = training.split(checks.ParsedDataset(columns, parsed.rows), config)
+    assert sorted(order[moved.holdout].tolist()) == parts.holdout.tolist()
 
 
 def test_categoricals_are_native_and_encoded_from_the_contract(
@@ -90,7 +99,7 @@ def test_binary_and_regression_objectives_learn_from_synthetic_data(
     candidate = training.train(parsed, dataclasses.replace(config))
 
     schema = FeatureSchema.from_contract(config.contract, objective)
-    holdout = training.split(parsed.rows, config).holdout
+    holdout = training.split(parsed, config).holdout
     booster = lgb.Booster(model_str=candidate.model_text.decode())
     prediction = booster.predict(schema.encode_columns(parsed.columns)[holdout])
     result = evaluation.metrics(

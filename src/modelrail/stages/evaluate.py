@@ -39,7 +39,7 @@ def handle(event: ModelTrained, *, ctx: StageContext) -> Outcome:
         store.read(ctx.runs.candidate_key(event.run_id, "candidate.json")).data
     )
     parsed = snapshot.read(store, event.dataset["snapshot"], config.contract)
-    holdout = training.split(parsed.rows, config).holdout
+    holdout = training.split(parsed, config).holdout
     schema = FeatureSchema.from_dict(candidate_meta["features"])
     candidate = lgb.Booster(model_str=model_text.decode())
 
@@ -50,6 +50,12 @@ def handle(event: ModelTrained, *, ctx: StageContext) -> Outcome:
     reasons: list[str] = verdict.to_dict()["reasons"]
     blessed = verdict.blessed
     reference = _reference(ctx, loaded, champion, candidate, schema)
+    if champion is not None and reference is not None:
+        # Kept with the version (and shown on its card): how it fared on the trusted set.
+        champion = {
+            **champion,
+            "reference": {k: reference[k] for k in ("rows", "metrics", "champion_metrics")},
+        }
     if reference is not None:
         blessed = blessed and reference["verdict"]["blessed"]
         reasons += [

@@ -5,13 +5,15 @@ from __future__ import annotations
 import hashlib
 
 import lightgbm as lgb
+import numpy as np
 import orjson
 
-from modelrail import card, training
+from modelrail import card, evaluation, training
 from modelrail.dataset import snapshot
 from modelrail.dataset.checks import ParsedDataset
 from modelrail.errors import IntegrityError
 from modelrail.events import ModelEvaluated, ModelRegistered
+from modelrail.features import FeatureSchema
 from modelrail.registry import MODEL_FILE
 from modelrail.stages import Outcome, StageContext
 from modelrail.stages.evaluate import CHAMPION, REFERENCE
@@ -54,18 +56,30 @@ def handle(event: ModelEvaluated, *, ctx: StageContext) -> Outcome:
     # training data's profile (later drift checks' baseline).
     contract = ctx.config.contract
     parsed = snapshot.read(store, event.dataset["snapshot"], contract)
-    holdout = training.split(parsed.rows, ctx.config).holdout
+    holdout = training.split(parsed, ctx.config).holdout
     reference = snapshot.encode(
         ParsedDataset({k: v[holdout] for k, v in parsed.columns.items()}, len(holdout)), contract
     )
     data_profile = store.read(ctx.runs.snapshot_key(event.run_id, PROFILE)).data
+    schema = FeatureSchema.from_dict(candidate["features"])
+    booster_rows = schema.encode_columns(parsed.columns)[holdout]
+    y_true = schema.encode_target(parsed.columns[schema.target])[holdout]
+    fields["diagnostics"] = evaluation.diagnostics(
+        schema.objective, y_true, np.asarray(booster.predict(booster_rows)), schema.classes
+    )
+    history = [
+        {"version": v, "metrics": ctx.registry.manifest(model, v)["metrics"]}
+        for v in ctx.registry.versions(model)
+    ]
     version, manifest = ctx.registry.register(
         model,
         event.run_id,
         lambda number: {
             MODEL_FILE: model_text,
             "card.html": card.render(
-                {**fields, "model": model, "version": number, "run_id": event.run_id}, importance
+                {**fields, "model": model, "version": number, "run_id": event.run_id},
+                importance,
+                [h for h in history if h["version"] < number],
             ),
             REFERENCE: reference,
             PROFILE: data_profile,
