@@ -106,3 +106,20 @@ def test_binary_and_regression_objectives_learn_from_synthetic_data(
         objective, schema.encode_target(parsed.columns["label"])[holdout], prediction
     )
     assert result[metric] > floor
+
+
+def test_training_uses_the_cores_it_has_and_repeats_itself_at_a_thread_count(
+    config: PipelineConfig, penguins_csv: bytes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    parsed = checks.load(penguins_csv, config.contract)
+    monkeypatch.setattr(training, "available_cores", lambda: 4)
+    schema = FeatureSchema.from_contract(config.contract, config.objective)
+
+    assert training.lgb_params(config, schema, 300)["num_threads"] == 1  # too few rows
+    assert training.lgb_params(config, schema, 120_000)["num_threads"] == 2
+    assert training.lgb_params(config, schema, 10**7)["num_threads"] == 4  # every core
+    pinned = dataclasses.replace(config, params={**config.params, "nthread": 3})
+    assert "num_threads" not in training.lgb_params(pinned, schema, 10**7)  # the user's alias
+    first, second = training.train(parsed, config), training.train(parsed, config)
+    assert first.params["num_threads"] == 1  # recorded with the candidate
+    assert first.model_text == second.model_text

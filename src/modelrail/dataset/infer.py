@@ -322,7 +322,6 @@ def _training(rows: int) -> dict[str, Any]:
             "bagging_fraction": 0.9,
             "bagging_freq": 1,
             "lambda_l2": 1.0,
-            "num_threads": 1,
             "deterministic": True,
             "force_row_wise": True,
             "verbosity": -1,
