@@ -98,8 +98,10 @@ def test_demo_registers_version_1_and_staging_answers(user: User) -> None:
 
 
 def test_a_second_valid_upload_becomes_version_2_in_staging(user: User, tmp_path: Path) -> None:
+    # Next month's export: the same kind of data, rows in another order.
+    header, *rows = PENGUINS.read_text().splitlines()
     second = tmp_path / "penguins-2.csv"
-    user.run("synth", "--rows", "1500", "--seed", "5", "--out", str(second))
+    second.write_text("\n".join([header, *rows[::-1]]) + "\n")
 
     user.run("upload", str(second))
 
@@ -107,9 +109,27 @@ def test_a_second_valid_upload_becomes_version_2_in_staging(user: User, tmp_path
     [model] = user.json("models")  # type: ignore[misc]
     assert [v["version"] for v in model["versions"]] == [1, 2]
     assert model["aliases"] == {"champion": 2, "staging": 2}
-    assert model["versions"][1]["lineage"]["data"]["uri"].startswith(
-        "gs://modelrail-data/uploads/penguins-2.csv#"
-    )
+    data = model["versions"][1]["lineage"]["data"]
+    assert data["uri"].startswith("gs://modelrail-data/uploads/penguins-2.csv#")
+    snapshot = data["snapshot"]  # the typed data train and evaluate read
+    assert snapshot["rows"] == 344
+    assert snapshot["uri"].endswith("/snapshot/part-00000.parquet")
+    assert len(snapshot["sha256"]) == 64
+
+
+def test_synthetic_data_unlike_the_champions_is_refused_as_drift(
+    user: User, tmp_path: Path
+) -> None:
+    before = user.json("models")
+    synthetic = tmp_path / "synthetic.csv"
+    user.run("synth", "--rows", "1500", "--seed", "5", "--out", str(synthetic))
+
+    result = user.run("upload", str(synthetic), check=False)
+
+    assert result.returncode == 1
+    assert "validate failed (data_drift)" in result.stdout
+    assert "bill_length_mm PSI" in result.stdout
+    assert user.json("models") == before
 
 
 def test_a_broken_upload_fails_with_every_problem_and_changes_nothing(
