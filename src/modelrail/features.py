@@ -118,21 +118,30 @@ class FeatureSchema:
         matrix = np.empty((_length(columns), len(self.features)), dtype=np.float64)
         for col_index, feature in enumerate(self.features):
             values = columns[feature.name]
-            if feature.is_categorical:
-                code_map = feature.code_of()
-                matrix[:, col_index] = [code_map.get(v, math.nan) for v in values]
-            else:
-                matrix[:, col_index] = values
+            matrix[:, col_index] = (
+                _codes(values, feature.categories) if feature.is_categorical else values
+            )
         return matrix
 
     def encode_target(self, values: np.ndarray) -> np.ndarray:
         """Class indexes (classification) or floats (regression)."""
         if self.objective == "regression":
             return np.asarray(values, dtype=np.float64)
-        index = {label: i for i, label in enumerate(self.classes)}
         if values.dtype != object:  # a boolean target parsed to 0.0/1.0
             return np.asarray(values, dtype=np.float64)
-        return np.array([index[v] for v in values], dtype=np.float64)
+        return _codes(values, self.classes)
+
+
+def _codes(values: np.ndarray, categories: Sequence[str]) -> np.ndarray:
+    """Each value's index in ``categories`` (NaN if missing or unknown), vectorised:
+    the training path encodes millions of rows. pandas is imported here, not by the
+    serving path, which encodes rows with numpy alone."""
+    import pandas as pd
+
+    codes = pd.Categorical(values, categories=list(categories)).codes
+    encoded = codes.astype(np.float64)
+    encoded[codes < 0] = math.nan
+    return encoded
 
 
 def _length(columns: Mapping[str, np.ndarray]) -> int:

@@ -1,0 +1,113 @@
+"""The typed reader accepts only what the reporting path accepts, with the same values;
+whatever it declines, the reporting path decides."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from modelrail.config import PipelineConfig
+from modelrail.dataset import checks, synth, typed
+from modelrail.dataset.contract import DatasetContract
+
+HEADER = "species,island,bill_length_mm,bill_depth_mm,flipper_length_mm,body_mass_g,sex,year"
+GOOD = "Adelie,Torgersen,39.1,18.7,181,3750,male,2007"
+
+EXTRA = DatasetContract.from_spec(
+    {
+        "name": "extra",
+        "target": "label",
+        "max_missing_target_fraction": 0.3,
+        "null_tokens": ["", "NA"],
+        "columns": [
+            {"name": "grade", "type": "category", "categories": ["1", "2", "6"]},
+            {"name": "member", "type": "boolean", "nullable": True},
+            {"name": "day", "type": "datetime", "role": "ignore", "nullable": True},
+            {"name": "note", "type": "text", "role": "ignore", "nullable": True},
+            {"name": "score", "type": "integer", "nullable": True, "min": 0, "max": 100},
+            {"name": "label", "type": "category", "categories": ["a", "b"]},
+        ],
+    },
+    "test contract",
+)
+
+
+def _same(data: bytes, contract: DatasetContract) -> None:
+    fast = typed.read(data, contract)
+    assert fast is not None, "the typed reader declined a valid file"
+    report, parsed = checks._report_problems(data, contract)
+    assert report.passed
+    assert fast[0] == report
+    assert fast[1].rows == parsed.rows
+    assert fast[1].columns.keys() == parsed.columns.keys()
+    for name, values in parsed.columns.items():
+        if values.dtype == object:
+            assert list(fast[1].columns[name]) == list(values), name
+        else:
+            np.testing.assert_array_equal(fast[1].columns[name], values, err_msg=name)
+
+
+def test_valid_files_read_the_same_both_ways(
+    config: PipelineConfig, penguins_csv: bytes, tmp_path: Path
+) -> None:
+    _same(penguins_csv, config.contract)
+    synthetic = tmp_path / "synthetic.csv"
+    synth.write_csv(config.contract, 3_000, synthetic, seed=2)
+    _same(synthetic.read_bytes(), config.contract)
+    reordered = "year,sex,island,species,bill_length_mm,bill_depth_mm,flipper_length_mm,body_mass_g"
+    _same(
+        (f"{reordered}\n" + "2007,male,Dream,Adelie,39.1,18.7,181,3750\n" * 120).encode(),
+        config.contract,
+    )
+    # Arrow reads a byte-order mark and a padded number as the reporting path does.
+    _same(("\ufeff" + HEADER + "\n" + (GOOD + "\n") * 100).encode(), config.contract)
+    _same(
+        (HEADER + "\n" + (GOOD + "\n") * 100 + GOOD.replace(",181,", ", 181 ,")).encode(),
+        config.contract,
+    )
+    rows = [
+        "2.0,true,2024-03-01,hello,7,a",
+        "6,False,,,,b",
+        "1,,2024/03/02T10:00:00Z,x y,100,NA",  # no target: dropped
+        "2,yes,2024-03-03,,0,a",
+    ]
+    _same(("grade,member,day,note,score,label\n" + "\n".join(rows) + "\n").encode(), EXTRA)
+
+
+@pytest.mark.parametrize(
+    ("row", "passes"),
+    [
+        ("Adelie,Atlantis,39.1,18.7,181,3750,male,2007", False),  # unknown category
+        ("Adelie,Dream,39.1,18.7,181,99999,male,2007", False),  # range
+        ("Adelie,Dream,long,18.7,181,3750,male,2007", False),  # not a number
+        ("Adelie,Dream,inf,18.7,181,3750,male,2007", False),  # not finite
+        ("Adelie,Dream,nan,18.7,181,3750,male,2007", False),  # a NaN written out
+        ("Adelie,Dream,39.1,18.7,181,3750,male,2007.5", False),  # not an integer
+        ("Adelie,,39.1,18.7,181,3750,male,2007", False),  # null where none is allowed
+        ("NA,Dream,39.1,18.7,181,3750,male,2007", False),  # target missing past the limit
+        ("Adelie, Dream,39.1,18.7,181,3750,male,2007", True),  # padded: trimmed
+    ],
+)
+def test_anything_doubtful_goes_to_the_reporting_path(
+    config: PipelineConfig, row: str, passes: bool
+) -> None:
+    data = ("\n".join([HEADER, *[GOOD] * 120, row]) + "\n").encode()
+
+    assert typed.read(data, config.contract) is None
+    report, _ = checks.validate(data, config.contract)  # which decides
+    assert report.passed == passes
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        (HEADER.replace(",", " , ") + "\n" + (GOOD + "\n") * 120).encode(),  # padded header
+        (HEADER + ",colour\n" + (GOOD + ",red\n") * 120).encode(),  # a column too many
+        b"",
+    ],
+    ids=["padded-header", "extra-column", "empty"],
+)
+def test_an_unusual_file_goes_to_the_reporting_path(config: PipelineConfig, data: bytes) -> None:
+    assert typed.read(data, config.contract) is None
