@@ -5,7 +5,7 @@ from __future__ import annotations
 import signal
 import sys
 import uuid
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import click
@@ -59,8 +59,16 @@ class Cli:
             bus.run_until_idle()
 
     def upload(self, path: Path, name: str | None = None) -> str:
+        object_name = name or path.name
+        parts = PurePosixPath(object_name).parts
+        if not parts or object_name.startswith("/") or any(p in (".", "..") for p in parts):
+            raise click.BadParameter(
+                f"{object_name!r} is not an object name under uploads/: use a relative name "
+                "without '.' or '..' segments, e.g. 2024-06/prices.csv",
+                param_hint="--name",
+            )
         data = path.read_bytes()
-        key = f"uploads/{name or path.name}"
+        key = f"uploads/{object_name}"
         store = self.container.storage.bucket(self.settings.data_bucket)
         generation = store.write(key, data, content_type="text/csv")
         click.echo(f"uploaded {path} to gs://{store.bucket}/{key}#{generation}")

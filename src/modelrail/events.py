@@ -66,7 +66,12 @@ def _validator(event_type: str) -> Draft202012Validator:
 
 def validate_body(event_type: str, body: Mapping[str, Any]) -> None:
     """Raise ``InvalidEvent`` naming every schema violation of ``body``."""
-    errors = sorted(_validator(event_type).iter_errors(body), key=lambda e: list(e.path))
+    # A property that fails inside the envelope (allOf) makes every envelope property
+    # "unevaluated" too: the specific failure comes first, that echo last.
+    errors = sorted(
+        _validator(event_type).iter_errors(body),
+        key=lambda e: (e.validator == "unevaluatedProperties", [str(p) for p in e.path]),
+    )
     if errors:
         problems = [
             {"path": "/" + "/".join(str(p) for p in error.path), "message": error.message}

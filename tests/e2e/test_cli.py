@@ -199,3 +199,12 @@ def test_down_and_serve_stop_and_start_the_staging_server(tmp_path: Path) -> Non
             requests.get(f"{user.staging_url}/healthz", timeout=2)
     finally:
         user.run("down", check=False)  # a no-op when the test got that far
+
+
+@pytest.mark.parametrize("name", ["../../etc/passwd", "/abs.csv", "a/./b.csv", ""])
+def test_an_upload_name_outside_uploads_is_refused_plainly(user: User, name: str) -> None:
+    result = user.run("upload", str(PENGUINS), "--name", name, check=False)
+
+    assert result.returncode == 2  # a usage error, before anything is written
+    assert "is not an object name under uploads/" in result.stderr
+    assert "Traceback" not in result.stderr

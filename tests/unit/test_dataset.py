@@ -14,10 +14,12 @@ from modelrail.errors import ConfigError, ContractViolation
 
 HEADER = "species,island,bill_length_mm,bill_depth_mm,flipper_length_mm,body_mass_g,sex,year"
 GOOD = "Adelie,Torgersen,39.1,18.7,181,3750,male,2007"
+# A second class: a file of one class is refused (test_a_file_of_one_class_is_refused).
+GENTOO = "Gentoo,Biscoe,46.1,13.2,211,4500,female,2007"
 
 
 def _csv(*rows: str, header: str = HEADER, copies: int = 120) -> bytes:
-    body = [GOOD] * copies + list(rows)
+    body = [GOOD, GENTOO] * (copies // 2) + list(rows)
     return ("\n".join([header, *body]) + "\n").encode()
 
 
@@ -212,3 +214,28 @@ def test_padded_header_names_and_cr_line_endings_are_read_as_training_reads_them
         assert report.passed, report.problems
         assert parsed.rows == 344
         assert set(parsed.columns) == {c.name for c in config.contract.columns}
+
+
+def test_a_file_of_one_class_is_refused(config: PipelineConfig, penguins_csv: bytes) -> None:
+    header, *rows = penguins_csv.decode().splitlines()
+    adelie = [row for row in rows if row.startswith("Adelie,")]
+    data = ("\n".join([header, *adelie]) + "\n").encode()
+
+    report, _ = checks.validate(data, config.contract)
+
+    [problem] = report.problems
+    assert (problem.check, problem.column) == ("classes", "species")
+    assert "holds one class (Adelie)" in problem.message
+
+
+def test_a_huge_cell_is_reported_by_a_short_example(config: PipelineConfig) -> None:
+    huge = "x" * 1_000_000
+    report, _ = checks.validate(
+        _csv(f"Adelie,{huge},39.1,18.7,181,3750,male,2007"), config.contract
+    )
+
+    [problem] = report.problems
+    [example] = problem.examples
+    assert example.startswith("x" * 80 + "…")
+    assert example.endswith("(1,000,000 characters)")
+    assert len(str(report.to_dict())) < 5_000

@@ -268,6 +268,27 @@ def test_an_invalid_event_ends_in_pipeline_failed(harness: Harness) -> None:
     assert failed["error"]["kind"] == "invalid_event"
 
 
+def test_an_event_whose_time_is_not_a_date_time_is_refused_and_recorded(
+    harness: Harness, penguins_csv: bytes
+) -> None:
+    harness.upload(penguins_csv)
+    harness.run()
+    [registered] = harness.published("model-registered")
+
+    harness.bus.publish(
+        "model-registered",
+        orjson.dumps({**registered, "event_id": "other", "occurred_at": "next tuesday, 10am"}),
+        {},
+    )
+    harness.run()
+
+    [failed] = harness.published("pipeline-failed")
+    assert failed["error"]["kind"] == "invalid_event"
+    assert "'next tuesday, 10am' is not a 'date-time'" in failed["error"]["message"]
+    record = harness.container.runs.stage_record(registered["run_id"], "deploy")
+    assert record is not None  # the earlier, valid delivery's record stands
+
+
 def test_an_event_from_another_configuration_is_refused(
     harness: Harness, penguins_csv: bytes
 ) -> None:

@@ -23,6 +23,14 @@ from modelrail.errors import ContractViolation
 
 MAX_ROWS_LISTED = 20
 MAX_EXAMPLES = 5
+# Reports and failure events carry examples, never whole cells: a cell may be megabytes.
+MAX_EXAMPLE_CHARS = 80
+
+
+def _shorten(value: str) -> str:
+    if len(value) <= MAX_EXAMPLE_CHARS:
+        return value
+    return f"{value[:MAX_EXAMPLE_CHARS]}… ({len(value):,} characters)"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,7 +92,30 @@ def validate(data: bytes, contract: DatasetContract) -> tuple[ValidationReport, 
     """
     from modelrail.dataset import typed
 
-    return typed.read(data, contract) or _report_problems(data, contract)
+    report, parsed = typed.read(data, contract) or _report_problems(data, contract)
+    if report.passed and (problem := _single_class(parsed, contract)) is not None:
+        report = dataclasses.replace(report, problems=(problem,))
+    return report, parsed
+
+
+def _single_class(parsed: ParsedDataset, contract: DatasetContract) -> Problem | None:
+    """A classification target needs two classes: a file of one class would bless a
+    model that can only ever answer it (every hold-out row is that class too)."""
+    target = contract.target_column
+    if target.type not in ("category", "boolean"):
+        return None
+    values = parsed.columns[target.name]
+    present = set(values.tolist()) - {None} if values.dtype == object else set(values.tolist())
+    if len(present) >= 2:
+        return None
+    seen = ", ".join(map(str, present)) or "none"
+    return Problem(
+        "classes",
+        f"the target {target.name!r} holds one class ({seen}): a classifier needs at least "
+        "two in its training data",
+        target.name,
+        count=parsed.rows,
+    )
 
 
 def _report_problems(
@@ -292,7 +323,9 @@ def _canonical_codes(text: pd.Series) -> pd.Series:
 
 def _problem(check: str, column: Column, mask: np.ndarray, text: pd.Series, what: str) -> Problem:
     indices = np.flatnonzero(mask)
-    examples = tuple(dict.fromkeys(str(v) for v in text.to_numpy()[indices[:200]]))[:MAX_EXAMPLES]
+    examples = tuple(dict.fromkeys(_shorten(str(v)) for v in text.to_numpy()[indices[:200]]))[
+        :MAX_EXAMPLES
+    ]
     return Problem(
         check=check,
         message=f"column {column.name!r}: {len(indices)} row(s) with {what}",
