@@ -5,7 +5,7 @@ from __future__ import annotations
 import signal
 import sys
 import uuid
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
 import click
@@ -60,8 +60,8 @@ class Cli:
 
     def upload(self, path: Path, name: str | None = None) -> str:
         object_name = name or path.name
-        parts = PurePosixPath(object_name).parts
-        if not parts or object_name.startswith("/") or any(p in (".", "..") for p in parts):
+        segments = object_name.split("/")
+        if any(segment in ("", ".", "..") for segment in segments):
             raise click.BadParameter(
                 f"{object_name!r} is not an object name under uploads/: use a relative name "
                 "without '.' or '..' segments, e.g. 2024-06/prices.csv",
