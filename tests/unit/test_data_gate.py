@@ -36,6 +36,17 @@ def _harness(tmp_path: Path, replacements: dict[str, str]) -> Harness:
     return Harness(container, storage, deployer)
 
 
+def _with_champion(
+    tmp_path: Path, penguins_csv: bytes, replacements: dict[str, str] = LOOSE
+) -> tuple[Harness, pd.DataFrame]:
+    """A pipeline whose v1 was trained on the bundled data, and that data as a frame
+    to corrupt."""
+    harness = _harness(tmp_path, replacements)
+    harness.upload(penguins_csv, "uploads/clean.csv")
+    harness.run()
+    return harness, pd.read_csv(io.BytesIO(penguins_csv), keep_default_na=False, na_values=["NA"])
+
+
 def _csv(frame: pd.DataFrame) -> bytes:
     buffer = io.StringIO()
     frame.to_csv(buffer, index=False, na_rep="NA")
@@ -45,10 +56,7 @@ def _csv(frame: pd.DataFrame) -> bytes:
 def test_shuffled_labels_are_rejected_on_the_champions_reference_set(
     tmp_path: Path, penguins_csv: bytes
 ) -> None:
-    harness = _harness(tmp_path, LOOSE)
-    harness.upload(penguins_csv, "uploads/clean.csv")
-    harness.run()
-    frame = pd.read_csv(io.BytesIO(penguins_csv), keep_default_na=False)
+    harness, frame = _with_champion(tmp_path, penguins_csv)
     frame["species"] = np.random.default_rng(0).permutation(frame["species"].to_numpy())
 
     harness.upload(_csv(frame), "uploads/shuffled.csv")
@@ -75,10 +83,8 @@ def test_a_shifted_column_is_drift_that_warns_or_fails_naming_it(
     tmp_path: Path, penguins_csv: bytes, shift_sd: float, outcome: str, status: str
 ) -> None:
     # Loose change limits too: this test is about validate, not the gate after it.
-    harness = _harness(tmp_path, {**LOOSE, "max_change_rel = 0.25": "max_change_rel = 5.0"})
-    harness.upload(penguins_csv, "uploads/clean.csv")
-    harness.run()
-    frame = pd.read_csv(io.BytesIO(penguins_csv), keep_default_na=False, na_values=["NA"])
+    loose = {**LOOSE, "max_change_rel = 0.25": "max_change_rel = 5.0"}
+    harness, frame = _with_champion(tmp_path, penguins_csv, loose)
     depth = frame["bill_depth_mm"]
     frame["bill_depth_mm"] = (depth + shift_sd * depth.std()).clip(upper=25).round(1)
 
@@ -106,10 +112,7 @@ def test_a_shifted_column_is_drift_that_warns_or_fails_naming_it(
 def test_the_card_shows_classes_reference_drift_and_history(
     tmp_path: Path, penguins_csv: bytes
 ) -> None:
-    harness = _harness(tmp_path, LOOSE)
-    harness.upload(penguins_csv, "uploads/clean.csv")
-    harness.run()
-    frame = pd.read_csv(io.BytesIO(penguins_csv), keep_default_na=False, na_values=["NA"])
+    harness, frame = _with_champion(tmp_path, penguins_csv)
     harness.upload(_csv(frame.sample(frac=1.0, random_state=1)), "uploads/reordered.csv")
     harness.run()
 

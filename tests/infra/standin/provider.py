@@ -158,17 +158,25 @@ def config_problems(block: Block, value: Any, path: Path_ = ()) -> list[tuple[st
     return problems
 
 
-def with_unknowns(block: Block, value: Any) -> Any:
-    """``value`` with every null attribute the provider computes made unknown."""
+def fill_computed(block: Block, value: Any, fill: Callable[[str, Any], Any]) -> Any:
+    """``value`` with every null attribute the provider computes set to
+    ``fill(name, type)``, in nested blocks too."""
     if value is None or value is UNKNOWN:
         return value
-    planned = dict(value)
+    filled = dict(value)
     for name, attribute in block.get("attributes", {}).items():
-        if planned.get(name) is None and not attribute.get("required"):
-            planned[name] = UNKNOWN
+        if filled.get(name) is None and not attribute.get("required"):
+            filled[name] = fill(name, attribute["type"])
     for name, nested in block.get("block_types", {}).items():
-        planned[name] = map_blocks(nested, planned.get(name), with_unknowns)
-    return planned
+        filled[name] = map_blocks(
+            nested, filled.get(name), lambda inner, element: fill_computed(inner, element, fill)
+        )
+    return filled
+
+
+def with_unknowns(block: Block, value: Any) -> Any:
+    """``value`` with every null attribute the provider computes made unknown."""
+    return fill_computed(block, value, lambda _name, _type: UNKNOWN)
 
 
 def placeholder(name: str, cty_type: Any) -> Any:
@@ -190,15 +198,7 @@ def placeholder(name: str, cty_type: Any) -> Any:
 
 def with_placeholders(block: Block, value: Any) -> Any:
     """``value`` with every null attribute the provider computes given a placeholder."""
-    if value is None or value is UNKNOWN:
-        return value
-    read = dict(value)
-    for name, attribute in block.get("attributes", {}).items():
-        if read.get(name) is None and not attribute.get("required"):
-            read[name] = placeholder(name, attribute["type"])
-    for name, nested in block.get("block_types", {}).items():
-        read[name] = map_blocks(nested, read.get(name), with_placeholders)
-    return read
+    return fill_computed(block, value, placeholder)
 
 
 def map_blocks(nested: Block, value: Any, change: Callable[[Block, Any], Any]) -> Any:
