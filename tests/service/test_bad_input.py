@@ -5,7 +5,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import orjson
 import pytest
+from werkzeug.test import EnvironBuilder
+from werkzeug.wrappers import Response
 
 from .conftest import RegisteredModels
 
@@ -225,3 +228,43 @@ def test_responses_never_hold_nan(client: Any, models: RegisteredModels) -> None
     response = client.post("/predict", json={"instances": [nulls]})
     assert response.status_code == 200
     assert b"NaN" not in response.data
+
+
+@pytest.mark.parametrize(
+    ("content_type", "passes"),
+    [
+        ("application/json; charset=utf-8", True),
+        ('application/json; charset="UTF-8"', True),
+        ("application/json;charset=utf8", True),
+        ("application/json; charset=utf-16", False),
+        ("application/json; charset=latin-1", False),
+    ],
+)
+def test_a_body_in_another_charset_is_415(
+    client: Any, models: RegisteredModels, content_type: str, passes: bool
+) -> None:
+    body = orjson.dumps({"instances": models.records[:1]})
+
+    response = client.post("/predict", data=body, headers={"Content-Type": content_type})
+
+    if passes:
+        assert response.status_code == 200
+    else:
+        assert "is not" in problem(response, 415, "unsupported-media-type")["detail"]
+
+
+def test_a_body_shorter_than_its_content_length_is_400(
+    client: Any, models: RegisteredModels
+) -> None:
+    body = orjson.dumps({"instances": models.records[:3]})
+    environ = EnvironBuilder(
+        path="/predict", method="POST", data=body[:-20], content_type="application/json"
+    ).get_environ()
+    environ["CONTENT_LENGTH"] = str(len(body))  # announced, then the client stopped
+
+    response = Response.from_app(client.application, environ)
+
+    assert response.status_code == 400
+    assert f"ended after {len(body) - 20} of the {len(body)} bytes" in response.get_data(
+        as_text=True
+    )

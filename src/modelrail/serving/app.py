@@ -376,12 +376,7 @@ class ServiceMiddleware:
             state = self.state
             if state.predictor is None:
                 raise Problem("not-ready", state.error or "no model is loaded")
-            media_type = environ.get("CONTENT_TYPE", "").partition(";")[0].strip().lower()
-            if media_type != _JSON:
-                raise Problem(
-                    "unsupported-media-type",
-                    f"send Content-Type: application/json, not {media_type or 'none'}",
-                )
+            _check_media_type(environ.get("CONTENT_TYPE", ""))
             body = self._read_body(environ)
             batch = state.decoder.decode(body)
             predictor = state.predictor
@@ -423,6 +418,12 @@ class ServiceMiddleware:
             if length > limit:
                 raise _too_large(limit)
             body: bytes = stream.read(length)
+            if len(body) < length:  # the client stopped sending: do not parse a fragment
+                raise Problem(
+                    "bad-request",
+                    f"the body ended after {len(body)} of the {length} bytes its "
+                    "Content-Length announced",
+                )
             return body
         # No Content-Length (chunked): read at most one byte past the limit.
         body = stream.read(limit + 1)
@@ -461,6 +462,26 @@ class ServiceMiddleware:
             logging.ERROR if status >= 500 else logging.WARNING if status >= 400 else logging.INFO
         )
         log.log(level, message, extra={"fields": fields})
+
+
+def _check_media_type(content_type: str) -> None:
+    """JSON, in UTF-8 (RFC 8259): a body in another charset would be read as the wrong
+    text, so it is refused rather than guessed at."""
+    media_type, _, parameters = content_type.partition(";")
+    media_type = media_type.strip().lower()
+    if media_type != _JSON:
+        raise Problem(
+            "unsupported-media-type",
+            f"send Content-Type: application/json, not {media_type or 'none'}",
+        )
+    for parameter in parameters.split(";"):
+        name, _, value = parameter.partition("=")
+        charset = value.strip().strip('"').lower()
+        if name.strip().lower() == "charset" and charset not in ("utf-8", "utf8"):
+            raise Problem(
+                "unsupported-media-type",
+                f"JSON is read as UTF-8 (RFC 8259); charset={charset} is not",
+            )
 
 
 def _too_large(limit: int) -> Problem:
