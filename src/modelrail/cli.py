@@ -13,13 +13,14 @@ import orjson
 
 from modelrail import logs
 from modelrail.bootstrap import Container, bootstrap
-from modelrail.config import Settings
+from modelrail.config import UNVERSIONED, Settings
 from modelrail.errors import ModelrailError
 from modelrail.events import DataUploaded, RetrainRequested, utcnow
-from modelrail.runs import STAGE_ORDER, RunSummary
+from modelrail.runs import STAGE_ORDER, RunSummary, failure_reasons
 from modelrail.runtime.stack_cli import down, status, up
 
 DEMO_DATA = Path("data/penguins.csv")
+CARD = "card.html"
 
 
 def _echo_stage(record: dict[str, Any]) -> None:
@@ -88,6 +89,22 @@ class Cli:
             )
         return f"gs://{store.bucket}/{key}#{generation}"
 
+    def note_code_version(self) -> None:
+        """Say so when runs started here record no code version in their lineage."""
+        if self.settings.mode == "embedded" and self.settings.code_version == UNVERSIONED:
+            click.echo(
+                "note: lineage records code version 'unversioned' (no MODELRAIL_CODE_VERSION, "
+                "and the working directory is not a git checkout)"
+            )
+
+    def location(self, uri: str) -> str:
+        """Where a person opens ``uri`` (``gs://bucket/key``): its file in embedded mode."""
+        bucket, _, key = uri.removeprefix("gs://").partition("/")
+        if not uri.startswith("gs://") or not key:
+            return uri
+        path = self.container.storage.bucket(bucket).local_path(key.partition("#")[0])
+        return str(path) if path is not None else uri
+
     def latest_run(self, trigger_key: str) -> RunSummary | None:
         runs = [r for r in self.container.runs.runs() if r.trigger.get("key") == trigger_key]
         return runs[-1] if runs else None
@@ -111,7 +128,7 @@ def _report_run(cli: Cli, run: RunSummary | None) -> None:
                 rows = f" rows {problem['rows']}" if problem.get("rows") else ""
                 click.echo(f"    - [{problem['check']}] {problem['message']}{rows}")
             if error.get("details", {}).get("report_uri"):
-                click.echo(f"  report: {error['details']['report_uri']}")
+                click.echo(f"  report: {cli.location(error['details']['report_uri'])}")
     if run.outcome in ("failed", "rejected"):
         sys.exit(1)
 
@@ -130,6 +147,7 @@ def demo(data_path: Path) -> None:
     """Run the whole pipeline on the bundled dataset and call the staging server."""
     cli = Cli()
     click.echo(f"modelrail demo ({cli.settings.mode} mode, state in {cli.settings.home})")
+    cli.note_code_version()
     uri = cli.upload(data_path)
     cli.drain()
     run = cli.latest_run(f"{uri}")
@@ -153,6 +171,9 @@ def demo(data_path: Path) -> None:
     )
     click.echo(f"POST {deployment.url}/predict {orjson.dumps({'instances': examples}).decode()}")
     click.echo(orjson.dumps(response, option=orjson.OPT_INDENT_2).decode())
+    card = cli.location(cli.container.registry.file_uri(model, staging.version, CARD))
+    click.echo(f"\nmodel card: {card}")
+    click.echo("runs, versions and cards in a browser: modelrail ui  (http://127.0.0.1:8780)")
 
 
 @main.command()
@@ -161,6 +182,7 @@ def demo(data_path: Path) -> None:
 def upload(path: Path, name: str | None) -> None:
     """Upload a CSV to the data bucket; the upload starts a run."""
     cli = Cli()
+    cli.note_code_version()
     uri = cli.upload(path, name)
     if cli.settings.mode == "embedded":
         cli.drain()
@@ -174,6 +196,7 @@ def upload(path: Path, name: str | None) -> None:
 def retrain(request_id: str | None, data_uri: str | None, reason: str | None) -> None:
     """Request a retrain on the latest data (or on --data-uri)."""
     cli = Cli()
+    cli.note_code_version()
     request = RetrainRequested(
         request_id=request_id or uuid.uuid4().hex,
         data_uri=data_uri,
@@ -190,10 +213,18 @@ def retrain(request_id: str | None, data_uri: str | None, reason: str | None) ->
 
 
 @main.command()
+@click.argument("run_id", required=False)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def runs(as_json: bool) -> None:
-    """Each run: trigger, per-stage status and duration, outcome."""
-    summaries = Cli(quiet=True).container.runs.runs()
+def runs(run_id: str | None, as_json: bool) -> None:
+    """Each run: trigger, stages, durations, outcome, and why a failed run failed.
+
+    With RUN_ID: that run in full (every stage's record, reports, events, lineage).
+    """
+    cli = Cli(quiet=True)
+    if run_id is not None:
+        _show_run(cli, run_id, as_json)
+        return
+    summaries = cli.container.runs.runs()
     if as_json:
         click.echo(orjson.dumps([r.to_dict() for r in summaries], option=orjson.OPT_INDENT_2))
         return
@@ -202,20 +233,76 @@ def runs(as_json: bool) -> None:
     for run in summaries:
         trigger = run.trigger
         click.echo(
-            f"{run.run_id}  {run.started_at}  {run.outcome:<10} "
+            f"{run.run_id}  {run.started_at}  {run.outcome:<11} "
             f"{trigger.get('kind')}: {trigger.get('key')}"
         )
         for name in STAGE_ORDER:
             if name in run.stages:
                 stage = run.stages[name]
                 click.echo(f"    {name:<16} {stage['status']:<10} {stage['duration_s']:>7.2f} s")
+        failure = run.failure
+        if failure is not None:
+            click.echo(f"    {failure['stage']} failed ({failure['kind']}):")
+            for reason in failure["reasons"][:3]:
+                click.echo(f"      - {_short(reason)}")
+            if len(failure["reasons"]) > 3:
+                more = len(failure["reasons"]) - 3
+                click.echo(f"      … {more} more: modelrail runs {run.run_id}")
+
+
+def _short(text: str, limit: int = 160) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _show_run(cli: Cli, run_id: str, as_json: bool) -> None:
+    runlog = cli.container.runs
+    run = runlog.run(run_id)
+    if run is None:
+        _fail(f"no run {run_id!r} (modelrail runs lists them)")
+        return
+    reports = runlog.reports(run_id)
+    if as_json:
+        full = {**run.to_dict(), "records": dict(run.stages), "reports": reports}
+        click.echo(orjson.dumps(full, option=orjson.OPT_INDENT_2))
+        return
+    trigger = run.trigger
+    click.echo(f"run {run.run_id}: {run.outcome}")
+    click.echo(f"  trigger   {trigger.get('kind')}: {trigger.get('key')}")
+    for field in ("requested_by", "reason", "commit_sha"):
+        if trigger.get(field):
+            click.echo(f"  {field:<9} {trigger[field]}")
+    click.echo(f"  started   {run.started_at}   total {run.duration_s:.2f} s")
+    for name, record in run.stages.items():
+        click.echo(
+            f"\n  {name}: {record['status']}  {record['started_at']} → "
+            f"{record.get('finished_at', '?')}  ({record['duration_s']:.2f} s)"
+        )
+        for key, value in (record.get("output") or {}).items():
+            if not isinstance(value, dict | list):
+                shown = cli.location(value) if isinstance(value, str) else value
+                click.echo(f"    {key}: {shown}")
+        if record["status"] == "failed":
+            error = record.get("error") or {}
+            click.echo(f"    failed ({error.get('kind')}): {error.get('message')}")
+            for reason in failure_reasons(error):
+                click.echo(f"      - {reason}")
+        event = record.get("event")
+        if event:
+            click.echo(f"    published {event['event_type']} (event {event['event_id']})")
+    for name in sorted(reports):
+        report_uri = runlog.store.uri(f"runs/{run_id}/reports/{name}.json")
+        click.echo(f"\n  {name} report: {cli.location(report_uri)}")
+    click.echo("\n  lineage:")
+    for line in orjson.dumps(run.lineage, option=orjson.OPT_INDENT_2).decode().splitlines():
+        click.echo(f"    {line}")
 
 
 @main.command()
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def models(as_json: bool) -> None:
-    """Versions, aliases, metrics and lineage."""
-    registry = Cli(quiet=True).container.registry
+    """Versions, aliases, metrics, lineage and where each version's model card is."""
+    cli = Cli(quiet=True)
+    registry = cli.container.registry
     result: list[dict[str, Any]] = []
     for model in registry.models():
         aliases = registry.aliases(model)
@@ -230,6 +317,8 @@ def models(as_json: bool) -> None:
                     "metrics": manifest["metrics"],
                     "lineage": manifest["lineage"],
                     "run_id": manifest["run_id"],
+                    "card": cli.location(registry.file_uri(model, version, CARD)),
+                    "manifest": cli.location(registry.manifest_uri(model, version)),
                 }
             )
         result.append({"model": model, "aliases": aliases, "versions": versions})
@@ -239,14 +328,18 @@ def models(as_json: bool) -> None:
     if not result:
         click.echo("no models registered yet")
     for entry in result:
-        click.echo(f"{entry['model']}  aliases: {entry['aliases']}")
+        pointers = ", ".join(
+            f"{name} → v{version}" for name, version in sorted(entry["aliases"].items())
+        )
+        click.echo(f"{entry['model']}  (aliases: {pointers or 'none'})")
         for v in entry["versions"]:
             metrics = ", ".join(f"{k}={val:.4f}" for k, val in sorted(v["metrics"].items()))
             lineage = v["lineage"]
             click.echo(
                 f"  v{v['version']:<3} {','.join(v['aliases']) or '-':<18} {metrics}\n"
                 f"        data {lineage['data']['uri']}  code {lineage['code']['version']}  "
-                f"trigger {lineage['trigger']['kind']}"
+                f"trigger {lineage['trigger']['kind']}\n"
+                f"        card {v['card']}"
             )
 
 
@@ -276,6 +369,58 @@ def serve() -> None:
 
         if isinstance(deployer, LocalStagingDeployer):
             deployer.stop()
+
+
+@main.command()
+@click.option("--to", "to_version", type=click.IntRange(min=1), help="The version to serve.")
+@click.option("--reason", help="Why, for the run history.")
+@click.option("--by", "requested_by", help="Who asks (default: the user running this).")
+def rollback(to_version: int | None, reason: str | None, requested_by: str | None) -> None:
+    """Move staging back to the version it served before (or to --to VERSION).
+
+    The version is redeployed and smoke-tested as a deploy is; if the test fails,
+    staging keeps serving what it serves now. The rollback is a run in the history.
+    """
+    from modelrail.rollback import rollback as roll_back
+
+    cli = Cli()
+    record = roll_back(
+        cli.container,
+        to=to_version,
+        reason=reason,
+        requested_by=requested_by or cli.settings.user,
+    )
+    if record["status"] != "succeeded":
+        _report_run(cli, cli.container.runs.run(record["run_id"]))
+        return
+    output = record["output"]
+    click.echo(
+        f"staging moved from v{output['from_version']} to v{output['to_version']} "
+        f"({output['revision']} at {output['url']}); run {record['run_id']}"
+    )
+
+
+@main.command()
+@click.option("--port", type=click.IntRange(min=0, max=65535), default=8780, show_default=True)
+@click.option("--host", default="127.0.0.1", show_default=True, help="The address to listen on.")
+def ui(port: int, host: str) -> None:
+    """Browse runs, versions, metrics and model cards in a web browser (read-only)."""
+    from werkzeug.serving import make_server
+
+    from modelrail.ui import create_app
+
+    cli = Cli(quiet=True)
+    server = make_server(host, port, create_app(cli.container), threaded=True)
+    signal.signal(signal.SIGTERM, _interrupt)
+    click.echo(
+        f"modelrail ui ({cli.settings.mode} mode) at http://{host}:{server.port} (Ctrl-C stops it)"
+    )
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
 
 
 @main.command()

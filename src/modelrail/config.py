@@ -14,6 +14,8 @@ import difflib
 import hashlib
 import importlib.util
 import os
+import shutil
+import subprocess
 import tomllib
 from collections.abc import Mapping
 from functools import cache
@@ -203,6 +205,7 @@ class Settings:
     run_api_endpoint: str | None = None  # Cloud Run Admin API override (emulator mode)
     training_job: str = "modelrail-train"
     staging_service: str = "modelrail-staging"
+    user: str = "unknown"  # who runs the CLI: recorded with an operator's rollback
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -226,15 +229,41 @@ class Settings:
                 storage_root=home / "buckets" if mode == "embedded" else None,
                 project=env.get("GOOGLE_CLOUD_PROJECT", "modelrail-local"),
                 region=env.get("MODELRAIL_REGION", "europe-west1"),
-                code_version=env.get("MODELRAIL_CODE_VERSION", "unversioned"),
+                code_version=env.get("MODELRAIL_CODE_VERSION") or checkout_commit(Path.cwd()),
                 staging_port=int(env.get("MODELRAIL_STAGING_PORT", "8765")),
                 max_event_age_s=float(env.get("MODELRAIL_MAX_EVENT_AGE_S", "86400")),
                 run_api_endpoint=env.get("MODELRAIL_RUN_API_ENDPOINT") or None,
                 training_job=env.get("MODELRAIL_TRAINING_JOB", "modelrail-train"),
                 staging_service=env.get("MODELRAIL_STAGING_SERVICE", "modelrail-staging"),
+                user=env.get("USER") or env.get("LOGNAME") or "unknown",
             )
         except ValueError as exc:
             raise ConfigError(f"invalid modelrail setting: {exc}") from exc
+
+
+UNVERSIONED = "unversioned"
+
+
+def checkout_commit(directory: Path) -> str:
+    """The commit checked out where ``directory`` lies (lineage's code version when no
+    ``MODELRAIL_CODE_VERSION`` names one); ``unversioned`` outside a git checkout or
+    without git."""
+    git = shutil.which("git")
+    if git is None:
+        return UNVERSIONED
+    try:
+        result = subprocess.run(
+            [git, "rev-parse", "--verify", "--quiet", "HEAD"],
+            cwd=directory,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return UNVERSIONED
+    commit = result.stdout.strip()
+    return commit if result.returncode == 0 and commit else UNVERSIONED
 
 
 @cache

@@ -32,12 +32,15 @@ def container() -> Container:
 
 
 def message_from_push(
-    data: Mapping[str, Any] | None, delivery_attempt: int | None = None
+    data: Mapping[str, Any] | None,
+    delivery_attempt: int | None = None,
+    topic: str | None = None,
 ) -> Message:
     """The Pub/Sub message inside a push body (as functions-framework hands it over).
 
     ``delivery_attempt`` is the push request's own ``deliveryAttempt`` when the body
-    handed over no longer carries it (see ``push_delivery_attempt``).
+    handed over no longer carries it (see ``push_delivery_attempt``); ``topic`` is the
+    topic the CloudEvent names as its source (see ``topic_of``).
     """
     message = (data or {}).get("message") or {}
     try:
@@ -50,7 +53,16 @@ def message_from_push(
         message_id=str(message.get("messageId") or message.get("message_id") or ""),
         delivery_attempt=int((data or {}).get("deliveryAttempt") or delivery_attempt or 1),
         published_at=message.get("publishTime") or message.get("publish_time"),
+        topic=topic,
     )
+
+
+def topic_of(source: str | None) -> str | None:
+    """The topic name in a Pub/Sub CloudEvent's source
+    (``//pubsub.googleapis.com/projects/<project>/topics/<topic>``): functions-framework
+    reads it from the push endpoint's path, which names the subscription's topic."""
+    _, found, topic = (source or "").rpartition("/topics/")
+    return (topic or None) if found else None
 
 
 def push_delivery_attempt() -> int | None:
@@ -93,7 +105,9 @@ def cloud_function(stage: str) -> Callable[[CloudEvent], None]:
     @functions_framework.cloud_event
     def handle(cloud_event: CloudEvent) -> None:
         logs.configure()
-        message = message_from_push(cloud_event.data, push_delivery_attempt())
+        message = message_from_push(
+            cloud_event.data, push_delivery_attempt(), topic_of(cloud_event["source"])
+        )
         pipeline.consume(container(), stage, message)
 
     return handle

@@ -92,6 +92,10 @@ class IntegrityError(PermanentError):
     kind = "integrity_error"
 
 
+class Refused(ModelrailError):
+    """An operator's command cannot be carried out as asked; nothing was changed."""
+
+
 class TransientError(ModelrailError):
     """A failure worth retrying (an unavailable dependency, a lost race)."""
 

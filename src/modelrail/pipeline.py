@@ -25,6 +25,7 @@ from modelrail.bootstrap import Container
 from modelrail.errors import ConfigChanged, EventTooOld, InvalidEvent, PermanentError
 from modelrail.events import (
     PIPELINE_EVENTS,
+    SCHEMA_VERSION,
     DatasetValidated,
     DataUploaded,
     ModelEvaluated,
@@ -76,8 +77,18 @@ def encode(event: PipelineEvent) -> tuple[bytes, dict[str, str]]:
 
 
 def decode(message: Message) -> Event | None:
-    """The event in ``message``; None for storage notifications that are not uploads."""
+    """The event in ``message``; None for storage notifications that are not uploads.
+
+    The topic, when the delivery names it, says what a trigger is: a message on the
+    retrain topic is a retrain request whatever its ``event_type`` says (people publish
+    these by hand), judged by the retrain schema alone, and one without an
+    ``event_type`` or ``schema_version`` is given the retrain request's.
+    """
     body = decode_json(message.data)
+    if message.topic == RetrainRequested.event_type:
+        body.setdefault("event_type", RetrainRequested.event_type)
+        body.setdefault("schema_version", SCHEMA_VERSION)
+        return RetrainRequested.from_body(body)
     event_type = body.get("event_type")
     if event_type is None:
         # A Cloud Storage notification: only object-finalize means "new data".
@@ -112,7 +123,7 @@ def _consume(container: Container, stage: str, message: Message) -> dict[str, An
         run_id = derive_run_id(f"message:{key}", config.sha256)
         logs.bind(run_id=run_id)
         lineage = {"trigger": {"kind": "unknown", "key": key}, "config": config.summary()}
-        return _fail(container, stage, run_id, lineage, key, exc, started, clock)
+        return record_failure(container, stage, run_id, lineage, key, exc, started, clock)
     if event is None:
         log.info("ignoring storage notification %s", dict(message.attributes))
         return None
@@ -147,7 +158,7 @@ def _consume(container: Container, stage: str, message: Message) -> dict[str, An
         else:
             outcome = handler(event, run_id=run_id, causation_id=causation_id, ctx=ctx)
     except PermanentError as exc:
-        return _fail(container, stage, run_id, lineage, causation_id, exc, started, clock)
+        return record_failure(container, stage, run_id, lineage, causation_id, exc, started, clock)
 
     published = outcome.event
     record = {
@@ -161,7 +172,7 @@ def _consume(container: Container, stage: str, message: Message) -> dict[str, An
         "output": dict(outcome.output),
         "event": published.to_body() if published else None,
     }
-    stored = _record_and_publish(container, record)
+    stored = record_and_publish(container, record)
     log.info("%s %s in %.3f s", stage, outcome.status, record["duration_s"])
     return stored
 
@@ -191,7 +202,7 @@ def _check_fresh(event: Event, message: Message, max_age_s: float) -> None:
         raise EventTooOld(f"event is {age:.0f} s old, older than the {max_age_s:.0f} s limit")
 
 
-def _fail(
+def record_failure(
     container: Container,
     stage: str,
     run_id: str,
@@ -201,6 +212,9 @@ def _fail(
     started: str,
     clock: float,
 ) -> dict[str, Any]:
+    """Record ``stage`` of ``run_id`` as failed with ``exc``, then publish
+    ``pipeline-failed``; ``started``/``clock`` are when it began (``utcnow``,
+    ``time.perf_counter``)."""
     report_uri = exc.details.get("report_uri")
     error = {"kind": exc.kind, "message": exc.message, "details": exc.details}
     failed = PipelineFailed(
@@ -224,7 +238,7 @@ def _fail(
         "event": failed.to_body(),
     }
     log.warning("%s failed permanently for %s: %s", stage, run_id, exc.message)
-    return _record_and_publish(container, record)
+    return record_and_publish(container, record)
 
 
 def _summary(details: dict[str, Any]) -> dict[str, Any]:
@@ -233,7 +247,8 @@ def _summary(details: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in details.items() if k in keep}
 
 
-def _record_and_publish(container: Container, record: dict[str, Any]) -> dict[str, Any]:
+def record_and_publish(container: Container, record: dict[str, Any]) -> dict[str, Any]:
+    """Store a stage record (create-only), then publish the event it names."""
     # Durable output first: a crash after this line re-publishes on redelivery.
     stored = container.runs.save_stage(record["run_id"], record["stage"], record)
     _publish_recorded(container, stored)

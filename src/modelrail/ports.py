@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
 
@@ -67,6 +68,11 @@ class BlobStore(Protocol):
         """Objects whose key starts with ``prefix``, sorted by key."""
         ...
 
+    def local_path(self, key: str) -> Path | None:
+        """Where the object is a file on this machine (a filesystem bucket), so a person
+        can open it; None for a remote bucket."""
+        ...
+
 
 class Storage(Protocol):
     """Opens buckets by name (the name a GCS notification carries)."""
@@ -85,6 +91,9 @@ class Message:
     message_id: str = ""
     delivery_attempt: int = 1
     published_at: str | None = None  # RFC 3339, when the bus accepted it
+    # The topic it was published to, when the delivery says (a push names it; a job's
+    # event in the environment does not): it decides what a trigger message is.
+    topic: str | None = None
 
 
 class EventBus(Protocol):

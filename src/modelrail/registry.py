@@ -94,7 +94,11 @@ class Registry:
         return sorted(found)
 
     def manifest_uri(self, model: str, version: int) -> str:
-        return self.store.uri(self._version_key(model, version, MANIFEST))
+        return self.file_uri(model, version, MANIFEST)
+
+    def file_uri(self, model: str, version: int, name: str) -> str:
+        """The URI of one file of a version (``card.html``, ``manifest.json``, …)."""
+        return self.store.uri(self._version_key(model, version, name))
 
     def manifest(self, model: str, version: int) -> dict[str, Any]:
         data = self.store.read(self._version_key(model, version, MANIFEST)).data

@@ -22,8 +22,26 @@ from modelrail.config import canonical_json
 from modelrail.errors import NotFound, PreconditionFailed
 from modelrail.ports import BlobStore
 
-# The order stages run in, for display.
-STAGE_ORDER = ("validate", "launch_training", "train", "evaluate", "register", "deploy")
+# The order stages run in, for display. ``rollback`` is an operator's run of its own
+# (``modelrail rollback``): staging moved back to an earlier version.
+STAGE_ORDER = ("validate", "launch_training", "train", "evaluate", "register", "deploy", "rollback")
+
+
+def failure_reasons(error: Mapping[str, Any]) -> list[str]:
+    """A failure's reasons, most specific first: the contract's problems (the missing
+    column), the gate's failing checks, the drifted columns, else the message."""
+    details = error.get("details") or {}
+    problems = details.get("problems") or []
+    if problems:
+        return [
+            f"[{p['check']}] {p['message']}" if p.get("check") else str(p.get("message"))
+            for p in problems
+        ]
+    verdict = details.get("verdict") or {}
+    reasons = verdict.get("reasons") or details.get("reasons") or []
+    if reasons:
+        return [str(reason) for reason in reasons]
+    return [str(error.get("message", ""))]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,15 +63,44 @@ class RunSummary:
 
     @property
     def outcome(self) -> str:
-        """failed, rejected, deployed, superseded, registered, or running."""
+        """failed, rejected, deployed, superseded, registered, rolled-back, or running."""
         for record in self.stages.values():
             if record["status"] == "failed":
                 kind = record.get("error", {}).get("kind")
                 return "rejected" if kind == "gate_rejected" else "failed"
+        if "rollback" in self.stages:
+            return "rolled-back"
         deploy = self.stages.get("deploy")
         if deploy is not None:
             return "deployed" if deploy["status"] == "succeeded" else "superseded"
         return "registered" if "register" in self.stages else "running"
+
+    @property
+    def lineage(self) -> dict[str, Any]:
+        """The latest stage's lineage: everything the run gathered."""
+        for record in reversed(list(self.stages.values())):
+            if record.get("lineage"):
+                return dict(record["lineage"])
+        return {}
+
+    @property
+    def failure(self) -> dict[str, Any] | None:
+        """The failed stage, its error kind, message and reasons; None if none failed."""
+        for record in self.stages.values():
+            if record["status"] == "failed":
+                error = record.get("error") or {}
+                return {
+                    "stage": record["stage"],
+                    "kind": error.get("kind", "unknown"),
+                    "message": error.get("message", ""),
+                    "reasons": failure_reasons(error),
+                    "report_uri": (error.get("details") or {}).get("report_uri"),
+                }
+        return None
+
+    @property
+    def duration_s(self) -> float:
+        return round(sum(float(s.get("duration_s") or 0) for s in self.stages.values()), 4)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -61,6 +108,7 @@ class RunSummary:
             "started_at": self.started_at,
             "trigger": self.trigger,
             "outcome": self.outcome,
+            "failure": self.failure,
             "stages": {
                 name: {k: record.get(k) for k in ("status", "duration_s", "started_at", "error")}
                 for name, record in self.stages.items()
@@ -131,6 +179,26 @@ class RunLog:
             for run_id, records in stages.items()
         ]
         return sorted(summaries, key=lambda run: run.started_at)
+
+    def run(self, run_id: str) -> RunSummary | None:
+        """One run's every stage record; None if it has none."""
+        records = {}
+        for name in STAGE_ORDER:
+            record = self.stage_record(run_id, name)
+            if record is not None:
+                records[name] = record
+        return RunSummary(run_id, records) if records else None
+
+    def reports(self, run_id: str) -> dict[str, dict[str, Any]]:
+        """The run's reports (validation, evaluation) by name."""
+        prefix = f"runs/{run_id}/reports/"
+        return {
+            info.key[len(prefix) :].removesuffix(".json"): orjson.loads(
+                self.store.read(info.key).data
+            )
+            for info in self.store.list(prefix)
+            if info.key.endswith(".json")
+        }
 
     def _stage_key(self, run_id: str, stage: str) -> str:
         return f"runs/{run_id}/stages/{stage}.json"

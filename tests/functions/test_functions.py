@@ -211,3 +211,17 @@ def test_on_cloud_run_a_function_logs_cloud_logging_json_with_run_and_stage(
         assert line["run_id"] == run_id
         assert line["stage"] == "validate"
         assert line["time"].endswith("Z")
+
+
+def test_a_push_on_the_retrain_topic_is_a_retrain_request_without_event_type(
+    container: Container, function_client: Client
+) -> None:
+    data, attributes = _upload(container)
+    assert _post(function_client("validate"), "data-uploaded", data, attributes) == 200
+
+    # functions-framework names the topic of the push endpoint's path in the CloudEvent.
+    status = _post(function_client("validate"), "retrain-requested", b'{"request_id": "r1"}', {})
+
+    assert status == 200
+    assert len(_published(container, "dataset-validated")) == 2
+    assert _published(container, "pipeline-failed") == []

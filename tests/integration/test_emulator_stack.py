@@ -182,9 +182,8 @@ def test_gcloud_storage_cp_runs_the_pipeline_to_a_served_version(stack: Stack) -
 
 def test_gcloud_pubsub_publish_starts_a_retrain(stack: Stack) -> None:
     before = stack.served_version()
-    message = orjson.dumps(
-        {"schema_version": 1, "event_type": "retrain-requested", "request_id": "gcloud-1"}
-    ).decode()
+    # As a person types it: the topic says what it is, no event_type or schema_version.
+    message = orjson.dumps({"request_id": "gcloud-1"}).decode()
 
     stack.gcloud("pubsub", "topics", "publish", "retrain-requested", f"--message={message}")
 
@@ -195,6 +194,29 @@ def test_gcloud_pubsub_publish_starts_a_retrain(stack: Stack) -> None:
         "runs", check=False
     ).stdout
     assert stack.served_version() == before + 1
+
+
+def test_rollback_redeploys_the_previous_version_through_cloud_run(stack: Stack) -> None:
+    env = {**stack.env, **stack.state()["env"]}
+
+    def modelrail(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(MODELRAIL), *args], env=env, capture_output=True, text=True, check=True,
+            timeout=STATE_DEADLINE_S,
+        )  # fmt: skip
+
+    back = modelrail("rollback", "--reason", "emulator test")
+
+    assert "staging moved from v2 to v1" in back.stdout, back.stdout + back.stderr
+    assert stack.served_version() == 1  # the control plane's revision serves v1
+    runs = orjson.loads(modelrail("runs", "--json").stdout)
+    assert (runs[-1]["outcome"], runs[-1]["trigger"]["kind"]) == ("rolled-back", "rollback")
+
+    modelrail("rollback", "--to", "2")
+
+    assert stack.served_version() == 2
+    [model] = orjson.loads(modelrail("models", "--json").stdout)
+    assert model["aliases"]["staging"] == 2
 
 
 def test_a_poison_message_ends_in_the_dead_letter_topic(stack: Stack) -> None:

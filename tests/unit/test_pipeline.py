@@ -332,3 +332,44 @@ def test_each_version_has_a_model_card(harness: Harness, penguins_csv: bytes) ->
     assert "accuracy" in card
     assert "<svg" in card  # the feature-importance plot
     assert "flipper_length_mm" in card
+
+
+def test_a_message_on_the_retrain_topic_without_event_type_is_a_retrain_request(
+    harness: Harness, penguins_csv: bytes
+) -> None:
+    harness.upload(penguins_csv)
+    harness.run()
+
+    # What a person publishes by hand: `gcloud pubsub topics publish retrain-requested
+    # --message '{"request_id": "by-hand"}'`.
+    harness.bus.publish("retrain-requested", b'{"request_id": "by-hand"}', {})
+    harness.run()
+
+    assert harness.published("pipeline-failed") == []
+    assert harness.runs()[-1].trigger["request_id"] == "by-hand"
+    assert harness.container.registry.versions(harness.model) == [1, 2]
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        # No idempotency key: the retrain schema's own reason, not the upload schema's.
+        (b'{"reason": "nightly"}', "retrain-requested event does not match its schema"),
+        # Whatever event_type it claims, a message on this topic is judged as a retrain.
+        (
+            b'{"event_type": "data-uploaded", "bucket": "b", "name": "n", "generation": "1"}',
+            "retrain-requested event does not match its schema",
+        ),
+    ],
+)
+def test_an_invalid_message_on_the_retrain_topic_is_refused_with_the_retrain_schemas_reason(
+    harness: Harness, body: bytes, reason: str
+) -> None:
+    harness.bus.publish("retrain-requested", body, {})
+
+    harness.run()
+
+    [failed] = harness.published("pipeline-failed")
+    assert failed["error"]["kind"] == "invalid_event"
+    assert failed["error"]["message"].startswith(reason), failed["error"]["message"]
+    assert "'bucket' is a required property" not in failed["error"]["message"]

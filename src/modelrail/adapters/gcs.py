@@ -12,6 +12,7 @@ the error the filesystem store raises for the same lost race.
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from modelrail.errors import NotFound, PreconditionFailed
@@ -38,6 +39,9 @@ class GcsStore:
 
     def uri(self, key: str) -> str:
         return f"gs://{self._bucket_name}/{key}"
+
+    def local_path(self, key: str) -> Path | None:
+        return None  # the object lives in Cloud Storage
 
     def read(self, key: str, *, generation: int | None = None) -> Blob:
         from google.api_core import exceptions

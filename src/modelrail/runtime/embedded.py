@@ -60,7 +60,7 @@ class InProcessBus:
         message_id = uuid.uuid4().hex
         self.history.append((topic, Message(data, dict(attributes), message_id)))
         for subscription in self.topology.consumers_of(topic):
-            message = Message(data, dict(attributes), message_id, 1, utcnow())
+            message = Message(data, dict(attributes), message_id, 1, utcnow(), topic)
             if subscription.consumer is None or subscription.name not in self._handlers:
                 self.held[subscription.name].append(message)
             else:

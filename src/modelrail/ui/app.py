@@ -1,0 +1,181 @@
+"""The UI's Flask application factory: routes over a ``Container``'s RunLog and Registry.
+
+Every page reads the buckets when it is asked for, so it shows what the pipeline has
+recorded by then; nothing is cached and nothing is written.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING, Any
+
+import orjson
+from flask import Flask, Response, abort, render_template
+
+from modelrail.errors import IntegrityError, NotFound
+from modelrail.runs import STAGE_ORDER, RunSummary, failure_reasons
+from modelrail.ui import plots
+
+if TYPE_CHECKING:
+    from modelrail.bootstrap import Container
+
+# What the pages may load: their own stylesheet and inline styles (model cards carry
+# theirs), no script, nothing from another origin: the UI works offline.
+_CSP = "default-src 'none'; style-src 'self' 'unsafe-inline'; img-src 'self' data:"
+_RUN_ID = re.compile(r"^run-[0-9a-f]{20}$")
+CARD, MANIFEST = "card.html", "manifest.json"
+
+
+def create_app(container: Container) -> Flask:
+    """The read-only UI over ``container``'s run history and registry."""
+    app = Flask(__name__)
+    app.config["container"] = container
+    app.jinja_env.filters["pretty"] = _pretty
+    app.jinja_env.globals["mode"] = container.settings.mode
+
+    @app.after_request
+    def _headers(response: Response) -> Response:
+        response.headers["Content-Security-Policy"] = _CSP
+        response.headers["X-Content-Type-Options"] = "nosniff"
+        response.headers["Cache-Control"] = "no-store"
+        return response
+
+    @app.get("/healthz")
+    def healthz() -> Response:
+        return Response("ok\n", mimetype="text/plain")
+
+    @app.get("/")
+    def runs() -> str:
+        summaries = list(reversed(container.runs.runs()))
+        return render_template(
+            "runs.html",
+            runs=[_run_row(run) for run in summaries],
+            models=container.registry.models(),
+        )
+
+    @app.get("/runs/<run_id>")
+    def run(run_id: str) -> str:
+        summary = container.runs.run(run_id) if _RUN_ID.match(run_id) else None
+        if summary is None:
+            abort(404, f"no run {run_id}")
+        stages = [
+            {
+                **record,
+                "reasons": failure_reasons(record.get("error") or {})
+                if record["status"] == "failed"
+                else [],
+            }
+            for record in summary.stages.values()
+        ]
+        return render_template(
+            "run.html",
+            run=_run_row(summary),
+            stages=stages,
+            reports=container.runs.reports(run_id),
+            lineage=summary.lineage,
+        )
+
+    @app.get("/models")
+    def models() -> str:
+        registry = container.registry
+        return render_template(
+            "models.html",
+            models=[
+                {"name": m, "versions": registry.versions(m), "aliases": registry.aliases(m)}
+                for m in registry.models()
+            ],
+        )
+
+    @app.get("/models/<model>")
+    def model(model: str) -> str:
+        registry = container.registry
+        if model not in registry.models():
+            abort(404, f"no model {model}")
+        aliases = registry.aliases(model)
+        versions = []
+        for number in registry.versions(model):
+            manifest = registry.manifest(model, number)
+            versions.append(
+                {
+                    "version": number,
+                    "aliases": sorted(a for a, v in aliases.items() if v == number),
+                    "created_at": manifest.get("created_at"),
+                    "run_id": manifest.get("run_id"),
+                    "metrics": manifest.get("metrics", {}),
+                    "lineage": manifest.get("lineage", {}),
+                    "has_card": CARD in manifest.get("files", {}),
+                }
+            )
+        names = sorted({name for v in versions for name in v["metrics"]})
+        plots_by_metric = [
+            plots.metric_plot(
+                name, [(v["version"], v["metrics"][name]) for v in versions if name in v["metrics"]]
+            )
+            for name in names
+        ]
+        return render_template(
+            "model.html",
+            model=model,
+            aliases=aliases,
+            versions=list(reversed(versions)),
+            metric_names=names,
+            plots=plots_by_metric,
+        )
+
+    @app.get(f"/models/<model>/versions/<int:version>/{CARD}")
+    def card(model: str, version: int) -> Response:
+        return Response(_version_file(container, model, version, CARD), mimetype="text/html")
+
+    @app.get(f"/models/<model>/versions/<int:version>/{MANIFEST}")
+    def manifest(model: str, version: int) -> Response:
+        try:
+            data = orjson.dumps(
+                container.registry.manifest(model, version), option=orjson.OPT_INDENT_2
+            )
+        except NotFound:
+            abort(404, f"{model} has no version {version}")
+        return Response(data, mimetype="application/json")
+
+    @app.errorhandler(404)
+    def not_found(error: Exception) -> tuple[str, int]:
+        return render_template("error.html", message=getattr(error, "description", "")), 404
+
+    return app
+
+
+def _version_file(container: Container, model: str, version: int, name: str) -> bytes:
+    try:
+        data = container.registry.read_file(model, version, name)
+    except NotFound:
+        abort(404, f"{model} has no version {version}")
+    except IntegrityError as exc:  # shown, not served: the bytes are not the registered ones
+        abort(409, exc.message)
+    if data is None:
+        abort(404, f"{model} v{version} has no {name}")
+    return data
+
+
+def _run_row(run: RunSummary) -> dict[str, Any]:
+    stages = [run.stages[name] for name in STAGE_ORDER if name in run.stages]
+    version = None
+    for record in stages:
+        event = record.get("event") or {}
+        if "version" in event and event.get("event_type") != "pipeline-failed":
+            version = event["version"]
+    model = run.lineage.get("config", {}).get("model")
+    return {
+        "run_id": run.run_id,
+        "started_at": run.started_at,
+        "trigger": run.trigger,
+        "outcome": run.outcome,
+        "failure": run.failure,
+        "duration_s": run.duration_s,
+        "stages": stages,
+        "timeline": plots.timeline(stages),
+        "version": version,
+        "model": model,
+    }
+
+
+def _pretty(value: Any) -> str:
+    return orjson.dumps(value, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS).decode()

@@ -1,0 +1,75 @@
+"""Inline SVG for the UI: a run's stage timeline and a metric across versions.
+
+Drawn here rather than by a charting library so the pages need no script and nothing
+from the network; every text is escaped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from html import escape
+from typing import Any
+
+from markupsafe import Markup
+
+# A stage's colour by its status (the stylesheet's palette).
+_STATUS_COLOURS = {"succeeded": "#2e7d32", "skipped": "#b28704", "failed": "#c62828"}
+_WIDTH, _HEIGHT, _PAD = 360, 140, 28
+
+
+def timeline(stages: Sequence[Mapping[str, Any]], width: int = 320) -> Markup:
+    """One bar per stage, in order, each as wide as its share of the run's duration
+    (at least a sliver, so a fast stage stays visible)."""
+    total = sum(float(s.get("duration_s") or 0) for s in stages) or 1.0
+    floor = 4.0
+    room = width - floor * len(stages)
+    x = 0.0
+    parts = []
+    for stage in stages:
+        duration = float(stage.get("duration_s") or 0)
+        bar = floor + room * duration / total
+        colour = _STATUS_COLOURS.get(str(stage.get("status")), "#616161")
+        label = f"{stage['stage']}: {stage.get('status')} in {duration:.2f} s"
+        parts.append(
+            f'<rect x="{x:.1f}" y="0" width="{max(bar - 1, 1):.1f}" height="14" '
+            f'fill="{colour}"><title>{escape(label)}</title></rect>'
+        )
+        x += bar
+    return Markup(
+        f'<svg class="timeline" width="{width}" height="14" viewBox="0 0 {width} 14" '
+        f'role="img" aria-label="stage timeline">{"".join(parts)}</svg>'
+    )
+
+
+def metric_plot(name: str, points: Sequence[tuple[int, float]]) -> Markup:
+    """``name`` by version: a line through each version's value, the values labelled."""
+    if not points:
+        return Markup("")
+    versions = [v for v, _ in points]
+    values = [y for _, y in points]
+    low, high = min(values), max(values)
+    span = (high - low) or abs(high) or 1.0
+    first, last = min(versions), max(versions)
+
+    def at(version: int, value: float) -> tuple[float, float]:
+        x = _PAD + (version - first) / ((last - first) or 1) * (_WIDTH - 2 * _PAD)
+        if last == first:
+            x = _WIDTH / 2
+        y = _HEIGHT - _PAD - (value - low) / span * (_HEIGHT - 2 * _PAD)
+        return x, y
+
+    coords = [at(v, y) for v, y in points]
+    line = " ".join(f"{x:.1f},{y:.1f}" for x, y in coords)
+    marks = "".join(
+        f'<circle cx="{x:.1f}" cy="{y:.1f}" r="3.5"><title>v{v}: {value:.4g}</title></circle>'
+        f'<text x="{x:.1f}" y="{y - 7:.1f}" text-anchor="middle">{value:.4g}</text>'
+        f'<text x="{x:.1f}" y="{_HEIGHT - 8}" text-anchor="middle">v{v}</text>'
+        for (x, y), (v, value) in zip(coords, points, strict=True)
+    )
+    return Markup(
+        f'<svg class="plot" width="{_WIDTH}" height="{_HEIGHT}" '
+        f'viewBox="0 0 {_WIDTH} {_HEIGHT}" role="img" aria-label="{escape(name)} by version">'
+        f'<text x="4" y="14" class="plot-title">{escape(name)}</text>'
+        f'<polyline points="{line}" fill="none" stroke="#1565c0" stroke-width="2"/>'
+        f"{marks}</svg>"
+    )

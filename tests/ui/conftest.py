@@ -1,0 +1,49 @@
+"""State for the UI's tests: an embedded home with a deployed run and a failed one."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import orjson
+import pytest
+
+from modelrail.bootstrap import Container
+from modelrail.config import Settings
+from modelrail.events import DataUploaded
+from modelrail.runtime.embedded import InProcessBus, build
+from tests.conftest import PENGUINS, settings_env
+from tests.fakes import FakeDeployer
+
+
+@dataclasses.dataclass(frozen=True)
+class History:
+    home: Path
+    container: Container
+    deployed_run: str
+    failed_run: str
+
+
+def _upload(container: Container, name: str, data: bytes) -> str:
+    store = container.storage.bucket(container.settings.data_bucket)
+    generation = store.write(name, data)
+    event = DataUploaded(bucket=store.bucket, name=name, generation=generation)
+    bus = container.bus
+    assert isinstance(bus, InProcessBus)
+    bus.publish("data-uploaded", orjson.dumps(event.to_body()), {})
+    bus.run_until_idle()
+    [run] = [r for r in container.runs.runs() if r.trigger["key"] == event.idempotency_key]
+    return run.run_id
+
+
+@pytest.fixture(scope="module")
+def history(tmp_path_factory: pytest.TempPathFactory) -> History:
+    """Filesystem buckets (what ``modelrail ui`` reads in embedded mode); the deployer is
+    a fake because the UI reads the record of a deploy, never the staging server."""
+    home = tmp_path_factory.mktemp("ui") / "home"
+    settings = Settings.from_env(settings_env(home))
+    container = build(settings, deployer_factory=FakeDeployer)
+    deployed = _upload(container, "uploads/penguins.csv", PENGUINS.read_bytes())
+    broken = PENGUINS.read_text().replace(",year", ",season").encode()
+    failed = _upload(container, "uploads/broken.csv", broken)
+    return History(home, container, deployed, failed)
