@@ -255,7 +255,8 @@ def stages_case(csv_path: Path, work: Path, rounds: int) -> dict[str, dict[str, 
 
 def growth(sizes: list[int], by_size: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
     """Per stage: time per row at each size, and the marginal time and RSS per added row
-    from one size to the next (near-linear growth keeps the former flat)."""
+    from one size to the next (near-linear growth keeps the former flat). Early stopping
+    finds more boosting rounds in more data, so train's growth is also given per round."""
     table: dict[str, Any] = {}
     for stage in STAGES:
         points = [(rows, by_size[str(rows)]["stages"][stage]) for rows in sizes]
@@ -277,6 +278,12 @@ def growth(sizes: list[int], by_size: Mapping[str, Mapping[str, Any]]) -> dict[s
                     / added,
                 }
             )
+            iterations = [p["rounds"][0]["output"].get("best_iteration") for p in (a, b)]
+            if all(iterations):
+                entry["steps"][-1]["iterations"] = iterations
+                entry["steps"][-1]["time_x_per_iteration"] = (
+                    b["median_s"] / a["median_s"] * iterations[0] / iterations[1]
+                )
         table[stage] = entry
     return table
 
@@ -331,6 +338,12 @@ def print_tables(results: Mapping[str, Any]) -> None:
                     f"{step['marginal_us_per_row']:.2f} us and "
                     f"{step['marginal_rss_bytes_per_row']:.0f} B of RSS per added row"
                 )
+                if "iterations" in step:
+                    first, last = step["iterations"]
+                    print(
+                        f"  {'':<10} boosting rounds {first} -> {last}: time per round "
+                        f"{step['time_x_per_iteration']:.2f}x for {step['rows_x']:.0f}x rows"
+                    )
 
 
 def main(argv: list[str] | None = None) -> None:
