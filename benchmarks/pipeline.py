@@ -173,7 +173,7 @@ def summarise(runs: Mapping[str, list[dict[str, Any]]], ours: str) -> dict[str, 
 
 
 def validate_case(
-    rows: int, csv_path: Path, work: Path, rounds: int, engines: list[str]
+    csv_path: Path, work: Path, rounds: int, engines: list[str]
 ) -> dict[str, dict[str, Any]]:
     def modelrail() -> dict[str, Any]:
         home = _fresh(work / "home-validate")
@@ -191,7 +191,7 @@ def validate_case(
     return summarise(side_by_side(rounds, sides), "modelrail")
 
 
-def run_case(rows: int, csv_path: Path, work: Path, rounds: int) -> dict[str, dict[str, Any]]:
+def run_case(csv_path: Path, work: Path, rounds: int) -> dict[str, dict[str, Any]]:
     def modelrail() -> dict[str, Any]:
         home = _fresh(work / "home-run")
         message = upload(home, csv_path)
@@ -395,10 +395,10 @@ def main(argv: list[str] | None = None) -> None:
         scratch = args.work_dir / "scratch"
         if "validate" in cases:
             print("  validate vs pandas", flush=True)
-            at_size["validate"] = validate_case(rows, csv_path, scratch, args.rounds, engines)
+            at_size["validate"] = validate_case(csv_path, scratch, args.rounds, engines)
         if "run" in cases:
             print("  whole embedded run vs bare script", flush=True)
-            at_size["run"] = run_case(rows, csv_path, scratch, args.rounds)
+            at_size["run"] = run_case(csv_path, scratch, args.rounds)
         if "stages" in cases:
             print("  each stage in its own process", flush=True)
             at_size["stages"] = stages_case(csv_path, scratch, args.stage_rounds)
