@@ -81,3 +81,10 @@ clean: ## Remove the environment, build output and local state
 .PHONY: bench
 bench: $(STAMP) ## Benchmark the staging service against MLflow's scoring server (see docs/benchmarks.md)
 	$(BIN)/python benchmarks/serve.py
+
+# e.g. BENCH_PIPELINE_ARGS='--large --rounds 5' (5,000,000 rows too)
+BENCH_PIPELINE_ARGS ?=
+
+.PHONY: bench-pipeline
+bench-pipeline: $(STAMP) ## Benchmark the data path against pandas and a bare LightGBM script (see docs/benchmarks.md)
+	$(BIN)/python benchmarks/pipeline.py --json build/bench-pipeline/results.json $(BENCH_PIPELINE_ARGS)
