@@ -13,7 +13,6 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
-from scipy.stats import rankdata
 
 from modelrail.config import MetricGate
 from modelrail.errors import ConfigError
@@ -89,6 +88,9 @@ def _auc(y_true: np.ndarray, score: np.ndarray) -> float:
     n_pos, n_neg = int(positives.sum()), int((~positives).sum())
     if n_pos == 0 or n_neg == 0:
         return 0.5
+    # Imported here: scipy.stats costs seconds to import, and only the binary AUC uses it.
+    from scipy.stats import rankdata
+
     ranks = rankdata(score)
     return float((ranks[positives].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
