@@ -644,7 +644,7 @@ def child_baseline_run(spec: dict[str, Any]) -> dict[str, Any]:
     """Read, check, encode, split, train with early stopping, score the hold-out, save."""
     import lightgbm as lgb
     import numpy as np
-    import pandas  # noqa: F401  (loaded before the clock, as on modelrail's side)
+    import pandas  # loaded before the clock, as on modelrail's side
 
     config, contract = _pipeline_config()
     if config["model"]["objective"] != "multiclass":
@@ -673,18 +673,37 @@ def child_baseline_run(spec: dict[str, Any]) -> dict[str, Any]:
     classes = next(c for c in contract["columns"] if c["name"] == target)["categories"]
     labels = frame[target].cat.set_categories(classes).cat.codes.to_numpy().astype(np.float64)
 
+    # The split modelrail makes: each row by a hash of its inputs (every column but the
+    # target, as floats and strings) moved by the seed, so the two train the same model.
     training, model = config["training"], config["model"]
-    order = np.random.default_rng(training["seed"]).permutation(len(frame))
-    n_holdout = max(1, int(len(frame) * training["holdout_fraction"]))
-    n_validation = max(1, int(len(frame) * training["validation_fraction"]))
-    holdout = np.sort(order[:n_holdout])
-    validation = np.sort(order[n_holdout : n_holdout + n_validation])
-    train = np.sort(order[n_holdout + n_validation :])
+    inputs = pandas.DataFrame(
+        {
+            c["name"]: (
+                frame[c["name"]].astype(object).where(frame[c["name"]].notna(), None)
+                if c["type"] == "category"
+                else frame[c["name"]].astype(np.float64)
+            )
+            for c in contract["columns"]
+            if c["name"] != target
+        }
+    )
+    hashes = pandas.util.hash_pandas_object(inputs, index=False).to_numpy(dtype=np.uint64)
+    offset = np.uint64(np.random.default_rng(training["seed"]).integers(0, 2**63))
+    position = (hashes + offset).astype(np.float64) / 2.0**64
+    holdout_fraction = training["holdout_fraction"]
+    holdout = np.flatnonzero(position < holdout_fraction)
+    is_validation = (position >= holdout_fraction) & (
+        position < holdout_fraction + training["validation_fraction"]
+    )
+    validation = np.flatnonzero(is_validation)
+    train = np.flatnonzero((position >= holdout_fraction) & ~is_validation)
 
     params = {
         "objective": _LGB_OBJECTIVE[model["objective"]],
         "metric": _LGB_METRIC[model["objective"]],
         "seed": training["seed"],
+        # modelrail's default: the cores given, one thread per 50,000 training rows.
+        "num_threads": min(len(os.sched_getaffinity(0)), max(1, len(train) // 50_000)),
         **training["params"],
         "num_class": len(classes),
     }

@@ -22,6 +22,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from modelrail.dataset.checks import ParsedDataset
 from modelrail.dataset.contract import DatasetContract
@@ -60,14 +61,14 @@ def _numeric(values: np.ndarray) -> dict[str, Any]:
 
 def _categorical(values: np.ndarray) -> dict[str, Any]:
     rows = max(len(values), 1)
-    if values.dtype == object:
-        keys = np.array([_MISSING if v is None else str(v) for v in values], dtype=object)
-    else:  # booleans parsed to 0/1 with NaN for missing
-        keys = np.where(np.isnan(values), _MISSING, np.where(values == 1.0, "true", "false"))
-    found, counts = np.unique(keys.astype(str), return_counts=True)
-    shares = {str(k): float(c) / rows for k, c in zip(found, counts, strict=True)}
-    missing = shares.pop(_MISSING, 0.0)
-    return {"kind": "categorical", "shares": shares, "missing": missing}
+    if values.dtype != object:  # booleans parsed to 0/1 with NaN for missing
+        labels = np.where(values == 1.0, "true", "false").astype(object)
+        labels[np.isnan(values)] = None
+        values = labels
+    counts = pd.Series(values, dtype=object).value_counts(dropna=False)
+    shares = {str(k): float(c) / rows for k, c in counts.items() if not pd.isna(k)}
+    missing = float(counts[counts.index.isna()].sum()) / rows
+    return {"kind": "categorical", "shares": dict(sorted(shares.items())), "missing": missing}
 
 
 def psi(baseline: Mapping[str, Any], current: Mapping[str, Any]) -> float:
