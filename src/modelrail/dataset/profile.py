@@ -65,9 +65,9 @@ def _categorical(values: np.ndarray) -> dict[str, Any]:
         labels = np.where(values == 1.0, "true", "false").astype(object)
         labels[np.isnan(values)] = None
         values = labels
-    counts = pd.Series(values, dtype=object).value_counts(dropna=False)
-    shares = {str(k): float(c) / rows for k, c in counts.items() if not pd.isna(k)}
-    missing = float(counts[counts.index.isna()].sum()) / rows
+    counts = pd.Series(values, dtype=object).value_counts(dropna=True)
+    shares = {str(k): float(c) / rows for k, c in counts.items()}
+    missing = float(len(values) - counts.sum()) / rows
     return {"kind": "categorical", "shares": dict(sorted(shares.items())), "missing": missing}
 
 
