@@ -43,7 +43,8 @@ def handle(event: ModelTrained, *, ctx: StageContext) -> Outcome:
     schema = FeatureSchema.from_dict(candidate_meta["features"])
     candidate = lgb.Booster(model_str=model_text.decode())
 
-    metrics = _score(candidate, schema, parsed, holdout)
+    y_true, prediction = _predict(candidate, schema, parsed, holdout)
+    metrics = evaluation.metrics(schema.objective, y_true, prediction)
     loaded = _champion_version(ctx)
     champion = _champion(loaded, ctx, parsed, holdout)
     verdict = evaluation.judge(config.gate, metrics, champion["metrics"] if champion else None)
@@ -70,6 +71,8 @@ def handle(event: ModelTrained, *, ctx: StageContext) -> Outcome:
         "champion": champion,
         "reference": reference,
         "verdict": overall,
+        # For the model card: per class and the confusion matrix, or predicted vs actual.
+        "diagnostics": evaluation.diagnostics(schema.objective, y_true, prediction, schema.classes),
     }
     report_uri = ctx.runs.save_report(event.run_id, "evaluation", report)
     if not blessed:
@@ -92,13 +95,20 @@ def handle(event: ModelTrained, *, ctx: StageContext) -> Outcome:
     return Outcome(evaluated, {"metrics": metrics, "blessed": True})
 
 
+def _predict(
+    booster: lgb.Booster, schema: FeatureSchema, parsed: ParsedDataset, rows: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """The true targets of ``rows`` and ``booster``'s predictions for them (only those
+    rows are encoded)."""
+    columns = {name: parsed.columns[name][rows] for name in (*schema.names, schema.target)}
+    y_true = schema.encode_target(columns[schema.target])
+    return y_true, np.asarray(booster.predict(schema.encode_columns(columns)))
+
+
 def _score(
     booster: lgb.Booster, schema: FeatureSchema, parsed: ParsedDataset, rows: np.ndarray
 ) -> dict[str, float]:
-    features = schema.encode_columns(parsed.columns)[rows]
-    y_true = schema.encode_target(parsed.columns[schema.target])[rows]
-    prediction = np.asarray(booster.predict(features))
-    return evaluation.metrics(schema.objective, y_true, prediction)
+    return evaluation.metrics(schema.objective, *_predict(booster, schema, parsed, rows))
 
 
 def _champion_version(ctx: StageContext) -> LoadedVersion | None:

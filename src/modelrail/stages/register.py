@@ -5,15 +5,13 @@ from __future__ import annotations
 import hashlib
 
 import lightgbm as lgb
-import numpy as np
 import orjson
 
-from modelrail import card, evaluation, training
+from modelrail import card, training
 from modelrail.dataset import snapshot
 from modelrail.dataset.checks import ParsedDataset
 from modelrail.errors import IntegrityError
 from modelrail.events import ModelEvaluated, ModelRegistered
-from modelrail.features import FeatureSchema
 from modelrail.registry import MODEL_FILE
 from modelrail.stages import Outcome, StageContext
 from modelrail.stages.evaluate import CHAMPION, REFERENCE
@@ -61,12 +59,7 @@ def handle(event: ModelEvaluated, *, ctx: StageContext) -> Outcome:
         ParsedDataset({k: v[holdout] for k, v in parsed.columns.items()}, len(holdout)), contract
     )
     data_profile = store.read(ctx.runs.snapshot_key(event.run_id, PROFILE)).data
-    schema = FeatureSchema.from_dict(candidate["features"])
-    booster_rows = schema.encode_columns(parsed.columns)[holdout]
-    y_true = schema.encode_target(parsed.columns[schema.target])[holdout]
-    fields["diagnostics"] = evaluation.diagnostics(
-        schema.objective, y_true, np.asarray(booster.predict(booster_rows)), schema.classes
-    )
+    fields["diagnostics"] = ctx.runs.report(event.run_id, "evaluation")["diagnostics"]
     history = [
         {"version": v, "metrics": ctx.registry.manifest(model, v)["metrics"]}
         for v in ctx.registry.versions(model)
