@@ -305,23 +305,15 @@ def models(as_json: bool) -> None:
     registry = cli.container.registry
     result: list[dict[str, Any]] = []
     for model in registry.models():
-        aliases = registry.aliases(model)
-        versions = []
-        for version in registry.versions(model):
-            manifest = registry.manifest(model, version)
-            versions.append(
-                {
-                    "version": version,
-                    "aliases": sorted(a for a, v in aliases.items() if v == version),
-                    "created_at": manifest["created_at"],
-                    "metrics": manifest["metrics"],
-                    "lineage": manifest["lineage"],
-                    "run_id": manifest["run_id"],
-                    "card": cli.location(registry.file_uri(model, version, CARD)),
-                    "manifest": cli.location(registry.manifest_uri(model, version)),
-                }
-            )
-        result.append({"model": model, "aliases": aliases, "versions": versions})
+        versions = [
+            {
+                **summary,
+                "card": cli.location(registry.file_uri(model, summary["version"], CARD)),
+                "manifest": cli.location(registry.manifest_uri(model, summary["version"])),
+            }
+            for summary in registry.summaries(model)
+        ]
+        result.append({"model": model, "aliases": registry.aliases(model), "versions": versions})
     if as_json:
         click.echo(orjson.dumps(result, option=orjson.OPT_INDENT_2))
         return

@@ -129,6 +129,26 @@ class Registry:
             )
         return data
 
+    def summaries(self, model: str) -> list[dict[str, Any]]:
+        """Each complete version of ``model``, oldest first, as people look at it:
+        number, aliases, creation time, run, metrics, lineage and its files."""
+        aliases = self.aliases(model)
+        summaries = []
+        for version in self.versions(model):
+            manifest = self.manifest(model, version)
+            summaries.append(
+                {
+                    "version": version,
+                    "aliases": sorted(a for a, v in aliases.items() if v == version),
+                    "created_at": manifest.get("created_at"),
+                    "run_id": manifest.get("run_id"),
+                    "metrics": manifest.get("metrics", {}),
+                    "lineage": manifest.get("lineage", {}),
+                    "files": sorted(manifest.get("files", {})),
+                }
+            )
+        return summaries
+
     def alias(self, model: str, name: str) -> Alias | None:
         try:
             blob = self.store.read(self._alias_key(model, name))

@@ -92,20 +92,10 @@ def create_app(container: Container) -> Flask:
         if model not in registry.models():
             abort(404, f"no model {model}")
         aliases = registry.aliases(model)
-        versions = []
-        for number in registry.versions(model):
-            manifest = registry.manifest(model, number)
-            versions.append(
-                {
-                    "version": number,
-                    "aliases": sorted(a for a, v in aliases.items() if v == number),
-                    "created_at": manifest.get("created_at"),
-                    "run_id": manifest.get("run_id"),
-                    "metrics": manifest.get("metrics", {}),
-                    "lineage": manifest.get("lineage", {}),
-                    "has_card": CARD in manifest.get("files", {}),
-                }
-            )
+        versions = [
+            {**summary, "has_card": CARD in summary["files"]}
+            for summary in registry.summaries(model)
+        ]
         names = sorted({name for v in versions for name in v["metrics"]})
         plots_by_metric = [
             plots.metric_plot(
