@@ -274,7 +274,11 @@ def lightgbm_parameters() -> dict[str, str]:
     spec = importlib.util.find_spec("lightgbm")
     if spec is None or spec.origin is None:
         raise ConfigError("LightGBM is not installed")
-    library = ctypes.CDLL(str(Path(spec.origin).parent / "lib" / "lib_lightgbm.so"))
+    # lib_lightgbm.so, .dylib or .dll, as the wheel for this platform ships it.
+    found = sorted((Path(spec.origin).parent / "lib").glob("lib_lightgbm.*"))
+    if not found:
+        raise ConfigError("LightGBM's library (lib/lib_lightgbm.*) is not installed")
+    library = ctypes.CDLL(str(found[0]))
     size = ctypes.c_int64(0)
     buffer = ctypes.create_string_buffer(1 << 16)
     for _ in range(2):  # the first call says how large the answer is if it did not fit
