@@ -2,7 +2,7 @@
 
 ``create_app()`` reads ``Settings`` and ``ServiceSettings`` from the environment, opens
 the artifact bucket, loads the pinned version through ``Registry.load`` (which checks
-every file's sha256 before anything parses it) and returns a Flask app. A version that
+the model's sha256 before anything parses it) and returns a Flask app. A version that
 fails to load leaves the service live (``/healthz``) but not ready (``/readyz`` and
 ``/predict`` answer 503), with the reason logged, unless ``require_model`` is set.
 
