@@ -29,7 +29,6 @@ from modelrail.dataset.contract import NUMERIC_TYPES, DatasetContract
 from modelrail.errors import ConfigError
 
 Objective = Literal["binary", "multiclass", "regression"]
-OBJECTIVES: tuple[Objective, ...] = ("binary", "multiclass", "regression")
 
 # objective -> the hold-out metrics ``evaluation.metrics`` computes -> which way is better.
 METRICS: dict[str, dict[str, Literal["higher", "lower"]]] = {

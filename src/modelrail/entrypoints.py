@@ -96,15 +96,16 @@ def cloud_function(stage: str) -> Callable[[CloudEvent], None]:
     starts (functions-framework imports ``main.py`` once): a broken pipeline.toml or
     contract stops the instance with its ``ConfigError`` in the log, so a revision
     carrying it never becomes ready, instead of failing every event it would receive.
-    No client is created here; adapters stay lazy.
+    No client is created here; adapters stay lazy. Logging is set up here too, once per
+    instance, not on every event.
     """
     import functions_framework
 
+    logs.configure()
     _ = container().config
 
     @functions_framework.cloud_event
     def handle(cloud_event: CloudEvent) -> None:
-        logs.configure()
         message = message_from_push(
             cloud_event.data, push_delivery_attempt(), topic_of(cloud_event["source"])
         )
