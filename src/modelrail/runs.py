@@ -160,7 +160,8 @@ class RunLog:
 
     def snapshot_key(self, run_id: str, name: str) -> str:
         """Where validate keeps the run's typed data (``part-00000.parquet``) and its
-        profile (``profile.json``)."""
+        profile (``profile.json``), and evaluate the hold-out it judged on
+        (``reference.parquet``)."""
         return f"runs/{run_id}/snapshot/{name}"
 
     def runs(self) -> list[RunSummary]:

@@ -57,7 +57,6 @@ def handle(event: ModelTrained, *, ctx: StageContext) -> Outcome:
             **champion,
             "reference": {k: reference[k] for k in ("rows", "metrics", "champion_metrics")},
         }
-    if reference is not None:
         blessed = blessed and reference["verdict"]["blessed"]
         reasons += [
             f"on v{reference['version']}'s reference set ({reference['rows']} rows): {reason}"
@@ -75,6 +74,13 @@ def handle(event: ModelTrained, *, ctx: StageContext) -> Outcome:
         "diagnostics": evaluation.diagnostics(schema.objective, y_true, prediction, schema.classes),
     }
     report_uri = ctx.runs.save_report(event.run_id, "evaluation", report)
+    # The rows it was judged on, for register to keep as the version's reference set.
+    judged = ParsedDataset({k: v[holdout] for k, v in parsed.columns.items()}, len(holdout))
+    store.write(
+        ctx.runs.snapshot_key(event.run_id, REFERENCE),
+        snapshot.encode(judged, config.contract),
+        content_type="application/vnd.apache.parquet",
+    )
     if not blessed:
         raise GateRejected(
             "the gate rejected the candidate: " + "; ".join(reasons),

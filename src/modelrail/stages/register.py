@@ -7,9 +7,7 @@ import hashlib
 import lightgbm as lgb
 import orjson
 
-from modelrail import card, training
-from modelrail.dataset import snapshot
-from modelrail.dataset.checks import ParsedDataset
+from modelrail import card
 from modelrail.errors import IntegrityError
 from modelrail.events import ModelEvaluated, ModelRegistered
 from modelrail.registry import MODEL_FILE
@@ -50,14 +48,9 @@ def handle(event: ModelEvaluated, *, ctx: StageContext) -> Outcome:
         ),
         key=lambda item: -item[1],
     )
-    # The version keeps the hold-out it was judged on (later gates' trusted set) and its
-    # training data's profile (later drift checks' baseline).
-    contract = ctx.config.contract
-    parsed = snapshot.read(store, event.dataset["snapshot"], contract)
-    holdout = training.split(parsed, ctx.config).holdout
-    reference = snapshot.encode(
-        ParsedDataset({k: v[holdout] for k, v in parsed.columns.items()}, len(holdout)), contract
-    )
+    # The version keeps the hold-out it was judged on (later gates' trusted set, written
+    # by evaluate) and its training data's profile (later drift checks' baseline).
+    reference = store.read(ctx.runs.snapshot_key(event.run_id, REFERENCE)).data
     data_profile = store.read(ctx.runs.snapshot_key(event.run_id, PROFILE)).data
     fields["diagnostics"] = ctx.runs.report(event.run_id, "evaluation")["diagnostics"]
     history = [
