@@ -35,10 +35,11 @@ EXTRA = DatasetContract.from_spec(
 
 
 def _same(data: bytes, contract: DatasetContract) -> None:
-    fast = typed.read(data, contract)
-    assert fast is not None, "the typed reader declined a valid file"
-    report, parsed = checks._report_problems(data, contract)
+    header = checks.header_of(data)
+    assert typed.read(data, header, contract) is not None, "the typed reader declined it"
+    report, parsed = checks._report_problems(data, header, contract)
     assert report.passed
+    fast = checks.validate(data, contract)  # which takes the typed path
     assert fast[0] == report
     assert fast[1].rows == parsed.rows
     assert fast[1].columns.keys() == parsed.columns.keys()
@@ -58,7 +59,14 @@ def test_valid_files_read_the_same_both_ways(
     _same(synthetic.read_bytes(), config.contract)
     reordered = "year,sex,island,species,bill_length_mm,bill_depth_mm,flipper_length_mm,body_mass_g"
     _same(
-        (f"{reordered}\n" + "2007,male,Dream,Adelie,39.1,18.7,181,3750\n" * 120).encode(),
+        (
+            f"{reordered}\n"
+            + (
+                "2007,male,Dream,Adelie,39.1,18.7,181,3750\n"
+                "2008,female,Biscoe,Gentoo,46.1,13.2,211,4500\n"
+            )
+            * 60
+        ).encode(),
         config.contract,
     )
     # Arrow reads a byte-order mark and a padded number as the reporting path does.
@@ -95,7 +103,7 @@ def test_anything_doubtful_goes_to_the_reporting_path(
 ) -> None:
     data = ("\n".join([HEADER, *[GOOD] * 60, row]) + "\n").encode()
 
-    assert typed.read(data, config.contract) is None
+    assert typed.read(data, checks.header_of(data), config.contract) is None
     report, _ = checks.validate(data, config.contract)  # which decides
     assert report.passed == passes
 
@@ -112,4 +120,4 @@ def test_anything_doubtful_goes_to_the_reporting_path(
     ids=["padded-header", "extra-column", "empty"],
 )
 def test_an_unusual_file_goes_to_the_reporting_path(config: PipelineConfig, data: bytes) -> None:
-    assert typed.read(data, config.contract) is None
+    assert typed.read(data, checks.header_of(data), config.contract) is None

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from modelrail.dataset import typed
 from modelrail.dataset.contract import Column, DatasetContract, canonical_code
 from modelrail.errors import ContractViolation
 
@@ -90,9 +91,15 @@ def validate(data: bytes, contract: DatasetContract) -> tuple[ValidationReport, 
     A file that meets its contract is read by the typed reader (``typed``) in one
     vectorised pass; any other, by the reporting path below, which names every problem.
     """
-    from modelrail.dataset import typed
-
-    report, parsed = typed.read(data, contract) or _report_problems(data, contract)
+    header = header_of(data)
+    typed_read = typed.read(data, header, contract)
+    if typed_read is None:
+        report, parsed = _report_problems(data, header, contract)
+    else:
+        columns, file_rows = typed_read
+        rows = len(columns[contract.target])
+        report = ValidationReport(contract.name, rows, header, (), file_rows - rows)
+        parsed = ParsedDataset(columns, rows)
     if report.passed and (problem := _single_class(parsed, contract)) is not None:
         report = dataclasses.replace(report, problems=(problem,))
     return report, parsed
@@ -119,7 +126,7 @@ def _single_class(parsed: ParsedDataset, contract: DatasetContract) -> Problem |
 
 
 def _report_problems(
-    data: bytes, contract: DatasetContract
+    data: bytes, header: tuple[str, ...], contract: DatasetContract
 ) -> tuple[ValidationReport, ParsedDataset]:
     try:
         frame = pd.read_csv(
@@ -134,7 +141,6 @@ def _report_problems(
         return _report(contract, 0, (), [problem]), ParsedDataset({}, 0)
 
     problems: list[Problem] = []
-    header = header_of(data)
     # Checked under the names training reads: ``species `` is the column ``species``.
     frame.columns = [str(name).strip() for name in frame.columns]
     expected = {c.name for c in contract.columns}

@@ -18,7 +18,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
-from modelrail.dataset.checks import ParsedDataset, ValidationReport, header_of
 from modelrail.dataset.contract import Column, DatasetContract, parse_code
 
 # What the reporting path reads as booleans (it lowers the case first).
@@ -26,12 +25,15 @@ _TRUE = ["true", "True", "TRUE", "1", "yes", "Yes", "YES"]
 _FALSE = ["false", "False", "FALSE", "0", "no", "No", "NO"]
 
 
-def read(data: bytes, contract: DatasetContract) -> tuple[ValidationReport, ParsedDataset] | None:
-    """The passing report and typed columns of ``data``, or None: let the reporting
-    path decide (it also reports every problem)."""
-    header = header_of(data)
+def read(
+    data: bytes, header: tuple[str, ...], contract: DatasetContract
+) -> tuple[dict[str, np.ndarray], int] | None:
+    """The typed columns of ``data`` (rows without a target dropped) and the number of
+    rows its file holds, if it meets ``contract`` through and through; otherwise None:
+    the reporting path decides and names every problem. ``header`` holds the names
+    as ``checks.header_of`` reads them."""
     names = [c.name for c in contract.columns]
-    if list(header) != [h.strip() for h in header] or sorted(header) != sorted(names):
+    if sorted(header) != sorted(names):
         return None
     types = {c.name: _arrow_type(c) for c in contract.columns}
     options = pacsv.ConvertOptions(
@@ -47,7 +49,7 @@ def read(data: bytes, contract: DatasetContract) -> tuple[ValidationReport, Pars
     except (pa.ArrowInvalid, pa.ArrowTypeError, UnicodeDecodeError):
         return None
     if set(table.column_names) != set(names) or len(table) == 0:
-        return None  # e.g. a byte-order mark read into the first name
+        return None  # names padded with spaces, or a byte-order mark read into one
     missing_target = np.asarray(table.column(contract.target).is_null())
     if missing_target.mean() > contract.max_missing_target_fraction:
         return None
@@ -61,8 +63,7 @@ def read(data: bytes, contract: DatasetContract) -> tuple[ValidationReport, Pars
         if values is None:
             return None
         columns[column.name] = values if kept.all() else values[kept]
-    report = ValidationReport(contract.name, rows, header, (), len(table) - rows)
-    return report, ParsedDataset(columns, rows)
+    return columns, len(table)
 
 
 def _arrow_type(column: Column) -> pa.DataType:
