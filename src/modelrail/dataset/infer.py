@@ -165,7 +165,9 @@ def _target(
     numbers = pd.to_numeric(values, errors="coerce")
     numeric = bool(np.isfinite(numbers.to_numpy(dtype=np.float64)).all())
     integral = numeric and bool((numbers == np.round(numbers)).all())
-    labels = (numbers.map(lambda v: canonical_code(float(v))) if numeric else values).value_counts()
+    labels = numbers.value_counts() if numeric else values.value_counts()
+    if numeric:  # spelled once per distinct value, not once per row
+        labels.index = [canonical_code(float(v)) for v in labels.index]
     distinct = len(labels)
     if objective == "auto":
         if distinct == 2:
@@ -224,7 +226,7 @@ def _column(column: str, text: pd.Series, missing: pd.Series) -> Decision:
                 entry, "integer", "a different whole number on every row: an identifier"
             )
         if integral and distinct <= CODE_LIMIT:
-            codes = _sorted_labels(numbers.map(lambda v: canonical_code(float(v))).unique(), True)
+            codes = _sorted_labels([canonical_code(float(v)) for v in numbers.unique()], True)
             entry.update(type="category", nullable=nullable, categories=codes)
             return Decision(
                 entry,
