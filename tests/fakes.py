@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping
 from pathlib import Path
 
 from modelrail.errors import DeploymentFailed, NotFound, PreconditionFailed
@@ -80,29 +79,6 @@ class InMemoryStorage:
             raise NotFound(name) from None
 
 
-class RecordingBus:
-    """Records what was published."""
-
-    def __init__(self) -> None:
-        self.published: list[tuple[str, bytes, dict[str, str]]] = []
-
-    def publish(self, topic: str, data: bytes, attributes: Mapping[str, str]) -> str:
-        self.published.append((topic, data, dict(attributes)))
-        return str(len(self.published))
-
-    def topics(self) -> list[str]:
-        return [topic for topic, _, _ in self.published]
-
-
-class RecordingLauncher:
-    def __init__(self) -> None:
-        self.launched: list[tuple[str, bytes]] = []
-
-    def launch(self, job: str, event_json: bytes) -> str:
-        self.launched.append((job, event_json))
-        return f"{job}-execution-{len(self.launched)}"
-
-
 class FakeDeployer:
     """Records deploys; ``fail_versions`` smoke-fail and leave the previous one live."""
 
@@ -119,3 +95,6 @@ class FakeDeployer:
         deployment = Deployment("http://staging.test", f"rev-{version}", model, version)
         self.deployed.append(deployment)
         return deployment
+
+    def stop(self) -> None:
+        """Nothing runs: the fake deploys nowhere."""

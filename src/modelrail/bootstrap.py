@@ -9,17 +9,14 @@ service never imports the training stack, a Cloud Function never imports Flask).
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
-from functools import cached_property
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from modelrail.config import PipelineConfig, Settings
-from modelrail.ports import BlobStore, Deployer, EventBus, JobLauncher, Storage
-from modelrail.registry import Registry
+from modelrail.config import Settings
+from modelrail.container import Container
+from modelrail.ports import BlobStore, Deployer, EventBus, JobLauncher, Message, Storage
 
-if TYPE_CHECKING:
-    from modelrail.runs import RunLog
+Observer = Callable[[dict[str, Any]], None]
 
 
 def open_storage(settings: Settings) -> Storage:
@@ -40,61 +37,28 @@ def open_artifact_store(settings: Settings) -> BlobStore:
     return open_storage(settings).bucket(settings.artifact_bucket)
 
 
-@dataclasses.dataclass
-class Container:
-    """Everything a stage may touch, built lazily once per process."""
+def local_staging(settings: Settings) -> Deployer:
+    """The staging service as processes on this machine (embedded mode and the
+    emulator stack's control plane)."""
+    from modelrail.adapters.local_staging import LocalStagingDeployer
 
-    settings: Settings
-    storage_factory: Callable[[], Storage]
-    bus_factory: Callable[[], EventBus]
-    launcher_factory: Callable[[], JobLauncher]
-    deployer_factory: Callable[[], Deployer]
-    # Called with each stage record as it is stored (the CLI shows progress with it).
-    observer: Callable[[dict[str, Any]], None] | None = None
-
-    @cached_property
-    def config(self) -> PipelineConfig:
-        return PipelineConfig.load(self.settings.config_path)
-
-    @cached_property
-    def storage(self) -> Storage:
-        return self.storage_factory()
-
-    @cached_property
-    def artifacts(self) -> BlobStore:
-        return self.storage.bucket(self.settings.artifact_bucket)
-
-    @cached_property
-    def registry(self) -> Registry:
-        return Registry(self.artifacts)
-
-    @cached_property
-    def runs(self) -> RunLog:
-        from modelrail.runs import RunLog
-
-        return RunLog(self.artifacts)
-
-    @cached_property
-    def bus(self) -> EventBus:
-        return self.bus_factory()
-
-    @cached_property
-    def launcher(self) -> JobLauncher:
-        return self.launcher_factory()
-
-    @cached_property
-    def deployer(self) -> Deployer:
-        return self.deployer_factory()
+    return LocalStagingDeployer(settings, open_artifact_store(settings))
 
 
 def bootstrap(
-    settings: Settings, *, observer: Callable[[dict[str, Any]], None] | None = None
+    settings: Settings,
+    *,
+    observer: Observer | None = None,
+    storage_factory: Callable[[], Storage] | None = None,
+    deployer_factory: Callable[[], Deployer] | None = None,
 ) -> Container:
-    """Wire the container for ``settings.mode``."""
-    if settings.mode == "embedded":
-        from modelrail.runtime.embedded import build
+    """Wire the container for ``settings.mode``.
 
-        return build(settings, observer=observer)
+    Tests swap the storage and the deployer for fakes; everything else is the real thing.
+    """
+    storage = storage_factory or (lambda: open_storage(settings))
+    if settings.mode == "embedded":
+        return _embedded(settings, observer, storage, deployer_factory)
 
     def bus() -> EventBus:
         from modelrail.adapters.pubsub import PubSubBus
@@ -117,4 +81,38 @@ def bootstrap(
             artifacts=open_artifact_store(settings),
         )
 
-    return Container(settings, lambda: open_storage(settings), bus, launcher, deployer, observer)
+    return Container(settings, storage, bus, launcher, deployer_factory or deployer, observer)
+
+
+def _embedded(
+    settings: Settings,
+    observer: Observer | None,
+    storage: Callable[[], Storage],
+    deployer_factory: Callable[[], Deployer] | None,
+) -> Container:
+    """Filesystem buckets, the in-process bus and job, local staging: every stage is
+    subscribed to the bus as the topology says, through the same service layer."""
+    from modelrail import pipeline
+    from modelrail.adapters.inprocess import InProcessBus, InProcessLauncher
+    from modelrail.topology import Topology
+
+    topology = Topology.load(settings.topology_path)
+    bus = InProcessBus(topology, settings.home / "dead-letter.jsonl")
+    container = Container(
+        settings,
+        storage_factory=storage,
+        bus_factory=lambda: bus,
+        launcher_factory=lambda: InProcessLauncher(
+            lambda data: pipeline.consume(container, "train", Message(data, {}))
+        ),
+        deployer_factory=deployer_factory or (lambda: local_staging(settings)),
+        observer=observer,
+    )
+    for subscription in topology.subscriptions:
+        if subscription.consumer is not None:
+            stage = subscription.consumer
+            bus.subscribe(
+                subscription.name,
+                lambda message, stage=stage: pipeline.consume(container, stage, message),  # type: ignore[misc]
+            )
+    return container

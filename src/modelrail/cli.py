@@ -12,8 +12,9 @@ import click
 import orjson
 
 from modelrail import logs
-from modelrail.bootstrap import Container, bootstrap
+from modelrail.bootstrap import bootstrap
 from modelrail.config import UNVERSIONED, Settings
+from modelrail.container import Container
 from modelrail.errors import ModelrailError
 from modelrail.events import DataUploaded, RetrainRequested, utcnow
 from modelrail.runs import STAGE_ORDER, RunSummary, failure_reasons
@@ -52,12 +53,8 @@ class Cli:
         _ = self.container.config  # a broken config or contract fails here, not mid-run
 
     def drain(self) -> None:
-        """Embedded mode: deliver every outstanding message (the run happens here)."""
-        from modelrail.runtime.embedded import InProcessBus
-
-        bus = self.container.bus
-        if isinstance(bus, InProcessBus):
-            bus.run_until_idle()
+        """Wait for what this command published (embedded mode: the run happens here)."""
+        self.container.bus.drain()
 
     def upload(self, path: Path, name: str | None = None) -> str:
         object_name = name or path.name
@@ -357,10 +354,7 @@ def serve() -> None:
         click.echo(f"staging serves {model} v{current.version} at {current.url} (Ctrl-C stops it)")
         signal.pause()
     except KeyboardInterrupt:
-        from modelrail.adapters.local_staging import LocalStagingDeployer
-
-        if isinstance(deployer, LocalStagingDeployer):
-            deployer.stop()
+        deployer.stop()
 
 
 @main.command()
@@ -438,11 +432,11 @@ def init(
     csv_path: Path, target: str, name: str | None, objective: str, out: Path | None, force: bool
 ) -> None:
     """Infer a dataset contract and a pipeline.toml from your CSV, and say why."""
-    from modelrail.dataset import infer
+    from modelrail import scaffold
 
-    inference = infer.infer(csv_path, target, name=name, objective=objective)
-    click.echo(infer.summary(inference))
-    config_path, contract_path = infer.write(inference, out or Path(inference.name), force=force)
+    inference = scaffold.infer(csv_path, target, name=name, objective=objective)
+    click.echo(scaffold.summary(inference))
+    config_path, contract_path = scaffold.write(inference, out or Path(inference.name), force=force)
     click.echo(f"\nwrote {config_path} and {contract_path}; then:")
     click.echo(f"  MODELRAIL_CONFIG={config_path} modelrail upload {csv_path}")
 

@@ -16,8 +16,9 @@ from functools import cache
 from typing import TYPE_CHECKING, Any
 
 from modelrail import logs, pipeline
-from modelrail.bootstrap import Container, bootstrap
+from modelrail.bootstrap import bootstrap
 from modelrail.config import Settings
+from modelrail.container import Container
 from modelrail.ports import Message
 
 if TYPE_CHECKING:

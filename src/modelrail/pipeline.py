@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib
+import inspect
 import logging
 import time
 from collections.abc import Callable
@@ -21,7 +22,7 @@ from typing import Any
 import orjson
 
 from modelrail import logs
-from modelrail.bootstrap import Container
+from modelrail.container import Container
 from modelrail.errors import ConfigChanged, EventTooOld, InvalidEvent, PermanentError
 from modelrail.events import (
     PIPELINE_EVENTS,
@@ -40,10 +41,7 @@ from modelrail.events import (
     utcnow,
 )
 from modelrail.ports import Message
-from modelrail.stages import (
-    Outcome,
-    StageContext,
-)
+from modelrail.stages import Outcome
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +50,8 @@ Event = Trigger | PipelineEvent
 # stage -> the event types it consumes. The topology file says which subscription
 # feeds which stage; this table says what each stage accepts. Each handler lives in
 # modelrail.stages.<stage> and is imported on first use, so a function process loads
-# only its own stage's dependencies (validate never imports LightGBM).
+# only its own stage's dependencies (validate never imports LightGBM). A handler names
+# the ports it needs as keyword parameters; the container provides exactly those.
 _ACCEPTS: dict[str, tuple[type, ...]] = {
     "validate": (DataUploaded, RetrainRequested),
     "launch_training": (DatasetValidated,),
@@ -151,12 +150,8 @@ def _consume(container: Container, stage: str, message: Message) -> dict[str, An
                 f"run {run_id} started under configuration {lineage['config']['hash'][:12]}, "
                 f"this {stage} runs {config.sha256[:12]}: start a new run"
             )
-        ctx = _context(container, stage)
-        handler = _handler(stage)
-        if isinstance(event, PipelineEvent):
-            outcome = handler(event, ctx=ctx)
-        else:
-            outcome = handler(event, run_id=run_id, causation_id=causation_id, ctx=ctx)
+        given = {"run_id": run_id, "causation_id": causation_id}
+        outcome = inject(_handler(stage), container, given)(event)
     except PermanentError as exc:
         return record_failure(container, stage, run_id, lineage, causation_id, exc, started, clock)
 
@@ -177,20 +172,18 @@ def _consume(container: Container, stage: str, message: Message) -> dict[str, An
     return stored
 
 
-def _context(container: Container, stage: str) -> StageContext:
-    settings = container.settings
-    return StageContext(
-        config=container.config,
-        storage=container.storage,
-        data_bucket=settings.data_bucket,
-        registry=container.registry,
-        runs=container.runs,
-        code_version=settings.code_version,
-        training_job=settings.training_job,
-        # Only the stages that need them build a launcher or a deployer.
-        launcher=container.launcher if stage == "launch_training" else None,
-        deployer=container.deployer if stage == "deploy" else None,
-    )
+def inject(
+    handler: Callable[..., Outcome], container: Container, given: dict[str, str]
+) -> Callable[[Event], Outcome]:
+    """``handler`` with its keyword parameters bound: ``given`` values first (the run a
+    trigger starts), the rest from ``container``, which builds only what is named."""
+    names = [
+        name
+        for name, parameter in inspect.signature(handler).parameters.items()
+        if parameter.kind is inspect.Parameter.KEYWORD_ONLY
+    ]
+    kwargs = {name: given[name] if name in given else container.provide(name) for name in names}
+    return lambda event: handler(event, **kwargs)
 
 
 def _check_fresh(event: Event, message: Message, max_age_s: float) -> None:

@@ -103,6 +103,12 @@ class EventBus(Protocol):
         """Publish and return the message id once the bus has accepted it."""
         ...
 
+    def drain(self) -> None:
+        """Return once every message published here has been handled: the in-process
+        bus delivers them now (embedded mode's runs happen here); Pub/Sub has taken
+        each one before ``publish`` returned, and its subscribers run elsewhere."""
+        ...
+
 
 @dataclass(frozen=True)
 class Deployment:
@@ -127,6 +133,11 @@ class Deployer(Protocol):
         On a failed smoke test traffic stays on the previous revision and
         ``DeploymentFailed`` is raised.
         """
+        ...
+
+    def stop(self) -> None:
+        """Stop the servers this deployer runs on this machine (local staging); a
+        managed service (Cloud Run) keeps serving and this does nothing."""
         ...
 
 

@@ -18,7 +18,7 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from modelrail.bootstrap import Container
+from modelrail.container import Container
 from modelrail.errors import DeploymentFailed, Refused
 from modelrail.events import ModelDeployed, derive_run_id, new_id, utcnow
 from modelrail.pipeline import record_and_publish, record_failure

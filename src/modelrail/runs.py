@@ -13,14 +13,16 @@ the record and re-publishes the same event instead of doing the work again.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 from collections.abc import Mapping
 from typing import Any
 
 import orjson
 
 from modelrail.config import canonical_json
-from modelrail.errors import NotFound, PreconditionFailed
+from modelrail.errors import IntegrityError, NotFound, PreconditionFailed
 from modelrail.ports import BlobStore
+from modelrail.registry import MODEL_FILE
 
 # The order stages run in, for display. ``rollback`` is an operator's run of its own
 # (``modelrail rollback``): staging moved back to an earlier version.
@@ -157,6 +159,17 @@ class RunLog:
 
     def candidate_key(self, run_id: str, name: str) -> str:
         return f"runs/{run_id}/candidate/{name}"
+
+    def candidate(self, run_id: str, model_sha256: str) -> tuple[bytes, dict[str, Any]]:
+        """The run's trained model text, checked against the sha256 its event carries,
+        and what train recorded with it (``candidate.json``)."""
+        model_text = self.store.read(self.candidate_key(run_id, MODEL_FILE)).data
+        if hashlib.sha256(model_text).hexdigest() != model_sha256:
+            raise IntegrityError(f"candidate of {run_id} does not match its sha256")
+        meta: dict[str, Any] = orjson.loads(
+            self.store.read(self.candidate_key(run_id, "candidate.json")).data
+        )
+        return model_text, meta
 
     def snapshot_key(self, run_id: str, name: str) -> str:
         """Where validate keeps the run's typed data (``part-00000.parquet``) and its

@@ -25,10 +25,11 @@ import orjson
 import pytest
 import urllib3
 
+from modelrail.adapters.inprocess import InProcessBus
 from modelrail.entrypoints import message_from_push
 from modelrail.ports import EventBus, Message
-from modelrail.runtime.embedded import InProcessBus
-from modelrail.runtime.emulators import Emulators, wait_until
+from modelrail.processes import wait_until
+from modelrail.runtime.emulators import Emulators
 from modelrail.runtime.stack import bootstrap_pubsub
 from modelrail.topology import Subscription, Topology
 

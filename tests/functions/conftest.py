@@ -14,7 +14,7 @@ from flask.testing import FlaskClient
 from functions_framework import create_app
 
 from modelrail import entrypoints
-from modelrail.bootstrap import Container
+from modelrail.container import Container
 from modelrail.events import utcnow
 from tests.conftest import REPO, settings_env
 

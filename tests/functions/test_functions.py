@@ -11,9 +11,9 @@ import time_machine
 from flask.testing import FlaskClient
 
 from modelrail import entrypoints
-from modelrail.bootstrap import Container
+from modelrail.adapters.inprocess import InProcessBus
+from modelrail.container import Container
 from modelrail.ports import Message
-from modelrail.runtime.embedded import InProcessBus
 from tests.conftest import PENGUINS
 from tests.functions.conftest import PROJECT, push_body, storage_notification
 

@@ -30,8 +30,9 @@ from modelrail.adapters.cloudrun import CloudRunDeployer, CloudRunJobLauncher
 from modelrail.adapters.filesystem import FilesystemStore
 from modelrail.errors import DeploymentFailed, TransientError
 from modelrail.ports import Deployment
+from modelrail.processes import wait_until
 from modelrail.runtime.control_plane import ControlPlane
-from modelrail.runtime.emulators import free_port, wait_until
+from modelrail.runtime.emulators import free_port
 from tests.conftest import STATE_DEADLINE_S
 
 PROJECT, REGION, SERVICE, JOB, MODEL = "proj-local", "europe-west1", "staging", "train", "penguins"

@@ -13,6 +13,7 @@ import pytest
 import urllib3
 
 from modelrail.adapters.local_staging import LocalStagingDeployer
+from modelrail.bootstrap import open_artifact_store
 from modelrail.config import Settings
 from modelrail.errors import DeploymentFailed
 from tests.conftest import wait_for
@@ -34,7 +35,9 @@ def deployer(models: RegisteredModels, tmp_path: Path) -> Iterator[LocalStagingD
             "MODELRAIL_STAGING_PORT": str(free_port()),
         }
     )
-    deployer = LocalStagingDeployer(settings, service_env={"MODELRAIL_WORKERS": "2"})
+    deployer = LocalStagingDeployer(
+        settings, open_artifact_store(settings), service_env={"MODELRAIL_WORKERS": "2"}
+    )
     yield deployer
     deployer.stop()
 
@@ -133,7 +136,7 @@ def test_deploy_redeploy_under_load_and_refuse_tampered(
 
 def test_a_new_deployer_finds_and_stops_the_server(deployer: LocalStagingDeployer) -> None:
     deployment = deployer.deploy(MODEL, 1)
-    other = LocalStagingDeployer(deployer.settings)
+    other = LocalStagingDeployer(deployer.settings, deployer.artifacts)
     assert other.current() == deployment
     other.stop()
     assert deployer.current() is None

@@ -8,10 +8,11 @@ from pathlib import Path
 import orjson
 import pytest
 
-from modelrail.bootstrap import Container
+from modelrail.adapters.inprocess import InProcessBus
+from modelrail.bootstrap import bootstrap
 from modelrail.config import Settings
+from modelrail.container import Container
 from modelrail.events import DataUploaded
-from modelrail.runtime.embedded import InProcessBus, build
 from tests.conftest import PENGUINS, settings_env
 from tests.fakes import FakeDeployer
 
@@ -42,7 +43,7 @@ def history(tmp_path_factory: pytest.TempPathFactory) -> History:
     a fake because the UI reads the record of a deploy, never the staging server."""
     home = tmp_path_factory.mktemp("ui") / "home"
     settings = Settings.from_env(settings_env(home))
-    container = build(settings, deployer_factory=FakeDeployer)
+    container = bootstrap(settings, deployer_factory=FakeDeployer)
     deployed = _upload(container, "uploads/penguins.csv", PENGUINS.read_bytes())
     broken = PENGUINS.read_text().replace(",year", ",season").encode()
     failed = _upload(container, "uploads/broken.csv", broken)

@@ -9,11 +9,12 @@ from typing import Any
 import orjson
 import pytest
 
-from modelrail.bootstrap import Container
+from modelrail.adapters.inprocess import InProcessBus
+from modelrail.bootstrap import bootstrap
 from modelrail.config import Settings
+from modelrail.container import Container
 from modelrail.events import DataUploaded, RetrainRequested
 from modelrail.runs import RunSummary
-from modelrail.runtime.embedded import InProcessBus, build
 from tests.fakes import FakeDeployer, InMemoryStorage
 
 
@@ -64,5 +65,7 @@ class Harness:
 def harness(settings: Settings) -> Harness:
     storage = InMemoryStorage(settings.data_bucket, settings.artifact_bucket)
     deployer = FakeDeployer()
-    container = build(settings, storage_factory=lambda: storage, deployer_factory=lambda: deployer)
+    container = bootstrap(
+        settings, storage_factory=lambda: storage, deployer_factory=lambda: deployer
+    )
     return Harness(container, storage, deployer)

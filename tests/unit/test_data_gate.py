@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from modelrail.bootstrap import bootstrap
 from modelrail.config import Settings
-from modelrail.runtime.embedded import build
 from tests.conftest import REPO, settings_env
 from tests.fakes import FakeDeployer, InMemoryStorage
 from tests.unit.conftest import Harness
@@ -32,7 +32,9 @@ def _harness(tmp_path: Path, replacements: dict[str, str]) -> Harness:
     )
     storage = InMemoryStorage(settings.data_bucket, settings.artifact_bucket)
     deployer = FakeDeployer()
-    container = build(settings, storage_factory=lambda: storage, deployer_factory=lambda: deployer)
+    container = bootstrap(
+        settings, storage_factory=lambda: storage, deployer_factory=lambda: deployer
+    )
     return Harness(container, storage, deployer)
 
 

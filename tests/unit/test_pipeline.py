@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import hashlib
+import inspect
 
 import orjson
 import pytest
 
+from modelrail import pipeline
 from modelrail.dataset import checks
 from modelrail.events import RetrainRequested
 from modelrail.ports import Message
@@ -373,3 +375,34 @@ def test_an_invalid_message_on_the_retrain_topic_is_refused_with_the_retrain_sch
     assert failed["error"]["kind"] == "invalid_event"
     assert failed["error"]["message"].startswith(reason), failed["error"]["message"]
     assert "'bucket' is a required property" not in failed["error"]["message"]
+
+
+@pytest.mark.parametrize("stage", sorted(pipeline._ACCEPTS))
+def test_each_stage_gets_exactly_the_ports_it_names(harness: Harness, stage: str) -> None:
+    seen: dict[str, object] = {}
+
+    def spy(event: object, **ports: object) -> object:
+        seen.update(ports)
+        return event
+
+    handler = pipeline._handler(stage)
+    spy.__signature__ = inspect.signature(handler)  # type: ignore[attr-defined]
+    given = {"run_id": "run-1", "causation_id": "message-1"}
+    assert pipeline.inject(spy, harness.container, given)("event") == "event"  # type: ignore[arg-type]
+    named = {
+        name
+        for name, parameter in inspect.signature(handler).parameters.items()
+        if parameter.kind is inspect.Parameter.KEYWORD_ONLY
+    }
+    assert set(seen) == named
+    for name, value in seen.items():
+        expected = given.get(name) or harness.container.provide(name)
+        assert value is expected or value == expected, name
+
+
+def test_a_handler_naming_an_unknown_port_fails_at_injection(harness: Harness) -> None:
+    def handle(event: object, *, warehouse: object) -> object:
+        return event
+
+    with pytest.raises(TypeError, match="warehouse"):
+        pipeline.inject(handle, harness.container, {})  # type: ignore[arg-type]

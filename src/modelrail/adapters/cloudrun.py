@@ -158,6 +158,9 @@ class CloudRunDeployer:
             return client
 
     # -- the port ----------------------------------------------------------------
+    def stop(self) -> None:
+        """Cloud Run runs the service: nothing here to stop."""
+
     def current(self) -> Deployment | None:
         service = self._get()
         if not service.latest_ready_revision:

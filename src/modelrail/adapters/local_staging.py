@@ -39,13 +39,12 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import orjson
 
 from modelrail.config import Settings
 from modelrail.errors import DeploymentFailed
-from modelrail.ports import Deployment
+from modelrail.ports import BlobStore, Deployment
 
 _STATE = "staging.json"
 _READY_TIMEOUT_S = 60.0
@@ -101,11 +100,13 @@ class LocalStagingDeployer:
     def __init__(
         self,
         settings: Settings,
+        artifacts: BlobStore,
         *,
         service_env: dict[str, str] | None = None,
         host: str = "127.0.0.1",
     ) -> None:
         self.settings = settings
+        self.artifacts = artifacts  # where the versions it serves are registered
         self.host = host
         self.service_env = dict(service_env or {})
         self.state_dir = settings.home / "run" / "staging"
@@ -255,13 +256,10 @@ class LocalStagingDeployer:
         )
 
     def _smoke(self, candidate: _Record) -> None:
-        from modelrail.bootstrap import open_artifact_store
         from modelrail.registry import Registry
         from modelrail.smoke import smoke_test
 
-        manifest = Registry(open_artifact_store(self.settings)).manifest(
-            candidate.model, candidate.version
-        )
+        manifest = Registry(self.artifacts).manifest(candidate.model, candidate.version)
         examples = manifest.get("examples") or []
         if not examples:
             raise DeploymentFailed(
@@ -358,8 +356,3 @@ def _is_zombie(pid: int) -> bool:
     except OSError:
         return False
     return stat.rpartition(")")[2].split()[0] == "Z"
-
-
-def describe(deployment: Deployment | None) -> dict[str, Any]:
-    """A JSON-ready view of a deployment (for ``modelrail status`` and logs)."""
-    return dataclasses.asdict(deployment) if deployment else {}

@@ -56,3 +56,6 @@ class PubSubBus:
         except (exceptions.GoogleAPICallError, TimeoutError) as exc:
             raise TransientError(f"publish to {self.topic_path(topic)} failed: {exc}") from exc
         return message_id
+
+    def drain(self) -> None:
+        """Nothing is outstanding: ``publish`` returns only once Pub/Sub has the message."""

@@ -41,19 +41,19 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
-from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import click
 import orjson
 
+from modelrail.adapters.cloudrun import MODEL_NAME_ENV, MODEL_VERSION_ENV
 from modelrail.config import Settings
-from modelrail.ports import Deployment
+from modelrail.events import utcnow
+from modelrail.ports import Deployer
+from modelrail.processes import write_json
 
-MODEL_NAME_ENV = "MODELRAIL_MODEL_NAME"
-MODEL_VERSION_ENV = "MODELRAIL_MODEL_VERSION"
 _TYPE = "type.googleapis.com/google.cloud.run.v2."
 _NAME = r"projects/(?P<project>[^/]+)/locations/(?P<location>[^/]+)"
 _ROUTES = [
@@ -74,20 +74,6 @@ _ROUTES = [
     ),
     ("GET", re.compile(r"^/healthz$"), "healthz"),
 ]  # fmt: skip
-
-
-def now_rfc3339() -> str:
-    return datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
-
-
-class ServiceBackend(Protocol):
-    """What serves the one staging service locally (``LocalStagingDeployer``)."""
-
-    def deploy(self, model: str, version: int) -> Deployment: ...
-
-    def current(self) -> Deployment | None: ...
-
-    def stop(self) -> None: ...
 
 
 class ApiError(Exception):
@@ -111,7 +97,7 @@ def _condition(state: str, message: str = "") -> dict[str, Any]:
         "type": "Ready",
         "state": state,
         "message": message,
-        "lastTransitionTime": now_rfc3339(),
+        "lastTransitionTime": utcnow(),
     }
 
 
@@ -129,7 +115,7 @@ class _Execution:
         if self.process is not None and self.exit_code is None:
             code = self.process.poll()
             if code is not None:
-                self.exit_code, self.completion_time = code, now_rfc3339()
+                self.exit_code, self.completion_time = code, utcnow()
 
     def resource(self) -> dict[str, Any]:
         self.refresh()
@@ -179,7 +165,7 @@ class ControlPlane:
         region: str,
         service: str,
         service_url: str,
-        backend: ServiceBackend,
+        backend: Deployer,
         job_command: Sequence[str],
         job_env: Mapping[str, str],
         state_dir: Path,
@@ -207,7 +193,7 @@ class ControlPlane:
         return f"projects/{self.project}/locations/{self.region}/{collection}/{short}"
 
     def _new_service(self, name: str, url: str, env: Mapping[str, str]) -> dict[str, Any]:
-        created = now_rfc3339()
+        created = utcnow()
         return {
             "@type": f"{_TYPE}Service",
             "name": name,
@@ -242,10 +228,7 @@ class ControlPlane:
         return services
 
     def _save_services(self) -> None:
-        self.state_dir.mkdir(parents=True, exist_ok=True)
-        tmp = self._state_file.with_suffix(".tmp")
-        tmp.write_bytes(orjson.dumps(self.services, option=orjson.OPT_INDENT_2))
-        os.replace(tmp, self._state_file)
+        write_json(self._state_file, self.services)
 
     def _service(self, name: str) -> dict[str, Any]:
         try:
@@ -328,7 +311,7 @@ class ControlPlane:
                 reconciling=True,
                 latestCreatedRevision=revision,
                 terminalCondition=_condition("CONDITION_RECONCILING"),
-                updateTime=now_rfc3339(),
+                updateTime=utcnow(),
                 etag=f'"{secrets.token_hex(8)}"',
             )
             operation = self._new_operation(self._public(service))
@@ -366,7 +349,7 @@ class ControlPlane:
                 "name": revision,
                 "service": name.rsplit("/", 1)[-1],
                 "containers": template.get("containers", []),
-                "createTime": now_rfc3339(),
+                "createTime": utcnow(),
                 "conditions": [
                     _condition("CONDITION_SUCCEEDED" if error is None else "CONDITION_FAILED",
                                error or "")
@@ -435,7 +418,7 @@ class ControlPlane:
                 stdout=log_file,
                 stderr=subprocess.STDOUT,
             )
-            execution = _Execution(execution_name, name, process, log, now_rfc3339())
+            execution = _Execution(execution_name, name, process, log, utcnow())
             self._executions[execution_name] = execution
             operation = self._new_operation(execution.resource())
             return dict(operation)
@@ -529,11 +512,10 @@ class ControlPlane:
         return server
 
 
-def _local_staging_backend(settings: Settings) -> ServiceBackend:
-    from modelrail.adapters.local_staging import LocalStagingDeployer
+def _local_staging_backend(settings: Settings) -> Deployer:
+    from modelrail.bootstrap import local_staging
 
-    deployer: ServiceBackend = LocalStagingDeployer(settings)  # type: ignore[no-untyped-call,unused-ignore]
-    return deployer
+    return local_staging(settings)
 
 
 @click.command()

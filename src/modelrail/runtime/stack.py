@@ -30,18 +30,15 @@ import yaml
 from modelrail import resources
 from modelrail.config import Settings
 from modelrail.errors import ModelrailError
+from modelrail.processes import ProcessRecord, spawn, stop_groups, wait_until, write_json
 from modelrail.runtime.emulators import (
-    ProcessRecord,
     fake_gcs_argv,
     free_port,
     http_ok,
     port_in_use,
     pubsub_emulator_argv,
     pubsub_emulator_env,
-    spawn,
-    stop_groups,
     wait_ready,
-    wait_until,
 )
 from modelrail.topology import Subscription, Topology
 
@@ -265,10 +262,7 @@ class Stack:
             return None
 
     def _save(self, state: StackState) -> None:
-        self.dir.mkdir(parents=True, exist_ok=True)
-        tmp = self.state_file.with_suffix(".tmp")
-        tmp.write_bytes(orjson.dumps(state.to_json(), option=orjson.OPT_INDENT_2))
-        os.replace(tmp, self.state_file)
+        write_json(self.state_file, state.to_json())
 
     def running(self) -> bool:
         state = self.state()
@@ -428,9 +422,9 @@ class Stack:
 
     def _stop_staging(self) -> bool:
         """Stop the local staging server; True if one was running."""
-        from modelrail.adapters.local_staging import LocalStagingDeployer
+        from modelrail.bootstrap import local_staging
 
-        staging = LocalStagingDeployer(self.settings)
+        staging = local_staging(self.settings)
         running = staging.current() is not None
         staging.stop()
         return running

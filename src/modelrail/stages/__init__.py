@@ -1,5 +1,10 @@
 """One pure handler per stage: an event and named ports in, an outcome out.
 
+A handler declares what it touches as keyword-only parameters (``config``,
+``storage``, ``data_bucket``, ``registry``, ``runs``, ``code_version``,
+``training_job``, ``launcher``, ``deployer``; a trigger's handler also ``run_id`` and
+``causation_id``); the service layer passes exactly those (``pipeline.inject``).
+
 Handlers never import a cloud library, never read the environment and never publish:
 the pipeline service layer (``modelrail.pipeline``) records their outcome and
 publishes the event they return. A handler raises ``PermanentError`` when retrying
@@ -12,26 +17,7 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
-from modelrail.config import PipelineConfig
 from modelrail.events import PipelineEvent
-from modelrail.ports import Deployer, JobLauncher, Storage
-from modelrail.registry import Registry
-from modelrail.runs import RunLog
-
-
-@dataclasses.dataclass(frozen=True)
-class StageContext:
-    """What a handler may touch. Built by the service layer from the container."""
-
-    config: PipelineConfig
-    storage: Storage
-    data_bucket: str
-    registry: Registry
-    runs: RunLog
-    code_version: str
-    training_job: str
-    launcher: JobLauncher | None = None
-    deployer: Deployer | None = None
 
 
 @dataclasses.dataclass(frozen=True)

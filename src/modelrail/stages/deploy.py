@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 from modelrail.events import ModelDeployed, ModelRegistered
-from modelrail.stages import Outcome, StageContext
+from modelrail.ports import Deployer
+from modelrail.registry import Registry
+from modelrail.stages import Outcome
 
 STAGING = "staging"
 
 
-def handle(event: ModelRegistered, *, ctx: StageContext) -> Outcome:
-    assert ctx.deployer is not None, "deploy needs a Deployer"
-    current = ctx.registry.alias(event.model, STAGING)
+def handle(event: ModelRegistered, *, registry: Registry, deployer: Deployer) -> Outcome:
+    current = registry.alias(event.model, STAGING)
     if current is not None and current.version >= event.version:
         # A late or out-of-order event: staging already serves this or a newer version.
         return Outcome(
@@ -19,8 +20,8 @@ def handle(event: ModelRegistered, *, ctx: StageContext) -> Outcome:
             status="skipped",
         )
     # Raises DeploymentFailed after putting traffic back on the previous revision.
-    deployment = ctx.deployer.deploy(event.model, event.version)
-    ctx.registry.move_alias(event.model, STAGING, event.version)
+    deployment = deployer.deploy(event.model, event.version)
+    registry.move_alias(event.model, STAGING, event.version)
     deployed = ModelDeployed(
         run_id=event.run_id,
         causation_id=event.event_id,

@@ -10,34 +10,31 @@ The change thresholds apply on both; the value thresholds on this run's hold-out
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 from typing import Any
 
 import lightgbm as lgb
 import numpy as np
-import orjson
 
 from modelrail import evaluation, training
+from modelrail.config import PipelineConfig
 from modelrail.dataset import snapshot
 from modelrail.dataset.checks import ParsedDataset
-from modelrail.errors import GateRejected, IntegrityError
+from modelrail.errors import GateRejected
 from modelrail.events import ModelEvaluated, ModelTrained
 from modelrail.features import FeatureSchema
-from modelrail.registry import LoadedVersion
-from modelrail.stages import Outcome, StageContext
+from modelrail.registry import LoadedVersion, Registry
+from modelrail.runs import RunLog
+from modelrail.stages import Outcome
 
 CHAMPION = "champion"
 REFERENCE = "reference.parquet"
 
 
-def handle(event: ModelTrained, *, ctx: StageContext) -> Outcome:
-    config, store = ctx.config, ctx.runs.store
-    model_text = store.read(ctx.runs.candidate_key(event.run_id, "model.txt")).data
-    if hashlib.sha256(model_text).hexdigest() != event.model_sha256:
-        raise IntegrityError(f"candidate of {event.run_id} does not match its sha256")
-    candidate_meta = orjson.loads(
-        store.read(ctx.runs.candidate_key(event.run_id, "candidate.json")).data
-    )
+def handle(
+    event: ModelTrained, *, config: PipelineConfig, runs: RunLog, registry: Registry
+) -> Outcome:
+    store = runs.store
+    model_text, candidate_meta = runs.candidate(event.run_id, event.model_sha256)
     parsed = snapshot.read(store, event.dataset["snapshot"], config.contract)
     holdout = training.split(parsed, config).holdout
     schema = FeatureSchema.from_dict(candidate_meta["features"])
@@ -45,12 +42,12 @@ def handle(event: ModelTrained, *, ctx: StageContext) -> Outcome:
 
     y_true, prediction = _predict(candidate, schema, parsed, holdout)
     metrics = evaluation.metrics(schema.objective, y_true, prediction)
-    loaded = _champion_version(ctx)
-    champion = _champion(loaded, ctx, parsed, holdout)
+    loaded = _champion_version(config, registry)
+    champion = _champion(loaded, config, parsed, holdout)
     verdict = evaluation.judge(config.gate, metrics, champion["metrics"] if champion else None)
     reasons: list[str] = verdict.to_dict()["reasons"]
     blessed = verdict.blessed
-    reference = _reference(ctx, loaded, champion, candidate, schema)
+    reference = _reference(config, registry, loaded, champion, candidate, schema)
     if champion is not None and reference is not None:
         # Kept with the version (and shown on its card): how it fared on the trusted set.
         champion = {
@@ -73,11 +70,11 @@ def handle(event: ModelTrained, *, ctx: StageContext) -> Outcome:
         # For the model card: per class and the confusion matrix, or predicted vs actual.
         "diagnostics": evaluation.diagnostics(schema.objective, y_true, prediction, schema.classes),
     }
-    report_uri = ctx.runs.save_report(event.run_id, "evaluation", report)
+    report_uri = runs.save_report(event.run_id, "evaluation", report)
     # The rows it was judged on, for register to keep as the version's reference set.
     judged = ParsedDataset({k: v[holdout] for k, v in parsed.columns.items()}, len(holdout))
     store.write(
-        ctx.runs.snapshot_key(event.run_id, REFERENCE),
+        runs.snapshot_key(event.run_id, REFERENCE),
         snapshot.encode(judged, config.contract),
         content_type="application/vnd.apache.parquet",
     )
@@ -117,22 +114,25 @@ def _score(
     return evaluation.metrics(schema.objective, *_predict(booster, schema, parsed, rows))
 
 
-def _champion_version(ctx: StageContext) -> LoadedVersion | None:
-    alias = ctx.registry.alias(ctx.config.model_name, CHAMPION)
+def _champion_version(config: PipelineConfig, registry: Registry) -> LoadedVersion | None:
+    alias = registry.alias(config.model_name, CHAMPION)
     if alias is None:
         return None
-    return ctx.registry.load(ctx.config.model_name, alias.version)  # sha256-checked
+    return registry.load(config.model_name, alias.version)  # sha256-checked
 
 
 def _champion(
-    loaded: LoadedVersion | None, ctx: StageContext, parsed: ParsedDataset, holdout: np.ndarray
+    loaded: LoadedVersion | None,
+    config: PipelineConfig,
+    parsed: ParsedDataset,
+    holdout: np.ndarray,
 ) -> dict[str, Any] | None:
     """The champion's metrics on this hold-out, or None if there is none to compare."""
     if loaded is None:
         return None
     schema = FeatureSchema.from_dict(loaded.manifest["features"])
     missing = [name for name in schema.names if name not in parsed.columns]
-    if missing or schema.objective != ctx.config.objective:
+    if missing or schema.objective != config.objective:
         # The contract changed under the champion: it cannot score this data.
         return {
             "version": loaded.version,
@@ -149,7 +149,8 @@ def _champion(
 
 
 def _reference(
-    ctx: StageContext,
+    config: PipelineConfig,
+    registry: Registry,
     loaded: LoadedVersion | None,
     champion: dict[str, Any] | None,
     candidate: lgb.Booster,
@@ -160,11 +161,11 @@ def _reference(
     if loaded is None or champion is None or not champion["comparable"]:
         return None
     model, version = loaded.model, loaded.version
-    data = ctx.registry.read_file(model, version, REFERENCE)
+    data = registry.read_file(model, version, REFERENCE)
     if data is None:
         return None
     try:
-        reference = snapshot.decode(data, ctx.config.contract)
+        reference = snapshot.decode(data, config.contract)
     except KeyError:
         return None  # kept under another contract: its columns are not this data's
     rows = np.arange(reference.rows)
@@ -172,7 +173,7 @@ def _reference(
     champion_schema = FeatureSchema.from_dict(loaded.manifest["features"])
     champion_booster = lgb.Booster(model_str=loaded.model_text.decode())
     champion_metrics = _score(champion_booster, champion_schema, reference, rows)
-    changes_only = [dataclasses.replace(g, min=None, max=None) for g in ctx.config.gate]
+    changes_only = [dataclasses.replace(g, min=None, max=None) for g in config.gate]
     verdict = evaluation.judge(changes_only, candidate_metrics, champion_metrics)
     return {
         "version": version,

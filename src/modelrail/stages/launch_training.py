@@ -9,10 +9,10 @@ from __future__ import annotations
 import orjson
 
 from modelrail.events import DatasetValidated
-from modelrail.stages import Outcome, StageContext
+from modelrail.ports import JobLauncher
+from modelrail.stages import Outcome
 
 
-def handle(event: DatasetValidated, *, ctx: StageContext) -> Outcome:
-    assert ctx.launcher is not None, "launch_training needs a JobLauncher"
-    execution = ctx.launcher.launch(ctx.training_job, orjson.dumps(event.to_body()))
-    return Outcome(None, {"job": ctx.training_job, "execution": execution})
+def handle(event: DatasetValidated, *, launcher: JobLauncher, training_job: str) -> Outcome:
+    execution = launcher.launch(training_job, orjson.dumps(event.to_body()))
+    return Outcome(None, {"job": training_job, "execution": execution})

@@ -5,25 +5,22 @@ from __future__ import annotations
 import hashlib
 
 import lightgbm as lgb
-import orjson
 
 from modelrail import card
-from modelrail.errors import IntegrityError
+from modelrail.config import PipelineConfig
 from modelrail.events import ModelEvaluated, ModelRegistered
-from modelrail.registry import MODEL_FILE
-from modelrail.stages import Outcome, StageContext
+from modelrail.registry import MODEL_FILE, Registry
+from modelrail.runs import RunLog
+from modelrail.stages import Outcome
 from modelrail.stages.evaluate import CHAMPION, REFERENCE
 from modelrail.stages.validate import PROFILE
 
 
-def handle(event: ModelEvaluated, *, ctx: StageContext) -> Outcome:
-    store, model = ctx.runs.store, ctx.config.model_name
-    model_text = store.read(ctx.runs.candidate_key(event.run_id, MODEL_FILE)).data
-    if hashlib.sha256(model_text).hexdigest() != event.model_sha256:
-        raise IntegrityError(f"candidate of {event.run_id} does not match its sha256")
-    candidate = orjson.loads(
-        store.read(ctx.runs.candidate_key(event.run_id, "candidate.json")).data
-    )
+def handle(
+    event: ModelEvaluated, *, config: PipelineConfig, runs: RunLog, registry: Registry
+) -> Outcome:
+    store, model = runs.store, config.model_name
+    model_text, candidate = runs.candidate(event.run_id, event.model_sha256)
     fields = {
         "format": "lightgbm-text",
         "created_at": event.occurred_at,
@@ -50,14 +47,14 @@ def handle(event: ModelEvaluated, *, ctx: StageContext) -> Outcome:
     )
     # The version keeps the hold-out it was judged on (later gates' trusted set, written
     # by evaluate) and its training data's profile (later drift checks' baseline).
-    reference = store.read(ctx.runs.snapshot_key(event.run_id, REFERENCE)).data
-    data_profile = store.read(ctx.runs.snapshot_key(event.run_id, PROFILE)).data
-    fields["diagnostics"] = ctx.runs.report(event.run_id, "evaluation")["diagnostics"]
+    reference = store.read(runs.snapshot_key(event.run_id, REFERENCE)).data
+    data_profile = store.read(runs.snapshot_key(event.run_id, PROFILE)).data
+    fields["diagnostics"] = runs.report(event.run_id, "evaluation")["diagnostics"]
     history = [
-        {"version": v, "metrics": ctx.registry.manifest(model, v)["metrics"]}
-        for v in ctx.registry.versions(model)
+        {"version": v, "metrics": registry.manifest(model, v)["metrics"]}
+        for v in registry.versions(model)
     ]
-    version, manifest = ctx.registry.register(
+    version, manifest = registry.register(
         model,
         event.run_id,
         lambda number: {
@@ -72,14 +69,14 @@ def handle(event: ModelEvaluated, *, ctx: StageContext) -> Outcome:
         },
         fields,
     )
-    ctx.registry.move_alias(model, CHAMPION, version)
+    registry.move_alias(model, CHAMPION, version)
     registered = ModelRegistered(
         run_id=event.run_id,
         causation_id=event.event_id,
         lineage=event.lineage,
         model=model,
         version=version,
-        manifest_uri=ctx.registry.manifest_uri(model, version),
+        manifest_uri=registry.manifest_uri(model, version),
         manifest_sha256=hashlib.sha256(manifest).hexdigest(),
     )
     return Outcome(registered, {"model": model, "version": version})

@@ -5,20 +5,22 @@ from __future__ import annotations
 import hashlib
 
 from modelrail import training
-from modelrail.config import canonical_json
+from modelrail.config import PipelineConfig, canonical_json
 from modelrail.dataset import snapshot
 from modelrail.events import DatasetValidated, ModelTrained
-from modelrail.stages import Outcome, StageContext
+from modelrail.registry import MODEL_FILE
+from modelrail.runs import RunLog
+from modelrail.stages import Outcome
 
 
-def handle(event: DatasetValidated, *, ctx: StageContext) -> Outcome:
-    store = ctx.runs.store
-    parsed = snapshot.read(store, event.dataset["snapshot"], ctx.config.contract)
-    candidate = training.train(parsed, ctx.config)
-    model_key = ctx.runs.candidate_key(event.run_id, "model.txt")
+def handle(event: DatasetValidated, *, config: PipelineConfig, runs: RunLog) -> Outcome:
+    store = runs.store
+    parsed = snapshot.read(store, event.dataset["snapshot"], config.contract)
+    candidate = training.train(parsed, config)
+    model_key = runs.candidate_key(event.run_id, MODEL_FILE)
     store.write(model_key, candidate.model_text, content_type="text/plain")
     store.write(
-        ctx.runs.candidate_key(event.run_id, "candidate.json"),
+        runs.candidate_key(event.run_id, "candidate.json"),
         canonical_json(
             {
                 "best_iteration": candidate.best_iteration,
@@ -40,7 +42,7 @@ def handle(event: DatasetValidated, *, ctx: StageContext) -> Outcome:
         causation_id=event.event_id,
         lineage=lineage,
         dataset=event.dataset,
-        candidate_uri=store.uri(ctx.runs.candidate_key(event.run_id, "")),
+        candidate_uri=store.uri(runs.candidate_key(event.run_id, "")),
         model_sha256=model_sha256,
         best_iteration=candidate.best_iteration,
         train_metrics=candidate.train_metrics,

@@ -11,7 +11,7 @@ from typing import Any
 
 import orjson
 
-from modelrail.config import canonical_json
+from modelrail.config import PipelineConfig, canonical_json
 from modelrail.dataset import checks, profile, snapshot
 from modelrail.errors import (
     ContractViolation,
@@ -21,17 +21,31 @@ from modelrail.errors import (
     NotFound,
 )
 from modelrail.events import DatasetValidated, DataUploaded, Trigger
-from modelrail.stages import Outcome, StageContext
+from modelrail.ports import Storage
+from modelrail.registry import Registry
+from modelrail.runs import RunLog
+from modelrail.stages import Outcome
 
 DATA_SUFFIX = ".csv"
 SNAPSHOT = "part-00000.parquet"
 PROFILE = "profile.json"
 
 
-def handle(trigger: Trigger, *, run_id: str, causation_id: str, ctx: StageContext) -> Outcome:
-    bucket, key, generation = _locate(trigger, ctx)
+def handle(
+    trigger: Trigger,
+    *,
+    run_id: str,
+    causation_id: str,
+    config: PipelineConfig,
+    storage: Storage,
+    data_bucket: str,
+    registry: Registry,
+    runs: RunLog,
+    code_version: str,
+) -> Outcome:
+    bucket, key, generation = _locate(trigger, storage, data_bucket)
     try:
-        blob = ctx.storage.bucket(bucket).read(key, generation=generation)
+        blob = storage.bucket(bucket).read(key, generation=generation)
     except NotFound as exc:
         raise DataUnavailable(f"dataset gs://{bucket}/{key} is not readable: {exc}") from exc
     dataset = {
@@ -42,11 +56,11 @@ def handle(trigger: Trigger, *, run_id: str, causation_id: str, ctx: StageContex
         "sha256": hashlib.sha256(blob.data).hexdigest(),
         "rows": 0,
     }
-    contract = ctx.config.contract
+    contract = config.contract
     report, parsed = checks.validate(blob.data, contract)
     dataset["rows"] = report.rows
     if not report.passed:
-        report_uri = ctx.runs.save_report(
+        report_uri = runs.save_report(
             run_id, "validation", {"dataset": dataset, **report.to_dict()}
         )
         summary = "; ".join(p.message for p in report.problems[:5])
@@ -54,9 +68,9 @@ def handle(trigger: Trigger, *, run_id: str, causation_id: str, ctx: StageContex
             f"{dataset['uri']} breaks contract {report.contract!r}: {summary}",
             {"report_uri": report_uri, **report.to_dict()},
         )
-    champion, table = _drift(ctx, parsed)
+    champion, table = _drift(config, registry, parsed)
     drift = {"champion": champion, "columns": table}
-    report_uri = ctx.runs.save_report(
+    report_uri = runs.save_report(
         run_id, "validation", {"dataset": dataset, **report.to_dict(), "drift": drift}
     )
     failing = [row["column"] for row in table if row["status"] == "fail"]
@@ -67,18 +81,18 @@ def handle(trigger: Trigger, *, run_id: str, causation_id: str, ctx: StageContex
             + "; ".join(f"{r['column']} PSI {r['psi']}" for r in table if r["status"] == "fail"),
             {"report_uri": report_uri, "reasons": [f"{c} drifted" for c in failing], **drift},
         )
-    store = ctx.runs.store
-    written = snapshot.write(store, ctx.runs.snapshot_key(run_id, SNAPSHOT), parsed, contract)
+    store = runs.store
+    written = snapshot.write(store, runs.snapshot_key(run_id, SNAPSHOT), parsed, contract)
     store.write(
-        ctx.runs.snapshot_key(run_id, PROFILE),
+        runs.snapshot_key(run_id, PROFILE),
         canonical_json(profile.profile(parsed, contract)),
         content_type="application/json",
     )
     dataset["snapshot"] = written.to_dict()
     lineage = {
         "trigger": trigger.lineage(),
-        "config": ctx.config.summary(),
-        "code": {"version": getattr(trigger, "commit_sha", None) or ctx.code_version},
+        "config": config.summary(),
+        "code": {"version": getattr(trigger, "commit_sha", None) or code_version},
         "data": dataset,
         "drift": {
             "champion": champion,
@@ -95,14 +109,15 @@ def handle(trigger: Trigger, *, run_id: str, causation_id: str, ctx: StageContex
     return Outcome(event, {"rows": report.rows, "report_uri": report_uri})
 
 
-def _drift(ctx: StageContext, parsed: checks.ParsedDataset) -> tuple[int | None, list[Any]]:
+def _drift(
+    config: PipelineConfig, registry: Registry, parsed: checks.ParsedDataset
+) -> tuple[int | None, list[Any]]:
     """The champion's version and, per column, how far this data moved from its
     training data (empty for the first model, or a champion with no profile)."""
-    config = ctx.config
-    champion = ctx.registry.alias(config.model_name, "champion")
+    champion = registry.alias(config.model_name, "champion")
     if champion is None:
         return None, []
-    baseline = ctx.registry.read_file(config.model_name, champion.version, PROFILE)
+    baseline = registry.read_file(config.model_name, champion.version, PROFILE)
     if baseline is None:
         return champion.version, []
     table = profile.drift(
@@ -111,7 +126,7 @@ def _drift(ctx: StageContext, parsed: checks.ParsedDataset) -> tuple[int | None,
     return champion.version, table
 
 
-def _locate(trigger: Trigger, ctx: StageContext) -> tuple[str, str, int | None]:
+def _locate(trigger: Trigger, storage: Storage, data_bucket: str) -> tuple[str, str, int | None]:
     if isinstance(trigger, DataUploaded):
         if not trigger.name.endswith(DATA_SUFFIX):
             raise InvalidEvent(
@@ -123,14 +138,12 @@ def _locate(trigger: Trigger, ctx: StageContext) -> tuple[str, str, int | None]:
         return _parse_uri(trigger.data_uri)
     # No dataset named: retrain on the newest CSV in the data bucket.
     objects = [
-        info
-        for info in ctx.storage.bucket(ctx.data_bucket).list()
-        if info.key.endswith(DATA_SUFFIX)
+        info for info in storage.bucket(data_bucket).list() if info.key.endswith(DATA_SUFFIX)
     ]
     if not objects:
-        raise DataUnavailable(f"no {DATA_SUFFIX} dataset in gs://{ctx.data_bucket} to retrain on")
+        raise DataUnavailable(f"no {DATA_SUFFIX} dataset in gs://{data_bucket} to retrain on")
     latest = max(objects, key=lambda info: info.generation)
-    return ctx.data_bucket, latest.key, latest.generation
+    return data_bucket, latest.key, latest.generation
 
 
 def _parse_uri(uri: str) -> tuple[str, str, int | None]:

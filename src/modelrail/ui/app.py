@@ -17,7 +17,7 @@ from modelrail.runs import STAGE_ORDER, RunSummary, failure_reasons
 from modelrail.ui import plots
 
 if TYPE_CHECKING:
-    from modelrail.bootstrap import Container
+    from modelrail.container import Container
 
 # What the pages may load: their own stylesheet and inline styles (model cards carry
 # theirs), no script, nothing from another origin: the UI works offline.

@@ -1,4 +1,4 @@
-"""Embedded mode: the whole event graph in one process, no cloud account.
+"""The in-process bus and job launcher: embedded mode's event graph in one process.
 
 ``InProcessBus`` keeps Pub/Sub's delivery contract: every subscription of a topic gets
 its own copy (fan-out), a handler that raises gets the message again (at-least-once),
@@ -20,10 +20,8 @@ from typing import Any
 
 import orjson
 
-from modelrail.bootstrap import Container, open_storage
-from modelrail.config import Settings
 from modelrail.events import utcnow
-from modelrail.ports import Deployer, Message, Storage
+from modelrail.ports import Message
 from modelrail.topology import Subscription, Topology
 
 log = logging.getLogger(__name__)
@@ -67,8 +65,9 @@ class InProcessBus:
                 self._queue.append(_Delivery(subscription, message))
         return message_id
 
-    def pending(self) -> int:
-        return len(self._queue)
+    def drain(self) -> None:
+        """Deliver every outstanding message: in embedded mode the run happens here."""
+        self.run_until_idle()
 
     def run_until_idle(self, max_deliveries: int = 10_000) -> int:
         """Deliver until no message is outstanding; return how many were delivered.
@@ -131,44 +130,3 @@ class InProcessLauncher:
         execution = f"{job}-{uuid.uuid4().hex[:8]}"
         self._run_job(event_json)
         return execution
-
-
-def _local_staging(settings: Settings) -> Deployer:
-    from modelrail.adapters.local_staging import LocalStagingDeployer
-
-    return LocalStagingDeployer(settings)
-
-
-def build(
-    settings: Settings,
-    *,
-    observer: Callable[[dict[str, Any]], None] | None = None,
-    storage_factory: Callable[[], Storage] | None = None,
-    deployer_factory: Callable[[], Deployer] | None = None,
-) -> Container:
-    """The embedded container: filesystem buckets, in-process bus and job, local staging.
-
-    Tests swap the storage and the deployer for fakes; everything else is the real thing.
-    """
-    from modelrail import pipeline
-
-    topology = Topology.load(settings.topology_path)
-    bus = InProcessBus(topology, settings.home / "dead-letter.jsonl")
-    container = Container(
-        settings,
-        storage_factory=storage_factory or (lambda: open_storage(settings)),
-        bus_factory=lambda: bus,
-        launcher_factory=lambda: InProcessLauncher(
-            lambda data: pipeline.consume(container, "train", Message(data, {}))
-        ),
-        deployer_factory=deployer_factory or (lambda: _local_staging(settings)),
-        observer=observer,
-    )
-    for subscription in topology.subscriptions:
-        if subscription.consumer is not None:
-            stage = subscription.consumer
-            bus.subscribe(
-                subscription.name,
-                lambda message, stage=stage: pipeline.consume(container, stage, message),  # type: ignore[misc]
-            )
-    return container

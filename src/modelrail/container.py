@@ -1,0 +1,77 @@
+"""What a process's stages, commands and pages reach: settings, config and ports.
+
+``bootstrap`` builds it for a mode; nothing here knows which adapters it holds. Each
+port is built on first use, so a process pays only for what it touches (the train job
+never opens a deployer, a validate function never starts a job launcher).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from functools import cached_property
+from typing import Any
+
+from modelrail.config import PipelineConfig, Settings
+from modelrail.ports import BlobStore, Deployer, EventBus, JobLauncher, Storage
+from modelrail.registry import Registry
+from modelrail.runs import RunLog
+
+
+@dataclasses.dataclass
+class Container:
+    """Everything a stage may touch, built lazily once per process."""
+
+    settings: Settings
+    storage_factory: Callable[[], Storage]
+    bus_factory: Callable[[], EventBus]
+    launcher_factory: Callable[[], JobLauncher]
+    deployer_factory: Callable[[], Deployer]
+    # Called with each stage record as it is stored (the CLI shows progress with it).
+    observer: Callable[[dict[str, Any]], None] | None = None
+
+    @cached_property
+    def config(self) -> PipelineConfig:
+        return PipelineConfig.load(self.settings.config_path)
+
+    @cached_property
+    def storage(self) -> Storage:
+        return self.storage_factory()
+
+    @cached_property
+    def artifacts(self) -> BlobStore:
+        return self.storage.bucket(self.settings.artifact_bucket)
+
+    @cached_property
+    def registry(self) -> Registry:
+        return Registry(self.artifacts)
+
+    @cached_property
+    def runs(self) -> RunLog:
+        return RunLog(self.artifacts)
+
+    @cached_property
+    def bus(self) -> EventBus:
+        return self.bus_factory()
+
+    @cached_property
+    def launcher(self) -> JobLauncher:
+        return self.launcher_factory()
+
+    @cached_property
+    def deployer(self) -> Deployer:
+        return self.deployer_factory()
+
+    def provide(self, name: str) -> Any:
+        """The dependency a stage handler names as a parameter (``config``, ``storage``,
+        ``data_bucket``, ``registry``, ``runs``, ``code_version``, ``training_job``,
+        ``launcher``, ``deployer``)."""
+        if name in _FROM_SETTINGS:
+            return getattr(self.settings, name)
+        if name in _PORTS:
+            return getattr(self, name)
+        raise TypeError(f"no dependency named {name!r} for a stage handler")
+
+
+_FROM_SETTINGS = frozenset({"data_bucket", "code_version", "training_job"})
+_PORTS = frozenset({"config", "storage", "registry", "runs", "launcher", "deployer"})
