@@ -94,10 +94,7 @@ def _embedded(
     subscribed to the bus as the topology says, through the same service layer."""
     from modelrail import pipeline
     from modelrail.adapters.inprocess import InProcessBus, InProcessLauncher
-    from modelrail.topology import Topology
 
-    topology = Topology.load(settings.topology_path)
-    bus = InProcessBus(topology, settings.home / "dead-letter.jsonl")
     container = Container(
         settings,
         storage_factory=storage,
@@ -108,7 +105,8 @@ def _embedded(
         deployer_factory=deployer_factory or (lambda: local_staging(settings)),
         observer=observer,
     )
-    for subscription in topology.subscriptions:
+    bus = InProcessBus(container.topology, settings.home / "dead-letter.jsonl")
+    for subscription in container.topology.subscriptions:
         if subscription.consumer is not None:
             stage = subscription.consumer
             bus.subscribe(

@@ -128,6 +128,13 @@ def _report_run(cli: Cli, run: RunSummary | None) -> None:
                 click.echo(f"  report: {cli.location(error['details']['report_uri'])}")
     if run.outcome in ("failed", "rejected"):
         sys.exit(1)
+    if cli.settings.mode == "embedded" and run.outcome in ("running", "registered"):
+        # Every message has been delivered: a run that has not ended lost one.
+        last = list(run.stages)[-1] if run.stages else "its first stage"
+        _fail(
+            f"run {run.run_id} stopped after {last}: a message could not be delivered or "
+            f"recorded; see {cli.settings.home / 'dead-letter.jsonl'}"
+        )
 
 
 @click.group()
@@ -384,6 +391,24 @@ def rollback(to_version: int | None, reason: str | None, requested_by: str | Non
         f"staging moved from v{output['from_version']} to v{output['to_version']} "
         f"({output['revision']} at {output['url']}); run {record['run_id']}"
     )
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def sweep(as_json: bool) -> None:
+    """End the runs that can no longer end: a training job that died, a lost message."""
+    from modelrail.sweep import sweep as sweep_runs
+
+    cli = Cli(quiet=True)
+    failed = sweep_runs(cli.container)
+    if as_json:
+        click.echo(orjson.dumps(failed, option=orjson.OPT_INDENT_2))
+        return
+    for record in failed:
+        error = record["error"]
+        stage = f"{record['stage']} failed ({error['kind']})"
+        click.echo(f"run {record['run_id']}: {stage}: {error['message']}")
+    click.echo(f"{len(failed)} run(s) ended" if failed else "no run is stuck")
 
 
 @main.command()

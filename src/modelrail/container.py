@@ -16,6 +16,7 @@ from modelrail.config import PipelineConfig, Settings
 from modelrail.ports import BlobStore, Deployer, EventBus, JobLauncher, Storage
 from modelrail.registry import Registry
 from modelrail.runs import RunLog
+from modelrail.topology import Topology
 
 
 @dataclasses.dataclass
@@ -33,6 +34,10 @@ class Container:
     @cached_property
     def config(self) -> PipelineConfig:
         return PipelineConfig.load(self.settings.config_path)
+
+    @cached_property
+    def topology(self) -> Topology:
+        return Topology.load(self.settings.topology_path)
 
     @cached_property
     def storage(self) -> Storage:

@@ -3,7 +3,8 @@
 A ``PermanentError`` means "retrying the same event cannot help": the stage records a
 report, publishes ``pipeline-failed`` and acknowledges. Any other exception is
 transient: the entry point lets it propagate so Pub/Sub (or the in-process bus)
-redelivers with backoff, and after the configured attempts dead-letters it.
+redelivers with backoff; on the last configured attempt the service layer records it
+as ``RetriesExhausted`` and the run ends with ``pipeline-failed``.
 """
 
 from __future__ import annotations
@@ -90,6 +91,29 @@ class IntegrityError(PermanentError):
     """An artifact's bytes do not match the sha256 recorded in its manifest."""
 
     kind = "integrity_error"
+
+
+class RetriesExhausted(PermanentError):
+    """A stage kept failing with errors worth retrying until its subscription's last
+    delivery attempt: the run ends here, with the last error, instead of its message
+    waiting in the dead-letter topic with no record of the run."""
+
+    kind = "retries_exhausted"
+
+
+class JobFailed(PermanentError):
+    """The training job's execution ended (failed, killed, deleted) without recording
+    its result."""
+
+    kind = "job_failed"
+
+
+class RunStuck(PermanentError):
+    """A stage did not record its result within the time its deliveries can take: its
+    message was lost (a process killed on its last attempt, a bus that died with its
+    process)."""
+
+    kind = "stuck"
 
 
 class Refused(ModelrailError):

@@ -5,7 +5,10 @@ Every entry point (a Cloud Function, the training job, the in-process bus) calls
 previous delivery already recorded (re-publishing its event), runs the stage's pure
 handler, writes the durable record *before* publishing, and turns a
 ``PermanentError`` into a recorded failure plus ``pipeline-failed``. Anything else
-propagates so the bus redelivers.
+propagates so the bus redelivers, except on the subscription's last delivery attempt:
+then the run ends failed (``retries_exhausted``, with the last error) rather than
+leaving its message in the dead-letter topic and the run "running". Only a delivery
+that cannot even write that record (killed, its bucket unwritable) is dead-lettered.
 """
 
 from __future__ import annotations
@@ -23,7 +26,13 @@ import orjson
 
 from modelrail import logs
 from modelrail.container import Container
-from modelrail.errors import ConfigChanged, EventTooOld, InvalidEvent, PermanentError
+from modelrail.errors import (
+    ConfigChanged,
+    EventTooOld,
+    InvalidEvent,
+    PermanentError,
+    RetriesExhausted,
+)
 from modelrail.events import (
     PIPELINE_EVENTS,
     SCHEMA_VERSION,
@@ -150,10 +159,26 @@ def _consume(container: Container, stage: str, message: Message) -> dict[str, An
                 f"run {run_id} started under configuration {lineage['config']['hash'][:12]}, "
                 f"this {stage} runs {config.sha256[:12]}: start a new run"
             )
-        given = {"run_id": run_id, "causation_id": causation_id}
-        outcome = inject(_handler(stage), container, given)(event)
+        handler = _handler(stage)
+        given: dict[str, Any] = {"run_id": run_id, "causation_id": causation_id}
+        if "delivery_attempt" in _keywords(handler):
+            given["delivery_attempt"] = _attempt(container, stage, run_id, message)
+        outcome = inject(handler, container, given)(event)
     except PermanentError as exc:
         return record_failure(container, stage, run_id, lineage, causation_id, exc, started, clock)
+    except Exception as exc:
+        attempts = _attempts(container, stage)
+        if attempts is None or _count_failure(container, stage, run_id, message) < attempts:
+            raise  # the bus delivers it again
+        log.exception("%s failed on its last delivery attempt (%d)", stage, attempts)
+        exhausted = RetriesExhausted(
+            f"{stage} failed on all {attempts} delivery attempts, last with "
+            f"{type(exc).__name__}: {str(exc)[:500]}",
+            {"attempts": attempts, "last_error": type(exc).__name__},
+        )
+        return record_failure(
+            container, stage, run_id, lineage, causation_id, exhausted, started, clock
+        )
 
     published = outcome.event
     record = {
@@ -173,17 +198,54 @@ def _consume(container: Container, stage: str, message: Message) -> dict[str, An
 
 
 def inject(
-    handler: Callable[..., Outcome], container: Container, given: dict[str, str]
+    handler: Callable[..., Outcome], container: Container, given: dict[str, Any]
 ) -> Callable[[Event], Outcome]:
     """``handler`` with its keyword parameters bound: ``given`` values first (the run a
     trigger starts), the rest from ``container``, which builds only what is named."""
-    names = [
+    kwargs = {
+        name: given[name] if name in given else container.provide(name)
+        for name in _keywords(handler)
+    }
+    return lambda event: handler(event, **kwargs)
+
+
+def _keywords(handler: Callable[..., Outcome]) -> list[str]:
+    """The ports and values ``handler`` names (its keyword-only parameters)."""
+    return [
         name
         for name, parameter in inspect.signature(handler).parameters.items()
         if parameter.kind is inspect.Parameter.KEYWORD_ONLY
     ]
-    kwargs = {name: given[name] if name in given else container.provide(name) for name in names}
-    return lambda event: handler(event, **kwargs)
+
+
+def _attempt(container: Container, stage: str, run_id: str, message: Message) -> int:
+    """This delivery's attempt: the bus's count, or one more than the failures counted."""
+    if not message.message_id:
+        return message.delivery_attempt
+    failed = container.runs.failed_deliveries(run_id, stage, message.message_id)
+    return max(message.delivery_attempt, failed + 1)
+
+
+def _count_failure(container: Container, stage: str, run_id: str, message: Message) -> int:
+    """Count this failed delivery; return its attempt number (the bus's, if higher).
+    A count that cannot be written leaves the bus's number: the delivery is retried."""
+    if not message.message_id:
+        return message.delivery_attempt
+    try:
+        failed = container.runs.count_failed_delivery(run_id, stage, message.message_id)
+    except Exception:
+        log.exception("could not count the failed delivery of %s", message.message_id)
+        return message.delivery_attempt
+    return max(message.delivery_attempt, failed)
+
+
+def _attempts(container: Container, stage: str) -> int | None:
+    """How many deliveries the subscriptions feeding ``stage`` make before dead-lettering
+    (None for the training job, which Cloud Run retries itself)."""
+    limits = [
+        s.max_delivery_attempts for s in container.topology.subscriptions if s.consumer == stage
+    ]
+    return min(limits) if limits else None
 
 
 def _check_fresh(event: Event, message: Message, max_age_s: float) -> None:

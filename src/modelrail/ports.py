@@ -141,9 +141,22 @@ class Deployer(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class JobState:
+    """Where a job execution is: ``running``, ``succeeded``, ``failed``, or ``unknown``
+    (no such execution), with what the platform says about it."""
+
+    status: str
+    detail: str = ""
+
+
 class JobLauncher(Protocol):
     """Starts the training job for one event (a Cloud Run job execution)."""
 
     def launch(self, job: str, event_json: bytes) -> str:
         """Start ``job`` with the event and return an execution name."""
+        ...
+
+    def state(self, execution: str) -> JobState:
+        """Where the execution ``launch`` returned is now."""
         ...

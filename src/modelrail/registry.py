@@ -15,6 +15,13 @@ Numbers are claimed create-only (``ifGenerationMatch=0``), retrying on conflict,
 concurrent registrations of different runs get distinct, contiguous numbers. A run
 first claims ``by-run/<run_id>.json``; a redelivery finds that claim and either returns
 the finished version or resumes writing it, so a run never makes a second version.
+
+A claim with no version yet belongs to a delivery still at work, unless that delivery
+is known to have ended: the claim is older than ``CLAIM_LEASE_S``, or a later delivery
+attempt of the message arrives (the bus redelivers only once the previous attempt
+failed or outlived its deadline). The later attempt takes the claim over (by
+compare-and-set: of two live deliveries one wins) and resumes the number the run had
+already claimed, if it got that far, so a crash leaves neither a stuck run nor a gap.
 """
 
 from __future__ import annotations
@@ -210,14 +217,17 @@ class Registry:
         run_id: str,
         files_for: Callable[[int], Mapping[str, bytes]],
         manifest_fields: Mapping[str, Any],
+        *,
+        attempt: int = 1,
     ) -> tuple[int, bytes]:
         """Make the files an immutable version for ``run_id``; idempotent per run.
 
         ``files_for(version)`` returns the version's files (a card may show its own
         number); it must return the same bytes when called again for the same run.
-        Returns the version number and the manifest bytes.
+        ``attempt`` is the delivery attempt registering it. Returns the version number
+        and the manifest bytes.
         """
-        version = self._claim_for_run(model, run_id)
+        version = self._claim_for_run(model, run_id, attempt)
         files = files_for(version)
         if MODEL_FILE not in files:
             raise ValueError(f"a version needs {MODEL_FILE}")
@@ -242,9 +252,9 @@ class Registry:
             manifest = self.store.read(key).data  # an earlier delivery finished it
         return version, manifest
 
-    def _claim_for_run(self, model: str, run_id: str) -> int:
+    def _claim_for_run(self, model: str, run_id: str, attempt: int) -> int:
         key = self._run_key(model, run_id)
-        body = {"run_id": run_id, "version": None, "claimed_at": _now()}
+        body = {"run_id": run_id, "version": None, "claimed_at": _now(), "attempt": attempt}
         try:
             generation = self.store.write(
                 key, canonical_json(body), if_generation_match=0, content_type="application/json"
@@ -255,11 +265,11 @@ class Registry:
             if claim["version"] is not None:
                 return int(claim["version"])  # resume (or confirm) that version
             age = (datetime.now(UTC) - datetime.fromisoformat(claim["claimed_at"])).total_seconds()
-            if age < CLAIM_LEASE_S:
+            if age < CLAIM_LEASE_S and attempt <= int(claim.get("attempt", 1)):
                 raise TransientError(
                     f"run {run_id} is being registered by another delivery"
                 ) from None
-            generation = blob.generation  # that delivery died: take its claim over
+            generation = blob.generation  # that delivery ended: take its claim over
         version = self._claim_next_number(model, run_id)
         try:
             self.store.write(
@@ -274,18 +284,26 @@ class Registry:
 
     def _claim_next_number(self, model: str, run_id: str) -> int:
         prefix = f"{self._prefix(model)}versions/"
-        numbers = [
-            int(number)
-            for info in self.store.list(prefix)
-            if (number := info.key[len(prefix) :].split("/", 1)[0]).isdigit()
-        ]
-        candidate = max(numbers, default=0) + 1
-        claim = canonical_json({"run_id": run_id, "claimed_at": _now()})
+        files: dict[int, set[str]] = {}
+        for info in self.store.list(prefix):
+            digits, _, name = info.key[len(prefix) :].partition("/")
+            if digits.isdigit():
+                files.setdefault(int(digits), set()).add(name)
+        for number, names in sorted(files.items()):
+            # A number this run claimed before its delivery ended: resume it.
+            if MANIFEST not in names and "claim.json" in names:
+                claim = orjson.loads(
+                    self.store.read(self._version_key(model, number, "claim.json")).data
+                )
+                if claim.get("run_id") == run_id:
+                    return number
+        candidate = max(files, default=0) + 1
+        body = canonical_json({"run_id": run_id, "claimed_at": _now()})
         for _ in range(_MAX_CLAIM_TRIES):
             try:
                 self.store.write(
                     self._version_key(model, candidate, "claim.json"),
-                    claim,
+                    body,
                     if_generation_match=0,
                     content_type="application/json",
                 )

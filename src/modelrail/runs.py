@@ -24,6 +24,9 @@ from modelrail.errors import IntegrityError, NotFound, PreconditionFailed
 from modelrail.ports import BlobStore
 from modelrail.registry import MODEL_FILE
 
+# Compare-and-set tries when counting a failed delivery (deliveries rarely race).
+_COUNT_TRIES = 5
+
 # The order stages run in, for display. ``rollback`` is an operator's run of its own
 # (``modelrail rollback``): staging moved back to an earlier version.
 STAGE_ORDER = ("validate", "launch_training", "train", "evaluate", "register", "deploy", "rollback")
@@ -146,6 +149,39 @@ class RunLog:
             assert existing is not None
             return existing  # a concurrent delivery finished first: its record stands
 
+    def failed_deliveries(self, run_id: str, stage: str, message_id: str) -> int:
+        """How many deliveries of message ``message_id`` to ``stage`` have failed."""
+        try:
+            blob = self.store.read(self._deliveries_key(run_id, stage, message_id))
+        except NotFound:
+            return 0
+        return int(orjson.loads(blob.data)["failed"])
+
+    def count_failed_delivery(self, run_id: str, stage: str, message_id: str) -> int:
+        """Count one more failed delivery of ``message_id`` to ``stage``; return the count.
+
+        Pub/Sub tells a push endpoint its delivery attempt, but the Pub/Sub emulator
+        does not: counting here makes the last attempt known on every bus.
+        """
+        key = self._deliveries_key(run_id, stage, message_id)
+        for _ in range(_COUNT_TRIES):
+            try:
+                blob = self.store.read(key)
+                failed, generation = int(orjson.loads(blob.data)["failed"]), blob.generation
+            except NotFound:
+                failed, generation = 0, 0
+            try:
+                self.store.write(
+                    key,
+                    canonical_json({"failed": failed + 1}),
+                    if_generation_match=generation,
+                    content_type="application/json",
+                )
+                return failed + 1
+            except PreconditionFailed:
+                continue  # a concurrent delivery counted meanwhile
+        return failed + 1
+
     def save_report(self, run_id: str, name: str, report: Mapping[str, Any]) -> str:
         key = f"runs/{run_id}/reports/{name}.json"
         self.store.write(key, canonical_json(report), content_type="application/json")
@@ -216,3 +252,6 @@ class RunLog:
 
     def _stage_key(self, run_id: str, stage: str) -> str:
         return f"runs/{run_id}/stages/{stage}.json"
+
+    def _deliveries_key(self, run_id: str, stage: str, message_id: str) -> str:
+        return f"runs/{run_id}/deliveries/{stage}/{message_id}.json"

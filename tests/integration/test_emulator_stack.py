@@ -68,13 +68,21 @@ class Stack:
             check=True, timeout=120,
         )  # fmt: skip
 
-    def deployed_runs(self) -> int:
-        """How many runs finished with a deploy (`modelrail runs --json`, as a user would)."""
-        runs = subprocess.run(
-            [str(MODELRAIL), "runs", "--json"], env={**self.env, **self.state()["env"]},
-            capture_output=True, text=True, check=True, timeout=60,
+    def json(self, *args: str) -> Any:
+        """`modelrail <args> --json` with the stack's environment exported, as a user would."""
+        result = subprocess.run(
+            [str(MODELRAIL), *args, "--json"], env={**self.env, **self.state()["env"]},
+            capture_output=True, text=True, check=True, timeout=120,
         )  # fmt: skip
-        return sum(run["outcome"] == "deployed" for run in orjson.loads(runs.stdout))
+        return orjson.loads(result.stdout)
+
+    def runs(self) -> list[dict[str, Any]]:
+        found: list[dict[str, Any]] = self.json("runs")
+        return found
+
+    def deployed_runs(self) -> int:
+        """How many runs finished with a deploy."""
+        return sum(run["outcome"] == "deployed" for run in self.runs())
 
     def served(self) -> dict[str, Any] | None:
         try:
@@ -215,7 +223,47 @@ def test_rollback_redeploys_the_previous_version_through_cloud_run(stack: Stack)
     assert model["aliases"]["staging"] == 2
 
 
-def test_a_poison_message_ends_in_the_dead_letter_topic(stack: Stack) -> None:
+def _job_process(request_id: str) -> int | None:
+    """The training job execution started for ``request_id`` (its event is in its env)."""
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                environ = (entry / "environ").read_bytes()
+            except OSError:
+                continue
+            if b"MODELRAIL_EVENT=" in environ and request_id.encode() in environ:
+                return int(entry.name)
+    return None
+
+
+def test_sweep_ends_a_run_whose_training_job_was_killed(stack: Stack) -> None:
+    request_id = f"killed-{uuid.uuid4().hex[:8]}"
+    message = orjson.dumps({"request_id": request_id}).decode()
+
+    stack.gcloud("pubsub", "topics", "publish", "retrain-requested", f"--message={message}")
+    assert wait_until(lambda: _job_process(request_id) is not None, STATE_DEADLINE_S, 0.02)
+    os.kill(_job_process(request_id) or 0, signal.SIGKILL)
+
+    def swept() -> dict[str, Any] | None:
+        ended: list[dict[str, Any]] = stack.json("sweep")
+        return next((r for r in ended if r["stage"] == "train"), None)
+
+    record: dict[str, Any] | None = None
+
+    def ended() -> bool:
+        nonlocal record
+        record = swept()
+        return record is not None
+
+    assert wait_until(ended, STATE_DEADLINE_S, 1.0)
+    assert record is not None
+    assert record["error"]["kind"] == "job_failed"
+    assert "exit status -9" in record["error"]["message"]
+    [run] = [r for r in stack.runs() if r["trigger"].get("key") == f"request:{request_id}"]
+    assert run["outcome"] == "failed"
+
+
+def test_a_stage_failing_on_every_delivery_ends_its_run_failed(stack: Stack) -> None:
     # The Cloud Run API goes away: launching training fails on every delivery.
     control_plane = next(p for p in stack.state()["processes"] if p["name"] == "control-plane")
     os.killpg(control_plane["pid"], signal.SIGKILL)
@@ -226,20 +274,19 @@ def test_a_poison_message_ends_in_the_dead_letter_topic(stack: Stack) -> None:
 
     stack.gcloud("pubsub", "topics", "publish", "retrain-requested", f"--message={message}")
 
-    dead: list[dict[str, Any]] = []
-
-    def dead_lettered_launch() -> dict[str, str] | None:
-        dead.extend(stack.pull_dead_letters())
-        for item in dead:
-            attributes: dict[str, str] = item["message"].get("attributes", {})
-            source = attributes.get("CloudPubSubDeadLetterSourceSubscription")
-            if source == "dataset-validated--launch-training":
-                return attributes
+    def failed_run() -> dict[str, Any] | None:
+        for run in stack.runs():
+            if run["trigger"].get("key") == f"request:{request_id}" and run["outcome"] == "failed":
+                return dict(run)
         return None
 
-    assert wait_until(lambda: dead_lettered_launch() is not None, STATE_DEADLINE_S, 0.5)
-    attributes = dead_lettered_launch() or {}
-    assert attributes["CloudPubSubDeadLetterSourceDeliveryCount"] == "5"  # topology.yaml
+    # Pub/Sub counts the deliveries (the subscriptions have a dead-letter policy); the
+    # last one records the run as failed instead of leaving it "running".
+    assert wait_until(lambda: failed_run() is not None, STATE_DEADLINE_S, 0.5)
+    error = (failed_run() or {})["stages"]["launch_training"]["error"]
+    assert error["kind"] == "retries_exhausted"
+    assert error["details"]["attempts"] == 5  # topology.yaml
+    assert stack.pull_dead_letters() == []
 
 
 def test_up_after_a_crash_restarts_and_restores_staging(stack: Stack) -> None:

@@ -10,8 +10,11 @@ import pytest
 
 from modelrail import pipeline
 from modelrail.dataset import checks
+from modelrail.errors import TransientError
 from modelrail.events import RetrainRequested
 from modelrail.ports import Message
+from modelrail.registry import Registry
+from modelrail.stages import Outcome, validate
 from modelrail.training import split
 from tests.unit.conftest import Harness
 
@@ -261,6 +264,76 @@ def test_a_transient_failure_is_redelivered_and_then_succeeds(
     assert harness.runs()[0].outcome == "deployed"
 
 
+def test_a_stage_failing_on_every_delivery_ends_its_run_failed_not_dead_lettered(
+    harness: Harness, penguins_csv: bytes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    attempts: list[str] = []
+
+    def unreachable(self: Registry, model: str, run_id: str, *args: object, **kw: object) -> None:
+        attempts.append(run_id)
+        raise TransientError("the artifact bucket is unreachable")
+
+    monkeypatch.setattr(Registry, "register", unreachable)
+    harness.upload(penguins_csv)
+
+    harness.run()
+
+    assert len(attempts) == 5  # max_delivery_attempts in topology.yaml
+    [run] = harness.runs()
+    assert run.outcome == "failed"
+    assert run.stages["register"]["error"]["kind"] == "retries_exhausted"
+    [failed] = harness.published("pipeline-failed")
+    assert failed["stage"] == "register"
+    assert "TransientError: the artifact bucket is unreachable" in failed["error"]["message"]
+    assert harness.bus.held["dead-letter--hold"] == []
+
+
+def test_the_last_attempt_is_known_on_a_bus_that_does_not_count_deliveries(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def unreachable(trigger: object, *, run_id: str) -> Outcome:
+        raise ConnectionError("the data bucket is unreachable")
+
+    monkeypatch.setattr(validate, "handle", unreachable)
+    body = RetrainRequested(request_id="r-1").to_body()
+    # As the Pub/Sub emulator pushes it: every delivery says attempt 1.
+    message = Message(orjson.dumps(body), {}, "m-1", 1, None, "retrain-requested")
+
+    for _ in range(4):
+        with pytest.raises(ConnectionError):
+            pipeline.consume(harness.container, "validate", message)
+    record = pipeline.consume(harness.container, "validate", message)
+
+    assert record is not None
+    assert record["error"]["kind"] == "retries_exhausted"
+    assert record["error"]["details"]["attempts"] == 5
+    [failed] = harness.published("pipeline-failed")
+    assert failed["run_id"] == record["run_id"]
+
+
+def test_a_register_delivery_that_dies_after_its_claim_is_resumed_by_the_next(
+    harness: Harness, penguins_csv: bytes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    claim_number = Registry._claim_next_number
+    calls: list[str] = []
+
+    def dies_once(self: Registry, model: str, run_id: str) -> int:
+        calls.append(run_id)
+        if len(calls) == 1:
+            raise ConnectionError("the process died here")
+        return claim_number(self, model, run_id)
+
+    monkeypatch.setattr(Registry, "_claim_next_number", dies_once)
+    harness.upload(penguins_csv)
+
+    harness.run()
+
+    assert len(calls) == 2  # the second attempt took the run's claim over at once
+    [run] = harness.runs()
+    assert run.outcome == "deployed"
+    assert harness.container.registry.versions(harness.model) == [1]
+
+
 def test_an_invalid_event_ends_in_pipeline_failed(harness: Harness) -> None:
     harness.bus.publish("retrain-requested", b'{"event_type": "retrain-requested"}', {})
 
@@ -387,7 +460,11 @@ def test_each_stage_gets_exactly_the_ports_it_names(harness: Harness, stage: str
 
     handler = pipeline._handler(stage)
     spy.__signature__ = inspect.signature(handler)  # type: ignore[attr-defined]
-    given = {"run_id": "run-1", "causation_id": "message-1"}
+    given: dict[str, object] = {
+        "run_id": "run-1",
+        "causation_id": "message-1",
+        "delivery_attempt": 2,
+    }
     assert pipeline.inject(spy, harness.container, given)("event") == "event"  # type: ignore[arg-type]
     named = {
         name
@@ -396,7 +473,7 @@ def test_each_stage_gets_exactly_the_ports_it_names(harness: Harness, stage: str
     }
     assert set(seen) == named
     for name, value in seen.items():
-        expected = given.get(name) or harness.container.provide(name)
+        expected = given[name] if name in given else harness.container.provide(name)
         assert value is expected or value == expected, name
 
 

@@ -53,7 +53,7 @@ def test_a_run_registers_at_most_one_version(store: BlobStore) -> None:
 
 def test_a_redelivery_resumes_the_number_its_run_claimed(store: BlobStore) -> None:
     registry = Registry(store)
-    registry._claim_for_run(MODEL, "run-a")  # a delivery claimed the run, then stalled
+    registry._claim_for_run(MODEL, "run-a", 1)  # a delivery claimed the run, then stalled
 
     # Its version number is taken; the files are not written yet.
     assert registry.versions(MODEL) == []
@@ -77,6 +77,36 @@ def test_a_claim_without_a_version_blocks_only_for_its_lease(store: BlobStore) -
         if_generation_match=0,
     )
     assert registry.register(MODEL, "run-b", _files(b"tree"), {})[0] == 1  # type: ignore[arg-type]
+
+
+def test_a_later_delivery_attempt_takes_over_a_claim_its_predecessor_left(
+    store: BlobStore,
+) -> None:
+    registry = Registry(store)
+    store.write(
+        f"models/{MODEL}/by-run/run-a.json",
+        b'{"run_id": "run-a", "version": null, "attempt": 1,'
+        b' "claimed_at": "2999-01-01T00:00:00.000000+00:00"}',
+        if_generation_match=0,
+    )
+    with pytest.raises(TransientError):  # the same attempt: another delivery at work
+        registry.register(MODEL, "run-a", _files(b"tree"), {}, attempt=1)  # type: ignore[arg-type]
+
+    # Attempt 2 exists only once attempt 1 has failed or outlived its deadline.
+    assert registry.register(MODEL, "run-a", _files(b"tree"), {}, attempt=2)[0] == 1  # type: ignore[arg-type]
+
+
+def test_a_number_claimed_by_a_delivery_that_died_is_resumed_not_skipped(
+    store: BlobStore,
+) -> None:
+    registry = Registry(store)
+    # A delivery claimed number 1 for run-a and died before recording it in its run
+    # claim (the disk filled up, the process was killed).
+    assert registry._claim_next_number(MODEL, "run-a") == 1
+
+    assert registry.register(MODEL, "run-a", _files(b"tree"), {}, attempt=2)[0] == 1  # type: ignore[arg-type]
+    assert registry.register(MODEL, "run-b", _files(b"tree b"), {})[0] == 2  # type: ignore[arg-type]
+    assert registry.versions(MODEL) == [1, 2]
 
 
 def test_aliases_only_move_forward_unless_forced(store: BlobStore) -> None:

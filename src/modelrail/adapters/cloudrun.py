@@ -28,7 +28,7 @@ from modelrail.errors import (
     PermanentError,
     TransientError,
 )
-from modelrail.ports import BlobStore, Deployment
+from modelrail.ports import BlobStore, Deployment, JobState
 from modelrail.smoke import smoke_test
 
 if TYPE_CHECKING:
@@ -76,6 +76,7 @@ class CloudRunJobLauncher:
     def __init__(self, project: str, region: str, api_endpoint: str | None = None) -> None:
         self.project, self.region, self.api_endpoint = project, region, api_endpoint
         self._client: Any = None
+        self._executions: Any = None
         self._lock = threading.Lock()
 
     @property
@@ -87,6 +88,37 @@ class CloudRunJobLauncher:
                 self._client = run_v2.JobsClient(**_client_kwargs(self.api_endpoint))
             client: run_v2.JobsClient = self._client
             return client
+
+    @property
+    def executions(self) -> run_v2.ExecutionsClient:
+        with self._lock:
+            if self._executions is None:
+                from google.cloud import run_v2
+
+                self._executions = run_v2.ExecutionsClient(**_client_kwargs(self.api_endpoint))
+            executions: run_v2.ExecutionsClient = self._executions
+            return executions
+
+    def state(self, execution: str) -> JobState:
+        """From the execution's task counts: a task is failed once its retries are spent."""
+        from google.api_core import exceptions
+
+        try:
+            found = self.executions.get_execution(name=execution, timeout=_CALL_TIMEOUT_S)
+        except exceptions.NotFound:
+            return JobState("unknown", f"{execution} does not exist")
+        except exceptions.GoogleAPICallError as exc:
+            raise _api_error(f"reading execution {execution}", exc) from exc
+        except OSError as exc:  # the API could not be reached (REST transport)
+            raise TransientError(f"reading execution {execution}: {exc}") from exc
+        if found.running_count:
+            return JobState("running")
+        if found.failed_count or found.cancelled_count:
+            messages = [c.message for c in found.conditions if c.message]
+            return JobState("failed", "; ".join(messages) or "a task failed")
+        if found.task_count and found.succeeded_count >= found.task_count:
+            return JobState("succeeded")
+        return JobState("running")  # pending: not started yet
 
     def job_name(self, job: str) -> str:
         if job.startswith("projects/"):

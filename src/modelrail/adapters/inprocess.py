@@ -21,7 +21,7 @@ from typing import Any
 import orjson
 
 from modelrail.events import utcnow
-from modelrail.ports import Message
+from modelrail.ports import JobState, Message
 from modelrail.topology import Subscription, Topology
 
 log = logging.getLogger(__name__)
@@ -125,8 +125,19 @@ class InProcessLauncher:
 
     def __init__(self, run_job: Callable[[bytes], object]) -> None:
         self._run_job = run_job
+        self._finished: dict[str, JobState] = {}
 
     def launch(self, job: str, event_json: bytes) -> str:
         execution = f"{job}-{uuid.uuid4().hex[:8]}"
-        self._run_job(event_json)
+        try:
+            self._run_job(event_json)
+        except Exception as exc:
+            self._finished[execution] = JobState("failed", f"{type(exc).__name__}: {exc}")
+            raise
+        self._finished[execution] = JobState("succeeded")
         return execution
+
+    def state(self, execution: str) -> JobState:
+        """Executions run to their end inside ``launch``: one this process did not run
+        belonged to a process that is gone."""
+        return self._finished.get(execution, JobState("unknown", "not run by this process"))

@@ -2,8 +2,9 @@
 
 A handler declares what it touches as keyword-only parameters (``config``,
 ``storage``, ``data_bucket``, ``registry``, ``runs``, ``code_version``,
-``training_job``, ``launcher``, ``deployer``; a trigger's handler also ``run_id`` and
-``causation_id``); the service layer passes exactly those (``pipeline.inject``).
+``training_job``, ``launcher``, ``deployer``; also the delivery's ``run_id``,
+``causation_id`` and ``delivery_attempt``); the service layer passes exactly those
+(``pipeline.inject``).
 
 Handlers never import a cloud library, never read the environment and never publish:
 the pipeline service layer (``modelrail.pipeline``) records their outcome and

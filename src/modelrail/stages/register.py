@@ -17,7 +17,12 @@ from modelrail.stages.validate import PROFILE
 
 
 def handle(
-    event: ModelEvaluated, *, config: PipelineConfig, runs: RunLog, registry: Registry
+    event: ModelEvaluated,
+    *,
+    config: PipelineConfig,
+    runs: RunLog,
+    registry: Registry,
+    delivery_attempt: int,
 ) -> Outcome:
     store, model = runs.store, config.model_name
     model_text, candidate = runs.candidate(event.run_id, event.model_sha256)
@@ -68,6 +73,7 @@ def handle(
             PROFILE: data_profile,
         },
         fields,
+        attempt=delivery_attempt,
     )
     registry.move_alias(model, CHAMPION, version)
     registered = ModelRegistered(

@@ -1,0 +1,36 @@
+"""The CLI's exit status tells a run that did not end from one that did."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from modelrail import cli
+from modelrail.runs import RunLog
+from tests.conftest import PENGUINS, settings_env
+
+
+def test_an_upload_whose_run_cannot_be_recorded_exits_non_zero_and_says_why(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    save_stage = RunLog.save_stage
+
+    def disk_full_at_register(
+        self: RunLog, run_id: str, stage: str, record: dict[str, Any]
+    ) -> dict[str, Any]:
+        if stage == "register":
+            raise OSError(28, "No space left on device")
+        return save_stage(self, run_id, stage, record)
+
+    monkeypatch.setattr(RunLog, "save_stage", disk_full_at_register)
+    home = tmp_path / "home"
+
+    result = CliRunner().invoke(cli.main, ["upload", str(PENGUINS)], env=settings_env(home))
+
+    assert result.exit_code == 1, result.output
+    assert "stopped after evaluate" in result.output
+    assert str(home / "dead-letter.jsonl") in result.output
+    assert (home / "dead-letter.jsonl").read_bytes().count(b"\n") == 1
