@@ -12,7 +12,6 @@ from collections.abc import Callable
 from typing import Any
 
 import orjson
-import pytest
 import urllib3
 
 from tests.conftest import STATE_DEADLINE_S, wait_for

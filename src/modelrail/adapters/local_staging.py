@@ -68,12 +68,16 @@ class LocalStagingDeployer:
 
     # -- the port -----------------------------------------------------------------
     def current(self) -> Deployment | None:
-        try:
-            answer = self._request({"op": "status"})
-        except OSError:
-            return None
-        current = answer.get("current")
+        current = self.servers().get("current")
         return self._deployment(current) if current else None
+
+    def servers(self) -> dict[str, Any]:
+        """The supervisor's servers: ``current`` and a rollout's ``candidate`` (each
+        with its master's ``pid``, which is its process group), if any."""
+        try:
+            return self._request({"op": "status"})
+        except OSError:
+            return {}
 
     def deploy(self, model: str, version: int) -> Deployment:
         examples = self._examples(model, version)

@@ -64,6 +64,7 @@ class Supervisor:
         self.state_dir = state_dir
         self.socket_dir = socket_dir
         self.current: Backend | None = None
+        self.candidate: Backend | None = None
         self.rollout = asyncio.Lock()
         self.done = asyncio.Event()
 
@@ -141,8 +142,16 @@ class Supervisor:
             request = orjson.loads(line)
             operation = request.get("op")
             if operation == "status":
-                current = self.current
-                await _reply(writer, {"current": current.describe() if current else None})
+                await _reply(
+                    writer,
+                    {
+                        role: backend.describe() if backend else None
+                        for role, backend in (
+                            ("current", self.current),
+                            ("candidate", self.candidate),
+                        )
+                    },
+                )
             elif operation == "stop":
                 async with self.rollout:
                     if self.current is not None:
@@ -158,7 +167,15 @@ class Supervisor:
     async def _rollout(
         self, request: dict[str, Any], reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
-        candidate = await self.start(request)
+        candidate = self.candidate = await self.start(request)
+        try:
+            await self._decide(candidate, reader, writer)
+        finally:
+            self.candidate = None
+
+    async def _decide(
+        self, candidate: Backend, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
         await _reply(writer, {"candidate": candidate.describe()})
         decision = await reader.readline()  # empty: the caller went away
         if decision and orjson.loads(decision).get("op") == "switch":
