@@ -232,3 +232,31 @@ def test_chunked_body_without_length_is_bounded(
     assert b"payload-too-large" in large
     small = _chunked_post(server, orjson.dumps({"instances": models.records[:2]}))
     assert small.startswith(b"HTTP/1.1 200"), small[:300]
+
+
+def test_clients_that_stop_sending_their_body_do_not_block_the_service(
+    start_server: Callable[..., Server], models: RegisteredModels
+) -> None:
+    import socket
+
+    server = start_server(1, MODELRAIL_WORKERS="1", MODELRAIL_REQUEST_TIMEOUT_S="2")
+    wait_for(lambda: ready(server), "the server to be ready")
+    host, port = server.url.removeprefix("http://").split(":")
+    slow = []
+    for _ in range(2):
+        connection = socket.create_connection((host, int(port)), timeout=STATE_DEADLINE_S)
+        connection.sendall(
+            b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Content-Length: 1000\r\n\r\n" + b'{"instances": ['
+        )
+        slow.append(connection)
+    for start in range(5):  # answered while both bodies are awaited
+        status, body = post_json(
+            server.url + "/predict", {"instances": models.records[start : start + 1]}
+        )
+        assert (status, len(body["predictions"])) == (200, 1)
+    for connection in slow:
+        answer = connection.recv(65536)
+        connection.close()
+        assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
+        assert b"request-timeout" in answer

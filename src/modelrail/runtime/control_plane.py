@@ -50,6 +50,7 @@ import click
 import orjson
 
 from modelrail.config import Settings
+from modelrail.errors import ModelrailError
 from modelrail.ports import Deployment
 
 MODEL_NAME_ENV = "MODELRAIL_MODEL_NAME"
@@ -90,7 +91,7 @@ class ServiceBackend(Protocol):
     def stop(self) -> None: ...
 
 
-class ApiError(Exception):
+class ApiError(ModelrailError):
     """An error in Google's JSON error format (``{"error": {code, message, status}}``)."""
 
     def __init__(self, code: int, status: str, message: str) -> None:
