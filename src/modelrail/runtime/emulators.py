@@ -2,7 +2,7 @@
 bookkeeping the local cloud stack is built on.
 
 Every server runs in its own process group (``start_new_session``) so that stopping it
-also stops whatever it forked (the emulator's shell script execs a JVM; gunicorn forks
+also stops whatever it forked (the emulator's shell script execs a JVM; granian forks
 workers). A process is remembered with its start time as the kernel reports it, so a
 later ``modelrail down`` never signals an unrelated process that reused the PID.
 """
