@@ -171,8 +171,10 @@ class LocalStagingDeployer:
 
     # -- the supervisor -----------------------------------------------------------
     def _request(self, request: dict[str, Any]) -> dict[str, Any]:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as control:
-            control.connect(str(self.control_path))
+        control = self._try_connect()
+        if control is None:
+            raise ConnectionRefusedError(f"no staging supervisor at {self.control_path}")
+        with control:
             return _exchange(control.makefile("rwb"), request)
 
     def _connect(self) -> socket.socket:
@@ -181,13 +183,16 @@ class LocalStagingDeployer:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         with (self.state_dir / "supervisor.lock").open("a") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
-            control = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            try:
-                control.connect(str(self.control_path))
-                return control
-            except OSError:
-                control.close()
-            return self._start_supervisor()
+            return self._try_connect() or self._start_supervisor()
+
+    def _try_connect(self) -> socket.socket | None:
+        control = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            control.connect(str(self.control_path))
+        except OSError:
+            control.close()
+            return None
+        return control
 
     def _start_supervisor(self) -> socket.socket:
         log = self.state_dir / "supervisor.log"
@@ -212,12 +217,9 @@ class LocalStagingDeployer:
                     f"the staging supervisor could not start on port "
                     f"{self.settings.staging_port}: {_log_tail(str(log))}"
                 )
-            control = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            try:
-                control.connect(str(self.control_path))
+            control = self._try_connect()
+            if control is not None:
                 return control
-            except OSError:
-                control.close()
             time.sleep(_POLL_S)
         raise DeploymentFailed(f"the staging supervisor did not start: {_log_tail(str(log))}")
 
