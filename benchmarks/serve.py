@@ -9,7 +9,7 @@ What it does:
    ``benchmarks/requirements-mlflow.txt``) if missing, saves the same booster with
    ``mlflow.lightgbm.save_model`` and starts ``mlflow models serve`` (2 workers);
 3. starts modelrail's service as its image does (``python -m modelrail.serving.server``:
-   granian, app preloaded; ``--server gunicorn`` for the gunicorn entry point);
+   granian, app preloaded);
 4. loads them with wrk (Debian's package; installed with apt-get if missing) on
    127.0.0.1: 1-instance and 100-instance requests at 1 and 8 connections. Both
    servers are up together, and each case runs on one and then at once on the other,
@@ -189,21 +189,7 @@ def start_modelrail(
             "MODELRAIL_COMPILE_CACHE": str(compile_cache),
         }
     )
-    server, threads = args.server, args.threads
-    if threads is not None:
-        env["MODELRAIL_THREADS"] = str(threads)
-    python = str(ROOT / ".venv" / "bin" / "python")
-    command = {
-        "granian": [python, "-m", "modelrail.serving.server"],
-        "gunicorn": [
-            python,
-            "-m",
-            "gunicorn",
-            "-c",
-            "python:modelrail.serving.gunicorn_conf",
-            "modelrail.serving.wsgi:create_app()",
-        ],
-    }[server]
+    command = [str(ROOT / ".venv" / "bin" / "python"), "-m", "modelrail.serving.server"]
     return subprocess.Popen(
         command,
         env=env,
@@ -393,8 +379,6 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="runs of every case")
     parser.add_argument("--workers", type=int, default=2, help="workers of each server")
     parser.add_argument("--cold-starts", type=int, default=5)
-    parser.add_argument("--server", choices=("granian", "gunicorn"), default="granian")
-    parser.add_argument("--threads", type=int, default=None, help="threads per worker")
     parser.add_argument(
         "--predictor",
         choices=("compiled", "lightgbm"),
@@ -464,8 +448,6 @@ def main() -> None:
         "machine": {"cpus": os.cpu_count(), "python": sys.version},
         "duration_s": args.duration,
         "workers": args.workers,
-        "server": args.server,
-        "threads": args.threads,
         "predictor": args.predictor,
         "load": {},
         "cold_start_s": {},

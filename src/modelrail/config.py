@@ -239,6 +239,28 @@ class Settings:
         except ValueError as exc:
             raise ConfigError(f"invalid modelrail setting: {exc}") from exc
 
+    def to_env(self) -> dict[str, str]:
+        """The environment that makes a child process's ``from_env()`` equal these
+        settings (``user`` excepted: it is whoever runs that process)."""
+        env = {
+            "MODELRAIL_MODE": self.mode,
+            "MODELRAIL_HOME": str(self.home),
+            "MODELRAIL_CONFIG": str(self.config_path),
+            "MODELRAIL_TOPOLOGY": str(self.topology_path),
+            "MODELRAIL_DATA_BUCKET": self.data_bucket,
+            "MODELRAIL_ARTIFACT_BUCKET": self.artifact_bucket,
+            "GOOGLE_CLOUD_PROJECT": self.project,
+            "MODELRAIL_REGION": self.region,
+            "MODELRAIL_CODE_VERSION": self.code_version,
+            "MODELRAIL_STAGING_PORT": str(self.staging_port),
+            "MODELRAIL_MAX_EVENT_AGE_S": str(self.max_event_age_s),
+            "MODELRAIL_TRAINING_JOB": self.training_job,
+            "MODELRAIL_STAGING_SERVICE": self.staging_service,
+        }
+        if self.run_api_endpoint is not None:
+            env["MODELRAIL_RUN_API_ENDPOINT"] = self.run_api_endpoint
+        return env
+
 
 UNVERSIONED = "unversioned"
 

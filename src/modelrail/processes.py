@@ -12,6 +12,7 @@ import contextlib
 import dataclasses
 import os
 import signal
+import socket
 import subprocess
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -80,6 +81,18 @@ def _process_state(pid: int, ticks: int) -> str | None:
     if fields is None or (ticks and int(fields[19]) != ticks):
         return None
     return fields[0]
+
+
+def running(pid: int) -> bool:
+    """``pid`` is a live process (not a zombie)."""
+    return _process_state(pid, 0) not in (None, "Z")
+
+
+def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
+    """Something accepts connections on ``host:port``."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.settimeout(0.2)
+        return sock.connect_ex((host, port)) == 0
 
 
 def group_members(pgid: int) -> list[int]:

@@ -25,8 +25,8 @@ import pytest
 import urllib3
 import yaml
 
-from modelrail.processes import group_members, wait_until
-from modelrail.runtime.emulators import free_port, port_in_use
+from modelrail.processes import group_members, port_in_use, wait_until
+from modelrail.runtime.emulators import free_port
 from tests.conftest import PENGUINS, REPO, STATE_DEADLINE_S, settings_env
 from tests.integration.emulator_support import require_emulators
 

@@ -202,25 +202,11 @@ class Server:
         return self.process.returncode
 
 
-# The service's server, and the gunicorn entry point it keeps working.
-COMMANDS = {
-    "granian": [sys.executable, "-m", "modelrail.serving.server"],
-    "gunicorn": [
-        sys.executable,
-        "-m",
-        "gunicorn",
-        "-c",
-        str(ROOT / "services" / "staging" / "gunicorn.conf.py"),
-        "modelrail.serving.wsgi:create_app()",
-    ],
-}
-
-
 @pytest.fixture
 def start_server(models: RegisteredModels, tmp_path: Path) -> Iterator[Callable[..., Server]]:
     started: list[Server] = []
 
-    def start(version: int | None = 1, *, server: str = "granian", **extra: str) -> Server:
+    def start(version: int | None = 1, **extra: str) -> Server:
         home = tmp_path / f"home{len(started)}"
         link_buckets(models, home)
         port = free_port()
@@ -230,7 +216,7 @@ def start_server(models: RegisteredModels, tmp_path: Path) -> Iterator[Callable[
         log = tmp_path / f"server{len(started)}.log"
         with log.open("wb") as out:
             process = subprocess.Popen(
-                COMMANDS[server],
+                [sys.executable, "-m", "modelrail.serving.server"],
                 env=env,
                 stdout=out,
                 stderr=subprocess.STDOUT,

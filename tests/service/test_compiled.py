@@ -296,17 +296,14 @@ def test_without_a_compiler_the_service_keeps_lightgbm(
     assert "keeps LightGBM's predictor: no C compiler" in refused.getMessage()
 
 
-@pytest.mark.parametrize("entry", ["granian", "gunicorn"])
 def test_every_worker_compiles_after_the_fork(
     cc: None,
     start_server: Callable[..., Server],
     models: RegisteredModels,
     tmp_path: Path,
-    entry: str,
 ) -> None:
     server = start_server(
         2,
-        server=entry,
         MODELRAIL_WORKERS="2",
         MODELRAIL_PREDICTOR="compiled",
         MODELRAIL_COMPILE_CACHE=str(tmp_path / "cache"),
@@ -335,7 +332,7 @@ def test_every_worker_compiles_after_the_fork(
 
 def test_the_predictor_setting_is_checked() -> None:
     from modelrail.errors import ConfigError
-    from modelrail.serving.settings import ServiceSettings
+    from modelrail.service_settings import ServiceSettings
 
     base = {"MODELRAIL_MODEL_VERSION": "1"}
     assert ServiceSettings.from_env(base).predictor == "lightgbm"

@@ -3,6 +3,10 @@ tampered versions refused with the previous server still serving."""
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,7 +20,8 @@ from modelrail.adapters.local_staging import LocalStagingDeployer
 from modelrail.bootstrap import open_artifact_store
 from modelrail.config import Settings
 from modelrail.errors import DeploymentFailed
-from tests.conftest import wait_for
+from modelrail.ports import Deployment
+from tests.conftest import STATE_DEADLINE_S, wait_for
 
 from .conftest import MODEL, ROOT, RegisteredModels, free_port, link_buckets
 
@@ -142,3 +147,98 @@ def test_a_new_deployer_finds_and_stops_the_server(deployer: LocalStagingDeploye
     assert deployer.current() is None
     with pytest.raises(urllib3.exceptions.HTTPError):
         urllib3.request("GET", deployment.url + "/healthz", retries=False, timeout=1)
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def _served_version(url: str) -> int:
+    answer = urllib3.request("GET", url + "/readyz", retries=False, timeout=10)
+    version: int = orjson.loads(answer.data)["version"]
+    return version
+
+
+def _candidate_pid(deployer: LocalStagingDeployer) -> int | None:
+    candidate = deployer.servers().get("candidate")
+    return candidate["pid"] if candidate else None
+
+
+def test_killing_the_deploying_process_leaves_no_orphan(
+    deployer: LocalStagingDeployer, models: RegisteredModels
+) -> None:
+    first = deployer.deploy(MODEL, 1)
+    script = (
+        "from modelrail.bootstrap import local_staging\n"
+        "from modelrail.config import Settings\n"
+        f"local_staging(Settings.from_env()).deploy({MODEL!r}, 2)\n"
+    )
+    env = {**os.environ, **deployer.settings.to_env()}
+    process = subprocess.Popen([sys.executable, "-c", script], env=env, cwd=ROOT)
+    try:
+        wait_for(lambda: _candidate_pid(deployer) is not None, "the candidate to start")
+        candidate = _candidate_pid(deployer)
+        process.kill()  # mid-rollout: before the switch
+    finally:
+        process.wait()
+    assert candidate is not None
+    wait_for(lambda: not _group_alive(candidate), "the candidate's processes to end")
+    assert deployer.current() == first
+    assert _served_version(first.url) == 1
+    second = deployer.deploy(MODEL, 2)
+    assert _served_version(second.url) == 2
+
+
+def test_a_killed_candidate_fails_the_deploy_and_the_old_one_serves(
+    deployer: LocalStagingDeployer, models: RegisteredModels
+) -> None:
+    first = deployer.deploy(MODEL, 1)
+    outcome: list[BaseException | Deployment] = []
+
+    def deploy() -> None:
+        try:
+            outcome.append(deployer.deploy(MODEL, 2))
+        except BaseException as exc:
+            outcome.append(exc)
+
+    thread = threading.Thread(target=deploy)
+    thread.start()
+    wait_for(lambda: _candidate_pid(deployer) is not None, "the candidate to start")
+    candidate = _candidate_pid(deployer)
+    assert candidate is not None
+    os.kill(candidate, signal.SIGKILL)  # the master only: its workers must follow
+    thread.join(STATE_DEADLINE_S)
+    assert len(outcome) == 1
+    assert isinstance(outcome[0], DeploymentFailed), outcome
+    wait_for(lambda: not _group_alive(candidate), "no stray worker of the killed server")
+    assert deployer.current() == first
+    assert _served_version(first.url) == 1
+    # A serving master killed: its forked workers (they answered above) go with it.
+    serving = deployer.servers()["current"]["pid"]
+    os.kill(serving, signal.SIGKILL)
+    wait_for(lambda: not _group_alive(serving), "the killed server's workers to exit")
+    assert deployer.current() is None
+
+
+def test_concurrent_deploys_are_serialised(
+    deployer: LocalStagingDeployer, models: RegisteredModels
+) -> None:
+    deployer.deploy(MODEL, 1)
+    done: list[Deployment] = []
+    threads = [
+        threading.Thread(target=lambda v=v: done.append(deployer.deploy(MODEL, v)))  # type: ignore[misc]
+        for v in (2, 1)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(STATE_DEADLINE_S)
+    assert len(done) == 2
+    # The later of the two switches wins, and it is the one every answer reports.
+    last = max(done, key=lambda deployment: deployment.revision)
+    assert deployer.current() == last
+    assert {_served_version(last.url) for _ in range(20)} == {last.version}

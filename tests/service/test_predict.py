@@ -291,8 +291,9 @@ def test_draining_answers_close_their_connection(client: Any, models: Registered
     assert client.get("/openapi.json").headers["Connection"] == "close"
 
 
-def test_lazy_service_builds_flask_on_first_use(models: RegisteredModels) -> None:
+def test_the_service_answers_without_flask(models: RegisteredModels) -> None:
     import io
+    import sys
 
     from modelrail.serving.app import create_service
 
@@ -301,10 +302,12 @@ def test_lazy_service_builds_flask_on_first_use(models: RegisteredModels) -> Non
 
     def get(path: str) -> bytes:
         environ = {"REQUEST_METHOD": "GET", "PATH_INFO": path, "wsgi.input": io.BytesIO()}
-        environ.update({"SERVER_NAME": "x", "SERVER_PORT": "80", "wsgi.url_scheme": "http"})
         return b"".join(service(environ, lambda status, _headers, *_: answers.append(status)))
 
+    flask_loaded = "flask" in sys.modules
     assert orjson.loads(get("/readyz"))["version"] == 1
-    assert service._flask_app is None  # probes do not build Flask
     assert orjson.loads(get(f"/v1/models/{MODEL}"))["version"] == 1
-    assert answers == ["200 OK", "200 OK"]
+    assert orjson.loads(get("/openapi.json"))["openapi"].startswith("3.1")
+    assert orjson.loads(get("/nowhere"))["type"].endswith("not-found")
+    assert answers == ["200 OK", "200 OK", "200 OK", "404 Not Found"]
+    assert ("flask" in sys.modules) == flask_loaded  # the server never imports it

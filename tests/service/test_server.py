@@ -12,7 +12,6 @@ from collections.abc import Callable
 from typing import Any
 
 import orjson
-import pytest
 import urllib3
 
 from tests.conftest import STATE_DEADLINE_S, wait_for
@@ -29,11 +28,10 @@ def ready(server: Server) -> bool:
         return False
 
 
-@pytest.mark.parametrize("entry", ["granian", "gunicorn"])
 def test_server_serves_the_pinned_version(
-    start_server: Callable[..., Server], models: RegisteredModels, entry: str
+    start_server: Callable[..., Server], models: RegisteredModels
 ) -> None:
-    server = start_server(2, server=entry)
+    server = start_server(2)
     wait_for(lambda: ready(server), "the server to be ready")
     status, body = post_json(server.url + "/predict", {"instances": models.records[:3]})
     assert status == 200
@@ -111,8 +109,8 @@ def _listening(server: Server) -> bool:
 def test_sigterm_lets_in_flight_requests_finish(
     start_server: Callable[..., Server], models: RegisteredModels
 ) -> None:
-    # Two threads: one is held by the slow request, the other answers the probe.
-    server = start_server(1, MODELRAIL_WORKERS="1", MODELRAIL_THREADS="2")
+    # One worker: the slow request's body is awaited, so the probe is still answered.
+    server = start_server(1, MODELRAIL_WORKERS="1")
     wait_for(lambda: ready(server), "the server to be ready")
     # A slow client: headers and half the body now, the rest after SIGTERM.
     import socket
@@ -153,14 +151,15 @@ def test_service_process_never_imports_heavy_libraries(
     link_buckets(models, home)
     script = (
         "import sys\n"
-        "from modelrail.serving.wsgi import create_app\n"
-        "from modelrail.serving.importguard import loaded_heavy_modules\n"
+        "from modelrail.serving import importguard\n"
+        "importguard.install()\n"
+        "from modelrail.serving.app import create_app\n"
         "client = create_app().test_client()\n"
         f"r = client.post('/predict', json={{'instances': {models.records[:3]!r}}})\n"
         "assert r.status_code == 200, r.data\n"
         "heavy = sorted(m for m in sys.modules if m.split('.')[0] in "
         "('pandas', 'sklearn', 'scipy', 'lightgbm', 'pyarrow', 'matplotlib'))\n"
-        "print('HEAVY', heavy, loaded_heavy_modules())\n"
+        "print('HEAVY', heavy, importguard.loaded_heavy_modules())\n"
     )
     result = subprocess.run(
         [sys.executable, "-c", script.replace("None", "None")],
@@ -233,3 +232,31 @@ def test_chunked_body_without_length_is_bounded(
     assert b"payload-too-large" in large
     small = _chunked_post(server, orjson.dumps({"instances": models.records[:2]}))
     assert small.startswith(b"HTTP/1.1 200"), small[:300]
+
+
+def test_clients_that_stop_sending_their_body_do_not_block_the_service(
+    start_server: Callable[..., Server], models: RegisteredModels
+) -> None:
+    import socket
+
+    server = start_server(1, MODELRAIL_WORKERS="1", MODELRAIL_REQUEST_TIMEOUT_S="2")
+    wait_for(lambda: ready(server), "the server to be ready")
+    host, port = server.url.removeprefix("http://").split(":")
+    slow = []
+    for _ in range(2):
+        connection = socket.create_connection((host, int(port)), timeout=STATE_DEADLINE_S)
+        connection.sendall(
+            b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Content-Length: 1000\r\n\r\n" + b'{"instances": ['
+        )
+        slow.append(connection)
+    for start in range(5):  # answered while both bodies are awaited
+        status, body = post_json(
+            server.url + "/predict", {"instances": models.records[start : start + 1]}
+        )
+        assert (status, len(body["predictions"])) == (200, 1)
+    for connection in slow:
+        answer = connection.recv(65536)
+        connection.close()
+        assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
+        assert b"request-timeout" in answer

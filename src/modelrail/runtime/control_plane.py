@@ -50,6 +50,7 @@ import orjson
 
 from modelrail.adapters.cloudrun import MODEL_NAME_ENV, MODEL_VERSION_ENV
 from modelrail.config import Settings
+from modelrail.errors import ModelrailError
 from modelrail.events import utcnow
 from modelrail.ports import Deployer
 from modelrail.processes import write_json
@@ -76,7 +77,7 @@ _ROUTES = [
 ]  # fmt: skip
 
 
-class ApiError(Exception):
+class ApiError(ModelrailError):
     """An error in Google's JSON error format (``{"error": {code, message, status}}``)."""
 
     def __init__(self, code: int, status: str, message: str) -> None:

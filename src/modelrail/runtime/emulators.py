@@ -131,12 +131,6 @@ def free_port(host: str = "127.0.0.1") -> int:
         return port
 
 
-def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.settimeout(0.2)
-        return sock.connect_ex((host, port)) == 0
-
-
 def http_ok(url: str) -> bool:
     """``url`` answers a GET with a status below 500."""
     try:

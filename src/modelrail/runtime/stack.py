@@ -30,12 +30,18 @@ import yaml
 from modelrail import resources
 from modelrail.config import Settings
 from modelrail.errors import ModelrailError
-from modelrail.processes import ProcessRecord, spawn, stop_groups, wait_until, write_json
+from modelrail.processes import (
+    ProcessRecord,
+    port_in_use,
+    spawn,
+    stop_groups,
+    wait_until,
+    write_json,
+)
 from modelrail.runtime.emulators import (
     fake_gcs_argv,
     free_port,
     http_ok,
-    port_in_use,
     pubsub_emulator_argv,
     pubsub_emulator_env,
     wait_ready,
@@ -112,18 +118,7 @@ def client_env(settings: Settings, ports: Mapping[str, int]) -> dict[str, str]:
     storage = f"http://127.0.0.1:{ports['fake-gcs-server']}"
     run_api = f"http://127.0.0.1:{ports['control-plane']}"
     return {
-        "MODELRAIL_MODE": "emulator",
-        "MODELRAIL_HOME": str(settings.home),
-        "MODELRAIL_CONFIG": str(settings.config_path),
-        "MODELRAIL_TOPOLOGY": str(settings.topology_path),
-        "MODELRAIL_REGION": settings.region,
-        "MODELRAIL_DATA_BUCKET": settings.data_bucket,
-        "MODELRAIL_ARTIFACT_BUCKET": settings.artifact_bucket,
-        "MODELRAIL_TRAINING_JOB": settings.training_job,
-        "MODELRAIL_STAGING_SERVICE": settings.staging_service,
-        "MODELRAIL_STAGING_PORT": str(settings.staging_port),
-        "MODELRAIL_RUN_API_ENDPOINT": run_api,
-        "GOOGLE_CLOUD_PROJECT": settings.project,
+        **dataclasses.replace(settings, mode="emulator", run_api_endpoint=run_api).to_env(),
         "PUBSUB_EMULATOR_HOST": pubsub,
         "STORAGE_EMULATOR_HOST": storage,
         # gcloud: the same endpoints, no credentials, the stack's project.

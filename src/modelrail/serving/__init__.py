@@ -1,8 +1,8 @@
-"""The staging service: a Flask app factory behind a WSGI fast path, served by granian.
+"""The staging service: one WSGI callable for every route, served by granian (RSGI).
 
-``create_app`` (in ``modelrail.serving.app``) is the service's composition root, and
-``create_service`` the same service as ``python -m modelrail.serving.server`` runs it
-(``server``); the gunicorn entry point (``wsgi``, ``gunicorn_conf``) is kept. The
+``create_service`` (in ``modelrail.serving.app``) is the service's composition root,
+as ``python -m modelrail.serving.server`` runs it (``server``); ``create_app`` wraps it
+in a Flask app; ``supervisor`` owns the local staging port and its servers. The
 request path (``requests``: parse and validate, ``predictor``: LightGBM's C library
 through ctypes, ``problems``: RFC 9457 errors) uses msgspec, orjson and numpy only:
 no pandas, no scikit-learn, and not even the ``lightgbm`` Python package, whose

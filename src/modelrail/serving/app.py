@@ -1,26 +1,27 @@
 """The staging service's application factory (its composition root).
 
-``create_app()`` reads ``Settings`` and ``ServiceSettings`` from the environment, opens
-the artifact bucket, loads the pinned version through ``Registry.load`` (which checks
-the model's sha256 before anything parses it) and returns a Flask app. A version that
-fails to load leaves the service live (``/healthz``) but not ready (``/readyz`` and
-``/predict`` answer 503), with the reason logged, unless ``require_model`` is set.
+``create_service()`` reads ``Settings`` and ``ServiceSettings`` from the environment,
+opens the artifact bucket, loads the pinned version through ``Registry.load`` (which
+checks the model's sha256 before anything parses it) and returns the ``Service``. A
+version that fails to load leaves the service live (``/healthz``) but not ready
+(``/readyz`` and ``/predict`` answer 503), with the reason logged, unless
+``require_model`` is set. ``create_app()`` wraps the same service in a Flask app (its
+test client, its extension registry).
 
-The prediction route and the probes (``/healthz``, ``/readyz``) are answered by a small
-WSGI layer in front of Flask: it reads the body, decodes it (``requests``), predicts
-(``predictor``) and writes the JSON answer itself, skipping Flask's request and response
-objects, which would cost more per request than the prediction itself. Every other
-route is an ordinary Flask view. Both share the request-id, trace and error
-conventions.
-
-``create_service()`` is the same service for the server process: the WSGI layer with
-the model loaded, and the Flask app built on the first request that needs it, so that
-importing Flask (a third of a start-up) is not on the way to the first prediction.
+``Service`` answers every route and renders every problem, in one place. It is plain
+WSGI: it reads the body, decodes it (``requests``), predicts (``predictor``) and writes
+the JSON answer itself, skipping request and response objects, which would cost more
+per request than the prediction itself. granian runs it through its RSGI interface
+(``Service.__rsgi__``), which awaits the body with a deadline, so a client that stops
+sending holds no worker thread.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import dataclasses
+import io
 import logging
 import os
 import threading
@@ -33,21 +34,21 @@ import msgspec
 import orjson
 
 from modelrail import logs
+from modelrail.service_settings import ServiceSettings
 from modelrail.serving.problems import PROBLEM_JSON, Problem
-from modelrail.serving.settings import ServiceSettings
 
 if TYPE_CHECKING:
-    from flask import Flask, Response
+    from flask import Flask
 
 log = logging.getLogger("modelrail.serving")
 
-WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 _JSON = "application/json"
 _STATUS_LINES = {
     200: "200 OK",
     400: "400 Bad Request",
     404: "404 Not Found",
     405: "405 Method Not Allowed",
+    408: "408 Request Timeout",
     413: "413 Content Too Large",
     415: "415 Unsupported Media Type",
     422: "422 Unprocessable Content",
@@ -55,6 +56,8 @@ _STATUS_LINES = {
     503: "503 Service Unavailable",
 }
 _REQUEST_ID_MAX = 128
+# Set in the environ of a request whose body did not arrive within the request timeout.
+_BODY_TIMED_OUT = "modelrail.body_timed_out"
 # Predictions are msgspec structs (see ``predictor``); every other body is a dict.
 _encode_answer = msgspec.json.Encoder().encode
 
@@ -120,28 +123,22 @@ def load_model(settings: ServiceSettings, store: Any) -> ModelState:
 
 
 def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
-    """Build the service. ``test_config`` replaces the environment: ``store`` (a
-    BlobStore) plus any ``ServiceSettings`` field (``model_name``, ``model_version``, ...)."""
-    service, state, project = _load(test_config)
-    app = build_flask(service, state)
-    app.wsgi_app = ServiceMiddleware(  # type: ignore[method-assign]
-        app.wsgi_app, state, service, project
-    )
+    """Build the service as a Flask app (its test client, its extension registry).
+    ``test_config`` replaces the environment: ``store`` (a BlobStore) plus any
+    ``ServiceSettings`` field (``model_name``, ``model_version``, ...)."""
+    from flask import Flask
+
+    service = create_service(test_config)
+    app = Flask("modelrail.serving")
+    app.config["MODELRAIL_SERVICE"] = service.settings
+    app.extensions["modelrail"] = service.state
+    app.wsgi_app = service  # type: ignore[method-assign]
     return app
 
 
-def create_service(test_config: Mapping[str, Any] | None = None) -> ServiceMiddleware:
-    """The service as the server runs it: a WSGI callable whose Flask app is built
-    on the first request that is not a prediction or a probe."""
-    service, state, project = _load(test_config)
-
-    def flask_app() -> WsgiApp:
-        return build_flask(service, state).wsgi_app
-
-    return ServiceMiddleware(flask_app, state, service, project, lazy=True)
-
-
-def _load(test_config: Mapping[str, Any] | None) -> tuple[ServiceSettings, ModelState, str]:
+def create_service(test_config: Mapping[str, Any] | None = None) -> Service:
+    """The service as the server runs it: a WSGI callable (``__call__``) that granian
+    serves through its RSGI interface (``__rsgi__``), without importing Flask."""
     logs.configure()
     if test_config is None:
         from modelrail.bootstrap import open_artifact_store
@@ -155,123 +152,30 @@ def _load(test_config: Mapping[str, Any] | None) -> tuple[ServiceSettings, Model
         service = ServiceSettings.from_mapping(test_config)
         store = test_config["store"]
         project = str(test_config.get("project", "modelrail-local"))
-    return service, load_model(service, store), project
+    return Service(load_model(service, store), service, project)
 
 
-def build_flask(service: ServiceSettings, state: ModelState) -> Flask:
-    """The Flask app of every route but the prediction route and the probes."""
-    from flask import Flask, Response, request
+class Service:
+    """Every route of the staging service, and the one place its problems are
+    rendered: request ids, trace-aware logging, status lines, ``Connection: close``
+    while draining. Plain WSGI, with no request or response objects, which would cost
+    more per request than the prediction itself."""
 
-    from modelrail.serving import openapi
-
-    app = Flask("modelrail.serving")
-    app.config["MODELRAIL_SERVICE"] = service
-    app.json.sort_keys = False  # type: ignore[attr-defined]
-    app.extensions["modelrail"] = state
-    version = state.predictor.version if state.ready else None
-    document = orjson.dumps(
-        openapi.build(
-            service, state.predictor.schema if state.ready else None, service.model_name, version
-        )
-    )
-
-    def problem_response(problem: Problem) -> Response:
-        body = problem.body(request.path)
-        body["request_id"] = request.environ.get("modelrail.request_id", "")
-        return Response(orjson.dumps(body), status=problem.status, mimetype=PROBLEM_JSON)
-
-    def not_ready() -> Response:
-        return problem_response(Problem("not-ready", state.error or "no model is loaded"))
-
-    @app.get("/v1/models/<name>")
-    def model_metadata(name: str) -> Response:
-        if name != service.model_name:
-            return problem_response(
-                Problem("not-found", f"this service serves {service.model_name!r}, not {name!r}")
-            )
-        if not state.ready:
-            return not_ready()
-        manifest = state.predictor.manifest
-        lineage = manifest.get("lineage") or {}
-        body = {
-            "name": state.predictor.model,
-            "version": state.predictor.version,
-            "run_id": manifest.get("run_id"),
-            "created_at": manifest.get("created_at"),
-            "objective": state.predictor.objective,
-            "classes": list(state.predictor.classes),
-            "features": manifest.get("features", {}).get("features", []),
-            "best_iteration": manifest.get("best_iteration"),
-            "predictor": state.predictor.booster.kind,
-            "metrics": manifest.get("metrics", {}),
-            "verdict": manifest.get("verdict"),
-            "files": manifest.get("files", {}),
-            "lineage": {k: v for k, v in lineage.items() if not isinstance(v, list | dict)}
-            if isinstance(lineage, dict)
-            else lineage,
-            "limits": {
-                "max_body_bytes": service.max_body_bytes,
-                "max_instances": service.max_instances,
-                "request_timeout_s": service.request_timeout_s,
-            },
-        }
-        return Response(orjson.dumps(body, default=str), mimetype=_JSON)
-
-    @app.get("/openapi.json")
-    def openapi_document() -> Response:
-        return Response(document, mimetype=_JSON)
-
-    @app.errorhandler(404)
-    def not_found(_: Exception) -> Response:
-        return problem_response(Problem("not-found", f"no route {request.path}"))
-
-    @app.errorhandler(405)
-    def wrong_method(_: Exception) -> Response:
-        return problem_response(
-            Problem("method-not-allowed", f"{request.method} is not allowed on {request.path}")
-        )
-
-    @app.errorhandler(Exception)
-    def internal(exc: Exception) -> Response:
-        from werkzeug.exceptions import HTTPException
-
-        if isinstance(exc, HTTPException):  # e.g. a 400 Werkzeug raised itself
-            return problem_response(Problem("bad-request", exc.description or exc.name))
-        log.exception("unhandled error", extra={"fields": {"event": "internal_error"}})
-        return problem_response(Problem("internal-error", "see the service log"))
-
-    return app
-
-
-class ServiceMiddleware:
-    """Request ids, trace-aware logging, and the prediction route and probes without
-    Flask. ``flask_app`` is the WSGI app of the other routes, or with ``lazy`` a
-    function that builds it (once, on first use)."""
-
-    def __init__(
-        self,
-        flask_app: Any,
-        state: ModelState,
-        settings: ServiceSettings,
-        project: str,
-        *,
-        lazy: bool = False,
-    ) -> None:
-        self._flask_app: WsgiApp | None = None if lazy else flask_app
-        self._build_flask: Callable[[], WsgiApp] | None = flask_app if lazy else None
-        self._flask_lock = threading.Lock()
+    def __init__(self, state: ModelState, settings: ServiceSettings, project: str) -> None:
         self.state = state
         self.settings = settings
         self.predict_routes = {settings.predict_route, "/predict"}
         # Vertex AI sends traffic once its health route answers 200: that is readiness.
         self.probe_routes = {"/healthz": False, "/readyz": True}
         self.probe_routes.setdefault(settings.health_route, True)
+        self.metadata_prefix = "/v1/models/"
         self.project = project
         self.log_all = settings.access_log == "all"
         self.log_errors = settings.access_log in ("all", "errors")
         # Set by the server when it is about to stop: answers then close their
         # connection, so clients reconnect elsewhere instead of racing the close.
         self.draining: Any = None  # anything with a truthy-when-draining ``value``
+        self._openapi: bytes | None = None
 
     def __call__(
         self, environ: dict[str, Any], start_response: Callable[..., Any]
@@ -281,41 +185,65 @@ class ServiceMiddleware:
         if not request_id or len(request_id) > _REQUEST_ID_MAX or not request_id.isprintable():
             # 128 random bits as 32 hex digits, like uuid4().hex at a sixth of its cost.
             request_id = os.urandom(16).hex()
-        environ["modelrail.request_id"] = request_id
-        closing = self.draining is not None and self.draining.value
-        path = environ.get("PATH_INFO")
-        if path in self.predict_routes or path in self.probe_routes:
+        path = environ.get("PATH_INFO") or "/"
+        allowed = "GET"
+        try:
             if path in self.predict_routes:
-                status, content_type, body, detail = self._predict(environ, request_id)
+                allowed = "POST"
+                status, body, detail = self._predict(environ)
+            elif path in self.probe_routes:
+                status, body, detail = self._probe(environ, path)
+            elif path == "/openapi.json":
+                status, body, detail = self._get(environ, path, self._openapi_document)
+            elif path.startswith(self.metadata_prefix):
+                name = path.removeprefix(self.metadata_prefix)
+                status, body, detail = self._get(environ, path, lambda: self._metadata(name))
             else:
-                status, content_type, body, detail = self._probe(environ, path, request_id)
-            headers = [
-                ("Content-Type", content_type),
-                ("Content-Length", str(len(body))),
-                ("X-Request-Id", request_id),
-            ]
-            if status == 405:
-                headers.append(("Allow", "POST" if path in self.predict_routes else "GET"))
-            if closing:
-                headers.append(("Connection", "close"))
-            start_response(_STATUS_LINES.get(status, f"{status} Error"), headers)
-            if self.log_all or (status >= 400 and self.log_errors):
-                self._log(environ, status, started, request_id, detail)
-            return [body] if environ.get("REQUEST_METHOD") != "HEAD" else [b""]
+                raise Problem("not-found", f"no route {path}")
+            content_type = _JSON
+        except Problem as problem:
+            status, detail = problem.status, problem.detail
+            body, content_type = self._render(problem, path, request_id), PROBLEM_JSON
+        except Exception:
+            log.exception(
+                "request failed",
+                extra={"fields": {"event": "internal_error", "request_id": request_id}},
+            )
+            failure = Problem("internal-error", "see the service log")
+            status, detail = failure.status, "internal error"
+            body, content_type = self._render(failure, path, request_id), PROBLEM_JSON
+        headers = [
+            ("Content-Type", content_type),
+            ("Content-Length", str(len(body))),
+            ("X-Request-Id", request_id),
+        ]
+        if status == 405:
+            headers.append(("Allow", allowed))
+        if self.draining is not None and self.draining.value:
+            headers.append(("Connection", "close"))
+        start_response(_STATUS_LINES.get(status, f"{status} Error"), headers)
+        if self.log_all or (status >= 400 and self.log_errors):
+            self._log(environ, status, started, request_id, detail)
+        return [body] if environ.get("REQUEST_METHOD") != "HEAD" else [b""]
 
-        captured: list[int] = []
-
-        def start(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
-            captured.append(int(status[:3]))
-            headers.append(("X-Request-Id", request_id))
-            if closing:
-                headers.append(("Connection", "close"))
-            return start_response(status, headers, exc_info)
-
-        result = self.flask_app()(environ, start)
-        if captured and (self.log_all or (captured[0] >= 400 and self.log_errors)):
-            self._log(environ, captured[0], started, request_id, None)
-        return result
+    async def __rsgi__(self, scope: Any, protocol: Any) -> None:
+        """granian's RSGI interface: the body is awaited, so a client that stops
+        sending holds no thread, and one that has not sent it all within
+        ``request_timeout_s`` is answered 408; then the WSGI path answers."""
+        try:
+            body = await asyncio.wait_for(
+                _read_body(protocol, self.settings.max_body_bytes),
+                self.settings.request_timeout_s,
+            )
+        except TimeoutError:
+            body = None
+        environ = _environ(scope, body)
+        answer: list[Any] = []
+        chunks = self(environ, lambda status, headers, *_: answer.extend((status, headers)))
+        status_line, headers = answer
+        if body is None:
+            headers.append(("Connection", "close"))  # the rest of the body may still come
+        protocol.response_bytes(int(status_line[:3]), headers, b"".join(chunks))
 
     def start_compiling(self) -> threading.Thread | None:
         """With ``predictor="compiled"``, compile this process's model in the
@@ -333,81 +261,109 @@ class ServiceMiddleware:
             self.settings.compiler,
         )
 
-    def flask_app(self) -> WsgiApp:
-        app = self._flask_app
-        if app is None:
-            with self._flask_lock:
-                if self._flask_app is None:
-                    assert self._build_flask is not None
-                    self._flask_app = self._build_flask()
-                app = self._flask_app
-        return app
-
-    def _probe(
-        self, environ: dict[str, Any], path: str, request_id: str
-    ) -> tuple[int, str, bytes, str | None]:
+    def _probe(self, environ: dict[str, Any], path: str) -> tuple[int, bytes, str | None]:
         method = environ.get("REQUEST_METHOD")
-        problem = None
         if method not in ("GET", "HEAD"):
-            problem = Problem("method-not-allowed", f"{method} is not allowed on {path}")
-        elif not self.probe_routes[path]:
-            return 200, _JSON, b'{"status":"ok"}', None
-        predictor = self.state.predictor
-        if predictor is None and problem is None:
-            problem = Problem("not-ready", self.state.error or "no model is loaded")
-        if problem is not None:
-            body_dict = problem.body(path)
-            body_dict["request_id"] = request_id
-            return problem.status, PROBLEM_JSON, orjson.dumps(body_dict), problem.detail
+            raise Problem("method-not-allowed", f"{method} is not allowed on {path}")
+        if not self.probe_routes[path]:
+            return 200, b'{"status":"ok"}', None
+        predictor = self._predictor()
         answer = {
             "status": "ready",
             "model": predictor.model,
             "version": predictor.version,
             "predictor": predictor.booster.kind,
         }
-        return 200, _JSON, orjson.dumps(answer), None
+        return 200, orjson.dumps(answer), None
 
-    def _predict(
-        self, environ: dict[str, Any], request_id: str
-    ) -> tuple[int, str, bytes, str | None]:
-        try:
-            if environ.get("REQUEST_METHOD") != "POST":
-                raise Problem("method-not-allowed", "use POST")
-            state = self.state
-            if state.predictor is None:
-                raise Problem("not-ready", state.error or "no model is loaded")
-            _check_media_type(environ.get("CONTENT_TYPE", ""))
-            body = self._read_body(environ)
-            batch = state.decoder.decode(body)
-            predictor = state.predictor
-            answer: dict[str, Any] = {
-                "predictions": predictor.predict(batch.matrix),
-                "model": {"name": predictor.model, "version": predictor.version},
-            }
-            if batch.warnings:
-                answer["warnings"] = batch.warnings
-            return (
-                200,
-                _JSON,
-                _encode_answer(answer),
-                (f"{len(batch.warnings)} warning(s)" if batch.warnings else None),
+    def _predict(self, environ: dict[str, Any]) -> tuple[int, bytes, str | None]:
+        if environ.get("REQUEST_METHOD") != "POST":
+            raise Problem("method-not-allowed", "use POST")
+        predictor = self._predictor()
+        _check_media_type(environ.get("CONTENT_TYPE", ""))
+        batch = self.state.decoder.decode(self._read_body(environ))
+        answer: dict[str, Any] = {
+            "predictions": predictor.predict(batch.matrix),
+            "model": {"name": predictor.model, "version": predictor.version},
+        }
+        if batch.warnings:
+            answer["warnings"] = batch.warnings
+        detail = f"{len(batch.warnings)} warning(s)" if batch.warnings else None
+        return 200, _encode_answer(answer), detail
+
+    def _get(
+        self, environ: dict[str, Any], path: str, answer: Callable[[], bytes]
+    ) -> tuple[int, bytes, str | None]:
+        method = environ.get("REQUEST_METHOD")
+        if method not in ("GET", "HEAD"):
+            raise Problem("method-not-allowed", f"{method} is not allowed on {path}")
+        return 200, answer(), None
+
+    def _predictor(self) -> Any:
+        if self.state.predictor is None:
+            raise Problem("not-ready", self.state.error or "no model is loaded")
+        return self.state.predictor
+
+    def _openapi_document(self) -> bytes:
+        if self._openapi is None:  # built once, on first use: not on the way to a prediction
+            from modelrail.serving import openapi
+
+            predictor = self.state.predictor
+            self._openapi = orjson.dumps(
+                openapi.build(
+                    self.settings,
+                    predictor.schema if predictor is not None else None,
+                    self.settings.model_name,
+                    predictor.version if predictor is not None else None,
+                )
             )
-        except Problem as problem:
-            body_dict = problem.body(environ.get("PATH_INFO"))
-            body_dict["request_id"] = request_id
-            return problem.status, PROBLEM_JSON, orjson.dumps(body_dict), problem.detail
-        except Exception:
-            log.exception(
-                "prediction failed",
-                extra={"fields": {"event": "internal_error", "request_id": request_id}},
+        return self._openapi
+
+    def _metadata(self, name: str) -> bytes:
+        if name != self.settings.model_name:
+            raise Problem(
+                "not-found", f"this service serves {self.settings.model_name!r}, not {name!r}"
             )
-            failure = Problem("internal-error", "see the service log")
-            body_dict = failure.body(environ.get("PATH_INFO"))
-            body_dict["request_id"] = request_id
-            return 500, PROBLEM_JSON, orjson.dumps(body_dict), "internal error"
+        predictor = self._predictor()
+        manifest = predictor.manifest
+        lineage = manifest.get("lineage") or {}
+        body = {
+            "name": predictor.model,
+            "version": predictor.version,
+            "run_id": manifest.get("run_id"),
+            "created_at": manifest.get("created_at"),
+            "objective": predictor.objective,
+            "classes": list(predictor.classes),
+            "features": manifest.get("features", {}).get("features", []),
+            "best_iteration": manifest.get("best_iteration"),
+            "predictor": predictor.booster.kind,
+            "metrics": manifest.get("metrics", {}),
+            "verdict": manifest.get("verdict"),
+            "files": manifest.get("files", {}),
+            "lineage": {k: v for k, v in lineage.items() if not isinstance(v, list | dict)}
+            if isinstance(lineage, dict)
+            else lineage,
+            "limits": {
+                "max_body_bytes": self.settings.max_body_bytes,
+                "max_instances": self.settings.max_instances,
+                "request_timeout_s": self.settings.request_timeout_s,
+            },
+        }
+        return orjson.dumps(body, default=str)
+
+    @staticmethod
+    def _render(problem: Problem, path: str, request_id: str) -> bytes:
+        body = problem.body(path)
+        body["request_id"] = request_id
+        return orjson.dumps(body)
 
     def _read_body(self, environ: dict[str, Any]) -> bytes:
         limit = self.settings.max_body_bytes
+        if environ.get(_BODY_TIMED_OUT):
+            raise Problem(
+                "request-timeout",
+                f"the body did not arrive within {self.settings.request_timeout_s:g} s",
+            )
         stream = environ["wsgi.input"]
         length_header = environ.get("CONTENT_LENGTH")
         if length_header:
@@ -486,3 +442,39 @@ def _check_media_type(content_type: str) -> None:
 
 def _too_large(limit: int) -> Problem:
     return Problem("payload-too-large", f"the body must be at most {limit} bytes", limit=limit)
+
+
+async def _read_body(protocol: Any, limit: int) -> bytes:
+    """The body as it arrives, up to one chunk past ``limit`` (``_read_body`` of the
+    WSGI path then answers 413); a client that closes early leaves what it sent."""
+    chunks = []
+    size = 0
+    with contextlib.suppress(RuntimeError):  # granian: the client closed the connection
+        async for chunk in protocol:
+            chunks.append(chunk)
+            size += len(chunk)
+            if size > limit:
+                break
+    return b"".join(chunks)
+
+
+def _environ(scope: Any, body: bytes | None) -> dict[str, Any]:
+    """The WSGI environ of an RSGI request; ``body is None``: it did not arrive in time."""
+    environ: dict[str, Any] = {
+        "REQUEST_METHOD": scope.method,
+        "PATH_INFO": scope.path,
+        "QUERY_STRING": scope.query_string,
+        "SERVER_PROTOCOL": f"HTTP/{scope.http_version}",
+        "REMOTE_ADDR": scope.client.rpartition(":")[0],
+        "wsgi.input": io.BytesIO(body or b""),
+        "wsgi.url_scheme": scope.scheme,
+    }
+    for name, value in scope.headers.items():
+        key = name.upper().replace("-", "_")
+        if key in ("CONTENT_TYPE", "CONTENT_LENGTH"):
+            environ[key] = value
+        else:
+            environ["HTTP_" + key] = value
+    if body is None:
+        environ[_BODY_TIMED_OUT] = True
+    return environ

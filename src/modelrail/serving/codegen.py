@@ -36,6 +36,8 @@ import math
 import random
 from collections.abc import Iterator, Sequence
 
+from modelrail.errors import ModelrailError
+
 # Objectives whose LightGBM output transform is the identity (no ``sqrt`` option).
 _IDENTITY_OBJECTIVES = {"regression", "regression_l1", "huber", "fair", "quantile", "mape"}
 # LightGBM's kZeroThreshold is declared ``const double kZeroThreshold = 1e-35f``.
@@ -46,7 +48,7 @@ _CATEGORICAL_MASK, _DEFAULT_LEFT_MASK = 1, 2
 LANES_FROM = 4
 
 
-class Unsupported(ValueError):
+class Unsupported(ModelrailError, ValueError):
     """The model uses a LightGBM feature the generated code does not reproduce."""
 
 

@@ -43,6 +43,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from modelrail.errors import ModelrailError
 from modelrail.serving import codegen
 from modelrail.serving.predictor import c_rows
 
@@ -59,7 +60,7 @@ _NICE = ("nice", "-n", "10") if shutil.which("nice") else ()
 _RANDOM_PROBES = 4096
 
 
-class CompileError(Exception):
+class CompileError(ModelrailError):
     """The compiled predictor could not be built, or differs from LightGBM."""
 
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 from typing import Any
 
 from modelrail.features import Feature, FeatureSchema
+from modelrail.service_settings import ServiceSettings
 from modelrail.serving.problems import POINTED_ITEM, PROBLEM_JSON, problem_schema
-from modelrail.serving.settings import ServiceSettings
 
 _JSON_TYPES = {"number": "number", "integer": "integer", "category": "string", "boolean": "boolean"}
 

@@ -25,6 +25,8 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 import numpy as np
 
+from modelrail.errors import ModelrailError
+
 if TYPE_CHECKING:
     from modelrail.serving.compiled import CompiledBooster
 
@@ -39,7 +41,7 @@ _lib_cache: dict[str, ctypes.CDLL] = {}
 _lib_lock = threading.Lock()
 
 
-class ModelLoadError(Exception):
+class ModelLoadError(ModelrailError):
     """LightGBM refused the model text, or it does not fit the manifest."""
 
 

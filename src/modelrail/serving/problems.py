@@ -16,6 +16,7 @@ PROBLEM_TYPES: dict[str, tuple[int, str]] = {
     "malformed-json": (400, "The request body is not valid JSON"),
     "not-found": (404, "No such resource"),
     "method-not-allowed": (405, "Method not allowed"),
+    "request-timeout": (408, "The request body did not arrive in time"),
     "payload-too-large": (413, "The request body is larger than the service accepts"),
     "too-many-instances": (413, "The request holds more instances than the service accepts"),
     "unsupported-media-type": (415, "The request body must be application/json"),

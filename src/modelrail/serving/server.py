@@ -1,88 +1,51 @@
 """The staging service's server: ``python -m modelrail.serving.server``.
 
-granian (a Rust HTTP/1.1 server with a WSGI interface) answers the requests;
-``docs/benchmarks.md`` shows why: on these cores gunicorn's Python HTTP handling alone
-caps a do-nothing app below the throughput the service needs, and costs more per
-request than the prediction. The behaviour the service had under gunicorn is kept:
+granian (a Rust HTTP/1.1 server) answers the requests, through its RSGI interface
+(``Service.__rsgi__``: bodies are awaited, so a slow client holds no thread);
+``docs/benchmarks.md`` shows why: on these cores a Python HTTP server's own request
+handling caps a do-nothing app below the throughput the service needs. Only granian's
+public API is used (its constructor, ``serve`` with a target loader, and the SIGTERM
+handler it documents as overridable):
 
-- **Preloaded app**: the master verifies and loads the model (``create_app``) before
-  any worker exists, then forks the workers, which inherit it. With
+- **Preloaded app**: the master verifies and loads the model (``create_service``)
+  before any worker exists, then forks the workers, which inherit it. With
   ``MODELRAIL_REQUIRE_MODEL=1`` a version that cannot load ends the process before it
-  accepts anything.
-- **One accept queue**: the master opens (or inherits, ``MODELRAIL_BIND=fd://N``) a
-  single listening socket that every worker accepts from, instead of granian's
-  per-worker ``SO_REUSEPORT`` sockets, so that a successor can take it over
-  (``handoff``) and retiring this server loses nothing queued.
-- **Private unix socket**: a unix socket in ``MODELRAIL_BIND`` (the local deployer's
-  readiness and smoke-test channel) is answered by a small stdlib server thread in
-  the master, with the same app, so it reaches this server and never its predecessor.
+  listens.
+- **One listener**: ``MODELRAIL_BIND`` is ``host:port`` (Cloud Run, Vertex AI: each
+  worker gets its own ``SO_REUSEPORT`` socket, granian's default, which spreads
+  connections evenly) or ``unix:<path>`` (the local supervisor's backends).
 - **Graceful SIGTERM** (to the master, as Cloud Run sends it): for
   ``MODELRAIL_DRAIN_S`` (1 s) every answer closes its connection, so kept-alive
   clients reconnect instead of racing the close; then granian stops accepting, lets
   in-flight requests finish within ``MODELRAIL_GRACEFUL_TIMEOUT_S`` and exits.
-- **Ports**: Vertex AI's ``AIP_HTTP_PORT``, else Cloud Run's ``PORT``, else 8080.
-
-``modelrail.serving.wsgi:create_app()`` under gunicorn (``gunicorn_conf``) still works
-and gives the same answers; it is the slower of the two.
+- **Workers never outlive their master**: each asks the kernel for SIGKILL when its
+  parent dies (``die_with_parent``), so a killed master leaves no worker serving.
 """
 
 from __future__ import annotations
 
-import dataclasses
+import ctypes
 import os
-import socket
+import signal
 import sys
 import threading
-from collections.abc import Callable, Mapping, Sequence
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
-from modelrail.errors import ConfigError
+from modelrail.service_settings import ServiceSettings
 
 _BACKLOG = 2048
+_PR_SET_PDEATHSIG = 1
 
 
-@dataclasses.dataclass(frozen=True)
-class ServerSettings:
-    """How the process serves: listeners, workers, threads, shutdown grace."""
-
-    binds: tuple[str, ...]
-    workers: int
-    threads: int
-    graceful_timeout_s: int
-    drain_s: float
-    header_timeout_s: float
-    handoff_socket: Path | None
-    log_level: str
-
-    @classmethod
-    def from_env(cls, env: Mapping[str, str]) -> ServerSettings:
-        port = env.get("AIP_HTTP_PORT") or env.get("PORT") or "8080"
-        try:
-            settings = cls(
-                binds=tuple(env.get("MODELRAIL_BIND", f"0.0.0.0:{port}").split(",")),
-                workers=int(env.get("MODELRAIL_WORKERS") or len(os.sched_getaffinity(0))),
-                # One thread per worker: the request path holds the GIL for all but the
-                # LightGBM call, so a second thread only adds switching (measured).
-                threads=int(env.get("MODELRAIL_THREADS") or 1),
-                # Cloud Run sends SIGTERM and kills 10 s later.
-                graceful_timeout_s=int(env.get("MODELRAIL_GRACEFUL_TIMEOUT_S") or 8),
-                drain_s=float(env.get("MODELRAIL_DRAIN_S") or 1.0),
-                # granian has no per-request timeout for WSGI apps; the request timeout
-                # bounds the wait for a request's headers (granian allows 1 ms to 60 s).
-                header_timeout_s=min(
-                    max(float(env.get("MODELRAIL_REQUEST_TIMEOUT_S") or 30), 0.001), 60.0
-                ),
-                handoff_socket=Path(env["MODELRAIL_HANDOFF_SOCKET"])
-                if env.get("MODELRAIL_HANDOFF_SOCKET")
-                else None,
-                log_level=env.get("MODELRAIL_SERVER_LOGLEVEL", "warning").lower(),
-            )
-        except ValueError as exc:
-            raise ConfigError(f"invalid staging server setting: {exc}") from exc
-        if settings.workers < 1 or settings.threads < 1:
-            raise ConfigError("MODELRAIL_WORKERS and MODELRAIL_THREADS must be >= 1")
-        return settings
+def die_with_parent(parent_pid: int) -> None:
+    """Have the kernel SIGKILL this process when its parent dies (Linux's
+    ``PR_SET_PDEATHSIG``); exit at once if the parent is already gone."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
+    if os.getppid() != parent_pid:  # the parent died before the request took effect
+        os._exit(1)
 
 
 class SharedFlag:
@@ -102,96 +65,6 @@ class SharedFlag:
         self._memory[0] = 1 if flag else 0
 
 
-@dataclasses.dataclass
-class Listeners:
-    """Where the workers accept: one shared socket, or (``shared is None``) a socket of
-    their own each on ``address``; and the unix sockets the master answers."""
-
-    address: tuple[str, int]
-    shared: socket.socket | None
-    private: list[socket.socket]
-
-
-def open_listeners(binds: Sequence[str], *, share: bool) -> Listeners:
-    """Open (or adopt) the listeners ``binds`` names.
-
-    An inherited socket (``fd://N``) or ``share`` (a successor may take the socket
-    over) gives the workers one accept queue. Otherwise granian gives each worker its
-    own ``SO_REUSEPORT`` socket, so that the kernel spreads new connections evenly:
-    from one shared queue a worker can take a whole burst of connections before the
-    other wakes, and leave it idle for as long as they stay open (measured: 8
-    connections of 100-instance requests ran at 0.8k or 1.4k requests/s depending on
-    how they happened to fall)."""
-    tcp: list[tuple[str, int, socket.socket | None]] = []
-    unix: list[socket.socket] = []
-    for raw_bind in binds:
-        bind = raw_bind.strip()
-        if bind.startswith("unix:"):
-            listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            listener.bind(bind.removeprefix("unix:"))
-            listener.listen(128)
-        elif bind.startswith("fd://"):
-            listener = socket.socket(fileno=int(bind.removeprefix("fd://")))
-        else:
-            bracketed_host, _, port_text = bind.rpartition(":")
-            address = (bracketed_host.strip("[]"), int(port_text))
-            if not share:
-                tcp.append((*address, None))
-                continue
-            family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
-            listener = socket.socket(family, socket.SOCK_STREAM)
-            listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            listener.bind(address)
-            listener.listen(_BACKLOG)
-        if listener.family == socket.AF_UNIX:
-            unix.append(listener)
-        else:
-            listener.set_inheritable(True)
-            tcp.append((*listener.getsockname()[:2], listener))
-    if len(tcp) != 1:
-        raise ConfigError(f"MODELRAIL_BIND must hold exactly one TCP listener, got {binds}")
-    host, port, shared = tcp[0]
-    return Listeners((host, port), shared, unix)
-
-
-def serve_private(listeners: Sequence[socket.socket], app: Callable[..., Any]) -> None:
-    """Answer the unix listeners from this process (a daemon thread each), with
-    wsgiref's request handling (imported here: only the local deployer needs it)."""
-    import socketserver
-    from wsgiref.simple_server import WSGIRequestHandler
-
-    class QuietHandler(WSGIRequestHandler):
-        def log_message(self, format: str, *args: Any) -> None:
-            """The app logs requests itself."""
-
-    class UnixWSGIServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
-        daemon_threads = True
-
-        def __init__(self, listener: socket.socket) -> None:
-            super().__init__("", QuietHandler, bind_and_activate=False)
-            self.socket.close()
-            self.socket = listener
-            self.base_environ = {
-                "SERVER_NAME": "localhost",
-                "GATEWAY_INTERFACE": "CGI/1.1",
-                "SERVER_PORT": "0",
-                "REMOTE_HOST": "",
-                "CONTENT_LENGTH": "",
-                "SCRIPT_NAME": "",
-            }
-
-        def get_request(self) -> tuple[socket.socket, tuple[str, int]]:
-            connection, _ = self.socket.accept()
-            return connection, ("127.0.0.1", 0)  # wsgiref expects an address pair
-
-        def get_app(self) -> Callable[..., Any]:
-            return app
-
-    for listener in listeners:
-        server = UnixWSGIServer(listener)
-        threading.Thread(target=server.serve_forever, name="modelrail-private", daemon=True).start()
-
-
 def _log_config() -> dict[str, Any]:
     from modelrail.logs import dict_config
 
@@ -203,37 +76,19 @@ def _log_config() -> dict[str, Any]:
     )
 
 
-def build_server(settings: ServerSettings, listeners: Listeners, draining: SharedFlag) -> Any:
-    """A granian multi-process server on ``listeners``; on SIGTERM it sets ``draining``
-    (shared with the workers) and stops ``drain_s`` later."""
-    from granian._granian import SocketHolder
+def build_server(settings: ServiceSettings, draining: SharedFlag) -> Any:
+    """A granian multi-process server on ``settings.bind``; on SIGTERM it sets
+    ``draining`` (shared with the workers) and stops ``drain_s`` later."""
     from granian.constants import HTTPModes, Interfaces
     from granian.http import HTTP1Settings
     from granian.log import LogLevels
-    from granian.server.mp import MPServer
-
-    shared = listeners.shared
+    from granian.server import MPServer
 
     class ServiceServer(MPServer):
-        def _init_shared_socket(self) -> None:
-            if shared is None:
-                super()._init_shared_socket()  # type: ignore[no-untyped-call]
-                return
-            # granian binds one SO_REUSEPORT socket per worker on Linux; an inherited
-            # socket, or one a successor will inherit, must be the workers' only one.
-            listener_fd = shared.fileno()
-            self._ssp = None
-            descriptor = os.dup(listener_fd)
-            self._sfd = descriptor  # type: ignore[assignment]
-            # The stub omits the constructor granian uses for inherited sockets.
-            self._shd = SocketHolder(descriptor, False, _BACKLOG)  # type: ignore[call-arg,assignment]
-            self._sso = socket.socket(fileno=descriptor)
-            self._sso.set_inheritable(True)
-
         def signal_handler_interrupt(self, *args: Any, **kwargs: Any) -> None:
             # Answers carry "Connection: close" for drain_s first: a client on a
-            # kept-alive connection then reconnects (to the shared queue, which a
-            # successor serves) instead of sending into a connection being closed.
+            # kept-alive connection then reconnects (locally, through the supervisor,
+            # to the successor) instead of sending into a connection being closed.
             stop: Callable[..., None] = super().signal_handler_interrupt
             if draining.value or settings.drain_s <= 0:
                 stop(*args, **kwargs)
@@ -241,25 +96,25 @@ def build_server(settings: ServerSettings, listeners: Listeners, draining: Share
             draining.value = 1
             threading.Timer(settings.drain_s, stop).start()
 
-    host, port = listeners.address
-    server = ServiceServer(
+    host, port, uds = settings.listener()
+    return ServiceServer(
         "modelrail.serving",
         address=host,
         port=port,
-        interface=Interfaces.WSGI,
+        uds=uds,
+        uds_permissions=0o600 if uds else None,
+        interface=Interfaces.RSGI,
         http=HTTPModes.http1,
         http1_settings=HTTP1Settings(
             header_read_timeout=round(settings.header_timeout_s * 1000), keep_alive=True
         ),
         websockets=False,
         workers=settings.workers,
-        blocking_threads=settings.threads,
         backlog=_BACKLOG,
         workers_kill_timeout=settings.graceful_timeout_s,
-        log_level=LogLevels(settings.log_level),
+        log_level=LogLevels(settings.server_log_level),
         log_dictconfig=_log_config(),
     )
-    return server
 
 
 def main() -> None:
@@ -268,38 +123,24 @@ def main() -> None:
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     import multiprocessing
 
-    # Workers must be forks of the master: they inherit the loaded model and socket.
+    # Workers must be forks of the master: they inherit the loaded model.
     multiprocessing.set_start_method("fork", force=True)
-    settings = ServerSettings.from_env(os.environ)
 
     from modelrail.serving import importguard
     from modelrail.serving.app import create_service
 
     importguard.install()
-    # The model first, the port after (as gunicorn preloads): a TCP startup probe
-    # passes only once the version is verified and loaded.
+    # The model first, the port after: a TCP startup probe passes only once the
+    # version is verified and loaded.
     app = create_service()
-    listeners = open_listeners(settings.binds, share=settings.handoff_socket is not None)
-    private = listeners.private
     draining = SharedFlag()
     app.draining = draining
-    server = build_server(settings, listeners, draining)
-    if settings.handoff_socket is not None and listeners.shared is not None:
-        from modelrail.serving import handoff
-
-        handoff.serve(settings.handoff_socket, [listeners.shared])
-    spawn_workers = server._spawn_workers
-
-    def spawn_then_answer_privately(*args: Any, **kwargs: Any) -> None:
-        spawn_workers(*args, **kwargs)
-        if private:
-            serve_private(private, app)
-            private.clear()  # once: respawned workers do not restart it
-
-    server._spawn_workers = spawn_then_answer_privately
+    server = build_server(app.settings, draining)
+    master = os.getpid()
 
     def load_in_worker(*_: Any) -> Any:
         # Called in each forked worker: threads do not survive the fork.
+        die_with_parent(master)
         app.start_compiling()
         return app
 

@@ -1,0 +1,244 @@
+"""The local staging supervisor: ``python -m modelrail.serving.supervisor``.
+
+One long-lived process per local staging service. It owns the stable public port and
+forwards each connection, byte for byte, to the current server, a granian server on a
+private unix socket. It owns those servers too: each runs in its own process group
+and dies with the supervisor (``PR_SET_PDEATHSIG``), and its workers die with it.
+
+A rollout is one connection to the control socket (JSON lines), so that it ends with
+its caller: ``start`` (waits for any other rollout, then starts the candidate on a new
+unix socket and names it), then ``switch`` (new connections go to the candidate, the
+previous server is stopped gracefully) or ``abort``. A caller that disconnects before
+``switch`` (killed mid-rollout) gets its candidate stopped. A candidate whose master
+dies is found out at once: its process group is killed (no stray worker) and ``switch``
+is refused. ``status`` names the current server; ``stop`` stops it and the supervisor.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import functools
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+import orjson
+
+from modelrail.serving.server import die_with_parent
+
+_STOP_TIMEOUT_S = 20.0  # the server's graceful timeout (8 s) plus margin
+_CHUNK = 65536
+
+
+@dataclasses.dataclass
+class Backend:
+    """One granian server: its master's pid (= its process group) and its socket."""
+
+    process: asyncio.subprocess.Process
+    revision: str
+    model: str
+    version: int
+    socket: Path
+    log: Path
+    exited: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "pid": self.process.pid,
+            "revision": self.revision,
+            "model": self.model,
+            "version": self.version,
+            "socket": str(self.socket),
+            "log": str(self.log),
+        }
+
+
+class Supervisor:
+    def __init__(self, port: int, state_dir: Path, socket_dir: Path) -> None:
+        self.port = port
+        self.state_dir = state_dir
+        self.socket_dir = socket_dir
+        self.current: Backend | None = None
+        self.candidate: Backend | None = None
+        self.rollout = asyncio.Lock()
+        self.done = asyncio.Event()
+
+    # -- forwarding ---------------------------------------------------------------
+    async def forward(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        backend = self.current
+        try:
+            if backend is None:
+                return
+            try:
+                upstream_reader, upstream_writer = await asyncio.open_unix_connection(
+                    str(backend.socket)
+                )
+            except OSError:
+                return
+            await asyncio.gather(_pipe(reader, upstream_writer), _pipe(upstream_reader, writer))
+        finally:
+            writer.close()
+
+    # -- servers ------------------------------------------------------------------
+    async def start(self, request: dict[str, Any]) -> Backend:
+        counter = self.state_dir / "revision-counter"
+        number = int(counter.read_text()) + 1 if counter.exists() else 1
+        counter.write_text(str(number))
+        revision = f"{request['service']}-{number:05d}-v{request['version']}"
+        socket_path = self.socket_dir / f"{number}.sock"
+        with contextlib.suppress(FileNotFoundError):
+            socket_path.unlink()
+        log = self.state_dir / f"{revision}.log"
+        env = {**request["env"], "MODELRAIL_BIND": f"unix:{socket_path}"}
+        with log.open("ab") as output:
+            process = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "modelrail.serving.server",
+                env=env,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=output,
+                stderr=asyncio.subprocess.STDOUT,
+                process_group=0,
+                preexec_fn=functools.partial(die_with_parent, os.getpid()),
+            )
+        backend = Backend(process, revision, request["model"], request["version"], socket_path, log)
+        asyncio.get_running_loop().create_task(self._watch(backend))
+        return backend
+
+    async def _watch(self, backend: Backend) -> None:
+        await backend.process.wait()
+        # Its workers die with their master; the group kill covers any that did not yet.
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(backend.process.pid, signal.SIGKILL)
+        with contextlib.suppress(FileNotFoundError):
+            backend.socket.unlink()
+        if self.current is backend:
+            self.current = None
+        backend.exited.set()
+
+    async def stop_backend(self, backend: Backend) -> None:
+        """SIGTERM the master (it drains, then stops); SIGKILL its group after a deadline."""
+        with contextlib.suppress(ProcessLookupError):
+            backend.process.send_signal(signal.SIGTERM)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(backend.exited.wait(), _STOP_TIMEOUT_S)
+        if not backend.exited.is_set():
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(backend.process.pid, signal.SIGKILL)
+            await backend.exited.wait()
+
+    # -- control ------------------------------------------------------------------
+    async def control(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            line = await reader.readline()
+            if not line:
+                return
+            request = orjson.loads(line)
+            operation = request.get("op")
+            if operation == "status":
+                await _reply(
+                    writer,
+                    {
+                        role: backend.describe() if backend else None
+                        for role, backend in (
+                            ("current", self.current),
+                            ("candidate", self.candidate),
+                        )
+                    },
+                )
+            elif operation == "stop":
+                async with self.rollout:
+                    if self.current is not None:
+                        await self.stop_backend(self.current)
+                await _reply(writer, {"stopped": True})
+                self.done.set()
+            elif operation == "start":
+                async with self.rollout:
+                    await self._rollout(request, reader, writer)
+        finally:
+            writer.close()
+
+    async def _rollout(
+        self, request: dict[str, Any], reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        candidate = self.candidate = await self.start(request)
+        try:
+            await self._decide(candidate, reader, writer)
+        finally:
+            self.candidate = None
+
+    async def _decide(
+        self, candidate: Backend, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        await _reply(writer, {"candidate": candidate.describe()})
+        decision = await reader.readline()  # empty: the caller went away
+        if decision and orjson.loads(decision).get("op") == "switch":
+            if candidate.exited.is_set():
+                await _reply(writer, {"error": f"{candidate.revision} exited before the switch"})
+                return
+            previous, self.current = self.current, candidate
+            if previous is not None:
+                await self.stop_backend(previous)
+            await _reply(writer, {"switched": candidate.describe()})
+            return
+        await self.stop_backend(candidate)
+        with contextlib.suppress(ConnectionError):
+            await _reply(writer, {"aborted": candidate.revision})
+
+    async def run(self) -> None:
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self.socket_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        public = await asyncio.start_server(
+            self.forward, "127.0.0.1", self.port, backlog=2048, reuse_address=True
+        )
+        control_path = self.socket_dir / "supervisor.sock"
+        with contextlib.suppress(FileNotFoundError):
+            control_path.unlink()
+        control = await asyncio.start_unix_server(self.control, str(control_path))
+        os.chmod(control_path, 0o600)
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, self.done.set)
+        print(f"staging supervisor on 127.0.0.1:{self.port}", flush=True)
+        await self.done.wait()
+        public.close()
+        control.close()
+        if self.current is not None:
+            await self.stop_backend(self.current)
+        with contextlib.suppress(FileNotFoundError):
+            control_path.unlink()
+
+
+async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    try:
+        while chunk := await reader.read(_CHUNK):
+            writer.write(chunk)
+            await writer.drain()
+        if writer.can_write_eof():
+            writer.write_eof()
+    except (ConnectionError, OSError):
+        writer.close()
+
+
+async def _reply(writer: asyncio.StreamWriter, body: dict[str, Any]) -> None:
+    writer.write(orjson.dumps(body) + b"\n")
+    await writer.drain()
+
+
+@click.command()
+@click.option("--port", type=int, required=True, help="The public port on 127.0.0.1.")
+@click.option("--state-dir", type=click.Path(path_type=Path), required=True)
+@click.option("--socket-dir", type=click.Path(path_type=Path), required=True)
+def main(port: int, state_dir: Path, socket_dir: Path) -> None:
+    """Own the local staging port and its servers."""
+    asyncio.run(Supervisor(port, state_dir, socket_dir).run())
+
+
+if __name__ == "__main__":
+    main()
