@@ -11,10 +11,10 @@ import pytest
 from modelrail import pipeline
 from modelrail.dataset import checks
 from modelrail.errors import TransientError
-from modelrail.events import RetrainRequested
-from modelrail.ports import Message
+from modelrail.events import ModelRegistered, RetrainRequested
+from modelrail.ports import Deployment, Message
 from modelrail.registry import Registry
-from modelrail.stages import Outcome, validate
+from modelrail.stages import Outcome, deploy, validate
 from modelrail.training import split
 from tests.unit.conftest import Harness
 
@@ -483,3 +483,35 @@ def test_a_handler_naming_an_unknown_port_fails_at_injection(harness: Harness) -
 
     with pytest.raises(TypeError, match="warehouse"):
         pipeline.inject(handle, harness.container, {})  # type: ignore[arg-type]
+
+
+def test_a_deploy_overtaken_by_a_newer_one_serves_the_newer_again(
+    harness: Harness, penguins_csv: bytes
+) -> None:
+    harness.upload(penguins_csv)
+    harness.run()
+    harness.deployer.fail_versions = frozenset({2, 3})
+    harness.retrain()
+    harness.retrain()
+    harness.run()
+    second, third = [
+        ModelRegistered.from_body(body) for body in harness.published("model-registered")[1:]
+    ]
+    harness.deployer.fail_versions = frozenset()
+    registry, fake = harness.container.registry, harness.deployer
+
+    class Racing:
+        """v3's deploy runs to its end while v2 rolls out."""
+
+        def deploy(self, model: str, version: int) -> Deployment:
+            if version == 2:
+                deploy.handle(third, registry=registry, deployer=fake)
+            return fake.deploy(model, version)
+
+    outcome = deploy.handle(second, registry=registry, deployer=Racing())  # type: ignore[arg-type]
+
+    assert outcome.status == "skipped"
+    assert registry.aliases(harness.model)["staging"] == 3
+    assert [d.version for d in fake.deployed][-3:] == [3, 2, 3]
+    assert fake.current() is not None
+    assert fake.current().version == 3  # type: ignore[union-attr]

@@ -21,7 +21,18 @@ def handle(event: ModelRegistered, *, registry: Registry, deployer: Deployer) ->
         )
     # Raises DeploymentFailed after putting traffic back on the previous revision.
     deployment = deployer.deploy(event.model, event.version)
-    registry.move_alias(event.model, STAGING, event.version)
+    if not registry.move_alias(event.model, STAGING, event.version):
+        # A newer version became staging while this one rolled out (two deploys at
+        # once): serve what the alias names again, so answers and alias agree.
+        newer = registry.alias(event.model, STAGING)
+        assert newer is not None  # move_alias refuses only when one is set
+        if newer.version != event.version:
+            deployer.deploy(event.model, newer.version)
+        return Outcome(
+            None,
+            {"reason": f"staging moved to v{newer.version} meanwhile", "version": event.version},
+            status="skipped",
+        )
     deployed = ModelDeployed(
         run_id=event.run_id,
         causation_id=event.event_id,
