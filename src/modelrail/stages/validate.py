@@ -10,6 +10,7 @@ import hashlib
 from typing import Any
 
 import orjson
+import pyarrow as pa
 
 from modelrail.config import canonical_json
 from modelrail.dataset import checks, profile, snapshot
@@ -54,7 +55,8 @@ def handle(trigger: Trigger, *, run_id: str, causation_id: str, ctx: StageContex
             f"{dataset['uri']} breaks contract {report.contract!r}: {summary}",
             {"report_uri": report_uri, **report.to_dict()},
         )
-    champion, table = _drift(ctx, parsed)
+    checked = snapshot.arrow(parsed, contract)
+    champion, table = _drift(ctx, checked)
     drift = {"champion": champion, "columns": table}
     report_uri = ctx.runs.save_report(
         run_id, "validation", {"dataset": dataset, **report.to_dict(), "drift": drift}
@@ -68,10 +70,10 @@ def handle(trigger: Trigger, *, run_id: str, causation_id: str, ctx: StageContex
             {"report_uri": report_uri, "reasons": [f"{c} drifted" for c in failing], **drift},
         )
     store = ctx.runs.store
-    written = snapshot.write(store, ctx.runs.snapshot_key(run_id, SNAPSHOT), parsed, contract)
+    written = snapshot.write(store, ctx.runs.snapshot_key(run_id, SNAPSHOT), checked)
     store.write(
         ctx.runs.snapshot_key(run_id, PROFILE),
-        canonical_json(profile.profile(parsed, contract)),
+        canonical_json(profile.profile(checked, contract)),
         content_type="application/json",
     )
     dataset["snapshot"] = written.to_dict()
@@ -95,7 +97,7 @@ def handle(trigger: Trigger, *, run_id: str, causation_id: str, ctx: StageContex
     return Outcome(event, {"rows": report.rows, "report_uri": report_uri})
 
 
-def _drift(ctx: StageContext, parsed: checks.ParsedDataset) -> tuple[int | None, list[Any]]:
+def _drift(ctx: StageContext, checked: pa.Table) -> tuple[int | None, list[Any]]:
     """The champion's version and, per column, how far this data moved from its
     training data (empty for the first model, or a champion with no profile)."""
     config = ctx.config
@@ -106,7 +108,7 @@ def _drift(ctx: StageContext, parsed: checks.ParsedDataset) -> tuple[int | None,
     if baseline is None:
         return champion.version, []
     table = profile.drift(
-        orjson.loads(baseline), parsed, config.contract, config.drift_columns, config.drift
+        orjson.loads(baseline), checked, config.contract, config.drift_columns, config.drift
     )
     return champion.version, table
 
