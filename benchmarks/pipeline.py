@@ -9,7 +9,12 @@ per size by ``modelrail synth`` into ``build/bench-pipeline/data/``):
 1. **validate vs baseline**: modelrail's validate stage on the uploaded CSV against a
    plain script that reads the same file with ``pd.read_csv`` (the default C engine,
    and the pyarrow engine when pyarrow is installed) and runs the contract's checks
-   vectorised (header, types, nulls, ranges, categories, missing targets, row count);
+   vectorised (header, types, nulls, ranges, categories, missing targets, row count).
+   The stage does more than that (it hashes the upload, profiles the data for drift
+   and writes the Parquet snapshot), so it is also measured against a script doing
+   all of it with pandas (``pandas-c+profile+parquet``), and modelrail's read and
+   checks alone (``checks.validate``) against the read-and-check script: like for
+   like both ways;
 2. **whole run vs bare script**: the embedded pipeline in one process, validate ->
    launch_training (which trains in-process, as embedded mode does) -> evaluate ->
    register (deploy is left out: it starts a server), against a bare script doing the
