@@ -143,6 +143,8 @@ def test_the_snapshot_gives_back_what_validation_passed(
     decoded = snapshot.decode(snapshot.encode(snapshot.arrow(parsed, contract)), contract)
 
     assert decoded.rows == parsed.rows
+    assert "species" in decoded.columns
+    assert "colour" not in decoded.columns
     for column in contract.columns:
         values = parsed.columns[column.name]
         if values.dtype == object:

@@ -70,6 +70,9 @@ class TableColumns(Mapping[str, np.ndarray]):
             self._converted[name] = _to_numpy(self.table.column(name), self._types[name])
         return self._converted[name]
 
+    def __contains__(self, name: object) -> bool:
+        return name in self._types and name in self.table.column_names  # nothing converted
+
     def __iter__(self) -> Iterator[str]:
         return iter(self.table.column_names)
 
