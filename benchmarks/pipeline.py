@@ -9,7 +9,12 @@ per size by ``modelrail synth`` into ``build/bench-pipeline/data/``):
 1. **validate vs baseline**: modelrail's validate stage on the uploaded CSV against a
    plain script that reads the same file with ``pd.read_csv`` (the default C engine,
    and the pyarrow engine when pyarrow is installed) and runs the contract's checks
-   vectorised (header, types, nulls, ranges, categories, missing targets, row count);
+   vectorised (header, types, nulls, ranges, categories, missing targets, row count).
+   The stage does more than that (it hashes the upload, profiles the data for drift
+   and writes the Parquet snapshot), so it is also measured against a script doing
+   all of it with pandas (``pandas-c+profile+parquet``), and modelrail's read and
+   checks alone (``checks.validate``) against the read-and-check script: like for
+   like both ways;
 2. **whole run vs bare script**: the embedded pipeline in one process, validate ->
    launch_training (which trains in-process, as embedded mode does) -> evaluate ->
    register (deploy is left out: it starts a server), against a bare script doing the
@@ -174,7 +179,11 @@ def summarise(runs: Mapping[str, list[dict[str, Any]]], ours: str) -> dict[str, 
 
 def validate_case(
     csv_path: Path, work: Path, rounds: int, engines: list[str]
-) -> dict[str, dict[str, Any]]:
+) -> dict[str, dict[str, dict[str, Any]]]:
+    """The stage against the read and checks alone (the issue's baseline) and against a
+    script doing all the stage does; modelrail's read and checks alone against the
+    former: like for like both ways."""
+
     def modelrail() -> dict[str, Any]:
         home = _fresh(work / "home-validate")
         message = upload(home, csv_path)
@@ -183,12 +192,43 @@ def validate_case(
         finally:
             shutil.rmtree(home)
 
-    sides: dict[str, Callable[[], dict[str, Any]]] = {"modelrail": modelrail}
-    for engine in engines:
-        sides[f"pandas-{engine}"] = functools.partial(
+    def pandas_whole() -> dict[str, Any]:
+        out = _fresh(work / "bare-validate")
+        try:
+            return run_child(
+                "baseline-validate", os.environ, csv=str(csv_path), engine="c", out=str(out)
+            )
+        finally:
+            shutil.rmtree(out)
+
+    def checks_only() -> dict[str, Any]:
+        home = _fresh(work / "home-checks")
+        try:
+            return run_child("checks", home_env(home), csv=str(csv_path))
+        finally:
+            shutil.rmtree(home)
+
+    read_and_check: dict[str, Callable[[], dict[str, Any]]] = {
+        f"pandas-{engine}": functools.partial(
             run_child, "baseline-validate", os.environ, csv=str(csv_path), engine=engine
         )
-    return summarise(side_by_side(rounds, sides), "modelrail")
+        for engine in engines
+    }
+    runs = side_by_side(
+        rounds,
+        {
+            "modelrail": modelrail,
+            "pandas-c+profile+parquet": pandas_whole,
+            "modelrail-checks": checks_only,
+            **read_and_check,
+        },
+    )
+    stage = ["modelrail", "pandas-c+profile+parquet", *read_and_check]
+    alone = ["modelrail-checks", *read_and_check]
+    return {
+        "validate": summarise({name: runs[name] for name in stage}, "modelrail"),
+        "checks": summarise({name: runs[name] for name in alone}, "modelrail-checks"),
+    }
 
 
 def run_case(csv_path: Path, work: Path, rounds: int) -> dict[str, dict[str, Any]]:
@@ -296,27 +336,28 @@ def _fresh(path: Path) -> Path:
 
 def print_tables(results: Mapping[str, Any]) -> None:
     print("\nside by side (work seconds, medians; ratio = median of the rounds' ratios)")
-    print(f"{'rows':>10}  {'case':<34} {'modelrail':>10} {'baseline':>10} {'ratio':>7}  rounds")
+    print(f"{'rows':>10}  {'case':<40} {'modelrail':>10} {'baseline':>10} {'ratio':>7}  rounds")
     for rows, at_size in results["sizes"].items():
-        for case in ("validate", "run"):
+        for case in ("checks", "validate", "run"):
             summary = at_size.get(case)
             if summary is None:
                 continue
-            ours = summary["modelrail"]
+            ours_name = next(iter(summary))  # the side the ratios are of
+            ours = summary[ours_name]
             for name, theirs in summary.items():
-                if name == "modelrail":
+                if name == ours_name:
                     continue
                 label = f"{case} vs {name}"
                 rounds = ", ".join(f"{ratio:.2f}" for ratio in theirs["ratio_rounds"])
                 print(
-                    f"{int(rows):>10,}  {label:<34} {ours['median_s']:>10.2f} "
+                    f"{int(rows):>10,}  {label:<40} {ours['median_s']:>10.2f} "
                     f"{theirs['median_s']:>10.2f} {theirs['ratio_median']:>6.2f}x  {rounds}"
                 )
     print("\npeak RSS (MB) of each side's process")
     for rows, at_size in results["sizes"].items():
-        for case in ("validate", "run"):
+        for case in ("checks", "validate", "run"):
             for name, summary in at_size.get(case, {}).items():
-                print(f"{int(rows):>10,}  {case + ' ' + name:<34} {summary['peak_rss_mb']:>8.0f}")
+                print(f"{int(rows):>10,}  {case + ' ' + name:<40} {summary['peak_rss_mb']:>8.0f}")
     print("\neach stage in its own process")
     print(
         f"{'rows':>10}  {'stage':<10} {'work s':>8} {'wall s':>8} {'peak RSS MB':>12} {'us/row':>8}"
@@ -395,7 +436,7 @@ def main(argv: list[str] | None = None) -> None:
         scratch = args.work_dir / "scratch"
         if "validate" in cases:
             print("  validate vs pandas", flush=True)
-            at_size["validate"] = validate_case(csv_path, scratch, args.rounds, engines)
+            at_size.update(validate_case(csv_path, scratch, args.rounds, engines))
         if "run" in cases:
             print("  whole embedded run vs bare script", flush=True)
             at_size["run"] = run_case(csv_path, scratch, args.rounds)
@@ -427,6 +468,7 @@ def _importable(module: str) -> bool:
 def child(role: str, spec: dict[str, Any]) -> None:
     measure = {
         "stage": child_stage,
+        "checks": child_checks,
         "embedded-run": child_embedded_run,
         "baseline-validate": child_baseline_validate,
         "baseline-run": child_baseline_run,
@@ -489,6 +531,22 @@ def child_stage(spec: dict[str, Any]) -> dict[str, Any]:
     record = _succeeded(consume(container, stage, message))
     seconds = time.perf_counter() - started
     return {"seconds": seconds, "run_id": record["run_id"], "output": record["output"]}
+
+
+def child_checks(spec: dict[str, Any]) -> dict[str, Any]:
+    """modelrail's read and contract checks alone (``checks.validate`` on the file's
+    bytes): the work the read-and-check baseline does, no profile, no snapshot."""
+    import pandas  # noqa: F401  (as on the baseline side)
+
+    contract = _container().config.contract
+    started = time.perf_counter()
+    from modelrail.dataset import checks
+
+    report, parsed = checks.validate(Path(spec["csv"]).read_bytes(), contract)
+    seconds = time.perf_counter() - started
+    if not report.passed:
+        raise RuntimeError(f"modelrail found problems in clean data: {report.problems}")
+    return {"seconds": seconds, "rows": parsed.rows}
 
 
 def child_embedded_run(spec: dict[str, Any]) -> dict[str, Any]:
@@ -624,16 +682,57 @@ def _baseline_problem(check: str, column: str, mask: Any, values: Any) -> dict[s
 
 
 def child_baseline_validate(spec: dict[str, Any]) -> dict[str, Any]:
+    """Read and check; with ``out``, also what the validate stage does beyond that: hash
+    the upload, profile every feature and the target, write the typed data as Parquet
+    (zstd, row groups of 100,000) and hash it."""
     import numpy  # noqa: F401
     import pandas  # noqa: F401
 
     _, contract = _pipeline_config()
     started = time.perf_counter()
     frame, problems = baseline_read_and_check(spec["csv"], contract, spec["engine"])
-    seconds = time.perf_counter() - started
     if problems:
         raise RuntimeError(f"the baseline found problems in clean data: {problems}")
+    if "out" in spec:
+        _baseline_keep(spec["csv"], frame, contract, Path(spec["out"]))
+    seconds = time.perf_counter() - started
     return {"seconds": seconds, "rows": len(frame)}
+
+
+def _baseline_keep(csv_path: str, frame: Any, contract: dict[str, Any], out: Path) -> None:
+    import hashlib
+
+    import numpy as np
+
+    hashlib.sha256(Path(csv_path).read_bytes()).hexdigest()
+    profile = {}
+    for column in contract["columns"]:
+        if column.get("role", "feature") != "feature" and column["name"] != contract["target"]:
+            continue
+        values = frame[column["name"]]
+        rows = max(len(values), 1)
+        if column["type"] == "category":
+            counts = values.value_counts(dropna=True)
+            profile[column["name"]] = {
+                "shares": {str(k): int(c) / rows for k, c in counts.items() if c},
+                "missing": float(values.isna().sum()) / rows,
+            }
+            continue
+        numbers = values.to_numpy(dtype=np.float64)
+        present = numbers[~np.isnan(numbers)]
+        edges = np.unique(np.quantile(present, np.linspace(0, 1, 11)[1:-1]))
+        counts = np.bincount(np.searchsorted(edges, present, side="right"))
+        profile[column["name"]] = {
+            "edges": edges.tolist(),
+            "shares": (counts / rows).tolist(),
+            "missing": float(len(numbers) - len(present)) / rows,
+        }
+    (out / "profile.json").write_text(json.dumps(profile, sort_keys=True))
+    parquet = out / "part-00000.parquet"
+    frame[[c["name"] for c in contract["columns"]]].to_parquet(
+        parquet, compression="zstd", row_group_size=100_000, index=False
+    )
+    hashlib.sha256(parquet.read_bytes()).hexdigest()
 
 
 _LGB_OBJECTIVE = {"binary": "binary", "multiclass": "multiclass", "regression": "regression"}

@@ -38,6 +38,9 @@ def test_bench_pipeline_measures_every_case_at_a_tiny_size(tmp_path: Path) -> No
 
     at_size = orjson.loads(results_path.read_bytes())["sizes"]["2000"]
     assert at_size["validate"]["pandas-c"]["ratio_median"] > 0
+    # The stage against a script doing all it does, and the checks alone like for like.
+    assert at_size["validate"]["pandas-c+profile+parquet"]["ratio_median"] > 0
+    assert at_size["checks"]["pandas-c"]["ratio_median"] > 0
     run = at_size["run"]
     assert run["bare-script"]["ratio_median"] > 0
     # Both sides trained the same model: same encoding, split, parameters, stopping.

@@ -3,13 +3,16 @@ whatever it declines, the reporting path decides."""
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from modelrail.config import PipelineConfig
-from modelrail.dataset import checks, synth, typed
+from modelrail.dataset import checks, profile, snapshot, synth, typed
 from modelrail.dataset.contract import DatasetContract
 
 HEADER = "species,island,bill_length_mm,bill_depth_mm,flipper_length_mm,body_mass_g,sex,year"
@@ -48,6 +51,13 @@ def _same(data: bytes, contract: DatasetContract) -> None:
             assert list(fast[1].columns[name]) == list(values), name
         else:
             np.testing.assert_array_equal(fast[1].columns[name], values, err_msg=name)
+    # The table the typed reader keeps is the one the reporting path's arrays make: the
+    # same snapshot bytes, the same profile.
+    typed_table = snapshot.arrow(fast[1], contract)
+    reported_table = snapshot.arrow(parsed, contract)
+    assert typed_table.equals(reported_table)
+    assert snapshot.encode(typed_table) == snapshot.encode(reported_table)
+    assert profile.profile(typed_table, contract) == profile.profile(reported_table, contract)
 
 
 def test_valid_files_read_the_same_both_ways(
@@ -121,3 +131,50 @@ def test_anything_doubtful_goes_to_the_reporting_path(
 )
 def test_an_unusual_file_goes_to_the_reporting_path(config: PipelineConfig, data: bytes) -> None:
     assert typed.read(data, checks.header_of(data), config.contract) is None
+
+
+def test_the_snapshot_gives_back_what_validation_passed(
+    config: PipelineConfig, penguins_csv: bytes
+) -> None:
+    contract = config.contract
+    report, parsed = checks.validate(penguins_csv, contract)
+    assert report.passed
+
+    decoded = snapshot.decode(snapshot.encode(snapshot.arrow(parsed, contract)), contract)
+
+    assert decoded.rows == parsed.rows
+    assert "species" in decoded.columns
+    assert "colour" not in decoded.columns
+    for column in contract.columns:
+        values = parsed.columns[column.name]
+        if values.dtype == object:
+            assert list(decoded.columns[column.name]) == list(values), column.name
+        else:
+            np.testing.assert_array_equal(decoded.columns[column.name], values)
+
+
+def test_a_snapshot_with_categories_as_plain_strings_still_reads(
+    config: PipelineConfig, penguins_csv: bytes
+) -> None:
+    """Snapshots (and versions' reference sets) written before categories were
+    dictionary-encoded hold them as strings."""
+    contract = config.contract
+    _, parsed = checks.validate(penguins_csv, contract)
+    current = snapshot.arrow(parsed, contract)
+    plain = pa.table(
+        {
+            name: current.column(name).cast(pa.string())
+            if pa.types.is_dictionary(current.column(name).type)
+            else current.column(name)
+            for name in current.column_names
+        }
+    )
+    sink = io.BytesIO()
+    pq.write_table(plain, sink)
+
+    decoded = snapshot.decode(sink.getvalue(), contract)
+
+    for column in contract.columns:
+        values = parsed.columns[column.name]
+        if values.dtype == object:
+            assert list(decoded.columns[column.name]) == list(values), column.name

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from modelrail.dataset import typed
+from modelrail.dataset import table, typed
 from modelrail.dataset.contract import Column, DatasetContract, canonical_code
 from modelrail.errors import ContractViolation
 
@@ -55,7 +55,9 @@ class ParsedDataset:
 
     Numbers (and booleans, as 0/1) are float64 with NaN for missing; categories are
     object arrays of str (numeric codes in their canonical spelling) with None for
-    missing; datetimes are datetime64[ns, UTC] with NaT for missing.
+    missing; datetimes are datetime64[ns, UTC] with NaT for missing. The typed reader
+    and the snapshot give ``table.TableColumns``: the Arrow table, converted to these
+    arrays column by column when first read.
     """
 
     columns: Mapping[str, np.ndarray]
@@ -96,10 +98,10 @@ def validate(data: bytes, contract: DatasetContract) -> tuple[ValidationReport, 
     if typed_read is None:
         report, parsed = _report_problems(data, header, contract)
     else:
-        columns, file_rows = typed_read
-        rows = len(columns[contract.target])
+        checked, file_rows = typed_read
+        rows = checked.num_rows
         report = ValidationReport(contract.name, rows, header, (), file_rows - rows)
-        parsed = ParsedDataset(columns, rows)
+        parsed = ParsedDataset(table.TableColumns(checked, contract), rows)
     if report.passed and (problem := _single_class(parsed, contract)) is not None:
         report = dataclasses.replace(report, problems=(problem,))
     return report, parsed

@@ -22,9 +22,8 @@ from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
-import pandas as pd
+import pyarrow as pa
 
-from modelrail.dataset.checks import ParsedDataset
 from modelrail.dataset.contract import DatasetContract
 
 BINS = 10
@@ -32,16 +31,24 @@ _FLOOR = 1e-4
 _MISSING = "(missing)"
 
 
-def profile(parsed: ParsedDataset, contract: DatasetContract) -> dict[str, Any]:
-    """The distribution of every feature and of the target in ``parsed``."""
+def profile(data: pa.Table, contract: DatasetContract) -> dict[str, Any]:
+    """The distribution of every feature and of the target in ``data`` (the snapshot's
+    table: categories as indices into the contract's list, counted without a Python
+    object per row)."""
     columns = {}
     for column in (*contract.features, contract.target_column):
-        values = parsed.columns[column.name]
-        if column.type in ("number", "integer"):
-            columns[column.name] = _numeric(values)
-        else:
-            columns[column.name] = _categorical(values)
-    return {"rows": parsed.rows, "columns": columns}
+        columns[column.name] = _column_profile(data.column(column.name), column.type)
+    return {"rows": data.num_rows, "columns": columns}
+
+
+def _column_profile(array: pa.ChunkedArray, column_type: str) -> dict[str, Any]:
+    if column_type in ("number", "integer"):
+        return _numeric(_floats(array))
+    return _categorical(array)
+
+
+def _floats(array: pa.ChunkedArray) -> np.ndarray:
+    return np.asarray(array.to_numpy(), dtype=np.float64)  # NaN where missing
 
 
 def _numeric(values: np.ndarray) -> dict[str, Any]:
@@ -59,15 +66,20 @@ def _numeric(values: np.ndarray) -> dict[str, Any]:
     }
 
 
-def _categorical(values: np.ndarray) -> dict[str, Any]:
-    rows = max(len(values), 1)
-    if values.dtype != object:  # booleans parsed to 0/1 with NaN for missing
-        labels = np.where(values == 1.0, "true", "false").astype(object)
-        labels[np.isnan(values)] = None
-        values = labels
-    counts = pd.Series(values, dtype=object).value_counts(dropna=True)
-    shares = {str(k): float(c) / rows for k, c in counts.items()}
-    missing = float(len(values) - counts.sum()) / rows
+def _categorical(array: pa.ChunkedArray) -> dict[str, Any]:
+    """Shares of each value present (booleans, held as 0/1, as ``true``/``false``)."""
+    rows = max(len(array), 1)
+    if pa.types.is_dictionary(array.type):
+        combined = array.combine_chunks()
+        counts = np.bincount(
+            combined.indices.drop_null().to_numpy(), minlength=len(combined.dictionary)
+        )
+        named = dict(zip(combined.dictionary.to_pylist(), counts.tolist(), strict=True))
+    else:
+        values = _floats(array)
+        named = {"false": int((values == 0.0).sum()), "true": int((values == 1.0).sum())}
+    shares = {str(name): count / rows for name, count in named.items() if count}
+    missing = float(len(array) - sum(named.values())) / rows
     return {"kind": "categorical", "shares": dict(sorted(shares.items())), "missing": missing}
 
 
@@ -104,7 +116,7 @@ def rebin(values: np.ndarray, baseline: Mapping[str, Any]) -> dict[str, Any]:
 
 def drift(
     baseline: Mapping[str, Any],
-    parsed: ParsedDataset,
+    data: pa.Table,
     contract: DatasetContract,
     limits: Mapping[str, tuple[float, float]],
     default: tuple[float, float],
@@ -119,8 +131,8 @@ def drift(
     for name, before in baseline["columns"].items():
         if kinds.get(name) != before["kind"]:
             continue  # the contract changed under the champion: nothing to compare
-        values = parsed.columns[name]
-        now = rebin(values, before) if before["kind"] == "numeric" else _categorical(values)
+        array = data.column(name)
+        now = rebin(_floats(array), before) if before["kind"] == "numeric" else _categorical(array)
         index = psi(before, now)
         warn, fail = limits.get(name, default)
         status = "fail" if index > fail else "warn" if index > warn else "ok"

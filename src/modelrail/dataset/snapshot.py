@@ -15,10 +15,10 @@ import hashlib
 import io
 from typing import Any
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from modelrail.dataset import table
 from modelrail.dataset.checks import ParsedDataset
 from modelrail.dataset.contract import DatasetContract
 from modelrail.errors import DataUnavailable, NotFound, PreconditionFailed
@@ -40,20 +40,19 @@ class Snapshot:
         return dataclasses.asdict(self)
 
 
-def encode(parsed: ParsedDataset, contract: DatasetContract) -> bytes:
-    """``parsed`` as Parquet bytes, columns in the contract's order and types."""
-    arrays = {}
-    for column in contract.columns:
-        values = parsed.columns[column.name]
-        if column.type in ("number", "integer", "boolean"):
-            arrays[column.name] = pa.array(values, type=pa.float64(), from_pandas=True)
-        elif column.type == "datetime":
-            arrays[column.name] = pa.array(values, type=pa.timestamp("ns", tz="UTC"))
-        else:
-            arrays[column.name] = pa.array(values, type=pa.string())
+def arrow(parsed: ParsedDataset, contract: DatasetContract) -> pa.Table:
+    """``parsed`` as the snapshot's table: the one the typed reader built, as it is,
+    or one built from numpy columns (the reporting path, a subset of rows)."""
+    if isinstance(parsed.columns, table.TableColumns):
+        return parsed.columns.table
+    return table.from_numpy(parsed.columns, contract)
+
+
+def encode(data: pa.Table) -> bytes:
+    """``data`` (columns in the contract's order and types) as Parquet bytes."""
     sink = io.BytesIO()
     pq.write_table(
-        pa.table(arrays),
+        data,
         sink,
         row_group_size=ROW_GROUP_ROWS,
         compression="zstd",
@@ -63,29 +62,24 @@ def encode(parsed: ParsedDataset, contract: DatasetContract) -> bytes:
 
 
 def decode(data: bytes, contract: DatasetContract) -> ParsedDataset:
-    """The typed columns in ``data``, as validation produced them."""
-    table = pq.read_table(io.BytesIO(data))
-    columns: dict[str, np.ndarray] = {}
-    for column in contract.columns:
-        array = table.column(column.name)
-        if column.type in ("number", "integer", "boolean"):
-            columns[column.name] = array.to_numpy().astype(np.float64, copy=False)
-        elif column.type == "datetime":
-            columns[column.name] = array.to_numpy()
-        else:
-            columns[column.name] = array.to_numpy(zero_copy_only=False).astype(object)
-    return ParsedDataset(columns, table.num_rows)
+    """The typed columns in ``data``, as validation produced them; ``KeyError`` if a
+    column of ``contract`` is not there."""
+    stored = pq.read_table(io.BytesIO(data))
+    missing = [c.name for c in contract.columns if c.name not in stored.column_names]
+    if missing:
+        raise KeyError(f"the snapshot has no column {missing[0]!r}")
+    return ParsedDataset(table.TableColumns(stored, contract), stored.num_rows)
 
 
-def write(store: BlobStore, key: str, parsed: ParsedDataset, contract: DatasetContract) -> Snapshot:
+def write(store: BlobStore, key: str, checked: pa.Table) -> Snapshot:
     """Write the snapshot create-only; a snapshot already there (a redelivery after a
     crash) is kept and described, never replaced."""
-    data = encode(parsed, contract)
+    data = encode(checked)
     try:
         store.write(key, data, if_generation_match=0, content_type="application/vnd.apache.parquet")
     except PreconditionFailed:
         data = store.read(key).data
-    return Snapshot(key, store.uri(key), hashlib.sha256(data).hexdigest(), parsed.rows)
+    return Snapshot(key, store.uri(key), hashlib.sha256(data).hexdigest(), checked.num_rows)
 
 
 def read(store: BlobStore, snapshot: dict[str, Any], contract: DatasetContract) -> ParsedDataset:

@@ -18,6 +18,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
+from modelrail.dataset import table
 from modelrail.dataset.contract import Column, DatasetContract, parse_code
 
 # What the reporting path reads as booleans (it lowers the case first).
@@ -27,15 +28,16 @@ _FALSE = ["false", "False", "FALSE", "0", "no", "No", "NO"]
 
 def read(
     data: bytes, header: tuple[str, ...], contract: DatasetContract
-) -> tuple[dict[str, np.ndarray], int] | None:
-    """The typed columns of ``data`` (rows without a target dropped) and the number of
-    rows its file holds, if it meets ``contract`` through and through; otherwise None:
-    the reporting path decides and names every problem. ``header`` holds the names
-    as ``checks.header_of`` reads them."""
+) -> tuple[pa.Table, int] | None:
+    """The checked table of ``data`` (columns in the contract's order and ``table``'s
+    types, rows without a target dropped) and the number of rows its file holds, if it
+    meets ``contract`` through and through; otherwise None: the reporting path decides
+    and names every problem. ``header`` holds the names as ``checks.header_of`` reads
+    them."""
     names = [c.name for c in contract.columns]
     if sorted(header) != sorted(names):
         return None
-    types = {c.name: _arrow_type(c) for c in contract.columns}
+    types = {c.name: _csv_type(c) for c in contract.columns}
     options = pacsv.ConvertOptions(
         column_types=types,
         null_values=list(contract.null_tokens),
@@ -45,40 +47,40 @@ def read(
         false_values=_FALSE,
     )
     try:
-        table = pacsv.read_csv(pa.BufferReader(data), convert_options=options)
+        read_table = pacsv.read_csv(pa.BufferReader(data), convert_options=options)
     except (pa.ArrowInvalid, pa.ArrowTypeError, UnicodeDecodeError):
         return None
-    if set(table.column_names) != set(names) or len(table) == 0:
+    if set(read_table.column_names) != set(names) or len(read_table) == 0:
         return None  # names padded with spaces, or a byte-order mark read into one
-    missing_target = np.asarray(table.column(contract.target).is_null())
+    missing_target = np.asarray(read_table.column(contract.target).is_null())
     if missing_target.mean() > contract.max_missing_target_fraction:
         return None
     kept = ~missing_target
-    rows = int(kept.sum())
-    if rows < contract.min_rows:
+    if int(kept.sum()) < contract.min_rows:
         return None
-    columns: dict[str, np.ndarray] = {}
+    arrays = {}
     for column in contract.columns:
-        values = _column(table.column(column.name), column, column.name == contract.target)
-        if values is None:
+        array = _column(read_table.column(column.name), column, column.name == contract.target)
+        if array is None:
             return None
-        columns[column.name] = values if kept.all() else values[kept]
-    return columns, len(table)
+        arrays[column.name] = array
+    checked = pa.table(arrays)
+    return (checked if kept.all() else checked.filter(pa.array(kept))), len(read_table)
 
 
-def _arrow_type(column: Column) -> pa.DataType:
-    if column.type in ("number", "integer"):
-        return pa.float64()
+def _csv_type(column: Column) -> pa.DataType:
     if column.type == "boolean":
         return pa.bool_()
-    if column.type == "category":
-        return pa.dictionary(pa.int32(), pa.string())
-    return pa.string()
+    if column.type == "datetime":
+        return pa.string()  # parsed as the reporting path parses it (below)
+    return table.arrow_type(column)
 
 
-def _column(array: pa.ChunkedArray, column: Column, is_target: bool) -> np.ndarray | None:
-    """``column``'s values as the reporting path gives them, or None if any value would
-    be a problem there."""
+def _column(
+    array: pa.ChunkedArray, column: Column, is_target: bool
+) -> pa.ChunkedArray | pa.Array | None:
+    """``column`` in the table's type, with the values the reporting path gives, or
+    None if any value would be a problem there."""
     if array.null_count and not column.nullable and not is_target:
         return None
     if column.type in ("number", "integer"):
@@ -95,9 +97,9 @@ def _column(array: pa.ChunkedArray, column: Column, is_target: bool) -> np.ndarr
             return None
         if column.max is not None and (present > column.max).any():
             return None
-        return numbers
+        return array
     if column.type == "boolean":
-        return np.asarray(array.cast(pa.float64()).to_numpy(), dtype=np.float64)
+        return array.cast(pa.float64())
     if column.type == "category":
         return _categories(array.combine_chunks(), column)
     if pc.any(pc.not_equal(pc.utf8_trim_whitespace(array), array)).as_py():
@@ -107,18 +109,18 @@ def _column(array: pa.ChunkedArray, column: Column, is_target: bool) -> np.ndarr
         stamps = pd.to_datetime(text, format="ISO8601", utc=True, errors="coerce")
         if stamps.isna().sum() != array.null_count:
             return None
-        return stamps.to_numpy()
-    return np.asarray(array.to_numpy(zero_copy_only=False), dtype=object)
+        return pa.array(stamps, type=table.arrow_type(column))
+    return array
 
 
-def _categories(array: pa.DictionaryArray, column: Column) -> np.ndarray | None:
+def _categories(array: pa.DictionaryArray, column: Column) -> pa.DictionaryArray | None:
+    """The values as indices into the contract's categories: each spelling in the file
+    is looked up once (numeric codes in their canonical spelling)."""
     spelled = array.dictionary.to_pylist()
     if column.numeric_codes:
         spelled = [parse_code(value) or value for value in spelled]
-    allowed = set(column.categories)
-    if any(value not in allowed for value in spelled):
+    position = {category: index for index, category in enumerate(column.categories)}
+    if any(value not in position for value in spelled):
         return None
-    lookup = np.asarray([*spelled, None], dtype=object)
-    indices = pc.fill_null(array.indices, len(spelled)).to_numpy()
-    values: np.ndarray = lookup[indices]
-    return values
+    remap = pa.array([position[value] for value in spelled], type=table.INDEX_TYPE)
+    return table.categories(pc.take(remap, array.indices), column)

@@ -72,10 +72,10 @@ def handle(
     }
     report_uri = runs.save_report(event.run_id, "evaluation", report)
     # The rows it was judged on, for register to keep as the version's reference set.
-    judged = ParsedDataset({k: v[holdout] for k, v in parsed.columns.items()}, len(holdout))
+    judged = snapshot.arrow(parsed, config.contract).take(holdout)
     store.write(
         runs.snapshot_key(event.run_id, REFERENCE),
-        snapshot.encode(judged, config.contract),
+        snapshot.encode(judged),
         content_type="application/vnd.apache.parquet",
     )
     if not blessed:

@@ -10,6 +10,7 @@ import hashlib
 from typing import Any
 
 import orjson
+import pyarrow as pa
 
 from modelrail.config import PipelineConfig, canonical_json
 from modelrail.dataset import checks, profile, snapshot
@@ -68,7 +69,8 @@ def handle(
             f"{dataset['uri']} breaks contract {report.contract!r}: {summary}",
             {"report_uri": report_uri, **report.to_dict()},
         )
-    champion, table = _drift(config, registry, parsed)
+    checked = snapshot.arrow(parsed, contract)
+    champion, table = _drift(config, registry, checked)
     drift = {"champion": champion, "columns": table}
     report_uri = runs.save_report(
         run_id, "validation", {"dataset": dataset, **report.to_dict(), "drift": drift}
@@ -82,10 +84,10 @@ def handle(
             {"report_uri": report_uri, "reasons": [f"{c} drifted" for c in failing], **drift},
         )
     store = runs.store
-    written = snapshot.write(store, runs.snapshot_key(run_id, SNAPSHOT), parsed, contract)
+    written = snapshot.write(store, runs.snapshot_key(run_id, SNAPSHOT), checked)
     store.write(
         runs.snapshot_key(run_id, PROFILE),
-        canonical_json(profile.profile(parsed, contract)),
+        canonical_json(profile.profile(checked, contract)),
         content_type="application/json",
     )
     dataset["snapshot"] = written.to_dict()
@@ -110,7 +112,7 @@ def handle(
 
 
 def _drift(
-    config: PipelineConfig, registry: Registry, parsed: checks.ParsedDataset
+    config: PipelineConfig, registry: Registry, checked: pa.Table
 ) -> tuple[int | None, list[Any]]:
     """The champion's version and, per column, how far this data moved from its
     training data (empty for the first model, or a champion with no profile)."""
@@ -121,7 +123,7 @@ def _drift(
     if baseline is None:
         return champion.version, []
     table = profile.drift(
-        orjson.loads(baseline), parsed, config.contract, config.drift_columns, config.drift
+        orjson.loads(baseline), checked, config.contract, config.drift_columns, config.drift
     )
     return champion.version, table
 
