@@ -314,6 +314,23 @@ def test_plan_builds_the_event_graph_of_topology_yaml(plan: dict[str, Any]) -> N
     assert planned_names("google_cloud_run_v2_service") == {"modelrail-staging"}
 
 
+
+@pytest.mark.parametrize(
+    "variable",
+    ["environment=dev; echo INJECTED", "tf_state_bucket=b$(id)", "region=europe-west1 x"],
+)
+def test_plan_refuses_a_substitution_outside_its_allow_list(
+    workspace: Workspace, variable: str
+) -> None:
+    """The build triggers hand these to Cloud Build as substitutions."""
+    completed = workspace.terraform(
+        "plan", "-input=false", "-no-color", f"-var-file={PLAN_VARS}", f"-var={variable}"
+    )
+
+    assert completed.returncode != 0
+    assert "Invalid value for variable" in completed.stderr, completed.stderr[-2000:]
+
+
 # ------------------------------------------------------------------ mutations
 
 # Each mutation: (file under terraform/, text replaced, replacement, the diagnostic's
