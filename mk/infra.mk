@@ -81,13 +81,34 @@ tf-apply: stage ## terraform apply for terraform/envs/$(TF_ENV) (after tf-init)
 provider-schema: $(STAMP) ## Rebuild terraform/testing/*.schema.json.gz from the providers' CDK bindings
 	$(BIN)/python scripts/provider_schema.py
 
-# The images and the Cloud Build steps run one Python patch release, named by exact tag
-# (a digest cannot be looked up offline). Docker's official python images are rebuilt
-# under the same tag for Debian's point releases; a new Python patch release needs a new
-# tag: `make python-version PYTHON_PATCH=3.11.N`, then `make test` (docs/deploy.md).
+# The images and the Cloud Build steps run one Python patch release, named by exact tag.
+# A new Python patch release needs a new tag: `make python-version PYTHON_PATCH=3.11.N`
+# drops the old tag's digests, then `make image-digests` and `make test` (docs/deploy.md).
 .PHONY: python-version
 python-version: ## Move the Dockerfiles and Cloud Build to Python $(PYTHON_PATCH)
 	@echo '$(python_patch)' | grep -qxE '3\.11\.[0-9]+' \
 		|| { echo "set PYTHON_PATCH to a 3.11 patch release, e.g. PYTHON_PATCH=3.11.18"; exit 1; }
-	sed -i -E 's/^(FROM[[:space:]]+python:)3\.11\.[0-9]+-/\1$(python_patch)-/' services/*/Dockerfile
+	sed -i -E 's/^(FROM[[:space:]]+python:)3\.11\.[0-9]+-([a-z-]+)(@sha256:[0-9a-f]+)?/\1$(python_patch)-\2/' services/*/Dockerfile
 	sed -i -E 's/^(  _PYTHON_VERSION: ).*/\1$(python_patch)/' cloudbuild/*.yaml
+	sed -i -E 's/^([ -]*name: python:\$$\{_PYTHON_VERSION\}-[a-z-]+)@sha256:[0-9a-f]+/\1/' cloudbuild/*.yaml
+
+# The images install only hash-pinned requirements (pip --require-hashes): each
+# requirements.lock is compiled from its requirements.txt and constraints.txt with the
+# hashes of the files PyPI publishes for Linux x86_64 (the Cloud Build machines).
+# Needs PyPI; run after changing a requirements.txt or constraints.txt (a test fails
+# while a lock names other versions than its sources).
+IMAGE_LOCKS := services/staging/requirements services/staging/build-requirements \
+	services/train-job/requirements
+.PHONY: image-requirements
+image-requirements: $(STAMP) ## Compile the images' hash-pinned requirements.lock files (needs PyPI)
+	$(foreach lock,$(IMAGE_LOCKS),$(BIN)/uv pip compile --quiet --generate-hashes \
+		--python-version 3.11 --python-platform x86_64-manylinux_2_28 --only-binary :all: \
+		--custom-compile-command 'make image-requirements' -c constraints.txt \
+		$(lock).txt -o $(lock).lock &&) true
+
+# Every image the builds pull, pinned by the digest its registry serves for its tag now
+# (scripts/image_digests.py). Needs the registries; run it to take rebuilt tags or after
+# a version changes. tests/infra fails on an image without a digest.
+.PHONY: image-digests
+image-digests: $(STAMP) ## Pin every Dockerfile FROM and Cloud Build step image by digest (needs the registries)
+	$(BIN)/python scripts/image_digests.py

@@ -58,8 +58,9 @@ SHELLS = ("sh", "bash")
 
 
 def image_key(name: str) -> tuple[str, str]:
-    """("python", "-bookworm") for ``python:${_PYTHON_VERSION}-bookworm``."""
-    repository, _, tag = name.partition(":")
+    """("python", "-bookworm") for ``python:${_PYTHON_VERSION}-bookworm``, with or
+    without its ``@sha256:`` digest."""
+    repository, _, tag = name.split("@", 1)[0].partition(":")
     return repository, _LEADING_VERSION.sub("", tag)
 
 
