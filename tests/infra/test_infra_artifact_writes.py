@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
+from modelrail.bootstrap import bootstrap
 from modelrail.config import Settings
 from modelrail.logs import PipelineContextFilter
-from modelrail.runtime.embedded import build
 from tests.fakes import FakeDeployer, InMemoryStorage, InMemoryStore
 from tests.infra.conftest import TERRAFORM_DIR
 from tests.infra.infra_checks import Terraform, artifact_write_objects
@@ -50,7 +50,9 @@ def recorded(settings: Settings) -> tuple[Harness, RecordingStore]:
     artifacts = RecordingStore(settings.artifact_bucket)
     storage.stores[settings.artifact_bucket] = artifacts
     deployer = FakeDeployer()
-    container = build(settings, storage_factory=lambda: storage, deployer_factory=lambda: deployer)
+    container = bootstrap(
+        settings, storage_factory=lambda: storage, deployer_factory=lambda: deployer
+    )
     return Harness(container, storage, deployer), artifacts
 
 
