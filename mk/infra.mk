@@ -11,6 +11,33 @@ CHECKOV := $(CHECKOV_VENV)/bin/checkov
 TERRAFORM ?= terraform
 TF_ENV ?= dev
 
+# Values that reach a shell (from the command line, or Cloud Build's substitutions via
+# `make ... TF_ENV=${_TF_ENV}`) are checked against an allow-list of characters by make
+# itself, before any recipe line runs, and are quoted where they are used: a value such
+# as `dev; echo INJECTED` or `$(shell ...)` stops make with an error instead of running.
+# $(value NAME) reads the text as given, so a make function inside it is never expanded.
+ENV_NAME_CHARS := a b c d e f g h i j k l m n o p q r s t u v w x y z 0 1 2 3 4 5 6 7 8 9 - _
+BUCKET_NAME_CHARS := $(ENV_NAME_CHARS) .
+VERSION_CHARS := 0 1 2 3 4 5 6 7 8 9 .
+# $(call without,TEXT,CHARS): TEXT with every one of CHARS removed.
+without = $(if $(2),$(call without,$(subst $(firstword $(2)),,$(1)),$(wordlist 2,$(words $(2)),$(2))),$(1))
+# $(call checked,NAME,CHARS,HINT): NAME's value if it is non-empty and made of CHARS only.
+checked = $(if $(and $(value $(1)),$(if $(call without,$(value $(1)),$(2)),,ok)),$(value $(1)),$(error $(1)="$(value $(1))": $(3) (only the characters $(subst $() ,,$(2)))))
+tf_env = $(call checked,TF_ENV,$(ENV_NAME_CHARS),set TF_ENV to an environment under terraform/envs)
+tf_state_bucket = $(call checked,TF_STATE_BUCKET,$(BUCKET_NAME_CHARS),set TF_STATE_BUCKET to the Terraform state bucket)
+python_patch = $(call checked,PYTHON_PATCH,$(VERSION_CHARS),set PYTHON_PATCH to a 3.11 patch release such as 3.11.18)
+# Checked while the makefiles are read, so a refused value stops make before any recipe
+# (`make stage` of tf-apply included) runs.
+ifneq ($(filter tf-init tf-plan tf-apply,$(MAKECMDGOALS)),)
+$(if $(tf_env),)
+endif
+ifneq ($(filter tf-init,$(MAKECMDGOALS)),)
+$(if $(tf_state_bucket),)
+endif
+ifneq ($(filter python-version,$(MAKECMDGOALS)),)
+$(if $(python_patch),)
+endif
+
 TEST_PREREQS += $(CHECKOV)
 
 $(CHECKOV): $(CHECKOV_CONSTRAINTS)
@@ -36,17 +63,16 @@ tf-fmt: ## Format the Terraform code
 
 .PHONY: tf-init
 tf-init: ## terraform init for terraform/envs/$(TF_ENV) (needs TF_STATE_BUCKET)
-	@test -n "$(TF_STATE_BUCKET)" || { echo "set TF_STATE_BUCKET to the Terraform state bucket"; exit 1; }
-	$(TERRAFORM) -chdir=terraform/envs/$(TF_ENV) init -input=false \
-		-backend-config="bucket=$(TF_STATE_BUCKET)" -backend-config="prefix=modelrail/$(TF_ENV)"
+	$(TERRAFORM) -chdir='terraform/envs/$(tf_env)' init -input=false \
+		-backend-config='bucket=$(tf_state_bucket)' -backend-config='prefix=modelrail/$(tf_env)'
 
 .PHONY: tf-plan
 tf-plan: stage ## terraform plan for terraform/envs/$(TF_ENV) (after tf-init)
-	$(TERRAFORM) -chdir=terraform/envs/$(TF_ENV) plan -input=false -out=tfplan
+	$(TERRAFORM) -chdir='terraform/envs/$(tf_env)' plan -input=false -out=tfplan
 
 .PHONY: tf-apply
 tf-apply: stage ## terraform apply for terraform/envs/$(TF_ENV) (after tf-init)
-	$(TERRAFORM) -chdir=terraform/envs/$(TF_ENV) apply -input=false -auto-approve
+	$(TERRAFORM) -chdir='terraform/envs/$(tf_env)' apply -input=false -auto-approve
 
 # The provider schemas the offline validate/plan serves (tests/infra/standin), rebuilt
 # from the providers' CDK bindings on PyPI: a 49 MB download for google. Run it after
@@ -55,13 +81,34 @@ tf-apply: stage ## terraform apply for terraform/envs/$(TF_ENV) (after tf-init)
 provider-schema: $(STAMP) ## Rebuild terraform/testing/*.schema.json.gz from the providers' CDK bindings
 	$(BIN)/python scripts/provider_schema.py
 
-# The images and the Cloud Build steps run one Python patch release, named by exact tag
-# (a digest cannot be looked up offline). Docker's official python images are rebuilt
-# under the same tag for Debian's point releases; a new Python patch release needs a new
-# tag: `make python-version PYTHON_PATCH=3.11.N`, then `make test` (docs/deploy.md).
+# The images and the Cloud Build steps run one Python patch release, named by exact tag.
+# A new Python patch release needs a new tag: `make python-version PYTHON_PATCH=3.11.N`
+# drops the old tag's digests, then `make image-digests` and `make test` (docs/deploy.md).
 .PHONY: python-version
 python-version: ## Move the Dockerfiles and Cloud Build to Python $(PYTHON_PATCH)
-	@echo "$(PYTHON_PATCH)" | grep -qxE '3\.11\.[0-9]+' \
+	@echo '$(python_patch)' | grep -qxE '3\.11\.[0-9]+' \
 		|| { echo "set PYTHON_PATCH to a 3.11 patch release, e.g. PYTHON_PATCH=3.11.18"; exit 1; }
-	sed -i -E 's/^(FROM[[:space:]]+python:)3\.11\.[0-9]+-/\1$(PYTHON_PATCH)-/' services/*/Dockerfile
-	sed -i -E 's/^(  _PYTHON_VERSION: ).*/\1$(PYTHON_PATCH)/' cloudbuild/*.yaml
+	sed -i -E 's/^(FROM[[:space:]]+python:)3\.11\.[0-9]+-([a-z-]+)(@sha256:[0-9a-f]+)?/\1$(python_patch)-\2/' services/*/Dockerfile
+	sed -i -E 's/^(  _PYTHON_VERSION: ).*/\1$(python_patch)/' cloudbuild/*.yaml
+	sed -i -E 's/^([ -]*name: python:\$$\{_PYTHON_VERSION\}-[a-z-]+)@sha256:[0-9a-f]+/\1/' cloudbuild/*.yaml
+
+# The images install only hash-pinned requirements (pip --require-hashes): each
+# requirements.lock is compiled from its requirements.txt and constraints.txt with the
+# hashes of the files PyPI publishes for Linux x86_64 (the Cloud Build machines).
+# Needs PyPI; run after changing a requirements.txt or constraints.txt (a test fails
+# while a lock names other versions than its sources).
+IMAGE_LOCKS := services/staging/requirements services/staging/build-requirements \
+	services/train-job/requirements
+.PHONY: image-requirements
+image-requirements: $(STAMP) ## Compile the images' hash-pinned requirements.lock files (needs PyPI)
+	$(foreach lock,$(IMAGE_LOCKS),$(BIN)/uv pip compile --quiet --generate-hashes \
+		--python-version 3.11 --python-platform x86_64-manylinux_2_28 --only-binary :all: \
+		--custom-compile-command 'make image-requirements' -c constraints.txt \
+		$(lock).txt -o $(lock).lock &&) true
+
+# Every image the builds pull, pinned by the digest its registry serves for its tag now
+# (scripts/image_digests.py). Needs the registries; run it to take rebuilt tags or after
+# a version changes. tests/infra fails on an image without a digest.
+.PHONY: image-digests
+image-digests: $(STAMP) ## Pin every Dockerfile FROM and Cloud Build step image by digest (needs the registries)
+	$(BIN)/python scripts/image_digests.py

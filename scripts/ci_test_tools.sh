@@ -14,6 +14,11 @@
 set -euo pipefail
 
 gcloud_version="${1:?usage: scripts/ci_test_tools.sh GCLOUD_VERSION}"
+# The version comes from a Cloud Build substitution: only a version number goes further.
+if [[ ! "$gcloud_version" =~ ^[0-9]+\.[0-9]+\.[0-9]+$ ]]; then
+    echo "GCLOUD_VERSION must be a version number such as 528.0.0, got: $gcloud_version" >&2
+    exit 2
+fi
 keyring=/usr/share/keyrings/cloud.google.gpg
 
 export DEBIAN_FRONTEND=noninteractive

@@ -5,6 +5,20 @@ from __future__ import annotations
 from typing import Any
 
 PUBLIC_MEMBERS = ("allUsers", "allAuthenticatedUsers")
+# Predefined roles holding storage.objects.create, .update or .delete on a bucket's objects.
+OBJECT_WRITE_ROLES = frozenset(
+    {
+        "roles/storage.admin",
+        "roles/storage.objectAdmin",
+        "roles/storage.objectCreator",
+        "roles/storage.objectUser",
+        "roles/storage.legacyBucketOwner",
+        "roles/storage.legacyBucketWriter",
+        "roles/storage.legacyObjectOwner",
+    }
+)
+# How a condition limits a grant to some objects: projects/_/buckets/<b>/objects/<prefix>.
+OBJECT_NAME_CONDITION = "resource.name.startsWith("
 
 
 def first(conf: dict[str, Any], key: str) -> Any:

@@ -58,8 +58,9 @@ SHELLS = ("sh", "bash")
 
 
 def image_key(name: str) -> tuple[str, str]:
-    """("python", "-bookworm") for ``python:${_PYTHON_VERSION}-bookworm``."""
-    repository, _, tag = name.partition(":")
+    """("python", "-bookworm") for ``python:${_PYTHON_VERSION}-bookworm``, with or
+    without its ``@sha256:`` digest."""
+    repository, _, tag = name.split("@", 1)[0].partition(":")
     return repository, _LEADING_VERSION.sub("", tag)
 
 
@@ -146,4 +147,23 @@ def suite_problems(
     for package in SUITE_TOOLS:
         if not re.search(rf"(^|[\s\"]){re.escape(package)}([=\s\"]|$)", install_lines):
             problems.append(f"{SUITE_TOOLS_SCRIPT}: does not apt-get install {package}")
+    return problems
+
+
+def script_substitution_problems(build: dict[str, Any], source: Path) -> list[str]:
+    """No step's ``sh -c`` / ``bash -c`` script holds a substitution in its text.
+
+    Cloud Build pastes a substitution (``${_TF_ENV}``, ``$COMMIT_SHA``) into the script
+    before the shell reads it, so its value would run as code; a step hands it over in
+    ``env`` and the script reads the variable (``$$NAME``, which Cloud Build turns into
+    ``$NAME``)."""
+    problems = []
+    for step in build["steps"]:
+        program, args = step_program(step)
+        if program not in SHELLS or len(args) < 2 or args[0] != "-c":
+            continue
+        pasted = re.findall(r"\$\{?[A-Za-z_][A-Za-z0-9_]*\}?", args[1].replace("$$", ""))
+        if pasted:
+            where = f"{source.name}: step {step.get('id', step['name'])}"
+            problems.append(f"{where}: its script has {', '.join(pasted)} pasted in (use env)")
     return problems

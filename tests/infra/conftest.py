@@ -45,6 +45,35 @@ resource "google_pubsub_subscription" "audit" {
 }
 """
 
+# A stage account allowed to write anywhere in the artifact bucket: the checks must catch it.
+UNCONDITIONAL_WRITE = """
+resource "google_storage_bucket_iam_member" "validate_writes_anywhere" {
+  bucket = local.buckets.artifacts
+  role   = "roles/storage.objectUser"
+  member = "serviceAccount:${google_service_account.stage["validate"].email}"
+}
+"""
+
+# A pull-request trigger running as the deployer: the checks must catch it.
+PULL_REQUESTS_AS_DEPLOYER = """
+resource "google_cloudbuild_trigger" "pr_as_deployer" {
+  project         = var.project_id
+  location        = var.location
+  name            = "${var.name_prefix}-pr-as-deployer"
+  filename        = "cloudbuild/pr-checks.yaml"
+  service_account = var.deploy_service_account_id
+
+  github {
+    owner = var.github_owner
+    name  = var.github_repository
+
+    pull_request {
+      branch = "^${var.branch}$"
+    }
+  }
+}
+"""
+
 
 def tool(name: str) -> str:
     """A command-line tool from the project's environment or PATH; missing fails."""
@@ -74,11 +103,17 @@ def mutate(terraform_copy: Path, relative_file: str, extra_hcl: str) -> Path:
 MUTATIONS: dict[str, tuple[str, str]] = {
     "public_invoker": ("modules/run_service", PUBLIC_INVOKER),
     "no_dead_letter": ("modules/pubsub", SUBSCRIPTION_WITHOUT_DEAD_LETTER),
+    "unconditional_write": ("envs/dev", UNCONDITIONAL_WRITE),
+    "pull_requests_as_deployer": ("modules/cloudbuild_triggers", PULL_REQUESTS_AS_DEPLOYER),
 }
 # The resource each mutation adds, as checkov names it.
 MUTATED_RESOURCES = {
     "public_invoker": "module.staging_service.google_cloud_run_v2_service_iam_member.public",
     "no_dead_letter": "module.pubsub.google_pubsub_subscription.audit",
+    "unconditional_write": "google_storage_bucket_iam_member.validate_writes_anywhere",
+    "pull_requests_as_deployer": (
+        "module.cloudbuild_triggers.google_cloudbuild_trigger.pr_as_deployer"
+    ),
 }
 
 

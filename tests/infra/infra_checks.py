@@ -16,6 +16,8 @@ from typing import Any
 import hcl2
 import yaml
 
+from terraform.policies._common import OBJECT_NAME_CONDITION, OBJECT_WRITE_ROLES
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PUBLIC_MEMBERS = ("allUsers", "allAuthenticatedUsers")
 # The runtime identities of the pipeline: none may hold any project-level role.
@@ -342,6 +344,11 @@ def stage_grants(tf: Terraform) -> tuple[set[tuple[str, str]], set[tuple[str, st
         member = str(resource.body.get("member", resource.body.get("members", "")))
         if is_literal(role):
             accounts = STAGE_REF.findall(member)
+            if "stage[each.key]" in member:
+                table = re.fullmatch(r"\$\{local\.(\w+)\}", squash(resource.body.get("for_each")))
+                if table is None:
+                    raise AssertionError(f"{resource.address}: each.key from an unknown for_each")
+                accounts += [unquote(key) for key in env_locals.get(table.group(1), {})]
             var_ref = re.search(r"\$\{var\.(\w+)\}", member)
             if not accounts and var_ref and resource.directory != env.directory:
                 for call in module_args.get(resource.directory.resolve(), []):
@@ -402,3 +409,105 @@ def documented_grants(deploy_md: Path) -> set[tuple[str, str, str]]:
         account, role, scope = cells[0].strip("`"), cells[1].strip("`"), cells[2]
         rows.add((account, role, "project" if scope.lower().startswith("project") else "resource"))
     return rows
+
+
+# ------------------------------------------------------------------ least privilege
+
+REGISTRY_WRITER = "register"
+# The one object of the registry another stage may write: deploy moves the staging alias.
+ALIAS_OBJECT = re.compile(r"models/\$\{var\.model_name\}/aliases/\w+\.json")
+
+
+def _roles(resource: Resource, env_locals: dict[str, Any]) -> list[str]:
+    """The roles an IAM resource grants: its literal role, or its grant table's."""
+    role = resource.body.get("role", "")
+    if is_literal(role):
+        return [unquote(role)]
+    table = re.search(r"inlocal\.(\w+)", squash(resource.body.get("for_each", "")))
+    rows = env_locals.get(table.group(1), []) if table else []
+    return [unquote(row["role"]) for row in rows if isinstance(row, dict)]
+
+
+def bucket_write_problems(tf: Terraform) -> list[str]:
+    """Object writes on a bucket are granted only under a condition on object names, and
+    only register writes the registry (models/); a stage writes no whole run (runs/)."""
+    env_locals = tf.module("envs/dev").locals if (tf.root / "envs" / "dev").is_dir() else {}
+    problems = []
+    for resource in tf.resources:
+        if not resource.type.startswith("google_storage_bucket_iam_"):
+            continue
+        writes = sorted(set(_roles(resource, env_locals)) & OBJECT_WRITE_ROLES)
+        condition = (resource.body.get("condition") or [{}])[0]
+        if writes and OBJECT_NAME_CONDITION not in str(condition.get("expression", "")):
+            problems.append(f"{resource.address}: {writes} with no condition on object names")
+    for key, scope in env_locals.get("artifact_writes", {}).items():
+        account = unquote(key)
+        for prefix in (unquote(p) for p in scope.get("prefixes", [])):
+            if prefix.startswith("models/") and account != REGISTRY_WRITER:
+                if not ALIAS_OBJECT.fullmatch(prefix):
+                    problems.append(f"{account} writes the registry: {prefix}")
+            elif not prefix.startswith("models/"):
+                problems.append(f"{account} writes every object under {prefix}")
+    return problems
+
+
+PR_BUILD = "pr_build"
+PR_BUILD_ROLES = frozenset({"roles/logging.logWriter"})
+
+
+def pr_build_problems(tf: Terraform) -> list[str]:
+    """Pull-request triggers run as the pull-request build account, which holds nothing
+    but build logs: no admin role, no actAs, no bucket."""
+    env = tf.module("envs/dev")
+    call = env.module_calls.get("cloudbuild_triggers", {})
+    expected = f'${{google_service_account.stage["{PR_BUILD}"].id}}'
+    problems = []
+    for resource in tf.resources:
+        if resource.type != "google_cloudbuild_trigger":
+            continue
+        github = (resource.body.get("github") or [{}])[0]
+        if "pull_request" not in github:
+            continue
+        account = squash(resource.body.get("service_account", ""))
+        variable = re.fullmatch(r"\$\{var\.(\w+)\}", account)
+        if variable:
+            account = squash(call.get(variable.group(1), ""))
+        if account != expected:
+            problems.append(
+                f"{resource.address}: pull requests build as {account or 'the default'}"
+            )
+    scoped, project = stage_grants(tf)
+    problems += [
+        f"{PR_BUILD} holds {role} on a resource"
+        for account, role in sorted(scoped)
+        if account == PR_BUILD
+    ]
+    problems += [
+        f"{PR_BUILD} holds {role} at project level"
+        for account, role in sorted(project)
+        if account == PR_BUILD and role not in PR_BUILD_ROLES
+    ]
+    return problems
+
+
+def artifact_write_objects(tf: Terraform) -> dict[str, set[str]]:
+    """{stage: the objects it may write}, as the IAM table spells them: ``runs/*/<name>``
+    for an object of any run, ``<prefix>*`` for a prefix, ``<model>`` for the model."""
+    written: dict[str, set[str]] = {}
+    for key, scope in tf.module("envs/dev").locals.get("artifact_writes", {}).items():
+        names = {f"runs/*/{unquote(name)}" for name in scope.get("run_objects", [])}
+        for prefix in (unquote(p) for p in scope.get("prefixes", [])):
+            name = prefix.replace("${var.model_name}", "<model>")
+            names.add(f"{name}*" if name.endswith("/") else name)
+        written[unquote(key)] = names
+    return written
+
+
+def documented_artifact_writes(deploy_md: Path) -> dict[str, set[str]]:
+    """{account: the objects its conditional objectUser row names} from the IAM table."""
+    written: dict[str, set[str]] = {}
+    for line in deploy_md.read_text().splitlines():
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        if len(cells) >= 3 and cells[1] == "`roles/storage.objectUser`":
+            written[cells[0].strip("`")] = set(re.findall(r"`([^`]+)`", cells[2]))
+    return written

@@ -11,7 +11,7 @@ from tests.infra.conftest import MUTATED_RESOURCES
 
 pytestmark = [pytest.mark.infra, pytest.mark.xdist_group("checkov")]
 
-CUSTOM_CHECKS = {"CKV_MR_1", "CKV_MR_2", "CKV_MR_3"}
+CUSTOM_CHECKS = {"CKV_MR_1", "CKV_MR_2", "CKV_MR_3", "CKV_MR_4", "CKV_MR_5"}
 
 
 def _describe(checks: list[dict[str, Any]]) -> str:
@@ -41,10 +41,30 @@ def test_custom_policies_ran(checkov_results: dict[str, dict[str, Any]]) -> None
 
 @pytest.mark.parametrize(
     ("mutation", "check_id"),
-    [("public_invoker", "CKV_MR_1"), ("no_dead_letter", "CKV_MR_3")],
+    [
+        ("public_invoker", "CKV_MR_1"),
+        ("no_dead_letter", "CKV_MR_3"),
+        ("unconditional_write", "CKV_MR_4"),
+        ("pull_requests_as_deployer", "CKV_MR_5"),
+    ],
 )
 def test_a_broken_copy_fails(
     checkov_results: dict[str, dict[str, Any]], mutation: str, check_id: str
 ) -> None:
     failed = {(c["check_id"], c["resource"]) for c in checkov_results["broken"]["failed_checks"]}
     assert (check_id, MUTATED_RESOURCES[mutation]) in failed, f"{mutation}: {check_id} passed"
+
+
+@pytest.mark.parametrize(
+    ("check_id", "resource"),
+    [
+        ("CKV_MR_4", 'google_storage_bucket_iam_member.artifact_writes["validate"]'),
+        ("CKV_MR_4", 'google_storage_bucket_iam_member.artifact_writes["register"]'),
+        ("CKV_MR_5", "module.cloudbuild_triggers.google_cloudbuild_trigger.pr_checks"),
+    ],
+)
+def test_the_real_grants_pass(
+    checkov_results: dict[str, dict[str, Any]], check_id: str, resource: str
+) -> None:
+    passed = {(c["check_id"], c["resource"]) for c in checkov_results["real"]["passed_checks"]}
+    assert (check_id, resource) in passed, f"{check_id} did not pass on {resource}"

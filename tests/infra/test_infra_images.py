@@ -1,18 +1,22 @@
-"""The images: one Python patch release everywhere, and a re-run of a commit's deploy
-build that finds its images already pushed (immutable tags) succeeds."""
+"""The images: one Python patch release everywhere, every image pinned by digest, every
+package installed against its hash, and a re-run of a commit's deploy build that finds
+its images already pushed (immutable tags) succeeds."""
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 import shutil
 import subprocess
+import tomllib
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 import yaml
 
-from tests.infra.cloudbuild_steps import step_program
+from tests.infra.cloudbuild_steps import image_key, program_problems, step_program
 from tests.infra.infra_checks import REPO_ROOT
 
 pytestmark = pytest.mark.infra
@@ -157,7 +161,9 @@ def test_a_push_that_fails_for_good_fails_the_build(tmp_path: Path) -> None:
 
 def test_the_deploy_build_builds_and_pushes_only_through_commit_image() -> None:
     build = yaml.safe_load(DEPLOY.read_text())
-    docker_steps = [s for s in build["steps"] if s["name"] == "gcr.io/cloud-builders/docker"]
+    docker_steps = [
+        s for s in build["steps"] if image_key(s["name"]) == ("gcr.io/cloud-builders/docker", "")
+    ]
     assert docker_steps
     actions = set()
     for step in docker_steps:
@@ -171,3 +177,148 @@ def test_the_deploy_build_builds_and_pushes_only_through_commit_image() -> None:
         ("push", "staging:$COMMIT_SHA"),
         ("push", "train:$COMMIT_SHA"),
     }
+
+
+# ------------------------------------------------------------------ digests and hashes
+
+# Images not yet pinned by digest: resolving a digest needs the registries, which the
+# machines this was written on cannot reach. `make image-digests` pins them all; then
+# this set is empty, and any image added without a digest fails the test below.
+UNRESOLVED_IMAGES = {
+    "services/staging/Dockerfile: python:3.11.17-slim-bookworm",
+    "services/train-job/Dockerfile: python:3.11.17-slim-bookworm",
+    "cloudbuild/deploy.yaml: hashicorp/terraform:${_TERRAFORM_VERSION}",
+    "cloudbuild/deploy.yaml: python:${_PYTHON_VERSION}-bookworm",
+    "cloudbuild/deploy.yaml: gcr.io/cloud-builders/docker",
+    "cloudbuild/deploy.yaml: "
+    "gcr.io/google.com/cloudsdktool/google-cloud-cli:${_GCLOUD_VERSION}-slim",
+    "cloudbuild/pr-checks.yaml: hashicorp/terraform:${_TERRAFORM_VERSION}",
+    "cloudbuild/pr-checks.yaml: python:${_PYTHON_VERSION}-bookworm",
+}
+FAKE_DIGEST = "sha256:" + "ab" * 32
+
+
+def load_image_digests() -> ModuleType:
+    spec = importlib.util.spec_from_file_location(
+        "image_digests", REPO_ROOT / "scripts" / "image_digests.py"
+    )
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_every_image_is_pinned_by_digest_or_known_unresolved() -> None:
+    unpinned = set(load_image_digests().unpinned())
+
+    assert unpinned - UNRESOLVED_IMAGES == set(), "pin it: `make image-digests`"
+    assert UNRESOLVED_IMAGES - unpinned == set(), "pinned now: remove it from UNRESOLVED_IMAGES"
+
+
+def test_image_digests_pins_every_image_keeping_its_tag(tmp_path: Path) -> None:
+    digests = load_image_digests()
+    for relative in ("services", "cloudbuild"):
+        shutil.copytree(REPO_ROOT / relative, tmp_path / relative)
+    asked: list[str] = []
+
+    def resolve(reference: str) -> str:
+        asked.append(reference)
+        return FAKE_DIGEST
+
+    for path in digests.image_files(tmp_path):
+        digests.pin(path, resolve)
+    for path in digests.image_files(tmp_path):  # again: an old digest is replaced
+        digests.pin(path, resolve)
+
+    assert digests.unpinned(tmp_path) == []
+    assert "python:3.11.17-bookworm" in asked  # the substitution's default
+    assert not any("${" in reference for reference in asked)
+    staging = (tmp_path / "services" / "staging" / "Dockerfile").read_text()
+    assert f"FROM python:3.11.17-slim-bookworm@{FAKE_DIGEST} AS build\n" in staging
+    assert staging.count("@sha256:") == 2
+    deploy = yaml.safe_load((tmp_path / "cloudbuild" / "deploy.yaml").read_text())
+    names = {step["name"] for step in deploy["steps"]}
+    assert f"python:${{_PYTHON_VERSION}}-bookworm@{FAKE_DIGEST}" in names
+    assert f"gcr.io/cloud-builders/docker@{FAKE_DIGEST}" in names
+    assert program_problems(deploy, tmp_path / "cloudbuild" / "deploy.yaml") == []
+
+
+def test_an_image_without_a_digest_is_caught(tmp_path: Path) -> None:
+    digests = load_image_digests()
+    dockerfile = tmp_path / "services" / "web" / "Dockerfile"
+    dockerfile.parent.mkdir(parents=True)
+    dockerfile.write_text(f"FROM python:3.11.17-slim@{FAKE_DIGEST} AS build\nFROM nginx:1.27\n")
+    (tmp_path / "cloudbuild").mkdir()
+
+    assert digests.unpinned(tmp_path) == ["services/web/Dockerfile: nginx:1.27"]
+
+
+LOCK_PIN = re.compile(r"^([A-Za-z0-9._-]+)==(\S+)", re.MULTILINE)
+
+
+def pins(text: str) -> dict[str, str]:
+    return {
+        re.sub(r"[-_.]+", "-", name).lower(): version for name, version in LOCK_PIN.findall(text)
+    }
+
+
+def hashed_installs(dockerfile_text: str) -> list[str]:
+    """The requirement files every ``pip install -r`` of a Dockerfile reads, each one
+    only if the command also says ``--require-hashes``."""
+    files = []
+    for command in re.findall(r"pip install(?:[^\n\\&]|\\\n)*", dockerfile_text):
+        for requirements in re.findall(r"-r\s+(\S+)", command):
+            files.append(
+                requirements if "--require-hashes" in command else f"UNHASHED {requirements}"
+            )
+    return files
+
+
+@pytest.mark.parametrize(
+    ("dockerfile", "locks"),
+    [
+        ("services/staging/Dockerfile", ["requirements.lock", "build-requirements.lock"]),
+        ("services/train-job/Dockerfile", ["/tmp/requirements.lock"]),
+    ],
+)
+def test_images_install_only_hash_pinned_requirements(dockerfile: str, locks: list[str]) -> None:
+    assert hashed_installs((REPO_ROOT / dockerfile).read_text()) == locks
+
+
+def test_an_install_without_require_hashes_is_caught() -> None:
+    text = "RUN pip install --only-binary=:all: -r requirements.txt \\\n    && true\n"
+
+    assert hashed_installs(text) == ["UNHASHED requirements.txt"]
+
+
+@pytest.mark.parametrize(
+    "lock",
+    [
+        "services/staging/requirements.lock",
+        "services/staging/build-requirements.lock",
+        "services/train-job/requirements.lock",
+    ],
+)
+def test_every_locked_package_carries_its_hashes(lock: str) -> None:
+    text = (REPO_ROOT / lock).read_text()
+    entries = re.split(r"\n(?=[A-Za-z0-9])", text.split("\n", 2)[2])
+    assert entries
+    assert [e.split(" ", 1)[0] for e in entries if "--hash=sha256:" not in e] == []
+
+
+def test_image_locks_name_the_versions_of_their_sources() -> None:
+    """`make image-requirements` after changing a requirements.txt or constraints.txt."""
+    services = REPO_ROOT / "services"
+    constraints = pins((REPO_ROOT / "constraints.txt").read_text())
+    job = pins((services / "train-job" / "requirements.lock").read_text())
+    assert job == pins((services / "train-job" / "requirements.txt").read_text())
+    staging = pins((services / "staging" / "requirements.lock").read_text())
+    assert {name: constraints.get(name) for name in staging} == staging
+    wanted = pins((services / "staging" / "requirements.txt").read_text())
+    assert {name: staging.get(name) for name in wanted} == wanted
+    pyproject = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())
+    core = pins("\n".join(pyproject["project"]["dependencies"]))
+    assert {name: staging.get(name) for name in core} == core, "the image lacks a dependency"
+    build = pins((services / "staging" / "build-requirements.lock").read_text())
+    assert build == pins("\n".join(pyproject["build-system"]["requires"]))

@@ -248,6 +248,7 @@ def expected_instances(terraform: Terraform, tfvars: dict[str, Any]) -> collecti
             return len(tfvars["staging_service"]["invoker_members"])
         counts = {
             "${local.service_accounts}": len(env.locals["service_accounts"]),
+            "${local.artifact_writes}": len(env.locals["artifact_writes"]),
             "${local.topics}": len(topology["topics"]),
             "${local.push_subscriptions}": sum(
                 1 for s in topology["subscriptions"] if s.get("consumer")
@@ -312,6 +313,22 @@ def test_plan_builds_the_event_graph_of_topology_yaml(plan: dict[str, Any]) -> N
     }
     assert planned_names("google_cloud_run_v2_job") == {"modelrail-train"}
     assert planned_names("google_cloud_run_v2_service") == {"modelrail-staging"}
+
+
+@pytest.mark.parametrize(
+    "variable",
+    ["environment=dev; echo INJECTED", "tf_state_bucket=b$(id)", "region=europe-west1 x"],
+)
+def test_plan_refuses_a_substitution_outside_its_allow_list(
+    workspace: Workspace, variable: str
+) -> None:
+    """The build triggers hand these to Cloud Build as substitutions."""
+    completed = workspace.terraform(
+        "plan", "-input=false", "-no-color", f"-var-file={PLAN_VARS}", f"-var={variable}"
+    )
+
+    assert completed.returncode != 0
+    assert "Invalid value for variable" in completed.stderr, completed.stderr[-2000:]
 
 
 # ------------------------------------------------------------------ mutations

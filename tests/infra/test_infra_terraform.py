@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import tomllib
@@ -10,7 +11,6 @@ from pathlib import Path
 import pytest
 
 from tests.infra.conftest import (
-    MUTATIONS,
     TERRAFORM_DIR,
     break_copy,
     copy_terraform,
@@ -19,11 +19,15 @@ from tests.infra.conftest import (
 from tests.infra.infra_checks import (
     REPO_ROOT,
     Terraform,
+    artifact_write_objects,
+    bucket_write_problems,
     dead_letter_problems,
+    documented_artifact_writes,
     documented_grants,
     iam_problems,
     load_topology,
     module_style_problems,
+    pr_build_problems,
     public_member_problems,
     squash,
     topology_problems,
@@ -161,16 +165,50 @@ def test_environment_matches_what_settings_reads(terraform: Terraform) -> None:
     [
         ("public_invoker", public_member_problems),
         ("no_dead_letter", dead_letter_problems),
+        ("unconditional_write", bucket_write_problems),
+        ("pull_requests_as_deployer", pr_build_problems),
     ],
 )
 def test_structural_checks_catch_a_broken_copy(
     tmp_path: Path, mutation: str, check: object
 ) -> None:
-    module, _ = MUTATIONS[mutation]
-    shutil.copytree(TERRAFORM_DIR / module, tmp_path / "terraform" / module)
-    broken = break_copy(tmp_path / "terraform", mutation)
+    broken = break_copy(copy_terraform(tmp_path / "terraform"), mutation)
     problems = check(Terraform.load(broken))  # type: ignore[operator]
     assert problems, f"the {mutation} mutation went unnoticed"
+
+
+def test_stage_accounts_write_only_their_own_objects(terraform: Terraform) -> None:
+    assert bucket_write_problems(terraform) == []
+    assert artifact_write_objects(terraform) == documented_artifact_writes(DEPLOY_MD)
+
+
+@pytest.mark.parametrize(
+    ("account", "prefix", "problem"),
+    [
+        ("validate", "models/", "validate writes the registry: models/"),
+        (
+            "deploy",
+            "models/${var.model_name}/",
+            "deploy writes the registry: models/${var.model_name}/",
+        ),
+        ("train", "runs/", "train writes every object under runs/"),
+    ],
+)
+def test_a_stage_writing_beyond_its_objects_is_caught(
+    tmp_path: Path, account: str, prefix: str, problem: str
+) -> None:
+    copy = copy_terraform(tmp_path / "terraform")
+    iam_tf = copy / "envs" / "dev" / "iam.tf"
+    entry = re.compile(rf"(\n    {account} = \{{\n[^}}]*?prefixes\s+= )\[[^\]]*\]")
+    text, replaced = entry.subn(rf'\g<1>["{prefix}"]', iam_tf.read_text())
+    assert replaced == 1, f"iam.tf changed: no artifact_writes entry for {account}"
+    iam_tf.write_text(text)
+
+    assert problem in bucket_write_problems(Terraform.load(copy))
+
+
+def test_pull_requests_build_as_an_account_that_cannot_deploy(terraform: Terraform) -> None:
+    assert pr_build_problems(terraform) == []
 
 
 def test_removing_a_dead_letter_policy_is_caught(tmp_path: Path) -> None:

@@ -13,23 +13,60 @@ locals {
     staging         = "staging service: serves predictions of the pinned version"
     push            = "Pub/Sub push identity: the only caller allowed to invoke the stage functions"
     function_build  = "builds the stage functions' containers (Cloud Functions build service account)"
+    pr_build        = "pull-request checks in Cloud Build: runs the pull request's tests, writes build logs, deploys nothing"
   }
 
-  # Bucket-level grants. objectUser: create, read, overwrite (generation preconditions)
-  # and list objects; objectViewer: read and list.
+  # Bucket-level reads (objectViewer: read and list objects). Writes are the
+  # artifact_writes below, each limited to the objects its stage writes.
   bucket_grants = [
     { sa = "validate", bucket = "data", role = "roles/storage.objectViewer" },
-    { sa = "validate", bucket = "artifacts", role = "roles/storage.objectUser" },
-    { sa = "launch_training", bucket = "artifacts", role = "roles/storage.objectUser" },
+    { sa = "validate", bucket = "artifacts", role = "roles/storage.objectViewer" },
+    { sa = "launch_training", bucket = "artifacts", role = "roles/storage.objectViewer" },
     { sa = "train", bucket = "data", role = "roles/storage.objectViewer" },
-    { sa = "train", bucket = "artifacts", role = "roles/storage.objectUser" },
+    { sa = "train", bucket = "artifacts", role = "roles/storage.objectViewer" },
     { sa = "evaluate", bucket = "data", role = "roles/storage.objectViewer" },
-    { sa = "evaluate", bucket = "artifacts", role = "roles/storage.objectUser" },
-    { sa = "register", bucket = "artifacts", role = "roles/storage.objectUser" },
-    { sa = "deploy", bucket = "artifacts", role = "roles/storage.objectUser" },
+    { sa = "evaluate", bucket = "artifacts", role = "roles/storage.objectViewer" },
+    { sa = "register", bucket = "artifacts", role = "roles/storage.objectViewer" },
+    { sa = "deploy", bucket = "artifacts", role = "roles/storage.objectViewer" },
     { sa = "staging", bucket = "artifacts", role = "roles/storage.objectViewer" },
     { sa = "function_build", bucket = "sources", role = "roles/storage.objectViewer" },
   ]
+
+  # What each stage writes in the artifact bucket, and nothing else it may write
+  # (objectUser under an IAM condition: create, overwrite and delete these objects only).
+  # run_objects: objects of any run, runs/<run_id>/<name> (src/modelrail/runs.py and the
+  # stages); prefixes: every object whose name starts so. The registry (models/) is
+  # register's alone; deploy moves one pointer in it, the staging alias. validate parses
+  # untrusted CSVs: it writes its own run outputs and cannot touch a model.
+  # tests/infra runs the pipeline and fails if a stage writes outside its own list.
+  artifact_writes = {
+    validate = {
+      run_objects = ["stages/validate.json", "reports/validation.json", "snapshot/part-00000.parquet", "snapshot/profile.json"]
+      prefixes    = []
+    }
+    launch_training = {
+      run_objects = ["stages/launch_training.json"]
+      prefixes    = []
+    }
+    train = {
+      run_objects = ["stages/train.json", "candidate/model.txt", "candidate/candidate.json"]
+      prefixes    = []
+    }
+    evaluate = {
+      run_objects = ["stages/evaluate.json", "reports/evaluation.json", "snapshot/reference.parquet"]
+      prefixes    = []
+    }
+    register = {
+      run_objects = ["stages/register.json"]
+      prefixes    = ["models/"]
+    }
+    deploy = {
+      run_objects = ["stages/deploy.json"]
+      prefixes    = ["models/${var.model_name}/aliases/staging.json"]
+    }
+  }
+  # IAM Conditions name an object projects/_/buckets/<bucket>/objects/<name>.
+  artifact_objects = "projects/_/buckets/${local.buckets.artifacts}/objects/"
 
   # Topic-level grants: each stage publishes its result event and pipeline-failed.
   topic_grants = [
@@ -80,6 +117,27 @@ resource "google_storage_bucket_iam_member" "stage" {
   member = "serviceAccount:${google_service_account.stage[each.value.sa].email}"
 
   depends_on = [module.buckets, module.source_bucket]
+}
+
+resource "google_storage_bucket_iam_member" "artifact_writes" {
+  for_each = local.artifact_writes
+
+  bucket = local.buckets.artifacts
+  role   = "roles/storage.objectUser"
+  member = "serviceAccount:${google_service_account.stage[each.key].email}"
+
+  # Listing is a bucket-level permission the condition never matches: it comes with the
+  # unconditional objectViewer grant above.
+  condition {
+    title       = "${each.key}-writes-its-own-objects"
+    description = "The objects the ${each.key} stage writes (terraform/envs/dev/iam.tf, local.artifact_writes)."
+    expression = join(" || ", concat(
+      ["(resource.name.startsWith(\"${local.artifact_objects}runs/\") && (${join(" || ", [for name in each.value.run_objects : "resource.name.endsWith(\"/${name}\")"])}))"],
+      [for prefix in each.value.prefixes : "resource.name.startsWith(\"${local.artifact_objects}${prefix}\")"],
+    ))
+  }
+
+  depends_on = [module.buckets]
 }
 
 resource "google_pubsub_topic_iam_member" "stage" {
@@ -133,6 +191,15 @@ resource "google_project_iam_member" "function_build_writes_logs" {
   project = var.project_id
   role    = "roles/logging.logWriter"
   member  = "serviceAccount:${google_service_account.stage["function_build"].email}"
+}
+
+# Pull-request builds run the pull request's code: their account writes build logs and
+# holds nothing else (no admin role, no actAs, no bucket), so a pull request cannot
+# deploy, read the pipeline's data or touch the registry.
+resource "google_project_iam_member" "pr_build_writes_logs" {
+  project = var.project_id
+  role    = "roles/logging.logWriter"
+  member  = "serviceAccount:${google_service_account.stage["pr_build"].email}"
 }
 
 # Pub/Sub mints the push identity's OIDC tokens (needed in projects created before

@@ -216,6 +216,7 @@ module "functions" {
     google_artifact_registry_repository_iam_member.function_build_pushes_images,
     google_project_iam_member.function_build_writes_logs,
     google_storage_bucket_iam_member.stage,
+    google_storage_bucket_iam_member.artifact_writes,
     google_service_account_iam_member.deployer_acts_as,
   ]
 }
@@ -269,15 +270,16 @@ module "staging_service" {
 # ---------------------------------------------------------------- delivery
 
 module "cloudbuild_triggers" {
-  source             = "../../modules/cloudbuild_triggers"
-  count              = var.github_owner == "" ? 0 : 1
-  project_id         = var.project_id
-  name_prefix        = var.name_prefix
-  github_owner       = var.github_owner
-  github_repository  = var.github_repository
-  branch             = var.deploy_branch
-  service_account_id = "projects/${var.project_id}/serviceAccounts/${var.deployer_service_account_email}"
-  substitutions = {
+  source                       = "../../modules/cloudbuild_triggers"
+  count                        = var.github_owner == "" ? 0 : 1
+  project_id                   = var.project_id
+  name_prefix                  = var.name_prefix
+  github_owner                 = var.github_owner
+  github_repository            = var.github_repository
+  branch                       = var.deploy_branch
+  deploy_service_account_id    = "projects/${var.project_id}/serviceAccounts/${var.deployer_service_account_email}"
+  pr_checks_service_account_id = google_service_account.stage["pr_build"].id
+  deploy_substitutions = {
     _REGION          = var.region
     _REPOSITORY      = module.docker_repository.name
     _TF_STATE_BUCKET = var.tf_state_bucket

@@ -7,12 +7,25 @@ variable "region" {
   description = "The region of the buckets, functions, job, service and image repository."
   type        = string
   default     = "europe-west1"
+
+  # Also a Cloud Build substitution (_REGION): an allow-list, like every value handed on.
+  validation {
+    condition     = can(regex("^[a-z]+-[a-z]+[0-9]+$", var.region))
+    error_message = "region must be a Google Cloud region such as europe-west1."
+  }
 }
 
 variable "environment" {
   description = "The environment name, used in labels and the Terraform state prefix."
   type        = string
   default     = "dev"
+
+  # Also the Cloud Build substitution _TF_ENV, which make checks against the same set
+  # (mk/infra.mk).
+  validation {
+    condition     = can(regex("^[a-z0-9_-]{1,30}$", var.environment))
+    error_message = "environment: 1-30 lowercase letters, digits, '-' or '_'."
+  }
 }
 
 variable "name_prefix" {
@@ -50,6 +63,11 @@ variable "deployer_service_account_email" {
 variable "tf_state_bucket" {
   description = "The bucket holding Terraform state (passed to the deploy pipeline as _TF_STATE_BUCKET)."
   type        = string
+
+  validation {
+    condition     = can(regex("^[a-z0-9][a-z0-9._-]{1,61}[a-z0-9]$", var.tf_state_bucket))
+    error_message = "tf_state_bucket must be a bucket name: 3-63 lowercase letters, digits, '.', '-' or '_'."
+  }
 }
 
 variable "github_owner" {

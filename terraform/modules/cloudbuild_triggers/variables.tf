@@ -30,12 +30,17 @@ variable "branch" {
   default     = "main"
 }
 
-variable "service_account_id" {
-  description = "The service account builds run as, as projects/P/serviceAccounts/EMAIL (builds then log to Cloud Logging only)."
+variable "deploy_service_account_id" {
+  description = "The service account deploy builds run as (the deployer), as projects/P/serviceAccounts/EMAIL (builds then log to Cloud Logging only)."
   type        = string
 }
 
-variable "substitutions" {
-  description = "The _UPPER substitutions both pipelines read (region, repository, state bucket, ...)."
+variable "pr_checks_service_account_id" {
+  description = "The service account pull-request builds run as, as projects/P/serviceAccounts/EMAIL: one that can write build logs and nothing else, never the deployer."
+  type        = string
+}
+
+variable "deploy_substitutions" {
+  description = "The _UPPER substitutions the deploy pipeline reads (region, repository, state bucket, ...)."
   type        = map(string)
 }

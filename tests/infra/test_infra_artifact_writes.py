@@ -1,0 +1,99 @@
+"""The artifact bucket's write conditions deny nothing the pipeline does: the real
+pipeline runs on in-memory buckets, every object each stage writes is recorded, and each
+must match what Terraform lets that stage's account write (local.artifact_writes)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import pytest
+
+from modelrail.bootstrap import bootstrap
+from modelrail.config import Settings
+from modelrail.logs import PipelineContextFilter
+from tests.fakes import FakeDeployer, InMemoryStorage, InMemoryStore
+from tests.infra.conftest import TERRAFORM_DIR
+from tests.infra.infra_checks import Terraform, artifact_write_objects
+from tests.unit.conftest import Harness
+
+pytestmark = pytest.mark.infra
+
+
+class RecordingStore(InMemoryStore):
+    """Records (the stage writing, the object) for every write."""
+
+    def __init__(self, bucket: str) -> None:
+        super().__init__(bucket)
+        self.writes: set[tuple[str, str]] = set()
+
+    def write(self, key: str, data: bytes, **options: Any) -> int:
+        record = logging.LogRecord("writes", logging.INFO, __file__, 0, "", None, None)
+        PipelineContextFilter().filter(record)
+        self.writes.add((record.pipeline.get("stage", "<no stage>"), key))
+        return super().write(key, data, **options)
+
+
+def permits(pattern: str, name: str, model: str) -> bool:
+    """Whether the IAM condition made from ``pattern`` matches the object ``name``:
+    ``runs/*/<tail>`` is startsWith("runs/") && endsWith("/<tail>"); anything else is
+    startsWith (``models/*`` the prefix models/, a full name that object)."""
+    pattern = pattern.replace("<model>", model)
+    if pattern.startswith("runs/*/"):
+        return name.startswith("runs/") and name.endswith(pattern.removeprefix("runs/*"))
+    return name.startswith(pattern.removesuffix("*"))
+
+
+@pytest.fixture
+def recorded(settings: Settings) -> tuple[Harness, RecordingStore]:
+    storage = InMemoryStorage(settings.data_bucket)
+    artifacts = RecordingStore(settings.artifact_bucket)
+    storage.stores[settings.artifact_bucket] = artifacts
+    deployer = FakeDeployer()
+    container = bootstrap(
+        settings, storage_factory=lambda: storage, deployer_factory=lambda: deployer
+    )
+    return Harness(container, storage, deployer), artifacts
+
+
+def test_every_stage_writes_only_what_its_account_may(
+    recorded: tuple[Harness, RecordingStore], penguins_csv: bytes
+) -> None:
+    harness, artifacts = recorded
+    # A first model, a second run judged against it (drift, champion, reference), the
+    # same data again, and a dataset that breaks the contract.
+    harness.upload(penguins_csv)
+    harness.run()
+    harness.upload(penguins_csv, name="uploads/again.csv")
+    harness.run()
+    harness.retrain()
+    harness.run()
+    harness.upload(penguins_csv.replace(b"Adelie", b"Unknown"), name="uploads/broken.csv")
+    harness.run()
+
+    allowed = artifact_write_objects(Terraform.load(TERRAFORM_DIR))
+    stages = {stage for stage, _ in artifacts.writes}
+    denied = sorted(
+        (stage, name)
+        for stage, name in artifacts.writes
+        if not any(permits(p, name, harness.model) for p in allowed.get(stage, ()))
+    )
+    assert stages == set(allowed), "a stage wrote nothing, or an unknown writer wrote"
+    assert denied == [], "these writes would be denied in the cloud: local.artifact_writes"
+
+
+@pytest.mark.parametrize(
+    ("pattern", "name", "expected"),
+    [
+        ("runs/*/stages/validate.json", "runs/run-1/stages/validate.json", True),
+        ("runs/*/stages/validate.json", "runs/run-1/stages/train.json", False),
+        ("runs/*/stages/validate.json", "models/m/stages/validate.json", False),
+        ("models/*", "models/m/versions/1/model.txt", True),
+        ("models/<model>/aliases/staging.json", "models/m/aliases/staging.json", True),
+        ("models/<model>/aliases/staging.json", "models/m/aliases/champion.json", False),
+    ],
+)
+def test_permits_reads_a_pattern_as_the_condition_does(
+    pattern: str, name: str, expected: bool
+) -> None:
+    assert permits(pattern, name, "m") is expected
