@@ -254,4 +254,5 @@ class RunLog:
         return f"runs/{run_id}/stages/{stage}.json"
 
     def _deliveries_key(self, run_id: str, stage: str, message_id: str) -> str:
-        return f"runs/{run_id}/deliveries/{stage}/{message_id}.json"
+        # Ends in the stage's own name: a stage account may write only its own objects.
+        return f"runs/{run_id}/messages/{message_id}/failed/{stage}.json"

@@ -41,11 +41,11 @@ locals {
   # tests/infra runs the pipeline and fails if a stage writes outside its own list.
   artifact_writes = {
     validate = {
-      run_objects = ["stages/validate.json", "reports/validation.json", "snapshot/part-00000.parquet", "snapshot/profile.json"]
+      run_objects = ["stages/validate.json", "reports/validation.json", "snapshot/part-00000.parquet", "snapshot/profile.json", "failed/validate.json"]
       prefixes    = []
     }
     launch_training = {
-      run_objects = ["stages/launch_training.json"]
+      run_objects = ["stages/launch_training.json", "failed/launch_training.json"]
       prefixes    = []
     }
     train = {
@@ -53,15 +53,15 @@ locals {
       prefixes    = []
     }
     evaluate = {
-      run_objects = ["stages/evaluate.json", "reports/evaluation.json", "snapshot/reference.parquet"]
+      run_objects = ["stages/evaluate.json", "reports/evaluation.json", "snapshot/reference.parquet", "failed/evaluate.json"]
       prefixes    = []
     }
     register = {
-      run_objects = ["stages/register.json"]
+      run_objects = ["stages/register.json", "failed/register.json"]
       prefixes    = ["models/"]
     }
     deploy = {
-      run_objects = ["stages/deploy.json"]
+      run_objects = ["stages/deploy.json", "failed/deploy.json"]
       prefixes    = ["models/${var.model_name}/aliases/staging.json"]
     }
   }
