@@ -150,9 +150,7 @@ def test_environment_matches_what_settings_reads(terraform: Terraform) -> None:
     names = set(env.locals["common_env"]) | {"MODELRAIL_CONFIG", "MODELRAIL_TOPOLOGY"}
     unread = sorted(n for n in names if n.startswith("MODELRAIL_") and f'"{n}"' not in config_py)
     assert unread == []
-    serving = "".join(
-        p.read_text() for p in (REPO_ROOT / "src" / "modelrail" / "serving").glob("*.py")
-    )
+    serving = (REPO_ROOT / "src" / "modelrail" / "service_settings.py").read_text()
     staging_env = env.module_calls["staging_service"]["environment_variables"]
     unread = sorted(
         n for n in staging_env if n.startswith("MODELRAIL_") and f'"{n}"' not in config_py + serving
