@@ -123,6 +123,9 @@ def client_env(settings: Settings, ports: Mapping[str, int]) -> dict[str, str]:
         "MODELRAIL_STAGING_SERVICE": settings.staging_service,
         "MODELRAIL_STAGING_PORT": str(settings.staging_port),
         "MODELRAIL_RUN_API_ENDPOINT": run_api,
+        # The control plane serves Artifact Registry's API too (the register stage's).
+        "MODELRAIL_ARTIFACT_REGISTRY_ENDPOINT": run_api,
+        "MODELRAIL_ARTIFACT_REPOSITORY": settings.artifact_repository,
         "GOOGLE_CLOUD_PROJECT": settings.project,
         "PUBSUB_EMULATOR_HOST": pubsub,
         "STORAGE_EMULATOR_HOST": storage,
