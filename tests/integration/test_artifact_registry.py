@@ -18,46 +18,38 @@ import pytest
 import urllib3
 
 from modelrail.adapters.artifact_registry import ArtifactRegistryPackages
-from modelrail.adapters.inprocess import InProcessBus
 from modelrail.bootstrap import bootstrap
 from modelrail.config import Settings
 from modelrail.container import Container
-from modelrail.events import DataUploaded, ModelEvaluated
+from modelrail.events import ModelEvaluated
 from modelrail.ports import Message
 from modelrail.registry import MANIFEST, sha256
 from modelrail.runtime.control_plane import ControlPlane
 from modelrail.stages import register
 from tests.fakes import FakeDeployer, InMemoryStorage
 from tests.integration.emulator_support import control_plane_with_packages
+from tests.unit.conftest import Harness
 
 UPLOAD = "/genericArtifacts:create"
 
 
 @dataclass
 class Pipeline:
-    container: Container
-    storage: InMemoryStorage
+    harness: Harness
     plane: ControlPlane
     endpoint: str
     packages: ArtifactRegistryPackages
 
     @property
-    def bus(self) -> InProcessBus:
-        bus = self.container.bus
-        assert isinstance(bus, InProcessBus)
-        return bus
+    def container(self) -> Container:
+        return self.harness.container
 
     def upload(self, data: bytes) -> None:
-        store = self.storage.bucket(self.container.settings.data_bucket)
-        generation = store.write("uploads/penguins.csv", data)
-        event = DataUploaded(
-            bucket=store.bucket, name="uploads/penguins.csv", generation=generation
-        )
-        self.bus.publish("data-uploaded", orjson.dumps(event.to_body()), {})
-        self.bus.run_until_idle()
+        self.harness.upload(data)
+        self.harness.run()
 
     def published(self, topic: str) -> list[Message]:
-        return [message for t, message in self.bus.history if t == topic]
+        return [message for t, message in self.harness.bus.history if t == topic]
 
     def uploads(self) -> int:
         return sum(path.endswith(UPLOAD) for method, path in self.plane.requests)
@@ -66,6 +58,7 @@ class Pipeline:
 @pytest.fixture
 def pipeline(settings: Settings) -> Iterator[Pipeline]:
     storage = InMemoryStorage(settings.data_bucket, settings.artifact_bucket)
+    deployer = FakeDeployer()
     with control_plane_with_packages(
         settings.home / "stack", settings.project, settings.region, settings.artifact_repository
     ) as (plane, endpoint):
@@ -75,10 +68,10 @@ def pipeline(settings: Settings) -> Iterator[Pipeline]:
         container = bootstrap(
             settings,
             storage_factory=lambda: storage,
-            deployer_factory=FakeDeployer,
+            deployer_factory=lambda: deployer,
             packages_factory=lambda: packages,
         )
-        yield Pipeline(container, storage, plane, endpoint, packages)
+        yield Pipeline(Harness(container, storage, deployer), plane, endpoint, packages)
 
 
 def _rest(url: str) -> Any:
@@ -126,8 +119,8 @@ def test_a_redelivered_register_event_publishes_nothing_new(
     [evaluated] = pipeline.published("model-evaluated")
 
     # The same delivery again: the stage's record answers it.
-    pipeline.bus.publish("model-evaluated", evaluated.data, dict(evaluated.attributes))
-    pipeline.bus.run_until_idle()
+    pipeline.harness.bus.publish("model-evaluated", evaluated.data, dict(evaluated.attributes))
+    pipeline.harness.run()
     # A delivery whose predecessor died after publishing, before recording: the handler
     # itself runs again, finds v1 published with the same bytes, and uploads nothing.
     event = ModelEvaluated.from_body(orjson.loads(evaluated.data))
