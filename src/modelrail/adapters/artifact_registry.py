@@ -27,7 +27,7 @@ import time
 import uuid
 from collections.abc import Iterator, Mapping
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
 import orjson
 
@@ -99,8 +99,8 @@ class ArtifactRegistryPackages:
         owner = self._version_name(package, version)
         found = {}
         for file in self._list(f"/v1/{self.repository}/files", "files", f'owner="{owner}"'):
-            # A generic file's id is package:version:filename.
-            name = file["name"].rsplit("/", 1)[-1].split(":", 2)[-1]
+            # A generic file's id is package:version:filename (escaped in the name).
+            name = unquote(file["name"].rsplit("/", 1)[-1]).split(":", 2)[-1]
             sha256 = [h["value"] for h in file.get("hashes", []) if h.get("type") == "SHA256"]
             if sha256:
                 found[name] = base64.b64decode(sha256[0]).hex()
