@@ -14,7 +14,15 @@ from typing import Any
 
 from modelrail.config import Settings
 from modelrail.container import Container
-from modelrail.ports import BlobStore, Deployer, EventBus, JobLauncher, Message, Storage
+from modelrail.ports import (
+    BlobStore,
+    Deployer,
+    EventBus,
+    JobLauncher,
+    Message,
+    PackageRepository,
+    Storage,
+)
 
 Observer = Callable[[dict[str, Any]], None]
 
@@ -37,6 +45,25 @@ def open_artifact_store(settings: Settings) -> BlobStore:
     return open_storage(settings).bucket(settings.artifact_bucket)
 
 
+def open_packages(settings: Settings) -> PackageRepository:
+    """Where versions are published: Artifact Registry (its API on the local control
+    plane in emulator mode), a local directory in embedded mode."""
+    if settings.mode == "embedded":
+        from modelrail.adapters.local_packages import LocalPackageRepository
+
+        return LocalPackageRepository(
+            settings.home / "artifact-registry" / settings.artifact_repository
+        )
+    from modelrail.adapters.artifact_registry import ArtifactRegistryPackages
+
+    return ArtifactRegistryPackages(
+        settings.project,
+        settings.region,
+        settings.artifact_repository,
+        settings.artifact_registry_endpoint,
+    )
+
+
 def local_staging(settings: Settings) -> Deployer:
     """The staging service as processes on this machine (embedded mode and the
     emulator stack's control plane)."""
@@ -51,14 +78,17 @@ def bootstrap(
     observer: Observer | None = None,
     storage_factory: Callable[[], Storage] | None = None,
     deployer_factory: Callable[[], Deployer] | None = None,
+    packages_factory: Callable[[], PackageRepository] | None = None,
 ) -> Container:
     """Wire the container for ``settings.mode``.
 
-    Tests swap the storage and the deployer for fakes; everything else is the real thing.
+    Tests swap the storage, the deployer and the package repository for fakes or for
+    the cloud adapters on local endpoints; everything else is the real thing.
     """
     storage = storage_factory or (lambda: open_storage(settings))
+    packages = packages_factory or (lambda: open_packages(settings))
     if settings.mode == "embedded":
-        return _embedded(settings, observer, storage, deployer_factory)
+        return _embedded(settings, observer, storage, deployer_factory, packages)
 
     def bus() -> EventBus:
         from modelrail.adapters.pubsub import PubSubBus
@@ -81,7 +111,15 @@ def bootstrap(
             artifacts=open_artifact_store(settings),
         )
 
-    return Container(settings, storage, bus, launcher, deployer_factory or deployer, observer)
+    return Container(
+        settings,
+        storage,
+        bus,
+        launcher,
+        deployer_factory or deployer,
+        packages_factory=packages,
+        observer=observer,
+    )
 
 
 def _embedded(
@@ -89,6 +127,7 @@ def _embedded(
     observer: Observer | None,
     storage: Callable[[], Storage],
     deployer_factory: Callable[[], Deployer] | None,
+    packages: Callable[[], PackageRepository],
 ) -> Container:
     """Filesystem buckets, the in-process bus and job, local staging: every stage is
     subscribed to the bus as the topology says, through the same service layer."""
@@ -103,6 +142,7 @@ def _embedded(
             lambda data: pipeline.consume(container, "train", Message(data, {}))
         ),
         deployer_factory=deployer_factory or (lambda: local_staging(settings)),
+        packages_factory=packages,
         observer=observer,
     )
     bus = InProcessBus(container.topology, settings.home / "dead-letter.jsonl")

@@ -304,7 +304,8 @@ def _show_run(cli: Cli, run_id: str, as_json: bool) -> None:
 @main.command()
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def models(as_json: bool) -> None:
-    """Versions, aliases, metrics, lineage and where each version's model card is."""
+    """Versions, aliases, metrics, lineage, and where each version lives: its folder in
+    the artifact bucket, its package and version in Artifact Registry, its model card."""
     cli = Cli(quiet=True)
     registry = cli.container.registry
     result: list[dict[str, Any]] = []
@@ -312,6 +313,7 @@ def models(as_json: bool) -> None:
         versions = [
             {
                 **summary,
+                "location": cli.location(summary["location"]),
                 "card": cli.location(registry.file_uri(model, summary["version"], CARD)),
                 "manifest": cli.location(registry.manifest_uri(model, summary["version"])),
             }
@@ -330,12 +332,19 @@ def models(as_json: bool) -> None:
         click.echo(f"{entry['model']}  (aliases: {pointers or 'none'})")
         for v in entry["versions"]:
             metrics = ", ".join(f"{k}={val:.4f}" for k, val in sorted(v["metrics"].items()))
-            lineage = v["lineage"]
+            lineage, published = v["lineage"], v["published"]
             click.echo(
                 f"  v{v['version']:<3} {','.join(v['aliases']) or '-':<18} {metrics}\n"
                 f"        data {lineage['data']['uri']}  code {lineage['code']['version']}  "
                 f"trigger {lineage['trigger']['kind']}\n"
-                f"        card {v['card']}"
+                f"        stored {v['location']}\n"
+                + (
+                    f"        published {published['package']} {published['version']}"
+                    f"  {published['uri']}\n"
+                    if published
+                    else "        published not yet\n"
+                )
+                + f"        card {v['card']}"
             )
 
 

@@ -205,6 +205,10 @@ class Settings:
     training_job: str = "modelrail-train"
     staging_service: str = "modelrail-staging"
     user: str = "unknown"  # who runs the CLI: recorded with an operator's rollback
+    # The Artifact Registry generic repository every version is published to (in
+    # ``region``), and the endpoint that serves its API (emulator mode: the control plane).
+    artifact_repository: str = "modelrail-models"
+    artifact_registry_endpoint: str | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -235,6 +239,8 @@ class Settings:
                 training_job=env.get("MODELRAIL_TRAINING_JOB", "modelrail-train"),
                 staging_service=env.get("MODELRAIL_STAGING_SERVICE", "modelrail-staging"),
                 user=env.get("USER") or env.get("LOGNAME") or "unknown",
+                artifact_repository=env.get("MODELRAIL_ARTIFACT_REPOSITORY", "modelrail-models"),
+                artifact_registry_endpoint=env.get("MODELRAIL_ARTIFACT_REGISTRY_ENDPOINT") or None,
             )
         except ValueError as exc:
             raise ConfigError(f"invalid modelrail setting: {exc}") from exc
@@ -256,9 +262,12 @@ class Settings:
             "MODELRAIL_MAX_EVENT_AGE_S": str(self.max_event_age_s),
             "MODELRAIL_TRAINING_JOB": self.training_job,
             "MODELRAIL_STAGING_SERVICE": self.staging_service,
+            "MODELRAIL_ARTIFACT_REPOSITORY": self.artifact_repository,
         }
         if self.run_api_endpoint is not None:
             env["MODELRAIL_RUN_API_ENDPOINT"] = self.run_api_endpoint
+        if self.artifact_registry_endpoint is not None:
+            env["MODELRAIL_ARTIFACT_REGISTRY_ENDPOINT"] = self.artifact_registry_endpoint
         return env
 
 

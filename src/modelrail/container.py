@@ -13,7 +13,7 @@ from functools import cached_property
 from typing import Any
 
 from modelrail.config import PipelineConfig, Settings
-from modelrail.ports import BlobStore, Deployer, EventBus, JobLauncher, Storage
+from modelrail.ports import BlobStore, Deployer, EventBus, JobLauncher, PackageRepository, Storage
 from modelrail.registry import Registry
 from modelrail.runs import RunLog
 from modelrail.topology import Topology
@@ -28,6 +28,7 @@ class Container:
     bus_factory: Callable[[], EventBus]
     launcher_factory: Callable[[], JobLauncher]
     deployer_factory: Callable[[], Deployer]
+    packages_factory: Callable[[], PackageRepository]
     # Called with each stage record as it is stored (the CLI shows progress with it).
     observer: Callable[[dict[str, Any]], None] | None = None
 
@@ -67,10 +68,14 @@ class Container:
     def deployer(self) -> Deployer:
         return self.deployer_factory()
 
+    @cached_property
+    def packages(self) -> PackageRepository:
+        return self.packages_factory()
+
     def provide(self, name: str) -> Any:
         """The dependency a stage handler names as a parameter (``config``, ``storage``,
         ``data_bucket``, ``registry``, ``runs``, ``code_version``, ``training_job``,
-        ``launcher``, ``deployer``)."""
+        ``launcher``, ``deployer``, ``packages``)."""
         if name in _FROM_SETTINGS:
             return getattr(self.settings, name)
         if name in _PORTS:
@@ -79,4 +84,4 @@ class Container:
 
 
 _FROM_SETTINGS = frozenset({"data_bucket", "code_version", "training_job"})
-_PORTS = frozenset({"config", "storage", "registry", "runs", "launcher", "deployer"})
+_PORTS = frozenset({"config", "storage", "registry", "runs", "launcher", "deployer", "packages"})

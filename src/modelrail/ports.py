@@ -7,10 +7,13 @@ Cloud (and so the emulators) and the local staging server. Unit tests use fakes.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
+
+from modelrail.errors import IntegrityError
 
 
 @dataclass(frozen=True)
@@ -160,3 +163,57 @@ class JobLauncher(Protocol):
     def state(self, execution: str) -> JobState:
         """Where the execution ``launch`` returned is now."""
         ...
+
+
+@dataclass(frozen=True)
+class PublishedVersion:
+    """One version of a package in a package repository, as published."""
+
+    uri: str  # the version's address: an Artifact Registry resource URL, a local directory
+    package: str
+    version: str
+    files: Mapping[str, str]  # file name -> sha256 (hex)
+
+
+class PackageRepository(Protocol):
+    """Immutable, versioned packages of files: an Artifact Registry generic repository.
+
+    The registry publishes each version there (package = model, version = ``v<N>``);
+    the bucket stays the source of truth, the repository is where Google's tooling and
+    people find the versions.
+    """
+
+    def publish(self, package: str, version: str, files: Mapping[str, bytes]) -> PublishedVersion:
+        """Publish ``files`` as ``version`` of ``package``; idempotent.
+
+        A version that already holds these files, or some of them with the same bytes
+        (a publication that stopped half-way), is completed and returned. A version
+        holding another file or other bytes is left as it is and ``IntegrityError`` is
+        raised: a version, once published, never changes.
+        """
+        ...
+
+    def versions(self, package: str) -> list[str]:
+        """The package's versions, sorted; empty for a package never published."""
+        ...
+
+    def files(self, package: str, version: str) -> dict[str, str]:
+        """File name -> sha256 (hex) of one version; empty for a version never published."""
+        ...
+
+
+def files_to_publish(
+    package: str, version: str, existing: Mapping[str, str], files: Mapping[str, bytes]
+) -> list[str]:
+    """The names in ``files`` that a version holding ``existing`` (name -> sha256) still
+    lacks; ``IntegrityError`` if it holds another file or other bytes. Every
+    ``PackageRepository`` decides with this, before it writes anything."""
+    wanted = {name: hashlib.sha256(data).hexdigest() for name, data in files.items()}
+    differing = sorted(name for name, digest in existing.items() if wanted.get(name) != digest)
+    if differing:
+        raise IntegrityError(
+            f"{package} {version} is already published with other contents "
+            f"({', '.join(differing)}); a published version never changes",
+            {"package": package, "version": version, "files": differing},
+        )
+    return sorted(name for name in wanted if name not in existing)

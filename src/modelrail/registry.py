@@ -8,6 +8,8 @@ Layout (under ``models/<model>/``)::
     versions/<N>/reference.parquet  the hold-out it was judged on: later gates' trusted set
     versions/<N>/profile.json   its training data's profile: the baseline for drift
     versions/<N>/manifest.json  written last, create-only: the version exists once this does
+    versions/<N>/publication.json  create-only, after the manifest: where the version was
+                                published (package repository: Artifact Registry)
     by-run/<run_id>.json        a run registers at most one version
     aliases/<alias>.json        mutable pointers (champion, staging), compare-and-set
 
@@ -22,6 +24,10 @@ attempt of the message arrives (the bus redelivers only once the previous attemp
 failed or outlived its deadline). The later attempt takes the claim over (by
 compare-and-set: of two live deliveries one wins) and resumes the number the run had
 already claimed, if it got that far, so a crash leaves neither a stuck run nor a gap.
+
+A complete version is then published to a ``PackageRepository`` (package = model,
+version = ``v<N>``: the manifest and every file it lists). The manifest cannot say
+where, as it is written (and hashed) before: ``publication.json`` beside it does.
 """
 
 from __future__ import annotations
@@ -36,7 +42,7 @@ import orjson
 
 from modelrail.config import canonical_json
 from modelrail.errors import IntegrityError, NotFound, PreconditionFailed, TransientError
-from modelrail.ports import BlobStore
+from modelrail.ports import BlobStore, PackageRepository
 
 
 def _now() -> str:
@@ -47,6 +53,7 @@ def _now() -> str:
 
 
 MANIFEST = "manifest.json"
+PUBLICATION = "publication.json"
 MODEL_FILE = "model.txt"
 # A run's claim with no version yet is another delivery at work unless it is older
 # than this; then that delivery died and the claim is taken over.
@@ -152,9 +159,21 @@ class Registry:
                     "metrics": manifest.get("metrics", {}),
                     "lineage": manifest.get("lineage", {}),
                     "files": sorted(manifest.get("files", {})),
+                    "location": self.store.uri(self._version_key(model, version, "")),
+                    "published": self.publication(model, version),
                 }
             )
         return summaries
+
+    def publication(self, model: str, version: int) -> dict[str, Any] | None:
+        """Where the version was published (``uri``, ``package``, ``version``, ``files``);
+        None before it is (or for versions registered before publishing existed)."""
+        try:
+            data = self.store.read(self._version_key(model, version, PUBLICATION)).data
+        except NotFound:
+            return None
+        publication: dict[str, Any] = orjson.loads(data)
+        return publication
 
     def alias(self, model: str, name: str) -> Alias | None:
         try:
@@ -251,6 +270,31 @@ class Registry:
         except PreconditionFailed:
             manifest = self.store.read(key).data  # an earlier delivery finished it
         return version, manifest
+
+    def publish(self, model: str, version: int, packages: PackageRepository) -> dict[str, Any]:
+        """Publish a complete version to ``packages`` as ``v<N>`` (its manifest and every
+        file the manifest lists, each checked against its sha256), then record where in
+        ``publication.json``, create-only. Idempotent: a redelivery publishes nothing new
+        and keeps the first record; a different version under the same number in the
+        repository is an ``IntegrityError``."""
+        manifest_bytes = self.store.read(self._version_key(model, version, MANIFEST)).data
+        manifest = orjson.loads(manifest_bytes)
+        files = {name: self._checked(manifest, name) for name in manifest["files"]}
+        published = packages.publish(model, f"v{version}", {**files, MANIFEST: manifest_bytes})
+        record = {
+            "uri": published.uri,
+            "package": published.package,
+            "version": published.version,
+            "files": dict(sorted(published.files.items())),
+        }
+        key = self._version_key(model, version, PUBLICATION)
+        try:
+            self.store.write(
+                key, canonical_json(record), if_generation_match=0, content_type="application/json"
+            )
+        except PreconditionFailed:
+            record = orjson.loads(self.store.read(key).data)  # an earlier delivery's record
+        return record
 
     def _claim_for_run(self, model: str, run_id: str, attempt: int) -> int:
         key = self._run_key(model, run_id)

@@ -60,6 +60,12 @@ def test_models_prints_aliases_and_each_cards_file(user: User) -> None:
     cards = [line.split("card ", 1)[1] for line in output.splitlines() if "card " in line]
     assert len(cards) == 2
     assert all(Path(card).is_file() and card.endswith("card.html") for card in cards)
+    stored = [line.split("stored ", 1)[1] for line in output.splitlines() if "stored " in line]
+    assert [Path(folder).name for folder in stored] == ["1", "2"]
+    assert all((Path(folder) / "manifest.json").is_file() for folder in stored)
+    published = [line.split()[1:] for line in output.splitlines() if "published " in line]
+    assert [p[:2] for p in published] == [["penguins", "v1"], ["penguins", "v2"]]
+    assert all((Path(p[2].removeprefix("file://")) / "model.txt").is_file() for p in published)
 
 
 def test_rollback_keeps_staging_when_the_smoke_test_fails_then_moves_it_back(

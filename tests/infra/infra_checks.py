@@ -390,7 +390,8 @@ def iam_problems(tf: Terraform, documented: set[tuple[str, str, str]]) -> list[s
 
 
 def documented_grants(deploy_md: Path) -> set[tuple[str, str, str]]:
-    """Rows of the IAM table in docs/deploy.md: | `account` | `role` | scope | why |.
+    """Rows of the IAM tables in docs/deploy.md: | `account` | `role` | scope | why |
+    (the stage accounts' table, and one per resource documented in its own section).
 
     The scope cell starts with "project" for a project-level grant."""
     rows: set[tuple[str, str, str]] = set()
@@ -400,10 +401,10 @@ def documented_grants(deploy_md: Path) -> set[tuple[str, str, str]]:
         if line.startswith("|") and cells[:3] == ["service account", "role", "scope"]:
             in_table = True
             continue
+        if not line.startswith("|"):
+            in_table = False
         if not in_table:
             continue
-        if not line.startswith("|"):
-            break
         if set(cells[0]) <= {"-", ":", " "}:
             continue
         account, role, scope = cells[0].strip("`"), cells[1].strip("`"), cells[2]

@@ -91,6 +91,30 @@ def test_service_accounts_hold_exactly_the_documented_roles(terraform: Terraform
     assert iam_problems(terraform, documented) == []
 
 
+def test_model_versions_go_to_a_generic_repository_with_grants_on_it_alone(
+    terraform: Terraform,
+) -> None:
+    env = terraform.module("envs/dev")
+    resources = {(r.type, r.name): r for r in env.resources}
+    repository = resources["google_artifact_registry_repository", "models"]
+    members = resources["google_artifact_registry_repository_iam_member", "models"]
+    grants = {(unquote(g["sa"]), unquote(g["role"])) for g in env.locals["model_repository_grants"]}
+
+    assert unquote(repository.body["format"]) == "GENERIC"
+    assert squash(members.body["repository"]) == (
+        "${google_artifact_registry_repository.models.repository_id}"
+    )
+    assert grants == {
+        ("register", "roles/artifactregistry.writer"),
+        ("deploy", "roles/artifactregistry.reader"),
+        ("staging", "roles/artifactregistry.reader"),
+    }
+    # The stages read the repository's name from the same resource.
+    assert squash(env.locals["common_env"]["MODELRAIL_ARTIFACT_REPOSITORY"]) == (
+        "${google_artifact_registry_repository.models.repository_id}"
+    )
+
+
 def test_functions_take_internal_traffic_and_run_as_their_own_accounts(
     terraform: Terraform,
 ) -> None:

@@ -1,10 +1,18 @@
-"""What every emulator-backed test does first: skip with the reason, or fail under CI."""
+"""What every emulator-backed test does first: skip with the reason, or fail under CI;
+and the local control plane served in-process."""
 
 from __future__ import annotations
 
+import contextlib
 import shutil
+import threading
+from collections.abc import Iterator
+from pathlib import Path
 
-from modelrail.runtime.emulators import missing_emulators
+from modelrail.runtime.artifact_registry import LocalArtifactRegistry
+from modelrail.runtime.control_plane import ControlPlane
+from modelrail.runtime.emulators import free_port, missing_emulators
+from tests.fakes import FakeDeployer
 from tests.prerequisites import skip_or_fail
 
 
@@ -14,3 +22,33 @@ def require_emulators(*, gcloud: bool = False) -> None:
     if reason is None and gcloud and shutil.which("gcloud") is None:
         reason = "the gcloud CLI is not installed (it ships with the Google Cloud SDK)"
     skip_or_fail(reason)
+
+
+@contextlib.contextmanager
+def control_plane_with_packages(
+    state_dir: Path, project: str, region: str, repository: str
+) -> Iterator[tuple[ControlPlane, str]]:
+    """The local control plane in this process on a free port, serving Artifact
+    Registry's API for ``repository`` (its Cloud Run side backed by a fake deployer):
+    the plane (its ``requests`` say which calls were made) and its endpoint."""
+    plane = ControlPlane(
+        project=project,
+        region=region,
+        service="staging",
+        service_url="http://127.0.0.1:9",
+        backend=FakeDeployer(),
+        job_command=["true"],
+        job_env={},
+        state_dir=state_dir,
+        packages=LocalArtifactRegistry(state_dir, project, region, (repository,)),
+    )
+    port = free_port()
+    server = plane.server(port)
+    threading.Thread(
+        target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+    ).start()
+    try:
+        yield plane, f"http://127.0.0.1:{port}"
+    finally:
+        server.shutdown()
+        server.server_close()

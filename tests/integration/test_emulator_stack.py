@@ -25,6 +25,7 @@ import pytest
 import urllib3
 import yaml
 
+from modelrail.adapters.artifact_registry import ArtifactRegistryPackages
 from modelrail.processes import group_members, port_in_use, wait_until
 from modelrail.runtime.emulators import free_port
 from tests.conftest import PENGUINS, REPO, STATE_DEADLINE_S, settings_env
@@ -182,6 +183,26 @@ def test_gcloud_storage_cp_runs_the_pipeline_to_a_served_version(stack: Stack) -
     ).stdout
     served = stack.served() or {}
     assert (served.get("model"), served.get("version")) == ("penguins", 1)
+
+
+def test_the_run_published_v1_to_the_control_planes_artifact_registry(stack: Stack) -> None:
+    env = {**stack.env, **stack.state()["env"]}
+    endpoint = env["MODELRAIL_ARTIFACT_REGISTRY_ENDPOINT"]
+    packages = ArtifactRegistryPackages(
+        env["GOOGLE_CLOUD_PROJECT"], env["MODELRAIL_REGION"],
+        env["MODELRAIL_ARTIFACT_REPOSITORY"], endpoint,
+    )  # fmt: skip
+    models = subprocess.run(
+        [str(MODELRAIL), "models", "--json"], env=env, capture_output=True, text=True,
+        check=True, timeout=60,
+    )  # fmt: skip
+    [model] = orjson.loads(models.stdout)
+    [version] = model["versions"]
+
+    assert packages.versions("penguins") == ["v1"]
+    assert packages.files("penguins", "v1") == version["published"]["files"]
+    assert set(version["published"]["files"]) == {*version["files"], "manifest.json"}
+    assert version["published"]["uri"].startswith(f"{endpoint}/v1/projects/")
 
 
 def test_gcloud_pubsub_publish_starts_a_retrain(stack: Stack) -> None:

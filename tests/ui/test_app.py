@@ -39,10 +39,17 @@ def test_a_run_page_shows_records_reports_events_and_lineage(
     assert "config" in page  # lineage
 
 
-def test_the_model_page_plots_metrics_and_links_card_and_manifest(client: FlaskClient) -> None:
+def test_the_model_page_plots_metrics_and_links_card_and_manifest(
+    client: FlaskClient, history: History
+) -> None:
     page = client.get("/models/penguins").get_data(as_text=True)
 
     assert 'id="v1"' in page
+    # Where the version lives: its folder in the bucket, its package in the repository.
+    assert "gs://modelrail-artifacts/models/penguins/versions/1/" in page
+    published = history.container.registry.publication("penguins", 1)
+    assert published is not None
+    assert f"<code>penguins</code> <code>v1</code><br><code>{published['uri']}</code>" in page
     assert 'aria-label="accuracy by version"' in page
     card = client.get("/models/penguins/versions/1/card.html")
     assert card.status_code == 200

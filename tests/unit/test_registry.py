@@ -8,9 +8,10 @@ from pathlib import Path
 import pytest
 
 from modelrail.adapters.filesystem import FilesystemStore
+from modelrail.adapters.local_packages import LocalPackageRepository
 from modelrail.errors import IntegrityError, NotFound, TransientError
 from modelrail.ports import BlobStore
-from modelrail.registry import Registry
+from modelrail.registry import Registry, sha256
 from tests.fakes import InMemoryStore
 
 MODEL = "penguins"
@@ -151,3 +152,40 @@ def test_a_version_is_complete_only_with_its_manifest(store: BlobStore) -> None:
     assert registry.versions(MODEL) == []
     number, _ = registry.register(MODEL, "run-a", _files(b"tree"), {})  # type: ignore[arg-type]
     assert number == 2
+
+
+def test_a_version_is_published_whole_and_its_first_record_stays(
+    store: BlobStore, tmp_path: Path
+) -> None:
+    registry = Registry(store)
+    version, manifest = registry.register(MODEL, "run-a", _files(b"tree"), {})  # type: ignore[arg-type]
+    packages = LocalPackageRepository(tmp_path / "packages")
+
+    first = registry.publish(MODEL, version, packages)
+    again = registry.publish(MODEL, version, packages)
+    # A redelivery after the repository's address changed (an emulator restarted on
+    # other ports) keeps the first record.
+    moved = registry.publish(MODEL, version, LocalPackageRepository(tmp_path / "moved"))
+
+    assert again == first == moved == registry.publication(MODEL, version)
+    assert first["uri"] == (tmp_path / "packages" / MODEL / "v1").as_uri()
+    assert (first["package"], first["version"]) == (MODEL, "v1")
+    assert first["files"] == {
+        "card.html": sha256(b"v1"),
+        "manifest.json": sha256(manifest),
+        "model.txt": sha256(b"tree"),
+    }
+    assert registry.summaries(MODEL)[0]["published"] == first
+
+
+def test_a_tampered_version_is_not_published(store: BlobStore, tmp_path: Path) -> None:
+    registry = Registry(store)
+    version, _ = registry.register(MODEL, "run-a", _files(b"tree"), {})  # type: ignore[arg-type]
+    store.write(f"models/{MODEL}/versions/{version}/card.html", b"<script>")
+    packages = LocalPackageRepository(tmp_path / "packages")
+
+    with pytest.raises(IntegrityError, match=r"card\.html does not match"):
+        registry.publish(MODEL, version, packages)
+
+    assert packages.versions(MODEL) == []
+    assert registry.publication(MODEL, version) is None

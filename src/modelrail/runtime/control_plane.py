@@ -21,6 +21,9 @@ code knows it is local. Behind the API:
   subprocess (``python -m modelrail.jobs.train``) with the request's container
   overrides in its environment and Cloud Run's ``CLOUD_RUN_*`` variables.
 
+The same server also serves the Artifact Registry API slice the register stage's
+adapter calls (``modelrail.runtime.artifact_registry``).
+
 State (services, revisions) is kept in ``<home>/stack/control-plane.json`` so a
 restarted control plane still knows which version the service is pinned to. The
 method and path of recent requests are kept in ``requests`` (tests use them to prove
@@ -50,10 +53,11 @@ import orjson
 
 from modelrail.adapters.cloudrun import MODEL_NAME_ENV, MODEL_VERSION_ENV
 from modelrail.config import Settings
-from modelrail.errors import ModelrailError
 from modelrail.events import utcnow
 from modelrail.ports import Deployer
 from modelrail.processes import write_json
+from modelrail.runtime.artifact_registry import LocalArtifactRegistry
+from modelrail.runtime.google_api import ApiError
 
 _TYPE = "type.googleapis.com/google.cloud.run.v2."
 _NAME = r"projects/(?P<project>[^/]+)/locations/(?P<location>[^/]+)"
@@ -75,17 +79,6 @@ _ROUTES = [
     ),
     ("GET", re.compile(r"^/healthz$"), "healthz"),
 ]  # fmt: skip
-
-
-class ApiError(ModelrailError):
-    """An error in Google's JSON error format (``{"error": {code, message, status}}``)."""
-
-    def __init__(self, code: int, status: str, message: str) -> None:
-        super().__init__(message)
-        self.code, self.status, self.message = code, status, message
-
-    def body(self) -> dict[str, Any]:
-        return {"error": {"code": self.code, "message": self.message, "status": self.status}}
 
 
 def _env_of(template: Mapping[str, Any]) -> dict[str, str]:
@@ -171,8 +164,10 @@ class ControlPlane:
         job_env: Mapping[str, str],
         state_dir: Path,
         service_env: Mapping[str, str] | None = None,
+        packages: LocalArtifactRegistry | None = None,
     ) -> None:
         self.project, self.region = project, region
+        self.packages = packages
         self.backend = backend
         self.job_command = list(job_command)
         self.job_env = dict(job_env)
@@ -483,12 +478,18 @@ class ControlPlane:
             protocol_version = "HTTP/1.1"
 
             def _handle(self) -> None:
-                path = self.path.split("?", 1)[0]
+                path, _, query = self.path.partition("?")
+                packages = control_plane.packages
                 try:
                     length = int(self.headers.get("Content-Length") or 0)
                     raw = self.rfile.read(length) if length else b""
-                    body = orjson.loads(raw) if raw else {}
-                    result = control_plane.dispatch(self.command, path, body)
+                    if packages is not None and packages.handles(path):
+                        control_plane.requests.append((self.command, path))
+                        content_type = self.headers.get("Content-Type", "")
+                        result = packages.dispatch(self.command, path, query, content_type, raw)
+                    else:
+                        body = orjson.loads(raw) if raw else {}
+                        result = control_plane.dispatch(self.command, path, body)
                     status = 200
                 except ApiError as exc:
                     result, status = exc.body(), exc.code
@@ -542,6 +543,8 @@ def main(
         state_dir=state_dir,
         # The staging service loads models from the artifact bucket, as in the cloud.
         service_env={"MODELRAIL_ARTIFACT_BUCKET": settings.artifact_bucket},
+        # The register stage publishes versions to this repository (Artifact Registry).
+        packages=LocalArtifactRegistry(state_dir, project, region, (settings.artifact_repository,)),
     )
     server = control_plane.server(port)
     threading.Thread(target=control_plane.restore, name="restore", daemon=True).start()

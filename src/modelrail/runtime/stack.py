@@ -118,7 +118,13 @@ def client_env(settings: Settings, ports: Mapping[str, int]) -> dict[str, str]:
     storage = f"http://127.0.0.1:{ports['fake-gcs-server']}"
     run_api = f"http://127.0.0.1:{ports['control-plane']}"
     return {
-        **dataclasses.replace(settings, mode="emulator", run_api_endpoint=run_api).to_env(),
+        **dataclasses.replace(
+            settings,
+            mode="emulator",
+            run_api_endpoint=run_api,
+            # The control plane serves Artifact Registry's API too (the register stage's).
+            artifact_registry_endpoint=run_api,
+        ).to_env(),
         "PUBSUB_EMULATOR_HOST": pubsub,
         "STORAGE_EMULATOR_HOST": storage,
         # gcloud: the same endpoints, no credentials, the stack's project.

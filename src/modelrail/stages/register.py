@@ -9,6 +9,7 @@ import lightgbm as lgb
 from modelrail import card
 from modelrail.config import PipelineConfig
 from modelrail.events import ModelEvaluated, ModelRegistered
+from modelrail.ports import PackageRepository
 from modelrail.registry import MODEL_FILE, Registry
 from modelrail.runs import RunLog
 from modelrail.stages import Outcome
@@ -23,6 +24,7 @@ def handle(
     runs: RunLog,
     registry: Registry,
     delivery_attempt: int,
+    packages: PackageRepository,
 ) -> Outcome:
     store, model = runs.store, config.model_name
     model_text, candidate = runs.candidate(event.run_id, event.model_sha256)
@@ -75,6 +77,8 @@ def handle(
         fields,
         attempt=delivery_attempt,
     )
+    # Published after the bucket claim (the source of truth), before model-registered.
+    published = registry.publish(model, version, packages)
     registry.move_alias(model, CHAMPION, version)
     registered = ModelRegistered(
         run_id=event.run_id,
@@ -85,4 +89,4 @@ def handle(
         manifest_uri=registry.manifest_uri(model, version),
         manifest_sha256=hashlib.sha256(manifest).hexdigest(),
     )
-    return Outcome(registered, {"model": model, "version": version})
+    return Outcome(registered, {"model": model, "version": version, "published": published})

@@ -52,6 +52,8 @@ locals {
     MODELRAIL_TRAINING_JOB    = local.training_job_name
     MODELRAIL_STAGING_SERVICE = local.staging_service_name
     MODELRAIL_HOME            = "/tmp/modelrail" # the only writable path on Cloud Run
+    # Where register publishes versions (artifact_registry.tf).
+    MODELRAIL_ARTIFACT_REPOSITORY = google_artifact_registry_repository.models.repository_id
   }
 }
 
