@@ -131,6 +131,7 @@ def test_a_redelivered_register_event_publishes_nothing_new(
         runs=container.runs,
         registry=container.registry,
         packages=pipeline.packages,
+        delivery_attempt=2,
     )
 
     assert outcome.output["version"] == 1
