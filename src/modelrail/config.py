@@ -56,6 +56,14 @@ class MetricGate:
 
 
 @dataclasses.dataclass(frozen=True)
+class Limits:
+    """The largest upload and the longest line validate reads (``[limits]``)."""
+
+    max_upload_bytes: int = 128 * 2**20
+    max_line_bytes: int = 2**20
+
+
+@dataclasses.dataclass(frozen=True)
 class PipelineConfig:
     model_name: str
     objective: Objective
@@ -71,6 +79,8 @@ class PipelineConfig:
     # PSI limits (warn, fail): the default and per column (see dataset.profile).
     drift: tuple[float, float] = DRIFT_LIMITS
     drift_columns: Mapping[str, tuple[float, float]] = dataclasses.field(default_factory=dict)
+    # What validate reads ([limits]): larger uploads and longer lines are refused unread.
+    limits: Limits = Limits()
 
     @classmethod
     def load(cls, path: Path) -> PipelineConfig:
@@ -86,7 +96,7 @@ class PipelineConfig:
             raise ConfigError(f"invalid pipeline config {path}: " + "; ".join(problems))
         model, training = spec["model"], spec["training"]
         contract = DatasetContract.load(path.parent / model["contract"])
-        drift = spec.get("drift", {})
+        drift, bounds = spec.get("drift", {}), spec.get("limits", {})
         drift_warn = drift.get("warn", DRIFT_LIMITS[0])
         drift_fail = drift.get("fail", DRIFT_LIMITS[1])
         config = cls(
@@ -106,6 +116,10 @@ class PipelineConfig:
                 name: (limits.get("warn", drift_warn), limits.get("fail", drift_fail))
                 for name, limits in drift.get("columns", {}).items()
             },
+            limits=Limits(
+                max_upload_bytes=round(bounds.get("max_upload_mb", 128) * 2**20),
+                max_line_bytes=round(bounds.get("max_line_kb", 1024) * 2**10),
+            ),
         )
         problems = [
             *config._target_problems(),

@@ -87,12 +87,18 @@ class ValidationReport:
         }
 
 
-def validate(data: bytes, contract: DatasetContract) -> tuple[ValidationReport, ParsedDataset]:
+def validate(
+    data: bytes, contract: DatasetContract, *, max_line_bytes: int | None = None
+) -> tuple[ValidationReport, ParsedDataset]:
     """Check ``data`` (CSV bytes) against ``contract``; never raises for bad data.
 
-    A file that meets its contract is read by the typed reader (``typed``) in one
-    vectorised pass; any other, by the reporting path below, which names every problem.
+    A line longer than ``max_line_bytes`` (the validate stage's limit) is refused
+    before any parsing. A file that
+    meets its contract is read by the typed reader (``typed``) in one vectorised pass;
+    any other, by the reporting path below, which names every problem.
     """
+    if max_line_bytes is not None and (problem := long_line(data, max_line_bytes)):
+        return refused(contract, problem), ParsedDataset({}, 0)
     header = header_of(data)
     typed_read = typed.read(data, header, contract)
     if typed_read is None:
@@ -105,6 +111,44 @@ def validate(data: bytes, contract: DatasetContract) -> tuple[ValidationReport, 
     if report.passed and (problem := _single_class(parsed, contract)) is not None:
         report = dataclasses.replace(report, problems=(problem,))
     return report, parsed
+
+
+def refused(contract: DatasetContract, problem: Problem) -> ValidationReport:
+    """The report of a file refused unread."""
+    return ValidationReport(contract.name, 0, (), (problem,))
+
+
+def oversized(size: int, max_bytes: int) -> Problem | None:
+    """A problem if an upload of ``size`` bytes is larger than ``max_bytes``."""
+    if size <= max_bytes:
+        return None
+    return Problem(
+        "upload_size",
+        f"the file is {size:,} bytes, more than the {max_bytes:,} validate reads "
+        "([limits] max_upload_mb in pipeline.toml)",
+    )
+
+
+def long_line(data: bytes, max_bytes: int) -> Problem | None:
+    """A problem naming the longest line if it is longer than ``max_bytes`` (lines end
+    in LF, CRLF or CR alone; a line here is what lies between two breaks)."""
+    raw = np.frombuffer(data, np.uint8)
+    breaks = np.flatnonzero(raw == ord("\n"))
+    if breaks.size == 0:
+        breaks = np.flatnonzero(raw == ord("\r"))
+    bounds = np.concatenate(([-1], breaks, [raw.size]))
+    lengths = np.diff(bounds) - 1
+    lengths[: breaks.size] -= (breaks > 0) & (raw[np.maximum(breaks - 1, 0)] == ord("\r"))
+    longest = int(lengths.argmax())
+    if lengths[longest] <= max_bytes:
+        return None
+    start = int(bounds[longest]) + 1
+    line = 1 + max(data.count(b"\n", 0, start), data.count(b"\r", 0, start))
+    return Problem(
+        "line_length",
+        f"line {line:,} is {int(lengths[longest]):,} bytes long, more than the "
+        f"{max_bytes:,} validate reads ([limits] max_line_kb in pipeline.toml)",
+    )
 
 
 def _single_class(parsed: ParsedDataset, contract: DatasetContract) -> Problem | None:

@@ -45,8 +45,15 @@ def handle(
     code_version: str,
 ) -> Outcome:
     bucket, key, generation = _locate(trigger, storage, data_bucket)
+    source, contract, limits = storage.bucket(bucket), config.contract, config.limits
+    # Too large to read: refused from its listing, before a byte is in memory.
+    listed = next((info for info in source.list(key) if info.key == key), None)
+    if listed is not None and (too_big := checks.oversized(listed.size, limits.max_upload_bytes)):
+        uri = f"gs://{bucket}/{key}#{listed.generation}"
+        dataset = {"bucket": bucket, "key": key, "uri": uri, "size": listed.size, "rows": 0}
+        raise _violation(runs, run_id, dataset, checks.refused(contract, too_big))
     try:
-        blob = storage.bucket(bucket).read(key, generation=generation)
+        blob = source.read(key, generation=generation)
     except NotFound as exc:
         raise DataUnavailable(f"dataset gs://{bucket}/{key} is not readable: {exc}") from exc
     dataset = {
@@ -57,18 +64,13 @@ def handle(
         "sha256": hashlib.sha256(blob.data).hexdigest(),
         "rows": 0,
     }
-    contract = config.contract
-    report, parsed = checks.validate(blob.data, contract)
+    too_big = checks.oversized(len(blob.data), limits.max_upload_bytes)  # another generation
+    if too_big is not None:
+        raise _violation(runs, run_id, dataset, checks.refused(contract, too_big))
+    report, parsed = checks.validate(blob.data, contract, max_line_bytes=limits.max_line_bytes)
     dataset["rows"] = report.rows
     if not report.passed:
-        report_uri = runs.save_report(
-            run_id, "validation", {"dataset": dataset, **report.to_dict()}
-        )
-        summary = "; ".join(p.message for p in report.problems[:5])
-        raise ContractViolation(
-            f"{dataset['uri']} breaks contract {report.contract!r}: {summary}",
-            {"report_uri": report_uri, **report.to_dict()},
-        )
+        raise _violation(runs, run_id, dataset, report)
     checked = snapshot.arrow(parsed, contract)
     champion, table = _drift(config, registry, checked)
     drift = {"champion": champion, "columns": table}
@@ -109,6 +111,18 @@ def handle(
         report_uri=report_uri,
     )
     return Outcome(event, {"rows": report.rows, "report_uri": report_uri})
+
+
+def _violation(
+    runs: RunLog, run_id: str, dataset: dict[str, Any], report: checks.ValidationReport
+) -> ContractViolation:
+    """The failure of a file that breaks its contract, its report saved for people."""
+    report_uri = runs.save_report(run_id, "validation", {"dataset": dataset, **report.to_dict()})
+    summary = "; ".join(p.message for p in report.problems[:5])
+    return ContractViolation(
+        f"{dataset['uri']} breaks contract {report.contract!r}: {summary}",
+        {"report_uri": report_uri, **report.to_dict()},
+    )
 
 
 def _drift(
