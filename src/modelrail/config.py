@@ -205,6 +205,10 @@ class Settings:
     training_job: str = "modelrail-train"
     staging_service: str = "modelrail-staging"
     user: str = "unknown"  # who runs the CLI: recorded with an operator's rollback
+    # The C compiler the train stage builds the compiled predictor with (the training
+    # job's image sets it); None builds none. Compiling hundreds of trees takes
+    # minutes, so a local run does it only when asked (MODELRAIL_COMPILER=cc).
+    compiler: str | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -235,6 +239,7 @@ class Settings:
                 training_job=env.get("MODELRAIL_TRAINING_JOB", "modelrail-train"),
                 staging_service=env.get("MODELRAIL_STAGING_SERVICE", "modelrail-staging"),
                 user=env.get("USER") or env.get("LOGNAME") or "unknown",
+                compiler=env.get("MODELRAIL_COMPILER") or None,
             )
         except ValueError as exc:
             raise ConfigError(f"invalid modelrail setting: {exc}") from exc

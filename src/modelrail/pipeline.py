@@ -190,6 +190,7 @@ def _context(container: Container, stage: str) -> StageContext:
         # Only the stages that need them build a launcher or a deployer.
         launcher=container.launcher if stage == "launch_training" else None,
         deployer=container.deployer if stage == "deploy" else None,
+        compiler=settings.compiler,
     )
 
 

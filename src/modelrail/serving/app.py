@@ -26,7 +26,6 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -93,6 +92,8 @@ def load_model(settings: ServiceSettings, store: Any) -> ModelState:
             version = alias.version
         loaded = registry.load(name, version)
         predictor = Predictor(name, version, loaded.manifest, loaded.model_text)
+        if settings.predictor == "compiled":
+            predictor.use_compiled(_version_files(registry, name, version))
         decoder = RequestDecoder(predictor.schema, max_instances=settings.max_instances)
     except Exception as exc:
         message = f"model {name} v{settings.model_version or settings.model_alias} refused: {exc}"
@@ -117,6 +118,18 @@ def load_model(settings: ServiceSettings, store: Any) -> ModelState:
     return ModelState(
         predictor=predictor, decoder=decoder, loaded_at=time.time(), load_seconds=elapsed
     )
+
+
+def _version_files(registry: Any, name: str, version: int) -> Callable[[str], bytes]:
+    """A reader of the version's files, each checked against the manifest's sha256."""
+
+    def read(file: str) -> bytes:
+        data: bytes | None = registry.read_file(name, version, file)
+        if data is None:
+            raise FileNotFoundError(f"{file} is not one of the version's files")
+        return data
+
+    return read
 
 
 def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
@@ -316,22 +329,6 @@ class ServiceMiddleware:
         if captured and (self.log_all or (captured[0] >= 400 and self.log_errors)):
             self._log(environ, captured[0], started, request_id, None)
         return result
-
-    def start_compiling(self) -> threading.Thread | None:
-        """With ``predictor="compiled"``, compile this process's model in the
-        background (see ``compiled``). Each serving process calls it once it runs:
-        threads do not survive the fork from a preloading master."""
-        predictor = self.state.predictor
-        if self.settings.predictor != "compiled" or predictor is None:
-            return None
-        from modelrail.serving import compiled
-
-        cache = self.settings.compile_cache
-        return compiled.start_upgrade(
-            predictor,
-            Path(cache) if cache else compiled.default_cache(),
-            self.settings.compiler,
-        )
 
     def flask_app(self) -> WsgiApp:
         app = self._flask_app

@@ -76,9 +76,3 @@ def when_ready(server):  # type: ignore[no-untyped-def]
 
         handoff.serve(Path(path), [listener.sock for listener in server.LISTENERS])
     server.log.info("staging service ready")
-
-
-def post_worker_init(worker):  # type: ignore[no-untyped-def]
-    """In each worker, with MODELRAIL_PREDICTOR=compiled: compile the model (the
-    preloaded app's thread would have stayed in the master)."""
-    worker.wsgi.wsgi_app.start_compiling()

@@ -298,12 +298,7 @@ def main() -> None:
 
     server._spawn_workers = spawn_then_answer_privately
 
-    def load_in_worker(*_: Any) -> Any:
-        # Called in each forked worker: threads do not survive the fork.
-        app.start_compiling()
-        return app
-
-    server.serve(target_loader=load_in_worker, wrap_loader=False)
+    server.serve(target_loader=lambda *_: app, wrap_loader=False)
     sys.exit(0)
 
 

@@ -25,9 +25,9 @@ class ServiceSettings:
     the logs can state it. ``require_model`` makes a failed load fatal (the local
     deployer uses it: a candidate that cannot load never binds the shared socket);
     otherwise the service stays up, live but not ready. ``predictor="compiled"``
-    switches each process to the model compiled to C once it has been built (with
-    ``compiler``, cached in ``compile_cache``) and checked against LightGBM bit for
-    bit (see ``compiled``); until then, and if that fails, LightGBM predicts.
+    loads the compiled predictor the training job built for the version, once its
+    sha256 and its answers on the probe rows (LightGBM's, bit for bit) are checked
+    (see ``modelrail.compiled``); if any of that fails, LightGBM predicts.
     """
 
     model_name: str
@@ -41,8 +41,6 @@ class ServiceSettings:
     health_route: str = "/healthz"
     predict_route: str = "/predict"
     predictor: PredictorKind = "lightgbm"
-    compile_cache: str | None = None
-    compiler: str = "cc"
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> ServiceSettings:
@@ -62,8 +60,6 @@ class ServiceSettings:
                 health_route=env.get("AIP_HEALTH_ROUTE") or "/healthz",
                 predict_route=env.get("AIP_PREDICT_ROUTE") or "/predict",
                 predictor=env.get("MODELRAIL_PREDICTOR") or "lightgbm",  # type: ignore[arg-type]
-                compile_cache=env.get("MODELRAIL_COMPILE_CACHE") or None,
-                compiler=env.get("CC") or "cc",
             )
         except ValueError as exc:
             raise ConfigError(f"invalid staging service setting: {exc}") from exc

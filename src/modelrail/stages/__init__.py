@@ -32,6 +32,7 @@ class StageContext:
     training_job: str
     launcher: JobLauncher | None = None
     deployer: Deployer | None = None
+    compiler: str | None = None  # train: the C compiler of the compiled predictor
 
 
 @dataclasses.dataclass(frozen=True)

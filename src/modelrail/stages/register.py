@@ -24,6 +24,17 @@ def handle(event: ModelEvaluated, *, ctx: StageContext) -> Outcome:
     candidate = orjson.loads(
         store.read(ctx.runs.candidate_key(event.run_id, "candidate.json")).data
     )
+    # The compiled predictors the training job built and verified (a candidate from
+    # before they existed has none), each checked against the sha256 it recorded.
+    compiled = candidate.get("compiled") or {"builds": [], "not_built": []}
+    predictors = {}
+    for build in compiled["builds"]:
+        library = store.read(ctx.runs.candidate_key(event.run_id, build["file"])).data
+        if hashlib.sha256(library).hexdigest() != build["sha256"]:
+            raise IntegrityError(
+                f"candidate of {event.run_id}: {build['file']} does not match its sha256"
+            )
+        predictors[build["file"]] = library
     fields = {
         "format": "lightgbm-text",
         "created_at": event.occurred_at,
@@ -36,6 +47,7 @@ def handle(event: ModelEvaluated, *, ctx: StageContext) -> Outcome:
         "verdict": event.verdict,
         "lineage": event.lineage,
         "examples": candidate["examples"],
+        "compiled": compiled,
     }
     # The card shows the version number, known only once the registry has claimed it,
     # so the registry asks for the files with the number.
@@ -69,6 +81,7 @@ def handle(event: ModelEvaluated, *, ctx: StageContext) -> Outcome:
             ),
             REFERENCE: reference,
             PROFILE: data_profile,
+            **predictors,
         },
         fields,
     )
