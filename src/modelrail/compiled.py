@@ -40,7 +40,11 @@ from modelrail import codegen
 # LightGBM's build); no -ffast-math for the same reason.
 FLAGS = ("-O2", "-fPIC", "-shared", "-ffp-contract=off")
 _COMPILE_TIMEOUT_S = 900
-_RANDOM_PROBES = 4096
+# Rows mixing every feature's probe values, after the rows that move one feature at a
+# time: many where the object is built, fewer where a cold start waits for the check
+# (4096 of them cost ~0.2 s of a 300-tree model's load; 256, ~0.02 s).
+_MIXED_PROBES_BUILD = 4096
+_MIXED_PROBES_LOAD = 256
 
 
 class CompileError(Exception):
@@ -116,11 +120,14 @@ class CompiledBooster:
         return out.reshape(rows, self._width) if self._width > 1 else out
 
 
-def probe_rows(model: codegen.TreeModel, examples: Sequence[Sequence[float]]) -> list[list[float]]:
+def probe_rows(
+    model: codegen.TreeModel, examples: Sequence[Sequence[float]], mixed: int
+) -> list[list[float]]:
     """The rows a compiled predictor must answer as LightGBM does: the examples, then
-    every probe value of every feature (on the first example) and a seeded mix."""
+    every probe value of every feature (on the first example) and ``mixed`` rows of a
+    seeded mix."""
     base = examples[0] if examples else [0.0] * model.num_features
-    return [*map(list, examples), *codegen.probe_rows(model, base, _RANDOM_PROBES)]
+    return [*map(list, examples), *codegen.probe_rows(model, base, mixed)]
 
 
 def verify(candidate: Any, reference: Any, rows: Sequence[Sequence[float]]) -> None:
@@ -202,7 +209,7 @@ def build(
         model = codegen.parse(model_text.decode())
     except codegen.Unsupported as exc:
         return Built((), (f"not compiled: {exc}",))
-    rows = probe_rows(model, examples)
+    rows = probe_rows(model, examples, _MIXED_PROBES_BUILD)
     features = cpu_features()
     with tempfile.TemporaryDirectory(prefix="modelrail-compile-") as work:
         source = Path(work) / "model.c"
@@ -253,7 +260,7 @@ def _finish_compiler(process: subprocess.Popen[str], name: str) -> None:
 # -- serving: load and verify --------------------------------------------------------------
 def load(
     record: Mapping[str, Any] | None,
-    read: Callable[[str], bytes],
+    read: Callable[[str], bytes | None],
     reference: Any,
     model_text: bytes,
     examples: Sequence[Sequence[float]],
@@ -261,7 +268,8 @@ def load(
     """The first of the version's compiled predictors (``record``: its manifest's
     ``compiled``) that this CPU can run, whose bytes (``read(file)``) match their
     sha256 and whose answers on the probe rows are ``reference``'s, with its build's
-    name and the reasons the builds before it were refused. ``CompileError`` with
+    name and the reasons the builds before it were refused (``read`` gives None for a
+    file the version does not have). ``CompileError`` with
     every reason when none is."""
     if not record or not record.get("builds"):
         why = "; ".join((record or {}).get("not_built") or ["the version has none"])
@@ -276,6 +284,8 @@ def load(
             if missing:
                 raise CompileError(f"this CPU lacks {', '.join(missing)}")
             library = read(entry["file"])
+            if library is None:
+                raise CompileError("is not one of the version's files")
             if hashlib.sha256(library).hexdigest() != entry["sha256"]:
                 raise CompileError("does not match the sha256 in its manifest")
             with tempfile.NamedTemporaryFile(prefix="modelrail-", suffix=".so") as copy:
@@ -287,7 +297,7 @@ def load(
                     Path(copy.name), model.num_features, model.trees_per_iteration
                 )
             if rows is None:
-                rows = probe_rows(model, examples)
+                rows = probe_rows(model, examples, _MIXED_PROBES_LOAD)
             verify(candidate, reference, rows)
         except Exception as exc:  # any refusal keeps LightGBM; the reason is reported
             refused.append(f"{entry['file']}: {exc}")

@@ -7,6 +7,7 @@ Layout (under ``models/<model>/``)::
     versions/<N>/card.html      human-readable model card
     versions/<N>/reference.parquet  the hold-out it was judged on: later gates' trusted set
     versions/<N>/profile.json   its training data's profile: the baseline for drift
+    versions/<N>/predictor-*.so compiled predictors, built and verified by the training job
     versions/<N>/manifest.json  written last, create-only: the version exists once this does
     by-run/<run_id>.json        a run registers at most one version
     aliases/<alias>.json        mutable pointers (champion, staging), compare-and-set

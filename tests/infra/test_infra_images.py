@@ -171,3 +171,13 @@ def test_the_deploy_build_builds_and_pushes_only_through_commit_image() -> None:
         ("push", "staging:$COMMIT_SHA"),
         ("push", "train:$COMMIT_SHA"),
     }
+
+
+def test_only_the_training_image_has_a_compiler() -> None:
+    # The training job builds the compiled predictor; the staging service only loads it.
+    def packages(service: str) -> set[str]:
+        text = (REPO_ROOT / "services" / service / "Dockerfile").read_text()
+        return {pin.partition("=")[0] for pin in apt_pins(text)}
+
+    assert {"gcc", "libc6-dev"} <= packages("train-job")
+    assert not {"gcc", "libc6-dev", "clang", "build-essential"} & packages("staging")

@@ -502,3 +502,16 @@ def test_the_server_answers_compiled_from_its_first_request(
     assert server.log.read_text().count("uses the compiled predictor") == 1
     status, _ = post_json(server.url + "/predict", {"instances": trained.manifest["examples"]})
     assert status == 200
+
+
+def test_the_predictor_setting_is_checked() -> None:
+    from modelrail.errors import ConfigError
+    from modelrail.serving.settings import ServiceSettings
+
+    base = {"MODELRAIL_MODEL_VERSION": "1"}
+    assert ServiceSettings.from_env(base).predictor == "lightgbm"
+    assert ServiceSettings.from_env({**base, "MODELRAIL_PREDICTOR": "compiled"}).predictor == (
+        "compiled"
+    )
+    with pytest.raises(ConfigError, match=r"MODELRAIL_PREDICTOR must be lightgbm\|compiled"):
+        ServiceSettings.from_env({**base, "MODELRAIL_PREDICTOR": "lleaves"})

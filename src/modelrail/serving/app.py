@@ -93,7 +93,7 @@ def load_model(settings: ServiceSettings, store: Any) -> ModelState:
         loaded = registry.load(name, version)
         predictor = Predictor(name, version, loaded.manifest, loaded.model_text)
         if settings.predictor == "compiled":
-            predictor.use_compiled(_version_files(registry, name, version))
+            predictor.use_compiled(lambda file: registry.read_file(name, loaded.version, file))
         decoder = RequestDecoder(predictor.schema, max_instances=settings.max_instances)
     except Exception as exc:
         message = f"model {name} v{settings.model_version or settings.model_alias} refused: {exc}"
@@ -118,18 +118,6 @@ def load_model(settings: ServiceSettings, store: Any) -> ModelState:
     return ModelState(
         predictor=predictor, decoder=decoder, loaded_at=time.time(), load_seconds=elapsed
     )
-
-
-def _version_files(registry: Any, name: str, version: int) -> Callable[[str], bytes]:
-    """A reader of the version's files, each checked against the manifest's sha256."""
-
-    def read(file: str) -> bytes:
-        data: bytes | None = registry.read_file(name, version, file)
-        if data is None:
-            raise FileNotFoundError(f"{file} is not one of the version's files")
-        return data
-
-    return read
 
 
 def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:

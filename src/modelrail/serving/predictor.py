@@ -232,10 +232,10 @@ class Predictor:
         examples = self.manifest.get("examples") or []
         return self.schema.encode_records(examples).tolist() if examples else []
 
-    def use_compiled(self, read: Callable[[str], bytes]) -> bool:
+    def use_compiled(self, read: Callable[[str], bytes | None]) -> bool:
         """Switch to the version's compiled predictor (``compiled.load``: the training
-        job built it; ``read`` gives a file of the version, its sha256 checked), or log
-        why LightGBM's stays."""
+        job built it; ``read`` gives a file of the version, its sha256 checked, or
+        None), or log why LightGBM's stays."""
         started = time.perf_counter()
         fields = {"model": self.model, "version": self.version}
         try:
