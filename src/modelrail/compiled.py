@@ -211,16 +211,19 @@ def build(
         return Built((), (f"not compiled: {exc}",))
     rows = probe_rows(model, examples, _MIXED_PROBES_BUILD)
     features = cpu_features()
+    predictors, not_built = [], []
     with tempfile.TemporaryDirectory(prefix="modelrail-compile-") as work:
         source = Path(work) / "model.c"
         source.write_text(codegen.generate(model, num_iteration))
-        # Both builds at once: the compiler is single-threaded, and each takes seconds
-        # to minutes for hundreds of trees.
-        running = {
-            one: _start_compiler([*command, *one.flags], source, Path(work) / one.file)
-            for one in BUILDS
-        }
-        predictors, not_built = [], []
+        try:
+            # Both builds at once: the compiler is single-threaded, and each takes
+            # seconds to minutes for hundreds of trees.
+            running = {
+                one: _start_compiler([*command, *one.flags], source, Path(work) / one.file)
+                for one in BUILDS
+            }
+        except OSError as exc:
+            return Built((), (f"{command[0]} could not start: {exc}",))
         for one, process in running.items():
             library = Path(work) / one.file
             try:
@@ -228,9 +231,9 @@ def build(
                 missing = [feature for feature in one.requires if feature not in features]
                 if missing:
                     raise CompileError(f"not verified: this CPU lacks {', '.join(missing)}")
-                compiled = CompiledBooster(library, model.num_features, model.trees_per_iteration)
-                verify(compiled, reference, rows)
-            except CompileError as exc:
+                candidate = CompiledBooster(library, model.num_features, model.trees_per_iteration)
+                verify(candidate, reference, rows)
+            except (CompileError, OSError) as exc:  # OSError: an object that won't load
                 not_built.append(f"{one.name}: {exc}")
                 continue
             predictors.append(BuiltPredictor(one, library.read_bytes()))
@@ -269,8 +272,7 @@ def load(
     ``compiled``) that this CPU can run, whose bytes (``read(file)``) match their
     sha256 and whose answers on the probe rows are ``reference``'s, with its build's
     name and the reasons the builds before it were refused (``read`` gives None for a
-    file the version does not have). ``CompileError`` with
-    every reason when none is."""
+    file the version does not have). ``CompileError`` with every reason when none is."""
     if not record or not record.get("builds"):
         why = "; ".join((record or {}).get("not_built") or ["the version has none"])
         raise CompileError(f"no compiled predictor was built ({why})")
