@@ -3,8 +3,9 @@
     .venv/bin/python benchmarks/serve.py [--duration 10] [--out build/bench/results.json]
 
 What it does:
-1. trains the penguins model (the pipeline's contract and encoding) and registers it
-   in a scratch bucket under ``build/bench/``;
+1. trains the penguins model (the pipeline's contract and encoding), builds and
+   verifies its compiled predictor as the training job does (``compiled.build``) and
+   registers both in a scratch bucket under ``build/bench/``;
 2. builds MLflow's own environment (``build/bench-mlflow-venv`` from
    ``benchmarks/requirements-mlflow.txt``) if missing, saves the same booster with
    ``mlflow.lightgbm.save_model`` and starts ``mlflow models serve`` (2 workers);
@@ -16,7 +17,8 @@ What it does:
    ``--rounds`` times; a ratio is the median of the rounds' ratios, and each case's
    figures are those of its median round;
 5. times ``booster.predict`` in-process (the physical limit) and the cold start of both
-   servers (process start to the first successful /predict).
+   servers (process start to the first successful /predict; for modelrail, answered by
+   the compiled predictor, checked on /readyz).
 
 The machine may be shared: its speed moved by up to 1.5x within minutes here, so a
 ratio of runs minutes apart says as much about the machine as about the servers;
@@ -74,7 +76,7 @@ def train_and_register(home: Path) -> tuple[Any, list[dict[str, Any]], list[list
     import lightgbm
     import numpy as np
 
-    from modelrail import training
+    from modelrail import compiled, training
     from modelrail.adapters.filesystem import FilesystemStore
     from modelrail.config import PipelineConfig
     from modelrail.dataset import checks
@@ -104,10 +106,16 @@ def train_and_register(home: Path) -> tuple[Any, list[dict[str, Any]], list[list
     booster = lightgbm.train(params, data, num_boost_round=100)
     store = FilesystemStore(home / "buckets", "modelrail-artifacts")
     text = booster.model_to_string().encode()
+    started = time.perf_counter()
+    built = compiled.build(text, 100, booster, matrix[:3].tolist(), "cc")
+    print(f"compiled predictors built in {time.perf_counter() - started:.1f} s", flush=True)
+    if not built.predictors:
+        raise RuntimeError(f"no compiled predictor: {built.not_built}")
+    predictors = {predictor.build.file: predictor.library for predictor in built.predictors}
     Registry(store).register(
         MODEL,
         "bench-run",
-        lambda _v: {"model.txt": text},
+        lambda _v: {"model.txt": text, **predictors},
         {
             "format": "lightgbm-text",
             "features": schema.to_dict(),
@@ -119,6 +127,7 @@ def train_and_register(home: Path) -> tuple[Any, list[dict[str, Any]], list[list
             "lineage": {"run_id": "bench-run"},
             "created_at": "2026-01-01T00:00:00Z",
             "examples": records[:3],
+            "compiled": built.record(),
         },
     )
     encoded = [[None if math.isnan(v) else v for v in row] for row in matrix.tolist()]
@@ -173,9 +182,7 @@ def wait_predict(
     raise RuntimeError(f"{url} did not answer within {timeout_s}s")
 
 
-def start_modelrail(
-    home: Path, port: int, args: argparse.Namespace, *, compile_cache: Path
-) -> subprocess.Popen[bytes]:
+def start_modelrail(home: Path, port: int, args: argparse.Namespace) -> subprocess.Popen[bytes]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MODELRAIL_")}
     env.update(
         {
@@ -186,7 +193,6 @@ def start_modelrail(
             "MODELRAIL_WORKERS": str(args.workers),
             "MODELRAIL_CONFIG": str(ROOT / "pipeline.toml"),
             "MODELRAIL_PREDICTOR": args.predictor,
-            "MODELRAIL_COMPILE_CACHE": str(compile_cache),
         }
     )
     command = [str(ROOT / ".venv" / "bin" / "python"), "-m", "modelrail.serving.server"]
@@ -244,19 +250,11 @@ def stop(process: subprocess.Popen[bytes]) -> None:
 _UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
 
 
-def wait_compiled(url: str, timeout_s: float = 120) -> float:
-    """Seconds until 20 readiness answers in a row (any worker) report the compiled
-    predictor."""
-    started = time.monotonic()
-    pool = urllib3.PoolManager(retries=False)
-    streak = 0
-    while streak < 20:
-        if time.monotonic() - started > timeout_s:
-            raise RuntimeError(f"the compiled predictor was not active within {timeout_s}s")
-        answer = pool.request("GET", url + "/readyz", timeout=5)
-        streak = streak + 1 if orjson.loads(answer.data).get("predictor") == "compiled" else 0
-        time.sleep(0.005)
-    return time.monotonic() - started
+def predictor_in_use(url: str) -> str:
+    """What answers predictions (``compiled`` or ``lightgbm``), as /readyz says."""
+    answer = urllib3.request("GET", url + "/readyz", timeout=5, retries=False)
+    predictor: str = orjson.loads(answer.data)["predictor"]
+    return predictor
 
 
 # wrk sends the bodies in turn, each request formatted once.
@@ -320,7 +318,7 @@ def run_wrk(
     }
 
 
-def raw_predict(booster: Any, records: list[dict[str, Any]]) -> dict[str, float]:
+def raw_predict(booster: Any, home: Path, records: list[dict[str, Any]]) -> dict[str, float]:
     """Rows/s of one in-process predict call, the service's way and the package's.
 
     The service asks LightGBM for one thread per call (``num_threads=1``: its workers
@@ -329,20 +327,20 @@ def raw_predict(booster: Any, records: list[dict[str, Any]]) -> dict[str, float]
     default, so that the comparison shows the call's cost, not the thread count."""
     import numpy as np
 
-    from modelrail.features import FeatureSchema
-    from modelrail.serving import codegen, compiled
-    from modelrail.serving.predictor import NativeBooster
+    from modelrail.adapters.filesystem import FilesystemStore
+    from modelrail.registry import Registry
+    from modelrail.serving.predictor import Predictor
 
-    config_schema = FeatureSchema.from_dict(_schema_dict())
-    matrix = config_schema.encode_records(records)
+    registry = Registry(FilesystemStore(home / "buckets", "modelrail-artifacts"))
+    version = registry.load(MODEL, 1)
+    predictor = Predictor(MODEL, 1, version.manifest, version.model_text)
+    native = predictor.booster
+    # The registered object, checked and loaded as the service loads it.
+    if not predictor.use_compiled(lambda file: registry.read_file(MODEL, 1, file)):
+        raise RuntimeError("the registered compiled predictor was refused")
+    compiled_booster = predictor.booster
+    matrix = predictor.schema.encode_records(records)
     draw = random.Random("raw")
-    text = booster.model_to_string()
-    native = NativeBooster(text.encode(), num_iteration=100)
-    model = codegen.parse(text)
-    library = compiled.build(codegen.generate(model, 100), BUILD / "compile-raw", "cc")
-    compiled_booster = compiled.CompiledBooster(
-        library, model.num_features, model.trees_per_iteration
-    )
     result = {}
     for rows in (1, 100):
         # Different rows in every call, as in the load runs.
@@ -456,7 +454,7 @@ def main() -> None:
     load(servers, home, model_dir, bodies, wrk, args, results)
     for server in servers:
         results["cold_start_s"][server] = cold_starts(server, home, model_dir, bodies, args)
-    results["booster_predict"] = raw_predict(booster, records)
+    results["booster_predict"] = raw_predict(booster, home, records)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_bytes(orjson.dumps(results, option=orjson.OPT_INDENT_2))
     print(orjson.dumps(results, option=orjson.OPT_INDENT_2).decode())
@@ -468,11 +466,7 @@ def start_server(
     """The server on a free port, and its prediction URL."""
     port = free_port()
     if server == "modelrail":
-        # A new compile cache for every start, as on a new Cloud Run instance.
-        cache = Path(tempfile.mkdtemp(prefix="compile-", dir=BUILD))
-        return start_modelrail(home, port, args, compile_cache=cache), (
-            f"http://127.0.0.1:{port}/predict"
-        )
+        return start_modelrail(home, port, args), f"http://127.0.0.1:{port}/predict"
     return start_mlflow(model_dir, port, args.workers), f"http://127.0.0.1:{port}/invocations"
 
 
@@ -490,8 +484,8 @@ def load(
     try:
         for server, (process, url) in started.items():
             wait_predict(url, bodies[server][1][0], process)
-            if server == "modelrail" and args.predictor == "compiled":
-                results["compiled_active_after_s"] = wait_compiled(url.rsplit("/", 1)[0])
+            if server == "modelrail":
+                results["predictor_in_use"] = predictor_in_use(url.rsplit("/", 1)[0])
         runs: dict[str, list[dict[str, Any]]] = {}
         for round_number in range(1, args.rounds + 1):
             for rows in (1, 100):
@@ -534,17 +528,20 @@ def cold_starts(
     args: argparse.Namespace,
 ) -> dict[str, Any]:
     """Process start to the first successful prediction, ``args.cold_starts`` times."""
-    starts = []
+    starts, predictors = [], []
     for _ in range(args.cold_starts):
         began = time.monotonic()
         process, url = start_server(server, home, model_dir, args)
         try:
             wait_predict(url, bodies[server][1][0], process)
             starts.append(time.monotonic() - began)
+            if server == "modelrail":
+                # Loaded before the port was bound: the first answer was this one's.
+                predictors.append(predictor_in_use(url.rsplit("/", 1)[0]))
         finally:
             stop(process)
-    print(server, "cold start", starts, flush=True)
-    return {"median": statistics.median(starts), "all": starts}
+    print(server, "cold start", starts, predictors, flush=True)
+    return {"median": statistics.median(starts), "all": starts, "predictors": predictors}
 
 
 class FeatureNames:

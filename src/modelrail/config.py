@@ -223,6 +223,10 @@ class Settings:
     # ``region``), and the endpoint that serves its API (emulator mode: the control plane).
     artifact_repository: str = "modelrail-models"
     artifact_registry_endpoint: str | None = None
+    # The C compiler the train stage builds the compiled predictor with (the training
+    # job's image sets it); None builds none. Compiling hundreds of trees takes
+    # minutes, so a local run does it only when asked (MODELRAIL_COMPILER=cc).
+    compiler: str | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -255,6 +259,7 @@ class Settings:
                 user=env.get("USER") or env.get("LOGNAME") or "unknown",
                 artifact_repository=env.get("MODELRAIL_ARTIFACT_REPOSITORY", "modelrail-models"),
                 artifact_registry_endpoint=env.get("MODELRAIL_ARTIFACT_REGISTRY_ENDPOINT") or None,
+                compiler=env.get("MODELRAIL_COMPILER") or None,
             )
         except ValueError as exc:
             raise ConfigError(f"invalid modelrail setting: {exc}") from exc
@@ -282,6 +287,8 @@ class Settings:
             env["MODELRAIL_RUN_API_ENDPOINT"] = self.run_api_endpoint
         if self.artifact_registry_endpoint is not None:
             env["MODELRAIL_ARTIFACT_REGISTRY_ENDPOINT"] = self.artifact_registry_endpoint
+        if self.compiler is not None:
+            env["MODELRAIL_COMPILER"] = self.compiler
         return env
 
 

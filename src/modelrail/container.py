@@ -75,6 +75,7 @@ class Container:
     def provide(self, name: str) -> Any:
         """The dependency a stage handler names as a parameter (``config``, ``storage``,
         ``data_bucket``, ``registry``, ``runs``, ``code_version``, ``training_job``,
+        ``compiler``,
         ``launcher``, ``deployer``, ``packages``)."""
         if name in _FROM_SETTINGS:
             return getattr(self.settings, name)
@@ -83,5 +84,5 @@ class Container:
         raise TypeError(f"no dependency named {name!r} for a stage handler")
 
 
-_FROM_SETTINGS = frozenset({"data_bucket", "code_version", "training_job"})
+_FROM_SETTINGS = frozenset({"data_bucket", "code_version", "training_job", "compiler"})
 _PORTS = frozenset({"config", "storage", "registry", "runs", "launcher", "deployer", "packages"})

@@ -163,7 +163,7 @@ def configure(level: str = "INFO", environ: Mapping[str, str] | None = None) -> 
 
 def dict_config(loggers: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """A ``logging.config.dictConfig`` sending ``loggers`` to stderr in the platform's
-    format (for the servers' own loggers: gunicorn's, granian's)."""
+    format (for the server's own loggers: granian's)."""
     return {
         "version": 1,
         "disable_existing_loggers": False,

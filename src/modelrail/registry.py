@@ -7,6 +7,7 @@ Layout (under ``models/<model>/``)::
     versions/<N>/card.html      human-readable model card
     versions/<N>/reference.parquet  the hold-out it was judged on: later gates' trusted set
     versions/<N>/profile.json   its training data's profile: the baseline for drift
+    versions/<N>/predictor-*.so compiled predictors, built and verified by the training job
     versions/<N>/manifest.json  written last, create-only: the version exists once this does
     versions/<N>/publication.json  create-only, after the manifest: where the version was
                                 published (package repository: Artifact Registry)

@@ -199,13 +199,18 @@ class RunLog:
     def candidate(self, run_id: str, model_sha256: str) -> tuple[bytes, dict[str, Any]]:
         """The run's trained model text, checked against the sha256 its event carries,
         and what train recorded with it (``candidate.json``)."""
-        model_text = self.store.read(self.candidate_key(run_id, MODEL_FILE)).data
-        if hashlib.sha256(model_text).hexdigest() != model_sha256:
-            raise IntegrityError(f"candidate of {run_id} does not match its sha256")
+        model_text = self.candidate_file(run_id, MODEL_FILE, model_sha256)
         meta: dict[str, Any] = orjson.loads(
             self.store.read(self.candidate_key(run_id, "candidate.json")).data
         )
         return model_text, meta
+
+    def candidate_file(self, run_id: str, name: str, sha256: str) -> bytes:
+        """One file train wrote for the run, checked against the sha256 recorded for it."""
+        data = self.store.read(self.candidate_key(run_id, name)).data
+        if hashlib.sha256(data).hexdigest() != sha256:
+            raise IntegrityError(f"candidate of {run_id}: {name} does not match its sha256")
+        return data
 
     def snapshot_key(self, run_id: str, name: str) -> str:
         """Where validate keeps the run's typed data (``part-00000.parquet``) and its

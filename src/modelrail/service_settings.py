@@ -25,7 +25,7 @@ def _cores() -> int:
 
 
 # field -> the variable that sets it, and how its text is read. Vertex AI's contract
-# names the routes it probes; CC is the C toolchain's own name for the compiler.
+# names the routes it probes.
 _VARIABLES: tuple[tuple[str, str, Callable[[str], Any]], ...] = (
     ("model_name", "MODELRAIL_MODEL_NAME", str),
     ("model_version", "MODELRAIL_MODEL_VERSION", int),
@@ -38,8 +38,6 @@ _VARIABLES: tuple[tuple[str, str, Callable[[str], Any]], ...] = (
     ("health_route", "AIP_HEALTH_ROUTE", str),
     ("predict_route", "AIP_PREDICT_ROUTE", str),
     ("predictor", "MODELRAIL_PREDICTOR", str),
-    ("compile_cache", "MODELRAIL_COMPILE_CACHE", str),
-    ("compiler", "CC", str),
     ("bind", "MODELRAIL_BIND", str),
     ("workers", "MODELRAIL_WORKERS", int),
     ("graceful_timeout_s", "MODELRAIL_GRACEFUL_TIMEOUT_S", int),
@@ -61,10 +59,9 @@ class ServiceSettings:
     headers (granian, at most 60 s) and its body (the app answers 408 after it).
     ``require_model`` makes a failed load fatal (the local deployer uses it: a
     candidate that cannot load never answers); otherwise the service stays up, live
-    but not ready. ``predictor="compiled"`` switches each process to the model compiled
-    to C once it has been built (with ``compiler``, cached in ``compile_cache``) and
-    checked against LightGBM bit for bit (see ``compiled``); until then, and if that
-    fails, LightGBM predicts.
+    but not ready. ``predictor="compiled"`` loads the compiled predictor the training
+    job built for the version, once its sha256 and a bit-for-bit probe against
+    LightGBM pass (see ``modelrail.compiled``); if any of that fails, LightGBM predicts.
 
     The server: ``bind`` is ``host:port`` or ``unix:<path>`` (Vertex AI's
     ``AIP_HTTP_PORT``, else Cloud Run's ``PORT``, else 8080 on every interface);
@@ -83,8 +80,6 @@ class ServiceSettings:
     health_route: str = "/healthz"
     predict_route: str = "/predict"
     predictor: PredictorKind = "lightgbm"
-    compile_cache: str | None = None
-    compiler: str = "cc"
     bind: str = "0.0.0.0:8080"
     # One process per core, each answering on one thread: requests are CPU-bound and
     # the request path holds the GIL for all but the LightGBM call (docs/service.md).

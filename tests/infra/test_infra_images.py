@@ -322,3 +322,13 @@ def test_image_locks_name_the_versions_of_their_sources() -> None:
     assert {name: staging.get(name) for name in core} == core, "the image lacks a dependency"
     build = pins((services / "staging" / "build-requirements.lock").read_text())
     assert build == pins("\n".join(pyproject["build-system"]["requires"]))
+
+
+def test_only_the_training_image_has_a_compiler() -> None:
+    # The training job builds the compiled predictor; the staging service only loads it.
+    def packages(service: str) -> set[str]:
+        text = (REPO_ROOT / "services" / service / "Dockerfile").read_text()
+        return {pin.partition("=")[0] for pin in apt_pins(text)}
+
+    assert {"gcc", "libc6-dev"} <= packages("train-job")
+    assert not {"gcc", "libc6-dev", "clang", "build-essential"} & packages("staging")

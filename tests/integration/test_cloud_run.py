@@ -5,7 +5,7 @@ google-cloud-run client, REST transport, anonymous credentials); the control pla
 served in-process on a free port. Its service backend here is a stand-in staging
 server whose behaviour per version the tests choose (serves, serves the wrong model,
 never becomes ready, takes a while, never finishes), and its job command a tiny Python
-program, so these tests need neither the training stack nor gunicorn.
+program, so these tests need neither the training stack nor a staging server.
 
 The deployer waits for a rollout by polling the service, never the operation (reading
 an operation needs a project-level permission the deploy account does not hold); the

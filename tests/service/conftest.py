@@ -206,9 +206,11 @@ class Server:
 def start_server(models: RegisteredModels, tmp_path: Path) -> Iterator[Callable[..., Server]]:
     started: list[Server] = []
 
-    def start(version: int | None = 1, **extra: str) -> Server:
-        home = tmp_path / f"home{len(started)}"
-        link_buckets(models, home)
+    def start(version: int | None = 1, *, home: Path | None = None, **extra: str) -> Server:
+        """A server on ``home``'s buckets (by default, a new home on the fixture's)."""
+        if home is None:
+            home = tmp_path / f"home{len(started)}"
+            link_buckets(models, home)
         port = free_port()
         env = service_env(models, home, PORT=str(port), **extra)
         if version is not None:

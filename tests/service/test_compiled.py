@@ -1,41 +1,58 @@
-"""The compiled predictor: the same doubles as LightGBM, or not used at all.
+"""The compiled predictor: built and verified by training, loaded and verified again
+by the service; the same doubles as LightGBM, or not used at all.
 
 Exactness is checked against ``lightgbm.Booster.predict`` itself on models that use
 every decision LightGBM has (numerical splits with each missing-value type and
 default direction, categorical bitsets, NaN, zero), on the probe rows the service
-checks at load and on inputs chosen to break naive code generators.
+checks at load and on inputs chosen to break naive code generators. Then a real
+training run (the pipeline, embedded) builds the objects, register keeps them, and
+the service loads them, refuses tampered ones and falls back to LightGBM.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
+import re
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import lightgbm
 import numpy as np
+import orjson
 import pytest
 import urllib3
 
-from modelrail.serving import codegen, compiled
+from modelrail import codegen, compiled
+from modelrail.adapters.filesystem import FilesystemStore
+from modelrail.config import PipelineConfig, Settings
+from modelrail.events import DataUploaded
+from modelrail.features import FeatureSchema
+from modelrail.registry import Registry
+from modelrail.runtime import embedded
 from modelrail.serving.predictor import NativeBooster
-from tests.conftest import STATE_DEADLINE_S, wait_for
+from tests.conftest import settings_env, wait_for
+from tests.fakes import FakeDeployer
 from tests.prerequisites import skip_or_fail
 
-from .conftest import MODEL, RegisteredModels, Server, post_json
+from .conftest import BUCKET, MODEL, ROOT, Server, post_json, read_records
 
 # A double whose low 32 bits are all ones: code that marks "missing" with an int
 # written over the double (TL2cgen's union Entry) reads it as missing.
 ALL_ONES_LOW_WORD = float.fromhex("0x1.90fffffffffffp+7")  # 200.49999999999997
 
 
-@pytest.fixture
-def cc() -> None:
+def need_cc() -> None:
     """A C compiler: the tests that build the compiled predictor need one."""
     skip_or_fail(None if shutil.which("cc") else "no C compiler (cc) to build the predictor")
+
+
+@pytest.fixture
+def cc() -> None:
+    need_cc()
 
 
 def synthetic(rows: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -106,6 +123,33 @@ def hard_rows(model: codegen.TreeModel) -> np.ndarray:
     return np.ascontiguousarray(np.vstack([x, probes]))
 
 
+class Reference:
+    """LightGBM's ``Booster`` at one iteration count, as ``compiled.build`` checks against."""
+
+    def __init__(self, booster: lightgbm.Booster, num_iteration: int | None) -> None:
+        self.booster, self.num_iteration = booster, num_iteration
+
+    def predict(self, rows: np.ndarray) -> Any:
+        return self.booster.predict(rows, num_iteration=self.num_iteration, num_threads=1)
+
+
+def loaded(built: compiled.Built, model: codegen.TreeModel, directory: Path) -> dict[str, Any]:
+    """Each built object, loaded from a file as the service loads it."""
+    boosters = {}
+    for predictor in built.predictors:
+        path = directory / f"{id(built)}-{predictor.build.file}"
+        path.write_bytes(predictor.library)
+        boosters[predictor.build.name] = compiled.CompiledBooster(
+            path, model.num_features, model.trees_per_iteration
+        )
+    return boosters
+
+
+def expected_builds() -> set[str]:
+    """Every build where the CPU can run it (the vector one needs AVX2)."""
+    return {b.name for b in compiled.BUILDS if set(b.requires) <= compiled.cpu_features()}
+
+
 @pytest.mark.parametrize(
     ("objective", "params"),
     [
@@ -123,14 +167,18 @@ def hard_rows(model: codegen.TreeModel) -> np.ndarray:
 def test_compiled_predictions_are_lightgbms_bit_for_bit(
     cc: None, tmp_path: Path, objective: str, params: dict[str, Any]
 ) -> None:
+    """Both builds (vector code as AVX2 and, portable, lowered to SSE2)."""
     booster = train(objective, **params)
-    model = codegen.parse(booster.model_to_string())
+    text = booster.model_to_string()
+    model = codegen.parse(text)
     rows = hard_rows(model)
     for num_iteration in (None, 10):
-        library = compiled.build(codegen.generate(model, num_iteration), tmp_path, "cc")
-        ours = compiled.CompiledBooster(library, model.num_features, model.trees_per_iteration)
-        theirs = booster.predict(rows, num_iteration=num_iteration, num_threads=1)
-        assert_same_doubles(ours, rows, theirs)
+        reference = Reference(booster, num_iteration)
+        built = compiled.build(text.encode(), num_iteration, reference, [], "cc")
+        boosters = loaded(built, model, tmp_path)
+        assert set(boosters) == expected_builds(), built.not_built
+        for ours in boosters.values():
+            assert_same_doubles(ours, rows, reference.predict(rows))
 
 
 def assert_same_doubles(ours: compiled.CompiledBooster, rows: np.ndarray, theirs: Any) -> None:
@@ -143,43 +191,30 @@ def assert_same_doubles(ours: compiled.CompiledBooster, rows: np.ndarray, theirs
         assert small.view(np.uint64).tolist() == theirs[: len(small)].view(np.uint64).tolist()
 
 
-@pytest.mark.parametrize("objective", ["multiclass", "binary"])
-def test_the_vector_code_is_exact_without_avx2_too(
-    cc: None, tmp_path: Path, objective: str
-) -> None:
-    """Built without -mavx2 (as on a CPU without it), the compiler lowers the same
-    vector code to SSE2: slower, the same doubles."""
-    booster = train(objective, zero_as_missing=True)
-    model = codegen.parse(booster.model_to_string())
-    generic = [flag for flag in compiled.default_flags() if flag != "-mavx2"]
-    library = compiled.build(codegen.generate(model, None), tmp_path, "cc", generic)
-    ours = compiled.CompiledBooster(library, model.num_features, model.trees_per_iteration)
-    rows = hard_rows(model)
-    assert_same_doubles(ours, rows, booster.predict(rows, num_threads=1))
-
-
 def test_trees_of_more_than_64_leaves_are_exact_too(cc: None, tmp_path: Path) -> None:
     """Such trees are generated as nested ifs, not branch-free."""
     booster = train("multiclass", rounds=4, num_leaves=120, min_data_in_leaf=2)
-    model = codegen.parse(booster.model_to_string())
+    text = booster.model_to_string()
+    model = codegen.parse(text)
     assert max(tree.num_leaves for tree in model.trees) > 64
-    library = compiled.build(codegen.generate(model, None), tmp_path, "cc")
-    ours = compiled.CompiledBooster(library, model.num_features, model.trees_per_iteration)
+    built = compiled.build(text.encode(), None, Reference(booster, None), [], "cc")
     rows = hard_rows(model)
-    assert_same_doubles(ours, rows, booster.predict(rows, num_threads=1))
+    for ours in loaded(built, model, tmp_path).values():
+        assert_same_doubles(ours, rows, booster.predict(rows, num_threads=1))
 
 
 def test_a_value_with_all_ones_low_bits_is_a_value_not_a_missing_one(
     cc: None, tmp_path: Path
 ) -> None:
     booster = train("regression")
-    model = codegen.parse(booster.model_to_string())
-    library = compiled.build(codegen.generate(model, None), tmp_path, "cc")
-    ours = compiled.CompiledBooster(library, model.num_features, 1)
+    text = booster.model_to_string()
+    model = codegen.parse(text)
+    built = compiled.build(text.encode(), None, Reference(booster, None), [], "cc")
     rows = np.array([[0.1, ALL_ONES_LOW_WORD, 1.0, 3.0], [0.1, math.nan, 1.0, 3.0]] * 4)
     expected = booster.predict(rows, num_threads=1)
     assert expected[0] != expected[1]
-    assert_same_doubles(ours, rows, expected)
+    for ours in loaded(built, model, tmp_path).values():
+        assert_same_doubles(ours, rows, expected)
 
 
 @pytest.mark.parametrize(
@@ -199,135 +234,272 @@ def test_a_value_with_all_ones_low_bits_is_a_value_not_a_missing_one(
         ({"objective": "regression", "reg_sqrt": True}, "objective 'regression sqrt'"),
     ],
 )
-def test_models_it_cannot_reproduce_are_refused(params: dict[str, Any], reason: str) -> None:
+def test_models_it_cannot_reproduce_are_not_built(
+    cc: None, params: dict[str, Any], reason: str
+) -> None:
     x, signal = synthetic(300, 2)
     booster = lightgbm.train(
         {"verbosity": -1, "num_threads": 1, **params},
         lightgbm.Dataset(np.abs(x[:, :3]), np.abs(signal)),
         num_boost_round=3,
     )
-    with pytest.raises(codegen.Unsupported, match=reason):
-        codegen.parse(booster.model_to_string())
+    built = compiled.build(booster.model_to_string().encode(), None, booster, [], "cc")
+    assert built.predictors == ()
+    [why] = built.not_built
+    assert why.startswith("not compiled: ")
+    assert reason in why
+    assert built.record() == {"builds": [], "not_built": [why]}
 
 
-def test_the_build_child_explains_a_refusal(cc: None, tmp_path: Path) -> None:
-    x, signal = synthetic(300, 2)
-    linear = lightgbm.train(
-        {"objective": "regression", "linear_tree": True, "verbosity": -1},
-        lightgbm.Dataset(np.abs(x[:, :3]), signal),
-        num_boost_round=3,
-    )
-    with pytest.raises(compiled.CompileError, match=r"^not compiled: linear trees$"):
-        compiled.build_in_child(linear.model_to_string().encode(), None, tmp_path, "cc")
-    plain = train("binary", rounds=4).model_to_string()
-    library = compiled.build_in_child(plain.encode(), 2, tmp_path, "cc")
-    assert library == compiled.build_model(plain, 2, tmp_path, "cc")
-    assert library.parent == tmp_path
+def test_what_is_not_built_says_why(cc: None) -> None:
+    booster = train("binary", rounds=3)
+    text = booster.model_to_string().encode()
+
+    missing = compiled.build(text, None, booster, [], "/nonexistent/cc")
+    failing = compiled.build(text, None, booster, [], "cc -fno-such-option-anywhere")
+    # A reference with other trees: the probe rows tell them apart.
+    other = compiled.build(text, None, train("binary", rounds=4), [], "cc")
+
+    assert missing == compiled.Built((), ("no C compiler: '/nonexistent/cc' was not found",))
+    assert failing.predictors == ()
+    assert [why.split(":")[:2] for why in failing.not_built] == [
+        ["avx2", " cc failed"],
+        ["portable", " cc failed"],
+    ]
+    assert other.predictors == ()
+    assert all(re.search(r"\d+ of \d+ probe rows differ", why) for why in other.not_built)
 
 
 def test_verify_refuses_a_library_that_differs(cc: None, tmp_path: Path) -> None:
     """The load-time check can fail: a library built from other trees is caught."""
-    model_a = codegen.parse(train("regression", rounds=20).model_to_string())
+    booster = train("regression", rounds=20)
+    text = booster.model_to_string()
+    model_a = codegen.parse(text)
+    built = compiled.build(text.encode(), None, booster, [], "cc")
     other = train("regression", rounds=21)
-    library = compiled.build(codegen.generate(model_a, None), tmp_path, "cc")
-    ours = compiled.CompiledBooster(library, 4, 1)
     reference = NativeBooster(other.model_to_string().encode(), num_iteration=None)
     rows = codegen.probe_rows(model_a, [0.0, 200.0, 0.0, 1.0], 100)
-    with pytest.raises(compiled.CompileError, match="probe rows differ"):
-        compiled.verify(ours, reference, rows)
+    for ours in loaded(built, model_a, tmp_path).values():
+        with pytest.raises(compiled.CompileError, match="probe rows differ"):
+            compiled.verify(ours, reference, rows)
 
 
-def test_build_compiles_once_and_explains_a_missing_compiler(cc: None, tmp_path: Path) -> None:
-    model = codegen.parse(train("binary", rounds=3).model_to_string())
-    source = codegen.generate(model, None)
-    library = compiled.build(source, tmp_path, "cc")
-    stamp = library.stat().st_mtime_ns
-    assert compiled.build(source, tmp_path, "cc") == library
-    assert library.stat().st_mtime_ns == stamp
-    assert [p.suffix for p in tmp_path.iterdir() if p.suffix != ".lock"] == [".so"]
-    assert tmp_path.stat().st_mode & 0o022 == 0
-    with pytest.raises(compiled.CompileError, match="no C compiler"):
-        compiled.build(source, tmp_path / "other", "/nonexistent/cc")
-    shared = tmp_path / "shared"
-    shared.mkdir(mode=0o777)
-    shared.chmod(0o777)
-    with pytest.raises(compiled.CompileError, match="writable by no one else"):
-        compiled.build(source, shared, "cc")
-    with pytest.raises(compiled.CompileError, match="failed"):
-        compiled.build("this is not C", tmp_path / "other", "cc")
-    assert not any(p.suffix == ".so" for p in (tmp_path / "other").iterdir())
+# -- a training run, register, and the service ---------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class TrainedVersion:
+    """penguins v1, trained and registered by the pipeline (embedded), under ``home``."""
+
+    home: Path
+    manifest: dict[str, Any]
+    model_text: bytes
+    train_output: dict[str, Any]
+
+    def copy_store(self, directory: Path) -> FilesystemStore:
+        """A copy of the artifact bucket, to tamper with."""
+        shutil.copytree(self.home / "buckets", directory)
+        return FilesystemStore(directory, BUCKET)
 
 
-def test_the_service_switches_to_the_compiled_predictor(
-    cc: None, make_client: Callable[..., Any], models: RegisteredModels, tmp_path: Path
-) -> None:
-    plain = make_client(model_version=2)
-    client = make_client(model_version=2, predictor="compiled", compile_cache=str(tmp_path))
-    assert client.get("/readyz").get_json()["predictor"] == "lightgbm"
-    thread = client.application.wsgi_app.start_compiling()
-    thread.join(STATE_DEADLINE_S)  # the build's own time on a busy machine, bounded
-    assert not thread.is_alive(), f"the build outlasted {STATE_DEADLINE_S:.0f} s"
-    assert client.get("/readyz").get_json()["predictor"] == "compiled"
-    assert client.get(f"/v1/models/{MODEL}").get_json()["predictor"] == "compiled"
-    body = {"instances": [*models.records[:50], {**models.records[0], "island": "Atlantis"}]}
-    compiled_answer = client.post("/predict", json=body).get_json()
-    assert compiled_answer == plain.post("/predict", json=body).get_json()
-    assert compiled_answer["warnings"]  # the unseen island is flagged, as before
-
-
-def test_without_a_compiler_the_service_keeps_lightgbm(
-    make_client: Callable[..., Any], tmp_path: Path
-) -> None:
-    client = make_client(
-        predictor="compiled", compile_cache=str(tmp_path), compiler="/nonexistent/cc"
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> TrainedVersion:
+    """The pipeline's own run on the penguins, with a compiler: 15 rounds at a higher
+    learning rate, so that building 45 trees takes seconds, not minutes."""
+    need_cc()
+    directory = tmp_path_factory.mktemp("trained")
+    config = (ROOT / "pipeline.toml").read_text()
+    config = re.sub(
+        r"^contract = .*$",
+        f'contract = "{ROOT / "schemas" / "datasets" / "penguins.json"}"',
+        config,
+        flags=re.M,
     )
+    config = re.sub(r"^num_boost_round = .*$", "num_boost_round = 15", config, flags=re.M)
+    config = re.sub(r"^learning_rate = .*$", "learning_rate = 0.3", config, flags=re.M)
+    (directory / "pipeline.toml").write_text(config)
+    home = directory / "home"
+    settings = Settings.from_env(
+        settings_env(
+            home, MODELRAIL_CONFIG=str(directory / "pipeline.toml"), MODELRAIL_COMPILER="cc"
+        )
+    )
+    container = embedded.build(settings, deployer_factory=FakeDeployer)
+    data = container.storage.bucket(settings.data_bucket)
+    generation = data.write("uploads/penguins.csv", (ROOT / "data" / "penguins.csv").read_bytes())
+    upload = DataUploaded(bucket=data.bucket, name="uploads/penguins.csv", generation=generation)
+    container.bus.publish(
+        "data-uploaded", orjson.dumps(upload.to_body()), {"eventType": "OBJECT_FINALIZE"}
+    )
+    container.bus.run_until_idle()  # type: ignore[attr-defined]
+    registry = Registry(container.storage.bucket(settings.artifact_bucket))
+    assert registry.versions(MODEL) == [1], container.runs.runs()
+    [run] = container.runs.runs()
+    train_record = container.runs.stage_record(run.run_id, "train")
+    assert train_record is not None
+    loaded_version = registry.load(MODEL, 1)
+    return TrainedVersion(
+        home, dict(loaded_version.manifest), loaded_version.model_text, train_record["output"]
+    )
+
+
+def test_a_training_run_builds_verified_predictors_that_register_keeps(
+    trained: TrainedVersion,
+) -> None:
+    manifest = trained.manifest
+    builds = manifest["compiled"]["builds"]
+
+    assert {build["build"] for build in builds} == expected_builds()
+    assert trained.train_output["compiled"] == [build["build"] for build in builds]
+    for build in builds:
+        assert build["file"] == f"predictor-{build['build']}.so"
+        assert manifest["files"][build["file"]]["sha256"] == build["sha256"]
+        assert "-O2" in build["flags"]
+        assert ("-mavx2" in build["flags"]) == (build["requires"] == ["avx2"])
+    if "avx2" not in compiled.cpu_features():
+        assert any("this CPU lacks avx2" in why for why in manifest["compiled"]["not_built"])
+
+
+def served(store: Any, **settings: Any) -> Any:
+    from modelrail.serving.app import create_app
+
+    config = {"store": store, "model_name": MODEL, "model_version": 1, **settings}
+    return create_app(config).test_client()
+
+
+@pytest.fixture
+def serving_log() -> Iterator[list[logging.LogRecord]]:
     records: list[logging.LogRecord] = []
     handler = logging.Handler()
     handler.emit = records.append  # type: ignore[method-assign]
     logger = logging.getLogger("modelrail.serving")
     logger.addHandler(handler)
-    try:
-        client.application.wsgi_app.start_compiling().join(STATE_DEADLINE_S)
-    finally:
-        logger.removeHandler(handler)
-    assert client.get("/readyz").get_json()["predictor"] == "lightgbm"
-    [refused] = [r for r in records if r.fields["event"] == "predictor_not_compiled"]  # type: ignore[attr-defined]
-    assert refused.levelno == logging.WARNING
-    assert "keeps LightGBM's predictor: no C compiler" in refused.getMessage()
+    yield records
+    logger.removeHandler(handler)
 
 
-def test_every_worker_compiles_after_the_fork(
-    cc: None,
-    start_server: Callable[..., Server],
-    models: RegisteredModels,
-    tmp_path: Path,
+def events(records: list[logging.LogRecord], event: str) -> list[logging.LogRecord]:
+    return [r for r in records if getattr(r, "fields", {}).get("event") == event]
+
+
+def test_the_service_answers_with_the_trained_predictor_bit_for_bit(
+    trained: TrainedVersion, serving_log: list[logging.LogRecord]
 ) -> None:
+    store = FilesystemStore(trained.home / "buckets", BUCKET)
+    fast = served(store, predictor="compiled")
+    plain = served(store)
+    records, _ = read_records(PipelineConfig.load(ROOT / "pipeline.toml"))
+    body = {"instances": [*records, {**records[0], "island": "Atlantis"}]}
+
+    assert fast.get("/readyz").get_json()["predictor"] == "compiled"
+    assert plain.get("/readyz").get_json()["predictor"] == "lightgbm"
+    [used] = events(serving_log, "predictor_compiled")
+    preferred = next(b.name for b in compiled.BUILDS if b.name in expected_builds())
+    assert used.fields["build"] == preferred  # type: ignore[attr-defined]
+    answer = fast.post("/predict", json=body).get_json()
+    assert answer == plain.post("/predict", json=body).get_json()
+    assert answer["warnings"]  # the unseen island is flagged, as before
+    schema = FeatureSchema.from_dict(trained.manifest["features"])
+    booster = lightgbm.Booster(model_str=trained.model_text.decode())
+    expected = booster.predict(schema.encode_records(body["instances"]), num_threads=1)
+    got = [list(p["probabilities"].values()) for p in answer["predictions"]]
+    assert got == expected.tolist()
+
+
+def test_without_avx2_the_service_loads_the_portable_build(
+    trained: TrainedVersion,
+    serving_log: list[logging.LogRecord],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    if "avx2" not in expected_builds():
+        pytest.skip("this CPU has no AVX2: the training run built the portable object only")
+    monkeypatch.setattr(compiled, "cpu_features", frozenset)
+
+    client = served(FilesystemStore(trained.home / "buckets", BUCKET), predictor="compiled")
+
+    assert client.get("/readyz").get_json()["predictor"] == "compiled"
+    [used] = events(serving_log, "predictor_compiled")
+    assert used.fields["build"] == "portable"  # type: ignore[attr-defined]
+    assert "refused predictor-avx2.so: this CPU lacks avx2" in used.getMessage()
+
+
+def tamper_file(store: FilesystemStore, file: str) -> None:
+    key = f"models/{MODEL}/versions/1/{file}"
+    library = bytearray(store.read(key).data)
+    library[len(library) // 2] ^= 0xFF
+    store.write(key, bytes(library))
+
+
+def tamper_manifest_sha256(store: FilesystemStore, file: str) -> None:
+    key = f"models/{MODEL}/versions/1/manifest.json"
+    manifest = orjson.loads(store.read(key).data)
+    for build in manifest["compiled"]["builds"]:
+        if build["file"] == file:
+            build["sha256"] = "0" * 64
+    store.write(key, orjson.dumps(manifest))
+
+
+@pytest.mark.parametrize("tamper", [tamper_file, tamper_manifest_sha256])
+def test_a_tampered_predictor_is_refused_and_lightgbm_answers(
+    trained: TrainedVersion,
+    serving_log: list[logging.LogRecord],
+    tmp_path: Path,
+    tamper: Any,
+) -> None:
+    store = trained.copy_store(tmp_path / "buckets")
+    files = [build["file"] for build in trained.manifest["compiled"]["builds"]]
+    for file in files:
+        tamper(store, file)
+    body = {"instances": trained.manifest["examples"]}
+
+    client = served(store, predictor="compiled")
+
+    assert client.get("/readyz").get_json()["predictor"] == "lightgbm"
+    assert not events(serving_log, "predictor_compiled")
+    [refused] = events(serving_log, "predictor_not_compiled")
+    assert refused.levelno == logging.WARNING
+    message = refused.getMessage()
+    assert "keeps LightGBM's predictor" in message
+    for file in files:
+        refusal = rf"{re.escape(file)}: .*does not match the sha256 in its manifest"
+        assert re.search(refusal, message)
+    assert client.post("/predict", json=body).status_code == 200
+
+
+def test_a_version_without_compiled_predictors_keeps_lightgbm(
+    make_client: Any, serving_log: list[logging.LogRecord]
+) -> None:
+    client = make_client(predictor="compiled")  # registered without any
+
+    assert client.get("/readyz").get_json()["predictor"] == "lightgbm"
+    [refused] = events(serving_log, "predictor_not_compiled")
+    assert "no compiled predictor was built (the version has none)" in refused.getMessage()
+
+
+def test_the_server_answers_compiled_from_its_first_request(
+    trained: TrainedVersion, start_server: Callable[..., Server]
+) -> None:
+    """Loaded and verified in the master before the port is bound: no answer ever
+    comes from LightGBM, and the workers inherit the object (one load, one line)."""
     server = start_server(
-        2,
+        1,
+        home=trained.home,
         MODELRAIL_WORKERS="2",
         MODELRAIL_PREDICTOR="compiled",
-        MODELRAIL_COMPILE_CACHE=str(tmp_path / "cache"),
     )
+    answers: list[str] = []
 
-    def both_switched() -> bool:
-        return server.log.read_text().count("switched to the compiled predictor") == 2
+    def answered() -> bool:
+        try:
+            response = urllib3.request("GET", server.url + "/readyz", retries=False)
+        except urllib3.exceptions.HTTPError:
+            return False
+        answers.append(response.json()["predictor"])
+        return len(answers) >= 20
 
-    wait_for(both_switched, "two workers to switch to the compiled predictor")
-    # One build for both workers (the second waits for the first's lock).
-    assert len(list((tmp_path / "cache").glob("*.so"))) == 1
-    answers = {
-        urllib3.request("GET", server.url + "/readyz", retries=False).json()["predictor"]
-        for _ in range(20)
-    }
-    assert answers == {"compiled"}
-    records = models.records[:20]
-    status, body = post_json(server.url + "/predict", {"instances": records})
+    wait_for(answered, "20 readiness answers")
+    assert set(answers) == {"compiled"}
+    assert server.log.read_text().count("uses the compiled predictor") == 1
+    status, _ = post_json(server.url + "/predict", {"instances": trained.manifest["examples"]})
     assert status == 200
-    expected = models.boosters[2].predict(
-        models.schema.encode_records(records), num_iteration=35, num_threads=1
-    )
-    got = [list(p["probabilities"].values()) for p in body["predictions"]]
-    assert got == expected.tolist()
 
 
 def test_the_predictor_setting_is_checked() -> None:
@@ -336,7 +508,8 @@ def test_the_predictor_setting_is_checked() -> None:
 
     base = {"MODELRAIL_MODEL_VERSION": "1"}
     assert ServiceSettings.from_env(base).predictor == "lightgbm"
-    chosen = ServiceSettings.from_env({**base, "MODELRAIL_PREDICTOR": "compiled", "CC": "clang"})
-    assert (chosen.predictor, chosen.compiler) == ("compiled", "clang")
+    assert ServiceSettings.from_env({**base, "MODELRAIL_PREDICTOR": "compiled"}).predictor == (
+        "compiled"
+    )
     with pytest.raises(ConfigError, match=r"MODELRAIL_PREDICTOR must be lightgbm\|compiled"):
         ServiceSettings.from_env({**base, "MODELRAIL_PREDICTOR": "lleaves"})

@@ -79,6 +79,12 @@ def test_the_manifest_records_hashes_and_full_lineage(
     assert manifest["verdict"]["blessed"] is True
     assert manifest["metrics"]["accuracy"] >= 0.9
     assert len(manifest["examples"]) == 3
+    # Without a compiler (MODELRAIL_COMPILER unset) training builds no compiled
+    # predictor, and says why; the run is not the worse for it.
+    assert manifest["compiled"] == {
+        "builds": [],
+        "not_built": ["no compiler configured (MODELRAIL_COMPILER)"],
+    }
 
 
 def test_the_same_upload_delivered_twice_is_one_run_and_one_version(

@@ -24,10 +24,8 @@ import dataclasses
 import io
 import logging
 import os
-import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -96,6 +94,8 @@ def load_model(settings: ServiceSettings, store: Any) -> ModelState:
             version = alias.version
         loaded = registry.load(name, version)
         predictor = Predictor(name, version, loaded.manifest, loaded.model_text)
+        if settings.predictor == "compiled":
+            predictor.use_compiled(lambda file: registry.read_file(name, loaded.version, file))
         decoder = RequestDecoder(predictor.schema, max_instances=settings.max_instances)
     except Exception as exc:
         message = f"model {name} v{settings.model_version or settings.model_alias} refused: {exc}"
@@ -244,22 +244,6 @@ class Service:
         if body is None:
             headers.append(("Connection", "close"))  # the rest of the body may still come
         protocol.response_bytes(int(status_line[:3]), headers, b"".join(chunks))
-
-    def start_compiling(self) -> threading.Thread | None:
-        """With ``predictor="compiled"``, compile this process's model in the
-        background (see ``compiled``). Each serving process calls it once it runs:
-        threads do not survive the fork from a preloading master."""
-        predictor = self.state.predictor
-        if self.settings.predictor != "compiled" or predictor is None:
-            return None
-        from modelrail.serving import compiled
-
-        cache = self.settings.compile_cache
-        return compiled.start_upgrade(
-            predictor,
-            Path(cache) if cache else compiled.default_cache(),
-            self.settings.compiler,
-        )
 
     def _probe(self, environ: dict[str, Any], path: str) -> tuple[int, bytes, str | None]:
         method = environ.get("REQUEST_METHOD")

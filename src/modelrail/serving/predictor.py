@@ -16,24 +16,26 @@ from __future__ import annotations
 
 import ctypes
 import importlib.machinery
+import logging
 import operator
 import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import msgspec
 import numpy as np
 
+from modelrail import compiled
 from modelrail.errors import ModelrailError
 
-if TYPE_CHECKING:
-    from modelrail.serving.compiled import CompiledBooster
+log = logging.getLogger("modelrail.serving")
 
 _DTYPE_FLOAT64 = 1  # C_API_DTYPE_FLOAT64
 _PREDICT_NORMAL = 0  # C_API_PREDICT_NORMAL
 _ROW_MAJOR = 1
-# One thread per call: requests are small, and OpenMP threads would fight gunicorn's
+# One thread per call: requests are small, and OpenMP threads would fight the server's
 # workers for the same cores (and make forking after a load unsafe).
 _PARAMETERS = b"num_threads=1"
 
@@ -87,16 +89,6 @@ def _check(lib: ctypes.CDLL, status: int) -> None:
     if status != 0:
         message = lib.LGBM_GetLastError()
         raise ModelLoadError(message.decode("utf-8", "replace") if message else "LightGBM error")
-
-
-def c_rows(matrix: np.ndarray, num_features: int) -> np.ndarray:
-    """``matrix`` as the row-major float64 array the C predictors read (copied only
-    if it is not one); ``ValueError`` if its width is not the model's."""
-    if matrix.shape[1] != num_features:
-        raise ValueError(f"the model takes {num_features} features, not {matrix.shape[1]}")
-    if not matrix.flags.c_contiguous or matrix.dtype != np.float64:
-        return np.ascontiguousarray(matrix, dtype=np.float64)
-    return matrix
 
 
 class NativeBooster:
@@ -155,7 +147,7 @@ class NativeBooster:
 
     def predict(self, matrix: np.ndarray) -> np.ndarray:
         """Probabilities (nrow x classes, or nrow for binary) or regression values."""
-        matrix = c_rows(matrix, self.num_features)
+        matrix = compiled.c_rows(matrix, self.num_features)
         rows, columns = matrix.shape
         width = self._width
         out = np.empty(rows * width, dtype=np.float64)
@@ -216,9 +208,9 @@ class Predictor:
         self.classes: Sequence[str] = self.schema.classes
         self.model_text = model_text
         self.num_iteration: int | None = manifest.get("best_iteration")
-        # LightGBM's predictor, or its compiled twin once ``compiled.upgrade`` has
-        # checked that both give the same doubles (a plain attribute swap).
-        self.booster: NativeBooster | CompiledBooster
+        # LightGBM's predictor, or its compiled twin once ``use_compiled`` has
+        # checked that both give the same doubles.
+        self.booster: NativeBooster | compiled.CompiledBooster
         try:
             self.booster = NativeBooster(model_text, num_iteration=self.num_iteration)
         except ModelLoadError as exc:
@@ -240,6 +232,36 @@ class Predictor:
         """The manifest's example instances, encoded as the model sees them."""
         examples = self.manifest.get("examples") or []
         return self.schema.encode_records(examples).tolist() if examples else []
+
+    def use_compiled(self, read: Callable[[str], bytes | None]) -> bool:
+        """Switch to the version's compiled predictor (``compiled.load``: the training
+        job built it; ``read`` gives a file of the version, its sha256 checked, or
+        None), or log why LightGBM's stays."""
+        started = time.perf_counter()
+        fields = {"model": self.model, "version": self.version}
+        try:
+            booster, build, refused = compiled.load(
+                self.manifest.get("compiled"),
+                read,
+                self.booster,
+                self.model_text,
+                self.example_rows(),
+            )
+        except Exception as exc:
+            log.warning(
+                f"{self.model} v{self.version} keeps LightGBM's predictor: {exc}",
+                extra={"fields": {"event": "predictor_not_compiled", **fields}},
+            )
+            return False
+        self.booster = booster
+        skipped = f"; refused {'; '.join(refused)}" if refused else ""
+        log.info(
+            f"{self.model} v{self.version} uses the compiled predictor ({build}, "
+            f"identical to LightGBM on the probes, {time.perf_counter() - started:.3f} s"
+            f"{skipped})",
+            extra={"fields": {"event": "predictor_compiled", "build": build, **fields}},
+        )
+        return True
 
     def predict(self, matrix: np.ndarray) -> list[Any]:
         """One answer per row, ready for ``msgspec.json.encode``."""

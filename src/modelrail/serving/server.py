@@ -141,7 +141,6 @@ def main() -> None:
     def load_in_worker(*_: Any) -> Any:
         # Called in each forked worker: threads do not survive the fork.
         die_with_parent(master)
-        app.start_compiling()
         return app
 
     server.serve(target_loader=load_in_worker, wrap_loader=False)

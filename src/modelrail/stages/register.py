@@ -28,6 +28,13 @@ def handle(
 ) -> Outcome:
     store, model = runs.store, config.model_name
     model_text, candidate = runs.candidate(event.run_id, event.model_sha256)
+    # The compiled predictors the training job built and verified (a candidate from
+    # before they existed has none), each checked against the sha256 it recorded.
+    compiled = candidate.get("compiled") or {"builds": [], "not_built": []}
+    predictors = {
+        build["file"]: runs.candidate_file(event.run_id, build["file"], build["sha256"])
+        for build in compiled["builds"]
+    }
     fields = {
         "format": "lightgbm-text",
         "created_at": event.occurred_at,
@@ -40,6 +47,7 @@ def handle(
         "verdict": event.verdict,
         "lineage": event.lineage,
         "examples": candidate["examples"],
+        "compiled": compiled,
     }
     # The card shows the version number, known only once the registry has claimed it,
     # so the registry asks for the files with the number.
@@ -73,6 +81,7 @@ def handle(
             ),
             REFERENCE: reference,
             PROFILE: data_profile,
+            **predictors,
         },
         fields,
         attempt=delivery_attempt,

@@ -1,10 +1,14 @@
-"""train: fit a LightGBM candidate on the validated snapshot (runs inside the job)."""
+"""train: fit a LightGBM candidate on the validated snapshot (runs inside the job), and
+build its compiled predictor where the compiler and LightGBM are (``compiled.build``)."""
 
 from __future__ import annotations
 
 import hashlib
+import logging
 
-from modelrail import training
+import lightgbm as lgb
+
+from modelrail import compiled, training
 from modelrail.config import PipelineConfig, canonical_json
 from modelrail.dataset import snapshot
 from modelrail.events import DatasetValidated, ModelTrained
@@ -12,13 +16,24 @@ from modelrail.registry import MODEL_FILE
 from modelrail.runs import RunLog
 from modelrail.stages import Outcome
 
+log = logging.getLogger(__name__)
 
-def handle(event: DatasetValidated, *, config: PipelineConfig, runs: RunLog) -> Outcome:
+
+def handle(
+    event: DatasetValidated, *, config: PipelineConfig, runs: RunLog, compiler: str | None
+) -> Outcome:
     store = runs.store
     parsed = snapshot.read(store, event.dataset["snapshot"], config.contract)
     candidate = training.train(parsed, config)
     model_key = runs.candidate_key(event.run_id, MODEL_FILE)
     store.write(model_key, candidate.model_text, content_type="text/plain")
+    predictors = _compile(candidate, compiler)
+    for predictor in predictors.predictors:
+        store.write(
+            runs.candidate_key(event.run_id, predictor.build.file),
+            predictor.library,
+            content_type="application/octet-stream",
+        )
     store.write(
         runs.candidate_key(event.run_id, "candidate.json"),
         canonical_json(
@@ -28,6 +43,7 @@ def handle(event: DatasetValidated, *, config: PipelineConfig, runs: RunLog) -> 
                 "features": candidate.schema.to_dict(),
                 "train_metrics": candidate.train_metrics,
                 "examples": candidate.examples,
+                "compiled": predictors.record(),
             }
         ),
         content_type="application/json",
@@ -47,4 +63,31 @@ def handle(event: DatasetValidated, *, config: PipelineConfig, runs: RunLog) -> 
         best_iteration=candidate.best_iteration,
         train_metrics=candidate.train_metrics,
     )
-    return Outcome(trained, {"best_iteration": candidate.best_iteration, **candidate.train_metrics})
+    output = {
+        "best_iteration": candidate.best_iteration,
+        **candidate.train_metrics,
+        "compiled": [predictor.build.name for predictor in predictors.predictors],
+        "not_compiled": list(predictors.not_built),
+    }
+    return Outcome(trained, output)
+
+
+def _compile(candidate: training.Candidate, compiler: str | None) -> compiled.Built:
+    """The candidate's compiled predictors, checked against LightGBM's own ``Booster``;
+    none (with the reason logged and recorded) is never a failed run."""
+    if compiler is None:
+        built = compiled.Built((), ("no compiler configured (MODELRAIL_COMPILER)",))
+    else:
+        built = compiled.build(
+            candidate.model_text,
+            candidate.best_iteration,
+            lgb.Booster(model_str=candidate.model_text.decode()),
+            candidate.schema.encode_records(candidate.examples).tolist(),
+            compiler,
+        )
+    names = ", ".join(predictor.build.file for predictor in built.predictors) or "none"
+    if built.not_built:
+        log.warning(f"compiled predictors: {names}; not built: {'; '.join(built.not_built)}")
+    else:
+        log.info(f"compiled predictors: {names} (identical to LightGBM on the probes)")
+    return built

@@ -49,7 +49,7 @@ locals {
       prefixes    = []
     }
     train = {
-      run_objects = ["stages/train.json", "candidate/model.txt", "candidate/candidate.json"]
+      run_objects = ["stages/train.json", "candidate/model.txt", "candidate/candidate.json", "candidate/predictor-avx2.so", "candidate/predictor-portable.so"]
       prefixes    = []
     }
     evaluate = {
