@@ -59,7 +59,14 @@ test: $(STAMP) $(TEST_PREREQS) ## Run the whole test suite (lint, types, unit, f
 	$(BIN)/ruff check src functions services tests benchmarks scripts
 	$(BIN)/ruff format --check src functions services tests benchmarks scripts
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+# The fault matrix of docs/reliability.md: crashes, duplicates, lost messages, hostile
+# input (make test runs these too; this runs them alone).
+.PHONY: faults
+faults: $(STAMP) $(TEST_PREREQS) ## Run the fault-injection cases of docs/reliability.md
+	$(BIN)/pytest -m fault $(PYTEST_ARGS)
 
 .PHONY: fmt
 fmt: $(STAMP) ## Format the code

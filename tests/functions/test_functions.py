@@ -86,6 +86,7 @@ def test_the_functions_chain_from_upload_to_registration(
     assert container.registry.aliases("penguins") == {"champion": 1}
 
 
+@pytest.mark.fault
 def test_a_redelivered_push_is_acknowledged_without_new_work(
     container: Container, function_client: Client
 ) -> None:
@@ -111,6 +112,7 @@ def test_a_malformed_message_is_acknowledged_and_reported(
     assert orjson.loads(body)["error"]["kind"] == "invalid_event"
 
 
+@pytest.mark.fault
 def test_a_transient_failure_answers_500_so_pubsub_redelivers(
     container: Container, function_client: Client, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -127,6 +129,7 @@ def test_a_transient_failure_answers_500_so_pubsub_redelivers(
     assert _published(container, "pipeline-failed") == []
 
 
+@pytest.mark.fault
 def test_a_push_older_than_the_age_limit_ends_its_run_as_too_old(
     container: Container, function_client: Client
 ) -> None:

@@ -257,6 +257,7 @@ def _job_process(request_id: str) -> int | None:
     return None
 
 
+@pytest.mark.fault
 def test_sweep_ends_a_run_whose_training_job_was_killed(stack: Stack) -> None:
     request_id = f"killed-{uuid.uuid4().hex[:8]}"
     message = orjson.dumps({"request_id": request_id}).decode()
@@ -284,6 +285,7 @@ def test_sweep_ends_a_run_whose_training_job_was_killed(stack: Stack) -> None:
     assert run["outcome"] == "failed"
 
 
+@pytest.mark.fault
 def test_a_stage_failing_on_every_delivery_ends_its_run_failed(stack: Stack) -> None:
     # The Cloud Run API goes away: launching training fails on every delivery.
     control_plane = next(p for p in stack.state()["processes"] if p["name"] == "control-plane")
@@ -310,6 +312,7 @@ def test_a_stage_failing_on_every_delivery_ends_its_run_failed(stack: Stack) -> 
     assert stack.pull_dead_letters() == []
 
 
+@pytest.mark.fault
 def test_up_after_a_crash_restarts_and_restores_staging(stack: Stack) -> None:
     served = stack.served_version()
     assert served >= 1
@@ -322,6 +325,7 @@ def test_up_after_a_crash_restarts_and_restores_staging(stack: Stack) -> None:
     assert wait_until(lambda: stack.served_version() == served, STATE_DEADLINE_S, 0.2)
 
 
+@pytest.mark.fault
 def test_down_leaves_no_process_or_port_behind(stack: Stack) -> None:
     state = stack.state()
     pids = [pid for p in state["processes"] for pid in group_members(p["pid"])]

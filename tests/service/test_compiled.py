@@ -28,11 +28,11 @@ import urllib3
 
 from modelrail import codegen, compiled
 from modelrail.adapters.filesystem import FilesystemStore
+from modelrail.bootstrap import bootstrap
 from modelrail.config import PipelineConfig, Settings
 from modelrail.events import DataUploaded
 from modelrail.features import FeatureSchema
 from modelrail.registry import Registry
-from modelrail.runtime import embedded
 from modelrail.serving.predictor import NativeBooster
 from tests.conftest import settings_env, wait_for
 from tests.fakes import FakeDeployer
@@ -322,7 +322,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> TrainedVersion:
             home, MODELRAIL_CONFIG=str(directory / "pipeline.toml"), MODELRAIL_COMPILER="cc"
         )
     )
-    container = embedded.build(settings, deployer_factory=FakeDeployer)
+    container = bootstrap(settings, deployer_factory=FakeDeployer)
     data = container.storage.bucket(settings.data_bucket)
     generation = data.write("uploads/penguins.csv", (ROOT / "data" / "penguins.csv").read_bytes())
     upload = DataUploaded(bucket=data.bucket, name="uploads/penguins.csv", generation=generation)
@@ -437,6 +437,7 @@ def tamper_manifest_sha256(store: FilesystemStore, file: str) -> None:
     store.write(key, orjson.dumps(manifest))
 
 
+@pytest.mark.fault
 @pytest.mark.parametrize("tamper", [tamper_file, tamper_manifest_sha256])
 def test_a_tampered_predictor_is_refused_and_lightgbm_answers(
     trained: TrainedVersion,

@@ -98,6 +98,7 @@ class Load:
         return sum(map(len, self.versions))
 
 
+@pytest.mark.fault
 def test_deploy_redeploy_under_load_and_refuse_tampered(
     deployer: LocalStagingDeployer, models: RegisteredModels
 ) -> None:
@@ -168,6 +169,7 @@ def _candidate_pid(deployer: LocalStagingDeployer) -> int | None:
     return candidate["pid"] if candidate else None
 
 
+@pytest.mark.fault
 def test_killing_the_deploying_process_leaves_no_orphan(
     deployer: LocalStagingDeployer, models: RegisteredModels
 ) -> None:
@@ -193,6 +195,7 @@ def test_killing_the_deploying_process_leaves_no_orphan(
     assert _served_version(second.url) == 2
 
 
+@pytest.mark.fault
 def test_a_killed_candidate_fails_the_deploy_and_the_old_one_serves(
     deployer: LocalStagingDeployer, models: RegisteredModels
 ) -> None:
@@ -224,6 +227,7 @@ def test_a_killed_candidate_fails_the_deploy_and_the_old_one_serves(
     assert deployer.current() is None
 
 
+@pytest.mark.fault
 def test_concurrent_deploys_are_serialised(
     deployer: LocalStagingDeployer, models: RegisteredModels
 ) -> None:

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 import orjson
+import pytest
 import urllib3
 
 from tests.conftest import STATE_DEADLINE_S, wait_for
@@ -234,6 +235,7 @@ def test_chunked_body_without_length_is_bounded(
     assert small.startswith(b"HTTP/1.1 200"), small[:300]
 
 
+@pytest.mark.fault
 def test_clients_that_stop_sending_their_body_do_not_block_the_service(
     start_server: Callable[..., Server], models: RegisteredModels
 ) -> None:

@@ -13,6 +13,7 @@ from modelrail.runs import RunLog
 from tests.conftest import PENGUINS, settings_env
 
 
+@pytest.mark.fault
 def test_an_upload_whose_run_cannot_be_recorded_exits_non_zero_and_says_why(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -55,6 +55,7 @@ def _csv(frame: pd.DataFrame) -> bytes:
     return buffer.getvalue().encode()
 
 
+@pytest.mark.fault
 def test_shuffled_labels_are_rejected_on_the_champions_reference_set(
     tmp_path: Path, penguins_csv: bytes
 ) -> None:
@@ -81,6 +82,7 @@ def test_shuffled_labels_are_rejected_on_the_champions_reference_set(
 @pytest.mark.parametrize(
     ("shift_sd", "outcome", "status"), [(4.0, "failed", "fail"), (0.25, "deployed", "warn")]
 )
+@pytest.mark.fault
 def test_a_shifted_column_is_drift_that_warns_or_fails_naming_it(
     tmp_path: Path, penguins_csv: bytes, shift_sd: float, outcome: str, status: str
 ) -> None:

@@ -216,6 +216,7 @@ def test_padded_header_names_and_cr_line_endings_are_read_as_training_reads_them
         assert set(parsed.columns) == {c.name for c in config.contract.columns}
 
 
+@pytest.mark.fault
 def test_a_file_of_one_class_is_refused(config: PipelineConfig, penguins_csv: bytes) -> None:
     header, *rows = penguins_csv.decode().splitlines()
     adelie = [row for row in rows if row.startswith("Adelie,")]

@@ -12,6 +12,8 @@ from modelrail.dataset import checks
 from tests.fakes import InMemoryStore
 from tests.unit.conftest import Harness
 
+pytestmark = pytest.mark.fault
+
 
 def _limit(harness: Harness, limits: Limits) -> None:
     config = harness.container.config

@@ -87,6 +87,7 @@ def test_the_manifest_records_hashes_and_full_lineage(
     }
 
 
+@pytest.mark.fault
 def test_the_same_upload_delivered_twice_is_one_run_and_one_version(
     harness: Harness, penguins_csv: bytes
 ) -> None:
@@ -102,6 +103,7 @@ def test_the_same_upload_delivered_twice_is_one_run_and_one_version(
     assert len(harness.deployer.deployed) == 1
 
 
+@pytest.mark.fault
 def test_the_same_retrain_request_twice_is_one_run(harness: Harness, penguins_csv: bytes) -> None:
     harness.upload(penguins_csv)
     harness.run()
@@ -210,6 +212,7 @@ def test_a_failed_smoke_test_keeps_staging_on_the_previous_version(
     assert harness.container.registry.aliases(harness.model) == {"champion": 2, "staging": 1}
 
 
+@pytest.mark.fault
 def test_a_late_deploy_event_for_an_older_version_is_a_no_op(
     harness: Harness, penguins_csv: bytes
 ) -> None:
@@ -249,6 +252,7 @@ def test_a_message_that_keeps_failing_is_dead_lettered(
     assert harness.runs() == []
 
 
+@pytest.mark.fault
 def test_a_transient_failure_is_redelivered_and_then_succeeds(
     harness: Harness, penguins_csv: bytes
 ) -> None:
@@ -270,6 +274,7 @@ def test_a_transient_failure_is_redelivered_and_then_succeeds(
     assert harness.runs()[0].outcome == "deployed"
 
 
+@pytest.mark.fault
 def test_a_stage_failing_on_every_delivery_ends_its_run_failed_not_dead_lettered(
     harness: Harness, penguins_csv: bytes, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -294,6 +299,7 @@ def test_a_stage_failing_on_every_delivery_ends_its_run_failed_not_dead_lettered
     assert harness.bus.held["dead-letter--hold"] == []
 
 
+@pytest.mark.fault
 def test_the_last_attempt_is_known_on_a_bus_that_does_not_count_deliveries(
     harness: Harness, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -317,6 +323,7 @@ def test_the_last_attempt_is_known_on_a_bus_that_does_not_count_deliveries(
     assert failed["run_id"] == record["run_id"]
 
 
+@pytest.mark.fault
 def test_a_register_delivery_that_dies_after_its_claim_is_resumed_by_the_next(
     harness: Harness, penguins_csv: bytes, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -340,6 +347,7 @@ def test_a_register_delivery_that_dies_after_its_claim_is_resumed_by_the_next(
     assert harness.container.registry.versions(harness.model) == [1]
 
 
+@pytest.mark.fault
 def test_an_invalid_event_ends_in_pipeline_failed(harness: Harness) -> None:
     harness.bus.publish("retrain-requested", b'{"event_type": "retrain-requested"}', {})
 
@@ -349,6 +357,7 @@ def test_an_invalid_event_ends_in_pipeline_failed(harness: Harness) -> None:
     assert failed["error"]["kind"] == "invalid_event"
 
 
+@pytest.mark.fault
 def test_an_event_whose_time_is_not_a_date_time_is_refused_and_recorded(
     harness: Harness, penguins_csv: bytes
 ) -> None:
@@ -370,6 +379,7 @@ def test_an_event_whose_time_is_not_a_date_time_is_refused_and_recorded(
     assert record is not None  # the earlier, valid delivery's record stands
 
 
+@pytest.mark.fault
 def test_an_event_from_another_configuration_is_refused(
     harness: Harness, penguins_csv: bytes
 ) -> None:
@@ -491,6 +501,7 @@ def test_a_handler_naming_an_unknown_port_fails_at_injection(harness: Harness) -
         pipeline.inject(handle, harness.container, {})  # type: ignore[arg-type]
 
 
+@pytest.mark.fault
 def test_a_deploy_overtaken_by_a_newer_one_serves_the_newer_again(
     harness: Harness, penguins_csv: bytes
 ) -> None:

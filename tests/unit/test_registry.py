@@ -28,6 +28,7 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> BlobStore:
     return FilesystemStore(tmp_path, "artifacts")
 
 
+@pytest.mark.fault
 def test_versions_are_contiguous_under_concurrent_registration(store: BlobStore) -> None:
     registry = Registry(store)
 
@@ -80,6 +81,7 @@ def test_a_claim_without_a_version_blocks_only_for_its_lease(store: BlobStore) -
     assert registry.register(MODEL, "run-b", _files(b"tree"), {})[0] == 1  # type: ignore[arg-type]
 
 
+@pytest.mark.fault
 def test_a_later_delivery_attempt_takes_over_a_claim_its_predecessor_left(
     store: BlobStore,
 ) -> None:
@@ -97,6 +99,7 @@ def test_a_later_delivery_attempt_takes_over_a_claim_its_predecessor_left(
     assert registry.register(MODEL, "run-a", _files(b"tree"), {}, attempt=2)[0] == 1  # type: ignore[arg-type]
 
 
+@pytest.mark.fault
 def test_a_number_claimed_by_a_delivery_that_died_is_resumed_not_skipped(
     store: BlobStore,
 ) -> None:
@@ -135,6 +138,7 @@ def test_concurrent_alias_moves_end_at_the_newest_version(store: BlobStore) -> N
     assert registry.aliases(MODEL) == {"champion": 8}
 
 
+@pytest.mark.fault
 def test_a_tampered_artifact_is_refused_before_parsing(tmp_path: Path) -> None:
     store = FilesystemStore(tmp_path, "artifacts")
     registry = Registry(store)

@@ -12,6 +12,7 @@ from modelrail.sweep import sweep
 from tests.unit.conftest import Harness
 
 
+@pytest.mark.fault
 def test_a_training_job_that_died_is_recorded_failed(
     harness: Harness, penguins_csv: bytes, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -33,6 +34,7 @@ def test_a_training_job_that_died_is_recorded_failed(
     assert sweep(harness.container) == []  # ended once
 
 
+@pytest.mark.fault
 def test_a_lost_message_ends_its_run_once_its_deliveries_cannot_still_come(
     harness: Harness, penguins_csv: bytes, monkeypatch: pytest.MonkeyPatch
 ) -> None:
