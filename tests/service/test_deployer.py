@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
+import struct
 import subprocess
 import sys
 import threading
@@ -16,6 +18,7 @@ import orjson
 import pytest
 import urllib3
 
+from modelrail.adapters import local_staging
 from modelrail.adapters.local_staging import LocalStagingDeployer
 from modelrail.bootstrap import open_artifact_store
 from modelrail.config import Settings
@@ -193,6 +196,48 @@ def test_killing_the_deploying_process_leaves_no_orphan(
     assert _served_version(first.url) == 1
     second = deployer.deploy(MODEL, 2)
     assert _served_version(second.url) == 2
+
+
+class _CallerDied(Exception):
+    """The deploying process dies: here, right after asking for a candidate."""
+
+
+@pytest.mark.fault
+def test_a_caller_gone_before_it_reads_its_candidate_leaves_no_candidate(
+    deployer: LocalStagingDeployer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first = deployer.deploy(MODEL, 1)
+
+    def ask_and_die(stream: Any, request: dict[str, Any]) -> dict[str, Any]:
+        stream.write(orjson.dumps(request) + b"\n")
+        stream.flush()
+        raise _CallerDied  # its connection closes with the candidate's reply unread
+
+    connect = LocalStagingDeployer._connect
+
+    def resetting(self: LocalStagingDeployer) -> socket.socket:
+        control = connect(self)
+        # Closed with unread data, as by a killed process: a reset, not an end of file.
+        control.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        return control
+
+    monkeypatch.setattr(local_staging, "_exchange", ask_and_die)
+    monkeypatch.setattr(LocalStagingDeployer, "_connect", resetting)
+    with pytest.raises(_CallerDied):
+        deployer.deploy(MODEL, 2)
+    monkeypatch.undo()
+
+    seen: set[int] = set()
+
+    def no_candidate() -> bool:
+        pid = _candidate_pid(deployer)
+        if pid is not None:
+            seen.add(pid)
+        return pid is None and not any(_group_alive(p) for p in seen)
+
+    wait_for(no_candidate, "the supervisor to stop the abandoned candidate")
+    assert deployer.current() == first
+    assert _served_version(first.url) == 1
 
 
 @pytest.mark.fault

@@ -172,6 +172,10 @@ class Supervisor:
             await self._decide(candidate, reader, writer)
         finally:
             self.candidate = None
+            # Whatever ended the rollout before the switch (the caller gone before it
+            # read the candidate, a broken connection), the candidate does not stay.
+            if self.current is not candidate and not candidate.exited.is_set():
+                await self.stop_backend(candidate)
 
     async def _decide(
         self, candidate: Backend, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
