@@ -73,10 +73,9 @@ class Container:
         return self.packages_factory()
 
     def provide(self, name: str) -> Any:
-        """The dependency a stage handler names as a parameter (``config``, ``storage``,
-        ``data_bucket``, ``registry``, ``runs``, ``code_version``, ``training_job``,
-        ``compiler``,
-        ``launcher``, ``deployer``, ``packages``)."""
+        """The dependency a stage handler names as a parameter: a port (``config``,
+        ``storage``, ``registry``, ``runs``, ``launcher``, ``deployer``, ``packages``)
+        or a setting (``data_bucket``, ``code_version``, ``training_job``, ``compiler``)."""
         if name in _FROM_SETTINGS:
             return getattr(self.settings, name)
         if name in _PORTS:

@@ -1,10 +1,8 @@
 """One pure handler per stage: an event and named ports in, an outcome out.
 
-A handler declares what it touches as keyword-only parameters (``config``,
-``storage``, ``data_bucket``, ``registry``, ``runs``, ``code_version``,
-``training_job``, ``launcher``, ``deployer``; also the delivery's ``run_id``,
-``causation_id`` and ``delivery_attempt``); the service layer passes exactly those
-(``pipeline.inject``).
+A handler declares what it touches as keyword-only parameters: the ports and settings
+``Container.provide`` names, and the delivery's ``run_id``, ``causation_id`` and
+``delivery_attempt``; the service layer passes exactly those (``pipeline.inject``).
 
 Handlers never import a cloud library, never read the environment and never publish:
 the pipeline service layer (``modelrail.pipeline``) records their outcome and
