@@ -160,7 +160,11 @@ def _consume(container: Container, stage: str, message: Message) -> dict[str, An
                 f"this {stage} runs {config.sha256[:12]}: start a new run"
             )
         handler = _handler(stage)
-        given: dict[str, Any] = {"run_id": run_id, "causation_id": causation_id}
+        given: dict[str, Any] = {
+            "run_id": run_id,
+            "causation_id": causation_id,
+            "message_id": message.message_id,
+        }
         if "delivery_attempt" in _keywords(handler):
             given["delivery_attempt"] = _attempt(container, stage, run_id, message)
         outcome = inject(handler, container, given)(event)

@@ -149,6 +149,22 @@ class RunLog:
             assert existing is not None
             return existing  # a concurrent delivery finished first: its record stands
 
+    def claim(self, run_id: str, stage: str, holder: str) -> bool:
+        """Claim ``stage`` of ``run_id`` for ``holder`` (a delivery's message id),
+        create-only; True if ``holder`` holds it (now or from before)."""
+        key = f"runs/{run_id}/claims/{stage}.json"
+        try:
+            self.store.write(
+                key,
+                canonical_json({"holder": holder}),
+                if_generation_match=0,
+                content_type="application/json",
+            )
+        except PreconditionFailed:
+            held: dict[str, Any] = orjson.loads(self.store.read(key).data)
+            return bool(held["holder"] == holder)
+        return True
+
     def failed_deliveries(self, run_id: str, stage: str, message_id: str) -> int:
         """How many deliveries of message ``message_id`` to ``stage`` have failed."""
         try:

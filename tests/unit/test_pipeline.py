@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import inspect
 
@@ -11,10 +12,10 @@ import pytest
 from modelrail import pipeline
 from modelrail.dataset import checks
 from modelrail.errors import TransientError
-from modelrail.events import ModelRegistered, RetrainRequested
-from modelrail.ports import Deployment, Message
+from modelrail.events import DatasetValidated, ModelRegistered, RetrainRequested
+from modelrail.ports import Deployment, JobState, Message
 from modelrail.registry import Registry
-from modelrail.stages import Outcome, deploy, validate
+from modelrail.stages import Outcome, deploy, launch_training, validate
 from modelrail.training import split
 from tests.unit.conftest import Harness
 
@@ -478,7 +479,8 @@ def test_each_stage_gets_exactly_the_ports_it_names(harness: Harness, stage: str
     spy.__signature__ = inspect.signature(handler)  # type: ignore[attr-defined]
     given: dict[str, object] = {
         "run_id": "run-1",
-        "causation_id": "message-1",
+        "causation_id": "event-1",
+        "message_id": "message-1",
         "delivery_attempt": 2,
     }
     assert pipeline.inject(spy, harness.container, given)("event") == "event"  # type: ignore[arg-type]
@@ -532,3 +534,42 @@ def test_a_deploy_overtaken_by_a_newer_one_serves_the_newer_again(
     assert [d.version for d in fake.deployed][-3:] == [3, 2, 3]
     assert fake.current() is not None
     assert fake.current().version == 3  # type: ignore[union-attr]
+
+
+@pytest.mark.fault
+def test_the_same_event_delivered_at_once_launches_one_training_job(
+    harness: Harness, penguins_csv: bytes
+) -> None:
+    harness.upload(penguins_csv)
+    harness.run()
+    [validated] = harness.published("dataset-validated")
+    # A run whose launch nobody has claimed yet (the harness's own run launched already).
+    event = dataclasses.replace(DatasetValidated.from_body(validated), run_id="run-" + "f" * 20)
+    launches: list[str] = []
+
+    class Launcher:
+        """While the first delivery launches, two more deliveries of the event arrive."""
+
+        def launch(self, job: str, event_json: bytes) -> str:
+            launches.append(job)
+            for message_id in ("m-2", "m-3"):
+                with pytest.raises(TransientError, match="another delivery is launching"):
+                    launch(message_id)
+            return f"{job}-1"
+
+        def state(self, execution: str) -> JobState:
+            return JobState("running")
+
+    def launch(message_id: str) -> Outcome:
+        return launch_training.handle(
+            event,
+            launcher=Launcher(),
+            training_job="train",
+            runs=harness.container.runs,
+            message_id=message_id,
+        )
+
+    assert launch("m-1").output == {"job": "train", "execution": "train-1"}
+    assert launches == ["train"]
+    # The first message's own redelivery (its delivery died before launching) may launch.
+    assert launch("m-1").output["execution"] == "train-1"

@@ -1,8 +1,9 @@
 """One pure handler per stage: an event and named ports in, an outcome out.
 
 A handler declares what it touches as keyword-only parameters: the ports and settings
-``Container.provide`` names, and the delivery's ``run_id``, ``causation_id`` and
-``delivery_attempt``; the service layer passes exactly those (``pipeline.inject``).
+``Container.provide`` names, and the delivery's ``run_id``, ``causation_id``,
+``message_id`` and ``delivery_attempt``; the service layer passes exactly those
+(``pipeline.inject``).
 
 Handlers never import a cloud library, never read the environment and never publish:
 the pipeline service layer (``modelrail.pipeline``) records their outcome and

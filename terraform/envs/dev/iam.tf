@@ -45,7 +45,7 @@ locals {
       prefixes    = []
     }
     launch_training = {
-      run_objects = ["stages/launch_training.json", "failed/launch_training.json"]
+      run_objects = ["stages/launch_training.json", "failed/launch_training.json", "claims/launch_training.json"]
       prefixes    = []
     }
     train = {
