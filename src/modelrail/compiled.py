@@ -234,8 +234,8 @@ def build(
                     raise CompileError(f"not verified: this CPU lacks {', '.join(missing)}")
                 candidate = CompiledBooster(library, model.num_features, model.trees_per_iteration)
                 verify(candidate, reference, rows)
-            except (CompileError, OSError) as exc:  # OSError: an object that won't load
-                not_built.append(f"{one.name}: {exc}")
+            except Exception as exc:
+                not_built.append(f"{one.name}: {exc or type(exc).__name__}")
                 continue
             predictors.append(BuiltPredictor(one, library.read_bytes()))
     return Built(tuple(predictors), tuple(not_built))

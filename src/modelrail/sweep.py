@@ -21,12 +21,13 @@ stage's: a stage that records meanwhile wins, and the sweep leaves that run alon
 
 from __future__ import annotations
 
+import logging
 import time
 from datetime import UTC, datetime
 from typing import Any
 
 from modelrail.container import Container
-from modelrail.errors import JobFailed, PermanentError, RunStuck
+from modelrail.errors import JobFailed, PermanentError, RunStuck, TransientError
 from modelrail.events import utcnow
 from modelrail.pipeline import record_failure
 from modelrail.runs import RunSummary
@@ -41,6 +42,8 @@ _NEXT = {
 }
 UNFINISHED = ("running", "registered")
 
+log = logging.getLogger(__name__)
+
 
 def sweep(container: Container, *, now: datetime | None = None) -> list[dict[str, Any]]:
     """Record as failed each run that can no longer end; return the failure records."""
@@ -49,7 +52,11 @@ def sweep(container: Container, *, now: datetime | None = None) -> list[dict[str
     for run in container.runs.runs():
         if run.outcome not in UNFINISHED:
             continue
-        found = _stuck(container, run, now)
+        try:
+            found = _stuck(container, run, now)
+        except TransientError as exc:  # the launcher's API: the next sweep asks again
+            log.warning("run %s not swept: %s", run.run_id, exc)
+            continue
         if found is None:
             continue
         stage, error = found
@@ -58,11 +65,11 @@ def sweep(container: Container, *, now: datetime | None = None) -> list[dict[str
         last = list(run.stages.values())[-1]
         causation = (last.get("event") or {}).get("event_id") or run.run_id
         started, clock = utcnow(), time.perf_counter()
-        failed.append(
-            record_failure(
-                container, stage, run.run_id, run.lineage, causation, error, started, clock
-            )
+        record = record_failure(
+            container, stage, run.run_id, run.lineage, causation, error, started, clock
         )
+        if record["status"] == "failed":  # not the stage's own record, stored meanwhile
+            failed.append(record)
     return failed
 
 

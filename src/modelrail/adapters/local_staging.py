@@ -28,6 +28,7 @@ import dataclasses
 import fcntl
 import hashlib
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -89,8 +90,11 @@ class LocalStagingDeployer:
 
     def deploy(self, model: str, version: int) -> Deployment:
         examples = self._examples(model, version)
+        # The service's settings as this process has them (its environment, then
+        # service_env), pinned to the version: each is parsed here, and written whole.
         service = ServiceSettings.from_env(
             {
+                **os.environ,
                 **self.service_env,
                 "MODELRAIL_MODEL_NAME": model,
                 "MODELRAIL_MODEL_VERSION": str(version),
@@ -98,6 +102,7 @@ class LocalStagingDeployer:
         )
         env = {
             **os.environ,
+            **self.service_env,
             **self.settings.to_env(),
             **dataclasses.replace(service, require_model=True).to_env(),
         }
@@ -228,6 +233,10 @@ class LocalStagingDeployer:
             if control is not None:
                 return control
             time.sleep(_POLL_S)
+        # It never answered: it must not bind the port later, behind this failure.
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
         raise DeploymentFailed(f"the staging supervisor did not start: {_log_tail(str(log))}")
 
     def _url(self) -> str:

@@ -5,8 +5,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-import orjson
-
 PROBLEM_JSON = "application/problem+json"
 _TYPE_BASE = "urn:modelrail:problem:"
 
@@ -48,9 +46,6 @@ class Problem(Exception):
             body["instance"] = instance
         body.update(self.extensions)
         return body
-
-    def to_bytes(self, instance: str | None = None) -> bytes:
-        return orjson.dumps(self.body(instance))
 
 
 # One problem (or warning) located in the request: a JSON pointer and what is wrong there.

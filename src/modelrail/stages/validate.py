@@ -48,6 +48,8 @@ def handle(
     source, contract, limits = storage.bucket(bucket), config.contract, config.limits
     # Too large to read: refused from its listing, before a byte is in memory.
     listed = next((info for info in source.list(key) if info.key == key), None)
+    if listed is not None and generation not in (None, listed.generation):
+        listed = None  # another generation now: its size says nothing of this one
     if listed is not None and (too_big := checks.oversized(listed.size, limits.max_upload_bytes)):
         uri = f"gs://{bucket}/{key}#{listed.generation}"
         dataset = {"bucket": bucket, "key": key, "uri": uri, "size": listed.size, "rows": 0}
