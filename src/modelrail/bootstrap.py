@@ -64,12 +64,13 @@ def open_packages(settings: Settings) -> PackageRepository:
     )
 
 
-def local_staging(settings: Settings) -> Deployer:
+def local_staging(settings: Settings, artifacts: BlobStore | None = None) -> Deployer:
     """The staging service as processes on this machine (embedded mode and the
-    emulator stack's control plane)."""
+    emulator stack's control plane), smoke-testing with the versions in ``artifacts``
+    (the artifact bucket, opened here unless the caller has it open)."""
     from modelrail.adapters.local_staging import LocalStagingDeployer
 
-    return LocalStagingDeployer(settings, open_artifact_store(settings))
+    return LocalStagingDeployer(settings, artifacts or open_artifact_store(settings))
 
 
 def bootstrap(
@@ -141,7 +142,7 @@ def _embedded(
         launcher_factory=lambda: InProcessLauncher(
             lambda data: pipeline.consume(container, "train", Message(data, {}))
         ),
-        deployer_factory=deployer_factory or (lambda: local_staging(settings)),
+        deployer_factory=deployer_factory or (lambda: local_staging(settings, container.artifacts)),
         packages_factory=packages,
         observer=observer,
     )
