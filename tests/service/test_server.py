@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -262,3 +263,32 @@ def test_clients_that_stop_sending_their_body_do_not_block_the_service(
         connection.close()
         assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
         assert b"request-timeout" in answer
+
+
+@pytest.mark.fault
+def test_a_body_that_trickles_in_past_the_deadline_is_answered_408(
+    start_server: Callable[..., Server],
+) -> None:
+    """The deadline is the request's, not each chunk's: a client sending a chunk now and
+    then, each well within the timeout, is still cut off."""
+    import select
+    import socket
+
+    server = start_server(1, MODELRAIL_WORKERS="1", MODELRAIL_REQUEST_TIMEOUT_S="2")
+    wait_for(lambda: ready(server), "the server to be ready")
+    host, port = server.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=STATE_DEADLINE_S) as connection:
+        connection.sendall(
+            b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n" + b"1\r\n{\r\n"
+        )
+        give_up = time.monotonic() + STATE_DEADLINE_S
+        answer = b""
+        while not answer and time.monotonic() < give_up:
+            readable, _, _ = select.select([connection], [], [], 0.5)
+            if readable:
+                answer = connection.recv(65536)
+            else:
+                connection.sendall(b"1\r\n \r\n")  # one more byte of whitespace
+    assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
+    assert b"request-timeout" in answer

@@ -176,6 +176,7 @@ class Service:
         # connection, so clients reconnect elsewhere instead of racing the close.
         self.draining: Any = None  # anything with a truthy-when-draining ``value``
         self._openapi: bytes | None = None
+        self.deadlines: BodyDeadlines  # set in each worker by __rsgi_init__
 
     def __call__(
         self, environ: dict[str, Any], start_response: Callable[..., Any]
@@ -226,16 +227,15 @@ class Service:
             self._log(environ, status, started, request_id, detail)
         return [body] if environ.get("REQUEST_METHOD") != "HEAD" else [b""]
 
+    def __rsgi_init__(self, loop: Any) -> None:
+        """Called by granian in each worker, with the worker's event loop."""
+        self.deadlines = BodyDeadlines(loop, self.settings.request_timeout_s)
+
     async def __rsgi__(self, scope: Any, protocol: Any) -> None:
         """granian's RSGI interface: the body is awaited, so a client that stops
         sending holds no thread, and one that has not sent it all within
         ``request_timeout_s`` is answered 408; then the WSGI path answers."""
-        try:
-            # A deadline on this task (no task of its own per request, as wait_for makes).
-            async with asyncio.timeout(self.settings.request_timeout_s):
-                body = await _read_body(protocol, scope, self.settings.max_body_bytes)
-        except TimeoutError:
-            body = None
+        body = await _read_body(protocol, scope, self.settings.max_body_bytes, self.deadlines)
         environ = _environ(scope, body)
         answer: list[Any] = []
         chunks = self(environ, lambda status, headers, *_: answer.extend((status, headers)))
@@ -427,24 +427,70 @@ def _too_large(limit: int) -> Problem:
     return Problem("payload-too-large", f"the body must be at most {limit} bytes", limit=limit)
 
 
-async def _read_body(protocol: Any, scope: Any, limit: int) -> bytes:
+class BodyDeadlines:
+    """Cancels the body reads of requests older than ``timeout`` seconds.
+
+    One timer per worker looks at the pending reads every ``timeout / 8`` seconds, so a
+    request pays a dict insert and delete per read, no timer and no task of its own.
+    This works whichever task implementation steps the coroutine: granian's Rust tasks
+    are no asyncio tasks, which ``asyncio.timeout`` needs. A read cancelled here raises
+    ``CancelledError`` at its ``await``, at most ``timeout / 8`` after its deadline."""
+
+    def __init__(self, loop: Any, timeout: float) -> None:
+        self._loop = loop
+        self._timeout = timeout
+        self._tick = timeout / 8
+        self._pending: dict[Any, float] = {}
+        loop.call_later(self._tick, self._expire)
+
+    def deadline(self) -> float:
+        """The deadline of a request whose body starts to be read now."""
+        return float(self._loop.time()) + self._timeout
+
+    async def wait(self, read: Any, deadline: float) -> Any:
+        """The result of ``read`` (a future of granian's), cancelled past ``deadline``."""
+        pending = self._pending
+        pending[read] = deadline
+        try:
+            return await read
+        finally:
+            del pending[read]
+
+    def _expire(self) -> None:
+        now = self._loop.time()
+        for read, deadline in list(self._pending.items()):
+            if deadline <= now:
+                read.cancel()
+        self._loop.call_later(self._tick, self._expire)
+
+
+async def _read_body(
+    protocol: Any, scope: Any, limit: int, deadlines: BodyDeadlines
+) -> bytes | None:
     """The body as it arrives, up to one chunk past ``limit`` (``_read_body`` of the
-    WSGI path then answers 413); a client that closes early leaves what it sent.
-    A body whose length is announced and within ``limit`` is read in one call."""
+    WSGI path then answers 413); a client that closes early leaves what it sent. None
+    if the whole body did not arrive within the request's deadline. A body whose
+    length is announced and within ``limit`` is read in one call."""
+    deadline = deadlines.deadline()
     length = scope.headers.get("content-length", "")
-    if length.isdigit() and int(length) <= limit:
+    chunks: list[bytes] = []
+    try:
         with contextlib.suppress(RuntimeError):  # granian: the client closed the connection
-            body: bytes = await protocol()
-            return body
-        return b""
-    chunks = []
-    size = 0
-    with contextlib.suppress(RuntimeError):  # granian: the client closed the connection
-        async for chunk in protocol:
-            chunks.append(chunk)
-            size += len(chunk)
-            if size > limit:
-                break
+            if length.isdigit() and int(length) <= limit:
+                body: bytes = await deadlines.wait(protocol(), deadline)
+                return body
+            stream = protocol.__aiter__()
+            size = 0
+            while size <= limit:
+                chunk = await deadlines.wait(stream.__anext__(), deadline)
+                if not chunk:  # granian: the body ended
+                    break
+                chunks.append(chunk)
+                size += len(chunk)
+    except StopAsyncIteration:
+        pass
+    except asyncio.CancelledError:
+        return None
     return b"".join(chunks)
 
 

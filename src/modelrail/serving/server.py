@@ -7,6 +7,12 @@ handling caps a do-nothing app below the throughput the service needs. Only gran
 public API is used (its constructor, ``serve`` with a target loader, and the SIGTERM
 handler it documents as overridable):
 
+- **The cheapest way into Python**: uvloop runs each worker's event loop and granian's
+  Rust task implementation steps the request coroutines (no asyncio task per request;
+  granian uses it on Python < 3.12 and asyncio's tasks on later versions). Together
+  they took a quarter off the server's CPU time per one-row request
+  (``docs/benchmarks.md``). The body deadline does not depend on asyncio tasks
+  (``app.BodyDeadlines``), so it holds under either implementation.
 - **Preloaded app**: the master verifies and loads the model (``create_service``)
   before any worker exists, then forks the workers, which inherit it. With
   ``MODELRAIL_REQUIRE_MODEL=1`` a version that cannot load ends the process before it
@@ -79,7 +85,7 @@ def _log_config() -> dict[str, Any]:
 def build_server(settings: ServiceSettings, draining: SharedFlag) -> Any:
     """A granian multi-process server on ``settings.bind``; on SIGTERM it sets
     ``draining`` (shared with the workers) and stops ``drain_s`` later."""
-    from granian.constants import HTTPModes, Interfaces
+    from granian.constants import HTTPModes, Interfaces, Loops, TaskImpl
     from granian.http import HTTP1Settings
     from granian.log import LogLevels
     from granian.server import MPServer
@@ -104,6 +110,8 @@ def build_server(settings: ServiceSettings, draining: SharedFlag) -> Any:
         uds=uds,
         uds_permissions=0o600 if uds else None,
         interface=Interfaces.RSGI,
+        loop=Loops.uvloop,
+        task_impl=TaskImpl.rust,
         http=HTTPModes.http1,
         http1_settings=HTTP1Settings(
             header_read_timeout=round(settings.header_timeout_s * 1000), keep_alive=True
