@@ -94,17 +94,22 @@ python-version: ## Move the Dockerfiles and Cloud Build to Python $(PYTHON_PATCH
 
 # The images install only hash-pinned requirements (pip --require-hashes): each
 # requirements.lock is compiled from its requirements.txt and constraints.txt with the
-# hashes of the files PyPI publishes for Linux x86_64 (the Cloud Build machines).
-# Needs PyPI; run after changing a requirements.txt or constraints.txt (a test fails
-# while a lock names other versions than its sources).
+# hashes of the files PyPI publishes, resolved for Linux x86_64: the images' Debian
+# bookworm, and the Cloud Functions' python311 runtime (Ubuntu 22.04, glibc 2.35), whose
+# buildpack installs functions/requirements.lock (`make stage` copies it into every
+# function as requirements.txt). Needs PyPI; run after changing a requirements.txt or
+# constraints.txt (a test fails while a lock names other versions than its sources).
 IMAGE_LOCKS := services/staging/requirements services/staging/build-requirements \
 	services/train-job/requirements
+FUNCTION_LOCK := functions/requirements
+# $(call lock,NAME,PLATFORM): NAME.lock from NAME.txt and constraints.txt, with hashes.
+lock = $(BIN)/uv pip compile --quiet --generate-hashes --python-version 3.11 \
+	--python-platform $(2) --only-binary :all: --custom-compile-command 'make image-requirements' \
+	-c constraints.txt $(1).txt -o $(1).lock
 .PHONY: image-requirements
-image-requirements: $(STAMP) ## Compile the images' hash-pinned requirements.lock files (needs PyPI)
-	$(foreach lock,$(IMAGE_LOCKS),$(BIN)/uv pip compile --quiet --generate-hashes \
-		--python-version 3.11 --python-platform x86_64-manylinux_2_28 --only-binary :all: \
-		--custom-compile-command 'make image-requirements' -c constraints.txt \
-		$(lock).txt -o $(lock).lock &&) true
+image-requirements: $(STAMP) ## Compile the hash-pinned requirements.lock files of the images and the functions (needs PyPI)
+	$(foreach name,$(IMAGE_LOCKS),$(call lock,$(name),x86_64-manylinux_2_28) &&) true
+	$(call lock,$(FUNCTION_LOCK),x86_64-manylinux_2_35)
 
 # Every image the builds pull, pinned by the digest its registry serves for its tag now
 # (scripts/image_digests.py). Needs the registries; run it to take rebuilt tags or after

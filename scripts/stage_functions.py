@@ -5,8 +5,10 @@ project's packaging. So each stage consumed in topology.yaml gets a self-contain
 folder ``build/functions/<stage>/``:
 
     main.py            functions/<stage>/main.py (and any sibling modules)
-    requirements.txt   the exact pinned closure (from constraints.txt) of modelrail's
-                       core dependencies plus the extras a function needs
+    requirements.txt   functions/requirements.lock: the exact pinned closure (from
+                       constraints.txt) of modelrail's core dependencies plus the extras
+                       a function needs, every distribution with its sha256 hashes, so
+                       the buildpack's pip installs in hash-checking mode
     modelrail/         the package (symlinks dereferenced), found by ``import modelrail``
     schemas/           found by modelrail.resources.root() walking up from the package
     pipeline.toml      MODELRAIL_CONFIG
@@ -16,8 +18,12 @@ Every file gets a fixed modification time and mode, so the same sources always z
 the same bytes and Terraform (which names each archive by its content hash) redeploys
 only the functions whose folder really changed.
 
-``--job-requirements PATH`` writes the training image's requirements (extras
-``data,cloud``) the same way; services/train-job/Dockerfile installs from it.
+The lock is compiled by ``make image-requirements`` (uv, hashes of the files PyPI
+publishes) from ``functions/requirements.txt``, which ``--function-requirements PATH``
+writes: the closure above, from the project's environment. Staging refuses a lock whose
+pins differ from that closure. ``--job-requirements PATH`` writes the training image's
+requirements (extras ``data,cloud``) the same way; services/train-job/requirements.lock
+is compiled from it.
 """
 
 from __future__ import annotations
@@ -40,6 +46,7 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+FUNCTION_LOCK = REPO_ROOT / "functions" / "requirements.lock"
 FUNCTION_EXTRAS = ("data", "functions", "cloud")
 JOB_EXTRAS = ("data", "cloud")
 # 1980-01-01, the earliest time a zip entry can hold.
@@ -137,6 +144,36 @@ def requirements_text(extras: Sequence[str], repo_root: Path = REPO_ROOT) -> str
     return header + "".join(f"{name}=={version}\n" for name, version in resolved.items())
 
 
+# One requirement of a uv lock: its pin, then its hashes on continuation lines.
+LOCKED = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==(\S+)((?:[ \t]*\\\n[ \t]+--hash=\S+)*)", re.M)
+LOCK_HASH = re.compile(r"--hash=sha256:[0-9a-f]{64}")
+REGENERATE_LOCK = (
+    "regenerate: .venv/bin/python scripts/stage_functions.py --only validate "
+    "--function-requirements functions/requirements.txt, then make image-requirements"
+)
+
+
+def locked_requirements(lock: Path, extras: Sequence[str], repo_root: Path = REPO_ROOT) -> str:
+    """The text of ``lock``, checked: it pins exactly the closure ``extras`` need
+    (``requirements_text``) and every pin carries its hashes."""
+    try:
+        text = lock.read_text()
+    except FileNotFoundError:
+        raise SystemExit(f"{lock} is missing: {REGENERATE_LOCK}") from None
+    entries = LOCKED.findall(text)
+    locked = {canonicalize_name(name): version for name, version, _ in entries}
+    pins = read_constraints(repo_root / "constraints.txt")
+    wanted = closure(project_requirements(repo_root / "pyproject.toml", extras), pins)
+    if locked != wanted:
+        differ = sorted(set(locked.items()) ^ set(wanted.items()))
+        listed = ", ".join(f"{name}=={version}" for name, version in differ)
+        raise SystemExit(f"{lock} and constraints.txt differ on {listed}: {REGENERATE_LOCK}")
+    unhashed = sorted(name for name, _, hashes in entries if not LOCK_HASH.search(hashes))
+    if unhashed:
+        raise SystemExit(f"{lock} has no hash for {', '.join(unhashed)}: {REGENERATE_LOCK}")
+    return text
+
+
 def defines_handle(main_py: Path) -> bool:
     """Whether main.py binds a top-level ``handle`` (a def or an assignment)."""
     tree = ast.parse(main_py.read_text(), filename=str(main_py))
@@ -200,7 +237,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--functions-dir", type=Path, default=REPO_ROOT / "functions")
     parser.add_argument("--only", action="append", default=[], help="stage to build (repeatable)")
     parser.add_argument(
-        "--job-requirements", type=Path, help="also write the training image's requirements here"
+        "--function-requirements",
+        type=Path,
+        help="first write the functions' requirements (the source of their lock) here",
+    )
+    parser.add_argument(
+        "--job-requirements", type=Path, help="first write the training image's requirements here"
     )
     args = parser.parse_args(argv)
 
@@ -208,14 +250,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     unknown = sorted(set(args.only) - set(stages))
     if unknown:
         raise SystemExit(f"not consumers in topology.yaml: {', '.join(unknown)}")
-    requirements = requirements_text(FUNCTION_EXTRAS)
+    for path, extras in (
+        (args.function_requirements, FUNCTION_EXTRAS),
+        (args.job_requirements, JOB_EXTRAS),
+    ):
+        if path:
+            path.write_text(requirements_text(extras))
+            print(f"wrote {path}")
+    requirements = locked_requirements(FUNCTION_LOCK, FUNCTION_EXTRAS)
     args.out.mkdir(parents=True, exist_ok=True)
     for stage in args.only or stages:
         target = stage_function(stage, args.out, requirements, args.functions_dir)
         print(f"staged {stage:<16} {target}  sha256:{tree_digest(target)[:16]}")
-    if args.job_requirements:
-        args.job_requirements.write_text(requirements_text(JOB_EXTRAS))
-        print(f"wrote {args.job_requirements}")
     return 0
 
 

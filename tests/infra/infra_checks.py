@@ -22,7 +22,18 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 PUBLIC_MEMBERS = ("allUsers", "allAuthenticatedUsers")
 # The runtime identities of the pipeline: none may hold any project-level role.
 STAGE_ACCOUNTS = frozenset(
-    {"validate", "launch_training", "train", "evaluate", "register", "deploy", "staging", "push"}
+    {
+        "validate",
+        "launch_training",
+        "train",
+        "evaluate",
+        "register",
+        "deploy",
+        "staging",
+        "push",
+        "sweep",
+        "scheduler",
+    }
 )
 FORBIDDEN_PROJECT_ROLES = frozenset(
     {

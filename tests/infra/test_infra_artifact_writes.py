@@ -1,17 +1,22 @@
 """The artifact bucket's write conditions deny nothing the pipeline does: the real
-pipeline runs on in-memory buckets, every object each stage writes is recorded, and each
-must match what Terraform lets that stage's account write (local.artifact_writes)."""
+pipeline and the sweep run on in-memory buckets, every object each stage (and the sweep)
+writes is recorded, and each must match what Terraform lets that account write
+(local.artifact_writes)."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
+from modelrail.adapters.inprocess import InProcessLauncher
 from modelrail.bootstrap import bootstrap
 from modelrail.config import Settings
 from modelrail.logs import PipelineContextFilter
+from modelrail.sweep import sweep
 from tests.fakes import FakeDeployer, InMemoryStorage, InMemoryStore
 from tests.infra.conftest import TERRAFORM_DIR
 from tests.infra.infra_checks import Terraform, artifact_write_objects
@@ -21,16 +26,28 @@ pytestmark = pytest.mark.infra
 
 
 class RecordingStore(InMemoryStore):
-    """Records (the stage writing, the object) for every write."""
+    """Records (the account writing, the object) for every write: the stage whose
+    pipeline context is current, or the account named by ``acting_as``."""
 
     def __init__(self, bucket: str) -> None:
         super().__init__(bucket)
         self.writes: set[tuple[str, str]] = set()
+        self.account: str | None = None
+
+    @contextlib.contextmanager
+    def acting_as(self, account: str) -> Iterator[None]:
+        """Writes meanwhile are ``account``'s (a process of its own in the cloud)."""
+        self.account = account
+        try:
+            yield
+        finally:
+            self.account = None
 
     def write(self, key: str, data: bytes, **options: Any) -> int:
         record = logging.LogRecord("writes", logging.INFO, __file__, 0, "", None, None)
         PipelineContextFilter().filter(record)
-        self.writes.add((record.pipeline.get("stage", "<no stage>"), key))
+        writer = self.account or record.pipeline.get("stage", "<no stage>")
+        self.writes.add((writer, key))
         return super().write(key, data, **options)
 
 
@@ -57,7 +74,9 @@ def recorded(settings: Settings) -> tuple[Harness, RecordingStore]:
 
 
 def test_every_stage_writes_only_what_its_account_may(
-    recorded: tuple[Harness, RecordingStore], penguins_csv: bytes
+    recorded: tuple[Harness, RecordingStore],
+    penguins_csv: bytes,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     harness, artifacts = recorded
     # A first model, a second run judged against it (drift, champion, reference), the
@@ -70,6 +89,13 @@ def test_every_stage_writes_only_what_its_account_may(
     harness.run()
     harness.upload(penguins_csv.replace(b"Adelie", b"Unknown"), name="uploads/broken.csv")
     harness.run()
+    # A training job that dies before recording: the sweep (its own job and account in
+    # the cloud) records the run's train stage as failed.
+    monkeypatch.setattr(InProcessLauncher, "launch", lambda self, job, event: f"{job}-dead")
+    harness.upload(penguins_csv, name="uploads/died.csv")
+    harness.run()
+    with artifacts.acting_as("sweep"):
+        assert [record["stage"] for record in sweep(harness.container)] == ["train"]
 
     allowed = artifact_write_objects(Terraform.load(TERRAFORM_DIR))
     stages = {stage for stage, _ in artifacts.writes}

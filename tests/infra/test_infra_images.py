@@ -298,6 +298,7 @@ def test_an_install_without_require_hashes_is_caught() -> None:
         "services/staging/requirements.lock",
         "services/staging/build-requirements.lock",
         "services/train-job/requirements.lock",
+        "functions/requirements.lock",
     ],
 )
 def test_every_locked_package_carries_its_hashes(lock: str) -> None:

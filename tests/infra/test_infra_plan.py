@@ -26,6 +26,7 @@ from typing import Any
 import hcl2
 import pytest
 
+from modelrail.config import Settings
 from tests.infra.conftest import TERRAFORM_DIR, copy_terraform, tool
 from tests.infra.infra_checks import REPO_ROOT, Terraform, load_topology, squash, unquote
 
@@ -311,8 +312,61 @@ def test_plan_builds_the_event_graph_of_topology_yaml(plan: dict[str, Any]) -> N
     assert planned_names("google_cloudfunctions2_function") == {
         f"modelrail-{consumer.replace('_', '-')}" for consumer in consumers
     }
-    assert planned_names("google_cloud_run_v2_job") == {"modelrail-train"}
+    assert planned_names("google_cloud_run_v2_job") == {"modelrail-train", "modelrail-sweep"}
     assert planned_names("google_cloud_run_v2_service") == {"modelrail-staging"}
+
+
+def planned(plan: dict[str, Any], resource_type: str, name: str) -> dict[str, Any]:
+    """The planned values of the one managed resource of that type and name."""
+    [after] = [
+        change["change"]["after"]
+        for change in plan["resource_changes"]
+        if change["mode"] == "managed"
+        and change["type"] == resource_type
+        and change["change"]["after"].get("name") == name
+    ]
+    return dict(after)
+
+
+def test_the_sweep_runs_on_a_schedule_as_the_training_image_with_its_settings(
+    plan: dict[str, Any],
+) -> None:
+    tfvars = {k: unquote(v) for k, v in hcl2.loads(PLAN_VARS.read_text()).items()}
+    project, region = tfvars["project_id"], tfvars["region"]
+    train = planned(plan, "google_cloud_run_v2_job", "modelrail-train")
+    sweep = planned(plan, "google_cloud_run_v2_job", "modelrail-sweep")
+    [train_container] = train["template"][0]["template"][0]["containers"]
+    [container] = sweep["template"][0]["template"][0]["containers"]
+
+    # The training image, its ENTRYPOINT replaced by the command line's sweep.
+    assert container["image"] == train_container["image"]
+    assert [*container["command"], *container["args"]] == ["python", "-m", "modelrail", "sweep"]
+    assert train_container.get("command") is None
+    # What the sweep reads from its environment is the training job's.
+    env = {variable["name"]: variable["value"] for variable in container["env"]}
+    assert env == {variable["name"]: variable["value"] for variable in train_container["env"]}
+    settings = Settings.from_env(env)
+    assert (settings.mode, settings.project, settings.region) == ("cloud", project, region)
+    artifacts = planned(plan, "google_storage_bucket", f"{project}-modelrail-artifacts")
+    assert settings.artifact_bucket == artifacts["name"]
+    assert settings.training_job == train["name"]
+    assert (str(settings.config_path), str(settings.topology_path)) == (
+        "/app/pipeline.toml",
+        "/app/topology.yaml",
+    )
+
+    scheduler = planned(plan, "google_cloud_scheduler_job", "modelrail-sweep")
+    [target] = scheduler["http_target"]
+    assert scheduler["region"] == region
+    assert scheduler["schedule"] == "*/10 * * * *"
+    assert target["http_method"] == "POST"
+    assert target["uri"] == (
+        f"https://run.googleapis.com/v2/projects/{project}/locations/{region}/jobs/"
+        f"{sweep['name']}:run"
+    )
+    # An access token for a Google API, not an identity token for a Cloud Run URL.
+    assert target["oauth_token"]
+    assert target["oidc_token"] == []
 
 
 @pytest.mark.parametrize(

@@ -14,6 +14,8 @@ locals {
     push            = "Pub/Sub push identity: the only caller allowed to invoke the stage functions"
     function_build  = "builds the stage functions' containers (Cloud Functions build service account)"
     pr_build        = "pull-request checks in Cloud Build: runs the pull request's tests, writes build logs, deploys nothing"
+    sweep           = "sweep job: records as failed the runs whose training job died or whose message was lost"
+    scheduler       = "Cloud Scheduler identity: the only caller allowed to run the sweep job"
   }
 
   # Bucket-level reads (objectViewer: read and list objects). Writes are the
@@ -30,6 +32,7 @@ locals {
     { sa = "deploy", bucket = "artifacts", role = "roles/storage.objectViewer" },
     { sa = "staging", bucket = "artifacts", role = "roles/storage.objectViewer" },
     { sa = "function_build", bucket = "sources", role = "roles/storage.objectViewer" },
+    { sa = "sweep", bucket = "artifacts", role = "roles/storage.objectViewer" },
   ]
 
   # What each stage writes in the artifact bucket, and nothing else it may write
@@ -64,11 +67,18 @@ locals {
       run_objects = ["stages/deploy.json", "failed/deploy.json"]
       prefixes    = ["models/${var.model_name}/aliases/staging.json"]
     }
+    # The failure record of a stage that will never record by itself: the stages after
+    # validate (src/modelrail/sweep.py).
+    sweep = {
+      run_objects = ["stages/launch_training.json", "stages/train.json", "stages/evaluate.json", "stages/register.json", "stages/deploy.json"]
+      prefixes    = []
+    }
   }
   # IAM Conditions name an object projects/_/buckets/<bucket>/objects/<name>.
   artifact_objects = "projects/_/buckets/${local.buckets.artifacts}/objects/"
 
-  # Topic-level grants: each stage publishes its result event and pipeline-failed.
+  # Topic-level grants: each stage publishes its result event and pipeline-failed; the
+  # sweep publishes pipeline-failed only.
   topic_grants = [
     { sa = "validate", topic = "dataset-validated", role = "roles/pubsub.publisher" },
     { sa = "validate", topic = "pipeline-failed", role = "roles/pubsub.publisher" },
@@ -81,6 +91,7 @@ locals {
     { sa = "register", topic = "pipeline-failed", role = "roles/pubsub.publisher" },
     { sa = "deploy", topic = "model-deployed", role = "roles/pubsub.publisher" },
     { sa = "deploy", topic = "pipeline-failed", role = "roles/pubsub.publisher" },
+    { sa = "sweep", topic = "pipeline-failed", role = "roles/pubsub.publisher" },
   ]
 
   # Grants on the staging service, the training job and service accounts.
@@ -93,6 +104,8 @@ locals {
   training_job_grants = [
     # run_job with the event as an environment override (run.jobs.runWithOverrides).
     { sa = "launch_training", role = "roles/run.jobsExecutorWithOverrides" },
+    # read an execution's state, to find a training run that died (run.executions.get).
+    { sa = "sweep", role = "roles/run.viewer" },
   ]
   service_account_grants = [
     # A new staging revision runs as the staging account: updating it needs actAs on it.

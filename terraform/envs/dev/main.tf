@@ -55,6 +55,14 @@ locals {
     # Where register publishes versions (artifact_registry.tf).
     MODELRAIL_ARTIFACT_REPOSITORY = google_artifact_registry_repository.models.repository_id
   }
+
+  # The training image runs two jobs, training and the sweep (sweep.tf), with common_env
+  # and the files it copies to /app (services/train-job/Dockerfile).
+  train_image = "${module.docker_repository.url}/train:${var.code_version}"
+  train_image_env = merge(local.common_env, {
+    MODELRAIL_CONFIG   = "/app/pipeline.toml"
+    MODELRAIL_TOPOLOGY = "/app/topology.yaml"
+  })
 }
 
 data "google_project" "this" {
@@ -69,6 +77,7 @@ module "apis" {
     "cloudbuild.googleapis.com",
     "cloudfunctions.googleapis.com",
     "cloudresourcemanager.googleapis.com",
+    "cloudscheduler.googleapis.com",
     "iam.googleapis.com",
     "iamcredentials.googleapis.com",
     "logging.googleapis.com",
@@ -228,18 +237,15 @@ module "training_job" {
   project_id            = var.project_id
   region                = var.region
   name                  = local.training_job_name
-  image                 = "${module.docker_repository.url}/train:${var.code_version}"
+  image                 = local.train_image
   service_account_email = google_service_account.stage["train"].email
   cpu                   = var.training_job.cpu
   memory                = var.training_job.memory
   timeout_seconds       = var.training_job.timeout_seconds
   max_retries           = var.training_job.max_retries
   labels                = local.labels
-  environment_variables = merge(local.common_env, {
-    MODELRAIL_CONFIG   = "/app/pipeline.toml"
-    MODELRAIL_TOPOLOGY = "/app/topology.yaml"
-  })
-  depends_on = [module.apis, google_service_account_iam_member.deployer_acts_as]
+  environment_variables = local.train_image_env
+  depends_on            = [module.apis, google_service_account_iam_member.deployer_acts_as]
 }
 
 module "staging_service" {

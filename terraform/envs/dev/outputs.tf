@@ -52,3 +52,8 @@ output "build_triggers" {
   description = "Cloud Build trigger name => id (empty without a connected GitHub repository)."
   value       = length(module.cloudbuild_triggers) > 0 ? module.cloudbuild_triggers[0].trigger_ids : {}
 }
+
+output "sweep_job" {
+  description = "The Cloud Run job Cloud Scheduler runs to sweep (sweep.tf)."
+  value       = module.sweep_job.name
+}

@@ -130,6 +130,22 @@ variable "staging_service" {
   default = {}
 }
 
+variable "sweep" {
+  description = "The sweep job (sweep.tf): how often Cloud Scheduler runs it (cron, UTC), its vCPUs, memory and longest run."
+  type = object({
+    schedule        = optional(string, "*/10 * * * *")
+    cpu             = optional(string, "1")
+    memory          = optional(string, "512Mi")
+    timeout_seconds = optional(number, 600)
+  })
+  default = {}
+
+  validation {
+    condition     = can(regex("^\\S+( \\S+){4}$", var.sweep.schedule))
+    error_message = "sweep.schedule must be a cron expression of five fields, such as */10 * * * *."
+  }
+}
+
 variable "force_destroy_buckets" {
   description = "Let `terraform destroy` delete the data and artifact buckets with their objects (models included). Keep false outside throwaway projects."
   type        = bool

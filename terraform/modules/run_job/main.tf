@@ -1,7 +1,8 @@
-# The training job. A Cloud Run job, not a function: training can outlast the 9-minute
-# limit of event-driven functions. `launch_training` starts one execution per event,
-# passing the event in the MODELRAIL_EVENT environment override; the job publishes
-# model-trained itself when done.
+# A Cloud Run job. The training job: a job, not a function, because training can
+# outlast the 9-minute limit of event-driven functions; `launch_training` starts one
+# execution per event, passing the event in the MODELRAIL_EVENT environment override,
+# and the job publishes model-trained itself when done. The sweep: the training image
+# with another command, run on a schedule (envs/dev/sweep.tf).
 resource "google_cloud_run_v2_job" "this" {
   project             = var.project_id
   location            = var.region
@@ -19,7 +20,9 @@ resource "google_cloud_run_v2_job" "this" {
       max_retries     = var.max_retries
 
       containers {
-        image = var.image
+        image   = var.image
+        command = var.command
+        args    = var.args
 
         resources {
           limits = {

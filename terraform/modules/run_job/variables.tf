@@ -9,13 +9,25 @@ variable "region" {
 }
 
 variable "name" {
-  description = "The job name (MODELRAIL_TRAINING_JOB for the launcher)."
+  description = "The job name (the training job's is MODELRAIL_TRAINING_JOB for the launcher)."
   type        = string
 }
 
 variable "image" {
-  description = "The training image, tagged with the commit SHA."
+  description = "The image, tagged with the commit SHA."
   type        = string
+}
+
+variable "command" {
+  description = "The program to run instead of the image's ENTRYPOINT; null keeps the ENTRYPOINT."
+  type        = list(string)
+  default     = null
+}
+
+variable "args" {
+  description = "The arguments of the program; null keeps the image's CMD."
+  type        = list(string)
+  default     = null
 }
 
 variable "service_account_email" {
@@ -24,7 +36,7 @@ variable "service_account_email" {
 }
 
 variable "environment_variables" {
-  description = "Environment variables of every execution; MODELRAIL_EVENT is added per execution by the launcher."
+  description = "Environment variables of every execution (the launcher adds MODELRAIL_EVENT to each training execution)."
   type        = map(string)
   default     = {}
 }
@@ -48,7 +60,7 @@ variable "timeout_seconds" {
 }
 
 variable "max_retries" {
-  description = "Task retries on failure. Training is idempotent by run id, so a retry is safe."
+  description = "Task retries on failure. Training (by run id) and the sweep (create-only records) are idempotent, so a retry is safe."
   type        = number
   default     = 1
 }
