@@ -40,6 +40,21 @@ def settings_env(home: Path, **extra: str) -> dict[str, str]:
     }
 
 
+def vertex_config(directory: Path) -> Path:
+    """A copy of the bundled pipeline.toml in ``directory`` with ``[vertex]
+    model_registry`` on (and its contract named by absolute path)."""
+    text = (REPO / "pipeline.toml").read_text()
+    for old, new in (
+        ('contract = "schemas/', f'contract = "{REPO}/schemas/'),
+        ("model_registry = false", "model_registry = true"),
+    ):
+        assert old in text
+        text = text.replace(old, new, 1)
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "pipeline.toml").write_text(text)
+    return directory / "pipeline.toml"
+
+
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
     return Settings.from_env(settings_env(tmp_path / "home"))

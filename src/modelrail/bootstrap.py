@@ -14,12 +14,14 @@ from typing import Any
 
 from modelrail.config import Settings
 from modelrail.container import Container
+from modelrail.errors import ConfigError
 from modelrail.ports import (
     BlobStore,
     Deployer,
     EventBus,
     JobLauncher,
     Message,
+    ModelCatalog,
     PackageRepository,
     Storage,
 )
@@ -64,6 +66,34 @@ def open_packages(settings: Settings) -> PackageRepository:
     )
 
 
+def open_catalog(settings: Settings) -> ModelCatalog:
+    """Where versions are registered as Vertex AI model versions (only built when
+    pipeline.toml turns it on): Vertex AI (its API on the local control plane in
+    emulator mode), a local directory in embedded mode. Their containers run the
+    staging image the deployment names; locally, the tag services/staging/Dockerfile's
+    build command gives, as nothing local runs it."""
+    from modelrail.catalog import Catalog
+
+    image = settings.staging_image
+    if image is None and settings.mode == "cloud":
+        raise ConfigError(
+            "pipeline.toml turns on [vertex] model_registry, but this deployment does not "
+            "provide Vertex AI (no MODELRAIL_STAGING_IMAGE for its model versions to serve): "
+            "set vertex_model_registry = true in terraform.tfvars, which also grants the "
+            "register and deploy accounts access to it"
+        )
+    image = image or f"modelrail-staging:{settings.code_version}"
+    if settings.mode == "embedded":
+        from modelrail.adapters.local_models import LocalModels
+
+        return Catalog(
+            LocalModels(settings.home / "vertex-ai", settings.project, settings.region), image
+        )
+    from modelrail.adapters.vertex_models import VertexModels
+
+    return Catalog(VertexModels(settings.project, settings.region, settings.vertex_endpoint), image)
+
+
 def local_staging(settings: Settings, artifacts: BlobStore | None = None) -> Deployer:
     """The staging service as processes on this machine (embedded mode and the
     emulator stack's control plane), smoke-testing with the versions in ``artifacts``
@@ -80,16 +110,19 @@ def bootstrap(
     storage_factory: Callable[[], Storage] | None = None,
     deployer_factory: Callable[[], Deployer] | None = None,
     packages_factory: Callable[[], PackageRepository] | None = None,
+    catalog_factory: Callable[[], ModelCatalog] | None = None,
 ) -> Container:
     """Wire the container for ``settings.mode``.
 
-    Tests swap the storage, the deployer and the package repository for fakes or for
-    the cloud adapters on local endpoints; everything else is the real thing.
+    Tests swap the storage, the deployer, the package repository and the model catalog
+    for fakes or for the cloud adapters on local endpoints; everything else is the real
+    thing.
     """
     storage = storage_factory or (lambda: open_storage(settings))
     packages = packages_factory or (lambda: open_packages(settings))
+    catalog = catalog_factory or (lambda: open_catalog(settings))
     if settings.mode == "embedded":
-        return _embedded(settings, observer, storage, deployer_factory, packages)
+        return _embedded(settings, observer, storage, deployer_factory, packages, catalog)
 
     def bus() -> EventBus:
         from modelrail.adapters.pubsub import PubSubBus
@@ -119,6 +152,7 @@ def bootstrap(
         launcher,
         deployer_factory or deployer,
         packages_factory=packages,
+        catalog_factory=catalog,
         observer=observer,
     )
 
@@ -129,6 +163,7 @@ def _embedded(
     storage: Callable[[], Storage],
     deployer_factory: Callable[[], Deployer] | None,
     packages: Callable[[], PackageRepository],
+    catalog: Callable[[], ModelCatalog],
 ) -> Container:
     """Filesystem buckets, the in-process bus and job, local staging: every stage is
     subscribed to the bus as the topology says, through the same service layer."""
@@ -144,6 +179,7 @@ def _embedded(
         ),
         deployer_factory=deployer_factory or (lambda: local_staging(settings, container.artifacts)),
         packages_factory=packages,
+        catalog_factory=catalog,
         observer=observer,
     )
     bus = InProcessBus(container.topology, settings.home / "dead-letter.jsonl")

@@ -305,7 +305,8 @@ def _show_run(cli: Cli, run_id: str, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def models(as_json: bool) -> None:
     """Versions, aliases, metrics, lineage, and where each version lives: its folder in
-    the artifact bucket, its package and version in Artifact Registry, its model card."""
+    the artifact bucket, its package and version in Artifact Registry, its Vertex AI
+    model version (when pipeline.toml turns it on), its model card."""
     cli = Cli(quiet=True)
     registry = cli.container.registry
     result: list[dict[str, Any]] = []
@@ -343,6 +344,12 @@ def models(as_json: bool) -> None:
                     f"  {published['uri']}\n"
                     if published
                     else "        published not yet\n"
+                )
+                + (
+                    f"        vertex {published['vertex']['model']}"
+                    f"@{published['vertex']['version_id']}\n"
+                    if published and "vertex" in published
+                    else ""
                 )
                 + f"        card {v['card']}"
             )

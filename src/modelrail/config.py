@@ -14,6 +14,7 @@ import difflib
 import hashlib
 import importlib.util
 import os
+import re
 import shutil
 import subprocess
 import tomllib
@@ -40,6 +41,8 @@ METRICS: dict[str, dict[str, Literal["higher", "lower"]]] = {
 DRIFT_LIMITS = (0.1, 0.25)
 # Set by modelrail from the objective; a value in [training.params] would contradict it.
 _RESERVED_PARAMS = ("objective", "metric", "num_class")
+# What Vertex AI accepts as a model id ([vertex] model_registry names the model so).
+VERTEX_MODEL_ID = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,6 +84,8 @@ class PipelineConfig:
     drift_columns: Mapping[str, tuple[float, float]] = dataclasses.field(default_factory=dict)
     # What validate reads ([limits]): larger uploads and longer lines are refused unread.
     limits: Limits = Limits()
+    # [vertex] model_registry: every version also becomes a version of a Vertex AI model.
+    vertex_model_registry: bool = False
 
     @classmethod
     def load(cls, path: Path) -> PipelineConfig:
@@ -120,11 +125,13 @@ class PipelineConfig:
                 max_upload_bytes=round(bounds.get("max_upload_mb", 128) * 2**20),
                 max_line_bytes=round(bounds.get("max_line_kb", 1024) * 2**10),
             ),
+            vertex_model_registry=spec.get("vertex", {}).get("model_registry", False),
         )
         problems = [
             *config._target_problems(),
             *config._gate_problems(),
             *config._drift_problems(),
+            *config._vertex_problems(),
             *_param_problems(config.params),
         ]
         if problems:
@@ -158,6 +165,15 @@ class PipelineConfig:
             if warn > fail:
                 problems.append(f"drift limits of {name}: warn {warn} is above fail {fail}")
         return problems
+
+    def _vertex_problems(self) -> list[str]:
+        if self.vertex_model_registry and not VERTEX_MODEL_ID.match(self.model_name):
+            return [
+                f"[vertex] model_registry names the Vertex AI model after [model] name, and "
+                f"{self.model_name!r} is not a Vertex model id (lowercase letters, digits, "
+                "'-' and '_', starting with a letter, at most 63)"
+            ]
+        return []
 
     def _gate_problems(self) -> list[str]:
         computed = METRICS[self.objective]
@@ -223,6 +239,11 @@ class Settings:
     # ``region``), and the endpoint that serves its API (emulator mode: the control plane).
     artifact_repository: str = "modelrail-models"
     artifact_registry_endpoint: str | None = None
+    # Vertex AI's Model Registry ([vertex] model_registry): the image its model versions
+    # serve with (the staging image; Terraform names it when it provides Vertex AI) and
+    # the endpoint that serves its API (emulator mode: the control plane).
+    staging_image: str | None = None
+    vertex_endpoint: str | None = None
     # The C compiler the train stage builds the compiled predictor with (the training
     # job's image sets it); None builds none. Compiling hundreds of trees takes
     # minutes, so a local run does it only when asked (MODELRAIL_COMPILER=cc).
@@ -259,6 +280,8 @@ class Settings:
                 user=env.get("USER") or env.get("LOGNAME") or "unknown",
                 artifact_repository=env.get("MODELRAIL_ARTIFACT_REPOSITORY", "modelrail-models"),
                 artifact_registry_endpoint=env.get("MODELRAIL_ARTIFACT_REGISTRY_ENDPOINT") or None,
+                staging_image=env.get("MODELRAIL_STAGING_IMAGE") or None,
+                vertex_endpoint=env.get("MODELRAIL_VERTEX_ENDPOINT") or None,
                 compiler=env.get("MODELRAIL_COMPILER") or None,
             )
         except ValueError as exc:
@@ -287,6 +310,10 @@ class Settings:
             env["MODELRAIL_RUN_API_ENDPOINT"] = self.run_api_endpoint
         if self.artifact_registry_endpoint is not None:
             env["MODELRAIL_ARTIFACT_REGISTRY_ENDPOINT"] = self.artifact_registry_endpoint
+        if self.staging_image is not None:
+            env["MODELRAIL_STAGING_IMAGE"] = self.staging_image
+        if self.vertex_endpoint is not None:
+            env["MODELRAIL_VERTEX_ENDPOINT"] = self.vertex_endpoint
         if self.compiler is not None:
             env["MODELRAIL_COMPILER"] = self.compiler
         return env

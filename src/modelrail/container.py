@@ -13,7 +13,15 @@ from functools import cached_property
 from typing import Any
 
 from modelrail.config import PipelineConfig, Settings
-from modelrail.ports import BlobStore, Deployer, EventBus, JobLauncher, PackageRepository, Storage
+from modelrail.ports import (
+    BlobStore,
+    Deployer,
+    EventBus,
+    JobLauncher,
+    ModelCatalog,
+    PackageRepository,
+    Storage,
+)
 from modelrail.registry import Registry
 from modelrail.runs import RunLog
 from modelrail.topology import Topology
@@ -29,6 +37,7 @@ class Container:
     launcher_factory: Callable[[], JobLauncher]
     deployer_factory: Callable[[], Deployer]
     packages_factory: Callable[[], PackageRepository]
+    catalog_factory: Callable[[], ModelCatalog]
     # Called with each stage record as it is stored (the CLI shows progress with it).
     observer: Callable[[dict[str, Any]], None] | None = None
 
@@ -72,10 +81,17 @@ class Container:
     def packages(self) -> PackageRepository:
         return self.packages_factory()
 
+    @cached_property
+    def catalog(self) -> ModelCatalog | None:
+        """Vertex AI's Model Registry when pipeline.toml's ``[vertex] model_registry``
+        turns it on; otherwise None, and nothing is built."""
+        return self.catalog_factory() if self.config.vertex_model_registry else None
+
     def provide(self, name: str) -> Any:
         """The dependency a stage handler names as a parameter: a port (``config``,
-        ``storage``, ``registry``, ``runs``, ``launcher``, ``deployer``, ``packages``)
-        or a setting (``data_bucket``, ``code_version``, ``training_job``, ``compiler``)."""
+        ``storage``, ``registry``, ``runs``, ``launcher``, ``deployer``, ``packages``,
+        ``catalog``) or a setting (``data_bucket``, ``code_version``, ``training_job``,
+        ``compiler``)."""
         if name in _FROM_SETTINGS:
             return getattr(self.settings, name)
         if name in _PORTS:
@@ -84,4 +100,6 @@ class Container:
 
 
 _FROM_SETTINGS = frozenset({"data_bucket", "code_version", "training_job", "compiler"})
-_PORTS = frozenset({"config", "storage", "registry", "runs", "launcher", "deployer", "packages"})
+_PORTS = frozenset(
+    {"config", "storage", "registry", "runs", "launcher", "deployer", "packages", "catalog"}
+)

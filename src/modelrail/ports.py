@@ -217,3 +217,50 @@ def files_to_publish(
             {"package": package, "version": version, "files": differing},
         )
     return sorted(name for name in wanted if name not in existing)
+
+
+@dataclass(frozen=True)
+class ModelUpload:
+    """One registered version, as a model catalog (Vertex AI's Model Registry) takes it."""
+
+    model: str  # the catalog's model id: the modelrail model's name
+    version: int  # the modelrail version it is
+    manifest_sha256: str  # of the version's manifest: which bytes it is
+    artifact_uri: str  # the version's folder in the artifact bucket
+    artifact_bucket: str  # where the serving container loads it from
+
+
+@dataclass(frozen=True)
+class CatalogVersion:
+    """A modelrail version as a version of a catalog model."""
+
+    model: str  # the catalog model's resource name (projects/P/locations/L/models/ID)
+    version_id: str  # the catalog's own version id
+    version: int  # the modelrail version it carries
+    aliases: tuple[str, ...] = ()
+
+
+class ModelCatalog(Protocol):
+    """Versions of models with a serving container and movable aliases: Vertex AI's
+    Model Registry. Each modelrail version becomes one version of the model named like
+    it (the first creates the model), carrying its number and manifest in labels; the
+    bucket stays the source of truth and the catalog mirrors its aliases."""
+
+    def upload(self, upload: ModelUpload) -> CatalogVersion:
+        """Add ``upload`` as a new version of its model; idempotent.
+
+        A version already carrying this modelrail version with the same manifest and
+        files is returned without uploading; one carrying it with another manifest or
+        other files is ``IntegrityError``.
+        """
+        ...
+
+    def find(self, model: str, version: int) -> CatalogVersion | None:
+        """The catalog version carrying modelrail ``version`` of ``model``, if any."""
+        ...
+
+    def set_alias(self, model: str, alias: str, version: int) -> CatalogVersion | None:
+        """Point ``alias`` at the catalog version carrying ``version`` (taking it from the
+        version holding it). Without such a version (registered before the catalog was
+        used) the alias is taken off whichever version holds it, and None is returned."""
+        ...

@@ -27,8 +27,11 @@ compare-and-set: of two live deliveries one wins) and resumes the number the run
 already claimed, if it got that far, so a crash leaves neither a stuck run nor a gap.
 
 A complete version is then published to a ``PackageRepository`` (package = model,
-version = ``v<N>``: the manifest and every file it lists). The manifest cannot say
-where, as it is written (and hashed) before: ``publication.json`` beside it does.
+version = ``v<N>``: the manifest and every file it lists) and, when pipeline.toml says
+so, uploaded to a ``ModelCatalog`` (Vertex AI's Model Registry: a version of the model
+named like this one, its files this version's folder). The manifest cannot say where,
+as it is written (and hashed) before: ``publication.json`` beside it does. The catalog
+mirrors the aliases: each move sets its alias there too.
 """
 
 from __future__ import annotations
@@ -43,7 +46,7 @@ import orjson
 
 from modelrail.config import canonical_json
 from modelrail.errors import IntegrityError, NotFound, PreconditionFailed, TransientError
-from modelrail.ports import BlobStore, PackageRepository
+from modelrail.ports import BlobStore, ModelCatalog, ModelUpload, PackageRepository
 
 
 def _now() -> str:
@@ -205,18 +208,34 @@ class Registry:
         return int(version)
 
     # -- writing -----------------------------------------------------------------
-    def move_alias(self, model: str, name: str, version: int, *, force: bool = False) -> bool:
+    def move_alias(
+        self,
+        model: str,
+        name: str,
+        version: int,
+        *,
+        force: bool = False,
+        catalog: ModelCatalog | None = None,
+    ) -> bool:
         """Point ``name`` at ``version`` by compare-and-set.
 
         Aliases only move forward: a late, out-of-order event naming an older version
         is a no-op (returns False). ``force`` moves it anywhere (an operator's rollback).
+        With a ``catalog`` the alias moves there first, so a failure there leaves the
+        bucket's alias where it was and a retry moves both; when the bucket's alias
+        stays on another version, the catalog's follows it back.
         """
         if version not in self.versions(model):
             raise NotFound(f"{model} has no version {version}")
         body = canonical_json({"alias": name, "version": version, "updated_at": _now()})
+        current = self.alias(model, name)
+        if catalog is not None and (force or current is None or current.version < version):
+            catalog.set_alias(model, name, version)
         for _ in range(_MAX_CLAIM_TRIES):
             current = self.alias(model, name)
             if current is not None and not force and current.version >= version:
+                if catalog is not None:
+                    catalog.set_alias(model, name, current.version)
                 return False
             generation = 0 if current is None else current.generation
             try:
@@ -272,22 +291,40 @@ class Registry:
             manifest = self.store.read(key).data  # an earlier delivery finished it
         return version, manifest
 
-    def publish(self, model: str, version: int, packages: PackageRepository) -> dict[str, Any]:
+    def publish(
+        self,
+        model: str,
+        version: int,
+        packages: PackageRepository,
+        catalog: ModelCatalog | None = None,
+    ) -> dict[str, Any]:
         """Publish a complete version to ``packages`` as ``v<N>`` (its manifest and every
-        file the manifest lists, each checked against its sha256), then record where in
-        ``publication.json``, create-only. Idempotent: a redelivery publishes nothing new
-        and keeps the first record; a different version under the same number in the
-        repository is an ``IntegrityError``."""
+        file the manifest lists, each checked against its sha256) and upload it to
+        ``catalog``, if given; then record where in ``publication.json``, create-only
+        (the catalog's model and version id under ``vertex``). Idempotent: a redelivery
+        publishes nothing new and keeps the first record; a different version under the
+        same number in the repository or the catalog is an ``IntegrityError``."""
         manifest_bytes = self.store.read(self._version_key(model, version, MANIFEST)).data
         manifest = orjson.loads(manifest_bytes)
         files = {name: self._checked(manifest, name) for name in manifest["files"]}
         published = packages.publish(model, f"v{version}", {**files, MANIFEST: manifest_bytes})
-        record = {
+        record: dict[str, Any] = {
             "uri": published.uri,
             "package": published.package,
             "version": published.version,
             "files": dict(sorted(published.files.items())),
         }
+        if catalog is not None:
+            uploaded = catalog.upload(
+                ModelUpload(
+                    model=model,
+                    version=version,
+                    manifest_sha256=sha256(manifest_bytes),
+                    artifact_uri=self.store.uri(self._version_key(model, version, "")),
+                    artifact_bucket=self.store.bucket,
+                )
+            )
+            record["vertex"] = {"model": uploaded.model, "version_id": uploaded.version_id}
         key = self._version_key(model, version, PUBLICATION)
         try:
             self.store.write(

@@ -111,7 +111,8 @@ def rollback(
         deployment = container.deployer.deploy(model, target)
     except DeploymentFailed as exc:
         return record_failure(container, STAGE, run_id, lineage, key, exc, started, clock)
-    registry.move_alias(model, STAGING, target, force=True)
+    # Vertex AI's staging alias too, when pipeline.toml turns the catalog on.
+    registry.move_alias(model, STAGING, target, force=True, catalog=container.catalog)
     deployed = ModelDeployed(
         run_id=run_id,
         causation_id=key,

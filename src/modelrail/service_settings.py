@@ -44,6 +44,10 @@ _VARIABLES: tuple[tuple[str, str, Callable[[str], Any]], ...] = (
     ("drain_s", "MODELRAIL_DRAIN_S", float),
     ("server_log_level", "MODELRAIL_SERVER_LOGLEVEL", str.lower),
 )
+# What Vertex AI is told about the staging image as a custom container: the routes it
+# posts predictions to and probes for readiness, and the port. Vertex hands them back as
+# AIP_PREDICT_ROUTE, AIP_HEALTH_ROUTE and AIP_HTTP_PORT, which ``from_env`` reads.
+VERTEX_PREDICT_ROUTE, VERTEX_HEALTH_ROUTE, VERTEX_PORT = "/predict", "/readyz", 8080
 # granian bounds the wait for a request's headers to 1 ms .. 60 s.
 _HEADER_TIMEOUT_RANGE_S = (0.001, 60.0)
 
@@ -153,3 +157,20 @@ class ServiceSettings:
     def header_timeout_s(self) -> float:
         low, high = _HEADER_TIMEOUT_RANGE_S
         return min(max(self.request_timeout_s, low), high)
+
+
+def vertex_container(image: str, model: str, version: int, artifact_bucket: str) -> dict[str, Any]:
+    """The ``containerSpec`` of a Vertex AI model version: the staging image pinned to
+    ``version``, loading it from ``artifact_bucket`` as on Cloud Run."""
+    env = {
+        "MODELRAIL_MODEL_NAME": model,
+        "MODELRAIL_MODEL_VERSION": str(version),
+        "MODELRAIL_ARTIFACT_BUCKET": artifact_bucket,
+    }
+    return {
+        "imageUri": image,
+        "env": [{"name": name, "value": value} for name, value in env.items()],
+        "ports": [{"containerPort": VERTEX_PORT}],
+        "predictRoute": VERTEX_PREDICT_ROUTE,
+        "healthRoute": VERTEX_HEALTH_ROUTE,
+    }

@@ -7,6 +7,7 @@ deployer_service_account_email = "modelrail-deployer@modelrail-plan-test.iam.gse
 github_owner                   = "modelrail-org"
 github_repository              = "modelrail"
 code_version                   = "0123456789abcdef0123456789abcdef01234567"
+vertex_model_registry          = true # so the plan holds vertex.tf's resources too
 
 staging_service = {
   invoker_members = ["user:developer@example.com", "group:ml-team@example.com"]

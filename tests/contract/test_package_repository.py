@@ -20,7 +20,7 @@ from modelrail.adapters.artifact_registry import ArtifactRegistryPackages
 from modelrail.adapters.local_packages import LocalPackageRepository
 from modelrail.errors import IntegrityError
 from modelrail.ports import PackageRepository
-from tests.integration.emulator_support import control_plane_with_packages
+from tests.integration.emulator_support import control_plane_with_apis
 
 PROJECT, REGION, REPOSITORY = "modelrail-contract", "europe-west1", "models"
 FILES = {"model.txt": b"tree\n" * 100, "manifest.json": b'{"version": 1}', "card.html": b"<p>"}
@@ -35,7 +35,7 @@ def packages(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Package
     if request.param == "local-directory":
         yield LocalPackageRepository(tmp_path / "packages")
         return
-    with control_plane_with_packages(tmp_path, PROJECT, REGION, REPOSITORY) as (_, endpoint):
+    with control_plane_with_apis(tmp_path, PROJECT, REGION, REPOSITORY) as (_, endpoint):
         yield ArtifactRegistryPackages(PROJECT, REGION, REPOSITORY, endpoint)
 
 

@@ -238,10 +238,13 @@ def expected_instances(terraform: Terraform, tfvars: dict[str, Any]) -> collecti
         if isinstance(expression, dict):  # a literal map
             return len(expression)
         text = squash(expression)
-        grants = re.fullmatch(r"\$\{\{forgrantinlocal\.(\w+):.*\}\}", text)
+        grants = re.fullmatch(r"\$\{\{forgrantinlocal\.(\w+):.*?(ifvar\.(\w+))?\}\}", text)
         variable = re.fullmatch(r"\$\{toset\(var\.(\w+)\)\}", text)
-        if grants:
-            return len(env.locals[grants[1]])
+        switch = re.fullmatch(r"\$\{var\.(\w+)\?1:0\}", text)
+        if grants:  # a grant table, or only its rows while a switch is on
+            return len(env.locals[grants[1]]) if tfvars.get(grants[3], True) else 0
+        if switch:  # a resource that exists while a switch is on
+            return 1 if tfvars.get(switch[1], False) else 0
         if variable and isinstance(call.get(variable[1]), list):
             return len(call[variable[1]])
         if text == "${toset(var.invoker_members)}":

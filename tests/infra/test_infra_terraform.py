@@ -18,6 +18,7 @@ from tests.infra.conftest import (
 )
 from tests.infra.infra_checks import (
     REPO_ROOT,
+    Module,
     Terraform,
     artifact_write_objects,
     bucket_write_problems,
@@ -112,6 +113,31 @@ def test_model_versions_go_to_a_generic_repository_with_grants_on_it_alone(
     # The stages read the repository's name from the same resource.
     assert squash(env.locals["common_env"]["MODELRAIL_ARTIFACT_REPOSITORY"]) == (
         "${google_artifact_registry_repository.models.repository_id}"
+    )
+
+
+def test_vertex_ai_exists_only_behind_its_switch(terraform: Terraform) -> None:
+    env = terraform.module("envs/dev")
+    vertex = Module(env.directory, {"vertex.tf": env.files["vertex.tf"]})
+    switch = "var.vertex_model_registry"
+
+    assert unquote(env.variables["vertex_model_registry"]["default"]) is False
+    # Every resource and module of vertex.tf is counted, or filtered, by the switch.
+    for resource in vertex.resources:
+        assert switch in squash(resource.body.get("count", resource.body.get("for_each"))), (
+            resource.address
+        )
+    [api] = vertex.module_calls.values()
+    assert squash(api["count"]) == f"${{{switch}?1:0}}"
+    assert [unquote(s) for s in api["services"]] == ["aiplatform.googleapis.com"]
+    grants = {(unquote(g["sa"]), unquote(g["role"])) for g in env.locals["vertex_grants"]}
+    assert grants == {("register", "roles/aiplatform.user"), ("deploy", "roles/aiplatform.user")}
+    # The functions learn the image Vertex AI's versions serve with, the staging one.
+    functions = env.module_calls["functions"]
+    assert "local.vertex_env" in squash(functions["environment_variables"])
+    staging_image = squash(env.module_calls["staging_service"]["image"])
+    assert squash(env.locals["vertex_env"]) == (
+        f"${{{switch}?{{MODELRAIL_STAGING_IMAGE={staging_image}}}:{{}}}}"
     )
 
 

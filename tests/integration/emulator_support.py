@@ -12,6 +12,7 @@ from pathlib import Path
 from modelrail.runtime.artifact_registry import LocalArtifactRegistry
 from modelrail.runtime.control_plane import ControlPlane
 from modelrail.runtime.emulators import free_port, missing_emulators
+from modelrail.runtime.vertex_ai import LocalVertexAi
 from tests.fakes import FakeDeployer
 from tests.prerequisites import skip_or_fail
 
@@ -25,12 +26,13 @@ def require_emulators(*, gcloud: bool = False) -> None:
 
 
 @contextlib.contextmanager
-def control_plane_with_packages(
+def control_plane_with_apis(
     state_dir: Path, project: str, region: str, repository: str
 ) -> Iterator[tuple[ControlPlane, str]]:
     """The local control plane in this process on a free port, serving Artifact
-    Registry's API for ``repository`` (its Cloud Run side backed by a fake deployer):
-    the plane (its ``requests`` say which calls were made) and its endpoint."""
+    Registry's API for ``repository`` and Vertex AI's Model Registry (its Cloud Run side
+    backed by a fake deployer): the plane (its ``requests`` say which calls were made)
+    and its endpoint."""
     plane = ControlPlane(
         project=project,
         region=region,
@@ -41,6 +43,7 @@ def control_plane_with_packages(
         job_env={},
         state_dir=state_dir,
         packages=LocalArtifactRegistry(state_dir, project, region, (repository,)),
+        models=LocalVertexAi(state_dir, project, region),
     )
     port = free_port()
     server = plane.server(port)

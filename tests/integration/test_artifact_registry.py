@@ -27,7 +27,7 @@ from modelrail.registry import MANIFEST, sha256
 from modelrail.runtime.control_plane import ControlPlane
 from modelrail.stages import register
 from tests.fakes import FakeDeployer, InMemoryStorage
-from tests.integration.emulator_support import control_plane_with_packages
+from tests.integration.emulator_support import control_plane_with_apis
 from tests.unit.conftest import Harness
 
 UPLOAD = "/genericArtifacts:create"
@@ -59,7 +59,7 @@ class Pipeline:
 def pipeline(settings: Settings) -> Iterator[Pipeline]:
     storage = InMemoryStorage(settings.data_bucket, settings.artifact_bucket)
     deployer = FakeDeployer()
-    with control_plane_with_packages(
+    with control_plane_with_apis(
         settings.home / "stack", settings.project, settings.region, settings.artifact_repository
     ) as (plane, endpoint):
         packages = ArtifactRegistryPackages(
@@ -131,6 +131,7 @@ def test_a_redelivered_register_event_publishes_nothing_new(
         runs=container.runs,
         registry=container.registry,
         packages=pipeline.packages,
+        catalog=None,
         delivery_attempt=2,
     )
 

@@ -13,7 +13,7 @@ from modelrail.bootstrap import bootstrap
 from modelrail.config import Settings
 from modelrail.container import Container
 from modelrail.events import DataUploaded
-from tests.conftest import PENGUINS, settings_env
+from tests.conftest import PENGUINS, settings_env, vertex_config
 from tests.fakes import FakeDeployer
 
 
@@ -42,7 +42,10 @@ def history(tmp_path_factory: pytest.TempPathFactory) -> History:
     """Filesystem buckets (what ``modelrail ui`` reads in embedded mode); the deployer is
     a fake because the UI reads the record of a deploy, never the staging server."""
     home = tmp_path_factory.mktemp("ui") / "home"
-    settings = Settings.from_env(settings_env(home))
+    # Vertex AI's Model Registry on: embedded mode keeps it in a directory, and the model
+    # page shows where each version went there too.
+    config = vertex_config(home.parent / "config")
+    settings = Settings.from_env(settings_env(home, MODELRAIL_CONFIG=str(config)))
     container = bootstrap(settings, deployer_factory=FakeDeployer)
     deployed = _upload(container, "uploads/penguins.csv", PENGUINS.read_bytes())
     broken = PENGUINS.read_text().replace(",year", ",season").encode()

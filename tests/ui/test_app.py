@@ -50,6 +50,10 @@ def test_the_model_page_plots_metrics_and_links_card_and_manifest(
     published = history.container.registry.publication("penguins", 1)
     assert published is not None
     assert f"<code>penguins</code> <code>v1</code><br><code>{published['uri']}</code>" in page
+    # ... and its version of the Vertex AI model (embedded mode: a local directory).
+    vertex = published["vertex"]
+    assert vertex["model"].endswith("/models/penguins")
+    assert f'<code class="vertex">{vertex["model"]}@{vertex["version_id"]}</code>' in page
     assert 'aria-label="accuracy by version"' in page
     card = client.get("/models/penguins/versions/1/card.html")
     assert card.status_code == 200
@@ -84,3 +88,18 @@ def test_unknown_things_are_404(client: FlaskClient, path: str) -> None:
 def test_the_ui_is_read_only(client: FlaskClient, history: History) -> None:
     assert client.post("/").status_code == 405
     assert client.post(f"/runs/{history.deployed_run}").status_code == 405
+
+
+def test_modelrail_models_shows_the_same_places(history: History) -> None:
+    from click.testing import CliRunner
+
+    from modelrail.cli import main
+
+    env = history.container.settings.to_env()
+    output = CliRunner().invoke(main, ["models"], env=env, catch_exceptions=False).output
+
+    published = history.container.registry.publication("penguins", 1)
+    assert published is not None
+    assert f"published penguins v1  {published['uri']}" in output
+    vertex = published["vertex"]
+    assert f"vertex {vertex['model']}@{vertex['version_id']}" in output

@@ -187,6 +187,16 @@ PIPELINE_MISTAKES: list[tuple[str, tuple[str, str], list[str]]] = [
         ('name = "penguins"', 'name = "../penguins"'),
         ["model.name: '../penguins' does not match"],
     ),
+    (
+        "vertex-switch-not-a-boolean",
+        ("model_registry = false", 'model_registry = "yes"'),
+        ["vertex.model_registry: 'yes' is not of type 'boolean'"],
+    ),
+    (
+        "vertex-unknown-field",
+        ("model_registry = false", "model_registry = false\nendpoint = true"),
+        ["vertex: Additional properties are not allowed ('endpoint' was unexpected)"],
+    ),
 ]
 
 
@@ -209,6 +219,25 @@ def test_a_pipeline_mistake_names_itself_and_what_is_allowed(
     assert message.startswith("invalid pipeline config ")
     for part in expected:
         assert part in message, message
+
+
+def test_vertex_names_its_model_after_the_model_so_the_name_must_be_a_vertex_id(
+    tmp_path: Path,
+) -> None:
+    named = PIPELINE.replace('name = "penguins"', 'name = "Penguins.v2"', 1)
+    _load(tmp_path / "off", CONTRACT, named)  # any registry name, without Vertex AI
+
+    with pytest.raises(ConfigError) as raised:
+        _load(
+            tmp_path / "on",
+            CONTRACT,
+            named.replace("model_registry = false", "model_registry = true"),
+        )
+
+    assert "[vertex] model_registry names the Vertex AI model after [model] name" in str(
+        raised.value
+    )
+    assert "'Penguins.v2' is not a Vertex model id (lowercase letters, digits" in str(raised.value)
 
 
 def test_the_bundled_files_load(tmp_path: Path) -> None:

@@ -524,10 +524,10 @@ def test_a_deploy_overtaken_by_a_newer_one_serves_the_newer_again(
 
         def deploy(self, model: str, version: int) -> Deployment:
             if version == 2:
-                deploy.handle(third, registry=registry, deployer=fake)
+                deploy.handle(third, registry=registry, deployer=fake, catalog=None)
             return fake.deploy(model, version)
 
-    outcome = deploy.handle(second, registry=registry, deployer=Racing())  # type: ignore[arg-type]
+    outcome = deploy.handle(second, registry=registry, deployer=Racing(), catalog=None)  # type: ignore[arg-type]
 
     assert outcome.status == "skipped"
     assert registry.aliases(harness.model)["staging"] == 3

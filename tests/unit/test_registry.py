@@ -8,7 +8,9 @@ from pathlib import Path
 import pytest
 
 from modelrail.adapters.filesystem import FilesystemStore
+from modelrail.adapters.local_models import LocalModels
 from modelrail.adapters.local_packages import LocalPackageRepository
+from modelrail.catalog import Catalog
 from modelrail.errors import IntegrityError, NotFound, TransientError
 from modelrail.ports import BlobStore
 from modelrail.registry import Registry, sha256
@@ -193,3 +195,53 @@ def test_a_tampered_version_is_not_published(store: BlobStore, tmp_path: Path) -
 
     assert packages.versions(MODEL) == []
     assert registry.publication(MODEL, version) is None
+
+
+def _catalogued(registry: Registry, tmp_path: Path, versions: int) -> Catalog:
+    """``versions`` registered and uploaded to a local model catalog."""
+    catalog = Catalog(LocalModels(tmp_path / "vertex-ai", "p", "europe-west1"), "staging:test")
+    packages = LocalPackageRepository(tmp_path / "packages")
+    for i in range(1, versions + 1):
+        version, _ = registry.register(MODEL, f"run-{i}", _files(b"tree %d" % i), {})  # type: ignore[arg-type]
+        registry.publish(MODEL, version, packages, catalog)
+    return catalog
+
+
+def _catalog_aliases(catalog: Catalog) -> dict[str, list[str]]:
+    return {
+        r["labels"]["modelrail_version"]: r["versionAliases"]
+        for r in catalog.models.versions(MODEL)
+    }
+
+
+def test_a_catalog_alias_follows_the_buckets_when_a_late_move_is_refused(
+    store: BlobStore, tmp_path: Path
+) -> None:
+    registry = Registry(store)
+    catalog = _catalogued(registry, tmp_path, 2)
+    registry.move_alias(MODEL, "staging", 2)  # moved while the catalog missed it
+
+    # A late event for v1: refused in the bucket, and the catalog follows the bucket.
+    assert registry.move_alias(MODEL, "staging", 1, catalog=catalog) is False
+
+    assert registry.aliases(MODEL) == {"staging": 2}
+    assert _catalog_aliases(catalog) == {"1": ["default"], "2": ["staging"]}
+
+
+def test_a_failed_catalog_leaves_the_buckets_alias_unmoved(
+    store: BlobStore, tmp_path: Path
+) -> None:
+    registry = Registry(store)
+    catalog = _catalogued(registry, tmp_path, 2)
+    registry.move_alias(MODEL, "staging", 1, catalog=catalog)
+
+    class Unavailable:
+        def set_alias(self, model: str, alias: str, version: int) -> None:
+            raise TransientError("Vertex AI: HTTP 503")
+
+    with pytest.raises(TransientError):
+        registry.move_alias(MODEL, "staging", 2, catalog=Unavailable())  # type: ignore[arg-type]
+
+    assert registry.aliases(MODEL) == {"staging": 1}  # so the retry moves both
+    assert registry.move_alias(MODEL, "staging", 2, catalog=catalog) is True
+    assert _catalog_aliases(catalog) == {"1": ["default"], "2": ["staging"]}

@@ -22,21 +22,19 @@ the adapter does not read it but lists the version's files until every one is th
 from __future__ import annotations
 
 import base64
-import threading
 import time
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from typing import Any
 from urllib.parse import quote, unquote
 
 import orjson
 
-from modelrail.errors import PermanentError, TransientError
+from modelrail.adapters.google_rest import GoogleRest
+from modelrail.errors import TransientError
 from modelrail.ports import PublishedVersion, files_to_publish
 
 DEFAULT_ENDPOINT = "https://artifactregistry.googleapis.com"
-_SCOPES = ("https://www.googleapis.com/auth/cloud-platform",)
-_CALL_TIMEOUT_S = 60.0
 # How long uploaded files may take to be listed (the upload's operation completing).
 _LISTED_TIMEOUT_S = 60.0
 _POLL_FIRST_S, _POLL_MAX_S = 0.1, 2.0
@@ -49,26 +47,8 @@ class ArtifactRegistryPackages:
         self, project: str, location: str, repository: str, api_endpoint: str | None = None
     ) -> None:
         self.repository = f"projects/{project}/locations/{location}/repositories/{repository}"
-        self.api_endpoint = api_endpoint
-        self.endpoint = (api_endpoint or DEFAULT_ENDPOINT).rstrip("/")
-        self._session: Any = None
-        self._lock = threading.Lock()
-
-    @property
-    def session(self) -> Any:
-        """An ``AuthorizedSession``, made on first use (importing google-auth then)."""
-        with self._lock:
-            if self._session is None:
-                import google.auth
-                from google.auth.credentials import AnonymousCredentials
-                from google.auth.transport.requests import AuthorizedSession
-
-                if self.api_endpoint is None:
-                    credentials, _ = google.auth.default(scopes=_SCOPES)
-                else:
-                    credentials = AnonymousCredentials()  # type: ignore[no-untyped-call]
-                self._session = AuthorizedSession(credentials)  # type: ignore[no-untyped-call]
-            return self._session
+        self.api = GoogleRest("Artifact Registry", DEFAULT_ENDPOINT, api_endpoint)
+        self.endpoint = self.api.endpoint
 
     def _version_name(self, package: str, version: str) -> str:
         package, version = quote(package, safe=""), quote(version, safe="")
@@ -81,7 +61,7 @@ class ArtifactRegistryPackages:
             if status == 409:  # ALREADY_EXISTS: a concurrent publication got there first
                 files_to_publish(package, version, self.files(package, version), files)
             else:
-                _check(status, body, f"upload {name} to {package} {version}")
+                self.api.check(status, body, f"upload {name} to {package} {version}")
         listed = self._listed(package, version, set(files))
         files_to_publish(package, version, listed, files)
         return PublishedVersion(
@@ -93,12 +73,15 @@ class ArtifactRegistryPackages:
 
     def versions(self, package: str) -> list[str]:
         path = f"/v1/{self.repository}/packages/{quote(package, safe='')}/versions"
-        return sorted(v["name"].rsplit("/", 1)[-1] for v in self._list(path, "versions"))
+        return sorted(v["name"].rsplit("/", 1)[-1] for v in self.api.pages(path, "versions"))
 
     def files(self, package: str, version: str) -> dict[str, str]:
         owner = self._version_name(package, version)
         found = {}
-        for file in self._list(f"/v1/{self.repository}/files", "files", f'owner="{owner}"'):
+        files = self.api.pages(
+            f"/v1/{self.repository}/files", "files", {"filter": f'owner="{owner}"'}
+        )
+        for file in files:
             # A generic file's id is package:version:filename (escaped in the name).
             name = unquote(file["name"].rsplit("/", 1)[-1]).split(":", 2)[-1]
             sha256 = [h["value"] for h in file.get("hashes", []) if h.get("type") == "SHA256"]
@@ -119,25 +102,13 @@ class ArtifactRegistryPackages:
                 f"\r\n--{boundary}--\r\n".encode(),
             ]
         )
-        return self._call(
+        return self.api.call(
             "POST",
             f"/upload/v1/{self.repository}/genericArtifacts:create",
             params={"uploadType": "multipart", "alt": "json"},
             data=body,
             headers={"Content-Type": f"multipart/related; boundary={boundary}"},
         )
-
-    def _list(self, path: str, key: str, filter_: str | None = None) -> Iterator[dict[str, Any]]:
-        params = {} if filter_ is None else {"filter": filter_}
-        while True:
-            status, body = self._call("GET", path, params=params)
-            if status == 404:  # no such package or version yet
-                return
-            _check(status, body, f"list {path}")
-            yield from body.get(key, [])
-            if not body.get("nextPageToken"):
-                return
-            params = {**params, "pageToken": body["nextPageToken"]}
 
     def _listed(self, package: str, version: str, names: set[str]) -> dict[str, str]:
         deadline = time.monotonic() + _LISTED_TIMEOUT_S
@@ -153,27 +124,3 @@ class ArtifactRegistryPackages:
                 )
             time.sleep(interval)
             interval = min(interval * 2, _POLL_MAX_S)
-
-    def _call(self, method: str, path: str, **kwargs: Any) -> tuple[int, Any]:
-        import requests
-
-        try:
-            response = self.session.request(
-                method, f"{self.endpoint}{path}", timeout=_CALL_TIMEOUT_S, **kwargs
-            )
-        except requests.RequestException as exc:
-            raise TransientError(f"Artifact Registry {method} {path}: {exc}") from exc
-        try:
-            body = response.json() if response.content else {}
-        except ValueError:
-            body = {"error": {"message": response.text[:500]}}
-        return response.status_code, body
-
-
-def _check(status: int, body: Any, action: str) -> None:
-    """Map an error answer: a bad request cannot succeed later, the rest can."""
-    if status < 300:
-        return
-    message = (body.get("error") or {}).get("message", "") if isinstance(body, dict) else ""
-    error = PermanentError if status == 400 else TransientError
-    raise error(f"Artifact Registry: {action}: HTTP {status} {message}".strip())

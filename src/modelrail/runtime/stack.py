@@ -122,8 +122,9 @@ def client_env(settings: Settings, ports: Mapping[str, int]) -> dict[str, str]:
             settings,
             mode="emulator",
             run_api_endpoint=run_api,
-            # The control plane serves Artifact Registry's API too (the register stage's).
+            # The control plane serves Artifact Registry's and Vertex AI's APIs too.
             artifact_registry_endpoint=run_api,
+            vertex_endpoint=run_api,
         ).to_env(),
         "PUBSUB_EMULATOR_HOST": pubsub,
         "STORAGE_EMULATOR_HOST": storage,

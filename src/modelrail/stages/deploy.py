@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 from modelrail.events import ModelDeployed, ModelRegistered
-from modelrail.ports import Deployer
+from modelrail.ports import Deployer, ModelCatalog
 from modelrail.registry import Registry
 from modelrail.stages import Outcome
 
 STAGING = "staging"
 
 
-def handle(event: ModelRegistered, *, registry: Registry, deployer: Deployer) -> Outcome:
+def handle(
+    event: ModelRegistered,
+    *,
+    registry: Registry,
+    deployer: Deployer,
+    catalog: ModelCatalog | None,
+) -> Outcome:
     current = registry.alias(event.model, STAGING)
     if current is not None and current.version >= event.version:
         # A late or out-of-order event: staging already serves this or a newer version.
@@ -21,7 +27,8 @@ def handle(event: ModelRegistered, *, registry: Registry, deployer: Deployer) ->
         )
     # Raises DeploymentFailed after putting traffic back on the previous revision.
     deployment = deployer.deploy(event.model, event.version)
-    if not registry.move_alias(event.model, STAGING, event.version):
+    # Vertex AI's staging alias (when pipeline.toml turns the catalog on) moves with it.
+    if not registry.move_alias(event.model, STAGING, event.version, catalog=catalog):
         # A newer version became staging while this one rolled out (two deploys at
         # once): serve what the alias names again, so answers and alias agree.
         newer = registry.alias(event.model, STAGING)

@@ -9,7 +9,7 @@ import lightgbm as lgb
 from modelrail import card
 from modelrail.config import PipelineConfig
 from modelrail.events import ModelEvaluated, ModelRegistered
-from modelrail.ports import PackageRepository
+from modelrail.ports import ModelCatalog, PackageRepository
 from modelrail.registry import MODEL_FILE, Registry
 from modelrail.runs import RunLog
 from modelrail.stages import Outcome
@@ -25,6 +25,7 @@ def handle(
     registry: Registry,
     delivery_attempt: int,
     packages: PackageRepository,
+    catalog: ModelCatalog | None,
 ) -> Outcome:
     store, model = runs.store, config.model_name
     model_text, candidate = runs.candidate(event.run_id, event.model_sha256)
@@ -86,9 +87,11 @@ def handle(
         fields,
         attempt=delivery_attempt,
     )
-    # Published after the bucket claim (the source of truth), before model-registered.
-    published = registry.publish(model, version, packages)
-    registry.move_alias(model, CHAMPION, version)
+    # Published after the bucket claim (the source of truth), before model-registered;
+    # to Vertex AI's Model Registry too when pipeline.toml turns it on (``catalog``),
+    # which then mirrors the champion alias.
+    published = registry.publish(model, version, packages, catalog)
+    registry.move_alias(model, CHAMPION, version, catalog=catalog)
     registered = ModelRegistered(
         run_id=event.run_id,
         causation_id=event.event_id,

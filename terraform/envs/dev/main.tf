@@ -217,7 +217,7 @@ module "functions" {
   max_instance_count = local.function_settings[each.key].max_instances
   timeout_seconds    = max(local.function_timeouts[each.key]...)
 
-  environment_variables = merge(local.common_env, {
+  environment_variables = merge(local.common_env, local.vertex_env, {
     # Staged at the source root by `make stage`; Cloud Functions runs from there.
     MODELRAIL_CONFIG   = "pipeline.toml"
     MODELRAIL_TOPOLOGY = "topology.yaml"

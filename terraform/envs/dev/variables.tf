@@ -146,6 +146,12 @@ variable "sweep" {
   }
 }
 
+variable "vertex_model_registry" {
+  description = "Provide Vertex AI's Model Registry to the pipeline (vertex.tf): its API, the register and deploy accounts' access, the staging image for its model versions. Turn it on together with [vertex] model_registry in pipeline.toml."
+  type        = bool
+  default     = false
+}
+
 variable "force_destroy_buckets" {
   description = "Let `terraform destroy` delete the data and artifact buckets with their objects (models included). Keep false outside throwaway projects."
   type        = bool
