@@ -223,6 +223,11 @@ class Settings:
     # ``region``), and the endpoint that serves its API (emulator mode: the control plane).
     artifact_repository: str = "modelrail-models"
     artifact_registry_endpoint: str | None = None
+    # The Cloud KMS key version register signs manifests with, and whose key the staging
+    # service trusts (cloud and emulator mode; embedded mode signs with a key file in
+    # ``home``), and the endpoint that serves its API (emulator mode: the control plane).
+    signing_key: str | None = None
+    kms_endpoint: str | None = None
     # The C compiler the train stage builds the compiled predictor with (the training
     # job's image sets it); None builds none. Compiling hundreds of trees takes
     # minutes, so a local run does it only when asked (MODELRAIL_COMPILER=cc).
@@ -259,6 +264,8 @@ class Settings:
                 user=env.get("USER") or env.get("LOGNAME") or "unknown",
                 artifact_repository=env.get("MODELRAIL_ARTIFACT_REPOSITORY", "modelrail-models"),
                 artifact_registry_endpoint=env.get("MODELRAIL_ARTIFACT_REGISTRY_ENDPOINT") or None,
+                signing_key=env.get("MODELRAIL_SIGNING_KEY") or None,
+                kms_endpoint=env.get("MODELRAIL_KMS_ENDPOINT") or None,
                 compiler=env.get("MODELRAIL_COMPILER") or None,
             )
         except ValueError as exc:
@@ -287,6 +294,10 @@ class Settings:
             env["MODELRAIL_RUN_API_ENDPOINT"] = self.run_api_endpoint
         if self.artifact_registry_endpoint is not None:
             env["MODELRAIL_ARTIFACT_REGISTRY_ENDPOINT"] = self.artifact_registry_endpoint
+        if self.signing_key is not None:
+            env["MODELRAIL_SIGNING_KEY"] = self.signing_key
+        if self.kms_endpoint is not None:
+            env["MODELRAIL_KMS_ENDPOINT"] = self.kms_endpoint
         if self.compiler is not None:
             env["MODELRAIL_COMPILER"] = self.compiler
         return env

@@ -13,7 +13,15 @@ from functools import cached_property
 from typing import Any
 
 from modelrail.config import PipelineConfig, Settings
-from modelrail.ports import BlobStore, Deployer, EventBus, JobLauncher, PackageRepository, Storage
+from modelrail.ports import (
+    BlobStore,
+    Deployer,
+    EventBus,
+    JobLauncher,
+    ManifestSigner,
+    PackageRepository,
+    Storage,
+)
 from modelrail.registry import Registry
 from modelrail.runs import RunLog
 from modelrail.topology import Topology
@@ -29,6 +37,7 @@ class Container:
     launcher_factory: Callable[[], JobLauncher]
     deployer_factory: Callable[[], Deployer]
     packages_factory: Callable[[], PackageRepository]
+    signer_factory: Callable[[], ManifestSigner]
     # Called with each stage record as it is stored (the CLI shows progress with it).
     observer: Callable[[dict[str, Any]], None] | None = None
 
@@ -72,9 +81,14 @@ class Container:
     def packages(self) -> PackageRepository:
         return self.packages_factory()
 
+    @cached_property
+    def signer(self) -> ManifestSigner:
+        return self.signer_factory()
+
     def provide(self, name: str) -> Any:
         """The dependency a stage handler names as a parameter: a port (``config``,
-        ``storage``, ``registry``, ``runs``, ``launcher``, ``deployer``, ``packages``)
+        ``storage``, ``registry``, ``runs``, ``launcher``, ``deployer``, ``packages``,
+        ``signer``)
         or a setting (``data_bucket``, ``code_version``, ``training_job``, ``compiler``)."""
         if name in _FROM_SETTINGS:
             return getattr(self.settings, name)
@@ -84,4 +98,6 @@ class Container:
 
 
 _FROM_SETTINGS = frozenset({"data_bucket", "code_version", "training_job", "compiler"})
-_PORTS = frozenset({"config", "storage", "registry", "runs", "launcher", "deployer", "packages"})
+_PORTS = frozenset(
+    {"config", "storage", "registry", "runs", "launcher", "deployer", "packages", "signer"}
+)

@@ -2,7 +2,7 @@
 
 Google's Python client for Artifact Registry has no call for the generic upload (a
 media upload, ``genericArtifacts.upload``), so this adapter speaks the REST API
-through google-auth's ``AuthorizedSession`` for every call, with the default
+(``google_rest``: google-auth's ``AuthorizedSession``) for every call, with the default
 credentials against ``artifactregistry.googleapis.com``. With ``api_endpoint`` set
 (emulator mode: the local control plane) it sends no credentials to that endpoint;
 nothing else differs. The calls:
@@ -22,7 +22,6 @@ the adapter does not read it but lists the version's files until every one is th
 from __future__ import annotations
 
 import base64
-import threading
 import time
 import uuid
 from collections.abc import Iterator, Mapping
@@ -31,12 +30,11 @@ from urllib.parse import quote, unquote
 
 import orjson
 
-from modelrail.errors import PermanentError, TransientError
+from modelrail.adapters.google_rest import GoogleRestApi
+from modelrail.errors import TransientError
 from modelrail.ports import PublishedVersion, files_to_publish
 
 DEFAULT_ENDPOINT = "https://artifactregistry.googleapis.com"
-_SCOPES = ("https://www.googleapis.com/auth/cloud-platform",)
-_CALL_TIMEOUT_S = 60.0
 # How long uploaded files may take to be listed (the upload's operation completing).
 _LISTED_TIMEOUT_S = 60.0
 _POLL_FIRST_S, _POLL_MAX_S = 0.1, 2.0
@@ -49,26 +47,7 @@ class ArtifactRegistryPackages:
         self, project: str, location: str, repository: str, api_endpoint: str | None = None
     ) -> None:
         self.repository = f"projects/{project}/locations/{location}/repositories/{repository}"
-        self.api_endpoint = api_endpoint
-        self.endpoint = (api_endpoint or DEFAULT_ENDPOINT).rstrip("/")
-        self._session: Any = None
-        self._lock = threading.Lock()
-
-    @property
-    def session(self) -> Any:
-        """An ``AuthorizedSession``, made on first use (importing google-auth then)."""
-        with self._lock:
-            if self._session is None:
-                import google.auth
-                from google.auth.credentials import AnonymousCredentials
-                from google.auth.transport.requests import AuthorizedSession
-
-                if self.api_endpoint is None:
-                    credentials, _ = google.auth.default(scopes=_SCOPES)
-                else:
-                    credentials = AnonymousCredentials()  # type: ignore[no-untyped-call]
-                self._session = AuthorizedSession(credentials)  # type: ignore[no-untyped-call]
-            return self._session
+        self.api = GoogleRestApi("Artifact Registry", DEFAULT_ENDPOINT, api_endpoint)
 
     def _version_name(self, package: str, version: str) -> str:
         package, version = quote(package, safe=""), quote(version, safe="")
@@ -81,11 +60,11 @@ class ArtifactRegistryPackages:
             if status == 409:  # ALREADY_EXISTS: a concurrent publication got there first
                 files_to_publish(package, version, self.files(package, version), files)
             else:
-                _check(status, body, f"upload {name} to {package} {version}")
+                self.api.check(status, body, f"upload {name} to {package} {version}")
         listed = self._listed(package, version, set(files))
         files_to_publish(package, version, listed, files)
         return PublishedVersion(
-            uri=f"{self.endpoint}/v1/{self._version_name(package, version)}",
+            uri=f"{self.api.endpoint}/v1/{self._version_name(package, version)}",
             package=package,
             version=version,
             files=listed,
@@ -119,7 +98,7 @@ class ArtifactRegistryPackages:
                 f"\r\n--{boundary}--\r\n".encode(),
             ]
         )
-        return self._call(
+        return self.api.call(
             "POST",
             f"/upload/v1/{self.repository}/genericArtifacts:create",
             params={"uploadType": "multipart", "alt": "json"},
@@ -130,10 +109,10 @@ class ArtifactRegistryPackages:
     def _list(self, path: str, key: str, filter_: str | None = None) -> Iterator[dict[str, Any]]:
         params = {} if filter_ is None else {"filter": filter_}
         while True:
-            status, body = self._call("GET", path, params=params)
+            status, body = self.api.call("GET", path, params=params)
             if status == 404:  # no such package or version yet
                 return
-            _check(status, body, f"list {path}")
+            self.api.check(status, body, f"list {path}")
             yield from body.get(key, [])
             if not body.get("nextPageToken"):
                 return
@@ -153,27 +132,3 @@ class ArtifactRegistryPackages:
                 )
             time.sleep(interval)
             interval = min(interval * 2, _POLL_MAX_S)
-
-    def _call(self, method: str, path: str, **kwargs: Any) -> tuple[int, Any]:
-        import requests
-
-        try:
-            response = self.session.request(
-                method, f"{self.endpoint}{path}", timeout=_CALL_TIMEOUT_S, **kwargs
-            )
-        except requests.RequestException as exc:
-            raise TransientError(f"Artifact Registry {method} {path}: {exc}") from exc
-        try:
-            body = response.json() if response.content else {}
-        except ValueError:
-            body = {"error": {"message": response.text[:500]}}
-        return response.status_code, body
-
-
-def _check(status: int, body: Any, action: str) -> None:
-    """Map an error answer: a bad request cannot succeed later, the rest can."""
-    if status < 300:
-        return
-    message = (body.get("error") or {}).get("message", "") if isinstance(body, dict) else ""
-    error = PermanentError if status == 400 else TransientError
-    raise error(f"Artifact Registry: {action}: HTTP {status} {message}".strip())

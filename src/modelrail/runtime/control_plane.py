@@ -22,7 +22,9 @@ code knows it is local. Behind the API:
   overrides in its environment and Cloud Run's ``CLOUD_RUN_*`` variables.
 
 The same server also serves the Artifact Registry API slice the register stage's
-adapter calls (``modelrail.runtime.artifact_registry``).
+adapter calls (``modelrail.runtime.artifact_registry``), and the Cloud KMS slice that
+register signs manifests with and the staging service verifies them with
+(``modelrail.runtime.kms``).
 
 State (services, revisions) is kept in ``<home>/stack/control-plane.json`` so a
 restarted control plane still knows which version the service is pinned to. The
@@ -58,6 +60,7 @@ from modelrail.ports import Deployer
 from modelrail.processes import write_json
 from modelrail.runtime.artifact_registry import LocalArtifactRegistry
 from modelrail.runtime.google_api import ApiError
+from modelrail.runtime.kms import LocalKms
 
 _TYPE = "type.googleapis.com/google.cloud.run.v2."
 _NAME = r"projects/(?P<project>[^/]+)/locations/(?P<location>[^/]+)"
@@ -165,9 +168,11 @@ class ControlPlane:
         state_dir: Path,
         service_env: Mapping[str, str] | None = None,
         packages: LocalArtifactRegistry | None = None,
+        kms: LocalKms | None = None,
     ) -> None:
         self.project, self.region = project, region
         self.packages = packages
+        self.kms = kms
         self.backend = backend
         self.job_command = list(job_command)
         self.job_env = dict(job_env)
@@ -479,14 +484,22 @@ class ControlPlane:
 
             def _handle(self) -> None:
                 path, _, query = self.path.partition("?")
-                packages = control_plane.packages
+                # Another Google API's slice (Artifact Registry, Cloud KMS), if it is one.
+                api = next(
+                    (
+                        api
+                        for api in (control_plane.packages, control_plane.kms)
+                        if api is not None and api.handles(path)
+                    ),
+                    None,
+                )
                 try:
                     length = int(self.headers.get("Content-Length") or 0)
                     raw = self.rfile.read(length) if length else b""
-                    if packages is not None and packages.handles(path):
+                    if api is not None:
                         control_plane.requests.append((self.command, path))
                         content_type = self.headers.get("Content-Type", "")
-                        result = packages.dispatch(self.command, path, query, content_type, raw)
+                        result = api.dispatch(self.command, path, query, content_type, raw)
                     else:
                         body = orjson.loads(raw) if raw else {}
                         result = control_plane.dispatch(self.command, path, body)
@@ -545,6 +558,8 @@ def main(
         service_env={"MODELRAIL_ARTIFACT_BUCKET": settings.artifact_bucket},
         # The register stage publishes versions to this repository (Artifact Registry).
         packages=LocalArtifactRegistry(state_dir, project, region, (settings.artifact_repository,)),
+        # register signs manifests with this key; the staging service verifies with it.
+        kms=LocalKms(state_dir, (settings.signing_key,)) if settings.signing_key else None,
     )
     server = control_plane.server(port)
     threading.Thread(target=control_plane.restore, name="restore", daemon=True).start()
