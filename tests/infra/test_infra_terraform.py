@@ -131,9 +131,7 @@ def test_manifests_are_signed_by_a_kms_key_only_register_may_use_to_sign(
     assert squash(template["protection_level"]) == "${var.manifest_signing.protection_level}"
     assert "rotation_period" not in key.body  # asymmetric keys do not take one
     assert key.body["lifecycle"][0]["prevent_destroy"] is True
-    assert squash(members.body["crypto_key_id"]) == (
-        "${google_kms_crypto_key.manifest_signing.id}"
-    )
+    assert squash(members.body["crypto_key_id"]) == "${google_kms_crypto_key.manifest_signing.id}"
     assert grants == {
         ("register", "roles/cloudkms.signer"),
         ("staging", "roles/cloudkms.publicKeyViewer"),
