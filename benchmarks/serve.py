@@ -78,6 +78,7 @@ def train_and_register(home: Path) -> tuple[Any, list[dict[str, Any]], list[list
 
     from modelrail import compiled, training
     from modelrail.adapters.filesystem import FilesystemStore
+    from modelrail.adapters.local_signing import LocalManifestSigner
     from modelrail.config import PipelineConfig
     from modelrail.dataset import checks
     from modelrail.features import FeatureSchema
@@ -129,6 +130,7 @@ def train_and_register(home: Path) -> tuple[Any, list[dict[str, Any]], list[list
             "examples": records[:3],
             "compiled": built.record(),
         },
+        signer=LocalManifestSigner.in_home(home),  # the servers verify with the same key
     )
     encoded = [[None if math.isnan(v) else v for v in row] for row in matrix.tolist()]
     return booster, records, encoded

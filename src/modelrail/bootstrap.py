@@ -20,6 +20,7 @@ from modelrail.ports import (
     Deployer,
     EventBus,
     JobLauncher,
+    ManifestSigner,
     Message,
     ModelCatalog,
     PackageRepository,
@@ -94,6 +95,24 @@ def open_catalog(settings: Settings) -> ModelCatalog:
     return Catalog(VertexModels(settings.project, settings.region, settings.vertex_endpoint), image)
 
 
+def open_signer(settings: Settings) -> ManifestSigner:
+    """What signs manifests (register) and verifies them (the staging service): the
+    Cloud KMS key version ``signing_key`` (its API on the local control plane in emulator
+    mode), a key file in the state directory in embedded mode."""
+    if settings.mode == "embedded":
+        from modelrail.adapters.local_signing import LocalManifestSigner
+
+        return LocalManifestSigner.in_home(settings.home)
+    if settings.signing_key is None:
+        raise ConfigError(
+            "set MODELRAIL_SIGNING_KEY to the Cloud KMS key version that signs manifests "
+            "(terraform/envs/dev/kms.tf; docs/deploy.md)"
+        )
+    from modelrail.adapters.kms import CloudKmsSigner
+
+    return CloudKmsSigner(settings.signing_key, settings.kms_endpoint)
+
+
 def local_staging(settings: Settings, artifacts: BlobStore | None = None) -> Deployer:
     """The staging service as processes on this machine (embedded mode and the
     emulator stack's control plane), smoke-testing with the versions in ``artifacts``
@@ -111,18 +130,20 @@ def bootstrap(
     deployer_factory: Callable[[], Deployer] | None = None,
     packages_factory: Callable[[], PackageRepository] | None = None,
     catalog_factory: Callable[[], ModelCatalog] | None = None,
+    signer_factory: Callable[[], ManifestSigner] | None = None,
 ) -> Container:
     """Wire the container for ``settings.mode``.
 
-    Tests swap the storage, the deployer, the package repository and the model catalog
-    for fakes or for the cloud adapters on local endpoints; everything else is the real
-    thing.
+    Tests swap the storage, the deployer, the package repository, the model catalog and
+    the signer for fakes or for the cloud adapters on local endpoints; everything else
+    is the real thing.
     """
     storage = storage_factory or (lambda: open_storage(settings))
     packages = packages_factory or (lambda: open_packages(settings))
     catalog = catalog_factory or (lambda: open_catalog(settings))
+    signer = signer_factory or (lambda: open_signer(settings))
     if settings.mode == "embedded":
-        return _embedded(settings, observer, storage, deployer_factory, packages, catalog)
+        return _embedded(settings, observer, storage, deployer_factory, packages, catalog, signer)
 
     def bus() -> EventBus:
         from modelrail.adapters.pubsub import PubSubBus
@@ -143,6 +164,7 @@ def bootstrap(
             settings.staging_service,
             settings.run_api_endpoint,
             artifacts=open_artifact_store(settings),
+            signing_key=settings.signing_key,
         )
 
     return Container(
@@ -153,6 +175,7 @@ def bootstrap(
         deployer_factory or deployer,
         packages_factory=packages,
         catalog_factory=catalog,
+        signer_factory=signer,
         observer=observer,
     )
 
@@ -164,6 +187,7 @@ def _embedded(
     deployer_factory: Callable[[], Deployer] | None,
     packages: Callable[[], PackageRepository],
     catalog: Callable[[], ModelCatalog],
+    signer: Callable[[], ManifestSigner],
 ) -> Container:
     """Filesystem buckets, the in-process bus and job, local staging: every stage is
     subscribed to the bus as the topology says, through the same service layer."""
@@ -180,6 +204,7 @@ def _embedded(
         deployer_factory=deployer_factory or (lambda: local_staging(settings, container.artifacts)),
         packages_factory=packages,
         catalog_factory=catalog,
+        signer_factory=signer,
         observer=observer,
     )
     bus = InProcessBus(container.topology, settings.home / "dead-letter.jsonl")

@@ -244,6 +244,11 @@ class Settings:
     # the endpoint that serves its API (emulator mode: the control plane).
     staging_image: str | None = None
     vertex_endpoint: str | None = None
+    # The Cloud KMS key version register signs manifests with, and whose key the staging
+    # service trusts (cloud and emulator mode; embedded mode signs with a key file in
+    # ``home``), and the endpoint that serves its API (emulator mode: the control plane).
+    signing_key: str | None = None
+    kms_endpoint: str | None = None
     # The C compiler the train stage builds the compiled predictor with (the training
     # job's image sets it); None builds none. Compiling hundreds of trees takes
     # minutes, so a local run does it only when asked (MODELRAIL_COMPILER=cc).
@@ -282,6 +287,8 @@ class Settings:
                 artifact_registry_endpoint=env.get("MODELRAIL_ARTIFACT_REGISTRY_ENDPOINT") or None,
                 staging_image=env.get("MODELRAIL_STAGING_IMAGE") or None,
                 vertex_endpoint=env.get("MODELRAIL_VERTEX_ENDPOINT") or None,
+                signing_key=env.get("MODELRAIL_SIGNING_KEY") or None,
+                kms_endpoint=env.get("MODELRAIL_KMS_ENDPOINT") or None,
                 compiler=env.get("MODELRAIL_COMPILER") or None,
             )
         except ValueError as exc:
@@ -314,6 +321,10 @@ class Settings:
             env["MODELRAIL_STAGING_IMAGE"] = self.staging_image
         if self.vertex_endpoint is not None:
             env["MODELRAIL_VERTEX_ENDPOINT"] = self.vertex_endpoint
+        if self.signing_key is not None:
+            env["MODELRAIL_SIGNING_KEY"] = self.signing_key
+        if self.kms_endpoint is not None:
+            env["MODELRAIL_KMS_ENDPOINT"] = self.kms_endpoint
         if self.compiler is not None:
             env["MODELRAIL_COMPILER"] = self.compiler
         return env

@@ -18,6 +18,7 @@ from modelrail.ports import (
     Deployer,
     EventBus,
     JobLauncher,
+    ManifestSigner,
     ModelCatalog,
     PackageRepository,
     Storage,
@@ -38,6 +39,7 @@ class Container:
     deployer_factory: Callable[[], Deployer]
     packages_factory: Callable[[], PackageRepository]
     catalog_factory: Callable[[], ModelCatalog]
+    signer_factory: Callable[[], ManifestSigner]
     # Called with each stage record as it is stored (the CLI shows progress with it).
     observer: Callable[[dict[str, Any]], None] | None = None
 
@@ -87,11 +89,15 @@ class Container:
         turns it on; otherwise None, and nothing is built."""
         return self.catalog_factory() if self.config.vertex_model_registry else None
 
+    @cached_property
+    def signer(self) -> ManifestSigner:
+        return self.signer_factory()
+
     def provide(self, name: str) -> Any:
         """The dependency a stage handler names as a parameter: a port (``config``,
         ``storage``, ``registry``, ``runs``, ``launcher``, ``deployer``, ``packages``,
-        ``catalog``) or a setting (``data_bucket``, ``code_version``, ``training_job``,
-        ``compiler``)."""
+        ``catalog``, ``signer``) or a setting (``data_bucket``, ``code_version``,
+        ``training_job``, ``compiler``)."""
         if name in _FROM_SETTINGS:
             return getattr(self.settings, name)
         if name in _PORTS:
@@ -101,5 +107,15 @@ class Container:
 
 _FROM_SETTINGS = frozenset({"data_bucket", "code_version", "training_job", "compiler"})
 _PORTS = frozenset(
-    {"config", "storage", "registry", "runs", "launcher", "deployer", "packages", "catalog"}
+    {
+        "config",
+        "storage",
+        "registry",
+        "runs",
+        "launcher",
+        "deployer",
+        "packages",
+        "catalog",
+        "signer",
+    }
 )

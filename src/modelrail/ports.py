@@ -202,6 +202,40 @@ class PackageRepository(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class ManifestSignature:
+    """A signature over a version's manifest bytes: which key (version) made it, and the
+    signature itself, DER-encoded ECDSA on P-256 over the bytes' SHA-256 (Cloud KMS's
+    ``EC_SIGN_P256_SHA256``)."""
+
+    key: str
+    signature: bytes
+
+
+class ManifestSigner(Protocol):
+    """Signs manifests with one key, and gives the public keys that verify them: a Cloud
+    KMS asymmetric signing key (its REST API; the local control plane serves the same in
+    emulator mode), or a key file in the state directory (embedded mode).
+
+    register signs what it writes; the staging service verifies before it trusts a
+    manifest (``modelrail.signing.verify``), so bucket write access alone cannot make a
+    version it would serve."""
+
+    @property
+    def key(self) -> str:
+        """The key version it signs with (``projects/…/cryptoKeyVersions/N`` in Cloud KMS)."""
+        ...
+
+    def sign(self, data: bytes) -> ManifestSignature:
+        """Sign ``data`` (its SHA-256 digest) with ``key``."""
+        ...
+
+    def public_key(self, key: str) -> bytes:
+        """The PEM public key of the key version ``key`` (``key`` or another version of
+        the same key: versions signed before a rotation), fetched once and kept."""
+        ...
+
+
 def files_to_publish(
     package: str, version: str, existing: Mapping[str, str], files: Mapping[str, bytes]
 ) -> list[str]:

@@ -8,6 +8,7 @@ Layout (under ``models/<model>/``)::
     versions/<N>/reference.parquet  the hold-out it was judged on: later gates' trusted set
     versions/<N>/profile.json   its training data's profile: the baseline for drift
     versions/<N>/predictor-*.so compiled predictors, built and verified by the training job
+    versions/<N>/manifest.sig   create-only, before the manifest: its signature (``signing``)
     versions/<N>/manifest.json  written last, create-only: the version exists once this does
     versions/<N>/publication.json  create-only, after the manifest: where the version was
                                 published (package repository: Artifact Registry)
@@ -26,16 +27,24 @@ failed or outlived its deadline). The later attempt takes the claim over (by
 compare-and-set: of two live deliveries one wins) and resumes the number the run had
 already claimed, if it got that far, so a crash leaves neither a stuck run nor a gap.
 
+The manifest is signed (``ManifestSigner``) before it is written: ``manifest.sig`` is
+written create-only first, so a version that exists is signed. A resumed registration
+writes the same manifest bytes, finds the signature made for them and signs nothing; a
+concurrent one that signed too loses the create-only write and keeps the first
+signature. The staging service reads a version with ``load(..., signer=...)``, which
+verifies the signature over the manifest's exact bytes before trusting any sha256 in it.
+
 A complete version is then published to a ``PackageRepository`` (package = model,
-version = ``v<N>``: the manifest and every file it lists) and, when pipeline.toml says
-so, uploaded to a ``ModelCatalog`` (Vertex AI's Model Registry: a version of the model
-named like this one, its files this version's folder). The manifest cannot say where,
-as it is written (and hashed) before: ``publication.json`` beside it does. The catalog
-mirrors the aliases: each move sets its alias there too.
+version = ``v<N>``: the manifest, its signature and every file it lists) and, when
+pipeline.toml says so, uploaded to a ``ModelCatalog`` (Vertex AI's Model Registry: a
+version of the model named like this one, its files this version's folder). The
+manifest cannot say where, as it is written (and hashed) before: ``publication.json``
+beside it does. The catalog mirrors the aliases: each move sets its alias there too.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 from collections.abc import Callable, Mapping
@@ -44,9 +53,10 @@ from typing import Any
 
 import orjson
 
+from modelrail import signing
 from modelrail.config import canonical_json
 from modelrail.errors import IntegrityError, NotFound, PreconditionFailed, TransientError
-from modelrail.ports import BlobStore, ModelCatalog, ModelUpload, PackageRepository
+from modelrail.ports import BlobStore, ManifestSigner, ModelCatalog, ModelUpload, PackageRepository
 
 
 def _now() -> str:
@@ -57,6 +67,7 @@ def _now() -> str:
 
 
 MANIFEST = "manifest.json"
+SIGNATURE = "manifest.sig"
 PUBLICATION = "publication.json"
 MODEL_FILE = "model.txt"
 # A run's claim with no version yet is another delivery at work unless it is older
@@ -123,16 +134,52 @@ class Registry:
         manifest: dict[str, Any] = orjson.loads(data)
         return manifest
 
-    def load(self, model: str, version: int) -> LoadedVersion:
+    def signed_manifest(self, model: str, version: int, signer: ManifestSigner) -> dict[str, Any]:
+        """A version's manifest, once its signature (``manifest.sig``) is verified over its
+        exact bytes with ``signer``'s key and it names this model and version (a signed
+        manifest copied under another number is not that version); else ``IntegrityError``."""
+        subject = f"{model} v{version}"
+        data = self.store.read(self._version_key(model, version, MANIFEST)).data
+        try:
+            signature = self.store.read(self._version_key(model, version, SIGNATURE)).data
+        except NotFound:
+            raise IntegrityError(
+                f"{subject} has no signature ({SIGNATURE} beside its manifest): it was "
+                "registered before manifests were signed, or its signature was removed; "
+                "register a new version (`modelrail retrain`) and deploy that",
+                {"model": model, "version": version},
+            ) from None
+        signing.verify(data, signature, signer, subject)
+        manifest: dict[str, Any] = orjson.loads(data)
+        if (manifest.get("model"), manifest.get("version")) != (model, version):
+            raise IntegrityError(
+                f"{subject}: its signed manifest is that of {manifest.get('model')} "
+                f"v{manifest.get('version')}",
+                {"model": model, "version": version},
+            )
+        return manifest
+
+    def load(
+        self, model: str, version: int, *, signer: ManifestSigner | None = None
+    ) -> LoadedVersion:
         """Read a version's manifest and model, the model's sha256 checked before anyone
-        parses it."""
-        manifest = self.manifest(model, version)
+        parses it. With ``signer`` (the staging service), the manifest's signature is
+        verified first (``signed_manifest``); the stages trust the bucket their IAM guards."""
+        manifest = (
+            self.manifest(model, version)
+            if signer is None
+            else self.signed_manifest(model, version, signer)
+        )
         return LoadedVersion(model, version, manifest, self._checked(manifest, MODEL_FILE))
 
     def read_file(self, model: str, version: int, name: str) -> bytes | None:
         """One file of a version, its sha256 checked; None if the version has none
         (versions registered before the file existed)."""
-        manifest = self.manifest(model, version)
+        return self.file(self.manifest(model, version), name)
+
+    def file(self, manifest: Mapping[str, Any], name: str) -> bytes | None:
+        """One file of the version ``manifest`` describes (a ``LoadedVersion``'s, already
+        verified), its sha256 checked against that manifest; None if it lists none."""
         if name not in manifest["files"]:
             return None
         return self._checked(manifest, name)
@@ -257,14 +304,15 @@ class Registry:
         files_for: Callable[[int], Mapping[str, bytes]],
         manifest_fields: Mapping[str, Any],
         *,
+        signer: ManifestSigner,
         attempt: int = 1,
     ) -> tuple[int, bytes]:
         """Make the files an immutable version for ``run_id``; idempotent per run.
 
         ``files_for(version)`` returns the version's files (a card may show its own
         number); it must return the same bytes when called again for the same run.
-        ``attempt`` is the delivery attempt registering it. Returns the version number
-        and the manifest bytes.
+        ``signer`` signs the manifest. ``attempt`` is the delivery attempt registering
+        it. Returns the version number and the manifest bytes.
         """
         version = self._claim_for_run(model, run_id, attempt)
         files = files_for(version)
@@ -285,11 +333,38 @@ class Registry:
             }
         )
         key = self._version_key(model, version, MANIFEST)
-        try:
-            self.store.write(key, manifest, if_generation_match=0, content_type="application/json")
-        except PreconditionFailed:
+        with contextlib.suppress(NotFound):
             manifest = self.store.read(key).data  # an earlier delivery finished it
+        self._sign_once(model, version, manifest, signer)
+        # A concurrent delivery may write it first: its bytes are these, the ones the
+        # signature was made for (``_sign_once`` let it through for them alone).
+        with contextlib.suppress(PreconditionFailed):
+            self.store.write(key, manifest, if_generation_match=0, content_type="application/json")
         return version, manifest
+
+    def _sign_once(self, model: str, version: int, manifest: bytes, signer: ManifestSigner) -> None:
+        """Make sure ``manifest.sig`` holds a signature over exactly ``manifest``: kept if
+        a delivery of the run made it (a redelivery signs nothing), else signed and
+        written create-only (of two concurrent deliveries, the first signature stays)."""
+        key = self._version_key(model, version, SIGNATURE)
+        try:
+            existing = self.store.read(key).data
+        except NotFound:
+            signed = signing.encode(signer.sign(manifest), manifest)
+            try:
+                self.store.write(
+                    key, signed, if_generation_match=0, content_type="application/json"
+                )
+                return
+            except PreconditionFailed:
+                existing = self.store.read(key).data  # a concurrent delivery signed first
+        _, signed_sha256 = signing.decode(existing, f"{model} v{version}")
+        if signed_sha256 != sha256(manifest):
+            raise IntegrityError(
+                f"{model} v{version}: {SIGNATURE} signs other manifest bytes than this "
+                "registration writes",
+                {"model": model, "version": version},
+            )
 
     def publish(
         self,
@@ -298,8 +373,9 @@ class Registry:
         packages: PackageRepository,
         catalog: ModelCatalog | None = None,
     ) -> dict[str, Any]:
-        """Publish a complete version to ``packages`` as ``v<N>`` (its manifest and every
-        file the manifest lists, each checked against its sha256) and upload it to
+        """Publish a complete version to ``packages`` as ``v<N>`` (its manifest, its
+        signature and every file the manifest lists, each checked against its sha256,
+        so the published copy can be verified as the bucket's is) and upload it to
         ``catalog``, if given; then record where in ``publication.json``, create-only
         (the catalog's model and version id under ``vertex``). Idempotent: a redelivery
         publishes nothing new and keeps the first record; a different version under the
@@ -307,7 +383,10 @@ class Registry:
         manifest_bytes = self.store.read(self._version_key(model, version, MANIFEST)).data
         manifest = orjson.loads(manifest_bytes)
         files = {name: self._checked(manifest, name) for name in manifest["files"]}
-        published = packages.publish(model, f"v{version}", {**files, MANIFEST: manifest_bytes})
+        signature = self.store.read(self._version_key(model, version, SIGNATURE)).data
+        published = packages.publish(
+            model, f"v{version}", {**files, MANIFEST: manifest_bytes, SIGNATURE: signature}
+        )
         record: dict[str, Any] = {
             "uri": published.uri,
             "package": published.package,

@@ -54,6 +54,15 @@ resource "google_storage_bucket_iam_member" "validate_writes_anywhere" {
 }
 """
 
+# Another stage account able to sign manifests: the checks must catch it.
+ANOTHER_SIGNER = """
+resource "google_kms_crypto_key_iam_member" "deploy_signs" {
+  crypto_key_id = google_kms_crypto_key.manifest_signing.id
+  role          = "roles/cloudkms.signer"
+  member        = "serviceAccount:${google_service_account.stage["deploy"].email}"
+}
+"""
+
 # A pull-request trigger running as the deployer: the checks must catch it.
 PULL_REQUESTS_AS_DEPLOYER = """
 resource "google_cloudbuild_trigger" "pr_as_deployer" {
@@ -105,6 +114,7 @@ MUTATIONS: dict[str, tuple[str, str]] = {
     "no_dead_letter": ("modules/pubsub", SUBSCRIPTION_WITHOUT_DEAD_LETTER),
     "unconditional_write": ("envs/dev", UNCONDITIONAL_WRITE),
     "pull_requests_as_deployer": ("modules/cloudbuild_triggers", PULL_REQUESTS_AS_DEPLOYER),
+    "another_signer": ("envs/dev", ANOTHER_SIGNER),
 }
 # The resource each mutation adds, as checkov names it.
 MUTATED_RESOURCES = {

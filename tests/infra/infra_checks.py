@@ -434,6 +434,24 @@ def documented_grants(deploy_md: Path) -> set[tuple[str, str, str]]:
 
 # ------------------------------------------------------------------ least privilege
 
+# Predefined roles holding cloudkms.cryptoKeyVersions.useToSign.
+SIGNING_ROLES = frozenset(
+    {"roles/cloudkms.signer", "roles/cloudkms.signerVerifier", "roles/cloudkms.cryptoOperator"}
+)
+MANIFEST_SIGNER = "register"
+
+
+def signing_key_problems(tf: Terraform) -> list[str]:
+    """Only register signs manifests: no other account holds a role that signs, on the
+    signing key or the project (the staging service trusts what that key signed)."""
+    scoped, project = stage_grants(tf)
+    return [
+        f"{account} holds {role}: only {MANIFEST_SIGNER} may sign manifests"
+        for account, role in sorted(scoped | project)
+        if role in SIGNING_ROLES and account != MANIFEST_SIGNER
+    ]
+
+
 REGISTRY_WRITER = "register"
 # The one object of the registry another stage may write: deploy moves the staging alias.
 ALIAS_OBJECT = re.compile(r"models/\$\{var\.model_name\}/aliases/\w+\.json")

@@ -30,6 +30,7 @@ from tests.infra.infra_checks import (
     module_style_problems,
     pr_build_problems,
     public_member_problems,
+    signing_key_problems,
     squash,
     topology_problems,
     unquote,
@@ -141,6 +142,35 @@ def test_vertex_ai_exists_only_behind_its_switch(terraform: Terraform) -> None:
     )
 
 
+def test_manifests_are_signed_by_a_kms_key_only_register_may_use_to_sign(
+    terraform: Terraform,
+) -> None:
+    env = terraform.module("envs/dev")
+    resources = {(r.type, r.name): r for r in env.resources}
+    key = resources["google_kms_crypto_key", "manifest_signing"]
+    members = resources["google_kms_crypto_key_iam_member", "manifest_signing"]
+    grants = {(unquote(g["sa"]), unquote(g["role"])) for g in env.locals["signing_key_grants"]}
+
+    assert unquote(key.body["purpose"]) == "ASYMMETRIC_SIGN"
+    template = key.body["version_template"][0]
+    assert unquote(template["algorithm"]) == "EC_SIGN_P256_SHA256"
+    assert squash(template["protection_level"]) == "${var.manifest_signing.protection_level}"
+    assert "rotation_period" not in key.body  # asymmetric keys do not take one
+    assert key.body["lifecycle"][0]["prevent_destroy"] is True
+    assert squash(members.body["crypto_key_id"]) == "${google_kms_crypto_key.manifest_signing.id}"
+    assert grants == {
+        ("register", "roles/cloudkms.signer"),
+        ("staging", "roles/cloudkms.publicKeyViewer"),
+    }
+    assert signing_key_problems(terraform) == []
+    # The stages (register signs, deploy pins it on staging) and the staging service's
+    # first revision name the same key version.
+    staging_env = env.module_calls["staging_service"]["environment_variables"]
+    for env_vars in (env.locals["common_env"], staging_env):
+        assert squash(env_vars["MODELRAIL_SIGNING_KEY"]) == "${local.manifest_signing_key}"
+    assert '"cloudkms.googleapis.com"' in env.module_calls["apis"]["services"]
+
+
 def test_functions_take_internal_traffic_and_run_as_their_own_accounts(
     terraform: Terraform,
 ) -> None:
@@ -215,6 +245,7 @@ def test_environment_matches_what_settings_reads(terraform: Terraform) -> None:
         ("no_dead_letter", dead_letter_problems),
         ("unconditional_write", bucket_write_problems),
         ("pull_requests_as_deployer", pr_build_problems),
+        ("another_signer", signing_key_problems),
     ],
 )
 def test_structural_checks_catch_a_broken_copy(

@@ -12,6 +12,7 @@ from pathlib import Path
 from modelrail.runtime.artifact_registry import LocalArtifactRegistry
 from modelrail.runtime.control_plane import ControlPlane
 from modelrail.runtime.emulators import free_port, missing_emulators
+from modelrail.runtime.kms import LocalKms
 from modelrail.runtime.vertex_ai import LocalVertexAi
 from tests.fakes import FakeDeployer
 from tests.prerequisites import skip_or_fail
@@ -27,12 +28,12 @@ def require_emulators(*, gcloud: bool = False) -> None:
 
 @contextlib.contextmanager
 def control_plane_with_apis(
-    state_dir: Path, project: str, region: str, repository: str
+    state_dir: Path, project: str, region: str, repository: str, *, keys: tuple[str, ...] = ()
 ) -> Iterator[tuple[ControlPlane, str]]:
     """The local control plane in this process on a free port, serving Artifact
-    Registry's API for ``repository`` and Vertex AI's Model Registry (its Cloud Run side
-    backed by a fake deployer): the plane (its ``requests`` say which calls were made)
-    and its endpoint."""
+    Registry's API for ``repository``, Vertex AI's Model Registry and Cloud KMS's for the
+    key versions ``keys`` (its Cloud Run side backed by a fake deployer): the plane (its
+    ``requests`` say which calls were made) and its endpoint."""
     plane = ControlPlane(
         project=project,
         region=region,
@@ -44,6 +45,7 @@ def control_plane_with_apis(
         state_dir=state_dir,
         packages=LocalArtifactRegistry(state_dir, project, region, (repository,)),
         models=LocalVertexAi(state_dir, project, region),
+        kms=LocalKms(state_dir, keys),
     )
     port = free_port()
     server = plane.server(port)

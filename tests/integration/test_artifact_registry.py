@@ -23,7 +23,7 @@ from modelrail.config import Settings
 from modelrail.container import Container
 from modelrail.events import ModelEvaluated
 from modelrail.ports import Message
-from modelrail.registry import MANIFEST, sha256
+from modelrail.registry import MANIFEST, SIGNATURE, sha256
 from modelrail.runtime.control_plane import ControlPlane
 from modelrail.stages import register
 from tests.fakes import FakeDeployer, InMemoryStorage
@@ -96,6 +96,8 @@ def test_register_publishes_v1_and_the_local_endpoint_lists_it(
     manifest = orjson.loads(manifest_bytes)
     expected = {name: entry["sha256"] for name, entry in manifest["files"].items()}
     expected[MANIFEST] = sha256(manifest_bytes)
+    # ... and its signature, so the published copy can be verified as the bucket's is.
+    expected[SIGNATURE] = sha256(registry.store.read(f"models/{model}/versions/1/{SIGNATURE}").data)
     assert pipeline.packages.files(model, "v1") == expected
     assert pipeline.uploads() == len(expected)
     # Where it was published: beside the version in the bucket, and in the stage record.
@@ -132,6 +134,7 @@ def test_a_redelivered_register_event_publishes_nothing_new(
         registry=container.registry,
         packages=pipeline.packages,
         catalog=None,
+        signer=container.signer,
         delivery_attempt=2,
     )
 

@@ -228,6 +228,21 @@ def test_deploy_pins_the_version_and_current_reports_it(
     assert env["MODELRAIL_ARTIFACT_BUCKET"] == "artifacts"  # the rest of the template is kept
 
 
+def test_each_revision_trusts_the_key_register_signs_with(
+    control_plane: tuple[ControlPlane, str], artifacts: FilesystemStore, staging: StandInStaging
+) -> None:
+    key = "projects/p/locations/l/keyRings/r/cryptoKeys/k/cryptoKeyVersions/2"
+    deployer = CloudRunDeployer(
+        PROJECT, REGION, SERVICE, control_plane[1], artifacts=artifacts, signing_key=key
+    )
+
+    deployer.deploy(MODEL, 1)
+
+    env = {var.name: var.value for var in deployer.client.get_service(
+        name=deployer.service_name).template.containers[0].env}  # fmt: skip
+    assert env["MODELRAIL_SIGNING_KEY"] == key
+
+
 def test_a_redelivered_deploy_makes_no_new_revision(
     deployer: CloudRunDeployer, staging: StandInStaging
 ) -> None:

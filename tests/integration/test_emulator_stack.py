@@ -201,7 +201,13 @@ def test_the_run_published_v1_to_the_control_planes_artifact_registry(stack: Sta
 
     assert packages.versions("penguins") == ["v1"]
     assert packages.files("penguins", "v1") == version["published"]["files"]
-    assert set(version["published"]["files"]) == {*version["files"], "manifest.json"}
+    # The manifest and its signature (the control plane's Cloud KMS made it; the staging
+    # server verified it through the same API before serving v1).
+    assert set(version["published"]["files"]) == {
+        *version["files"],
+        "manifest.json",
+        "manifest.sig",
+    }
     assert version["published"]["uri"].startswith(f"{endpoint}/v1/projects/")
 
 

@@ -2,13 +2,14 @@
 
 The model is trained here on the bundled penguins data with the pipeline's own
 contract and feature encoding, and registered through ``Registry.register`` with the
-manifest shape the register stage writes, so the service is tested against the same
-artifacts it serves in the pipeline.
+manifest shape the register stage writes, signed with embedded mode's key file, so the
+service is tested against the same artifacts it serves in the pipeline.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import os
 import signal
 import socket
@@ -25,6 +26,7 @@ import pytest
 
 from modelrail import training
 from modelrail.adapters.filesystem import FilesystemStore
+from modelrail.adapters.local_signing import LocalManifestSigner
 from modelrail.config import PipelineConfig
 from modelrail.dataset import checks
 from modelrail.features import FeatureSchema
@@ -37,15 +39,20 @@ MODEL = "penguins"
 
 @dataclasses.dataclass(frozen=True)
 class RegisteredModels:
-    """A bucket root holding ``penguins`` v1, v2 (good) and v3 (tampered after registration)."""
+    """A bucket root holding ``penguins`` v1, v2 (good), v3 (its model tampered with after
+    registration) and v4 (its model replaced and its manifest rewritten to match, as
+    anyone who can write the bucket could, but cannot sign), and the signer of them all,
+    whose key file is in ``signer.path``."""
 
     root: Path
     store: FilesystemStore
     registry: Registry
+    signer: LocalManifestSigner
     schema: FeatureSchema
     records: list[dict[str, Any]]
     boosters: Mapping[int, lightgbm.Booster]
     tampered: int
+    forged: int
 
 
 def read_records(config: PipelineConfig) -> tuple[list[dict[str, Any]], list[str]]:
@@ -86,6 +93,7 @@ def train(
 
 def register(
     registry: Registry,
+    signer: LocalManifestSigner,
     schema: FeatureSchema,
     booster: lightgbm.Booster,
     run_id: str,
@@ -113,8 +121,21 @@ def register(
             "created_at": "2026-01-01T00:00:00Z",
             "examples": examples,
         },
+        signer=signer,
     )
     return version
+
+
+def forge(store: FilesystemStore, version: int, model_text: bytes) -> None:
+    """Replace a version's model and rewrite its manifest's sha256 and size to match."""
+    prefix = f"models/{MODEL}/versions/{version}/"
+    manifest = orjson.loads(store.read(prefix + "manifest.json").data)
+    manifest["files"]["model.txt"] = {
+        "sha256": hashlib.sha256(model_text).hexdigest(),
+        "size": len(model_text),
+    }
+    store.write(prefix + "model.txt", model_text)
+    store.write(prefix + "manifest.json", orjson.dumps(manifest))
 
 
 @pytest.fixture(scope="session")
@@ -125,18 +146,28 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> RegisteredModels:
     root = tmp_path_factory.mktemp("buckets")
     store = FilesystemStore(root, BUCKET)
     registry = Registry(store)
+    signer = LocalManifestSigner.in_home(tmp_path_factory.mktemp("state"))
     examples = records[:3] + records[200:202]
     boosters = {}
-    for run, (rounds, seed) in enumerate([(30, 1), (40, 2), (20, 3)], start=1):
+    for run, (rounds, seed) in enumerate([(30, 1), (40, 2), (20, 3), (30, 1)], start=1):
         booster = train(schema, records, targets, rounds, seed)
         version = register(
-            registry, schema, booster, f"run-{run}", examples=examples, best_iteration=rounds - 5
+            registry,
+            signer,
+            schema,
+            booster,
+            f"run-{run}",
+            examples=examples,
+            best_iteration=rounds - 5,
         )
         boosters[version] = booster
-    tampered = 3
+    tampered, forged = 3, 4
     key = f"models/{MODEL}/versions/{tampered}/model.txt"
     store.write(key, store.read(key).data.replace(b"leaf_value=", b"leaf_value=1", 1))
-    return RegisteredModels(root, store, registry, schema, records, boosters, tampered)
+    forge(store, forged, boosters[2].model_to_string().encode())
+    return RegisteredModels(
+        root, store, registry, signer, schema, records, boosters, tampered, forged
+    )
 
 
 @pytest.fixture
@@ -144,7 +175,13 @@ def make_client(models: RegisteredModels) -> Callable[..., Any]:
     from modelrail.serving.app import create_app
 
     def make(**overrides: Any) -> Any:
-        config = {"store": models.store, "model_name": MODEL, "model_version": 1, **overrides}
+        config = {
+            "store": models.store,
+            "signer": models.signer,
+            "model_name": MODEL,
+            "model_version": 1,
+            **overrides,
+        }
         return create_app(config).test_client()
 
     return make
@@ -179,10 +216,12 @@ def service_env(models: RegisteredModels, home: Path, **extra: str) -> dict[str,
 
 
 def link_buckets(models: RegisteredModels, home: Path) -> None:
-    """Make ``home``'s embedded bucket root be the fixture's (a symlink)."""
+    """Make ``home``'s embedded bucket root and signing key the fixture's (symlinks)."""
     home.mkdir(parents=True, exist_ok=True)
     if not (home / "buckets").exists():
         (home / "buckets").symlink_to(models.root)
+    if not (home / "keys").exists():
+        (home / "keys").symlink_to(models.signer.path.parent)
 
 
 @dataclasses.dataclass

@@ -207,6 +207,27 @@ def test_not_ready_answers_503(make_client: Callable[..., Any], models: Register
     problem(client.post("/predict", json={"instances": models.records[:1]}), 503, "not-ready")
 
 
+@pytest.mark.fault
+def test_a_version_whose_manifest_was_rewritten_is_not_ready(
+    make_client: Callable[..., Any], models: RegisteredModels
+) -> None:
+    # v4's model was replaced and the sha256 in its manifest rewritten to match.
+    client = make_client(model_version=models.forged)
+
+    body = problem(client.get("/readyz"), 503, "not-ready")
+    assert "manifest.json does not match its signature" in body["detail"]
+    problem(client.post("/predict", json={"instances": models.records[:1]}), 503, "not-ready")
+
+
+def test_a_version_that_must_load_and_fails_its_signature_ends_the_start(
+    make_client: Callable[..., Any], models: RegisteredModels
+) -> None:
+    from modelrail.errors import IntegrityError
+
+    with pytest.raises(IntegrityError, match="does not match its signature"):
+        make_client(model_version=models.forged, require_model=True)
+
+
 def test_missing_version_is_not_ready(make_client: Callable[..., Any]) -> None:
     client = make_client(model_version=99)
     problem(client.get("/readyz"), 503, "not-ready")

@@ -30,6 +30,7 @@ def test_api_conforms_to_its_openapi_document(
     app = create_app(
         {
             "store": models.store,
+            "signer": models.signer,
             "model_name": MODEL,
             "model_version": 1,
             "max_instances": 20,

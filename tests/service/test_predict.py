@@ -297,7 +297,9 @@ def test_the_service_answers_without_flask(models: RegisteredModels) -> None:
 
     from modelrail.serving.app import create_service
 
-    service = create_service({"store": models.store, "model_name": MODEL, "model_version": 1})
+    service = create_service(
+        {"store": models.store, "signer": models.signer, "model_name": MODEL, "model_version": 1}
+    )
     answers: list[str] = []
 
     def get(path: str) -> bytes:

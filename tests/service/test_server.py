@@ -100,6 +100,19 @@ def test_tampered_only_version_stays_not_ready(
     assert "does not match the sha256" in refused[0]["message"]
 
 
+@pytest.mark.fault
+def test_a_required_version_whose_manifest_was_rewritten_ends_the_process(
+    start_server: Callable[..., Server], models: RegisteredModels
+) -> None:
+    # As the local deployer starts a candidate: a version that cannot load never answers.
+    server = start_server(models.forged, MODELRAIL_REQUIRE_MODEL="1")
+
+    assert server.process.wait(timeout=60) != 0
+    log = server.log.read_text()
+    assert f"model penguins v{models.forged} refused" in log
+    assert "manifest.json does not match its signature" in log
+
+
 def _listening(server: Server) -> bool:
     try:
         urllib3.request("GET", server.url + "/healthz", timeout=1, retries=False)

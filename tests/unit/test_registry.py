@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import pytest
 from modelrail.adapters.filesystem import FilesystemStore
 from modelrail.adapters.local_models import LocalModels
 from modelrail.adapters.local_packages import LocalPackageRepository
+from modelrail.adapters.local_signing import LocalManifestSigner
 from modelrail.catalog import Catalog
 from modelrail.errors import IntegrityError, NotFound, TransientError
 from modelrail.ports import BlobStore
@@ -19,8 +21,13 @@ from tests.fakes import InMemoryStore
 MODEL = "penguins"
 
 
-def _files(text: bytes) -> object:
+def _files(text: bytes) -> Callable[[int], dict[str, bytes]]:
     return lambda version: {"model.txt": text, "card.html": f"v{version}".encode()}
+
+
+@pytest.fixture
+def signer(tmp_path: Path) -> LocalManifestSigner:
+    return LocalManifestSigner(tmp_path / "keys" / "manifest-signing.pem")
 
 
 @pytest.fixture(params=["memory", "filesystem"])
@@ -31,11 +38,14 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> BlobStore:
 
 
 @pytest.mark.fault
-def test_versions_are_contiguous_under_concurrent_registration(store: BlobStore) -> None:
+def test_versions_are_contiguous_under_concurrent_registration(
+    store: BlobStore, signer: LocalManifestSigner
+) -> None:
     registry = Registry(store)
 
     def register(i: int) -> int:
-        return registry.register(MODEL, f"run-{i:020d}", _files(b"tree %d" % i), {})[0]  # type: ignore[arg-type]
+        files = _files(b"tree %d" % i)
+        return registry.register(MODEL, f"run-{i:020d}", files, {}, signer=signer)[0]
 
     with ThreadPoolExecutor(max_workers=8) as pool:
         numbers = list(pool.map(register, range(24)))
@@ -44,28 +54,32 @@ def test_versions_are_contiguous_under_concurrent_registration(store: BlobStore)
     assert registry.versions(MODEL) == list(range(1, 25))
 
 
-def test_a_run_registers_at_most_one_version(store: BlobStore) -> None:
+def test_a_run_registers_at_most_one_version(store: BlobStore, signer: LocalManifestSigner) -> None:
     registry = Registry(store)
 
-    first = registry.register(MODEL, "run-a", _files(b"tree"), {"metrics": {}})  # type: ignore[arg-type]
-    again = registry.register(MODEL, "run-a", _files(b"tree"), {"metrics": {}})  # type: ignore[arg-type]
+    first = registry.register(MODEL, "run-a", _files(b"tree"), {"metrics": {}}, signer=signer)
+    again = registry.register(MODEL, "run-a", _files(b"tree"), {"metrics": {}}, signer=signer)
 
     assert first == again
     assert registry.versions(MODEL) == [1]
     assert registry.version_for_run(MODEL, "run-a") == 1
 
 
-def test_a_redelivery_resumes_the_number_its_run_claimed(store: BlobStore) -> None:
+def test_a_redelivery_resumes_the_number_its_run_claimed(
+    store: BlobStore, signer: LocalManifestSigner
+) -> None:
     registry = Registry(store)
     registry._claim_for_run(MODEL, "run-a", 1)  # a delivery claimed the run, then stalled
 
     # Its version number is taken; the files are not written yet.
     assert registry.versions(MODEL) == []
     # A concurrent delivery of the same run resumes the same number, never a second one.
-    assert registry.register(MODEL, "run-a", _files(b"tree"), {})[0] == 1  # type: ignore[arg-type]
+    assert registry.register(MODEL, "run-a", _files(b"tree"), {}, signer=signer)[0] == 1
 
 
-def test_a_claim_without_a_version_blocks_only_for_its_lease(store: BlobStore) -> None:
+def test_a_claim_without_a_version_blocks_only_for_its_lease(
+    store: BlobStore, signer: LocalManifestSigner
+) -> None:
     registry = Registry(store)
     store.write(
         f"models/{MODEL}/by-run/run-a.json",
@@ -73,19 +87,19 @@ def test_a_claim_without_a_version_blocks_only_for_its_lease(store: BlobStore) -
         if_generation_match=0,
     )
     with pytest.raises(TransientError):
-        registry.register(MODEL, "run-a", _files(b"tree"), {})  # type: ignore[arg-type]
+        registry.register(MODEL, "run-a", _files(b"tree"), {}, signer=signer)
 
     store.write(
         f"models/{MODEL}/by-run/run-b.json",
         b'{"run_id": "run-b", "version": null, "claimed_at": "2000-01-01T00:00:00.000000+00:00"}',
         if_generation_match=0,
     )
-    assert registry.register(MODEL, "run-b", _files(b"tree"), {})[0] == 1  # type: ignore[arg-type]
+    assert registry.register(MODEL, "run-b", _files(b"tree"), {}, signer=signer)[0] == 1
 
 
 @pytest.mark.fault
 def test_a_later_delivery_attempt_takes_over_a_claim_its_predecessor_left(
-    store: BlobStore,
+    store: BlobStore, signer: LocalManifestSigner
 ) -> None:
     registry = Registry(store)
     store.write(
@@ -95,30 +109,32 @@ def test_a_later_delivery_attempt_takes_over_a_claim_its_predecessor_left(
         if_generation_match=0,
     )
     with pytest.raises(TransientError):  # the same attempt: another delivery at work
-        registry.register(MODEL, "run-a", _files(b"tree"), {}, attempt=1)  # type: ignore[arg-type]
+        registry.register(MODEL, "run-a", _files(b"tree"), {}, attempt=1, signer=signer)
 
     # Attempt 2 exists only once attempt 1 has failed or outlived its deadline.
-    assert registry.register(MODEL, "run-a", _files(b"tree"), {}, attempt=2)[0] == 1  # type: ignore[arg-type]
+    assert registry.register(MODEL, "run-a", _files(b"tree"), {}, attempt=2, signer=signer)[0] == 1
 
 
 @pytest.mark.fault
 def test_a_number_claimed_by_a_delivery_that_died_is_resumed_not_skipped(
-    store: BlobStore,
+    store: BlobStore, signer: LocalManifestSigner
 ) -> None:
     registry = Registry(store)
     # A delivery claimed number 1 for run-a and died before recording it in its run
     # claim (the disk filled up, the process was killed).
     assert registry._claim_next_number(MODEL, "run-a") == 1
 
-    assert registry.register(MODEL, "run-a", _files(b"tree"), {}, attempt=2)[0] == 1  # type: ignore[arg-type]
-    assert registry.register(MODEL, "run-b", _files(b"tree b"), {})[0] == 2  # type: ignore[arg-type]
+    assert registry.register(MODEL, "run-a", _files(b"tree"), {}, attempt=2, signer=signer)[0] == 1
+    assert registry.register(MODEL, "run-b", _files(b"tree b"), {}, signer=signer)[0] == 2
     assert registry.versions(MODEL) == [1, 2]
 
 
-def test_aliases_only_move_forward_unless_forced(store: BlobStore) -> None:
+def test_aliases_only_move_forward_unless_forced(
+    store: BlobStore, signer: LocalManifestSigner
+) -> None:
     registry = Registry(store)
     for i in range(3):
-        registry.register(MODEL, f"run-{i}", _files(b"t%d" % i), {})  # type: ignore[arg-type]
+        registry.register(MODEL, f"run-{i}", _files(b"t%d" % i), {}, signer=signer)
 
     assert registry.move_alias(MODEL, "staging", 2) is True
     assert registry.move_alias(MODEL, "staging", 1) is False
@@ -129,10 +145,12 @@ def test_aliases_only_move_forward_unless_forced(store: BlobStore) -> None:
         registry.move_alias(MODEL, "staging", 9)
 
 
-def test_concurrent_alias_moves_end_at_the_newest_version(store: BlobStore) -> None:
+def test_concurrent_alias_moves_end_at_the_newest_version(
+    store: BlobStore, signer: LocalManifestSigner
+) -> None:
     registry = Registry(store)
     for i in range(8):
-        registry.register(MODEL, f"run-{i}", _files(b"t%d" % i), {})  # type: ignore[arg-type]
+        registry.register(MODEL, f"run-{i}", _files(b"t%d" % i), {}, signer=signer)
 
     with ThreadPoolExecutor(max_workers=8) as pool:
         list(pool.map(lambda v: registry.move_alias(MODEL, "champion", v), range(1, 9)))
@@ -141,30 +159,34 @@ def test_concurrent_alias_moves_end_at_the_newest_version(store: BlobStore) -> N
 
 
 @pytest.mark.fault
-def test_a_tampered_artifact_is_refused_before_parsing(tmp_path: Path) -> None:
+def test_a_tampered_artifact_is_refused_before_parsing(
+    tmp_path: Path, signer: LocalManifestSigner
+) -> None:
     store = FilesystemStore(tmp_path, "artifacts")
     registry = Registry(store)
-    registry.register(MODEL, "run-a", _files(b"tree"), {})  # type: ignore[arg-type]
+    registry.register(MODEL, "run-a", _files(b"tree"), {}, signer=signer)
     store.local_path(f"models/{MODEL}/versions/1/model.txt").write_bytes(b"tree tampered")
 
     with pytest.raises(IntegrityError, match="does not match the sha256"):
         registry.load(MODEL, 1)
 
 
-def test_a_version_is_complete_only_with_its_manifest(store: BlobStore) -> None:
+def test_a_version_is_complete_only_with_its_manifest(
+    store: BlobStore, signer: LocalManifestSigner
+) -> None:
     registry = Registry(store)
     store.write(f"models/{MODEL}/versions/1/claim.json", b"{}", if_generation_match=0)
 
     assert registry.versions(MODEL) == []
-    number, _ = registry.register(MODEL, "run-a", _files(b"tree"), {})  # type: ignore[arg-type]
+    number, _ = registry.register(MODEL, "run-a", _files(b"tree"), {}, signer=signer)
     assert number == 2
 
 
 def test_a_version_is_published_whole_and_its_first_record_stays(
-    store: BlobStore, tmp_path: Path
+    store: BlobStore, tmp_path: Path, signer: LocalManifestSigner
 ) -> None:
     registry = Registry(store)
-    version, manifest = registry.register(MODEL, "run-a", _files(b"tree"), {})  # type: ignore[arg-type]
+    version, manifest = registry.register(MODEL, "run-a", _files(b"tree"), {}, signer=signer)
     packages = LocalPackageRepository(tmp_path / "packages")
 
     first = registry.publish(MODEL, version, packages)
@@ -179,14 +201,18 @@ def test_a_version_is_published_whole_and_its_first_record_stays(
     assert first["files"] == {
         "card.html": sha256(b"v1"),
         "manifest.json": sha256(manifest),
+        # The signature travels with the manifest: the published copy verifies too.
+        "manifest.sig": sha256(store.read(f"models/{MODEL}/versions/1/manifest.sig").data),
         "model.txt": sha256(b"tree"),
     }
     assert registry.summaries(MODEL)[0]["published"] == first
 
 
-def test_a_tampered_version_is_not_published(store: BlobStore, tmp_path: Path) -> None:
+def test_a_tampered_version_is_not_published(
+    store: BlobStore, tmp_path: Path, signer: LocalManifestSigner
+) -> None:
     registry = Registry(store)
-    version, _ = registry.register(MODEL, "run-a", _files(b"tree"), {})  # type: ignore[arg-type]
+    version, _ = registry.register(MODEL, "run-a", _files(b"tree"), {}, signer=signer)
     store.write(f"models/{MODEL}/versions/{version}/card.html", b"<script>")
     packages = LocalPackageRepository(tmp_path / "packages")
 

@@ -38,6 +38,7 @@ EVENT_ENV = "MODELRAIL_EVENT"
 MODEL_NAME_ENV = "MODELRAIL_MODEL_NAME"
 MODEL_VERSION_ENV = "MODELRAIL_MODEL_VERSION"
 ARTIFACT_BUCKET_ENV = "MODELRAIL_ARTIFACT_BUCKET"
+SIGNING_KEY_ENV = "MODELRAIL_SIGNING_KEY"
 # A rollout (new revision ready) rarely takes minutes; the deploy subscription's ack
 # deadline (topology.yaml) leaves room for this plus the smoke test and a rollback.
 _ROLLOUT_TIMEOUT_S = 240.0
@@ -155,6 +156,10 @@ class CloudRunDeployer:
     (``Registry(artifacts).manifest(...)["examples"]``). ``artifacts`` is the artifact
     bucket; without it, the bucket named by the service's own
     ``MODELRAIL_ARTIFACT_BUCKET`` (the bucket it loads models from) is used.
+    ``signing_key`` (the key version register signs manifests with) is set on every
+    revision beside the pin, so the service trusts the key the versions are signed with,
+    also after a rotation (Terraform creates the service once and leaves its variables
+    to this deployer).
     """
 
     def __init__(
@@ -165,9 +170,11 @@ class CloudRunDeployer:
         api_endpoint: str | None = None,
         *,
         artifacts: BlobStore | None = None,
+        signing_key: str | None = None,
         rollout_timeout_s: float = _ROLLOUT_TIMEOUT_S,
     ) -> None:
         self.project, self.region, self.api_endpoint = project, region, api_endpoint
+        self.signing_key = signing_key
         self.service_name = (
             service
             if service.startswith("projects/")
@@ -225,7 +232,10 @@ class CloudRunDeployer:
 
         previous_template = run_v2.RevisionTemplate(service.template)
         previous_revision = service.latest_ready_revision
-        _set_env(service.template, {MODEL_NAME_ENV: model, MODEL_VERSION_ENV: str(version)})
+        pin = {MODEL_NAME_ENV: model, MODEL_VERSION_ENV: str(version)}
+        if self.signing_key is not None:
+            pin[SIGNING_KEY_ENV] = self.signing_key
+        _set_env(service.template, pin)
         service.template.revision = ""  # let Cloud Run name the new revision
         try:
             updated = self._update(service)

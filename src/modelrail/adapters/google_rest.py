@@ -1,12 +1,12 @@
 """Calls to a Google REST API (JSON over HTTP) through google-auth's ``AuthorizedSession``.
 
-The Artifact Registry and Vertex AI adapters speak REST rather than through Google's
-client libraries (Artifact Registry's has no generic upload; Vertex AI's,
+The Artifact Registry, Vertex AI and Cloud KMS adapters speak REST rather than through
+Google's client libraries (Artifact Registry's has no generic upload; Vertex AI's,
 ``google-cloud-aiplatform``, is large and speaks gRPC, which the local control plane does
-not serve), so they share this: the default credentials against Google's endpoint, or
-none against an ``api_endpoint`` override (emulator mode: the local control plane);
-errors mapped to modelrail's (a bad request is permanent, the rest transient); list
-pages followed.
+not serve; KMS's is two calls), so they share this: the default credentials against
+Google's endpoint, or none against an ``api_endpoint`` override (emulator mode: the
+local control plane); errors mapped to modelrail's (a bad request is permanent, the
+rest transient); list pages followed.
 """
 
 from __future__ import annotations

@@ -22,8 +22,10 @@ code knows it is local. Behind the API:
   overrides in its environment and Cloud Run's ``CLOUD_RUN_*`` variables.
 
 The same server also serves the Artifact Registry API slice the register stage's
-adapter calls (``modelrail.runtime.artifact_registry``) and the Vertex AI Model Registry
-slice of the register and deploy stages' (``modelrail.runtime.vertex_ai``).
+adapter calls (``modelrail.runtime.artifact_registry``), the Vertex AI Model Registry
+slice of the register and deploy stages' (``modelrail.runtime.vertex_ai``), and the
+Cloud KMS slice that register signs manifests with and the staging service verifies
+them with (``modelrail.runtime.kms``).
 
 State (services, revisions) is kept in ``<home>/stack/control-plane.json`` so a
 restarted control plane still knows which version the service is pinned to. The
@@ -59,6 +61,7 @@ from modelrail.ports import Deployer
 from modelrail.processes import write_json
 from modelrail.runtime.artifact_registry import LocalArtifactRegistry
 from modelrail.runtime.google_api import ApiError
+from modelrail.runtime.kms import LocalKms
 from modelrail.runtime.vertex_ai import LocalVertexAi
 
 _TYPE = "type.googleapis.com/google.cloud.run.v2."
@@ -168,10 +171,12 @@ class ControlPlane:
         service_env: Mapping[str, str] | None = None,
         packages: LocalArtifactRegistry | None = None,
         models: LocalVertexAi | None = None,
+        kms: LocalKms | None = None,
     ) -> None:
         self.project, self.region = project, region
         self.packages = packages
         self.models = models
+        self.kms = kms
         self.backend = backend
         self.job_command = list(job_command)
         self.job_env = dict(job_env)
@@ -483,10 +488,12 @@ class ControlPlane:
 
             def _handle(self) -> None:
                 path, _, query = self.path.partition("?")
-                other_api = next(
+                # Another Google API's slice (Artifact Registry, Vertex AI, Cloud KMS),
+                # if it is one.
+                api = next(
                     (
                         api
-                        for api in (control_plane.packages, control_plane.models)
+                        for api in (control_plane.packages, control_plane.models, control_plane.kms)
                         if api is not None and api.handles(path)
                     ),
                     None,
@@ -494,10 +501,10 @@ class ControlPlane:
                 try:
                     length = int(self.headers.get("Content-Length") or 0)
                     raw = self.rfile.read(length) if length else b""
-                    if other_api is not None:
+                    if api is not None:
                         control_plane.requests.append((self.command, path))
                         content_type = self.headers.get("Content-Type", "")
-                        result = other_api.dispatch(self.command, path, query, content_type, raw)
+                        result = api.dispatch(self.command, path, query, content_type, raw)
                     else:
                         body = orjson.loads(raw) if raw else {}
                         result = control_plane.dispatch(self.command, path, body)
@@ -558,6 +565,8 @@ def main(
         packages=LocalArtifactRegistry(state_dir, project, region, (settings.artifact_repository,)),
         # ... and versions to Vertex AI's Model Registry, when pipeline.toml says so.
         models=LocalVertexAi(state_dir, project, region),
+        # register signs manifests with this key; the staging service verifies with it.
+        kms=LocalKms(state_dir, (settings.signing_key,)) if settings.signing_key else None,
     )
     server = control_plane.server(port)
     threading.Thread(target=control_plane.restore, name="restore", daemon=True).start()

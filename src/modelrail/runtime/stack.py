@@ -46,6 +46,7 @@ from modelrail.runtime.emulators import (
     pubsub_emulator_env,
     wait_ready,
 )
+from modelrail.runtime.kms import default_key
 from modelrail.topology import Subscription, Topology
 
 # Fixed ports by default, so the exported environment stays valid across restarts.
@@ -122,9 +123,12 @@ def client_env(settings: Settings, ports: Mapping[str, int]) -> dict[str, str]:
             settings,
             mode="emulator",
             run_api_endpoint=run_api,
-            # The control plane serves Artifact Registry's and Vertex AI's APIs too.
+            # The control plane serves Artifact Registry's, Vertex AI's and Cloud KMS's
+            # APIs too (KMS with the key manifests are signed with).
             artifact_registry_endpoint=run_api,
             vertex_endpoint=run_api,
+            kms_endpoint=run_api,
+            signing_key=settings.signing_key or default_key(settings.project, settings.region),
         ).to_env(),
         "PUBSUB_EMULATOR_HOST": pubsub,
         "STORAGE_EMULATOR_HOST": storage,

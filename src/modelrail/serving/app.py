@@ -1,12 +1,14 @@
 """The staging service's application factory (its composition root).
 
 ``create_service()`` reads ``Settings`` and ``ServiceSettings`` from the environment,
-opens the artifact bucket, loads the pinned version through ``Registry.load`` (which
-checks the model's sha256 before anything parses it) and returns the ``Service``. A
-version that fails to load leaves the service live (``/healthz``) but not ready
-(``/readyz`` and ``/predict`` answer 503), with the reason logged, unless
-``require_model`` is set. ``create_app()`` wraps the same service in a Flask app (its
-test client, its extension registry).
+opens the artifact bucket and the manifest signer (``bootstrap.open_signer``: the Cloud
+KMS key, or embedded mode's key file), loads the pinned version through
+``Registry.load`` (which verifies the manifest's signature, then checks the model's
+sha256 against it, before anything parses it) and returns the ``Service``. A version
+that fails to load (a missing or bad signature included) leaves the service live
+(``/healthz``) but not ready (``/readyz`` and ``/predict`` answer 503), with the reason
+logged, unless ``require_model`` is set: then the process exits. ``create_app()``
+wraps the same service in a Flask app (its test client, its extension registry).
 
 ``Service`` answers every route and renders every problem, in one place. It is plain
 WSGI: it reads the body, decodes it (``requests``), predicts (``predictor``) and writes
@@ -37,6 +39,8 @@ from modelrail.serving.problems import PROBLEM_JSON, Problem
 
 if TYPE_CHECKING:
     from flask import Flask
+
+    from modelrail.ports import ManifestSigner
 
 log = logging.getLogger("modelrail.serving")
 
@@ -75,8 +79,10 @@ class ModelState:
         return self.predictor is not None
 
 
-def load_model(settings: ServiceSettings, store: Any) -> ModelState:
-    """Resolve the pin (or alias), verify and load it; never raises unless required."""
+def load_model(settings: ServiceSettings, store: Any, signer: ManifestSigner) -> ModelState:
+    """Resolve the pin (or alias), verify and load it; never raises unless required.
+    ``signer`` (a ``ManifestSigner``) gives the public key the manifest's signature is
+    checked with; every other file is checked against that manifest."""
     from modelrail.registry import Registry
     from modelrail.serving.predictor import Predictor
     from modelrail.serving.requests import RequestDecoder
@@ -92,10 +98,10 @@ def load_model(settings: ServiceSettings, store: Any) -> ModelState:
             if alias is None:
                 raise LookupError(f"{name} has no alias {settings.model_alias!r}")
             version = alias.version
-        loaded = registry.load(name, version)
+        loaded = registry.load(name, version, signer=signer)
         predictor = Predictor(name, version, loaded.manifest, loaded.model_text)
         if settings.predictor == "compiled":
-            predictor.use_compiled(lambda file: registry.read_file(name, loaded.version, file))
+            predictor.use_compiled(lambda file: registry.file(loaded.manifest, file))
         decoder = RequestDecoder(predictor.schema, max_instances=settings.max_instances)
     except Exception as exc:
         message = f"model {name} v{settings.model_version or settings.model_alias} refused: {exc}"
@@ -114,7 +120,7 @@ def load_model(settings: ServiceSettings, store: Any) -> ModelState:
         return ModelState(error=message)
     elapsed = time.perf_counter() - started
     log.info(
-        f"loaded {name} v{version} (sha256 verified) in {elapsed * 1000:.1f} ms",
+        f"loaded {name} v{version} (signature and sha256 verified) in {elapsed * 1000:.1f} ms",
         extra={"fields": {"event": "model_loaded", "model": name, "version": version}},
     )
     return ModelState(
@@ -124,8 +130,8 @@ def load_model(settings: ServiceSettings, store: Any) -> ModelState:
 
 def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     """Build the service as a Flask app (its test client, its extension registry).
-    ``test_config`` replaces the environment: ``store`` (a BlobStore) plus any
-    ``ServiceSettings`` field (``model_name``, ``model_version``, ...)."""
+    ``test_config`` replaces the environment: ``store`` (a BlobStore), ``signer`` (a
+    ``ManifestSigner``) plus any ``ServiceSettings`` field (``model_name``, ...)."""
     from flask import Flask
 
     service = create_service(test_config)
@@ -141,18 +147,19 @@ def create_service(test_config: Mapping[str, Any] | None = None) -> Service:
     serves through its RSGI interface (``__rsgi__``), without importing Flask."""
     logs.configure()
     if test_config is None:
-        from modelrail.bootstrap import open_artifact_store
+        from modelrail.bootstrap import open_artifact_store, open_signer
         from modelrail.config import Settings
 
         settings = Settings.from_env()
         service = ServiceSettings.from_env()
         store = open_artifact_store(settings)
+        signer = open_signer(settings)
         project = settings.project
     else:
         service = ServiceSettings.from_mapping(test_config)
-        store = test_config["store"]
+        store, signer = test_config["store"], test_config["signer"]
         project = str(test_config.get("project", "modelrail-local"))
-    return Service(load_model(service, store), service, project)
+    return Service(load_model(service, store, signer), service, project)
 
 
 class Service:

@@ -9,7 +9,7 @@ import lightgbm as lgb
 from modelrail import card
 from modelrail.config import PipelineConfig
 from modelrail.events import ModelEvaluated, ModelRegistered
-from modelrail.ports import ModelCatalog, PackageRepository
+from modelrail.ports import ManifestSigner, ModelCatalog, PackageRepository
 from modelrail.registry import MODEL_FILE, Registry
 from modelrail.runs import RunLog
 from modelrail.stages import Outcome
@@ -26,6 +26,7 @@ def handle(
     delivery_attempt: int,
     packages: PackageRepository,
     catalog: ModelCatalog | None,
+    signer: ManifestSigner,
 ) -> Outcome:
     store, model = runs.store, config.model_name
     model_text, candidate = runs.candidate(event.run_id, event.model_sha256)
@@ -85,6 +86,7 @@ def handle(
             **predictors,
         },
         fields,
+        signer=signer,
         attempt=delivery_attempt,
     )
     # Published after the bucket claim (the source of truth), before model-registered;

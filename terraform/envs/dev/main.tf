@@ -54,6 +54,8 @@ locals {
     MODELRAIL_HOME            = "/tmp/modelrail" # the only writable path on Cloud Run
     # Where register publishes versions (artifact_registry.tf).
     MODELRAIL_ARTIFACT_REPOSITORY = google_artifact_registry_repository.models.repository_id
+    # The key version register signs manifests with (kms.tf).
+    MODELRAIL_SIGNING_KEY = local.manifest_signing_key
   }
 
   # The training image runs two jobs, training and the sweep (sweep.tf), with common_env
@@ -75,6 +77,7 @@ module "apis" {
   services = [
     "artifactregistry.googleapis.com",
     "cloudbuild.googleapis.com",
+    "cloudkms.googleapis.com",
     "cloudfunctions.googleapis.com",
     "cloudresourcemanager.googleapis.com",
     "cloudscheduler.googleapis.com",
@@ -271,6 +274,8 @@ module "staging_service" {
     MODELRAIL_ARTIFACT_BUCKET = local.buckets.artifacts
     MODELRAIL_MODEL_NAME      = var.model_name
     MODELRAIL_MODEL_ALIAS     = "staging"
+    # The key whose signatures it trusts (kms.tf); the deploy stage keeps it current.
+    MODELRAIL_SIGNING_KEY = local.manifest_signing_key
   }
   depends_on = [module.apis, google_service_account_iam_member.deployer_acts_as]
 }

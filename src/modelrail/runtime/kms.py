@@ -1,0 +1,109 @@
+"""A local Cloud KMS: the slice of its REST API v1 that ``adapters.kms.CloudKmsSigner``
+calls, for asymmetric signing keys (``EC_SIGN_P256_SHA256``).
+
+The local control plane serves it beside the Cloud Run API, so the cloud adapter runs
+unchanged against it (``MODELRAIL_KMS_ENDPOINT``):
+
+- ``POST /v1/{key version}:asymmetricSign``: signs the request's SHA-256 ``digest``;
+  a ``digestCrc32c`` that does not match the digest is refused (INVALID_ARGUMENT), as
+  Cloud KMS does; the answer carries ``signatureCrc32c`` and ``verifiedDigestCrc32c``.
+- ``GET /v1/{key version}/publicKey``: the PEM public key with its ``pemCrc32c``.
+
+Only the key versions it was given exist; each is a key file under ``<state dir>/kms/``
+(``adapters.local_signing``), made on first use, so it outlives a restart.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from modelrail.adapters.kms import crc32c
+from modelrail.adapters.local_signing import LocalManifestSigner
+from modelrail.runtime.google_api import ApiError
+from modelrail.signing import ALGORITHM
+
+_VERSION = (
+    r"projects/[^/]+/locations/[^/]+/keyRings/[^/]+/cryptoKeys/[^/]+/cryptoKeyVersions/[^/:]+"
+)
+_ROUTES = [
+    ("POST", re.compile(rf"^/v1/(?P<name>{_VERSION}):asymmetricSign$"), "sign"),
+    ("GET", re.compile(rf"^/v1/(?P<name>{_VERSION})/publicKey$"), "public_key"),
+]
+
+
+def default_key(project: str, location: str) -> str:
+    """The key version the emulator stack signs with unless ``MODELRAIL_SIGNING_KEY``
+    names another."""
+    return (
+        f"projects/{project}/locations/{location}/keyRings/modelrail"
+        "/cryptoKeys/manifest-signing/cryptoKeyVersions/1"
+    )
+
+
+class LocalKms:
+    """Asymmetric signing key versions on the local disk."""
+
+    def __init__(self, state_dir: Path, keys: tuple[str, ...]) -> None:
+        self.keys = {
+            name: LocalManifestSigner(state_dir / "kms" / f"{name}.pem", name) for name in keys
+        }
+
+    def handles(self, path: str) -> bool:
+        return any(pattern.match(path) for _, pattern, _ in _ROUTES)
+
+    def dispatch(
+        self, method: str, path: str, query: str, content_type: str, raw: bytes
+    ) -> dict[str, Any]:
+        for route_method, pattern, action in _ROUTES:
+            match = pattern.match(path)
+            if match is None:
+                continue
+            if route_method != method:
+                raise ApiError(405, "UNIMPLEMENTED", f"{method} {path} is not supported")
+            name = match["name"]
+            signer = self.keys.get(name)
+            if signer is None:
+                raise ApiError(404, "NOT_FOUND", f"CryptoKeyVersion {name} not found.")
+            if action == "sign":
+                return self._sign(signer, raw)
+            pem = signer.public_key(name).decode()
+            return {
+                "pem": pem,
+                "algorithm": ALGORITHM,
+                "pemCrc32c": str(crc32c(pem.encode())),
+                "name": name,
+                "protectionLevel": "SOFTWARE",
+            }
+        raise ApiError(404, "NOT_FOUND", f"{method} {path}: no such Cloud KMS API here")
+
+    @staticmethod
+    def _sign(signer: LocalManifestSigner, raw: bytes) -> dict[str, Any]:
+        try:
+            body = orjson.loads(raw or b"{}")
+            digest = base64.b64decode(body["digest"]["sha256"], validate=True)
+        except (orjson.JSONDecodeError, KeyError, TypeError, binascii.Error):
+            raise ApiError(
+                400, "INVALID_ARGUMENT", "digest.sha256 (base64) is required for this key"
+            ) from None
+        if len(digest) != 32:
+            raise ApiError(400, "INVALID_ARGUMENT", "digest.sha256 must be 32 bytes")
+        checksum = body.get("digestCrc32c")
+        if checksum is not None and int(checksum) != crc32c(digest):
+            raise ApiError(
+                400, "INVALID_ARGUMENT", "The checksum in field digest_crc32c did not match"
+            )
+        signature = signer.sign_digest(digest)
+        return {
+            "signature": base64.b64encode(signature).decode(),
+            "signatureCrc32c": str(crc32c(signature)),
+            "verifiedDigestCrc32c": checksum is not None,
+            "name": signer.key,
+            "verifiedDataCrc32c": False,
+            "protectionLevel": "SOFTWARE",
+        }
