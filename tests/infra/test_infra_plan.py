@@ -346,9 +346,11 @@ def test_the_sweep_runs_on_a_schedule_as_the_training_image_with_its_settings(
     assert [*container["command"], *container["args"]] == ["python", "-m", "modelrail", "sweep"]
     assert train_container.get("command") is None
     # What the sweep reads from its environment is the training job's.
-    env = {variable["name"]: variable["value"] for variable in container["env"]}
-    assert env == {variable["name"]: variable["value"] for variable in train_container["env"]}
-    settings = Settings.from_env(env)
+    # (A value known only after apply, the signing key version's name, has none here.)
+    env = {variable["name"]: variable.get("value") for variable in container["env"]}
+    assert env == {v["name"]: v.get("value") for v in train_container["env"]}
+    assert [name for name, value in env.items() if value is None] == ["MODELRAIL_SIGNING_KEY"]
+    settings = Settings.from_env({name: value for name, value in env.items() if value})
     assert (settings.mode, settings.project, settings.region) == ("cloud", project, region)
     artifacts = planned(plan, "google_storage_bucket", f"{project}-modelrail-artifacts")
     assert settings.artifact_bucket == artifacts["name"]
