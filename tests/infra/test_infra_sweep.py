@@ -42,7 +42,15 @@ def sweep_command(terraform: Terraform) -> list[str]:
     return [unquote(part) for part in [*call["command"], *call["args"]]]
 
 
-TARGETS = ("name", "bucket", "topic", "repository", "service_account_id", "project")
+TARGETS = (
+    "name",
+    "bucket",
+    "topic",
+    "repository",
+    "service_account_id",
+    "project",
+    "crypto_key_id",
+)
 
 
 def grants_of(terraform: Terraform, account: str) -> list[tuple[Resource, str, str]]:

@@ -136,6 +136,7 @@ def test_a_redelivered_register_signs_nothing_new(pipeline: Pipeline, penguins_c
         runs=container.runs,
         registry=container.registry,
         packages=container.packages,
+        catalog=container.catalog,
         signer=container.signer,
         delivery_attempt=2,
     )

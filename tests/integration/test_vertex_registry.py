@@ -150,6 +150,7 @@ def test_a_redelivered_register_event_uploads_nothing_new(
         registry=container.registry,
         packages=container.packages,
         catalog=pipeline.catalog,
+        signer=container.signer,
         delivery_attempt=2,
     )
 

@@ -24,7 +24,8 @@ def _vertex_env(spec: dict[str, Any]) -> dict[str, str]:
 def _client(models: RegisteredModels, settings: ServiceSettings) -> Any:
     from modelrail.serving.app import create_app
 
-    return create_app({"store": models.store, **dataclasses.asdict(settings)}).test_client()
+    config = {"store": models.store, "signer": models.signer, **dataclasses.asdict(settings)}
+    return create_app(config).test_client()
 
 
 def test_the_service_serves_the_version_on_the_routes_vertex_is_given(

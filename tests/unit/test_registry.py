@@ -223,12 +223,15 @@ def test_a_tampered_version_is_not_published(
     assert registry.publication(MODEL, version) is None
 
 
-def _catalogued(registry: Registry, tmp_path: Path, versions: int) -> Catalog:
+def _catalogued(
+    registry: Registry, tmp_path: Path, versions: int, signer: LocalManifestSigner
+) -> Catalog:
     """``versions`` registered and uploaded to a local model catalog."""
     catalog = Catalog(LocalModels(tmp_path / "vertex-ai", "p", "europe-west1"), "staging:test")
     packages = LocalPackageRepository(tmp_path / "packages")
     for i in range(1, versions + 1):
-        version, _ = registry.register(MODEL, f"run-{i}", _files(b"tree %d" % i), {})  # type: ignore[arg-type]
+        files = _files(b"tree %d" % i)
+        version, _ = registry.register(MODEL, f"run-{i}", files, {}, signer=signer)
         registry.publish(MODEL, version, packages, catalog)
     return catalog
 
@@ -241,10 +244,10 @@ def _catalog_aliases(catalog: Catalog) -> dict[str, list[str]]:
 
 
 def test_a_catalog_alias_follows_the_buckets_when_a_late_move_is_refused(
-    store: BlobStore, tmp_path: Path
+    store: BlobStore, tmp_path: Path, signer: LocalManifestSigner
 ) -> None:
     registry = Registry(store)
-    catalog = _catalogued(registry, tmp_path, 2)
+    catalog = _catalogued(registry, tmp_path, 2, signer)
     registry.move_alias(MODEL, "staging", 2)  # moved while the catalog missed it
 
     # A late event for v1: refused in the bucket, and the catalog follows the bucket.
@@ -255,10 +258,10 @@ def test_a_catalog_alias_follows_the_buckets_when_a_late_move_is_refused(
 
 
 def test_a_failed_catalog_leaves_the_buckets_alias_unmoved(
-    store: BlobStore, tmp_path: Path
+    store: BlobStore, tmp_path: Path, signer: LocalManifestSigner
 ) -> None:
     registry = Registry(store)
-    catalog = _catalogued(registry, tmp_path, 2)
+    catalog = _catalogued(registry, tmp_path, 2, signer)
     registry.move_alias(MODEL, "staging", 1, catalog=catalog)
 
     class Unavailable:

@@ -48,9 +48,10 @@ def test_a_lost_message_ends_its_run_once_its_deliveries_cannot_still_come(
     [run] = harness.runs()
     evaluated = datetime.fromisoformat(run.stages["evaluate"]["finished_at"])
 
-    # Within what register's deliveries may take (5 x (60 s + 600 s)), it may still come.
-    assert sweep(harness.container, now=evaluated + timedelta(seconds=3300)) == []
-    [record] = sweep(harness.container, now=evaluated + timedelta(seconds=3301))
+    # Within what register's deliveries may take (5 x (600 s ack deadline + 600 s
+    # backoff)), it may still come.
+    assert sweep(harness.container, now=evaluated + timedelta(seconds=6000)) == []
+    [record] = sweep(harness.container, now=evaluated + timedelta(seconds=6001))
 
     assert (record["stage"], record["error"]["kind"]) == ("register", "stuck")
     assert harness.runs()[0].outcome == "failed"
