@@ -25,8 +25,9 @@ from typing import Any, Literal
 
 import orjson
 
-from modelrail import resources
+from modelrail import environment, resources
 from modelrail.dataset.contract import NUMERIC_TYPES, DatasetContract
+from modelrail.environment import Variable
 from modelrail.errors import ConfigError
 
 Objective = Literal["binary", "multiclass", "regression"]
@@ -215,22 +216,52 @@ class PipelineConfig:
 Mode = Literal["embedded", "emulator", "cloud"]
 
 
+# Settings field -> the variable that sets it, and how its text is read. Read by
+# ``Settings.from_env``, written back by ``to_env``; an unset field keeps its default.
+_VARIABLES = (
+    Variable("mode", "MODELRAIL_MODE"),
+    Variable("home", "MODELRAIL_HOME", Path),
+    Variable("config_path", "MODELRAIL_CONFIG", Path),
+    Variable("topology_path", "MODELRAIL_TOPOLOGY", Path),
+    Variable("data_bucket", "MODELRAIL_DATA_BUCKET"),
+    Variable("artifact_bucket", "MODELRAIL_ARTIFACT_BUCKET"),
+    Variable("project", "GOOGLE_CLOUD_PROJECT"),
+    Variable("region", "MODELRAIL_REGION"),
+    Variable("code_version", "MODELRAIL_CODE_VERSION"),
+    Variable("staging_port", "MODELRAIL_STAGING_PORT", int),
+    Variable("max_event_age_s", "MODELRAIL_MAX_EVENT_AGE_S", float),
+    Variable("run_api_endpoint", "MODELRAIL_RUN_API_ENDPOINT"),
+    Variable("training_job", "MODELRAIL_TRAINING_JOB"),
+    Variable("staging_service", "MODELRAIL_STAGING_SERVICE"),
+    Variable("artifact_repository", "MODELRAIL_ARTIFACT_REPOSITORY"),
+    Variable("artifact_registry_endpoint", "MODELRAIL_ARTIFACT_REGISTRY_ENDPOINT"),
+    Variable("staging_image", "MODELRAIL_STAGING_IMAGE"),
+    Variable("vertex_endpoint", "MODELRAIL_VERTEX_ENDPOINT"),
+    Variable("signing_key", "MODELRAIL_SIGNING_KEY"),
+    Variable("kms_endpoint", "MODELRAIL_KMS_ENDPOINT"),
+    Variable("compiler", "MODELRAIL_COMPILER"),
+)
+
+
 @dataclasses.dataclass(frozen=True)
 class Settings:
-    """Where modelrail runs. Built once, from the environment, by the composition root."""
+    """Where modelrail runs. Built once, from the environment, by the composition root
+    (``from_env``; each variable is read by one row of ``_VARIABLES``). The staging
+    service's own settings are ``service_settings.ServiceSettings``, read the same way
+    by the one program that serves."""
 
     mode: Mode
     home: Path
     config_path: Path
     topology_path: Path
-    data_bucket: str
-    artifact_bucket: str
     storage_root: Path | None  # filesystem buckets live here (embedded mode)
-    project: str
-    region: str
     code_version: str
-    staging_port: int
-    max_event_age_s: float
+    data_bucket: str = "modelrail-data"
+    artifact_bucket: str = "modelrail-artifacts"
+    project: str = "modelrail-local"
+    region: str = "europe-west1"
+    staging_port: int = 8765
+    max_event_age_s: float = 86400.0
     run_api_endpoint: str | None = None  # Cloud Run Admin API override (emulator mode)
     training_job: str = "modelrail-train"
     staging_service: str = "modelrail-staging"
@@ -257,77 +288,29 @@ class Settings:
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if environ is None else environ
-        mode = env.get("MODELRAIL_MODE", "embedded")
-        if mode not in ("embedded", "emulator", "cloud"):
-            raise ConfigError(f"MODELRAIL_MODE must be embedded|emulator|cloud, not {mode!r}")
-        home = Path(env.get("MODELRAIL_HOME", ".modelrail")).absolute()
         try:
-            return cls(
-                mode=mode,  # type: ignore[arg-type]
-                home=home,
-                config_path=Path(env.get("MODELRAIL_CONFIG", "pipeline.toml")).absolute(),
-                # The event graph is modelrail's own: the one shipped beside the package
-                # unless a deployment names another.
-                topology_path=Path(
-                    env.get("MODELRAIL_TOPOLOGY") or resources.root() / "topology.yaml"
-                ).absolute(),
-                data_bucket=env.get("MODELRAIL_DATA_BUCKET", "modelrail-data"),
-                artifact_bucket=env.get("MODELRAIL_ARTIFACT_BUCKET", "modelrail-artifacts"),
-                storage_root=home / "buckets" if mode == "embedded" else None,
-                project=env.get("GOOGLE_CLOUD_PROJECT", "modelrail-local"),
-                region=env.get("MODELRAIL_REGION", "europe-west1"),
-                code_version=env.get("MODELRAIL_CODE_VERSION") or checkout_commit(Path.cwd()),
-                staging_port=int(env.get("MODELRAIL_STAGING_PORT", "8765")),
-                max_event_age_s=float(env.get("MODELRAIL_MAX_EVENT_AGE_S", "86400")),
-                run_api_endpoint=env.get("MODELRAIL_RUN_API_ENDPOINT") or None,
-                training_job=env.get("MODELRAIL_TRAINING_JOB", "modelrail-train"),
-                staging_service=env.get("MODELRAIL_STAGING_SERVICE", "modelrail-staging"),
-                user=env.get("USER") or env.get("LOGNAME") or "unknown",
-                artifact_repository=env.get("MODELRAIL_ARTIFACT_REPOSITORY", "modelrail-models"),
-                artifact_registry_endpoint=env.get("MODELRAIL_ARTIFACT_REGISTRY_ENDPOINT") or None,
-                staging_image=env.get("MODELRAIL_STAGING_IMAGE") or None,
-                vertex_endpoint=env.get("MODELRAIL_VERTEX_ENDPOINT") or None,
-                signing_key=env.get("MODELRAIL_SIGNING_KEY") or None,
-                kms_endpoint=env.get("MODELRAIL_KMS_ENDPOINT") or None,
-                compiler=env.get("MODELRAIL_COMPILER") or None,
-            )
+            values = environment.read(_VARIABLES, env)
         except ValueError as exc:
             raise ConfigError(f"invalid modelrail setting: {exc}") from exc
+        mode = values.setdefault("mode", "embedded")
+        if mode not in ("embedded", "emulator", "cloud"):
+            raise ConfigError(f"MODELRAIL_MODE must be embedded|emulator|cloud, not {mode!r}")
+        home = values["home"] = values.get("home", Path(".modelrail")).absolute()
+        values["config_path"] = values.get("config_path", Path("pipeline.toml")).absolute()
+        # The event graph is modelrail's own: the one shipped beside the package unless a
+        # deployment names another.
+        topology = values.get("topology_path", resources.root() / "topology.yaml")
+        values["topology_path"] = topology.absolute()
+        values["storage_root"] = home / "buckets" if mode == "embedded" else None
+        if "code_version" not in values:
+            values["code_version"] = checkout_commit(Path.cwd())
+        values["user"] = env.get("USER") or env.get("LOGNAME") or "unknown"
+        return cls(**values)
 
     def to_env(self) -> dict[str, str]:
         """The environment that makes a child process's ``from_env()`` equal these
         settings (``user`` excepted: it is whoever runs that process)."""
-        env = {
-            "MODELRAIL_MODE": self.mode,
-            "MODELRAIL_HOME": str(self.home),
-            "MODELRAIL_CONFIG": str(self.config_path),
-            "MODELRAIL_TOPOLOGY": str(self.topology_path),
-            "MODELRAIL_DATA_BUCKET": self.data_bucket,
-            "MODELRAIL_ARTIFACT_BUCKET": self.artifact_bucket,
-            "GOOGLE_CLOUD_PROJECT": self.project,
-            "MODELRAIL_REGION": self.region,
-            "MODELRAIL_CODE_VERSION": self.code_version,
-            "MODELRAIL_STAGING_PORT": str(self.staging_port),
-            "MODELRAIL_MAX_EVENT_AGE_S": str(self.max_event_age_s),
-            "MODELRAIL_TRAINING_JOB": self.training_job,
-            "MODELRAIL_STAGING_SERVICE": self.staging_service,
-            "MODELRAIL_ARTIFACT_REPOSITORY": self.artifact_repository,
-        }
-        if self.run_api_endpoint is not None:
-            env["MODELRAIL_RUN_API_ENDPOINT"] = self.run_api_endpoint
-        if self.artifact_registry_endpoint is not None:
-            env["MODELRAIL_ARTIFACT_REGISTRY_ENDPOINT"] = self.artifact_registry_endpoint
-        if self.staging_image is not None:
-            env["MODELRAIL_STAGING_IMAGE"] = self.staging_image
-        if self.vertex_endpoint is not None:
-            env["MODELRAIL_VERTEX_ENDPOINT"] = self.vertex_endpoint
-        if self.signing_key is not None:
-            env["MODELRAIL_SIGNING_KEY"] = self.signing_key
-        if self.kms_endpoint is not None:
-            env["MODELRAIL_KMS_ENDPOINT"] = self.kms_endpoint
-        if self.compiler is not None:
-            env["MODELRAIL_COMPILER"] = self.compiler
-        return env
+        return environment.write(_VARIABLES, self)
 
 
 UNVERSIONED = "unversioned"

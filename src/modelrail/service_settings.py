@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
+from modelrail import environment
+from modelrail.environment import Variable
 from modelrail.errors import ConfigError
 
 AccessLog = Literal["all", "errors", "off"]
@@ -26,23 +28,23 @@ def _cores() -> int:
 
 # field -> the variable that sets it, and how its text is read. Vertex AI's contract
 # names the routes it probes.
-_VARIABLES: tuple[tuple[str, str, Callable[[str], Any]], ...] = (
-    ("model_name", "MODELRAIL_MODEL_NAME", str),
-    ("model_version", "MODELRAIL_MODEL_VERSION", int),
-    ("model_alias", "MODELRAIL_MODEL_ALIAS", str),
-    ("max_body_bytes", "MODELRAIL_MAX_BODY_BYTES", int),
-    ("max_instances", "MODELRAIL_MAX_INSTANCES", int),
-    ("request_timeout_s", "MODELRAIL_REQUEST_TIMEOUT_S", float),
-    ("require_model", "MODELRAIL_REQUIRE_MODEL", _flag),
-    ("access_log", "MODELRAIL_ACCESS_LOG", str),
-    ("health_route", "AIP_HEALTH_ROUTE", str),
-    ("predict_route", "AIP_PREDICT_ROUTE", str),
-    ("predictor", "MODELRAIL_PREDICTOR", str),
-    ("bind", "MODELRAIL_BIND", str),
-    ("workers", "MODELRAIL_WORKERS", int),
-    ("graceful_timeout_s", "MODELRAIL_GRACEFUL_TIMEOUT_S", int),
-    ("drain_s", "MODELRAIL_DRAIN_S", float),
-    ("server_log_level", "MODELRAIL_SERVER_LOGLEVEL", str.lower),
+_VARIABLES = (
+    Variable("model_name", "MODELRAIL_MODEL_NAME"),
+    Variable("model_version", "MODELRAIL_MODEL_VERSION", int),
+    Variable("model_alias", "MODELRAIL_MODEL_ALIAS"),
+    Variable("max_body_bytes", "MODELRAIL_MAX_BODY_BYTES", int),
+    Variable("max_instances", "MODELRAIL_MAX_INSTANCES", int),
+    Variable("request_timeout_s", "MODELRAIL_REQUEST_TIMEOUT_S", float),
+    Variable("require_model", "MODELRAIL_REQUIRE_MODEL", _flag),
+    Variable("access_log", "MODELRAIL_ACCESS_LOG"),
+    Variable("health_route", "AIP_HEALTH_ROUTE"),
+    Variable("predict_route", "AIP_PREDICT_ROUTE"),
+    Variable("predictor", "MODELRAIL_PREDICTOR"),
+    Variable("bind", "MODELRAIL_BIND"),
+    Variable("workers", "MODELRAIL_WORKERS", int),
+    Variable("graceful_timeout_s", "MODELRAIL_GRACEFUL_TIMEOUT_S", int),
+    Variable("drain_s", "MODELRAIL_DRAIN_S", float),
+    Variable("server_log_level", "MODELRAIL_SERVER_LOGLEVEL", str.lower),
 )
 # What Vertex AI is told about the staging image as a custom container: the routes it
 # posts predictions to and probes for readiness, and the port. Vertex hands them back as
@@ -99,10 +101,7 @@ class ServiceSettings:
         port = env.get("AIP_HTTP_PORT") or env.get("PORT") or "8080"
         values: dict[str, Any] = {"model_name": "penguins", "bind": f"0.0.0.0:{port}"}
         try:
-            for field, variable, parse in _VARIABLES:
-                text = env.get(variable)
-                if text:
-                    values[field] = parse(text)
+            values.update(environment.read(_VARIABLES, env))
         except ValueError as exc:
             raise ConfigError(f"invalid staging service setting: {exc}") from exc
         return cls.from_mapping(values)
@@ -116,12 +115,7 @@ class ServiceSettings:
 
     def to_env(self) -> dict[str, str]:
         """The environment that makes a child process's ``from_env()`` equal this."""
-        env = {}
-        for field, variable, _ in _VARIABLES:
-            value = getattr(self, field)
-            if value is not None:
-                env[variable] = ("1" if value else "0") if isinstance(value, bool) else str(value)
-        return env
+        return environment.write(_VARIABLES, self)
 
     def check(self) -> None:
         if self.model_version is None and self.model_alias is None:

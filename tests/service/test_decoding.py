@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from modelrail.features import FeatureSchema
 from modelrail.serving.problems import Problem
-from modelrail.serving.requests import RequestDecoder
+from modelrail.serving.requests import _FEW_ROWS, RequestDecoder
 
 
 def regression_schema(*features: tuple[str, str, bool, list[str]]) -> FeatureSchema:
@@ -120,6 +120,21 @@ def test_valid_bodies_take_the_typed_path_with_the_same_numbers(
     typed = _assert_agree(body)
     assert typed is not None, body  # the fast path is taken, not just allowed
     np.testing.assert_array_equal(typed, SCHEMA.encode_records(instances))
+
+
+@given(st.lists(_valid_instance(), min_size=_FEW_ROWS - 1, max_size=_FEW_ROWS + 3))
+@settings(max_examples=60, deadline=None)
+def test_batches_around_the_row_and_column_builds_give_the_same_numbers(
+    instances: list[dict[str, Any]],
+) -> None:
+    """The typed path builds a few rows row by row and more column by column: the same
+    matrix either way."""
+    wide = RequestDecoder(SCHEMA, max_instances=_FEW_ROWS + 3)
+    typed = wide._decode_typed(json.dumps({"instances": instances}).encode())
+    assert typed is not None
+    assert typed.flags.c_contiguous
+    expected = SCHEMA.encode_records(instances)
+    assert typed.view(np.uint64).tolist() == expected.view(np.uint64).tolist()
 
 
 @given(

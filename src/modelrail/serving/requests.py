@@ -51,6 +51,9 @@ _BODY_KEYS = ("instances", "dataframe_split", "dataframe_records")
 # Vertex AI and MLflow may send request-level parameters; the model takes none.
 _IGNORED_KEYS = frozenset({"parameters", "params"})
 _INT64 = (-(2**63), 2**63 - 1)
+# Up to this many instances the typed path builds the matrix row by row, beyond it
+# column by column (each the faster, measured on the penguins model's requests).
+_FEW_ROWS = 16
 
 
 @dataclasses.dataclass(frozen=True)
@@ -167,10 +170,20 @@ class RequestDecoder:
             return None
         if not 0 < len(instances) <= self.max_instances:
             return None
-        columns: list[Sequence[Any]] = list(zip(*map(_astuple, instances), strict=True))
-        for position, codes in self._categories:  # known categories only, or null
-            columns[position] = list(map(codes.__getitem__, columns[position]))
         # numpy converts integers as float() does, booleans to 0/1 and null to NaN.
+        if len(instances) <= _FEW_ROWS:
+            # Row by row into one flat list: for a few rows numpy's conversion of nested
+            # sequences costs more than the rows themselves.
+            flat: list[Any] = []
+            for values in map(_astuple, instances):
+                row = list(values)
+                for position, codes in self._categories:  # known categories only, or null
+                    row[position] = codes[row[position]]
+                flat += row
+            return np.array(flat, dtype=np.float64).reshape(len(instances), self.width)
+        columns: list[Sequence[Any]] = list(zip(*map(_astuple, instances), strict=True))
+        for position, codes in self._categories:
+            columns[position] = list(map(codes.__getitem__, columns[position]))
         return np.array(columns, dtype=np.float64).T.copy()
 
     def _decode_reporting(self, body: bytes) -> Batch:
