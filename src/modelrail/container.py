@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from modelrail.config import PipelineConfig, Settings
 from modelrail.ports import (
@@ -25,7 +25,9 @@ from modelrail.ports import (
 )
 from modelrail.registry import Registry
 from modelrail.runs import RunLog
-from modelrail.topology import Topology
+
+if TYPE_CHECKING:
+    from modelrail.topology import Topology
 
 
 @dataclasses.dataclass
@@ -49,6 +51,10 @@ class Container:
 
     @cached_property
     def topology(self) -> Topology:
+        # Imported here: the staging service opens its ports through bootstrap and never
+        # reads the event graph, so it does not load YAML on its way to ready.
+        from modelrail.topology import Topology
+
         return Topology.load(self.settings.topology_path)
 
     @cached_property
