@@ -28,19 +28,22 @@ from urllib.parse import parse_qs, unquote
 import orjson
 
 from modelrail.adapters.local_packages import LocalPackageRepository
-from modelrail.runtime.google_api import ApiError
+from modelrail.runtime.google_api import ApiError, ApiRoutes
 
 _REPOSITORY = (
     r"projects/(?P<project>[^/]+)/locations/(?P<location>[^/]+)"
     r"/repositories/(?P<repository>[^/:]+)"
 )
-_ROUTES = [
-    ("POST", re.compile(rf"^/upload/v1/(?P<name>{_REPOSITORY})/genericArtifacts:create$"),
-     "upload"),
-    ("GET", re.compile(rf"^/v1/(?P<name>{_REPOSITORY})/packages/(?P<package>[^/]+)/versions$"),
-     "versions"),
-    ("GET", re.compile(rf"^/v1/(?P<name>{_REPOSITORY})/files$"), "files"),
-]  # fmt: skip
+_ROUTES = ApiRoutes(
+    "Artifact Registry",
+    [
+        ("POST", re.compile(rf"^/upload/v1/(?P<name>{_REPOSITORY})/genericArtifacts:create$"),
+         "upload"),
+        ("GET", re.compile(rf"^/v1/(?P<name>{_REPOSITORY})/packages/(?P<package>[^/]+)/versions$"),
+         "versions"),
+        ("GET", re.compile(rf"^/v1/(?P<name>{_REPOSITORY})/files$"), "files"),
+    ],
+)  # fmt: skip
 _OWNER = re.compile(
     r'^owner="(?P<repository>.+)/packages/(?P<package>[^/]+)/versions/(?P<version>[^/]+)"$'
 )
@@ -59,30 +62,24 @@ class LocalArtifactRegistry:
         }
 
     def handles(self, path: str) -> bool:
-        return any(pattern.match(path) for _, pattern, _ in _ROUTES)
+        return _ROUTES.handles(path)
 
     def dispatch(
         self, method: str, path: str, query: str, content_type: str, raw: bytes
     ) -> dict[str, Any]:
-        for route_method, pattern, action in _ROUTES:
-            match = pattern.match(path)
-            if match is None:
-                continue
-            if route_method != method:
-                raise ApiError(405, "UNIMPLEMENTED", f"{method} {path} is not supported")
-            name, packages = match["name"], self._repository(match)
-            if action == "upload":
-                return self._upload(name, packages, content_type, raw)
-            if action == "versions":
-                package = unquote(match["package"])
-                return {
-                    "versions": [
-                        {"name": f"{name}/packages/{package}/versions/{version}"}
-                        for version in packages.versions(package)
-                    ]
-                }
-            return self._files(name, packages, parse_qs(query).get("filter", [""])[0])
-        raise ApiError(404, "NOT_FOUND", f"{method} {path}: no such Artifact Registry API here")
+        action, match = _ROUTES.match(method, path)
+        name, packages = match["name"], self._repository(match)
+        if action == "upload":
+            return self._upload(name, packages, content_type, raw)
+        if action == "versions":
+            package = unquote(match["package"])
+            return {
+                "versions": [
+                    {"name": f"{name}/packages/{package}/versions/{version}"}
+                    for version in packages.versions(package)
+                ]
+            }
+        return self._files(name, packages, parse_qs(query).get("filter", [""])[0])
 
     def _repository(self, match: re.Match[str]) -> LocalPackageRepository:
         found = self.repositories.get(match["repository"])

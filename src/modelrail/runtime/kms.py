@@ -25,16 +25,19 @@ import orjson
 
 from modelrail.adapters.kms import crc32c
 from modelrail.adapters.local_signing import LocalManifestSigner
-from modelrail.runtime.google_api import ApiError
+from modelrail.runtime.google_api import ApiError, ApiRoutes
 from modelrail.signing import ALGORITHM
 
 _VERSION = (
     r"projects/[^/]+/locations/[^/]+/keyRings/[^/]+/cryptoKeys/[^/]+/cryptoKeyVersions/[^/:]+"
 )
-_ROUTES = [
-    ("POST", re.compile(rf"^/v1/(?P<name>{_VERSION}):asymmetricSign$"), "sign"),
-    ("GET", re.compile(rf"^/v1/(?P<name>{_VERSION})/publicKey$"), "public_key"),
-]
+_ROUTES = ApiRoutes(
+    "Cloud KMS",
+    [
+        ("POST", re.compile(rf"^/v1/(?P<name>{_VERSION}):asymmetricSign$"), "sign"),
+        ("GET", re.compile(rf"^/v1/(?P<name>{_VERSION})/publicKey$"), "public_key"),
+    ],
+)
 
 
 def default_key(project: str, location: str) -> str:
@@ -55,32 +58,26 @@ class LocalKms:
         }
 
     def handles(self, path: str) -> bool:
-        return any(pattern.match(path) for _, pattern, _ in _ROUTES)
+        return _ROUTES.handles(path)
 
     def dispatch(
         self, method: str, path: str, query: str, content_type: str, raw: bytes
     ) -> dict[str, Any]:
-        for route_method, pattern, action in _ROUTES:
-            match = pattern.match(path)
-            if match is None:
-                continue
-            if route_method != method:
-                raise ApiError(405, "UNIMPLEMENTED", f"{method} {path} is not supported")
-            name = match["name"]
-            signer = self.keys.get(name)
-            if signer is None:
-                raise ApiError(404, "NOT_FOUND", f"CryptoKeyVersion {name} not found.")
-            if action == "sign":
-                return self._sign(signer, raw)
-            pem = signer.public_key(name).decode()
-            return {
-                "pem": pem,
-                "algorithm": ALGORITHM,
-                "pemCrc32c": str(crc32c(pem.encode())),
-                "name": name,
-                "protectionLevel": "SOFTWARE",
-            }
-        raise ApiError(404, "NOT_FOUND", f"{method} {path}: no such Cloud KMS API here")
+        action, match = _ROUTES.match(method, path)
+        name = match["name"]
+        signer = self.keys.get(name)
+        if signer is None:
+            raise ApiError(404, "NOT_FOUND", f"CryptoKeyVersion {name} not found.")
+        if action == "sign":
+            return self._sign(signer, raw)
+        pem = signer.public_key(name).decode()
+        return {
+            "pem": pem,
+            "algorithm": ALGORITHM,
+            "pemCrc32c": str(crc32c(pem.encode())),
+            "name": name,
+            "protectionLevel": "SOFTWARE",
+        }
 
     @staticmethod
     def _sign(signer: LocalManifestSigner, raw: bytes) -> dict[str, Any]:

@@ -32,20 +32,23 @@ import orjson
 
 from modelrail.adapters.local_models import LocalModels
 from modelrail.config import VERTEX_MODEL_ID
-from modelrail.runtime.google_api import ApiError
+from modelrail.runtime.google_api import ApiError, ApiRoutes
 
 _PARENT = r"projects/(?P<project>[^/]+)/locations/(?P<location>[^/]+)"
-_ROUTES = [
-    ("POST", re.compile(rf"^/v1/{_PARENT}/models:upload$"), "upload"),
-    ("GET", re.compile(rf"^/v1/{_PARENT}/models/(?P<model>[^/:@]+)$"), "get"),
-    ("GET", re.compile(rf"^/v1/{_PARENT}/models/(?P<model>[^/:@]+):listVersions$"), "versions"),
-    ("POST", re.compile(
-        rf"^/v1/{_PARENT}/models/(?P<model>[^/:@]+)@(?P<version>[^/:]+):mergeVersionAliases$"
-    ), "merge"),
-    ("GET", re.compile(
-        rf"^/v1/{_PARENT}/models/(?P<model>[^/:@]+)/operations/(?P<operation>[^/:]+)$"
-    ), "operation"),
-]  # fmt: skip
+_ROUTES = ApiRoutes(
+    "Vertex AI",
+    [
+        ("POST", re.compile(rf"^/v1/{_PARENT}/models:upload$"), "upload"),
+        ("GET", re.compile(rf"^/v1/{_PARENT}/models/(?P<model>[^/:@]+)$"), "get"),
+        ("GET", re.compile(rf"^/v1/{_PARENT}/models/(?P<model>[^/:@]+):listVersions$"), "versions"),
+        ("POST", re.compile(
+            rf"^/v1/{_PARENT}/models/(?P<model>[^/:@]+)@(?P<version>[^/:]+):mergeVersionAliases$"
+        ), "merge"),
+        ("GET", re.compile(
+            rf"^/v1/{_PARENT}/models/(?P<model>[^/:@]+)/operations/(?P<operation>[^/:]+)$"
+        ), "operation"),
+    ],
+)  # fmt: skip
 _LABEL_FILTER = re.compile(r'^labels\.(?P<key>[a-z][a-z0-9_-]*)="(?P<value>[^"]*)"$')
 _TYPE = "type.googleapis.com/google.cloud.aiplatform.v1."
 
@@ -61,33 +64,27 @@ class LocalVertexAi:
         self._lock = threading.Lock()
 
     def handles(self, path: str) -> bool:
-        return any(pattern.match(path) for _, pattern, _ in _ROUTES)
+        return _ROUTES.handles(path)
 
     def dispatch(
         self, method: str, path: str, query: str, content_type: str, raw: bytes
     ) -> dict[str, Any]:
-        for route_method, pattern, action in _ROUTES:
-            match = pattern.match(path)
-            if match is None:
-                continue
-            if route_method != method:
-                raise ApiError(405, "UNIMPLEMENTED", f"{method} {path} is not supported")
-            if (match["project"], match["location"]) != (self.project, self.location):
-                raise ApiError(404, "NOT_FOUND", f"{path}: no such location here")
-            body: dict[str, Any] = orjson.loads(raw) if raw else {}
-            if action == "upload":
-                return self._upload(body)
-            if action == "merge":
-                return self._merge(match["model"], match["version"], body)
-            if action == "operation":
-                return self._operation(f"{self.parent}/models/{match['model']}", match["operation"])
-            versions = self.models.versions(match["model"])
-            if not versions:
-                raise ApiError(404, "NOT_FOUND", f"{self.parent}/models/{match['model']} not found")
-            if action == "get":
-                return next(v for v in versions if "default" in v["versionAliases"])
-            return {"models": _filtered(versions, parse_qs(query).get("filter", [""])[0])}
-        raise ApiError(404, "NOT_FOUND", f"{method} {path}: no such Vertex AI API here")
+        action, match = _ROUTES.match(method, path)
+        if (match["project"], match["location"]) != (self.project, self.location):
+            raise ApiError(404, "NOT_FOUND", f"{path}: no such location here")
+        body: dict[str, Any] = orjson.loads(raw) if raw else {}
+        if action == "upload":
+            return self._upload(body)
+        if action == "merge":
+            return self._merge(match["model"], match["version"], body)
+        if action == "operation":
+            return self._operation(f"{self.parent}/models/{match['model']}", match["operation"])
+        versions = self.models.versions(match["model"])
+        if not versions:
+            raise ApiError(404, "NOT_FOUND", f"{self.parent}/models/{match['model']} not found")
+        if action == "get":
+            return next(v for v in versions if "default" in v["versionAliases"])
+        return {"models": _filtered(versions, parse_qs(query).get("filter", [""])[0])}
 
     def _upload(self, body: dict[str, Any]) -> dict[str, Any]:
         model = body.get("model")
