@@ -13,6 +13,7 @@ that cannot even write that record (killed, its bucket unwritable) is dead-lette
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib
 import inspect
@@ -213,13 +214,15 @@ def inject(
     return lambda event: handler(event, **kwargs)
 
 
-def _keywords(handler: Callable[..., Outcome]) -> list[str]:
-    """The ports and values ``handler`` names (its keyword-only parameters)."""
-    return [
+@functools.cache
+def _keywords(handler: Callable[..., Outcome]) -> tuple[str, ...]:
+    """The ports and values ``handler`` names (its keyword-only parameters), read from
+    its signature once per process."""
+    return tuple(
         name
         for name, parameter in inspect.signature(handler).parameters.items()
         if parameter.kind is inspect.Parameter.KEYWORD_ONLY
-    ]
+    )
 
 
 def _attempt(container: Container, stage: str, run_id: str, message: Message) -> int:
