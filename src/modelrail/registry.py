@@ -275,9 +275,10 @@ class Registry:
         if version not in self.versions(model):
             raise NotFound(f"{model} has no version {version}")
         body = canonical_json({"alias": name, "version": version, "updated_at": _now()})
-        current = self.alias(model, name)
-        if catalog is not None and (force or current is None or current.version < version):
-            catalog.set_alias(model, name, version)
+        if catalog is not None:
+            current = self.alias(model, name)
+            if force or current is None or current.version < version:
+                catalog.set_alias(model, name, version)
         for _ in range(_MAX_CLAIM_TRIES):
             current = self.alias(model, name)
             if current is not None and not force and current.version >= version:
