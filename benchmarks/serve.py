@@ -81,6 +81,7 @@ def train_and_register(home: Path) -> tuple[Any, list[dict[str, Any]], list[list
     from modelrail.adapters.local_signing import LocalManifestSigner
     from modelrail.config import PipelineConfig
     from modelrail.dataset import checks
+    from modelrail.decoding import RequestDecoder
     from modelrail.features import FeatureSchema
     from modelrail.registry import Registry
 
@@ -108,10 +109,13 @@ def train_and_register(home: Path) -> tuple[Any, list[dict[str, Any]], list[list
     store = FilesystemStore(home / "buckets", "modelrail-artifacts")
     text = booster.model_to_string().encode()
     started = time.perf_counter()
-    built = compiled.build(text, 100, booster, matrix[:3].tolist(), "cc")
+    # The body reader is held to the service's decoder, as the training job holds it.
+    decoder = RequestDecoder(schema, max_instances=1_000_000)
+    reading = compiled.Reading(schema, records[:3], decoder.plain_matrix)
+    built = compiled.build(text, 100, booster, matrix[:3].tolist(), "cc", reading)
     print(f"compiled predictors built in {time.perf_counter() - started:.1f} s", flush=True)
-    if not built.predictors:
-        raise RuntimeError(f"no compiled predictor: {built.not_built}")
+    if not built.predictors or built.reader != "built":
+        raise RuntimeError(f"no compiled predictor: {built.not_built}; reader {built.reader}")
     predictors = {predictor.build.file: predictor.library for predictor in built.predictors}
     Registry(store).register(
         MODEL,
@@ -253,10 +257,10 @@ _UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
 
 
 def predictor_in_use(url: str) -> str:
-    """What answers predictions (``compiled`` or ``lightgbm``), as /readyz says."""
-    answer = urllib3.request("GET", url + "/readyz", timeout=5, retries=False)
-    predictor: str = orjson.loads(answer.data)["predictor"]
-    return predictor
+    """What answers predictions (``compiled`` or ``lightgbm``) and what reads their
+    bodies (``native`` or ``python``), as /readyz says."""
+    answer = orjson.loads(urllib3.request("GET", url + "/readyz", timeout=5, retries=False).data)
+    return f"{answer['predictor']}, {answer['reader']} reader"
 
 
 # wrk sends the bodies in turn, each request formatted once.

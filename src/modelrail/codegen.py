@@ -157,7 +157,7 @@ def _tree(block: dict[str, str]) -> Tree:
     return tree
 
 
-def _literal(value: float) -> str:
+def literal(value: float) -> str:
     """A C double literal that denotes exactly ``value`` (hex floats are exact)."""
     if math.isnan(value):
         return "NAN"
@@ -189,7 +189,7 @@ def _condition(tree: Tree, node: int, index: int, lanes: bool) -> str:
     # comparison with NaN is false (in C and in GCC's vector compares alike), so
     # not(x > t) is "NaN or x <= t"; and after the row preparation, LightGBM's
     # IsZero(x) is x == 0.0.
-    threshold = _literal(tree.threshold[node])
+    threshold = literal(tree.threshold[node])
     left_or_nan = f"{negate}({value} > {threshold})"
     left = f"({value} <= {threshold})"
     if missing == _MISSING_NAN:
@@ -247,7 +247,7 @@ def _exit_leaf_masks(tree: Tree) -> tuple[list[int], list[int]]:
 
 
 def _leaf_values(tree: Tree, index: int, order: list[int]) -> str:
-    values = ", ".join(_literal(tree.leaf_value[leaf]) for leaf in order)
+    values = ", ".join(literal(tree.leaf_value[leaf]) for leaf in order)
     return f"static const double tree_{index}_values[{tree.num_leaves}] = {{{values}}};"
 
 
@@ -257,7 +257,7 @@ def _row_tree(tree: Tree, index: int, width: int) -> str:
     ``if``s. Kept out of line, so that the loop runs one tree's code while it is hot."""
     lines = [f"static inline double tree_{index}_leaf(const double* x) {{"]
     if tree.num_leaves == 1:
-        lines.append(f"  return {_literal(tree.leaf_value[0])};")
+        lines.append(f"  return {literal(tree.leaf_value[0])};")
     elif tree.num_leaves <= 64:
         order, keep = _exit_leaf_masks(tree)
         lines.insert(0, _leaf_values(tree, index, order))
@@ -273,7 +273,7 @@ def _row_tree(tree: Tree, index: int, width: int) -> str:
         def emit(child: int, depth: int) -> None:
             pad = "  " * depth
             if child < 0:
-                lines.append(f"{pad}return {_literal(tree.leaf_value[~child])};")
+                lines.append(f"{pad}return {literal(tree.leaf_value[~child])};")
                 return
             lines.append(f"{pad}if ({_condition(tree, child, index, lanes=False)}) {{")
             emit(tree.left_child[child], depth + 1)
@@ -388,7 +388,7 @@ def _transform(model: TreeModel) -> list[str]:
             f"for (int k = 0; k < {k}; ++k) s[k] /= wsum;",
         ]
     if model.objective == "binary":
-        return [f"s[0] = 1.0 / (1.0 + exp(-{_literal(model.sigmoid)} * s[0]));"]
+        return [f"s[0] = 1.0 / (1.0 + exp(-{literal(model.sigmoid)} * s[0]));"]
     return []
 
 

@@ -34,8 +34,9 @@ from typing import Any
 
 import numpy as np
 
-from modelrail import codegen
+from modelrail import codegen, readergen
 from modelrail.errors import ModelrailError
+from modelrail.features import FeatureSchema
 
 # -ffp-contract=off: no fused multiply-adds (which would round differently from
 # LightGBM's build); no -ffast-math for the same reason.
@@ -96,8 +97,20 @@ def c_rows(matrix: np.ndarray, num_features: int) -> np.ndarray:
     return matrix
 
 
+@dataclasses.dataclass(frozen=True)
+class Reading:
+    """What a body reader (``readergen``) is built from and held to: the schema, the
+    example records (feature -> JSON value), and ``reference``, the service's own
+    matrix for a body (None where it would not answer it without a word)."""
+
+    schema: FeatureSchema
+    examples: Sequence[Mapping[str, Any]]
+    reference: Callable[[bytes], np.ndarray | None]
+
+
 class CompiledBooster:
-    """A generated predictor library; ``predict`` has ``NativeBooster.predict``'s shape."""
+    """A generated predictor library; ``predict`` has ``NativeBooster.predict``'s shape.
+    ``read`` is its body reader, where it has one and it has been verified."""
 
     kind = "compiled"
 
@@ -108,6 +121,27 @@ class CompiledBooster:
         self._predict.restype = ctypes.c_int
         self.num_features = num_features
         self._width = width
+        self.read: Callable[[bytes, int], np.ndarray | None] | None = None
+        try:
+            self._read = self._lib.modelrail_read
+        except AttributeError:  # built before readers, or for a schema without one
+            self.has_reader = False
+            return
+        self.has_reader = True
+        self._read.argtypes = [ctypes.c_char_p, ctypes.c_int64, ctypes.c_void_p, ctypes.c_int64]
+        self._read.restype = ctypes.c_int64
+        self._instance_bytes = ctypes.c_int64.in_dll(self._lib, "modelrail_instance_bytes").value
+
+    def read_body(self, body: bytes, max_rows: int) -> np.ndarray | None:
+        """The matrix of a body of at most ``max_rows`` instances, or None where the
+        reader declines it (see ``readergen``)."""
+        # No valid instance is shorter than the reader's least: this many rows at most.
+        capacity = min(max_rows, len(body) // self._instance_bytes)
+        if capacity <= 0:
+            return None
+        out = np.empty((capacity, self.num_features), dtype=np.float64)
+        rows = self._read(body, len(body), out.ctypes.data, capacity)
+        return out[:rows] if rows > 0 else None
 
     def predict(self, matrix: np.ndarray) -> np.ndarray:
         matrix = c_rows(matrix, self.num_features)
@@ -160,6 +194,28 @@ def verify(candidate: Any, reference: Any, rows: Sequence[Sequence[float]]) -> N
             )
 
 
+def verify_reader(candidate: CompiledBooster, reading: Reading) -> None:
+    """Raise ``CompileError`` unless every probe body (``readergen.probe_bodies``) the
+    reader accepts gives the very doubles ``reading.reference`` gives, and it accepts
+    one at least; then ``candidate.read`` is the reader."""
+    accepted = 0
+    for number, body in enumerate(readergen.probe_bodies(reading.schema, reading.examples)):
+        ours = candidate.read_body(body, len(body))
+        if ours is None:
+            continue
+        theirs = reading.reference(body)
+        if (
+            theirs is None
+            or theirs.shape != ours.shape
+            or (np.ascontiguousarray(theirs).view(np.uint64) != ours.view(np.uint64)).any()
+        ):
+            raise CompileError(f"its body reader reads probe body {number} unlike the service")
+        accepted += 1
+    if not accepted:
+        raise CompileError("its body reader declined every probe body")
+    candidate.read = candidate.read_body
+
+
 # -- training: build and verify ------------------------------------------------------------
 @dataclasses.dataclass(frozen=True)
 class BuiltPredictor:
@@ -180,16 +236,19 @@ class BuiltPredictor:
 
 @dataclasses.dataclass(frozen=True)
 class Built:
-    """What ``build`` made, and why it made no more (one reason per build left out)."""
+    """What ``build`` made, and why it made no more (one reason per build left out;
+    ``reader``: "built", or "not built" and why the objects have no body reader)."""
 
     predictors: tuple[BuiltPredictor, ...]
     not_built: tuple[str, ...]
+    reader: str = "not built"
 
     def record(self) -> dict[str, Any]:
         """The ``compiled`` member of the candidate and of the version's manifest."""
         return {
             "builds": [predictor.record() for predictor in self.predictors],
             "not_built": list(self.not_built),
+            "reader": self.reader,
         }
 
 
@@ -199,10 +258,13 @@ def build(
     reference: Any,
     examples: Sequence[Sequence[float]],
     compiler: str,
+    reading: Reading | None = None,
 ) -> Built:
     """Every build of ``BUILDS`` that compiles and answers the probe rows exactly as
-    ``reference`` (LightGBM's ``Booster``) does. Never raises for a model, a compiler
-    or a machine that cannot give one: the reasons are in ``not_built``."""
+    ``reference`` (LightGBM's ``Booster``) does and, given ``reading``, whose body
+    reader reads the probe bodies exactly as the service does. Never raises for a
+    model, a compiler or a machine that cannot give one: the reasons are in
+    ``not_built``."""
     command = shlex.split(compiler)
     if not command or shutil.which(command[0]) is None:
         return Built((), (f"no C compiler: {compiler!r} was not found",))
@@ -213,9 +275,17 @@ def build(
     rows = probe_rows(model, examples, _MIXED_PROBES_BUILD)
     features = cpu_features()
     predictors, not_built = [], []
+    code = codegen.generate(model, num_iteration)
+    reader = "not built: no schema was given"
+    if reading is not None:
+        try:
+            code += readergen.generate(reading.schema)
+            reader = "built"
+        except codegen.Unsupported as exc:
+            reader = f"not built: {exc}"
     with tempfile.TemporaryDirectory(prefix="modelrail-compile-") as work:
         source = Path(work) / "model.c"
-        source.write_text(codegen.generate(model, num_iteration))
+        source.write_text(code)
         try:
             # Both builds at once: the compiler is single-threaded, and each takes
             # seconds to minutes for hundreds of trees.
@@ -224,7 +294,7 @@ def build(
                 for one in BUILDS
             }
         except OSError as exc:
-            return Built((), (f"{command[0]} could not start: {exc}",))
+            return Built((), (f"{command[0]} could not start: {exc}",), reader)
         for one, process in running.items():
             library = Path(work) / one.file
             try:
@@ -234,11 +304,13 @@ def build(
                     raise CompileError(f"not verified: this CPU lacks {', '.join(missing)}")
                 candidate = CompiledBooster(library, model.num_features, model.trees_per_iteration)
                 verify(candidate, reference, rows)
+                if reading is not None and candidate.has_reader:
+                    verify_reader(candidate, reading)
             except Exception as exc:
                 not_built.append(f"{one.name}: {exc or type(exc).__name__}")
                 continue
             predictors.append(BuiltPredictor(one, library.read_bytes()))
-    return Built(tuple(predictors), tuple(not_built))
+    return Built(tuple(predictors), tuple(not_built), reader)
 
 
 def _start_compiler(command: list[str], source: Path, output: Path) -> subprocess.Popen[str]:
@@ -268,12 +340,16 @@ def load(
     reference: Any,
     model_text: bytes,
     examples: Sequence[Sequence[float]],
+    reading: Reading | None = None,
 ) -> tuple[CompiledBooster, str, list[str]]:
     """The first of the version's compiled predictors (``record``: its manifest's
     ``compiled``) that this CPU can run, whose bytes (``read(file)``) match their
-    sha256 and whose answers on the probe rows are ``reference``'s, with its build's
-    name and the reasons the builds before it were refused (``read`` gives None for a
-    file the version does not have). ``CompileError`` with every reason when none is."""
+    sha256, whose answers on the probe rows are ``reference``'s and (given
+    ``reading``) whose body reader, if it has one, reads the probe bodies as the
+    service does, with its build's name and the reasons the builds before it were
+    refused (``read`` gives None for a file the version does not have).
+    ``CompileError`` with every reason when none is. The predictor's ``read`` is its
+    reader only where that was verified."""
     if not record or not record.get("builds"):
         why = "; ".join((record or {}).get("not_built") or ["the version has none"])
         raise CompileError(f"no compiled predictor was built ({why})")
@@ -302,6 +378,8 @@ def load(
             if rows is None:
                 rows = probe_rows(model, examples, _MIXED_PROBES_LOAD)
             verify(candidate, reference, rows)
+            if reading is not None and candidate.has_reader:
+                verify_reader(candidate, reading)
         except Exception as exc:  # any refusal keeps LightGBM; the reason is reported
             refused.append(f"{entry['file']}: {exc}")
             continue

@@ -249,7 +249,11 @@ def test_models_it_cannot_reproduce_are_not_built(
     [why] = built.not_built
     assert why.startswith("not compiled: ")
     assert reason in why
-    assert built.record() == {"builds": [], "not_built": [why]}
+    assert built.record() == {
+        "builds": [],
+        "not_built": [why],
+        "reader": "not built",
+    }
 
 
 def test_what_is_not_built_says_why(cc: None) -> None:
@@ -416,6 +420,30 @@ def test_the_service_answers_with_the_trained_predictor_bit_for_bit(
     assert got == expected.tolist()
 
 
+def test_the_service_reads_the_common_body_with_the_trained_reader(
+    trained: TrainedVersion, serving_log: list[logging.LogRecord]
+) -> None:
+    assert trained.manifest["compiled"]["reader"] == "built"
+    store = FilesystemStore(trained.home / "buckets", BUCKET)
+    fast = served(trained, store, predictor="compiled")
+    plain = served(trained, store)
+    records, _ = read_records(PipelineConfig.load(ROOT / "pipeline.toml"))
+    common = orjson.dumps({"instances": [r for r in records if None not in r.values()]})
+
+    assert fast.get("/readyz").get_json()["reader"] == "native"
+    assert plain.get("/readyz").get_json()["reader"] == "python"
+    [used] = events(serving_log, "predictor_compiled")
+    assert used.fields["reader"] is True  # type: ignore[attr-defined]
+    # The reader (not the Python decoder, which it would fall back to) reads the body.
+    reader = fast.application.extensions["modelrail"].predictor.booster.read
+    assert reader(common, 10_000) is not None
+    headers = {"Content-Type": "application/json"}
+    assert (
+        fast.post("/predict", data=common, headers=headers).get_json()
+        == plain.post("/predict", data=common, headers=headers).get_json()
+    )
+
+
 def test_without_avx2_the_service_loads_the_portable_build(
     trained: TrainedVersion,
     serving_log: list[logging.LogRecord],
@@ -454,6 +482,7 @@ def test_a_tampered_predictor_is_refused_and_lightgbm_answers(
     client = served(trained, store, predictor="compiled")
 
     assert client.get("/readyz").get_json()["predictor"] == "lightgbm"
+    assert client.get("/readyz").get_json()["reader"] == "python"  # the object carried it
     assert not events(serving_log, "predictor_compiled")
     [refused] = events(serving_log, "predictor_not_compiled")
     assert refused.levelno == logging.WARNING

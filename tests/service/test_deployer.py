@@ -140,6 +140,7 @@ def test_deploy_redeploy_under_load_and_refuse_tampered(
         "model": MODEL,
         "version": 2,
         "predictor": "lightgbm",
+        "reader": "python",
     }
 
 

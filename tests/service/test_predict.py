@@ -11,9 +11,9 @@ import numpy as np
 import orjson
 import pytest
 
+from modelrail.decoding import RequestDecoder
 from modelrail.features import Feature, FeatureSchema
 from modelrail.serving.predictor import _answers
-from modelrail.serving.requests import RequestDecoder
 
 from .conftest import MODEL, RegisteredModels
 
@@ -257,6 +257,7 @@ def test_operational_routes(client: Any, models: RegisteredModels) -> None:
         "model": MODEL,
         "version": 1,
         "predictor": "lightgbm",
+        "reader": "python",
     }
     meta = client.get(f"/v1/models/{MODEL}").get_json()
     assert meta["version"] == 1

@@ -85,6 +85,7 @@ def test_the_manifest_records_hashes_and_full_lineage(
     assert manifest["compiled"] == {
         "builds": [],
         "not_built": ["no compiler configured (MODELRAIL_COMPILER)"],
+        "reader": "not built",
     }
 
 

@@ -11,7 +11,7 @@ logged, unless ``require_model`` is set: then the process exits. ``create_app()`
 wraps the same service in a Flask app (its test client, its extension registry).
 
 ``Service`` answers every route and renders every problem, in one place. It is plain
-WSGI: it reads the body, decodes it (``requests``), predicts (``predictor``) and writes
+WSGI: it reads the body, decodes it (``modelrail.decoding``), predicts (``predictor``) and writes
 the JSON answer itself, skipping request and response objects, which would cost more
 per request than the prediction itself. granian runs it through its RSGI interface
 (``Service.__rsgi__``), which awaits the body with a deadline, so a client that stops
@@ -34,8 +34,8 @@ import msgspec
 import orjson
 
 from modelrail import logs
+from modelrail.problems import PROBLEM_JSON, Problem
 from modelrail.service_settings import ServiceSettings
-from modelrail.serving.problems import PROBLEM_JSON, Problem
 
 if TYPE_CHECKING:
     from flask import Flask
@@ -69,7 +69,7 @@ class ModelState:
     """What the service serves: a predictor, or the reason there is none."""
 
     predictor: Any = None  # modelrail.serving.predictor.Predictor once loaded
-    decoder: Any = None  # modelrail.serving.requests.RequestDecoder
+    decoder: Any = None  # modelrail.decoding.RequestDecoder
     error: str | None = None
     loaded_at: float | None = None
     load_seconds: float | None = None
@@ -83,9 +83,10 @@ def load_model(settings: ServiceSettings, store: Any, signer: ManifestSigner) ->
     """Resolve the pin (or alias), verify and load it; never raises unless required.
     ``signer`` (a ``ManifestSigner``) gives the public key the manifest's signature is
     checked with; every other file is checked against that manifest."""
+    from modelrail import compiled
+    from modelrail.decoding import RequestDecoder
     from modelrail.registry import Registry
     from modelrail.serving.predictor import Predictor
-    from modelrail.serving.requests import RequestDecoder
 
     started = time.perf_counter()
     registry = Registry(store)
@@ -100,9 +101,14 @@ def load_model(settings: ServiceSettings, store: Any, signer: ManifestSigner) ->
             version = alias.version
         loaded = registry.load(name, version, signer=signer)
         predictor = Predictor(name, version, loaded.manifest, loaded.model_text)
-        if settings.predictor == "compiled":
-            predictor.use_compiled(lambda file: registry.file(loaded.manifest, file))
         decoder = RequestDecoder(predictor.schema, max_instances=settings.max_instances)
+        if settings.predictor == "compiled":
+            reading = compiled.Reading(
+                predictor.schema, loaded.manifest.get("examples") or [], decoder.plain_matrix
+            )
+            predictor.use_compiled(lambda file: registry.file(loaded.manifest, file), reading)
+            if predictor.booster.read is not None:
+                decoder.use_native(predictor.booster.read)
     except Exception as exc:
         message = f"model {name} v{settings.model_version or settings.model_alias} refused: {exc}"
         log.error(
@@ -263,6 +269,7 @@ class Service:
             "model": predictor.model,
             "version": predictor.version,
             "predictor": predictor.booster.kind,
+            "reader": self.state.decoder.reader,
         }
         return 200, orjson.dumps(answer), None
 

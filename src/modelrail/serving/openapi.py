@@ -1,6 +1,6 @@
 """The OpenAPI 3.1 document of the service, built from the loaded model's feature schema.
 
-It states what the request path enforces (``requests.py``): the three body shapes,
+It states what the request path enforces (``modelrail.decoding``): the three body shapes,
 each feature's JSON type and nullability, the instance limit, and every error status
 with its problem+json body. The schemathesis run in ``tests/service`` holds the two
 together.
@@ -11,8 +11,8 @@ from __future__ import annotations
 from typing import Any
 
 from modelrail.features import Feature, FeatureSchema
+from modelrail.problems import POINTED_ITEM, PROBLEM_JSON, problem_schema
 from modelrail.service_settings import ServiceSettings
-from modelrail.serving.problems import POINTED_ITEM, PROBLEM_JSON, problem_schema
 
 _JSON_TYPES = {"number": "number", "integer": "integer", "category": "string", "boolean": "boolean"}
 
@@ -178,7 +178,7 @@ def build(
     }
     ready = {
         "type": "object",
-        "required": ["status", "model", "version", "predictor"],
+        "required": ["status", "model", "version", "predictor", "reader"],
         "properties": {
             "status": {"const": "ready"},
             "model": {"type": "string"},
@@ -186,6 +186,11 @@ def build(
             "predictor": {
                 "enum": ["lightgbm", "compiled"],
                 "description": "what computes predictions now (both give the same numbers)",
+            },
+            "reader": {
+                "enum": ["native", "python"],
+                "description": "what reads the common /predict body into the feature matrix "
+                "(the compiled predictor's body reader, or Python; the same numbers)",
             },
         },
     }

@@ -95,6 +95,8 @@ class NativeBooster:
     """A LightGBM model loaded from its text format, predicting float64 row-major matrices."""
 
     kind = "lightgbm"
+    # No body reader: only a compiled predictor carries one (``compiled.CompiledBooster``).
+    read: Callable[[bytes, int], np.ndarray | None] | None = None
 
     def __init__(self, model_text: bytes, *, num_iteration: int | None) -> None:
         lib = _library()
@@ -233,10 +235,13 @@ class Predictor:
         examples = self.manifest.get("examples") or []
         return self.schema.encode_records(examples).tolist() if examples else []
 
-    def use_compiled(self, read: Callable[[str], bytes | None]) -> bool:
+    def use_compiled(
+        self, read: Callable[[str], bytes | None], reading: compiled.Reading | None = None
+    ) -> bool:
         """Switch to the version's compiled predictor (``compiled.load``: the training
         job built it; ``read`` gives a file of the version, its sha256 checked, or
-        None), or log why LightGBM's stays."""
+        None), or log why LightGBM's stays. Given ``reading``, the predictor's body
+        reader is verified against it too (``booster.read`` is then the reader)."""
         started = time.perf_counter()
         fields = {"model": self.model, "version": self.version}
         try:
@@ -246,6 +251,7 @@ class Predictor:
                 self.booster,
                 self.model_text,
                 self.example_rows(),
+                reading,
             )
         except Exception as exc:
             log.warning(
@@ -255,11 +261,19 @@ class Predictor:
             return False
         self.booster = booster
         skipped = f"; refused {'; '.join(refused)}" if refused else ""
+        reader = "with" if booster.read is not None else "without"
         log.info(
             f"{self.model} v{self.version} uses the compiled predictor ({build}, "
-            f"identical to LightGBM on the probes, {time.perf_counter() - started:.3f} s"
-            f"{skipped})",
-            extra={"fields": {"event": "predictor_compiled", "build": build, **fields}},
+            f"identical to LightGBM on the probes, {reader} its body reader, "
+            f"{time.perf_counter() - started:.3f} s{skipped})",
+            extra={
+                "fields": {
+                    "event": "predictor_compiled",
+                    "build": build,
+                    "reader": booster.read is not None,
+                    **fields,
+                }
+            },
         )
         return True
 

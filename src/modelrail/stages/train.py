@@ -11,12 +11,15 @@ import lightgbm as lgb
 from modelrail import compiled, training
 from modelrail.config import PipelineConfig, canonical_json
 from modelrail.dataset import snapshot
+from modelrail.decoding import RequestDecoder
 from modelrail.events import DatasetValidated, ModelTrained
 from modelrail.registry import MODEL_FILE
 from modelrail.runs import RunLog
 from modelrail.stages import Outcome
 
 log = logging.getLogger(__name__)
+# More than any probe body of the body reader holds (``readergen.probe_bodies``).
+_PROBE_INSTANCES = 1_000_000
 
 
 def handle(
@@ -78,16 +81,25 @@ def _compile(candidate: training.Candidate, compiler: str | None) -> compiled.Bu
     if compiler is None:
         built = compiled.Built((), ("no compiler configured (MODELRAIL_COMPILER)",))
     else:
+        # The body reader is held to the service's own decoder of request bodies.
+        decoder = RequestDecoder(candidate.schema, max_instances=_PROBE_INSTANCES)
         built = compiled.build(
             candidate.model_text,
             candidate.best_iteration,
             lgb.Booster(model_str=candidate.model_text.decode()),
             candidate.schema.encode_records(candidate.examples).tolist(),
             compiler,
+            compiled.Reading(candidate.schema, candidate.examples, decoder.plain_matrix),
         )
     names = ", ".join(predictor.build.file for predictor in built.predictors) or "none"
     if built.not_built:
-        log.warning(f"compiled predictors: {names}; not built: {'; '.join(built.not_built)}")
+        log.warning(
+            f"compiled predictors: {names}; not built: {'; '.join(built.not_built)}; "
+            f"body reader: {built.reader}"
+        )
     else:
-        log.info(f"compiled predictors: {names} (identical to LightGBM on the probes)")
+        log.info(
+            f"compiled predictors: {names} (identical to LightGBM on the probes); "
+            f"body reader: {built.reader}"
+        )
     return built

@@ -15,7 +15,11 @@ object keyed by feature or an array in the model's feature order), and MLflow's
 numbers that overflow a double (``1e999``), invalid UTF-8 and nesting deeper than
 1024 levels; those become 400s, shape and type mistakes 422s.
 
-Two paths, one answer. The common body (``{"instances": [...]}`` of objects, every
+Up to three paths, one answer. Where the version's compiled predictor carries a
+verified body reader (``readergen``: C generated from the schema, built where the model
+was trained), the common body is read by it straight into the matrix, with no Python
+object per value; it declines anything else, and this module decodes it. The common
+body (``{"instances": [...]}`` of objects, every
 feature present with a value of its type, every category known) is decoded by
 msgspec straight into typed structs generated from the schema, which checks the
 types while it parses, without building a dict per instance. Anything that typed
@@ -29,7 +33,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Annotated, Any, Literal
 
 import msgspec
@@ -38,7 +42,7 @@ import orjson
 
 from modelrail.dataset.contract import canonical_code, parse_code
 from modelrail.features import Feature, FeatureSchema
-from modelrail.serving.problems import Problem
+from modelrail.problems import Problem
 
 _NUMBER, _INTEGER, _CATEGORY, _BOOLEAN = range(4)
 _KINDS = {"number": _NUMBER, "integer": _INTEGER, "category": _CATEGORY, "boolean": _BOOLEAN}
@@ -145,14 +149,41 @@ class RequestDecoder:
             for feature in schema.features
         ]
         self._typed = _typed_decoder(schema)
+        self._native: Callable[[bytes, int], np.ndarray | None] | None = None
         self._categories = [
             (position, {**codes, None: _NAN} if nullable else dict(codes))
             for position, (_, kind, nullable, codes, *_) in enumerate(self._plan)
             if kind == _CATEGORY
         ]
 
-    # -- entry point --------------------------------------------------------------
+    # -- entry points -------------------------------------------------------------
     def decode(self, body: bytes) -> Batch:
+        if self._native is not None:
+            matrix = self._native(body, self.max_instances)
+            if matrix is not None:
+                return Batch(matrix, [])
+        return self._decode_python(body)
+
+    def use_native(self, read: Callable[[bytes, int], np.ndarray | None]) -> None:
+        """Read bodies with ``read`` (a verified reader: the matrix of a body of at most
+        so many instances, or None to leave the body to this module) first."""
+        self._native = read
+
+    @property
+    def reader(self) -> str:
+        """What reads the common body: ``native`` (a verified reader) or ``python``."""
+        return "python" if self._native is None else "native"
+
+    def plain_matrix(self, body: bytes) -> np.ndarray | None:
+        """The body's matrix where this module answers it without a warning, else None:
+        what a native reader must give, or decline."""
+        try:
+            batch = self._decode_python(body)
+        except Problem:
+            return None
+        return None if batch.warnings else batch.matrix
+
+    def _decode_python(self, body: bytes) -> Batch:
         matrix = self._decode_typed(body)
         if matrix is not None:
             return Batch(matrix, [])
