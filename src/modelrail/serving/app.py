@@ -10,12 +10,13 @@ that fails to load (a missing or bad signature included) leaves the service live
 logged, unless ``require_model`` is set: then the process exits. ``create_app()``
 wraps the same service in a Flask app (its test client, its extension registry).
 
-``Service`` answers every route and renders every problem, in one place. It is plain
-WSGI: it reads the body, decodes it (``modelrail.decoding``), predicts (``predictor``) and writes
-the JSON answer itself, skipping request and response objects, which would cost more
-per request than the prediction itself. granian runs it through its RSGI interface
-(``Service.__rsgi__``), which awaits the body with a deadline, so a client that stops
-sending holds no worker thread.
+``Service`` answers every route and renders every problem, in one place
+(``Service.respond``): it reads the body, decodes it (``modelrail.decoding``), predicts
+(``predictor``) and writes the JSON answer itself, with no request or response objects,
+which would cost more per request than the prediction itself. Two thin adapters carry
+requests to it: granian's RSGI interface (``Service.__rsgi__``, as the server runs it),
+which awaits the body with a deadline, so a client that stops sending holds no worker
+thread, and WSGI (``Service.__call__``: the Flask app and its test client).
 """
 
 from __future__ import annotations
@@ -23,7 +24,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import io
 import logging
 import os
 import time
@@ -58,8 +58,8 @@ _STATUS_LINES = {
     503: "503 Service Unavailable",
 }
 _REQUEST_ID_MAX = 128
-# Set in the environ of a request whose body did not arrive within the request timeout.
-_BODY_TIMED_OUT = "modelrail.body_timed_out"
+# The two request headers WSGI names without the HTTP_ prefix.
+_CGI_HEADERS = ("CONTENT_TYPE", "CONTENT_LENGTH")
 # Predictions are msgspec structs (see ``predictor``); every other body is a dict.
 _encode_answer = msgspec.json.Encoder().encode
 
@@ -149,8 +149,8 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
 
 
 def create_service(test_config: Mapping[str, Any] | None = None) -> Service:
-    """The service as the server runs it: a WSGI callable (``__call__``) that granian
-    serves through its RSGI interface (``__rsgi__``), without importing Flask."""
+    """The service as the server runs it: an RSGI app (``__rsgi__``, as granian serves
+    it) that is also a WSGI callable (``__call__``), without importing Flask."""
     logs.configure()
     if test_config is None:
         from modelrail.bootstrap import open_artifact_store, open_signer
@@ -170,9 +170,10 @@ def create_service(test_config: Mapping[str, Any] | None = None) -> Service:
 
 class Service:
     """Every route of the staging service, and the one place its problems are
-    rendered: request ids, trace-aware logging, status lines, ``Connection: close``
-    while draining. Plain WSGI, with no request or response objects, which would cost
-    more per request than the prediction itself."""
+    rendered (``respond``): request ids, trace-aware logging, ``Connection: close``
+    while draining. No request or response objects, which would cost more per request
+    than the prediction itself: each interface's adapter hands ``respond`` the method,
+    the path, a header lookup and a body reader."""
 
     def __init__(self, state: ModelState, settings: ServiceSettings, project: str) -> None:
         self.state = state
@@ -191,27 +192,35 @@ class Service:
         self._openapi: bytes | None = None
         self.deadlines: BodyDeadlines  # set in each worker by __rsgi_init__
 
-    def __call__(
-        self, environ: dict[str, Any], start_response: Callable[..., Any]
-    ) -> Iterable[bytes]:
+    def respond(
+        self,
+        method: str,
+        path: str,
+        header: Callable[[str], str | None],
+        read: Callable[[int], bytes] | None,
+        client: str | None,
+    ) -> tuple[int, list[tuple[str, str]], bytes]:
+        """The answer to one request, whichever interface carried it: its status,
+        headers and body. ``header`` gives a request header by its lower-case name;
+        ``read(n)`` gives up to n bytes of the body (None: it did not arrive within the
+        request timeout); ``client`` is the client's address, for the access log."""
         started = time.perf_counter()
-        request_id = environ.get("HTTP_X_REQUEST_ID")
+        request_id = header("x-request-id")
         if not request_id or len(request_id) > _REQUEST_ID_MAX or not request_id.isprintable():
             # 128 random bits as 32 hex digits, like uuid4().hex at a sixth of its cost.
             request_id = os.urandom(16).hex()
-        path = environ.get("PATH_INFO") or "/"
         allowed = "GET"
         try:
             if path in self.predict_routes:
                 allowed = "POST"
-                status, body, detail = self._predict(environ)
+                status, body, detail = self._predict(method, header, read)
             elif path in self.probe_routes:
-                status, body, detail = self._probe(environ, path)
+                status, body, detail = self._probe(method, path)
             elif path == "/openapi.json":
-                status, body, detail = self._get(environ, path, self._openapi_document)
+                status, body, detail = self._get(method, path, self._openapi_document)
             elif path.startswith(self.metadata_prefix):
                 name = path.removeprefix(self.metadata_prefix)
-                status, body, detail = self._get(environ, path, lambda: self._metadata(name))
+                status, body, detail = self._get(method, path, lambda: self._metadata(name))
             else:
                 raise Problem("not-found", f"no route {path}")
             content_type = _JSON
@@ -233,12 +242,32 @@ class Service:
         ]
         if status == 405:
             headers.append(("Allow", allowed))
-        if self.draining is not None and self.draining.value:
+        if read is None or (self.draining is not None and self.draining.value):
+            # Draining, or the rest of a late body may still come: close the connection.
             headers.append(("Connection", "close"))
-        start_response(_STATUS_LINES.get(status, f"{status} Error"), headers)
         if self.log_all or (status >= 400 and self.log_errors):
-            self._log(environ, status, started, request_id, detail)
-        return [body] if environ.get("REQUEST_METHOD") != "HEAD" else [b""]
+            self._log(method, path, header, client, status, started, request_id, detail)
+        return status, headers, body if method != "HEAD" else b""
+
+    def __call__(
+        self, environ: dict[str, Any], start_response: Callable[..., Any]
+    ) -> Iterable[bytes]:
+        """WSGI (the Flask app, its test client): the body is read as it is asked for."""
+
+        def header(name: str) -> str | None:
+            key = name.upper().replace("-", "_")
+            value: str | None = environ.get(key if key in _CGI_HEADERS else "HTTP_" + key)
+            return value
+
+        status, headers, body = self.respond(
+            environ.get("REQUEST_METHOD", "GET"),
+            environ.get("PATH_INFO") or "/",
+            header,
+            environ["wsgi.input"].read,
+            environ.get("REMOTE_ADDR"),
+        )
+        start_response(_STATUS_LINES.get(status, f"{status} Error"), headers)
+        return [body]
 
     def __rsgi_init__(self, loop: Any) -> None:
         """Called by granian in each worker, with the worker's event loop."""
@@ -247,18 +276,18 @@ class Service:
     async def __rsgi__(self, scope: Any, protocol: Any) -> None:
         """granian's RSGI interface: the body is awaited, so a client that stops
         sending holds no thread, and one that has not sent it all within
-        ``request_timeout_s`` is answered 408; then the WSGI path answers."""
+        ``request_timeout_s`` is answered 408."""
         body = await _read_body(protocol, scope, self.settings.max_body_bytes, self.deadlines)
-        environ = _environ(scope, body)
-        answer: list[Any] = []
-        chunks = self(environ, lambda status, headers, *_: answer.extend((status, headers)))
-        status_line, headers = answer
-        if body is None:
-            headers.append(("Connection", "close"))  # the rest of the body may still come
-        protocol.response_bytes(int(status_line[:3]), headers, b"".join(chunks))
+        status, headers, answer = self.respond(
+            scope.method,
+            scope.path,
+            scope.headers.get,
+            None if body is None else lambda size: body[:size],
+            scope.client.rpartition(":")[0],
+        )
+        protocol.response_bytes(status, headers, answer)
 
-    def _probe(self, environ: dict[str, Any], path: str) -> tuple[int, bytes, str | None]:
-        method = environ.get("REQUEST_METHOD")
+    def _probe(self, method: str, path: str) -> tuple[int, bytes, str | None]:
         if method not in ("GET", "HEAD"):
             raise Problem("method-not-allowed", f"{method} is not allowed on {path}")
         if not self.probe_routes[path]:
@@ -273,12 +302,17 @@ class Service:
         }
         return 200, orjson.dumps(answer), None
 
-    def _predict(self, environ: dict[str, Any]) -> tuple[int, bytes, str | None]:
-        if environ.get("REQUEST_METHOD") != "POST":
+    def _predict(
+        self,
+        method: str,
+        header: Callable[[str], str | None],
+        read: Callable[[int], bytes] | None,
+    ) -> tuple[int, bytes, str | None]:
+        if method != "POST":
             raise Problem("method-not-allowed", "use POST")
         predictor = self._predictor()
-        _check_media_type(environ.get("CONTENT_TYPE", ""))
-        batch = self.state.decoder.decode(self._read_body(environ))
+        _check_media_type(header("content-type") or "")
+        batch = self.state.decoder.decode(self._read_body(read, header("content-length")))
         answer: dict[str, Any] = {
             "predictions": predictor.predict(batch.matrix),
             "model": {"name": predictor.model, "version": predictor.version},
@@ -289,9 +323,8 @@ class Service:
         return 200, _encode_answer(answer), detail
 
     def _get(
-        self, environ: dict[str, Any], path: str, answer: Callable[[], bytes]
+        self, method: str, path: str, answer: Callable[[], bytes]
     ) -> tuple[int, bytes, str | None]:
-        method = environ.get("REQUEST_METHOD")
         if method not in ("GET", "HEAD"):
             raise Problem("method-not-allowed", f"{method} is not allowed on {path}")
         return 200, answer(), None
@@ -354,15 +387,14 @@ class Service:
         body["request_id"] = request_id
         return orjson.dumps(body)
 
-    def _read_body(self, environ: dict[str, Any]) -> bytes:
+    def _read_body(self, read: Callable[[int], bytes] | None, length_header: str | None) -> bytes:
+        """The whole body, within ``max_body_bytes``, or the problem with it."""
         limit = self.settings.max_body_bytes
-        if environ.get(_BODY_TIMED_OUT):
+        if read is None:
             raise Problem(
                 "request-timeout",
                 f"the body did not arrive within {self.settings.request_timeout_s:g} s",
             )
-        stream = environ["wsgi.input"]
-        length_header = environ.get("CONTENT_LENGTH")
         if length_header:
             try:
                 length = int(length_header)
@@ -370,7 +402,7 @@ class Service:
                 raise Problem("bad-request", "invalid Content-Length") from None
             if length > limit:
                 raise _too_large(limit)
-            body: bytes = stream.read(length)
+            body = read(length)
             if len(body) < length:  # the client stopped sending: do not parse a fragment
                 raise Problem(
                     "bad-request",
@@ -379,14 +411,17 @@ class Service:
                 )
             return body
         # No Content-Length (chunked): read at most one byte past the limit.
-        body = stream.read(limit + 1)
+        body = read(limit + 1)
         if len(body) > limit:
             raise _too_large(limit)
         return body
 
     def _log(
         self,
-        environ: dict[str, Any],
+        method: str,
+        path: str,
+        header: Callable[[str], str | None],
+        client: str | None,
         status: int,
         started: float,
         request_id: str,
@@ -394,21 +429,19 @@ class Service:
     ) -> None:
         fields: dict[str, Any] = {
             "httpRequest": {
-                "requestMethod": environ.get("REQUEST_METHOD"),
-                "requestUrl": environ.get("PATH_INFO"),
+                "requestMethod": method,
+                "requestUrl": path,
                 "status": status,
                 "latency": f"{time.perf_counter() - started:.6f}s",
-                "userAgent": environ.get("HTTP_USER_AGENT"),
-                "remoteIp": environ.get("REMOTE_ADDR"),
+                "userAgent": header("user-agent"),
+                "remoteIp": client,
             },
             "request_id": request_id,
             **logs.trace_fields(
-                self.project,
-                environ.get("HTTP_TRACEPARENT"),
-                environ.get("HTTP_X_CLOUD_TRACE_CONTEXT"),
+                self.project, header("traceparent"), header("x-cloud-trace-context")
             ),
         }
-        message = f"{environ.get('REQUEST_METHOD')} {environ.get('PATH_INFO')} {status}"
+        message = f"{method} {path} {status}"
         if detail:
             message += f": {detail}"
         level = (
@@ -506,25 +539,3 @@ async def _read_body(
     except asyncio.CancelledError:
         return None
     return b"".join(chunks)
-
-
-def _environ(scope: Any, body: bytes | None) -> dict[str, Any]:
-    """The WSGI environ of an RSGI request; ``body is None``: it did not arrive in time."""
-    environ: dict[str, Any] = {
-        "REQUEST_METHOD": scope.method,
-        "PATH_INFO": scope.path,
-        "QUERY_STRING": scope.query_string,
-        "SERVER_PROTOCOL": f"HTTP/{scope.http_version}",
-        "REMOTE_ADDR": scope.client.rpartition(":")[0],
-        "wsgi.input": io.BytesIO(body or b""),
-        "wsgi.url_scheme": scope.scheme,
-    }
-    for name, value in scope.headers.items():
-        key = name.upper().replace("-", "_")
-        if key in ("CONTENT_TYPE", "CONTENT_LENGTH"):
-            environ[key] = value
-        else:
-            environ["HTTP_" + key] = value
-    if body is None:
-        environ[_BODY_TIMED_OUT] = True
-    return environ
