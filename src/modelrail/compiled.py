@@ -108,6 +108,17 @@ class Reading:
     reference: Callable[[bytes], np.ndarray | None]
 
 
+def address(array: np.ndarray) -> int:
+    """Where the data of ``array`` (C-contiguous) starts, for a C function: through the
+    buffer protocol where the array is writable, a third of the cost of
+    ``array.ctypes.data`` (~3 us, three times per request)."""
+    try:
+        # numpy's stubs do not declare ndarray a Buffer; it is one.
+        return ctypes.addressof(ctypes.c_char.from_buffer(array))  # type: ignore[arg-type]
+    except (TypeError, ValueError):  # read-only, or empty
+        return int(array.ctypes.data)
+
+
 class CompiledBooster:
     """A generated predictor library; ``predict`` has ``NativeBooster.predict``'s shape.
     ``read`` is its body reader, where it has one and it has been verified."""
@@ -140,14 +151,14 @@ class CompiledBooster:
         if capacity <= 0:
             return None
         out = np.empty((capacity, self.num_features), dtype=np.float64)
-        rows = self._read(body, len(body), out.ctypes.data, capacity)
+        rows = self._read(body, len(body), address(out), capacity)
         return out[:rows] if rows > 0 else None
 
     def predict(self, matrix: np.ndarray) -> np.ndarray:
         matrix = c_rows(matrix, self.num_features)
         rows = len(matrix)
         out = np.empty(rows * self._width, dtype=np.float64)
-        status = self._predict(matrix.ctypes.data, rows, out.ctypes.data)
+        status = self._predict(address(matrix), rows, address(out))
         if status == -2:
             raise CompileError("the compiled predictor was built for AVX2; this CPU has none")
         if status != 0:

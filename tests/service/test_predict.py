@@ -314,3 +314,16 @@ def test_the_service_answers_without_flask(models: RegisteredModels) -> None:
     assert orjson.loads(get("/nowhere"))["type"].endswith("not-found")
     assert answers == ["200 OK", "200 OK", "200 OK", "404 Not Found"]
     assert ("flask" in sys.modules) == flask_loaded  # the server never imports it
+
+
+def test_a_read_only_matrix_predicts_the_same(models: RegisteredModels) -> None:
+    """The C functions get the data's address through the buffer protocol, which a
+    read-only array refuses: it takes the slower way to the same numbers."""
+    from modelrail.serving.predictor import NativeBooster
+
+    native = NativeBooster(models.boosters[1].model_to_string().encode(), num_iteration=None)
+    matrix = models.schema.encode_records(models.records[:20])
+    frozen = matrix.copy()
+    frozen.setflags(write=False)
+    for rows in (1, 20):
+        np.testing.assert_array_equal(native.predict(frozen[:rows]), native.predict(matrix[:rows]))

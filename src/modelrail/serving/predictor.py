@@ -159,9 +159,9 @@ class NativeBooster:
                 self._lib,
                 self._lib.LGBM_BoosterPredictForMatSingleRowFast(
                     self._fast_config(),
-                    ctypes.c_void_p(matrix.ctypes.data),
+                    ctypes.c_void_p(compiled.address(matrix)),
                     ctypes.byref(written),
-                    ctypes.c_void_p(out.ctypes.data),
+                    ctypes.c_void_p(compiled.address(out)),
                 ),
             )
         else:
@@ -169,7 +169,7 @@ class NativeBooster:
                 self._lib,
                 self._lib.LGBM_BoosterPredictForMat(
                     self._handle,
-                    matrix.ctypes.data,
+                    compiled.address(matrix),
                     _DTYPE_FLOAT64,
                     rows,
                     columns,
@@ -179,7 +179,7 @@ class NativeBooster:
                     self.num_iteration,
                     _PARAMETERS,
                     ctypes.byref(written),
-                    out.ctypes.data,
+                    compiled.address(out),
                 ),
             )
         if written.value != out.size:
