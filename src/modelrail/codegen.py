@@ -395,8 +395,9 @@ def _transform(model: TreeModel) -> list[str]:
 def generate(model: TreeModel, num_iteration: int | None) -> str:
     """C source with ``int modelrail_predict(const double* rows, int64_t n, double* out)``:
     ``rows`` is n x num_features row-major, ``out`` n x trees_per_iteration; it
-    returns 0, -1 when it cannot allocate its working copies of the rows, or -2 when
-    it was built with ``-mavx2`` and this CPU has no AVX2."""
+    returns 0, -1 when it cannot allocate its working copies of the rows, -2 when it
+    was built with ``-mavx2`` and this CPU has no AVX2, or -3 when an answer is not a
+    finite double (``modelrail_checks_finite`` says that it checks)."""
     iterations = model.iterations
     if num_iteration is not None and 0 < num_iteration < iterations:
         iterations = num_iteration
@@ -467,7 +468,14 @@ def generate(model: TreeModel, num_iteration: int | None) -> str:
         body.append(f"    double* s = out + r * {k};")
         body.extend("    " + line for line in transform)
         body.append("  }")
-    body += ["  return 0;", "}", ""]
+    body += [
+        "  /* Never an answer that is not a finite double (an overflowing sum of leaves). */",
+        f"  for (int64_t i = 0; i < n * {k}; ++i) if (!isfinite(out[i])) return -3;",
+        "  return 0;",
+        "}",
+        "const int modelrail_checks_finite = 1;",
+        "",
+    ]
     parts.append("\n".join(body))
     return "\n\n".join(parts)
 

@@ -108,6 +108,11 @@ class Reading:
     reference: Callable[[bytes], np.ndarray | None]
 
 
+def finite(array: np.ndarray) -> bool:
+    """Whether every value of ``array`` is a finite double."""
+    return bool(np.isfinite(array).all())
+
+
 def address(array: np.ndarray) -> int:
     """Where the data of ``array`` (C-contiguous) starts, for a C function: through the
     buffer protocol where the array is writable, a third of the cost of
@@ -132,6 +137,8 @@ class CompiledBooster:
         self._predict.restype = ctypes.c_int
         self.num_features = num_features
         self._width = width
+        # Objects built before the C checked its answers are checked here.
+        self._checks_finite = hasattr(self._lib, "modelrail_checks_finite")
         self.read: Callable[[bytes, int], np.ndarray | None] | None = None
         try:
             self._read = self._lib.modelrail_read
@@ -157,13 +164,15 @@ class CompiledBooster:
     def predict(self, matrix: np.ndarray) -> np.ndarray:
         matrix = c_rows(matrix, self.num_features)
         rows = len(matrix)
-        out = np.empty(rows * self._width, dtype=np.float64)
+        out = np.empty((rows, self._width) if self._width > 1 else rows, dtype=np.float64)
         status = self._predict(address(matrix), rows, address(out))
+        if status == -3 or (status == 0 and not self._checks_finite and not finite(out)):
+            raise ArithmeticError("the model produced a non-finite prediction")
         if status == -2:
             raise CompileError("the compiled predictor was built for AVX2; this CPU has none")
         if status != 0:
             raise MemoryError("the compiled predictor could not allocate its rows")
-        return out.reshape(rows, self._width) if self._width > 1 else out
+        return out
 
 
 def probe_rows(

@@ -18,11 +18,11 @@ numbers that overflow a double (``1e999``), invalid UTF-8 and nesting deeper tha
 Up to three paths, one answer. Where the version's compiled predictor carries a
 verified body reader (``readergen``: C generated from the schema, built where the model
 was trained), the common body is read by it straight into the matrix, with no Python
-object per value; it declines anything else, and this module decodes it. The common
-body (``{"instances": [...]}`` of objects, every
-feature present with a value of its type, every category known) is decoded by
-msgspec straight into typed structs generated from the schema, which checks the
-types while it parses, without building a dict per instance. Anything that typed
+object per value; it declines anything else, and this module decodes it. Here the
+common body (``{"instances": [...]}`` of objects, every feature present with a value
+of its type, every category known) is decoded by msgspec straight into typed structs
+generated from the schema, which checks the types while it parses, without building
+a dict per instance. Anything that typed
 decoder declines, for whatever reason, is decoded again by orjson and checked value
 by value, which finds and reports every problem (or the warnings). The typed path
 only ever accepts bodies the reporting path accepts, with the same numbers; the

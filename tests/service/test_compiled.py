@@ -16,6 +16,7 @@ import logging
 import math
 import re
 import shutil
+import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -287,6 +288,44 @@ def test_verify_refuses_a_library_that_differs(cc: None, tmp_path: Path) -> None
     for ours in loaded(built, model_a, tmp_path).values():
         with pytest.raises(compiled.CompileError, match="probe rows differ"):
             compiled.verify(ours, reference, rows)
+
+
+def test_an_answer_that_is_not_a_finite_number_is_refused_not_sent(
+    cc: None, tmp_path: Path
+) -> None:
+    """Leaves whose sum overflows give no answer: every predictor raises instead, the
+    objects built before the C checked its answers too."""
+    booster = train("regression", rounds=2)
+
+    def huge(match: re.Match[str]) -> str:
+        return "leaf_value=" + " ".join("1e308" for _ in match.group(1).split())
+
+    text = re.sub(r"^leaf_value=(.*)$", huge, booster.model_to_string(), flags=re.M)
+    text = re.sub(r"^tree_sizes=.*\n", "", text, flags=re.M)  # the trees' byte sizes changed
+    model = codegen.parse(text)
+    source = codegen.generate(model, None)
+    unchecked = "\n".join(
+        line for line in source.splitlines() if "isfinite(out[i])" not in line
+    ).replace("const int modelrail_checks_finite = 1;", "")
+    rows = np.zeros((5, model.num_features))
+    predictors: list[Any] = [NativeBooster(text.encode(), num_iteration=None)]
+    for name, code in (("checked", source), ("unchecked", unchecked)):
+        (tmp_path / f"{name}.c").write_text(code)
+        library = tmp_path / f"{name}.so"
+        compiler = subprocess.run(
+            ["cc", *compiled.FLAGS, "-o", str(library), str(tmp_path / f"{name}.c"), "-lm"],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert compiler.returncode == 0, compiler.stderr
+        predictors.append(
+            compiled.CompiledBooster(library, model.num_features, model.trees_per_iteration)
+        )
+    for predictor in predictors:
+        for batch in (rows[:1], rows):  # the row code and the vector code
+            with pytest.raises(ArithmeticError, match="non-finite prediction"):
+                predictor.predict(batch)
 
 
 # -- a training run, register, and the service ---------------------------------------------

@@ -184,6 +184,8 @@ class NativeBooster:
             )
         if written.value != out.size:
             raise ValueError(f"LightGBM wrote {written.value} predictions, expected {out.size}")
+        if not compiled.finite(out):
+            raise ArithmeticError("the model produced a non-finite prediction")
         return out.reshape(rows, width) if width > 1 else out
 
     def __del__(self) -> None:
@@ -278,11 +280,9 @@ class Predictor:
         return True
 
     def predict(self, matrix: np.ndarray) -> list[Any]:
-        """One answer per row, ready for ``msgspec.json.encode``."""
-        raw = self.booster.predict(matrix)
-        if not np.isfinite(raw).all():
-            raise ArithmeticError("the model produced a non-finite prediction")
-        return self._answers(raw)
+        """One answer per row, ready for ``msgspec.json.encode``; ``ArithmeticError``
+        (from either predictor) rather than an answer that is not a finite number."""
+        return self._answers(self.booster.predict(matrix))
 
 
 def _answers(objective: str, labels: Sequence[str]) -> Callable[[np.ndarray], list[Any]]:
