@@ -11,6 +11,11 @@ LightGBM's, bit for bit. Whatever cannot be built or verified is left out with i
 reason: a run never fails for it. register copies the objects into the version, and
 its manifest records them (``compiled``: file, sha256, build, flags, CPU features).
 
+Given the feature schema (``Reading``), the same object also carries a body reader
+(``readergen``: C that reads the common /predict body straight into the feature
+matrix), kept only if it reads the probe bodies exactly as the service's decoder does
+(``verify_reader``), here and again where the object is loaded.
+
 In the staging service (``load``), which never compiles: the first build, in
 ``BUILDS``' order, whose CPU features this machine has, whose bytes match the sha256
 the manifest records and whose answers on the probe rows are LightGBM's, bit for bit,
