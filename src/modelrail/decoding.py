@@ -22,11 +22,10 @@ object per value; it declines anything else, and this module decodes it. Here th
 common body (``{"instances": [...]}`` of objects, every feature present with a value
 of its type, every category known) is decoded by msgspec straight into typed structs
 generated from the schema, which checks the types while it parses, without building
-a dict per instance. Anything that typed
-decoder declines, for whatever reason, is decoded again by orjson and checked value
-by value, which finds and reports every problem (or the warnings). The typed path
-only ever accepts bodies the reporting path accepts, with the same numbers; the
-tests hold the two equal on generated and hand-picked bodies.
+a dict per instance. Anything that typed decoder declines, for whatever reason, is
+decoded again by orjson and checked value by value, which finds and reports every
+problem (or the warnings). Each path only ever accepts bodies the next accepts, with
+the same numbers; the tests hold them equal on generated and hand-picked bodies.
 """
 
 from __future__ import annotations
@@ -45,7 +44,8 @@ from modelrail.features import Feature, FeatureSchema
 from modelrail.problems import Problem
 
 _NUMBER, _INTEGER, _CATEGORY, _BOOLEAN = range(4)
-_KINDS = {"number": _NUMBER, "integer": _INTEGER, "category": _CATEGORY, "boolean": _BOOLEAN}
+# A feature type's number here, and in the generated body reader's C (``readergen``).
+KINDS = {"number": _NUMBER, "integer": _INTEGER, "category": _CATEGORY, "boolean": _BOOLEAN}
 _MISSING = object()
 _NAN = math.nan
 # Enough to show a client every mistake in a typical batch without a huge answer.
@@ -139,7 +139,7 @@ class RequestDecoder:
         self._plan: list[_Spec] = [
             (
                 feature.name,
-                _KINDS[feature.type],
+                KINDS[feature.type],
                 feature.nullable,
                 {category: float(code) for category, code in feature.code_of().items()},
                 -math.inf if feature.min is None else feature.min,
@@ -415,7 +415,7 @@ def _typed_decoder(schema: FeatureSchema) -> msgspec.json.Decoder[Any] | None:
     reporting path."""
     fields = []
     for position, feature in enumerate(schema.features):
-        kind = _KINDS[feature.type]
+        kind = KINDS[feature.type]
         # A category must be one of the contract's (which lists at least one):
         # msgspec answers with the very string objects of the Literal, no new one per
         # value, and an unseen category is left to the reporting path, which warns.
@@ -455,9 +455,16 @@ def _typed_value(kind: int, feature: Feature) -> Any:
         if feature.min is None and feature.max is None:
             return float
         return Annotated[float, msgspec.Meta(ge=feature.min, le=feature.max)]
+    lowest, highest = integer_bounds(feature)
+    return Annotated[int, msgspec.Meta(ge=lowest, le=highest)]
+
+
+def integer_bounds(feature: Feature) -> tuple[int, int]:
+    """The integers an ``integer`` feature's common body may hold: the contract's
+    range, within 64 signed bits (the typed decoder's and the body reader's bound)."""
     lowest = _INT64[0] if feature.min is None else max(_INT64[0], math.ceil(feature.min))
     highest = _INT64[1] if feature.max is None else min(_INT64[1], math.floor(feature.max))
-    return Annotated[int, msgspec.Meta(ge=lowest, le=highest)]
+    return lowest, highest
 
 
 def _encode_value(value: Any, spec: _Spec, pointer: str, where: _Row) -> float:

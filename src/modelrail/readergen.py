@@ -42,10 +42,9 @@ from typing import Any
 import orjson
 
 from modelrail.codegen import Unsupported, literal
+from modelrail.decoding import KINDS, integer_bounds
 from modelrail.features import Feature, FeatureSchema
 
-_KINDS = {"number": 0, "integer": 1, "category": 2, "boolean": 3}
-_INT64 = (-(2**63), 2**63 - 1)
 # The shortest spelling of a value: two quotes, a colon and one character.
 _MEMBER_OVERHEAD = 4
 
@@ -297,7 +296,7 @@ def _c_string(data: bytes) -> str:
 
 def _c_int64(value: int) -> str:
     # -9223372036854775808LL would negate a constant too large for long long.
-    return "(-9223372036854775807LL - 1)" if value == _INT64[0] else f"{value}LL"
+    return "(-9223372036854775807LL - 1)" if value == -(2**63) else f"{value}LL"
 
 
 def _spelled(word: str, what: str) -> bytes:
@@ -315,13 +314,6 @@ def _bound(value: float | None, default: float, what: str) -> float:
     return float(value)
 
 
-def _integer_bounds(feature: Feature) -> tuple[int, int]:
-    """The typed decoder's bounds for an integer feature (``modelrail.decoding``)."""
-    lowest = _INT64[0] if feature.min is None else max(_INT64[0], math.ceil(feature.min))
-    highest = _INT64[1] if feature.max is None else min(_INT64[1], math.floor(feature.max))
-    return lowest, highest
-
-
 def generate(schema: FeatureSchema) -> str:
     """C source with ``int64_t modelrail_read(const char* body, int64_t length, double*
     out, int64_t capacity)`` and ``const int64_t modelrail_instance_bytes``, to be
@@ -333,7 +325,7 @@ def generate(schema: FeatureSchema) -> str:
     categories: list[tuple[bytes, int]] = []
     rows = []
     for feature, name in zip(schema.features, names, strict=True):
-        kind = _KINDS[feature.type]
+        kind = KINDS[feature.type]
         first = len(categories)
         if feature.is_categorical:
             spelled = [
@@ -343,7 +335,8 @@ def generate(schema: FeatureSchema) -> str:
             categories += sorted(spelled)
         lowest = _bound(feature.min, -math.inf, f"{feature.name}'s minimum")
         highest = _bound(feature.max, math.inf, f"{feature.name}'s maximum")
-        int_lowest, int_highest = _integer_bounds(feature) if kind == 1 else (0, 0)
+        integer = kind == KINDS["integer"]
+        int_lowest, int_highest = integer_bounds(feature) if integer else (0, 0)
         rows.append(
             f"  {{{_c_string(name)}, {len(name)}, {kind}, {int(feature.nullable)}, "
             f"{literal(lowest)}, {literal(highest)}, {_c_int64(int_lowest)}, "
@@ -353,7 +346,8 @@ def generate(schema: FeatureSchema) -> str:
     by_name = sorted((name, index) for index, name in enumerate(names))
     instance_bytes = 2 + sum(len(name) + _MEMBER_OVERHEAD for name in names) + len(names) - 1
     tables = [
-        "enum { READ_NUMBER, READ_INTEGER, READ_CATEGORY, READ_BOOLEAN };",
+        # The kinds as the decoder numbers them: the table's ``kind`` is that number.
+        "enum { " + ", ".join(f"READ_{k.upper()} = {n}" for k, n in KINDS.items()) + " };",
         "typedef struct {",
         "  const char* name;",
         "  int length, kind, nullable;",
