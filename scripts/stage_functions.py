@@ -9,8 +9,9 @@ folder ``build/functions/<stage>/``:
                        constraints.txt) of modelrail's core dependencies plus the extras
                        a function needs, every distribution with its sha256 hashes, so
                        the buildpack's pip installs in hash-checking mode
-    modelrail/         the package (symlinks dereferenced), found by ``import modelrail``
-    schemas/           found by modelrail.resources.root() walking up from the package
+    modelrail/         the package (symlinks dereferenced, its event and config schemas
+                       inside), found by ``import modelrail``
+    schemas/           the dataset contracts pipeline.toml names (``schemas/datasets/``)
     pipeline.toml      MODELRAIL_CONFIG
     topology.yaml      MODELRAIL_TOPOLOGY
 

@@ -253,7 +253,9 @@ class Settings:
     mode: Mode
     home: Path
     config_path: Path
-    topology_path: Path
+    # None: the checkout's topology.yaml, found when the event graph is first read (the
+    # staging service never reads it, so an installed copy serves without one).
+    topology_path: Path | None
     storage_root: Path | None  # filesystem buckets live here (embedded mode)
     code_version: str
     data_bucket: str = "modelrail-data"
@@ -297,15 +299,20 @@ class Settings:
             raise ConfigError(f"MODELRAIL_MODE must be embedded|emulator|cloud, not {mode!r}")
         home = values["home"] = values.get("home", Path(".modelrail")).absolute()
         values["config_path"] = values.get("config_path", Path("pipeline.toml")).absolute()
-        # The event graph is modelrail's own: the one shipped beside the package unless a
-        # deployment names another.
-        topology = values.get("topology_path", resources.root() / "topology.yaml")
-        values["topology_path"] = topology.absolute()
+        if "topology_path" in values:
+            values["topology_path"] = values["topology_path"].absolute()
+        else:
+            values["topology_path"] = None
         values["storage_root"] = home / "buckets" if mode == "embedded" else None
         if "code_version" not in values:
             values["code_version"] = checkout_commit(Path.cwd())
         values["user"] = env.get("USER") or env.get("LOGNAME") or "unknown"
         return cls(**values)
+
+    def topology_file(self) -> Path:
+        """The event graph this process runs: ``MODELRAIL_TOPOLOGY``, else the
+        checkout's ``topology.yaml`` (``ConfigError`` in an installed copy without one)."""
+        return self.topology_path or resources.checkout_root() / "topology.yaml"
 
     def to_env(self) -> dict[str, str]:
         """The environment that makes a child process's ``from_env()`` equal these

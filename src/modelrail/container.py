@@ -55,7 +55,7 @@ class Container:
         # reads the event graph, so it does not load YAML on its way to ready.
         from modelrail.topology import Topology
 
-        return Topology.load(self.settings.topology_path)
+        return Topology.load(self.settings.topology_file())
 
     @cached_property
     def storage(self) -> Storage:

@@ -1,4 +1,4 @@
-"""Events: frozen, past-tense, versioned, validated against ``schemas/events`` both ways.
+"""Events: frozen, past-tense, versioned, validated against ``modelrail/schemas/events`` both ways.
 
 modelrail's own events share one envelope (``run_id``, ``event_id``, ``causation_id``,
 ``occurred_at`` and the lineage gathered so far). The two trigger events are shaped by

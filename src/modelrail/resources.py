@@ -1,7 +1,11 @@
-"""Where the files modelrail ships beside its code live (schemas, topology).
+"""The files modelrail ships with its code, and where a checkout keeps the rest.
 
-A checkout keeps them at the repository root; ``make stage`` and the Dockerfiles copy
-them next to the package. The root is found by walking up from this file.
+The JSON Schemas of the events and of the configuration files are package data
+(``modelrail/schemas/``): every installed copy carries them, whatever runs it (the
+staging image, a Cloud Function's staged folder, the training job). The event graph
+(``topology.yaml``) and the functions' sources live at the root of a checkout, which
+only the commands that run from one need (``modelrail up --emulators``, the default
+topology of a local run); deployments name their topology with ``MODELRAIL_TOPOLOGY``.
 """
 
 from __future__ import annotations
@@ -12,24 +16,30 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from modelrail.errors import ConfigError
+
 if TYPE_CHECKING:
     from jsonschema import Draft202012Validator
 
-
-@cache
-def root() -> Path:
-    """The nearest ancestor of the package holding ``schemas/events``."""
-    here = Path(__file__).resolve().parent
-    for candidate in (here, *here.parents):
-        if (candidate / "schemas" / "events").is_dir():
-            return candidate
-    raise FileNotFoundError(
-        "modelrail's schemas/ folder was not found next to the package or above it"
-    )
+_PACKAGE = Path(__file__).resolve().parent
 
 
 def schema_dir(kind: str) -> Path:
-    return root() / "schemas" / kind
+    """``modelrail/schemas/<kind>``: ``events`` or ``config``."""
+    return _PACKAGE / "schemas" / kind
+
+
+@cache
+def checkout_root() -> Path:
+    """The checkout this package runs from: the nearest ancestor holding
+    ``topology.yaml``. An installed copy has none, and says so."""
+    for candidate in _PACKAGE.parents:
+        if (candidate / "topology.yaml").is_file():
+            return candidate
+    raise ConfigError(
+        f"modelrail runs from an installed copy ({_PACKAGE}), not a checkout: set"
+        " MODELRAIL_TOPOLOGY to the topology.yaml this deployment uses"
+    )
 
 
 @cache

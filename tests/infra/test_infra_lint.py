@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from modelrail.resources import schema_dir
 from tests.infra.cloudbuild_steps import (
     program_problems,
     step_commands,
@@ -134,7 +135,7 @@ def test_deploy_publishes_a_schema_valid_retrain_event() -> None:
     publish = next(s for s in build["steps"] if s["id"] == "publish-retrain")
     message = next(a for a in publish["args"] if a.startswith("--message="))
     event = json.loads(message.removeprefix("--message=").replace("$COMMIT_SHA", "0" * 40))
-    schema = json.loads((REPO_ROOT / "schemas" / "events" / "retrain-requested.json").read_text())
+    schema = json.loads((schema_dir("events") / "retrain-requested.json").read_text())
     jsonschema.validate(event, schema)
     program, args = step_program(publish)
     assert [program, *args[:4]] == ["gcloud", "pubsub", "topics", "publish", "${_RETRAIN_TOPIC}"]

@@ -1,6 +1,6 @@
 """The dataset contract: columns, types, roles, ranges, categories, target, size.
 
-A contract file is JSON, checked against ``schemas/config/dataset-contract.schema.json``
+A contract file is JSON, checked against ``modelrail/schemas/config/dataset-contract.schema.json``
 (which documents every field; ``docs/contracts.md`` explains them with examples) and
 then against the rules a schema cannot say (the target is a column, a category column
 lists its categories, a range is not upside down).

@@ -101,7 +101,7 @@ def stack_dir(settings: Settings) -> Path:
 
 
 def functions_dir() -> Path:
-    return resources.root() / "functions"
+    return resources.checkout_root() / "functions"
 
 
 def stages_of(topology: Topology) -> list[str]:
@@ -282,7 +282,7 @@ class Stack:
             if self.running():
                 return state
             self.down()  # a partial stack: stop its survivors, then start afresh
-        topology = Topology.load(self.settings.topology_path)
+        topology = Topology.load(self.settings.topology_file())
         stages = stages_of(topology)
         ports = self._ports(stages, free_ports)
         env = client_env(self.settings, ports)
@@ -294,7 +294,7 @@ class Stack:
         def start(name: str, argv: list[str], process_env: Mapping[str, str]) -> None:
             record, process = spawn(
                 name, argv, env=process_env, log_path=self.logs / f"{name}.log",
-                port=ports[name], cwd=resources.root(),
+                port=ports[name], cwd=resources.checkout_root(),
             )  # fmt: skip
             processes[name] = process
             records.append(record)
@@ -370,7 +370,7 @@ class Stack:
                 self.settings.project,
                 topology,
                 {stage: f"http://127.0.0.1:{ports[f'function-{stage}']}" for stage in stages},
-                message_retention=_retention(self.settings.topology_path),
+                message_retention=_retention(self.settings.topology_file()),
             )
             wait_ready(
                 {
