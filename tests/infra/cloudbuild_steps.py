@@ -125,20 +125,48 @@ SUITE_TOOLS_SCRIPT = "scripts/ci_test_tools.sh"
 SUITE_TOOLS = ("google-cloud-cli-pubsub-emulator", "google-cloud-cli", "openjdk-17-jdk")
 
 
+# A step may run the suite in a container of its own (the deploy build, away from the
+# deployer's credentials): it runs this script, whose `docker create` names the
+# container's environment (--env=...) and its command (bash -c '...').
+ISOLATED_SUITE_SCRIPT = "scripts/isolated_tests.sh"
+
+
+def isolated_suite(script: str) -> tuple[list[list[str]], list[str]]:
+    """(the command lines, the environment) of the container the script starts."""
+    create = re.search(r"docker create((?:[^\n\\]|\\\n)*)", script)
+    assert create, f"{ISOLATED_SUITE_SCRIPT} creates no container"
+    words = shlex.split(create[1].replace("\\\n", " ").split(">", 1)[0])
+    env = [word.removeprefix("--env=") for word in words if word.startswith("--env=")]
+    command = words[-1]
+    return [shlex.split(line) for line in re.split(r"&&|;|\n", command) if line.strip()], env
+
+
+def suite_runs(
+    step: dict[str, Any], isolated_script: str | None = None
+) -> tuple[list[list[str]], list[str]]:
+    """(the command lines that run the suite, their environment) of a step: its own, or
+    those of the container ``scripts/isolated_tests.sh`` starts."""
+    commands = step_commands(step)
+    if any(ISOLATED_SUITE_SCRIPT in command for command in commands):
+        script = isolated_script or (REPO_ROOT / ISOLATED_SUITE_SCRIPT).read_text()
+        return isolated_suite(script)
+    return commands, [str(variable) for variable in step.get("env", [])]
+
+
 def suite_problems(
     build: dict[str, Any], source: Path, tools_script: str | None = None
 ) -> list[str]:
     """Every step running `make test` runs it under CI=true with the emulator installed
     (``tools_script``: the text of scripts/ci_test_tools.sh, read if not given)."""
     problems = []
-    suite_steps = [s for s in build["steps"] if ["make", "test"] in step_commands(s)]
+    suite_steps = [s for s in build["steps"] if ["make", "test"] in suite_runs(s)[0]]
     if not suite_steps:
         problems.append(f"{source.name}: no step runs `make test`")
     for step in suite_steps:
         where = f"{source.name}: step {step.get('id', step['name'])}"
-        if "CI=true" not in step.get("env", []):
+        commands, env = suite_runs(step)
+        if "CI=true" not in env:
             problems.append(f"{where}: runs `make test` without CI=true (missing tools skip)")
-        commands = step_commands(step)
         installs = [c for c in commands if SUITE_TOOLS_SCRIPT in c]
         if not installs or commands.index(installs[0]) > commands.index(["make", "test"]):
             problems.append(f"{where}: does not run {SUITE_TOOLS_SCRIPT} before `make test`")
@@ -166,4 +194,48 @@ def script_substitution_problems(build: dict[str, Any], source: Path) -> list[st
         if pasted:
             where = f"{source.name}: step {step.get('id', step['name'])}"
             problems.append(f"{where}: its script has {', '.join(pasted)} pasted in (use env)")
+    return problems
+
+
+# What lets a container reach the build account's credentials or the workspace itself:
+# Cloud Build serves the credentials on its `cloudbuild` network; a mount or the host's
+# network would hand over the workspace (what the later steps build) or the metadata.
+_CREDENTIAL_ROUTES = (
+    "--network=cloudbuild",
+    "--network=host",
+    "--volume",
+    "-v ",
+    "--mount",
+    "--volumes-from",
+    "/var/run/docker.sock",
+)
+
+
+def deployer_credential_problems(
+    build: dict[str, Any], source: Path, isolated_script: str | None = None
+) -> list[str]:
+    """The deploy build runs the suite only in scripts/isolated_tests.sh's container,
+    which is on Docker's default network with a copy of the workspace."""
+    problems = []
+    for step in build["steps"]:
+        if ["make", "test"] not in suite_runs(step, isolated_script)[0]:
+            continue
+        where = f"{source.name}: step {step.get('id', step['name'])}"
+        if not any(ISOLATED_SUITE_SCRIPT in command for command in step_commands(step)):
+            problems.append(
+                f"{where}: runs the suite where the deployer's credentials are reachable"
+                f" (run it through {ISOLATED_SUITE_SCRIPT})"
+            )
+    script = isolated_script or (REPO_ROOT / ISOLATED_SUITE_SCRIPT).read_text()
+    code = "\n".join(line for line in script.splitlines() if not line.lstrip().startswith("#"))
+    for route in _CREDENTIAL_ROUTES:
+        if route in code:
+            problems.append(
+                f"{ISOLATED_SUITE_SCRIPT}: {route.strip()} reaches the build's credentials"
+                " or its workspace"
+            )
+    if "--network=bridge" not in code or "docker cp /workspace/." not in code:
+        problems.append(
+            f"{ISOLATED_SUITE_SCRIPT}: not on the default network with a copy of the workspace"
+        )
     return problems

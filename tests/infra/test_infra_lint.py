@@ -12,6 +12,8 @@ import yaml
 
 from modelrail.resources import schema_dir
 from tests.infra.cloudbuild_steps import (
+    ISOLATED_SUITE_SCRIPT,
+    deployer_credential_problems,
     program_problems,
     step_commands,
     step_program,
@@ -177,6 +179,39 @@ def test_an_image_missing_from_the_table_is_caught() -> None:
 @pytest.mark.parametrize("pipeline", PIPELINES, ids=lambda p: p.name)
 def test_the_suite_runs_under_ci_with_the_emulator(pipeline: Path) -> None:
     assert suite_problems(yaml.safe_load(pipeline.read_text()), pipeline) == []
+
+
+def test_the_deploy_build_runs_the_suite_away_from_the_deployer_credentials() -> None:
+    pipeline = CLOUDBUILD_DIR / "deploy.yaml"
+    assert deployer_credential_problems(yaml.safe_load(pipeline.read_text()), pipeline) == []
+
+
+def test_the_suite_beside_the_deployer_credentials_is_caught() -> None:
+    """The deploy build's test step as the pull-request checks write it: `make test` in
+    a step of its own, on the network that serves the deployer's credentials."""
+    pipeline = CLOUDBUILD_DIR / "deploy.yaml"
+    build = yaml.safe_load(pipeline.read_text())
+    pr_checks = yaml.safe_load((CLOUDBUILD_DIR / "pr-checks.yaml").read_text())
+    index = next(i for i, step in enumerate(build["steps"]) if step["id"] == "test")
+    build["steps"][index] = next(s for s in pr_checks["steps"] if s["id"] == "test")
+    mounted = (
+        (REPO_ROOT / ISOLATED_SUITE_SCRIPT)
+        .read_text()
+        .replace("--network=bridge", "--network=cloudbuild --volume=/workspace:/workspace")
+    )
+
+    assert deployer_credential_problems(build, pipeline) == [
+        "deploy.yaml: step test: runs the suite where the deployer's credentials are"
+        f" reachable (run it through {ISOLATED_SUITE_SCRIPT})"
+    ]
+    reaches = "reaches the build's credentials or its workspace"
+    assert deployer_credential_problems(
+        yaml.safe_load(pipeline.read_text()), pipeline, mounted
+    ) == [
+        f"{ISOLATED_SUITE_SCRIPT}: --network=cloudbuild {reaches}",
+        f"{ISOLATED_SUITE_SCRIPT}: --volume {reaches}",
+        f"{ISOLATED_SUITE_SCRIPT}: not on the default network with a copy of the workspace",
+    ]
 
 
 def test_the_suite_without_ci_true_is_caught() -> None:
