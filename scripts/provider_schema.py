@@ -48,6 +48,11 @@ SCHEMA_DIR = REPO_ROOT / "terraform" / "testing"
 BINDINGS = {
     "hashicorp/google": ("cdktf-cdktf-provider-google", "16.12.1", "6.50.0"),
     "hashicorp/archive": ("cdktf-cdktf-provider-archive", "11.0.1", "2.7.1"),
+    # google_project_service_identity (a service agent created before it is granted
+    # anything) exists in the beta provider only; the same release as google.
+    "hashicorp/google-beta": ("cdktf-cdktf-provider-google-beta", "16.12.1", "6.50.0"),
+    # time_sleep: the wait for IAM propagation between grants and what uses them.
+    "hashicorp/time": ("cdktf-cdktf-provider-time", "11.0.1", "0.13.1"),
 }
 
 # One argument or block in a *ToHclTerraform function or synthesizeHclAttributes().
