@@ -21,7 +21,8 @@ try:
 except ImportError:  # loaded as a plain module from --external-checks-dir
     from _common import first  # type: ignore[no-redef]
 
-MANAGED_ACCOUNT = "google_service_account."
+# Created in terraform/envs/bootstrap and looked up in the environment root.
+MANAGED_ACCOUNTS = ("google_service_account.", "data.google_service_account.")
 
 
 def runs_on_pull_requests(conf: dict[str, Any]) -> bool:
@@ -45,7 +46,7 @@ class PullRequestBuildAccount(BaseResourceCheck):
         if not runs_on_pull_requests(conf):
             return CheckResult.PASSED
         account = first(conf, "service_account")
-        if isinstance(account, str) and account.startswith(MANAGED_ACCOUNT):
+        if isinstance(account, str) and account.startswith(MANAGED_ACCOUNTS):
             return CheckResult.PASSED
         return CheckResult.FAILED
 

@@ -50,7 +50,7 @@ UNCONDITIONAL_WRITE = """
 resource "google_storage_bucket_iam_member" "validate_writes_anywhere" {
   bucket = local.buckets.artifacts
   role   = "roles/storage.objectUser"
-  member = "serviceAccount:${google_service_account.stage["validate"].email}"
+  member = "serviceAccount:${data.google_service_account.stage["validate"].email}"
 }
 """
 
@@ -114,7 +114,7 @@ MUTATIONS: dict[str, tuple[str, str]] = {
     "no_dead_letter": ("modules/pubsub", SUBSCRIPTION_WITHOUT_DEAD_LETTER),
     "unconditional_write": ("envs/dev", UNCONDITIONAL_WRITE),
     "pull_requests_as_deployer": ("modules/cloudbuild_triggers", PULL_REQUESTS_AS_DEPLOYER),
-    "another_signer": ("envs/dev", ANOTHER_SIGNER),
+    "another_signer": ("envs/bootstrap", ANOTHER_SIGNER),
 }
 # The resource each mutation adds, as checkov names it.
 MUTATED_RESOURCES = {

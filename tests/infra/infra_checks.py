@@ -328,6 +328,8 @@ def public_member_problems(tf: Terraform) -> list[str]:
     return problems
 
 
+# The accounts are created in envs/bootstrap (google_service_account.stage) and looked up
+# in envs/dev (data.google_service_account.stage): either reference names the account.
 STAGE_REF = re.compile(r'google_service_account\.stage\["([\w-]+)"\]')
 
 
@@ -335,7 +337,6 @@ def stage_grants(tf: Terraform) -> tuple[set[tuple[str, str]], set[tuple[str, st
     """(service account key, role) pairs the stage accounts hold, resource-scoped and
     project-level, read from the grant tables and the IAM resources."""
     env = tf.module("envs/dev")
-    env_locals = env.locals
     scoped: set[tuple[str, str]] = set()
     project: set[tuple[str, str]] = set()
 
@@ -353,6 +354,8 @@ def stage_grants(tf: Terraform) -> tuple[set[tuple[str, str]], set[tuple[str, st
             continue
         role = resource.body.get("role", "")
         member = str(resource.body.get("member", resource.body.get("members", "")))
+        # Grant tables are locals of the root that declares the grant (dev or bootstrap).
+        env_locals = {**env.locals, **tf.modules[resource.directory].locals}
         if is_literal(role):
             accounts = STAGE_REF.findall(member)
             if "stage[each.key]" in member:
@@ -402,11 +405,16 @@ def iam_problems(tf: Terraform, documented: set[tuple[str, str, str]]) -> list[s
         problems.append(f"granted in Terraform but not in the docs/deploy.md IAM table: {row}")
     for row in sorted(documented - actual):
         problems.append(f"in the docs/deploy.md IAM table but not granted in Terraform: {row}")
-    accounts = {unquote(k) for k in tf.module("envs/dev").locals.get("service_accounts", {})}
+    accounts = set(service_accounts(tf))
     undocumented = accounts - {account for account, _, _ in documented}
     if undocumented:
         problems.append(f"service accounts missing from the IAM table: {sorted(undocumented)}")
     return problems
+
+
+def service_accounts(tf: Terraform) -> list[str]:
+    """The pipeline's service accounts: those envs/bootstrap creates."""
+    return [unquote(k) for k in tf.module("envs/bootstrap").locals.get("service_accounts", {})]
 
 
 def documented_grants(deploy_md: Path) -> set[tuple[str, str, str]]:
@@ -499,7 +507,7 @@ def pr_build_problems(tf: Terraform) -> list[str]:
     but build logs: no admin role, no actAs, no bucket."""
     env = tf.module("envs/dev")
     call = env.module_calls.get("cloudbuild_triggers", {})
-    expected = f'${{google_service_account.stage["{PR_BUILD}"].id}}'
+    expected = f'${{data.google_service_account.stage["{PR_BUILD}"].id}}'
     problems = []
     for resource in tf.resources:
         if resource.type != "google_cloudbuild_trigger":

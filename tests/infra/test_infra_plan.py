@@ -40,6 +40,8 @@ PLAN_VARS = SCHEMA_DIR / "plan.tfvars"
 PROVIDERS = {
     "hashicorp/google": ("6.50.0", SCHEMA_DIR / "hashicorp-google-6.50.0.schema.json.gz"),
     "hashicorp/archive": ("2.7.1", SCHEMA_DIR / "hashicorp-archive-2.7.1.schema.json.gz"),
+    "hashicorp/google-beta": ("6.50.0", SCHEMA_DIR / "hashicorp-google-beta-6.50.0.schema.json.gz"),
+    "hashicorp/time": ("0.13.1", SCHEMA_DIR / "hashicorp-time-0.13.1.schema.json.gz"),
 }
 REGENERATE = "run `make provider-schema` (scripts/provider_schema.py)"
 COMMAND_TIMEOUT_S = 240
@@ -52,10 +54,11 @@ class Workspace:
     root: Path  # holds terraform/ and topology.yaml, as the repository does
     env: dict[str, str]
     plugin_cwd: Path  # every stand-in runs here: how the tests find leftovers
+    environment: str = "dev"  # the root under terraform/envs the commands run in
 
     @property
     def env_dir(self) -> Path:
-        return self.root / "terraform" / "envs" / "dev"
+        return self.root / "terraform" / "envs" / self.environment
 
     def terraform(self, *args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
@@ -251,7 +254,6 @@ def expected_instances(terraform: Terraform, tfvars: dict[str, Any]) -> collecti
             assert squash(call["invoker_members"]) == "${var.staging_service.invoker_members}"
             return len(tfvars["staging_service"]["invoker_members"])
         counts = {
-            "${local.service_accounts}": len(env.locals["service_accounts"]),
             "${local.artifact_writes}": len(env.locals["artifact_writes"]),
             "${local.topics}": len(topology["topics"]),
             "${local.push_subscriptions}": sum(
@@ -345,12 +347,13 @@ def test_the_sweep_runs_on_a_schedule_as_the_training_image_with_its_settings(
     assert container["image"] == train_container["image"]
     assert [*container["command"], *container["args"]] == ["python", "-m", "modelrail", "sweep"]
     assert train_container.get("command") is None
-    # What the sweep reads from its environment is the training job's.
-    # (A value known only after apply, the signing key version's name, has none here.)
+    # What the sweep reads from its environment is the training job's. The signing key
+    # is looked up (the bootstrap's), so its version's name is known at plan time.
     env = {variable["name"]: variable.get("value") for variable in container["env"]}
     assert env == {v["name"]: v.get("value") for v in train_container["env"]}
-    assert [name for name, value in env.items() if value is None] == ["MODELRAIL_SIGNING_KEY"]
-    settings = Settings.from_env({name: value for name, value in env.items() if value})
+    assert [name for name, value in env.items() if value is None] == []
+    assert env["MODELRAIL_SIGNING_KEY"].endswith("/cryptoKeyVersions/1")
+    settings = Settings.from_env(env)
     assert (settings.mode, settings.project, settings.region) == ("cloud", project, region)
     artifacts = planned(plan, "google_storage_bucket", f"{project}-modelrail-artifacts")
     assert settings.artifact_bucket == artifacts["name"]
@@ -390,6 +393,38 @@ def test_plan_refuses_a_substitution_outside_its_allow_list(
     assert "Invalid value for variable" in completed.stderr, completed.stderr[-2000:]
 
 
+def test_the_owner_bootstrap_validates_and_plans(
+    tmp_path_factory: pytest.TempPathFactory, workspaces: list[Workspace]
+) -> None:
+    """terraform/envs/bootstrap, which the owner applies (docs/deploy.md, step 3)."""
+    bootstrap = make_workspace(tmp_path_factory.mktemp("tf-bootstrap"))
+    bootstrap.environment = "bootstrap"
+    (bootstrap.env_dir / "standin_override.tf").write_text('terraform {\n  backend "local" {}\n}\n')
+    workspaces.append(bootstrap)
+    bootstrap.init()
+    result = bootstrap.validate()
+    assert result["valid"], json.dumps(result["diagnostics"], indent=2)
+    tfvars = {k: unquote(v) for k, v in hcl2.loads(PLAN_VARS.read_text()).items()}
+    planned = bootstrap.terraform(
+        "plan",
+        "-input=false",
+        "-no-color",
+        f"-var=project_id={tfvars['project_id']}",
+        f"-var=deployer_service_account_email={tfvars['deployer_service_account_email']}",
+        "-out=tfplan",
+    )
+    assert planned.returncode == 0, planned.stdout[-4000:] + planned.stderr
+    shown = bootstrap.terraform("show", "-json", "tfplan")
+    changes = [c for c in json.loads(shown.stdout)["resource_changes"] if c["mode"] == "managed"]
+    bootstrap_root = Terraform.load(TERRAFORM_DIR).module("envs/bootstrap")
+    accounts = len(bootstrap_root.locals["service_accounts"])
+    counted = collections.Counter(config_address(c["address"]) for c in changes)
+    assert counted["google_service_account.stage"] == accounts
+    assert counted["google_service_account_iam_member.deployer_acts_as"] == accounts
+    assert counted["google_kms_crypto_key_iam_member.manifest_signing"] == 2
+    assert counted["time_sleep.iam_propagation"] == 1
+
+
 # ------------------------------------------------------------------ mutations
 
 # Each mutation: (file under terraform/, text replaced, replacement, the diagnostic's
@@ -417,10 +452,11 @@ MUTATIONS: dict[str, tuple[str, str, str, str, str]] = {
         "Unsupported argument",
         'Did you mean to define a block of type "versioning"?',
     ),
+    # In a module nothing broken above precedes: validate skips what depends on an error.
     "computed_attribute_set": (
-        "modules/run_job/main.tf",
-        "deletion_protection = false\n",
-        'deletion_protection = false\n  create_time         = "2024-01-01T00:00:00Z"\n',
+        "modules/artifact_registry/main.tf",
+        "cleanup_policy_dry_run = false\n",
+        'cleanup_policy_dry_run = false\n  create_time            = "2024-01-01T00:00:00Z"\n',
         "Value for unconfigurable attribute",
         '"create_time"',
     ),

@@ -92,7 +92,7 @@ def test_the_sweep_job_runs_the_sweep_from_the_training_image(terraform: Terrafo
     assert squash(sweep["environment_variables"]) == "${local.train_image_env}"
     assert squash(training["environment_variables"]) == "${local.train_image_env}"
     assert squash(sweep["service_account_email"]) == (
-        '${google_service_account.stage["sweep"].email}'
+        '${data.google_service_account.stage["sweep"].email}'
     )
     assert sweep_command(terraform) == ["python", "-m", "modelrail", "sweep"]
     # The run_job module passes the command on to the container.
@@ -173,7 +173,7 @@ def test_the_scheduler_calls_the_run_api_with_an_account_that_may_only_run_the_s
     )
     assert "oidc_token" not in target
     assert squash(token["service_account_email"]) == (
-        '${google_service_account.stage["scheduler"].email}'
+        '${data.google_service_account.stage["scheduler"].email}'
     )
     # Its one grant: run the sweep job (run.jobs.run), on that job alone.
     grants = [(resource.type, role, on) for resource, role, on in grants_of(terraform, "scheduler")]

@@ -146,10 +146,13 @@ def test_manifests_are_signed_by_a_kms_key_only_register_may_use_to_sign(
     terraform: Terraform,
 ) -> None:
     env = terraform.module("envs/dev")
-    resources = {(r.type, r.name): r for r in env.resources}
+    bootstrap = terraform.module("envs/bootstrap")
+    resources = {(r.type, r.name): r for r in bootstrap.resources}
     key = resources["google_kms_crypto_key", "manifest_signing"]
     members = resources["google_kms_crypto_key_iam_member", "manifest_signing"]
-    grants = {(unquote(g["sa"]), unquote(g["role"])) for g in env.locals["signing_key_grants"]}
+    grants = {
+        (unquote(g["sa"]), unquote(g["role"])) for g in bootstrap.locals["signing_key_grants"]
+    }
 
     assert unquote(key.body["purpose"]) == "ASYMMETRIC_SIGN"
     template = key.body["version_template"][0]
@@ -169,6 +172,20 @@ def test_manifests_are_signed_by_a_kms_key_only_register_may_use_to_sign(
     for env_vars in (env.locals["common_env"], staging_env):
         assert squash(env_vars["MODELRAIL_SIGNING_KEY"]) == "${local.manifest_signing_key}"
     assert '"cloudkms.googleapis.com"' in env.module_calls["apis"]["services"]
+    # The environment names the key the bootstrap made (its ring and name), and only
+    # reads it.
+    [looked_up] = [
+        body
+        for data in env.blocks("data")
+        for data_type, named in data.items()
+        if unquote(data_type) == "google_kms_crypto_key"
+        for body in named.values()
+    ]
+    assert squash(looked_up["name"]) == squash(key.body["name"])
+    assert unquote(squash(env.locals["manifest_signing_key"])) == (
+        "${data.google_kms_crypto_key.manifest_signing.id}/cryptoKeyVersions/"
+        "${var.manifest_signing.key_version}"
+    )
 
 
 def test_functions_take_internal_traffic_and_run_as_their_own_accounts(
@@ -188,11 +205,12 @@ def test_functions_take_internal_traffic_and_run_as_their_own_accounts(
     )
     call = terraform.module("envs/dev").module_calls["functions"]
     assert (
-        squash(call["service_account_email"]) == "${google_service_account.stage[each.key].email}"
+        squash(call["service_account_email"])
+        == "${data.google_service_account.stage[each.key].email}"
     )
     assert (
         squash(call["invoker_service_account_email"])
-        == '${google_service_account.stage["push"].email}'
+        == '${data.google_service_account.stage["push"].email}'
     )
 
 

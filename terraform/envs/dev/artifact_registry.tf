@@ -32,5 +32,5 @@ resource "google_artifact_registry_repository_iam_member" "models" {
   location   = var.region
   repository = google_artifact_registry_repository.models.repository_id
   role       = each.value.role
-  member     = "serviceAccount:${google_service_account.stage[each.value.sa].email}"
+  member     = "serviceAccount:${data.google_service_account.stage[each.value.sa].email}"
 }

@@ -3,20 +3,13 @@
 # serviceAccountUser. docs/deploy.md lists the same grants in its IAM table and a test
 # keeps the two equal.
 locals {
-  service_accounts = {
-    validate        = "validate stage: checks an uploaded or requested dataset against its contract"
-    launch_training = "launch_training stage: starts one training job execution per validated dataset"
-    train           = "training job: trains the LightGBM candidate and publishes model-trained"
-    evaluate        = "evaluate stage: scores the candidate and the champion on the hold-out"
-    register        = "register stage: claims a version in the registry"
-    deploy          = "deploy stage: pins the staging service to a version, smoke-tests, rolls back"
-    staging         = "staging service: serves predictions of the pinned version"
-    push            = "Pub/Sub push identity: the only caller allowed to invoke the stage functions"
-    function_build  = "builds the stage functions' containers (Cloud Functions build service account)"
-    pr_build        = "pull-request checks in Cloud Build: runs the pull request's tests, writes build logs, deploys nothing"
-    sweep           = "sweep job: records as failed the runs whose training job died or whose message was lost"
-    scheduler       = "Cloud Scheduler identity: the only caller allowed to run the sweep job"
-  }
+  # The pipeline's service accounts, created by the owner with terraform/envs/bootstrap
+  # (its local.service_accounts; tests/infra keeps the two lists equal). The deployer
+  # looks them up: it may act as them, never set IAM on them.
+  stage_accounts = toset([
+    "validate", "launch_training", "train", "evaluate", "register", "deploy", "staging",
+    "push", "function_build", "pr_build", "sweep", "scheduler",
+  ])
 
   # Bucket-level reads (objectViewer: read and list objects). Writes are the
   # artifact_writes below, each limited to the objects its stage writes.
@@ -107,19 +100,14 @@ locals {
     # read an execution's state, to find a training run that died (run.executions.get).
     { sa = "sweep", role = "roles/run.viewer" },
   ]
-  service_account_grants = [
-    # A new staging revision runs as the staging account: updating it needs actAs on it.
-    { sa = "deploy", target = "staging", role = "roles/iam.serviceAccountUser" },
-  ]
 }
 
-resource "google_service_account" "stage" {
-  for_each = local.service_accounts
+# Fails the plan with "not found" until the owner has applied terraform/envs/bootstrap.
+data "google_service_account" "stage" {
+  for_each = local.stage_accounts
 
-  project      = var.project_id
-  account_id   = "${var.name_prefix}-${replace(each.key, "_", "-")}"
-  display_name = "modelrail ${each.key}"
-  description  = each.value
+  project    = var.project_id
+  account_id = "${var.name_prefix}-${replace(each.key, "_", "-")}"
 }
 
 resource "google_storage_bucket_iam_member" "stage" {
@@ -127,7 +115,7 @@ resource "google_storage_bucket_iam_member" "stage" {
 
   bucket = local.buckets[each.value.bucket]
   role   = each.value.role
-  member = "serviceAccount:${google_service_account.stage[each.value.sa].email}"
+  member = "serviceAccount:${data.google_service_account.stage[each.value.sa].email}"
 
   depends_on = [module.buckets, module.source_bucket]
 }
@@ -137,7 +125,7 @@ resource "google_storage_bucket_iam_member" "artifact_writes" {
 
   bucket = local.buckets.artifacts
   role   = "roles/storage.objectUser"
-  member = "serviceAccount:${google_service_account.stage[each.key].email}"
+  member = "serviceAccount:${data.google_service_account.stage[each.key].email}"
 
   # Listing is a bucket-level permission the condition never matches: it comes with the
   # unconditional objectViewer grant above.
@@ -159,7 +147,7 @@ resource "google_pubsub_topic_iam_member" "stage" {
   project = var.project_id
   topic   = module.pubsub.topic_ids[each.value.topic]
   role    = each.value.role
-  member  = "serviceAccount:${google_service_account.stage[each.value.sa].email}"
+  member  = "serviceAccount:${data.google_service_account.stage[each.value.sa].email}"
 }
 
 resource "google_cloud_run_v2_service_iam_member" "stage" {
@@ -169,7 +157,7 @@ resource "google_cloud_run_v2_service_iam_member" "stage" {
   location = var.region
   name     = module.staging_service.name
   role     = each.value.role
-  member   = "serviceAccount:${google_service_account.stage[each.value.sa].email}"
+  member   = "serviceAccount:${data.google_service_account.stage[each.value.sa].email}"
 }
 
 resource "google_cloud_run_v2_job_iam_member" "stage" {
@@ -179,15 +167,7 @@ resource "google_cloud_run_v2_job_iam_member" "stage" {
   location = var.region
   name     = module.training_job.name
   role     = each.value.role
-  member   = "serviceAccount:${google_service_account.stage[each.value.sa].email}"
-}
-
-resource "google_service_account_iam_member" "stage" {
-  for_each = { for grant in local.service_account_grants : "${grant.sa}/${grant.target}/${grant.role}" => grant }
-
-  service_account_id = google_service_account.stage[each.value.target].name
-  role               = each.value.role
-  member             = "serviceAccount:${google_service_account.stage[each.value.sa].email}"
+  member   = "serviceAccount:${data.google_service_account.stage[each.value.sa].email}"
 }
 
 # The functions builder: push the built images, read the source archives, write build
@@ -197,13 +177,13 @@ resource "google_artifact_registry_repository_iam_member" "function_build_pushes
   location   = var.region
   repository = module.function_images.name
   role       = "roles/artifactregistry.writer"
-  member     = "serviceAccount:${google_service_account.stage["function_build"].email}"
+  member     = "serviceAccount:${data.google_service_account.stage["function_build"].email}"
 }
 
 resource "google_project_iam_member" "function_build_writes_logs" {
   project = var.project_id
   role    = "roles/logging.logWriter"
-  member  = "serviceAccount:${google_service_account.stage["function_build"].email}"
+  member  = "serviceAccount:${data.google_service_account.stage["function_build"].email}"
 }
 
 # Pull-request builds run the pull request's code: their account writes build logs and
@@ -212,23 +192,63 @@ resource "google_project_iam_member" "function_build_writes_logs" {
 resource "google_project_iam_member" "pr_build_writes_logs" {
   project = var.project_id
   role    = "roles/logging.logWriter"
-  member  = "serviceAccount:${google_service_account.stage["pr_build"].email}"
+  member  = "serviceAccount:${data.google_service_account.stage["pr_build"].email}"
 }
 
-# Pub/Sub mints the push identity's OIDC tokens (needed in projects created before
-# April 2021; harmless after).
-resource "google_service_account_iam_member" "pubsub_agent_mints_push_tokens" {
-  service_account_id = google_service_account.stage["push"].name
-  role               = "roles/iam.serviceAccountTokenCreator"
-  member             = "serviceAccount:service-${data.google_project.this.number}@gcp-sa-pubsub.iam.gserviceaccount.com"
+# Cloud Functions (2nd gen) copies each function's archive into Google's own bucket,
+# gcf-v2-sources-<project number>-<region>, and the build reads it from there, as the
+# build account: with only the sources bucket above, every build is denied its source.
+# That bucket appears with the first function, so no bucket-level grant can precede it;
+# a project-level objectViewer under a condition on that bucket's name (Cloud Storage
+# evaluates resource.name; its objects are .../objects/<name>) lets it read that bucket
+# and nothing else in the project.
+resource "google_project_iam_member" "function_build_reads_gcf_sources" {
+  project = var.project_id
+  role    = "roles/storage.objectViewer"
+  member  = "serviceAccount:${data.google_service_account.stage["function_build"].email}"
+
+  condition {
+    title       = "only-gcf-v2-sources"
+    description = "Cloud Functions' copy of the function sources (gcf-v2-sources-<number>-<region>), nothing else."
+    expression  = "resource.name == \"${local.gcf_sources_bucket}\" || resource.name.startsWith(\"${local.gcf_sources_bucket}/objects/\")"
+  }
 }
 
-# Whoever applies this configuration (the Cloud Build deployer) deploys functions, the
-# job and the service to run as these accounts: actAs on each of them, not project-wide.
-resource "google_service_account_iam_member" "deployer_acts_as" {
-  for_each = local.service_accounts
+locals {
+  gcf_sources_bucket = "projects/_/buckets/gcf-v2-sources-${data.google_project.this.number}-${var.region}"
 
-  service_account_id = google_service_account.stage[each.key].name
-  role               = "roles/iam.serviceAccountUser"
-  member             = "serviceAccount:${var.deployer_service_account_email}"
+  # What the grants a compute resource uses on creation or at start are made from: a
+  # change to any of them waits for propagation again.
+  propagated_grants = [
+    local.bucket_grants, local.artifact_writes, local.topic_grants,
+    local.model_repository_grants, local.vertex_grants, var.vertex_model_registry,
+  ]
+}
+
+# IAM grants take up to a few minutes to reach every Google service, and this apply uses
+# them at once: the functions' builds (the build account's grants), the training job and
+# the staging service at start (their buckets), the Scheduler job and the push
+# subscriptions. Every one of those depends on this wait (tests/infra checks it); the
+# grants on those resources themselves (invokers) come after them and are used only when
+# a message or a schedule arrives, which Pub/Sub and Cloud Scheduler retry.
+resource "time_sleep" "iam_propagation" {
+  create_duration = "60s"
+
+  triggers = {
+    grants = sha256(jsonencode(local.propagated_grants))
+  }
+
+  depends_on = [
+    google_storage_bucket_iam_member.stage,
+    google_storage_bucket_iam_member.artifact_writes,
+    google_pubsub_topic_iam_member.stage,
+    google_artifact_registry_repository_iam_member.function_build_pushes_images,
+    google_artifact_registry_repository_iam_member.models,
+    google_project_iam_member.function_build_writes_logs,
+    google_project_iam_member.function_build_reads_gcf_sources,
+    google_project_iam_member.pr_build_writes_logs,
+    google_pubsub_topic_iam_member.gcs_publishes_uploads,
+    google_project_iam_member.vertex,
+    google_storage_bucket_iam_member.vertex_agent_reads_artifacts,
+  ]
 }

@@ -1,50 +1,20 @@
-# The key register signs each version's manifest with (manifest.sig beside it), and the
-# staging service verifies it with before it trusts any sha256 the manifest lists: who
-# can write the artifact bucket but not sign cannot make a version staging serves.
-# Cloud KMS, EC_SIGN_P256_SHA256, used through its REST API (src/modelrail/adapters/kms.py).
-resource "google_kms_key_ring" "modelrail" {
-  # Key rings cannot be deleted: destroying this removes it from the state only.
-  project    = var.project_id
-  name       = var.name_prefix
-  location   = var.region
-  depends_on = [module.apis]
+# The key register signs each version's manifest with, and the staging service verifies
+# it with (terraform/envs/bootstrap/kms.tf). The owner creates it and grants it there:
+# whoever administers the key can grant itself the signer role, so the deployer, which
+# applies this configuration, only reads it (roles/cloudkms.viewer).
+data "google_kms_key_ring" "modelrail" {
+  project  = var.project_id
+  name     = var.name_prefix
+  location = var.region
 }
 
-resource "google_kms_crypto_key" "manifest_signing" {
+data "google_kms_crypto_key" "manifest_signing" {
   name     = "${var.name_prefix}-manifest-signing"
-  key_ring = google_kms_key_ring.modelrail.id
-  purpose  = "ASYMMETRIC_SIGN"
-  labels   = local.labels
-  # Asymmetric keys take no rotation_period: a new version is made by hand and named in
-  # var.manifest_signing.key_version (docs/deploy.md).
-  version_template {
-    algorithm        = "EC_SIGN_P256_SHA256"
-    protection_level = var.manifest_signing.protection_level
-  }
-  # Destroying the key makes every signed version unverifiable: staging would refuse
-  # them all.
-  lifecycle {
-    prevent_destroy = true
-  }
+  key_ring = data.google_kms_key_ring.modelrail.id
 }
 
 locals {
   # The key version that signs; the stages, the training job and the staging service
   # read it (MODELRAIL_SIGNING_KEY), and the deploy stage sets it on every revision.
-  manifest_signing_key = "${google_kms_crypto_key.manifest_signing.id}/cryptoKeyVersions/${var.manifest_signing.key_version}"
-
-  # Grants on this key only, never project-wide. Only register signs; staging reads the
-  # public key (the deploy stage does not verify: staging refuses what does not).
-  signing_key_grants = [
-    { sa = "register", role = "roles/cloudkms.signer" },
-    { sa = "staging", role = "roles/cloudkms.publicKeyViewer" },
-  ]
-}
-
-resource "google_kms_crypto_key_iam_member" "manifest_signing" {
-  for_each = { for grant in local.signing_key_grants : "${grant.sa}/${grant.role}" => grant }
-
-  crypto_key_id = google_kms_crypto_key.manifest_signing.id
-  role          = each.value.role
-  member        = "serviceAccount:${google_service_account.stage[each.value.sa].email}"
+  manifest_signing_key = "${data.google_kms_crypto_key.manifest_signing.id}/cryptoKeyVersions/${var.manifest_signing.key_version}"
 }

@@ -3,6 +3,12 @@ provider "google" {
   region  = var.region
 }
 
+# For google_project_service_identity alone (vertex.tf).
+provider "google-beta" {
+  project = var.project_id
+  region  = var.region
+}
+
 locals {
   # Relative to the working directory (terraform -chdir=terraform/envs/dev), so plans
   # made on a laptop and in Cloud Build see the same paths.
@@ -185,7 +191,7 @@ module "pubsub" {
   push_endpoints = {
     for consumer, function in module.functions : consumer => {
       url                   = function.uri
-      service_account_email = google_service_account.stage["push"].email
+      service_account_email = data.google_service_account.stage["push"].email
     }
   }
   depends_on = [module.apis]
@@ -209,10 +215,10 @@ module "functions" {
   runtime       = "python311"
   entry_point   = "handle"
 
-  build_service_account_id      = google_service_account.stage["function_build"].id
+  build_service_account_id      = data.google_service_account.stage["function_build"].id
   docker_repository_id          = module.function_images.id
-  service_account_email         = google_service_account.stage[each.key].email
-  invoker_service_account_email = google_service_account.stage["push"].email
+  service_account_email         = data.google_service_account.stage[each.key].email
+  invoker_service_account_email = data.google_service_account.stage["push"].email
 
   available_memory   = local.function_settings[each.key].memory
   available_cpu      = local.function_settings[each.key].cpu
@@ -226,13 +232,8 @@ module "functions" {
     MODELRAIL_TOPOLOGY = "topology.yaml"
   })
 
-  depends_on = [
-    google_artifact_registry_repository_iam_member.function_build_pushes_images,
-    google_project_iam_member.function_build_writes_logs,
-    google_storage_bucket_iam_member.stage,
-    google_storage_bucket_iam_member.artifact_writes,
-    google_service_account_iam_member.deployer_acts_as,
-  ]
+  # The build account's grants and the stage accounts' (iam.tf), propagated.
+  depends_on = [time_sleep.iam_propagation]
 }
 
 module "training_job" {
@@ -241,14 +242,14 @@ module "training_job" {
   region                = var.region
   name                  = local.training_job_name
   image                 = local.train_image
-  service_account_email = google_service_account.stage["train"].email
+  service_account_email = data.google_service_account.stage["train"].email
   cpu                   = var.training_job.cpu
   memory                = var.training_job.memory
   timeout_seconds       = var.training_job.timeout_seconds
   max_retries           = var.training_job.max_retries
   labels                = local.labels
   environment_variables = local.train_image_env
-  depends_on            = [module.apis, google_service_account_iam_member.deployer_acts_as]
+  depends_on            = [module.apis, time_sleep.iam_propagation]
 }
 
 module "staging_service" {
@@ -257,7 +258,7 @@ module "staging_service" {
   region                = var.region
   name                  = local.staging_service_name
   image                 = "${module.docker_repository.url}/staging:${var.code_version}"
-  service_account_email = google_service_account.stage["staging"].email
+  service_account_email = data.google_service_account.stage["staging"].email
   ingress               = var.staging_service.ingress
   invoker_members       = var.staging_service.invoker_members
   cpu                   = var.staging_service.cpu
@@ -277,7 +278,7 @@ module "staging_service" {
     # The key whose signatures it trusts (kms.tf); the deploy stage keeps it current.
     MODELRAIL_SIGNING_KEY = local.manifest_signing_key
   }
-  depends_on = [module.apis, google_service_account_iam_member.deployer_acts_as]
+  depends_on = [module.apis, time_sleep.iam_propagation]
 }
 
 # ---------------------------------------------------------------- delivery
@@ -291,7 +292,7 @@ module "cloudbuild_triggers" {
   github_repository            = var.github_repository
   branch                       = var.deploy_branch
   deploy_service_account_id    = "projects/${var.project_id}/serviceAccounts/${var.deployer_service_account_email}"
-  pr_checks_service_account_id = google_service_account.stage["pr_build"].id
+  pr_checks_service_account_id = data.google_service_account.stage["pr_build"].id
   deploy_substitutions = {
     _REGION          = var.region
     _REPOSITORY      = module.docker_repository.name

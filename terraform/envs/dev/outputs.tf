@@ -45,7 +45,7 @@ output "image_repository" {
 
 output "service_accounts" {
   description = "Stage => service account email."
-  value       = { for stage, account in google_service_account.stage : stage => account.email }
+  value       = { for stage, account in data.google_service_account.stage : stage => account.email }
 }
 
 output "build_triggers" {

@@ -18,7 +18,7 @@ module "sweep_job" {
   image                 = local.train_image
   command               = ["python", "-m", "modelrail"]
   args                  = ["sweep"]
-  service_account_email = google_service_account.stage["sweep"].email
+  service_account_email = data.google_service_account.stage["sweep"].email
   cpu                   = var.sweep.cpu
   memory                = var.sweep.memory
   timeout_seconds       = var.sweep.timeout_seconds
@@ -26,7 +26,7 @@ module "sweep_job" {
   max_retries           = 0
   labels                = local.labels
   environment_variables = local.train_image_env
-  depends_on            = [module.apis, google_service_account_iam_member.deployer_acts_as]
+  depends_on            = [module.apis, time_sleep.iam_propagation]
 }
 
 resource "google_cloud_run_v2_job_iam_member" "scheduler_runs_sweep" {
@@ -34,7 +34,7 @@ resource "google_cloud_run_v2_job_iam_member" "scheduler_runs_sweep" {
   location = var.region
   name     = module.sweep_job.name
   role     = "roles/run.invoker"
-  member   = "serviceAccount:${google_service_account.stage["scheduler"].email}"
+  member   = "serviceAccount:${data.google_service_account.stage["scheduler"].email}"
 }
 
 resource "google_cloud_scheduler_job" "sweep" {
@@ -58,7 +58,7 @@ resource "google_cloud_scheduler_job" "sweep" {
 
     # An OAuth access token (a Google API is called, not a Cloud Run URL).
     oauth_token {
-      service_account_email = google_service_account.stage["scheduler"].email
+      service_account_email = data.google_service_account.stage["scheduler"].email
       scope                 = "https://www.googleapis.com/auth/cloud-platform"
     }
   }
@@ -66,6 +66,6 @@ resource "google_cloud_scheduler_job" "sweep" {
   depends_on = [
     module.apis,
     google_cloud_run_v2_job_iam_member.scheduler_runs_sweep,
-    google_service_account_iam_member.deployer_acts_as,
+    time_sleep.iam_propagation,
   ]
 }

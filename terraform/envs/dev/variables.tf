@@ -165,17 +165,12 @@ variable "labels" {
 }
 
 variable "manifest_signing" {
-  description = "The key register signs each version's manifest with: its protection level (SOFTWARE or HSM) and the key version that signs (asymmetric keys do not rotate by themselves: after `gcloud kms keys versions create`, set the new number here; versions signed with older ones still verify while those stay enabled)."
+  description = "The key version register signs each version's manifest with (the key itself is terraform/envs/bootstrap's). Asymmetric keys do not rotate by themselves: after `gcloud kms keys versions create`, set the new number here; versions signed with older ones still verify while those stay enabled."
   type = object({
-    protection_level = optional(string, "SOFTWARE")
-    key_version      = optional(number, 1)
+    key_version = optional(number, 1)
   })
   default = {}
 
-  validation {
-    condition     = contains(["SOFTWARE", "HSM"], var.manifest_signing.protection_level)
-    error_message = "manifest_signing.protection_level must be SOFTWARE or HSM."
-  }
   validation {
     condition     = var.manifest_signing.key_version >= 1 && floor(var.manifest_signing.key_version) == var.manifest_signing.key_version
     error_message = "manifest_signing.key_version must be a whole number from 1."

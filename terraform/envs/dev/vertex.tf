@@ -31,8 +31,20 @@ resource "google_project_iam_member" "vertex" {
 
   project = var.project_id
   role    = each.value.role
-  member  = "serviceAccount:${google_service_account.stage[each.value.sa].email}"
+  member  = "serviceAccount:${data.google_service_account.stage[each.value.sa].email}"
 
+  depends_on = [module.vertex_api]
+}
+
+# Google creates Vertex AI's service agent lazily, at the API's first use: a grant to it
+# before then fails (the account does not exist). Created here first, and the grant
+# names the member this returns, so it always comes after.
+resource "google_project_service_identity" "vertex_agent" {
+  provider = google-beta
+  count    = var.vertex_model_registry ? 1 : 0
+
+  project    = var.project_id
+  service    = "aiplatform.googleapis.com"
   depends_on = [module.vertex_api]
 }
 
@@ -42,7 +54,7 @@ resource "google_storage_bucket_iam_member" "vertex_agent_reads_artifacts" {
 
   bucket = local.buckets.artifacts
   role   = "roles/storage.objectViewer"
-  member = "serviceAccount:service-${data.google_project.this.number}@gcp-sa-aiplatform.iam.gserviceaccount.com"
+  member = google_project_service_identity.vertex_agent[0].member
 
-  depends_on = [module.vertex_api, module.buckets]
+  depends_on = [module.buckets]
 }
