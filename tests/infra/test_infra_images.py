@@ -168,6 +168,8 @@ def test_the_deploy_build_builds_and_pushes_only_through_commit_image() -> None:
     actions = set()
     for step in docker_steps:
         program, args = step_program(step)
+        if [program, *args[:1]] == ["bash", "scripts/isolated_tests.sh"]:
+            continue  # the test step: docker runs the suite, it builds and pushes nothing
         assert [program, *args[:1]] == ["bash", "scripts/commit_image.sh"], step["id"]
         assert args[2].endswith(":$COMMIT_SHA"), step["id"]
         actions.add((args[1], args[2].rsplit("/", 1)[1]))
