@@ -14,6 +14,7 @@ Layout (under ``models/<model>/``)::
                                 published (package repository: Artifact Registry)
     by-run/<run_id>.json        a run registers at most one version
     aliases/<alias>.json        mutable pointers (champion, staging), compare-and-set
+    leases/<name>.json          who holds a rollout of the model's services (``lease``)
 
 Numbers are claimed create-only (``ifGenerationMatch=0``), retrying on conflict, so
 concurrent registrations of different runs get distinct, contiguous numbers. A run
@@ -47,7 +48,8 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import hashlib
-from collections.abc import Callable, Mapping
+import time
+from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -255,6 +257,65 @@ class Registry:
         return int(version)
 
     # -- writing -----------------------------------------------------------------
+    @contextlib.contextmanager
+    def lease(
+        self,
+        model: str,
+        name: str,
+        holder: str,
+        *,
+        ttl_s: float,
+        wait_s: float,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.time,
+    ) -> Iterator[None]:
+        """Hold ``leases/<name>`` of ``model`` for ``holder`` while the block runs: one
+        holder at a time, so rollouts of one service happen one after another.
+
+        Taken create-only, or by compare-and-set over a lease that was released or is
+        past its expiry (``ttl_s`` after it was taken: its holder died or outlived its
+        delivery), so of two takers one wins. Another holder's live lease is waited for
+        up to ``wait_s``; then ``TransientError``, so the bus redelivers later. Released
+        by compare-and-set, so a holder that outlived its lease never frees its
+        successor's.
+        """
+        key = self._lease_key(model, name)
+        deadline = clock() + wait_s
+        pause = 0.1
+        while True:
+            now = clock()
+            body = canonical_json({"holder": holder, "taken_at": now, "expires_at": now + ttl_s})
+            try:
+                current = self.store.read(key)
+            except NotFound:
+                generation = 0
+            else:
+                held = orjson.loads(current.data)
+                free = held.get("released", False) or float(held["expires_at"]) <= now
+                generation = current.generation if free else -1
+            if generation >= 0:
+                try:
+                    taken = self.store.write(
+                        key, body, if_generation_match=generation, content_type="application/json"
+                    )
+                    break
+                except PreconditionFailed:
+                    continue  # another taker won: read who holds it now
+            if now >= deadline:
+                raise TransientError(
+                    f"{model}'s {name} is being rolled out by {held['holder']} ({key}); retry later"
+                )
+            sleep(min(pause, max(deadline - now, 0.0)))
+            pause = min(pause * 2, 2.0)
+        try:
+            yield
+        finally:
+            released = canonical_json({"holder": holder, "released": True})
+            with contextlib.suppress(PreconditionFailed):
+                self.store.write(
+                    key, released, if_generation_match=taken, content_type="application/json"
+                )
+
     def move_alias(
         self,
         model: str,
@@ -486,6 +547,9 @@ class Registry:
 
     def _alias_key(self, model: str, name: str) -> str:
         return f"{self._prefix(model)}aliases/{name}.json"
+
+    def _lease_key(self, model: str, name: str) -> str:
+        return f"{self._prefix(model)}leases/{name}.json"
 
     def _run_key(self, model: str, run_id: str) -> str:
         return f"{self._prefix(model)}by-run/{run_id}.json"

@@ -23,7 +23,7 @@ from modelrail.errors import DeploymentFailed, Refused
 from modelrail.events import ModelDeployed, derive_run_id, new_id, utcnow
 from modelrail.pipeline import record_and_publish, record_failure
 from modelrail.runs import RunSummary
-from modelrail.stages.deploy import STAGING
+from modelrail.stages.deploy import LEASE_TTL_S, LEASE_WAIT_S, STAGING
 
 STAGE = "rollback"
 
@@ -106,13 +106,15 @@ def rollback(
         "config": config.summary(),
     }
     started, clock = utcnow(), time.perf_counter()
-    try:
-        # The same port as the deploy stage: smoke-tested, restored on failure.
-        deployment = container.deployer.deploy(model, target)
-    except DeploymentFailed as exc:
-        return record_failure(container, STAGE, run_id, lineage, key, exc, started, clock)
-    # Vertex AI's staging alias too, when pipeline.toml turns the catalog on.
-    registry.move_alias(model, STAGING, target, force=True, catalog=container.catalog)
+    # One rollout at a time, the deploy stage's included (its lease).
+    with registry.lease(model, STAGING, key, ttl_s=LEASE_TTL_S, wait_s=LEASE_WAIT_S):
+        try:
+            # The same port as the deploy stage: smoke-tested, restored on failure.
+            deployment = container.deployer.deploy(model, target)
+        except DeploymentFailed as exc:
+            return record_failure(container, STAGE, run_id, lineage, key, exc, started, clock)
+        # Vertex AI's staging alias too, when pipeline.toml turns the catalog on.
+        registry.move_alias(model, STAGING, target, force=True, catalog=container.catalog)
     deployed = ModelDeployed(
         run_id=run_id,
         causation_id=key,

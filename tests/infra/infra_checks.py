@@ -462,7 +462,7 @@ def signing_key_problems(tf: Terraform) -> list[str]:
 
 REGISTRY_WRITER = "register"
 # The one object of the registry another stage may write: deploy moves the staging alias.
-ALIAS_OBJECT = re.compile(r"models/\$\{var\.model_name\}/aliases/\w+\.json")
+ALIAS_OBJECT = re.compile(r"models/\$\{var\.model_name\}/(aliases|leases)/\w+\.json")
 
 
 def _roles(resource: Resource, env_locals: dict[str, Any]) -> list[str]:

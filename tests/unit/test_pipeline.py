@@ -521,10 +521,16 @@ def test_a_deploy_overtaken_by_a_newer_one_serves_the_newer_again(
     registry, fake = harness.container.registry, harness.deployer
 
     class Racing:
-        """v3's deploy runs to its end while v2 rolls out."""
+        """v2's rollout outlives its lease, and v3's deploy runs to its end meanwhile."""
 
         def deploy(self, model: str, version: int) -> Deployment:
             if version == 2:
+                lease = f"models/{model}/leases/{deploy.STAGING}.json"
+                held = registry.store.read(lease)
+                expired = {**orjson.loads(held.data), "expires_at": 0}
+                registry.store.write(
+                    lease, orjson.dumps(expired), if_generation_match=held.generation
+                )
                 deploy.handle(third, registry=registry, deployer=fake, catalog=None)
             return fake.deploy(model, version)
 

@@ -58,7 +58,7 @@ locals {
     }
     deploy = {
       run_objects = ["stages/deploy.json", "failed/deploy.json"]
-      prefixes    = ["models/${var.model_name}/aliases/staging.json"]
+      prefixes    = ["models/${var.model_name}/aliases/staging.json", "models/${var.model_name}/leases/staging.json"]
     }
     # The failure record of a stage that will never record by itself: the stages after
     # validate (src/modelrail/sweep.py).

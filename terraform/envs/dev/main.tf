@@ -33,7 +33,7 @@ locals {
   # Every consumer gets settings, also one missing from var.functions.
   function_settings = {
     for consumer in local.consumers : consumer => merge(
-      { memory = "512Mi", cpu = "1", min_instances = 0, max_instances = 5 },
+      { memory = "512Mi", cpu = "1", min_instances = 0, max_instances = 5, concurrency = 1 },
       try(var.functions[consumer], {}),
     )
   }
@@ -224,6 +224,7 @@ module "functions" {
   available_cpu      = local.function_settings[each.key].cpu
   min_instance_count = local.function_settings[each.key].min_instances
   max_instance_count = local.function_settings[each.key].max_instances
+  concurrency        = local.function_settings[each.key].concurrency
   timeout_seconds    = max(local.function_timeouts[each.key]...)
 
   environment_variables = merge(local.common_env, local.vertex_env, {

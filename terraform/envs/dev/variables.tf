@@ -89,19 +89,22 @@ variable "deploy_branch" {
 }
 
 variable "functions" {
-  description = "Cost-relevant settings of each stage function: memory, vCPUs, warm instances (billed while idle) and the instance ceiling."
+  description = "Cost-relevant settings of each stage function: memory, vCPUs, warm instances (billed while idle), the instance ceiling and the requests one instance takes at once."
   type = map(object({
     memory        = optional(string, "512Mi")
     cpu           = optional(string, "1")
     min_instances = optional(number, 0)
     max_instances = optional(number, 5)
+    concurrency   = optional(number, 1)
   }))
   default = {
     validate        = { memory = "1Gi" }
     launch_training = { memory = "256Mi", cpu = "0.167" }
     evaluate        = { memory = "2Gi" }
     register        = { memory = "512Mi" }
-    deploy          = { memory = "512Mi", max_instances = 1 }
+    # Rollouts take turns on the staging lease (src/modelrail/stages/deploy.py): a burst
+    # of pushes waits in one instance instead of being refused with 429s.
+    deploy = { memory = "512Mi", max_instances = 1, concurrency = 10 }
   }
 }
 

@@ -48,7 +48,7 @@ resource "google_cloudfunctions2_function" "this" {
     timeout_seconds                  = var.timeout_seconds
     min_instance_count               = var.min_instance_count
     max_instance_count               = var.max_instance_count
-    max_instance_request_concurrency = 1
+    max_instance_request_concurrency = var.concurrency
     ingress_settings                 = "ALLOW_INTERNAL_ONLY"
     all_traffic_on_latest_revision   = true
     service_account_email            = var.service_account_email

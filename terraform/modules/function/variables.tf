@@ -102,6 +102,12 @@ variable "max_instance_count" {
   default     = 5
 }
 
+variable "concurrency" {
+  description = "Requests one instance takes at once (more than 1 needs at least one vCPU)."
+  type        = number
+  default     = 1
+}
+
 variable "labels" {
   description = "Labels applied to the function."
   type        = map(string)

@@ -1,0 +1,147 @@
+"""Rollouts of one staging service happen one at a time (the registry's lease): a burst
+of registrations waits its turn, none is refused, and staging ends on the newest."""
+
+from __future__ import annotations
+
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import orjson
+import pytest
+
+from modelrail.adapters.local_signing import LocalManifestSigner
+from modelrail.errors import TransientError
+from modelrail.events import ModelRegistered
+from modelrail.ports import Deployment
+from modelrail.registry import Registry
+from modelrail.stages import Outcome, deploy
+from tests.fakes import InMemoryStore
+
+MODEL = "penguins"
+
+
+class OverlapCountingDeployer:
+    """Deploys slowly enough for rollouts to overlap, and counts whether they did."""
+
+    def __init__(self) -> None:
+        self.active = 0
+        self.most_at_once = 0
+        self.deployed: list[int] = []
+        self._lock = threading.Lock()
+
+    def deploy(self, model: str, version: int) -> Deployment:
+        with self._lock:
+            self.active += 1
+            self.most_at_once = max(self.most_at_once, self.active)
+        time.sleep(0.05)  # a rollout in progress, so that others would overlap it
+        with self._lock:
+            self.active -= 1
+            self.deployed.append(version)
+        return Deployment("http://staging.test", f"rev-{version}", model, version)
+
+    def current(self) -> Deployment | None:
+        return None
+
+    def stop(self) -> None:
+        """Nothing runs."""
+
+
+@pytest.fixture
+def registry(tmp_path: Path) -> Registry:
+    registry = Registry(InMemoryStore("artifacts"))
+    signer = LocalManifestSigner(tmp_path / "key.pem")
+    for version in range(1, 7):
+        files = {"model.txt": b"tree %d" % version}
+        registry.register(MODEL, f"run-{version}", lambda _, f=files: f, {}, signer=signer)
+    registry.move_alias(MODEL, deploy.STAGING, 1)
+    return registry
+
+
+def registered(version: int) -> ModelRegistered:
+    return ModelRegistered(
+        run_id=f"run-{version}", causation_id=f"evaluated-{version}", lineage={},
+        model=MODEL, version=version, manifest_uri="memory://m", manifest_sha256="0" * 64,
+    )  # fmt: skip
+
+
+@pytest.mark.fault
+def test_a_burst_of_registrations_rolls_out_one_at_a_time_and_ends_on_the_newest(
+    registry: Registry,
+) -> None:
+    deployer = OverlapCountingDeployer()
+
+    def deliver(version: int) -> Outcome:
+        return deploy.handle(
+            registered(version), registry=registry, deployer=deployer, catalog=None
+        )
+
+    with ThreadPoolExecutor(max_workers=5) as pool:
+        outcomes = list(pool.map(deliver, range(2, 7)))
+
+    assert deployer.most_at_once == 1
+    assert deployer.deployed == sorted(deployer.deployed)  # staging never moved back
+    assert deployer.deployed[-1] == 6
+    assert registry.aliases(MODEL)[deploy.STAGING] == 6
+    # Every delivery ends with an outcome: deployed, or overtaken by a newer version.
+    deployed = {o.output["revision"] for o in outcomes if o.status == "succeeded"}
+    assert deployed == {f"rev-{v}" for v in deployer.deployed}
+    skipped = [o.output["reason"] for o in outcomes if o.status == "skipped"]
+    assert len(deployed) + len(skipped) == 5
+    assert all(reason.startswith("staging already serves v") for reason in skipped)
+
+
+def test_a_lease_past_its_expiry_is_taken_over(registry: Registry) -> None:
+    now = [1000.0]
+    clock = lambda: now[0]  # noqa: E731
+    held = registry.lease(MODEL, "staging", "died", ttl_s=60, wait_s=0, clock=clock)
+    held.__enter__()  # its holder dies without releasing it
+
+    with (
+        pytest.raises(TransientError, match="being rolled out by died"),
+        registry.lease(MODEL, "staging", "next", ttl_s=60, wait_s=0, clock=clock),
+    ):
+        pass
+    now[0] += 61
+    with registry.lease(MODEL, "staging", "next", ttl_s=60, wait_s=0, clock=clock):
+        taken = orjson.loads(registry.store.read("models/penguins/leases/staging.json").data)
+    assert (taken["holder"], taken["expires_at"]) == ("next", 1121.0)
+
+
+def test_a_waiting_delivery_gets_the_lease_when_it_is_released(registry: Registry) -> None:
+    released = threading.Event()
+    order: list[str] = []
+
+    def first() -> None:
+        with registry.lease(MODEL, "staging", "first", ttl_s=60, wait_s=0):
+            order.append("first")
+            released.wait(timeout=30)
+
+    holder = threading.Thread(target=first)
+    holder.start()
+    while not order:  # the first holds the lease
+        time.sleep(0.01)
+    threading.Timer(0.2, released.set).start()
+    with registry.lease(MODEL, "staging", "second", ttl_s=60, wait_s=60):
+        order.append("second")
+    holder.join()
+
+    assert order == ["first", "second"]
+
+
+def test_a_holder_that_outlived_its_lease_does_not_release_its_successors(
+    registry: Registry,
+) -> None:
+    now = [1000.0]
+    clock = lambda: now[0]  # noqa: E731
+    with registry.lease(MODEL, "staging", "slow", ttl_s=60, wait_s=0, clock=clock):
+        now[0] += 61
+        successor = registry.lease(MODEL, "staging", "successor", ttl_s=60, wait_s=0, clock=clock)
+        successor.__enter__()
+    # "slow" has left its block: the successor's lease still stands.
+    with (
+        pytest.raises(TransientError, match="being rolled out by successor"),
+        registry.lease(MODEL, "staging", "third", ttl_s=60, wait_s=0, clock=clock),
+    ):
+        pass
