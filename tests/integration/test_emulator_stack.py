@@ -9,6 +9,7 @@ reaches the dead-letter topic after the configured attempts in seconds, not minu
 
 from __future__ import annotations
 
+import base64
 import os
 import signal
 import subprocess
@@ -26,7 +27,10 @@ import urllib3
 import yaml
 
 from modelrail.adapters.artifact_registry import ArtifactRegistryPackages
+from modelrail.bootstrap import bootstrap
+from modelrail.config import Settings
 from modelrail.processes import group_members, port_in_use, wait_until
+from modelrail.registry import sha256
 from modelrail.runtime.emulators import free_port
 from tests.conftest import PENGUINS, REPO, STATE_DEADLINE_S, settings_env
 from tests.integration.emulator_support import require_emulators
@@ -248,6 +252,74 @@ def test_rollback_redeploys_the_previous_version_through_cloud_run(stack: Stack)
     assert stack.served_version() == 2
     [model] = orjson.loads(modelrail("models", "--json").stdout)
     assert model["aliases"]["staging"] == 2
+
+
+@pytest.mark.fault
+def test_a_burst_of_registrations_ends_in_one_outcome_each_and_the_newest_served(
+    stack: Stack,
+) -> None:
+    """Five model-registered events published at once: the deploy function takes them
+    all, rolls out one at a time (the staging lease), records an outcome for each, and
+    staging ends on the newest version; nothing is dead-lettered."""
+    env = {**stack.env, **stack.state()["env"]}
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("STORAGE_EMULATOR_HOST", env["STORAGE_EMULATOR_HOST"])
+        container = bootstrap(Settings.from_env(env))
+        registry, model = container.registry, container.config.model_name
+        # Five new versions, registered and signed as register does, from v2's files.
+        manifest = registry.manifest(model, 2)
+        files = {name: registry.read_file(model, 2, name) for name in manifest["files"]}
+        fields = {
+            k: v for k, v in manifest.items() if k not in ("model", "version", "run_id", "files")
+        }
+        template = container.runs.stage_record(manifest["run_id"], "register")
+        assert template is not None
+        events = []
+        for burst in range(5):
+            run_id = f"run-{burst:020x}"  # a run id's shape, never derived from a trigger
+            version, manifest_bytes = registry.register(
+                model,
+                run_id,
+                lambda _: files,
+                fields,
+                signer=container.signer,  # type: ignore[arg-type]
+            )
+            events.append(
+                {**template["event"], "run_id": run_id, "event_id": uuid.uuid4().hex,
+                 "version": version, "manifest_sha256": sha256(manifest_bytes),
+                 "manifest_uri": registry.manifest_uri(model, version)}
+            )  # fmt: skip
+        newest = max(event["version"] for event in events)
+
+        publish = _http.request(
+            "POST",
+            f"http://{env['PUBSUB_EMULATOR_HOST']}/v1/projects/{stack.state()['project']}"
+            "/topics/model-registered:publish",
+            body=orjson.dumps({"messages": [
+                {"data": base64.b64encode(orjson.dumps(e)).decode(),
+                 "attributes": {"event_type": "model-registered"}} for e in events
+            ]}),
+            headers={"Content-Type": "application/json"},
+        )  # fmt: skip
+        assert publish.status == 200, publish.data
+
+        def outcomes() -> list[str]:
+            records = [container.runs.stage_record(e["run_id"], "deploy") for e in events]
+            return [r["status"] for r in records if r is not None]
+
+        def written() -> list[tuple[str, bytes]]:
+            """What the burst's runs hold: a failure names its reason."""
+            return [
+                (info.key, container.artifacts.read(info.key).data[:600])
+                for e in events
+                for info in container.artifacts.list(f"runs/{e['run_id']}/")
+            ]
+
+        assert wait_until(lambda: len(outcomes()) == 5, PIPELINE_TIMEOUT_S, 1.0), written()
+        assert set(outcomes()) <= {"succeeded", "skipped"}, outcomes()
+        assert registry.aliases(model)["staging"] == newest
+    assert stack.served_version() == newest
+    assert stack.pull_dead_letters() == []
 
 
 def _job_process(request_id: str) -> int | None:
