@@ -27,6 +27,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.infra.conftest import tool
 from tests.infra.infra_checks import REPO_ROOT
 
 pytestmark = pytest.mark.infra
@@ -226,12 +227,12 @@ def test_verify_project_script_is_valid_bash() -> None:
     assert os.access(VERIFY_PROJECT, os.X_OK), "scripts/verify_project.sh is not executable"
 
 
-def test_verify_project_script_is_shellcheck_clean() -> None:
-    shellcheck = shutil.which("shellcheck")
-    if shellcheck is None:
-        pytest.skip("shellcheck is not installed")
+@pytest.mark.parametrize(
+    "script", sorted((REPO_ROOT / "scripts").glob("*.sh")), ids=lambda path: path.name
+)
+def test_every_script_is_shellcheck_clean(script: Path) -> None:
     completed = subprocess.run(
-        [shellcheck, str(VERIFY_PROJECT)], capture_output=True, text=True, check=False
+        [tool("shellcheck"), str(script)], capture_output=True, text=True, check=False
     )
     assert completed.returncode == 0, completed.stdout
 
