@@ -566,3 +566,57 @@ def test_the_owner_bootstrap_creates_the_accounts_the_environment_looks_up(
         if OWNER_ONLY_TYPES.match(r.type)
     )
     assert owner_only == []
+
+
+# ------------------------------------------------------------------ upgrading
+
+# What the bootstrap root creates that no earlier release of envs/dev managed.
+NEW_IN_BOOTSTRAP = frozenset({"google_project_service_identity", "time_sleep"})
+
+
+def forgotten_resources(tf: Terraform) -> dict[str, bool]:
+    """envs/dev's ``removed`` blocks: address -> whether the object is destroyed."""
+    found = {}
+    for block in tf.module(DEPLOYER_ROOT).blocks("removed"):
+        address = unquote(block["from"]).removeprefix("${").removesuffix("}")
+        found[address] = all(bool(life.get("destroy", True)) for life in block.get("lifecycle", []))
+    return found
+
+
+def adoption_problems(tf: Terraform) -> list[str]:
+    """What the bootstrap root took over from envs/dev is forgotten there, never
+    destroyed: an existing deployment's next push would otherwise delete the accounts
+    every stage runs as and schedule the signing key's destruction."""
+    forgotten = forgotten_resources(tf)
+    problems = []
+    for resource in tf.module(OWNER_ROOT).resources:
+        if resource.type in NEW_IN_BOOTSTRAP:
+            continue
+        address = f"{resource.type}.{resource.name}"
+        if address not in forgotten:
+            problems.append(f"{address}: no `removed` block in {DEPLOYER_ROOT}")
+        elif forgotten[address]:
+            problems.append(f"{address}: {DEPLOYER_ROOT} destroys it (lifecycle destroy = false)")
+    return problems
+
+
+def test_an_existing_deployment_forgets_what_the_bootstrap_took_over(terraform: Terraform) -> None:
+    assert adoption_problems(terraform) == []
+    assert {"google_service_account.stage", "google_kms_crypto_key.manifest_signing"} <= set(
+        forgotten_resources(terraform)
+    )
+
+
+def test_a_taken_over_resource_that_envs_dev_would_destroy_is_caught(tmp_path: Path) -> None:
+    copy = copy_terraform(tmp_path / "terraform")
+    kms = copy / "envs" / "dev" / "kms.tf"
+    text = kms.read_text()
+    block = re.search(
+        r"removed \{\n  from = google_kms_crypto_key\.manifest_signing\n.*?\n\}\n", text, re.S
+    )
+    assert block
+    kms.write_text(text.replace(block[0], ""))
+
+    assert adoption_problems(Terraform.load(copy)) == [
+        f"google_kms_crypto_key.manifest_signing: no `removed` block in {DEPLOYER_ROOT}"
+    ]

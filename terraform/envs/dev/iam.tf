@@ -252,3 +252,35 @@ resource "time_sleep" "iam_propagation" {
     google_storage_bucket_iam_member.vertex_agent_reads_artifacts,
   ]
 }
+
+# Deployments made before terraform/envs/bootstrap held the accounts and the grants on
+# them in this configuration's state. Forgotten here, not destroyed (they run every
+# stage): the owner adopts them in the bootstrap root with `terraform import`
+# (docs/deploy.md, "Upgrading a deployment made before the bootstrap root").
+removed {
+  from = google_service_account.stage
+  lifecycle {
+    destroy = false
+  }
+}
+
+removed {
+  from = google_service_account_iam_member.stage
+  lifecycle {
+    destroy = false
+  }
+}
+
+removed {
+  from = google_service_account_iam_member.pubsub_agent_mints_push_tokens
+  lifecycle {
+    destroy = false
+  }
+}
+
+removed {
+  from = google_service_account_iam_member.deployer_acts_as
+  lifecycle {
+    destroy = false
+  }
+}

@@ -18,3 +18,28 @@ locals {
   # read it (MODELRAIL_SIGNING_KEY), and the deploy stage sets it on every revision.
   manifest_signing_key = "${data.google_kms_crypto_key.manifest_signing.id}/cryptoKeyVersions/${var.manifest_signing.key_version}"
 }
+
+# Deployments made before terraform/envs/bootstrap held the key in this configuration's
+# state. Forgotten here, not destroyed (it signs every registered version): the owner
+# adopts it in the bootstrap root with `terraform import` (docs/deploy.md, "Upgrading a
+# deployment made before the bootstrap root").
+removed {
+  from = google_kms_key_ring.modelrail
+  lifecycle {
+    destroy = false
+  }
+}
+
+removed {
+  from = google_kms_crypto_key.manifest_signing
+  lifecycle {
+    destroy = false
+  }
+}
+
+removed {
+  from = google_kms_crypto_key_iam_member.manifest_signing
+  lifecycle {
+    destroy = false
+  }
+}
