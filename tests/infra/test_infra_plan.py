@@ -492,3 +492,18 @@ def test_validate_fails_on_a_broken_copy(broken_validation: dict[str, Any], muta
         d.get("range", {}).get("filename", "").endswith(Path(relative).name) or "range" not in d
         for d in reported
     )
+
+
+def test_the_deploy_function_takes_a_burst_of_pushes_with_a_thread_each(
+    plan: dict[str, Any],
+) -> None:
+    """Rollouts take turns on the staging lease, waiting inside the function: one push at
+    a time would answer the others 429, which Pub/Sub counts as failed attempts."""
+    deploy = planned(plan, "google_cloudfunctions2_function", "modelrail-deploy")
+    [service] = deploy["service_config"]
+
+    assert service["max_instance_request_concurrency"] >= 5
+    threads = service["environment_variables"]["THREADS"]
+    assert threads == str(service["max_instance_request_concurrency"])
+    validate = planned(plan, "google_cloudfunctions2_function", "modelrail-validate")
+    assert "THREADS" not in validate["service_config"][0]["environment_variables"]

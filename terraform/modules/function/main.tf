@@ -52,7 +52,9 @@ resource "google_cloudfunctions2_function" "this" {
     ingress_settings                 = "ALLOW_INTERNAL_ONLY"
     all_traffic_on_latest_revision   = true
     service_account_email            = var.service_account_email
-    environment_variables            = var.environment_variables
+    # functions-framework serves with gunicorn threads, 4 per vCPU unless THREADS says
+    # otherwise: as many as the requests an instance takes at once.
+    environment_variables = merge(var.environment_variables, var.concurrency > 1 ? { THREADS = tostring(var.concurrency) } : {})
   }
 }
 
