@@ -307,3 +307,28 @@ def test_a_body_that_trickles_in_past_the_deadline_is_answered_408(
                 connection.sendall(b"1\r\n \r\n")  # one more byte of whitespace
     assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
     assert b"request-timeout" in answer
+
+
+def test_a_body_cut_short_is_answered_400_naming_how_much_arrived(
+    start_server: Callable[..., Server],
+) -> None:
+    """Through the real server: the client announces 100 bytes, sends 13 and stops
+    sending (half-close); the 400 says 13 arrived, not 0."""
+    import socket
+
+    server = start_server(1, MODELRAIL_WORKERS="1")
+    wait_for(lambda: ready(server), "the server to be ready")
+    host, port = server.url.removeprefix("http://").split(":")
+    sent = b'{"instances":'
+    with socket.create_connection((host, int(port)), timeout=STATE_DEADLINE_S) as connection:
+        connection.sendall(
+            b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Content-Length: 100\r\n\r\n" + sent
+        )
+        connection.shutdown(socket.SHUT_WR)
+        answer = b""
+        while chunk := connection.recv(65536):
+            answer += chunk
+
+    assert answer.startswith(b"HTTP/1.1 400"), answer[:300]
+    assert f"ended after {len(sent)} of the 100 bytes".encode() in answer, answer
