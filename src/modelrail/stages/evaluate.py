@@ -5,6 +5,11 @@ champion was judged on, kept with its version). Data under suspicion cannot be i
 own referee: a candidate trained on corrupted labels scores like the champion on a
 hold-out carrying the same corruption, but much worse on the champion's reference.
 The change thresholds apply on both; the value thresholds on this run's hold-out.
+
+The champion is read as the staging service reads a version: its manifest's signature
+is verified before any sha256 in it is trusted, then every file it reads (the model,
+the reference set) against that sha256. A champion whose files or manifest were
+rewritten in the bucket ends the run as an ``IntegrityError``, never steering the gate.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from modelrail.dataset.checks import ParsedDataset
 from modelrail.errors import GateRejected
 from modelrail.events import ModelEvaluated, ModelTrained
 from modelrail.features import FeatureSchema
+from modelrail.ports import ManifestSigner
 from modelrail.registry import LoadedVersion, Registry
 from modelrail.runs import RunLog
 from modelrail.stages import Outcome
@@ -31,7 +37,12 @@ REFERENCE = "reference.parquet"
 
 
 def handle(
-    event: ModelTrained, *, config: PipelineConfig, runs: RunLog, registry: Registry
+    event: ModelTrained,
+    *,
+    config: PipelineConfig,
+    runs: RunLog,
+    registry: Registry,
+    signer: ManifestSigner,
 ) -> Outcome:
     store = runs.store
     model_text, candidate_meta = runs.candidate(event.run_id, event.model_sha256)
@@ -42,7 +53,7 @@ def handle(
 
     y_true, prediction = _predict(candidate, schema, parsed, holdout)
     metrics = evaluation.metrics(schema.objective, y_true, prediction)
-    loaded = _champion_version(config, registry)
+    loaded = _champion_version(config, registry, signer)
     champion = _champion(loaded, config, parsed, holdout)
     verdict = evaluation.judge(config.gate, metrics, champion["metrics"] if champion else None)
     reasons: list[str] = verdict.to_dict()["reasons"]
@@ -114,11 +125,14 @@ def _score(
     return evaluation.metrics(schema.objective, *_predict(booster, schema, parsed, rows))
 
 
-def _champion_version(config: PipelineConfig, registry: Registry) -> LoadedVersion | None:
+def _champion_version(
+    config: PipelineConfig, registry: Registry, signer: ManifestSigner
+) -> LoadedVersion | None:
+    """The champion, its signed manifest verified and its model checked against it."""
     alias = registry.alias(config.model_name, CHAMPION)
     if alias is None:
         return None
-    return registry.load(config.model_name, alias.version)  # sha256-checked
+    return registry.load(config.model_name, alias.version, signer=signer)
 
 
 def _champion(
@@ -160,8 +174,8 @@ def _reference(
     thresholds; None for the first model or a champion without a comparable set."""
     if loaded is None or champion is None or not champion["comparable"]:
         return None
-    model, version = loaded.model, loaded.version
-    data = registry.read_file(model, version, REFERENCE)
+    version = loaded.version
+    data = registry.file(loaded.manifest, REFERENCE)  # against the verified manifest
     if data is None:
         return None
     try:

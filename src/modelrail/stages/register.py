@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import hashlib
+from typing import Any
 
 import lightgbm as lgb
 
 from modelrail import card
 from modelrail.config import PipelineConfig
+from modelrail.errors import IntegrityError
 from modelrail.events import ModelEvaluated, ModelRegistered
 from modelrail.ports import ManifestSigner, ModelCatalog, PackageRepository
 from modelrail.registry import MODEL_FILE, Registry
@@ -67,10 +69,7 @@ def handle(
     reference = store.read(runs.snapshot_key(event.run_id, REFERENCE)).data
     data_profile = store.read(runs.snapshot_key(event.run_id, PROFILE)).data
     fields["diagnostics"] = runs.report(event.run_id, "evaluation")["diagnostics"]
-    history = [
-        {"version": v, "metrics": registry.manifest(model, v)["metrics"]}
-        for v in registry.versions(model)
-    ]
+    history = _history(registry, model, signer)
     version, manifest = registry.register(
         model,
         event.run_id,
@@ -104,3 +103,16 @@ def handle(
         manifest_sha256=hashlib.sha256(manifest).hexdigest(),
     )
     return Outcome(registered, {"model": model, "version": version, "published": published})
+
+
+def _history(registry: Registry, model: str, signer: ManifestSigner) -> list[dict[str, Any]]:
+    """Earlier versions' metrics for the card, each read from its verified signed
+    manifest: a version whose manifest fails its signature is left off the card."""
+    history = []
+    for version in registry.versions(model):
+        try:
+            manifest = registry.signed_manifest(model, version, signer)
+        except IntegrityError:
+            continue
+        history.append({"version": version, "metrics": manifest["metrics"]})
+    return history

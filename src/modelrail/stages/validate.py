@@ -22,7 +22,7 @@ from modelrail.errors import (
     NotFound,
 )
 from modelrail.events import DatasetValidated, DataUploaded, Trigger
-from modelrail.ports import Storage
+from modelrail.ports import ManifestSigner, Storage
 from modelrail.registry import Registry
 from modelrail.runs import RunLog
 from modelrail.stages import Outcome
@@ -43,6 +43,7 @@ def handle(
     registry: Registry,
     runs: RunLog,
     code_version: str,
+    signer: ManifestSigner,
 ) -> Outcome:
     bucket, key, generation = _locate(trigger, storage, data_bucket)
     source, contract, limits = storage.bucket(bucket), config.contract, config.limits
@@ -74,7 +75,7 @@ def handle(
     if not report.passed:
         raise _violation(runs, run_id, dataset, report)
     checked = snapshot.arrow(parsed, contract)
-    champion, table = _drift(config, registry, checked)
+    champion, table = _drift(config, registry, signer, checked)
     drift = {"champion": champion, "columns": table}
     report_uri = runs.save_report(
         run_id, "validation", {"dataset": dataset, **report.to_dict(), "drift": drift}
@@ -128,14 +129,17 @@ def _violation(
 
 
 def _drift(
-    config: PipelineConfig, registry: Registry, checked: pa.Table
+    config: PipelineConfig, registry: Registry, signer: ManifestSigner, checked: pa.Table
 ) -> tuple[int | None, list[Any]]:
     """The champion's version and, per column, how far this data moved from its
-    training data (empty for the first model, or a champion with no profile)."""
+    training data (empty for the first model, or a champion with no profile). The
+    profile is read against the champion's signed manifest: a rewritten one is an
+    ``IntegrityError``, not a baseline."""
     champion = registry.alias(config.model_name, "champion")
     if champion is None:
         return None, []
-    baseline = registry.read_file(config.model_name, champion.version, PROFILE)
+    manifest = registry.signed_manifest(config.model_name, champion.version, signer)
+    baseline = registry.file(manifest, PROFILE)
     if baseline is None:
         return champion.version, []
     table = profile.drift(
