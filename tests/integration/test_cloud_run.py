@@ -487,3 +487,19 @@ def _rest_kwargs(endpoint: str) -> dict[str, Any]:
         "transport": "rest",
         "client_options": ClientOptions(api_endpoint=endpoint),
     }
+
+
+@pytest.mark.fault
+def test_a_finished_job_process_is_reaped_without_being_asked_about(
+    control_plane: tuple[ControlPlane, str], tmp_path: Path
+) -> None:
+    """No zombie under the control plane: an execution nobody reads is still reaped."""
+    launcher = CloudRunJobLauncher(PROJECT, REGION, control_plane[1])
+    execution = launcher.launch(JOB, b"{}")
+    process = control_plane[0]._executions[execution].process
+    assert process is not None
+
+    def reaped() -> bool:  # a zombie keeps its /proc entry until its parent waits
+        return not Path(f"/proc/{process.pid}").exists()
+
+    assert wait_until(reaped, STATE_DEADLINE_S)

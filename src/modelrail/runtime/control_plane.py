@@ -425,8 +425,18 @@ class ControlPlane:
             )
             execution = _Execution(execution_name, name, process, log, utcnow())
             self._executions[execution_name] = execution
+            # Reaped as soon as it exits, asked about or not: no zombie stays behind.
+            threading.Thread(
+                target=self._reap, args=(execution,), name=f"reap-{short}", daemon=True
+            ).start()
             operation = self._new_operation(execution.resource())
             return dict(operation)
+
+    def _reap(self, execution: _Execution) -> None:
+        assert execution.process is not None
+        execution.process.wait()
+        with self._lock:
+            execution.refresh()
 
     def get_execution(self, name: str) -> dict[str, Any]:
         with self._lock:
