@@ -292,3 +292,30 @@ def test_concurrent_deploys_are_serialised(
     last = max(done, key=lambda deployment: deployment.revision)
     assert deployer.current() == last
     assert {_served_version(last.url) for _ in range(20)} == {last.version}
+
+
+def _raw_request(url: str, request: bytes) -> bytes:
+    """Send ``request`` whole, then read the answer to its end."""
+    host, port = url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=STATE_DEADLINE_S) as connection:
+        connection.sendall(request)
+        answer = b""
+        while chunk := connection.recv(65536):
+            answer += chunk
+    return answer
+
+
+@pytest.mark.fault
+def test_an_oversized_header_gets_the_servers_431_through_the_supervisor(
+    deployer: LocalStagingDeployer,
+) -> None:
+    """The server answers 431 and closes while the client is still sending: the
+    supervisor passes the answer on and lets the client finish (a lingering close),
+    instead of resetting the connection under it."""
+    served = deployer.deploy(MODEL, 1)
+    header = b"X-Big: " + b"a" * 1024 * 1024 + b"\r\n"
+
+    for _ in range(3):
+        answer = _raw_request(served.url, b"GET /readyz HTTP/1.1\r\nHost: x\r\n" + header + b"\r\n")
+        assert answer.startswith(b"HTTP/1.1 431"), answer[:200]
+    assert _served_version(served.url) == 1  # and it still serves

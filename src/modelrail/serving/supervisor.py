@@ -22,6 +22,7 @@ import dataclasses
 import functools
 import os
 import signal
+import socket
 import sys
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,10 @@ from modelrail.serving.server import die_with_parent
 
 _STOP_TIMEOUT_S = 20.0  # the server's graceful timeout (8 s) plus margin
 _CHUNK = 65536
+# A client still sending when its server closed is read (and ignored) for this long, as
+# web servers' lingering close does, so that it reads the answer instead of a reset.
+_LINGER_IDLE_S = 2.0
+_LINGER_MAX_S = 30.0
 
 
 @dataclasses.dataclass
@@ -74,13 +79,25 @@ class Supervisor:
         try:
             if backend is None:
                 return
-            try:
-                upstream_reader, upstream_writer = await asyncio.open_unix_connection(
-                    str(backend.socket)
-                )
-            except OSError:
-                return
-            await asyncio.gather(_pipe(reader, upstream_writer), _pipe(upstream_reader, writer))
+            # A bare socket, not a stream pair: a failed send (the server closed while
+            # the client was still sending) must not discard the answer it sent first.
+            upstream = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            upstream.setblocking(False)
+            with upstream:
+                try:
+                    await asyncio.get_running_loop().sock_connect(upstream, str(backend.socket))
+                except OSError:
+                    return
+                request = asyncio.ensure_future(_send_requests(reader, upstream))
+                await _send_answers(upstream, writer)  # until the server closes
+                client_done = request.done() and not request.cancelled() and request.result()
+                if not client_done:
+                    # The server closed while the client may still be sending (it
+                    # answered a request it refused before its end: 431, 413): let the
+                    # client finish, discarding what it sends, so that closing does not
+                    # reset the connection under the answer it has not read yet.
+                    request.cancel()
+                    await _linger(reader, writer)
         finally:
             writer.close()
 
@@ -219,15 +236,41 @@ class Supervisor:
             control_path.unlink()
 
 
-async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+async def _send_requests(reader: asyncio.StreamReader, upstream: socket.socket) -> bool:
+    """Copy what the client sends to the server, then half-close towards the server;
+    True if the client's end came, False if either side failed first."""
+    loop = asyncio.get_running_loop()
     try:
         while chunk := await reader.read(_CHUNK):
+            await loop.sock_sendall(upstream, chunk)
+        upstream.shutdown(socket.SHUT_WR)
+    except (ConnectionError, OSError):
+        return False
+    return True
+
+
+async def _send_answers(upstream: socket.socket, writer: asyncio.StreamWriter) -> None:
+    """Copy what the server sends to the client until the server closes."""
+    loop = asyncio.get_running_loop()
+    with contextlib.suppress(ConnectionError, OSError):
+        while chunk := await loop.sock_recv(upstream, _CHUNK):
             writer.write(chunk)
             await writer.drain()
+
+
+async def _linger(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """A lingering close: end what this side sends, then read and discard what the
+    client still sends until it stops, is idle for ``_LINGER_IDLE_S`` or
+    ``_LINGER_MAX_S`` have passed."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + _LINGER_MAX_S
+    with contextlib.suppress(ConnectionError, OSError, TimeoutError, RuntimeError):
         if writer.can_write_eof():
             writer.write_eof()
-    except (ConnectionError, OSError):
-        writer.close()
+        await writer.drain()
+        while (remaining := deadline - loop.time()) > 0:
+            if not await asyncio.wait_for(reader.read(_CHUNK), min(_LINGER_IDLE_S, remaining)):
+                return
 
 
 async def _reply(writer: asyncio.StreamWriter, body: dict[str, Any]) -> None:
