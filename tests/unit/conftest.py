@@ -18,11 +18,31 @@ from modelrail.runs import RunSummary
 from tests.fakes import FakeDeployer, InMemoryStorage
 
 
+class ManualClock:
+    """A clock that jumps: ``sleep`` moves it on at once and remembers how long it was
+    asked to wait, so a bus following Pub/Sub's backoff runs in milliseconds."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.slept: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.now += seconds
+
+
 @dataclasses.dataclass
 class Harness:
     container: Container
     storage: InMemoryStorage
     deployer: FakeDeployer
+    clock: ManualClock = dataclasses.field(default_factory=ManualClock)
+
+    def __post_init__(self) -> None:
+        self.bus.clock, self.bus.sleep = self.clock, self.clock.sleep
 
     @property
     def bus(self) -> InProcessBus:

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 from click.testing import CliRunner
 
 from modelrail import cli
+from modelrail.adapters import inprocess
 from modelrail.runs import RunLog
 from tests.conftest import PENGUINS, settings_env
+from tests.unit.conftest import ManualClock
 
 
 @pytest.mark.fault
@@ -27,6 +30,10 @@ def test_an_upload_whose_run_cannot_be_recorded_exits_non_zero_and_says_why(
         return save_stage(self, run_id, stage, record)
 
     monkeypatch.setattr(RunLog, "save_stage", disk_full_at_register)
+    # The CLI's bus waits out Pub/Sub's backoff between the five deliveries (150 s):
+    # on a clock that jumps.
+    clock = ManualClock()
+    monkeypatch.setattr(inprocess, "time", SimpleNamespace(monotonic=clock, sleep=clock.sleep))
     home = tmp_path / "home"
 
     result = CliRunner().invoke(cli.main, ["upload", str(PENGUINS)], env=settings_env(home))
@@ -35,3 +42,4 @@ def test_an_upload_whose_run_cannot_be_recorded_exits_non_zero_and_says_why(
     assert "stopped after evaluate" in result.output
     assert str(home / "dead-letter.jsonl") in result.output
     assert (home / "dead-letter.jsonl").read_bytes().count(b"\n") == 1
+    assert clock.slept == [10.0, 20.0, 40.0, 80.0]

@@ -5,7 +5,14 @@ its own copy (fan-out), a handler that raises gets the message again (at-least-o
 and after the subscription's ``max_delivery_attempts`` the message moves to the
 dead-letter topic with the attributes Pub/Sub adds, and is kept on disk for a person
 to look at. Delivery is driven explicitly with ``run_until_idle`` so tests and the
-CLI wait on state, never on time.
+CLI wait on state, never on a guess.
+
+A failed delivery comes back after the subscription's retry policy says, as on
+Pub/Sub: exponential backoff from ``minimum_backoff`` doubling to ``maximum_backoff``
+(10 s, 20 s, 40 s, 80 s with the topology's 10 s and five attempts), meanwhile other
+messages go first. Time is read and waited on only through the bus's ``clock`` and
+``sleep`` (``time.monotonic`` and ``time.sleep`` unless given), so a unit test hands
+it a clock that jumps instead of waiting.
 """
 
 from __future__ import annotations
@@ -13,6 +20,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import logging
+import time
 import uuid
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -33,14 +41,34 @@ Handler = Callable[[Message], object]
 class _Delivery:
     subscription: Subscription
     message: Message
+    due: float = 0.0  # the bus's clock reading before which it is not delivered
+
+
+def retry_backoff_s(subscription: Subscription, failed_attempt: int) -> float:
+    """How long Pub/Sub waits before redelivering after delivery ``failed_attempt``
+    (1-based) failed: the subscription's minimum backoff, doubled for each earlier
+    failure, capped at its maximum."""
+    exponent = min(max(failed_attempt - 1, 0), 32)
+    return float(
+        min(subscription.maximum_backoff_s, subscription.minimum_backoff_s * 2**exponent)
+    )
 
 
 class InProcessBus:
     """At-least-once, fan-out, dead-lettering bus driven by ``run_until_idle``."""
 
-    def __init__(self, topology: Topology, dead_letter_path: Path | None = None) -> None:
+    def __init__(
+        self,
+        topology: Topology,
+        dead_letter_path: Path | None = None,
+        *,
+        clock: Callable[[], float] | None = None,
+        sleep: Callable[[float], None] | None = None,
+    ) -> None:
         self.topology = topology
         self.dead_letter_path = dead_letter_path
+        self.clock = clock if clock is not None else time.monotonic
+        self.sleep = sleep if sleep is not None else time.sleep
         self._handlers: dict[str, Handler] = {}
         self._queue: collections.deque[_Delivery] = collections.deque()
         self.history: list[tuple[str, Message]] = []  # every publish, in order
@@ -72,14 +100,15 @@ class InProcessBus:
     def run_until_idle(self, max_deliveries: int = 10_000) -> int:
         """Deliver until no message is outstanding; return how many were delivered.
 
-        A failed delivery goes to the back of the queue (the other messages go first,
-        as Pub/Sub's backoff would let them).
+        A failed delivery waits out its subscription's backoff at the back of the queue
+        while the other messages go first; when only waiting deliveries are left, the
+        bus sleeps until the first is due.
         """
         delivered = 0
         while self._queue:
             if delivered >= max_deliveries:
                 raise RuntimeError(f"bus still busy after {max_deliveries} deliveries")
-            delivery = self._queue.popleft()
+            delivery = self._next_due()
             delivered += 1
             subscription, message = delivery.subscription, delivery.message
             try:
@@ -97,8 +126,22 @@ class InProcessBus:
                     attempt = dataclasses.replace(
                         message, delivery_attempt=message.delivery_attempt + 1
                     )
-                    self._queue.append(_Delivery(subscription, attempt))
+                    due = self.clock() + retry_backoff_s(subscription, message.delivery_attempt)
+                    self._queue.append(_Delivery(subscription, attempt, due))
         return delivered
+
+    def _next_due(self) -> _Delivery:
+        """Take the first delivery that is due, sleeping until one is if none is."""
+        now = self.clock()
+        for index, delivery in enumerate(self._queue):
+            if delivery.due <= now:
+                del self._queue[index]
+                return delivery
+        index = min(range(len(self._queue)), key=lambda i: self._queue[i].due)
+        first = self._queue[index]
+        self.sleep(max(first.due - now, 0.0))
+        del self._queue[index]
+        return first
 
     def _dead_letter(self, subscription: Subscription, message: Message) -> None:
         attributes = {
