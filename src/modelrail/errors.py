@@ -124,6 +124,21 @@ class TransientError(ModelrailError):
     """A failure worth retrying (an unavailable dependency, a lost race)."""
 
 
+class LeaseHeld(TransientError):
+    """Someone else holds a registry lease (``Registry.lease``) past the wait allowed."""
+
+    def __init__(self, message: str, holder: str) -> None:
+        super().__init__(message)
+        self.holder = holder
+
+
+class DeliveryInProgress(TransientError):
+    """Another delivery of the same run is doing this stage's work (it holds the
+    stage's claim or lease): this one is redundant. Retried while attempts remain; on
+    the last one the service layer acknowledges it without recording anything, since
+    the delivery at work records the stage (or, if it dies, the sweep ends the run)."""
+
+
 class NotFound(ModelrailError):
     """A blob (or the requested generation of it) does not exist."""
 

@@ -29,6 +29,7 @@ from modelrail import logs
 from modelrail.container import Container
 from modelrail.errors import (
     ConfigChanged,
+    DeliveryInProgress,
     EventTooOld,
     InvalidEvent,
     PermanentError,
@@ -175,6 +176,12 @@ def _consume(container: Container, stage: str, message: Message) -> dict[str, An
         attempts = _attempts(container, stage)
         if attempts is None or _count_failure(container, stage, run_id, message) < attempts:
             raise  # the bus delivers it again
+        if _redundant(container, stage, run_id, message, exc):
+            # Another delivery of this run holds the stage: it records it (or, dying,
+            # leaves the run to the sweep). Recording a failure here would end a run
+            # that is about to succeed.
+            log.warning("%s of %s: %s; acknowledged without a record", stage, run_id, exc)
+            return None
         log.exception("%s failed on its last delivery attempt (%d)", stage, attempts)
         exhausted = RetriesExhausted(
             f"{stage} failed on all {attempts} delivery attempts, last with "
@@ -244,6 +251,22 @@ def _count_failure(container: Container, stage: str, run_id: str, message: Messa
         log.exception("could not count the failed delivery of %s", message.message_id)
         return message.delivery_attempt
     return max(message.delivery_attempt, failed)
+
+
+def _redundant(
+    container: Container, stage: str, run_id: str, message: Message, exc: Exception
+) -> bool:
+    """Whether this delivery failed only because another delivery of the run is doing
+    the stage's work: it says so (``DeliveryInProgress``), or another message holds the
+    stage's claim (``RunLog.claim``)."""
+    if isinstance(exc, DeliveryInProgress):
+        return True
+    try:
+        holder = container.runs.claimed_by(run_id, stage)
+    except Exception:
+        log.exception("could not read %s's claim of %s", stage, run_id)
+        return False
+    return holder is not None and holder != message.message_id
 
 
 def _attempts(container: Container, stage: str) -> int | None:

@@ -21,12 +21,14 @@ concurrent registrations of different runs get distinct, contiguous numbers. A r
 first claims ``by-run/<run_id>.json``; a redelivery finds that claim and either returns
 the finished version or resumes writing it, so a run never makes a second version.
 
-A claim with no version yet belongs to a delivery still at work, unless that delivery
-is known to have ended: the claim is older than ``CLAIM_LEASE_S``, or a later delivery
-attempt of the message arrives (the bus redelivers only once the previous attempt
-failed or outlived its deadline). The later attempt takes the claim over (by
-compare-and-set: of two live deliveries one wins) and resumes the number the run had
-already claimed, if it got that far, so a crash leaves neither a stuck run nor a gap.
+A run is registered under its registration lease (``registration_lease``: the lease
+``leases/register-<run_id>``, renewed by a heartbeat while the work goes on, so it is
+sized to the work, not to the worst-case redelivery chain). Whoever holds the lease
+owns the run's claim: a claim with no version yet was left by a delivery that released
+the lease (it failed) or let it expire (it died), and is taken over at once, resuming
+the number the run had already claimed, so a crash leaves neither a stuck run nor a
+gap. A delivery that finds the lease held by a live one waits, then is redelivered
+(``DeliveryInProgress``): two deliveries never register one run at once.
 
 The manifest is signed (``ManifestSigner``) before it is written: ``manifest.sig`` is
 written create-only first, so a version that exists is signed. A resumed registration
@@ -48,16 +50,22 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import hashlib
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
-from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 
 from modelrail import signing
 from modelrail.config import canonical_json
-from modelrail.errors import IntegrityError, NotFound, PreconditionFailed, TransientError
+from modelrail.errors import (
+    IntegrityError,
+    LeaseHeld,
+    NotFound,
+    PreconditionFailed,
+    TransientError,
+)
 from modelrail.ports import BlobStore, ManifestSigner, ModelCatalog, ModelUpload, PackageRepository
 
 
@@ -72,9 +80,14 @@ MANIFEST = "manifest.json"
 SIGNATURE = "manifest.sig"
 PUBLICATION = "publication.json"
 MODEL_FILE = "model.txt"
-# A run's claim with no version yet is another delivery at work unless it is older
-# than this; then that delivery died and the claim is taken over.
-CLAIM_LEASE_S = 120.0
+# A run's registration lease: renewed every REGISTER_HEARTBEAT_S while the delivery
+# works, so it expires REGISTER_LEASE_S after the holder stopped (died, paused). A
+# registration writes a few files and signs once: seconds; a Vertex AI upload may take
+# minutes, through which the heartbeat keeps the lease.
+REGISTER_LEASE_S = 60.0
+REGISTER_HEARTBEAT_S = 15.0
+# How long a second delivery of the run waits for the first before it is redelivered.
+REGISTER_LEASE_WAIT_S = 120.0
 _MAX_CLAIM_TRIES = 1000
 
 
@@ -88,6 +101,16 @@ class Alias:
     version: int
     generation: int
     updated_at: str
+
+
+@dataclasses.dataclass(frozen=True)
+class LeaseState:
+    """Who last held a lease and until when (``Registry.lease_state``)."""
+
+    holder: str
+    live: bool
+    # When it was released or expires (``time.time()``): the last sign of its holder.
+    until: float
 
 
 @dataclasses.dataclass(frozen=True)
@@ -266,6 +289,7 @@ class Registry:
         *,
         ttl_s: float,
         wait_s: float,
+        heartbeat_s: float | None = None,
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.time,
     ) -> Iterator[None]:
@@ -273,11 +297,13 @@ class Registry:
         holder at a time, so rollouts of one service happen one after another.
 
         Taken create-only, or by compare-and-set over a lease that was released or is
-        past its expiry (``ttl_s`` after it was taken: its holder died or outlived its
-        delivery), so of two takers one wins. Another holder's live lease is waited for
-        up to ``wait_s``; then ``TransientError``, so the bus redelivers later. Released
-        by compare-and-set, so a holder that outlived its lease never frees its
-        successor's.
+        past its expiry (``ttl_s`` after it was taken or last renewed: its holder died
+        or outlived its delivery), so of two takers one wins. With ``heartbeat_s`` a
+        thread renews it that often (by compare-and-set; it stops if the lease was
+        taken over), so ``ttl_s`` can be sized to notice a dead holder, not to the
+        longest work. Another holder's live lease is waited for up to ``wait_s``; then
+        ``LeaseHeld``, so the bus redelivers later. Released by compare-and-set, so a
+        holder that outlived its lease never frees its successor's.
         """
         key = self._lease_key(model, name)
         deadline = clock() + wait_s
@@ -302,19 +328,52 @@ class Registry:
                 except PreconditionFailed:
                     continue  # another taker won: read who holds it now
             if now >= deadline:
-                raise TransientError(
-                    f"{model}'s {name} is being rolled out by {held['holder']} ({key}); retry later"
+                raise LeaseHeld(
+                    f"{model}'s {name} is held by {held['holder']} ({key}); retry later",
+                    str(held["holder"]),
                 )
             sleep(min(pause, max(deadline - now, 0.0)))
             pause = min(pause * 2, 2.0)
+        heartbeat = _Heartbeat(self.store, key, holder, taken, ttl_s, heartbeat_s, clock)
         try:
             yield
         finally:
-            released = canonical_json({"holder": holder, "released": True})
+            heartbeat.stop()
+            released = canonical_json({"holder": holder, "released": True, "released_at": clock()})
             with contextlib.suppress(PreconditionFailed):
                 self.store.write(
-                    key, released, if_generation_match=taken, content_type="application/json"
+                    key,
+                    released,
+                    if_generation_match=heartbeat.generation,
+                    content_type="application/json",
                 )
+
+    def lease_state(
+        self, model: str, name: str, *, clock: Callable[[], float] = time.time
+    ) -> LeaseState | None:
+        """Who holds (or last held) ``leases/<name>``; None if it was never taken."""
+        try:
+            held = orjson.loads(self.store.read(self._lease_key(model, name)).data)
+        except NotFound:
+            return None
+        if held.get("released", False):
+            return LeaseState(str(held["holder"]), False, float(held.get("released_at", 0.0)))
+        until = float(held["expires_at"])
+        return LeaseState(str(held["holder"]), until > clock(), until)
+
+    def registration_lease(
+        self, model: str, run_id: str, holder: str, *, wait_s: float = REGISTER_LEASE_WAIT_S
+    ) -> contextlib.AbstractContextManager[None]:
+        """The lease a delivery holds while it registers ``run_id`` (``register``),
+        renewed by a heartbeat; the sweep takes it too before ending the run."""
+        return self.lease(
+            model,
+            registration_lease_name(run_id),
+            holder,
+            ttl_s=REGISTER_LEASE_S,
+            wait_s=wait_s,
+            heartbeat_s=REGISTER_HEARTBEAT_S,
+        )
 
     def move_alias(
         self,
@@ -374,7 +433,9 @@ class Registry:
         ``files_for(version)`` returns the version's files (a card may show its own
         number); it must return the same bytes when called again for the same run.
         ``signer`` signs the manifest. ``attempt`` is the delivery attempt registering
-        it. Returns the version number and the manifest bytes.
+        it (kept in the claim, for people). The caller holds the run's
+        ``registration_lease``: any claim the run left is its own to resume. Returns the
+        version number and the manifest bytes.
         """
         version = self._claim_for_run(model, run_id, attempt)
         files = files_for(version)
@@ -476,6 +537,8 @@ class Registry:
         return record
 
     def _claim_for_run(self, model: str, run_id: str, attempt: int) -> int:
+        """The run's number: the one it claimed before (its claim is the caller's, who
+        holds the run's registration lease), else the next free one."""
         key = self._run_key(model, run_id)
         body = {"run_id": run_id, "version": None, "claimed_at": _now(), "attempt": attempt}
         try:
@@ -487,12 +550,7 @@ class Registry:
             claim = orjson.loads(blob.data)
             if claim["version"] is not None:
                 return int(claim["version"])  # resume (or confirm) that version
-            age = (datetime.now(UTC) - datetime.fromisoformat(claim["claimed_at"])).total_seconds()
-            if age < CLAIM_LEASE_S and attempt <= int(claim.get("attempt", 1)):
-                raise TransientError(
-                    f"run {run_id} is being registered by another delivery"
-                ) from None
-            generation = blob.generation  # that delivery ended: take its claim over
+            generation = blob.generation  # a delivery that ended left it: take it over
         version = self._claim_next_number(model, run_id)
         try:
             self.store.write(
@@ -505,22 +563,46 @@ class Registry:
             raise TransientError(f"run {run_id}'s claim changed under it") from None
         return version
 
-    def _claim_next_number(self, model: str, run_id: str) -> int:
+    def orphaned_number(self, model: str, run_id: str) -> int | None:
+        """The number ``run_id`` claimed without completing a version under it (a
+        registration that died and will not be resumed leaves it unused: a gap)."""
+        try:
+            claim = orjson.loads(self.store.read(self._run_key(model, run_id)).data)
+        except NotFound:
+            claim = {}
+        number = claim.get("version")
+        if number is None:
+            number = self._claimed_by(model, run_id)
+        if number is None or int(number) in self.versions(model):
+            return None
+        return int(number)
+
+    def _numbers(self, model: str) -> dict[int, set[str]]:
         prefix = f"{self._prefix(model)}versions/"
         files: dict[int, set[str]] = {}
         for info in self.store.list(prefix):
             digits, _, name = info.key[len(prefix) :].partition("/")
             if digits.isdigit():
                 files.setdefault(int(digits), set()).add(name)
-        for number, names in sorted(files.items()):
-            # A number this run claimed before its delivery ended: resume it.
+        return files
+
+    def _claimed_by(self, model: str, run_id: str) -> int | None:
+        """A number ``run_id`` claimed with no manifest under it yet."""
+        for number, names in sorted(self._numbers(model).items()):
             if MANIFEST not in names and "claim.json" in names:
                 claim = orjson.loads(
                     self.store.read(self._version_key(model, number, "claim.json")).data
                 )
                 if claim.get("run_id") == run_id:
                     return number
-        candidate = max(files, default=0) + 1
+        return None
+
+    def _claim_next_number(self, model: str, run_id: str) -> int:
+        # A number this run claimed before its delivery ended: resume it.
+        resumed = self._claimed_by(model, run_id)
+        if resumed is not None:
+            return resumed
+        candidate = max(self._numbers(model), default=0) + 1
         body = canonical_json({"run_id": run_id, "claimed_at": _now()})
         for _ in range(_MAX_CLAIM_TRIES):
             try:
@@ -549,7 +631,62 @@ class Registry:
         return f"{self._prefix(model)}aliases/{name}.json"
 
     def _lease_key(self, model: str, name: str) -> str:
+        # Each lease is its own object, so IAM can grant a stage its own leases only.
         return f"{self._prefix(model)}leases/{name}.json"
 
     def _run_key(self, model: str, run_id: str) -> str:
         return f"{self._prefix(model)}by-run/{run_id}.json"
+
+
+class _Heartbeat:
+    """Renews a held lease every ``every_s`` (None: never) by compare-and-set until
+    stopped; stops by itself once someone else took the lease over."""
+
+    def __init__(
+        self,
+        store: BlobStore,
+        key: str,
+        holder: str,
+        generation: int,
+        ttl_s: float,
+        every_s: float | None,
+        clock: Callable[[], float],
+    ) -> None:
+        self.store, self.key, self.holder = store, key, holder
+        self.generation, self.ttl_s, self.clock = generation, ttl_s, clock
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        if every_s is not None:
+            self._thread = threading.Thread(
+                target=self._beat, args=(every_s,), name=f"lease {key}", daemon=True
+            )
+            self._thread.start()
+
+    def _beat(self, every_s: float) -> None:
+        while not self._stop.wait(every_s):
+            now = self.clock()
+            body = canonical_json(
+                {"holder": self.holder, "taken_at": now, "expires_at": now + self.ttl_s}
+            )
+            try:
+                self.generation = self.store.write(
+                    self.key,
+                    body,
+                    if_generation_match=self.generation,
+                    content_type="application/json",
+                )
+            except PreconditionFailed:
+                return  # taken over: this holder is past its lease
+            except Exception:  # a store hiccup: the next beat tries again
+                continue
+
+    def stop(self) -> None:
+        """Stop renewing (the holder releases right after, with ``generation``)."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+
+
+def registration_lease_name(run_id: str) -> str:
+    """The lease (``leases/<name>.json``) a registration of ``run_id`` holds."""
+    return f"register-{run_id}"

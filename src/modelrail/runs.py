@@ -165,6 +165,16 @@ class RunLog:
             return bool(held["holder"] == holder)
         return True
 
+    def claimed_by(self, run_id: str, stage: str) -> str | None:
+        """Who holds ``stage`` of ``run_id`` (``claim``); None if no one claimed it."""
+        try:
+            held: dict[str, Any] = orjson.loads(
+                self.store.read(f"runs/{run_id}/claims/{stage}.json").data
+            )
+        except NotFound:
+            return None
+        return str(held["holder"])
+
     def failed_deliveries(self, run_id: str, stage: str, message_id: str) -> int:
         """How many deliveries of message ``message_id`` to ``stage`` have failed."""
         try:

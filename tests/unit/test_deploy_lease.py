@@ -99,7 +99,7 @@ def test_a_lease_past_its_expiry_is_taken_over(registry: Registry) -> None:
     held.__enter__()  # its holder dies without releasing it
 
     with (
-        pytest.raises(TransientError, match="being rolled out by died"),
+        pytest.raises(TransientError, match="held by died"),
         registry.lease(MODEL, "staging", "next", ttl_s=60, wait_s=0, clock=clock),
     ):
         pass
@@ -141,7 +141,7 @@ def test_a_holder_that_outlived_its_lease_does_not_release_its_successors(
         successor.__enter__()
     # "slow" has left its block: the successor's lease still stands.
     with (
-        pytest.raises(TransientError, match="being rolled out by successor"),
+        pytest.raises(TransientError, match="held by successor"),
         registry.lease(MODEL, "staging", "third", ttl_s=60, wait_s=0, clock=clock),
     ):
         pass

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import orjson
 import pytest
 
 from modelrail.adapters.filesystem import FilesystemStore
@@ -13,9 +15,10 @@ from modelrail.adapters.local_models import LocalModels
 from modelrail.adapters.local_packages import LocalPackageRepository
 from modelrail.adapters.local_signing import LocalManifestSigner
 from modelrail.catalog import Catalog
-from modelrail.errors import IntegrityError, NotFound, TransientError
+from modelrail.errors import IntegrityError, LeaseHeld, NotFound, TransientError
 from modelrail.ports import BlobStore
 from modelrail.registry import Registry, sha256
+from tests.conftest import wait_for
 from tests.fakes import InMemoryStore
 
 MODEL = "penguins"
@@ -77,42 +80,63 @@ def test_a_redelivery_resumes_the_number_its_run_claimed(
     assert registry.register(MODEL, "run-a", _files(b"tree"), {}, signer=signer)[0] == 1
 
 
-def test_a_claim_without_a_version_blocks_only_for_its_lease(
+def test_a_live_registration_lease_keeps_a_second_delivery_of_the_run_out(
     store: BlobStore, signer: LocalManifestSigner
 ) -> None:
     registry = Registry(store)
-    store.write(
-        f"models/{MODEL}/by-run/run-a.json",
-        b'{"run_id": "run-a", "version": null, "claimed_at": "2999-01-01T00:00:00.000000+00:00"}',
-        if_generation_match=0,
-    )
-    with pytest.raises(TransientError):
-        registry.register(MODEL, "run-a", _files(b"tree"), {}, signer=signer)
-
-    store.write(
-        f"models/{MODEL}/by-run/run-b.json",
-        b'{"run_id": "run-b", "version": null, "claimed_at": "2000-01-01T00:00:00.000000+00:00"}',
-        if_generation_match=0,
-    )
-    assert registry.register(MODEL, "run-b", _files(b"tree"), {}, signer=signer)[0] == 1
+    with registry.registration_lease(MODEL, "run-a", "first"):
+        with (
+            pytest.raises(LeaseHeld, match="held by first"),
+            registry.registration_lease(MODEL, "run-a", "second", wait_s=0),
+        ):
+            pass
+        # Another run's registration is not held up.
+        with registry.registration_lease(MODEL, "run-b", "other", wait_s=0):
+            assert registry.register(MODEL, "run-b", _files(b"tree"), {}, signer=signer)[0] == 1
 
 
 @pytest.mark.fault
-def test_a_later_delivery_attempt_takes_over_a_claim_its_predecessor_left(
+def test_a_registration_whose_holder_died_is_taken_over_and_resumes_its_number(
     store: BlobStore, signer: LocalManifestSigner
 ) -> None:
     registry = Registry(store)
+    # A delivery took the lease, claimed number 1 for run-a and was killed: its lease
+    # ran out (no heartbeat), its claim stayed.
     store.write(
-        f"models/{MODEL}/by-run/run-a.json",
-        b'{"run_id": "run-a", "version": null, "attempt": 1,'
-        b' "claimed_at": "2999-01-01T00:00:00.000000+00:00"}',
+        f"models/{MODEL}/leases/register-run-a.json",
+        orjson.dumps({"holder": "killed", "taken_at": 0.0, "expires_at": time.time() - 1}),
         if_generation_match=0,
     )
-    with pytest.raises(TransientError):  # the same attempt: another delivery at work
-        registry.register(MODEL, "run-a", _files(b"tree"), {}, attempt=1, signer=signer)
+    registry._claim_for_run(MODEL, "run-a", 1)
+    assert registry.orphaned_number(MODEL, "run-a") == 1
 
-    # Attempt 2 exists only once attempt 1 has failed or outlived its deadline.
-    assert registry.register(MODEL, "run-a", _files(b"tree"), {}, attempt=2, signer=signer)[0] == 1
+    with registry.registration_lease(MODEL, "run-a", "next", wait_s=0):
+        assert registry.register(MODEL, "run-a", _files(b"tree"), {}, signer=signer)[0] == 1
+    assert registry.orphaned_number(MODEL, "run-a") is None
+    with registry.registration_lease(MODEL, "run-b", "other", wait_s=0):
+        assert registry.register(MODEL, "run-b", _files(b"tree b"), {}, signer=signer)[0] == 2
+
+
+def test_a_heartbeat_keeps_a_lease_past_its_ttl_and_release_ends_it(store: BlobStore) -> None:
+    registry = Registry(store)
+    taken = time.time()
+    with registry.lease(MODEL, "work", "slow", ttl_s=0.5, wait_s=0, heartbeat_s=0.05):
+        # Renewed after the first expiry would have passed: the holder is alive.
+        wait_for(
+            lambda: (
+                (state := registry.lease_state(MODEL, "work")) is not None
+                and state.until > taken + 1.0
+            ),
+            "the heartbeat to renew the lease past its first expiry",
+        )
+        with (
+            pytest.raises(LeaseHeld),
+            registry.lease(MODEL, "work", "eager", ttl_s=0.5, wait_s=0),
+        ):
+            pass
+    state = registry.lease_state(MODEL, "work")
+    assert state is not None
+    assert (state.live, state.holder) == (False, "slow")
 
 
 @pytest.mark.fault

@@ -1,7 +1,16 @@
-"""register: make a blessed candidate an immutable, numbered version with lineage."""
+"""register: make a blessed candidate an immutable, numbered version with lineage.
+
+One delivery of a run registers at a time: it holds the run's registration lease
+(``Registry.registration_lease``, renewed by a heartbeat) from the start of its work
+to its end. Another delivery of the run waits for it, then finds the version done;
+one that finds the stage recorded meanwhile stops (``DeliveryInProgress``: its
+redelivery re-publishes the record). A delivery that died left the lease to expire
+within a minute; the next takes over the run's claim and resumes its number.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 from typing import Any
 
@@ -9,7 +18,7 @@ import lightgbm as lgb
 
 from modelrail import card
 from modelrail.config import PipelineConfig
-from modelrail.errors import IntegrityError
+from modelrail.errors import DeliveryInProgress, IntegrityError, LeaseHeld
 from modelrail.events import ModelEvaluated, ModelRegistered
 from modelrail.ports import ManifestSigner, ModelCatalog, PackageRepository
 from modelrail.registry import MODEL_FILE, Registry
@@ -18,8 +27,45 @@ from modelrail.stages import Outcome
 from modelrail.stages.evaluate import CHAMPION, REFERENCE
 from modelrail.stages.validate import PROFILE
 
+STAGE = "register"
+
 
 def handle(
+    event: ModelEvaluated,
+    *,
+    config: PipelineConfig,
+    runs: RunLog,
+    registry: Registry,
+    delivery_attempt: int,
+    packages: PackageRepository,
+    catalog: ModelCatalog | None,
+    signer: ManifestSigner,
+    message_id: str,
+) -> Outcome:
+    model = config.model_name
+    holder = f"{message_id or event.event_id}#{delivery_attempt}"
+    with contextlib.ExitStack() as held:
+        try:
+            held.enter_context(registry.registration_lease(model, event.run_id, holder))
+        except LeaseHeld as exc:
+            raise DeliveryInProgress(
+                f"another delivery ({exc.holder}) is registering {event.run_id}"
+            ) from exc
+        if runs.stage_record(event.run_id, STAGE) is not None:
+            raise DeliveryInProgress(f"register of {event.run_id} was recorded meanwhile")
+        return _register(
+            event,
+            config=config,
+            runs=runs,
+            registry=registry,
+            delivery_attempt=delivery_attempt,
+            packages=packages,
+            catalog=catalog,
+            signer=signer,
+        )
+
+
+def _register(
     event: ModelEvaluated,
     *,
     config: PipelineConfig,
