@@ -362,7 +362,13 @@ class Registry:
         return LeaseState(str(held["holder"]), until > clock(), until)
 
     def registration_lease(
-        self, model: str, run_id: str, holder: str, *, wait_s: float = REGISTER_LEASE_WAIT_S
+        self,
+        model: str,
+        run_id: str,
+        holder: str,
+        *,
+        wait_s: float = REGISTER_LEASE_WAIT_S,
+        clock: Callable[[], float] = time.time,
     ) -> contextlib.AbstractContextManager[None]:
         """The lease a delivery holds while it registers ``run_id`` (``register``),
         renewed by a heartbeat; the sweep takes it too before ending the run."""
@@ -373,6 +379,7 @@ class Registry:
             ttl_s=REGISTER_LEASE_S,
             wait_s=wait_s,
             heartbeat_s=REGISTER_HEARTBEAT_S,
+            clock=clock,
         )
 
     def move_alias(

@@ -25,6 +25,24 @@ class Subscription:
     minimum_backoff_s: int
     maximum_backoff_s: int
 
+    def backoff_s(self, failed_attempt: int) -> float:
+        """How long Pub/Sub waits before redelivering after delivery ``failed_attempt``
+        (1-based) failed: the minimum backoff, doubled for each earlier failure, capped
+        at the maximum."""
+        exponent = min(max(failed_attempt - 1, 0), 32)
+        return float(min(self.maximum_backoff_s, self.minimum_backoff_s * 2**exponent))
+
+    def longest_backoff_s(self) -> float:
+        """The longest wait between two of its deliveries (before the last one)."""
+        return self.backoff_s(self.max_delivery_attempts - 1)
+
+    def deliveries_take_s(self) -> float:
+        """The longest all its deliveries can take: each may run to the ack deadline,
+        with the backoffs between them."""
+        attempts = self.max_delivery_attempts
+        backoffs = sum(self.backoff_s(n) for n in range(1, attempts))
+        return float(attempts * self.ack_deadline_seconds + backoffs)
+
 
 @dataclasses.dataclass(frozen=True)
 class Topology:

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import NoReturn
 
 import pytest
 
 from modelrail.adapters.inprocess import InProcessLauncher
+from modelrail.ports import Blob
+from modelrail.registry import Registry
 from modelrail.stages import register
 from modelrail.sweep import sweep
 from tests.unit.conftest import Harness
@@ -48,10 +51,10 @@ def test_a_lost_message_ends_its_run_once_its_deliveries_cannot_still_come(
     [run] = harness.runs()
     evaluated = datetime.fromisoformat(run.stages["evaluate"]["finished_at"])
 
-    # Within what register's deliveries may take (5 x (600 s ack deadline + 600 s
-    # backoff)), it may still come.
-    assert sweep(harness.container, now=evaluated + timedelta(seconds=6000)) == []
-    [record] = sweep(harness.container, now=evaluated + timedelta(seconds=6001))
+    # No delivery took register's lease: within the longest backoff (80 s) and a start-up
+    # margin (60 s), a redelivery may still come; not after.
+    assert sweep(harness.container, now=evaluated + timedelta(seconds=140)) == []
+    [record] = sweep(harness.container, now=evaluated + timedelta(seconds=141))
 
     assert (record["stage"], record["error"]["kind"]) == ("register", "stuck")
     assert harness.runs()[0].outcome == "failed"
@@ -63,3 +66,88 @@ def test_finished_and_healthy_runs_are_left_alone(harness: Harness, penguins_csv
 
     assert sweep(harness.container, now=datetime.now(UTC) + timedelta(days=30)) == []
     assert harness.runs()[0].outcome == "deployed"
+
+
+class Kill:
+    """A process killed while it holds a lease: ``at(lease)`` is where it dies (its bus
+    goes with it); ``leaves()`` puts the lease back as a kill leaves it, held until its
+    expiry, never released (the test's process unwinds and would release it)."""
+
+    def __init__(self, harness: Harness) -> None:
+        self.harness = harness
+        self.left: tuple[str, Blob] | None = None
+
+    def at(self, lease: str) -> NoReturn:
+        key = f"models/{self.harness.model}/leases/{lease}.json"
+        self.left = (key, self.harness.container.artifacts.read(key))
+        raise KeyboardInterrupt
+
+    def leaves(self) -> None:
+        assert self.left is not None
+        key, blob = self.left
+        self.harness.container.artifacts.write(key, blob.data)
+
+
+@pytest.mark.fault
+def test_a_register_killed_after_claiming_its_number_ends_within_minutes_naming_the_gap(
+    harness: Harness, penguins_csv: bytes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    claim_number = Registry._claim_next_number
+    kill = Kill(harness)
+
+    def claimed_then_killed(self: Registry, model: str, run_id: str) -> int:
+        claim_number(self, model, run_id)
+        kill.at(f"register-{run_id}")
+
+    monkeypatch.setattr(Registry, "_claim_next_number", claimed_then_killed)
+    harness.upload(penguins_csv)
+    with pytest.raises(KeyboardInterrupt):
+        harness.run()
+    kill.leaves()
+    [run] = harness.runs()
+    assert run.outcome == "running"
+    state = harness.container.registry.lease_state(harness.model, f"register-{run.run_id}")
+    assert state is not None
+    assert state.live  # held: renewed by a heartbeat while the delivery lived
+    lapsed = datetime.fromtimestamp(state.until, UTC)  # at most a minute after the kill
+
+    # A redelivery may still come within the longest backoff and a start-up margin.
+    assert sweep(harness.container, now=lapsed - timedelta(seconds=1)) == []
+    assert sweep(harness.container, now=lapsed + timedelta(seconds=139)) == []
+    [record] = sweep(harness.container, now=lapsed + timedelta(seconds=141))
+
+    assert (record["stage"], record["error"]["kind"]) == ("register", "stuck")
+    assert record["error"]["details"]["orphaned_version"] == 1
+    assert "v1, stays unused" in record["error"]["message"]
+    assert harness.runs()[0].outcome == "failed"
+    # Ended three and a half minutes after the kill at most, not after 6000 s.
+    killed = datetime.fromisoformat(harness.runs()[0].stages["evaluate"]["finished_at"])
+    assert (lapsed + timedelta(seconds=141) - killed).total_seconds() < 210
+
+
+@pytest.mark.fault
+def test_a_deploy_killed_mid_rollout_ends_once_its_lease_lapses_not_after_6000_s(
+    harness: Harness, penguins_csv: bytes
+) -> None:
+    kill = Kill(harness)
+
+    def killed(model: str, version: int) -> NoReturn:
+        kill.at("staging")
+
+    harness.deployer.deploy = killed  # type: ignore[assignment,method-assign]
+    harness.upload(penguins_csv)
+    with pytest.raises(KeyboardInterrupt):
+        harness.run()
+    kill.leaves()
+    [run] = harness.runs()
+    assert run.outcome == "registered"
+    state = harness.container.registry.lease_state(harness.model, "staging")
+    assert state is not None
+    lapsed = datetime.fromtimestamp(state.until, UTC)
+
+    assert sweep(harness.container, now=lapsed + timedelta(seconds=139)) == []
+    [record] = sweep(harness.container, now=lapsed + timedelta(seconds=141))
+
+    assert (record["stage"], record["error"]["kind"]) == ("deploy", "stuck")
+    registered = datetime.fromisoformat(run.stages["register"]["finished_at"])
+    assert (lapsed + timedelta(seconds=141) - registered).total_seconds() < 6000

@@ -45,13 +45,9 @@ class _Delivery:
 
 
 def retry_backoff_s(subscription: Subscription, failed_attempt: int) -> float:
-    """How long Pub/Sub waits before redelivering after delivery ``failed_attempt``
-    (1-based) failed: the subscription's minimum backoff, doubled for each earlier
-    failure, capped at its maximum."""
-    exponent = min(max(failed_attempt - 1, 0), 32)
-    return float(
-        min(subscription.maximum_backoff_s, subscription.minimum_backoff_s * 2**exponent)
-    )
+    """The wait before redelivering after delivery ``failed_attempt`` failed (the
+    subscription's retry policy, ``Subscription.backoff_s``)."""
+    return subscription.backoff_s(failed_attempt)
 
 
 class InProcessBus:
