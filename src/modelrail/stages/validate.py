@@ -7,6 +7,7 @@ the CSV, so every stage sees exactly the values validation passed."""
 from __future__ import annotations
 
 import hashlib
+import re
 from typing import Any
 
 import orjson
@@ -46,7 +47,11 @@ def handle(
     signer: ManifestSigner,
 ) -> Outcome:
     bucket, key, generation = _locate(trigger, storage, data_bucket)
-    source, contract, limits = storage.bucket(bucket), config.contract, config.limits
+    try:
+        source = storage.bucket(bucket)
+    except NotFound as exc:
+        raise DataUnavailable(f"dataset gs://{bucket}/{key} is not readable: {exc}") from exc
+    contract, limits = config.contract, config.limits
     # Too large to read: refused from its listing, before a byte is in memory.
     listed = next((info for info in source.list(key) if info.key == key), None)
     if listed is not None and generation not in (None, listed.generation):
@@ -149,7 +154,10 @@ def _drift(
 
 
 def _locate(trigger: Trigger, storage: Storage, data_bucket: str) -> tuple[str, str, int | None]:
+    """The bucket, object and generation the trigger names, its names checked: a name no
+    bucket can hold is a permanent ``InvalidEvent``, refused on the first delivery."""
     if isinstance(trigger, DataUploaded):
+        _check_names(trigger.bucket, trigger.name, f"gs://{trigger.bucket}/{trigger.name}")
         if not trigger.name.endswith(DATA_SUFFIX):
             raise InvalidEvent(
                 f"gs://{trigger.bucket}/{trigger.name} is not a {DATA_SUFFIX} file; "
@@ -173,5 +181,35 @@ def _parse_uri(uri: str) -> tuple[str, str, int | None]:
     scheme, _, rest = path.partition("://")
     bucket, _, key = rest.partition("/")
     if scheme != "gs" or not bucket or not key or (generation and not generation.isdigit()):
-        raise InvalidEvent(f"data_uri must look like gs://bucket/object[#generation], not {uri!r}")
+        raise InvalidEvent(
+            f"data_uri must look like gs://bucket/object[#generation], not {_shown(uri)}"
+        )
+    _check_names(bucket, key, uri)
     return bucket, key, int(generation) if generation else None
+
+
+# Cloud Storage's rules: bucket names of 3 to 63 lower-case letters, digits, dots, dashes
+# and underscores; object names of at most 1,024 bytes of UTF-8 without control
+# characters. "." and ".." segments and a leading "/" are refused as well: no object
+# of ours has them, and on the filesystem store they would leave the bucket.
+_BUCKET_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{1,61}[a-z0-9]")
+_MAX_OBJECT_NAME_BYTES = 1024
+
+
+def _check_names(bucket: str, key: str, uri: str) -> None:
+    problem = None
+    if not _BUCKET_NAME.fullmatch(bucket):
+        problem = f"{_shown(bucket)} is not a bucket name"
+    elif len(key.encode()) > _MAX_OBJECT_NAME_BYTES:
+        problem = f"the object name is longer than {_MAX_OBJECT_NAME_BYTES} bytes"
+    elif key.startswith("/") or any(part in (".", "..") for part in key.split("/")):
+        problem = "the object name has a '.' or '..' segment"
+    elif any(ord(char) < 0x20 or ord(char) == 0x7F for char in key):
+        problem = "the object name has control characters"
+    if problem is not None:
+        raise InvalidEvent(f"{_shown(uri)} names no object a bucket can hold: {problem}")
+
+
+def _shown(text: str) -> str:
+    """``text`` as a message quotes it: cut, whatever its length."""
+    return repr(text if len(text) <= 200 else text[:200] + "…")
