@@ -9,8 +9,34 @@ as ``RetriesExhausted`` and the run ends with ``pipeline-failed``.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
+
+# What a failure's details may hold under "problems": a list of these, whatever raised
+# it (the contract's checks, a smoke test): ``check`` names the check, ``message`` says
+# what is wrong; the contract's add ``column``, ``count``, ``rows``, ``examples``.
+PROBLEM_KEYS = ("check", "message")
+# A problem's message is cut to this many characters: a record, an event, a page carry
+# what a person reads, not a payload (a server's answer, a cell).
+MAX_PROBLEM_MESSAGE_CHARS = 500
+
+
+def as_problems(items: Iterable[object], check: str) -> list[dict[str, Any]]:
+    """``items`` as problems of the one shape (``{"check", "message", ...}``): a string,
+    or a mapping without a check, is a problem of ``check``."""
+    problems = []
+    for item in items:
+        if isinstance(item, Mapping):
+            problem = {str(k): v for k, v in item.items()}
+            problem.setdefault("check", check)
+            problem["message"] = str(problem.get("message", ""))
+        else:
+            problem = {"check": check, "message": str(item)}
+        if len(problem["message"]) > MAX_PROBLEM_MESSAGE_CHARS:
+            cut = problem["message"][:MAX_PROBLEM_MESSAGE_CHARS]
+            problem["message"] = f"{cut}… ({len(problem['message']):,} characters)"
+        problems.append(problem)
+    return problems
 
 
 class ModelrailError(Exception):
@@ -25,11 +51,17 @@ class PermanentError(ModelrailError):
     """
 
     kind = "permanent"
+    # The check a problem given as a bare string belongs to (``as_problems``).
+    problem_check = "permanent"
 
     def __init__(self, message: str, details: Mapping[str, Any] | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.details: dict[str, Any] = dict(details or {})
+        if "problems" in self.details:  # one shape, whoever raised it
+            problems = self.details["problems"]
+            items = problems if isinstance(problems, list | tuple) else [problems]
+            self.details["problems"] = as_problems(items, self.problem_check)
 
 
 class ConfigError(PermanentError):
@@ -82,9 +114,13 @@ class GateRejected(PermanentError):
 
 
 class DeploymentFailed(PermanentError):
-    """A new revision failed its smoke test and traffic stayed on the previous one."""
+    """A new revision failed its smoke test and traffic stayed on the previous one.
+
+    Its ``problems`` (the smoke test's findings, given as strings) are stored as
+    problems of the one shape, ``{"check": "smoke_test", "message": ...}``."""
 
     kind = "deployment_failed"
+    problem_check = "smoke_test"
 
 
 class IntegrityError(PermanentError):

@@ -34,19 +34,28 @@ STAGE_ORDER = ("validate", "launch_training", "train", "evaluate", "register", "
 
 def failure_reasons(error: Mapping[str, Any]) -> list[str]:
     """A failure's reasons, most specific first: the contract's problems (the missing
-    column), the gate's failing checks, the drifted columns, else the message."""
-    details = error.get("details") or {}
+    column), the gate's failing checks, the drifted columns, else the message.
+
+    Any record a version of modelrail wrote reads: problems stored as bare strings (a
+    smoke test's, before problems had one shape) are reasons as they are."""
+    details = error.get("details")
+    details = details if isinstance(details, Mapping) else {}
     problems = details.get("problems") or []
-    if problems:
-        return [
-            f"[{p['check']}] {p['message']}" if p.get("check") else str(p.get("message"))
-            for p in problems
-        ]
-    verdict = details.get("verdict") or {}
+    if isinstance(problems, list | tuple) and problems:
+        return [_reason(problem) for problem in problems]
+    verdict = details.get("verdict")
+    verdict = verdict if isinstance(verdict, Mapping) else {}
     reasons = verdict.get("reasons") or details.get("reasons") or []
-    if reasons:
+    if isinstance(reasons, list | tuple) and reasons:
         return [str(reason) for reason in reasons]
     return [str(error.get("message", ""))]
+
+
+def _reason(problem: object) -> str:
+    if not isinstance(problem, Mapping):
+        return str(problem)
+    message = str(problem.get("message", ""))
+    return f"[{problem['check']}] {message}" if problem.get("check") else message
 
 
 @dataclasses.dataclass(frozen=True)
