@@ -61,10 +61,13 @@ class MetricGate:
 
 @dataclasses.dataclass(frozen=True)
 class Limits:
-    """The largest upload and the longest line validate reads (``[limits]``)."""
+    """The largest upload, the longest line, and the widest header validate reads
+    (``[limits]``): what a report, a record and an event hold follows from these."""
 
     max_upload_bytes: int = 128 * 2**20
     max_line_bytes: int = 2**20
+    max_columns: int = 1000
+    max_header_bytes: int = 64 * 2**10
 
 
 @dataclasses.dataclass(frozen=True)
@@ -125,6 +128,8 @@ class PipelineConfig:
             limits=Limits(
                 max_upload_bytes=round(bounds.get("max_upload_mb", 128) * 2**20),
                 max_line_bytes=round(bounds.get("max_line_kb", 1024) * 2**10),
+                max_columns=int(bounds.get("max_columns", 1000)),
+                max_header_bytes=round(bounds.get("max_header_kb", 64) * 2**10),
             ),
             vertex_model_registry=spec.get("vertex", {}).get("model_registry", False),
         )

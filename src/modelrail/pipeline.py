@@ -300,16 +300,9 @@ def record_failure(
     """Record ``stage`` of ``run_id`` as failed with ``exc``, then publish
     ``pipeline-failed``; ``started``/``clock`` are when it began (``utcnow``,
     ``time.perf_counter``)."""
-    report_uri = exc.details.get("report_uri")
-    error = {"kind": exc.kind, "message": exc.message, "details": exc.details}
-    failed = PipelineFailed(
-        run_id=run_id,
-        causation_id=causation_id,
-        lineage=lineage,
-        stage=stage,
-        error={"kind": exc.kind, "message": exc.message, "details": _summary(exc.details)},
-        report_uri=report_uri,
-    )
+    message = _cut(exc.message, MAX_MESSAGE_CHARS)
+    error = {"kind": exc.kind, "message": message, "details": _bounded(exc.details)}
+    failed = _failure_event(run_id, causation_id, lineage, stage, exc.kind, message, exc.details)
     record = {
         "run_id": run_id,
         "stage": stage,
@@ -326,10 +319,97 @@ def record_failure(
     return record_and_publish(container, record)
 
 
+# What a failure carries is bounded by construction, whatever the data held: the event
+# at most MAX_EVENT_PROBLEMS problems (the report keeps more, ``report_uri`` says where)
+# and MAX_EVENT_BYTES in all, far below Pub/Sub's 10 MB; the stage record's details at
+# most MAX_RECORD_DETAILS_BYTES; a message MAX_MESSAGE_CHARS.
+MAX_EVENT_PROBLEMS = 20
+MAX_EVENT_BYTES = 64 * 2**10
+MAX_RECORD_DETAILS_BYTES = 512 * 2**10
+MAX_MESSAGE_CHARS = 2000
+_EXAMPLES_IN_EVENT = 3
+
+
+def _failure_event(
+    run_id: str,
+    causation_id: str,
+    lineage: dict[str, Any],
+    stage: str,
+    kind: str,
+    message: str,
+    details: dict[str, Any],
+) -> PipelineFailed:
+    """``pipeline-failed`` with a summary of ``details``; only counts and the report's
+    URI if even the summary would make the event larger than ``MAX_EVENT_BYTES``."""
+    report_uri = details.get("report_uri")
+    for summary in (_summary(details), _counts(details)):
+        failed = PipelineFailed(
+            run_id=run_id,
+            causation_id=causation_id,
+            lineage=lineage,
+            stage=stage,
+            error={"kind": kind, "message": message, "details": summary},
+            report_uri=report_uri,
+        )
+        if len(orjson.dumps(failed.to_body())) <= MAX_EVENT_BYTES:
+            break
+    return failed
+
+
 def _summary(details: dict[str, Any]) -> dict[str, Any]:
-    """What a failure event carries: the problems, not the whole report."""
-    keep = ("problems", "reasons", "report_uri", "verdict", "url")
-    return {k: v for k, v in details.items() if k in keep}
+    """What a failure event carries: the first problems, cut, and how many there are;
+    the gate's verdict, the reasons; not the whole report."""
+    keep = ("problems", "reasons", "report_uri", "verdict", "url", "problem_count")
+    summary = {k: v for k, v in details.items() if k in keep}
+    problems = details.get("problems")
+    if isinstance(problems, list):
+        summary["problem_count"] = details.get("problem_count", len(problems))
+        summary["problems"] = [_cut_problem(p) for p in problems[:MAX_EVENT_PROBLEMS]]
+    reasons = details.get("reasons")
+    if isinstance(reasons, list):
+        summary["reasons"] = [_cut(str(r), 300) for r in reasons[:MAX_EVENT_PROBLEMS]]
+    return summary
+
+
+def _counts(details: dict[str, Any]) -> dict[str, Any]:
+    """The least a failure event carries: where the report is and how many problems."""
+    counts: dict[str, Any] = {"truncated": True}
+    if "report_uri" in details:
+        counts["report_uri"] = details["report_uri"]
+    problems = details.get("problems")
+    if isinstance(problems, list):
+        counts["problem_count"] = details.get("problem_count", len(problems))
+    return counts
+
+
+def _bounded(details: dict[str, Any]) -> dict[str, Any]:
+    """A stage record's details: whole unless larger than ``MAX_RECORD_DETAILS_BYTES``,
+    then the event's summary (the report, at ``report_uri``, has the rest)."""
+    try:
+        size = len(orjson.dumps(details))
+    except TypeError:
+        size = MAX_RECORD_DETAILS_BYTES + 1
+    if size <= MAX_RECORD_DETAILS_BYTES:
+        return details
+    return {**_summary(details), "truncated": True, "details_bytes": size}
+
+
+def _cut_problem(problem: object) -> object:
+    if not isinstance(problem, dict):
+        return _cut(str(problem), 300)
+    cut = {k: v for k, v in problem.items() if k not in ("rows", "examples")}
+    cut["message"] = _cut(str(problem.get("message", "")), 300)
+    for key in ("rows", "examples"):
+        if isinstance(problem.get(key), list):
+            cut[key] = [
+                _cut(v, 80) if isinstance(v, str) else v
+                for v in problem[key][:_EXAMPLES_IN_EVENT]
+            ]
+    return cut
+
+
+def _cut(text: str, limit: int) -> str:
+    return text if len(text) <= limit else f"{text[:limit]}… ({len(text):,} characters)"
 
 
 def record_and_publish(container: Container, record: dict[str, Any]) -> dict[str, Any]:

@@ -24,6 +24,10 @@ from modelrail.errors import ContractViolation
 
 MAX_ROWS_LISTED = 20
 MAX_EXAMPLES = 5
+# A report lists at most this many problems and header names, and counts them all: what
+# a report, a stage record and a UI page hold stays small whatever the file holds.
+MAX_PROBLEMS_LISTED = 100
+MAX_COLUMNS_LISTED = 200
 # Reports and failure events carry examples, never whole cells: a cell may be megabytes.
 MAX_EXAMPLE_CHARS = 80
 
@@ -77,27 +81,39 @@ class ValidationReport:
         return not self.problems
 
     def to_dict(self) -> dict[str, Any]:
+        """The report as stored: at most ``MAX_PROBLEMS_LISTED`` problems and
+        ``MAX_COLUMNS_LISTED`` header names, with the counts of all."""
         return {
             "contract": self.contract,
             "passed": self.passed,
             "rows": self.rows,
             "dropped": {"missing_target": self.dropped_missing_target},
-            "columns": list(self.columns),
-            "problems": [p.to_dict() for p in self.problems],
+            "column_count": len(self.columns),
+            "columns": [_shorten(name) for name in self.columns[:MAX_COLUMNS_LISTED]],
+            "problem_count": len(self.problems),
+            "problems": [p.to_dict() for p in self.problems[:MAX_PROBLEMS_LISTED]],
         }
 
 
 def validate(
-    data: bytes, contract: DatasetContract, *, max_line_bytes: int | None = None
+    data: bytes,
+    contract: DatasetContract,
+    *,
+    max_line_bytes: int | None = None,
+    max_columns: int | None = None,
+    max_header_bytes: int | None = None,
 ) -> tuple[ValidationReport, ParsedDataset]:
     """Check ``data`` (CSV bytes) against ``contract``; never raises for bad data.
 
-    A line longer than ``max_line_bytes`` (the validate stage's limit) is refused
+    A line longer than ``max_line_bytes``, a header longer than ``max_header_bytes`` or
+    naming more than ``max_columns`` columns (the validate stage's limits) is refused
     before any parsing. A file that
     meets its contract is read by the typed reader (``typed``) in one vectorised pass;
     any other, by the reporting path below, which names every problem.
     """
     if max_line_bytes is not None and (problem := long_line(data, max_line_bytes)):
+        return refused(contract, problem), ParsedDataset({}, 0)
+    if problem := wide_header(data, max_columns, max_header_bytes):
         return refused(contract, problem), ParsedDataset({}, 0)
     header = header_of(data)
     typed_read = typed.read(data, header, contract)
@@ -258,6 +274,31 @@ def load(data: bytes, contract: DatasetContract) -> ParsedDataset:
             report.to_dict(),
         )
     return parsed
+
+
+def wide_header(
+    data: bytes, max_columns: int | None, max_header_bytes: int | None
+) -> Problem | None:
+    """A problem if the header line is longer than ``max_header_bytes`` or names more
+    than ``max_columns`` columns; read from the first line alone, before any parsing."""
+    first_line = re.split(rb"\r\n|\r|\n", data, maxsplit=1)[0]
+    if max_header_bytes is not None and len(first_line) > max_header_bytes:
+        return Problem(
+            "header_length",
+            f"the header is {len(first_line):,} bytes long, more than the "
+            f"{max_header_bytes:,} validate reads ([limits] max_header_kb in pipeline.toml)",
+        )
+    if max_columns is None:
+        return None
+    columns = len(header_of(first_line))
+    if columns <= max_columns:
+        return None
+    return Problem(
+        "column_count",
+        f"the header names {columns:,} columns, more than the {max_columns:,} validate reads "
+        "([limits] max_columns in pipeline.toml)",
+        count=columns,
+    )
 
 
 def header_of(data: bytes) -> tuple[str, ...]:

@@ -75,7 +75,13 @@ def handle(
     too_big = checks.oversized(len(blob.data), limits.max_upload_bytes)  # another generation
     if too_big is not None:
         raise _violation(runs, run_id, dataset, checks.refused(contract, too_big))
-    report, parsed = checks.validate(blob.data, contract, max_line_bytes=limits.max_line_bytes)
+    report, parsed = checks.validate(
+        blob.data,
+        contract,
+        max_line_bytes=limits.max_line_bytes,
+        max_columns=limits.max_columns,
+        max_header_bytes=limits.max_header_bytes,
+    )
     dataset["rows"] = report.rows
     if not report.passed:
         raise _violation(runs, run_id, dataset, report)

@@ -167,5 +167,13 @@ def _run_row(run: RunSummary) -> dict[str, Any]:
     }
 
 
+# The most of one record, report or event a page shows: records written before they
+# were bounded (or a report of another version) cannot make a page of megabytes.
+MAX_SHOWN_CHARS = 100_000
+
+
 def _pretty(value: Any) -> str:
-    return orjson.dumps(value, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS).decode()
+    text = orjson.dumps(value, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS).decode()
+    if len(text) <= MAX_SHOWN_CHARS:
+        return text
+    return f"{text[:MAX_SHOWN_CHARS]}\n… ({len(text):,} characters; the rest is in the bucket)"
