@@ -402,8 +402,7 @@ def _cut_problem(problem: object) -> object:
     for key in ("rows", "examples"):
         if isinstance(problem.get(key), list):
             cut[key] = [
-                _cut(v, 80) if isinstance(v, str) else v
-                for v in problem[key][:_EXAMPLES_IN_EVENT]
+                _cut(v, 80) if isinstance(v, str) else v for v in problem[key][:_EXAMPLES_IN_EVENT]
             ]
     return cut
 

@@ -97,9 +97,7 @@ def _end(
         return _record(container, run, stage, error)
     model = container.config.model_name
     registry = container.registry
-    with registry.registration_lease(
-        model, run.run_id, "sweep", wait_s=0, clock=now.timestamp
-    ):
+    with registry.registration_lease(model, run.run_id, "sweep", wait_s=0, clock=now.timestamp):
         orphaned = registry.orphaned_number(model, run.run_id)
         if orphaned is not None:
             error.message += f"; the version number it claimed, v{orphaned}, stays unused (a gap)"
@@ -169,9 +167,7 @@ def _stuck_behind_lease(
     stage finished, or since the lease was released or lapsed) for longer than a
     redelivery can take to come."""
     name = _LEASED[stage](run.run_id)
-    state = container.registry.lease_state(
-        container.config.model_name, name, clock=now.timestamp
-    )
+    state = container.registry.lease_state(container.config.model_name, name, clock=now.timestamp)
     if state is not None and state.live:
         return None  # a delivery is at work, or waits its turn for the staging service
     backoff = max(
