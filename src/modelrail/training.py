@@ -4,7 +4,9 @@ The split assigns each row by a hash of its inputs (every column but the target)
 the seed, not by its position: training, evaluation and any re-run agree on it without
 storing row lists, and a row lands on the same side in every upload that contains it.
 So a later upload's hold-out never holds rows an earlier model trained on (reordered or
-repeated data cannot leak them), and exact duplicates stay together. Categorical
+repeated data cannot leak them). Exact duplicate rows count once: the split keeps each
+distinct row's first occurrence (``dataset.duplicates``), so a repeated file trains
+and is judged as the file itself. Categorical
 features use LightGBM's native categoricals (codes from the contract, see
 ``features``). The model is saved in LightGBM's text format, trimmed to the best
 iteration.
@@ -23,6 +25,7 @@ import numpy as np
 import pandas as pd
 
 from modelrail.config import PipelineConfig, lightgbm_parameters
+from modelrail.dataset import duplicates
 from modelrail.dataset.checks import ParsedDataset
 from modelrail.features import FeatureSchema
 
@@ -37,6 +40,7 @@ class Split:
     train: np.ndarray
     validation: np.ndarray
     holdout: np.ndarray
+    duplicates: int = 0  # exact duplicate rows left out of all three
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,7 +54,12 @@ class Candidate:
 
 
 def split(dataset: ParsedDataset, config: PipelineConfig) -> Split:
-    inputs = pd.DataFrame({n: v for n, v in dataset.columns.items() if n != config.contract.target})
+    """Each distinct row's side (train, validation, hold-out) by the hash of its inputs;
+    exact duplicates of an earlier row are on no side."""
+    unique = duplicates.first_occurrences(dataset.columns)
+    inputs = pd.DataFrame(
+        {n: v[unique] for n, v in dataset.columns.items() if n != config.contract.target}
+    )
     hashes = pd.util.hash_pandas_object(inputs, index=False).to_numpy(dtype=np.uint64)
     # The seed moves every row's position on the unit interval alike: another seed,
     # another partition of the same rows.
@@ -59,9 +68,10 @@ def split(dataset: ParsedDataset, config: PipelineConfig) -> Split:
     holdout = position < config.holdout_fraction
     validation = ~holdout & (position < config.holdout_fraction + config.validation_fraction)
     return Split(
-        train=np.flatnonzero(~holdout & ~validation),
-        validation=np.flatnonzero(validation),
-        holdout=np.flatnonzero(holdout),
+        train=unique[~holdout & ~validation],
+        validation=unique[validation],
+        holdout=unique[holdout],
+        duplicates=dataset.rows - len(unique),
     )
 
 

@@ -14,7 +14,7 @@ import orjson
 import pyarrow as pa
 
 from modelrail.config import PipelineConfig, canonical_json
-from modelrail.dataset import checks, profile, snapshot
+from modelrail.dataset import checks, duplicates, profile, snapshot
 from modelrail.errors import (
     ContractViolation,
     DataDrift,
@@ -85,6 +85,8 @@ def handle(
     dataset["rows"] = report.rows
     if not report.passed:
         raise _violation(runs, run_id, dataset, report)
+    # Counted once by the split (``dataset.duplicates``): reported, not refused.
+    dataset["duplicate_rows"] = duplicates.count(parsed.columns, parsed.rows)
     checked = snapshot.arrow(parsed, contract)
     champion, table = _drift(config, registry, signer, checked)
     drift = {"champion": champion, "columns": table}
