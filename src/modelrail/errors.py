@@ -168,6 +168,11 @@ class LeaseHeld(TransientError):
         self.holder = holder
 
 
+class LeaseLost(TransientError):
+    """A holder's lease was taken over while it worked (it was paused past its
+    expiry): what the lease guards is not committed; the redelivery finds out why."""
+
+
 class DeliveryInProgress(TransientError):
     """Another delivery of the same run is doing this stage's work (it holds the
     stage's claim or lease): this one is redundant. Retried while attempts remain; on

@@ -62,6 +62,7 @@ from modelrail.config import canonical_json
 from modelrail.errors import (
     IntegrityError,
     LeaseHeld,
+    LeaseLost,
     NotFound,
     PreconditionFailed,
     TransientError,
@@ -292,7 +293,7 @@ class Registry:
         heartbeat_s: float | None = None,
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.time,
-    ) -> Iterator[None]:
+    ) -> Iterator[Lease]:
         """Hold ``leases/<name>`` of ``model`` for ``holder`` while the block runs: one
         holder at a time, so rollouts of one service happen one after another.
 
@@ -303,7 +304,9 @@ class Registry:
         taken over), so ``ttl_s`` can be sized to notice a dead holder, not to the
         longest work. Another holder's live lease is waited for up to ``wait_s``; then
         ``LeaseHeld``, so the bus redelivers later. Released by compare-and-set, so a
-        holder that outlived its lease never frees its successor's.
+        holder that outlived its lease never frees its successor's. The block gets a
+        ``Lease``, whose ``check`` says whether it still holds it (a holder paused past
+        its expiry has lost it, and must not commit what the lease guards).
         """
         key = self._lease_key(model, name)
         deadline = clock() + wait_s
@@ -336,7 +339,7 @@ class Registry:
             pause = min(pause * 2, 2.0)
         heartbeat = _Heartbeat(self.store, key, holder, taken, ttl_s, heartbeat_s, clock)
         try:
-            yield
+            yield Lease(self.store, key, heartbeat)
         finally:
             heartbeat.stop()
             released = canonical_json({"holder": holder, "released": True, "released_at": clock()})
@@ -369,7 +372,7 @@ class Registry:
         *,
         wait_s: float = REGISTER_LEASE_WAIT_S,
         clock: Callable[[], float] = time.time,
-    ) -> contextlib.AbstractContextManager[None]:
+    ) -> contextlib.AbstractContextManager[Lease]:
         """The lease a delivery holds while it registers ``run_id`` (``register``),
         renewed by a heartbeat; the sweep takes it too before ending the run."""
         return self.lease(
@@ -434,6 +437,7 @@ class Registry:
         *,
         signer: ManifestSigner,
         attempt: int = 1,
+        fence: Callable[[], None] | None = None,
     ) -> tuple[int, bytes]:
         """Make the files an immutable version for ``run_id``; idempotent per run.
 
@@ -441,8 +445,10 @@ class Registry:
         number); it must return the same bytes when called again for the same run.
         ``signer`` signs the manifest. ``attempt`` is the delivery attempt registering
         it (kept in the claim, for people). The caller holds the run's
-        ``registration_lease``: any claim the run left is its own to resume. Returns the
-        version number and the manifest bytes.
+        ``registration_lease``: any claim the run left is its own to resume; ``fence``
+        (the lease's ``check``) is called before the version is signed and committed, so
+        a delivery that lost its lease meanwhile commits nothing. Returns the version
+        number and the manifest bytes.
         """
         version = self._claim_for_run(model, run_id, attempt)
         files = files_for(version)
@@ -465,6 +471,8 @@ class Registry:
         key = self._version_key(model, version, MANIFEST)
         with contextlib.suppress(NotFound):
             manifest = self.store.read(key).data  # an earlier delivery finished it
+        if fence is not None:
+            fence()
         self._sign_once(model, version, manifest, signer)
         # A concurrent delivery may write it first: its bytes are these, the ones the
         # signature was made for (``_sign_once`` let it through for them alone).
@@ -643,6 +651,23 @@ class Registry:
 
     def _run_key(self, model: str, run_id: str) -> str:
         return f"{self._prefix(model)}by-run/{run_id}.json"
+
+
+class Lease:
+    """A lease held (``Registry.lease``)."""
+
+    def __init__(self, store: BlobStore, key: str, heartbeat: _Heartbeat) -> None:
+        self._store, self._key, self._heartbeat = store, key, heartbeat
+
+    def check(self) -> None:
+        """Raise ``LeaseLost`` unless the lease is still this holder's: nobody took it
+        over since it was taken or last renewed."""
+        try:
+            generation = self._store.read(self._key).generation
+        except NotFound:
+            generation = -1
+        if generation != self._heartbeat.generation:
+            raise LeaseLost(f"{self._key} was taken over: its holder outlived its lease")
 
 
 class _Heartbeat:

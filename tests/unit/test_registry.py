@@ -15,7 +15,7 @@ from modelrail.adapters.local_models import LocalModels
 from modelrail.adapters.local_packages import LocalPackageRepository
 from modelrail.adapters.local_signing import LocalManifestSigner
 from modelrail.catalog import Catalog
-from modelrail.errors import IntegrityError, LeaseHeld, NotFound, TransientError
+from modelrail.errors import IntegrityError, LeaseHeld, LeaseLost, NotFound, TransientError
 from modelrail.ports import BlobStore
 from modelrail.registry import Registry, sha256
 from tests.conftest import wait_for
@@ -115,6 +115,29 @@ def test_a_registration_whose_holder_died_is_taken_over_and_resumes_its_number(
     assert registry.orphaned_number(MODEL, "run-a") is None
     with registry.registration_lease(MODEL, "run-b", "other", wait_s=0):
         assert registry.register(MODEL, "run-b", _files(b"tree b"), {}, signer=signer)[0] == 2
+
+
+@pytest.mark.fault
+def test_a_registration_that_lost_its_lease_while_paused_commits_nothing(
+    store: BlobStore, signer: LocalManifestSigner
+) -> None:
+    registry = Registry(store)
+    key = f"models/{MODEL}/leases/register-run-a.json"
+
+    def files_while_taken_over(version: int) -> dict[str, bytes]:
+        # Paused past its lease meanwhile: the sweep (or the next delivery) took it.
+        store.write(key, orjson.dumps({"holder": "sweep", "taken_at": 0.0, "expires_at": 9e9}))
+        return _files(b"tree")(version)
+
+    with (
+        registry.registration_lease(MODEL, "run-a", "paused", wait_s=0) as lease,
+        pytest.raises(LeaseLost),
+    ):
+        registry.register(
+            MODEL, "run-a", files_while_taken_over, {}, signer=signer, fence=lease.check
+        )
+    assert registry.versions(MODEL) == []
+    assert [i.key for i in store.list(f"models/{MODEL}/versions/1/manifest")] == []
 
 
 def test_a_heartbeat_keeps_a_lease_past_its_ttl_and_release_ends_it(store: BlobStore) -> None:

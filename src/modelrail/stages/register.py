@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+from collections.abc import Callable
 from typing import Any
 
 import lightgbm as lgb
@@ -46,7 +47,7 @@ def handle(
     holder = f"{message_id or event.event_id}#{delivery_attempt}"
     with contextlib.ExitStack() as held:
         try:
-            held.enter_context(registry.registration_lease(model, event.run_id, holder))
+            lease = held.enter_context(registry.registration_lease(model, event.run_id, holder))
         except LeaseHeld as exc:
             raise DeliveryInProgress(
                 f"another delivery ({exc.holder}) is registering {event.run_id}"
@@ -62,6 +63,7 @@ def handle(
             packages=packages,
             catalog=catalog,
             signer=signer,
+            fence=lease.check,
         )
 
 
@@ -75,6 +77,7 @@ def _register(
     packages: PackageRepository,
     catalog: ModelCatalog | None,
     signer: ManifestSigner,
+    fence: Callable[[], None],
 ) -> Outcome:
     store, model = runs.store, config.model_name
     model_text, candidate = runs.candidate(event.run_id, event.model_sha256)
@@ -133,6 +136,7 @@ def _register(
         fields,
         signer=signer,
         attempt=delivery_attempt,
+        fence=fence,
     )
     # Published after the bucket claim (the source of truth), before model-registered;
     # to Vertex AI's Model Registry too when pipeline.toml turns it on (``catalog``),
