@@ -3,6 +3,7 @@ tampered versions refused with the previous server still serving."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -294,6 +295,15 @@ def test_concurrent_deploys_are_serialised(
     assert {_served_version(last.url) for _ in range(20)} == {last.version}
 
 
+def _process_with_argument(argument: str) -> int | None:
+    """The pid of the process whose command line holds ``argument``, if one does."""
+    for entry in Path("/proc").iterdir():
+        with contextlib.suppress(OSError):
+            if entry.name.isdigit() and argument.encode() in (entry / "cmdline").read_bytes():
+                return int(entry.name)
+    return None
+
+
 def _raw_request(url: str, request: bytes) -> bytes:
     """Send ``request`` whole, then read the answer to its end."""
     host, port = url.removeprefix("http://").split(":")
@@ -319,3 +329,36 @@ def test_an_oversized_header_gets_the_servers_431_through_the_supervisor(
         answer = _raw_request(served.url, b"GET /readyz HTTP/1.1\r\nHost: x\r\n" + header + b"\r\n")
         assert answer.startswith(b"HTTP/1.1 431"), answer[:200]
     assert _served_version(served.url) == 1  # and it still serves
+
+
+@pytest.mark.fault
+def test_a_supervisor_that_does_not_answer_fails_the_deploy_with_a_reason(
+    deployer: LocalStagingDeployer,
+) -> None:
+    """A paused (SIGSTOP) supervisor: the deploy ends within its answer timeout, as a
+    deploy failure that says so, and the supervisor serves on once resumed."""
+    first = deployer.deploy(MODEL, 1)
+    supervisor = deployer.servers()["supervisor"]
+    assert supervisor == _process_with_argument(str(deployer.state_dir))
+    deployer.answer_timeout_s = 2.0
+    os.kill(supervisor, signal.SIGSTOP)
+    try:
+        outcome: list[BaseException | Deployment] = []
+
+        def deploy() -> None:
+            try:
+                outcome.append(deployer.deploy(MODEL, 2))
+            except BaseException as exc:
+                outcome.append(exc)
+
+        thread = threading.Thread(target=deploy, daemon=True)
+        thread.start()
+        thread.join(60)  # a bound on the hang, far above the 2 s answer timeout
+    finally:
+        os.kill(supervisor, signal.SIGCONT)
+    assert len(outcome) == 1, "the deploy still hangs on the paused supervisor"
+    assert isinstance(outcome[0], DeploymentFailed), outcome
+    assert "did not answer" in outcome[0].message
+    wait_for(lambda: _candidate_pid(deployer) is None, "the abandoned rollout to end")
+    assert deployer.current() == first
+    assert _served_version(first.url) == 1

@@ -48,13 +48,21 @@ from modelrail.service_settings import ServiceSettings
 _READY_TIMEOUT_S = 60.0
 _START_TIMEOUT_S = 30.0
 _POLL_S = 0.02
+# How long the supervisor may leave a request unanswered before the deploy fails: it
+# answers at once, or says every second that the rollout waits its turn.
+ANSWER_TIMEOUT_S = 30.0
+# Answers that come after stopping a server (switch, abort, stop) may also take the
+# server's graceful stop (the supervisor's _STOP_TIMEOUT_S).
+_STOP_ALLOWANCE_S = 25.0
 
 
 class LocalStagingDeployer:
     """Implements the ``Deployer`` port with the local staging supervisor.
 
     ``service_env`` adds environment variables to every server it starts (limits,
-    workers: see ``ServiceSettings``).
+    workers: see ``ServiceSettings``). Every request to the supervisor waits at most
+    ``answer_timeout_s`` for its answer: a supervisor that does not answer (paused,
+    wedged) fails the deploy with that reason instead of hanging it.
     """
 
     def __init__(
@@ -63,10 +71,12 @@ class LocalStagingDeployer:
         artifacts: BlobStore,
         *,
         service_env: dict[str, str] | None = None,
+        answer_timeout_s: float = ANSWER_TIMEOUT_S,
     ) -> None:
         self.settings = settings
         self.artifacts = artifacts  # where the versions it serves are registered
         self.service_env = dict(service_env or {})
+        self.answer_timeout_s = answer_timeout_s
         self.state_dir = settings.home / "run" / "staging"
         # Unix socket paths are limited to ~100 bytes: a deep home keeps them in /tmp.
         self.socket_dir = self.state_dir
@@ -85,7 +95,7 @@ class LocalStagingDeployer:
         with its master's ``pid``, which is its process group), if any."""
         try:
             return self._request({"op": "status"})
-        except OSError:
+        except (OSError, DeploymentFailed):
             return {}
 
     def deploy(self, model: str, version: int) -> Deployment:
@@ -114,9 +124,11 @@ class LocalStagingDeployer:
             "version": version,
             "env": env,
         }
-        with self._connect() as control:
-            stream = control.makefile("rwb")
-            candidate = _exchange(stream, request)["candidate"]
+        # The stream closed with the socket: a failed rollout's connection must end
+        # now (the supervisor then stops its candidate), not when its file is collected.
+        with self._connect() as control, control.makefile("rwb") as stream:
+            control.settimeout(self.answer_timeout_s)
+            candidate = self._exchange(stream, request)["candidate"]
             try:
                 self._await_ready(candidate)
                 from modelrail.smoke import smoke_test
@@ -129,9 +141,11 @@ class LocalStagingDeployer:
                     unix_socket=Path(candidate["socket"]),
                 )
             except DeploymentFailed:
-                _exchange(stream, {"op": "abort"})
+                control.settimeout(self.answer_timeout_s + _STOP_ALLOWANCE_S)
+                self._exchange(stream, {"op": "abort"})
                 raise
-            answer = _exchange(stream, {"op": "switch"})
+            control.settimeout(self.answer_timeout_s + _STOP_ALLOWANCE_S)
+            answer = self._exchange(stream, {"op": "switch"})
         if "switched" not in answer:
             raise DeploymentFailed(
                 f"staging server {candidate['revision']} was not switched to: "
@@ -142,8 +156,8 @@ class LocalStagingDeployer:
 
     def stop(self) -> None:
         """Stop the supervisor and its server (gracefully), freeing the port."""
-        with contextlib.suppress(OSError):
-            self._request({"op": "stop"})
+        with contextlib.suppress(OSError, DeploymentFailed):
+            self._request({"op": "stop"}, timeout_s=self.answer_timeout_s + _STOP_ALLOWANCE_S)
         deadline = time.monotonic() + _START_TIMEOUT_S
         while port_in_use(self.settings.staging_port) and time.monotonic() < deadline:
             time.sleep(_POLL_S)
@@ -182,12 +196,28 @@ class LocalStagingDeployer:
         )
 
     # -- the supervisor -----------------------------------------------------------
-    def _request(self, request: dict[str, Any]) -> dict[str, Any]:
+    def _request(
+        self, request: dict[str, Any], *, timeout_s: float | None = None
+    ) -> dict[str, Any]:
         control = self._try_connect()
         if control is None:
             raise ConnectionRefusedError(f"no staging supervisor at {self.control_path}")
-        with control:
-            return _exchange(control.makefile("rwb"), request)
+        with control, control.makefile("rwb") as stream:
+            control.settimeout(timeout_s or self.answer_timeout_s)
+            return self._exchange(stream, request)
+
+    def _exchange(self, stream: Any, request: dict[str, Any]) -> dict[str, Any]:
+        """Send ``request``, return its answer (skipping "waiting" lines); the
+        connection's timeout bounds each read."""
+        try:
+            return _exchange(stream, request)
+        except TimeoutError:
+            raise DeploymentFailed(
+                f"the staging supervisor ({self.control_path}) did not answer "
+                f"{request['op']!r} within {self.answer_timeout_s:g} s: it is paused or "
+                f"wedged; its log: {_log_tail(str(self.state_dir / 'supervisor.log'))}",
+                {"supervisor": str(self.control_path), "op": request["op"]},
+            ) from None
 
     def _connect(self) -> socket.socket:
         """A connection to the supervisor, started first if none runs (under a lock
@@ -254,11 +284,13 @@ class LocalStagingDeployer:
 def _exchange(stream: Any, request: dict[str, Any]) -> dict[str, Any]:
     stream.write(orjson.dumps(request) + b"\n")
     stream.flush()
-    line = stream.readline()
-    if not line:
-        raise DeploymentFailed("the staging supervisor closed the connection")
-    answer: dict[str, Any] = orjson.loads(line)
-    return answer
+    while True:
+        line = stream.readline()
+        if not line:
+            raise DeploymentFailed("the staging supervisor closed the connection")
+        answer: dict[str, Any] = orjson.loads(line)
+        if "waiting" not in answer:  # it waits its turn behind another rollout
+            return answer
 
 
 def _log_tail(path: str, lines: int = 15) -> str:

@@ -6,12 +6,18 @@ private unix socket. It owns those servers too: each runs in its own process gro
 and dies with the supervisor (``PR_SET_PDEATHSIG``), and its workers die with it.
 
 A rollout is one connection to the control socket (JSON lines), so that it ends with
-its caller: ``start`` (waits for any other rollout, then starts the candidate on a new
-unix socket and names it), then ``switch`` (new connections go to the candidate, the
-previous server is stopped gracefully) or ``abort``. A caller that disconnects before
-``switch`` (killed mid-rollout) gets its candidate stopped. A candidate whose master
-dies is found out at once: its process group is killed (no stray worker) and ``switch``
-is refused. ``status`` names the current server; ``stop`` stops it and the supervisor.
+its caller: ``start`` (waits for any other rollout, saying so every second, then
+starts the candidate on a new unix socket and names it), then ``switch`` (new
+connections go to the candidate, the previous server is stopped gracefully) or
+``abort``. A caller that disconnects before ``switch`` (killed mid-rollout) gets its
+candidate stopped. A candidate whose master dies is found out at once: its process
+group is killed (no stray worker) and ``switch`` is refused. ``status`` names the
+supervisor's pid and the current server; ``stop`` stops it and the supervisor.
+
+When the server closes a connection while its client is still sending (it answered a
+request it refused before the request's end), the supervisor half-closes towards the
+client and reads what the client still sends for a while before it closes (a
+lingering close): the client reads the answer, not a reset.
 """
 
 from __future__ import annotations
@@ -34,6 +40,9 @@ from modelrail.serving.server import die_with_parent
 
 _STOP_TIMEOUT_S = 20.0  # the server's graceful timeout (8 s) plus margin
 _CHUNK = 65536
+# How often a caller waiting for its turn to roll out hears that it waits: well within
+# its read timeout (LocalStagingDeployer's answer_timeout_s).
+_WAITING_EVERY_S = 1.0
 # A client still sending when its server closed is read (and ignored) for this long, as
 # web servers' lingering close does, so that it reads the answer instead of a reset.
 _LINGER_IDLE_S = 2.0
@@ -162,11 +171,14 @@ class Supervisor:
                 await _reply(
                     writer,
                     {
-                        role: backend.describe() if backend else None
-                        for role, backend in (
-                            ("current", self.current),
-                            ("candidate", self.candidate),
-                        )
+                        "supervisor": os.getpid(),
+                        **{
+                            role: backend.describe() if backend else None
+                            for role, backend in (
+                                ("current", self.current),
+                                ("candidate", self.candidate),
+                            )
+                        },
                     },
                 )
             elif operation == "stop":
@@ -176,14 +188,38 @@ class Supervisor:
                 await _reply(writer, {"stopped": True})
                 self.done.set()
             elif operation == "start":
-                async with self.rollout:
+                await self._await_turn(writer)
+                try:
                     await self._rollout(request, reader, writer)
+                finally:
+                    self.rollout.release()
+        except ConnectionError:
+            pass  # the caller went away; _rollout has stopped its candidate
         finally:
             writer.close()
+
+    async def _await_turn(self, writer: asyncio.StreamWriter) -> None:
+        """Take the rollout lock, telling a caller that waits behind other rollouts that
+        it waits (``{"waiting": ...}`` lines), so that its read timeout tells a
+        supervisor that stopped answering from a long queue."""
+        turn = asyncio.ensure_future(self.rollout.acquire())
+        try:
+            while not turn.done():
+                done, _ = await asyncio.wait({turn}, timeout=_WAITING_EVERY_S)
+                if not done:
+                    await _reply(writer, {"waiting": "another rollout"})
+        except BaseException:
+            if turn.done() and not turn.cancelled():
+                self.rollout.release()
+            turn.cancel()
+            raise
 
     async def _rollout(
         self, request: dict[str, Any], reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
+        await asyncio.sleep(0)  # let an end of file that came with the request be seen
+        if reader.at_eof():
+            return  # its caller went away while it waited (timed out, killed): start nothing
         candidate = self.candidate = await self.start(request)
         try:
             await self._decide(candidate, reader, writer)
