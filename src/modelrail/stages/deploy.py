@@ -1,25 +1,26 @@
-"""deploy: move staging to the registered version, smoke-tested, forward only.
+"""deploy: move staging to the registered version, verified, smoke-tested, forward only.
 
 Rollouts of a model's staging service happen one at a time: each holds the registry's
 ``staging`` lease, and a burst of registrations waits its turn instead of being
 refused. Whoever gets the lease reads the alias afresh, so a version that a newer one
-overtook while it waited is recorded as skipped, never put back over it.
+overtook while it waited is recorded as skipped, never put back over it; a skipped
+deploy still makes staging serve what the alias names (``reconcile.converge``), so a
+crash before it is repaired by the next event too.
+
+The version goes out through ``reconcile.roll_out``: its signed manifest is verified
+first (a tampered or unsigned version fails permanently, ``IntegrityError``, before any
+server starts), and a failed rollout restores what the alias names at that moment.
 """
 
 from __future__ import annotations
 
 from modelrail.events import ModelDeployed, ModelRegistered
-from modelrail.ports import Deployer, ModelCatalog
+from modelrail.ports import Deployer, ManifestSigner, ModelCatalog
+from modelrail.reconcile import LEASE_TTL_S, LEASE_WAIT_S, STAGING, converge, roll_out
 from modelrail.registry import Registry
 from modelrail.stages import Outcome
 
-STAGING = "staging"
-# A lease older than the deploy subscription's ack deadline (topology.yaml) belongs to
-# a delivery Pub/Sub has given up on: its holder died, and the lease is taken over.
-LEASE_TTL_S = 600.0
-# How long a delivery waits for the rollout before it: a few rollouts, leaving its own
-# rollout room within that deadline; longer, and it is redelivered later instead.
-LEASE_WAIT_S = 300.0
+__all__ = ["LEASE_TTL_S", "LEASE_WAIT_S", "STAGING", "handle"]
 
 
 def handle(
@@ -28,32 +29,33 @@ def handle(
     registry: Registry,
     deployer: Deployer,
     catalog: ModelCatalog | None,
+    signer: ManifestSigner,
 ) -> Outcome:
-    with registry.lease(
-        event.model, STAGING, event.event_id, ttl_s=LEASE_TTL_S, wait_s=LEASE_WAIT_S
-    ):
-        current = registry.alias(event.model, STAGING)
+    model = event.model
+    with registry.lease(model, STAGING, event.event_id, ttl_s=LEASE_TTL_S, wait_s=LEASE_WAIT_S):
+        current = registry.alias(model, STAGING)
         if current is not None and current.version >= event.version:
-            # A late or out-of-order event: staging already serves this or a newer version.
+            # A late or out-of-order event: staging already serves this or a newer
+            # version, or should: make it so (a crash may have left another there).
+            converge(model, registry=registry, deployer=deployer, signer=signer)
             return Outcome(
                 None,
                 {"reason": f"staging already serves v{current.version}", "version": event.version},
                 status="skipped",
             )
-        # Raises DeploymentFailed after putting traffic back on the previous revision.
-        deployment = deployer.deploy(event.model, event.version)
+        # Raises DeploymentFailed once staging serves what the alias names again.
+        deployment = roll_out(
+            model, event.version, registry=registry, deployer=deployer, signer=signer
+        )
         # Vertex AI's staging alias (when pipeline.toml turns the catalog on) moves with it.
-        if not registry.move_alias(event.model, STAGING, event.version, catalog=catalog):
-            # A newer version became staging while this one rolled out (two deploys at
-            # once): serve what the alias names again, so answers and alias agree.
-            newer = registry.alias(event.model, STAGING)
-            assert newer is not None  # move_alias refuses only when one is set
-            if newer.version != event.version:
-                deployer.deploy(event.model, newer.version)
+        if not registry.move_alias(model, STAGING, event.version, catalog=catalog):
+            # A newer version became staging while this one rolled out (a lease taken
+            # over from a rollout that outlived it): serve what the alias names again.
+            newer = converge(model, registry=registry, deployer=deployer, signer=signer)
             return Outcome(
                 None,
                 {
-                    "reason": f"staging moved to v{newer.version} meanwhile",
+                    "reason": f"staging moved to v{newer.alias_version} meanwhile",
                     "version": event.version,
                 },
                 status="skipped",
@@ -62,7 +64,7 @@ def handle(
             run_id=event.run_id,
             causation_id=event.event_id,
             lineage=event.lineage,
-            model=event.model,
+            model=model,
             version=event.version,
             url=deployment.url,
             revision=deployment.revision,
