@@ -17,11 +17,10 @@ supervisor, the emulator's control plane, Cloud Run) converges the same way:
   at its start.
 - ``Reconciler``: the loop run where a long-lived process exists (the local
   supervisor, the emulator's control plane) and the one-shot pass of the sweep. It
-  takes the rollout lease when it is free; when a rollout holds it, it leaves the
-  rollout alone unless the mismatch has lasted ``stale_after_s``, longer than any
-  live rollout keeps one (between its switch and its alias move: a second or two):
-  then the holder died mid-rollout, and the loop converges without waiting for the
-  lease to expire. Both target the alias, so a late loop and a live rollout agree.
+  converges under the rollout lease, taken without waiting: while a live rollout
+  holds it, that rollout serves the alias itself (or restores it); a dead one's lease
+  lapses within ``LEASE_TTL_S`` (rollouts renew theirs every ``LEASE_HEARTBEAT_S``),
+  and the next pass takes it.
 
 ``docs/reliability.md`` states the bound this gives and how it was measured.
 """
@@ -34,28 +33,25 @@ import logging
 import os
 import socket
 import threading
-import time
 from collections.abc import Callable
 from typing import Any
 
-from modelrail.errors import DeploymentFailed, ModelrailError, TransientError
+from modelrail.errors import DeploymentFailed, LeaseHeld, ModelrailError, TransientError
 from modelrail.ports import Deployer, Deployment, ManifestSigner
 from modelrail.registry import Registry
 
 STAGING = "staging"
-# A lease older than the deploy subscription's ack deadline (topology.yaml) belongs to
-# a delivery Pub/Sub has given up on: its holder died, and the lease is taken over.
-LEASE_TTL_S = 600.0
+# Rollouts hold the staging lease with a heartbeat: renewed every LEASE_HEARTBEAT_S, it
+# lapses LEASE_TTL_S after its holder died (a deploy killed mid-rollout), and the next
+# rollout or reconciliation takes it over then, not after the longest rollout.
+LEASE_TTL_S = 30.0
+LEASE_HEARTBEAT_S = 5.0
 # How long a delivery waits for the rollout before it: a few rollouts, leaving its own
-# rollout room within that deadline; longer, and it is redelivered later instead.
+# rollout room within the deploy subscription's ack deadline (topology.yaml); longer,
+# and it is redelivered later instead.
 LEASE_WAIT_S = 300.0
-# The reconciler's own lease: one rollout of the alias's version, with a wide margin.
-RECONCILE_LEASE_TTL_S = 120.0
 # How often the loops look (one alias read and one "what do you serve" each).
 RECONCILE_EVERY_S = 5.0
-# A mismatch that outlasts this while a rollout holds the lease is a dead rollout's: a
-# live one shows a mismatch only between its switch and its alias move.
-STALE_AFTER_S = 30.0
 # Rounds of "deploy what the alias names, read it again" before giving up for now.
 _MAX_ROUNDS = 3
 
@@ -161,18 +157,12 @@ class Reconciler:
         deployer: Deployer,
         signer: ManifestSigner,
         holder: str | None = None,
-        stale_after_s: float = STALE_AFTER_S,
         defer: Callable[[], bool] = lambda: False,
-        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.model = model
         self.registry, self.deployer, self.signer = registry, deployer, signer
         self.holder = holder or f"reconcile:{socket.gethostname()}:{os.getpid()}"
-        self.stale_after_s = stale_after_s
         self.defer = defer
-        self.clock = clock
-        self._mismatch: tuple[int | None, int | None] | None = None
-        self._mismatch_since = 0.0
 
     def reconcile(self) -> Convergence:
         """One pass; never raises for what the next pass may fix (``failed``)."""
@@ -189,12 +179,9 @@ class Reconciler:
         current = self.deployer.current()
         served = current.version if current is not None else None
         if alias is None or _serves(current, self.model, alias.version):
-            self._mismatch = None
-            status = "nothing_staged" if alias is None else "in_step"
             named = alias.version if alias is not None else None
+            status = "nothing_staged" if alias is None else "in_step"
             return Convergence(self.model, status, named, served, current)
-        if self._mismatch != (alias.version, served):
-            self._mismatch, self._mismatch_since = (alias.version, served), self.clock()
         with contextlib.ExitStack() as held:
             try:
                 held.enter_context(
@@ -202,29 +189,18 @@ class Reconciler:
                         self.model,
                         STAGING,
                         self.holder,
-                        ttl_s=RECONCILE_LEASE_TTL_S,
+                        ttl_s=LEASE_TTL_S,
                         wait_s=0.0,
+                        heartbeat_s=LEASE_HEARTBEAT_S,
                     )
                 )
-            except TransientError as busy:
-                lasted = self.clock() - self._mismatch_since
-                if lasted < self.stale_after_s:
-                    return Convergence(
-                        self.model, "deferred", alias.version, served, current, str(busy)
-                    )
-                log.warning(
-                    "staging has served %s for %.0f s with its alias at v%d while %s: "
-                    "converging without the lease",
-                    f"v{served}" if served is not None else "nothing",
-                    lasted,
-                    alias.version,
-                    busy,
+            except LeaseHeld as busy:  # a rollout in progress: it serves the alias itself
+                return Convergence(
+                    self.model, "deferred", alias.version, served, current, str(busy)
                 )
-            converged = converge(
+            return converge(
                 self.model, registry=self.registry, deployer=self.deployer, signer=self.signer
             )
-        self._mismatch = None
-        return converged
 
     def run(self, stop: threading.Event, every_s: float = RECONCILE_EVERY_S) -> None:
         """Reconcile at once, then every ``every_s`` until ``stop`` is set."""

@@ -7,8 +7,9 @@ through the same use case as the pipeline's deploy stage (``reconcile.roll_out``
 signed manifest verified, the new revision smoke-tested, the alias's version restored
 if the test fails), moves the ``staging`` alias with ``force`` (aliases otherwise only
 move forward), records ``runs/<run_id>/stages/rollback.json`` and then publishes
-``model-deployed`` with a ``rollback`` trigger (who asked, why, from which version). A rollback whose
-deploy fails is recorded and published as ``pipeline-failed``, like any stage.
+``model-deployed`` with a ``rollback`` trigger (who asked, why, from which version).
+A rollback whose deploy fails is recorded and published as ``pipeline-failed``, like
+any stage.
 
 The ``champion`` alias does not move: it names the best model the gate has judged,
 which later candidates are compared with; a rollback changes what staging serves.
@@ -25,7 +26,14 @@ from modelrail.container import Container
 from modelrail.errors import DeploymentFailed, IntegrityError, ModelrailError, Refused
 from modelrail.events import ModelDeployed, derive_run_id, new_id, utcnow
 from modelrail.pipeline import record_and_publish, record_failure
-from modelrail.reconcile import LEASE_TTL_S, LEASE_WAIT_S, STAGING, converge, roll_out
+from modelrail.reconcile import (
+    LEASE_HEARTBEAT_S,
+    LEASE_TTL_S,
+    LEASE_WAIT_S,
+    STAGING,
+    converge,
+    roll_out,
+)
 from modelrail.registry import Alias
 from modelrail.runs import RunSummary
 
@@ -105,7 +113,9 @@ def rollback(
     key = f"rollback:{request_id}"
     started, clock = utcnow(), time.perf_counter()
     # One rollout at a time, the deploy stage's included (its lease).
-    with registry.lease(model, STAGING, key, ttl_s=LEASE_TTL_S, wait_s=LEASE_WAIT_S):
+    with registry.lease(
+        model, STAGING, key, ttl_s=LEASE_TTL_S, wait_s=LEASE_WAIT_S, heartbeat_s=LEASE_HEARTBEAT_S
+    ):
         # Decide on what staging serves, so first make it serve what its alias names (a
         # crash may have left another version there, or nothing); a version that fails
         # to converge (unsigned, not starting) is what a rollback is there to leave.

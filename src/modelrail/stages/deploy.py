@@ -16,11 +16,18 @@ from __future__ import annotations
 
 from modelrail.events import ModelDeployed, ModelRegistered
 from modelrail.ports import Deployer, ManifestSigner, ModelCatalog
-from modelrail.reconcile import LEASE_TTL_S, LEASE_WAIT_S, STAGING, converge, roll_out
+from modelrail.reconcile import (
+    LEASE_HEARTBEAT_S,
+    LEASE_TTL_S,
+    LEASE_WAIT_S,
+    STAGING,
+    converge,
+    roll_out,
+)
 from modelrail.registry import Registry
 from modelrail.stages import Outcome
 
-__all__ = ["LEASE_TTL_S", "LEASE_WAIT_S", "STAGING", "handle"]
+__all__ = ["LEASE_HEARTBEAT_S", "LEASE_TTL_S", "LEASE_WAIT_S", "STAGING", "handle"]
 
 
 def handle(
@@ -32,7 +39,14 @@ def handle(
     signer: ManifestSigner,
 ) -> Outcome:
     model = event.model
-    with registry.lease(model, STAGING, event.event_id, ttl_s=LEASE_TTL_S, wait_s=LEASE_WAIT_S):
+    with registry.lease(
+        model,
+        STAGING,
+        event.event_id,
+        ttl_s=LEASE_TTL_S,
+        wait_s=LEASE_WAIT_S,
+        heartbeat_s=LEASE_HEARTBEAT_S,
+    ):
         current = registry.alias(model, STAGING)
         if current is not None and current.version >= event.version:
             # A late or out-of-order event: staging already serves this or a newer
