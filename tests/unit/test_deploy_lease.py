@@ -42,16 +42,24 @@ class OverlapCountingDeployer:
         return Deployment("http://staging.test", f"rev-{version}", model, version)
 
     def current(self) -> Deployment | None:
-        return None
+        with self._lock:
+            if not self.deployed:
+                return None
+            version = self.deployed[-1]
+        return Deployment("http://staging.test", f"rev-{version}", MODEL, version)
 
     def stop(self) -> None:
         """Nothing runs."""
 
 
 @pytest.fixture
-def registry(tmp_path: Path) -> Registry:
+def signer(tmp_path: Path) -> LocalManifestSigner:
+    return LocalManifestSigner(tmp_path / "key.pem")
+
+
+@pytest.fixture
+def registry(signer: LocalManifestSigner) -> Registry:
     registry = Registry(InMemoryStore("artifacts"))
-    signer = LocalManifestSigner(tmp_path / "key.pem")
     for version in range(1, 7):
         files = {"model.txt": b"tree %d" % version}
         registry.register(MODEL, f"run-{version}", lambda _, f=files: f, {}, signer=signer)
@@ -68,13 +76,13 @@ def registered(version: int) -> ModelRegistered:
 
 @pytest.mark.fault
 def test_a_burst_of_registrations_rolls_out_one_at_a_time_and_ends_on_the_newest(
-    registry: Registry,
+    registry: Registry, signer: LocalManifestSigner
 ) -> None:
     deployer = OverlapCountingDeployer()
 
     def deliver(version: int) -> Outcome:
         return deploy.handle(
-            registered(version), registry=registry, deployer=deployer, catalog=None
+            registered(version), registry=registry, deployer=deployer, catalog=None, signer=signer
         )
 
     with ThreadPoolExecutor(max_workers=5) as pool:

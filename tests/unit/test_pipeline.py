@@ -518,10 +518,13 @@ def test_a_deploy_overtaken_by_a_newer_one_serves_the_newer_again(
         ModelRegistered.from_body(body) for body in harness.published("model-registered")[1:]
     ]
     harness.deployer.fail_versions = frozenset()
-    registry, fake = harness.container.registry, harness.deployer
+    registry, fake, signer = harness.container.registry, harness.deployer, harness.container.signer
 
     class Racing:
         """v2's rollout outlives its lease, and v3's deploy runs to its end meanwhile."""
+
+        def current(self) -> Deployment | None:
+            return fake.current()
 
         def deploy(self, model: str, version: int) -> Deployment:
             if version == 2:
@@ -531,10 +534,16 @@ def test_a_deploy_overtaken_by_a_newer_one_serves_the_newer_again(
                 registry.store.write(
                     lease, orjson.dumps(expired), if_generation_match=held.generation
                 )
-                deploy.handle(third, registry=registry, deployer=fake, catalog=None)
+                deploy.handle(third, registry=registry, deployer=fake, catalog=None, signer=signer)
             return fake.deploy(model, version)
 
-    outcome = deploy.handle(second, registry=registry, deployer=Racing(), catalog=None)  # type: ignore[arg-type]
+    outcome = deploy.handle(
+        second,
+        registry=registry,
+        deployer=Racing(),  # type: ignore[arg-type]
+        catalog=None,
+        signer=signer,
+    )
 
     assert outcome.status == "skipped"
     assert registry.aliases(harness.model)["staging"] == 3

@@ -3,9 +3,10 @@
 One delivery of a run registers at a time: it holds the run's registration lease
 (``Registry.registration_lease``, renewed by a heartbeat) from the start of its work
 to its end. Another delivery of the run waits for it, then finds the version done;
-one that finds the stage recorded meanwhile stops (``DeliveryInProgress``: its
-redelivery re-publishes the record). A delivery that died left the lease to expire
-within a minute; the next takes over the run's claim and resumes its number.
+one that finds the stage recorded failed meanwhile (the sweep ended the run) stops
+(``DeliveryInProgress``: its redelivery re-publishes the record). A delivery that
+died left the lease to expire within a minute; the next takes over the run's claim
+and resumes its number.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ def handle(
     packages: PackageRepository,
     catalog: ModelCatalog | None,
     signer: ManifestSigner,
-    message_id: str,
+    message_id: str = "",
 ) -> Outcome:
     model = config.model_name
     holder = f"{message_id or event.event_id}#{delivery_attempt}"
@@ -52,8 +53,10 @@ def handle(
             raise DeliveryInProgress(
                 f"another delivery ({exc.holder}) is registering {event.run_id}"
             ) from exc
-        if runs.stage_record(event.run_id, STAGE) is not None:
-            raise DeliveryInProgress(f"register of {event.run_id} was recorded meanwhile")
+        recorded = runs.stage_record(event.run_id, STAGE)
+        if recorded is not None and recorded["status"] == "failed":
+            # Ended meanwhile (the sweep): a version must not appear under a failed run.
+            raise DeliveryInProgress(f"register of {event.run_id} was recorded failed meanwhile")
         return _register(
             event,
             config=config,
