@@ -43,6 +43,7 @@ from modelrail.config import Settings
 from modelrail.errors import DeploymentFailed
 from modelrail.ports import BlobStore, Deployment
 from modelrail.processes import port_in_use, running
+from modelrail.reconcile import RECONCILE_EVERY_S
 from modelrail.service_settings import ServiceSettings
 
 _READY_TIMEOUT_S = 60.0
@@ -62,7 +63,9 @@ class LocalStagingDeployer:
     ``service_env`` adds environment variables to every server it starts (limits,
     workers: see ``ServiceSettings``). Every request to the supervisor waits at most
     ``answer_timeout_s`` for its answer: a supervisor that does not answer (paused,
-    wedged) fails the deploy with that reason instead of hanging it.
+    wedged) fails the deploy with that reason instead of hanging it. The supervisor it
+    starts converges what it serves to the staging alias every ``reconcile_every_s``
+    (None: never; ``modelrail.reconcile``).
     """
 
     def __init__(
@@ -72,11 +75,13 @@ class LocalStagingDeployer:
         *,
         service_env: dict[str, str] | None = None,
         answer_timeout_s: float = ANSWER_TIMEOUT_S,
+        reconcile_every_s: float | None = RECONCILE_EVERY_S,
     ) -> None:
         self.settings = settings
         self.artifacts = artifacts  # where the versions it serves are registered
         self.service_env = dict(service_env or {})
         self.answer_timeout_s = answer_timeout_s
+        self.reconcile_every_s = reconcile_every_s
         self.state_dir = settings.home / "run" / "staging"
         # Unix socket paths are limited to ~100 bytes: a deep home keeps them in /tmp.
         self.socket_dir = self.state_dir
@@ -245,6 +250,11 @@ class LocalStagingDeployer:
                     "--port", str(self.settings.staging_port),
                     "--state-dir", str(self.state_dir),
                     "--socket-dir", str(self.socket_dir),
+                    *(
+                        ["--reconcile-every", str(self.reconcile_every_s)]
+                        if self.reconcile_every_s is not None
+                        else []
+                    ),
                 ],
                 env={**os.environ, **self.settings.to_env()},
                 stdin=subprocess.DEVNULL,

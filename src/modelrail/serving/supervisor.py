@@ -14,6 +14,11 @@ candidate stopped. A candidate whose master dies is found out at once: its proce
 group is killed (no stray worker) and ``switch`` is refused. ``status`` names the
 supervisor's pid and the current server; ``stop`` stops it and the supervisor.
 
+With ``--reconcile-every`` it also converges what it serves to the registry's staging
+alias (``reconcile_staging``): at start, then on that schedule, so a deploy killed
+between its switch and its alias move, or a server killed, is repaired without
+anyone running a command.
+
 When the server closes a connection while its client is still sending (it answered a
 request it refused before the request's end), the supervisor half-closes towards the
 client and reads what the client still sends for a while before it closes (a
@@ -26,10 +31,12 @@ import asyncio
 import contextlib
 import dataclasses
 import functools
+import logging
 import os
 import signal
 import socket
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -73,10 +80,18 @@ class Backend:
 
 
 class Supervisor:
-    def __init__(self, port: int, state_dir: Path, socket_dir: Path) -> None:
+    def __init__(
+        self,
+        port: int,
+        state_dir: Path,
+        socket_dir: Path,
+        *,
+        reconcile_every_s: float | None = None,
+    ) -> None:
         self.port = port
         self.state_dir = state_dir
         self.socket_dir = socket_dir
+        self.reconcile_every_s = reconcile_every_s
         self.current: Backend | None = None
         self.candidate: Backend | None = None
         self.rollout = asyncio.Lock()
@@ -263,13 +278,66 @@ class Supervisor:
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, self.done.set)
         print(f"staging supervisor on 127.0.0.1:{self.port}", flush=True)
+        stop_reconciling = threading.Event()
+        if self.reconcile_every_s is not None:
+            threading.Thread(
+                target=reconcile_staging,
+                args=(stop_reconciling, self.reconcile_every_s),
+                name="reconcile",
+                daemon=True,
+            ).start()
         await self.done.wait()
+        stop_reconciling.set()
         public.close()
         control.close()
         if self.current is not None:
             await self.stop_backend(self.current)
         with contextlib.suppress(FileNotFoundError):
             control_path.unlink()
+
+
+def reconcile_staging(stop: threading.Event, every_s: float) -> None:
+    """The supervisor's reconciliation loop (``modelrail.reconcile.Reconciler``): what
+    it serves converges to the staging alias of the registry its servers load from, on
+    start and every ``every_s``, until ``stop``. In emulator mode the control plane is
+    in charge while it answers (it converges its Cloud Run service, which this
+    supervisor serves); this loop acts when it does not (killed, not restarted)."""
+    from modelrail import logs
+    from modelrail.adapters.local_staging import LocalStagingDeployer
+    from modelrail.bootstrap import bootstrap
+    from modelrail.config import Settings
+    from modelrail.reconcile import Reconciler
+
+    logs.configure()
+    try:
+        settings = Settings.from_env()
+        container = bootstrap(settings)
+        reconciler = Reconciler(
+            container.config.model_name,
+            registry=container.registry,
+            # This supervisor, over its own control socket (a rollout like any other).
+            deployer=LocalStagingDeployer(settings, container.artifacts, reconcile_every_s=None),
+            signer=container.signer,
+            holder=f"reconcile:staging-supervisor:{os.getpid()}",
+            defer=functools.partial(_answers, settings.run_api_endpoint),
+        )
+    except Exception:  # it serves on without the loop; its log says why
+        logging.getLogger(__name__).exception("no reconciliation: the settings did not load")
+        return
+    reconciler.run(stop, every_s)
+
+
+def _answers(endpoint: str | None) -> bool:
+    """Whether the local control plane at ``endpoint`` answers (None: there is none)."""
+    if endpoint is None:
+        return False
+    import urllib3
+
+    try:
+        answer = urllib3.request("GET", f"{endpoint}/healthz", timeout=2.0, retries=False)
+    except urllib3.exceptions.HTTPError:
+        return False
+    return answer.status == 200
 
 
 async def _send_requests(reader: asyncio.StreamReader, upstream: socket.socket) -> bool:
@@ -318,9 +386,17 @@ async def _reply(writer: asyncio.StreamWriter, body: dict[str, Any]) -> None:
 @click.option("--port", type=int, required=True, help="The public port on 127.0.0.1.")
 @click.option("--state-dir", type=click.Path(path_type=Path), required=True)
 @click.option("--socket-dir", type=click.Path(path_type=Path), required=True)
-def main(port: int, state_dir: Path, socket_dir: Path) -> None:
+@click.option(
+    "--reconcile-every",
+    "reconcile_every_s",
+    type=float,
+    default=None,
+    help="Converge what is served to the staging alias this often (seconds).",
+)
+def main(port: int, state_dir: Path, socket_dir: Path, reconcile_every_s: float | None) -> None:
     """Own the local staging port and its servers."""
-    asyncio.run(Supervisor(port, state_dir, socket_dir).run())
+    supervisor = Supervisor(port, state_dir, socket_dir, reconcile_every_s=reconcile_every_s)
+    asyncio.run(supervisor.run())
 
 
 if __name__ == "__main__":
