@@ -28,7 +28,16 @@ Cloud KMS slice that register signs manifests with and the staging service verif
 them with (``modelrail.runtime.kms``).
 
 State (services, revisions) is kept in ``<home>/stack/control-plane.json`` so a
-restarted control plane still knows which version the service is pinned to. The
+restarted control plane still knows which version the service is pinned to; a rollout
+that was in progress when it stopped is failed when it starts again.
+
+**Reconciliation** (``_reconcile``, at start and every 5 s): the backend serves the
+latest ready revision (``keep_serving``: Cloud Run's own promise, kept after a restart
+or a staging server's death), and the service converges to the registry's staging
+alias through the unchanged Cloud Run adapter on this very API
+(``modelrail.reconcile.Reconciler``, as the cloud's sweep does on Cloud Run), so a
+deploy function killed mid-rollout leaves a version that the alias does not name
+serving for a bounded time only (``docs/reliability.md``). The
 method and path of recent requests are kept in ``requests`` (tests use them to prove
 which API calls an adapter makes).
 """
@@ -59,6 +68,7 @@ from modelrail.config import Settings
 from modelrail.events import utcnow
 from modelrail.ports import Deployer
 from modelrail.processes import write_json
+from modelrail.reconcile import RECONCILE_EVERY_S
 from modelrail.runtime.artifact_registry import LocalArtifactRegistry
 from modelrail.runtime.google_api import ApiError
 from modelrail.runtime.kms import LocalKms
@@ -187,7 +197,20 @@ class ControlPlane:
         self._executions: dict[str, _Execution] = {}
         self._rollouts: list[threading.Thread] = []
         self.requests: deque[tuple[str, str]] = deque(maxlen=1000)
+        # Held around every call to the backend: a rollout and keep_serving take turns.
+        self._backend_lock = threading.Lock()
         self.services: dict[str, dict[str, Any]] = self._load_services()
+        for stored in self.services.values():
+            if stored.get("reconciling"):
+                # Its rollout died with the previous process: it failed, traffic stays on
+                # the last ready revision (keep_serving puts it back on the backend).
+                message = (
+                    f"Revision '{stored['latestCreatedRevision']}' is not ready: the "
+                    "control plane stopped during its rollout."
+                )
+                stored.update(
+                    reconciling=False, terminalCondition=_condition("CONDITION_FAILED", message)
+                )
         name = self.resource_name("services", service)
         if name not in self.services:
             self.services[name] = self._new_service(name, service_url, service_env or {})
@@ -320,6 +343,7 @@ class ControlPlane:
                 etag=f'"{secrets.token_hex(8)}"',
             )
             operation = self._new_operation(self._public(service))
+            self._save_services()  # a restart then knows this rollout was cut short
             thread = threading.Thread(
                 target=self._roll_out,
                 args=(name, template, env, revision, operation),
@@ -340,10 +364,11 @@ class ControlPlane:
     ) -> None:
         error: str | None = None
         try:
-            if MODEL_VERSION_ENV in env:
-                self.backend.deploy(env.get(MODEL_NAME_ENV, ""), int(env[MODEL_VERSION_ENV]))
-            else:
-                self.backend.stop()  # a template with no model pinned serves nothing here
+            with self._backend_lock:
+                if MODEL_VERSION_ENV in env:
+                    self.backend.deploy(env.get(MODEL_NAME_ENV, ""), int(env[MODEL_VERSION_ENV]))
+                else:
+                    self.backend.stop()  # a template with no model pinned serves nothing here
         except Exception as exc:  # any failure means the revision never became ready
             error = f"Revision '{revision}' is not ready and cannot serve traffic. {exc}"
         with self._lock:
@@ -374,21 +399,47 @@ class ControlPlane:
             operation["done"] = True
             self._save_services()
 
-    def restore(self) -> None:
-        """Bring the staging server back to the pinned version after a restart."""
-        for name, service in list(self.services.items()):
+    def _ready_pin(self, service: Mapping[str, Any]) -> tuple[str, int] | None:
+        """The model and version the latest ready revision is pinned to, if any."""
+        ready = service.get("latestReadyRevision") or ""
+        revision = service.get("revisions", {}).get(ready)
+        if revision is not None:
+            env = _env_of(revision)
+        elif ready and ready == service.get("latestCreatedRevision"):
             env = _env_of(service["template"])
-            if MODEL_VERSION_ENV not in env:
+        else:
+            return None
+        if MODEL_VERSION_ENV not in env:
+            return None
+        return env.get(MODEL_NAME_ENV, ""), int(env[MODEL_VERSION_ENV])
+
+    def keep_serving(self) -> None:
+        """What Cloud Run does for a service between rollouts: its latest ready revision
+        serves. Puts that revision's version back on the backend after a restart, or
+        after the staging server (or its supervisor) died; leaves a rollout in progress
+        alone."""
+        for name in list(self.services):
+            with self._lock:
+                wanted = self._ready_pin(self.services[name])
+            if wanted is None:
                 continue
-            wanted = (env.get(MODEL_NAME_ENV, ""), int(env[MODEL_VERSION_ENV]))
             with contextlib.suppress(Exception):
                 current = self.backend.current()
                 if current is not None and (current.model, current.version) == wanted:
                     continue
-            try:
-                self.backend.deploy(*wanted)
-            except Exception as exc:  # the service stays not-ready; the log says why
-                print(f"could not restore {name} to {wanted}: {exc}", file=sys.stderr)
+            with self._backend_lock:
+                with self._lock:  # a rollout may have begun meanwhile: it decides then
+                    service = self.services[name]
+                    if service["reconciling"] or self._ready_pin(service) != wanted:
+                        continue
+                try:
+                    self.backend.deploy(*wanted)
+                except Exception as exc:  # the service stays not-ready; the log says why
+                    print(f"could not serve {name} at {wanted}: {exc}", file=sys.stderr)
+
+    def restore(self) -> None:
+        """Bring the staging server back to the ready revision after a restart."""
+        self.keep_serving()
 
     # -- jobs --------------------------------------------------------------------
     def get_job(self, name: str, job: str) -> dict[str, Any]:
@@ -542,6 +593,36 @@ class ControlPlane:
         return server
 
 
+def _reconcile(
+    control_plane: ControlPlane, settings: Settings, stop: threading.Event, every_s: float
+) -> None:
+    """The control plane's reconciliation loop, at start and every ``every_s``: the
+    backend serves the service's ready revision (``keep_serving``, Cloud Run's part),
+    and the service converges to the registry's staging alias (``Reconciler`` over the
+    Cloud Run adapter on this very API: the cloud's sweep does the same on Cloud Run)."""
+    from modelrail.bootstrap import bootstrap
+    from modelrail.reconcile import Reconciler
+
+    reconciler: Reconciler | None = None
+    while True:
+        control_plane.keep_serving()
+        try:
+            if reconciler is None:
+                container = bootstrap(settings)
+                reconciler = Reconciler(
+                    container.config.model_name,
+                    registry=container.registry,
+                    deployer=container.deployer,
+                    signer=container.signer,
+                    holder=f"reconcile:control-plane:{os.getpid()}",
+                )
+            reconciler.reconcile()
+        except Exception as exc:  # the next pass tries again
+            print(f"reconciling staging: {exc}", file=sys.stderr)
+        if stop.wait(every_s):
+            return
+
+
 def _local_staging_backend(settings: Settings) -> Deployer:
     from modelrail.bootstrap import local_staging
 
@@ -579,7 +660,13 @@ def main(
         kms=LocalKms(state_dir, (settings.signing_key,)) if settings.signing_key else None,
     )
     server = control_plane.server(port)
-    threading.Thread(target=control_plane.restore, name="restore", daemon=True).start()
+    stop_reconciling = threading.Event()
+    threading.Thread(
+        target=_reconcile,
+        args=(control_plane, settings, stop_reconciling, RECONCILE_EVERY_S),
+        name="reconcile",
+        daemon=True,
+    ).start()
     stop: Callable[..., None] = lambda *_: threading.Thread(target=server.shutdown).start()  # noqa: E731
     import signal
 
@@ -589,6 +676,7 @@ def main(
     try:
         server.serve_forever(poll_interval=0.2)
     finally:
+        stop_reconciling.set()
         server.server_close()
         control_plane.backend.stop()
 
