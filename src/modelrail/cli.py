@@ -6,7 +6,7 @@ import signal
 import sys
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 import orjson
@@ -19,6 +19,9 @@ from modelrail.errors import ModelrailError
 from modelrail.events import DataUploaded, RetrainRequested, utcnow
 from modelrail.runs import STAGE_ORDER, RunSummary, failure_reasons
 from modelrail.runtime.stack_cli import down, status, up
+
+if TYPE_CHECKING:
+    from modelrail.reconcile import Convergence
 
 DEMO_DATA = Path("data/penguins.csv")
 CARD = "card.html"
@@ -417,6 +420,11 @@ def sweep(as_json: bool) -> None:
 
     cli = Cli(quiet=True)
     failed = sweep_runs(cli.container)
+    # The scheduled sweep is also the cloud's reconciliation pass: what staging serves
+    # converges to its alias (modelrail.reconcile), on stderr unless it did something.
+    convergence = _reconcile_staging(cli)
+    if convergence.status not in ("in_step", "nothing_staged"):
+        click.echo(_describe_convergence(convergence), err=as_json)
     if as_json:
         click.echo(orjson.dumps(failed, option=orjson.OPT_INDENT_2))
         return
@@ -425,6 +433,47 @@ def sweep(as_json: bool) -> None:
         stage = f"{record['stage']} failed ({error['kind']})"
         click.echo(f"run {record['run_id']}: {stage}: {error['message']}")
     click.echo(f"{len(failed)} run(s) ended" if failed else "no run is stuck")
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def reconcile(as_json: bool) -> None:
+    """Make staging serve what its alias names (a crash may have left another version)."""
+    convergence = _reconcile_staging(Cli(quiet=True))
+    if as_json:
+        click.echo(orjson.dumps(convergence.to_json(), option=orjson.OPT_INDENT_2))
+    else:
+        click.echo(_describe_convergence(convergence))
+    if convergence.status == "failed":
+        sys.exit(1)
+
+
+def _reconcile_staging(cli: Cli) -> Convergence:
+    from modelrail.reconcile import Reconciler
+
+    container = cli.container
+    reconciler = Reconciler(
+        container.config.model_name,
+        registry=container.registry,
+        deployer=container.deployer,
+        signer=container.signer,
+    )
+    return reconciler.reconcile()
+
+
+def _describe_convergence(convergence: Convergence) -> str:
+    named = f"v{convergence.alias_version}"
+    served = (
+        f"v{convergence.served_version}" if convergence.served_version is not None else "nothing"
+    )
+    return {
+        "in_step": f"staging serves {named}, what its alias names",
+        "converged": f"staging served {served}, its alias names {named}: it serves {named} now",
+        "nothing_staged": "staging's alias names no version yet",
+        "deferred": f"staging serves {served}, its alias names {named}: a rollout is "
+        f"in progress ({convergence.detail})",
+        "failed": f"staging did not converge to its alias: {convergence.detail}",
+    }[convergence.status]
 
 
 @main.command()
