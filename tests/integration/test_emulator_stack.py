@@ -27,6 +27,7 @@ import urllib3
 import yaml
 
 from modelrail.adapters.artifact_registry import ArtifactRegistryPackages
+from modelrail.adapters.local_staging import LocalStagingDeployer
 from modelrail.bootstrap import bootstrap
 from modelrail.config import Settings
 from modelrail.processes import group_members, port_in_use, wait_until
@@ -291,17 +292,7 @@ def test_a_burst_of_registrations_ends_in_one_outcome_each_and_the_newest_served
             )  # fmt: skip
         newest = max(event["version"] for event in events)
 
-        publish = _http.request(
-            "POST",
-            f"http://{env['PUBSUB_EMULATOR_HOST']}/v1/projects/{stack.state()['project']}"
-            "/topics/model-registered:publish",
-            body=orjson.dumps({"messages": [
-                {"data": base64.b64encode(orjson.dumps(e)).decode(),
-                 "attributes": {"event_type": "model-registered"}} for e in events
-            ]}),
-            headers={"Content-Type": "application/json"},
-        )  # fmt: skip
-        assert publish.status == 200, publish.data
+        _publish(stack, "model-registered", events)
 
         def outcomes() -> list[str]:
             records = [container.runs.stage_record(e["run_id"], "deploy") for e in events]
@@ -322,6 +313,21 @@ def test_a_burst_of_registrations_ends_in_one_outcome_each_and_the_newest_served
     assert stack.pull_dead_letters() == []
 
 
+def _publish(stack: Stack, topic: str, events: list[dict[str, Any]]) -> None:
+    env = stack.state()["env"]
+    publish = _http.request(
+        "POST",
+        f"http://{env['PUBSUB_EMULATOR_HOST']}/v1/projects/{stack.state()['project']}"
+        f"/topics/{topic}:publish",
+        body=orjson.dumps({"messages": [
+            {"data": base64.b64encode(orjson.dumps(e)).decode(),
+             "attributes": {"event_type": e["event_type"]}} for e in events
+        ]}),
+        headers={"Content-Type": "application/json"},
+    )  # fmt: skip
+    assert publish.status == 200, publish.data
+
+
 def _job_process(request_id: str) -> int | None:
     """The training job execution started for ``request_id`` (its event is in its env)."""
     for entry in Path("/proc").iterdir():
@@ -333,6 +339,86 @@ def _job_process(request_id: str) -> int | None:
             if b"MODELRAIL_EVENT=" in environ and request_id.encode() in environ:
                 return int(entry.name)
     return None
+
+
+def _register_like_register(stack: Stack, count: int) -> list[dict[str, Any]]:
+    """``count`` new versions registered and signed as register does (v2's files), and
+    the model-registered event of each."""
+    env = {**stack.env, **stack.state()["env"]}
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("STORAGE_EMULATOR_HOST", env["STORAGE_EMULATOR_HOST"])
+        container = bootstrap(Settings.from_env(env))
+        registry, model = container.registry, container.config.model_name
+        manifest = registry.manifest(model, 2)
+        files = {name: registry.read_file(model, 2, name) for name in manifest["files"]}
+        fields = {
+            k: v for k, v in manifest.items() if k not in ("model", "version", "run_id", "files")
+        }
+        template = container.runs.stage_record(manifest["run_id"], "register")
+        assert template is not None
+        events = []
+        for _ in range(count):
+            run_id = f"run-{uuid.uuid4().hex[:20]}"  # a run id's shape, no trigger's
+            version, manifest_bytes = registry.register(
+                model, run_id, lambda _: files, fields, signer=container.signer
+            )
+            events.append(
+                {**template["event"], "run_id": run_id, "event_id": uuid.uuid4().hex,
+                 "version": version, "manifest_sha256": sha256(manifest_bytes),
+                 "manifest_uri": registry.manifest_uri(model, version)}
+            )  # fmt: skip
+    return events
+
+
+class Staging:
+    """The stack's registry, staging alias and local staging supervisor, as the test
+    process reaches them (the stack's environment)."""
+
+    def __init__(self, stack: Stack) -> None:
+        self.stack = stack
+        self.env = {**stack.env, **stack.state()["env"]}
+        self.settings = Settings.from_env(self.env)
+
+    def __enter__(self) -> Staging:
+        self._patch = pytest.MonkeyPatch()
+        self._patch.setenv("STORAGE_EMULATOR_HOST", self.env["STORAGE_EMULATOR_HOST"])
+        self.container = bootstrap(self.settings)
+        self.model = self.container.config.model_name
+        self.supervisor = LocalStagingDeployer(
+            self.settings, self.container.artifacts, reconcile_every_s=None
+        )
+        return self
+
+    def __exit__(self, *_: Any) -> None:
+        self._patch.undo()
+
+    def alias(self) -> int:
+        return self.container.registry.aliases(self.model)["staging"]
+
+    def rolling_out(self) -> int | None:
+        """The version the control plane is rolling its service out to, if it is."""
+        deployer = self.container.deployer
+        service = deployer.client.get_service(name=deployer.service_name)  # type: ignore[attr-defined]
+        if not service.reconciling:
+            return None
+        env = {var.name: var.value for var in service.template.containers[0].env}
+        return int(env["MODELRAIL_MODEL_VERSION"])
+
+    def converged(self) -> bool:
+        """Every one of ten fresh connections is answered with the alias's version."""
+        alias = self.alias()
+        return all(self.stack.served_version() == alias for _ in range(10))
+
+
+def _timed_convergence(staging: Staging, what: str) -> float:
+    """Seconds until every answer names the alias's version (printed for the record)."""
+    started = time.monotonic()
+    assert wait_until(staging.converged, STATE_DEADLINE_S, 0.2), (
+        f"{what}: staging serves v{staging.stack.served_version()}, its alias v{staging.alias()}"
+    )
+    elapsed = time.monotonic() - started
+    print(f"converged after {what} in {elapsed:.1f} s")
+    return elapsed
 
 
 @pytest.mark.fault
@@ -401,6 +487,76 @@ def test_up_after_a_crash_restarts_and_restores_staging(stack: Stack) -> None:
     status = orjson.loads(stack.modelrail("status", "--json").stdout)
     assert status["up"] is True
     assert wait_until(lambda: stack.served_version() == served, STATE_DEADLINE_S, 0.2)
+
+
+@pytest.mark.fault
+def test_a_deploy_function_killed_mid_rollout_leaves_staging_converging_to_the_alias(
+    stack: Stack,
+) -> None:
+    """The deploy function's process group SIGKILLed while its rollout runs: the control
+    plane finishes the rollout (a version the alias does not name serves), the run's
+    lease lapses (no heartbeat renews it), and the control plane's reconciliation
+    converges. (After `up`: the function stays dead, its message is dead-lettered.)"""
+    [event] = _register_like_register(stack, 1)
+    with Staging(stack) as staging:
+        before = staging.alias()
+        assert wait_until(staging.converged, STATE_DEADLINE_S, 0.2)
+        _publish(stack, "model-registered", [event])
+        assert wait_until(
+            lambda: staging.rolling_out() == event["version"], STATE_DEADLINE_S, 0.02
+        ), "the deploy's rollout did not start"
+        deploy_function = next(
+            p for p in stack.state()["processes"] if p["name"] == "function-deploy"
+        )
+        os.killpg(deploy_function["pid"], signal.SIGKILL)
+        # The control plane finishes the rollout it was asked for.
+        assert wait_until(
+            lambda: stack.served_version() == event["version"], STATE_DEADLINE_S, 0.05
+        ), "the killed deploy's rollout did not switch"
+
+        _timed_convergence(staging, "a deploy function killed mid-rollout")
+        assert staging.alias() == before
+        assert stack.served_version() == before
+
+
+@pytest.mark.fault
+def test_a_killed_supervisor_is_replaced_and_serves_the_alias(stack: Stack) -> None:
+    with Staging(stack) as staging:
+        supervisor = staging.supervisor.servers()["supervisor"]
+        os.killpg(supervisor, signal.SIGKILL)  # it and its servers
+
+        _timed_convergence(staging, "the staging supervisor killed")
+        assert staging.supervisor.servers()["supervisor"] != supervisor
+
+
+@pytest.mark.fault
+def test_a_control_plane_killed_after_its_switch_converges_to_the_alias_on_up(
+    stack: Stack,
+) -> None:
+    """A deploy's rollout switched staging, then the control plane was SIGKILLed before
+    the deploy moved the alias (the deploy, failing, then releases its lease). The
+    control plane also serves the KMS that staging servers verify manifests with, so
+    nothing can start a server until it is back: `up` restarts it, and its
+    reconciliation converges the service to the alias, not to the version its
+    template was left pinned to."""
+    with Staging(stack) as staging:
+        alias = staging.alias()
+        other = next(v for v in staging.container.registry.versions(staging.model) if v != alias)
+        deploy_lease = staging.container.registry.lease(
+            staging.model, "staging", "a deploy in progress", ttl_s=600, wait_s=60
+        )
+        with deploy_lease:  # the deploy's lease: the control plane's loop leaves it alone
+            staging.container.deployer.deploy(staging.model, other)  # through Cloud Run
+            assert stack.served_version() == other
+            control_plane = next(
+                p for p in stack.state()["processes"] if p["name"] == "control-plane"
+            )
+            os.killpg(control_plane["pid"], signal.SIGKILL)
+        stack.modelrail("up", "--emulators", "--free-ports")
+
+    with Staging(stack) as staging:  # the restarted stack's endpoints
+        _timed_convergence(staging, "the control plane killed after its switch, then up")
+        assert stack.served_version() == alias
 
 
 @pytest.mark.fault

@@ -624,9 +624,12 @@ def _reconcile(
 
 
 def _local_staging_backend(settings: Settings) -> Deployer:
-    from modelrail.bootstrap import local_staging
+    from modelrail.adapters.local_staging import LocalStagingDeployer
+    from modelrail.bootstrap import open_artifact_store
 
-    return local_staging(settings)
+    # Its supervisor runs no reconciliation loop of its own: this control plane is in
+    # charge of what its service serves (_reconcile), as Cloud Run is in the cloud.
+    return LocalStagingDeployer(settings, open_artifact_store(settings), reconcile_every_s=None)
 
 
 @click.command()

@@ -299,9 +299,9 @@ class Supervisor:
 def reconcile_staging(stop: threading.Event, every_s: float) -> None:
     """The supervisor's reconciliation loop (``modelrail.reconcile.Reconciler``): what
     it serves converges to the staging alias of the registry its servers load from, on
-    start and every ``every_s``, until ``stop``. In emulator mode the control plane is
-    in charge while it answers (it converges its Cloud Run service, which this
-    supervisor serves); this loop acts when it does not (killed, not restarted)."""
+    start and every ``every_s``, until ``stop``. Embedded mode's: in emulator mode the
+    control plane starts its supervisor without it and reconciles its Cloud Run service
+    itself."""
     from modelrail import logs
     from modelrail.adapters.local_staging import LocalStagingDeployer
     from modelrail.bootstrap import bootstrap
@@ -319,25 +319,11 @@ def reconcile_staging(stop: threading.Event, every_s: float) -> None:
             deployer=LocalStagingDeployer(settings, container.artifacts, reconcile_every_s=None),
             signer=container.signer,
             holder=f"reconcile:staging-supervisor:{os.getpid()}",
-            defer=functools.partial(_answers, settings.run_api_endpoint),
         )
     except Exception:  # it serves on without the loop; its log says why
         logging.getLogger(__name__).exception("no reconciliation: the settings did not load")
         return
     reconciler.run(stop, every_s)
-
-
-def _answers(endpoint: str | None) -> bool:
-    """Whether the local control plane at ``endpoint`` answers (None: there is none)."""
-    if endpoint is None:
-        return False
-    import urllib3
-
-    try:
-        answer = urllib3.request("GET", f"{endpoint}/healthz", timeout=2.0, retries=False)
-    except urllib3.exceptions.HTTPError:
-        return False
-    return answer.status == 200
 
 
 async def _send_requests(reader: asyncio.StreamReader, upstream: socket.socket) -> bool:
