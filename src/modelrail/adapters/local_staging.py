@@ -65,7 +65,8 @@ class LocalStagingDeployer:
     ``answer_timeout_s`` for its answer: a supervisor that does not answer (paused,
     wedged) fails the deploy with that reason instead of hanging it. The supervisor it
     starts converges what it serves to the staging alias every ``reconcile_every_s``
-    (None: never; ``modelrail.reconcile``).
+    (None: never; ``modelrail.reconcile``). With ``start_supervisor`` false it only
+    talks to a running supervisor (the supervisor's own loop uses it so).
     """
 
     def __init__(
@@ -76,12 +77,14 @@ class LocalStagingDeployer:
         service_env: dict[str, str] | None = None,
         answer_timeout_s: float = ANSWER_TIMEOUT_S,
         reconcile_every_s: float | None = RECONCILE_EVERY_S,
+        start_supervisor: bool = True,
     ) -> None:
         self.settings = settings
         self.artifacts = artifacts  # where the versions it serves are registered
         self.service_env = dict(service_env or {})
         self.answer_timeout_s = answer_timeout_s
         self.reconcile_every_s = reconcile_every_s
+        self.start_supervisor = start_supervisor
         self.state_dir = settings.home / "run" / "staging"
         # Unix socket paths are limited to ~100 bytes: a deep home keeps them in /tmp.
         self.socket_dir = self.state_dir
@@ -133,7 +136,10 @@ class LocalStagingDeployer:
         # now (the supervisor then stops its candidate), not when its file is collected.
         with self._connect() as control, control.makefile("rwb") as stream:
             control.settimeout(self.answer_timeout_s)
-            candidate = self._exchange(stream, request)["candidate"]
+            started = self._exchange(stream, request)
+            if "candidate" not in started:
+                raise DeploymentFailed(f"no rollout: {started.get('error')}")
+            candidate = started["candidate"]
             try:
                 self._await_ready(candidate)
                 from modelrail.smoke import smoke_test
@@ -230,7 +236,12 @@ class LocalStagingDeployer:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         with (self.state_dir / "supervisor.lock").open("a") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
-            return self._try_connect() or self._start_supervisor()
+            control = self._try_connect()
+            if control is not None:
+                return control
+            if not self.start_supervisor:
+                raise DeploymentFailed(f"no staging supervisor at {self.control_path}")
+            return self._start_supervisor()
 
     def _try_connect(self) -> socket.socket | None:
         control = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)

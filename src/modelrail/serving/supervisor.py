@@ -92,6 +92,9 @@ class Supervisor:
         self.state_dir = state_dir
         self.socket_dir = socket_dir
         self.reconcile_every_s = reconcile_every_s
+        # Set by "stop" and on the way out: ends the reconciliation loop and refuses
+        # new rollouts (a loop's pass must not start a server as the supervisor stops).
+        self.stopping = threading.Event()
         self.current: Backend | None = None
         self.candidate: Backend | None = None
         self.rollout = asyncio.Lock()
@@ -197,11 +200,14 @@ class Supervisor:
                     },
                 )
             elif operation == "stop":
+                self.stopping.set()  # no rollout starts from now on, the loop's included
                 async with self.rollout:
                     if self.current is not None:
                         await self.stop_backend(self.current)
                 await _reply(writer, {"stopped": True})
                 self.done.set()
+            elif operation == "start" and self.stopping.is_set():
+                await _reply(writer, {"error": "the staging supervisor is stopping"})
             elif operation == "start":
                 await self._await_turn(writer)
                 try:
@@ -278,16 +284,15 @@ class Supervisor:
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, self.done.set)
         print(f"staging supervisor on 127.0.0.1:{self.port}", flush=True)
-        stop_reconciling = threading.Event()
         if self.reconcile_every_s is not None:
             threading.Thread(
                 target=reconcile_staging,
-                args=(stop_reconciling, self.reconcile_every_s),
+                args=(self.stopping, self.reconcile_every_s),
                 name="reconcile",
                 daemon=True,
             ).start()
         await self.done.wait()
-        stop_reconciling.set()
+        self.stopping.set()
         public.close()
         control.close()
         if self.current is not None:
@@ -315,8 +320,11 @@ def reconcile_staging(stop: threading.Event, every_s: float) -> None:
         reconciler = Reconciler(
             container.config.model_name,
             registry=container.registry,
-            # This supervisor, over its own control socket (a rollout like any other).
-            deployer=LocalStagingDeployer(settings, container.artifacts, reconcile_every_s=None),
+            # This supervisor, over its own control socket (a rollout like any other);
+            # never another supervisor started in its place as this one stops.
+            deployer=LocalStagingDeployer(
+                settings, container.artifacts, reconcile_every_s=None, start_supervisor=False
+            ),
             signer=container.signer,
             holder=f"reconcile:staging-supervisor:{os.getpid()}",
         )
