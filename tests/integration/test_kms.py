@@ -92,9 +92,11 @@ def test_register_signs_through_cloud_kms_and_staging_verifies_through_it(
     signature = orjson.loads(store.read(f"models/{model}/versions/1/{SIGNATURE}").data)
     assert (signature["key"], signature["manifest_sha256"]) == (pipeline.key, sha256(manifest))
     assert pipeline.calls(SIGN) == 1
+    assert pipeline.calls(PUBLIC_KEY) >= 1  # the deploy stage verified before its rollout
+    before = pipeline.calls(PUBLIC_KEY)
     service = pipeline.service(1)
     assert service.state.ready
-    assert pipeline.calls(PUBLIC_KEY) == 1
+    assert pipeline.calls(PUBLIC_KEY) == before + 1  # and the service, through Cloud KMS
 
 
 @pytest.mark.fault
