@@ -247,3 +247,24 @@ def test_a_rollout_cut_short_by_a_restart_is_failed_and_the_ready_revision_serve
 def _ignore_errors(deployer: CloudRunDeployer, version: int) -> None:
     with contextlib.suppress(Exception):  # the rollout's outcome is not what is checked
         deployer.deploy(MODEL, version)
+
+
+@pytest.mark.fault
+def test_a_control_plane_that_does_not_answer_is_a_transient_error_within_the_timeout() -> None:
+    """An API endpoint that accepts connections and never answers (a paused control
+    plane): each call gives up at its timeout, as a transient error (redelivered)."""
+    import socket
+
+    from modelrail.errors import TransientError
+
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        endpoint = f"http://127.0.0.1:{silent.getsockname()[1]}"
+        deployer = CloudRunDeployer(PROJECT, REGION, SERVICE, endpoint, call_timeout_s=1.0)
+        started = time.monotonic()
+
+        with pytest.raises(TransientError, match="reading service"):
+            deployer.current()
+
+    assert time.monotonic() - started < 30  # the 1 s timeout, not a hang

@@ -172,6 +172,7 @@ class CloudRunDeployer:
         artifacts: BlobStore | None = None,
         signing_key: str | None = None,
         rollout_timeout_s: float = _ROLLOUT_TIMEOUT_S,
+        call_timeout_s: float = _CALL_TIMEOUT_S,
     ) -> None:
         self.project, self.region, self.api_endpoint = project, region, api_endpoint
         self.signing_key = signing_key
@@ -182,6 +183,7 @@ class CloudRunDeployer:
         )
         self.artifacts = artifacts
         self.rollout_timeout_s = rollout_timeout_s
+        self.call_timeout_s = call_timeout_s  # each API call's; an unanswered one is transient
         self._client: Any = None
         self._revisions: Any = None
         self._lock = threading.Lock()
@@ -292,7 +294,7 @@ class CloudRunDeployer:
         from google.api_core import exceptions
 
         try:
-            return self.client.get_service(name=self.service_name, timeout=_CALL_TIMEOUT_S)
+            return self.client.get_service(name=self.service_name, timeout=self.call_timeout_s)
         except exceptions.GoogleAPICallError as exc:
             raise _api_error(f"reading service {self.service_name}", exc) from exc
         except OSError as exc:
@@ -306,9 +308,11 @@ class CloudRunDeployer:
             if self._revisions is None:
                 self._revisions = run_v2.RevisionsClient(**_client_kwargs(self.api_endpoint))
         try:
-            found = self._revisions.get_revision(name=revision, timeout=_CALL_TIMEOUT_S)
+            found = self._revisions.get_revision(name=revision, timeout=self.call_timeout_s)
         except exceptions.GoogleAPICallError as exc:
             raise _api_error(f"reading revision {revision}", exc) from exc
+        except OSError as exc:  # unreachable, or no answer within the call's timeout
+            raise TransientError(f"reading revision {revision}: {exc}") from exc
         if not found.containers:
             return {}
         return {var.name: var.value for var in found.containers[0].env}
@@ -325,7 +329,7 @@ class CloudRunDeployer:
         generation_before = int(service.generation)
         created_before = service.latest_created_revision
         try:
-            operation = self.client.update_service(service=service, timeout=_CALL_TIMEOUT_S)
+            operation = self.client.update_service(service=service, timeout=self.call_timeout_s)
         except exceptions.Aborted as exc:  # a concurrent update changed the etag
             raise TransientError(f"service {self.service_name} changed meanwhile: {exc}") from exc
         except exceptions.GoogleAPICallError as exc:
