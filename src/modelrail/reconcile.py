@@ -33,7 +33,6 @@ import logging
 import os
 import socket
 import threading
-from collections.abc import Callable
 from typing import Any
 
 from modelrail.errors import DeploymentFailed, LeaseHeld, ModelrailError, TransientError
@@ -94,7 +93,7 @@ def converge(
     model: str, *, registry: Registry, deployer: Deployer, signer: ManifestSigner
 ) -> Convergence:
     """Serve what ``model``'s staging alias names now. The caller holds the rollout
-    lease (or has found its holder dead). Raises ``IntegrityError`` when the alias's
+    lease. Raises ``IntegrityError`` when the alias's
     version fails its signature check (nothing is deployed), ``DeploymentFailed`` when
     its rollout fails, ``TransientError`` when the alias keeps moving."""
     served_before: int | None = None
@@ -146,8 +145,7 @@ def roll_out(
 
 class Reconciler:
     """Converges one model's staging to its alias, pass after pass (``run``) or once
-    (``reconcile``). ``defer`` says when another reconciler is in charge (the supervisor
-    defers to a live control plane in emulator mode)."""
+    (``reconcile``), under the rollout lease taken without waiting."""
 
     def __init__(
         self,
@@ -157,12 +155,10 @@ class Reconciler:
         deployer: Deployer,
         signer: ManifestSigner,
         holder: str | None = None,
-        defer: Callable[[], bool] = lambda: False,
     ) -> None:
         self.model = model
         self.registry, self.deployer, self.signer = registry, deployer, signer
         self.holder = holder or f"reconcile:{socket.gethostname()}:{os.getpid()}"
-        self.defer = defer
 
     def reconcile(self) -> Convergence:
         """One pass; never raises for what the next pass may fix (``failed``)."""
@@ -173,8 +169,6 @@ class Reconciler:
             return Convergence(self.model, "failed", detail=str(exc))
 
     def _reconcile(self) -> Convergence:
-        if self.defer():
-            return Convergence(self.model, "deferred", detail="another reconciler is in charge")
         alias = self.registry.alias(self.model, STAGING)
         current = self.deployer.current()
         served = current.version if current is not None else None
