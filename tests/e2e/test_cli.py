@@ -208,3 +208,14 @@ def test_an_upload_name_outside_uploads_is_refused_plainly(user: User, name: str
     assert result.returncode == 2  # a usage error, before anything is written
     assert "is not an object name under uploads/" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_reconcile_brings_staging_back_to_what_its_alias_names(user: User) -> None:
+    assert user.json("reconcile")["status"] == "in_step"  # type: ignore[index]
+    user.run("down")  # staging stopped: nothing serves, the alias still names a version
+
+    converged = user.json("reconcile")
+
+    assert isinstance(converged, dict)
+    assert (converged["status"], converged["served_version"]) == ("converged", None)
+    assert _served_version(user) == converged["alias_version"]
