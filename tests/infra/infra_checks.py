@@ -462,7 +462,9 @@ def signing_key_problems(tf: Terraform) -> list[str]:
 
 REGISTRY_WRITER = "register"
 # The one object of the registry another stage may write: deploy moves the staging alias.
-ALIAS_OBJECT = re.compile(r"models/\$\{var\.model_name\}/(aliases|leases)/\w+\.json")
+ALIAS_OBJECT = re.compile(
+    r"models/\$\{var\.model_name\}/(aliases/\w+\.json|leases/\w+\.json|leases/register-)"
+)
 
 
 def _roles(resource: Resource, env_locals: dict[str, Any]) -> list[str]:
@@ -545,7 +547,8 @@ def artifact_write_objects(tf: Terraform) -> dict[str, set[str]]:
         names = {f"runs/*/{unquote(name)}" for name in scope.get("run_objects", [])}
         for prefix in (unquote(p) for p in scope.get("prefixes", [])):
             name = prefix.replace("${var.model_name}", "<model>")
-            names.add(f"{name}*" if name.endswith("/") else name)
+            # A prefix that is not a whole object name (a folder, ``leases/register-``).
+            names.add(name if name.endswith(".json") else f"{name}*")
         written[unquote(key)] = names
     return written
 

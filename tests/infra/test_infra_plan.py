@@ -421,7 +421,9 @@ def test_the_owner_bootstrap_validates_and_plans(
     counted = collections.Counter(config_address(c["address"]) for c in changes)
     assert counted["google_service_account.stage"] == accounts
     assert counted["google_service_account_iam_member.deployer_acts_as"] == accounts
-    assert counted["google_kms_crypto_key_iam_member.manifest_signing"] == 2
+    assert counted["google_kms_crypto_key_iam_member.manifest_signing"] == len(
+        bootstrap_root.locals["signing_key_grants"]
+    )
     assert counted["time_sleep.iam_propagation"] == 1
 
 

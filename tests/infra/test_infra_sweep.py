@@ -146,6 +146,9 @@ def test_the_sweep_account_holds_only_what_the_sweep_does(terraform: Terraform) 
         ("roles/pubsub.publisher", '${module.pubsub.topic_ids["pipeline-failed"]}'),
         # the training job's executions: did one die?
         ("roles/run.viewer", "${module.training_job.name}"),
+        # the reconciliation pass: roll staging to its alias's version, smoke-test it
+        ("roles/run.developer", "${module.staging_service.name}"),
+        ("roles/run.invoker", "${module.staging_service.name}"),
     }
 
 
@@ -153,7 +156,9 @@ def test_the_sweep_writes_only_the_records_of_the_stages_it_can_end(
     terraform: Terraform,
 ) -> None:
     assert artifact_write_objects(terraform)["sweep"] == {
-        f"runs/*/stages/{stage}.json" for stage in SWEPT_STAGES.values()
+        *(f"runs/*/stages/{stage}.json" for stage in SWEPT_STAGES.values()),
+        "models/<model>/leases/staging.json",
+        "models/<model>/leases/register-*",
     }
 
 

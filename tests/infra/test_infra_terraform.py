@@ -163,8 +163,9 @@ def test_manifests_are_signed_by_a_kms_key_only_register_may_use_to_sign(
     assert squash(members.body["crypto_key_id"]) == "${google_kms_crypto_key.manifest_signing.id}"
     assert grants == {
         ("register", "roles/cloudkms.signer"),
-        ("staging", "roles/cloudkms.publicKeyViewer"),
-    }
+        *((reader, "roles/cloudkms.publicKeyViewer") for reader in
+          ("validate", "evaluate", "register", "deploy", "sweep", "staging")),
+    }  # fmt: skip
     assert signing_key_problems(terraform) == []
     # The stages (register signs, deploy pins it on staging) and the staging service's
     # first revision name the same key version.

@@ -30,10 +30,18 @@ resource "google_kms_crypto_key" "manifest_signing" {
 }
 
 locals {
-  # Grants on this key only, never project-wide. Only register signs; staging reads the
-  # public key (the deploy stage does not verify: staging refuses what does not).
+  # Grants on this key only, never project-wide. Only register signs; whatever reads a
+  # registered version verifies it with the public key first: validate (the champion's
+  # profile), evaluate (the champion and its reference set), register (earlier versions'
+  # metrics on the card; the signer role cannot read the public key), deploy and the
+  # sweep's reconciliation (the version they roll out), and the staging service.
   signing_key_grants = [
     { sa = "register", role = "roles/cloudkms.signer" },
+    { sa = "validate", role = "roles/cloudkms.publicKeyViewer" },
+    { sa = "evaluate", role = "roles/cloudkms.publicKeyViewer" },
+    { sa = "register", role = "roles/cloudkms.publicKeyViewer" },
+    { sa = "deploy", role = "roles/cloudkms.publicKeyViewer" },
+    { sa = "sweep", role = "roles/cloudkms.publicKeyViewer" },
     { sa = "staging", role = "roles/cloudkms.publicKeyViewer" },
   ]
 }

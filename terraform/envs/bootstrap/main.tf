@@ -36,6 +36,8 @@ locals {
   service_account_grants = [
     # A new staging revision runs as the staging account: updating it needs actAs on it.
     { sa = "deploy", target = "staging", role = "roles/iam.serviceAccountUser" },
+    # The sweep's reconciliation pass rolls staging back to its alias the same way.
+    { sa = "sweep", target = "staging", role = "roles/iam.serviceAccountUser" },
   ]
 }
 

@@ -64,7 +64,9 @@ locals {
     # validate (src/modelrail/sweep.py).
     sweep = {
       run_objects = ["stages/launch_training.json", "stages/train.json", "stages/evaluate.json", "stages/register.json", "stages/deploy.json"]
-      prefixes    = []
+      # The staging lease it reconciles under; a stuck register's lease, held while it
+      # ends that run (src/modelrail/sweep.py).
+      prefixes = ["models/${var.model_name}/leases/staging.json", "models/${var.model_name}/leases/register-"]
     }
   }
   # IAM Conditions name an object projects/_/buckets/<bucket>/objects/<name>.
@@ -93,6 +95,11 @@ locals {
     { sa = "deploy", role = "roles/run.developer" },
     # ... and call it for the smoke test.
     { sa = "deploy", role = "roles/run.invoker" },
+    # The scheduled sweep is also the reconciliation pass (src/modelrail/reconcile.py):
+    # after a crash between a rollout and the alias move, it puts back the version the
+    # staging alias names, signature checked, and smoke-tests it, as deploy does.
+    { sa = "sweep", role = "roles/run.developer" },
+    { sa = "sweep", role = "roles/run.invoker" },
   ]
   training_job_grants = [
     # run_job with the event as an environment override (run.jobs.runWithOverrides).
