@@ -422,6 +422,60 @@ def _timed_convergence(staging: Staging, what: str) -> float:
 
 
 @pytest.mark.fault
+def test_a_header_of_120k_columns_is_refused_and_its_failure_published_small(
+    stack: Stack, tmp_path: Path
+) -> None:
+    """Through the real emulators: the failure of a 1.2 MB file whose header names
+    120,000 columns is published (Pub/Sub refuses a message over 10 MB), and what the
+    run records stays small."""
+    project = stack.state()["project"]
+    base = f"http://{stack.state()['env']['PUBSUB_EMULATOR_HOST']}/v1/projects/{project}"
+    created = _http.request(
+        "PUT", f"{base}/subscriptions/pipeline-failed--wide-check",
+        body=orjson.dumps({"topic": f"projects/{project}/topics/pipeline-failed"}),
+        headers={"Content-Type": "application/json"},
+    )  # fmt: skip
+    assert created.status == 200, created.data
+    columns = 120_000
+    wide = tmp_path / "wide.csv"
+    wide.write_text(
+        ",".join(f"c{i:05d}" for i in range(columns)) + "\n" + ",".join("1" * columns) + "\n"
+    )
+    assert wide.stat().st_size > 2**20
+    bucket = stack.env.get("MODELRAIL_DATA_BUCKET", "modelrail-data")
+
+    stack.gcloud("storage", "cp", str(wide), f"gs://{bucket}/uploads/wide.csv")
+
+    def wide_run() -> dict[str, Any] | None:
+        for run in stack.runs():
+            if run["trigger"].get("key", "").startswith(f"gs://{bucket}/uploads/wide.csv#"):
+                return dict(run) if run["outcome"] == "failed" else None
+        return None
+
+    assert wait_until(lambda: wide_run() is not None, STATE_DEADLINE_S, 0.5)
+    error = (wide_run() or {})["stages"]["validate"]["error"]
+    assert error["kind"] == "contract_violation"
+    published: list[bytes] = []
+
+    def failure_published() -> bool:
+        pulled = _http.request(
+            "POST", f"{base}/subscriptions/pipeline-failed--wide-check:pull",
+            body=orjson.dumps({"maxMessages": 10, "returnImmediately": True}),
+            headers={"Content-Type": "application/json"},
+        )  # fmt: skip
+        for received in orjson.loads(pulled.data).get("receivedMessages", []):
+            published.append(base64.b64decode(received["message"]["data"]))
+        return any(b"uploads/wide.csv" in data for data in published)
+
+    assert wait_until(failure_published, STATE_DEADLINE_S, 0.5)
+    [event] = [data for data in published if b"uploads/wide.csv" in data]
+    assert len(event) < 64 * 2**10, len(event)
+    record = stack.json("runs", (wide_run() or {})["run_id"])
+    assert len(orjson.dumps(record)) < 256 * 2**10
+    assert stack.pull_dead_letters() == []
+
+
+@pytest.mark.fault
 def test_sweep_ends_a_run_whose_training_job_was_killed(stack: Stack) -> None:
     request_id = f"killed-{uuid.uuid4().hex[:8]}"
     message = orjson.dumps({"request_id": request_id}).decode()
