@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import signal
 import sys
+import time
 import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -115,10 +116,43 @@ def _fail(message: str) -> None:
     sys.exit(1)
 
 
+# How long a command waits, without a new record, for a run another process carries
+# (the deploy subscription's ack deadline: no stage's delivery holds longer).
+CARRIED_QUIET_S = 600.0
+_POLL_S = 0.5
+
+
+def _await_carried(cli: Cli, run: RunSummary) -> RunSummary:
+    """The run once it ended, when another process carries it.
+
+    Embedded mode delivers everything this command published before it reports: a run
+    that has not ended then lost a message (this bus dead-lettered one: reported at
+    once), or another process is doing its work (the same request id from two
+    commands: this one's deliveries found the stage held and were acknowledged). That
+    one is waited for on its records, for as long as they keep changing.
+    """
+    bus = cli.container.bus
+    dead_letter = cli.container.topology.dead_letter_topic
+    if any(topic == dead_letter for topic, _ in getattr(bus, "history", [])):
+        return run
+    click.echo(f"run {run.run_id} is being carried by another process: waiting for it")
+    seen, quiet_since = run.stages, time.monotonic()
+    while run.outcome in ("running", "registered"):
+        if time.monotonic() - quiet_since > CARRIED_QUIET_S:
+            return run
+        time.sleep(_POLL_S)  # polling interval: the wait is on the run's records
+        run = cli.latest_run(run.trigger.get("key", "")) or run
+        if run.stages != seen:
+            seen, quiet_since = run.stages, time.monotonic()
+    return run
+
+
 def _report_run(cli: Cli, run: RunSummary | None) -> None:
     if run is None:
         _fail("no run was recorded for this trigger")
         return
+    if cli.settings.mode == "embedded" and run.outcome in ("running", "registered"):
+        run = _await_carried(cli, run)
     click.echo(f"run {run.run_id}: {run.outcome}")
     for stage in run.stages.values():
         if stage["status"] == "failed":

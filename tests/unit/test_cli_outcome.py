@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+import orjson
 import pytest
 from click.testing import CliRunner
 
-from modelrail import cli
+from modelrail import cli, pipeline
 from modelrail.adapters import inprocess
+from modelrail.bootstrap import bootstrap
+from modelrail.events import DataUploaded
+from modelrail.ports import Message
 from modelrail.runs import RunLog
 from tests.conftest import PENGUINS, settings_env
+from tests.fakes import FakeDeployer
 from tests.unit.conftest import ManualClock
 
 
@@ -43,3 +49,33 @@ def test_an_upload_whose_run_cannot_be_recorded_exits_non_zero_and_says_why(
     assert str(home / "dead-letter.jsonl") in result.output
     assert (home / "dead-letter.jsonl").read_bytes().count(b"\n") == 1
     assert clock.slept == [10.0, 20.0, 40.0, 80.0]
+
+
+@pytest.mark.fault
+def test_a_run_another_process_carries_is_waited_for_not_reported_stopped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The same request from two commands: this one's deliveries found the stages held
+    by the other's and were acknowledged, so its bus is idle while the run goes on."""
+    for name, value in settings_env(tmp_path / "home").items():
+        monkeypatch.setenv(name, value)
+    command = cli.Cli(quiet=True)
+    settings = command.settings
+    command.container = bootstrap(settings, deployer_factory=FakeDeployer)
+    other = bootstrap(settings, deployer_factory=FakeDeployer)  # the other process
+    data = other.storage.bucket(settings.data_bucket)
+    generation = data.write("uploads/penguins.csv", PENGUINS.read_bytes())
+    upload = DataUploaded(bucket=data.bucket, name="uploads/penguins.csv", generation=generation)
+    pipeline.consume(other, "validate", Message(orjson.dumps(upload.to_body()), {}))
+    [started] = command.container.runs.runs()
+    assert started.outcome == "running"
+    carrying = threading.Thread(target=other.bus.drain)  # type: ignore[attr-defined]
+    carrying.start()
+    try:
+        cli._report_run(command, started)
+    finally:
+        carrying.join()
+
+    output = capsys.readouterr().out
+    assert f"run {started.run_id} is being carried by another process" in output
+    assert f"run {started.run_id}: deployed" in output
