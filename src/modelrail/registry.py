@@ -50,8 +50,10 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import hashlib
+import logging
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
@@ -68,6 +70,8 @@ from modelrail.errors import (
     TransientError,
 )
 from modelrail.ports import BlobStore, ManifestSigner, ModelCatalog, ModelUpload, PackageRepository
+
+log = logging.getLogger(__name__)
 
 
 def _now() -> str:
@@ -311,9 +315,14 @@ class Registry:
         key = self._lease_key(model, name)
         deadline = clock() + wait_s
         pause = 0.1
+        # Names this taking of the lease in every renewal: whose it is, read from the
+        # object itself, whatever generation a renewal in flight has made.
+        token = uuid.uuid4().hex
         while True:
             now = clock()
-            body = canonical_json({"holder": holder, "taken_at": now, "expires_at": now + ttl_s})
+            body = canonical_json(
+                {"holder": holder, "token": token, "taken_at": now, "expires_at": now + ttl_s}
+            )
             try:
                 current = self.store.read(key)
             except NotFound:
@@ -337,19 +346,24 @@ class Registry:
                 )
             sleep(min(pause, max(deadline - now, 0.0)))
             pause = min(pause * 2, 2.0)
-        heartbeat = _Heartbeat(self.store, key, holder, taken, ttl_s, heartbeat_s, clock)
+        heartbeat = _Heartbeat(self.store, key, holder, token, taken, ttl_s, heartbeat_s, clock)
         try:
-            yield Lease(self.store, key, heartbeat)
+            yield Lease(self.store, key, token)
         finally:
             heartbeat.stop()
             released = canonical_json({"holder": holder, "released": True, "released_at": clock()})
-            with contextlib.suppress(PreconditionFailed):
-                self.store.write(
-                    key,
-                    released,
-                    if_generation_match=heartbeat.generation,
-                    content_type="application/json",
-                )
+            # Never over the block's own outcome: a lease not released lapses by itself.
+            try:
+                current = self.store.read(key)
+                if orjson.loads(current.data).get("token") == token:
+                    self.store.write(
+                        key,
+                        released,
+                        if_generation_match=current.generation,
+                        content_type="application/json",
+                    )
+            except Exception:
+                log.warning("could not release %s; it lapses by itself", key, exc_info=True)
 
     def lease_state(
         self, model: str, name: str, *, clock: Callable[[], float] = time.time
@@ -656,17 +670,17 @@ class Registry:
 class Lease:
     """A lease held (``Registry.lease``)."""
 
-    def __init__(self, store: BlobStore, key: str, heartbeat: _Heartbeat) -> None:
-        self._store, self._key, self._heartbeat = store, key, heartbeat
+    def __init__(self, store: BlobStore, key: str, token: str) -> None:
+        self._store, self._key, self._token = store, key, token
 
     def check(self) -> None:
         """Raise ``LeaseLost`` unless the lease is still this holder's: nobody took it
-        over since it was taken or last renewed."""
+        over since it was taken (its renewals keep its token)."""
         try:
-            generation = self._store.read(self._key).generation
+            token = orjson.loads(self._store.read(self._key).data).get("token")
         except NotFound:
-            generation = -1
-        if generation != self._heartbeat.generation:
+            token = None
+        if token != self._token:
             raise LeaseLost(f"{self._key} was taken over: its holder outlived its lease")
 
 
@@ -679,12 +693,13 @@ class _Heartbeat:
         store: BlobStore,
         key: str,
         holder: str,
+        token: str,
         generation: int,
         ttl_s: float,
         every_s: float | None,
         clock: Callable[[], float],
     ) -> None:
-        self.store, self.key, self.holder = store, key, holder
+        self.store, self.key, self.holder, self.token = store, key, holder, token
         self.generation, self.ttl_s, self.clock = generation, ttl_s, clock
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -698,7 +713,12 @@ class _Heartbeat:
         while not self._stop.wait(every_s):
             now = self.clock()
             body = canonical_json(
-                {"holder": self.holder, "taken_at": now, "expires_at": now + self.ttl_s}
+                {
+                    "holder": self.holder,
+                    "token": self.token,
+                    "taken_at": now,
+                    "expires_at": now + self.ttl_s,
+                }
             )
             try:
                 self.generation = self.store.write(
@@ -707,10 +727,16 @@ class _Heartbeat:
                     if_generation_match=self.generation,
                     content_type="application/json",
                 )
-            except PreconditionFailed:
-                return  # taken over: this holder is past its lease
-            except Exception:  # a store hiccup: the next beat tries again
-                continue
+            except Exception:
+                # A lost precondition or an answer lost after the write: whose is it
+                # now? Still ours (a renewal that committed unseen): go on from it.
+                try:
+                    current = self.store.read(self.key)
+                except Exception:
+                    continue  # a store hiccup: the next beat tries again
+                if orjson.loads(current.data).get("token") != self.token:
+                    return  # taken over: this holder is past its lease
+                self.generation = current.generation
 
     def stop(self) -> None:
         """Stop renewing (the holder releases right after, with ``generation``)."""

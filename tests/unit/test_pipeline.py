@@ -11,7 +11,7 @@ import pytest
 
 from modelrail import pipeline
 from modelrail.dataset import checks
-from modelrail.errors import TransientError
+from modelrail.errors import LeaseLost, TransientError
 from modelrail.events import DatasetValidated, ModelRegistered, RetrainRequested
 from modelrail.ports import Deployment, JobState, Message
 from modelrail.registry import Registry
@@ -505,7 +505,7 @@ def test_a_handler_naming_an_unknown_port_fails_at_injection(harness: Harness) -
 
 
 @pytest.mark.fault
-def test_a_deploy_overtaken_by_a_newer_one_serves_the_newer_again(
+def test_a_deploy_that_outlived_its_lease_commits_nothing_and_the_newer_serves_again(
     harness: Harness, penguins_csv: bytes
 ) -> None:
     harness.upload(penguins_csv)
@@ -537,16 +537,22 @@ def test_a_deploy_overtaken_by_a_newer_one_serves_the_newer_again(
                 deploy.handle(third, registry=registry, deployer=fake, catalog=None, signer=signer)
             return fake.deploy(model, version)
 
-    outcome = deploy.handle(
-        second,
-        registry=registry,
-        deployer=Racing(),  # type: ignore[arg-type]
-        catalog=None,
-        signer=signer,
-    )
+    # v2's rollout finds its lease taken over: it commits nothing (the alias stays on
+    # v3) and its delivery is retried ...
+    with pytest.raises(LeaseLost):
+        deploy.handle(
+            second,
+            registry=registry,
+            deployer=Racing(),  # type: ignore[arg-type]
+            catalog=None,
+            signer=signer,
+        )
+    assert registry.aliases(harness.model)["staging"] == 3
+    assert [d.version for d in fake.deployed][-2:] == [3, 2]
+    # ... and the redelivery, finding the alias past it, serves v3 again.
+    outcome = deploy.handle(second, registry=registry, deployer=fake, catalog=None, signer=signer)
 
     assert outcome.status == "skipped"
-    assert registry.aliases(harness.model)["staging"] == 3
     assert [d.version for d in fake.deployed][-3:] == [3, 2, 3]
     assert fake.current() is not None
     assert fake.current().version == 3  # type: ignore[union-attr]

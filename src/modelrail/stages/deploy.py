@@ -14,6 +14,9 @@ server starts), and a failed rollout restores what the alias names at that momen
 
 from __future__ import annotations
 
+import logging
+
+from modelrail.errors import ModelrailError
 from modelrail.events import ModelDeployed, ModelRegistered
 from modelrail.ports import Deployer, ManifestSigner, ModelCatalog
 from modelrail.reconcile import (
@@ -28,6 +31,8 @@ from modelrail.registry import Registry
 from modelrail.stages import Outcome
 
 __all__ = ["LEASE_HEARTBEAT_S", "LEASE_TTL_S", "LEASE_WAIT_S", "STAGING", "handle"]
+
+log = logging.getLogger(__name__)
 
 
 def handle(
@@ -46,21 +51,29 @@ def handle(
         ttl_s=LEASE_TTL_S,
         wait_s=LEASE_WAIT_S,
         heartbeat_s=LEASE_HEARTBEAT_S,
-    ):
+    ) as lease:
         current = registry.alias(model, STAGING)
         if current is not None and current.version >= event.version:
             # A late or out-of-order event: staging already serves this or a newer
             # version, or should: make it so (a crash may have left another there).
-            converge(model, registry=registry, deployer=deployer, signer=signer)
-            return Outcome(
-                None,
-                {"reason": f"staging already serves v{current.version}", "version": event.version},
-                status="skipped",
-            )
+            # That repair is the alias's, not this run's: its failure is the next
+            # reconciliation's to retry, and this run stays skipped, never failed.
+            output = {
+                "reason": f"staging already serves v{current.version}",
+                "version": event.version,
+            }
+            try:
+                converge(model, registry=registry, deployer=deployer, signer=signer)
+            except ModelrailError as exc:
+                log.warning("staging did not converge to v%s: %s", current.version, exc)
+                output["convergence"] = f"failed: {exc}"
+            return Outcome(None, output, status="skipped")
         # Raises DeploymentFailed once staging serves what the alias names again.
         deployment = roll_out(
             model, event.version, registry=registry, deployer=deployer, signer=signer
         )
+        # Still this rollout's lease (a renewal lost unseen would have let another in)?
+        lease.check()
         # Vertex AI's staging alias (when pipeline.toml turns the catalog on) moves with it.
         if not registry.move_alias(model, STAGING, event.version, catalog=catalog):
             # A newer version became staging while this one rolled out (a lease taken
