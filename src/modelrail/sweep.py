@@ -16,9 +16,11 @@ finds both:
 - **register and deploy** are bounded by their leases instead, which their deliveries
   hold while they work and renew by heartbeat (the run's registration lease; the
   model's ``staging`` lease): while one is live a delivery is at work or waiting its
-  turn; once none has been for longer than a redelivery can take to come (the retry
-  policy's longest backoff plus a start-up margin), nothing will record, and the run
-  ends within minutes, not after five ack deadlines. The sweep ends a register while
+  turn; once none has been for longer than every remaining delivery can take to come
+  (the retry policy's backoffs, and a start-up margin for each attempt, since a
+  delivery can fail before it takes the lease), nothing will record, and the run ends
+  within minutes, not after five ack deadlines. The ``staging`` lease is every run's
+  (and the reconciliation's): only its release by this run's own delivery counts. The sweep ends a register while
   holding the run's registration lease, so no delivery is registering meanwhile, and
   a later one finds the stage recorded and stops; a version number the run claimed and
   never completed is named in the failure (``orphaned_version``): that gap is recorded.
@@ -155,6 +157,12 @@ def _stuck(
     )
 
 
+def _event_id(record: dict[str, Any]) -> str:
+    """The id of the event a stage record published (what the next stage's deliveries
+    name their lease holding by)."""
+    return str((record.get("event") or {}).get("event_id", ""))
+
+
 def _stuck_behind_lease(
     container: Container,
     run: RunSummary,
@@ -164,17 +172,24 @@ def _stuck_behind_lease(
     now: datetime,
 ) -> tuple[str, PermanentError] | None:
     """A leased stage is stuck once no delivery has held its lease (since the previous
-    stage finished, or since the lease was released or lapsed) for longer than a
-    redelivery can take to come."""
+    stage finished, or since one of this run's deliveries released it or let it lapse)
+    for longer than every remaining delivery can take to come: a delivery can fail
+    before it takes the lease (a cold start, reading the event), so each attempt's
+    start and every backoff count, not only the longest."""
     name = _LEASED[stage](run.run_id)
     state = container.registry.lease_state(container.config.model_name, name, clock=now.timestamp)
     if state is not None and state.live:
         return None  # a delivery is at work, or waits its turn for the staging service
-    backoff = max(
-        s.longest_backoff_s() for s in container.topology.subscriptions if s.consumer == stage
+    quiet_s = max(
+        s.redeliveries_come_within_s(_START_MARGIN_S)
+        for s in container.topology.subscriptions
+        if s.consumer == stage
     )
-    quiet_s = backoff + _START_MARGIN_S
-    since = max(finished.timestamp(), state.until if state is not None else 0.0)
+    # The staging lease is every run's (and the reconciliation's): only a release by
+    # this run's own delivery says anything about this run.
+    published = _event_id(dict(run.stages[last_stage]))
+    ours = state is not None and (stage == "register" or state.holder == published)
+    since = max(finished.timestamp(), state.until if ours and state is not None else 0.0)
     waited = now.timestamp() - since
     if waited <= quiet_s:
         return None

@@ -36,6 +36,14 @@ class Subscription:
         """The longest wait between two of its deliveries (before the last one)."""
         return self.backoff_s(self.max_delivery_attempts - 1)
 
+    def redeliveries_come_within_s(self, start_s: float) -> float:
+        """The longest the deliveries can take to come when none holds on to its work:
+        the backoffs between them, each attempt allowed ``start_s`` before it shows
+        itself (a cold start, reading the event; a delivery failing that early)."""
+        attempts = self.max_delivery_attempts
+        backoffs = sum(self.backoff_s(n) for n in range(1, attempts))
+        return float(attempts * start_s + backoffs)
+
     def deliveries_take_s(self) -> float:
         """The longest all its deliveries can take: each may run to the ack deadline,
         with the backoffs between them."""
