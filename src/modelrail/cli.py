@@ -6,6 +6,7 @@ import signal
 import sys
 import time
 import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -129,22 +130,32 @@ def _await_carried(cli: Cli, run: RunSummary) -> RunSummary:
     that has not ended then lost a message (this bus dead-lettered one: reported at
     once), or another process is doing its work (the same request id from two
     commands: this one's deliveries found the stage held and were acknowledged). That
-    one is waited for on its records, for as long as they keep changing.
+    one is waited for on its records while its newest is younger than
+    ``CARRIED_QUIET_S``; a run quiet for longer was left by a process that died.
     """
     bus = cli.container.bus
     dead_letter = cli.container.topology.dead_letter_topic
     if any(topic == dead_letter for topic, _ in getattr(bus, "history", [])):
         return run
-    click.echo(f"run {run.run_id} is being carried by another process: waiting for it")
-    seen, quiet_since = run.stages, time.monotonic()
+    announced = False
     while run.outcome in ("running", "registered"):
-        if time.monotonic() - quiet_since > CARRIED_QUIET_S:
-            return run
+        if _quiet_s(run) > CARRIED_QUIET_S:
+            return run  # nothing has recorded for longer than a delivery holds: lost
+        if not announced:
+            click.echo(f"run {run.run_id} is being carried by another process: waiting for it")
+            announced = True
         time.sleep(_POLL_S)  # polling interval: the wait is on the run's records
         run = cli.latest_run(run.trigger.get("key", "")) or run
-        if run.stages != seen:
-            seen, quiet_since = run.stages, time.monotonic()
     return run
+
+
+def _quiet_s(run: RunSummary) -> float:
+    """How long ago the run's newest record was written."""
+    stamps = [
+        datetime.fromisoformat(str(record.get("finished_at") or record["started_at"]))
+        for record in run.stages.values()
+    ]
+    return (datetime.now(UTC) - max(stamps)).total_seconds() if stamps else 0.0
 
 
 def _report_run(cli: Cli, run: RunSummary | None) -> None:

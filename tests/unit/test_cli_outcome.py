@@ -14,9 +14,10 @@ from click.testing import CliRunner
 from modelrail import cli, pipeline
 from modelrail.adapters import inprocess
 from modelrail.bootstrap import bootstrap
+from modelrail.container import Container
 from modelrail.events import DataUploaded
 from modelrail.ports import Message
-from modelrail.runs import RunLog
+from modelrail.runs import RunLog, RunSummary
 from tests.conftest import PENGUINS, settings_env
 from tests.fakes import FakeDeployer
 from tests.unit.conftest import ManualClock
@@ -51,12 +52,11 @@ def test_an_upload_whose_run_cannot_be_recorded_exits_non_zero_and_says_why(
     assert clock.slept == [10.0, 20.0, 40.0, 80.0]
 
 
-@pytest.mark.fault
-def test_a_run_another_process_carries_is_waited_for_not_reported_stopped(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-    """The same request from two commands: this one's deliveries found the stages held
-    by the other's and were acknowledged, so its bus is idle while the run goes on."""
+def _validated_elsewhere(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> tuple[cli.Cli, Container, RunSummary]:
+    """This command, another process's container over the same state, and a run the
+    other has validated and not carried further yet."""
     for name, value in settings_env(tmp_path / "home").items():
         monkeypatch.setenv(name, value)
     command = cli.Cli(quiet=True)
@@ -69,6 +69,16 @@ def test_a_run_another_process_carries_is_waited_for_not_reported_stopped(
     pipeline.consume(other, "validate", Message(orjson.dumps(upload.to_body()), {}))
     [started] = command.container.runs.runs()
     assert started.outcome == "running"
+    return command, other, started
+
+
+@pytest.mark.fault
+def test_a_run_another_process_carries_is_waited_for_not_reported_stopped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The same request from two commands: this one's deliveries found the stages held
+    by the other's and were acknowledged, so its bus is idle while the run goes on."""
+    command, other, started = _validated_elsewhere(tmp_path, monkeypatch)
     carrying = threading.Thread(target=other.bus.drain)  # type: ignore[attr-defined]
     carrying.start()
     try:
@@ -79,3 +89,20 @@ def test_a_run_another_process_carries_is_waited_for_not_reported_stopped(
     output = capsys.readouterr().out
     assert f"run {started.run_id} is being carried by another process" in output
     assert f"run {started.run_id}: deployed" in output
+
+
+def test_a_run_quiet_for_longer_than_a_delivery_holds_is_reported_at_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A process that died carrying the run: nothing records any more, and the command
+    says the run stopped instead of waiting for it."""
+    command, _, started = _validated_elsewhere(tmp_path, monkeypatch)
+    monkeypatch.setattr(cli, "CARRIED_QUIET_S", -1.0)  # its newest record is already too old
+
+    with pytest.raises(SystemExit) as exited:
+        cli._report_run(command, started)
+
+    assert exited.value.code == 1
+    output = capsys.readouterr()
+    assert "carried by another process" not in output.out
+    assert f"run {started.run_id} stopped after validate" in output.err
