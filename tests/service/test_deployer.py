@@ -354,6 +354,9 @@ def test_a_supervisor_that_does_not_answer_fails_the_deploy_with_a_reason(
         thread = threading.Thread(target=deploy, daemon=True)
         thread.start()
         thread.join(60)  # a bound on the hang, far above the 2 s answer timeout
+        # Nor does it pass for "serving nothing", which would start another rollout.
+        with pytest.raises(DeploymentFailed, match="did not answer"):
+            deployer.current()
     finally:
         os.kill(supervisor, signal.SIGCONT)
     assert len(outcome) == 1, "the deploy still hangs on the paused supervisor"

@@ -100,10 +100,12 @@ class LocalStagingDeployer:
 
     def servers(self) -> dict[str, Any]:
         """The supervisor's servers: ``current`` and a rollout's ``candidate`` (each
-        with its master's ``pid``, which is its process group), if any."""
+        with its master's ``pid``, which is its process group), if any; none when no
+        supervisor listens. One that does not answer is ``DeploymentFailed`` with that
+        reason: "serving nothing" would start a rollout it cannot take either."""
         try:
             return self._request({"op": "status"})
-        except (OSError, DeploymentFailed):
+        except (ConnectionRefusedError, FileNotFoundError):
             return {}
 
     def deploy(self, model: str, version: int) -> Deployment:
