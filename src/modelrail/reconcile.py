@@ -45,9 +45,12 @@ STAGING = "staging"
 # rollout or reconciliation takes it over then, not after the longest rollout.
 LEASE_TTL_S = 30.0
 LEASE_HEARTBEAT_S = 5.0
-# How long a delivery waits for the rollout before it: a few rollouts, leaving its own
-# rollout room within the deploy subscription's ack deadline (topology.yaml); longer,
-# and it is redelivered later instead.
+# How long a delivery waits for the rollouts before it (a burst of registrations), then
+# it is redelivered later instead. Its own rollout, and a restore if that fails, may
+# then outlast the deploy subscription's 600 s ack deadline: Pub/Sub redelivers, and
+# the redelivery waits on this lease, then finds the stage recorded or the alias past
+# it. A holder frozen past its lease (a function whose request timed out) commits
+# nothing: the deploy checks its lease before it moves the alias.
 LEASE_WAIT_S = 300.0
 # How often the loops look (one alias read and one "what do you serve" each).
 RECONCILE_EVERY_S = 5.0

@@ -194,7 +194,9 @@ class Registry:
     ) -> LoadedVersion:
         """Read a version's manifest and model, the model's sha256 checked before anyone
         parses it. With ``signer`` (the staging service), the manifest's signature is
-        verified first (``signed_manifest``); the stages trust the bucket their IAM guards."""
+        verified first (``signed_manifest``), as every reader of a registered version
+        does (the staging service, evaluate's champion); without one only the sha256s
+        are checked."""
         manifest = (
             self.manifest(model, version)
             if signer is None

@@ -20,10 +20,11 @@ finds both:
   (the retry policy's backoffs, and a start-up margin for each attempt, since a
   delivery can fail before it takes the lease), nothing will record, and the run ends
   within minutes, not after five ack deadlines. The ``staging`` lease is every run's
-  (and the reconciliation's): only its release by this run's own delivery counts. The sweep ends a register while
-  holding the run's registration lease, so no delivery is registering meanwhile, and
-  a later one finds the stage recorded and stops; a version number the run claimed and
-  never completed is named in the failure (``orphaned_version``): that gap is recorded.
+  (and the reconciliation's): only its release by this run's own delivery counts. The
+  sweep ends a register while holding the run's registration lease, so no delivery is
+  registering meanwhile, and a later one finds the stage recorded and stops; a version
+  number the run claimed and never completed is named in the failure
+  (``orphaned_version``): that gap is recorded.
 
 Each failure is recorded create-only and published as ``pipeline-failed``, like any
 stage's: a stage that records meanwhile wins, and the sweep leaves that run alone.

@@ -39,8 +39,9 @@ MODEL_NAME_ENV = "MODELRAIL_MODEL_NAME"
 MODEL_VERSION_ENV = "MODELRAIL_MODEL_VERSION"
 ARTIFACT_BUCKET_ENV = "MODELRAIL_ARTIFACT_BUCKET"
 SIGNING_KEY_ENV = "MODELRAIL_SIGNING_KEY"
-# A rollout (new revision ready) rarely takes minutes; the deploy subscription's ack
-# deadline (topology.yaml) leaves room for this plus the smoke test and a rollback.
+# A rollout (new revision ready) rarely takes minutes. With the smoke test and a
+# restore, a deploy that also waited its turn can outlast the deploy subscription's
+# ack deadline (topology.yaml): see reconcile.LEASE_WAIT_S for what happens then.
 _ROLLOUT_TIMEOUT_S = 240.0
 _CALL_TIMEOUT_S = 60.0
 # Polling the service during a rollout: soon at first (a local rollout takes about a
