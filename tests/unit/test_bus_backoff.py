@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from modelrail.adapters.inprocess import InProcessBus, retry_backoff_s
+from modelrail.adapters.inprocess import InProcessBus
 from modelrail.config import Settings
 from modelrail.ports import Message
 from modelrail.topology import Topology
@@ -46,5 +46,5 @@ def test_a_failed_delivery_comes_back_after_the_topologys_backoff(topology: Topo
 
 def test_the_backoff_doubles_up_to_the_maximum(topology: Topology) -> None:
     [subscription] = [s for s in topology.subscriptions if s.name == "model-trained--evaluate"]
-    waits = [retry_backoff_s(subscription, attempt) for attempt in range(1, 9)]
+    waits = [subscription.backoff_s(attempt) for attempt in range(1, 9)]
     assert waits == [10, 20, 40, 80, 160, 320, 600, 600]  # topology.yaml: 10 s to 600 s

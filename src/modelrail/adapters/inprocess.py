@@ -44,12 +44,6 @@ class _Delivery:
     due: float = 0.0  # the bus's clock reading before which it is not delivered
 
 
-def retry_backoff_s(subscription: Subscription, failed_attempt: int) -> float:
-    """The wait before redelivering after delivery ``failed_attempt`` failed (the
-    subscription's retry policy, ``Subscription.backoff_s``)."""
-    return subscription.backoff_s(failed_attempt)
-
-
 class InProcessBus:
     """At-least-once, fan-out, dead-lettering bus driven by ``run_until_idle``."""
 
@@ -122,7 +116,7 @@ class InProcessBus:
                     attempt = dataclasses.replace(
                         message, delivery_attempt=message.delivery_attempt + 1
                     )
-                    due = self.clock() + retry_backoff_s(subscription, message.delivery_attempt)
+                    due = self.clock() + subscription.backoff_s(message.delivery_attempt)
                     self._queue.append(_Delivery(subscription, attempt, due))
         return delivered
 
