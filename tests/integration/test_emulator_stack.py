@@ -328,6 +328,13 @@ def _publish(stack: Stack, topic: str, events: list[dict[str, Any]]) -> None:
     assert publish.status == 200, publish.data
 
 
+def _penguins_uri(stack: Stack) -> str:
+    """The valid upload, named: the newest CSV in the bucket (what a retrain without a
+    data URI takes) is a file an earlier test uploaded to be refused."""
+    bucket = stack.env.get("MODELRAIL_DATA_BUCKET", "modelrail-data")
+    return f"gs://{bucket}/uploads/penguins.csv"
+
+
 def _job_process(request_id: str) -> int | None:
     """The training job execution started for ``request_id`` (its event is in its env)."""
     for entry in Path("/proc").iterdir():
@@ -478,7 +485,7 @@ def test_a_header_of_120k_columns_is_refused_and_its_failure_published_small(
 @pytest.mark.fault
 def test_sweep_ends_a_run_whose_training_job_was_killed(stack: Stack) -> None:
     request_id = f"killed-{uuid.uuid4().hex[:8]}"
-    message = orjson.dumps({"request_id": request_id}).decode()
+    message = orjson.dumps({"request_id": request_id, "data_uri": _penguins_uri(stack)}).decode()
 
     stack.gcloud("pubsub", "topics", "publish", "retrain-requested", f"--message={message}")
     assert wait_until(lambda: _job_process(request_id) is not None, STATE_DEADLINE_S, 0.02)
@@ -505,12 +512,18 @@ def test_sweep_ends_a_run_whose_training_job_was_killed(stack: Stack) -> None:
 
 @pytest.mark.fault
 def test_a_stage_failing_on_every_delivery_ends_its_run_failed(stack: Stack) -> None:
-    # The Cloud Run API goes away: launching training fails on every delivery.
+    # The control plane goes away (the Cloud Run API, and the Cloud KMS that validate
+    # verifies the signed champion with): a stage fails on every delivery.
     control_plane = next(p for p in stack.state()["processes"] if p["name"] == "control-plane")
     os.killpg(control_plane["pid"], signal.SIGKILL)
     request_id = f"poison-{uuid.uuid4().hex[:8]}"
     message = orjson.dumps(
-        {"schema_version": 1, "event_type": "retrain-requested", "request_id": request_id}
+        {
+            "schema_version": 1,
+            "event_type": "retrain-requested",
+            "request_id": request_id,
+            "data_uri": _penguins_uri(stack),
+        }
     ).decode()
 
     stack.gcloud("pubsub", "topics", "publish", "retrain-requested", f"--message={message}")
@@ -524,7 +537,11 @@ def test_a_stage_failing_on_every_delivery_ends_its_run_failed(stack: Stack) -> 
     # Pub/Sub counts the deliveries (the subscriptions have a dead-letter policy); the
     # last one records the run as failed instead of leaving it "running".
     assert wait_until(lambda: failed_run() is not None, STATE_DEADLINE_S, 0.5)
-    error = (failed_run() or {})["stages"]["launch_training"]["error"]
+    stages = (failed_run() or {})["stages"]
+    [(stage, error)] = [(name, s["error"]) for name, s in stages.items() if s.get("error")]
+    # validate needs the control plane's KMS unless its process already holds the public
+    # key; then launch_training fails on the Cloud Run API instead.
+    assert stage in ("validate", "launch_training"), stages
     assert error["kind"] == "retries_exhausted"
     assert error["details"]["attempts"] == 5  # topology.yaml
     assert stack.pull_dead_letters() == []
