@@ -164,6 +164,7 @@ def test_status_shows_every_process_up(stack: Stack) -> None:
     assert {"pubsub-emulator", "fake-gcs-server", "control-plane"} <= names
     assert {f"function-{s}" for s in ("validate", "launch_training", "evaluate", "register",
                                       "deploy")} <= names  # fmt: skip
+    assert "watchdog" in names
 
 
 def test_up_again_is_a_no_op(stack: Stack) -> None:
@@ -377,6 +378,28 @@ def _register_like_register(stack: Stack, count: int) -> list[dict[str, Any]]:
     return events
 
 
+def _process(stack: Stack, name: str) -> dict[str, Any]:
+    """The stack's record of its member ``name`` (the watchdog replaces it on a restart)."""
+    found: dict[str, Any] = next(p for p in stack.state()["processes"] if p["name"] == name)
+    return found
+
+
+def _kill(stack: Stack, name: str) -> int:
+    """SIGKILL the process group of the stack's member ``name``; return its pid."""
+    pid = int(_process(stack, name)["pid"])
+    os.killpg(pid, signal.SIGKILL)
+    return pid
+
+
+def _restarted(stack: Stack, name: str, killed: int) -> bool:
+    """The stack's member ``name`` runs again, as a new process, and answers."""
+    row = next(
+        r for r in orjson.loads(stack.modelrail("status", "--json").stdout)["processes"]
+        if r["name"] == name
+    )  # fmt: skip
+    return bool(row["pid"] != killed and row["alive"] and row["listening"])
+
+
 class Staging:
     """The stack's registry, staging alias and local staging supervisor, as the test
     process reaches them (the stack's environment)."""
@@ -511,11 +534,42 @@ def test_sweep_ends_a_run_whose_training_job_was_killed(stack: Stack) -> None:
 
 
 @pytest.mark.fault
+def test_a_killed_function_is_restarted_and_processes_the_next_message(
+    stack: Stack, tmp_path: Path
+) -> None:
+    """The validate function's process group SIGKILLed, and no `modelrail up`: the
+    watchdog starts it again on its port, and a file uploaded afterwards is validated
+    by it (refused, here: its columns are not the contract's)."""
+    killed = _kill(stack, "function-validate")
+
+    assert wait_until(lambda: _restarted(stack, "function-validate", killed), 30.0, 0.2)
+    log = (stack.home / "stack" / "logs" / "watchdog.log").read_text()
+    assert f"function-validate (pid {killed}) died; restarted as pid" in log
+    bad = tmp_path / "bad.csv"
+    bad.write_text("colour,size\nred,1\nblue,2\n")
+    bucket = stack.env.get("MODELRAIL_DATA_BUCKET", "modelrail-data")
+    stack.gcloud("storage", "cp", str(bad), f"gs://{bucket}/uploads/after-restart.csv")
+
+    def validated() -> dict[str, Any] | None:
+        for run in stack.runs():
+            key = run["trigger"].get("key", "")
+            if key.startswith(f"gs://{bucket}/uploads/after-restart.csv#"):
+                return dict(run) if "validate" in run["stages"] else None
+        return None
+
+    assert wait_until(lambda: validated() is not None, STATE_DEADLINE_S, 0.5)
+    run = validated() or {}
+    assert run["outcome"] == "failed"
+    assert run["stages"]["validate"]["error"]["kind"] == "contract_violation"
+
+
+@pytest.mark.fault
 def test_a_stage_failing_on_every_delivery_ends_its_run_failed(stack: Stack) -> None:
     # The control plane goes away (the Cloud Run API, and the Cloud KMS that validate
-    # verifies the signed champion with): a stage fails on every delivery.
-    control_plane = next(p for p in stack.state()["processes"] if p["name"] == "control-plane")
-    os.killpg(control_plane["pid"], signal.SIGKILL)
+    # verifies the signed champion with): a stage fails on every delivery. The watchdog
+    # first (nothing restarts it), so the control plane stays dead.
+    _kill(stack, "watchdog")
+    _kill(stack, "control-plane")
     request_id = f"poison-{uuid.uuid4().hex[:8]}"
     message = orjson.dumps(
         {
@@ -551,7 +605,12 @@ def test_a_stage_failing_on_every_delivery_ends_its_run_failed(stack: Stack) -> 
 def test_up_after_a_crash_restarts_and_restores_staging(stack: Stack) -> None:
     served = stack.served_version()
     assert served >= 1
-    assert stack.modelrail("status", "--json").stdout.count('"alive": false') >= 1
+    dead = {
+        row["name"]
+        for row in orjson.loads(stack.modelrail("status", "--json").stdout)["processes"]
+        if not row["alive"]
+    }
+    assert {"watchdog", "control-plane"} <= dead  # a killed watchdog stays dead
 
     stack.modelrail("up", "--emulators", "--free-ports")
 
@@ -566,8 +625,10 @@ def test_a_deploy_function_killed_mid_rollout_leaves_staging_converging_to_the_a
 ) -> None:
     """The deploy function's process group SIGKILLed while its rollout runs: the control
     plane finishes the rollout (a version the alias does not name serves), the run's
-    lease lapses (no heartbeat renews it), and the control plane's reconciliation
-    converges. (After `up`: the function stays dead, its message is dead-lettered.)"""
+    lease lapses (no heartbeat renews it), and staging converges to the alias. The
+    watchdog restarts the function, so the message's redelivery (unless the emulator
+    spent its attempts on the dead port first and dead-lettered it) then finishes the
+    deploy: staging and its alias end on the event's version."""
     [event] = _register_like_register(stack, 1)
     with Staging(stack) as staging:
         before = staging.alias()
@@ -586,8 +647,25 @@ def test_a_deploy_function_killed_mid_rollout_leaves_staging_converging_to_the_a
         ), "the killed deploy's rollout did not switch"
 
         _timed_convergence(staging, "a deploy function killed mid-rollout")
-        assert staging.alias() == before
-        assert stack.served_version() == before
+
+        def settled() -> bool:
+            """The message's redelivery deployed, or it was dead-lettered."""
+            record = staging.container.runs.stage_record(event["run_id"], "deploy")
+            return record is not None or any(
+                event["run_id"].encode() in base64.b64decode(m["message"]["data"])
+                for m in stack.pull_dead_letters()
+            )
+
+        assert wait_until(settled, STATE_DEADLINE_S, 0.5)
+        assert wait_until(staging.converged, STATE_DEADLINE_S, 0.2)
+        record = staging.container.runs.stage_record(event["run_id"], "deploy")
+        print(f"the killed deploy's message: {'dead-lettered' if record is None else 'deployed'}")
+        if record is None:  # dead-lettered: the alias never moved
+            assert staging.alias() == before
+        else:
+            assert record["status"] == "succeeded", record
+            assert staging.alias() == event["version"]
+        assert stack.served_version() == staging.alias()
 
 
 @pytest.mark.fault
@@ -600,41 +678,67 @@ def test_a_killed_supervisor_is_replaced_and_serves_the_alias(stack: Stack) -> N
         assert staging.supervisor.servers()["supervisor"] != supervisor
 
 
+def _switch_then_kill_the_control_plane(staging: Staging) -> int:
+    """A deploy's rollout switches staging to a version the alias does not name, then
+    the control plane is SIGKILLed before the deploy moves the alias (the deploy,
+    failing, then releases its lease). Returns the alias's version."""
+    alias = staging.alias()
+    other = next(v for v in staging.container.registry.versions(staging.model) if v != alias)
+    deploy_lease = staging.container.registry.lease(
+        staging.model, "staging", "a deploy in progress", ttl_s=600, wait_s=60
+    )
+    with deploy_lease:  # the deploy's lease: the control plane's loop leaves it alone
+        staging.container.deployer.deploy(staging.model, other)  # through Cloud Run
+        assert staging.stack.served_version() == other
+        _kill(staging.stack, "control-plane")
+    return alias
+
+
 @pytest.mark.fault
-def test_a_control_plane_killed_after_its_switch_converges_to_the_alias_on_up(
+def test_a_control_plane_killed_after_its_switch_converges_to_the_alias_by_itself(
     stack: Stack,
 ) -> None:
-    """A deploy's rollout switched staging, then the control plane was SIGKILLed before
-    the deploy moved the alias (the deploy, failing, then releases its lease). The
-    control plane also serves the KMS that staging servers verify manifests with, so
-    nothing can start a server until it is back: `up` restarts it, and its
-    reconciliation converges the service to the alias, not to the version its
+    """No `modelrail up`: the watchdog starts the control plane again (it also serves the
+    KMS that staging servers verify manifests with, so nothing else could start one),
+    and its reconciliation converges the service to the alias, not to the version its
     template was left pinned to."""
     with Staging(stack) as staging:
-        alias = staging.alias()
-        other = next(v for v in staging.container.registry.versions(staging.model) if v != alias)
-        deploy_lease = staging.container.registry.lease(
-            staging.model, "staging", "a deploy in progress", ttl_s=600, wait_s=60
-        )
-        with deploy_lease:  # the deploy's lease: the control plane's loop leaves it alone
-            staging.container.deployer.deploy(staging.model, other)  # through Cloud Run
-            assert stack.served_version() == other
-            control_plane = next(
-                p for p in stack.state()["processes"] if p["name"] == "control-plane"
-            )
-            os.killpg(control_plane["pid"], signal.SIGKILL)
+        killed = int(_process(stack, "control-plane")["pid"])
+        alias = _switch_then_kill_the_control_plane(staging)
+
+        _timed_convergence(staging, "the control plane killed after its switch")
+        assert stack.served_version() == alias
+        assert _restarted(stack, "control-plane", killed)
+
+
+@pytest.mark.fault
+def test_a_control_plane_killed_with_the_watchdog_converges_to_the_alias_on_up(
+    stack: Stack,
+) -> None:
+    """The watchdog killed first: nothing restarts it or the control plane; `up`
+    restarts both, and the control plane's reconciliation converges the service."""
+    with Staging(stack) as staging:
+        _kill(stack, "watchdog")
+        alias = _switch_then_kill_the_control_plane(staging)
+        dead = {
+            row["name"]
+            for row in orjson.loads(stack.modelrail("status", "--json").stdout)["processes"]
+            if not row["alive"]
+        }
+        assert {"watchdog", "control-plane"} <= dead
         stack.modelrail("up", "--emulators", "--free-ports")
 
     with Staging(stack) as staging:  # the restarted stack's endpoints
         _timed_convergence(staging, "the control plane killed after its switch, then up")
         assert stack.served_version() == alias
+    assert orjson.loads(stack.modelrail("status", "--json").stdout)["up"] is True
 
 
 @pytest.mark.fault
 def test_down_leaves_no_process_or_port_behind(stack: Stack) -> None:
     state = stack.state()
     pids = [pid for p in state["processes"] for pid in group_members(p["pid"])]
-    ports = [p["port"] for p in state["processes"]] + [stack.staging_port]
+    ports = [p["port"] for p in state["processes"] if p["port"]] + [stack.staging_port]
     assert pids
     assert port_in_use(stack.staging_port)
 

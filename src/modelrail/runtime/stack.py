@@ -6,7 +6,9 @@ functions-framework process per stage; then creates the buckets, topics and
 subscriptions from ``topology.yaml`` (push subscriptions to each stage at
 ``/projects/<P>/topics/<T>``, with the topology's ack deadline, retry policy and
 dead-letter policy). The staging server is started by the control plane when the
-``deploy`` stage pins the staging service to a version.
+``deploy`` stage pins the staging service to a version. Last comes the watchdog
+(``modelrail.runtime.watchdog``), which restarts a member that dies through the same
+``members``/``spawn``/``prepare`` as ``up``; ``down`` stops it before the rest.
 
 Everything runs on 127.0.0.1; pids, ports and logs live under ``<home>/stack/``.
 """
@@ -17,6 +19,7 @@ import contextlib
 import dataclasses
 import functools
 import os
+import subprocess
 import sys
 import time
 from collections.abc import Mapping
@@ -57,10 +60,24 @@ DEFAULT_PORTS = {
 }
 DEFAULT_FUNCTION_PORT = 8091
 STARTUP_TIMEOUT_S = 60.0
+# Started and bootstrapped before the others, which use them as soon as they answer.
+EMULATORS = ("pubsub-emulator", "fake-gcs-server")
+WATCHDOG = "watchdog"
 
 
 class StackError(ModelrailError):
     """The emulator stack cannot start (a port is taken, a server failed)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Member:
+    """One server of the stack: how to start it and where it answers when ready."""
+
+    name: str
+    argv: tuple[str, ...]
+    env: Mapping[str, str]
+    port: int | None
+    health_url: str | None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -282,113 +299,176 @@ class Stack:
             if self.running():
                 return state
             self.down()  # a partial stack: stop its survivors, then start afresh
-        topology = Topology.load(self.settings.topology_file())
-        stages = stages_of(topology)
+        stages = stages_of(Topology.load(self.settings.topology_file()))
         ports = self._ports(stages, free_ports)
         env = client_env(self.settings, ports)
-        base_env = {**os.environ, **env, "PYTHONUNBUFFERED": "1"}
         started = time.monotonic()
         records: list[ProcessRecord] = []
-        processes: dict[str, Any] = {}
+        processes: dict[str, subprocess.Popen[bytes]] = {}
+        members = self.members(ports, env, stages)
 
-        def start(name: str, argv: list[str], process_env: Mapping[str, str]) -> None:
-            record, process = spawn(
-                name, argv, env=process_env, log_path=self.logs / f"{name}.log",
-                port=ports[name], cwd=resources.checkout_root(),
-            )  # fmt: skip
-            processes[name] = process
+        def start(member: Member, ready_s: float | None = None) -> StackState:
+            record, process = self.spawn(member)
+            processes[member.name] = process
             records.append(record)
             # Recorded at once: `down` finds it even if `up` dies half-way.
-            self._save(StackState(self.settings.project, ports, tuple(records), env, time.time()))
+            state = StackState(
+                self.settings.project, ports, tuple(records), env, time.time(), ready_s
+            )
+            self._save(state)
+            return state
 
         try:
-            start("pubsub-emulator", pubsub_emulator_argv(ports["pubsub-emulator"]),
-                  pubsub_emulator_env(base_env))  # fmt: skip
-            start(
+            for member in members:
+                start(member)
+            emulators = [m for m in members if m.name in EMULATORS]
+            self.wait_ready(emulators, processes, timeout_s)
+            for member in emulators:
+                self.prepare(member.name, ports, env)
+            self.wait_ready(
+                [m for m in members if m.name not in EMULATORS],
+                processes,
+                max(1.0, timeout_s - (time.monotonic() - started)),
+            )
+            # Last, once all answer: from here on a member that dies is started again
+            # (and only the watchdog writes the state).
+            return start(self.watchdog(env), ready_s=round(time.monotonic() - started, 2))
+        except BaseException:
+            self.down()
+            raise
+
+    # -- members -----------------------------------------------------------------
+    def members(
+        self, ports: Mapping[str, int], env: Mapping[str, str], stages: list[str] | None = None
+    ) -> list[Member]:
+        """The stack's servers in start order: what `up` starts and the watchdog restarts."""
+        if stages is None:
+            stages = stages_of(Topology.load(self.settings.topology_file()))
+        base_env = {**os.environ, **env, "PYTHONUNBUFFERED": "1"}
+        control_plane_argv = (
+            sys.executable, "-m", "modelrail.runtime.control_plane",
+            "--port", str(ports["control-plane"]),
+            "--state-dir", str(self.dir),
+            "--project", self.settings.project,
+            "--region", self.settings.region,
+            "--service", self.settings.staging_service,
+            "--service-url", f"http://127.0.0.1:{self.settings.staging_port}",
+        )  # fmt: skip
+        members = [
+            Member(
+                "pubsub-emulator",
+                tuple(pubsub_emulator_argv(ports["pubsub-emulator"])),
+                pubsub_emulator_env(base_env),
+                ports["pubsub-emulator"],
+                f"http://{env['PUBSUB_EMULATOR_HOST']}/",
+            ),
+            Member(
                 "fake-gcs-server",
-                fake_gcs_argv(
-                    ports["fake-gcs-server"],
-                    project=self.settings.project,
-                    notify_topic="data-uploaded",
-                    notify_bucket=self.settings.data_bucket,
-                    data_dir=self.dir / "gcs",
+                tuple(
+                    fake_gcs_argv(
+                        ports["fake-gcs-server"],
+                        project=self.settings.project,
+                        notify_topic="data-uploaded",
+                        notify_bucket=self.settings.data_bucket,
+                        data_dir=self.dir / "gcs",
+                    )
                 ),
                 base_env,
-            )
-            start(
+                ports["fake-gcs-server"],
+                f"{env['STORAGE_EMULATOR_HOST']}/storage/v1/b",
+            ),
+            Member(
                 "control-plane",
-                [
-                    sys.executable, "-m", "modelrail.runtime.control_plane",
-                    "--port", str(ports["control-plane"]),
-                    "--state-dir", str(self.dir),
-                    "--project", self.settings.project,
-                    "--region", self.settings.region,
-                    "--service", self.settings.staging_service,
-                    "--service-url", f"http://127.0.0.1:{self.settings.staging_port}",
-                ],
+                control_plane_argv,
                 base_env,
+                ports["control-plane"],
+                f"http://127.0.0.1:{ports['control-plane']}/healthz",
+            ),
+        ]
+        for stage in stages:
+            name = f"function-{stage}"
+            function_argv = (
+                sys.executable, "-m", "functions_framework",
+                "--target", "handle",
+                "--source", str(functions_dir() / stage / "main.py"),
+                "--signature-type", "cloudevent",
+                "--host", "127.0.0.1",
+                "--port", str(ports[name]),
             )  # fmt: skip
-            for stage in stages:
-                start(
-                    f"function-{stage}",
-                    [
-                        sys.executable, "-m", "functions_framework",
-                        "--target", "handle",
-                        "--source", str(functions_dir() / stage / "main.py"),
-                        "--signature-type", "cloudevent",
-                        "--host", "127.0.0.1",
-                        "--port", str(ports[f"function-{stage}"]),
-                    ],
+            members.append(
+                Member(
+                    name,
+                    function_argv,
                     {**base_env, "K_SERVICE": stage, "FUNCTION_TARGET": "handle"},
-                )  # fmt: skip
-
-            def log(name: str) -> Path:
-                return self.logs / f"{name}.log"
-
-            wait_ready(
-                {
-                    "pubsub-emulator": (
-                        f"http://{env['PUBSUB_EMULATOR_HOST']}/",
-                        processes["pubsub-emulator"],
-                        log("pubsub-emulator"),
-                    ),
-                    "fake-gcs-server": (
-                        f"{env['STORAGE_EMULATOR_HOST']}/storage/v1/b",
-                        processes["fake-gcs-server"],
-                        log("fake-gcs-server"),
-                    ),
-                },
-                timeout_s,
+                    ports[name],
+                    f"http://127.0.0.1:{ports[name]}/healthz",
+                )
             )
+        return members
+
+    def watchdog(self, env: Mapping[str, str]) -> Member:
+        """The process that restarts the other members when they die (``watchdog``)."""
+        return Member(
+            WATCHDOG,
+            (sys.executable, "-m", "modelrail.runtime.watchdog"),
+            {**os.environ, **env, "PYTHONUNBUFFERED": "1"},
+            None,
+            None,
+        )
+
+    def spawn(self, member: Member) -> tuple[ProcessRecord, subprocess.Popen[bytes]]:
+        """Start one member in its own process group, logging to ``logs/<name>.log``."""
+        return spawn(
+            member.name, member.argv, env=member.env, log_path=self.logs / f"{member.name}.log",
+            port=member.port, cwd=resources.checkout_root(),
+        )  # fmt: skip
+
+    def wait_ready(
+        self,
+        members: list[Member],
+        processes: Mapping[str, subprocess.Popen[bytes]],
+        timeout_s: float,
+    ) -> None:
+        """Wait until every member with a health URL answers (``StartupFailed`` if not)."""
+        wait_ready(
+            {
+                m.name: (m.health_url, processes[m.name], self.logs / f"{m.name}.log")
+                for m in members
+                if m.health_url is not None
+            },
+            timeout_s,
+        )
+
+    def prepare(self, name: str, ports: Mapping[str, int], env: Mapping[str, str]) -> None:
+        """What a member needs once it answers: the emulators keep no configuration of
+        their own across a start (Pub/Sub keeps nothing; the buckets are created if
+        missing), so both are bootstrapped at every start, the watchdog's included."""
+        if name == "fake-gcs-server":
             bootstrap_buckets(
                 env["STORAGE_EMULATOR_HOST"],
                 self.settings.project,
                 (self.settings.data_bucket, self.settings.artifact_bucket),
             )
+        elif name == "pubsub-emulator":
+            topology = Topology.load(self.settings.topology_file())
             bootstrap_pubsub(
                 env["PUBSUB_EMULATOR_HOST"],
                 self.settings.project,
                 topology,
-                {stage: f"http://127.0.0.1:{ports[f'function-{stage}']}" for stage in stages},
+                {
+                    stage: f"http://127.0.0.1:{ports[f'function-{stage}']}"
+                    for stage in stages_of(topology)
+                },
                 message_retention=_retention(self.settings.topology_file()),
             )
-            wait_ready(
-                {
-                    name: (f"http://127.0.0.1:{ports[name]}/healthz", process, log(name))
-                    for name, process in processes.items()
-                    if name.startswith("function-") or name == "control-plane"
-                },
-                max(1.0, timeout_s - (time.monotonic() - started)),
-            )
-        except BaseException:
-            self.down()
-            raise
-        ready = StackState(
-            self.settings.project, ports, tuple(records), env, time.time(),
-            ready_s=round(time.monotonic() - started, 2),
-        )  # fmt: skip
-        self._save(ready)
-        return ready
+
+    def replace(self, record: ProcessRecord) -> None:
+        """Record ``record`` in place of the member of the same name (a restart)."""
+        state = self.state()
+        if state is None:
+            return
+        processes = tuple(record if r.name == record.name else r for r in state.processes)
+        self._save(dataclasses.replace(state, processes=processes))
 
     def _ports(self, stages: list[str], free_ports: bool) -> dict[str, int]:
         names = [*DEFAULT_PORTS, *(f"function-{stage}" for stage in stages)]
@@ -412,11 +492,18 @@ class Stack:
         state = self.state()
         stopped: list[str] = []
         if state is not None:
-            stopped = [r.name for r in state.processes if r.alive() or r.group_alive()]
+            # The watchdog first, so it restarts nothing this stops; then the state again,
+            # which names any member it restarted before it stopped.
+            watchdogs = [r for r in state.processes if r.name == WATCHDOG]
+            stopped = [r.name for r in watchdogs if r.alive() or r.group_alive()]
+            stop_groups(watchdogs, timeout_s=8.0)
+            state = self.state() or state
+            members = [r for r in state.processes if r.name != WATCHDOG]
+            stopped += [r.name for r in members if r.alive() or r.group_alive()]
             # All groups at once (SIGTERM, then SIGKILL after the deadline); the control
             # plane retires the staging server as it exits. Messages still in flight go
             # with the emulator's memory, as the docs say.
-            stop_groups(state.processes, timeout_s=8.0)
+            stop_groups(members, timeout_s=8.0)
         if self._stop_staging():
             stopped.append("staging-server")
         if state is not None:
