@@ -122,12 +122,21 @@ def test_a_killed_serving_master_is_replaced_with_the_alias_version(
     registry = Registry(deployer.artifacts)
     served = deployer.deploy(MODEL, 2)
     registry.move_alias(MODEL, "staging", 2)
-    master = deployer.servers()["current"]["pid"]
+
+    def serving_master() -> int | None:
+        """The serving server's master, once the supervisor names one (a pass of the
+        reconciliation may be replacing it at any moment)."""
+        current = deployer.servers().get("current")
+        return int(current["pid"]) if current else None
+
+    wait_for(lambda: serving_master() is not None, "a server to serve")
+    master = serving_master()
+    assert master is not None
 
     os.kill(master, signal.SIGKILL)
 
     wait_for(lambda: _answers(served.url) == {2}, "staging to serve v2 again")
+    wait_for(lambda: serving_master() not in (None, master), "another master to serve")
     current = deployer.current()
     assert current is not None
     assert current.version == 2
-    assert deployer.servers()["current"]["pid"] != master
