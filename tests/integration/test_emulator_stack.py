@@ -543,8 +543,11 @@ def test_a_killed_function_is_restarted_and_processes_the_next_message(
     killed = _kill(stack, "function-validate")
 
     assert wait_until(lambda: _restarted(stack, "function-validate", killed), 30.0, 0.2)
-    log = (stack.home / "stack" / "logs" / "watchdog.log").read_text()
-    assert f"function-validate (pid {killed}) died; restarted as pid" in log
+    # The watchdog records the new process before its health check, and logs the
+    # restart once it answers.
+    log = stack.home / "stack" / "logs" / "watchdog.log"
+    line = f"function-validate (pid {killed}) died; restarted as pid"
+    assert wait_until(lambda: line in log.read_text(), STATE_DEADLINE_S, 0.2), log.read_text()
     bad = tmp_path / "bad.csv"
     bad.write_text("colour,size\nred,1\nblue,2\n")
     bucket = stack.env.get("MODELRAIL_DATA_BUCKET", "modelrail-data")
