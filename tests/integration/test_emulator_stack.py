@@ -452,6 +452,32 @@ def _timed_convergence(staging: Staging, what: str) -> float:
 
 
 @pytest.mark.fault
+def test_a_retrain_naming_a_path_outside_the_bucket_is_refused_on_its_first_delivery(
+    stack: Stack,
+) -> None:
+    """Published as a person would, through the real emulator: '..' in the data URI is
+    an invalid event, not five retried deliveries ending in retries_exhausted."""
+    bucket = stack.env.get("MODELRAIL_DATA_BUCKET", "modelrail-data")
+    request_id = f"outside-{uuid.uuid4().hex[:8]}"
+    message = orjson.dumps(
+        {"request_id": request_id, "data_uri": f"gs://{bucket}/uploads/../../etc/passwd.csv"}
+    ).decode()
+
+    stack.gcloud("pubsub", "topics", "publish", "retrain-requested", f"--message={message}")
+
+    def refused() -> dict[str, Any] | None:
+        for run in stack.runs():
+            if run["trigger"].get("key") == f"request:{request_id}" and run["outcome"] == "failed":
+                return dict(run)
+        return None
+
+    assert wait_until(lambda: refused() is not None, STATE_DEADLINE_S, 0.5)
+    error = (refused() or {})["stages"]["validate"]["error"]
+    assert error["kind"] == "invalid_event", error
+    assert stack.pull_dead_letters() == []
+
+
+@pytest.mark.fault
 def test_a_header_of_120k_columns_is_refused_and_its_failure_published_small(
     stack: Stack, tmp_path: Path
 ) -> None:
