@@ -30,6 +30,7 @@ from modelrail.adapters.artifact_registry import ArtifactRegistryPackages
 from modelrail.adapters.local_staging import LocalStagingDeployer
 from modelrail.bootstrap import bootstrap
 from modelrail.config import Settings
+from modelrail.container import Container
 from modelrail.processes import group_members, port_in_use, wait_until
 from modelrail.registry import sha256
 from modelrail.runtime.emulators import free_port
@@ -263,34 +264,10 @@ def test_a_burst_of_registrations_ends_in_one_outcome_each_and_the_newest_served
     """Five model-registered events published at once: the deploy function takes them
     all, rolls out one at a time (the staging lease), records an outcome for each, and
     staging ends on the newest version; nothing is dead-lettered."""
-    env = {**stack.env, **stack.state()["env"]}
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("STORAGE_EMULATOR_HOST", env["STORAGE_EMULATOR_HOST"])
-        container = bootstrap(Settings.from_env(env))
+    with Staging(stack) as staging:
+        container = staging.container
         registry, model = container.registry, container.config.model_name
-        # Five new versions, registered and signed as register does, from v2's files.
-        manifest = registry.manifest(model, 2)
-        files = {name: registry.read_file(model, 2, name) for name in manifest["files"]}
-        fields = {
-            k: v for k, v in manifest.items() if k not in ("model", "version", "run_id", "files")
-        }
-        template = container.runs.stage_record(manifest["run_id"], "register")
-        assert template is not None
-        events = []
-        for burst in range(5):
-            run_id = f"run-{burst:020x}"  # a run id's shape, never derived from a trigger
-            version, manifest_bytes = registry.register(
-                model,
-                run_id,
-                lambda _: files,
-                fields,
-                signer=container.signer,  # type: ignore[arg-type]
-            )
-            events.append(
-                {**template["event"], "run_id": run_id, "event_id": uuid.uuid4().hex,
-                 "version": version, "manifest_sha256": sha256(manifest_bytes),
-                 "manifest_uri": registry.manifest_uri(model, version)}
-            )  # fmt: skip
+        events = _register_like_register(container, 5)
         newest = max(event["version"] for event in events)
 
         _publish(stack, "model-registered", events)
@@ -349,32 +326,26 @@ def _job_process(request_id: str) -> int | None:
     return None
 
 
-def _register_like_register(stack: Stack, count: int) -> list[dict[str, Any]]:
+def _register_like_register(container: Container, count: int) -> list[dict[str, Any]]:
     """``count`` new versions registered and signed as register does (v2's files), and
     the model-registered event of each."""
-    env = {**stack.env, **stack.state()["env"]}
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("STORAGE_EMULATOR_HOST", env["STORAGE_EMULATOR_HOST"])
-        container = bootstrap(Settings.from_env(env))
-        registry, model = container.registry, container.config.model_name
-        manifest = registry.manifest(model, 2)
-        files = {name: registry.read_file(model, 2, name) for name in manifest["files"]}
-        fields = {
-            k: v for k, v in manifest.items() if k not in ("model", "version", "run_id", "files")
-        }
-        template = container.runs.stage_record(manifest["run_id"], "register")
-        assert template is not None
-        events = []
-        for _ in range(count):
-            run_id = f"run-{uuid.uuid4().hex[:20]}"  # a run id's shape, no trigger's
-            version, manifest_bytes = registry.register(
-                model, run_id, lambda _: files, fields, signer=container.signer
-            )
-            events.append(
-                {**template["event"], "run_id": run_id, "event_id": uuid.uuid4().hex,
-                 "version": version, "manifest_sha256": sha256(manifest_bytes),
-                 "manifest_uri": registry.manifest_uri(model, version)}
-            )  # fmt: skip
+    registry, model = container.registry, container.config.model_name
+    manifest = registry.manifest(model, 2)
+    files = {name: registry.read_file(model, 2, name) for name in manifest["files"]}
+    fields = {k: v for k, v in manifest.items() if k not in ("model", "version", "run_id", "files")}
+    template = container.runs.stage_record(manifest["run_id"], "register")
+    assert template is not None
+    events = []
+    for _ in range(count):
+        run_id = f"run-{uuid.uuid4().hex[:20]}"  # a run id's shape, no trigger's
+        version, manifest_bytes = registry.register(
+            model, run_id, lambda _: files, fields, signer=container.signer
+        )
+        events.append(
+            {**template["event"], "run_id": run_id, "event_id": uuid.uuid4().hex,
+             "version": version, "manifest_sha256": sha256(manifest_bytes),
+             "manifest_uri": registry.manifest_uri(model, version)}
+        )  # fmt: skip
     return events
 
 
@@ -658,8 +629,8 @@ def test_a_deploy_function_killed_mid_rollout_leaves_staging_converging_to_the_a
     watchdog restarts the function, so the message's redelivery (unless the emulator
     spent its attempts on the dead port first and dead-lettered it) then finishes the
     deploy: staging and its alias end on the event's version."""
-    [event] = _register_like_register(stack, 1)
     with Staging(stack) as staging:
+        [event] = _register_like_register(staging.container, 1)
         before = staging.alias()
         assert wait_until(staging.converged, STATE_DEADLINE_S, 0.2)
         _publish(stack, "model-registered", [event])
