@@ -10,6 +10,7 @@ reaches the dead-letter topic after the configured attempts in seconds, not minu
 from __future__ import annotations
 
 import base64
+import io
 import os
 import signal
 import subprocess
@@ -18,24 +19,33 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import orjson
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 import urllib3
 import yaml
 
+from modelrail import errors, pipeline
 from modelrail.adapters.artifact_registry import ArtifactRegistryPackages
 from modelrail.adapters.local_staging import LocalStagingDeployer
 from modelrail.bootstrap import bootstrap
 from modelrail.config import Settings
 from modelrail.container import Container
+from modelrail.events import derive_run_id, utcnow
 from modelrail.processes import group_members, port_in_use, wait_until
-from modelrail.registry import sha256
+from modelrail.registry import MANIFEST, registration_lease_name, sha256
 from modelrail.runtime.emulators import free_port
+from modelrail.stages.evaluate import REFERENCE
+from modelrail.sweep import sweep
+from modelrail.ui import create_app
 from tests.conftest import PENGUINS, REPO, STATE_DEADLINE_S, settings_env
 from tests.integration.emulator_support import require_emulators
+from tests.unit.test_record_shapes import DETAILS, _kinds
 
 pytestmark = [pytest.mark.emulator, pytest.mark.xdist_group("emulators")]
 
@@ -382,7 +392,8 @@ class Staging:
 
     def __enter__(self) -> Staging:
         self._patch = pytest.MonkeyPatch()
-        self._patch.setenv("STORAGE_EMULATOR_HOST", self.env["STORAGE_EMULATOR_HOST"])
+        for name in ("STORAGE_EMULATOR_HOST", "PUBSUB_EMULATOR_HOST"):  # read by the clients
+            self._patch.setenv(name, self.env[name])
         self.container = bootstrap(self.settings)
         self.model = self.container.config.model_name
         self.supervisor = LocalStagingDeployer(
@@ -561,6 +572,235 @@ def test_a_killed_function_is_restarted_and_processes_the_next_message(
     run = validated() or {}
     assert run["outcome"] == "failed"
     assert run["stages"]["validate"]["error"]["kind"] == "contract_violation"
+
+
+def _ack_dead_letters_of(stack: Stack, run_id: str) -> bool:
+    """Whether a dead-lettered message names ``run_id``; each one found is acknowledged,
+    so the hold stays empty for the checks that follow."""
+    project = stack.state()["project"]
+    base = f"http://{stack.state()['env']['PUBSUB_EMULATOR_HOST']}/v1/projects/{project}"
+    ours = [
+        m["ackId"]
+        for m in stack.pull_dead_letters()
+        if run_id.encode() in base64.b64decode(m["message"]["data"])
+    ]
+    if ours:
+        acked = _http.request(
+            "POST", f"{base}/subscriptions/dead-letter--hold:acknowledge",
+            body=orjson.dumps({"ackIds": ours}), headers={"Content-Type": "application/json"},
+        )  # fmt: skip
+        assert acked.status == 200, acked.data
+    return bool(ours)
+
+
+def _retrain(stack: Stack, staging: Staging, request_id: str) -> str:
+    """Publish a retrain of the valid upload, as a person would; return its run id."""
+    message = orjson.dumps({"request_id": request_id, "data_uri": _penguins_uri(stack)}).decode()
+    stack.gcloud("pubsub", "topics", "publish", "retrain-requested", f"--message={message}")
+    return derive_run_id(f"request:{request_id}", staging.container.config.sha256)
+
+
+def _labels_swapped(staging: Staging, parquet: bytes) -> bytes:
+    """The reference set ``parquet`` with Adelie and Gentoo swapped in its target column."""
+    table = pq.read_table(io.BytesIO(parquet))
+    target = staging.container.config.contract.target
+    swap = {"Adelie": "Gentoo", "Gentoo": "Adelie"}
+    labels = [swap.get(v, v) for v in table.column(target).to_pylist()]
+    column = pa.array(labels).cast(table.schema.field(target).type)
+    sink = io.BytesIO()
+    pq.write_table(table.set_column(table.schema.get_field_index(target), target, column), sink)
+    return sink.getvalue()
+
+
+@pytest.mark.fault
+def test_a_champion_whose_reference_set_was_rewritten_fails_the_run_in_evaluate(
+    stack: Stack,
+) -> None:
+    """The champion's reference set replaced in fake-gcs (labels swapped) and its
+    manifest's sha256 rewritten to match, once validate has recorded and before the
+    evaluate function (SIGSTOPped meanwhile) can read it (so evaluate's own check is the
+    one tested, as in the embedded case): the manifest's signature no
+    longer verifies through the control plane's Cloud KMS, evaluate ends the run as an
+    integrity error, and no version, alias or served version changes. The champion's
+    bytes are put back afterwards."""
+    with Staging(stack) as staging:
+        container, registry, model = staging.container, staging.container.registry, staging.model
+        store = container.artifacts
+        champion = registry.aliases(model)["champion"]
+        prefix = f"models/{model}/versions/{champion}/"
+        original = {name: store.read(prefix + name).data for name in (REFERENCE, MANIFEST)}
+        versions, aliases = registry.versions(model), registry.aliases(model)
+        assert wait_until(staging.converged, STATE_DEADLINE_S, 0.2)
+        served = stack.served_version()
+        swapped = _labels_swapped(staging, original[REFERENCE])
+        manifest = orjson.loads(original[MANIFEST])
+        manifest["files"][REFERENCE] = {"sha256": sha256(swapped), "size": len(swapped)}
+
+        # The evaluate function paused until the champion is rewritten: no race with it.
+        evaluate = int(_process(stack, "function-evaluate")["pid"])
+        os.killpg(evaluate, signal.SIGSTOP)
+        try:
+            run_id = _retrain(stack, staging, f"tampered-{uuid.uuid4().hex[:8]}")
+            try:
+                assert wait_until(
+                    lambda: container.runs.stage_record(run_id, "validate") is not None,
+                    PIPELINE_TIMEOUT_S, 0.05,
+                )  # fmt: skip
+                store.write(prefix + REFERENCE, swapped)
+                store.write(prefix + MANIFEST, orjson.dumps(manifest))
+            finally:
+                os.killpg(evaluate, signal.SIGCONT)
+            assert wait_until(
+                lambda: container.runs.stage_record(run_id, "evaluate") is not None,
+                PIPELINE_TIMEOUT_S, 0.2,
+            )  # fmt: skip
+        finally:
+            store.write(prefix + REFERENCE, original[REFERENCE])
+            store.write(prefix + MANIFEST, original[MANIFEST])
+
+        record = container.runs.stage_record(run_id, "evaluate") or {}
+        assert record["status"] == "failed", record
+        assert record["error"]["kind"] == "integrity_error", record["error"]
+        assert "signature" in record["error"]["message"], record["error"]
+        [run] = [r for r in stack.runs() if r["run_id"] == run_id]
+        assert run["outcome"] == "failed"
+        assert registry.versions(model) == versions
+        assert registry.aliases(model) == aliases
+        assert stack.served_version() == served
+        registry.signed_manifest(model, champion, container.signer)  # valid again
+    assert stack.pull_dead_letters() == []
+
+
+@pytest.mark.fault
+def test_a_register_function_killed_after_claiming_its_number_resumes_it_or_names_the_gap(
+    stack: Stack,
+) -> None:
+    """The register function's process group SIGKILLed right after it claimed its
+    version number. The pause point: the control plane (the Cloud KMS register signs
+    with) is SIGSTOPped once the run's training job recorded, so register blocks at
+    signing, after its claim; a stopped process is alive to the watchdog, which leaves
+    it alone. The watchdog restarts the function. Then either the redelivery, once the
+    dead delivery's registration lease (60 s) lapsed, took the run's claim over and
+    resumed its number (no gap: the run is deployed with that version), or the
+    emulator, retrying on the closed port, dead-lettered the message: then the sweep,
+    451 s after the lease lapsed, ends the run `stuck` naming the number
+    (`orphaned_version`)."""
+    control_plane = int(_process(stack, "control-plane")["pid"])
+    with Staging(stack) as staging:
+        container, registry, model = staging.container, staging.container.registry, staging.model
+        before = registry.versions(model)
+        run_id = _retrain(stack, staging, f"claimed-{uuid.uuid4().hex[:8]}")
+        assert wait_until(
+            lambda: container.runs.stage_record(run_id, "train") is not None,
+            PIPELINE_TIMEOUT_S, 0.05,
+        )  # fmt: skip
+        os.kill(control_plane, signal.SIGSTOP)
+        try:
+            assert wait_until(
+                lambda: registry.orphaned_number(model, run_id) is not None,
+                STATE_DEADLINE_S, 0.02,
+            ), "register claimed no number"  # fmt: skip
+            killed = _kill(stack, "function-register")
+        finally:
+            os.kill(control_plane, signal.SIGCONT)
+        started = time.monotonic()
+        claimed = registry.orphaned_number(model, run_id)
+        assert claimed == max(before) + 1
+        assert container.runs.stage_record(run_id, "evaluate") is not None
+        assert wait_until(lambda: _restarted(stack, "function-register", killed), 60.0, 0.2)
+
+        def settled() -> bool:
+            """The redelivery registered, or the message was dead-lettered."""
+            recorded = container.runs.stage_record(run_id, "register") is not None
+            return recorded or _ack_dead_letters_of(stack, run_id)
+
+        assert wait_until(settled, STATE_DEADLINE_S, 0.5)
+        record = container.runs.stage_record(run_id, "register")
+        print(
+            "the killed register's message: "
+            f"{'dead-lettered' if record is None else 'redelivered'} after "
+            f"{time.monotonic() - started:.1f} s"
+        )
+        if record is None:
+            state = registry.lease_state(model, registration_lease_name(run_id))
+            assert state is not None
+            lapsed = datetime.fromtimestamp(state.until, UTC)
+            swept = sweep(container, now=lapsed + timedelta(seconds=451))
+            [ended] = [r for r in swept if r["run_id"] == run_id]
+            assert (ended["stage"], ended["error"]["kind"]) == ("register", "stuck")
+            assert ended["error"]["details"]["orphaned_version"] == claimed
+            assert f"v{claimed}, stays unused" in ended["error"]["message"]
+            [run] = [r for r in stack.runs() if r["run_id"] == run_id]
+            assert run["outcome"] == "failed"
+            assert registry.versions(model) == before
+            assert registry.orphaned_number(model, run_id) == claimed  # the gap, named
+        else:
+            assert record["status"] == "succeeded", record
+            assert record["output"]["version"] == claimed
+            assert registry.versions(model) == [*before, claimed]  # no gap, one version
+            assert wait_until(
+                lambda: container.runs.stage_record(run_id, "deploy") is not None,
+                STATE_DEADLINE_S, 0.5,
+            )  # fmt: skip
+            [run] = [r for r in stack.runs() if r["run_id"] == run_id]
+            assert run["outcome"] == "deployed", run
+            assert staging.alias() == claimed
+            assert registry.orphaned_number(model, run_id) is None
+        _timed_convergence(staging, "the register function killed after its claim")
+
+
+@pytest.mark.fault
+def test_every_record_shape_in_the_emulator_stacks_run_store_is_read_by_runs_and_the_ui(
+    stack: Stack,
+) -> None:
+    """Each kind of failure, with the details its raiser gives (`test_record_shapes`),
+    and a record written before problems had one shape, stored in the stack's run store
+    (fake-gcs) beside what the earlier tests' runs wrote: `modelrail runs`, `runs --json`
+    and `runs RUN --json` read them all. The stack serves no UI (`modelrail ui` is a
+    command of its own), so the UI is the app that command serves, over the same store."""
+    with Staging(stack) as staging:
+        container, token = staging.container, uuid.uuid4().hex[:16]
+        written = []
+        for index, kind in enumerate(_kinds()):
+            run_id = f"run-{token}{index:04d}"
+            exc = kind(f"{kind.kind} happened", DETAILS.get(kind.kind, {}))
+            lineage = {
+                "trigger": {"kind": "retrain", "key": f"request:{token}-{index}"},
+                "config": container.config.summary(),
+            }
+            pipeline.record_failure(
+                container, "deploy", run_id, lineage, "cause", exc, utcnow(), 0.0
+            )
+            written.append(run_id)
+        legacy = f"run-{token}eeee"  # a smoke test's problems as bare strings
+        container.runs.save_stage(
+            legacy, "deploy",
+            {"run_id": legacy, "stage": "deploy", "status": "failed", "started_at": utcnow(),
+             "finished_at": utcnow(), "duration_s": 0.1, "lineage": {},
+             "error": {"kind": "deployment_failed", "message": "smoke test failed",
+                       "details": {"problems": ["/readyz answered 503"], "url": "http://x"}},
+             "output": {}, "event": None},
+        )  # fmt: skip
+        written.append(legacy)
+
+        env = {**stack.env, **stack.state()["env"]}
+        for args in (["runs"], *(["runs", run] for run in written)):
+            shown = subprocess.run(
+                [str(MODELRAIL), *args], env=env, capture_output=True, text=True, check=False,
+                timeout=120,
+            )  # fmt: skip
+            assert shown.returncode == 0, (args, shown.stdout, shown.stderr)
+        listed = {run["run_id"]: run for run in stack.runs()}
+        assert set(written) <= set(listed)
+        assert {listed[r]["outcome"] for r in written} <= {"failed", "rejected"}
+        for run_id in [*written, *(r for r in listed if r not in written)]:
+            assert stack.json("runs", run_id)["run_id"] == run_id
+        smoke = written[_kinds().index(errors.DeploymentFailed)]
+
+        client = create_app(container).test_client()
+        for path in ("/", *(f"/runs/{run}" for run in listed), "/models"):
+            assert client.get(path).status_code == 200, path
+        assert b"/readyz answered 503" in client.get(f"/runs/{smoke}").data
 
 
 @pytest.mark.fault
