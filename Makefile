@@ -69,6 +69,14 @@ test: $(STAMP) $(TEST_PREREQS) test-tools ## Run the whole test suite (lint, typ
 	$(BIN)/lint-imports
 	$(BIN)/pytest $(PYTEST_ARGS)
 
+# The fast loop a developer runs between edits (tests/README.md): lint, the import
+# contracts, and the in-process tests (no server, emulator, image or browser).
+.PHONY: unit
+unit: $(STAMP) ## Lint, import contracts and the in-process tests: the loop between edits
+	$(BIN)/ruff check src tests
+	$(BIN)/lint-imports
+	$(BIN)/pytest tests/unit tests/contract -m "not emulator" $(PYTEST_ARGS)
+
 # The fault matrix of docs/reliability.md: crashes, duplicates, lost messages, hostile
 # input (make test runs these too; this runs them alone).
 .PHONY: faults

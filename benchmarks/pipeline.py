@@ -27,7 +27,7 @@ per size by ``modelrail synth`` into ``build/bench-pipeline/data/``):
 
 modelrail is driven only through its public entry points: ``modelrail synth``,
 ``bootstrap`` on an embedded ``MODELRAIL_HOME``, the storage port for the upload, and
-``modelrail.pipeline.consume`` with the real events (the stages' internals may change
+``modelrail.service.pipeline.consume`` with the real events (the stages' internals may change
 under it). The baseline reads ``pipeline.toml`` and the contract's JSON itself and
 uses no modelrail code at all: it is what a competent hand-written script would do.
 
@@ -107,9 +107,9 @@ def home_env(home: Path) -> dict[str, str]:
 def upload(home: Path, csv_path: Path) -> Path:
     """Put the CSV in a new home's data bucket, as ``modelrail upload`` does, and write
     the storage notification it would publish; return that message's file."""
-    from modelrail.bootstrap import bootstrap
-    from modelrail.config import Settings
-    from modelrail.events import DataUploaded
+    from modelrail.composition.bootstrap import bootstrap
+    from modelrail.kernel.events import DataUploaded
+    from modelrail.settings.process import Settings
 
     settings = Settings.from_env(home_env(home))
     container = bootstrap(settings)
@@ -480,8 +480,8 @@ def child(role: str, spec: dict[str, Any]) -> None:
 
 
 def _container() -> Any:
-    from modelrail.bootstrap import bootstrap
-    from modelrail.config import Settings
+    from modelrail.composition.bootstrap import bootstrap
+    from modelrail.settings.process import Settings
 
     container = bootstrap(Settings.from_env())
     _ = container.config  # loaded before the clock starts, as a warm CLI has it
@@ -489,7 +489,7 @@ def _container() -> Any:
 
 
 def _message(path: str) -> Any:
-    from modelrail.ports import Message
+    from modelrail.kernel.ports import Message
 
     recorded = json.loads(Path(path).read_text())
     return Message(json.dumps(recorded["data"]).encode(), recorded["attributes"])
@@ -497,7 +497,7 @@ def _message(path: str) -> Any:
 
 def _recorded_event(container: Any, run_id: str, stage: str) -> Any:
     """The event ``stage`` recorded in the run log, as the next stage receives it."""
-    from modelrail.ports import Message
+    from modelrail.kernel.ports import Message
 
     record = container.runs.stage_record(run_id, stage)
     if record is None or record["status"] != "succeeded":
@@ -519,7 +519,7 @@ def child_stage(spec: dict[str, Any]) -> dict[str, Any]:
     if spec["stage"] != "validate":
         import lightgbm  # noqa: F401
 
-    from modelrail.pipeline import consume
+    from modelrail.service.pipeline import consume
 
     container = _container()
     stage = spec["stage"]
@@ -540,7 +540,7 @@ def child_checks(spec: dict[str, Any]) -> dict[str, Any]:
 
     contract = _container().config.contract
     started = time.perf_counter()
-    from modelrail.dataset import checks
+    from modelrail.domain.dataset import checks
 
     report, parsed = checks.validate(Path(spec["csv"]).read_bytes(), contract)
     seconds = time.perf_counter() - started
@@ -555,7 +555,7 @@ def child_embedded_run(spec: dict[str, Any]) -> dict[str, Any]:
     import lightgbm  # noqa: F401
     import pandas  # noqa: F401
 
-    from modelrail.pipeline import consume
+    from modelrail.service.pipeline import consume
 
     container = _container()
     message = _message(spec["message"])

@@ -76,14 +76,15 @@ def train_and_register(home: Path) -> tuple[Any, list[dict[str, Any]], list[list
     import lightgbm
     import numpy as np
 
-    from modelrail import compiled, training
-    from modelrail.adapters.filesystem import FilesystemStore
-    from modelrail.adapters.local_signing import LocalManifestSigner
-    from modelrail.config import PipelineConfig
-    from modelrail.dataset import checks
-    from modelrail.decoding import RequestDecoder
-    from modelrail.features import FeatureSchema
-    from modelrail.registry import Registry
+    from modelrail.adapters.local.filesystem import FilesystemStore
+    from modelrail.adapters.local.signing import LocalManifestSigner
+    from modelrail.domain import training
+    from modelrail.domain.config import PipelineConfig
+    from modelrail.domain.dataset import checks
+    from modelrail.domain.decoding import RequestDecoder
+    from modelrail.domain.features import FeatureSchema
+    from modelrail.domain.registry import Registry
+    from modelrail.native import compiled
 
     config = PipelineConfig.load(ROOT / "pipeline.toml")
     contract = config.contract
@@ -333,8 +334,8 @@ def raw_predict(booster: Any, home: Path, records: list[dict[str, Any]]) -> dict
     default, so that the comparison shows the call's cost, not the thread count."""
     import numpy as np
 
-    from modelrail.adapters.filesystem import FilesystemStore
-    from modelrail.registry import Registry
+    from modelrail.adapters.local.filesystem import FilesystemStore
+    from modelrail.domain.registry import Registry
     from modelrail.serving.predictor import Predictor
 
     registry = Registry(FilesystemStore(home / "buckets", "modelrail-artifacts"))
@@ -370,8 +371,8 @@ def raw_predict(booster: Any, home: Path, records: list[dict[str, Any]]) -> dict
 
 
 def _schema_dict() -> dict[str, Any]:
-    from modelrail.config import PipelineConfig
-    from modelrail.features import FeatureSchema
+    from modelrail.domain.config import PipelineConfig
+    from modelrail.domain.features import FeatureSchema
 
     config = PipelineConfig.load(ROOT / "pipeline.toml")
     return FeatureSchema.from_contract(config.contract, config.objective).to_dict()

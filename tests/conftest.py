@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from modelrail.config import PipelineConfig, Settings
+from modelrail.domain.config import PipelineConfig
+from modelrail.settings.process import Settings
 
 REPO = Path(__file__).resolve().parent.parent
 PENGUINS = REPO / "data" / "penguins.csv"

@@ -5,8 +5,8 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
-from modelrail.errors import DeploymentFailed, NotFound, PreconditionFailed
-from modelrail.ports import Blob, BlobInfo, Deployment
+from modelrail.kernel.errors import DeploymentFailed, NotFound, PreconditionFailed
+from modelrail.kernel.ports import Blob, BlobInfo, Deployment
 
 
 class InMemoryStore:

@@ -3,6 +3,6 @@
 Cloud Function (gen2) fed by the Pub/Sub subscription topology.yaml names for it.
 """
 
-from modelrail.entrypoints import cloud_function
+from modelrail.entry.functions import cloud_function
 
 handle = cloud_function("validate")

@@ -4,7 +4,7 @@ The training job's image copies the package onto ``PYTHONPATH`` instead of insta
 it, so its scheduled sweep runs ``python -m modelrail sweep``.
 """
 
-from modelrail.cli import run
+from modelrail.entry.cli import run
 
 if __name__ == "__main__":
     run()

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from modelrail.runtime.emulators import Emulators
+from modelrail.localcloud.emulators import Emulators
 from tests.integration.emulator_support import require_emulators
 
 PROJECT = "modelrail-contract"

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from modelrail.adapters.filesystem import FilesystemStore
-from modelrail.errors import NotFound, PreconditionFailed
-from modelrail.ports import BlobStore
-from modelrail.runtime.emulators import Emulators
+from modelrail.adapters.local.filesystem import FilesystemStore
+from modelrail.kernel.errors import NotFound, PreconditionFailed
+from modelrail.kernel.ports import BlobStore
+from modelrail.localcloud.emulators import Emulators
 from tests.conftest import STATE_DEADLINE_S
 
 # The GCS parameter needs the emulators: every such test shares one worker and one stack.
@@ -26,7 +26,7 @@ EMULATOR_MARKS = (pytest.mark.emulator, pytest.mark.xdist_group("emulators"))
 
 
 def _gcs_store(emulators: Emulators, monkeypatch: pytest.MonkeyPatch) -> BlobStore:
-    from modelrail.adapters.gcs import GcsStorage
+    from modelrail.adapters.google.gcs import GcsStorage
 
     bucket = f"contract-{uuid.uuid4().hex[:12]}"
     with monkeypatch.context() as patch:

@@ -25,13 +25,13 @@ import orjson
 import pytest
 import urllib3
 
-from modelrail.adapters.inprocess import InProcessBus
-from modelrail.entrypoints import message_from_push
-from modelrail.ports import EventBus, Message
-from modelrail.processes import wait_until
-from modelrail.runtime.emulators import Emulators
-from modelrail.runtime.stack import bootstrap_pubsub
-from modelrail.topology import Subscription, Topology
+from modelrail.adapters.local.inprocess import InProcessBus
+from modelrail.entry.functions import message_from_push
+from modelrail.kernel.ports import EventBus, Message
+from modelrail.kernel.processes import wait_until
+from modelrail.localcloud.emulators import Emulators
+from modelrail.localcloud.stack import bootstrap_pubsub
+from modelrail.settings.topology import Subscription, Topology
 
 MAX_ATTEMPTS = 5  # Pub/Sub's minimum for a dead-letter policy
 EMULATOR_MARKS = (pytest.mark.emulator, pytest.mark.xdist_group("emulators"))
@@ -88,7 +88,7 @@ class PubSubHarness:
     """PubSubBus publishing; the emulator pushing to a local functions-like endpoint."""
 
     def __init__(self, emulators: Emulators, monkeypatch: pytest.MonkeyPatch) -> None:
-        from modelrail.adapters.pubsub import PubSubBus
+        from modelrail.adapters.google.pubsub import PubSubBus
 
         self.emulators = emulators
         self.topology = _topology(f"-{uuid.uuid4().hex[:8]}")

@@ -15,12 +15,12 @@ from pathlib import Path
 
 import pytest
 
-from modelrail import signing
-from modelrail.adapters.kms import CloudKmsSigner
-from modelrail.adapters.local_signing import LocalManifestSigner
-from modelrail.errors import IntegrityError
-from modelrail.ports import ManifestSigner
-from modelrail.runtime.kms import default_key
+from modelrail.adapters.google.kms import CloudKmsSigner
+from modelrail.adapters.local.signing import LocalManifestSigner
+from modelrail.domain import signing
+from modelrail.kernel.errors import IntegrityError
+from modelrail.kernel.ports import ManifestSigner
+from modelrail.localcloud.kms import default_key
 from tests.integration.emulator_support import control_plane_with_apis
 
 PROJECT, REGION = "modelrail-contract", "europe-west1"

@@ -16,12 +16,12 @@ from typing import Any
 
 import pytest
 
-from modelrail.adapters.local_models import LocalModels
-from modelrail.adapters.vertex_models import VertexModels
-from modelrail.catalog import Catalog
-from modelrail.errors import IntegrityError
-from modelrail.ports import ModelUpload
-from modelrail.service_settings import vertex_container
+from modelrail.adapters.google.vertex_models import VertexModels
+from modelrail.adapters.local.models import LocalModels
+from modelrail.domain.catalog import Catalog
+from modelrail.kernel.errors import IntegrityError
+from modelrail.kernel.ports import ModelUpload
+from modelrail.settings.service import vertex_container
 from tests.integration.emulator_support import control_plane_with_apis
 
 PROJECT, REGION, IMAGE = "modelrail-contract", "europe-west1", "staging:abc"

@@ -16,10 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from modelrail.adapters.artifact_registry import ArtifactRegistryPackages
-from modelrail.adapters.local_packages import LocalPackageRepository
-from modelrail.errors import IntegrityError
-from modelrail.ports import PackageRepository
+from modelrail.adapters.google.artifact_registry import ArtifactRegistryPackages
+from modelrail.adapters.local.packages import LocalPackageRepository
+from modelrail.kernel.errors import IntegrityError
+from modelrail.kernel.ports import PackageRepository
 from tests.integration.emulator_support import control_plane_with_apis
 
 PROJECT, REGION, REPOSITORY = "modelrail-contract", "europe-west1", "models"

@@ -13,9 +13,9 @@ import pytest
 from flask.testing import FlaskClient
 from functions_framework import create_app
 
-from modelrail import entrypoints
-from modelrail.container import Container
-from modelrail.events import utcnow
+from modelrail.entry import functions
+from modelrail.kernel.events import utcnow
+from modelrail.service.container import Container
 from tests.conftest import REPO, settings_env
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -53,9 +53,9 @@ def storage_notification(generation: int) -> dict[str, Any]:
 def container(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Container]:
     for name, value in settings_env(tmp_path / "home").items():
         monkeypatch.setenv(name, value)
-    entrypoints.container.cache_clear()
-    yield entrypoints.container()
-    entrypoints.container.cache_clear()
+    functions.container.cache_clear()
+    yield functions.container()
+    functions.container.cache_clear()
 
 
 @pytest.fixture

@@ -10,10 +10,10 @@ import pytest
 import time_machine
 from flask.testing import FlaskClient
 
-from modelrail import entrypoints
-from modelrail.adapters.inprocess import InProcessBus
-from modelrail.container import Container
-from modelrail.ports import Message
+from modelrail.adapters.local.inprocess import InProcessBus
+from modelrail.entry import functions
+from modelrail.kernel.ports import Message
+from modelrail.service.container import Container
 from tests.conftest import PENGUINS
 from tests.functions.conftest import PROJECT, push_body, storage_notification
 
@@ -174,7 +174,7 @@ def test_the_delivery_attempt_is_read_from_the_push_request(
     # the top of the push body (dead-letter policies) must come from the request itself.
     delivered: list[Message] = []
     monkeypatch.setattr(
-        entrypoints.pipeline, "consume", lambda _c, _stage, message: delivered.append(message)
+        functions.pipeline, "consume", lambda _c, _stage, message: delivered.append(message)
     )
     data, attributes = _upload(container)
     body = push_body(data, attributes)

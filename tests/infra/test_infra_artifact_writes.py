@@ -12,11 +12,11 @@ from typing import Any
 
 import pytest
 
-from modelrail.adapters.inprocess import InProcessLauncher
-from modelrail.bootstrap import bootstrap
-from modelrail.config import Settings
-from modelrail.logs import PipelineContextFilter
-from modelrail.sweep import sweep
+from modelrail.adapters.local.inprocess import InProcessLauncher
+from modelrail.composition.bootstrap import bootstrap
+from modelrail.kernel.logs import PipelineContextFilter
+from modelrail.service.sweep import sweep
+from modelrail.settings.process import Settings
 from tests.fakes import FakeDeployer, InMemoryStorage, InMemoryStore
 from tests.infra.conftest import TERRAFORM_DIR
 from tests.infra.infra_checks import Terraform, artifact_write_objects

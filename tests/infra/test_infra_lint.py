@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from modelrail.resources import schema_dir
+from modelrail.kernel.resources import schema_dir
 from tests.infra.cloudbuild_steps import (
     ISOLATED_SUITE_SCRIPT,
     deployer_credential_problems,

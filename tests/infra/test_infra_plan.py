@@ -26,7 +26,7 @@ from typing import Any
 import hcl2
 import pytest
 
-from modelrail.config import Settings
+from modelrail.settings.process import Settings
 from tests.infra.conftest import TERRAFORM_DIR, copy_terraform, tool
 from tests.infra.infra_checks import REPO_ROOT, Terraform, load_topology, squash, unquote
 

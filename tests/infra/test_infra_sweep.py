@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from modelrail.sweep import _NEXT as SWEPT_STAGES
+from modelrail.service.sweep import _NEXT as SWEPT_STAGES
 from tests.conftest import settings_env
 from tests.infra.conftest import TERRAFORM_DIR
 from tests.infra.infra_checks import (

@@ -244,12 +244,12 @@ def test_model_name_matches_pipeline_toml(terraform: Terraform) -> None:
 
 def test_environment_matches_what_settings_reads(terraform: Terraform) -> None:
     """Every MODELRAIL_* variable Terraform sets is one Settings.from_env reads."""
-    config_py = (REPO_ROOT / "src" / "modelrail" / "config.py").read_text()
+    config_py = (REPO_ROOT / "src" / "modelrail" / "settings" / "process.py").read_text()
     env = terraform.module("envs/dev")
     names = set(env.locals["common_env"]) | {"MODELRAIL_CONFIG", "MODELRAIL_TOPOLOGY"}
     unread = sorted(n for n in names if n.startswith("MODELRAIL_") and f'"{n}"' not in config_py)
     assert unread == []
-    serving = (REPO_ROOT / "src" / "modelrail" / "service_settings.py").read_text()
+    serving = (REPO_ROOT / "src" / "modelrail" / "settings" / "service.py").read_text()
     staging_env = env.module_calls["staging_service"]["environment_variables"]
     unread = sorted(
         n for n in staging_env if n.startswith("MODELRAIL_") and f'"{n}"' not in config_py + serving

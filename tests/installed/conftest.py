@@ -32,13 +32,13 @@ import orjson
 import pytest
 import urllib3
 
-from modelrail.adapters.gcs import GcsStorage
-from modelrail.adapters.kms import CloudKmsSigner
-from modelrail.bootstrap import bootstrap
-from modelrail.config import Settings
-from modelrail.container import Container
-from modelrail.runtime.emulators import Emulators
-from modelrail.runtime.kms import default_key
+from modelrail.adapters.google.gcs import GcsStorage
+from modelrail.adapters.google.kms import CloudKmsSigner
+from modelrail.composition.bootstrap import bootstrap
+from modelrail.localcloud.emulators import Emulators
+from modelrail.localcloud.kms import default_key
+from modelrail.service.container import Container
+from modelrail.settings.process import Settings
 from tests.conftest import PENGUINS, REPO, settings_env
 from tests.fakes import FakeDeployer
 from tests.infra.infra_checks import Module, Terraform, unquote
@@ -108,11 +108,19 @@ def assert_outside_checkout(python: Path, env: Mapping[str, str], cwd: Path, und
 
 @pytest.fixture(scope="session")
 def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The modelrail wheel, built as the staging image builds it (from pyproject.toml)."""
+    """The modelrail wheel, built as the staging image builds it: from a copy of what
+    its Dockerfile copies (pyproject.toml, README.md, src), so nothing a build left in
+    the checkout (``build/lib`` keeps modules that no longer exist) reaches it."""
+    context = tmp_path_factory.mktemp("image-context")
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(REPO / name, context / name)
+    shutil.copytree(
+        REPO / "src", context / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info")
+    )
     out = tmp_path_factory.mktemp("wheel")
     subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--quiet", "--disable-pip-version-check",
-         "--no-deps", "--wheel-dir", str(out), str(REPO)],
+         "--no-deps", "--wheel-dir", str(out), str(context)],
         check=True, timeout=INSTALL_TIMEOUT_S,
     )  # fmt: skip
     [built] = out.glob("modelrail-*.whl")

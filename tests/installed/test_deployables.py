@@ -17,10 +17,10 @@ import orjson
 import pytest
 import urllib3
 
-from modelrail.events import DataUploaded
-from modelrail.ports import Message
-from modelrail.processes import ProcessRecord, spawn, stop_groups
-from modelrail.runtime.emulators import free_port
+from modelrail.kernel.events import DataUploaded
+from modelrail.kernel.ports import Message
+from modelrail.kernel.processes import ProcessRecord, spawn, stop_groups
+from modelrail.localcloud.emulators import free_port
 from tests.conftest import PENGUINS, REPO, STATE_DEADLINE_S, wait_for
 from tests.infra.infra_checks import Module
 from tests.infra.test_infra_stage import load_stage_script
@@ -119,7 +119,7 @@ def test_the_staging_image_serves_from_the_installed_wheel(
 def validated_event(cloud: Cloud) -> dict[str, Any]:
     """A new run's ``dataset-validated`` event: the upload validated in this process,
     its training left to the job under test."""
-    from modelrail import pipeline
+    from modelrail.service import pipeline
 
     store = cloud.container.storage.bucket(DATA_BUCKET)
     name = f"uploads/{uuid.uuid4().hex}.csv"
@@ -167,7 +167,7 @@ def test_the_training_job_trains_from_its_image_layout(
     event = validated_event(cloud)
 
     job = subprocess.run(
-        [str(python), "-m", "modelrail.jobs.train"],
+        [str(python), "-m", "modelrail.entry.train_job"],
         env={**env, "MODELRAIL_EVENT": orjson.dumps(event).decode()},
         cwd=app, capture_output=True, text=True, timeout=900, check=False,
     )  # fmt: skip

@@ -9,11 +9,11 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
-from modelrail.runtime.artifact_registry import LocalArtifactRegistry
-from modelrail.runtime.control_plane import ControlPlane
-from modelrail.runtime.emulators import free_port, missing_emulators
-from modelrail.runtime.kms import LocalKms
-from modelrail.runtime.vertex_ai import LocalVertexAi
+from modelrail.localcloud.artifact_registry import LocalArtifactRegistry
+from modelrail.localcloud.control_plane import ControlPlane
+from modelrail.localcloud.emulators import free_port, missing_emulators
+from modelrail.localcloud.kms import LocalKms
+from modelrail.localcloud.vertex_ai import LocalVertexAi
 from tests.fakes import FakeDeployer
 from tests.prerequisites import skip_or_fail
 

@@ -17,15 +17,15 @@ import orjson
 import pytest
 import urllib3
 
-from modelrail.adapters.artifact_registry import ArtifactRegistryPackages
-from modelrail.bootstrap import bootstrap
-from modelrail.config import Settings
-from modelrail.container import Container
-from modelrail.events import ModelEvaluated
-from modelrail.ports import Message
-from modelrail.registry import MANIFEST, SIGNATURE, sha256
-from modelrail.runtime.control_plane import ControlPlane
-from modelrail.stages import register
+from modelrail.adapters.google.artifact_registry import ArtifactRegistryPackages
+from modelrail.composition.bootstrap import bootstrap
+from modelrail.domain.registry import MANIFEST, SIGNATURE, sha256
+from modelrail.kernel.events import ModelEvaluated
+from modelrail.kernel.ports import Message
+from modelrail.localcloud.control_plane import ControlPlane
+from modelrail.service.container import Container
+from modelrail.service.stages import register
+from modelrail.settings.process import Settings
 from tests.fakes import FakeDeployer, InMemoryStorage
 from tests.integration.emulator_support import control_plane_with_apis
 from tests.unit.conftest import Harness

@@ -26,13 +26,13 @@ import orjson
 import pytest
 import urllib3
 
-from modelrail.adapters.cloudrun import CloudRunDeployer, CloudRunJobLauncher
-from modelrail.adapters.filesystem import FilesystemStore
-from modelrail.errors import DeploymentFailed, TransientError
-from modelrail.ports import Deployment
-from modelrail.processes import wait_until
-from modelrail.runtime.control_plane import ControlPlane
-from modelrail.runtime.emulators import free_port
+from modelrail.adapters.google.cloudrun import CloudRunDeployer, CloudRunJobLauncher
+from modelrail.adapters.local.filesystem import FilesystemStore
+from modelrail.kernel.errors import DeploymentFailed, TransientError
+from modelrail.kernel.ports import Deployment
+from modelrail.kernel.processes import wait_until
+from modelrail.localcloud.control_plane import ControlPlane
+from modelrail.localcloud.emulators import free_port
 from tests.conftest import STATE_DEADLINE_S
 
 PROJECT, REGION, SERVICE, JOB, MODEL = "proj-local", "europe-west1", "staging", "train", "penguins"
@@ -374,7 +374,7 @@ def test_the_deployer_finds_smoke_examples_through_the_services_bucket(
     staging: StandInStaging,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    import modelrail.adapters.gcs
+    import modelrail.adapters.google.gcs
 
     opened: list[str] = []
 
@@ -386,7 +386,7 @@ def test_the_deployer_finds_smoke_examples_through_the_services_bucket(
             opened.append(name)
             return artifacts
 
-    monkeypatch.setattr(modelrail.adapters.gcs, "GcsStorage", Buckets)
+    monkeypatch.setattr(modelrail.adapters.google.gcs, "GcsStorage", Buckets)
     deployer = CloudRunDeployer(PROJECT, REGION, SERVICE, control_plane[1])
 
     assert deployer.deploy(MODEL, 4).version == 4
@@ -460,7 +460,7 @@ def test_the_rollout_verdict_follows_the_service_fields(
 ) -> None:
     from google.cloud import run_v2
 
-    from modelrail.adapters.cloudrun import _rollout_outcome
+    from modelrail.adapters.google.cloudrun import _rollout_outcome
 
     service = run_v2.Service(
         generation=generation,

@@ -12,16 +12,16 @@ from pathlib import Path
 
 import pytest
 
-from modelrail.adapters.cloudrun import CloudRunDeployer
-from modelrail.adapters.filesystem import FilesystemStore
-from modelrail.adapters.local_signing import LocalManifestSigner
-from modelrail.errors import DeploymentFailed, IntegrityError
-from modelrail.events import ModelRegistered
-from modelrail.ports import Deployment
-from modelrail.reconcile import Reconciler, roll_out
-from modelrail.registry import Registry
-from modelrail.runtime.control_plane import ControlPlane
-from modelrail.stages import deploy
+from modelrail.adapters.google.cloudrun import CloudRunDeployer
+from modelrail.adapters.local.filesystem import FilesystemStore
+from modelrail.adapters.local.signing import LocalManifestSigner
+from modelrail.domain.registry import Registry
+from modelrail.kernel.errors import DeploymentFailed, IntegrityError
+from modelrail.kernel.events import ModelRegistered
+from modelrail.kernel.ports import Deployment
+from modelrail.localcloud.control_plane import ControlPlane
+from modelrail.service.reconcile import Reconciler, roll_out
+from modelrail.service.stages import deploy
 from tests.integration.test_cloud_run import (
     EXAMPLES,
     MODEL,
@@ -255,7 +255,7 @@ def test_a_control_plane_that_does_not_answer_is_a_transient_error_within_the_ti
     plane): each call gives up at its timeout, as a transient error (redelivered)."""
     import socket
 
-    from modelrail.errors import TransientError
+    from modelrail.kernel.errors import TransientError
 
     with socket.socket() as silent:
         silent.bind(("127.0.0.1", 0))

@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from modelrail.runtime import emulators, stack_cli
+from modelrail.entry import stack as stack_cli
+from modelrail.localcloud import emulators
 
 
 def test_a_missing_pubsub_emulator_says_how_to_install_it(

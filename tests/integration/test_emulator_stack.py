@@ -30,18 +30,19 @@ import pytest
 import urllib3
 import yaml
 
-from modelrail import errors, pipeline
-from modelrail.adapters.artifact_registry import ArtifactRegistryPackages
-from modelrail.adapters.local_staging import LocalStagingDeployer
-from modelrail.bootstrap import bootstrap
-from modelrail.config import Settings
-from modelrail.container import Container
-from modelrail.events import derive_run_id, utcnow
-from modelrail.processes import group_members, port_in_use, wait_until
-from modelrail.registry import MANIFEST, registration_lease_name, sha256
-from modelrail.runtime.emulators import free_port
-from modelrail.stages.evaluate import REFERENCE
-from modelrail.sweep import sweep
+from modelrail.adapters.google.artifact_registry import ArtifactRegistryPackages
+from modelrail.adapters.local.staging import LocalStagingDeployer
+from modelrail.composition.bootstrap import bootstrap
+from modelrail.domain.registry import MANIFEST, registration_lease_name, sha256
+from modelrail.kernel import errors
+from modelrail.kernel.events import derive_run_id, utcnow
+from modelrail.kernel.processes import group_members, port_in_use, wait_until
+from modelrail.localcloud.emulators import free_port
+from modelrail.service import pipeline
+from modelrail.service.container import Container
+from modelrail.service.stages.evaluate import REFERENCE
+from modelrail.service.sweep import sweep
+from modelrail.settings.process import Settings
 from modelrail.ui import create_app
 from tests.conftest import PENGUINS, REPO, STATE_DEADLINE_S, settings_env
 from tests.integration.emulator_support import require_emulators

@@ -15,16 +15,16 @@ from dataclasses import dataclass
 import orjson
 import pytest
 
-from modelrail.adapters.kms import CloudKmsSigner
-from modelrail.bootstrap import bootstrap
-from modelrail.config import Settings
-from modelrail.container import Container
-from modelrail.events import ModelEvaluated
-from modelrail.registry import MANIFEST, SIGNATURE, sha256
-from modelrail.runtime.control_plane import ControlPlane
-from modelrail.runtime.kms import default_key
+from modelrail.adapters.google.kms import CloudKmsSigner
+from modelrail.composition.bootstrap import bootstrap
+from modelrail.domain.registry import MANIFEST, SIGNATURE, sha256
+from modelrail.kernel.events import ModelEvaluated
+from modelrail.localcloud.control_plane import ControlPlane
+from modelrail.localcloud.kms import default_key
+from modelrail.service.container import Container
+from modelrail.service.stages import register
 from modelrail.serving.app import Service, create_service
-from modelrail.stages import register
+from modelrail.settings.process import Settings
 from tests.fakes import FakeDeployer, InMemoryStorage
 from tests.integration.emulator_support import control_plane_with_apis
 from tests.unit.conftest import Harness

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import pytest
 
-from modelrail.errors import Refused
-from modelrail.rollback import rollback
+from modelrail.kernel.errors import Refused
+from modelrail.service.rollback import rollback
 from tests.unit.conftest import Harness, harness
 from tests.unit.test_rollback import _three_versions
 

@@ -20,17 +20,18 @@ import orjson
 import pytest
 import urllib3
 
-from modelrail.adapters.vertex_models import VertexModels
-from modelrail.bootstrap import bootstrap, open_catalog
-from modelrail.catalog import Catalog
-from modelrail.config import Settings
-from modelrail.container import Container
-from modelrail.errors import ConfigError
-from modelrail.events import ModelEvaluated
-from modelrail.ports import ModelUpload
-from modelrail.rollback import rollback
-from modelrail.runtime.control_plane import ControlPlane
-from modelrail.stages import register
+from modelrail.adapters.by_mode import open_catalog
+from modelrail.adapters.google.vertex_models import VertexModels
+from modelrail.composition.bootstrap import bootstrap
+from modelrail.domain.catalog import Catalog
+from modelrail.kernel.errors import ConfigError
+from modelrail.kernel.events import ModelEvaluated
+from modelrail.kernel.ports import ModelUpload
+from modelrail.localcloud.control_plane import ControlPlane
+from modelrail.service.container import Container
+from modelrail.service.rollback import rollback
+from modelrail.service.stages import register
+from modelrail.settings.process import Settings
 from tests.conftest import REPO, settings_env, vertex_config
 from tests.fakes import FakeDeployer, InMemoryStorage
 from tests.integration.emulator_support import control_plane_with_apis

@@ -24,13 +24,13 @@ import numpy as np
 import orjson
 import pytest
 
-from modelrail import training
-from modelrail.adapters.filesystem import FilesystemStore
-from modelrail.adapters.local_signing import LocalManifestSigner
-from modelrail.config import PipelineConfig
-from modelrail.dataset import checks
-from modelrail.features import FeatureSchema
-from modelrail.registry import Registry
+from modelrail.adapters.local.filesystem import FilesystemStore
+from modelrail.adapters.local.signing import LocalManifestSigner
+from modelrail.domain import training
+from modelrail.domain.config import PipelineConfig
+from modelrail.domain.dataset import checks
+from modelrail.domain.features import FeatureSchema
+from modelrail.domain.registry import Registry
 
 ROOT = Path(__file__).resolve().parents[2]
 BUCKET = "modelrail-artifacts"

@@ -222,7 +222,7 @@ def test_a_version_whose_manifest_was_rewritten_is_not_ready(
 def test_a_version_that_must_load_and_fails_its_signature_ends_the_start(
     make_client: Callable[..., Any], models: RegisteredModels
 ) -> None:
-    from modelrail.errors import IntegrityError
+    from modelrail.kernel.errors import IntegrityError
 
     with pytest.raises(IntegrityError, match="does not match its signature"):
         make_client(model_version=models.forged, require_model=True)

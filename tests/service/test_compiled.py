@@ -27,15 +27,16 @@ import orjson
 import pytest
 import urllib3
 
-from modelrail import codegen, compiled
-from modelrail.adapters.filesystem import FilesystemStore
-from modelrail.adapters.local_signing import LocalManifestSigner
-from modelrail.bootstrap import bootstrap
-from modelrail.config import PipelineConfig, Settings
-from modelrail.events import DataUploaded
-from modelrail.features import FeatureSchema
-from modelrail.registry import Registry, sha256
+from modelrail.adapters.local.filesystem import FilesystemStore
+from modelrail.adapters.local.signing import LocalManifestSigner
+from modelrail.composition.bootstrap import bootstrap
+from modelrail.domain.config import PipelineConfig
+from modelrail.domain.features import FeatureSchema
+from modelrail.domain.registry import Registry, sha256
+from modelrail.kernel.events import DataUploaded
+from modelrail.native import compiled, predictor_c
 from modelrail.serving.predictor import NativeBooster
+from modelrail.settings.process import Settings
 from tests.conftest import settings_env, wait_for
 from tests.fakes import FakeDeployer
 from tests.prerequisites import skip_or_fail
@@ -100,7 +101,7 @@ def train(objective: str, rounds: int = 25, **params: Any) -> lightgbm.Booster:
     return lightgbm.train(settings, data, num_boost_round=rounds)
 
 
-def hard_rows(model: codegen.TreeModel) -> np.ndarray:
+def hard_rows(model: predictor_c.TreeModel) -> np.ndarray:
     x, _ = synthetic(3000, 11)
     special = [
         math.nan,
@@ -121,7 +122,7 @@ def hard_rows(model: codegen.TreeModel) -> np.ndarray:
     rng = np.random.default_rng(5)
     mask = rng.random(x.shape) < 0.1
     x[mask] = rng.choice(special, size=int(mask.sum()))
-    probes = np.array(codegen.probe_rows(model, [0.5, 200.0, 0.0, 1.0], 2000), dtype=np.float64)
+    probes = np.array(predictor_c.probe_rows(model, [0.5, 200.0, 0.0, 1.0], 2000), dtype=np.float64)
     return np.ascontiguousarray(np.vstack([x, probes]))
 
 
@@ -135,7 +136,7 @@ class Reference:
         return self.booster.predict(rows, num_iteration=self.num_iteration, num_threads=1)
 
 
-def loaded(built: compiled.Built, model: codegen.TreeModel, directory: Path) -> dict[str, Any]:
+def loaded(built: compiled.Built, model: predictor_c.TreeModel, directory: Path) -> dict[str, Any]:
     """Each built object, loaded from a file as the service loads it."""
     boosters = {}
     for predictor in built.predictors:
@@ -172,7 +173,7 @@ def test_compiled_predictions_are_lightgbms_bit_for_bit(
     """Both builds (vector code as AVX2 and, portable, lowered to SSE2)."""
     booster = train(objective, **params)
     text = booster.model_to_string()
-    model = codegen.parse(text)
+    model = predictor_c.parse(text)
     rows = hard_rows(model)
     for num_iteration in (None, 10):
         reference = Reference(booster, num_iteration)
@@ -188,7 +189,7 @@ def assert_same_doubles(ours: compiled.CompiledBooster, rows: np.ndarray, theirs
     batches too small for it (the row code)."""
     assert ours.predict(rows).view(np.uint64).tolist() == theirs.view(np.uint64).tolist()
     assert ours.predict(rows[:-1]).view(np.uint64).tolist() == theirs[:-1].view(np.uint64).tolist()
-    for size in range(1, codegen.LANES_FROM):
+    for size in range(1, predictor_c.LANES_FROM):
         small = np.concatenate([ours.predict(rows[i : i + size]) for i in range(0, 300, size)])
         assert small.view(np.uint64).tolist() == theirs[: len(small)].view(np.uint64).tolist()
 
@@ -197,7 +198,7 @@ def test_trees_of_more_than_64_leaves_are_exact_too(cc: None, tmp_path: Path) ->
     """Such trees are generated as nested ifs, not branch-free."""
     booster = train("multiclass", rounds=4, num_leaves=120, min_data_in_leaf=2)
     text = booster.model_to_string()
-    model = codegen.parse(text)
+    model = predictor_c.parse(text)
     assert max(tree.num_leaves for tree in model.trees) > 64
     built = compiled.build(text.encode(), None, Reference(booster, None), [], "cc")
     rows = hard_rows(model)
@@ -210,7 +211,7 @@ def test_a_value_with_all_ones_low_bits_is_a_value_not_a_missing_one(
 ) -> None:
     booster = train("regression")
     text = booster.model_to_string()
-    model = codegen.parse(text)
+    model = predictor_c.parse(text)
     built = compiled.build(text.encode(), None, Reference(booster, None), [], "cc")
     rows = np.array([[0.1, ALL_ONES_LOW_WORD, 1.0, 3.0], [0.1, math.nan, 1.0, 3.0]] * 4)
     expected = booster.predict(rows, num_threads=1)
@@ -280,11 +281,11 @@ def test_verify_refuses_a_library_that_differs(cc: None, tmp_path: Path) -> None
     """The load-time check can fail: a library built from other trees is caught."""
     booster = train("regression", rounds=20)
     text = booster.model_to_string()
-    model_a = codegen.parse(text)
+    model_a = predictor_c.parse(text)
     built = compiled.build(text.encode(), None, booster, [], "cc")
     other = train("regression", rounds=21)
     reference = NativeBooster(other.model_to_string().encode(), num_iteration=None)
-    rows = codegen.probe_rows(model_a, [0.0, 200.0, 0.0, 1.0], 100)
+    rows = predictor_c.probe_rows(model_a, [0.0, 200.0, 0.0, 1.0], 100)
     for ours in loaded(built, model_a, tmp_path).values():
         with pytest.raises(compiled.CompileError, match="probe rows differ"):
             compiled.verify(ours, reference, rows)
@@ -302,8 +303,8 @@ def test_an_answer_that_is_not_a_finite_number_is_refused_not_sent(
 
     text = re.sub(r"^leaf_value=(.*)$", huge, booster.model_to_string(), flags=re.M)
     text = re.sub(r"^tree_sizes=.*\n", "", text, flags=re.M)  # the trees' byte sizes changed
-    model = codegen.parse(text)
-    source = codegen.generate(model, None)
+    model = predictor_c.parse(text)
+    source = predictor_c.generate(model, None)
     unchecked = "\n".join(
         line for line in source.splitlines() if "isfinite(out[i])" not in line
     ).replace("const int modelrail_checks_finite = 1;", "")
@@ -593,8 +594,8 @@ def test_the_server_answers_compiled_from_its_first_request(
 
 
 def test_the_predictor_setting_is_checked() -> None:
-    from modelrail.errors import ConfigError
-    from modelrail.service_settings import ServiceSettings
+    from modelrail.kernel.errors import ConfigError
+    from modelrail.settings.service import ServiceSettings
 
     base = {"MODELRAIL_MODEL_VERSION": "1"}
     assert ServiceSettings.from_env(base).predictor == "lightgbm"

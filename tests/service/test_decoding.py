@@ -16,9 +16,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from modelrail.decoding import _FEW_ROWS, RequestDecoder
-from modelrail.features import FeatureSchema
-from modelrail.problems import Problem
+from modelrail.domain.decoding import _FEW_ROWS, RequestDecoder
+from modelrail.domain.features import FeatureSchema
+from modelrail.kernel.problems import Problem
 
 
 def regression_schema(*features: tuple[str, str, bool, list[str]]) -> FeatureSchema:

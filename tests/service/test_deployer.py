@@ -19,12 +19,12 @@ import orjson
 import pytest
 import urllib3
 
-from modelrail.adapters import local_staging
-from modelrail.adapters.local_staging import LocalStagingDeployer
-from modelrail.bootstrap import open_artifact_store
-from modelrail.config import Settings
-from modelrail.errors import DeploymentFailed
-from modelrail.ports import Deployment
+from modelrail.adapters.by_mode import open_artifact_store
+from modelrail.adapters.local import staging as local_staging
+from modelrail.adapters.local.staging import LocalStagingDeployer
+from modelrail.kernel.errors import DeploymentFailed
+from modelrail.kernel.ports import Deployment
+from modelrail.settings.process import Settings
 from tests.conftest import STATE_DEADLINE_S, wait_for
 
 from .conftest import MODEL, ROOT, RegisteredModels, free_port, link_buckets
@@ -180,8 +180,8 @@ def test_killing_the_deploying_process_leaves_no_orphan(
 ) -> None:
     first = deployer.deploy(MODEL, 1)
     script = (
-        "from modelrail.bootstrap import local_staging\n"
-        "from modelrail.config import Settings\n"
+        "from modelrail.adapters.by_mode import local_staging\n"
+        "from modelrail.settings.process import Settings\n"
         f"local_staging(Settings.from_env()).deploy({MODEL!r}, 2)\n"
     )
     env = {**os.environ, **deployer.settings.to_env()}

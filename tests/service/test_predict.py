@@ -11,8 +11,8 @@ import numpy as np
 import orjson
 import pytest
 
-from modelrail.decoding import RequestDecoder
-from modelrail.features import Feature, FeatureSchema
+from modelrail.domain.decoding import RequestDecoder
+from modelrail.domain.features import Feature, FeatureSchema
 from modelrail.serving.predictor import _answers
 
 from .conftest import MODEL, RegisteredModels

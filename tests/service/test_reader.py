@@ -1,4 +1,4 @@
-"""The body reader (``readergen``): C that reads the common /predict body straight into
+"""The body reader (``reader_c``): C that reads the common /predict body straight into
 the feature matrix, compiled into the predictor's object where the model is trained.
 
 It must give the very doubles the service's Python decoder gives, or decline the body:
@@ -24,9 +24,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from modelrail import codegen, compiled, readergen
-from modelrail.decoding import RequestDecoder
-from modelrail.features import Feature, FeatureSchema
+from modelrail.domain.decoding import RequestDecoder
+from modelrail.domain.features import Feature, FeatureSchema
+from modelrail.native import compiled, predictor_c, reader_c
 
 from .test_compiled import need_cc
 
@@ -99,7 +99,7 @@ def reader(tmp_path_factory: pytest.TempPathFactory) -> Reader:
     assert built.predictors, built.not_built
     path = tmp_path_factory.mktemp("reader") / "predictor.so"
     path.write_bytes(built.predictors[-1].library)  # the portable build: any CPU runs it
-    model = codegen.parse(text.decode())
+    model = predictor_c.parse(text.decode())
     booster_so = compiled.CompiledBooster(path, model.num_features, model.trees_per_iteration)
     assert booster_so.has_reader
     return Reader(booster_so, decoder)
@@ -272,11 +272,11 @@ def test_a_schema_it_cannot_spell_gets_no_reader(tmp_path: Path) -> None:
     quoted = dataclasses.replace(
         SCHEMA, features=(dataclasses.replace(SCHEMA.features[0], name='say "hi"'),)
     )
-    with pytest.raises(codegen.Unsupported, match="holds a quote"):
-        readergen.generate(quoted)
+    with pytest.raises(predictor_c.Unsupported, match="holds a quote"):
+        reader_c.generate(quoted)
     control = dataclasses.replace(
         SCHEMA,
         features=(dataclasses.replace(SCHEMA.features[4], categories=("a\nb",)),),
     )
-    with pytest.raises(codegen.Unsupported, match="the category"):
-        readergen.generate(control)
+    with pytest.raises(predictor_c.Unsupported, match="the category"):
+        reader_c.generate(control)

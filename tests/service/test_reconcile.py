@@ -16,10 +16,10 @@ import orjson
 import pytest
 import urllib3
 
-from modelrail.adapters.local_staging import LocalStagingDeployer
-from modelrail.bootstrap import open_artifact_store
-from modelrail.config import Settings
-from modelrail.registry import Registry
+from modelrail.adapters.by_mode import open_artifact_store
+from modelrail.adapters.local.staging import LocalStagingDeployer
+from modelrail.domain.registry import Registry
+from modelrail.settings.process import Settings
 from tests.conftest import wait_for
 
 from .conftest import MODEL, ROOT, RegisteredModels, free_port
@@ -77,10 +77,10 @@ def _deploy_and_die(deployer: LocalStagingDeployer, version: int) -> int:
     its rollout switched staging, before it moves the alias; its exit status."""
     script = (
         "import os, signal\n"
-        "from modelrail.bootstrap import bootstrap\n"
-        "from modelrail.config import Settings\n"
-        "from modelrail.events import ModelRegistered\n"
-        "from modelrail.stages import deploy\n"
+        "from modelrail.composition.bootstrap import bootstrap\n"
+        "from modelrail.settings.process import Settings\n"
+        "from modelrail.kernel.events import ModelRegistered\n"
+        "from modelrail.service.stages import deploy\n"
         + _SHORT_LEASE
         + "container = bootstrap(Settings.from_env())\n"
         "class DiesAfterTheSwitch:\n"

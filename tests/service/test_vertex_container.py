@@ -7,7 +7,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from modelrail.service_settings import ServiceSettings, vertex_container
+from modelrail.settings.service import ServiceSettings, vertex_container
 
 from .conftest import BUCKET, MODEL, RegisteredModels
 

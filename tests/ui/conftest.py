@@ -8,11 +8,11 @@ from pathlib import Path
 import orjson
 import pytest
 
-from modelrail.adapters.inprocess import InProcessBus
-from modelrail.bootstrap import bootstrap
-from modelrail.config import Settings
-from modelrail.container import Container
-from modelrail.events import DataUploaded
+from modelrail.adapters.local.inprocess import InProcessBus
+from modelrail.composition.bootstrap import bootstrap
+from modelrail.kernel.events import DataUploaded
+from modelrail.service.container import Container
+from modelrail.settings.process import Settings
 from tests.conftest import PENGUINS, settings_env, vertex_config
 from tests.fakes import FakeDeployer
 

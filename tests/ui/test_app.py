@@ -93,7 +93,7 @@ def test_the_ui_is_read_only(client: FlaskClient, history: History) -> None:
 def test_modelrail_models_shows_the_same_places(history: History) -> None:
     from click.testing import CliRunner
 
-    from modelrail.cli import main
+    from modelrail.entry.cli import main
 
     env = history.container.settings.to_env()
     output = CliRunner().invoke(main, ["models"], env=env, catch_exceptions=False).output

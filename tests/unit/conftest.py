@@ -9,12 +9,12 @@ from typing import Any
 import orjson
 import pytest
 
-from modelrail.adapters.inprocess import InProcessBus
-from modelrail.bootstrap import bootstrap
-from modelrail.config import Settings
-from modelrail.container import Container
-from modelrail.events import DataUploaded, RetrainRequested
-from modelrail.runs import RunSummary
+from modelrail.adapters.local.inprocess import InProcessBus
+from modelrail.composition.bootstrap import bootstrap
+from modelrail.domain.runs import RunSummary
+from modelrail.kernel.events import DataUploaded, RetrainRequested
+from modelrail.service.container import Container
+from modelrail.settings.process import Settings
 from tests.fakes import FakeDeployer, InMemoryStorage
 
 

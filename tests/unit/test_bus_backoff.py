@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import pytest
 
-from modelrail.adapters.inprocess import InProcessBus
-from modelrail.config import Settings
-from modelrail.ports import Message
-from modelrail.topology import Topology
+from modelrail.adapters.local.inprocess import InProcessBus
+from modelrail.kernel.ports import Message
+from modelrail.settings.process import Settings
+from modelrail.settings.topology import Topology
 from tests.unit.conftest import ManualClock
 
 

@@ -11,13 +11,14 @@ import orjson
 import pytest
 from click.testing import CliRunner
 
-from modelrail import cli, pipeline
-from modelrail.adapters import inprocess
-from modelrail.bootstrap import bootstrap
-from modelrail.container import Container
-from modelrail.events import DataUploaded
-from modelrail.ports import Message
-from modelrail.runs import RunLog, RunSummary
+from modelrail.adapters.local import inprocess
+from modelrail.composition.bootstrap import bootstrap
+from modelrail.domain.runs import RunLog, RunSummary
+from modelrail.entry import cli
+from modelrail.kernel.events import DataUploaded
+from modelrail.kernel.ports import Message
+from modelrail.service import pipeline
+from modelrail.service.container import Container
 from tests.conftest import PENGUINS, settings_env
 from tests.fakes import FakeDeployer
 from tests.unit.conftest import ManualClock

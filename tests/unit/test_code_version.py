@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from modelrail.config import UNVERSIONED, Settings, checkout_commit
+from modelrail.settings.process import UNVERSIONED, Settings, checkout_commit
 from tests.conftest import settings_env
 
 

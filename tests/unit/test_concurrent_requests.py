@@ -13,9 +13,9 @@ from pathlib import Path
 import orjson
 import pytest
 
-from modelrail.bootstrap import bootstrap
-from modelrail.config import Settings
-from modelrail.events import RetrainRequested
+from modelrail.composition.bootstrap import bootstrap
+from modelrail.kernel.events import RetrainRequested
+from modelrail.settings.process import Settings
 from tests.conftest import settings_env
 from tests.fakes import FakeDeployer
 from tests.unit.conftest import ManualClock

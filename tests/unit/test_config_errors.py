@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from modelrail.config import PipelineConfig
-from modelrail.errors import ConfigError
+from modelrail.domain.config import PipelineConfig
+from modelrail.kernel.errors import ConfigError
 from tests.conftest import REPO
 
 CONTRACT = json.loads((REPO / "schemas" / "datasets" / "penguins.json").read_text())
@@ -249,7 +249,7 @@ def test_a_function_refuses_to_start_with_a_broken_config(
 ) -> None:
     from functions_framework import create_app
 
-    from modelrail import entrypoints
+    from modelrail.entry import functions
     from tests.conftest import settings_env
 
     broken = PIPELINE.replace("num_leaves = 15", "num_leafs = 15")
@@ -258,7 +258,7 @@ def test_a_function_refuses_to_start_with_a_broken_config(
     for name, value in settings_env(tmp_path / "home").items():
         monkeypatch.setenv(name, value)
     monkeypatch.setenv("MODELRAIL_CONFIG", str(tmp_path / "pipeline.toml"))
-    entrypoints.container.cache_clear()
+    functions.container.cache_clear()
     try:
         with pytest.raises(ConfigError, match=re.escape("'num_leafs' is not a LightGBM parameter")):
             create_app(
@@ -267,4 +267,4 @@ def test_a_function_refuses_to_start_with_a_broken_config(
                 signature_type="cloudevent",
             )
     finally:
-        entrypoints.container.cache_clear()
+        functions.container.cache_clear()

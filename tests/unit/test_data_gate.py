@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from modelrail.bootstrap import bootstrap
-from modelrail.config import Settings
+from modelrail.composition.bootstrap import bootstrap
+from modelrail.settings.process import Settings
 from tests.conftest import REPO, settings_env
 from tests.fakes import FakeDeployer, InMemoryStorage
 from tests.unit.conftest import Harness
@@ -145,7 +145,7 @@ def test_the_card_shows_classes_reference_drift_and_history(
 
 
 def test_a_regression_card_plots_predicted_against_actual() -> None:
-    from modelrail import card, evaluation
+    from modelrail.domain import card, evaluation
 
     actual = np.linspace(0, 10, 50)
     diagnostics = evaluation.diagnostics("regression", actual, actual + 0.5, ())

@@ -7,10 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from modelrail.config import PipelineConfig
-from modelrail.dataset import checks, synth
-from modelrail.dataset.contract import DatasetContract
-from modelrail.errors import ConfigError, ContractViolation
+from modelrail.domain.config import PipelineConfig
+from modelrail.domain.dataset import checks, synth
+from modelrail.domain.dataset.contract import DatasetContract
+from modelrail.kernel.errors import ConfigError, ContractViolation
 
 HEADER = "species,island,bill_length_mm,bill_depth_mm,flipper_length_mm,body_mass_g,sex,year"
 GOOD = "Adelie,Torgersen,39.1,18.7,181,3750,male,2007"

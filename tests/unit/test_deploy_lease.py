@@ -11,12 +11,12 @@ from pathlib import Path
 import orjson
 import pytest
 
-from modelrail.adapters.local_signing import LocalManifestSigner
-from modelrail.errors import DeploymentFailed, TransientError
-from modelrail.events import ModelRegistered
-from modelrail.ports import Deployment
-from modelrail.registry import Registry
-from modelrail.stages import Outcome, deploy
+from modelrail.adapters.local.signing import LocalManifestSigner
+from modelrail.domain.registry import Registry
+from modelrail.kernel.errors import DeploymentFailed, TransientError
+from modelrail.kernel.events import ModelRegistered
+from modelrail.kernel.ports import Deployment
+from modelrail.service.stages import Outcome, deploy
 from tests.fakes import InMemoryStore
 
 MODEL = "penguins"

@@ -7,9 +7,9 @@ import math
 import numpy as np
 import pytest
 
-from modelrail.config import MetricGate
-from modelrail.errors import ConfigError
-from modelrail.evaluation import judge, metrics
+from modelrail.domain.config import MetricGate
+from modelrail.domain.evaluation import judge, metrics
+from modelrail.kernel.errors import ConfigError
 
 
 def test_binary_metrics() -> None:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from modelrail.events import DataUploaded
+from modelrail.kernel.events import DataUploaded
 from tests.unit.conftest import Harness
 
 

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from modelrail import scaffold
-from modelrail.config import PipelineConfig
-from modelrail.dataset import checks
-from modelrail.errors import ConfigError
+from modelrail.domain.config import PipelineConfig
+from modelrail.domain.dataset import checks
+from modelrail.entry import init
+from modelrail.kernel.errors import ConfigError
 
 ROWS = 40
 
@@ -30,12 +30,12 @@ def _csv(tmp_path: Path, target_values: list[str] | None = None) -> Path:
     return path
 
 
-def _entries(inference: scaffold.Inference) -> dict[str, dict[str, object]]:
+def _entries(inference: init.Inference) -> dict[str, dict[str, object]]:
     return {d.entry["name"]: d.entry for d in inference.decisions}
 
 
 def test_each_column_gets_its_type_role_and_limits(tmp_path: Path) -> None:
-    inference = scaffold.infer(_csv(tmp_path), "label")
+    inference = init.infer(_csv(tmp_path), "label")
 
     entries = _entries(inference)
     assert inference.objective == "binary"
@@ -74,7 +74,7 @@ def test_the_objective_follows_the_targets_values(
 ) -> None:
     values = [labels[i % len(labels)] for i in range(ROWS)]
 
-    assert scaffold.infer(_csv(tmp_path, values), "label").objective == objective
+    assert init.infer(_csv(tmp_path, values), "label").objective == objective
 
 
 @pytest.mark.parametrize(
@@ -91,12 +91,12 @@ def test_an_objective_the_target_cannot_have_is_refused(
     values = [labels[i % len(labels)] for i in range(ROWS)]
 
     with pytest.raises(ConfigError, match=message):
-        scaffold.infer(_csv(tmp_path, values), "label", objective=objective)
+        init.infer(_csv(tmp_path, values), "label", objective=objective)
 
 
 def test_an_unknown_target_lists_the_columns(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"--target 'species' is not a column .*'city'"):
-        scaffold.infer(_csv(tmp_path), "species")
+        init.infer(_csv(tmp_path), "species")
 
 
 def test_repeated_column_names_are_refused(tmp_path: Path) -> None:
@@ -104,16 +104,16 @@ def test_repeated_column_names_are_refused(tmp_path: Path) -> None:
     path.write_text("a,b,a\n1,2,3\n")
 
     with pytest.raises(ConfigError, match=r"repeats column names \['a'\]"):
-        scaffold.infer(path, "b")
+        init.infer(path, "b")
 
 
 def test_written_files_load_and_the_file_they_came_from_passes(tmp_path: Path) -> None:
     labels = ["yes" if i % 3 else "no" for i in range(ROWS)]
     labels[5] = labels[17] = ""  # two rows without a target
     csv_path = _csv(tmp_path, labels)
-    inference = scaffold.infer(csv_path, "label", name="people")
+    inference = init.infer(csv_path, "label", name="people")
 
-    config_path, contract_path = scaffold.write(inference, tmp_path / "out")
+    config_path, contract_path = init.write(inference, tmp_path / "out")
 
     config = PipelineConfig.load(config_path)
     assert config.objective == "binary"
@@ -123,14 +123,14 @@ def test_written_files_load_and_the_file_they_came_from_passes(tmp_path: Path) -
     assert report.passed, report.problems
     assert (report.rows, report.dropped_missing_target, parsed.rows) == (ROWS - 2, 2, ROWS - 2)
     with pytest.raises(ConfigError, match="already exist: pass --force"):
-        scaffold.write(inference, tmp_path / "out")
-    scaffold.write(inference, tmp_path / "out", force=True)
+        init.write(inference, tmp_path / "out")
+    init.write(inference, tmp_path / "out", force=True)
 
 
 def test_the_summary_says_what_was_decided_and_what_to_check(tmp_path: Path) -> None:
     labels = ["yes" if i % 3 else "no" for i in range(ROWS)]
     labels[3] = "NA"
-    text = scaffold.summary(scaffold.infer(_csv(tmp_path, labels), "label"))
+    text = init.summary(init.infer(_csv(tmp_path, labels), "label"))
 
     assert text.startswith("people: binary, 40 rows")
     assert "  grade " in text
@@ -142,9 +142,9 @@ def test_the_summary_says_what_was_decided_and_what_to_check(tmp_path: Path) -> 
 def test_a_large_file_is_sampled_and_says_so(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(scaffold, "SAMPLE_ROWS", 30)
+    monkeypatch.setattr(init, "SAMPLE_ROWS", 30)
 
-    inference = scaffold.infer(_csv(tmp_path), "label")
+    inference = init.infer(_csv(tmp_path), "label")
 
     assert inference.sampled
     assert inference.rows == 30

@@ -7,8 +7,8 @@ import dataclasses
 import orjson
 import pytest
 
-from modelrail.config import Limits
-from modelrail.dataset import checks
+from modelrail.domain.config import Limits
+from modelrail.domain.dataset import checks
 from tests.fakes import InMemoryStore
 from tests.unit.conftest import Harness
 

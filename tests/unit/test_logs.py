@@ -9,8 +9,8 @@ from collections.abc import Iterator
 import orjson
 import pytest
 
-from modelrail import logs
-from modelrail.jobs import train
+from modelrail.entry import train_job as train
+from modelrail.kernel import logs
 
 log = logging.getLogger("modelrail.test")
 

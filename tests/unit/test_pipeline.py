@@ -9,14 +9,14 @@ import inspect
 import orjson
 import pytest
 
-from modelrail import pipeline
-from modelrail.dataset import checks
-from modelrail.errors import LeaseLost, TransientError
-from modelrail.events import DatasetValidated, ModelRegistered, RetrainRequested
-from modelrail.ports import Deployment, JobState, Message
-from modelrail.registry import Registry
-from modelrail.stages import Outcome, deploy, launch_training, validate
-from modelrail.training import split
+from modelrail.domain.dataset import checks
+from modelrail.domain.registry import Registry
+from modelrail.domain.training import split
+from modelrail.kernel.errors import LeaseLost, TransientError
+from modelrail.kernel.events import DatasetValidated, ModelRegistered, RetrainRequested
+from modelrail.kernel.ports import Deployment, JobState, Message
+from modelrail.service import pipeline
+from modelrail.service.stages import Outcome, deploy, launch_training, validate
 from tests.unit.conftest import Harness
 
 

@@ -11,11 +11,13 @@ import orjson
 import pytest
 from click.testing import CliRunner
 
-from modelrail import cli, errors, pipeline
-from modelrail.bootstrap import bootstrap
-from modelrail.config import Settings
-from modelrail.container import Container
-from modelrail.events import utcnow
+from modelrail.composition.bootstrap import bootstrap
+from modelrail.entry import cli
+from modelrail.kernel import errors
+from modelrail.kernel.events import utcnow
+from modelrail.service import pipeline
+from modelrail.service.container import Container
+from modelrail.settings.process import Settings
 from modelrail.ui import create_app
 from tests.conftest import settings_env
 from tests.fakes import FakeDeployer

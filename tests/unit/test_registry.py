@@ -10,14 +10,14 @@ from pathlib import Path
 import orjson
 import pytest
 
-from modelrail.adapters.filesystem import FilesystemStore
-from modelrail.adapters.local_models import LocalModels
-from modelrail.adapters.local_packages import LocalPackageRepository
-from modelrail.adapters.local_signing import LocalManifestSigner
-from modelrail.catalog import Catalog
-from modelrail.errors import IntegrityError, LeaseHeld, LeaseLost, NotFound, TransientError
-from modelrail.ports import BlobStore
-from modelrail.registry import Registry, sha256
+from modelrail.adapters.local.filesystem import FilesystemStore
+from modelrail.adapters.local.models import LocalModels
+from modelrail.adapters.local.packages import LocalPackageRepository
+from modelrail.adapters.local.signing import LocalManifestSigner
+from modelrail.domain.catalog import Catalog
+from modelrail.domain.registry import Registry, sha256
+from modelrail.kernel.errors import IntegrityError, LeaseHeld, LeaseLost, NotFound, TransientError
+from modelrail.kernel.ports import BlobStore
 from tests.conftest import wait_for
 from tests.fakes import InMemoryStore
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from modelrail.errors import Refused
-from modelrail.rollback import previous_version, rollback
+from modelrail.kernel.errors import Refused
+from modelrail.service.rollback import previous_version, rollback
 from tests.unit.conftest import Harness
 
 

@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from modelrail import environment
-from modelrail.config import _VARIABLES as PIPELINE_VARIABLES
-from modelrail.config import Settings
-from modelrail.errors import ConfigError
-from modelrail.service_settings import _VARIABLES as SERVICE_VARIABLES
-from modelrail.service_settings import ServiceSettings
+from modelrail.kernel.errors import ConfigError
+from modelrail.settings import environment
+from modelrail.settings.process import _VARIABLES as PIPELINE_VARIABLES
+from modelrail.settings.process import Settings
+from modelrail.settings.service import _VARIABLES as SERVICE_VARIABLES
+from modelrail.settings.service import ServiceSettings
 
 
 def test_every_settings_field_but_the_derived_ones_has_a_variable() -> None:

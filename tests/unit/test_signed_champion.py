@@ -15,9 +15,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from modelrail import pipeline
-from modelrail.ports import Message
-from modelrail.registry import MANIFEST
+from modelrail.domain.registry import MANIFEST
+from modelrail.kernel.ports import Message
+from modelrail.service import pipeline
 from tests.unit.test_data_gate import _csv, _with_champion
 
 REFERENCE = "reference.parquet"

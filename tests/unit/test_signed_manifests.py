@@ -12,10 +12,10 @@ from pathlib import Path
 import orjson
 import pytest
 
-from modelrail.adapters.local_signing import LocalManifestSigner
-from modelrail.errors import IntegrityError, NotFound
-from modelrail.ports import Blob, BlobStore, ManifestSignature
-from modelrail.registry import MANIFEST, SIGNATURE, Registry, sha256
+from modelrail.adapters.local.signing import LocalManifestSigner
+from modelrail.domain.registry import MANIFEST, SIGNATURE, Registry, sha256
+from modelrail.kernel.errors import IntegrityError, NotFound
+from modelrail.kernel.ports import Blob, BlobStore, ManifestSignature
 from tests.fakes import InMemoryStore
 
 MODEL = "penguins"

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from modelrail import signing
-from modelrail.adapters.local_signing import LocalManifestSigner
-from modelrail.errors import IntegrityError
-from modelrail.ports import ManifestSignature
+from modelrail.adapters.local.signing import LocalManifestSigner
+from modelrail.domain import signing
+from modelrail.kernel.errors import IntegrityError
+from modelrail.kernel.ports import ManifestSignature
 
 KEY = "projects/p/locations/l/keyRings/r/cryptoKeys/manifests/cryptoKeyVersions/1"
 

@@ -7,11 +7,11 @@ from typing import NoReturn
 
 import pytest
 
-from modelrail.adapters.inprocess import InProcessLauncher
-from modelrail.ports import Blob
-from modelrail.registry import Registry
-from modelrail.stages import register
-from modelrail.sweep import sweep
+from modelrail.adapters.local.inprocess import InProcessLauncher
+from modelrail.domain.registry import Registry
+from modelrail.kernel.ports import Blob
+from modelrail.service.stages import register
+from modelrail.service.sweep import sweep
 from tests.unit.conftest import Harness
 
 

@@ -10,10 +10,10 @@ import lightgbm as lgb
 import numpy as np
 import pytest
 
-from modelrail import evaluation, training
-from modelrail.config import PipelineConfig
-from modelrail.dataset import checks, synth
-from modelrail.features import FeatureSchema
+from modelrail.domain import evaluation, training
+from modelrail.domain.config import PipelineConfig
+from modelrail.domain.dataset import checks, synth
+from modelrail.domain.features import FeatureSchema
 
 
 def test_training_is_deterministic(config: PipelineConfig, penguins_csv: bytes) -> None:

@@ -11,9 +11,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from modelrail.config import PipelineConfig
-from modelrail.dataset import checks, profile, snapshot, synth, typed
-from modelrail.dataset.contract import DatasetContract
+from modelrail.domain.config import PipelineConfig
+from modelrail.domain.dataset import checks, profile, snapshot, synth, typed
+from modelrail.domain.dataset.contract import DatasetContract
 
 HEADER = "species,island,bill_length_mm,bill_depth_mm,flipper_length_mm,body_mass_g,sex,year"
 GOOD = "Adelie,Torgersen,39.1,18.7,181,3750,male,2007\nGentoo,Biscoe,46.1,13.2,211,4500,female,2007"

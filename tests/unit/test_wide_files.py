@@ -10,8 +10,8 @@ import tracemalloc
 import orjson
 import pytest
 
-from modelrail.dataset.checks import MAX_PROBLEMS_LISTED
-from modelrail.pipeline import MAX_EVENT_PROBLEMS
+from modelrail.domain.dataset.checks import MAX_PROBLEMS_LISTED
+from modelrail.service.pipeline import MAX_EVENT_PROBLEMS
 from modelrail.ui import create_app
 from tests.unit.conftest import Harness
 

@@ -1,4 +1,1 @@
-"""Port implementations.
-
-Filesystem (embedded mode), Google Cloud (cloud and emulator modes), local staging.
-"""
+"""Port implementations: ``local`` (embedded mode), ``google`` (cloud and emulator modes)."""

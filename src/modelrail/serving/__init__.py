@@ -3,8 +3,8 @@
 ``create_service`` (in ``modelrail.serving.app``) is the service's composition root,
 as ``python -m modelrail.serving.server`` runs it (``server``); ``create_app`` wraps it
 in a Flask app; ``supervisor`` owns the local staging port and its servers. The
-request path (``modelrail.decoding``: parse and validate, ``predictor``: LightGBM's C
-library through ctypes, ``modelrail.problems``: RFC 9457 errors; the first two are
+request path (``modelrail.domain.decoding``: parse and validate, ``predictor``: LightGBM's C
+library through ctypes, ``modelrail.kernel.problems``: RFC 9457 errors; the first two are
 outside this package because the training job holds the compiled body reader to the
 same decoder) uses msgspec, orjson and numpy only:
 no pandas, no scikit-learn, and not even the ``lightgbm`` Python package, whose

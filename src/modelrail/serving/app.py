@@ -1,7 +1,7 @@
 """The staging service's application factory (its composition root).
 
 ``create_service()`` reads ``Settings`` and ``ServiceSettings`` from the environment,
-opens the artifact bucket and the manifest signer (``bootstrap.open_signer``: the Cloud
+opens the artifact bucket and the manifest signer (``adapters.by_mode.open_signer``: the Cloud
 KMS key, or embedded mode's key file), loads the pinned version through
 ``Registry.load`` (which verifies the manifest's signature, then checks the model's
 sha256 against it, before anything parses it) and returns the ``Service``. A version
@@ -11,7 +11,7 @@ logged, unless ``require_model`` is set: then the process exits. ``create_app()`
 wraps the same service in a Flask app (its test client, its extension registry).
 
 ``Service`` answers every route and renders every problem, in one place
-(``Service.respond``): it reads the body, decodes it (``modelrail.decoding``), predicts
+(``Service.respond``): it reads the body, decodes it (``modelrail.domain.decoding``), predicts
 (``predictor``) and writes the JSON answer itself, with no request or response objects,
 which would cost more per request than the prediction itself. Two thin adapters carry
 requests to it: granian's RSGI interface (``Service.__rsgi__``, as the server runs it),
@@ -33,14 +33,14 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 import orjson
 
-from modelrail import logs
-from modelrail.problems import PROBLEM_JSON, Problem
-from modelrail.service_settings import ServiceSettings
+from modelrail.kernel import logs
+from modelrail.kernel.problems import PROBLEM_JSON, Problem
+from modelrail.settings.service import ServiceSettings
 
 if TYPE_CHECKING:
     from flask import Flask
 
-    from modelrail.ports import ManifestSigner
+    from modelrail.kernel.ports import ManifestSigner
 
 log = logging.getLogger("modelrail.serving")
 
@@ -69,7 +69,7 @@ class ModelState:
     """What the service serves: a predictor, or the reason there is none."""
 
     predictor: Any = None  # modelrail.serving.predictor.Predictor once loaded
-    decoder: Any = None  # modelrail.decoding.RequestDecoder
+    decoder: Any = None  # modelrail.domain.decoding.RequestDecoder
     error: str | None = None
     loaded_at: float | None = None
     load_seconds: float | None = None
@@ -83,9 +83,9 @@ def load_model(settings: ServiceSettings, store: Any, signer: ManifestSigner) ->
     """Resolve the pin (or alias), verify and load it; never raises unless required.
     ``signer`` (a ``ManifestSigner``) gives the public key the manifest's signature is
     checked with; every other file is checked against that manifest."""
-    from modelrail import compiled
-    from modelrail.decoding import RequestDecoder
-    from modelrail.registry import Registry
+    from modelrail.domain.decoding import RequestDecoder
+    from modelrail.domain.registry import Registry
+    from modelrail.native import compiled
     from modelrail.serving.predictor import Predictor
 
     started = time.perf_counter()
@@ -153,8 +153,8 @@ def create_service(test_config: Mapping[str, Any] | None = None) -> Service:
     it) that is also a WSGI callable (``__call__``), without importing Flask."""
     logs.configure()
     if test_config is None:
-        from modelrail.bootstrap import open_artifact_store, open_signer
-        from modelrail.config import Settings
+        from modelrail.adapters.by_mode import open_artifact_store, open_signer
+        from modelrail.settings.process import Settings
 
         settings = Settings.from_env()
         service = ServiceSettings.from_env()

@@ -1,6 +1,6 @@
 """The OpenAPI 3.1 document of the service, built from the loaded model's feature schema.
 
-It states what the request path enforces (``modelrail.decoding``): the three body shapes,
+It states what the request path enforces (``modelrail.domain.decoding``): the three body shapes,
 each feature's JSON type and nullability, the instance limit, and every error status
 with its problem+json body. The schemathesis run in ``tests/service`` holds the two
 together.
@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from modelrail.features import Feature, FeatureSchema
-from modelrail.problems import POINTED_ITEM, PROBLEM_JSON, problem_schema
-from modelrail.service_settings import ServiceSettings
+from modelrail.domain.features import Feature, FeatureSchema
+from modelrail.kernel.problems import POINTED_ITEM, PROBLEM_JSON, problem_schema
+from modelrail.settings.service import ServiceSettings
 
 _JSON_TYPES = {"number": "number", "integer": "integer", "category": "string", "boolean": "boolean"}
 

@@ -27,8 +27,8 @@ from typing import Any
 import msgspec
 import numpy as np
 
-from modelrail import compiled
-from modelrail.errors import ModelrailError
+from modelrail.kernel.errors import ModelrailError
+from modelrail.native import compiled
 
 log = logging.getLogger("modelrail.serving")
 
@@ -202,7 +202,7 @@ class Predictor:
     def __init__(
         self, model: str, version: int, manifest: Mapping[str, Any], model_text: bytes
     ) -> None:
-        from modelrail.features import FeatureSchema
+        from modelrail.domain.features import FeatureSchema
 
         self.model = model
         self.version = version

@@ -38,7 +38,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from modelrail.service_settings import ServiceSettings
+from modelrail.settings.service import ServiceSettings
 
 _BACKLOG = 2048
 _PR_SET_PDEATHSIG = 1
@@ -72,7 +72,7 @@ class SharedFlag:
 
 
 def _log_config() -> dict[str, Any]:
-    from modelrail.logs import dict_config
+    from modelrail.kernel.logs import dict_config
 
     return dict_config(
         {

@@ -12,12 +12,12 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from flask import Flask, Response, abort, render_template
 
-from modelrail.errors import IntegrityError, NotFound
-from modelrail.runs import STAGE_ORDER, RunSummary, failure_reasons
+from modelrail.domain.runs import STAGE_ORDER, RunSummary, failure_reasons
+from modelrail.kernel.errors import IntegrityError, NotFound
 from modelrail.ui import plots
 
 if TYPE_CHECKING:
-    from modelrail.container import Container
+    from modelrail.service.container import Container
 
 # What the pages may load: their own stylesheet and inline styles (model cards carry
 # theirs), no script, nothing from another origin: the UI works offline.

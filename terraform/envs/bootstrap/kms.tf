@@ -1,7 +1,7 @@
 # The key register signs each version's manifest with (manifest.sig beside it), and the
 # staging service verifies it with before it trusts any sha256 the manifest lists: who
 # can write the artifact bucket but not sign cannot make a version staging serves.
-# Cloud KMS, EC_SIGN_P256_SHA256, used through its REST API (src/modelrail/adapters/kms.py).
+# Cloud KMS, EC_SIGN_P256_SHA256, used through its REST API (src/modelrail/adapters/google/kms.py).
 # Here, not in terraform/envs/dev: whoever administers the key can grant itself the
 # signer role, so only the owner does.
 resource "google_kms_key_ring" "modelrail" {

@@ -30,7 +30,7 @@ locals {
 
   # What each stage writes in the artifact bucket, and nothing else it may write
   # (objectUser under an IAM condition: create, overwrite and delete these objects only).
-  # run_objects: objects of any run, runs/<run_id>/<name> (src/modelrail/runs.py and the
+  # run_objects: objects of any run, runs/<run_id>/<name> (src/modelrail/domain/runs.py and the
   # stages); prefixes: every object whose name starts so. The registry (models/) is
   # register's alone; deploy moves one pointer in it, the staging alias. validate parses
   # untrusted CSVs: it writes its own run outputs and cannot touch a model.
@@ -61,11 +61,11 @@ locals {
       prefixes    = ["models/${var.model_name}/aliases/staging.json", "models/${var.model_name}/leases/staging.json"]
     }
     # The failure record of a stage that will never record by itself: the stages after
-    # validate (src/modelrail/sweep.py).
+    # validate (src/modelrail/service/sweep.py).
     sweep = {
       run_objects = ["stages/launch_training.json", "stages/train.json", "stages/evaluate.json", "stages/register.json", "stages/deploy.json"]
       # The staging lease it reconciles under; a stuck register's lease, held while it
-      # ends that run (src/modelrail/sweep.py).
+      # ends that run (src/modelrail/service/sweep.py).
       prefixes = ["models/${var.model_name}/leases/staging.json", "models/${var.model_name}/leases/register-"]
     }
   }
@@ -95,7 +95,7 @@ locals {
     { sa = "deploy", role = "roles/run.developer" },
     # ... and call it for the smoke test.
     { sa = "deploy", role = "roles/run.invoker" },
-    # The scheduled sweep is also the reconciliation pass (src/modelrail/reconcile.py):
+    # The scheduled sweep is also the reconciliation pass (src/modelrail/service/reconcile.py):
     # after a crash between a rollout and the alias move, it puts back the version the
     # staging alias names, signature checked, and smoke-tests it, as deploy does.
     { sa = "sweep", role = "roles/run.developer" },

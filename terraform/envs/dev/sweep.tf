@@ -1,5 +1,5 @@
 # The sweep on a schedule: `modelrail sweep` ends the runs that cannot end by
-# themselves (a training execution that died, a lost message; src/modelrail/sweep.py).
+# themselves (a training execution that died, a lost message; src/modelrail/service/sweep.py).
 # It is a Cloud Run job running the training image with another command, started by
 # Cloud Scheduler through the Cloud Run Admin API. Its account reads the run history,
 # records a failed stage (create-only, the stage records after validate only),

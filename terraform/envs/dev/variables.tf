@@ -102,7 +102,7 @@ variable "functions" {
     launch_training = { memory = "256Mi", cpu = "0.167" }
     evaluate        = { memory = "2Gi" }
     register        = { memory = "512Mi" }
-    # Rollouts take turns on the staging lease (src/modelrail/stages/deploy.py): a burst
+    # Rollouts take turns on the staging lease (src/modelrail/service/stages/deploy.py): a burst
     # of pushes waits in one instance instead of being refused with 429s.
     deploy = { memory = "512Mi", max_instances = 1, concurrency = 10 }
   }

@@ -1,0 +1,1 @@
+"""Ports over Google Cloud's APIs (cloud mode; emulator mode against the local cloud)."""

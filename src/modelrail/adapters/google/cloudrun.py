@@ -1,0 +1,442 @@
+"""JobLauncher and Deployer on Cloud Run (``google-cloud-run``, the Admin API v2).
+
+In the cloud these use the default credentials and ``run.googleapis.com``. With
+``api_endpoint`` set (emulator mode: the local control plane) they use anonymous
+credentials and the REST transport against that endpoint. Nothing else differs: the
+requests, the waiting and the error handling are the same.
+
+Neither adapter reads a long-running operation (``operations.get`` needs
+``run.operations.get``, which exists only at project level, and the stage accounts hold
+resource-scoped roles only). ``run_job`` is fire-and-forget: the execution's name is in
+the operation returned by the call itself. ``update_service`` is followed by polling the
+service, which ``roles/run.developer`` on that service allows.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from modelrail.kernel.errors import (
+    ConfigError,
+    DeploymentFailed,
+    ModelrailError,
+    NotFound,
+    PermanentError,
+    TransientError,
+)
+from modelrail.kernel.ports import BlobStore, Deployment, JobState
+from modelrail.service.smoke import smoke_test
+from modelrail.settings.service import pin_env, pinned
+
+if TYPE_CHECKING:
+    from google.cloud import run_v2
+
+EVENT_ENV = "MODELRAIL_EVENT"
+ARTIFACT_BUCKET_ENV = "MODELRAIL_ARTIFACT_BUCKET"
+SIGNING_KEY_ENV = "MODELRAIL_SIGNING_KEY"
+# A rollout (new revision ready) rarely takes minutes. With the smoke test and a
+# restore, a deploy that also waited its turn can outlast the deploy subscription's
+# ack deadline (topology.yaml): see reconcile.LEASE_WAIT_S for what happens then.
+_ROLLOUT_TIMEOUT_S = 240.0
+_CALL_TIMEOUT_S = 60.0
+# Polling the service during a rollout: soon at first (a local rollout takes about a
+# second), then backing off (a Cloud Run rollout takes tens of seconds).
+_POLL_FIRST_S = 0.2
+_POLL_MAX_S = 5.0
+
+
+def _client_kwargs(api_endpoint: str | None) -> dict[str, Any]:
+    if api_endpoint is None:
+        return {}
+    from google.api_core.client_options import ClientOptions
+    from google.auth.credentials import AnonymousCredentials
+
+    return {
+        "credentials": AnonymousCredentials(),  # type: ignore[no-untyped-call]
+        "transport": "rest",
+        "client_options": ClientOptions(api_endpoint=api_endpoint),
+    }
+
+
+def _api_error(action: str, exc: Exception) -> Exception:
+    """Map a Cloud Run API error: a bad request cannot succeed later, the rest can."""
+    from google.api_core import exceptions
+
+    if isinstance(exc, exceptions.InvalidArgument | exceptions.FailedPrecondition):
+        return PermanentError(f"{action}: {exc}")
+    return TransientError(f"{action}: {exc}")
+
+
+class CloudRunJobLauncher:
+    """Starts a Cloud Run job execution with the event in ``MODELRAIL_EVENT``."""
+
+    def __init__(self, project: str, region: str, api_endpoint: str | None = None) -> None:
+        self.project, self.region, self.api_endpoint = project, region, api_endpoint
+        self._client: Any = None
+        self._executions: Any = None
+        self._lock = threading.Lock()
+
+    @property
+    def client(self) -> run_v2.JobsClient:
+        with self._lock:
+            if self._client is None:
+                from google.cloud import run_v2
+
+                self._client = run_v2.JobsClient(**_client_kwargs(self.api_endpoint))
+            client: run_v2.JobsClient = self._client
+            return client
+
+    @property
+    def executions(self) -> run_v2.ExecutionsClient:
+        with self._lock:
+            if self._executions is None:
+                from google.cloud import run_v2
+
+                self._executions = run_v2.ExecutionsClient(**_client_kwargs(self.api_endpoint))
+            executions: run_v2.ExecutionsClient = self._executions
+            return executions
+
+    def state(self, execution: str) -> JobState:
+        """From the execution's task counts: a task is failed once its retries are spent."""
+        from google.api_core import exceptions
+
+        try:
+            found = self.executions.get_execution(name=execution, timeout=_CALL_TIMEOUT_S)
+        except exceptions.NotFound:
+            return JobState("unknown", f"{execution} does not exist")
+        except exceptions.GoogleAPICallError as exc:
+            raise _api_error(f"reading execution {execution}", exc) from exc
+        except OSError as exc:  # the API could not be reached (REST transport)
+            raise TransientError(f"reading execution {execution}: {exc}") from exc
+        if found.running_count:
+            return JobState("running")
+        if found.failed_count or found.cancelled_count:
+            messages = [c.message for c in found.conditions if c.message]
+            return JobState("failed", "; ".join(messages) or "a task failed")
+        if found.task_count and found.succeeded_count >= found.task_count:
+            return JobState("succeeded")
+        return JobState("running")  # pending: not started yet
+
+    def job_name(self, job: str) -> str:
+        if job.startswith("projects/"):
+            return job
+        return f"projects/{self.project}/locations/{self.region}/jobs/{job}"
+
+    def launch(self, job: str, event_json: bytes) -> str:
+        from google.api_core import exceptions
+        from google.cloud import run_v2
+
+        overrides = run_v2.RunJobRequest.Overrides(
+            container_overrides=[
+                run_v2.RunJobRequest.Overrides.ContainerOverride(
+                    env=[run_v2.EnvVar(name=EVENT_ENV, value=event_json.decode())]
+                )
+            ]
+        )
+        request = run_v2.RunJobRequest(name=self.job_name(job), overrides=overrides)
+        try:
+            operation = self.client.run_job(request=request, timeout=_CALL_TIMEOUT_S)
+        except exceptions.GoogleAPICallError as exc:
+            raise _api_error(f"running job {self.job_name(job)}", exc) from exc
+        except OSError as exc:  # the API could not be reached (REST transport)
+            raise TransientError(f"running job {self.job_name(job)}: {exc}") from exc
+        # The operation's metadata is the new Execution; the job runs on without us.
+        execution_name: str = operation.metadata.name
+        return execution_name
+
+
+class CloudRunDeployer:
+    """Pins the staging Cloud Run service to one model version, then smoke-tests it.
+
+    The smoke test predicts on the example rows stored in the version's manifest
+    (``Registry(artifacts).manifest(...)["examples"]``). ``artifacts`` is the artifact
+    bucket; without it, the bucket named by the service's own
+    ``MODELRAIL_ARTIFACT_BUCKET`` (the bucket it loads models from) is used.
+    ``signing_key`` (the key version register signs manifests with) is set on every
+    revision beside the pin, so the service trusts the key the versions are signed with,
+    also after a rotation (Terraform creates the service once and leaves its variables
+    to this deployer).
+    """
+
+    def __init__(
+        self,
+        project: str,
+        region: str,
+        service: str,
+        api_endpoint: str | None = None,
+        *,
+        artifacts: BlobStore | None = None,
+        signing_key: str | None = None,
+        rollout_timeout_s: float = _ROLLOUT_TIMEOUT_S,
+        call_timeout_s: float = _CALL_TIMEOUT_S,
+    ) -> None:
+        self.project, self.region, self.api_endpoint = project, region, api_endpoint
+        self.signing_key = signing_key
+        self.service_name = (
+            service
+            if service.startswith("projects/")
+            else f"projects/{project}/locations/{region}/services/{service}"
+        )
+        self.artifacts = artifacts
+        self.rollout_timeout_s = rollout_timeout_s
+        self.call_timeout_s = call_timeout_s  # each API call's; an unanswered one is transient
+        self._client: Any = None
+        self._revisions: Any = None
+        self._lock = threading.Lock()
+
+    @property
+    def client(self) -> run_v2.ServicesClient:
+        with self._lock:
+            if self._client is None:
+                from google.cloud import run_v2
+
+                self._client = run_v2.ServicesClient(**_client_kwargs(self.api_endpoint))
+            client: run_v2.ServicesClient = self._client
+            return client
+
+    # -- the port ----------------------------------------------------------------
+    def stop(self) -> None:
+        """Cloud Run runs the service: nothing here to stop."""
+
+    def current(self) -> Deployment | None:
+        service = self._get()
+        if not service.latest_ready_revision:
+            return None
+        if service.latest_ready_revision == service.latest_created_revision:
+            env = _template_env(service.template)
+        else:  # the newest revision is not ready: traffic is on an older one
+            env = self._revision_env(service.latest_ready_revision)
+        pin = pinned(env)
+        if pin is None:
+            return None
+        return Deployment(service.uri, _short(service.latest_ready_revision), *pin)
+
+    def deploy(self, model: str, version: int) -> Deployment:
+        service = self._get()
+        examples = self._examples(model, version, service)
+        env = _template_env(service.template)
+        ready = service.latest_ready_revision == service.latest_created_revision
+        if pinned(env) == (model, version) and ready and service.latest_ready_revision:
+            # A redelivered deploy event: the revision exists; prove it still serves.
+            self._smoke(service.uri, model, version, examples)
+            return Deployment(service.uri, _short(service.latest_ready_revision), model, version)
+
+        from google.cloud import run_v2
+
+        previous_template = run_v2.RevisionTemplate(service.template)
+        previous_revision = service.latest_ready_revision
+        pin = pin_env(model, version)
+        if self.signing_key is not None:
+            pin[SIGNING_KEY_ENV] = self.signing_key
+        _set_env(service.template, pin)
+        service.template.revision = ""  # let Cloud Run name the new revision
+        try:
+            updated = self._update(service)
+        except DeploymentFailed as exc:
+            # The revision never became ready: Cloud Run left traffic where it was; put
+            # the template back too, so the service's spec says what serves.
+            with contextlib.suppress(ModelrailError):
+                self._roll_back(self._get(), previous_template)
+            raise DeploymentFailed(
+                f"{model} v{version} did not become ready on {self.service_name}: {exc.message}",
+                {"model": model, "version": version, "kept_revision": _short(previous_revision)},
+            ) from exc
+        try:
+            self._smoke(updated.uri, model, version, examples)
+        except DeploymentFailed as exc:
+            self._roll_back(updated, previous_template)
+            raise DeploymentFailed(
+                f"{exc.message}; rolled back to revision {_short(previous_revision) or '(none)'}",
+                {**exc.details, "rolled_back_to": _short(previous_revision)},
+            ) from exc
+        return Deployment(updated.uri, _short(updated.latest_ready_revision), model, version)
+
+    # -- steps -------------------------------------------------------------------
+    def _artifact_store(self, service: run_v2.Service) -> BlobStore:
+        """The given artifact store, else the bucket the service itself loads models from."""
+        if self.artifacts is not None:
+            return self.artifacts
+        bucket = _template_env(service.template).get(ARTIFACT_BUCKET_ENV)
+        if not bucket:
+            raise ConfigError(
+                f"{self.service_name} has no {ARTIFACT_BUCKET_ENV} in its template and no "
+                "artifact store was given: the smoke test cannot find the version's examples"
+            )
+        from modelrail.adapters.google.gcs import GcsStorage
+
+        self.artifacts = GcsStorage(self.project).bucket(bucket)
+        return self.artifacts
+
+    def _examples(
+        self, model: str, version: int, service: run_v2.Service
+    ) -> Sequence[Mapping[str, Any]]:
+        from modelrail.domain.registry import Registry
+
+        try:
+            manifest = Registry(self._artifact_store(service)).manifest(model, version)
+        except NotFound as exc:
+            raise PermanentError(f"{model} v{version} has no manifest: {exc}") from exc
+        examples: Sequence[Mapping[str, Any]] = manifest.get("examples") or []
+        if not examples:
+            raise PermanentError(f"{model} v{version}: its manifest holds no smoke-test examples")
+        return examples
+
+    def _get(self) -> run_v2.Service:
+        from google.api_core import exceptions
+
+        try:
+            return self.client.get_service(name=self.service_name, timeout=self.call_timeout_s)
+        except exceptions.GoogleAPICallError as exc:
+            raise _api_error(f"reading service {self.service_name}", exc) from exc
+        except OSError as exc:
+            raise TransientError(f"reading service {self.service_name}: {exc}") from exc
+
+    def _revision_env(self, revision: str) -> dict[str, str]:
+        from google.api_core import exceptions
+        from google.cloud import run_v2
+
+        with self._lock:
+            if self._revisions is None:
+                self._revisions = run_v2.RevisionsClient(**_client_kwargs(self.api_endpoint))
+        try:
+            found = self._revisions.get_revision(name=revision, timeout=self.call_timeout_s)
+        except exceptions.GoogleAPICallError as exc:
+            raise _api_error(f"reading revision {revision}", exc) from exc
+        except OSError as exc:  # unreachable, or no answer within the call's timeout
+            raise TransientError(f"reading revision {revision}: {exc}") from exc
+        if not found.containers:
+            return {}
+        return {var.name: var.value for var in found.containers[0].env}
+
+    def _update(self, service: run_v2.Service) -> run_v2.Service:
+        """Update the service, then wait for its rollout by reading the service itself.
+
+        ``service`` is as read (its ``etag`` makes the update conditional). Returns the
+        service once the new generation serves; raises ``DeploymentFailed`` when Cloud
+        Run reports the rollout failed and ``TransientError`` past ``rollout_timeout_s``.
+        """
+        from google.api_core import exceptions
+
+        generation_before = int(service.generation)
+        created_before = service.latest_created_revision
+        try:
+            operation = self.client.update_service(service=service, timeout=self.call_timeout_s)
+        except exceptions.Aborted as exc:  # a concurrent update changed the etag
+            raise TransientError(f"service {self.service_name} changed meanwhile: {exc}") from exc
+        except exceptions.GoogleAPICallError as exc:
+            raise _api_error(f"updating service {self.service_name}", exc) from exc
+        except OSError as exc:
+            raise TransientError(f"updating service {self.service_name}: {exc}") from exc
+        # The operation carries the updated Service as metadata in the call's own
+        # response; reading it makes no request. Without it, the conditional update
+        # bumped the generation by one.
+        accepted = operation.metadata
+        generation = int(accepted.generation) if accepted is not None else 0
+        return self._await_rollout(generation or generation_before + 1, created_before)
+
+    def _await_rollout(self, generation: int, created_before: str) -> run_v2.Service:
+        deadline = time.monotonic() + self.rollout_timeout_s
+        delay = _POLL_FIRST_S
+        while True:
+            service = self._get()
+            outcome = _rollout_outcome(service, generation, created_before)
+            if outcome is True:
+                return service
+            if outcome is False:
+                condition = service.terminal_condition
+                raise DeploymentFailed(
+                    condition.message or f"rollout ended in {condition.state.name}",
+                    {
+                        "service": self.service_name,
+                        "generation": generation,
+                        "revision": _short(service.latest_created_revision),
+                    },
+                )
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TransientError(
+                    f"rollout of {self.service_name} generation {generation} still running "
+                    f"after {self.rollout_timeout_s:g} s"
+                )
+            time.sleep(min(delay, remaining))
+            delay = min(delay * 2, _POLL_MAX_S)
+
+    def _roll_back(
+        self, updated: run_v2.Service, previous_template: run_v2.RevisionTemplate
+    ) -> None:
+        from google.cloud import run_v2
+
+        service = run_v2.Service(updated)
+        service.template = previous_template
+        service.template.revision = ""
+        try:
+            self._update(service)
+        except DeploymentFailed as exc:  # the previous revision itself no longer starts
+            raise DeploymentFailed(
+                f"rolling {self.service_name} back failed too: {exc.message}", exc.details
+            ) from exc
+
+    def _smoke(
+        self, url: str, model: str, version: int, examples: Sequence[Mapping[str, Any]]
+    ) -> None:
+        smoke_test(url, model, version, examples, headers=self._auth_headers(url))
+
+    def _auth_headers(self, url: str) -> dict[str, str]:
+        """An ID token for the service in the cloud (it has no public invoker)."""
+        if self.api_endpoint is not None:
+            return {}
+        from google.auth.transport.requests import Request
+        from google.oauth2 import id_token
+
+        token = id_token.fetch_id_token(Request(), url)  # type: ignore[no-untyped-call]
+        return {"Authorization": f"Bearer {token}"}
+
+
+def _rollout_outcome(service: run_v2.Service, generation: int, created_before: str) -> bool | None:
+    """Whether the rollout of ``generation`` succeeded; None while it is still running.
+
+    Cloud Run's contract (``Service.reconciling``): once reconciliation is over, a success
+    has ``observed_generation`` equal to ``generation`` and ``latest_ready_revision`` equal
+    to ``latest_created_revision``; a failure leaves ``observed_generation`` and
+    ``latest_ready_revision`` at the last serving revision and says why in
+    ``terminal_condition``.
+    """
+    from google.cloud import run_v2
+
+    if service.reconciling or service.generation < generation:
+        return None  # the update is not visible yet, or still being acted upon
+    state = service.terminal_condition.state
+    caught_up = service.observed_generation >= generation
+    if caught_up and state == run_v2.Condition.State.CONDITION_SUCCEEDED:
+        return service.latest_ready_revision == service.latest_created_revision
+    # A failed condition left over from an earlier rollout is not this one's verdict:
+    # this one's failure names the revision it created (or has caught up).
+    if state == run_v2.Condition.State.CONDITION_FAILED and (
+        caught_up or service.latest_created_revision != created_before
+    ):
+        return False
+    return None
+
+
+def _short(resource_name: str) -> str:
+    return resource_name.rsplit("/", 1)[-1]
+
+
+def _template_env(template: run_v2.RevisionTemplate) -> dict[str, str]:
+    if not template.containers:
+        return {}
+    return {var.name: var.value for var in template.containers[0].env}
+
+
+def _set_env(template: run_v2.RevisionTemplate, values: Mapping[str, str]) -> None:
+    from google.cloud import run_v2
+
+    if not template.containers:
+        template.containers.append(run_v2.Container())
+    container = template.containers[0]
+    kept = [var for var in container.env if var.name not in values]
+    container.env = [*kept, *(run_v2.EnvVar(name=k, value=v) for k, v in values.items())]

@@ -1,0 +1,319 @@
+"""The local Deployer: staging servers on this machine, replaced with no downtime.
+
+A long-lived supervisor (``modelrail.localcloud.supervisor``, one per ``MODELRAIL_HOME``)
+owns ``127.0.0.1:<staging_port>`` and forwards its connections to the current server,
+a granian server on a private unix socket. One deploy is start-new → smoke-test →
+switch → stop-old, over one connection to the supervisor:
+
+1. the supervisor starts the candidate (``python -m modelrail.serving.server``) on a
+   new unix socket, pinned to the version, with ``MODELRAIL_REQUIRE_MODEL=1``: the
+   master loads and hash-checks the model before it listens, so a version that
+   cannot load exits and never answers;
+2. this deployer waits until the candidate is ready and smoke-tests it on its unix
+   socket (``modelrail.service.smoke.smoke_test``);
+3. it asks for the switch: new connections go to the candidate, and the previous
+   server is stopped gracefully (it drains its kept-alive connections first).
+   On any failure the candidate is stopped, the previous server keeps serving, and
+   ``DeploymentFailed`` is raised.
+
+The supervisor serialises rollouts, stops the candidate of a caller that went away
+before the switch, and owns its servers: none outlives it, and a candidate whose
+master dies is refused the switch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import fcntl
+import hashlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from modelrail.kernel.errors import DeploymentFailed
+from modelrail.kernel.ports import BlobStore, Deployment
+from modelrail.kernel.processes import port_in_use, running
+from modelrail.service.reconcile import RECONCILE_EVERY_S
+from modelrail.settings.process import Settings
+from modelrail.settings.service import ServiceSettings, pin_env
+
+_READY_TIMEOUT_S = 60.0
+_START_TIMEOUT_S = 30.0
+_POLL_S = 0.02
+# How long the supervisor may leave a request unanswered before the deploy fails: it
+# answers at once, or says every second that the rollout waits its turn.
+ANSWER_TIMEOUT_S = 30.0
+# Answers that come after stopping a server (switch, abort, stop) may also take the
+# server's graceful stop (the supervisor's _STOP_TIMEOUT_S).
+_STOP_ALLOWANCE_S = 25.0
+
+
+class LocalStagingDeployer:
+    """Implements the ``Deployer`` port with the local staging supervisor.
+
+    ``service_env`` adds environment variables to every server it starts (limits,
+    workers: see ``ServiceSettings``). Every request to the supervisor waits at most
+    ``answer_timeout_s`` for its answer: a supervisor that does not answer (paused,
+    wedged) fails the deploy with that reason instead of hanging it. The supervisor it
+    starts converges what it serves to the staging alias every ``reconcile_every_s``
+    (None: never; ``modelrail.service.reconcile``). With ``start_supervisor`` false it only
+    talks to a running supervisor (the supervisor's own loop uses it so).
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        artifacts: BlobStore,
+        *,
+        service_env: dict[str, str] | None = None,
+        answer_timeout_s: float = ANSWER_TIMEOUT_S,
+        reconcile_every_s: float | None = RECONCILE_EVERY_S,
+        start_supervisor: bool = True,
+    ) -> None:
+        self.settings = settings
+        self.artifacts = artifacts  # where the versions it serves are registered
+        self.service_env = dict(service_env or {})
+        self.answer_timeout_s = answer_timeout_s
+        self.reconcile_every_s = reconcile_every_s
+        self.start_supervisor = start_supervisor
+        self.state_dir = settings.home / "run" / "staging"
+        # Unix socket paths are limited to ~100 bytes: a deep home keeps them in /tmp.
+        self.socket_dir = self.state_dir
+        if len(str(self.state_dir)) > 80:
+            digest = hashlib.sha256(str(self.state_dir).encode()).hexdigest()[:16]
+            self.socket_dir = Path(tempfile.gettempdir()) / f"modelrail-{digest}"
+        self.control_path = self.socket_dir / "supervisor.sock"
+
+    # -- the port -----------------------------------------------------------------
+    def current(self) -> Deployment | None:
+        current = self.servers().get("current")
+        return self._deployment(current) if current else None
+
+    def servers(self) -> dict[str, Any]:
+        """The supervisor's servers: ``current`` and a rollout's ``candidate`` (each
+        with its master's ``pid``, which is its process group), if any; none when no
+        supervisor listens. One that does not answer is ``DeploymentFailed`` with that
+        reason: "serving nothing" would start a rollout it cannot take either."""
+        try:
+            return self._request({"op": "status"})
+        except (ConnectionRefusedError, FileNotFoundError):
+            return {}
+
+    def deploy(self, model: str, version: int) -> Deployment:
+        examples = self._examples(model, version)
+        # The service's settings as this process has them (its environment, then
+        # service_env), pinned to the version: each is parsed here, and written whole.
+        service = ServiceSettings.from_env(
+            {**os.environ, **self.service_env, **pin_env(model, version)}
+        )
+        env = {
+            **os.environ,
+            **self.service_env,
+            **self.settings.to_env(),
+            **dataclasses.replace(service, require_model=True).to_env(),
+        }
+        env.pop("MODELRAIL_MODEL_ALIAS", None)
+        request = {
+            "op": "start",
+            "service": self.settings.staging_service,
+            "model": model,
+            "version": version,
+            "env": env,
+        }
+        # The stream closed with the socket: a failed rollout's connection must end
+        # now (the supervisor then stops its candidate), not when its file is collected.
+        with self._connect() as control, control.makefile("rwb") as stream:
+            control.settimeout(self.answer_timeout_s)
+            started = self._exchange(stream, request)
+            if "candidate" not in started:
+                raise DeploymentFailed(f"no rollout: {started.get('error')}")
+            candidate = started["candidate"]
+            try:
+                self._await_ready(candidate)
+                from modelrail.service.smoke import smoke_test
+
+                smoke_test(
+                    self._url(),
+                    model,
+                    version,
+                    examples,
+                    unix_socket=Path(candidate["socket"]),
+                )
+            except DeploymentFailed:
+                control.settimeout(self.answer_timeout_s + _STOP_ALLOWANCE_S)
+                self._exchange(stream, {"op": "abort"})
+                raise
+            control.settimeout(self.answer_timeout_s + _STOP_ALLOWANCE_S)
+            answer = self._exchange(stream, {"op": "switch"})
+        if "switched" not in answer:
+            raise DeploymentFailed(
+                f"staging server {candidate['revision']} was not switched to: "
+                f"{answer.get('error')}: {_log_tail(candidate['log'])}",
+                {"revision": candidate["revision"], "log": candidate["log"]},
+            )
+        return self._deployment(answer["switched"])
+
+    def stop(self) -> None:
+        """Stop the supervisor and its server (gracefully), freeing the port."""
+        with contextlib.suppress(OSError, DeploymentFailed):
+            self._request({"op": "stop"}, timeout_s=self.answer_timeout_s + _STOP_ALLOWANCE_S)
+        deadline = time.monotonic() + _START_TIMEOUT_S
+        while port_in_use(self.settings.staging_port) and time.monotonic() < deadline:
+            time.sleep(_POLL_S)
+
+    # -- steps --------------------------------------------------------------------
+    def _examples(self, model: str, version: int) -> list[Any]:
+        from modelrail.domain.registry import Registry
+
+        manifest = Registry(self.artifacts).manifest(model, version)
+        examples = manifest.get("examples") or []
+        if not examples:
+            raise DeploymentFailed(
+                f"{model} v{version} has no examples in its manifest to smoke-test with"
+            )
+        return list(examples)
+
+    def _await_ready(self, candidate: dict[str, Any]) -> None:
+        from modelrail.service.smoke import unix_pool
+
+        pool = unix_pool(Path(candidate["socket"]))
+        deadline = time.monotonic() + _READY_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if not running(candidate["pid"]):
+                raise DeploymentFailed(
+                    f"staging server {candidate['revision']} exited before it was ready: "
+                    f"{_log_tail(candidate['log'])}",
+                    {"revision": candidate["revision"], "log": candidate["log"]},
+                )
+            with contextlib.suppress(Exception):
+                if pool.request("GET", "/readyz", timeout=2.0).status == 200:
+                    return
+            time.sleep(_POLL_S)
+        raise DeploymentFailed(
+            f"staging server {candidate['revision']} was not ready within "
+            f"{_READY_TIMEOUT_S:.0f} s: {_log_tail(candidate['log'])}"
+        )
+
+    # -- the supervisor -----------------------------------------------------------
+    def _request(
+        self, request: dict[str, Any], *, timeout_s: float | None = None
+    ) -> dict[str, Any]:
+        control = self._try_connect()
+        if control is None:
+            raise ConnectionRefusedError(f"no staging supervisor at {self.control_path}")
+        with control, control.makefile("rwb") as stream:
+            control.settimeout(timeout_s or self.answer_timeout_s)
+            return self._exchange(stream, request)
+
+    def _exchange(self, stream: Any, request: dict[str, Any]) -> dict[str, Any]:
+        """Send ``request``, return its answer (skipping "waiting" lines); the
+        connection's timeout bounds each read."""
+        try:
+            return _exchange(stream, request)
+        except TimeoutError:
+            raise DeploymentFailed(
+                f"the staging supervisor ({self.control_path}) did not answer "
+                f"{request['op']!r} within {self.answer_timeout_s:g} s: it is paused or "
+                f"wedged; its log: {_log_tail(str(self.state_dir / 'supervisor.log'))}",
+                {"supervisor": str(self.control_path), "op": request["op"]},
+            ) from None
+
+    def _connect(self) -> socket.socket:
+        """A connection to the supervisor, started first if none runs (under a lock
+        file, so that concurrent deployers start one)."""
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        with (self.state_dir / "supervisor.lock").open("a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            control = self._try_connect()
+            if control is not None:
+                return control
+            if not self.start_supervisor:
+                raise DeploymentFailed(f"no staging supervisor at {self.control_path}")
+            return self._start_supervisor()
+
+    def _try_connect(self) -> socket.socket | None:
+        control = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            control.connect(str(self.control_path))
+        except OSError:
+            control.close()
+            return None
+        return control
+
+    def _start_supervisor(self) -> socket.socket:
+        log = self.state_dir / "supervisor.log"
+        with log.open("ab") as output:
+            process = subprocess.Popen(
+                [
+                    sys.executable, "-m", "modelrail.localcloud.supervisor",
+                    "--port", str(self.settings.staging_port),
+                    "--state-dir", str(self.state_dir),
+                    "--socket-dir", str(self.socket_dir),
+                    *(
+                        ["--reconcile-every", str(self.reconcile_every_s)]
+                        if self.reconcile_every_s is not None
+                        else []
+                    ),
+                ],
+                env={**os.environ, **self.settings.to_env()},
+                stdin=subprocess.DEVNULL,
+                stdout=output,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # it outlives this process: it owns the port
+            )  # fmt: skip
+        deadline = time.monotonic() + _START_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                raise DeploymentFailed(
+                    f"the staging supervisor could not start on port "
+                    f"{self.settings.staging_port}: {_log_tail(str(log))}"
+                )
+            control = self._try_connect()
+            if control is not None:
+                return control
+            time.sleep(_POLL_S)
+        # It never answered: it must not bind the port later, behind this failure.
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+        raise DeploymentFailed(f"the staging supervisor did not start: {_log_tail(str(log))}")
+
+    def _url(self) -> str:
+        return f"http://127.0.0.1:{self.settings.staging_port}"
+
+    def _deployment(self, backend: dict[str, Any]) -> Deployment:
+        return Deployment(
+            url=self._url(),
+            revision=backend["revision"],
+            model=backend["model"],
+            version=backend["version"],
+        )
+
+
+def _exchange(stream: Any, request: dict[str, Any]) -> dict[str, Any]:
+    stream.write(orjson.dumps(request) + b"\n")
+    stream.flush()
+    while True:
+        line = stream.readline()
+        if not line:
+            raise DeploymentFailed("the staging supervisor closed the connection")
+        answer: dict[str, Any] = orjson.loads(line)
+        if "waiting" not in answer:  # it waits its turn behind another rollout
+            return answer
+
+
+def _log_tail(path: str, lines: int = 15) -> str:
+    try:
+        text = Path(path).read_text(errors="replace").splitlines()
+    except FileNotFoundError:
+        return "(no log)"
+    return " | ".join(text[-lines:])

@@ -1,0 +1,132 @@
+"""The composition root: the one place that turns Settings into adapters.
+
+Adapters are chosen by mode (embedded: filesystem + in-process; emulator and cloud:
+the Google Cloud clients, pointed at the emulators by their standard endpoint
+variables), never by branches inside stages. Imports of adapter modules are local to
+the factory that needs them, so a process loads only what its mode uses (the staging
+service never imports the training stack, a Cloud Function never imports Flask).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from modelrail.adapters.by_mode import (
+    local_staging,
+    open_artifact_store,
+    open_catalog,
+    open_packages,
+    open_signer,
+    open_storage,
+)
+from modelrail.kernel.ports import (
+    Deployer,
+    EventBus,
+    JobLauncher,
+    ManifestSigner,
+    Message,
+    ModelCatalog,
+    PackageRepository,
+    Storage,
+)
+from modelrail.service.container import Container
+from modelrail.settings.process import Settings
+
+Observer = Callable[[dict[str, Any]], None]
+
+
+def bootstrap(
+    settings: Settings,
+    *,
+    observer: Observer | None = None,
+    storage_factory: Callable[[], Storage] | None = None,
+    deployer_factory: Callable[[], Deployer] | None = None,
+    packages_factory: Callable[[], PackageRepository] | None = None,
+    catalog_factory: Callable[[], ModelCatalog] | None = None,
+    signer_factory: Callable[[], ManifestSigner] | None = None,
+) -> Container:
+    """Wire the container for ``settings.mode``.
+
+    Tests swap the storage, the deployer, the package repository, the model catalog and
+    the signer for fakes or for the cloud adapters on local endpoints; everything else
+    is the real thing.
+    """
+    storage = storage_factory or (lambda: open_storage(settings))
+    packages = packages_factory or (lambda: open_packages(settings))
+    catalog = catalog_factory or (lambda: open_catalog(settings))
+    signer = signer_factory or (lambda: open_signer(settings))
+    if settings.mode == "embedded":
+        return _embedded(settings, observer, storage, deployer_factory, packages, catalog, signer)
+
+    def bus() -> EventBus:
+        from modelrail.adapters.google.pubsub import PubSubBus
+
+        return PubSubBus(project=settings.project)
+
+    def launcher() -> JobLauncher:
+        from modelrail.adapters.google.cloudrun import CloudRunJobLauncher
+
+        return CloudRunJobLauncher(settings.project, settings.region, settings.run_api_endpoint)
+
+    def deployer() -> Deployer:
+        from modelrail.adapters.google.cloudrun import CloudRunDeployer
+
+        return CloudRunDeployer(
+            settings.project,
+            settings.region,
+            settings.staging_service,
+            settings.run_api_endpoint,
+            artifacts=open_artifact_store(settings),
+            signing_key=settings.signing_key,
+        )
+
+    return Container(
+        settings,
+        storage,
+        bus,
+        launcher,
+        deployer_factory or deployer,
+        packages_factory=packages,
+        catalog_factory=catalog,
+        signer_factory=signer,
+        observer=observer,
+    )
+
+
+def _embedded(
+    settings: Settings,
+    observer: Observer | None,
+    storage: Callable[[], Storage],
+    deployer_factory: Callable[[], Deployer] | None,
+    packages: Callable[[], PackageRepository],
+    catalog: Callable[[], ModelCatalog],
+    signer: Callable[[], ManifestSigner],
+) -> Container:
+    """Filesystem buckets, the in-process bus and job, local staging: every stage is
+    subscribed to the bus as the topology says, through the same service layer."""
+    from modelrail.adapters.local.inprocess import InProcessBus, InProcessLauncher
+    from modelrail.service import pipeline
+
+    container = Container(
+        settings,
+        storage_factory=storage,
+        bus_factory=lambda: bus,
+        launcher_factory=lambda: InProcessLauncher(
+            lambda data: pipeline.consume(container, "train", Message(data, {}))
+        ),
+        deployer_factory=deployer_factory or (lambda: local_staging(settings, container.artifacts)),
+        packages_factory=packages,
+        catalog_factory=catalog,
+        signer_factory=signer,
+        observer=observer,
+    )
+    bus = InProcessBus(container.topology, settings.home / "dead-letter.jsonl")
+    for subscription in container.topology.subscriptions:
+        if subscription.consumer is not None:
+            stage = subscription.consumer
+            bus.subscribe(
+                subscription.name,
+                lambda message, stage=stage: pipeline.consume(container, stage, message),  # type: ignore[misc]
+            )
+    return container

@@ -1,0 +1,253 @@
+"""The pipeline configuration (one TOML file): what to train, how it is gated, what
+validate reads. Its hash (with the contract's) is part of every run id."""
+
+from __future__ import annotations
+
+import ctypes
+import dataclasses
+import difflib
+import hashlib
+import importlib.util
+import re
+import tomllib
+from collections.abc import Mapping
+from functools import cache
+from pathlib import Path
+from typing import Any, Literal
+
+import orjson
+
+from modelrail.domain.dataset.contract import NUMERIC_TYPES, DatasetContract
+from modelrail.kernel import resources
+from modelrail.kernel.errors import ConfigError
+
+Objective = Literal["binary", "multiclass", "regression"]
+
+# objective -> the hold-out metrics ``evaluation.metrics`` computes -> which way is better.
+METRICS: dict[str, dict[str, Literal["higher", "lower"]]] = {
+    "binary": {"auc": "higher", "binary_logloss": "lower", "accuracy": "higher"},
+    "multiclass": {"multi_logloss": "lower", "accuracy": "higher", "macro_f1": "higher"},
+    "regression": {"rmse": "lower", "mae": "lower", "r2": "higher"},
+}
+# The Population Stability Index's rules of thumb: below 0.1 stable, above 0.25 a shift.
+DRIFT_LIMITS = (0.1, 0.25)
+# Set by modelrail from the objective; a value in [training.params] would contradict it.
+_RESERVED_PARAMS = ("objective", "metric", "num_class")
+# What Vertex AI accepts as a model id ([vertex] model_registry names the model so).
+VERTEX_MODEL_ID = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
+
+
+@dataclasses.dataclass(frozen=True)
+class MetricGate:
+    """One metric's thresholds. ``min``/``max`` bound the value; ``max_change_*``
+    bound how much worse than the champion (in ``direction``) the candidate may be."""
+
+    name: str
+    direction: Literal["higher", "lower"]
+    min: float | None = None
+    max: float | None = None
+    max_change_abs: float | None = None
+    max_change_rel: float | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Limits:
+    """The largest upload, the longest line, and the widest header validate reads
+    (``[limits]``): what a report, a record and an event hold follows from these."""
+
+    max_upload_bytes: int = 128 * 2**20
+    max_line_bytes: int = 2**20
+    max_columns: int = 1000
+    max_header_bytes: int = 64 * 2**10
+
+
+@dataclasses.dataclass(frozen=True)
+class PipelineConfig:
+    model_name: str
+    objective: Objective
+    contract: DatasetContract
+    seed: int
+    num_boost_round: int
+    early_stopping_rounds: int
+    validation_fraction: float
+    holdout_fraction: float
+    params: Mapping[str, Any]
+    gate: tuple[MetricGate, ...]
+    sha256: str  # of the config file and the contract together
+    # PSI limits (warn, fail): the default and per column (see dataset.profile).
+    drift: tuple[float, float] = DRIFT_LIMITS
+    drift_columns: Mapping[str, tuple[float, float]] = dataclasses.field(default_factory=dict)
+    # What validate reads ([limits]): larger uploads and longer lines are refused unread.
+    limits: Limits = Limits()
+    # [vertex] model_registry: every version also becomes a version of a Vertex AI model.
+    vertex_model_registry: bool = False
+
+    @classmethod
+    def load(cls, path: Path) -> PipelineConfig:
+        """The configuration at ``path`` and its contract, checked completely: every
+        problem is one ``ConfigError`` here, before any run starts."""
+        try:
+            raw = path.read_bytes()
+            spec = tomllib.loads(raw.decode())
+        except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"cannot read pipeline config {path}: {exc}") from exc
+        problems = resources.schema_problems("pipeline", spec)
+        if problems:
+            raise ConfigError(f"invalid pipeline config {path}: " + "; ".join(problems))
+        model, training = spec["model"], spec["training"]
+        contract = DatasetContract.load(path.parent / model["contract"])
+        drift, bounds = spec.get("drift", {}), spec.get("limits", {})
+        drift_warn = drift.get("warn", DRIFT_LIMITS[0])
+        drift_fail = drift.get("fail", DRIFT_LIMITS[1])
+        config = cls(
+            model_name=model["name"],
+            objective=model["objective"],
+            contract=contract,
+            seed=training["seed"],
+            num_boost_round=training["num_boost_round"],
+            early_stopping_rounds=training["early_stopping_rounds"],
+            validation_fraction=training["validation_fraction"],
+            holdout_fraction=training["holdout_fraction"],
+            params=dict(training.get("params", {})),
+            gate=tuple(MetricGate(**metric) for metric in spec.get("gate", {}).get("metrics", [])),
+            sha256=hashlib.sha256(raw + contract.sha256.encode()).hexdigest(),
+            drift=(drift_warn, drift_fail),
+            drift_columns={
+                name: (limits.get("warn", drift_warn), limits.get("fail", drift_fail))
+                for name, limits in drift.get("columns", {}).items()
+            },
+            limits=Limits(
+                max_upload_bytes=round(bounds.get("max_upload_mb", 128) * 2**20),
+                max_line_bytes=round(bounds.get("max_line_kb", 1024) * 2**10),
+                max_columns=int(bounds.get("max_columns", 1000)),
+                max_header_bytes=round(bounds.get("max_header_kb", 64) * 2**10),
+            ),
+            vertex_model_registry=spec.get("vertex", {}).get("model_registry", False),
+        )
+        problems = [
+            *config._target_problems(),
+            *config._gate_problems(),
+            *config._drift_problems(),
+            *config._vertex_problems(),
+            *_param_problems(config.params),
+        ]
+        if problems:
+            raise ConfigError(f"invalid pipeline config {path}: " + "; ".join(problems))
+        return config
+
+    def _target_problems(self) -> list[str]:
+        target = self.contract.target_column
+        described = f"the target {target.name!r} is a {target.type} column"
+        if target.type == "category":
+            described += f" with {len(target.categories)} categories"
+        if self.objective == "regression" and target.type not in NUMERIC_TYPES:
+            return [f"{described}; a regression target must be a number or integer column"]
+        if self.objective == "binary" and not (
+            target.type == "boolean" or len(target.categories) == 2
+        ):
+            return [f"{described}; a binary target must be boolean or a category with 2"]
+        if self.objective == "multiclass" and len(target.categories) < 3:
+            return [f"{described}; a multiclass target must be a category with 3 or more"]
+        return []
+
+    def _drift_problems(self) -> list[str]:
+        problems = []
+        names = {c.name for c in (*self.contract.features, self.contract.target_column)}
+        for name, (warn, fail) in {"[drift]": self.drift, **self.drift_columns}.items():
+            if name != "[drift]" and name not in names:
+                problems.append(
+                    f"[drift.columns] {name!r} is not a feature or the target; "
+                    f"allowed: {', '.join(sorted(names))}"
+                )
+            if warn > fail:
+                problems.append(f"drift limits of {name}: warn {warn} is above fail {fail}")
+        return problems
+
+    def _vertex_problems(self) -> list[str]:
+        if self.vertex_model_registry and not VERTEX_MODEL_ID.match(self.model_name):
+            return [
+                f"[vertex] model_registry names the Vertex AI model after [model] name, and "
+                f"{self.model_name!r} is not a Vertex model id (lowercase letters, digits, "
+                "'-' and '_', starting with a letter, at most 63)"
+            ]
+        return []
+
+    def _gate_problems(self) -> list[str]:
+        computed = METRICS[self.objective]
+        problems = []
+        for metric in self.gate:
+            if metric.name not in computed:
+                problems.append(
+                    f"gate metric {metric.name!r} is not computed for {self.objective}; "
+                    f"allowed: {', '.join(computed)}"
+                )
+                continue
+            better = computed[metric.name]
+            if metric.direction != better:
+                problems.append(
+                    f"gate metric {metric.name!r}: direction must be {better!r} "
+                    f"({better} {metric.name} is better), not {metric.direction!r}"
+                )
+            if all(
+                getattr(metric, kind) is None
+                for kind in ("min", "max", "max_change_abs", "max_change_rel")
+            ):
+                problems.append(
+                    f"gate metric {metric.name!r} sets no threshold; "
+                    "allowed: min, max, max_change_abs, max_change_rel"
+                )
+        return problems
+
+    def summary(self) -> dict[str, Any]:
+        """What lineage records about the configuration."""
+        return {
+            "hash": self.sha256,
+            "model": self.model_name,
+            "objective": self.objective,
+            "contract": self.contract.name,
+            "contract_sha256": self.contract.sha256,
+        }
+
+
+@cache
+def lightgbm_parameters() -> dict[str, str]:
+    """Every LightGBM parameter name and alias -> its canonical name, as the installed
+    library reports them (its C API ``LGBM_DumpParamAliases``). The library is loaded
+    without importing the lightgbm package, which processes that never train skip."""
+    spec = importlib.util.find_spec("lightgbm")
+    if spec is None or spec.origin is None:
+        raise ConfigError("LightGBM is not installed")
+    # lib_lightgbm.so, .dylib or .dll, as the wheel for this platform ships it.
+    found = sorted((Path(spec.origin).parent / "lib").glob("lib_lightgbm.*"))
+    if not found:
+        raise ConfigError("LightGBM's library (lib/lib_lightgbm.*) is not installed")
+    library = ctypes.CDLL(str(found[0]))
+    size = ctypes.c_int64(0)
+    buffer = ctypes.create_string_buffer(1 << 16)
+    for _ in range(2):  # the first call says how large the answer is if it did not fit
+        if library.LGBM_DumpParamAliases(ctypes.c_int64(len(buffer)), ctypes.byref(size), buffer):
+            raise ConfigError("LightGBM could not list its parameters")
+        if size.value <= len(buffer):
+            break
+        buffer = ctypes.create_string_buffer(size.value)
+    aliases: dict[str, list[str]] = orjson.loads(buffer.value)
+    return {name: canonical for canonical, names in aliases.items() for name in (canonical, *names)}
+
+
+def _param_problems(params: Mapping[str, Any]) -> list[str]:
+    known = lightgbm_parameters()
+    problems = []
+    for name in params:
+        canonical = known.get(name)
+        if canonical is None:
+            close = difflib.get_close_matches(name, known, n=3)
+            hint = f"; did you mean {', '.join(close)}?" if close else ""
+            problems.append(
+                f"[training.params] {name!r} is not a LightGBM parameter{hint} "
+                "(https://lightgbm.readthedocs.io/en/stable/Parameters.html lists them)"
+            )
+        elif canonical in _RESERVED_PARAMS:
+            problems.append(
+                f"[training.params] {name!r} is set by modelrail from [model] objective; remove it"
+            )
+    return problems

@@ -1,0 +1,429 @@
+"""Contract checks: a CSV against its dataset contract, row by row and column by column.
+
+The report says exactly what fails and where: each problem names its column, the
+check, how many rows break it, the first row numbers (1-based data rows, as a
+spreadsheet shows them below the header) and example values.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import re
+from collections import Counter
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from modelrail.domain.dataset import table, typed
+from modelrail.domain.dataset.contract import Column, DatasetContract, canonical_code
+from modelrail.kernel.errors import ContractViolation
+
+MAX_ROWS_LISTED = 20
+MAX_EXAMPLES = 5
+# A report lists at most this many problems and header names, and counts them all: what
+# a report, a stage record and a UI page hold stays small whatever the file holds.
+MAX_PROBLEMS_LISTED = 100
+MAX_COLUMNS_LISTED = 200
+# Reports and failure events carry examples, never whole cells: a cell may be megabytes.
+MAX_EXAMPLE_CHARS = 80
+
+
+def _shorten(value: str) -> str:
+    if len(value) <= MAX_EXAMPLE_CHARS:
+        return value
+    return f"{value[:MAX_EXAMPLE_CHARS]}… ({len(value):,} characters)"
+
+
+@dataclasses.dataclass(frozen=True)
+class Problem:
+    check: str
+    message: str
+    column: str | None = None
+    count: int = 0
+    rows: tuple[int, ...] = ()
+    examples: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()
+        }
+
+
+@dataclasses.dataclass(frozen=True)
+class ParsedDataset:
+    """Typed columns of a dataset that met its contract, rows without a target dropped.
+
+    Numbers (and booleans, as 0/1) are float64 with NaN for missing; categories are
+    object arrays of str (numeric codes in their canonical spelling) with None for
+    missing; datetimes are datetime64[ns, UTC] with NaT for missing. The typed reader
+    and the snapshot give ``table.TableColumns``: the Arrow table, converted to these
+    arrays column by column when first read.
+    """
+
+    columns: Mapping[str, np.ndarray]
+    rows: int
+
+
+@dataclasses.dataclass(frozen=True)
+class ValidationReport:
+    contract: str
+    rows: int  # the data rows kept: the file's rows less those dropped
+    columns: tuple[str, ...]
+    problems: tuple[Problem, ...]
+    dropped_missing_target: int = 0
+
+    @property
+    def passed(self) -> bool:
+        return not self.problems
+
+    def to_dict(self) -> dict[str, Any]:
+        """The report as stored: at most ``MAX_PROBLEMS_LISTED`` problems and
+        ``MAX_COLUMNS_LISTED`` header names, with the counts of all."""
+        return {
+            "contract": self.contract,
+            "passed": self.passed,
+            "rows": self.rows,
+            "dropped": {"missing_target": self.dropped_missing_target},
+            "column_count": len(self.columns),
+            "columns": [_shorten(name) for name in self.columns[:MAX_COLUMNS_LISTED]],
+            "problem_count": len(self.problems),
+            "problems": [p.to_dict() for p in self.problems[:MAX_PROBLEMS_LISTED]],
+        }
+
+
+def validate(
+    data: bytes,
+    contract: DatasetContract,
+    *,
+    max_line_bytes: int | None = None,
+    max_columns: int | None = None,
+    max_header_bytes: int | None = None,
+) -> tuple[ValidationReport, ParsedDataset]:
+    """Check ``data`` (CSV bytes) against ``contract``; never raises for bad data.
+
+    A line longer than ``max_line_bytes``, a header longer than ``max_header_bytes`` or
+    naming more than ``max_columns`` columns (the validate stage's limits) is refused
+    before any parsing. A file that
+    meets its contract is read by the typed reader (``typed``) in one vectorised pass;
+    any other, by the reporting path below, which names every problem.
+    """
+    if max_line_bytes is not None and (problem := long_line(data, max_line_bytes)):
+        return refused(contract, problem), ParsedDataset({}, 0)
+    if problem := wide_header(data, max_columns, max_header_bytes):
+        return refused(contract, problem), ParsedDataset({}, 0)
+    header = header_of(data)
+    typed_read = typed.read(data, header, contract)
+    if typed_read is None:
+        report, parsed = _report_problems(data, header, contract)
+    else:
+        checked, file_rows = typed_read
+        rows = checked.num_rows
+        report = ValidationReport(contract.name, rows, header, (), file_rows - rows)
+        parsed = ParsedDataset(table.TableColumns(checked, contract), rows)
+    if report.passed and (problem := _single_class(parsed, contract)) is not None:
+        report = dataclasses.replace(report, problems=(problem,))
+    return report, parsed
+
+
+def refused(contract: DatasetContract, problem: Problem) -> ValidationReport:
+    """The report of a file refused unread."""
+    return ValidationReport(contract.name, 0, (), (problem,))
+
+
+def oversized(size: int, max_bytes: int) -> Problem | None:
+    """A problem if an upload of ``size`` bytes is larger than ``max_bytes``."""
+    if size <= max_bytes:
+        return None
+    return Problem(
+        "upload_size",
+        f"the file is {size:,} bytes, more than the {max_bytes:,} validate reads "
+        "([limits] max_upload_mb in pipeline.toml)",
+    )
+
+
+def long_line(data: bytes, max_bytes: int) -> Problem | None:
+    """A problem naming the longest line if it is longer than ``max_bytes`` (lines end
+    in LF, CRLF or CR alone; a line here is what lies between two breaks)."""
+    raw = np.frombuffer(data, np.uint8)
+    breaks = np.flatnonzero(raw == ord("\n"))
+    if breaks.size == 0:
+        breaks = np.flatnonzero(raw == ord("\r"))
+    bounds = np.concatenate(([-1], breaks, [raw.size]))
+    lengths = np.diff(bounds) - 1
+    lengths[: breaks.size] -= (breaks > 0) & (raw[np.maximum(breaks - 1, 0)] == ord("\r"))
+    longest = int(lengths.argmax())
+    if lengths[longest] <= max_bytes:
+        return None
+    start = int(bounds[longest]) + 1
+    line = 1 + max(data.count(b"\n", 0, start), data.count(b"\r", 0, start))
+    return Problem(
+        "line_length",
+        f"line {line:,} is {int(lengths[longest]):,} bytes long, more than the "
+        f"{max_bytes:,} validate reads ([limits] max_line_kb in pipeline.toml)",
+    )
+
+
+def _single_class(parsed: ParsedDataset, contract: DatasetContract) -> Problem | None:
+    """A classification target needs two classes: a file of one class would bless a
+    model that can only ever answer it (every hold-out row is that class too)."""
+    target = contract.target_column
+    if target.type not in ("category", "boolean"):
+        return None
+    values = parsed.columns[target.name]
+    present = set(values.tolist()) - {None} if values.dtype == object else set(values.tolist())
+    if len(present) >= 2:
+        return None
+    seen = ", ".join(map(str, present)) or "none"
+    return Problem(
+        "classes",
+        f"the target {target.name!r} holds one class ({seen}): a classifier needs at least "
+        "two in its training data",
+        target.name,
+        count=parsed.rows,
+    )
+
+
+def _report_problems(
+    data: bytes, header: tuple[str, ...], contract: DatasetContract
+) -> tuple[ValidationReport, ParsedDataset]:
+    try:
+        frame = pd.read_csv(
+            io.BytesIO(data),
+            dtype=str,
+            keep_default_na=False,
+            na_filter=False,
+            skipinitialspace=True,
+        )
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        problem = Problem("malformed_csv", f"the file is not a readable CSV: {exc}")
+        return _report(contract, 0, (), [problem]), ParsedDataset({}, 0)
+
+    problems: list[Problem] = []
+    # Checked under the names training reads: ``species `` is the column ``species``.
+    frame.columns = [str(name).strip() for name in frame.columns]
+    expected = {c.name for c in contract.columns}
+    for name, count in Counter(header).items():
+        if count > 1:
+            problems.append(
+                Problem("duplicate_column", f"column {name!r} appears {count} times", name)
+            )
+    for column in contract.columns:
+        if column.name not in header:
+            problems.append(
+                Problem(
+                    "missing_column", f"required column {column.name!r} is missing", column.name
+                )
+            )
+    for name in dict.fromkeys(header):
+        if name not in expected:
+            problems.append(
+                Problem("unexpected_column", f"column {name!r} is not in the contract", name)
+            )
+
+    parsed: dict[str, np.ndarray] = {}
+    for column in contract.columns:
+        if column.name in frame.columns:
+            values, column_problems = _check_column(frame[column.name], column, contract)
+            parsed[column.name] = values
+            problems.extend(column_problems)
+
+    kept = np.ones(len(frame), dtype=bool)
+    if contract.target in frame.columns:
+        text = frame[contract.target].str.strip()
+        no_target = text.isin(contract.null_tokens).to_numpy()
+        if no_target.any():
+            limit = contract.max_missing_target_fraction
+            if no_target.mean() > limit:
+                problems.append(
+                    _problem(
+                        "missing_target",
+                        contract.target_column,
+                        no_target,
+                        text,
+                        f"no target value ({no_target.mean():.1%} of the rows; the contract "
+                        f"drops at most max_missing_target_fraction={limit})",
+                    )
+                )
+            else:
+                kept = ~no_target
+                parsed = {name: values[kept] for name, values in parsed.items()}
+    rows = int(kept.sum())
+    if rows < contract.min_rows:
+        problems.append(
+            Problem(
+                "min_rows",
+                f"{rows} data rows with a target, the contract requires at least "
+                f"{contract.min_rows}",
+                count=rows,
+            )
+        )
+    report = ValidationReport(contract.name, rows, header, tuple(problems), len(frame) - rows)
+    return report, ParsedDataset(parsed, rows)
+
+
+def load(data: bytes, contract: DatasetContract) -> ParsedDataset:
+    """The typed columns of ``data``; ``ContractViolation`` if it breaks the contract."""
+    report, parsed = validate(data, contract)
+    if not report.passed:
+        raise ContractViolation(
+            f"dataset breaks contract {contract.name!r}: {report.problems[0].message}",
+            report.to_dict(),
+        )
+    return parsed
+
+
+def wide_header(
+    data: bytes, max_columns: int | None, max_header_bytes: int | None
+) -> Problem | None:
+    """A problem if the header line is longer than ``max_header_bytes`` or names more
+    than ``max_columns`` columns; read from the first line alone, before any parsing."""
+    first_line = re.split(rb"\r\n|\r|\n", data, maxsplit=1)[0]
+    if max_header_bytes is not None and len(first_line) > max_header_bytes:
+        return Problem(
+            "header_length",
+            f"the header is {len(first_line):,} bytes long, more than the "
+            f"{max_header_bytes:,} validate reads ([limits] max_header_kb in pipeline.toml)",
+        )
+    if max_columns is None:
+        return None
+    columns = len(header_of(first_line))
+    if columns <= max_columns:
+        return None
+    return Problem(
+        "column_count",
+        f"the header names {columns:,} columns, more than the {max_columns:,} validate reads "
+        "([limits] max_columns in pipeline.toml)",
+        count=columns,
+    )
+
+
+def header_of(data: bytes) -> tuple[str, ...]:
+    """The header as written, names trimmed (pandas renames duplicate names, hiding
+    them). Lines may end in LF, CRLF or CR alone."""
+    first_line = re.split(rb"\r\n|\r|\n", data, maxsplit=1)[0].decode("utf-8-sig", "replace")
+    return tuple(name.strip() for name in next(csv.reader([first_line]), []))
+
+
+def _report(
+    contract: DatasetContract, rows: int, header: tuple[str, ...], problems: list[Problem]
+) -> ValidationReport:
+    return ValidationReport(contract.name, rows, header, tuple(problems))
+
+
+def _check_column(
+    raw: pd.Series, column: Column, contract: DatasetContract
+) -> tuple[np.ndarray, list[Problem]]:
+    text = raw.str.strip()
+    missing = text.isin(contract.null_tokens).to_numpy()
+    problems: list[Problem] = []
+    # A missing target drops its row (validate counts them against the contract's limit).
+    if not column.nullable and column.name != contract.target and missing.any():
+        problems.append(
+            _problem(
+                "null", column, missing, text, "missing values in a column that does not allow them"
+            )
+        )
+
+    if column.type == "category":
+        if column.numeric_codes:
+            text = _canonical_codes(text)
+        values = text.to_numpy(dtype=object).copy()
+        values[missing] = None
+        unknown = ~missing & ~text.isin(column.categories).to_numpy()
+        if unknown.any():
+            problems.append(
+                _problem(
+                    "category",
+                    column,
+                    unknown,
+                    text,
+                    f"values outside the allowed categories {list(column.categories)}",
+                )
+            )
+        return values, problems
+
+    if column.type == "boolean":
+        lowered = text.str.lower()
+        truthy = lowered.isin(("true", "1", "yes")).to_numpy()
+        falsy = lowered.isin(("false", "0", "no")).to_numpy()
+        bad = ~missing & ~truthy & ~falsy
+        if bad.any():
+            problems.append(_problem("type", column, bad, text, "values that are not booleans"))
+        values = np.where(truthy, 1.0, np.where(falsy, 0.0, np.nan))
+        return values, problems
+
+    if column.type == "text":
+        values = text.to_numpy(dtype=object).copy()
+        values[missing] = None
+        return values, problems
+
+    if column.type == "datetime":
+        stamps = pd.to_datetime(text.where(~missing), format="ISO8601", utc=True, errors="coerce")
+        bad = ~missing & stamps.isna().to_numpy()
+        if bad.any():
+            problems.append(
+                _problem("type", column, bad, text, "values that are not ISO 8601 dates or times")
+            )
+        return stamps.to_numpy(), problems
+
+    numbers = pd.to_numeric(text.where(~missing), errors="coerce").to_numpy(
+        dtype=np.float64, copy=True
+    )
+    not_numeric = ~missing & (np.isnan(numbers) | np.isinf(numbers))
+    if not_numeric.any():
+        problems.append(
+            _problem(
+                "type", column, not_numeric, text, f"values that are not finite {column.type}s"
+            )
+        )
+    if column.type == "integer":
+        fractional = ~missing & ~not_numeric & (numbers != np.round(numbers))
+        if fractional.any():
+            problems.append(
+                _problem("type", column, fractional, text, "values that are not integers")
+            )
+    checked = ~missing & ~not_numeric
+    if column.min is not None:
+        low = checked & (numbers < column.min)
+        if low.any():
+            problems.append(
+                _problem("range", column, low, text, f"values below the minimum {column.min}")
+            )
+    if column.max is not None:
+        high = checked & (numbers > column.max)
+        if high.any():
+            problems.append(
+                _problem("range", column, high, text, f"values above the maximum {column.max}")
+            )
+    numbers[missing] = np.nan
+    return numbers, problems
+
+
+def _canonical_codes(text: pd.Series) -> pd.Series:
+    """Numeric category codes in their one spelling (``2.0`` and ``2`` are ``"2"``);
+    values that are not numbers stay as written (and fail the category check)."""
+    numbers = pd.to_numeric(text, errors="coerce")
+    numeric = np.isfinite(numbers.to_numpy(dtype=np.float64))
+    spelling = {value: canonical_code(float(value)) for value in pd.unique(numbers[numeric])}
+    canonical = text.copy()
+    canonical[numeric] = numbers[numeric].map(spelling)
+    return canonical
+
+
+def _problem(check: str, column: Column, mask: np.ndarray, text: pd.Series, what: str) -> Problem:
+    indices = np.flatnonzero(mask)
+    examples = tuple(dict.fromkeys(_shorten(str(v)) for v in text.to_numpy()[indices[:200]]))[
+        :MAX_EXAMPLES
+    ]
+    return Problem(
+        check=check,
+        message=f"column {column.name!r}: {len(indices)} row(s) with {what}",
+        column=column.name,
+        count=len(indices),
+        rows=tuple(int(i) + 1 for i in indices[:MAX_ROWS_LISTED]),
+        examples=examples,
+    )

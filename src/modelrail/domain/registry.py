@@ -1,0 +1,758 @@
+"""The model registry, on any BlobStore (GCS or the filesystem store).
+
+Layout (under ``models/<model>/``)::
+
+    versions/<N>/claim.json     create-only: who claimed number N
+    versions/<N>/model.txt      LightGBM text format (never pickle)
+    versions/<N>/card.html      human-readable model card
+    versions/<N>/reference.parquet  the hold-out it was judged on: later gates' trusted set
+    versions/<N>/profile.json   its training data's profile: the baseline for drift
+    versions/<N>/predictor-*.so compiled predictors, built and verified by the training job
+    versions/<N>/manifest.sig   create-only, before the manifest: its signature (``signing``)
+    versions/<N>/manifest.json  written last, create-only: the version exists once this does
+    versions/<N>/publication.json  create-only, after the manifest: where the version was
+                                published (package repository: Artifact Registry)
+    by-run/<run_id>.json        a run registers at most one version
+    aliases/<alias>.json        mutable pointers (champion, staging), compare-and-set
+    leases/<name>.json          who holds a rollout of the model's services (``lease``)
+
+Numbers are claimed create-only (``ifGenerationMatch=0``), retrying on conflict, so
+concurrent registrations of different runs get distinct, contiguous numbers. A run
+first claims ``by-run/<run_id>.json``; a redelivery finds that claim and either returns
+the finished version or resumes writing it, so a run never makes a second version.
+
+A run is registered under its registration lease (``registration_lease``: the lease
+``leases/register-<run_id>``, renewed by a heartbeat while the work goes on, so it is
+sized to the work, not to the worst-case redelivery chain). Whoever holds the lease
+owns the run's claim: a claim with no version yet was left by a delivery that released
+the lease (it failed) or let it expire (it died), and is taken over at once, resuming
+the number the run had already claimed, so a crash leaves neither a stuck run nor a
+gap. A delivery that finds the lease held by a live one waits, then is redelivered
+(``DeliveryInProgress``): two deliveries never register one run at once.
+
+The manifest is signed (``ManifestSigner``) before it is written: ``manifest.sig`` is
+written create-only first, so a version that exists is signed. A resumed registration
+writes the same manifest bytes, finds the signature made for them and signs nothing; a
+concurrent one that signed too loses the create-only write and keeps the first
+signature. The staging service reads a version with ``load(..., signer=...)``, which
+verifies the signature over the manifest's exact bytes before trusting any sha256 in it.
+
+A complete version is then published to a ``PackageRepository`` (package = model,
+version = ``v<N>``: the manifest, its signature and every file it lists) and, when
+pipeline.toml says so, uploaded to a ``ModelCatalog`` (Vertex AI's Model Registry: a
+version of the model named like this one, its files this version's folder). The
+manifest cannot say where, as it is written (and hashed) before: ``publication.json``
+beside it does. The catalog mirrors the aliases: each move sets its alias there too.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+import orjson
+
+from modelrail.domain import signing
+from modelrail.kernel.canonical import canonical_json
+from modelrail.kernel.errors import (
+    IntegrityError,
+    LeaseHeld,
+    LeaseLost,
+    NotFound,
+    PreconditionFailed,
+    TransientError,
+)
+from modelrail.kernel.ports import (
+    BlobStore,
+    ManifestSigner,
+    ModelCatalog,
+    ModelUpload,
+    PackageRepository,
+)
+
+log = logging.getLogger(__name__)
+
+
+def _now() -> str:
+    # Imported here: reading the registry (the staging service) needs no event types.
+    from modelrail.kernel.events import utcnow
+
+    return utcnow()
+
+
+MANIFEST = "manifest.json"
+SIGNATURE = "manifest.sig"
+PUBLICATION = "publication.json"
+MODEL_FILE = "model.txt"
+# A run's registration lease: renewed every REGISTER_HEARTBEAT_S while the delivery
+# works, so it expires REGISTER_LEASE_S after the holder stopped (died, paused). A
+# registration writes a few files and signs once: seconds; a Vertex AI upload may take
+# minutes, through which the heartbeat keeps the lease.
+REGISTER_LEASE_S = 60.0
+REGISTER_HEARTBEAT_S = 15.0
+# How long a second delivery of the run waits for the first before it is redelivered.
+REGISTER_LEASE_WAIT_S = 120.0
+_MAX_CLAIM_TRIES = 1000
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+@dataclasses.dataclass(frozen=True)
+class Alias:
+    name: str
+    version: int
+    generation: int
+    updated_at: str
+
+
+@dataclasses.dataclass(frozen=True)
+class LeaseState:
+    """Who last held a lease and until when (``Registry.lease_state``)."""
+
+    holder: str
+    live: bool
+    # When it was released or expires (``time.time()``): the last sign of its holder.
+    until: float
+
+
+@dataclasses.dataclass(frozen=True)
+class LoadedVersion:
+    """A version whose every file matched its manifest's sha256."""
+
+    model: str
+    version: int
+    manifest: Mapping[str, Any]
+    model_text: bytes
+
+
+class Registry:
+    """Versions plus mutable aliases for every model, on one bucket."""
+
+    def __init__(self, store: BlobStore) -> None:
+        self.store = store
+
+    # -- reading -----------------------------------------------------------------
+    def _prefix(self, model: str) -> str:
+        return f"models/{model}/"
+
+    def models(self) -> list[str]:
+        names = {info.key.split("/")[1] for info in self.store.list("models/")}
+        return sorted(names)
+
+    def versions(self, model: str) -> list[int]:
+        """Complete versions (those with a manifest), ascending."""
+        prefix = f"{self._prefix(model)}versions/"
+        found = []
+        for info in self.store.list(prefix):
+            number, _, name = info.key[len(prefix) :].partition("/")
+            if name == MANIFEST and number.isdigit():
+                found.append(int(number))
+        return sorted(found)
+
+    def manifest_uri(self, model: str, version: int) -> str:
+        return self.file_uri(model, version, MANIFEST)
+
+    def file_uri(self, model: str, version: int, name: str) -> str:
+        """The URI of one file of a version (``card.html``, ``manifest.json``, …)."""
+        return self.store.uri(self._version_key(model, version, name))
+
+    def manifest(self, model: str, version: int) -> dict[str, Any]:
+        data = self.store.read(self._version_key(model, version, MANIFEST)).data
+        manifest: dict[str, Any] = orjson.loads(data)
+        return manifest
+
+    def signed_manifest(self, model: str, version: int, signer: ManifestSigner) -> dict[str, Any]:
+        """A version's manifest, once its signature (``manifest.sig``) is verified over its
+        exact bytes with ``signer``'s key and it names this model and version (a signed
+        manifest copied under another number is not that version); else ``IntegrityError``."""
+        subject = f"{model} v{version}"
+        data = self.store.read(self._version_key(model, version, MANIFEST)).data
+        try:
+            signature = self.store.read(self._version_key(model, version, SIGNATURE)).data
+        except NotFound:
+            raise IntegrityError(
+                f"{subject} has no signature ({SIGNATURE} beside its manifest): it was "
+                "registered before manifests were signed, or its signature was removed; "
+                "register a new version (`modelrail retrain`) and deploy that",
+                {"model": model, "version": version},
+            ) from None
+        signing.verify(data, signature, signer, subject)
+        manifest: dict[str, Any] = orjson.loads(data)
+        if (manifest.get("model"), manifest.get("version")) != (model, version):
+            raise IntegrityError(
+                f"{subject}: its signed manifest is that of {manifest.get('model')} "
+                f"v{manifest.get('version')}",
+                {"model": model, "version": version},
+            )
+        return manifest
+
+    def load(
+        self, model: str, version: int, *, signer: ManifestSigner | None = None
+    ) -> LoadedVersion:
+        """Read a version's manifest and model, the model's sha256 checked before anyone
+        parses it. With ``signer`` (the staging service), the manifest's signature is
+        verified first (``signed_manifest``), as every reader of a registered version
+        does (the staging service, evaluate's champion); without one only the sha256s
+        are checked."""
+        manifest = (
+            self.manifest(model, version)
+            if signer is None
+            else self.signed_manifest(model, version, signer)
+        )
+        return LoadedVersion(model, version, manifest, self._checked(manifest, MODEL_FILE))
+
+    def read_file(self, model: str, version: int, name: str) -> bytes | None:
+        """One file of a version, its sha256 checked; None if the version has none
+        (versions registered before the file existed)."""
+        return self.file(self.manifest(model, version), name)
+
+    def file(self, manifest: Mapping[str, Any], name: str) -> bytes | None:
+        """One file of the version ``manifest`` describes (a ``LoadedVersion``'s, already
+        verified), its sha256 checked against that manifest; None if it lists none."""
+        if name not in manifest["files"]:
+            return None
+        return self._checked(manifest, name)
+
+    def _checked(self, manifest: Mapping[str, Any], name: str) -> bytes:
+        model, version = manifest["model"], manifest["version"]
+        data = self.store.read(self._version_key(model, version, name)).data
+        if sha256(data) != manifest["files"][name]["sha256"]:
+            raise IntegrityError(
+                f"{model} v{version}: {name} does not match the sha256 in its manifest",
+                {"model": model, "version": version, "file": name},
+            )
+        return data
+
+    def summaries(self, model: str) -> list[dict[str, Any]]:
+        """Each complete version of ``model``, oldest first, as people look at it:
+        number, aliases, creation time, run, metrics, lineage and its files."""
+        aliases = self.aliases(model)
+        summaries = []
+        for version in self.versions(model):
+            manifest = self.manifest(model, version)
+            summaries.append(
+                {
+                    "version": version,
+                    "aliases": sorted(a for a, v in aliases.items() if v == version),
+                    "created_at": manifest.get("created_at"),
+                    "run_id": manifest.get("run_id"),
+                    "metrics": manifest.get("metrics", {}),
+                    "lineage": manifest.get("lineage", {}),
+                    "files": sorted(manifest.get("files", {})),
+                    "location": self.store.uri(self._version_key(model, version, "")),
+                    "published": self.publication(model, version),
+                }
+            )
+        return summaries
+
+    def publication(self, model: str, version: int) -> dict[str, Any] | None:
+        """Where the version was published (``uri``, ``package``, ``version``, ``files``);
+        None before it is (or for versions registered before publishing existed)."""
+        try:
+            data = self.store.read(self._version_key(model, version, PUBLICATION)).data
+        except NotFound:
+            return None
+        publication: dict[str, Any] = orjson.loads(data)
+        return publication
+
+    def alias(self, model: str, name: str) -> Alias | None:
+        try:
+            blob = self.store.read(self._alias_key(model, name))
+        except NotFound:
+            return None
+        body = orjson.loads(blob.data)
+        return Alias(name, int(body["version"]), blob.generation, body["updated_at"])
+
+    def aliases(self, model: str) -> dict[str, int]:
+        prefix = f"{self._prefix(model)}aliases/"
+        result = {}
+        for info in self.store.list(prefix):
+            name = info.key[len(prefix) :].removesuffix(".json")
+            alias = self.alias(model, name)
+            if alias is not None:
+                result[name] = alias.version
+        return result
+
+    def version_for_run(self, model: str, run_id: str) -> int | None:
+        try:
+            claim = orjson.loads(self.store.read(self._run_key(model, run_id)).data)
+        except NotFound:
+            return None
+        version = claim.get("version")
+        if version is None or version not in self.versions(model):
+            return None
+        return int(version)
+
+    # -- writing -----------------------------------------------------------------
+    @contextlib.contextmanager
+    def lease(
+        self,
+        model: str,
+        name: str,
+        holder: str,
+        *,
+        ttl_s: float,
+        wait_s: float,
+        heartbeat_s: float | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.time,
+    ) -> Iterator[Lease]:
+        """Hold ``leases/<name>`` of ``model`` for ``holder`` while the block runs: one
+        holder at a time, so rollouts of one service happen one after another.
+
+        Taken create-only, or by compare-and-set over a lease that was released or is
+        past its expiry (``ttl_s`` after it was taken or last renewed: its holder died
+        or outlived its delivery), so of two takers one wins. With ``heartbeat_s`` a
+        thread renews it that often (by compare-and-set; it stops if the lease was
+        taken over), so ``ttl_s`` can be sized to notice a dead holder, not to the
+        longest work. Another holder's live lease is waited for up to ``wait_s``; then
+        ``LeaseHeld``, so the bus redelivers later. Released by compare-and-set, so a
+        holder that outlived its lease never frees its successor's. The block gets a
+        ``Lease``, whose ``check`` says whether it still holds it (a holder paused past
+        its expiry has lost it, and must not commit what the lease guards).
+        """
+        key = self._lease_key(model, name)
+        deadline = clock() + wait_s
+        pause = 0.1
+        # Names this taking of the lease in every renewal: whose it is, read from the
+        # object itself, whatever generation a renewal in flight has made.
+        token = uuid.uuid4().hex
+        while True:
+            now = clock()
+            body = canonical_json(
+                {"holder": holder, "token": token, "taken_at": now, "expires_at": now + ttl_s}
+            )
+            try:
+                current = self.store.read(key)
+            except NotFound:
+                generation = 0
+            else:
+                held = orjson.loads(current.data)
+                free = held.get("released", False) or float(held["expires_at"]) <= now
+                generation = current.generation if free else -1
+            if generation >= 0:
+                try:
+                    taken = self.store.write(
+                        key, body, if_generation_match=generation, content_type="application/json"
+                    )
+                    break
+                except PreconditionFailed:
+                    continue  # another taker won: read who holds it now
+            if now >= deadline:
+                raise LeaseHeld(
+                    f"{model}'s {name} is held by {held['holder']} ({key}); retry later",
+                    str(held["holder"]),
+                )
+            sleep(min(pause, max(deadline - now, 0.0)))
+            pause = min(pause * 2, 2.0)
+        heartbeat = _Heartbeat(self.store, key, holder, token, taken, ttl_s, heartbeat_s, clock)
+        try:
+            yield Lease(self.store, key, token)
+        finally:
+            heartbeat.stop()
+            released = canonical_json({"holder": holder, "released": True, "released_at": clock()})
+            # Never over the block's own outcome: a lease not released lapses by itself.
+            try:
+                current = self.store.read(key)
+                if orjson.loads(current.data).get("token") == token:
+                    self.store.write(
+                        key,
+                        released,
+                        if_generation_match=current.generation,
+                        content_type="application/json",
+                    )
+            except Exception:
+                log.warning("could not release %s; it lapses by itself", key, exc_info=True)
+
+    def lease_state(
+        self, model: str, name: str, *, clock: Callable[[], float] = time.time
+    ) -> LeaseState | None:
+        """Who holds (or last held) ``leases/<name>``; None if it was never taken."""
+        try:
+            held = orjson.loads(self.store.read(self._lease_key(model, name)).data)
+        except NotFound:
+            return None
+        if held.get("released", False):
+            return LeaseState(str(held["holder"]), False, float(held.get("released_at", 0.0)))
+        until = float(held["expires_at"])
+        return LeaseState(str(held["holder"]), until > clock(), until)
+
+    def registration_lease(
+        self,
+        model: str,
+        run_id: str,
+        holder: str,
+        *,
+        wait_s: float = REGISTER_LEASE_WAIT_S,
+        clock: Callable[[], float] = time.time,
+    ) -> contextlib.AbstractContextManager[Lease]:
+        """The lease a delivery holds while it registers ``run_id`` (``register``),
+        renewed by a heartbeat; the sweep takes it too before ending the run."""
+        return self.lease(
+            model,
+            registration_lease_name(run_id),
+            holder,
+            ttl_s=REGISTER_LEASE_S,
+            wait_s=wait_s,
+            heartbeat_s=REGISTER_HEARTBEAT_S,
+            clock=clock,
+        )
+
+    def move_alias(
+        self,
+        model: str,
+        name: str,
+        version: int,
+        *,
+        force: bool = False,
+        catalog: ModelCatalog | None = None,
+    ) -> bool:
+        """Point ``name`` at ``version`` by compare-and-set.
+
+        Aliases only move forward: a late, out-of-order event naming an older version
+        is a no-op (returns False). ``force`` moves it anywhere (an operator's rollback).
+        With a ``catalog`` the alias moves there first, so a failure there leaves the
+        bucket's alias where it was and a retry moves both; when the bucket's alias
+        stays on another version, the catalog's follows it back.
+        """
+        if version not in self.versions(model):
+            raise NotFound(f"{model} has no version {version}")
+        body = canonical_json({"alias": name, "version": version, "updated_at": _now()})
+        if catalog is not None:
+            current = self.alias(model, name)
+            if force or current is None or current.version < version:
+                catalog.set_alias(model, name, version)
+        for _ in range(_MAX_CLAIM_TRIES):
+            current = self.alias(model, name)
+            if current is not None and not force and current.version >= version:
+                if catalog is not None:
+                    catalog.set_alias(model, name, current.version)
+                return False
+            generation = 0 if current is None else current.generation
+            try:
+                self.store.write(
+                    self._alias_key(model, name),
+                    body,
+                    if_generation_match=generation,
+                    content_type="application/json",
+                )
+                return True
+            except PreconditionFailed:
+                continue  # someone moved it meanwhile: re-read and decide again
+        raise TransientError(f"alias {model}@{name} kept changing; giving up for now")
+
+    def register(
+        self,
+        model: str,
+        run_id: str,
+        files_for: Callable[[int], Mapping[str, bytes]],
+        manifest_fields: Mapping[str, Any],
+        *,
+        signer: ManifestSigner,
+        attempt: int = 1,
+        fence: Callable[[], None] | None = None,
+    ) -> tuple[int, bytes]:
+        """Make the files an immutable version for ``run_id``; idempotent per run.
+
+        ``files_for(version)`` returns the version's files (a card may show its own
+        number); it must return the same bytes when called again for the same run.
+        ``signer`` signs the manifest. ``attempt`` is the delivery attempt registering
+        it (kept in the claim, for people). The caller holds the run's
+        ``registration_lease``: any claim the run left is its own to resume; ``fence``
+        (the lease's ``check``) is called before the version is signed and committed, so
+        a delivery that lost its lease meanwhile commits nothing. Returns the version
+        number and the manifest bytes.
+        """
+        version = self._claim_for_run(model, run_id, attempt)
+        files = files_for(version)
+        if MODEL_FILE not in files:
+            raise ValueError(f"a version needs {MODEL_FILE}")
+        for name, data in files.items():
+            self._write_once(self._version_key(model, version, name), data)
+        manifest = canonical_json(
+            {
+                **manifest_fields,
+                "model": model,
+                "version": version,
+                "run_id": run_id,
+                "files": {
+                    name: {"sha256": sha256(data), "size": len(data)}
+                    for name, data in sorted(files.items())
+                },
+            }
+        )
+        key = self._version_key(model, version, MANIFEST)
+        with contextlib.suppress(NotFound):
+            manifest = self.store.read(key).data  # an earlier delivery finished it
+        if fence is not None:
+            fence()
+        self._sign_once(model, version, manifest, signer)
+        # A concurrent delivery may write it first: its bytes are these, the ones the
+        # signature was made for (``_sign_once`` let it through for them alone).
+        with contextlib.suppress(PreconditionFailed):
+            self.store.write(key, manifest, if_generation_match=0, content_type="application/json")
+        return version, manifest
+
+    def _sign_once(self, model: str, version: int, manifest: bytes, signer: ManifestSigner) -> None:
+        """Make sure ``manifest.sig`` holds a signature over exactly ``manifest``: kept if
+        a delivery of the run made it (a redelivery signs nothing), else signed and
+        written create-only (of two concurrent deliveries, the first signature stays)."""
+        key = self._version_key(model, version, SIGNATURE)
+        try:
+            existing = self.store.read(key).data
+        except NotFound:
+            signed = signing.encode(signer.sign(manifest), manifest)
+            try:
+                self.store.write(
+                    key, signed, if_generation_match=0, content_type="application/json"
+                )
+                return
+            except PreconditionFailed:
+                existing = self.store.read(key).data  # a concurrent delivery signed first
+        _, signed_sha256 = signing.decode(existing, f"{model} v{version}")
+        if signed_sha256 != sha256(manifest):
+            raise IntegrityError(
+                f"{model} v{version}: {SIGNATURE} signs other manifest bytes than this "
+                "registration writes",
+                {"model": model, "version": version},
+            )
+
+    def publish(
+        self,
+        model: str,
+        version: int,
+        packages: PackageRepository,
+        catalog: ModelCatalog | None = None,
+    ) -> dict[str, Any]:
+        """Publish a complete version to ``packages`` as ``v<N>`` (its manifest, its
+        signature and every file the manifest lists, each checked against its sha256,
+        so the published copy can be verified as the bucket's is) and upload it to
+        ``catalog``, if given; then record where in ``publication.json``, create-only
+        (the catalog's model and version id under ``vertex``). Idempotent: a redelivery
+        publishes nothing new and keeps the first record; a different version under the
+        same number in the repository or the catalog is an ``IntegrityError``."""
+        manifest_bytes = self.store.read(self._version_key(model, version, MANIFEST)).data
+        manifest = orjson.loads(manifest_bytes)
+        files = {name: self._checked(manifest, name) for name in manifest["files"]}
+        signature = self.store.read(self._version_key(model, version, SIGNATURE)).data
+        published = packages.publish(
+            model, f"v{version}", {**files, MANIFEST: manifest_bytes, SIGNATURE: signature}
+        )
+        record: dict[str, Any] = {
+            "uri": published.uri,
+            "package": published.package,
+            "version": published.version,
+            "files": dict(sorted(published.files.items())),
+        }
+        if catalog is not None:
+            uploaded = catalog.upload(
+                ModelUpload(
+                    model=model,
+                    version=version,
+                    manifest_sha256=sha256(manifest_bytes),
+                    artifact_uri=self.store.uri(self._version_key(model, version, "")),
+                    artifact_bucket=self.store.bucket,
+                )
+            )
+            record["vertex"] = {"model": uploaded.model, "version_id": uploaded.version_id}
+        key = self._version_key(model, version, PUBLICATION)
+        try:
+            self.store.write(
+                key, canonical_json(record), if_generation_match=0, content_type="application/json"
+            )
+        except PreconditionFailed:
+            record = orjson.loads(self.store.read(key).data)  # an earlier delivery's record
+        return record
+
+    def _claim_for_run(self, model: str, run_id: str, attempt: int) -> int:
+        """The run's number: the one it claimed before (its claim is the caller's, who
+        holds the run's registration lease), else the next free one."""
+        key = self._run_key(model, run_id)
+        body = {"run_id": run_id, "version": None, "claimed_at": _now(), "attempt": attempt}
+        try:
+            generation = self.store.write(
+                key, canonical_json(body), if_generation_match=0, content_type="application/json"
+            )
+        except PreconditionFailed:
+            blob = self.store.read(key)
+            claim = orjson.loads(blob.data)
+            if claim["version"] is not None:
+                return int(claim["version"])  # resume (or confirm) that version
+            generation = blob.generation  # a delivery that ended left it: take it over
+        version = self._claim_next_number(model, run_id)
+        try:
+            self.store.write(
+                key,
+                canonical_json({**body, "version": version}),
+                if_generation_match=generation,
+                content_type="application/json",
+            )
+        except PreconditionFailed:
+            raise TransientError(f"run {run_id}'s claim changed under it") from None
+        return version
+
+    def orphaned_number(self, model: str, run_id: str) -> int | None:
+        """The number ``run_id`` claimed without completing a version under it (a
+        registration that died and will not be resumed leaves it unused: a gap)."""
+        try:
+            claim = orjson.loads(self.store.read(self._run_key(model, run_id)).data)
+        except NotFound:
+            claim = {}
+        number = claim.get("version")
+        if number is None:
+            number = self._claimed_by(model, run_id)
+        if number is None or int(number) in self.versions(model):
+            return None
+        return int(number)
+
+    def _numbers(self, model: str) -> dict[int, set[str]]:
+        prefix = f"{self._prefix(model)}versions/"
+        files: dict[int, set[str]] = {}
+        for info in self.store.list(prefix):
+            digits, _, name = info.key[len(prefix) :].partition("/")
+            if digits.isdigit():
+                files.setdefault(int(digits), set()).add(name)
+        return files
+
+    def _claimed_by(self, model: str, run_id: str) -> int | None:
+        """A number ``run_id`` claimed with no manifest under it yet."""
+        for number, names in sorted(self._numbers(model).items()):
+            if MANIFEST not in names and "claim.json" in names:
+                claim = orjson.loads(
+                    self.store.read(self._version_key(model, number, "claim.json")).data
+                )
+                if claim.get("run_id") == run_id:
+                    return number
+        return None
+
+    def _claim_next_number(self, model: str, run_id: str) -> int:
+        # A number this run claimed before its delivery ended: resume it.
+        resumed = self._claimed_by(model, run_id)
+        if resumed is not None:
+            return resumed
+        candidate = max(self._numbers(model), default=0) + 1
+        body = canonical_json({"run_id": run_id, "claimed_at": _now()})
+        for _ in range(_MAX_CLAIM_TRIES):
+            try:
+                self.store.write(
+                    self._version_key(model, candidate, "claim.json"),
+                    body,
+                    if_generation_match=0,
+                    content_type="application/json",
+                )
+                return candidate
+            except PreconditionFailed:
+                candidate += 1  # a concurrent registration took it
+        raise TransientError(f"could not claim a version number for {model}")
+
+    def _write_once(self, key: str, data: bytes) -> None:
+        try:
+            self.store.write(key, data, if_generation_match=0)
+        except PreconditionFailed:
+            if sha256(self.store.read(key).data) != sha256(data):
+                raise IntegrityError(f"{key} exists with different bytes", {"key": key}) from None
+
+    def _version_key(self, model: str, version: int, name: str) -> str:
+        return f"{self._prefix(model)}versions/{version}/{name}"
+
+    def _alias_key(self, model: str, name: str) -> str:
+        return f"{self._prefix(model)}aliases/{name}.json"
+
+    def _lease_key(self, model: str, name: str) -> str:
+        # Each lease is its own object, so IAM can grant a stage its own leases only.
+        return f"{self._prefix(model)}leases/{name}.json"
+
+    def _run_key(self, model: str, run_id: str) -> str:
+        return f"{self._prefix(model)}by-run/{run_id}.json"
+
+
+class Lease:
+    """A lease held (``Registry.lease``)."""
+
+    def __init__(self, store: BlobStore, key: str, token: str) -> None:
+        self._store, self._key, self._token = store, key, token
+
+    def check(self) -> None:
+        """Raise ``LeaseLost`` unless the lease is still this holder's: nobody took it
+        over since it was taken (its renewals keep its token)."""
+        try:
+            token = orjson.loads(self._store.read(self._key).data).get("token")
+        except NotFound:
+            token = None
+        if token != self._token:
+            raise LeaseLost(f"{self._key} was taken over: its holder outlived its lease")
+
+
+class _Heartbeat:
+    """Renews a held lease every ``every_s`` (None: never) by compare-and-set until
+    stopped; stops by itself once someone else took the lease over."""
+
+    def __init__(
+        self,
+        store: BlobStore,
+        key: str,
+        holder: str,
+        token: str,
+        generation: int,
+        ttl_s: float,
+        every_s: float | None,
+        clock: Callable[[], float],
+    ) -> None:
+        self.store, self.key, self.holder, self.token = store, key, holder, token
+        self.generation, self.ttl_s, self.clock = generation, ttl_s, clock
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        if every_s is not None:
+            self._thread = threading.Thread(
+                target=self._beat, args=(every_s,), name=f"lease {key}", daemon=True
+            )
+            self._thread.start()
+
+    def _beat(self, every_s: float) -> None:
+        while not self._stop.wait(every_s):
+            now = self.clock()
+            body = canonical_json(
+                {
+                    "holder": self.holder,
+                    "token": self.token,
+                    "taken_at": now,
+                    "expires_at": now + self.ttl_s,
+                }
+            )
+            try:
+                self.generation = self.store.write(
+                    self.key,
+                    body,
+                    if_generation_match=self.generation,
+                    content_type="application/json",
+                )
+            except Exception:
+                # A lost precondition or an answer lost after the write: whose is it
+                # now? Still ours (a renewal that committed unseen): go on from it.
+                try:
+                    current = self.store.read(self.key)
+                except Exception:
+                    continue  # a store hiccup: the next beat tries again
+                if orjson.loads(current.data).get("token") != self.token:
+                    return  # taken over: this holder is past its lease
+                self.generation = current.generation
+
+    def stop(self) -> None:
+        """Stop renewing (the holder releases right after, with ``generation``)."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+
+
+def registration_lease_name(run_id: str) -> str:
+    """The lease (``leases/<name>.json``) a registration of ``run_id`` holds."""
+    return f"register-{run_id}"

@@ -1,0 +1,298 @@
+"""The run history: each stage's durable record, reports and candidates, per run.
+
+Layout (artifact bucket)::
+
+    runs/<run_id>/stages/<stage>.json   the stage's outcome and the event it published
+    runs/<run_id>/reports/<name>.json   validation and evaluation reports
+    runs/<run_id>/candidate/            the trained model before it becomes a version
+
+A stage writes its record (create-only) before it publishes; a redelivered event finds
+the record and re-publishes the same event instead of doing the work again.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from collections.abc import Mapping
+from typing import Any
+
+import orjson
+
+from modelrail.domain.registry import MODEL_FILE
+from modelrail.kernel.canonical import canonical_json
+from modelrail.kernel.errors import IntegrityError, NotFound, PreconditionFailed
+from modelrail.kernel.ports import BlobStore
+
+# Compare-and-set tries when counting a failed delivery (deliveries rarely race).
+_COUNT_TRIES = 5
+
+# The order stages run in, for display. ``rollback`` is an operator's run of its own
+# (``modelrail rollback``): staging moved back to an earlier version.
+STAGE_ORDER = ("validate", "launch_training", "train", "evaluate", "register", "deploy", "rollback")
+
+
+def failure_reasons(error: Mapping[str, Any]) -> list[str]:
+    """A failure's reasons, most specific first: the contract's problems (the missing
+    column), the gate's failing checks, the drifted columns, else the message.
+
+    Any record a version of modelrail wrote reads: problems stored as bare strings (a
+    smoke test's, before problems had one shape) are reasons as they are."""
+    details = error.get("details")
+    details = details if isinstance(details, Mapping) else {}
+    problems = details.get("problems") or []
+    if isinstance(problems, list | tuple) and problems:
+        return [_reason(problem) for problem in problems]
+    verdict = details.get("verdict")
+    verdict = verdict if isinstance(verdict, Mapping) else {}
+    reasons = verdict.get("reasons") or details.get("reasons") or []
+    if isinstance(reasons, list | tuple) and reasons:
+        return [str(reason) for reason in reasons]
+    return [str(error.get("message", ""))]
+
+
+def _reason(problem: object) -> str:
+    if not isinstance(problem, Mapping):
+        return str(problem)
+    message = str(problem.get("message", ""))
+    return f"[{problem['check']}] {message}" if problem.get("check") else message
+
+
+@dataclasses.dataclass(frozen=True)
+class RunSummary:
+    run_id: str
+    stages: Mapping[str, Mapping[str, Any]]
+
+    @property
+    def started_at(self) -> str:
+        return min((s["started_at"] for s in self.stages.values()), default="")
+
+    @property
+    def trigger(self) -> Mapping[str, Any]:
+        for record in self.stages.values():
+            trigger = record.get("lineage", {}).get("trigger")
+            if trigger:
+                return dict(trigger)
+        return {}
+
+    @property
+    def outcome(self) -> str:
+        """failed, rejected, deployed, superseded, registered, rolled-back, or running."""
+        for record in self.stages.values():
+            if record["status"] == "failed":
+                kind = record.get("error", {}).get("kind")
+                return "rejected" if kind == "gate_rejected" else "failed"
+        if "rollback" in self.stages:
+            return "rolled-back"
+        deploy = self.stages.get("deploy")
+        if deploy is not None:
+            return "deployed" if deploy["status"] == "succeeded" else "superseded"
+        return "registered" if "register" in self.stages else "running"
+
+    @property
+    def lineage(self) -> dict[str, Any]:
+        """The latest stage's lineage: everything the run gathered."""
+        for record in reversed(list(self.stages.values())):
+            if record.get("lineage"):
+                return dict(record["lineage"])
+        return {}
+
+    @property
+    def failure(self) -> dict[str, Any] | None:
+        """The failed stage, its error kind, message and reasons; None if none failed."""
+        for record in self.stages.values():
+            if record["status"] == "failed":
+                error = record.get("error") or {}
+                return {
+                    "stage": record["stage"],
+                    "kind": error.get("kind", "unknown"),
+                    "message": error.get("message", ""),
+                    "reasons": failure_reasons(error),
+                    "report_uri": (error.get("details") or {}).get("report_uri"),
+                }
+        return None
+
+    @property
+    def duration_s(self) -> float:
+        return round(sum(float(s.get("duration_s") or 0) for s in self.stages.values()), 4)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "run_id": self.run_id,
+            "started_at": self.started_at,
+            "trigger": self.trigger,
+            "outcome": self.outcome,
+            "failure": self.failure,
+            "stages": {
+                name: {k: record.get(k) for k in ("status", "duration_s", "started_at", "error")}
+                for name, record in self.stages.items()
+            },
+        }
+
+
+class RunLog:
+    def __init__(self, store: BlobStore) -> None:
+        self.store = store
+
+    def stage_record(self, run_id: str, stage: str) -> dict[str, Any] | None:
+        try:
+            record: dict[str, Any] = orjson.loads(
+                self.store.read(self._stage_key(run_id, stage)).data
+            )
+        except NotFound:
+            return None
+        return record
+
+    def save_stage(self, run_id: str, stage: str, record: Mapping[str, Any]) -> dict[str, Any]:
+        """Store ``record`` unless the stage already has one; return the stored one."""
+        try:
+            self.store.write(
+                self._stage_key(run_id, stage),
+                canonical_json(record),
+                if_generation_match=0,
+                content_type="application/json",
+            )
+            return dict(record)
+        except PreconditionFailed:
+            existing = self.stage_record(run_id, stage)
+            assert existing is not None
+            return existing  # a concurrent delivery finished first: its record stands
+
+    def claim(self, run_id: str, stage: str, holder: str) -> bool:
+        """Claim ``stage`` of ``run_id`` for ``holder`` (a delivery's message id),
+        create-only; True if ``holder`` holds it (now or from before)."""
+        key = f"runs/{run_id}/claims/{stage}.json"
+        try:
+            self.store.write(
+                key,
+                canonical_json({"holder": holder}),
+                if_generation_match=0,
+                content_type="application/json",
+            )
+        except PreconditionFailed:
+            held: dict[str, Any] = orjson.loads(self.store.read(key).data)
+            return bool(held["holder"] == holder)
+        return True
+
+    def claimed_by(self, run_id: str, stage: str) -> str | None:
+        """Who holds ``stage`` of ``run_id`` (``claim``); None if no one claimed it."""
+        try:
+            held: dict[str, Any] = orjson.loads(
+                self.store.read(f"runs/{run_id}/claims/{stage}.json").data
+            )
+        except NotFound:
+            return None
+        return str(held["holder"])
+
+    def failed_deliveries(self, run_id: str, stage: str, message_id: str) -> int:
+        """How many deliveries of message ``message_id`` to ``stage`` have failed."""
+        try:
+            blob = self.store.read(self._deliveries_key(run_id, stage, message_id))
+        except NotFound:
+            return 0
+        return int(orjson.loads(blob.data)["failed"])
+
+    def count_failed_delivery(self, run_id: str, stage: str, message_id: str) -> int:
+        """Count one more failed delivery of ``message_id`` to ``stage``; return the count.
+
+        Pub/Sub tells a push endpoint its delivery attempt, but the Pub/Sub emulator
+        does not: counting here makes the last attempt known on every bus.
+        """
+        key = self._deliveries_key(run_id, stage, message_id)
+        for _ in range(_COUNT_TRIES):
+            try:
+                blob = self.store.read(key)
+                failed, generation = int(orjson.loads(blob.data)["failed"]), blob.generation
+            except NotFound:
+                failed, generation = 0, 0
+            try:
+                self.store.write(
+                    key,
+                    canonical_json({"failed": failed + 1}),
+                    if_generation_match=generation,
+                    content_type="application/json",
+                )
+                return failed + 1
+            except PreconditionFailed:
+                continue  # a concurrent delivery counted meanwhile
+        return failed + 1
+
+    def save_report(self, run_id: str, name: str, report: Mapping[str, Any]) -> str:
+        key = f"runs/{run_id}/reports/{name}.json"
+        self.store.write(key, canonical_json(report), content_type="application/json")
+        return self.store.uri(key)
+
+    def report(self, run_id: str, name: str) -> dict[str, Any]:
+        report: dict[str, Any] = orjson.loads(
+            self.store.read(f"runs/{run_id}/reports/{name}.json").data
+        )
+        return report
+
+    def candidate_key(self, run_id: str, name: str) -> str:
+        return f"runs/{run_id}/candidate/{name}"
+
+    def candidate(self, run_id: str, model_sha256: str) -> tuple[bytes, dict[str, Any]]:
+        """The run's trained model text, checked against the sha256 its event carries,
+        and what train recorded with it (``candidate.json``)."""
+        model_text = self.candidate_file(run_id, MODEL_FILE, model_sha256)
+        meta: dict[str, Any] = orjson.loads(
+            self.store.read(self.candidate_key(run_id, "candidate.json")).data
+        )
+        return model_text, meta
+
+    def candidate_file(self, run_id: str, name: str, sha256: str) -> bytes:
+        """One file train wrote for the run, checked against the sha256 recorded for it."""
+        data = self.store.read(self.candidate_key(run_id, name)).data
+        if hashlib.sha256(data).hexdigest() != sha256:
+            raise IntegrityError(f"candidate of {run_id}: {name} does not match its sha256")
+        return data
+
+    def snapshot_key(self, run_id: str, name: str) -> str:
+        """Where validate keeps the run's typed data (``part-00000.parquet``) and its
+        profile (``profile.json``), and evaluate the hold-out it judged on
+        (``reference.parquet``)."""
+        return f"runs/{run_id}/snapshot/{name}"
+
+    def runs(self) -> list[RunSummary]:
+        """Every run, oldest first."""
+        stages: dict[str, dict[str, Any]] = {}
+        for info in self.store.list("runs/"):
+            parts = info.key.split("/")
+            if len(parts) == 4 and parts[2] == "stages" and parts[3].endswith(".json"):
+                record = orjson.loads(self.store.read(info.key).data)
+                stages.setdefault(parts[1], {})[parts[3].removesuffix(".json")] = record
+        summaries = [
+            RunSummary(
+                run_id,
+                {name: records[name] for name in STAGE_ORDER if name in records},
+            )
+            for run_id, records in stages.items()
+        ]
+        return sorted(summaries, key=lambda run: run.started_at)
+
+    def run(self, run_id: str) -> RunSummary | None:
+        """One run's every stage record; None if it has none."""
+        records = {}
+        for name in STAGE_ORDER:
+            record = self.stage_record(run_id, name)
+            if record is not None:
+                records[name] = record
+        return RunSummary(run_id, records) if records else None
+
+    def reports(self, run_id: str) -> dict[str, dict[str, Any]]:
+        """The run's reports (validation, evaluation) by name."""
+        prefix = f"runs/{run_id}/reports/"
+        return {
+            info.key[len(prefix) :].removesuffix(".json"): orjson.loads(
+                self.store.read(info.key).data
+            )
+            for info in self.store.list(prefix)
+            if info.key.endswith(".json")
+        }
+
+    def _stage_key(self, run_id: str, stage: str) -> str:
+        return f"runs/{run_id}/stages/{stage}.json"
+
+    def _deliveries_key(self, run_id: str, stage: str, message_id: str) -> str:
+        # Ends in the stage's own name: a stage account may write only its own objects.
+        return f"runs/{run_id}/messages/{message_id}/failed/{stage}.json"

@@ -1,0 +1,1 @@
+"""Entry points: the CLI, the Cloud Functions, the training job, init, the local stack commands."""

@@ -1,0 +1,605 @@
+"""The ``modelrail`` command line: run the pipeline locally and look at what it did."""
+
+from __future__ import annotations
+
+import signal
+import sys
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import click
+import orjson
+
+from modelrail.composition.bootstrap import bootstrap
+from modelrail.domain.runs import STAGE_ORDER, RunSummary, failure_reasons
+from modelrail.entry.stack import down, status, up
+from modelrail.kernel import logs
+from modelrail.kernel.errors import ModelrailError
+from modelrail.kernel.events import DataUploaded, RetrainRequested, utcnow
+from modelrail.service.container import Container
+from modelrail.settings.process import UNVERSIONED, Settings
+
+if TYPE_CHECKING:
+    from modelrail.service.reconcile import Convergence
+
+DEMO_DATA = Path("data/penguins.csv")
+CARD = "card.html"
+
+
+def _echo_stage(record: dict[str, Any]) -> None:
+    status = record["status"]
+    mark = {
+        "succeeded": click.style("✔", fg="green"),
+        "skipped": click.style("-", fg="yellow"),
+    }.get(status, click.style("✘", fg="red"))
+    detail = ""
+    if status == "failed":
+        detail = record["error"]["message"]
+    elif record.get("output"):
+        detail = ", ".join(
+            f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+            for k, v in record["output"].items()
+            if not isinstance(v, dict) and not k.endswith("_uri")
+        )
+    click.echo(f"  {mark} {record['stage']:<16} {record['duration_s']:>7.2f} s  {detail}")
+
+
+class Cli:
+    """What every command shares: settings and the container, built on first use."""
+
+    def __init__(self, quiet: bool = False) -> None:
+        self.settings = Settings.from_env()
+        self.container: Container = bootstrap(
+            self.settings, observer=None if quiet else _echo_stage
+        )
+        _ = self.container.config  # a broken config or contract fails here, not mid-run
+
+    def drain(self) -> None:
+        """Wait for what this command published (embedded mode: the run happens here)."""
+        self.container.bus.drain()
+
+    def upload(self, path: Path, name: str | None = None) -> str:
+        object_name = name or path.name
+        segments = object_name.split("/")
+        if any(segment in ("", ".", "..") for segment in segments):
+            raise click.BadParameter(
+                f"{object_name!r} is not an object name under uploads/: use a relative name "
+                "without '.' or '..' segments, e.g. 2024-06/prices.csv",
+                param_hint="--name",
+            )
+        data = path.read_bytes()
+        key = f"uploads/{object_name}"
+        store = self.container.storage.bucket(self.settings.data_bucket)
+        generation = store.write(key, data, content_type="text/csv")
+        click.echo(f"uploaded {path} to gs://{store.bucket}/{key}#{generation}")
+        if self.settings.mode == "embedded":
+            # GCS publishes this notification itself; the filesystem store cannot.
+            body = DataUploaded(bucket=store.bucket, name=key, generation=generation).to_body()
+            self.container.bus.publish(
+                "data-uploaded",
+                orjson.dumps(body),
+                {
+                    "eventType": "OBJECT_FINALIZE",
+                    "payloadFormat": "JSON_API_V1",
+                    "bucketId": store.bucket,
+                    "objectId": key,
+                    "objectGeneration": str(generation),
+                },
+            )
+        return f"gs://{store.bucket}/{key}#{generation}"
+
+    def note_code_version(self) -> None:
+        """Say so when runs started here record no code version in their lineage."""
+        if self.settings.mode == "embedded" and self.settings.code_version == UNVERSIONED:
+            click.echo(
+                "note: lineage records code version 'unversioned' (no MODELRAIL_CODE_VERSION, "
+                "and the working directory is not a git checkout)"
+            )
+
+    def location(self, uri: str) -> str:
+        """Where a person opens ``uri`` (``gs://bucket/key``): its file in embedded mode."""
+        bucket, _, key = uri.removeprefix("gs://").partition("/")
+        if not uri.startswith("gs://") or not key:
+            return uri
+        path = self.container.storage.bucket(bucket).local_path(key.partition("#")[0])
+        return str(path) if path is not None else uri
+
+    def latest_run(self, trigger_key: str) -> RunSummary | None:
+        runs = [r for r in self.container.runs.runs() if r.trigger.get("key") == trigger_key]
+        return runs[-1] if runs else None
+
+
+def _fail(message: str) -> None:
+    click.echo(click.style(f"error: {message}", fg="red"), err=True)
+    sys.exit(1)
+
+
+# How long a command waits, without a new record, for a run another process carries
+# (the deploy subscription's ack deadline: no stage's delivery holds longer).
+CARRIED_QUIET_S = 600.0
+_POLL_S = 0.5
+
+
+def _await_carried(cli: Cli, run: RunSummary) -> RunSummary:
+    """The run once it ended, when another process carries it.
+
+    Embedded mode delivers everything this command published before it reports: a run
+    that has not ended then lost a message (this bus dead-lettered one: reported at
+    once), or another process is doing its work (the same request id from two
+    commands: this one's deliveries found the stage held and were acknowledged). That
+    one is waited for on its records while its newest is younger than
+    ``CARRIED_QUIET_S``; a run quiet for longer was left by a process that died.
+    """
+    bus = cli.container.bus
+    dead_letter = cli.container.topology.dead_letter_topic
+    if any(topic == dead_letter for topic, _ in getattr(bus, "history", [])):
+        return run
+    announced = False
+    while run.outcome in ("running", "registered"):
+        if _quiet_s(run) > CARRIED_QUIET_S:
+            return run  # nothing has recorded for longer than a delivery holds: lost
+        if not announced:
+            click.echo(f"run {run.run_id} is being carried by another process: waiting for it")
+            announced = True
+        time.sleep(_POLL_S)  # polling interval: the wait is on the run's records
+        run = cli.latest_run(run.trigger.get("key", "")) or run
+    return run
+
+
+def _quiet_s(run: RunSummary) -> float:
+    """How long ago the run's newest record was written."""
+    stamps = [
+        datetime.fromisoformat(str(record.get("finished_at") or record["started_at"]))
+        for record in run.stages.values()
+    ]
+    return (datetime.now(UTC) - max(stamps)).total_seconds() if stamps else 0.0
+
+
+def _report_run(cli: Cli, run: RunSummary | None) -> None:
+    if run is None:
+        _fail("no run was recorded for this trigger")
+        return
+    if cli.settings.mode == "embedded" and run.outcome in ("running", "registered"):
+        run = _await_carried(cli, run)
+    click.echo(f"run {run.run_id}: {run.outcome}")
+    for stage in run.stages.values():
+        if stage["status"] == "failed":
+            error = stage["error"]
+            click.echo(f"  {stage['stage']} failed ({error['kind']}): {error['message']}")
+            for problem in error.get("details", {}).get("problems", []):
+                rows = f" rows {problem['rows']}" if problem.get("rows") else ""
+                click.echo(f"    - [{problem['check']}] {problem['message']}{rows}")
+            if error.get("details", {}).get("report_uri"):
+                click.echo(f"  report: {cli.location(error['details']['report_uri'])}")
+    if run.outcome in ("failed", "rejected"):
+        sys.exit(1)
+    if cli.settings.mode == "embedded" and run.outcome in ("running", "registered"):
+        # Every message has been delivered: a run that has not ended lost one.
+        last = list(run.stages)[-1] if run.stages else "its first stage"
+        _fail(
+            f"run {run.run_id} stopped after {last}: a message could not be delivered or "
+            f"recorded; see {cli.settings.home / 'dead-letter.jsonl'}"
+        )
+
+
+@click.group()
+@click.version_option(package_name="modelrail")
+def main() -> None:
+    """modelrail: validate, train, evaluate, register and deploy LightGBM models on events."""
+
+
+@main.command()
+@click.option(
+    "--data", "data_path", type=click.Path(exists=True, path_type=Path), default=DEMO_DATA
+)
+def demo(data_path: Path) -> None:
+    """Run the whole pipeline on the bundled dataset and call the staging server."""
+    cli = Cli()
+    click.echo(f"modelrail demo ({cli.settings.mode} mode, state in {cli.settings.home})")
+    cli.note_code_version()
+    uri = cli.upload(data_path)
+    cli.drain()
+    run = cli.latest_run(f"{uri}")
+    _report_run(cli, run)
+    model = cli.container.config.model_name
+    staging = cli.container.registry.alias(model, "staging")
+    if staging is None:
+        _fail("staging serves no version")
+        return
+    deployment = cli.container.deployer.current()
+    if deployment is None:
+        _fail("the staging server is not running")
+        return
+    examples = cli.container.registry.manifest(model, staging.version)["examples"][:1]
+    from modelrail.service.smoke import predict
+
+    response = predict(deployment.url, examples)
+    click.echo(
+        f"\nversion {staging.version} of {model!r} is registered; "
+        f"staging serves it at {deployment.url}"
+    )
+    click.echo(f"POST {deployment.url}/predict {orjson.dumps({'instances': examples}).decode()}")
+    click.echo(orjson.dumps(response, option=orjson.OPT_INDENT_2).decode())
+    card = cli.location(cli.container.registry.file_uri(model, staging.version, CARD))
+    click.echo(f"\nmodel card: {card}")
+    click.echo("runs, versions and cards in a browser: modelrail ui  (http://127.0.0.1:8780)")
+
+
+@main.command()
+@click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--name", help="Object name under uploads/ (default: the file's name).")
+def upload(path: Path, name: str | None) -> None:
+    """Upload a CSV to the data bucket; the upload starts a run."""
+    cli = Cli()
+    cli.note_code_version()
+    uri = cli.upload(path, name)
+    if cli.settings.mode == "embedded":
+        cli.drain()
+        _report_run(cli, cli.latest_run(uri))
+
+
+@main.command()
+@click.option("--request-id", help="Idempotency key: the same id is the same run (default: new).")
+@click.option("--data-uri", help="gs://bucket/object[#generation] (default: the newest CSV).")
+@click.option("--reason", help="Why, for the run history.")
+def retrain(request_id: str | None, data_uri: str | None, reason: str | None) -> None:
+    """Request a retrain on the latest data (or on --data-uri)."""
+    cli = Cli()
+    cli.note_code_version()
+    request = RetrainRequested(
+        request_id=request_id or uuid.uuid4().hex,
+        data_uri=data_uri,
+        reason=reason,
+        requested_at=utcnow(),
+    )
+    message_id = cli.container.bus.publish(
+        "retrain-requested", orjson.dumps(request.to_body()), {"event_type": request.event_type}
+    )
+    click.echo(f"published retrain request {request.request_id} (message {message_id})")
+    if cli.settings.mode == "embedded":
+        cli.drain()
+        _report_run(cli, cli.latest_run(request.idempotency_key))
+
+
+@main.command()
+@click.argument("run_id", required=False)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def runs(run_id: str | None, as_json: bool) -> None:
+    """Each run: trigger, stages, durations, outcome, and why a failed run failed.
+
+    With RUN_ID: that run in full (every stage's record, reports, events, lineage).
+    """
+    cli = Cli(quiet=True)
+    if run_id is not None:
+        _show_run(cli, run_id, as_json)
+        return
+    summaries = cli.container.runs.runs()
+    if as_json:
+        click.echo(orjson.dumps([r.to_dict() for r in summaries], option=orjson.OPT_INDENT_2))
+        return
+    if not summaries:
+        click.echo("no runs yet")
+    for run in summaries:
+        trigger = run.trigger
+        click.echo(
+            f"{run.run_id}  {run.started_at}  {run.outcome:<11} "
+            f"{trigger.get('kind')}: {trigger.get('key')}"
+        )
+        for name in STAGE_ORDER:
+            if name in run.stages:
+                stage = run.stages[name]
+                click.echo(f"    {name:<16} {stage['status']:<10} {stage['duration_s']:>7.2f} s")
+        failure = run.failure
+        if failure is not None:
+            click.echo(f"    {failure['stage']} failed ({failure['kind']}):")
+            for reason in failure["reasons"][:3]:
+                click.echo(f"      - {_short(reason)}")
+            if len(failure["reasons"]) > 3:
+                more = len(failure["reasons"]) - 3
+                click.echo(f"      … {more} more: modelrail runs {run.run_id}")
+
+
+def _short(text: str, limit: int = 160) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _show_run(cli: Cli, run_id: str, as_json: bool) -> None:
+    runlog = cli.container.runs
+    run = runlog.run(run_id)
+    if run is None:
+        _fail(f"no run {run_id!r} (modelrail runs lists them)")
+        return
+    reports = runlog.reports(run_id)
+    if as_json:
+        full = {**run.to_dict(), "records": dict(run.stages), "reports": reports}
+        click.echo(orjson.dumps(full, option=orjson.OPT_INDENT_2))
+        return
+    trigger = run.trigger
+    click.echo(f"run {run.run_id}: {run.outcome}")
+    click.echo(f"  trigger   {trigger.get('kind')}: {trigger.get('key')}")
+    for field in ("requested_by", "reason", "commit_sha"):
+        if trigger.get(field):
+            click.echo(f"  {field:<9} {trigger[field]}")
+    click.echo(f"  started   {run.started_at}   total {run.duration_s:.2f} s")
+    for name, record in run.stages.items():
+        click.echo(
+            f"\n  {name}: {record['status']}  {record['started_at']} → "
+            f"{record.get('finished_at', '?')}  ({record['duration_s']:.2f} s)"
+        )
+        for key, value in (record.get("output") or {}).items():
+            if not isinstance(value, dict | list):
+                shown = cli.location(value) if isinstance(value, str) else value
+                click.echo(f"    {key}: {shown}")
+        if record["status"] == "failed":
+            error = record.get("error") or {}
+            click.echo(f"    failed ({error.get('kind')}): {error.get('message')}")
+            for reason in failure_reasons(error):
+                click.echo(f"      - {reason}")
+        event = record.get("event")
+        if event:
+            click.echo(f"    published {event['event_type']} (event {event['event_id']})")
+    for name in sorted(reports):
+        report_uri = runlog.store.uri(f"runs/{run_id}/reports/{name}.json")
+        click.echo(f"\n  {name} report: {cli.location(report_uri)}")
+    click.echo("\n  lineage:")
+    for line in orjson.dumps(run.lineage, option=orjson.OPT_INDENT_2).decode().splitlines():
+        click.echo(f"    {line}")
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def models(as_json: bool) -> None:
+    """Versions, aliases, metrics, lineage, and where each version lives: its folder in
+    the artifact bucket, its package and version in Artifact Registry, its Vertex AI
+    model version (when pipeline.toml turns it on), its model card."""
+    cli = Cli(quiet=True)
+    registry = cli.container.registry
+    result: list[dict[str, Any]] = []
+    for model in registry.models():
+        versions = [
+            {
+                **summary,
+                "location": cli.location(summary["location"]),
+                "card": cli.location(registry.file_uri(model, summary["version"], CARD)),
+                "manifest": cli.location(registry.manifest_uri(model, summary["version"])),
+            }
+            for summary in registry.summaries(model)
+        ]
+        result.append({"model": model, "aliases": registry.aliases(model), "versions": versions})
+    if as_json:
+        click.echo(orjson.dumps(result, option=orjson.OPT_INDENT_2))
+        return
+    if not result:
+        click.echo("no models registered yet")
+    for entry in result:
+        pointers = ", ".join(
+            f"{name} → v{version}" for name, version in sorted(entry["aliases"].items())
+        )
+        click.echo(f"{entry['model']}  (aliases: {pointers or 'none'})")
+        for v in entry["versions"]:
+            metrics = ", ".join(f"{k}={val:.4f}" for k, val in sorted(v["metrics"].items()))
+            lineage, published = v["lineage"], v["published"]
+            click.echo(
+                f"  v{v['version']:<3} {','.join(v['aliases']) or '-':<18} {metrics}\n"
+                f"        data {lineage['data']['uri']}  code {lineage['code']['version']}  "
+                f"trigger {lineage['trigger']['kind']}\n"
+                f"        stored {v['location']}\n"
+                + (
+                    f"        published {published['package']} {published['version']}"
+                    f"  {published['uri']}\n"
+                    if published
+                    else "        published not yet\n"
+                )
+                + (
+                    f"        vertex {published['vertex']['model']}"
+                    f"@{published['vertex']['version_id']}\n"
+                    if published and "vertex" in published
+                    else ""
+                )
+                + f"        card {v['card']}"
+            )
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+@main.command()
+def serve() -> None:
+    """Keep the staging server up, serving the version the staging alias points at."""
+    cli = Cli(quiet=True)
+    model = cli.container.config.model_name
+    staging = cli.container.registry.alias(model, "staging")
+    if staging is None:
+        _fail("no version is in staging yet: run `modelrail demo` or upload data first")
+        return
+    deployer = cli.container.deployer
+    signal.signal(signal.SIGTERM, _interrupt)  # stopping `serve` stops the server too
+    try:
+        current = deployer.current()
+        if current is None or current.version != staging.version:
+            current = deployer.deploy(model, staging.version)
+        click.echo(f"staging serves {model} v{current.version} at {current.url} (Ctrl-C stops it)")
+        signal.pause()
+    except KeyboardInterrupt:
+        deployer.stop()
+
+
+@main.command()
+@click.option("--to", "to_version", type=click.IntRange(min=1), help="The version to serve.")
+@click.option("--reason", help="Why, for the run history.")
+@click.option("--by", "requested_by", help="Who asks (default: the user running this).")
+def rollback(to_version: int | None, reason: str | None, requested_by: str | None) -> None:
+    """Move staging back to the version it served before (or to --to VERSION).
+
+    The version is redeployed and smoke-tested as a deploy is; if the test fails,
+    staging keeps serving what it serves now. The rollback is a run in the history.
+    """
+    from modelrail.service.rollback import rollback as roll_back
+
+    cli = Cli()
+    record = roll_back(
+        cli.container,
+        to=to_version,
+        reason=reason,
+        requested_by=requested_by or cli.settings.user,
+    )
+    if record["status"] != "succeeded":
+        _report_run(cli, cli.container.runs.run(record["run_id"]))
+        return
+    output = record["output"]
+    click.echo(
+        f"staging moved from v{output['from_version']} to v{output['to_version']} "
+        f"({output['revision']} at {output['url']}); run {record['run_id']}"
+    )
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def sweep(as_json: bool) -> None:
+    """End the runs that can no longer end: a training job that died, a lost message."""
+    from modelrail.service.sweep import sweep as sweep_runs
+
+    cli = Cli(quiet=True)
+    failed = sweep_runs(cli.container)
+    # The scheduled sweep is also the cloud's reconciliation pass: what staging serves
+    # converges to its alias (modelrail.service.reconcile), on stderr unless it did something.
+    convergence = _reconcile_staging(cli)
+    if convergence.status not in ("in_step", "nothing_staged"):
+        click.echo(_describe_convergence(convergence), err=as_json)
+    if as_json:
+        click.echo(orjson.dumps(failed, option=orjson.OPT_INDENT_2))
+        return
+    for record in failed:
+        error = record["error"]
+        stage = f"{record['stage']} failed ({error['kind']})"
+        click.echo(f"run {record['run_id']}: {stage}: {error['message']}")
+    click.echo(f"{len(failed)} run(s) ended" if failed else "no run is stuck")
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def reconcile(as_json: bool) -> None:
+    """Make staging serve what its alias names (a crash may have left another version)."""
+    convergence = _reconcile_staging(Cli(quiet=True))
+    if as_json:
+        click.echo(orjson.dumps(convergence.to_json(), option=orjson.OPT_INDENT_2))
+    else:
+        click.echo(_describe_convergence(convergence))
+    if convergence.status == "failed":
+        sys.exit(1)
+
+
+def _reconcile_staging(cli: Cli) -> Convergence:
+    from modelrail.service.reconcile import Reconciler
+
+    container = cli.container
+    reconciler = Reconciler(
+        container.config.model_name,
+        registry=container.registry,
+        deployer=container.deployer,
+        signer=container.signer,
+    )
+    return reconciler.reconcile()
+
+
+def _describe_convergence(convergence: Convergence) -> str:
+    named = f"v{convergence.alias_version}"
+    served = (
+        f"v{convergence.served_version}" if convergence.served_version is not None else "nothing"
+    )
+    return {
+        "in_step": f"staging serves {named}, what its alias names",
+        "converged": f"staging served {served}, its alias names {named}: it serves {named} now",
+        "nothing_staged": "staging's alias names no version yet",
+        "deferred": f"staging serves {served}, its alias names {named}: a rollout is "
+        f"in progress ({convergence.detail})",
+        "failed": f"staging did not converge to its alias: {convergence.detail}",
+    }[convergence.status]
+
+
+@main.command()
+@click.option("--port", type=click.IntRange(min=0, max=65535), default=8780, show_default=True)
+@click.option("--host", default="127.0.0.1", show_default=True, help="The address to listen on.")
+def ui(port: int, host: str) -> None:
+    """Browse runs, versions, metrics and model cards in a web browser (read-only)."""
+    from werkzeug.serving import make_server
+
+    from modelrail.ui import create_app
+
+    cli = Cli(quiet=True)
+    server = make_server(host, port, create_app(cli.container), threaded=True)
+    signal.signal(signal.SIGTERM, _interrupt)
+    click.echo(
+        f"modelrail ui ({cli.settings.mode} mode) at http://{host}:{server.port} (Ctrl-C stops it)"
+    )
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+
+
+@main.command()
+@click.argument(
+    "csv_path", metavar="CSV", type=click.Path(exists=True, dir_okay=False, path_type=Path)
+)
+@click.option("--target", required=True, help="The column to predict.")
+@click.option("--name", help="The model's name (default: the file's name).")
+@click.option(
+    "--objective",
+    type=click.Choice(["auto", "binary", "multiclass", "regression"]),
+    default="auto",
+    show_default=True,
+    help="auto: two values binary, a few labels multiclass, other numbers regression.",
+)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Where to write pipeline.toml and the contract (default: ./NAME).",
+)
+@click.option("--force", is_flag=True, help="Replace files that exist.")
+def init(
+    csv_path: Path, target: str, name: str | None, objective: str, out: Path | None, force: bool
+) -> None:
+    """Infer a dataset contract and a pipeline.toml from your CSV, and say why."""
+    from modelrail.entry import init
+
+    inference = init.infer(csv_path, target, name=name, objective=objective)
+    click.echo(init.summary(inference))
+    config_path, contract_path = init.write(inference, out or Path(inference.name), force=force)
+    click.echo(f"\nwrote {config_path} and {contract_path}; then:")
+    click.echo(f"  MODELRAIL_CONFIG={config_path} modelrail upload {csv_path}")
+
+
+@main.command()
+@click.option("--rows", type=click.IntRange(min=1), required=True)
+@click.option(
+    "--out", type=click.Path(dir_okay=False, path_type=Path), default=Path("synthetic.csv")
+)
+@click.option("--seed", type=int, default=0)
+def synth(rows: int, out: Path, seed: int) -> None:
+    """Write a synthetic CSV of ROWS rows that meets the pipeline's dataset contract."""
+    from modelrail.domain.config import PipelineConfig
+    from modelrail.domain.dataset.synth import write_csv
+
+    settings = Settings.from_env()
+    write_csv(PipelineConfig.load(settings.config_path).contract, rows, out, seed)
+    click.echo(f"wrote {rows} rows to {out}")
+
+
+for _command in (up, down, status):
+    main.add_command(_command)
+
+
+def run() -> None:
+    # Stage failures are shown by the progress lines; the log adds only real errors.
+    logs.configure(level="ERROR")
+    try:
+        main(standalone_mode=True)
+    except ModelrailError as exc:
+        _fail(str(exc))

@@ -1,1 +1,0 @@
-"""Cloud Run job entry points."""

@@ -1,0 +1,1 @@
+"""What every layer stands on: errors, events, ports, problems, logging, processes, resources."""

@@ -1,0 +1,687 @@
+"""A local Cloud Run control plane: the slice of the Cloud Run Admin API v2 (REST) that
+``CloudRunDeployer`` and ``CloudRunJobLauncher`` call, served on 127.0.0.1.
+
+The adapters reach it through ``client_options.api_endpoint`` with anonymous
+credentials, exactly as they reach ``run.googleapis.com`` in the cloud, so no adapter
+code knows it is local. Behind the API:
+
+- **services** (get, patch; the patch returns a long-running operation): a patched
+  template that pins ``MODELRAIL_MODEL_NAME``/``MODELRAIL_MODEL_VERSION`` becomes a new
+  "revision", rolled out by the local staging deployer (which starts a staging server
+  pinned to that version, smoke-tests it and retires the old one). The service resource
+  tells the rollout as Cloud Run's does: the patch bumps ``generation`` and sets
+  ``reconciling``, ``latestCreatedRevision`` and a reconciling ``terminalCondition``;
+  when the staging server has been replaced, ``reconciling`` is false,
+  ``observedGeneration`` equals ``generation``, ``latestReadyRevision`` equals
+  ``latestCreatedRevision`` and the condition has succeeded. A revision that never
+  becomes ready ends the rollout with a failed condition while ``observedGeneration``
+  and ``latestReadyRevision`` stay at the last serving revision (traffic stays where it
+  was); the operation fails too. A stale ``etag`` is refused with ABORTED.
+- **jobs** (run; get executions and the run's operation): each execution is a
+  subprocess (``python -m modelrail.entry.train_job``) with the request's container
+  overrides in its environment and Cloud Run's ``CLOUD_RUN_*`` variables.
+
+The same server also serves the Artifact Registry API slice the register stage's
+adapter calls (``modelrail.localcloud.artifact_registry``), the Vertex AI Model Registry
+slice of the register and deploy stages' (``modelrail.localcloud.vertex_ai``), and the
+Cloud KMS slice that register signs manifests with and the staging service verifies
+them with (``modelrail.localcloud.kms``).
+
+State (services, revisions) is kept in ``<home>/stack/control-plane.json`` so a
+restarted control plane still knows which version the service is pinned to; a rollout
+that was in progress when it stopped is failed when it starts again.
+
+**Reconciliation** (``_reconcile``, at start and every 5 s): the backend serves the
+latest ready revision (``keep_serving``: Cloud Run's own promise, kept after a restart
+or a staging server's death), and the service converges to the registry's staging
+alias through the unchanged Cloud Run adapter on this very API
+(``modelrail.service.reconcile.Reconciler``, as the cloud's sweep does on Cloud Run), so a
+deploy function killed mid-rollout leaves a version that the alias does not name
+serving for a bounded time only (``docs/reliability.md``). The
+method and path of recent requests are kept in ``requests`` (tests use them to prove
+which API calls an adapter makes).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import re
+import secrets
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import click
+import orjson
+
+from modelrail.kernel.events import utcnow
+from modelrail.kernel.ports import Deployer
+from modelrail.kernel.processes import write_json
+from modelrail.localcloud.artifact_registry import LocalArtifactRegistry
+from modelrail.localcloud.google_api import ApiError
+from modelrail.localcloud.kms import LocalKms
+from modelrail.localcloud.vertex_ai import LocalVertexAi
+from modelrail.service.reconcile import RECONCILE_EVERY_S
+from modelrail.settings.process import Settings
+from modelrail.settings.service import pinned
+
+_TYPE = "type.googleapis.com/google.cloud.run.v2."
+_NAME = r"projects/(?P<project>[^/]+)/locations/(?P<location>[^/]+)"
+_ROUTES = [
+    ("GET", re.compile(rf"^/v2/(?P<name>{_NAME}/services/[^/:]+)$"), "get_service"),
+    ("PATCH", re.compile(rf"^/v2/(?P<name>{_NAME}/services/[^/:]+)$"), "patch_service"),
+    ("POST", re.compile(rf"^/v2/(?P<name>{_NAME}/jobs/(?P<job>[^/:]+)):run$"), "run_job"),
+    ("GET", re.compile(rf"^/v2/(?P<name>{_NAME}/jobs/(?P<job>[^/:]+))$"), "get_job"),
+    (
+        "GET",
+        re.compile(rf"^/v2/(?P<name>{_NAME}/jobs/[^/:]+/executions/(?P<execution>[^/:]+))$"),
+        "get_execution",
+    ),
+    ("GET", re.compile(rf"^/v2/(?P<name>{_NAME}/operations/(?P<operation>[^/:]+))$"), "get_op"),
+    (
+        "GET",
+        re.compile(rf"^/v2/(?P<name>{_NAME}/services/[^/:]+/revisions/(?P<revision>[^/:]+))$"),
+        "get_revision",
+    ),
+    ("GET", re.compile(r"^/healthz$"), "healthz"),
+]  # fmt: skip
+
+
+def _env_of(template: Mapping[str, Any]) -> dict[str, str]:
+    containers = template.get("containers") or [{}]
+    return {e["name"]: str(e.get("value", "")) for e in containers[0].get("env", []) if "name" in e}
+
+
+def _condition(state: str, message: str = "") -> dict[str, Any]:
+    return {
+        "type": "Ready",
+        "state": state,
+        "message": message,
+        "lastTransitionTime": utcnow(),
+    }
+
+
+@dataclasses.dataclass
+class _Execution:
+    name: str
+    job: str
+    process: subprocess.Popen[bytes] | None
+    log: Path
+    create_time: str
+    completion_time: str | None = None
+    exit_code: int | None = None
+
+    def refresh(self) -> None:
+        if self.process is not None and self.exit_code is None:
+            code = self.process.poll()
+            if code is not None:
+                self.exit_code, self.completion_time = code, utcnow()
+
+    def resource(self) -> dict[str, Any]:
+        self.refresh()
+        running = self.exit_code is None
+        succeeded = self.exit_code == 0
+        state = (
+            "CONDITION_RECONCILING"
+            if running
+            else "CONDITION_SUCCEEDED"
+            if succeeded
+            else "CONDITION_FAILED"
+        )
+        body: dict[str, Any] = {
+            "@type": f"{_TYPE}Execution",
+            "name": self.name,
+            "uid": str(uuid.uuid5(uuid.NAMESPACE_URL, self.name)),
+            "job": self.job.rsplit("/", 1)[-1],
+            "createTime": self.create_time,
+            "startTime": self.create_time,
+            "taskCount": 1,
+            "parallelism": 1,
+            "runningCount": int(running),
+            "succeededCount": int(not running and succeeded),
+            "failedCount": int(not running and not succeeded),
+            "reconciling": running,
+            "logUri": f"file://{self.log}",
+            "conditions": [
+                {
+                    "type": "Completed",
+                    "state": state,
+                    "message": "" if running or succeeded else f"exit status {self.exit_code}",
+                }
+            ],
+        }
+        if self.completion_time:
+            body["completionTime"] = self.completion_time
+        return body
+
+
+class ControlPlane:
+    """The state behind the API; thread-safe. ``serve()`` puts it on a port."""
+
+    def __init__(
+        self,
+        *,
+        project: str,
+        region: str,
+        service: str,
+        service_url: str,
+        backend: Deployer,
+        job_command: Sequence[str],
+        job_env: Mapping[str, str],
+        state_dir: Path,
+        service_env: Mapping[str, str] | None = None,
+        packages: LocalArtifactRegistry | None = None,
+        models: LocalVertexAi | None = None,
+        kms: LocalKms | None = None,
+    ) -> None:
+        self.project, self.region = project, region
+        self.packages = packages
+        self.models = models
+        self.kms = kms
+        self.backend = backend
+        self.job_command = list(job_command)
+        self.job_env = dict(job_env)
+        self.state_dir = state_dir
+        self._state_file = state_dir / "control-plane.json"
+        self._lock = threading.RLock()
+        self._operations: dict[str, dict[str, Any]] = {}
+        self._executions: dict[str, _Execution] = {}
+        self._rollouts: list[threading.Thread] = []
+        self.requests: deque[tuple[str, str]] = deque(maxlen=1000)
+        # Held around every call to the backend: a rollout and keep_serving take turns.
+        self._backend_lock = threading.Lock()
+        self.services: dict[str, dict[str, Any]] = self._load_services()
+        for stored in self.services.values():
+            if stored.get("reconciling"):
+                # Its rollout died with the previous process: it failed, traffic stays on
+                # the last ready revision (keep_serving puts it back on the backend).
+                message = (
+                    f"Revision '{stored['latestCreatedRevision']}' is not ready: the "
+                    "control plane stopped during its rollout."
+                )
+                stored.update(
+                    reconciling=False, terminalCondition=_condition("CONDITION_FAILED", message)
+                )
+        name = self.resource_name("services", service)
+        if name not in self.services:
+            self.services[name] = self._new_service(name, service_url, service_env or {})
+            self._save_services()
+
+    # -- names and persistence ---------------------------------------------------
+    def resource_name(self, collection: str, short: str) -> str:
+        return f"projects/{self.project}/locations/{self.region}/{collection}/{short}"
+
+    def _new_service(self, name: str, url: str, env: Mapping[str, str]) -> dict[str, Any]:
+        created = utcnow()
+        return {
+            "@type": f"{_TYPE}Service",
+            "name": name,
+            "uid": str(uuid.uuid5(uuid.NAMESPACE_URL, name)),
+            "generation": "1",
+            "createTime": created,
+            "updateTime": created,
+            "uri": url,
+            "urls": [url],
+            "template": {
+                "containers": [
+                    {
+                        "image": "modelrail-staging:local",
+                        "env": [{"name": k, "value": v} for k, v in env.items()],
+                    }
+                ]
+            },
+            "traffic": [{"type": "TRAFFIC_TARGET_ALLOCATION_TYPE_LATEST", "percent": 100}],
+            "observedGeneration": "1",
+            "terminalCondition": _condition("CONDITION_SUCCEEDED"),
+            "latestReadyRevision": "",
+            "latestCreatedRevision": "",
+            "reconciling": False,
+            "etag": f'"{secrets.token_hex(8)}"',
+        }
+
+    def _load_services(self) -> dict[str, dict[str, Any]]:
+        try:
+            services: dict[str, dict[str, Any]] = orjson.loads(self._state_file.read_bytes())
+        except (FileNotFoundError, orjson.JSONDecodeError):
+            return {}
+        return services
+
+    def _save_services(self) -> None:
+        write_json(self._state_file, self.services)
+
+    def _service(self, name: str) -> dict[str, Any]:
+        try:
+            return self.services[name]
+        except KeyError:
+            raise ApiError(404, "NOT_FOUND", f"Resource '{name}' was not found") from None
+
+    # -- operations --------------------------------------------------------------
+    def _new_operation(self, metadata: dict[str, Any]) -> dict[str, Any]:
+        operation_id = str(uuid.uuid4())
+        operation = {
+            "name": f"projects/{self.project}/locations/{self.region}/operations/{operation_id}",
+            "metadata": metadata,
+            "done": False,
+        }
+        self._operations[operation_id] = operation
+        return operation
+
+    def get_operation(self, operation_id: str) -> dict[str, Any]:
+        with self._lock:
+            try:
+                operation = self._operations[operation_id]
+            except KeyError:
+                raise ApiError(404, "NOT_FOUND", f"Operation {operation_id} not found") from None
+            metadata = operation["metadata"]
+            if metadata.get("@type") == f"{_TYPE}Execution":
+                execution = self._executions[metadata["name"]]
+                resource = execution.resource()
+                operation["metadata"] = resource
+                if execution.exit_code is not None and not operation["done"]:
+                    operation["done"] = True
+                    if execution.exit_code == 0:
+                        operation["response"] = resource
+                    else:
+                        operation["error"] = {
+                            "code": 2,  # UNKNOWN: the task failed, see its log
+                            "message": f"Task {metadata['name']}-0 failed with exit status "
+                            f"{execution.exit_code}; log: {execution.log}",
+                        }
+            return dict(operation)
+
+    # -- services ----------------------------------------------------------------
+    @staticmethod
+    def _public(service: Mapping[str, Any]) -> dict[str, Any]:
+        """The Service resource as the API shows it (without the revision store)."""
+        return {"@type": f"{_TYPE}Service", **{k: v for k, v in service.items()
+                                              if k not in ("revisions", "@type")}}  # fmt: skip
+
+    def get_service(self, name: str) -> dict[str, Any]:
+        with self._lock:
+            return self._public(self._service(name))
+
+    def get_revision(self, name: str) -> dict[str, Any]:
+        with self._lock:
+            service = self._service(name.rsplit("/revisions/", 1)[0])
+            try:
+                return {"@type": f"{_TYPE}Revision", **service.get("revisions", {})[name]}
+            except KeyError:
+                raise ApiError(404, "NOT_FOUND", f"Revision '{name}' was not found") from None
+
+    def patch_service(self, name: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        with self._lock:
+            service = self._service(name)
+            etag = body.get("etag")
+            if etag and etag != service["etag"]:
+                raise ApiError(
+                    409, "ABORTED", f"The etag {etag} does not match the service's current etag"
+                )
+            if service["reconciling"]:
+                raise ApiError(409, "ABORTED", f"Service {name} is being updated; retry later")
+            template = body.get("template") or service["template"]
+            env = _env_of(template)
+            generation = int(service["generation"]) + 1
+            short = name.rsplit("/", 1)[-1]
+            revision = f"{name}/revisions/{short}-{generation:05d}-{secrets.token_hex(2)[:3]}"
+            template = {**template, "revision": revision.rsplit("/", 1)[-1]}
+            service.update(
+                generation=str(generation),
+                template=template,
+                reconciling=True,
+                latestCreatedRevision=revision,
+                terminalCondition=_condition("CONDITION_RECONCILING"),
+                updateTime=utcnow(),
+                etag=f'"{secrets.token_hex(8)}"',
+            )
+            operation = self._new_operation(self._public(service))
+            self._save_services()  # a restart then knows this rollout was cut short
+            thread = threading.Thread(
+                target=self._roll_out,
+                args=(name, template, env, revision, operation),
+                name=f"rollout-{revision}",
+                daemon=True,
+            )
+            self._rollouts.append(thread)
+            thread.start()
+            return dict(operation)
+
+    def _roll_out(
+        self,
+        name: str,
+        template: dict[str, Any],
+        env: Mapping[str, str],
+        revision: str,
+        operation: dict[str, Any],
+    ) -> None:
+        error: str | None = None
+        try:
+            with self._backend_lock:
+                pin = pinned(env)
+                if pin is not None:
+                    self.backend.deploy(*pin)
+                else:
+                    self.backend.stop()  # a template with no model pinned serves nothing here
+        except Exception as exc:  # any failure means the revision never became ready
+            error = f"Revision '{revision}' is not ready and cannot serve traffic. {exc}"
+        with self._lock:
+            service = self.services[name]
+            service["reconciling"] = False
+            revisions = service.setdefault("revisions", {})
+            revisions[revision] = {
+                "name": revision,
+                "service": name.rsplit("/", 1)[-1],
+                "containers": template.get("containers", []),
+                "createTime": utcnow(),
+                "conditions": [
+                    _condition("CONDITION_SUCCEEDED" if error is None else "CONDITION_FAILED",
+                               error or "")
+                ],
+            }  # fmt: skip
+            if error is None:
+                service["observedGeneration"] = service["generation"]
+                service["latestReadyRevision"] = revision
+                service["terminalCondition"] = _condition("CONDITION_SUCCEEDED")
+                operation["response"] = self._public(service)
+            else:
+                # Traffic stays on the last ready revision, as in Cloud Run: so do
+                # observedGeneration and latestReadyRevision.
+                service["terminalCondition"] = _condition("CONDITION_FAILED", error)
+                operation["error"] = {"code": 9, "message": error}  # FAILED_PRECONDITION
+            operation["metadata"] = self._public(service)
+            operation["done"] = True
+            self._save_services()
+
+    def _ready_pin(self, service: Mapping[str, Any]) -> tuple[str, int] | None:
+        """The model and version the latest ready revision is pinned to, if any."""
+        ready = service.get("latestReadyRevision") or ""
+        revision = service.get("revisions", {}).get(ready)
+        if revision is not None:
+            env = _env_of(revision)
+        elif ready and ready == service.get("latestCreatedRevision"):
+            env = _env_of(service["template"])
+        else:
+            return None
+        return pinned(env)
+
+    def keep_serving(self) -> None:
+        """What Cloud Run does for a service between rollouts: its latest ready revision
+        serves. Puts that revision's version back on the backend after a restart, or
+        after the staging server (or its supervisor) died; leaves a rollout in progress
+        alone."""
+        for name in list(self.services):
+            with self._lock:
+                wanted = self._ready_pin(self.services[name])
+            if wanted is None:
+                continue
+            with contextlib.suppress(Exception):
+                current = self.backend.current()
+                if current is not None and (current.model, current.version) == wanted:
+                    continue
+            with self._backend_lock:
+                with self._lock:  # a rollout may have begun meanwhile: it decides then
+                    service = self.services[name]
+                    if service["reconciling"] or self._ready_pin(service) != wanted:
+                        continue
+                try:
+                    self.backend.deploy(*wanted)
+                except Exception as exc:  # the service stays not-ready; the log says why
+                    print(f"could not serve {name} at {wanted}: {exc}", file=sys.stderr)
+
+    def restore(self) -> None:
+        """Bring the staging server back to the ready revision after a restart."""
+        self.keep_serving()
+
+    # -- jobs --------------------------------------------------------------------
+    def get_job(self, name: str, job: str) -> dict[str, Any]:
+        return {
+            "@type": f"{_TYPE}Job",
+            "name": name,
+            "uid": str(uuid.uuid5(uuid.NAMESPACE_URL, name)),
+        }
+
+    def run_job(self, name: str, job: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        overrides: dict[str, str] = {}
+        for container in (body.get("overrides") or {}).get("containerOverrides", []):
+            overrides.update(_env_of({"containers": [container]}))
+        execution_name = f"{name}/executions/{job}-{secrets.token_hex(3)[:5]}"
+        short = execution_name.rsplit("/", 1)[-1]
+        log = self.state_dir / "logs" / "executions" / f"{short}.log"
+        log.parent.mkdir(parents=True, exist_ok=True)
+        env = {
+            **self.job_env,
+            **overrides,
+            "CLOUD_RUN_JOB": job,
+            "CLOUD_RUN_EXECUTION": short,
+            "CLOUD_RUN_TASK_INDEX": "0",
+            "CLOUD_RUN_TASK_COUNT": "1",
+            "CLOUD_RUN_TASK_ATTEMPT": "0",
+        }
+        with self._lock, open(log, "ab") as log_file:
+            process = subprocess.Popen(
+                self.job_command,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+            )
+            execution = _Execution(execution_name, name, process, log, utcnow())
+            self._executions[execution_name] = execution
+            # Reaped as soon as it exits, asked about or not: no zombie stays behind.
+            threading.Thread(
+                target=self._reap, args=(execution,), name=f"reap-{short}", daemon=True
+            ).start()
+            operation = self._new_operation(execution.resource())
+            return dict(operation)
+
+    def _reap(self, execution: _Execution) -> None:
+        assert execution.process is not None
+        execution.process.wait()
+        with self._lock:
+            execution.refresh()
+
+    def get_execution(self, name: str) -> dict[str, Any]:
+        with self._lock:
+            try:
+                return self._executions[name].resource()
+            except KeyError:
+                raise ApiError(404, "NOT_FOUND", f"Execution '{name}' was not found") from None
+
+    def wait_idle(self, timeout_s: float = 60.0) -> None:
+        """Wait for rollouts and job executions in flight (for an orderly shutdown)."""
+        deadline = time.monotonic() + timeout_s
+        for thread in list(self._rollouts):
+            thread.join(max(0.0, deadline - time.monotonic()))
+        for execution in list(self._executions.values()):
+            if execution.process is not None:
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    execution.process.wait(max(0.0, deadline - time.monotonic()))
+
+    # -- HTTP --------------------------------------------------------------------
+    def dispatch(self, method: str, path: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        self.requests.append((method, path))
+        matched = False
+        for route_method, pattern, action in _ROUTES:
+            match = pattern.match(path)
+            if match is None:
+                continue
+            matched = True
+            if route_method != method:
+                continue
+            groups = match.groupdict()
+            if groups and (groups["project"], groups["location"]) != (self.project, self.region):
+                raise ApiError(404, "NOT_FOUND", f"Resource '{groups['name']}' was not found")
+            if action == "get_service":
+                return self.get_service(groups["name"])
+            if action == "patch_service":
+                return self.patch_service(groups["name"], body)
+            if action == "run_job":
+                return self.run_job(groups["name"], groups["job"], body)
+            if action == "get_revision":
+                return self.get_revision(groups["name"])
+            if action == "get_job":
+                return self.get_job(groups["name"], groups["job"])
+            if action == "get_execution":
+                return self.get_execution(groups["name"])
+            if action == "get_op":
+                return self.get_operation(groups["operation"])
+            return {"status": "ok"}
+        if matched:
+            raise ApiError(405, "UNIMPLEMENTED", f"{method} {path} is not supported")
+        raise ApiError(
+            404, "NOT_FOUND", f"{method} {path}: the local control plane has no such API"
+        )
+
+    def server(self, port: int, host: str = "127.0.0.1") -> ThreadingHTTPServer:
+        control_plane = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def _handle(self) -> None:
+                path, _, query = self.path.partition("?")
+                # Another Google API's slice (Artifact Registry, Vertex AI, Cloud KMS),
+                # if it is one.
+                api = next(
+                    (
+                        api
+                        for api in (control_plane.packages, control_plane.models, control_plane.kms)
+                        if api is not None and api.handles(path)
+                    ),
+                    None,
+                )
+                try:
+                    length = int(self.headers.get("Content-Length") or 0)
+                    raw = self.rfile.read(length) if length else b""
+                    if api is not None:
+                        control_plane.requests.append((self.command, path))
+                        content_type = self.headers.get("Content-Type", "")
+                        result = api.dispatch(self.command, path, query, content_type, raw)
+                    else:
+                        body = orjson.loads(raw) if raw else {}
+                        result = control_plane.dispatch(self.command, path, body)
+                    status = 200
+                except ApiError as exc:
+                    result, status = exc.body(), exc.code
+                except (ValueError, orjson.JSONDecodeError) as exc:
+                    result = ApiError(400, "INVALID_ARGUMENT", str(exc)).body()
+                    status = 400
+                data = orjson.dumps(result)
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json; charset=UTF-8")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            do_GET = do_POST = do_PATCH = _handle
+
+            def log_message(self, format: str, *args: Any) -> None:
+                sys.stderr.write(f"{self.address_string()} {format % args}\n")
+
+        ThreadingHTTPServer.allow_reuse_address = True
+        server = ThreadingHTTPServer((host, port), Handler)
+        server.daemon_threads = True
+        return server
+
+
+def _reconcile(
+    control_plane: ControlPlane, settings: Settings, stop: threading.Event, every_s: float
+) -> None:
+    """The control plane's reconciliation loop, at start and every ``every_s``: the
+    backend serves the service's ready revision (``keep_serving``, Cloud Run's part),
+    and the service converges to the registry's staging alias (``Reconciler`` over the
+    Cloud Run adapter on this very API: the cloud's sweep does the same on Cloud Run)."""
+    from modelrail.composition.bootstrap import bootstrap
+    from modelrail.service.reconcile import Reconciler
+
+    reconciler: Reconciler | None = None
+    while True:
+        control_plane.keep_serving()
+        try:
+            if reconciler is None:
+                container = bootstrap(settings)
+                reconciler = Reconciler(
+                    container.config.model_name,
+                    registry=container.registry,
+                    deployer=container.deployer,
+                    signer=container.signer,
+                    holder=f"reconcile:control-plane:{os.getpid()}",
+                )
+            reconciler.reconcile()
+        except Exception as exc:  # the next pass tries again
+            print(f"reconciling staging: {exc}", file=sys.stderr)
+        if stop.wait(every_s):
+            return
+
+
+def _local_staging_backend(settings: Settings) -> Deployer:
+    from modelrail.adapters.by_mode import open_artifact_store
+    from modelrail.adapters.local.staging import LocalStagingDeployer
+
+    # Its supervisor runs no reconciliation loop of its own: this control plane is in
+    # charge of what its service serves (_reconcile), as Cloud Run is in the cloud.
+    return LocalStagingDeployer(settings, open_artifact_store(settings), reconcile_every_s=None)
+
+
+@click.command()
+@click.option("--port", type=int, required=True, help="Port on 127.0.0.1 to serve the API on.")
+@click.option("--state-dir", type=click.Path(path_type=Path), required=True)
+@click.option("--project", required=True)
+@click.option("--region", required=True)
+@click.option("--service", required=True, help="The staging service's short name.")
+@click.option("--service-url", required=True, help="Where the staging server answers.")
+def main(
+    *, port: int, state_dir: Path, project: str, region: str, service: str, service_url: str
+) -> None:
+    """Serve the local Cloud Run Admin API (v2) for the emulator stack."""
+    settings = Settings.from_env()
+    control_plane = ControlPlane(
+        project=project,
+        region=region,
+        service=service,
+        service_url=service_url,
+        backend=_local_staging_backend(settings),
+        job_command=[sys.executable, "-m", "modelrail.entry.train_job"],
+        job_env=os.environ,
+        state_dir=state_dir,
+        # The staging service loads models from the artifact bucket, as in the cloud.
+        service_env={"MODELRAIL_ARTIFACT_BUCKET": settings.artifact_bucket},
+        # The register stage publishes versions to this repository (Artifact Registry).
+        packages=LocalArtifactRegistry(state_dir, project, region, (settings.artifact_repository,)),
+        # ... and versions to Vertex AI's Model Registry, when pipeline.toml says so.
+        models=LocalVertexAi(state_dir, project, region),
+        # register signs manifests with this key; the staging service verifies with it.
+        kms=LocalKms(state_dir, (settings.signing_key,)) if settings.signing_key else None,
+    )
+    server = control_plane.server(port)
+    stop_reconciling = threading.Event()
+    threading.Thread(
+        target=_reconcile,
+        args=(control_plane, settings, stop_reconciling, RECONCILE_EVERY_S),
+        name="reconcile",
+        daemon=True,
+    ).start()
+    stop: Callable[..., None] = lambda *_: threading.Thread(target=server.shutdown).start()  # noqa: E731
+    import signal
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    print(f"Cloud Run control plane on http://127.0.0.1:{port}", flush=True)
+    try:
+        server.serve_forever(poll_interval=0.2)
+    finally:
+        stop_reconciling.set()
+        server.server_close()
+        control_plane.backend.stop()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,44 @@
+"""What the local stand-ins for Google's APIs share: errors in Google's JSON format, and
+the routing of a request to the action of one API's slice."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from typing import Any
+
+from modelrail.kernel.errors import ModelrailError
+
+
+class ApiError(ModelrailError):
+    """An error in Google's JSON error format (``{"error": {code, message, status}}``)."""
+
+    def __init__(self, code: int, status: str, message: str) -> None:
+        super().__init__(message)
+        self.code, self.status, self.message = code, status, message
+
+    def body(self) -> dict[str, Any]:
+        return {"error": {"code": self.code, "message": self.message, "status": self.status}}
+
+
+class ApiRoutes:
+    """The requests one API's slice answers: (method, path pattern, action) each."""
+
+    def __init__(self, api: str, routes: Sequence[tuple[str, re.Pattern[str], str]]) -> None:
+        self.api = api  # for messages: "Cloud KMS", "Vertex AI"
+        self.routes = routes
+
+    def handles(self, path: str) -> bool:
+        return any(pattern.match(path) for _, pattern, _ in self.routes)
+
+    def match(self, method: str, path: str) -> tuple[str, re.Match[str]]:
+        """The action for ``method`` on ``path`` and what its pattern matched; a 405 for
+        another method on a known path, a 404 for an unknown path."""
+        for route_method, pattern, action in self.routes:
+            match = pattern.match(path)
+            if match is None:
+                continue
+            if route_method != method:
+                raise ApiError(405, "UNIMPLEMENTED", f"{method} {path} is not supported")
+            return action, match
+        raise ApiError(404, "NOT_FOUND", f"{method} {path}: no such {self.api} API here")

@@ -1,0 +1,1 @@
+"""Native code: the C predictor and body reader, generated at training, loaded when serving."""

@@ -1,1 +1,0 @@
-"""Local runtimes: embedded (one process) and the emulator stack."""

@@ -1,0 +1,1 @@
+"""The service layer: the pipeline running stage handlers; rollback, sweep, reconcile beside it."""

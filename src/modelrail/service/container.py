@@ -1,0 +1,128 @@
+"""What a process's stages, commands and pages reach: settings, config and ports.
+
+``bootstrap`` builds it for a mode; nothing here knows which adapters it holds. Each
+port is built on first use, so a process pays only for what it touches (the train job
+never opens a deployer, a validate function never starts a job launcher).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+
+from modelrail.domain.config import PipelineConfig
+from modelrail.domain.registry import Registry
+from modelrail.domain.runs import RunLog
+from modelrail.kernel.ports import (
+    BlobStore,
+    Deployer,
+    EventBus,
+    JobLauncher,
+    ManifestSigner,
+    ModelCatalog,
+    PackageRepository,
+    Storage,
+)
+from modelrail.settings.process import Settings
+
+if TYPE_CHECKING:
+    from modelrail.settings.topology import Topology
+
+
+@dataclasses.dataclass
+class Container:
+    """Everything a stage may touch, built lazily once per process."""
+
+    settings: Settings
+    storage_factory: Callable[[], Storage]
+    bus_factory: Callable[[], EventBus]
+    launcher_factory: Callable[[], JobLauncher]
+    deployer_factory: Callable[[], Deployer]
+    packages_factory: Callable[[], PackageRepository]
+    catalog_factory: Callable[[], ModelCatalog]
+    signer_factory: Callable[[], ManifestSigner]
+    # Called with each stage record as it is stored (the CLI shows progress with it).
+    observer: Callable[[dict[str, Any]], None] | None = None
+
+    @cached_property
+    def config(self) -> PipelineConfig:
+        return PipelineConfig.load(self.settings.config_path)
+
+    @cached_property
+    def topology(self) -> Topology:
+        # Imported here: the staging service opens its ports through bootstrap and never
+        # reads the event graph, so it does not load YAML on its way to ready.
+        from modelrail.settings.topology import Topology
+
+        return Topology.load(self.settings.topology_file())
+
+    @cached_property
+    def storage(self) -> Storage:
+        return self.storage_factory()
+
+    @cached_property
+    def artifacts(self) -> BlobStore:
+        return self.storage.bucket(self.settings.artifact_bucket)
+
+    @cached_property
+    def registry(self) -> Registry:
+        return Registry(self.artifacts)
+
+    @cached_property
+    def runs(self) -> RunLog:
+        return RunLog(self.artifacts)
+
+    @cached_property
+    def bus(self) -> EventBus:
+        return self.bus_factory()
+
+    @cached_property
+    def launcher(self) -> JobLauncher:
+        return self.launcher_factory()
+
+    @cached_property
+    def deployer(self) -> Deployer:
+        return self.deployer_factory()
+
+    @cached_property
+    def packages(self) -> PackageRepository:
+        return self.packages_factory()
+
+    @cached_property
+    def catalog(self) -> ModelCatalog | None:
+        """Vertex AI's Model Registry when pipeline.toml's ``[vertex] model_registry``
+        turns it on; otherwise None, and nothing is built."""
+        return self.catalog_factory() if self.config.vertex_model_registry else None
+
+    @cached_property
+    def signer(self) -> ManifestSigner:
+        return self.signer_factory()
+
+    def provide(self, name: str) -> Any:
+        """The dependency a stage handler names as a parameter: a port (``config``,
+        ``storage``, ``registry``, ``runs``, ``launcher``, ``deployer``, ``packages``,
+        ``catalog``, ``signer``) or a setting (``data_bucket``, ``code_version``,
+        ``training_job``, ``compiler``)."""
+        if name in _FROM_SETTINGS:
+            return getattr(self.settings, name)
+        if name in _PORTS:
+            return getattr(self, name)
+        raise TypeError(f"no dependency named {name!r} for a stage handler")
+
+
+_FROM_SETTINGS = frozenset({"data_bucket", "code_version", "training_job", "compiler"})
+_PORTS = frozenset(
+    {
+        "config",
+        "storage",
+        "registry",
+        "runs",
+        "launcher",
+        "deployer",
+        "packages",
+        "catalog",
+        "signer",
+    }
+)

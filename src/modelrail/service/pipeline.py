@@ -1,0 +1,430 @@
+"""The pipeline service layer: one message in, one stage run, its record, its event out.
+
+Every entry point (a Cloud Function, the training job, the in-process bus) calls
+``consume``. It decodes and validates the event, derives the run, skips work a
+previous delivery already recorded (re-publishing its event), runs the stage's pure
+handler, writes the durable record *before* publishing, and turns a
+``PermanentError`` into a recorded failure plus ``pipeline-failed``. Anything else
+propagates so the bus redelivers, except on the subscription's last delivery attempt:
+then the run ends failed (``retries_exhausted``, with the last error) rather than
+leaving its message in the dead-letter topic and the run "running". Only a delivery
+that cannot even write that record (killed, its bucket unwritable) is dead-lettered.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import importlib
+import inspect
+import logging
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+from modelrail.kernel import logs
+from modelrail.kernel.errors import (
+    ConfigChanged,
+    DeliveryInProgress,
+    EventTooOld,
+    InvalidEvent,
+    PermanentError,
+    RetriesExhausted,
+)
+from modelrail.kernel.events import (
+    PIPELINE_EVENTS,
+    SCHEMA_VERSION,
+    DatasetValidated,
+    DataUploaded,
+    ModelEvaluated,
+    ModelRegistered,
+    ModelTrained,
+    PipelineEvent,
+    PipelineFailed,
+    RetrainRequested,
+    Trigger,
+    decode_json,
+    derive_run_id,
+    utcnow,
+)
+from modelrail.kernel.ports import Message
+from modelrail.service.container import Container
+from modelrail.service.stages import Outcome
+
+log = logging.getLogger(__name__)
+
+Event = Trigger | PipelineEvent
+
+# stage -> the event types it consumes. The topology file says which subscription
+# feeds which stage; this table says what each stage accepts. Each handler lives in
+# modelrail.service.stages.<stage> and is imported on first use, so a function process loads
+# only its own stage's dependencies (validate never imports LightGBM). A handler names
+# the ports it needs as keyword parameters; the container provides exactly those.
+_ACCEPTS: dict[str, tuple[type, ...]] = {
+    "validate": (DataUploaded, RetrainRequested),
+    "launch_training": (DatasetValidated,),
+    "train": (DatasetValidated,),
+    "evaluate": (ModelTrained,),
+    "register": (ModelEvaluated,),
+    "deploy": (ModelRegistered,),
+}
+
+
+def _handler(stage: str) -> Callable[..., Outcome]:
+    module = importlib.import_module(f"modelrail.service.stages.{stage}")
+    handler: Callable[..., Outcome] = module.handle
+    return handler
+
+
+def encode(event: PipelineEvent) -> tuple[bytes, dict[str, str]]:
+    """The bus message for ``event``: JSON body plus attributes for filtering."""
+    body = event.to_body()
+    attributes = {"event_type": event.event_type, "run_id": event.run_id, "schema_version": "1"}
+    return orjson.dumps(body), attributes
+
+
+def decode(message: Message) -> Event | None:
+    """The event in ``message``; None for storage notifications that are not uploads.
+
+    The topic, when the delivery names it, says what a trigger is: a message on the
+    retrain topic is a retrain request whatever its ``event_type`` says (people publish
+    these by hand), judged by the retrain schema alone, and one without an
+    ``event_type`` or ``schema_version`` is given the retrain request's.
+    """
+    body = decode_json(message.data)
+    if message.topic == RetrainRequested.event_type:
+        body.setdefault("event_type", RetrainRequested.event_type)
+        body.setdefault("schema_version", SCHEMA_VERSION)
+        return RetrainRequested.from_body(body)
+    event_type = body.get("event_type")
+    if event_type is None:
+        # A Cloud Storage notification: only object-finalize means "new data".
+        if message.attributes.get("eventType", "OBJECT_FINALIZE") != "OBJECT_FINALIZE":
+            return None
+        return DataUploaded.from_body(body)
+    if event_type == RetrainRequested.event_type:
+        return RetrainRequested.from_body(body)
+    event_class = PIPELINE_EVENTS.get(str(event_type))
+    if event_class is None:
+        raise InvalidEvent(f"unknown event_type {event_type!r}")
+    return event_class.from_body(body)
+
+
+def consume(container: Container, stage: str, message: Message) -> dict[str, Any] | None:
+    """Run ``stage`` for one delivery of ``message``; return the stage's record.
+
+    Every line logged meanwhile carries the stage, and the run once it is known.
+    """
+    with logs.pipeline_context(stage=stage):
+        return _consume(container, stage, message)
+
+
+def _consume(container: Container, stage: str, message: Message) -> dict[str, Any] | None:
+    accepted = _ACCEPTS[stage]
+    config = container.config
+    started, clock = utcnow(), time.perf_counter()
+    try:
+        event = decode(message)
+    except InvalidEvent as exc:
+        key = message.message_id or hashlib.sha256(message.data).hexdigest()
+        run_id = derive_run_id(f"message:{key}", config.sha256)
+        logs.bind(run_id=run_id)
+        lineage = {"trigger": {"kind": "unknown", "key": key}, "config": config.summary()}
+        return record_failure(container, stage, run_id, lineage, key, exc, started, clock)
+    if event is None:
+        log.info("ignoring storage notification %s", dict(message.attributes))
+        return None
+
+    if isinstance(event, PipelineEvent):
+        run_id, lineage, causation_id = event.run_id, dict(event.lineage), event.event_id
+    else:
+        run_id = derive_run_id(event.idempotency_key, config.sha256)
+        lineage = {"trigger": event.lineage(), "config": config.summary()}
+        causation_id = message.message_id or event.idempotency_key
+    logs.bind(run_id=run_id)
+
+    recorded = container.runs.stage_record(run_id, stage)
+    if recorded is not None:
+        log.info("%s of %s already recorded; re-publishing its event", stage, run_id)
+        _publish_recorded(container, recorded)
+        return recorded
+
+    try:
+        if not isinstance(event, accepted):
+            raise InvalidEvent(f"{stage} does not consume {type(event).event_type} events")
+        _check_fresh(event, message, container.settings.max_event_age_s)
+        if isinstance(event, PipelineEvent) and lineage["config"]["hash"] != config.sha256:
+            raise ConfigChanged(
+                f"run {run_id} started under configuration {lineage['config']['hash'][:12]}, "
+                f"this {stage} runs {config.sha256[:12]}: start a new run"
+            )
+        handler = _handler(stage)
+        given: dict[str, Any] = {
+            "run_id": run_id,
+            "causation_id": causation_id,
+            "message_id": message.message_id,
+        }
+        if "delivery_attempt" in _keywords(handler):
+            given["delivery_attempt"] = _attempt(container, stage, run_id, message)
+        outcome = inject(handler, container, given)(event)
+    except PermanentError as exc:
+        return record_failure(container, stage, run_id, lineage, causation_id, exc, started, clock)
+    except Exception as exc:
+        attempts = _attempts(container, stage)
+        if attempts is None or _count_failure(container, stage, run_id, message) < attempts:
+            raise  # the bus delivers it again
+        if _redundant(container, stage, run_id, message, exc):
+            # Another delivery of this run holds the stage: it records it (or, dying,
+            # leaves the run to the sweep). Recording a failure here would end a run
+            # that is about to succeed.
+            log.warning("%s of %s: %s; acknowledged without a record", stage, run_id, exc)
+            return None
+        log.exception("%s failed on its last delivery attempt (%d)", stage, attempts)
+        exhausted = RetriesExhausted(
+            f"{stage} failed on all {attempts} delivery attempts, last with "
+            f"{type(exc).__name__}: {str(exc)[:500]}",
+            {"attempts": attempts, "last_error": type(exc).__name__},
+        )
+        return record_failure(
+            container, stage, run_id, lineage, causation_id, exhausted, started, clock
+        )
+
+    published = outcome.event
+    record = {
+        "run_id": run_id,
+        "stage": stage,
+        "status": outcome.status,
+        "started_at": started,
+        "finished_at": utcnow(),
+        "duration_s": round(time.perf_counter() - clock, 4),
+        "lineage": dict(published.lineage) if published else lineage,
+        "output": dict(outcome.output),
+        "event": published.to_body() if published else None,
+    }
+    stored = record_and_publish(container, record)
+    log.info("%s %s in %.3f s", stage, outcome.status, record["duration_s"])
+    return stored
+
+
+def inject(
+    handler: Callable[..., Outcome], container: Container, given: dict[str, Any]
+) -> Callable[[Event], Outcome]:
+    """``handler`` with its keyword parameters bound: ``given`` values first (the run a
+    trigger starts), the rest from ``container``, which builds only what is named."""
+    kwargs = {
+        name: given[name] if name in given else container.provide(name)
+        for name in _keywords(handler)
+    }
+    return lambda event: handler(event, **kwargs)
+
+
+@functools.cache
+def _keywords(handler: Callable[..., Outcome]) -> tuple[str, ...]:
+    """The ports and values ``handler`` names (its keyword-only parameters), read from
+    its signature once per process."""
+    return tuple(
+        name
+        for name, parameter in inspect.signature(handler).parameters.items()
+        if parameter.kind is inspect.Parameter.KEYWORD_ONLY
+    )
+
+
+def _attempt(container: Container, stage: str, run_id: str, message: Message) -> int:
+    """This delivery's attempt: the bus's count, or one more than the failures counted."""
+    if not message.message_id:
+        return message.delivery_attempt
+    failed = container.runs.failed_deliveries(run_id, stage, message.message_id)
+    return max(message.delivery_attempt, failed + 1)
+
+
+def _count_failure(container: Container, stage: str, run_id: str, message: Message) -> int:
+    """Count this failed delivery; return its attempt number (the bus's, if higher).
+    A count that cannot be written leaves the bus's number: the delivery is retried."""
+    if not message.message_id:
+        return message.delivery_attempt
+    try:
+        failed = container.runs.count_failed_delivery(run_id, stage, message.message_id)
+    except Exception:
+        log.exception("could not count the failed delivery of %s", message.message_id)
+        return message.delivery_attempt
+    return max(message.delivery_attempt, failed)
+
+
+def _redundant(
+    container: Container, stage: str, run_id: str, message: Message, exc: Exception
+) -> bool:
+    """Whether this delivery failed only because another delivery of the run is doing
+    the stage's work: it says so (``DeliveryInProgress``), or another message holds the
+    stage's claim (``RunLog.claim``)."""
+    if isinstance(exc, DeliveryInProgress):
+        return True
+    try:
+        holder = container.runs.claimed_by(run_id, stage)
+    except Exception:
+        log.exception("could not read %s's claim of %s", stage, run_id)
+        return False
+    return holder is not None and holder != message.message_id
+
+
+def _attempts(container: Container, stage: str) -> int | None:
+    """How many deliveries the subscriptions feeding ``stage`` make before dead-lettering
+    (None for the training job, which Cloud Run retries itself)."""
+    limits = [
+        s.max_delivery_attempts for s in container.topology.subscriptions if s.consumer == stage
+    ]
+    return min(limits) if limits else None
+
+
+def _check_fresh(event: Event, message: Message, max_age_s: float) -> None:
+    stamp = event.occurred_at if isinstance(event, PipelineEvent) else message.published_at
+    if not stamp:
+        return
+    age = (datetime.now(UTC) - datetime.fromisoformat(stamp)).total_seconds()
+    if age > max_age_s:
+        raise EventTooOld(f"event is {age:.0f} s old, older than the {max_age_s:.0f} s limit")
+
+
+def record_failure(
+    container: Container,
+    stage: str,
+    run_id: str,
+    lineage: dict[str, Any],
+    causation_id: str,
+    exc: PermanentError,
+    started: str,
+    clock: float,
+) -> dict[str, Any]:
+    """Record ``stage`` of ``run_id`` as failed with ``exc``, then publish
+    ``pipeline-failed``; ``started``/``clock`` are when it began (``utcnow``,
+    ``time.perf_counter``)."""
+    message = _cut(exc.message, MAX_MESSAGE_CHARS)
+    error = {"kind": exc.kind, "message": message, "details": _bounded(exc.details)}
+    failed = _failure_event(run_id, causation_id, lineage, stage, exc.kind, message, exc.details)
+    record = {
+        "run_id": run_id,
+        "stage": stage,
+        "status": "failed",
+        "started_at": started,
+        "finished_at": utcnow(),
+        "duration_s": round(time.perf_counter() - clock, 4),
+        "lineage": lineage,
+        "error": error,
+        "output": {},
+        "event": failed.to_body(),
+    }
+    log.warning("%s failed permanently for %s: %s", stage, run_id, exc.message)
+    return record_and_publish(container, record)
+
+
+# What a failure carries is bounded by construction, whatever the data held: the event
+# at most MAX_EVENT_PROBLEMS problems (the report keeps more, ``report_uri`` says where)
+# and MAX_EVENT_BYTES in all, far below Pub/Sub's 10 MB; the stage record's details at
+# most MAX_RECORD_DETAILS_BYTES; a message MAX_MESSAGE_CHARS.
+MAX_EVENT_PROBLEMS = 20
+MAX_EVENT_BYTES = 64 * 2**10
+MAX_RECORD_DETAILS_BYTES = 512 * 2**10
+MAX_MESSAGE_CHARS = 2000
+_EXAMPLES_IN_EVENT = 3
+
+
+def _failure_event(
+    run_id: str,
+    causation_id: str,
+    lineage: dict[str, Any],
+    stage: str,
+    kind: str,
+    message: str,
+    details: dict[str, Any],
+) -> PipelineFailed:
+    """``pipeline-failed`` with a summary of ``details``; only counts and the report's
+    URI if even the summary would make the event larger than ``MAX_EVENT_BYTES``."""
+    report_uri = details.get("report_uri")
+    for summary in (_summary(details), _counts(details)):
+        failed = PipelineFailed(
+            run_id=run_id,
+            causation_id=causation_id,
+            lineage=lineage,
+            stage=stage,
+            error={"kind": kind, "message": message, "details": summary},
+            report_uri=report_uri,
+        )
+        if len(orjson.dumps(failed.to_body())) <= MAX_EVENT_BYTES:
+            break
+    return failed
+
+
+def _summary(details: dict[str, Any]) -> dict[str, Any]:
+    """What a failure event carries: the first problems, cut, and how many there are;
+    the gate's verdict, the reasons; not the whole report."""
+    keep = ("problems", "reasons", "report_uri", "verdict", "url", "problem_count")
+    summary = {k: v for k, v in details.items() if k in keep}
+    problems = details.get("problems")
+    if isinstance(problems, list):
+        summary["problem_count"] = details.get("problem_count", len(problems))
+        summary["problems"] = [_cut_problem(p) for p in problems[:MAX_EVENT_PROBLEMS]]
+    reasons = details.get("reasons")
+    if isinstance(reasons, list):
+        summary["reasons"] = [_cut(str(r), 300) for r in reasons[:MAX_EVENT_PROBLEMS]]
+    return summary
+
+
+def _counts(details: dict[str, Any]) -> dict[str, Any]:
+    """The least a failure event carries: where the report is and how many problems."""
+    counts: dict[str, Any] = {"truncated": True}
+    if "report_uri" in details:
+        counts["report_uri"] = details["report_uri"]
+    problems = details.get("problems")
+    if isinstance(problems, list):
+        counts["problem_count"] = details.get("problem_count", len(problems))
+    return counts
+
+
+def _bounded(details: dict[str, Any]) -> dict[str, Any]:
+    """A stage record's details: whole unless larger than ``MAX_RECORD_DETAILS_BYTES``,
+    then the event's summary (the report, at ``report_uri``, has the rest)."""
+    try:
+        size = len(orjson.dumps(details))
+    except TypeError:
+        size = MAX_RECORD_DETAILS_BYTES + 1
+    if size <= MAX_RECORD_DETAILS_BYTES:
+        return details
+    return {**_summary(details), "truncated": True, "details_bytes": size}
+
+
+def _cut_problem(problem: object) -> object:
+    if not isinstance(problem, dict):
+        return _cut(str(problem), 300)
+    cut = {k: v for k, v in problem.items() if k not in ("rows", "examples")}
+    cut["message"] = _cut(str(problem.get("message", "")), 300)
+    for key in ("rows", "examples"):
+        if isinstance(problem.get(key), list):
+            cut[key] = [
+                _cut(v, 80) if isinstance(v, str) else v for v in problem[key][:_EXAMPLES_IN_EVENT]
+            ]
+    return cut
+
+
+def _cut(text: str, limit: int) -> str:
+    return text if len(text) <= limit else f"{text[:limit]}… ({len(text):,} characters)"
+
+
+def record_and_publish(container: Container, record: dict[str, Any]) -> dict[str, Any]:
+    """Store a stage record (create-only), then publish the event it names."""
+    # Durable output first: a crash after this line re-publishes on redelivery.
+    stored = container.runs.save_stage(record["run_id"], record["stage"], record)
+    _publish_recorded(container, stored)
+    if container.observer is not None:
+        container.observer(stored)
+    return stored
+
+
+def _publish_recorded(container: Container, record: dict[str, Any]) -> None:
+    body = record.get("event")
+    if body is None:
+        return
+    event = PIPELINE_EVENTS[body["event_type"]].from_body(body)
+    data, attributes = encode(event)
+    container.bus.publish(event.event_type, data, attributes)

@@ -1,0 +1,29 @@
+"""One pure handler per stage: an event and named ports in, an outcome out.
+
+A handler declares what it touches as keyword-only parameters: the ports and settings
+``Container.provide`` names, and the delivery's ``run_id``, ``causation_id``,
+``message_id`` and ``delivery_attempt``; the service layer passes exactly those
+(``pipeline.inject``).
+
+Handlers never import a cloud library, never read the environment and never publish:
+the pipeline service layer (``modelrail.service.pipeline``) records their outcome and
+publishes the event they return. A handler raises ``PermanentError`` when retrying
+cannot help and lets anything else propagate so the bus redelivers.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import Any
+
+from modelrail.kernel.events import PipelineEvent
+
+
+@dataclasses.dataclass(frozen=True)
+class Outcome:
+    """A handler's result: the event to publish (if any) and what to record."""
+
+    event: PipelineEvent | None
+    output: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    status: str = "succeeded"  # or "skipped": nothing to do (e.g. a superseded deploy)

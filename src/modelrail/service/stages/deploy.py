@@ -1,0 +1,100 @@
+"""deploy: move staging to the registered version, verified, smoke-tested, forward only.
+
+Rollouts of a model's staging service happen one at a time: each holds the registry's
+``staging`` lease, and a burst of registrations waits its turn instead of being
+refused. Whoever gets the lease reads the alias afresh, so a version that a newer one
+overtook while it waited is recorded as skipped, never put back over it; a skipped
+deploy still makes staging serve what the alias names (``reconcile.converge``), so a
+crash before it is repaired by the next event too.
+
+The version goes out through ``reconcile.roll_out``: its signed manifest is verified
+first (a tampered or unsigned version fails permanently, ``IntegrityError``, before any
+server starts), and a failed rollout restores what the alias names at that moment.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from modelrail.domain.registry import Registry
+from modelrail.kernel.errors import ModelrailError
+from modelrail.kernel.events import ModelDeployed, ModelRegistered
+from modelrail.kernel.ports import Deployer, ManifestSigner, ModelCatalog
+from modelrail.service.reconcile import (
+    LEASE_HEARTBEAT_S,
+    LEASE_TTL_S,
+    LEASE_WAIT_S,
+    STAGING,
+    converge,
+    roll_out,
+)
+from modelrail.service.stages import Outcome
+
+__all__ = ["LEASE_HEARTBEAT_S", "LEASE_TTL_S", "LEASE_WAIT_S", "STAGING", "handle"]
+
+log = logging.getLogger(__name__)
+
+
+def handle(
+    event: ModelRegistered,
+    *,
+    registry: Registry,
+    deployer: Deployer,
+    catalog: ModelCatalog | None,
+    signer: ManifestSigner,
+) -> Outcome:
+    model = event.model
+    with registry.lease(
+        model,
+        STAGING,
+        event.event_id,
+        ttl_s=LEASE_TTL_S,
+        wait_s=LEASE_WAIT_S,
+        heartbeat_s=LEASE_HEARTBEAT_S,
+    ) as lease:
+        current = registry.alias(model, STAGING)
+        if current is not None and current.version >= event.version:
+            # A late or out-of-order event: staging already serves this or a newer
+            # version, or should: make it so (a crash may have left another there).
+            # That repair is the alias's, not this run's: its failure is the next
+            # reconciliation's to retry, and this run stays skipped, never failed.
+            output = {
+                "reason": f"staging already serves v{current.version}",
+                "version": event.version,
+            }
+            try:
+                converge(model, registry=registry, deployer=deployer, signer=signer)
+            except ModelrailError as exc:
+                log.warning("staging did not converge to v%s: %s", current.version, exc)
+                output["convergence"] = f"failed: {exc}"
+            return Outcome(None, output, status="skipped")
+        # Raises DeploymentFailed once staging serves what the alias names again.
+        deployment = roll_out(
+            model, event.version, registry=registry, deployer=deployer, signer=signer
+        )
+        # Still this rollout's lease (a renewal lost unseen would have let another in)?
+        lease.check()
+        # Vertex AI's staging alias (when pipeline.toml turns the catalog on) moves with it.
+        if not registry.move_alias(model, STAGING, event.version, catalog=catalog):
+            # A newer version became staging while this one rolled out (a lease taken
+            # over from a rollout that outlived it): serve what the alias names again.
+            newer = converge(model, registry=registry, deployer=deployer, signer=signer)
+            return Outcome(
+                None,
+                {
+                    "reason": f"staging moved to v{newer.alias_version} meanwhile",
+                    "version": event.version,
+                },
+                status="skipped",
+            )
+        deployed = ModelDeployed(
+            run_id=event.run_id,
+            causation_id=event.event_id,
+            lineage=event.lineage,
+            model=model,
+            version=event.version,
+            url=deployment.url,
+            revision=deployment.revision,
+            previous_version=current.version if current else None,
+        )
+        return Outcome(deployed, {"url": deployment.url, "revision": deployment.revision})

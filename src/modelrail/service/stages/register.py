@@ -1,0 +1,171 @@
+"""register: make a blessed candidate an immutable, numbered version with lineage.
+
+One delivery of a run registers at a time: it holds the run's registration lease
+(``Registry.registration_lease``, renewed by a heartbeat) from the start of its work
+to its end. Another delivery of the run waits for it, then finds the version done;
+one that finds the stage recorded failed meanwhile (the sweep ended the run) stops
+(``DeliveryInProgress``: its redelivery re-publishes the record). A delivery that
+died left the lease to expire within a minute; the next takes over the run's claim
+and resumes its number.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+from collections.abc import Callable
+from typing import Any
+
+import lightgbm as lgb
+
+from modelrail.domain import card
+from modelrail.domain.config import PipelineConfig
+from modelrail.domain.registry import MODEL_FILE, Registry
+from modelrail.domain.runs import RunLog
+from modelrail.kernel.errors import DeliveryInProgress, IntegrityError, LeaseHeld
+from modelrail.kernel.events import ModelEvaluated, ModelRegistered
+from modelrail.kernel.ports import ManifestSigner, ModelCatalog, PackageRepository
+from modelrail.service.stages import Outcome
+from modelrail.service.stages.evaluate import CHAMPION, REFERENCE
+from modelrail.service.stages.validate import PROFILE
+
+STAGE = "register"
+
+
+def handle(
+    event: ModelEvaluated,
+    *,
+    config: PipelineConfig,
+    runs: RunLog,
+    registry: Registry,
+    delivery_attempt: int,
+    packages: PackageRepository,
+    catalog: ModelCatalog | None,
+    signer: ManifestSigner,
+    message_id: str = "",
+) -> Outcome:
+    model = config.model_name
+    holder = f"{message_id or event.event_id}#{delivery_attempt}"
+    with contextlib.ExitStack() as held:
+        try:
+            lease = held.enter_context(registry.registration_lease(model, event.run_id, holder))
+        except LeaseHeld as exc:
+            raise DeliveryInProgress(
+                f"another delivery ({exc.holder}) is registering {event.run_id}"
+            ) from exc
+        recorded = runs.stage_record(event.run_id, STAGE)
+        if recorded is not None and recorded["status"] == "failed":
+            # Ended meanwhile (the sweep): a version must not appear under a failed run.
+            raise DeliveryInProgress(f"register of {event.run_id} was recorded failed meanwhile")
+        return _register(
+            event,
+            config=config,
+            runs=runs,
+            registry=registry,
+            delivery_attempt=delivery_attempt,
+            packages=packages,
+            catalog=catalog,
+            signer=signer,
+            fence=lease.check,
+        )
+
+
+def _register(
+    event: ModelEvaluated,
+    *,
+    config: PipelineConfig,
+    runs: RunLog,
+    registry: Registry,
+    delivery_attempt: int,
+    packages: PackageRepository,
+    catalog: ModelCatalog | None,
+    signer: ManifestSigner,
+    fence: Callable[[], None],
+) -> Outcome:
+    store, model = runs.store, config.model_name
+    model_text, candidate = runs.candidate(event.run_id, event.model_sha256)
+    # The compiled predictors the training job built and verified (a candidate from
+    # before they existed has none), each checked against the sha256 it recorded.
+    compiled = candidate.get("compiled") or {"builds": [], "not_built": []}
+    predictors = {
+        build["file"]: runs.candidate_file(event.run_id, build["file"], build["sha256"])
+        for build in compiled["builds"]
+    }
+    fields = {
+        "format": "lightgbm-text",
+        "created_at": event.occurred_at,
+        "features": candidate["features"],
+        "best_iteration": candidate["best_iteration"],
+        "params": candidate["params"],
+        "train_metrics": candidate["train_metrics"],
+        "metrics": event.metrics,
+        "champion": event.champion,
+        "verdict": event.verdict,
+        "lineage": event.lineage,
+        "examples": candidate["examples"],
+        "compiled": compiled,
+    }
+    # The card shows the version number, known only once the registry has claimed it,
+    # so the registry asks for the files with the number.
+    booster = lgb.Booster(model_str=model_text.decode())
+    importance = sorted(
+        zip(
+            booster.feature_name(),
+            (float(v) for v in booster.feature_importance("gain")),
+            strict=True,
+        ),
+        key=lambda item: -item[1],
+    )
+    # The version keeps the hold-out it was judged on (later gates' trusted set, written
+    # by evaluate) and its training data's profile (later drift checks' baseline).
+    reference = store.read(runs.snapshot_key(event.run_id, REFERENCE)).data
+    data_profile = store.read(runs.snapshot_key(event.run_id, PROFILE)).data
+    fields["diagnostics"] = runs.report(event.run_id, "evaluation")["diagnostics"]
+    history = _history(registry, model, signer)
+    version, manifest = registry.register(
+        model,
+        event.run_id,
+        lambda number: {
+            MODEL_FILE: model_text,
+            "card.html": card.render(
+                {**fields, "model": model, "version": number, "run_id": event.run_id},
+                importance,
+                [h for h in history if h["version"] < number],
+            ),
+            REFERENCE: reference,
+            PROFILE: data_profile,
+            **predictors,
+        },
+        fields,
+        signer=signer,
+        attempt=delivery_attempt,
+        fence=fence,
+    )
+    # Published after the bucket claim (the source of truth), before model-registered;
+    # to Vertex AI's Model Registry too when pipeline.toml turns it on (``catalog``),
+    # which then mirrors the champion alias.
+    published = registry.publish(model, version, packages, catalog)
+    registry.move_alias(model, CHAMPION, version, catalog=catalog)
+    registered = ModelRegistered(
+        run_id=event.run_id,
+        causation_id=event.event_id,
+        lineage=event.lineage,
+        model=model,
+        version=version,
+        manifest_uri=registry.manifest_uri(model, version),
+        manifest_sha256=hashlib.sha256(manifest).hexdigest(),
+    )
+    return Outcome(registered, {"model": model, "version": version, "published": published})
+
+
+def _history(registry: Registry, model: str, signer: ManifestSigner) -> list[dict[str, Any]]:
+    """Earlier versions' metrics for the card, each read from its verified signed
+    manifest: a version whose manifest fails its signature is left off the card."""
+    history = []
+    for version in registry.versions(model):
+        try:
+            manifest = registry.signed_manifest(model, version, signer)
+        except IntegrityError:
+            continue
+        history.append({"version": version, "metrics": manifest["metrics"]})
+    return history

@@ -1,0 +1,107 @@
+"""train: fit a LightGBM candidate on the validated snapshot (runs inside the job), and
+build its compiled predictor where the compiler and LightGBM are (``compiled.build``)."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+
+import lightgbm as lgb
+
+from modelrail.domain import training
+from modelrail.domain.config import PipelineConfig
+from modelrail.domain.dataset import snapshot
+from modelrail.domain.decoding import RequestDecoder
+from modelrail.domain.registry import MODEL_FILE
+from modelrail.domain.runs import RunLog
+from modelrail.kernel.canonical import canonical_json
+from modelrail.kernel.events import DatasetValidated, ModelTrained
+from modelrail.native import compiled
+from modelrail.service.stages import Outcome
+
+log = logging.getLogger(__name__)
+# More than any probe body of the body reader holds (``reader_c.probe_bodies``).
+_PROBE_INSTANCES = 1_000_000
+
+
+def handle(
+    event: DatasetValidated, *, config: PipelineConfig, runs: RunLog, compiler: str | None
+) -> Outcome:
+    store = runs.store
+    parsed = snapshot.read(store, event.dataset["snapshot"], config.contract)
+    candidate = training.train(parsed, config)
+    model_key = runs.candidate_key(event.run_id, MODEL_FILE)
+    store.write(model_key, candidate.model_text, content_type="text/plain")
+    predictors = _compile(candidate, compiler)
+    for predictor in predictors.predictors:
+        store.write(
+            runs.candidate_key(event.run_id, predictor.build.file),
+            predictor.library,
+            content_type="application/octet-stream",
+        )
+    store.write(
+        runs.candidate_key(event.run_id, "candidate.json"),
+        canonical_json(
+            {
+                "best_iteration": candidate.best_iteration,
+                "params": candidate.params,
+                "features": candidate.schema.to_dict(),
+                "train_metrics": candidate.train_metrics,
+                "examples": candidate.examples,
+                "compiled": predictors.record(),
+            }
+        ),
+        content_type="application/json",
+    )
+    model_sha256 = hashlib.sha256(candidate.model_text).hexdigest()
+    lineage = {
+        **event.lineage,
+        "candidate": {"model_sha256": model_sha256, "best_iteration": candidate.best_iteration},
+    }
+    trained = ModelTrained(
+        run_id=event.run_id,
+        causation_id=event.event_id,
+        lineage=lineage,
+        dataset=event.dataset,
+        candidate_uri=store.uri(runs.candidate_key(event.run_id, "")),
+        model_sha256=model_sha256,
+        best_iteration=candidate.best_iteration,
+        train_metrics=candidate.train_metrics,
+    )
+    output = {
+        "best_iteration": candidate.best_iteration,
+        **candidate.train_metrics,
+        "compiled": [predictor.build.name for predictor in predictors.predictors],
+        "not_compiled": list(predictors.not_built),
+    }
+    return Outcome(trained, output)
+
+
+def _compile(candidate: training.Candidate, compiler: str | None) -> compiled.Built:
+    """The candidate's compiled predictors, checked against LightGBM's own ``Booster``;
+    none (with the reason logged and recorded) is never a failed run."""
+    if compiler is None:
+        built = compiled.Built((), ("no compiler configured (MODELRAIL_COMPILER)",))
+    else:
+        # The body reader is held to the service's own decoder of request bodies.
+        decoder = RequestDecoder(candidate.schema, max_instances=_PROBE_INSTANCES)
+        built = compiled.build(
+            candidate.model_text,
+            candidate.best_iteration,
+            lgb.Booster(model_str=candidate.model_text.decode()),
+            candidate.schema.encode_records(candidate.examples).tolist(),
+            compiler,
+            compiled.Reading(candidate.schema, candidate.examples, decoder.plain_matrix),
+        )
+    names = ", ".join(predictor.build.file for predictor in built.predictors) or "none"
+    if built.not_built:
+        log.warning(
+            f"compiled predictors: {names}; not built: {'; '.join(built.not_built)}; "
+            f"body reader: {built.reader}"
+        )
+    else:
+        log.info(
+            f"compiled predictors: {names} (identical to LightGBM on the probes); "
+            f"body reader: {built.reader}"
+        )
+    return built

@@ -1,0 +1,224 @@
+"""validate: check the triggering dataset against its contract, compare it with the
+champion's training data, and keep it as a typed snapshot for the stages after.
+
+The CSV is parsed here, once: train and evaluate read the snapshot (Parquet), never
+the CSV, so every stage sees exactly the values validation passed."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from typing import Any
+
+import orjson
+import pyarrow as pa
+
+from modelrail.domain.config import PipelineConfig
+from modelrail.domain.dataset import checks, duplicates, profile, snapshot
+from modelrail.domain.registry import Registry
+from modelrail.domain.runs import RunLog
+from modelrail.kernel.canonical import canonical_json
+from modelrail.kernel.errors import (
+    ContractViolation,
+    DataDrift,
+    DataUnavailable,
+    InvalidEvent,
+    NotFound,
+)
+from modelrail.kernel.events import DatasetValidated, DataUploaded, Trigger
+from modelrail.kernel.ports import ManifestSigner, Storage
+from modelrail.service.stages import Outcome
+
+DATA_SUFFIX = ".csv"
+SNAPSHOT = "part-00000.parquet"
+PROFILE = "profile.json"
+
+
+def handle(
+    trigger: Trigger,
+    *,
+    run_id: str,
+    causation_id: str,
+    config: PipelineConfig,
+    storage: Storage,
+    data_bucket: str,
+    registry: Registry,
+    runs: RunLog,
+    code_version: str,
+    signer: ManifestSigner,
+) -> Outcome:
+    bucket, key, generation = _locate(trigger, storage, data_bucket)
+    try:
+        source = storage.bucket(bucket)
+    except NotFound as exc:
+        raise DataUnavailable(f"dataset gs://{bucket}/{key} is not readable: {exc}") from exc
+    contract, limits = config.contract, config.limits
+    # Too large to read: refused from its listing, before a byte is in memory.
+    listed = next((info for info in source.list(key) if info.key == key), None)
+    if listed is not None and generation not in (None, listed.generation):
+        listed = None  # another generation now: its size says nothing of this one
+    if listed is not None and (too_big := checks.oversized(listed.size, limits.max_upload_bytes)):
+        uri = f"gs://{bucket}/{key}#{listed.generation}"
+        dataset = {"bucket": bucket, "key": key, "uri": uri, "size": listed.size, "rows": 0}
+        raise _violation(runs, run_id, dataset, checks.refused(contract, too_big))
+    try:
+        blob = source.read(key, generation=generation)
+    except NotFound as exc:
+        raise DataUnavailable(f"dataset gs://{bucket}/{key} is not readable: {exc}") from exc
+    dataset = {
+        "bucket": bucket,
+        "key": key,
+        "generation": blob.generation,
+        "uri": f"gs://{bucket}/{key}#{blob.generation}",
+        "sha256": hashlib.sha256(blob.data).hexdigest(),
+        "rows": 0,
+    }
+    too_big = checks.oversized(len(blob.data), limits.max_upload_bytes)  # another generation
+    if too_big is not None:
+        raise _violation(runs, run_id, dataset, checks.refused(contract, too_big))
+    report, parsed = checks.validate(
+        blob.data,
+        contract,
+        max_line_bytes=limits.max_line_bytes,
+        max_columns=limits.max_columns,
+        max_header_bytes=limits.max_header_bytes,
+    )
+    dataset["rows"] = report.rows
+    if not report.passed:
+        raise _violation(runs, run_id, dataset, report)
+    # Counted once by the split (``dataset.duplicates``): reported, not refused.
+    dataset["duplicate_rows"] = duplicates.count(parsed.columns, parsed.rows)
+    checked = snapshot.arrow(parsed, contract)
+    champion, table = _drift(config, registry, signer, checked)
+    drift = {"champion": champion, "columns": table}
+    report_uri = runs.save_report(
+        run_id, "validation", {"dataset": dataset, **report.to_dict(), "drift": drift}
+    )
+    failing = [row["column"] for row in table if row["status"] == "fail"]
+    if failing:
+        raise DataDrift(
+            f"{dataset['uri']} drifted from v{champion}'s training data past the fail "
+            f"limit in {failing}: "
+            + "; ".join(f"{r['column']} PSI {r['psi']}" for r in table if r["status"] == "fail"),
+            {"report_uri": report_uri, "reasons": [f"{c} drifted" for c in failing], **drift},
+        )
+    store = runs.store
+    written = snapshot.write(store, runs.snapshot_key(run_id, SNAPSHOT), checked)
+    store.write(
+        runs.snapshot_key(run_id, PROFILE),
+        canonical_json(profile.profile(checked, contract)),
+        content_type="application/json",
+    )
+    dataset["snapshot"] = written.to_dict()
+    lineage = {
+        "trigger": trigger.lineage(),
+        "config": config.summary(),
+        "code": {"version": getattr(trigger, "commit_sha", None) or code_version},
+        "data": dataset,
+        "drift": {
+            "champion": champion,
+            "warnings": [r for r in table if r["status"] != "ok"],
+        },
+    }
+    event = DatasetValidated(
+        run_id=run_id,
+        causation_id=causation_id,
+        lineage=lineage,
+        dataset=dataset,
+        report_uri=report_uri,
+    )
+    return Outcome(event, {"rows": report.rows, "report_uri": report_uri})
+
+
+def _violation(
+    runs: RunLog, run_id: str, dataset: dict[str, Any], report: checks.ValidationReport
+) -> ContractViolation:
+    """The failure of a file that breaks its contract, its report saved for people."""
+    report_uri = runs.save_report(run_id, "validation", {"dataset": dataset, **report.to_dict()})
+    summary = "; ".join(p.message for p in report.problems[:5])
+    return ContractViolation(
+        f"{dataset['uri']} breaks contract {report.contract!r}: {summary}",
+        {"report_uri": report_uri, **report.to_dict()},
+    )
+
+
+def _drift(
+    config: PipelineConfig, registry: Registry, signer: ManifestSigner, checked: pa.Table
+) -> tuple[int | None, list[Any]]:
+    """The champion's version and, per column, how far this data moved from its
+    training data (empty for the first model, or a champion with no profile). The
+    profile is read against the champion's signed manifest: a rewritten one is an
+    ``IntegrityError``, not a baseline."""
+    champion = registry.alias(config.model_name, "champion")
+    if champion is None:
+        return None, []
+    manifest = registry.signed_manifest(config.model_name, champion.version, signer)
+    baseline = registry.file(manifest, PROFILE)
+    if baseline is None:
+        return champion.version, []
+    table = profile.drift(
+        orjson.loads(baseline), checked, config.contract, config.drift_columns, config.drift
+    )
+    return champion.version, table
+
+
+def _locate(trigger: Trigger, storage: Storage, data_bucket: str) -> tuple[str, str, int | None]:
+    """The bucket, object and generation the trigger names, its names checked: a name no
+    bucket can hold is a permanent ``InvalidEvent``, refused on the first delivery."""
+    if isinstance(trigger, DataUploaded):
+        _check_names(trigger.bucket, trigger.name, f"gs://{trigger.bucket}/{trigger.name}")
+        if not trigger.name.endswith(DATA_SUFFIX):
+            raise InvalidEvent(
+                f"gs://{trigger.bucket}/{trigger.name} is not a {DATA_SUFFIX} file; "
+                "only CSV uploads start a run"
+            )
+        return trigger.bucket, trigger.name, trigger.generation
+    if trigger.data_uri:
+        return _parse_uri(trigger.data_uri)
+    # No dataset named: retrain on the newest CSV in the data bucket.
+    objects = [
+        info for info in storage.bucket(data_bucket).list() if info.key.endswith(DATA_SUFFIX)
+    ]
+    if not objects:
+        raise DataUnavailable(f"no {DATA_SUFFIX} dataset in gs://{data_bucket} to retrain on")
+    latest = max(objects, key=lambda info: info.generation)
+    return data_bucket, latest.key, latest.generation
+
+
+def _parse_uri(uri: str) -> tuple[str, str, int | None]:
+    path, _, generation = uri.partition("#")
+    scheme, _, rest = path.partition("://")
+    bucket, _, key = rest.partition("/")
+    if scheme != "gs" or not bucket or not key or (generation and not generation.isdigit()):
+        raise InvalidEvent(
+            f"data_uri must look like gs://bucket/object[#generation], not {_shown(uri)}"
+        )
+    _check_names(bucket, key, uri)
+    return bucket, key, int(generation) if generation else None
+
+
+# Cloud Storage's rules: bucket names of 3 to 63 lower-case letters, digits, dots, dashes
+# and underscores; object names of at most 1,024 bytes of UTF-8 without control
+# characters. "." and ".." segments and a leading "/" are refused as well: no object
+# of ours has them, and on the filesystem store they would leave the bucket.
+_BUCKET_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{1,61}[a-z0-9]")
+_MAX_OBJECT_NAME_BYTES = 1024
+
+
+def _check_names(bucket: str, key: str, uri: str) -> None:
+    problem = None
+    if not _BUCKET_NAME.fullmatch(bucket):
+        problem = f"{_shown(bucket)} is not a bucket name"
+    elif len(key.encode()) > _MAX_OBJECT_NAME_BYTES:
+        problem = f"the object name is longer than {_MAX_OBJECT_NAME_BYTES} bytes"
+    elif key.startswith("/") or any(part in (".", "..") for part in key.split("/")):
+        problem = "the object name has a '.' or '..' segment"
+    elif any(ord(char) < 0x20 or ord(char) == 0x7F for char in key):
+        problem = "the object name has control characters"
+    if problem is not None:
+        raise InvalidEvent(f"{_shown(uri)} names no object a bucket can hold: {problem}")
+
+
+def _shown(text: str) -> str:
+    """``text`` as a message quotes it: cut, whatever its length."""
+    return repr(text if len(text) <= 200 else text[:200] + "…")

@@ -1,0 +1,202 @@
+"""The sweep: end the runs that can no longer end by themselves.
+
+A run ends by itself in ``deployed``, ``rejected`` or ``failed``: every stage records
+its result, a failing delivery is retried, and the last attempt records
+``retries_exhausted``. Two things still leave a run waiting forever, and the sweep
+finds both:
+
+- **the training job died** (killed, out of memory, deleted) without recording: the
+  launcher says its execution failed or no longer exists, so ``train`` is recorded as
+  failed (``job_failed``) with what the platform said;
+- **a message was lost**: a process killed on its last delivery attempt (dead-lettered
+  with no record), or embedded mode's in-process bus gone with its process. The next
+  stage's deliveries cannot take longer than its subscription allows (each attempt up
+  to the ack deadline, the retry policy's backoffs between them); past that, the stage
+  is recorded as failed (``stuck``).
+- **register and deploy** are bounded by their leases instead, which their deliveries
+  hold while they work and renew by heartbeat (the run's registration lease; the
+  model's ``staging`` lease): while one is live a delivery is at work or waiting its
+  turn; once none has been for longer than every remaining delivery can take to come
+  (the retry policy's backoffs, and a start-up margin for each attempt, since a
+  delivery can fail before it takes the lease), nothing will record, and the run ends
+  within minutes, not after five ack deadlines. The ``staging`` lease is every run's
+  (and the reconciliation's): only its release by this run's own delivery counts. The
+  sweep ends a register while holding the run's registration lease, so no delivery is
+  registering meanwhile, and a later one finds the stage recorded and stops; a version
+  number the run claimed and never completed is named in the failure
+  (``orphaned_version``): that gap is recorded.
+
+Each failure is recorded create-only and published as ``pipeline-failed``, like any
+stage's: a stage that records meanwhile wins, and the sweep leaves that run alone.
+``modelrail sweep`` runs it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from modelrail.domain.registry import registration_lease_name
+from modelrail.domain.runs import RunSummary
+from modelrail.kernel.errors import JobFailed, LeaseHeld, PermanentError, RunStuck, TransientError
+from modelrail.kernel.events import utcnow
+from modelrail.service.container import Container
+from modelrail.service.pipeline import record_failure
+
+# The stage each one's event feeds (launch_training starts the job, which records train).
+_NEXT = {
+    "validate": "launch_training",
+    "launch_training": "train",
+    "train": "evaluate",
+    "evaluate": "register",
+    "register": "deploy",
+}
+UNFINISHED = ("running", "registered")
+# The stages whose deliveries hold a registry lease while they work, and its name.
+_LEASED: dict[str, Callable[[str], str]] = {
+    "register": registration_lease_name,
+    "deploy": lambda run_id: "staging",
+}
+# From a delivery's arrival to its taking the lease: the function's start, reading the
+# event and the run's record.
+_START_MARGIN_S = 60.0
+
+log = logging.getLogger(__name__)
+
+
+def sweep(container: Container, *, now: datetime | None = None) -> list[dict[str, Any]]:
+    """Record as failed each run that can no longer end; return the failure records."""
+    now = now or datetime.now(UTC)
+    failed = []
+    for run in container.runs.runs():
+        if run.outcome not in UNFINISHED:
+            continue
+        try:
+            found = _stuck(container, run, now)
+        except TransientError as exc:  # the launcher's API: the next sweep asks again
+            log.warning("run %s not swept: %s", run.run_id, exc)
+            continue
+        if found is None:
+            continue
+        stage, error = found
+        try:
+            record = _end(container, run, stage, error, now)
+        except LeaseHeld:  # a delivery took the stage up meanwhile
+            continue
+        if record is not None:
+            failed.append(record)
+    return failed
+
+
+def _end(
+    container: Container, run: RunSummary, stage: str, error: PermanentError, now: datetime
+) -> dict[str, Any] | None:
+    """Record ``stage`` of ``run`` failed with ``error`` unless it recorded meanwhile;
+    a register while holding the run's registration lease."""
+    if stage != "register":
+        return _record(container, run, stage, error)
+    model = container.config.model_name
+    registry = container.registry
+    with registry.registration_lease(model, run.run_id, "sweep", wait_s=0, clock=now.timestamp):
+        orphaned = registry.orphaned_number(model, run.run_id)
+        if orphaned is not None:
+            error.message += f"; the version number it claimed, v{orphaned}, stays unused (a gap)"
+            error.details["orphaned_version"] = orphaned
+        return _record(container, run, stage, error)
+
+
+def _record(
+    container: Container, run: RunSummary, stage: str, error: PermanentError
+) -> dict[str, Any] | None:
+    if container.runs.stage_record(run.run_id, stage) is not None:
+        return None  # the stage recorded after all
+    last = list(run.stages.values())[-1]
+    causation = (last.get("event") or {}).get("event_id") or run.run_id
+    started, clock = utcnow(), time.perf_counter()
+    record = record_failure(
+        container, stage, run.run_id, run.lineage, causation, error, started, clock
+    )
+    # Not the stage's own record, stored meanwhile:
+    return record if record["status"] == "failed" else None
+
+
+def _stuck(
+    container: Container, run: RunSummary, now: datetime
+) -> tuple[str, PermanentError] | None:
+    """The stage that will never record for ``run``, and why; None if it still may."""
+    last_stage, last = list(run.stages.items())[-1]
+    stage = _NEXT.get(last_stage)
+    if stage is None:
+        return None
+    if stage == "train":
+        execution = str(last.get("output", {}).get("execution", ""))
+        state = container.launcher.state(execution)
+        if state.status in ("failed", "unknown"):
+            return stage, JobFailed(
+                f"the training job's execution {execution} ended without recording "
+                f"({state.status}: {state.detail})",
+                {"execution": execution, "job_state": state.status},
+            )
+        return None
+    subscriptions = [s for s in container.topology.subscriptions if s.consumer == stage]
+    if not subscriptions:
+        return None
+    finished = datetime.fromisoformat(last["finished_at"])
+    if stage in _LEASED:
+        return _stuck_behind_lease(container, run, last_stage, stage, finished, now)
+    limit = max(s.deliveries_take_s() for s in subscriptions)
+    waited = (now - finished).total_seconds()
+    if waited <= limit:
+        return None
+    return stage, RunStuck(
+        f"{stage} has recorded nothing {waited:.0f} s after {last_stage} finished, longer "
+        f"than its deliveries can take ({limit:.0f} s): its message was lost",
+        {"waited_s": round(waited), "limit_s": round(limit)},
+    )
+
+
+def _event_id(record: dict[str, Any]) -> str:
+    """The id of the event a stage record published (what the next stage's deliveries
+    name their lease holding by)."""
+    return str((record.get("event") or {}).get("event_id", ""))
+
+
+def _stuck_behind_lease(
+    container: Container,
+    run: RunSummary,
+    last_stage: str,
+    stage: str,
+    finished: datetime,
+    now: datetime,
+) -> tuple[str, PermanentError] | None:
+    """A leased stage is stuck once no delivery has held its lease (since the previous
+    stage finished, or since one of this run's deliveries released it or let it lapse)
+    for longer than every remaining delivery can take to come: a delivery can fail
+    before it takes the lease (a cold start, reading the event), so each attempt's
+    start and every backoff count, not only the longest."""
+    name = _LEASED[stage](run.run_id)
+    state = container.registry.lease_state(container.config.model_name, name, clock=now.timestamp)
+    if state is not None and state.live:
+        return None  # a delivery is at work, or waits its turn for the staging service
+    quiet_s = max(
+        s.redeliveries_come_within_s(_START_MARGIN_S)
+        for s in container.topology.subscriptions
+        if s.consumer == stage
+    )
+    # The staging lease is every run's (and the reconciliation's): only a release by
+    # this run's own delivery says anything about this run.
+    published = _event_id(dict(run.stages[last_stage]))
+    ours = state is not None and (stage == "register" or state.holder == published)
+    since = max(finished.timestamp(), state.until if ours and state is not None else 0.0)
+    waited = now.timestamp() - since
+    if waited <= quiet_s:
+        return None
+    return stage, RunStuck(
+        f"{stage} has recorded nothing, and no delivery has held its lease ({name}) for "
+        f"{waited:.0f} s, longer than a redelivery takes to come ({quiet_s:.0f} s): its "
+        "delivery died or its message was lost",
+        {"waited_s": round(waited), "limit_s": round(quiet_s), "lease": name},
+    )

@@ -1,0 +1,1 @@
+"""What the environment says: process settings, the event graph, the staging service's settings."""

@@ -1,0 +1,148 @@
+"""Where modelrail runs: ``Settings``, built once from the environment by
+``Settings.from_env`` in the composition root; nothing else reads the environment."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+import subprocess
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Literal
+
+from modelrail.kernel import resources
+from modelrail.kernel.errors import ConfigError
+from modelrail.settings import environment
+from modelrail.settings.environment import Variable
+
+Mode = Literal["embedded", "emulator", "cloud"]
+
+
+# Settings field -> the variable that sets it, and how its text is read. Read by
+# ``Settings.from_env``, written back by ``to_env``; an unset field keeps its default.
+_VARIABLES = (
+    Variable("mode", "MODELRAIL_MODE"),
+    Variable("home", "MODELRAIL_HOME", Path),
+    Variable("config_path", "MODELRAIL_CONFIG", Path),
+    Variable("topology_path", "MODELRAIL_TOPOLOGY", Path),
+    Variable("data_bucket", "MODELRAIL_DATA_BUCKET"),
+    Variable("artifact_bucket", "MODELRAIL_ARTIFACT_BUCKET"),
+    Variable("project", "GOOGLE_CLOUD_PROJECT"),
+    Variable("region", "MODELRAIL_REGION"),
+    Variable("code_version", "MODELRAIL_CODE_VERSION"),
+    Variable("staging_port", "MODELRAIL_STAGING_PORT", int),
+    Variable("max_event_age_s", "MODELRAIL_MAX_EVENT_AGE_S", float),
+    Variable("run_api_endpoint", "MODELRAIL_RUN_API_ENDPOINT"),
+    Variable("training_job", "MODELRAIL_TRAINING_JOB"),
+    Variable("staging_service", "MODELRAIL_STAGING_SERVICE"),
+    Variable("artifact_repository", "MODELRAIL_ARTIFACT_REPOSITORY"),
+    Variable("artifact_registry_endpoint", "MODELRAIL_ARTIFACT_REGISTRY_ENDPOINT"),
+    Variable("staging_image", "MODELRAIL_STAGING_IMAGE"),
+    Variable("vertex_endpoint", "MODELRAIL_VERTEX_ENDPOINT"),
+    Variable("signing_key", "MODELRAIL_SIGNING_KEY"),
+    Variable("kms_endpoint", "MODELRAIL_KMS_ENDPOINT"),
+    Variable("compiler", "MODELRAIL_COMPILER"),
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """Where modelrail runs. Built once, from the environment, by the composition root
+    (``from_env``; each variable is read by one row of ``_VARIABLES``). The staging
+    service's own settings are ``modelrail.settings.service.ServiceSettings``, read the same way
+    by the one program that serves."""
+
+    mode: Mode
+    home: Path
+    config_path: Path
+    # None: the checkout's topology.yaml, found when the event graph is first read (the
+    # staging service never reads it, so an installed copy serves without one).
+    topology_path: Path | None
+    storage_root: Path | None  # filesystem buckets live here (embedded mode)
+    code_version: str
+    data_bucket: str = "modelrail-data"
+    artifact_bucket: str = "modelrail-artifacts"
+    project: str = "modelrail-local"
+    region: str = "europe-west1"
+    staging_port: int = 8765
+    max_event_age_s: float = 86400.0
+    run_api_endpoint: str | None = None  # Cloud Run Admin API override (emulator mode)
+    training_job: str = "modelrail-train"
+    staging_service: str = "modelrail-staging"
+    user: str = "unknown"  # who runs the CLI: recorded with an operator's rollback
+    # The Artifact Registry generic repository every version is published to (in
+    # ``region``), and the endpoint that serves its API (emulator mode: the control plane).
+    artifact_repository: str = "modelrail-models"
+    artifact_registry_endpoint: str | None = None
+    # Vertex AI's Model Registry ([vertex] model_registry): the image its model versions
+    # serve with (the staging image; Terraform names it when it provides Vertex AI) and
+    # the endpoint that serves its API (emulator mode: the control plane).
+    staging_image: str | None = None
+    vertex_endpoint: str | None = None
+    # The Cloud KMS key version register signs manifests with, and whose key the staging
+    # service trusts (cloud and emulator mode; embedded mode signs with a key file in
+    # ``home``), and the endpoint that serves its API (emulator mode: the control plane).
+    signing_key: str | None = None
+    kms_endpoint: str | None = None
+    # The C compiler the train stage builds the compiled predictor with (the training
+    # job's image sets it); None builds none. Compiling hundreds of trees takes
+    # minutes, so a local run does it only when asked (MODELRAIL_COMPILER=cc).
+    compiler: str | None = None
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if environ is None else environ
+        try:
+            values = environment.read(_VARIABLES, env)
+        except ValueError as exc:
+            raise ConfigError(f"invalid modelrail setting: {exc}") from exc
+        mode = values.setdefault("mode", "embedded")
+        if mode not in ("embedded", "emulator", "cloud"):
+            raise ConfigError(f"MODELRAIL_MODE must be embedded|emulator|cloud, not {mode!r}")
+        home = values["home"] = values.get("home", Path(".modelrail")).absolute()
+        values["config_path"] = values.get("config_path", Path("pipeline.toml")).absolute()
+        if "topology_path" in values:
+            values["topology_path"] = values["topology_path"].absolute()
+        else:
+            values["topology_path"] = None
+        values["storage_root"] = home / "buckets" if mode == "embedded" else None
+        if "code_version" not in values:
+            values["code_version"] = checkout_commit(Path.cwd())
+        values["user"] = env.get("USER") or env.get("LOGNAME") or "unknown"
+        return cls(**values)
+
+    def topology_file(self) -> Path:
+        """The event graph this process runs: ``MODELRAIL_TOPOLOGY``, else the
+        checkout's ``topology.yaml`` (``ConfigError`` in an installed copy without one)."""
+        return self.topology_path or resources.checkout_root() / "topology.yaml"
+
+    def to_env(self) -> dict[str, str]:
+        """The environment that makes a child process's ``from_env()`` equal these
+        settings (``user`` excepted: it is whoever runs that process)."""
+        return environment.write(_VARIABLES, self)
+
+
+UNVERSIONED = "unversioned"
+
+
+def checkout_commit(directory: Path) -> str:
+    """The commit checked out where ``directory`` lies (lineage's code version when no
+    ``MODELRAIL_CODE_VERSION`` names one); ``unversioned`` outside a git checkout or
+    without git."""
+    git = shutil.which("git")
+    if git is None:
+        return UNVERSIONED
+    try:
+        result = subprocess.run(
+            [git, "rev-parse", "--verify", "--quiet", "HEAD"],
+            cwd=directory,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return UNVERSIONED
+    commit = result.stdout.strip()
+    return commit if result.returncode == 0 and commit else UNVERSIONED
