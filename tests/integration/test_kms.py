@@ -23,7 +23,7 @@ from modelrail.localcloud.control_plane import ControlPlane
 from modelrail.localcloud.kms import default_key
 from modelrail.service.container import Container
 from modelrail.service.stages import register
-from modelrail.serving.app import Service, create_service
+from modelrail.serving.app import StagingService, create_app
 from modelrail.settings.process import Settings
 from tests.fakes import FakeDeployer, InMemoryStorage
 from tests.integration.emulator_support import control_plane_with_apis
@@ -47,9 +47,9 @@ class Pipeline:
     def calls(self, suffix: str) -> int:
         return sum(path.endswith(suffix) for _, path in self.plane.requests)
 
-    def service(self, version: int) -> Service:
+    def service(self, version: int) -> StagingService:
         """The staging service as it starts in the cloud: its own adapter, on the key."""
-        return create_service(
+        return create_app(
             {
                 "store": self.container.artifacts,
                 "signer": CloudKmsSigner(self.key, self.endpoint),
@@ -158,7 +158,7 @@ def test_versions_signed_before_a_rotation_still_verify(
 
     # The service now trusts version 2 of the key (the deploy stage sets it); v1 of the
     # model was signed by version 1 of the same key.
-    service = create_service(
+    service = create_app(
         {
             "store": pipeline.container.artifacts,
             "signer": CloudKmsSigner(rotated, pipeline.endpoint),

@@ -286,34 +286,49 @@ def test_draining_answers_close_their_connection(client: Any, models: Registered
     body = {"instances": models.records[:1]}
     assert "Connection" not in client.post("/predict", json=body).headers
     draining = SharedFlag()
-    client.application.wsgi_app.draining = draining
+    client.application.draining = draining
     draining.value = 1
     assert client.post("/predict", json=body).headers["Connection"] == "close"
     assert client.get("/openapi.json").headers["Connection"] == "close"
 
 
-def test_the_service_answers_without_flask(models: RegisteredModels) -> None:
-    import io
-    import sys
+def test_the_service_is_a_flask_app_users_extend_as_any_other(
+    models: RegisteredModels,
+) -> None:
+    """What the server serves is a ``flask.Flask``: a blueprint and a WSGI middleware
+    added the way Flask users add them work beside the service's own routes, and a
+    missing route is still a problem with a request id."""
+    import flask
 
-    from modelrail.serving.app import create_service
+    from modelrail.serving.app import create_app
 
-    service = create_service(
+    app = create_app(
         {"store": models.store, "signer": models.signer, "model_name": MODEL, "model_version": 1}
     )
-    answers: list[str] = []
+    assert isinstance(app, flask.Flask)
+    extra = flask.Blueprint("extra", __name__)
+    extra.add_url_rule(
+        "/extra/version", "version", lambda: {"version": app.state.predictor.version}
+    )
+    app.register_blueprint(extra)
+    seen: list[str] = []
+    inner = app.wsgi_app
 
-    def get(path: str) -> bytes:
-        environ = {"REQUEST_METHOD": "GET", "PATH_INFO": path, "wsgi.input": io.BytesIO()}
-        return b"".join(service(environ, lambda status, _headers, *_: answers.append(status)))
+    def middleware(environ: dict[str, Any], start_response: Any) -> Any:
+        seen.append(environ["PATH_INFO"])
+        return inner(environ, start_response)
 
-    flask_loaded = "flask" in sys.modules
-    assert orjson.loads(get("/readyz"))["version"] == 1
-    assert orjson.loads(get(f"/v1/models/{MODEL}"))["version"] == 1
-    assert orjson.loads(get("/openapi.json"))["openapi"].startswith("3.1")
-    assert orjson.loads(get("/nowhere"))["type"].endswith("not-found")
-    assert answers == ["200 OK", "200 OK", "200 OK", "404 Not Found"]
-    assert ("flask" in sys.modules) == flask_loaded  # the server never imports it
+    app.wsgi_app = middleware  # type: ignore[method-assign]
+    client = app.test_client()
+
+    assert client.get("/extra/version").get_json() == {"version": 1}
+    predicted = client.post("/predict", json={"instances": models.records[:1]})
+    assert predicted.status_code == 200, predicted.get_data()
+    missing = client.get("/nowhere")
+    assert missing.status_code == 404
+    assert missing.headers["Content-Type"] == "application/problem+json"
+    assert missing.get_json()["request_id"] == missing.headers["X-Request-Id"]
+    assert seen == ["/extra/version", "/predict", "/nowhere"]
 
 
 def test_a_read_only_matrix_predicts_the_same(models: RegisteredModels) -> None:

@@ -1,22 +1,25 @@
-"""The staging service's application factory (its composition root).
+"""The staging service: a Flask app (``StagingService``), built by ``create_app``.
 
-``create_service()`` reads ``Settings`` and ``ServiceSettings`` from the environment,
-opens the artifact bucket and the manifest signer (``adapters.by_mode.open_signer``: the Cloud
-KMS key, or embedded mode's key file), loads the pinned version through
-``Registry.load`` (which verifies the manifest's signature, then checks the model's
-sha256 against it, before anything parses it) and returns the ``Service``. A version
-that fails to load (a missing or bad signature included) leaves the service live
-(``/healthz``) but not ready (``/readyz`` and ``/predict`` answer 503), with the reason
-logged, unless ``require_model`` is set: then the process exits. ``create_app()``
-wraps the same service in a Flask app (its test client, its extension registry).
+``create_app()`` reads ``Settings`` and ``ServiceSettings`` from the environment, opens
+the artifact bucket and the manifest signer (``adapters.by_mode``: the Cloud KMS key,
+or embedded mode's key file), loads the pinned version through ``Registry.load``
+(which verifies the manifest's signature, then checks the model's sha256 against it,
+before anything parses it) and returns the app. A version that fails to load (a
+missing or bad signature included) leaves the service live (``/healthz``) but not
+ready (``/readyz`` and ``/predict`` answer 503), with the reason logged, unless
+``require_model`` is set: then the process exits.
 
-``Service`` answers every route and renders every problem, in one place
-(``Service.respond``): it reads the body, decodes it (``modelrail.domain.decoding``), predicts
-(``predictor``) and writes the JSON answer itself, with no request or response objects,
-which would cost more per request than the prediction itself. Two thin adapters carry
-requests to it: granian's RSGI interface (``Service.__rsgi__``, as the server runs it),
-which awaits the body with a deadline, so a client that stops sending holds no worker
-thread, and WSGI (``Service.__call__``: the Flask app and its test client).
+The routes are Flask views over the decoder (``modelrail.domain.decoding``) and the
+predictor (``predictor``); every error is an RFC 9457 problem (``errorhandler``), every
+answer carries its request id (``after_request``), and ``MAX_CONTENT_LENGTH`` bounds
+bodies. Add blueprints, hooks or WSGI middleware (``app.wsgi_app = ...``) as to any
+Flask app.
+
+The server (granian) reaches the app through ``StagingService.__rsgi__``: it awaits
+the body with a deadline (``BodyDeadlines``: a client that stops sending holds no
+thread and gets 408), then calls ``wsgi_app`` with the whole body. Under granian's
+WSGI interface a body is read by a blocked thread with no deadline, which a few
+hundred stalled clients would exhaust.
 """
 
 from __future__ import annotations
@@ -24,39 +27,35 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import io
 import logging
 import os
+import sys
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote
 
 import msgspec
 import orjson
+from flask import Flask, Response, request
+from werkzeug.exceptions import (
+    HTTPException,
+    MethodNotAllowed,
+    NotFound,
+    RequestEntityTooLarge,
+)
 
 from modelrail.kernel import logs
 from modelrail.kernel.problems import PROBLEM_JSON, Problem
 from modelrail.settings.service import ServiceSettings
 
 if TYPE_CHECKING:
-    from flask import Flask
-
     from modelrail.kernel.ports import ManifestSigner
 
 log = logging.getLogger("modelrail.serving")
 
 _JSON = "application/json"
-_STATUS_LINES = {
-    200: "200 OK",
-    400: "400 Bad Request",
-    404: "404 Not Found",
-    405: "405 Method Not Allowed",
-    408: "408 Request Timeout",
-    413: "413 Content Too Large",
-    415: "415 Unsupported Media Type",
-    422: "422 Unprocessable Content",
-    500: "500 Internal Server Error",
-    503: "503 Service Unavailable",
-}
 _REQUEST_ID_MAX = 128
 # The two request headers WSGI names without the HTTP_ prefix.
 _CGI_HEADERS = ("CONTENT_TYPE", "CONTENT_LENGTH")
@@ -134,23 +133,10 @@ def load_model(settings: ServiceSettings, store: Any, signer: ManifestSigner) ->
     )
 
 
-def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
-    """Build the service as a Flask app (its test client, its extension registry).
-    ``test_config`` replaces the environment: ``store`` (a BlobStore), ``signer`` (a
-    ``ManifestSigner``) plus any ``ServiceSettings`` field (``model_name``, ...)."""
-    from flask import Flask
-
-    service = create_service(test_config)
-    app = Flask("modelrail.serving")
-    app.config["MODELRAIL_SERVICE"] = service.settings
-    app.extensions["modelrail"] = service.state
-    app.wsgi_app = service  # type: ignore[method-assign]
-    return app
-
-
-def create_service(test_config: Mapping[str, Any] | None = None) -> Service:
-    """The service as the server runs it: an RSGI app (``__rsgi__``, as granian serves
-    it) that is also a WSGI callable (``__call__``), without importing Flask."""
+def create_app(test_config: Mapping[str, Any] | None = None) -> StagingService:
+    """The service as the server runs it. ``test_config`` replaces the environment:
+    ``store`` (a BlobStore), ``signer`` (a ``ManifestSigner``) plus any
+    ``ServiceSettings`` field (``model_name``, ...)."""
     logs.configure()
     if test_config is None:
         from modelrail.adapters.by_mode import open_artifact_store, open_signer
@@ -165,133 +151,68 @@ def create_service(test_config: Mapping[str, Any] | None = None) -> Service:
         service = ServiceSettings.from_mapping(test_config)
         store, signer = test_config["store"], test_config["signer"]
         project = str(test_config.get("project", "modelrail-local"))
-    return Service(load_model(service, store, signer), service, project)
+    return StagingService(load_model(service, store, signer), service, project)
 
 
-class Service:
-    """Every route of the staging service, and the one place its problems are
-    rendered (``respond``): request ids, trace-aware logging, ``Connection: close``
-    while draining. No request or response objects, which would cost more per request
-    than the prediction itself: each interface's adapter hands ``respond`` the method,
-    the path, a header lookup and a body reader."""
+class StagingService(Flask):
+    """The staging service's Flask app: ``/predict`` (and Vertex AI's predict route),
+    the probes, ``/openapi.json`` and ``/v1/models/<name>``."""
 
     def __init__(self, state: ModelState, settings: ServiceSettings, project: str) -> None:
+        super().__init__("modelrail.serving")
         self.state = state
         self.settings = settings
-        self.predict_routes = {settings.predict_route, "/predict"}
-        # Vertex AI sends traffic once its health route answers 200: that is readiness.
-        self.probe_routes = {"/healthz": False, "/readyz": True}
-        self.probe_routes.setdefault(settings.health_route, True)
-        self.metadata_prefix = "/v1/models/"
         self.project = project
+        self.extensions["modelrail"] = state
+        self.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
         self.log_all = settings.access_log == "all"
         self.log_errors = settings.access_log in ("all", "errors")
         # Set by the server when it is about to stop: answers then close their
         # connection, so clients reconnect elsewhere instead of racing the close.
         self.draining: Any = None  # anything with a truthy-when-draining ``value``
-        self._openapi: bytes | None = None
         self.deadlines: BodyDeadlines  # set in each worker by __rsgi_init__
-
-    def respond(
-        self,
-        method: str,
-        path: str,
-        header: Callable[[str], str | None],
-        read: Callable[[int], bytes] | None,
-        client: str | None,
-    ) -> tuple[int, list[tuple[str, str]], bytes]:
-        """The answer to one request, whichever interface carried it: its status,
-        headers and body. ``header`` gives a request header by its lower-case name;
-        ``read(n)`` gives up to n bytes of the body (None: it did not arrive within the
-        request timeout); ``client`` is the client's address, for the access log."""
-        started = time.perf_counter()
-        request_id = header("x-request-id")
-        if not request_id or len(request_id) > _REQUEST_ID_MAX or not request_id.isprintable():
-            # 128 random bits as 32 hex digits, like uuid4().hex at a sixth of its cost.
-            request_id = os.urandom(16).hex()
-        allowed = "GET"
-        try:
-            if path in self.predict_routes:
-                allowed = "POST"
-                status, body, detail = self._predict(method, header, read)
-            elif path in self.probe_routes:
-                status, body, detail = self._probe(method, path)
-            elif path == "/openapi.json":
-                status, body, detail = self._get(method, path, self._openapi_document)
-            elif path.startswith(self.metadata_prefix):
-                name = path.removeprefix(self.metadata_prefix)
-                status, body, detail = self._get(method, path, lambda: self._metadata(name))
-            else:
-                raise Problem("not-found", f"no route {path}")
-            content_type = _JSON
-        except Problem as problem:
-            status, detail = problem.status, problem.detail
-            body, content_type = self._render(problem, path, request_id), PROBLEM_JSON
-        except Exception:
-            log.exception(
-                "request failed",
-                extra={"fields": {"event": "internal_error", "request_id": request_id}},
-            )
-            failure = Problem("internal-error", "see the service log")
-            status, detail = failure.status, "internal error"
-            body, content_type = self._render(failure, path, request_id), PROBLEM_JSON
-        headers = [
-            ("Content-Type", content_type),
-            ("Content-Length", str(len(body))),
-            ("X-Request-Id", request_id),
+        self._openapi_document: bytes | None = None
+        self._base_environ: dict[str, Any] = {}
+        rules = [
+            (r, "predict", ["POST"]) for r in dict.fromkeys((settings.predict_route, "/predict"))
         ]
-        if status == 405:
-            headers.append(("Allow", allowed))
-        if read is None or (self.draining is not None and self.draining.value):
-            # Draining, or the rest of a late body may still come: close the connection.
-            headers.append(("Connection", "close"))
-        if self.log_all or (status >= 400 and self.log_errors):
-            self._log(method, path, header, client, status, started, request_id, detail)
-        return status, headers, body if method != "HEAD" else b""
+        rules += [("/healthz", "live", ["GET"]), ("/readyz", "ready", ["GET"])]
+        if settings.health_route not in ("/healthz", "/readyz"):
+            # Vertex AI sends traffic once its health route answers 200: that is readiness.
+            rules.append((settings.health_route, "ready", ["GET"]))
+        rules += [
+            ("/openapi.json", "openapi", ["GET"]),
+            ("/v1/models/<path:name>", "metadata", ["GET"]),
+        ]
+        for rule, view, methods in rules:
+            self.add_url_rule(
+                rule, f"{view}:{rule}", getattr(self, f"_{view}"), methods=methods,
+                provide_automatic_options=False,
+            )  # fmt: skip
+        self.register_error_handler(Problem, self._problem)
+        self.register_error_handler(HTTPException, self._http_error)
+        self.register_error_handler(Exception, self._internal_error)
+        self.after_request(self._finish)
 
-    def __call__(
-        self, environ: dict[str, Any], start_response: Callable[..., Any]
-    ) -> Iterable[bytes]:
-        """WSGI (the Flask app, its test client): the body is read as it is asked for."""
+    # -- views ---------------------------------------------------------------------
 
-        def header(name: str) -> str | None:
-            key = name.upper().replace("-", "_")
-            value: str | None = environ.get(key if key in _CGI_HEADERS else "HTTP_" + key)
-            return value
+    def _predict(self) -> Response:
+        predictor = self._predictor()
+        _check_media_type(request.headers.get("Content-Type", ""))
+        batch = self.state.decoder.decode(self._body())
+        answer: dict[str, Any] = {
+            "predictions": predictor.predict(batch.matrix),
+            "model": {"name": predictor.model, "version": predictor.version},
+        }
+        if batch.warnings:
+            answer["warnings"] = batch.warnings
+            request.environ["modelrail.detail"] = f"{len(batch.warnings)} warning(s)"
+        return self._json(_encode_answer(answer))
 
-        status, headers, body = self.respond(
-            environ.get("REQUEST_METHOD", "GET"),
-            environ.get("PATH_INFO") or "/",
-            header,
-            environ["wsgi.input"].read,
-            environ.get("REMOTE_ADDR"),
-        )
-        start_response(_STATUS_LINES.get(status, f"{status} Error"), headers)
-        return [body]
+    def _live(self) -> Response:
+        return self._json(b'{"status":"ok"}')
 
-    def __rsgi_init__(self, loop: Any) -> None:
-        """Called by granian in each worker, with the worker's event loop."""
-        self.deadlines = BodyDeadlines(loop, self.settings.request_timeout_s)
-
-    async def __rsgi__(self, scope: Any, protocol: Any) -> None:
-        """granian's RSGI interface: the body is awaited, so a client that stops
-        sending holds no thread, and one that has not sent it all within
-        ``request_timeout_s`` is answered 408."""
-        body = await _read_body(protocol, scope, self.settings.max_body_bytes, self.deadlines)
-        status, headers, answer = self.respond(
-            scope.method,
-            scope.path,
-            scope.headers.get,
-            None if body is None else lambda size: body[:size],
-            scope.client.rpartition(":")[0],
-        )
-        protocol.response_bytes(status, headers, answer)
-
-    def _probe(self, method: str, path: str) -> tuple[int, bytes, str | None]:
-        if method not in ("GET", "HEAD"):
-            raise Problem("method-not-allowed", f"{method} is not allowed on {path}")
-        if not self.probe_routes[path]:
-            return 200, b'{"status":"ok"}', None
+    def _ready(self) -> Response:
         predictor = self._predictor()
         answer = {
             "status": "ready",
@@ -300,46 +221,14 @@ class Service:
             "predictor": predictor.booster.kind,
             "reader": self.state.decoder.reader,
         }
-        return 200, orjson.dumps(answer), None
+        return self._json(orjson.dumps(answer))
 
-    def _predict(
-        self,
-        method: str,
-        header: Callable[[str], str | None],
-        read: Callable[[int], bytes] | None,
-    ) -> tuple[int, bytes, str | None]:
-        if method != "POST":
-            raise Problem("method-not-allowed", "use POST")
-        predictor = self._predictor()
-        _check_media_type(header("content-type") or "")
-        batch = self.state.decoder.decode(self._read_body(read, header("content-length")))
-        answer: dict[str, Any] = {
-            "predictions": predictor.predict(batch.matrix),
-            "model": {"name": predictor.model, "version": predictor.version},
-        }
-        if batch.warnings:
-            answer["warnings"] = batch.warnings
-        detail = f"{len(batch.warnings)} warning(s)" if batch.warnings else None
-        return 200, _encode_answer(answer), detail
-
-    def _get(
-        self, method: str, path: str, answer: Callable[[], bytes]
-    ) -> tuple[int, bytes, str | None]:
-        if method not in ("GET", "HEAD"):
-            raise Problem("method-not-allowed", f"{method} is not allowed on {path}")
-        return 200, answer(), None
-
-    def _predictor(self) -> Any:
-        if self.state.predictor is None:
-            raise Problem("not-ready", self.state.error or "no model is loaded")
-        return self.state.predictor
-
-    def _openapi_document(self) -> bytes:
-        if self._openapi is None:  # built once, on first use: not on the way to a prediction
+    def _openapi(self) -> Response:
+        if self._openapi_document is None:  # built once, on first use
             from modelrail.serving import openapi
 
             predictor = self.state.predictor
-            self._openapi = orjson.dumps(
+            self._openapi_document = orjson.dumps(
                 openapi.build(
                     self.settings,
                     predictor.schema if predictor is not None else None,
@@ -347,9 +236,9 @@ class Service:
                     predictor.version if predictor is not None else None,
                 )
             )
-        return self._openapi
+        return self._json(self._openapi_document)
 
-    def _metadata(self, name: str) -> bytes:
+    def _metadata(self, name: str) -> Response:
         if name != self.settings.model_name:
             raise Problem(
                 "not-found", f"this service serves {self.settings.model_name!r}, not {name!r}"
@@ -379,75 +268,192 @@ class Service:
                 "request_timeout_s": self.settings.request_timeout_s,
             },
         }
-        return orjson.dumps(body, default=str)
+        return self._json(orjson.dumps(body, default=str))
 
-    @staticmethod
-    def _render(problem: Problem, path: str, request_id: str) -> bytes:
-        body = problem.body(path)
-        body["request_id"] = request_id
-        return orjson.dumps(body)
-
-    def _read_body(self, read: Callable[[int], bytes] | None, length_header: str | None) -> bytes:
-        """The whole body, within ``max_body_bytes``, or the problem with it."""
-        limit = self.settings.max_body_bytes
-        if read is None:
+    def _body(self) -> bytes:
+        """The whole body, within ``MAX_CONTENT_LENGTH``, or the problem with it."""
+        environ = request.environ
+        if environ.get("modelrail.timed_out"):
             raise Problem(
                 "request-timeout",
                 f"the body did not arrive within {self.settings.request_timeout_s:g} s",
             )
-        if length_header:
-            try:
-                length = int(length_header)
-            except ValueError:
-                raise Problem("bad-request", "invalid Content-Length") from None
-            if length > limit:
+        limit, length = self.settings.max_body_bytes, request.content_length
+        if length is None:  # chunked: read at most one byte past the limit
+            chunked: bytes = environ["wsgi.input"].read(limit + 1)
+            if len(chunked) > limit:
                 raise _too_large(limit)
-            body = read(length)
-            if len(body) < length:  # the client stopped sending: do not parse a fragment
-                raise Problem(
-                    "bad-request",
-                    f"the body ended after {len(body)} of the {length} bytes its "
-                    "Content-Length announced",
-                )
-            return body
-        # No Content-Length (chunked): read at most one byte past the limit.
-        body = read(limit + 1)
-        if len(body) > limit:
+            return chunked
+        if length > limit:
             raise _too_large(limit)
+        body: bytes = environ["wsgi.input"].read(length)
+        if len(body) < length:  # the client stopped sending: do not parse a fragment
+            raise Problem(
+                "bad-request",
+                f"the body ended after {len(body)} of the {length} bytes its "
+                "Content-Length announced",
+            )
         return body
 
-    def _log(
-        self,
-        method: str,
-        path: str,
-        header: Callable[[str], str | None],
-        client: str | None,
-        status: int,
-        started: float,
-        request_id: str,
-        detail: str | None,
-    ) -> None:
+    def _predictor(self) -> Any:
+        if self.state.predictor is None:
+            raise Problem("not-ready", self.state.error or "no model is loaded")
+        return self.state.predictor
+
+    def _json(self, body: bytes, status: int = 200, content_type: str = _JSON) -> Response:
+        return self.response_class(body, status, content_type=content_type)
+
+    # -- errors, request ids, the access log ------------------------------------------
+
+    def _problem(self, problem: Problem) -> Response:
+        request.environ["modelrail.detail"] = problem.detail
+        body = problem.body(request.path)
+        body["request_id"] = _request_id()
+        return self._json(orjson.dumps(body), problem.status, PROBLEM_JSON)
+
+    def _http_error(self, error: HTTPException) -> Response:
+        """Flask's own errors (no route, a method a route does not take, a body over
+        ``MAX_CONTENT_LENGTH``) as problems."""
+        if isinstance(error, NotFound):
+            problem = Problem("not-found", f"no route {request.path}")
+        elif isinstance(error, MethodNotAllowed):
+            problem = Problem(
+                "method-not-allowed", f"{request.method} is not allowed on {request.path}"
+            )
+        elif isinstance(error, RequestEntityTooLarge):
+            problem = _too_large(self.settings.max_body_bytes)
+        else:
+            problem = Problem("bad-request", error.description or "bad request")
+        response = self._problem(problem)
+        if isinstance(error, MethodNotAllowed) and error.valid_methods:
+            response.headers["Allow"] = ", ".join(m for m in error.valid_methods if m != "HEAD")
+        return response
+
+    def _internal_error(self, error: Exception) -> Response:
+        log.error(
+            "request failed", exc_info=error,
+            extra={"fields": {"event": "internal_error", "request_id": _request_id()}},
+        )  # fmt: skip
+        response = self._problem(Problem("internal-error", "see the service log"))
+        request.environ["modelrail.detail"] = "internal error"
+        return response
+
+    def _finish(self, response: Response) -> Response:
+        environ = request.environ
+        response.headers["X-Request-Id"] = _request_id()
+        if environ.get("modelrail.timed_out") or (
+            self.draining is not None and self.draining.value
+        ):
+            # Draining, or the rest of a late body may still come: close the connection.
+            response.headers["Connection"] = "close"
+        status = response.status_code
+        if self.log_all or (status >= 400 and self.log_errors):
+            self._log(status, environ.get("modelrail.detail"))
+        return response
+
+    def _log(self, status: int, detail: str | None) -> None:
+        headers = request.headers
+        started = request.environ.get("modelrail.started")
         fields: dict[str, Any] = {
             "httpRequest": {
-                "requestMethod": method,
-                "requestUrl": path,
+                "requestMethod": request.method,
+                "requestUrl": request.path,
                 "status": status,
-                "latency": f"{time.perf_counter() - started:.6f}s",
-                "userAgent": header("user-agent"),
-                "remoteIp": client,
+                "latency": f"{time.perf_counter() - started:.6f}s" if started else None,
+                "userAgent": headers.get("User-Agent"),
+                "remoteIp": request.remote_addr,
             },
-            "request_id": request_id,
+            "request_id": _request_id(),
             **logs.trace_fields(
-                self.project, header("traceparent"), header("x-cloud-trace-context")
+                self.project, headers.get("traceparent"), headers.get("X-Cloud-Trace-Context")
             ),
         }
-        message = f"{method} {path} {status}"
+        message = f"{request.method} {request.path} {status}"
         if detail:
             message += f": {detail}"
         level = (
             logging.ERROR if status >= 500 else logging.WARNING if status >= 400 else logging.INFO
         )
         log.log(level, message, extra={"fields": fields})
+
+    # -- granian's RSGI interface -------------------------------------------------------
+
+    def __rsgi_init__(self, loop: Any) -> None:
+        """Called by granian in each worker, with the worker's event loop."""
+        self.deadlines = BodyDeadlines(loop, self.settings.request_timeout_s)
+        self._base_environ = {
+            "SCRIPT_NAME": "",
+            "wsgi.version": (1, 0),
+            "wsgi.errors": sys.stderr,
+            "wsgi.multithread": False,
+            "wsgi.multiprocess": True,
+            "wsgi.run_once": False,
+            # The whole body is in wsgi.input: Werkzeug may read a body without a
+            # Content-Length (chunked) up to MAX_CONTENT_LENGTH.
+            "wsgi.input_terminated": True,
+        }
+
+    async def __rsgi__(self, scope: Any, protocol: Any) -> None:
+        """granian's RSGI interface: the body is awaited, so a client that stops
+        sending holds no thread, and one that has not sent it all within
+        ``request_timeout_s`` is answered 408; then the WSGI app answers."""
+        started = time.perf_counter()
+        body = await _read_body(protocol, scope, self.settings.max_body_bytes, self.deadlines)
+        host, _, port = (scope.server or ":").rpartition(":")
+        environ = {
+            **self._base_environ,
+            "REQUEST_METHOD": scope.method,
+            "PATH_INFO": unquote(scope.path, "latin-1"),
+            "QUERY_STRING": scope.query_string,
+            "SERVER_NAME": host or "localhost",
+            "SERVER_PORT": port or "80",
+            "SERVER_PROTOCOL": f"HTTP/{scope.http_version}",
+            "REMOTE_ADDR": (scope.client or "").rpartition(":")[0],
+            "wsgi.url_scheme": scope.scheme,
+            "wsgi.input": io.BytesIO(body or b""),
+            "modelrail.started": started,
+        }
+        if body is None:
+            environ["modelrail.timed_out"] = True
+        for name, value in scope.headers.items():
+            key = name.upper().replace("-", "_")
+            if key not in _CGI_HEADERS:
+                key = "HTTP_" + key
+            environ[key] = f"{environ[key]},{value}" if key in environ else value
+        answer: list[Any] = []
+
+        def start_response(
+            status: str, headers: list[tuple[str, str]], exc_info: Any = None, /
+        ) -> Callable[[bytes], object]:
+            answer[:] = (status, headers)
+            return _no_write
+
+        chunks = self.wsgi_app(environ, start_response)
+        try:
+            data = b"".join(chunks)
+        finally:
+            close = getattr(chunks, "close", None)
+            if close is not None:
+                close()
+        status, headers = answer
+        protocol.response_bytes(int(status[:3]), headers, data)
+
+
+def _no_write(data: bytes) -> None:
+    raise NotImplementedError("the staging service returns its body; it never calls write()")
+
+
+def _request_id() -> str:
+    """The request's id: the client's ``X-Request-Id`` if it is a sane one, else 128
+    random bits as 32 hex digits (like uuid4().hex at a sixth of its cost)."""
+    environ = request.environ
+    found: str | None = environ.get("modelrail.request_id")
+    if found is None:
+        found = environ.get("HTTP_X_REQUEST_ID")
+        if not found or len(found) > _REQUEST_ID_MAX or not found.isprintable():
+            found = os.urandom(16).hex()
+        environ["modelrail.request_id"] = found
+    return found
 
 
 def _check_media_type(content_type: str) -> None:

@@ -1,20 +1,22 @@
 """The staging service's server: ``python -m modelrail.serving.server``.
 
-granian (a Rust HTTP/1.1 server) answers the requests, through its RSGI interface
-(``Service.__rsgi__``: bodies are awaited, so a slow client holds no thread);
+granian (a Rust HTTP/1.1 server) serves the Flask app (``app.StagingService``)
+through its RSGI interface (``StagingService.__rsgi__``: bodies are awaited under a
+deadline, so a slow client holds no thread, then Flask answers);
 ``docs/benchmarks.md`` shows why: on these cores a Python HTTP server's own request
 handling caps a do-nothing app below the throughput the service needs. Only granian's
 public API is used (its constructor, ``serve`` with a target loader, and the SIGTERM
 handler it documents as overridable):
 
-- **The cheapest way into Python**: uvloop runs each worker's event loop and granian's
-  Rust task implementation steps the request coroutines (no asyncio task per request;
-  granian uses it on Python < 3.12 and asyncio's tasks on later versions). Together
-  they took a quarter off the server's CPU time per one-row request
-  (``docs/benchmarks.md``). The body deadline does not depend on asyncio tasks
-  (``app.BodyDeadlines``), so it holds under either implementation.
-- **Preloaded app**: the master verifies and loads the model (``create_service``)
-  before any worker exists, then forks the workers, which inherit it. With
+- **A short tail**: uvloop runs each worker's event loop, with asyncio's tasks.
+  granian's Rust tasks cost less CPU per request but kept each request's coroutine
+  and futures alive for as long as its connection stayed open; the growing pile made
+  full collections take up to 230 ms, which was the p99 of a kept-alive client
+  (``docs/benchmarks.md``). The body deadline does not depend on the task
+  implementation (``app.BodyDeadlines``).
+- **Preloaded app**: the master verifies and loads the model (``create_app``)
+  before any worker exists, freezes what it loaded out of the collector's reach
+  (``gc.freeze``), then forks the workers, which inherit it. With
   ``MODELRAIL_REQUIRE_MODEL=1`` a version that cannot load ends the process before it
   listens.
 - **One listener**: ``MODELRAIL_BIND`` is ``host:port`` (Cloud Run, Vertex AI: each
@@ -31,6 +33,7 @@ handler it documents as overridable):
 from __future__ import annotations
 
 import ctypes
+import gc
 import os
 import signal
 import sys
@@ -111,7 +114,11 @@ def build_server(settings: ServiceSettings, draining: SharedFlag) -> Any:
         uds_permissions=0o600 if uds else None,
         interface=Interfaces.RSGI,
         loop=Loops.uvloop,
-        task_impl=TaskImpl.rust,
+        # asyncio's tasks: under granian's Rust tasks each request left its coroutine,
+        # context and futures alive on its kept-alive connection (7.5k objects of each
+        # per collection here), so full collections grew to 250k objects and 230 ms:
+        # the p99 tail of docs/benchmarks.md.
+        task_impl=TaskImpl.asyncio,
         http=HTTPModes.http1,
         http1_settings=HTTP1Settings(
             header_read_timeout=round(settings.header_timeout_s * 1000), keep_alive=True
@@ -135,12 +142,17 @@ def main() -> None:
     multiprocessing.set_start_method("fork", force=True)
 
     from modelrail.serving import importguard
-    from modelrail.serving.app import create_service
+    from modelrail.serving.app import create_app
 
     importguard.install()
     # The model first, the port after: a TCP startup probe passes only once the
     # version is verified and loaded.
-    app = create_service()
+    app = create_app()
+    # What the master loaded (the model, the libraries) lives as long as the process:
+    # frozen, the collector never walks it again, and the forked workers' pages of it
+    # stay shared.
+    gc.collect()
+    gc.freeze()
     draining = SharedFlag()
     app.draining = draining
     server = build_server(app.settings, draining)
