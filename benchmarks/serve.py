@@ -4,7 +4,7 @@
 
 What it does:
 1. trains the penguins model (the pipeline's contract and encoding), builds and
-   verifies its compiled predictor as the training job does (``compiled.build``) and
+   verifies its compiled predictor as the training job does (``builder.build``) and
    registers both in a scratch bucket under ``build/bench/``;
 2. builds MLflow's own environment (``build/bench-mlflow-venv`` from
    ``benchmarks/requirements-mlflow.txt``) if missing, saves the same booster with
@@ -84,7 +84,7 @@ def train_and_register(home: Path) -> tuple[Any, list[dict[str, Any]], list[list
     from modelrail.domain.decoding import RequestDecoder
     from modelrail.domain.features import FeatureSchema
     from modelrail.domain.registry import Registry
-    from modelrail.native import compiled
+    from modelrail.native import builder, loader
 
     config = PipelineConfig.load(ROOT / "pipeline.toml")
     contract = config.contract
@@ -112,8 +112,8 @@ def train_and_register(home: Path) -> tuple[Any, list[dict[str, Any]], list[list
     started = time.perf_counter()
     # The body reader is held to the service's decoder, as the training job holds it.
     decoder = RequestDecoder(schema, max_instances=1_000_000)
-    reading = compiled.Reading(schema, records[:3], decoder.plain_matrix)
-    built = compiled.build(text, 100, booster, matrix[:3].tolist(), "cc", reading)
+    reading = loader.Reading(schema, records[:3], decoder.plain_matrix)
+    built = builder.build(text, 100, booster, matrix[:3].tolist(), "cc", reading)
     print(f"compiled predictors built in {time.perf_counter() - started:.1f} s", flush=True)
     if not built.predictors or built.reader != "built":
         raise RuntimeError(f"no compiled predictor: {built.not_built}; reader {built.reader}")

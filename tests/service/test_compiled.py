@@ -34,7 +34,7 @@ from modelrail.domain.config import PipelineConfig
 from modelrail.domain.features import FeatureSchema
 from modelrail.domain.registry import Registry, sha256
 from modelrail.kernel.events import DataUploaded
-from modelrail.native import compiled, predictor_c
+from modelrail.native import builder, loader, predictor_c, probes, trees
 from modelrail.serving.predictor import NativeBooster
 from modelrail.settings.process import Settings
 from tests.conftest import settings_env, wait_for
@@ -101,7 +101,7 @@ def train(objective: str, rounds: int = 25, **params: Any) -> lightgbm.Booster:
     return lightgbm.train(settings, data, num_boost_round=rounds)
 
 
-def hard_rows(model: predictor_c.TreeModel) -> np.ndarray:
+def hard_rows(model: trees.TreeModel) -> np.ndarray:
     x, _ = synthetic(3000, 11)
     special = [
         math.nan,
@@ -122,12 +122,12 @@ def hard_rows(model: predictor_c.TreeModel) -> np.ndarray:
     rng = np.random.default_rng(5)
     mask = rng.random(x.shape) < 0.1
     x[mask] = rng.choice(special, size=int(mask.sum()))
-    probes = np.array(predictor_c.probe_rows(model, [0.5, 200.0, 0.0, 1.0], 2000), dtype=np.float64)
-    return np.ascontiguousarray(np.vstack([x, probes]))
+    probed = np.array(probes.probe_rows(model, [[0.5, 200.0, 0.0, 1.0]], 2000), dtype=np.float64)
+    return np.ascontiguousarray(np.vstack([x, probed]))
 
 
 class Reference:
-    """LightGBM's ``Booster`` at one iteration count, as ``compiled.build`` checks against."""
+    """LightGBM's ``Booster`` at one iteration count, as ``builder.build`` checks against."""
 
     def __init__(self, booster: lightgbm.Booster, num_iteration: int | None) -> None:
         self.booster, self.num_iteration = booster, num_iteration
@@ -136,13 +136,13 @@ class Reference:
         return self.booster.predict(rows, num_iteration=self.num_iteration, num_threads=1)
 
 
-def loaded(built: compiled.Built, model: predictor_c.TreeModel, directory: Path) -> dict[str, Any]:
+def loaded(built: builder.Built, model: trees.TreeModel, directory: Path) -> dict[str, Any]:
     """Each built object, loaded from a file as the service loads it."""
     boosters = {}
     for predictor in built.predictors:
         path = directory / f"{id(built)}-{predictor.build.file}"
         path.write_bytes(predictor.library)
-        boosters[predictor.build.name] = compiled.CompiledBooster(
+        boosters[predictor.build.name] = loader.CompiledBooster(
             path, model.num_features, model.trees_per_iteration
         )
     return boosters
@@ -150,7 +150,7 @@ def loaded(built: compiled.Built, model: predictor_c.TreeModel, directory: Path)
 
 def expected_builds() -> set[str]:
     """Every build where the CPU can run it (the vector one needs AVX2)."""
-    return {b.name for b in compiled.BUILDS if set(b.requires) <= compiled.cpu_features()}
+    return {b.name for b in builder.BUILDS if set(b.requires) <= loader.cpu_features()}
 
 
 @pytest.mark.parametrize(
@@ -173,18 +173,18 @@ def test_compiled_predictions_are_lightgbms_bit_for_bit(
     """Both builds (vector code as AVX2 and, portable, lowered to SSE2)."""
     booster = train(objective, **params)
     text = booster.model_to_string()
-    model = predictor_c.parse(text)
+    model = trees.parse(text)
     rows = hard_rows(model)
     for num_iteration in (None, 10):
         reference = Reference(booster, num_iteration)
-        built = compiled.build(text.encode(), num_iteration, reference, [], "cc")
+        built = builder.build(text.encode(), num_iteration, reference, [], "cc")
         boosters = loaded(built, model, tmp_path)
         assert set(boosters) == expected_builds(), built.not_built
         for ours in boosters.values():
             assert_same_doubles(ours, rows, reference.predict(rows))
 
 
-def assert_same_doubles(ours: compiled.CompiledBooster, rows: np.ndarray, theirs: Any) -> None:
+def assert_same_doubles(ours: loader.CompiledBooster, rows: np.ndarray, theirs: Any) -> None:
     """All rows at once (the vector code, rows a multiple of four or not) and in
     batches too small for it (the row code)."""
     assert ours.predict(rows).view(np.uint64).tolist() == theirs.view(np.uint64).tolist()
@@ -198,9 +198,9 @@ def test_trees_of_more_than_64_leaves_are_exact_too(cc: None, tmp_path: Path) ->
     """Such trees are generated as nested ifs, not branch-free."""
     booster = train("multiclass", rounds=4, num_leaves=120, min_data_in_leaf=2)
     text = booster.model_to_string()
-    model = predictor_c.parse(text)
+    model = trees.parse(text)
     assert max(tree.num_leaves for tree in model.trees) > 64
-    built = compiled.build(text.encode(), None, Reference(booster, None), [], "cc")
+    built = builder.build(text.encode(), None, Reference(booster, None), [], "cc")
     rows = hard_rows(model)
     for ours in loaded(built, model, tmp_path).values():
         assert_same_doubles(ours, rows, booster.predict(rows, num_threads=1))
@@ -211,8 +211,8 @@ def test_a_value_with_all_ones_low_bits_is_a_value_not_a_missing_one(
 ) -> None:
     booster = train("regression")
     text = booster.model_to_string()
-    model = predictor_c.parse(text)
-    built = compiled.build(text.encode(), None, Reference(booster, None), [], "cc")
+    model = trees.parse(text)
+    built = builder.build(text.encode(), None, Reference(booster, None), [], "cc")
     rows = np.array([[0.1, ALL_ONES_LOW_WORD, 1.0, 3.0], [0.1, math.nan, 1.0, 3.0]] * 4)
     expected = booster.predict(rows, num_threads=1)
     assert expected[0] != expected[1]
@@ -246,7 +246,7 @@ def test_models_it_cannot_reproduce_are_not_built(
         lightgbm.Dataset(np.abs(x[:, :3]), np.abs(signal)),
         num_boost_round=3,
     )
-    built = compiled.build(booster.model_to_string().encode(), None, booster, [], "cc")
+    built = builder.build(booster.model_to_string().encode(), None, booster, [], "cc")
     assert built.predictors == ()
     [why] = built.not_built
     assert why.startswith("not compiled: ")
@@ -262,12 +262,12 @@ def test_what_is_not_built_says_why(cc: None) -> None:
     booster = train("binary", rounds=3)
     text = booster.model_to_string().encode()
 
-    missing = compiled.build(text, None, booster, [], "/nonexistent/cc")
-    failing = compiled.build(text, None, booster, [], "cc -fno-such-option-anywhere")
+    missing = builder.build(text, None, booster, [], "/nonexistent/cc")
+    failing = builder.build(text, None, booster, [], "cc -fno-such-option-anywhere")
     # A reference with other trees: the probe rows tell them apart.
-    other = compiled.build(text, None, train("binary", rounds=4), [], "cc")
+    other = builder.build(text, None, train("binary", rounds=4), [], "cc")
 
-    assert missing == compiled.Built((), ("no C compiler: '/nonexistent/cc' was not found",))
+    assert missing == builder.Built((), ("no C compiler: '/nonexistent/cc' was not found",))
     assert failing.predictors == ()
     assert [why.split(":")[:2] for why in failing.not_built] == [
         ["avx2", " cc failed"],
@@ -281,14 +281,14 @@ def test_verify_refuses_a_library_that_differs(cc: None, tmp_path: Path) -> None
     """The load-time check can fail: a library built from other trees is caught."""
     booster = train("regression", rounds=20)
     text = booster.model_to_string()
-    model_a = predictor_c.parse(text)
-    built = compiled.build(text.encode(), None, booster, [], "cc")
+    model_a = trees.parse(text)
+    built = builder.build(text.encode(), None, booster, [], "cc")
     other = train("regression", rounds=21)
     reference = NativeBooster(other.model_to_string().encode(), num_iteration=None)
-    rows = predictor_c.probe_rows(model_a, [0.0, 200.0, 0.0, 1.0], 100)
+    rows = probes.probe_rows(model_a, [[0.0, 200.0, 0.0, 1.0]], 100)
     for ours in loaded(built, model_a, tmp_path).values():
-        with pytest.raises(compiled.CompileError, match="probe rows differ"):
-            compiled.verify(ours, reference, rows)
+        with pytest.raises(loader.CompileError, match="probe rows differ"):
+            loader.verify(ours, reference, rows)
 
 
 def test_an_answer_that_is_not_a_finite_number_is_refused_not_sent(
@@ -303,7 +303,7 @@ def test_an_answer_that_is_not_a_finite_number_is_refused_not_sent(
 
     text = re.sub(r"^leaf_value=(.*)$", huge, booster.model_to_string(), flags=re.M)
     text = re.sub(r"^tree_sizes=.*\n", "", text, flags=re.M)  # the trees' byte sizes changed
-    model = predictor_c.parse(text)
+    model = trees.parse(text)
     source = predictor_c.generate(model, None)
     unchecked = "\n".join(
         line for line in source.splitlines() if "isfinite(out[i])" not in line
@@ -314,14 +314,14 @@ def test_an_answer_that_is_not_a_finite_number_is_refused_not_sent(
         (tmp_path / f"{name}.c").write_text(code)
         library = tmp_path / f"{name}.so"
         compiler = subprocess.run(
-            ["cc", *compiled.FLAGS, "-o", str(library), str(tmp_path / f"{name}.c"), "-lm"],
+            ["cc", *builder.FLAGS, "-o", str(library), str(tmp_path / f"{name}.c"), "-lm"],
             capture_output=True,
             text=True,
             check=False,
         )
         assert compiler.returncode == 0, compiler.stderr
         predictors.append(
-            compiled.CompiledBooster(library, model.num_features, model.trees_per_iteration)
+            loader.CompiledBooster(library, model.num_features, model.trees_per_iteration)
         )
     for predictor in predictors:
         for batch in (rows[:1], rows):  # the row code and the vector code
@@ -404,7 +404,7 @@ def test_a_training_run_builds_verified_predictors_that_register_keeps(
         assert manifest["files"][build["file"]]["sha256"] == build["sha256"]
         assert "-O2" in build["flags"]
         assert ("-mavx2" in build["flags"]) == (build["requires"] == ["avx2"])
-    if "avx2" not in compiled.cpu_features():
+    if "avx2" not in loader.cpu_features():
         assert any("this CPU lacks avx2" in why for why in manifest["compiled"]["not_built"])
 
 
@@ -448,7 +448,7 @@ def test_the_service_answers_with_the_trained_predictor_bit_for_bit(
     assert fast.get("/readyz").get_json()["predictor"] == "compiled"
     assert plain.get("/readyz").get_json()["predictor"] == "lightgbm"
     [used] = events(serving_log, "predictor_compiled")
-    preferred = next(b.name for b in compiled.BUILDS if b.name in expected_builds())
+    preferred = next(b.name for b in builder.BUILDS if b.name in expected_builds())
     assert used.fields["build"] == preferred  # type: ignore[attr-defined]
     answer = fast.post("/predict", json=body).get_json()
     assert answer == plain.post("/predict", json=body).get_json()
@@ -491,7 +491,7 @@ def test_without_avx2_the_service_loads_the_portable_build(
 ) -> None:
     if "avx2" not in expected_builds():
         pytest.skip("this CPU has no AVX2: the training run built the portable object only")
-    monkeypatch.setattr(compiled, "cpu_features", frozenset)
+    monkeypatch.setattr(loader, "cpu_features", frozenset)
 
     store = FilesystemStore(trained.home / "buckets", BUCKET)
     client = served(trained, store, predictor="compiled")

@@ -26,7 +26,7 @@ from hypothesis import strategies as st
 
 from modelrail.domain.decoding import RequestDecoder
 from modelrail.domain.features import Feature, FeatureSchema
-from modelrail.native import compiled, predictor_c, reader_c
+from modelrail.native import builder, loader, reader_c, trees
 
 from .test_compiled import need_cc
 
@@ -52,7 +52,7 @@ COMMON_SETTINGS = settings(
 
 @dataclasses.dataclass(frozen=True)
 class Reader:
-    booster: compiled.CompiledBooster
+    booster: loader.CompiledBooster
     decoder: RequestDecoder
 
     def check(self, body: bytes) -> np.ndarray | None:
@@ -93,14 +93,14 @@ def reader(tmp_path_factory: pytest.TempPathFactory) -> Reader:
     )
     decoder = RequestDecoder(SCHEMA, max_instances=MAX_ROWS)
     text = booster.model_to_string().encode()
-    reading = compiled.Reading(SCHEMA, records[:3], decoder.plain_matrix)
-    built = compiled.build(text, None, booster, matrix[:3].tolist(), "cc", reading)
+    reading = loader.Reading(SCHEMA, records[:3], decoder.plain_matrix)
+    built = builder.build(text, None, booster, matrix[:3].tolist(), "cc", reading)
     assert built.reader == "built", built
     assert built.predictors, built.not_built
     path = tmp_path_factory.mktemp("reader") / "predictor.so"
     path.write_bytes(built.predictors[-1].library)  # the portable build: any CPU runs it
-    model = predictor_c.parse(text.decode())
-    booster_so = compiled.CompiledBooster(path, model.num_features, model.trees_per_iteration)
+    model = trees.parse(text.decode())
+    booster_so = loader.CompiledBooster(path, model.num_features, model.trees_per_iteration)
     assert booster_so.has_reader
     return Reader(booster_so, decoder)
 
@@ -263,20 +263,20 @@ def test_a_reader_that_disagrees_with_the_decoder_is_refused(reader: Reader) -> 
         matrix = reader.decoder.plain_matrix(body)
         return None if matrix is None else np.nextafter(matrix, math.inf)
 
-    refused = compiled.Reading(SCHEMA, [common_record(random.Random(7))], off_by_one_ulp)
-    with pytest.raises(compiled.CompileError, match="reads probe body 0 unlike the service"):
-        compiled.verify_reader(reader.booster, refused)
+    refused = loader.Reading(SCHEMA, [common_record(random.Random(7))], off_by_one_ulp)
+    with pytest.raises(loader.CompileError, match="reads probe body 0 unlike the service"):
+        loader.verify_reader(reader.booster, refused)
 
 
 def test_a_schema_it_cannot_spell_gets_no_reader(tmp_path: Path) -> None:
     quoted = dataclasses.replace(
         SCHEMA, features=(dataclasses.replace(SCHEMA.features[0], name='say "hi"'),)
     )
-    with pytest.raises(predictor_c.Unsupported, match="holds a quote"):
+    with pytest.raises(trees.Unsupported, match="holds a quote"):
         reader_c.generate(quoted)
     control = dataclasses.replace(
         SCHEMA,
         features=(dataclasses.replace(SCHEMA.features[4], categories=("a\nb",)),),
     )
-    with pytest.raises(predictor_c.Unsupported, match="the category"):
+    with pytest.raises(trees.Unsupported, match="the category"):
         reader_c.generate(control)

@@ -1,6 +1,6 @@
 """LightGBM model text → C source that predicts exactly what LightGBM predicts.
 
-The compiled predictor (``MODELRAIL_PREDICTOR=compiled``, see ``compiled``) turns
+The compiled predictor (``MODELRAIL_PREDICTOR=compiled``, see ``builder`` and ``loader``) turns
 each tree into straight-line C: one or two compares per node and, for trees of up to
 64 leaves, no branch at all (``_exit_leaf_masks``; deeper trees become nested
 ``if``s). Each tree runs over the whole batch before the next, while its code is
@@ -31,130 +31,21 @@ with ``Unsupported``; the service then keeps LightGBM's own predictor.
 
 from __future__ import annotations
 
-import dataclasses
 import math
-import random
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 
-from modelrail.kernel.errors import ModelrailError
+from modelrail.native.trees import (
+    CATEGORICAL_MASK,
+    DEFAULT_LEFT_MASK,
+    LANES_FROM,
+    MISSING_NAN,
+    MISSING_ZERO,
+    Tree,
+    TreeModel,
+)
 
-# Objectives whose LightGBM output transform is the identity (no ``sqrt`` option).
-_IDENTITY_OBJECTIVES = {"regression", "regression_l1", "huber", "fair", "quantile", "mape"}
 # LightGBM's kZeroThreshold is declared ``const double kZeroThreshold = 1e-35f``.
 _ZERO_THRESHOLD = "((double)1e-35f)"
-_MISSING_ZERO, _MISSING_NAN = 1, 2  # MissingType::Zero and ::NaN; ::None is 0
-_CATEGORICAL_MASK, _DEFAULT_LEFT_MASK = 1, 2
-# Where the vector code starts to pay (see LANES_FROM in the generated code).
-LANES_FROM = 4
-
-
-class Unsupported(ModelrailError, ValueError):
-    """The model uses a LightGBM feature the generated code does not reproduce."""
-
-
-@dataclasses.dataclass(frozen=True)
-class Tree:
-    num_leaves: int
-    split_feature: tuple[int, ...]
-    threshold: tuple[float, ...]
-    decision_type: tuple[int, ...]
-    left_child: tuple[int, ...]
-    right_child: tuple[int, ...]
-    leaf_value: tuple[float, ...]
-    cat_boundaries: tuple[int, ...]
-    cat_threshold: tuple[int, ...]
-
-
-@dataclasses.dataclass(frozen=True)
-class TreeModel:
-    """The parts of a LightGBM text model that prediction reads."""
-
-    num_features: int
-    trees_per_iteration: int
-    objective: str
-    sigmoid: float
-    trees: tuple[Tree, ...]
-
-    @property
-    def iterations(self) -> int:
-        return len(self.trees) // self.trees_per_iteration
-
-
-def parse(model_text: str) -> TreeModel:
-    """Read a LightGBM ``model_to_string()`` text; ``Unsupported`` for what the
-    generated code would not reproduce exactly."""
-    header: dict[str, str] = {}
-    blocks: list[dict[str, str]] = []
-    current = header
-    for line in model_text.splitlines():
-        if line.startswith("Tree="):
-            current = {}
-            blocks.append(current)
-        elif line == "end of trees":
-            break
-        elif line == "average_output":
-            raise Unsupported("random-forest models (average_output)")
-        elif "=" in line:
-            key, _, value = line.partition("=")
-            current[key] = value
-    try:
-        objective, *options = header["objective"].split()
-        trees_per_iteration = int(header["num_tree_per_iteration"])
-        num_features = int(header["max_feature_idx"]) + 1
-    except (KeyError, ValueError) as exc:
-        raise Unsupported(f"not a LightGBM text model: {exc}") from None
-    settings = dict(option.partition(":")[::2] for option in options)
-    if objective == "multiclass":
-        if int(settings.get("num_class", 0)) != trees_per_iteration:
-            raise Unsupported("multiclass with num_class != num_tree_per_iteration")
-    elif objective == "binary":
-        if trees_per_iteration != 1:
-            raise Unsupported("binary with more than one tree per iteration")
-    elif objective not in _IDENTITY_OBJECTIVES or "sqrt" in settings:
-        raise Unsupported(f"objective {header['objective']!r}")
-    if not blocks or len(blocks) % trees_per_iteration:
-        raise Unsupported(f"{len(blocks)} trees for {trees_per_iteration} per iteration")
-    return TreeModel(
-        num_features=num_features,
-        trees_per_iteration=trees_per_iteration,
-        objective=objective,
-        sigmoid=float(settings.get("sigmoid", 1.0)),
-        trees=tuple(_tree(block) for block in blocks),
-    )
-
-
-def _tree(block: dict[str, str]) -> Tree:
-    if block.get("is_linear", "0") != "0":
-        raise Unsupported("linear trees")
-
-    def ints(key: str) -> tuple[int, ...]:
-        return tuple(int(v) for v in block.get(key, "").split())
-
-    def floats(key: str) -> tuple[float, ...]:
-        return tuple(float(v) for v in block.get(key, "").split())
-
-    tree = Tree(
-        num_leaves=int(block["num_leaves"]),
-        split_feature=ints("split_feature"),
-        threshold=floats("threshold"),
-        decision_type=ints("decision_type"),
-        left_child=ints("left_child"),
-        right_child=ints("right_child"),
-        leaf_value=floats("leaf_value"),
-        cat_boundaries=ints("cat_boundaries"),
-        cat_threshold=ints("cat_threshold"),
-    )
-    internal = tree.num_leaves - 1
-    sizes = {
-        len(tree.split_feature),
-        len(tree.threshold),
-        len(tree.decision_type),
-        len(tree.left_child),
-        len(tree.right_child),
-    }
-    if sizes != {internal} or len(tree.leaf_value) != tree.num_leaves:
-        raise Unsupported("a tree whose node arrays disagree with num_leaves")
-    return tree
 
 
 def literal(value: float) -> str:
@@ -176,9 +67,9 @@ def _condition(tree: Tree, node: int, index: int, lanes: bool) -> str:
     decision = tree.decision_type[node]
     value = f"X({feature})" if lanes else f"x[{feature}]"
     negate = "~" if lanes else "!"
-    default_left = bool(decision & _DEFAULT_LEFT_MASK)
+    default_left = bool(decision & DEFAULT_LEFT_MASK)
     missing = (decision >> 2) & 3
-    if decision & _CATEGORICAL_MASK:
+    if decision & CATEGORICAL_MASK:
         cat = int(tree.threshold[node])
         start, end = tree.cat_boundaries[cat], tree.cat_boundaries[cat + 1]
         # The bitset's name is unique per node; the helper repeats LightGBM's cast,
@@ -192,9 +83,9 @@ def _condition(tree: Tree, node: int, index: int, lanes: bool) -> str:
     threshold = literal(tree.threshold[node])
     left_or_nan = f"{negate}({value} > {threshold})"
     left = f"({value} <= {threshold})"
-    if missing == _MISSING_NAN:
+    if missing == MISSING_NAN:
         return left_or_nan if default_left else left
-    if missing == _MISSING_ZERO:
+    if missing == MISSING_ZERO:
         # NaN becomes 0.0 first, and zero takes the default direction.
         if default_left:
             return f"({left_or_nan} | ({value} == 0.0))"
@@ -205,7 +96,7 @@ def _condition(tree: Tree, node: int, index: int, lanes: bool) -> str:
 
 def _bitsets(tree: Tree, index: int) -> Iterator[str]:
     for node, decision in enumerate(tree.decision_type):
-        if decision & _CATEGORICAL_MASK:
+        if decision & CATEGORICAL_MASK:
             cat = int(tree.threshold[node])
             words = tree.cat_threshold[tree.cat_boundaries[cat] : tree.cat_boundaries[cat + 1]]
             body = ", ".join(f"{w}u" for w in words) or "0u"
@@ -478,52 +369,3 @@ def generate(model: TreeModel, num_iteration: int | None) -> str:
     ]
     parts.append("\n".join(body))
     return "\n\n".join(parts)
-
-
-def probe_values(model: TreeModel) -> list[list[float]]:
-    """Per feature, the values where a generated branch could part from LightGBM's:
-    every threshold and its neighbouring doubles, zero and kZeroThreshold's edges,
-    NaN, every category a bitset names and its neighbours, negative and fractional
-    categories."""
-    zero_threshold = 1.0000000180025095e-35  # (double)1e-35f
-    values: list[set[float]] = [
-        {0.0, -0.0, zero_threshold, -zero_threshold, 2e-35, -2e-35, 1.0, -1.0, -0.5, 0.5}
-        for _ in range(model.num_features)
-    ]
-    for tree in model.trees:
-        for node, feature in enumerate(tree.split_feature):
-            pool = values[feature]
-            if tree.decision_type[node] & _CATEGORICAL_MASK:
-                cat = int(tree.threshold[node])
-                words = tree.cat_threshold[tree.cat_boundaries[cat] : tree.cat_boundaries[cat + 1]]
-                for word_index, word in enumerate(words):
-                    for bit in range(32):
-                        if word >> bit & 1:
-                            category = float(word_index * 32 + bit)
-                            pool.update((category, category + 0.5, category + 1.0))
-                pool.update((len(words) * 32.0, 2.0**31, -(2.0**31) - 1.0))
-            else:
-                threshold = tree.threshold[node]
-                pool.update(
-                    (
-                        threshold,
-                        math.nextafter(threshold, math.inf),
-                        math.nextafter(threshold, -math.inf),
-                    )
-                )
-    return [[*sorted(pool), math.nan] for pool in values]
-
-
-def probe_rows(model: TreeModel, base: Sequence[float], extra: int) -> list[list[float]]:
-    """Rows that move one feature of ``base`` through its probe values, then
-    ``extra`` rows mixing probe values of every feature (a fixed, seeded walk)."""
-    pools = probe_values(model)
-    rows: list[list[float]] = []
-    for feature, pool in enumerate(pools):
-        for value in pool:
-            row = list(base)
-            row[feature] = value
-            rows.append(row)
-    walk = random.Random(0)
-    rows.extend([walk.choice(pool) for pool in pools] for _ in range(extra))
-    return rows

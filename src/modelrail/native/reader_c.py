@@ -6,7 +6,7 @@ the compiled predictor then takes to answer it: msgspec builds a struct per inst
 and a float object per value, and numpy reads them back. The reader generated here
 does it in one pass over the bytes, for this schema only (its feature names, kinds,
 ranges and categories are tables in the C), and is compiled into the same shared
-object as the model's predictor (``compiled``), so it is built, hashed, signed and
+object as the model's predictor (``builder``), so it is built, hashed, signed and
 verified with it.
 
 It reads a strict subset of what the service's typed decoder
@@ -26,7 +26,7 @@ category, a number it would have to round twice, more rows than the caller allow
 makes it decline the whole body: the service then decodes it in Python, which gives
 the answer, the warnings or the problem. Declining is always safe; accepting is held
 to the Python decoder bit for bit, on probe bodies where the object is built and
-again where it is loaded (``compiled.verify_reader``), and by property tests.
+again where it is loaded (``loader.verify_reader``), and by property tests.
 
 Schemas whose names or categories hold a quote, a backslash or a control character
 get no reader (``predictor_c.Unsupported``): the Python decoder reads their bodies.
@@ -35,15 +35,11 @@ get no reader (``predictor_c.Unsupported``): the Python decoder reads their bodi
 from __future__ import annotations
 
 import math
-import random
-from collections.abc import Iterator, Mapping, Sequence
-from typing import Any
-
-import orjson
 
 from modelrail.domain.decoding import KINDS, integer_bounds
-from modelrail.domain.features import Feature, FeatureSchema
-from modelrail.native.predictor_c import Unsupported, literal
+from modelrail.domain.features import FeatureSchema
+from modelrail.native.predictor_c import literal
+from modelrail.native.trees import Unsupported
 
 # The shortest spelling of a value: two quotes, a colon and one character.
 _MEMBER_OVERHEAD = 4
@@ -378,81 +374,3 @@ def generate(schema: FeatureSchema) -> str:
         + "};",
     ]
     return "\n".join(tables) + "\n" + _READER
-
-
-# -- probe bodies ------------------------------------------------------------------------
-# Spellings of numbers that take each of the reader's ways to a double: integer literals
-# (-0 among them), the exact fast path, strtod beyond it, exponents of both signs.
-_NUMBER_SPELLINGS = (
-    "0", "-0", "-0.0", "0.0", "1", "-1", "7.5", "0.1", "0.30000000000000004", "1e2", "1E-2",
-    "2.5e+3", "-3.25e-5", "123456789012345678", "1234567890123456789012", "0.000001234",
-    "9007199254740993", "1.7976931348623157e308", "2.2250738585072014e-308", "1e22",
-    "1e23", "123456.789e-20", "4.35", "1e-7",
-)  # fmt: skip
-
-
-def probe_bodies(schema: FeatureSchema, examples: Sequence[Mapping[str, Any]]) -> list[bytes]:
-    """Bodies a reader must read as the Python decoder does, or decline: the examples
-    in one body (compact, indented, members reversed), then each feature's every kind
-    of value and spelling on the first example, one per body, and seeded mixes of
-    those, four instances per body."""
-    names = schema.names
-    records = [{name: example.get(name) for name in names} for example in examples]
-    if not records:
-        records = [{feature.name: _a_value(feature) for feature in schema.features}]
-    spelled = [{name: orjson.dumps(value).decode() for name, value in r.items()} for r in records]
-    variants = [
-        {**spelled[0], feature.name: spelling}
-        for feature in schema.features
-        for spelling in _spellings(feature)
-    ]
-    rng = random.Random(0)
-    pool = spelled + variants
-    mixes = [
-        [{name: rng.choice(pool)[name] for name in names} for _ in range(4)] for _ in range(32)
-    ]
-    return [
-        _body(spelled),
-        _body(spelled, pretty=True),
-        _body([dict(reversed(instance.items())) for instance in spelled]),
-        *(_body([variant]) for variant in variants),
-        *(_body(mix) for mix in mixes),
-    ]
-
-
-def _a_value(feature: Feature) -> Any:
-    if feature.is_categorical:
-        return feature.categories[0]
-    if feature.type == "boolean":
-        return True
-    return feature.min if feature.min is not None else 0
-
-
-def _spellings(feature: Feature) -> Iterator[str]:
-    """JSON texts for one feature's value: valid ones, and ones out of range or of
-    another kind."""
-    if feature.nullable:
-        yield "null"
-    yield from ("true", "false", '"text"', "[]", "{}")
-    if feature.is_categorical:
-        for category in feature.categories:
-            yield orjson.dumps(category).decode()
-            yield orjson.dumps(category + "x").decode()
-        return
-    yield from _NUMBER_SPELLINGS
-    for bound in (feature.min, feature.max):
-        if bound is not None:
-            yield repr(float(bound))
-            yield repr(math.nextafter(float(bound), -math.inf))
-            yield repr(math.nextafter(float(bound), math.inf))
-            if float(bound).is_integer():
-                yield str(int(bound))
-
-
-def _body(instances: Sequence[Mapping[str, str]], *, pretty: bool = False) -> bytes:
-    separator, colon = (",\n  ", ": ") if pretty else (",", ":")
-    rows = [
-        "{" + separator.join(f"{orjson.dumps(k).decode()}{colon}{v}" for k, v in row.items()) + "}"
-        for row in instances
-    ]
-    return ('{"instances"' + colon + "[" + separator.join(rows) + "]}").encode()

@@ -84,7 +84,7 @@ def load_model(settings: ServiceSettings, store: Any, signer: ManifestSigner) ->
     checked with; every other file is checked against that manifest."""
     from modelrail.domain.decoding import RequestDecoder
     from modelrail.domain.registry import Registry
-    from modelrail.native import compiled
+    from modelrail.native import loader
     from modelrail.serving.predictor import Predictor
 
     started = time.perf_counter()
@@ -102,7 +102,7 @@ def load_model(settings: ServiceSettings, store: Any, signer: ManifestSigner) ->
         predictor = Predictor(name, version, loaded.manifest, loaded.model_text)
         decoder = RequestDecoder(predictor.schema, max_instances=settings.max_instances)
         if settings.predictor == "compiled":
-            reading = compiled.Reading(
+            reading = loader.Reading(
                 predictor.schema, loaded.manifest.get("examples") or [], decoder.plain_matrix
             )
             predictor.use_compiled(lambda file: registry.file(loaded.manifest, file), reading)

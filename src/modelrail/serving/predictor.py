@@ -28,7 +28,7 @@ import msgspec
 import numpy as np
 
 from modelrail.kernel.errors import ModelrailError
-from modelrail.native import compiled
+from modelrail.native import loader
 
 log = logging.getLogger("modelrail.serving")
 
@@ -95,7 +95,7 @@ class NativeBooster:
     """A LightGBM model loaded from its text format, predicting float64 row-major matrices."""
 
     kind = "lightgbm"
-    # No body reader: only a compiled predictor carries one (``compiled.CompiledBooster``).
+    # No body reader: only a compiled predictor carries one (``loader.CompiledBooster``).
     read: Callable[[bytes, int], np.ndarray | None] | None = None
 
     def __init__(self, model_text: bytes, *, num_iteration: int | None) -> None:
@@ -149,7 +149,7 @@ class NativeBooster:
 
     def predict(self, matrix: np.ndarray) -> np.ndarray:
         """Probabilities (nrow x classes, or nrow for binary) or regression values."""
-        matrix = compiled.c_rows(matrix, self.num_features)
+        matrix = loader.c_rows(matrix, self.num_features)
         rows, columns = matrix.shape
         width = self._width
         out = np.empty(rows * width, dtype=np.float64)
@@ -159,9 +159,9 @@ class NativeBooster:
                 self._lib,
                 self._lib.LGBM_BoosterPredictForMatSingleRowFast(
                     self._fast_config(),
-                    ctypes.c_void_p(compiled.address(matrix)),
+                    ctypes.c_void_p(loader.address(matrix)),
                     ctypes.byref(written),
-                    ctypes.c_void_p(compiled.address(out)),
+                    ctypes.c_void_p(loader.address(out)),
                 ),
             )
         else:
@@ -169,7 +169,7 @@ class NativeBooster:
                 self._lib,
                 self._lib.LGBM_BoosterPredictForMat(
                     self._handle,
-                    compiled.address(matrix),
+                    loader.address(matrix),
                     _DTYPE_FLOAT64,
                     rows,
                     columns,
@@ -179,12 +179,12 @@ class NativeBooster:
                     self.num_iteration,
                     _PARAMETERS,
                     ctypes.byref(written),
-                    compiled.address(out),
+                    loader.address(out),
                 ),
             )
         if written.value != out.size:
             raise ValueError(f"LightGBM wrote {written.value} predictions, expected {out.size}")
-        if not compiled.finite(out):
+        if not loader.finite(out):
             raise ArithmeticError("the model produced a non-finite prediction")
         return out.reshape(rows, width) if width > 1 else out
 
@@ -214,7 +214,7 @@ class Predictor:
         self.num_iteration: int | None = manifest.get("best_iteration")
         # LightGBM's predictor, or its compiled twin once ``use_compiled`` has
         # checked that both give the same doubles.
-        self.booster: NativeBooster | compiled.CompiledBooster
+        self.booster: NativeBooster | loader.CompiledBooster
         try:
             self.booster = NativeBooster(model_text, num_iteration=self.num_iteration)
         except ModelLoadError as exc:
@@ -238,16 +238,16 @@ class Predictor:
         return self.schema.encode_records(examples).tolist() if examples else []
 
     def use_compiled(
-        self, read: Callable[[str], bytes | None], reading: compiled.Reading | None = None
+        self, read: Callable[[str], bytes | None], reading: loader.Reading | None = None
     ) -> bool:
-        """Switch to the version's compiled predictor (``compiled.load``: the training
+        """Switch to the version's compiled predictor (``loader.load``: the training
         job built it; ``read`` gives a file of the version, its sha256 checked, or
         None), or log why LightGBM's stays. Given ``reading``, the predictor's body
         reader is verified against it too (``booster.read`` is then the reader)."""
         started = time.perf_counter()
         fields = {"model": self.model, "version": self.version}
         try:
-            booster, build, refused = compiled.load(
+            booster, build, refused = loader.load(
                 self.manifest.get("compiled"),
                 read,
                 self.booster,

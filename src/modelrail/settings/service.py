@@ -67,7 +67,7 @@ class ServiceSettings:
     candidate that cannot load never answers); otherwise the service stays up, live
     but not ready. ``predictor="compiled"`` loads the compiled predictor the training
     job built for the version, once its sha256 and a bit-for-bit probe against
-    LightGBM pass (see ``modelrail.native.compiled``); if any of that fails, LightGBM predicts.
+    LightGBM pass (see ``modelrail.native.loader``); if any of that fails, LightGBM predicts.
 
     The server: ``bind`` is ``host:port`` or ``unix:<path>`` (Vertex AI's
     ``AIP_HTTP_PORT``, else Cloud Run's ``PORT``, else 8080 on every interface);

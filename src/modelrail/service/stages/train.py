@@ -1,5 +1,5 @@
 """train: fit a LightGBM candidate on the validated snapshot (runs inside the job), and
-build its compiled predictor where the compiler and LightGBM are (``compiled.build``)."""
+build its compiled predictor where the compiler and LightGBM are (``builder.build``)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from modelrail.domain.registry import MODEL_FILE
 from modelrail.domain.runs import RunLog
 from modelrail.kernel.canonical import canonical_json
 from modelrail.kernel.events import DatasetValidated, ModelTrained
-from modelrail.native import compiled
+from modelrail.native import builder, loader
 from modelrail.service.stages import Outcome
 
 log = logging.getLogger(__name__)
@@ -77,21 +77,21 @@ def handle(
     return Outcome(trained, output)
 
 
-def _compile(candidate: training.Candidate, compiler: str | None) -> compiled.Built:
+def _compile(candidate: training.Candidate, compiler: str | None) -> builder.Built:
     """The candidate's compiled predictors, checked against LightGBM's own ``Booster``;
     none (with the reason logged and recorded) is never a failed run."""
     if compiler is None:
-        built = compiled.Built((), ("no compiler configured (MODELRAIL_COMPILER)",))
+        built = builder.Built((), ("no compiler configured (MODELRAIL_COMPILER)",))
     else:
         # The body reader is held to the service's own decoder of request bodies.
         decoder = RequestDecoder(candidate.schema, max_instances=_PROBE_INSTANCES)
-        built = compiled.build(
+        built = builder.build(
             candidate.model_text,
             candidate.best_iteration,
             lgb.Booster(model_str=candidate.model_text.decode()),
             candidate.schema.encode_records(candidate.examples).tolist(),
             compiler,
-            compiled.Reading(candidate.schema, candidate.examples, decoder.plain_matrix),
+            loader.Reading(candidate.schema, candidate.examples, decoder.plain_matrix),
         )
     names = ", ".join(predictor.build.file for predictor in built.predictors) or "none"
     if built.not_built:
