@@ -2,7 +2,7 @@
 
 It states what the request path enforces (``modelrail.domain.decoding``): the three body shapes,
 each feature's JSON type and nullability, the instance limit, and every error status
-with its problem+json body. The schemathesis run in ``tests/service`` holds the two
+with its problem+json body. The schemathesis run in ``tests/serving`` holds the two
 together.
 """
 

@@ -6,7 +6,7 @@ pandas and scikit-learn) and each ``Booster.predict`` call spends tens of
 microseconds in Python checks. The service calls the same C functions the wrapper
 calls for a numpy matrix (``LGBM_BoosterLoadModelFromString``,
 ``LGBM_BoosterPredictForMat`` with the same arguments), so the numbers are the very
-same; ``tests/service`` checks them against ``lightgbm.Booster.predict``.
+same; ``tests/serving`` checks them against ``lightgbm.Booster.predict``.
 
 The library is found next to the installed ``lightgbm`` package without importing it.
 ctypes releases the GIL during each call, and LightGBM's predict is thread-safe.
