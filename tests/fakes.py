@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Mapping
 from pathlib import Path
 
-from modelrail.kernel.errors import DeploymentFailed, NotFound, PreconditionFailed
-from modelrail.kernel.ports import Blob, BlobInfo, Deployment
+import orjson
+
+from modelrail.kernel.errors import NotFound, PreconditionFailed
+from modelrail.kernel.ports import Blob, BlobInfo, Candidate, Deployment
 
 
 class InMemoryStore:
@@ -80,7 +83,8 @@ class InMemoryStorage:
 
 
 class FakeDeployer:
-    """Records deploys; ``fail_versions`` smoke-fail and leave the previous one live."""
+    """Records deploys; the candidates of ``fail_versions`` answer /predict with 500,
+    so their smoke test fails and the previous one stays live."""
 
     def __init__(self, fail_versions: frozenset[int] = frozenset()) -> None:
         self.fail_versions = fail_versions
@@ -89,12 +93,29 @@ class FakeDeployer:
     def current(self) -> Deployment | None:
         return self.deployed[-1] if self.deployed else None
 
-    def deploy(self, model: str, version: int) -> Deployment:
-        if version in self.fail_versions:
-            raise DeploymentFailed(f"smoke test of v{version} failed")
-        deployment = Deployment("http://staging.test", f"rev-{version}", model, version)
+    def start(self, model: str, version: int) -> Candidate:
+        def probe(
+            method: str, path: str, body: bytes | None, headers: Mapping[str, str], timeout_s: float
+        ) -> tuple[int, bytes]:
+            if path == "/readyz":
+                return 200, b'{"status":"ready"}'
+            if version in self.fail_versions:
+                return 500, b'{"title":"the model failed to answer"}'
+            rows = len(orjson.loads(body or b"{}").get("instances", []))
+            answer = {"predictions": [[1.0]] * rows, "model": {"name": model, "version": version}}
+            return 200, orjson.dumps(answer)
+
+        return Candidate(model, version, f"rev-{version}", "http://staging.test", probe)
+
+    def promote(self, candidate: Candidate) -> Deployment:
+        deployment = Deployment(
+            candidate.url, candidate.revision, candidate.model, candidate.version
+        )
         self.deployed.append(deployment)
         return deployment
+
+    def discard(self, candidate: Candidate) -> str:
+        return "the revision before it still serves"
 
     def stop(self) -> None:
         """Nothing runs: the fake deploys nowhere."""

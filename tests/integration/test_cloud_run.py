@@ -29,14 +29,19 @@ import urllib3
 from modelrail.adapters.google.cloudrun import CloudRunDeployer, CloudRunJobLauncher
 from modelrail.adapters.local.filesystem import FilesystemStore
 from modelrail.kernel.errors import DeploymentFailed, TransientError
-from modelrail.kernel.ports import Deployment
+from modelrail.kernel.ports import Candidate, Deployment
 from modelrail.kernel.processes import wait_until
 from modelrail.localcloud.control_plane import ControlPlane
 from modelrail.localcloud.emulators import free_port
+from modelrail.service import reconcile
 from tests.conftest import STATE_DEADLINE_S
 
 PROJECT, REGION, SERVICE, JOB, MODEL = "proj-local", "europe-west1", "staging", "train", "penguins"
 EXAMPLES = [{"bill_length_mm": 39.1, "island": "Torgersen"}]
+
+
+def _unprobed(*_: object) -> tuple[int, bytes]:
+    raise AssertionError("the control plane starts revisions; it never smoke-tests them")
 
 
 class StandInStaging:
@@ -96,15 +101,21 @@ class StandInStaging:
             target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
         ).start()
 
-    def deploy(self, model: str, version: int) -> Deployment:
+    def start(self, model: str, version: int) -> Candidate:
         self.deploys.append(version)
         time.sleep(self.delay_s)
         if version in self.held:
             self.release.wait(30)
         if version in self.unready:
             raise DeploymentFailed(f"v{version} failed its readiness probe")
-        self.serving = (model, version)
-        return Deployment(self.url, f"r{version}", model, version)
+        return Candidate(model, version, f"r{version}", self.url, _unprobed)
+
+    def promote(self, candidate: Candidate) -> Deployment:
+        self.serving = (candidate.model, candidate.version)
+        return Deployment(self.url, candidate.revision, candidate.model, candidate.version)
+
+    def discard(self, candidate: Candidate) -> str:
+        return "the revision before it still serves"
 
     def current(self) -> Deployment | None:
         if self.serving is None:
@@ -114,6 +125,11 @@ class StandInStaging:
     def stop(self) -> None:
         self.stopped += 1
         self.serving = None
+
+
+def deploy(deployer: CloudRunDeployer, version: int) -> Deployment:
+    """``version`` put on staging as the service layer does it (``reconcile.deploy``)."""
+    return reconcile.deploy(deployer, MODEL, version, EXAMPLES)
 
 
 @pytest.fixture
@@ -167,7 +183,7 @@ def control_plane(tmp_path: Path, staging: StandInStaging) -> Iterator[tuple[Con
 def deployer(
     control_plane: tuple[ControlPlane, str], artifacts: FilesystemStore
 ) -> CloudRunDeployer:
-    return CloudRunDeployer(PROJECT, REGION, SERVICE, control_plane[1], artifacts=artifacts)
+    return CloudRunDeployer(PROJECT, REGION, SERVICE, control_plane[1])
 
 
 def test_run_job_passes_the_event_as_an_env_override(
@@ -214,8 +230,8 @@ def test_deploy_pins_the_version_and_current_reports_it(
 ) -> None:
     assert deployer.current() is None
 
-    first = deployer.deploy(MODEL, 1)
-    second = deployer.deploy(MODEL, 2)
+    first = deploy(deployer, 1)
+    second = deploy(deployer, 2)
 
     assert (first.model, first.version, first.url) == (MODEL, 1, staging.url)
     assert second.version == 2
@@ -232,11 +248,9 @@ def test_each_revision_trusts_the_key_register_signs_with(
     control_plane: tuple[ControlPlane, str], artifacts: FilesystemStore, staging: StandInStaging
 ) -> None:
     key = "projects/p/locations/l/keyRings/r/cryptoKeys/k/cryptoKeyVersions/2"
-    deployer = CloudRunDeployer(
-        PROJECT, REGION, SERVICE, control_plane[1], artifacts=artifacts, signing_key=key
-    )
+    deployer = CloudRunDeployer(PROJECT, REGION, SERVICE, control_plane[1], signing_key=key)
 
-    deployer.deploy(MODEL, 1)
+    deploy(deployer, 1)
 
     env = {var.name: var.value for var in deployer.client.get_service(
         name=deployer.service_name).template.containers[0].env}  # fmt: skip
@@ -246,9 +260,9 @@ def test_each_revision_trusts_the_key_register_signs_with(
 def test_a_redelivered_deploy_makes_no_new_revision(
     deployer: CloudRunDeployer, staging: StandInStaging
 ) -> None:
-    first = deployer.deploy(MODEL, 1)
+    first = deploy(deployer, 1)
 
-    again = deployer.deploy(MODEL, 1)
+    again = deploy(deployer, 1)
 
     assert again == first
     assert staging.deploys == [1]
@@ -260,7 +274,7 @@ def test_a_rollout_is_observed_by_polling_the_service_alone(
     plane = control_plane[0]
     staging.delay_s = 0.5  # the first reads still see the rollout in progress
 
-    deployed = deployer.deploy(MODEL, 1)
+    deployed = deploy(deployer, 1)
 
     assert (deployed.version, staging.serving) == (1, (MODEL, 1))
     requests = list(plane.requests)
@@ -275,11 +289,11 @@ def test_the_service_resource_tells_a_rollout_as_cloud_run_does(
 ) -> None:
     from google.cloud import run_v2
 
-    deployer.deploy(MODEL, 1)
+    deploy(deployer, 1)
     before = deployer.client.get_service(name=deployer.service_name)
     staging.held.add(2)
     outcome: list[Deployment] = []
-    rollout = threading.Thread(target=lambda: outcome.append(deployer.deploy(MODEL, 2)))
+    rollout = threading.Thread(target=lambda: outcome.append(deploy(deployer, 2)))
     rollout.start()
     try:
         assert wait_until(lambda: staging.deploys[-1:] == [2], STATE_DEADLINE_S)
@@ -306,11 +320,11 @@ def test_the_service_resource_tells_a_rollout_as_cloud_run_does(
 def test_a_failed_smoke_test_rolls_back_to_the_previous_revision(
     control_plane: tuple[ControlPlane, str], deployer: CloudRunDeployer, staging: StandInStaging
 ) -> None:
-    good = deployer.deploy(MODEL, 1)
+    good = deploy(deployer, 1)
     staging.broken.add(2)
 
     with pytest.raises(DeploymentFailed, match="rolled back"):
-        deployer.deploy(MODEL, 2)
+        deploy(deployer, 2)
 
     current = deployer.current()
     assert current is not None
@@ -326,11 +340,11 @@ def test_a_revision_that_never_gets_ready_is_rolled_back(
 ) -> None:
     from google.cloud import run_v2
 
-    deployer.deploy(MODEL, 1)
+    deploy(deployer, 1)
     staging.unready.add(3)
 
     with pytest.raises(DeploymentFailed, match="did not become ready") as failed:
-        deployer.deploy(MODEL, 3)
+        deploy(deployer, 3)
 
     assert "readiness probe" in failed.value.message  # the terminal condition's message
     current = deployer.current()
@@ -348,16 +362,14 @@ def test_a_revision_that_never_gets_ready_is_rolled_back(
 def test_a_rollout_that_never_finishes_is_a_transient_error_after_the_deadline(
     control_plane: tuple[ControlPlane, str], artifacts: FilesystemStore, staging: StandInStaging
 ) -> None:
-    deployer = CloudRunDeployer(
-        PROJECT, REGION, SERVICE, control_plane[1], artifacts=artifacts, rollout_timeout_s=1.0
-    )
-    deployer.deploy(MODEL, 1)
+    deployer = CloudRunDeployer(PROJECT, REGION, SERVICE, control_plane[1], rollout_timeout_s=1.0)
+    deploy(deployer, 1)
     staging.held.add(2)
 
     started = time.monotonic()
     try:
         with pytest.raises(TransientError, match="still running"):
-            deployer.deploy(MODEL, 2)
+            deploy(deployer, 2)
         waited = time.monotonic() - started
         still = deployer.client.get_service(name=deployer.service_name)
     finally:
@@ -366,31 +378,6 @@ def test_a_rollout_that_never_finishes_is_a_transient_error_after_the_deadline(
     assert waited >= 1.0  # gave up after its deadline, not before (a hang hits the test timeout)
     assert still.reconciling  # nothing was rolled back: the rollout may yet succeed
     assert _operation_reads(control_plane[0]) == []
-
-
-def test_the_deployer_finds_smoke_examples_through_the_services_bucket(
-    control_plane: tuple[ControlPlane, str],
-    artifacts: FilesystemStore,
-    staging: StandInStaging,
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    import modelrail.adapters.google.gcs
-
-    opened: list[str] = []
-
-    class Buckets:
-        def __init__(self, project: str) -> None:
-            assert project == PROJECT
-
-        def bucket(self, name: str) -> FilesystemStore:
-            opened.append(name)
-            return artifacts
-
-    monkeypatch.setattr(modelrail.adapters.google.gcs, "GcsStorage", Buckets)
-    deployer = CloudRunDeployer(PROJECT, REGION, SERVICE, control_plane[1])
-
-    assert deployer.deploy(MODEL, 4).version == 4
-    assert opened == ["artifacts"]
 
 
 def test_a_stale_etag_is_refused(
@@ -416,7 +403,7 @@ def test_the_control_plane_remembers_the_pinned_version_across_restarts(
     staging: StandInStaging,
     tmp_path: Path,
 ) -> None:
-    deployer.deploy(MODEL, 2)
+    deploy(deployer, 2)
     staging.stop()  # the machine restarted: nothing serves
 
     restarted = ControlPlane(

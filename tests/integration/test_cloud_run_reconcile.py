@@ -18,7 +18,7 @@ from modelrail.adapters.local.signing import LocalManifestSigner
 from modelrail.domain.registry import Registry
 from modelrail.kernel.errors import DeploymentFailed, IntegrityError
 from modelrail.kernel.events import ModelRegistered
-from modelrail.kernel.ports import Deployment
+from modelrail.kernel.ports import Candidate
 from modelrail.localcloud.control_plane import ControlPlane
 from modelrail.service.reconcile import Reconciler, roll_out
 from modelrail.service.stages import deploy
@@ -31,6 +31,9 @@ from tests.integration.test_cloud_run import (
     StandInStaging,
     control_plane,
     staging,
+)
+from tests.integration.test_cloud_run import (
+    deploy as deploy_version,
 )
 
 __all__ = ["control_plane", "staging"]  # the fixtures, shared with test_cloud_run
@@ -54,7 +57,7 @@ def registry(tmp_path: Path, signer: LocalManifestSigner) -> Registry:
 
 @pytest.fixture
 def deployer(control_plane: tuple[ControlPlane, str], registry: Registry) -> CloudRunDeployer:
-    return CloudRunDeployer(PROJECT, REGION, SERVICE, control_plane[1], artifacts=registry.store)
+    return CloudRunDeployer(PROJECT, REGION, SERVICE, control_plane[1])
 
 
 def registered(version: int) -> ModelRegistered:
@@ -85,14 +88,14 @@ def test_a_failed_rollout_restores_what_the_alias_names_then_not_what_it_saw_at_
     rollout that took the lease over). The restore serves v3, not v1's revision."""
     _deploy(1, registry, deployer, signer)
     staging.broken.add(2)
-    rolled_out = staging.deploy
+    started = staging.start
 
-    def alias_moves_meanwhile(model: str, version: int) -> Deployment:
+    def alias_moves_meanwhile(model: str, version: int) -> Candidate:
         if version == 2:
             registry.move_alias(MODEL, "staging", 3)
-        return rolled_out(model, version)
+        return started(model, version)
 
-    staging.deploy = alias_moves_meanwhile  # type: ignore[method-assign]
+    staging.start = alias_moves_meanwhile  # type: ignore[method-assign]
 
     with pytest.raises(DeploymentFailed, match="serves v3"):
         _deploy(2, registry, deployer, signer)
@@ -153,7 +156,7 @@ def test_the_reconciler_converges_the_service_to_the_alias(
     v2, the alias names v1. While a live rollout holds the lease the reconciler leaves
     it alone; once the lease is free it converges, through the Cloud Run API."""
     _deploy(1, registry, deployer, signer)
-    deployer.deploy(MODEL, 2)  # the dead deploy's rollout
+    deploy_version(deployer, 2)  # the dead deploy's rollout
     reconciler = Reconciler(MODEL, registry=registry, deployer=deployer, signer=signer)
 
     with registry.lease(MODEL, "staging", "a live rollout", ttl_s=60, wait_s=0):
@@ -178,7 +181,7 @@ def test_a_lease_left_by_a_killed_deploy_lapses_and_the_reconciler_takes_it(
     signer: LocalManifestSigner,
 ) -> None:
     _deploy(1, registry, deployer, signer)
-    deployer.deploy(MODEL, 2)
+    deploy_version(deployer, 2)
     # What a killed holder leaves: a lease nobody renews, past its expiry.
     lease = f"models/{MODEL}/leases/staging.json"
     registry.store.write(
@@ -200,8 +203,8 @@ def test_the_control_plane_puts_its_ready_revision_back_when_the_server_died(
     staging: StandInStaging,
 ) -> None:
     plane = control_plane[0]
-    deployer.deploy(MODEL, 1)
-    deployer.deploy(MODEL, 2)
+    deploy_version(deployer, 1)
+    deploy_version(deployer, 2)
     staging.stop()  # the staging server (or its supervisor) died
 
     plane.keep_serving()
@@ -219,7 +222,7 @@ def test_a_rollout_cut_short_by_a_restart_is_failed_and_the_ready_revision_serve
     staging: StandInStaging,
     tmp_path: Path,
 ) -> None:
-    deployer.deploy(MODEL, 1)
+    deploy_version(deployer, 1)
     staging.held.add(2)
     rollout = threading.Thread(target=lambda: _ignore_errors(deployer, 2), daemon=True)
     rollout.start()
@@ -246,7 +249,7 @@ def test_a_rollout_cut_short_by_a_restart_is_failed_and_the_ready_revision_serve
 
 def _ignore_errors(deployer: CloudRunDeployer, version: int) -> None:
     with contextlib.suppress(Exception):  # the rollout's outcome is not what is checked
-        deployer.deploy(MODEL, version)
+        deploy_version(deployer, version)
 
 
 @pytest.mark.fault

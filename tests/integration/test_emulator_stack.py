@@ -34,11 +34,12 @@ from modelrail.adapters.google.artifact_registry import ArtifactRegistryPackages
 from modelrail.adapters.local.staging import LocalStagingDeployer
 from modelrail.composition.bootstrap import bootstrap
 from modelrail.domain.registry import MANIFEST, registration_lease_name, sha256
+from modelrail.domain.runs import StageRecord
 from modelrail.kernel import errors
 from modelrail.kernel.events import derive_run_id, utcnow
 from modelrail.kernel.processes import group_members, port_in_use, wait_until
 from modelrail.localcloud.emulators import free_port
-from modelrail.service import pipeline
+from modelrail.service import pipeline, reconcile
 from modelrail.service.container import Container
 from modelrail.service.stages.evaluate import REFERENCE
 from modelrail.service.sweep import sweep
@@ -397,9 +398,7 @@ class Staging:
             self._patch.setenv(name, self.env[name])
         self.container = bootstrap(self.settings)
         self.model = self.container.config.model_name
-        self.supervisor = LocalStagingDeployer(
-            self.settings, self.container.artifacts, reconcile_every_s=None
-        )
+        self.supervisor = LocalStagingDeployer(self.settings)
         return self
 
     def __exit__(self, *_: Any) -> None:
@@ -775,12 +774,11 @@ def test_every_record_shape_in_the_emulator_stacks_run_store_is_read_by_runs_and
             written.append(run_id)
         legacy = f"run-{token}eeee"  # a smoke test's problems as bare strings
         container.runs.save_stage(
-            legacy, "deploy",
-            {"run_id": legacy, "stage": "deploy", "status": "failed", "started_at": utcnow(),
-             "finished_at": utcnow(), "duration_s": 0.1, "lineage": {},
-             "error": {"kind": "deployment_failed", "message": "smoke test failed",
-                       "details": {"problems": ["/readyz answered 503"], "url": "http://x"}},
-             "output": {}, "event": None},
+            StageRecord(
+                legacy, "deploy", "failed", utcnow(), utcnow(), 0.1, {}, {}, None,
+                {"kind": "deployment_failed", "message": "smoke test failed",
+                 "details": {"problems": ["/readyz answered 503"], "url": "http://x"}},
+            )
         )  # fmt: skip
         written.append(legacy)
 
@@ -929,7 +927,8 @@ def _switch_then_kill_the_control_plane(staging: Staging) -> int:
         staging.model, "staging", "a deploy in progress", ttl_s=600, wait_s=60
     )
     with deploy_lease:  # the deploy's lease: the control plane's loop leaves it alone
-        staging.container.deployer.deploy(staging.model, other)  # through Cloud Run
+        examples = staging.container.registry.manifest(staging.model, other)["examples"]
+        reconcile.deploy(staging.container.deployer, staging.model, other, examples)
         assert staging.stack.served_version() == other
         _kill(staging.stack, "control-plane")
     return alias

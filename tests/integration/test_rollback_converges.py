@@ -39,7 +39,8 @@ def test_a_rollback_to_a_version_left_serving_by_a_crash_is_decided_on_the_alias
     """A deploy crashed after it put v1 on staging, before it moved the alias (at v3):
     a rollback to v2 converges first, then rolls out v2, and the record says v3 → v2."""
     _three_versions(harness, penguins_csv)
-    harness.deployer.deploy(harness.model, 1)  # what the crash left serving
+    # What the crash left serving.
+    harness.deployer.promote(harness.deployer.start(harness.model, 1))
 
     record = rollback(harness.container, to=2, requested_by="ops")
 

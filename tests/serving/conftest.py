@@ -24,6 +24,7 @@ import numpy as np
 import orjson
 import pytest
 
+from modelrail.adapters.by_mode import open_artifact_store
 from modelrail.adapters.local.filesystem import FilesystemStore
 from modelrail.adapters.local.signing import LocalManifestSigner
 from modelrail.domain import training
@@ -31,6 +32,9 @@ from modelrail.domain.config import PipelineConfig
 from modelrail.domain.dataset import checks
 from modelrail.domain.features import FeatureSchema
 from modelrail.domain.registry import Registry
+from modelrail.kernel.ports import Deployer, Deployment
+from modelrail.service import reconcile
+from modelrail.settings.process import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 BUCKET = "modelrail-artifacts"
@@ -284,3 +288,10 @@ def post_json(url: str, body: Any, timeout: float = 5.0) -> tuple[int, Any]:
         retries=False,
     )
     return response.status, orjson.loads(response.data) if response.data else None
+
+
+def deploy(deployer: Deployer, settings: Settings, version: int) -> Deployment:
+    """``version`` put on staging as the service layer does it (``reconcile.deploy``),
+    smoke-tested with the examples of its manifest in ``settings``' artifact bucket."""
+    manifest = Registry(open_artifact_store(settings)).manifest(MODEL, version)
+    return reconcile.deploy(deployer, MODEL, version, manifest.get("examples") or [])

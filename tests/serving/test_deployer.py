@@ -19,13 +19,13 @@ import orjson
 import pytest
 import urllib3
 
-from modelrail.adapters.by_mode import open_artifact_store
 from modelrail.adapters.local import staging as local_staging
 from modelrail.adapters.local.staging import LocalStagingDeployer
 from modelrail.kernel.errors import DeploymentFailed
 from modelrail.kernel.ports import Deployment
 from modelrail.settings.process import Settings
 from tests.conftest import STATE_DEADLINE_S, wait_for
+from tests.serving.conftest import deploy
 
 from .conftest import MODEL, ROOT, RegisteredModels, free_port, link_buckets
 
@@ -44,11 +44,26 @@ def deployer(models: RegisteredModels, tmp_path: Path) -> Iterator[LocalStagingD
             "MODELRAIL_STAGING_PORT": str(free_port()),
         }
     )
-    deployer = LocalStagingDeployer(
-        settings, open_artifact_store(settings), service_env={"MODELRAIL_WORKERS": "2"}
-    )
+    deployer = LocalStagingDeployer(settings, service_env={"MODELRAIL_WORKERS": "2"})
     yield deployer
     deployer.stop()
+
+
+def _deploy_in_background(
+    deployer: LocalStagingDeployer, version: int, outcome: list[BaseException | Deployment]
+) -> threading.Thread:
+    """A rollout of ``version`` on a thread of its own; its deployment or its exception
+    lands in ``outcome``."""
+
+    def roll_out() -> None:
+        try:
+            outcome.append(deploy(deployer, deployer.settings, version))
+        except BaseException as exc:
+            outcome.append(exc)
+
+    thread = threading.Thread(target=roll_out, daemon=True)
+    thread.start()
+    return thread
 
 
 class Load:
@@ -107,7 +122,7 @@ def test_deploy_redeploy_under_load_and_refuse_tampered(
     deployer: LocalStagingDeployer, models: RegisteredModels
 ) -> None:
     assert deployer.current() is None
-    first = deployer.deploy(MODEL, 1)
+    first = deploy(deployer, deployer.settings, 1)
     assert (first.model, first.version) == (MODEL, 1)
     assert deployer.current() == first
     body = orjson.dumps({"instances": models.records[:3]})
@@ -115,14 +130,14 @@ def test_deploy_redeploy_under_load_and_refuse_tampered(
     with Load(first.url, body, clients=4) as load:
         wait_for(lambda: load.total >= 200, "load to start")
         before = load.total
-        second = deployer.deploy(MODEL, 2)
+        second = deploy(deployer, deployer.settings, 2)
         during = load.total - before
         wait_for(lambda: all(v and v[-1] == 2 for v in load.versions), "clients to see v2")
         mark = load.total
         wait_for(lambda: load.total >= mark + 200, "load after the deploy")
 
         with pytest.raises(DeploymentFailed, match="sha256"):
-            deployer.deploy(MODEL, models.tampered)
+            deploy(deployer, deployer.settings, models.tampered)
         mark = load.total
         wait_for(lambda: load.total >= mark + 200, "load after the refused deploy")
 
@@ -146,8 +161,8 @@ def test_deploy_redeploy_under_load_and_refuse_tampered(
 
 
 def test_a_new_deployer_finds_and_stops_the_server(deployer: LocalStagingDeployer) -> None:
-    deployment = deployer.deploy(MODEL, 1)
-    other = LocalStagingDeployer(deployer.settings, deployer.artifacts)
+    deployment = deploy(deployer, deployer.settings, 1)
+    other = LocalStagingDeployer(deployer.settings)
     assert other.current() == deployment
     other.stop()
     assert deployer.current() is None
@@ -178,11 +193,13 @@ def _candidate_pid(deployer: LocalStagingDeployer) -> int | None:
 def test_killing_the_deploying_process_leaves_no_orphan(
     deployer: LocalStagingDeployer, models: RegisteredModels
 ) -> None:
-    first = deployer.deploy(MODEL, 1)
+    first = deploy(deployer, deployer.settings, 1)
     script = (
-        "from modelrail.adapters.by_mode import local_staging\n"
         "from modelrail.settings.process import Settings\n"
-        f"local_staging(Settings.from_env()).deploy({MODEL!r}, 2)\n"
+        "from tests.serving.conftest import deploy\n"
+        "from modelrail.adapters.by_mode import local_staging\n"
+        "settings = Settings.from_env()\n"
+        "deploy(local_staging(settings), settings, 2)\n"
     )
     env = {**os.environ, **deployer.settings.to_env()}
     process = subprocess.Popen([sys.executable, "-c", script], env=env, cwd=ROOT)
@@ -196,7 +213,7 @@ def test_killing_the_deploying_process_leaves_no_orphan(
     wait_for(lambda: not _group_alive(candidate), "the candidate's processes to end")
     assert deployer.current() == first
     assert _served_version(first.url) == 1
-    second = deployer.deploy(MODEL, 2)
+    second = deploy(deployer, deployer.settings, 2)
     assert _served_version(second.url) == 2
 
 
@@ -208,7 +225,7 @@ class _CallerDied(Exception):
 def test_a_caller_gone_before_it_reads_its_candidate_leaves_no_candidate(
     deployer: LocalStagingDeployer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    first = deployer.deploy(MODEL, 1)
+    first = deploy(deployer, deployer.settings, 1)
 
     def ask_and_die(stream: Any, request: dict[str, Any]) -> dict[str, Any]:
         stream.write(orjson.dumps(request) + b"\n")
@@ -226,7 +243,7 @@ def test_a_caller_gone_before_it_reads_its_candidate_leaves_no_candidate(
     monkeypatch.setattr(local_staging, "_exchange", ask_and_die)
     monkeypatch.setattr(LocalStagingDeployer, "_connect", resetting)
     with pytest.raises(_CallerDied):
-        deployer.deploy(MODEL, 2)
+        deploy(deployer, deployer.settings, 2)
     monkeypatch.undo()
 
     seen: set[int] = set()
@@ -246,17 +263,10 @@ def test_a_caller_gone_before_it_reads_its_candidate_leaves_no_candidate(
 def test_a_killed_candidate_fails_the_deploy_and_the_old_one_serves(
     deployer: LocalStagingDeployer, models: RegisteredModels
 ) -> None:
-    first = deployer.deploy(MODEL, 1)
+    first = deploy(deployer, deployer.settings, 1)
     outcome: list[BaseException | Deployment] = []
 
-    def deploy() -> None:
-        try:
-            outcome.append(deployer.deploy(MODEL, 2))
-        except BaseException as exc:
-            outcome.append(exc)
-
-    thread = threading.Thread(target=deploy)
-    thread.start()
+    thread = _deploy_in_background(deployer, 2, outcome)
     wait_for(lambda: _candidate_pid(deployer) is not None, "the candidate to start")
     candidate = _candidate_pid(deployer)
     assert candidate is not None
@@ -278,10 +288,10 @@ def test_a_killed_candidate_fails_the_deploy_and_the_old_one_serves(
 def test_concurrent_deploys_are_serialised(
     deployer: LocalStagingDeployer, models: RegisteredModels
 ) -> None:
-    deployer.deploy(MODEL, 1)
+    deploy(deployer, deployer.settings, 1)
     done: list[Deployment] = []
     threads = [
-        threading.Thread(target=lambda v=v: done.append(deployer.deploy(MODEL, v)))  # type: ignore[misc]
+        threading.Thread(target=lambda v=v: done.append(deploy(deployer, deployer.settings, v)))  # type: ignore[misc]
         for v in (2, 1)
     ]
     for thread in threads:
@@ -322,7 +332,7 @@ def test_an_oversized_header_gets_the_servers_431_through_the_supervisor(
     """The server answers 431 and closes while the client is still sending: the
     supervisor passes the answer on and lets the client finish (a lingering close),
     instead of resetting the connection under it."""
-    served = deployer.deploy(MODEL, 1)
+    served = deploy(deployer, deployer.settings, 1)
     header = b"X-Big: " + b"a" * 1024 * 1024 + b"\r\n"
 
     for _ in range(3):
@@ -337,7 +347,7 @@ def test_a_supervisor_that_does_not_answer_fails_the_deploy_with_a_reason(
 ) -> None:
     """A paused (SIGSTOP) supervisor: the deploy ends within its answer timeout, as a
     deploy failure that says so, and the supervisor serves on once resumed."""
-    first = deployer.deploy(MODEL, 1)
+    first = deploy(deployer, deployer.settings, 1)
     supervisor = deployer.servers()["supervisor"]
     assert supervisor == _process_with_argument(str(deployer.state_dir))
     deployer.answer_timeout_s = 2.0
@@ -345,14 +355,7 @@ def test_a_supervisor_that_does_not_answer_fails_the_deploy_with_a_reason(
     try:
         outcome: list[BaseException | Deployment] = []
 
-        def deploy() -> None:
-            try:
-                outcome.append(deployer.deploy(MODEL, 2))
-            except BaseException as exc:
-                outcome.append(exc)
-
-        thread = threading.Thread(target=deploy, daemon=True)
-        thread.start()
+        thread = _deploy_in_background(deployer, 2, outcome)
         thread.join(60)  # a bound on the hang, far above the 2 s answer timeout
         # Nor does it pass for "serving nothing", which would start another rollout.
         with pytest.raises(DeploymentFailed, match="did not answer"):

@@ -21,6 +21,7 @@ from modelrail.adapters.local.staging import LocalStagingDeployer
 from modelrail.domain.registry import Registry
 from modelrail.settings.process import Settings
 from tests.conftest import wait_for
+from tests.serving.conftest import deploy
 
 from .conftest import MODEL, ROOT, RegisteredModels, free_port
 
@@ -52,7 +53,6 @@ def deployer(home: Path) -> Iterator[LocalStagingDeployer]:
     )
     deployer = LocalStagingDeployer(
         settings,
-        open_artifact_store(settings),
         service_env={"MODELRAIL_WORKERS": "1"},
         reconcile_every_s=0.5,
     )
@@ -87,8 +87,10 @@ def _deploy_and_die(deployer: LocalStagingDeployer, version: int) -> int:
         "    def __init__(self, inner): self.inner = inner\n"
         "    def current(self): return self.inner.current()\n"
         "    def stop(self): pass\n"
-        "    def deploy(self, model, version):\n"
-        "        self.inner.deploy(model, version)\n"
+        "    def start(self, model, version): return self.inner.start(model, version)\n"
+        "    def discard(self, candidate): return self.inner.discard(candidate)\n"
+        "    def promote(self, candidate):\n"
+        "        self.inner.promote(candidate)\n"
         "        os.kill(os.getpid(), signal.SIGKILL)\n"
         f"event = ModelRegistered(run_id='run-{version}', causation_id='c', lineage={{}},\n"
         f"    model={MODEL!r}, version={version}, manifest_uri='m', manifest_sha256='0' * 64)\n"
@@ -104,8 +106,8 @@ def _deploy_and_die(deployer: LocalStagingDeployer, version: int) -> int:
 def test_a_deploy_killed_between_its_switch_and_its_alias_move_is_undone(
     deployer: LocalStagingDeployer, attempt: int
 ) -> None:
-    registry = Registry(deployer.artifacts)
-    served = deployer.deploy(MODEL, 1)
+    registry = Registry(open_artifact_store(deployer.settings))
+    served = deploy(deployer, deployer.settings, 1)
     registry.move_alias(MODEL, "staging", 1)
 
     assert _deploy_and_die(deployer, 2) == -signal.SIGKILL
@@ -119,8 +121,8 @@ def test_a_deploy_killed_between_its_switch_and_its_alias_move_is_undone(
 def test_a_killed_serving_master_is_replaced_with_the_alias_version(
     deployer: LocalStagingDeployer,
 ) -> None:
-    registry = Registry(deployer.artifacts)
-    served = deployer.deploy(MODEL, 2)
+    registry = Registry(open_artifact_store(deployer.settings))
+    served = deploy(deployer, deployer.settings, 2)
     registry.move_alias(MODEL, "staging", 2)
 
     def serving_master() -> int | None:

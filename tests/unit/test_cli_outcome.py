@@ -13,7 +13,7 @@ from click.testing import CliRunner
 
 from modelrail.adapters.local import inprocess
 from modelrail.composition.bootstrap import bootstrap
-from modelrail.domain.runs import RunLog, RunSummary
+from modelrail.domain.runs import RunLog, RunSummary, StageRecord
 from modelrail.entry import cli
 from modelrail.kernel.events import DataUploaded
 from modelrail.kernel.ports import Message
@@ -30,12 +30,10 @@ def test_an_upload_whose_run_cannot_be_recorded_exits_non_zero_and_says_why(
 ) -> None:
     save_stage = RunLog.save_stage
 
-    def disk_full_at_register(
-        self: RunLog, run_id: str, stage: str, record: dict[str, Any]
-    ) -> dict[str, Any]:
-        if stage == "register":
+    def disk_full_at_register(self: RunLog, record: StageRecord) -> dict[str, Any]:
+        if record.stage == "register":
             raise OSError(28, "No space left on device")
-        return save_stage(self, run_id, stage, record)
+        return save_stage(self, record)
 
     monkeypatch.setattr(RunLog, "save_stage", disk_full_at_register)
     # The CLI's bus waits out Pub/Sub's backoff between the five deliveries (150 s):

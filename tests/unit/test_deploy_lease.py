@@ -13,43 +13,41 @@ import pytest
 
 from modelrail.adapters.local.signing import LocalManifestSigner
 from modelrail.domain.registry import Registry
-from modelrail.kernel.errors import DeploymentFailed, TransientError
+from modelrail.kernel.errors import TransientError
 from modelrail.kernel.events import ModelRegistered
-from modelrail.kernel.ports import Deployment
+from modelrail.kernel.ports import Candidate, Deployment
 from modelrail.service.stages import Outcome, deploy
-from tests.fakes import InMemoryStore
+from tests.fakes import FakeDeployer, InMemoryStore
 
 MODEL = "penguins"
 
 
-class OverlapCountingDeployer:
-    """Deploys slowly enough for rollouts to overlap, and counts whether they did."""
+class OverlapCountingDeployer(FakeDeployer):
+    """Deploys slowly enough for rollouts to overlap, and counts whether they did: a
+    rollout is active from its candidate's start to its promotion or discard."""
 
     def __init__(self) -> None:
+        super().__init__()
         self.active = 0
         self.most_at_once = 0
-        self.deployed: list[int] = []
         self._lock = threading.Lock()
 
-    def deploy(self, model: str, version: int) -> Deployment:
+    def start(self, model: str, version: int) -> Candidate:
         with self._lock:
             self.active += 1
             self.most_at_once = max(self.most_at_once, self.active)
         time.sleep(0.05)  # a rollout in progress, so that others would overlap it
+        return super().start(model, version)
+
+    def promote(self, candidate: Candidate) -> Deployment:
         with self._lock:
             self.active -= 1
-            self.deployed.append(version)
-        return Deployment("http://staging.test", f"rev-{version}", model, version)
+            return super().promote(candidate)
 
-    def current(self) -> Deployment | None:
+    def discard(self, candidate: Candidate) -> str:
         with self._lock:
-            if not self.deployed:
-                return None
-            version = self.deployed[-1]
-        return Deployment("http://staging.test", f"rev-{version}", MODEL, version)
-
-    def stop(self) -> None:
-        """Nothing runs."""
+            self.active -= 1
+        return super().discard(candidate)
 
 
 @pytest.fixture
@@ -62,7 +60,8 @@ def registry(signer: LocalManifestSigner) -> Registry:
     registry = Registry(InMemoryStore("artifacts"))
     for version in range(1, 7):
         files = {"model.txt": b"tree %d" % version}
-        registry.register(MODEL, f"run-{version}", lambda _, f=files: f, {}, signer=signer)
+        examples = {"examples": [{"island": "Dream"}]}
+        registry.register(MODEL, f"run-{version}", lambda _, f=files: f, examples, signer=signer)
     registry.move_alias(MODEL, deploy.STAGING, 1)
     return registry
 
@@ -89,12 +88,13 @@ def test_a_burst_of_registrations_rolls_out_one_at_a_time_and_ends_on_the_newest
         outcomes = list(pool.map(deliver, range(2, 7)))
 
     assert deployer.most_at_once == 1
-    assert deployer.deployed == sorted(deployer.deployed)  # staging never moved back
-    assert deployer.deployed[-1] == 6
+    versions = [deployment.version for deployment in deployer.deployed]
+    assert versions == sorted(versions)  # staging never moved back
+    assert versions[-1] == 6
     assert registry.aliases(MODEL)[deploy.STAGING] == 6
     # Every delivery ends with an outcome: deployed, or overtaken by a newer version.
     deployed = {o.output["revision"] for o in outcomes if o.status == "succeeded"}
-    assert deployed == {f"rev-{v}" for v in deployer.deployed}
+    assert deployed == {f"rev-{v}" for v in versions}
     skipped = [o.output["reason"] for o in outcomes if o.status == "skipped"]
     assert len(deployed) + len(skipped) == 5
     assert all(reason.startswith("staging already serves v") for reason in skipped)
@@ -156,15 +156,12 @@ def test_a_holder_that_outlived_its_lease_does_not_release_its_successors(
         pass
 
 
-class FailingRestore(OverlapCountingDeployer):
+class FailingRestore(FakeDeployer):
     """Serves v1 (a crash left it behind the alias), and every rollout fails its smoke test."""
 
     def __init__(self) -> None:
-        super().__init__()
-        self.deployed = [1]
-
-    def deploy(self, model: str, version: int) -> Deployment:
-        raise DeploymentFailed(f"smoke test of v{version} failed")
+        super().__init__(fail_versions=frozenset(range(1, 100)))
+        self.promote(FakeDeployer().start(MODEL, 1))
 
 
 def test_a_late_deploy_whose_repair_fails_is_skipped_not_failed(
@@ -180,7 +177,7 @@ def test_a_late_deploy_whose_repair_fails_is_skipped_not_failed(
     )
 
     assert outcome.status == "skipped"
-    assert outcome.output["convergence"].startswith("failed: smoke test of v2 failed")
+    assert outcome.output["convergence"].startswith("failed: smoke test of penguins v2")
 
 
 def test_a_renewal_answered_with_an_error_after_it_committed_keeps_the_lease(

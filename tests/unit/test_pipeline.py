@@ -14,7 +14,7 @@ from modelrail.domain.registry import Registry
 from modelrail.domain.training import split
 from modelrail.kernel.errors import LeaseLost, TransientError
 from modelrail.kernel.events import DatasetValidated, ModelRegistered, RetrainRequested
-from modelrail.kernel.ports import Deployment, JobState, Message
+from modelrail.kernel.ports import Candidate, Deployment, JobState, Message
 from modelrail.service import pipeline
 from modelrail.service.stages import Outcome, deploy, launch_training, validate
 from tests.unit.conftest import Harness
@@ -258,16 +258,16 @@ def test_a_message_that_keeps_failing_is_dead_lettered(
 def test_a_transient_failure_is_redelivered_and_then_succeeds(
     harness: Harness, penguins_csv: bytes
 ) -> None:
-    deploy = harness.deployer.deploy
+    start = harness.deployer.start
     calls: list[int] = []
 
     def flaky(model: str, version: int):  # type: ignore[no-untyped-def]
         calls.append(version)
         if len(calls) == 1:
             raise TimeoutError("rollout timed out")
-        return deploy(model, version)
+        return start(model, version)
 
-    harness.deployer.deploy = flaky  # type: ignore[method-assign]
+    harness.deployer.start = flaky  # type: ignore[method-assign]
     harness.upload(penguins_csv)
 
     harness.run()
@@ -526,7 +526,7 @@ def test_a_deploy_that_outlived_its_lease_commits_nothing_and_the_newer_serves_a
         def current(self) -> Deployment | None:
             return fake.current()
 
-        def deploy(self, model: str, version: int) -> Deployment:
+        def start(self, model: str, version: int) -> Candidate:
             if version == 2:
                 lease = f"models/{model}/leases/{deploy.STAGING}.json"
                 held = registry.store.read(lease)
@@ -535,7 +535,13 @@ def test_a_deploy_that_outlived_its_lease_commits_nothing_and_the_newer_serves_a
                     lease, orjson.dumps(expired), if_generation_match=held.generation
                 )
                 deploy.handle(third, registry=registry, deployer=fake, catalog=None, signer=signer)
-            return fake.deploy(model, version)
+            return fake.start(model, version)
+
+        def promote(self, candidate: Candidate) -> Deployment:
+            return fake.promote(candidate)
+
+        def discard(self, candidate: Candidate) -> str:
+            return fake.discard(candidate)
 
     # v2's rollout finds its lease taken over: it commits nothing (the alias stays on
     # v3) and its delivery is retried ...

@@ -12,6 +12,7 @@ import pytest
 from click.testing import CliRunner
 
 from modelrail.composition.bootstrap import bootstrap
+from modelrail.domain.runs import StageRecord
 from modelrail.entry import cli
 from modelrail.kernel import errors
 from modelrail.kernel.events import utcnow
@@ -69,25 +70,12 @@ def _write_every_shape(container: Container, penguins_csv: bytes) -> list[str]:
     # Written before problems had one shape: a smoke test's problems as bare strings.
     legacy = "run-" + "e" * 20
     container.runs.save_stage(
-        legacy,
-        "deploy",
-        {
-            "run_id": legacy,
-            "stage": "deploy",
-            "status": "failed",
-            "started_at": utcnow(),
-            "finished_at": utcnow(),
-            "duration_s": 0.1,
-            "lineage": {},
-            "error": {
-                "kind": "deployment_failed",
-                "message": "smoke test failed",
-                "details": {"problems": ["/readyz answered 503"], "url": "http://x"},
-            },
-            "output": {},
-            "event": None,
-        },
-    )
+        StageRecord(
+            legacy, "deploy", "failed", utcnow(), utcnow(), 0.1, {}, {}, None,
+            {"kind": "deployment_failed", "message": "smoke test failed",
+             "details": {"problems": ["/readyz answered 503"], "url": "http://x"}},
+        )
+    )  # fmt: skip
     runs.append(legacy)
     store = container.storage.bucket(container.settings.data_bucket)
     generation = store.write("uploads/penguins.csv", penguins_csv)

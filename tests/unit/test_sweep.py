@@ -135,7 +135,7 @@ def test_a_deploy_killed_mid_rollout_ends_once_its_lease_lapses_not_after_6000_s
     def killed(model: str, version: int) -> NoReturn:
         kill.at("staging")
 
-    harness.deployer.deploy = killed  # type: ignore[assignment,method-assign]
+    harness.deployer.start = killed  # type: ignore[assignment,method-assign]
     harness.upload(penguins_csv)
     with pytest.raises(KeyboardInterrupt):
         harness.run()

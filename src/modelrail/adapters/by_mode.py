@@ -104,10 +104,10 @@ def open_signer(settings: Settings) -> ManifestSigner:
     return CloudKmsSigner(settings.signing_key, settings.kms_endpoint)
 
 
-def local_staging(settings: Settings, artifacts: BlobStore | None = None) -> Deployer:
+def local_staging(settings: Settings, *, reconcile_every_s: float | None = None) -> Deployer:
     """The staging service as processes on this machine (embedded mode and the
-    emulator stack's control plane), smoke-testing with the versions in ``artifacts``
-    (the artifact bucket, opened here unless the caller has it open)."""
+    emulator stack's control plane); a supervisor it starts converges staging to its
+    alias every ``reconcile_every_s`` (None: never)."""
     from modelrail.adapters.local.staging import LocalStagingDeployer
 
-    return LocalStagingDeployer(settings, artifacts or open_artifact_store(settings))
+    return LocalStagingDeployer(settings, reconcile_every_s=reconcile_every_s)

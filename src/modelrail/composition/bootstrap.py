@@ -14,7 +14,6 @@ from typing import Any
 
 from modelrail.adapters.by_mode import (
     local_staging,
-    open_artifact_store,
     open_catalog,
     open_packages,
     open_signer,
@@ -31,6 +30,7 @@ from modelrail.kernel.ports import (
     Storage,
 )
 from modelrail.service.container import Container
+from modelrail.service.reconcile import RECONCILE_EVERY_S
 from modelrail.settings.process import Settings
 
 Observer = Callable[[dict[str, Any]], None]
@@ -77,7 +77,6 @@ def bootstrap(
             settings.region,
             settings.staging_service,
             settings.run_api_endpoint,
-            artifacts=open_artifact_store(settings),
             signing_key=settings.signing_key,
         )
 
@@ -115,7 +114,8 @@ def _embedded(
         launcher_factory=lambda: InProcessLauncher(
             lambda data: pipeline.consume(container, "train", Message(data, {}))
         ),
-        deployer_factory=deployer_factory or (lambda: local_staging(settings, container.artifacts)),
+        deployer_factory=deployer_factory
+        or (lambda: local_staging(settings, reconcile_every_s=RECONCILE_EVERY_S)),
         packages_factory=packages,
         catalog_factory=catalog,
         signer_factory=signer,

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -22,6 +23,7 @@ import orjson
 from modelrail.domain.registry import MODEL_FILE
 from modelrail.kernel.canonical import canonical_json
 from modelrail.kernel.errors import IntegrityError, NotFound, PreconditionFailed
+from modelrail.kernel.events import utcnow
 from modelrail.kernel.ports import BlobStore
 
 # Compare-and-set tries when counting a failed delivery (deliveries rarely race).
@@ -30,6 +32,61 @@ _COUNT_TRIES = 5
 # The order stages run in, for display. ``rollback`` is an operator's run of its own
 # (``modelrail rollback``): staging moved back to an earlier version.
 STAGE_ORDER = ("validate", "launch_training", "train", "evaluate", "register", "deploy", "rollback")
+
+
+@dataclasses.dataclass(frozen=True)
+class StageRecord:
+    """What one stage of one run did: its one durable record, written once (``error``
+    only when it failed; ``event``: what it published, if anything)."""
+
+    run_id: str
+    stage: str
+    status: str  # succeeded, skipped or failed
+    started_at: str
+    finished_at: str
+    duration_s: float
+    lineage: Mapping[str, Any]
+    output: Mapping[str, Any]
+    event: Mapping[str, Any] | None
+    error: Mapping[str, Any] | None = None
+
+    @classmethod
+    def ended(
+        cls,
+        run_id: str,
+        stage: str,
+        status: str,
+        *,
+        started: str,
+        clock: float,
+        lineage: Mapping[str, Any],
+        output: Mapping[str, Any],
+        event: Mapping[str, Any] | None,
+        error: Mapping[str, Any] | None = None,
+    ) -> StageRecord:
+        """The record of a stage that ends now, begun at ``started`` (``utcnow``) and
+        ``clock`` (``time.perf_counter``)."""
+        duration = round(time.perf_counter() - clock, 4)
+        return cls(
+            run_id, stage, status, started, utcnow(), duration, dict(lineage), dict(output),
+            event, error,
+        )  # fmt: skip
+
+    def to_json(self) -> dict[str, Any]:
+        record = {
+            "run_id": self.run_id,
+            "stage": self.stage,
+            "status": self.status,
+            "started_at": self.started_at,
+            "finished_at": self.finished_at,
+            "duration_s": self.duration_s,
+            "lineage": dict(self.lineage),
+            "output": dict(self.output),
+            "event": dict(self.event) if self.event is not None else None,
+        }
+        if self.error is not None:
+            record["error"] = dict(self.error)
+        return record
 
 
 def failure_reasons(error: Mapping[str, Any]) -> list[str]:
@@ -143,18 +200,19 @@ class RunLog:
             return None
         return record
 
-    def save_stage(self, run_id: str, stage: str, record: Mapping[str, Any]) -> dict[str, Any]:
-        """Store ``record`` unless the stage already has one; return the stored one."""
+    def save_stage(self, record: StageRecord) -> dict[str, Any]:
+        """Store ``record`` unless its stage already has one; return the stored one."""
+        written = record.to_json()
         try:
             self.store.write(
-                self._stage_key(run_id, stage),
-                canonical_json(record),
+                self._stage_key(record.run_id, record.stage),
+                canonical_json(written),
                 if_generation_match=0,
                 content_type="application/json",
             )
-            return dict(record)
+            return written
         except PreconditionFailed:
-            existing = self.stage_record(run_id, stage)
+            existing = self.stage_record(record.run_id, record.stage)
             assert existing is not None
             return existing  # a concurrent delivery finished first: its record stands
 

@@ -419,9 +419,11 @@ def serve() -> None:
     deployer = cli.container.deployer
     signal.signal(signal.SIGTERM, _interrupt)  # stopping `serve` stops the server too
     try:
+        convergence = _reconcile_staging(cli)
         current = deployer.current()
-        if current is None or current.version != staging.version:
-            current = deployer.deploy(model, staging.version)
+        if current is None or convergence.status == "failed":
+            _fail(f"staging could not serve {model} v{staging.version}: {convergence.detail}")
+            return
         click.echo(f"staging serves {model} v{current.version} at {current.url} (Ctrl-C stops it)")
         signal.pause()
     except KeyboardInterrupt:

@@ -8,10 +8,10 @@ Cloud (and so the emulators) and the local staging server. Unit tests use fakes.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from modelrail.kernel.errors import IntegrityError
 
@@ -123,19 +123,49 @@ class Deployment:
     version: int
 
 
+# One HTTP request to a candidate revision, wherever it listens: (method, path, body,
+# headers, timeout in s) -> (status, body); ``OSError`` (urllib3's errors among them)
+# when it cannot be reached.
+Probe = Callable[[str, str, bytes | None, Mapping[str, str], float], tuple[int, bytes]]
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A revision a deployer started for one version, before it is known to answer:
+    the service layer smoke-tests it through ``probe`` (a private unix socket, the
+    service's URL with an ID token, a fake), then promotes or discards it. ``url``
+    names it in messages; ``handle`` is the deployer's own (an open connection, the
+    template to put back)."""
+
+    model: str
+    version: int
+    revision: str
+    url: str
+    probe: Probe
+    handle: Any = None
+
+
 class Deployer(Protocol):
-    """Moves the staging service to a revision pinned to one model version."""
+    """Runs the staging service's revisions, each pinned to one model version. The
+    service layer puts a version on staging (``modelrail.service.reconcile.deploy``):
+    ``start``, probe the candidate, then ``promote`` or ``discard`` it."""
 
     def current(self) -> Deployment | None:
         """The deployment receiving traffic now, if any."""
         ...
 
-    def deploy(self, model: str, version: int) -> Deployment:
-        """Roll out ``version``, smoke-test it, and return the live deployment.
+    def start(self, model: str, version: int) -> Candidate:
+        """A revision pinned to ``version``, ready to be probed; ``DeploymentFailed``
+        when it never became ready (traffic stays where it was)."""
+        ...
 
-        On a failed smoke test traffic stays on the previous revision and
-        ``DeploymentFailed`` is raised.
-        """
+    def promote(self, candidate: Candidate) -> Deployment:
+        """Give the candidate the traffic; return the live deployment."""
+        ...
+
+    def discard(self, candidate: Candidate) -> str:
+        """Give up the candidate: traffic stays on, or returns to, the revision before
+        it. Returns what now serves, in words, for the failure's message."""
         ...
 
     def stop(self) -> None:

@@ -367,7 +367,7 @@ class ControlPlane:
             with self._backend_lock:
                 pin = pinned(env)
                 if pin is not None:
-                    self.backend.deploy(*pin)
+                    _run_revision(self.backend, *pin)
                 else:
                     self.backend.stop()  # a template with no model pinned serves nothing here
         except Exception as exc:  # any failure means the revision never became ready
@@ -432,7 +432,7 @@ class ControlPlane:
                     if service["reconciling"] or self._ready_pin(service) != wanted:
                         continue
                 try:
-                    self.backend.deploy(*wanted)
+                    _run_revision(self.backend, *wanted)
                 except Exception as exc:  # the service stays not-ready; the log says why
                     print(f"could not serve {name} at {wanted}: {exc}", file=sys.stderr)
 
@@ -623,12 +623,24 @@ def _reconcile(
 
 
 def _local_staging_backend(settings: Settings) -> Deployer:
-    from modelrail.adapters.by_mode import open_artifact_store
     from modelrail.adapters.local.staging import LocalStagingDeployer
 
     # Its supervisor runs no reconciliation loop of its own: this control plane is in
     # charge of what its service serves (_reconcile), as Cloud Run is in the cloud.
-    return LocalStagingDeployer(settings, open_artifact_store(settings), reconcile_every_s=None)
+    return LocalStagingDeployer(settings)
+
+
+def _run_revision(backend: Deployer, model: str, version: int) -> None:
+    """What Cloud Run does with a new revision: start it and, once it answers its
+    readiness probe (``start`` waits for that), give it the traffic. The smoke test is
+    the deployer's, against the service, as in the cloud."""
+    candidate = backend.start(model, version)
+    try:
+        backend.promote(candidate)
+    except BaseException:
+        with contextlib.suppress(Exception):
+            backend.discard(candidate)
+        raise
 
 
 @click.command()

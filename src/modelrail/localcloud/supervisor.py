@@ -322,9 +322,7 @@ def reconcile_staging(stop: threading.Event, every_s: float) -> None:
             registry=container.registry,
             # This supervisor, over its own control socket (a rollout like any other);
             # never another supervisor started in its place as this one stops.
-            deployer=LocalStagingDeployer(
-                settings, container.artifacts, reconcile_every_s=None, start_supervisor=False
-            ),
+            deployer=LocalStagingDeployer(settings, start_supervisor=False),
             signer=container.signer,
             holder=f"reconcile:staging-supervisor:{os.getpid()}",
         )

@@ -25,6 +25,7 @@ from typing import Any
 
 import orjson
 
+from modelrail.domain.runs import StageRecord
 from modelrail.kernel import logs
 from modelrail.kernel.errors import (
     ConfigChanged,
@@ -193,19 +194,13 @@ def _consume(container: Container, stage: str, message: Message) -> dict[str, An
         )
 
     published = outcome.event
-    record = {
-        "run_id": run_id,
-        "stage": stage,
-        "status": outcome.status,
-        "started_at": started,
-        "finished_at": utcnow(),
-        "duration_s": round(time.perf_counter() - clock, 4),
-        "lineage": dict(published.lineage) if published else lineage,
-        "output": dict(outcome.output),
-        "event": published.to_body() if published else None,
-    }
+    record = StageRecord.ended(
+        run_id, stage, outcome.status, started=started, clock=clock,
+        lineage=published.lineage if published else lineage, output=outcome.output,
+        event=published.to_body() if published else None,
+    )  # fmt: skip
     stored = record_and_publish(container, record)
-    log.info("%s %s in %.3f s", stage, outcome.status, record["duration_s"])
+    log.info("%s %s in %.3f s", stage, outcome.status, record.duration_s)
     return stored
 
 
@@ -303,18 +298,10 @@ def record_failure(
     message = _cut(exc.message, MAX_MESSAGE_CHARS)
     error = {"kind": exc.kind, "message": message, "details": _bounded(exc.details)}
     failed = _failure_event(run_id, causation_id, lineage, stage, exc.kind, message, exc.details)
-    record = {
-        "run_id": run_id,
-        "stage": stage,
-        "status": "failed",
-        "started_at": started,
-        "finished_at": utcnow(),
-        "duration_s": round(time.perf_counter() - clock, 4),
-        "lineage": lineage,
-        "error": error,
-        "output": {},
-        "event": failed.to_body(),
-    }
+    record = StageRecord.ended(
+        run_id, stage, "failed", started=started, clock=clock, lineage=lineage, output={},
+        event=failed.to_body(), error=error,
+    )  # fmt: skip
     log.warning("%s failed permanently for %s: %s", stage, run_id, exc.message)
     return record_and_publish(container, record)
 
@@ -411,10 +398,10 @@ def _cut(text: str, limit: int) -> str:
     return text if len(text) <= limit else f"{text[:limit]}… ({len(text):,} characters)"
 
 
-def record_and_publish(container: Container, record: dict[str, Any]) -> dict[str, Any]:
+def record_and_publish(container: Container, record: StageRecord) -> dict[str, Any]:
     """Store a stage record (create-only), then publish the event it names."""
     # Durable output first: a crash after this line re-publishes on redelivery.
-    stored = container.runs.save_stage(record["run_id"], record["stage"], record)
+    stored = container.runs.save_stage(record)
     _publish_recorded(container, stored)
     if container.observer is not None:
         container.observer(stored)

@@ -10,6 +10,8 @@ supervisor, the emulator's control plane, Cloud Run) converges the same way:
   manifest, ask the deployer what it serves, and deploy the alias's version if that
   differs; re-read the alias after a rollout, in case it moved meanwhile. The caller
   holds the rollout lease.
+- ``deploy``: a rollout's steps, over the port: start a candidate, smoke-test it with
+  the version's examples, promote it or discard it.
 - ``roll_out``: the one way a version is put on staging (the deploy stage, an
   operator's rollback): verify the version's signed manifest (a tampered or unsigned
   version is refused, permanently, before any server starts), deploy it, and on a
@@ -33,11 +35,13 @@ import logging
 import os
 import socket
 import threading
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from modelrail.domain.registry import Registry
 from modelrail.kernel.errors import DeploymentFailed, LeaseHeld, ModelrailError, TransientError
 from modelrail.kernel.ports import Deployer, Deployment, ManifestSigner
+from modelrail.service.smoke import smoke_test
 
 STAGING = "staging"
 # Rollouts hold the staging lease with a heartbeat: renewed every LEASE_HEARTBEAT_S, it
@@ -110,15 +114,41 @@ def converge(
         if _serves(current, model, alias.version):
             status = "in_step" if round_number == 0 else "converged"
             return Convergence(model, status, alias.version, served_before, current)
-        registry.signed_manifest(model, alias.version, signer)
+        manifest = registry.signed_manifest(model, alias.version, signer)
         log.warning(
             "staging serves %s, its alias names v%d: deploying v%d",
             f"v{current.version}" if current is not None else "nothing",
             alias.version,
             alias.version,
         )
-        deployer.deploy(model, alias.version)
+        deploy(deployer, model, alias.version, manifest.get("examples") or [])
     raise TransientError(f"{model}@{STAGING} kept moving while staging was converged to it")
+
+
+def deploy(
+    deployer: Deployer, model: str, version: int, examples: Sequence[Mapping[str, Any]]
+) -> Deployment:
+    """Put ``version`` on staging: start a candidate, smoke-test it with ``examples``
+    (from the version's verified manifest), then promote it. A candidate that fails is
+    discarded (traffic stays on, or returns to, what served before it) and
+    ``DeploymentFailed`` says what serves. The caller holds the rollout lease."""
+    if not examples:
+        raise DeploymentFailed(
+            f"{model} v{version} has no examples in its manifest to smoke-test with"
+        )
+    candidate = deployer.start(model, version)
+    try:
+        smoke_test(candidate, examples)
+    except DeploymentFailed as failed:
+        kept = deployer.discard(candidate)
+        raise DeploymentFailed(
+            f"{failed.message}; {kept}", {**failed.details, "kept": kept}
+        ) from failed
+    except BaseException:  # interrupted: the candidate must not outlive this rollout
+        with contextlib.suppress(Exception):
+            deployer.discard(candidate)
+        raise
+    return deployer.promote(candidate)
 
 
 def roll_out(
@@ -127,9 +157,10 @@ def roll_out(
     """Deploy ``version`` once its signed manifest checks out; on a failed deploy,
     restore what the staging alias names at that moment and raise ``DeploymentFailed``
     saying what serves. The caller holds the rollout lease."""
-    registry.signed_manifest(model, version, signer)  # IntegrityError: permanent, nothing ran
+    # IntegrityError: permanent, nothing ran.
+    manifest = registry.signed_manifest(model, version, signer)
     try:
-        return deployer.deploy(model, version)
+        return deploy(deployer, model, version, manifest.get("examples") or [])
     except DeploymentFailed as failed:
         try:
             restored = converge(model, registry=registry, deployer=deployer, signer=signer)

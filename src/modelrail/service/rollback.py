@@ -23,7 +23,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from modelrail.domain.registry import Alias
-from modelrail.domain.runs import RunSummary
+from modelrail.domain.runs import RunSummary, StageRecord
 from modelrail.kernel.errors import DeploymentFailed, IntegrityError, ModelrailError, Refused
 from modelrail.kernel.events import ModelDeployed, derive_run_id, new_id, utcnow
 from modelrail.service.container import Container
@@ -169,15 +169,8 @@ def rollback(
         "requested_by": requested_by,
         "reason": reason,
     }
-    record = {
-        "run_id": run_id,
-        "stage": STAGE,
-        "status": "succeeded",
-        "started_at": started,
-        "finished_at": utcnow(),
-        "duration_s": round(time.perf_counter() - clock, 4),
-        "lineage": lineage,
-        "output": dict(output),
-        "event": deployed.to_body(),
-    }
+    record = StageRecord.ended(
+        run_id, STAGE, "succeeded", started=started, clock=clock, lineage=lineage,
+        output=output, event=deployed.to_body(),
+    )  # fmt: skip
     return record_and_publish(container, record)

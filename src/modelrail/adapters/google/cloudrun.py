@@ -17,20 +17,21 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+import urllib3
+
 from modelrail.kernel.errors import (
-    ConfigError,
     DeploymentFailed,
     ModelrailError,
-    NotFound,
     PermanentError,
     TransientError,
 )
-from modelrail.kernel.ports import BlobStore, Deployment, JobState
-from modelrail.service.smoke import smoke_test
+from modelrail.kernel.ports import Candidate, Deployment, JobState, Probe
 from modelrail.settings.service import pin_env, pinned
+
+_http = urllib3.PoolManager(retries=False)
 
 if TYPE_CHECKING:
     from google.cloud import run_v2
@@ -150,12 +151,9 @@ class CloudRunJobLauncher:
 
 
 class CloudRunDeployer:
-    """Pins the staging Cloud Run service to one model version, then smoke-tests it.
-
-    The smoke test predicts on the example rows stored in the version's manifest
-    (``Registry(artifacts).manifest(...)["examples"]``). ``artifacts`` is the artifact
-    bucket; without it, the bucket named by the service's own
-    ``MODELRAIL_ARTIFACT_BUCKET`` (the bucket it loads models from) is used.
+    """Implements the ``Deployer`` port with the staging Cloud Run service: ``start``
+    pins its template to one model version and waits for the new revision, which Cloud
+    Run gives the traffic once ready; ``discard`` puts the previous template back.
     ``signing_key`` (the key version register signs manifests with) is set on every
     revision beside the pin, so the service trusts the key the versions are signed with,
     also after a rotation (Terraform creates the service once and leaves its variables
@@ -169,7 +167,6 @@ class CloudRunDeployer:
         service: str,
         api_endpoint: str | None = None,
         *,
-        artifacts: BlobStore | None = None,
         signing_key: str | None = None,
         rollout_timeout_s: float = _ROLLOUT_TIMEOUT_S,
         call_timeout_s: float = _CALL_TIMEOUT_S,
@@ -181,7 +178,6 @@ class CloudRunDeployer:
             if service.startswith("projects/")
             else f"projects/{project}/locations/{region}/services/{service}"
         )
-        self.artifacts = artifacts
         self.rollout_timeout_s = rollout_timeout_s
         self.call_timeout_s = call_timeout_s  # each API call's; an unanswered one is transient
         self._client: Any = None
@@ -215,15 +211,19 @@ class CloudRunDeployer:
             return None
         return Deployment(service.uri, _short(service.latest_ready_revision), *pin)
 
-    def deploy(self, model: str, version: int) -> Deployment:
+    def start(self, model: str, version: int) -> Candidate:
+        """The service's template pinned to ``version`` and its new revision ready.
+        Cloud Run gives a ready revision the traffic at once: the candidate already
+        serves, and ``discard`` puts the previous template back."""
         service = self._get()
-        examples = self._examples(model, version, service)
         env = _template_env(service.template)
         ready = service.latest_ready_revision == service.latest_created_revision
         if pinned(env) == (model, version) and ready and service.latest_ready_revision:
-            # A redelivered deploy event: the revision exists; prove it still serves.
-            self._smoke(service.uri, model, version, examples)
-            return Deployment(service.uri, _short(service.latest_ready_revision), model, version)
+            # A redelivered deploy event: the revision exists; it is probed again.
+            return Candidate(
+                model, version, _short(service.latest_ready_revision), service.uri,
+                self._probe(service.uri),
+            )  # fmt: skip
 
         from google.cloud import run_v2
 
@@ -245,46 +245,24 @@ class CloudRunDeployer:
                 f"{model} v{version} did not become ready on {self.service_name}: {exc.message}",
                 {"model": model, "version": version, "kept_revision": _short(previous_revision)},
             ) from exc
-        try:
-            self._smoke(updated.uri, model, version, examples)
-        except DeploymentFailed as exc:
-            self._roll_back(updated, previous_template)
-            raise DeploymentFailed(
-                f"{exc.message}; rolled back to revision {_short(previous_revision) or '(none)'}",
-                {**exc.details, "rolled_back_to": _short(previous_revision)},
-            ) from exc
-        return Deployment(updated.uri, _short(updated.latest_ready_revision), model, version)
+        revision = _short(updated.latest_ready_revision)
+        put_back = (updated, previous_template, _short(previous_revision))
+        return Candidate(
+            model, version, revision, updated.uri, self._probe(updated.uri), handle=put_back
+        )
+
+    def promote(self, candidate: Candidate) -> Deployment:
+        """The candidate's revision has the traffic already (``start``)."""
+        return Deployment(candidate.url, candidate.revision, candidate.model, candidate.version)
+
+    def discard(self, candidate: Candidate) -> str:
+        if candidate.handle is None:  # a revision that served before this rollout
+            return f"revision {candidate.revision} was serving before and still is"
+        updated, previous_template, previous_revision = candidate.handle
+        self._roll_back(updated, previous_template)
+        return f"rolled back to revision {previous_revision or '(none)'}"
 
     # -- steps -------------------------------------------------------------------
-    def _artifact_store(self, service: run_v2.Service) -> BlobStore:
-        """The given artifact store, else the bucket the service itself loads models from."""
-        if self.artifacts is not None:
-            return self.artifacts
-        bucket = _template_env(service.template).get(ARTIFACT_BUCKET_ENV)
-        if not bucket:
-            raise ConfigError(
-                f"{self.service_name} has no {ARTIFACT_BUCKET_ENV} in its template and no "
-                "artifact store was given: the smoke test cannot find the version's examples"
-            )
-        from modelrail.adapters.google.gcs import GcsStorage
-
-        self.artifacts = GcsStorage(self.project).bucket(bucket)
-        return self.artifacts
-
-    def _examples(
-        self, model: str, version: int, service: run_v2.Service
-    ) -> Sequence[Mapping[str, Any]]:
-        from modelrail.domain.registry import Registry
-
-        try:
-            manifest = Registry(self._artifact_store(service)).manifest(model, version)
-        except NotFound as exc:
-            raise PermanentError(f"{model} v{version} has no manifest: {exc}") from exc
-        examples: Sequence[Mapping[str, Any]] = manifest.get("examples") or []
-        if not examples:
-            raise PermanentError(f"{model} v{version}: its manifest holds no smoke-test examples")
-        return examples
-
     def _get(self) -> run_v2.Service:
         from google.api_core import exceptions
 
@@ -380,10 +358,20 @@ class CloudRunDeployer:
                 f"rolling {self.service_name} back failed too: {exc.message}", exc.details
             ) from exc
 
-    def _smoke(
-        self, url: str, model: str, version: int, examples: Sequence[Mapping[str, Any]]
-    ) -> None:
-        smoke_test(url, model, version, examples, headers=self._auth_headers(url))
+    def _probe(self, url: str) -> Probe:
+        """Requests to the service at ``url``, as its invoker (an ID token in the cloud)."""
+        auth = self._auth_headers(url)
+
+        def probe(
+            method: str, path: str, body: bytes | None, headers: Mapping[str, str], timeout_s: float
+        ) -> tuple[int, bytes]:
+            response = _http.request(
+                method, url.rstrip("/") + path, body=body, headers={**headers, **auth},
+                timeout=timeout_s, retries=False,
+            )  # fmt: skip
+            return response.status, response.data
+
+        return probe
 
     def _auth_headers(self, url: str) -> dict[str, str]:
         """An ID token for the service in the cloud (it has no public invoker)."""

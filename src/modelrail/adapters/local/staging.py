@@ -2,19 +2,18 @@
 
 A long-lived supervisor (``modelrail.localcloud.supervisor``, one per ``MODELRAIL_HOME``)
 owns ``127.0.0.1:<staging_port>`` and forwards its connections to the current server,
-a granian server on a private unix socket. One deploy is start-new → smoke-test →
-switch → stop-old, over one connection to the supervisor:
+a granian server on a private unix socket. One rollout (``service.reconcile.deploy``)
+is start → probe → promote, over one connection to the supervisor:
 
-1. the supervisor starts the candidate (``python -m modelrail.serving.server``) on a
-   new unix socket, pinned to the version, with ``MODELRAIL_REQUIRE_MODEL=1``: the
+1. ``start``: the supervisor starts the candidate (``python -m modelrail.serving.server``)
+   on a new unix socket, pinned to the version, with ``MODELRAIL_REQUIRE_MODEL=1``: the
    master loads and hash-checks the model before it listens, so a version that
-   cannot load exits and never answers;
-2. this deployer waits until the candidate is ready and smoke-tests it on its unix
-   socket (``modelrail.service.smoke.smoke_test``);
-3. it asks for the switch: new connections go to the candidate, and the previous
-   server is stopped gracefully (it drains its kept-alive connections first).
-   On any failure the candidate is stopped, the previous server keeps serving, and
-   ``DeploymentFailed`` is raised.
+   cannot load exits and never answers; this deployer waits until it is ready;
+2. the service layer smoke-tests it on its unix socket;
+3. ``promote`` asks for the switch: new connections go to the candidate, and the
+   previous server is stopped gracefully (it drains its kept-alive connections
+   first); ``discard`` has the candidate stopped, and the previous server keeps
+   serving.
 
 The supervisor serialises rollouts, stops the candidate of a caller that went away
 before the switch, and owns its servers: none outlives it, and a candidate whose
@@ -40,9 +39,9 @@ from typing import Any
 import orjson
 
 from modelrail.kernel.errors import DeploymentFailed
-from modelrail.kernel.ports import BlobStore, Deployment
+from modelrail.kernel.ports import Candidate, Deployment
 from modelrail.kernel.processes import port_in_use, running
-from modelrail.service.reconcile import RECONCILE_EVERY_S
+from modelrail.kernel.unix_http import unix_pool, unix_probe
 from modelrail.settings.process import Settings
 from modelrail.settings.service import ServiceSettings, pin_env
 
@@ -65,22 +64,21 @@ class LocalStagingDeployer:
     ``answer_timeout_s`` for its answer: a supervisor that does not answer (paused,
     wedged) fails the deploy with that reason instead of hanging it. The supervisor it
     starts converges what it serves to the staging alias every ``reconcile_every_s``
-    (None: never; ``modelrail.service.reconcile``). With ``start_supervisor`` false it only
-    talks to a running supervisor (the supervisor's own loop uses it so).
+    (None, the default: never; ``modelrail.service.reconcile``). With
+    ``start_supervisor`` false it only talks to a running supervisor (the supervisor's
+    own loop uses it so).
     """
 
     def __init__(
         self,
         settings: Settings,
-        artifacts: BlobStore,
         *,
         service_env: dict[str, str] | None = None,
         answer_timeout_s: float = ANSWER_TIMEOUT_S,
-        reconcile_every_s: float | None = RECONCILE_EVERY_S,
+        reconcile_every_s: float | None = None,
         start_supervisor: bool = True,
     ) -> None:
         self.settings = settings
-        self.artifacts = artifacts  # where the versions it serves are registered
         self.service_env = dict(service_env or {})
         self.answer_timeout_s = answer_timeout_s
         self.reconcile_every_s = reconcile_every_s
@@ -108,8 +106,10 @@ class LocalStagingDeployer:
         except (ConnectionRefusedError, FileNotFoundError):
             return {}
 
-    def deploy(self, model: str, version: int) -> Deployment:
-        examples = self._examples(model, version)
+    def start(self, model: str, version: int) -> Candidate:
+        """A server for ``version`` on its private socket, ready; the connection to the
+        supervisor stays open until ``promote`` or ``discard``: should this process
+        die first, the supervisor stops the candidate when it closes."""
         # The service's settings as this process has them (its environment, then
         # service_env), pinned to the version: each is parsed here, and written whole.
         service = ServiceSettings.from_env(
@@ -129,38 +129,46 @@ class LocalStagingDeployer:
             "version": version,
             "env": env,
         }
-        # The stream closed with the socket: a failed rollout's connection must end
-        # now (the supervisor then stops its candidate), not when its file is collected.
-        with self._connect() as control, control.makefile("rwb") as stream:
+        control = self._connect()
+        stream = control.makefile("rwb")
+        try:
             control.settimeout(self.answer_timeout_s)
             started = self._exchange(stream, request)
             if "candidate" not in started:
                 raise DeploymentFailed(f"no rollout: {started.get('error')}")
-            candidate = started["candidate"]
-            try:
-                self._await_ready(candidate)
-                from modelrail.service.smoke import smoke_test
+            server = started["candidate"]
+            self._await_ready(server)
+        except BaseException:
+            _close(control, stream)
+            raise
+        return Candidate(
+            model, version, server["revision"], self._url(),
+            unix_probe(Path(server["socket"])), handle=(control, stream, server),
+        )  # fmt: skip
 
-                smoke_test(
-                    self._url(),
-                    model,
-                    version,
-                    examples,
-                    unix_socket=Path(candidate["socket"]),
-                )
-            except DeploymentFailed:
-                control.settimeout(self.answer_timeout_s + _STOP_ALLOWANCE_S)
-                self._exchange(stream, {"op": "abort"})
-                raise
+    def promote(self, candidate: Candidate) -> Deployment:
+        control, stream, server = candidate.handle
+        try:
             control.settimeout(self.answer_timeout_s + _STOP_ALLOWANCE_S)
             answer = self._exchange(stream, {"op": "switch"})
+        finally:
+            _close(control, stream)
         if "switched" not in answer:
             raise DeploymentFailed(
-                f"staging server {candidate['revision']} was not switched to: "
-                f"{answer.get('error')}: {_log_tail(candidate['log'])}",
-                {"revision": candidate["revision"], "log": candidate["log"]},
+                f"staging server {server['revision']} was not switched to: "
+                f"{answer.get('error')}: {_log_tail(server['log'])}",
+                {"revision": server["revision"], "log": server["log"]},
             )
         return self._deployment(answer["switched"])
+
+    def discard(self, candidate: Candidate) -> str:
+        control, stream, _ = candidate.handle
+        try:
+            control.settimeout(self.answer_timeout_s + _STOP_ALLOWANCE_S)
+            self._exchange(stream, {"op": "abort"})
+        finally:
+            _close(control, stream)
+        return "the server before it still serves"
 
     def stop(self) -> None:
         """Stop the supervisor and its server (gracefully), freeing the port."""
@@ -171,20 +179,7 @@ class LocalStagingDeployer:
             time.sleep(_POLL_S)
 
     # -- steps --------------------------------------------------------------------
-    def _examples(self, model: str, version: int) -> list[Any]:
-        from modelrail.domain.registry import Registry
-
-        manifest = Registry(self.artifacts).manifest(model, version)
-        examples = manifest.get("examples") or []
-        if not examples:
-            raise DeploymentFailed(
-                f"{model} v{version} has no examples in its manifest to smoke-test with"
-            )
-        return list(examples)
-
     def _await_ready(self, candidate: dict[str, Any]) -> None:
-        from modelrail.service.smoke import unix_pool
-
         pool = unix_pool(Path(candidate["socket"]))
         deadline = time.monotonic() + _READY_TIMEOUT_S
         while time.monotonic() < deadline:
@@ -309,6 +304,14 @@ def _exchange(stream: Any, request: dict[str, Any]) -> dict[str, Any]:
         answer: dict[str, Any] = orjson.loads(line)
         if "waiting" not in answer:  # it waits its turn behind another rollout
             return answer
+
+
+def _close(control: socket.socket, stream: Any) -> None:
+    """Close a rollout's connection to the supervisor now (a failed or finished
+    rollout's must not wait for its file to be collected)."""
+    with contextlib.suppress(OSError):
+        stream.close()
+    control.close()
 
 
 def _log_tail(path: str, lines: int = 15) -> str:
