@@ -53,6 +53,7 @@ def _topology(suffix: str) -> Topology:
             subscription(f"{dead}--hold", dead, None),
         ),
         dead_letter_topic=dead,
+        stages=(),
     )
 
 

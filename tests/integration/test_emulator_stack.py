@@ -33,7 +33,7 @@ import yaml
 from modelrail.adapters.google.artifact_registry import ArtifactRegistryPackages
 from modelrail.adapters.local.staging import LocalStagingDeployer
 from modelrail.composition.bootstrap import bootstrap
-from modelrail.domain.registry import MANIFEST, registration_lease_name, sha256
+from modelrail.domain.registry import MANIFEST, REFERENCE_FILE, registration_lease_name, sha256
 from modelrail.domain.runs import StageRecord
 from modelrail.kernel import errors
 from modelrail.kernel.events import derive_run_id, utcnow
@@ -41,7 +41,6 @@ from modelrail.kernel.processes import group_members, port_in_use, wait_until
 from modelrail.localcloud.emulators import free_port
 from modelrail.service import pipeline, reconcile
 from modelrail.service.container import Container
-from modelrail.service.stages.evaluate import REFERENCE
 from modelrail.service.sweep import sweep
 from modelrail.settings.process import Settings
 from modelrail.ui import create_app
@@ -628,13 +627,13 @@ def test_a_champion_whose_reference_set_was_rewritten_fails_the_run_in_evaluate(
         store = container.artifacts
         champion = registry.aliases(model)["champion"]
         prefix = f"models/{model}/versions/{champion}/"
-        original = {name: store.read(prefix + name).data for name in (REFERENCE, MANIFEST)}
+        original = {name: store.read(prefix + name).data for name in (REFERENCE_FILE, MANIFEST)}
         versions, aliases = registry.versions(model), registry.aliases(model)
         assert wait_until(staging.converged, STATE_DEADLINE_S, 0.2)
         served = stack.served_version()
-        swapped = _labels_swapped(staging, original[REFERENCE])
+        swapped = _labels_swapped(staging, original[REFERENCE_FILE])
         manifest = orjson.loads(original[MANIFEST])
-        manifest["files"][REFERENCE] = {"sha256": sha256(swapped), "size": len(swapped)}
+        manifest["files"][REFERENCE_FILE] = {"sha256": sha256(swapped), "size": len(swapped)}
 
         # The evaluate function paused until the champion is rewritten: no race with it.
         evaluate = int(_process(stack, "function-evaluate")["pid"])
@@ -646,7 +645,7 @@ def test_a_champion_whose_reference_set_was_rewritten_fails_the_run_in_evaluate(
                     lambda: container.runs.stage_record(run_id, "validate") is not None,
                     PIPELINE_TIMEOUT_S, 0.05,
                 )  # fmt: skip
-                store.write(prefix + REFERENCE, swapped)
+                store.write(prefix + REFERENCE_FILE, swapped)
                 store.write(prefix + MANIFEST, orjson.dumps(manifest))
             finally:
                 os.killpg(evaluate, signal.SIGCONT)
@@ -655,7 +654,7 @@ def test_a_champion_whose_reference_set_was_rewritten_fails_the_run_in_evaluate(
                 PIPELINE_TIMEOUT_S, 0.2,
             )  # fmt: skip
         finally:
-            store.write(prefix + REFERENCE, original[REFERENCE])
+            store.write(prefix + REFERENCE_FILE, original[REFERENCE_FILE])
             store.write(prefix + MANIFEST, original[MANIFEST])
 
         record = container.runs.stage_record(run_id, "evaluate") or {}

@@ -17,6 +17,8 @@ from modelrail.kernel.events import DatasetValidated, ModelRegistered, RetrainRe
 from modelrail.kernel.ports import Candidate, Deployment, JobState, Message
 from modelrail.service import pipeline
 from modelrail.service.stages import Outcome, deploy, launch_training, validate
+from modelrail.settings.topology import Topology
+from tests.conftest import REPO
 from tests.unit.conftest import Harness
 
 
@@ -468,7 +470,9 @@ def test_an_invalid_message_on_the_retrain_topic_is_refused_with_the_retrain_sch
     assert "'bucket' is a required property" not in failed["error"]["message"]
 
 
-@pytest.mark.parametrize("stage", sorted(pipeline._ACCEPTS))
+@pytest.mark.parametrize(
+    "stage", [stage.name for stage in Topology.load(REPO / "topology.yaml").stages]
+)
 def test_each_stage_gets_exactly_the_ports_it_names(harness: Harness, stage: str) -> None:
     seen: dict[str, object] = {}
 

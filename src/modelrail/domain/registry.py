@@ -91,6 +91,14 @@ MANIFEST = "manifest.json"
 SIGNATURE = "manifest.sig"
 PUBLICATION = "publication.json"
 MODEL_FILE = "model.txt"
+# Beside the model, every version holds the hold-out its gate judged it on (evaluate
+# scores a challenger against the champion on it) and its training data's profile
+# (validate measures drift against the champion's); a run snapshots both under these
+# names before register copies them in.
+REFERENCE_FILE = "reference.parquet"
+PROFILE_FILE = "profile.json"
+# The alias the gate compares against, and register moves to each blessed version.
+CHAMPION = "champion"
 # A run's registration lease: renewed every REGISTER_HEARTBEAT_S while the delivery
 # works, so it expires REGISTER_LEASE_S after the holder stopped (died, paused). A
 # registration writes a few files and signs once: seconds; a Vertex AI upload may take

@@ -29,10 +29,6 @@ from modelrail.kernel.ports import BlobStore
 # Compare-and-set tries when counting a failed delivery (deliveries rarely race).
 _COUNT_TRIES = 5
 
-# The order stages run in, for display. ``rollback`` is an operator's run of its own
-# (``modelrail rollback``): staging moved back to an earlier version.
-STAGE_ORDER = ("validate", "launch_training", "train", "evaluate", "register", "deploy", "rollback")
-
 
 @dataclasses.dataclass(frozen=True)
 class StageRecord:
@@ -319,23 +315,20 @@ class RunLog:
             if len(parts) == 4 and parts[2] == "stages" and parts[3].endswith(".json"):
                 record = orjson.loads(self.store.read(info.key).data)
                 stages.setdefault(parts[1], {})[parts[3].removesuffix(".json")] = record
-        summaries = [
-            RunSummary(
-                run_id,
-                {name: records[name] for name in STAGE_ORDER if name in records},
-            )
-            for run_id, records in stages.items()
-        ]
+        summaries = [RunSummary(run_id, _in_order(records)) for run_id, records in stages.items()]
         return sorted(summaries, key=lambda run: run.started_at)
 
     def run(self, run_id: str) -> RunSummary | None:
         """One run's every stage record; None if it has none."""
-        records = {}
-        for name in STAGE_ORDER:
-            record = self.stage_record(run_id, name)
-            if record is not None:
-                records[name] = record
-        return RunSummary(run_id, records) if records else None
+        prefix = f"runs/{run_id}/stages/"
+        records = {
+            info.key[len(prefix) :].removesuffix(".json"): orjson.loads(
+                self.store.read(info.key).data
+            )
+            for info in self.store.list(prefix)
+            if info.key.endswith(".json")
+        }
+        return RunSummary(run_id, _in_order(records)) if records else None
 
     def reports(self, run_id: str) -> dict[str, dict[str, Any]]:
         """The run's reports (validation, evaluation) by name."""
@@ -354,3 +347,9 @@ class RunLog:
     def _deliveries_key(self, run_id: str, stage: str, message_id: str) -> str:
         # Ends in the stage's own name: a stage account may write only its own objects.
         return f"runs/{run_id}/messages/{message_id}/failed/{stage}.json"
+
+
+def _in_order(records: Mapping[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """A run's stage records in the order they ran (each starts after the one before
+    it published; ``rollback`` is an operator's run of its own)."""
+    return dict(sorted(records.items(), key=lambda item: str(item[1].get("started_at", ""))))

@@ -14,7 +14,7 @@ import click
 import orjson
 
 from modelrail.composition.bootstrap import bootstrap
-from modelrail.domain.runs import STAGE_ORDER, RunSummary, failure_reasons
+from modelrail.domain.runs import RunSummary, failure_reasons
 from modelrail.entry.stack import down, status, up
 from modelrail.kernel import logs
 from modelrail.kernel.errors import ModelrailError
@@ -288,10 +288,8 @@ def runs(run_id: str | None, as_json: bool) -> None:
             f"{run.run_id}  {run.started_at}  {run.outcome:<11} "
             f"{trigger.get('kind')}: {trigger.get('key')}"
         )
-        for name in STAGE_ORDER:
-            if name in run.stages:
-                stage = run.stages[name]
-                click.echo(f"    {name:<16} {stage['status']:<10} {stage['duration_s']:>7.2f} s")
+        for name, stage in run.stages.items():
+            click.echo(f"    {name:<16} {stage['status']:<10} {stage['duration_s']:>7.2f} s")
         failure = run.failure
         if failure is not None:
             click.echo(f"    {failure['stage']} failed ({failure['kind']}):")

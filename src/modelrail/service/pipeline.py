@@ -38,11 +38,7 @@ from modelrail.kernel.errors import (
 from modelrail.kernel.events import (
     PIPELINE_EVENTS,
     SCHEMA_VERSION,
-    DatasetValidated,
     DataUploaded,
-    ModelEvaluated,
-    ModelRegistered,
-    ModelTrained,
     PipelineEvent,
     PipelineFailed,
     RetrainRequested,
@@ -59,18 +55,15 @@ log = logging.getLogger(__name__)
 
 Event = Trigger | PipelineEvent
 
-# stage -> the event types it consumes. The topology file says which subscription
-# feeds which stage; this table says what each stage accepts. Each handler lives in
-# modelrail.service.stages.<stage> and is imported on first use, so a function process loads
-# only its own stage's dependencies (validate never imports LightGBM). A handler names
-# the ports it needs as keyword parameters; the container provides exactly those.
-_ACCEPTS: dict[str, tuple[type, ...]] = {
-    "validate": (DataUploaded, RetrainRequested),
-    "launch_training": (DatasetValidated,),
-    "train": (DatasetValidated,),
-    "evaluate": (ModelTrained,),
-    "register": (ModelEvaluated,),
-    "deploy": (ModelRegistered,),
+# The event classes, by the topic they are published to; topology.yaml says which
+# topics feed which stage. Each handler lives in modelrail.service.stages.<stage> and is
+# imported on first use, so a function process loads only its own stage's dependencies
+# (validate never imports LightGBM). A handler names the ports it needs as keyword
+# parameters; the container provides exactly those.
+_EVENTS_BY_TOPIC: dict[str, type[Event]] = {
+    **PIPELINE_EVENTS,
+    DataUploaded.event_type: DataUploaded,
+    RetrainRequested.event_type: RetrainRequested,
 }
 
 
@@ -124,7 +117,7 @@ def consume(container: Container, stage: str, message: Message) -> dict[str, Any
 
 
 def _consume(container: Container, stage: str, message: Message) -> dict[str, Any] | None:
-    accepted = _ACCEPTS[stage]
+    accepted = tuple(_EVENTS_BY_TOPIC[topic] for topic in container.topology.consumed_topics(stage))
     config = container.config
     started, clock = utcnow(), time.perf_counter()
     try:

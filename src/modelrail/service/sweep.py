@@ -46,14 +46,6 @@ from modelrail.kernel.events import utcnow
 from modelrail.service.container import Container
 from modelrail.service.pipeline import record_failure
 
-# The stage each one's event feeds (launch_training starts the job, which records train).
-_NEXT = {
-    "validate": "launch_training",
-    "launch_training": "train",
-    "train": "evaluate",
-    "evaluate": "register",
-    "register": "deploy",
-}
 UNFINISHED = ("running", "registered")
 # The stages whose deliveries hold a registry lease while they work, and its name.
 _LEASED: dict[str, Callable[[str], str]] = {
@@ -128,7 +120,7 @@ def _stuck(
 ) -> tuple[str, PermanentError] | None:
     """The stage that will never record for ``run``, and why; None if it still may."""
     last_stage, last = list(run.stages.items())[-1]
-    stage = _NEXT.get(last_stage)
+    stage = container.topology.next_stage(last_stage)
     if stage is None:
         return None
     if stage == "train":

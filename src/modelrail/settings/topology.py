@@ -1,4 +1,7 @@
-"""The event graph read from ``topology.yaml`` (the file Terraform also reads)."""
+"""The event graph read from ``topology.yaml`` (the file Terraform also reads): its
+stages in order, the topic each publishes to, and the subscriptions that feed them.
+Everything that follows a run from stage to stage (the pipeline's accepted events, the
+sweep's next stage) is derived from it."""
 
 from __future__ import annotations
 
@@ -53,13 +56,41 @@ class Subscription:
 
 
 @dataclasses.dataclass(frozen=True)
+class Stage:
+    name: str
+    publishes: str | None = None  # the topic of its success event
+    starts: str | None = None  # the stage it starts (launch_training: the training job)
+
+
+@dataclasses.dataclass(frozen=True)
 class Topology:
     topics: tuple[str, ...]
     subscriptions: tuple[Subscription, ...]
     dead_letter_topic: str
+    stages: tuple[Stage, ...]
 
     def consumers_of(self, topic: str) -> list[Subscription]:
         return [s for s in self.subscriptions if s.topic == topic]
+
+    def consumed_topics(self, stage: str) -> tuple[str, ...]:
+        """The topics whose events ``stage`` handles: its subscriptions', or, for a
+        stage another one starts (the training job), its starter's."""
+        topics = tuple(dict.fromkeys(s.topic for s in self.subscriptions if s.consumer == stage))
+        if topics:
+            return topics
+        starter = next((s.name for s in self.stages if s.starts == stage), None)
+        return self.consumed_topics(starter) if starter is not None else ()
+
+    def next_stage(self, stage: str) -> str | None:
+        """The stage that follows ``stage`` in a run: the one it starts, or the consumer
+        of the topic it publishes to; None at the end of the line."""
+        found = next((s for s in self.stages if s.name == stage), None)
+        if found is None:
+            return None
+        if found.starts is not None:
+            return found.starts
+        consumers = [s.consumer for s in self.consumers_of(found.publishes or "") if s.consumer]
+        return consumers[0] if consumers else None
 
     @classmethod
     def load(cls, path: Path) -> Topology:
@@ -83,10 +114,22 @@ class Topology:
                 )
                 for s in spec["subscriptions"]
             )
-            topology = cls(topics, subscriptions, spec["dead_letter_topic"])
+            stages = tuple(
+                Stage(s["name"], s.get("publishes"), s.get("starts")) for s in spec["stages"]
+            )
+            topology = cls(topics, subscriptions, spec["dead_letter_topic"], stages)
         except (OSError, yaml.YAMLError, KeyError, TypeError, ValueError) as exc:
             raise ConfigError(f"invalid topology file {path}: {exc!r}") from exc
-        unknown = {s.topic for s in subscriptions} - set(topics)
+        named = {s.topic for s in subscriptions} | {s.publishes for s in stages if s.publishes}
+        unknown = named - set(topics)
         if unknown or topology.dead_letter_topic not in topics:
             raise ConfigError(f"topology {path} names unknown topics: {sorted(unknown)}")
+        stage_names = {s.name for s in stages}
+        strangers = {s.consumer for s in subscriptions if s.consumer} - stage_names
+        strangers |= {s.starts for s in stages if s.starts} - stage_names
+        if strangers:
+            raise ConfigError(f"topology {path} names stages it does not list: {sorted(strangers)}")
+        unfed = [s.name for s in stages if not topology.consumed_topics(s.name)]
+        if unfed:
+            raise ConfigError(f"topology {path}: nothing feeds the stages {unfed}")
         return topology

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from flask import Flask, Response, abort, render_template
 
-from modelrail.domain.runs import STAGE_ORDER, RunSummary, failure_reasons
+from modelrail.domain.runs import RunSummary, failure_reasons
 from modelrail.kernel.errors import IntegrityError, NotFound
 from modelrail.ui import plots
 
@@ -146,7 +146,7 @@ def _version_file(container: Container, model: str, version: int, name: str) -> 
 
 
 def _run_row(run: RunSummary) -> dict[str, Any]:
-    stages = [run.stages[name] for name in STAGE_ORDER if name in run.stages]
+    stages = list(run.stages.values())
     version = None
     for record in stages:
         event = record.get("event") or {}

@@ -25,15 +25,12 @@ from modelrail.domain.config import PipelineConfig
 from modelrail.domain.dataset import snapshot
 from modelrail.domain.dataset.checks import ParsedDataset
 from modelrail.domain.features import FeatureSchema
-from modelrail.domain.registry import LoadedVersion, Registry
+from modelrail.domain.registry import CHAMPION, REFERENCE_FILE, LoadedVersion, Registry
 from modelrail.domain.runs import RunLog
 from modelrail.kernel.errors import GateRejected
 from modelrail.kernel.events import ModelEvaluated, ModelTrained
 from modelrail.kernel.ports import ManifestSigner
 from modelrail.service.stages import Outcome
-
-CHAMPION = "champion"
-REFERENCE = "reference.parquet"
 
 
 def handle(
@@ -85,7 +82,7 @@ def handle(
     # The rows it was judged on, for register to keep as the version's reference set.
     judged = snapshot.arrow(parsed, config.contract).take(holdout)
     store.write(
-        runs.snapshot_key(event.run_id, REFERENCE),
+        runs.snapshot_key(event.run_id, REFERENCE_FILE),
         snapshot.encode(judged),
         content_type="application/vnd.apache.parquet",
     )
@@ -175,7 +172,7 @@ def _reference(
     if loaded is None or champion is None or not champion["comparable"]:
         return None
     version = loaded.version
-    data = registry.file(loaded.manifest, REFERENCE)  # against the verified manifest
+    data = registry.file(loaded.manifest, REFERENCE_FILE)  # against the verified manifest
     if data is None:
         return None
     try:

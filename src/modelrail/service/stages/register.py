@@ -20,14 +20,12 @@ import lightgbm as lgb
 
 from modelrail.domain import card
 from modelrail.domain.config import PipelineConfig
-from modelrail.domain.registry import MODEL_FILE, Registry
+from modelrail.domain.registry import CHAMPION, MODEL_FILE, PROFILE_FILE, REFERENCE_FILE, Registry
 from modelrail.domain.runs import RunLog
 from modelrail.kernel.errors import DeliveryInProgress, IntegrityError, LeaseHeld
 from modelrail.kernel.events import ModelEvaluated, ModelRegistered
 from modelrail.kernel.ports import ManifestSigner, ModelCatalog, PackageRepository
 from modelrail.service.stages import Outcome
-from modelrail.service.stages.evaluate import CHAMPION, REFERENCE
-from modelrail.service.stages.validate import PROFILE
 
 STAGE = "register"
 
@@ -118,8 +116,8 @@ def _register(
     )
     # The version keeps the hold-out it was judged on (later gates' trusted set, written
     # by evaluate) and its training data's profile (later drift checks' baseline).
-    reference = store.read(runs.snapshot_key(event.run_id, REFERENCE)).data
-    data_profile = store.read(runs.snapshot_key(event.run_id, PROFILE)).data
+    reference = store.read(runs.snapshot_key(event.run_id, REFERENCE_FILE)).data
+    data_profile = store.read(runs.snapshot_key(event.run_id, PROFILE_FILE)).data
     fields["diagnostics"] = runs.report(event.run_id, "evaluation")["diagnostics"]
     history = _history(registry, model, signer)
     version, manifest = registry.register(
@@ -132,8 +130,8 @@ def _register(
                 importance,
                 [h for h in history if h["version"] < number],
             ),
-            REFERENCE: reference,
-            PROFILE: data_profile,
+            REFERENCE_FILE: reference,
+            PROFILE_FILE: data_profile,
             **predictors,
         },
         fields,

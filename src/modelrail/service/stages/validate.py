@@ -15,7 +15,7 @@ import pyarrow as pa
 
 from modelrail.domain.config import PipelineConfig
 from modelrail.domain.dataset import checks, duplicates, profile, snapshot
-from modelrail.domain.registry import Registry
+from modelrail.domain.registry import CHAMPION, PROFILE_FILE, Registry
 from modelrail.domain.runs import RunLog
 from modelrail.kernel.canonical import canonical_json
 from modelrail.kernel.errors import (
@@ -31,7 +31,6 @@ from modelrail.service.stages import Outcome
 
 DATA_SUFFIX = ".csv"
 SNAPSHOT = "part-00000.parquet"
-PROFILE = "profile.json"
 
 
 def handle(
@@ -105,7 +104,7 @@ def handle(
     store = runs.store
     written = snapshot.write(store, runs.snapshot_key(run_id, SNAPSHOT), checked)
     store.write(
-        runs.snapshot_key(run_id, PROFILE),
+        runs.snapshot_key(run_id, PROFILE_FILE),
         canonical_json(profile.profile(checked, contract)),
         content_type="application/json",
     )
@@ -149,11 +148,11 @@ def _drift(
     training data (empty for the first model, or a champion with no profile). The
     profile is read against the champion's signed manifest: a rewritten one is an
     ``IntegrityError``, not a baseline."""
-    champion = registry.alias(config.model_name, "champion")
+    champion = registry.alias(config.model_name, CHAMPION)
     if champion is None:
         return None, []
     manifest = registry.signed_manifest(config.model_name, champion.version, signer)
-    baseline = registry.file(manifest, PROFILE)
+    baseline = registry.file(manifest, PROFILE_FILE)
     if baseline is None:
         return champion.version, []
     table = profile.drift(
