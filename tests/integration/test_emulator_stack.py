@@ -34,19 +34,18 @@ from modelrail.adapters.google.artifact_registry import ArtifactRegistryPackages
 from modelrail.adapters.local.staging import LocalStagingDeployer
 from modelrail.composition.bootstrap import bootstrap
 from modelrail.domain.registry import MANIFEST, REFERENCE_FILE, registration_lease_name, sha256
-from modelrail.domain.runs import StageRecord
 from modelrail.kernel import errors
-from modelrail.kernel.events import derive_run_id, utcnow
+from modelrail.kernel.events import derive_run_id
 from modelrail.kernel.processes import group_members, port_in_use, wait_until
 from modelrail.localcloud.emulators import free_port
-from modelrail.service import pipeline, reconcile
+from modelrail.service import reconcile
 from modelrail.service.container import Container
 from modelrail.service.sweep import sweep
 from modelrail.settings.process import Settings
 from modelrail.ui import create_app
 from tests.conftest import PENGUINS, REPO, STATE_DEADLINE_S, settings_env
 from tests.integration.emulator_support import require_emulators
-from tests.unit.test_record_shapes import DETAILS, _kinds
+from tests.unit.test_record_shapes import _kinds, write_failure_shapes
 
 pytestmark = [pytest.mark.emulator, pytest.mark.xdist_group("emulators")]
 
@@ -758,28 +757,8 @@ def test_every_record_shape_in_the_emulator_stacks_run_store_is_read_by_runs_and
     and `runs RUN --json` read them all. The stack serves no UI (`modelrail ui` is a
     command of its own), so the UI is the app that command serves, over the same store."""
     with Staging(stack) as staging:
-        container, token = staging.container, uuid.uuid4().hex[:16]
-        written = []
-        for index, kind in enumerate(_kinds()):
-            run_id = f"run-{token}{index:04d}"
-            exc = kind(f"{kind.kind} happened", DETAILS.get(kind.kind, {}))
-            lineage = {
-                "trigger": {"kind": "retrain", "key": f"request:{token}-{index}"},
-                "config": container.config.summary(),
-            }
-            pipeline.record_failure(
-                container, "deploy", run_id, lineage, "cause", exc, utcnow(), 0.0
-            )
-            written.append(run_id)
-        legacy = f"run-{token}eeee"  # a smoke test's problems as bare strings
-        container.runs.save_stage(
-            StageRecord(
-                legacy, "deploy", "failed", utcnow(), utcnow(), 0.1, {}, {}, None,
-                {"kind": "deployment_failed", "message": "smoke test failed",
-                 "details": {"problems": ["/readyz answered 503"], "url": "http://x"}},
-            )
-        )  # fmt: skip
-        written.append(legacy)
+        container = staging.container
+        written = write_failure_shapes(container, uuid.uuid4().hex[:16])
 
         env = {**stack.env, **stack.state()["env"]}
         for args in (["runs"], *(["runs", run] for run in written)):

@@ -56,19 +56,21 @@ def container(tmp_path: Path) -> Container:
     return bootstrap(settings, deployer_factory=FakeDeployer)
 
 
-def _write_every_shape(container: Container, penguins_csv: bytes) -> list[str]:
+def write_failure_shapes(container: Container, prefix: str = "0" * 16) -> list[str]:
+    """A failed run of every kind of failure, with the details its raiser gives, and one
+    written before problems had one shape (a smoke test's problems as bare strings);
+    their run ids (``run-<prefix><4 characters>``)."""
     runs = []
     for index, kind in enumerate(_kinds()):
-        run_id = f"run-{index:020d}"
+        run_id = f"run-{prefix}{index:04d}"
         exc = kind(f"{kind.kind} happened", DETAILS.get(kind.kind, {}))
         lineage = {
-            "trigger": {"kind": "retrain", "key": f"request:{index}"},
+            "trigger": {"kind": "retrain", "key": f"request:{prefix}-{index}"},
             "config": container.config.summary(),
         }
         pipeline.record_failure(container, "deploy", run_id, lineage, "cause", exc, utcnow(), 0.0)
         runs.append(run_id)
-    # Written before problems had one shape: a smoke test's problems as bare strings.
-    legacy = "run-" + "e" * 20
+    legacy = f"run-{prefix}eeee"
     container.runs.save_stage(
         StageRecord(
             legacy, "deploy", "failed", utcnow(), utcnow(), 0.1, {}, {}, None,
@@ -76,7 +78,11 @@ def _write_every_shape(container: Container, penguins_csv: bytes) -> list[str]:
              "details": {"problems": ["/readyz answered 503"], "url": "http://x"}},
         )
     )  # fmt: skip
-    runs.append(legacy)
+    return [*runs, legacy]
+
+
+def _write_every_shape(container: Container, penguins_csv: bytes) -> list[str]:
+    runs = write_failure_shapes(container)
     store = container.storage.bucket(container.settings.data_bucket)
     generation = store.write("uploads/penguins.csv", penguins_csv)
     upload = {"bucket": store.bucket, "name": "uploads/penguins.csv", "generation": generation}
