@@ -27,7 +27,7 @@ def _print_endpoints(state: StackState, stack: Stack) -> None:
     for name, port in state.ports.items():
         if name.startswith("function-"):
             click.echo(f"  {name:<20} http://127.0.0.1:{port}")
-    click.echo(f"  staging server       http://127.0.0.1:{settings.staging_port} (after a deploy)")
+    click.echo(f"  staging server       {settings.staging_url} (after a deploy)")
     click.echo(
         f"  buckets              gs://{settings.data_bucket}  gs://{settings.artifact_bucket}"
     )

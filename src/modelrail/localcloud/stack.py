@@ -352,7 +352,7 @@ class Stack:
             "--project", self.settings.project,
             "--region", self.settings.region,
             "--service", self.settings.staging_service,
-            "--service-url", f"http://127.0.0.1:{self.settings.staging_port}",
+            "--service-url", self.settings.staging_url,
         )  # fmt: skip
         members = [
             Member(
@@ -542,7 +542,7 @@ class Stack:
                     "log": record.log,
                 }
             )
-        staging = f"http://127.0.0.1:{self.settings.staging_port}"
+        staging = self.settings.staging_url
         rows.append(
             {
                 "name": "staging-server",

@@ -38,9 +38,9 @@ import threading
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from modelrail.domain.registry import Registry
+from modelrail.domain.registry import Lease, Registry
 from modelrail.kernel.errors import DeploymentFailed, LeaseHeld, ModelrailError, TransientError
-from modelrail.kernel.ports import Deployer, Deployment, ManifestSigner
+from modelrail.kernel.ports import Deployer, Deployment, ManifestSigner, ModelCatalog
 from modelrail.service.smoke import smoke_test
 
 STAGING = "staging"
@@ -175,6 +175,31 @@ def roll_out(
             f"{failed.message}; staging serves v{restored.alias_version}, what its alias names",
             {**failed.details, "restored_version": restored.alias_version},
         ) from failed
+
+
+def stage_version(
+    model: str,
+    version: int,
+    *,
+    registry: Registry,
+    deployer: Deployer,
+    signer: ManifestSigner,
+    catalog: ModelCatalog | None,
+    lease: Lease,
+    force: bool = False,
+) -> Deployment | Convergence:
+    """Put ``version`` on staging and point the staging alias (Vertex AI's too, with
+    ``catalog``) at it: the deploy stage's and an operator's rollback's one path. The
+    caller holds the rollout ``lease``; one lost meanwhile (a renewal lost unseen let
+    another rollout in) commits nothing (``LeaseLost``). Without ``force`` the alias only
+    moves forward: when a newer version took it while this one rolled out, staging
+    serves that one again, and what that convergence did is returned instead of the
+    deployment. ``DeploymentFailed``, ``IntegrityError`` as ``roll_out``."""
+    deployment = roll_out(model, version, registry=registry, deployer=deployer, signer=signer)
+    lease.check()
+    if registry.move_alias(model, STAGING, version, force=force, catalog=catalog):
+        return deployment
+    return converge(model, registry=registry, deployer=deployer, signer=signer)
 
 
 class Reconciler:

@@ -26,6 +26,7 @@ from modelrail.domain.registry import Alias
 from modelrail.domain.runs import RunSummary, StageRecord
 from modelrail.kernel.errors import DeploymentFailed, IntegrityError, ModelrailError, Refused
 from modelrail.kernel.events import ModelDeployed, derive_run_id, new_id, utcnow
+from modelrail.kernel.ports import Deployment
 from modelrail.service.container import Container
 from modelrail.service.pipeline import record_and_publish, record_failure
 from modelrail.service.reconcile import (
@@ -34,7 +35,7 @@ from modelrail.service.reconcile import (
     LEASE_WAIT_S,
     STAGING,
     converge,
-    roll_out,
+    stage_version,
 )
 
 STAGE = "rollback"
@@ -115,7 +116,7 @@ def rollback(
     # One rollout at a time, the deploy stage's included (its lease).
     with registry.lease(
         model, STAGING, key, ttl_s=LEASE_TTL_S, wait_s=LEASE_WAIT_S, heartbeat_s=LEASE_HEARTBEAT_S
-    ):
+    ) as lease:
         # Decide on what staging serves, so first make it serve what its alias names (a
         # crash may have left another version there, or nothing); a version that fails
         # to converge (unsigned, not starting) is what a rollback is there to leave.
@@ -139,18 +140,15 @@ def rollback(
         }
         try:
             # The deploy stage's path: verified, smoke-tested, the alias's version
-            # restored on failure.
-            deployment = roll_out(
-                model,
-                target,
-                registry=registry,
-                deployer=container.deployer,
-                signer=container.signer,
-            )
+            # restored on failure; the alias moved back by force.
+            staged = stage_version(
+                model, target, registry=registry, deployer=container.deployer,
+                signer=container.signer, catalog=container.catalog, lease=lease, force=True,
+            )  # fmt: skip
         except (DeploymentFailed, IntegrityError) as exc:
             return record_failure(container, STAGE, run_id, lineage, key, exc, started, clock)
-        # Vertex AI's staging alias too, when pipeline.toml turns the catalog on.
-        registry.move_alias(model, STAGING, target, force=True, catalog=container.catalog)
+        assert isinstance(staged, Deployment)  # forced: the alias always moves
+        deployment = staged
     deployed = ModelDeployed(
         run_id=run_id,
         causation_id=key,

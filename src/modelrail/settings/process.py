@@ -112,6 +112,12 @@ class Settings:
         values["user"] = env.get("USER") or env.get("LOGNAME") or "unknown"
         return cls(**values)
 
+    @property
+    def staging_url(self) -> str:
+        """Where the staging service answers on this machine (embedded and emulator
+        modes: the local supervisor's port)."""
+        return f"http://127.0.0.1:{self.staging_port}"
+
     def topology_file(self) -> Path:
         """The event graph this process runs: ``MODELRAIL_TOPOLOGY``, else the
         checkout's ``topology.yaml`` (``ConfigError`` in an installed copy without one)."""

@@ -142,7 +142,7 @@ class LocalStagingDeployer:
             _close(control, stream)
             raise
         return Candidate(
-            model, version, server["revision"], self._url(),
+            model, version, server["revision"], self.settings.staging_url,
             unix_probe(Path(server["socket"])), handle=(control, stream, server),
         )  # fmt: skip
 
@@ -282,12 +282,9 @@ class LocalStagingDeployer:
         process.wait()
         raise DeploymentFailed(f"the staging supervisor did not start: {_log_tail(str(log))}")
 
-    def _url(self) -> str:
-        return f"http://127.0.0.1:{self.settings.staging_port}"
-
     def _deployment(self, backend: dict[str, Any]) -> Deployment:
         return Deployment(
-            url=self._url(),
+            url=self.settings.staging_url,
             revision=backend["revision"],
             model=backend["model"],
             version=backend["version"],

@@ -25,8 +25,9 @@ from modelrail.service.reconcile import (
     LEASE_TTL_S,
     LEASE_WAIT_S,
     STAGING,
+    Convergence,
     converge,
-    roll_out,
+    stage_version,
 )
 from modelrail.service.stages import Outcome
 
@@ -69,24 +70,22 @@ def handle(
                 output["convergence"] = f"failed: {exc}"
             return Outcome(None, output, status="skipped")
         # Raises DeploymentFailed once staging serves what the alias names again.
-        deployment = roll_out(
-            model, event.version, registry=registry, deployer=deployer, signer=signer
-        )
-        # Still this rollout's lease (a renewal lost unseen would have let another in)?
-        lease.check()
-        # Vertex AI's staging alias (when pipeline.toml turns the catalog on) moves with it.
-        if not registry.move_alias(model, STAGING, event.version, catalog=catalog):
+        staged = stage_version(
+            model, event.version, registry=registry, deployer=deployer, signer=signer,
+            catalog=catalog, lease=lease,
+        )  # fmt: skip
+        if isinstance(staged, Convergence):
             # A newer version became staging while this one rolled out (a lease taken
-            # over from a rollout that outlived it): serve what the alias names again.
-            newer = converge(model, registry=registry, deployer=deployer, signer=signer)
+            # over from a rollout that outlived it): staging serves that one again.
             return Outcome(
                 None,
                 {
-                    "reason": f"staging moved to v{newer.alias_version} meanwhile",
+                    "reason": f"staging moved to v{staged.alias_version} meanwhile",
                     "version": event.version,
                 },
                 status="skipped",
             )
+        deployment = staged
         deployed = ModelDeployed(
             run_id=event.run_id,
             causation_id=event.event_id,
