@@ -28,7 +28,7 @@ from urllib.parse import parse_qs, unquote
 import orjson
 
 from modelrail.adapters.local.packages import LocalPackageRepository
-from modelrail.localcloud.google_api import ApiError, ApiRoutes
+from modelrail.localcloud.google_api import ApiError, ApiRoutes, EmulatedApi
 
 _REPOSITORY = (
     r"projects/(?P<project>[^/]+)/locations/(?P<location>[^/]+)"
@@ -49,8 +49,10 @@ _OWNER = re.compile(
 )
 
 
-class LocalArtifactRegistry:
+class LocalArtifactRegistry(EmulatedApi):
     """Generic repositories of one project and location, on the local disk."""
+
+    routes = _ROUTES
 
     def __init__(
         self, state_dir: Path, project: str, location: str, repositories: tuple[str, ...]
@@ -61,13 +63,15 @@ class LocalArtifactRegistry:
             for name in repositories
         }
 
-    def handles(self, path: str) -> bool:
-        return _ROUTES.handles(path)
-
-    def dispatch(
-        self, method: str, path: str, query: str, content_type: str, raw: bytes
+    def answer(
+        self,
+        action: str,
+        match: re.Match[str],
+        path: str,
+        query: str,
+        content_type: str,
+        raw: bytes,
     ) -> dict[str, Any]:
-        action, match = _ROUTES.match(method, path)
         name, packages = match["name"], self._repository(match)
         if action == "upload":
             return self._upload(name, packages, content_type, raw)

@@ -3,9 +3,10 @@ the routing of a request to the action of one API's slice."""
 
 from __future__ import annotations
 
+import abc
 import re
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 from modelrail.kernel.errors import ModelrailError
 
@@ -42,3 +43,32 @@ class ApiRoutes:
                 raise ApiError(405, "UNIMPLEMENTED", f"{method} {path} is not supported")
             return action, match
         raise ApiError(404, "NOT_FOUND", f"{method} {path}: no such {self.api} API here")
+
+
+class EmulatedApi(abc.ABC):
+    """One of Google's APIs answered locally: the control plane hands it the requests
+    whose path its ``routes`` match (``handles``); ``dispatch`` finds the action and
+    ``answer`` (each API's own) answers it."""
+
+    routes: ClassVar[ApiRoutes]
+
+    def handles(self, path: str) -> bool:
+        return self.routes.handles(path)
+
+    def dispatch(
+        self, method: str, path: str, query: str, content_type: str, raw: bytes
+    ) -> dict[str, Any]:
+        action, match = self.routes.match(method, path)
+        return self.answer(action, match, path, query, content_type, raw)
+
+    @abc.abstractmethod
+    def answer(
+        self,
+        action: str,
+        match: re.Match[str],
+        path: str,
+        query: str,
+        content_type: str,
+        raw: bytes,
+    ) -> dict[str, Any]:
+        """The JSON answer to ``action`` (``match``: what its route's pattern matched)."""

@@ -26,7 +26,7 @@ import orjson
 
 from modelrail.adapters.local.signing import LocalManifestSigner
 from modelrail.domain.signing import ALGORITHM
-from modelrail.localcloud.google_api import ApiError, ApiRoutes
+from modelrail.localcloud.google_api import ApiError, ApiRoutes, EmulatedApi
 
 _VERSION = (
     r"projects/[^/]+/locations/[^/]+/keyRings/[^/]+/cryptoKeys/[^/]+/cryptoKeyVersions/[^/:]+"
@@ -49,21 +49,25 @@ def default_key(project: str, location: str) -> str:
     )
 
 
-class LocalKms:
+class LocalKms(EmulatedApi):
     """Asymmetric signing key versions on the local disk."""
+
+    routes = _ROUTES
 
     def __init__(self, state_dir: Path, keys: tuple[str, ...]) -> None:
         self.keys = {
             name: LocalManifestSigner(state_dir / "kms" / f"{name}.pem", name) for name in keys
         }
 
-    def handles(self, path: str) -> bool:
-        return _ROUTES.handles(path)
-
-    def dispatch(
-        self, method: str, path: str, query: str, content_type: str, raw: bytes
+    def answer(
+        self,
+        action: str,
+        match: re.Match[str],
+        path: str,
+        query: str,
+        content_type: str,
+        raw: bytes,
     ) -> dict[str, Any]:
-        action, match = _ROUTES.match(method, path)
         name = match["name"]
         signer = self.keys.get(name)
         if signer is None:

@@ -32,7 +32,7 @@ import orjson
 
 from modelrail.adapters.local.models import LocalModels
 from modelrail.domain.config import VERTEX_MODEL_ID
-from modelrail.localcloud.google_api import ApiError, ApiRoutes
+from modelrail.localcloud.google_api import ApiError, ApiRoutes, EmulatedApi
 
 _PARENT = r"projects/(?P<project>[^/]+)/locations/(?P<location>[^/]+)"
 _ROUTES = ApiRoutes(
@@ -53,8 +53,10 @@ _LABEL_FILTER = re.compile(r'^labels\.(?P<key>[a-z][a-z0-9_-]*)="(?P<value>[^"]*
 _TYPE = "type.googleapis.com/google.cloud.aiplatform.v1."
 
 
-class LocalVertexAi:
+class LocalVertexAi(EmulatedApi):
     """Vertex AI models of one project and location, on the local disk."""
+
+    routes = _ROUTES
 
     def __init__(self, state_dir: Path, project: str, location: str) -> None:
         self.project, self.location = project, location
@@ -63,13 +65,15 @@ class LocalVertexAi:
         self._operations: dict[str, dict[str, Any]] = {}
         self._lock = threading.Lock()
 
-    def handles(self, path: str) -> bool:
-        return _ROUTES.handles(path)
-
-    def dispatch(
-        self, method: str, path: str, query: str, content_type: str, raw: bytes
+    def answer(
+        self,
+        action: str,
+        match: re.Match[str],
+        path: str,
+        query: str,
+        content_type: str,
+        raw: bytes,
     ) -> dict[str, Any]:
-        action, match = _ROUTES.match(method, path)
         if (match["project"], match["location"]) != (self.project, self.location):
             raise ApiError(404, "NOT_FOUND", f"{path}: no such location here")
         body: dict[str, Any] = orjson.loads(raw) if raw else {}
