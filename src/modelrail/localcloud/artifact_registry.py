@@ -28,7 +28,7 @@ from urllib.parse import parse_qs, unquote
 import orjson
 
 from modelrail.adapters.local.packages import LocalPackageRepository
-from modelrail.localcloud.google_api import ApiError, ApiRoutes, EmulatedApi
+from modelrail.localcloud.google_api import ApiError, ApiRequest, ApiRoutes, EmulatedApi
 
 _REPOSITORY = (
     r"projects/(?P<project>[^/]+)/locations/(?P<location>[^/]+)"
@@ -63,18 +63,10 @@ class LocalArtifactRegistry(EmulatedApi):
             for name in repositories
         }
 
-    def answer(
-        self,
-        action: str,
-        match: re.Match[str],
-        path: str,
-        query: str,
-        content_type: str,
-        raw: bytes,
-    ) -> dict[str, Any]:
+    def answer(self, action: str, match: re.Match[str], request: ApiRequest) -> dict[str, Any]:
         name, packages = match["name"], self._repository(match)
         if action == "upload":
-            return self._upload(name, packages, content_type, raw)
+            return self._upload(name, packages, request.content_type, request.raw)
         if action == "versions":
             package = unquote(match["package"])
             return {
@@ -83,7 +75,7 @@ class LocalArtifactRegistry(EmulatedApi):
                     for version in packages.versions(package)
                 ]
             }
-        return self._files(name, packages, parse_qs(query).get("filter", [""])[0])
+        return self._files(name, packages, parse_qs(request.query).get("filter", [""])[0])
 
     def _repository(self, match: re.Match[str]) -> LocalPackageRepository:
         found = self.repositories.get(match["repository"])

@@ -4,6 +4,7 @@ the routing of a request to the action of one API's slice."""
 from __future__ import annotations
 
 import abc
+import dataclasses
 import re
 from collections.abc import Sequence
 from typing import Any, ClassVar
@@ -45,6 +46,16 @@ class ApiRoutes:
         raise ApiError(404, "NOT_FOUND", f"{method} {path}: no such {self.api} API here")
 
 
+@dataclasses.dataclass(frozen=True)
+class ApiRequest:
+    """One request to an emulated API: its path, query string, content type and body."""
+
+    path: str
+    query: str
+    content_type: str
+    raw: bytes
+
+
 class EmulatedApi(abc.ABC):
     """One of Google's APIs answered locally: the control plane hands it the requests
     whose path its ``routes`` match (``handles``); ``dispatch`` finds the action and
@@ -59,16 +70,8 @@ class EmulatedApi(abc.ABC):
         self, method: str, path: str, query: str, content_type: str, raw: bytes
     ) -> dict[str, Any]:
         action, match = self.routes.match(method, path)
-        return self.answer(action, match, path, query, content_type, raw)
+        return self.answer(action, match, ApiRequest(path, query, content_type, raw))
 
     @abc.abstractmethod
-    def answer(
-        self,
-        action: str,
-        match: re.Match[str],
-        path: str,
-        query: str,
-        content_type: str,
-        raw: bytes,
-    ) -> dict[str, Any]:
+    def answer(self, action: str, match: re.Match[str], request: ApiRequest) -> dict[str, Any]:
         """The JSON answer to ``action`` (``match``: what its route's pattern matched)."""

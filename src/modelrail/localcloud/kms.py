@@ -26,7 +26,7 @@ import orjson
 
 from modelrail.adapters.local.signing import LocalManifestSigner
 from modelrail.domain.signing import ALGORITHM
-from modelrail.localcloud.google_api import ApiError, ApiRoutes, EmulatedApi
+from modelrail.localcloud.google_api import ApiError, ApiRequest, ApiRoutes, EmulatedApi
 
 _VERSION = (
     r"projects/[^/]+/locations/[^/]+/keyRings/[^/]+/cryptoKeys/[^/]+/cryptoKeyVersions/[^/:]+"
@@ -59,21 +59,13 @@ class LocalKms(EmulatedApi):
             name: LocalManifestSigner(state_dir / "kms" / f"{name}.pem", name) for name in keys
         }
 
-    def answer(
-        self,
-        action: str,
-        match: re.Match[str],
-        path: str,
-        query: str,
-        content_type: str,
-        raw: bytes,
-    ) -> dict[str, Any]:
+    def answer(self, action: str, match: re.Match[str], request: ApiRequest) -> dict[str, Any]:
         name = match["name"]
         signer = self.keys.get(name)
         if signer is None:
             raise ApiError(404, "NOT_FOUND", f"CryptoKeyVersion {name} not found.")
         if action == "sign":
-            return self._sign(signer, raw)
+            return self._sign(signer, request.raw)
         pem = signer.public_key(name).decode()
         return {
             "pem": pem,

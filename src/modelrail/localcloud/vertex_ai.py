@@ -32,7 +32,7 @@ import orjson
 
 from modelrail.adapters.local.models import LocalModels
 from modelrail.domain.config import VERTEX_MODEL_ID
-from modelrail.localcloud.google_api import ApiError, ApiRoutes, EmulatedApi
+from modelrail.localcloud.google_api import ApiError, ApiRequest, ApiRoutes, EmulatedApi
 
 _PARENT = r"projects/(?P<project>[^/]+)/locations/(?P<location>[^/]+)"
 _ROUTES = ApiRoutes(
@@ -65,18 +65,10 @@ class LocalVertexAi(EmulatedApi):
         self._operations: dict[str, dict[str, Any]] = {}
         self._lock = threading.Lock()
 
-    def answer(
-        self,
-        action: str,
-        match: re.Match[str],
-        path: str,
-        query: str,
-        content_type: str,
-        raw: bytes,
-    ) -> dict[str, Any]:
+    def answer(self, action: str, match: re.Match[str], request: ApiRequest) -> dict[str, Any]:
         if (match["project"], match["location"]) != (self.project, self.location):
-            raise ApiError(404, "NOT_FOUND", f"{path}: no such location here")
-        body: dict[str, Any] = orjson.loads(raw) if raw else {}
+            raise ApiError(404, "NOT_FOUND", f"{request.path}: no such location here")
+        body: dict[str, Any] = orjson.loads(request.raw) if request.raw else {}
         if action == "upload":
             return self._upload(body)
         if action == "merge":
@@ -88,7 +80,7 @@ class LocalVertexAi(EmulatedApi):
             raise ApiError(404, "NOT_FOUND", f"{self.parent}/models/{match['model']} not found")
         if action == "get":
             return next(v for v in versions if "default" in v["versionAliases"])
-        return {"models": _filtered(versions, parse_qs(query).get("filter", [""])[0])}
+        return {"models": _filtered(versions, parse_qs(request.query).get("filter", [""])[0])}
 
     def _upload(self, body: dict[str, Any]) -> dict[str, Any]:
         model = body.get("model")
