@@ -12,6 +12,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import orjson
+
 from modelrail.adapters.by_mode import (
     local_staging,
     open_catalog,
@@ -19,6 +21,7 @@ from modelrail.adapters.by_mode import (
     open_signer,
     open_storage,
 )
+from modelrail.kernel.events import DataUploaded
 from modelrail.kernel.ports import (
     Deployer,
     EventBus,
@@ -120,6 +123,10 @@ def _embedded(
         catalog_factory=catalog,
         signer_factory=signer,
         observer=observer,
+        runs_here=True,
+        upload_notifier=lambda bucket, name, generation: _notify_upload(
+            bus, bucket, name, generation
+        ),
     )
     bus = InProcessBus(container.topology, settings.home / "dead-letter.jsonl")
     for subscription in container.topology.subscriptions:
@@ -130,3 +137,20 @@ def _embedded(
                 lambda message, stage=stage: pipeline.consume(container, stage, message),  # type: ignore[misc]
             )
     return container
+
+
+def _notify_upload(bus: EventBus, bucket: str, name: str, generation: int) -> None:
+    """What Cloud Storage publishes for a finalized object (a ``JSON_API_V1``
+    notification on ``data-uploaded``), which filesystem buckets cannot."""
+    body = DataUploaded(bucket=bucket, name=name, generation=generation).to_body()
+    bus.publish(
+        "data-uploaded",
+        orjson.dumps(body),
+        {
+            "eventType": "OBJECT_FINALIZE",
+            "payloadFormat": "JSON_API_V1",
+            "bucketId": bucket,
+            "objectId": name,
+            "objectGeneration": str(generation),
+        },
+    )

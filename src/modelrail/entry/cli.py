@@ -18,7 +18,7 @@ from modelrail.domain.runs import RunSummary, failure_reasons
 from modelrail.entry.stack import down, status, up
 from modelrail.kernel import logs
 from modelrail.kernel.errors import ModelrailError
-from modelrail.kernel.events import DataUploaded, RetrainRequested, utcnow
+from modelrail.kernel.events import RetrainRequested, utcnow
 from modelrail.service.container import Container
 from modelrail.settings.process import UNVERSIONED, Settings
 
@@ -75,25 +75,13 @@ class Cli:
         store = self.container.storage.bucket(self.settings.data_bucket)
         generation = store.write(key, data, content_type="text/csv")
         click.echo(f"uploaded {path} to gs://{store.bucket}/{key}#{generation}")
-        if self.settings.mode == "embedded":
-            # GCS publishes this notification itself; the filesystem store cannot.
-            body = DataUploaded(bucket=store.bucket, name=key, generation=generation).to_body()
-            self.container.bus.publish(
-                "data-uploaded",
-                orjson.dumps(body),
-                {
-                    "eventType": "OBJECT_FINALIZE",
-                    "payloadFormat": "JSON_API_V1",
-                    "bucketId": store.bucket,
-                    "objectId": key,
-                    "objectGeneration": str(generation),
-                },
-            )
+        if self.container.upload_notifier is not None:  # Cloud Storage publishes its own
+            self.container.upload_notifier(store.bucket, key, generation)
         return f"gs://{store.bucket}/{key}#{generation}"
 
     def note_code_version(self) -> None:
         """Say so when runs started here record no code version in their lineage."""
-        if self.settings.mode == "embedded" and self.settings.code_version == UNVERSIONED:
+        if self.container.runs_here and self.settings.code_version == UNVERSIONED:
             click.echo(
                 "note: lineage records code version 'unversioned' (no MODELRAIL_CODE_VERSION, "
                 "and the working directory is not a git checkout)"
@@ -162,7 +150,7 @@ def _report_run(cli: Cli, run: RunSummary | None) -> None:
     if run is None:
         _fail("no run was recorded for this trigger")
         return
-    if cli.settings.mode == "embedded" and run.outcome in ("running", "registered"):
+    if cli.container.runs_here and run.outcome in ("running", "registered"):
         run = _await_carried(cli, run)
     click.echo(f"run {run.run_id}: {run.outcome}")
     for stage in run.stages.values():
@@ -176,7 +164,7 @@ def _report_run(cli: Cli, run: RunSummary | None) -> None:
                 click.echo(f"  report: {cli.location(error['details']['report_uri'])}")
     if run.outcome in ("failed", "rejected"):
         sys.exit(1)
-    if cli.settings.mode == "embedded" and run.outcome in ("running", "registered"):
+    if cli.container.runs_here and run.outcome in ("running", "registered"):
         # Every message has been delivered: a run that has not ended lost one.
         last = list(run.stages)[-1] if run.stages else "its first stage"
         _fail(
@@ -236,7 +224,7 @@ def upload(path: Path, name: str | None) -> None:
     cli = Cli()
     cli.note_code_version()
     uri = cli.upload(path, name)
-    if cli.settings.mode == "embedded":
+    if cli.container.runs_here:
         cli.drain()
         _report_run(cli, cli.latest_run(uri))
 
@@ -259,7 +247,7 @@ def retrain(request_id: str | None, data_uri: str | None, reason: str | None) ->
         "retrain-requested", orjson.dumps(request.to_body()), {"event_type": request.event_type}
     )
     click.echo(f"published retrain request {request.request_id} (message {message_id})")
-    if cli.settings.mode == "embedded":
+    if cli.container.runs_here:
         cli.drain()
         _report_run(cli, cli.latest_run(request.idempotency_key))
 

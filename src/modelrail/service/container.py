@@ -45,6 +45,13 @@ class Container:
     signer_factory: Callable[[], ManifestSigner]
     # Called with each stage record as it is stored (the CLI shows progress with it).
     observer: Callable[[dict[str, Any]], None] | None = None
+    # Whether this process carries the runs it starts (embedded mode: ``bus.drain()``
+    # runs them here); elsewhere the functions and the training job do.
+    runs_here: bool = False
+    # Announces an upload (bucket, object, generation) where the bucket itself cannot
+    # (embedded mode's filesystem buckets); None where it does (Cloud Storage's
+    # notification, which Terraform and the emulator stack configure).
+    upload_notifier: Callable[[str, str, int], None] | None = None
 
     @cached_property
     def config(self) -> PipelineConfig:
