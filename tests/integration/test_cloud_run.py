@@ -27,7 +27,6 @@ import pytest
 import urllib3
 
 from modelrail.adapters.google.cloudrun import CloudRunDeployer, CloudRunJobLauncher
-from modelrail.adapters.local.filesystem import FilesystemStore
 from modelrail.kernel.errors import DeploymentFailed, TransientError
 from modelrail.kernel.ports import Candidate, Deployment
 from modelrail.kernel.processes import wait_until
@@ -142,15 +141,6 @@ def staging() -> Iterator[StandInStaging]:
 
 
 @pytest.fixture
-def artifacts(tmp_path: Path) -> FilesystemStore:
-    store = FilesystemStore(tmp_path / "buckets", "artifacts")
-    for version in (1, 2, 3, 4):
-        manifest = {"model": MODEL, "version": version, "examples": EXAMPLES, "files": {}}
-        store.write(f"models/{MODEL}/versions/{version}/manifest.json", orjson.dumps(manifest))
-    return store
-
-
-@pytest.fixture
 def control_plane(tmp_path: Path, staging: StandInStaging) -> Iterator[tuple[ControlPlane, str]]:
     job_program = (
         "import os, pathlib, sys; "
@@ -180,9 +170,7 @@ def control_plane(tmp_path: Path, staging: StandInStaging) -> Iterator[tuple[Con
 
 
 @pytest.fixture
-def deployer(
-    control_plane: tuple[ControlPlane, str], artifacts: FilesystemStore
-) -> CloudRunDeployer:
+def deployer(control_plane: tuple[ControlPlane, str]) -> CloudRunDeployer:
     return CloudRunDeployer(PROJECT, REGION, SERVICE, control_plane[1])
 
 
@@ -245,7 +233,7 @@ def test_deploy_pins_the_version_and_current_reports_it(
 
 
 def test_each_revision_trusts_the_key_register_signs_with(
-    control_plane: tuple[ControlPlane, str], artifacts: FilesystemStore, staging: StandInStaging
+    control_plane: tuple[ControlPlane, str], staging: StandInStaging
 ) -> None:
     key = "projects/p/locations/l/keyRings/r/cryptoKeys/k/cryptoKeyVersions/2"
     deployer = CloudRunDeployer(PROJECT, REGION, SERVICE, control_plane[1], signing_key=key)
@@ -360,7 +348,7 @@ def test_a_revision_that_never_gets_ready_is_rolled_back(
 
 
 def test_a_rollout_that_never_finishes_is_a_transient_error_after_the_deadline(
-    control_plane: tuple[ControlPlane, str], artifacts: FilesystemStore, staging: StandInStaging
+    control_plane: tuple[ControlPlane, str], staging: StandInStaging
 ) -> None:
     deployer = CloudRunDeployer(PROJECT, REGION, SERVICE, control_plane[1], rollout_timeout_s=1.0)
     deploy(deployer, 1)

@@ -37,7 +37,6 @@ if TYPE_CHECKING:
     from google.cloud import run_v2
 
 EVENT_ENV = "MODELRAIL_EVENT"
-ARTIFACT_BUCKET_ENV = "MODELRAIL_ARTIFACT_BUCKET"
 SIGNING_KEY_ENV = "MODELRAIL_SIGNING_KEY"
 # A rollout (new revision ready) rarely takes minutes. With the smoke test and a
 # restore, a deploy that also waited its turn can outlast the deploy subscription's
