@@ -500,13 +500,14 @@ def _recorded_event(container: Any, run_id: str, stage: str) -> Any:
     from modelrail.kernel.ports import Message
 
     record = container.runs.stage_record(run_id, stage)
-    if record is None or record["status"] != "succeeded":
+    if record is None or record.status != "succeeded":
         raise RuntimeError(f"{stage} of {run_id} did not succeed: {record}")
-    return Message(json.dumps(record["event"]).encode(), {})
+    return Message(json.dumps(record.event).encode(), {})
 
 
-def _succeeded(record: dict[str, Any] | None) -> dict[str, Any]:
-    if record is None or record["status"] != "succeeded":
+def _succeeded(record: Any) -> Any:
+    """The stage record (``StageRecord``) of a stage that succeeded."""
+    if record is None or record.status != "succeeded":
         raise RuntimeError(f"the stage did not succeed: {record}")
     return record
 
@@ -530,7 +531,7 @@ def child_stage(spec: dict[str, Any]) -> dict[str, Any]:
     started = time.perf_counter()
     record = _succeeded(consume(container, stage, message))
     seconds = time.perf_counter() - started
-    return {"seconds": seconds, "run_id": record["run_id"], "output": record["output"]}
+    return {"seconds": seconds, "run_id": record.run_id, "output": dict(record.output)}
 
 
 def child_checks(spec: dict[str, Any]) -> dict[str, Any]:
@@ -560,7 +561,7 @@ def child_embedded_run(spec: dict[str, Any]) -> dict[str, Any]:
     container = _container()
     message = _message(spec["message"])
     started = time.perf_counter()
-    run_id = _succeeded(consume(container, "validate", message))["run_id"]
+    run_id = _succeeded(consume(container, "validate", message)).run_id
     _succeeded(
         consume(container, "launch_training", _recorded_event(container, run_id, "validate"))
     )
@@ -574,9 +575,9 @@ def child_embedded_run(spec: dict[str, Any]) -> dict[str, Any]:
     }
     return {
         "seconds": seconds,
-        "stage_s": {stage: record["duration_s"] for stage, record in records.items() if record},
-        "best_iteration": records["train"]["output"]["best_iteration"],
-        "metrics": records["evaluate"]["output"]["metrics"],
+        "stage_s": {stage: record.duration_s for stage, record in records.items() if record},
+        "best_iteration": records["train"].output["best_iteration"],
+        "metrics": records["evaluate"].output["metrics"],
     }
 
 

@@ -85,7 +85,9 @@ def train_and_register(home: Path) -> tuple[Any, list[dict[str, Any]], list[list
     from modelrail.domain.dataset import checks
     from modelrail.domain.decoding import RequestDecoder
     from modelrail.domain.features import FeatureSchema
-    from modelrail.domain.registry import Registry
+    from modelrail.domain.lineage import Lineage
+    from modelrail.domain.registry import Manifest, Registry
+    from modelrail.kernel.events import derive_run_id
     from modelrail.native import builder, loader
 
     config = PipelineConfig.load(ROOT / "pipeline.toml")
@@ -120,23 +122,32 @@ def train_and_register(home: Path) -> tuple[Any, list[dict[str, Any]], list[list
     if not built.predictors or built.reader != "built":
         raise RuntimeError(f"no compiled predictor: {built.not_built}; reader {built.reader}")
     predictors = {predictor.build.file: predictor.library for predictor in built.predictors}
+    run_id = derive_run_id("benchmark", "0" * 64)
     Registry(store).register(
         MODEL,
-        "bench-run",
+        run_id,
         lambda _v: {"model.txt": text, **predictors},
-        {
-            "format": "lightgbm-text",
-            "features": schema.to_dict(),
-            "best_iteration": 100,
-            "params": params,
-            "metrics": {},
-            "champion": None,
-            "verdict": {"blessed": True},
-            "lineage": {"run_id": "bench-run"},
-            "created_at": "2026-01-01T00:00:00Z",
-            "examples": records[:3],
-            "compiled": built.record(),
-        },
+        lambda version, files: Manifest(
+            model=MODEL,
+            version=version,
+            run_id=run_id,
+            format="lightgbm-text",
+            created_at="2026-01-01T00:00:00Z",
+            features=schema.to_dict(),
+            best_iteration=100,
+            params=params,
+            train_metrics={},
+            metrics={},
+            champion=None,
+            verdict={"blessed": True, "checks": [], "reasons": []},
+            lineage=Lineage(
+                trigger={"kind": "unknown", "key": "benchmark"},
+                config={"hash": "0" * 64, "model": MODEL},
+            ),
+            examples=records[:3],
+            files=files,
+            compiled=built.record(),
+        ),
         signer=LocalManifestSigner.in_home(home),  # the servers verify with the same key
     )
     encoded = [[None if math.isnan(v) else v for v in row] for row in matrix.tolist()]

@@ -64,7 +64,7 @@ def test_validate_accepts_a_storage_notification(
     assert published_attributes["event_type"] == "dataset-validated"
     record = container.runs.stage_record(event["run_id"], "validate")
     assert record is not None
-    assert record["status"] == "succeeded"
+    assert record.status == "succeeded"
 
 
 def test_the_functions_chain_from_upload_to_registration(

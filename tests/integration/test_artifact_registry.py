@@ -102,14 +102,16 @@ def test_register_publishes_v1_and_the_local_endpoint_lists_it(
     assert pipeline.uploads() == len(expected)
     # Where it was published: beside the version in the bucket, and in the stage record.
     publication = registry.publication(model, 1)
-    assert publication == {
+    assert publication is not None
+    assert publication.to_json() == {
         "uri": f"{pipeline.endpoint}/v1/{repository}/packages/{model}/versions/v1",
         "package": model,
         "version": "v1",
         "files": dict(sorted(expected.items())),
     }
     [run] = pipeline.container.runs.runs()
-    assert run.stages["register"]["output"]["published"] == publication
+    assert publication is not None
+    assert run.stages["register"].output["published"] == publication.to_json()
     assert run.outcome == "deployed"
 
 

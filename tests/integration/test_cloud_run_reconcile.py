@@ -35,6 +35,7 @@ from tests.integration.test_cloud_run import (
 from tests.integration.test_cloud_run import (
     deploy as deploy_version,
 )
+from tests.manifests import describe
 
 __all__ = ["control_plane", "staging"]  # the fixtures, shared with test_cloud_run
 
@@ -49,9 +50,11 @@ def registry(tmp_path: Path, signer: LocalManifestSigner) -> Registry:
     registry = Registry(FilesystemStore(tmp_path / "buckets", "artifacts"))
     for version in (1, 2, 3):
         files = {"model.txt": b"tree %d" % version}
+        run_id = f"run-{version}"
         registry.register(
-            MODEL, f"run-{version}", lambda _, f=files: f, {"examples": EXAMPLES}, signer=signer
-        )
+            MODEL, run_id, lambda _, f=files: f, describe(MODEL, run_id, examples=EXAMPLES),
+            signer=signer,
+        )  # fmt: skip
     return registry
 
 

@@ -10,6 +10,7 @@ reaches the dead-letter topic after the configured attempts in seconds, not minu
 from __future__ import annotations
 
 import base64
+import dataclasses
 import io
 import os
 import signal
@@ -17,7 +18,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -33,7 +34,14 @@ import yaml
 from modelrail.adapters.google.artifact_registry import ArtifactRegistryPackages
 from modelrail.adapters.local.staging import LocalStagingDeployer
 from modelrail.composition.bootstrap import bootstrap
-from modelrail.domain.registry import MANIFEST, REFERENCE_FILE, registration_lease_name, sha256
+from modelrail.domain.registry import (
+    MANIFEST,
+    REFERENCE_FILE,
+    FileEntry,
+    Manifest,
+    registration_lease_name,
+    sha256,
+)
 from modelrail.kernel import errors
 from modelrail.kernel.events import derive_run_id
 from modelrail.kernel.processes import group_members, port_in_use, wait_until
@@ -284,7 +292,7 @@ def test_a_burst_of_registrations_ends_in_one_outcome_each_and_the_newest_served
 
         def outcomes() -> list[str]:
             records = [container.runs.stage_record(e["run_id"], "deploy") for e in events]
-            return [r["status"] for r in records if r is not None]
+            return [r.status for r in records if r is not None]
 
         def written() -> list[tuple[str, bytes]]:
             """What the burst's runs hold: a failure names its reason."""
@@ -341,18 +349,24 @@ def _register_like_register(container: Container, count: int) -> list[dict[str, 
     the model-registered event of each."""
     registry, model = container.registry, container.config.model_name
     manifest = registry.manifest(model, 2)
-    files = {name: registry.read_file(model, 2, name) for name in manifest["files"]}
-    fields = {k: v for k, v in manifest.items() if k not in ("model", "version", "run_id", "files")}
-    template = container.runs.stage_record(manifest["run_id"], "register")
+    files = {name: registry.read_file(model, 2, name) for name in manifest.files}
+    template = container.runs.stage_record(manifest.run_id, "register")
     assert template is not None
+    assert template.event is not None
     events = []
     for _ in range(count):
         run_id = f"run-{uuid.uuid4().hex[:20]}"  # a run id's shape, no trigger's
+
+        def describe(
+            version: int, entries: Mapping[str, FileEntry], run_id: str = run_id
+        ) -> Manifest:
+            return dataclasses.replace(manifest, version=version, run_id=run_id, files=entries)
+
         version, manifest_bytes = registry.register(
-            model, run_id, lambda _: files, fields, signer=container.signer
+            model, run_id, lambda _: files, describe, signer=container.signer
         )
         events.append(
-            {**template["event"], "run_id": run_id, "event_id": uuid.uuid4().hex,
+            {**template.event, "run_id": run_id, "event_id": uuid.uuid4().hex,
              "version": version, "manifest_sha256": sha256(manifest_bytes),
              "manifest_uri": registry.manifest_uri(model, version)}
         )  # fmt: skip
@@ -656,10 +670,12 @@ def test_a_champion_whose_reference_set_was_rewritten_fails_the_run_in_evaluate(
             store.write(prefix + REFERENCE_FILE, original[REFERENCE_FILE])
             store.write(prefix + MANIFEST, original[MANIFEST])
 
-        record = container.runs.stage_record(run_id, "evaluate") or {}
-        assert record["status"] == "failed", record
-        assert record["error"]["kind"] == "integrity_error", record["error"]
-        assert "signature" in record["error"]["message"], record["error"]
+        record = container.runs.stage_record(run_id, "evaluate")
+        assert record is not None
+        assert record.error is not None, record
+        assert record.status == "failed", record
+        assert record.error["kind"] == "integrity_error", record.error
+        assert "signature" in record.error["message"], record.error
         [run] = [r for r in stack.runs() if r["run_id"] == run_id]
         assert run["outcome"] == "failed"
         assert registry.versions(model) == versions
@@ -724,17 +740,18 @@ def test_a_register_function_killed_after_claiming_its_number_resumes_it_or_name
             assert state is not None
             lapsed = datetime.fromtimestamp(state.until, UTC)
             swept = sweep(container, now=lapsed + timedelta(seconds=451))
-            [ended] = [r for r in swept if r["run_id"] == run_id]
-            assert (ended["stage"], ended["error"]["kind"]) == ("register", "stuck")
-            assert ended["error"]["details"]["orphaned_version"] == claimed
-            assert f"v{claimed}, stays unused" in ended["error"]["message"]
+            [ended] = [r for r in swept if r.run_id == run_id]
+            assert ended.error is not None
+            assert (ended.stage, ended.error["kind"]) == ("register", "stuck")
+            assert ended.error["details"]["orphaned_version"] == claimed
+            assert f"v{claimed}, stays unused" in ended.error["message"]
             [run] = [r for r in stack.runs() if r["run_id"] == run_id]
             assert run["outcome"] == "failed"
             assert registry.versions(model) == before
             assert registry.orphaned_number(model, run_id) == claimed  # the gap, named
         else:
-            assert record["status"] == "succeeded", record
-            assert record["output"]["version"] == claimed
+            assert record.status == "succeeded", record
+            assert record.output["version"] == claimed
             assert registry.versions(model) == [*before, claimed]  # no gap, one version
             assert wait_until(
                 lambda: container.runs.stage_record(run_id, "deploy") is not None,
@@ -880,7 +897,7 @@ def test_a_deploy_function_killed_mid_rollout_leaves_staging_converging_to_the_a
         if record is None:  # dead-lettered: the alias never moved
             assert staging.alias() == before
         else:
-            assert record["status"] == "succeeded", record
+            assert record.status == "succeeded", record
             assert staging.alias() == event["version"]
         assert stack.served_version() == staging.alias()
 
@@ -905,7 +922,7 @@ def _switch_then_kill_the_control_plane(staging: Staging) -> int:
         staging.model, "staging", "a deploy in progress", ttl_s=600, wait_s=60
     )
     with deploy_lease:  # the deploy's lease: the control plane's loop leaves it alone
-        examples = staging.container.registry.manifest(staging.model, other)["examples"]
+        examples = staging.container.registry.manifest(staging.model, other).examples
         reconcile.deploy(staging.container.deployer, staging.model, other, examples)
         assert staging.stack.served_version() == other
         _kill(staging.stack, "control-plane")

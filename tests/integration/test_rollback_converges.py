@@ -44,9 +44,9 @@ def test_a_rollback_to_a_version_left_serving_by_a_crash_is_decided_on_the_alias
 
     record = rollback(harness.container, to=2, requested_by="ops")
 
-    assert record["status"] == "succeeded"
+    assert record.status == "succeeded"
     assert [d.version for d in harness.deployer.deployed][-3:] == [1, 3, 2]
-    assert record["output"]["from_version"] == 3
+    assert record.output["from_version"] == 3
 
 
 @pytest.mark.fault
@@ -60,7 +60,7 @@ def test_a_rollback_to_an_unsigned_version_fails_with_the_reason(
 
     record = rollback(harness.container, to=2, requested_by="ops")
 
-    assert record["status"] == "failed"
-    assert "no signature" in record["error"]["message"]
+    assert record.status == "failed"
+    assert "no signature" in record.error["message"]
     assert harness.deployer.deployed == deployed_before  # nothing rolled out
     assert harness.container.registry.aliases(harness.model)["staging"] == 3

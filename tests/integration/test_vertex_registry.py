@@ -123,9 +123,10 @@ def test_a_run_registers_v1_in_vertex_and_mirrors_its_aliases(
     # Where it went: beside the version in the bucket, and in the stage record.
     publication = registry.publication(model, 1)
     assert publication is not None
-    assert publication["vertex"] == {"model": listed["name"], "version_id": "1"}
+    assert publication.vertex == {"model": listed["name"], "version_id": "1"}
     [run] = pipeline.container.runs.runs()
-    assert run.stages["register"]["output"]["published"] == publication
+    assert publication is not None
+    assert run.stages["register"].output["published"] == publication.to_json()
     assert run.outcome == "deployed"
     assert sorted(listed["versionAliases"]) == ["champion", "default", "staging"]
 
@@ -200,7 +201,7 @@ def test_with_the_switch_off_no_catalog_is_built_or_called(
 
         [run] = pipeline.container.runs.runs()
         assert run.outcome == "deployed"
-        assert "vertex" not in run.stages["register"]["output"]["published"]
+        assert "vertex" not in run.stages["register"].output["published"]
         assert built == []
         assert not any("/models" in path for _, path in pipeline.plane.requests)
 

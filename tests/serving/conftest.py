@@ -35,6 +35,7 @@ from modelrail.domain.registry import Registry
 from modelrail.kernel.ports import Deployer, Deployment
 from modelrail.service import reconcile
 from modelrail.settings.process import Settings
+from tests.manifests import describe
 
 ROOT = Path(__file__).resolve().parents[2]
 BUCKET = "modelrail-artifacts"
@@ -109,22 +110,15 @@ def register(
         MODEL,
         run_id,
         lambda _version: {"model.txt": booster.model_to_string().encode()},
-        {
-            "format": "lightgbm-text",
-            "features": schema.to_dict(),
-            "best_iteration": best_iteration,
-            "params": {"num_leaves": 7},
-            "metrics": {"accuracy": 0.97, "multi_logloss": 0.1},
-            "champion": None,
-            "verdict": {"blessed": True, "reasons": []},
-            "lineage": {
-                "run_id": run_id,
-                "data": "gs://modelrail-data/penguins.csv#1",
-                "code_version": "test",
-            },
-            "created_at": "2026-01-01T00:00:00Z",
-            "examples": examples,
-        },
+        describe(
+            MODEL,
+            run_id,
+            features=schema.to_dict(),
+            best_iteration=best_iteration,
+            params={"num_leaves": 7},
+            metrics={"accuracy": 0.97, "multi_logloss": 0.1},
+            examples=examples,
+        ),
         signer=signer,
     )
     return version

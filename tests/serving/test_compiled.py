@@ -387,7 +387,10 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> TrainedVersion:
     assert train_record is not None
     loaded_version = registry.load(MODEL, 1)
     return TrainedVersion(
-        home, dict(loaded_version.manifest), loaded_version.model_text, train_record["output"]
+        home,
+        loaded_version.manifest.to_json(),
+        loaded_version.model_text,
+        dict(train_record.output),
     )
 
 

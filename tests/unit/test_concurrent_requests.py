@@ -53,7 +53,7 @@ def test_the_same_request_three_times_at_once_is_one_run_deployed_never_failed(
 
     [run] = containers[0].runs.runs()
     assert failures == []
-    assert [s["stage"] for s in run.stages.values() if s["status"] == "failed"] == []
+    assert [s.stage for s in run.stages.values() if s.status == "failed"] == []
     assert run.outcome == "deployed"
     registry = containers[0].registry
     assert registry.versions(containers[0].config.model_name) == [1]

@@ -10,9 +10,11 @@ import pandas as pd
 import pytest
 
 from modelrail.composition.bootstrap import bootstrap
+from modelrail.domain.lineage import Lineage
 from modelrail.settings.process import Settings
 from tests.conftest import REPO, settings_env
 from tests.fakes import FakeDeployer, InMemoryStorage
+from tests.manifests import describe
 from tests.unit.conftest import Harness
 
 # Absolute minimums set loose, as a user might: only the comparison with the champion
@@ -67,7 +69,7 @@ def test_shuffled_labels_are_rejected_on_the_champions_reference_set(
 
     first, second = harness.runs()
     assert (first.outcome, second.outcome) == ("deployed", "rejected")
-    error = second.stages["evaluate"]["error"]
+    error = second.stages["evaluate"].error
     assert "on v1's reference set" in error["message"]
     assert "accuracy=" in error["message"]
     registry = harness.container.registry
@@ -102,14 +104,14 @@ def test_a_shifted_column_is_drift_that_warns_or_fails_naming_it(
     assert statuses["bill_depth_mm"] == status
     assert {s for c, s in statuses.items() if c != "bill_depth_mm"} == {"ok"}
     if status == "fail":
-        error = run.stages["validate"]["error"]
+        error = run.stages["validate"].error
         assert error["kind"] == "data_drift"
         assert "['bill_depth_mm']" in error["message"]
         [failed] = [e for e in harness.published("pipeline-failed") if e["run_id"] == run.run_id]
         assert failed["error"]["kind"] == "data_drift"
     else:
         manifest = harness.container.registry.manifest(harness.model, 2)
-        [warning] = manifest["lineage"]["drift"]["warnings"]
+        [warning] = manifest.lineage.drift["warnings"]
         assert (warning["column"], warning["status"]) == ("bill_depth_mm", "warn")
 
 
@@ -137,11 +139,9 @@ def test_the_card_shows_classes_reference_drift_and_history(
     assert "<script" not in html
     assert "http" not in html.replace("http://www.w3.org/2000/svg", "")  # nothing to fetch
     manifest = registry.manifest(harness.model, 2)
-    per_class = manifest["diagnostics"]["per_class"]
+    per_class = manifest.diagnostics["per_class"]
     assert set(per_class) == {"Adelie", "Chinstrap", "Gentoo"}
-    assert (
-        sum(c["support"] for c in per_class.values()) == manifest["champion"]["reference"]["rows"]
-    )
+    assert sum(c["support"] for c in per_class.values()) == manifest.champion["reference"]["rows"]
 
 
 def test_a_regression_card_plots_predicted_against_actual() -> None:
@@ -149,22 +149,20 @@ def test_a_regression_card_plots_predicted_against_actual() -> None:
 
     actual = np.linspace(0, 10, 50)
     diagnostics = evaluation.diagnostics("regression", actual, actual + 0.5, ())
-    manifest = {
-        "model": "m",
-        "version": 1,
-        "run_id": "run-1",
-        "best_iteration": 3,
-        "features": {"objective": "regression", "target": "y"},
-        "metrics": {"rmse": 0.5},
-        "verdict": {"checks": []},
-        "lineage": {
-            "trigger": {"kind": "upload", "key": "k"},
-            "data": {"uri": "gs://b/k#1", "rows": 50, "sha256": "0" * 64},
-            "code": {"version": "test"},
-            "config": {"hash": "0" * 64},
-        },
-        "diagnostics": diagnostics,
-    }
+    manifest = describe(
+        "m",
+        "run-1",
+        best_iteration=3,
+        features={"objective": "regression", "target": "y"},
+        metrics={"rmse": 0.5},
+        lineage=Lineage(
+            trigger={"kind": "upload", "key": "k"},
+            config={"hash": "0" * 64, "model": "m"},
+            data={"uri": "gs://b/k#1", "rows": 50, "sha256": "0" * 64},
+            code={"version": "test"},
+        ),
+        diagnostics=diagnostics,
+    )(1, {})
 
     html = card.render(manifest, [("x", 1.0)]).decode()
 

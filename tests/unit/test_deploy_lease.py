@@ -18,6 +18,7 @@ from modelrail.kernel.events import ModelRegistered
 from modelrail.kernel.ports import Candidate, Deployment
 from modelrail.service.stages import Outcome, deploy
 from tests.fakes import FakeDeployer, InMemoryStore
+from tests.manifests import describe
 
 MODEL = "penguins"
 
@@ -60,8 +61,9 @@ def registry(signer: LocalManifestSigner) -> Registry:
     registry = Registry(InMemoryStore("artifacts"))
     for version in range(1, 7):
         files = {"model.txt": b"tree %d" % version}
-        examples = {"examples": [{"island": "Dream"}]}
-        registry.register(MODEL, f"run-{version}", lambda _, f=files: f, examples, signer=signer)
+        run_id = f"run-{version}"
+        examples = describe(MODEL, run_id, examples=[{"island": "Dream"}])
+        registry.register(MODEL, run_id, lambda _, f=files: f, examples, signer=signer)
     registry.move_alias(MODEL, deploy.STAGING, 1)
     return registry
 

@@ -28,13 +28,13 @@ def test_tripled_rows_train_the_same_model_and_the_clean_file_is_not_rejected_af
 
     tripled, clean, doubled = harness.runs()
     assert [tripled.outcome, clean.outcome, doubled.outcome] == ["deployed"] * 3
-    validated = tripled.stages["validate"]["event"]["dataset"]
+    validated = tripled.stages["validate"].event["dataset"]
     assert validated["duplicate_rows"] == 2 * rows
     report = harness.container.runs.report(tripled.run_id, "validation")
     assert report["dataset"]["duplicate_rows"] == 2 * rows
-    assert clean.stages["validate"]["event"]["dataset"]["duplicate_rows"] == 0
+    assert clean.stages["validate"].event["dataset"]["duplicate_rows"] == 0
     # The same distinct rows: the same model, the same metrics as the champion's.
     registry, model = harness.container.registry, harness.model
     manifests = [registry.manifest(model, v) for v in registry.versions(model)]
-    assert len({m["files"]["model.txt"]["sha256"] for m in manifests}) == 1
-    assert manifests[0]["metrics"] == manifests[1]["metrics"] == manifests[2]["metrics"]
+    assert len({m.files["model.txt"].sha256 for m in manifests}) == 1
+    assert manifests[0].metrics == manifests[1].metrics == manifests[2].metrics

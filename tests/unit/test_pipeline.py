@@ -62,14 +62,14 @@ def test_the_manifest_records_hashes_and_full_lineage(
 
     loaded = harness.container.registry.load(harness.model, 1)
     manifest = loaded.manifest
-    assert set(manifest["files"]) == {
+    assert set(manifest.files) == {
         "model.txt",
         "card.html",
         "reference.parquet",  # the hold-out it was judged on
         "profile.json",  # its training data's profile
     }
     assert loaded.model_text.startswith(b"tree\n")  # LightGBM text format, not a pickle
-    lineage = manifest["lineage"]
+    lineage = manifest.lineage.to_json()
     assert lineage["trigger"] == {"kind": "upload", "key": upload.idempotency_key}
     assert lineage["data"]["uri"] == f"gs://{upload.bucket}/{upload.name}#{upload.generation}"
     snapshot = lineage["data"]["snapshot"]  # what train and evaluate read instead of the CSV
@@ -79,12 +79,12 @@ def test_the_manifest_records_hashes_and_full_lineage(
     assert stored[:4] == b"PAR1"
     assert lineage["code"] == {"version": "test"}
     assert lineage["config"]["hash"] == harness.container.config.sha256
-    assert manifest["verdict"]["blessed"] is True
-    assert manifest["metrics"]["accuracy"] >= 0.9
-    assert len(manifest["examples"]) == 3
+    assert manifest.verdict["blessed"] is True
+    assert manifest.metrics["accuracy"] >= 0.9
+    assert len(manifest.examples) == 3
     # Without a compiler (MODELRAIL_COMPILER unset) training builds no compiled
     # predictor, and says why; the run is not the worse for it.
-    assert manifest["compiled"] == {
+    assert manifest.compiled == {
         "builds": [],
         "not_built": ["no compiler configured (MODELRAIL_COMPILER)"],
         "reader": "not built",
@@ -133,8 +133,8 @@ def test_a_commit_retrain_records_the_commit_in_lineage(
     harness.run()
 
     manifest = harness.container.registry.manifest(harness.model, 2)
-    assert manifest["lineage"]["trigger"]["kind"] == "commit"
-    assert manifest["lineage"]["code"]["version"] == request.commit_sha
+    assert manifest.lineage.trigger["kind"] == "commit"
+    assert manifest.lineage.code["version"] == request.commit_sha
 
 
 def test_a_dataset_breaking_the_contract_fails_with_every_problem_named(
@@ -296,7 +296,7 @@ def test_a_stage_failing_on_every_delivery_ends_its_run_failed_not_dead_lettered
     assert len(attempts) == 5  # max_delivery_attempts in topology.yaml
     [run] = harness.runs()
     assert run.outcome == "failed"
-    assert run.stages["register"]["error"]["kind"] == "retries_exhausted"
+    assert run.stages["register"].error["kind"] == "retries_exhausted"
     [failed] = harness.published("pipeline-failed")
     assert failed["stage"] == "register"
     assert "TransientError: the artifact bucket is unreachable" in failed["error"]["message"]
@@ -321,10 +321,10 @@ def test_the_last_attempt_is_known_on_a_bus_that_does_not_count_deliveries(
     record = pipeline.consume(harness.container, "validate", message)
 
     assert record is not None
-    assert record["error"]["kind"] == "retries_exhausted"
-    assert record["error"]["details"]["attempts"] == 5
+    assert record.error["kind"] == "retries_exhausted"
+    assert record.error["details"]["attempts"] == 5
     [failed] = harness.published("pipeline-failed")
-    assert failed["run_id"] == record["run_id"]
+    assert failed["run_id"] == record.run_id
 
 
 @pytest.mark.fault

@@ -12,6 +12,7 @@ import pytest
 from click.testing import CliRunner
 
 from modelrail.composition.bootstrap import bootstrap
+from modelrail.domain.lineage import Lineage
 from modelrail.domain.runs import StageRecord
 from modelrail.entry import cli
 from modelrail.kernel import errors
@@ -73,7 +74,8 @@ def write_failure_shapes(container: Container, prefix: str = "0" * 16) -> list[s
     legacy = f"run-{prefix}eeee"
     container.runs.save_stage(
         StageRecord(
-            legacy, "deploy", "failed", utcnow(), utcnow(), 0.1, {}, {}, None,
+            legacy, "deploy", "failed", utcnow(), utcnow(), 0.1,
+            Lineage({"kind": "retrain", "key": "legacy"}, container.config.summary()), {}, None,
             {"kind": "deployment_failed", "message": "smoke test failed",
              "details": {"problems": ["/readyz answered 503"], "url": "http://x"}},
         )
@@ -110,7 +112,8 @@ def test_the_cli_and_the_ui_read_every_record_shape(
     ]
     record = container.runs.stage_record(smoke.run_id, "deploy")
     assert record is not None
-    assert record["error"]["details"]["problems"][0] == {
+    assert record.error is not None
+    assert record.error["details"]["problems"][0] == {
         "check": "smoke_test",
         "message": "/readyz answered 503",
     }

@@ -20,6 +20,7 @@ from modelrail.kernel.errors import IntegrityError, LeaseHeld, LeaseLost, NotFou
 from modelrail.kernel.ports import BlobStore
 from tests.conftest import wait_for
 from tests.fakes import InMemoryStore
+from tests.manifests import describe
 
 MODEL = "penguins"
 
@@ -48,7 +49,9 @@ def test_versions_are_contiguous_under_concurrent_registration(
 
     def register(i: int) -> int:
         files = _files(b"tree %d" % i)
-        return registry.register(MODEL, f"run-{i:020d}", files, {}, signer=signer)[0]
+        return registry.register(
+            MODEL, f"run-{i:020d}", files, describe(MODEL, f"run-{i:020d}"), signer=signer
+        )[0]
 
     with ThreadPoolExecutor(max_workers=8) as pool:
         numbers = list(pool.map(register, range(24)))
@@ -60,8 +63,12 @@ def test_versions_are_contiguous_under_concurrent_registration(
 def test_a_run_registers_at_most_one_version(store: BlobStore, signer: LocalManifestSigner) -> None:
     registry = Registry(store)
 
-    first = registry.register(MODEL, "run-a", _files(b"tree"), {"metrics": {}}, signer=signer)
-    again = registry.register(MODEL, "run-a", _files(b"tree"), {"metrics": {}}, signer=signer)
+    first = registry.register(
+        MODEL, "run-a", _files(b"tree"), describe(MODEL, "run-a"), signer=signer
+    )
+    again = registry.register(
+        MODEL, "run-a", _files(b"tree"), describe(MODEL, "run-a"), signer=signer
+    )
 
     assert first == again
     assert registry.versions(MODEL) == [1]
@@ -77,7 +84,12 @@ def test_a_redelivery_resumes_the_number_its_run_claimed(
     # Its version number is taken; the files are not written yet.
     assert registry.versions(MODEL) == []
     # A concurrent delivery of the same run resumes the same number, never a second one.
-    assert registry.register(MODEL, "run-a", _files(b"tree"), {}, signer=signer)[0] == 1
+    assert (
+        registry.register(MODEL, "run-a", _files(b"tree"), describe(MODEL, "run-a"), signer=signer)[
+            0
+        ]
+        == 1
+    )
 
 
 def test_a_live_registration_lease_keeps_a_second_delivery_of_the_run_out(
@@ -92,7 +104,12 @@ def test_a_live_registration_lease_keeps_a_second_delivery_of_the_run_out(
             pass
         # Another run's registration is not held up.
         with registry.registration_lease(MODEL, "run-b", "other", wait_s=0):
-            assert registry.register(MODEL, "run-b", _files(b"tree"), {}, signer=signer)[0] == 1
+            assert (
+                registry.register(
+                    MODEL, "run-b", _files(b"tree"), describe(MODEL, "run-b"), signer=signer
+                )[0]
+                == 1
+            )
 
 
 @pytest.mark.fault
@@ -111,10 +128,20 @@ def test_a_registration_whose_holder_died_is_taken_over_and_resumes_its_number(
     assert registry.orphaned_number(MODEL, "run-a") == 1
 
     with registry.registration_lease(MODEL, "run-a", "next", wait_s=0):
-        assert registry.register(MODEL, "run-a", _files(b"tree"), {}, signer=signer)[0] == 1
+        assert (
+            registry.register(
+                MODEL, "run-a", _files(b"tree"), describe(MODEL, "run-a"), signer=signer
+            )[0]
+            == 1
+        )
     assert registry.orphaned_number(MODEL, "run-a") is None
     with registry.registration_lease(MODEL, "run-b", "other", wait_s=0):
-        assert registry.register(MODEL, "run-b", _files(b"tree b"), {}, signer=signer)[0] == 2
+        assert (
+            registry.register(
+                MODEL, "run-b", _files(b"tree b"), describe(MODEL, "run-b"), signer=signer
+            )[0]
+            == 2
+        )
 
 
 @pytest.mark.fault
@@ -134,7 +161,12 @@ def test_a_registration_that_lost_its_lease_while_paused_commits_nothing(
         pytest.raises(LeaseLost),
     ):
         registry.register(
-            MODEL, "run-a", files_while_taken_over, {}, signer=signer, fence=lease.check
+            MODEL,
+            "run-a",
+            files_while_taken_over,
+            describe(MODEL, "run-a"),
+            signer=signer,
+            fence=lease.check,
         )
     assert registry.versions(MODEL) == []
     assert [i.key for i in store.list(f"models/{MODEL}/versions/1/manifest")] == []
@@ -172,8 +204,18 @@ def test_a_number_claimed_by_a_delivery_that_died_is_resumed_not_skipped(
     # claim (the disk filled up, the process was killed).
     assert registry._claim_next_number(MODEL, "run-a") == 1
 
-    assert registry.register(MODEL, "run-a", _files(b"tree"), {}, attempt=2, signer=signer)[0] == 1
-    assert registry.register(MODEL, "run-b", _files(b"tree b"), {}, signer=signer)[0] == 2
+    assert (
+        registry.register(
+            MODEL, "run-a", _files(b"tree"), describe(MODEL, "run-a"), attempt=2, signer=signer
+        )[0]
+        == 1
+    )
+    assert (
+        registry.register(
+            MODEL, "run-b", _files(b"tree b"), describe(MODEL, "run-b"), signer=signer
+        )[0]
+        == 2
+    )
     assert registry.versions(MODEL) == [1, 2]
 
 
@@ -182,7 +224,9 @@ def test_aliases_only_move_forward_unless_forced(
 ) -> None:
     registry = Registry(store)
     for i in range(3):
-        registry.register(MODEL, f"run-{i}", _files(b"t%d" % i), {}, signer=signer)
+        registry.register(
+            MODEL, f"run-{i}", _files(b"t%d" % i), describe(MODEL, f"run-{i}"), signer=signer
+        )
 
     assert registry.move_alias(MODEL, "staging", 2) is True
     assert registry.move_alias(MODEL, "staging", 1) is False
@@ -198,7 +242,9 @@ def test_concurrent_alias_moves_end_at_the_newest_version(
 ) -> None:
     registry = Registry(store)
     for i in range(8):
-        registry.register(MODEL, f"run-{i}", _files(b"t%d" % i), {}, signer=signer)
+        registry.register(
+            MODEL, f"run-{i}", _files(b"t%d" % i), describe(MODEL, f"run-{i}"), signer=signer
+        )
 
     with ThreadPoolExecutor(max_workers=8) as pool:
         list(pool.map(lambda v: registry.move_alias(MODEL, "champion", v), range(1, 9)))
@@ -212,7 +258,7 @@ def test_a_tampered_artifact_is_refused_before_parsing(
 ) -> None:
     store = FilesystemStore(tmp_path, "artifacts")
     registry = Registry(store)
-    registry.register(MODEL, "run-a", _files(b"tree"), {}, signer=signer)
+    registry.register(MODEL, "run-a", _files(b"tree"), describe(MODEL, "run-a"), signer=signer)
     store.local_path(f"models/{MODEL}/versions/1/model.txt").write_bytes(b"tree tampered")
 
     with pytest.raises(IntegrityError, match="does not match the sha256"):
@@ -226,7 +272,9 @@ def test_a_version_is_complete_only_with_its_manifest(
     store.write(f"models/{MODEL}/versions/1/claim.json", b"{}", if_generation_match=0)
 
     assert registry.versions(MODEL) == []
-    number, _ = registry.register(MODEL, "run-a", _files(b"tree"), {}, signer=signer)
+    number, _ = registry.register(
+        MODEL, "run-a", _files(b"tree"), describe(MODEL, "run-a"), signer=signer
+    )
     assert number == 2
 
 
@@ -234,7 +282,9 @@ def test_a_version_is_published_whole_and_its_first_record_stays(
     store: BlobStore, tmp_path: Path, signer: LocalManifestSigner
 ) -> None:
     registry = Registry(store)
-    version, manifest = registry.register(MODEL, "run-a", _files(b"tree"), {}, signer=signer)
+    version, manifest = registry.register(
+        MODEL, "run-a", _files(b"tree"), describe(MODEL, "run-a"), signer=signer
+    )
     packages = LocalPackageRepository(tmp_path / "packages")
 
     first = registry.publish(MODEL, version, packages)
@@ -244,23 +294,25 @@ def test_a_version_is_published_whole_and_its_first_record_stays(
     moved = registry.publish(MODEL, version, LocalPackageRepository(tmp_path / "moved"))
 
     assert again == first == moved == registry.publication(MODEL, version)
-    assert first["uri"] == (tmp_path / "packages" / MODEL / "v1").as_uri()
-    assert (first["package"], first["version"]) == (MODEL, "v1")
-    assert first["files"] == {
+    assert first.uri == (tmp_path / "packages" / MODEL / "v1").as_uri()
+    assert (first.package, first.version) == (MODEL, "v1")
+    assert first.files == {
         "card.html": sha256(b"v1"),
         "manifest.json": sha256(manifest),
         # The signature travels with the manifest: the published copy verifies too.
         "manifest.sig": sha256(store.read(f"models/{MODEL}/versions/1/manifest.sig").data),
         "model.txt": sha256(b"tree"),
     }
-    assert registry.summaries(MODEL)[0]["published"] == first
+    assert registry.summaries(MODEL)[0]["published"] == first.to_json()
 
 
 def test_a_tampered_version_is_not_published(
     store: BlobStore, tmp_path: Path, signer: LocalManifestSigner
 ) -> None:
     registry = Registry(store)
-    version, _ = registry.register(MODEL, "run-a", _files(b"tree"), {}, signer=signer)
+    version, _ = registry.register(
+        MODEL, "run-a", _files(b"tree"), describe(MODEL, "run-a"), signer=signer
+    )
     store.write(f"models/{MODEL}/versions/{version}/card.html", b"<script>")
     packages = LocalPackageRepository(tmp_path / "packages")
 
@@ -279,7 +331,9 @@ def _catalogued(
     packages = LocalPackageRepository(tmp_path / "packages")
     for i in range(1, versions + 1):
         files = _files(b"tree %d" % i)
-        version, _ = registry.register(MODEL, f"run-{i}", files, {}, signer=signer)
+        version, _ = registry.register(
+            MODEL, f"run-{i}", files, describe(MODEL, f"run-{i}"), signer=signer
+        )
         registry.publish(MODEL, version, packages, catalog)
     return catalog
 

@@ -42,7 +42,7 @@ def test_rollback_redeploys_the_previous_version_and_records_it(
 
     record = rollback(harness.container, reason="v3 answers slowly", requested_by="ops")
 
-    assert record["status"] == "succeeded"
+    assert record.status == "succeeded"
     assert harness.deployer.deployed[-1].version == 2  # through the Deployer port
     aliases = harness.container.registry.aliases(harness.model)
     assert aliases == {"champion": 3, "staging": 2}  # the champion stays the judged best
@@ -51,10 +51,10 @@ def test_rollback_redeploys_the_previous_version_and_records_it(
     trigger = deployed["lineage"]["trigger"]
     assert trigger["kind"] == "rollback"
     assert (trigger["requested_by"], trigger["reason"]) == ("ops", "v3 answers slowly")
-    run = harness.container.runs.run(record["run_id"])
+    run = harness.container.runs.run(record.run_id)
     assert run is not None
     assert run.outcome == "rolled-back"
-    assert harness.runs()[-1].run_id == record["run_id"]  # in the history with the others
+    assert harness.runs()[-1].run_id == record.run_id  # in the history with the others
 
 
 def test_a_second_rollback_goes_further_back(harness: Harness, penguins_csv: bytes) -> None:
@@ -82,14 +82,14 @@ def test_a_rollback_whose_smoke_test_fails_keeps_staging_and_is_recorded(
 
     record = rollback(harness.container, requested_by="ops")
 
-    assert record["status"] == "failed"
-    assert record["error"]["kind"] == "deployment_failed"
+    assert record.status == "failed"
+    assert record.error["kind"] == "deployment_failed"
     assert harness.container.registry.aliases(harness.model)["staging"] == 3
     assert harness.deployer.current() is not None
     assert harness.deployer.current().version == 3  # type: ignore[union-attr]
     [failed] = harness.published("pipeline-failed")
     assert failed["stage"] == "rollback"
-    run = harness.container.runs.run(record["run_id"])
+    run = harness.container.runs.run(record.run_id)
     assert run is not None
     assert run.outcome == "failed"
 

@@ -17,6 +17,7 @@ from modelrail.domain.registry import MANIFEST, SIGNATURE, Registry, sha256
 from modelrail.kernel.errors import IntegrityError, NotFound
 from modelrail.kernel.ports import Blob, BlobStore, ManifestSignature
 from tests.fakes import InMemoryStore
+from tests.manifests import describe
 
 MODEL = "penguins"
 
@@ -63,7 +64,9 @@ def test_register_signs_the_manifest_bytes_it_writes(
 ) -> None:
     registry = Registry(store)
 
-    version, manifest = registry.register(MODEL, "run-a", _files(b"tree"), {}, signer=signer)
+    version, manifest = registry.register(
+        MODEL, "run-a", _files(b"tree"), describe(MODEL, "run-a"), signer=signer
+    )
 
     assert signer.signed == [manifest] == [store.read(_key(version, MANIFEST)).data]
     signature = orjson.loads(store.read(_key(version, SIGNATURE)).data)
@@ -79,7 +82,7 @@ def test_a_manifest_rewritten_to_match_replaced_files_is_refused(
     store: BlobStore, signer: CountingSigner
 ) -> None:
     registry = Registry(store)
-    registry.register(MODEL, "run-a", _files(b"tree"), {}, signer=signer)
+    registry.register(MODEL, "run-a", _files(b"tree"), describe(MODEL, "run-a"), signer=signer)
     # Whoever can write the bucket replaces the model and the sha256 its manifest records.
     manifest = orjson.loads(store.read(_key(1, MANIFEST)).data)
     manifest["files"]["model.txt"] = {"sha256": sha256(b"evil tree"), "size": 9}
@@ -94,7 +97,9 @@ def test_a_manifest_rewritten_to_match_replaced_files_is_refused(
 def test_a_version_without_a_signature_is_refused_saying_how_to_replace_it(
     store: BlobStore, signer: CountingSigner
 ) -> None:
-    Registry(store).register(MODEL, "run-a", _files(b"tree"), {}, signer=signer)
+    Registry(store).register(
+        MODEL, "run-a", _files(b"tree"), describe(MODEL, "run-a"), signer=signer
+    )
     # A version registered before manifests were signed: the same files, no manifest.sig.
     unsigned = InMemoryStore("artifacts")
     for info in store.list():
@@ -111,8 +116,8 @@ def test_a_signed_manifest_copied_under_another_number_is_refused(
     store: BlobStore, signer: CountingSigner
 ) -> None:
     registry = Registry(store)
-    registry.register(MODEL, "run-a", _files(b"old tree"), {}, signer=signer)
-    registry.register(MODEL, "run-b", _files(b"new tree"), {}, signer=signer)
+    registry.register(MODEL, "run-a", _files(b"old tree"), describe(MODEL, "run-a"), signer=signer)
+    registry.register(MODEL, "run-b", _files(b"new tree"), describe(MODEL, "run-b"), signer=signer)
     for name in ("model.txt", "card.html", MANIFEST, SIGNATURE):
         store.write(_key(2, name), store.read(_key(1, name)).data)
 
@@ -126,8 +131,10 @@ def test_a_signature_by_another_key_is_refused(
     registry = Registry(store)
     same_name = LocalManifestSigner(tmp_path / "other.pem")  # another key, the same name
     other_name = LocalManifestSigner(tmp_path / "third.pem", "someone-else/key")
-    registry.register(MODEL, "run-a", _files(b"tree"), {}, signer=same_name)
-    registry.register(MODEL, "run-b", _files(b"tree b"), {}, signer=other_name)
+    registry.register(MODEL, "run-a", _files(b"tree"), describe(MODEL, "run-a"), signer=same_name)
+    registry.register(
+        MODEL, "run-b", _files(b"tree b"), describe(MODEL, "run-b"), signer=other_name
+    )
 
     with pytest.raises(IntegrityError, match="does not match its signature"):
         registry.load(MODEL, 1, signer=signer)
@@ -140,10 +147,14 @@ def test_a_redelivered_registration_signs_nothing_new(
     store: BlobStore, signer: CountingSigner
 ) -> None:
     registry = Registry(store)
-    first = registry.register(MODEL, "run-a", _files(b"tree"), {}, signer=signer)
+    first = registry.register(
+        MODEL, "run-a", _files(b"tree"), describe(MODEL, "run-a"), signer=signer
+    )
     signature = store.read(_key(1, SIGNATURE))
 
-    again = registry.register(MODEL, "run-a", _files(b"tree"), {}, signer=signer, attempt=2)
+    again = registry.register(
+        MODEL, "run-a", _files(b"tree"), describe(MODEL, "run-a"), signer=signer, attempt=2
+    )
 
     assert again == first
     assert len(signer.signed) == 1
@@ -159,7 +170,7 @@ def test_a_claim_taken_over_resumes_a_signed_version(
     registry._claim_for_run(MODEL, "run-a", 1)  # a delivery claimed the run, then died
 
     version, manifest = registry.register(
-        MODEL, "run-a", _files(b"tree"), {}, signer=signer, attempt=2
+        MODEL, "run-a", _files(b"tree"), describe(MODEL, "run-a"), signer=signer, attempt=2
     )
 
     assert version == 1
@@ -186,11 +197,11 @@ def test_a_delivery_that_died_after_signing_is_completed_with_that_signature(
     store = ManifestWriteFails("artifacts")
     registry = Registry(store)
     with pytest.raises(OSError, match="died"):
-        registry.register(MODEL, "run-a", _files(b"tree"), {}, signer=signer)
+        registry.register(MODEL, "run-a", _files(b"tree"), describe(MODEL, "run-a"), signer=signer)
     assert registry.versions(MODEL) == []  # signed, not yet a version
 
     version, manifest = registry.register(
-        MODEL, "run-a", _files(b"tree"), {}, signer=signer, attempt=2
+        MODEL, "run-a", _files(b"tree"), describe(MODEL, "run-a"), signer=signer, attempt=2
     )
 
     assert signer.signed == [manifest]
@@ -216,7 +227,9 @@ def test_a_signature_over_other_bytes_is_not_kept_for_this_manifest(
     )
 
     with pytest.raises(IntegrityError, match="signs other manifest bytes"):
-        registry.register(MODEL, "run-a", _files(b"tree"), {}, signer=signer, attempt=2)
+        registry.register(
+            MODEL, "run-a", _files(b"tree"), describe(MODEL, "run-a"), signer=signer, attempt=2
+        )
     assert registry.versions(MODEL) == []
 
 
@@ -239,12 +252,16 @@ def test_of_two_concurrent_signatures_the_first_stays(signer: CountingSigner) ->
     # The other delivery's signature, over the same manifest bytes (registration is
     # deterministic per run).
     scratch = InMemoryStore("artifacts")
-    Registry(scratch).register(MODEL, "run-a", _files(b"tree"), {}, signer=signer)
+    Registry(scratch).register(
+        MODEL, "run-a", _files(b"tree"), describe(MODEL, "run-a"), signer=signer
+    )
     theirs = scratch.read(_key(1, SIGNATURE)).data
     store = RacingStore(theirs)
     registry = Registry(store)
 
-    version, _ = registry.register(MODEL, "run-a", _files(b"tree"), {}, signer=signer)
+    version, _ = registry.register(
+        MODEL, "run-a", _files(b"tree"), describe(MODEL, "run-a"), signer=signer
+    )
 
     assert len(signer.signed) == 2  # both signed; the create-only write kept theirs
     assert store.read(_key(version, SIGNATURE)).data == theirs

@@ -28,8 +28,8 @@ def test_a_training_job_that_died_is_recorded_failed(
 
     [record] = sweep(harness.container)
 
-    assert (record["stage"], record["error"]["kind"]) == ("train", "job_failed")
-    assert "modelrail-train-dead" in record["error"]["message"]
+    assert (record.stage, record.error["kind"]) == ("train", "job_failed")
+    assert "modelrail-train-dead" in record.error["message"]
     [run] = harness.runs()
     assert run.outcome == "failed"
     [failed] = harness.published("pipeline-failed")
@@ -49,7 +49,7 @@ def test_a_lost_message_ends_its_run_once_its_deliveries_cannot_still_come(
     with pytest.raises(KeyboardInterrupt):
         harness.run()
     [run] = harness.runs()
-    evaluated = datetime.fromisoformat(run.stages["evaluate"]["finished_at"])
+    evaluated = datetime.fromisoformat(run.stages["evaluate"].finished_at)
 
     # No delivery took register's lease: within the backoffs (10 + 20 + 40 + 80 s) and a
     # start-up margin for each of the five attempts (5 x 60 s), one may still come
@@ -57,7 +57,7 @@ def test_a_lost_message_ends_its_run_once_its_deliveries_cannot_still_come(
     assert sweep(harness.container, now=evaluated + timedelta(seconds=450)) == []
     [record] = sweep(harness.container, now=evaluated + timedelta(seconds=451))
 
-    assert (record["stage"], record["error"]["kind"]) == ("register", "stuck")
+    assert (record.stage, record.error["kind"]) == ("register", "stuck")
     assert harness.runs()[0].outcome == "failed"
 
 
@@ -117,12 +117,12 @@ def test_a_register_killed_after_claiming_its_number_ends_within_minutes_naming_
     assert sweep(harness.container, now=lapsed + timedelta(seconds=449)) == []
     [record] = sweep(harness.container, now=lapsed + timedelta(seconds=451))
 
-    assert (record["stage"], record["error"]["kind"]) == ("register", "stuck")
-    assert record["error"]["details"]["orphaned_version"] == 1
-    assert "v1, stays unused" in record["error"]["message"]
+    assert (record.stage, record.error["kind"]) == ("register", "stuck")
+    assert record.error["details"]["orphaned_version"] == 1
+    assert "v1, stays unused" in record.error["message"]
     assert harness.runs()[0].outcome == "failed"
     # Ended within nine minutes of the kill, not after 6000 s.
-    killed = datetime.fromisoformat(harness.runs()[0].stages["evaluate"]["finished_at"])
+    killed = datetime.fromisoformat(harness.runs()[0].stages["evaluate"].finished_at)
     assert (lapsed + timedelta(seconds=451) - killed).total_seconds() < 540
 
 
@@ -149,6 +149,6 @@ def test_a_deploy_killed_mid_rollout_ends_once_its_lease_lapses_not_after_6000_s
     assert sweep(harness.container, now=lapsed + timedelta(seconds=449)) == []
     [record] = sweep(harness.container, now=lapsed + timedelta(seconds=451))
 
-    assert (record["stage"], record["error"]["kind"]) == ("deploy", "stuck")
-    registered = datetime.fromisoformat(run.stages["register"]["finished_at"])
+    assert (record.stage, record.error["kind"]) == ("deploy", "stuck")
+    registered = datetime.fromisoformat(run.stages["register"].finished_at)
     assert (lapsed + timedelta(seconds=141) - registered).total_seconds() < 6000

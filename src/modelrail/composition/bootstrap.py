@@ -10,7 +10,6 @@ service never imports the training stack, a Cloud Function never imports Flask).
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
 import orjson
 
@@ -21,6 +20,7 @@ from modelrail.adapters.by_mode import (
     open_signer,
     open_storage,
 )
+from modelrail.domain.runs import StageRecord
 from modelrail.kernel.events import DataUploaded
 from modelrail.kernel.ports import (
     Deployer,
@@ -36,7 +36,7 @@ from modelrail.service.container import Container
 from modelrail.service.reconcile import RECONCILE_EVERY_S
 from modelrail.settings.process import Settings
 
-Observer = Callable[[dict[str, Any]], None]
+Observer = Callable[[StageRecord], None]
 
 
 def bootstrap(

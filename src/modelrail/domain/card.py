@@ -11,26 +11,27 @@ from collections.abc import Mapping, Sequence
 from html import escape
 from typing import Any
 
+from modelrail.domain.registry import Manifest
+
 _BAR_WIDTH = 360
 
 
 def render(
-    manifest: Mapping[str, Any],
+    manifest: Manifest,
     importance: Sequence[tuple[str, float]],
     history: Sequence[Mapping[str, Any]] = (),
 ) -> bytes:
     """The card of ``manifest``; ``history`` holds the earlier versions' metrics."""
-    model, version = manifest["model"], manifest["version"]
-    lineage = manifest["lineage"]
-    trigger = lineage["trigger"]
+    model, version = manifest.model, manifest.version
+    lineage = manifest.lineage
+    trigger, data = lineage.trigger, lineage.data or {}
+    code = lineage.code or {}
     rows = "".join(
         f"<tr><td>{escape(name)}</td><td>{value:.4f}</td>"
         f"<td>{_champion_value(manifest, name)}</td></tr>"
-        for name, value in sorted(manifest["metrics"].items())
+        for name, value in sorted(manifest.metrics.items())
     )
-    checks = "".join(
-        f"<li>{escape(check['reason'])}</li>" for check in manifest["verdict"]["checks"]
-    )
+    checks = "".join(f"<li>{escape(check['reason'])}</li>" for check in manifest.verdict["checks"])
     html = f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
 <title>{escape(model)} v{version} model card</title>
@@ -38,31 +39,31 @@ def render(
 table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:.25rem .6rem;text-align:left}}
 code{{word-break:break-all}}</style></head><body>
 <h1>{escape(model)} — version {version}</h1>
-<p>Objective: <b>{escape(manifest["features"]["objective"])}</b>; target
-<b>{escape(manifest["features"]["target"])}</b>; best iteration {manifest["best_iteration"]};
-run <code>{escape(manifest["run_id"])}</code>.</p>
+<p>Objective: <b>{escape(manifest.features["objective"])}</b>; target
+<b>{escape(manifest.features["target"])}</b>; best iteration {manifest.best_iteration};
+run <code>{escape(manifest.run_id)}</code>.</p>
 <h2>Hold-out metrics</h2>
 <table><tr><th>metric</th><th>candidate</th><th>champion</th></tr>{rows}</table>
 <h2>Gate</h2><ul>{checks or "<li>no thresholds configured</li>"}</ul>
 {_reference(manifest)}
-{_diagnostics(manifest.get("diagnostics"))}
-{_drift(manifest["lineage"].get("drift"))}
+{_diagnostics(manifest.diagnostics)}
+{_drift(lineage.drift)}
 {_history(manifest, history)}
 <h2>Feature importance (gain)</h2>{_bars(importance)}
 <h2>Lineage</h2>
 <ul><li>Trigger: {escape(str(trigger["kind"]))} <code>{escape(str(trigger["key"]))}</code></li>
-<li>Data: <code>{escape(str(lineage["data"]["uri"]))}</code> ({lineage["data"]["rows"]} rows,
-sha256 <code>{escape(str(lineage["data"]["sha256"]))}</code>)</li>
-{_snapshot(lineage["data"].get("snapshot"))}
-<li>Code: <code>{escape(str(lineage["code"]["version"]))}</code></li>
-<li>Config: <code>{escape(str(lineage["config"]["hash"]))}</code></li></ul>
+<li>Data: <code>{escape(str(data.get("uri")))}</code> ({data.get("rows")} rows,
+sha256 <code>{escape(str(data.get("sha256")))}</code>)</li>
+{_snapshot(data.get("snapshot"))}
+<li>Code: <code>{escape(str(code.get("version")))}</code></li>
+<li>Config: <code>{escape(str(lineage.config["hash"]))}</code></li></ul>
 </body></html>
 """
     return html.encode()
 
 
-def _champion_value(manifest: Mapping[str, Any], name: str) -> str:
-    champion = manifest.get("champion") or {}
+def _champion_value(manifest: Manifest, name: str) -> str:
+    champion = manifest.champion or {}
     value = (champion.get("metrics") or {}).get(name)
     return "—" if value is None else f"{value:.4f}"
 
@@ -90,8 +91,8 @@ def _snapshot(snapshot: Mapping[str, Any] | None) -> str:
     )
 
 
-def _reference(manifest: Mapping[str, Any]) -> str:
-    champion = manifest.get("champion") or {}
+def _reference(manifest: Manifest) -> str:
+    champion = manifest.champion or {}
     reference = champion.get("reference")
     if not reference:
         return ""
@@ -179,13 +180,13 @@ def _drift(drift: Mapping[str, Any] | None) -> str:
     return f"<h2>Drift against v{drift['champion']}'s training data</h2>{body}"
 
 
-def _history(manifest: Mapping[str, Any], history: Sequence[Mapping[str, Any]]) -> str:
-    points = [*history, {"version": manifest["version"], "metrics": manifest["metrics"]}]
+def _history(manifest: Manifest, history: Sequence[Mapping[str, Any]]) -> str:
+    points = [*history, {"version": manifest.version, "metrics": manifest.metrics}]
     if len(points) < 2:
         return ""
     width, height, pad = 360, 120, 24
     charts = []
-    for name in sorted(manifest["metrics"]):
+    for name in sorted(manifest.metrics):
         series = [(p["version"], p["metrics"][name]) for p in points if name in p["metrics"]]
         values = [v for _, v in series]
         low, high = min(values), max(values)

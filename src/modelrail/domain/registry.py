@@ -60,6 +60,7 @@ from typing import Any
 import orjson
 
 from modelrail.domain import signing
+from modelrail.domain.lineage import Lineage
 from modelrail.kernel.canonical import canonical_json
 from modelrail.kernel.errors import (
     IntegrityError,
@@ -133,12 +134,145 @@ class LeaseState:
 
 
 @dataclasses.dataclass(frozen=True)
+class FileEntry:
+    """One file of a version, as its manifest lists it."""
+
+    sha256: str
+    size: int
+
+    @classmethod
+    def of(cls, data: bytes) -> FileEntry:
+        return cls(sha256(data), len(data))
+
+
+@dataclasses.dataclass(frozen=True)
+class Manifest:
+    """A registered version: what it is, how it was judged, where it came from and its
+    files' sha256s. Its JSON form (``schemas/records/manifest.schema.json``) is what is
+    signed, byte for byte, so ``to_json`` writes exactly the keys it read: ``compiled``
+    and ``diagnostics`` only where the version has them (older ones do not)."""
+
+    model: str
+    version: int
+    run_id: str
+    format: str
+    created_at: str
+    features: Mapping[str, Any]
+    best_iteration: int
+    params: Mapping[str, Any]
+    train_metrics: Mapping[str, float]
+    metrics: Mapping[str, float]
+    champion: Mapping[str, Any] | None
+    verdict: Mapping[str, Any]
+    lineage: Lineage
+    examples: list[dict[str, Any]]
+    files: Mapping[str, FileEntry]
+    compiled: Mapping[str, Any] | None = None
+    diagnostics: Mapping[str, Any] | None = None
+
+    @classmethod
+    def from_json(cls, body: Mapping[str, Any]) -> Manifest:
+        return cls(
+            model=body["model"],
+            version=int(body["version"]),
+            run_id=body["run_id"],
+            format=body["format"],
+            created_at=body["created_at"],
+            features=dict(body["features"]),
+            best_iteration=int(body["best_iteration"]),
+            params=dict(body["params"]),
+            train_metrics=dict(body["train_metrics"]),
+            metrics=dict(body["metrics"]),
+            champion=dict(body["champion"]) if body.get("champion") is not None else None,
+            verdict=dict(body["verdict"]),
+            lineage=Lineage.from_json(body["lineage"]),
+            examples=list(body["examples"]),
+            files={
+                name: FileEntry(entry["sha256"], int(entry["size"]))
+                for name, entry in body["files"].items()
+            },
+            compiled=dict(body["compiled"]) if body.get("compiled") is not None else None,
+            diagnostics=dict(body["diagnostics"]) if body.get("diagnostics") is not None else None,
+        )
+
+    @classmethod
+    def parse(cls, data: bytes, subject: str) -> Manifest:
+        """The manifest in ``data``; ``IntegrityError`` naming ``subject`` if it is not one."""
+        try:
+            return cls.from_json(orjson.loads(data))
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise IntegrityError(
+                f"{subject}: its manifest is not a manifest ({type(exc).__name__}: {exc})",
+                {"subject": subject},
+            ) from None
+
+    def to_json(self) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "model": self.model,
+            "version": self.version,
+            "run_id": self.run_id,
+            "format": self.format,
+            "created_at": self.created_at,
+            "features": dict(self.features),
+            "best_iteration": self.best_iteration,
+            "params": dict(self.params),
+            "train_metrics": dict(self.train_metrics),
+            "metrics": dict(self.metrics),
+            "champion": dict(self.champion) if self.champion is not None else None,
+            "verdict": dict(self.verdict),
+            "lineage": self.lineage.to_json(),
+            "examples": list(self.examples),
+            "files": {
+                name: {"sha256": entry.sha256, "size": entry.size}
+                for name, entry in sorted(self.files.items())
+            },
+        }
+        if self.compiled is not None:
+            body["compiled"] = dict(self.compiled)
+        if self.diagnostics is not None:
+            body["diagnostics"] = dict(self.diagnostics)
+        return body
+
+
+@dataclasses.dataclass(frozen=True)
+class Publication:
+    """Where a version was published (``publication.json``; its JSON form is
+    ``schemas/records/publication.schema.json``): the package repository's copy and,
+    when Vertex AI's Model Registry is on, the catalog's model and version id."""
+
+    uri: str
+    package: str
+    version: str
+    files: Mapping[str, str]
+    vertex: Mapping[str, str] | None = None
+
+    @classmethod
+    def from_json(cls, body: Mapping[str, Any]) -> Publication:
+        vertex = body.get("vertex")
+        return cls(
+            body["uri"], body["package"], body["version"], dict(body["files"]),
+            dict(vertex) if vertex is not None else None,
+        )  # fmt: skip
+
+    def to_json(self) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "uri": self.uri,
+            "package": self.package,
+            "version": self.version,
+            "files": dict(sorted(self.files.items())),
+        }
+        if self.vertex is not None:
+            body["vertex"] = dict(self.vertex)
+        return body
+
+
+@dataclasses.dataclass(frozen=True)
 class LoadedVersion:
     """A version whose every file matched its manifest's sha256."""
 
     model: str
     version: int
-    manifest: Mapping[str, Any]
+    manifest: Manifest
     model_text: bytes
 
 
@@ -173,12 +307,11 @@ class Registry:
         """The URI of one file of a version (``card.html``, ``manifest.json``, …)."""
         return self.store.uri(self._version_key(model, version, name))
 
-    def manifest(self, model: str, version: int) -> dict[str, Any]:
+    def manifest(self, model: str, version: int) -> Manifest:
         data = self.store.read(self._version_key(model, version, MANIFEST)).data
-        manifest: dict[str, Any] = orjson.loads(data)
-        return manifest
+        return Manifest.parse(data, f"{model} v{version}")
 
-    def signed_manifest(self, model: str, version: int, signer: ManifestSigner) -> dict[str, Any]:
+    def signed_manifest(self, model: str, version: int, signer: ManifestSigner) -> Manifest:
         """A version's manifest, once its signature (``manifest.sig``) is verified over its
         exact bytes with ``signer``'s key and it names this model and version (a signed
         manifest copied under another number is not that version); else ``IntegrityError``."""
@@ -194,11 +327,10 @@ class Registry:
                 {"model": model, "version": version},
             ) from None
         signing.verify(data, signature, signer, subject)
-        manifest: dict[str, Any] = orjson.loads(data)
-        if (manifest.get("model"), manifest.get("version")) != (model, version):
+        manifest = Manifest.parse(data, subject)
+        if (manifest.model, manifest.version) != (model, version):
             raise IntegrityError(
-                f"{subject}: its signed manifest is that of {manifest.get('model')} "
-                f"v{manifest.get('version')}",
+                f"{subject}: its signed manifest is that of {manifest.model} v{manifest.version}",
                 {"model": model, "version": version},
             )
         return manifest
@@ -223,17 +355,17 @@ class Registry:
         (versions registered before the file existed)."""
         return self.file(self.manifest(model, version), name)
 
-    def file(self, manifest: Mapping[str, Any], name: str) -> bytes | None:
+    def file(self, manifest: Manifest, name: str) -> bytes | None:
         """One file of the version ``manifest`` describes (a ``LoadedVersion``'s, already
         verified), its sha256 checked against that manifest; None if it lists none."""
-        if name not in manifest["files"]:
+        if name not in manifest.files:
             return None
         return self._checked(manifest, name)
 
-    def _checked(self, manifest: Mapping[str, Any], name: str) -> bytes:
-        model, version = manifest["model"], manifest["version"]
+    def _checked(self, manifest: Manifest, name: str) -> bytes:
+        model, version = manifest.model, manifest.version
         data = self.store.read(self._version_key(model, version, name)).data
-        if sha256(data) != manifest["files"][name]["sha256"]:
+        if sha256(data) != manifest.files[name].sha256:
             raise IntegrityError(
                 f"{model} v{version}: {name} does not match the sha256 in its manifest",
                 {"model": model, "version": version, "file": name},
@@ -247,30 +379,30 @@ class Registry:
         summaries = []
         for version in self.versions(model):
             manifest = self.manifest(model, version)
+            published = self.publication(model, version)
             summaries.append(
                 {
                     "version": version,
                     "aliases": sorted(a for a, v in aliases.items() if v == version),
-                    "created_at": manifest.get("created_at"),
-                    "run_id": manifest.get("run_id"),
-                    "metrics": manifest.get("metrics", {}),
-                    "lineage": manifest.get("lineage", {}),
-                    "files": sorted(manifest.get("files", {})),
+                    "created_at": manifest.created_at,
+                    "run_id": manifest.run_id,
+                    "metrics": dict(manifest.metrics),
+                    "lineage": manifest.lineage.to_json(),
+                    "files": sorted(manifest.files),
                     "location": self.store.uri(self._version_key(model, version, "")),
-                    "published": self.publication(model, version),
+                    "published": published.to_json() if published is not None else None,
                 }
             )
         return summaries
 
-    def publication(self, model: str, version: int) -> dict[str, Any] | None:
-        """Where the version was published (``uri``, ``package``, ``version``, ``files``);
-        None before it is (or for versions registered before publishing existed)."""
+    def publication(self, model: str, version: int) -> Publication | None:
+        """Where the version was published; None before it is (or for versions
+        registered before publishing existed)."""
         try:
             data = self.store.read(self._version_key(model, version, PUBLICATION)).data
         except NotFound:
             return None
-        publication: dict[str, Any] = orjson.loads(data)
-        return publication
+        return Publication.from_json(orjson.loads(data))
 
     def alias(self, model: str, name: str) -> Alias | None:
         try:
@@ -463,7 +595,7 @@ class Registry:
         model: str,
         run_id: str,
         files_for: Callable[[int], Mapping[str, bytes]],
-        manifest_fields: Mapping[str, Any],
+        describe: Callable[[int, Mapping[str, FileEntry]], Manifest],
         *,
         signer: ManifestSigner,
         attempt: int = 1,
@@ -473,6 +605,7 @@ class Registry:
 
         ``files_for(version)`` returns the version's files (a card may show its own
         number); it must return the same bytes when called again for the same run.
+        ``describe(version, files)`` is its manifest, for this model, number and run.
         ``signer`` signs the manifest. ``attempt`` is the delivery attempt registering
         it (kept in the claim, for people). The caller holds the run's
         ``registration_lease``: any claim the run left is its own to resume; ``fence``
@@ -486,18 +619,13 @@ class Registry:
             raise ValueError(f"a version needs {MODEL_FILE}")
         for name, data in files.items():
             self._write_once(self._version_key(model, version, name), data)
-        manifest = canonical_json(
-            {
-                **manifest_fields,
-                "model": model,
-                "version": version,
-                "run_id": run_id,
-                "files": {
-                    name: {"sha256": sha256(data), "size": len(data)}
-                    for name, data in sorted(files.items())
-                },
-            }
-        )
+        described = describe(version, {name: FileEntry.of(data) for name, data in files.items()})
+        if (described.model, described.version, described.run_id) != (model, version, run_id):
+            raise ValueError(
+                f"the manifest describes {described.model} v{described.version} of "
+                f"{described.run_id}, not {model} v{version} of {run_id}"
+            )
+        manifest = canonical_json(described.to_json())
         key = self._version_key(model, version, MANIFEST)
         with contextlib.suppress(NotFound):
             manifest = self.store.read(key).data  # an earlier delivery finished it
@@ -540,7 +668,7 @@ class Registry:
         version: int,
         packages: PackageRepository,
         catalog: ModelCatalog | None = None,
-    ) -> dict[str, Any]:
+    ) -> Publication:
         """Publish a complete version to ``packages`` as ``v<N>`` (its manifest, its
         signature and every file the manifest lists, each checked against its sha256,
         so the published copy can be verified as the bucket's is) and upload it to
@@ -549,18 +677,13 @@ class Registry:
         publishes nothing new and keeps the first record; a different version under the
         same number in the repository or the catalog is an ``IntegrityError``."""
         manifest_bytes = self.store.read(self._version_key(model, version, MANIFEST)).data
-        manifest = orjson.loads(manifest_bytes)
-        files = {name: self._checked(manifest, name) for name in manifest["files"]}
+        manifest = Manifest.parse(manifest_bytes, f"{model} v{version}")
+        files = {name: self._checked(manifest, name) for name in manifest.files}
         signature = self.store.read(self._version_key(model, version, SIGNATURE)).data
         published = packages.publish(
             model, f"v{version}", {**files, MANIFEST: manifest_bytes, SIGNATURE: signature}
         )
-        record: dict[str, Any] = {
-            "uri": published.uri,
-            "package": published.package,
-            "version": published.version,
-            "files": dict(sorted(published.files.items())),
-        }
+        vertex = None
         if catalog is not None:
             uploaded = catalog.upload(
                 ModelUpload(
@@ -571,14 +694,21 @@ class Registry:
                     artifact_bucket=self.store.bucket,
                 )
             )
-            record["vertex"] = {"model": uploaded.model, "version_id": uploaded.version_id}
+            vertex = {"model": uploaded.model, "version_id": uploaded.version_id}
+        record = Publication(
+            published.uri, published.package, published.version, published.files, vertex
+        )
         key = self._version_key(model, version, PUBLICATION)
         try:
             self.store.write(
-                key, canonical_json(record), if_generation_match=0, content_type="application/json"
+                key,
+                canonical_json(record.to_json()),
+                if_generation_match=0,
+                content_type="application/json",
             )
         except PreconditionFailed:
-            record = orjson.loads(self.store.read(key).data)  # an earlier delivery's record
+            # An earlier delivery's record stands.
+            record = Publication.from_json(orjson.loads(self.store.read(key).data))
         return record
 
     def _claim_for_run(self, model: str, run_id: str, attempt: int) -> int:

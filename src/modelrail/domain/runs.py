@@ -20,12 +20,14 @@ from typing import Any
 
 import orjson
 
+from modelrail.domain.lineage import Lineage
 from modelrail.domain.registry import MODEL_FILE
 from modelrail.kernel.canonical import canonical_json
 from modelrail.kernel.errors import IntegrityError, NotFound, PreconditionFailed
 from modelrail.kernel.events import utcnow
 from modelrail.kernel.ports import BlobStore
 
+CANDIDATE_FILE = "candidate.json"
 # Compare-and-set tries when counting a failed delivery (deliveries rarely race).
 _COUNT_TRIES = 5
 
@@ -33,7 +35,8 @@ _COUNT_TRIES = 5
 @dataclasses.dataclass(frozen=True)
 class StageRecord:
     """What one stage of one run did: its one durable record, written once (``error``
-    only when it failed; ``event``: what it published, if anything)."""
+    only when it failed; ``event``: what it published, if anything). Its JSON form is
+    ``schemas/records/stage-record.schema.json``."""
 
     run_id: str
     stage: str
@@ -41,7 +44,7 @@ class StageRecord:
     started_at: str
     finished_at: str
     duration_s: float
-    lineage: Mapping[str, Any]
+    lineage: Lineage
     output: Mapping[str, Any]
     event: Mapping[str, Any] | None
     error: Mapping[str, Any] | None = None
@@ -61,12 +64,27 @@ class StageRecord:
         error: Mapping[str, Any] | None = None,
     ) -> StageRecord:
         """The record of a stage that ends now, begun at ``started`` (``utcnow``) and
-        ``clock`` (``time.perf_counter``)."""
+        ``clock`` (``time.perf_counter``), with the ``lineage`` its event carries."""
         duration = round(time.perf_counter() - clock, 4)
         return cls(
-            run_id, stage, status, started, utcnow(), duration, dict(lineage), dict(output),
-            event, error,
+            run_id, stage, status, started, utcnow(), duration, Lineage.from_json(lineage),
+            dict(output), event, error,
         )  # fmt: skip
+
+    @classmethod
+    def from_json(cls, body: Mapping[str, Any]) -> StageRecord:
+        return cls(
+            run_id=body["run_id"],
+            stage=body["stage"],
+            status=body["status"],
+            started_at=body["started_at"],
+            finished_at=body["finished_at"],
+            duration_s=float(body["duration_s"]),
+            lineage=Lineage.from_json(body["lineage"]),
+            output=dict(body["output"]),
+            event=dict(body["event"]) if body.get("event") is not None else None,
+            error=dict(body["error"]) if body.get("error") is not None else None,
+        )
 
     def to_json(self) -> dict[str, Any]:
         record = {
@@ -76,13 +94,50 @@ class StageRecord:
             "started_at": self.started_at,
             "finished_at": self.finished_at,
             "duration_s": self.duration_s,
-            "lineage": dict(self.lineage),
+            "lineage": self.lineage.to_json(),
             "output": dict(self.output),
             "event": dict(self.event) if self.event is not None else None,
         }
         if self.error is not None:
             record["error"] = dict(self.error)
         return record
+
+
+@dataclasses.dataclass(frozen=True)
+class CandidateRecord:
+    """What train recorded with a run's model (``candidate.json``; its JSON form is
+    ``schemas/records/candidate.schema.json``): register makes a version of it."""
+
+    best_iteration: int
+    params: Mapping[str, Any]
+    features: Mapping[str, Any]
+    train_metrics: Mapping[str, float]
+    examples: list[dict[str, Any]]
+    # The compiled predictors the training job built and verified: ``builds`` (file,
+    # sha256, ...) and why others were ``not_built``.
+    compiled: Mapping[str, Any]
+
+    @classmethod
+    def from_json(cls, body: Mapping[str, Any]) -> CandidateRecord:
+        return cls(
+            best_iteration=int(body["best_iteration"]),
+            params=dict(body["params"]),
+            features=dict(body["features"]),
+            train_metrics=dict(body["train_metrics"]),
+            examples=list(body["examples"]),
+            # A candidate trained before predictors were compiled has none.
+            compiled=dict(body.get("compiled") or {"builds": [], "not_built": []}),
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "best_iteration": self.best_iteration,
+            "params": dict(self.params),
+            "features": dict(self.features),
+            "train_metrics": dict(self.train_metrics),
+            "examples": list(self.examples),
+            "compiled": dict(self.compiled),
+        }
 
 
 def failure_reasons(error: Mapping[str, Any]) -> list[str]:
@@ -113,51 +168,50 @@ def _reason(problem: object) -> str:
 
 @dataclasses.dataclass(frozen=True)
 class RunSummary:
+    """One run: its stage records, in the order they ran."""
+
     run_id: str
-    stages: Mapping[str, Mapping[str, Any]]
+    stages: Mapping[str, StageRecord]
 
     @property
     def started_at(self) -> str:
-        return min((s["started_at"] for s in self.stages.values()), default="")
+        return min((s.started_at for s in self.stages.values()), default="")
 
     @property
     def trigger(self) -> Mapping[str, Any]:
         for record in self.stages.values():
-            trigger = record.get("lineage", {}).get("trigger")
-            if trigger:
-                return dict(trigger)
+            if record.lineage.trigger:
+                return dict(record.lineage.trigger)
         return {}
 
     @property
     def outcome(self) -> str:
         """failed, rejected, deployed, superseded, registered, rolled-back, or running."""
         for record in self.stages.values():
-            if record["status"] == "failed":
-                kind = record.get("error", {}).get("kind")
+            if record.status == "failed":
+                kind = (record.error or {}).get("kind")
                 return "rejected" if kind == "gate_rejected" else "failed"
         if "rollback" in self.stages:
             return "rolled-back"
         deploy = self.stages.get("deploy")
         if deploy is not None:
-            return "deployed" if deploy["status"] == "succeeded" else "superseded"
+            return "deployed" if deploy.status == "succeeded" else "superseded"
         return "registered" if "register" in self.stages else "running"
 
     @property
-    def lineage(self) -> dict[str, Any]:
+    def lineage(self) -> Lineage | None:
         """The latest stage's lineage: everything the run gathered."""
-        for record in reversed(list(self.stages.values())):
-            if record.get("lineage"):
-                return dict(record["lineage"])
-        return {}
+        last = list(self.stages.values())[-1:]
+        return last[0].lineage if last else None
 
     @property
     def failure(self) -> dict[str, Any] | None:
         """The failed stage, its error kind, message and reasons; None if none failed."""
         for record in self.stages.values():
-            if record["status"] == "failed":
-                error = record.get("error") or {}
+            if record.status == "failed":
+                error = record.error or {}
                 return {
-                    "stage": record["stage"],
+                    "stage": record.stage,
                     "kind": error.get("kind", "unknown"),
                     "message": error.get("message", ""),
                     "reasons": failure_reasons(error),
@@ -167,7 +221,7 @@ class RunSummary:
 
     @property
     def duration_s(self) -> float:
-        return round(sum(float(s.get("duration_s") or 0) for s in self.stages.values()), 4)
+        return round(sum(s.duration_s for s in self.stages.values()), 4)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -177,7 +231,12 @@ class RunSummary:
             "outcome": self.outcome,
             "failure": self.failure,
             "stages": {
-                name: {k: record.get(k) for k in ("status", "duration_s", "started_at", "error")}
+                name: {
+                    "status": record.status,
+                    "duration_s": record.duration_s,
+                    "started_at": record.started_at,
+                    "error": record.error,
+                }
                 for name, record in self.stages.items()
             },
         }
@@ -187,26 +246,23 @@ class RunLog:
     def __init__(self, store: BlobStore) -> None:
         self.store = store
 
-    def stage_record(self, run_id: str, stage: str) -> dict[str, Any] | None:
+    def stage_record(self, run_id: str, stage: str) -> StageRecord | None:
         try:
-            record: dict[str, Any] = orjson.loads(
-                self.store.read(self._stage_key(run_id, stage)).data
-            )
+            data = self.store.read(self._stage_key(run_id, stage)).data
         except NotFound:
             return None
-        return record
+        return StageRecord.from_json(orjson.loads(data))
 
-    def save_stage(self, record: StageRecord) -> dict[str, Any]:
+    def save_stage(self, record: StageRecord) -> StageRecord:
         """Store ``record`` unless its stage already has one; return the stored one."""
-        written = record.to_json()
         try:
             self.store.write(
                 self._stage_key(record.run_id, record.stage),
-                canonical_json(written),
+                canonical_json(record.to_json()),
                 if_generation_match=0,
                 content_type="application/json",
             )
-            return written
+            return record
         except PreconditionFailed:
             existing = self.stage_record(record.run_id, record.stage)
             assert existing is not None
@@ -285,14 +341,20 @@ class RunLog:
     def candidate_key(self, run_id: str, name: str) -> str:
         return f"runs/{run_id}/candidate/{name}"
 
-    def candidate(self, run_id: str, model_sha256: str) -> tuple[bytes, dict[str, Any]]:
+    def candidate(self, run_id: str, model_sha256: str) -> tuple[bytes, CandidateRecord]:
         """The run's trained model text, checked against the sha256 its event carries,
         and what train recorded with it (``candidate.json``)."""
         model_text = self.candidate_file(run_id, MODEL_FILE, model_sha256)
-        meta: dict[str, Any] = orjson.loads(
-            self.store.read(self.candidate_key(run_id, "candidate.json")).data
+        meta = orjson.loads(self.store.read(self.candidate_key(run_id, CANDIDATE_FILE)).data)
+        return model_text, CandidateRecord.from_json(meta)
+
+    def save_candidate(self, run_id: str, record: CandidateRecord) -> None:
+        """Keep what train recorded with the run's model, beside it."""
+        self.store.write(
+            self.candidate_key(run_id, CANDIDATE_FILE),
+            canonical_json(record.to_json()),
+            content_type="application/json",
         )
-        return model_text, meta
 
     def candidate_file(self, run_id: str, name: str, sha256: str) -> bytes:
         """One file train wrote for the run, checked against the sha256 recorded for it."""
@@ -309,11 +371,11 @@ class RunLog:
 
     def runs(self) -> list[RunSummary]:
         """Every run, oldest first."""
-        stages: dict[str, dict[str, Any]] = {}
+        stages: dict[str, dict[str, StageRecord]] = {}
         for info in self.store.list("runs/"):
             parts = info.key.split("/")
             if len(parts) == 4 and parts[2] == "stages" and parts[3].endswith(".json"):
-                record = orjson.loads(self.store.read(info.key).data)
+                record = StageRecord.from_json(orjson.loads(self.store.read(info.key).data))
                 stages.setdefault(parts[1], {})[parts[3].removesuffix(".json")] = record
         summaries = [RunSummary(run_id, _in_order(records)) for run_id, records in stages.items()]
         return sorted(summaries, key=lambda run: run.started_at)
@@ -322,8 +384,8 @@ class RunLog:
         """One run's every stage record; None if it has none."""
         prefix = f"runs/{run_id}/stages/"
         records = {
-            info.key[len(prefix) :].removesuffix(".json"): orjson.loads(
-                self.store.read(info.key).data
+            info.key[len(prefix) :].removesuffix(".json"): StageRecord.from_json(
+                orjson.loads(self.store.read(info.key).data)
             )
             for info in self.store.list(prefix)
             if info.key.endswith(".json")
@@ -349,7 +411,7 @@ class RunLog:
         return f"runs/{run_id}/messages/{message_id}/failed/{stage}.json"
 
 
-def _in_order(records: Mapping[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+def _in_order(records: Mapping[str, StageRecord]) -> dict[str, StageRecord]:
     """A run's stage records in the order they ran (each starts after the one before
     it published; ``rollback`` is an operator's run of its own)."""
-    return dict(sorted(records.items(), key=lambda item: str(item[1].get("started_at", ""))))
+    return dict(sorted(records.items(), key=lambda item: item[1].started_at))

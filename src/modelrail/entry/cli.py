@@ -14,7 +14,7 @@ import click
 import orjson
 
 from modelrail.composition.bootstrap import bootstrap
-from modelrail.domain.runs import RunSummary, failure_reasons
+from modelrail.domain.runs import RunSummary, StageRecord, failure_reasons
 from modelrail.entry.stack import down, status, up
 from modelrail.kernel import logs
 from modelrail.kernel.errors import ModelrailError
@@ -29,22 +29,22 @@ DEMO_DATA = Path("data/penguins.csv")
 CARD = "card.html"
 
 
-def _echo_stage(record: dict[str, Any]) -> None:
-    status = record["status"]
+def _echo_stage(record: StageRecord) -> None:
+    status = record.status
     mark = {
         "succeeded": click.style("✔", fg="green"),
         "skipped": click.style("-", fg="yellow"),
     }.get(status, click.style("✘", fg="red"))
     detail = ""
     if status == "failed":
-        detail = record["error"]["message"]
-    elif record.get("output"):
+        detail = (record.error or {}).get("message", "")
+    elif record.output:
         detail = ", ".join(
             f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
-            for k, v in record["output"].items()
+            for k, v in record.output.items()
             if not isinstance(v, dict) and not k.endswith("_uri")
         )
-    click.echo(f"  {mark} {record['stage']:<16} {record['duration_s']:>7.2f} s  {detail}")
+    click.echo(f"  {mark} {record.stage:<16} {record.duration_s:>7.2f} s  {detail}")
 
 
 class Cli:
@@ -140,7 +140,7 @@ def _await_carried(cli: Cli, run: RunSummary) -> RunSummary:
 def _quiet_s(run: RunSummary) -> float:
     """How long ago the run's newest record was written."""
     stamps = [
-        datetime.fromisoformat(str(record.get("finished_at") or record["started_at"]))
+        datetime.fromisoformat(record.finished_at or record.started_at)
         for record in run.stages.values()
     ]
     return (datetime.now(UTC) - max(stamps)).total_seconds() if stamps else 0.0
@@ -154,9 +154,9 @@ def _report_run(cli: Cli, run: RunSummary | None) -> None:
         run = _await_carried(cli, run)
     click.echo(f"run {run.run_id}: {run.outcome}")
     for stage in run.stages.values():
-        if stage["status"] == "failed":
-            error = stage["error"]
-            click.echo(f"  {stage['stage']} failed ({error['kind']}): {error['message']}")
+        if stage.status == "failed":
+            error = stage.error or {}
+            click.echo(f"  {stage.stage} failed ({error['kind']}): {error['message']}")
             for problem in error.get("details", {}).get("problems", []):
                 rows = f" rows {problem['rows']}" if problem.get("rows") else ""
                 click.echo(f"    - [{problem['check']}] {problem['message']}{rows}")
@@ -201,7 +201,7 @@ def demo(data_path: Path) -> None:
     if deployment is None:
         _fail("the staging server is not running")
         return
-    examples = cli.container.registry.manifest(model, staging.version)["examples"][:1]
+    examples = cli.container.registry.manifest(model, staging.version).examples[:1]
     from modelrail.service.smoke import predict
 
     response = predict(deployment.url, examples)
@@ -277,7 +277,7 @@ def runs(run_id: str | None, as_json: bool) -> None:
             f"{trigger.get('kind')}: {trigger.get('key')}"
         )
         for name, stage in run.stages.items():
-            click.echo(f"    {name:<16} {stage['status']:<10} {stage['duration_s']:>7.2f} s")
+            click.echo(f"    {name:<16} {stage.status:<10} {stage.duration_s:>7.2f} s")
         failure = run.failure
         if failure is not None:
             click.echo(f"    {failure['stage']} failed ({failure['kind']}):")
@@ -300,7 +300,8 @@ def _show_run(cli: Cli, run_id: str, as_json: bool) -> None:
         return
     reports = runlog.reports(run_id)
     if as_json:
-        full = {**run.to_dict(), "records": dict(run.stages), "reports": reports}
+        records = {name: record.to_json() for name, record in run.stages.items()}
+        full = {**run.to_dict(), "records": records, "reports": reports}
         click.echo(orjson.dumps(full, option=orjson.OPT_INDENT_2))
         return
     trigger = run.trigger
@@ -312,26 +313,27 @@ def _show_run(cli: Cli, run_id: str, as_json: bool) -> None:
     click.echo(f"  started   {run.started_at}   total {run.duration_s:.2f} s")
     for name, record in run.stages.items():
         click.echo(
-            f"\n  {name}: {record['status']}  {record['started_at']} → "
-            f"{record.get('finished_at', '?')}  ({record['duration_s']:.2f} s)"
+            f"\n  {name}: {record.status}  {record.started_at} → "
+            f"{record.finished_at}  ({record.duration_s:.2f} s)"
         )
-        for key, value in (record.get("output") or {}).items():
+        for key, value in record.output.items():
             if not isinstance(value, dict | list):
                 shown = cli.location(value) if isinstance(value, str) else value
                 click.echo(f"    {key}: {shown}")
-        if record["status"] == "failed":
-            error = record.get("error") or {}
+        if record.status == "failed":
+            error = record.error or {}
             click.echo(f"    failed ({error.get('kind')}): {error.get('message')}")
             for reason in failure_reasons(error):
                 click.echo(f"      - {reason}")
-        event = record.get("event")
+        event = record.event
         if event:
             click.echo(f"    published {event['event_type']} (event {event['event_id']})")
     for name in sorted(reports):
         report_uri = runlog.store.uri(f"runs/{run_id}/reports/{name}.json")
         click.echo(f"\n  {name} report: {cli.location(report_uri)}")
     click.echo("\n  lineage:")
-    for line in orjson.dumps(run.lineage, option=orjson.OPT_INDENT_2).decode().splitlines():
+    lineage = run.lineage.to_json() if run.lineage is not None else {}
+    for line in orjson.dumps(lineage, option=orjson.OPT_INDENT_2).decode().splitlines():
         click.echo(f"    {line}")
 
 
@@ -435,13 +437,13 @@ def rollback(to_version: int | None, reason: str | None, requested_by: str | Non
         reason=reason,
         requested_by=requested_by or cli.settings.user,
     )
-    if record["status"] != "succeeded":
-        _report_run(cli, cli.container.runs.run(record["run_id"]))
+    if record.status != "succeeded":
+        _report_run(cli, cli.container.runs.run(record.run_id))
         return
-    output = record["output"]
+    output = record.output
     click.echo(
         f"staging moved from v{output['from_version']} to v{output['to_version']} "
-        f"({output['revision']} at {output['url']}); run {record['run_id']}"
+        f"({output['revision']} at {output['url']}); run {record.run_id}"
     )
 
 
@@ -459,12 +461,13 @@ def sweep(as_json: bool) -> None:
     if convergence.status not in ("in_step", "nothing_staged"):
         click.echo(_describe_convergence(convergence), err=as_json)
     if as_json:
-        click.echo(orjson.dumps(failed, option=orjson.OPT_INDENT_2))
+        shown = [record.to_json() for record in failed]
+        click.echo(orjson.dumps(shown, option=orjson.OPT_INDENT_2))
         return
     for record in failed:
-        error = record["error"]
-        stage = f"{record['stage']} failed ({error['kind']})"
-        click.echo(f"run {record['run_id']}: {stage}: {error['message']}")
+        error = record.error or {}
+        stage = f"{record.stage} failed ({error['kind']})"
+        click.echo(f"run {record.run_id}: {stage}: {error['message']}")
     click.echo(f"{len(failed)} run(s) ended" if failed else "no run is stuck")
 
 

@@ -1,6 +1,7 @@
 """The files modelrail ships with its code, and where a checkout keeps the rest.
 
-The JSON Schemas of the events and of the configuration files are package data
+The JSON Schemas of the events, the configuration files and the durable records
+(stage records, manifests, candidates, lineage, publications) are package data
 (``modelrail/schemas/``): every installed copy carries them, whatever runs it (the
 staging image, a Cloud Function's staged folder, the training job). The event graph
 (``topology.yaml``) and the functions' sources live at the root of a checkout, which
@@ -25,7 +26,7 @@ _PACKAGE = Path(__file__).resolve().parent.parent  # modelrail/
 
 
 def schema_dir(kind: str) -> Path:
-    """``modelrail/schemas/<kind>``: ``events`` or ``config``."""
+    """``modelrail/schemas/<kind>``: ``events``, ``config`` or ``records``."""
     return _PACKAGE / "schemas" / kind
 
 
@@ -43,19 +44,28 @@ def checkout_root() -> Path:
 
 
 @cache
-def _config_validator(name: str) -> Draft202012Validator:
-    from jsonschema import Draft202012Validator
+def _validator(kind: str, name: str) -> Draft202012Validator:
+    from jsonschema import Draft202012Validator, FormatChecker
+    from referencing import Registry, Resource
 
+    directory = schema_dir(kind)
+    # A schema may refer to its siblings by their ``$id`` (a manifest to the lineage).
+    siblings = [orjson.loads(path.read_bytes()) for path in sorted(directory.glob("*.json"))]
+    registry: Registry[Any] = Registry().with_resources(
+        (schema["$id"], Resource.from_contents(schema)) for schema in siblings if "$id" in schema
+    )
     return Draft202012Validator(
-        orjson.loads((schema_dir("config") / f"{name}.schema.json").read_bytes())
+        orjson.loads((directory / f"{name}.schema.json").read_bytes()),
+        registry=registry,
+        format_checker=FormatChecker(),
     )
 
 
-def schema_problems(name: str, document: Any) -> list[str]:
-    """Every way ``document`` breaks ``schemas/config/<name>.schema.json``: each names
+def schema_problems(name: str, document: Any, *, kind: str = "config") -> list[str]:
+    """Every way ``document`` breaks ``schemas/<kind>/<name>.schema.json``: each names
     where (``columns[3].type``) and, for a field that is not allowed, which are."""
     problems = []
-    errors = _config_validator(name).iter_errors(document)
+    errors = _validator(kind, name).iter_errors(document)
     for error in sorted(errors, key=lambda e: [str(part) for part in e.absolute_path]):
         where = "".join(
             f"[{part}]" if isinstance(part, int) else f".{part}" for part in error.absolute_path

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from modelrail.domain.config import PipelineConfig
 from modelrail.domain.registry import Registry
-from modelrail.domain.runs import RunLog
+from modelrail.domain.runs import RunLog, StageRecord
 from modelrail.kernel.ports import (
     BlobStore,
     Deployer,
@@ -44,7 +44,7 @@ class Container:
     catalog_factory: Callable[[], ModelCatalog]
     signer_factory: Callable[[], ManifestSigner]
     # Called with each stage record as it is stored (the CLI shows progress with it).
-    observer: Callable[[dict[str, Any]], None] | None = None
+    observer: Callable[[StageRecord], None] | None = None
     # Whether this process carries the runs it starts (embedded mode: ``bus.drain()``
     # runs them here); elsewhere the functions and the training job do.
     runs_here: bool = False

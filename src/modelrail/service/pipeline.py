@@ -107,7 +107,7 @@ def decode(message: Message) -> Event | None:
     return event_class.from_body(body)
 
 
-def consume(container: Container, stage: str, message: Message) -> dict[str, Any] | None:
+def consume(container: Container, stage: str, message: Message) -> StageRecord | None:
     """Run ``stage`` for one delivery of ``message``; return the stage's record.
 
     Every line logged meanwhile carries the stage, and the run once it is known.
@@ -116,7 +116,7 @@ def consume(container: Container, stage: str, message: Message) -> dict[str, Any
         return _consume(container, stage, message)
 
 
-def _consume(container: Container, stage: str, message: Message) -> dict[str, Any] | None:
+def _consume(container: Container, stage: str, message: Message) -> StageRecord | None:
     accepted = tuple(_EVENTS_BY_TOPIC[topic] for topic in container.topology.consumed_topics(stage))
     config = container.config
     started, clock = utcnow(), time.perf_counter()
@@ -284,7 +284,7 @@ def record_failure(
     exc: PermanentError,
     started: str,
     clock: float,
-) -> dict[str, Any]:
+) -> StageRecord:
     """Record ``stage`` of ``run_id`` as failed with ``exc``, then publish
     ``pipeline-failed``; ``started``/``clock`` are when it began (``utcnow``,
     ``time.perf_counter``)."""
@@ -391,7 +391,7 @@ def _cut(text: str, limit: int) -> str:
     return text if len(text) <= limit else f"{text[:limit]}… ({len(text):,} characters)"
 
 
-def record_and_publish(container: Container, record: StageRecord) -> dict[str, Any]:
+def record_and_publish(container: Container, record: StageRecord) -> StageRecord:
     """Store a stage record (create-only), then publish the event it names."""
     # Durable output first: a crash after this line re-publishes on redelivery.
     stored = container.runs.save_stage(record)
@@ -401,8 +401,8 @@ def record_and_publish(container: Container, record: StageRecord) -> dict[str, A
     return stored
 
 
-def _publish_recorded(container: Container, record: dict[str, Any]) -> None:
-    body = record.get("event")
+def _publish_recorded(container: Container, record: StageRecord) -> None:
+    body = record.event
     if body is None:
         return
     event = PIPELINE_EVENTS[body["event_type"]].from_body(body)

@@ -121,7 +121,7 @@ def converge(
             alias.version,
             alias.version,
         )
-        deploy(deployer, model, alias.version, manifest.get("examples") or [])
+        deploy(deployer, model, alias.version, manifest.examples)
     raise TransientError(f"{model}@{STAGING} kept moving while staging was converged to it")
 
 
@@ -160,7 +160,7 @@ def roll_out(
     # IntegrityError: permanent, nothing ran.
     manifest = registry.signed_manifest(model, version, signer)
     try:
-        return deploy(deployer, model, version, manifest.get("examples") or [])
+        return deploy(deployer, model, version, manifest.examples)
     except DeploymentFailed as failed:
         try:
             restored = converge(model, registry=registry, deployer=deployer, signer=signer)

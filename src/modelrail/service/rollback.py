@@ -50,14 +50,11 @@ def staging_history(runs: Iterable[RunSummary], model: str) -> list[int]:
     for run in runs:
         for name in ("deploy", STAGE):
             record = run.stages.get(name)
-            event = (record or {}).get("event") or {}
-            if (
-                record is not None
-                and record["status"] == "succeeded"
-                and event.get("event_type") == ModelDeployed.event_type
-                and event.get("model") == model
-            ):
-                moves.append((record["finished_at"], int(event["version"])))
+            if record is None or record.status != "succeeded":
+                continue
+            event = record.event or {}
+            if event.get("event_type") == ModelDeployed.event_type and event.get("model") == model:
+                moves.append((record.finished_at, int(event["version"])))
     return [version for _, version in sorted(moves)]
 
 
@@ -102,7 +99,7 @@ def rollback(
     to: int | None = None,
     reason: str | None = None,
     requested_by: str,
-) -> dict[str, Any]:
+) -> StageRecord:
     """Move staging to ``to`` (default: ``previous_version``); return the run's record.
 
     Raises ``Refused`` (nothing changed, nothing recorded) when there is nothing to

@@ -37,10 +37,9 @@ import logging
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
 
 from modelrail.domain.registry import registration_lease_name
-from modelrail.domain.runs import RunSummary
+from modelrail.domain.runs import RunSummary, StageRecord
 from modelrail.kernel.errors import JobFailed, LeaseHeld, PermanentError, RunStuck, TransientError
 from modelrail.kernel.events import utcnow
 from modelrail.service.container import Container
@@ -59,7 +58,7 @@ _START_MARGIN_S = 60.0
 log = logging.getLogger(__name__)
 
 
-def sweep(container: Container, *, now: datetime | None = None) -> list[dict[str, Any]]:
+def sweep(container: Container, *, now: datetime | None = None) -> list[StageRecord]:
     """Record as failed each run that can no longer end; return the failure records."""
     now = now or datetime.now(UTC)
     failed = []
@@ -85,7 +84,7 @@ def sweep(container: Container, *, now: datetime | None = None) -> list[dict[str
 
 def _end(
     container: Container, run: RunSummary, stage: str, error: PermanentError, now: datetime
-) -> dict[str, Any] | None:
+) -> StageRecord | None:
     """Record ``stage`` of ``run`` failed with ``error`` unless it recorded meanwhile;
     a register while holding the run's registration lease."""
     if stage != "register":
@@ -102,17 +101,17 @@ def _end(
 
 def _record(
     container: Container, run: RunSummary, stage: str, error: PermanentError
-) -> dict[str, Any] | None:
+) -> StageRecord | None:
     if container.runs.stage_record(run.run_id, stage) is not None:
         return None  # the stage recorded after all
     last = list(run.stages.values())[-1]
-    causation = (last.get("event") or {}).get("event_id") or run.run_id
+    causation = _event_id(last) or run.run_id
     started, clock = utcnow(), time.perf_counter()
     record = record_failure(
-        container, stage, run.run_id, run.lineage, causation, error, started, clock
+        container, stage, run.run_id, last.lineage.to_json(), causation, error, started, clock
     )
     # Not the stage's own record, stored meanwhile:
-    return record if record["status"] == "failed" else None
+    return record if record.status == "failed" else None
 
 
 def _stuck(
@@ -124,7 +123,7 @@ def _stuck(
     if stage is None:
         return None
     if stage == "train":
-        execution = str(last.get("output", {}).get("execution", ""))
+        execution = str(last.output.get("execution", ""))
         state = container.launcher.state(execution)
         if state.status in ("failed", "unknown"):
             return stage, JobFailed(
@@ -136,7 +135,7 @@ def _stuck(
     subscriptions = [s for s in container.topology.subscriptions if s.consumer == stage]
     if not subscriptions:
         return None
-    finished = datetime.fromisoformat(last["finished_at"])
+    finished = datetime.fromisoformat(last.finished_at)
     if stage in _LEASED:
         return _stuck_behind_lease(container, run, last_stage, stage, finished, now)
     limit = max(s.deliveries_take_s() for s in subscriptions)
@@ -150,10 +149,10 @@ def _stuck(
     )
 
 
-def _event_id(record: dict[str, Any]) -> str:
+def _event_id(record: StageRecord) -> str:
     """The id of the event a stage record published (what the next stage's deliveries
     name their lease holding by)."""
-    return str((record.get("event") or {}).get("event_id", ""))
+    return str((record.event or {}).get("event_id", ""))
 
 
 def _stuck_behind_lease(
@@ -180,7 +179,7 @@ def _stuck_behind_lease(
     )
     # The staging lease is every run's (and the reconciliation's): only a release by
     # this run's own delivery says anything about this run.
-    published = _event_id(dict(run.stages[last_stage]))
+    published = _event_id(run.stages[last_stage])
     ours = state is not None and (stage == "register" or state.holder == published)
     since = max(finished.timestamp(), state.until if ours and state is not None else 0.0)
     waited = now.timestamp() - since

@@ -103,7 +103,7 @@ def load_model(settings: ServiceSettings, store: Any, signer: ManifestSigner) ->
         decoder = RequestDecoder(predictor.schema, max_instances=settings.max_instances)
         if settings.predictor == "compiled":
             reading = loader.Reading(
-                predictor.schema, loaded.manifest.get("examples") or [], decoder.plain_matrix
+                predictor.schema, loaded.manifest.examples, decoder.plain_matrix
             )
             predictor.use_compiled(lambda file: registry.file(loaded.manifest, file), reading)
             if predictor.booster.read is not None:
@@ -244,24 +244,22 @@ class StagingService(Flask):
                 "not-found", f"this service serves {self.settings.model_name!r}, not {name!r}"
             )
         predictor = self._predictor()
-        manifest = predictor.manifest
-        lineage = manifest.get("lineage") or {}
+        manifest = predictor.manifest.to_json()
+        lineage = manifest["lineage"]
         body = {
             "name": predictor.model,
             "version": predictor.version,
-            "run_id": manifest.get("run_id"),
-            "created_at": manifest.get("created_at"),
+            "run_id": manifest["run_id"],
+            "created_at": manifest["created_at"],
             "objective": predictor.objective,
             "classes": list(predictor.classes),
-            "features": manifest.get("features", {}).get("features", []),
-            "best_iteration": manifest.get("best_iteration"),
+            "features": manifest["features"].get("features", []),
+            "best_iteration": manifest["best_iteration"],
             "predictor": predictor.booster.kind,
-            "metrics": manifest.get("metrics", {}),
-            "verdict": manifest.get("verdict"),
-            "files": manifest.get("files", {}),
-            "lineage": {k: v for k, v in lineage.items() if not isinstance(v, list | dict)}
-            if isinstance(lineage, dict)
-            else lineage,
+            "metrics": manifest["metrics"],
+            "verdict": manifest["verdict"],
+            "files": manifest["files"],
+            "lineage": {k: v for k, v in lineage.items() if not isinstance(v, list | dict)},
             "limits": {
                 "max_body_bytes": self.settings.max_body_bytes,
                 "max_instances": self.settings.max_instances,

@@ -20,15 +20,18 @@ import logging
 import operator
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 import numpy as np
 
 from modelrail.kernel.errors import ModelrailError
 from modelrail.native import loader
+
+if TYPE_CHECKING:
+    from modelrail.domain.registry import Manifest
 
 log = logging.getLogger("modelrail.serving")
 
@@ -199,19 +202,17 @@ class NativeBooster:
 class Predictor:
     """A verified model version: encodes LightGBM's output as the API's predictions."""
 
-    def __init__(
-        self, model: str, version: int, manifest: Mapping[str, Any], model_text: bytes
-    ) -> None:
+    def __init__(self, model: str, version: int, manifest: Manifest, model_text: bytes) -> None:
         from modelrail.domain.features import FeatureSchema
 
         self.model = model
         self.version = version
         self.manifest = manifest
-        self.schema = FeatureSchema.from_dict(manifest["features"])
+        self.schema = FeatureSchema.from_dict(manifest.features)
         self.objective = self.schema.objective
         self.classes: Sequence[str] = self.schema.classes
         self.model_text = model_text
-        self.num_iteration: int | None = manifest.get("best_iteration")
+        self.num_iteration: int | None = manifest.best_iteration
         # LightGBM's predictor, or its compiled twin once ``use_compiled`` has
         # checked that both give the same doubles.
         self.booster: NativeBooster | loader.CompiledBooster
@@ -234,7 +235,7 @@ class Predictor:
 
     def example_rows(self) -> list[list[float]]:
         """The manifest's example instances, encoded as the model sees them."""
-        examples = self.manifest.get("examples") or []
+        examples = self.manifest.examples
         return self.schema.encode_records(examples).tolist() if examples else []
 
     def use_compiled(
@@ -248,7 +249,7 @@ class Predictor:
         fields = {"model": self.model, "version": self.version}
         try:
             booster, build, refused = loader.load(
-                self.manifest.get("compiled"),
+                self.manifest.compiled,
                 read,
                 self.booster,
                 self.model_text,

@@ -60,10 +60,8 @@ def create_app(container: Container) -> Flask:
             abort(404, f"no run {run_id}")
         stages = [
             {
-                **record,
-                "reasons": failure_reasons(record.get("error") or {})
-                if record["status"] == "failed"
-                else [],
+                **record.to_json(),
+                "reasons": failure_reasons(record.error or {}) if record.status == "failed" else [],
             }
             for record in summary.stages.values()
         ]
@@ -72,7 +70,7 @@ def create_app(container: Container) -> Flask:
             run=_run_row(summary),
             stages=stages,
             reports=container.runs.reports(run_id),
-            lineage=summary.lineage,
+            lineage=summary.lineage.to_json() if summary.lineage is not None else {},
         )
 
     @app.get("/models")
@@ -120,7 +118,7 @@ def create_app(container: Container) -> Flask:
     def manifest(model: str, version: int) -> Response:
         try:
             data = orjson.dumps(
-                container.registry.manifest(model, version), option=orjson.OPT_INDENT_2
+                container.registry.manifest(model, version).to_json(), option=orjson.OPT_INDENT_2
             )
         except NotFound:
             abort(404, f"{model} has no version {version}")
@@ -146,13 +144,13 @@ def _version_file(container: Container, model: str, version: int, name: str) -> 
 
 
 def _run_row(run: RunSummary) -> dict[str, Any]:
-    stages = list(run.stages.values())
+    stages = [record.to_json() for record in run.stages.values()]
     version = None
     for record in stages:
         event = record.get("event") or {}
         if "version" in event and event.get("event_type") != "pipeline-failed":
             version = event["version"]
-    model = run.lineage.get("config", {}).get("model")
+    model = run.lineage.model if run.lineage is not None else None
     return {
         "run_id": run.run_id,
         "started_at": run.started_at,

@@ -45,7 +45,7 @@ def handle(
     model_text, candidate_meta = runs.candidate(event.run_id, event.model_sha256)
     parsed = snapshot.read(store, event.dataset["snapshot"], config.contract)
     holdout = training.split(parsed, config).holdout
-    schema = FeatureSchema.from_dict(candidate_meta["features"])
+    schema = FeatureSchema.from_dict(candidate_meta.features)
     candidate = lgb.Booster(model_str=model_text.decode())
 
     y_true, prediction = _predict(candidate, schema, parsed, holdout)
@@ -141,7 +141,7 @@ def _champion(
     """The champion's metrics on this hold-out, or None if there is none to compare."""
     if loaded is None:
         return None
-    schema = FeatureSchema.from_dict(loaded.manifest["features"])
+    schema = FeatureSchema.from_dict(loaded.manifest.features)
     missing = [name for name in schema.names if name not in parsed.columns]
     if missing or schema.objective != config.objective:
         # The contract changed under the champion: it cannot score this data.
@@ -181,7 +181,7 @@ def _reference(
         return None  # kept under another contract: its columns are not this data's
     rows = np.arange(reference.rows)
     candidate_metrics = _score(candidate, schema, reference, rows)
-    champion_schema = FeatureSchema.from_dict(loaded.manifest["features"])
+    champion_schema = FeatureSchema.from_dict(loaded.manifest.features)
     champion_booster = lgb.Booster(model_str=loaded.model_text.decode())
     champion_metrics = _score(champion_booster, champion_schema, reference, rows)
     changes_only = [dataclasses.replace(g, min=None, max=None) for g in config.gate]

@@ -13,14 +13,23 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import lightgbm as lgb
 
 from modelrail.domain import card
 from modelrail.domain.config import PipelineConfig
-from modelrail.domain.registry import CHAMPION, MODEL_FILE, PROFILE_FILE, REFERENCE_FILE, Registry
+from modelrail.domain.lineage import Lineage
+from modelrail.domain.registry import (
+    CHAMPION,
+    MODEL_FILE,
+    PROFILE_FILE,
+    REFERENCE_FILE,
+    FileEntry,
+    Manifest,
+    Registry,
+)
 from modelrail.domain.runs import RunLog
 from modelrail.kernel.errors import DeliveryInProgress, IntegrityError, LeaseHeld
 from modelrail.kernel.events import ModelEvaluated, ModelRegistered
@@ -52,7 +61,7 @@ def handle(
                 f"another delivery ({exc.holder}) is registering {event.run_id}"
             ) from exc
         recorded = runs.stage_record(event.run_id, STAGE)
-        if recorded is not None and recorded["status"] == "failed":
+        if recorded is not None and recorded.status == "failed":
             # Ended meanwhile (the sweep): a version must not appear under a failed run.
             raise DeliveryInProgress(f"register of {event.run_id} was recorded failed meanwhile")
         return _register(
@@ -84,25 +93,33 @@ def _register(
     model_text, candidate = runs.candidate(event.run_id, event.model_sha256)
     # The compiled predictors the training job built and verified (a candidate from
     # before they existed has none), each checked against the sha256 it recorded.
-    compiled = candidate.get("compiled") or {"builds": [], "not_built": []}
     predictors = {
         build["file"]: runs.candidate_file(event.run_id, build["file"], build["sha256"])
-        for build in compiled["builds"]
+        for build in candidate.compiled["builds"]
     }
-    fields = {
-        "format": "lightgbm-text",
-        "created_at": event.occurred_at,
-        "features": candidate["features"],
-        "best_iteration": candidate["best_iteration"],
-        "params": candidate["params"],
-        "train_metrics": candidate["train_metrics"],
-        "metrics": event.metrics,
-        "champion": event.champion,
-        "verdict": event.verdict,
-        "lineage": event.lineage,
-        "examples": candidate["examples"],
-        "compiled": compiled,
-    }
+    diagnostics = runs.report(event.run_id, "evaluation")["diagnostics"]
+
+    def describe(version: int, files: Mapping[str, FileEntry]) -> Manifest:
+        return Manifest(
+            model=model,
+            version=version,
+            run_id=event.run_id,
+            format="lightgbm-text",
+            created_at=event.occurred_at,
+            features=candidate.features,
+            best_iteration=candidate.best_iteration,
+            params=candidate.params,
+            train_metrics=candidate.train_metrics,
+            metrics=event.metrics,
+            champion=event.champion,
+            verdict=event.verdict,
+            lineage=Lineage.from_json(event.lineage),
+            examples=candidate.examples,
+            files=files,
+            compiled=candidate.compiled,
+            diagnostics=diagnostics,
+        )
+
     # The card shows the version number, known only once the registry has claimed it,
     # so the registry asks for the files with the number.
     booster = lgb.Booster(model_str=model_text.decode())
@@ -118,23 +135,21 @@ def _register(
     # by evaluate) and its training data's profile (later drift checks' baseline).
     reference = store.read(runs.snapshot_key(event.run_id, REFERENCE_FILE)).data
     data_profile = store.read(runs.snapshot_key(event.run_id, PROFILE_FILE)).data
-    fields["diagnostics"] = runs.report(event.run_id, "evaluation")["diagnostics"]
     history = _history(registry, model, signer)
     version, manifest = registry.register(
         model,
         event.run_id,
         lambda number: {
             MODEL_FILE: model_text,
+            # The card describes the version as its manifest will (its files aside).
             "card.html": card.render(
-                {**fields, "model": model, "version": number, "run_id": event.run_id},
-                importance,
-                [h for h in history if h["version"] < number],
+                describe(number, {}), importance, [h for h in history if h["version"] < number]
             ),
             REFERENCE_FILE: reference,
             PROFILE_FILE: data_profile,
             **predictors,
         },
-        fields,
+        describe,
         signer=signer,
         attempt=delivery_attempt,
         fence=fence,
@@ -153,7 +168,8 @@ def _register(
         manifest_uri=registry.manifest_uri(model, version),
         manifest_sha256=hashlib.sha256(manifest).hexdigest(),
     )
-    return Outcome(registered, {"model": model, "version": version, "published": published})
+    output = {"model": model, "version": version, "published": published.to_json()}
+    return Outcome(registered, output)
 
 
 def _history(registry: Registry, model: str, signer: ManifestSigner) -> list[dict[str, Any]]:
@@ -165,5 +181,5 @@ def _history(registry: Registry, model: str, signer: ManifestSigner) -> list[dic
             manifest = registry.signed_manifest(model, version, signer)
         except IntegrityError:
             continue
-        history.append({"version": version, "metrics": manifest["metrics"]})
+        history.append({"version": version, "metrics": dict(manifest.metrics)})
     return history

@@ -13,8 +13,7 @@ from modelrail.domain.config import PipelineConfig
 from modelrail.domain.dataset import snapshot
 from modelrail.domain.decoding import RequestDecoder
 from modelrail.domain.registry import MODEL_FILE
-from modelrail.domain.runs import RunLog
-from modelrail.kernel.canonical import canonical_json
+from modelrail.domain.runs import CandidateRecord, RunLog
 from modelrail.kernel.events import DatasetValidated, ModelTrained
 from modelrail.native import builder, loader
 from modelrail.service.stages import Outcome
@@ -39,19 +38,16 @@ def handle(
             predictor.library,
             content_type="application/octet-stream",
         )
-    store.write(
-        runs.candidate_key(event.run_id, "candidate.json"),
-        canonical_json(
-            {
-                "best_iteration": candidate.best_iteration,
-                "params": candidate.params,
-                "features": candidate.schema.to_dict(),
-                "train_metrics": candidate.train_metrics,
-                "examples": candidate.examples,
-                "compiled": predictors.record(),
-            }
+    runs.save_candidate(
+        event.run_id,
+        CandidateRecord(
+            best_iteration=candidate.best_iteration,
+            params=candidate.params,
+            features=candidate.schema.to_dict(),
+            train_metrics=candidate.train_metrics,
+            examples=candidate.examples,
+            compiled=predictors.record(),
         ),
-        content_type="application/json",
     )
     model_sha256 = hashlib.sha256(candidate.model_text).hexdigest()
     lineage = {

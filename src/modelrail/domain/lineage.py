@@ -1,0 +1,61 @@
+"""Lineage: where a run, and the version it made, came from (``schemas/records/lineage``).
+
+Stages gather it as the run goes: the trigger and the configuration from the start,
+the code and the data from validate, the candidate from train, the champion it was
+judged against from evaluate. Events carry it as JSON; stage records and manifests
+hold it as a ``Lineage``, with one serialisation, ``to_json``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import Any
+
+
+@dataclasses.dataclass(frozen=True)
+class Lineage:
+    trigger: Mapping[str, Any]
+    config: Mapping[str, Any]
+    code: Mapping[str, Any] | None = None
+    data: Mapping[str, Any] | None = None
+    drift: Mapping[str, Any] | None = None
+    candidate: Mapping[str, Any] | None = None
+    # Set by evaluate: the champion the gate compared the candidate with, None when
+    # there was none (the first model); ``judged`` says whether the gate has run.
+    champion: Mapping[str, Any] | None = None
+    judged: bool = False
+
+    @classmethod
+    def from_json(cls, body: Mapping[str, Any]) -> Lineage:
+        return cls(
+            trigger=dict(body["trigger"]),
+            config=dict(body["config"]),
+            code=_optional(body, "code"),
+            data=_optional(body, "data"),
+            drift=_optional(body, "drift"),
+            candidate=_optional(body, "candidate"),
+            champion=_optional(body, "champion"),
+            judged="champion" in body,
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        body: dict[str, Any] = {"trigger": dict(self.trigger), "config": dict(self.config)}
+        for name in ("code", "data", "drift", "candidate"):
+            value = getattr(self, name)
+            if value is not None:
+                body[name] = dict(value)
+        if self.judged:
+            body["champion"] = dict(self.champion) if self.champion is not None else None
+        return body
+
+    @property
+    def model(self) -> str | None:
+        """The model the run's configuration names."""
+        model = self.config.get("model")
+        return str(model) if model is not None else None
+
+
+def _optional(body: Mapping[str, Any], name: str) -> dict[str, Any] | None:
+    value = body.get(name)
+    return dict(value) if value is not None else None
