@@ -123,7 +123,8 @@ def train_and_register(home: Path) -> tuple[Any, list[dict[str, Any]], list[list
         raise RuntimeError(f"no compiled predictor: {built.not_built}; reader {built.reader}")
     predictors = {predictor.build.file: predictor.library for predictor in built.predictors}
     run_id = derive_run_id("benchmark", "0" * 64)
-    Registry(store).register(
+    # The servers verify with the same key.
+    Registry(store, signer=LocalManifestSigner.in_home(home)).register(
         MODEL,
         run_id,
         lambda _v: {"model.txt": text, **predictors},
@@ -148,7 +149,6 @@ def train_and_register(home: Path) -> tuple[Any, list[dict[str, Any]], list[list
             files=files,
             compiled=built.record(),
         ),
-        signer=LocalManifestSigner.in_home(home),  # the servers verify with the same key
     )
     encoded = [[None if math.isnan(v) else v for v in row] for row in matrix.tolist()]
     return booster, records, encoded
@@ -348,10 +348,12 @@ def raw_predict(booster: Any, home: Path, records: list[dict[str, Any]]) -> dict
     import numpy as np
 
     from modelrail.adapters.local.filesystem import FilesystemStore
+    from modelrail.adapters.local.signing import LocalManifestSigner
     from modelrail.domain.registry import Registry
     from modelrail.serving.predictor import Predictor
 
-    registry = Registry(FilesystemStore(home / "buckets", "modelrail-artifacts"))
+    store = FilesystemStore(home / "buckets", "modelrail-artifacts")
+    registry = Registry(store, signer=LocalManifestSigner.in_home(home))
     version = registry.load(MODEL, 1)
     predictor = Predictor(MODEL, 1, version.manifest, version.model_text)
     native = predictor.booster

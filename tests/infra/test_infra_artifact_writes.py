@@ -95,7 +95,7 @@ def test_every_stage_writes_only_what_its_account_may(
     harness.upload(penguins_csv, name="uploads/died.csv")
     harness.run()
     with artifacts.acting_as("sweep"):
-        assert [record["stage"] for record in sweep(harness.container)] == ["train"]
+        assert [record.stage for record in sweep(harness.container)] == ["train"]
 
     allowed = artifact_write_objects(Terraform.load(TERRAFORM_DIR))
     stages = {stage for stage, _ in artifacts.writes}

@@ -134,9 +134,7 @@ def test_a_redelivered_register_event_publishes_nothing_new(
         config=container.config,
         runs=container.runs,
         registry=container.registry,
-        packages=pipeline.packages,
-        catalog=None,
-        signer=container.signer,
+        leases=container.leases,
         delivery_attempt=2,
     )
 

@@ -15,6 +15,7 @@ import pytest
 from modelrail.adapters.google.cloudrun import CloudRunDeployer
 from modelrail.adapters.local.filesystem import FilesystemStore
 from modelrail.adapters.local.signing import LocalManifestSigner
+from modelrail.domain.leases import Leases
 from modelrail.domain.registry import Registry
 from modelrail.kernel.errors import DeploymentFailed, IntegrityError
 from modelrail.kernel.events import ModelRegistered
@@ -47,13 +48,12 @@ def signer(tmp_path: Path) -> LocalManifestSigner:
 
 @pytest.fixture
 def registry(tmp_path: Path, signer: LocalManifestSigner) -> Registry:
-    registry = Registry(FilesystemStore(tmp_path / "buckets", "artifacts"))
+    registry = Registry(FilesystemStore(tmp_path / "buckets", "artifacts"), signer=signer)
     for version in (1, 2, 3):
         files = {"model.txt": b"tree %d" % version}
         run_id = f"run-{version}"
         registry.register(
             MODEL, run_id, lambda _, f=files: f, describe(MODEL, run_id, examples=EXAMPLES),
-            signer=signer,
         )  # fmt: skip
     return registry
 
@@ -73,9 +73,8 @@ def registered(version: int) -> ModelRegistered:
 def _deploy(
     version: int, registry: Registry, deployer: CloudRunDeployer, signer: LocalManifestSigner
 ) -> object:
-    return deploy.handle(
-        registered(version), registry=registry, deployer=deployer, catalog=None, signer=signer
-    )
+    leases = Leases(registry.store)
+    return deploy.handle(registered(version), registry=registry, leases=leases, deployer=deployer)
 
 
 @pytest.mark.fault
@@ -125,7 +124,7 @@ def test_a_tampered_version_is_refused_before_any_rollout(
     with pytest.raises(IntegrityError, match="v2"):
         _deploy(2, registry, deployer, signer)
     with pytest.raises(IntegrityError):
-        roll_out(MODEL, 2, registry=registry, deployer=deployer, signer=signer)
+        roll_out(MODEL, 2, registry=registry, deployer=deployer)
 
     assert staging.deploys == [1]  # nothing rolled out
     assert staging.serving == (MODEL, 1)
@@ -160,9 +159,10 @@ def test_the_reconciler_converges_the_service_to_the_alias(
     it alone; once the lease is free it converges, through the Cloud Run API."""
     _deploy(1, registry, deployer, signer)
     deploy_version(deployer, 2)  # the dead deploy's rollout
-    reconciler = Reconciler(MODEL, registry=registry, deployer=deployer, signer=signer)
+    leases = Leases(registry.store)
+    reconciler = Reconciler(MODEL, registry=registry, leases=leases, deployer=deployer)
 
-    with registry.lease(MODEL, "staging", "a live rollout", ttl_s=60, wait_s=0):
+    with leases.hold(MODEL, "staging", "a live rollout", ttl_s=60, wait_s=0):
         assert reconciler.reconcile().status == "deferred"
     assert staging.serving == (MODEL, 2)
 
@@ -193,7 +193,8 @@ def test_a_lease_left_by_a_killed_deploy_lapses_and_the_reconciler_takes_it(
         if_generation_match=registry.store.read(lease).generation,
     )
 
-    outcome = Reconciler(MODEL, registry=registry, deployer=deployer, signer=signer).reconcile()
+    leases = Leases(registry.store)
+    outcome = Reconciler(MODEL, registry=registry, leases=leases, deployer=deployer).reconcile()
 
     assert outcome.status == "converged"
     assert staging.serving == (MODEL, 1)

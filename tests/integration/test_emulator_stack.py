@@ -34,12 +34,12 @@ import yaml
 from modelrail.adapters.google.artifact_registry import ArtifactRegistryPackages
 from modelrail.adapters.local.staging import LocalStagingDeployer
 from modelrail.composition.bootstrap import bootstrap
+from modelrail.domain.leases import registration_name
 from modelrail.domain.registry import (
     MANIFEST,
     REFERENCE_FILE,
     FileEntry,
     Manifest,
-    registration_lease_name,
     sha256,
 )
 from modelrail.kernel import errors
@@ -362,9 +362,7 @@ def _register_like_register(container: Container, count: int) -> list[dict[str, 
         ) -> Manifest:
             return dataclasses.replace(manifest, version=version, run_id=run_id, files=entries)
 
-        version, manifest_bytes = registry.register(
-            model, run_id, lambda _: files, describe, signer=container.signer
-        )
+        version, manifest_bytes = registry.register(model, run_id, lambda _: files, describe)
         events.append(
             {**template.event, "run_id": run_id, "event_id": uuid.uuid4().hex,
              "version": version, "manifest_sha256": sha256(manifest_bytes),
@@ -681,7 +679,7 @@ def test_a_champion_whose_reference_set_was_rewritten_fails_the_run_in_evaluate(
         assert registry.versions(model) == versions
         assert registry.aliases(model) == aliases
         assert stack.served_version() == served
-        registry.signed_manifest(model, champion, container.signer)  # valid again
+        registry.signed_manifest(model, champion)  # valid again
     assert stack.pull_dead_letters() == []
 
 
@@ -736,7 +734,7 @@ def test_a_register_function_killed_after_claiming_its_number_resumes_it_or_name
             f"{time.monotonic() - started:.1f} s"
         )
         if record is None:
-            state = registry.lease_state(model, registration_lease_name(run_id))
+            state = container.leases.state(model, registration_name(run_id))
             assert state is not None
             lapsed = datetime.fromtimestamp(state.until, UTC)
             swept = sweep(container, now=lapsed + timedelta(seconds=451))
@@ -918,7 +916,7 @@ def _switch_then_kill_the_control_plane(staging: Staging) -> int:
     failing, then releases its lease). Returns the alias's version."""
     alias = staging.alias()
     other = next(v for v in staging.container.registry.versions(staging.model) if v != alias)
-    deploy_lease = staging.container.registry.lease(
+    deploy_lease = staging.container.leases.hold(
         staging.model, "staging", "a deploy in progress", ttl_s=600, wait_s=60
     )
     with deploy_lease:  # the deploy's lease: the control plane's loop leaves it alone

@@ -137,9 +137,7 @@ def test_a_redelivered_register_signs_nothing_new(pipeline: Pipeline, penguins_c
         config=container.config,
         runs=container.runs,
         registry=container.registry,
-        packages=container.packages,
-        catalog=container.catalog,
-        signer=container.signer,
+        leases=container.leases,
         delivery_attempt=2,
     )
 

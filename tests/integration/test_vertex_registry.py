@@ -150,9 +150,7 @@ def test_a_redelivered_register_event_uploads_nothing_new(
         config=container.config,
         runs=container.runs,
         registry=container.registry,
-        packages=container.packages,
-        catalog=pipeline.catalog,
-        signer=container.signer,
+        leases=container.leases,
         delivery_attempt=2,
     )
 

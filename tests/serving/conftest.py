@@ -119,7 +119,6 @@ def register(
             metrics={"accuracy": 0.97, "multi_logloss": 0.1},
             examples=examples,
         ),
-        signer=signer,
     )
     return version
 
@@ -143,8 +142,8 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> RegisteredModels:
     records, targets = read_records(config)
     root = tmp_path_factory.mktemp("buckets")
     store = FilesystemStore(root, BUCKET)
-    registry = Registry(store)
     signer = LocalManifestSigner.in_home(tmp_path_factory.mktemp("state"))
+    registry = Registry(store, signer=signer)
     examples = records[:3] + records[200:202]
     boosters = {}
     for run, (rounds, seed) in enumerate([(30, 1), (40, 2), (20, 3), (30, 1)], start=1):
@@ -288,4 +287,4 @@ def deploy(deployer: Deployer, settings: Settings, version: int) -> Deployment:
     """``version`` put on staging as the service layer does it (``reconcile.deploy``),
     smoke-tested with the examples of its manifest in ``settings``' artifact bucket."""
     manifest = Registry(open_artifact_store(settings)).manifest(MODEL, version)
-    return reconcile.deploy(deployer, MODEL, version, manifest.get("examples") or [])
+    return reconcile.deploy(deployer, MODEL, version, manifest.examples)

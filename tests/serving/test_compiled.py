@@ -32,7 +32,7 @@ from modelrail.adapters.local.signing import LocalManifestSigner
 from modelrail.composition.bootstrap import bootstrap
 from modelrail.domain.config import PipelineConfig
 from modelrail.domain.features import FeatureSchema
-from modelrail.domain.registry import Registry, sha256
+from modelrail.domain.registry import sha256
 from modelrail.kernel.events import DataUploaded
 from modelrail.native import builder, loader, predictor_c, probes, trees
 from modelrail.serving.predictor import NativeBooster
@@ -380,7 +380,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> TrainedVersion:
         "data-uploaded", orjson.dumps(upload.to_body()), {"eventType": "OBJECT_FINALIZE"}
     )
     container.bus.run_until_idle()  # type: ignore[attr-defined]
-    registry = Registry(container.storage.bucket(settings.artifact_bucket))
+    registry = container.registry
     assert registry.versions(MODEL) == [1], container.runs.runs()
     [run] = container.runs.runs()
     train_record = container.runs.stage_record(run.run_id, "train")

@@ -94,8 +94,8 @@ def _deploy_and_die(deployer: LocalStagingDeployer, version: int) -> int:
         "        os.kill(os.getpid(), signal.SIGKILL)\n"
         f"event = ModelRegistered(run_id='run-{version}', causation_id='c', lineage={{}},\n"
         f"    model={MODEL!r}, version={version}, manifest_uri='m', manifest_sha256='0' * 64)\n"
-        "deploy.handle(event, registry=container.registry, catalog=None,\n"
-        "    signer=container.signer, deployer=DiesAfterTheSwitch(container.deployer))\n"
+        "deploy.handle(event, registry=container.registry,\n"
+        "    leases=container.leases, deployer=DiesAfterTheSwitch(container.deployer))\n"
     )
     env = {**os.environ, **deployer.settings.to_env()}
     return subprocess.run([sys.executable, "-c", script], env=env, cwd=ROOT, check=False).returncode

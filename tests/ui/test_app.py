@@ -49,9 +49,10 @@ def test_the_model_page_plots_metrics_and_links_card_and_manifest(
     assert "gs://modelrail-artifacts/models/penguins/versions/1/" in page
     published = history.container.registry.publication("penguins", 1)
     assert published is not None
-    assert f"<code>penguins</code> <code>v1</code><br><code>{published['uri']}</code>" in page
+    assert f"<code>penguins</code> <code>v1</code><br><code>{published.uri}</code>" in page
     # ... and its version of the Vertex AI model (embedded mode: a local directory).
-    vertex = published["vertex"]
+    vertex = published.vertex
+    assert vertex is not None
     assert vertex["model"].endswith("/models/penguins")
     assert f'<code class="vertex">{vertex["model"]}@{vertex["version_id"]}</code>' in page
     assert 'aria-label="accuracy by version"' in page
@@ -100,6 +101,7 @@ def test_modelrail_models_shows_the_same_places(history: History) -> None:
 
     published = history.container.registry.publication("penguins", 1)
     assert published is not None
-    assert f"published penguins v1  {published['uri']}" in output
-    vertex = published["vertex"]
+    assert f"published penguins v1  {published.uri}" in output
+    vertex = published.vertex
+    assert vertex is not None
     assert f"vertex {vertex['model']}@{vertex['version_id']}" in output

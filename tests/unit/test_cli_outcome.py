@@ -5,7 +5,6 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
 
 import orjson
 import pytest
@@ -30,7 +29,7 @@ def test_an_upload_whose_run_cannot_be_recorded_exits_non_zero_and_says_why(
 ) -> None:
     save_stage = RunLog.save_stage
 
-    def disk_full_at_register(self: RunLog, record: StageRecord) -> dict[str, Any]:
+    def disk_full_at_register(self: RunLog, record: StageRecord) -> StageRecord:
         if record.stage == "register":
             raise OSError(28, "No space left on device")
         return save_stage(self, record)

@@ -12,6 +12,7 @@ import orjson
 import pytest
 
 from modelrail.adapters.local.signing import LocalManifestSigner
+from modelrail.domain.leases import Leases
 from modelrail.domain.registry import Registry
 from modelrail.kernel.errors import TransientError
 from modelrail.kernel.events import ModelRegistered
@@ -58,12 +59,12 @@ def signer(tmp_path: Path) -> LocalManifestSigner:
 
 @pytest.fixture
 def registry(signer: LocalManifestSigner) -> Registry:
-    registry = Registry(InMemoryStore("artifacts"))
+    registry = Registry(InMemoryStore("artifacts"), signer=signer)
     for version in range(1, 7):
         files = {"model.txt": b"tree %d" % version}
         run_id = f"run-{version}"
         examples = describe(MODEL, run_id, examples=[{"island": "Dream"}])
-        registry.register(MODEL, run_id, lambda _, f=files: f, examples, signer=signer)
+        registry.register(MODEL, run_id, lambda _, f=files: f, examples)
     registry.move_alias(MODEL, deploy.STAGING, 1)
     return registry
 
@@ -83,7 +84,7 @@ def test_a_burst_of_registrations_rolls_out_one_at_a_time_and_ends_on_the_newest
 
     def deliver(version: int) -> Outcome:
         return deploy.handle(
-            registered(version), registry=registry, deployer=deployer, catalog=None, signer=signer
+            registered(version), registry=registry, leases=Leases(registry.store), deployer=deployer
         )
 
     with ThreadPoolExecutor(max_workers=5) as pool:
@@ -105,16 +106,16 @@ def test_a_burst_of_registrations_rolls_out_one_at_a_time_and_ends_on_the_newest
 def test_a_lease_past_its_expiry_is_taken_over(registry: Registry) -> None:
     now = [1000.0]
     clock = lambda: now[0]  # noqa: E731
-    held = registry.lease(MODEL, "staging", "died", ttl_s=60, wait_s=0, clock=clock)
+    held = Leases(registry.store).hold(MODEL, "staging", "died", ttl_s=60, wait_s=0, clock=clock)
     held.__enter__()  # its holder dies without releasing it
 
     with (
         pytest.raises(TransientError, match="held by died"),
-        registry.lease(MODEL, "staging", "next", ttl_s=60, wait_s=0, clock=clock),
+        Leases(registry.store).hold(MODEL, "staging", "next", ttl_s=60, wait_s=0, clock=clock),
     ):
         pass
     now[0] += 61
-    with registry.lease(MODEL, "staging", "next", ttl_s=60, wait_s=0, clock=clock):
+    with Leases(registry.store).hold(MODEL, "staging", "next", ttl_s=60, wait_s=0, clock=clock):
         taken = orjson.loads(registry.store.read("models/penguins/leases/staging.json").data)
     assert (taken["holder"], taken["expires_at"]) == ("next", 1121.0)
 
@@ -124,7 +125,7 @@ def test_a_waiting_delivery_gets_the_lease_when_it_is_released(registry: Registr
     order: list[str] = []
 
     def first() -> None:
-        with registry.lease(MODEL, "staging", "first", ttl_s=60, wait_s=0):
+        with Leases(registry.store).hold(MODEL, "staging", "first", ttl_s=60, wait_s=0):
             order.append("first")
             released.wait(timeout=30)
 
@@ -133,7 +134,7 @@ def test_a_waiting_delivery_gets_the_lease_when_it_is_released(registry: Registr
     while not order:  # the first holds the lease
         time.sleep(0.01)
     threading.Timer(0.2, released.set).start()
-    with registry.lease(MODEL, "staging", "second", ttl_s=60, wait_s=60):
+    with Leases(registry.store).hold(MODEL, "staging", "second", ttl_s=60, wait_s=60):
         # In only once the first released it, not beside it.
         order.append(f"second, the first released: {released.is_set()}")
     holder.join()
@@ -146,14 +147,16 @@ def test_a_holder_that_outlived_its_lease_does_not_release_its_successors(
 ) -> None:
     now = [1000.0]
     clock = lambda: now[0]  # noqa: E731
-    with registry.lease(MODEL, "staging", "slow", ttl_s=60, wait_s=0, clock=clock):
+    with Leases(registry.store).hold(MODEL, "staging", "slow", ttl_s=60, wait_s=0, clock=clock):
         now[0] += 61
-        successor = registry.lease(MODEL, "staging", "successor", ttl_s=60, wait_s=0, clock=clock)
+        successor = Leases(registry.store).hold(
+            MODEL, "staging", "successor", ttl_s=60, wait_s=0, clock=clock
+        )
         successor.__enter__()
     # "slow" has left its block: the successor's lease still stands.
     with (
         pytest.raises(TransientError, match="held by successor"),
-        registry.lease(MODEL, "staging", "third", ttl_s=60, wait_s=0, clock=clock),
+        Leases(registry.store).hold(MODEL, "staging", "third", ttl_s=60, wait_s=0, clock=clock),
     ):
         pass
 
@@ -175,7 +178,7 @@ def test_a_late_deploy_whose_repair_fails_is_skipped_not_failed(
     registry.move_alias(MODEL, deploy.STAGING, 2)
 
     outcome = deploy.handle(
-        registered(2), registry=registry, deployer=FailingRestore(), catalog=None, signer=signer
+        registered(2), registry=registry, leases=Leases(registry.store), deployer=FailingRestore()
     )
 
     assert outcome.status == "skipped"
@@ -202,14 +205,16 @@ def test_a_renewal_answered_with_an_error_after_it_committed_keeps_the_lease(
 
     store.write = answer_lost_after_commit  # type: ignore[method-assign]
     # A ttl twenty beats long: a busy machine may delay a beat, not twenty.
-    with registry.lease(MODEL, "staging", "first", ttl_s=2.0, wait_s=0, heartbeat_s=0.1) as lease:
+    with Leases(registry.store).hold(
+        MODEL, "staging", "first", ttl_s=2.0, wait_s=0, heartbeat_s=0.1
+    ) as lease:
         assert lost_once.wait(timeout=30)
         deadline = time.monotonic() + 4.0  # two ttls: a stopped heartbeat lets the lease lapse
         while time.monotonic() < deadline:
             time.sleep(0.05)  # polling interval: the lease must stay held throughout
             with (
                 pytest.raises(TransientError, match="held by first"),
-                registry.lease(MODEL, "staging", "second", ttl_s=60, wait_s=0),
+                Leases(registry.store).hold(MODEL, "staging", "second", ttl_s=60, wait_s=0),
             ):
                 pass
         lease.check()

@@ -522,7 +522,7 @@ def test_a_deploy_that_outlived_its_lease_commits_nothing_and_the_newer_serves_a
         ModelRegistered.from_body(body) for body in harness.published("model-registered")[1:]
     ]
     harness.deployer.fail_versions = frozenset()
-    registry, fake, signer = harness.container.registry, harness.deployer, harness.container.signer
+    registry, leases, fake = harness.container.registry, harness.container.leases, harness.deployer
 
     class Racing:
         """v2's rollout outlives its lease, and v3's deploy runs to its end meanwhile."""
@@ -538,7 +538,7 @@ def test_a_deploy_that_outlived_its_lease_commits_nothing_and_the_newer_serves_a
                 registry.store.write(
                     lease, orjson.dumps(expired), if_generation_match=held.generation
                 )
-                deploy.handle(third, registry=registry, deployer=fake, catalog=None, signer=signer)
+                deploy.handle(third, registry=registry, leases=leases, deployer=fake)
             return fake.start(model, version)
 
         def promote(self, candidate: Candidate) -> Deployment:
@@ -553,14 +553,13 @@ def test_a_deploy_that_outlived_its_lease_commits_nothing_and_the_newer_serves_a
         deploy.handle(
             second,
             registry=registry,
+            leases=leases,
             deployer=Racing(),  # type: ignore[arg-type]
-            catalog=None,
-            signer=signer,
         )
     assert registry.aliases(harness.model)["staging"] == 3
     assert [d.version for d in fake.deployed][-2:] == [3, 2]
     # ... and the redelivery, finding the alias past it, serves v3 again.
-    outcome = deploy.handle(second, registry=registry, deployer=fake, catalog=None, signer=signer)
+    outcome = deploy.handle(second, registry=registry, leases=leases, deployer=fake)
 
     assert outcome.status == "skipped"
     assert [d.version for d in fake.deployed][-3:] == [3, 2, 3]

@@ -15,6 +15,7 @@ from modelrail.adapters.local.models import LocalModels
 from modelrail.adapters.local.packages import LocalPackageRepository
 from modelrail.adapters.local.signing import LocalManifestSigner
 from modelrail.domain.catalog import Catalog
+from modelrail.domain.leases import Leases
 from modelrail.domain.registry import Registry, sha256
 from modelrail.kernel.errors import IntegrityError, LeaseHeld, LeaseLost, NotFound, TransientError
 from modelrail.kernel.ports import BlobStore
@@ -45,13 +46,11 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> BlobStore:
 def test_versions_are_contiguous_under_concurrent_registration(
     store: BlobStore, signer: LocalManifestSigner
 ) -> None:
-    registry = Registry(store)
+    registry = Registry(store, signer=signer)
 
     def register(i: int) -> int:
         files = _files(b"tree %d" % i)
-        return registry.register(
-            MODEL, f"run-{i:020d}", files, describe(MODEL, f"run-{i:020d}"), signer=signer
-        )[0]
+        return registry.register(MODEL, f"run-{i:020d}", files, describe(MODEL, f"run-{i:020d}"))[0]
 
     with ThreadPoolExecutor(max_workers=8) as pool:
         numbers = list(pool.map(register, range(24)))
@@ -61,14 +60,10 @@ def test_versions_are_contiguous_under_concurrent_registration(
 
 
 def test_a_run_registers_at_most_one_version(store: BlobStore, signer: LocalManifestSigner) -> None:
-    registry = Registry(store)
+    registry = Registry(store, signer=signer)
 
-    first = registry.register(
-        MODEL, "run-a", _files(b"tree"), describe(MODEL, "run-a"), signer=signer
-    )
-    again = registry.register(
-        MODEL, "run-a", _files(b"tree"), describe(MODEL, "run-a"), signer=signer
-    )
+    first = registry.register(MODEL, "run-a", _files(b"tree"), describe(MODEL, "run-a"))
+    again = registry.register(MODEL, "run-a", _files(b"tree"), describe(MODEL, "run-a"))
 
     assert first == again
     assert registry.versions(MODEL) == [1]
@@ -78,37 +73,30 @@ def test_a_run_registers_at_most_one_version(store: BlobStore, signer: LocalMani
 def test_a_redelivery_resumes_the_number_its_run_claimed(
     store: BlobStore, signer: LocalManifestSigner
 ) -> None:
-    registry = Registry(store)
+    registry = Registry(store, signer=signer)
     registry._claim_for_run(MODEL, "run-a", 1)  # a delivery claimed the run, then stalled
 
     # Its version number is taken; the files are not written yet.
     assert registry.versions(MODEL) == []
     # A concurrent delivery of the same run resumes the same number, never a second one.
-    assert (
-        registry.register(MODEL, "run-a", _files(b"tree"), describe(MODEL, "run-a"), signer=signer)[
-            0
-        ]
-        == 1
-    )
+    assert registry.register(MODEL, "run-a", _files(b"tree"), describe(MODEL, "run-a"))[0] == 1
 
 
 def test_a_live_registration_lease_keeps_a_second_delivery_of_the_run_out(
     store: BlobStore, signer: LocalManifestSigner
 ) -> None:
-    registry = Registry(store)
-    with registry.registration_lease(MODEL, "run-a", "first"):
+    registry = Registry(store, signer=signer)
+    leases = Leases(store)
+    with leases.registration(MODEL, "run-a", "first"):
         with (
             pytest.raises(LeaseHeld, match="held by first"),
-            registry.registration_lease(MODEL, "run-a", "second", wait_s=0),
+            leases.registration(MODEL, "run-a", "second", wait_s=0),
         ):
             pass
         # Another run's registration is not held up.
-        with registry.registration_lease(MODEL, "run-b", "other", wait_s=0):
+        with leases.registration(MODEL, "run-b", "other", wait_s=0):
             assert (
-                registry.register(
-                    MODEL, "run-b", _files(b"tree"), describe(MODEL, "run-b"), signer=signer
-                )[0]
-                == 1
+                registry.register(MODEL, "run-b", _files(b"tree"), describe(MODEL, "run-b"))[0] == 1
             )
 
 
@@ -116,7 +104,8 @@ def test_a_live_registration_lease_keeps_a_second_delivery_of_the_run_out(
 def test_a_registration_whose_holder_died_is_taken_over_and_resumes_its_number(
     store: BlobStore, signer: LocalManifestSigner
 ) -> None:
-    registry = Registry(store)
+    registry = Registry(store, signer=signer)
+    leases = Leases(store)
     # A delivery took the lease, claimed number 1 for run-a and was killed: its lease
     # ran out (no heartbeat), its claim stayed.
     store.write(
@@ -127,20 +116,12 @@ def test_a_registration_whose_holder_died_is_taken_over_and_resumes_its_number(
     registry._claim_for_run(MODEL, "run-a", 1)
     assert registry.orphaned_number(MODEL, "run-a") == 1
 
-    with registry.registration_lease(MODEL, "run-a", "next", wait_s=0):
-        assert (
-            registry.register(
-                MODEL, "run-a", _files(b"tree"), describe(MODEL, "run-a"), signer=signer
-            )[0]
-            == 1
-        )
+    with leases.registration(MODEL, "run-a", "next", wait_s=0):
+        assert registry.register(MODEL, "run-a", _files(b"tree"), describe(MODEL, "run-a"))[0] == 1
     assert registry.orphaned_number(MODEL, "run-a") is None
-    with registry.registration_lease(MODEL, "run-b", "other", wait_s=0):
+    with leases.registration(MODEL, "run-b", "other", wait_s=0):
         assert (
-            registry.register(
-                MODEL, "run-b", _files(b"tree b"), describe(MODEL, "run-b"), signer=signer
-            )[0]
-            == 2
+            registry.register(MODEL, "run-b", _files(b"tree b"), describe(MODEL, "run-b"))[0] == 2
         )
 
 
@@ -148,7 +129,8 @@ def test_a_registration_whose_holder_died_is_taken_over_and_resumes_its_number(
 def test_a_registration_that_lost_its_lease_while_paused_commits_nothing(
     store: BlobStore, signer: LocalManifestSigner
 ) -> None:
-    registry = Registry(store)
+    registry = Registry(store, signer=signer)
+    leases = Leases(store)
     key = f"models/{MODEL}/leases/register-run-a.json"
 
     def files_while_taken_over(version: int) -> dict[str, bytes]:
@@ -157,7 +139,7 @@ def test_a_registration_that_lost_its_lease_while_paused_commits_nothing(
         return _files(b"tree")(version)
 
     with (
-        registry.registration_lease(MODEL, "run-a", "paused", wait_s=0) as lease,
+        leases.registration(MODEL, "run-a", "paused", wait_s=0) as lease,
         pytest.raises(LeaseLost),
     ):
         registry.register(
@@ -165,7 +147,6 @@ def test_a_registration_that_lost_its_lease_while_paused_commits_nothing(
             "run-a",
             files_while_taken_over,
             describe(MODEL, "run-a"),
-            signer=signer,
             fence=lease.check,
         )
     assert registry.versions(MODEL) == []
@@ -173,24 +154,23 @@ def test_a_registration_that_lost_its_lease_while_paused_commits_nothing(
 
 
 def test_a_heartbeat_keeps_a_lease_past_its_ttl_and_release_ends_it(store: BlobStore) -> None:
-    registry = Registry(store)
+    leases = Leases(store)
     taken = time.time()
     # A ttl forty beats long: a busy machine may delay a beat, not forty.
-    with registry.lease(MODEL, "work", "slow", ttl_s=2.0, wait_s=0, heartbeat_s=0.05):
+    with leases.hold(MODEL, "work", "slow", ttl_s=2.0, wait_s=0, heartbeat_s=0.05):
         # Renewed after the first expiry would have passed: the holder is alive.
         wait_for(
             lambda: (
-                (state := registry.lease_state(MODEL, "work")) is not None
-                and state.until > taken + 2.5
+                (state := leases.state(MODEL, "work")) is not None and state.until > taken + 2.5
             ),
             "the heartbeat to renew the lease past its first expiry",
         )
         with (
             pytest.raises(LeaseHeld),
-            registry.lease(MODEL, "work", "eager", ttl_s=0.5, wait_s=0),
+            leases.hold(MODEL, "work", "eager", ttl_s=0.5, wait_s=0),
         ):
             pass
-    state = registry.lease_state(MODEL, "work")
+    state = leases.state(MODEL, "work")
     assert state is not None
     assert (state.live, state.holder) == (False, "slow")
 
@@ -199,34 +179,25 @@ def test_a_heartbeat_keeps_a_lease_past_its_ttl_and_release_ends_it(store: BlobS
 def test_a_number_claimed_by_a_delivery_that_died_is_resumed_not_skipped(
     store: BlobStore, signer: LocalManifestSigner
 ) -> None:
-    registry = Registry(store)
+    registry = Registry(store, signer=signer)
     # A delivery claimed number 1 for run-a and died before recording it in its run
     # claim (the disk filled up, the process was killed).
     assert registry._claim_next_number(MODEL, "run-a") == 1
 
     assert (
-        registry.register(
-            MODEL, "run-a", _files(b"tree"), describe(MODEL, "run-a"), attempt=2, signer=signer
-        )[0]
+        registry.register(MODEL, "run-a", _files(b"tree"), describe(MODEL, "run-a"), attempt=2)[0]
         == 1
     )
-    assert (
-        registry.register(
-            MODEL, "run-b", _files(b"tree b"), describe(MODEL, "run-b"), signer=signer
-        )[0]
-        == 2
-    )
+    assert registry.register(MODEL, "run-b", _files(b"tree b"), describe(MODEL, "run-b"))[0] == 2
     assert registry.versions(MODEL) == [1, 2]
 
 
 def test_aliases_only_move_forward_unless_forced(
     store: BlobStore, signer: LocalManifestSigner
 ) -> None:
-    registry = Registry(store)
+    registry = Registry(store, signer=signer)
     for i in range(3):
-        registry.register(
-            MODEL, f"run-{i}", _files(b"t%d" % i), describe(MODEL, f"run-{i}"), signer=signer
-        )
+        registry.register(MODEL, f"run-{i}", _files(b"t%d" % i), describe(MODEL, f"run-{i}"))
 
     assert registry.move_alias(MODEL, "staging", 2) is True
     assert registry.move_alias(MODEL, "staging", 1) is False
@@ -240,11 +211,9 @@ def test_aliases_only_move_forward_unless_forced(
 def test_concurrent_alias_moves_end_at_the_newest_version(
     store: BlobStore, signer: LocalManifestSigner
 ) -> None:
-    registry = Registry(store)
+    registry = Registry(store, signer=signer)
     for i in range(8):
-        registry.register(
-            MODEL, f"run-{i}", _files(b"t%d" % i), describe(MODEL, f"run-{i}"), signer=signer
-        )
+        registry.register(MODEL, f"run-{i}", _files(b"t%d" % i), describe(MODEL, f"run-{i}"))
 
     with ThreadPoolExecutor(max_workers=8) as pool:
         list(pool.map(lambda v: registry.move_alias(MODEL, "champion", v), range(1, 9)))
@@ -257,8 +226,8 @@ def test_a_tampered_artifact_is_refused_before_parsing(
     tmp_path: Path, signer: LocalManifestSigner
 ) -> None:
     store = FilesystemStore(tmp_path, "artifacts")
-    registry = Registry(store)
-    registry.register(MODEL, "run-a", _files(b"tree"), describe(MODEL, "run-a"), signer=signer)
+    registry = Registry(store, signer=signer)
+    registry.register(MODEL, "run-a", _files(b"tree"), describe(MODEL, "run-a"))
     store.local_path(f"models/{MODEL}/versions/1/model.txt").write_bytes(b"tree tampered")
 
     with pytest.raises(IntegrityError, match="does not match the sha256"):
@@ -268,30 +237,27 @@ def test_a_tampered_artifact_is_refused_before_parsing(
 def test_a_version_is_complete_only_with_its_manifest(
     store: BlobStore, signer: LocalManifestSigner
 ) -> None:
-    registry = Registry(store)
+    registry = Registry(store, signer=signer)
     store.write(f"models/{MODEL}/versions/1/claim.json", b"{}", if_generation_match=0)
 
     assert registry.versions(MODEL) == []
-    number, _ = registry.register(
-        MODEL, "run-a", _files(b"tree"), describe(MODEL, "run-a"), signer=signer
-    )
+    number, _ = registry.register(MODEL, "run-a", _files(b"tree"), describe(MODEL, "run-a"))
     assert number == 2
 
 
 def test_a_version_is_published_whole_and_its_first_record_stays(
     store: BlobStore, tmp_path: Path, signer: LocalManifestSigner
 ) -> None:
-    registry = Registry(store)
-    version, manifest = registry.register(
-        MODEL, "run-a", _files(b"tree"), describe(MODEL, "run-a"), signer=signer
-    )
     packages = LocalPackageRepository(tmp_path / "packages")
+    registry = Registry(store, signer=signer, packages=packages)
+    version, manifest = registry.register(MODEL, "run-a", _files(b"tree"), describe(MODEL, "run-a"))
 
-    first = registry.publish(MODEL, version, packages)
-    again = registry.publish(MODEL, version, packages)
+    first = registry.publish(MODEL, version)
+    again = registry.publish(MODEL, version)
     # A redelivery after the repository's address changed (an emulator restarted on
     # other ports) keeps the first record.
-    moved = registry.publish(MODEL, version, LocalPackageRepository(tmp_path / "moved"))
+    elsewhere = LocalPackageRepository(tmp_path / "moved")
+    moved = Registry(store, signer=signer, packages=elsewhere).publish(MODEL, version)
 
     assert again == first == moved == registry.publication(MODEL, version)
     assert first.uri == (tmp_path / "packages" / MODEL / "v1").as_uri()
@@ -309,33 +275,30 @@ def test_a_version_is_published_whole_and_its_first_record_stays(
 def test_a_tampered_version_is_not_published(
     store: BlobStore, tmp_path: Path, signer: LocalManifestSigner
 ) -> None:
-    registry = Registry(store)
-    version, _ = registry.register(
-        MODEL, "run-a", _files(b"tree"), describe(MODEL, "run-a"), signer=signer
-    )
-    store.write(f"models/{MODEL}/versions/{version}/card.html", b"<script>")
     packages = LocalPackageRepository(tmp_path / "packages")
+    registry = Registry(store, signer=signer, packages=packages)
+    version, _ = registry.register(MODEL, "run-a", _files(b"tree"), describe(MODEL, "run-a"))
+    store.write(f"models/{MODEL}/versions/{version}/card.html", b"<script>")
 
     with pytest.raises(IntegrityError, match=r"card\.html does not match"):
-        registry.publish(MODEL, version, packages)
+        registry.publish(MODEL, version)
 
     assert packages.versions(MODEL) == []
     assert registry.publication(MODEL, version) is None
 
 
 def _catalogued(
-    registry: Registry, tmp_path: Path, versions: int, signer: LocalManifestSigner
-) -> Catalog:
+    store: BlobStore, tmp_path: Path, versions: int, signer: LocalManifestSigner
+) -> tuple[Registry, Catalog]:
     """``versions`` registered and uploaded to a local model catalog."""
     catalog = Catalog(LocalModels(tmp_path / "vertex-ai", "p", "europe-west1"), "staging:test")
     packages = LocalPackageRepository(tmp_path / "packages")
+    registry = Registry(store, signer=signer, packages=packages, catalog=catalog)
     for i in range(1, versions + 1):
         files = _files(b"tree %d" % i)
-        version, _ = registry.register(
-            MODEL, f"run-{i}", files, describe(MODEL, f"run-{i}"), signer=signer
-        )
-        registry.publish(MODEL, version, packages, catalog)
-    return catalog
+        version, _ = registry.register(MODEL, f"run-{i}", files, describe(MODEL, f"run-{i}"))
+        registry.publish(MODEL, version)
+    return registry, catalog
 
 
 def _catalog_aliases(catalog: Catalog) -> dict[str, list[str]]:
@@ -348,12 +311,12 @@ def _catalog_aliases(catalog: Catalog) -> dict[str, list[str]]:
 def test_a_catalog_alias_follows_the_buckets_when_a_late_move_is_refused(
     store: BlobStore, tmp_path: Path, signer: LocalManifestSigner
 ) -> None:
-    registry = Registry(store)
-    catalog = _catalogued(registry, tmp_path, 2, signer)
-    registry.move_alias(MODEL, "staging", 2)  # moved while the catalog missed it
+    registry, catalog = _catalogued(store, tmp_path, 2, signer)
+    # Moved while the catalog missed it.
+    assert Registry(store, signer=signer).move_alias(MODEL, "staging", 2) is True
 
     # A late event for v1: refused in the bucket, and the catalog follows the bucket.
-    assert registry.move_alias(MODEL, "staging", 1, catalog=catalog) is False
+    assert registry.move_alias(MODEL, "staging", 1) is False
 
     assert registry.aliases(MODEL) == {"staging": 2}
     assert _catalog_aliases(catalog) == {"1": ["default"], "2": ["staging"]}
@@ -362,17 +325,17 @@ def test_a_catalog_alias_follows_the_buckets_when_a_late_move_is_refused(
 def test_a_failed_catalog_leaves_the_buckets_alias_unmoved(
     store: BlobStore, tmp_path: Path, signer: LocalManifestSigner
 ) -> None:
-    registry = Registry(store)
-    catalog = _catalogued(registry, tmp_path, 2, signer)
-    registry.move_alias(MODEL, "staging", 1, catalog=catalog)
+    registry, catalog = _catalogued(store, tmp_path, 2, signer)
+    registry.move_alias(MODEL, "staging", 1)
 
     class Unavailable:
         def set_alias(self, model: str, alias: str, version: int) -> None:
             raise TransientError("Vertex AI: HTTP 503")
 
+    unavailable = Registry(store, signer=signer, catalog=Unavailable())  # type: ignore[arg-type]
     with pytest.raises(TransientError):
-        registry.move_alias(MODEL, "staging", 2, catalog=Unavailable())  # type: ignore[arg-type]
+        unavailable.move_alias(MODEL, "staging", 2)
 
     assert registry.aliases(MODEL) == {"staging": 1}  # so the retry moves both
-    assert registry.move_alias(MODEL, "staging", 2, catalog=catalog) is True
+    assert registry.move_alias(MODEL, "staging", 2) is True
     assert _catalog_aliases(catalog) == {"1": ["default"], "2": ["staging"]}

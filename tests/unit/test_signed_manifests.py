@@ -62,18 +62,16 @@ def store() -> InMemoryStore:
 def test_register_signs_the_manifest_bytes_it_writes(
     store: BlobStore, signer: CountingSigner
 ) -> None:
-    registry = Registry(store)
+    registry = Registry(store, signer=signer)
 
-    version, manifest = registry.register(
-        MODEL, "run-a", _files(b"tree"), describe(MODEL, "run-a"), signer=signer
-    )
+    version, manifest = registry.register(MODEL, "run-a", _files(b"tree"), describe(MODEL, "run-a"))
 
     assert signer.signed == [manifest] == [store.read(_key(version, MANIFEST)).data]
     signature = orjson.loads(store.read(_key(version, SIGNATURE)).data)
     assert signature["algorithm"] == "EC_SIGN_P256_SHA256"
     assert signature["key"] == signer.key
     assert signature["manifest_sha256"] == sha256(manifest)
-    loaded = registry.load(MODEL, version, signer=signer)
+    loaded = registry.load(MODEL, version)
     assert loaded.model_text == b"tree"
 
 
@@ -81,101 +79,99 @@ def test_register_signs_the_manifest_bytes_it_writes(
 def test_a_manifest_rewritten_to_match_replaced_files_is_refused(
     store: BlobStore, signer: CountingSigner
 ) -> None:
-    registry = Registry(store)
-    registry.register(MODEL, "run-a", _files(b"tree"), describe(MODEL, "run-a"), signer=signer)
+    registry = Registry(store, signer=signer)
+    registry.register(MODEL, "run-a", _files(b"tree"), describe(MODEL, "run-a"))
     # Whoever can write the bucket replaces the model and the sha256 its manifest records.
     manifest = orjson.loads(store.read(_key(1, MANIFEST)).data)
     manifest["files"]["model.txt"] = {"sha256": sha256(b"evil tree"), "size": 9}
     store.write(_key(1, "model.txt"), b"evil tree")
     store.write(_key(1, MANIFEST), orjson.dumps(manifest))
 
-    assert registry.load(MODEL, 1).model_text == b"evil tree"  # the sha256s alone agree
+    assert registry.read_file(MODEL, 1, "model.txt") == b"evil tree"  # the sha256s agree
     with pytest.raises(IntegrityError, match=r"manifest\.json does not match its signature"):
-        registry.load(MODEL, 1, signer=signer)
+        registry.load(MODEL, 1)
 
 
 def test_a_version_without_a_signature_is_refused_saying_how_to_replace_it(
     store: BlobStore, signer: CountingSigner
 ) -> None:
-    Registry(store).register(
-        MODEL, "run-a", _files(b"tree"), describe(MODEL, "run-a"), signer=signer
+    Registry(store, signer=signer).register(
+        MODEL, "run-a", _files(b"tree"), describe(MODEL, "run-a")
     )
     # A version registered before manifests were signed: the same files, no manifest.sig.
     unsigned = InMemoryStore("artifacts")
     for info in store.list():
         if not info.key.endswith(SIGNATURE):
             unsigned.write(info.key, store.read(info.key).data)
-    registry = Registry(unsigned)
+    registry = Registry(unsigned, signer=signer)
 
     with pytest.raises(IntegrityError, match=r"has no signature.*`modelrail retrain`"):
-        registry.load(MODEL, 1, signer=signer)
-    assert registry.load(MODEL, 1).model_text == b"tree"  # the stages still read it
+        registry.load(MODEL, 1)
+    assert registry.read_file(MODEL, 1, "model.txt") == b"tree"  # there, unverified
 
 
 def test_a_signed_manifest_copied_under_another_number_is_refused(
     store: BlobStore, signer: CountingSigner
 ) -> None:
-    registry = Registry(store)
-    registry.register(MODEL, "run-a", _files(b"old tree"), describe(MODEL, "run-a"), signer=signer)
-    registry.register(MODEL, "run-b", _files(b"new tree"), describe(MODEL, "run-b"), signer=signer)
+    registry = Registry(store, signer=signer)
+    registry.register(MODEL, "run-a", _files(b"old tree"), describe(MODEL, "run-a"))
+    registry.register(MODEL, "run-b", _files(b"new tree"), describe(MODEL, "run-b"))
     for name in ("model.txt", "card.html", MANIFEST, SIGNATURE):
         store.write(_key(2, name), store.read(_key(1, name)).data)
 
     with pytest.raises(IntegrityError, match="is that of penguins v1"):
-        registry.load(MODEL, 2, signer=signer)
+        registry.load(MODEL, 2)
 
 
 def test_a_signature_by_another_key_is_refused(
     store: BlobStore, signer: CountingSigner, tmp_path: Path
 ) -> None:
-    registry = Registry(store)
+    registry = Registry(store, signer=signer)
     same_name = LocalManifestSigner(tmp_path / "other.pem")  # another key, the same name
     other_name = LocalManifestSigner(tmp_path / "third.pem", "someone-else/key")
-    registry.register(MODEL, "run-a", _files(b"tree"), describe(MODEL, "run-a"), signer=same_name)
-    registry.register(
-        MODEL, "run-b", _files(b"tree b"), describe(MODEL, "run-b"), signer=other_name
+    Registry(store, signer=same_name).register(
+        MODEL, "run-a", _files(b"tree"), describe(MODEL, "run-a")
+    )
+    Registry(store, signer=other_name).register(
+        MODEL, "run-b", _files(b"tree b"), describe(MODEL, "run-b")
     )
 
     with pytest.raises(IntegrityError, match="does not match its signature"):
-        registry.load(MODEL, 1, signer=signer)
+        registry.load(MODEL, 1)
     with pytest.raises(IntegrityError, match="signed by someone-else/key, which is not"):
-        registry.load(MODEL, 2, signer=signer)
+        registry.load(MODEL, 2)
 
 
 @pytest.mark.fault
 def test_a_redelivered_registration_signs_nothing_new(
     store: BlobStore, signer: CountingSigner
 ) -> None:
-    registry = Registry(store)
-    first = registry.register(
-        MODEL, "run-a", _files(b"tree"), describe(MODEL, "run-a"), signer=signer
-    )
+    registry = Registry(store, signer=signer)
+    first = registry.register(MODEL, "run-a", _files(b"tree"), describe(MODEL, "run-a"))
     signature = store.read(_key(1, SIGNATURE))
 
-    again = registry.register(
-        MODEL, "run-a", _files(b"tree"), describe(MODEL, "run-a"), signer=signer, attempt=2
-    )
+    again = registry.register(MODEL, "run-a", _files(b"tree"), describe(MODEL, "run-a"), attempt=2)
 
     assert again == first
     assert len(signer.signed) == 1
     assert store.read(_key(1, SIGNATURE)).generation == signature.generation
-    registry.load(MODEL, 1, signer=signer)
+    registry.load(MODEL, 1)
 
 
 @pytest.mark.fault
 def test_a_claim_taken_over_resumes_a_signed_version(
     store: BlobStore, signer: CountingSigner
 ) -> None:
-    registry = Registry(store)
+    registry = Registry(store, signer=signer)
     registry._claim_for_run(MODEL, "run-a", 1)  # a delivery claimed the run, then died
 
     version, manifest = registry.register(
-        MODEL, "run-a", _files(b"tree"), describe(MODEL, "run-a"), signer=signer, attempt=2
+        MODEL, "run-a", _files(b"tree"), describe(MODEL, "run-a"), attempt=2
     )
 
     assert version == 1
     assert signer.signed == [manifest]
-    registry.load(MODEL, 1, signer=signer)
+    registry.load(MODEL, 1)
 
 
 class ManifestWriteFails(InMemoryStore):
@@ -195,23 +191,23 @@ def test_a_delivery_that_died_after_signing_is_completed_with_that_signature(
     signer: CountingSigner,
 ) -> None:
     store = ManifestWriteFails("artifacts")
-    registry = Registry(store)
+    registry = Registry(store, signer=signer)
     with pytest.raises(OSError, match="died"):
-        registry.register(MODEL, "run-a", _files(b"tree"), describe(MODEL, "run-a"), signer=signer)
+        registry.register(MODEL, "run-a", _files(b"tree"), describe(MODEL, "run-a"))
     assert registry.versions(MODEL) == []  # signed, not yet a version
 
     version, manifest = registry.register(
-        MODEL, "run-a", _files(b"tree"), describe(MODEL, "run-a"), signer=signer, attempt=2
+        MODEL, "run-a", _files(b"tree"), describe(MODEL, "run-a"), attempt=2
     )
 
     assert signer.signed == [manifest]
-    assert registry.load(MODEL, version, signer=signer).model_text == b"tree"
+    assert registry.load(MODEL, version).model_text == b"tree"
 
 
 def test_a_signature_over_other_bytes_is_not_kept_for_this_manifest(
     store: BlobStore, signer: CountingSigner
 ) -> None:
-    registry = Registry(store)
+    registry = Registry(store, signer=signer)
     assert registry._claim_for_run(MODEL, "run-a", 1) == 1  # then the delivery died
     other = b'{"another": "manifest"}'
     store.write(
@@ -227,9 +223,7 @@ def test_a_signature_over_other_bytes_is_not_kept_for_this_manifest(
     )
 
     with pytest.raises(IntegrityError, match="signs other manifest bytes"):
-        registry.register(
-            MODEL, "run-a", _files(b"tree"), describe(MODEL, "run-a"), signer=signer, attempt=2
-        )
+        registry.register(MODEL, "run-a", _files(b"tree"), describe(MODEL, "run-a"), attempt=2)
     assert registry.versions(MODEL) == []
 
 
@@ -252,17 +246,15 @@ def test_of_two_concurrent_signatures_the_first_stays(signer: CountingSigner) ->
     # The other delivery's signature, over the same manifest bytes (registration is
     # deterministic per run).
     scratch = InMemoryStore("artifacts")
-    Registry(scratch).register(
-        MODEL, "run-a", _files(b"tree"), describe(MODEL, "run-a"), signer=signer
+    Registry(scratch, signer=signer).register(
+        MODEL, "run-a", _files(b"tree"), describe(MODEL, "run-a")
     )
     theirs = scratch.read(_key(1, SIGNATURE)).data
     store = RacingStore(theirs)
-    registry = Registry(store)
+    registry = Registry(store, signer=signer)
 
-    version, _ = registry.register(
-        MODEL, "run-a", _files(b"tree"), describe(MODEL, "run-a"), signer=signer
-    )
+    version, _ = registry.register(MODEL, "run-a", _files(b"tree"), describe(MODEL, "run-a"))
 
     assert len(signer.signed) == 2  # both signed; the create-only write kept theirs
     assert store.read(_key(version, SIGNATURE)).data == theirs
-    assert registry.load(MODEL, version, signer=signer).model_text == b"tree"
+    assert registry.load(MODEL, version).model_text == b"tree"

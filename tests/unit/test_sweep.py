@@ -107,7 +107,7 @@ def test_a_register_killed_after_claiming_its_number_ends_within_minutes_naming_
     kill.leaves()
     [run] = harness.runs()
     assert run.outcome == "running"
-    state = harness.container.registry.lease_state(harness.model, f"register-{run.run_id}")
+    state = harness.container.leases.state(harness.model, f"register-{run.run_id}")
     assert state is not None
     assert state.live  # held: renewed by a heartbeat while the delivery lived
     lapsed = datetime.fromtimestamp(state.until, UTC)  # at most a minute after the kill
@@ -142,7 +142,7 @@ def test_a_deploy_killed_mid_rollout_ends_once_its_lease_lapses_not_after_6000_s
     kill.leaves()
     [run] = harness.runs()
     assert run.outcome == "registered"
-    state = harness.container.registry.lease_state(harness.model, "staging")
+    state = harness.container.leases.state(harness.model, "staging")
     assert state is not None
     lapsed = datetime.fromtimestamp(state.until, UTC)
 

@@ -1,1 +1,1 @@
-"""The domain: dataset contract, features, training, evaluation, registry and run records, cards."""
+"""The domain: dataset contract, features, training, evaluation, registry, leases, typed records."""

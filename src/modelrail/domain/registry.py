@@ -14,16 +14,16 @@ Layout (under ``models/<model>/``)::
                                 published (package repository: Artifact Registry)
     by-run/<run_id>.json        a run registers at most one version
     aliases/<alias>.json        mutable pointers (champion, staging), compare-and-set
-    leases/<name>.json          who holds a rollout of the model's services (``lease``)
+    leases/<name>.json          who holds a rollout or a registration (``leases``)
 
 Numbers are claimed create-only (``ifGenerationMatch=0``), retrying on conflict, so
 concurrent registrations of different runs get distinct, contiguous numbers. A run
 first claims ``by-run/<run_id>.json``; a redelivery finds that claim and either returns
 the finished version or resumes writing it, so a run never makes a second version.
 
-A run is registered under its registration lease (``registration_lease``: the lease
-``leases/register-<run_id>``, renewed by a heartbeat while the work goes on, so it is
-sized to the work, not to the worst-case redelivery chain). Whoever holds the lease
+A run is registered under its registration lease (``leases.Leases.registration``,
+renewed by a heartbeat while the work goes on, so it is sized to the work, not to the
+worst-case redelivery chain). Whoever holds the lease
 owns the run's claim: a claim with no version yet was left by a delivery that released
 the lease (it failed) or let it expire (it died), and is taken over at once, resuming
 the number the run had already claimed, so a crash leaves neither a stuck run nor a
@@ -34,8 +34,8 @@ The manifest is signed (``ManifestSigner``) before it is written: ``manifest.sig
 written create-only first, so a version that exists is signed. A resumed registration
 writes the same manifest bytes, finds the signature made for them and signs nothing; a
 concurrent one that signed too loses the create-only write and keeps the first
-signature. The staging service reads a version with ``load(..., signer=...)``, which
-verifies the signature over the manifest's exact bytes before trusting any sha256 in it.
+signature. The staging service reads a version with ``load``, which verifies the
+signature over the manifest's exact bytes before trusting any sha256 in it.
 
 A complete version is then published to a ``PackageRepository`` (package = model,
 version = ``v<N>``: the manifest, its signature and every file it lists) and, when
@@ -51,10 +51,7 @@ import contextlib
 import dataclasses
 import hashlib
 import logging
-import threading
-import time
-import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import orjson
@@ -64,8 +61,6 @@ from modelrail.domain.lineage import Lineage
 from modelrail.kernel.canonical import canonical_json
 from modelrail.kernel.errors import (
     IntegrityError,
-    LeaseHeld,
-    LeaseLost,
     NotFound,
     PreconditionFailed,
     TransientError,
@@ -100,14 +95,6 @@ REFERENCE_FILE = "reference.parquet"
 PROFILE_FILE = "profile.json"
 # The alias the gate compares against, and register moves to each blessed version.
 CHAMPION = "champion"
-# A run's registration lease: renewed every REGISTER_HEARTBEAT_S while the delivery
-# works, so it expires REGISTER_LEASE_S after the holder stopped (died, paused). A
-# registration writes a few files and signs once: seconds; a Vertex AI upload may take
-# minutes, through which the heartbeat keeps the lease.
-REGISTER_LEASE_S = 60.0
-REGISTER_HEARTBEAT_S = 15.0
-# How long a second delivery of the run waits for the first before it is redelivered.
-REGISTER_LEASE_WAIT_S = 120.0
 _MAX_CLAIM_TRIES = 1000
 
 
@@ -121,16 +108,6 @@ class Alias:
     version: int
     generation: int
     updated_at: str
-
-
-@dataclasses.dataclass(frozen=True)
-class LeaseState:
-    """Who last held a lease and until when (``Registry.lease_state``)."""
-
-    holder: str
-    live: bool
-    # When it was released or expires (``time.time()``): the last sign of its holder.
-    until: float
 
 
 @dataclasses.dataclass(frozen=True)
@@ -277,10 +254,37 @@ class LoadedVersion:
 
 
 class Registry:
-    """Versions plus mutable aliases for every model, on one bucket."""
+    """Versions plus mutable aliases for every model, on one bucket.
 
-    def __init__(self, store: BlobStore) -> None:
+    Its collaborators are given once: the ``signer`` that signs the manifests it
+    registers and verifies the ones it loads (a registry without one reads versions
+    unverified, ``manifest``, and refuses to ``load`` or register them), the package
+    repository versions are ``publish``ed to, and the ``catalog`` (Vertex AI's Model
+    Registry) that mirrors versions and aliases when pipeline.toml turns it on.
+    """
+
+    def __init__(
+        self,
+        store: BlobStore,
+        *,
+        signer: ManifestSigner | None = None,
+        packages: PackageRepository | None = None,
+        catalog: ModelCatalog | None = None,
+    ) -> None:
         self.store = store
+        self._signer, self._packages, self.catalog = signer, packages, catalog
+
+    @property
+    def signer(self) -> ManifestSigner:
+        if self._signer is None:
+            raise TypeError("this registry was given no signer: it cannot sign or verify")
+        return self._signer
+
+    @property
+    def packages(self) -> PackageRepository:
+        if self._packages is None:
+            raise TypeError("this registry was given no package repository to publish to")
+        return self._packages
 
     # -- reading -----------------------------------------------------------------
     def _prefix(self, model: str) -> str:
@@ -311,9 +315,9 @@ class Registry:
         data = self.store.read(self._version_key(model, version, MANIFEST)).data
         return Manifest.parse(data, f"{model} v{version}")
 
-    def signed_manifest(self, model: str, version: int, signer: ManifestSigner) -> Manifest:
+    def signed_manifest(self, model: str, version: int) -> Manifest:
         """A version's manifest, once its signature (``manifest.sig``) is verified over its
-        exact bytes with ``signer``'s key and it names this model and version (a signed
+        exact bytes with the signer's key and it names this model and version (a signed
         manifest copied under another number is not that version); else ``IntegrityError``."""
         subject = f"{model} v{version}"
         data = self.store.read(self._version_key(model, version, MANIFEST)).data
@@ -326,7 +330,7 @@ class Registry:
                 "register a new version (`modelrail retrain`) and deploy that",
                 {"model": model, "version": version},
             ) from None
-        signing.verify(data, signature, signer, subject)
+        signing.verify(data, signature, self.signer, subject)
         manifest = Manifest.parse(data, subject)
         if (manifest.model, manifest.version) != (model, version):
             raise IntegrityError(
@@ -335,19 +339,11 @@ class Registry:
             )
         return manifest
 
-    def load(
-        self, model: str, version: int, *, signer: ManifestSigner | None = None
-    ) -> LoadedVersion:
-        """Read a version's manifest and model, the model's sha256 checked before anyone
-        parses it. With ``signer`` (the staging service), the manifest's signature is
-        verified first (``signed_manifest``), as every reader of a registered version
-        does (the staging service, evaluate's champion); without one only the sha256s
-        are checked."""
-        manifest = (
-            self.manifest(model, version)
-            if signer is None
-            else self.signed_manifest(model, version, signer)
-        )
+    def load(self, model: str, version: int) -> LoadedVersion:
+        """Read a version as every reader of a registered version does (the staging
+        service, evaluate's champion): its manifest's signature verified first
+        (``signed_manifest``), then its model's sha256, before anyone parses it."""
+        manifest = self.signed_manifest(model, version)
         return LoadedVersion(model, version, manifest, self._checked(manifest, MODEL_FILE))
 
     def read_file(self, model: str, version: int, name: str) -> bytes | None:
@@ -433,120 +429,6 @@ class Registry:
         return int(version)
 
     # -- writing -----------------------------------------------------------------
-    @contextlib.contextmanager
-    def lease(
-        self,
-        model: str,
-        name: str,
-        holder: str,
-        *,
-        ttl_s: float,
-        wait_s: float,
-        heartbeat_s: float | None = None,
-        sleep: Callable[[float], None] = time.sleep,
-        clock: Callable[[], float] = time.time,
-    ) -> Iterator[Lease]:
-        """Hold ``leases/<name>`` of ``model`` for ``holder`` while the block runs: one
-        holder at a time, so rollouts of one service happen one after another.
-
-        Taken create-only, or by compare-and-set over a lease that was released or is
-        past its expiry (``ttl_s`` after it was taken or last renewed: its holder died
-        or outlived its delivery), so of two takers one wins. With ``heartbeat_s`` a
-        thread renews it that often (by compare-and-set; it stops if the lease was
-        taken over), so ``ttl_s`` can be sized to notice a dead holder, not to the
-        longest work. Another holder's live lease is waited for up to ``wait_s``; then
-        ``LeaseHeld``, so the bus redelivers later. Released by compare-and-set, so a
-        holder that outlived its lease never frees its successor's. The block gets a
-        ``Lease``, whose ``check`` says whether it still holds it (a holder paused past
-        its expiry has lost it, and must not commit what the lease guards).
-        """
-        key = self._lease_key(model, name)
-        deadline = clock() + wait_s
-        pause = 0.1
-        # Names this taking of the lease in every renewal: whose it is, read from the
-        # object itself, whatever generation a renewal in flight has made.
-        token = uuid.uuid4().hex
-        while True:
-            now = clock()
-            body = canonical_json(
-                {"holder": holder, "token": token, "taken_at": now, "expires_at": now + ttl_s}
-            )
-            try:
-                current = self.store.read(key)
-            except NotFound:
-                generation = 0
-            else:
-                held = orjson.loads(current.data)
-                free = held.get("released", False) or float(held["expires_at"]) <= now
-                generation = current.generation if free else -1
-            if generation >= 0:
-                try:
-                    taken = self.store.write(
-                        key, body, if_generation_match=generation, content_type="application/json"
-                    )
-                    break
-                except PreconditionFailed:
-                    continue  # another taker won: read who holds it now
-            if now >= deadline:
-                raise LeaseHeld(
-                    f"{model}'s {name} is held by {held['holder']} ({key}); retry later",
-                    str(held["holder"]),
-                )
-            sleep(min(pause, max(deadline - now, 0.0)))
-            pause = min(pause * 2, 2.0)
-        heartbeat = _Heartbeat(self.store, key, holder, token, taken, ttl_s, heartbeat_s, clock)
-        try:
-            yield Lease(self.store, key, token)
-        finally:
-            heartbeat.stop()
-            released = canonical_json({"holder": holder, "released": True, "released_at": clock()})
-            # Never over the block's own outcome: a lease not released lapses by itself.
-            try:
-                current = self.store.read(key)
-                if orjson.loads(current.data).get("token") == token:
-                    self.store.write(
-                        key,
-                        released,
-                        if_generation_match=current.generation,
-                        content_type="application/json",
-                    )
-            except Exception:
-                log.warning("could not release %s; it lapses by itself", key, exc_info=True)
-
-    def lease_state(
-        self, model: str, name: str, *, clock: Callable[[], float] = time.time
-    ) -> LeaseState | None:
-        """Who holds (or last held) ``leases/<name>``; None if it was never taken."""
-        try:
-            held = orjson.loads(self.store.read(self._lease_key(model, name)).data)
-        except NotFound:
-            return None
-        if held.get("released", False):
-            return LeaseState(str(held["holder"]), False, float(held.get("released_at", 0.0)))
-        until = float(held["expires_at"])
-        return LeaseState(str(held["holder"]), until > clock(), until)
-
-    def registration_lease(
-        self,
-        model: str,
-        run_id: str,
-        holder: str,
-        *,
-        wait_s: float = REGISTER_LEASE_WAIT_S,
-        clock: Callable[[], float] = time.time,
-    ) -> contextlib.AbstractContextManager[Lease]:
-        """The lease a delivery holds while it registers ``run_id`` (``register``),
-        renewed by a heartbeat; the sweep takes it too before ending the run."""
-        return self.lease(
-            model,
-            registration_lease_name(run_id),
-            holder,
-            ttl_s=REGISTER_LEASE_S,
-            wait_s=wait_s,
-            heartbeat_s=REGISTER_HEARTBEAT_S,
-            clock=clock,
-        )
-
     def move_alias(
         self,
         model: str,
@@ -554,19 +436,19 @@ class Registry:
         version: int,
         *,
         force: bool = False,
-        catalog: ModelCatalog | None = None,
     ) -> bool:
         """Point ``name`` at ``version`` by compare-and-set.
 
         Aliases only move forward: a late, out-of-order event naming an older version
         is a no-op (returns False). ``force`` moves it anywhere (an operator's rollback).
-        With a ``catalog`` the alias moves there first, so a failure there leaves the
+        With a catalog the alias moves there first, so a failure there leaves the
         bucket's alias where it was and a retry moves both; when the bucket's alias
         stays on another version, the catalog's follows it back.
         """
         if version not in self.versions(model):
             raise NotFound(f"{model} has no version {version}")
         body = canonical_json({"alias": name, "version": version, "updated_at": _now()})
+        catalog = self.catalog
         if catalog is not None:
             current = self.alias(model, name)
             if force or current is None or current.version < version:
@@ -597,7 +479,6 @@ class Registry:
         files_for: Callable[[int], Mapping[str, bytes]],
         describe: Callable[[int, Mapping[str, FileEntry]], Manifest],
         *,
-        signer: ManifestSigner,
         attempt: int = 1,
         fence: Callable[[], None] | None = None,
     ) -> tuple[int, bytes]:
@@ -606,12 +487,12 @@ class Registry:
         ``files_for(version)`` returns the version's files (a card may show its own
         number); it must return the same bytes when called again for the same run.
         ``describe(version, files)`` is its manifest, for this model, number and run.
-        ``signer`` signs the manifest. ``attempt`` is the delivery attempt registering
-        it (kept in the claim, for people). The caller holds the run's
-        ``registration_lease``: any claim the run left is its own to resume; ``fence``
-        (the lease's ``check``) is called before the version is signed and committed, so
-        a delivery that lost its lease meanwhile commits nothing. Returns the version
-        number and the manifest bytes.
+        The registry's signer signs the manifest. ``attempt`` is the delivery attempt
+        registering it (kept in the claim, for people). The caller holds the run's
+        registration lease (``Leases.registration``): any claim the run left is its own
+        to resume; ``fence`` (the lease's ``check``) is called before the version is
+        signed and committed, so a delivery that lost its lease meanwhile commits
+        nothing. Returns the version number and the manifest bytes.
         """
         version = self._claim_for_run(model, run_id, attempt)
         files = files_for(version)
@@ -631,14 +512,14 @@ class Registry:
             manifest = self.store.read(key).data  # an earlier delivery finished it
         if fence is not None:
             fence()
-        self._sign_once(model, version, manifest, signer)
+        self._sign_once(model, version, manifest)
         # A concurrent delivery may write it first: its bytes are these, the ones the
         # signature was made for (``_sign_once`` let it through for them alone).
         with contextlib.suppress(PreconditionFailed):
             self.store.write(key, manifest, if_generation_match=0, content_type="application/json")
         return version, manifest
 
-    def _sign_once(self, model: str, version: int, manifest: bytes, signer: ManifestSigner) -> None:
+    def _sign_once(self, model: str, version: int, manifest: bytes) -> None:
         """Make sure ``manifest.sig`` holds a signature over exactly ``manifest``: kept if
         a delivery of the run made it (a redelivery signs nothing), else signed and
         written create-only (of two concurrent deliveries, the first signature stays)."""
@@ -646,7 +527,7 @@ class Registry:
         try:
             existing = self.store.read(key).data
         except NotFound:
-            signed = signing.encode(signer.sign(manifest), manifest)
+            signed = signing.encode(self.signer.sign(manifest), manifest)
             try:
                 self.store.write(
                     key, signed, if_generation_match=0, content_type="application/json"
@@ -662,17 +543,11 @@ class Registry:
                 {"model": model, "version": version},
             )
 
-    def publish(
-        self,
-        model: str,
-        version: int,
-        packages: PackageRepository,
-        catalog: ModelCatalog | None = None,
-    ) -> Publication:
-        """Publish a complete version to ``packages`` as ``v<N>`` (its manifest, its
-        signature and every file the manifest lists, each checked against its sha256,
-        so the published copy can be verified as the bucket's is) and upload it to
-        ``catalog``, if given; then record where in ``publication.json``, create-only
+    def publish(self, model: str, version: int) -> Publication:
+        """Publish a complete version to the package repository as ``v<N>`` (its
+        manifest, its signature and every file the manifest lists, each checked against
+        its sha256, so the published copy can be verified as the bucket's is) and upload
+        it to the catalog, if there is one; then record where in ``publication.json``, create-only
         (the catalog's model and version id under ``vertex``). Idempotent: a redelivery
         publishes nothing new and keeps the first record; a different version under the
         same number in the repository or the catalog is an ``IntegrityError``."""
@@ -680,12 +555,12 @@ class Registry:
         manifest = Manifest.parse(manifest_bytes, f"{model} v{version}")
         files = {name: self._checked(manifest, name) for name in manifest.files}
         signature = self.store.read(self._version_key(model, version, SIGNATURE)).data
-        published = packages.publish(
+        published = self.packages.publish(
             model, f"v{version}", {**files, MANIFEST: manifest_bytes, SIGNATURE: signature}
         )
         vertex = None
-        if catalog is not None:
-            uploaded = catalog.upload(
+        if self.catalog is not None:
+            uploaded = self.catalog.upload(
                 ModelUpload(
                     model=model,
                     version=version,
@@ -805,92 +680,5 @@ class Registry:
     def _alias_key(self, model: str, name: str) -> str:
         return f"{self._prefix(model)}aliases/{name}.json"
 
-    def _lease_key(self, model: str, name: str) -> str:
-        # Each lease is its own object, so IAM can grant a stage its own leases only.
-        return f"{self._prefix(model)}leases/{name}.json"
-
     def _run_key(self, model: str, run_id: str) -> str:
         return f"{self._prefix(model)}by-run/{run_id}.json"
-
-
-class Lease:
-    """A lease held (``Registry.lease``)."""
-
-    def __init__(self, store: BlobStore, key: str, token: str) -> None:
-        self._store, self._key, self._token = store, key, token
-
-    def check(self) -> None:
-        """Raise ``LeaseLost`` unless the lease is still this holder's: nobody took it
-        over since it was taken (its renewals keep its token)."""
-        try:
-            token = orjson.loads(self._store.read(self._key).data).get("token")
-        except NotFound:
-            token = None
-        if token != self._token:
-            raise LeaseLost(f"{self._key} was taken over: its holder outlived its lease")
-
-
-class _Heartbeat:
-    """Renews a held lease every ``every_s`` (None: never) by compare-and-set until
-    stopped; stops by itself once someone else took the lease over."""
-
-    def __init__(
-        self,
-        store: BlobStore,
-        key: str,
-        holder: str,
-        token: str,
-        generation: int,
-        ttl_s: float,
-        every_s: float | None,
-        clock: Callable[[], float],
-    ) -> None:
-        self.store, self.key, self.holder, self.token = store, key, holder, token
-        self.generation, self.ttl_s, self.clock = generation, ttl_s, clock
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        if every_s is not None:
-            self._thread = threading.Thread(
-                target=self._beat, args=(every_s,), name=f"lease {key}", daemon=True
-            )
-            self._thread.start()
-
-    def _beat(self, every_s: float) -> None:
-        while not self._stop.wait(every_s):
-            now = self.clock()
-            body = canonical_json(
-                {
-                    "holder": self.holder,
-                    "token": self.token,
-                    "taken_at": now,
-                    "expires_at": now + self.ttl_s,
-                }
-            )
-            try:
-                self.generation = self.store.write(
-                    self.key,
-                    body,
-                    if_generation_match=self.generation,
-                    content_type="application/json",
-                )
-            except Exception:
-                # A lost precondition or an answer lost after the write: whose is it
-                # now? Still ours (a renewal that committed unseen): go on from it.
-                try:
-                    current = self.store.read(self.key)
-                except Exception:
-                    continue  # a store hiccup: the next beat tries again
-                if orjson.loads(current.data).get("token") != self.token:
-                    return  # taken over: this holder is past its lease
-                self.generation = current.generation
-
-    def stop(self) -> None:
-        """Stop renewing (the holder releases right after, with ``generation``)."""
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
-
-
-def registration_lease_name(run_id: str) -> str:
-    """The lease (``leases/<name>.json``) a registration of ``run_id`` holds."""
-    return f"register-{run_id}"

@@ -491,8 +491,8 @@ def _reconcile_staging(cli: Cli) -> Convergence:
     reconciler = Reconciler(
         container.config.model_name,
         registry=container.registry,
+        leases=container.leases,
         deployer=container.deployer,
-        signer=container.signer,
     )
     return reconciler.reconcile()
 

@@ -611,8 +611,8 @@ def _reconcile(
                 reconciler = Reconciler(
                     container.config.model_name,
                     registry=container.registry,
+                    leases=container.leases,
                     deployer=container.deployer,
-                    signer=container.signer,
                     holder=f"reconcile:control-plane:{os.getpid()}",
                 )
             reconciler.reconcile()

@@ -320,10 +320,10 @@ def reconcile_staging(stop: threading.Event, every_s: float) -> None:
         reconciler = Reconciler(
             container.config.model_name,
             registry=container.registry,
+            leases=container.leases,
             # This supervisor, over its own control socket (a rollout like any other);
             # never another supervisor started in its place as this one stops.
             deployer=LocalStagingDeployer(settings, start_supervisor=False),
-            signer=container.signer,
             holder=f"reconcile:staging-supervisor:{os.getpid()}",
         )
     except Exception:  # it serves on without the loop; its log says why

@@ -13,6 +13,7 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from modelrail.domain.config import PipelineConfig
+from modelrail.domain.leases import Leases
 from modelrail.domain.registry import Registry
 from modelrail.domain.runs import RunLog, StageRecord
 from modelrail.kernel.ports import (
@@ -75,7 +76,13 @@ class Container:
 
     @cached_property
     def registry(self) -> Registry:
-        return Registry(self.artifacts)
+        return Registry(
+            self.artifacts, signer=self.signer, packages=self.packages, catalog=self.catalog
+        )
+
+    @cached_property
+    def leases(self) -> Leases:
+        return Leases(self.artifacts)
 
     @cached_property
     def runs(self) -> RunLog:
@@ -109,8 +116,8 @@ class Container:
 
     def provide(self, name: str) -> Any:
         """The dependency a stage handler names as a parameter: a port (``config``,
-        ``storage``, ``registry``, ``runs``, ``launcher``, ``deployer``, ``packages``,
-        ``catalog``, ``signer``) or a setting (``data_bucket``, ``code_version``,
+        ``storage``, ``registry``, ``leases``, ``runs``, ``launcher``, ``deployer``) or
+        a setting (``data_bucket``, ``code_version``,
         ``training_job``, ``compiler``)."""
         if name in _FROM_SETTINGS:
             return getattr(self.settings, name)
@@ -125,11 +132,9 @@ _PORTS = frozenset(
         "config",
         "storage",
         "registry",
+        "leases",
         "runs",
         "launcher",
         "deployer",
-        "packages",
-        "catalog",
-        "signer",
     }
 )

@@ -38,9 +38,10 @@ import threading
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from modelrail.domain.registry import Lease, Registry
+from modelrail.domain.leases import Lease, Leases
+from modelrail.domain.registry import Registry
 from modelrail.kernel.errors import DeploymentFailed, LeaseHeld, ModelrailError, TransientError
-from modelrail.kernel.ports import Deployer, Deployment, ManifestSigner, ModelCatalog
+from modelrail.kernel.ports import Deployer, Deployment
 from modelrail.service.smoke import smoke_test
 
 STAGING = "staging"
@@ -96,9 +97,7 @@ def _serves(deployment: Deployment | None, model: str, version: int) -> bool:
     return deployment is not None and (deployment.model, deployment.version) == (model, version)
 
 
-def converge(
-    model: str, *, registry: Registry, deployer: Deployer, signer: ManifestSigner
-) -> Convergence:
+def converge(model: str, *, registry: Registry, deployer: Deployer) -> Convergence:
     """Serve what ``model``'s staging alias names now. The caller holds the rollout
     lease. Raises ``IntegrityError`` when the alias's
     version fails its signature check (nothing is deployed), ``DeploymentFailed`` when
@@ -114,7 +113,7 @@ def converge(
         if _serves(current, model, alias.version):
             status = "in_step" if round_number == 0 else "converged"
             return Convergence(model, status, alias.version, served_before, current)
-        manifest = registry.signed_manifest(model, alias.version, signer)
+        manifest = registry.signed_manifest(model, alias.version)
         log.warning(
             "staging serves %s, its alias names v%d: deploying v%d",
             f"v{current.version}" if current is not None else "nothing",
@@ -151,19 +150,17 @@ def deploy(
     return deployer.promote(candidate)
 
 
-def roll_out(
-    model: str, version: int, *, registry: Registry, deployer: Deployer, signer: ManifestSigner
-) -> Deployment:
+def roll_out(model: str, version: int, *, registry: Registry, deployer: Deployer) -> Deployment:
     """Deploy ``version`` once its signed manifest checks out; on a failed deploy,
     restore what the staging alias names at that moment and raise ``DeploymentFailed``
     saying what serves. The caller holds the rollout lease."""
     # IntegrityError: permanent, nothing ran.
-    manifest = registry.signed_manifest(model, version, signer)
+    manifest = registry.signed_manifest(model, version)
     try:
         return deploy(deployer, model, version, manifest.examples)
     except DeploymentFailed as failed:
         try:
-            restored = converge(model, registry=registry, deployer=deployer, signer=signer)
+            restored = converge(model, registry=registry, deployer=deployer)
         except ModelrailError as exc:
             raise DeploymentFailed(
                 f"{failed.message}; restoring what staging's alias names failed too: {exc}",
@@ -183,23 +180,21 @@ def stage_version(
     *,
     registry: Registry,
     deployer: Deployer,
-    signer: ManifestSigner,
-    catalog: ModelCatalog | None,
     lease: Lease,
     force: bool = False,
 ) -> Deployment | Convergence:
-    """Put ``version`` on staging and point the staging alias (Vertex AI's too, with
-    ``catalog``) at it: the deploy stage's and an operator's rollback's one path. The
+    """Put ``version`` on staging and point the staging alias (Vertex AI's too, when
+    the registry has a catalog) at it: the deploy stage's and an operator's rollback's one path. The
     caller holds the rollout ``lease``; one lost meanwhile (a renewal lost unseen let
     another rollout in) commits nothing (``LeaseLost``). Without ``force`` the alias only
     moves forward: when a newer version took it while this one rolled out, staging
     serves that one again, and what that convergence did is returned instead of the
     deployment. ``DeploymentFailed``, ``IntegrityError`` as ``roll_out``."""
-    deployment = roll_out(model, version, registry=registry, deployer=deployer, signer=signer)
+    deployment = roll_out(model, version, registry=registry, deployer=deployer)
     lease.check()
-    if registry.move_alias(model, STAGING, version, force=force, catalog=catalog):
+    if registry.move_alias(model, STAGING, version, force=force):
         return deployment
-    return converge(model, registry=registry, deployer=deployer, signer=signer)
+    return converge(model, registry=registry, deployer=deployer)
 
 
 class Reconciler:
@@ -211,12 +206,12 @@ class Reconciler:
         model: str,
         *,
         registry: Registry,
+        leases: Leases,
         deployer: Deployer,
-        signer: ManifestSigner,
         holder: str | None = None,
     ) -> None:
         self.model = model
-        self.registry, self.deployer, self.signer = registry, deployer, signer
+        self.registry, self.leases, self.deployer = registry, leases, deployer
         self.holder = holder or f"reconcile:{socket.gethostname()}:{os.getpid()}"
 
     def reconcile(self) -> Convergence:
@@ -238,7 +233,7 @@ class Reconciler:
         with contextlib.ExitStack() as held:
             try:
                 held.enter_context(
-                    self.registry.lease(
+                    self.leases.hold(
                         self.model,
                         STAGING,
                         self.holder,
@@ -251,9 +246,7 @@ class Reconciler:
                 return Convergence(
                     self.model, "deferred", alias.version, served, current, str(busy)
                 )
-            return converge(
-                self.model, registry=self.registry, deployer=self.deployer, signer=self.signer
-            )
+            return converge(self.model, registry=self.registry, deployer=self.deployer)
 
     def run(self, stop: threading.Event, every_s: float = RECONCILE_EVERY_S) -> None:
         """Reconcile at once, then every ``every_s`` until ``stop`` is set."""

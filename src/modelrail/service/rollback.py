@@ -111,14 +111,14 @@ def rollback(
     key = f"rollback:{request_id}"
     started, clock = utcnow(), time.perf_counter()
     # One rollout at a time, the deploy stage's included (its lease).
-    with registry.lease(
+    with container.leases.hold(
         model, STAGING, key, ttl_s=LEASE_TTL_S, wait_s=LEASE_WAIT_S, heartbeat_s=LEASE_HEARTBEAT_S
     ) as lease:
         # Decide on what staging serves, so first make it serve what its alias names (a
         # crash may have left another version there, or nothing); a version that fails
         # to converge (unsigned, not starting) is what a rollback is there to leave.
         try:
-            converge(model, registry=registry, deployer=container.deployer, signer=container.signer)
+            converge(model, registry=registry, deployer=container.deployer)
         except ModelrailError as exc:
             log.warning("staging did not converge to its alias before the rollback: %s", exc)
         current, target = _decide(container, model, to)
@@ -139,8 +139,8 @@ def rollback(
             # The deploy stage's path: verified, smoke-tested, the alias's version
             # restored on failure; the alias moved back by force.
             staged = stage_version(
-                model, target, registry=registry, deployer=container.deployer,
-                signer=container.signer, catalog=container.catalog, lease=lease, force=True,
+                model, target, registry=registry, deployer=container.deployer, lease=lease,
+                force=True,
             )  # fmt: skip
         except (DeploymentFailed, IntegrityError) as exc:
             return record_failure(container, STAGE, run_id, lineage, key, exc, started, clock)

@@ -38,7 +38,7 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-from modelrail.domain.registry import registration_lease_name
+from modelrail.domain.leases import registration_name
 from modelrail.domain.runs import RunSummary, StageRecord
 from modelrail.kernel.errors import JobFailed, LeaseHeld, PermanentError, RunStuck, TransientError
 from modelrail.kernel.events import utcnow
@@ -48,7 +48,7 @@ from modelrail.service.pipeline import record_failure
 UNFINISHED = ("running", "registered")
 # The stages whose deliveries hold a registry lease while they work, and its name.
 _LEASED: dict[str, Callable[[str], str]] = {
-    "register": registration_lease_name,
+    "register": registration_name,
     "deploy": lambda run_id: "staging",
 }
 # From a delivery's arrival to its taking the lease: the function's start, reading the
@@ -91,7 +91,8 @@ def _end(
         return _record(container, run, stage, error)
     model = container.config.model_name
     registry = container.registry
-    with registry.registration_lease(model, run.run_id, "sweep", wait_s=0, clock=now.timestamp):
+    leases = container.leases
+    with leases.registration(model, run.run_id, "sweep", wait_s=0, clock=now.timestamp):
         orphaned = registry.orphaned_number(model, run.run_id)
         if orphaned is not None:
             error.message += f"; the version number it claimed, v{orphaned}, stays unused (a gap)"
@@ -169,7 +170,7 @@ def _stuck_behind_lease(
     before it takes the lease (a cold start, reading the event), so each attempt's
     start and every backoff count, not only the longest."""
     name = _LEASED[stage](run.run_id)
-    state = container.registry.lease_state(container.config.model_name, name, clock=now.timestamp)
+    state = container.leases.state(container.config.model_name, name, clock=now.timestamp)
     if state is not None and state.live:
         return None  # a delivery is at work, or waits its turn for the staging service
     quiet_s = max(

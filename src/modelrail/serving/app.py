@@ -88,7 +88,7 @@ def load_model(settings: ServiceSettings, store: Any, signer: ManifestSigner) ->
     from modelrail.serving.predictor import Predictor
 
     started = time.perf_counter()
-    registry = Registry(store)
+    registry = Registry(store, signer=signer)
     name = settings.model_name
     try:
         version = settings.model_version
@@ -98,7 +98,7 @@ def load_model(settings: ServiceSettings, store: Any, signer: ManifestSigner) ->
             if alias is None:
                 raise LookupError(f"{name} has no alias {settings.model_alias!r}")
             version = alias.version
-        loaded = registry.load(name, version, signer=signer)
+        loaded = registry.load(name, version)
         predictor = Predictor(name, version, loaded.manifest, loaded.model_text)
         decoder = RequestDecoder(predictor.schema, max_instances=settings.max_instances)
         if settings.predictor == "compiled":

@@ -1,7 +1,7 @@
 """deploy: move staging to the registered version, verified, smoke-tested, forward only.
 
-Rollouts of a model's staging service happen one at a time: each holds the registry's
-``staging`` lease, and a burst of registrations waits its turn instead of being
+Rollouts of a model's staging service happen one at a time: each holds the model's
+``staging`` lease (``leases``), and a burst of registrations waits its turn instead of being
 refused. Whoever gets the lease reads the alias afresh, so a version that a newer one
 overtook while it waited is recorded as skipped, never put back over it; a skipped
 deploy still makes staging serve what the alias names (``reconcile.converge``), so a
@@ -16,10 +16,11 @@ from __future__ import annotations
 
 import logging
 
+from modelrail.domain.leases import Leases
 from modelrail.domain.registry import Registry
 from modelrail.kernel.errors import ModelrailError
 from modelrail.kernel.events import ModelDeployed, ModelRegistered
-from modelrail.kernel.ports import Deployer, ManifestSigner, ModelCatalog
+from modelrail.kernel.ports import Deployer
 from modelrail.service.reconcile import (
     LEASE_HEARTBEAT_S,
     LEASE_TTL_S,
@@ -40,12 +41,11 @@ def handle(
     event: ModelRegistered,
     *,
     registry: Registry,
+    leases: Leases,
     deployer: Deployer,
-    catalog: ModelCatalog | None,
-    signer: ManifestSigner,
 ) -> Outcome:
     model = event.model
-    with registry.lease(
+    with leases.hold(
         model,
         STAGING,
         event.event_id,
@@ -64,16 +64,15 @@ def handle(
                 "version": event.version,
             }
             try:
-                converge(model, registry=registry, deployer=deployer, signer=signer)
+                converge(model, registry=registry, deployer=deployer)
             except ModelrailError as exc:
                 log.warning("staging did not converge to v%s: %s", current.version, exc)
                 output["convergence"] = f"failed: {exc}"
             return Outcome(None, output, status="skipped")
         # Raises DeploymentFailed once staging serves what the alias names again.
         staged = stage_version(
-            model, event.version, registry=registry, deployer=deployer, signer=signer,
-            catalog=catalog, lease=lease,
-        )  # fmt: skip
+            model, event.version, registry=registry, deployer=deployer, lease=lease
+        )
         if isinstance(staged, Convergence):
             # A newer version became staging while this one rolled out (a lease taken
             # over from a rollout that outlived it): staging serves that one again.

@@ -29,7 +29,6 @@ from modelrail.domain.registry import CHAMPION, REFERENCE_FILE, LoadedVersion, R
 from modelrail.domain.runs import RunLog
 from modelrail.kernel.errors import GateRejected
 from modelrail.kernel.events import ModelEvaluated, ModelTrained
-from modelrail.kernel.ports import ManifestSigner
 from modelrail.service.stages import Outcome
 
 
@@ -39,7 +38,6 @@ def handle(
     config: PipelineConfig,
     runs: RunLog,
     registry: Registry,
-    signer: ManifestSigner,
 ) -> Outcome:
     store = runs.store
     model_text, candidate_meta = runs.candidate(event.run_id, event.model_sha256)
@@ -50,7 +48,7 @@ def handle(
 
     y_true, prediction = _predict(candidate, schema, parsed, holdout)
     metrics = evaluation.metrics(schema.objective, y_true, prediction)
-    loaded = _champion_version(config, registry, signer)
+    loaded = _champion_version(config, registry)
     champion = _champion(loaded, config, parsed, holdout)
     verdict = evaluation.judge(config.gate, metrics, champion["metrics"] if champion else None)
     reasons: list[str] = verdict.to_dict()["reasons"]
@@ -122,14 +120,12 @@ def _score(
     return evaluation.metrics(schema.objective, *_predict(booster, schema, parsed, rows))
 
 
-def _champion_version(
-    config: PipelineConfig, registry: Registry, signer: ManifestSigner
-) -> LoadedVersion | None:
+def _champion_version(config: PipelineConfig, registry: Registry) -> LoadedVersion | None:
     """The champion, its signed manifest verified and its model checked against it."""
     alias = registry.alias(config.model_name, CHAMPION)
     if alias is None:
         return None
-    return registry.load(config.model_name, alias.version, signer=signer)
+    return registry.load(config.model_name, alias.version)
 
 
 def _champion(

@@ -1,7 +1,7 @@
 """register: make a blessed candidate an immutable, numbered version with lineage.
 
 One delivery of a run registers at a time: it holds the run's registration lease
-(``Registry.registration_lease``, renewed by a heartbeat) from the start of its work
+(``Leases.registration``, renewed by a heartbeat) from the start of its work
 to its end. Another delivery of the run waits for it, then finds the version done;
 one that finds the stage recorded failed meanwhile (the sweep ended the run) stops
 (``DeliveryInProgress``: its redelivery re-publishes the record). A delivery that
@@ -20,6 +20,7 @@ import lightgbm as lgb
 
 from modelrail.domain import card
 from modelrail.domain.config import PipelineConfig
+from modelrail.domain.leases import Leases
 from modelrail.domain.lineage import Lineage
 from modelrail.domain.registry import (
     CHAMPION,
@@ -33,7 +34,6 @@ from modelrail.domain.registry import (
 from modelrail.domain.runs import RunLog
 from modelrail.kernel.errors import DeliveryInProgress, IntegrityError, LeaseHeld
 from modelrail.kernel.events import ModelEvaluated, ModelRegistered
-from modelrail.kernel.ports import ManifestSigner, ModelCatalog, PackageRepository
 from modelrail.service.stages import Outcome
 
 STAGE = "register"
@@ -45,17 +45,15 @@ def handle(
     config: PipelineConfig,
     runs: RunLog,
     registry: Registry,
+    leases: Leases,
     delivery_attempt: int,
-    packages: PackageRepository,
-    catalog: ModelCatalog | None,
-    signer: ManifestSigner,
     message_id: str = "",
 ) -> Outcome:
     model = config.model_name
     holder = f"{message_id or event.event_id}#{delivery_attempt}"
     with contextlib.ExitStack() as held:
         try:
-            lease = held.enter_context(registry.registration_lease(model, event.run_id, holder))
+            lease = held.enter_context(leases.registration(model, event.run_id, holder))
         except LeaseHeld as exc:
             raise DeliveryInProgress(
                 f"another delivery ({exc.holder}) is registering {event.run_id}"
@@ -70,9 +68,6 @@ def handle(
             runs=runs,
             registry=registry,
             delivery_attempt=delivery_attempt,
-            packages=packages,
-            catalog=catalog,
-            signer=signer,
             fence=lease.check,
         )
 
@@ -84,9 +79,6 @@ def _register(
     runs: RunLog,
     registry: Registry,
     delivery_attempt: int,
-    packages: PackageRepository,
-    catalog: ModelCatalog | None,
-    signer: ManifestSigner,
     fence: Callable[[], None],
 ) -> Outcome:
     store, model = runs.store, config.model_name
@@ -135,7 +127,7 @@ def _register(
     # by evaluate) and its training data's profile (later drift checks' baseline).
     reference = store.read(runs.snapshot_key(event.run_id, REFERENCE_FILE)).data
     data_profile = store.read(runs.snapshot_key(event.run_id, PROFILE_FILE)).data
-    history = _history(registry, model, signer)
+    history = _history(registry, model)
     version, manifest = registry.register(
         model,
         event.run_id,
@@ -150,15 +142,14 @@ def _register(
             **predictors,
         },
         describe,
-        signer=signer,
         attempt=delivery_attempt,
         fence=fence,
     )
     # Published after the bucket claim (the source of truth), before model-registered;
-    # to Vertex AI's Model Registry too when pipeline.toml turns it on (``catalog``),
-    # which then mirrors the champion alias.
-    published = registry.publish(model, version, packages, catalog)
-    registry.move_alias(model, CHAMPION, version, catalog=catalog)
+    # to Vertex AI's Model Registry too when pipeline.toml turns it on (the registry's
+    # catalog), which then mirrors the champion alias.
+    published = registry.publish(model, version)
+    registry.move_alias(model, CHAMPION, version)
     registered = ModelRegistered(
         run_id=event.run_id,
         causation_id=event.event_id,
@@ -172,13 +163,13 @@ def _register(
     return Outcome(registered, output)
 
 
-def _history(registry: Registry, model: str, signer: ManifestSigner) -> list[dict[str, Any]]:
+def _history(registry: Registry, model: str) -> list[dict[str, Any]]:
     """Earlier versions' metrics for the card, each read from its verified signed
     manifest: a version whose manifest fails its signature is left off the card."""
     history = []
     for version in registry.versions(model):
         try:
-            manifest = registry.signed_manifest(model, version, signer)
+            manifest = registry.signed_manifest(model, version)
         except IntegrityError:
             continue
         history.append({"version": version, "metrics": dict(manifest.metrics)})

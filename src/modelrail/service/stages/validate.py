@@ -26,7 +26,7 @@ from modelrail.kernel.errors import (
     NotFound,
 )
 from modelrail.kernel.events import DatasetValidated, DataUploaded, Trigger
-from modelrail.kernel.ports import ManifestSigner, Storage
+from modelrail.kernel.ports import Storage
 from modelrail.service.stages import Outcome
 
 DATA_SUFFIX = ".csv"
@@ -44,7 +44,6 @@ def handle(
     registry: Registry,
     runs: RunLog,
     code_version: str,
-    signer: ManifestSigner,
 ) -> Outcome:
     bucket, key, generation = _locate(trigger, storage, data_bucket)
     try:
@@ -88,7 +87,7 @@ def handle(
     # Counted once by the split (``dataset.duplicates``): reported, not refused.
     dataset["duplicate_rows"] = duplicates.count(parsed.columns, parsed.rows)
     checked = snapshot.arrow(parsed, contract)
-    champion, table = _drift(config, registry, signer, checked)
+    champion, table = _drift(config, registry, checked)
     drift = {"champion": champion, "columns": table}
     report_uri = runs.save_report(
         run_id, "validation", {"dataset": dataset, **report.to_dict(), "drift": drift}
@@ -142,7 +141,7 @@ def _violation(
 
 
 def _drift(
-    config: PipelineConfig, registry: Registry, signer: ManifestSigner, checked: pa.Table
+    config: PipelineConfig, registry: Registry, checked: pa.Table
 ) -> tuple[int | None, list[Any]]:
     """The champion's version and, per column, how far this data moved from its
     training data (empty for the first model, or a champion with no profile). The
@@ -151,7 +150,7 @@ def _drift(
     champion = registry.alias(config.model_name, CHAMPION)
     if champion is None:
         return None, []
-    manifest = registry.signed_manifest(config.model_name, champion.version, signer)
+    manifest = registry.signed_manifest(config.model_name, champion.version)
     baseline = registry.file(manifest, PROFILE_FILE)
     if baseline is None:
         return champion.version, []
