@@ -21,7 +21,7 @@ import logging
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 
@@ -135,15 +135,12 @@ def _consume(container: Container, stage: str, message: Message) -> StageRecord 
     if isinstance(event, PipelineEvent):
         run_id, lineage, causation_id = event.run_id, dict(event.lineage), event.event_id
     else:
-        run_id = derive_run_id(event.idempotency_key, config.sha256)
-        lineage = {"trigger": event.lineage(), "config": config.summary()}
+        run_id, lineage = _run_of(container, event)
         causation_id = message.message_id or event.idempotency_key
     logs.bind(run_id=run_id)
 
-    recorded = container.runs.stage_record(run_id, stage)
+    recorded = _recorded(container, stage, run_id)
     if recorded is not None:
-        log.info("%s of %s already recorded; re-publishing its event", stage, run_id)
-        _publish_recorded(container, recorded)
         return recorded
 
     try:
@@ -186,6 +183,71 @@ def _consume(container: Container, stage: str, message: Message) -> StageRecord 
             container, stage, run_id, lineage, causation_id, exhausted, started, clock
         )
 
+    return _record_outcome(container, stage, run_id, lineage, outcome, started, clock)
+
+
+def execute(
+    container: Container, stage: str, command: Command, handler: Callable[..., Outcome]
+) -> StageRecord:
+    """Run an operator's ``command`` (a rollback) as the one stage of a run of its own,
+    the way a trigger starts one: the run derived from the command's key under this
+    configuration, ``handler`` given its ports by name, the record written before the
+    event it names is published, a ``PermanentError`` recorded and published as
+    ``pipeline-failed``. Anything else (``Refused``: nothing to do) propagates and
+    records nothing."""
+    with logs.pipeline_context(stage=stage):
+        started, clock = utcnow(), time.perf_counter()
+        run_id, lineage = _run_of(container, command)
+        logs.bind(run_id=run_id)
+        recorded = _recorded(container, stage, run_id)
+        if recorded is not None:
+            return recorded
+        causation_id = command.idempotency_key
+        given = {"run_id": run_id, "causation_id": causation_id, "lineage": lineage}
+        try:
+            outcome = inject(handler, container, given)(command)
+        except PermanentError as exc:
+            return record_failure(
+                container, stage, run_id, lineage, causation_id, exc, started, clock
+            )
+        return _record_outcome(container, stage, run_id, lineage, outcome, started, clock)
+
+
+class Command(Protocol):
+    """What an operator asks for, as a trigger: a key (the same key under the same
+    configuration is the same run) and the trigger's lineage."""
+
+    @property
+    def idempotency_key(self) -> str: ...
+
+    def lineage(self) -> dict[str, Any]: ...
+
+
+def _run_of(container: Container, trigger: Trigger | Command) -> tuple[str, dict[str, Any]]:
+    """The run a trigger or a command starts, and its lineage so far."""
+    config = container.config
+    run_id = derive_run_id(trigger.idempotency_key, config.sha256)
+    return run_id, {"trigger": trigger.lineage(), "config": config.summary()}
+
+
+def _recorded(container: Container, stage: str, run_id: str) -> StageRecord | None:
+    """The stage's record if a previous delivery wrote it, its event published again."""
+    recorded = container.runs.stage_record(run_id, stage)
+    if recorded is not None:
+        log.info("%s of %s already recorded; re-publishing its event", stage, run_id)
+        _publish_recorded(container, recorded)
+    return recorded
+
+
+def _record_outcome(
+    container: Container,
+    stage: str,
+    run_id: str,
+    lineage: dict[str, Any],
+    outcome: Outcome,
+    started: str,
+    clock: float,
+) -> StageRecord:
     published = outcome.event
     record = StageRecord.ended(
         run_id, stage, outcome.status, started=started, clock=clock,
@@ -199,7 +261,7 @@ def _consume(container: Container, stage: str, message: Message) -> StageRecord 
 
 def inject(
     handler: Callable[..., Outcome], container: Container, given: dict[str, Any]
-) -> Callable[[Event], Outcome]:
+) -> Callable[[Event | Command], Outcome]:
     """``handler`` with its keyword parameters bound: ``given`` values first (the run a
     trigger starts), the rest from ``container``, which builds only what is named."""
     kwargs = {

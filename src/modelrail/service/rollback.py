@@ -1,6 +1,8 @@
 """Rollback: an operator moves staging back to an earlier version.
 
-A rollback is a run of its own, with one stage, ``rollback``: under the rollout lease,
+A rollback is a run of its own, with one stage, ``rollback``: an operator's command
+(``RollbackRequested``) run through the pipeline's service layer (``pipeline.execute``,
+which derives the run, records and publishes as for any stage). Under the rollout lease,
 it first makes staging serve what its alias names (``reconcile.converge``: the decision
 is taken on what serves, not on what a crash left), then redeploys the target version
 through the same use case as the pipeline's deploy stage (``reconcile.roll_out``: the
@@ -17,18 +19,20 @@ which later candidates are compared with; a rollback changes what staging serves
 
 from __future__ import annotations
 
+import dataclasses
 import logging
-import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from modelrail.domain.registry import Alias
-from modelrail.domain.runs import RunSummary, StageRecord
+from modelrail.domain.config import PipelineConfig
+from modelrail.domain.leases import Leases
+from modelrail.domain.registry import Alias, Registry
+from modelrail.domain.runs import RunLog, RunSummary, StageRecord
 from modelrail.kernel.errors import DeploymentFailed, IntegrityError, ModelrailError, Refused
-from modelrail.kernel.events import ModelDeployed, derive_run_id, new_id, utcnow
-from modelrail.kernel.ports import Deployment
+from modelrail.kernel.events import ModelDeployed, new_id
+from modelrail.kernel.ports import Deployer, Deployment
 from modelrail.service.container import Container
-from modelrail.service.pipeline import record_and_publish, record_failure
+from modelrail.service.pipeline import execute
 from modelrail.service.reconcile import (
     LEASE_HEARTBEAT_S,
     LEASE_TTL_S,
@@ -37,6 +41,7 @@ from modelrail.service.reconcile import (
     converge,
     stage_version,
 )
+from modelrail.service.stages import Outcome
 
 STAGE = "rollback"
 
@@ -71,15 +76,14 @@ def previous_version(history: Sequence[int], current: int) -> int | None:
     return None
 
 
-def _decide(container: Container, model: str, to: int | None) -> tuple[Alias, int]:
+def _decide(registry: Registry, runs: RunLog, model: str, to: int | None) -> tuple[Alias, int]:
     """Staging's alias and the version to roll back to; ``Refused`` when there is none."""
-    registry = container.registry
     current = registry.alias(model, STAGING)
     if current is None:
         raise Refused(f"staging serves no version of {model!r} yet: nothing to roll back")
     target = to
     if target is None:
-        target = previous_version(staging_history(container.runs.runs(), model), current.version)
+        target = previous_version(staging_history(runs.runs(), model), current.version)
         if target is None:
             raise Refused(
                 f"staging has served no version of {model!r} older than v{current.version}; "
@@ -91,6 +95,30 @@ def _decide(container: Container, model: str, to: int | None) -> tuple[Alias, in
     if target == current.version:
         raise Refused(f"staging already serves {model} v{target}")
     return current, target
+
+
+@dataclasses.dataclass(frozen=True)
+class RollbackRequested:
+    """An operator's request to move staging back: to ``to``, or to the version it
+    served before (``previous_version``); each request is a run of its own."""
+
+    requested_by: str
+    to: int | None = None
+    reason: str | None = None
+    request_id: str = dataclasses.field(default_factory=new_id)
+
+    @property
+    def idempotency_key(self) -> str:
+        return f"rollback:{self.request_id}"
+
+    def lineage(self) -> dict[str, Any]:
+        return {
+            "kind": "rollback",
+            "key": self.idempotency_key,
+            "request_id": self.request_id,
+            "requested_by": self.requested_by,
+            "reason": self.reason,
+        }
 
 
 def rollback(
@@ -105,67 +133,65 @@ def rollback(
     Raises ``Refused`` (nothing changed, nothing recorded) when there is nothing to
     roll back to; a failed deploy is a recorded run whose record says ``failed``.
     """
-    registry, config = container.registry, container.config
+    command = RollbackRequested(requested_by=requested_by, to=to, reason=reason)
+    return execute(container, STAGE, command, handle)
+
+
+def handle(
+    command: RollbackRequested,
+    *,
+    config: PipelineConfig,
+    registry: Registry,
+    leases: Leases,
+    deployer: Deployer,
+    runs: RunLog,
+    run_id: str,
+    causation_id: str,
+    lineage: Mapping[str, Any],
+) -> Outcome:
+    """The rollback itself, under the rollout lease (the deploy stage's included)."""
     model = config.model_name
-    request_id = new_id()
-    key = f"rollback:{request_id}"
-    started, clock = utcnow(), time.perf_counter()
-    # One rollout at a time, the deploy stage's included (its lease).
-    with container.leases.hold(
-        model, STAGING, key, ttl_s=LEASE_TTL_S, wait_s=LEASE_WAIT_S, heartbeat_s=LEASE_HEARTBEAT_S
+    with leases.hold(
+        model,
+        STAGING,
+        causation_id,
+        ttl_s=LEASE_TTL_S,
+        wait_s=LEASE_WAIT_S,
+        heartbeat_s=LEASE_HEARTBEAT_S,
     ) as lease:
         # Decide on what staging serves, so first make it serve what its alias names (a
         # crash may have left another version there, or nothing); a version that fails
         # to converge (unsigned, not starting) is what a rollback is there to leave.
         try:
-            converge(model, registry=registry, deployer=container.deployer)
+            converge(model, registry=registry, deployer=deployer)
         except ModelrailError as exc:
             log.warning("staging did not converge to its alias before the rollback: %s", exc)
-        current, target = _decide(container, model, to)
-        run_id = derive_run_id(key, config.sha256)
-        lineage: dict[str, Any] = {
-            "trigger": {
-                "kind": "rollback",
-                "key": key,
-                "request_id": request_id,
-                "requested_by": requested_by,
-                "reason": reason,
-                "from_version": current.version,
-                "to_version": target,
-            },
-            "config": config.summary(),
-        }
+        current, target = _decide(registry, runs, model, command.to)
+        moved = {"from_version": current.version, "to_version": target}
         try:
             # The deploy stage's path: verified, smoke-tested, the alias's version
             # restored on failure; the alias moved back by force.
             staged = stage_version(
-                model, target, registry=registry, deployer=container.deployer, lease=lease,
-                force=True,
-            )  # fmt: skip
+                model, target, registry=registry, deployer=deployer, lease=lease, force=True
+            )
         except (DeploymentFailed, IntegrityError) as exc:
-            return record_failure(container, STAGE, run_id, lineage, key, exc, started, clock)
+            raise type(exc)(exc.message, {**exc.details, **moved}) from exc
         assert isinstance(staged, Deployment)  # forced: the alias always moves
-        deployment = staged
     deployed = ModelDeployed(
         run_id=run_id,
-        causation_id=key,
-        lineage=lineage,
+        causation_id=causation_id,
+        lineage={**lineage, "trigger": {**lineage["trigger"], **moved}},
         model=model,
         version=target,
-        url=deployment.url,
-        revision=deployment.revision,
+        url=staged.url,
+        revision=staged.revision,
         previous_version=current.version,
     )
-    output: Mapping[str, Any] = {
-        "from_version": current.version,
-        "to_version": target,
-        "url": deployment.url,
-        "revision": deployment.revision,
-        "requested_by": requested_by,
-        "reason": reason,
+    output = {
+        **moved,
+        "url": staged.url,
+        "revision": staged.revision,
+        "requested_by": command.requested_by,
+        "reason": command.reason,
     }
-    record = StageRecord.ended(
-        run_id, STAGE, "succeeded", started=started, clock=clock, lineage=lineage,
-        output=output, event=deployed.to_body(),
-    )  # fmt: skip
-    return record_and_publish(container, record)
+    return Outcome(deployed, output)
