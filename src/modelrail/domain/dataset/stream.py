@@ -54,6 +54,9 @@ FORMATS = {".csv.gz": "csv.gz", ".csv": "csv", ".parquet": "parquet"}
 _READ_BYTES = 8 * 2**20
 _HIST_BITS = 16
 _SPILL_READ = 2**17  # row hashes per read of each spilled run, while merging
+# A key prefix holding at most this many values has them collected and sorted rather
+# than narrowed by another pass (8 MiB of values).
+_COLLECT_LIMIT = 2**20
 
 
 def upload_format(key: str) -> str | None:
@@ -157,7 +160,7 @@ def _csv_batches(blocks: Iterator[bytes], limits: Limits) -> Iterator[tuple[byte
         cut = len(buffer) if exhausted else _record_end(buffer, scanner.newline)
         if cut is None:
             if len(buffer) > ceiling:
-                if limits.max_line_bytes is not None and scanner.longest > limits.max_line_bytes:
+                if limits.max_line_bytes is not None and scanner.reached > limits.max_line_bytes:
                     _refuse_long(scanner, blocks, limits.max_line_bytes)
                 raise Refused(
                     Problem(
@@ -236,6 +239,11 @@ class _LineScanner:
         self._line += int(breaks.size)
         self._current = len(block) - int(breaks[-1]) - 1
         self._after_cr = bool(raw[-1] == 13)
+
+    @property
+    def reached(self) -> int:
+        """The longest line so far, the unfinished one included."""
+        return max(self.longest, self._current)
 
     def _note(self, length: int, line: int) -> None:
         if length > self.longest:
@@ -432,53 +440,49 @@ def _deciles(
         if n:
             lower, upper = _positions(n)
             wanted[name] = dict.fromkeys(sorted({*lower.tolist(), *upper.tolist()}))
-    # Per column and rank: (prefix, bits known, rank within the prefix).
-    state = {name: {rank: (0, 0, rank) for rank in ranks} for name, ranks in wanted.items()}
-    hist = {name: summary.hist[name] for name in wanted}
-    for name, ranks in state.items():
-        for rank, (_, _, inside) in list(ranks.items()):
-            bucket, within = _locate(hist[name], inside)
-            ranks[rank] = (bucket, _HIST_BITS, within)
-    collect_limit = 2**20
-    while any(r for r in state.values()):
-        # One pass: for each open prefix, a histogram of the next bits, or its values.
-        groups: dict[str, dict[tuple[int, int], Any]] = {}
-        for name, ranks in state.items():
-            for prefix, known, _ in ranks.values():
-                groups.setdefault(name, {})[(prefix, known)] = None
-        sizes = {
-            (name, group): int(_prefix_count(summary, name, group, state))
-            for name in groups for group in groups[name]
-        }  # fmt: skip
+    # Per column and rank: (prefix, bits known, rank within the prefix, values in it).
+    state: dict[str, dict[int, tuple[int, int, int, int]]] = {}
+    for name, ranks in wanted.items():
+        hist = summary.hist[name]
+        state[name] = {}
+        for rank in ranks:
+            bucket, within = _locate(hist, rank)
+            state[name][rank] = (bucket, _HIST_BITS, within, int(hist[bucket]))
+    while any(state.values()):
+        # One pass: for each open prefix, its values if few, else a histogram of the
+        # next 16 bits.
+        groups: dict[str, dict[tuple[int, int], int]] = {}
+        for name, open_ranks in state.items():
+            for prefix, known, _, size in open_ranks.values():
+                groups.setdefault(name, {})[(prefix, known)] = size
         found: dict[tuple[str, tuple[int, int]], Any] = {}
-        for batch in read_numeric(list(groups)):
+        for batch in read_numeric([name for name in groups if groups[name]]):
             for name, prefixes in groups.items():
                 values = np.asarray(
                     batch.column(name).to_numpy(zero_copy_only=False), dtype=np.float64
                 )
                 keys = _keys(values[~np.isnan(values)])
-                for prefix, known in prefixes:
+                for (prefix, known), size in prefixes.items():
                     chosen = keys[(keys >> np.uint64(64 - known)) == np.uint64(prefix)]
                     slot = (name, (prefix, known))
-                    if sizes[slot] <= collect_limit or known + _HIST_BITS >= 64:
+                    if size <= _COLLECT_LIMIT or known + _HIST_BITS >= 64:
                         found.setdefault(slot, []).append(chosen)
                     else:
                         shift = np.uint64(64 - known - _HIST_BITS)
-                        next_bits = ((chosen >> shift) & np.uint64(2**_HIST_BITS - 1)).astype(
-                            np.int64
-                        )
-                        counts = np.bincount(next_bits, minlength=2**_HIST_BITS)
+                        next_bits = (chosen >> shift) & np.uint64(2**_HIST_BITS - 1)
+                        counts = np.bincount(next_bits.astype(np.int64), minlength=2**_HIST_BITS)
                         found[slot] = found.get(slot, 0) + counts
-        for name, ranks in state.items():
-            for rank, (prefix, known, inside) in list(ranks.items()):
+        for name, open_ranks in state.items():
+            for rank, (prefix, known, inside, _) in list(open_ranks.items()):
                 result = found[(name, (prefix, known))]
                 if isinstance(result, list):
                     ordered = np.sort(np.concatenate(result))
                     wanted[name][rank] = int(ordered[inside])
-                    del ranks[rank]
+                    del open_ranks[rank]
                 else:
                     bucket, within = _locate(result, inside)
-                    ranks[rank] = ((prefix << _HIST_BITS) | bucket, known + _HIST_BITS, within)
+                    narrowed = (prefix << _HIST_BITS) | bucket
+                    open_ranks[rank] = (narrowed, known + _HIST_BITS, within, int(result[bucket]))
     edges: dict[str, list[float]] = {name: [] for name in summary.numeric}
     for name, keyed in wanted.items():
         lower, upper = _positions(summary.present[name])
@@ -488,15 +492,6 @@ def _deciles(
         gamma = (summary.present[name] - 1) * profile.QUANTILES - lower
         edges[name] = np.unique(_lerp(below, above, gamma)).tolist()
     return edges
-
-
-def _prefix_count(
-    summary: _Summary, name: str, group: tuple[int, int], state: Mapping[str, Any]
-) -> int:
-    """How many values share a prefix, from the first histogram (an upper bound for a
-    longer prefix: enough to choose between collecting and narrowing)."""
-    prefix, known = group
-    return int(summary.hist[name][prefix >> (known - _HIST_BITS)])
 
 
 def _locate(hist: np.ndarray, rank: int) -> tuple[int, int]:
@@ -541,12 +536,18 @@ def validate(
     ``parts`` while no problem is found. Never raises for bad data: a refused file's
     report names its problems (the caller deletes the parts)."""
     hashing = _Hashing(source)
-    reader = io.BufferedReader(hashing, buffer_size=_READ_BYTES)
+    reader: Any = io.BufferedReader(hashing, buffer_size=_READ_BYTES)
+    if fmt == "parquet":
+        # Read out of order (its footer first): hashed by one sequential pass before.
+        _drain(reader)
+        source.seek(0)
+        reader = source
     findings = _Findings(contract)
     summary = _Summary(contract, baseline)
     spill = _RowHashes(parts)
     header: tuple[str, ...] = ()
     state: dict[str, Any] = {"file_rows": 0, "missing": 0}
+    malformed: Problem | None = None
     try:
         if fmt == "parquet":
             batches: Iterator[tuple[Any, tuple[str, ...] | None]] = _parquet_batches(
@@ -560,9 +561,14 @@ def validate(
         for data, header_or_none in batches:
             if header_or_none is not None:
                 header = header_or_none
-            problem = _check_batch(data, header, contract, state, findings, summary, spill, parts)
-            if problem is not None:
-                return _finish_refused(contract, problem, hashing, reader)
+            if malformed is None:
+                malformed = _check_batch(
+                    data, header, contract, state, findings, summary, spill, parts
+                )
+            # After a malformed batch the rest is only scanned: a line over the limit
+            # anywhere is the refusal that names the file, as it is read whole.
+        if malformed is not None:
+            return _finish_refused(contract, malformed, hashing, reader)
     except _SchemaRefused as refused:
         report = ValidationReport(contract.name, 0, refused.header, tuple(refused.problems))
         return Result(report, *_finish(hashing, reader))
@@ -574,22 +580,8 @@ def validate(
         problem = Problem("unreadable", f"the file cannot be read to its end: {_reason(exc)}")
         return _finish_refused(contract, problem, hashing, reader)
     _drain(reader)
-    file_rows, missing = state["file_rows"], state["missing"]
-    problems = checks.header_problems(header, contract) + findings.problems()
-    rows = file_rows - missing
-    if missing and missing / file_rows > contract.max_missing_target_fraction:
-        target = findings.problem(_TARGET_KEY)
-        assert target is not None
-        what = checks.missing_target_what(missing / file_rows, contract)
-        problems.append(
-            dataclasses.replace(
-                target, message=f"column {contract.target!r}: {target.count} row(s) with {what}"
-            )
-        )
-        rows = file_rows
-    if (too_few := checks.min_rows_problem(rows, contract)) is not None:
-        problems.append(too_few)
-    report = ValidationReport(contract.name, rows, header, tuple(problems), file_rows - rows)
+    report = _file_report(header, state["file_rows"], state["missing"], findings, contract)
+    rows, problems = report.rows, report.problems
     sha256, size = hashing.digest.hexdigest(), hashing.size
     if problems:
         return Result(report, sha256, size)
@@ -606,6 +598,32 @@ def validate(
         drift_current=summary.drift_current(),
         parts=written,
     )
+
+
+def _file_report(
+    header: tuple[str, ...],
+    file_rows: int,
+    missing: int,
+    findings: _Findings,
+    contract: DatasetContract,
+) -> ValidationReport:
+    """The whole file's report from what its batches found."""
+    problems = checks.header_problems(header, contract) + findings.problems()
+    rows = file_rows - missing
+    if missing and missing / file_rows > contract.max_missing_target_fraction:
+        target = findings.problem(_TARGET_KEY)
+        assert target is not None
+        what = checks.missing_target_what(missing / file_rows, contract)
+        problems.append(
+            dataclasses.replace(
+                target, message=f"column {contract.target!r}: {target.count} row(s) with {what}"
+            )
+        )
+        rows = file_rows
+    if (too_few := checks.min_rows_problem(rows, contract)) is not None:
+        problems.append(too_few)
+    report = ValidationReport(contract.name, rows, header, tuple(problems), file_rows - rows)
+    return report
 
 
 def _reason(exc: BaseException) -> str:
