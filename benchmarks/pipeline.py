@@ -20,7 +20,14 @@ per size by ``modelrail synth`` into ``build/bench-pipeline/data/``):
    register (deploy is left out: it starts a server), against a bare script doing the
    same work: read, check, encode, the same seeded split, ``lightgbm.train`` with the
    same parameters and early stopping, score the hold-out, write the model;
-3. **each stage alone**: validate, train, evaluate and register each in its own fresh
+3. **streaming validate vs bare pyarrow** (``--cases streaming``): the validate stage,
+   which streams the upload batch by batch, against a bare pyarrow script doing the
+   same kind of work in one streaming pass: ``pyarrow.csv.open_csv`` with a block of
+   ``[limits] batch_mb``, the contract's checks per batch (nulls, ranges, integers,
+   categories, missing targets), a fixed-bin histogram per numeric column and counts
+   per category, a ``ParquetWriter``, and the sha256 of the bytes read; ratio and
+   peak RSS of each;
+4. **each stage alone**: validate, train, evaluate and register each in its own fresh
    Python on one shared ``MODELRAIL_HOME``, consuming the event the previous stage
    recorded in the run log, as a Cloud Function or the training job would: wall time
    and peak RSS per stage, and how both grow per row from one size to the next.
@@ -231,6 +238,28 @@ def validate_case(
     }
 
 
+def streaming_case(csv_path: Path, work: Path, rounds: int) -> dict[str, dict[str, Any]]:
+    """The streaming validate stage against a bare pyarrow streaming script."""
+
+    def modelrail() -> dict[str, Any]:
+        home = _fresh(work / "home-stream")
+        message = upload(home, csv_path)
+        try:
+            return run_child("stage", home_env(home), stage="validate", message=str(message))
+        finally:
+            shutil.rmtree(home)
+
+    def bare() -> dict[str, Any]:
+        out = _fresh(work / "bare-stream")
+        try:
+            return run_child("baseline-stream", os.environ, csv=str(csv_path), out=str(out))
+        finally:
+            shutil.rmtree(out)
+
+    runs = side_by_side(rounds, {"modelrail": modelrail, "pyarrow-stream": bare})
+    return summarise(runs, "modelrail")
+
+
 def run_case(csv_path: Path, work: Path, rounds: int) -> dict[str, dict[str, Any]]:
     def modelrail() -> dict[str, Any]:
         home = _fresh(work / "home-run")
@@ -338,7 +367,7 @@ def print_tables(results: Mapping[str, Any]) -> None:
     print("\nside by side (work seconds, medians; ratio = median of the rounds' ratios)")
     print(f"{'rows':>10}  {'case':<40} {'modelrail':>10} {'baseline':>10} {'ratio':>7}  rounds")
     for rows, at_size in results["sizes"].items():
-        for case in ("checks", "validate", "run"):
+        for case in ("checks", "validate", "streaming", "run"):
             summary = at_size.get(case)
             if summary is None:
                 continue
@@ -355,7 +384,7 @@ def print_tables(results: Mapping[str, Any]) -> None:
                 )
     print("\npeak RSS (MB) of each side's process")
     for rows, at_size in results["sizes"].items():
-        for case in ("checks", "validate", "run"):
+        for case in ("checks", "validate", "streaming", "run"):
             for name, summary in at_size.get(case, {}).items():
                 print(f"{int(rows):>10,}  {case + ' ' + name:<40} {summary['peak_rss_mb']:>8.0f}")
     print("\neach stage in its own process")
@@ -403,7 +432,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--cases",
         default="validate,run,stages",
-        help="which of validate, run, stages to measure (comma-separated)",
+        help="which of validate, streaming, run, stages to measure (comma-separated)",
     )
     parser.add_argument(
         "--work-dir",
@@ -437,6 +466,9 @@ def main(argv: list[str] | None = None) -> None:
         if "validate" in cases:
             print("  validate vs pandas", flush=True)
             at_size.update(validate_case(csv_path, scratch, args.rounds, engines))
+        if "streaming" in cases:
+            print("  streaming validate vs bare pyarrow", flush=True)
+            at_size["streaming"] = streaming_case(csv_path, scratch, args.rounds)
         if "run" in cases:
             print("  whole embedded run vs bare script", flush=True)
             at_size["run"] = run_case(csv_path, scratch, args.rounds)
@@ -472,6 +504,7 @@ def child(role: str, spec: dict[str, Any]) -> None:
         "embedded-run": child_embedded_run,
         "baseline-validate": child_baseline_validate,
         "baseline-run": child_baseline_run,
+        "baseline-stream": child_baseline_stream,
     }[role]
     report = measure(spec)
     usage = resource.getrusage(resource.RUSAGE_SELF)
@@ -584,6 +617,100 @@ def child_embedded_run(spec: dict[str, Any]) -> dict[str, Any]:
 # The baseline: plain pandas, numpy and LightGBM, reading pipeline.toml and the contract
 # JSON itself. Written for the bundled contract's column types (category, number,
 # integer); it refuses others rather than check them wrongly.
+
+
+def child_baseline_stream(spec: dict[str, Any]) -> dict[str, Any]:  # noqa: PLR0915 - one script
+    """A bare pyarrow streaming validate: read in blocks, check each batch, count
+    histograms, write Parquet, hash the bytes; no modelrail code."""
+    import hashlib
+
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.csv as pacsv
+    import pyarrow.parquet as pq
+
+    config, contract = _pipeline_config()
+    block = round(config.get("limits", {}).get("batch_mb", 64) * 2**20)
+    started = time.perf_counter()
+    columns = contract["columns"]
+    nulls = contract.get("null_tokens", [""])
+    target = contract["target"]
+    types = {
+        c["name"]: pa.float64()
+        if c["type"] in ("number", "integer")
+        else pa.bool_()
+        if c["type"] == "boolean"
+        else pa.string()
+        for c in columns
+    }
+    digest = hashlib.sha256()
+
+    class Hashing:
+        def __init__(self, raw: Any) -> None:
+            self.raw, self.closed = raw, False
+
+        def read(self, size: int = -1) -> bytes:
+            data: bytes = self.raw.read(size)
+            digest.update(data)
+            return data
+
+        def readable(self) -> bool:
+            return True
+
+        def close(self) -> None:
+            self.closed = True
+
+    with open(spec["csv"], "rb") as raw:
+        reader = pacsv.open_csv(
+            pa.PythonFile(Hashing(raw), mode="r"),
+            read_options=pacsv.ReadOptions(block_size=block),
+            convert_options=pacsv.ConvertOptions(
+                column_types=types, null_values=nulls, strings_can_be_null=True
+            ),
+        )
+        histograms: dict[str, np.ndarray] = {}
+        counts: dict[str, dict[Any, int]] = {}
+        problems, rows = 0, 0
+        writer = None
+        for read in reader:
+            batch = read.filter(pc.is_valid(read.column(target)))
+            for column in columns:
+                array = batch.column(column["name"])
+                if not column.get("nullable") and column["name"] != target:
+                    problems += array.null_count
+                if column["type"] in ("number", "integer"):
+                    values = array.to_numpy(zero_copy_only=False)
+                    present = values[~np.isnan(values)]
+                    problems += int((~np.isfinite(present)).sum())
+                    if column["type"] == "integer":
+                        problems += int((present != np.round(present)).sum())
+                    low, high = column.get("min"), column.get("max")
+                    problems += int((present < low).sum()) if low is not None else 0
+                    problems += int((present > high).sum()) if high is not None else 0
+                    edges = np.linspace(low or 0.0, high or 1.0, 11)
+                    found, _ = np.histogram(present, bins=edges)
+                    histograms[column["name"]] = histograms.get(column["name"], 0) + found
+                elif column["type"] == "category":
+                    allowed = pa.array(column["categories"])
+                    problems += int(
+                        pc.sum(pc.invert(pc.is_in(array.drop_null(), allowed))).as_py() or 0
+                    )
+                    tally = counts.setdefault(column["name"], {})
+                    for item in pc.value_counts(array).to_pylist():
+                        tally[item["values"]] = tally.get(item["values"], 0) + item["counts"]
+            rows += batch.num_rows
+            table = pa.Table.from_batches([batch])
+            if writer is None:
+                writer = pq.ParquetWriter(Path(spec["out"]) / "snapshot.parquet", table.schema,
+                                          compression="zstd")  # fmt: skip
+            writer.write_table(table, row_group_size=100_000)
+        if writer is not None:
+            writer.close()
+    seconds = time.perf_counter() - started
+    if problems:
+        raise RuntimeError(f"the script found {problems} problems in clean data")
+    return {"seconds": seconds, "rows": rows, "sha256": digest.hexdigest()}
 
 
 def _pipeline_config() -> tuple[dict[str, Any], dict[str, Any]]:

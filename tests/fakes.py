@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import threading
 from collections.abc import Mapping
 from pathlib import Path
@@ -9,7 +10,7 @@ from pathlib import Path
 import orjson
 
 from modelrail.kernel.errors import NotFound, PreconditionFailed
-from modelrail.kernel.ports import Blob, BlobInfo, Candidate, Deployment
+from modelrail.kernel.ports import Blob, BlobInfo, BlobStream, Candidate, Deployment
 
 
 class InMemoryStore:
@@ -39,6 +40,14 @@ class InMemoryStore:
         if generation is not None and generation != current:
             raise NotFound(f"{self.uri(key)}#{generation}")
         return Blob(key, data, current)
+
+    def open(self, key: str, *, generation: int | None = None) -> BlobStream:
+        blob = self.read(key, generation=generation)  # bytes never change in place
+        return BlobStream(key, blob.generation, len(blob.data), io.BytesIO(blob.data))
+
+    def delete(self, key: str) -> None:
+        with self._lock:
+            self._objects.pop(key, None)
 
     def write(
         self,

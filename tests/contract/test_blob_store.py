@@ -20,6 +20,7 @@ from modelrail.kernel.errors import NotFound, PreconditionFailed
 from modelrail.kernel.ports import BlobStore
 from modelrail.localcloud.emulators import Emulators
 from tests.conftest import STATE_DEADLINE_S
+from tests.fakes import InMemoryStore
 
 # The GCS parameter needs the emulators: every such test shares one worker and one stack.
 EMULATOR_MARKS = (pytest.mark.emulator, pytest.mark.xdist_group("emulators"))
@@ -41,12 +42,15 @@ def _gcs_store(emulators: Emulators, monkeypatch: pytest.MonkeyPatch) -> BlobSto
 @pytest.fixture(
     params=[
         pytest.param("filesystem"),
+        pytest.param("memory"),
         pytest.param("gcs", marks=EMULATOR_MARKS),
     ]
 )
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[BlobStore]:
     if request.param == "filesystem":
         yield FilesystemStore(tmp_path, "contract-bucket")
+    elif request.param == "memory":
+        yield InMemoryStore("contract-bucket")  # the unit tests' fake keeps it too
     else:
         emulators = request.getfixturevalue("emulators")
         yield _gcs_store(emulators, request.getfixturevalue("monkeypatch"))
@@ -199,3 +203,61 @@ def test_concurrent_compare_and_set_increments_lose_no_update(store: BlobStore) 
         thread.join(STATE_DEADLINE_S)
 
     assert int(store.read("counter").data) == workers * increments
+
+
+def test_open_reads_in_pieces_and_seeks(store: BlobStore) -> None:
+    data = bytes(range(256)) * 4096  # 1 MiB
+    generation = store.write("big/data.bin", data)
+
+    with store.open("big/data.bin") as stream:
+        opened = (stream.key, stream.generation, stream.size)
+        assert opened == ("big/data.bin", generation, len(data))
+        head = stream.file.read(1000)
+        stream.file.seek(len(data) - 10)
+        tail = stream.file.read(100)  # past the end: what is there
+        stream.file.seek(0)
+        pieces = []
+        while piece := stream.file.read(300_000):
+            pieces.append(piece)
+
+    assert head == data[:1000]
+    assert tail == data[-10:]
+    assert b"".join(pieces) == data
+
+
+def test_open_never_serves_a_newer_generation(store: BlobStore) -> None:
+    old = store.write("data.csv", b"old bytes " * 1000)
+
+    with store.open("data.csv", generation=old) as stream:
+        store.write("data.csv", b"new")
+        assert stream.generation == old
+        # A file keeps the bytes it opened; GCS without object versioning has dropped
+        # them, and says so.
+        try:
+            read: bytes | None = stream.file.read()
+        except NotFound:
+            read = None
+        assert read in (b"old bytes " * 1000, None)
+
+
+def test_open_of_a_missing_object_or_generation_raises_not_found(store: BlobStore) -> None:
+    current = store.write("data.csv", b"a\n1\n")
+
+    with pytest.raises(NotFound):
+        store.open("nothing/here.csv")
+    with pytest.raises(NotFound):
+        store.open("data.csv", generation=current + 1)
+
+
+def test_delete_removes_the_object_and_ignores_a_missing_one(store: BlobStore) -> None:
+    store.write("runs/r/snapshot/part-00000.parquet", b"part")
+    store.write("runs/r/snapshot/keep.json", b"{}")
+
+    store.delete("runs/r/snapshot/part-00000.parquet")
+    store.delete("runs/r/snapshot/part-00000.parquet")  # again: nothing to do
+    store.delete("never/written")
+
+    assert [info.key for info in store.list("runs/r/")] == ["runs/r/snapshot/keep.json"]
+    with pytest.raises(NotFound):
+        store.read("runs/r/snapshot/part-00000.parquet")
+    assert store.write("runs/r/snapshot/part-00000.parquet", b"again", if_generation_match=0)

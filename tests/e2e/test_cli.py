@@ -113,7 +113,7 @@ def test_a_second_valid_upload_becomes_version_2_in_staging(user: User, tmp_path
     assert data["uri"].startswith("gs://modelrail-data/uploads/penguins-2.csv#")
     snapshot = data["snapshot"]  # the typed data train and evaluate read
     assert snapshot["rows"] == 344
-    assert snapshot["uri"].endswith("/snapshot/part-00000.parquet")
+    assert snapshot["uri"].endswith("/snapshot/index.json")  # it names the parts
     assert len(snapshot["sha256"]) == 64
 
 

@@ -74,9 +74,12 @@ def test_the_manifest_records_hashes_and_full_lineage(
     assert lineage["data"]["uri"] == f"gs://{upload.bucket}/{upload.name}#{upload.generation}"
     snapshot = lineage["data"]["snapshot"]  # what train and evaluate read instead of the CSV
     assert snapshot["rows"] == 344
-    stored = harness.container.artifacts.read(snapshot["key"]).data
+    stored = harness.container.artifacts.read(snapshot["key"]).data  # the parts' index
     assert hashlib.sha256(stored).hexdigest() == snapshot["sha256"]
-    assert stored[:4] == b"PAR1"
+    for part in orjson.loads(stored)["parts"]:
+        data = harness.container.artifacts.read(part["key"]).data
+        assert hashlib.sha256(data).hexdigest() == part["sha256"]
+        assert data[:4] == b"PAR1"
     assert lineage["code"] == {"version": "test"}
     assert lineage["config"]["hash"] == harness.container.config.sha256
     assert manifest.verdict["blessed"] is True

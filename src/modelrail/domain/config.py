@@ -52,13 +52,15 @@ class MetricGate:
 
 @dataclasses.dataclass(frozen=True)
 class Limits:
-    """The largest upload, the longest line, and the widest header validate reads
-    (``[limits]``): what a report, a record and an event hold follows from these."""
+    """The largest upload, the longest line, and the widest header validate reads, and
+    the batch it reads at a time (``[limits]``): what a report, a record and an event
+    hold follows from these, and validate's memory from the batch."""
 
-    max_upload_bytes: int = 128 * 2**20
+    max_upload_bytes: int = 100 * 2**30
     max_line_bytes: int = 2**20
     max_columns: int = 1000
     max_header_bytes: int = 64 * 2**10
+    batch_bytes: int = 64 * 2**20
 
 
 @dataclasses.dataclass(frozen=True)
@@ -117,10 +119,11 @@ class PipelineConfig:
                 for name, limits in drift.get("columns", {}).items()
             },
             limits=Limits(
-                max_upload_bytes=round(bounds.get("max_upload_mb", 128) * 2**20),
+                max_upload_bytes=round(bounds.get("max_upload_mb", 100 * 1024) * 2**20),
                 max_line_bytes=round(bounds.get("max_line_kb", 1024) * 2**10),
                 max_columns=int(bounds.get("max_columns", 1000)),
                 max_header_bytes=round(bounds.get("max_header_kb", 64) * 2**10),
+                batch_bytes=round(bounds.get("batch_mb", 64) * 2**20),
             ),
             vertex_model_registry=spec.get("vertex", {}).get("model_registry", False),
         )

@@ -11,7 +11,7 @@ import hashlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, BinaryIO, Protocol
 
 from modelrail.kernel.errors import IntegrityError
 
@@ -34,6 +34,27 @@ class BlobInfo:
     size: int
 
 
+@dataclass(frozen=True)
+class BlobStream:
+    """An object opened for reading in pieces: ``file`` is readable and seekable, and
+    serves the bytes of ``generation`` (``size`` bytes) however the object changes
+    meanwhile. Close it (or use it as a context manager) when done."""
+
+    key: str
+    generation: int
+    size: int
+    file: BinaryIO
+
+    def close(self) -> None:
+        self.file.close()
+
+    def __enter__(self) -> BlobStream:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
 class BlobStore(Protocol):
     """One bucket. Semantics match GCS object preconditions.
 
@@ -41,6 +62,8 @@ class BlobStore(Protocol):
     replaces only if the current generation equals it; ``None`` writes
     unconditionally. A lost precondition raises ``PreconditionFailed``. Writes are
     atomic: a reader sees the old bytes or the new bytes, never a partial object.
+    ``open`` reads an object of any size in pieces, memory bounded by what the caller
+    asks for at a time.
     """
 
     @property
@@ -54,6 +77,16 @@ class BlobStore(Protocol):
 
     def read(self, key: str, *, generation: int | None = None) -> Blob:
         """Read an object (optionally a specific generation); ``NotFound`` if absent."""
+        ...
+
+    def open(self, key: str, *, generation: int | None = None) -> BlobStream:
+        """Open an object (the current generation, or ``generation``) for reading in
+        pieces; ``NotFound`` if absent. The stream is pinned to the generation it
+        opened: a later write of the key does not change what it reads."""
+        ...
+
+    def delete(self, key: str) -> None:
+        """Delete the object if it exists (a missing one is not an error)."""
         ...
 
     def write(

@@ -11,18 +11,22 @@ the error the filesystem store raises for the same lost race.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from modelrail.kernel.errors import NotFound, PreconditionFailed
-from modelrail.kernel.ports import Blob, BlobInfo
+from modelrail.kernel.ports import Blob, BlobInfo, BlobStream
 
 if TYPE_CHECKING:
     from google.cloud.storage import Client
 
 # Seconds per HTTP request; the library retries idempotent calls within its own deadline.
 _TIMEOUT_S = 60.0
+# Bytes per ranged download of an opened object: what one read asks the server for.
+_READ_CHUNK = 8 * 2**20
 
 
 class GcsStore:
@@ -57,6 +61,31 @@ class GcsStore:
         if served is None:  # pragma: no cover - every GCS implementation sends it
             raise NotFound(f"{self.uri(key)}: the server did not report a generation")
         return Blob(key, data, int(served))
+
+    def open(self, key: str, *, generation: int | None = None) -> BlobStream:
+        from google.api_core import exceptions
+
+        blob = self._bucket.blob(key, generation=generation)
+        try:
+            blob.reload(timeout=_TIMEOUT_S)  # the generation and size it will serve
+        except exceptions.NotFound:
+            suffix = "" if generation is None else f"#{generation}"
+            raise NotFound(f"{self.uri(key)}{suffix}") from None
+        assert blob.generation is not None
+        assert blob.size is not None
+        # Every ranged read names the generation (not the object's mediaLink, which
+        # some servers answer with the current one): once a newer upload replaces it,
+        # a read fails with NotFound rather than serve other bytes.
+        pinned = self._bucket.blob(key, generation=blob.generation)
+        raw = _RangedReader(pinned, int(blob.size), f"{self.uri(key)}#{blob.generation}")
+        file = io.BufferedReader(raw, buffer_size=_READ_CHUNK)
+        return BlobStream(key, int(blob.generation), int(blob.size), file)
+
+    def delete(self, key: str) -> None:
+        from google.api_core import exceptions
+
+        with contextlib.suppress(exceptions.NotFound):
+            self._bucket.blob(key).delete(timeout=_TIMEOUT_S)
 
     def write(
         self,
@@ -100,6 +129,50 @@ class GcsStore:
         except exceptions.NotFound:
             raise NotFound(f"no bucket named {self._bucket_name!r}") from None
         return sorted(found, key=lambda info: info.key)
+
+
+class _RangedReader(io.RawIOBase):
+    """One generation of an object, read by ranged downloads where the reader asks."""
+
+    def __init__(self, blob: Any, size: int, uri: str) -> None:
+        super().__init__()
+        self._blob = blob
+        self._size = size
+        self._uri = uri
+        self._position = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        from google.api_core import exceptions
+
+        wanted = min(len(buffer), self._size - self._position)
+        if wanted <= 0:
+            return 0
+        try:
+            data = self._blob.download_as_bytes(
+                start=self._position,
+                end=self._position + wanted - 1,  # inclusive
+                checksum=None,  # a range has no checksum of its own
+                timeout=_TIMEOUT_S,
+            )
+        except exceptions.NotFound:
+            raise NotFound(f"{self._uri} was replaced or deleted while being read") from None
+        buffer[: len(data)] = data
+        self._position += len(data)
+        return len(data)
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._position, io.SEEK_END: self._size}[whence]
+        self._position = max(0, base + offset)
+        return self._position
+
+    def tell(self) -> int:
+        return self._position
 
 
 class GcsStorage:

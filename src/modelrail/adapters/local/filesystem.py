@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 
 from modelrail.kernel.errors import NotFound, PreconditionFailed
-from modelrail.kernel.ports import Blob, BlobInfo
+from modelrail.kernel.ports import Blob, BlobInfo, BlobStream
 
 _INTERNAL = ".modelrail"
 
@@ -58,6 +58,28 @@ class FilesystemStore:
         if generation is not None and generation != current:
             raise NotFound(f"{self.uri(key)}#{generation} (current generation is {current})")
         return Blob(key, data, current)
+
+    def open(self, key: str, *, generation: int | None = None) -> BlobStream:
+        # A write replaces the file (``os.replace``): the open descriptor keeps the
+        # bytes it opened, as a GCS read pinned to its generation does.
+        path = self._object_path(key)
+        with self._locked(fcntl.LOCK_SH):
+            try:
+                handle = open(path, "rb")  # noqa: SIM115 - the caller closes the stream
+            except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+                raise NotFound(self.uri(key)) from None
+            current = self._generation(key, path)
+        if generation is not None and generation != current:
+            handle.close()
+            raise NotFound(f"{self.uri(key)}#{generation} (current generation is {current})")
+        return BlobStream(key, current, os.fstat(handle.fileno()).st_size, handle)
+
+    def delete(self, key: str) -> None:
+        path = self._object_path(key)
+        with self._locked(fcntl.LOCK_EX):
+            for stale in (path, self._meta_path(key)):
+                with contextlib.suppress(FileNotFoundError, IsADirectoryError):
+                    stale.unlink()
 
     def write(
         self,

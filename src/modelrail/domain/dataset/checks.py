@@ -187,9 +187,22 @@ def _single_class(parsed: ParsedDataset, contract: DatasetContract) -> Problem |
     )
 
 
-def _report_problems(
-    data: bytes, header: tuple[str, ...], contract: DatasetContract
-) -> tuple[ValidationReport, ParsedDataset]:
+@dataclasses.dataclass(frozen=True)
+class TextCheck:
+    """What the reporting path found in the rows of one CSV text (a file, or a batch of
+    it with the header in front): the columns as parsed, every column's failures in the
+    report's order, and the rows without a target (with their text)."""
+
+    rows: int
+    columns: dict[str, np.ndarray]
+    failures: list[tuple[Column, Failure]]
+    no_target: np.ndarray
+    target_text: pd.Series | None
+
+
+def check_text(data: bytes, contract: DatasetContract) -> TextCheck | Problem:
+    """The reporting path over ``data``: every value as text, checked column by column;
+    a ``malformed_csv`` problem if pandas cannot read it."""
     try:
         frame = pd.read_csv(
             io.BytesIO(data),
@@ -199,12 +212,27 @@ def _report_problems(
             skipinitialspace=True,
         )
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        problem = Problem("malformed_csv", f"the file is not a readable CSV: {exc}")
-        return _report(contract, 0, (), [problem]), ParsedDataset({}, 0)
-
-    problems: list[Problem] = []
+        return Problem("malformed_csv", f"the file is not a readable CSV: {exc}")
     # Checked under the names training reads: ``species `` is the column ``species``.
     frame.columns = [str(name).strip() for name in frame.columns]
+    parsed: dict[str, np.ndarray] = {}
+    failures: list[tuple[Column, Failure]] = []
+    for column in contract.columns:
+        if column.name in frame.columns:
+            values, found = _check_column(frame[column.name], column, contract)
+            parsed[column.name] = values
+            failures.extend((column, failure) for failure in found)
+    no_target = np.zeros(len(frame), dtype=bool)
+    target_text = None
+    if contract.target in frame.columns:
+        target_text = frame[contract.target].str.strip()
+        no_target = target_text.isin(contract.null_tokens).to_numpy()
+    return TextCheck(len(frame), parsed, failures, no_target, target_text)
+
+
+def header_problems(header: tuple[str, ...], contract: DatasetContract) -> list[Problem]:
+    """Names repeated, missing from the header, or not in the contract."""
+    problems: list[Problem] = []
     expected = {c.name for c in contract.columns}
     for name, count in Counter(header).items():
         if count > 1:
@@ -223,45 +251,53 @@ def _report_problems(
             problems.append(
                 Problem("unexpected_column", f"column {name!r} is not in the contract", name)
             )
+    return problems
 
-    parsed: dict[str, np.ndarray] = {}
-    for column in contract.columns:
-        if column.name in frame.columns:
-            values, column_problems = _check_column(frame[column.name], column, contract)
-            parsed[column.name] = values
-            problems.extend(column_problems)
 
-    kept = np.ones(len(frame), dtype=bool)
-    if contract.target in frame.columns:
-        text = frame[contract.target].str.strip()
-        no_target = text.isin(contract.null_tokens).to_numpy()
-        if no_target.any():
-            limit = contract.max_missing_target_fraction
-            if no_target.mean() > limit:
-                problems.append(
-                    _problem(
-                        "missing_target",
-                        contract.target_column,
-                        no_target,
-                        text,
-                        f"no target value ({no_target.mean():.1%} of the rows; the contract "
-                        f"drops at most max_missing_target_fraction={limit})",
-                    )
+def missing_target_what(fraction: float, contract: DatasetContract) -> str:
+    return (
+        f"no target value ({fraction:.1%} of the rows; the contract "
+        f"drops at most max_missing_target_fraction={contract.max_missing_target_fraction})"
+    )
+
+
+def min_rows_problem(rows: int, contract: DatasetContract) -> Problem | None:
+    if rows >= contract.min_rows:
+        return None
+    return Problem(
+        "min_rows",
+        f"{rows} data rows with a target, the contract requires at least {contract.min_rows}",
+        count=rows,
+    )
+
+
+def _report_problems(
+    data: bytes, header: tuple[str, ...], contract: DatasetContract
+) -> tuple[ValidationReport, ParsedDataset]:
+    checked = check_text(data, contract)
+    if isinstance(checked, Problem):
+        return _report(contract, 0, (), [checked]), ParsedDataset({}, 0)
+    problems = header_problems(header, contract)
+    problems.extend(_problem(f.check, c, f.mask, f.text, f.what) for c, f in checked.failures)
+    parsed = checked.columns
+    kept = np.ones(checked.rows, dtype=bool)
+    no_target = checked.no_target
+    if no_target.any():
+        assert checked.target_text is not None
+        if no_target.mean() > contract.max_missing_target_fraction:
+            what = missing_target_what(float(no_target.mean()), contract)
+            problems.append(
+                _problem(
+                    "missing_target", contract.target_column, no_target, checked.target_text, what
                 )
-            else:
-                kept = ~no_target
-                parsed = {name: values[kept] for name, values in parsed.items()}
-    rows = int(kept.sum())
-    if rows < contract.min_rows:
-        problems.append(
-            Problem(
-                "min_rows",
-                f"{rows} data rows with a target, the contract requires at least "
-                f"{contract.min_rows}",
-                count=rows,
             )
-        )
-    report = ValidationReport(contract.name, rows, header, tuple(problems), len(frame) - rows)
+        else:
+            kept = ~no_target
+            parsed = {name: values[kept] for name, values in parsed.items()}
+    rows = int(kept.sum())
+    if (too_few := min_rows_problem(rows, contract)) is not None:
+        problems.append(too_few)
+    report = ValidationReport(contract.name, rows, header, tuple(problems), checked.rows - rows)
     return report, ParsedDataset(parsed, rows)
 
 
@@ -316,16 +352,14 @@ def _report(
 
 def _check_column(
     raw: pd.Series, column: Column, contract: DatasetContract
-) -> tuple[np.ndarray, list[Problem]]:
+) -> tuple[np.ndarray, list[Failure]]:
     text = raw.str.strip()
     missing = text.isin(contract.null_tokens).to_numpy()
-    problems: list[Problem] = []
+    problems: list[Failure] = []
     # A missing target drops its row (validate counts them against the contract's limit).
     if not column.nullable and column.name != contract.target and missing.any():
         problems.append(
-            _problem(
-                "null", column, missing, text, "missing values in a column that does not allow them"
-            )
+            Failure(0, "null", missing, text, "missing values in a column that does not allow them")
         )
 
     if column.type == "category":
@@ -336,9 +370,9 @@ def _check_column(
         unknown = ~missing & ~text.isin(column.categories).to_numpy()
         if unknown.any():
             problems.append(
-                _problem(
+                Failure(
+                    1,
                     "category",
-                    column,
                     unknown,
                     text,
                     f"values outside the allowed categories {list(column.categories)}",
@@ -352,7 +386,7 @@ def _check_column(
         falsy = lowered.isin(("false", "0", "no")).to_numpy()
         bad = ~missing & ~truthy & ~falsy
         if bad.any():
-            problems.append(_problem("type", column, bad, text, "values that are not booleans"))
+            problems.append(Failure(1, "type", bad, text, "values that are not booleans"))
         values = np.where(truthy, 1.0, np.where(falsy, 0.0, np.nan))
         return values, problems
 
@@ -366,7 +400,7 @@ def _check_column(
         bad = ~missing & stamps.isna().to_numpy()
         if bad.any():
             problems.append(
-                _problem("type", column, bad, text, "values that are not ISO 8601 dates or times")
+                Failure(1, "type", bad, text, "values that are not ISO 8601 dates or times")
             )
         return stamps.to_numpy(), problems
 
@@ -376,31 +410,39 @@ def _check_column(
     not_numeric = ~missing & (np.isnan(numbers) | np.isinf(numbers))
     if not_numeric.any():
         problems.append(
-            _problem(
-                "type", column, not_numeric, text, f"values that are not finite {column.type}s"
-            )
+            Failure(1, "type", not_numeric, text, f"values that are not finite {column.type}s")
         )
     if column.type == "integer":
         fractional = ~missing & ~not_numeric & (numbers != np.round(numbers))
         if fractional.any():
-            problems.append(
-                _problem("type", column, fractional, text, "values that are not integers")
-            )
+            problems.append(Failure(2, "type", fractional, text, "values that are not integers"))
     checked = ~missing & ~not_numeric
     if column.min is not None:
         low = checked & (numbers < column.min)
         if low.any():
             problems.append(
-                _problem("range", column, low, text, f"values below the minimum {column.min}")
+                Failure(3, "range", low, text, f"values below the minimum {column.min}")
             )
     if column.max is not None:
         high = checked & (numbers > column.max)
         if high.any():
             problems.append(
-                _problem("range", column, high, text, f"values above the maximum {column.max}")
+                Failure(4, "range", high, text, f"values above the maximum {column.max}")
             )
     numbers[missing] = np.nan
     return numbers, problems
+
+
+@dataclasses.dataclass(frozen=True)
+class Failure:
+    """Rows of one column failing one check: ``mask`` over the rows read, ``text`` their
+    cells as checked; ``slot`` orders a column's checks as its report lists them."""
+
+    slot: int
+    check: str
+    mask: np.ndarray
+    text: pd.Series
+    what: str
 
 
 def _canonical_codes(text: pd.Series) -> pd.Series:

@@ -13,8 +13,11 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import io
+import uuid
+from collections.abc import Iterator
 from typing import Any
 
+import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -83,7 +86,18 @@ def write(store: BlobStore, key: str, checked: pa.Table) -> Snapshot:
 
 
 def read(store: BlobStore, snapshot: dict[str, Any], contract: DatasetContract) -> ParsedDataset:
-    """The snapshot an event names, its sha256 checked before it is parsed."""
+    """The snapshot an event names, its sha256 checked before it is parsed: a
+    partitioned one's index, then each part's (all parts, in order)."""
+    if not str(snapshot["key"]).endswith(".parquet"):
+        parts = _index_parts(store, snapshot)
+        tables = [
+            pq.read_table(io.BytesIO(_part_bytes(store, part, snapshot["uri"]))) for part in parts
+        ]
+        stored = pa.concat_tables(tables) if tables else pa.table({})
+        missing = [c.name for c in contract.columns if c.name not in stored.column_names]
+        if missing:
+            raise KeyError(f"the snapshot has no column {missing[0]!r}")
+        return ParsedDataset(table.TableColumns(stored, contract), stored.num_rows)
     try:
         data = store.read(str(snapshot["key"])).data
     except NotFound as exc:
@@ -91,3 +105,108 @@ def read(store: BlobStore, snapshot: dict[str, Any], contract: DatasetContract) 
     if hashlib.sha256(data).hexdigest() != snapshot["sha256"]:
         raise DataUnavailable(f"snapshot {snapshot['uri']} changed since it was validated")
     return decode(data, contract)
+
+
+# -- the partitioned snapshot --------------------------------------------------------
+
+INDEX = "index.json"
+INDEX_FORMAT = 1
+
+
+@dataclasses.dataclass(frozen=True)
+class Part:
+    """One part of a partitioned snapshot: its key, sha256 and rows."""
+
+    key: str
+    sha256: str
+    rows: int
+
+
+class PartWriter:
+    """Writes a streamed snapshot's parts under ``<prefix>parts-<token>/``
+    (``part-00000.parquet``, …; the token is this writer's own, so two deliveries of a
+    run never write or delete each other's) and the stream's scratch objects beside
+    them (``scratch/``). Nothing reads a part until ``write_index`` names it; ``abort``
+    deletes every object written."""
+
+    def __init__(self, store: BlobStore, prefix: str) -> None:
+        self.store = store
+        self.prefix = f"{prefix}parts-{uuid.uuid4().hex[:12]}/"
+        self._parts: list[Part] = []
+        self._scratch: list[str] = []
+
+    def add(self, checked: pa.Table) -> None:
+        data = encode(checked)
+        key = f"{self.prefix}part-{len(self._parts):05d}.parquet"
+        self.store.write(key, data, content_type="application/vnd.apache.parquet")
+        self._parts.append(Part(key, hashlib.sha256(data).hexdigest(), checked.num_rows))
+
+    def scratch(self, data: bytes) -> str:
+        key = f"{self.prefix}scratch/{len(self._scratch):05d}.bin"
+        self.store.write(key, data)
+        self._scratch.append(key)
+        return key
+
+    def finish(self) -> tuple[Part, ...]:
+        """The parts written, the scratch objects deleted."""
+        for key in self._scratch:
+            self.store.delete(key)
+        self._scratch.clear()
+        return tuple(self._parts)
+
+    def abort(self) -> None:
+        """Delete every part and scratch object written: a refused file leaves none."""
+        for key in [*self._scratch, *(part.key for part in self._parts)]:
+            self.store.delete(key)
+        self._scratch.clear()
+        self._parts.clear()
+
+
+def write_index(writer: PartWriter, key: str, parts: tuple[Part, ...]) -> Snapshot:
+    """Write the index naming ``parts`` create-only, last: the snapshot exists from
+    then on. An index already there (another delivery's) is kept and described, and
+    this writer's parts deleted."""
+    store = writer.store
+    rows = sum(part.rows for part in parts)
+    body = {
+        "format": INDEX_FORMAT,
+        "rows": rows,
+        "parts": [dataclasses.asdict(part) for part in parts],
+    }
+    data = orjson.dumps(body, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS)
+    try:
+        store.write(key, data, if_generation_match=0, content_type="application/json")
+    except PreconditionFailed:
+        writer.abort()
+        data = store.read(key).data
+        rows = int(orjson.loads(data)["rows"])
+    return Snapshot(key, store.uri(key), hashlib.sha256(data).hexdigest(), rows)
+
+
+def _index_parts(store: BlobStore, snapshot: dict[str, Any]) -> tuple[Part, ...]:
+    try:
+        data = store.read(str(snapshot["key"])).data
+    except NotFound as exc:
+        raise DataUnavailable(f"snapshot {snapshot['uri']} is gone: {exc}") from exc
+    if hashlib.sha256(data).hexdigest() != snapshot["sha256"]:
+        raise DataUnavailable(f"snapshot {snapshot['uri']} changed since it was validated")
+    return tuple(Part(**part) for part in orjson.loads(data)["parts"])
+
+
+def _part_bytes(store: BlobStore, part: Part, uri: str) -> bytes:
+    try:
+        data = store.read(part.key).data
+    except NotFound as exc:
+        raise DataUnavailable(f"snapshot {uri}: part {part.key} is gone: {exc}") from exc
+    if hashlib.sha256(data).hexdigest() != part.sha256:
+        raise DataUnavailable(f"snapshot {uri}: part {part.key} changed since it was validated")
+    return data
+
+
+def iter_parts(
+    store: BlobStore, parts: tuple[Part, ...], columns: list[str]
+) -> Iterator[pa.RecordBatch]:
+    """The ``columns`` of every part, in order, a row group at a time."""
+    for part in parts:
+        with store.open(part.key) as stream:
+            yield from pq.ParquetFile(stream.file).iter_batches(columns=columns)

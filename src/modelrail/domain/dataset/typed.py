@@ -34,6 +34,23 @@ def read(
     meets ``contract`` through and through; otherwise None: the reporting path decides
     and names every problem. ``header`` holds the names as ``checks.header_of`` reads
     them."""
+    batch = read_batch(data, header, contract)
+    if batch is None:
+        return None
+    checked, file_rows = batch
+    if (file_rows - checked.num_rows) / file_rows > contract.max_missing_target_fraction:
+        return None
+    if checked.num_rows < contract.min_rows:
+        return None
+    return batch
+
+
+def read_batch(
+    data: bytes, header: tuple[str, ...], contract: DatasetContract
+) -> tuple[pa.Table, int] | None:
+    """``read`` for a part of a file (its header in front): every row checked, rows
+    without a target dropped and counted (the file's share and size are judged when
+    the whole file is read), None if any value would be a problem."""
     names = [c.name for c in contract.columns]
     if sorted(header) != sorted(names):
         return None
@@ -52,12 +69,7 @@ def read(
         return None
     if set(read_table.column_names) != set(names) or len(read_table) == 0:
         return None  # names padded with spaces, or a byte-order mark read into one
-    missing_target = np.asarray(read_table.column(contract.target).is_null())
-    if missing_target.mean() > contract.max_missing_target_fraction:
-        return None
-    kept = ~missing_target
-    if int(kept.sum()) < contract.min_rows:
-        return None
+    kept = ~np.asarray(read_table.column(contract.target).is_null())
     arrays = {}
     for column in contract.columns:
         array = _column(read_table.column(column.name), column, column.name == contract.target)

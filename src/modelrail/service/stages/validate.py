@@ -1,20 +1,21 @@
 """validate: check the triggering dataset against its contract, compare it with the
 champion's training data, and keep it as a typed snapshot for the stages after.
 
-The CSV is parsed here, once: train and evaluate read the snapshot (Parquet), never
-the CSV, so every stage sees exactly the values validation passed."""
+The upload (CSV, gzip-compressed CSV or Parquet) is read here, once, as a stream
+(``dataset.stream``: memory bounded by ``[limits] batch_mb``, not by the file): train
+and evaluate read the snapshot (Parquet parts named by an index), never the upload, so
+every stage sees exactly the values validation passed. A refused file leaves no part
+behind: the parts written so far are deleted, and no index ever names them."""
 
 from __future__ import annotations
 
-import hashlib
 import re
 from typing import Any
 
 import orjson
-import pyarrow as pa
 
 from modelrail.domain.config import PipelineConfig
-from modelrail.domain.dataset import checks, duplicates, profile, snapshot
+from modelrail.domain.dataset import checks, profile, snapshot, stream
 from modelrail.domain.registry import CHAMPION, PROFILE_FILE, Registry
 from modelrail.domain.runs import RunLog
 from modelrail.kernel.canonical import canonical_json
@@ -26,11 +27,11 @@ from modelrail.kernel.errors import (
     NotFound,
 )
 from modelrail.kernel.events import DatasetValidated, DataUploaded, Trigger
-from modelrail.kernel.ports import Storage
+from modelrail.kernel.ports import BlobStore, Storage
 from modelrail.service.stages import Outcome
 
-DATA_SUFFIX = ".csv"
-SNAPSHOT = "part-00000.parquet"
+# What an upload may be, by its name's suffix (``stream.FORMATS``).
+DATA_SUFFIXES = tuple(stream.FORMATS)
 
 
 def handle(
@@ -59,54 +60,43 @@ def handle(
         uri = f"gs://{bucket}/{key}#{listed.generation}"
         dataset = {"bucket": bucket, "key": key, "uri": uri, "size": listed.size, "rows": 0}
         raise _violation(runs, run_id, dataset, checks.refused(contract, too_big))
-    try:
-        blob = source.read(key, generation=generation)
-    except NotFound as exc:
-        raise DataUnavailable(f"dataset gs://{bucket}/{key} is not readable: {exc}") from exc
-    dataset = {
-        "bucket": bucket,
-        "key": key,
-        "generation": blob.generation,
-        "uri": f"gs://{bucket}/{key}#{blob.generation}",
-        "sha256": hashlib.sha256(blob.data).hexdigest(),
-        "rows": 0,
-    }
-    too_big = checks.oversized(len(blob.data), limits.max_upload_bytes)  # another generation
-    if too_big is not None:
-        raise _violation(runs, run_id, dataset, checks.refused(contract, too_big))
-    report, parsed = checks.validate(
-        blob.data,
-        contract,
-        max_line_bytes=limits.max_line_bytes,
-        max_columns=limits.max_columns,
-        max_header_bytes=limits.max_header_bytes,
-    )
-    dataset["rows"] = report.rows
+    champion, baseline = _baseline(config, registry)
+    parts = snapshot.PartWriter(runs.store, runs.snapshot_key(run_id, ""))
+    dataset, result = _stream(source, bucket, key, generation, config, parts, baseline)
+    report = result.report
     if not report.passed:
         raise _violation(runs, run_id, dataset, report)
     # Counted once by the split (``dataset.duplicates``): reported, not refused.
-    dataset["duplicate_rows"] = duplicates.count(parsed.columns, parsed.rows)
-    checked = snapshot.arrow(parsed, contract)
-    champion, table = _drift(config, registry, checked)
+    dataset["duplicate_rows"] = result.duplicate_rows
+    table = (
+        profile.drift_table(
+            baseline, result.drift_current, contract, config.drift_columns, config.drift
+        )
+        if baseline is not None
+        else []
+    )
     drift = {"champion": champion, "columns": table}
     report_uri = runs.save_report(
         run_id, "validation", {"dataset": dataset, **report.to_dict(), "drift": drift}
     )
     failing = [row["column"] for row in table if row["status"] == "fail"]
     if failing:
+        parts.abort()
         raise DataDrift(
             f"{dataset['uri']} drifted from v{champion}'s training data past the fail "
             f"limit in {failing}: "
             + "; ".join(f"{r['column']} PSI {r['psi']}" for r in table if r["status"] == "fail"),
             {"report_uri": report_uri, "reasons": [f"{c} drifted" for c in failing], **drift},
         )
+    assert result.profile is not None
     store = runs.store
-    written = snapshot.write(store, runs.snapshot_key(run_id, SNAPSHOT), checked)
     store.write(
         runs.snapshot_key(run_id, PROFILE_FILE),
-        canonical_json(profile.profile(checked, contract)),
+        canonical_json(result.profile),
         content_type="application/json",
     )
+    # Last: from here on the parts are a snapshot.
+    written = snapshot.write_index(parts, runs.snapshot_key(run_id, snapshot.INDEX), result.parts)
     dataset["snapshot"] = written.to_dict()
     lineage = {
         "trigger": trigger.lineage(),
@@ -128,6 +118,62 @@ def handle(
     return Outcome(event, {"rows": report.rows, "report_uri": report_uri})
 
 
+def _stream(
+    source: BlobStore,
+    bucket: str,
+    key: str,
+    generation: int | None,
+    config: PipelineConfig,
+    parts: snapshot.PartWriter,
+    baseline: dict[str, Any] | None,
+) -> tuple[dict[str, Any], stream.Result]:
+    """The upload read as a stream and checked, its parts written through ``parts``
+    (deleted again if the file is refused or the read fails)."""
+    contract, limits = config.contract, config.limits
+    try:
+        opened = source.open(key, generation=generation)
+    except NotFound as exc:
+        raise DataUnavailable(f"dataset gs://{bucket}/{key} is not readable: {exc}") from exc
+    dataset: dict[str, Any] = {
+        "bucket": bucket,
+        "key": key,
+        "generation": opened.generation,
+        "uri": f"gs://{bucket}/{key}#{opened.generation}",
+        "rows": 0,
+    }
+    too_big = checks.oversized(opened.size, limits.max_upload_bytes)  # another generation
+    if too_big is not None:
+        opened.close()
+        return dataset, stream.Result(checks.refused(contract, too_big), "", opened.size)
+    try:
+        with opened:
+            result = stream.validate(
+                opened.file,
+                stream.upload_format(key) or "csv",
+                contract,
+                stream.Limits(
+                    batch_bytes=limits.batch_bytes,
+                    max_line_bytes=limits.max_line_bytes,
+                    max_columns=limits.max_columns,
+                    max_header_bytes=limits.max_header_bytes,
+                ),
+                parts,
+                baseline=baseline,
+            )
+    except NotFound as exc:
+        parts.abort()
+        raise DataUnavailable(f"dataset {dataset['uri']} is not readable: {exc}") from exc
+    except BaseException:
+        parts.abort()  # a transient failure: the redelivery writes them again
+        raise
+    if result.sha256:
+        dataset["sha256"] = result.sha256
+    dataset["rows"] = result.report.rows
+    if not result.report.passed:
+        parts.abort()
+    return dataset, result
+
+
 def _violation(
     runs: RunLog, run_id: str, dataset: dict[str, Any], report: checks.ValidationReport
 ) -> ContractViolation:
@@ -140,24 +186,22 @@ def _violation(
     )
 
 
-def _drift(
-    config: PipelineConfig, registry: Registry, checked: pa.Table
-) -> tuple[int | None, list[Any]]:
-    """The champion's version and, per column, how far this data moved from its
-    training data (empty for the first model, or a champion with no profile). The
-    profile is read against the champion's signed manifest: a rewritten one is an
-    ``IntegrityError``, not a baseline."""
+def _baseline(
+    config: PipelineConfig, registry: Registry
+) -> tuple[int | None, dict[str, Any] | None]:
+    """The champion's version and its training profile, the baseline of drift (None for
+    the first model, or a champion with no profile). The profile is read against the
+    champion's signed manifest: a rewritten one is an ``IntegrityError``, not a
+    baseline."""
     champion = registry.alias(config.model_name, CHAMPION)
     if champion is None:
-        return None, []
+        return None, None
     manifest = registry.signed_manifest(config.model_name, champion.version)
     baseline = registry.file(manifest, PROFILE_FILE)
     if baseline is None:
-        return champion.version, []
-    table = profile.drift(
-        orjson.loads(baseline), checked, config.contract, config.drift_columns, config.drift
-    )
-    return champion.version, table
+        return champion.version, None
+    loaded: dict[str, Any] = orjson.loads(baseline)
+    return champion.version, loaded
 
 
 def _locate(trigger: Trigger, storage: Storage, data_bucket: str) -> tuple[str, str, int | None]:
@@ -165,20 +209,27 @@ def _locate(trigger: Trigger, storage: Storage, data_bucket: str) -> tuple[str, 
     bucket can hold is a permanent ``InvalidEvent``, refused on the first delivery."""
     if isinstance(trigger, DataUploaded):
         _check_names(trigger.bucket, trigger.name, f"gs://{trigger.bucket}/{trigger.name}")
-        if not trigger.name.endswith(DATA_SUFFIX):
+        if not trigger.name.endswith(DATA_SUFFIXES):
             raise InvalidEvent(
-                f"gs://{trigger.bucket}/{trigger.name} is not a {DATA_SUFFIX} file; "
-                "only CSV uploads start a run"
+                f"gs://{trigger.bucket}/{trigger.name} is not a {', '.join(DATA_SUFFIXES)} "
+                "file; only CSV, gzip-compressed CSV and Parquet uploads start a run"
             )
         return trigger.bucket, trigger.name, trigger.generation
     if trigger.data_uri:
-        return _parse_uri(trigger.data_uri)
-    # No dataset named: retrain on the newest CSV in the data bucket.
+        located = _parse_uri(trigger.data_uri)
+        if not located[1].endswith(DATA_SUFFIXES):
+            raise InvalidEvent(
+                f"{_shown(trigger.data_uri)} is not a {', '.join(DATA_SUFFIXES)} file"
+            )
+        return located
+    # No dataset named: retrain on the newest upload in the data bucket.
     objects = [
-        info for info in storage.bucket(data_bucket).list() if info.key.endswith(DATA_SUFFIX)
+        info for info in storage.bucket(data_bucket).list() if info.key.endswith(DATA_SUFFIXES)
     ]
     if not objects:
-        raise DataUnavailable(f"no {DATA_SUFFIX} dataset in gs://{data_bucket} to retrain on")
+        raise DataUnavailable(
+            f"no {', '.join(DATA_SUFFIXES)} dataset in gs://{data_bucket} to retrain on"
+        )
     latest = max(objects, key=lambda info: info.generation)
     return data_bucket, latest.key, latest.generation
 
