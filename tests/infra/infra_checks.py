@@ -541,10 +541,12 @@ def pr_build_problems(tf: Terraform) -> list[str]:
 
 def artifact_write_objects(tf: Terraform) -> dict[str, set[str]]:
     """{stage: the objects it may write}, as the IAM table spells them: ``runs/*/<name>``
-    for an object of any run, ``<prefix>*`` for a prefix, ``<model>`` for the model."""
+    for an object of any run, ``runs/**/*<suffix>`` for any run's objects whose names
+    end so, ``<prefix>*`` for a prefix, ``<model>`` for the model."""
     written: dict[str, set[str]] = {}
     for key, scope in tf.module("envs/dev").locals.get("artifact_writes", {}).items():
         names = {f"runs/*/{unquote(name)}" for name in scope.get("run_objects", [])}
+        names |= {f"runs/**/*{unquote(suffix)}" for suffix in scope.get("run_suffixes", [])}
         for prefix in (unquote(p) for p in scope.get("prefixes", [])):
             name = prefix.replace("${var.model_name}", "<model>")
             # A prefix that is not a whole object name (a folder, ``leases/register-``).

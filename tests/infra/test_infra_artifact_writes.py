@@ -53,9 +53,12 @@ class RecordingStore(InMemoryStore):
 
 def permits(pattern: str, name: str, model: str) -> bool:
     """Whether the IAM condition made from ``pattern`` matches the object ``name``:
-    ``runs/*/<tail>`` is startsWith("runs/") && endsWith("/<tail>"); anything else is
-    startsWith (``models/*`` the prefix models/, a full name that object)."""
+    ``runs/*/<tail>`` is startsWith("runs/") && endsWith("/<tail>"), ``runs/**/*<suffix>``
+    startsWith("runs/") && endsWith("<suffix>"); anything else is startsWith
+    (``models/*`` the prefix models/, a full name that object)."""
     pattern = pattern.replace("<model>", model)
+    if pattern.startswith("runs/**/*"):
+        return name.startswith("runs/") and name.endswith(pattern.removeprefix("runs/**/*"))
     if pattern.startswith("runs/*/"):
         return name.startswith("runs/") and name.endswith(pattern.removeprefix("runs/*"))
     return name.startswith(pattern.removesuffix("*"))

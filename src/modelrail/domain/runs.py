@@ -364,7 +364,7 @@ class RunLog:
         return data
 
     def snapshot_key(self, run_id: str, name: str) -> str:
-        """Where validate keeps the run's typed data (``part-00000.parquet``) and its
+        """Where validate keeps the run's typed data (``index.json`` naming its parts) and its
         profile (``profile.json``), and evaluate the hold-out it judged on
         (``reference.parquet``)."""
         return f"runs/{run_id}/snapshot/{name}"

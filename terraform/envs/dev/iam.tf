@@ -31,14 +31,18 @@ locals {
   # What each stage writes in the artifact bucket, and nothing else it may write
   # (objectUser under an IAM condition: create, overwrite and delete these objects only).
   # run_objects: objects of any run, runs/<run_id>/<name> (src/modelrail/domain/runs.py and the
-  # stages); prefixes: every object whose name starts so. The registry (models/) is
+  # stages); run_suffixes: objects of any run whose names end so (a snapshot's parts);
+  # prefixes: every object whose name starts so. The registry (models/) is
   # register's alone; deploy moves one pointer in it, the staging alias. validate parses
   # untrusted CSVs: it writes its own run outputs and cannot touch a model.
   # tests/infra runs the pipeline and fails if a stage writes outside its own list.
   artifact_writes = {
     validate = {
-      run_objects = ["stages/validate.json", "reports/validation.json", "snapshot/part-00000.parquet", "snapshot/profile.json", "failed/validate.json"]
-      prefixes    = []
+      run_objects = ["stages/validate.json", "reports/validation.json", "snapshot/index.json", "snapshot/profile.json", "failed/validate.json"]
+      # The snapshot's parts and the stream's scratch objects, under names no other
+      # stage's object ends with (src/modelrail/domain/dataset/snapshot.py).
+      run_suffixes = [".snapshot.parquet", ".rowhashes"]
+      prefixes     = []
     }
     launch_training = {
       run_objects = ["stages/launch_training.json", "failed/launch_training.json", "claims/launch_training.json"]
@@ -140,7 +144,10 @@ resource "google_storage_bucket_iam_member" "artifact_writes" {
     title       = "${each.key}-writes-its-own-objects"
     description = "The objects the ${each.key} stage writes (terraform/envs/dev/iam.tf, local.artifact_writes)."
     expression = join(" || ", concat(
-      ["(resource.name.startsWith(\"${local.artifact_objects}runs/\") && (${join(" || ", [for name in each.value.run_objects : "resource.name.endsWith(\"/${name}\")"])}))"],
+      ["(resource.name.startsWith(\"${local.artifact_objects}runs/\") && (${join(" || ", concat(
+        [for name in each.value.run_objects : "resource.name.endsWith(\"/${name}\")"],
+        [for suffix in lookup(each.value, "run_suffixes", []) : "resource.name.endsWith(\"${suffix}\")"],
+      ))}))"],
       [for prefix in each.value.prefixes : "resource.name.startsWith(\"${local.artifact_objects}${prefix}\")"],
     ))
   }

@@ -110,6 +110,8 @@ def read(store: BlobStore, snapshot: dict[str, Any], contract: DatasetContract) 
 # -- the partitioned snapshot --------------------------------------------------------
 
 INDEX = "index.json"
+PART_SUFFIX = ".snapshot.parquet"
+SCRATCH_SUFFIX = ".rowhashes"
 INDEX_FORMAT = 1
 
 
@@ -124,9 +126,11 @@ class Part:
 
 class PartWriter:
     """Writes a streamed snapshot's parts under ``<prefix>parts-<token>/``
-    (``part-00000.parquet``, …; the token is this writer's own, so two deliveries of a
-    run never write or delete each other's) and the stream's scratch objects beside
-    them (``scratch/``). Nothing reads a part until ``write_index`` names it; ``abort``
+    (``part-00000.snapshot.parquet``, …; the token is this writer's own, so two
+    deliveries of a run never write or delete each other's) and the stream's scratch
+    objects beside them (``scratch/00000.rowhashes``). The suffixes are what the
+    validate account may write under ``runs/`` (terraform/envs/dev/iam.tf), and no
+    other stage's object ends so. Nothing reads a part until ``write_index`` names it; ``abort``
     deletes every object written."""
 
     def __init__(self, store: BlobStore, prefix: str) -> None:
@@ -137,12 +141,12 @@ class PartWriter:
 
     def add(self, checked: pa.Table) -> None:
         data = encode(checked)
-        key = f"{self.prefix}part-{len(self._parts):05d}.parquet"
+        key = f"{self.prefix}part-{len(self._parts):05d}{PART_SUFFIX}"
         self.store.write(key, data, content_type="application/vnd.apache.parquet")
         self._parts.append(Part(key, hashlib.sha256(data).hexdigest(), checked.num_rows))
 
     def scratch(self, data: bytes) -> str:
-        key = f"{self.prefix}scratch/{len(self._scratch):05d}.bin"
+        key = f"{self.prefix}scratch/{len(self._scratch):05d}{SCRATCH_SUFFIX}"
         self.store.write(key, data)
         self._scratch.append(key)
         return key
