@@ -51,6 +51,7 @@ def test_runs_with_a_run_id_shows_that_run_in_full(user: User) -> None:
     report_line = next(line for line in output.splitlines() if "validation report:" in line)
     assert Path(report_line.split("validation report:")[1].strip()).is_file()  # a local file
     assert '"trigger"' in output  # the lineage
+    assert "    memory: peak RSS " in output  # users size machines from it
 
 
 def test_models_prints_aliases_and_each_cards_file(user: User) -> None:

@@ -13,7 +13,7 @@ from click.testing import CliRunner
 
 from modelrail.composition.bootstrap import bootstrap
 from modelrail.domain.lineage import Lineage
-from modelrail.domain.runs import StageRecord
+from modelrail.domain.runs import Began, StageRecord
 from modelrail.entry import cli
 from modelrail.kernel import errors
 from modelrail.kernel.events import utcnow
@@ -69,7 +69,7 @@ def write_failure_shapes(container: Container, prefix: str = "0" * 16) -> list[s
             "trigger": {"kind": "retrain", "key": f"request:{prefix}-{index}"},
             "config": container.config.summary(),
         }
-        pipeline.record_failure(container, "deploy", run_id, lineage, "cause", exc, utcnow(), 0.0)
+        pipeline.record_failure(container, "deploy", run_id, lineage, "cause", exc, Began.now())
         runs.append(run_id)
     legacy = f"run-{prefix}eeee"
     container.runs.save_stage(

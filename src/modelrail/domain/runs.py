@@ -25,11 +25,27 @@ from modelrail.domain.registry import MODEL_FILE
 from modelrail.kernel.canonical import canonical_json
 from modelrail.kernel.errors import IntegrityError, NotFound, PreconditionFailed
 from modelrail.kernel.events import utcnow
+from modelrail.kernel.memory import PeakMemory
 from modelrail.kernel.ports import BlobStore
 
 CANDIDATE_FILE = "candidate.json"
 # Compare-and-set tries when counting a failed delivery (deliveries rarely race).
 _COUNT_TRIES = 5
+
+
+@dataclasses.dataclass(frozen=True)
+class Began:
+    """When a stage began: its timestamp (``utcnow``), its clock (``time.perf_counter``)
+    and, for a stage run in this process, its memory's high-water mark (None for a
+    failure the sweep records on a stage's behalf)."""
+
+    at: str
+    clock: float
+    memory: PeakMemory | None = None
+
+    @classmethod
+    def now(cls, *, measured: bool = True) -> Began:
+        return cls(utcnow(), time.perf_counter(), PeakMemory.start() if measured else None)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,6 +64,10 @@ class StageRecord:
     output: Mapping[str, Any]
     event: Mapping[str, Any] | None
     error: Mapping[str, Any] | None = None
+    # What the stage's process used: ``peak_rss_bytes`` and its ``scope`` (``memory``),
+    # and for a stage that ran on a Dask cluster its ``workers``' peaks. None for a
+    # failure recorded on the stage's behalf, and in records written before.
+    resources: Mapping[str, Any] | None = None
 
     @classmethod
     def ended(
@@ -56,19 +76,23 @@ class StageRecord:
         stage: str,
         status: str,
         *,
-        started: str,
-        clock: float,
+        began: Began,
         lineage: Mapping[str, Any],
         output: Mapping[str, Any],
         event: Mapping[str, Any] | None,
         error: Mapping[str, Any] | None = None,
+        resources: Mapping[str, Any] | None = None,
     ) -> StageRecord:
-        """The record of a stage that ends now, begun at ``started`` (``utcnow``) and
-        ``clock`` (``time.perf_counter``), with the ``lineage`` its event carries."""
-        duration = round(time.perf_counter() - clock, 4)
+        """The record of a stage that ends now, begun at ``began``, with the ``lineage``
+        its event carries; its peak memory measured now, with any ``resources`` the
+        stage reports beside it (a cluster's workers)."""
+        duration = round(time.perf_counter() - began.clock, 4)
+        used = None
+        if began.memory is not None:
+            used = {**began.memory.report(), **(resources or {})}
         return cls(
-            run_id, stage, status, started, utcnow(), duration, Lineage.from_json(lineage),
-            dict(output), event, error,
+            run_id, stage, status, began.at, utcnow(), duration, Lineage.from_json(lineage),
+            dict(output), event, error, used,
         )  # fmt: skip
 
     @classmethod
@@ -84,7 +108,21 @@ class StageRecord:
             output=dict(body["output"]),
             event=dict(body["event"]) if body.get("event") is not None else None,
             error=dict(body["error"]) if body.get("error") is not None else None,
+            resources=dict(body["resources"]) if body.get("resources") is not None else None,
         )
+
+    @property
+    def memory(self) -> str | None:
+        """Its peak memory as people read it (``modelrail runs RUN_ID``, the UI)."""
+        if self.resources is None:
+            return None
+        scope = "this stage" if self.resources.get("scope") == "stage" else "its process"
+        shown = f"peak RSS {_megabytes(self.resources['peak_rss_bytes'])} ({scope})"
+        workers = self.resources.get("workers") or []
+        if workers:
+            most = max(int(w["peak_rss_bytes"]) for w in workers)
+            shown += f"; {len(workers)} Dask workers, each at most {_megabytes(most)}"
+        return shown
 
     def to_json(self) -> dict[str, Any]:
         record = {
@@ -100,6 +138,8 @@ class StageRecord:
         }
         if self.error is not None:
             record["error"] = dict(self.error)
+        if self.resources is not None:
+            record["resources"] = dict(self.resources)
         return record
 
 
@@ -138,6 +178,10 @@ class CandidateRecord:
             "examples": list(self.examples),
             "compiled": dict(self.compiled),
         }
+
+
+def _megabytes(size: int) -> str:
+    return f"{size / 2**20:,.0f} MiB"
 
 
 def failure_reasons(error: Mapping[str, Any]) -> list[str]:

@@ -316,6 +316,8 @@ def _show_run(cli: Cli, run_id: str, as_json: bool) -> None:
             f"\n  {name}: {record.status}  {record.started_at} → "
             f"{record.finished_at}  ({record.duration_s:.2f} s)"
         )
+        if record.memory is not None:
+            click.echo(f"    memory: {record.memory}")
         for key, value in record.output.items():
             if not isinstance(value, dict | list):
                 shown = cli.location(value) if isinstance(value, str) else value

@@ -18,14 +18,13 @@ import hashlib
 import importlib
 import inspect
 import logging
-import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import orjson
 
-from modelrail.domain.runs import StageRecord
+from modelrail.domain.runs import Began, StageRecord
 from modelrail.kernel import logs
 from modelrail.kernel.errors import (
     ConfigChanged,
@@ -45,7 +44,6 @@ from modelrail.kernel.events import (
     Trigger,
     decode_json,
     derive_run_id,
-    utcnow,
 )
 from modelrail.kernel.ports import Message
 from modelrail.service.container import Container
@@ -119,7 +117,7 @@ def consume(container: Container, stage: str, message: Message) -> StageRecord |
 def _consume(container: Container, stage: str, message: Message) -> StageRecord | None:
     accepted = tuple(_EVENTS_BY_TOPIC[topic] for topic in container.topology.consumed_topics(stage))
     config = container.config
-    started, clock = utcnow(), time.perf_counter()
+    began = Began.now()
     try:
         event = decode(message)
     except InvalidEvent as exc:
@@ -127,7 +125,7 @@ def _consume(container: Container, stage: str, message: Message) -> StageRecord 
         run_id = derive_run_id(f"message:{key}", config.sha256)
         logs.bind(run_id=run_id)
         lineage = {"trigger": {"kind": "unknown", "key": key}, "config": config.summary()}
-        return record_failure(container, stage, run_id, lineage, key, exc, started, clock)
+        return record_failure(container, stage, run_id, lineage, key, exc, began)
     if event is None:
         log.info("ignoring storage notification %s", dict(message.attributes))
         return None
@@ -162,7 +160,7 @@ def _consume(container: Container, stage: str, message: Message) -> StageRecord 
             given["delivery_attempt"] = _attempt(container, stage, run_id, message)
         outcome = inject(handler, container, given)(event)
     except PermanentError as exc:
-        return record_failure(container, stage, run_id, lineage, causation_id, exc, started, clock)
+        return record_failure(container, stage, run_id, lineage, causation_id, exc, began)
     except Exception as exc:
         attempts = _attempts(container, stage)
         if attempts is None or _count_failure(container, stage, run_id, message) < attempts:
@@ -179,11 +177,9 @@ def _consume(container: Container, stage: str, message: Message) -> StageRecord 
             f"{type(exc).__name__}: {str(exc)[:500]}",
             {"attempts": attempts, "last_error": type(exc).__name__},
         )
-        return record_failure(
-            container, stage, run_id, lineage, causation_id, exhausted, started, clock
-        )
+        return record_failure(container, stage, run_id, lineage, causation_id, exhausted, began)
 
-    return _record_outcome(container, stage, run_id, lineage, outcome, started, clock)
+    return _record_outcome(container, stage, run_id, lineage, outcome, began)
 
 
 def execute(
@@ -196,7 +192,7 @@ def execute(
     ``pipeline-failed``. Anything else (``Refused``: nothing to do) propagates and
     records nothing."""
     with logs.pipeline_context(stage=stage):
-        started, clock = utcnow(), time.perf_counter()
+        began = Began.now()
         run_id, lineage = _run_of(container, command)
         logs.bind(run_id=run_id)
         recorded = _recorded(container, stage, run_id)
@@ -207,10 +203,8 @@ def execute(
         try:
             outcome = inject(handler, container, given)(command)
         except PermanentError as exc:
-            return record_failure(
-                container, stage, run_id, lineage, causation_id, exc, started, clock
-            )
-        return _record_outcome(container, stage, run_id, lineage, outcome, started, clock)
+            return record_failure(container, stage, run_id, lineage, causation_id, exc, began)
+        return _record_outcome(container, stage, run_id, lineage, outcome, began)
 
 
 class Command(Protocol):
@@ -245,14 +239,13 @@ def _record_outcome(
     run_id: str,
     lineage: dict[str, Any],
     outcome: Outcome,
-    started: str,
-    clock: float,
+    began: Began,
 ) -> StageRecord:
     published = outcome.event
     record = StageRecord.ended(
-        run_id, stage, outcome.status, started=started, clock=clock,
+        run_id, stage, outcome.status, began=began,
         lineage=published.lineage if published else lineage, output=outcome.output,
-        event=published.to_body() if published else None,
+        event=published.to_body() if published else None, resources=outcome.resources,
     )  # fmt: skip
     stored = record_and_publish(container, record)
     log.info("%s %s in %.3f s", stage, outcome.status, record.duration_s)
@@ -344,17 +337,15 @@ def record_failure(
     lineage: dict[str, Any],
     causation_id: str,
     exc: PermanentError,
-    started: str,
-    clock: float,
+    began: Began,
 ) -> StageRecord:
-    """Record ``stage`` of ``run_id`` as failed with ``exc``, then publish
-    ``pipeline-failed``; ``started``/``clock`` are when it began (``utcnow``,
-    ``time.perf_counter``)."""
+    """Record ``stage`` of ``run_id``, begun at ``began``, as failed with ``exc``, then
+    publish ``pipeline-failed``."""
     message = _cut(exc.message, MAX_MESSAGE_CHARS)
     error = {"kind": exc.kind, "message": message, "details": _bounded(exc.details)}
     failed = _failure_event(run_id, causation_id, lineage, stage, exc.kind, message, exc.details)
     record = StageRecord.ended(
-        run_id, stage, "failed", started=started, clock=clock, lineage=lineage, output={},
+        run_id, stage, "failed", began=began, lineage=lineage, output={},
         event=failed.to_body(), error=error,
     )  # fmt: skip
     log.warning("%s failed permanently for %s: %s", stage, run_id, exc.message)

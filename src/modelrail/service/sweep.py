@@ -34,14 +34,12 @@ stage's: a stage that records meanwhile wins, and the sweep leaves that run alon
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 
 from modelrail.domain.leases import registration_name
-from modelrail.domain.runs import RunSummary, StageRecord
+from modelrail.domain.runs import Began, RunSummary, StageRecord
 from modelrail.kernel.errors import JobFailed, LeaseHeld, PermanentError, RunStuck, TransientError
-from modelrail.kernel.events import utcnow
 from modelrail.service.container import Container
 from modelrail.service.pipeline import record_failure
 
@@ -107,9 +105,10 @@ def _record(
         return None  # the stage recorded after all
     last = list(run.stages.values())[-1]
     causation = _event_id(last) or run.run_id
-    started, clock = utcnow(), time.perf_counter()
+    # Recorded on the stage's behalf: no process of the stage ran, so nothing measured.
+    began = Began.now(measured=False)
     record = record_failure(
-        container, stage, run.run_id, last.lineage.to_json(), causation, error, started, clock
+        container, stage, run.run_id, last.lineage.to_json(), causation, error, began
     )
     # Not the stage's own record, stored meanwhile:
     return record if record.status == "failed" else None

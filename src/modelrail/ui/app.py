@@ -61,6 +61,7 @@ def create_app(container: Container) -> Flask:
         stages = [
             {
                 **record.to_json(),
+                "memory": record.memory,
                 "reasons": failure_reasons(record.error or {}) if record.status == "failed" else [],
             }
             for record in summary.stages.values()

@@ -27,3 +27,6 @@ class Outcome:
     event: PipelineEvent | None
     output: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     status: str = "succeeded"  # or "skipped": nothing to do (e.g. a superseded deploy)
+    # What ran elsewhere reports its resources here (a Dask cluster's ``workers``);
+    # the pipeline adds this process's peak memory.
+    resources: Mapping[str, Any] | None = None
