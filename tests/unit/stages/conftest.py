@@ -10,11 +10,13 @@ schema on the way.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import inspect
 import random
-from collections.abc import Callable, Mapping
+import time
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -24,7 +26,7 @@ import pytest
 from modelrail.adapters.local.packages import LocalPackageRepository
 from modelrail.adapters.local.signing import LocalManifestSigner
 from modelrail.domain.config import PipelineConfig
-from modelrail.domain.leases import Leases
+from modelrail.domain.leases import Lease, Leases
 from modelrail.domain.registry import Registry
 from modelrail.domain.runs import RunLog
 from modelrail.kernel.events import (
@@ -61,6 +63,33 @@ class RecordingLauncher:
     def state(self, execution: str) -> JobState:
         started = {f"{job}/executions/{n}" for n, (job, _) in enumerate(self.launched, 1)}
         return JobState("running") if execution in started else JobState("unknown")
+
+
+class ImpatientLeases(Leases):
+    """Leases that never wait for another holder: a live one is ``LeaseHeld`` at once.
+
+    The handlers wait minutes for a held lease (a registration, a rollout), on the
+    real clock, and name no clock or sleep of their own; a test of a held lease takes
+    the wait away here rather than sleeping through it."""
+
+    @contextlib.contextmanager
+    def hold(
+        self,
+        model: str,
+        name: str,
+        holder: str,
+        *,
+        ttl_s: float,
+        wait_s: float,
+        heartbeat_s: float | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.time,
+    ) -> Iterator[Lease]:
+        with super().hold(
+            model, name, holder, ttl_s=ttl_s, wait_s=0.0, heartbeat_s=heartbeat_s,
+            sleep=sleep, clock=clock,
+        ) as lease:  # fmt: skip
+            yield lease
 
 
 @dataclasses.dataclass
@@ -107,9 +136,9 @@ class Ports:
                 raise TypeError(f"{handler.__module__} names {name!r}: no such port here")
         return handler(event, **kwargs)
 
-    def with_config(self, config: PipelineConfig) -> Ports:
-        """The same buckets and deployer under another pipeline configuration."""
-        return dataclasses.replace(self, config=config)
+    def impatient(self) -> Ports:
+        """The same ports, but leases held by another holder are not waited for."""
+        return dataclasses.replace(self, leases=ImpatientLeases(self.artifacts))
 
 
 @pytest.fixture(scope="session")
