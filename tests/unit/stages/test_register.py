@@ -59,7 +59,9 @@ def test_a_blessed_candidate_becomes_signed_version_1_and_the_champion(
     # Published to the package repository, and the stage's output says where.
     assert registry.packages.versions(model) == ["v1"]
     assert outcome.output["version"] == 1
-    assert outcome.output["published"] == registry.publication(model, 1).to_json()
+    publication = registry.publication(model, 1)
+    assert publication is not None
+    assert outcome.output["published"] == publication.to_json()
 
 
 def test_a_second_delivery_of_the_run_gets_the_same_version(

@@ -77,7 +77,7 @@ def test_staging_moves_back_to_the_named_version(staged_twice: Ports) -> None:
     assert (trigger["kind"], trigger["from_version"], trigger["to_version"]) == ("rollback", 2, 1)
     assert staging(ports) == 1
     assert [d.version for d in ports.deployer.deployed] == [1, 2, 1]
-    assert ports.registry.alias(ports.model, CHAMPION).version == 2  # the gate's best stays
+    assert ports.registry.aliases(ports.model)[CHAMPION] == 2  # the gate's best stays
     assert outcome.output["requested_by"] == "ana"
     assert outcome.output["reason"] == "v2 misroutes"
 
