@@ -252,13 +252,20 @@ def _record_outcome(
     return stored
 
 
+class Provider(Protocol):
+    """Gives a handler's dependencies by name: the ``Container``, or a test's ports."""
+
+    def provide(self, name: str) -> Any: ...
+
+
 def inject(
-    handler: Callable[..., Outcome], container: Container, given: dict[str, Any]
+    handler: Callable[..., Outcome], provider: Provider, given: dict[str, Any]
 ) -> Callable[[Event | Command], Outcome]:
     """``handler`` with its keyword parameters bound: ``given`` values first (the run a
-    trigger starts), the rest from ``container``, which builds only what is named."""
+    trigger starts), the rest from ``provider`` (the container builds only what is
+    named)."""
     kwargs = {
-        name: given[name] if name in given else container.provide(name)
+        name: given[name] if name in given else provider.provide(name)
         for name in _keywords(handler)
     }
     return lambda event: handler(event, **kwargs)

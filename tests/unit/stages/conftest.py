@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import hashlib
-import inspect
 import random
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -39,6 +38,7 @@ from modelrail.kernel.events import (
     derive_run_id,
 )
 from modelrail.kernel.ports import JobState
+from modelrail.service import pipeline
 from modelrail.service.stages import Outcome, evaluate, register, train, validate
 from tests.fakes import FakeDeployer, InMemoryStorage, InMemoryStore
 from tests.manifests import describe
@@ -124,17 +124,13 @@ class Ports:
         """``handler`` on ``event``, given the ports and settings it names by name, as
         the service layer gives them (``pipeline.inject``): ``delivery`` values first
         (``run_id``, ``causation_id``, ``message_id``, …), then this test's ports."""
-        kwargs = {}
-        for name, parameter in inspect.signature(handler).parameters.items():
-            if parameter.kind is not inspect.Parameter.KEYWORD_ONLY:
-                continue
-            if name in delivery:
-                kwargs[name] = delivery[name]
-            elif hasattr(self, name):
-                kwargs[name] = getattr(self, name)
-            elif parameter.default is inspect.Parameter.empty:
-                raise TypeError(f"{handler.__module__} names {name!r}: no such port here")
-        return handler(event, **kwargs)
+        return pipeline.inject(handler, self, {"message_id": "", **delivery})(event)
+
+    def provide(self, name: str) -> Any:
+        """The port or setting named ``name`` (``pipeline.Provider``)."""
+        if not hasattr(self, name):
+            raise TypeError(f"no port named {name!r} here")
+        return getattr(self, name)
 
     def impatient(self) -> Ports:
         """The same ports, but leases held by another holder are not waited for."""

@@ -4,14 +4,13 @@ once per run, however often its event is delivered."""
 from __future__ import annotations
 
 import hashlib
-import time
 
 import pytest
 
 from modelrail.domain.registry import CHAMPION, MODEL_FILE, REFERENCE_FILE
-from modelrail.domain.runs import StageRecord
+from modelrail.domain.runs import Began, StageRecord
 from modelrail.kernel.errors import DeliveryInProgress
-from modelrail.kernel.events import ModelEvaluated, ModelRegistered, utcnow
+from modelrail.kernel.events import ModelEvaluated, ModelRegistered
 from modelrail.service.stages import register
 from tests.unit.stages.conftest import Ports, delivered, evaluated
 
@@ -101,8 +100,7 @@ def test_a_run_recorded_failed_meanwhile_registers_nothing(
         event.run_id,
         "register",
         "failed",
-        started=utcnow(),
-        clock=time.perf_counter(),
+        began=Began.now(measured=False),
         lineage=event.lineage,
         output={},
         event=None,

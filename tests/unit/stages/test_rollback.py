@@ -4,14 +4,13 @@ stage's rollout, or is refused when there is nothing to move back to."""
 from __future__ import annotations
 
 import dataclasses
-import time
 
 import pytest
 
 from modelrail.domain.registry import CHAMPION
-from modelrail.domain.runs import StageRecord
+from modelrail.domain.runs import Began, StageRecord
 from modelrail.kernel.errors import DeploymentFailed, Refused
-from modelrail.kernel.events import ModelDeployed, ModelRegistered, derive_run_id, utcnow
+from modelrail.kernel.events import ModelDeployed, ModelRegistered, derive_run_id
 from modelrail.service import rollback
 from modelrail.service.stages import Outcome, deploy
 from tests.fakes import FakeDeployer
@@ -26,7 +25,7 @@ def staging(ports: Ports) -> int | None:
 def deploy_and_record(ports: Ports, event: ModelRegistered) -> None:
     """Deploy ``event``'s version and record the stage as the pipeline does: rollback
     reads where staging has been from the run log."""
-    started, clock = utcnow(), time.perf_counter()
+    began = Began.now()
     outcome = ports.call(deploy.handle, event)
     assert isinstance(outcome.event, ModelDeployed)
     ports.runs.save_stage(
@@ -34,8 +33,7 @@ def deploy_and_record(ports: Ports, event: ModelRegistered) -> None:
             event.run_id,
             "deploy",
             outcome.status,
-            started=started,
-            clock=clock,
+            began=began,
             lineage=event.lineage,
             output=outcome.output,
             event=outcome.event.to_body(),
