@@ -11,7 +11,7 @@ EXTRAS ?= dev
 # What running modelrail needs, in every mode (embedded, emulators, cloud clients):
 # `make demo` installs only these; `make test` adds the development tools on top.
 RUN_STAMP := $(VENV)/.installed-run
-RUN_EXTRAS ?= data,service,functions,cloud,emulators
+RUN_EXTRAS ?= data,distributed,service,functions,cloud,emulators
 PYTEST_ARGS ?=
 
 # Other makefiles (mk/*.mk) add their own prerequisites to the test run here.

@@ -94,7 +94,7 @@ def train_and_register(home: Path) -> tuple[Any, list[dict[str, Any]], list[list
     contract = config.contract
     schema = FeatureSchema.from_contract(contract, config.objective)
     parsed = checks.load((ROOT / "data" / "penguins.csv").read_bytes(), contract)
-    records = training.examples(parsed, schema, np.arange(parsed.rows))
+    records = training.examples(parsed.columns, schema, np.arange(parsed.rows))
     targets = schema.encode_target(parsed.columns[contract.target])
     matrix = schema.encode_records(records)
     categorical = [i for i, f in enumerate(schema.features) if f.is_categorical]

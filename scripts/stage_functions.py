@@ -23,7 +23,7 @@ The lock is compiled by ``make image-requirements`` (uv, hashes of the files PyP
 publishes) from ``functions/requirements.txt``, which ``--function-requirements PATH``
 writes: the closure above, from the project's environment. Staging refuses a lock whose
 pins differ from that closure. ``--job-requirements PATH`` writes the training image's
-requirements (extras ``data,cloud``) the same way; services/train-job/requirements.lock
+requirements (extras ``data,distributed,cloud``) the same way; services/train-job/requirements.lock
 is compiled from it.
 """
 
@@ -49,7 +49,7 @@ from packaging.utils import canonicalize_name
 REPO_ROOT = Path(__file__).resolve().parent.parent
 FUNCTION_LOCK = REPO_ROOT / "functions" / "requirements.lock"
 FUNCTION_EXTRAS = ("data", "functions", "cloud")
-JOB_EXTRAS = ("data", "cloud")
+JOB_EXTRAS = ("data", "distributed", "cloud")
 # 1980-01-01, the earliest time a zip entry can hold.
 FIXED_MTIME = 315532800
 IGNORED = shutil.ignore_patterns("__pycache__", "*.pyc", "*.pyo", ".mypy_cache", ".pytest_cache")

@@ -64,7 +64,7 @@ def read_records(config: PipelineConfig) -> tuple[list[dict[str, Any]], list[str
     """The penguins rows as a client sends them, and their labels."""
     parsed = checks.load((ROOT / "data" / "penguins.csv").read_bytes(), config.contract)
     schema = FeatureSchema.from_contract(config.contract, config.objective)
-    records = training.examples(parsed, schema, np.arange(parsed.rows))
+    records = training.examples(parsed.columns, schema, np.arange(parsed.rows))
     return records, [str(label) for label in parsed.columns[config.contract.target]]
 
 

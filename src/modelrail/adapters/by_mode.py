@@ -12,6 +12,7 @@ from __future__ import annotations
 from modelrail.kernel.errors import ConfigError
 from modelrail.kernel.ports import (
     BlobStore,
+    DaskClusters,
     Deployer,
     ManifestSigner,
     ModelCatalog,
@@ -33,6 +34,14 @@ def open_storage(settings: Settings) -> Storage:
     from modelrail.adapters.google.gcs import GcsStorage
 
     return GcsStorage(project=settings.project)
+
+
+def open_dask_clusters(settings: Settings) -> DaskClusters:
+    """Where training on Dask gets its cluster: the one ``[training.dask]`` or the
+    deployment names, else a local one per run."""
+    from modelrail.adapters.local.dask import DaskClusters as LocalDaskClusters
+
+    return LocalDaskClusters(settings.dask_scheduler)
 
 
 def open_artifact_store(settings: Settings) -> BlobStore:

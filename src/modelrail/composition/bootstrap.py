@@ -16,6 +16,7 @@ import orjson
 from modelrail.adapters.by_mode import (
     local_staging,
     open_catalog,
+    open_dask_clusters,
     open_packages,
     open_signer,
     open_storage,
@@ -92,6 +93,7 @@ def bootstrap(
         packages_factory=packages,
         catalog_factory=catalog,
         signer_factory=signer,
+        clusters_factory=lambda: open_dask_clusters(settings),
         observer=observer,
     )
 
@@ -122,6 +124,7 @@ def _embedded(
         packages_factory=packages,
         catalog_factory=catalog,
         signer_factory=signer,
+        clusters_factory=lambda: open_dask_clusters(settings),
         observer=observer,
         runs_here=True,
         upload_notifier=lambda bucket, name, generation: _notify_upload(

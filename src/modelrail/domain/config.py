@@ -64,6 +64,26 @@ class Limits:
 
 
 @dataclasses.dataclass(frozen=True)
+class Engine:
+    """Where training runs (``[training] engine``, ``[training.dask]``): ``local`` (one
+    process, ``lightgbm.train``), ``dask`` (``lightgbm.dask`` on a cluster: an existing
+    one at ``scheduler``, else ``workers`` local worker processes the job starts), or
+    ``auto``: one process while the snapshot's data fits ``local_memory_mb``, Dask above
+    it."""
+
+    name: Literal["auto", "local", "dask"] = "auto"
+    local_memory_bytes: int = 8 * 2**30
+    scheduler: str | None = None
+    workers: int = 2
+
+    def chooses_dask(self, data_bytes: int) -> bool:
+        """Whether a snapshot of ``data_bytes`` (its columns in memory) trains on Dask."""
+        if self.name == "auto":
+            return data_bytes > self.local_memory_bytes
+        return self.name == "dask"
+
+
+@dataclasses.dataclass(frozen=True)
 class PipelineConfig:
     model_name: str
     objective: Objective
@@ -83,6 +103,8 @@ class PipelineConfig:
     limits: Limits = Limits()
     # [vertex] model_registry: every version also becomes a version of a Vertex AI model.
     vertex_model_registry: bool = False
+    # [training] engine and [training.dask]: where training runs.
+    engine: Engine = Engine()
 
     @classmethod
     def load(cls, path: Path) -> PipelineConfig:
@@ -126,6 +148,12 @@ class PipelineConfig:
                 batch_bytes=round(bounds.get("batch_mb", 64) * 2**20),
             ),
             vertex_model_registry=spec.get("vertex", {}).get("model_registry", False),
+            engine=Engine(
+                name=training.get("engine", "auto"),
+                local_memory_bytes=round(training.get("local_memory_mb", 8192) * 2**20),
+                scheduler=training.get("dask", {}).get("scheduler"),
+                workers=int(training.get("dask", {}).get("workers", 2)),
+            ),
         )
         problems = [
             *config._target_problems(),

@@ -53,26 +53,36 @@ class Candidate:
     examples: list[dict[str, Any]]
 
 
+TRAIN, VALIDATION, HOLDOUT = 0, 1, 2
+
+
 def split(dataset: ParsedDataset, config: PipelineConfig) -> Split:
     """Each distinct row's side (train, validation, hold-out) by the hash of its inputs;
     exact duplicates of an earlier row are on no side."""
     unique = duplicates.first_occurrences(dataset.columns)
-    inputs = pd.DataFrame(
-        {n: v[unique] for n, v in dataset.columns.items() if n != config.contract.target}
+    side = sides({n: v[unique] for n, v in dataset.columns.items()}, config)
+    return Split(
+        train=unique[side == TRAIN],
+        validation=unique[side == VALIDATION],
+        holdout=unique[side == HOLDOUT],
+        duplicates=dataset.rows - len(unique),
     )
+
+
+def sides(columns: Mapping[str, np.ndarray], config: PipelineConfig) -> np.ndarray:
+    """Each row's side (``TRAIN``, ``VALIDATION``, ``HOLDOUT``) from its own inputs and
+    the seed alone, so any slice of the data (a snapshot's part on a Dask worker) puts
+    each row where the whole would."""
+    inputs = pd.DataFrame({n: v for n, v in columns.items() if n != config.contract.target})
     hashes = pd.util.hash_pandas_object(inputs, index=False).to_numpy(dtype=np.uint64)
     # The seed moves every row's position on the unit interval alike: another seed,
     # another partition of the same rows.
     offset = np.uint64(np.random.default_rng(config.seed).integers(0, 2**63))
     position = (hashes + offset).astype(np.float64) / 2.0**64
-    holdout = position < config.holdout_fraction
-    validation = ~holdout & (position < config.holdout_fraction + config.validation_fraction)
-    return Split(
-        train=unique[~holdout & ~validation],
-        validation=unique[validation],
-        holdout=unique[holdout],
-        duplicates=dataset.rows - len(unique),
-    )
+    side = np.full(len(position), TRAIN, dtype=np.int8)
+    side[position < config.holdout_fraction + config.validation_fraction] = VALIDATION
+    side[position < config.holdout_fraction] = HOLDOUT
+    return side
 
 
 ROWS_PER_THREAD = 50_000
@@ -146,19 +156,19 @@ def train(dataset: ParsedDataset, config: PipelineConfig) -> Candidate:
         params=params,
         schema=schema,
         train_metrics=train_metrics,
-        examples=examples(dataset, schema, parts.holdout[:EXAMPLES]),
+        examples=examples(dataset.columns, schema, parts.holdout[:EXAMPLES]),
     )
 
 
 def examples(
-    dataset: ParsedDataset, schema: FeatureSchema, rows: np.ndarray
+    columns: Mapping[str, np.ndarray], schema: FeatureSchema, rows: np.ndarray
 ) -> list[dict[str, Any]]:
     """Rows as a client would send them: feature name -> JSON value (null if missing)."""
     result = []
     for row in rows:
         record: dict[str, Any] = {}
         for feature in schema.features:
-            value = dataset.columns[feature.name][row]
+            value = columns[feature.name][row]
             if value is None or (isinstance(value, float) and math.isnan(value)):
                 record[feature.name] = None
             elif feature.type == "integer":

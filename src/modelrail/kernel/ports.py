@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol
@@ -360,4 +361,14 @@ class ModelCatalog(Protocol):
         """Point ``alias`` at the catalog version carrying ``version`` (taking it from the
         version holding it). Without such a version (registered before the catalog was
         used) the alias is taken off whichever version holds it, and None is returned."""
+        ...
+
+
+class DaskClusters(Protocol):
+    """Where training on Dask gets its cluster (``[training.dask]``)."""
+
+    def client(self, scheduler: str | None, workers: int) -> AbstractContextManager[Any]:
+        """A ``distributed.Client`` for the block: on the cluster at ``scheduler``, else
+        on one this port starts for the block (``workers`` worker processes) and stops
+        after it."""
         ...

@@ -30,6 +30,7 @@ import orjson
 import urllib3
 import yaml
 
+from modelrail.domain.config import PipelineConfig
 from modelrail.kernel import resources
 from modelrail.kernel.errors import ModelrailError
 from modelrail.kernel.processes import (
@@ -59,6 +60,10 @@ DEFAULT_PORTS = {
     "control-plane": 8086,
 }
 DEFAULT_FUNCTION_PORT = 8091
+# With [training] engine = "dask" and no scheduler of its own: a `dask scheduler` (its
+# HTTP port answers /health) and [training.dask] workers `dask worker`s, one thread each.
+DASK_SCHEDULER, DASK_HTTP = "dask-scheduler", "dask-scheduler-http"
+DEFAULT_DASK_PORT = 8786
 STARTUP_TIMEOUT_S = 60.0
 # Started and bootstrapped before the others, which use them as soon as they answer.
 EMULATORS = ("pubsub-emulator", "fake-gcs-server")
@@ -135,10 +140,13 @@ def client_env(settings: Settings, ports: Mapping[str, int]) -> dict[str, str]:
     pubsub = f"127.0.0.1:{ports['pubsub-emulator']}"
     storage = f"http://127.0.0.1:{ports['fake-gcs-server']}"
     run_api = f"http://127.0.0.1:{ports['control-plane']}"
+    dask = f"tcp://127.0.0.1:{ports[DASK_SCHEDULER]}" if DASK_SCHEDULER in ports else None
     return {
         **dataclasses.replace(
             settings,
             mode="emulator",
+            # The stack's Dask cluster, which training on Dask joins.
+            dask_scheduler=dask or settings.dask_scheduler,
             run_api_endpoint=run_api,
             # The control plane serves Artifact Registry's, Vertex AI's and Cloud KMS's
             # APIs too (KMS with the key manifests are signed with).
@@ -385,6 +393,7 @@ class Stack:
                 f"http://127.0.0.1:{ports['control-plane']}/healthz",
             ),
         ]
+        members += self._dask(ports, base_env)
         for stage in stages:
             name = f"function-{stage}"
             function_argv = (
@@ -405,6 +414,36 @@ class Stack:
                 )
             )
         return members
+
+    def _dask(self, ports: Mapping[str, int], env: Mapping[str, str]) -> list[Member]:
+        """The Dask scheduler and workers, when the stack runs them (``_ports``)."""
+        if DASK_SCHEDULER not in ports:
+            return []
+        dask = str(Path(sys.executable).parent / "dask")
+        address = f"tcp://127.0.0.1:{ports[DASK_SCHEDULER]}"
+        scheduler_argv = (
+            dask, "scheduler", "--host", "127.0.0.1", "--port", str(ports[DASK_SCHEDULER]),
+            "--dashboard-address", f"127.0.0.1:{ports[DASK_HTTP]}",
+        )  # fmt: skip
+        health = f"http://127.0.0.1:{ports[DASK_HTTP]}/health"
+        members = [Member(DASK_SCHEDULER, scheduler_argv, dict(env), ports[DASK_SCHEDULER], health)]
+        for name in sorted(n for n in ports if n.startswith("dask-worker-")):
+            worker_argv = (
+                dask, "worker", address, "--nthreads", "1", "--host", "127.0.0.1",
+                "--dashboard-address", f"127.0.0.1:{ports[name]}",
+                "--local-directory", str(self.dir / name),
+            )  # fmt: skip
+            health = f"http://127.0.0.1:{ports[name]}/health"
+            members.append(Member(name, worker_argv, dict(env), ports[name], health))
+        return members
+
+    def _dask_workers(self) -> int:
+        """How many Dask workers the stack runs: [training.dask] workers when the
+        configuration trains on Dask with no scheduler of its own, else none."""
+        engine = PipelineConfig.load(self.settings.config_path).engine
+        if engine.name != "dask" or engine.scheduler is not None:
+            return 0
+        return engine.workers
 
     def watchdog(self, env: Mapping[str, str]) -> Member:
         """The process that restarts the other members when they die (``watchdog``)."""
@@ -471,13 +510,19 @@ class Stack:
         self._save(dataclasses.replace(state, processes=processes))
 
     def _ports(self, stages: list[str], free_ports: bool) -> dict[str, int]:
+        workers = self._dask_workers()
+        dask = [DASK_SCHEDULER, DASK_HTTP, *(f"dask-worker-{n}" for n in range(workers))]
         names = [*DEFAULT_PORTS, *(f"function-{stage}" for stage in stages)]
+        if workers:
+            names += dask
         if free_ports:
             return {name: free_port() for name in names}
         ports = {
             **DEFAULT_PORTS,
             **{f"function-{stage}": DEFAULT_FUNCTION_PORT + i for i, stage in enumerate(stages)},
         }
+        if workers:
+            ports.update({name: DEFAULT_DASK_PORT + i for i, name in enumerate(dask)})
         busy = [f"{name} ({port})" for name, port in ports.items() if port_in_use(port)]
         if busy:
             raise StackError(

@@ -18,6 +18,7 @@ from modelrail.domain.registry import Registry
 from modelrail.domain.runs import RunLog, StageRecord
 from modelrail.kernel.ports import (
     BlobStore,
+    DaskClusters,
     Deployer,
     EventBus,
     JobLauncher,
@@ -44,6 +45,7 @@ class Container:
     packages_factory: Callable[[], PackageRepository]
     catalog_factory: Callable[[], ModelCatalog]
     signer_factory: Callable[[], ManifestSigner]
+    clusters_factory: Callable[[], DaskClusters]
     # Called with each stage record as it is stored (the CLI shows progress with it).
     observer: Callable[[StageRecord], None] | None = None
     # Whether this process carries the runs it starts (embedded mode: ``bus.drain()``
@@ -114,9 +116,14 @@ class Container:
     def signer(self) -> ManifestSigner:
         return self.signer_factory()
 
+    @cached_property
+    def clusters(self) -> DaskClusters:
+        return self.clusters_factory()
+
     def provide(self, name: str) -> Any:
         """The dependency a stage handler names as a parameter: a port (``config``,
-        ``storage``, ``registry``, ``leases``, ``runs``, ``launcher``, ``deployer``) or
+        ``storage``, ``registry``, ``leases``, ``runs``, ``launcher``, ``deployer``,
+        ``clusters``) or
         a setting (``data_bucket``, ``code_version``,
         ``training_job``, ``compiler``)."""
         if name in _FROM_SETTINGS:
@@ -136,5 +143,6 @@ _PORTS = frozenset(
         "runs",
         "launcher",
         "deployer",
+        "clusters",
     }
 )

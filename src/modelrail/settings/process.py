@@ -43,6 +43,7 @@ _VARIABLES = (
     Variable("signing_key", "MODELRAIL_SIGNING_KEY"),
     Variable("kms_endpoint", "MODELRAIL_KMS_ENDPOINT"),
     Variable("compiler", "MODELRAIL_COMPILER"),
+    Variable("dask_scheduler", "MODELRAIL_DASK_SCHEDULER"),
 )
 
 
@@ -89,6 +90,9 @@ class Settings:
     # job's image sets it); None builds none. Compiling hundreds of trees takes
     # minutes, so a local run does it only when asked (MODELRAIL_COMPILER=cc).
     compiler: str | None = None
+    # The Dask scheduler training on Dask connects to when pipeline.toml names none (the
+    # emulator stack's own `dask scheduler`); None starts a local cluster per run.
+    dask_scheduler: str | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:

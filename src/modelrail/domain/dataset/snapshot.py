@@ -214,3 +214,11 @@ def iter_parts(
     for part in parts:
         with store.open(part.key) as stream:
             yield from pq.ParquetFile(stream.file).iter_batches(columns=columns)
+
+
+def parts(store: BlobStore, snapshot: dict[str, Any]) -> tuple[Part, ...]:
+    """The parts of the snapshot an event names, in order, its index checked against
+    the sha256 the event carries (a snapshot from before parts: itself, one part)."""
+    if str(snapshot["key"]).endswith(".parquet"):
+        return (Part(str(snapshot["key"]), str(snapshot["sha256"]), int(snapshot["rows"])),)
+    return _index_parts(store, snapshot)

@@ -5,16 +5,18 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from typing import Any
 
 import lightgbm as lgb
 
-from modelrail.domain import training
+from modelrail.domain import distributed, training
 from modelrail.domain.config import PipelineConfig
 from modelrail.domain.dataset import snapshot
 from modelrail.domain.decoding import RequestDecoder
 from modelrail.domain.registry import MODEL_FILE
 from modelrail.domain.runs import CandidateRecord, RunLog
 from modelrail.kernel.events import DatasetValidated, ModelTrained
+from modelrail.kernel.ports import BlobStore, DaskClusters
 from modelrail.native import builder, loader
 from modelrail.service.stages import Outcome
 
@@ -24,11 +26,26 @@ _PROBE_INSTANCES = 1_000_000
 
 
 def handle(
-    event: DatasetValidated, *, config: PipelineConfig, runs: RunLog, compiler: str | None
+    event: DatasetValidated,
+    *,
+    config: PipelineConfig,
+    runs: RunLog,
+    compiler: str | None,
+    clusters: DaskClusters,
 ) -> Outcome:
     store = runs.store
-    parsed = snapshot.read(store, event.dataset["snapshot"], config.contract)
-    candidate = training.train(parsed, config)
+    parts = snapshot.parts(store, event.dataset["snapshot"])
+    # The snapshot's columns in memory, as one process would hold them (8 bytes a value).
+    data_bytes = sum(part.rows for part in parts) * len(config.contract.columns) * 8
+    workers: list[dict[str, Any]] = []
+    if config.engine.chooses_dask(data_bytes):
+        urls = [distributed.PartURL(_url(store, p.key), p.sha256, p.rows) for p in parts]
+        with clusters.client(config.engine.scheduler, config.engine.workers) as client:
+            on_cluster = distributed.train(client, urls, config)
+        candidate, workers, engine = on_cluster.candidate, on_cluster.workers, "dask"
+    else:
+        parsed = snapshot.read(store, event.dataset["snapshot"], config.contract)
+        candidate, engine = training.train(parsed, config), "local"
     model_key = runs.candidate_key(event.run_id, MODEL_FILE)
     store.write(model_key, candidate.model_text, content_type="text/plain")
     predictors = _compile(candidate, compiler)
@@ -65,12 +82,20 @@ def handle(
         train_metrics=candidate.train_metrics,
     )
     output = {
+        "engine": engine,
         "best_iteration": candidate.best_iteration,
         **candidate.train_metrics,
         "compiled": [predictor.build.name for predictor in predictors.predictors],
         "not_compiled": list(predictors.not_built),
     }
-    return Outcome(trained, output)
+    return Outcome(trained, output, resources={"workers": workers} if workers else None)
+
+
+def _url(store: BlobStore, key: str) -> str:
+    """Where a Dask worker opens a snapshot part: the file of a filesystem bucket (a
+    cluster on this machine), else the object's ``gs://`` URI."""
+    path = store.local_path(key)
+    return path.as_uri() if path is not None else store.uri(key)
 
 
 def _compile(candidate: training.Candidate, compiler: str | None) -> builder.Built:

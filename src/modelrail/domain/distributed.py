@@ -1,0 +1,178 @@
+"""Training beyond one machine: ``lightgbm.dask`` on a Dask cluster, fed by the
+snapshot's parts.
+
+Each worker reads the parts it is given itself (``dask.dataframe.from_map`` over the
+parts' URLs, opened with fsspec: a local file, or ``gs://`` in the cloud), checks each
+against the sha256 the snapshot's index records, and encodes it as the single-process
+path does (``FeatureSchema.encode_columns``). No part passes through the training job.
+The semantics are the single process's, at any size:
+
+- **the split** is the same function of each row's inputs and the seed
+  (``training.sides``), computed where the row is;
+- **exact duplicates count once**: rows are told apart by the hash of every column, as
+  ``dataset.duplicates`` does, and only distinct rows train, validate or are held out;
+- **the best iteration** is the one with the best validation metric. ``lightgbm.dask``
+  has no early stopping, so every round of ``num_boost_round`` is trained and the model
+  is cut at that iteration, which is the iteration early stopping keeps unless the
+  metric improves again after ``early_stopping_rounds`` worse ones;
+- **the examples** (the manifest's smoke-test rows) are the first hold-out rows, read
+  part by part until there are enough.
+
+Trees are grown by LightGBM's distributed learner, whose histograms are summed across
+workers: the model is not byte-identical to the single process's, and its hold-out
+metric is compared with it in ``benchmarks/pipeline.py``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import io
+import resource
+import sys
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import fsspec
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+
+from modelrail.domain import training
+from modelrail.domain.config import PipelineConfig
+from modelrail.domain.dataset import duplicates, table
+from modelrail.domain.features import FeatureSchema
+from modelrail.kernel.errors import DataUnavailable
+
+_TARGET, _ROW, _SIDE = "__target", "__row", "__side"
+
+
+@dataclasses.dataclass(frozen=True)
+class PartURL:
+    """One snapshot part as a worker opens it: its fsspec URL, sha256 and rows."""
+
+    url: str
+    sha256: str
+    rows: int
+
+
+@dataclasses.dataclass(frozen=True)
+class ClusterRun:
+    """What training on the cluster made, and each worker's peak resident memory."""
+
+    candidate: training.Candidate
+    workers: list[dict[str, Any]]
+
+
+def train(client: Any, parts: Sequence[PartURL], config: PipelineConfig) -> ClusterRun:
+    """Train on the cluster ``client`` reaches, from the snapshot's ``parts``."""
+    import dask.dataframe as dd
+    import lightgbm as lgb
+
+    schema = FeatureSchema.from_contract(config.contract, config.objective)
+    meta = pd.DataFrame(
+        {
+            **{name: pd.Series(dtype="float64") for name in schema.names},
+            _TARGET: pd.Series(dtype="float64"),
+            _ROW: pd.Series(dtype="uint64"),
+            _SIDE: pd.Series(dtype="int8"),
+        }
+    )
+    frames = dd.from_map(_encoded, list(parts), config=config, meta=meta, enforce_metadata=False)
+    distinct = frames.drop_duplicates(subset=[_ROW]).persist()
+    fit = distinct[distinct[_SIDE] == training.TRAIN]
+    check = distinct[distinct[_SIDE] == training.VALIDATION]
+    rows = int(fit.shape[0].compute())
+    params = training.lgb_params(config, schema, rows)
+    metric = params["metric"]
+    # The estimator takes the objective's class count from the labels; the rest of the
+    # parameters are the single process's (num_threads per worker).
+    estimator_class = (
+        lgb.DaskLGBMRegressor if config.objective == "regression" else lgb.DaskLGBMClassifier
+    )
+    estimator = estimator_class(
+        client=client,
+        n_estimators=config.num_boost_round,
+        **{k: v for k, v in params.items() if k not in ("num_class", "objective")},
+        objective=params["objective"],
+    )
+    estimator.fit(
+        fit[schema.names],
+        fit[_TARGET],
+        eval_set=[(check[schema.names], check[_TARGET])],
+        eval_names=["validation"],
+        eval_metric=metric,
+        categorical_feature=schema.categorical_names or "auto",
+    )
+    history = estimator.evals_result_["validation"][metric]
+    best = int(np.argmin(history)) + 1  # every metric modelrail sets is lower-is-better
+    booster = estimator.booster_
+    candidate = training.Candidate(
+        model_text=booster.model_to_string(num_iteration=best).encode(),
+        best_iteration=best,
+        params=params,
+        schema=schema,
+        train_metrics={f"validation_{metric}": float(history[best - 1])},
+        examples=_examples(parts, config, schema),
+    )
+    return ClusterRun(candidate, _peaks(client))
+
+
+def _encoded(part: PartURL, *, config: PipelineConfig) -> pd.DataFrame:
+    """One part, read and checked on a worker: its encoded features, target, row hash
+    (every column, for duplicates) and side."""
+    columns = _columns(part, config)
+    schema = FeatureSchema.from_contract(config.contract, config.objective)
+    frame = pd.DataFrame(schema.encode_columns(columns), columns=schema.names)
+    frame[_TARGET] = schema.encode_target(columns[schema.target])
+    frame[_ROW] = pd.util.hash_pandas_object(pd.DataFrame(dict(columns)), index=False).to_numpy(
+        dtype=np.uint64
+    )
+    frame[_SIDE] = training.sides(columns, config)
+    return frame
+
+
+def _columns(part: PartURL, config: PipelineConfig) -> Mapping[str, np.ndarray]:
+    try:
+        with fsspec.open(part.url, "rb") as file:
+            data = file.read()
+    except FileNotFoundError as exc:
+        raise DataUnavailable(f"snapshot part {part.url} is gone: {exc}") from exc
+    if hashlib.sha256(data).hexdigest() != part.sha256:
+        raise DataUnavailable(f"snapshot part {part.url} changed since it was validated")
+    return table.TableColumns(pq.read_table(io.BytesIO(data)), config.contract)
+
+
+def _examples(
+    parts: Sequence[PartURL], config: PipelineConfig, schema: FeatureSchema
+) -> list[dict[str, Any]]:
+    """The first ``training.EXAMPLES`` distinct hold-out rows, in the snapshot's order,
+    read one part at a time here."""
+    found: list[dict[str, Any]] = []
+    seen: set[int] = set()
+    for part in parts:
+        columns = _columns(part, config)
+        first = duplicates.first_occurrences(columns)
+        rows = pd.util.hash_pandas_object(pd.DataFrame(dict(columns)), index=False).to_numpy(
+            dtype=np.uint64
+        )
+        side = training.sides(columns, config)
+        held = [
+            row for row in first if side[row] == training.HOLDOUT and int(rows[row]) not in seen
+        ]
+        seen.update(int(rows[row]) for row in first)
+        found += training.examples(columns, schema, np.asarray(held[: training.EXAMPLES]))
+        if len(found) >= training.EXAMPLES:
+            break
+    return found[: training.EXAMPLES]
+
+
+def _peaks(client: Any) -> list[dict[str, Any]]:
+    """Each worker's peak resident memory since it started."""
+    peaks: Mapping[str, int] = client.run(_peak_rss)
+    return [{"worker": name, "peak_rss_bytes": int(peak)} for name, peak in sorted(peaks.items())]
+
+
+def _peak_rss() -> int:
+    maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return maxrss if sys.platform == "darwin" else maxrss * 1024
