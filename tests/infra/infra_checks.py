@@ -33,6 +33,7 @@ STAGE_ACCOUNTS = frozenset(
         "push",
         "sweep",
         "scheduler",
+        "dask",
     }
 )
 FORBIDDEN_PROJECT_ROLES = frozenset(
@@ -330,7 +331,24 @@ def public_member_problems(tf: Terraform) -> list[str]:
 
 # The accounts are created in envs/bootstrap (google_service_account.stage) and looked up
 # in envs/dev (data.google_service_account.stage): either reference names the account.
-STAGE_REF = re.compile(r'google_service_account\.stage\["([\w-]+)"\]')
+# The Dask VMs' account exists only with dask_training (google_service_account.dask).
+STAGE_REF = re.compile(r'google_service_account\.(?:stage\["|(?=dask\b))([\w-]+)')
+# A grant of a custom role names the google_project_iam_custom_role that defines it.
+CUSTOM_ROLE_REF = re.compile(r"google_project_iam_custom_role\.(\w+)")
+
+
+def custom_role_name(module: Module, resource_name: str) -> str:
+    """How the IAM tables spell a custom role: projects/<project>/roles/<its role_id>,
+    with ``<name_prefix>`` for the environment's prefix."""
+    [body] = [
+        r.body
+        for r in module.resources
+        if r.type == "google_project_iam_custom_role" and r.name == resource_name
+    ]
+    role_id = squash(unquote(body["role_id"])).replace(
+        '${replace(var.name_prefix,"-","_")}', "<name_prefix>"
+    )
+    return f"projects/<project>/roles/{role_id}"
 
 
 def stage_grants(tf: Terraform) -> tuple[set[tuple[str, str]], set[tuple[str, str]]]:
@@ -356,7 +374,11 @@ def stage_grants(tf: Terraform) -> tuple[set[tuple[str, str]], set[tuple[str, st
         member = str(resource.body.get("member", resource.body.get("members", "")))
         # Grant tables are locals of the root that declares the grant (dev or bootstrap).
         env_locals = {**env.locals, **tf.modules[resource.directory].locals}
-        if is_literal(role):
+        custom = CUSTOM_ROLE_REF.search(str(role))
+        if custom:
+            for account in STAGE_REF.findall(member):
+                add(resource, account, custom_role_name(tf.modules[resource.directory], custom[1]))
+        elif is_literal(role):
             accounts = STAGE_REF.findall(member)
             if "stage[each.key]" in member:
                 table = re.fullmatch(r"\$\{local\.(\w+)\}", squash(resource.body.get("for_each")))
@@ -390,13 +412,26 @@ VERTEX_PROJECT_GRANTS = frozenset(
 )
 
 
+# The exceptions of dask_training (terraform/envs/*/dask.tf): GCPCluster creates VMs,
+# which have no IAM policy before they exist, and lists them per zone, so the training
+# account's custom role is project-level; the VMs write logs, which have no narrower
+# resource.
+DASK_PROJECT_GRANTS = frozenset(
+    {
+        ("train", "projects/<project>/roles/<name_prefix>_dask_cluster"),
+        ("dask", "roles/logging.logWriter"),
+    }
+)
+
+
 def iam_problems(tf: Terraform, documented: set[tuple[str, str, str]]) -> list[str]:
-    """Stage accounts: resource-scoped roles only (but Vertex AI's); every account's
-    roles as documented."""
+    """Stage accounts: resource-scoped roles only (but Vertex AI's and the Dask
+    cluster's); every account's roles as documented."""
     problems = []
     scoped, project = stage_grants(tf)
+    exceptions = VERTEX_PROJECT_GRANTS | DASK_PROJECT_GRANTS
     for account, role in sorted(project):
-        if account in STAGE_ACCOUNTS and (account, role) not in VERTEX_PROJECT_GRANTS:
+        if account in STAGE_ACCOUNTS and (account, role) not in exceptions:
             problems.append(f"stage account {account} holds {role} at project level")
         if role in FORBIDDEN_PROJECT_ROLES:
             problems.append(f"{account} holds {role} at project level")

@@ -570,8 +570,10 @@ def test_the_owner_bootstrap_creates_the_accounts_the_environment_looks_up(
 
 # ------------------------------------------------------------------ upgrading
 
-# What the bootstrap root creates that no earlier release of envs/dev managed.
+# What the bootstrap root creates that no earlier release of envs/dev managed: these
+# types, and everything of these files (dask_training was born in the bootstrap root).
 NEW_IN_BOOTSTRAP = frozenset({"google_project_service_identity", "time_sleep"})
+NEW_BOOTSTRAP_FILES = frozenset({"dask.tf"})
 
 
 def forgotten_resources(tf: Terraform) -> dict[str, bool]:
@@ -588,9 +590,15 @@ def adoption_problems(tf: Terraform) -> list[str]:
     destroyed: an existing deployment's next push would otherwise delete the accounts
     every stage runs as and schedule the signing key's destruction."""
     forgotten = forgotten_resources(tf)
+    owner = tf.module(OWNER_ROOT)
+    born_here = {
+        (r.type, r.name)
+        for name in NEW_BOOTSTRAP_FILES & set(owner.files)
+        for r in Module(owner.directory, {name: owner.files[name]}).resources
+    }
     problems = []
-    for resource in tf.module(OWNER_ROOT).resources:
-        if resource.type in NEW_IN_BOOTSTRAP:
+    for resource in owner.resources:
+        if resource.type in NEW_IN_BOOTSTRAP or (resource.type, resource.name) in born_here:
             continue
         address = f"{resource.type}.{resource.name}"
         if address not in forgotten:

@@ -243,11 +243,12 @@ def expected_instances(terraform: Terraform, tfvars: dict[str, Any]) -> collecti
         text = squash(expression)
         grants = re.fullmatch(r"\$\{\{forgrantinlocal\.(\w+):.*?(ifvar\.(\w+))?\}\}", text)
         variable = re.fullmatch(r"\$\{toset\(var\.(\w+)\)\}", text)
-        switch = re.fullmatch(r"\$\{var\.(\w+)\?1:0\}", text)
+        switch = re.fullmatch(r"\$\{var\.(\w+)(?:\.(\w+))?\?1:0\}", text)
         if grants:  # a grant table, or only its rows while a switch is on
             return len(env.locals[grants[1]]) if tfvars.get(grants[3], True) else 0
-        if switch:  # a resource that exists while a switch is on
-            return 1 if tfvars.get(switch[1], False) else 0
+        if switch:  # a resource that exists while a switch (or a switch's field) is on
+            value = tfvars.get(switch[1], {} if switch[2] else False)
+            return 1 if (value.get(switch[2], False) if switch[2] else value) else 0
         if variable and isinstance(call.get(variable[1]), list):
             return len(call[variable[1]])
         if text == "${toset(var.invoker_members)}":
@@ -317,7 +318,11 @@ def test_plan_builds_the_event_graph_of_topology_yaml(plan: dict[str, Any]) -> N
     assert planned_names("google_cloudfunctions2_function") == {
         f"modelrail-{consumer.replace('_', '-')}" for consumer in consumers
     }
-    assert planned_names("google_cloud_run_v2_job") == {"modelrail-train", "modelrail-sweep"}
+    assert planned_names("google_cloud_run_v2_job") == {
+        "modelrail-train",
+        "modelrail-sweep",
+        "modelrail-validate",
+    }
     assert planned_names("google_cloud_run_v2_service") == {"modelrail-staging"}
 
 

@@ -97,7 +97,10 @@ def test_the_sweep_job_runs_the_sweep_from_the_training_image(terraform: Terrafo
     assert unquote(sweep["source"]) == unquote(training["source"]) == "../../modules/run_job"
     assert squash(sweep["image"]) == squash(training["image"]) == "${local.train_image}"
     assert squash(sweep["environment_variables"]) == "${local.train_image_env}"
-    assert squash(training["environment_variables"]) == "${local.train_image_env}"
+    # The training job adds only where its Dask cluster runs (dask.tf), empty while off.
+    assert squash(training["environment_variables"]) == (
+        "${merge(local.train_image_env,local.dask_env)}"
+    )
     assert squash(sweep["service_account_email"]) == (
         '${data.google_service_account.stage["sweep"].email}'
     )

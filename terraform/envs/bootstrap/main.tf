@@ -95,7 +95,8 @@ resource "time_sleep" "iam_propagation" {
   create_duration = "60s"
 
   triggers = {
-    grants = sha256(jsonencode([keys(local.service_accounts), local.service_account_grants, local.signing_key_grants, var.deployer_service_account_email]))
+    # dask_training's grants join only while it is on (dask.tf).
+    grants = sha256(jsonencode(concat([keys(local.service_accounts), local.service_account_grants, local.signing_key_grants, var.deployer_service_account_email], local.dask ? [local.dask_cluster_permissions] : [])))
   }
 
   depends_on = [
@@ -103,5 +104,7 @@ resource "time_sleep" "iam_propagation" {
     google_service_account_iam_member.deployer_acts_as,
     google_service_account_iam_member.pubsub_agent_mints_push_tokens,
     google_kms_crypto_key_iam_member.manifest_signing,
+    google_service_account_iam_member.train_acts_as_dask,
+    google_project_iam_member.train_runs_dask_clusters,
   ]
 }

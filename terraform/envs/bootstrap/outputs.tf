@@ -9,3 +9,9 @@ output "manifest_signing_key" {
   value       = google_kms_crypto_key.manifest_signing.id
   depends_on  = [time_sleep.iam_propagation]
 }
+
+output "dask_service_account" {
+  description = "The Dask VMs' service account (dask.tf); null while dask_training is off. terraform/envs/dev looks it up by name."
+  value       = local.dask ? google_service_account.dask[0].email : null
+  depends_on  = [time_sleep.iam_propagation]
+}

@@ -42,3 +42,30 @@ variable "manifest_signing" {
     error_message = "manifest_signing.protection_level must be SOFTWARE or HSM."
   }
 }
+
+variable "dask_training" {
+  description = "The owner's half of training on a Dask cluster of Compute Engine VMs (dask.tf): the VMs' account, the training account's custom role and actAs on it, the network, its two subnetworks (the VMs; the training job's Direct VPC egress) and firewall. Turn on here before dask_training.enabled in terraform/envs/dev."
+  type = object({
+    enabled      = optional(bool, false)
+    vm_cidr      = optional(string, "10.64.0.0/24")
+    job_cidr     = optional(string, "10.64.1.0/26")
+    worker_ports = optional(string, "32768-60999")
+  })
+  default = {}
+
+  validation {
+    condition     = can(cidrnetmask(var.dask_training.vm_cidr)) && can(cidrnetmask(var.dask_training.job_cidr))
+    error_message = "dask_training.vm_cidr and .job_cidr must be IPv4 CIDR ranges."
+  }
+
+  # Cloud Run's Direct VPC egress takes addresses from a subnetwork of at least /26.
+  validation {
+    condition     = tonumber(split("/", var.dask_training.job_cidr)[1]) <= 26
+    error_message = "dask_training.job_cidr must be a /26 or larger (Direct VPC egress)."
+  }
+
+  validation {
+    condition     = can(regex("^[0-9]{4,5}-[0-9]{4,5}$", var.dask_training.worker_ports))
+    error_message = "dask_training.worker_ports must be a port range such as 32768-60999."
+  }
+}

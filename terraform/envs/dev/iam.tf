@@ -233,10 +233,12 @@ locals {
 
   # What the grants a compute resource uses on creation or at start are made from: a
   # change to any of them waits for propagation again.
-  propagated_grants = [
+  # dask_training's grants join only while it is on: off, the list (and the wait) is
+  # what it was before the switch existed.
+  propagated_grants = concat([
     local.bucket_grants, local.artifact_writes, local.topic_grants,
     local.model_repository_grants, local.vertex_grants, var.vertex_model_registry,
-  ]
+  ], local.dask ? [local.dask_snapshot_condition] : [])
 }
 
 # IAM grants take up to a few minutes to reach every Google service, and this apply uses
@@ -264,6 +266,9 @@ resource "time_sleep" "iam_propagation" {
     google_pubsub_topic_iam_member.gcs_publishes_uploads,
     google_project_iam_member.vertex,
     google_storage_bucket_iam_member.vertex_agent_reads_artifacts,
+    google_storage_bucket_iam_member.dask_reads_snapshots,
+    google_artifact_registry_repository_iam_member.dask_pulls_images,
+    google_project_iam_member.dask_writes_logs,
   ]
 }
 

@@ -231,7 +231,7 @@ module "functions" {
     # Staged at the source root by `make stage`; Cloud Functions runs from there.
     MODELRAIL_CONFIG   = "pipeline.toml"
     MODELRAIL_TOPOLOGY = "topology.yaml"
-  })
+  }, each.key == "validate" ? local.validate_function_env : {})
 
   # The build account's grants and the stage accounts' (iam.tf), propagated.
   depends_on = [time_sleep.iam_propagation]
@@ -249,7 +249,9 @@ module "training_job" {
   timeout_seconds       = var.training_job.timeout_seconds
   max_retries           = var.training_job.max_retries
   labels                = local.labels
-  environment_variables = local.train_image_env
+  # With dask_training: where its cluster runs, and the way to it (dask.tf).
+  environment_variables = merge(local.train_image_env, local.dask_env)
+  vpc_access            = local.dask_vpc_access
   depends_on            = [module.apis, time_sleep.iam_propagation]
 }
 

@@ -57,3 +57,13 @@ output "sweep_job" {
   description = "The Cloud Run job Cloud Scheduler runs to sweep (sweep.tf)."
   value       = module.sweep_job.name
 }
+
+output "validate_job" {
+  description = "The Cloud Run job that validates uploads too large for the validate function (validate_job.tf)."
+  value       = module.validate_job.name
+}
+
+output "dask_training" {
+  description = "Where the training job starts its Dask clusters (dask.tf): the MODELRAIL_DASK_* environment it is given; empty while dask_training is off."
+  value       = local.dask_env
+}

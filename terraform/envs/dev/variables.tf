@@ -119,6 +119,49 @@ variable "training_job" {
   default = {}
 }
 
+variable "validate_job" {
+  description = "The validate job (validate_job.tf), which validates uploads above validate_in_job_above_mb: vCPUs, memory, the longest validation and task retries. The defaults suit CSVs of several GB (validation streams batches: memory is bounded by the batch, not the file)."
+  type = object({
+    cpu             = optional(string, "2")
+    memory          = optional(string, "4Gi")
+    timeout_seconds = optional(number, 3600)
+    max_retries     = optional(number, 1)
+  })
+  default = {}
+}
+
+variable "validate_in_job_above_mb" {
+  description = "Uploads larger than this many MB (MiB) are validated by the validate job instead of the validate function (MODELRAIL_VALIDATE_IN_JOB_ABOVE_MB)."
+  type        = number
+  default     = 512
+
+  validation {
+    condition     = var.validate_in_job_above_mb > 0
+    error_message = "validate_in_job_above_mb must be a positive number of MB."
+  }
+}
+
+variable "dask_training" {
+  description = "Train on a Dask cluster of Compute Engine VMs that the training job creates per run with dask-cloudprovider's GCPCluster (dask.tf): the workers, their machine type and zone (null: <region>-b; it must be in region, where the VMs' subnetwork is). Turn on in terraform/envs/bootstrap first."
+  type = object({
+    enabled      = optional(bool, false)
+    workers      = optional(number, 2)
+    machine_type = optional(string, "e2-standard-4")
+    zone         = optional(string)
+  })
+  default = {}
+
+  validation {
+    condition     = var.dask_training.workers >= 1 && floor(var.dask_training.workers) == var.dask_training.workers
+    error_message = "dask_training.workers must be a whole number from 1."
+  }
+
+  validation {
+    condition     = var.dask_training.zone == null || can(regex("^[a-z]+-[a-z]+[0-9]+-[a-z]$", coalesce(var.dask_training.zone, "x")))
+    error_message = "dask_training.zone must be a zone such as europe-west1-b."
+  }
+}
+
 variable "staging_service" {
   description = "Cost- and access-relevant settings of the staging service."
   type = object({

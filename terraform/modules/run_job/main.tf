@@ -2,7 +2,9 @@
 # outlast the 9-minute limit of event-driven functions; `launch_training` starts one
 # execution per event, passing the event in the MODELRAIL_EVENT environment override,
 # and the job publishes model-trained itself when done. The sweep: the training image
-# with another command, run on a schedule (envs/dev/sweep.tf).
+# with another command, run on a schedule (envs/dev/sweep.tf). The validate job: the
+# training image running the validate stage for uploads too large for the function
+# (envs/dev/validate_job.tf).
 resource "google_cloud_run_v2_job" "this" {
   project             = var.project_id
   location            = var.region
@@ -18,6 +20,21 @@ resource "google_cloud_run_v2_job" "this" {
       service_account = var.service_account_email
       timeout         = "${var.timeout_seconds}s"
       max_retries     = var.max_retries
+
+      # Direct VPC egress: the job's private traffic leaves through a subnetwork (the
+      # training job reaches its Dask cluster's VMs this way, envs/dev/dask.tf).
+      dynamic "vpc_access" {
+        for_each = var.vpc_access == null ? [] : [var.vpc_access]
+        content {
+          egress = vpc_access.value.egress
+
+          network_interfaces {
+            network    = vpc_access.value.network
+            subnetwork = vpc_access.value.subnetwork
+            tags       = vpc_access.value.tags
+          }
+        }
+      }
 
       containers {
         image   = var.image

@@ -70,3 +70,19 @@ variable "labels" {
   type        = map(string)
   default     = {}
 }
+
+variable "vpc_access" {
+  description = "Direct VPC egress: the network and subnetwork the job's traffic leaves through, network tags of that traffic, and which traffic (PRIVATE_RANGES_ONLY: only private addresses; Google APIs stay on the default path). null: no VPC access."
+  type = object({
+    network    = string
+    subnetwork = string
+    tags       = optional(list(string), [])
+    egress     = optional(string, "PRIVATE_RANGES_ONLY")
+  })
+  default = null
+
+  validation {
+    condition     = var.vpc_access == null || contains(["ALL_TRAFFIC", "PRIVATE_RANGES_ONLY"], try(var.vpc_access.egress, ""))
+    error_message = "vpc_access.egress must be ALL_TRAFFIC or PRIVATE_RANGES_ONLY."
+  }
+}
