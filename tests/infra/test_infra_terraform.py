@@ -246,7 +246,11 @@ def test_environment_matches_what_settings_reads(terraform: Terraform) -> None:
     """Every MODELRAIL_* variable Terraform sets is one Settings.from_env reads."""
     config_py = (REPO_ROOT / "src" / "modelrail" / "settings" / "process.py").read_text()
     env = terraform.module("envs/dev")
+    # The dask_training switch's variables are a conditional map: its names, as written.
+    dask_env = (REPO_ROOT / "terraform" / "envs" / "dev" / "dask.tf").read_text()
     names = set(env.locals["common_env"]) | {"MODELRAIL_CONFIG", "MODELRAIL_TOPOLOGY"}
+    names |= set(re.findall(r"\b(MODELRAIL_DASK_\w+)\s*=", dask_env))
+    assert len({n for n in names if n.startswith("MODELRAIL_DASK_")}) == 8
     unread = sorted(n for n in names if n.startswith("MODELRAIL_") and f'"{n}"' not in config_py)
     assert unread == []
     serving = (REPO_ROOT / "src" / "modelrail" / "settings" / "service.py").read_text()

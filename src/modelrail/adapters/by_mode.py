@@ -38,7 +38,26 @@ def open_storage(settings: Settings) -> Storage:
 
 def open_dask_clusters(settings: Settings) -> DaskClusters:
     """Where training on Dask gets its cluster: the one ``[training.dask]`` or the
-    deployment names, else a local one per run."""
+    deployment names; in the cloud with Terraform's ``dask_training`` switch on, VMs
+    made for the run; else a local one per run."""
+    if settings.dask_cloud == "gcp":
+        from modelrail.adapters.google.dask_gcp import GcpDask, GcpDaskClusters
+
+        values = (
+            settings.dask_gcp_project, settings.dask_gcp_zone, settings.dask_gcp_network,
+            settings.dask_gcp_service_account, settings.dask_gcp_image,
+        )  # fmt: skip
+        if any(value is None for value in values):
+            raise ConfigError(
+                "MODELRAIL_DASK_CLOUD=gcp needs MODELRAIL_DASK_GCP_PROJECT, _ZONE, _NETWORK, "
+                "_SERVICE_ACCOUNT and _IMAGE (Terraform's dask_training switch sets them)"
+            )
+        project, zone, network, account, image = (str(value) for value in values)
+        machine, workers = settings.dask_gcp_machine_type, settings.dask_gcp_workers
+        gcp = GcpDask(project, zone, network, machine, workers, account, image)
+        return GcpDaskClusters(gcp)
+    if settings.dask_cloud is not None:
+        raise ConfigError(f"MODELRAIL_DASK_CLOUD={settings.dask_cloud!r}: only 'gcp' is known")
     from modelrail.adapters.local.dask import DaskClusters as LocalDaskClusters
 
     return LocalDaskClusters(settings.dask_scheduler)

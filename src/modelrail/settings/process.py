@@ -44,6 +44,14 @@ _VARIABLES = (
     Variable("kms_endpoint", "MODELRAIL_KMS_ENDPOINT"),
     Variable("compiler", "MODELRAIL_COMPILER"),
     Variable("dask_scheduler", "MODELRAIL_DASK_SCHEDULER"),
+    Variable("dask_cloud", "MODELRAIL_DASK_CLOUD"),
+    Variable("dask_gcp_project", "MODELRAIL_DASK_GCP_PROJECT"),
+    Variable("dask_gcp_zone", "MODELRAIL_DASK_GCP_ZONE"),
+    Variable("dask_gcp_network", "MODELRAIL_DASK_GCP_NETWORK"),
+    Variable("dask_gcp_machine_type", "MODELRAIL_DASK_GCP_MACHINE_TYPE"),
+    Variable("dask_gcp_workers", "MODELRAIL_DASK_GCP_WORKERS", int),
+    Variable("dask_gcp_service_account", "MODELRAIL_DASK_GCP_SERVICE_ACCOUNT"),
+    Variable("dask_gcp_image", "MODELRAIL_DASK_GCP_IMAGE"),
 )
 
 
@@ -93,6 +101,17 @@ class Settings:
     # The Dask scheduler training on Dask connects to when pipeline.toml names none (the
     # emulator stack's own `dask scheduler`); None starts a local cluster per run.
     dask_scheduler: str | None = None
+    # "gcp": a cluster of Compute Engine VMs per run (dask-cloudprovider's GCPCluster),
+    # where Terraform's dask_training switch provisions it: their project, zone,
+    # subnetwork, machine type, count, service account and image (the training image).
+    dask_cloud: str | None = None
+    dask_gcp_project: str | None = None
+    dask_gcp_zone: str | None = None
+    dask_gcp_network: str | None = None
+    dask_gcp_machine_type: str = "e2-standard-4"
+    dask_gcp_workers: int = 2
+    dask_gcp_service_account: str | None = None
+    dask_gcp_image: str | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:

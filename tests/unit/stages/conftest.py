@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 import orjson
 import pytest
 
+from modelrail.adapters.local.dask import DaskClusters
 from modelrail.adapters.local.packages import LocalPackageRepository
 from modelrail.adapters.local.signing import LocalManifestSigner
 from modelrail.domain.config import PipelineConfig
@@ -107,6 +108,9 @@ class Ports:
     code_version: str = "test"
     training_job: str = "modelrail-train"
     compiler: str | None = None  # the training job builds no compiled predictor here
+    # In-memory buckets cannot feed Dask workers: these runs train in one process
+    # (tests/integration/test_dask_training.py trains on Dask).
+    clusters: DaskClusters = dataclasses.field(default_factory=DaskClusters)
 
     @property
     def model(self) -> str:
