@@ -490,6 +490,7 @@ def test_each_stage_gets_exactly_the_ports_it_names(harness: Harness, stage: str
         "causation_id": "event-1",
         "message_id": "message-1",
         "delivery_attempt": 2,
+        "lineage": {"trigger": {"kind": "upload"}},
     }
     assert pipeline.inject(spy, harness.container, given)("event") == "event"  # type: ignore[arg-type]
     named = {

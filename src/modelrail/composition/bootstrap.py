@@ -117,7 +117,9 @@ def _embedded(
         storage_factory=storage,
         bus_factory=lambda: bus,
         launcher_factory=lambda: InProcessLauncher(
-            lambda data: pipeline.consume(container, "train", Message(data, {}))
+            lambda job, data: pipeline.consume(
+                container, _job_stage(settings, job), Message(data, {}), in_job=True
+            )
         ),
         deployer_factory=deployer_factory
         or (lambda: local_staging(settings, reconcile_every_s=RECONCILE_EVERY_S)),
@@ -140,6 +142,11 @@ def _embedded(
                 lambda message, stage=stage: pipeline.consume(container, stage, message),  # type: ignore[misc]
             )
     return container
+
+
+def _job_stage(settings: Settings, job: str) -> str:
+    """The stage a job runs: validate's at size, else training."""
+    return "validate" if job == settings.validate_job else "train"
 
 
 def _notify_upload(bus: EventBus, bucket: str, name: str, generation: int) -> None:

@@ -5,6 +5,8 @@ Layout (artifact bucket)::
     runs/<run_id>/stages/<stage>.json   the stage's outcome and the event it published
     runs/<run_id>/reports/<name>.json   validation and evaluation reports
     runs/<run_id>/candidate/            the trained model before it becomes a version
+    runs/<run_id>/claims/<stage>.json   which delivery does a stage's one-off work: the
+                                        training job's launch, validate's handoff to a job
 
 A stage writes its record (create-only) before it publishes; a redelivered event finds
 the record and re-publishes the same event instead of doing the work again.
@@ -180,6 +182,51 @@ class CandidateRecord:
         }
 
 
+@dataclasses.dataclass(frozen=True)
+class Handoff:
+    """A stage handed to a job (``runs/<run_id>/claims/<stage>.json``; its JSON form is
+    ``schemas/records/handoff.schema.json``). The delivery that hands off claims it
+    create-only (``holder``: its message id) before it launches the job and adds the
+    job's ``execution`` once launched. It keeps the run's lineage and causation, so the
+    sweep can end a run whose job died without recording exactly as the stage would."""
+
+    run_id: str
+    stage: str
+    holder: str
+    job: str
+    lineage: Mapping[str, Any]
+    causation_id: str
+    claimed_at: str
+    execution: str | None = None
+
+    @classmethod
+    def from_json(cls, body: Mapping[str, Any]) -> Handoff:
+        return cls(
+            run_id=body["run_id"],
+            stage=body["stage"],
+            holder=body["holder"],
+            job=body["job"],
+            lineage=dict(body["lineage"]),
+            causation_id=body["causation_id"],
+            claimed_at=body["claimed_at"],
+            execution=body.get("execution"),
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        body = {
+            "run_id": self.run_id,
+            "stage": self.stage,
+            "holder": self.holder,
+            "job": self.job,
+            "lineage": dict(self.lineage),
+            "causation_id": self.causation_id,
+            "claimed_at": self.claimed_at,
+        }
+        if self.execution is not None:
+            body["execution"] = self.execution
+        return body
+
+
 def _megabytes(size: int) -> str:
     return f"{size / 2**20:,.0f} MiB"
 
@@ -315,7 +362,7 @@ class RunLog:
     def claim(self, run_id: str, stage: str, holder: str) -> bool:
         """Claim ``stage`` of ``run_id`` for ``holder`` (a delivery's message id),
         create-only; True if ``holder`` holds it (now or from before)."""
-        key = f"runs/{run_id}/claims/{stage}.json"
+        key = self._claim_key(run_id, stage)
         try:
             self.store.write(
                 key,
@@ -331,12 +378,61 @@ class RunLog:
     def claimed_by(self, run_id: str, stage: str) -> str | None:
         """Who holds ``stage`` of ``run_id`` (``claim``); None if no one claimed it."""
         try:
-            held: dict[str, Any] = orjson.loads(
-                self.store.read(f"runs/{run_id}/claims/{stage}.json").data
-            )
+            blob = self.store.read(self._claim_key(run_id, stage))
+            held: dict[str, Any] = orjson.loads(blob.data)
         except NotFound:
             return None
         return str(held["holder"])
+
+    def hand_off(self, handoff: Handoff) -> Handoff:
+        """Claim ``handoff.stage`` of its run for a job, create-only; return the claim
+        that stands: ``handoff``, or the one an earlier delivery wrote."""
+        try:
+            self.store.write(
+                self._claim_key(handoff.run_id, handoff.stage),
+                canonical_json(handoff.to_json()),
+                if_generation_match=0,
+                content_type="application/json",
+            )
+        except PreconditionFailed:
+            found = self.handoff(handoff.run_id, handoff.stage)
+            assert found is not None
+            return found
+        return handoff
+
+    def launched(self, handoff: Handoff, execution: str) -> Handoff:
+        """Add the job's ``execution`` to the claim ``handoff`` (its holder's, unchanged
+        since: a claim is only ever written by its holder)."""
+        key = self._claim_key(handoff.run_id, handoff.stage)
+        generation = self.store.read(key).generation
+        launched = dataclasses.replace(handoff, execution=execution)
+        self.store.write(
+            key,
+            canonical_json(launched.to_json()),
+            if_generation_match=generation,
+            content_type="application/json",
+        )
+        return launched
+
+    def handoff(self, run_id: str, stage: str) -> Handoff | None:
+        """The claim of ``stage`` of ``run_id`` handed to a job; None if not handed off."""
+        try:
+            body = orjson.loads(self.store.read(self._claim_key(run_id, stage)).data)
+        except NotFound:
+            return None
+        return Handoff.from_json(body) if "job" in body else None
+
+    def handoffs(self, stage: str) -> list[Handoff]:
+        """Every run's claim of ``stage`` handed to a job (a run whose job has not
+        recorded yet has no stage record: ``runs`` does not list it)."""
+        found = []
+        for info in self.store.list("runs/"):
+            parts = info.key.split("/")
+            if len(parts) == 4 and parts[2] == "claims" and parts[3] == f"{stage}.json":
+                handoff = self.handoff(parts[1], stage)
+                if handoff is not None:
+                    found.append(handoff)
+        return found
 
     def failed_deliveries(self, run_id: str, stage: str, message_id: str) -> int:
         """How many deliveries of message ``message_id`` to ``stage`` have failed."""
@@ -446,6 +542,9 @@ class RunLog:
             for info in self.store.list(prefix)
             if info.key.endswith(".json")
         }
+
+    def _claim_key(self, run_id: str, stage: str) -> str:
+        return f"runs/{run_id}/claims/{stage}.json"
 
     def _stage_key(self, run_id: str, stage: str) -> str:
         return f"runs/{run_id}/stages/{stage}.json"

@@ -117,9 +117,10 @@ def cloud_function(stage: str) -> Callable[[CloudEvent], None]:
 
 
 def run_job(stage: str, event_json: str | None) -> int:
-    """The training job's body: consume the event passed in the environment."""
+    """A job's body (training, validation at size): run ``stage`` for the event passed
+    in the environment, here (``in_job``: it never hands the stage off again)."""
     if not event_json:
         log.error("MODELRAIL_EVENT is empty: the job was started without an event")
         return 2
-    pipeline.consume(container(), stage, Message(event_json.encode(), {}))
+    pipeline.consume(container(), stage, Message(event_json.encode(), {}), in_job=True)
     return 0

@@ -18,8 +18,10 @@ code knows it is local. Behind the API:
   and ``latestReadyRevision`` stay at the last serving revision (traffic stays where it
   was); the operation fails too. A stale ``etag`` is refused with ABORTED.
 - **jobs** (run; get executions and the run's operation): each execution is a
-  subprocess (``python -m modelrail.entry.train_job``) with the request's container
-  overrides in its environment and Cloud Run's ``CLOUD_RUN_*`` variables.
+  subprocess (``python -m modelrail.entry.train_job``; for the validate job, when the
+  stack's settings name one, ``python -m modelrail.entry.validate_job``) with the
+  request's container overrides in its environment and Cloud Run's ``CLOUD_RUN_*``
+  variables.
 
 The same server also serves the Artifact Registry API slice the register stage's
 adapter calls (``modelrail.localcloud.artifact_registry``), the Vertex AI Model Registry
@@ -182,8 +184,12 @@ class ControlPlane:
         packages: LocalArtifactRegistry | None = None,
         models: LocalVertexAi | None = None,
         kms: LocalKms | None = None,
+        job_commands: Mapping[str, Sequence[str]] | None = None,
     ) -> None:
         self.project, self.region = project, region
+        # A job's own command by its short name (Terraform gives each job its image's);
+        # any other job runs ``job_command``.
+        self.job_commands = {job: list(argv) for job, argv in (job_commands or {}).items()}
         self.packages = packages
         self.models = models
         self.kms = kms
@@ -467,7 +473,7 @@ class ControlPlane:
         }
         with self._lock, open(log, "ab") as log_file:
             process = subprocess.Popen(
-                self.job_command,
+                self.job_commands.get(job, self.job_command),
                 env=env,
                 stdin=subprocess.DEVNULL,
                 stdout=log_file,
@@ -662,6 +668,11 @@ def main(
         service_url=service_url,
         backend=_local_staging_backend(settings),
         job_command=[sys.executable, "-m", "modelrail.entry.train_job"],
+        job_commands=(
+            {settings.validate_job: [sys.executable, "-m", "modelrail.entry.validate_job"]}
+            if settings.validate_job
+            else None
+        ),
         job_env=os.environ,
         state_dir=state_dir,
         # The staging service loads models from the artifact bucket, as in the cloud.

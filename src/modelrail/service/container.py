@@ -2,7 +2,8 @@
 
 ``bootstrap`` builds it for a mode; nothing here knows which adapters it holds. Each
 port is built on first use, so a process pays only for what it touches (the train job
-never opens a deployer, a validate function never starts a job launcher).
+never opens a deployer, a validate function reaches a job launcher only to hand a
+large upload to its job).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from modelrail.kernel.ports import (
 from modelrail.settings.process import Settings
 
 if TYPE_CHECKING:
+    from modelrail.service.handoff import JobHandoff
     from modelrail.settings.topology import Topology
 
 
@@ -99,6 +101,23 @@ class Container:
         return self.launcher_factory()
 
     @cached_property
+    def handoff(self) -> JobHandoff | None:
+        """Where validate sends uploads too large for a function (``MODELRAIL_VALIDATE_JOB``);
+        None: it validates every upload in place."""
+        from modelrail.service.handoff import JobHandoff
+
+        settings = self.settings
+        if not settings.validate_job:
+            return None
+        return JobHandoff(
+            "validate",
+            settings.validate_job,
+            round(settings.validate_in_job_above_mb * 2**20),
+            self.launcher,
+            self.runs,
+        )
+
+    @cached_property
     def deployer(self) -> Deployer:
         return self.deployer_factory()
 
@@ -123,8 +142,7 @@ class Container:
     def provide(self, name: str) -> Any:
         """The dependency a stage handler names as a parameter: a port (``config``,
         ``storage``, ``registry``, ``leases``, ``runs``, ``launcher``, ``deployer``,
-        ``clusters``) or
-        a setting (``data_bucket``, ``code_version``,
+        ``clusters``, ``handoff``) or a setting (``data_bucket``, ``code_version``,
         ``training_job``, ``compiler``)."""
         if name in _FROM_SETTINGS:
             return getattr(self.settings, name)
@@ -144,5 +162,6 @@ _PORTS = frozenset(
         "launcher",
         "deployer",
         "clusters",
+        "handoff",
     }
 )

@@ -47,7 +47,7 @@ from modelrail.kernel.events import (
 )
 from modelrail.kernel.ports import Message
 from modelrail.service.container import Container
-from modelrail.service.stages import Outcome
+from modelrail.service.stages import HANDED_OFF, Outcome
 
 log = logging.getLogger(__name__)
 
@@ -105,16 +105,24 @@ def decode(message: Message) -> Event | None:
     return event_class.from_body(body)
 
 
-def consume(container: Container, stage: str, message: Message) -> StageRecord | None:
-    """Run ``stage`` for one delivery of ``message``; return the stage's record.
+def consume(
+    container: Container, stage: str, message: Message, *, in_job: bool = False
+) -> StageRecord | None:
+    """Run ``stage`` for one delivery of ``message``; return the stage's record (None
+    when nothing was recorded: a notification that is not an upload, a stage handed to
+    a job, which records it).
 
-    Every line logged meanwhile carries the stage, and the run once it is known.
+    ``in_job``: a job runs this delivery (the event in ``MODELRAIL_EVENT``), so the
+    stage runs here and is never handed to a job again. Every line logged meanwhile
+    carries the stage, and the run once it is known.
     """
     with logs.pipeline_context(stage=stage):
-        return _consume(container, stage, message)
+        return _consume(container, stage, message, in_job)
 
 
-def _consume(container: Container, stage: str, message: Message) -> StageRecord | None:
+def _consume(
+    container: Container, stage: str, message: Message, in_job: bool
+) -> StageRecord | None:
     accepted = tuple(_EVENTS_BY_TOPIC[topic] for topic in container.topology.consumed_topics(stage))
     config = container.config
     began = Began.now()
@@ -155,7 +163,10 @@ def _consume(container: Container, stage: str, message: Message) -> StageRecord 
             "run_id": run_id,
             "causation_id": causation_id,
             "message_id": message.message_id,
+            "lineage": lineage,
         }
+        if in_job:
+            given["handoff"] = None  # the job runs the stage: it never hands it off again
         if "delivery_attempt" in _keywords(handler):
             given["delivery_attempt"] = _attempt(container, stage, run_id, message)
         outcome = inject(handler, container, given)(event)
@@ -179,6 +190,9 @@ def _consume(container: Container, stage: str, message: Message) -> StageRecord 
         )
         return record_failure(container, stage, run_id, lineage, causation_id, exhausted, began)
 
+    if outcome.status == HANDED_OFF:
+        log.info("%s of %s handed to a job: %s", stage, run_id, dict(outcome.output))
+        return None
     return _record_outcome(container, stage, run_id, lineage, outcome, began)
 
 

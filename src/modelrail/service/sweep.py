@@ -5,9 +5,11 @@ its result, a failing delivery is retried, and the last attempt records
 ``retries_exhausted``. Two things still leave a run waiting forever, and the sweep
 finds both:
 
-- **the training job died** (killed, out of memory, deleted) without recording: the
-  launcher says its execution failed or no longer exists, so ``train`` is recorded as
-  failed (``job_failed``) with what the platform said;
+- **a job died** (killed, out of memory, deleted) without recording: the launcher
+  says its execution failed or no longer exists, so its stage is recorded as failed
+  (``job_failed``) with what the platform said: ``train``, found after
+  ``launch_training``'s record, and ``validate`` handed to its job at size, found by
+  its claim (``service.handoff``: such a run has no record before the job's);
 - **a message was lost**: a process killed on its last delivery attempt (dead-lettered
   with no record), or embedded mode's in-process bus gone with its process. The next
   stage's deliveries cannot take longer than its subscription allows (each attempt up
@@ -38,7 +40,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 
 from modelrail.domain.leases import registration_name
-from modelrail.domain.runs import Began, RunSummary, StageRecord
+from modelrail.domain.runs import Began, Handoff, RunSummary, StageRecord
 from modelrail.kernel.errors import JobFailed, LeaseHeld, PermanentError, RunStuck, TransientError
 from modelrail.service.container import Container
 from modelrail.service.pipeline import record_failure
@@ -77,7 +79,59 @@ def sweep(container: Container, *, now: datetime | None = None) -> list[StageRec
             continue
         if record is not None:
             failed.append(record)
+    return failed + dead_handoffs(container, now)
+
+
+def dead_handoffs(container: Container, now: datetime) -> list[StageRecord]:
+    """End each run whose stage was handed to a job (validate at size) that will not
+    record it: its execution failed or no longer exists, or no delivery launched one
+    within the time the stage's deliveries can take. Found by the claim, since such a
+    run has no stage record yet."""
+    failed = []
+    for handoff in container.runs.handoffs("validate"):
+        if container.runs.stage_record(handoff.run_id, handoff.stage) is not None:
+            continue
+        try:
+            error = _dead(container, handoff, now)
+        except TransientError as exc:  # the launcher's API: the next sweep asks again
+            log.warning("run %s not swept: %s", handoff.run_id, exc)
+            continue
+        if error is None:
+            continue
+        record = record_failure(
+            container, handoff.stage, handoff.run_id, dict(handoff.lineage),
+            handoff.causation_id, error, Began.now(measured=False),
+        )  # fmt: skip
+        if record.status == "failed":  # not the job's own record, stored meanwhile
+            failed.append(record)
     return failed
+
+
+def _dead(container: Container, handoff: Handoff, now: datetime) -> PermanentError | None:
+    """Why the job ``handoff`` names will never record its stage; None if it still may."""
+    execution = handoff.execution
+    if execution is None:
+        limit = max(
+            s.deliveries_take_s()
+            for s in container.topology.subscriptions
+            if s.consumer == handoff.stage
+        )
+        waited = (now - datetime.fromisoformat(handoff.claimed_at)).total_seconds()
+        if waited <= limit:
+            return None
+        return RunStuck(
+            f"{handoff.stage} was claimed for its job {handoff.job} {waited:.0f} s ago and "
+            f"no delivery launched it within what its deliveries can take ({limit:.0f} s)",
+            {"waited_s": round(waited), "limit_s": round(limit), "job": handoff.job},
+        )
+    state = container.launcher.state(execution)
+    if state.status not in ("failed", "unknown"):
+        return None
+    return JobFailed(
+        f"the {handoff.stage} job's execution {execution} ended without recording "
+        f"({state.status}: {state.detail})",
+        {"execution": execution, "job_state": state.status},
+    )
 
 
 def _end(

@@ -19,6 +19,13 @@ from modelrail.settings.environment import Variable
 Mode = Literal["embedded", "emulator", "cloud"]
 
 
+def _size_mb(text: str) -> float:
+    size = float(text)
+    if not size >= 0:  # NaN too
+        raise ValueError("must be a size in MiB, 0 or more")
+    return size
+
+
 # Settings field -> the variable that sets it, and how its text is read. Read by
 # ``Settings.from_env``, written back by ``to_env``; an unset field keeps its default.
 _VARIABLES = (
@@ -35,6 +42,8 @@ _VARIABLES = (
     Variable("max_event_age_s", "MODELRAIL_MAX_EVENT_AGE_S", float),
     Variable("run_api_endpoint", "MODELRAIL_RUN_API_ENDPOINT"),
     Variable("training_job", "MODELRAIL_TRAINING_JOB"),
+    Variable("validate_job", "MODELRAIL_VALIDATE_JOB"),
+    Variable("validate_in_job_above_mb", "MODELRAIL_VALIDATE_IN_JOB_ABOVE_MB", _size_mb),
     Variable("staging_service", "MODELRAIL_STAGING_SERVICE"),
     Variable("artifact_repository", "MODELRAIL_ARTIFACT_REPOSITORY"),
     Variable("artifact_registry_endpoint", "MODELRAIL_ARTIFACT_REGISTRY_ENDPOINT"),
@@ -78,6 +87,11 @@ class Settings:
     max_event_age_s: float = 86400.0
     run_api_endpoint: str | None = None  # Cloud Run Admin API override (emulator mode)
     training_job: str = "modelrail-train"
+    # The Cloud Run job that validates uploads larger than ``validate_in_job_above_mb``
+    # MiB (their listed size), which a function could not read within its 9 minutes;
+    # None: validate validates everything in place (``service.handoff``).
+    validate_job: str | None = None
+    validate_in_job_above_mb: float = 512.0
     staging_service: str = "modelrail-staging"
     user: str = "unknown"  # who runs the CLI: recorded with an operator's rollback
     # The Artifact Registry generic repository every version is published to (in

@@ -38,7 +38,7 @@ locals {
   # tests/infra runs the pipeline and fails if a stage writes outside its own list.
   artifact_writes = {
     validate = {
-      run_objects = ["stages/validate.json", "reports/validation.json", "snapshot/index.json", "snapshot/profile.json", "failed/validate.json"]
+      run_objects = ["stages/validate.json", "reports/validation.json", "snapshot/index.json", "snapshot/profile.json", "failed/validate.json", "claims/validate.json"]
       # The snapshot's parts and the stream's scratch objects, under names no other
       # stage's object ends with (src/modelrail/domain/dataset/snapshot.py).
       run_suffixes = [".snapshot.parquet", ".rowhashes"]
@@ -64,10 +64,10 @@ locals {
       run_objects = ["stages/deploy.json", "failed/deploy.json"]
       prefixes    = ["models/${var.model_name}/aliases/staging.json", "models/${var.model_name}/leases/staging.json"]
     }
-    # The failure record of a stage that will never record by itself: the stages after
-    # validate (src/modelrail/service/sweep.py).
+    # The failure record of a stage that will never record by itself: validate's when its
+    # job died, and the stages after it (src/modelrail/service/sweep.py).
     sweep = {
-      run_objects = ["stages/launch_training.json", "stages/train.json", "stages/evaluate.json", "stages/register.json", "stages/deploy.json"]
+      run_objects = ["stages/validate.json", "stages/launch_training.json", "stages/train.json", "stages/evaluate.json", "stages/register.json", "stages/deploy.json"]
       # The staging lease it reconciles under; a stuck register's lease, held while it
       # ends that run (src/modelrail/service/sweep.py).
       prefixes = ["models/${var.model_name}/leases/staging.json", "models/${var.model_name}/leases/register-"]

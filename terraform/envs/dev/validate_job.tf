@@ -21,6 +21,8 @@ locals {
     # run_job with the event as an environment override (run.jobs.runWithOverrides) and
     # read the execution it started (run.executions.get), on this job only.
     { sa = "validate", role = "roles/run.jobsExecutorWithOverrides" },
+    # read an execution's state, to find a validate job that died (run.executions.get).
+    { sa = "sweep", role = "roles/run.viewer" },
   ]
 }
 

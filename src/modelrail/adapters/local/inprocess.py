@@ -154,16 +154,17 @@ class InProcessBus:
 
 
 class InProcessLauncher:
-    """Runs the training job in this process (the job then publishes its own event)."""
+    """Runs a job (training; validation at size) in this process, to its end:
+    ``run_job(job, event_json)``; the job then publishes its own event."""
 
-    def __init__(self, run_job: Callable[[bytes], object]) -> None:
+    def __init__(self, run_job: Callable[[str, bytes], object]) -> None:
         self._run_job = run_job
         self._finished: dict[str, JobState] = {}
 
     def launch(self, job: str, event_json: bytes) -> str:
         execution = f"{job}-{uuid.uuid4().hex[:8]}"
         try:
-            self._run_job(event_json)
+            self._run_job(job, event_json)
         except Exception as exc:
             self._finished[execution] = JobState("failed", f"{type(exc).__name__}: {exc}")
             raise

@@ -2,7 +2,8 @@
 
 A handler declares what it touches as keyword-only parameters: the ports and settings
 ``Container.provide`` names, and the delivery's ``run_id``, ``causation_id``,
-``message_id`` and ``delivery_attempt``; the service layer passes exactly those
+``message_id``, ``delivery_attempt`` and ``lineage`` (the run's so far); the service
+layer passes exactly those
 (``pipeline.inject``).
 
 Handlers never import a cloud library, never read the environment and never publish:
@@ -19,6 +20,10 @@ from typing import Any
 
 from modelrail.kernel.events import PipelineEvent
 
+# The outcome of a delivery that handed its stage to a job (``service.handoff``): the
+# job records the stage, so the pipeline records and publishes nothing for it.
+HANDED_OFF = "handed_off"
+
 
 @dataclasses.dataclass(frozen=True)
 class Outcome:
@@ -26,7 +31,8 @@ class Outcome:
 
     event: PipelineEvent | None
     output: Mapping[str, Any] = dataclasses.field(default_factory=dict)
-    status: str = "succeeded"  # or "skipped": nothing to do (e.g. a superseded deploy)
+    # or "skipped": nothing to do (e.g. a superseded deploy); or HANDED_OFF: not recorded
+    status: str = "succeeded"
     # What ran elsewhere reports its resources here (a Dask cluster's ``workers``);
     # the pipeline adds this process's peak memory.
     resources: Mapping[str, Any] | None = None

@@ -28,7 +28,8 @@ from modelrail.kernel.errors import (
 )
 from modelrail.kernel.events import DatasetValidated, DataUploaded, Trigger
 from modelrail.kernel.ports import BlobStore, Storage
-from modelrail.service.stages import Outcome
+from modelrail.service.handoff import JobHandoff
+from modelrail.service.stages import HANDED_OFF, Outcome
 
 # What an upload may be, by its name's suffix (``stream.FORMATS``).
 DATA_SUFFIXES = tuple(stream.FORMATS)
@@ -45,6 +46,9 @@ def handle(
     registry: Registry,
     runs: RunLog,
     code_version: str,
+    handoff: JobHandoff | None,
+    message_id: str,
+    lineage: dict[str, Any],
 ) -> Outcome:
     bucket, key, generation = _locate(trigger, storage, data_bucket)
     try:
@@ -60,6 +64,13 @@ def handle(
         uri = f"gs://{bucket}/{key}#{listed.generation}"
         dataset = {"bucket": bucket, "key": key, "uri": uri, "size": listed.size, "rows": 0}
         raise _violation(runs, run_id, dataset, checks.refused(contract, too_big))
+    # Larger than a function can read in its time: the job validates it (service.handoff).
+    if handoff is not None and listed is not None and handoff.wanted(listed.size):
+        execution = handoff.launch(
+            trigger, f"gs://{bucket}/{key}#{listed.generation}", run_id=run_id,
+            message_id=message_id, lineage=lineage, causation_id=causation_id,
+        )  # fmt: skip
+        return Outcome(None, {"job": handoff.job, "execution": execution}, status=HANDED_OFF)
     champion, baseline = _baseline(config, registry)
     parts = snapshot.PartWriter(runs.store, runs.snapshot_key(run_id, ""))
     dataset, result = _stream(source, bucket, key, generation, config, parts, baseline)
