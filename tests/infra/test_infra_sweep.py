@@ -31,9 +31,11 @@ pytestmark = pytest.mark.infra
 
 
 def _swept_stages() -> set[str]:
-    """The stages the sweep can end: each one that follows another in topology.yaml."""
+    """The stages the sweep can end: each one that follows another in topology.yaml,
+    and validate, whose job may die after its function handed the upload to it."""
     topology = Topology.load(REPO_ROOT / "topology.yaml")
-    return {n for s in topology.stages if (n := topology.next_stage(s.name)) is not None}
+    after = {n for s in topology.stages if (n := topology.next_stage(s.name)) is not None}
+    return {"validate", *after}
 
 
 TRAIN_DOCKERFILE = REPO_ROOT / "services" / "train-job" / "Dockerfile"
@@ -156,6 +158,8 @@ def test_the_sweep_account_holds_only_what_the_sweep_does(terraform: Terraform) 
         ("roles/pubsub.publisher", '${module.pubsub.topic_ids["pipeline-failed"]}'),
         # the training job's executions: did one die?
         ("roles/run.viewer", "${module.training_job.name}"),
+        # the validate job's executions: did one die before recording validate?
+        ("roles/run.viewer", "${module.validate_job.name}"),
         # the reconciliation pass: roll staging to its alias's version, smoke-test it
         ("roles/run.developer", "${module.staging_service.name}"),
         ("roles/run.invoker", "${module.staging_service.name}"),
