@@ -1,1 +1,1 @@
-"""What every layer stands on: errors, events, ports, problems, logging, processes, resources."""
+"""What all layers stand on: errors, events, ports, problems, logs, processes, resources, memory."""
