@@ -40,6 +40,7 @@ from modelrail.kernel.events import (
 )
 from modelrail.kernel.ports import JobState
 from modelrail.service import pipeline
+from modelrail.service.handoff import JobHandoff
 from modelrail.service.stages import Outcome, evaluate, register, train, validate
 from tests.fakes import FakeDeployer, InMemoryStorage, InMemoryStore
 from tests.manifests import describe
@@ -111,6 +112,9 @@ class Ports:
     # In-memory buckets cannot feed Dask workers: these runs train in one process
     # (tests/integration/test_dask_training.py trains on Dask).
     clusters: DaskClusters = dataclasses.field(default_factory=DaskClusters)
+    # No validate job configured: every upload is validated in place
+    # (tests/unit/test_validate_job.py hands large ones to a job).
+    handoff: JobHandoff | None = None
 
     @property
     def model(self) -> str:
@@ -128,7 +132,10 @@ class Ports:
         """``handler`` on ``event``, given the ports and settings it names by name, as
         the service layer gives them (``pipeline.inject``): ``delivery`` values first
         (``run_id``, ``causation_id``, ``message_id``, …), then this test's ports."""
-        return pipeline.inject(handler, self, {"message_id": "", **delivery})(event)
+        given: dict[str, Any] = {"message_id": ""}
+        if callable(getattr(event, "lineage", None)):  # a trigger: the run's lineage so far
+            given["lineage"] = {"trigger": event.lineage(), "config": self.config.summary()}
+        return pipeline.inject(handler, self, {**given, **delivery})(event)
 
     def provide(self, name: str) -> Any:
         """The port or setting named ``name`` (``pipeline.Provider``)."""
