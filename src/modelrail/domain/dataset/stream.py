@@ -45,7 +45,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from modelrail.domain.dataset import checks, profile, snapshot, table, typed
+from modelrail.domain.dataset import checks, duplicates, profile, snapshot, table, typed
 from modelrail.domain.dataset.checks import Problem, ValidationReport
 from modelrail.domain.dataset.contract import Column, DatasetContract
 from modelrail.kernel.errors import NotFound
@@ -721,7 +721,7 @@ def _check_batch(
     state["missing"] += missing
     if checked is not None and not findings.beyond_target():
         summary.add(checked)
-        spill.add(checked, contract)
+        spill.add(checked)
         parts.add(checked)
     return None
 
@@ -764,11 +764,9 @@ class _RowHashes:
         self.parts = parts
         self.keys: list[str] = []
 
-    def add(self, checked: pa.Table, contract: DatasetContract) -> None:
-        columns = table.TableColumns(checked, contract)
-        frame = pd.DataFrame({name: columns[name] for name in columns})
-        hashes = pd.util.hash_pandas_object(frame, index=False).to_numpy(dtype=np.uint64)
-        self.keys.append(self.parts.scratch(np.unique(hashes).astype("<u8").tobytes()))
+    def add(self, checked: pa.Table) -> None:
+        hashes = duplicates.distinct_sorted(duplicates.row_hashes(checked))
+        self.keys.append(self.parts.scratch(hashes.astype("<u8", copy=False).tobytes()))
 
     def distinct(self) -> int:
         """Distinct hashes over every run: a k-way merge reading each run in pieces."""
@@ -795,7 +793,7 @@ class _RowHashes:
                     cut = int(np.searchsorted(pending[i], limit, side="right"))
                     merged.append(pending[i][:cut])
                     pending[i] = pending[i][cut:]
-                values = np.unique(np.concatenate(merged))
+                values = duplicates.distinct_sorted(np.concatenate(merged))
                 if last is not None and values.size and values[0] == last:
                     values = values[1:]
                 count += int(values.size)
