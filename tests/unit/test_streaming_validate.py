@@ -181,6 +181,43 @@ def test_deciles_are_numpys_bit_for_bit_however_the_values_fall(
         assert orjson.dumps(edges[name]) == orjson.dumps(expected)
 
 
+def test_counted_values_give_numpys_deciles_and_bins_bit_for_bit() -> None:
+    rng = np.random.default_rng(4)
+    for values in (
+        np.round(rng.normal(4000, 800, 20_000), 2),  # few digits: many ties
+        np.round(rng.normal(100, 0.01, 4000), 3),
+        np.concatenate([np.zeros(2000), -np.zeros(500), -np.abs(rng.standard_cauchy(17))]),
+        rng.integers(2007, 2030, 3000).astype(np.float64),
+        np.array([42.0]),
+    ):
+        tally = stream._Tally()
+        for chunk in np.array_split(values, 7):
+            tally.add(chunk)
+
+        edges, bins = tally.profile()
+
+        expected = profile._numeric(values)
+        assert orjson.dumps(edges) == orjson.dumps(expected["edges"])
+        assert (bins / values.size).tolist() == expected["shares"]
+
+
+@pytest.mark.parametrize("limit", [0, 2000])
+def test_columns_past_the_distinct_limit_mid_stream_keep_the_whole_files_profile(
+    contract: DatasetContract, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, limit: int
+) -> None:
+    # 0: every column falls back to the histogram and the passes over the parts; 2000:
+    # bill depth (1,348 distinct values) keeps its counts, the other measurements fall
+    # back after a few batches (~500 new values each), body mass soonest.
+    monkeypatch.setattr(stream, "_DISTINCT_LIMIT", limit)
+    data = _synthetic(contract, 20_000, tmp_path)
+    _, profile_json, _ = _whole_file(data, contract)
+
+    result, _ = _streamed(data, contract, limits=dataclasses.replace(TINY, batch_bytes=32 * KB))
+
+    assert result.profile is not None
+    assert canonical_json(result.profile) == profile_json
+
+
 # -- through the stage, in embedded mode ------------------------------------------------
 
 

@@ -57,6 +57,11 @@ _SPILL_READ = 2**17  # row hashes per read of each spilled run, while merging
 # A key prefix holding at most this many values has them collected and sorted rather
 # than narrowed by another pass (8 MiB of values).
 _COLLECT_LIMIT = 2**20
+# A numeric column keeps each distinct value's count while it has at most this many
+# (16 MiB of values and counts): its deciles and bins then need no pass over the parts.
+# Tabular data rarely has more (measurements to a few digits, counts, codes); a column
+# that does falls back to a histogram of its values' leading bits and the passes.
+_DISTINCT_LIMIT = 2**20
 
 
 def upload_format(key: str) -> str | None:
@@ -347,7 +352,10 @@ class _Summary:
         self.rows = 0
         self.numeric = [c.name for c in self.profiled if c.type in ("number", "integer")]
         self.present = dict.fromkeys(self.numeric, 0)
-        self.hist = {name: np.zeros(2**_HIST_BITS, np.int64) for name in self.numeric}
+        # Per numeric column: its distinct values' counts, or once they are too many,
+        # the histogram of its values' leading bits.
+        self.tally = {name: _Tally() for name in self.numeric}
+        self.hist: dict[str, np.ndarray] = {}
         self.counts: dict[str, dict[str, int]] = {}
         self.compared = profile.compared(baseline, contract) if baseline else {}
         self.rebinned = {
@@ -364,10 +372,14 @@ class _Summary:
                 values = np.asarray(array.to_numpy(), dtype=np.float64)
                 present = values[~np.isnan(values)]
                 self.present[column.name] += int(present.size)
-                self.hist[column.name] += np.bincount(
-                    (_keys(present) >> np.uint64(64 - _HIST_BITS)).astype(np.int64),
-                    minlength=2**_HIST_BITS,
-                )
+                tally = self.tally.get(column.name)
+                if tally is not None:
+                    tally.add(present)
+                    if tally.values.size > _DISTINCT_LIMIT:
+                        self.hist[column.name] = tally.histogram()
+                        del self.tally[column.name]
+                else:
+                    self.hist[column.name] += _histogram(_keys(present))
                 if column.name in self.rebinned:
                     edges = np.asarray(self.compared[column.name]["edges"], dtype=np.float64)
                     self.rebinned[column.name] += profile.bin_counts(edges, present)
@@ -391,10 +403,12 @@ class _Summary:
         self, read_numeric: Callable[[list[str]], Iterator[pa.RecordBatch]]
     ) -> dict[str, Any]:
         edges = _deciles(self, read_numeric)
-        bins = {name: np.zeros(len(edges[name]) + 1, np.int64) for name in self.numeric}
-        if self.numeric:
-            for batch in read_numeric(self.numeric):
-                for name in self.numeric:
+        bins = {name: np.zeros(len(edges[name]) + 1, np.int64) for name in self.hist}
+        for name, tally in self.tally.items():
+            edges[name], bins[name] = tally.profile()
+        if self.hist:
+            for batch in read_numeric(list(self.hist)):
+                for name in self.hist:
                     values = np.asarray(
                         batch.column(name).to_numpy(zero_copy_only=False), dtype=np.float64
                     )
@@ -410,6 +424,58 @@ class _Summary:
             else:
                 columns[column.name] = profile.categorical(self.rows, self.counts[column.name])
         return {"rows": self.rows, "columns": columns}
+
+
+class _Tally:
+    """A numeric column's distinct values, sorted, and how many times each occurs."""
+
+    def __init__(self) -> None:
+        self.values = np.empty(0, np.float64)
+        self.counts = np.empty(0, np.int64)
+
+    def add(self, present: np.ndarray) -> None:
+        values, counts = _counted(np.concatenate([self.values, present + 0.0]))  # -0.0 as 0.0
+        if self.values.size:  # the values held before were counted once each above
+            at = np.searchsorted(values, self.values)
+            counts[at] += self.counts - 1
+        self.values, self.counts = values, counts
+
+    def histogram(self) -> np.ndarray:
+        """The histogram of the values' leading bits, as a batch adds it."""
+        hist = np.zeros(2**_HIST_BITS, np.int64)
+        np.add.at(hist, (_keys(self.values) >> np.uint64(64 - _HIST_BITS)).astype(np.int64),
+                  self.counts)  # fmt: skip
+        return hist
+
+    def profile(self) -> tuple[list[float], np.ndarray]:
+        """The decile edges ``np.unique(np.quantile(values, ...))`` gives over every
+        value counted, and the counts in the bins they cut."""
+        total = int(self.counts.sum())
+        if not total:
+            return [], np.zeros(1, np.int64)
+        ends = np.cumsum(self.counts)  # rank (0-based) r is values[first end > r]
+        lower, upper = _positions(total)
+        below = self.values[np.searchsorted(ends, lower, side="right")]
+        above = self.values[np.searchsorted(ends, upper, side="right")]
+        gamma = (total - 1) * profile.QUANTILES - lower
+        edges = np.unique(_lerp(below, above, gamma))
+        bins = np.zeros(edges.size + 1, np.int64)
+        np.add.at(bins, np.searchsorted(edges, self.values, side="right"), self.counts)
+        return edges.tolist(), bins
+
+
+def _counted(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct values, sorted, and their counts (a sort: no hash table)."""
+    ordered = np.sort(values)
+    if not ordered.size:
+        return ordered, np.empty(0, np.int64)
+    starts = np.flatnonzero(np.concatenate(([True], ordered[1:] != ordered[:-1])))
+    return ordered[starts], np.diff(np.append(starts, ordered.size)).astype(np.int64)
+
+
+def _histogram(keys: np.ndarray) -> np.ndarray:
+    return np.bincount((keys >> np.uint64(64 - _HIST_BITS)).astype(np.int64),
+                       minlength=2**_HIST_BITS)  # fmt: skip
 
 
 def _keys(values: np.ndarray) -> np.ndarray:
@@ -429,13 +495,14 @@ def _from_keys(keys: np.ndarray) -> np.ndarray:
 def _deciles(
     summary: _Summary, read_numeric: Callable[[list[str]], Iterator[pa.RecordBatch]]
 ) -> dict[str, list[float]]:
-    """Each numeric column's decile edges, as ``np.unique(np.quantile(present, ...))``
-    gives them over all its values: the two order statistics around each position,
+    """The decile edges of each column with too many distinct values to count (those
+    in ``summary.hist``), as ``np.unique(np.quantile(present, ...))`` gives them over
+    all its values: the two order statistics around each position,
     found by narrowing a key prefix 16 bits per pass over the written rows (values are
     collected instead once a prefix holds few enough), then interpolated as numpy
     does."""
     wanted: dict[str, dict[int, int | None]] = {}  # rank -> key
-    for name in summary.numeric:
+    for name in summary.hist:
         n = summary.present[name]
         if n:
             lower, upper = _positions(n)
@@ -483,7 +550,7 @@ def _deciles(
                     bucket, within = _locate(result, inside)
                     narrowed = (prefix << _HIST_BITS) | bucket
                     open_ranks[rank] = (narrowed, known + _HIST_BITS, within, int(result[bucket]))
-    edges: dict[str, list[float]] = {name: [] for name in summary.numeric}
+    edges: dict[str, list[float]] = {name: [] for name in summary.hist}
     for name, keyed in wanted.items():
         lower, upper = _positions(summary.present[name])
         value = {rank: float(_from_keys(np.array([key]))[0]) for rank, key in keyed.items()}
