@@ -124,8 +124,9 @@ class Refused(Exception):
 
 
 def _csv_batches(blocks: Iterator[bytes], limits: Limits) -> Iterator[tuple[bytes, bytes, int]]:
-    """(header line with its break, records, lines before them) per batch: records cut
-    at the last line break outside quotes. Raises ``Refused`` for a line longer than
+    """(header line with its break, the batch: that header then its records, lines
+    before the records) per batch: records cut at the last line break outside quotes,
+    copied once. Raises ``Refused`` for a line longer than
     the limit (the longest one, as ``checks.long_line`` names it) or a header too
     wide."""
     scanner = _LineScanner()
@@ -176,12 +177,15 @@ def _csv_batches(blocks: Iterator[bytes], limits: Limits) -> Iterator[tuple[byte
                 )
             more()
             continue
-        records = bytes(buffer[:cut])
+        ended = header if header.endswith((b"\n", b"\r")) else header + b"\n"
+        with memoryview(buffer) as view:
+            batch = b"".join((ended, view[:cut]))
+        breaks = buffer.count(scanner.newline or b"\n", 0, cut)
         del buffer[:cut]
-        if records or not yielded:
-            yield header, records, lines_before
+        if cut or not yielded:
+            yield header, batch, lines_before
             yielded = True
-        lines_before += records.count(scanner.newline or b"\n")
+        lines_before += breaks
         if exhausted and not buffer:
             break
     if limits.max_line_bytes is not None and scanner.longest > limits.max_line_bytes:
@@ -721,11 +725,10 @@ def _csv_texts(
     blocks: Iterator[bytes], limits: Limits
 ) -> Iterator[tuple[tuple[bytes, int, int], tuple[str, ...] | None]]:
     first = True
-    for header_line, records, lines_before in _csv_batches(blocks, limits):
+    for header_line, batch, lines_before in _csv_batches(blocks, limits):
         header = checks.header_of(header_line) if first else None
         first = False
-        ended = header_line if header_line.endswith((b"\n", b"\r")) else header_line + b"\n"
-        yield (ended + records, lines_before, 0), header
+        yield (batch, lines_before, 0), header
 
 
 def _check_batch(
