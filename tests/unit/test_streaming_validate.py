@@ -134,13 +134,17 @@ def test_problems_keep_their_file_row_numbers_and_examples(
     assert store.list() == []  # the parts written before the bad row are gone
 
 
+@pytest.mark.parametrize("newline", [b"\n", b"\r\n", b"\r"])
 def test_a_line_too_long_and_a_malformed_row_are_reported_as_the_whole_file_path_does(
-    penguins_csv: bytes, contract: DatasetContract
+    penguins_csv: bytes, contract: DatasetContract, newline: bytes
 ) -> None:
+    # Line numbers are counted from the line breaks the batches' scanner saw, with any
+    # line ending.
     limits = dataclasses.replace(TINY, max_line_bytes=1000)
+    body = penguins_csv.replace(b"\n", newline)
     for data in (
-        penguins_csv + b"x" * 5000 + b"\n",
-        penguins_csv + b"a,b,c,d,e,f,g,h,i,j,k\n",
+        body + b"x" * 5000 + newline,
+        body + b"a,b,c,d,e,f,g,h,i,j,k" + newline,
     ):
         report, _ = checks.validate(data, contract, max_line_bytes=1000, max_columns=1000)
 

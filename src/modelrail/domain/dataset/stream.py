@@ -133,6 +133,7 @@ def _csv_batches(blocks: Iterator[bytes], limits: Limits) -> Iterator[tuple[byte
     buffer = bytearray()
     header = b""
     lines_before = 1
+    consumed = 0  # line breaks in what was cut from the buffer
     exhausted = False
     ceiling = limits.batch_bytes + (limits.max_line_bytes or limits.batch_bytes)
 
@@ -150,8 +151,8 @@ def _csv_batches(blocks: Iterator[bytes], limits: Limits) -> Iterator[tuple[byte
         if not more() or _first_break(buffer) is not None:
             cut = _first_break(buffer)
             end = len(buffer) if cut is None else cut
-            header = bytes(buffer[:end])
-            del buffer[:end]
+            header = _take(buffer, end, b"")
+            consumed = header.count(scanner.newline or b"\n")
             break
         if limits.max_line_bytes is not None and len(buffer) > limits.max_line_bytes + 2:
             _refuse_long(scanner, blocks, limits.max_line_bytes)
@@ -159,6 +160,7 @@ def _csv_batches(blocks: Iterator[bytes], limits: Limits) -> Iterator[tuple[byte
         limits.max_line_bytes is None or len(header.rstrip(b"\r\n")) <= limits.max_line_bytes
     ):
         raise Refused(problem)
+    ended = header if header.endswith((b"\n", b"\r")) else header + b"\n"
     yielded = False
     while True:
         while not exhausted and len(buffer) < limits.batch_bytes:
@@ -177,19 +179,26 @@ def _csv_batches(blocks: Iterator[bytes], limits: Limits) -> Iterator[tuple[byte
                 )
             more()
             continue
-        ended = header if header.endswith((b"\n", b"\r")) else header + b"\n"
-        with memoryview(buffer) as view:
-            batch = b"".join((ended, view[:cut]))
-        breaks = buffer.count(scanner.newline or b"\n", 0, cut)
-        del buffer[:cut]
-        if cut or not yielded:
-            yield header, batch, lines_before
+        # The line breaks the scanner saw, less those read past the cut (a part of a
+        # line, usually): no count over the whole batch.
+        breaks = scanner.breaks - consumed - buffer.count(scanner.newline or b"\n", cut)
+        consumed += breaks
+        if cut or not yielded:  # the batch is not held here while the next is read
+            yield header, _take(buffer, cut, ended), lines_before
             yielded = True
         lines_before += breaks
         if exhausted and not buffer:
             break
     if limits.max_line_bytes is not None and scanner.longest > limits.max_line_bytes:
         _refuse_long(scanner, blocks, limits.max_line_bytes)
+
+
+def _take(buffer: bytearray, end: int, front: bytes) -> bytes:
+    """``front`` then the buffer's first ``end`` bytes, copied once, and cut from it."""
+    with memoryview(buffer) as view:
+        taken = b"".join((front, view[:end]))
+    del buffer[:end]
+    return taken
 
 
 def _first_break(buffer: bytearray) -> int | None:
@@ -203,7 +212,8 @@ def _record_end(buffer: bytearray, newline: bytes | None) -> int | None:
     if newline is None:
         return None
     end = buffer.rfind(newline)
-    quotes = buffer.count(b'"', 0, end) if end >= 0 else 0
+    # find (memchr) first: most files have no quote, and count is a slower byte loop
+    quotes = buffer.count(b'"', 0, end) if end >= 0 and buffer.find(b'"', 0, end) >= 0 else 0
     while end >= 0 and quotes % 2:
         previous = buffer.rfind(newline, 0, end)
         quotes -= buffer.count(b'"', max(previous, 0), end)
@@ -248,6 +258,11 @@ class _LineScanner:
         self._line += int(breaks.size)
         self._current = len(block) - int(breaks[-1]) - 1
         self._after_cr = bool(raw[-1] == 13)
+
+    @property
+    def breaks(self) -> int:
+        """The line breaks seen so far."""
+        return self._line - 1
 
     @property
     def reached(self) -> int:
@@ -638,6 +653,7 @@ def validate(
                 )
             # After a malformed batch the rest is only scanned: a line over the limit
             # anywhere is the refusal that names the file, as it is read whole.
+            del data  # not held while the next batch is read: one batch in memory
         if malformed is not None:
             return _finish_refused(contract, malformed, hashing, reader)
     except _SchemaRefused as refused:
@@ -729,6 +745,7 @@ def _csv_texts(
         header = checks.header_of(header_line) if first else None
         first = False
         yield (batch, lines_before, 0), header
+        del batch
 
 
 def _check_batch(
