@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import gzip
+import hashlib
 import io
 from pathlib import Path
 
@@ -100,15 +101,42 @@ def test_a_larger_synthetic_file_streams_to_the_same_profile(
     assert result.duplicate_rows == dupes
 
 
+class _ReadOnly:
+    """A source with ``read`` alone (no ``readinto``)."""
+
+    def __init__(self, data: bytes) -> None:
+        self._data = io.BytesIO(data)
+
+    def read(self, size: int = -1) -> bytes:
+        return self._data.read(size)
+
+
+def test_a_source_without_readinto_is_hashed_the_same(
+    penguins_csv: bytes, contract: DatasetContract
+) -> None:
+    parts = snapshot.PartWriter(InMemoryStore("artifacts"), "runs/r/snapshot/")
+
+    result = stream.validate(_ReadOnly(penguins_csv), "csv", contract, TINY, parts)  # type: ignore[arg-type]
+
+    assert result.report.passed
+    assert result.sha256 == hashlib.sha256(penguins_csv).hexdigest()
+
+
 def test_gzip_and_parquet_give_the_csvs_profile(
     penguins_csv: bytes, contract: DatasetContract
 ) -> None:
     csv_result, _ = _streamed(penguins_csv, contract)
-    gz_result, _ = _streamed(gzip.compress(penguins_csv), contract, "csv.gz")
+    gz_result, _ = _streamed(gzip.compress(penguins_csv, mtime=0), contract, "csv.gz")
     sink = io.BytesIO()
     pq.write_table(pacsv.read_csv(pa.BufferReader(penguins_csv)), sink, row_group_size=50)
     pq_result, _ = _streamed(sink.getvalue(), contract, "parquet")
 
+    for result, data in (
+        (csv_result, penguins_csv),
+        (gz_result, gzip.compress(penguins_csv, mtime=0)),
+        (pq_result, sink.getvalue()),
+    ):  # the upload's own bytes, hashed as they are read
+        assert (result.sha256, result.size) == (hashlib.sha256(data).hexdigest(), len(data))
     assert gz_result.report.to_dict() == csv_result.report.to_dict()
     assert gz_result.profile == csv_result.profile
     assert pq_result.report.passed, pq_result.report.to_dict()

@@ -105,11 +105,17 @@ class _Hashing(io.RawIOBase):
         return True
 
     def readinto(self, buffer: Any) -> int:
-        data = self._file.read(len(buffer))
-        buffer[: len(data)] = data
-        self.digest.update(data)
-        self.size += len(data)
-        return len(data)
+        if isinstance(self._file, io.RawIOBase | io.BufferedIOBase):  # no copy: straight in
+            read = self._file.readinto(buffer) or 0
+            with memoryview(buffer) as view:
+                self.digest.update(view[:read])
+        else:
+            data = self._file.read(len(buffer))
+            read = len(data)
+            buffer[:read] = data
+            self.digest.update(data)
+        self.size += read
+        return read
 
 
 class Refused(Exception):
