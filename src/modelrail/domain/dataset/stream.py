@@ -17,10 +17,12 @@ memory holds one batch, never the file. Per format:
 
 What needs the whole file is added up from per-batch summaries: the problems (counts,
 first row numbers, first examples), the rows without a target, the duplicate rows
-(each batch's row hashes, sorted, spilled to the store and merged), the profile's
-counts, and the deciles of each numeric column, found exactly (the order statistics
-``numpy.quantile`` interpolates, by a histogram of each value's leading bits per
-batch, then as many passes over the written parts as it takes to pin each one down).
+(each batch's row hashes, from its Arrow columns, sorted, spilled to the store and
+merged), the profile's counts, and the deciles of each numeric column, found exactly:
+the order statistics ``numpy.quantile`` interpolates come from the column's distinct
+values and their counts while it has at most ``_DISTINCT_LIMIT`` of them (no pass
+over the parts), else from a histogram of each value's leading bits per batch and as
+many passes over the written parts as it takes to pin each one down.
 The report and ``profile.json`` are those of ``checks.validate`` and
 ``profile.profile`` on the whole file (tested on the same files).
 
