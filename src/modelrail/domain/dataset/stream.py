@@ -187,18 +187,35 @@ def _csv_batches(blocks: Iterator[bytes], limits: Limits) -> Iterator[tuple[byte
                 )
             more()
             continue
-        # The line breaks the scanner saw, less those read past the cut (a part of a
-        # line, usually): no count over the whole batch.
-        breaks = scanner.breaks - consumed - buffer.count(scanner.newline or b"\n", cut)
+        breaks, lines = _breaks(buffer, cut, scanner, consumed)
         consumed += breaks
         if cut or not yielded:  # the batch is not held here while the next is read
             yield header, _take(buffer, cut, ended), lines_before
             yielded = True
-        lines_before += breaks
+        lines_before += lines
         if exhausted and not buffer:
             break
     if limits.max_line_bytes is not None and scanner.longest > limits.max_line_bytes:
         _refuse_long(scanner, blocks, limits.max_line_bytes)
+
+
+def _breaks(buffer: bytearray, end: int, scanner: _LineScanner, consumed: int) -> tuple[int, int]:
+    """The line breaks in the buffer's first ``end`` bytes, and the lines they end as
+    the parser numbers them (a break inside quotes ends none). The breaks are those
+    the scanner saw, less those before (``consumed``) and past ``end`` (a part of a
+    line, usually): no count over the whole batch, nor any look at a batch without
+    quotes."""
+    newline = scanner.newline or b"\n"
+    breaks = scanner.breaks - consumed - buffer.count(newline, end)
+    if buffer.find(b'"', 0, end) < 0:
+        return breaks, breaks
+    with memoryview(buffer) as view:
+        raw = np.frombuffer(view, np.uint8, count=end)
+        quotes = np.flatnonzero(raw == ord('"'))
+        positions = np.flatnonzero(raw == newline[0])
+        del raw
+    quoted = int((np.searchsorted(quotes, positions) % 2).sum())  # odd quotes before
+    return breaks, breaks - quoted
 
 
 def _take(buffer: bytearray, end: int, front: bytes) -> bytes:
