@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import gzip
+import hashlib
 import io
 from pathlib import Path
 
@@ -100,15 +101,42 @@ def test_a_larger_synthetic_file_streams_to_the_same_profile(
     assert result.duplicate_rows == dupes
 
 
+class _ReadOnly:
+    """A source with ``read`` alone (no ``readinto``)."""
+
+    def __init__(self, data: bytes) -> None:
+        self._data = io.BytesIO(data)
+
+    def read(self, size: int = -1) -> bytes:
+        return self._data.read(size)
+
+
+def test_a_source_without_readinto_is_hashed_the_same(
+    penguins_csv: bytes, contract: DatasetContract
+) -> None:
+    parts = snapshot.PartWriter(InMemoryStore("artifacts"), "runs/r/snapshot/")
+
+    result = stream.validate(_ReadOnly(penguins_csv), "csv", contract, TINY, parts)  # type: ignore[arg-type]
+
+    assert result.report.passed
+    assert result.sha256 == hashlib.sha256(penguins_csv).hexdigest()
+
+
 def test_gzip_and_parquet_give_the_csvs_profile(
     penguins_csv: bytes, contract: DatasetContract
 ) -> None:
     csv_result, _ = _streamed(penguins_csv, contract)
-    gz_result, _ = _streamed(gzip.compress(penguins_csv), contract, "csv.gz")
+    gz_result, _ = _streamed(gzip.compress(penguins_csv, mtime=0), contract, "csv.gz")
     sink = io.BytesIO()
     pq.write_table(pacsv.read_csv(pa.BufferReader(penguins_csv)), sink, row_group_size=50)
     pq_result, _ = _streamed(sink.getvalue(), contract, "parquet")
 
+    for result, data in (
+        (csv_result, penguins_csv),
+        (gz_result, gzip.compress(penguins_csv, mtime=0)),
+        (pq_result, sink.getvalue()),
+    ):  # the upload's own bytes, hashed as they are read
+        assert (result.sha256, result.size) == (hashlib.sha256(data).hexdigest(), len(data))
     assert gz_result.report.to_dict() == csv_result.report.to_dict()
     assert gz_result.profile == csv_result.profile
     assert pq_result.report.passed, pq_result.report.to_dict()
@@ -134,13 +162,21 @@ def test_problems_keep_their_file_row_numbers_and_examples(
     assert store.list() == []  # the parts written before the bad row are gone
 
 
+@pytest.mark.parametrize("newline", [b"\n", b"\r\n", b"\r"])
 def test_a_line_too_long_and_a_malformed_row_are_reported_as_the_whole_file_path_does(
-    penguins_csv: bytes, contract: DatasetContract
+    penguins_csv: bytes, contract: DatasetContract, newline: bytes
 ) -> None:
+    # Line numbers are counted from the line breaks the batches' scanner saw, with any
+    # line ending; a break inside quotes in an earlier batch ends no line for the
+    # parser's message (the long line is numbered by every break, as checks does).
     limits = dataclasses.replace(TINY, max_line_bytes=1000)
+    body = penguins_csv.replace(b"\n", newline)
+    quoted = body.replace(b"Torgersen", b'"Torger' + newline + b'sen"', 3)
     for data in (
-        penguins_csv + b"x" * 5000 + b"\n",
-        penguins_csv + b"a,b,c,d,e,f,g,h,i,j,k\n",
+        body + b"x" * 5000 + newline,
+        body + b"a,b,c,d,e,f,g,h,i,j,k" + newline,
+        quoted + b"x" * 5000 + newline,
+        quoted + b"a,b,c,d,e,f,g,h,i,j,k" + newline,
     ):
         report, _ = checks.validate(data, contract, max_line_bytes=1000, max_columns=1000)
 
@@ -179,6 +215,43 @@ def test_deciles_are_numpys_bit_for_bit_however_the_values_fall(
 
         expected = np.unique(np.quantile(values, profile.QUANTILES)).tolist()
         assert orjson.dumps(edges[name]) == orjson.dumps(expected)
+
+
+def test_counted_values_give_numpys_deciles_and_bins_bit_for_bit() -> None:
+    rng = np.random.default_rng(4)
+    for values in (
+        np.round(rng.normal(4000, 800, 20_000), 2),  # few digits: many ties
+        np.round(rng.normal(100, 0.01, 4000), 3),
+        np.concatenate([np.zeros(2000), -np.zeros(500), -np.abs(rng.standard_cauchy(17))]),
+        rng.integers(2007, 2030, 3000).astype(np.float64),
+        np.array([42.0]),
+    ):
+        tally = stream._Tally()
+        for chunk in np.array_split(values, 7):
+            tally.add(chunk)
+
+        edges, bins = tally.profile()
+
+        expected = profile._numeric(values)
+        assert orjson.dumps(edges) == orjson.dumps(expected["edges"])
+        assert (bins / values.size).tolist() == expected["shares"]
+
+
+@pytest.mark.parametrize("limit", [0, 2000])
+def test_columns_past_the_distinct_limit_mid_stream_keep_the_whole_files_profile(
+    contract: DatasetContract, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, limit: int
+) -> None:
+    # 0: every column falls back to the histogram and the passes over the parts; 2000:
+    # bill depth (1,348 distinct values) keeps its counts, the other measurements fall
+    # back after a few batches (~500 new values each), body mass soonest.
+    monkeypatch.setattr(stream, "_DISTINCT_LIMIT", limit)
+    data = _synthetic(contract, 20_000, tmp_path)
+    _, profile_json, _ = _whole_file(data, contract)
+
+    result, _ = _streamed(data, contract, limits=dataclasses.replace(TINY, batch_bytes=32 * KB))
+
+    assert result.profile is not None
+    assert canonical_json(result.profile) == profile_json
 
 
 # -- through the stage, in embedded mode ------------------------------------------------

@@ -101,6 +101,9 @@ def test_valid_files_read_the_same_both_ways(
         ("Adelie,Dream,39.1,18.7,181,99999,male,2007", False),  # range
         ("Adelie,Dream,long,18.7,181,3750,male,2007", False),  # not a number
         ("Adelie,Dream,inf,18.7,181,3750,male,2007", False),  # not finite
+        ("Adelie,Dream,-inf,18.7,181,3750,male,2007", False),  # not finite, the minimum
+        ("Adelie,Dream,39.1,18.7,181,-5,male,2007", False),  # below the range
+        ("Adelie,Dream,39.1,18.7,181,3750,male,-2007.5", False),  # neither, below
         ("Adelie,Dream,nan,18.7,181,3750,male,2007", False),  # a NaN written out
         ("Adelie,Dream,39.1,18.7,181,3750,male,2007.5", False),  # not an integer
         ("Adelie,,39.1,18.7,181,3750,male,2007", False),  # null where none is allowed

@@ -17,10 +17,12 @@ memory holds one batch, never the file. Per format:
 
 What needs the whole file is added up from per-batch summaries: the problems (counts,
 first row numbers, first examples), the rows without a target, the duplicate rows
-(each batch's row hashes, sorted, spilled to the store and merged), the profile's
-counts, and the deciles of each numeric column, found exactly (the order statistics
-``numpy.quantile`` interpolates, by a histogram of each value's leading bits per
-batch, then as many passes over the written parts as it takes to pin each one down).
+(each batch's row hashes, from its Arrow columns, sorted, spilled to the store and
+merged), the profile's counts, and the deciles of each numeric column, found exactly:
+the order statistics ``numpy.quantile`` interpolates come from the column's distinct
+values and their counts while it has at most ``_DISTINCT_LIMIT`` of them (no pass
+over the parts), else from a histogram of each value's leading bits per batch and as
+many passes over the written parts as it takes to pin each one down.
 The report and ``profile.json`` are those of ``checks.validate`` and
 ``profile.profile`` on the whole file (tested on the same files).
 
@@ -45,7 +47,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from modelrail.domain.dataset import checks, profile, snapshot, table, typed
+from modelrail.domain.dataset import checks, duplicates, profile, snapshot, table, typed
 from modelrail.domain.dataset.checks import Problem, ValidationReport
 from modelrail.domain.dataset.contract import Column, DatasetContract
 from modelrail.kernel.errors import NotFound
@@ -57,6 +59,11 @@ _SPILL_READ = 2**17  # row hashes per read of each spilled run, while merging
 # A key prefix holding at most this many values has them collected and sorted rather
 # than narrowed by another pass (8 MiB of values).
 _COLLECT_LIMIT = 2**20
+# A numeric column keeps each distinct value's count while it has at most this many
+# (16 MiB of values and counts): its deciles and bins then need no pass over the parts.
+# Tabular data rarely has more (measurements to a few digits, counts, codes); a column
+# that does falls back to a histogram of its values' leading bits and the passes.
+_DISTINCT_LIMIT = 2**20
 
 
 def upload_format(key: str) -> str | None:
@@ -100,11 +107,17 @@ class _Hashing(io.RawIOBase):
         return True
 
     def readinto(self, buffer: Any) -> int:
-        data = self._file.read(len(buffer))
-        buffer[: len(data)] = data
-        self.digest.update(data)
-        self.size += len(data)
-        return len(data)
+        if isinstance(self._file, io.RawIOBase | io.BufferedIOBase):  # no copy: straight in
+            read = self._file.readinto(buffer) or 0
+            with memoryview(buffer) as view:
+                self.digest.update(view[:read])
+        else:
+            data = self._file.read(len(buffer))
+            read = len(data)
+            buffer[:read] = data
+            self.digest.update(data)
+        self.size += read
+        return read
 
 
 class Refused(Exception):
@@ -119,14 +132,16 @@ class Refused(Exception):
 
 
 def _csv_batches(blocks: Iterator[bytes], limits: Limits) -> Iterator[tuple[bytes, bytes, int]]:
-    """(header line with its break, records, lines before them) per batch: records cut
-    at the last line break outside quotes. Raises ``Refused`` for a line longer than
+    """(header line with its break, the batch: that header then its records, lines
+    before the records) per batch: records cut at the last line break outside quotes,
+    copied once. Raises ``Refused`` for a line longer than
     the limit (the longest one, as ``checks.long_line`` names it) or a header too
     wide."""
     scanner = _LineScanner()
     buffer = bytearray()
     header = b""
     lines_before = 1
+    consumed = 0  # line breaks in what was cut from the buffer
     exhausted = False
     ceiling = limits.batch_bytes + (limits.max_line_bytes or limits.batch_bytes)
 
@@ -144,8 +159,8 @@ def _csv_batches(blocks: Iterator[bytes], limits: Limits) -> Iterator[tuple[byte
         if not more() or _first_break(buffer) is not None:
             cut = _first_break(buffer)
             end = len(buffer) if cut is None else cut
-            header = bytes(buffer[:end])
-            del buffer[:end]
+            header = _take(buffer, end, b"")
+            consumed = header.count(scanner.newline or b"\n")
             break
         if limits.max_line_bytes is not None and len(buffer) > limits.max_line_bytes + 2:
             _refuse_long(scanner, blocks, limits.max_line_bytes)
@@ -153,6 +168,7 @@ def _csv_batches(blocks: Iterator[bytes], limits: Limits) -> Iterator[tuple[byte
         limits.max_line_bytes is None or len(header.rstrip(b"\r\n")) <= limits.max_line_bytes
     ):
         raise Refused(problem)
+    ended = header if header.endswith((b"\n", b"\r")) else header + b"\n"
     yielded = False
     while True:
         while not exhausted and len(buffer) < limits.batch_bytes:
@@ -171,16 +187,43 @@ def _csv_batches(blocks: Iterator[bytes], limits: Limits) -> Iterator[tuple[byte
                 )
             more()
             continue
-        records = bytes(buffer[:cut])
-        del buffer[:cut]
-        if records or not yielded:
-            yield header, records, lines_before
+        breaks, lines = _breaks(buffer, cut, scanner, consumed)
+        consumed += breaks
+        if cut or not yielded:  # the batch is not held here while the next is read
+            yield header, _take(buffer, cut, ended), lines_before
             yielded = True
-        lines_before += records.count(scanner.newline or b"\n")
+        lines_before += lines
         if exhausted and not buffer:
             break
     if limits.max_line_bytes is not None and scanner.longest > limits.max_line_bytes:
         _refuse_long(scanner, blocks, limits.max_line_bytes)
+
+
+def _breaks(buffer: bytearray, end: int, scanner: _LineScanner, consumed: int) -> tuple[int, int]:
+    """The line breaks in the buffer's first ``end`` bytes, and the lines they end as
+    the parser numbers them (a break inside quotes ends none). The breaks are those
+    the scanner saw, less those before (``consumed``) and past ``end`` (a part of a
+    line, usually): no count over the whole batch, nor any look at a batch without
+    quotes."""
+    newline = scanner.newline or b"\n"
+    breaks = scanner.breaks - consumed - buffer.count(newline, end)
+    if buffer.find(b'"', 0, end) < 0:
+        return breaks, breaks
+    with memoryview(buffer) as view:
+        raw = np.frombuffer(view, np.uint8, count=end)
+        quotes = np.flatnonzero(raw == ord('"'))
+        positions = np.flatnonzero(raw == newline[0])
+        del raw
+    quoted = int((np.searchsorted(quotes, positions) % 2).sum())  # odd quotes before
+    return breaks, breaks - quoted
+
+
+def _take(buffer: bytearray, end: int, front: bytes) -> bytes:
+    """``front`` then the buffer's first ``end`` bytes, copied once, and cut from it."""
+    with memoryview(buffer) as view:
+        taken = b"".join((front, view[:end]))
+    del buffer[:end]
+    return taken
 
 
 def _first_break(buffer: bytearray) -> int | None:
@@ -194,7 +237,8 @@ def _record_end(buffer: bytearray, newline: bytes | None) -> int | None:
     if newline is None:
         return None
     end = buffer.rfind(newline)
-    quotes = buffer.count(b'"', 0, end) if end >= 0 else 0
+    # find (memchr) first: most files have no quote, and count is a slower byte loop
+    quotes = buffer.count(b'"', 0, end) if end >= 0 and buffer.find(b'"', 0, end) >= 0 else 0
     while end >= 0 and quotes % 2:
         previous = buffer.rfind(newline, 0, end)
         quotes -= buffer.count(b'"', max(previous, 0), end)
@@ -239,6 +283,11 @@ class _LineScanner:
         self._line += int(breaks.size)
         self._current = len(block) - int(breaks[-1]) - 1
         self._after_cr = bool(raw[-1] == 13)
+
+    @property
+    def breaks(self) -> int:
+        """The line breaks seen so far."""
+        return self._line - 1
 
     @property
     def reached(self) -> int:
@@ -347,7 +396,10 @@ class _Summary:
         self.rows = 0
         self.numeric = [c.name for c in self.profiled if c.type in ("number", "integer")]
         self.present = dict.fromkeys(self.numeric, 0)
-        self.hist = {name: np.zeros(2**_HIST_BITS, np.int64) for name in self.numeric}
+        # Per numeric column: its distinct values' counts, or once they are too many,
+        # the histogram of its values' leading bits.
+        self.tally = {name: _Tally() for name in self.numeric}
+        self.hist: dict[str, np.ndarray] = {}
         self.counts: dict[str, dict[str, int]] = {}
         self.compared = profile.compared(baseline, contract) if baseline else {}
         self.rebinned = {
@@ -364,10 +416,14 @@ class _Summary:
                 values = np.asarray(array.to_numpy(), dtype=np.float64)
                 present = values[~np.isnan(values)]
                 self.present[column.name] += int(present.size)
-                self.hist[column.name] += np.bincount(
-                    (_keys(present) >> np.uint64(64 - _HIST_BITS)).astype(np.int64),
-                    minlength=2**_HIST_BITS,
-                )
+                tally = self.tally.get(column.name)
+                if tally is not None:
+                    tally.add(present)
+                    if tally.values.size > _DISTINCT_LIMIT:
+                        self.hist[column.name] = tally.histogram()
+                        del self.tally[column.name]
+                else:
+                    self.hist[column.name] += _histogram(_keys(present))
                 if column.name in self.rebinned:
                     edges = np.asarray(self.compared[column.name]["edges"], dtype=np.float64)
                     self.rebinned[column.name] += profile.bin_counts(edges, present)
@@ -391,10 +447,12 @@ class _Summary:
         self, read_numeric: Callable[[list[str]], Iterator[pa.RecordBatch]]
     ) -> dict[str, Any]:
         edges = _deciles(self, read_numeric)
-        bins = {name: np.zeros(len(edges[name]) + 1, np.int64) for name in self.numeric}
-        if self.numeric:
-            for batch in read_numeric(self.numeric):
-                for name in self.numeric:
+        bins = {name: np.zeros(len(edges[name]) + 1, np.int64) for name in self.hist}
+        for name, tally in self.tally.items():
+            edges[name], bins[name] = tally.profile()
+        if self.hist:
+            for batch in read_numeric(list(self.hist)):
+                for name in self.hist:
                     values = np.asarray(
                         batch.column(name).to_numpy(zero_copy_only=False), dtype=np.float64
                     )
@@ -410,6 +468,58 @@ class _Summary:
             else:
                 columns[column.name] = profile.categorical(self.rows, self.counts[column.name])
         return {"rows": self.rows, "columns": columns}
+
+
+class _Tally:
+    """A numeric column's distinct values, sorted, and how many times each occurs."""
+
+    def __init__(self) -> None:
+        self.values = np.empty(0, np.float64)
+        self.counts = np.empty(0, np.int64)
+
+    def add(self, present: np.ndarray) -> None:
+        values, counts = _counted(np.concatenate([self.values, present + 0.0]))  # -0.0 as 0.0
+        if self.values.size:  # the values held before were counted once each above
+            at = np.searchsorted(values, self.values)
+            counts[at] += self.counts - 1
+        self.values, self.counts = values, counts
+
+    def histogram(self) -> np.ndarray:
+        """The histogram of the values' leading bits, as a batch adds it."""
+        hist = np.zeros(2**_HIST_BITS, np.int64)
+        np.add.at(hist, (_keys(self.values) >> np.uint64(64 - _HIST_BITS)).astype(np.int64),
+                  self.counts)  # fmt: skip
+        return hist
+
+    def profile(self) -> tuple[list[float], np.ndarray]:
+        """The decile edges ``np.unique(np.quantile(values, ...))`` gives over every
+        value counted, and the counts in the bins they cut."""
+        total = int(self.counts.sum())
+        if not total:
+            return [], np.zeros(1, np.int64)
+        ends = np.cumsum(self.counts)  # rank (0-based) r is values[first end > r]
+        lower, upper = _positions(total)
+        below = self.values[np.searchsorted(ends, lower, side="right")]
+        above = self.values[np.searchsorted(ends, upper, side="right")]
+        gamma = (total - 1) * profile.QUANTILES - lower
+        edges = np.unique(_lerp(below, above, gamma))
+        bins = np.zeros(edges.size + 1, np.int64)
+        np.add.at(bins, np.searchsorted(edges, self.values, side="right"), self.counts)
+        return edges.tolist(), bins
+
+
+def _counted(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct values, sorted, and their counts (a sort: no hash table)."""
+    ordered = np.sort(values)
+    if not ordered.size:
+        return ordered, np.empty(0, np.int64)
+    starts = np.flatnonzero(np.concatenate(([True], ordered[1:] != ordered[:-1])))
+    return ordered[starts], np.diff(np.append(starts, ordered.size)).astype(np.int64)
+
+
+def _histogram(keys: np.ndarray) -> np.ndarray:
+    return np.bincount((keys >> np.uint64(64 - _HIST_BITS)).astype(np.int64),
+                       minlength=2**_HIST_BITS)  # fmt: skip
 
 
 def _keys(values: np.ndarray) -> np.ndarray:
@@ -429,13 +539,14 @@ def _from_keys(keys: np.ndarray) -> np.ndarray:
 def _deciles(
     summary: _Summary, read_numeric: Callable[[list[str]], Iterator[pa.RecordBatch]]
 ) -> dict[str, list[float]]:
-    """Each numeric column's decile edges, as ``np.unique(np.quantile(present, ...))``
-    gives them over all its values: the two order statistics around each position,
+    """The decile edges of each column with too many distinct values to count (those
+    in ``summary.hist``), as ``np.unique(np.quantile(present, ...))`` gives them over
+    all its values: the two order statistics around each position,
     found by narrowing a key prefix 16 bits per pass over the written rows (values are
     collected instead once a prefix holds few enough), then interpolated as numpy
     does."""
     wanted: dict[str, dict[int, int | None]] = {}  # rank -> key
-    for name in summary.numeric:
+    for name in summary.hist:
         n = summary.present[name]
         if n:
             lower, upper = _positions(n)
@@ -483,7 +594,7 @@ def _deciles(
                     bucket, within = _locate(result, inside)
                     narrowed = (prefix << _HIST_BITS) | bucket
                     open_ranks[rank] = (narrowed, known + _HIST_BITS, within, int(result[bucket]))
-    edges: dict[str, list[float]] = {name: [] for name in summary.numeric}
+    edges: dict[str, list[float]] = {name: [] for name in summary.hist}
     for name, keyed in wanted.items():
         lower, upper = _positions(summary.present[name])
         value = {rank: float(_from_keys(np.array([key]))[0]) for rank, key in keyed.items()}
@@ -567,6 +678,7 @@ def validate(
                 )
             # After a malformed batch the rest is only scanned: a line over the limit
             # anywhere is the refusal that names the file, as it is read whole.
+            del data  # not held while the next batch is read: one batch in memory
         if malformed is not None:
             return _finish_refused(contract, malformed, hashing, reader)
     except _SchemaRefused as refused:
@@ -654,11 +766,11 @@ def _csv_texts(
     blocks: Iterator[bytes], limits: Limits
 ) -> Iterator[tuple[tuple[bytes, int, int], tuple[str, ...] | None]]:
     first = True
-    for header_line, records, lines_before in _csv_batches(blocks, limits):
+    for header_line, batch, lines_before in _csv_batches(blocks, limits):
         header = checks.header_of(header_line) if first else None
         first = False
-        ended = header_line if header_line.endswith((b"\n", b"\r")) else header_line + b"\n"
-        yield (ended + records, lines_before, 0), header
+        yield (batch, lines_before, 0), header
+        del batch
 
 
 def _check_batch(
@@ -721,7 +833,7 @@ def _check_batch(
     state["missing"] += missing
     if checked is not None and not findings.beyond_target():
         summary.add(checked)
-        spill.add(checked, contract)
+        spill.add(checked)
         parts.add(checked)
     return None
 
@@ -764,11 +876,9 @@ class _RowHashes:
         self.parts = parts
         self.keys: list[str] = []
 
-    def add(self, checked: pa.Table, contract: DatasetContract) -> None:
-        columns = table.TableColumns(checked, contract)
-        frame = pd.DataFrame({name: columns[name] for name in columns})
-        hashes = pd.util.hash_pandas_object(frame, index=False).to_numpy(dtype=np.uint64)
-        self.keys.append(self.parts.scratch(np.unique(hashes).astype("<u8").tobytes()))
+    def add(self, checked: pa.Table) -> None:
+        hashes = duplicates.distinct_sorted(duplicates.row_hashes(checked))
+        self.keys.append(self.parts.scratch(hashes.astype("<u8", copy=False).tobytes()))
 
     def distinct(self) -> int:
         """Distinct hashes over every run: a k-way merge reading each run in pieces."""
@@ -795,7 +905,7 @@ class _RowHashes:
                     cut = int(np.searchsorted(pending[i], limit, side="right"))
                     merged.append(pending[i][:cut])
                     pending[i] = pending[i][cut:]
-                values = np.unique(np.concatenate(merged))
+                values = duplicates.distinct_sorted(np.concatenate(merged))
                 if last is not None and values.size and values[0] == last:
                     values = values[1:]
                 count += int(values.size)

@@ -12,6 +12,8 @@ tests, as the staging service's two request decoders are.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -96,18 +98,21 @@ def _column(
     if array.null_count and not column.nullable and not is_target:
         return None
     if column.type in ("number", "integer"):
-        numbers = np.asarray(array.to_numpy(), dtype=np.float64)
-        gaps = np.isnan(numbers)
-        if gaps.sum() != array.null_count:
+        # Arrow's kernels, each one pass without a copy (nulls skipped): numpy's took
+        # seven, with a float copy and a copy of the present values.
+        if pc.sum(pc.is_nan(array)).as_py():
             return None  # a "nan" written in the file: the reporting path refuses it
-        present = numbers[~gaps] if array.null_count else numbers
-        if not np.isfinite(present).all():
+        bounds = pc.min_max(array)
+        low, high = bounds["min"].as_py(), bounds["max"].as_py()
+        if low is None:
+            return array  # no value present
+        if not (math.isfinite(low) and math.isfinite(high)):
             return None
-        if column.type == "integer" and not (present == np.round(present)).all():
+        if column.type == "integer" and not pc.all(pc.equal(pc.floor(array), array)).as_py():
             return None
-        if column.min is not None and (present < column.min).any():
+        if column.min is not None and low < column.min:
             return None
-        if column.max is not None and (present > column.max).any():
+        if column.max is not None and high > column.max:
             return None
         return array
     if column.type == "boolean":
