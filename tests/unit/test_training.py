@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 from pathlib import Path
 
@@ -12,7 +13,7 @@ import pytest
 
 from modelrail.domain import evaluation, training
 from modelrail.domain.config import PipelineConfig
-from modelrail.domain.dataset import checks, synth
+from modelrail.domain.dataset import checks, snapshot, synth
 from modelrail.domain.features import FeatureSchema
 
 
@@ -123,3 +124,23 @@ def test_training_uses_the_cores_it_has_and_repeats_itself_at_a_thread_count(
     first, second = training.train(parsed, config), training.train(parsed, config)
     assert first.params["num_threads"] == 1  # recorded with the candidate
     assert first.model_text == second.model_text
+
+
+def test_the_hold_out_read_part_by_part_is_the_splits_hold_out(
+    config: PipelineConfig, penguins_csv: bytes
+) -> None:
+    # Tripled, so every row has exact duplicates, some in other parts than their first.
+    body = penguins_csv.split(b"\n", 1)[1]
+    _, parsed = checks.validate(penguins_csv + body + body, config.contract)
+    whole = snapshot.arrow(parsed, config.contract)
+    expected = whole.take(training.split(parsed, config).holdout)
+    bounds = [0, 100, 344, 500, 777, whole.num_rows]  # parts of uneven sizes
+
+    held = training.holdout_rows(
+        (whole.slice(a, b - a) for a, b in itertools.pairwise(bounds)),
+        config.contract,
+        config,
+    )
+
+    assert 0 < held.num_rows < 344 * 0.3  # the penguins' hold-out, each row once
+    assert held.equals(expected)

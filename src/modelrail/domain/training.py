@@ -17,17 +17,20 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import lightgbm as lgb
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from modelrail.domain.config import PipelineConfig, lightgbm_parameters
-from modelrail.domain.dataset import duplicates
+from modelrail.domain.dataset import duplicates, table
 from modelrail.domain.dataset.checks import ParsedDataset
+from modelrail.domain.dataset.contract import DatasetContract
 from modelrail.domain.features import FeatureSchema
+from modelrail.kernel.errors import DataUnavailable
 
 EXAMPLES = 3  # hold-out rows kept in the manifest for smoke tests
 
@@ -67,6 +70,31 @@ def split(dataset: ParsedDataset, config: PipelineConfig) -> Split:
         holdout=unique[side == HOLDOUT],
         duplicates=dataset.rows - len(unique),
     )
+
+
+def holdout_rows(
+    parts: Iterable[pa.Table], contract: DatasetContract, config: PipelineConfig
+) -> pa.Table:
+    """The hold-out of data arriving part by part, as ``split`` holds it out of the
+    whole: each distinct row's first occurrence whose side is ``HOLDOUT``, in order.
+    An exact duplicate has its original's inputs, so its side: keeping the first of
+    the held-out rows is keeping the held-out first occurrences. Memory holds one part
+    and the hold-out, not the data."""
+    kept: list[pa.Table] = []
+    seen = np.empty(0, dtype=np.uint64)  # the held-out rows' hashes so far, sorted
+    for part in parts:
+        columns = table.TableColumns(part, contract)
+        held = np.flatnonzero(sides(columns, config) == HOLDOUT)
+        hashes = pd.util.hash_pandas_object(
+            pd.DataFrame({n: columns[n][held] for n in columns}), index=False
+        ).to_numpy(dtype=np.uint64)
+        distinct, first = np.unique(hashes, return_index=True)
+        new = first[~np.isin(distinct, seen, assume_unique=True)]
+        kept.append(part.take(held[np.sort(new)]))
+        seen = np.union1d(seen, distinct)
+    if not kept:
+        raise DataUnavailable("the snapshot has no parts: nothing to hold out")
+    return pa.concat_tables(kept)
 
 
 def sides(columns: Mapping[str, np.ndarray], config: PipelineConfig) -> np.ndarray:

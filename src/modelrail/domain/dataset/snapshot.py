@@ -216,6 +216,11 @@ def iter_parts(
             yield from pq.ParquetFile(stream.file).iter_batches(columns=columns)
 
 
+def read_part(store: BlobStore, part: Part, uri: str) -> pa.Table:
+    """One part of the snapshot at ``uri``, its sha256 checked before it is parsed."""
+    return pq.read_table(io.BytesIO(_part_bytes(store, part, uri)))
+
+
 def parts(store: BlobStore, snapshot: dict[str, Any]) -> tuple[Part, ...]:
     """The parts of the snapshot an event names, in order, its index checked against
     the sha256 the event carries (a snapshot from before parts: itself, one part)."""

@@ -24,6 +24,7 @@ from modelrail.domain import evaluation, training
 from modelrail.domain.config import PipelineConfig
 from modelrail.domain.dataset import snapshot
 from modelrail.domain.dataset.checks import ParsedDataset
+from modelrail.domain.dataset.table import TableColumns
 from modelrail.domain.features import FeatureSchema
 from modelrail.domain.registry import CHAMPION, REFERENCE_FILE, LoadedVersion, Registry
 from modelrail.domain.runs import RunLog
@@ -41,8 +42,14 @@ def handle(
 ) -> Outcome:
     store = runs.store
     model_text, candidate_meta = runs.candidate(event.run_id, event.model_sha256)
-    parsed = snapshot.read(store, event.dataset["snapshot"], config.contract)
-    holdout = training.split(parsed, config).holdout
+    # The hold-out alone, read part by part: evaluate never holds the whole snapshot.
+    parts = snapshot.parts(store, event.dataset["snapshot"])
+    uri = event.dataset["snapshot"]["uri"]
+    held = training.holdout_rows(
+        (snapshot.read_part(store, part, uri) for part in parts), config.contract, config
+    )
+    parsed = ParsedDataset(TableColumns(held, config.contract), held.num_rows)
+    holdout = np.arange(held.num_rows)
     schema = FeatureSchema.from_dict(candidate_meta.features)
     candidate = lgb.Booster(model_str=model_text.decode())
 
