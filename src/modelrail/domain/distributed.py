@@ -85,21 +85,22 @@ def train(client: Any, parts: Sequence[PartURL], config: PipelineConfig) -> Clus
     rows = int(fit.shape[0].compute())
     params = training.lgb_params(config, schema, rows)
     metric = params["metric"]
-    # The estimator takes the objective's class count from the labels; the rest of the
-    # parameters are the single process's (num_threads per worker).
+    # The estimator takes the objective's class count from the labels, and each worker
+    # its threads from Dask; the rest of the parameters are the single process's.
     estimator_class = (
         lgb.DaskLGBMRegressor if config.objective == "regression" else lgb.DaskLGBMClassifier
     )
     estimator = estimator_class(
         client=client,
         n_estimators=config.num_boost_round,
-        **{k: v for k, v in params.items() if k not in ("num_class", "objective")},
+        **{k: v for k, v in params.items() if k not in ("num_class", "objective", "num_threads")},
         objective=params["objective"],
     )
     estimator.fit(
         fit[schema.names],
         fit[_TARGET],
-        eval_set=[(check[schema.names], check[_TARGET])],
+        eval_X=(check[schema.names],),
+        eval_y=(check[_TARGET],),
         eval_names=["validation"],
         eval_metric=metric,
         categorical_feature=schema.categorical_names or "auto",
