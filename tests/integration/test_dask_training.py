@@ -161,7 +161,10 @@ def test_a_run_trains_on_a_scheduler_and_workers_started_by_hand(
 def test_auto_trains_in_one_process_while_the_data_fits() -> None:
     config = PipelineConfig.load(REPO / "pipeline.toml")
 
+    per_value = training.LOCAL_PEAK_BYTES_PER_VALUE
+    columns = len(config.contract.columns)
+
     assert config.engine.name == "auto"
-    assert not config.engine.chooses_dask(344 * 9 * 8)
-    assert config.engine.chooses_dask(config.engine.local_memory_bytes + 1)
-    assert training.TRAIN != training.HOLDOUT
+    assert not config.engine.chooses_dask(344 * columns * per_value)  # the penguins
+    assert not config.engine.chooses_dask(10_000_000 * columns * per_value)  # 4 GB
+    assert config.engine.chooses_dask(50_000_000 * columns * per_value)  # 17 GB measured

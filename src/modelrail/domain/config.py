@@ -68,18 +68,19 @@ class Engine:
     """Where training runs (``[training] engine``, ``[training.dask]``): ``local`` (one
     process, ``lightgbm.train``), ``dask`` (``lightgbm.dask`` on a cluster: an existing
     one at ``scheduler``, else ``workers`` local worker processes the job starts), or
-    ``auto``: one process while the snapshot's data fits ``local_memory_mb``, Dask above
-    it."""
+    ``auto``: one process while what it would need to train fits ``local_memory_mb``,
+    Dask above it."""
 
     name: Literal["auto", "local", "dask"] = "auto"
     local_memory_bytes: int = 8 * 2**30
     scheduler: str | None = None
     workers: int = 2
 
-    def chooses_dask(self, data_bytes: int) -> bool:
-        """Whether a snapshot of ``data_bytes`` (its columns in memory) trains on Dask."""
+    def chooses_dask(self, local_peak_bytes: int) -> bool:
+        """Whether a snapshot whose training would peak at ``local_peak_bytes`` in one
+        process trains on Dask."""
         if self.name == "auto":
-            return data_bytes > self.local_memory_bytes
+            return local_peak_bytes > self.local_memory_bytes
         return self.name == "dask"
 
 

@@ -35,10 +35,10 @@ def handle(
 ) -> Outcome:
     store = runs.store
     parts = snapshot.parts(store, event.dataset["snapshot"])
-    # The snapshot's columns in memory, as one process would hold them (8 bytes a value).
-    data_bytes = sum(part.rows for part in parts) * len(config.contract.columns) * 8
+    # What one process would need to train on it, measured per value of the snapshot.
+    values = sum(part.rows for part in parts) * len(config.contract.columns)
     workers: list[dict[str, Any]] = []
-    if config.engine.chooses_dask(data_bytes):
+    if config.engine.chooses_dask(values * training.LOCAL_PEAK_BYTES_PER_VALUE):
         urls = [distributed.PartURL(_url(store, p.key), p.sha256, p.rows) for p in parts]
         with clusters.client(config.engine.scheduler, config.engine.workers) as client:
             on_cluster = distributed.train(client, urls, config)
