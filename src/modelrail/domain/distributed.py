@@ -83,17 +83,19 @@ def train(client: Any, parts: Sequence[PartURL], config: PipelineConfig) -> Clus
     fit = distinct[distinct[_SIDE] == training.TRAIN]
     check = distinct[distinct[_SIDE] == training.VALIDATION]
     rows = int(fit.shape[0].compute())
-    params = training.lgb_params(config, schema, rows)
+    # The single process's parameters, but threads: Dask gives each worker its own.
+    params = {
+        k: v for k, v in training.lgb_params(config, schema, rows).items() if k != "num_threads"
+    }
     metric = params["metric"]
-    # The estimator takes the objective's class count from the labels, and each worker
-    # its threads from Dask; the rest of the parameters are the single process's.
+    # The estimator takes the objective's class count from the labels.
     estimator_class = (
         lgb.DaskLGBMRegressor if config.objective == "regression" else lgb.DaskLGBMClassifier
     )
     estimator = estimator_class(
         client=client,
         n_estimators=config.num_boost_round,
-        **{k: v for k, v in params.items() if k not in ("num_class", "objective", "num_threads")},
+        **{k: v for k, v in params.items() if k not in ("num_class", "objective")},
         objective=params["objective"],
     )
     estimator.fit(
