@@ -17,6 +17,10 @@ from modelrail.kernel.errors import ConfigError
 from modelrail.settings.process import Settings
 from tests.conftest import settings_env
 
+# Dask's processes listen on ports the kernel picks, from the same range as the free
+# ports the emulator stacks choose and then bind: never beside a stack starting up.
+pytestmark = pytest.mark.xdist_group("emulators")
+
 TERRAFORM_ENV = {
     "MODELRAIL_DASK_CLOUD": "gcp",
     "MODELRAIL_DASK_GCP_PROJECT": "acme-ml",

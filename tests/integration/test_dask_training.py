@@ -25,6 +25,10 @@ from tests.conftest import PENGUINS, REPO, STATE_DEADLINE_S, settings_env
 from tests.fakes import FakeDeployer
 from tests.unit.conftest import Harness
 
+# Dask's processes listen on ports the kernel picks, from the same range as the free
+# ports the emulator stacks choose and then bind: never beside a stack starting up.
+pytestmark = pytest.mark.xdist_group("emulators")
+
 BIN = Path(sys.executable).parent
 
 

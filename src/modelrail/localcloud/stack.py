@@ -19,6 +19,7 @@ import contextlib
 import dataclasses
 import functools
 import os
+import re
 import subprocess
 import sys
 import time
@@ -393,7 +394,6 @@ class Stack:
                 f"http://127.0.0.1:{ports['control-plane']}/healthz",
             ),
         ]
-        members += self._dask(ports, base_env)
         for stage in stages:
             name = f"function-{stage}"
             function_argv = (
@@ -413,6 +413,7 @@ class Stack:
                     f"http://127.0.0.1:{ports[name]}/healthz",
                 )
             )
+        members += self._dask(ports, base_env)
         return members
 
     def _dask(self, ports: Mapping[str, int], env: Mapping[str, str]) -> list[Member]:
@@ -427,9 +428,12 @@ class Stack:
         )  # fmt: skip
         health = f"http://127.0.0.1:{ports[DASK_HTTP]}/health"
         members = [Member(DASK_SCHEDULER, scheduler_argv, dict(env), ports[DASK_SCHEDULER], health)]
-        for name in sorted(n for n in ports if n.startswith("dask-worker-")):
+        for name in sorted(n for n in ports if re.fullmatch(r"dask-worker-\d+", n)):
+            # Every port it listens on is chosen here, as every other member's is.
             worker_argv = (
                 dask, "worker", address, "--nthreads", "1", "--host", "127.0.0.1",
+                "--worker-port", str(ports[f"{name}-tcp"]),
+                "--nanny-port", str(ports[f"{name}-nanny"]),
                 "--dashboard-address", f"127.0.0.1:{ports[name]}",
                 "--local-directory", str(self.dir / name),
             )  # fmt: skip
@@ -511,7 +515,9 @@ class Stack:
 
     def _ports(self, stages: list[str], free_ports: bool) -> dict[str, int]:
         workers = self._dask_workers()
-        dask = [DASK_SCHEDULER, DASK_HTTP, *(f"dask-worker-{n}" for n in range(workers))]
+        dask = [DASK_SCHEDULER, DASK_HTTP]
+        for n in range(workers):
+            dask += [f"dask-worker-{n}", f"dask-worker-{n}-tcp", f"dask-worker-{n}-nanny"]
         names = [*DEFAULT_PORTS, *(f"function-{stage}" for stage in stages)]
         if workers:
             names += dask
