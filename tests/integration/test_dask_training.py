@@ -171,4 +171,4 @@ def test_auto_trains_in_one_process_while_the_data_fits() -> None:
     assert config.engine.name == "auto"
     assert not config.engine.chooses_dask(344 * columns * per_value)  # the penguins
     assert not config.engine.chooses_dask(10_000_000 * columns * per_value)  # 4 GB
-    assert config.engine.chooses_dask(50_000_000 * columns * per_value)  # 17 GB measured
+    assert config.engine.chooses_dask(50_000_000 * columns * per_value)  # 19 GiB measured

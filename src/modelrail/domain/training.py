@@ -59,7 +59,7 @@ class Candidate:
 TRAIN, VALIDATION, HOLDOUT = 0, 1, 2
 # One process's peak while it trains, per value of the snapshot (rows x columns): the
 # columns, their encoding, the split's copies and LightGBM's dataset. Measured: 4,079 MB
-# at 10M rows of 9 columns (45 bytes a value, benchmarks/training.py) and 17 GB at 50M.
+# at 10M rows of 9 columns (45 bytes a value, benchmarks/training.py) and 19 GiB at 50M.
 LOCAL_PEAK_BYTES_PER_VALUE = 48
 
 
