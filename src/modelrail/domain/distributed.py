@@ -33,7 +33,6 @@ import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import fsspec
 import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
@@ -136,6 +135,9 @@ def _encoded(part: PartURL, *, config: PipelineConfig) -> pd.DataFrame:
 
 
 def _columns(part: PartURL, config: PipelineConfig) -> Mapping[str, np.ndarray]:
+    # Imported here, on the worker: one process's training never needs fsspec.
+    import fsspec
+
     try:
         with fsspec.open(part.url, "rb") as file:
             data = file.read()

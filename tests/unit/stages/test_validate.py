@@ -55,7 +55,9 @@ def test_a_good_upload_is_validated_and_kept_as_a_snapshot(
     assert event.lineage["config"]["hash"] == ports.config.sha256
     # The snapshot the event names holds the rows validated, readable as train reads it.
     assert dataset["snapshot"]["rows"] == PENGUIN_ROWS
-    kept = snapshot.read(ports.artifacts, dataset["snapshot"], ports.config.contract)
+    named = dataset["snapshot"]
+    parts = snapshot.parts(ports.artifacts, named)
+    kept = snapshot.read(ports.artifacts, parts, named["uri"], ports.config.contract)
     assert kept.rows == PENGUIN_ROWS
     assert list(kept.columns["species"][:3]) == ["Adelie"] * 3
     # Beside it, the profile later drift checks compare with, and the report for people.

@@ -67,7 +67,10 @@ def encode(data: pa.Table) -> bytes:
 def decode(data: bytes, contract: DatasetContract) -> ParsedDataset:
     """The typed columns in ``data``, as validation produced them; ``KeyError`` if a
     column of ``contract`` is not there."""
-    stored = pq.read_table(io.BytesIO(data))
+    return _parsed(pq.read_table(io.BytesIO(data)), contract)
+
+
+def _parsed(stored: pa.Table, contract: DatasetContract) -> ParsedDataset:
     missing = [c.name for c in contract.columns if c.name not in stored.column_names]
     if missing:
         raise KeyError(f"the snapshot has no column {missing[0]!r}")
@@ -85,26 +88,14 @@ def write(store: BlobStore, key: str, checked: pa.Table) -> Snapshot:
     return Snapshot(key, store.uri(key), hashlib.sha256(data).hexdigest(), checked.num_rows)
 
 
-def read(store: BlobStore, snapshot: dict[str, Any], contract: DatasetContract) -> ParsedDataset:
-    """The snapshot an event names, its sha256 checked before it is parsed: a
-    partitioned one's index, then each part's (all parts, in order)."""
-    if not str(snapshot["key"]).endswith(".parquet"):
-        parts = _index_parts(store, snapshot)
-        tables = [
-            pq.read_table(io.BytesIO(_part_bytes(store, part, snapshot["uri"]))) for part in parts
-        ]
-        stored = pa.concat_tables(tables) if tables else pa.table({})
-        missing = [c.name for c in contract.columns if c.name not in stored.column_names]
-        if missing:
-            raise KeyError(f"the snapshot has no column {missing[0]!r}")
-        return ParsedDataset(table.TableColumns(stored, contract), stored.num_rows)
-    try:
-        data = store.read(str(snapshot["key"])).data
-    except NotFound as exc:
-        raise DataUnavailable(f"snapshot {snapshot['uri']} is gone: {exc}") from exc
-    if hashlib.sha256(data).hexdigest() != snapshot["sha256"]:
-        raise DataUnavailable(f"snapshot {snapshot['uri']} changed since it was validated")
-    return decode(data, contract)
+def read(
+    store: BlobStore, parts: tuple[Part, ...], uri: str, contract: DatasetContract
+) -> ParsedDataset:
+    """The ``parts`` of the snapshot at ``uri`` (as ``parts`` lists them, its index
+    checked) as one dataset, each part checked against its sha256 before it is parsed
+    (``read_part``)."""
+    tables = [read_part(store, part, uri) for part in parts]
+    return _parsed(pa.concat_tables(tables) if tables else pa.table({}), contract)
 
 
 # -- the partitioned snapshot --------------------------------------------------------

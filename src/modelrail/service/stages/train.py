@@ -44,7 +44,8 @@ def handle(
             on_cluster = distributed.train(client, urls, config)
         candidate, workers, engine = on_cluster.candidate, on_cluster.workers, "dask"
     else:
-        parsed = snapshot.read(store, event.dataset["snapshot"], config.contract)
+        uri = event.dataset["snapshot"]["uri"]
+        parsed = snapshot.read(store, parts, uri, config.contract)
         candidate, engine = training.train(parsed, config), "local"
     model_key = runs.candidate_key(event.run_id, MODEL_FILE)
     store.write(model_key, candidate.model_text, content_type="text/plain")
