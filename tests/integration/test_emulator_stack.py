@@ -10,6 +10,7 @@ reaches the dead-letter topic after the configured attempts in seconds, not minu
 from __future__ import annotations
 
 import base64
+import contextlib
 import dataclasses
 import io
 import os
@@ -145,14 +146,22 @@ def _fast_retry_topology(path: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    with running_stack(tmp_path_factory.mktemp("stack-home")) as started:
+        yield started
+
+
+@contextlib.contextmanager
+def running_stack(home: Path, **settings: str) -> Iterator[Stack]:
+    """`modelrail up --emulators` on ``home`` with retries that come at once, and
+    ``settings`` over the defaults; `down` after, whatever happened."""
     require_emulators(gcloud=True)
-    home = tmp_path_factory.mktemp("stack-home")
     staging_port = free_port()
     env = {
         **os.environ,
         **settings_env(home),
         "MODELRAIL_TOPOLOGY": str(_fast_retry_topology(home / "topology.yaml")),
         "MODELRAIL_STAGING_PORT": str(staging_port),
+        **settings,
     }
     started = time.monotonic()
     up = subprocess.run(

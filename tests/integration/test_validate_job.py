@@ -9,24 +9,18 @@ A stack of its own (the module's settings differ from test_emulator_stack's), on
 
 from __future__ import annotations
 
-import os
-import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from modelrail.kernel.processes import wait_until
-from modelrail.localcloud.emulators import free_port
-from tests.conftest import PENGUINS, STATE_DEADLINE_S, settings_env
-from tests.integration.emulator_support import require_emulators
+from tests.conftest import PENGUINS, STATE_DEADLINE_S
 from tests.integration.test_emulator_stack import (
-    MODELRAIL,
     PIPELINE_TIMEOUT_S,
     Stack,
     Staging,
-    _fast_retry_topology,
+    running_stack,
 )
 
 pytestmark = [pytest.mark.emulator, pytest.mark.xdist_group("emulators")]
@@ -36,29 +30,11 @@ JOB = "modelrail-validate"
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    require_emulators(gcloud=True)
+    # Anything above 1 KiB goes to the job: the bundled CSV is 15 KiB.
     home = tmp_path_factory.mktemp("validate-job-home")
-    staging_port = free_port()
-    env = {
-        **os.environ,
-        **settings_env(home),
-        "MODELRAIL_TOPOLOGY": str(_fast_retry_topology(home / "topology.yaml")),
-        "MODELRAIL_STAGING_PORT": str(staging_port),
-        # Anything above 1 KiB goes to the job: the bundled CSV is 15 KiB.
-        "MODELRAIL_VALIDATE_JOB": JOB,
-        "MODELRAIL_VALIDATE_IN_JOB_ABOVE_MB": str(1 / 1024),
-    }
-    started = time.monotonic()
-    up = subprocess.run(
-        [str(MODELRAIL), "up", "--emulators", "--free-ports"],
-        env=env, capture_output=True, text=True, timeout=120, check=False,
-    )  # fmt: skip
-    handle = Stack(home, env, staging_port, up.stdout, time.monotonic() - started)
-    try:
-        assert up.returncode == 0, up.stdout + up.stderr
-        yield handle
-    finally:
-        handle.modelrail("down", check=False)
+    settings = {"MODELRAIL_VALIDATE_JOB": JOB, "MODELRAIL_VALIDATE_IN_JOB_ABOVE_MB": str(1 / 1024)}
+    with running_stack(home, **settings) as started:
+        yield started
 
 
 def test_an_upload_above_the_threshold_is_validated_by_the_job_and_deployed(
