@@ -9,6 +9,7 @@ from pathlib import Path
 
 import lightgbm as lgb
 import numpy as np
+import pyarrow as pa
 import pytest
 
 from modelrail.domain import evaluation, training
@@ -136,10 +137,12 @@ def test_the_hold_out_read_part_by_part_is_the_splits_hold_out(
     expected = whole.take(training.split(parsed, config).holdout)
     bounds = [0, 100, 344, 500, 777, whole.num_rows]  # parts of uneven sizes
 
-    held = training.holdout_rows(
-        (whole.slice(a, b - a) for a, b in itertools.pairwise(bounds)),
-        config.contract,
-        config,
+    held = pa.concat_tables(
+        training.holdout_parts(
+            (whole.slice(a, b - a) for a, b in itertools.pairwise(bounds)),
+            config.contract,
+            config,
+        )
     )
 
     assert 0 < held.num_rows < 344 * 0.3  # the penguins' hold-out, each row once

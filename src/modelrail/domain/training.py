@@ -17,7 +17,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 import lightgbm as lgb
@@ -76,17 +76,18 @@ def split(dataset: ParsedDataset, config: PipelineConfig) -> Split:
     )
 
 
-def holdout_rows(
+def holdout_parts(
     parts: Iterable[pa.Table], contract: DatasetContract, config: PipelineConfig
-) -> pa.Table:
+) -> Iterator[pa.Table]:
     """The hold-out of data arriving part by part, as ``split`` holds it out of the
-    whole: each distinct row's first occurrence whose side is ``HOLDOUT``, in order.
-    An exact duplicate has its original's inputs, so its side: keeping the first of
-    the held-out rows is keeping the held-out first occurrences. Memory holds one part
-    and the hold-out, not the data."""
-    kept: list[pa.Table] = []
+    whole, a part at a time: each distinct row's first occurrence whose side is
+    ``HOLDOUT``, in order. An exact duplicate has its original's inputs, so its side:
+    keeping the first of the held-out rows is keeping the held-out first occurrences.
+    Memory holds one part and the held-out rows' hashes, not the data."""
     seen = np.empty(0, dtype=np.uint64)  # the held-out rows' hashes so far, sorted
+    empty = True
     for part in parts:
+        empty = False
         columns = table.TableColumns(part, contract)
         held = np.flatnonzero(sides(columns, config) == HOLDOUT)
         hashes = pd.util.hash_pandas_object(
@@ -94,11 +95,10 @@ def holdout_rows(
         ).to_numpy(dtype=np.uint64)
         distinct, first = np.unique(hashes, return_index=True)
         new = first[~np.isin(distinct, seen, assume_unique=True)]
-        kept.append(part.take(held[np.sort(new)]))
         seen = np.union1d(seen, distinct)
-    if not kept:
+        yield part.take(held[np.sort(new)])
+    if empty:
         raise DataUnavailable("the snapshot has no parts: nothing to hold out")
-    return pa.concat_tables(kept)
 
 
 def sides(columns: Mapping[str, np.ndarray], config: PipelineConfig) -> np.ndarray:

@@ -3,8 +3,14 @@
 
 from __future__ import annotations
 
+import dataclasses
+import io
+
+import pyarrow.parquet as pq
 import pytest
 
+from modelrail.domain.config import PipelineConfig
+from modelrail.domain.dataset import snapshot
 from modelrail.domain.registry import MODEL_FILE, REFERENCE_FILE
 from modelrail.kernel.errors import GateRejected, IntegrityError
 from modelrail.kernel.events import ModelEvaluated
@@ -98,3 +104,29 @@ def test_a_candidate_rewritten_since_training_is_refused(ports: Ports, penguins_
         ports.call(evaluate.handle, candidate)
 
     assert "evaluation" not in ports.runs.reports(candidate.run_id)
+
+
+def test_a_hold_out_read_in_many_parts_is_judged_as_one(
+    ports: Ports, penguins_csv: bytes, tiny_config: PipelineConfig
+) -> None:
+    # The same file, validated in batches of 2 KB: a snapshot of many parts, each
+    # scored and kept as it is read.
+    limits = dataclasses.replace(tiny_config.limits, batch_bytes=2 * 1024)
+    small = dataclasses.replace(ports, config=dataclasses.replace(tiny_config, limits=limits))
+    one, many = trained(ports, penguins_csv), trained(small, penguins_csv)
+    assert len(snapshot.parts(small.runs.store, many.dataset["snapshot"])) > 3
+
+    outcomes = [ports.call(evaluate.handle, one), small.call(evaluate.handle, many)]
+
+    assert all(outcome.output["blessed"] for outcome in outcomes)
+    first, second = (ports.runs.report(e.run_id, "evaluation") for e in (one, many))
+    assert first["holdout_rows"] == second["holdout_rows"] > 0
+    assert first["metrics"] == second["metrics"]
+    assert first["diagnostics"] == second["diagnostics"]
+    kept = [
+        pq.read_table(
+            io.BytesIO(ports.artifacts.read(ports.runs.snapshot_key(e.run_id, REFERENCE_FILE)).data)
+        )
+        for e in (one, many)
+    ]
+    assert kept[0].equals(kept[1])

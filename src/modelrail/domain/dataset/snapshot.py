@@ -53,15 +53,31 @@ def arrow(parsed: ParsedDataset, contract: DatasetContract) -> pa.Table:
 
 def encode(data: pa.Table) -> bytes:
     """``data`` (columns in the contract's order and types) as Parquet bytes."""
-    sink = io.BytesIO()
-    pq.write_table(
-        data,
-        sink,
-        row_group_size=ROW_GROUP_ROWS,
-        compression="zstd",
-        store_schema=True,
-    )
-    return sink.getvalue()
+    encoder = Encoder()
+    encoder.add(data)
+    return encoder.finish()
+
+
+class Encoder:
+    """Tables of one schema added one after another, as the Parquet bytes ``encode``
+    gives for all of them at once: only the compressed bytes are held."""
+
+    def __init__(self) -> None:
+        self._sink = io.BytesIO()
+        self._writer: pq.ParquetWriter | None = None
+
+    def add(self, data: pa.Table) -> None:
+        if self._writer is None:
+            self._writer = pq.ParquetWriter(
+                self._sink, data.schema, compression="zstd", store_schema=True
+            )
+        self._writer.write_table(data, row_group_size=ROW_GROUP_ROWS)
+
+    def finish(self) -> bytes:
+        if self._writer is None:
+            raise ValueError("nothing was added to encode")
+        self._writer.close()
+        return self._sink.getvalue()
 
 
 def decode(data: bytes, contract: DatasetContract) -> ParsedDataset:

@@ -15,20 +15,22 @@ rewritten in the bucket ends the run as an ``IntegrityError``, never steering th
 from __future__ import annotations
 
 import dataclasses
+import io
 from typing import Any
 
 import lightgbm as lgb
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from modelrail.domain import evaluation, training
 from modelrail.domain.config import PipelineConfig
 from modelrail.domain.dataset import snapshot
-from modelrail.domain.dataset.checks import ParsedDataset
 from modelrail.domain.dataset.table import TableColumns
 from modelrail.domain.features import FeatureSchema
 from modelrail.domain.registry import CHAMPION, REFERENCE_FILE, LoadedVersion, Registry
 from modelrail.domain.runs import RunLog
-from modelrail.kernel.errors import GateRejected
+from modelrail.kernel.errors import DataUnavailable, GateRejected
 from modelrail.kernel.events import ModelEvaluated, ModelTrained
 from modelrail.service.stages import Outcome
 
@@ -42,25 +44,30 @@ def handle(
 ) -> Outcome:
     store = runs.store
     model_text, candidate_meta = runs.candidate(event.run_id, event.model_sha256)
-    # The hold-out alone, read part by part: evaluate never holds the whole snapshot.
+    schema = FeatureSchema.from_dict(candidate_meta.features)
+    candidate = _Scores(lgb.Booster(model_str=model_text.decode()), schema, config)
+    loaded = _champion_version(config, registry)
+    champion_scores, champion = _champion(loaded, config)
+    # The hold-out alone, a part at a time: each part is scored and kept for the
+    # reference set as it is read, so memory holds one part and the predictions.
     parts = snapshot.parts(store, event.dataset["snapshot"])
     uri = event.dataset["snapshot"]["uri"]
-    held = training.holdout_rows(
+    judged = snapshot.Encoder()
+    held = training.holdout_parts(
         (snapshot.read_part(store, part, uri) for part in parts), config.contract, config
     )
-    parsed = ParsedDataset(TableColumns(held, config.contract), held.num_rows)
-    holdout = np.arange(held.num_rows)
-    schema = FeatureSchema.from_dict(candidate_meta.features)
-    candidate = lgb.Booster(model_str=model_text.decode())
-
-    y_true, prediction = _predict(candidate, schema, parsed, holdout)
-    metrics = evaluation.metrics(schema.objective, y_true, prediction)
-    loaded = _champion_version(config, registry)
-    champion = _champion(loaded, config, parsed, holdout)
+    for batch in held:
+        candidate.add(batch)
+        if champion_scores is not None:
+            champion_scores.add(batch)
+        judged.add(batch)
+    metrics = candidate.metrics()
+    if champion is not None and champion_scores is not None:
+        champion = {**champion, "metrics": champion_scores.metrics()}
     verdict = evaluation.judge(config.gate, metrics, champion["metrics"] if champion else None)
     reasons: list[str] = verdict.to_dict()["reasons"]
     blessed = verdict.blessed
-    reference = _reference(config, registry, loaded, champion, candidate, schema)
+    reference = _reference(config, registry, loaded, champion, candidate.booster, schema)
     if champion is not None and reference is not None:
         # Kept with the version (and shown on its card): how it fared on the trusted set.
         champion = {
@@ -75,20 +82,21 @@ def handle(
     overall = {**verdict.to_dict(), "blessed": blessed, "reasons": reasons}
     report = {
         "run_id": event.run_id,
-        "holdout_rows": len(holdout),
+        "holdout_rows": candidate.rows,
         "metrics": metrics,
         "champion": champion,
         "reference": reference,
         "verdict": overall,
         # For the model card: per class and the confusion matrix, or predicted vs actual.
-        "diagnostics": evaluation.diagnostics(schema.objective, y_true, prediction, schema.classes),
+        "diagnostics": evaluation.diagnostics(
+            schema.objective, *candidate.scored(), schema.classes
+        ),
     }
     report_uri = runs.save_report(event.run_id, "evaluation", report)
     # The rows it was judged on, for register to keep as the version's reference set.
-    judged = snapshot.arrow(parsed, config.contract).take(holdout)
     store.write(
         runs.snapshot_key(event.run_id, REFERENCE_FILE),
-        snapshot.encode(judged),
+        judged.finish(),
         content_type="application/vnd.apache.parquet",
     )
     if not blessed:
@@ -111,20 +119,37 @@ def handle(
     return Outcome(evaluated, {"metrics": metrics, "blessed": True})
 
 
-def _predict(
-    booster: lgb.Booster, schema: FeatureSchema, parsed: ParsedDataset, rows: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    """The true targets of ``rows`` and ``booster``'s predictions for them (only those
-    rows are encoded)."""
-    columns = {name: parsed.columns[name][rows] for name in (*schema.names, schema.target)}
-    y_true = schema.encode_target(columns[schema.target])
-    return y_true, np.asarray(booster.predict(schema.encode_columns(columns)))
+class _Scores:
+    """One model's predictions, batch by batch, kept with the true targets: the exact
+    metrics (an AUC ranks every row) need them all, and they are a few numbers a row
+    where the rows' columns are many."""
 
+    def __init__(self, booster: lgb.Booster, schema: FeatureSchema, config: PipelineConfig):
+        self.booster, self.schema, self.contract = booster, schema, config.contract
+        self._truth: list[np.ndarray] = []
+        self._predicted: list[np.ndarray] = []
 
-def _score(
-    booster: lgb.Booster, schema: FeatureSchema, parsed: ParsedDataset, rows: np.ndarray
-) -> dict[str, float]:
-    return evaluation.metrics(schema.objective, *_predict(booster, schema, parsed, rows))
+    def add(self, batch: pa.Table) -> None:
+        if batch.num_rows == 0:
+            return
+        columns = TableColumns(batch, self.contract)
+        self._truth.append(self.schema.encode_target(columns[self.schema.target]))
+        self._predicted.append(
+            np.asarray(self.booster.predict(self.schema.encode_columns(columns)))
+        )
+
+    @property
+    def rows(self) -> int:
+        return sum(len(truth) for truth in self._truth)
+
+    def scored(self) -> tuple[np.ndarray, np.ndarray]:
+        """The true targets and the predictions of every row added, in order."""
+        if not self._truth:
+            raise DataUnavailable("the hold-out is empty: there is nothing to judge on")
+        return np.concatenate(self._truth), np.concatenate(self._predicted)
+
+    def metrics(self) -> dict[str, float]:
+        return evaluation.metrics(self.schema.objective, *self.scored())
 
 
 def _champion_version(config: PipelineConfig, registry: Registry) -> LoadedVersion | None:
@@ -136,30 +161,25 @@ def _champion_version(config: PipelineConfig, registry: Registry) -> LoadedVersi
 
 
 def _champion(
-    loaded: LoadedVersion | None,
-    config: PipelineConfig,
-    parsed: ParsedDataset,
-    holdout: np.ndarray,
-) -> dict[str, Any] | None:
-    """The champion's metrics on this hold-out, or None if there is none to compare."""
+    loaded: LoadedVersion | None, config: PipelineConfig
+) -> tuple[_Scores | None, dict[str, Any] | None]:
+    """What scores the champion on this hold-out, and how it is described; neither for
+    the first model, no scores for a champion that cannot read this data."""
     if loaded is None:
-        return None
+        return None, None
     schema = FeatureSchema.from_dict(loaded.manifest.features)
-    missing = [name for name in schema.names if name not in parsed.columns]
+    names = {column.name for column in config.contract.columns}
+    missing = [name for name in schema.names if name not in names]
     if missing or schema.objective != config.objective:
         # The contract changed under the champion: it cannot score this data.
-        return {
+        return None, {
             "version": loaded.version,
             "metrics": None,
             "comparable": False,
             "why": f"champion needs columns {missing} / objective {schema.objective}",
         }
     booster = lgb.Booster(model_str=loaded.model_text.decode())
-    return {
-        "version": loaded.version,
-        "metrics": _score(booster, schema, parsed, holdout),
-        "comparable": True,
-    }
+    return _Scores(booster, schema, config), {"version": loaded.version, "comparable": True}
 
 
 def _reference(
@@ -171,27 +191,31 @@ def _reference(
     schema: FeatureSchema,
 ) -> dict[str, Any] | None:
     """Candidate and champion on the champion's reference set, judged by the change
-    thresholds; None for the first model or a champion without a comparable set."""
+    thresholds, a row group at a time; None for the first model or a champion without
+    a comparable set."""
     if loaded is None or champion is None or not champion["comparable"]:
         return None
-    version = loaded.version
     data = registry.file(loaded.manifest, REFERENCE_FILE)  # against the verified manifest
     if data is None:
         return None
-    try:
-        reference = snapshot.decode(data, config.contract)
-    except KeyError:
+    reference = pq.ParquetFile(io.BytesIO(data))
+    if any(c.name not in reference.schema_arrow.names for c in config.contract.columns):
         return None  # kept under another contract: its columns are not this data's
-    rows = np.arange(reference.rows)
-    candidate_metrics = _score(candidate, schema, reference, rows)
-    champion_schema = FeatureSchema.from_dict(loaded.manifest.features)
     champion_booster = lgb.Booster(model_str=loaded.model_text.decode())
-    champion_metrics = _score(champion_booster, champion_schema, reference, rows)
+    scores = (
+        _Scores(candidate, schema, config),
+        _Scores(champion_booster, FeatureSchema.from_dict(loaded.manifest.features), config),
+    )
+    for group in range(reference.num_row_groups):
+        batch = reference.read_row_group(group)
+        for score in scores:
+            score.add(batch)
+    candidate_metrics, champion_metrics = (score.metrics() for score in scores)
     changes_only = [dataclasses.replace(g, min=None, max=None) for g in config.gate]
     verdict = evaluation.judge(changes_only, candidate_metrics, champion_metrics)
     return {
-        "version": version,
-        "rows": reference.rows,
+        "version": loaded.version,
+        "rows": reference.metadata.num_rows,
         "metrics": candidate_metrics,
         "champion_metrics": champion_metrics,
         "verdict": verdict.to_dict(),
