@@ -122,7 +122,7 @@ def validated_event(cloud: Cloud) -> dict[str, Any]:
     from modelrail.service import pipeline
 
     store = cloud.container.storage.bucket(DATA_BUCKET)
-    name = f"uploads/{uuid.uuid4().hex}.csv"
+    name = f"uploads/penguins/{uuid.uuid4().hex}.csv"
     generation = store.write(name, PENGUINS.read_bytes())
     upload = DataUploaded(bucket=DATA_BUCKET, name=name, generation=generation)
     before = len(cloud.harness.published("dataset-validated"))
@@ -207,8 +207,10 @@ def test_a_staged_function_validates_an_upload_from_its_folder(
     assert_outside_checkout(python, {**env, "PYTHONPATH": str(folder)}, folder, folder)
     cloud.subscribe("dataset-validated", "validated--installed-check")
     store = cloud.container.storage.bucket(DATA_BUCKET)
-    generation = store.write("uploads/staged.csv", PENGUINS.read_bytes())
-    upload = DataUploaded(bucket=DATA_BUCKET, name="uploads/staged.csv", generation=generation)
+    generation = store.write("uploads/penguins/staged.csv", PENGUINS.read_bytes())
+    upload = DataUploaded(
+        bucket=DATA_BUCKET, name="uploads/penguins/staged.csv", generation=generation
+    )
 
     # What the buildpack runs: functions-framework with the folder's main.py, behind
     # which Pub/Sub pushes the notification.
@@ -246,4 +248,4 @@ def test_a_staged_function_validates_an_upload_from_its_folder(
     keys = [
         event["lineage"]["trigger"]["key"] for event in cloud.pull("validated--installed-check")
     ]
-    assert keys == [f"gs://{DATA_BUCKET}/uploads/staged.csv#{generation}"]
+    assert keys == [f"gs://{DATA_BUCKET}/uploads/penguins/staged.csv#{generation}"]
