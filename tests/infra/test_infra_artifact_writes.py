@@ -76,6 +76,7 @@ def recorded(settings: Settings) -> tuple[Harness, RecordingStore]:
             settings, storage_factory=lambda: storage, deployer_factory=lambda _model: deployer
         )
     )
+    artifacts.writes.clear()  # the model's definition: the operator's (modelrail add)
     return Harness(container, storage, deployer), artifacts
 
 

@@ -154,9 +154,12 @@ class Container:
 
     @cached_property
     def catalog(self) -> ModelCatalog | None:
-        """Vertex AI's Model Registry when pipeline.toml's ``[vertex] model_registry``
-        turns it on; otherwise None, and nothing is built."""
-        return self.catalog_factory() if self.config.vertex_model_registry else None
+        """Vertex AI's Model Registry when the model's pipeline.toml turns it on
+        (``[vertex] model_registry``); otherwise None, and nothing is built. None too
+        for a container acting for no model in particular: it reads, never publishes."""
+        if self.model_name is None or not self.config.vertex_model_registry:
+            return None
+        return self.catalog_factory()
 
     @cached_property
     def signer(self) -> ManifestSigner:
