@@ -211,10 +211,11 @@ def test_an_upload_name_outside_uploads_is_refused_plainly(user: User, name: str
 
 
 def test_reconcile_brings_staging_back_to_what_its_alias_names(user: User) -> None:
-    assert user.json("reconcile")["status"] == "in_step"  # type: ignore[index]
+    [in_step] = user.json("reconcile")  # type: ignore[misc]
+    assert in_step["status"] == "in_step"
     user.run("down")  # staging stopped: nothing serves, the alias still names a version
 
-    converged = user.json("reconcile")
+    [converged] = user.json("reconcile")  # type: ignore[misc]
 
     assert isinstance(converged, dict)
     assert (converged["status"], converged["served_version"]) == ("converged", None)

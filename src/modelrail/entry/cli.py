@@ -74,8 +74,8 @@ class Cli:
         segments = object_name.split("/")
         if any(segment in ("", ".", "..") for segment in segments):
             raise click.BadParameter(
-                f"{object_name!r} is not an object name in the model's upload folder: use a "
-                "relative name "
+                f"{object_name!r} is not an object name under "
+                f"{upload_prefix(self.container.model)}: use a relative name "
                 "without '.' or '..' segments, e.g. 2024-06/prices.csv",
                 param_hint="--name",
             )
