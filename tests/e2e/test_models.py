@@ -157,4 +157,5 @@ def test_runs_and_models_work_from_any_directory(team: Team, tmp_path: Path) -> 
     assert sorted(elsewhere.models()) == ["grunfeld", "penguins"]
     assert elsewhere.runs("grunfeld")
     listed = elsewhere.run("runs").stdout
-    assert "grunfeld" in listed and "penguins" in listed
+    assert "grunfeld" in listed
+    assert "penguins" in listed

@@ -49,7 +49,8 @@ def test_each_upload_folder_reaches_its_own_model(
     for model, key in (("penguins", "p.csv"), (GRUNFELD, "g.csv")):
         [run] = _only(two, model)
         assert run.outcome == "deployed", run.failure
-        assert run.lineage is not None and run.lineage.data is not None
+        assert run.lineage is not None
+        assert run.lineage.data is not None
         assert run.lineage.data["uri"].startswith(f"gs://modelrail-data/uploads/{model}/{key}#")
         assert registry.aliases(model) == {"champion": 1, "staging": 1}
     manifests = {m: registry.manifest(m, 1) for m in ("penguins", GRUNFELD)}
@@ -75,7 +76,8 @@ def test_an_upload_no_model_owns_is_refused_with_a_recorded_reason(
     assert run.model is None
     assert run.outcome == "failed"
     record = run.stages["validate"]
-    assert record.error is not None and record.error["kind"] == "unknown_model"
+    assert record.error is not None
+    assert record.error["kind"] == "unknown_model"
     assert why in record.error["message"]
     assert f"installed: {GRUNFELD}, penguins" in record.error["message"]
     assert two.published("pipeline-failed")  # said on the bus as every failure is
@@ -95,7 +97,8 @@ def test_a_retrain_trains_on_its_own_models_newest_upload_never_anothers(
     runs = _only(two, "penguins")
     assert [run.outcome for run in runs] == ["deployed", "deployed"]
     lineage = runs[-1].lineage
-    assert lineage is not None and lineage.data is not None
+    assert lineage is not None
+    assert lineage.data is not None
     assert lineage.data["uri"].startswith("gs://modelrail-data/uploads/penguins/p.csv#")
     assert lineage.trigger["kind"] == "retrain"
     assert two.container.registry.versions(GRUNFELD) == [1]
@@ -111,7 +114,8 @@ def test_a_retrain_naming_no_model_is_refused_while_several_are_installed(
 
     [refused] = _only(two, None)
     record = refused.stages["validate"]
-    assert record.error is not None and record.error["kind"] == "unknown_model"
+    assert record.error is not None
+    assert record.error["kind"] == "unknown_model"
     assert "2 models are installed (grunfeld, penguins): name one" in record.error["message"]
     assert two.container.registry.versions("penguins") == [1]
 
