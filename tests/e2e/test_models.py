@@ -5,7 +5,9 @@ directory of their own (no checkout, no pipeline.toml beside them)."""
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
+import time
 from collections.abc import Iterator
 from importlib import resources
 from pathlib import Path
@@ -15,7 +17,7 @@ import orjson
 import pytest
 import requests
 
-from tests.conftest import PENGUINS, REPO
+from tests.conftest import PENGUINS, REPO, STATE_DEADLINE_S
 from tests.e2e.test_cli import INSTANCE, MODELRAIL, _free_port
 
 pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("models")]
@@ -149,13 +151,36 @@ def test_a_changed_staging_port_setting_keeps_each_models_recorded_url(team: Tea
     assert _predict(before["grunfeld"], GRUNFELD_ROW)["model"]["version"] == staged
 
 
-def test_runs_and_models_work_from_any_directory(team: Team, tmp_path: Path) -> None:
+def test_runs_models_and_the_ui_work_from_any_directory(team: Team, tmp_path: Path) -> None:
     elsewhere = Team(tmp_path)
     elsewhere.env = {**team.env}
-    elsewhere.workdir = tmp_path
 
     assert sorted(elsewhere.models()) == ["grunfeld", "penguins"]
     assert elsewhere.runs("grunfeld")
     listed = elsewhere.run("runs").stdout
     assert "grunfeld" in listed
     assert "penguins" in listed
+    port = _free_port()
+    ui = subprocess.Popen(
+        [str(MODELRAIL), "ui", "--port", str(port)], cwd=tmp_path, env=elsewhere.env,
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True,
+    )  # fmt: skip
+    try:
+        page = _when_up(f"http://127.0.0.1:{port}/models", ui)
+    finally:
+        os.killpg(ui.pid, signal.SIGTERM)
+        ui.wait(30)
+    assert 'href="/models/grunfeld"' in page
+    assert 'href="/models/penguins"' in page
+
+
+def _when_up(url: str, process: subprocess.Popen[bytes]) -> str:
+    """``url``'s page once the server ``process`` answers (its stderr if it exits)."""
+    deadline = time.monotonic() + STATE_DEADLINE_S
+    while time.monotonic() < deadline:
+        assert process.poll() is None, process.stderr and process.stderr.read()
+        try:
+            return requests.get(url, timeout=5).text
+        except requests.ConnectionError:
+            time.sleep(0.1)  # polling until the server listens
+    raise AssertionError(f"{url} did not answer within {STATE_DEADLINE_S:.0f} s")

@@ -2,11 +2,11 @@
 
 The staging image installs the modelrail wheel into a virtual environment holding the
 hash-locked closure of ``services/staging/requirements.lock``; the training image lays
-the package out under ``/app`` beside ``schemas/``, ``pipeline.toml`` and
-``topology.yaml`` with ``services/train-job/requirements.lock``; a Cloud Function is a
-``make stage`` folder whose ``requirements.txt`` the buildpack installs. Here each runs
-from a temporary directory with exactly those files, the environment Terraform gives
-it (``terraform/envs/dev/main.tf``, read with python-hcl2) and its entry point's command,
+the package out under ``/app`` beside ``topology.yaml`` with
+``services/train-job/requirements.lock``; a Cloud Function is a ``make stage`` folder
+whose ``requirements.txt`` the buildpack installs. Here each runs from a temporary
+directory with exactly those files, the environment Terraform gives it
+(``terraform/envs/dev/main.tf``, read with python-hcl2) and its entry point's command,
 against fake-gcs-server, the Pub/Sub emulator and the local control plane's Cloud KMS.
 
 The third-party closures are installed once per lock (``pip --require-hashes``, as the

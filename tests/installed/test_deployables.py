@@ -146,9 +146,7 @@ def test_the_training_job_trains_from_its_image_layout(
     app.mkdir()
     shutil.copytree(REPO / "src" / "modelrail", app / "modelrail",
                     ignore=shutil.ignore_patterns("__pycache__"))  # fmt: skip
-    shutil.copytree(REPO / "schemas", app / "schemas")
-    for name in ("pipeline.toml", "topology.yaml"):
-        shutil.copyfile(REPO / name, app / name)
+    shutil.copyfile(REPO / "topology.yaml", app / "topology.yaml")
     image = dockerfile_env(REPO / "services" / "train-job" / "Dockerfile")
     train_env = dev.locals["common_env"]
     env = {
@@ -158,7 +156,6 @@ def test_the_training_job_trains_from_its_image_layout(
         **terraform_env(train_env, cloud.values()),
         **cloud.env(),
         "MODELRAIL_HOME": str(tmp_path / "job-home"),
-        "MODELRAIL_CONFIG": str(app / "pipeline.toml"),
         "MODELRAIL_TOPOLOGY": str(app / "topology.yaml"),
     }  # fmt: skip
     assert env["PYTHONPATH"] == str(app)
@@ -197,7 +194,6 @@ def test_a_staged_function_validates_an_upload_from_its_folder(
         {
             **dev.locals["common_env"],
             # merge(local.common_env, local.vertex_env, {...}): Vertex AI is off here.
-            "MODELRAIL_CONFIG": "pipeline.toml",
             "MODELRAIL_TOPOLOGY": "topology.yaml",
         },
         cloud.values(),

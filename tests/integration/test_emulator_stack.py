@@ -151,9 +151,12 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 
 
 @contextlib.contextmanager
-def running_stack(home: Path, **settings: str) -> Iterator[Stack]:
+def running_stack(
+    home: Path, *, models: tuple[Path, ...] = (REPO / "pipeline.toml",), **settings: str
+) -> Iterator[Stack]:
     """`modelrail up --emulators` on ``home`` with retries that come at once, and
-    ``settings`` over the defaults; `down` after, whatever happened."""
+    ``settings`` over the defaults, then `modelrail add` for each of ``models``; `down`
+    after, whatever happened."""
     require_emulators(gcloud=True)
     staging_port = free_port()
     env = {
@@ -171,6 +174,11 @@ def running_stack(home: Path, **settings: str) -> Iterator[Stack]:
     handle = Stack(home, env, staging_port, up.stdout, time.monotonic() - started)
     try:
         assert up.returncode == 0, up.stdout + up.stderr
+        for config in models:
+            subprocess.run(
+                [str(MODELRAIL), "add", str(config)], env={**env, **handle.state()["env"]},
+                capture_output=True, text=True, timeout=120, check=True,
+            )  # fmt: skip
         yield handle
     finally:
         handle.modelrail("down", check=False)
@@ -415,9 +423,9 @@ class Staging:
         self._patch = pytest.MonkeyPatch()
         for name in ("STORAGE_EMULATOR_HOST", "PUBSUB_EMULATOR_HOST"):  # read by the clients
             self._patch.setenv(name, self.env[name])
-        self.container = bootstrap(self.settings)
-        self.model = self.container.config.model_name
-        self.supervisor = LocalStagingDeployer(self.settings)
+        self.container = bootstrap(self.settings).for_model("penguins")
+        self.model = self.container.model
+        self.supervisor = LocalStagingDeployer(self.settings, self.model)
         return self
 
     def __exit__(self, *_: Any) -> None:
