@@ -157,3 +157,32 @@ def test_definitions_are_checked_named_and_kept_whole(harness: Harness, tmp_path
     with pytest.raises(ConfigError, match="model name 'Pen_guins' must be"):
         Definition.from_files(tmp_path / "pipeline.toml")
     assert Models(harness.container.artifacts).names() == ["penguins"]
+
+
+def test_models_shows_a_service_that_serves_other_than_its_alias_names(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from click.testing import CliRunner
+
+    from modelrail.adapters.local.staging import LocalStagingDeployer
+    from modelrail.entry import cli
+    from modelrail.kernel.ports import Deployment
+    from modelrail.service import smoke
+    from tests.conftest import install, settings_env
+
+    env = settings_env(tmp_path / "home")
+    install(env)
+    url = "http://127.0.0.1:9"
+    # A service that still serves v1 while the alias names no version at all.
+    monkeypatch.setattr(
+        LocalStagingDeployer,
+        "current",
+        lambda self: Deployment(url=url, revision="r1", model="penguins", version=1),
+    )
+    monkeypatch.setattr(smoke, "served", lambda at: {"model": "penguins", "version": 1})
+
+    result = CliRunner().invoke(cli.main, ["models"], env=env)
+
+    assert result.exit_code == 0, result.output
+    assert f"staging {url}: DISAGREES: the service says it serves penguins v1" in result.output
+    assert "its staging alias names no version" in result.output
