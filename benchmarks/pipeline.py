@@ -88,8 +88,16 @@ def synth_csv(rows: int, cache: Path) -> Path:
         cache.mkdir(parents=True, exist_ok=True)
         partial = path.with_suffix(".partial")
         subprocess.run(
-            [_modelrail(), "synth", "--rows", str(rows), "--out", str(partial)],
-            env={**os.environ, "MODELRAIL_CONFIG": str(CONFIG)},
+            [
+                _modelrail(),
+                "synth",
+                "--rows",
+                str(rows),
+                "--out",
+                str(partial),
+                "--config",
+                str(CONFIG),
+            ],
             check=True,
             stdout=subprocess.DEVNULL,
         )
@@ -107,22 +115,24 @@ def home_env(home: Path) -> dict[str, str]:
         **os.environ,
         "MODELRAIL_MODE": "embedded",
         "MODELRAIL_HOME": str(home),
-        "MODELRAIL_CONFIG": str(CONFIG),
         "MODELRAIL_CODE_VERSION": "bench",
     }
 
 
 def upload(home: Path, csv_path: Path) -> Path:
-    """Put the CSV in a new home's data bucket, as ``modelrail upload`` does, and write
-    the storage notification it would publish; return that message's file."""
+    """Put the CSV in the bundled model's upload folder in a new home's data bucket, as
+    ``modelrail upload`` does, and write the storage notification it would publish;
+    return that message's file."""
     from modelrail.composition.bootstrap import bootstrap
+    from modelrail.domain.models import Definition, upload_prefix
     from modelrail.kernel.events import DataUploaded
     from modelrail.settings.process import Settings
 
     settings = Settings.from_env(home_env(home))
     container = bootstrap(settings)
+    definition = Definition.from_files(CONFIG)
     store = container.storage.bucket(settings.data_bucket)
-    key = f"uploads/{csv_path.name}"
+    key = f"{upload_prefix(definition.name)}{csv_path.name}"
     generation = store.write(key, csv_path.read_bytes(), content_type="text/csv")
     message = {
         "data": DataUploaded(bucket=store.bucket, name=key, generation=generation).to_body(),
@@ -528,9 +538,13 @@ def _own_peak_rss_mb() -> float:
 
 def _container() -> Any:
     from modelrail.composition.bootstrap import bootstrap
+    from modelrail.domain.models import Definition
     from modelrail.settings.process import Settings
 
     container = bootstrap(Settings.from_env())
+    definition = Definition.from_files(CONFIG)
+    container.models.add(definition)  # as ``modelrail add`` installs it
+    container = container.for_model(definition.name)
     _ = container.config  # loaded before the clock starts, as a warm CLI has it
     return container
 

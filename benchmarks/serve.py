@@ -211,7 +211,6 @@ def start_modelrail(home: Path, port: int, args: argparse.Namespace) -> subproce
             "MODELRAIL_MODEL_VERSION": "1",
             "PORT": str(port),
             "MODELRAIL_WORKERS": str(args.workers),
-            "MODELRAIL_CONFIG": str(ROOT / "pipeline.toml"),
             "MODELRAIL_PREDICTOR": args.predictor,
         }
     )

@@ -49,7 +49,17 @@ def synth(rows: int) -> Path:
         path.parent.mkdir(parents=True, exist_ok=True)
         modelrail = Path(sys.executable).with_name("modelrail")
         subprocess.run(
-            [str(modelrail), "synth", "--rows", str(rows), "--out", str(path)], check=True
+            [
+                str(modelrail),
+                "synth",
+                "--rows",
+                str(rows),
+                "--out",
+                str(path),
+                "--config",
+                str(ROOT / "pipeline.toml"),
+            ],
+            check=True,
         )
     return path
 
@@ -76,7 +86,7 @@ def env_of(home: Path, config: Path) -> dict[str, str]:
         **os.environ,
         "MODELRAIL_MODE": "embedded",
         "MODELRAIL_HOME": str(home),
-        "MODELRAIL_CONFIG": str(config),
+        "BENCH_CONFIG": str(config),  # the child installs it (``_container``)
         "MODELRAIL_TOPOLOGY": str(ROOT / "topology.yaml"),
         "MODELRAIL_CODE_VERSION": "bench",
     }
@@ -100,16 +110,23 @@ def _peak_mb() -> float:
 
 
 def _container() -> Any:
+    """This home's container, acting for the benchmark's model (installed here, as
+    ``modelrail add`` installs it)."""
     from modelrail.composition.bootstrap import bootstrap
+    from modelrail.domain.models import Definition
     from modelrail.settings.process import Settings
 
-    return bootstrap(Settings.from_env())
+    container = bootstrap(Settings.from_env())
+    definition = Definition.from_files(Path(os.environ["BENCH_CONFIG"]))
+    container.models.add(definition)
+    return container.for_model(definition.name)
 
 
 def child_validate(spec: dict[str, Any]) -> dict[str, Any]:
     """Upload the CSV and run validate in process; the run's id."""
     import orjson
 
+    from modelrail.domain.models import upload_prefix
     from modelrail.kernel.events import DataUploaded
     from modelrail.kernel.ports import Message
     from modelrail.service.pipeline import consume
@@ -117,9 +134,10 @@ def child_validate(spec: dict[str, Any]) -> dict[str, Any]:
     container = _container()
     store = container.storage.bucket(container.settings.data_bucket)
     path = Path(spec["csv"])
+    key = f"{upload_prefix(container.model)}{path.name}"
     with path.open("rb") as data:
-        generation = store.write(f"uploads/{path.name}", data.read())
-    event = DataUploaded(bucket=store.bucket, name=f"uploads/{path.name}", generation=generation)
+        generation = store.write(key, data.read())
+    event = DataUploaded(bucket=store.bucket, name=key, generation=generation)
     record = consume(container, "validate", Message(orjson.dumps(event.to_body()), {}))
     assert record is not None
     assert record.status == "succeeded", record
@@ -163,7 +181,7 @@ def child_bare(spec: dict[str, Any]) -> dict[str, Any]:
     from modelrail.domain.config import PipelineConfig
     from modelrail.domain.features import FeatureSchema
 
-    config = PipelineConfig.load(Path(os.environ["MODELRAIL_CONFIG"]))
+    config = PipelineConfig.load(Path(os.environ["BENCH_CONFIG"]))
     schema = FeatureSchema.from_contract(config.contract, config.objective)
     started = time.perf_counter()
     table = pa.concat_tables(pq.read_table(path) for path in spec["parts"])

@@ -11,9 +11,10 @@ folder ``build/functions/<stage>/``:
                        the buildpack's pip installs in hash-checking mode
     modelrail/         the package (symlinks dereferenced, its event and config schemas
                        inside), found by ``import modelrail``
-    schemas/           the dataset contracts pipeline.toml names (``schemas/datasets/``)
-    pipeline.toml      MODELRAIL_CONFIG
     topology.yaml      MODELRAIL_TOPOLOGY
+
+No pipeline.toml: every model's definition is read from the installation's artifact
+bucket (``modelrail add``), so one function serves every model.
 
 Every file gets a fixed modification time and mode, so the same sources always zip to
 the same bytes and Terraform (which names each archive by its content hash) redeploys
@@ -216,9 +217,7 @@ def stage_function(
     shutil.copytree(
         repo_root / "src" / "modelrail", target / "modelrail", symlinks=False, ignore=IGNORED
     )
-    shutil.copytree(repo_root / "schemas", target / "schemas", symlinks=False, ignore=IGNORED)
-    for name in ("pipeline.toml", "topology.yaml"):
-        shutil.copyfile(repo_root / name, target / name)
+    shutil.copyfile(repo_root / "topology.yaml", target / "topology.yaml")
     _normalise(target)
     return target
 

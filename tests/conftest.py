@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 
 from modelrail.domain.config import PipelineConfig
+from modelrail.domain.models import Definition
+from modelrail.service.container import Container
 from modelrail.settings.process import Settings
 
 REPO = Path(__file__).resolve().parent.parent
@@ -34,11 +36,26 @@ def settings_env(home: Path, **extra: str) -> dict[str, str]:
     return {
         "MODELRAIL_MODE": "embedded",
         "MODELRAIL_HOME": str(home),
-        "MODELRAIL_CONFIG": str(REPO / "pipeline.toml"),
         "MODELRAIL_TOPOLOGY": str(REPO / "topology.yaml"),
         "MODELRAIL_CODE_VERSION": "test",
         **extra,
     }
+
+
+def installed(container: Container, config_path: Path = REPO / "pipeline.toml") -> Container:
+    """``container`` with the model ``config_path`` defines installed (as ``modelrail
+    add`` installs it), acting for that model."""
+    definition = Definition.from_files(config_path)
+    container.models.add(definition)
+    return container.for_model(definition.name)
+
+
+def install(env: dict[str, str], config_path: Path = REPO / "pipeline.toml") -> None:
+    """Install the model ``config_path`` defines where ``env`` (``settings_env``) keeps
+    its state, as ``modelrail add`` does."""
+    from modelrail.composition.bootstrap import bootstrap
+
+    installed(bootstrap(Settings.from_env(env)), config_path)
 
 
 def vertex_config(directory: Path) -> Path:

@@ -110,7 +110,7 @@ def test_a_second_valid_upload_becomes_version_2_in_staging(user: User, tmp_path
     assert [v["version"] for v in model["versions"]] == [1, 2]
     assert model["aliases"] == {"champion": 2, "staging": 2}
     data = model["versions"][1]["lineage"]["data"]
-    assert data["uri"].startswith("gs://modelrail-data/uploads/penguins-2.csv#")
+    assert data["uri"].startswith("gs://modelrail-data/uploads/penguins/penguins-2.csv#")
     snapshot = data["snapshot"]  # the typed data train and evaluate read
     assert snapshot["rows"] == 344
     assert snapshot["uri"].endswith("/snapshot/index.json")  # it names the parts
@@ -206,15 +206,16 @@ def test_an_upload_name_outside_uploads_is_refused_plainly(user: User, name: str
     result = user.run("upload", str(PENGUINS), "--name", name, check=False)
 
     assert result.returncode == 2  # a usage error, before anything is written
-    assert "is not an object name under uploads/" in result.stderr
+    assert "is not an object name under uploads/penguins/" in result.stderr
     assert "Traceback" not in result.stderr
 
 
 def test_reconcile_brings_staging_back_to_what_its_alias_names(user: User) -> None:
-    assert user.json("reconcile")["status"] == "in_step"  # type: ignore[index]
+    [in_step] = user.json("reconcile")  # type: ignore[misc]
+    assert in_step["status"] == "in_step"
     user.run("down")  # staging stopped: nothing serves, the alias still names a version
 
-    converged = user.json("reconcile")
+    [converged] = user.json("reconcile")  # type: ignore[misc]
 
     assert isinstance(converged, dict)
     assert (converged["status"], converged["served_version"]) == ("converged", None)

@@ -105,7 +105,7 @@ DATASETS = [
 
 class OwnUser:
     """Runs ``modelrail`` in a directory of their own: no checkout, no settings but the
-    state directory, a free port and, after init, MODELRAIL_CONFIG."""
+    state directory and a free port: init installs the model."""
 
     def __init__(self, workdir: Path) -> None:
         self.workdir = workdir
@@ -147,7 +147,6 @@ def test_init_then_upload_serves_a_model(own_user: OwnUser, dataset: Dataset) ->
     dataset.write(csv_path)
 
     init = own_user.run("init", csv_path.name, "--target", dataset.target)
-    own_user.env["MODELRAIL_CONFIG"] = f"{dataset.name}/pipeline.toml"
     upload = own_user.run("upload", csv_path.name)
 
     assert f"{dataset.name}: {dataset.objective}" in init.stdout
@@ -184,7 +183,6 @@ def test_rows_without_a_target_are_dropped_and_counted(own_user: OwnUser) -> Non
     assert without_target > 0  # the dataset as shipped
 
     init = own_user.run("init", "cars.csv", "--target", "Miles_per_Gallon")
-    own_user.env["MODELRAIL_CONFIG"] = "cars/pipeline.toml"
     own_user.run("upload", "cars.csv")
 
     assert f"{without_target} of {rows} rows have no target" in init.stdout

@@ -16,7 +16,7 @@ from functions_framework import create_app
 from modelrail.entry import functions
 from modelrail.kernel.events import utcnow
 from modelrail.service.container import Container
-from tests.conftest import REPO, settings_env
+from tests.conftest import REPO, installed, settings_env
 
 FIXTURES = Path(__file__).parent / "fixtures"
 PROJECT = "modelrail-local"
@@ -54,7 +54,9 @@ def container(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Conta
     for name, value in settings_env(tmp_path / "home").items():
         monkeypatch.setenv(name, value)
     functions.container.cache_clear()
-    yield functions.container()
+    container = functions.container()
+    installed(container)  # the function's container acts for whichever model an event names
+    yield container
     functions.container.cache_clear()
 
 

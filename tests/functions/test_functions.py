@@ -23,13 +23,13 @@ Client = Callable[[str], FlaskClient]
 def _upload(container: Container) -> tuple[bytes, dict[str, str]]:
     """Put the dataset in the data bucket and return its GCS notification."""
     store = container.storage.bucket(container.settings.data_bucket)
-    generation = store.write("uploads/penguins.csv", PENGUINS.read_bytes())
+    generation = store.write("uploads/penguins/penguins.csv", PENGUINS.read_bytes())
     notification = storage_notification(generation)
     attributes = {
         "eventType": "OBJECT_FINALIZE",
         "payloadFormat": "JSON_API_V1",
         "bucketId": store.bucket,
-        "objectId": "uploads/penguins.csv",
+        "objectId": "uploads/penguins/penguins.csv",
         "objectGeneration": str(generation),
     }
     return orjson.dumps(notification), attributes

@@ -17,6 +17,7 @@ from modelrail.composition.bootstrap import bootstrap
 from modelrail.kernel.logs import PipelineContextFilter
 from modelrail.service.sweep import sweep
 from modelrail.settings.process import Settings
+from tests.conftest import installed
 from tests.fakes import FakeDeployer, InMemoryStorage, InMemoryStore
 from tests.infra.conftest import TERRAFORM_DIR
 from tests.infra.infra_checks import Terraform, artifact_write_objects
@@ -70,9 +71,12 @@ def recorded(settings: Settings) -> tuple[Harness, RecordingStore]:
     artifacts = RecordingStore(settings.artifact_bucket)
     storage.stores[settings.artifact_bucket] = artifacts
     deployer = FakeDeployer()
-    container = bootstrap(
-        settings, storage_factory=lambda: storage, deployer_factory=lambda: deployer
+    container = installed(
+        bootstrap(
+            settings, storage_factory=lambda: storage, deployer_factory=lambda _model: deployer
+        )
     )
+    artifacts.writes.clear()  # the model's definition: the operator's (modelrail add)
     return Harness(container, storage, deployer), artifacts
 
 
@@ -86,16 +90,16 @@ def test_every_stage_writes_only_what_its_account_may(
     # same data again, and a dataset that breaks the contract.
     harness.upload(penguins_csv)
     harness.run()
-    harness.upload(penguins_csv, name="uploads/again.csv")
+    harness.upload(penguins_csv, name="uploads/penguins/again.csv")
     harness.run()
     harness.retrain()
     harness.run()
-    harness.upload(penguins_csv.replace(b"Adelie", b"Unknown"), name="uploads/broken.csv")
+    harness.upload(penguins_csv.replace(b"Adelie", b"Unknown"), name="uploads/penguins/broken.csv")
     harness.run()
     # A training job that dies before recording: the sweep (its own job and account in
     # the cloud) records the run's train stage as failed.
     monkeypatch.setattr(InProcessLauncher, "launch", lambda self, job, event: f"{job}-dead")
-    harness.upload(penguins_csv, name="uploads/died.csv")
+    harness.upload(penguins_csv, name="uploads/penguins/died.csv")
     harness.run()
     with artifacts.acting_as("sweep"):
         assert [record.stage for record in sweep(harness.container)] == ["train"]

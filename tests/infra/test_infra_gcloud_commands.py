@@ -249,7 +249,7 @@ def verify_project_gcloud_commands(script: str) -> list[list[str]]:
         "service": "modelrail-staging",
         "artifacts": "gs://my-project-modelrail-artifacts",
         "data": "gs://my-project-modelrail-data",
-        "object": "uploads/verify-penguins.csv",
+        "object": "uploads/penguins/verify-penguins.csv",
     }
     joined = script.replace("\\\n", " ")
     commands = []

@@ -2,11 +2,11 @@
 
 The staging image installs the modelrail wheel into a virtual environment holding the
 hash-locked closure of ``services/staging/requirements.lock``; the training image lays
-the package out under ``/app`` beside ``schemas/``, ``pipeline.toml`` and
-``topology.yaml`` with ``services/train-job/requirements.lock``; a Cloud Function is a
-``make stage`` folder whose ``requirements.txt`` the buildpack installs. Here each runs
-from a temporary directory with exactly those files, the environment Terraform gives
-it (``terraform/envs/dev/main.tf``, read with python-hcl2) and its entry point's command,
+the package out under ``/app`` beside ``topology.yaml`` with
+``services/train-job/requirements.lock``; a Cloud Function is a ``make stage`` folder
+whose ``requirements.txt`` the buildpack installs. Here each runs from a temporary
+directory with exactly those files, the environment Terraform gives it
+(``terraform/envs/dev/main.tf``, read with python-hcl2) and its entry point's command,
 against fake-gcs-server, the Pub/Sub emulator and the local control plane's Cloud KMS.
 
 The third-party closures are installed once per lock (``pip --require-hashes``, as the
@@ -39,7 +39,7 @@ from modelrail.localcloud.emulators import Emulators
 from modelrail.localcloud.kms import default_key
 from modelrail.service.container import Container
 from modelrail.settings.process import Settings
-from tests.conftest import PENGUINS, REPO, settings_env
+from tests.conftest import PENGUINS, REPO, installed, settings_env
 from tests.fakes import FakeDeployer
 from tests.infra.infra_checks import Module, Terraform, unquote
 from tests.integration.emulator_support import control_plane_with_apis, require_emulators
@@ -248,11 +248,13 @@ def cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cloud]:
         )
         storage = GcsStorage(PROJECT)
         deployer = FakeDeployer()
-        container = bootstrap(
-            settings,
-            storage_factory=lambda: storage,
-            deployer_factory=lambda: deployer,
-            signer_factory=lambda: CloudKmsSigner(key, kms_endpoint),
+        container = installed(
+            bootstrap(
+                settings,
+                storage_factory=lambda: storage,
+                deployer_factory=lambda _model: deployer,
+                signer_factory=lambda: CloudKmsSigner(key, kms_endpoint),
+            )
         )
         harness = Harness(container, storage, deployer)  # type: ignore[arg-type]
         harness.upload(PENGUINS.read_bytes())

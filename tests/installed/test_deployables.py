@@ -122,7 +122,7 @@ def validated_event(cloud: Cloud) -> dict[str, Any]:
     from modelrail.service import pipeline
 
     store = cloud.container.storage.bucket(DATA_BUCKET)
-    name = f"uploads/{uuid.uuid4().hex}.csv"
+    name = f"uploads/penguins/{uuid.uuid4().hex}.csv"
     generation = store.write(name, PENGUINS.read_bytes())
     upload = DataUploaded(bucket=DATA_BUCKET, name=name, generation=generation)
     before = len(cloud.harness.published("dataset-validated"))
@@ -146,9 +146,7 @@ def test_the_training_job_trains_from_its_image_layout(
     app.mkdir()
     shutil.copytree(REPO / "src" / "modelrail", app / "modelrail",
                     ignore=shutil.ignore_patterns("__pycache__"))  # fmt: skip
-    shutil.copytree(REPO / "schemas", app / "schemas")
-    for name in ("pipeline.toml", "topology.yaml"):
-        shutil.copyfile(REPO / name, app / name)
+    shutil.copyfile(REPO / "topology.yaml", app / "topology.yaml")
     image = dockerfile_env(REPO / "services" / "train-job" / "Dockerfile")
     train_env = dev.locals["common_env"]
     env = {
@@ -158,7 +156,6 @@ def test_the_training_job_trains_from_its_image_layout(
         **terraform_env(train_env, cloud.values()),
         **cloud.env(),
         "MODELRAIL_HOME": str(tmp_path / "job-home"),
-        "MODELRAIL_CONFIG": str(app / "pipeline.toml"),
         "MODELRAIL_TOPOLOGY": str(app / "topology.yaml"),
     }  # fmt: skip
     assert env["PYTHONPATH"] == str(app)
@@ -197,7 +194,6 @@ def test_a_staged_function_validates_an_upload_from_its_folder(
         {
             **dev.locals["common_env"],
             # merge(local.common_env, local.vertex_env, {...}): Vertex AI is off here.
-            "MODELRAIL_CONFIG": "pipeline.toml",
             "MODELRAIL_TOPOLOGY": "topology.yaml",
         },
         cloud.values(),
@@ -207,8 +203,10 @@ def test_a_staged_function_validates_an_upload_from_its_folder(
     assert_outside_checkout(python, {**env, "PYTHONPATH": str(folder)}, folder, folder)
     cloud.subscribe("dataset-validated", "validated--installed-check")
     store = cloud.container.storage.bucket(DATA_BUCKET)
-    generation = store.write("uploads/staged.csv", PENGUINS.read_bytes())
-    upload = DataUploaded(bucket=DATA_BUCKET, name="uploads/staged.csv", generation=generation)
+    generation = store.write("uploads/penguins/staged.csv", PENGUINS.read_bytes())
+    upload = DataUploaded(
+        bucket=DATA_BUCKET, name="uploads/penguins/staged.csv", generation=generation
+    )
 
     # What the buildpack runs: functions-framework with the folder's main.py, behind
     # which Pub/Sub pushes the notification.
@@ -246,4 +244,4 @@ def test_a_staged_function_validates_an_upload_from_its_folder(
     keys = [
         event["lineage"]["trigger"]["key"] for event in cloud.pull("validated--installed-check")
     ]
-    assert keys == [f"gs://{DATA_BUCKET}/uploads/staged.csv#{generation}"]
+    assert keys == [f"gs://{DATA_BUCKET}/uploads/penguins/staged.csv#{generation}"]

@@ -37,9 +37,8 @@ def control_plane_with_apis(
     plane = ControlPlane(
         project=project,
         region=region,
-        service="staging",
-        service_url="http://127.0.0.1:9",
-        backend=FakeDeployer(),
+        services=lambda short: ("penguins", "http://127.0.0.1:9") if short == "staging" else None,
+        backend=lambda model: FakeDeployer(),
         job_command=["true"],
         job_env={},
         state_dir=state_dir,

@@ -26,6 +26,7 @@ from modelrail.localcloud.control_plane import ControlPlane
 from modelrail.service.container import Container
 from modelrail.service.stages import register
 from modelrail.settings.process import Settings
+from tests.conftest import installed
 from tests.fakes import FakeDeployer, InMemoryStorage
 from tests.integration.emulator_support import control_plane_with_apis
 from tests.unit.conftest import Harness
@@ -65,11 +66,13 @@ def pipeline(settings: Settings) -> Iterator[Pipeline]:
         packages = ArtifactRegistryPackages(
             settings.project, settings.region, settings.artifact_repository, endpoint
         )
-        container = bootstrap(
-            settings,
-            storage_factory=lambda: storage,
-            deployer_factory=lambda: deployer,
-            packages_factory=lambda: packages,
+        container = installed(
+            bootstrap(
+                settings,
+                storage_factory=lambda: storage,
+                deployer_factory=lambda _model: deployer,
+                packages_factory=lambda: packages,
+            )
         )
         yield Pipeline(Harness(container, storage, deployer), plane, endpoint, packages)
 

@@ -150,9 +150,8 @@ def control_plane(tmp_path: Path, staging: StandInStaging) -> Iterator[tuple[Con
     plane = ControlPlane(
         project=PROJECT,
         region=REGION,
-        service=SERVICE,
-        service_url=staging.url,
-        backend=staging,
+        services=lambda short: (MODEL, staging.url) if short == SERVICE else None,
+        backend=lambda model: staging,
         job_command=[sys.executable, "-c", job_program],
         job_env={"OUT": str(tmp_path / "job-event.json"), "PATH": "/usr/bin:/bin"},
         state_dir=tmp_path / "stack",
@@ -395,8 +394,10 @@ def test_the_control_plane_remembers_the_pinned_version_across_restarts(
     staging.stop()  # the machine restarted: nothing serves
 
     restarted = ControlPlane(
-        project=PROJECT, region=REGION, service=SERVICE, service_url=staging.url,
-        backend=staging, job_command=["true"], job_env={}, state_dir=tmp_path / "stack",
+        project=PROJECT, region=REGION,
+        services=lambda short: (MODEL, staging.url) if short == SERVICE else None,
+        backend=lambda model: staging, job_command=["true"], job_env={},
+        state_dir=tmp_path / "stack",
     )  # fmt: skip
     restarted.restore()
 

@@ -236,8 +236,10 @@ def test_a_rollout_cut_short_by_a_restart_is_failed_and_the_ready_revision_serve
             time.sleep(0.02)  # polling for the rollout to begin
         # The control plane dies here: its state file says the rollout is in progress.
         restarted = ControlPlane(
-            project=PROJECT, region=REGION, service=SERVICE, service_url=staging.url,
-            backend=staging, job_command=["true"], job_env={}, state_dir=tmp_path / "stack",
+            project=PROJECT, region=REGION,
+            services=lambda short: (MODEL, staging.url) if short == SERVICE else None,
+            backend=lambda model: staging, job_command=["true"], job_env={},
+            state_dir=tmp_path / "stack",
         )  # fmt: skip
     finally:
         staging.release.set()

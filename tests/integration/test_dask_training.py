@@ -21,7 +21,7 @@ from modelrail.domain.dataset import snapshot
 from modelrail.kernel.processes import wait_until
 from modelrail.localcloud.emulators import free_port
 from modelrail.settings.process import Settings
-from tests.conftest import PENGUINS, REPO, STATE_DEADLINE_S, settings_env
+from tests.conftest import PENGUINS, REPO, STATE_DEADLINE_S, installed, settings_env
 from tests.fakes import FakeDeployer
 from tests.unit.conftest import Harness
 
@@ -48,10 +48,10 @@ def dask_config(directory: Path, dask: str) -> Path:
 
 
 def _harness(tmp_path: Path, config: Path) -> Harness:
-    env = settings_env(tmp_path / "home", MODELRAIL_CONFIG=str(config))
+    env = settings_env(tmp_path / "home")
     settings = Settings.from_env(env)
     deployer = FakeDeployer()
-    container = bootstrap(settings, deployer_factory=lambda: deployer)
+    container = installed(bootstrap(settings, deployer_factory=lambda _model: deployer), config)
     return Harness(container, container.storage, deployer)  # type: ignore[arg-type]
 
 

@@ -45,12 +45,13 @@ def dask_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, s
     config = dask_config(home / "config", "workers = 2")
     env = {
         **os.environ,
-        **settings_env(home, MODELRAIL_CONFIG=str(config)),
+        **settings_env(home),
         "MODELRAIL_STAGING_PORT": str(free_port()),
     }
     try:
-        _modelrail(env, "up", "--emulators", "--free-ports")
+        _modelrail(env, "up", "--emulators", "--free-ports", "--dask-workers", "2")
         state = orjson.loads((home / "stack" / "state.json").read_bytes())
+        _modelrail({**env, **state["env"]}, "add", str(config))
         yield {**env, **state["env"]}
     finally:
         _modelrail(env, "down", check=False)
@@ -61,7 +62,7 @@ def _processes(env: dict[str, str]) -> list[dict[str, Any]]:
     return list(status["processes"])
 
 
-def test_up_starts_a_scheduler_and_the_configured_workers(dask_stack: dict[str, str]) -> None:
+def test_up_starts_a_scheduler_and_the_workers_asked_for(dask_stack: dict[str, str]) -> None:
     alive = {p["name"] for p in _processes(dask_stack) if p["alive"]}
 
     assert {"dask-scheduler", "dask-worker-0", "dask-worker-1"} <= alive
@@ -86,10 +87,9 @@ def test_an_upload_trains_on_the_stacks_cluster_and_deploys(dask_stack: dict[str
 def test_down_leaves_no_process_and_no_port(tmp_path: Path) -> None:
     require_emulators()
     home = tmp_path / "home"
-    config = dask_config(tmp_path / "config", "workers = 2")
     env = {
         **os.environ,
-        **settings_env(home, MODELRAIL_CONFIG=str(config)),
+        **settings_env(home, MODELRAIL_STACK_DASK_WORKERS="2"),
         "MODELRAIL_STAGING_PORT": str(free_port()),
     }
     try:

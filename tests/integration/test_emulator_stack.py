@@ -151,9 +151,12 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 
 
 @contextlib.contextmanager
-def running_stack(home: Path, **settings: str) -> Iterator[Stack]:
+def running_stack(
+    home: Path, *, models: tuple[Path, ...] = (REPO / "pipeline.toml",), **settings: str
+) -> Iterator[Stack]:
     """`modelrail up --emulators` on ``home`` with retries that come at once, and
-    ``settings`` over the defaults; `down` after, whatever happened."""
+    ``settings`` over the defaults, then `modelrail add` for each of ``models``; `down`
+    after, whatever happened."""
     require_emulators(gcloud=True)
     staging_port = free_port()
     env = {
@@ -171,6 +174,11 @@ def running_stack(home: Path, **settings: str) -> Iterator[Stack]:
     handle = Stack(home, env, staging_port, up.stdout, time.monotonic() - started)
     try:
         assert up.returncode == 0, up.stdout + up.stderr
+        for config in models:
+            subprocess.run(
+                [str(MODELRAIL), "add", str(config)], env={**env, **handle.state()["env"]},
+                capture_output=True, text=True, timeout=120, check=True,
+            )  # fmt: skip
         yield handle
     finally:
         handle.modelrail("down", check=False)
@@ -207,7 +215,7 @@ def test_up_again_is_a_no_op(stack: Stack) -> None:
 def test_gcloud_storage_cp_runs_the_pipeline_to_a_served_version(stack: Stack) -> None:
     bucket = stack.env.get("MODELRAIL_DATA_BUCKET", "modelrail-data")
 
-    stack.gcloud("storage", "cp", str(PENGUINS), f"gs://{bucket}/uploads/penguins.csv")
+    stack.gcloud("storage", "cp", str(PENGUINS), f"gs://{bucket}/uploads/penguins/penguins.csv")
 
     assert wait_until(lambda: stack.served_version() >= 1, PIPELINE_TIMEOUT_S, 0.2)
     # Then the run's own record: the deploy stage finished, not only the rollout.
@@ -337,7 +345,7 @@ def _penguins_uri(stack: Stack) -> str:
     """The valid upload, named: the newest CSV in the bucket (what a retrain without a
     data URI takes) is a file an earlier test uploaded to be refused."""
     bucket = stack.env.get("MODELRAIL_DATA_BUCKET", "modelrail-data")
-    return f"gs://{bucket}/uploads/penguins.csv"
+    return f"gs://{bucket}/uploads/penguins/penguins.csv"
 
 
 def _job_process(request_id: str) -> int | None:
@@ -415,9 +423,9 @@ class Staging:
         self._patch = pytest.MonkeyPatch()
         for name in ("STORAGE_EMULATOR_HOST", "PUBSUB_EMULATOR_HOST"):  # read by the clients
             self._patch.setenv(name, self.env[name])
-        self.container = bootstrap(self.settings)
-        self.model = self.container.config.model_name
-        self.supervisor = LocalStagingDeployer(self.settings)
+        self.container = bootstrap(self.settings).for_model("penguins")
+        self.model = self.container.model
+        self.supervisor = LocalStagingDeployer(self.settings, self.model)
         return self
 
     def __exit__(self, *_: Any) -> None:
@@ -461,7 +469,10 @@ def test_a_retrain_naming_a_path_outside_the_bucket_is_refused_on_its_first_deli
     bucket = stack.env.get("MODELRAIL_DATA_BUCKET", "modelrail-data")
     request_id = f"outside-{uuid.uuid4().hex[:8]}"
     message = orjson.dumps(
-        {"request_id": request_id, "data_uri": f"gs://{bucket}/uploads/../../etc/passwd.csv"}
+        {
+            "request_id": request_id,
+            "data_uri": f"gs://{bucket}/uploads/penguins/../../etc/passwd.csv",
+        }
     ).decode()
 
     stack.gcloud("pubsub", "topics", "publish", "retrain-requested", f"--message={message}")
@@ -501,11 +512,15 @@ def test_a_header_of_120k_columns_is_refused_and_its_failure_published_small(
     assert wide.stat().st_size > 2**20
     bucket = stack.env.get("MODELRAIL_DATA_BUCKET", "modelrail-data")
 
-    stack.gcloud("storage", "cp", str(wide), f"gs://{bucket}/uploads/wide.csv")
+    stack.gcloud("storage", "cp", str(wide), f"gs://{bucket}/uploads/penguins/wide.csv")
 
     def wide_run() -> dict[str, Any] | None:
         for run in stack.runs():
-            if run["trigger"].get("key", "").startswith(f"gs://{bucket}/uploads/wide.csv#"):
+            if (
+                run["trigger"]
+                .get("key", "")
+                .startswith(f"gs://{bucket}/uploads/penguins/wide.csv#")
+            ):
                 return dict(run) if run["outcome"] == "failed" else None
         return None
 
@@ -522,10 +537,10 @@ def test_a_header_of_120k_columns_is_refused_and_its_failure_published_small(
         )  # fmt: skip
         for received in orjson.loads(pulled.data).get("receivedMessages", []):
             published.append(base64.b64decode(received["message"]["data"]))
-        return any(b"uploads/wide.csv" in data for data in published)
+        return any(b"uploads/penguins/wide.csv" in data for data in published)
 
     assert wait_until(failure_published, STATE_DEADLINE_S, 0.5)
-    [event] = [data for data in published if b"uploads/wide.csv" in data]
+    [event] = [data for data in published if b"uploads/penguins/wide.csv" in data]
     assert len(event) < 64 * 2**10, len(event)
     record = stack.json("runs", (wide_run() or {})["run_id"])
     assert len(orjson.dumps(record)) < 256 * 2**10
@@ -578,12 +593,12 @@ def test_a_killed_function_is_restarted_and_processes_the_next_message(
     bad = tmp_path / "bad.csv"
     bad.write_text("colour,size\nred,1\nblue,2\n")
     bucket = stack.env.get("MODELRAIL_DATA_BUCKET", "modelrail-data")
-    stack.gcloud("storage", "cp", str(bad), f"gs://{bucket}/uploads/after-restart.csv")
+    stack.gcloud("storage", "cp", str(bad), f"gs://{bucket}/uploads/penguins/after-restart.csv")
 
     def validated() -> dict[str, Any] | None:
         for run in stack.runs():
             key = run["trigger"].get("key", "")
-            if key.startswith(f"gs://{bucket}/uploads/after-restart.csv#"):
+            if key.startswith(f"gs://{bucket}/uploads/penguins/after-restart.csv#"):
                 return dict(run) if "validate" in run["stages"] else None
         return None
 

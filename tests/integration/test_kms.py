@@ -25,6 +25,7 @@ from modelrail.service.container import Container
 from modelrail.service.stages import register
 from modelrail.serving.app import StagingService, create_app
 from modelrail.settings.process import Settings
+from tests.conftest import installed
 from tests.fakes import FakeDeployer, InMemoryStorage
 from tests.integration.emulator_support import control_plane_with_apis
 from tests.unit.conftest import Harness
@@ -71,11 +72,13 @@ def pipeline(settings: Settings) -> Iterator[Pipeline]:
         settings.artifact_repository,
         keys=(key, key.replace("cryptoKeyVersions/1", "cryptoKeyVersions/2")),
     ) as (plane, endpoint):
-        container = bootstrap(
-            settings,
-            storage_factory=lambda: storage,
-            deployer_factory=lambda: deployer,
-            signer_factory=lambda: CloudKmsSigner(key, endpoint),
+        container = installed(
+            bootstrap(
+                settings,
+                storage_factory=lambda: storage,
+                deployer_factory=lambda _model: deployer,
+                signer_factory=lambda: CloudKmsSigner(key, endpoint),
+            )
         )
         yield Pipeline(Harness(container, storage, deployer), plane, endpoint, key)
 

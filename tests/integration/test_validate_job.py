@@ -42,7 +42,7 @@ def test_an_upload_above_the_threshold_is_validated_by_the_job_and_deployed(
 ) -> None:
     bucket = stack.env.get("MODELRAIL_DATA_BUCKET", "modelrail-data")
 
-    stack.gcloud("storage", "cp", str(PENGUINS), f"gs://{bucket}/uploads/penguins.csv")
+    stack.gcloud("storage", "cp", str(PENGUINS), f"gs://{bucket}/uploads/penguins/penguins.csv")
 
     assert wait_deployed(stack), stack.modelrail("runs", check=False).stdout
     [run] = stack.runs()

@@ -32,7 +32,7 @@ from modelrail.service.container import Container
 from modelrail.service.rollback import rollback
 from modelrail.service.stages import register
 from modelrail.settings.process import Settings
-from tests.conftest import REPO, settings_env, vertex_config
+from tests.conftest import REPO, installed, settings_env, vertex_config
 from tests.fakes import FakeDeployer, InMemoryStorage
 from tests.integration.emulator_support import control_plane_with_apis
 from tests.unit.conftest import Harness
@@ -75,7 +75,7 @@ class Pipeline:
 def _pipeline(tmp_path: Path, *, vertex: bool, catalog_built: list[Catalog]) -> Iterator[Pipeline]:
     home = tmp_path / "home"
     config = vertex_config(tmp_path / "config") if vertex else REPO / "pipeline.toml"
-    settings = Settings.from_env(settings_env(home, MODELRAIL_CONFIG=str(config)))
+    settings = Settings.from_env(settings_env(home))
     storage = InMemoryStorage(settings.data_bucket, settings.artifact_bucket)
     deployer = FakeDeployer()
     with control_plane_with_apis(
@@ -87,11 +87,14 @@ def _pipeline(tmp_path: Path, *, vertex: bool, catalog_built: list[Catalog]) -> 
             catalog_built.append(catalog)
             return catalog
 
-        container = bootstrap(
-            settings,
-            storage_factory=lambda: storage,
-            deployer_factory=lambda: deployer,
-            catalog_factory=build_catalog,
+        container = installed(
+            bootstrap(
+                settings,
+                storage_factory=lambda: storage,
+                deployer_factory=lambda _model: deployer,
+                catalog_factory=build_catalog,
+            ),
+            config,
         )
         yield Pipeline(Harness(container, storage, deployer), plane, endpoint, catalog)
 

@@ -204,7 +204,6 @@ def service_env(models: RegisteredModels, home: Path, **extra: str) -> dict[str,
             "MODELRAIL_MODE": "embedded",
             "MODELRAIL_HOME": str(home),
             "MODELRAIL_MODEL_NAME": MODEL,
-            "MODELRAIL_CONFIG": str(ROOT / "pipeline.toml"),
             "MODELRAIL_TOPOLOGY": str(ROOT / "topology.yaml"),
             **extra,
         }

@@ -37,7 +37,7 @@ from modelrail.kernel.events import DataUploaded
 from modelrail.native import builder, loader, predictor_c, probes, trees
 from modelrail.serving.predictor import NativeBooster
 from modelrail.settings.process import Settings
-from tests.conftest import settings_env, wait_for
+from tests.conftest import installed, settings_env, wait_for
 from tests.fakes import FakeDeployer
 from tests.prerequisites import skip_or_fail
 
@@ -367,15 +367,18 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> TrainedVersion:
     config = re.sub(r"^learning_rate = .*$", "learning_rate = 0.3", config, flags=re.M)
     (directory / "pipeline.toml").write_text(config)
     home = directory / "home"
-    settings = Settings.from_env(
-        settings_env(
-            home, MODELRAIL_CONFIG=str(directory / "pipeline.toml"), MODELRAIL_COMPILER="cc"
-        )
+    settings = Settings.from_env(settings_env(home, MODELRAIL_COMPILER="cc"))
+    container = installed(
+        bootstrap(settings, deployer_factory=lambda _model: FakeDeployer()),
+        directory / "pipeline.toml",
     )
-    container = bootstrap(settings, deployer_factory=FakeDeployer)
     data = container.storage.bucket(settings.data_bucket)
-    generation = data.write("uploads/penguins.csv", (ROOT / "data" / "penguins.csv").read_bytes())
-    upload = DataUploaded(bucket=data.bucket, name="uploads/penguins.csv", generation=generation)
+    generation = data.write(
+        "uploads/penguins/penguins.csv", (ROOT / "data" / "penguins.csv").read_bytes()
+    )
+    upload = DataUploaded(
+        bucket=data.bucket, name="uploads/penguins/penguins.csv", generation=generation
+    )
     container.bus.publish(
         "data-uploaded", orjson.dumps(upload.to_body()), {"eventType": "OBJECT_FINALIZE"}
     )

@@ -39,12 +39,11 @@ def deployer(models: RegisteredModels, tmp_path: Path) -> Iterator[LocalStagingD
     settings = Settings.from_env(
         {
             "MODELRAIL_HOME": str(home),
-            "MODELRAIL_CONFIG": str(ROOT / "pipeline.toml"),
             "MODELRAIL_TOPOLOGY": str(ROOT / "topology.yaml"),
             "MODELRAIL_STAGING_PORT": str(free_port()),
         }
     )
-    deployer = LocalStagingDeployer(settings, service_env={"MODELRAIL_WORKERS": "2"})
+    deployer = LocalStagingDeployer(settings, MODEL, service_env={"MODELRAIL_WORKERS": "2"})
     yield deployer
     deployer.stop()
 
@@ -162,7 +161,7 @@ def test_deploy_redeploy_under_load_and_refuse_tampered(
 
 def test_a_new_deployer_finds_and_stops_the_server(deployer: LocalStagingDeployer) -> None:
     deployment = deploy(deployer, deployer.settings, 1)
-    other = LocalStagingDeployer(deployer.settings)
+    other = LocalStagingDeployer(deployer.settings, deployer.model)
     assert other.current() == deployment
     other.stop()
     assert deployer.current() is None
@@ -199,7 +198,7 @@ def test_killing_the_deploying_process_leaves_no_orphan(
         "from tests.serving.conftest import deploy\n"
         "from modelrail.adapters.by_mode import local_staging\n"
         "settings = Settings.from_env()\n"
-        "deploy(local_staging(settings), settings, 2)\n"
+        f"deploy(local_staging(settings, {MODEL!r}), settings, 2)\n"
     )
     env = {**os.environ, **deployer.settings.to_env()}
     process = subprocess.Popen([sys.executable, "-c", script], env=env, cwd=ROOT)

@@ -46,13 +46,13 @@ def deployer(home: Path) -> Iterator[LocalStagingDeployer]:
     settings = Settings.from_env(
         {
             "MODELRAIL_HOME": str(home),
-            "MODELRAIL_CONFIG": str(ROOT / "pipeline.toml"),
             "MODELRAIL_TOPOLOGY": str(ROOT / "topology.yaml"),
             "MODELRAIL_STAGING_PORT": str(free_port()),
         }
     )
     deployer = LocalStagingDeployer(
         settings,
+        MODEL,
         service_env={"MODELRAIL_WORKERS": "1"},
         reconcile_every_s=0.5,
     )
@@ -95,7 +95,8 @@ def _deploy_and_die(deployer: LocalStagingDeployer, version: int) -> int:
         f"event = ModelRegistered(run_id='run-{version}', causation_id='c', lineage={{}},\n"
         f"    model={MODEL!r}, version={version}, manifest_uri='m', manifest_sha256='0' * 64)\n"
         "deploy.handle(event, registry=container.registry,\n"
-        "    leases=container.leases, deployer=DiesAfterTheSwitch(container.deployer))\n"
+        "    leases=container.leases,\n"
+        f"    deployer=DiesAfterTheSwitch(container.deployer_factory({MODEL!r})))\n"
     )
     env = {**os.environ, **deployer.settings.to_env()}
     return subprocess.run([sys.executable, "-c", script], env=env, cwd=ROOT, check=False).returncode

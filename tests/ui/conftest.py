@@ -13,7 +13,7 @@ from modelrail.composition.bootstrap import bootstrap
 from modelrail.kernel.events import DataUploaded
 from modelrail.service.container import Container
 from modelrail.settings.process import Settings
-from tests.conftest import PENGUINS, settings_env, vertex_config
+from tests.conftest import PENGUINS, installed, settings_env, vertex_config
 from tests.fakes import FakeDeployer
 
 
@@ -45,9 +45,11 @@ def history(tmp_path_factory: pytest.TempPathFactory) -> History:
     # Vertex AI's Model Registry on: embedded mode keeps it in a directory, and the model
     # page shows where each version went there too.
     config = vertex_config(home.parent / "config")
-    settings = Settings.from_env(settings_env(home, MODELRAIL_CONFIG=str(config)))
-    container = bootstrap(settings, deployer_factory=FakeDeployer)
-    deployed = _upload(container, "uploads/penguins.csv", PENGUINS.read_bytes())
+    settings = Settings.from_env(settings_env(home))
+    container = installed(
+        bootstrap(settings, deployer_factory=lambda _model: FakeDeployer()), config
+    )
+    deployed = _upload(container, "uploads/penguins/penguins.csv", PENGUINS.read_bytes())
     broken = PENGUINS.read_text().replace(",year", ",season").encode()
-    failed = _upload(container, "uploads/broken.csv", broken)
+    failed = _upload(container, "uploads/penguins/broken.csv", broken)
     return History(home, container, deployed, failed)

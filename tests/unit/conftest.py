@@ -15,6 +15,7 @@ from modelrail.domain.runs import RunSummary
 from modelrail.kernel.events import DataUploaded, RetrainRequested
 from modelrail.service.container import Container
 from modelrail.settings.process import Settings
+from tests.conftest import installed
 from tests.fakes import FakeDeployer, InMemoryStorage
 
 
@@ -54,7 +55,7 @@ class Harness:
     def model(self) -> str:
         return self.container.config.model_name
 
-    def upload(self, data: bytes, name: str = "uploads/data.csv") -> DataUploaded:
+    def upload(self, data: bytes, name: str = "uploads/penguins/data.csv") -> DataUploaded:
         store = self.storage.bucket(self.container.settings.data_bucket)
         generation = store.write(name, data)
         event = DataUploaded(bucket=store.bucket, name=name, generation=generation)
@@ -85,7 +86,9 @@ class Harness:
 def harness(settings: Settings) -> Harness:
     storage = InMemoryStorage(settings.data_bucket, settings.artifact_bucket)
     deployer = FakeDeployer()
-    container = bootstrap(
-        settings, storage_factory=lambda: storage, deployer_factory=lambda: deployer
+    container = installed(
+        bootstrap(
+            settings, storage_factory=lambda: storage, deployer_factory=lambda _model: deployer
+        )
     )
     return Harness(container, storage, deployer)

@@ -18,7 +18,7 @@ from modelrail.kernel.events import DataUploaded
 from modelrail.kernel.ports import Message
 from modelrail.service import pipeline
 from modelrail.service.container import Container
-from tests.conftest import PENGUINS, settings_env
+from tests.conftest import PENGUINS, install, installed, settings_env
 from tests.fakes import FakeDeployer
 from tests.unit.conftest import ManualClock
 
@@ -40,6 +40,7 @@ def test_an_upload_whose_run_cannot_be_recorded_exits_non_zero_and_says_why(
     clock = ManualClock()
     monkeypatch.setattr(inprocess, "time", SimpleNamespace(monotonic=clock, sleep=clock.sleep))
     home = tmp_path / "home"
+    install(settings_env(home))
 
     result = CliRunner().invoke(cli.main, ["upload", str(PENGUINS)], env=settings_env(home))
 
@@ -57,13 +58,20 @@ def _validated_elsewhere(
     other has validated and not carried further yet."""
     for name, value in settings_env(tmp_path / "home").items():
         monkeypatch.setenv(name, value)
+    install(settings_env(tmp_path / "home"))
     command = cli.Cli(quiet=True)
     settings = command.settings
-    command.container = bootstrap(settings, deployer_factory=FakeDeployer)
-    other = bootstrap(settings, deployer_factory=FakeDeployer)  # the other process
+    command.container = installed(
+        bootstrap(settings, deployer_factory=lambda _model: FakeDeployer())
+    )
+    other = installed(
+        bootstrap(settings, deployer_factory=lambda _model: FakeDeployer())
+    )  # the other process
     data = other.storage.bucket(settings.data_bucket)
-    generation = data.write("uploads/penguins.csv", PENGUINS.read_bytes())
-    upload = DataUploaded(bucket=data.bucket, name="uploads/penguins.csv", generation=generation)
+    generation = data.write("uploads/penguins/penguins.csv", PENGUINS.read_bytes())
+    upload = DataUploaded(
+        bucket=data.bucket, name="uploads/penguins/penguins.csv", generation=generation
+    )
     pipeline.consume(other, "validate", Message(orjson.dumps(upload.to_body()), {}))
     [started] = command.container.runs.runs()
     assert started.outcome == "running"

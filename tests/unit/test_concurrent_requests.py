@@ -16,7 +16,7 @@ import pytest
 from modelrail.composition.bootstrap import bootstrap
 from modelrail.kernel.events import RetrainRequested
 from modelrail.settings.process import Settings
-from tests.conftest import settings_env
+from tests.conftest import installed, settings_env
 from tests.fakes import FakeDeployer
 from tests.unit.conftest import ManualClock
 
@@ -30,7 +30,10 @@ def test_the_same_request_three_times_at_once_is_one_run_deployed_never_failed(
 ) -> None:
     settings = Settings.from_env(settings_env(tmp_path / "home"))
     deployer = FakeDeployer()
-    containers = [bootstrap(settings, deployer_factory=lambda: deployer) for _ in range(PROCESSES)]
+    containers = [
+        installed(bootstrap(settings, deployer_factory=lambda _model: deployer))
+        for _ in range(PROCESSES)
+    ]
     # The data lands once; each "process" then asks for a retrain with one request id.
     data = containers[0].storage.bucket(settings.data_bucket)
     data.write("uploads/penguins/data.csv", penguins_csv)

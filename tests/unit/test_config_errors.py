@@ -244,27 +244,20 @@ def test_the_bundled_files_load(tmp_path: Path) -> None:
     _load(tmp_path, CONTRACT)  # the cases above fail for their mistake alone
 
 
-def test_a_function_refuses_to_start_with_a_broken_config(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+def test_a_broken_config_is_refused_when_added_and_nothing_is_installed(
+    tmp_path: Path,
 ) -> None:
-    from functions_framework import create_app
-
-    from modelrail.entry import functions
+    from modelrail.composition.bootstrap import bootstrap
+    from modelrail.domain.models import Definition
+    from modelrail.settings.process import Settings
     from tests.conftest import settings_env
 
     broken = PIPELINE.replace("num_leaves = 15", "num_leafs = 15")
     contract = f"{REPO}/schemas/datasets/"
     (tmp_path / "pipeline.toml").write_text(broken.replace("schemas/datasets/", contract))
-    for name, value in settings_env(tmp_path / "home").items():
-        monkeypatch.setenv(name, value)
-    monkeypatch.setenv("MODELRAIL_CONFIG", str(tmp_path / "pipeline.toml"))
-    functions.container.cache_clear()
-    try:
-        with pytest.raises(ConfigError, match=re.escape("'num_leafs' is not a LightGBM parameter")):
-            create_app(
-                target="handle",
-                source=str(REPO / "functions" / "validate" / "main.py"),
-                signature_type="cloudevent",
-            )
-    finally:
-        functions.container.cache_clear()
+    container = bootstrap(Settings.from_env(settings_env(tmp_path / "home")))
+
+    with pytest.raises(ConfigError, match=re.escape("'num_leafs' is not a LightGBM parameter")):
+        container.models.add(Definition.from_files(tmp_path / "pipeline.toml"))
+
+    assert container.models.names() == []

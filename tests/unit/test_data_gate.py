@@ -12,7 +12,7 @@ import pytest
 from modelrail.composition.bootstrap import bootstrap
 from modelrail.domain.lineage import Lineage
 from modelrail.settings.process import Settings
-from tests.conftest import REPO, settings_env
+from tests.conftest import REPO, installed, settings_env
 from tests.fakes import FakeDeployer, InMemoryStorage
 from tests.manifests import describe
 from tests.unit.conftest import Harness
@@ -29,13 +29,14 @@ def _harness(tmp_path: Path, replacements: dict[str, str]) -> Harness:
         assert old in pipeline
         pipeline = pipeline.replace(old, new)
     (tmp_path / "pipeline.toml").write_text(pipeline)
-    settings = Settings.from_env(
-        settings_env(tmp_path / "home", MODELRAIL_CONFIG=str(tmp_path / "pipeline.toml"))
-    )
+    settings = Settings.from_env(settings_env(tmp_path / "home"))
     storage = InMemoryStorage(settings.data_bucket, settings.artifact_bucket)
     deployer = FakeDeployer()
-    container = bootstrap(
-        settings, storage_factory=lambda: storage, deployer_factory=lambda: deployer
+    container = installed(
+        bootstrap(
+            settings, storage_factory=lambda: storage, deployer_factory=lambda _model: deployer
+        ),
+        tmp_path / "pipeline.toml",
     )
     return Harness(container, storage, deployer)
 
@@ -46,7 +47,7 @@ def _with_champion(
     """A pipeline whose v1 was trained on the bundled data, and that data as a frame
     to corrupt."""
     harness = _harness(tmp_path, replacements)
-    harness.upload(penguins_csv, "uploads/clean.csv")
+    harness.upload(penguins_csv, "uploads/penguins/clean.csv")
     harness.run()
     return harness, pd.read_csv(io.BytesIO(penguins_csv), keep_default_na=False, na_values=["NA"])
 
@@ -64,7 +65,7 @@ def test_shuffled_labels_are_rejected_on_the_champions_reference_set(
     harness, frame = _with_champion(tmp_path, penguins_csv)
     frame["species"] = np.random.default_rng(0).permutation(frame["species"].to_numpy())
 
-    harness.upload(_csv(frame), "uploads/shuffled.csv")
+    harness.upload(_csv(frame), "uploads/penguins/shuffled.csv")
     harness.run()
 
     first, second = harness.runs()
@@ -94,7 +95,7 @@ def test_a_shifted_column_is_drift_that_warns_or_fails_naming_it(
     depth = frame["bill_depth_mm"]
     frame["bill_depth_mm"] = (depth + shift_sd * depth.std()).clip(upper=25).round(1)
 
-    harness.upload(_csv(frame), "uploads/shifted.csv")
+    harness.upload(_csv(frame), "uploads/penguins/shifted.csv")
     harness.run()
 
     run = harness.runs()[-1]
@@ -119,7 +120,7 @@ def test_the_card_shows_classes_reference_drift_and_history(
     tmp_path: Path, penguins_csv: bytes
 ) -> None:
     harness, frame = _with_champion(tmp_path, penguins_csv)
-    harness.upload(_csv(frame.sample(frac=1.0, random_state=1)), "uploads/reordered.csv")
+    harness.upload(_csv(frame.sample(frac=1.0, random_state=1)), "uploads/penguins/reordered.csv")
     harness.run()
 
     registry = harness.container.registry

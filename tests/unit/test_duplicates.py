@@ -19,11 +19,11 @@ def test_tripled_rows_train_the_same_model_and_the_clean_file_is_not_rejected_af
 ) -> None:
     rows = len(penguins_csv.decode().splitlines()) - 1
 
-    harness.upload(_repeated(penguins_csv, 3), "uploads/tripled.csv")
+    harness.upload(_repeated(penguins_csv, 3), "uploads/penguins/tripled.csv")
     harness.run()
-    harness.upload(penguins_csv, "uploads/clean.csv")
+    harness.upload(penguins_csv, "uploads/penguins/clean.csv")
     harness.run()
-    harness.upload(_repeated(penguins_csv, 2), "uploads/doubled.csv")
+    harness.upload(_repeated(penguins_csv, 2), "uploads/penguins/doubled.csv")
     harness.run()
 
     tripled, clean, doubled = harness.runs()

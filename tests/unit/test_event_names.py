@@ -15,13 +15,13 @@ from tests.unit.conftest import Harness
 @pytest.mark.parametrize(
     ("data_uri", "kind"),
     [
-        ("gs://{bucket}/uploads/../../etc/passwd.csv", "invalid_event"),
+        ("gs://{bucket}/uploads/penguins/../../etc/passwd.csv", "invalid_event"),
         ("gs://{bucket}/../outside.csv", "invalid_event"),
         ("gs://{bucket}//etc/passwd.csv", "invalid_event"),
-        ("gs://{bucket}/uploads/./data.csv", "invalid_event"),
-        ("gs://{bucket}/uploads/a\x00b.csv", "invalid_event"),
+        ("gs://{bucket}/uploads/penguins/./data.csv", "invalid_event"),
+        ("gs://{bucket}/uploads/penguins/a\x00b.csv", "invalid_event"),
         ("gs://{bucket}/" + "x" * 2000 + ".csv", "invalid_event"),
-        ("gs://../uploads/data.csv", "invalid_event"),
+        ("gs://../uploads/penguins/data.csv", "invalid_event"),
         ("gs://Not_A_Bucket!/data.csv", "invalid_event"),
         ("gs://someone-elses-bucket/data.csv", "data_unavailable"),
     ],
@@ -59,7 +59,9 @@ def test_an_upload_notification_naming_a_path_outside_its_bucket_is_refused_at_o
     harness: Harness,
 ) -> None:
     event = DataUploaded(
-        bucket=harness.container.settings.data_bucket, name="uploads/../../x.csv", generation=1
+        bucket=harness.container.settings.data_bucket,
+        name="uploads/penguins/../../x.csv",
+        generation=1,
     )
     harness.bus.publish("data-uploaded", orjson.dumps(event.to_body()), {})
     harness.run()

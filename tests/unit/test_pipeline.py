@@ -146,7 +146,7 @@ def test_a_dataset_breaking_the_contract_fails_with_every_problem_named(
     harness.upload(penguins_csv)
     harness.run()
 
-    harness.upload(_bad_csv(penguins_csv), name="uploads/bad.csv")
+    harness.upload(_bad_csv(penguins_csv), name="uploads/penguins/bad.csv")
     harness.run()
 
     [failed] = harness.published("pipeline-failed")
@@ -187,7 +187,7 @@ def test_a_candidate_worse_than_the_champion_is_rejected_and_staging_keeps_it(
         row if i in holdout else f"{species[i % 3]},{row.split(',', 1)[1]}"
         for i, row in enumerate(rows)
     ]
-    harness.upload(("\n".join([header, *noisy]) + "\n").encode(), name="uploads/noisy.csv")
+    harness.upload(("\n".join([header, *noisy]) + "\n").encode(), name="uploads/penguins/noisy.csv")
 
     harness.run()
 
@@ -410,7 +410,7 @@ def test_an_event_from_another_configuration_is_refused(
 
 
 def test_a_non_csv_upload_does_not_start_training(harness: Harness) -> None:
-    harness.upload(b"hello", name="uploads/notes.txt")
+    harness.upload(b"hello", name="uploads/penguins/notes.txt")
 
     harness.run()
 

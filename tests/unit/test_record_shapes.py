@@ -21,7 +21,7 @@ from modelrail.service import pipeline
 from modelrail.service.container import Container
 from modelrail.settings.process import Settings
 from modelrail.ui import create_app
-from tests.conftest import settings_env
+from tests.conftest import installed, settings_env
 from tests.fakes import FakeDeployer
 
 
@@ -54,7 +54,7 @@ DETAILS: dict[str, dict[str, object]] = {
 @pytest.fixture
 def container(tmp_path: Path) -> Container:
     settings = Settings.from_env(settings_env(tmp_path / "home"))
-    return bootstrap(settings, deployer_factory=FakeDeployer)
+    return installed(bootstrap(settings, deployer_factory=lambda _model: FakeDeployer()))
 
 
 def write_failure_shapes(container: Container, prefix: str = "0" * 16) -> list[str]:
@@ -86,8 +86,12 @@ def write_failure_shapes(container: Container, prefix: str = "0" * 16) -> list[s
 def _write_every_shape(container: Container, penguins_csv: bytes) -> list[str]:
     runs = write_failure_shapes(container)
     store = container.storage.bucket(container.settings.data_bucket)
-    generation = store.write("uploads/penguins.csv", penguins_csv)
-    upload = {"bucket": store.bucket, "name": "uploads/penguins.csv", "generation": generation}
+    generation = store.write("uploads/penguins/penguins.csv", penguins_csv)
+    upload = {
+        "bucket": store.bucket,
+        "name": "uploads/penguins/penguins.csv",
+        "generation": generation,
+    }
     container.bus.publish("data-uploaded", orjson.dumps(upload), {})
     container.bus.drain()
     return runs

@@ -22,7 +22,7 @@ from modelrail.kernel.errors import IntegrityError
 from modelrail.kernel.resources import schema_problems
 from modelrail.service.rollback import rollback
 from modelrail.settings.process import Settings
-from tests.conftest import PENGUINS, settings_env
+from tests.conftest import PENGUINS, installed, settings_env
 from tests.fakes import FakeDeployer, InMemoryStorage
 from tests.unit.conftest import Harness
 
@@ -55,8 +55,10 @@ def written(tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
     settings = Settings.from_env(settings_env(tmp_path_factory.mktemp("records") / "home"))
     storage = InMemoryStorage(settings.data_bucket, settings.artifact_bucket)
     deployer = FakeDeployer()
-    container = bootstrap(
-        settings, storage_factory=lambda: storage, deployer_factory=lambda: deployer
+    container = installed(
+        bootstrap(
+            settings, storage_factory=lambda: storage, deployer_factory=lambda _model: deployer
+        )
     )
     harness = Harness(container, storage, deployer)
     penguins = PENGUINS.read_bytes()
@@ -64,11 +66,11 @@ def written(tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
     harness.run()
     frame = pd.read_csv(io.BytesIO(penguins))
     frame["species"] = np.random.default_rng(0).permutation(frame["species"].to_numpy())
-    harness.upload(frame.to_csv(index=False).encode(), "uploads/shuffled.csv")
+    harness.upload(frame.to_csv(index=False).encode(), "uploads/penguins/shuffled.csv")
     harness.run()
-    harness.upload(b"species,island\nAdelie,Mars\n", "uploads/broken.csv")
+    harness.upload(b"species,island\nAdelie,Mars\n", "uploads/penguins/broken.csv")
     harness.run()
-    harness.upload(penguins + penguins.split(b"\n", 1)[1], "uploads/twice.csv")
+    harness.upload(penguins + penguins.split(b"\n", 1)[1], "uploads/penguins/twice.csv")
     harness.run()
     assert [run.outcome for run in harness.runs()] == ["deployed", "rejected", "failed", "deployed"]
     rollback(container, to=1, requested_by="records test")

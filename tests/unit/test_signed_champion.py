@@ -61,7 +61,7 @@ def test_a_champion_whose_reference_set_was_rewritten_fails_the_run_not_the_gate
 
     harness.bus.subscribe("model-trained--evaluate", tampered_then_evaluated)
 
-    harness.upload(_csv(frame), "uploads/swapped.csv")
+    harness.upload(_csv(frame), "uploads/penguins/swapped.csv")
     harness.run()
 
     run = harness.runs()[-1]
@@ -82,7 +82,7 @@ def test_a_champion_whose_profile_was_rewritten_fails_validation(
     profile = orjson.loads(store.read(f"models/{model}/versions/1/{PROFILE}").data)
     _rewrite(store, model, PROFILE, orjson.dumps({**profile, "rows": 1}))
 
-    harness.upload(_csv(frame.iloc[::-1]), "uploads/again.csv")
+    harness.upload(_csv(frame.iloc[::-1]), "uploads/penguins/again.csv")
     harness.run()
 
     run = harness.runs()[-1]

@@ -260,7 +260,8 @@ def test_columns_past_the_distinct_limit_mid_stream_keep_the_whole_files_profile
 def _limit(harness: Harness, **changes: int) -> None:
     config = harness.container.config
     limits = dataclasses.replace(Limits(), batch_bytes=2 * KB, **changes)
-    harness.container.__dict__["config"] = dataclasses.replace(config, limits=limits)
+    limited = dataclasses.replace(config, limits=limits)
+    harness.container.models.config = lambda name: limited  # type: ignore[method-assign]
 
 
 def _snapshot_objects(harness: Harness) -> list[str]:
@@ -287,7 +288,7 @@ def _parquet(csv: bytes) -> bytes:
 
 @pytest.mark.parametrize(
     ("name", "encode"),
-    [("uploads/data.csv.gz", gzip.compress), ("uploads/data.parquet", _parquet)],
+    [("uploads/penguins/data.csv.gz", gzip.compress), ("uploads/penguins/data.parquet", _parquet)],
 )
 def test_gzip_and_parquet_uploads_are_deployed_from_a_partitioned_snapshot(
     harness: Harness, penguins_csv: bytes, name: str, encode: object
@@ -325,7 +326,7 @@ def test_a_truncated_gzip_is_refused_with_a_clear_problem(
 ) -> None:
     _limit(harness)
     packed = gzip.compress(penguins_csv * 4)
-    harness.upload(packed[: len(packed) * 2 // 3], "uploads/data.csv.gz")
+    harness.upload(packed[: len(packed) * 2 // 3], "uploads/penguins/data.csv.gz")
 
     harness.run()
 
@@ -338,7 +339,7 @@ def test_a_corrupt_parquet_file_is_refused_with_a_clear_problem(
     harness: Harness, penguins_csv: bytes
 ) -> None:
     _limit(harness)
-    harness.upload(_parquet(penguins_csv)[:-100], "uploads/data.parquet")
+    harness.upload(_parquet(penguins_csv)[:-100], "uploads/penguins/data.parquet")
 
     harness.run()
 
@@ -358,7 +359,7 @@ def test_a_parquet_schema_off_the_contract_is_refused_naming_each_column(
     ).drop_columns(["sex"])
     sink = io.BytesIO()
     pq.write_table(table, sink)
-    harness.upload(sink.getvalue(), "uploads/data.parquet")
+    harness.upload(sink.getvalue(), "uploads/penguins/data.parquet")
 
     harness.run()
 

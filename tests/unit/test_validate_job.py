@@ -20,7 +20,7 @@ from modelrail.kernel.resources import schema_problems
 from modelrail.service import pipeline
 from modelrail.service.sweep import sweep
 from modelrail.settings.process import Settings
-from tests.conftest import settings_env
+from tests.conftest import installed, settings_env
 from tests.fakes import FakeDeployer, InMemoryStorage
 from tests.unit.conftest import Harness
 
@@ -31,8 +31,10 @@ def _harness(home: Path, **extra: str) -> Harness:
     settings = Settings.from_env(settings_env(home, **extra))
     storage = InMemoryStorage(settings.data_bucket, settings.artifact_bucket)
     deployer = FakeDeployer()
-    container = bootstrap(
-        settings, storage_factory=lambda: storage, deployer_factory=lambda: deployer
+    container = installed(
+        bootstrap(
+            settings, storage_factory=lambda: storage, deployer_factory=lambda _model: deployer
+        )
     )
     return Harness(container, storage, deployer)
 
@@ -120,7 +122,7 @@ def test_without_a_validate_job_every_upload_is_validated_in_place(
     settings: Settings, harness: Harness
 ) -> None:
     assert settings.validate_job is None
-    assert bootstrap(settings).handoff is None
+    assert installed(bootstrap(settings)).handoff is None
     assert harness.container.handoff is not None
 
 
@@ -179,12 +181,12 @@ def test_the_job_validates_in_place_and_never_hands_off_again(
         MODELRAIL_VALIDATE_JOB=JOB,
         MODELRAIL_VALIDATE_IN_JOB_ABOVE_MB=str(1 / 1024),
     )
-    container = bootstrap(Settings.from_env(env))
+    container = installed(bootstrap(Settings.from_env(env)))
     data = container.storage.bucket(container.settings.data_bucket)
     uploaded = DataUploaded(
         bucket=data.bucket,
-        name="uploads/big.csv",
-        generation=data.write("uploads/big.csv", penguins_csv),
+        name="uploads/penguins/big.csv",
+        generation=data.write("uploads/penguins/big.csv", penguins_csv),
     )
     for name, value in {
         **env,

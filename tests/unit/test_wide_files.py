@@ -53,7 +53,7 @@ def test_a_header_of_120k_columns_is_refused_from_its_header_with_everything_sma
     assert header < 2**20  # under the line limit: only the header's own limits catch it
     tracemalloc.start()
     try:
-        harness.upload(data, "uploads/wide.csv")
+        harness.upload(data, "uploads/penguins/wide.csv")
         harness.run()
         _, peak = tracemalloc.get_traced_memory()
     finally:
@@ -74,7 +74,7 @@ def test_more_columns_than_the_limit_in_a_short_header_are_refused_before_parsin
 ) -> None:
     data = (",".join(f"c{i}" for i in range(5000)) + "\n" + "1," * 4999 + "1\n").encode()
 
-    harness.upload(data, "uploads/wide.csv")
+    harness.upload(data, "uploads/penguins/wide.csv")
     harness.run()
 
     [run] = harness.runs()
@@ -93,7 +93,7 @@ def test_a_file_within_the_limits_full_of_problems_lists_the_first_and_counts_al
     extra = [f"extra{i:03d}" for i in range(900)]
     wide = [",".join([lines[0], *extra])] + [",".join([line, *["x"] * 900]) for line in lines[1:]]
 
-    harness.upload("\n".join(wide).encode(), "uploads/extra.csv")
+    harness.upload("\n".join(wide).encode(), "uploads/penguins/extra.csv")
     harness.run()
 
     [run] = harness.runs()

@@ -132,10 +132,12 @@ def open_signer(settings: Settings) -> ManifestSigner:
     return CloudKmsSigner(settings.signing_key, settings.kms_endpoint)
 
 
-def local_staging(settings: Settings, *, reconcile_every_s: float | None = None) -> Deployer:
-    """The staging service as processes on this machine (embedded mode and the
+def local_staging(
+    settings: Settings, model: str, *, reconcile_every_s: float | None = None
+) -> Deployer:
+    """A model's staging service as processes on this machine (embedded mode and the
     emulator stack's control plane); a supervisor it starts converges staging to its
     alias every ``reconcile_every_s`` (None: never)."""
     from modelrail.adapters.local.staging import LocalStagingDeployer
 
-    return LocalStagingDeployer(settings, reconcile_every_s=reconcile_every_s)
+    return LocalStagingDeployer(settings, model, reconcile_every_s=reconcile_every_s)

@@ -45,7 +45,7 @@ def bootstrap(
     *,
     observer: Observer | None = None,
     storage_factory: Callable[[], Storage] | None = None,
-    deployer_factory: Callable[[], Deployer] | None = None,
+    deployer_factory: Callable[[str], Deployer] | None = None,
     packages_factory: Callable[[], PackageRepository] | None = None,
     catalog_factory: Callable[[], ModelCatalog] | None = None,
     signer_factory: Callable[[], ManifestSigner] | None = None,
@@ -73,13 +73,13 @@ def bootstrap(
 
         return CloudRunJobLauncher(settings.project, settings.region, settings.run_api_endpoint)
 
-    def deployer() -> Deployer:
+    def deployer(model: str) -> Deployer:
         from modelrail.adapters.google.cloudrun import CloudRunDeployer
 
         return CloudRunDeployer(
             settings.project,
             settings.region,
-            settings.staging_service,
+            f"{settings.staging_service}-{model}",  # each model's own service
             settings.run_api_endpoint,
             signing_key=settings.signing_key,
         )
@@ -102,7 +102,7 @@ def _embedded(
     settings: Settings,
     observer: Observer | None,
     storage: Callable[[], Storage],
-    deployer_factory: Callable[[], Deployer] | None,
+    deployer_factory: Callable[[str], Deployer] | None,
     packages: Callable[[], PackageRepository],
     catalog: Callable[[], ModelCatalog],
     signer: Callable[[], ManifestSigner],
@@ -122,7 +122,7 @@ def _embedded(
             )
         ),
         deployer_factory=deployer_factory
-        or (lambda: local_staging(settings, reconcile_every_s=RECONCILE_EVERY_S)),
+        or (lambda model: local_staging(settings, model, reconcile_every_s=RECONCILE_EVERY_S)),
         packages_factory=packages,
         catalog_factory=catalog,
         signer_factory=signer,

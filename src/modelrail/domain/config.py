@@ -10,7 +10,7 @@ import hashlib
 import importlib.util
 import re
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from functools import cache
 from pathlib import Path
 from typing import Any, Literal
@@ -113,14 +113,25 @@ class PipelineConfig:
         problem is one ``ConfigError`` here, before any run starts."""
         try:
             raw = path.read_bytes()
-            spec = tomllib.loads(raw.decode())
-        except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        except OSError as exc:
             raise ConfigError(f"cannot read pipeline config {path}: {exc}") from exc
+        return cls.parse(raw, path, lambda name: DatasetContract.load(path.parent / name))
+
+    @classmethod
+    def parse(
+        cls, raw: bytes, where: object, contract_of: Callable[[str], DatasetContract]
+    ) -> PipelineConfig:
+        """The configuration in ``raw`` (``where`` names it in errors), its contract
+        the one ``contract_of`` gives for the file ``[model] contract`` names."""
+        try:
+            spec = tomllib.loads(raw.decode())
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"cannot read pipeline config {where}: {exc}") from exc
         problems = resources.schema_problems("pipeline", spec)
         if problems:
-            raise ConfigError(f"invalid pipeline config {path}: " + "; ".join(problems))
+            raise ConfigError(f"invalid pipeline config {where}: " + "; ".join(problems))
         model, training = spec["model"], spec["training"]
-        contract = DatasetContract.load(path.parent / model["contract"])
+        contract = contract_of(model["contract"])
         drift, bounds = spec.get("drift", {}), spec.get("limits", {})
         drift_warn = drift.get("warn", DRIFT_LIMITS[0])
         drift_fail = drift.get("fail", DRIFT_LIMITS[1])
@@ -164,7 +175,7 @@ class PipelineConfig:
             *_param_problems(config.params),
         ]
         if problems:
-            raise ConfigError(f"invalid pipeline config {path}: " + "; ".join(problems))
+            raise ConfigError(f"invalid pipeline config {where}: " + "; ".join(problems))
         return config
 
     def _target_problems(self) -> list[str]:

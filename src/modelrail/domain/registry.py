@@ -1,6 +1,7 @@
 """The model registry, on any BlobStore (GCS or the filesystem store).
 
-Layout (under ``models/<model>/``)::
+Layout (under ``models/<model>/``, beside the model's ``definition.json``:
+``domain.models``)::
 
     versions/<N>/claim.json     create-only: who claimed number N
     versions/<N>/model.txt      LightGBM text format (never pickle)
@@ -289,10 +290,6 @@ class Registry:
     # -- reading -----------------------------------------------------------------
     def _prefix(self, model: str) -> str:
         return f"models/{model}/"
-
-    def models(self) -> list[str]:
-        names = {info.key.split("/")[1] for info in self.store.list("models/")}
-        return sorted(names)
 
     def versions(self, model: str) -> list[int]:
         """Complete versions (those with a manifest), ascending."""

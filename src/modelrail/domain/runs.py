@@ -296,6 +296,12 @@ class RunSummary:
         return last[0].lineage if last else None
 
     @property
+    def model(self) -> str | None:
+        """The model the run is for (None: a trigger no installed model owned)."""
+        lineage = self.lineage
+        return lineage.model if lineage is not None else None
+
+    @property
     def failure(self) -> dict[str, Any] | None:
         """The failed stage, its error kind, message and reasons; None if none failed."""
         for record in self.stages.values():
@@ -509,8 +515,8 @@ class RunLog:
         (``reference.parquet``)."""
         return f"runs/{run_id}/snapshot/{name}"
 
-    def runs(self) -> list[RunSummary]:
-        """Every run, oldest first."""
+    def runs(self, model: str | None = None) -> list[RunSummary]:
+        """Every run (of ``model``, if given), oldest first."""
         stages: dict[str, dict[str, StageRecord]] = {}
         for info in self.store.list("runs/"):
             parts = info.key.split("/")
@@ -518,7 +524,10 @@ class RunLog:
                 record = StageRecord.from_json(orjson.loads(self.store.read(info.key).data))
                 stages.setdefault(parts[1], {})[parts[3].removesuffix(".json")] = record
         summaries = [RunSummary(run_id, _in_order(records)) for run_id, records in stages.items()]
-        return sorted(summaries, key=lambda run: run.started_at)
+        return sorted(
+            (run for run in summaries if model is None or run.model == model),
+            key=lambda run: run.started_at,
+        )
 
     def run(self, run_id: str) -> RunSummary | None:
         """One run's every stage record; None if it has none."""

@@ -14,9 +14,10 @@ import click
 import orjson
 
 from modelrail.composition.bootstrap import bootstrap
+from modelrail.domain.models import Definition, upload_prefix
 from modelrail.domain.runs import RunSummary, StageRecord, failure_reasons
 from modelrail.entry.stack import down, status, up
-from modelrail.kernel import logs
+from modelrail.kernel import logs, resources
 from modelrail.kernel.errors import ModelrailError
 from modelrail.kernel.events import RetrainRequested, utcnow
 from modelrail.service.container import Container
@@ -26,6 +27,7 @@ if TYPE_CHECKING:
     from modelrail.service.reconcile import Convergence
 
 DEMO_DATA = Path("data/penguins.csv")
+DEMO_CONFIG = "pipeline.toml"  # the bundled penguins model, at the checkout's root
 CARD = "card.html"
 
 
@@ -48,14 +50,20 @@ def _echo_stage(record: StageRecord) -> None:
 
 
 class Cli:
-    """What every command shares: settings and the container, built on first use."""
+    """What every command shares: settings and the container, acting for ``model``
+    (None: the only model installed; ``every_model``: no model in particular)."""
 
-    def __init__(self, quiet: bool = False) -> None:
+    def __init__(
+        self, quiet: bool = False, *, model: str | None = None, every_model: bool = False
+    ) -> None:
         self.settings = Settings.from_env()
-        self.container: Container = bootstrap(
+        self.installation: Container = bootstrap(
             self.settings, observer=None if quiet else _echo_stage
         )
-        _ = self.container.config  # a broken config or contract fails here, not mid-run
+        self.container = self.installation
+        if not every_model or model is not None:
+            self.container = self.installation.for_model(self.installation.models.resolve(model))
+            _ = self.container.config  # a broken definition fails here, not mid-run
 
     def drain(self) -> None:
         """Wait for what this command published (embedded mode: the run happens here)."""
@@ -66,12 +74,13 @@ class Cli:
         segments = object_name.split("/")
         if any(segment in ("", ".", "..") for segment in segments):
             raise click.BadParameter(
-                f"{object_name!r} is not an object name under uploads/: use a relative name "
+                f"{object_name!r} is not an object name under "
+                f"{upload_prefix(self.container.model)}: use a relative name "
                 "without '.' or '..' segments, e.g. 2024-06/prices.csv",
                 param_hint="--name",
             )
         data = path.read_bytes()
-        key = f"uploads/{object_name}"
+        key = f"{upload_prefix(self.container.model)}{object_name}"
         store = self.container.storage.bucket(self.settings.data_bucket)
         generation = store.write(key, data, content_type="text/csv")
         click.echo(f"uploaded {path} to gs://{store.bucket}/{key}#{generation}")
@@ -98,6 +107,14 @@ class Cli:
     def latest_run(self, trigger_key: str) -> RunSummary | None:
         runs = [r for r in self.container.runs.runs() if r.trigger.get("key") == trigger_key]
         return runs[-1] if runs else None
+
+    def add(self, config_path: Path) -> str:
+        """Add the model ``config_path`` defines to the installation (or update it)."""
+        definition = Definition.from_files(config_path)
+        changed = self.installation.models.add(definition)
+        state = "added" if changed else "already installed, unchanged:"
+        click.echo(f"{state} model {definition.name!r} from {config_path}")
+        return definition.name
 
 
 def _fail(message: str) -> None:
@@ -184,15 +201,17 @@ def main() -> None:
     "--data", "data_path", type=click.Path(exists=True, path_type=Path), default=DEMO_DATA
 )
 def demo(data_path: Path) -> None:
-    """Run the whole pipeline on the bundled dataset and call the staging server."""
-    cli = Cli()
+    """Install the bundled penguins model, run the whole pipeline on its dataset and
+    call its staging server."""
+    installation = Cli(every_model=True)
+    model = installation.add(resources.checkout_root() / DEMO_CONFIG)
+    cli = Cli(model=model)
     click.echo(f"modelrail demo ({cli.settings.mode} mode, state in {cli.settings.home})")
     cli.note_code_version()
     uri = cli.upload(data_path)
     cli.drain()
     run = cli.latest_run(f"{uri}")
     _report_run(cli, run)
-    model = cli.container.config.model_name
     staging = cli.container.registry.alias(model, "staging")
     if staging is None:
         _fail("staging serves no version")
@@ -216,12 +235,18 @@ def demo(data_path: Path) -> None:
     click.echo("runs, versions and cards in a browser: modelrail ui  (http://127.0.0.1:8780)")
 
 
+_model_option = click.option(
+    "--model", "model", help="The model (may be left out while one is installed)."
+)
+
+
 @main.command()
 @click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--name", help="Object name under uploads/ (default: the file's name).")
-def upload(path: Path, name: str | None) -> None:
-    """Upload a CSV to the data bucket; the upload starts a run."""
-    cli = Cli()
+@click.option("--name", help="Object name under uploads/MODEL/ (default: the file's name).")
+@_model_option
+def upload(path: Path, name: str | None, model: str | None) -> None:
+    """Upload a dataset to the model's folder in the data bucket; the upload starts a run."""
+    cli = Cli(model=model)
     cli.note_code_version()
     uri = cli.upload(path, name)
     if cli.container.runs_here:
@@ -231,13 +256,19 @@ def upload(path: Path, name: str | None) -> None:
 
 @main.command()
 @click.option("--request-id", help="Idempotency key: the same id is the same run (default: new).")
-@click.option("--data-uri", help="gs://bucket/object[#generation] (default: the newest CSV).")
+@click.option(
+    "--data-uri", help="gs://bucket/object[#generation] (default: the model's newest upload)."
+)
 @click.option("--reason", help="Why, for the run history.")
-def retrain(request_id: str | None, data_uri: str | None, reason: str | None) -> None:
-    """Request a retrain on the latest data (or on --data-uri)."""
-    cli = Cli()
+@_model_option
+def retrain(
+    request_id: str | None, data_uri: str | None, reason: str | None, model: str | None
+) -> None:
+    """Request a retrain of the model on its newest upload (or on --data-uri)."""
+    cli = Cli(model=model)
     cli.note_code_version()
     request = RetrainRequested(
+        model=cli.container.model,
         request_id=request_id or uuid.uuid4().hex,
         data_uri=data_uri,
         reason=reason,
@@ -255,16 +286,17 @@ def retrain(request_id: str | None, data_uri: str | None, reason: str | None) ->
 @main.command()
 @click.argument("run_id", required=False)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def runs(run_id: str | None, as_json: bool) -> None:
-    """Each run: trigger, stages, durations, outcome, and why a failed run failed.
+@click.option("--model", "model", help="Only this model's runs (default: every model's).")
+def runs(run_id: str | None, as_json: bool, model: str | None) -> None:
+    """Each run: model, trigger, stages, durations, outcome, and why a failed run failed.
 
     With RUN_ID: that run in full (every stage's record, reports, events, lineage).
     """
-    cli = Cli(quiet=True)
+    cli = Cli(quiet=True, model=model, every_model=True)
     if run_id is not None:
         _show_run(cli, run_id, as_json)
         return
-    summaries = cli.container.runs.runs()
+    summaries = cli.container.runs.runs(model and cli.container.model)
     if as_json:
         click.echo(orjson.dumps([r.to_dict() for r in summaries], option=orjson.OPT_INDENT_2))
         return
@@ -273,8 +305,8 @@ def runs(run_id: str | None, as_json: bool) -> None:
     for run in summaries:
         trigger = run.trigger
         click.echo(
-            f"{run.run_id}  {run.started_at}  {run.outcome:<11} "
-            f"{trigger.get('kind')}: {trigger.get('key')}"
+            f"{run.run_id}  {run.started_at}  {run.model or '(no model)'}  "
+            f"{run.outcome:<11} {trigger.get('kind')}: {trigger.get('key')}"
         )
         for name, stage in run.stages.items():
             click.echo(f"    {name:<16} {stage.status:<10} {stage.duration_s:>7.2f} s")
@@ -306,6 +338,7 @@ def _show_run(cli: Cli, run_id: str, as_json: bool) -> None:
         return
     trigger = run.trigger
     click.echo(f"run {run.run_id}: {run.outcome}")
+    click.echo(f"  model     {run.model or '(none: no installed model owned its trigger)'}")
     click.echo(f"  trigger   {trigger.get('kind')}: {trigger.get('key')}")
     for field in ("requested_by", "reason", "commit_sha"):
         if trigger.get(field):
@@ -341,34 +374,27 @@ def _show_run(cli: Cli, run_id: str, as_json: bool) -> None:
 
 @main.command()
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def models(as_json: bool) -> None:
-    """Versions, aliases, metrics, lineage, and where each version lives: its folder in
-    the artifact bucket, its package and version in Artifact Registry, its Vertex AI
-    model version (when pipeline.toml turns it on), its model card."""
-    cli = Cli(quiet=True)
-    registry = cli.container.registry
-    result: list[dict[str, Any]] = []
-    for model in registry.models():
-        versions = [
-            {
-                **summary,
-                "location": cli.location(summary["location"]),
-                "card": cli.location(registry.file_uri(model, summary["version"], CARD)),
-                "manifest": cli.location(registry.manifest_uri(model, summary["version"])),
-            }
-            for summary in registry.summaries(model)
-        ]
-        result.append({"model": model, "aliases": registry.aliases(model), "versions": versions})
+@click.option("--model", "model", help="Only this model (default: every model installed).")
+def models(as_json: bool, model: str | None) -> None:
+    """Each model installed: where its staging service answers and what it says it
+    serves there, its versions, aliases, metrics, lineage, and where each version lives
+    (its folder in the artifact bucket, its package in Artifact Registry, its Vertex AI
+    model version when pipeline.toml turns it on, its model card)."""
+    cli = Cli(quiet=True, model=model, every_model=True)
+    names = [cli.container.model] if model else cli.installation.models.names()
+    result = [_describe_model(cli, name) for name in names]
     if as_json:
-        click.echo(orjson.dumps(result, option=orjson.OPT_INDENT_2))
+        shown = [{k: v for k, v in entry.items() if k != "served_text"} for entry in result]
+        click.echo(orjson.dumps(shown, option=orjson.OPT_INDENT_2))
         return
     if not result:
-        click.echo("no models registered yet")
+        click.echo("no model is installed yet: modelrail init CSV --target COL, or modelrail add")
     for entry in result:
         pointers = ", ".join(
             f"{name} → v{version}" for name, version in sorted(entry["aliases"].items())
         )
         click.echo(f"{entry['model']}  (aliases: {pointers or 'none'})")
+        click.echo(f"  staging {entry['staging_url'] or 'not running'}: {entry['served_text']}")
         for v in entry["versions"]:
             metrics = ", ".join(f"{k}={val:.4f}" for k, val in sorted(v["metrics"].items()))
             lineage, published = v["lineage"], v["published"]
@@ -393,15 +419,58 @@ def models(as_json: bool) -> None:
             )
 
 
+def _describe_model(cli: Cli, model: str) -> dict[str, Any]:
+    """A model's versions and aliases, and what its staging service says it serves
+    (read from the service, and set beside what the staging alias names)."""
+    from modelrail.service.smoke import served
+
+    registry = cli.installation.registry
+    versions = [
+        {
+            **summary,
+            "location": cli.location(summary["location"]),
+            "card": cli.location(registry.file_uri(model, summary["version"], CARD)),
+            "manifest": cli.location(registry.manifest_uri(model, summary["version"])),
+        }
+        for summary in registry.summaries(model)
+    ]
+    aliases = registry.aliases(model)
+    deployment = cli.installation.for_model(model).deployer.current()
+    url = deployment.url if deployment is not None else None
+    answer = served(url) if url is not None else {"status": "not running"}
+    staged = aliases.get("staging")
+    serving = (answer.get("model"), answer.get("version"))
+    if url is None:
+        text = "nothing is served" + (f" (its alias names v{staged})" if staged else "")
+    elif "version" not in answer:
+        text = f"{answer['status']}: {answer.get('error', '')}".rstrip(": ")
+    elif serving == (model, staged):
+        text = f"serves {model} v{staged}, what its staging alias names"
+    else:
+        text = (
+            f"DISAGREES: the service says it serves {serving[0]} v{serving[1]}, "
+            f"its staging alias names {f'v{staged}' if staged else 'no version'}"
+        )
+    return {
+        "model": model,
+        "aliases": aliases,
+        "staging_url": url,
+        "served": answer,
+        "served_text": text,
+        "versions": versions,
+    }
+
+
 def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
 @main.command()
-def serve() -> None:
-    """Keep the staging server up, serving the version the staging alias points at."""
-    cli = Cli(quiet=True)
-    model = cli.container.config.model_name
+@_model_option
+def serve(model: str | None) -> None:
+    """Keep the model's staging server up, serving the version its staging alias names."""
+    cli = Cli(quiet=True, model=model)
+    model = cli.container.model
     staging = cli.container.registry.alias(model, "staging")
     if staging is None:
         _fail("no version is in staging yet: run `modelrail demo` or upload data first")
@@ -409,7 +478,7 @@ def serve() -> None:
     deployer = cli.container.deployer
     signal.signal(signal.SIGTERM, _interrupt)  # stopping `serve` stops the server too
     try:
-        convergence = _reconcile_staging(cli)
+        (convergence,) = _reconcile_staging(cli, [model])
         current = deployer.current()
         if current is None or convergence.status == "failed":
             _fail(f"staging could not serve {model} v{staging.version}: {convergence.detail}")
@@ -424,15 +493,18 @@ def serve() -> None:
 @click.option("--to", "to_version", type=click.IntRange(min=1), help="The version to serve.")
 @click.option("--reason", help="Why, for the run history.")
 @click.option("--by", "requested_by", help="Who asks (default: the user running this).")
-def rollback(to_version: int | None, reason: str | None, requested_by: str | None) -> None:
-    """Move staging back to the version it served before (or to --to VERSION).
+@_model_option
+def rollback(
+    to_version: int | None, reason: str | None, requested_by: str | None, model: str | None
+) -> None:
+    """Move the model's staging back to the version it served before (or to --to VERSION).
 
     The version is redeployed and smoke-tested as a deploy is; if the test fails,
     staging keeps serving what it serves now. The rollback is a run in the history.
     """
     from modelrail.service.rollback import rollback as roll_back
 
-    cli = Cli()
+    cli = Cli(model=model)
     record = roll_back(
         cli.container,
         to=to_version,
@@ -455,13 +527,14 @@ def sweep(as_json: bool) -> None:
     """End the runs that can no longer end: a training job that died, a lost message."""
     from modelrail.service.sweep import sweep as sweep_runs
 
-    cli = Cli(quiet=True)
+    cli = Cli(quiet=True, every_model=True)
     failed = sweep_runs(cli.container)
-    # The scheduled sweep is also the cloud's reconciliation pass: what staging serves
-    # converges to its alias (modelrail.service.reconcile), on stderr unless it did something.
-    convergence = _reconcile_staging(cli)
-    if convergence.status not in ("in_step", "nothing_staged"):
-        click.echo(_describe_convergence(convergence), err=as_json)
+    # The scheduled sweep is also the cloud's reconciliation pass: what each model's
+    # staging serves converges to its alias (modelrail.service.reconcile), on stderr
+    # unless it did something.
+    for convergence in _reconcile_staging(cli, cli.installation.models.names()):
+        if convergence.status not in ("in_step", "nothing_staged"):
+            click.echo(_describe_convergence(convergence), err=as_json)
     if as_json:
         shown = [record.to_json() for record in failed]
         click.echo(orjson.dumps(shown, option=orjson.OPT_INDENT_2))
@@ -475,31 +548,44 @@ def sweep(as_json: bool) -> None:
 
 @main.command()
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def reconcile(as_json: bool) -> None:
-    """Make staging serve what its alias names (a crash may have left another version)."""
-    convergence = _reconcile_staging(Cli(quiet=True))
+@click.option("--model", "model", help="Only this model (default: every model installed).")
+def reconcile(as_json: bool, model: str | None) -> None:
+    """Make each model's staging serve what its alias names (a crash may have left
+    another version)."""
+    cli = Cli(quiet=True, model=model, every_model=True)
+    names = [cli.container.model] if model else cli.installation.models.names()
+    convergences = _reconcile_staging(cli, names)
     if as_json:
-        click.echo(orjson.dumps(convergence.to_json(), option=orjson.OPT_INDENT_2))
+        shown = [convergence.to_json() for convergence in convergences]
+        click.echo(orjson.dumps(shown, option=orjson.OPT_INDENT_2))
     else:
-        click.echo(_describe_convergence(convergence))
-    if convergence.status == "failed":
+        for convergence in convergences:
+            click.echo(_describe_convergence(convergence))
+    if any(convergence.status == "failed" for convergence in convergences):
         sys.exit(1)
 
 
-def _reconcile_staging(cli: Cli) -> Convergence:
+def _reconcile_staging(cli: Cli, models: list[str]) -> list[Convergence]:
     from modelrail.service.reconcile import Reconciler
 
-    container = cli.container
-    reconciler = Reconciler(
-        container.config.model_name,
-        registry=container.registry,
-        leases=container.leases,
-        deployer=container.deployer,
-    )
-    return reconciler.reconcile()
+    convergences = []
+    for model in models:
+        container = cli.installation.for_model(model)
+        reconciler = Reconciler(
+            model,
+            registry=container.registry,
+            leases=container.leases,
+            deployer=container.deployer,
+        )
+        convergences.append(reconciler.reconcile())
+    return convergences
 
 
 def _describe_convergence(convergence: Convergence) -> str:
+    return f"{convergence.model}: {_convergence_text(convergence)}"
+
+
+def _convergence_text(convergence: Convergence) -> str:
     named = f"v{convergence.alias_version}"
     served = (
         f"v{convergence.served_version}" if convergence.served_version is not None else "nothing"
@@ -523,8 +609,8 @@ def ui(port: int, host: str) -> None:
 
     from modelrail.ui import create_app
 
-    cli = Cli(quiet=True)
-    server = make_server(host, port, create_app(cli.container), threaded=True)
+    cli = Cli(quiet=True, every_model=True)
+    server = make_server(host, port, create_app(cli.installation), threaded=True)
     signal.signal(signal.SIGTERM, _interrupt)
     click.echo(
         f"modelrail ui ({cli.settings.mode} mode) at http://{host}:{server.port} (Ctrl-C stops it)"
@@ -555,18 +641,37 @@ def ui(port: int, host: str) -> None:
     type=click.Path(file_okay=False, path_type=Path),
     help="Where to write pipeline.toml and the contract (default: ./NAME).",
 )
-@click.option("--force", is_flag=True, help="Replace files that exist.")
+@click.option("--force", is_flag=True, help="Replace files (and a model) that exist.")
 def init(
     csv_path: Path, target: str, name: str | None, objective: str, out: Path | None, force: bool
 ) -> None:
-    """Infer a dataset contract and a pipeline.toml from your CSV, and say why."""
+    """Infer a dataset contract and a pipeline.toml from your CSV, say why, and add the
+    model to the installation."""
     from modelrail.entry import init
 
     inference = init.infer(csv_path, target, name=name, objective=objective)
     click.echo(init.summary(inference))
+    cli = Cli(every_model=True)
+    if inference.name in cli.installation.models.names() and not force:
+        _fail(
+            f"a model {inference.name!r} is already installed: pass --name for another "
+            "model, or --force to replace its definition"
+        )
     config_path, contract_path = init.write(inference, out or Path(inference.name), force=force)
-    click.echo(f"\nwrote {config_path} and {contract_path}; then:")
-    click.echo(f"  MODELRAIL_CONFIG={config_path} modelrail upload {csv_path}")
+    click.echo(f"\nwrote {config_path} and {contract_path}")
+    model = cli.add(config_path)
+    click.echo(f"then: modelrail upload {csv_path} --model {model}")
+    click.echo(f"(after editing either file: modelrail add {config_path})")
+
+
+@main.command()
+@click.argument(
+    "config_path", metavar="PIPELINE_TOML", type=click.Path(dir_okay=False, path_type=Path)
+)
+def add(config_path: Path) -> None:
+    """Add the model PIPELINE_TOML defines (with the contract it names) to the
+    installation, or update its definition: checked first, as every stage will."""
+    Cli(every_model=True).add(config_path)
 
 
 @main.command()
@@ -575,13 +680,23 @@ def init(
     "--out", type=click.Path(dir_okay=False, path_type=Path), default=Path("synthetic.csv")
 )
 @click.option("--seed", type=int, default=0)
-def synth(rows: int, out: Path, seed: int) -> None:
-    """Write a synthetic CSV of ROWS rows that meets the pipeline's dataset contract."""
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="A pipeline.toml whose contract to meet (default: the installed --model's).",
+)
+@_model_option
+def synth(rows: int, out: Path, seed: int, config_path: Path | None, model: str | None) -> None:
+    """Write a synthetic CSV of ROWS rows that meets a model's dataset contract."""
     from modelrail.domain.config import PipelineConfig
     from modelrail.domain.dataset.synth import write_csv
 
-    settings = Settings.from_env()
-    write_csv(PipelineConfig.load(settings.config_path).contract, rows, out, seed)
+    if config_path is not None:
+        contract = PipelineConfig.load(config_path).contract
+    else:
+        contract = Cli(quiet=True, model=model).container.config.contract
+    write_csv(contract, rows, out, seed)
     click.echo(f"wrote {rows} rows to {out}")
 
 

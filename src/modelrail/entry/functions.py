@@ -94,17 +94,14 @@ def cloud_function(stage: str) -> Callable[[CloudEvent], None]:
     """The functions-framework entry point (named ``handle``) for ``stage``.
 
     Raising makes Pub/Sub redeliver; permanent failures are recorded and acknowledged
-    inside ``pipeline.consume``. The configuration is loaded here, when the instance
-    starts (functions-framework imports ``main.py`` once): a broken pipeline.toml or
-    contract stops the instance with its ``ConfigError`` in the log, so a revision
-    carrying it never becomes ready, instead of failing every event it would receive.
-    No client is created here; adapters stay lazy. Logging is set up here too, once per
-    instance, not on every event.
+    inside ``pipeline.consume``. Every model's definition is read from the artifact
+    bucket as its events come (``domain.models``; ``modelrail add`` checked it before
+    storing it), so one function serves every model. No client is created here;
+    adapters stay lazy. Logging is set up here, once per instance, not on every event.
     """
     import functions_framework
 
     logs.configure()
-    _ = container().config
 
     @functions_framework.cloud_event
     def handle(cloud_event: CloudEvent) -> None:

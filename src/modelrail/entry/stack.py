@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import shlex
 import sys
 
@@ -27,7 +28,10 @@ def _print_endpoints(state: StackState, stack: Stack) -> None:
     for name, port in state.ports.items():
         if name.startswith("function-"):
             click.echo(f"  {name:<20} http://127.0.0.1:{port}")
-    click.echo(f"  staging server       {settings.staging_url} (after a deploy)")
+    click.echo(
+        f"  staging servers      one per model, from port {settings.staging_port} "
+        "(after a deploy; `modelrail models` lists them)"
+    )
     click.echo(
         f"  buckets              gs://{settings.data_bucket}  gs://{settings.artifact_bucket}"
     )
@@ -38,7 +42,14 @@ def _print_endpoints(state: StackState, stack: Stack) -> None:
 @click.option("--emulators", is_flag=True, help="Run the cloud graph on the local emulators.")
 @click.option("--free-ports", is_flag=True, help="Pick free ports instead of the fixed defaults.")
 @click.option("--timeout", "timeout_s", type=float, default=STARTUP_TIMEOUT_S, show_default=True)
-def up(emulators: bool, free_ports: bool, timeout_s: float) -> None:
+@click.option(
+    "--dask-workers",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Run a Dask scheduler and this many workers for models that train on Dask "
+    "(default: MODELRAIL_STACK_DASK_WORKERS, else 0).",
+)
+def up(emulators: bool, free_ports: bool, timeout_s: float, dask_workers: int | None) -> None:
     """Start the local cloud: Pub/Sub emulator, fake-gcs-server, Cloud Run, functions."""
     if not emulators:
         raise click.UsageError(
@@ -48,7 +59,10 @@ def up(emulators: bool, free_ports: bool, timeout_s: float) -> None:
     if problem:
         click.echo(problem, err=True)
         sys.exit(3)
-    stack = Stack(Settings.from_env())
+    settings = Settings.from_env()
+    if dask_workers is not None:
+        settings = dataclasses.replace(settings, stack_dask_workers=dask_workers)
+    stack = Stack(settings)
     was_running = stack.running()
     try:
         state = stack.up(free_ports=free_ports, timeout_s=timeout_s)
@@ -64,10 +78,10 @@ def up(emulators: bool, free_ports: bool, timeout_s: float) -> None:
     click.echo(_exports(state))
     click.echo(
         "\nthen, for example:\n"
-        f"  gcloud storage cp data.csv gs://{stack.settings.data_bucket}/uploads/data.csv\n"
+        f"  gcloud storage cp data.csv gs://{stack.settings.data_bucket}/uploads/MODEL/data.csv\n"
         "  gcloud pubsub topics publish retrain-requested "
         """--message '{"schema_version": 1, "event_type": "retrain-requested", """
-        """"request_id": "r1"}'"""
+        """"model": "MODEL", "request_id": "r1"}'"""
     )
 
 

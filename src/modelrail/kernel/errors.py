@@ -94,6 +94,13 @@ class ContractViolation(PermanentError):
     kind = "contract_violation"
 
 
+class UnknownModel(PermanentError):
+    """A trigger or a command names no model this installation holds (or several
+    are installed and it names none)."""
+
+    kind = "unknown_model"
+
+
 class DataUnavailable(PermanentError):
     """The data an event points at no longer exists in that generation."""
 

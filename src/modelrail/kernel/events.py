@@ -129,6 +129,8 @@ class RetrainRequested:
     """Someone asked for a retrain: a user, the CLI, or Cloud Build on commit."""
 
     event_type: ClassVar[str] = "retrain-requested"
+    # The model to retrain; None while the installation holds one.
+    model: str | None = None
     request_id: str | None = None
     commit_sha: str | None = None
     data_uri: str | None = None

@@ -65,6 +65,7 @@ from typing import Any
 import click
 import orjson
 
+from modelrail.adapters.local.staging import LocalStagingDeployer
 from modelrail.kernel.events import utcnow
 from modelrail.kernel.ports import Deployer
 from modelrail.kernel.processes import write_json
@@ -174,9 +175,8 @@ class ControlPlane:
         *,
         project: str,
         region: str,
-        service: str,
-        service_url: str,
-        backend: Deployer,
+        services: Callable[[str], tuple[str, str] | None],
+        backend: Callable[[str], Deployer],
         job_command: Sequence[str],
         job_env: Mapping[str, str],
         state_dir: Path,
@@ -193,7 +193,11 @@ class ControlPlane:
         self.packages = packages
         self.models = models
         self.kms = kms
+        # The staging services it serves: a service's short name -> the model it is for
+        # and where it answers (None: no such service), and each model's backend.
+        self.known_services = services
         self.backend = backend
+        self.service_env = dict(service_env or {})
         self.job_command = list(job_command)
         self.job_env = dict(job_env)
         self.state_dir = state_dir
@@ -217,10 +221,6 @@ class ControlPlane:
                 stored.update(
                     reconciling=False, terminalCondition=_condition("CONDITION_FAILED", message)
                 )
-        name = self.resource_name("services", service)
-        if name not in self.services:
-            self.services[name] = self._new_service(name, service_url, service_env or {})
-            self._save_services()
 
     # -- names and persistence ---------------------------------------------------
     def resource_name(self, collection: str, short: str) -> str:
@@ -265,10 +265,15 @@ class ControlPlane:
         write_json(self._state_file, self.services)
 
     def _service(self, name: str) -> dict[str, Any]:
-        try:
-            return self.services[name]
-        except KeyError:
-            raise ApiError(404, "NOT_FOUND", f"Resource '{name}' was not found") from None
+        """The service ``name``, created as it first comes up (what Terraform does for
+        each model in the cloud); NOT_FOUND for a service of no model."""
+        if name not in self.services:
+            known = self.known_services(name.rsplit("/", 1)[-1])
+            if known is None:
+                raise ApiError(404, "NOT_FOUND", f"Resource '{name}' was not found")
+            self.services[name] = self._new_service(name, known[1], self.service_env)
+            self._save_services()
+        return self.services[name]
 
     # -- operations --------------------------------------------------------------
     def _new_operation(self, metadata: dict[str, Any]) -> dict[str, Any]:
@@ -373,9 +378,11 @@ class ControlPlane:
             with self._backend_lock:
                 pin = pinned(env)
                 if pin is not None:
-                    _run_revision(self.backend, *pin)
-                else:
-                    self.backend.stop()  # a template with no model pinned serves nothing here
+                    _run_revision(self.backend(pin[0]), *pin)
+                else:  # a template with no model pinned serves nothing here
+                    known = self.known_services(name.rsplit("/", 1)[-1])
+                    if known is not None:
+                        self.backend(known[0]).stop()
         except Exception as exc:  # any failure means the revision never became ready
             error = f"Revision '{revision}' is not ready and cannot serve traffic. {exc}"
         with self._lock:
@@ -428,8 +435,9 @@ class ControlPlane:
                 wanted = self._ready_pin(self.services[name])
             if wanted is None:
                 continue
+            backend = self.backend(wanted[0])
             with contextlib.suppress(Exception):
-                current = self.backend.current()
+                current = backend.current()
                 if current is not None and (current.model, current.version) == wanted:
                     continue
             with self._backend_lock:
@@ -438,7 +446,7 @@ class ControlPlane:
                     if service["reconciling"] or self._ready_pin(service) != wanted:
                         continue
                 try:
-                    _run_revision(self.backend, *wanted)
+                    _run_revision(backend, *wanted)
                 except Exception as exc:  # the service stays not-ready; the log says why
                     print(f"could not serve {name} at {wanted}: {exc}", file=sys.stderr)
 
@@ -601,39 +609,63 @@ class ControlPlane:
 def _reconcile(
     control_plane: ControlPlane, settings: Settings, stop: threading.Event, every_s: float
 ) -> None:
-    """The control plane's reconciliation loop, at start and every ``every_s``: the
-    backend serves the service's ready revision (``keep_serving``, Cloud Run's part),
-    and the service converges to the registry's staging alias (``Reconciler`` over the
+    """The control plane's reconciliation loop, at start and every ``every_s``: each
+    backend serves its service's ready revision (``keep_serving``, Cloud Run's part),
+    and each model's service converges to its staging alias (``Reconciler`` over the
     Cloud Run adapter on this very API: the cloud's sweep does the same on Cloud Run)."""
     from modelrail.composition.bootstrap import bootstrap
     from modelrail.service.reconcile import Reconciler
 
-    reconciler: Reconciler | None = None
+    container = bootstrap(settings)
     while True:
         control_plane.keep_serving()
         try:
-            if reconciler is None:
-                container = bootstrap(settings)
-                reconciler = Reconciler(
-                    container.config.model_name,
-                    registry=container.registry,
-                    leases=container.leases,
-                    deployer=container.deployer,
+            for model in container.models.names():
+                scoped = container.for_model(model)
+                Reconciler(
+                    model,
+                    registry=scoped.registry,
+                    leases=scoped.leases,
+                    deployer=scoped.deployer,
                     holder=f"reconcile:control-plane:{os.getpid()}",
-                )
-            reconciler.reconcile()
+                ).reconcile()
         except Exception as exc:  # the next pass tries again
             print(f"reconciling staging: {exc}", file=sys.stderr)
         if stop.wait(every_s):
             return
 
 
-def _local_staging_backend(settings: Settings) -> Deployer:
-    from modelrail.adapters.local.staging import LocalStagingDeployer
+class _LocalStaging:
+    """Each model's local staging (its supervisor on the port the home records for
+    it), behind the services this control plane serves as Cloud Run's: the service
+    ``<prefix>-<model>`` for each model the installation holds."""
 
-    # Its supervisor runs no reconciliation loop of its own: this control plane is in
-    # charge of what its service serves (_reconcile), as Cloud Run is in the cloud.
-    return LocalStagingDeployer(settings)
+    def __init__(self, settings: Settings, prefix: str) -> None:
+        from modelrail.composition.bootstrap import bootstrap
+
+        self.settings, self.prefix = settings, prefix
+        self.models = bootstrap(settings).models
+        self.deployers: dict[str, LocalStagingDeployer] = {}
+        self._lock = threading.Lock()
+
+    def backend(self, model: str) -> LocalStagingDeployer:
+        with self._lock:
+            if model not in self.deployers:
+                # Its supervisor runs no reconciliation loop of its own: this control
+                # plane is in charge of what its services serve (_reconcile), as Cloud
+                # Run is in the cloud.
+                self.deployers[model] = LocalStagingDeployer(self.settings, model)
+            return self.deployers[model]
+
+    def service(self, short: str) -> tuple[str, str] | None:
+        model = short.removeprefix(f"{self.prefix}-")
+        if short == model or model not in self.models.names():
+            return None
+        return model, self.backend(model).url
+
+    def stop(self) -> None:
+        for deployer in list(self.deployers.values()):
+            deployer.stop()
 
 
 def _run_revision(backend: Deployer, model: str, version: int) -> None:
@@ -654,19 +686,16 @@ def _run_revision(backend: Deployer, model: str, version: int) -> None:
 @click.option("--state-dir", type=click.Path(path_type=Path), required=True)
 @click.option("--project", required=True)
 @click.option("--region", required=True)
-@click.option("--service", required=True, help="The staging service's short name.")
-@click.option("--service-url", required=True, help="Where the staging server answers.")
-def main(
-    *, port: int, state_dir: Path, project: str, region: str, service: str, service_url: str
-) -> None:
+@click.option("--service-prefix", required=True, help="Each model's staging service: PREFIX-MODEL.")
+def main(*, port: int, state_dir: Path, project: str, region: str, service_prefix: str) -> None:
     """Serve the local Cloud Run Admin API (v2) for the emulator stack."""
     settings = Settings.from_env()
+    staging = _LocalStaging(settings, service_prefix)
     control_plane = ControlPlane(
         project=project,
         region=region,
-        service=service,
-        service_url=service_url,
-        backend=_local_staging_backend(settings),
+        services=staging.service,
+        backend=staging.backend,
         job_command=[sys.executable, "-m", "modelrail.entry.train_job"],
         job_commands=(
             {settings.validate_job: [sys.executable, "-m", "modelrail.entry.validate_job"]}
@@ -703,7 +732,7 @@ def main(
     finally:
         stop_reconciling.set()
         server.server_close()
-        control_plane.backend.stop()
+        staging.stop()
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -31,7 +31,6 @@ import orjson
 import urllib3
 import yaml
 
-from modelrail.domain.config import PipelineConfig
 from modelrail.kernel import resources
 from modelrail.kernel.errors import ModelrailError
 from modelrail.kernel.processes import (
@@ -360,8 +359,7 @@ class Stack:
             "--state-dir", str(self.dir),
             "--project", self.settings.project,
             "--region", self.settings.region,
-            "--service", self.settings.staging_service,
-            "--service-url", self.settings.staging_url,
+            "--service-prefix", self.settings.staging_service,
         )  # fmt: skip
         members = [
             Member(
@@ -442,12 +440,9 @@ class Stack:
         return members
 
     def _dask_workers(self) -> int:
-        """How many Dask workers the stack runs: [training.dask] workers when the
-        configuration trains on Dask with no scheduler of its own, else none."""
-        engine = PipelineConfig.load(self.settings.config_path).engine
-        if engine.name != "dask" or engine.scheduler is not None:
-            return 0
-        return engine.workers
+        """How many Dask workers the stack runs (``MODELRAIL_STACK_DASK_WORKERS``): a
+        model that trains on Dask with no scheduler of its own joins them."""
+        return self.settings.stack_dask_workers
 
     def watchdog(self, env: Mapping[str, str]) -> Member:
         """The process that restarts the other members when they die (``watchdog``)."""
@@ -565,12 +560,13 @@ class Stack:
         return stopped
 
     def _stop_staging(self) -> bool:
-        """Stop the local staging server; True if one was running."""
-        from modelrail.adapters.by_mode import local_staging
+        """Stop every model's local staging server; True if one was running."""
+        from modelrail.adapters.local.staging import staging_deployers
 
-        staging = local_staging(self.settings)
-        running = staging.current() is not None
-        staging.stop()
+        running = False
+        for staging in staging_deployers(self.settings):
+            running = staging.current() is not None or running
+            staging.stop()
         return running
 
     # -- status ------------------------------------------------------------------
@@ -593,15 +589,17 @@ class Stack:
                     "log": record.log,
                 }
             )
-        staging = self.settings.staging_url
-        rows.append(
-            {
-                "name": "staging-server",
-                "pid": None,
-                "port": self.settings.staging_port,
-                "alive": http_ok(f"{staging}/healthz"),
-                "listening": port_in_use(self.settings.staging_port),
-                "log": str(self.settings.home),
-            }
-        )
+        from modelrail.adapters.local.staging import staging_deployers
+
+        for staging in staging_deployers(self.settings):
+            rows.append(
+                {
+                    "name": f"staging-{staging.model}",
+                    "pid": None,
+                    "port": staging.port,
+                    "alive": http_ok(f"{staging.url}/healthz"),
+                    "listening": port_in_use(staging.port),
+                    "log": str(staging.state_dir),
+                }
+            )
         return rows

@@ -86,9 +86,11 @@ class Supervisor:
         state_dir: Path,
         socket_dir: Path,
         *,
+        model: str,
         reconcile_every_s: float | None = None,
     ) -> None:
         self.port = port
+        self.model = model
         self.state_dir = state_dir
         self.socket_dir = socket_dir
         self.reconcile_every_s = reconcile_every_s
@@ -287,7 +289,7 @@ class Supervisor:
         if self.reconcile_every_s is not None:
             threading.Thread(
                 target=reconcile_staging,
-                args=(self.stopping, self.reconcile_every_s),
+                args=(self.stopping, self.reconcile_every_s, self.model),
                 name="reconcile",
                 daemon=True,
             ).start()
@@ -301,7 +303,7 @@ class Supervisor:
             control_path.unlink()
 
 
-def reconcile_staging(stop: threading.Event, every_s: float) -> None:
+def reconcile_staging(stop: threading.Event, every_s: float, model: str) -> None:
     """The supervisor's reconciliation loop (``modelrail.service.reconcile.Reconciler``): what
     it serves converges to the staging alias of the registry its servers load from, on
     start and every ``every_s``, until ``stop``. Embedded mode's: in emulator mode the
@@ -318,12 +320,12 @@ def reconcile_staging(stop: threading.Event, every_s: float) -> None:
         settings = Settings.from_env()
         container = bootstrap(settings)
         reconciler = Reconciler(
-            container.config.model_name,
+            model,
             registry=container.registry,
             leases=container.leases,
             # This supervisor, over its own control socket (a rollout like any other);
             # never another supervisor started in its place as this one stops.
-            deployer=LocalStagingDeployer(settings, start_supervisor=False),
+            deployer=LocalStagingDeployer(settings, model, start_supervisor=False),
             holder=f"reconcile:staging-supervisor:{os.getpid()}",
         )
     except Exception:  # it serves on without the loop; its log says why
@@ -378,6 +380,7 @@ async def _reply(writer: asyncio.StreamWriter, body: dict[str, Any]) -> None:
 @click.option("--port", type=int, required=True, help="The public port on 127.0.0.1.")
 @click.option("--state-dir", type=click.Path(path_type=Path), required=True)
 @click.option("--socket-dir", type=click.Path(path_type=Path), required=True)
+@click.option("--model", required=True, help="The model whose staging this is.")
 @click.option(
     "--reconcile-every",
     "reconcile_every_s",
@@ -385,9 +388,13 @@ async def _reply(writer: asyncio.StreamWriter, body: dict[str, Any]) -> None:
     default=None,
     help="Converge what is served to the staging alias this often (seconds).",
 )
-def main(port: int, state_dir: Path, socket_dir: Path, reconcile_every_s: float | None) -> None:
-    """Own the local staging port and its servers."""
-    supervisor = Supervisor(port, state_dir, socket_dir, reconcile_every_s=reconcile_every_s)
+def main(
+    port: int, state_dir: Path, socket_dir: Path, model: str, reconcile_every_s: float | None
+) -> None:
+    """Own a model's local staging port and its servers."""
+    supervisor = Supervisor(
+        port, state_dir, socket_dir, model=model, reconcile_every_s=reconcile_every_s
+    )
     asyncio.run(supervisor.run())
 
 

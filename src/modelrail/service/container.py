@@ -9,12 +9,14 @@ large upload to its job).
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from modelrail.domain.config import PipelineConfig
 from modelrail.domain.leases import Leases
+from modelrail.domain.models import Models
 from modelrail.domain.registry import Registry
 from modelrail.domain.runs import RunLog, StageRecord
 from modelrail.kernel.ports import (
@@ -43,7 +45,7 @@ class Container:
     storage_factory: Callable[[], Storage]
     bus_factory: Callable[[], EventBus]
     launcher_factory: Callable[[], JobLauncher]
-    deployer_factory: Callable[[], Deployer]
+    deployer_factory: Callable[[str], Deployer]  # the staging of the model named
     packages_factory: Callable[[], PackageRepository]
     catalog_factory: Callable[[], ModelCatalog]
     signer_factory: Callable[[], ManifestSigner]
@@ -57,10 +59,34 @@ class Container:
     # (embedded mode's filesystem buckets); None where it does (Cloud Storage's
     # notification, which Terraform and the emulator stack configure).
     upload_notifier: Callable[[str, str, int], None] | None = None
+    # The model this container's stages, commands and pages act for (``for_model``);
+    # None: the one the installation holds (``Models.resolve``).
+    model_name: str | None = None
+
+    def __post_init__(self) -> None:
+        # Every port is built once per process, whichever model's container asks.
+        for name in _SHARED_FACTORIES:
+            factory = getattr(self, name)
+            if not hasattr(factory, "cache_info"):  # not cached yet
+                setattr(self, name, functools.cache(factory))
+
+    def for_model(self, name: str) -> Container:
+        """This process's ports, acting for the installed model ``name``."""
+        scoped = dataclasses.replace(self, model_name=self.models.resolve(name))
+        scoped.__dict__["models"] = self.models  # one installation, one parse cache
+        return scoped
+
+    @cached_property
+    def models(self) -> Models:
+        return Models(self.artifacts)
+
+    @cached_property
+    def model(self) -> str:
+        return self.model_name or self.models.resolve(None)
 
     @cached_property
     def config(self) -> PipelineConfig:
-        return PipelineConfig.load(self.settings.config_path)
+        return self.models.config(self.model)
 
     @cached_property
     def topology(self) -> Topology:
@@ -119,7 +145,8 @@ class Container:
 
     @cached_property
     def deployer(self) -> Deployer:
-        return self.deployer_factory()
+        """The model's staging service."""
+        return self.deployer_factory(self.model)
 
     @cached_property
     def packages(self) -> PackageRepository:
@@ -127,9 +154,12 @@ class Container:
 
     @cached_property
     def catalog(self) -> ModelCatalog | None:
-        """Vertex AI's Model Registry when pipeline.toml's ``[vertex] model_registry``
-        turns it on; otherwise None, and nothing is built."""
-        return self.catalog_factory() if self.config.vertex_model_registry else None
+        """Vertex AI's Model Registry when the model's pipeline.toml turns it on
+        (``[vertex] model_registry``); otherwise None, and nothing is built. None too
+        for a container acting for no model in particular: it reads, never publishes."""
+        if self.model_name is None or not self.config.vertex_model_registry:
+            return None
+        return self.catalog_factory()
 
     @cached_property
     def signer(self) -> ManifestSigner:
@@ -151,6 +181,16 @@ class Container:
         raise TypeError(f"no dependency named {name!r} for a stage handler")
 
 
+_SHARED_FACTORIES = (
+    "storage_factory",
+    "bus_factory",
+    "launcher_factory",
+    "deployer_factory",
+    "packages_factory",
+    "catalog_factory",
+    "signer_factory",
+    "clusters_factory",
+)
 _FROM_SETTINGS = frozenset({"data_bucket", "code_version", "training_job", "compiler"})
 _PORTS = frozenset(
     {

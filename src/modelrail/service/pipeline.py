@@ -33,6 +33,7 @@ from modelrail.kernel.errors import (
     InvalidEvent,
     PermanentError,
     RetriesExhausted,
+    UnknownModel,
 )
 from modelrail.kernel.events import (
     PIPELINE_EVENTS,
@@ -124,26 +125,33 @@ def _consume(
     container: Container, stage: str, message: Message, in_job: bool
 ) -> StageRecord | None:
     accepted = tuple(_EVENTS_BY_TOPIC[topic] for topic in container.topology.consumed_topics(stage))
-    config = container.config
     began = Began.now()
     try:
         event = decode(message)
     except InvalidEvent as exc:
         key = message.message_id or hashlib.sha256(message.data).hexdigest()
-        run_id = derive_run_id(f"message:{key}", config.sha256)
+        run_id, lineage = _ownerless({"kind": "unknown", "key": key})
         logs.bind(run_id=run_id)
-        lineage = {"trigger": {"kind": "unknown", "key": key}, "config": config.summary()}
         return record_failure(container, stage, run_id, lineage, key, exc, began)
     if event is None:
         log.info("ignoring storage notification %s", dict(message.attributes))
         return None
 
-    if isinstance(event, PipelineEvent):
-        run_id, lineage, causation_id = event.run_id, dict(event.lineage), event.event_id
-    else:
-        run_id, lineage = _run_of(container, event)
-        causation_id = message.message_id or event.idempotency_key
-    logs.bind(run_id=run_id)
+    try:
+        if isinstance(event, PipelineEvent):
+            run_id, lineage, causation_id = event.run_id, dict(event.lineage), event.event_id
+            container = container.for_model(str(lineage["config"]["model"]))
+        else:
+            causation_id = message.message_id or event.idempotency_key
+            # Until its model is known: refused, it is a run no model owns.
+            run_id, lineage = _ownerless(event.lineage())
+            container = container.for_model(_model_of(container, event))
+            run_id, lineage = _run_of(container, event)
+        config = container.config
+    except UnknownModel as exc:
+        logs.bind(run_id=run_id)
+        return record_failure(container, stage, run_id, lineage, causation_id, exc, began)
+    logs.bind(run_id=run_id, model=container.model)
 
     recorded = _recorded(container, stage, run_id)
     if recorded is not None:
@@ -232,10 +240,30 @@ class Command(Protocol):
 
 
 def _run_of(container: Container, trigger: Trigger | Command) -> tuple[str, dict[str, Any]]:
-    """The run a trigger or a command starts, and its lineage so far."""
+    """The run a trigger or a command starts for the container's model, and its
+    lineage so far."""
     config = container.config
     run_id = derive_run_id(trigger.idempotency_key, config.sha256)
     return run_id, {"trigger": trigger.lineage(), "config": config.summary()}
+
+
+# The configuration of a run no installed model owns (a message that is no event, an
+# upload outside every model's folder): no model, the hash of nothing.
+_NO_MODEL_HASH = hashlib.sha256(b"").hexdigest()
+
+
+def _ownerless(trigger: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """The run a trigger no model owns starts, and its lineage."""
+    lineage = {"trigger": trigger, "config": {"hash": _NO_MODEL_HASH, "model": None}}
+    return derive_run_id(trigger["key"], _NO_MODEL_HASH), lineage
+
+
+def _model_of(container: Container, trigger: Trigger) -> str:
+    """The model a trigger is for: the upload folder it lies in, or the model a
+    retrain request names (none: the only one installed)."""
+    if isinstance(trigger, DataUploaded):
+        return container.models.model_of_upload(trigger.name)
+    return container.models.resolve(trigger.model)
 
 
 def _recorded(container: Container, stage: str, run_id: str) -> StageRecord | None:

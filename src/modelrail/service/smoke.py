@@ -58,3 +58,20 @@ def predict(url: str, instances: Sequence[Mapping[str, Any]], *, timeout_s: floa
         timeout=timeout_s,
     )
     return orjson.loads(response.data)
+
+
+def served(url: str, *, timeout_s: float = 5.0) -> dict[str, Any]:
+    """What the service at ``url`` says it serves (its ``/readyz``): ``model`` and
+    ``version`` when it is ready, else ``status`` and why (``error``)."""
+    try:
+        response = _http.request("GET", f"{url.rstrip('/')}/readyz", timeout=timeout_s)
+    except (urllib3.exceptions.HTTPError, OSError) as exc:
+        return {"status": "unreachable", "error": str(exc)}
+    try:
+        answer = orjson.loads(response.data)
+    except orjson.JSONDecodeError:
+        answer = {}
+    if response.status != 200 or not isinstance(answer, dict):
+        detail = answer.get("detail") if isinstance(answer, dict) else None
+        return {"status": f"not ready ({response.status})", "error": str(detail or "")}
+    return answer

@@ -141,7 +141,7 @@ def _end(
     a register while holding the run's registration lease."""
     if stage != "register":
         return _record(container, run, stage, error)
-    model = container.config.model_name
+    model = str(run.model)
     registry = container.registry
     leases = container.leases
     with leases.registration(model, run.run_id, "sweep", wait_s=0, clock=now.timestamp):
@@ -223,7 +223,7 @@ def _stuck_behind_lease(
     before it takes the lease (a cold start, reading the event), so each attempt's
     start and every backoff count, not only the longest."""
     name = _LEASED[stage](run.run_id)
-    state = container.leases.state(container.config.model_name, name, clock=now.timestamp)
+    state = container.leases.state(str(run.model), name, clock=now.timestamp)
     if state is not None and state.live:
         return None  # a delivery is at work, or waits its turn for the staging service
     quiet_s = max(

@@ -31,7 +31,6 @@ def _size_mb(text: str) -> float:
 _VARIABLES = (
     Variable("mode", "MODELRAIL_MODE"),
     Variable("home", "MODELRAIL_HOME", Path),
-    Variable("config_path", "MODELRAIL_CONFIG", Path),
     Variable("topology_path", "MODELRAIL_TOPOLOGY", Path),
     Variable("data_bucket", "MODELRAIL_DATA_BUCKET"),
     Variable("artifact_bucket", "MODELRAIL_ARTIFACT_BUCKET"),
@@ -53,6 +52,7 @@ _VARIABLES = (
     Variable("kms_endpoint", "MODELRAIL_KMS_ENDPOINT"),
     Variable("compiler", "MODELRAIL_COMPILER"),
     Variable("dask_scheduler", "MODELRAIL_DASK_SCHEDULER"),
+    Variable("stack_dask_workers", "MODELRAIL_STACK_DASK_WORKERS", int),
     Variable("dask_cloud", "MODELRAIL_DASK_CLOUD"),
     Variable("dask_gcp_project", "MODELRAIL_DASK_GCP_PROJECT"),
     Variable("dask_gcp_zone", "MODELRAIL_DASK_GCP_ZONE"),
@@ -73,7 +73,6 @@ class Settings:
 
     mode: Mode
     home: Path
-    config_path: Path
     # None: the checkout's topology.yaml, found when the event graph is first read (the
     # staging service never reads it, so an installed copy serves without one).
     topology_path: Path | None
@@ -83,6 +82,8 @@ class Settings:
     artifact_bucket: str = "modelrail-artifacts"
     project: str = "modelrail-local"
     region: str = "europe-west1"
+    # The first port a model's local staging service may get (embedded and emulator
+    # modes): each model's is chosen once and recorded (``adapters.local.staging``).
     staging_port: int = 8765
     max_event_age_s: float = 86400.0
     run_api_endpoint: str | None = None  # Cloud Run Admin API override (emulator mode)
@@ -92,6 +93,7 @@ class Settings:
     # None: validate validates everything in place (``service.handoff``).
     validate_job: str | None = None
     validate_in_job_above_mb: float = 512.0
+    # Each model's staging Cloud Run service is ``<staging_service>-<model>``.
     staging_service: str = "modelrail-staging"
     user: str = "unknown"  # who runs the CLI: recorded with an operator's rollback
     # The Artifact Registry generic repository every version is published to (in
@@ -115,6 +117,9 @@ class Settings:
     # The Dask scheduler training on Dask connects to when pipeline.toml names none (the
     # emulator stack's own `dask scheduler`); None starts a local cluster per run.
     dask_scheduler: str | None = None
+    # The Dask workers (and a scheduler) the emulator stack runs beside the emulators (0:
+    # none): training on Dask with no scheduler of its own joins them there.
+    stack_dask_workers: int = 0
     # "gcp": a cluster of Compute Engine VMs per run (dask-cloudprovider's GCPCluster),
     # where Terraform's dask_training switch provisions it: their project, zone,
     # subnetwork, machine type, count, service account and image (the training image).
@@ -138,7 +143,6 @@ class Settings:
         if mode not in ("embedded", "emulator", "cloud"):
             raise ConfigError(f"MODELRAIL_MODE must be embedded|emulator|cloud, not {mode!r}")
         home = values["home"] = values.get("home", Path(".modelrail")).absolute()
-        values["config_path"] = values.get("config_path", Path("pipeline.toml")).absolute()
         if "topology_path" in values:
             values["topology_path"] = values["topology_path"].absolute()
         else:
@@ -148,12 +152,6 @@ class Settings:
             values["code_version"] = checkout_commit(Path.cwd())
         values["user"] = env.get("USER") or env.get("LOGNAME") or "unknown"
         return cls(**values)
-
-    @property
-    def staging_url(self) -> str:
-        """Where the staging service answers on this machine (embedded and emulator
-        modes: the local supervisor's port)."""
-        return f"http://127.0.0.1:{self.staging_port}"
 
     def topology_file(self) -> Path:
         """The event graph this process runs: ``MODELRAIL_TOPOLOGY``, else the

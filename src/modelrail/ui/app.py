@@ -1,4 +1,5 @@
-"""The UI's Flask application factory: routes over a ``Container``'s RunLog and Registry.
+"""The UI's Flask application factory: routes over a ``Container``'s RunLog and Registry,
+for every model the installation holds (the run list filters by ``?model=NAME``).
 
 Every page reads the buckets when it is asked for, so it shows what the pipeline has
 recorded by then; nothing is cached and nothing is written.
@@ -10,7 +11,7 @@ import re
 from typing import TYPE_CHECKING, Any
 
 import orjson
-from flask import Flask, Response, abort, render_template
+from flask import Flask, Response, abort, render_template, request
 
 from modelrail.domain.runs import RunSummary, failure_reasons
 from modelrail.kernel.errors import IntegrityError, NotFound
@@ -46,11 +47,16 @@ def create_app(container: Container) -> Flask:
 
     @app.get("/")
     def runs() -> str:
-        summaries = list(reversed(container.runs.runs()))
+        installed = container.models.names()
+        model = request.args.get("model") or None
+        if model is not None and model not in installed:
+            abort(404, f"no model {model}")
+        summaries = list(reversed(container.runs.runs(model)))
         return render_template(
             "runs.html",
             runs=[_run_row(run) for run in summaries],
-            models=container.registry.models(),
+            models=installed,
+            model=model,
         )
 
     @app.get("/runs/<run_id>")
@@ -80,15 +86,21 @@ def create_app(container: Container) -> Flask:
         return render_template(
             "models.html",
             models=[
-                {"name": m, "versions": registry.versions(m), "aliases": registry.aliases(m)}
-                for m in registry.models()
+                {
+                    "name": m,
+                    "objective": container.models.config(m).objective,
+                    "versions": registry.versions(m),
+                    "aliases": registry.aliases(m),
+                    "runs": len(container.runs.runs(m)),
+                }
+                for m in container.models.names()
             ],
         )
 
     @app.get("/models/<model>")
     def model(model: str) -> str:
         registry = container.registry
-        if model not in registry.models():
+        if model not in container.models.names():
             abort(404, f"no model {model}")
         aliases = registry.aliases(model)
         versions = [

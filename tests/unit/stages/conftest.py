@@ -47,7 +47,7 @@ from tests.manifests import describe
 
 DATA_BUCKET = "modelrail-data"
 ARTIFACT_BUCKET = "modelrail-artifacts"
-UPLOAD = "uploads/penguins.csv"
+UPLOAD = "uploads/penguins/penguins.csv"
 
 E = TypeVar("E", bound=PipelineEvent)
 

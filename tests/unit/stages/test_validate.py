@@ -91,9 +91,9 @@ def test_a_contract_violation_names_the_check_column_and_rows_and_keeps_the_repo
 
 
 def test_an_object_that_is_not_there_is_unavailable(ports: Ports) -> None:
-    trigger = DataUploaded(bucket=DATA_BUCKET, name="uploads/gone.csv", generation=4)
+    trigger = DataUploaded(bucket=DATA_BUCKET, name="uploads/penguins/gone.csv", generation=4)
 
-    with pytest.raises(DataUnavailable, match=r"uploads/gone\.csv"):
+    with pytest.raises(DataUnavailable, match=r"uploads/penguins/gone\.csv"):
         ports.call(validate.handle, trigger, run_id=run_of(ports, trigger), causation_id="m")
 
     assert ports.artifacts.list() == []
@@ -110,9 +110,9 @@ def test_a_generation_replaced_since_the_notification_is_unavailable(
 
 
 def test_an_upload_that_is_not_a_csv_is_an_invalid_event(ports: Ports, penguins_csv: bytes) -> None:
-    trigger = upload(ports, penguins_csv, name="uploads/penguins.xlsx")
+    trigger = upload(ports, penguins_csv, name="uploads/penguins/penguins.xlsx")
 
-    with pytest.raises(InvalidEvent, match=r"uploads/penguins\.xlsx"):
+    with pytest.raises(InvalidEvent, match=r"uploads/penguins/penguins\.xlsx"):
         ports.call(validate.handle, trigger, run_id=run_of(ports, trigger), causation_id="m")
 
     assert ports.artifacts.list() == []  # refused before anything was read or written

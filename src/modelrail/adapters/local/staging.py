@@ -1,7 +1,8 @@
 """The local Deployer: staging servers on this machine, replaced with no downtime.
 
-A long-lived supervisor (``modelrail.localcloud.supervisor``, one per ``MODELRAIL_HOME``)
-owns ``127.0.0.1:<staging_port>`` and forwards its connections to the current server,
+Each model has its own staging service: a long-lived supervisor
+(``modelrail.localcloud.supervisor``, one per model of a ``MODELRAIL_HOME``) owns the
+model's port on 127.0.0.1 and forwards its connections to the current server,
 a granian server on a private unix socket. One rollout (``service.reconcile.deploy``)
 is start → probe → promote, over one connection to the supervisor:
 
@@ -18,6 +19,11 @@ is start → probe → promote, over one connection to the supervisor:
 The supervisor serialises rollouts, stops the candidate of a caller that went away
 before the switch, and owns its servers: none outlives it, and a candidate whose
 master dies is refused the switch.
+
+The installation chooses each model's port once, the first time it is needed, and
+records it (``StagingPorts``, in the home): the URL a deploy reports is where the
+model's supervisor listens, whatever ``MODELRAIL_STAGING_PORT`` (the first port to
+choose from) says later.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import fcntl
+import functools
 import hashlib
 import os
 import signal
@@ -56,6 +63,49 @@ ANSWER_TIMEOUT_S = 30.0
 _STOP_ALLOWANCE_S = 25.0
 
 
+class StagingPorts:
+    """Each model's staging port, chosen once and recorded in the home
+    (``staging-ports.json``): the first port from ``first`` up that no other model
+    holds and nothing listens on."""
+
+    def __init__(self, home: Path, first: int) -> None:
+        self.path = home / "staging-ports.json"
+        self.first = first
+
+    def recorded(self) -> dict[str, int]:
+        try:
+            ports: dict[str, int] = orjson.loads(self.path.read_bytes())
+        except FileNotFoundError:
+            return {}
+        return ports
+
+    def port(self, model: str) -> int:
+        """The model's port, chosen and recorded now if it has none."""
+        known = self.recorded().get(model)
+        if known is not None:
+            return known
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with (self.path.parent / "staging-ports.lock").open("a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # two processes never choose the same port
+            ports = self.recorded()
+            if model not in ports:
+                taken = set(ports.values())
+                port = self.first
+                while port in taken or port_in_use(port):
+                    port += 1
+                ports[model] = port
+                temporary = self.path.with_suffix(".tmp")
+                temporary.write_bytes(orjson.dumps(ports, option=orjson.OPT_SORT_KEYS))
+                temporary.replace(self.path)
+            return ports[model]
+
+
+def staging_deployers(settings: Settings) -> list[LocalStagingDeployer]:
+    """The staging of every model this home has chosen a port for."""
+    ports = StagingPorts(settings.home, settings.staging_port)
+    return [LocalStagingDeployer(settings, model) for model in sorted(ports.recorded())]
+
+
 class LocalStagingDeployer:
     """Implements the ``Deployer`` port with the local staging supervisor.
 
@@ -72,6 +122,7 @@ class LocalStagingDeployer:
     def __init__(
         self,
         settings: Settings,
+        model: str,
         *,
         service_env: dict[str, str] | None = None,
         answer_timeout_s: float = ANSWER_TIMEOUT_S,
@@ -83,13 +134,23 @@ class LocalStagingDeployer:
         self.answer_timeout_s = answer_timeout_s
         self.reconcile_every_s = reconcile_every_s
         self.start_supervisor = start_supervisor
-        self.state_dir = settings.home / "run" / "staging"
+        self.model = model
+        self.state_dir = settings.home / "run" / "staging" / model
         # Unix socket paths are limited to ~100 bytes: a deep home keeps them in /tmp.
         self.socket_dir = self.state_dir
         if len(str(self.state_dir)) > 80:
             digest = hashlib.sha256(str(self.state_dir).encode()).hexdigest()[:16]
             self.socket_dir = Path(tempfile.gettempdir()) / f"modelrail-{digest}"
         self.control_path = self.socket_dir / "supervisor.sock"
+
+    @functools.cached_property
+    def port(self) -> int:
+        """The model's port, chosen and recorded when it is first needed."""
+        return StagingPorts(self.settings.home, self.settings.staging_port).port(self.model)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
 
     # -- the port -----------------------------------------------------------------
     def current(self) -> Deployment | None:
@@ -110,6 +171,8 @@ class LocalStagingDeployer:
         """A server for ``version`` on its private socket, ready; the connection to the
         supervisor stays open until ``promote`` or ``discard``: should this process
         die first, the supervisor stops the candidate when it closes."""
+        if model != self.model:
+            raise ValueError(f"this is {self.model}'s staging, not {model}'s")
         # The service's settings as this process has them (its environment, then
         # service_env), pinned to the version: each is parsed here, and written whole.
         service = ServiceSettings.from_env(
@@ -124,7 +187,7 @@ class LocalStagingDeployer:
         env.pop("MODELRAIL_MODEL_ALIAS", None)
         request = {
             "op": "start",
-            "service": self.settings.staging_service,
+            "service": f"{self.settings.staging_service}-{self.model}",
             "model": model,
             "version": version,
             "env": env,
@@ -142,7 +205,7 @@ class LocalStagingDeployer:
             _close(control, stream)
             raise
         return Candidate(
-            model, version, server["revision"], self.settings.staging_url,
+            model, version, server["revision"], self.url,
             unix_probe(Path(server["socket"])), handle=(control, stream, server),
         )  # fmt: skip
 
@@ -175,7 +238,7 @@ class LocalStagingDeployer:
         with contextlib.suppress(OSError, DeploymentFailed):
             self._request({"op": "stop"}, timeout_s=self.answer_timeout_s + _STOP_ALLOWANCE_S)
         deadline = time.monotonic() + _START_TIMEOUT_S
-        while port_in_use(self.settings.staging_port) and time.monotonic() < deadline:
+        while port_in_use(self.port) and time.monotonic() < deadline:
             time.sleep(_POLL_S)
 
     # -- steps --------------------------------------------------------------------
@@ -250,7 +313,8 @@ class LocalStagingDeployer:
             process = subprocess.Popen(
                 [
                     sys.executable, "-m", "modelrail.localcloud.supervisor",
-                    "--port", str(self.settings.staging_port),
+                    "--port", str(self.port),
+                    "--model", self.model,
                     "--state-dir", str(self.state_dir),
                     "--socket-dir", str(self.socket_dir),
                     *(
@@ -269,8 +333,8 @@ class LocalStagingDeployer:
         while time.monotonic() < deadline:
             if process.poll() is not None:
                 raise DeploymentFailed(
-                    f"the staging supervisor could not start on port "
-                    f"{self.settings.staging_port}: {_log_tail(str(log))}"
+                    f"the staging supervisor of {self.model} could not start on port "
+                    f"{self.port}: {_log_tail(str(log))}"
                 )
             control = self._try_connect()
             if control is not None:
@@ -284,7 +348,7 @@ class LocalStagingDeployer:
 
     def _deployment(self, backend: dict[str, Any]) -> Deployment:
         return Deployment(
-            url=self.settings.staging_url,
+            url=self.url,
             revision=backend["revision"],
             model=backend["model"],
             version=backend["version"],

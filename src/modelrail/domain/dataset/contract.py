@@ -98,12 +98,18 @@ class DatasetContract:
     def load(cls, path: Path) -> DatasetContract:
         try:
             raw = path.read_bytes()
-            spec = orjson.loads(raw)
         except OSError as exc:
             raise ConfigError(f"cannot read dataset contract {path}: {exc}") from exc
+        return cls.parse(raw, str(path))
+
+    @classmethod
+    def parse(cls, raw: bytes, where: str) -> DatasetContract:
+        """The contract in ``raw`` (``where`` names it in errors)."""
+        try:
+            spec = orjson.loads(raw)
         except orjson.JSONDecodeError as exc:
-            raise ConfigError(f"dataset contract {path} is not valid JSON: {exc}") from exc
-        return cls.from_spec(spec, str(path), hashlib.sha256(raw).hexdigest())
+            raise ConfigError(f"dataset contract {where} is not valid JSON: {exc}") from exc
+        return cls.from_spec(spec, where, hashlib.sha256(raw).hexdigest())
 
     @classmethod
     def from_spec(cls, spec: Any, where: str, sha256: str = "") -> DatasetContract:

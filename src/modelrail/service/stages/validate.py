@@ -16,6 +16,7 @@ import orjson
 
 from modelrail.domain.config import PipelineConfig
 from modelrail.domain.dataset import checks, profile, snapshot, stream
+from modelrail.domain.models import upload_prefix
 from modelrail.domain.registry import CHAMPION, PROFILE_FILE, Registry
 from modelrail.domain.runs import RunLog
 from modelrail.kernel.canonical import canonical_json
@@ -50,7 +51,7 @@ def handle(
     message_id: str,
     lineage: dict[str, Any],
 ) -> Outcome:
-    bucket, key, generation = _locate(trigger, storage, data_bucket)
+    bucket, key, generation = _locate(trigger, storage, data_bucket, config.model_name)
     try:
         source = storage.bucket(bucket)
     except NotFound as exc:
@@ -215,9 +216,12 @@ def _baseline(
     return champion.version, loaded
 
 
-def _locate(trigger: Trigger, storage: Storage, data_bucket: str) -> tuple[str, str, int | None]:
+def _locate(
+    trigger: Trigger, storage: Storage, data_bucket: str, model: str
+) -> tuple[str, str, int | None]:
     """The bucket, object and generation the trigger names, its names checked: a name no
-    bucket can hold is a permanent ``InvalidEvent``, refused on the first delivery."""
+    bucket can hold is a permanent ``InvalidEvent``, refused on the first delivery.
+    A retrain naming no data trains on the model's newest upload, never another's."""
     if isinstance(trigger, DataUploaded):
         _check_names(trigger.bucket, trigger.name, f"gs://{trigger.bucket}/{trigger.name}")
         if not trigger.name.endswith(DATA_SUFFIXES):
@@ -233,13 +237,17 @@ def _locate(trigger: Trigger, storage: Storage, data_bucket: str) -> tuple[str, 
                 f"{_shown(trigger.data_uri)} is not a {', '.join(DATA_SUFFIXES)} file"
             )
         return located
-    # No dataset named: retrain on the newest upload in the data bucket.
+    # No dataset named: retrain on the model's newest upload.
+    folder = upload_prefix(model)
     objects = [
-        info for info in storage.bucket(data_bucket).list() if info.key.endswith(DATA_SUFFIXES)
+        info
+        for info in storage.bucket(data_bucket).list(folder)
+        if info.key.endswith(DATA_SUFFIXES)
     ]
     if not objects:
         raise DataUnavailable(
-            f"no {', '.join(DATA_SUFFIXES)} dataset in gs://{data_bucket} to retrain on"
+            f"no {', '.join(DATA_SUFFIXES)} upload in gs://{data_bucket}/{folder} to retrain "
+            f"{model} on"
         )
     latest = max(objects, key=lambda info: info.generation)
     return data_bucket, latest.key, latest.generation
