@@ -44,7 +44,10 @@ locals {
     sources   = "${var.project_id}-${var.name_prefix}-sources"
   }
 
-  training_job_name    = "${var.name_prefix}-train"
+  training_job_name = "${var.name_prefix}-train"
+  # The prefix of the staging services' names: model M is served by <prefix>-M
+  # (module.staging_service), the name the deploy stage derives from
+  # MODELRAIL_STAGING_SERVICE.
   staging_service_name = "${var.name_prefix}-staging"
 
   # What every stage, the training job and the launcher read (Settings.from_env).
@@ -255,11 +258,15 @@ module "training_job" {
   depends_on            = [module.apis, time_sleep.iam_propagation]
 }
 
+# One staging service per model, <prefix>-<model>, pinned to its model by
+# MODELRAIL_MODEL_NAME: the deploy stage rolls a version out by updating the service of
+# the version's model, and creates none.
 module "staging_service" {
   source                = "../../modules/run_service"
+  for_each              = toset(var.models)
   project_id            = var.project_id
   region                = var.region
-  name                  = local.staging_service_name
+  name                  = "${local.staging_service_name}-${each.key}"
   image                 = "${module.docker_repository.url}/staging:${var.code_version}"
   service_account_email = data.google_service_account.stage["staging"].email
   ingress               = var.staging_service.ingress
@@ -276,7 +283,7 @@ module "staging_service" {
     MODELRAIL_MODE            = "cloud"
     GOOGLE_CLOUD_PROJECT      = var.project_id
     MODELRAIL_ARTIFACT_BUCKET = local.buckets.artifacts
-    MODELRAIL_MODEL_NAME      = var.model_name
+    MODELRAIL_MODEL_NAME      = each.key
     MODELRAIL_MODEL_ALIAS     = "staging"
     # The key whose signatures it trusts (kms.tf); the deploy stage keeps it current.
     MODELRAIL_SIGNING_KEY = local.manifest_signing_key
