@@ -464,6 +464,24 @@ def test_deploy_and_the_sweep_write_each_model_s_alias_and_leases_under_its_own_
     )
 
 
+def test_only_uploads_are_announced_and_no_process_is_given_a_config_file(
+    plan: dict[str, Any],
+) -> None:
+    [notification] = managed_after(plan, "google_storage_notification")
+    assert notification["object_name_prefix"] == "uploads/"
+    assert notification["event_types"] == ["OBJECT_FINALIZE"]
+
+    environments = [
+        function["service_config"][0]["environment_variables"]
+        for function in managed_after(plan, "google_cloudfunctions2_function")
+    ] + [
+        {v["name"] for v in job["template"][0]["template"][0]["containers"][0]["env"]}
+        for job in managed_after(plan, "google_cloud_run_v2_job")
+    ]
+    assert len(environments) >= 8
+    assert [env for env in environments if "MODELRAIL_CONFIG" in env] == []
+
+
 def test_the_sweep_runs_on_a_schedule_as_the_training_image_with_its_settings(
     plan: dict[str, Any],
 ) -> None:
@@ -489,10 +507,9 @@ def test_the_sweep_runs_on_a_schedule_as_the_training_image_with_its_settings(
     artifacts = planned(plan, "google_storage_bucket", f"{project}-modelrail-artifacts")
     assert settings.artifact_bucket == artifacts["name"]
     assert settings.training_job == train["name"]
-    assert (str(settings.config_path), str(settings.topology_path)) == (
-        "/app/pipeline.toml",
-        "/app/topology.yaml",
-    )
+    assert str(settings.topology_path) == "/app/topology.yaml"
+    # Each model's definition comes from the artifact bucket, not from a file.
+    assert "MODELRAIL_CONFIG" not in env
 
     scheduler = planned(plan, "google_cloud_scheduler_job", "modelrail-sweep")
     [target] = scheduler["http_target"]

@@ -273,6 +273,29 @@ def test_every_model_has_a_staging_service_of_its_own(terraform: Terraform) -> N
     assert squash(grants.body["name"]) == "${module.staging_service[each.value.model].name}"
 
 
+def test_only_uploads_start_runs(terraform: Terraform) -> None:
+    """Uploads for model M are written to uploads/M/...: nothing else in the data
+    bucket is announced on data-uploaded."""
+    [notification] = [
+        r for r in terraform.module("envs/dev").resources if r.type == "google_storage_notification"
+    ]
+    assert unquote(notification.body["object_name_prefix"]) == "uploads/"
+    assert [unquote(e) for e in notification.body["event_types"]] == ["OBJECT_FINALIZE"]
+
+
+def test_no_process_reads_its_configuration_from_a_file(terraform: Terraform) -> None:
+    """Each model's definition is read from the artifact bucket: neither the functions
+    nor the jobs are pointed at a pipeline.toml."""
+    env = terraform.module("envs/dev")
+    environments = [
+        env.module_calls["functions"]["environment_variables"],
+        env.locals["train_image_env"],
+        env.locals["common_env"],
+        *(call.get("environment_variables", "") for call in env.module_calls.values()),
+    ]
+    assert [e for e in environments if "MODELRAIL_CONFIG" in str(e)] == []
+
+
 def test_every_account_running_modelrail_reads_the_models_definitions(
     terraform: Terraform,
 ) -> None:
@@ -317,7 +340,7 @@ def test_environment_matches_what_settings_reads(terraform: Terraform) -> None:
     env = terraform.module("envs/dev")
     # The dask_training switch's variables are a conditional map: its names, as written.
     dask_env = (REPO_ROOT / "terraform" / "envs" / "dev" / "dask.tf").read_text()
-    names = set(env.locals["common_env"]) | {"MODELRAIL_CONFIG", "MODELRAIL_TOPOLOGY"}
+    names = set(env.locals["common_env"]) | {"MODELRAIL_TOPOLOGY"}
     names |= set(re.findall(r"\b(MODELRAIL_DASK_\w+)\s*=", dask_env))
     assert len({n for n in names if n.startswith("MODELRAIL_DASK_")}) == 8
     unread = sorted(n for n in names if n.startswith("MODELRAIL_") and f'"{n}"' not in config_py)

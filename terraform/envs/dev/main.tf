@@ -68,10 +68,11 @@ locals {
   }
 
   # The training image runs two jobs, training and the sweep (sweep.tf), with common_env
-  # and the files it copies to /app (services/train-job/Dockerfile).
+  # and the topology it copies to /app (services/train-job/Dockerfile). No
+  # MODELRAIL_CONFIG: each model's definition is read from the artifact bucket
+  # (models/<model>/definition.json).
   train_image = "${module.docker_repository.url}/train:${var.code_version}"
   train_image_env = merge(local.common_env, {
-    MODELRAIL_CONFIG   = "/app/pipeline.toml"
     MODELRAIL_TOPOLOGY = "/app/topology.yaml"
   })
 }
@@ -139,6 +140,7 @@ module "source_bucket" {
 }
 
 # Object-finalize on the data bucket publishes to data-uploaded: an upload starts a run.
+# Only uploads do (uploads/<model>/...: the folder names the model the run is for).
 data "google_storage_project_service_account" "gcs" {
   project    = var.project_id
   depends_on = [module.apis]
@@ -156,7 +158,10 @@ resource "google_storage_notification" "data_uploaded" {
   payload_format = "JSON_API_V1"
   topic          = module.pubsub.topic_ids["data-uploaded"]
   event_types    = ["OBJECT_FINALIZE"]
-  depends_on     = [google_pubsub_topic_iam_member.gcs_publishes_uploads]
+  # Changing it replaces the notification: uploads finished between the two are not
+  # announced (retrain-requested picks them up).
+  object_name_prefix = "uploads/"
+  depends_on         = [google_pubsub_topic_iam_member.gcs_publishes_uploads]
 }
 
 # ---------------------------------------------------------------- images
@@ -231,8 +236,8 @@ module "functions" {
   timeout_seconds    = max(local.function_timeouts[each.key]...)
 
   environment_variables = merge(local.common_env, local.vertex_env, {
-    # Staged at the source root by `make stage`; Cloud Functions runs from there.
-    MODELRAIL_CONFIG   = "pipeline.toml"
+    # Staged at the source root by `make stage`; Cloud Functions runs from there. The
+    # models' definitions are read from the artifact bucket, not from the source.
     MODELRAIL_TOPOLOGY = "topology.yaml"
   }, each.key == "validate" ? local.validate_function_env : {})
 
