@@ -314,6 +314,9 @@ module "cloudbuild_triggers" {
     _TF_STATE_BUCKET = var.tf_state_bucket
     _TF_ENV          = var.environment
     _RETRAIN_TOPIC   = "retrain-requested"
+    # Where `modelrail add` writes each model's definition, and the retrain step finds
+    # the models installed (cloudbuild/deploy.yaml).
+    _ARTIFACT_BUCKET = local.buckets.artifacts
   }
   depends_on = [module.apis]
 }
