@@ -8,6 +8,8 @@ github_owner                   = "modelrail-org"
 github_repository              = "modelrail"
 code_version                   = "0123456789abcdef0123456789abcdef01234567"
 vertex_model_registry          = true # so the plan holds vertex.tf's resources too
+# Two models, so the plan holds what exists once per model twice.
+models = ["penguins", "diamonds"]
 
 staging_service = {
   invoker_members = ["user:developer@example.com", "group:ml-team@example.com"]

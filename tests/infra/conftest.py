@@ -118,7 +118,10 @@ MUTATIONS: dict[str, tuple[str, str]] = {
 }
 # The resource each mutation adds, as checkov names it.
 MUTATED_RESOURCES = {
-    "public_invoker": "module.staging_service.google_cloud_run_v2_service_iam_member.public",
+    # checkov expands the per-model module with the default of var.models.
+    "public_invoker": (
+        'module.staging_service["penguins"].google_cloud_run_v2_service_iam_member.public'
+    ),
     "no_dead_letter": "module.pubsub.google_pubsub_subscription.audit",
     "unconditional_write": "google_storage_bucket_iam_member.validate_writes_anywhere",
     "pull_requests_as_deployer": (

@@ -329,6 +329,11 @@ def public_member_problems(tf: Terraform) -> list[str]:
     return problems
 
 
+# A grant table a for_each iterates: its rows (``for grant in local.X``), or each row once
+# per model (``for pair in setproduct(var.models, local.X)``).
+GRANT_TABLE = re.compile(r"(?:inlocal\.|setproduct\(var\.models,local\.)(\w+)")
+
+
 # The accounts are created in envs/bootstrap (google_service_account.stage) and looked up
 # in envs/dev (data.google_service_account.stage): either reference names the account.
 # The Dask VMs' account exists only with dask_training (google_service_account.dask).
@@ -385,6 +390,14 @@ def stage_grants(tf: Terraform) -> tuple[set[tuple[str, str]], set[tuple[str, st
                 if table is None:
                     raise AssertionError(f"{resource.address}: each.key from an unknown for_each")
                 accounts += [unquote(key) for key in env_locals.get(table.group(1), {})]
+            if "stage[each.value.sa]" in member:
+                # A table keyed by stage, once per model (local.model_writes).
+                table = re.search(r"keys\(local\.(\w+)\)", squash(resource.body.get("for_each")))
+                if table is None:
+                    raise AssertionError(
+                        f"{resource.address}: each.value.sa from an unknown for_each"
+                    )
+                accounts += [unquote(key) for key in env_locals.get(table.group(1), {})]
             var_ref = re.search(r"\$\{var\.(\w+)\}", member)
             if not accounts and var_ref and resource.directory != env.directory:
                 for call in module_args.get(resource.directory.resolve(), []):
@@ -392,7 +405,7 @@ def stage_grants(tf: Terraform) -> tuple[set[tuple[str, str]], set[tuple[str, st
             for account in accounts:
                 add(resource, account, unquote(role))
         elif squash(role) == "${each.value.role}":
-            table = re.search(r"inlocal\.(\w+)", squash(resource.body.get("for_each", "")))
+            table = GRANT_TABLE.search(squash(resource.body.get("for_each", "")))
             if table is None:
                 raise AssertionError(f"{resource.address}: role from an unknown for_each")
             for grant in env_locals.get(table.group(1), []):
@@ -496,10 +509,12 @@ def signing_key_problems(tf: Terraform) -> list[str]:
 
 
 REGISTRY_WRITER = "register"
-# The one object of the registry another stage may write: deploy moves the staging alias.
-ALIAS_OBJECT = re.compile(
-    r"models/\$\{var\.model_name\}/(aliases/\w+\.json|leases/\w+\.json|leases/register-)"
-)
+# What another stage may write of a model's registry (local.model_writes, relative to
+# models/<model>/): deploy moves the staging alias; deploy and the sweep hold leases.
+ALIAS_OBJECT = re.compile(r"aliases/\w+\.json|leases/\w+\.json|leases/register-")
+# A model's definition (models/<model>/definition.json): the operator's and the deploy
+# build's (`modelrail add`), never a stage's.
+DEFINITION = "definition.json"
 
 
 def _roles(resource: Resource, env_locals: dict[str, Any]) -> list[str]:
@@ -507,7 +522,7 @@ def _roles(resource: Resource, env_locals: dict[str, Any]) -> list[str]:
     role = resource.body.get("role", "")
     if is_literal(role):
         return [unquote(role)]
-    table = re.search(r"inlocal\.(\w+)", squash(resource.body.get("for_each", "")))
+    table = GRANT_TABLE.search(squash(resource.body.get("for_each", "")))
     rows = env_locals.get(table.group(1), []) if table else []
     return [unquote(row["role"]) for row in rows if isinstance(row, dict)]
 
@@ -528,10 +543,18 @@ def bucket_write_problems(tf: Terraform) -> list[str]:
         account = unquote(key)
         for prefix in (unquote(p) for p in scope.get("prefixes", [])):
             if prefix.startswith("models/") and account != REGISTRY_WRITER:
-                if not ALIAS_OBJECT.fullmatch(prefix):
-                    problems.append(f"{account} writes the registry: {prefix}")
+                problems.append(f"{account} writes the registry: {prefix}")
             elif not prefix.startswith("models/"):
                 problems.append(f"{account} writes every object under {prefix}")
+    for key, names in env_locals.get("model_writes", {}).items():
+        for name in (unquote(n) for n in names):
+            if not ALIAS_OBJECT.fullmatch(name):
+                problems.append(f"{unquote(key)} writes the registry: models/<model>/{name}")
+    for account, patterns in (artifact_write_objects(tf) if env_locals else {}).items():
+        if may_write(patterns, f"models/m/{DEFINITION}", "m"):
+            problems.append(
+                f"{account} writes the models' definitions: models/<model>/{DEFINITION}"
+            )
     return problems
 
 
@@ -577,24 +600,61 @@ def pr_build_problems(tf: Terraform) -> list[str]:
 def artifact_write_objects(tf: Terraform) -> dict[str, set[str]]:
     """{stage: the objects it may write}, as the IAM table spells them: ``runs/*/<name>``
     for an object of any run, ``runs/**/*<suffix>`` for any run's objects whose names
-    end so, ``<prefix>*`` for a prefix, ``<model>`` for the model."""
+    end so, ``<prefix>*`` for a prefix, ``models/<model>/<name>`` for an object of every
+    model's registry (local.model_writes); ``not <prefix>*<suffix>`` for what a prefix
+    leaves out (except_suffixes)."""
+    env_locals = tf.module("envs/dev").locals
     written: dict[str, set[str]] = {}
-    for key, scope in tf.module("envs/dev").locals.get("artifact_writes", {}).items():
+    for key, scope in env_locals.get("artifact_writes", {}).items():
         names = {f"runs/*/{unquote(name)}" for name in scope.get("run_objects", [])}
         names |= {f"runs/**/*{unquote(suffix)}" for suffix in scope.get("run_suffixes", [])}
         for prefix in (unquote(p) for p in scope.get("prefixes", [])):
-            name = prefix.replace("${var.model_name}", "<model>")
             # A prefix that is not a whole object name (a folder, ``leases/register-``).
-            names.add(name if name.endswith(".json") else f"{name}*")
+            names.add(prefix if prefix.endswith(".json") else f"{prefix}*")
+            for suffix in (unquote(s) for s in scope.get("except_suffixes", [])):
+                names.add(f"not {prefix}*{suffix}")
         written[unquote(key)] = names
+    for key, model_names in env_locals.get("model_writes", {}).items():
+        for name in (f"models/<model>/{unquote(n)}" for n in model_names):
+            written.setdefault(unquote(key), set()).add(
+                name if name.endswith(".json") else f"{name}*"
+            )
     return written
 
 
+def permits(pattern: str, name: str, model: str) -> bool:
+    """Whether the IAM condition made from ``pattern`` (as artifact_write_objects spells
+    it) matches the object ``name``: ``runs/*/<tail>`` is startsWith("runs/") &&
+    endsWith("/<tail>"), ``runs/**/*<suffix>`` startsWith("runs/") && endsWith("<suffix>"),
+    ``<prefix>*<suffix>`` startsWith("<prefix>") && endsWith("<suffix>"); anything else is
+    startsWith (``models/*`` the prefix models/, a full name that object), with
+    ``<model>`` the model."""
+    pattern = pattern.replace("<model>", model)
+    if pattern.startswith("runs/**/*"):
+        return name.startswith("runs/") and name.endswith(pattern.removeprefix("runs/**/*"))
+    if pattern.startswith("runs/*/"):
+        return name.startswith("runs/") and name.endswith(pattern.removeprefix("runs/*"))
+    prefix, star, suffix = pattern.partition("*")
+    return name.startswith(prefix) and (not star or name.endswith(suffix))
+
+
+def may_write(patterns: set[str], name: str, model: str) -> bool:
+    """Whether an account allowed ``patterns`` (artifact_write_objects) may write ``name``:
+    some pattern permits it and no ``not`` pattern leaves it out."""
+    allowed = any(permits(p, name, model) for p in patterns if not p.startswith("not "))
+    return allowed and not any(
+        permits(p.removeprefix("not "), name, model) for p in patterns if p.startswith("not ")
+    )
+
+
 def documented_artifact_writes(deploy_md: Path) -> dict[str, set[str]]:
-    """{account: the objects its conditional objectUser row names} from the IAM table."""
+    """{account: the objects its conditional objectUser row names} from the IAM table;
+    a name after "not" is one it may not write (``not <name>``)."""
     written: dict[str, set[str]] = {}
     for line in deploy_md.read_text().splitlines():
         cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
         if len(cells) >= 3 and cells[1] == "`roles/storage.objectUser`":
-            written[cells[0].strip("`")] = set(re.findall(r"`([^`]+)`", cells[2]))
+            written[cells[0].strip("`")] = {
+                f"{negated}{name}" for negated, name in re.findall(r"(not )?`([^`]+)`", cells[2])
+            }
     return written

@@ -20,7 +20,7 @@ from modelrail.settings.process import Settings
 from tests.conftest import installed
 from tests.fakes import FakeDeployer, InMemoryStorage, InMemoryStore
 from tests.infra.conftest import TERRAFORM_DIR
-from tests.infra.infra_checks import Terraform, artifact_write_objects
+from tests.infra.infra_checks import Terraform, artifact_write_objects, may_write, permits
 from tests.unit.conftest import Harness
 
 pytestmark = pytest.mark.infra
@@ -50,19 +50,6 @@ class RecordingStore(InMemoryStore):
         writer = self.account or record.pipeline.get("stage", "<no stage>")
         self.writes.add((writer, key))
         return super().write(key, data, **options)
-
-
-def permits(pattern: str, name: str, model: str) -> bool:
-    """Whether the IAM condition made from ``pattern`` matches the object ``name``:
-    ``runs/*/<tail>`` is startsWith("runs/") && endsWith("/<tail>"), ``runs/**/*<suffix>``
-    startsWith("runs/") && endsWith("<suffix>"); anything else is startsWith
-    (``models/*`` the prefix models/, a full name that object)."""
-    pattern = pattern.replace("<model>", model)
-    if pattern.startswith("runs/**/*"):
-        return name.startswith("runs/") and name.endswith(pattern.removeprefix("runs/**/*"))
-    if pattern.startswith("runs/*/"):
-        return name.startswith("runs/") and name.endswith(pattern.removeprefix("runs/*"))
-    return name.startswith(pattern.removesuffix("*"))
 
 
 @pytest.fixture
@@ -109,7 +96,7 @@ def test_every_stage_writes_only_what_its_account_may(
     denied = sorted(
         (stage, name)
         for stage, name in artifacts.writes
-        if not any(permits(p, name, harness.model) for p in allowed.get(stage, ()))
+        if not may_write(allowed.get(stage, set()), name, harness.model)
     )
     assert stages == set(allowed), "a stage wrote nothing, or an unknown writer wrote"
     assert denied == [], "these writes would be denied in the cloud: local.artifact_writes"
@@ -124,9 +111,29 @@ def test_every_stage_writes_only_what_its_account_may(
         ("models/*", "models/m/versions/1/model.txt", True),
         ("models/<model>/aliases/staging.json", "models/m/aliases/staging.json", True),
         ("models/<model>/aliases/staging.json", "models/m/aliases/champion.json", False),
+        ("models/<model>/aliases/staging.json", "models/other/aliases/staging.json", False),
+        ("models/<model>/leases/register-*", "models/m/leases/register-run-1.json", True),
+        ("models/*/definition.json", "models/m/definition.json", True),
+        ("models/*/definition.json", "models/m/versions/1/model.txt", False),
     ],
 )
 def test_permits_reads_a_pattern_as_the_condition_does(
     pattern: str, name: str, expected: bool
 ) -> None:
     assert permits(pattern, name, "m") is expected
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("models/m/versions/1/model.txt", True),
+        ("models/m/aliases/champion.json", True),
+        ("models/m/definition.json", False),
+        ("runs/run-1/stages/register.json", True),
+    ],
+)
+def test_may_write_leaves_out_what_a_not_pattern_names(name: str, expected: bool) -> None:
+    """Register's grant, as the IAM table spells it: the registry but the definitions."""
+    patterns = {"runs/*/stages/register.json", "models/*", "not models/*/definition.json"}
+
+    assert may_write(patterns, name, "m") is expected

@@ -187,7 +187,7 @@ class Graph:
         output whose value is one (a grant on the service or job comes after it)."""
         if references(body) & compute_nodes - {f"module.{name}" for name in self.calls}:
             return True
-        for module_name, output in re.findall(r"module\.(\w+)\.(\w+)", str(body)):
+        for module_name, output in re.findall(r"module\.(\w+)(?:\[[^\]]*\])?\.(\w+)", str(body)):
             call = self.calls.get(module_name)
             if call is None:
                 continue

@@ -7,7 +7,8 @@ to sample values and a stand-in `gcloud` first on PATH that records each command
 other program is missing, so nothing else runs). Each recorded command line then runs
 through the real gcloud CLI with an empty configuration and no credentials: a flag that
 does not parse exits 2 before any request is made; a command that parses stops later,
-for want of credentials. scripts/verify_project.sh passes `bash -n` and shellcheck.
+for want of credentials. scripts/verify_project.sh passes `bash -n`, and every script of
+scripts/ and cloudbuild/ shellcheck.
 """
 
 from __future__ import annotations
@@ -228,7 +229,9 @@ def test_verify_project_script_is_valid_bash() -> None:
 
 
 @pytest.mark.parametrize(
-    "script", sorted((REPO_ROOT / "scripts").glob("*.sh")), ids=lambda path: path.name
+    "script",
+    sorted([*(REPO_ROOT / "scripts").glob("*.sh"), *(REPO_ROOT / "cloudbuild").glob("*.sh")]),
+    ids=lambda path: str(path.relative_to(REPO_ROOT)),
 )
 def test_every_script_is_shellcheck_clean(script: Path) -> None:
     completed = subprocess.run(

@@ -10,13 +10,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from modelrail.kernel.resources import schema_dir
 from tests.infra.cloudbuild_steps import (
     ISOLATED_SUITE_SCRIPT,
     deployer_credential_problems,
     program_problems,
     step_commands,
-    step_program,
     suite_problems,
 )
 from tests.infra.conftest import tool
@@ -126,24 +124,6 @@ def test_cloudbuild_steps_call_what_exists(pipeline: Path) -> None:
     used = set(re.findall(r"\$\{(_[A-Z0-9_]+)\}", pipeline.read_text()))
     problems += [f"substitution {name} has no default" for name in sorted(used - substitutions)]
     assert problems == []
-
-
-def test_deploy_publishes_a_schema_valid_retrain_event() -> None:
-    import json
-
-    import jsonschema
-
-    build = yaml.safe_load((CLOUDBUILD_DIR / "deploy.yaml").read_text())
-    publish = next(s for s in build["steps"] if s["id"] == "publish-retrain")
-    message = next(a for a in publish["args"] if a.startswith("--message="))
-    event = json.loads(message.removeprefix("--message=").replace("$COMMIT_SHA", "0" * 40))
-    schema = json.loads((schema_dir("events") / "retrain-requested.json").read_text())
-    jsonschema.validate(event, schema)
-    program, args = step_program(publish)
-    assert [program, *args[:4]] == ["gcloud", "pubsub", "topics", "publish", "${_RETRAIN_TOPIC}"]
-    assert build["substitutions"]["_RETRAIN_TOPIC"] == "retrain-requested"
-    order = [s["id"] for s in build["steps"]]
-    assert order.index("test") < order.index("terraform-apply") < order.index("publish-retrain")
 
 
 @pytest.mark.parametrize("pipeline", PIPELINES, ids=lambda p: p.name)

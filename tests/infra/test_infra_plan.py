@@ -235,6 +235,9 @@ def expected_instances(terraform: Terraform, tfvars: dict[str, Any]) -> collecti
     env = terraform.module("envs/dev")
     consumers = {sub["consumer"] for sub in topology["subscriptions"] if sub.get("consumer")}
 
+    def variable_value(name: str) -> Any:
+        return tfvars.get(name, unquote_all(env.variables[name].get("default")))
+
     def multiplicity(expression: Any, call: dict[str, Any], where: str) -> int:
         if expression is None:
             return 1
@@ -244,8 +247,17 @@ def expected_instances(terraform: Terraform, tfvars: dict[str, Any]) -> collecti
         grants = re.fullmatch(r"\$\{\{forgrantinlocal\.(\w+):.*?(ifvar\.(\w+))?\}\}", text)
         variable = re.fullmatch(r"\$\{toset\(var\.(\w+)\)\}", text)
         switch = re.fullmatch(r"\$\{var\.(\w+)(?:\.(\w+))?\?1:0\}", text)
+        # Once per model: each row of a grant table, or each key of a map.
+        per_model = re.fullmatch(
+            r"\$\{\{forpairinsetproduct\((?:var\.models,local\.(\w+)|keys\(local\.(\w+)\),var\.models)\):.*\}\}",
+            text,
+        )
         if grants:  # a grant table, or only its rows while a switch is on
             return len(env.locals[grants[1]]) if tfvars.get(grants[3], True) else 0
+        if per_model:
+            return len(env.locals[per_model[1] or per_model[2]]) * len(variable_value("models"))
+        if variable and call is root_call and variable[1] in env.variables:
+            return len(variable_value(variable[1]))
         if switch:  # a resource that exists while a switch (or a switch's field) is on
             value = tfvars.get(switch[1], {} if switch[2] else False)
             return 1 if (value.get(switch[2], False) if switch[2] else value) else 0
@@ -271,10 +283,13 @@ def expected_instances(terraform: Terraform, tfvars: dict[str, Any]) -> collecti
         return counts[text]
 
     expected: collections.Counter[str] = collections.Counter()
-    calls: dict[Path, list[tuple[str, int, dict[str, Any]]]] = {env.directory: [("", 1, {})]}
+    root_call: dict[str, Any] = {}
+    calls: dict[Path, list[tuple[str, int, dict[str, Any]]]] = {env.directory: [("", 1, root_call)]}
     for name, call in env.module_calls.items():
         source = (env.directory / unquote(call["source"])).resolve()
-        instances = multiplicity(call.get("for_each", call.get("count")), call, f"module.{name}")
+        instances = multiplicity(
+            call.get("for_each", call.get("count")), root_call, f"module.{name}"
+        )
         calls.setdefault(source, []).append((f"module.{name}.", instances, call))
     for resource in terraform.resources:
         for prefix, module_instances, call in calls.get(resource.directory.resolve(), []):
@@ -323,7 +338,20 @@ def test_plan_builds_the_event_graph_of_topology_yaml(plan: dict[str, Any]) -> N
         "modelrail-sweep",
         "modelrail-validate",
     }
-    assert planned_names("google_cloud_run_v2_service") == {"modelrail-staging"}
+    models = unquote_all(hcl2.loads(PLAN_VARS.read_text())["models"])
+    assert len(models) >= 2, "plan.tfvars: plan more than one model"
+    assert planned_names("google_cloud_run_v2_service") == {
+        f"modelrail-staging-{model}" for model in models
+    }
+
+
+def unquote_all(value: Any) -> Any:
+    """A value python-hcl2 parsed, every string literal in it unquoted."""
+    if isinstance(value, list):
+        return [unquote_all(item) for item in value]
+    if isinstance(value, dict):
+        return {key: unquote_all(item) for key, item in value.items()}
+    return unquote(value)
 
 
 def planned(plan: dict[str, Any], resource_type: str, name: str) -> dict[str, Any]:
@@ -336,6 +364,122 @@ def planned(plan: dict[str, Any], resource_type: str, name: str) -> dict[str, An
         and change["change"]["after"].get("name") == name
     ]
     return dict(after)
+
+
+def managed_after(plan: dict[str, Any], resource_type: str) -> list[dict[str, Any]]:
+    """The planned values of every managed resource of that type."""
+    return [
+        change["change"]["after"]
+        for change in plan["resource_changes"]
+        if change["mode"] == "managed" and change["type"] == resource_type
+    ]
+
+
+def test_each_model_has_its_own_staging_service_with_its_own_grants(
+    plan: dict[str, Any],
+) -> None:
+    """plan.tfvars names two models: each gets a service named after it, pinned to it,
+    which the deploy stage and the sweep may update and call, and the invokers call.
+    (The stand-in gives every looked-up account one email: the stage grants are told
+    apart by their keys.)"""
+    tfvars = unquote_all(hcl2.loads(PLAN_VARS.read_text()))
+    models, invokers = tfvars["models"], tfvars["staging_service"]["invoker_members"]
+    grants: dict[str, set[tuple[str, str]]] = collections.defaultdict(set)
+    for change in plan["resource_changes"]:
+        after, address = change["change"]["after"], change["address"]
+        stage = re.fullmatch(
+            r'google_cloud_run_v2_service_iam_member\.stage\["[\w-]+/(\w+)/.*"\]', address
+        )
+        if stage:
+            grants[after["name"]].add((after["role"], stage[1]))
+        elif re.fullmatch(r'module\.staging_service\["[\w-]+"\]\..*\.invokers\[.*\]', address):
+            grants[after["name"]].add((after["role"], after["member"]))
+
+    assert set(grants) == {f"modelrail-staging-{model}" for model in models}
+    for model in models:
+        name = f"modelrail-staging-{model}"
+        service = planned(plan, "google_cloud_run_v2_service", name)
+        [container] = service["template"][0]["containers"]
+        env = {variable["name"]: variable.get("value") for variable in container["env"]}
+        assert env["MODELRAIL_MODEL_NAME"] == model
+        assert env["MODELRAIL_MODEL_ALIAS"] == "staging"
+        assert grants[name] == {
+            ("roles/run.developer", "deploy"),
+            ("roles/run.invoker", "deploy"),
+            ("roles/run.developer", "sweep"),
+            ("roles/run.invoker", "sweep"),
+            *(("roles/run.invoker", member) for member in invokers),
+        }
+    # The deploy stage finds model M's service as <MODELRAIL_STAGING_SERVICE>-M.
+    for function in managed_after(plan, "google_cloudfunctions2_function"):
+        [config] = function["service_config"]
+        assert config["environment_variables"]["MODELRAIL_STAGING_SERVICE"] == "modelrail-staging"
+    outputs = plan["planned_values"]["outputs"]
+    assert outputs["staging_services"]["value"] == {m: f"modelrail-staging-{m}" for m in models}
+    assert set(plan["output_changes"]["staging_urls"]["after_unknown"]) == set(models)
+
+
+def test_deploy_and_the_sweep_write_each_model_s_alias_and_leases_under_its_own_grant(
+    plan: dict[str, Any],
+) -> None:
+    tfvars = unquote_all(hcl2.loads(PLAN_VARS.read_text()))
+    models, project = tfvars["models"], tfvars["project_id"]
+    objects = f"projects/_/buckets/{project}-modelrail-artifacts/objects/"
+    conditions = {
+        change["address"]: change["change"]["after"]["condition"][0]
+        for change in plan["resource_changes"]
+        if change["address"].startswith("google_storage_bucket_iam_member.model_writes[")
+    }
+
+    assert set(conditions) == {
+        f'google_storage_bucket_iam_member.model_writes["{stage}/{model}"]'
+        for stage in ("deploy", "sweep")
+        for model in models
+    }
+    for address, condition in conditions.items():
+        stage, model = re.findall(r'"(\w+)/([\w-]+)"', address)[0]
+        assert condition["title"] == f"{stage}-writes-{model}-registry-objects"
+    for model in models:
+        deploy = conditions[f'google_storage_bucket_iam_member.model_writes["deploy/{model}"]']
+        sweep = conditions[f'google_storage_bucket_iam_member.model_writes["sweep/{model}"]']
+        deploy, sweep = deploy["expression"], sweep["expression"]
+        assert deploy == (
+            f'resource.name.startsWith("{objects}models/{model}/aliases/staging.json") || '
+            f'resource.name.startsWith("{objects}models/{model}/leases/staging.json")'
+        )
+        assert sweep == (
+            f'resource.name.startsWith("{objects}models/{model}/leases/staging.json") || '
+            f'resource.name.startsWith("{objects}models/{model}/leases/register-")'
+        )
+    # Register writes the registry, but no model's definition.
+    [register] = [
+        grant["condition"][0]["expression"]
+        for grant in managed_after(plan, "google_storage_bucket_iam_member")
+        if grant["condition"]
+        and grant["condition"][0]["title"] == "register-writes-its-own-objects"
+    ]
+    assert register.endswith(
+        f'(resource.name.startsWith("{objects}models/") && '
+        '!(resource.name.endsWith("/definition.json")))'
+    )
+
+
+def test_only_uploads_are_announced_and_no_process_is_given_a_config_file(
+    plan: dict[str, Any],
+) -> None:
+    [notification] = managed_after(plan, "google_storage_notification")
+    assert notification["object_name_prefix"] == "uploads/"
+    assert notification["event_types"] == ["OBJECT_FINALIZE"]
+
+    environments = [
+        function["service_config"][0]["environment_variables"]
+        for function in managed_after(plan, "google_cloudfunctions2_function")
+    ] + [
+        {v["name"] for v in job["template"][0]["template"][0]["containers"][0]["env"]}
+        for job in managed_after(plan, "google_cloud_run_v2_job")
+    ]
+    assert len(environments) >= 8
+    assert [env for env in environments if "MODELRAIL_CONFIG" in env] == []
 
 
 def test_the_sweep_runs_on_a_schedule_as_the_training_image_with_its_settings(
@@ -363,10 +507,9 @@ def test_the_sweep_runs_on_a_schedule_as_the_training_image_with_its_settings(
     artifacts = planned(plan, "google_storage_bucket", f"{project}-modelrail-artifacts")
     assert settings.artifact_bucket == artifacts["name"]
     assert settings.training_job == train["name"]
-    assert (str(settings.config_path), str(settings.topology_path)) == (
-        "/app/pipeline.toml",
-        "/app/topology.yaml",
-    )
+    assert str(settings.topology_path) == "/app/topology.yaml"
+    # Each model's definition comes from the artifact bucket, not from a file.
+    assert "MODELRAIL_CONFIG" not in env
 
     scheduler = planned(plan, "google_cloud_scheduler_job", "modelrail-sweep")
     [target] = scheduler["http_target"]
@@ -384,7 +527,18 @@ def test_the_sweep_runs_on_a_schedule_as_the_training_image_with_its_settings(
 
 @pytest.mark.parametrize(
     "variable",
-    ["environment=dev; echo INJECTED", "tf_state_bucket=b$(id)", "region=europe-west1 x"],
+    [
+        "environment=dev; echo INJECTED",
+        "tf_state_bucket=b$(id)",
+        "region=europe-west1 x",
+        "models=[]",
+        'models=["penguins", "penguins"]',
+        'models=["Penguins"]',
+        'models=["penguins-"]',
+        'models=["../penguins"]',
+        f'models=["{"m" * 31}"]',
+        'model_name="penguins"',
+    ],
 )
 def test_plan_refuses_a_substitution_outside_its_allow_list(
     workspace: Workspace, variable: str
@@ -430,6 +584,22 @@ def test_the_owner_bootstrap_validates_and_plans(
         bootstrap_root.locals["signing_key_grants"]
     )
     assert counted["time_sleep.iam_propagation"] == 1
+
+
+def test_plan_refuses_a_staging_service_name_cloud_run_would_refuse(workspace: Workspace) -> None:
+    """A long name_prefix and a long model name make a service name over 49 characters."""
+    completed = workspace.terraform(
+        "plan",
+        "-input=false",
+        "-no-color",
+        f"-var-file={PLAN_VARS}",
+        "-var=name_prefix=modelrail-long",
+        f'-var=models=["{"m" * 30}"]',
+    )
+
+    assert completed.returncode != 0
+    assert "Invalid value for variable" in completed.stderr, completed.stderr[-2000:]
+    assert "at most 49" in completed.stderr
 
 
 # ------------------------------------------------------------------ mutations

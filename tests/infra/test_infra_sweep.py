@@ -18,6 +18,7 @@ from modelrail.settings.topology import Topology
 from tests.conftest import settings_env
 from tests.infra.conftest import TERRAFORM_DIR
 from tests.infra.infra_checks import (
+    GRANT_TABLE,
     REPO_ROOT,
     STAGE_REF,
     Resource,
@@ -73,8 +74,10 @@ def grants_of(terraform: Terraform, account: str) -> list[tuple[Resource, str, s
         target = squash(next(resource.body[key] for key in TARGETS if key in resource.body))
         member = str(resource.body["member"])
         for_each = squash(resource.body.get("for_each", ""))
-        rows = re.search(r"inlocal\.(\w+)", for_each)  # a grant table: one per row
+        rows = GRANT_TABLE.search(for_each)  # a grant table: one per row (and model)
         keys = re.fullmatch(r"\$\{local\.(\w+)\}", for_each)  # one per key of a map
+        # one per key of a map and model
+        model_keys = re.search(r"setproduct\(keys\(local\.(\w+)\),var\.models\)", for_each)
         if rows:
             for row in env.locals[rows[1]]:
                 if unquote(row["sa"]) == account:
@@ -82,10 +85,18 @@ def grants_of(terraform: Terraform, account: str) -> list[tuple[Resource, str, s
                     for key, value in row.items():
                         filled = filled.replace(f"each.value.{key}", value)
                     found.append((resource, unquote(row["role"]), filled))
-        elif account in STAGE_REF.findall(member) or (
-            keys
-            and "stage[each.key]" in member
-            and account in {unquote(key) for key in env.locals[keys[1]]}
+        elif (
+            account in STAGE_REF.findall(member)
+            or (
+                keys
+                and "stage[each.key]" in member
+                and account in {unquote(key) for key in env.locals[keys[1]]}
+            )
+            or (
+                model_keys
+                and "stage[each.value.sa]" in member
+                and account in {unquote(key) for key in env.locals[model_keys[1]]}
+            )
         ):
             found.append((resource, unquote(resource.body["role"]), target))
     return found
@@ -160,9 +171,10 @@ def test_the_sweep_account_holds_only_what_the_sweep_does(terraform: Terraform) 
         ("roles/run.viewer", "${module.training_job.name}"),
         # the validate job's executions: did one die before recording validate?
         ("roles/run.viewer", "${module.validate_job.name}"),
-        # the reconciliation pass: roll staging to its alias's version, smoke-test it
-        ("roles/run.developer", "${module.staging_service.name}"),
-        ("roles/run.invoker", "${module.staging_service.name}"),
+        # the reconciliation pass: roll each model's staging service to its alias's
+        # version, smoke-test it
+        ("roles/run.developer", "${module.staging_service[each.value.model].name}"),
+        ("roles/run.invoker", "${module.staging_service[each.value.model].name}"),
     }
 
 

@@ -18,6 +18,7 @@ from tests.infra.conftest import (
 )
 from tests.infra.infra_checks import (
     REPO_ROOT,
+    STAGE_REF,
     Module,
     Terraform,
     artifact_write_objects,
@@ -27,6 +28,7 @@ from tests.infra.infra_checks import (
     documented_grants,
     iam_problems,
     load_topology,
+    may_write,
     module_style_problems,
     pr_build_problems,
     public_member_problems,
@@ -236,10 +238,100 @@ def test_staging_service_never_disables_its_invoker_check(terraform: Terraform) 
     assert service.body["invoker_iam_disabled"] is False
 
 
-def test_model_name_matches_pipeline_toml(terraform: Terraform) -> None:
-    pipeline = tomllib.loads((REPO_ROOT / "pipeline.toml").read_text())
-    default = terraform.module("envs/dev").variables["model_name"]["default"]
-    assert unquote(default) == pipeline["model"]["name"]
+# The application's rule for a model name (a folder of both buckets, the suffix of its
+# staging service).
+MODEL_NAME = r"^[a-z]([a-z0-9-]{0,28}[a-z0-9])?$"
+
+
+def test_the_default_models_serve_the_bundled_model(terraform: Terraform) -> None:
+    """The root pipeline.toml's model has a staging service by default, and the
+    variable refuses the names the application refuses."""
+    variable = terraform.module("envs/dev").variables["models"]
+    default = [unquote(model) for model in variable["default"]]
+    bundled = tomllib.loads((REPO_ROOT / "pipeline.toml").read_text())["model"]["name"]
+
+    assert bundled in default
+    assert all(re.fullmatch(MODEL_NAME, name) for name in default)
+    assert f'regex("{MODEL_NAME}", model)' in str(variable["validation"])
+
+
+def test_every_model_has_a_staging_service_of_its_own(terraform: Terraform) -> None:
+    """<MODELRAIL_STAGING_SERVICE>-<model>, its first revision pinned to its model."""
+    env = terraform.module("envs/dev")
+    call = env.module_calls["staging_service"]
+
+    assert squash(call["for_each"]) == "${toset(var.models)}"
+    assert unquote(call["name"]) == "${local.staging_service_name}-${each.key}"
+    assert squash(call["environment_variables"]["MODELRAIL_MODEL_NAME"]) == "${each.key}"
+    assert squash(env.locals["common_env"]["MODELRAIL_STAGING_SERVICE"]) == (
+        "${local.staging_service_name}"
+    )
+    assert unquote(env.locals["staging_service_name"]) == "${var.name_prefix}-staging"
+    # Every grant on a staging service is made on each model's.
+    [grants] = [r for r in env.resources if r.type == "google_cloud_run_v2_service_iam_member"]
+    assert "setproduct(var.models,local.staging_service_grants)" in squash(grants.body["for_each"])
+    assert squash(grants.body["name"]) == "${module.staging_service[each.value.model].name}"
+
+
+def test_only_uploads_start_runs(terraform: Terraform) -> None:
+    """Uploads for model M are written to uploads/M/...: nothing else in the data
+    bucket is announced on data-uploaded."""
+    [notification] = [
+        r for r in terraform.module("envs/dev").resources if r.type == "google_storage_notification"
+    ]
+    assert unquote(notification.body["object_name_prefix"]) == "uploads/"
+    assert [unquote(e) for e in notification.body["event_types"]] == ["OBJECT_FINALIZE"]
+
+
+def test_no_process_reads_its_configuration_from_a_file(terraform: Terraform) -> None:
+    """Each model's definition is read from the artifact bucket: neither the functions
+    nor the jobs are pointed at a pipeline.toml."""
+    env = terraform.module("envs/dev")
+    environments = [
+        env.module_calls["functions"]["environment_variables"],
+        env.locals["train_image_env"],
+        env.locals["common_env"],
+        *(call.get("environment_variables", "") for call in env.module_calls.values()),
+    ]
+    assert [e for e in environments if "MODELRAIL_CONFIG" in str(e)] == []
+
+
+def test_every_account_running_modelrail_reads_the_models_definitions(
+    terraform: Terraform,
+) -> None:
+    """models/<model>/definition.json: every function's, job's and service's account
+    reads the whole artifact bucket (objectViewer, unconditional); none writes it."""
+    env = terraform.module("envs/dev")
+    consumers = {s["consumer"] for s in load_topology()["subscriptions"] if s.get("consumer")}
+    running: set[str] = set()
+    for name, call in env.module_calls.items():
+        account = squash(call.get("service_account_email", ""))
+        if account == "${data.google_service_account.stage[each.key].email}":
+            assert name == "functions"
+            running |= consumers
+        else:
+            running |= set(STAGE_REF.findall(account))
+    readers = {
+        unquote(g["sa"])
+        for g in env.locals["bucket_grants"]
+        if unquote(g["bucket"]) == "artifacts"
+        and unquote(g["role"]) == "roles/storage.objectViewer"
+    }
+    [reads] = [
+        r
+        for r in env.resources
+        if r.type == "google_storage_bucket_iam_member" and r.name == "stage"
+    ]
+
+    assert {"validate", "train", "sweep", "deploy", "register", "staging"} <= running
+    assert running - readers == set()
+    assert "condition" not in reads.body
+    writers = {
+        account
+        for account, patterns in artifact_write_objects(terraform).items()
+        if may_write(patterns, "models/penguins/definition.json", "penguins")
+    }
+    assert writers == set()
 
 
 def test_environment_matches_what_settings_reads(terraform: Terraform) -> None:
@@ -248,7 +340,7 @@ def test_environment_matches_what_settings_reads(terraform: Terraform) -> None:
     env = terraform.module("envs/dev")
     # The dask_training switch's variables are a conditional map: its names, as written.
     dask_env = (REPO_ROOT / "terraform" / "envs" / "dev" / "dask.tf").read_text()
-    names = set(env.locals["common_env"]) | {"MODELRAIL_CONFIG", "MODELRAIL_TOPOLOGY"}
+    names = set(env.locals["common_env"]) | {"MODELRAIL_TOPOLOGY"}
     names |= set(re.findall(r"\b(MODELRAIL_DASK_\w+)\s*=", dask_env))
     assert len({n for n in names if n.startswith("MODELRAIL_DASK_")}) == 8
     unread = sorted(n for n in names if n.startswith("MODELRAIL_") and f'"{n}"' not in config_py)
@@ -288,11 +380,7 @@ def test_stage_accounts_write_only_their_own_objects(terraform: Terraform) -> No
     ("account", "prefix", "problem"),
     [
         ("validate", "models/", "validate writes the registry: models/"),
-        (
-            "deploy",
-            "models/${var.model_name}/",
-            "deploy writes the registry: models/${var.model_name}/",
-        ),
+        ("deploy", "models/penguins/", "deploy writes the registry: models/penguins/"),
         ("train", "runs/", "train writes every object under runs/"),
     ],
 )
@@ -305,6 +393,33 @@ def test_a_stage_writing_beyond_its_objects_is_caught(
     text, replaced = entry.subn(rf'\g<1>["{prefix}"]', iam_tf.read_text())
     assert replaced == 1, f"iam.tf changed: no artifact_writes entry for {account}"
     iam_tf.write_text(text)
+
+    assert problem in bucket_write_problems(Terraform.load(copy))
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "problem"),
+    [
+        (
+            'deploy = ["aliases/staging.json", "leases/staging.json"]',
+            'deploy = ["aliases/staging.json", "versions/"]',
+            "deploy writes the registry: models/<model>/versions/",
+        ),
+        (
+            '      except_suffixes = ["/definition.json"]\n',
+            "",
+            "register writes the models' definitions: models/<model>/definition.json",
+        ),
+    ],
+)
+def test_a_registry_write_beyond_the_aliases_and_leases_is_caught(
+    tmp_path: Path, old: str, new: str, problem: str
+) -> None:
+    copy = copy_terraform(tmp_path / "terraform")
+    iam_tf = copy / "envs" / "dev" / "iam.tf"
+    text = iam_tf.read_text()
+    assert text.count(old) == 1, "iam.tf changed: update this test"
+    iam_tf.write_text(text.replace(old, new))
 
     assert problem in bucket_write_problems(Terraform.load(copy))
 

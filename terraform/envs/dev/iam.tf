@@ -32,10 +32,13 @@ locals {
   # (objectUser under an IAM condition: create, overwrite and delete these objects only).
   # run_objects: objects of any run, runs/<run_id>/<name> (src/modelrail/domain/runs.py and the
   # stages); run_suffixes: objects of any run whose names end so (a snapshot's parts);
-  # prefixes: every object whose name starts so. The registry (models/) is
-  # register's alone; deploy moves one pointer in it, the staging alias. validate parses
-  # untrusted CSVs: it writes its own run outputs and cannot touch a model.
-  # tests/infra runs the pipeline and fails if a stage writes outside its own list.
+  # prefixes: every object whose name starts so, but those ending in one of
+  # except_suffixes. The registry (models/) is register's alone, but each model's
+  # definition (models/<model>/definition.json), which only the operator and the deploy
+  # build write (`modelrail add`); deploy and the sweep move a model's staging alias and
+  # leases (model_writes below). validate parses untrusted CSVs: it writes its own run
+  # outputs and cannot touch a model. tests/infra runs the pipeline and fails if a stage
+  # writes outside its own list.
   artifact_writes = {
     validate = {
       run_objects = ["stages/validate.json", "reports/validation.json", "snapshot/index.json", "snapshot/profile.json", "failed/validate.json", "claims/validate.json"]
@@ -57,21 +60,32 @@ locals {
       prefixes    = []
     }
     register = {
-      run_objects = ["stages/register.json", "failed/register.json"]
-      prefixes    = ["models/"]
+      run_objects     = ["stages/register.json", "failed/register.json"]
+      prefixes        = ["models/"]
+      except_suffixes = ["/definition.json"]
     }
     deploy = {
       run_objects = ["stages/deploy.json", "failed/deploy.json"]
-      prefixes    = ["models/${var.model_name}/aliases/staging.json", "models/${var.model_name}/leases/staging.json"]
+      prefixes    = []
     }
     # The failure record of a stage that will never record by itself: validate's when its
     # job died, and the stages after it (src/modelrail/service/sweep.py).
     sweep = {
       run_objects = ["stages/validate.json", "stages/launch_training.json", "stages/train.json", "stages/evaluate.json", "stages/register.json", "stages/deploy.json"]
-      # The staging lease it reconciles under; a stuck register's lease, held while it
-      # ends that run (src/modelrail/service/sweep.py).
-      prefixes = ["models/${var.model_name}/leases/staging.json", "models/${var.model_name}/leases/register-"]
+      prefixes    = []
     }
+  }
+
+  # What deploy and the sweep write of each model's registry, models/<model>/<name>
+  # (a name ending in "-": every object whose name starts so), for every model of
+  # var.models: the staging alias deploy moves and the staging lease it rolls out under;
+  # the sweep's reconciliation holds the same lease, and it holds a stuck register's
+  # lease while it ends that run (src/modelrail/service/sweep.py). One grant per stage
+  # and model (google_storage_bucket_iam_member.model_writes), so no condition grows with
+  # the number of models.
+  model_writes = {
+    deploy = ["aliases/staging.json", "leases/staging.json"]
+    sweep  = ["leases/staging.json", "leases/register-"]
   }
   # IAM Conditions name an object projects/_/buckets/<bucket>/objects/<name>.
   artifact_objects = "projects/_/buckets/${local.buckets.artifacts}/objects/"
@@ -93,7 +107,8 @@ locals {
     { sa = "sweep", topic = "pipeline-failed", role = "roles/pubsub.publisher" },
   ]
 
-  # Grants on the staging service, the training job and service accounts.
+  # Grants on every model's staging service (each row once per model), the training job
+  # and service accounts.
   staging_service_grants = [
     # get/update the service (new revision pinned to a version, rollback) ...
     { sa = "deploy", role = "roles/run.developer" },
@@ -148,8 +163,33 @@ resource "google_storage_bucket_iam_member" "artifact_writes" {
         [for name in each.value.run_objects : "resource.name.endsWith(\"/${name}\")"],
         [for suffix in lookup(each.value, "run_suffixes", []) : "resource.name.endsWith(\"${suffix}\")"],
       ))}))"],
-      [for prefix in each.value.prefixes : "resource.name.startsWith(\"${local.artifact_objects}${prefix}\")"],
+      [for prefix in each.value.prefixes : length(lookup(each.value, "except_suffixes", [])) == 0
+        ? "resource.name.startsWith(\"${local.artifact_objects}${prefix}\")"
+        : "(resource.name.startsWith(\"${local.artifact_objects}${prefix}\") && !(${join(" || ", [for suffix in lookup(each.value, "except_suffixes", []) : "resource.name.endsWith(\"${suffix}\")"])}))"
+      ],
     ))
+  }
+
+  depends_on = [module.buckets]
+}
+
+resource "google_storage_bucket_iam_member" "model_writes" {
+  for_each = {
+    for pair in setproduct(keys(local.model_writes), var.models) :
+    "${pair[0]}/${pair[1]}" => { sa = pair[0], model = pair[1] }
+  }
+
+  bucket = local.buckets.artifacts
+  role   = "roles/storage.objectUser"
+  member = "serviceAccount:${data.google_service_account.stage[each.value.sa].email}"
+
+  condition {
+    title       = "${each.value.sa}-writes-${each.value.model}-registry-objects"
+    description = "The objects of the registry of model ${each.value.model} that the ${each.value.sa} stage writes (terraform/envs/dev/iam.tf, local.model_writes)."
+    expression = join(" || ", [
+      for name in local.model_writes[each.value.sa] :
+      "resource.name.startsWith(\"${local.artifact_objects}models/${each.value.model}/${name}\")"
+    ])
   }
 
   depends_on = [module.buckets]
@@ -165,11 +205,14 @@ resource "google_pubsub_topic_iam_member" "stage" {
 }
 
 resource "google_cloud_run_v2_service_iam_member" "stage" {
-  for_each = { for grant in local.staging_service_grants : "${grant.sa}/${grant.role}" => grant }
+  for_each = {
+    for pair in setproduct(var.models, local.staging_service_grants) :
+    "${pair[0]}/${pair[1].sa}/${pair[1].role}" => merge(pair[1], { model = pair[0] })
+  }
 
   project  = var.project_id
   location = var.region
-  name     = module.staging_service.name
+  name     = module.staging_service[each.value.model].name
   role     = each.value.role
   member   = "serviceAccount:${data.google_service_account.stage[each.value.sa].email}"
 }
@@ -238,7 +281,7 @@ locals {
   propagated_grants = concat([
     local.bucket_grants, local.artifact_writes, local.topic_grants,
     local.model_repository_grants, local.vertex_grants, var.vertex_model_registry,
-  ], local.dask ? [local.dask_snapshot_condition] : [])
+  ], local.dask ? [local.dask_snapshot_condition] : [], [local.model_writes, var.models])
 }
 
 # IAM grants take up to a few minutes to reach every Google service, and this apply uses
@@ -257,6 +300,7 @@ resource "time_sleep" "iam_propagation" {
   depends_on = [
     google_storage_bucket_iam_member.stage,
     google_storage_bucket_iam_member.artifact_writes,
+    google_storage_bucket_iam_member.model_writes,
     google_pubsub_topic_iam_member.stage,
     google_artifact_registry_repository_iam_member.function_build_pushes_images,
     google_artifact_registry_repository_iam_member.models,

@@ -44,7 +44,10 @@ locals {
     sources   = "${var.project_id}-${var.name_prefix}-sources"
   }
 
-  training_job_name    = "${var.name_prefix}-train"
+  training_job_name = "${var.name_prefix}-train"
+  # The prefix of the staging services' names: model M is served by <prefix>-M
+  # (module.staging_service), the name the deploy stage derives from
+  # MODELRAIL_STAGING_SERVICE.
   staging_service_name = "${var.name_prefix}-staging"
 
   # What every stage, the training job and the launcher read (Settings.from_env).
@@ -65,10 +68,11 @@ locals {
   }
 
   # The training image runs two jobs, training and the sweep (sweep.tf), with common_env
-  # and the files it copies to /app (services/train-job/Dockerfile).
+  # and the topology it copies to /app (services/train-job/Dockerfile). No
+  # MODELRAIL_CONFIG: each model's definition is read from the artifact bucket
+  # (models/<model>/definition.json).
   train_image = "${module.docker_repository.url}/train:${var.code_version}"
   train_image_env = merge(local.common_env, {
-    MODELRAIL_CONFIG   = "/app/pipeline.toml"
     MODELRAIL_TOPOLOGY = "/app/topology.yaml"
   })
 }
@@ -136,6 +140,7 @@ module "source_bucket" {
 }
 
 # Object-finalize on the data bucket publishes to data-uploaded: an upload starts a run.
+# Only uploads do (uploads/<model>/...: the folder names the model the run is for).
 data "google_storage_project_service_account" "gcs" {
   project    = var.project_id
   depends_on = [module.apis]
@@ -153,7 +158,10 @@ resource "google_storage_notification" "data_uploaded" {
   payload_format = "JSON_API_V1"
   topic          = module.pubsub.topic_ids["data-uploaded"]
   event_types    = ["OBJECT_FINALIZE"]
-  depends_on     = [google_pubsub_topic_iam_member.gcs_publishes_uploads]
+  # Changing it replaces the notification: uploads finished between the two are not
+  # announced (retrain-requested picks them up).
+  object_name_prefix = "uploads/"
+  depends_on         = [google_pubsub_topic_iam_member.gcs_publishes_uploads]
 }
 
 # ---------------------------------------------------------------- images
@@ -228,8 +236,8 @@ module "functions" {
   timeout_seconds    = max(local.function_timeouts[each.key]...)
 
   environment_variables = merge(local.common_env, local.vertex_env, {
-    # Staged at the source root by `make stage`; Cloud Functions runs from there.
-    MODELRAIL_CONFIG   = "pipeline.toml"
+    # Staged at the source root by `make stage`; Cloud Functions runs from there. The
+    # models' definitions are read from the artifact bucket, not from the source.
     MODELRAIL_TOPOLOGY = "topology.yaml"
   }, each.key == "validate" ? local.validate_function_env : {})
 
@@ -255,11 +263,15 @@ module "training_job" {
   depends_on            = [module.apis, time_sleep.iam_propagation]
 }
 
+# One staging service per model, <prefix>-<model>, pinned to its model by
+# MODELRAIL_MODEL_NAME: the deploy stage rolls a version out by updating the service of
+# the version's model, and creates none.
 module "staging_service" {
   source                = "../../modules/run_service"
+  for_each              = toset(var.models)
   project_id            = var.project_id
   region                = var.region
-  name                  = local.staging_service_name
+  name                  = "${local.staging_service_name}-${each.key}"
   image                 = "${module.docker_repository.url}/staging:${var.code_version}"
   service_account_email = data.google_service_account.stage["staging"].email
   ingress               = var.staging_service.ingress
@@ -276,7 +288,7 @@ module "staging_service" {
     MODELRAIL_MODE            = "cloud"
     GOOGLE_CLOUD_PROJECT      = var.project_id
     MODELRAIL_ARTIFACT_BUCKET = local.buckets.artifacts
-    MODELRAIL_MODEL_NAME      = var.model_name
+    MODELRAIL_MODEL_NAME      = each.key
     MODELRAIL_MODEL_ALIAS     = "staging"
     # The key whose signatures it trusts (kms.tf); the deploy stage keeps it current.
     MODELRAIL_SIGNING_KEY = local.manifest_signing_key
@@ -302,6 +314,9 @@ module "cloudbuild_triggers" {
     _TF_STATE_BUCKET = var.tf_state_bucket
     _TF_ENV          = var.environment
     _RETRAIN_TOPIC   = "retrain-requested"
+    # Where `modelrail add` writes each model's definition, and the retrain step finds
+    # the models installed (cloudbuild/deploy.yaml).
+    _ARTIFACT_BUCKET = local.buckets.artifacts
   }
   depends_on = [module.apis]
 }

@@ -1,5 +1,5 @@
 output "data_bucket" {
-  description = "Upload CSVs here (gcloud storage cp data.csv gs://BUCKET/...): each upload starts a run."
+  description = "Upload CSVs here, under the model's folder (gcloud storage cp data.csv gs://BUCKET/uploads/MODEL/...): each upload starts a run of that model."
   value       = module.buckets["data"].name
 }
 
@@ -8,14 +8,14 @@ output "artifact_bucket" {
   value       = module.buckets["artifacts"].name
 }
 
-output "staging_url" {
-  description = "The staging service URL (IAM-authenticated: send an identity token)."
-  value       = module.staging_service.uri
+output "staging_urls" {
+  description = "Model => its staging service's URL (IAM-authenticated: send an identity token)."
+  value       = { for model, service in module.staging_service : model => service.uri }
 }
 
-output "staging_service" {
-  description = "The staging Cloud Run service name."
-  value       = module.staging_service.name
+output "staging_services" {
+  description = "Model => its staging Cloud Run service's name (<name_prefix>-staging-<model>)."
+  value       = { for model, service in module.staging_service : model => service.name }
 }
 
 output "training_job" {

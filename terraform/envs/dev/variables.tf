@@ -49,10 +49,41 @@ variable "code_version" {
   }
 }
 
+variable "models" {
+  description = "The models this installation holds, by name ([model].name of each one's pipeline.toml). Each gets its own staging service, <name_prefix>-staging-<model>; its definition is the object models/<model>/definition.json in the artifact bucket (written by `modelrail add`, docs/deploy.md)."
+  type        = list(string)
+  default     = ["penguins"]
+
+  validation {
+    condition     = length(var.models) > 0
+    error_message = "models must name at least one model."
+  }
+
+  validation {
+    condition     = length(distinct(var.models)) == length(var.models)
+    error_message = "models names a model more than once."
+  }
+
+  # The application's rule for a model name: it is a folder of both buckets and the
+  # suffix of the model's staging service.
+  validation {
+    condition     = alltrue([for model in var.models : can(regex("^[a-z]([a-z0-9-]{0,28}[a-z0-9])?$", model))])
+    error_message = "Each model name is 1-30 lowercase letters, digits or hyphens, starting with a letter and not ending with a hyphen."
+  }
+}
+
+# Deployments made before models existed may still set model_name in terraform.tfvars,
+# which Terraform would only warn about: refused here, so such a plan stops instead of
+# serving the default model.
 variable "model_name" {
-  description = "The model the staging service serves: [model].name in pipeline.toml."
+  description = "Replaced by models (a list): set models = [\"<name>\"] instead."
   type        = string
-  default     = "penguins"
+  default     = null
+
+  validation {
+    condition     = var.model_name == null
+    error_message = "model_name is replaced by models: write models = [\"<name>\"] in terraform.tfvars (docs/deploy.md, \"More than one model\")."
+  }
 }
 
 variable "deployer_service_account_email" {
@@ -163,7 +194,7 @@ variable "dask_training" {
 }
 
 variable "staging_service" {
-  description = "Cost- and access-relevant settings of the staging service."
+  description = "Cost- and access-relevant settings of the staging services: every model's service (<name_prefix>-staging-<model>) takes the same, each on its own (min_instances warm instances per model)."
   type = object({
     cpu             = optional(string, "1")
     memory          = optional(string, "1Gi")

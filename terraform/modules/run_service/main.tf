@@ -1,7 +1,8 @@
-# The staging prediction service. Terraform creates it and rolls out new images; the
-# deploy stage owns which model version it serves: it updates MODELRAIL_MODEL_VERSION
-# with a new revision (run_v2.ServicesClient.update_service), so Terraform ignores the
-# container environment after creation instead of reverting a deploy.
+# A model's staging prediction service (envs/dev makes one per model). Terraform creates
+# it and rolls out new images; the deploy stage owns which model version it serves: it
+# updates MODELRAIL_MODEL_VERSION with a new revision (run_v2.ServicesClient.update_service),
+# so Terraform ignores the container environment after creation instead of reverting a
+# deploy.
 resource "google_cloud_run_v2_service" "this" {
   #checkov:skip=CKV_MR_2:Ingress stays open to HTTPS so the deploy stage can smoke-test a new revision and developers can call /predict; every request still needs an IAM identity holding run.invoker (no allUsers/allAuthenticatedUsers, enforced by CKV_MR_1). Set var.ingress to INGRESS_TRAFFIC_INTERNAL_ONLY once callers reach it through a VPC.
   project              = var.project_id

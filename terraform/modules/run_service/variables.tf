@@ -9,8 +9,16 @@ variable "region" {
 }
 
 variable "name" {
-  description = "The service name (MODELRAIL_STAGING_SERVICE for the deploy stage)."
+  description = "The service name: <MODELRAIL_STAGING_SERVICE>-<model>, the name the deploy stage derives for the model."
   type        = string
+
+  # Cloud Run's rule for a service id (fewer than 50 characters): a long name_prefix with
+  # a long model name is refused here, at plan time, not by the API halfway through an
+  # apply.
+  validation {
+    condition     = can(regex("^[a-z]([a-z0-9-]{0,47}[a-z0-9])?$", var.name))
+    error_message = "A Cloud Run service name is at most 49 lowercase letters, digits or hyphens, starting with a letter and not ending with a hyphen: shorten name_prefix or the model's name."
+  }
 }
 
 variable "image" {
