@@ -37,7 +37,7 @@ fail() { echo "FAIL  $*" >&2; exit 1; }
 
 artifacts="gs://$project-$prefix-artifacts"
 data="gs://$project-$prefix-data"
-service="$prefix-staging"
+service="$prefix-staging-$model"  # each model's own staging service
 
 # The version the staging alias names now (0: none yet).
 alias_version() {
@@ -56,7 +56,7 @@ done
 # 2. An upload, under a name of its own (a run is named by the object), reaches staging.
 before=$(alias_version)
 before=${before:-0}
-object="uploads/verify-$(date +%Y%m%d%H%M%S)-$(basename "$csv")"
+object="uploads/$model/verify-$(date +%Y%m%d%H%M%S)-$(basename "$csv")"
 gcloud storage cp "$csv" "$data/$object" --project="$project"
 ok "uploaded $data/$object (staging serves version ${before} before it)"
 deadline=$(($(date +%s) + timeout))

@@ -259,11 +259,10 @@ def publish_retrain(
 
 
 def retrain_schema() -> dict[str, Any]:
-    schema = dict(json.loads((schema_dir("events") / "retrain-requested.json").read_text()))
-    # The event names its model ({"model": NAME}): the application's half of the
-    # multi-model change adds the field to this schema. Until both halves meet, the
-    # field's contract (the model name rule) stands in for it.
-    schema["properties"].setdefault("model", {"type": "string", "pattern": MODEL_NAME})
+    schema: dict[str, Any] = json.loads(
+        (schema_dir("events") / "retrain-requested.json").read_text()
+    )
+    assert schema["properties"]["model"]["pattern"] == MODEL_NAME  # the same name rule
     return schema
 
 

@@ -51,11 +51,13 @@ def consumers() -> list[str]:
 @pytest.mark.parametrize("stage", consumers())
 def test_each_function_folder_is_self_contained(staged: Path, stage: str) -> None:
     folder = staged / stage
-    for name in ("main.py", "requirements.txt", "pipeline.toml", "topology.yaml"):
+    for name in ("main.py", "requirements.txt", "topology.yaml"):
         assert (folder / name).is_file(), name
     assert (folder / "modelrail" / "__init__.py").is_file()
     assert (folder / "modelrail" / "schemas" / "events" / "retrain-requested.json").is_file()
-    assert (folder / "schemas" / "datasets" / "penguins.json").is_file()  # pipeline.toml's
+    # No model's definition: every function reads each model's from the artifact bucket.
+    assert not (folder / "pipeline.toml").exists()
+    assert not (folder / "schemas").exists()
     assert not any(p.is_symlink() for p in folder.rglob("*"))
     assert not list(folder.rglob("__pycache__"))
     assert (folder / "requirements.txt").read_bytes() == FUNCTION_LOCK.read_bytes()

@@ -176,7 +176,7 @@ class Cloud:
             "var.project_id": PROJECT,
             "var.region": REGION,
             "var.code_version": "installed-check",
-            "var.model_name": self.container.config.model_name,
+            "each.key": self.container.config.model_name,  # the staging service's model
             "local.buckets.data": DATA_BUCKET,
             "local.buckets.artifacts": ARTIFACT_BUCKET,
             "local.training_job_name": "modelrail-train",
