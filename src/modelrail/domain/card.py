@@ -45,6 +45,7 @@ run <code>{escape(manifest.run_id)}</code>.</p>
 <h2>Hold-out metrics</h2>
 <table><tr><th>metric</th><th>candidate</th><th>champion</th></tr>{rows}</table>
 <h2>Gate</h2><ul>{checks or "<li>no thresholds configured</li>"}</ul>
+{_promotion(manifest.verdict)}
 {_reference(manifest)}
 {_diagnostics(manifest.diagnostics)}
 {_drift(lineage.drift)}
@@ -60,6 +61,20 @@ sha256 <code>{escape(str(data.get("sha256")))}</code>)</li>
 </body></html>
 """
     return html.encode()
+
+
+def _promotion(verdict: Mapping[str, Any]) -> str:
+    """Whether the version became the champion, why, and every comparison made."""
+    if "promotion" not in verdict:
+        return ""  # a version registered before the champion rule
+    compared = "".join(
+        f"<li>on the {escape(name)}: {escape(c['text'])}</li>"
+        for name, comparisons in verdict.get("comparisons", {}).items()
+        for c in comparisons
+    )
+    return f'<h2>Champion</h2><p class="promotion">{escape(verdict["promotion"])}</p>' + (
+        f"<ul>{compared}</ul>" if compared else ""
+    )
 
 
 def _champion_value(manifest: Manifest, name: str) -> str:

@@ -106,6 +106,8 @@ class PipelineConfig:
     vertex_model_registry: bool = False
     # [training] engine and [training.dask]: where training runs.
     engine: Engine = Engine()
+    # [gate] staging: whether staging follows every blessed candidate or champions only.
+    staging_follows: Literal["blessed", "champion"] = "blessed"
 
     @classmethod
     def load(cls, path: Path) -> PipelineConfig:
@@ -146,6 +148,7 @@ class PipelineConfig:
             holdout_fraction=training["holdout_fraction"],
             params=dict(training.get("params", {})),
             gate=tuple(MetricGate(**metric) for metric in spec.get("gate", {}).get("metrics", [])),
+            staging_follows=spec.get("gate", {}).get("staging", "blessed"),
             sha256=hashlib.sha256(raw + contract.sha256.encode()).hexdigest(),
             drift=(drift_warn, drift_fail),
             drift_columns={
@@ -249,6 +252,8 @@ class PipelineConfig:
             "objective": self.objective,
             "contract": self.contract.name,
             "contract_sha256": self.contract.sha256,
+            # What staging follows: deploy reads it from the run's lineage.
+            "staging": self.staging_follows,
         }
 
 

@@ -1,9 +1,16 @@
-"""Hold-out metrics and the TFX-style gate.
+"""Hold-out metrics, the TFX-style gate, and when the champion moves.
 
 Value thresholds (``min``/``max``) judge every candidate; change thresholds
 (``max_change_abs``/``max_change_rel``) compare it with the champion scored on the
 same hold-out. The first model has no champion and is judged on values alone. The
 verdict lists every check with its numbers, so a rejection explains itself.
+
+The change thresholds are a tolerance: a candidate a little worse than the champion
+is still blessed (registered, and deployed to staging unless ``[gate] staging`` says
+"champion"). It does not become the champion: ``at_least_as_good`` asks whether it is
+at least as good as the champion on every gated metric, and only then does the
+champion move, so later candidates are always judged against the best model the gate
+has seen, never against one that crept down a tolerance at a time.
 """
 
 from __future__ import annotations
@@ -104,6 +111,43 @@ def _macro_f1(labels: np.ndarray, predicted: np.ndarray, classes: int) -> float:
         denominator = 2 * tp + fp + fn
         scores.append(2 * tp / denominator if denominator else 0.0)
     return float(np.mean(scores))
+
+
+@dataclasses.dataclass(frozen=True)
+class Comparison:
+    """One gated metric of the candidate beside the champion's, on one data set."""
+
+    metric: str
+    direction: str  # higher | lower: which way is better
+    value: float
+    champion_value: float
+
+    @property
+    def at_least_as_good(self) -> bool:
+        if self.direction == "higher":
+            return self.value >= self.champion_value
+        return self.value <= self.champion_value
+
+    @property
+    def text(self) -> str:
+        relation = "at least as good as" if self.at_least_as_good else "worse than"
+        return (
+            f"{self.metric}={self.value:.4f} {relation} the champion's "
+            f"{self.champion_value:.4f} ({self.direction} is better)"
+        )
+
+
+def compare(
+    gates: Sequence[MetricGate],
+    candidate: Mapping[str, float],
+    champion: Mapping[str, float],
+) -> tuple[Comparison, ...]:
+    """Each gated metric of ``candidate`` beside ``champion``'s, on one data set."""
+    return tuple(
+        Comparison(gate.name, gate.direction, candidate[gate.name], champion[gate.name])
+        for gate in gates
+        if gate.name in candidate and gate.name in champion
+    )
 
 
 @dataclasses.dataclass(frozen=True)

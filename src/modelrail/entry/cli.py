@@ -176,11 +176,14 @@ def _report_run(cli: Cli, run: RunSummary | None) -> None:
             click.echo(f"  {stage.stage} failed ({error['kind']}): {error['message']}")
             for problem in error.get("details", {}).get("problems", []):
                 rows = f" rows {problem['rows']}" if problem.get("rows") else ""
-                click.echo(f"    - [{problem['check']}] {problem['message']}{rows}")
+                values = ", ".join(repr(v) for v in problem.get("examples", ())[:5])
+                shown = f"; values {values}" if values else ""
+                click.echo(f"    - [{problem['check']}] {problem['message']}{rows}{shown}")
             if error.get("details", {}).get("report_uri"):
                 click.echo(f"  report: {cli.location(error['details']['report_uri'])}")
     if run.outcome in ("failed", "rejected"):
         sys.exit(1)
+    _say_why_it_passed(cli, run)
     if cli.container.runs_here and run.outcome in ("running", "registered"):
         # Every message has been delivered: a run that has not ended lost one.
         last = list(run.stages)[-1] if run.stages else "its first stage"
@@ -188,6 +191,25 @@ def _report_run(cli: Cli, run: RunSummary | None) -> None:
             f"run {run.run_id} stopped after {last}: a message could not be delivered or "
             f"recorded; see {cli.settings.home / 'dead-letter.jsonl'}"
         )
+
+
+def _say_why_it_passed(cli: Cli, run: RunSummary) -> None:
+    """A passing run's gate in a few lines: its checks, whether it became the champion
+    and why, and the drift warnings its data raised."""
+    if "evaluate" not in run.stages or run.stages["evaluate"].status != "succeeded":
+        return
+    verdict = cli.container.runs.report(run.run_id, "evaluation")["verdict"]
+    checks = [check["reason"] for check in verdict["checks"]]
+    click.echo(f"  gate: {'; '.join(checks) if checks else 'no thresholds configured'}")
+    if "promotion" in verdict:
+        click.echo(f"  champion: {verdict['promotion']}")
+    lineage = run.lineage
+    warnings = (lineage.drift or {}).get("warnings", []) if lineage is not None else []
+    if warnings:
+        shifted = ", ".join(
+            f"{w['column']} PSI {w['psi']} (warn above {w['warn']})" for w in warnings
+        )
+        click.echo(f"  drift: {shifted}")
 
 
 @click.group()

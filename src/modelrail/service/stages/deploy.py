@@ -7,6 +7,10 @@ overtook while it waited is recorded as skipped, never put back over it; a skipp
 deploy still makes staging serve what the alias names (``reconcile.converge``), so a
 crash before it is repaired by the next event too.
 
+Under ``[gate] staging = "champion"`` (the run's configuration, in its lineage) only a
+version that became the champion is deployed; any other blessed version is registered
+and recorded here as skipped, saying so.
+
 The version goes out through ``reconcile.roll_out``: its signed manifest is verified
 first (a tampered or unsigned version fails permanently, ``IntegrityError``, before any
 server starts), and a failed rollout restores what the alias names at that moment.
@@ -17,7 +21,7 @@ from __future__ import annotations
 import logging
 
 from modelrail.domain.leases import Leases
-from modelrail.domain.registry import Registry
+from modelrail.domain.registry import CHAMPION, Registry
 from modelrail.kernel.errors import ModelrailError
 from modelrail.kernel.events import ModelDeployed, ModelRegistered
 from modelrail.kernel.ports import Deployer
@@ -45,6 +49,12 @@ def handle(
     deployer: Deployer,
 ) -> Outcome:
     model = event.model
+    if event.lineage.get("config", {}).get("staging") == "champion":
+        champion = registry.alias(model, CHAMPION)
+        if champion is None or champion.version != event.version:
+            held = f"v{champion.version}" if champion else "none"
+            reason = f"not the champion ({held} is), and staging follows champions only"
+            return Outcome(None, {"reason": reason, "version": event.version}, status="skipped")
     with leases.hold(
         model,
         STAGING,

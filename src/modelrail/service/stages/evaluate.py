@@ -6,6 +6,13 @@ own referee: a candidate trained on corrupted labels scores like the champion on
 hold-out carrying the same corruption, but much worse on the champion's reference.
 The change thresholds apply on both; the value thresholds on this run's hold-out.
 
+Blessed is not champion. The change thresholds let a candidate be a little worse than
+the champion and still be registered (and deployed to staging, unless ``[gate]
+staging`` says "champion"); the champion moves to it only if it is at least as good on
+every gated metric, on this hold-out and on the champion's reference set
+(``evaluation.compare``). The verdict carries that decision (``promote``) and every
+comparison, for register, the record and the card.
+
 The champion is read as the staging service reads a version: its manifest's signature
 is verified before any sha256 in it is trusted, then every file it reads (the model,
 the reference set) against that sha256. A champion whose files or manifest were
@@ -79,7 +86,12 @@ def handle(
             f"on v{reference['version']}'s reference set ({reference['rows']} rows): {reason}"
             for reason in reference["verdict"]["reasons"]
         ]
-    overall = {**verdict.to_dict(), "blessed": blessed, "reasons": reasons}
+    overall = {
+        **verdict.to_dict(),
+        "blessed": blessed,
+        "reasons": reasons,
+        **_promotion(config, champion, metrics, reference),
+    }
     report = {
         "run_id": event.run_id,
         "holdout_rows": candidate.rows,
@@ -150,6 +162,49 @@ class _Scores:
 
     def metrics(self) -> dict[str, float]:
         return evaluation.metrics(self.schema.objective, *self.scored())
+
+
+def _promotion(
+    config: PipelineConfig,
+    champion: dict[str, Any] | None,
+    metrics: dict[str, float],
+    reference: dict[str, Any] | None,
+) -> dict[str, Any]:
+    """Whether the candidate becomes the champion (``promote``), why, and every
+    comparison with the champion it was decided on."""
+    if champion is None:
+        return {"promote": True, "promotion": "the first model: it becomes the champion"}
+    if not champion["comparable"]:
+        return {
+            "promote": True,
+            "promotion": f"v{champion['version']} cannot score this data "
+            f"({champion['why']}): the candidate becomes the champion",
+        }
+    sets = {"holdout": evaluation.compare(config.gate, metrics, champion["metrics"])}
+    if reference is not None:
+        sets[f"v{reference['version']} reference set"] = evaluation.compare(
+            config.gate, reference["metrics"], reference["champion_metrics"]
+        )
+    worse = [
+        f"on the {name}: {c.text}"
+        for name, cs in sets.items()
+        for c in cs
+        if not c.at_least_as_good
+    ]
+    promote = not worse
+    return {
+        "promote": promote,
+        "promotion": (
+            f"at least as good as v{champion['version']} on every gated metric: "
+            "it becomes the champion"
+            if promote
+            else f"v{champion['version']} stays the champion: " + "; ".join(worse)
+        ),
+        "comparisons": {
+            name: [{**dataclasses.asdict(c), "text": c.text} for c in cs]
+            for name, cs in sets.items()
+        },
+    }
 
 
 def _champion_version(config: PipelineConfig, registry: Registry) -> LoadedVersion | None:

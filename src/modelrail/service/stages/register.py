@@ -149,7 +149,11 @@ def _register(
     # to Vertex AI's Model Registry too when pipeline.toml turns it on (the registry's
     # catalog), which then mirrors the champion alias.
     published = registry.publish(model, version)
-    registry.move_alias(model, CHAMPION, version)
+    # Blessed is not champion: the champion moves only to a candidate at least as good
+    # as it on every gated metric (evaluate's ``promote``).
+    promoted = bool(event.verdict.get("promote", True))
+    if promoted:
+        registry.move_alias(model, CHAMPION, version)
     registered = ModelRegistered(
         run_id=event.run_id,
         causation_id=event.event_id,
@@ -159,7 +163,12 @@ def _register(
         manifest_uri=registry.manifest_uri(model, version),
         manifest_sha256=hashlib.sha256(manifest).hexdigest(),
     )
-    output = {"model": model, "version": version, "published": published.to_json()}
+    output = {
+        "model": model,
+        "version": version,
+        "champion": promoted,
+        "published": published.to_json(),
+    }
     return Outcome(registered, output)
 
 
