@@ -105,13 +105,14 @@ def register(
     *,
     examples: list[dict[str, Any]],
     best_iteration: int,
+    model: str = MODEL,
 ) -> int:
     version, _ = registry.register(
-        MODEL,
+        model,
         run_id,
         lambda _version: {"model.txt": booster.model_to_string().encode()},
         describe(
-            MODEL,
+            model,
             run_id,
             features=schema.to_dict(),
             best_iteration=best_iteration,

@@ -95,9 +95,9 @@ def bad_record(models: RegisteredModels, **changes: Any) -> dict[str, Any]:
             "expected a number, got a boolean",
         ),
         (
-            {"bill_length_mm": "39.1"},
+            {"bill_length_mm": "39.1 mm"},
             "/instances/0/bill_length_mm",
-            "expected a number, got a string",
+            'expected a number, got the string "39.1 mm"',
         ),
         ({"bill_length_mm": [1]}, "/instances/0/bill_length_mm", "expected a number, got an array"),
         (
@@ -112,7 +112,7 @@ def bad_record(models: RegisteredModels, **changes: Any) -> dict[str, Any]:
     ],
     ids=[
         "bool-in-number",
-        "string-in-number",
+        "non-number-string-in-number",
         "array",
         "object",
         "number-in-category",

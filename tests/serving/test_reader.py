@@ -26,6 +26,7 @@ from hypothesis import strategies as st
 
 from modelrail.domain.decoding import RequestDecoder
 from modelrail.domain.features import Feature, FeatureSchema
+from modelrail.kernel.problems import Problem
 from modelrail.native import builder, loader, reader_c, trees
 
 from .test_compiled import need_cc
@@ -191,6 +192,11 @@ def test_numbers_are_the_nearest_double_as_python_reads_them(
         assert value == float(text) or (value == 0.0 and float(text) == 0.0)
 
 
+# Cells as a CSV holds them: the decoder reads numbers and booleans written so, with a
+# warning; the reader declines them.
+CSV_TEXT = st.sampled_from(
+    ["yes", " No ", "TRUE", "false", "1", "0", " 7 ", "3.5", "42", "-0", "1e3", " ", "2.0"]
+)
 WILD = st.one_of(
     st.none(),
     st.booleans(),
@@ -198,6 +204,7 @@ WILD = st.one_of(
     st.floats(allow_nan=False, allow_infinity=False),
     st.sampled_from(["red", "green", "blue", "größe", "1", "2", "10", "purple", ""]),
     st.text(max_size=3),
+    CSV_TEXT,
 )
 
 
@@ -256,6 +263,62 @@ def test_mutated_bytes_are_read_as_the_decoder_reads_them_or_declined(
         at = position % (len(data) + 1)
         data[at : at + drop] = inserted
     reader.check(bytes(data))
+
+
+def as_text(value: Any) -> Any:
+    """``value`` as a CSV cell holds it (JSON's spelling of it), null as a blank cell."""
+    if value is None:
+        return ""
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def answer(decoder: RequestDecoder, body: bytes) -> tuple[Any, ...]:
+    """What the service answers ``body`` with: the matrix's bits and the warnings, or
+    the problem."""
+    try:
+        batch = decoder.decode(body)
+    except Problem as problem:
+        return ("problem", problem.slug, problem.detail, problem.extensions)
+    return ("batch", batch.matrix.view(np.uint64).tolist(), batch.warnings)
+
+
+@COMMON_SETTINGS
+@given(
+    instances=st.lists(INSTANCE, min_size=1, max_size=4),
+    written=st.lists(
+        st.sets(st.sampled_from([f.name for f in SCHEMA.features])), min_size=4, max_size=4
+    ),
+    padding=st.sampled_from(["", " ", "\t"]),
+)
+def test_mixed_string_and_number_bodies_are_answered_alike_with_or_without_the_reader(
+    reader: Reader, instances: list[dict[str, Any]], written: list[set[str]], padding: str
+) -> None:
+    """The service with the reader (which declines every string where a number or a
+    boolean belongs) answers as the service without it: the same doubles, warnings,
+    or problem."""
+    native = RequestDecoder(SCHEMA, max_instances=MAX_ROWS)
+    native.use_native(reader.booster.read_body)
+    for instance, names in zip(instances, written, strict=False):
+        for name in names & instance.keys():
+            instance[name] = padding + as_text(instance[name]) + padding
+    data = json.dumps({"instances": instances}).encode()  # integers past 64 bits too
+    assert answer(native, data) == answer(reader.decoder, data)
+
+
+def test_a_row_of_strings_is_declined_by_the_reader_and_read_by_the_decoder(
+    reader: Reader,
+) -> None:
+    record = common_record(random.Random(8))
+    copied = {name: as_text(value) for name, value in record.items()}
+    copied["flag"] = "Yes" if record["flag"] else "No"
+    data = body([record, copied])
+    assert reader.booster.read_body(data, MAX_ROWS) is None
+    native = RequestDecoder(SCHEMA, max_instances=MAX_ROWS)
+    native.use_native(reader.booster.read_body)
+    batch = native.decode(data)
+    assert batch.matrix[1].view(np.uint64).tolist() == batch.matrix[0].view(np.uint64).tolist()
+    converted = {w["feature"] for w in batch.warnings}
+    assert converted == {"length", "delta", "count", "flag", "größe_cm"}
 
 
 def test_a_reader_that_disagrees_with_the_decoder_is_refused(reader: Reader) -> None:

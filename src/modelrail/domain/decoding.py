@@ -8,6 +8,12 @@ in the contract's category list, missing (JSON ``null``) as NaN. An unseen categ
 becomes NaN too, as LightGBM treats an unknown category, and is reported back as a
 warning instead of failing the request.
 
+A row copied from the training CSV holds strings: a number, integer or boolean written
+in a string is read as validation reads the CSV cell (spaces trimmed; a decimal number,
+an integer's fraction zero; the contract module's ``TRUE_WORDS``/``FALSE_WORDS`` in any
+case; blank is missing), and reported in one warning per feature per request. A string
+that is none of these stays an error naming the feature, the row and the value.
+
 Accepted shapes: ``{"instances": [...]}`` (Vertex AI / KServe v1; each instance an
 object keyed by feature or an array in the model's feature order), and MLflow's
 ``{"dataframe_split": {"columns": [...], "data": [[...]]}}`` and
@@ -32,6 +38,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Annotated, Any, Literal
 
@@ -39,7 +46,7 @@ import msgspec
 import numpy as np
 import orjson
 
-from modelrail.domain.dataset.contract import canonical_code, parse_code
+from modelrail.domain.dataset.contract import FALSE_WORDS, TRUE_WORDS, canonical_code, parse_code
 from modelrail.domain.features import Feature, FeatureSchema
 from modelrail.kernel.problems import Problem
 
@@ -58,6 +65,20 @@ _INT64 = (-(2**63), 2**63 - 1)
 # Up to this many instances the typed path builds the matrix row by row, beyond it
 # column by column (each the faster, measured on the penguins model's requests).
 _FEW_ROWS = 16
+# A number written in a string, once its spaces are trimmed: decimal digits with an
+# optional sign, fraction and exponent, as validation reads a CSV cell (not "nan",
+# "inf", "0x1A" or "1_000", which Python's float() would also take).
+NUMBER_TEXT = r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?"
+_number_text = re.compile(NUMBER_TEXT)
+_BOOLEAN_WORDS = {**dict.fromkeys(TRUE_WORDS, 1.0), **dict.fromkeys(FALSE_WORDS, 0.0)}
+# What a string was read as: one, and several.
+_READ_AS = {
+    _NUMBER: ("a number", "numbers"),
+    _INTEGER: ("an integer", "integers"),
+    _BOOLEAN: ("a boolean", "booleans"),
+}
+# A value quoted in a problem or a warning: at most this many characters.
+_QUOTED = 80
 
 
 @dataclasses.dataclass(frozen=True)
@@ -97,12 +118,65 @@ class _Errors:
 
 
 @dataclasses.dataclass
+class _Converted:
+    """One feature's values read from strings in one request, and its warning."""
+
+    warning: dict[str, Any]  # its detail written by ``_Conversions.finish``
+    kind: int
+    first: str = ""  # the first string read as a value, and that value as shown
+    value: str = ""
+    read: int = 0
+    blank: int = 0  # blank strings, read as missing
+
+
+class _Conversions:
+    """The values a request wrote in strings, per feature: one warning each, at the
+    first, whatever the number of rows; ``finish`` writes their details."""
+
+    def __init__(self) -> None:
+        self.features: dict[str, _Converted] = {}
+
+    def note(self, text: str, value: str | None, spec: _Spec, pointer: str, where: _Row) -> None:
+        """``text`` was read as ``value`` (as it is shown; None: missing)."""
+        name = spec[0]
+        converted = self.features.get(name)
+        if converted is None:
+            warning = {"pointer": pointer, "instance": where.position, "feature": name}
+            where.warnings.append(warning)
+            converted = _Converted(warning, spec[1])
+            self.features[name] = converted
+        if value is None:
+            converted.blank += 1
+        else:
+            if not converted.read:
+                converted.first, converted.value = text, value
+            converted.read += 1
+
+    def finish(self) -> None:
+        for converted in self.features.values():
+            one, several = _READ_AS[converted.kind]
+            first = f"{_quoted(converted.first)} as {converted.value}"
+            parts = []
+            if converted.read == 1:
+                parts.append(f"a string read as {one}: {first}")
+            elif converted.read:
+                parts.append(f"{converted.read} strings read as {several}, the first {first}")
+            if converted.blank == 1:
+                parts.append("a blank string read as missing")
+            elif converted.blank:
+                parts.append(f"{converted.blank} blank strings read as missing")
+            converted.warning["detail"] = "; ".join(parts)
+
+
+@dataclasses.dataclass
 class _Row:
-    """Where a value sits: the instance's index, and the request's errors and warnings."""
+    """Where a value sits: the instance's index, and the request's errors, warnings
+    and values read from strings."""
 
     position: int
     errors: _Errors
     warnings: list[dict[str, Any]]
+    conversions: _Conversions
 
 
 # name, kind, nullable, category codes, the contract's range (lowest, highest), and
@@ -240,18 +314,19 @@ class RequestDecoder:
         self._check_count(len(rows), key)
         errors = _Errors()
         warnings: list[dict[str, Any]] = []
+        conversions = _Conversions()
         encoded: list[float] = []
         append = encoded.extend
         for position, row in enumerate(rows):
             if type(row) is dict:
-                append(self._encode_object(row, key, position, errors, warnings))
+                append(self._encode_object(row, key, position, errors, warnings, conversions))
             elif type(row) is list and key == "instances":
                 append(
                     self._encode_array(
                         row,
                         self._all_columns,
                         f"/{key}/{position}",
-                        _Row(position, errors, warnings),
+                        _Row(position, errors, warnings, conversions),
                     )
                 )
             else:
@@ -264,6 +339,7 @@ class RequestDecoder:
                 )
                 append(self._nan_row)
         errors.raise_if_any()
+        conversions.finish()
         return Batch(np.array(encoded, dtype=np.float64).reshape(len(rows), self.width), warnings)
 
     def _check_members(self, document: dict[str, Any]) -> str:
@@ -299,6 +375,7 @@ class RequestDecoder:
         position: int,
         errors: _Errors,
         warnings: list[dict[str, Any]],
+        conversions: _Conversions,
     ) -> list[float]:
         # The hot loop: valid numbers and known categories are handled inline; anything
         # else (nulls, errors, unseen categories) goes through _encode_value.
@@ -318,7 +395,7 @@ class RequestDecoder:
                     append(code)
                     continue
             if where is None:
-                where = _Row(position, errors, warnings)
+                where = _Row(position, errors, warnings, conversions)
             pointer = f"/{key}/{position}/{_escape(name)}"
             if value is _MISSING:
                 errors.add(pointer, "missing feature", position, name)
@@ -378,6 +455,7 @@ class RequestDecoder:
             raise Problem("invalid-request", "dataframe_split.data must be an array of arrays")
         errors = _Errors()
         warnings: list[dict[str, Any]] = []
+        conversions = _Conversions()
         order: list[int | None] = []
         for offset, name in enumerate(columns):
             if name in self.passthrough:
@@ -399,11 +477,14 @@ class RequestDecoder:
             pointer = f"/dataframe_split/data/{position}"
             if type(row) is list:
                 encoded.append(
-                    self._encode_array(row, order, pointer, _Row(position, errors, warnings))
+                    self._encode_array(
+                        row, order, pointer, _Row(position, errors, warnings, conversions)
+                    )
                 )
             else:
                 errors.add(pointer, f"expected an array, got {_describe(row)}", position, None)
         errors.raise_if_any()
+        conversions.finish()
         return Batch(np.array(encoded, dtype=np.float64), warnings)
 
 
@@ -481,6 +562,8 @@ def _encode_value(value: Any, spec: _Spec, pointer: str, where: _Row) -> float:
         # orjson never yields NaN/inf: those tokens and overflowing numbers are 400s.
         if value_type is float or value_type is int:
             return _in_range(float(value), spec, pointer, where)
+        if value_type is str:
+            return _from_string(value, spec, pointer, where)
         expected = "a number"
     elif kind == _CATEGORY:
         if numeric_codes and value_type is not bool:
@@ -503,13 +586,72 @@ def _encode_value(value: Any, spec: _Spec, pointer: str, where: _Row) -> float:
     elif kind == _INTEGER:
         if value_type is int or (value_type is float and value.is_integer()):
             return _in_range(float(value), spec, pointer, where)
+        if value_type is str:
+            return _from_string(value, spec, pointer, where)
         expected = "an integer"
     else:  # _BOOLEAN
         if value_type is bool:
             return 1.0 if value else 0.0
+        if value_type is str:
+            return _from_string(value, spec, pointer, where)
         expected = "a boolean"
     where.errors.add(pointer, f"expected {expected}, got {_describe(value)}", where.position, name)
     return _NAN
+
+
+def _from_string(text: str, spec: _Spec, pointer: str, where: _Row) -> float:
+    """A number, integer or boolean written in a string, read as validation reads a
+    CSV cell: spaces trimmed, a blank one missing. Reported once per feature (see
+    ``_Conversions``); NaN with an error naming the value if it is none."""
+    name, kind, nullable = spec[0], spec[1], spec[2]
+    trimmed = text.strip()
+    if not trimmed:
+        if nullable:
+            where.conversions.note(text, None, spec, pointer, where)
+        else:
+            where.errors.add(
+                pointer,
+                "a blank string is a missing value, and the feature is not nullable",
+                where.position,
+                name,
+            )
+        return _NAN
+    if kind == _BOOLEAN:
+        truth = _BOOLEAN_WORDS.get(trimmed.lower())
+        if truth is not None:
+            where.conversions.note(text, "true" if truth else "false", spec, pointer, where)
+            return truth
+        expected = "a boolean"
+    else:
+        number = _number(trimmed)
+        if number is not None and (kind == _NUMBER or number.is_integer()):
+            where.conversions.note(text, canonical_code(number), spec, pointer, where)
+            return _in_range(number, spec, pointer, where)
+        expected = "a number" if kind == _NUMBER else "an integer"
+    where.errors.add(
+        pointer, f"expected {expected}, got the string {_quoted(text)}", where.position, name
+    )
+    return _NAN
+
+
+def _number(text: str) -> float | None:
+    """``text`` (trimmed) as a finite number, or None. An integer written without a
+    fraction or exponent is read as JSON's integers are (``-0`` is 0.0)."""
+    if _number_text.fullmatch(text) is None:
+        return None
+    number = float(text)
+    if not math.isfinite(number):
+        return None  # too large for a double, as validation refuses it in a CSV
+    if number == 0.0 and text.lstrip("+-").isdigit():
+        return 0.0
+    return number
+
+
+def _quoted(text: str) -> str:
+    """``text`` as a JSON string, cut to ``_QUOTED`` characters (then with its length)."""
+    if len(text) <= _QUOTED:
+        return orjson.dumps(text).decode()
+    return f'{orjson.dumps(text[:_QUOTED]).decode()[:-1]}…" ({len(text):,} characters)'
 
 
 def _in_range(number: float, spec: _Spec, pointer: str, where: _Row) -> float:

@@ -10,16 +10,34 @@ from __future__ import annotations
 
 from typing import Any
 
+from modelrail.domain.dataset.contract import FALSE_WORDS, TRUE_WORDS
+from modelrail.domain.decoding import NUMBER_TEXT
 from modelrail.domain.features import Feature, FeatureSchema
 from modelrail.kernel.problems import POINTED_ITEM, PROBLEM_JSON, problem_schema
 from modelrail.settings.service import ServiceSettings
 
 _JSON_TYPES = {"number": "number", "integer": "integer", "category": "string", "boolean": "boolean"}
+# What a number, integer or boolean may also be written as: a string as a CSV holds it.
+_BOOLEAN_TEXT = "|".join(
+    "".join(f"[{c.upper()}{c}]" if c.isalpha() else c for c in word)
+    for word in TRUE_WORDS + FALSE_WORDS
+)
+_STRING_TEXT = {"number": NUMBER_TEXT, "integer": NUMBER_TEXT, "boolean": _BOOLEAN_TEXT}
+_STRING_MEANS = {
+    "number": 'a decimal number ("3.5", " 7 ")',
+    "integer": 'a whole number ("42", "7.0"; "3.5" is refused)',
+    "boolean": f"{'/'.join(TRUE_WORDS)} or {'/'.join(FALSE_WORDS)} in any case",
+}
 
 
 def _value_schema(feature: Feature) -> dict[str, Any]:
     kind = _JSON_TYPES[feature.type]
-    schema: dict[str, Any] = {"type": [kind, "null"] if feature.nullable else kind}
+    types = [kind]
+    if not feature.is_categorical:
+        types.append("string")  # a value as a CSV writes it
+    if feature.nullable:
+        types.append("null")
+    schema: dict[str, Any] = {"type": types[0] if len(types) == 1 else types}
     if feature.is_categorical:
         # Not an enum: an unseen category is accepted, encoded as missing, and flagged.
         schema["examples"] = list(feature.categories)
@@ -27,6 +45,18 @@ def _value_schema(feature: Feature) -> dict[str, Any]:
             "one of "
             + ", ".join(feature.categories)
             + ("; another value is treated as missing and reported in `warnings`")
+        )
+    else:
+        # Only strings are held to the pattern; a blank one is missing where null is.
+        text = _STRING_TEXT[feature.type]
+        optional = "?" if feature.nullable else ""
+        schema["pattern"] = rf"^\s*(?:{text}){optional}\s*$"
+        schema["description"] = (
+            f"a JSON {kind}, or a string as a CSV holds it: {_STRING_MEANS[feature.type]}, "
+            "spaces around it ignored"
+            + ("; a blank string is missing" if feature.nullable else "")
+            + "; a string is read as validation reads the cell and reported once per "
+            "feature in `warnings`"
         )
     return schema
 

@@ -19,7 +19,13 @@ import numpy as np
 import pandas as pd
 
 from modelrail.domain.dataset import table, typed
-from modelrail.domain.dataset.contract import Column, DatasetContract, canonical_code
+from modelrail.domain.dataset.contract import (
+    FALSE_WORDS,
+    TRUE_WORDS,
+    Column,
+    DatasetContract,
+    canonical_code,
+)
 from modelrail.kernel.errors import ContractViolation
 
 MAX_ROWS_LISTED = 20
@@ -382,8 +388,8 @@ def _check_column(
 
     if column.type == "boolean":
         lowered = text.str.lower()
-        truthy = lowered.isin(("true", "1", "yes")).to_numpy()
-        falsy = lowered.isin(("false", "0", "no")).to_numpy()
+        truthy = lowered.isin(TRUE_WORDS).to_numpy()
+        falsy = lowered.isin(FALSE_WORDS).to_numpy()
         bad = ~missing & ~truthy & ~falsy
         if bad.any():
             problems.append(Failure(1, "type", bad, text, "values that are not booleans"))

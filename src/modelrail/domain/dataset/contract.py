@@ -24,6 +24,10 @@ Role = Literal["feature", "ignore"]
 NUMERIC_TYPES = ("number", "integer")
 # Checked in a file, never given to a model.
 NEVER_FEATURES = ("datetime", "text")
+# A boolean cell's spellings, compared with its spaces trimmed and in lower case: what
+# validation reads in a CSV, and what /predict reads in a string.
+TRUE_WORDS = ("true", "1", "yes")
+FALSE_WORDS = ("false", "0", "no")
 
 
 def canonical_code(value: float) -> str:

@@ -21,11 +21,24 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
 from modelrail.domain.dataset import table
-from modelrail.domain.dataset.contract import Column, DatasetContract, parse_code
+from modelrail.domain.dataset.contract import (
+    FALSE_WORDS,
+    TRUE_WORDS,
+    Column,
+    DatasetContract,
+    parse_code,
+)
 
-# What the reporting path reads as booleans (it lowers the case first).
-_TRUE = ["true", "True", "TRUE", "1", "yes", "Yes", "YES"]
-_FALSE = ["false", "False", "FALSE", "0", "no", "No", "NO"]
+
+def _spellings(words: tuple[str, ...]) -> list[str]:
+    """The reporting path's boolean words as Arrow matches them (exactly): in lower
+    case, capitalised and in upper case. Other mixtures go to the reporting path, which
+    lowers the case first."""
+    return list(dict.fromkeys(s for w in words for s in (w, w.capitalize(), w.upper())))
+
+
+_TRUE = _spellings(TRUE_WORDS)
+_FALSE = _spellings(FALSE_WORDS)
 
 
 def read(
