@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pandas as pd
 from click.testing import CliRunner
 from sklearn.datasets import load_breast_cancer
 
