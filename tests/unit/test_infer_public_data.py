@@ -1,0 +1,71 @@
+"""modelrail init's rules on real public tables that ship inside installed packages
+(statsmodels), the kinds of columns users found it guessing wrong: whole numbers on
+a scale taken for codes."""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from modelrail.entry import init
+
+
+def _statsmodels(dataset: str, name: str) -> Path:
+    return Path(str(resources.files("statsmodels.datasets") / dataset / name))
+
+
+def _decisions(inference: init.Inference) -> dict[str, init.Decision]:
+    return {d.entry["name"]: d for d in inference.decisions}
+
+
+@pytest.fixture
+def economics_csv(tmp_path: Path) -> Path:
+    """statsmodels' US macro data (203 quarters, 1959-2009) as an economics table keeps
+    it: population in thousands (177146), as ggplot2's ``economics`` does, where
+    statsmodels writes millions with three decimals (177.146)."""
+    frame = pd.read_csv(_statsmodels("macrodata", "macrodata.csv"))
+    frame["pop"] = (frame["pop"] * 1000).round().astype(int)
+    path = tmp_path / "economics.csv"
+    frame.to_csv(path, index=False)
+    return path
+
+
+def test_whole_numbers_on_a_scale_stay_integers() -> None:
+    # Fair's Psychology Today survey (601 answers): ratings 1 ... 5, years of
+    # schooling 9 ... 20, occupations coded 1 ... 7.
+    decisions = _decisions(init.infer(_statsmodels("fair", "fair_pt.csv"), "naffairs"))
+
+    rating = decisions["rate_marriage"]
+    assert rating.entry == {
+        "name": "rate_marriage",
+        "type": "integer",
+        "nullable": False,
+        "min": 0,
+        "max": 6,
+    }
+    assert rating.rule == "count-or-scale"
+    assert rating.why.startswith("5 whole-number values 1 to 5 (none missing between): a count")
+    assert (decisions["religious"].entry["type"], decisions["religious"].rule) == (
+        "integer",
+        "count-or-scale",
+    )
+    schooling = decisions["education"]
+    assert schooling.entry["type"] == "integer"
+    assert "7 whole-number values 9 to 20 (largest gap 3, median 2)" in schooling.why
+    assert (schooling.evidence["largest gap"], schooling.evidence["median gap"]) == (3.0, 2.0)
+    # Codes need evidence: here the name says so.
+    occupation = decisions["occupation"]
+    assert occupation.entry["categories"] == ["1", "2", "3", "4", "5", "6", "7"]
+    assert occupation.rule == "code-name"
+    assert "named as codes (ends in 'occupation')" in occupation.why
+
+
+def test_quarters_stay_integers(economics_csv: Path) -> None:
+    quarter = _decisions(init.infer(economics_csv, "unemp"))["quarter"]
+
+    assert (quarter.entry["type"], quarter.entry["min"], quarter.entry["max"]) == ("integer", 0, 5)
+    assert quarter.rule == "count-or-scale"
+    assert "4 whole-number values 1 to 4 (none missing between)" in quarter.why
