@@ -69,7 +69,7 @@ def test_each_column_gets_its_type_role_and_limits(tmp_path: Path) -> None:
     assert "named as codes (ends in 'code')" in whys["plan_code"]
     rules = {d.entry["name"]: d.rule for d in inference.decisions}
     assert rules == {
-        "id": "identifier",
+        "id": "identifier-evenly-spaced",
         "name": "text-unique",
         "joined": "date",
         "grade": "count-or-scale",
@@ -232,3 +232,18 @@ def test_a_name_ending_in_a_code_word_makes_whole_numbers_codes(
 
     assert decision.rule == rule
     assert decision.entry["type"] == ("category" if rule == "code-name" else "integer")
+
+
+def test_an_identifier_is_evenly_spaced_or_named_so(tmp_path: Path) -> None:
+    rows = [str(1000 + 7 * i) for i in range(60)]  # an auto-increment id, step 7
+    growing = [str(1000 + i * i) for i in range(60)]  # unique, growing, unevenly
+
+    counter = _column(tmp_path, "ticket", rows)
+    measurement = _column(tmp_path, "visitors", growing)
+    named = _column(tmp_path, "order_id", growing)
+
+    assert (counter.entry["role"], counter.rule) == ("ignore", "identifier-evenly-spaced")
+    assert counter.evidence["steps"] == "constant 7"
+    assert (measurement.entry["type"], measurement.rule) == ("integer", "measurement-uneven")
+    assert measurement.evidence["steps"] == "1 to 117"
+    assert (named.entry["role"], named.rule) == ("ignore", "identifier-name")

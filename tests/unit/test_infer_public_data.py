@@ -1,6 +1,7 @@
 """modelrail init's rules on real public tables that ship inside installed packages
-(statsmodels), the kinds of columns users found it guessing wrong: whole numbers on
-a scale taken for codes."""
+(statsmodels, vega-datasets), the kinds of columns users found it guessing wrong:
+whole numbers on a scale taken for codes, a growing measurement taken for an
+identifier."""
 
 from __future__ import annotations
 
@@ -69,3 +70,31 @@ def test_quarters_stay_integers(economics_csv: Path) -> None:
     assert (quarter.entry["type"], quarter.entry["min"], quarter.entry["max"]) == ("integer", 0, 5)
     assert quarter.rule == "count-or-scale"
     assert "4 whole-number values 1 to 4 (none missing between)" in quarter.why
+
+
+def test_a_growing_measurement_is_a_feature_and_a_counter_is_an_identifier(
+    economics_csv: Path,
+) -> None:
+    population = _decisions(init.infer(economics_csv, "unemp"))["pop"]
+
+    assert population.entry.get("role", "feature") == "feature"
+    assert population.entry["type"] == "integer"
+    assert population.rule == "measurement-uneven"
+    assert population.why == (
+        "a different whole number on every row, increasing, unevenly spaced (steps 400 to "
+        "967): a measurement, not an identifier"
+    )
+    assert population.evidence["unique"] is True
+    assert population.evidence["order"] == "increasing"
+
+    # Weekly CO2 readings dated as numbers (19580329, 19580405, ...): growing, uneven.
+    date = _decisions(init.infer(_statsmodels("co2", "co2.csv"), "co2"))["date"]
+    assert (date.entry["type"], date.entry.get("role", "feature")) == ("integer", "feature")
+    assert date.rule == "measurement-uneven"
+
+    # Copper (25 years): a counter 1 ... 25 and the year, each evenly spaced.
+    copper = _decisions(init.infer(_statsmodels("copper", "copper.csv"), "WORLDCONSUMPTION"))
+    for name in ("TIME", "YEAR"):
+        assert copper[name].entry["role"] == "ignore"
+        assert copper[name].rule == "identifier-evenly-spaced"
+        assert "evenly spaced (step 1, increasing): a row number or counter" in copper[name].why

@@ -10,11 +10,11 @@ explains them):
   values: binary; a few labels or integer codes: multiclass; other numbers: regression);
 - a column with no value, or one value, is ignored: it carries no information;
 - numbers stay numbers unless there is evidence of codes or of an identifier:
-  distinct whole numbers on every row that only grow (or a name like ``id``) are an
-  identifier, ignored; whole numbers named like codes
+  distinct whole numbers on every row, evenly spaced (row numbers, counters) or in a
+  column named like ``id``, are an identifier, ignored; whole numbers named like codes
   (``zip_code``, ``store_id``, ``type``, ``occupation``), or at most ``CODE_LIMIT`` of
   them that repeat with a gap ``CODE_GAP`` times the median one (1, 2, 3, 99), are
-  category codes; other numbers (a count, a scale) are integer
+  category codes; other numbers (a count, a scale, a growing measurement) are integer
   or number columns with the observed range widened by ``RANGE_MARGIN`` of its span on
   each side (never below 0 if no value was);
 - whole numbers written with leading zeros (``02134``) are codes kept as text;
@@ -331,14 +331,16 @@ def _numeric(
         steps=f"constant {smallest:g}" if smallest == largest else f"{smallest:g} to {largest:g}",
         name=f"ends in {word!r}" if word else "no code word",
     )
-    if (
-        integral
-        and unique
-        and len(numbers) > IDENTIFIER_ROWS
-        and (order == "increasing" or _ID_NAME.search(column))
-    ):
-        why = "a different whole number on every row: an identifier"
-        return _ignored(entry, "integer", "identifier", why, evidence)
+    if integral and unique and len(numbers) > IDENTIFIER_ROWS:
+        if smallest == largest:
+            why = (
+                f"a different whole number on every row, evenly spaced (step {smallest:g}, "
+                f"{order}): a row number or counter, an identifier"
+            )
+            return _ignored(entry, "integer", "identifier-evenly-spaced", why, evidence)
+        if _ID_NAME.search(column) or word:
+            why = "a different whole number on every row, named as an identifier or code"
+            return _ignored(entry, "integer", "identifier-name", why, evidence)
     if integral and word and distinct <= MAX_CATEGORIES:
         why = (
             f"{distinct} whole-number values, named as codes (ends in {word!r}): category "
@@ -376,6 +378,12 @@ def _numeric(
         why = (
             f"{distinct} whole-number values {levels[0]:g} to {levels[-1]:g} ({spread}): a "
             "count or a scale, not codes; make it a category if they are codes"
+        )
+    elif integral and unique and len(numbers) > IDENTIFIER_ROWS and order != "unordered":
+        rule = "measurement-uneven"
+        why = (
+            f"a different whole number on every row, {order}, unevenly spaced (steps "
+            f"{smallest:g} to {largest:g}): a measurement, not an identifier"
         )
     elif integral and word:
         why = (
