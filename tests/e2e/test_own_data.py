@@ -71,6 +71,8 @@ DATASETS = [
             # A count (3 ... 8, no large gap), not codes.
             "Cylinders": {"type": "integer", "min": 2, "max": 9},
             "Horsepower": {"type": "integer", "nullable": True},
+            # The target has no range: next year's mileage is not refused.
+            "Miles_per_Gallon": {"type": "number", "min": None, "max": None},
         },
     ),
     Dataset(

@@ -1,7 +1,7 @@
 """modelrail init's rules on real public tables that ship inside installed packages
 (statsmodels, vega-datasets), the kinds of columns users found it guessing wrong:
 whole numbers on a scale taken for codes, a growing measurement taken for an
-identifier."""
+identifier, and a target that refused next month's prices."""
 
 from __future__ import annotations
 
@@ -11,6 +11,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from modelrail.domain.config import PipelineConfig
+from modelrail.domain.dataset import checks
 from modelrail.entry import init
 
 
@@ -98,3 +100,20 @@ def test_a_growing_measurement_is_a_feature_and_a_counter_is_an_identifier(
         assert copper[name].entry["role"] == "ignore"
         assert copper[name].rule == "identifier-evenly-spaced"
         assert "evenly spaced (step 1, increasing): a row number or counter" in copper[name].why
+
+
+def test_the_target_has_no_range_so_higher_prices_later_are_accepted(tmp_path: Path) -> None:
+    # vega-datasets' monthly stock prices, 2000-2010 (560 rows).
+    stocks = tmp_path / "stocks.csv"
+    stocks.write_bytes((resources.files("vega_datasets") / "_data" / "stocks.csv").read_bytes())
+    inference = init.infer(stocks, "price")
+    config = PipelineConfig.load(init.write(inference, tmp_path / "out")[0])
+
+    price = _decisions(inference)["price"]
+    assert price.entry == {"name": "price", "nullable": True, "type": "number"}
+    assert price.rule == "target-regression"
+    assert "no range (observed 5.97 to 707): new data is not refused" in price.why
+    later = pd.read_csv(stocks)
+    later["price"] = (later["price"] * 1.3).round(2)  # every price up 30 %
+    report, _ = checks.validate(later.to_csv(index=False).encode(), config.contract)
+    assert report.passed, report.problems

@@ -7,7 +7,9 @@ evidence). The rules, in order (``docs/contracts.md``
 explains them):
 
 - the target is the column the user names; its values choose the objective (two
-  values: binary; a few labels or integer codes: multiclass; other numbers: regression);
+  values: binary; a few labels or integer codes: multiclass; other numbers:
+  regression). A regression target gets no range: its values moving is what
+  retraining follows, so new data is never refused for them;
 - a column with no value, or one value, is ignored: it carries no information;
 - numbers stay numbers unless there is evidence of codes or of an identifier:
   distinct whole numbers on every row, evenly spaced (row numbers, counters) or in a
@@ -222,8 +224,13 @@ def _target(
                 f"the target {column!r} holds text (e.g. {values.iloc[0]!r}): regression "
                 "needs numbers; use --objective binary|multiclass"
             )
-        entry.update(type="integer" if integral else "number", **_range(numbers, integral))
-        why = f"target: numbers, {distinct} distinct values"
+        entry.update(type="integer" if integral else "number")
+        evidence["observed"] = f"{numbers.min():g} to {numbers.max():g}"
+        why = (
+            f"target: numbers, {distinct} distinct values; no range (observed "
+            f"{evidence['observed']}): new data is not refused for a target that moved, "
+            "retraining follows it"
+        )
         return "regression", Decision(entry, why, "target-regression", evidence), labels
     if objective == "binary" and distinct != 2:
         raise ConfigError(
