@@ -247,3 +247,25 @@ def test_an_identifier_is_evenly_spaced_or_named_so(tmp_path: Path) -> None:
     assert (measurement.entry["type"], measurement.rule) == ("integer", "measurement-uneven")
     assert measurement.evidence["steps"] == "1 to 117"
     assert (named.entry["role"], named.rule) == ("ignore", "identifier-name")
+
+
+def test_the_summary_explains_each_decision_with_its_evidence(tmp_path: Path) -> None:
+    text = init.summary(init.infer(_csv(tmp_path), "label"), explain=True)
+
+    assert (
+        "  grade\n"
+        "    decided   integer, feature, not nullable (no value missing), range [0, 7] "
+        "(observed 1 to 6, widened by 10% of the span on each side, not below 0: never "
+        "negative)\n"
+        "    rule      count-or-scale: 6 whole-number values 1 to 6 (none missing between): a "
+        "count or a scale, not codes; make it a category if they are codes\n"
+        "    evidence  rows 40, missing 0, distinct 6, whole numbers yes, unique no, order "
+        "unordered, steps constant 1, name no code word, observed 1 to 6, never negative "
+        "yes, none missing between yes, largest gap 1, median gap 1, rows per value 6.7\n"
+    ) in text
+    assert "  id\n    decided   integer, ignore, nullable (never given to the model)\n" in text
+    assert (
+        "evidence  rows 40, missing 0, distinct 40, whole numbers yes, unique yes, order " in text
+    )
+    assert "    rule      target-binary: target: 2 classes (no 35%, yes 65%)\n" in text
+    assert "categories {1, 2, 3}" in text

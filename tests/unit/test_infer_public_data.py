@@ -10,10 +10,12 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from click.testing import CliRunner
 
 from modelrail.domain.config import PipelineConfig
 from modelrail.domain.dataset import checks
-from modelrail.entry import init
+from modelrail.entry import cli, init
+from tests.conftest import settings_env
 
 
 def _statsmodels(dataset: str, name: str) -> Path:
@@ -117,3 +119,53 @@ def test_the_target_has_no_range_so_higher_prices_later_are_accepted(tmp_path: P
     later["price"] = (later["price"] * 1.3).round(2)  # every price up 30 %
     report, _ = checks.validate(later.to_csv(index=False).encode(), config.contract)
     assert report.passed, report.problems
+
+
+def test_explain_prints_every_decision_with_its_evidence(
+    tmp_path: Path, economics_csv: Path
+) -> None:
+    result = CliRunner().invoke(
+        cli.main,
+        ["init", str(economics_csv), "--target", "unemp", "--out", str(tmp_path / "out")],
+        env=settings_env(tmp_path / "home"),
+    )
+    explained = CliRunner().invoke(
+        cli.main,
+        [
+            "init",
+            str(economics_csv),
+            "--target",
+            "unemp",
+            "--name",
+            "economics-2",
+            "--out",
+            str(tmp_path / "out-2"),
+            "--explain",
+        ],
+        env=settings_env(tmp_path / "home"),
+    )
+
+    assert result.exit_code == 0, result.output
+    assert explained.exit_code == 0, explained.output
+    assert "evidence" not in result.output
+    text = explained.output
+    assert "added model 'economics-2'" in text
+    for column in pd.read_csv(economics_csv, nrows=0).columns:
+        block = text[text.index(f"\n  {column}\n") :].splitlines()[2:5]
+        assert [line.split()[0] for line in block] == ["decided", "rule", "evidence"], block
+    assert (
+        "  pop\n"
+        "    decided   integer, feature, not nullable (no value missing), range "
+        "[164059, 321100] (observed 177146 to 308013, widened by 10% of the span on each "
+        "side, not below 0: never negative)\n"
+        "    rule      measurement-uneven: a different whole number on every row, "
+        "increasing, unevenly spaced (steps 400 to 967): a measurement, not an identifier\n"
+        "    evidence  rows 203, missing 0, distinct 203, whole numbers yes, unique yes, "
+        "order increasing, steps 400 to 967, name no code word, observed 177146 to 308013, "
+        "never negative yes\n"
+    ) in text
+    assert "    rule      count-or-scale: 4 whole-number values 1 to 4" in text
+    assert "none missing between yes, largest gap 1, median gap 1, rows per value 50.8" in text
+    assert "    decided   number, target, nullable (0 rows without a target" in text
+    assert "no range (observed 3.4 to 10.7)" in text
+    assert "min_rows: 50 (a quarter of the 203 rows with a target" in text

@@ -3,7 +3,7 @@
 One read of the file (up to ``SAMPLE_ROWS`` rows, saying so when it stops early)
 decides, per column, its type, its role and its limits. Each decision names the rule
 that made it, says why in a sentence, and keeps the numbers the rule looked at (its
-evidence). The rules, in order (``docs/contracts.md``
+evidence, printed by ``init --explain``). The rules, in order (``docs/contracts.md``
 explains them):
 
 - the target is the column the user names; its values choose the objective (two
@@ -82,7 +82,7 @@ _MODEL_NAME = re.compile(r"[^A-Za-z0-9._-]+")
 class Decision:
     """One column: its contract entry, the rule that decided it (``docs/contracts.md``
     lists them), why in a sentence, and the evidence: the numbers and facts the rule
-    looked at, in the order it looked."""
+    looked at, in the order it looked (``summary(..., explain=True)`` prints them)."""
 
     entry: dict[str, Any]
     why: str
@@ -356,6 +356,7 @@ def _numeric(
         return _codes(entry, numbers, nullable, "code-name", why, evidence)
     kind = "integer" if integral else "number"
     evidence["observed"] = f"{numbers.min():g} to {numbers.max():g}"
+    evidence["never negative"] = bool(numbers.min() >= 0)
     rule, why = "quantity", f"{kind}s, {distinct} distinct values"
     if integral and distinct <= CODE_LIMIT:
         per_value = len(numbers) / distinct
@@ -627,15 +628,21 @@ def _contract_json(contract: Mapping[str, Any]) -> str:
     return "{\n" + ",\n".join(fields) + f',\n  "columns": [\n{columns}\n  ]\n}}\n'
 
 
-def summary(inference: Inference) -> str:
-    """What ``init`` decided, per column, and why; then what to check."""
+def summary(inference: Inference, *, explain: bool = False) -> str:
+    """What ``init`` decided, per column, and why; then what to check. ``explain``: per
+    column also the rule that decided, the evidence it looked at, and each limit with
+    where it came from; then how the file-wide settings were chosen."""
     rows = f"{inference.rows:,} rows" + (" (sampled)" if inference.sampled else "")
     lines = [f"{inference.name}: {inference.objective}, {rows}", ""]
     width = max(len(d.entry["name"]) for d in inference.decisions)
+    target = inference.contract["target"]
     for decision in inference.decisions:
         entry = decision.entry
         name = entry["name"]
-        role = "target" if name == inference.contract["target"] else entry.get("role", "feature")
+        role = "target" if name == target else entry.get("role", "feature")
+        if explain:
+            lines += _explained(decision, role)
+            continue
         detail = [entry["type"]]
         if "min" in entry:
             detail.append(f"[{entry['min']:g}, {entry['max']:g}]")
@@ -649,6 +656,16 @@ def summary(inference: Inference) -> str:
         lines.append(f"  {name:<{width}}  {role:<7}  {' '.join(detail)}")
         lines.append(f"  {'':<{width}}           {decision.why}")
     lines.append("")
+    if explain:
+        contract = inference.contract
+        [target_decision] = [d for d in inference.decisions if d.entry["name"] == target]
+        kept = inference.rows - int(target_decision.evidence["missing"])
+        lines += [
+            f"min_rows: {contract['min_rows']} (a quarter of the {kept:,} rows with a "
+            "target, at least 10, at most 1,000)",
+            f"max_missing_target_fraction: {contract['max_missing_target_fraction']} (twice "
+            "the share without a target seen, at least 0.05, at most 0.5; 0 if none)",
+        ]
     gates = ", ".join(
         f"{g['name']} "
         + " ".join(f"{k}={v}" for k, v in g.items() if k not in ("name", "direction"))
@@ -660,8 +677,57 @@ def summary(inference: Inference) -> str:
         f"LightGBM: num_leaves={params['num_leaves']}, min_data_in_leaf="
         f"{params['min_data_in_leaf']}, learning_rate={params['learning_rate']}, up to "
         f"{inference.training['num_boost_round']} rounds"
+        + (
+            " (by the rows with a target: under 2,000 small trees, under 100,000 larger, "
+            "above that larger still with a faster learning rate)"
+            if explain
+            else ""
+        )
     )
     if inference.notes:
         lines += ["", "You may want to change:"]
         lines += [f"  - {note}" for note in inference.notes]
     return "\n".join(lines)
+
+
+def _explained(decision: Decision, role: str) -> list[str]:
+    """One column for ``summary(..., explain=True)``: what was decided, by which rule
+    and why, and the evidence."""
+    entry, evidence = decision.entry, decision.evidence
+    decided = [entry["type"], role]
+    missing = evidence.get("missing", 0)
+    if role == "ignore":
+        decided.append("nullable (never given to the model)")
+    elif role == "target":
+        decided.append(f"nullable ({missing} rows without a target are dropped and counted)")
+    elif entry.get("nullable"):
+        decided.append(f"nullable ({missing} of {evidence['rows']:,} missing)")
+    else:
+        decided.append("not nullable (no value missing)")
+    if "min" in entry:
+        decided.append(
+            f"range [{entry['min']:g}, {entry['max']:g}] (observed {evidence['observed']}, "
+            f"widened by {RANGE_MARGIN:.0%} of the span on each side"
+            + (", not below 0: never negative)" if evidence["never negative"] else ")")
+        )
+    elif role == "target" and "observed" in evidence:
+        decided.append(f"no range (observed {evidence['observed']})")
+    if entry.get("categories"):
+        decided.append("categories {" + ", ".join(entry["categories"]) + "}")
+    facts = ", ".join(f"{key} {_fact(value)}" for key, value in evidence.items())
+    return [
+        f"  {entry['name']}",
+        f"    decided   {', '.join(decided)}",
+        f"    rule      {decision.rule}: {decision.why}",
+        f"    evidence  {facts}",
+    ]
+
+
+def _fact(value: Any) -> str:
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value)
