@@ -68,8 +68,11 @@ DATASETS = [
         {
             "Name": {"type": "text", "role": "ignore"},
             "Year": {"type": "datetime", "role": "ignore"},
-            "Cylinders": {"type": "category", "categories": ["3", "4", "5", "6", "8"]},
+            # A count (3 ... 8, no large gap), not codes.
+            "Cylinders": {"type": "integer", "min": 2, "max": 9},
             "Horsepower": {"type": "integer", "nullable": True},
+            # The target has no range: next year's mileage is not refused.
+            "Miles_per_Gallon": {"type": "number", "min": None, "max": None},
         },
     ),
     Dataset(
@@ -87,11 +90,11 @@ DATASETS = [
         {"occupation": {"type": "category", "categories": ["1", "2", "3", "4", "5", "6"]}},
     ),
     Dataset(
-        "anes96",  # statsmodels: 944 voters, party and education as codes
+        "anes96",  # statsmodels: 944 voters, party and education on 7-point scales
         _anes96,
         "vote",
         "binary",
-        {"PID": {"type": "category"}, "popul": {"type": "integer"}},
+        {"PID": {"type": "integer", "min": 0, "max": 7}, "popul": {"type": "integer"}},
     ),
     Dataset(
         "grunfeld",  # statsmodels: 220 firm-years, firms by name

@@ -664,15 +664,26 @@ def ui(port: int, host: str) -> None:
     help="Where to write pipeline.toml and the contract (default: ./NAME).",
 )
 @click.option("--force", is_flag=True, help="Replace files (and a model) that exist.")
+@click.option(
+    "--explain",
+    is_flag=True,
+    help="Print every decision with its rule and evidence (counts, steps, name matches).",
+)
 def init(
-    csv_path: Path, target: str, name: str | None, objective: str, out: Path | None, force: bool
+    csv_path: Path,
+    target: str,
+    name: str | None,
+    objective: str,
+    out: Path | None,
+    force: bool,
+    explain: bool,
 ) -> None:
     """Infer a dataset contract and a pipeline.toml from your CSV, say why, and add the
     model to the installation."""
     from modelrail.entry import init
 
     inference = init.infer(csv_path, target, name=name, objective=objective)
-    click.echo(init.summary(inference))
+    click.echo(init.summary(inference, explain=explain))
     cli = Cli(every_model=True)
     if inference.name in cli.installation.models.names() and not force:
         _fail(
