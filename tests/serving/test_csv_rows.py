@@ -5,8 +5,8 @@ typed, with one warning per converted feature.
 
 The data is Cattaneo's (2010) 4,642 births (statsmodels ships it with its tests):
 the birth weight, with yes/no columns (``fbaby``, ``prenatal1``), integers
-(``mage``, ``medu``; ``mage2`` written ``576.0``), text (``mmarried``, ``msmoke``)
-and 0/1 codes.
+(``mage``, ``medu``; ``mage2`` written ``576.0``; 0/1 columns, which ``init`` keeps
+as integers) and text (``mmarried``, ``msmoke``).
 """
 
 from __future__ import annotations
@@ -122,8 +122,8 @@ def test_a_row_copied_from_the_csv_is_answered_as_the_typed_row(
         assert "warnings" not in typed or not _conversions(typed)
 
         conversions = _conversions(answer)
-        # Every boolean and integer feature was written as a string; categories are
-        # strings anyway (the 0/1 codes too), and the target is ignored.
+        # Every boolean and integer feature (the 0/1 columns too) was written as a
+        # string; categories are strings anyway, and the target is ignored.
         features = {f.name: f.type for f in births.config.contract.features}
         assert set(conversions) == {n for n, t in features.items() if t != "category"}
         fbaby = conversions["fbaby"]
