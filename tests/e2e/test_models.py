@@ -19,38 +19,15 @@ import requests
 
 from tests.conftest import PENGUINS, REPO, STATE_DEADLINE_S
 from tests.e2e.test_cli import INSTANCE, MODELRAIL, _free_port
+from tests.e2e.test_own_data import OwnUser
 
 pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("models")]
 
 GRUNFELD_ROW = {"value": 3078.5, "capital": 2.8, "firm": "General Motors", "year": 1935}
 
 
-class Team:
-    """Runs ``modelrail`` in a directory of its own, on one home."""
-
-    def __init__(self, workdir: Path) -> None:
-        self.workdir = workdir
-        inherited = {k: v for k, v in os.environ.items() if not k.startswith("MODELRAIL_")}
-        self.env = {
-            **inherited,
-            "MODELRAIL_HOME": str(workdir / ".modelrail"),
-            "MODELRAIL_STAGING_PORT": str(_free_port()),
-            "MODELRAIL_CODE_VERSION": "test",
-        }
-
-    def run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        result = subprocess.run(
-            [str(MODELRAIL), *args],
-            cwd=self.workdir,
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=240,
-            check=False,
-        )
-        if check:
-            assert result.returncode == 0, f"modelrail {args}:\n{result.stdout}\n{result.stderr}"
-        return result
+class Team(OwnUser):
+    """Runs ``modelrail`` in a directory of its own, on one home, several models."""
 
     def models(self) -> dict[str, dict[str, Any]]:
         return {m["model"]: m for m in orjson.loads(self.run("models", "--json").stdout)}

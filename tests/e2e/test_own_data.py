@@ -119,7 +119,7 @@ class OwnUser:
             "MODELRAIL_STAGING_PORT": str(_free_port()),
         }
 
-    def run(self, *args: str) -> subprocess.CompletedProcess[str]:
+    def run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         result = subprocess.run(
             [str(MODELRAIL), *args],
             cwd=self.workdir,
@@ -129,7 +129,8 @@ class OwnUser:
             timeout=240,
             check=False,
         )
-        assert result.returncode == 0, f"modelrail {args}:\n{result.stdout}\n{result.stderr}"
+        if check:
+            assert result.returncode == 0, f"modelrail {args}:\n{result.stdout}\n{result.stderr}"
         return result
 
 
