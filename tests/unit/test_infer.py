@@ -269,3 +269,16 @@ def test_the_summary_explains_each_decision_with_its_evidence(tmp_path: Path) ->
     )
     assert "    rule      target-binary: target: 2 classes (no 35%, yes 65%)\n" in text
     assert "categories {1, 2, 3}" in text
+
+
+def test_a_files_name_is_made_a_model_name_and_a_name_given_must_be_one(
+    tmp_path: Path,
+) -> None:
+    source = _csv(tmp_path).read_text()
+    for stem, made in (("House_Prices", "house-prices"), ("2024 sales", "data-2024-sales")):
+        path = tmp_path / f"{stem}.csv"
+        path.write_text(source)
+        assert init.infer(path, "label").name == made
+
+    with pytest.raises(ConfigError, match="model name 'House_Prices' must be"):
+        init.infer(tmp_path / "House_Prices.csv", "label", name="House_Prices")

@@ -35,6 +35,7 @@ import json
 import math
 import os
 import re
+import unicodedata
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -44,6 +45,7 @@ import pandas as pd
 
 from modelrail.domain.config import METRICS, Objective
 from modelrail.domain.dataset.contract import canonical_code
+from modelrail.domain.models import check_name
 from modelrail.kernel.errors import ConfigError
 
 SAMPLE_ROWS = 1_000_000
@@ -75,7 +77,7 @@ CODE_WORDS = frozenset(
 )  # fmt: skip
 _WORDS = re.compile(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+|[0-9]+")
 _LEADING_ZERO = re.compile(r"^[+-]?0[0-9]")
-_MODEL_NAME = re.compile(r"[^A-Za-z0-9._-]+")
+_MODEL_NAME = re.compile(r"[^a-z0-9]+")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -113,7 +115,8 @@ def infer(
         raise ConfigError(
             f"--target {target!r} is not a column of {path}; columns: {list(frame.columns)}"
         )
-    model_name = _model_name(name or path.stem)
+    # A name given is used as given, and must be one; a file's name is made into one.
+    model_name = check_name(name) if name else _model_name(path.stem)
     text = {column: frame[column].str.strip() for column in frame.columns}
     missing = {column: values.isin(NULL_TOKENS) for column, values in text.items()}
 
@@ -183,10 +186,16 @@ def _read(path: Path) -> tuple[pd.DataFrame, bool]:
 
 
 def _model_name(stem: str) -> str:
-    name = _MODEL_NAME.sub("-", stem).strip("-._")[:63]
+    """A model name (``domain.models.MODEL_NAME``) made from a file's name: lowercase
+    letters, digits and hyphens, starting with a letter, at most 30 characters."""
+    ascii_text = unicodedata.normalize("NFKD", stem).encode("ascii", "ignore").decode()
+    name = _MODEL_NAME.sub("-", ascii_text.lower()).strip("-")
+    if name and not name[0].isalpha():
+        name = f"data-{name}"
+    name = name[:30].rstrip("-")
     if not name:
         raise ConfigError(f"cannot make a model name from {stem!r}: pass --name")
-    return name
+    return check_name(name)
 
 
 def _target(
