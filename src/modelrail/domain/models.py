@@ -140,13 +140,6 @@ class Models:
             if info.key == self.key(info.key.split("/")[1])
         )
 
-    def definition(self, name: str) -> Definition:
-        try:
-            data = self.store.read(self.key(name)).data
-        except NotFound:
-            raise UnknownModel(self._unknown(name)) from None
-        return Definition.from_json(orjson.loads(data))
-
     def config(self, name: str) -> PipelineConfig:
         """The model's configuration as its definition says now (``UnknownModel`` if
         it is not installed)."""
