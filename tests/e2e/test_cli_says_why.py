@@ -6,11 +6,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 from sklearn.datasets import load_breast_cancer
 
 from modelrail.entry import cli
 from tests.conftest import settings_env
+
+pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("cli-says-why")]
 
 
 def test_a_passing_run_says_why_and_a_refused_one_names_its_values(tmp_path: Path) -> None:
@@ -25,21 +28,30 @@ def test_a_passing_run_says_why_and_a_refused_one_names_its_values(tmp_path: Pat
         assert result.exit_code == code, result.output
         return result.output
 
-    modelrail(
-        "init", str(tmp_path / "tumours.csv"), "--target", "target", "--out", str(tmp_path / "m")
-    )
-    config = tmp_path / "m" / "pipeline.toml"
-    # Every shift in the data is worth a warning here, none refuses it.
-    config.write_text(config.read_text() + "\n[drift]\nwarn = 0.0\nfail = 10.0\n")
-    modelrail("add", str(config))
+    try:
+        modelrail(
+            "init",
+            str(tmp_path / "tumours.csv"),
+            "--target",
+            "target",
+            "--out",
+            str(tmp_path / "m"),
+        )
+        config = tmp_path / "m" / "pipeline.toml"
+        # Every shift in the data is worth a warning here, none refuses it.
+        config.write_text(config.read_text() + "\n[drift]\nwarn = 0.0\nfail = 10.0\n")
+        modelrail("add", str(config))
 
-    first = modelrail("upload", str(tmp_path / "tumours.csv"))
-    frame.sample(frac=0.9, random_state=1).to_csv(tmp_path / "later.csv", index=False)
-    later = modelrail("upload", str(tmp_path / "later.csv"))
-    broken = frame.copy()
-    broken.loc[[4, 9], "target"] = "borderline"
-    broken.to_csv(tmp_path / "broken.csv", index=False)
-    refused = modelrail("upload", str(tmp_path / "broken.csv"), code=1)
+        first = modelrail("upload", str(tmp_path / "tumours.csv"))
+        frame.sample(frac=0.9, random_state=1).to_csv(tmp_path / "later.csv", index=False)
+        later = modelrail("upload", str(tmp_path / "later.csv"))
+        broken = frame.copy()
+        broken.loc[[4, 9], "target"] = "borderline"
+        broken.to_csv(tmp_path / "broken.csv", index=False)
+        refused = modelrail("upload", str(tmp_path / "broken.csv"), code=1)
+
+    finally:  # the uploads started the model's staging server: stop it
+        runner.invoke(cli.main, ["down"], env=env)
 
     assert "  gate: auc=" in first
     assert "  champion: the first model: it becomes the champion" in first
