@@ -149,7 +149,7 @@ def test_definitions_are_checked_named_and_kept_whole(harness: Harness, tmp_path
 
     assert models.add(definition) is False  # installed already, unchanged
     assert models.config("penguins").sha256 == harness.container.config.sha256
-    with pytest.raises(UnknownModel, match="no model 'cars' in this installation"):
+    with pytest.raises(UnknownModel, match="no model 'cars' is installed"):
         models.config("cars")
     text = (REPO / "pipeline.toml").read_text().replace('name = "penguins"', 'name = "Pen_guins"')
     contract = f'contract = "{REPO}/schemas/'

@@ -153,13 +153,13 @@ class Models:
         return parsed[1]
 
     def resolve(self, name: str | None) -> str:
-        """The model a command or a retrain request means: the one it names, which
-        must be installed, or, naming none, the only one installed."""
-        names = self.names()
+        """The model a command or a retrain request means: the one it names (whether it
+        is installed shows when its configuration is read: ``config``), or, naming
+        none, the only one installed. Only the latter lists the installation, which
+        holds every model's versions: an event naming its model costs one read."""
         if name is not None:
-            if name not in names:
-                raise UnknownModel(self._unknown(name, names))
             return name
+        names = self.names()
         if len(names) == 1:
             return names[0]
         if not names:
@@ -173,17 +173,13 @@ class Models:
         )
 
     def model_of_upload(self, object_name: str) -> str:
-        """The model an upload belongs to: the folder under ``uploads/`` it lies in."""
+        """The model an upload belongs to: the folder under ``uploads/`` it lies in
+        (whether that model is installed shows when its configuration is read)."""
         folder, _, rest = object_name.removeprefix(UPLOADS).partition("/")
         if not object_name.startswith(UPLOADS) or not rest:
             raise UnknownModel(
                 f"{object_name!r} is not in a model's upload folder: upload to "
                 f"uploads/<model>/… ({self._installed()})"
-            )
-        if folder not in self.names():
-            raise UnknownModel(
-                f"{object_name!r} is in uploads/{folder}/, and no model {folder!r} is "
-                f"installed ({self._installed()})"
             )
         return folder
 
@@ -191,7 +187,5 @@ class Models:
         names = self.names()
         return f"installed: {', '.join(names)}" if names else "no model is installed"
 
-    def _unknown(self, name: str, names: list[str] | None = None) -> str:
-        names = self.names() if names is None else names
-        listed = f"installed: {', '.join(names)}" if names else "no model is installed"
-        return f"no model {name!r} in this installation ({listed})"
+    def _unknown(self, name: str) -> str:
+        return f"no model {name!r} is installed ({self._installed()})"

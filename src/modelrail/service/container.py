@@ -71,8 +71,9 @@ class Container:
                 setattr(self, name, functools.cache(factory))
 
     def for_model(self, name: str) -> Container:
-        """This process's ports, acting for the installed model ``name``."""
-        scoped = dataclasses.replace(self, model_name=self.models.resolve(name))
+        """This process's ports, acting for the model ``name`` (``UnknownModel`` when
+        its configuration is read, if it is not installed)."""
+        scoped = dataclasses.replace(self, model_name=name)
         scoped.__dict__["models"] = self.models  # one installation, one parse cache
         return scoped
 
