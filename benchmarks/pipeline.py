@@ -195,6 +195,15 @@ def summarise(runs: Mapping[str, list[dict[str, Any]]], ours: str) -> dict[str, 
     return summary
 
 
+def validate_stage(csv_path: Path, home: Path) -> dict[str, Any]:
+    """The validate stage on ``csv_path``, uploaded to a fresh ``home``, in a child."""
+    message = upload(_fresh(home), csv_path)
+    try:
+        return run_child("stage", home_env(home), stage="validate", message=str(message))
+    finally:
+        shutil.rmtree(home)
+
+
 def validate_case(
     csv_path: Path, work: Path, rounds: int, engines: list[str]
 ) -> dict[str, dict[str, dict[str, Any]]]:
@@ -203,12 +212,7 @@ def validate_case(
     former: like for like both ways."""
 
     def modelrail() -> dict[str, Any]:
-        home = _fresh(work / "home-validate")
-        message = upload(home, csv_path)
-        try:
-            return run_child("stage", home_env(home), stage="validate", message=str(message))
-        finally:
-            shutil.rmtree(home)
+        return validate_stage(csv_path, work / "home-validate")
 
     def pandas_whole() -> dict[str, Any]:
         out = _fresh(work / "bare-validate")
@@ -253,12 +257,7 @@ def streaming_case(csv_path: Path, work: Path, rounds: int) -> dict[str, dict[st
     """The streaming validate stage against a bare pyarrow streaming script."""
 
     def modelrail() -> dict[str, Any]:
-        home = _fresh(work / "home-stream")
-        message = upload(home, csv_path)
-        try:
-            return run_child("stage", home_env(home), stage="validate", message=str(message))
-        finally:
-            shutil.rmtree(home)
+        return validate_stage(csv_path, work / "home-stream")
 
     def bare() -> dict[str, Any]:
         out = _fresh(work / "bare-stream")
