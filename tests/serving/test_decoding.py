@@ -321,6 +321,56 @@ def test_a_blank_string_is_missing_where_null_is_allowed() -> None:
     ]
 
 
+# A contract whose CSV writes missing cells as "NA" or "?": the rows copied from it.
+TOKENS_SCHEMA = dataclasses.replace(SCHEMA, null_tokens=("", "NA", "?"))
+TOKENS_DECODER = RequestDecoder(TOKENS_SCHEMA, max_instances=MAX_INSTANCES)
+
+
+def test_the_contracts_null_tokens_are_missing_where_null_is_allowed() -> None:
+    rows = [
+        {**_ROW_VALUES, "x/mm": "NA", "colour name": "?"},
+        {**_ROW_VALUES, "x/mm": " NA ", "flag": "?"},
+    ]
+    batch = TOKENS_DECODER.decode(json.dumps({"instances": rows}).encode())
+    expected = SCHEMA.encode_records(
+        [
+            {**_ROW_VALUES, "x/mm": None, "colour name": None},
+            {**_ROW_VALUES, "x/mm": None, "flag": None},
+        ]
+    )
+    np.testing.assert_array_equal(batch.matrix, expected)
+    assert [(w["feature"], w["instance"], w["detail"]) for w in batch.warnings] == [
+        ("x/mm", 0, '2 null tokens of the contract read as missing, the first "NA"'),
+        ("colour name", 0, '"?" read as missing (a null token of the contract)'),
+        ("flag", 1, '"?" read as missing (a null token of the contract)'),
+    ]
+
+
+def test_a_null_token_where_the_feature_may_not_be_missing_is_a_422_naming_it() -> None:
+    body = json.dumps({"instances": [{**_ROW_VALUES, "weight": "NA"}]}).encode()
+    with pytest.raises(Problem) as raised:
+        TOKENS_DECODER.decode(body)
+    assert raised.value.extensions["errors"] == [
+        {
+            "pointer": "/instances/0/weight",
+            "instance": 0,
+            "feature": "weight",
+            "detail": 'the string "NA" is a missing value, and the feature is not nullable',
+        }
+    ]
+
+
+def test_a_version_that_kept_no_null_tokens_reads_only_blank_as_missing() -> None:
+    """Manifests written before the schema kept the contract's tokens."""
+    older = {k: v for k, v in TOKENS_SCHEMA.to_dict().items() if k != "null_tokens"}
+    assert FeatureSchema.from_dict(older).null_tokens == ("",)
+    decoder = RequestDecoder(FeatureSchema.from_dict(older), max_instances=MAX_INSTANCES)
+    with pytest.raises(Problem) as raised:
+        decoder.decode(json.dumps({"instances": [{**_ROW_VALUES, "x/mm": "NA"}]}).encode())
+    [error] = raised.value.extensions["errors"]
+    assert error["detail"] == 'expected a number, got the string "NA"'
+
+
 def test_strings_in_many_rows_warn_once_per_feature_at_the_first() -> None:
     rows = [
         {**_ROW_VALUES, "weight": 1.0},

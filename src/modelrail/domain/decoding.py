@@ -11,8 +11,9 @@ warning instead of failing the request.
 A row copied from the training CSV holds strings: a number, integer or boolean written
 in a string is read as validation reads the CSV cell (spaces trimmed; a decimal number,
 an integer's fraction zero; the contract module's ``TRUE_WORDS``/``FALSE_WORDS`` in any
-case; blank is missing), and reported in one warning per feature per request. A string
-that is none of these stays an error naming the feature, the row and the value.
+case; blank, or one of the contract's null tokens such as ``NA``, is missing), and
+reported in one warning per feature per request. A string that is none of these stays
+an error naming the feature, the row and the value.
 
 Accepted shapes: ``{"instances": [...]}`` (Vertex AI / KServe v1; each instance an
 object keyed by feature or an array in the model's feature order), and MLflow's
@@ -127,6 +128,8 @@ class _Converted:
     value: str = ""
     read: int = 0
     blank: int = 0  # blank strings, read as missing
+    token: str = ""  # the first of the contract's null tokens read as missing
+    tokens: int = 0
 
 
 class _Conversions:
@@ -145,8 +148,12 @@ class _Conversions:
             where.warnings.append(warning)
             converted = _Converted(warning, spec[1])
             self.features[name] = converted
-        if value is None:
+        if value is None and not text.strip():
             converted.blank += 1
+        elif value is None:
+            if not converted.tokens:
+                converted.token = text
+            converted.tokens += 1
         else:
             if not converted.read:
                 converted.first, converted.value = text, value
@@ -154,13 +161,22 @@ class _Conversions:
 
     def finish(self) -> None:
         for converted in self.features.values():
-            one, several = _READ_AS[converted.kind]
-            first = f"{_quoted(converted.first)} as {converted.value}"
             parts = []
-            if converted.read == 1:
-                parts.append(f"a string read as {one}: {first}")
-            elif converted.read:
-                parts.append(f"{converted.read} strings read as {several}, the first {first}")
+            if converted.read:
+                one, several = _READ_AS[converted.kind]
+                first = f"{_quoted(converted.first)} as {converted.value}"
+                if converted.read == 1:
+                    parts.append(f"a string read as {one}: {first}")
+                else:
+                    parts.append(f"{converted.read} strings read as {several}, the first {first}")
+            token = _quoted(converted.token)
+            if converted.tokens == 1:
+                parts.append(f"{token} read as missing (a null token of the contract)")
+            elif converted.tokens:
+                parts.append(
+                    f"{converted.tokens} null tokens of the contract read as missing, "
+                    f"the first {token}"
+                )
             if converted.blank == 1:
                 parts.append("a blank string read as missing")
             elif converted.blank:
@@ -181,7 +197,9 @@ class _Row:
 
 # name, kind, nullable, category codes, the contract's range (lowest, highest), and
 # whether the categories are numeric codes (2, 2.0 and "2" name the same one).
-_Spec = tuple[str, int, bool, Mapping[str, float], float, float, bool]
+# name, kind, nullable, category codes, lowest, highest, numeric codes, and the
+# contract's null tokens other than the blank one (trimmed).
+_Spec = tuple[str, int, bool, Mapping[str, float], float, float, bool, frozenset[str]]
 
 
 def _describe(value: Any) -> str:
@@ -210,6 +228,7 @@ class RequestDecoder:
         self.passthrough = frozenset(schema.passthrough)
         self._all_columns = range(self.width)
         self._nan_row = [_NAN] * self.width
+        tokens = frozenset(token.strip() for token in schema.null_tokens) - {""}
         self._plan: list[_Spec] = [
             (
                 feature.name,
@@ -219,6 +238,7 @@ class RequestDecoder:
                 -math.inf if feature.min is None else feature.min,
                 math.inf if feature.max is None else feature.max,
                 feature.numeric_codes,
+                tokens,
             )
             for feature in schema.features
         ]
@@ -383,7 +403,7 @@ class RequestDecoder:
         append = out.append
         where: _Row | None = None
         for spec in self._plan:
-            name, kind, _, codes, lowest, highest, _ = spec
+            name, kind, _, codes, lowest, highest, _, _ = spec
             value = row.get(name, _MISSING)
             value_type = type(value)
             if kind == _NUMBER and value_type is float and lowest <= value <= highest:
@@ -550,7 +570,7 @@ def integer_bounds(feature: Feature) -> tuple[int, int]:
 
 def _encode_value(value: Any, spec: _Spec, pointer: str, where: _Row) -> float:
     """One JSON value as its float encoding, or NaN with an error or a warning."""
-    name, kind, nullable, codes, _, _, numeric_codes = spec
+    name, kind, nullable, codes, _, _, numeric_codes, _ = spec
     value_type = type(value)
     if value is None:
         if not nullable:
@@ -571,6 +591,8 @@ def _encode_value(value: Any, spec: _Spec, pointer: str, where: _Row) -> float:
             value_type = type(value)
         if value_type is str:
             code = codes.get(value)
+            if code is None and value.strip() in spec[7]:
+                return _missing(value, spec, pointer, where)
             if code is None:
                 where.warnings.append(
                     {
@@ -603,19 +625,10 @@ def _from_string(text: str, spec: _Spec, pointer: str, where: _Row) -> float:
     """A number, integer or boolean written in a string, read as validation reads a
     CSV cell: spaces trimmed, a blank one missing. Reported once per feature (see
     ``_Conversions``); NaN with an error naming the value if it is none."""
-    name, kind, nullable = spec[0], spec[1], spec[2]
+    name, kind = spec[0], spec[1]
     trimmed = text.strip()
-    if not trimmed:
-        if nullable:
-            where.conversions.note(text, None, spec, pointer, where)
-        else:
-            where.errors.add(
-                pointer,
-                "a blank string is a missing value, and the feature is not nullable",
-                where.position,
-                name,
-            )
-        return _NAN
+    if not trimmed or trimmed in spec[7]:
+        return _missing(text, spec, pointer, where)
     if kind == _BOOLEAN:
         truth = _BOOLEAN_WORDS.get(trimmed.lower())
         if truth is not None:
@@ -631,6 +644,22 @@ def _from_string(text: str, spec: _Spec, pointer: str, where: _Row) -> float:
     where.errors.add(
         pointer, f"expected {expected}, got the string {_quoted(text)}", where.position, name
     )
+    return _NAN
+
+
+def _missing(text: str, spec: _Spec, pointer: str, where: _Row) -> float:
+    """A blank string, or one of the contract's null tokens: missing, as validation
+    reads such a cell, where the feature may be missing; else an error naming it."""
+    if spec[2]:
+        where.conversions.note(text, None, spec, pointer, where)
+    else:
+        what = "a blank string" if not text.strip() else f"the string {_quoted(text)}"
+        where.errors.add(
+            pointer,
+            f"{what} is a missing value, and the feature is not nullable",
+            where.position,
+            spec[0],
+        )
     return _NAN
 
 

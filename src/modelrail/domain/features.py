@@ -49,6 +49,9 @@ class FeatureSchema:
     # The contract's other columns (the target, ignored ones): a request may carry them,
     # as a row of the training file does; they are reported as ignored, not refused.
     passthrough: tuple[str, ...] = ()
+    # The cells the contract reads as missing ("NA", "?"...): a row copied from the CSV
+    # may hold them. Versions registered before they were kept know only the blank one.
+    null_tokens: tuple[str, ...] = ("",)
 
     @property
     def names(self) -> list[str]:
@@ -70,6 +73,7 @@ class FeatureSchema:
             target=target.name,
             classes=classes,
             passthrough=contract.passthrough,
+            null_tokens=contract.null_tokens,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -93,6 +97,7 @@ class FeatureSchema:
             target=spec["target"],
             classes=tuple(spec["classes"]),
             passthrough=tuple(spec.get("passthrough", ())),
+            null_tokens=tuple(spec.get("null_tokens", ("",))),
         )
 
     def encode_records(self, records: Sequence[Mapping[str, Any]]) -> np.ndarray:
