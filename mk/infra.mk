@@ -40,10 +40,19 @@ endif
 
 TEST_PREREQS += $(CHECKOV)
 
+# The directory the environment was made in: a virtual environment's scripts name its
+# interpreter by absolute path, so one copied or moved with its checkout runs nothing.
+# Made again when the recorded directory is not this one.
+CHECKOV_MADE_IN := $(CHECKOV_VENV)/.made-in
+ifneq ($(shell cat $(CHECKOV_MADE_IN) 2>/dev/null),$(abspath $(CHECKOV_VENV)))
+.PHONY: $(CHECKOV)
+endif
+
 $(CHECKOV): $(CHECKOV_CONSTRAINTS)
 	rm -rf $(CHECKOV_VENV)
 	$(PYTHON) -m venv $(CHECKOV_VENV)
 	$(CHECKOV_VENV)/bin/python -m pip install --quiet -c $(CHECKOV_CONSTRAINTS) checkov==$(CHECKOV_VERSION)
+	echo '$(abspath $(CHECKOV_VENV))' > $(CHECKOV_MADE_IN)
 	touch $@
 
 .PHONY: tools
