@@ -406,6 +406,32 @@ def test_strings_in_many_rows_warn_once_per_feature_at_the_first() -> None:
     np.testing.assert_array_equal(batch.matrix, SCHEMA.encode_records(typed))
 
 
+def test_a_repeated_warning_is_said_once_per_feature_with_its_count() -> None:
+    """A batch copied from the file, its target column included: one warning per
+    feature and kind, at the first value, not one per row."""
+    schema = dataclasses.replace(SCHEMA, passthrough=("y",))
+    decoder = RequestDecoder(schema, max_instances=MAX_INSTANCES)
+    rows = [
+        {**_ROW_VALUES, "y": 1.0, "colour name": "blue"},
+        {**_ROW_VALUES, "y": 2.0},
+        {**_ROW_VALUES, "y": 3.0, "colour name": "blue"},
+        {**_ROW_VALUES, "y": 4.0, "colour name": "mauve"},
+    ]
+    batch = decoder.decode(json.dumps({"instances": rows}).encode())
+    assert [(w["pointer"], w["detail"]) for w in batch.warnings] == [
+        (
+            "/instances/0/colour name",
+            "unseen category, treated as missing (3 values; the first is pointed at)",
+        ),
+        (
+            "/instances/0/y",
+            "not a model feature (the contract's target or an ignored column): ignored "
+            "(4 values; the first is pointed at)",
+        ),
+    ]
+    np.testing.assert_array_equal(np.isnan(batch.matrix[:, 2]), [True, False, True, True])
+
+
 def test_a_string_beside_its_range_warns_of_both() -> None:
     schema = regression_schema(("w", "number", False, []))
     bounded = RequestDecoder(

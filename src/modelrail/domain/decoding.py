@@ -6,7 +6,9 @@ One pass over the decoded JSON checks every value against the model's feature sc
 numbers and integers as float, booleans as 0/1, a category as the index of its value
 in the contract's category list, missing (JSON ``null``) as NaN. An unseen category
 becomes NaN too, as LightGBM treats an unknown category, and is reported back as a
-warning instead of failing the request.
+warning instead of failing the request. A warning is given once per feature and kind
+in a request, at the first value, with the count where there were more (a batch copied
+from the file with its target column is one warning, not one per row).
 
 A row copied from the training CSV holds strings: a number, integer or boolean written
 in a string is read as validation reads the CSV cell (spaces trimmed; a decimal number,
@@ -122,7 +124,7 @@ class _Errors:
 class _Converted:
     """One feature's values read from strings in one request, and its warning."""
 
-    warning: dict[str, Any]  # its detail written by ``_Conversions.finish``
+    warning: dict[str, Any]  # its detail written by ``_Notes.finish``
     kind: int
     first: str = ""  # the first string read as a value, and that value as shown
     value: str = ""
@@ -132,12 +134,24 @@ class _Converted:
     tokens: int = 0
 
 
-class _Conversions:
-    """The values a request wrote in strings, per feature: one warning each, at the
-    first, whatever the number of rows; ``finish`` writes their details."""
+class _Notes:
+    """What a request is warned about, once per feature and kind, at the first value,
+    whatever the number of rows: the values it wrote in strings, and the repeated
+    warnings (an unseen category, a value beyond the range, an ignored column), counted.
+    ``finish`` writes their details."""
 
     def __init__(self) -> None:
         self.features: dict[str, _Converted] = {}
+        self.repeated: dict[tuple[str, str], list[Any]] = {}  # -> [warning, count]
+
+    def warn(self, warnings: list[dict[str, Any]], warning: dict[str, Any]) -> None:
+        """``warning``, unless its feature already has one of the same detail."""
+        seen = self.repeated.get((warning["feature"], warning["detail"]))
+        if seen is None:
+            self.repeated[warning["feature"], warning["detail"]] = [warning, 1]
+            warnings.append(warning)
+        else:
+            seen[1] += 1
 
     def note(self, text: str, value: str | None, spec: _Spec, pointer: str, where: _Row) -> None:
         """``text`` was read as ``value`` (as it is shown; None: missing)."""
@@ -160,6 +174,9 @@ class _Conversions:
             converted.read += 1
 
     def finish(self) -> None:
+        for warning, count in self.repeated.values():
+            if count > 1:
+                warning["detail"] += f" ({count} values; the first is pointed at)"
         for converted in self.features.values():
             parts = []
             if converted.read:
@@ -192,7 +209,7 @@ class _Row:
     position: int
     errors: _Errors
     warnings: list[dict[str, Any]]
-    conversions: _Conversions
+    notes: _Notes
 
 
 # name, kind, nullable, category codes, the contract's range (lowest, highest), and
@@ -334,19 +351,19 @@ class RequestDecoder:
         self._check_count(len(rows), key)
         errors = _Errors()
         warnings: list[dict[str, Any]] = []
-        conversions = _Conversions()
+        notes = _Notes()
         encoded: list[float] = []
         append = encoded.extend
         for position, row in enumerate(rows):
             if type(row) is dict:
-                append(self._encode_object(row, key, position, errors, warnings, conversions))
+                append(self._encode_object(row, key, position, errors, warnings, notes))
             elif type(row) is list and key == "instances":
                 append(
                     self._encode_array(
                         row,
                         self._all_columns,
                         f"/{key}/{position}",
-                        _Row(position, errors, warnings, conversions),
+                        _Row(position, errors, warnings, notes),
                     )
                 )
             else:
@@ -359,7 +376,7 @@ class RequestDecoder:
                 )
                 append(self._nan_row)
         errors.raise_if_any()
-        conversions.finish()
+        notes.finish()
         return Batch(np.array(encoded, dtype=np.float64).reshape(len(rows), self.width), warnings)
 
     def _check_members(self, document: dict[str, Any]) -> str:
@@ -395,7 +412,7 @@ class RequestDecoder:
         position: int,
         errors: _Errors,
         warnings: list[dict[str, Any]],
-        conversions: _Conversions,
+        notes: _Notes,
     ) -> list[float]:
         # The hot loop: valid numbers and known categories are handled inline; anything
         # else (nulls, errors, unseen categories) goes through _encode_value.
@@ -415,7 +432,7 @@ class RequestDecoder:
                     append(code)
                     continue
             if where is None:
-                where = _Row(position, errors, warnings, conversions)
+                where = _Row(position, errors, warnings, notes)
             pointer = f"/{key}/{position}/{_escape(name)}"
             if value is _MISSING:
                 errors.add(pointer, "missing feature", position, name)
@@ -425,7 +442,8 @@ class RequestDecoder:
         if len(row) != self.width:
             for name in row:
                 if name in self.passthrough:
-                    warnings.append(_ignored(f"/{key}/{position}/{_escape(name)}", name, position))
+                    pointer = f"/{key}/{position}/{_escape(name)}"
+                    notes.warn(warnings, _ignored(pointer, name, position))
                 elif name not in self.index:
                     errors.add(
                         f"/{key}/{position}/{_escape(name)}", "unknown feature", position, name
@@ -475,7 +493,7 @@ class RequestDecoder:
             raise Problem("invalid-request", "dataframe_split.data must be an array of arrays")
         errors = _Errors()
         warnings: list[dict[str, Any]] = []
-        conversions = _Conversions()
+        notes = _Notes()
         order: list[int | None] = []
         for offset, name in enumerate(columns):
             if name in self.passthrough:
@@ -497,14 +515,12 @@ class RequestDecoder:
             pointer = f"/dataframe_split/data/{position}"
             if type(row) is list:
                 encoded.append(
-                    self._encode_array(
-                        row, order, pointer, _Row(position, errors, warnings, conversions)
-                    )
+                    self._encode_array(row, order, pointer, _Row(position, errors, warnings, notes))
                 )
             else:
                 errors.add(pointer, f"expected an array, got {_describe(row)}", position, None)
         errors.raise_if_any()
-        conversions.finish()
+        notes.finish()
         return Batch(np.array(encoded, dtype=np.float64), warnings)
 
 
@@ -594,13 +610,14 @@ def _encode_value(value: Any, spec: _Spec, pointer: str, where: _Row) -> float:
             if code is None and value.strip() in spec[7]:
                 return _missing(value, spec, pointer, where)
             if code is None:
-                where.warnings.append(
+                where.notes.warn(
+                    where.warnings,
                     {
                         "pointer": pointer,
                         "instance": where.position,
                         "feature": name,
                         "detail": "unseen category, treated as missing",
-                    }
+                    },
                 )
                 return _NAN
             return code
@@ -624,7 +641,7 @@ def _encode_value(value: Any, spec: _Spec, pointer: str, where: _Row) -> float:
 def _from_string(text: str, spec: _Spec, pointer: str, where: _Row) -> float:
     """A number, integer or boolean written in a string, read as validation reads a
     CSV cell: spaces trimmed, a blank one missing. Reported once per feature (see
-    ``_Conversions``); NaN with an error naming the value if it is none."""
+    ``_Notes``); NaN with an error naming the value if it is none."""
     name, kind = spec[0], spec[1]
     trimmed = text.strip()
     if not trimmed or trimmed in spec[7]:
@@ -632,13 +649,13 @@ def _from_string(text: str, spec: _Spec, pointer: str, where: _Row) -> float:
     if kind == _BOOLEAN:
         truth = _BOOLEAN_WORDS.get(trimmed.lower())
         if truth is not None:
-            where.conversions.note(text, "true" if truth else "false", spec, pointer, where)
+            where.notes.note(text, "true" if truth else "false", spec, pointer, where)
             return truth
         expected = "a boolean"
     else:
         number = _number(trimmed)
         if number is not None and (kind == _NUMBER or number.is_integer()):
-            where.conversions.note(text, canonical_code(number), spec, pointer, where)
+            where.notes.note(text, canonical_code(number), spec, pointer, where)
             return _in_range(number, spec, pointer, where)
         expected = "a number" if kind == _NUMBER else "an integer"
     where.errors.add(
@@ -651,7 +668,7 @@ def _missing(text: str, spec: _Spec, pointer: str, where: _Row) -> float:
     """A blank string, or one of the contract's null tokens: missing, as validation
     reads such a cell, where the feature may be missing; else an error naming it."""
     if spec[2]:
-        where.conversions.note(text, None, spec, pointer, where)
+        where.notes.note(text, None, spec, pointer, where)
     else:
         what = "a blank string" if not text.strip() else f"the string {_quoted(text)}"
         where.errors.add(
@@ -688,13 +705,14 @@ def _in_range(number: float, spec: _Spec, pointer: str, where: _Row) -> float:
     answers, but it never saw such a value (as with an unseen category)."""
     name, lowest, highest = spec[0], spec[4], spec[5]
     if not lowest <= number <= highest:
-        where.warnings.append(
+        where.notes.warn(
+            where.warnings,
             {
                 "pointer": pointer,
                 "instance": where.position,
                 "feature": name,
                 "detail": f"outside the contract's range [{lowest:g}, {highest:g}]",
-            }
+            },
         )
     return number
 
