@@ -133,6 +133,11 @@ def test_a_contract_that_is_not_json_says_so(tmp_path: Path) -> None:
 
 PIPELINE_MISTAKES: list[tuple[str, tuple[str, str], list[str]]] = [
     (
+        "log-rate-above-one",
+        ("log_rate = 0.05", "log_rate = 5"),
+        ["monitoring.log_rate", "5 is greater than the maximum of 1"],
+    ),
+    (
         "metric-not-computed",
         ('name = "accuracy"', 'name = "auc"'),
         ["gate metric 'auc' is not computed for multiclass", "allowed: multi_logloss, accuracy"],

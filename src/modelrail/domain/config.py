@@ -18,6 +18,7 @@ from typing import Any, Literal
 import orjson
 
 from modelrail.domain.dataset.contract import NUMERIC_TYPES, DatasetContract
+from modelrail.domain.lineage import DEFAULT_LOG_RATE
 from modelrail.kernel import resources
 from modelrail.kernel.errors import ConfigError
 
@@ -108,6 +109,9 @@ class PipelineConfig:
     engine: Engine = Engine()
     # [gate] staging: whether staging follows every blessed candidate or champions only.
     staging_follows: Literal["blessed", "champion"] = "blessed"
+    # [monitoring] log_rate: the share of requests the staging service logs with their
+    # answers (0: none).
+    log_rate: float = DEFAULT_LOG_RATE
 
     @classmethod
     def load(cls, path: Path) -> PipelineConfig:
@@ -149,6 +153,7 @@ class PipelineConfig:
             params=dict(training.get("params", {})),
             gate=tuple(MetricGate(**metric) for metric in spec.get("gate", {}).get("metrics", [])),
             staging_follows=spec.get("gate", {}).get("staging", "blessed"),
+            log_rate=float(spec.get("monitoring", {}).get("log_rate", DEFAULT_LOG_RATE)),
             sha256=hashlib.sha256(raw + contract.sha256.encode()).hexdigest(),
             drift=(drift_warn, drift_fail),
             drift_columns={
@@ -254,6 +259,9 @@ class PipelineConfig:
             "contract_sha256": self.contract.sha256,
             # What staging follows: deploy reads it from the run's lineage.
             "staging": self.staging_follows,
+            # The share of requests the staging service logs: it reads it from the
+            # version it serves.
+            "log_rate": self.log_rate,
         }
 
 

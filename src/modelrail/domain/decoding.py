@@ -80,6 +80,7 @@ _READ_AS = {
     _INTEGER: ("an integer", "integers"),
     _BOOLEAN: ("a boolean", "booleans"),
 }
+_UNSEEN = "unseen category, treated as missing"
 # A value quoted in a problem or a warning: at most this many characters.
 _QUOTED = 80
 
@@ -90,6 +91,9 @@ class Batch:
 
     matrix: np.ndarray
     warnings: list[dict[str, Any]]
+    # Per feature, the values that were categories the model does not know (missing in
+    # ``matrix``, as a null is).
+    unseen: Mapping[str, int] = dataclasses.field(default_factory=dict)
 
 
 class _Errors:
@@ -172,6 +176,14 @@ class _Notes:
             if not converted.read:
                 converted.first, converted.value = text, value
             converted.read += 1
+
+    def unseen(self) -> dict[str, int]:
+        """Per feature, how many values were unseen categories."""
+        return {
+            feature: count
+            for (feature, detail), (_, count) in self.repeated.items()
+            if detail == _UNSEEN
+        }
 
     def finish(self) -> None:
         for warning, count in self.repeated.values():
@@ -377,7 +389,8 @@ class RequestDecoder:
                 append(self._nan_row)
         errors.raise_if_any()
         notes.finish()
-        return Batch(np.array(encoded, dtype=np.float64).reshape(len(rows), self.width), warnings)
+        matrix = np.array(encoded, dtype=np.float64).reshape(len(rows), self.width)
+        return Batch(matrix, warnings, notes.unseen())
 
     def _check_members(self, document: dict[str, Any]) -> str:
         present = [key for key in _BODY_KEYS if key in document]
@@ -521,7 +534,7 @@ class RequestDecoder:
                 errors.add(pointer, f"expected an array, got {_describe(row)}", position, None)
         errors.raise_if_any()
         notes.finish()
-        return Batch(np.array(encoded, dtype=np.float64), warnings)
+        return Batch(np.array(encoded, dtype=np.float64), warnings, notes.unseen())
 
 
 def _typed_decoder(schema: FeatureSchema) -> msgspec.json.Decoder[Any] | None:
@@ -616,7 +629,7 @@ def _encode_value(value: Any, spec: _Spec, pointer: str, where: _Row) -> float:
                         "pointer": pointer,
                         "instance": where.position,
                         "feature": name,
-                        "detail": "unseen category, treated as missing",
+                        "detail": _UNSEEN,
                     },
                 )
                 return _NAN

@@ -12,6 +12,11 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
+# The share of requests a staging service logs ([monitoring] log_rate) by default, and
+# for a version whose lineage predates the setting: enough for a monitoring window of a
+# few thousand requests a day on modest traffic.
+DEFAULT_LOG_RATE = 0.05
+
 
 @dataclasses.dataclass(frozen=True)
 class Lineage:
@@ -54,6 +59,11 @@ class Lineage:
         """The model the run's configuration names."""
         model = self.config.get("model")
         return str(model) if model is not None else None
+
+    @property
+    def log_rate(self) -> float:
+        """The share of requests the staging service logs while it serves the version."""
+        return float(self.config.get("log_rate", DEFAULT_LOG_RATE))
 
 
 def _optional(body: Mapping[str, Any], name: str) -> dict[str, Any] | None:

@@ -69,6 +69,7 @@ class ModelState:
 
     predictor: Any = None  # modelrail.serving.predictor.Predictor once loaded
     decoder: Any = None  # modelrail.domain.decoding.RequestDecoder
+    log: Any = None  # modelrail.serving.prediction_log.PredictionLog, if it samples
     error: str | None = None
     loaded_at: float | None = None
     load_seconds: float | None = None
@@ -129,8 +130,26 @@ def load_model(settings: ServiceSettings, store: Any, signer: ManifestSigner) ->
         extra={"fields": {"event": "model_loaded", "model": name, "version": version}},
     )
     return ModelState(
-        predictor=predictor, decoder=decoder, loaded_at=time.time(), load_seconds=elapsed
+        predictor=predictor,
+        decoder=decoder,
+        log=_prediction_log(store, name, version, loaded.manifest.lineage.log_rate),
+        loaded_at=time.time(),
+        load_seconds=elapsed,
     )
+
+
+def _prediction_log(store: Any, model: str, version: int, rate: float) -> Any:
+    """The version's prediction log, at the rate its configuration set (versions
+    registered before the rate was recorded log at the default); None at rate 0."""
+    from modelrail.serving.prediction_log import PredictionLog
+
+    if rate <= 0:
+        return None
+
+    def write(key: str, data: bytes) -> None:
+        store.write(key, data, content_type="application/x-ndjson")
+
+    return PredictionLog(write, model=model, version=version, rate=rate)
 
 
 def create_app(test_config: Mapping[str, Any] | None = None) -> StagingService:
@@ -200,13 +219,19 @@ class StagingService(Flask):
         predictor = self._predictor()
         _check_media_type(request.headers.get("Content-Type", ""))
         batch = self.state.decoder.decode(self._body())
+        predictions = predictor.predict(batch.matrix)
         answer: dict[str, Any] = {
-            "predictions": predictor.predict(batch.matrix),
+            "predictions": predictions,
             "model": {"name": predictor.model, "version": predictor.version},
         }
         if batch.warnings:
             answer["warnings"] = batch.warnings
             request.environ["modelrail.detail"] = f"{len(batch.warnings)} warning(s)"
+        prediction_log = self.state.log
+        if prediction_log is not None and prediction_log.sampled():
+            prediction_log.answered(
+                _request_id(), batch.matrix.copy(), _encode_answer(predictions), batch.unseen
+            )
         return self._json(_encode_answer(answer))
 
     def _live(self) -> Response:
@@ -305,6 +330,14 @@ class StagingService(Flask):
 
     def _problem(self, problem: Problem) -> Response:
         request.environ["modelrail.detail"] = problem.detail
+        prediction_log = self.state.log
+        if (
+            prediction_log is not None
+            and (request.endpoint or "").startswith("predict:")
+            and prediction_log.sampled()
+        ):
+            errors = len(problem.extensions.get("errors", ()))
+            prediction_log.refused(_request_id(), problem.status, problem.slug, errors)
         body = problem.body(request.path)
         body["request_id"] = _request_id()
         return self._json(orjson.dumps(body), problem.status, PROBLEM_JSON)

@@ -195,6 +195,23 @@ resource "google_storage_bucket_iam_member" "model_writes" {
   depends_on = [module.buckets]
 }
 
+# The staging services' prediction logs (src/modelrail/serving/prediction_log.py): each
+# batch is a new object under predictions/. objectCreator creates objects, and cannot
+# read, overwrite or delete one, so a service can neither alter its log nor anything else.
+resource "google_storage_bucket_iam_member" "prediction_log" {
+  bucket = local.buckets.artifacts
+  role   = "roles/storage.objectCreator"
+  member = "serviceAccount:${data.google_service_account.stage["staging"].email}"
+
+  condition {
+    title       = "staging-writes-its-prediction-log"
+    description = "New objects under predictions/: the staging services' prediction logs."
+    expression  = "resource.name.startsWith(\"${local.artifact_objects}predictions/\")"
+  }
+
+  depends_on = [module.buckets]
+}
+
 resource "google_pubsub_topic_iam_member" "stage" {
   for_each = { for grant in local.topic_grants : "${grant.sa}/${grant.topic}/${grant.role}" => grant }
 
@@ -301,6 +318,7 @@ resource "time_sleep" "iam_propagation" {
     google_storage_bucket_iam_member.stage,
     google_storage_bucket_iam_member.artifact_writes,
     google_storage_bucket_iam_member.model_writes,
+    google_storage_bucket_iam_member.prediction_log,
     google_pubsub_topic_iam_member.stage,
     google_artifact_registry_repository_iam_member.function_build_pushes_images,
     google_artifact_registry_repository_iam_member.models,

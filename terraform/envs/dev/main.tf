@@ -112,7 +112,9 @@ module "buckets" {
   location      = var.region
   labels        = local.labels
   force_destroy = var.force_destroy_buckets
-  depends_on    = [module.apis]
+  # The staging services' prediction logs (docs/service.md) are kept this long.
+  expiring_prefixes = each.key == "artifacts" ? { "predictions/" = var.prediction_log_retention_days } : {}
+  depends_on        = [module.apis]
 }
 
 # Deployments made when each bucket had its own block keep their buckets (and the

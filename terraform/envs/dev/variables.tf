@@ -229,6 +229,16 @@ variable "vertex_model_registry" {
   default     = false
 }
 
+variable "prediction_log_retention_days" {
+  description = "Days the staging services' prediction logs (predictions/ in the artifact bucket) are kept before they are deleted; their noncurrent copies then follow the bucket's noncurrent rule."
+  type        = number
+  default     = 30
+  validation {
+    condition     = var.prediction_log_retention_days >= 1
+    error_message = "prediction_log_retention_days must be at least 1."
+  }
+}
+
 variable "force_destroy_buckets" {
   description = "Let `terraform destroy` delete the data and artifact buckets with their objects (models included). Keep false outside throwaway projects."
   type        = bool

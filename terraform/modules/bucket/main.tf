@@ -35,4 +35,19 @@ resource "google_storage_bucket" "this" {
       type = "Delete"
     }
   }
+
+  # Objects kept for a while only (the prediction logs): deleted this many days after
+  # they were written; their noncurrent copy then goes by the rule above.
+  dynamic "lifecycle_rule" {
+    for_each = var.expiring_prefixes
+    content {
+      condition {
+        age            = lifecycle_rule.value
+        matches_prefix = [lifecycle_rule.key]
+      }
+      action {
+        type = "Delete"
+      }
+    }
+  }
 }

@@ -36,3 +36,13 @@ variable "noncurrent_days_kept" {
   type        = number
   default     = 30
 }
+
+variable "expiring_prefixes" {
+  description = "Object name prefix -> days: objects whose names start so are deleted that many days after they were written."
+  type        = map(number)
+  default     = {}
+  validation {
+    condition     = alltrue([for days in values(var.expiring_prefixes) : days >= 1])
+    error_message = "Each expiring prefix keeps its objects at least one day."
+  }
+}
