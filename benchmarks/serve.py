@@ -74,7 +74,11 @@ def free_port() -> int:
         return port
 
 
-def train_and_register(home: Path) -> tuple[Any, list[dict[str, Any]], list[list[float | None]]]:
+def train_and_register(
+    home: Path, log_rates: tuple[float | None, ...] = (None,)
+) -> tuple[Any, list[dict[str, Any]], list[list[float | None]]]:
+    """The penguins model, registered once per entry of ``log_rates`` (versions 1, 2,
+    ...; each the prediction log's rate of its lineage, None: the default)."""
     import lightgbm
     import numpy as np
 
@@ -85,8 +89,7 @@ def train_and_register(home: Path) -> tuple[Any, list[dict[str, Any]], list[list
     from modelrail.domain.dataset import checks
     from modelrail.domain.decoding import RequestDecoder
     from modelrail.domain.features import FeatureSchema
-    from modelrail.domain.lineage import Lineage
-    from modelrail.domain.registry import Manifest, Registry
+    from modelrail.domain.registry import Registry
     from modelrail.kernel.events import derive_run_id
     from modelrail.native import builder, loader
 
@@ -122,36 +125,52 @@ def train_and_register(home: Path) -> tuple[Any, list[dict[str, Any]], list[list
     if not built.predictors or built.reader != "built":
         raise RuntimeError(f"no compiled predictor: {built.not_built}; reader {built.reader}")
     predictors = {predictor.build.file: predictor.library for predictor in built.predictors}
-    run_id = derive_run_id("benchmark", "0" * 64)
-    # The servers verify with the same key.
-    Registry(store, signer=LocalManifestSigner.in_home(home)).register(
-        MODEL,
-        run_id,
-        lambda _v: {"model.txt": text, **predictors},
-        lambda version, files: Manifest(
-            model=MODEL,
-            version=version,
-            run_id=run_id,
-            format="lightgbm-text",
-            created_at="2026-01-01T00:00:00Z",
-            features=schema.to_dict(),
-            best_iteration=100,
-            params=params,
-            train_metrics={},
-            metrics={},
-            champion=None,
-            verdict={"blessed": True, "checks": [], "reasons": []},
-            lineage=Lineage(
-                trigger={"kind": "unknown", "key": "benchmark"},
-                config={"hash": "0" * 64, "model": MODEL},
-            ),
-            examples=records[:3],
-            files=files,
-            compiled=built.record(),
-        ),
-    )
+    registry = Registry(store, signer=LocalManifestSigner.in_home(home))
+    for number, rate in enumerate(log_rates):
+        run_id = derive_run_id(f"benchmark-{number}", "0" * 64)
+        config: dict[str, Any] = {"hash": "0" * 64, "model": MODEL}
+        if rate is not None:
+            config["log_rate"] = rate
+        # The servers verify with the same key.
+        registry.register(
+            MODEL,
+            run_id,
+            lambda _v: {"model.txt": text, **predictors},
+            _manifest(run_id, schema, params, records, built, config),
+        )
     encoded = [[None if math.isnan(v) else v for v in row] for row in matrix.tolist()]
     return booster, records, encoded
+
+
+def _manifest(
+    run_id: str,
+    schema: Any,
+    params: dict[str, Any],
+    records: list[dict[str, Any]],
+    built: Any,
+    config: dict[str, Any],
+) -> Any:
+    from modelrail.domain.lineage import Lineage
+    from modelrail.domain.registry import Manifest
+
+    return lambda version, files: Manifest(
+        model=MODEL,
+        version=version,
+        run_id=run_id,
+        format="lightgbm-text",
+        created_at="2026-01-01T00:00:00Z",
+        features=schema.to_dict(),
+        best_iteration=100,
+        params=params,
+        train_metrics={},
+        metrics={},
+        champion=None,
+        verdict={"blessed": True, "checks": [], "reasons": []},
+        lineage=Lineage(trigger={"kind": "unknown", "key": "benchmark"}, config=config),
+        examples=records[:3],
+        files=files,
+        compiled=built.record(),
+    )
 
 
 def ensure_mlflow() -> Path:
@@ -202,13 +221,15 @@ def wait_predict(
     raise RuntimeError(f"{url} did not answer within {timeout_s}s")
 
 
-def start_modelrail(home: Path, port: int, args: argparse.Namespace) -> subprocess.Popen[bytes]:
+def start_modelrail(
+    home: Path, port: int, args: argparse.Namespace, version: int = 1
+) -> subprocess.Popen[bytes]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MODELRAIL_")}
     env.update(
         {
             "MODELRAIL_HOME": str(home),
             "MODELRAIL_MODEL_NAME": MODEL,
-            "MODELRAIL_MODEL_VERSION": "1",
+            "MODELRAIL_MODEL_VERSION": str(version),
             "PORT": str(port),
             "MODELRAIL_WORKERS": str(args.workers),
             "MODELRAIL_PREDICTOR": args.predictor,
@@ -321,6 +342,7 @@ def run_wrk(
             check=True,
         ).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))  # type: ignore[union-attr]
+    answered = int(re.search(r"(\d+) requests in", output).group(1))  # type: ignore[union-attr]
     latency = {}
     for label in ("50", "99"):
         match = re.search(rf"\s{label}%\s+([\d.]+)(us|ms|s)\b", output)
@@ -329,6 +351,7 @@ def run_wrk(
     errors = re.search(r"Socket errors:.*", output)
     return {
         "rps": rps,
+        "requests": answered,
         "p50_ms": latency["50"],
         "p99_ms": latency["99"],
         "non_2xx": int(non2xx.group(1)) if non2xx else 0,
@@ -407,8 +430,17 @@ def main() -> None:
     parser.add_argument(
         "--only", choices=("modelrail", "mlflow"), default=None, help="measure one server"
     )
+    parser.add_argument(
+        "--prediction-log",
+        action="store_true",
+        help="instead: modelrail with its prediction log off, at 100 %% and at the default "
+        "rate, side by side (1 instance x 8 connections)",
+    )
     parser.add_argument("--out", type=Path, default=BUILD / "results.json")
     args = parser.parse_args()
+    if args.prediction_log:
+        prediction_log(args)
+        return
 
     shutil.rmtree(BUILD, ignore_errors=True)
     # Bytecode for the package, as in the image (pip compiles what it installs): an
@@ -476,6 +508,81 @@ def main() -> None:
     for server in servers:
         results["cold_start_s"][server] = cold_starts(server, home, model_dir, bodies, args)
     results["booster_predict"] = raw_predict(booster, home, records)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_bytes(orjson.dumps(results, option=orjson.OPT_INDENT_2))
+    print(orjson.dumps(results, option=orjson.OPT_INDENT_2).decode())
+
+
+# The prediction log's cases: the version each server pins, and its rate (None: the
+# default, as a version whose lineage names none).
+LOG_CASES = {"off": (1, 0.0), "every request": (2, 1.0), "default rate": (3, None)}
+
+
+def prediction_log(args: argparse.Namespace) -> None:
+    """modelrail's staging service with its prediction log off, logging every request,
+    and at the default rate: three servers of the same model up together, each case run
+    on one and then at once on the next, ``--rounds`` times; a ratio (against "off") is
+    the median of the rounds' ratios. The lines each server logged are counted after it
+    stopped, against the requests it answered."""
+    shutil.rmtree(BUILD, ignore_errors=True)
+    compileall.compile_dir(ROOT / "src" / "modelrail", quiet=1)
+    home = BUILD / "home"
+    home.mkdir(parents=True)
+    _, records, _ = train_and_register(home, tuple(rate for _, rate in LOG_CASES.values()))
+    wrk = ensure_wrk()
+    bodies = [
+        orjson.dumps({"instances": random.Random(f"1-{i}").choices(records, k=1)})
+        for i in range(BODIES)
+    ]
+    servers = {}
+    for case, (version, _) in LOG_CASES.items():
+        port = free_port()
+        servers[case] = (
+            start_modelrail(home, port, args, version),
+            f"http://127.0.0.1:{port}/predict",
+        )
+    runs: dict[str, list[dict[str, Any]]] = {case: [] for case in LOG_CASES}
+    try:
+        for process, url in servers.values():
+            wait_predict(url, bodies[0], process)
+        for round_number in range(1, args.rounds + 1):
+            for case, (_, url) in servers.items():
+                warm_up = run_wrk(wrk, url, bodies, 8, 2)
+                result = run_wrk(wrk, url, bodies, 8, args.duration)
+                result["with_warm_up"] = result["requests"] + warm_up["requests"]
+                runs[case].append(result)
+                print(round_number, case, result, flush=True)
+    finally:
+        for process, _ in servers.values():
+            stop(process)
+    results: dict[str, Any] = {
+        "machine": {"cpus": os.cpu_count(), "python": sys.version},
+        "duration_s": args.duration,
+        "workers": args.workers,
+        "cases": {},
+    }
+    logs = home / "buckets" / "modelrail-artifacts" / "predictions" / MODEL
+    for case, (version, rate) in LOG_CASES.items():
+        lines = sum(
+            len(path.read_bytes().splitlines()) for path in (logs / f"v{version}").rglob("*.jsonl")
+        )
+        results["cases"][case] = {
+            "log_rate": rate,
+            "rps_of_rounds": [run["rps"] for run in runs[case]],
+            "p99_ms_of_rounds": [run["p99_ms"] for run in runs[case]],
+            # Every request sent, the first wait's included (at most one more).
+            "requests": sum(run["with_warm_up"] for run in runs[case]) + 1,
+            "lines_logged": lines,
+            "non_2xx": sum(run["non_2xx"] for run in runs[case]),
+        }
+        if case != "off":
+            results["cases"][case]["vs_off"] = {
+                measure: statistics.median(
+                    run[measure] / base[measure]
+                    for run, base in zip(runs[case], runs["off"], strict=True)
+                )
+                for measure in ("rps", "p99_ms")
+            }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_bytes(orjson.dumps(results, option=orjson.OPT_INDENT_2))
     print(orjson.dumps(results, option=orjson.OPT_INDENT_2).decode())

@@ -137,12 +137,12 @@ def test_a_full_queue_drops_and_counts_and_never_waits() -> None:
 
     log = PredictionLog(slow_write, model=MODEL, version=1, rate=1.0, capacity=2, batch_records=1)
     matrix = np.zeros((1, 2))
-    log.answered("first", matrix, b"[1]", {})
+    log.answered("first", matrix, [1.0], {})
     assert entered.wait(STATE_DEADLINE_S), "the writer never took the first record"
     # The writer is stuck in the bucket: two records wait, three more are dropped, and
     # none of these calls waits for the writer.
     for n in range(5):
-        log.answered(f"later-{n}", matrix, b"[1]", {})
+        log.answered(f"later-{n}", matrix, [1.0], {})
     assert log.dropped == 3
     release.set()
     log.close()

@@ -229,9 +229,7 @@ class StagingService(Flask):
             request.environ["modelrail.detail"] = f"{len(batch.warnings)} warning(s)"
         prediction_log = self.state.log
         if prediction_log is not None and prediction_log.sampled():
-            prediction_log.answered(
-                _request_id(), batch.matrix.copy(), _encode_answer(predictions), batch.unseen
-            )
+            prediction_log.answered(_request_id(), batch.matrix, predictions, batch.unseen)
         return self._json(_encode_answer(answer))
 
     def _live(self) -> Response:
