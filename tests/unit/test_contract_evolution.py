@@ -23,8 +23,11 @@ import pytest
 from modelrail.domain.dataset.contract import DatasetContract
 from modelrail.domain.lineage import Lineage
 from modelrail.domain.models import Definition
+from modelrail.domain.registry import MANIFEST
+from modelrail.domain.runs import StageRecord
 from modelrail.entry import init
 from modelrail.kernel.errors import Refused
+from modelrail.kernel.resources import schema_problems
 from modelrail.service import evolution
 from modelrail.service.container import Container
 from tests.conftest import installed
@@ -139,6 +142,8 @@ def test_a_new_species_and_longer_petals_are_proposed_and_accepting_them_retrain
     assert retrained.lineage.data["uri"] == proposed["data_uri"]
     manifest = harness.container.registry.manifest(IRIS, 2)
     assert manifest.lineage.contract == {"name": before.name, "version": 2}
+
+    _records_match_their_schemas(harness)
 
     # The proposal was made against version 1: it cannot be applied twice.
     with pytest.raises(Refused, match="changed since the change was proposed"):
@@ -282,6 +287,8 @@ def test_a_rejected_candidate_blessed_by_hand_is_registered_and_deployed_never_c
     assert b"Blessed by hand" in card
     assert b"r2 is noisy" in card
 
+    _records_match_their_schemas(harness)
+
     with pytest.raises(Refused, match="blessed already, by ana"):
         evolution.bless(harness.container, rejected.run_id, who="bo", reason="again")
 
@@ -311,3 +318,20 @@ def test_a_contract_without_a_version_is_version_1() -> None:
     assert DatasetContract.from_spec({**spec, "version": 3}, "c").version == 3
     body = Definition("m", "", "c.json", orjson.dumps(spec).decode()).to_json()
     assert "accepted" not in body  # a definition as added keeps the bytes it had
+
+
+def _records_match_their_schemas(harness: Harness) -> None:
+    """Every stage record and manifest written (a ``bless`` record, lineage with a
+    contract version or ``blessed_by``) matches its schema and reads back the same."""
+    store = harness.container.artifacts
+    checked = 0
+    for info in store.list():
+        body = orjson.loads(store.read(info.key).data) if info.key.endswith(".json") else None
+        if "/stages/" in info.key:
+            assert schema_problems("stage-record", body, kind="records") == [], info.key
+            assert StageRecord.from_json(body).to_json() == body
+            checked += 1
+        elif info.key.endswith(f"/{MANIFEST}"):
+            assert schema_problems("manifest", body, kind="records") == [], info.key
+            checked += 1
+    assert checked

@@ -201,8 +201,8 @@ class Models:
         config = current.config()
         if config.sha256 != based_on:
             raise Refused(
-                f"model {name!r}'s definition changed since the change was proposed (its "
-                f"contract is version {config.contract.version} now"
+                f"the definition of model {name!r} changed since the change was proposed "
+                f"(its contract is version {config.contract.version} now"
                 + _accepted_text(current.accepted)
                 + "): upload the data again to be judged under it"
             )
@@ -224,7 +224,7 @@ class Models:
             )
         except PreconditionFailed:
             raise Refused(
-                f"model {name!r}'s definition was changed by someone else meanwhile: "
+                f"the definition of model {name!r} was changed by someone else meanwhile: "
                 "nothing was written; look at it again"
             ) from None
         self._keep(name, version, changed)

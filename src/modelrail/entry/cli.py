@@ -225,12 +225,19 @@ def _say_why_it_passed(cli: Cli, run: RunSummary) -> None:
     if "promotion" in verdict:
         click.echo(f"  champion: {verdict['promotion']}")
     lineage = run.lineage
-    warnings = (lineage.drift or {}).get("warnings", []) if lineage is not None else []
+    drift = (lineage.drift or {}) if lineage is not None else {}
+    warnings = drift.get("warnings", [])
     if warnings:
         shifted = ", ".join(
             f"{w['column']} PSI {w['psi']} (warn above {w['warn']})" for w in warnings
         )
         click.echo(f"  drift: {shifted}")
+    if drift.get("accepted"):
+        accepted = drift["accepted"]
+        click.echo(
+            f"  drift past the fail limit is reported, not refused: {accepted['by']} accepted "
+            f"contract version {accepted['contract_version']} on this upload"
+        )
 
 
 @click.group()

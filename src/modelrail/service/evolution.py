@@ -100,7 +100,7 @@ def bless(container: Container, run_id: str, *, who: str, reason: str) -> StageR
     config = scoped.config
     if evaluate.lineage.config.get("hash") != config.sha256:
         raise Refused(
-            f"model {model!r}'s definition changed since run {run_id} was trained: its "
+            f"the definition of model {model!r} changed since run {run_id} was trained: its "
             "candidate would be registered under a configuration it was not judged under; "
             "retrain it instead"
         )

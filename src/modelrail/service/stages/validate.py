@@ -5,7 +5,13 @@ The upload (CSV, gzip-compressed CSV or Parquet) is read here, once, as a stream
 (``dataset.stream``: memory bounded by ``[limits] batch_mb``, not by the file): train
 and evaluate read the snapshot (Parquet parts named by an index), never the upload, so
 every stage sees exactly the values validation passed. A refused file leaves no part
-behind: the parts written so far are deleted, and no index ever names them."""
+behind: the parts written so far are deleted, and no index ever names them.
+
+A file refused for a change of its contract (a new category value, a value past a
+range, a column added or gone) also leaves the change it asks for, the run's
+``contract-proposal`` report (``dataset.evolution``), which ``modelrail contract
+diff`` shows and ``contract accept`` applies; the refusal's message says so. The
+retrain such an accept starts is not refused for drift (``_reviewed``)."""
 
 from __future__ import annotations
 
