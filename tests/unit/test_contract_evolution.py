@@ -30,6 +30,7 @@ from modelrail.kernel.errors import Refused
 from modelrail.kernel.resources import schema_problems
 from modelrail.service import evolution
 from modelrail.service.container import Container
+from modelrail.ui import create_app
 from tests.conftest import installed
 from tests.unit.conftest import Harness
 
@@ -288,6 +289,13 @@ def test_a_rejected_candidate_blessed_by_hand_is_registered_and_deployed_never_c
     assert b"r2 is noisy" in card
 
     _records_match_their_schemas(harness)
+    client = create_app(harness.container).test_client()
+    page = client.get(f"/runs/{rejected.run_id}").get_data(as_text=True)
+    assert "blessed by hand" in page
+    assert "ana blessed it at " in page
+    assert "r2 is noisy" in page
+    listed = client.get("/").get_data(as_text=True)
+    assert "(blessed by hand by ana)" in listed
 
     with pytest.raises(Refused, match="blessed already, by ana"):
         evolution.bless(harness.container, rejected.run_id, who="bo", reason="again")
