@@ -16,10 +16,13 @@ import dataclasses
 from importlib import resources
 from pathlib import Path
 
+import numpy as np
 import orjson
 import pandas as pd
 import pytest
 
+from modelrail.domain.dataset import evolution as evolution_domain
+from modelrail.domain.dataset.checks import Problem
 from modelrail.domain.dataset.contract import DatasetContract
 from modelrail.domain.lineage import Lineage
 from modelrail.domain.models import Definition
@@ -343,3 +346,22 @@ def _records_match_their_schemas(harness: Harness) -> None:
             assert schema_problems("manifest", body, kind="records") == [], info.key
             checked += 1
     assert checked
+
+
+def test_a_column_with_too_many_new_values_is_no_category_change_and_memory_stays_bounded() -> None:
+    contract = DatasetContract.from_spec(
+        {"name": "c", "target": "y", "columns": [
+            {"name": "y", "type": "number"},
+            {"name": "kind", "type": "category", "categories": ["a"]}]},
+        "c",
+    )  # fmt: skip
+    observed = evolution_domain.Observed()
+    column = contract.column("kind")
+    for batch in range(3):  # the same values again in each batch count once
+        observed.add(column, "category", np.array([f"k{i}" for i in range(600 * batch, 700)]))
+    assert observed.categories["kind"]["k0"] == 1
+    assert observed.categories["kind"]["k650"] == 2
+    observed.add(column, "category", np.array([f"k{i}" for i in range(700, 1400)]))
+    assert "kind" not in observed.categories  # forgotten once past the bound
+    problem = Problem("category", "column 'kind': 1400 row(s) with …", "kind", 1400)
+    assert evolution_domain.propose(contract, [problem], observed) is None
