@@ -146,6 +146,15 @@ def test_a_new_species_and_longer_petals_are_proposed_and_accepting_them_retrain
     assert retrained.lineage.data["uri"] == proposed["data_uri"]
     manifest = harness.container.registry.manifest(IRIS, 2)
     assert manifest.lineage.contract == {"name": before.name, "version": 2}
+    # Its drift past the fail limit was accepted with the change: reported, not refused.
+    accepted_drift = {"contract_version": 2, "by": "ana"}
+    assert manifest.lineage.drift is not None
+    assert manifest.lineage.drift["accepted"] == accepted_drift
+    report = harness.container.runs.report(retrained.run_id, "validation")
+    assert report["drift"]["accepted"] == accepted_drift
+    assert "species" in [
+        row["column"] for row in report["drift"]["columns"] if row["status"] == "fail"
+    ]
 
     _records_match_their_schemas(harness)
 

@@ -99,14 +99,14 @@ def handle(
         else []
     )
     drift: dict[str, Any] = {"champion": champion, "columns": table}
+    failing = [row["column"] for row in table if row["status"] == "fail"]
+    reviewed = _reviewed(runs, config, str(dataset["uri"])) if failing else None
+    if reviewed is not None:
+        drift["accepted"] = reviewed  # a person accepted this upload's change: reported
     report_uri = runs.save_report(
         run_id, "validation", {"dataset": dataset, **report.to_dict(), "drift": drift}
     )
-    failing = [row["column"] for row in table if row["status"] == "fail"]
-    reviewed = _reviewed(runs, config, dataset["uri"]) if failing else None
-    if reviewed is not None:
-        drift["accepted"] = reviewed  # a person accepted this upload's change: reported
-    elif failing:
+    if failing and reviewed is None:
         parts.abort()
         raise DataDrift(
             f"{dataset['uri']} drifted from v{champion}'s training data past the fail "
