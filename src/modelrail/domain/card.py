@@ -45,6 +45,7 @@ run <code>{escape(manifest.run_id)}</code>.</p>
 <h2>Hold-out metrics</h2>
 <table><tr><th>metric</th><th>candidate</th><th>champion</th></tr>{rows}</table>
 <h2>Gate</h2><ul>{checks or "<li>no thresholds configured</li>"}</ul>
+{_blessed_by_hand(lineage.blessed_by, manifest.verdict)}
 {_promotion(manifest.verdict)}
 {_reference(manifest)}
 {_diagnostics(manifest.diagnostics)}
@@ -61,6 +62,20 @@ sha256 <code>{escape(str(data.get("sha256")))}</code>)</li>
 </body></html>
 """
     return html.encode()
+
+
+def _blessed_by_hand(blessed_by: Mapping[str, Any] | None, verdict: Mapping[str, Any]) -> str:
+    """Who registered the version the gate rejected, why, and what the gate said."""
+    if blessed_by is None:
+        return ""
+    reasons = "".join(f"<li>{escape(str(reason))}</li>" for reason in verdict.get("reasons", []))
+    return (
+        '<h2>Blessed by hand</h2><p class="blessed-by">The gate rejected this candidate; '
+        f"{escape(str(blessed_by['who']))} registered it anyway at "
+        f"{escape(str(blessed_by['at']))}: {escape(str(blessed_by['reason']))}. "
+        "It is not the champion.</p>"
+        + (f"<p>The gate said:</p><ul>{reasons}</ul>" if reasons else "")
+    )
 
 
 def _promotion(verdict: Mapping[str, Any]) -> str:

@@ -1,8 +1,10 @@
 """Lineage: where a run, and the version it made, came from (``schemas/records/lineage``).
 
 Stages gather it as the run goes: the trigger and the configuration from the start,
-the code and the data from validate, the candidate from train, the champion it was
-judged against from evaluate. Events carry it as JSON; stage records and manifests
+the code, the data and the contract's version from validate, the candidate from
+train, the champion it was judged against from evaluate, and who blessed it by hand
+when the gate had rejected it (``modelrail bless``). Lineage written before a field
+existed reads without it. Events carry it as JSON; stage records and manifests
 hold it as a ``Lineage``, with one serialisation, ``to_json``.
 """
 
@@ -23,6 +25,8 @@ class Lineage:
     trigger: Mapping[str, Any]
     config: Mapping[str, Any]
     code: Mapping[str, Any] | None = None
+    # The contract the data was validated against: its name and version.
+    contract: Mapping[str, Any] | None = None
     data: Mapping[str, Any] | None = None
     drift: Mapping[str, Any] | None = None
     candidate: Mapping[str, Any] | None = None
@@ -30,6 +34,9 @@ class Lineage:
     # there was none (the first model); ``judged`` says whether the gate has run.
     champion: Mapping[str, Any] | None = None
     judged: bool = False
+    # Who registered the candidate the gate rejected, why and when (``who``,
+    # ``reason``, ``at``); None for a candidate the gate blessed.
+    blessed_by: Mapping[str, Any] | None = None
 
     @classmethod
     def from_json(cls, body: Mapping[str, Any]) -> Lineage:
@@ -37,21 +44,25 @@ class Lineage:
             trigger=dict(body["trigger"]),
             config=dict(body["config"]),
             code=_optional(body, "code"),
+            contract=_optional(body, "contract"),
             data=_optional(body, "data"),
             drift=_optional(body, "drift"),
             candidate=_optional(body, "candidate"),
             champion=_optional(body, "champion"),
             judged="champion" in body,
+            blessed_by=_optional(body, "blessed_by"),
         )
 
     def to_json(self) -> dict[str, Any]:
         body: dict[str, Any] = {"trigger": dict(self.trigger), "config": dict(self.config)}
-        for name in ("code", "data", "drift", "candidate"):
+        for name in ("code", "contract", "data", "drift", "candidate"):
             value = getattr(self, name)
             if value is not None:
                 body[name] = dict(value)
         if self.judged:
             body["champion"] = dict(self.champion) if self.champion is not None else None
+        if self.blessed_by is not None:
+            body["blessed_by"] = dict(self.blessed_by)
         return body
 
     @property

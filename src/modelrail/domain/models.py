@@ -10,6 +10,15 @@ is what the installation says, never a file that happens to lie in the working
 directory. One object per definition: a reader sees a whole definition, never a new
 ``pipeline.toml`` beside an old contract.
 
+A definition has versions. ``modelrail contract accept`` writes a new one with its
+contract changed (``dataset.evolution``) and the contract's ``version`` raised, and
+records with it who accepted it, when, why and from which run (``accepted``); the
+definitions it replaced and wrote are kept, ``models/<name>/definitions/<version>.json``
+(by contract version), so every version a run was validated against stays readable.
+The new one replaces the current one only if that is still the one the proposal was
+made against (a generation precondition): two people accepting at once, or an ``add``
+meanwhile, is a refusal, never a silent overwrite.
+
 A model owns what lies under its name: its uploads (``uploads/<name>/…`` in the data
 bucket), its versions and aliases, its staging service. Which model a trigger belongs
 to is read from it (``model_of_upload``, ``resolve``), never guessed.
@@ -17,16 +26,19 @@ to is read from it (``model_of_upload``, ``resolve``), never guessed.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import re
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import orjson
 
 from modelrail.domain.config import PipelineConfig
+from modelrail.domain.dataset import evolution
 from modelrail.domain.dataset.contract import DatasetContract
-from modelrail.kernel.errors import ConfigError, NotFound, UnknownModel
+from modelrail.kernel.errors import ConfigError, NotFound, PreconditionFailed, Refused, UnknownModel
 from modelrail.kernel.ports import BlobStore
 
 # A model's name is a path segment in both buckets and the suffix of its Cloud Run
@@ -59,6 +71,8 @@ class Definition:
     pipeline: str  # pipeline.toml's text
     contract_file: str  # the contract's file name, as ``[model] contract`` gives it
     contract: str  # the contract's JSON text
+    # Written by ``contract accept``: who, when, why, from which run, what changed.
+    accepted: Mapping[str, Any] | None = None
 
     @classmethod
     def from_files(cls, config_path: Path) -> Definition:
@@ -89,15 +103,22 @@ class Definition:
         return config
 
     def to_json(self) -> dict[str, Any]:
-        return {"format": _FORMAT, **dataclasses.asdict(self)}
+        body = {"format": _FORMAT, **dataclasses.asdict(self)}
+        if self.accepted is None:
+            del body["accepted"]  # a definition as added: the bytes it always had
+        else:
+            body["accepted"] = dict(self.accepted)
+        return body
 
     @classmethod
     def from_json(cls, body: dict[str, Any]) -> Definition:
+        accepted = body.get("accepted")
         return cls(
             name=str(body["name"]),
             pipeline=str(body["pipeline"]),
             contract_file=str(body["contract_file"]),
             contract=str(body["contract"]),
+            accepted=dict(accepted) if accepted is not None else None,
         )
 
 
@@ -131,6 +152,100 @@ class Models:
             pass
         self.store.write(self.key(definition.name), data, content_type="application/json")
         return True
+
+    @staticmethod
+    def archive_key(name: str, version: int) -> str:
+        """Where the definition whose contract is ``version`` is kept once accepted
+        or replaced by an accepted one."""
+        return f"models/{name}/definitions/{version}.json"
+
+    def definition(self, name: str, version: int | None = None) -> Definition:
+        """The model's definition now, or the one whose contract was ``version``."""
+        current = self._current(name)[0]
+        if version is None or current.config().contract.version == version:
+            return current
+        try:
+            data = self.store.read(self.archive_key(name, version)).data
+        except NotFound:
+            kept = ", ".join(str(v) for v in self.versions(name))
+            raise NotFound(
+                f"model {name!r} has no contract version {version} (it has {kept})"
+            ) from None
+        return Definition.from_json(orjson.loads(data))
+
+    def versions(self, name: str) -> list[int]:
+        """The contract versions of the model's definitions kept, and the current one's."""
+        prefix = f"models/{name}/definitions/"
+        kept = {
+            int(info.key[len(prefix) :].removesuffix(".json"))
+            for info in self.store.list(prefix)
+            if info.key.removesuffix(".json")[len(prefix) :].isdigit()
+        }
+        kept.add(self._current(name)[0].config().contract.version)
+        return sorted(kept)
+
+    def accept(
+        self,
+        name: str,
+        changes: Sequence[Mapping[str, Any]],
+        *,
+        based_on: str,
+        accepted: Mapping[str, Any],
+    ) -> Definition:
+        """Write the model's definition with ``changes`` applied to its contract, as
+        its next contract version, recording ``accepted`` with it; ``based_on`` is the
+        configuration hash the changes were proposed against. ``Refused`` if the
+        definition is no longer that one; ``ConfigError`` if the changed contract is
+        one the pipeline refuses (a binary target given a third class)."""
+        current, generation = self._current(name)
+        config = current.config()
+        if config.sha256 != based_on:
+            raise Refused(
+                f"the definition of model {name!r} changed since the change was proposed "
+                f"(its contract is version {config.contract.version} now"
+                + _accepted_text(current.accepted)
+                + "): upload the data again to be judged under it"
+            )
+        version = max(self.versions(name)) + 1
+        spec = evolution.apply(orjson.loads(current.contract), changes, version)
+        changed = dataclasses.replace(
+            current,
+            contract=orjson.dumps(spec, option=orjson.OPT_INDENT_2).decode() + "\n",
+            accepted={**accepted, "version": version, "changes": [dict(c) for c in changes]},
+        )
+        changed.config()  # the whole definition checked, as every stage will check it
+        self._keep(name, config.contract.version, current)
+        try:
+            self.store.write(
+                self.key(name),
+                orjson.dumps(changed.to_json(), option=orjson.OPT_INDENT_2),
+                if_generation_match=generation,
+                content_type="application/json",
+            )
+        except PreconditionFailed:
+            raise Refused(
+                f"the definition of model {name!r} was changed by someone else meanwhile: "
+                "nothing was written; look at it again"
+            ) from None
+        self._keep(name, version, changed)
+        return changed
+
+    def _keep(self, name: str, version: int, definition: Definition) -> None:
+        """Keep ``definition`` as contract ``version``'s, unless one is kept already."""
+        with contextlib.suppress(PreconditionFailed):  # kept when accepted or replaced
+            self.store.write(
+                self.archive_key(name, version),
+                orjson.dumps(definition.to_json(), option=orjson.OPT_INDENT_2),
+                if_generation_match=0,
+                content_type="application/json",
+            )
+
+    def _current(self, name: str) -> tuple[Definition, int]:
+        try:
+            blob = self.store.read(self.key(name))
+        except NotFound:
+            raise UnknownModel(self._unknown(name)) from None
+        return Definition.from_json(orjson.loads(blob.data)), blob.generation
 
     def names(self) -> list[str]:
         """Every model installed, sorted."""
@@ -189,3 +304,9 @@ class Models:
 
     def _unknown(self, name: str) -> str:
         return f"no model {name!r} is installed ({self._installed()})"
+
+
+def _accepted_text(accepted: Mapping[str, Any] | None) -> str:
+    if accepted is None:
+        return ""
+    return f", accepted by {accepted['who']} at {accepted['at']} from run {accepted['run_id']}"

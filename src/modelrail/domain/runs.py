@@ -31,6 +31,8 @@ from modelrail.kernel.memory import PeakMemory
 from modelrail.kernel.ports import BlobStore
 
 CANDIDATE_FILE = "candidate.json"
+# The stage a person's ``modelrail bless`` records in the run the gate rejected.
+BLESS = "bless"
 # Compare-and-set tries when counting a failed delivery (deliveries rarely race).
 _COUNT_TRIES = 5
 
@@ -276,10 +278,25 @@ class RunSummary:
         return {}
 
     @property
+    def blessed_by(self) -> Mapping[str, Any] | None:
+        """Who blessed the candidate the gate rejected, why and when (``BLESS``'s
+        record); None for a run no one blessed by hand."""
+        record = self.stages.get(BLESS)
+        if record is None or record.status != "succeeded":
+            return None
+        return record.lineage.blessed_by
+
+    def _overridden(self, record: StageRecord) -> bool:
+        """Whether ``record`` is the gate's rejection a person overrode."""
+        kind = (record.error or {}).get("kind")
+        return kind == "gate_rejected" and self.blessed_by is not None
+
+    @property
     def outcome(self) -> str:
-        """failed, rejected, deployed, superseded, registered, rolled-back, or running."""
+        """failed, rejected, deployed, superseded, registered, rolled-back, or running
+        (a rejected run blessed by hand goes on as any other)."""
         for record in self.stages.values():
-            if record.status == "failed":
+            if record.status == "failed" and not self._overridden(record):
                 kind = (record.error or {}).get("kind")
                 return "rejected" if kind == "gate_rejected" else "failed"
         if "rollback" in self.stages:
@@ -303,9 +320,10 @@ class RunSummary:
 
     @property
     def failure(self) -> dict[str, Any] | None:
-        """The failed stage, its error kind, message and reasons; None if none failed."""
+        """The failed stage, its error kind, message and reasons; None if none failed
+        (or the gate's rejection was overridden by hand and nothing failed since)."""
         for record in self.stages.values():
-            if record.status == "failed":
+            if record.status == "failed" and not self._overridden(record):
                 error = record.error or {}
                 return {
                     "stage": record.stage,
@@ -327,6 +345,7 @@ class RunSummary:
             "trigger": self.trigger,
             "outcome": self.outcome,
             "failure": self.failure,
+            "blessed_by": dict(self.blessed_by) if self.blessed_by is not None else None,
             "stages": {
                 name: {
                     "status": record.status,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 import time
@@ -122,6 +123,19 @@ def _fail(message: str) -> None:
     sys.exit(1)
 
 
+def _actor(cli: Cli, by: str | None) -> str:
+    """Who takes a decision recorded in the history: ``--by``, else ``MODELRAIL_ACTOR``
+    (what a CI job or a cloud shell sets), else the user running this."""
+    return by or os.environ.get("MODELRAIL_ACTOR") or cli.settings.user
+
+
+def _run_model(cli: Cli, run_id: str, model: str | None) -> None:
+    """Refuse a ``--model`` that is not the run's (the run names its model)."""
+    run = cli.container.runs.run(run_id)
+    if model is not None and run is not None and run.model != model:
+        _fail(f"run {run_id} is a run of model {run.model!r}, not {model!r}")
+
+
 # How long a command waits, without a new record, for a run another process carries
 # (the deploy subscription's ack deadline: no stage's delivery holds longer).
 CARRIED_QUIET_S = 600.0
@@ -196,6 +210,13 @@ def _report_run(cli: Cli, run: RunSummary | None) -> None:
 def _say_why_it_passed(cli: Cli, run: RunSummary) -> None:
     """A passing run's gate in a few lines: its checks, whether it became the champion
     and why, and the drift warnings its data raised."""
+    if run.blessed_by is not None:
+        by = run.blessed_by
+        click.echo(
+            f"  gate: rejected; blessed by hand by {by['who']} at {by['at']}: {by['reason']} "
+            "(registered and deployed, not the champion)"
+        )
+        return
     if "evaluate" not in run.stages or run.stages["evaluate"].status != "succeeded":
         return
     verdict = cli.container.runs.report(run.run_id, "evaluation")["verdict"]
@@ -204,12 +225,19 @@ def _say_why_it_passed(cli: Cli, run: RunSummary) -> None:
     if "promotion" in verdict:
         click.echo(f"  champion: {verdict['promotion']}")
     lineage = run.lineage
-    warnings = (lineage.drift or {}).get("warnings", []) if lineage is not None else []
+    drift = (lineage.drift or {}) if lineage is not None else {}
+    warnings = drift.get("warnings", [])
     if warnings:
         shifted = ", ".join(
             f"{w['column']} PSI {w['psi']} (warn above {w['warn']})" for w in warnings
         )
         click.echo(f"  drift: {shifted}")
+    if drift.get("accepted"):
+        accepted = drift["accepted"]
+        click.echo(
+            f"  drift past the fail limit is reported, not refused: {accepted['by']} accepted "
+            f"contract version {accepted['contract_version']} on this upload"
+        )
 
 
 @click.group()
@@ -332,6 +360,9 @@ def runs(run_id: str | None, as_json: bool, model: str | None) -> None:
         )
         for name, stage in run.stages.items():
             click.echo(f"    {name:<16} {stage.status:<10} {stage.duration_s:>7.2f} s")
+        if run.blessed_by is not None:
+            by = run.blessed_by
+            click.echo(f"    blessed by hand by {by['who']}: {_short(str(by['reason']))}")
         failure = run.failure
         if failure is not None:
             click.echo(f"    {failure['stage']} failed ({failure['kind']}):")
@@ -365,6 +396,16 @@ def _show_run(cli: Cli, run_id: str, as_json: bool) -> None:
     for field in ("requested_by", "reason", "commit_sha"):
         if trigger.get(field):
             click.echo(f"  {field:<9} {trigger[field]}")
+    lineage_now = run.lineage
+    if lineage_now is not None and lineage_now.contract is not None:
+        contract = lineage_now.contract
+        click.echo(f"  contract  {contract['name']} version {contract['version']}")
+    if run.blessed_by is not None:
+        by = run.blessed_by
+        click.echo(
+            f"  blessed   by hand by {by['who']} at {by['at']}: {by['reason']} (the gate "
+            "rejected it; registered and deployed, not the champion)"
+        )
     click.echo(f"  started   {run.started_at}   total {run.duration_s:.2f} s")
     for name, record in run.stages.items():
         click.echo(
@@ -731,6 +772,109 @@ def synth(rows: int, out: Path, seed: int, config_path: Path | None, model: str 
         contract = Cli(quiet=True, model=model).container.config.contract
     write_csv(contract, rows, out, seed)
     click.echo(f"wrote {rows} rows to {out}")
+
+
+@main.group()
+def contract() -> None:
+    """When the data legitimately changed: see and accept the contract change a refused
+    run asks for, or show a contract version."""
+
+
+@contract.command("diff")
+@click.argument("run_id")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@_model_option
+def contract_diff(run_id: str, as_json: bool, model: str | None) -> None:
+    """The contract change run RUN_ID's refused upload asks for (exit 1 if none)."""
+    from modelrail.service import evolution
+
+    cli = Cli(quiet=True, every_model=True)
+    _run_model(cli, run_id, model)
+    proposed = evolution.proposal(cli.container, run_id)
+    if as_json:
+        click.echo(orjson.dumps(proposed, option=orjson.OPT_INDENT_2))
+        return
+    based_on = proposed["based_on"]
+    click.echo(
+        f"run {run_id} ({proposed['model']}, {proposed['data_uri']}) asks contract "
+        f"{based_on['contract']!r} version {based_on['contract_version']} for:"
+    )
+    for change in proposed["changes"]:
+        click.echo(f"  {_CHANGE_MARKS[change['change']]} {change['text']}")
+    if proposed["unaddressed"]:
+        click.echo("not contract changes (the upload still fails for these once accepted):")
+        for problem in proposed["unaddressed"]:
+            click.echo(f"  ! {_short(problem)}")
+    click.echo(
+        f"accept it as version {based_on['contract_version'] + 1} and retrain on that upload: "
+        f'modelrail contract accept {run_id} --reason "…"'
+    )
+
+
+_CHANGE_MARKS = {"remove_column": "-", "add_column": "+", "categories": "~", "range": "~"}
+
+
+@contract.command("accept")
+@click.argument("run_id")
+@click.option("--reason", required=True, help="Why the data legitimately changed (recorded).")
+@click.option("--by", "by", help="Who accepts it (default: $MODELRAIL_ACTOR, else your user).")
+@_model_option
+def contract_accept(run_id: str, reason: str, by: str | None, model: str | None) -> None:
+    """Apply run RUN_ID's proposed contract change as the model's next contract version
+    (earlier versions are kept) and retrain the model on that run's upload."""
+    from modelrail.service import evolution
+
+    cli = Cli(every_model=True)
+    _run_model(cli, run_id, model)
+    cli.note_code_version()
+    version, request = evolution.accept(cli.container, run_id, who=_actor(cli, by), reason=reason)
+    click.echo(
+        f"model {request.model!r}: contract version {version} written; retrain on "
+        f"{request.data_uri} requested ({request.request_id})"
+    )
+    if cli.container.runs_here:
+        cli.drain()
+        _report_run(cli, cli.latest_run(request.idempotency_key))
+
+
+@contract.command("show")
+@click.option("--version", "version", type=click.IntRange(min=1), help="Default: the current.")
+@_model_option
+def contract_show(version: int | None, model: str | None) -> None:
+    """Print the model's contract (or an earlier version of it) as JSON, with who
+    accepted it and why: to keep your contract file in step after an accept."""
+    cli = Cli(quiet=True, model=model)
+    models = cli.container.models
+    definition = models.definition(cli.container.model, version)
+    accepted = definition.accepted
+    kept = ", ".join(str(v) for v in models.versions(cli.container.model))
+    note = (
+        f"accepted by {accepted['who']} at {accepted['at']} from run {accepted['run_id']}: "
+        f"{accepted['reason']}"
+        if accepted is not None
+        else "as added (modelrail init or add)"
+    )
+    click.echo(f"# {definition.contract_file}: {note}; versions kept: {kept}", err=True)
+    click.echo(definition.contract.rstrip("\n"))
+
+
+@main.command()
+@click.argument("run_id")
+@click.option("--reason", required=True, help="Why the rejected candidate should serve (recorded).")
+@click.option("--by", "by", help="Who blesses it (default: $MODELRAIL_ACTOR, else your user).")
+@_model_option
+def bless(run_id: str, reason: str, by: str | None, model: str | None) -> None:
+    """Register and deploy to staging the candidate of run RUN_ID, which the gate
+    rejected, recording who blessed it and why. It never becomes the champion."""
+    from modelrail.service import evolution
+
+    cli = Cli(every_model=True)
+    _run_model(cli, run_id, model)
+    record = evolution.bless(cli.container, run_id, who=_actor(cli, by), reason=reason)
+    click.echo(f"run {run_id}: blessed by {record.output['who']}; register and deploy follow")
+    if cli.container.runs_here:
+        cli.drain()
+        _report_run(cli, cli.container.runs.run(run_id))
 
 
 for _command in (up, down, status):

@@ -36,7 +36,7 @@ import math
 import os
 import re
 import unicodedata
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +44,7 @@ import numpy as np
 import pandas as pd
 
 from modelrail.domain.config import METRICS, Objective
-from modelrail.domain.dataset.contract import canonical_code
+from modelrail.domain.dataset.contract import RANGE_MARGIN, canonical_code, widened_range
 from modelrail.domain.models import check_name
 from modelrail.kernel.errors import ConfigError
 
@@ -62,7 +62,6 @@ CODE_MIN_ROWS = 5
 # A different whole number on every row of more rows than this can be an identifier.
 IDENTIFIER_ROWS = 20
 MAX_CLASSES = 100
-RANGE_MARGIN = 0.1
 _BOOLEAN_TOKENS = frozenset({"true", "false", "yes", "no"})
 _ID_NAME = re.compile(r"(^|[_\W])(id|key|uuid|index)$", re.IGNORECASE)
 # The last word of a name that says its whole numbers are codes, not quantities: the
@@ -439,24 +438,8 @@ def _ignored(
 
 
 def _range(numbers: pd.Series, integral: bool) -> dict[str, float]:
-    """The observed range widened by RANGE_MARGIN of its span on each side, so that
-    next month's data is not refused for a value just past this month's; a column
-    that never went below zero keeps a floor of zero (no negative ages)."""
-    low, high = float(numbers.min()), float(numbers.max())
-    margin = RANGE_MARGIN * (high - low)
-    lower = low - margin if low < 0 or low - margin >= 0 else 0.0
-    upper = high + margin
-    if integral:
-        return {"min": math.floor(lower), "max": math.ceil(upper)}
-    return {"min": _round(lower, math.floor), "max": _round(upper, math.ceil)}
-
-
-def _round(value: float, direction: Callable[[float], int]) -> float:
-    """``value`` to three significant digits, rounded outward (``direction``)."""
-    if value == 0:
-        return 0.0
-    exponent = math.floor(math.log10(abs(value))) - 2
-    return round(direction(value / 10.0**exponent) * 10.0**exponent, max(0, -exponent))
+    """The observed range, widened (``widened_range``)."""
+    return widened_range(float(numbers.min()), float(numbers.max()), integral)
 
 
 def _sorted_labels(labels: Any, numeric: bool) -> list[str]:

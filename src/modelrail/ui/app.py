@@ -175,6 +175,7 @@ def _run_row(run: RunSummary) -> dict[str, Any]:
         "timeline": plots.timeline(stages),
         "version": version,
         "model": model,
+        "blessed_by": dict(run.blessed_by) if run.blessed_by is not None else None,
     }
 
 

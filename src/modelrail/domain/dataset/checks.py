@@ -462,6 +462,18 @@ def _canonical_codes(text: pd.Series) -> pd.Series:
     return canonical
 
 
+def problem_message(
+    column: str, check: str, count: int, what: str, examples: tuple[str, ...]
+) -> str:
+    """A failing check's sentence; a category problem names the values it found (its
+    examples), which are what a person looks for first."""
+    message = f"column {column!r}: {count} row(s) with {what}"
+    if check == "category" and examples:
+        more = ", …" if len(examples) == MAX_EXAMPLES else ""
+        message += ": " + ", ".join(repr(value) for value in examples) + more
+    return message
+
+
 def _problem(check: str, column: Column, mask: np.ndarray, text: pd.Series, what: str) -> Problem:
     indices = np.flatnonzero(mask)
     examples = tuple(dict.fromkeys(_shorten(str(v)) for v in text.to_numpy()[indices[:200]]))[
@@ -469,7 +481,7 @@ def _problem(check: str, column: Column, mask: np.ndarray, text: pd.Series, what
     ]
     return Problem(
         check=check,
-        message=f"column {column.name!r}: {len(indices)} row(s) with {what}",
+        message=problem_message(column.name, check, len(indices), what, examples),
         column=column.name,
         count=len(indices),
         rows=tuple(int(i) + 1 for i in indices[:MAX_ROWS_LISTED]),

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -28,6 +29,29 @@ NEVER_FEATURES = ("datetime", "text")
 # validation reads in a CSV, and what /predict reads in a string.
 TRUE_WORDS = ("true", "1", "yes")
 FALSE_WORDS = ("false", "0", "no")
+# A range written from observed values (``modelrail init``, ``contract accept``) is
+# widened by this share of its span on each side.
+RANGE_MARGIN = 0.1
+
+
+def widened_range(low: float, high: float, integral: bool) -> dict[str, float]:
+    """The range ``low`` to ``high`` widened by RANGE_MARGIN of its span on each side,
+    so that next month's data is not refused for a value just past this month's; a
+    column that never went below zero keeps a floor of zero (no negative ages)."""
+    margin = RANGE_MARGIN * (high - low)
+    lower = low - margin if low < 0 or low - margin >= 0 else 0.0
+    upper = high + margin
+    if integral:
+        return {"min": math.floor(lower), "max": math.ceil(upper)}
+    return {"min": _round(lower, math.floor), "max": _round(upper, math.ceil)}
+
+
+def _round(value: float, direction: Callable[[float], int]) -> float:
+    """``value`` to three significant digits, rounded outward (``direction``)."""
+    if value == 0:
+        return 0.0
+    exponent = math.floor(math.log10(abs(value))) - 2
+    return round(direction(value / 10.0**exponent) * 10.0**exponent, max(0, -exponent))
 
 
 def canonical_code(value: float) -> str:
@@ -78,6 +102,7 @@ class DatasetContract:
     null_tokens: tuple[str, ...] = ("",)
     max_missing_target_fraction: float = 0.0
     sha256: str = ""
+    version: int = 1
 
     @property
     def target_column(self) -> Column:
@@ -141,6 +166,7 @@ class DatasetContract:
             null_tokens=tuple(spec.get("null_tokens", ("",))),
             max_missing_target_fraction=spec.get("max_missing_target_fraction", 0.0),
             sha256=sha256,
+            version=spec.get("version", 1),
         )
         problems = contract._rule_problems()
         if problems:

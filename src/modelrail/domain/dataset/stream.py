@@ -47,7 +47,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from modelrail.domain.dataset import checks, duplicates, profile, snapshot, table, typed
+from modelrail.domain.dataset import checks, duplicates, evolution, profile, snapshot, table, typed
 from modelrail.domain.dataset.checks import Problem, ValidationReport
 from modelrail.domain.dataset.contract import Column, DatasetContract
 from modelrail.kernel.errors import NotFound
@@ -82,8 +82,9 @@ class Limits:
 @dataclasses.dataclass(frozen=True)
 class Result:
     """What a streamed validation found: the report as ``checks.validate`` gives it,
-    the upload's sha256 and size, and (when it passed) the profile, the duplicate
-    rows, the drift summaries and the snapshot's parts."""
+    the upload's sha256 and size, (when it passed) the profile, the duplicate rows,
+    the drift summaries and the snapshot's parts, and (when its rows broke the
+    contract) what they showed of a change of it."""
 
     report: ValidationReport
     sha256: str
@@ -92,6 +93,8 @@ class Result:
     duplicate_rows: int = 0
     drift_current: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
     parts: tuple[snapshot.Part, ...] = ()
+    # When refused: the values outside the contract's categories and ranges it held.
+    observed: evolution.Observed | None = None
 
 
 class _Hashing(io.RawIOBase):
@@ -334,6 +337,8 @@ class _Findings:
     def __init__(self, contract: DatasetContract) -> None:
         self._order = {column.name: index for index, column in enumerate(contract.columns)}
         self._found: dict[tuple[int, int, str, str], tuple[Column, list[Any]]] = {}
+        # Every value outside a category or a range: what a contract change would need.
+        self.observed = evolution.Observed()
 
     def add(
         self, column: Column, slot: int, check: str, what: str, mask: np.ndarray,
@@ -347,6 +352,8 @@ class _Findings:
             if check == "missing_target"
             else (self._order[column.name], slot, check, what)
         )
+        if text is not None and check in ("category", "range"):
+            self.observed.add(column, check, text.to_numpy()[indices])
         entry = self._found.setdefault(key, (column, [0, [], []]))[1]
         entry[0] += int(indices.size)
         rows, examples = entry[1], entry[2]
@@ -361,13 +368,14 @@ class _Findings:
         if found is None:
             return None
         column, (count, rows, examples) = found
+        shown = tuple(dict.fromkeys(examples))[: checks.MAX_EXAMPLES]
         return Problem(
             check=key[2],
-            message=f"column {column.name!r}: {count} row(s) with {key[3]}",
+            message=checks.problem_message(column.name, key[2], count, key[3], shown),
             column=column.name,
             count=count,
             rows=tuple(rows),
-            examples=tuple(dict.fromkeys(examples))[: checks.MAX_EXAMPLES],
+            examples=shown,
         )
 
     def problems(self) -> list[Problem]:
@@ -696,7 +704,7 @@ def validate(
     rows, problems = report.rows, report.problems
     sha256, size = hashing.digest.hexdigest(), hashing.size
     if problems:
-        return Result(report, sha256, size)
+        return Result(report, sha256, size, observed=findings.observed)
     if (one_class := _single_class(summary, contract, rows)) is not None:
         return Result(dataclasses.replace(report, problems=(one_class,)), sha256, size)
     duplicate_rows = rows - spill.distinct()

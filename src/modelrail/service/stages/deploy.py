@@ -9,7 +9,9 @@ crash before it is repaired by the next event too.
 
 Under ``[gate] staging = "champion"`` (the run's configuration, in its lineage) only a
 version that became the champion is deployed; any other blessed version is registered
-and recorded here as skipped, saying so.
+and recorded here as skipped, saying so. A candidate a person blessed by hand after
+the gate rejected it (``blessed_by`` in its lineage: ``modelrail bless``) is deployed
+whatever ``staging`` says: serving it is what they asked for.
 
 The version goes out through ``reconcile.roll_out``: its signed manifest is verified
 first (a tampered or unsigned version fails permanently, ``IntegrityError``, before any
@@ -49,7 +51,8 @@ def handle(
     deployer: Deployer,
 ) -> Outcome:
     model = event.model
-    if event.lineage.get("config", {}).get("staging") == "champion":
+    by_hand = event.lineage.get("blessed_by") is not None
+    if event.lineage.get("config", {}).get("staging") == "champion" and not by_hand:
         champion = registry.alias(model, CHAMPION)
         if champion is None or champion.version != event.version:
             held = f"v{champion.version}" if champion else "none"

@@ -5,7 +5,13 @@ The upload (CSV, gzip-compressed CSV or Parquet) is read here, once, as a stream
 (``dataset.stream``: memory bounded by ``[limits] batch_mb``, not by the file): train
 and evaluate read the snapshot (Parquet parts named by an index), never the upload, so
 every stage sees exactly the values validation passed. A refused file leaves no part
-behind: the parts written so far are deleted, and no index ever names them."""
+behind: the parts written so far are deleted, and no index ever names them.
+
+A file refused for a change of its contract (a new category value, a value past a
+range, a column added or gone) also leaves the change it asks for, the run's
+``contract-proposal`` report (``dataset.evolution``), which ``modelrail contract
+diff`` shows and ``contract accept`` applies; the refusal's message says so. The
+retrain such an accept starts is not refused for drift (``_reviewed``)."""
 
 from __future__ import annotations
 
@@ -15,8 +21,8 @@ from typing import Any
 import orjson
 
 from modelrail.domain.config import PipelineConfig
-from modelrail.domain.dataset import checks, profile, snapshot, stream
-from modelrail.domain.models import upload_prefix
+from modelrail.domain.dataset import checks, evolution, profile, snapshot, stream
+from modelrail.domain.models import Models, upload_prefix
 from modelrail.domain.registry import CHAMPION, PROFILE_FILE, Registry
 from modelrail.domain.runs import RunLog
 from modelrail.kernel.canonical import canonical_json
@@ -34,6 +40,8 @@ from modelrail.service.stages import HANDED_OFF, Outcome
 
 # What an upload may be, by its name's suffix (``stream.FORMATS``).
 DATA_SUFFIXES = tuple(stream.FORMATS)
+# The report a refusal for a change of the contract saves (``evolution``).
+PROPOSAL = "contract-proposal"
 
 
 def handle(
@@ -77,7 +85,10 @@ def handle(
     dataset, result = _stream(source, bucket, key, generation, config, parts, baseline)
     report = result.report
     if not report.passed:
-        raise _violation(runs, run_id, dataset, report)
+        proposal = evolution.propose(
+            contract, report.problems, result.observed or evolution.Observed()
+        )
+        raise _violation(runs, run_id, dataset, report, _proposed(config, dataset, proposal))
     # Counted once by the split (``dataset.duplicates``): reported, not refused.
     dataset["duplicate_rows"] = result.duplicate_rows
     table = (
@@ -87,12 +98,15 @@ def handle(
         if baseline is not None
         else []
     )
-    drift = {"champion": champion, "columns": table}
+    drift: dict[str, Any] = {"champion": champion, "columns": table}
+    failing = [row["column"] for row in table if row["status"] == "fail"]
+    reviewed = _reviewed(runs, config, str(dataset["uri"])) if failing else None
+    if reviewed is not None:
+        drift["accepted"] = reviewed  # a person accepted this upload's change: reported
     report_uri = runs.save_report(
         run_id, "validation", {"dataset": dataset, **report.to_dict(), "drift": drift}
     )
-    failing = [row["column"] for row in table if row["status"] == "fail"]
-    if failing:
+    if failing and reviewed is None:
         parts.abort()
         raise DataDrift(
             f"{dataset['uri']} drifted from v{champion}'s training data past the fail "
@@ -113,11 +127,13 @@ def handle(
     lineage = {
         "trigger": trigger.lineage(),
         "config": config.summary(),
+        "contract": {"name": contract.name, "version": contract.version},
         "code": {"version": getattr(trigger, "commit_sha", None) or code_version},
         "data": dataset,
         "drift": {
             "champion": champion,
             "warnings": [r for r in table if r["status"] != "ok"],
+            **({"accepted": reviewed} if reviewed is not None else {}),
         },
     }
     event = DatasetValidated(
@@ -186,16 +202,65 @@ def _stream(
     return dataset, result
 
 
+def _reviewed(runs: RunLog, config: PipelineConfig, uri: str) -> dict[str, Any] | None:
+    """Who accepted the contract version this run validates against on this very
+    upload (``modelrail contract accept``), if someone did: that person looked at the
+    upload's change, so its drift past the fail limit is reported, not refused (the
+    gate still judges the candidate against the champion). Read from the model's
+    definition, in the artifact bucket the run log is kept in."""
+    accepted = Models(runs.store).definition(config.model_name).accepted
+    if (
+        accepted is None
+        or accepted.get("data_uri") != uri
+        or accepted.get("version") != config.contract.version
+    ):
+        return None
+    return {"contract_version": accepted["version"], "by": accepted["who"]}
+
+
 def _violation(
-    runs: RunLog, run_id: str, dataset: dict[str, Any], report: checks.ValidationReport
+    runs: RunLog,
+    run_id: str,
+    dataset: dict[str, Any],
+    report: checks.ValidationReport,
+    proposal: dict[str, Any] | None = None,
 ) -> ContractViolation:
-    """The failure of a file that breaks its contract, its report saved for people."""
+    """The failure of a file that breaks its contract, its report saved for people,
+    with the contract change it asks for (``evolution``) when it asks for one."""
     report_uri = runs.save_report(run_id, "validation", {"dataset": dataset, **report.to_dict()})
     summary = "; ".join(p.message for p in report.problems[:5])
+    details = {"report_uri": report_uri, **report.to_dict()}
+    if proposal is not None:
+        details["proposal_uri"] = runs.save_report(run_id, PROPOSAL, proposal)
+        summary += (
+            f". If the data changed legitimately, `modelrail contract diff {run_id}` shows "
+            "the contract change it asks for"
+        )
     return ContractViolation(
-        f"{dataset['uri']} breaks contract {report.contract!r}: {summary}",
-        {"report_uri": report_uri, **report.to_dict()},
+        f"{dataset['uri']} breaks contract {report.contract!r}: {summary}", details
     )
+
+
+def _proposed(
+    config: PipelineConfig, dataset: dict[str, Any], proposal: evolution.Proposal | None
+) -> dict[str, Any] | None:
+    """The report of a proposed contract change: the changes, the problems they leave,
+    the upload, and the definition they apply to (accepting them is refused once
+    that changed)."""
+    if proposal is None:
+        return None
+    contract = config.contract
+    return {
+        "model": config.model_name,
+        "data_uri": dataset["uri"],
+        "based_on": {
+            "config_hash": config.sha256,
+            "contract": contract.name,
+            "contract_version": contract.version,
+            "contract_sha256": contract.sha256,
+        },
+        **proposal.to_dict(),
+    }
 
 
 def _baseline(
