@@ -13,6 +13,7 @@ food expenditure; the old upload has the incomes below 1,500 francs).
 from __future__ import annotations
 
 import dataclasses
+from datetime import datetime, timedelta
 from importlib import resources
 from pathlib import Path
 
@@ -33,6 +34,8 @@ from modelrail.kernel.errors import Refused
 from modelrail.kernel.resources import schema_problems
 from modelrail.service import evolution
 from modelrail.service.container import Container
+from modelrail.service.stages import register
+from modelrail.service.sweep import sweep
 from modelrail.ui import create_app
 from tests.conftest import installed
 from tests.unit.conftest import Harness
@@ -303,6 +306,36 @@ def test_a_rejected_candidate_blessed_by_hand_is_registered_and_deployed_never_c
 
     with pytest.raises(Refused, match="blessed already, by ana"):
         evolution.bless(harness.container, rejected.run_id, who="bo", reason="again")
+
+
+@pytest.mark.fault
+def test_a_blessed_run_whose_register_message_is_lost_is_ended_by_the_sweep(
+    harness: Harness, iris: Container, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _strict_gate(iris)
+    rejected = _run_of(harness, _upload(harness, IRIS, _csv(_iris()[:100]), "next.csv"))
+    evolution.bless(harness.container, rejected.run_id, who="ana", reason="r2 is noisy")
+
+    def killed(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt  # the process dies mid-delivery: the bus goes with it
+
+    monkeypatch.setattr(register, "handle", killed)
+    with pytest.raises(KeyboardInterrupt):
+        harness.run()
+    run = harness.container.runs.run(rejected.run_id)
+    assert run is not None
+    assert run.outcome == "running"
+    blessed = datetime.fromisoformat(run.stages["bless"].finished_at)
+
+    # The same bound as for a run evaluate passed (the register deliveries' backoffs
+    # and starts): none is ended before it, this one after it.
+    assert sweep(harness.container, now=blessed + timedelta(seconds=450)) == []
+    [record] = sweep(harness.container, now=blessed + timedelta(seconds=451))
+    assert (record.run_id, record.stage, record.error["kind"]) == (
+        rejected.run_id,
+        "register",
+        "stuck",
+    )
 
 
 def test_only_a_run_the_gate_rejected_can_be_blessed(harness: Harness, iris: Container) -> None:

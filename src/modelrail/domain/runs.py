@@ -493,14 +493,20 @@ class RunLog:
         return failed + 1
 
     def save_report(self, run_id: str, name: str, report: Mapping[str, Any]) -> str:
-        key = f"runs/{run_id}/reports/{name}.json"
+        key = self._report_key(run_id, name)
         self.store.write(key, canonical_json(report), content_type="application/json")
         return self.store.uri(key)
 
+    def report_uri(self, run_id: str, name: str) -> str:
+        """Where ``save_report`` keeps the report ``name`` of ``run_id``."""
+        return self.store.uri(self._report_key(run_id, name))
+
+    @staticmethod
+    def _report_key(run_id: str, name: str) -> str:
+        return f"runs/{run_id}/reports/{name}.json"
+
     def report(self, run_id: str, name: str) -> dict[str, Any]:
-        report: dict[str, Any] = orjson.loads(
-            self.store.read(f"runs/{run_id}/reports/{name}.json").data
-        )
+        report: dict[str, Any] = orjson.loads(self.store.read(self._report_key(run_id, name)).data)
         return report
 
     def candidate_key(self, run_id: str, name: str) -> str:

@@ -127,7 +127,7 @@ def bless(container: Container, run_id: str, *, who: str, reason: str) -> StageR
         # The gate's checks and reasons as it gave them; blessed by a person, never
         # the champion (register moves the champion only on ``promote``).
         verdict={**report["verdict"], "blessed": True, "promote": False, "blessed_by": blessed_by},
-        report_uri=scoped.runs.store.uri(f"runs/{run_id}/reports/evaluation.json"),
+        report_uri=scoped.runs.report_uri(run_id, "evaluation"),
     )
     record = StageRecord.ended(
         run_id,

@@ -40,7 +40,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 
 from modelrail.domain.leases import registration_name
-from modelrail.domain.runs import Began, Handoff, RunSummary, StageRecord
+from modelrail.domain.runs import BLESS, Began, Handoff, RunSummary, StageRecord
 from modelrail.kernel.errors import JobFailed, LeaseHeld, PermanentError, RunStuck, TransientError
 from modelrail.service.container import Container
 from modelrail.service.pipeline import record_failure
@@ -173,7 +173,8 @@ def _stuck(
 ) -> tuple[str, PermanentError] | None:
     """The stage that will never record for ``run``, and why; None if it still may."""
     last_stage, last = list(run.stages.items())[-1]
-    stage = container.topology.next_stage(last_stage)
+    # A candidate blessed by hand goes on from the gate as if evaluate had passed it.
+    stage = container.topology.next_stage("evaluate" if last_stage == BLESS else last_stage)
     if stage is None:
         return None
     if stage == "train":
