@@ -45,6 +45,7 @@ run <code>{escape(manifest.run_id)}</code>.</p>
 <h2>Hold-out metrics</h2>
 <table><tr><th>metric</th><th>candidate</th><th>champion</th></tr>{rows}</table>
 <h2>Gate</h2><ul>{checks or "<li>no thresholds configured</li>"}</ul>
+{_judged_by(manifest.verdict)}
 {_promotion(manifest.verdict)}
 {_reference(manifest)}
 {_diagnostics(manifest.diagnostics)}
@@ -61,6 +62,20 @@ sha256 <code>{escape(str(data.get("sha256")))}</code>)</li>
 </body></html>
 """
     return html.encode()
+
+
+def _judged_by(verdict: Mapping[str, Any]) -> str:
+    """How the candidate was judged (a hold-out, or cross-validation), with the
+    warnings and notes that go with it."""
+    if "judged_by" not in verdict:
+        return ""  # a version registered before the verdict said so
+    said = "".join(
+        f"<li>{escape(text)}</li>"
+        for text in [*verdict.get("warnings", []), *verdict.get("notes", [])]
+    )
+    return f'<p class="judged-by">Judged by {escape(verdict["judged_by"])}.</p>' + (
+        f"<ul>{said}</ul>" if said else ""
+    )
 
 
 def _promotion(verdict: Mapping[str, Any]) -> str:

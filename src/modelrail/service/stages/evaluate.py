@@ -17,12 +17,25 @@ The champion is read as the staging service reads a version: its manifest's sign
 is verified before any sha256 in it is trusted, then every file it reads (the model,
 the reference set) against that sha256. A champion whose files or manifest were
 rewritten in the bucket ends the run as an ``IntegrityError``, never steering the gate.
+
+The rows are the ones train held out, by the split plan it recorded with the candidate
+(``training.SplitPlan``: by inputs, or by occurrence), never a plan made again here.
+A candidate of small data was judged by cross-validation in train
+(``training.CrossValidation``): its gate metrics are those of its out-of-fold
+predictions on every sample of this run, and the champion is scored on the same
+samples. The champion may have trained on some of them, where no candidate's
+prediction did: the comparison can only favour the champion, so it still never gets
+worse. The champion's reference set is not compared, because the candidate trained on
+every row of this run and no set is unseen by it; this run's samples are kept as the
+reference set as any hold-out is. The verdict says how the candidate was judged
+(``judged_by``), and warns when its metrics come from few rows.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import io
+from collections.abc import Iterable
 from typing import Any
 
 import lightgbm as lgb
@@ -33,11 +46,12 @@ import pyarrow.parquet as pq
 from modelrail.domain import evaluation, training
 from modelrail.domain.config import PipelineConfig
 from modelrail.domain.dataset import snapshot
+from modelrail.domain.dataset.checks import ParsedDataset
 from modelrail.domain.dataset.table import TableColumns
 from modelrail.domain.features import FeatureSchema
 from modelrail.domain.registry import CHAMPION, REFERENCE_FILE, LoadedVersion, Registry
 from modelrail.domain.runs import RunLog
-from modelrail.kernel.errors import DataUnavailable, GateRejected
+from modelrail.kernel.errors import DataUnavailable, GateRejected, IntegrityError
 from modelrail.kernel.events import ModelEvaluated, ModelTrained
 from modelrail.service.stages import Outcome
 
@@ -52,19 +66,30 @@ def handle(
     store = runs.store
     model_text, candidate_meta = runs.candidate(event.run_id, event.model_sha256)
     schema = FeatureSchema.from_dict(candidate_meta.features)
+    how = training.SplitPlan.from_json(candidate_meta.split)
+    cross_validation = (
+        training.CrossValidation.from_json(candidate_meta.cross_validation)
+        if candidate_meta.cross_validation is not None
+        else None
+    )
     candidate = _Scores(lgb.Booster(model_str=model_text.decode()), schema, config)
     loaded = _champion_version(config, registry)
     champion_scores, champion = _champion(loaded, config)
     # The hold-out alone, a part at a time: each part is scored and kept for the
-    # reference set as it is read, so memory holds one part and the predictions.
+    # reference set as it is read, so memory holds one part and the predictions. Data
+    # judged by cross-validation is small: its every sample, at once.
     parts = snapshot.parts(store, event.dataset["snapshot"])
     uri = event.dataset["snapshot"]["uri"]
     judged = snapshot.Encoder()
-    held = training.holdout_parts(
-        (snapshot.read_part(store, part, uri) for part in parts), config.contract, config
-    )
+    held: Iterable[pa.Table]
+    if cross_validation is None:
+        held = training.holdout_parts(
+            (snapshot.read_part(store, part, uri) for part in parts), config.contract, config, how
+        )
+    else:
+        held = [_samples(snapshot.read(store, parts, uri, config.contract), config, how)]
     for batch in held:
-        candidate.add(batch)
+        candidate.add(batch, None if cross_validation is None else cross_validation.predictions)
         if champion_scores is not None:
             champion_scores.add(batch)
         judged.add(batch)
@@ -74,7 +99,22 @@ def handle(
     verdict = evaluation.judge(config.gate, metrics, champion["metrics"] if champion else None)
     reasons: list[str] = verdict.to_dict()["reasons"]
     blessed = verdict.blessed
-    reference = _reference(config, registry, loaded, champion, candidate.booster, schema)
+    notes: list[str] = []
+    if cross_validation is None:
+        judged_by = f"the hold-out: {candidate.rows} rows, split by {how.by}"
+        reference = _reference(config, registry, loaded, champion, candidate.booster, schema)
+    else:
+        judged_by = cross_validation.why
+        reference = None
+        if champion is not None and champion["comparable"]:
+            notes += [
+                f"v{champion['version']} is scored on this run's {candidate.rows} rows, some "
+                "of which it may have trained on, against the candidate's out-of-fold "
+                "predictions, made by models that never saw the row: this can only favour "
+                "the champion",
+                f"not compared on v{champion['version']}'s reference set: the candidate "
+                "trained on every row of this run, so no set is unseen by it",
+            ]
     if champion is not None and reference is not None:
         # Kept with the version (and shown on its card): how it fared on the trusted set.
         champion = {
@@ -90,10 +130,20 @@ def handle(
         **verdict.to_dict(),
         "blessed": blessed,
         "reasons": reasons,
-        **_promotion(config, champion, metrics, reference),
+        "judged_by": judged_by,
+        **_promotion(config, champion, metrics, reference, cross_validation is not None),
     }
+    if candidate.rows < training.FEW_ROWS:
+        overall["warnings"] = [
+            f"the metrics come from {candidate.rows} rows only: one row moves accuracy by "
+            f"{100 / candidate.rows:.1f} points; read them as rough"
+        ]
+    if notes:
+        overall["notes"] = notes
     report = {
         "run_id": event.run_id,
+        "judged_by": judged_by,
+        "split": how.to_json(),
         "holdout_rows": candidate.rows,
         "metrics": metrics,
         "champion": champion,
@@ -141,14 +191,24 @@ class _Scores:
         self._truth: list[np.ndarray] = []
         self._predicted: list[np.ndarray] = []
 
-    def add(self, batch: pa.Table) -> None:
+    def add(self, batch: pa.Table, predicted: list[Any] | None = None) -> None:
+        """The rows of ``batch``, with the model's predictions of them, or the
+        ``predicted`` ones recorded for them (a cross-validated candidate's)."""
         if batch.num_rows == 0:
             return
         columns = TableColumns(batch, self.contract)
         self._truth.append(self.schema.encode_target(columns[self.schema.target]))
-        self._predicted.append(
-            np.asarray(self.booster.predict(self.schema.encode_columns(columns)))
-        )
+        if predicted is None:
+            self._predicted.append(
+                np.asarray(self.booster.predict(self.schema.encode_columns(columns)))
+            )
+        elif len(predicted) != batch.num_rows:
+            raise IntegrityError(
+                f"the candidate's {len(predicted)} out-of-fold predictions are not one per "
+                f"row of the {batch.num_rows} it was judged on"
+            )
+        else:
+            self._predicted.append(np.asarray(predicted, dtype=np.float64))
 
     @property
     def rows(self) -> int:
@@ -164,11 +224,19 @@ class _Scores:
         return evaluation.metrics(self.schema.objective, *self.scored())
 
 
+def _samples(dataset: ParsedDataset, config: PipelineConfig, how: training.SplitPlan) -> pa.Table:
+    """Every sample of ``dataset`` by the split plan ``how``, in the order train
+    cross-validated them (``training.Split.samples``)."""
+    samples = training.split(dataset, config, how).samples
+    return snapshot.arrow(dataset, config.contract).take(samples)
+
+
 def _promotion(
     config: PipelineConfig,
     champion: dict[str, Any] | None,
     metrics: dict[str, float],
     reference: dict[str, Any] | None,
+    cross_validated: bool,
 ) -> dict[str, Any]:
     """Whether the candidate becomes the champion (``promote``), why, and every
     comparison with the champion it was decided on."""
@@ -180,7 +248,8 @@ def _promotion(
             "promotion": f"v{champion['version']} cannot score this data "
             f"({champion['why']}): the candidate becomes the champion",
         }
-    sets = {"holdout": evaluation.compare(config.gate, metrics, champion["metrics"])}
+    own = "cross-validation" if cross_validated else "holdout"
+    sets = {own: evaluation.compare(config.gate, metrics, champion["metrics"])}
     if reference is not None:
         sets[f"v{reference['version']} reference set"] = evaluation.compare(
             config.gate, reference["metrics"], reference["champion_metrics"]
