@@ -261,6 +261,17 @@ class Occurrences:
         return occurrence
 
 
+def sample_keys(columns: Mapping[str, np.ndarray]) -> np.ndarray:
+    """A 64-bit key of each row as a sample: its every column and its occurrence among
+    the rows equal to it, so the same rows in two uploads (appended to, reordered) have
+    the same keys, and repeated rows distinct ones."""
+    rows = pd.util.hash_pandas_object(pd.DataFrame(dict(columns)), index=False).to_numpy(
+        dtype=np.uint64
+    )
+    keyed = pd.DataFrame({"row": rows, "occurrence": Occurrences().of(rows)})
+    return pd.util.hash_pandas_object(keyed, index=False).to_numpy(dtype=np.uint64)
+
+
 def positions(
     columns: Mapping[str, np.ndarray],
     config: PipelineConfig,
@@ -394,7 +405,7 @@ def cross_validate(
     picks the number of rounds by early stopping (the best mean over the folds), the
     gate's metrics come from the out-of-fold predictions at that round, pooled, and the
     model is trained on every sample for that many rounds. Refused when no sound
-    evaluation is possible: fewer samples than two per fold, or one class only."""
+    evaluation is possible: fewer samples than two per fold."""
     samples, rows = parts.samples, len(parts.samples)
     if rows < 2 * FOLDS:
         raise DataUnavailable(
@@ -402,11 +413,6 @@ def cross_validate(
             f"needs at least {2 * FOLDS}"
         )
     y = target[samples]
-    if schema.objective != "regression" and len(np.unique(y)) < 2:
-        only = dataset.columns[schema.target][samples[0]]
-        raise DataUnavailable(
-            f"every row's {schema.target} is {only!r}: a model of one class cannot be judged"
-        )
     fold = folds(parts.positions)
     indices = np.arange(rows)
     cuts = [(indices[fold != k], indices[fold == k]) for k in range(FOLDS)]

@@ -44,7 +44,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from modelrail.domain import evaluation, training
-from modelrail.domain.config import PipelineConfig
+from modelrail.domain.config import MetricGate, PipelineConfig
 from modelrail.domain.dataset import snapshot
 from modelrail.domain.dataset.checks import ParsedDataset
 from modelrail.domain.dataset.table import TableColumns
@@ -87,34 +87,29 @@ def handle(
             (snapshot.read_part(store, part, uri) for part in parts), config.contract, config, how
         )
     else:
-        held = [_samples(snapshot.read(store, parts, uri, config.contract), config, how)]
+        every = _samples(snapshot.read(store, parts, uri, config.contract), config, how)
+        held = [every]
     for batch in held:
         candidate.add(batch, None if cross_validation is None else cross_validation.predictions)
         if champion_scores is not None:
             champion_scores.add(batch)
         judged.add(batch)
     metrics = candidate.metrics()
-    if champion is not None and champion_scores is not None:
-        champion = {**champion, "metrics": champion_scores.metrics()}
-    verdict = evaluation.judge(config.gate, metrics, champion["metrics"] if champion else None)
-    reasons: list[str] = verdict.to_dict()["reasons"]
-    blessed = verdict.blessed
     notes: list[str] = []
     if cross_validation is None:
         judged_by = f"the hold-out: {candidate.rows} rows, split by {how.by}"
+        if champion is not None and champion_scores is not None:
+            champion = {**champion, "metrics": champion_scores.metrics()}
+        verdict = evaluation.judge(config.gate, metrics, champion["metrics"] if champion else None)
+        compared = metrics
         reference = _reference(config, registry, loaded, champion, candidate.booster, schema)
     else:
-        judged_by = cross_validation.why
-        reference = None
-        if champion is not None and champion["comparable"]:
-            notes += [
-                f"v{champion['version']} is scored on this run's {candidate.rows} rows, some "
-                "of which it may have trained on, against the candidate's out-of-fold "
-                "predictions, made by models that never saw the row: this can only favour "
-                "the champion",
-                f"not compared on v{champion['version']}'s reference set: the candidate "
-                "trained on every row of this run, so no set is unseen by it",
-            ]
+        judged_by, reference = cross_validation.why, None
+        verdict, champion, compared, notes = _cross_validated(
+            config, registry, loaded, champion, (candidate, champion_scores), every
+        )
+    reasons: list[str] = verdict.to_dict()["reasons"]
+    blessed = verdict.blessed
     if champion is not None and reference is not None:
         # Kept with the version (and shown on its card): how it fared on the trusted set.
         champion = {
@@ -131,7 +126,12 @@ def handle(
         "blessed": blessed,
         "reasons": reasons,
         "judged_by": judged_by,
-        **_promotion(config, champion, metrics, reference, cross_validation is not None),
+        **(
+            {"cross_validation": {"folds": cross_validation.folds, "rows": cross_validation.rows}}
+            if cross_validation is not None
+            else {}
+        ),
+        **_promotion(config, champion, compared, reference, cross_validation is not None),
     }
     if candidate.rows < training.FEW_ROWS:
         overall["warnings"] = [
@@ -220,8 +220,88 @@ class _Scores:
             raise DataUnavailable("the hold-out is empty: there is nothing to judge on")
         return np.concatenate(self._truth), np.concatenate(self._predicted)
 
-    def metrics(self) -> dict[str, float]:
-        return evaluation.metrics(self.schema.objective, *self.scored())
+    def metrics(self, rows: np.ndarray | None = None) -> dict[str, float]:
+        """The metrics of every row added, or of ``rows`` of them (their positions)."""
+        truth, predicted = self.scored()
+        if rows is not None:
+            truth, predicted = truth[rows], predicted[rows]
+        return evaluation.metrics(self.schema.objective, truth, predicted)
+
+
+def _cross_validated(
+    config: PipelineConfig,
+    registry: Registry,
+    loaded: LoadedVersion | None,
+    champion: dict[str, Any] | None,
+    scores: tuple[_Scores, _Scores | None],
+    samples: pa.Table,
+) -> tuple[evaluation.Verdict, dict[str, Any] | None, dict[str, float], list[str]]:
+    """The verdict on a cross-validated candidate: its out-of-fold metrics against the
+    value thresholds, and against the champion's on the samples ``_unseen`` chooses by
+    the change thresholds; the champion so described, the candidate's metrics it was
+    compared on, and notes saying how."""
+    candidate, champion_scores = scores
+    metrics = candidate.metrics()
+    verdict = evaluation.judge(config.gate, metrics, None)
+    if loaded is None or champion is None or champion_scores is None:
+        return verdict, champion, metrics, []
+    rows, why = _unseen(config, registry, loaded, samples)
+    compared = candidate.metrics(rows) if len(rows) else metrics
+    champion = {**champion, "compared_on": {"rows": len(rows), "why": why}, "metrics": None}
+    if len(rows):
+        champion["metrics"] = champion_scores.metrics(rows)
+        changes = evaluation.judge(_changes_only(config), compared, champion["metrics"])
+        verdict = evaluation.Verdict(
+            verdict.blessed and changes.blessed, verdict.checks + changes.checks
+        )
+    notes = [
+        why,
+        f"not compared on v{champion['version']}'s reference set: the candidate trained "
+        "on every row of this run, so no set is unseen by it",
+    ]
+    return verdict, champion, compared, notes
+
+
+def _changes_only(config: PipelineConfig) -> list[MetricGate]:
+    """The gate's change thresholds alone: what compares two models on one set."""
+    return [dataclasses.replace(g, min=None, max=None) for g in config.gate]
+
+
+def _unseen(
+    config: PipelineConfig, registry: Registry, loaded: LoadedVersion, samples: pa.Table
+) -> tuple[np.ndarray, str]:
+    """Which of this run's ``samples`` (their positions) the cross-validated candidate
+    is compared with the champion on, and why. A champion judged by cross-validation
+    trained on every row of its reference set and on nothing else: the samples not in
+    it are new to both, and the comparison is fair (none: nothing to compare). Of any
+    other champion the rows it trained on are not kept: every sample, where it may have
+    trained on some, which can only favour it."""
+    version = loaded.version
+    kept = (
+        registry.file(loaded.manifest, REFERENCE_FILE)
+        if loaded.manifest.verdict.get("cross_validation")
+        else None
+    )
+    if kept is not None:
+        reference = pq.read_table(io.BytesIO(kept))
+        if all(c.name in reference.column_names for c in config.contract.columns):
+            names = [c.name for c in config.contract.columns]
+            seen = training.sample_keys(TableColumns(reference.select(names), config.contract))
+            new = ~np.isin(training.sample_keys(TableColumns(samples, config.contract)), seen)
+            rows = np.flatnonzero(new)
+            return rows, (
+                f"compared with v{version} on the {len(rows)} of this run's "
+                f"{samples.num_rows} rows it did not train on (it trained on every row of "
+                "its reference set), beside the candidate's out-of-fold predictions of them"
+                if len(rows)
+                else f"every row of this run is one v{version} trained on, so there is "
+                "nothing new to compare it on"
+            )
+    return np.arange(samples.num_rows), (
+        f"v{version} is scored on this run's {samples.num_rows} rows, some of which it may "
+        "have trained on, against the candidate's out-of-fold predictions, made by models "
+        "that never saw the row: this can only favour the champion"
+    )
 
 
 def _samples(dataset: ParsedDataset, config: PipelineConfig, how: training.SplitPlan) -> pa.Table:
@@ -247,6 +327,12 @@ def _promotion(
             "promote": True,
             "promotion": f"v{champion['version']} cannot score this data "
             f"({champion['why']}): the candidate becomes the champion",
+        }
+    if champion["metrics"] is None:
+        return {
+            "promote": False,
+            "promotion": f"v{champion['version']} stays the champion: "
+            + champion["compared_on"]["why"],
         }
     own = "cross-validation" if cross_validated else "holdout"
     sets = {own: evaluation.compare(config.gate, metrics, champion["metrics"])}
@@ -335,8 +421,7 @@ def _reference(
         for score in scores:
             score.add(batch)
     candidate_metrics, champion_metrics = (score.metrics() for score in scores)
-    changes_only = [dataclasses.replace(g, min=None, max=None) for g in config.gate]
-    verdict = evaluation.judge(changes_only, candidate_metrics, champion_metrics)
+    verdict = evaluation.judge(_changes_only(config), candidate_metrics, champion_metrics)
     return {
         "version": loaded.version,
         "rows": reference.metadata.num_rows,
