@@ -27,8 +27,9 @@ from modelrail.domain.config import PipelineConfig
 from modelrail.domain.dataset import checks, snapshot
 from modelrail.domain.features import FeatureSchema
 from modelrail.domain.registry import CHAMPION, MODEL_FILE, REFERENCE_FILE
-from modelrail.domain.runs import CANDIDATE_FILE
+from modelrail.domain.runs import CANDIDATE_FILE, CandidateRecord
 from modelrail.entry import init
+from modelrail.kernel.resources import schema_problems
 from tests.conftest import installed
 from tests.unit.conftest import Harness
 
@@ -115,8 +116,14 @@ def test_titanic_is_split_by_occurrence_judged_near_a_random_split_and_deployed(
             harness.container.runs.candidate_key(run.run_id, CANDIDATE_FILE)
         ).data
     )
+    assert schema_problems("candidate", candidate, kind="records") == []
     assert candidate["split"]["by"] == "occurrence"
     assert "cross_validation" not in candidate
+    # A candidate recorded before split plans reads, and was split by inputs.
+    older = CandidateRecord.from_json(
+        {k: v for k, v in candidate.items() if k not in ("split", "cross_validation")}
+    )
+    assert training.SplitPlan.from_json(older.split).by == training.BY_INPUTS
 
 
 @pytest.mark.parametrize("seed", [1, 42, 2024])
@@ -217,6 +224,7 @@ def test_mtcars_is_judged_by_cross_validation_and_says_so(
     record = orjson.loads(
         harness.container.artifacts.read(runs.candidate_key(run.run_id, CANDIDATE_FILE)).data
     )
+    assert schema_problems("candidate", record, kind="records") == []
     folds = record["cross_validation"]
     assert (folds["folds"], folds["rows"]) == (5, 32)
     predicted = np.asarray(folds["predictions"])

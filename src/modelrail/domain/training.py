@@ -179,23 +179,19 @@ def plan(distinct_inputs: int, config: PipelineConfig) -> SplitPlan:
     )
 
 
-def plan_of(columns: Mapping[str, np.ndarray], config: PipelineConfig) -> SplitPlan:
-    """The split ``plan`` for the data ``columns`` hold."""
-    return plan(len(duplicates.distinct_sorted(input_hashes(columns, config))), config)
-
-
 def split(dataset: ParsedDataset, config: PipelineConfig, how: SplitPlan | None = None) -> Split:
     """Each sample's side (train, validation, hold-out), by ``how`` (else the plan the
     data calls for): by inputs, each distinct row's side by the hash of its inputs, and
     exact duplicates of an earlier row on no side; by occurrence, every row's side by
     its inputs and its occurrence."""
-    how = how or plan_of(dataset.columns, config)
+    hashes = input_hashes(dataset.columns, config)
+    how = how or plan(len(duplicates.distinct_sorted(hashes)), config)
     if how.by == BY_OCCURRENCE:
         samples = np.arange(dataset.rows)
-        position = positions(dataset.columns, config, Occurrences())
+        position = _placed(hashes, config, Occurrences())
     else:
         samples = duplicates.first_occurrences(dataset.columns)
-        position = positions({n: v[samples] for n, v in dataset.columns.items()}, config)
+        position = _placed(hashes[samples], config)
     side = side_of(position, config)
     return Split(
         train=samples[side == TRAIN],
@@ -281,7 +277,13 @@ def positions(
     alone (so any slice of the data, a snapshot's part on a Dask worker, puts each row
     where the whole would), and by occurrence its occurrence too (counted on by
     ``occurrences`` from the rows it saw before)."""
-    hashes = input_hashes(columns, config)
+    return _placed(input_hashes(columns, config), config, occurrences)
+
+
+def _placed(
+    hashes: np.ndarray, config: PipelineConfig, occurrences: Occurrences | None = None
+) -> np.ndarray:
+    """``positions`` of rows whose inputs hash to ``hashes``."""
     if occurrences is not None:
         keyed = pd.DataFrame({"inputs": hashes, "occurrence": occurrences.of(hashes)})
         hashes = pd.util.hash_pandas_object(keyed, index=False).to_numpy(dtype=np.uint64)
@@ -298,11 +300,6 @@ def side_of(position: np.ndarray, config: PipelineConfig) -> np.ndarray:
     side[position < config.holdout_fraction + config.validation_fraction] = VALIDATION
     side[position < config.holdout_fraction] = HOLDOUT
     return side
-
-
-def sides(columns: Mapping[str, np.ndarray], config: PipelineConfig) -> np.ndarray:
-    """Each row's side split by inputs, from its own inputs and the seed alone."""
-    return side_of(positions(columns, config), config)
 
 
 def folds(position: np.ndarray, k: int = FOLDS) -> np.ndarray:

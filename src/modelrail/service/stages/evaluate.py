@@ -21,14 +21,16 @@ rewritten in the bucket ends the run as an ``IntegrityError``, never steering th
 The rows are the ones train held out, by the split plan it recorded with the candidate
 (``training.SplitPlan``: by inputs, or by occurrence), never a plan made again here.
 A candidate of small data was judged by cross-validation in train
-(``training.CrossValidation``): its gate metrics are those of its out-of-fold
-predictions on every sample of this run, and the champion is scored on the same
-samples. The champion may have trained on some of them, where no candidate's
-prediction did: the comparison can only favour the champion, so it still never gets
-worse. The champion's reference set is not compared, because the candidate trained on
-every row of this run and no set is unseen by it; this run's samples are kept as the
+(``training.CrossValidation``): its value thresholds apply to its out-of-fold
+predictions of every sample of this run, and its change thresholds to those of the
+samples the champion is scored on (``_unseen``): those new to a champion itself judged
+by cross-validation (it trained on every row of its reference set and nothing else),
+else every sample, some of which the champion may have trained on where no out-of-fold
+prediction did, which can only favour the champion; either way it never gets worse.
+The champion's reference set is not compared, because the candidate trained on every
+row of this run and no set is unseen by it; this run's samples are kept as the
 reference set as any hold-out is. The verdict says how the candidate was judged
-(``judged_by``), and warns when its metrics come from few rows.
+(``judged_by``, and ``notes``), and warns when its metrics come from few rows.
 """
 
 from __future__ import annotations
