@@ -46,6 +46,7 @@ run <code>{escape(manifest.run_id)}</code>.</p>
 <table><tr><th>metric</th><th>candidate</th><th>champion</th></tr>{rows}</table>
 <h2>Gate</h2><ul>{checks or "<li>no thresholds configured</li>"}</ul>
 {_blessed_by_hand(lineage.blessed_by, manifest.verdict)}
+{_judged_by(manifest.verdict)}
 {_promotion(manifest.verdict)}
 {_reference(manifest)}
 {_diagnostics(manifest.diagnostics)}
@@ -75,6 +76,20 @@ def _blessed_by_hand(blessed_by: Mapping[str, Any] | None, verdict: Mapping[str,
         f"{escape(str(blessed_by['at']))}: {escape(str(blessed_by['reason']))}. "
         "It is not the champion.</p>"
         + (f"<p>The gate said:</p><ul>{reasons}</ul>" if reasons else "")
+    )
+
+
+def _judged_by(verdict: Mapping[str, Any]) -> str:
+    """How the candidate was judged (a hold-out, or cross-validation), with the
+    warnings and notes that go with it."""
+    if "judged_by" not in verdict:
+        return ""  # a version registered before the verdict said so
+    said = "".join(
+        f"<li>{escape(text)}</li>"
+        for text in [*verdict.get("warnings", []), *verdict.get("notes", [])]
+    )
+    return f'<p class="judged-by">Judged by {escape(verdict["judged_by"])}.</p>' + (
+        f"<ul>{said}</ul>" if said else ""
     )
 
 

@@ -7,10 +7,18 @@ against the sha256 the snapshot's index records, and encodes it as the single-pr
 path does (``FeatureSchema.encode_columns``). No part passes through the training job.
 The semantics are the single process's, at any size:
 
+- **the split plan** is the one the single process would choose
+  (``training.plan``): a first pass over the parts counts each part's distinct input
+  rows, up to the few that split by occurrence (``_input_counts``);
 - **the split** is the same function of each row's inputs and the seed
-  (``training.sides``), computed where the row is;
-- **exact duplicates count once**: rows are told apart by the hash of every column, as
-  ``dataset.duplicates`` does, and only distinct rows train, validate or are held out;
+  (``training.positions``), computed where the row is; by occurrence, each part counts
+  its input rows' occurrences on from the counts of the parts before it, so the k-th
+  occurrence is the k-th of the whole snapshot;
+- **exact duplicates count once** when split by inputs: rows are told apart by the hash
+  of every column, as ``dataset.duplicates`` does, and only distinct rows train,
+  validate or are held out (by occurrence, every row is a sample);
+- **small data** is refused: a hold-out of fewer than ``training.MIN_HOLDOUT_ROWS``
+  rows calls for cross-validation, which runs in one process (``engine = "local"``);
 - **the best iteration** is the one with the best validation metric. ``lightgbm.dask``
   has no early stopping, so every round of ``num_boost_round`` is trained and the model
   is cut at that iteration, which is the iteration early stopping keeps unless the
@@ -44,6 +52,7 @@ from modelrail.domain.features import FeatureSchema
 from modelrail.kernel.errors import DataUnavailable
 
 _TARGET, _ROW, _SIDE = "__target", "__row", "__side"
+_INPUT = "__input"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,13 +83,31 @@ def train(client: Any, parts: Sequence[PartURL], config: PipelineConfig) -> Clus
             **{name: pd.Series(dtype="float64") for name in schema.names},
             _TARGET: pd.Series(dtype="float64"),
             _ROW: pd.Series(dtype="uint64"),
+            _INPUT: pd.Series(dtype="uint64"),
             _SIDE: pd.Series(dtype="int8"),
         }
     )
-    frames = dd.from_map(_encoded, list(parts), config=config, meta=meta, enforce_metadata=False)
-    distinct = frames.drop_duplicates(subset=[_ROW]).persist()
-    fit = distinct[distinct[_SIDE] == training.TRAIN]
-    check = distinct[distinct[_SIDE] == training.VALIDATION]
+    few = training.MIN_HOLDOUT_INPUTS / config.holdout_fraction
+    counts = client.gather(client.map(_input_counts, list(parts), config=config, few=few))
+    how, offsets = _plan(counts, config)
+    frames = dd.from_map(
+        _encoded, list(parts), offsets, config=config, meta=meta, enforce_metadata=False
+    )
+    if how is None or how.by == training.BY_INPUTS:
+        samples = frames.drop_duplicates(subset=[_ROW]).persist()
+        if how is None:
+            how = training.plan(int(samples[_INPUT].nunique().compute()), config)
+    else:
+        samples = frames.persist()
+    held = int((samples[_SIDE] == training.HOLDOUT).sum().compute())
+    if held < training.MIN_HOLDOUT_ROWS:
+        raise DataUnavailable(
+            f"a hold-out of {held} rows is too few to judge a model on: data this small is "
+            f"judged by {training.FOLDS}-fold cross-validation, which runs in one process: "
+            'train it with [training] engine = "local"'
+        )
+    fit = samples[samples[_SIDE] == training.TRAIN]
+    check = samples[samples[_SIDE] == training.VALIDATION]
     rows = int(fit.shape[0].compute())
     # The single process's parameters, but threads: Dask gives each worker its own.
     params = {
@@ -115,14 +142,57 @@ def train(client: Any, parts: Sequence[PartURL], config: PipelineConfig) -> Clus
         params=params,
         schema=schema,
         train_metrics={f"validation_{metric}": float(history[best - 1])},
-        examples=_examples(parts, config, schema),
+        examples=_examples(parts, offsets, config, schema),
+        split=how,
     )
     return ClusterRun(candidate, _peaks(client))
 
 
-def _encoded(part: PartURL, *, config: PipelineConfig) -> pd.DataFrame:
+def _input_counts(part: PartURL, *, config: PipelineConfig, few: float) -> dict[int, int] | None:
+    """How often each distinct input row occurs in one part, read and checked on a
+    worker; None once the part holds ``few`` distinct input rows or more: the data then
+    splits by inputs, whatever the other parts hold."""
+    hashes = training.input_hashes(_columns(part, config), config)
+    distinct, counts = np.unique(hashes, return_counts=True)
+    if len(distinct) >= few:
+        return None
+    return dict(zip(distinct.tolist(), counts.tolist(), strict=True))
+
+
+def _plan(
+    counts: Sequence[dict[int, int] | None], config: PipelineConfig
+) -> tuple[training.SplitPlan | None, list[dict[int, int] | None]]:
+    """The split plan, if the parts' ``counts`` decide it (None: by inputs, its count of
+    distinct input rows still to be made), and each part's occurrence counts so far
+    (the sum of the parts' before it) when the split is by occurrence, else None."""
+    known = [part for part in counts if part is not None]
+    if len(known) < len(counts):
+        return None, [None] * len(counts)
+    how = training.plan(len(set().union(*known)), config)
+    if how.by != training.BY_OCCURRENCE:
+        return how, [None] * len(counts)
+    offsets: list[dict[int, int] | None] = []
+    running: dict[int, int] = {}
+    for part in known:
+        offsets.append(dict(running))
+        for key, count in part.items():
+            running[key] = running.get(key, 0) + count
+    return how, offsets
+
+
+def _positions(
+    columns: Mapping[str, np.ndarray], config: PipelineConfig, offsets: dict[int, int] | None
+) -> np.ndarray:
+    """Each row's position, by occurrence (counted on from ``offsets``) or by inputs."""
+    counter = training.Occurrences(offsets) if offsets is not None else None
+    return training.positions(columns, config, counter)
+
+
+def _encoded(
+    part: PartURL, offsets: dict[int, int] | None, *, config: PipelineConfig
+) -> pd.DataFrame:
     """One part, read and checked on a worker: its encoded features, target, row hash
-    (every column, for duplicates) and side."""
+    (every column, for duplicates), input hash and side."""
     columns = _columns(part, config)
     schema = FeatureSchema.from_contract(config.contract, config.objective)
     frame = pd.DataFrame(schema.encode_columns(columns), columns=schema.names)
@@ -130,7 +200,8 @@ def _encoded(part: PartURL, *, config: PipelineConfig) -> pd.DataFrame:
     frame[_ROW] = pd.util.hash_pandas_object(pd.DataFrame(dict(columns)), index=False).to_numpy(
         dtype=np.uint64
     )
-    frame[_SIDE] = training.sides(columns, config)
+    frame[_INPUT] = training.input_hashes(columns, config)
+    frame[_SIDE] = training.side_of(_positions(columns, config, offsets), config)
     return frame
 
 
@@ -149,23 +220,29 @@ def _columns(part: PartURL, config: PipelineConfig) -> Mapping[str, np.ndarray]:
 
 
 def _examples(
-    parts: Sequence[PartURL], config: PipelineConfig, schema: FeatureSchema
+    parts: Sequence[PartURL],
+    offsets: Sequence[dict[int, int] | None],
+    config: PipelineConfig,
+    schema: FeatureSchema,
 ) -> list[dict[str, Any]]:
-    """The first ``training.EXAMPLES`` distinct hold-out rows, in the snapshot's order,
-    read one part at a time here."""
+    """The first ``training.EXAMPLES`` hold-out samples (distinct rows, or by occurrence
+    every row), in the snapshot's order, read one part at a time here."""
     found: list[dict[str, Any]] = []
     seen: set[int] = set()
-    for part in parts:
+    for part, offset in zip(parts, offsets, strict=True):
         columns = _columns(part, config)
-        first = duplicates.first_occurrences(columns)
-        rows = pd.util.hash_pandas_object(pd.DataFrame(dict(columns)), index=False).to_numpy(
-            dtype=np.uint64
-        )
-        side = training.sides(columns, config)
-        held = [
-            row for row in first if side[row] == training.HOLDOUT and int(rows[row]) not in seen
-        ]
-        seen.update(int(rows[row]) for row in first)
+        side = training.side_of(_positions(columns, config, offset), config)
+        if offset is not None:
+            held = np.flatnonzero(side == training.HOLDOUT).tolist()
+        else:
+            first = duplicates.first_occurrences(columns)
+            rows = pd.util.hash_pandas_object(pd.DataFrame(dict(columns)), index=False).to_numpy(
+                dtype=np.uint64
+            )
+            held = [
+                row for row in first if side[row] == training.HOLDOUT and int(rows[row]) not in seen
+            ]
+            seen.update(int(rows[row]) for row in first)
         found += training.examples(columns, schema, np.asarray(held[: training.EXAMPLES]))
         if len(found) >= training.EXAMPLES:
             break

@@ -160,6 +160,11 @@ class CandidateRecord:
     # The compiled predictors the training job built and verified: ``builds`` (file,
     # sha256, ...) and why others were ``not_built``.
     compiled: Mapping[str, Any]
+    # How the rows were split (``training.SplitPlan``): evaluate holds out the same rows.
+    # None for a candidate recorded before split plans (split by inputs).
+    split: Mapping[str, Any] | None = None
+    # Small data's judgement (``training.CrossValidation``): None if judged on a hold-out.
+    cross_validation: Mapping[str, Any] | None = None
 
     @classmethod
     def from_json(cls, body: Mapping[str, Any]) -> CandidateRecord:
@@ -171,10 +176,12 @@ class CandidateRecord:
             examples=list(body["examples"]),
             # A candidate trained before predictors were compiled has none.
             compiled=dict(body.get("compiled") or {"builds": [], "not_built": []}),
+            split=body.get("split"),
+            cross_validation=body.get("cross_validation"),
         )
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        body = {
             "best_iteration": self.best_iteration,
             "params": dict(self.params),
             "features": dict(self.features),
@@ -182,6 +189,11 @@ class CandidateRecord:
             "examples": list(self.examples),
             "compiled": dict(self.compiled),
         }
+        if self.split is not None:
+            body["split"] = dict(self.split)
+        if self.cross_validation is not None:
+            body["cross_validation"] = dict(self.cross_validation)
+        return body
 
 
 @dataclasses.dataclass(frozen=True)

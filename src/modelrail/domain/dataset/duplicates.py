@@ -3,9 +3,11 @@
 Repeating rows adds no evidence: a file tripled would otherwise train a model three
 times as sure of the same rows and score it on a hold-out three times as heavy, and
 the champion so made would outscore any honest candidate on log-loss. validate counts
-the duplicates (reported, and carried in the dataset's lineage); the split keeps each
-distinct row's first occurrence only, so training and every metric of the gate see a
-tripled file as the file itself.
+the duplicates (reported, and carried in the dataset's lineage); the split by inputs
+keeps each distinct row's first occurrence only, so training and every metric of the
+gate see a tripled file as the file itself. Data of so few distinct input rows that it
+is split by occurrence (``training.plan``) keeps every row: there a repeated row is a
+sample of its own, as each of Titanic's 1,316 passengers is.
 
 Two ways to the same rows: ``first_occurrences`` hashes numpy columns with pandas (the
 split, the whole-file path), ``row_hashes`` hashes an Arrow table's columns where they

@@ -17,12 +17,27 @@ The champion is read as the staging service reads a version: its manifest's sign
 is verified before any sha256 in it is trusted, then every file it reads (the model,
 the reference set) against that sha256. A champion whose files or manifest were
 rewritten in the bucket ends the run as an ``IntegrityError``, never steering the gate.
+
+The rows are the ones train held out, by the split plan it recorded with the candidate
+(``training.SplitPlan``: by inputs, or by occurrence), never a plan made again here.
+A candidate of small data was judged by cross-validation in train
+(``training.CrossValidation``): its value thresholds apply to its out-of-fold
+predictions of every sample of this run, and its change thresholds to those of the
+samples the champion is scored on (``_unseen``): those new to a champion itself judged
+by cross-validation (it trained on every row of its reference set and nothing else),
+else every sample, some of which the champion may have trained on where no out-of-fold
+prediction did, which can only favour the champion; either way it never gets worse.
+The champion's reference set is not compared, because the candidate trained on every
+row of this run and no set is unseen by it; this run's samples are kept as the
+reference set as any hold-out is. The verdict says how the candidate was judged
+(``judged_by``, and ``notes``), and warns when its metrics come from few rows.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import io
+from collections.abc import Iterable
 from typing import Any
 
 import lightgbm as lgb
@@ -31,13 +46,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from modelrail.domain import evaluation, training
-from modelrail.domain.config import PipelineConfig
+from modelrail.domain.config import MetricGate, PipelineConfig
 from modelrail.domain.dataset import snapshot
+from modelrail.domain.dataset.checks import ParsedDataset
 from modelrail.domain.dataset.table import TableColumns
 from modelrail.domain.features import FeatureSchema
 from modelrail.domain.registry import CHAMPION, REFERENCE_FILE, LoadedVersion, Registry
 from modelrail.domain.runs import RunLog
-from modelrail.kernel.errors import DataUnavailable, GateRejected
+from modelrail.kernel.errors import DataUnavailable, GateRejected, IntegrityError
 from modelrail.kernel.events import ModelEvaluated, ModelTrained
 from modelrail.service.stages import Outcome
 
@@ -52,29 +68,50 @@ def handle(
     store = runs.store
     model_text, candidate_meta = runs.candidate(event.run_id, event.model_sha256)
     schema = FeatureSchema.from_dict(candidate_meta.features)
+    how = training.SplitPlan.from_json(candidate_meta.split)
+    cross_validation = (
+        training.CrossValidation.from_json(candidate_meta.cross_validation)
+        if candidate_meta.cross_validation is not None
+        else None
+    )
     candidate = _Scores(lgb.Booster(model_str=model_text.decode()), schema, config)
     loaded = _champion_version(config, registry)
     champion_scores, champion = _champion(loaded, config)
     # The hold-out alone, a part at a time: each part is scored and kept for the
-    # reference set as it is read, so memory holds one part and the predictions.
+    # reference set as it is read, so memory holds one part and the predictions. Data
+    # judged by cross-validation is small: its every sample, at once.
     parts = snapshot.parts(store, event.dataset["snapshot"])
     uri = event.dataset["snapshot"]["uri"]
     judged = snapshot.Encoder()
-    held = training.holdout_parts(
-        (snapshot.read_part(store, part, uri) for part in parts), config.contract, config
-    )
+    held: Iterable[pa.Table]
+    if cross_validation is None:
+        held = training.holdout_parts(
+            (snapshot.read_part(store, part, uri) for part in parts), config.contract, config, how
+        )
+    else:
+        every = _samples(snapshot.read(store, parts, uri, config.contract), config, how)
+        held = [every]
     for batch in held:
-        candidate.add(batch)
+        candidate.add(batch, None if cross_validation is None else cross_validation.predictions)
         if champion_scores is not None:
             champion_scores.add(batch)
         judged.add(batch)
     metrics = candidate.metrics()
-    if champion is not None and champion_scores is not None:
-        champion = {**champion, "metrics": champion_scores.metrics()}
-    verdict = evaluation.judge(config.gate, metrics, champion["metrics"] if champion else None)
+    notes: list[str] = []
+    if cross_validation is None:
+        judged_by = f"the hold-out: {candidate.rows} rows, split by {how.by}"
+        if champion is not None and champion_scores is not None:
+            champion = {**champion, "metrics": champion_scores.metrics()}
+        verdict = evaluation.judge(config.gate, metrics, champion["metrics"] if champion else None)
+        compared = metrics
+        reference = _reference(config, registry, loaded, champion, candidate.booster, schema)
+    else:
+        judged_by, reference = cross_validation.why, None
+        verdict, champion, compared, notes = _cross_validated(
+            config, registry, loaded, champion, (candidate, champion_scores), every
+        )
     reasons: list[str] = verdict.to_dict()["reasons"]
     blessed = verdict.blessed
-    reference = _reference(config, registry, loaded, champion, candidate.booster, schema)
     if champion is not None and reference is not None:
         # Kept with the version (and shown on its card): how it fared on the trusted set.
         champion = {
@@ -90,10 +127,25 @@ def handle(
         **verdict.to_dict(),
         "blessed": blessed,
         "reasons": reasons,
-        **_promotion(config, champion, metrics, reference),
+        "judged_by": judged_by,
+        **(
+            {"cross_validation": {"folds": cross_validation.folds, "rows": cross_validation.rows}}
+            if cross_validation is not None
+            else {}
+        ),
+        **_promotion(config, champion, compared, reference, cross_validation is not None),
     }
+    if candidate.rows < training.FEW_ROWS:
+        overall["warnings"] = [
+            f"the metrics come from {candidate.rows} rows only: one row moves accuracy by "
+            f"{100 / candidate.rows:.1f} points; read them as rough"
+        ]
+    if notes:
+        overall["notes"] = notes
     report = {
         "run_id": event.run_id,
+        "judged_by": judged_by,
+        "split": how.to_json(),
         "holdout_rows": candidate.rows,
         "metrics": metrics,
         "champion": champion,
@@ -141,14 +193,24 @@ class _Scores:
         self._truth: list[np.ndarray] = []
         self._predicted: list[np.ndarray] = []
 
-    def add(self, batch: pa.Table) -> None:
+    def add(self, batch: pa.Table, predicted: list[Any] | None = None) -> None:
+        """The rows of ``batch``, with the model's predictions of them, or the
+        ``predicted`` ones recorded for them (a cross-validated candidate's)."""
         if batch.num_rows == 0:
             return
         columns = TableColumns(batch, self.contract)
         self._truth.append(self.schema.encode_target(columns[self.schema.target]))
-        self._predicted.append(
-            np.asarray(self.booster.predict(self.schema.encode_columns(columns)))
-        )
+        if predicted is None:
+            self._predicted.append(
+                np.asarray(self.booster.predict(self.schema.encode_columns(columns)))
+            )
+        elif len(predicted) != batch.num_rows:
+            raise IntegrityError(
+                f"the candidate's {len(predicted)} out-of-fold predictions are not one per "
+                f"row of the {batch.num_rows} it was judged on"
+            )
+        else:
+            self._predicted.append(np.asarray(predicted, dtype=np.float64))
 
     @property
     def rows(self) -> int:
@@ -160,8 +222,95 @@ class _Scores:
             raise DataUnavailable("the hold-out is empty: there is nothing to judge on")
         return np.concatenate(self._truth), np.concatenate(self._predicted)
 
-    def metrics(self) -> dict[str, float]:
-        return evaluation.metrics(self.schema.objective, *self.scored())
+    def metrics(self, rows: np.ndarray | None = None) -> dict[str, float]:
+        """The metrics of every row added, or of ``rows`` of them (their positions)."""
+        truth, predicted = self.scored()
+        if rows is not None:
+            truth, predicted = truth[rows], predicted[rows]
+        return evaluation.metrics(self.schema.objective, truth, predicted)
+
+
+def _cross_validated(
+    config: PipelineConfig,
+    registry: Registry,
+    loaded: LoadedVersion | None,
+    champion: dict[str, Any] | None,
+    scores: tuple[_Scores, _Scores | None],
+    samples: pa.Table,
+) -> tuple[evaluation.Verdict, dict[str, Any] | None, dict[str, float], list[str]]:
+    """The verdict on a cross-validated candidate: its out-of-fold metrics against the
+    value thresholds, and against the champion's on the samples ``_unseen`` chooses by
+    the change thresholds; the champion so described, the candidate's metrics it was
+    compared on, and notes saying how."""
+    candidate, champion_scores = scores
+    metrics = candidate.metrics()
+    verdict = evaluation.judge(config.gate, metrics, None)
+    if loaded is None or champion is None or champion_scores is None:
+        return verdict, champion, metrics, []
+    rows, why = _unseen(config, registry, loaded, samples)
+    compared = candidate.metrics(rows) if len(rows) else metrics
+    champion = {**champion, "compared_on": {"rows": len(rows), "why": why}, "metrics": None}
+    if len(rows):
+        champion["metrics"] = champion_scores.metrics(rows)
+        changes = evaluation.judge(_changes_only(config), compared, champion["metrics"])
+        verdict = evaluation.Verdict(
+            verdict.blessed and changes.blessed, verdict.checks + changes.checks
+        )
+    notes = [
+        why,
+        f"not compared on v{champion['version']}'s reference set: the candidate trained "
+        "on every row of this run, so no set is unseen by it",
+    ]
+    return verdict, champion, compared, notes
+
+
+def _changes_only(config: PipelineConfig) -> list[MetricGate]:
+    """The gate's change thresholds alone: what compares two models on one set."""
+    return [dataclasses.replace(g, min=None, max=None) for g in config.gate]
+
+
+def _unseen(
+    config: PipelineConfig, registry: Registry, loaded: LoadedVersion, samples: pa.Table
+) -> tuple[np.ndarray, str]:
+    """Which of this run's ``samples`` (their positions) the cross-validated candidate
+    is compared with the champion on, and why. A champion judged by cross-validation
+    trained on every row of its reference set and on nothing else: the samples not in
+    it are new to both, and the comparison is fair (none: nothing to compare). Of any
+    other champion the rows it trained on are not kept: every sample, where it may have
+    trained on some, which can only favour it."""
+    version = loaded.version
+    kept = (
+        registry.file(loaded.manifest, REFERENCE_FILE)
+        if loaded.manifest.verdict.get("cross_validation")
+        else None
+    )
+    if kept is not None:
+        reference = pq.read_table(io.BytesIO(kept))
+        if all(c.name in reference.column_names for c in config.contract.columns):
+            names = [c.name for c in config.contract.columns]
+            seen = training.sample_keys(TableColumns(reference.select(names), config.contract))
+            new = ~np.isin(training.sample_keys(TableColumns(samples, config.contract)), seen)
+            rows = np.flatnonzero(new)
+            return rows, (
+                f"compared with v{version} on the {len(rows)} of this run's "
+                f"{samples.num_rows} rows it did not train on (it trained on every row of "
+                "its reference set), beside the candidate's out-of-fold predictions of them"
+                if len(rows)
+                else f"every row of this run is one v{version} trained on, so there is "
+                "nothing new to compare it on"
+            )
+    return np.arange(samples.num_rows), (
+        f"v{version} is scored on this run's {samples.num_rows} rows, some of which it may "
+        "have trained on, against the candidate's out-of-fold predictions, made by models "
+        "that never saw the row: this can only favour the champion"
+    )
+
+
+def _samples(dataset: ParsedDataset, config: PipelineConfig, how: training.SplitPlan) -> pa.Table:
+    """Every sample of ``dataset`` by the split plan ``how``, in the order train
+    cross-validated them (``training.Split.samples``)."""
+    samples = training.split(dataset, config, how).samples
+    return snapshot.arrow(dataset, config.contract).take(samples)
 
 
 def _promotion(
@@ -169,6 +318,7 @@ def _promotion(
     champion: dict[str, Any] | None,
     metrics: dict[str, float],
     reference: dict[str, Any] | None,
+    cross_validated: bool,
 ) -> dict[str, Any]:
     """Whether the candidate becomes the champion (``promote``), why, and every
     comparison with the champion it was decided on."""
@@ -180,7 +330,14 @@ def _promotion(
             "promotion": f"v{champion['version']} cannot score this data "
             f"({champion['why']}): the candidate becomes the champion",
         }
-    sets = {"holdout": evaluation.compare(config.gate, metrics, champion["metrics"])}
+    if champion["metrics"] is None:
+        return {
+            "promote": False,
+            "promotion": f"v{champion['version']} stays the champion: "
+            + champion["compared_on"]["why"],
+        }
+    own = "cross-validation" if cross_validated else "holdout"
+    sets = {own: evaluation.compare(config.gate, metrics, champion["metrics"])}
     if reference is not None:
         sets[f"v{reference['version']} reference set"] = evaluation.compare(
             config.gate, reference["metrics"], reference["champion_metrics"]
@@ -266,8 +423,7 @@ def _reference(
         for score in scores:
             score.add(batch)
     candidate_metrics, champion_metrics = (score.metrics() for score in scores)
-    changes_only = [dataclasses.replace(g, min=None, max=None) for g in config.gate]
-    verdict = evaluation.judge(changes_only, candidate_metrics, champion_metrics)
+    verdict = evaluation.judge(_changes_only(config), candidate_metrics, champion_metrics)
     return {
         "version": loaded.version,
         "rows": reference.metadata.num_rows,

@@ -65,6 +65,10 @@ def handle(
             train_metrics=candidate.train_metrics,
             examples=candidate.examples,
             compiled=predictors.record(),
+            split=candidate.split.to_json(),
+            cross_validation=(
+                candidate.cross_validation.to_json() if candidate.cross_validation else None
+            ),
         ),
     )
     model_sha256 = hashlib.sha256(candidate.model_text).hexdigest()
@@ -84,6 +88,10 @@ def handle(
     )
     output = {
         "engine": engine,
+        "split": candidate.split.by,
+        "judged_by": (
+            candidate.cross_validation.why if candidate.cross_validation else "the hold-out"
+        ),
         "best_iteration": candidate.best_iteration,
         **candidate.train_metrics,
         "compiled": [predictor.build.name for predictor in predictors.predictors],
