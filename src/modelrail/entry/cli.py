@@ -222,6 +222,9 @@ def _say_why_it_passed(cli: Cli, run: RunSummary) -> None:
     verdict = cli.container.runs.report(run.run_id, "evaluation")["verdict"]
     checks = [check["reason"] for check in verdict["checks"]]
     click.echo(f"  gate: {'; '.join(checks) if checks else 'no thresholds configured'}")
+    if "judged_by" in verdict:
+        said = [*verdict.get("warnings", []), *verdict.get("notes", [])]
+        click.echo(f"  judged by {verdict['judged_by']}" + "".join(f"; {s}" for s in said))
     if "promotion" in verdict:
         click.echo(f"  champion: {verdict['promotion']}")
     lineage = run.lineage
