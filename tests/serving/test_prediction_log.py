@@ -14,8 +14,9 @@ import pytest
 
 from modelrail.adapters.local.filesystem import FilesystemStore
 from modelrail.domain.lineage import Lineage
+from modelrail.domain.predictions import prefix
 from modelrail.domain.registry import Registry
-from modelrail.serving.prediction_log import PredictionLog, prefix
+from modelrail.serving.prediction_log import PredictionLog
 from tests.conftest import STATE_DEADLINE_S
 from tests.manifests import describe
 from tests.serving.conftest import BUCKET, MODEL, RegisteredModels

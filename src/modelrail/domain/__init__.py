@@ -1,1 +1,1 @@
-"""The domain: dataset contract, features, training, evaluation, registry, leases, typed records."""
+"""The domain: contracts, features, training, evaluation, registry, leases, monitoring, records."""

@@ -7,7 +7,7 @@ import signal
 import sys
 import time
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -288,6 +288,8 @@ def demo(data_path: Path) -> None:
     click.echo("runs, versions and cards in a browser: modelrail ui  (http://127.0.0.1:8780)")
 
 
+# The moments --since and --until take (UTC).
+_MOMENTS = ["%Y-%m-%dT%H:%M:%S.%f", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M", "%Y-%m-%d"]
 _model_option = click.option(
     "--model", "model", help="The model (may be left out while one is installed)."
 )
@@ -585,6 +587,67 @@ def rollback(
         f"staging moved from v{output['from_version']} to v{output['to_version']} "
         f"({output['revision']} at {output['url']}); run {record.run_id}"
     )
+
+
+@main.command()
+@click.option(
+    "--hours",
+    type=click.FloatRange(min=0, min_open=True),
+    default=24.0,
+    show_default=True,
+    help="The window: this many hours up to now.",
+)
+@click.option("--since", type=click.DateTime(_MOMENTS), help="The window's start instead (UTC).")
+@click.option("--until", type=click.DateTime(_MOMENTS), help="The window's end (UTC; default now).")
+@click.option("--version", "version", type=click.IntRange(min=1), help="Default: staging's.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@_model_option
+def monitor(
+    hours: float,
+    since: datetime | None,
+    until: datetime | None,
+    version: int | None,
+    as_json: bool,
+    model: str | None,
+) -> None:
+    """Compare what the model's served version was asked (its prediction log, over
+    the last --hours) with what it was trained on: per feature the drift (PSI, with
+    the [drift] limits), the out-of-range values and unseen categories; the
+    predictions' drift; the volume. The report is kept in the artifact bucket."""
+    from modelrail.service.monitoring import monitor as run_monitor
+
+    cli = Cli(quiet=True, model=model)
+    end = until.replace(tzinfo=UTC) if until is not None else datetime.now(UTC)
+    start = since.replace(tzinfo=UTC) if since is not None else end - timedelta(hours=hours)
+    report = run_monitor(cli.container, since=start, until=end, version=version)
+    if as_json:
+        click.echo(orjson.dumps(report, option=orjson.OPT_INDENT_2))
+        return
+    window = report["window"]
+    refused = sum(report["refused"].values())
+    click.echo(
+        f"{report['model']} v{report['version']}, {window['from']} to {window['to']}: "
+        f"{report['requests']:,} logged request(s), {report['instances']:,} instance(s), "
+        f"{refused:,} refused"
+    )
+    if not report["judged"]:
+        click.echo(
+            f"  fewer than {report['min_instances']:,} instances: shown, not judged "
+            "(a PSI of so few rows moves by chance)"
+        )
+    heading = ("feature", "PSI", "status", "missing", "beyond range", "unseen")
+    click.echo("  {:<24} {:>8}  {:<8} {:>8} {:>13} {:>8}".format(*heading))
+    for row in report["features"]:
+        click.echo(
+            f"  {row['feature']:<24} {row['psi']:>8.4f}  {row['status']:<8} "
+            f"{row['missing']:>8.1%} {row['out_of_range']:>13.1%} {row['unseen']:>8.1%}"
+        )
+    if report["predictions"] is not None:
+        predicted = report["predictions"]
+        click.echo(f"  {'(predictions)':<24} {predicted['psi']:>8.4f}  {predicted['status']}")
+    drifted = report["drifted"]
+    click.echo(f"drifted: {', '.join(drifted)}" if drifted else "no feature drifted")
+    click.echo(f"report: {report['report_uri']}")
 
 
 @main.command()

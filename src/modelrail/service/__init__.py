@@ -1,1 +1,1 @@
-"""The service layer: the pipeline running stage handlers; rollback, sweep, reconcile beside it."""
+"""The service layer: the pipeline, its stages; rollback, sweep, reconcile, monitor, evolution."""

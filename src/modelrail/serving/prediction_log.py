@@ -10,15 +10,7 @@ never waits for its logging and never fails by it. When the deque is full the re
 is dropped and counted (``dropped``); a write that fails is counted (``failed``) and
 logged, and the records it held are lost.
 
-Each object is one batch of JSON lines, one per request:
-``predictions/<model>/v<version>/<YYYY-MM-DD>/<HHMMSS>-<writer>-<n>.jsonl``, written
-whole (no object is ever appended to). A line holds the time, the request id, the
-status and either the instances (the model's feature vectors: each feature as the
-model reads it, a category as its index in the version's category list, missing as
-``null``) with the answer's predictions and, per feature, the number of values that
-were categories the version does not know (missing in the instances); or, for a
-refused request, its problem's type and number of errors. Never the body: no text a
-client wrote is kept.
+What the lines hold, and where they lie: ``domain.predictions``.
 """
 
 from __future__ import annotations
@@ -35,12 +27,12 @@ from datetime import UTC, datetime
 from multiprocessing import util
 from typing import Any
 
-import msgspec
 import orjson
+
+from modelrail.domain import predictions
 
 log = logging.getLogger("modelrail.serving")
 
-PREFIX = "predictions/"
 # Records held for the writer: a burst of this many requests is kept while the bucket
 # is slow; beyond it requests go unlogged rather than wait.
 QUEUE_RECORDS = 10_000
@@ -53,13 +45,7 @@ CLOSE_SECONDS = 5.0
 
 # Records encoded between two yields of the interpreter to the request threads.
 _YIELD_EVERY = 50
-_encode = msgspec.json.Encoder().encode
 _LINE = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_APPEND_NEWLINE
-
-
-def prefix(model: str, version: int) -> str:
-    """Where a version's log lies in the artifact bucket."""
-    return f"{PREFIX}{model}/v{version}/"
 
 
 class PredictionLog:
@@ -77,7 +63,7 @@ class PredictionLog:
         batch_seconds: float = BATCH_SECONDS,
     ) -> None:
         self.rate = rate
-        self._write, self._prefix = write, prefix(model, version)
+        self._write, self._prefix = write, predictions.prefix(model, version)
         self._capacity, self._batch_records = capacity, batch_records
         self._batch_seconds = batch_seconds
         self.logged = self.dropped = self.failed = 0
@@ -160,7 +146,7 @@ class PredictionLog:
         try:
             lines = []
             for number, item in enumerate(batch, start=1):
-                lines.append(orjson.dumps(_record(item), option=_LINE))
+                lines.append(orjson.dumps(predictions.record(item), option=_LINE))
                 if number % _YIELD_EVERY == 0:
                     # Hand the interpreter to the request threads: without it they wait
                     # for the whole batch's encoding (up to the 5 ms switch interval).
@@ -174,22 +160,3 @@ class PredictionLog:
             )
         else:
             self.logged += len(batch)
-
-
-def _record(item: tuple[Any, ...]) -> dict[str, Any]:
-    """A held request as its JSON line's object."""
-    at, request_id, status, *rest = item
-    record: dict[str, Any] = {
-        "time": datetime.fromtimestamp(at, UTC).isoformat(timespec="microseconds")[:-6] + "Z",
-        "request_id": request_id,
-        "status": status,
-    }
-    if status == 200:
-        matrix, predictions, unseen = rest
-        record["instances"] = matrix
-        record["predictions"] = orjson.Fragment(_encode(predictions))
-        if unseen:
-            record["unseen"] = dict(unseen)
-    else:
-        record["problem"], record["errors"] = rest
-    return record

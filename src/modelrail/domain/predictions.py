@@ -1,0 +1,59 @@
+"""The prediction log's layout and lines: where a served version's sampled requests
+lie in the artifact bucket, and what one line holds. The staging service writes them
+(``serving.prediction_log``); the monitor reads them (``service.monitoring``).
+
+``predictions/<model>/v<version>/<YYYY-MM-DD>/<HHMMSS>-<writer>-<n>.jsonl``: one object
+per batch, one JSON line per request, holding ``time`` (UTC, ``Z``), ``request_id``,
+``status`` and either the ``instances`` (the model's feature vectors: each feature as
+the model reads it, a category as its index in the version's category list, missing as
+``null``), the ``predictions`` as answered and ``unseen`` (per feature, the values that
+were categories the version does not know: missing in the instances); or, for a
+refused request, its ``problem`` type and number of ``errors``. Never a request's body.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import msgspec
+import orjson
+
+PREFIX = "predictions/"
+_encode = msgspec.json.Encoder().encode
+
+
+def prefix(model: str, version: int) -> str:
+    """Where a version's log lies."""
+    return f"{PREFIX}{model}/v{version}/"
+
+
+def day_prefix(model: str, version: int, day: Any) -> str:
+    """Where a version's log of one day (a ``date``) lies."""
+    return f"{prefix(model, version)}{day:%Y-%m-%d}/"
+
+
+def timestamp(moment: datetime) -> str:
+    """``moment`` as a line writes its time: UTC to the microsecond, with ``Z``;
+    such strings sort as the moments do."""
+    return moment.astimezone(UTC).isoformat(timespec="microseconds")[:-6] + "Z"
+
+
+def record(item: tuple[Any, ...]) -> dict[str, Any]:
+    """A held request (``(time.time(), request_id, 200, matrix, predictions, unseen)``,
+    or ``(time.time(), request_id, status, problem, errors)``) as its line's object."""
+    at, request_id, status, *rest = item
+    line: dict[str, Any] = {
+        "time": timestamp(datetime.fromtimestamp(at, UTC)),
+        "request_id": request_id,
+        "status": status,
+    }
+    if status == 200:
+        matrix, predictions, unseen = rest
+        line["instances"] = matrix
+        line["predictions"] = orjson.Fragment(_encode(predictions))
+        if unseen:
+            line["unseen"] = dict(unseen)
+    else:
+        line["problem"], line["errors"] = rest
+    return line
