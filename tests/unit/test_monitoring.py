@@ -6,14 +6,23 @@ nothing judged on too few instances."""
 from __future__ import annotations
 
 import math
+import shutil
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+import orjson
+import pandas as pd
 import pyarrow as pa
 
-from modelrail.domain import monitoring
+from modelrail.domain import monitoring, predictions
 from modelrail.domain.dataset import profile
 from modelrail.domain.features import Feature, FeatureSchema
+from modelrail.service.container import Container
+from modelrail.service.monitoring import monitor
+from tests.conftest import PENGUINS, REPO, installed
+from tests.unit.conftest import Harness
 
 SCHEMA = FeatureSchema(
     objective="regression",
@@ -139,3 +148,86 @@ def test_lines_that_are_not_this_versions_are_skipped_and_few_instances_not_judg
     assert not report["judged"]
     assert {row["status"] for row in report["features"]} == {"too few"}
     assert report["drifted"] == []
+
+
+# -- the monitor's actions: drift-detected, and the retrain policy -------------------
+
+
+def _drifting_definition(tmp_path: Path) -> Path:
+    """The bundled penguins definition with [retrain] on_drift."""
+    contract = Path("schemas") / "datasets" / "penguins.json"
+    (tmp_path / contract).parent.mkdir(parents=True)
+    shutil.copy(REPO / contract, tmp_path / contract)
+    pipeline = (REPO / "pipeline.toml").read_text()
+    (tmp_path / "pipeline.toml").write_text(
+        pipeline + "\n[retrain]\non_drift = true\ncooldown_hours = 6\n"
+    )
+    return tmp_path / "pipeline.toml"
+
+
+def _log_shifted_requests(container: Container, version: int, at: datetime) -> None:
+    """600 logged instances of the penguins, the flipper length 40 mm longer."""
+    schema = FeatureSchema.from_dict(container.registry.load("penguins", version).manifest.features)
+    frame = pd.read_csv(PENGUINS).drop(columns=["species"])
+    records = [
+        {k: (None if pd.isna(v) else v) for k, v in row.items()}
+        for row in frame.sample(600, replace=True, random_state=1).to_dict(orient="records")
+    ]
+    for record in records:
+        if record["flipper_length_mm"] is not None:
+            record["flipper_length_mm"] += 40
+    matrix = schema.encode_records(records)
+    lines = b"".join(
+        orjson.dumps(
+            predictions.record((at.timestamp(), f"r{i}", 200, matrix[i : i + 100], [], {})),
+            option=orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_APPEND_NEWLINE,
+        )
+        for i in range(0, 600, 100)
+    )
+    day = predictions.day_prefix("penguins", version, at.date())
+    container.artifacts.write(f"{day}{at:%H%M%S}-test-000001.jsonl", lines)
+
+
+def test_a_drift_is_published_and_retrains_on_new_data_once_per_cool_down(
+    harness: Harness, penguins_csv: bytes, tmp_path: Path
+) -> None:
+    container = installed(harness.container, _drifting_definition(tmp_path))
+    harness.upload(penguins_csv)
+    harness.run()
+    at = datetime.now(UTC)
+    _log_shifted_requests(container, 1, at)
+    window = {"since": at - timedelta(minutes=1), "until": at + timedelta(minutes=1)}
+
+    first = monitor(container, **window)
+
+    assert first["drifted"] == ["flipper_length_mm"]
+    [detected] = harness.published("drift-detected")
+    assert detected["event_id"] == first["actions"]["drift_detected"]
+    assert [f["feature"] for f in detected["features"]] == ["flipper_length_mm"]
+    # Only the data v1 trained on: retraining would train v1 again.
+    assert not first["actions"]["retrain"]["started"]
+    assert "the data v1 trained on" in first["actions"]["retrain"]["why"]
+    assert harness.published("retrain-requested") == []
+
+    # Newer data lands (its own run has not happened: say its notification is late).
+    data = harness.storage.bucket(container.settings.data_bucket)
+    data.write("uploads/penguins/newer.csv", penguins_csv)
+    second = monitor(container, **window)
+
+    retrain = second["actions"]["retrain"]
+    assert retrain["started"], retrain
+    harness.run()
+    [run] = [r for r in harness.runs() if r.trigger.get("kind") == "drift"]
+    assert run.trigger["key"] == f"request:{retrain['request_id']}"
+    assert "flipper_length_mm (PSI" in run.trigger["reason"]
+    assert run.lineage is not None
+    assert run.lineage.data is not None
+    assert run.lineage.data["key"] == "uploads/penguins/newer.csv"
+
+    # Within the cool-down, another window's drift starts nothing (v1's: the retrain
+    # deployed v2, which staging now serves).
+    later = window["until"] + timedelta(hours=1)
+    third = monitor(container, since=window["since"], until=later, version=1)
+    assert not third["actions"]["retrain"]["started"]
+    assert "6 h cool-down" in third["actions"]["retrain"]["why"]
+    assert len(harness.published("retrain-requested")) == 1

@@ -112,6 +112,9 @@ class PipelineConfig:
     # [monitoring] log_rate: the share of requests the staging service logs with their
     # answers (0: none).
     log_rate: float = DEFAULT_LOG_RATE
+    # [retrain]: a drift the monitor finds starts a retrain, at most once per cool-down.
+    retrain_on_drift: bool = False
+    retrain_cooldown_s: float = 24 * 3600.0
 
     @classmethod
     def load(cls, path: Path) -> PipelineConfig:
@@ -154,6 +157,8 @@ class PipelineConfig:
             gate=tuple(MetricGate(**metric) for metric in spec.get("gate", {}).get("metrics", [])),
             staging_follows=spec.get("gate", {}).get("staging", "blessed"),
             log_rate=float(spec.get("monitoring", {}).get("log_rate", DEFAULT_LOG_RATE)),
+            retrain_on_drift=bool(spec.get("retrain", {}).get("on_drift", False)),
+            retrain_cooldown_s=float(spec.get("retrain", {}).get("cooldown_hours", 24)) * 3600,
             sha256=hashlib.sha256(raw + contract.sha256.encode()).hexdigest(),
             drift=(drift_warn, drift_fail),
             drift_columns={

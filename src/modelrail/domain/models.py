@@ -39,7 +39,7 @@ from modelrail.domain.config import PipelineConfig
 from modelrail.domain.dataset import evolution
 from modelrail.domain.dataset.contract import DatasetContract
 from modelrail.kernel.errors import ConfigError, NotFound, PreconditionFailed, Refused, UnknownModel
-from modelrail.kernel.ports import BlobStore
+from modelrail.kernel.ports import BlobInfo, BlobStore
 
 # A model's name is a path segment in both buckets and the suffix of its Cloud Run
 # staging service (``modelrail-staging-<name>``: at most 49 characters in all).
@@ -61,6 +61,15 @@ def check_name(name: str) -> str:
 def upload_prefix(model: str) -> str:
     """Where the model's uploads go in the data bucket."""
     return f"{UPLOADS}{model}/"
+
+
+def newest_upload(data: BlobStore, model: str, suffixes: Sequence[str]) -> BlobInfo | None:
+    """The model's newest upload (the highest generation) among the files ending in one
+    of ``suffixes``: what a retrain naming no data trains on."""
+    objects = [
+        info for info in data.list(upload_prefix(model)) if info.key.endswith(tuple(suffixes))
+    ]
+    return max(objects, key=lambda info: info.generation) if objects else None
 
 
 @dataclasses.dataclass(frozen=True)

@@ -613,14 +613,18 @@ def monitor(
     """Compare what the model's served version was asked (its prediction log, over
     the last --hours) with what it was trained on: per feature the drift (PSI, with
     the [drift] limits), the out-of-range values and unseen categories; the
-    predictions' drift; the volume. The report is kept in the artifact bucket."""
+    predictions' drift; the volume. The report is kept in the artifact bucket. A drift
+    is published as drift-detected, and with [retrain] on_drift starts a retrain."""
     from modelrail.service.monitoring import monitor as run_monitor
 
-    cli = Cli(quiet=True, model=model)
+    cli = Cli(quiet=as_json, model=model)
     end = until.replace(tzinfo=UTC) if until is not None else datetime.now(UTC)
     start = since.replace(tzinfo=UTC) if since is not None else end - timedelta(hours=hours)
     report = run_monitor(cli.container, since=start, until=end, version=version)
+    retrain = report["actions"].get("retrain") or {}
     if as_json:
+        if retrain.get("started") and cli.container.runs_here:
+            cli.drain()  # embedded mode: the retrain runs here, before the command ends
         click.echo(orjson.dumps(report, option=orjson.OPT_INDENT_2))
         return
     window = report["window"]
@@ -648,6 +652,15 @@ def monitor(
     drifted = report["drifted"]
     click.echo(f"drifted: {', '.join(drifted)}" if drifted else "no feature drifted")
     click.echo(f"report: {report['report_uri']}")
+    if "drift_detected" in report["actions"]:
+        click.echo(f"published drift-detected {report['actions']['drift_detected']}")
+    if retrain and not retrain["started"]:
+        click.echo(f"no retrain on drift: {retrain['why']}")
+    elif retrain:
+        click.echo(f"retrain on drift {retrain['request_id']}: {retrain['reason']}")
+        if cli.container.runs_here:
+            cli.drain()
+            _report_run(cli, cli.latest_run(f"request:{retrain['request_id']}"))
 
 
 @main.command()

@@ -3,7 +3,8 @@
 modelrail's own events share one envelope (``run_id``, ``event_id``, ``causation_id``,
 ``occurred_at`` and the lineage gathered so far). The two trigger events are shaped by
 their publishers: ``data-uploaded`` is a Cloud Storage notification payload and
-``retrain-requested`` is written by users, the CLI and Cloud Build.
+``retrain-requested`` is written by users, the CLI, Cloud Build and the retrain
+policies. ``drift-detected`` is the monitor's.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from functools import cache
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
@@ -136,6 +137,8 @@ class RetrainRequested:
     data_uri: str | None = None
     reason: str | None = None
     requested_at: str | None = None
+    # A retrain policy's, not a person's ("drift", "schedule"): its trigger says so.
+    policy: str | None = None
 
     @classmethod
     def from_body(cls, body: Mapping[str, Any]) -> RetrainRequested:
@@ -157,15 +160,39 @@ class RetrainRequested:
         return f"commit:{self.commit_sha}"
 
     def lineage(self) -> JsonDict:
-        return {
-            "kind": "retrain" if self.request_id else "commit",
+        trigger: JsonDict = {
+            "kind": self.policy or ("retrain" if self.request_id else "commit"),
             "key": self.idempotency_key,
             "request_id": self.request_id,
             "commit_sha": self.commit_sha,
         }
+        if self.policy:
+            trigger["reason"] = self.reason
+        return trigger
 
 
 Trigger = DataUploaded | RetrainRequested
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class DriftDetected:
+    """The monitor found what a served version is asked drifted from what it was
+    trained on (``modelrail monitor``): for whoever acts on it, a person or a policy."""
+
+    event_type: ClassVar[str] = "drift-detected"
+    model: str
+    version: int
+    window: Mapping[str, str]  # from, to
+    features: Sequence[Mapping[str, Any]]  # feature, psi, fail: each over its limit
+    report_uri: str
+    event_id: str = dataclasses.field(default_factory=new_id)
+    occurred_at: str = dataclasses.field(default_factory=utcnow)
+
+    def to_body(self) -> JsonDict:
+        body: JsonDict = {"schema_version": SCHEMA_VERSION, "event_type": self.event_type}
+        body.update(orjson.loads(orjson.dumps(dataclasses.asdict(self))))
+        validate_body(self.event_type, body)
+        return body
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

@@ -8,6 +8,17 @@ an object at a time: memory holds one object and the tallies, whatever the windo
 line that is not JSON, or not a record of this version, is skipped and counted
 (``skipped_lines``), never fatal. The report is written to
 ``monitoring/<model>/v<version>/<end of window>.json`` in the artifact bucket.
+
+A window that drifted (a feature over its ``[drift]`` fail limit, on enough instances)
+is published as ``drift-detected``. With ``[retrain] on_drift``, it also starts a
+retrain of the model on its newest upload, as a ``retrain-requested`` whose policy
+(``drift``) becomes the run's trigger kind and whose reason names the features, unless:
+- the newest upload is the data the served version trained on: a retrain would train
+  the same model again (new data that shows the change is what helps);
+- a retrain on drift started within ``cooldown_hours``: the cool-down is one object,
+  ``models/<model>/policies/retrain-on-drift.json``, moved by compare-and-set, so two
+  monitors of one window start one retrain.
+The report's ``actions`` say what was published, or why not.
 """
 
 from __future__ import annotations
@@ -20,11 +31,14 @@ import orjson
 
 from modelrail.domain import monitoring, predictions
 from modelrail.domain.features import FeatureSchema
-from modelrail.domain.registry import PROFILE_FILE
+from modelrail.domain.models import newest_upload
+from modelrail.domain.registry import PROFILE_FILE, Manifest
 from modelrail.kernel.canonical import canonical_json
-from modelrail.kernel.errors import NotFound, Refused
+from modelrail.kernel.errors import NotFound, PreconditionFailed, Refused
+from modelrail.kernel.events import DriftDetected, RetrainRequested, utcnow
 from modelrail.service.container import Container
 from modelrail.service.reconcile import STAGING
+from modelrail.service.stages.validate import DATA_SUFFIXES
 
 REPORT_PREFIX = "monitoring/"
 
@@ -72,9 +86,94 @@ def monitor(
         window={"from": start, "to": end},
     )
     key = f"{REPORT_PREFIX}{model}/v{version}/{until:%Y-%m-%dT%H%M%S}Z.json"
-    container.artifacts.write(key, canonical_json(result), content_type="application/json")
     result["report_uri"] = container.artifacts.uri(key)
+    result["actions"] = _act(container, result, loaded.manifest, until)
+    container.artifacts.write(key, canonical_json(result), content_type="application/json")
     return result
+
+
+def _act(
+    container: Container, report: dict[str, Any], manifest: Manifest, until: datetime
+) -> dict[str, Any]:
+    """Publish the drift, and start a retrain where the policy says so."""
+    if not report["drifted"]:
+        return {}
+    over = [
+        {"feature": row["feature"], "psi": row["psi"], "fail": row["fail"]}
+        for row in report["features"]
+        if row["status"] == "fail"
+    ]
+    detected = DriftDetected(
+        model=report["model"],
+        version=report["version"],
+        window=report["window"],
+        features=over,
+        report_uri=report["report_uri"],
+    )
+    bus = container.bus
+    bus.publish(
+        detected.event_type, orjson.dumps(detected.to_body()), {"event_type": detected.event_type}
+    )
+    actions: dict[str, Any] = {"drift_detected": detected.event_id}
+    if container.config.retrain_on_drift:
+        why = ", ".join(f"{f['feature']} (PSI {f['psi']} > {f['fail']})" for f in over)
+        actions["retrain"] = _retrain_on_drift(container, manifest, until, why)
+    return actions
+
+
+def _retrain_on_drift(
+    container: Container, manifest: Manifest, until: datetime, why: str
+) -> dict[str, Any]:
+    """The retrain [retrain] on_drift starts, or why it starts none."""
+    model, settings = container.model, container.settings
+    newest = newest_upload(container.storage.bucket(settings.data_bucket), model, DATA_SUFFIXES)
+    trained_on = manifest.lineage.data or {}
+    if newest is None:
+        return {"started": False, "why": "no upload to retrain on"}
+    if (newest.key, newest.generation) == (trained_on.get("key"), trained_on.get("generation")):
+        return {
+            "started": False,
+            "why": f"the newest upload is the data v{manifest.version} trained on: a retrain "
+            "would train the same model; upload data that shows the change",
+        }
+    marker = f"models/{model}/policies/retrain-on-drift.json"
+    store = container.artifacts
+    try:
+        current = store.read(marker)
+    except NotFound:
+        current = None
+    now = until.timestamp()
+    if current is not None:
+        last = orjson.loads(current.data)
+        if now - float(last["at_s"]) < container.config.retrain_cooldown_s:
+            return {
+                "started": False,
+                "why": f"a retrain on drift started at {last['at']} "
+                f"({container.config.retrain_cooldown_s / 3600:g} h cool-down)",
+            }
+    request = RetrainRequested(
+        model=model,
+        request_id=f"drift:{model}:v{manifest.version}:{until:%Y%m%dT%H%M%S}",
+        data_uri=f"gs://{settings.data_bucket}/{newest.key}#{newest.generation}",
+        reason=f"drift in what v{manifest.version} is asked: {why}"[:500],
+        requested_at=utcnow(),
+        policy="drift",
+    )
+    try:
+        store.write(
+            marker,
+            orjson.dumps(
+                {"at": request.requested_at, "at_s": now, "request_id": request.request_id}
+            ),
+            if_generation_match=current.generation if current is not None else 0,
+            content_type="application/json",
+        )
+    except PreconditionFailed:
+        return {"started": False, "why": "another monitor started a retrain on drift meanwhile"}
+    container.bus.publish(
+        request.event_type, orjson.dumps(request.to_body()), {"event_type": request.event_type}
+    )
+    return {"started": True, "request_id": request.request_id, "reason": request.reason}
 
 
 def _lines(

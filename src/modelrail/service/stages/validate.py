@@ -22,7 +22,7 @@ import orjson
 
 from modelrail.domain.config import PipelineConfig
 from modelrail.domain.dataset import checks, evolution, profile, snapshot, stream
-from modelrail.domain.models import Models, upload_prefix
+from modelrail.domain.models import Models, newest_upload, upload_prefix
 from modelrail.domain.registry import CHAMPION, PROFILE_FILE, Registry
 from modelrail.domain.runs import RunLog
 from modelrail.kernel.canonical import canonical_json
@@ -303,18 +303,12 @@ def _locate(
             )
         return located
     # No dataset named: retrain on the model's newest upload.
-    folder = upload_prefix(model)
-    objects = [
-        info
-        for info in storage.bucket(data_bucket).list(folder)
-        if info.key.endswith(DATA_SUFFIXES)
-    ]
-    if not objects:
+    latest = newest_upload(storage.bucket(data_bucket), model, DATA_SUFFIXES)
+    if latest is None:
         raise DataUnavailable(
-            f"no {', '.join(DATA_SUFFIXES)} upload in gs://{data_bucket}/{folder} to retrain "
-            f"{model} on"
+            f"no {', '.join(DATA_SUFFIXES)} upload in gs://{data_bucket}/{upload_prefix(model)} "
+            f"to retrain {model} on"
         )
-    latest = max(objects, key=lambda info: info.generation)
     return data_bucket, latest.key, latest.generation
 
 
