@@ -93,3 +93,20 @@ def test_the_monitor_names_the_shifted_feature_and_only_it(user: OwnUser) -> Non
     assert by_feature[SHIFTED]["out_of_range"] > 0  # 25 mm past the longest flipper seen
     text = user.run("monitor", "--since", middle, "--until", end).stdout
     assert f"drifted: {SHIFTED}" in text
+
+    # The UI's monitoring page draws each feature's PSI by window, its limits across.
+    page = _ui(user).get("/models/penguins/monitoring").get_data(as_text=True)
+    assert page.count('class="plot drift"') == len(same["features"])
+    assert page.count('class="limit-fail"') == len(same["features"])
+    assert f'aria-label="{SHIFTED}: PSI by monitoring window"' in page
+    # Two windows: the shifted one monitored twice is one report, the second kept.
+    assert page.count('class="window drifted"') == 1
+    assert page.count('class="window"') == 1
+
+
+def _ui(user: OwnUser) -> Any:
+    from modelrail.composition.bootstrap import bootstrap
+    from modelrail.settings.process import Settings
+    from modelrail.ui import create_app
+
+    return create_app(bootstrap(Settings.from_env(user.env))).test_client()

@@ -92,6 +92,17 @@ def monitor(
     return result
 
 
+def reports(container: Container, limit: int = 50) -> list[dict[str, Any]]:
+    """The model's latest ``limit`` monitoring reports, every version's, oldest first
+    (by the end of their windows)."""
+    store = container.artifacts
+    keys = sorted(
+        (blob.key for blob in store.list(f"{REPORT_PREFIX}{container.model}/")),
+        key=lambda key: key.rsplit("/", 1)[-1],
+    )[-limit:]
+    return [orjson.loads(store.read(key).data) for key in keys]
+
+
 def _act(
     container: Container, report: dict[str, Any], manifest: Manifest, until: datetime
 ) -> dict[str, Any]:

@@ -123,6 +123,37 @@ def create_app(container: Container) -> Flask:
             plots=plots_by_metric,
         )
 
+    @app.get("/models/<model>/monitoring")
+    def monitoring(model: str) -> str:
+        from modelrail.service.monitoring import reports
+
+        if model not in container.models.names():
+            abort(404, f"no model {model}")
+        windows = reports(container.for_model(model))
+        features = sorted({row["feature"] for r in windows for row in r["features"]})
+        limits = {
+            row["feature"]: (row["warn"], row["fail"]) for r in windows for row in r["features"]
+        }
+        drift_plots = [
+            plots.drift_plot(
+                name,
+                [
+                    (r["window"]["to"], row["psi"])
+                    for r in windows
+                    for row in r["features"]
+                    if row["feature"] == name
+                ],
+                *limits[name],
+            )
+            for name in features
+        ]
+        return render_template(
+            "monitoring.html",
+            model=model,
+            windows=list(reversed(windows)),
+            plots=drift_plots,
+        )
+
     @app.get(f"/models/<model>/versions/<int:version>/{CARD}")
     def card(model: str, version: int) -> Response:
         return Response(_version_file(container, model, version, CARD), mimetype="text/html")

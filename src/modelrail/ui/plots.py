@@ -1,4 +1,5 @@
-"""Inline SVG for the UI: a run's stage timeline and a metric across versions.
+"""Inline SVG for the UI: a run's stage timeline, a metric across versions, and a
+feature's drift across monitoring windows.
 
 Drawn here rather than by a charting library so the pages need no script and nothing
 from the network; every text is escaped.
@@ -72,4 +73,50 @@ def metric_plot(name: str, points: Sequence[tuple[int, float]]) -> Markup:
         f'<text x="4" y="14" class="plot-title">{escape(name)}</text>'
         f'<polyline points="{line}" fill="none" stroke="#1565c0" stroke-width="2"/>'
         f"{marks}</svg>"
+    )
+
+
+def drift_plot(
+    feature: str, points: Sequence[tuple[str, float]], warn: float, fail: float
+) -> Markup:
+    """``feature``'s PSI in each monitoring window (labelled by its end), on an axis
+    from 0, with the warn and fail limits drawn across."""
+    if not points:
+        return Markup("")
+    top = max(fail, *(psi for _, psi in points)) * 1.15
+    left, right, bottom, top_y = 40, _WIDTH - 10, _HEIGHT - _PAD, 22
+
+    def y(value: float) -> float:
+        return bottom - value / top * (bottom - top_y)
+
+    def x(index: int) -> float:
+        return left + (index + 0.5) / len(points) * (right - left)
+
+    limits = "".join(
+        f'<line x1="{left}" x2="{right}" y1="{y(level):.1f}" y2="{y(level):.1f}" '
+        f'class="limit-{name}" stroke="{colour}" stroke-dasharray="4 3"/>'
+        f'<text x="{left - 4}" y="{y(level) + 4:.1f}" text-anchor="end">{level:g}</text>'
+        f'<text x="{right}" y="{y(level) - 3:.1f}" text-anchor="end">{name}</text>'
+        for name, level, colour in (("warn", warn, "#b28704"), ("fail", fail, "#c62828"))
+    )
+    line = " ".join(f"{x(i):.1f},{y(psi):.1f}" for i, (_, psi) in enumerate(points))
+    marks = "".join(
+        f'<circle cx="{x(i):.1f}" cy="{y(psi):.1f}" r="3.5">'
+        f"<title>{escape(label)}: PSI {psi:.4f}</title></circle>"
+        for i, (label, psi) in enumerate(points)
+    )
+    first, last = points[0][0], points[-1][0]
+    return Markup(
+        f'<svg class="plot drift" width="{_WIDTH}" height="{_HEIGHT}" '
+        f'viewBox="0 0 {_WIDTH} {_HEIGHT}" role="img" '
+        f'aria-label="{escape(feature)}: PSI by monitoring window">'
+        f'<text x="4" y="14" class="plot-title">{escape(feature)} (PSI)</text>'
+        f'<line x1="{left}" x2="{left}" y1="{top_y}" y2="{bottom}" stroke="#616161"/>'
+        f'<line x1="{left}" x2="{right}" y1="{bottom}" y2="{bottom}" stroke="#616161"/>'
+        f'<text x="{left - 4}" y="{bottom + 4}" text-anchor="end">0</text>'
+        f"{limits}"
+        f'<polyline points="{line}" fill="none" stroke="#1565c0" stroke-width="2"/>{marks}'
+        f'<text x="{left}" y="{_HEIGHT - 8}">{escape(first[:16])}</text>'
+        f'<text x="{right}" y="{_HEIGHT - 8}" text-anchor="end">{escape(last[:16])}</text>'
+        "</svg>"
     )
