@@ -41,7 +41,7 @@ locals {
   # writes outside its own list.
   artifact_writes = {
     validate = {
-      run_objects = ["stages/validate.json", "reports/validation.json", "snapshot/index.json", "snapshot/profile.json", "failed/validate.json", "claims/validate.json"]
+      run_objects = ["stages/validate.json", "reports/validation.json", "reports/contract-proposal.json", "snapshot/index.json", "snapshot/profile.json", "failed/validate.json", "claims/validate.json"]
       # The snapshot's parts and the stream's scratch objects, under names no other
       # stage's object ends with (src/modelrail/domain/dataset/snapshot.py).
       run_suffixes = [".snapshot.parquet", ".rowhashes"]
