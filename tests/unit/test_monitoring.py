@@ -150,6 +150,14 @@ def test_lines_that_are_not_this_versions_are_skipped_and_few_instances_not_judg
     assert report["drifted"] == []
 
 
+def test_a_window_with_nothing_logged_has_no_psi_to_show() -> None:
+    report = _report(monitoring.Tally(SCHEMA, _training(1_000, seed=1)))
+
+    assert (report["requests"], report["instances"], report["drifted"]) == (0, 0, [])
+    assert {(row["psi"], row["status"]) for row in report["features"]} == {(None, "no data")}
+    assert report["predictions"] is None
+
+
 # -- the monitor's actions: drift-detected, and the retrain policy -------------------
 
 

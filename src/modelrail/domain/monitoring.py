@@ -209,19 +209,22 @@ def report(
     profile with its status, its out-of-range and unseen rates, the predictions' PSI
     against the training target, and the features that drifted (``fail``)."""
     judged = tally.instances >= MIN_INSTANCES
+    unjudged = "too few" if tally.instances else "no data"
     features = []
     for name, now in tally.current().items():
-        index = profile.psi(tally.baseline[name], now)
         warn, fail = limits.get(name, default)
         counted = tally.feature(name)
         total = max(tally.instances, 1)
+        # No instance, no distribution: a PSI of all-empty bins would be a large number
+        # that says nothing.
+        index = profile.psi(tally.baseline[name], now) if tally.instances else None
         features.append(
             {
                 "feature": name,
-                "psi": round(index, 4),
+                "psi": None if index is None else round(index, 4),
                 "warn": warn,
                 "fail": fail,
-                "status": _status(index, warn, fail) if judged else "too few",
+                "status": _status(index, warn, fail) if judged and index is not None else unjudged,
                 "missing": round(counted.missing / total, 4),
                 "out_of_range": round(counted.out_of_range / total, 4),
                 "unseen": round(counted.unseen / total, 4),

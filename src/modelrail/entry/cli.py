@@ -642,8 +642,9 @@ def monitor(
     heading = ("feature", "PSI", "status", "missing", "beyond range", "unseen")
     click.echo("  {:<24} {:>8}  {:<8} {:>8} {:>13} {:>8}".format(*heading))
     for row in report["features"]:
+        psi = "-" if row["psi"] is None else f"{row['psi']:.4f}"
         click.echo(
-            f"  {row['feature']:<24} {row['psi']:>8.4f}  {row['status']:<8} "
+            f"  {row['feature']:<24} {psi:>8}  {row['status']:<8} "
             f"{row['missing']:>8.1%} {row['out_of_range']:>13.1%} {row['unseen']:>8.1%}"
         )
     if report["predictions"] is not None:

@@ -7,7 +7,7 @@ The log is read a day's folder at a time (``predictions/<model>/v<version>/<date
 an object at a time: memory holds one object and the tallies, whatever the window. A
 line that is not JSON, or not a record of this version, is skipped and counted
 (``skipped_lines``), never fatal. The report is written to
-``monitoring/<model>/v<version>/<end of window>.json`` in the artifact bucket.
+``monitoring/<model>/v<version>/<end>-<start>.json`` in the artifact bucket.
 
 A window that drifted (a feature over its ``[drift]`` fail limit, on enough instances)
 is published as ``drift-detected``. With ``[retrain] on_drift``, it also starts a
@@ -85,7 +85,10 @@ def monitor(
         version=version,
         window={"from": start, "to": end},
     )
-    key = f"{REPORT_PREFIX}{model}/v{version}/{until:%Y-%m-%dT%H%M%S}Z.json"
+    # Named by the window, its end first: the same window is the same report, and a
+    # listing sorts by the end.
+    moments = "-".join(f"{m.astimezone(UTC):%Y%m%dT%H%M%S%fZ}" for m in (until, since))
+    key = f"{REPORT_PREFIX}{model}/v{version}/{moments}.json"
     result["report_uri"] = container.artifacts.uri(key)
     result["actions"] = _act(container, result, loaded.manifest, until)
     container.artifacts.write(key, canonical_json(result), content_type="application/json")

@@ -141,7 +141,7 @@ def create_app(container: Container) -> Flask:
                     (r["window"]["to"], row["psi"])
                     for r in windows
                     for row in r["features"]
-                    if row["feature"] == name
+                    if row["feature"] == name and row["psi"] is not None
                 ],
                 *limits[name],
             )
