@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import sys
 import time
@@ -124,9 +123,9 @@ def _fail(message: str) -> None:
 
 
 def _actor(cli: Cli, by: str | None) -> str:
-    """Who takes a decision recorded in the history: ``--by``, else ``MODELRAIL_ACTOR``
-    (what a CI job or a cloud shell sets), else the user running this."""
-    return by or os.environ.get("MODELRAIL_ACTOR") or cli.settings.user
+    """Who takes a decision recorded in the history: ``--by``, else the settings' user
+    (``MODELRAIL_ACTOR``, what a CI job or a cloud shell sets, else the OS user)."""
+    return by or cli.settings.user
 
 
 def _run_model(cli: Cli, run_id: str, model: str | None) -> None:

@@ -95,7 +95,9 @@ class Settings:
     validate_in_job_above_mb: float = 512.0
     # Each model's staging Cloud Run service is ``<staging_service>-<model>``.
     staging_service: str = "modelrail-staging"
-    user: str = "unknown"  # who runs the CLI: recorded with an operator's rollback
+    # Who runs the CLI ($MODELRAIL_ACTOR, else the OS user): recorded with an operator's
+    # rollback, contract accept and bless.
+    user: str = "unknown"
     # The Artifact Registry generic repository every version is published to (in
     # ``region``), and the endpoint that serves its API (emulator mode: the control plane).
     artifact_repository: str = "modelrail-models"
@@ -150,7 +152,10 @@ class Settings:
         values["storage_root"] = home / "buckets" if mode == "embedded" else None
         if "code_version" not in values:
             values["code_version"] = checkout_commit(Path.cwd())
-        values["user"] = env.get("USER") or env.get("LOGNAME") or "unknown"
+        # Who decides: a CI job or a cloud shell names itself, else the OS user.
+        values["user"] = (
+            env.get("MODELRAIL_ACTOR") or env.get("USER") or env.get("LOGNAME") or "unknown"
+        )
         return cls(**values)
 
     def topology_file(self) -> Path:
