@@ -33,6 +33,7 @@ from modelrail.kernel.processes import wait_until
 from modelrail.localcloud.control_plane import ControlPlane
 from modelrail.localcloud.emulators import free_port
 from modelrail.service import reconcile
+from modelrail.service.smoke import served
 from tests.conftest import STATE_DEADLINE_S
 
 PROJECT, REGION, SERVICE, JOB, MODEL = "proj-local", "europe-west1", "staging", "train", "penguins"
@@ -229,6 +230,38 @@ def test_deploy_pins_the_version_and_current_reports_it(
         name=deployer.service_name).template.containers[0].env}  # fmt: skip
     assert env["MODELRAIL_MODEL_VERSION"] == "2"
     assert env["MODELRAIL_ARTIFACT_BUCKET"] == "artifacts"  # the rest of the template is kept
+
+
+def test_what_the_service_serves_is_asked_as_its_invoker(
+    deployer: CloudRunDeployer, staging: StandInStaging, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`modelrail models` reads the live service's /readyz through the deployment's
+    probe: in the cloud with an ID token for the service (it has no public invoker),
+    fetched when first asked, not when the deployment is read."""
+    deploy(deployer, 1)
+    fetched: list[str] = []
+    seen: list[str | None] = []
+
+    def token_for(url: str) -> dict[str, str]:
+        fetched.append(url)
+        return {"Authorization": f"Bearer token-for-{url}"}
+
+    real_request = urllib3.PoolManager.request
+
+    def request(self: Any, method: str, url: str, **kwargs: Any) -> Any:
+        seen.append((kwargs.get("headers") or {}).get("Authorization"))
+        return real_request(self, method, url, **kwargs)
+
+    monkeypatch.setattr(deployer, "_auth_headers", token_for)
+    monkeypatch.setattr(urllib3.PoolManager, "request", request)
+    current = deployer.current()
+    assert current is not None
+    assert fetched == []  # reading the deployment fetched no token
+
+    assert served(current)["status"] == "ready"
+    assert served(current)["status"] == "ready"
+    assert fetched == [staging.url]  # one token, for the service
+    assert seen[-2:] == [f"Bearer token-for-{staging.url}"] * 2
 
 
 def test_each_revision_trusts_the_key_register_signs_with(

@@ -504,7 +504,7 @@ def _describe_model(cli: Cli, model: str) -> dict[str, Any]:
     aliases = registry.aliases(model)
     deployment = cli.installation.for_model(model).deployer.current()
     url = deployment.url if deployment is not None else None
-    answer = served(url) if url is not None else {"status": "not running"}
+    answer = served(deployment) if deployment is not None else {"status": "not running"}
     staged = aliases.get("staging")
     serving = (answer.get("model"), answer.get("version"))
     if url is None:

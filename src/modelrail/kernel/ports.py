@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol
 
@@ -149,12 +149,15 @@ class EventBus(Protocol):
 
 @dataclass(frozen=True)
 class Deployment:
-    """What a deploy produced: the serving URL, revision name and model version."""
+    """What a deploy produced: the serving URL, revision name and model version, and
+    how to ask it something as its invoker (``probe``: an ID token in the cloud; None
+    where a plain request does)."""
 
     url: str
     revision: str
     model: str
     version: int
+    probe: Probe | None = field(default=None, compare=False, repr=False)
 
 
 # One HTTP request to a candidate revision, wherever it listens: (method, path, body,

@@ -10,7 +10,7 @@ import orjson
 import urllib3
 
 from modelrail.kernel.errors import DeploymentFailed
-from modelrail.kernel.ports import Candidate
+from modelrail.kernel.ports import Candidate, Deployment
 
 _http = urllib3.PoolManager(retries=False)
 
@@ -60,18 +60,24 @@ def predict(url: str, instances: Sequence[Mapping[str, Any]], *, timeout_s: floa
     return orjson.loads(response.data)
 
 
-def served(url: str, *, timeout_s: float = 5.0) -> dict[str, Any]:
-    """What the service at ``url`` says it serves (its ``/readyz``): ``model`` and
-    ``version`` when it is ready, else ``status`` and why (``error``)."""
+def served(deployment: Deployment, *, timeout_s: float = 5.0) -> dict[str, Any]:
+    """What the deployment's service says it serves (its ``/readyz``, asked as its
+    invoker where it needs one): ``model`` and ``version`` when it is ready, else
+    ``status`` and why (``error``)."""
     try:
-        response = _http.request("GET", f"{url.rstrip('/')}/readyz", timeout=timeout_s)
+        if deployment.probe is not None:
+            status, data = deployment.probe("GET", "/readyz", None, {}, timeout_s)
+        else:
+            url = f"{deployment.url.rstrip('/')}/readyz"
+            response = _http.request("GET", url, timeout=timeout_s)
+            status, data = response.status, response.data
     except (urllib3.exceptions.HTTPError, OSError) as exc:
         return {"status": "unreachable", "error": str(exc)}
     try:
-        answer = orjson.loads(response.data)
+        answer = orjson.loads(data)
     except orjson.JSONDecodeError:
         answer = {}
-    if response.status != 200 or not isinstance(answer, dict):
+    if status != 200 or not isinstance(answer, dict):
         detail = answer.get("detail") if isinstance(answer, dict) else None
-        return {"status": f"not ready ({response.status})", "error": str(detail or "")}
+        return {"status": f"not ready ({status})", "error": str(detail or "")}
     return answer

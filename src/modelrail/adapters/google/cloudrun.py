@@ -208,7 +208,9 @@ class CloudRunDeployer:
         pin = pinned(env)
         if pin is None:
             return None
-        return Deployment(service.uri, _short(service.latest_ready_revision), *pin)
+        return Deployment(
+            service.uri, _short(service.latest_ready_revision), *pin, self._probe(service.uri)
+        )
 
     def start(self, model: str, version: int) -> Candidate:
         """The service's template pinned to ``version`` and its new revision ready.
@@ -252,7 +254,9 @@ class CloudRunDeployer:
 
     def promote(self, candidate: Candidate) -> Deployment:
         """The candidate's revision has the traffic already (``start``)."""
-        return Deployment(candidate.url, candidate.revision, candidate.model, candidate.version)
+        return Deployment(
+            candidate.url, candidate.revision, candidate.model, candidate.version, candidate.probe
+        )
 
     def discard(self, candidate: Candidate) -> str:
         if candidate.handle is None:  # a revision that served before this rollout
@@ -358,12 +362,16 @@ class CloudRunDeployer:
             ) from exc
 
     def _probe(self, url: str) -> Probe:
-        """Requests to the service at ``url``, as its invoker (an ID token in the cloud)."""
-        auth = self._auth_headers(url)
+        """Requests to the service at ``url``, as its invoker (an ID token in the cloud,
+        fetched at the first request: a deployment read only for its URL costs none)."""
+        tokens: list[dict[str, str]] = []
 
         def probe(
             method: str, path: str, body: bytes | None, headers: Mapping[str, str], timeout_s: float
         ) -> tuple[int, bytes]:
+            if not tokens:
+                tokens.append(self._auth_headers(url))
+            auth = tokens[0]
             response = _http.request(
                 method, url.rstrip("/") + path, body=body, headers={**headers, **auth},
                 timeout=timeout_s, retries=False,
