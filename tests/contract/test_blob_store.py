@@ -146,6 +146,13 @@ def test_list_filters_by_prefix_sorted_with_generations_and_sizes(store: BlobSto
     ]
     assert [i.key for i in store.list()] == sorted(generations)
     assert store.list("nothing/") == []
+    # A prefix is a prefix of the key, not of a folder: part of a name matches too.
+    assert [i.key for i in store.list("models/m")] == [i.key for i in listed]
+    assert [i.key for i in store.list("models/m/versions/1/man")] == [
+        "models/m/versions/1/manifest.json"
+    ]
+    assert [i.key for i in store.list("models/o")] == ["models/other.json"]
+    assert [i.key for i in store.list("run")] == ["runs/r/result.json"]
 
 
 def test_uri_names_the_bucket_and_key(store: BlobStore) -> None:

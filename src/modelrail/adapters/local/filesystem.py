@@ -106,8 +106,14 @@ class FilesystemStore:
 
     def list(self, prefix: str = "") -> list[BlobInfo]:
         found = []
+        # Only the folder the prefix names is walked (``runs/`` of a bucket holding a
+        # snapshot of thousands of parts elsewhere reads none of them).
+        folder, _, _ = prefix.rpartition("/")
+        segments = folder.split("/")
+        inside = folder and ".." not in segments and segments[0] != _INTERNAL
+        start = self.path / folder if inside else self.path
         with self._locked(fcntl.LOCK_SH):
-            for directory, dirnames, filenames in os.walk(self.path):
+            for directory, dirnames, filenames in os.walk(start):
                 if directory == str(self.path):
                     dirnames[:] = [d for d in dirnames if d != _INTERNAL]
                 for filename in filenames:
