@@ -510,8 +510,11 @@ def signing_key_problems(tf: Terraform) -> list[str]:
 
 REGISTRY_WRITER = "register"
 # What another stage may write of a model's registry (local.model_writes, relative to
-# models/<model>/): deploy moves the staging alias; deploy and the sweep hold leases.
-ALIAS_OBJECT = re.compile(r"aliases/\w+\.json|leases/\w+\.json|leases/register-")
+# models/<model>/): deploy moves the staging alias; deploy and the sweep hold leases; the
+# sweep notes which time of the model's [retrain] schedule has fired.
+ALIAS_OBJECT = re.compile(
+    r"aliases/\w+\.json|leases/\w+\.json|leases/register-|policies/schedule\.json"
+)
 # A model's definition (models/<model>/definition.json): the operator's and the deploy
 # build's (`modelrail add`), never a stage's.
 DEFINITION = "definition.json"

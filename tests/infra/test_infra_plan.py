@@ -449,7 +449,8 @@ def test_deploy_and_the_sweep_write_each_model_s_alias_and_leases_under_its_own_
         )
         assert sweep == (
             f'resource.name.startsWith("{objects}models/{model}/leases/staging.json") || '
-            f'resource.name.startsWith("{objects}models/{model}/leases/register-")'
+            f'resource.name.startsWith("{objects}models/{model}/leases/register-") || '
+            f'resource.name.startsWith("{objects}models/{model}/policies/schedule.json")'
         )
     # Register writes the registry, but no model's definition.
     [register] = [

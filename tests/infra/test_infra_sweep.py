@@ -167,6 +167,8 @@ def test_the_sweep_account_holds_only_what_the_sweep_does(terraform: Terraform) 
         # record a stage as failed (only the objects below, by an IAM condition)
         ("roles/storage.objectUser", "${local.buckets.artifacts}"),
         ("roles/pubsub.publisher", '${module.pubsub.topic_ids["pipeline-failed"]}'),
+        # the retrains a model's [retrain] schedule names (modelrail.service.schedules)
+        ("roles/pubsub.publisher", '${module.pubsub.topic_ids["retrain-requested"]}'),
         # the training job's executions: did one die?
         ("roles/run.viewer", "${module.training_job.name}"),
         # the validate job's executions: did one die before recording validate?
@@ -185,6 +187,7 @@ def test_the_sweep_writes_only_the_records_of_the_stages_it_can_end(
         *(f"runs/*/stages/{stage}.json" for stage in _swept_stages()),
         "models/<model>/leases/staging.json",
         "models/<model>/leases/register-*",
+        "models/<model>/policies/schedule.json",
     }
 
 

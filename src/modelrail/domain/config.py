@@ -11,6 +11,7 @@ import importlib.util
 import re
 import tomllib
 from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
 from functools import cache
 from pathlib import Path
 from typing import Any, Literal
@@ -115,6 +116,8 @@ class PipelineConfig:
     # [retrain]: a drift the monitor finds starts a retrain, at most once per cool-down.
     retrain_on_drift: bool = False
     retrain_cooldown_s: float = 24 * 3600.0
+    # [retrain] schedule: a cron expression (UTC) the sweep retrains on, or None.
+    retrain_schedule: str | None = None
 
     @classmethod
     def load(cls, path: Path) -> PipelineConfig:
@@ -159,6 +162,7 @@ class PipelineConfig:
             log_rate=float(spec.get("monitoring", {}).get("log_rate", DEFAULT_LOG_RATE)),
             retrain_on_drift=bool(spec.get("retrain", {}).get("on_drift", False)),
             retrain_cooldown_s=float(spec.get("retrain", {}).get("cooldown_hours", 24)) * 3600,
+            retrain_schedule=spec.get("retrain", {}).get("schedule"),
             sha256=hashlib.sha256(raw + contract.sha256.encode()).hexdigest(),
             drift=(drift_warn, drift_fail),
             drift_columns={
@@ -185,6 +189,7 @@ class PipelineConfig:
             *config._gate_problems(),
             *config._drift_problems(),
             *config._vertex_problems(),
+            *config._schedule_problems(),
             *_param_problems(config.params),
         ]
         if problems:
@@ -225,6 +230,20 @@ class PipelineConfig:
                 f"[vertex] model_registry names the Vertex AI model after [model] name, and "
                 f"{self.model_name!r} is not a Vertex model id (lowercase letters, digits, "
                 "'-' and '_', starting with a letter, at most 63)"
+            ]
+        return []
+
+    def _schedule_problems(self) -> list[str]:
+        if self.retrain_schedule is None:
+            return []
+        from cronsim import CronSim, CronSimError
+
+        try:
+            CronSim(self.retrain_schedule, datetime.now(UTC))
+        except CronSimError as exc:
+            return [
+                f"[retrain] schedule {self.retrain_schedule!r} is not a cron expression "
+                f"({exc}): five fields, minute hour day-of-month month day-of-week, in UTC"
             ]
         return []
 

@@ -666,11 +666,22 @@ def monitor(
 @main.command()
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def sweep(as_json: bool) -> None:
-    """End the runs that can no longer end: a training job that died, a lost message."""
+    """End the runs that can no longer end: a training job that died, a lost message;
+    and start the retrains a model's [retrain] schedule names."""
+    from modelrail.service.schedules import fire_due
     from modelrail.service.sweep import sweep as sweep_runs
 
     cli = Cli(quiet=True, every_model=True)
     failed = sweep_runs(cli.container)
+    fired = [due for due in fire_due(cli.installation, datetime.now(UTC)) if due["fired"]]
+    for due in fired:
+        click.echo(
+            f"scheduled retrain of {due['model']} ({due['schedule']}, {due['slot']}): "
+            f"{due['request_id']}",
+            err=as_json,
+        )
+    if fired and cli.container.runs_here:
+        cli.drain()  # embedded mode: the retrains run here
     # The scheduled sweep is also the cloud's reconciliation pass: what each model's
     # staging serves converges to its alias (modelrail.service.reconcile), on stderr
     # unless it did something.

@@ -85,7 +85,7 @@ locals {
   # the number of models.
   model_writes = {
     deploy = ["aliases/staging.json", "leases/staging.json"]
-    sweep  = ["leases/staging.json", "leases/register-"]
+    sweep  = ["leases/staging.json", "leases/register-", "policies/schedule.json"]
   }
   # IAM Conditions name an object projects/_/buckets/<bucket>/objects/<name>.
   artifact_objects = "projects/_/buckets/${local.buckets.artifacts}/objects/"
@@ -105,6 +105,8 @@ locals {
     { sa = "deploy", topic = "model-deployed", role = "roles/pubsub.publisher" },
     { sa = "deploy", topic = "pipeline-failed", role = "roles/pubsub.publisher" },
     { sa = "sweep", topic = "pipeline-failed", role = "roles/pubsub.publisher" },
+    # A model's [retrain] schedule: the sweep publishes the retrain of each time it names.
+    { sa = "sweep", topic = "retrain-requested", role = "roles/pubsub.publisher" },
   ]
 
   # Grants on every model's staging service (each row once per model), the training job
