@@ -18,8 +18,10 @@ from modelrail.adapters.by_mode import (
     open_catalog,
     open_dask_clusters,
     open_packages,
+    open_secrets,
     open_signer,
     open_storage,
+    open_webhooks,
 )
 from modelrail.domain.runs import StageRecord
 from modelrail.kernel.events import DataUploaded
@@ -94,6 +96,8 @@ def bootstrap(
         catalog_factory=catalog,
         signer_factory=signer,
         clusters_factory=lambda: open_dask_clusters(settings),
+        secrets_factory=lambda: open_secrets(settings),
+        webhooks_factory=lambda: open_webhooks(settings),
         observer=observer,
     )
 
@@ -107,10 +111,11 @@ def _embedded(
     catalog: Callable[[], ModelCatalog],
     signer: Callable[[], ManifestSigner],
 ) -> Container:
-    """Filesystem buckets, the in-process bus and job, local staging: every stage is
-    subscribed to the bus as the topology says, through the same service layer."""
+    """Filesystem buckets, the in-process bus and job, local staging: every stage (and
+    the notifier) is subscribed to the bus as the topology says, through the same
+    service layer."""
     from modelrail.adapters.local.inprocess import InProcessBus, InProcessLauncher
-    from modelrail.service import pipeline
+    from modelrail.service import consumers, pipeline
 
     container = Container(
         settings,
@@ -127,6 +132,8 @@ def _embedded(
         catalog_factory=catalog,
         signer_factory=signer,
         clusters_factory=lambda: open_dask_clusters(settings),
+        secrets_factory=lambda: open_secrets(settings),
+        webhooks_factory=lambda: open_webhooks(settings),
         observer=observer,
         runs_here=True,
         upload_notifier=lambda bucket, name, generation: _notify_upload(
@@ -136,10 +143,10 @@ def _embedded(
     bus = InProcessBus(container.topology, settings.home / "dead-letter.jsonl")
     for subscription in container.topology.subscriptions:
         if subscription.consumer is not None:
-            stage = subscription.consumer
+            consumer = subscription.consumer
             bus.subscribe(
                 subscription.name,
-                lambda message, stage=stage: pipeline.consume(container, stage, message),  # type: ignore[misc]
+                lambda message, consumer=consumer: consumers.consume(container, consumer, message),  # type: ignore[misc]
             )
     return container
 
