@@ -262,7 +262,15 @@ class PipelineConfig:
     def _webhook_problems(self) -> list[str]:
         names = [webhook.name for webhook in self.webhooks]
         twice = sorted({name for name in names if names.count(name) > 1})
-        return [f"[[notify.webhooks]] names {name!r} more than once" for name in twice]
+        problems = [f"[[notify.webhooks]] names {name!r} more than once" for name in twice]
+        problems += [
+            f"[[notify.webhooks]] {webhook.name}: say where its URL is kept: url_secret (a "
+            "Secret Manager version, in the cloud), url_env (an environment variable, on "
+            "this machine), or both"
+            for webhook in self.webhooks
+            if not (webhook.url_secret or webhook.url_env)
+        ]
+        return problems
 
     def _gate_problems(self) -> list[str]:
         computed = METRICS[self.objective]

@@ -17,7 +17,14 @@ from __future__ import annotations
 import logging
 
 from modelrail.domain.config import Webhook
-from modelrail.domain.notifications import Deliveries, Notice, body_for, judge, notice_of
+from modelrail.domain.notifications import (
+    Deliveries,
+    Notice,
+    Verdict,
+    body_for,
+    judge,
+    notice_of,
+)
 from modelrail.kernel import logs
 from modelrail.kernel.errors import (
     ConfigError,
@@ -97,13 +104,14 @@ def _notify(
     last = attempts >= allowed
     try:
         url = container.secrets.reveal(webhook.url_secret, webhook.url_env)
-        status = container.webhooks.post(url, body_for(webhook, notice))
+        answer = container.webhooks.post(url, body_for(webhook, notice))
     except PermanentError as exc:
         return _failed(deliveries, notice, webhook, attempts, exc.message)
     except (OSError, TransientError) as exc:
-        verdict, error, status = "retry", f"{type(exc).__name__}: {exc}", None
+        verdict: Verdict = "retry"
+        error, status = f"{type(exc).__name__}: {exc}", None
     else:
-        verdict, error = judge(status), f"HTTP {status}"
+        verdict, error, status = judge(answer), f"HTTP {answer}", answer
     if verdict == "delivered":
         deliveries.record(notice, webhook.name, "delivered", attempts, http_status=status)
         log.info("notified %s of %s %s", webhook.name, notice.kind, notice.event_id)
