@@ -622,8 +622,8 @@ def monitor(
     report = run_monitor(cli.container, since=start, until=end, version=version)
     retrain = report["actions"].get("retrain") or {}
     if as_json:
-        if retrain.get("started") and cli.container.runs_here:
-            cli.drain()  # embedded mode: the retrain runs here, before the command ends
+        if cli.container.runs_here:
+            cli.drain()  # embedded mode: the notifier and a retrain run here, before the end
         click.echo(orjson.dumps(report, option=orjson.OPT_INDENT_2))
         return
     window = report["window"]
@@ -661,6 +661,8 @@ def monitor(
         if cli.container.runs_here:
             cli.drain()
             _report_run(cli, cli.latest_run(f"request:{retrain['request_id']}"))
+    if cli.container.runs_here:
+        cli.drain()  # embedded mode: drift-detected reaches the notifier here
 
 
 @main.command()
