@@ -23,7 +23,7 @@ from modelrail.service import notifications
 from modelrail.settings.process import Settings
 from modelrail.settings.topology import Topology
 from tests.conftest import REPO, installed
-from tests.fakes import FakeDeployer, InMemoryStorage
+from tests.fakes import FakeDeployer, FakeWebhooks, InMemoryStorage
 from tests.unit.conftest import Harness
 
 URL = "https://hooks.example.com/services/T000/B000/XXXX"
@@ -203,25 +203,6 @@ def test_a_listener_that_is_also_a_stage_is_refused(tmp_path: Path) -> None:
 # ---------------------------------------------------------------- the notifier at work
 
 
-class FakeWebhooks:
-    """Answers each post with the next of ``answers`` (the last one ever after); an
-    exception instance is raised instead."""
-
-    def __init__(self, *answers: int | OSError) -> None:
-        self.answers = list(answers)
-        self.posts: list[tuple[str, dict[str, Any]]] = []
-
-    def post(self, url: str, body: bytes) -> int:
-        self.posts.append((url, orjson.loads(body)))
-        answer = self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
-        if isinstance(answer, OSError):
-            raise answer
-        return answer
-
-    def to(self, url: str) -> list[dict[str, Any]]:
-        return [body for posted, body in self.posts if posted == url]
-
-
 NOTIFY = """
 [[notify.webhooks]]
 name = "team"
@@ -376,8 +357,8 @@ def test_a_webhook_is_told_only_the_kinds_it_asked_for(
     for kind in ("contract_violation", "gate_rejected"):
         body = _failed(kind, ["worse than the champion"])
         event = PipelineFailed(
-            run_id="run-" + "2" * 20, causation_id="e-0", lineage=deployed["lineage"], stage="evaluate",
-            error=body["error"], report_uri=None,
+            run_id="run-" + "2" * 20, causation_id="e-0", lineage=deployed["lineage"],
+            stage="evaluate", error=body["error"], report_uri=None,
         )  # fmt: skip
         harness.bus.publish("pipeline-failed", orjson.dumps(event.to_body()), {})
     harness.run()
