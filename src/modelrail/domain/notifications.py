@@ -19,6 +19,7 @@ import orjson
 
 from modelrail.domain.config import Webhook
 from modelrail.domain.runs import failure_reasons
+from modelrail.kernel.canonical import canonical_json
 from modelrail.kernel.errors import NotFound
 from modelrail.kernel.events import utcnow
 from modelrail.kernel.ports import BlobStore
@@ -120,7 +121,7 @@ def judge(status: int) -> Verdict:
 class Delivery:
     """What became of one event's notification to one webhook: ``pending`` (failed,
     worth another attempt), ``delivered`` or ``failed`` (for good: refused, or out of
-    attempts). Never the URL."""
+    attempts). Never the URL. ``schemas/records/notification.schema.json``."""
 
     model: str
     event_id: str
@@ -136,13 +137,12 @@ class Delivery:
     def final(self) -> bool:
         return self.status != "pending"
 
-    def to_json(self) -> bytes:
-        return orjson.dumps(dataclasses.asdict(self), option=orjson.OPT_INDENT_2)
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
 
     @classmethod
-    def from_json(cls, data: bytes) -> Delivery:
-        body = orjson.loads(data)
-        return cls(**{f.name: body.get(f.name) for f in dataclasses.fields(cls)})
+    def from_json(cls, body: Mapping[str, Any]) -> Delivery:
+        return cls(**{f.name: body[f.name] for f in dataclasses.fields(cls)})
 
 
 class Deliveries:
@@ -157,13 +157,14 @@ class Deliveries:
 
     def get(self, model: str, event_id: str, webhook: str) -> Delivery | None:
         try:
-            return Delivery.from_json(self.store.read(self.key(model, event_id, webhook)).data)
+            data = self.store.read(self.key(model, event_id, webhook)).data
+            return Delivery.from_json(orjson.loads(data))
         except NotFound:
             return None
 
     def put(self, delivery: Delivery) -> None:
         key = self.key(delivery.model, delivery.event_id, delivery.webhook)
-        self.store.write(key, delivery.to_json(), content_type="application/json")
+        self.store.write(key, canonical_json(delivery.to_json()), content_type="application/json")
 
     def record(
         self,
