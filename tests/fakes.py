@@ -6,6 +6,7 @@ import io
 import threading
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import orjson
 
@@ -128,3 +129,22 @@ class FakeDeployer:
 
     def stop(self) -> None:
         """Nothing runs: the fake deploys nowhere."""
+
+
+class FakeWebhooks:
+    """Answers each post with the next of ``answers`` (the last one ever after); an
+    exception instance is raised instead. Every post is kept: (url, body)."""
+
+    def __init__(self, *answers: int | OSError) -> None:
+        self.answers = list(answers)
+        self.posts: list[tuple[str, dict[str, Any]]] = []
+
+    def post(self, url: str, body: bytes) -> int:
+        self.posts.append((url, orjson.loads(body)))
+        answer = self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
+        if isinstance(answer, OSError):
+            raise answer
+        return answer
+
+    def to(self, url: str) -> list[dict[str, Any]]:
+        return [body for posted, body in self.posts if posted == url]

@@ -34,6 +34,7 @@ STAGE_ACCOUNTS = frozenset(
         "sweep",
         "scheduler",
         "dask",
+        "notify",
     }
 )
 FORBIDDEN_PROJECT_ROLES = frozenset(
@@ -622,7 +623,25 @@ def artifact_write_objects(tf: Terraform) -> dict[str, set[str]]:
             written.setdefault(unquote(key), set()).add(
                 name if name.endswith(".json") else f"{name}*"
             )
+    # A folder of its own granted to one account outside the tables (the notifier's
+    # notifications/): objectUser under a condition naming that prefix alone.
+    for resource in tf.resources:
+        if (
+            resource.type != "google_storage_bucket_iam_member"
+            or unquote(resource.body.get("role")) != "roles/storage.objectUser"
+        ):
+            continue
+        expression = str((resource.body.get("condition") or [{}])[0].get("expression", ""))
+        folder = OWN_FOLDER.fullmatch(unquote(expression))
+        accounts = STAGE_REF.findall(str(resource.body.get("member", "")))
+        if folder and len(accounts) == 1:
+            written.setdefault(accounts[0], set()).add(f"{folder.group(1)}*")
     return written
+
+
+OWN_FOLDER = re.compile(
+    r'resource\.name\.startsWith\(\\"\$\{local\.artifact_objects\}([\w-]+/)\\"\)'
+)
 
 
 def permits(pattern: str, name: str, model: str) -> bool:

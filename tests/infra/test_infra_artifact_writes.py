@@ -1,24 +1,26 @@
 """The artifact bucket's write conditions deny nothing the pipeline does: the real
-pipeline and the sweep run on in-memory buckets, every object each stage (and the sweep)
-writes is recorded, and each must match what Terraform lets that account write
-(local.artifact_writes)."""
+pipeline, its notifier and the sweep run on in-memory buckets, every object each of
+them writes is recorded, and each must match what Terraform lets that account write
+(local.artifact_writes, and the notifier's own folder)."""
 
 from __future__ import annotations
 
 import contextlib
 import logging
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from modelrail.adapters.local.inprocess import InProcessLauncher
+from modelrail.adapters.local.secrets import EnvironmentSecrets
 from modelrail.composition.bootstrap import bootstrap
 from modelrail.kernel.logs import PipelineContextFilter
 from modelrail.service.sweep import sweep
 from modelrail.settings.process import Settings
-from tests.conftest import installed
-from tests.fakes import FakeDeployer, InMemoryStorage, InMemoryStore
+from tests.conftest import REPO, installed
+from tests.fakes import FakeDeployer, FakeWebhooks, InMemoryStorage, InMemoryStore
 from tests.infra.conftest import TERRAFORM_DIR
 from tests.infra.infra_checks import Terraform, artifact_write_objects, may_write, permits
 from tests.unit.conftest import Harness
@@ -52,16 +54,28 @@ class RecordingStore(InMemoryStore):
         return super().write(key, data, **options)
 
 
+# A webhook for the notifier (its own account in the cloud) to record deliveries to.
+NOTIFY = '\n[[notify.webhooks]]\nname = "team"\nurl_env = "TEAM_URL"\n'
+
+
 @pytest.fixture
-def recorded(settings: Settings) -> tuple[Harness, RecordingStore]:
+def recorded(settings: Settings, tmp_path: Path) -> tuple[Harness, RecordingStore]:
     storage = InMemoryStorage(settings.data_bucket)
     artifacts = RecordingStore(settings.artifact_bucket)
     storage.stores[settings.artifact_bucket] = artifacts
     deployer = FakeDeployer()
+    config = (REPO / "pipeline.toml").read_text()
+    config = config.replace('contract = "schemas/', f'contract = "{REPO}/schemas/', 1) + NOTIFY
+    (tmp_path / "pipeline.toml").write_text(config)
     container = installed(
         bootstrap(
-            settings, storage_factory=lambda: storage, deployer_factory=lambda _model: deployer
-        )
+            settings,
+            storage_factory=lambda: storage,
+            deployer_factory=lambda _model: deployer,
+            secrets_factory=lambda: EnvironmentSecrets({"TEAM_URL": "https://team.example/hook"}),
+            webhooks_factory=lambda: FakeWebhooks(503, 200),  # a retry, then delivered
+        ),
+        tmp_path / "pipeline.toml",
     )
     artifacts.writes.clear()  # the model's definition: the operator's (modelrail add)
     return Harness(container, storage, deployer), artifacts

@@ -27,6 +27,7 @@ import hcl2
 import pytest
 
 from modelrail.settings.process import Settings
+from modelrail.settings.topology import Topology
 from tests.infra.conftest import TERRAFORM_DIR, copy_terraform, tool
 from tests.infra.infra_checks import REPO_ROOT, Terraform, load_topology, squash, unquote
 
@@ -345,6 +346,32 @@ def test_plan_builds_the_event_graph_of_topology_yaml(plan: dict[str, Any]) -> N
     }
 
 
+def test_each_subscription_retries_with_the_backoff_topology_yaml_gives_it(
+    plan: dict[str, Any],
+) -> None:
+    """The notifier's subscriptions have a backoff of their own; the rest the defaults'.
+    The same Subscription the local runtimes read says which."""
+    topology = Topology.load(REPO_ROOT / "topology.yaml")
+    retried = {
+        after["name"]: after["retry_policy"][0]
+        for after in managed_after(plan, "google_pubsub_subscription")
+        if after.get("retry_policy")
+    }
+    expected = {
+        s.name: {
+            "minimum_backoff": f"{s.minimum_backoff_s}s",
+            "maximum_backoff": f"{s.maximum_backoff_s}s",
+        }
+        for s in topology.subscriptions
+        if s.consumer is not None
+    }
+    assert retried == expected
+    assert retried["model-deployed--notify"] == {"minimum_backoff": "1s", "maximum_backoff": "8s"}
+    assert retried["model-registered--deploy"] == {
+        "minimum_backoff": "10s", "maximum_backoff": "600s",
+    }  # fmt: skip
+
+
 def unquote_all(value: Any) -> Any:
     """A value python-hcl2 parsed, every string literal in it unquoted."""
     if isinstance(value, list):
@@ -571,11 +598,22 @@ def test_the_owner_bootstrap_validates_and_plans(
         "-no-color",
         f"-var=project_id={tfvars['project_id']}",
         f"-var=deployer_service_account_email={tfvars['deployer_service_account_email']}",
+        # Two webhook URLs' secrets, one by id and one by name.
+        '-var=notification_secrets=["team-webhook", "projects/p/secrets/pager-webhook"]',
         "-out=tfplan",
     )
     assert planned.returncode == 0, planned.stdout[-4000:] + planned.stderr
     shown = bootstrap.terraform("show", "-json", "tfplan")
     changes = [c for c in json.loads(shown.stdout)["resource_changes"] if c["mode"] == "managed"]
+    secret_grants = {
+        (c["change"]["after"]["secret_id"], c["change"]["after"]["role"])
+        for c in changes
+        if c["type"] == "google_secret_manager_secret_iam_member"
+    }
+    assert secret_grants == {
+        ("team-webhook", "roles/secretmanager.secretAccessor"),
+        ("projects/p/secrets/pager-webhook", "roles/secretmanager.secretAccessor"),
+    }
     bootstrap_root = Terraform.load(TERRAFORM_DIR).module("envs/bootstrap")
     accounts = len(bootstrap_root.locals["service_accounts"])
     counted = collections.Counter(config_address(c["address"]) for c in changes)

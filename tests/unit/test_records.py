@@ -13,8 +13,10 @@ import orjson
 import pandas as pd
 import pytest
 
+from modelrail.adapters.local.secrets import EnvironmentSecrets
 from modelrail.composition.bootstrap import bootstrap
 from modelrail.domain.lineage import Lineage
+from modelrail.domain.notifications import NOTIFICATIONS_PREFIX, Delivery
 from modelrail.domain.registry import MANIFEST, PUBLICATION, Manifest, Publication
 from modelrail.domain.runs import CANDIDATE_FILE, CandidateRecord, StageRecord
 from modelrail.kernel.canonical import canonical_json
@@ -22,11 +24,11 @@ from modelrail.kernel.errors import IntegrityError
 from modelrail.kernel.resources import schema_problems
 from modelrail.service.rollback import rollback
 from modelrail.settings.process import Settings
-from tests.conftest import PENGUINS, installed, settings_env
-from tests.fakes import FakeDeployer, InMemoryStorage
+from tests.conftest import PENGUINS, REPO, installed, settings_env
+from tests.fakes import FakeDeployer, FakeWebhooks, InMemoryStorage
 from tests.unit.conftest import Harness
 
-Record = StageRecord | Manifest | CandidateRecord | Publication | Lineage
+Record = StageRecord | Manifest | CandidateRecord | Publication | Lineage | Delivery
 # Each record's schema, its type, and where the pipeline keeps it in the artifact bucket.
 KINDS: dict[str, tuple[str, Callable[[dict[str, Any]], Record], Callable[[str], bool]]] = {
     "stage records": (
@@ -45,20 +47,39 @@ KINDS: dict[str, tuple[str, Callable[[dict[str, Any]], Record], Callable[[str], 
         Publication.from_json,
         lambda key: key.endswith(f"/{PUBLICATION}"),
     ),
+    "notification deliveries": (
+        "notification",
+        Delivery.from_json,
+        lambda key: key.startswith(NOTIFICATIONS_PREFIX),
+    ),
 }
+# The model's webhook answers each event's first post with 503 and the second with 204:
+# a pending delivery record, then a delivered one.
+NOTIFY = '\n[[notify.webhooks]]\nname = "team"\nurl_env = "TEAM_URL"\n'
 
 
 @pytest.fixture(scope="module")
 def written(tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
     """Every object a deployed run, a rejected one, one whose data breaks its contract,
-    a second deployed one and a rollback leave in the artifact bucket."""
-    settings = Settings.from_env(settings_env(tmp_path_factory.mktemp("records") / "home"))
+    a second deployed one and a rollback leave in the artifact bucket, and the
+    notifications of them."""
+    folder = tmp_path_factory.mktemp("records")
+    settings = Settings.from_env(settings_env(folder / "home"))
     storage = InMemoryStorage(settings.data_bucket, settings.artifact_bucket)
     deployer = FakeDeployer()
+    config = (REPO / "pipeline.toml").read_text()
+    config = config.replace('contract = "schemas/', f'contract = "{REPO}/schemas/', 1) + NOTIFY
+    (folder / "pipeline.toml").write_text(config)
+    webhooks = FakeWebhooks(*[503, 204] * 8)
     container = installed(
         bootstrap(
-            settings, storage_factory=lambda: storage, deployer_factory=lambda _model: deployer
-        )
+            settings,
+            storage_factory=lambda: storage,
+            deployer_factory=lambda _model: deployer,
+            secrets_factory=lambda: EnvironmentSecrets({"TEAM_URL": "https://team.example/h"}),
+            webhooks_factory=lambda: webhooks,
+        ),
+        folder / "pipeline.toml",
     )
     harness = Harness(container, storage, deployer)
     penguins = PENGUINS.read_bytes()

@@ -17,7 +17,9 @@ from modelrail.kernel.ports import (
     ManifestSigner,
     ModelCatalog,
     PackageRepository,
+    Secrets,
     Storage,
+    Webhooks,
 )
 from modelrail.settings.process import Settings
 
@@ -130,6 +132,25 @@ def open_signer(settings: Settings) -> ManifestSigner:
     from modelrail.adapters.google.kms import CloudKmsSigner
 
     return CloudKmsSigner(settings.signing_key, settings.kms_endpoint)
+
+
+def open_secrets(settings: Settings) -> Secrets:
+    """Where webhook URLs are kept: Secret Manager in the cloud, the environment on this
+    machine (embedded mode, and emulator mode: the local cloud has no Secret Manager)."""
+    if settings.mode == "cloud":
+        from modelrail.adapters.google.secrets import SecretManagerSecrets
+
+        return SecretManagerSecrets()
+    from modelrail.adapters.local.secrets import EnvironmentSecrets
+
+    return EnvironmentSecrets()
+
+
+def open_webhooks(settings: Settings) -> Webhooks:
+    """What posts notifications: HTTP, the same in every mode."""
+    from modelrail.adapters.webhooks import HttpWebhooks
+
+    return HttpWebhooks()
 
 
 def local_staging(

@@ -18,8 +18,10 @@ from modelrail.adapters.by_mode import (
     open_catalog,
     open_dask_clusters,
     open_packages,
+    open_secrets,
     open_signer,
     open_storage,
+    open_webhooks,
 )
 from modelrail.domain.runs import StageRecord
 from modelrail.kernel.events import DataUploaded
@@ -31,7 +33,9 @@ from modelrail.kernel.ports import (
     Message,
     ModelCatalog,
     PackageRepository,
+    Secrets,
     Storage,
+    Webhooks,
 )
 from modelrail.service.container import Container
 from modelrail.service.reconcile import RECONCILE_EVERY_S
@@ -49,19 +53,27 @@ def bootstrap(
     packages_factory: Callable[[], PackageRepository] | None = None,
     catalog_factory: Callable[[], ModelCatalog] | None = None,
     signer_factory: Callable[[], ManifestSigner] | None = None,
+    secrets_factory: Callable[[], Secrets] | None = None,
+    webhooks_factory: Callable[[], Webhooks] | None = None,
 ) -> Container:
     """Wire the container for ``settings.mode``.
 
-    Tests swap the storage, the deployer, the package repository, the model catalog and
-    the signer for fakes or for the cloud adapters on local endpoints; everything else
-    is the real thing.
+    Tests swap the storage, the deployer, the package repository, the model catalog,
+    the signer, the secrets and the webhooks for fakes or for the cloud adapters on
+    local endpoints; everything else is the real thing.
     """
     storage = storage_factory or (lambda: open_storage(settings))
     packages = packages_factory or (lambda: open_packages(settings))
     catalog = catalog_factory or (lambda: open_catalog(settings))
     signer = signer_factory or (lambda: open_signer(settings))
+    notify = (
+        secrets_factory or (lambda: open_secrets(settings)),
+        webhooks_factory or (lambda: open_webhooks(settings)),
+    )
     if settings.mode == "embedded":
-        return _embedded(settings, observer, storage, deployer_factory, packages, catalog, signer)
+        return _embedded(
+            settings, observer, storage, deployer_factory, packages, catalog, signer, notify
+        )
 
     def bus() -> EventBus:
         from modelrail.adapters.google.pubsub import PubSubBus
@@ -94,6 +106,8 @@ def bootstrap(
         catalog_factory=catalog,
         signer_factory=signer,
         clusters_factory=lambda: open_dask_clusters(settings),
+        secrets_factory=notify[0],
+        webhooks_factory=notify[1],
         observer=observer,
     )
 
@@ -106,11 +120,13 @@ def _embedded(
     packages: Callable[[], PackageRepository],
     catalog: Callable[[], ModelCatalog],
     signer: Callable[[], ManifestSigner],
+    notify: tuple[Callable[[], Secrets], Callable[[], Webhooks]],
 ) -> Container:
-    """Filesystem buckets, the in-process bus and job, local staging: every stage is
-    subscribed to the bus as the topology says, through the same service layer."""
+    """Filesystem buckets, the in-process bus and job, local staging: every stage (and
+    the notifier) is subscribed to the bus as the topology says, through the same
+    service layer."""
     from modelrail.adapters.local.inprocess import InProcessBus, InProcessLauncher
-    from modelrail.service import pipeline
+    from modelrail.service import consumers, pipeline
 
     container = Container(
         settings,
@@ -127,6 +143,8 @@ def _embedded(
         catalog_factory=catalog,
         signer_factory=signer,
         clusters_factory=lambda: open_dask_clusters(settings),
+        secrets_factory=notify[0],
+        webhooks_factory=notify[1],
         observer=observer,
         runs_here=True,
         upload_notifier=lambda bucket, name, generation: _notify_upload(
@@ -136,10 +154,10 @@ def _embedded(
     bus = InProcessBus(container.topology, settings.home / "dead-letter.jsonl")
     for subscription in container.topology.subscriptions:
         if subscription.consumer is not None:
-            stage = subscription.consumer
+            consumer = subscription.consumer
             bus.subscribe(
                 subscription.name,
-                lambda message, stage=stage: pipeline.consume(container, stage, message),  # type: ignore[misc]
+                lambda message, consumer=consumer: consumers.consume(container, consumer, message),  # type: ignore[misc]
             )
     return container
 

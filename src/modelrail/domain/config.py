@@ -86,6 +86,24 @@ class Engine:
         return self.name == "dask"
 
 
+# What a webhook may be told ([[notify.webhooks]] events): a failed run, a candidate the
+# gate rejected (a pipeline-failed of kind gate_rejected), a deployed version, a drift.
+NOTIFY_EVENTS = ("pipeline-failed", "gate-rejected", "model-deployed", "drift-detected")
+
+
+@dataclasses.dataclass(frozen=True)
+class Webhook:
+    """One ``[[notify.webhooks]]`` entry: who is told what, in which body. The URL is
+    never in the file: ``url_secret`` names the Secret Manager version holding it (cloud
+    mode), ``url_env`` the environment variable (embedded and emulator mode)."""
+
+    name: str
+    events: tuple[str, ...] = NOTIFY_EVENTS
+    format: Literal["slack", "json"] = "slack"
+    url_secret: str | None = None
+    url_env: str | None = None
+
+
 @dataclasses.dataclass(frozen=True)
 class PipelineConfig:
     model_name: str
@@ -118,6 +136,8 @@ class PipelineConfig:
     retrain_cooldown_s: float = 24 * 3600.0
     # [retrain] schedule: a cron expression (UTC) the sweep retrains on, or None.
     retrain_schedule: str | None = None
+    # [[notify.webhooks]]: who is told of failures, rejections, deploys and drift.
+    webhooks: tuple[Webhook, ...] = ()
 
     @classmethod
     def load(cls, path: Path) -> PipelineConfig:
@@ -139,7 +159,7 @@ class PipelineConfig:
             spec = tomllib.loads(raw.decode())
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
             raise ConfigError(f"cannot read pipeline config {where}: {exc}") from exc
-        problems = resources.schema_problems("pipeline", spec)
+        problems = _webhook_url_problems(spec) or resources.schema_problems("pipeline", spec)
         if problems:
             raise ConfigError(f"invalid pipeline config {where}: " + "; ".join(problems))
         model, training = spec["model"], spec["training"]
@@ -163,6 +183,16 @@ class PipelineConfig:
             retrain_on_drift=bool(spec.get("retrain", {}).get("on_drift", False)),
             retrain_cooldown_s=float(spec.get("retrain", {}).get("cooldown_hours", 24)) * 3600,
             retrain_schedule=spec.get("retrain", {}).get("schedule"),
+            webhooks=tuple(
+                Webhook(
+                    name=entry["name"],
+                    events=tuple(entry.get("events", NOTIFY_EVENTS)),
+                    format=entry.get("format", "slack"),
+                    url_secret=entry.get("url_secret"),
+                    url_env=entry.get("url_env"),
+                )
+                for entry in spec.get("notify", {}).get("webhooks", [])
+            ),
             sha256=hashlib.sha256(raw + contract.sha256.encode()).hexdigest(),
             drift=(drift_warn, drift_fail),
             drift_columns={
@@ -190,6 +220,7 @@ class PipelineConfig:
             *config._drift_problems(),
             *config._vertex_problems(),
             *config._schedule_problems(),
+            *config._webhook_problems(),
             *_param_problems(config.params),
         ]
         if problems:
@@ -247,6 +278,19 @@ class PipelineConfig:
             ]
         return []
 
+    def _webhook_problems(self) -> list[str]:
+        names = [webhook.name for webhook in self.webhooks]
+        twice = sorted({name for name in names if names.count(name) > 1})
+        problems = [f"[[notify.webhooks]] names {name!r} more than once" for name in twice]
+        problems += [
+            f"[[notify.webhooks]] {webhook.name}: say where its URL is kept: url_secret (a "
+            "Secret Manager version, in the cloud), url_env (an environment variable, on "
+            "this machine), or both"
+            for webhook in self.webhooks
+            if not (webhook.url_secret or webhook.url_env)
+        ]
+        return problems
+
     def _gate_problems(self) -> list[str]:
         computed = METRICS[self.objective]
         problems = []
@@ -287,6 +331,27 @@ class PipelineConfig:
             # version it serves.
             "log_rate": self.log_rate,
         }
+
+
+def _webhook_url_problems(spec: Mapping[str, Any]) -> list[str]:
+    """A webhook URL written in the file: it is a credential (anyone holding it may post),
+    and the file is committed, hashed into run ids and copied into the installation."""
+    notify = spec.get("notify")
+    webhooks = notify.get("webhooks") if isinstance(notify, Mapping) else None
+    problems = []
+    for index, entry in enumerate(webhooks if isinstance(webhooks, list) else []):
+        if not isinstance(entry, Mapping):
+            continue
+        literal = [key for key, value in entry.items() if isinstance(value, str) and "://" in value]
+        if "url" in entry or literal:
+            name = entry.get("name", f"#{index + 1}")
+            problems.append(
+                f"[[notify.webhooks]] {name}: a webhook URL is never written in pipeline.toml "
+                "(anyone who reads it could post); keep it in Secret Manager and name the "
+                'version (url_secret = "projects/P/secrets/S/versions/latest"), or in an '
+                'environment variable locally (url_env = "MODELRAIL_WEBHOOK_TEAM")'
+            )
+    return problems
 
 
 @cache

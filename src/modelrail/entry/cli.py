@@ -578,6 +578,8 @@ def rollback(
         reason=reason,
         requested_by=requested_by or cli.settings.user,
     )
+    if cli.container.runs_here:
+        cli.drain()  # embedded mode: its model-deployed reaches the notifier here
     if record.status != "succeeded":
         _report_run(cli, cli.container.runs.run(record.run_id))
         return
@@ -622,8 +624,8 @@ def monitor(
     report = run_monitor(cli.container, since=start, until=end, version=version)
     retrain = report["actions"].get("retrain") or {}
     if as_json:
-        if retrain.get("started") and cli.container.runs_here:
-            cli.drain()  # embedded mode: the retrain runs here, before the command ends
+        if cli.container.runs_here:
+            cli.drain()  # embedded mode: the notifier and a retrain run here, before the end
         click.echo(orjson.dumps(report, option=orjson.OPT_INDENT_2))
         return
     window = report["window"]
@@ -661,6 +663,8 @@ def monitor(
         if cli.container.runs_here:
             cli.drain()
             _report_run(cli, cli.latest_run(f"request:{retrain['request_id']}"))
+    if cli.container.runs_here:
+        cli.drain()  # embedded mode: drift-detected reaches the notifier here
 
 
 @main.command()
@@ -680,8 +684,8 @@ def sweep(as_json: bool) -> None:
             f"{due['request_id']}",
             err=as_json,
         )
-    if fired and cli.container.runs_here:
-        cli.drain()  # embedded mode: the retrains run here
+    if cli.container.runs_here:
+        cli.drain()  # embedded mode: the retrains run, and the failures reach the notifier
     # The scheduled sweep is also the cloud's reconciliation pass: what each model's
     # staging serves converges to its alias (modelrail.service.reconcile), on stderr
     # unless it did something.

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from modelrail.composition.bootstrap import bootstrap
 from modelrail.kernel import logs
 from modelrail.kernel.ports import Message
-from modelrail.service import pipeline
+from modelrail.service import consumers, pipeline
 from modelrail.service.container import Container
 from modelrail.settings.process import Settings
 
@@ -91,7 +91,8 @@ def push_delivery_attempt() -> int | None:
 
 
 def cloud_function(stage: str) -> Callable[[CloudEvent], None]:
-    """The functions-framework entry point (named ``handle``) for ``stage``.
+    """The functions-framework entry point (named ``handle``) for ``stage`` (or the
+    notifier, ``notify``: ``service.consumers`` says which call a consumer is).
 
     Raising makes Pub/Sub redeliver; permanent failures are recorded and acknowledged
     inside ``pipeline.consume``. Every model's definition is read from the artifact
@@ -108,7 +109,7 @@ def cloud_function(stage: str) -> Callable[[CloudEvent], None]:
         message = message_from_push(
             cloud_event.data, push_delivery_attempt(), topic_of(cloud_event["source"])
         )
-        pipeline.consume(container(), stage, message)
+        consumers.consume(container(), stage, message)
 
     return handle
 

@@ -159,6 +159,13 @@ class RunStuck(PermanentError):
     kind = "stuck"
 
 
+class SecretUnavailable(PermanentError):
+    """A credential a configuration names is not where it says (a secret version that
+    does not exist or may not be read, an environment variable not set)."""
+
+    kind = "secret_unavailable"
+
+
 class Refused(ModelrailError):
     """An operator's command cannot be carried out as asked; nothing was changed."""
 

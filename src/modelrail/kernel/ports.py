@@ -375,3 +375,25 @@ class DaskClusters(Protocol):
         on one this port starts for the block (``workers`` worker processes) and stops
         after it."""
         ...
+
+
+class Secrets(Protocol):
+    """Where a credential named in a configuration is kept: Secret Manager in the cloud
+    (a secret version, ``projects/P/secrets/S/versions/V``), the process's environment
+    on this machine (a variable's name). Each adapter reads the reference of its kind."""
+
+    def reveal(self, secret: str | None, variable: str | None) -> str:
+        """The value ``secret`` (a secret version) or ``variable`` (an environment
+        variable) holds, whichever this adapter reads; ``SecretUnavailable`` (permanent)
+        when it is not named, or not there, ``TransientError`` when the store cannot
+        answer now."""
+        ...
+
+
+class Webhooks(Protocol):
+    """Posts a JSON body to a webhook (notifications)."""
+
+    def post(self, url: str, body: bytes) -> int:
+        """POST ``body`` and return the HTTP status; ``OSError`` (``TimeoutError`` among
+        them) when the webhook cannot be reached or does not answer in time."""
+        ...

@@ -28,7 +28,9 @@ from modelrail.kernel.ports import (
     ManifestSigner,
     ModelCatalog,
     PackageRepository,
+    Secrets,
     Storage,
+    Webhooks,
 )
 from modelrail.settings.process import Settings
 
@@ -50,6 +52,8 @@ class Container:
     catalog_factory: Callable[[], ModelCatalog]
     signer_factory: Callable[[], ManifestSigner]
     clusters_factory: Callable[[], DaskClusters]
+    secrets_factory: Callable[[], Secrets]  # where webhook URLs are kept (notifications)
+    webhooks_factory: Callable[[], Webhooks]
     # Called with each stage record as it is stored (the CLI shows progress with it).
     observer: Callable[[StageRecord], None] | None = None
     # Whether this process carries the runs it starts (embedded mode: ``bus.drain()``
@@ -170,6 +174,14 @@ class Container:
     def clusters(self) -> DaskClusters:
         return self.clusters_factory()
 
+    @cached_property
+    def secrets(self) -> Secrets:
+        return self.secrets_factory()
+
+    @cached_property
+    def webhooks(self) -> Webhooks:
+        return self.webhooks_factory()
+
     def provide(self, name: str) -> Any:
         """The dependency a stage handler names as a parameter: a port (``config``,
         ``storage``, ``registry``, ``leases``, ``runs``, ``launcher``, ``deployer``,
@@ -191,6 +203,8 @@ _SHARED_FACTORIES = (
     "catalog_factory",
     "signer_factory",
     "clusters_factory",
+    "secrets_factory",
+    "webhooks_factory",
 )
 _FROM_SETTINGS = frozenset({"data_bucket", "code_version", "training_job", "compiler"})
 _PORTS = frozenset(

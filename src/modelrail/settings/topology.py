@@ -68,6 +68,9 @@ class Topology:
     subscriptions: tuple[Subscription, ...]
     dead_letter_topic: str
     stages: tuple[Stage, ...]
+    # Consumers that are no stage of a run (the notifier): fed by subscriptions, they
+    # record nothing of a run and follow no stage.
+    listeners: tuple[str, ...] = ()
 
     def consumers_of(self, topic: str) -> list[Subscription]:
         return [s for s in self.subscriptions if s.topic == topic]
@@ -83,13 +86,17 @@ class Topology:
 
     def next_stage(self, stage: str) -> str | None:
         """The stage that follows ``stage`` in a run: the one it starts, or the consumer
-        of the topic it publishes to; None at the end of the line."""
+        of the topic it publishes to (a listener is none); None at the end of the line."""
         found = next((s for s in self.stages if s.name == stage), None)
         if found is None:
             return None
         if found.starts is not None:
             return found.starts
-        consumers = [s.consumer for s in self.consumers_of(found.publishes or "") if s.consumer]
+        consumers = [
+            s.consumer
+            for s in self.consumers_of(found.publishes or "")
+            if s.consumer and s.consumer not in self.listeners
+        ]
         return consumers[0] if consumers else None
 
     @classmethod
@@ -109,15 +116,20 @@ class Topology:
                     max_delivery_attempts=int(
                         s.get("max_delivery_attempts", defaults["max_delivery_attempts"])
                     ),
-                    minimum_backoff_s=_seconds(defaults["retry"]["minimum_backoff"]),
-                    maximum_backoff_s=_seconds(defaults["retry"]["maximum_backoff"]),
+                    minimum_backoff_s=_seconds(
+                        {**defaults["retry"], **s.get("retry", {})}["minimum_backoff"]
+                    ),
+                    maximum_backoff_s=_seconds(
+                        {**defaults["retry"], **s.get("retry", {})}["maximum_backoff"]
+                    ),
                 )
                 for s in spec["subscriptions"]
             )
+            listeners = tuple(listener["name"] for listener in spec.get("listeners", []))
             stages = tuple(
                 Stage(s["name"], s.get("publishes"), s.get("starts")) for s in spec["stages"]
             )
-            topology = cls(topics, subscriptions, spec["dead_letter_topic"], stages)
+            topology = cls(topics, subscriptions, spec["dead_letter_topic"], stages, listeners)
         except (OSError, yaml.YAMLError, KeyError, TypeError, ValueError) as exc:
             raise ConfigError(f"invalid topology file {path}: {exc!r}") from exc
         named = {s.topic for s in subscriptions} | {s.publishes for s in stages if s.publishes}
@@ -125,7 +137,12 @@ class Topology:
         if unknown or topology.dead_letter_topic not in topics:
             raise ConfigError(f"topology {path} names unknown topics: {sorted(unknown)}")
         stage_names = {s.name for s in stages}
-        strangers = {s.consumer for s in subscriptions if s.consumer} - stage_names
+        if stage_names & set(listeners):
+            raise ConfigError(
+                f"topology {path}: {sorted(stage_names & set(listeners))} are "
+                "listed both as stages and as listeners"
+            )
+        strangers = {s.consumer for s in subscriptions if s.consumer} - stage_names - set(listeners)
         strangers |= {s.starts for s in stages if s.starts} - stage_names
         if strangers:
             raise ConfigError(f"topology {path} names stages it does not list: {sorted(strangers)}")

@@ -31,6 +31,7 @@ locals {
     pr_build        = "pull-request checks in Cloud Build: runs the pull request's tests, writes build logs, deploys nothing"
     sweep           = "sweep job: records as failed the runs whose training job died or whose message was lost"
     scheduler       = "Cloud Scheduler identity: the only caller allowed to run the sweep job"
+    notify          = "notifier: posts failed runs, rejections, deploys and drift to the models' webhooks"
   }
 
   service_account_grants = [
@@ -96,7 +97,7 @@ resource "time_sleep" "iam_propagation" {
 
   triggers = {
     # dask_training's grants join only while it is on (dask.tf).
-    grants = sha256(jsonencode(concat([keys(local.service_accounts), local.service_account_grants, local.signing_key_grants, var.deployer_service_account_email], local.dask ? [local.dask_cluster_permissions] : [])))
+    grants = sha256(jsonencode(concat([keys(local.service_accounts), local.service_account_grants, local.signing_key_grants, var.deployer_service_account_email, var.notification_secrets], local.dask ? [local.dask_cluster_permissions] : [])))
   }
 
   depends_on = [
@@ -106,5 +107,6 @@ resource "time_sleep" "iam_propagation" {
     google_kms_crypto_key_iam_member.manifest_signing,
     google_service_account_iam_member.train_acts_as_dask,
     google_project_iam_member.train_runs_dask_clusters,
+    google_secret_manager_secret_iam_member.notify_reads_webhook_urls,
   ]
 }

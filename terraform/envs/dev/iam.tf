@@ -8,7 +8,7 @@ locals {
   # looks them up: it may act as them, never set IAM on them.
   stage_accounts = toset([
     "validate", "launch_training", "train", "evaluate", "register", "deploy", "staging",
-    "push", "function_build", "pr_build", "sweep", "scheduler",
+    "push", "function_build", "pr_build", "sweep", "scheduler", "notify",
   ])
 
   # Bucket-level reads (objectViewer: read and list objects). Writes are the
@@ -26,6 +26,7 @@ locals {
     { sa = "staging", bucket = "artifacts", role = "roles/storage.objectViewer" },
     { sa = "function_build", bucket = "sources", role = "roles/storage.objectViewer" },
     { sa = "sweep", bucket = "artifacts", role = "roles/storage.objectViewer" },
+    { sa = "notify", bucket = "artifacts", role = "roles/storage.objectViewer" },
   ]
 
   # What each stage writes in the artifact bucket, and nothing else it may write
@@ -214,6 +215,23 @@ resource "google_storage_bucket_iam_member" "prediction_log" {
   depends_on = [module.buckets]
 }
 
+# The notifier's delivery records (src/modelrail/domain/notifications.py): one object per
+# event and webhook under notifications/, rewritten as its attempts go. Nothing of a run
+# or of a model's registry: the notifier cannot change a run.
+resource "google_storage_bucket_iam_member" "notification_records" {
+  bucket = local.buckets.artifacts
+  role   = "roles/storage.objectUser"
+  member = "serviceAccount:${data.google_service_account.stage["notify"].email}"
+
+  condition {
+    title       = "notify-writes-its-delivery-records"
+    description = "Objects under notifications/: the notifier's delivery records."
+    expression  = "resource.name.startsWith(\"${local.artifact_objects}notifications/\")"
+  }
+
+  depends_on = [module.buckets]
+}
+
 resource "google_pubsub_topic_iam_member" "stage" {
   for_each = { for grant in local.topic_grants : "${grant.sa}/${grant.topic}/${grant.role}" => grant }
 
@@ -321,6 +339,7 @@ resource "time_sleep" "iam_propagation" {
     google_storage_bucket_iam_member.artifact_writes,
     google_storage_bucket_iam_member.model_writes,
     google_storage_bucket_iam_member.prediction_log,
+    google_storage_bucket_iam_member.notification_records,
     google_pubsub_topic_iam_member.stage,
     google_artifact_registry_repository_iam_member.function_build_pushes_images,
     google_artifact_registry_repository_iam_member.models,

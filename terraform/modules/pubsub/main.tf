@@ -44,8 +44,8 @@ resource "google_pubsub_subscription" "push" {
   }
 
   retry_policy {
-    minimum_backoff = local.defaults.retry.minimum_backoff
-    maximum_backoff = local.defaults.retry.maximum_backoff
+    minimum_backoff = coalesce(try(each.value.retry.minimum_backoff, null), local.defaults.retry.minimum_backoff)
+    maximum_backoff = coalesce(try(each.value.retry.maximum_backoff, null), local.defaults.retry.maximum_backoff)
   }
 
   dead_letter_policy {

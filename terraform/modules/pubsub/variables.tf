@@ -30,6 +30,11 @@ variable "topology" {
       consumer              = optional(string)
       ack_deadline_seconds  = optional(number)
       max_delivery_attempts = optional(number)
+      # The subscription's own backoff (the notifier's), else the defaults'.
+      retry = optional(object({
+        minimum_backoff = string
+        maximum_backoff = string
+      }))
     }))
   })
 }
