@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -29,6 +30,17 @@ def wait_for(predicate: Callable[[], bool], what: str, timeout_s: float = STATE_
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}")
         time.sleep(0.02)  # polling interval, not a wait for state
+
+
+def penguin_rows() -> list[dict[str, Any]]:
+    """The bundled penguins as a client sends them: every feature, missing as None."""
+    import pandas as pd
+
+    frame = pd.read_csv(PENGUINS).drop(columns=["species"])
+    return [
+        {k: (None if pd.isna(v) else v) for k, v in row.items()}
+        for row in frame.to_dict(orient="records")
+    ]
 
 
 def settings_env(home: Path, **extra: str) -> dict[str, str]:

@@ -13,11 +13,10 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-import pandas as pd
 import pytest
 import requests
 
-from tests.conftest import PENGUINS, REPO
+from tests.conftest import PENGUINS, REPO, penguin_rows
 from tests.e2e.test_own_data import OwnUser
 
 pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("monitor")]
@@ -68,11 +67,7 @@ def _monitor(user: OwnUser, since: str, until: str) -> dict[str, Any]:
 
 def test_the_monitor_names_the_shifted_feature_and_only_it(user: OwnUser) -> None:
     [model] = orjson.loads(user.run("models", "--json").stdout)
-    frame = pd.read_csv(PENGUINS).drop(columns=["species"])
-    records = [
-        {k: (None if pd.isna(v) else v) for k, v in row.items()}
-        for row in frame.to_dict(orient="records")
-    ]
+    records = penguin_rows()
 
     start = _moment()
     _send(model["staging_url"], records, seed=1)

@@ -6,6 +6,7 @@ drift `modelrail monitor` finds reaches the working webhook too."""
 
 from __future__ import annotations
 
+import contextlib
 import http.server
 import shutil
 import threading
@@ -14,10 +15,9 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-import pandas as pd
 import pytest
 
-from tests.conftest import PENGUINS, REPO
+from tests.conftest import PENGUINS, REPO, penguin_rows
 from tests.e2e.test_monitor import SHIFTED, _moment, _send
 from tests.e2e.test_own_data import OwnUser
 
@@ -61,17 +61,24 @@ class Receiver:
     def url(self, path: str) -> str:
         return f"http://127.0.0.1:{self.server.server_address[1]}{path}"
 
+    @classmethod
+    @contextlib.contextmanager
+    def running(cls) -> Iterator[Receiver]:
+        """A receiver serving until the block ends, its port released after."""
+        receiver = cls()
+        receiver.thread.start()
+        try:
+            yield receiver
+        finally:
+            receiver.server.shutdown()
+            receiver.server.server_close()
+            receiver.thread.join()
+
 
 @pytest.fixture
 def receiver() -> Iterator[Receiver]:
-    receiver = Receiver()
-    receiver.thread.start()
-    try:
+    with Receiver.running() as receiver:
         yield receiver
-    finally:
-        receiver.server.shutdown()
-        receiver.server.server_close()
-        receiver.thread.join()
 
 
 @pytest.fixture
@@ -122,11 +129,7 @@ def test_deploy_and_drift_reach_the_webhook_and_a_broken_one_changes_no_run(
     assert not (user.workdir / ".modelrail" / "dead-letter.jsonl").exists()
 
     [model] = orjson.loads(user.run("models", "--json").stdout)
-    frame = pd.read_csv(PENGUINS).drop(columns=["species"])
-    records = [
-        {k: (None if pd.isna(v) else v) for k, v in row.items()}
-        for row in frame.to_dict(orient="records")
-    ]
+    records = penguin_rows()
     start = _moment()
     _send(model["staging_url"], records, seed=2, shift=25.0)
     end = _moment()

@@ -11,12 +11,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
 import pytest
 import requests
 
 from modelrail.kernel.processes import wait_until
-from tests.conftest import PENGUINS, REPO, STATE_DEADLINE_S
+from tests.conftest import PENGUINS, REPO, STATE_DEADLINE_S, penguin_rows
 from tests.integration.test_emulator_stack import PIPELINE_TIMEOUT_S, Stack, running_stack
 
 pytestmark = [pytest.mark.emulator, pytest.mark.xdist_group("emulators")]
@@ -51,11 +50,7 @@ def _monitor(stack: Stack, since: str) -> dict[str, Any]:
 
 def test_the_monitor_reads_what_the_cloud_run_service_logged(stack: Stack) -> None:
     [model] = stack.json("models")
-    frame = pd.read_csv(PENGUINS).drop(columns=["species"])
-    records = [
-        {k: (None if pd.isna(v) else v) for k, v in row.items()}
-        for row in frame.to_dict(orient="records")
-    ]
+    records = penguin_rows()
     since = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")
     draw = random.Random(3)
     for _ in range(REQUESTS):

@@ -25,14 +25,8 @@ pytestmark = [pytest.mark.emulator, pytest.mark.xdist_group("emulators")]
 
 @pytest.fixture(scope="module")
 def receiver() -> Iterator[Receiver]:
-    receiver = Receiver()
-    receiver.thread.start()
-    try:
+    with Receiver.running() as receiver:
         yield receiver
-    finally:
-        receiver.server.shutdown()
-        receiver.server.server_close()
-        receiver.thread.join()
 
 
 @pytest.fixture(scope="module")

@@ -6,6 +6,7 @@ nothing judged on too few instances."""
 from __future__ import annotations
 
 import math
+import random
 import shutil
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -13,7 +14,6 @@ from typing import Any
 
 import numpy as np
 import orjson
-import pandas as pd
 import pyarrow as pa
 
 from modelrail.domain import monitoring, predictions
@@ -21,7 +21,7 @@ from modelrail.domain.dataset import profile
 from modelrail.domain.features import Feature, FeatureSchema
 from modelrail.service.container import Container
 from modelrail.service.monitoring import monitor
-from tests.conftest import PENGUINS, REPO, installed
+from tests.conftest import REPO, installed, penguin_rows
 from tests.unit.conftest import Harness
 
 SCHEMA = FeatureSchema(
@@ -176,11 +176,7 @@ def _drifting_definition(tmp_path: Path) -> Path:
 def _log_shifted_requests(container: Container, version: int, at: datetime) -> None:
     """600 logged instances of the penguins, the flipper length 40 mm longer."""
     schema = FeatureSchema.from_dict(container.registry.load("penguins", version).manifest.features)
-    frame = pd.read_csv(PENGUINS).drop(columns=["species"])
-    records = [
-        {k: (None if pd.isna(v) else v) for k, v in row.items()}
-        for row in frame.sample(600, replace=True, random_state=1).to_dict(orient="records")
-    ]
+    records = [dict(row) for row in random.Random(1).choices(penguin_rows(), k=600)]
     for record in records:
         if record["flipper_length_mm"] is not None:
             record["flipper_length_mm"] += 40

@@ -34,8 +34,9 @@ from modelrail.domain.features import FeatureSchema
 from modelrail.domain.models import newest_upload
 from modelrail.domain.registry import PROFILE_FILE, Manifest
 from modelrail.kernel.canonical import canonical_json
-from modelrail.kernel.errors import NotFound, PreconditionFailed, Refused
+from modelrail.kernel.errors import NotFound, Refused
 from modelrail.kernel.events import DriftDetected, RetrainRequested, utcnow
+from modelrail.service import policy_state
 from modelrail.service.container import Container
 from modelrail.service.reconcile import STAGING
 from modelrail.service.stages.validate import DATA_SUFFIXES
@@ -150,15 +151,10 @@ def _retrain_on_drift(
             "why": f"the newest upload is the data v{manifest.version} trained on: a retrain "
             "would train the same model; upload data that shows the change",
         }
-    marker = f"models/{model}/policies/retrain-on-drift.json"
-    store = container.artifacts
-    try:
-        current = store.read(marker)
-    except NotFound:
-        current = None
+    state = policy_state.read(container.artifacts, model, "retrain-on-drift")
     now = until.timestamp()
-    if current is not None:
-        last = orjson.loads(current.data)
+    if state.value is not None:
+        last = state.value
         if now - float(last["at_s"]) < container.config.retrain_cooldown_s:
             return {
                 "started": False,
@@ -173,16 +169,8 @@ def _retrain_on_drift(
         requested_at=utcnow(),
         policy="drift",
     )
-    try:
-        store.write(
-            marker,
-            orjson.dumps(
-                {"at": request.requested_at, "at_s": now, "request_id": request.request_id}
-            ),
-            if_generation_match=current.generation if current is not None else 0,
-            content_type="application/json",
-        )
-    except PreconditionFailed:
+    started = {"at": request.requested_at, "at_s": now, "request_id": request.request_id}
+    if not state.replace(container.artifacts, started):
         return {"started": False, "why": "another monitor started a retrain on drift meanwhile"}
     container.bus.publish(
         request.event_type, orjson.dumps(request.to_body()), {"event_type": request.event_type}

@@ -18,8 +18,8 @@ from typing import Any
 import orjson
 from cronsim import CronSim
 
-from modelrail.kernel.errors import NotFound, PreconditionFailed
 from modelrail.kernel.events import RetrainRequested, utcnow
+from modelrail.service import policy_state
 from modelrail.service.container import Container
 
 
@@ -37,25 +37,12 @@ def fire_due(installation: Container, now: datetime) -> list[dict[str, Any]]:
 
 def _due(container: Container, schedule: str, now: datetime) -> dict[str, Any]:
     slot = next(CronSim(schedule, now, reverse=True))
-    key = f"models/{container.model}/policies/schedule.json"
-    store = container.artifacts
-    try:
-        current = store.read(key)
-    except NotFound:
-        current = None
-    state = orjson.loads(current.data) if current is not None else None
-    fresh = state is None or state.get("schedule") != schedule
-    if not fresh and state is not None and state["slot"] >= slot.isoformat():
-        return {"fired": False, "slot": state["slot"], "why": "its latest time has fired"}
-    record = {"schedule": schedule, "slot": slot.isoformat()}
-    try:
-        store.write(
-            key,
-            orjson.dumps(record),
-            if_generation_match=current.generation if current is not None else 0,
-            content_type="application/json",
-        )
-    except PreconditionFailed:
+    state = policy_state.read(container.artifacts, container.model, "schedule")
+    last = state.value
+    fresh = last is None or last.get("schedule") != schedule
+    if not fresh and last is not None and last["slot"] >= slot.isoformat():
+        return {"fired": False, "slot": last["slot"], "why": "its latest time has fired"}
+    if not state.replace(container.artifacts, {"schedule": schedule, "slot": slot.isoformat()}):
         return {"fired": False, "slot": slot.isoformat(), "why": "another sweep took it"}
     if fresh:
         return {"fired": False, "slot": slot.isoformat(), "why": "a new schedule: from now on"}
