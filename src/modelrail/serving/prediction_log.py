@@ -128,14 +128,21 @@ class PredictionLog:
             util.Finalize(self, self.close, exitpriority=10)
 
     def _run(self) -> None:
+        written = time.monotonic()
         while True:
             self._wake.wait(self._batch_seconds)
             self._wake.clear()
             stopping = self._stopping
+            # Full batches as they fill; the rest once a batch interval has passed (or
+            # the worker stops). Writing whatever is pending after each write would
+            # make a busy service write a small object per few requests, each costing
+            # the process as much as a whole batch.
+            due = stopping or time.monotonic() - written >= self._batch_seconds
             pending = self._pending
-            while pending:
+            while len(pending) >= self._batch_records or (due and pending):
                 count = min(len(pending), self._batch_records)
                 self._flush([pending.popleft() for _ in range(count)])
+                written = time.monotonic()
             if stopping:
                 return
 
