@@ -189,3 +189,30 @@ def test_each_batch_is_one_object_of_json_lines(batch_records: int) -> None:
         for line in objects[key].splitlines()
     ]
     assert ids == ["r0", "r1", "r2", "r3"]
+
+
+def test_full_batches_are_written_as_they_fill_and_the_rest_once_an_interval_passed() -> None:
+    """A busy worker writes one object per full batch, not one per few requests; what
+    is left waits for the interval (or for the worker to stop)."""
+    objects: dict[str, bytes] = {}
+    log = PredictionLog(
+        objects.__setitem__, model=MODEL, version=1, rate=1.0, batch_records=10,
+        batch_seconds=5.0,
+    )  # fmt: skip
+    start = log._written_at
+    for n in range(25):
+        log._pending.append((0.0, f"r{n}", 422, "invalid-instances", 1))
+
+    def sizes() -> list[int]:
+        return [len(objects[key].splitlines()) for key in sorted(objects)]
+
+    log._write_due(start + 1.0, everything=False)
+    assert sizes() == [10, 10]  # the five left are not yet due
+    log._write_due(start + 6.0, everything=False)
+    assert sizes() == [10, 10, 5]  # an interval after the last write
+    for n in range(3):
+        log._pending.append((0.0, f"s{n}", 422, "invalid-instances", 1))
+    log._write_due(start + 7.0, everything=False)
+    assert sizes() == [10, 10, 5]  # just written: these wait
+    log._write_due(start + 7.0, everything=True)  # the worker stops
+    assert sizes() == [10, 10, 5, 3]

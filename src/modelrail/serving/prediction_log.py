@@ -74,6 +74,7 @@ class PredictionLog:
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
         self._writer, self._written = "", 0
+        self._written_at = time.monotonic()  # of the last write (or of the start)
 
     def sampled(self) -> bool:
         """Whether to log this request (drawn at ``rate``)."""
@@ -128,23 +129,28 @@ class PredictionLog:
             util.Finalize(self, self.close, exitpriority=10)
 
     def _run(self) -> None:
-        written = time.monotonic()
         while True:
             self._wake.wait(self._batch_seconds)
             self._wake.clear()
             stopping = self._stopping
-            # Full batches as they fill; the rest once a batch interval has passed (or
-            # the worker stops). Writing whatever is pending after each write would
-            # make a busy service write a small object per few requests, each costing
-            # the process as much as a whole batch.
-            due = stopping or time.monotonic() - written >= self._batch_seconds
-            pending = self._pending
-            while len(pending) >= self._batch_records or (due and pending):
-                count = min(len(pending), self._batch_records)
-                self._flush([pending.popleft() for _ in range(count)])
-                written = time.monotonic()
+            self._write_due(time.monotonic(), stopping)
             if stopping:
                 return
+
+    def _write_due(self, now: float, everything: bool) -> None:
+        """Write the full batches held, and what else is held once a batch interval has
+        passed since the last write (or ``everything``, as a worker stops). Writing all
+        that is pending after each write would make a busy worker write an object per
+        few requests, each costing the process about as much as a full batch."""
+        pending = self._pending
+        while pending and (
+            everything
+            or len(pending) >= self._batch_records
+            or now - self._written_at >= self._batch_seconds
+        ):
+            count = min(len(pending), self._batch_records)
+            self._flush([pending.popleft() for _ in range(count)])
+            self._written_at = now
 
     def _flush(self, batch: list[tuple[Any, ...]]) -> None:
         now = datetime.now(UTC)
