@@ -201,7 +201,7 @@ def test_full_batches_are_written_as_they_fill_and_the_rest_once_an_interval_pas
     )  # fmt: skip
     start = log._written_at
     for n in range(25):
-        log._pending.append((0.0, f"r{n}", 422, "invalid-instances", 1))
+        log._pending.append(b'{"request_id": "r%d"}\n' % n)
 
     def sizes() -> list[int]:
         return [len(objects[key].splitlines()) for key in sorted(objects)]
@@ -211,7 +211,7 @@ def test_full_batches_are_written_as_they_fill_and_the_rest_once_an_interval_pas
     log._write_due(start + 6.0, everything=False)
     assert sizes() == [10, 10, 5]  # an interval after the last write
     for n in range(3):
-        log._pending.append((0.0, f"s{n}", 422, "invalid-instances", 1))
+        log._pending.append(b'{"request_id": "s%d"}\n' % n)
     log._write_due(start + 7.0, everything=False)
     assert sizes() == [10, 10, 5]  # just written: these wait
     log._write_due(start + 7.0, everything=True)  # the worker stops
