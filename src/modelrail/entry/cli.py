@@ -677,7 +677,9 @@ def sweep(as_json: bool) -> None:
 
     cli = Cli(quiet=True, every_model=True)
     failed = sweep_runs(cli.container)
-    fired = [due for due in fire_due(cli.installation, datetime.now(UTC)) if due["fired"]]
+    # One listing of the installation's models for the schedules and the reconciliation.
+    names = cli.installation.models.names()
+    fired = [due for due in fire_due(cli.installation, names, datetime.now(UTC)) if due["fired"]]
     for due in fired:
         click.echo(
             f"scheduled retrain of {due['model']} ({due['schedule']}, {due['slot']}): "
@@ -689,7 +691,7 @@ def sweep(as_json: bool) -> None:
     # The scheduled sweep is also the cloud's reconciliation pass: what each model's
     # staging serves converges to its alias (modelrail.service.reconcile), on stderr
     # unless it did something.
-    for convergence in _reconcile_staging(cli, cli.installation.models.names()):
+    for convergence in _reconcile_staging(cli, names):
         if convergence.status not in ("in_step", "nothing_staged"):
             click.echo(_describe_convergence(convergence), err=as_json)
     if as_json:

@@ -12,6 +12,7 @@ counting from the sweep that sees it: adding one never fires for a time already 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -23,11 +24,11 @@ from modelrail.service import policy_state
 from modelrail.service.container import Container
 
 
-def fire_due(installation: Container, now: datetime) -> list[dict[str, Any]]:
-    """Publish the retrain of every model whose schedule names a time, up to ``now``,
-    not fired yet; what each schedule did (``fired``, or why not)."""
+def fire_due(installation: Container, models: Sequence[str], now: datetime) -> list[dict[str, Any]]:
+    """Publish the retrain of each of ``models`` whose schedule names a time, up to
+    ``now``, not fired yet; what each schedule did (``fired``, or why not)."""
     done = []
-    for name in installation.models.names():
+    for name in models:
         container = installation.for_model(name)
         schedule = container.config.retrain_schedule
         if schedule is not None:

@@ -84,8 +84,8 @@ class PredictionLog:
     def answered(
         self, request_id: str, matrix: Any, predictions: Any, unseen: Mapping[str, int]
     ) -> None:
-        """An answered request: its feature matrix (not written to afterwards), its
-        predictions as answered, and its unseen categories per feature."""
+        """An answered request: its feature matrix, its predictions as answered, and
+        its unseen categories per feature (encoded at once: nothing of it is held)."""
         self._offer((time.time(), request_id, 200, matrix, predictions, unseen))
 
     def refused(self, request_id: str, status: int, problem: str, errors: int) -> None:
