@@ -5,6 +5,7 @@ several parts."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import signal
 import subprocess
@@ -12,12 +13,18 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import lightgbm as lgb
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
+from sklearn.metrics import log_loss
 
+from modelrail.adapters.local.dask import DaskClusters
 from modelrail.composition.bootstrap import bootstrap
-from modelrail.domain import training
+from modelrail.domain import distributed, training
 from modelrail.domain.config import PipelineConfig
-from modelrail.domain.dataset import snapshot
+from modelrail.domain.dataset import checks, snapshot
 from modelrail.kernel.processes import wait_until
 from modelrail.localcloud.emulators import free_port
 from modelrail.settings.process import Settings
@@ -172,3 +179,35 @@ def test_auto_trains_in_one_process_while_the_data_fits() -> None:
     assert not config.engine.chooses_dask(344 * columns * per_value)  # the penguins
     assert not config.engine.chooses_dask(10_000_000 * columns * per_value)  # 4 GB
     assert config.engine.chooses_dask(50_000_000 * columns * per_value)  # 19 GiB measured
+
+
+def test_parts_holding_one_side_alone_train_and_pick_rounds_on_every_validation_row(
+    tmp_path: Path,
+) -> None:
+    """A worker whose parts hold no training rows, and one whose parts hold no
+    validation rows: training still runs, and the rounds are chosen on the whole
+    validation side (the loss checked here by scikit-learn)."""
+    config = PipelineConfig.load(dask_config(tmp_path / "config", "workers = 2"))
+    _, parsed = checks.validate(PENGUINS.read_bytes(), config.contract)
+    whole = snapshot.arrow(parsed, config.contract)
+    split = training.split(parsed, config)
+    held = np.sort(np.concatenate([split.validation, split.holdout]))
+    halves = [np.array_split(np.sort(split.train), 2), np.array_split(held, 2)]
+    urls = []
+    for n, rows in enumerate([halves[0][0], halves[1][0], halves[0][1], halves[1][1]]):
+        path = tmp_path / f"part-{n}.parquet"
+        pq.write_table(whole.take(pa.array(rows)), path)
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        urls.append(distributed.PartURL(path.as_uri(), digest, len(rows)))
+
+    with DaskClusters().client(None, workers=2) as client:
+        candidate = distributed.train(client, urls, config).candidate
+
+    schema = candidate.schema
+    validation = {name: values[split.validation] for name, values in parsed.columns.items()}
+    booster = lgb.Booster(model_str=candidate.model_text.decode())
+    probabilities = booster.predict(np.asarray(schema.encode_columns(validation)))
+    labels = schema.encode_target(validation[schema.target])
+    expected = log_loss(labels, probabilities, labels=range(probabilities.shape[1]))
+    assert booster.current_iteration() == candidate.best_iteration
+    assert candidate.train_metrics["validation_multi_logloss"] == pytest.approx(expected, rel=1e-6)

@@ -19,10 +19,17 @@ The semantics are the single process's, at any size:
   validate or are held out (by occurrence, every row is a sample);
 - **small data** is refused: a hold-out of fewer than ``training.MIN_HOLDOUT_ROWS``
   rows calls for cross-validation, which runs in one process (``engine = "local"``);
-- **the best iteration** is the one with the best validation metric. ``lightgbm.dask``
-  has no early stopping, so every round of ``num_boost_round`` is trained and the model
-  is cut at that iteration, which is the iteration early stopping keeps unless the
-  metric improves again after ``early_stopping_rounds`` worse ones;
+- **the best iteration** is the one with the best validation metric over the whole
+  validation side. ``lightgbm.dask`` has no early stopping, so every round of
+  ``num_boost_round`` is trained and the model is cut at that iteration, which is the
+  iteration early stopping keeps unless the metric improves again after
+  ``early_stopping_rounds`` worse ones. The metric is measured after training, where
+  the validation partitions are (``_losses``), rather than by ``lightgbm.dask``'s
+  ``eval_set``: that one is measured on the returning worker's share of the
+  validation rows alone, and a worker given none returns no history;
+- **only partitions holding training rows train**: a worker given only empty ones
+  would stop LightGBM's distributed learner ("Input data must be 2 dimensional and
+  non empty");
 - **the examples** (the manifest's smoke-test rows) are the first hold-out rows, read
   part by part until there are enough.
 
@@ -106,7 +113,7 @@ def train(client: Any, parts: Sequence[PartURL], config: PipelineConfig) -> Clus
             f"judged by {training.FOLDS}-fold cross-validation, which runs in one process: "
             'train it with [training] engine = "local"'
         )
-    fit = samples[samples[_SIDE] == training.TRAIN]
+    fit = _filled(samples[samples[_SIDE] == training.TRAIN])
     check = samples[samples[_SIDE] == training.VALIDATION]
     rows = int(fit.shape[0].compute())
     # The single process's parameters, but threads: Dask gives each worker its own.
@@ -125,17 +132,11 @@ def train(client: Any, parts: Sequence[PartURL], config: PipelineConfig) -> Clus
         objective=params["objective"],
     )
     estimator.fit(
-        fit[schema.names],
-        fit[_TARGET],
-        eval_X=(check[schema.names],),
-        eval_y=(check[_TARGET],),
-        eval_names=["validation"],
-        eval_metric=metric,
-        categorical_feature=schema.categorical_names or "auto",
+        fit[schema.names], fit[_TARGET], categorical_feature=schema.categorical_names or "auto"
     )
-    history = estimator.evals_result_["validation"][metric]
-    best = int(np.argmin(history)) + 1  # every metric modelrail sets is lower-is-better
     booster = estimator.booster_
+    history = _history(client, check, booster.model_to_string(), schema.names, metric)
+    best = int(np.argmin(history)) + 1  # every metric modelrail sets is lower-is-better
     candidate = training.Candidate(
         model_text=booster.model_to_string(num_iteration=best).encode(),
         best_iteration=best,
@@ -146,6 +147,70 @@ def train(client: Any, parts: Sequence[PartURL], config: PipelineConfig) -> Clus
         split=how,
     )
     return ClusterRun(candidate, _peaks(client))
+
+
+def _filled(frame: Any) -> Any:
+    """``frame`` without its empty partitions (it is persisted: counting is cheap)."""
+    lengths = frame.map_partitions(len).compute().tolist()
+    return frame.partitions[[n for n, length in enumerate(lengths) if length]]
+
+
+def _history(
+    client: Any, check: Any, model_text: str, names: Sequence[str], metric: str
+) -> np.ndarray:
+    """The validation ``metric`` of the model's first 1, 2, ... iterations over every
+    validation row: each partition's sums of losses, added up where it is."""
+    from dask.delayed import delayed
+
+    model = client.scatter(model_text, broadcast=True)
+    parts = check.to_delayed()
+    if not parts:
+        raise DataUnavailable("no validation rows to choose the number of rounds on")
+    sums = client.gather(
+        client.compute([delayed(_losses)(part, model, names, metric) for part in parts])
+    )
+    rows = sum(count for _, count in sums)
+    if rows == 0:
+        raise DataUnavailable("no validation rows to choose the number of rounds on")
+    history: np.ndarray = np.sum([loss for loss, count in sums if count], axis=0) / rows
+    return history
+
+
+def _losses(
+    frame: pd.DataFrame, model_text: str, names: Sequence[str], metric: str
+) -> tuple[np.ndarray | None, int]:
+    """One validation partition's sum of ``metric``'s per-row loss after each
+    iteration, from raw scores added up one iteration at a time (LightGBM's own
+    definitions: l2, and the log losses of the sigmoid and the softmax)."""
+    import lightgbm as lgb
+
+    if frame.empty:
+        return None, 0
+    booster = lgb.Booster(model_str=model_text)
+    x = frame[list(names)].to_numpy(dtype=np.float64)
+    y = frame[_TARGET].to_numpy()
+    rounds = booster.current_iteration()
+    averaged = "\naverage_output\n" in model_text  # random forests average their trees
+    total: np.ndarray = np.zeros(0)
+    losses = np.empty(rounds)
+    for n in range(rounds):
+        step = np.asarray(booster.predict(x, start_iteration=n, num_iteration=1, raw_score=True))
+        total = step if n == 0 else total + step
+        raw = total / (n + 1) if averaged else total
+        losses[n] = _loss(metric, raw, y)
+    return losses, len(frame)
+
+
+def _loss(metric: str, raw: np.ndarray, y: np.ndarray) -> float:
+    if metric == "l2":
+        return float(np.sum((raw - y) ** 2))
+    if metric == "binary_logloss":
+        return float(np.sum(np.logaddexp(0.0, np.where(y > 0, -raw, raw))))
+    if metric == "multi_logloss":
+        top = raw.max(axis=1)
+        normaliser = top + np.log(np.exp(raw - top[:, None]).sum(axis=1))
+        return float(np.sum(normaliser - raw[np.arange(len(y)), y.astype(np.int64)]))
+    raise ValueError(f"no per-row loss for the metric {metric!r}")
 
 
 def _input_counts(part: PartURL, *, config: PipelineConfig, few: float) -> dict[int, int] | None:
