@@ -90,10 +90,19 @@ def test_the_monitor_names_the_shifted_feature_and_only_it(user: OwnUser) -> Non
     assert f"drifted: {SHIFTED}" in text
 
     # The UI's monitoring page draws each feature's PSI by window, its limits across.
+    # The predictions' PSI is drawn the same way, after them.
     page = _ui(user).get("/models/penguins/monitoring").get_data(as_text=True)
-    assert page.count('class="plot drift"') == len(same["features"])
-    assert page.count('class="limit-fail"') == len(same["features"])
+    assert page.count('class="plot drift"') == len(same["features"]) + 1
+    assert page.count('class="limit-fail"') == len(same["features"]) + 1
     assert f'aria-label="{SHIFTED}: PSI by monitoring window"' in page
+    # The predictions' PSI by window, the last window's predicted species beside the
+    # training data's, and a bar of 5,000 instances for each window.
+    assert 'aria-label="predictions: PSI by monitoring window"' in page
+    assert page.count('class="plot distribution"') == 1
+    for species in ("Adelie", "Chinstrap", "Gentoo"):
+        assert f"<title>{species}: training " in page
+        assert f"<title>{species}: window " in page
+    assert page.count("5000 instances</title>") == 2
     # Two windows: the shifted one monitored twice is one report, the second kept.
     assert page.count('class="window drifted"') == 1
     assert page.count('class="window"') == 1

@@ -12,7 +12,10 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 from flask import Flask, Response, abort, render_template, request
+from markupsafe import Markup
 
+from modelrail.domain.features import FeatureSchema
+from modelrail.domain.registry import PROFILE_FILE
 from modelrail.domain.runs import RunSummary, failure_reasons
 from modelrail.kernel.errors import IntegrityError, NotFound
 from modelrail.ui import plots
@@ -152,6 +155,8 @@ def create_app(container: Container) -> Flask:
             model=model,
             windows=list(reversed(windows)),
             plots=drift_plots,
+            predictions=_prediction_plots(container.for_model(model), windows),
+            volume=plots.volume_plot([(r["window"]["to"], r["instances"]) for r in windows]),
         )
 
     @app.get(f"/models/<model>/versions/<int:version>/{CARD}")
@@ -185,6 +190,35 @@ def _version_file(container: Container, model: str, version: int, name: str) -> 
     if data is None:
         abort(404, f"{model} v{version} has no {name}")
     return data
+
+
+def _prediction_plots(container: Container, windows: list[dict[str, Any]]) -> list[Markup]:
+    """The predictions' PSI by window, and the latest judged window's predictions beside
+    the training target of the version it asked."""
+    judged = [r for r in windows if r.get("predictions")]
+    if not judged:
+        return []
+    warn, fail = container.config.drift
+    shown = [
+        plots.drift_plot(
+            "predictions",
+            [(r["window"]["to"], r["predictions"]["psi"]) for r in judged],
+            warn,
+            fail,
+        )
+    ]
+    latest = judged[-1]
+    try:
+        manifest = container.registry.load(container.model, latest["version"]).manifest
+        profile = container.registry.file(manifest, PROFILE_FILE)
+    except (NotFound, IntegrityError):
+        return shown
+    target_name = FeatureSchema.from_dict(manifest.features).target
+    target = orjson.loads(profile)["columns"].get(target_name) if profile else None
+    if target is not None:
+        title = f"predictions in v{latest['version']}'s last window"
+        shown.append(plots.distribution_plot(title, target, latest["predictions"]["distribution"]))
+    return shown
 
 
 def _run_row(run: RunSummary) -> dict[str, Any]:

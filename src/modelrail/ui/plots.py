@@ -1,5 +1,6 @@
-"""Inline SVG for the UI: a run's stage timeline, a metric across versions, and a
-feature's drift across monitoring windows.
+"""Inline SVG for the UI: a run's stage timeline, a metric across versions, a
+feature's drift and the volume across monitoring windows, and a window's distribution
+beside the training data's.
 
 Drawn here rather than by a charting library so the pages need no script and nothing
 from the network; every text is escaped.
@@ -7,6 +8,7 @@ from the network; every text is escaped.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Mapping, Sequence
 from html import escape
 from typing import Any
@@ -120,3 +122,88 @@ def drift_plot(
         f'<text x="{right}" y="{_HEIGHT - 8}" text-anchor="end">{escape(last[:16])}</text>'
         "</svg>"
     )
+
+
+def volume_plot(points: Sequence[tuple[str, int]]) -> Markup:
+    """The instances asked in each monitoring window (labelled by its end), as bars on
+    an axis from 0."""
+    if not points:
+        return Markup("")
+    top = max(count for _, count in points) or 1
+    left, right, bottom, top_y = 48, _WIDTH - 10, _HEIGHT - _PAD, 22
+    step = (right - left) / len(points)
+    bars = "".join(
+        f'<rect x="{left + i * step + 1:.1f}" y="{bottom - count / top * (bottom - top_y):.1f}" '
+        f'width="{max(step - 2, 1):.1f}" height="{count / top * (bottom - top_y):.1f}" '
+        f'fill="#1565c0"><title>{escape(label)}: {count} instances</title></rect>'
+        for i, (label, count) in enumerate(points)
+    )
+    return Markup(
+        f'<svg class="plot volume" width="{_WIDTH}" height="{_HEIGHT}" '
+        f'viewBox="0 0 {_WIDTH} {_HEIGHT}" role="img" aria-label="instances by monitoring window">'
+        f'<text x="4" y="14" class="plot-title">instances asked</text>'
+        f'<line x1="{left}" x2="{left}" y1="{top_y}" y2="{bottom}" stroke="#616161"/>'
+        f'<line x1="{left}" x2="{right}" y1="{bottom}" y2="{bottom}" stroke="#616161"/>'
+        f'<text x="{left - 4}" y="{bottom + 4}" text-anchor="end">0</text>'
+        f'<text x="{left - 4}" y="{top_y + 4}" text-anchor="end">{top}</text>'
+        f"{bars}"
+        f'<text x="{left}" y="{_HEIGHT - 8}">{escape(points[0][0][:16])}</text>'
+        f'<text x="{right}" y="{_HEIGHT - 8}" text-anchor="end">{escape(points[-1][0][:16])}</text>'
+        "</svg>"
+    )
+
+
+def distribution_plot(
+    title: str, baseline: Mapping[str, Any], current: Mapping[str, Any]
+) -> Markup:
+    """Two profiles of one column side by side, bin by bin (a numeric profile's bins
+    or a categorical's values, and the missing share): the training data's in grey,
+    the window's in blue, on a share axis from 0."""
+    labels, before, after = _bins_of(baseline, current)
+    top = max(*before, *after, 0.01)
+    left, right, bottom, top_y = 40, _WIDTH - 10, _HEIGHT - _PAD - 14, 22
+    step = (right - left) / len(labels)
+    bars = []
+    for i, (label, old, new) in enumerate(zip(labels, before, after, strict=True)):
+        x = left + i * step
+        for offset, share, colour, name in (
+            (0, old, "#9e9e9e", "training"),
+            (1, new, "#1565c0", "window"),
+        ):
+            height = share / top * (bottom - top_y)
+            bars.append(
+                f'<rect x="{x + 1 + offset * (step - 2) / 2:.1f}" y="{bottom - height:.1f}" '
+                f'width="{max((step - 2) / 2, 0.5):.1f}" height="{height:.1f}" fill="{colour}">'
+                f"<title>{escape(label)}: {name} {share:.1%}</title></rect>"
+            )
+        bars.append(
+            f'<text x="{x + step / 2:.1f}" y="{bottom + 12}" text-anchor="middle" '
+            f'class="bin">{escape(label[:8])}</text>'
+        )
+    return Markup(
+        f'<svg class="plot distribution" width="{_WIDTH}" height="{_HEIGHT}" '
+        f'viewBox="0 0 {_WIDTH} {_HEIGHT}" role="img" '
+        f'aria-label="{escape(title)}: training data and window">'
+        f'<text x="4" y="14" class="plot-title">{escape(title)} (grey: training)</text>'
+        f'<line x1="{left}" x2="{left}" y1="{top_y}" y2="{bottom}" stroke="#616161"/>'
+        f'<line x1="{left}" x2="{right}" y1="{bottom}" y2="{bottom}" stroke="#616161"/>'
+        f'<text x="{left - 4}" y="{bottom + 4}" text-anchor="end">0</text>'
+        f'<text x="{left - 4}" y="{top_y + 4}" text-anchor="end">{top:.0%}</text>'
+        f"{''.join(bars)}</svg>"
+    )
+
+
+def _bins_of(
+    baseline: Mapping[str, Any], current: Mapping[str, Any]
+) -> tuple[list[str], list[float], list[float]]:
+    """The bins two profiles of one column share: labels, and each profile's shares."""
+    if baseline["kind"] == "numeric":
+        edges = [f"{edge:.4g}" for edge in baseline["edges"]]
+        inner = [f"{low}-{high}" for low, high in itertools.pairwise(edges)]
+        labels = [f"<{edges[0]}", *inner, f">={edges[-1]}"] if edges else []
+        before, after = list(baseline["shares"]), list(current["shares"])
+    else:
+        labels = sorted(set(baseline["shares"]) | set(current["shares"]))
+        before = [baseline["shares"].get(k, 0.0) for k in labels]
+        after = [current["shares"].get(k, 0.0) for k in labels]
+    return [*labels, "missing"], [*before, baseline["missing"]], [*after, current["missing"]]
