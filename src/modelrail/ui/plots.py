@@ -176,10 +176,22 @@ def distribution_plot(
                 f'width="{max((step - 2) / 2, 0.5):.1f}" height="{height:.1f}" fill="{colour}">'
                 f"<title>{escape(label)}: {name} {share:.1%}</title></rect>"
             )
-        bars.append(
-            f'<text x="{x + step / 2:.1f}" y="{bottom + 12}" text-anchor="middle" '
-            f'class="bin">{escape(label[:8])}</text>'
-        )
+    # A number's edges are ticks between its bins; a category names its bar.
+    numeric = baseline["kind"] == "numeric"
+    every = 1 if step >= 32 else 2
+    for i, label in enumerate(labels):
+        if numeric and 0 < i < len(labels) - 1:
+            if (i - 1) % every == 0:
+                edge = baseline["edges"][i - 1]
+                bars.append(
+                    f'<text x="{left + i * step:.1f}" y="{bottom + 12}" '
+                    f'text-anchor="middle" class="bin">{edge:.4g}</text>'
+                )
+        elif not numeric or i == len(labels) - 1:
+            bars.append(
+                f'<text x="{left + (i + 0.5) * step:.1f}" y="{bottom + 12}" '
+                f'text-anchor="middle" class="bin">{escape(label[:8])}</text>'
+            )
     return Markup(
         f'<svg class="plot distribution" width="{_WIDTH}" height="{_HEIGHT}" '
         f'viewBox="0 0 {_WIDTH} {_HEIGHT}" role="img" '
