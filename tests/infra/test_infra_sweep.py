@@ -195,7 +195,9 @@ def test_the_scheduler_calls_the_run_api_with_an_account_that_may_only_run_the_s
     terraform: Terraform,
 ) -> None:
     env = terraform.module("envs/dev")
-    [scheduler] = [r for r in env.resources if r.type == "google_cloud_scheduler_job"]
+    [scheduler] = [
+        r for r in env.resources if r.type == "google_cloud_scheduler_job" and r.name == "sweep"
+    ]
     [target] = scheduler.body["http_target"]
     [token] = target["oauth_token"]
 

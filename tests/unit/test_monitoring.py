@@ -20,7 +20,7 @@ from modelrail.domain import monitoring, predictions
 from modelrail.domain.dataset import profile
 from modelrail.domain.features import Feature, FeatureSchema
 from modelrail.service.container import Container
-from modelrail.service.monitoring import monitor
+from modelrail.service.monitoring import monitor, monitor_every
 from tests.conftest import REPO, installed, penguin_rows
 from tests.unit.conftest import Harness
 
@@ -173,7 +173,7 @@ def _drifting_definition(tmp_path: Path) -> Path:
     return tmp_path / "pipeline.toml"
 
 
-def _log_shifted_requests(container: Container, version: int, at: datetime) -> None:
+def log_shifted_requests(container: Container, version: int, at: datetime) -> None:
     """600 logged instances of the penguins, the flipper length 40 mm longer."""
     schema = FeatureSchema.from_dict(container.registry.load("penguins", version).manifest.features)
     records = [dict(row) for row in random.Random(1).choices(penguin_rows(), k=600)]
@@ -199,7 +199,7 @@ def test_a_drift_is_published_and_retrains_on_new_data_once_per_cool_down(
     harness.upload(penguins_csv)
     harness.run()
     at = datetime.now(UTC)
-    _log_shifted_requests(container, 1, at)
+    log_shifted_requests(container, 1, at)
     window = {"since": at - timedelta(minutes=1), "until": at + timedelta(minutes=1)}
 
     first = monitor(container, **window)
@@ -235,3 +235,33 @@ def test_a_drift_is_published_and_retrains_on_new_data_once_per_cool_down(
     assert not third["actions"]["retrain"]["started"]
     assert "6 h cool-down" in third["actions"]["retrain"]["why"]
     assert len(harness.published("retrain-requested")) == 1
+
+
+def test_every_model_is_monitored_and_one_with_no_log_or_no_version_is_no_failure(
+    harness: Harness, penguins_csv: bytes, tmp_path: Path
+) -> None:
+    """The scheduled monitor's pass over an installation: the served model without a
+    log in the window has a report of no data; a model nothing serves yet is named."""
+    installed(harness.container)
+    harness.upload(penguins_csv)
+    harness.run()
+    idle = tmp_path / "idle"
+    idle.mkdir()
+    text = (REPO / "pipeline.toml").read_text().replace('name = "penguins"', 'name = "idle"', 1)
+    (idle / "pipeline.toml").write_text(text.replace('contract = "', f'contract = "{REPO}/', 1))
+    installed(harness.container, idle / "pipeline.toml")
+    at = datetime.now(UTC)
+
+    served, waiting = monitor_every(
+        harness.container, ["penguins", "idle"], since=at - timedelta(hours=1), until=at
+    )
+
+    assert (served["model"], served["version"], served["requests"]) == ("penguins", 1, 0)
+    assert {row["status"] for row in served["features"]} == {"no data"}
+    assert served["actions"] == {}
+    assert waiting == {
+        "model": "idle",
+        "monitored": False,
+        "why": "model 'idle' has no version in staging: nothing serves it yet",
+    }
+    assert harness.published("drift-detected") == []

@@ -19,11 +19,15 @@ retrain of the model on its newest upload, as a ``retrain-requested`` whose poli
   ``models/<model>/policies/retrain-on-drift.json``, moved by compare-and-set, so two
   monitors of one window start one retrain.
 The report's ``actions`` say what was published, or why not.
+
+``monitor_every`` judges one window for each of an installation's models (the cloud's
+scheduled monitor job): a model nothing serves yet is named with why, not failed, and a
+model whose version logged nothing in the window gets its report of no data.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -94,6 +98,21 @@ def monitor(
     result["actions"] = _act(container, result, loaded.manifest, until)
     container.artifacts.write(key, canonical_json(result), content_type="application/json")
     return result
+
+
+def monitor_every(
+    installation: Container, models: Sequence[str], *, since: datetime, until: datetime
+) -> list[dict[str, Any]]:
+    """Each of ``models``' report over [``since``, ``until``) (its staging version's), or
+    ``{"model", "monitored": False, "why"}`` for a model that cannot be judged (nothing
+    serves it yet, its version kept no profile): one model never stops the others'."""
+    done = []
+    for name in models:
+        try:
+            done.append(monitor(installation.for_model(name), since=since, until=until))
+        except Refused as exc:
+            done.append({"model": name, "monitored": False, "why": str(exc)})
+    return done
 
 
 def reports(container: Container, limit: int = 50) -> list[dict[str, Any]]:
