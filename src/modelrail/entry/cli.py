@@ -700,17 +700,31 @@ def _show_monitoring(cli: Cli, report: dict[str, Any]) -> None:
 
 @main.command()
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def sweep(as_json: bool) -> None:
+@click.option(
+    "--at",
+    "at",
+    type=click.DateTime(_MOMENTS),
+    help="Judge the [retrain] schedules as of this moment (UTC, not after now) instead of "
+    "now: fires a time a paused or failed sweep missed, if no later time has fired.",
+)
+def sweep(as_json: bool, at: datetime | None) -> None:
     """End the runs that can no longer end: a training job that died, a lost message;
     and start the retrains a model's [retrain] schedule names."""
     from modelrail.service.schedules import fire_due
     from modelrail.service.sweep import sweep as sweep_runs
 
+    now = datetime.now(UTC)
+    moment = now if at is None else at.replace(tzinfo=UTC)
+    if moment > now:
+        raise click.BadParameter(
+            f"{moment.isoformat()} is later than now: a schedule fires when its time has come",
+            param_hint="--at",
+        )
     cli = Cli(quiet=True, every_model=True)
     failed = sweep_runs(cli.container)
     # One listing of the installation's models for the schedules and the reconciliation.
     names = cli.installation.models.names()
-    fired = [due for due in fire_due(cli.installation, names, datetime.now(UTC)) if due["fired"]]
+    fired = [due for due in fire_due(cli.installation, names, moment) if due["fired"]]
     for due in fired:
         click.echo(
             f"scheduled retrain of {due['model']} ({due['schedule']}, {due['slot']}): "
