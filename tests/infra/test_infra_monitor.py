@@ -95,9 +95,9 @@ def test_the_monitor_account_holds_only_what_the_monitor_does(terraform: Terrafo
     grants = {(role, target) for _, role, target in grants_of(terraform, "monitor")}
 
     assert grants == {
-        # the log, the registry, the run history; the uploads (a retrain's data)
+        # the log, the registry, the run history; the uploads' listing (a retrain's data)
         ("roles/storage.objectViewer", '${local.buckets["artifacts"]}'),
-        ("roles/storage.objectViewer", '${local.buckets["data"]}'),
+        ("roles/storage.legacyBucketReader", '${local.buckets["data"]}'),
         # its reports, and each model's retrain-on-drift policy (IAM conditions)
         ("roles/storage.objectUser", "${local.buckets.artifacts}"),
         ("roles/pubsub.publisher", '${module.pubsub.topic_ids["drift-detected"]}'),

@@ -15,10 +15,13 @@ from typing import Any
 import numpy as np
 import orjson
 import pyarrow as pa
+import pytest
 
+from modelrail.adapters.local.inprocess import InProcessLauncher
 from modelrail.domain import monitoring, predictions
 from modelrail.domain.dataset import profile
 from modelrail.domain.features import Feature, FeatureSchema
+from modelrail.service import policy_state
 from modelrail.service.container import Container
 from modelrail.service.monitoring import monitor, monitor_every
 from tests.conftest import REPO, installed, penguin_rows
@@ -265,3 +268,30 @@ def test_every_model_is_monitored_and_one_with_no_log_or_no_version_is_no_failur
         "why": "model 'idle' has no version in staging: nothing serves it yet",
     }
     assert harness.published("drift-detected") == []
+
+
+def test_a_drift_retrains_only_on_an_upload_with_enough_new_rows(
+    harness: Harness, penguins_csv: bytes, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    definition = _drifting_definition(tmp_path)
+    definition.write_text(definition.read_text() + "min_new_rows = 100\n")
+    container = installed(harness.container, definition)
+    harness.upload(penguins_csv)
+    harness.run()
+    # A newer upload of the same rows is validated, its training dies: v1 still serves.
+    monkeypatch.setattr(InProcessLauncher, "launch", lambda self, job, event: f"{job}-dead")
+    harness.upload(penguins_csv, name="uploads/penguins/newer.csv")
+    harness.run()
+    at = datetime.now(UTC)
+    log_shifted_requests(container, 1, at)
+
+    report = monitor(container, since=at - timedelta(minutes=1), until=at + timedelta(minutes=1))
+
+    assert report["drifted"] == ["flipper_length_mm"]
+    retrain = report["actions"]["retrain"]
+    assert not retrain["started"]
+    assert retrain["why"].startswith("[retrain] min_new_rows = 100: the newest upload, gs://")
+    assert retrain["why"].endswith("newer.csv#2, holds 344 rows, 0 more than the 344 v1 trained on")
+    assert harness.published("retrain-requested") == []
+    # Nothing started, so no cool-down began: the next drift on enough new rows may start one.
+    assert policy_state.read(container.artifacts, "penguins", "retrain-on-drift").value is None

@@ -724,13 +724,13 @@ def sweep(as_json: bool, at: datetime | None) -> None:
     failed = sweep_runs(cli.container)
     # One listing of the installation's models for the schedules and the reconciliation.
     names = cli.installation.models.names()
-    fired = [due for due in fire_due(cli.installation, names, moment) if due["fired"]]
-    for due in fired:
-        click.echo(
-            f"scheduled retrain of {due['model']} ({due['schedule']}, {due['slot']}): "
-            f"{due['request_id']}",
-            err=as_json,
-        )
+    for due in fire_due(cli.installation, names, moment):
+        if due["fired"]:
+            said = f"scheduled retrain of {due['model']} ({due['schedule']}, {due['slot']}): "
+            click.echo(said + due["request_id"], err=as_json)
+        elif due.get("declined"):
+            said = f"no scheduled retrain of {due['model']} ({due['schedule']}, {due['slot']}): "
+            click.echo(said + due["why"], err=as_json)
     if cli.container.runs_here:
         cli.drain()  # embedded mode: the retrains run, and the failures reach the notifier
     # The scheduled sweep is also the cloud's reconciliation pass: what each model's

@@ -15,6 +15,8 @@ retrain of the model on its newest upload, as a ``retrain-requested`` whose poli
 (``drift``) becomes the run's trigger kind and whose reason names the features, unless:
 - the newest upload is the data the served version trained on: a retrain would train
   the same model again (new data that shows the change is what helps);
+- the newest upload holds fewer new rows than ``[retrain] min_new_rows`` asks
+  (``service.retrain_data``: the counts validate recorded);
 - a retrain on drift started within ``cooldown_hours``: the cool-down is one object,
   ``models/<model>/policies/retrain-on-drift.json``, moved by compare-and-set, so two
   monitors of one window start one retrain.
@@ -35,15 +37,13 @@ import orjson
 
 from modelrail.domain import monitoring, predictions
 from modelrail.domain.features import FeatureSchema
-from modelrail.domain.models import newest_upload
 from modelrail.domain.registry import PROFILE_FILE, Manifest
 from modelrail.kernel.canonical import canonical_json
 from modelrail.kernel.errors import NotFound, Refused
 from modelrail.kernel.events import DriftDetected, RetrainRequested, utcnow
-from modelrail.service import policy_state
+from modelrail.service import policy_state, retrain_data
 from modelrail.service.container import Container
 from modelrail.service.reconcile import STAGING
-from modelrail.service.stages.validate import DATA_SUFFIXES
 
 REPORT_PREFIX = "monitoring/"
 
@@ -159,8 +159,8 @@ def _retrain_on_drift(
     container: Container, manifest: Manifest, until: datetime, why: str
 ) -> dict[str, Any]:
     """The retrain [retrain] on_drift starts, or why it starts none."""
-    model, settings = container.model, container.settings
-    newest = newest_upload(container.storage.bucket(settings.data_bucket), model, DATA_SUFFIXES)
+    model = container.model
+    newest = retrain_data.newest(container)
     trained_on = manifest.lineage.data or {}
     if newest is None:
         return {"started": False, "why": "no upload to retrain on"}
@@ -170,6 +170,9 @@ def _retrain_on_drift(
             "why": f"the newest upload is the data v{manifest.version} trained on: a retrain "
             "would train the same model; upload data that shows the change",
         }
+    too_few = retrain_data.too_few_new_rows(container, newest, manifest)
+    if too_few is not None:
+        return {"started": False, "why": too_few}
     state = policy_state.read(container.artifacts, model, "retrain-on-drift")
     now = until.timestamp()
     if state.value is not None:
@@ -183,7 +186,7 @@ def _retrain_on_drift(
     request = RetrainRequested(
         model=model,
         request_id=f"drift:{model}:v{manifest.version}:{until:%Y%m%dT%H%M%S}",
-        data_uri=f"gs://{settings.data_bucket}/{newest.key}#{newest.generation}",
+        data_uri=retrain_data.upload_uri(container, newest),
         reason=f"drift in what v{manifest.version} is asked: {why}"[:500],
         requested_at=utcnow(),
         policy="drift",

@@ -29,10 +29,13 @@ locals {
     { sa = "function_build", bucket = "sources", role = "roles/storage.objectViewer" },
     { sa = "sweep", bucket = "artifacts", role = "roles/storage.objectViewer" },
     { sa = "notify", bucket = "artifacts", role = "roles/storage.objectViewer" },
-    # The monitor (monitor.tf): the prediction log, the registry, the run history; the
-    # uploads, for the newest a retrain on drift names.
+    # The monitor (monitor.tf): the prediction log, the registry, the run history.
     { sa = "monitor", bucket = "artifacts", role = "roles/storage.objectViewer" },
-    { sa = "monitor", bucket = "data", role = "roles/storage.objectViewer" },
+    # The uploads' listing, never their content (legacyBucketReader: storage.objects.list
+    # and storage.buckets.get): the newest upload is what a policy retrain trains on
+    # (src/modelrail/service/retrain_data.py), its row count validate's record.
+    { sa = "monitor", bucket = "data", role = "roles/storage.legacyBucketReader" },
+    { sa = "sweep", bucket = "data", role = "roles/storage.legacyBucketReader" },
   ]
 
   # What each stage writes in the artifact bucket, and nothing else it may write
