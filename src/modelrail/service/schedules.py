@@ -52,15 +52,17 @@ def _due(container: Container, schedule: str, now: datetime) -> dict[str, Any]:
     fresh = last is None or last.get("schedule") != schedule
     if not fresh and last is not None and last["slot"] >= slot.isoformat():
         return {"fired": False, "slot": last["slot"], "why": "its latest time has fired"}
-    taken = {"schedule": schedule, "slot": slot.isoformat()}
-    newest = retrain_data.newest(container) if not fresh else None
-    declined = None if fresh else _declined(container, newest)
+    taken: dict[str, Any] = {"schedule": schedule, "slot": slot.isoformat()}
+    if fresh:
+        if not state.replace(container.artifacts, taken):
+            return {"fired": False, "slot": slot.isoformat(), "why": "another sweep took it"}
+        return {"fired": False, "slot": slot.isoformat(), "why": "a new schedule: from now on"}
+    newest = retrain_data.newest(container)
+    declined = _declined(container, newest)
     if declined is not None:
-        taken["declined"] = declined
+        taken["declined"] = declined  # the time is spent all the same; kept with why
     if not state.replace(container.artifacts, taken):
         return {"fired": False, "slot": slot.isoformat(), "why": "another sweep took it"}
-    if fresh:
-        return {"fired": False, "slot": slot.isoformat(), "why": "a new schedule: from now on"}
     if declined is not None:
         return {"fired": False, "slot": slot.isoformat(), "why": declined, "declined": True}
     request = RetrainRequested(
