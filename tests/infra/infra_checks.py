@@ -35,6 +35,8 @@ STAGE_ACCOUNTS = frozenset(
         "scheduler",
         "dask",
         "notify",
+        "monitor",
+        "monitor_cron",
     }
 )
 FORBIDDEN_PROJECT_ROLES = frozenset(
@@ -512,9 +514,11 @@ def signing_key_problems(tf: Terraform) -> list[str]:
 REGISTRY_WRITER = "register"
 # What another stage may write of a model's registry (local.model_writes, relative to
 # models/<model>/): deploy moves the staging alias; deploy and the sweep hold leases; the
-# sweep notes which time of the model's [retrain] schedule has fired.
+# sweep notes which time of the model's [retrain] schedule has fired; the monitor, when
+# its [retrain] on_drift last started a retrain.
 ALIAS_OBJECT = re.compile(
-    r"aliases/\w+\.json|leases/\w+\.json|leases/register-|policies/schedule\.json"
+    r"aliases/\w+\.json|leases/\w+\.json|leases/register-"
+    r"|policies/schedule\.json|policies/retrain-on-drift\.json"
 )
 # A model's definition (models/<model>/definition.json): the operator's and the deploy
 # build's (`modelrail add`), never a stage's.

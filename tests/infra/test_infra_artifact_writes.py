@@ -1,13 +1,15 @@
 """The artifact bucket's write conditions deny nothing the pipeline does: the real
-pipeline, its notifier and the sweep run on in-memory buckets, every object each of
+pipeline, its notifier, the sweep and the monitor run on in-memory buckets, every object each of
 them writes is recorded, and each must match what Terraform lets that account write
-(local.artifact_writes, and the notifier's own folder)."""
+(local.artifact_writes, local.model_writes, and the notifier's and the monitor's own
+folders)."""
 
 from __future__ import annotations
 
 import contextlib
 import logging
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +19,7 @@ from modelrail.adapters.local.inprocess import InProcessLauncher
 from modelrail.adapters.local.secrets import EnvironmentSecrets
 from modelrail.composition.bootstrap import bootstrap
 from modelrail.kernel.logs import PipelineContextFilter
+from modelrail.service.monitoring import monitor_every
 from modelrail.service.sweep import sweep
 from modelrail.settings.process import Settings
 from tests.conftest import REPO, installed
@@ -24,6 +27,7 @@ from tests.fakes import FakeDeployer, FakeWebhooks, InMemoryStorage, InMemorySto
 from tests.infra.conftest import TERRAFORM_DIR
 from tests.infra.infra_checks import Terraform, artifact_write_objects, may_write, permits
 from tests.unit.conftest import Harness
+from tests.unit.test_monitoring import log_shifted_requests
 
 pytestmark = pytest.mark.infra
 
@@ -54,8 +58,10 @@ class RecordingStore(InMemoryStore):
         return super().write(key, data, **options)
 
 
-# A webhook for the notifier (its own account in the cloud) to record deliveries to.
+# A webhook for the notifier (its own account in the cloud) to record deliveries to; a
+# retrain on drift, for the monitor to start.
 NOTIFY = '\n[[notify.webhooks]]\nname = "team"\nurl_env = "TEAM_URL"\n'
+ON_DRIFT = "\n[retrain]\non_drift = true\n"
 
 
 @pytest.fixture
@@ -65,7 +71,8 @@ def recorded(settings: Settings, tmp_path: Path) -> tuple[Harness, RecordingStor
     storage.stores[settings.artifact_bucket] = artifacts
     deployer = FakeDeployer()
     config = (REPO / "pipeline.toml").read_text()
-    config = config.replace('contract = "schemas/', f'contract = "{REPO}/schemas/', 1) + NOTIFY
+    config = config.replace('contract = "schemas/', f'contract = "{REPO}/schemas/', 1)
+    config += NOTIFY + ON_DRIFT
     (tmp_path / "pipeline.toml").write_text(config)
     container = installed(
         bootstrap(
@@ -104,6 +111,18 @@ def test_every_stage_writes_only_what_its_account_may(
     harness.run()
     with artifacts.acting_as("sweep"):
         assert [record.stage for record in sweep(harness.container)] == ["train"]
+    # The scheduled monitor (its own job and account) finds the staging version's log
+    # drifted and starts a retrain on the newest upload.
+    at = datetime.now(UTC)
+    served = harness.container.registry.alias(harness.model, "staging")
+    assert served is not None
+    before = set(artifacts.writes)
+    log_shifted_requests(harness.container, served.version, at)
+    artifacts.writes = before  # the staging service's log: objectCreator on predictions/
+    with artifacts.acting_as("monitor"):
+        window = {"since": at - timedelta(minutes=1), "until": at + timedelta(minutes=1)}
+        [report] = monitor_every(harness.container, [harness.model], **window)
+    assert report["actions"]["retrain"]["started"], report["actions"]
 
     allowed = artifact_write_objects(Terraform.load(TERRAFORM_DIR))
     stages = {stage for stage, _ in artifacts.writes}

@@ -338,6 +338,7 @@ def test_plan_builds_the_event_graph_of_topology_yaml(plan: dict[str, Any]) -> N
         "modelrail-train",
         "modelrail-sweep",
         "modelrail-validate",
+        "modelrail-monitor",
     }
     models = unquote_all(hcl2.loads(PLAN_VARS.read_text())["models"])
     assert len(models) >= 2, "plan.tfvars: plan more than one model"
@@ -460,7 +461,7 @@ def test_deploy_and_the_sweep_write_each_model_s_alias_and_leases_under_its_own_
 
     assert set(conditions) == {
         f'google_storage_bucket_iam_member.model_writes["{stage}/{model}"]'
-        for stage in ("deploy", "sweep")
+        for stage in ("deploy", "sweep", "monitor")
         for model in models
     }
     for address, condition in conditions.items():
@@ -478,6 +479,10 @@ def test_deploy_and_the_sweep_write_each_model_s_alias_and_leases_under_its_own_
             f'resource.name.startsWith("{objects}models/{model}/leases/staging.json") || '
             f'resource.name.startsWith("{objects}models/{model}/leases/register-") || '
             f'resource.name.startsWith("{objects}models/{model}/policies/schedule.json")'
+        )
+        monitor = conditions[f'google_storage_bucket_iam_member.model_writes["monitor/{model}"]']
+        assert monitor["expression"] == (
+            f'resource.name.startsWith("{objects}models/{model}/policies/retrain-on-drift.json")'
         )
     # Register writes the registry, but no model's definition.
     [register] = [
@@ -549,6 +554,35 @@ def test_the_sweep_runs_on_a_schedule_as_the_training_image_with_its_settings(
         f"{sweep['name']}:run"
     )
     # An access token for a Google API, not an identity token for a Cloud Run URL.
+    assert target["oauth_token"]
+    assert target["oidc_token"] == []
+
+
+def test_the_monitor_runs_hourly_over_the_last_hour_as_the_training_image(
+    plan: dict[str, Any],
+) -> None:
+    tfvars = {k: unquote(v) for k, v in hcl2.loads(PLAN_VARS.read_text()).items()}
+    project, region = tfvars["project_id"], tfvars["region"]
+    sweep = planned(plan, "google_cloud_run_v2_job", "modelrail-sweep")
+    monitor = planned(plan, "google_cloud_run_v2_job", "modelrail-monitor")
+    [sweep_container] = sweep["template"][0]["template"][0]["containers"]
+    [container] = monitor["template"][0]["template"][0]["containers"]
+
+    # The sweep's image and environment (the training job's), another command line.
+    assert container["image"] == sweep_container["image"]
+    assert container["env"] == sweep_container["env"]
+    assert [*container["command"], *container["args"]] == [
+        *("python", "-m", "modelrail", "monitor", "--every-model", "--hours", "1")
+    ]
+    assert monitor["template"][0]["template"][0]["max_retries"] == 0
+
+    scheduler = planned(plan, "google_cloud_scheduler_job", "modelrail-monitor")
+    [target] = scheduler["http_target"]
+    assert (scheduler["region"], scheduler["schedule"]) == (region, "0 * * * *")
+    assert target["uri"] == (
+        f"https://run.googleapis.com/v2/projects/{project}/locations/{region}/jobs/"
+        f"{monitor['name']}:run"
+    )
     assert target["oauth_token"]
     assert target["oidc_token"] == []
 

@@ -164,6 +164,8 @@ def test_the_sweep_account_holds_only_what_the_sweep_does(terraform: Terraform) 
     assert grants == {
         # the run history: list the runs, read their records
         ("roles/storage.objectViewer", '${local.buckets["artifacts"]}'),
+        # the uploads' listing: a scheduled retrain is pinned to the newest
+        ("roles/storage.legacyBucketReader", '${local.buckets["data"]}'),
         # record a stage as failed (only the objects below, by an IAM condition)
         ("roles/storage.objectUser", "${local.buckets.artifacts}"),
         ("roles/pubsub.publisher", '${module.pubsub.topic_ids["pipeline-failed"]}'),
@@ -195,7 +197,9 @@ def test_the_scheduler_calls_the_run_api_with_an_account_that_may_only_run_the_s
     terraform: Terraform,
 ) -> None:
     env = terraform.module("envs/dev")
-    [scheduler] = [r for r in env.resources if r.type == "google_cloud_scheduler_job"]
+    [scheduler] = [
+        r for r in env.resources if r.type == "google_cloud_scheduler_job" and r.name == "sweep"
+    ]
     [target] = scheduler.body["http_target"]
     [token] = target["oauth_token"]
 

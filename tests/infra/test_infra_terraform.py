@@ -166,7 +166,7 @@ def test_manifests_are_signed_by_a_kms_key_only_register_may_use_to_sign(
     assert grants == {
         ("register", "roles/cloudkms.signer"),
         *((reader, "roles/cloudkms.publicKeyViewer") for reader in
-          ("validate", "evaluate", "register", "deploy", "sweep", "staging")),
+          ("validate", "evaluate", "register", "deploy", "sweep", "staging", "monitor")),
     }  # fmt: skip
     assert signing_key_problems(terraform) == []
     # The stages (register signs, deploy pins it on staging) and the staging service's
@@ -323,7 +323,7 @@ def test_every_account_running_modelrail_reads_the_models_definitions(
         if r.type == "google_storage_bucket_iam_member" and r.name == "stage"
     ]
 
-    assert {"validate", "train", "sweep", "deploy", "register", "staging"} <= running
+    assert {"validate", "train", "sweep", "monitor", "deploy", "register", "staging"} <= running
     assert running - readers == set()
     assert "condition" not in reads.body
     writers = {

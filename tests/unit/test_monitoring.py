@@ -15,12 +15,15 @@ from typing import Any
 import numpy as np
 import orjson
 import pyarrow as pa
+import pytest
 
+from modelrail.adapters.local.inprocess import InProcessLauncher
 from modelrail.domain import monitoring, predictions
 from modelrail.domain.dataset import profile
 from modelrail.domain.features import Feature, FeatureSchema
+from modelrail.service import policy_state
 from modelrail.service.container import Container
-from modelrail.service.monitoring import monitor
+from modelrail.service.monitoring import monitor, monitor_every
 from tests.conftest import REPO, installed, penguin_rows
 from tests.unit.conftest import Harness
 
@@ -173,7 +176,7 @@ def _drifting_definition(tmp_path: Path) -> Path:
     return tmp_path / "pipeline.toml"
 
 
-def _log_shifted_requests(container: Container, version: int, at: datetime) -> None:
+def log_shifted_requests(container: Container, version: int, at: datetime) -> None:
     """600 logged instances of the penguins, the flipper length 40 mm longer."""
     schema = FeatureSchema.from_dict(container.registry.load("penguins", version).manifest.features)
     records = [dict(row) for row in random.Random(1).choices(penguin_rows(), k=600)]
@@ -199,7 +202,7 @@ def test_a_drift_is_published_and_retrains_on_new_data_once_per_cool_down(
     harness.upload(penguins_csv)
     harness.run()
     at = datetime.now(UTC)
-    _log_shifted_requests(container, 1, at)
+    log_shifted_requests(container, 1, at)
     window = {"since": at - timedelta(minutes=1), "until": at + timedelta(minutes=1)}
 
     first = monitor(container, **window)
@@ -235,3 +238,60 @@ def test_a_drift_is_published_and_retrains_on_new_data_once_per_cool_down(
     assert not third["actions"]["retrain"]["started"]
     assert "6 h cool-down" in third["actions"]["retrain"]["why"]
     assert len(harness.published("retrain-requested")) == 1
+
+
+def test_every_model_is_monitored_and_one_with_no_log_or_no_version_is_no_failure(
+    harness: Harness, penguins_csv: bytes, tmp_path: Path
+) -> None:
+    """The scheduled monitor's pass over an installation: the served model without a
+    log in the window has a report of no data; a model nothing serves yet is named."""
+    installed(harness.container)
+    harness.upload(penguins_csv)
+    harness.run()
+    idle = tmp_path / "idle"
+    idle.mkdir()
+    text = (REPO / "pipeline.toml").read_text().replace('name = "penguins"', 'name = "idle"', 1)
+    (idle / "pipeline.toml").write_text(text.replace('contract = "', f'contract = "{REPO}/', 1))
+    installed(harness.container, idle / "pipeline.toml")
+    at = datetime.now(UTC)
+
+    served, waiting = monitor_every(
+        harness.container, ["penguins", "idle"], since=at - timedelta(hours=1), until=at
+    )
+
+    assert (served["model"], served["version"], served["requests"]) == ("penguins", 1, 0)
+    assert {row["status"] for row in served["features"]} == {"no data"}
+    assert served["actions"] == {}
+    assert waiting == {
+        "model": "idle",
+        "monitored": False,
+        "why": "model 'idle' has no version in staging: nothing serves it yet",
+    }
+    assert harness.published("drift-detected") == []
+
+
+def test_a_drift_retrains_only_on_an_upload_with_enough_new_rows(
+    harness: Harness, penguins_csv: bytes, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    definition = _drifting_definition(tmp_path)
+    definition.write_text(definition.read_text() + "min_new_rows = 100\n")
+    container = installed(harness.container, definition)
+    harness.upload(penguins_csv)
+    harness.run()
+    # A newer upload of the same rows is validated, its training dies: v1 still serves.
+    monkeypatch.setattr(InProcessLauncher, "launch", lambda self, job, event: f"{job}-dead")
+    harness.upload(penguins_csv, name="uploads/penguins/newer.csv")
+    harness.run()
+    at = datetime.now(UTC)
+    log_shifted_requests(container, 1, at)
+
+    report = monitor(container, since=at - timedelta(minutes=1), until=at + timedelta(minutes=1))
+
+    assert report["drifted"] == ["flipper_length_mm"]
+    retrain = report["actions"]["retrain"]
+    assert not retrain["started"]
+    assert retrain["why"].startswith("[retrain] min_new_rows = 100: the newest upload, gs://")
+    assert retrain["why"].endswith("newer.csv#2, holds 344 rows, 0 more than the 344 v1 trained on")
+    assert harness.published("retrain-requested") == []
+    # Nothing started, so no cool-down began: the next drift on enough new rows may start one.
+    assert policy_state.read(container.artifacts, "penguins", "retrain-on-drift").value is None

@@ -136,6 +136,9 @@ class PipelineConfig:
     retrain_cooldown_s: float = 24 * 3600.0
     # [retrain] schedule: a cron expression (UTC) the sweep retrains on, or None.
     retrain_schedule: str | None = None
+    # [retrain] min_new_rows: a policy retrain (schedule, drift) starts only on an upload
+    # of at least this many rows more than the served version trained on (0: any).
+    retrain_min_new_rows: int = 0
     # [[notify.webhooks]]: who is told of failures, rejections, deploys and drift.
     webhooks: tuple[Webhook, ...] = ()
 
@@ -183,6 +186,7 @@ class PipelineConfig:
             retrain_on_drift=bool(spec.get("retrain", {}).get("on_drift", False)),
             retrain_cooldown_s=float(spec.get("retrain", {}).get("cooldown_hours", 24)) * 3600,
             retrain_schedule=spec.get("retrain", {}).get("schedule"),
+            retrain_min_new_rows=int(spec.get("retrain", {}).get("min_new_rows", 0)),
             webhooks=tuple(
                 Webhook(
                     name=entry["name"],

@@ -601,6 +601,12 @@ def rollback(
 @click.option("--since", type=click.DateTime(_MOMENTS), help="The window's start instead (UTC).")
 @click.option("--until", type=click.DateTime(_MOMENTS), help="The window's end (UTC; default now).")
 @click.option("--version", "version", type=click.IntRange(min=1), help="Default: staging's.")
+@click.option(
+    "--every-model",
+    is_flag=True,
+    help="Every model installed, each its staging version over the same window (the "
+    "cloud's scheduled monitor); a model nothing serves yet is named, not failed.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @_model_option
 def monitor(
@@ -608,6 +614,7 @@ def monitor(
     since: datetime | None,
     until: datetime | None,
     version: int | None,
+    every_model: bool,
     as_json: bool,
     model: str | None,
 ) -> None:
@@ -617,16 +624,38 @@ def monitor(
     predictions' drift; the volume. The report is kept in the artifact bucket. A drift
     is published as drift-detected, and with [retrain] on_drift starts a retrain."""
     from modelrail.service.monitoring import monitor as run_monitor
+    from modelrail.service.monitoring import monitor_every
 
-    cli = Cli(quiet=as_json, model=model)
+    if every_model and (model is not None or version is not None):
+        raise click.UsageError(
+            "--every-model monitors each model's staging version: no --model or --version"
+        )
+    cli = Cli(quiet=as_json, model=model, every_model=every_model)
     end = until.replace(tzinfo=UTC) if until is not None else datetime.now(UTC)
     start = since.replace(tzinfo=UTC) if since is not None else end - timedelta(hours=hours)
-    report = run_monitor(cli.container, since=start, until=end, version=version)
-    retrain = report["actions"].get("retrain") or {}
+    if every_model:
+        names = cli.installation.models.names()
+        reports = monitor_every(cli.installation, names, since=start, until=end)
+    else:
+        reports = [run_monitor(cli.container, since=start, until=end, version=version)]
     if as_json:
         if cli.container.runs_here:
             cli.drain()  # embedded mode: the notifier and a retrain run here, before the end
-        click.echo(orjson.dumps(report, option=orjson.OPT_INDENT_2))
+        shown = reports if every_model else reports[0]
+        click.echo(orjson.dumps(shown, option=orjson.OPT_INDENT_2))
+        return
+    if every_model and not names:
+        click.echo("no model is installed: nothing to monitor")
+    for report in reports:
+        _show_monitoring(cli, report)
+    if cli.container.runs_here:
+        cli.drain()  # embedded mode: drift-detected reaches the notifier here
+
+
+def _show_monitoring(cli: Cli, report: dict[str, Any]) -> None:
+    """A monitoring report as a table, or why a model was not monitored."""
+    if report.get("monitored") is False:
+        click.echo(f"{report['model']}: not monitored: {report['why']}")
         return
     window = report["window"]
     refused = sum(report["refused"].values())
@@ -635,7 +664,9 @@ def monitor(
         f"{report['requests']:,} logged request(s), {report['instances']:,} instance(s), "
         f"{refused:,} refused"
     )
-    if not report["judged"]:
+    if not report["instances"]:
+        click.echo("  no data: nothing was logged in the window")
+    elif not report["judged"]:
         click.echo(
             f"  fewer than {report['min_instances']:,} instances: shown, not judged "
             "(a PSI of so few rows moves by chance)"
@@ -654,8 +685,10 @@ def monitor(
     drifted = report["drifted"]
     click.echo(f"drifted: {', '.join(drifted)}" if drifted else "no feature drifted")
     click.echo(f"report: {report['report_uri']}")
-    if "drift_detected" in report["actions"]:
-        click.echo(f"published drift-detected {report['actions']['drift_detected']}")
+    actions = report["actions"]
+    retrain = actions.get("retrain") or {}
+    if "drift_detected" in actions:
+        click.echo(f"published drift-detected {actions['drift_detected']}")
     if retrain and not retrain["started"]:
         click.echo(f"no retrain on drift: {retrain['why']}")
     elif retrain:
@@ -663,29 +696,41 @@ def monitor(
         if cli.container.runs_here:
             cli.drain()
             _report_run(cli, cli.latest_run(f"request:{retrain['request_id']}"))
-    if cli.container.runs_here:
-        cli.drain()  # embedded mode: drift-detected reaches the notifier here
 
 
 @main.command()
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def sweep(as_json: bool) -> None:
+@click.option(
+    "--at",
+    "at",
+    type=click.DateTime(_MOMENTS),
+    help="Judge the [retrain] schedules as of this moment (UTC, not after now) instead of "
+    "now: fires a time a paused or failed sweep missed, if no later time has fired.",
+)
+def sweep(as_json: bool, at: datetime | None) -> None:
     """End the runs that can no longer end: a training job that died, a lost message;
     and start the retrains a model's [retrain] schedule names."""
     from modelrail.service.schedules import fire_due
     from modelrail.service.sweep import sweep as sweep_runs
 
+    now = datetime.now(UTC)
+    moment = now if at is None else at.replace(tzinfo=UTC)
+    if moment > now:
+        raise click.BadParameter(
+            f"{moment.isoformat()} is later than now: a schedule fires when its time has come",
+            param_hint="--at",
+        )
     cli = Cli(quiet=True, every_model=True)
     failed = sweep_runs(cli.container)
     # One listing of the installation's models for the schedules and the reconciliation.
     names = cli.installation.models.names()
-    fired = [due for due in fire_due(cli.installation, names, datetime.now(UTC)) if due["fired"]]
-    for due in fired:
-        click.echo(
-            f"scheduled retrain of {due['model']} ({due['schedule']}, {due['slot']}): "
-            f"{due['request_id']}",
-            err=as_json,
-        )
+    for due in fire_due(cli.installation, names, moment):
+        if due["fired"]:
+            said = f"scheduled retrain of {due['model']} ({due['schedule']}, {due['slot']}): "
+            click.echo(said + due["request_id"], err=as_json)
+        elif due.get("declined"):
+            said = f"no scheduled retrain of {due['model']} ({due['schedule']}, {due['slot']}): "
+            click.echo(said + due["why"], err=as_json)
     if cli.container.runs_here:
         cli.drain()  # embedded mode: the retrains run, and the failures reach the notifier
     # The scheduled sweep is also the cloud's reconciliation pass: what each model's

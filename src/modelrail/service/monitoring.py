@@ -15,15 +15,21 @@ retrain of the model on its newest upload, as a ``retrain-requested`` whose poli
 (``drift``) becomes the run's trigger kind and whose reason names the features, unless:
 - the newest upload is the data the served version trained on: a retrain would train
   the same model again (new data that shows the change is what helps);
+- the newest upload holds fewer new rows than ``[retrain] min_new_rows`` asks
+  (``service.retrain_data``: the counts validate recorded);
 - a retrain on drift started within ``cooldown_hours``: the cool-down is one object,
   ``models/<model>/policies/retrain-on-drift.json``, moved by compare-and-set, so two
   monitors of one window start one retrain.
 The report's ``actions`` say what was published, or why not.
+
+``monitor_every`` judges one window for each of an installation's models (the cloud's
+scheduled monitor job): a model nothing serves yet is named with why, not failed, and a
+model whose version logged nothing in the window gets its report of no data.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -31,15 +37,13 @@ import orjson
 
 from modelrail.domain import monitoring, predictions
 from modelrail.domain.features import FeatureSchema
-from modelrail.domain.models import newest_upload
 from modelrail.domain.registry import PROFILE_FILE, Manifest
 from modelrail.kernel.canonical import canonical_json
 from modelrail.kernel.errors import NotFound, Refused
 from modelrail.kernel.events import DriftDetected, RetrainRequested, utcnow
-from modelrail.service import policy_state
+from modelrail.service import policy_state, retrain_data
 from modelrail.service.container import Container
 from modelrail.service.reconcile import STAGING
-from modelrail.service.stages.validate import DATA_SUFFIXES
 
 REPORT_PREFIX = "monitoring/"
 
@@ -96,6 +100,21 @@ def monitor(
     return result
 
 
+def monitor_every(
+    installation: Container, models: Sequence[str], *, since: datetime, until: datetime
+) -> list[dict[str, Any]]:
+    """Each of ``models``' report over [``since``, ``until``) (its staging version's), or
+    ``{"model", "monitored": False, "why"}`` for a model that cannot be judged (nothing
+    serves it yet, its version kept no profile): one model never stops the others'."""
+    done = []
+    for name in models:
+        try:
+            done.append(monitor(installation.for_model(name), since=since, until=until))
+        except Refused as exc:
+            done.append({"model": name, "monitored": False, "why": str(exc)})
+    return done
+
+
 def reports(container: Container, limit: int = 50) -> list[dict[str, Any]]:
     """The model's latest ``limit`` monitoring reports, every version's, oldest first
     (by the end of their windows)."""
@@ -140,8 +159,8 @@ def _retrain_on_drift(
     container: Container, manifest: Manifest, until: datetime, why: str
 ) -> dict[str, Any]:
     """The retrain [retrain] on_drift starts, or why it starts none."""
-    model, settings = container.model, container.settings
-    newest = newest_upload(container.storage.bucket(settings.data_bucket), model, DATA_SUFFIXES)
+    model = container.model
+    newest = retrain_data.newest(container)
     trained_on = manifest.lineage.data or {}
     if newest is None:
         return {"started": False, "why": "no upload to retrain on"}
@@ -151,6 +170,9 @@ def _retrain_on_drift(
             "why": f"the newest upload is the data v{manifest.version} trained on: a retrain "
             "would train the same model; upload data that shows the change",
         }
+    too_few = retrain_data.too_few_new_rows(container, newest, manifest)
+    if too_few is not None:
+        return {"started": False, "why": too_few}
     state = policy_state.read(container.artifacts, model, "retrain-on-drift")
     now = until.timestamp()
     if state.value is not None:
@@ -164,7 +186,7 @@ def _retrain_on_drift(
     request = RetrainRequested(
         model=model,
         request_id=f"drift:{model}:v{manifest.version}:{until:%Y%m%dT%H%M%S}",
-        data_uri=f"gs://{settings.data_bucket}/{newest.key}#{newest.generation}",
+        data_uri=retrain_data.upload_uri(container, newest),
         reason=f"drift in what v{manifest.version} is asked: {why}"[:500],
         requested_at=utcnow(),
         policy="drift",

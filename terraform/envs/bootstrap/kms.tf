@@ -43,6 +43,8 @@ locals {
     { sa = "deploy", role = "roles/cloudkms.publicKeyViewer" },
     { sa = "sweep", role = "roles/cloudkms.publicKeyViewer" },
     { sa = "staging", role = "roles/cloudkms.publicKeyViewer" },
+    # The monitor: the version whose training profile it judges the log against.
+    { sa = "monitor", role = "roles/cloudkms.publicKeyViewer" },
   ]
 }
 

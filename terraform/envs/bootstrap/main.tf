@@ -32,6 +32,9 @@ locals {
     sweep           = "sweep job: records as failed the runs whose training job died or whose message was lost"
     scheduler       = "Cloud Scheduler identity: the only caller allowed to run the sweep job"
     notify          = "notifier: posts failed runs, rejections, deploys and drift to the models' webhooks"
+    # The scheduled monitor (terraform/envs/dev/monitor.tf).
+    monitor      = "monitor job: judges each model's prediction log for drift, publishes drift-detected and retrains on drift"
+    monitor_cron = "Cloud Scheduler identity of the monitor: the only caller allowed to run the monitor job"
   }
 
   service_account_grants = [

@@ -9,6 +9,8 @@ locals {
   stage_accounts = toset([
     "validate", "launch_training", "train", "evaluate", "register", "deploy", "staging",
     "push", "function_build", "pr_build", "sweep", "scheduler", "notify",
+    # The scheduled monitor (monitor.tf): its job's account and its scheduler's.
+    "monitor", "monitor_cron",
   ])
 
   # Bucket-level reads (objectViewer: read and list objects). Writes are the
@@ -27,6 +29,13 @@ locals {
     { sa = "function_build", bucket = "sources", role = "roles/storage.objectViewer" },
     { sa = "sweep", bucket = "artifacts", role = "roles/storage.objectViewer" },
     { sa = "notify", bucket = "artifacts", role = "roles/storage.objectViewer" },
+    # The monitor (monitor.tf): the prediction log, the registry, the run history.
+    { sa = "monitor", bucket = "artifacts", role = "roles/storage.objectViewer" },
+    # The uploads' listing, never their content (legacyBucketReader: storage.objects.list
+    # and storage.buckets.get): the newest upload is what a policy retrain trains on
+    # (src/modelrail/service/retrain_data.py), its row count validate's record.
+    { sa = "monitor", bucket = "data", role = "roles/storage.legacyBucketReader" },
+    { sa = "sweep", bucket = "data", role = "roles/storage.legacyBucketReader" },
   ]
 
   # What each stage writes in the artifact bucket, and nothing else it may write
@@ -87,6 +96,8 @@ locals {
   model_writes = {
     deploy = ["aliases/staging.json", "leases/staging.json"]
     sweep  = ["leases/staging.json", "leases/register-", "policies/schedule.json"]
+    # The monitor's [retrain] on_drift cool-down (src/modelrail/service/monitoring.py).
+    monitor = ["policies/retrain-on-drift.json"]
   }
   # IAM Conditions name an object projects/_/buckets/<bucket>/objects/<name>.
   artifact_objects = "projects/_/buckets/${local.buckets.artifacts}/objects/"
@@ -108,6 +119,9 @@ locals {
     { sa = "sweep", topic = "pipeline-failed", role = "roles/pubsub.publisher" },
     # A model's [retrain] schedule: the sweep publishes the retrain of each time it names.
     { sa = "sweep", topic = "retrain-requested", role = "roles/pubsub.publisher" },
+    # The monitor (monitor.tf): a drifted window, and the retrain [retrain] on_drift starts.
+    { sa = "monitor", topic = "drift-detected", role = "roles/pubsub.publisher" },
+    { sa = "monitor", topic = "retrain-requested", role = "roles/pubsub.publisher" },
   ]
 
   # Grants on every model's staging service (each row once per model), the training job
@@ -340,6 +354,7 @@ resource "time_sleep" "iam_propagation" {
     google_storage_bucket_iam_member.model_writes,
     google_storage_bucket_iam_member.prediction_log,
     google_storage_bucket_iam_member.notification_records,
+    google_storage_bucket_iam_member.monitoring_reports,
     google_pubsub_topic_iam_member.stage,
     google_artifact_registry_repository_iam_member.function_build_pushes_images,
     google_artifact_registry_repository_iam_member.models,

@@ -67,3 +67,8 @@ output "dask_training" {
   description = "Where the training job starts its Dask clusters (dask.tf): the MODELRAIL_DASK_* environment it is given; empty while dask_training is off."
   value       = local.dask_env
 }
+
+output "monitor_job" {
+  description = "The Cloud Run job Cloud Scheduler runs to monitor every model's prediction log (monitor.tf)."
+  value       = module.monitor_job.name
+}

@@ -263,3 +263,25 @@ variable "manifest_signing" {
     error_message = "manifest_signing.key_version must be a whole number from 1."
   }
 }
+
+variable "monitor" {
+  description = "The monitor job (monitor.tf): how often Cloud Scheduler runs it (cron, UTC), the window each run judges (the hours up to its start: keep it the schedule's period, so windows neither gap nor overlap), its vCPUs, memory and longest run."
+  type = object({
+    schedule        = optional(string, "0 * * * *")
+    window_hours    = optional(number, 1)
+    cpu             = optional(string, "1")
+    memory          = optional(string, "1Gi")
+    timeout_seconds = optional(number, 1800)
+  })
+  default = {}
+
+  validation {
+    condition     = can(regex("^\\S+( \\S+){4}$", var.monitor.schedule))
+    error_message = "monitor.schedule must be a cron expression of five fields, such as 0 * * * *."
+  }
+
+  validation {
+    condition     = var.monitor.window_hours > 0
+    error_message = "monitor.window_hours must be more than 0."
+  }
+}
