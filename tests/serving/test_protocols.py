@@ -37,9 +37,7 @@ def rows(models: RegisteredModels) -> list[dict[str, Any]]:
 
 def expected(models: RegisteredModels, sent: list[dict[str, Any]]) -> np.ndarray:
     """LightGBM's probabilities for v1 (an unseen category is missing)."""
-    known = [
-        {**r, "island": r["island"] if r["island"] != "Atlantis" else None} for r in sent
-    ]
+    known = [{**r, "island": r["island"] if r["island"] != "Atlantis" else None} for r in sent]
     return models.boosters[1].predict(models.schema.encode_records(known), num_iteration=25)
 
 
@@ -79,12 +77,15 @@ def test_real_clients(start_server: Callable[..., Server], models: RegisteredMod
     assert '"error_code":"INVALID_PARAMETER_VALUE"' in mlflow["error"]
     assert "missing feature" in mlflow["error"]
 
-    assert got["v1_live"] is True and got["v1_ready"] is True
+    assert got["v1_live"] is True
+    assert got["v1_ready"] is True
     np.testing.assert_array_equal(probabilities(got["v1"]), want)
     assert got["v1_error"][0] == 404
     assert "this service serves 'penguins', not 'elsewhere'" in got["v1_error"][1]
 
-    assert got["v2_live"] is True and got["v2_ready"] is True and got["v2_model_ready"] is True
+    assert got["v2_live"] is True
+    assert got["v2_ready"] is True
+    assert got["v2_model_ready"] is True
     v2 = got["v2"]
     assert v2["id"] == "r-1"
     assert v2["outputs"]["label"] == [[len(sent)], labels]
@@ -101,7 +102,8 @@ def test_mlflow_shapes(client: Any, models: RegisteredModels) -> None:
     want = expected(models, sent)
     columns = {name: [r[name] for r in sent] for name in FEATURES}
     nan_body = json.dumps({"dataframe_split": {
-        "columns": FEATURES, "data": [[np.nan if v is None else v for v in r.values()] for r in sent]
+        "columns": FEATURES,
+        "data": [[np.nan if v is None else v for v in r.values()] for r in sent],
     }})  # fmt: skip
     assert "NaN" in nan_body
     for body, content_type in [
@@ -144,7 +146,8 @@ def test_v2_tensor_shapes(client: Any, models: RegisteredModels) -> None:
     sent = models.records[:3]
     want = expected(models, sent)
     columns = [
-        {"name": name, "shape": [3, 1], "datatype": "BYTES" if name in ("island", "sex") else "FP64",
+        {"name": name, "shape": [3, 1],
+         "datatype": "BYTES" if name in ("island", "sex") else "FP64",
          "data": [[r[name]] for r in sent]}
         for name in FEATURES
     ]  # fmt: skip
@@ -155,7 +158,8 @@ def test_v2_tensor_shapes(client: Any, models: RegisteredModels) -> None:
     assert answer.status_code == 200, answer.get_json()
     assert answer.get_json()["model_version"] == "1"
     [output] = answer.get_json()["outputs"]
-    assert output["name"] == "probabilities" and output["shape"] == [3, 3]
+    assert output["name"] == "probabilities"
+    assert output["shape"] == [3, 3]
     np.testing.assert_array_equal(np.array(output["data"]).reshape(3, 3), want)
     # One [n, features] tensor in the model's feature order (BYTES holds any JSON value).
     matrix = {"name": "x", "shape": [3, 6], "datatype": "BYTES",
@@ -215,7 +219,8 @@ def test_protocol_metadata_and_readiness(client: Any, make_client: Callable[...,
     ]  # fmt: skip
     assert [o["name"] for o in meta["outputs"]] == ["label", "probabilities"]
     missing = client.get("/v2/models/other")
-    assert missing.status_code == 404 and "not 'other'" in missing.get_json()["error"]
+    assert missing.status_code == 404
+    assert "not 'other'" in missing.get_json()["error"]
 
     refused = make_client(model_version=3)  # tampered: not ready
     assert refused.get("/v2/health/ready").status_code == 503

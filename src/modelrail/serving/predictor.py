@@ -347,7 +347,10 @@ class Predictor:
         names = self.schema.names
 
         def one(output: list[float]) -> dict[str, Any]:
-            return {"base_value": output[-1], "contributions": dict(zip(names, output, strict=False))}
+            return {
+                "base_value": output[-1],
+                "contributions": dict(zip(names, output, strict=False)),
+            }
 
         if self.objective != "multiclass":
             return [one(row) for row in values[:, 0, :].tolist()]

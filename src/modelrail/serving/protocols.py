@@ -209,7 +209,8 @@ def v2_request(decoder: RequestDecoder, body: bytes) -> tuple[Batch, list[str] |
         for name, shape, _ in inputs:
             if len(shape) not in (1, 2) or (len(shape) == 2 and shape[1] != 1):
                 raise Problem(
-                    "invalid-request", f"input {name!r}: a feature is shape [n] or [n, 1], not {shape}"
+                    "invalid-request",
+                    f"input {name!r}: a feature is shape [n] or [n, 1], not {shape}",
                 )
         split = _split([name for name, _, _ in inputs], [data for _, _, data in inputs])
         batch = decoder.decode_document({"dataframe_split": split})
@@ -229,7 +230,8 @@ def _tensor(tensor: Any, position: int) -> tuple[str, list[int], list[Any]]:
         raise Problem("invalid-request", f"input {name!r}: shape must be non-negative integers")
     if datatype not in _V2_TYPES:
         raise Problem(
-            "invalid-request", f"input {name!r}: datatype {datatype!r} is not one of {sorted(_V2_TYPES)}"
+            "invalid-request",
+            f"input {name!r}: datatype {datatype!r} is not one of {sorted(_V2_TYPES)}",
         )
     data = _flat(tensor["data"])
     if len(data) != math.prod(shape):
@@ -275,7 +277,7 @@ def _requested(outputs: Any) -> list[str] | None:
 
 def v2_outputs(schema: FeatureSchema) -> list[dict[str, Any]]:
     """The output tensors a model answers (their metadata)."""
-    if schema.objective == "multiclass" or schema.objective == "binary":
+    if schema.objective in {"multiclass", "binary"}:
         outputs = [
             {"name": "label", "datatype": "BYTES", "shape": [-1]},
             {"name": "probabilities", "datatype": "FP64", "shape": [-1, len(schema.classes)]},
