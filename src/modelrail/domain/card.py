@@ -313,7 +313,7 @@ def _dependence(dependence: Mapping[str, Any]) -> str:
             label = "missing" if value is None else str(value)
             start = pad + (numeric_room if numbers else 0)
             return start + slot * (ticks.index(label) + 0.5)
-        return pad + (value - low) / ((high - low) or 1.0) * numeric_room
+        return pad + (float(value) - low) / ((high - low) or 1.0) * numeric_room
 
     def y_of(value: float) -> float:
         return height - pad - (value - y_low) / ((y_high - y_low) or 1.0) * (height - 2 * pad)

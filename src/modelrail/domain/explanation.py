@@ -57,7 +57,7 @@ class Sample:
 def summarise(
     schema: FeatureSchema,
     matrix: np.ndarray,
-    contribute: Callable[[np.ndarray], np.ndarray],
+    contribute: Callable[[np.ndarray], Any],
     hold_out_rows: int,
 ) -> dict[str, Any] | None:
     """The card's explanation of ``matrix`` (hold-out rows, as the model reads them);

@@ -231,7 +231,7 @@ class _Scores:
         return explanation.summarise(
             self.schema,
             self._sample.rows(),
-            lambda rows: self.booster.predict(rows, pred_contrib=True),
+            lambda rows: np.asarray(self.booster.predict(rows, pred_contrib=True)),
             self.rows,
         )
 
