@@ -248,9 +248,9 @@ class StagingService(Flask):
         answer["explanations"] = self.state.predictor.explain(batch.matrix)
         return self._json(_encode_answer(answer))
 
-    def _decoded(self) -> Batch:
+    def _decoded(self, protocol: str | None = None) -> Batch:
         """The batch of a ``/predict`` body (the native reader's, or the decoder's)."""
-        self._predicting()
+        self._predicting(protocol)
         protocols.media_type(request.headers.get("Content-Type", ""))
         batch: Batch = self.state.decoder.decode(self._body())
         return batch
@@ -314,15 +314,14 @@ class StagingService(Flask):
         return self._json(b'{"status":"alive"}')
 
     def _v1_predict(self, name: str) -> Response:
-        self._predicting(protocols.KSERVE_V1)
+        self._speaks(protocols.KSERVE_V1)
         self._named(name)
-        protocols.media_type(request.headers.get("Content-Type", ""))
-        batch = self.state.decoder.decode(self._body())
+        batch = self._decoded(protocols.KSERVE_V1)
         predictions = self._predicted(batch)[0]
         return self._json(_encode_answer(protocols.answer(predictions, batch.warnings)))
 
     def _v1_explain(self, name: str) -> Response:
-        self._predicting(protocols.KSERVE_V1)
+        self._speaks(protocols.KSERVE_V1)
         self._named(name)
         return self._explain()
 
