@@ -20,14 +20,17 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import orjson
 
-from modelrail.domain.decoding import Batch, RequestDecoder
-from modelrail.domain.features import FeatureSchema
 from modelrail.kernel.problems import Problem
+
+if TYPE_CHECKING:  # the app imports this module before it loads a model (and numpy)
+    import numpy as np
+
+    from modelrail.domain.decoding import Batch, RequestDecoder
+    from modelrail.domain.features import FeatureSchema
 
 JSON = "application/json"
 CSV = "text/csv"
@@ -292,6 +295,7 @@ def v2_answer(
     predictor: Any, outputs: np.ndarray, requested: list[str] | None
 ) -> list[dict[str, Any]]:
     """The output tensors of ``outputs`` (the model's numbers for a batch)."""
+    import numpy as np
     rows = len(outputs)
     tensors: dict[str, dict[str, Any]] = {}
     if predictor.objective in ("multiclass", "binary"):
