@@ -314,17 +314,14 @@ class Predictor:
         )
         return True
 
-    def predict(self, matrix: np.ndarray) -> list[Any]:
-        """One answer per row, ready for ``msgspec.json.encode``; ``ArithmeticError``
-        (from either predictor) rather than an answer that is not a finite number."""
-        return self._answers(self.booster.predict(matrix))
-
     def outputs(self, matrix: np.ndarray) -> np.ndarray:
-        """The model's output as numbers (``NativeBooster.predict``'s shape)."""
+        """The model's output as numbers (``NativeBooster.predict``'s shape);
+        ``ArithmeticError`` (from either predictor) rather than a number that is not
+        finite."""
         return self.booster.predict(matrix)
 
     def answers(self, outputs: np.ndarray) -> list[Any]:
-        """``predict``'s answers for ``outputs``."""
+        """One answer per row of ``outputs``, ready for ``msgspec.json.encode``."""
         return self._answers(outputs)
 
     def labels(self, outputs: np.ndarray) -> list[str]:

@@ -296,6 +296,7 @@ def v2_answer(
 ) -> list[dict[str, Any]]:
     """The output tensors of ``outputs`` (the model's numbers for a batch)."""
     import numpy as np
+
     rows = len(outputs)
     tensors: dict[str, dict[str, Any]] = {}
     if predictor.objective in ("multiclass", "binary"):
