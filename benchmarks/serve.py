@@ -34,6 +34,11 @@ feature objects
 (``{"instances": [{"island": "Dream", ...}]}``, validated and encoded by the service);
 MLflow the already-encoded numeric matrix as ``dataframe_split``, which spares it the
 encoding. The benchmark is not part of ``make test``.
+
+``--explain`` measures explanations instead: ``/explain`` against ``/predict`` with the
+same bodies (1 and 100 instances, 1 and 8 connections, back to back), and in process
+``booster.predict(pred_contrib=True)`` against the service's contributions call and
+its whole ``Predictor.explain`` (the JSON-ready answer).
 """
 
 from __future__ import annotations
@@ -436,10 +441,18 @@ def main() -> None:
         help="instead: modelrail with its prediction log off, at 100 %% and at the default "
         "rate, side by side (1 instance x 8 connections)",
     )
+    parser.add_argument(
+        "--explain",
+        action="store_true",
+        help="instead: /explain against /predict, and contributions in process",
+    )
     parser.add_argument("--out", type=Path, default=BUILD / "results.json")
     args = parser.parse_args()
     if args.prediction_log:
         prediction_log(args)
+        return
+    if args.explain:
+        explain(args)
         return
 
     shutil.rmtree(BUILD, ignore_errors=True)
@@ -586,6 +599,110 @@ def prediction_log(args: argparse.Namespace) -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_bytes(orjson.dumps(results, option=orjson.OPT_INDENT_2))
     print(orjson.dumps(results, option=orjson.OPT_INDENT_2).decode())
+
+
+def explain(args: argparse.Namespace) -> None:
+    """``/explain`` against ``/predict`` on one server (the same bodies, back to back,
+    ``--rounds`` times; a ratio is the median of the rounds'), and contributions in
+    process: ``booster.predict(pred_contrib=True)``, the service's C call and its
+    whole answer."""
+    shutil.rmtree(BUILD, ignore_errors=True)
+    compileall.compile_dir(ROOT / "src" / "modelrail", quiet=1)
+    home = BUILD / "home"
+    home.mkdir(parents=True)
+    booster, records, _ = train_and_register(home)
+    wrk = ensure_wrk()
+    bodies = {
+        n: [orjson.dumps({"instances": random.Random(f"{n}-{i}").choices(records, k=n)})
+            for i in range(BODIES)]
+        for n in (1, 100)
+    }  # fmt: skip
+    port = free_port()
+    process = start_modelrail(home, port, args)
+    base = f"http://127.0.0.1:{port}"
+    runs: dict[str, list[dict[str, Any]]] = {}
+    try:
+        wait_predict(base + "/explain", bodies[1][0], process)
+        in_use = predictor_in_use(base)
+        for round_number in range(1, args.rounds + 1):
+            for rows in (1, 100):
+                for connections in (1, 8):
+                    for route in ("/predict", "/explain"):
+                        run_wrk(wrk, base + route, bodies[rows], connections, 2)  # warm-up
+                        result = run_wrk(
+                            wrk, base + route, bodies[rows], connections, args.duration
+                        )
+                        if result["non_2xx"] or result["socket_errors"]:
+                            print(f"warning: failed requests: {result}", flush=True)
+                        runs.setdefault(f"{route} rows={rows} c={connections}", []).append(result)
+                        print(round_number, route, rows, connections, result, flush=True)
+    finally:
+        stop(process)
+    results: dict[str, Any] = {
+        "machine": {"cpus": os.cpu_count(), "python": sys.version},
+        "duration_s": args.duration,
+        "workers": args.workers,
+        "predictor_in_use": in_use,
+        "load": {},
+        "explain_vs_predict": {},
+    }
+    for case, of_rounds in runs.items():
+        by_rps = sorted(of_rounds, key=lambda result: result["rps"])
+        results["load"][case] = {
+            **by_rps[(len(by_rps) - 1) // 2],
+            "rps_of_rounds": [result["rps"] for result in of_rounds],
+        }
+        if case.startswith("/explain"):
+            plain = runs[case.replace("/explain", "/predict")]
+            results["explain_vs_predict"][case.split(" ", 1)[1]] = statistics.median(
+                a["rps"] / b["rps"] for a, b in zip(of_rounds, plain, strict=True)
+            )
+    results["in_process"] = contributions_in_process(booster, home, records)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_bytes(orjson.dumps(results, option=orjson.OPT_INDENT_2))
+    print(orjson.dumps(results, option=orjson.OPT_INDENT_2).decode())
+
+
+def contributions_in_process(
+    booster: Any, home: Path, records: list[dict[str, Any]]
+) -> dict[str, float]:
+    """Microseconds per call of 1 and 100 rows: LightGBM's package with
+    ``pred_contrib=True`` (one thread), the service's C call (``contributions``), its
+    whole answer (``Predictor.explain``), and its prediction for comparison."""
+    import numpy as np
+
+    from modelrail.adapters.local.filesystem import FilesystemStore
+    from modelrail.adapters.local.signing import LocalManifestSigner
+    from modelrail.domain.registry import Registry
+    from modelrail.serving.predictor import Predictor
+
+    store = FilesystemStore(home / "buckets", "modelrail-artifacts")
+    version = Registry(store, signer=LocalManifestSigner.in_home(home)).load(MODEL, 1)
+    predictor = Predictor(MODEL, 1, version.manifest, version.model_text)
+    matrix = predictor.schema.encode_records(records)
+    draw = random.Random("explain")
+    result = {}
+    for rows in (1, 100):
+        batches = [
+            np.ascontiguousarray(matrix[draw.choices(range(len(matrix)), k=rows)])
+            for _ in range(BODIES)
+        ]
+        for name, call in (
+            (
+                "lightgbm_pred_contrib",
+                lambda m: booster.predict(m, pred_contrib=True, num_iteration=100, num_threads=1),
+            ),
+            ("service_contributions", predictor.lightgbm.contributions),
+            ("service_explain", predictor.explain),
+            ("service_predict", lambda m: predictor.answers(predictor.outputs(m))),
+        ):
+            call(batches[0])
+            calls, started = 0, time.perf_counter()
+            while time.perf_counter() - started < 1.0:
+                call(batches[calls % BODIES])
+                calls += 1
+            result[f"{name}_{rows}_rows_us"] = (time.perf_counter() - started) / calls * 1e6
+    return result
 
 
 def start_server(

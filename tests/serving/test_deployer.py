@@ -156,6 +156,7 @@ def test_deploy_redeploy_under_load_and_refuse_tampered(
         "version": 2,
         "predictor": "lightgbm",
         "reader": "python",
+        "explainer": "lightgbm",
     }
 
 

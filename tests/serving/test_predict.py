@@ -258,6 +258,7 @@ def test_operational_routes(client: Any, models: RegisteredModels) -> None:
         "version": 1,
         "predictor": "lightgbm",
         "reader": "python",
+        "explainer": "lightgbm",
     }
     meta = client.get(f"/v1/models/{MODEL}").get_json()
     assert meta["version"] == 1

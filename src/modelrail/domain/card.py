@@ -53,6 +53,7 @@ run <code>{escape(manifest.run_id)}</code>.</p>
 {_drift(lineage.drift)}
 {_history(manifest, history)}
 <h2>Feature importance (gain)</h2>{_bars(importance)}
+{_explanation((manifest.diagnostics or {}).get("explanation"), importance)}
 <h2>Lineage</h2>
 <ul><li>Trigger: {escape(str(trigger["kind"]))} <code>{escape(str(trigger["key"]))}</code></li>
 <li>Data: <code>{escape(str(data.get("uri")))}</code> ({data.get("rows")} rows,
@@ -254,3 +255,93 @@ def _history(manifest: Manifest, history: Sequence[Mapping[str, Any]]) -> str:
             f'fill="none" stroke="#4c78a8"/>{dots}</svg></figure>'
         )
     return "<h2>Metrics across versions</h2>" + "".join(charts)
+
+
+def _explanation(
+    explanation: Mapping[str, Any] | None, importance: Sequence[tuple[str, float]]
+) -> str:
+    """Each feature's mean absolute contribution on the hold-out beside its share of the
+    gain, and a dependence plot (value against contribution) of the top features."""
+    if not explanation:
+        return ""
+    gain = dict(importance)
+    total_gain = sum(gain.values()) or 1.0
+    mean_abs = explanation["mean_abs_contribution"]
+    top = max(mean_abs.values(), default=0.0) or 1.0
+    rows = "".join(
+        f"<tr><td>{escape(name)}</td><td>{value:.4f}</td>"
+        f'<td><svg width="120" height="10" role="img"><rect height="10" '
+        f'width="{120 * value / top:.1f}" fill="#4c78a8"/></svg></td>'
+        f"<td>{100 * gain.get(name, 0.0) / total_gain:.1f}%</td></tr>"
+        for name, value in sorted(mean_abs.items(), key=lambda item: -item[1])
+    )
+    plots = "".join(
+        f"<figure><figcaption>{escape(d['feature'])}</figcaption>{_dependence(d)}</figure>"
+        for d in explanation["dependence"]
+    )
+    return (
+        "<h2>Feature contributions (hold-out, TreeSHAP)</h2>"
+        f"<p>Mean absolute contribution to the {escape(explanation['units'])} over "
+        f"{explanation['rows']} of the {explanation['hold_out_rows']} hold-out rows "
+        "(LightGBM's <code>pred_contrib</code>, as <code>/explain</code> answers), beside "
+        "each feature's share of the gain.</p>"
+        "<table><tr><th>feature</th><th>mean |contribution|</th><th></th>"
+        f"<th>gain</th></tr>{rows}</table>"
+        f"<h3>Dependence: value against contribution</h3>{plots}"
+    )
+
+
+def _dependence(dependence: Mapping[str, Any]) -> str:
+    """One point per sampled row: the feature's value (x; a category's name, or
+    "missing") against its contribution (y), with both axes labelled."""
+    width, height, pad = 360, 220, 44
+    values, contributions = dependence["values"], dependence["contributions"]
+    if dependence["categorical"] or any(v is None for v in values):
+        ticks = sorted({"missing" if v is None else str(v) for v in values} if
+                       dependence["categorical"] else {"missing"})  # fmt: skip
+    else:
+        ticks = []
+    numbers = [v for v in values if v is not None and not dependence["categorical"]]
+    low, high = (min(numbers), max(numbers)) if numbers else (0.0, 1.0)
+    y_low, y_high = min(contributions, default=0.0), max(contributions, default=0.0)
+    y_low, y_high = min(y_low, 0.0), max(y_high, 0.0)
+    numeric_room = (width - 2 * pad) * (0.8 if ticks and numbers else 1.0)
+    slot = (width - 2 * pad - (numeric_room if numbers else 0)) / max(len(ticks), 1)
+
+    def x_of(value: Any) -> float:
+        if value is None or dependence["categorical"]:
+            label = "missing" if value is None else str(value)
+            start = pad + (numeric_room if numbers else 0)
+            return start + slot * (ticks.index(label) + 0.5)
+        return pad + (float(value) - low) / ((high - low) or 1.0) * numeric_room
+
+    def y_of(value: float) -> float:
+        return height - pad - (value - y_low) / ((y_high - y_low) or 1.0) * (height - 2 * pad)
+
+    points = "".join(
+        f'<circle cx="{x_of(v):.1f}" cy="{y_of(c):.1f}" r="2" fill="#4c78a8"/>'
+        for v, c in zip(values, contributions, strict=True)
+    )
+    axes = (
+        f'<line x1="{pad}" y1="{height - pad}" x2="{width - pad}" y2="{height - pad}" '
+        f'stroke="#333"/><line x1="{pad}" y1="{pad}" x2="{pad}" y2="{height - pad}" stroke="#333"/>'
+        f'<line x1="{pad}" y1="{y_of(0.0):.1f}" x2="{width - pad}" y2="{y_of(0.0):.1f}" '
+        'stroke="#bbb" stroke-dasharray="3"/>'
+        f'<text x="2" y="{pad - 6}" font-size="11">{y_high:.3g}</text>'
+        f'<text x="2" y="{height - pad}" font-size="11">{y_low:.3g}</text>'
+        f'<text x="{pad}" y="14" font-size="11">contribution</text>'
+        f'<text x="{width / 2 - 30}" y="{height - 4}" font-size="11">'
+        f"{escape(dependence['feature'])}</text>"
+    )
+    if numbers:
+        axes += (
+            f'<text x="{pad}" y="{height - pad + 14}" font-size="11">{low:.3g}</text>'
+            f'<text x="{pad + numeric_room - 24:.1f}" y="{height - pad + 14}" font-size="11">'
+            f"{high:.3g}</text>"
+        )
+    axes += "".join(
+        f'<text x="{x_of(None if t == "missing" else t) - 14:.1f}" y="{height - pad + 14}" '
+        f'font-size="11">{escape(t)}</text>'
+        for t in ticks
+    )
+    return f'<svg width="{width}" height="{height}" role="img">{axes}{points}</svg>'

@@ -346,6 +346,12 @@ class RequestDecoder:
             document = orjson.loads(body)
         except orjson.JSONDecodeError as exc:
             raise Problem("malformed-json", f"invalid JSON: {exc}") from None
+        return self.decode_document(document)
+
+    def decode_document(self, document: Any) -> Batch:
+        """A body already parsed (as orjson parses JSON), checked value by value: what
+        another protocol's request becomes once its shape is one of these
+        (``modelrail.serving.protocols``)."""
         if type(document) is not dict:
             raise Problem(
                 "invalid-request",

@@ -48,14 +48,18 @@ from werkzeug.exceptions import (
 
 from modelrail.kernel import logs
 from modelrail.kernel.problems import PROBLEM_JSON, Problem
+from modelrail.serving import protocols
 from modelrail.settings.service import ServiceSettings
 
 if TYPE_CHECKING:
+    import numpy as np
+
+    from modelrail.domain.decoding import Batch
     from modelrail.kernel.ports import ManifestSigner
 
 log = logging.getLogger("modelrail.serving")
 
-_JSON = "application/json"
+_JSON = protocols.JSON
 _REQUEST_ID_MAX = 128
 # The two request headers WSGI names without the HTTP_ prefix.
 _CGI_HEADERS = ("CONTENT_TYPE", "CONTENT_LENGTH")
@@ -175,7 +179,9 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> StagingService:
 
 class StagingService(Flask):
     """The staging service's Flask app: ``/predict`` (and Vertex AI's predict route),
-    the probes, ``/openapi.json`` and ``/v1/models/<name>``."""
+    ``/explain``, the probes, ``/openapi.json``, ``/v1/models/<name>``, and the MLflow,
+    KServe v1 and Open Inference Protocol v2 routes over the same path
+    (``protocols``)."""
 
     def __init__(self, state: ModelState, settings: ServiceSettings, project: str) -> None:
         super().__init__("modelrail.serving")
@@ -200,8 +206,23 @@ class StagingService(Flask):
             # Vertex AI sends traffic once its health route answers 200: that is readiness.
             rules.append((settings.health_route, "ready", ["GET"]))
         rules += [
+            ("/explain", "explain", ["POST"]),
             ("/openapi.json", "openapi", ["GET"]),
             ("/v1/models/<path:name>", "metadata", ["GET"]),
+            # MLflow's scoring protocol
+            ("/invocations", "invocations", ["POST"]),
+            ("/ping", "ping", ["GET"]),
+            # KServe v1
+            ("/", "v1_live", ["GET"]),
+            ("/v1/models/<path:name>:predict", "v1_predict", ["POST"]),
+            ("/v1/models/<path:name>:explain", "v1_explain", ["POST"]),
+            # The Open Inference Protocol (KServe v2)
+            ("/v2", "v2_server", ["GET"]),
+            ("/v2/health/live", "v2_live", ["GET"]),
+            ("/v2/health/ready", "v2_ready", ["GET"]),
+            ("/v2/models/<path:name>", "v2_model", ["GET"]),
+            ("/v2/models/<path:name>/ready", "v2_model_ready", ["GET"]),
+            ("/v2/models/<path:name>/infer", "v2_infer", ["POST"]),
         ]
         for rule, view, methods in rules:
             self.add_url_rule(
@@ -216,20 +237,130 @@ class StagingService(Flask):
     # -- views ---------------------------------------------------------------------
 
     def _predict(self) -> Response:
-        predictor = self._predictor()
-        _check_media_type(request.headers.get("Content-Type", ""))
-        batch = self.state.decoder.decode(self._body())
-        predictions = predictor.predict(batch.matrix)
+        batch = self._decoded()
+        predictions = self._predicted(batch)[0]
+        return self._json(_encode_answer(self._answer(predictions, batch)))
+
+    def _explain(self) -> Response:
+        batch = self._decoded()
+        predictions = self._predicted(batch)[0]
+        answer = self._answer(predictions, batch)
+        answer["explanations"] = self.state.predictor.explain(batch.matrix)
+        return self._json(_encode_answer(answer))
+
+    def _decoded(self, protocol: str | None = None) -> Batch:
+        """The batch of a ``/predict`` body (the native reader's, or the decoder's)."""
+        self._predicting(protocol)
+        protocols.media_type(request.headers.get("Content-Type", ""))
+        batch: Batch = self.state.decoder.decode(self._body())
+        return batch
+
+    def _predicting(self, protocol: str | None = None) -> None:
+        """Marks the request as a prediction (its refusal goes to the prediction log),
+        answered in ``protocol``'s form (None: this service's own), by a loaded model."""
+        request.environ["modelrail.predicting"] = True
+        self._speaks(protocol)
+        self._predictor()
+
+    def _predicted(self, batch: Batch) -> tuple[list[Any], np.ndarray]:
+        """The answers and the model's numbers for ``batch``; sampled into the
+        prediction log. Every protocol's prediction comes through here."""
+        predictor = self.state.predictor
+        outputs = predictor.outputs(batch.matrix)
+        predictions = predictor.answers(outputs)
+        if batch.warnings:
+            request.environ["modelrail.detail"] = f"{len(batch.warnings)} warning(s)"
+        prediction_log = self.state.log
+        if prediction_log is not None and prediction_log.sampled():
+            prediction_log.answered(_request_id(), batch.matrix, predictions, batch.unseen)
+        return predictions, outputs
+
+    def _answer(self, predictions: list[Any], batch: Batch) -> dict[str, Any]:
+        predictor = self.state.predictor
         answer: dict[str, Any] = {
             "predictions": predictions,
             "model": {"name": predictor.model, "version": predictor.version},
         }
         if batch.warnings:
             answer["warnings"] = batch.warnings
-            request.environ["modelrail.detail"] = f"{len(batch.warnings)} warning(s)"
-        prediction_log = self.state.log
-        if prediction_log is not None and prediction_log.sampled():
-            prediction_log.answered(_request_id(), batch.matrix, predictions, batch.unseen)
+        return answer
+
+    # -- MLflow, KServe v1, the Open Inference Protocol (``protocols``) --------------------
+
+    def _speaks(self, protocol: str | None) -> None:
+        """Errors of this request are answered as ``protocol``'s clients read them."""
+        if protocol is not None:
+            request.environ["modelrail.protocol"] = protocol
+
+    def _named(self, name: str) -> None:
+        if name != self.settings.model_name:
+            raise Problem(
+                "not-found", f"this service serves {self.settings.model_name!r}, not {name!r}"
+            )
+
+    def _invocations(self) -> Response:
+        self._predicting(protocols.MLFLOW)
+        content_type = request.headers.get("Content-Type", "")
+        batch = protocols.mlflow_batch(self.state.decoder, content_type, self._body())
+        predictions = self._predicted(batch)[0]
+        return self._json(_encode_answer(protocols.answer(predictions, batch.warnings)))
+
+    def _ping(self) -> Response:
+        self._speaks(protocols.MLFLOW)
+        self._predictor()
+        return self._json(b"{}")
+
+    def _v1_live(self) -> Response:
+        return self._json(b'{"status":"alive"}')
+
+    def _v1_predict(self, name: str) -> Response:
+        self._speaks(protocols.KSERVE_V1)
+        self._named(name)
+        batch = self._decoded(protocols.KSERVE_V1)
+        predictions = self._predicted(batch)[0]
+        return self._json(_encode_answer(protocols.answer(predictions, batch.warnings)))
+
+    def _v1_explain(self, name: str) -> Response:
+        self._speaks(protocols.KSERVE_V1)
+        self._named(name)
+        return self._explain()
+
+    def _v2_server(self) -> Response:
+        return self._json(b'{"name":"modelrail","version":"1","extensions":[]}')
+
+    def _v2_live(self) -> Response:
+        return self._json(b'{"live":true}')
+
+    def _v2_ready(self) -> Response:
+        ready = self.state.ready
+        return self._json(orjson.dumps({"ready": ready}), 200 if ready else 503)
+
+    def _v2_model(self, name: str) -> Response:
+        self._speaks(protocols.OIP_V2)
+        self._named(name)
+        return self._json(orjson.dumps(protocols.v2_model(self._predictor())))
+
+    def _v2_model_ready(self, name: str) -> Response:
+        self._speaks(protocols.OIP_V2)
+        self._named(name)
+        self._predictor()
+        return self._json(orjson.dumps({"name": name, "ready": True}))
+
+    def _v2_infer(self, name: str) -> Response:
+        self._predicting(protocols.OIP_V2)
+        self._named(name)
+        protocols.media_type(request.headers.get("Content-Type", ""))
+        batch, requested, request_id = protocols.v2_request(self.state.decoder, self._body())
+        outputs = self._predicted(batch)[1]
+        predictor = self.state.predictor
+        answer: dict[str, Any] = {
+            "model_name": predictor.model,
+            "model_version": str(predictor.version),
+            "id": request_id if isinstance(request_id, str) else _request_id(),
+            "outputs": protocols.v2_answer(predictor, outputs, requested),
+        }
+        if batch.warnings:
+            answer["parameters"] = {"warnings": batch.warnings}
         return self._json(_encode_answer(answer))
 
     def _live(self) -> Response:
@@ -243,7 +374,10 @@ class StagingService(Flask):
             "version": predictor.version,
             "predictor": predictor.booster.kind,
             "reader": self.state.decoder.reader,
+            "explainer": predictor.explainer,
         }
+        if predictor.booster.kind != predictor.explainer:
+            answer["explainer_reason"] = predictor.explainer_reason
         return self._json(orjson.dumps(answer))
 
     def _openapi(self) -> Response:
@@ -262,15 +396,13 @@ class StagingService(Flask):
         return self._json(self._openapi_document)
 
     def _metadata(self, name: str) -> Response:
-        if name != self.settings.model_name:
-            raise Problem(
-                "not-found", f"this service serves {self.settings.model_name!r}, not {name!r}"
-            )
+        self._named(name)
         predictor = self._predictor()
         manifest = predictor.manifest.to_json()
         lineage = manifest["lineage"]
         body = {
             "name": predictor.model,
+            "ready": True,  # KServe v1's model readiness (503 while not ready)
             "version": predictor.version,
             "run_id": manifest["run_id"],
             "created_at": manifest["created_at"],
@@ -327,15 +459,19 @@ class StagingService(Flask):
     # -- errors, request ids, the access log ------------------------------------------
 
     def _problem(self, problem: Problem) -> Response:
-        request.environ["modelrail.detail"] = problem.detail
+        environ = request.environ
+        environ["modelrail.detail"] = problem.detail
         prediction_log = self.state.log
         if (
             prediction_log is not None
-            and (request.endpoint or "").startswith("predict:")
+            and environ.get("modelrail.predicting")
             and prediction_log.sampled()
         ):
             errors = len(problem.extensions.get("errors", ()))
             prediction_log.refused(_request_id(), problem.status, problem.slug, errors)
+        protocol = environ.get("modelrail.protocol")
+        if protocol is not None:
+            return self._json(protocols.error_body(protocol, problem), problem.status)
         body = problem.body(request.path)
         body["request_id"] = _request_id()
         return self._json(orjson.dumps(body), problem.status, PROBLEM_JSON)
@@ -483,26 +619,6 @@ def _request_id() -> str:
             found = os.urandom(16).hex()
         environ["modelrail.request_id"] = found
     return found
-
-
-def _check_media_type(content_type: str) -> None:
-    """JSON, in UTF-8 (RFC 8259): a body in another charset would be read as the wrong
-    text, so it is refused rather than guessed at."""
-    media_type, _, parameters = content_type.partition(";")
-    media_type = media_type.strip().lower()
-    if media_type != _JSON:
-        raise Problem(
-            "unsupported-media-type",
-            f"send Content-Type: application/json, not {media_type or 'none'}",
-        )
-    for parameter in parameters.split(";"):
-        name, _, value = parameter.partition("=")
-        charset = value.strip().strip('"').lower()
-        if name.strip().lower() == "charset" and charset not in ("utf-8", "utf8"):
-            raise Problem(
-                "unsupported-media-type",
-                f"JSON is read as UTF-8 (RFC 8259); charset={charset} is not",
-            )
 
 
 def _too_large(limit: int) -> Problem:

@@ -222,6 +222,14 @@ def build(
                 "description": "what reads the common /predict body into the feature matrix "
                 "(the compiled predictor's body reader, or Python; the same numbers)",
             },
+            "explainer": {
+                "const": "lightgbm",
+                "description": "what computes /explain's contributions",
+            },
+            "explainer_reason": {
+                "type": "string",
+                "description": "why the predictor in use does not compute them, where it does not",
+            },
         },
     }
     predict_responses = {
@@ -308,6 +316,22 @@ def build(
     }
     if settings.predict_route != "/predict":
         paths["/predict"] = {"post": {**predict_operation, "operationId": "predictDefault"}}
+    explain_operation = {
+        "operationId": "explain",
+        "summary": "Predict, with each feature's contribution (TreeSHAP)",
+        "requestBody": predict_operation["requestBody"],
+        "responses": {
+            **predict_responses,
+            "200": {
+                "description": "predictions, and per instance each feature's contribution",
+                "content": {
+                    "application/json": {"schema": {"$ref": "#/components/schemas/ExplainResponse"}}
+                },
+            },
+        },
+    }
+    paths["/explain"] = {"post": explain_operation}
+    paths.update(_protocol_paths(schema, prediction))
     return {
         "openapi": "3.1.0",
         "info": {
@@ -324,7 +348,215 @@ def build(
                 "InstanceObject": instance_object,
                 "InstanceArray": instance_array,
                 "PredictResponse": response,
+                "ExplainResponse": _explain_response(schema),
                 "Problem": problem_schema(),
             }
         },
     }
+
+
+def _explain_response(schema: FeatureSchema | None) -> dict[str, Any]:
+    names = schema.names if schema else []
+    one = {
+        "type": "object",
+        "required": ["base_value", "contributions"],
+        "properties": {
+            "base_value": {"type": "number"},
+            "contributions": {
+                "type": "object",
+                "required": names,
+                "properties": {name: {"type": "number"} for name in names},
+                "additionalProperties": False,
+            },
+        },
+        "description": "in raw-score units (log-odds of the second class for a binary "
+        "model, per class for multiclass): base_value plus the contributions is the raw "
+        "score (LightGBM's pred_contrib, exact TreeSHAP)",
+    }
+    if schema is not None and schema.objective == "multiclass":
+        explanation: dict[str, Any] = {
+            "type": "object",
+            "required": ["classes"],
+            "properties": {
+                "classes": {
+                    "type": "object",
+                    "required": list(schema.classes),
+                    "properties": {c: one for c in schema.classes},
+                    "additionalProperties": False,
+                }
+            },
+        }
+    else:
+        explanation = one
+    return {
+        "allOf": [{"$ref": "#/components/schemas/PredictResponse"}],
+        "required": ["explanations"],
+        "properties": {"explanations": {"type": "array", "items": explanation}},
+    }
+
+
+def _errors(schema: dict[str, Any], statuses: dict[str, str]) -> dict[str, Any]:
+    return {
+        status: {"description": why, "content": {"application/json": {"schema": schema}}}
+        for status, why in statuses.items()
+    }
+
+
+_REQUEST_ERRORS = {
+    "400": "not valid JSON (or CSV)",
+    "404": "this service serves another model",
+    "413": "too large a body, or too many instances",
+    "415": "an unsupported content type",
+    "422": "a shape or value the model does not take",
+    "503": "no model is loaded",
+}
+# MLflow's ``MlflowException`` JSON, and KServe's / the Open Inference Protocol's error.
+_MLFLOW_ERROR = {
+    "type": "object",
+    "required": ["error_code", "message"],
+    "properties": {"error_code": {"type": "string"}, "message": {"type": "string"}},
+}
+_ERROR = {"type": "object", "required": ["error"], "properties": {"error": {"type": "string"}}}
+_NAME = [{"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}]
+
+
+def _get(operation: str, summary: str, body: dict[str, Any], errors: Any = None) -> Any:
+    responses = {
+        "200": {"description": summary, "content": {"application/json": {"schema": body}}},
+        **(errors or {}),
+    }
+    return {"get": {"operationId": operation, "summary": summary, "responses": responses}}
+
+
+def _protocol_paths(schema: FeatureSchema | None, prediction: dict[str, Any]) -> dict[str, Any]:
+    """MLflow's scoring protocol, KServe v1 and the Open Inference Protocol v2."""
+    predictions = {
+        "type": "object",
+        "required": ["predictions"],
+        "properties": {
+            "predictions": {"type": "array", "items": prediction},
+            "warnings": {"type": "array", "items": POINTED_ITEM},
+        },
+    }
+    ok = {"description": "one prediction per instance", "content": {
+        "application/json": {"schema": predictions}}}  # fmt: skip
+    rows = {"type": "array", "minItems": 1, "items": {"oneOf": [
+        {"$ref": "#/components/schemas/InstanceObject"},
+        {"$ref": "#/components/schemas/InstanceArray"}]}}  # fmt: skip
+    mlflow_request = {
+        "oneOf": [
+            {"$ref": "#/components/schemas/PredictRequest"},
+            {
+                "type": "object",
+                "required": ["inputs"],
+                "additionalProperties": False,
+                "properties": {
+                    "inputs": {
+                        "oneOf": [
+                            rows,
+                            {
+                                "type": "object",
+                                "description": "columns: a feature's values in each",
+                                "additionalProperties": {"type": "array"},
+                            },
+                        ]
+                    },
+                    "params": {"type": "object"},
+                },
+            },
+        ],
+        "description": "as /predict takes, or MLflow's inputs; NaN is read as a missing value",
+    }
+    tensor = {
+        "type": "object",
+        "required": ["name", "shape", "datatype", "data"],
+        "properties": {
+            "name": {"type": "string"},
+            "shape": {"type": "array", "items": {"type": "integer", "minimum": 0}},
+            "datatype": {"type": "string"},
+            "data": {"type": "array"},
+            "parameters": {"type": "object"},
+        },
+    }
+    infer_request = {
+        "type": "object",
+        "required": ["inputs"],
+        "properties": {
+            "id": {"type": "string"},
+            "inputs": {"type": "array", "items": tensor, "description": (
+                "one tensor per feature (named after it, shape [n] or [n, 1]), or one "
+                "[n, features] tensor in the model's feature order")},
+            "outputs": {"type": "array", "items": {
+                "type": "object", "required": ["name"],
+                "properties": {"name": {"type": "string"}}}},
+            "parameters": {"type": "object"},
+        },
+    }  # fmt: skip
+    infer_response = {
+        "type": "object",
+        "required": ["model_name", "model_version", "id", "outputs"],
+        "properties": {
+            "model_name": {"type": "string"},
+            "model_version": {"type": "string"},
+            "id": {"type": "string"},
+            "outputs": {"type": "array", "items": tensor},
+            "parameters": {"type": "object"},
+        },
+    }
+    v1_errors = _errors(_ERROR, _REQUEST_ERRORS)
+    ready = {"type": "object", "required": ["ready"], "properties": {"ready": {"type": "boolean"}}}
+    not_ready = _errors(_ERROR, {"404": "this service serves another model",
+                                 "503": "no model is loaded"})  # fmt: skip
+    json_body = {"required": True, "content": {"application/json": {
+        "schema": {"$ref": "#/components/schemas/PredictRequest"}}}}  # fmt: skip
+    return {
+        "/invocations": {
+            "post": {
+                "operationId": "mlflowInvocations",
+                "summary": "MLflow's scoring protocol",
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "application/json": {"schema": mlflow_request},
+                        "text/csv": {
+                            "schema": {"type": "string"},
+                            "description": "a header row of feature names, then one row each",
+                        },
+                    },
+                },
+                "responses": {"200": ok, **_errors(_MLFLOW_ERROR, _REQUEST_ERRORS)},
+            }
+        },
+        "/ping": _get("mlflowPing", "MLflow's readiness", {"type": "object"},
+                      _errors(_MLFLOW_ERROR, {"503": "no model is loaded"})),
+        "/": _get("kserveLive", "KServe v1 liveness", {
+            "type": "object", "required": ["status"],
+            "properties": {"status": {"const": "alive"}}}),
+        "/v1/models/{name}:predict": {"post": {
+            "operationId": "kservePredict", "summary": "KServe v1 prediction",
+            "parameters": _NAME, "requestBody": json_body,
+            "responses": {"200": ok, **v1_errors}}},
+        "/v1/models/{name}:explain": {"post": {
+            "operationId": "kserveExplain", "summary": "KServe v1 explanation (as /explain)",
+            "parameters": _NAME, "requestBody": json_body,
+            "responses": {"200": {"description": "as /explain", "content": {"application/json": {
+                "schema": {"$ref": "#/components/schemas/ExplainResponse"}}}}, **v1_errors}}},
+        "/v2": _get("v2Server", "Open Inference Protocol server metadata", {
+            "type": "object", "required": ["name", "version", "extensions"]}),
+        "/v2/health/live": _get("v2Live", "Open Inference Protocol liveness", {
+            "type": "object", "required": ["live"], "properties": {"live": {"type": "boolean"}}}),
+        "/v2/health/ready": _get("v2Ready", "Open Inference Protocol readiness", ready,
+                                 _errors(ready, {"503": "no model is loaded"})),
+        "/v2/models/{name}": {"get": {**_get("v2Model", "the model's tensors", {
+            "type": "object", "required": ["name", "versions", "platform", "inputs", "outputs"]},
+            not_ready)["get"], "parameters": _NAME}},
+        "/v2/models/{name}/ready": {"get": {**_get("v2ModelReady", "model readiness", ready,
+                                                   not_ready)["get"], "parameters": _NAME}},
+        "/v2/models/{name}/infer": {"post": {
+            "operationId": "v2Infer", "summary": "Open Inference Protocol inference",
+            "parameters": _NAME,
+            "requestBody": {"required": True, "content": {"application/json": {
+                "schema": infer_request}}},
+            "responses": {"200": {"description": "output tensors", "content": {
+                "application/json": {"schema": infer_response}}}, **v1_errors}}},
+    }  # fmt: skip

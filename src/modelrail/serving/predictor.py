@@ -37,6 +37,7 @@ log = logging.getLogger("modelrail.serving")
 
 _DTYPE_FLOAT64 = 1  # C_API_DTYPE_FLOAT64
 _PREDICT_NORMAL = 0  # C_API_PREDICT_NORMAL
+_PREDICT_CONTRIB = 3  # C_API_PREDICT_CONTRIB: TreeSHAP, as pred_contrib=True
 _ROW_MAJOR = 1
 # One thread per call: requests are small, and OpenMP threads would fight the server's
 # workers for the same cores (and make forking after a load unsafe).
@@ -150,6 +151,38 @@ class NativeBooster:
             self._local.config = config
         return config
 
+    def contributions(self, matrix: np.ndarray) -> np.ndarray:
+        """LightGBM's exact TreeSHAP values (``pred_contrib=True``): rows x outputs x
+        (features + 1), the last column each output's base value; each output's row
+        sums to its raw score."""
+        matrix = loader.c_rows(matrix, self.num_features)
+        rows, columns = matrix.shape
+        outputs = self._width
+        out = np.empty(rows * outputs * (columns + 1), dtype=np.float64)
+        written = ctypes.c_int64()
+        _check(
+            self._lib,
+            self._lib.LGBM_BoosterPredictForMat(
+                self._handle,
+                loader.address(matrix),
+                _DTYPE_FLOAT64,
+                rows,
+                columns,
+                _ROW_MAJOR,
+                _PREDICT_CONTRIB,
+                0,
+                self.num_iteration,
+                _PARAMETERS,
+                ctypes.byref(written),
+                loader.address(out),
+            ),
+        )
+        if written.value != out.size:
+            raise ValueError(f"LightGBM wrote {written.value} contributions, expected {out.size}")
+        if not loader.finite(out):
+            raise ArithmeticError("the model produced a non-finite contribution")
+        return out.reshape(rows, outputs, columns + 1)
+
     def predict(self, matrix: np.ndarray) -> np.ndarray:
         """Probabilities (nrow x classes, or nrow for binary) or regression values."""
         matrix = loader.c_rows(matrix, self.num_features)
@@ -217,9 +250,10 @@ class Predictor:
         # checked that both give the same doubles.
         self.booster: NativeBooster | loader.CompiledBooster
         try:
-            self.booster = NativeBooster(model_text, num_iteration=self.num_iteration)
+            self.lightgbm = NativeBooster(model_text, num_iteration=self.num_iteration)
         except ModelLoadError as exc:
             raise ModelLoadError(f"{model} v{version}: LightGBM cannot load it: {exc}") from exc
+        self.booster = self.lightgbm
         if self.booster.num_features != len(self.schema.features):
             raise ModelLoadError(
                 f"{model} v{version}: the model takes {self.booster.num_features} features "
@@ -280,10 +314,47 @@ class Predictor:
         )
         return True
 
-    def predict(self, matrix: np.ndarray) -> list[Any]:
-        """One answer per row, ready for ``msgspec.json.encode``; ``ArithmeticError``
-        (from either predictor) rather than an answer that is not a finite number."""
-        return self._answers(self.booster.predict(matrix))
+    def outputs(self, matrix: np.ndarray) -> np.ndarray:
+        """The model's output as numbers (``NativeBooster.predict``'s shape);
+        ``ArithmeticError`` (from either predictor) rather than a number that is not
+        finite."""
+        return self.booster.predict(matrix)
+
+    def answers(self, outputs: np.ndarray) -> list[Any]:
+        """One answer per row of ``outputs``, ready for ``msgspec.json.encode``."""
+        return self._answers(outputs)
+
+    def labels(self, outputs: np.ndarray) -> list[str]:
+        """The label of each row of a classifier's ``outputs``."""
+        return list(map(tuple(self.classes).__getitem__, _label_index(outputs).tolist()))
+
+    # The compiled predictor computes predictions only: contributions always come from
+    # LightGBM's C library, which is what they are held to.
+    explainer = "lightgbm"
+    explainer_reason = (
+        "the compiled predictor computes predictions only; LightGBM's C library "
+        "computes contributions (TreeSHAP, pred_contrib)"
+    )
+
+    def explain(self, matrix: np.ndarray) -> list[dict[str, Any]]:
+        """Each row's feature contributions and base value, in raw-score units (log-odds
+        of ``classes[1]`` for binary models, per class for multiclass ones): LightGBM's
+        ``pred_contrib``, whose values plus the base value sum to the raw score."""
+        values = self.lightgbm.contributions(matrix)
+        names = self.schema.names
+
+        def one(output: list[float]) -> dict[str, Any]:
+            return {
+                "base_value": output[-1],
+                "contributions": dict(zip(names, output, strict=False)),
+            }
+
+        if self.objective != "multiclass":
+            return [one(row) for row in values[:, 0, :].tolist()]
+        classes = self.classes
+        return [
+            {"classes": dict(zip(classes, map(one, row), strict=True))} for row in values.tolist()
+        ]
 
 
 def _answers(objective: str, labels: Sequence[str]) -> Callable[[np.ndarray], list[Any]]:
@@ -322,13 +393,19 @@ def _answers(objective: str, labels: Sequence[str]) -> Callable[[np.ndarray], li
         def binary_answers(raw: np.ndarray) -> list[Any]:
             positive = raw.tolist()
             by_class = map(probabilities, (1.0 - raw).tolist(), positive)
-            return list(map(binary, map(label_of, (raw >= 0.5).tolist()), positive, by_class))
+            return list(map(binary, map(label_of, _label_index(raw).tolist()), positive, by_class))
 
         return binary_answers
     multiclass = msgspec.defstruct("Answer", [("label", str), ("probabilities", Any)], gc=False)
 
     def multiclass_answers(raw: np.ndarray) -> list[Any]:
-        best = map(label_of, raw.argmax(axis=1).tolist())
+        best = map(label_of, _label_index(raw).tolist())
         return list(map(multiclass, best, map(probabilities, *raw.T.tolist())))
 
     return multiclass_answers
+
+
+def _label_index(raw: np.ndarray) -> np.ndarray:
+    """Each row's class index: a binary model's positive class from 0.5 on, else the
+    most probable class."""
+    return raw >= 0.5 if raw.ndim == 1 else raw.argmax(axis=1)

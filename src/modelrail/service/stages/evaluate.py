@@ -45,7 +45,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from modelrail.domain import evaluation, training
+from modelrail.domain import evaluation, explanation, training
 from modelrail.domain.config import MetricGate, PipelineConfig
 from modelrail.domain.dataset import snapshot
 from modelrail.domain.dataset.checks import ParsedDataset
@@ -151,10 +151,12 @@ def handle(
         "champion": champion,
         "reference": reference,
         "verdict": overall,
-        # For the model card: per class and the confusion matrix, or predicted vs actual.
-        "diagnostics": evaluation.diagnostics(
-            schema.objective, *candidate.scored(), schema.classes
-        ),
+        # For the model card: per class and the confusion matrix, or predicted vs actual,
+        # and the features' contributions on the hold-out.
+        "diagnostics": {
+            **evaluation.diagnostics(schema.objective, *candidate.scored(), schema.classes),
+            "explanation": candidate.explanation(),
+        },
     }
     report_uri = runs.save_report(event.run_id, "evaluation", report)
     # The rows it was judged on, for register to keep as the version's reference set.
@@ -192,6 +194,8 @@ class _Scores:
         self.booster, self.schema, self.contract = booster, schema, config.contract
         self._truth: list[np.ndarray] = []
         self._predicted: list[np.ndarray] = []
+        # The rows the card's explanation is computed on (a uniform sample).
+        self._sample = explanation.Sample(config.seed)
 
     def add(self, batch: pa.Table, predicted: list[Any] | None = None) -> None:
         """The rows of ``batch``, with the model's predictions of them, or the
@@ -200,10 +204,10 @@ class _Scores:
             return
         columns = TableColumns(batch, self.contract)
         self._truth.append(self.schema.encode_target(columns[self.schema.target]))
+        matrix = self.schema.encode_columns(columns)
+        self._sample.add(matrix)
         if predicted is None:
-            self._predicted.append(
-                np.asarray(self.booster.predict(self.schema.encode_columns(columns)))
-            )
+            self._predicted.append(np.asarray(self.booster.predict(matrix)))
         elif len(predicted) != batch.num_rows:
             raise IntegrityError(
                 f"the candidate's {len(predicted)} out-of-fold predictions are not one per "
@@ -221,6 +225,15 @@ class _Scores:
         if not self._truth:
             raise DataUnavailable("the hold-out is empty: there is nothing to judge on")
         return np.concatenate(self._truth), np.concatenate(self._predicted)
+
+    def explanation(self) -> dict[str, Any] | None:
+        """The features' contributions (TreeSHAP) on a sample of the rows added."""
+        return explanation.summarise(
+            self.schema,
+            self._sample.rows(),
+            lambda rows: np.asarray(self.booster.predict(rows, pred_contrib=True)),
+            self.rows,
+        )
 
     def metrics(self, rows: np.ndarray | None = None) -> dict[str, float]:
         """The metrics of every row added, or of ``rows`` of them (their positions)."""
