@@ -295,3 +295,92 @@ def test_a_drift_retrains_only_on_an_upload_with_enough_new_rows(
     assert harness.published("retrain-requested") == []
     # Nothing started, so no cool-down began: the next drift on enough new rows may start one.
     assert policy_state.read(container.artifacts, "penguins", "retrain-on-drift").value is None
+
+
+def _shifted(penguins_csv: bytes, by: float) -> bytes:
+    """The penguins with every flipper ``by`` mm longer."""
+    lines = penguins_csv.decode().splitlines()
+    column = lines[0].split(",").index("flipper_length_mm")
+    out = [lines[0]]
+    for line in lines[1:]:
+        cells = line.split(",")
+        if cells[column] not in ("", "NA"):
+            cells[column] = f"{float(cells[column]) + by:g}"
+        out.append(",".join(cells))
+    return ("\n".join(out) + "\n").encode()
+
+
+def test_the_retrain_on_drift_takes_the_drift_live_traffic_showed_as_confirmed(
+    harness: Harness, penguins_csv: bytes, tmp_path: Path
+) -> None:
+    """An upload as shifted as the requests is refused for drift when a person asks
+    for the retrain; the drift policy's retrain, naming the monitor's report of that
+    very shift, validates it (the drift reported, with the report) and deploys."""
+    container = installed(harness.container, _drifting_definition(tmp_path))
+    harness.upload(penguins_csv)
+    harness.run()
+    data = harness.storage.bucket(container.settings.data_bucket)
+    generation = data.write("uploads/penguins/shifted.csv", _shifted(penguins_csv, 15))
+    uri = f"gs://{data.bucket}/uploads/penguins/shifted.csv#{generation}"
+
+    harness.retrain("by-hand", data_uri=uri)
+    harness.run()
+    [by_hand] = [r for r in harness.runs() if r.trigger.get("kind") == "retrain"]
+    assert by_hand.outcome == "failed"
+    assert "drifted from v1's training data" in str(by_hand.failure)
+
+    at = datetime.now(UTC)
+    log_shifted_requests(container, 1, at)
+    report = monitor(container, since=at - timedelta(minutes=1), until=at + timedelta(minutes=1))
+    assert report["actions"]["retrain"]["started"], report["actions"]
+    harness.run()
+
+    [run] = [r for r in harness.runs() if r.trigger.get("kind") == "drift"]
+    assert run.outcome == "deployed", run.failure
+    validation = container.runs.report(run.run_id, "validation")
+    [request] = [r for r in harness.published("retrain-requested") if r.get("policy")]
+    seen = {"monitoring_report": request["monitoring_report"], "drifted": ["flipper_length_mm"]}
+    assert validation["drift"]["seen_live"] == seen
+    failing = [c["column"] for c in validation["drift"]["columns"] if c["status"] == "fail"]
+    assert failing == ["flipper_length_mm"]
+    # v1's reference set, unshifted, is reported, not gated on: v2 scores worse there
+    # (a person's retrain of this data would have been rejected for it), yet deploys.
+    evaluation = container.runs.report(run.run_id, "evaluation")
+    reference = evaluation["reference"]
+    assert not reference["verdict"]["blessed"]
+    assert evaluation["verdict"]["blessed"]
+    assert not any("reference set" in r for r in evaluation["verdict"]["reasons"])
+    assert any("not judged on v1's reference set" in n for n in evaluation["verdict"]["notes"])
+
+
+def test_a_drift_retrain_whose_report_found_another_drift_is_refused(
+    harness: Harness, penguins_csv: bytes, tmp_path: Path
+) -> None:
+    """The report is read, not believed from the event: one naming no report, or one
+    that found a different feature drifted, does not excuse the upload's drift."""
+    container = installed(harness.container, _drifting_definition(tmp_path))
+    harness.upload(penguins_csv)
+    harness.run()
+    data = harness.storage.bucket(container.settings.data_bucket)
+    generation = data.write("uploads/penguins/shifted.csv", _shifted(penguins_csv, 15))
+    uri = f"gs://{data.bucket}/uploads/penguins/shifted.csv#{generation}"
+    elsewhere = "monitoring/penguins/v1/20261206T000000000000Z-20261205T230000000000Z.json"
+    container.artifacts.write(
+        elsewhere, orjson.dumps({"model": "penguins", "drifted": ["bill_length_mm"]})
+    )
+
+    harness.retrain("unnamed", data_uri=uri, policy="drift")
+    harness.retrain("other-feature", data_uri=uri, policy="drift", monitoring_report=elsewhere)
+    harness.retrain(
+        "no-such-report",
+        data_uri=uri,
+        policy="drift",
+        monitoring_report=elsewhere.replace("2026", "2025"),
+    )
+    harness.run()
+
+    runs = [r for r in harness.runs() if r.trigger.get("kind") == "drift"]
+    assert len(runs) == 3
+    for run in runs:
+        assert run.outcome == "failed", run.trigger
+        assert "drifted from v1's training data" in str(run.failure)

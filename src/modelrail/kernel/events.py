@@ -139,6 +139,9 @@ class RetrainRequested:
     requested_at: str | None = None
     # A retrain policy's, not a person's ("drift", "schedule"): its trigger says so.
     policy: str | None = None
+    # The drift policy's: the monitoring report (its key in the artifact bucket) whose
+    # drift in live traffic this retrain answers.
+    monitoring_report: str | None = None
 
     @classmethod
     def from_body(cls, body: Mapping[str, Any]) -> RetrainRequested:
@@ -168,6 +171,8 @@ class RetrainRequested:
         }
         if self.policy:
             trigger["reason"] = self.reason
+        if self.monitoring_report:
+            trigger["monitoring_report"] = self.monitoring_report
         return trigger
 
 

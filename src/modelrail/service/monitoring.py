@@ -95,7 +95,7 @@ def monitor(
     moments = "-".join(f"{m.astimezone(UTC):%Y%m%dT%H%M%S%fZ}" for m in (until, since))
     key = f"{REPORT_PREFIX}{model}/v{version}/{moments}.json"
     result["report_uri"] = container.artifacts.uri(key)
-    result["actions"] = _act(container, result, loaded.manifest, until)
+    result["actions"] = _act(container, result, loaded.manifest, until, key)
     container.artifacts.write(key, canonical_json(result), content_type="application/json")
     return result
 
@@ -127,7 +127,7 @@ def reports(container: Container, limit: int = 50) -> list[dict[str, Any]]:
 
 
 def _act(
-    container: Container, report: dict[str, Any], manifest: Manifest, until: datetime
+    container: Container, report: dict[str, Any], manifest: Manifest, until: datetime, key: str
 ) -> dict[str, Any]:
     """Publish the drift, and start a retrain where the policy says so."""
     if not report["drifted"]:
@@ -151,14 +151,16 @@ def _act(
     actions: dict[str, Any] = {"drift_detected": detected.event_id}
     if container.config.retrain_on_drift:
         why = ", ".join(f"{f['feature']} (PSI {f['psi']} > {f['fail']})" for f in over)
-        actions["retrain"] = _retrain_on_drift(container, manifest, until, why)
+        actions["retrain"] = _retrain_on_drift(container, manifest, until, why, key)
     return actions
 
 
 def _retrain_on_drift(
-    container: Container, manifest: Manifest, until: datetime, why: str
+    container: Container, manifest: Manifest, until: datetime, why: str, report_key: str
 ) -> dict[str, Any]:
-    """The retrain [retrain] on_drift starts, or why it starts none."""
+    """The retrain [retrain] on_drift starts, or why it starts none. It names the
+    report (``report_key``), whose drift validate then takes as confirmed by live
+    traffic."""
     model = container.model
     newest = retrain_data.newest(container)
     trained_on = manifest.lineage.data or {}
@@ -190,6 +192,7 @@ def _retrain_on_drift(
         reason=f"drift in what v{manifest.version} is asked: {why}"[:500],
         requested_at=utcnow(),
         policy="drift",
+        monitoring_report=report_key,
     )
     started = {"at": request.requested_at, "at_s": now, "request_id": request.request_id}
     if not state.replace(container.artifacts, started):

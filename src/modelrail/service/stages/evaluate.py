@@ -29,8 +29,12 @@ else every sample, some of which the champion may have trained on where no out-o
 prediction did, which can only favour the champion; either way it never gets worse.
 The champion's reference set is not compared, because the candidate trained on every
 row of this run and no set is unseen by it; this run's samples are kept as the
-reference set as any hold-out is. The verdict says how the candidate was judged
-(``judged_by``, and ``notes``), and warns when its metrics come from few rows.
+reference set as any hold-out is. Nor does it gate a drift policy's retrain whose
+monitoring report validate read (``dataset.seen_live``): live traffic has left the
+reference set, and the candidate is judged on data like what it will be asked
+(``_on_reference``); its metrics there are still reported. The verdict says how the
+candidate was judged (``judged_by``, and ``notes``), and warns when its metrics come
+from few rows.
 """
 
 from __future__ import annotations
@@ -111,18 +115,9 @@ def handle(
             config, registry, loaded, champion, (candidate, champion_scores), every
         )
     reasons: list[str] = verdict.to_dict()["reasons"]
-    blessed = verdict.blessed
-    if champion is not None and reference is not None:
-        # Kept with the version (and shown on its card): how it fared on the trusted set.
-        champion = {
-            **champion,
-            "reference": {k: reference[k] for k in ("rows", "metrics", "champion_metrics")},
-        }
-        blessed = blessed and reference["verdict"]["blessed"]
-        reasons += [
-            f"on v{reference['version']}'s reference set ({reference['rows']} rows): {reason}"
-            for reason in reference["verdict"]["reasons"]
-        ]
+    champion, gating, blessed = _on_reference(
+        champion, reference, event.dataset.get("seen_live"), verdict.blessed, reasons, notes
+    )
     overall = {
         **verdict.to_dict(),
         "blessed": blessed,
@@ -133,7 +128,7 @@ def handle(
             if cross_validation is not None
             else {}
         ),
-        **_promotion(config, champion, compared, reference, cross_validation is not None),
+        **_promotion(config, champion, compared, gating, cross_validation is not None),
     }
     if candidate.rows < training.FEW_ROWS:
         overall["warnings"] = [
@@ -324,6 +319,39 @@ def _samples(dataset: ParsedDataset, config: PipelineConfig, how: training.Split
     cross-validated them (``training.Split.samples``)."""
     samples = training.split(dataset, config, how).samples
     return snapshot.arrow(dataset, config.contract).take(samples)
+
+
+def _on_reference(
+    champion: dict[str, Any] | None,
+    reference: dict[str, Any] | None,
+    live: dict[str, Any] | None,
+    blessed: bool,
+    reasons: list[str],
+    notes: list[str],
+) -> tuple[dict[str, Any] | None, dict[str, Any] | None, bool]:
+    """The champion with its metrics on its reference set kept (for the version and
+    its card), the reference set the gate and the promotion judge on, and whether the
+    candidate stays blessed; its reasons and notes are added to ``reasons`` and
+    ``notes``. A drift policy's retrain whose monitoring report validate read
+    (``live``) is not judged on the reference set: what the served version is asked
+    has left it."""
+    if champion is None or reference is None:
+        return champion, None, blessed
+    kept = {k: reference[k] for k in ("rows", "metrics", "champion_metrics")}
+    champion = {**champion, "reference": kept}
+    if live is not None:
+        notes.append(
+            f"not judged on v{reference['version']}'s reference set: what the served "
+            f"version is asked drifted from it in {', '.join(live['drifted'])} "
+            f"({live['monitoring_report']}), the change this retrain answers; its "
+            "metrics there are reported"
+        )
+        return champion, None, blessed
+    reasons += [
+        f"on v{reference['version']}'s reference set ({reference['rows']} rows): {reason}"
+        for reason in reference["verdict"]["reasons"]
+    ]
+    return champion, reference, blessed and reference["verdict"]["blessed"]
 
 
 def _promotion(

@@ -11,7 +11,9 @@ A file refused for a change of its contract (a new category value, a value past 
 range, a column added or gone) also leaves the change it asks for, the run's
 ``contract-proposal`` report (``dataset.evolution``), which ``modelrail contract
 diff`` shows and ``contract accept`` applies; the refusal's message says so. The
-retrain such an accept starts is not refused for drift (``_reviewed``)."""
+retrain such an accept starts is not refused for drift (``_reviewed``), nor is the
+retrain the drift policy starts, for the drift the monitor found in live traffic
+(``_seen_live``)."""
 
 from __future__ import annotations
 
@@ -33,7 +35,7 @@ from modelrail.kernel.errors import (
     InvalidEvent,
     NotFound,
 )
-from modelrail.kernel.events import DatasetValidated, DataUploaded, Trigger
+from modelrail.kernel.events import DatasetValidated, DataUploaded, RetrainRequested, Trigger
 from modelrail.kernel.ports import BlobStore, Storage
 from modelrail.service.handoff import JobHandoff
 from modelrail.service.stages import HANDED_OFF, Outcome
@@ -103,10 +105,14 @@ def handle(
     reviewed = _reviewed(runs, config, str(dataset["uri"])) if failing else None
     if reviewed is not None:
         drift["accepted"] = reviewed  # a person accepted this upload's change: reported
+    live = _seen_live(runs, config, trigger)
+    if live is not None:  # what the served version is asked drifted: for evaluate too
+        drift["seen_live"] = dataset["seen_live"] = live
+    excused = reviewed is not None or (live is not None and set(failing) <= set(live["drifted"]))
     report_uri = runs.save_report(
         run_id, "validation", {"dataset": dataset, **report.to_dict(), "drift": drift}
     )
-    if failing and reviewed is None:
+    if failing and not excused:
         parts.abort()
         raise DataDrift(
             f"{dataset['uri']} drifted from v{champion}'s training data past the fail "
@@ -216,6 +222,26 @@ def _reviewed(runs: RunLog, config: PipelineConfig, uri: str) -> dict[str, Any] 
     ):
         return None
     return {"contract_version": accepted["version"], "by": accepted["who"]}
+
+
+def _seen_live(runs: RunLog, config: PipelineConfig, trigger: Trigger) -> dict[str, Any] | None:
+    """The monitoring report a drift policy's retrain answers, and the features it
+    found drifted in what the served version is asked. An upload drifted in those
+    features alone shows the change the retrain is for, so its drift is reported, not
+    refused; the gate still judges the candidate, on its own hold-out. Read from the
+    artifact bucket, where only the monitor writes reports: the event names the
+    report, it cannot vouch for it."""
+    if not isinstance(trigger, RetrainRequested) or trigger.policy != "drift":
+        return None
+    if trigger.monitoring_report is None:
+        return None
+    try:
+        report = orjson.loads(runs.store.read(trigger.monitoring_report).data)
+    except NotFound:
+        return None
+    if report.get("model") != config.model_name or not report.get("drifted"):
+        return None
+    return {"monitoring_report": trigger.monitoring_report, "drifted": list(report["drifted"])}
 
 
 def _violation(
