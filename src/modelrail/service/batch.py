@@ -56,9 +56,10 @@ MANIFEST = "_manifest.json"
 DRIFT = "_drift.json"
 TASKS = "_tasks/"
 REFUSED = "_refused/"
-# Scored rows per output object: a piece is encoded in memory before it is written
-# (tens of MB for a few columns).
-ROWS_PER_OBJECT = 1_000_000
+# Scored rows per output object: a piece is encoded in memory before it is written,
+# so this bounds the output's share of the memory (about 10 MB for a classifier of
+# three classes; a few times that with contributions).
+ROWS_PER_OBJECT = 250_000
 
 
 class Scorer(Protocol):
