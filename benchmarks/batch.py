@@ -159,7 +159,7 @@ def bare(source: Path, output: Path, threads: int) -> float:
         if feature["type"] == "category":
             column = pc.index_in(column, value_set=pa.array(feature["categories"]))
         matrix[:, index] = column.to_numpy(zero_copy_only=False)
-    probabilities = booster.predict(matrix, num_threads=threads)
+    probabilities = np.asarray(booster.predict(matrix, num_threads=threads))
     classes = features["classes"]
     columns = {"prediction": pa.array(np.asarray(classes)[probabilities.argmax(axis=1)])}
     for index, name in enumerate(classes):
