@@ -35,6 +35,7 @@ STAGE_ACCOUNTS = frozenset(
         "scheduler",
         "dask",
         "notify",
+        "batch",
     }
 )
 FORBIDDEN_PROJECT_ROLES = frozenset(

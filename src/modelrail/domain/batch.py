@@ -141,6 +141,13 @@ def check(batch: Any, header: Sequence[str], scoring: Scoring, offset: int) -> C
     columns) row by row; ``offset`` is the number of rows before it in its file."""
     contract = scoring.contract
     if isinstance(batch, pa.RecordBatch):
+        for column in contract.columns:
+            kind = batch.schema.field(column.name).type
+            if not stream._convertible(kind, column):
+                raise Refused(
+                    f"column {column.name!r} is {kind} in the file; the contract's "
+                    f"{column.type} column cannot be read from it"
+                )
         fast = stream._typed_parquet(batch, contract)
         if fast is not None:
             return _passed(fast[0], scoring, offset)

@@ -43,6 +43,8 @@ locals {
     { sa = "deploy", role = "roles/cloudkms.publicKeyViewer" },
     { sa = "sweep", role = "roles/cloudkms.publicKeyViewer" },
     { sa = "staging", role = "roles/cloudkms.publicKeyViewer" },
+    # Batch prediction verifies the version it scores as the staging service does.
+    { sa = "batch", role = "roles/cloudkms.publicKeyViewer" },
   ]
 }
 

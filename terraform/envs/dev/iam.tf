@@ -9,6 +9,7 @@ locals {
   stage_accounts = toset([
     "validate", "launch_training", "train", "evaluate", "register", "deploy", "staging",
     "push", "function_build", "pr_build", "sweep", "scheduler", "notify",
+    "batch",
   ])
 
   # Bucket-level reads (objectViewer: read and list objects). Writes are the

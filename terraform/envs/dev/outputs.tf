@@ -67,3 +67,8 @@ output "dask_training" {
   description = "Where the training job starts its Dask clusters (dask.tf): the MODELRAIL_DASK_* environment it is given; empty while dask_training is off."
   value       = local.dask_env
 }
+
+output "batch_job" {
+  description = "The Cloud Run job that scores batch predictions (batch.tf; modelrail predict --cloud)."
+  value       = module.batch_job.name
+}

@@ -1,0 +1,62 @@
+# Batch prediction in the cloud: a Cloud Run job running the training image's modelrail
+# (python -m modelrail.entry.batch_job), whose parallel tasks each score their share of
+# the input's parts (CLOUD_RUN_TASK_INDEX of CLOUD_RUN_TASK_COUNT) with a registered
+# version, verified as the staging service verifies it, and write their output parts;
+# the last task writes the drift report and the manifest (src/modelrail/service/batch.py).
+# `modelrail predict --cloud` starts an execution with the batch-requested event in an
+# environment override. Its account reads the artifact bucket (the registry, the
+# models' definitions, the inputs) and writes under batch/ only; it publishes nothing
+# and reads nothing of the data bucket (uploads/ is the pipeline's). Who may start it
+# is the operator's project role (run.jobs.runWithOverrides), as for running the sweep
+# by hand.
+
+locals {
+  batch_job_name = "${var.name_prefix}-batch"
+  # Inputs and outputs of batch predictions: gs://<artifact bucket>/batch/...
+  batch_prefix = "batch/"
+}
+
+module "batch_job" {
+  source                = "../../modules/run_job"
+  project_id            = var.project_id
+  region                = var.region
+  name                  = local.batch_job_name
+  image                 = local.train_image
+  command               = ["python", "-m", "modelrail.entry.batch_job"]
+  service_account_email = data.google_service_account.stage["batch"].email
+  cpu                   = var.batch_job.cpu
+  memory                = var.batch_job.memory
+  timeout_seconds       = var.batch_job.timeout_seconds
+  max_retries           = var.batch_job.max_retries
+  task_count            = var.batch_job.tasks
+  labels                = local.labels
+  environment_variables = local.train_image_env
+  depends_on            = [module.apis, time_sleep.iam_propagation]
+}
+
+# Read the registry (each version's manifest, signature, model and profile), the
+# models' definitions (the contract's identifier columns, the [drift] limits) and the
+# inputs under batch/.
+resource "google_storage_bucket_iam_member" "batch_reads" {
+  bucket = local.buckets.artifacts
+  role   = "roles/storage.objectViewer"
+  member = "serviceAccount:${data.google_service_account.stage["batch"].email}"
+
+  depends_on = [module.buckets]
+}
+
+# Write the outputs: parts, refused rows, task records, the drift report and the
+# manifest (create-only), all under batch/.
+resource "google_storage_bucket_iam_member" "batch_writes" {
+  bucket = local.buckets.artifacts
+  role   = "roles/storage.objectUser"
+  member = "serviceAccount:${data.google_service_account.stage["batch"].email}"
+
+  condition {
+    title       = "batch-writes-its-outputs"
+    description = "Objects under batch/: batch predictions' inputs and outputs."
+    expression  = "resource.name.startsWith(\"${local.artifact_objects}${local.batch_prefix}\")"
+  }
+
+  depends_on = [module.buckets]
+}
