@@ -1,7 +1,7 @@
 """The artifact bucket's write conditions deny nothing the pipeline does: the real
 pipeline, its notifier and the sweep run on in-memory buckets, every object each of
 them writes is recorded, and each must match what Terraform lets that account write
-(local.artifact_writes, and the notifier's own folder)."""
+(local.artifact_writes, and the notifier's and the batch job's own folders)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,10 @@ import pytest
 from modelrail.adapters.local.inprocess import InProcessLauncher
 from modelrail.adapters.local.secrets import EnvironmentSecrets
 from modelrail.composition.bootstrap import bootstrap
+from modelrail.entry import batch_job
+from modelrail.kernel.events import BatchRequested
 from modelrail.kernel.logs import PipelineContextFilter
+from modelrail.service import batch
 from modelrail.service.sweep import sweep
 from modelrail.settings.process import Settings
 from tests.conftest import REPO, installed
@@ -104,6 +107,13 @@ def test_every_stage_writes_only_what_its_account_may(
     harness.run()
     with artifacts.acting_as("sweep"):
         assert [record.stage for record in sweep(harness.container)] == ["train"]
+    # A batch prediction (the batch job, its own account): its input and its output
+    # under batch/ (the input put there by whoever asks, not by the job).
+    InMemoryStore.write(artifacts, "batch/in/penguins.csv", penguins_csv)
+    bucket = harness.container.settings.artifact_bucket
+    request = BatchRequested(input=f"gs://{bucket}/batch/in/", output=f"gs://{bucket}/batch/out/")
+    with artifacts.acting_as("batch"):
+        assert batch_job.run(harness.container, request, batch.Task())["scored"]
 
     allowed = artifact_write_objects(Terraform.load(TERRAFORM_DIR))
     stages = {stage for stage, _ in artifacts.writes}

@@ -4,16 +4,15 @@
 # version, verified as the staging service verifies it, and write their output parts;
 # the last task writes the drift report and the manifest (src/modelrail/service/batch.py).
 # `modelrail predict --cloud` starts an execution with the batch-requested event in an
-# environment override. Its account reads the artifact bucket (the registry, the
-# models' definitions, the inputs) and writes under batch/ only; it publishes nothing
+# environment override. Its account reads the artifact bucket (iam.tf, bucket_grants:
+# the registry, the models' definitions, the inputs) and writes under batch/ only (the
+# grant below: inputs and outputs live in gs://<artifact bucket>/batch/); it publishes nothing
 # and reads nothing of the data bucket (uploads/ is the pipeline's). Who may start it
 # is the operator's project role (run.jobs.runWithOverrides), as for running the sweep
 # by hand.
 
 locals {
   batch_job_name = "${var.name_prefix}-batch"
-  # Inputs and outputs of batch predictions: gs://<artifact bucket>/batch/...
-  batch_prefix = "batch/"
 }
 
 module "batch_job" {
@@ -34,17 +33,6 @@ module "batch_job" {
   depends_on            = [module.apis, time_sleep.iam_propagation]
 }
 
-# Read the registry (each version's manifest, signature, model and profile), the
-# models' definitions (the contract's identifier columns, the [drift] limits) and the
-# inputs under batch/.
-resource "google_storage_bucket_iam_member" "batch_reads" {
-  bucket = local.buckets.artifacts
-  role   = "roles/storage.objectViewer"
-  member = "serviceAccount:${data.google_service_account.stage["batch"].email}"
-
-  depends_on = [module.buckets]
-}
-
 # Write the outputs: parts, refused rows, task records, the drift report and the
 # manifest (create-only), all under batch/.
 resource "google_storage_bucket_iam_member" "batch_writes" {
@@ -55,7 +43,7 @@ resource "google_storage_bucket_iam_member" "batch_writes" {
   condition {
     title       = "batch-writes-its-outputs"
     description = "Objects under batch/: batch predictions' inputs and outputs."
-    expression  = "resource.name.startsWith(\"${local.artifact_objects}${local.batch_prefix}\")"
+    expression  = "resource.name.startsWith(\"${local.artifact_objects}batch/\")"
   }
 
   depends_on = [module.buckets]

@@ -28,6 +28,9 @@ locals {
     { sa = "function_build", bucket = "sources", role = "roles/storage.objectViewer" },
     { sa = "sweep", bucket = "artifacts", role = "roles/storage.objectViewer" },
     { sa = "notify", bucket = "artifacts", role = "roles/storage.objectViewer" },
+    # Batch prediction reads the version it scores, the model's definition and its inputs
+    # (batch.tf: it writes under batch/ alone).
+    { sa = "batch", bucket = "artifacts", role = "roles/storage.objectViewer" },
   ]
 
   # What each stage writes in the artifact bucket, and nothing else it may write
@@ -341,6 +344,7 @@ resource "time_sleep" "iam_propagation" {
     google_storage_bucket_iam_member.model_writes,
     google_storage_bucket_iam_member.prediction_log,
     google_storage_bucket_iam_member.notification_records,
+    google_storage_bucket_iam_member.batch_writes,
     google_pubsub_topic_iam_member.stage,
     google_artifact_registry_repository_iam_member.function_build_pushes_images,
     google_artifact_registry_repository_iam_member.models,
