@@ -115,8 +115,8 @@ def parquet(rows: int) -> Path:
 def ours(source: Path, output: Path, threads: int) -> float:
     """``service.batch.predict``, as ``modelrail predict`` calls it."""
     from modelrail.adapters.local.filesystem import FilesystemStore
+    from modelrail.composition import batch as batch_job
     from modelrail.composition.bootstrap import bootstrap
-    from modelrail.entry import batch_job
     from modelrail.entry.cli import _local_parts
     from modelrail.service import batch
     from modelrail.settings.process import Settings

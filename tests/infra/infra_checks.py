@@ -36,6 +36,7 @@ STAGE_ACCOUNTS = frozenset(
         "dask",
         "notify",
         "batch",
+        "launch_batch",
     }
 )
 FORBIDDEN_PROJECT_ROLES = frozenset(

@@ -15,8 +15,8 @@ import pytest
 
 from modelrail.adapters.local.inprocess import InProcessLauncher
 from modelrail.adapters.local.secrets import EnvironmentSecrets
+from modelrail.composition import batch as batch_job
 from modelrail.composition.bootstrap import bootstrap
-from modelrail.entry import batch_job
 from modelrail.kernel.events import BatchRequested
 from modelrail.kernel.logs import PipelineContextFilter
 from modelrail.service import batch

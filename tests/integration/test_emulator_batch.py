@@ -1,5 +1,6 @@
-"""Batch prediction on the emulator stack: `modelrail predict --cloud` starts the batch
-job on the local Cloud Run control plane, which runs its three tasks in parallel, each
+"""Batch prediction on the emulator stack: `modelrail predict --cloud` publishes a
+batch-requested event to the Pub/Sub emulator; the launch_batch function starts the
+batch job on the local Cloud Run control plane, which runs its three tasks in parallel, each
 scoring its share of the input's parts (a CSV, a gzip CSV and a Parquet file in
 fake-gcs-server, with broken rows). The last task writes the manifest; every scored
 row is the staging service's answer, every broken row is listed with its problems."""
@@ -100,7 +101,7 @@ def test_parallel_tasks_score_the_parts_as_staging_answers(stack: Stack, tmp_pat
     )  # fmt: skip
 
     assert launched.returncode == 0, launched.stdout + launched.stderr
-    assert "job execution" in launched.stdout
+    assert "published batch-requested" in launched.stdout
     assert wait_until(
         lambda: _object(stack, bucket, "batch/out/_manifest.json") is not None, 120.0, 1.0
     ), launched.stdout

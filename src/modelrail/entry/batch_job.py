@@ -1,14 +1,11 @@
 """The batch job: ``python -m modelrail.entry.batch_job``, the request in ``MODELRAIL_EVENT``.
 
-A Cloud Run job (locally, subprocesses of the control plane) started by ``modelrail
-predict --cloud`` with a ``batch-requested`` event. Each of its parallel tasks
+A Cloud Run job (locally, subprocesses of the control plane) started with a
+``batch-requested`` event by the ``launch_batch`` listener (``service.batch.launch``),
+which ``modelrail predict --cloud`` or anyone may publish to. Each of its parallel tasks
 (``CLOUD_RUN_TASK_INDEX`` of ``CLOUD_RUN_TASK_COUNT``) scores its share of the input's
 parts (``service.batch``); the last to finish writes the drift report and the manifest.
 A failure exits non-zero, and Cloud Run retries the task, which writes the same names.
-
-Also the scorer both this job and ``modelrail predict`` load a version with: the
-staging service's own predictor (``serving.predictor``), compiled where the version has
-a compiled predictor that answers as LightGBM does.
 """
 
 from __future__ import annotations
@@ -16,65 +13,17 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from collections.abc import Callable
 
 import orjson
 
+from modelrail.composition.batch import run
 from modelrail.composition.bootstrap import bootstrap
-from modelrail.domain.registry import LoadedVersion
 from modelrail.kernel import logs
 from modelrail.kernel.events import BatchRequested
 from modelrail.service import batch
-from modelrail.service.container import Container
 from modelrail.settings.process import Settings
 
 log = logging.getLogger("modelrail.batch")
-
-
-def scorer_of(loaded: LoadedVersion, read: Callable[[str], bytes | None]) -> batch.Scorer:
-    """The version's predictor as the staging service loads it: LightGBM's, or its
-    compiled twin once that has answered the probe rows as LightGBM does."""
-    from modelrail.serving.predictor import Predictor
-
-    predictor = Predictor(loaded.model, loaded.version, loaded.manifest, loaded.model_text)
-    predictor.use_compiled(read)
-    booster: batch.Scorer = predictor.booster
-    return booster
-
-
-def bucket_parts(container: Container, uri: str) -> list[batch.Part]:
-    """The parts a ``gs://bucket/prefix`` input names, in the bucket's store."""
-    bucket, _, key = uri.removeprefix("gs://").partition("/")
-    store = container.storage.bucket(bucket)
-    return [
-        batch.Part(store.uri(found), fmt, lambda found=found: store.open(found))  # type: ignore[misc]
-        for found, fmt in batch.parts_of(store, key)
-    ]
-
-
-def bucket_output(container: Container, uri: str) -> batch.Output:
-    """The output a ``gs://bucket/prefix`` names (a folder: its prefix ends in ``/``)."""
-    bucket, _, key = uri.removeprefix("gs://").partition("/")
-    prefix = key if not key or key.endswith("/") else f"{key}/"
-    return batch.Output(container.storage.bucket(bucket), prefix, f"gs://{bucket}/{prefix}")
-
-
-def run(container: Container, request: BatchRequested, task: batch.Task) -> dict[str, object]:
-    """Score this task's share of the request."""
-    if request.model is not None:
-        container = container.for_model(request.model)
-    version = batch.version_to_score(container, request.version, request.alias)
-    return batch.predict(
-        container,
-        bucket_parts(container, request.input),
-        bucket_output(container, request.output),
-        version=version,
-        scorer_of=scorer_of,
-        explain=request.explain,
-        threads=os.cpu_count() or 1,
-        task=task,
-        source=request.input,
-    )
 
 
 def main() -> int:

@@ -722,7 +722,7 @@ def predict(
     import os
 
     from modelrail.adapters.local.filesystem import FilesystemStore
-    from modelrail.entry import batch_job
+    from modelrail.composition import batch as batch_job
     from modelrail.kernel.events import BatchRequested
     from modelrail.service import batch
 
@@ -735,10 +735,12 @@ def predict(
             model=container.model, input=source, output=target, version=version, alias=alias,
             explain=explain,
         )  # fmt: skip
-        body = orjson.dumps(request.to_body())
-        container.bus.publish(request.event_type, body, {"event_type": request.event_type})
-        execution = container.launcher.launch(cli.settings.batch_job, body)
-        click.echo(f"batch {request.request_id}: job execution {execution}")
+        container.bus.publish(
+            request.event_type, orjson.dumps(request.to_body()), {"event_type": request.event_type}
+        )
+        click.echo(f"published batch-requested {request.request_id}: the batch job scores it")
+        if container.runs_here:
+            cli.drain()  # embedded mode: the job runs here, now
         click.echo(f"the output is complete once {target.rstrip('/')}/{batch.MANIFEST} exists")
         return
     if source.startswith("gs://"):

@@ -47,11 +47,13 @@ from modelrail.domain.features import FeatureSchema
 from modelrail.domain.registry import PROFILE_FILE, LoadedVersion
 from modelrail.kernel.canonical import canonical_json
 from modelrail.kernel.errors import NotFound, PreconditionFailed, Refused
-from modelrail.kernel.events import utcnow
-from modelrail.kernel.ports import BlobStore, BlobStream
+from modelrail.kernel.events import BatchRequested, utcnow
+from modelrail.kernel.ports import BlobStore, BlobStream, Message
 from modelrail.service.container import Container
 from modelrail.service.reconcile import STAGING
 
+# The consumer of batch-requested (topology.yaml's listeners): it starts the batch job.
+LISTENER = "launch_batch"
 MANIFEST = "_manifest.json"
 DRIFT = "_drift.json"
 TASKS = "_tasks/"
@@ -123,6 +125,15 @@ def parts_of(store: BlobStore, key: str) -> list[tuple[str, str]]:
         and not info.key[len(prefix) :].startswith("_")
     ]
     return sorted(found)
+
+
+def launch(container: Container, message: Message) -> str:
+    """Start the batch job for a ``batch-requested`` message (the ``launch_batch``
+    listener): one execution, the request in its environment; the execution's name.
+    A message that is not a batch request raises (``SchemaError``): Pub/Sub retries it
+    into the dead-letter topic, where a person sees it."""
+    request = BatchRequested.from_body(orjson.loads(message.data))
+    return container.launcher.launch(container.settings.batch_job, orjson.dumps(request.to_body()))
 
 
 def version_to_score(container: Container, version: int | None, alias: str | None) -> int:

@@ -32,6 +32,7 @@ locals {
     sweep           = "sweep job: records as failed the runs whose training job died or whose message was lost"
     scheduler       = "Cloud Scheduler identity: the only caller allowed to run the sweep job"
     batch           = "batch job: scores files under batch/ with a registered version (modelrail predict --cloud)"
+    launch_batch    = "launch_batch listener: starts one batch job execution per batch-requested event"
     notify          = "notifier: posts failed runs, rejections, deploys and drift to the models' webhooks"
   }
 

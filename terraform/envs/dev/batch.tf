@@ -3,16 +3,20 @@
 # the input's parts (CLOUD_RUN_TASK_INDEX of CLOUD_RUN_TASK_COUNT) with a registered
 # version, verified as the staging service verifies it, and write their output parts;
 # the last task writes the drift report and the manifest (src/modelrail/service/batch.py).
-# `modelrail predict --cloud` starts an execution with the batch-requested event in an
-# environment override. Its account reads the artifact bucket (iam.tf, bucket_grants:
+# `modelrail predict --cloud` (or anyone) publishes a batch-requested event; the
+# launch_batch function (a listener of topology.yaml) starts one execution with it in an
+# environment override, and may run this job and no other. Its account reads the artifact bucket (iam.tf, bucket_grants:
 # the registry, the models' definitions, the inputs) and writes under batch/ only (the
 # grant below: inputs and outputs live in gs://<artifact bucket>/batch/); it publishes nothing
-# and reads nothing of the data bucket (uploads/ is the pipeline's). Who may start it
-# is the operator's project role (run.jobs.runWithOverrides), as for running the sweep
-# by hand.
+# and reads nothing of the data bucket (uploads/ is the pipeline's).
 
 locals {
   batch_job_name = "${var.name_prefix}-batch"
+
+  # Only the launch_batch function reads it (Settings.from_env): which job to start.
+  batch_function_env = {
+    MODELRAIL_BATCH_JOB = local.batch_job_name
+  }
 }
 
 module "batch_job" {
@@ -47,4 +51,14 @@ resource "google_storage_bucket_iam_member" "batch_writes" {
   }
 
   depends_on = [module.buckets]
+}
+
+# run_job with the request as an environment override (run.jobs.runWithOverrides), on
+# this job only.
+resource "google_cloud_run_v2_job_iam_member" "launch_batch" {
+  project  = var.project_id
+  location = var.region
+  name     = module.batch_job.name
+  role     = "roles/run.jobsExecutorWithOverrides"
+  member   = "serviceAccount:${data.google_service_account.stage["launch_batch"].email}"
 }

@@ -9,7 +9,7 @@ locals {
   stage_accounts = toset([
     "validate", "launch_training", "train", "evaluate", "register", "deploy", "staging",
     "push", "function_build", "pr_build", "sweep", "scheduler", "notify",
-    "batch",
+    "batch", "launch_batch",
   ])
 
   # Bucket-level reads (objectViewer: read and list objects). Writes are the
@@ -31,6 +31,8 @@ locals {
     # Batch prediction reads the version it scores, the model's definition and its inputs
     # (batch.tf: it writes under batch/ alone).
     { sa = "batch", bucket = "artifacts", role = "roles/storage.objectViewer" },
+    # ... and its listener reads the models' definitions, as every function does.
+    { sa = "launch_batch", bucket = "artifacts", role = "roles/storage.objectViewer" },
   ]
 
   # What each stage writes in the artifact bucket, and nothing else it may write
