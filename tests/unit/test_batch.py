@@ -8,6 +8,7 @@ from __future__ import annotations
 import io
 
 import numpy as np
+import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -16,7 +17,9 @@ from modelrail.domain import batch, monitoring
 from modelrail.domain.dataset.contract import DatasetContract
 from modelrail.domain.features import FeatureSchema
 from modelrail.kernel.errors import Refused
+from modelrail.kernel.events import BatchRequested
 from tests.conftest import REPO
+from tests.unit.conftest import Harness
 from tests.unit.test_monitoring import _training
 
 CONTRACT = DatasetContract.load(REPO / "schemas" / "datasets" / "penguins.json")
@@ -170,3 +173,38 @@ def test_the_tallies_of_parallel_tasks_add_up_to_the_tally_of_the_whole() -> Non
     assert first.state() == whole.state()
     report = monitoring.report(first, {}, (0.1, 0.25), model="m", version=1, window={})
     assert report["instances"] == 1000
+
+
+# -- the request as an event: the listener starts the job ---------------------------------
+
+
+def test_a_batch_request_on_the_bus_is_scored_by_the_job_it_starts(
+    harness: Harness, penguins_csv: bytes
+) -> None:
+    harness.upload(penguins_csv)
+    harness.run()
+    artifacts = harness.container.artifacts
+    artifacts.write("batch/in/penguins.csv", penguins_csv)
+    request = BatchRequested(
+        input=f"gs://{artifacts.bucket}/batch/in/", output=f"gs://{artifacts.bucket}/batch/out/"
+    )
+
+    harness.bus.publish(request.event_type, orjson.dumps(request.to_body()), {})
+    harness.run()
+
+    manifest = orjson.loads(artifacts.read("batch/out/_manifest.json").data)
+    assert (manifest["version"], manifest["refused"]) == (1, 0)
+    assert manifest["scored"] == manifest["rows"] == penguins_csv.count(b"\n") - 1
+    assert [p["input"] for p in manifest["parts"]] == [
+        f"gs://{artifacts.bucket}/batch/in/penguins.csv"
+    ]
+
+
+def test_a_message_that_is_not_a_batch_request_is_dead_lettered_not_run(
+    harness: Harness,
+) -> None:
+    harness.bus.publish("batch-requested", b'{"input": "nowhere"}', {})
+    harness.run()
+
+    assert not harness.container.artifacts.list("batch/")
+    assert harness.published("dead-letter")
