@@ -115,7 +115,7 @@ def test_batch_scores_as_staging_answers_and_lists_the_refused_rows(user: OwnUse
         assert {c: row[f"probability_{c}"] for c in answer["probabilities"]} == (
             answer["probabilities"]
         )
-        assert row["year"] == float(cells[header.index("year")])
+        assert row["year"] == int(cells[header.index("year")])
         # Each class's contributions (bias included) add up to its raw score, whose
         # softmax is the probabilities: SHAP's own property.
         raw = {

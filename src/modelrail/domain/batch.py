@@ -24,6 +24,7 @@ from typing import Any, BinaryIO
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
@@ -194,7 +195,7 @@ def _passed(checked: pa.Table, scoring: Scoring, offset: int) -> Checked:
     columns = table.TableColumns(checked, scoring.contract)
     rows = np.arange(offset + 1, offset + 1 + checked.num_rows, dtype=np.int64)
     matrix = scoring.schema.encode_columns(columns)
-    return Checked(rows, matrix, checked.select(list(scoring.ids)), _refused_table([], scoring))
+    return Checked(rows, matrix, _identifiers(checked, scoring), _refused_table([], scoring))
 
 
 def _sorted(text: checks.TextCheck, scoring: Scoring, offset: int) -> Checked:
@@ -207,9 +208,12 @@ def _sorted(text: checks.TextCheck, scoring: Scoring, offset: int) -> Checked:
     contract = scoring.contract
     columns = {name: values[good] for name, values in text.columns.items()}
     matrix = scoring.schema.encode_columns(columns)
-    ids = table.from_numpy(
-        {name: text.columns[name][good] for name in scoring.ids},
-        dataclasses.replace(contract, columns=tuple(contract.column(n) for n in scoring.ids)),
+    ids = _identifiers(
+        table.from_numpy(
+            {name: text.columns[name][good] for name in scoring.ids},
+            dataclasses.replace(contract, columns=tuple(contract.column(n) for n in scoring.ids)),
+        ),
+        scoring,
     )
     refused = []
     for index in np.flatnonzero(bad).tolist():
@@ -227,6 +231,18 @@ def _sorted(text: checks.TextCheck, scoring: Scoring, offset: int) -> Checked:
         refused.append({ROW: offset + 1 + index, **identifiers, "problems": problems})
     rows = offset + 1 + np.flatnonzero(good).astype(np.int64)
     return Checked(rows, matrix, ids, _refused_table(refused, scoring))
+
+
+def _identifiers(checked: pa.Table, scoring: Scoring) -> pa.Table:
+    """The identifier columns of checked rows, whole numbers as integers (the table
+    holds every number as a double)."""
+    columns = {}
+    for name in scoring.ids:
+        column = checked.column(name)
+        if scoring.contract.column(name).type == "integer":
+            column = pc.cast(column, pa.int64())
+        columns[name] = column
+    return pa.table(columns) if columns else checked.select([])
 
 
 def _text(value: Any) -> str | None:
