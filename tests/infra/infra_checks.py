@@ -37,6 +37,8 @@ STAGE_ACCOUNTS = frozenset(
         "notify",
         "monitor",
         "monitor_cron",
+        "batch",
+        "launch_batch",
     }
 )
 FORBIDDEN_PROJECT_ROLES = frozenset(

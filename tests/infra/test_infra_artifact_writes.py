@@ -1,8 +1,8 @@
 """The artifact bucket's write conditions deny nothing the pipeline does: the real
-pipeline, its notifier, the sweep and the monitor run on in-memory buckets, every object each of
-them writes is recorded, and each must match what Terraform lets that account write
-(local.artifact_writes, local.model_writes, and the notifier's and the monitor's own
-folders)."""
+pipeline, its notifier, the sweep, the monitor and a batch prediction run on in-memory
+buckets, every object each of them writes is recorded, and each must match what
+Terraform lets that account write (local.artifact_writes, local.model_writes, and the
+notifier's, the monitor's and the batch job's own folders)."""
 
 from __future__ import annotations
 
@@ -17,8 +17,11 @@ import pytest
 
 from modelrail.adapters.local.inprocess import InProcessLauncher
 from modelrail.adapters.local.secrets import EnvironmentSecrets
+from modelrail.composition import batch as batch_job
 from modelrail.composition.bootstrap import bootstrap
+from modelrail.kernel.events import BatchRequested
 from modelrail.kernel.logs import PipelineContextFilter
+from modelrail.service import batch
 from modelrail.service.monitoring import monitor_every
 from modelrail.service.sweep import sweep
 from modelrail.settings.process import Settings
@@ -123,6 +126,13 @@ def test_every_stage_writes_only_what_its_account_may(
         window = {"since": at - timedelta(minutes=1), "until": at + timedelta(minutes=1)}
         [report] = monitor_every(harness.container, [harness.model], **window)
     assert report["actions"]["retrain"]["started"], report["actions"]
+    # A batch prediction (the batch job, its own account): its input and its output
+    # under batch/ (the input put there by whoever asks, not by the job).
+    InMemoryStore.write(artifacts, "batch/in/penguins.csv", penguins_csv)
+    bucket = harness.container.settings.artifact_bucket
+    request = BatchRequested(input=f"gs://{bucket}/batch/in/", output=f"gs://{bucket}/batch/out/")
+    with artifacts.acting_as("batch"):
+        assert batch_job.run(harness.container, request, batch.Task())["scored"]
 
     allowed = artifact_write_objects(Terraform.load(TERRAFORM_DIR))
     stages = {stage for stage, _ in artifacts.writes}

@@ -339,6 +339,7 @@ def test_plan_builds_the_event_graph_of_topology_yaml(plan: dict[str, Any]) -> N
         "modelrail-sweep",
         "modelrail-validate",
         "modelrail-monitor",
+        "modelrail-batch",
     }
     models = unquote_all(hcl2.loads(PLAN_VARS.read_text())["models"])
     assert len(models) >= 2, "plan.tfvars: plan more than one model"
@@ -757,3 +758,22 @@ def test_the_deploy_function_takes_a_burst_of_pushes_with_a_thread_each(
     assert threads == str(service["max_instance_request_concurrency"])
     validate = planned(plan, "google_cloudfunctions2_function", "modelrail-validate")
     assert "THREADS" not in validate["service_config"][0]["environment_variables"]
+
+
+def test_the_batch_job_runs_parallel_tasks_as_its_own_account_writing_batch_only(
+    plan: dict[str, Any],
+) -> None:
+    """Batch prediction (batch.tf): the job's tasks run at once as the batch account,
+    which reads the artifact bucket and writes under batch/ alone."""
+    changes = {c["address"]: c["change"]["after"] for c in plan["resource_changes"]}
+    [job] = [
+        after for address, after in changes.items()
+        if address.startswith("module.batch_job.") and after.get("name") == "modelrail-batch"
+    ]  # fmt: skip
+    [template] = job["template"]
+    assert template["task_count"] == template["parallelism"] > 1
+    [container] = template["template"][0]["containers"]
+    assert container["command"] == ["python", "-m", "modelrail.entry.batch_job"]
+    writes = changes["google_storage_bucket_iam_member.batch_writes"]
+    assert writes["role"] == "roles/storage.objectUser"
+    assert writes["condition"][0]["expression"].endswith('/objects/batch/")')

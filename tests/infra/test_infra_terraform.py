@@ -166,7 +166,8 @@ def test_manifests_are_signed_by_a_kms_key_only_register_may_use_to_sign(
     assert grants == {
         ("register", "roles/cloudkms.signer"),
         *((reader, "roles/cloudkms.publicKeyViewer") for reader in
-          ("validate", "evaluate", "register", "deploy", "sweep", "staging", "monitor")),
+          ("validate", "evaluate", "register", "deploy", "sweep", "staging", "monitor",
+           "batch")),
     }  # fmt: skip
     assert signing_key_problems(terraform) == []
     # The stages (register signs, deploy pins it on staging) and the staging service's

@@ -505,8 +505,7 @@ def test_a_finished_job_process_is_reaped_without_being_asked_about(
     """No zombie under the control plane: an execution nobody reads is still reaped."""
     launcher = CloudRunJobLauncher(PROJECT, REGION, control_plane[1])
     execution = launcher.launch(JOB, b"{}")
-    process = control_plane[0]._executions[execution].process
-    assert process is not None
+    [process] = control_plane[0]._executions[execution].processes
 
     def reaped() -> bool:  # a zombie keeps its /proc entry until its parent waits
         return not Path(f"/proc/{process.pid}").exists()

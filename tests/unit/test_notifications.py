@@ -180,7 +180,7 @@ def test_a_webhook_entry_that_cannot_work_is_refused(
 
 def test_the_notifier_listens_and_follows_no_stage() -> None:
     topology = Topology.load(REPO / "topology.yaml")
-    assert topology.listeners == ("notify",)
+    assert topology.listeners == ("notify", "launch_batch")
     assert topology.next_stage("deploy") is None
     assert topology.next_stage("register") == "deploy"
     assert set(topology.consumed_topics("notify")) == {

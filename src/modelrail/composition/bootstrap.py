@@ -24,7 +24,7 @@ from modelrail.adapters.by_mode import (
     open_webhooks,
 )
 from modelrail.domain.runs import StageRecord
-from modelrail.kernel.events import DataUploaded
+from modelrail.kernel.events import BatchRequested, DataUploaded
 from modelrail.kernel.ports import (
     Deployer,
     EventBus,
@@ -126,16 +126,14 @@ def _embedded(
     the notifier) is subscribed to the bus as the topology says, through the same
     service layer."""
     from modelrail.adapters.local.inprocess import InProcessBus, InProcessLauncher
-    from modelrail.service import consumers, pipeline
+    from modelrail.service import consumers
 
     container = Container(
         settings,
         storage_factory=storage,
         bus_factory=lambda: bus,
         launcher_factory=lambda: InProcessLauncher(
-            lambda job, data: pipeline.consume(
-                container, _job_stage(settings, job), Message(data, {}), in_job=True
-            )
+            lambda job, data: _run_job(container, job, data)
         ),
         deployer_factory=deployer_factory
         or (lambda model: local_staging(settings, model, reconcile_every_s=RECONCILE_EVERY_S)),
@@ -160,6 +158,21 @@ def _embedded(
                 lambda message, consumer=consumer: consumers.consume(container, consumer, message),  # type: ignore[misc]
             )
     return container
+
+
+def _run_job(container: Container, job: str, data: bytes) -> object:
+    """Embedded mode's job execution, here and now: a batch prediction (one task), or
+    the stage a job runs."""
+    from modelrail.service import pipeline
+
+    if job == container.settings.batch_job:
+        from modelrail.composition import batch
+        from modelrail.service.batch import Task
+
+        return batch.run(container, BatchRequested.from_body(orjson.loads(data)), Task())
+    return pipeline.consume(
+        container, _job_stage(container.settings, job), Message(data, {}), in_job=True
+    )
 
 
 def _job_stage(settings: Settings, job: str) -> str:

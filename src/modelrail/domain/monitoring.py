@@ -112,8 +112,61 @@ class Tally:
             [[math.nan if value is None else value for value in row] for row in rows],
             dtype=np.float64,
         ).reshape(len(rows), width)
-        self.instances += len(rows)
-        unseen = line.get("unseen") or {}
+        self._instances(matrix, line.get("unseen") or {})
+        self._predictions(line.get("predictions"), len(rows))
+        return True
+
+    def add_scored(self, matrix: np.ndarray, predicted: np.ndarray) -> None:
+        """Instances scored outside the service (batch prediction): ``matrix`` as the
+        model read them, ``predicted`` the regression values or, for a classifier, each
+        row's class index (into the schema's classes)."""
+        self._instances(matrix, {})
+        if self._predicted_bins is not None and self._target_edges is not None:
+            self._predicted_bins += profile.bin_counts(self._target_edges, predicted)
+            return
+        counts = np.bincount(predicted.astype(np.int64), minlength=len(self.schema.classes))
+        for label, count in zip(self.schema.classes, counts.tolist(), strict=True):
+            if count:
+                self._predicted[label] = self._predicted.get(label, 0) + count
+
+    def state(self) -> dict[str, Any]:
+        """What the tally has added up, as JSON: another tally of the same version
+        adds it with ``absorb`` (the tasks of one batch prediction, each its share)."""
+        return {
+            "instances": self.instances,
+            "features": [
+                {
+                    "counts": f.counts.tolist(),
+                    "missing": f.missing,
+                    "unseen": f.unseen,
+                    "out_of_range": f.out_of_range,
+                }
+                for f in self._features
+            ],
+            "predicted": dict(self._predicted),
+            "predicted_bins": None
+            if self._predicted_bins is None
+            else self._predicted_bins.tolist(),
+            "predicted_missing": self._predicted_missing,
+        }
+
+    def absorb(self, state: Mapping[str, Any]) -> None:
+        """Add another tally's ``state`` (of the same version) to this one."""
+        self.instances += int(state["instances"])
+        for tally, other in zip(self._features, state["features"], strict=True):
+            tally.counts += np.asarray(other["counts"], dtype=np.int64)
+            tally.missing += int(other["missing"])
+            tally.unseen += int(other["unseen"])
+            tally.out_of_range += int(other["out_of_range"])
+        for label, count in state["predicted"].items():
+            self._predicted[label] = self._predicted.get(label, 0) + int(count)
+        if self._predicted_bins is not None and state["predicted_bins"] is not None:
+            self._predicted_bins += np.asarray(state["predicted_bins"], dtype=np.int64)
+        self._predicted_missing += int(state["predicted_missing"])
+
+    def _instances(self, matrix: np.ndarray, unseen: Mapping[str, Any]) -> None:
+        """Add each feature's values of ``matrix`` (one row per instance)."""
+        self.instances += len(matrix)
         for column, (feature, tally, edges) in enumerate(
             zip(self.schema.features, self._features, self._edges, strict=True)
         ):
@@ -131,8 +184,6 @@ class Tally:
                 codes = present.astype(np.int64)
                 codes = codes[(codes >= 0) & (codes < len(tally.counts))]
                 tally.counts += np.bincount(codes, minlength=len(tally.counts))
-        self._predictions(line.get("predictions"), len(rows))
-        return True
 
     def _predictions(self, predictions: Any, rows: int) -> None:
         if not isinstance(predictions, list) or len(predictions) != rows:

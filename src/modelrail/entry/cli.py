@@ -698,6 +698,110 @@ def _show_monitoring(cli: Cli, report: dict[str, Any]) -> None:
             _report_run(cli, cli.latest_run(f"request:{retrain['request_id']}"))
 
 
+# -- batch prediction ----------------------------------------------------------------
+
+
+def _local_parts(path: Path) -> list[Any]:
+    """The parts a local input names: the file, or the files under the folder."""
+    from modelrail.domain.dataset.stream import upload_format
+    from modelrail.kernel.ports import BlobStream
+    from modelrail.service.batch import Part
+
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    found = [(file, upload_format(file.name)) for file in files]
+    return [
+        Part(
+            str(file.absolute()),
+            fmt,
+            lambda file=file: BlobStream(str(file), 0, file.stat().st_size, file.open("rb")),  # type: ignore[misc]
+        )
+        for file, fmt in found
+        if fmt is not None and not file.name.startswith(("_", "."))
+    ]
+
+
+@main.command()
+@click.option("--input", "source", required=True,
+              help="A .csv, .csv.gz or .parquet file, or a folder of them: a local path or "
+              "gs://bucket/prefix.")  # fmt: skip
+@click.option("--output", "target", required=True,
+              help="The folder (local, or gs://bucket/prefix) to write the output to.")  # fmt: skip
+@click.option("--version", "version", type=click.IntRange(min=1), help="Default: --alias's.")
+@click.option("--alias", default=None, help="The alias whose version scores (default: staging).")
+@click.option("--explain", is_flag=True, help="Add each feature's contribution (SHAP values).")
+@click.option("--threads", type=click.IntRange(min=1), help="Default: every core.")
+@click.option("--cloud", is_flag=True,
+              help="Run it as the batch Cloud Run job (parallel tasks over the input's parts); "
+              "input and output are then gs:// prefixes.")  # fmt: skip
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@_model_option
+def predict(
+    source: str,
+    target: str,
+    version: int | None,
+    alias: str | None,
+    explain: bool,
+    threads: int | None,
+    cloud: bool,
+    as_json: bool,
+    model: str | None,
+) -> None:
+    """Score a file (or a folder of them) with a registered version, as its staging
+    service would answer each row: the rows the contract refuses are listed with their
+    problems (_refused/), the scored ones written as Parquet with their identifiers,
+    and the scored data compared with the version's training data (_drift.json)."""
+    import os
+
+    from modelrail.adapters.local.filesystem import FilesystemStore
+    from modelrail.composition import batch as batch_job
+    from modelrail.kernel.events import BatchRequested
+    from modelrail.service import batch
+
+    cli = Cli(quiet=True, model=model)
+    container = cli.container
+    if cloud:
+        if not (source.startswith("gs://") and target.startswith("gs://")):
+            _fail("--cloud reads and writes buckets: give gs:// --input and --output")
+        request = BatchRequested(
+            model=container.model, input=source, output=target, version=version, alias=alias,
+            explain=explain,
+        )  # fmt: skip
+        container.bus.publish(
+            request.event_type, orjson.dumps(request.to_body()), {"event_type": request.event_type}
+        )
+        click.echo(f"published batch-requested {request.request_id}: the batch job scores it")
+        if container.runs_here:
+            cli.drain()  # embedded mode: the job runs here, now
+        click.echo(f"the output is complete once {target.rstrip('/')}/{batch.MANIFEST} exists")
+        return
+    if source.startswith("gs://"):
+        parts = batch_job.bucket_parts(container, source)
+    elif Path(source).exists():
+        parts = _local_parts(Path(source))
+    else:
+        _fail(f"--input {source}: no such file or folder")
+    if target.startswith("gs://"):
+        output = batch_job.bucket_output(container, target)
+    else:
+        folder = Path(target).absolute()
+        output = batch.Output(FilesystemStore(folder.parent, folder.name), "", str(folder))
+    manifest = batch.predict(
+        container,
+        parts,
+        output,
+        version=batch.version_to_score(container, version, alias),
+        scorer_of=batch_job.scorer_of,
+        explain=explain,
+        threads=threads or os.cpu_count() or 1,
+        source=source,
+    )
+    if as_json:
+        click.echo(orjson.dumps(manifest, option=orjson.OPT_INDENT_2))
+        return
+    for line in batch.lines(manifest):
+        click.echo(line)
+
+
 @main.command()
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.option(

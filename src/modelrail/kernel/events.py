@@ -201,6 +201,36 @@ class DriftDetected:
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
+class BatchRequested:
+    """Someone asked for a batch prediction (``modelrail predict --cloud``, or a message
+    on the topic): score the files under ``input`` with a version of ``model`` into
+    ``output`` (docs/architecture.md, "Batch prediction"). The batch job reads it from
+    its environment; ``request_id`` names the request in its logs."""
+
+    event_type: ClassVar[str] = "batch-requested"
+    model: str | None = None
+    input: str
+    output: str
+    version: int | None = None  # else the version ``alias`` names
+    alias: str | None = None  # default ``staging``
+    explain: bool = False
+    request_id: str = dataclasses.field(default_factory=new_id)
+    requested_at: str = dataclasses.field(default_factory=utcnow)
+
+    @classmethod
+    def from_body(cls, body: Mapping[str, Any]) -> BatchRequested:
+        validate_body(cls.event_type, body)
+        fields = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in body.items() if k in fields})
+
+    def to_body(self) -> JsonDict:
+        body: JsonDict = {"schema_version": SCHEMA_VERSION, "event_type": self.event_type}
+        body.update({k: v for k, v in dataclasses.asdict(self).items() if v is not None})
+        validate_body(self.event_type, body)
+        return body
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class PipelineEvent:
     """The envelope of every event modelrail itself publishes."""
 

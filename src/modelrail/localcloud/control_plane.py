@@ -17,11 +17,14 @@ code knows it is local. Behind the API:
   becomes ready ends the rollout with a failed condition while ``observedGeneration``
   and ``latestReadyRevision`` stay at the last serving revision (traffic stays where it
   was); the operation fails too. A stale ``etag`` is refused with ABORTED.
-- **jobs** (run; get executions and the run's operation): each execution is a
-  subprocess (``python -m modelrail.entry.train_job``; for the validate job, when the
-  stack's settings name one, ``python -m modelrail.entry.validate_job``) with the
-  request's container overrides in its environment and Cloud Run's ``CLOUD_RUN_*``
-  variables.
+- **jobs** (run; get executions and the run's operation): each execution is one
+  subprocess per task (``python -m modelrail.entry.train_job``; for the validate job,
+  when the stack's settings name one, ``python -m modelrail.entry.validate_job``; for
+  the batch job, ``python -m modelrail.entry.batch_job``) with the request's container
+  overrides in its environment and Cloud Run's ``CLOUD_RUN_*`` variables. A job runs
+  the task count it was given (``job_tasks``, as Terraform gives the batch job its
+  ``task_count``) or the run request's ``overrides.taskCount``, all tasks at once; the
+  execution succeeds when every task has exited 0.
 
 The same server also serves the Artifact Registry API slice the register stage's
 adapter calls (``modelrail.localcloud.artifact_registry``), the Vertex AI Model Registry
@@ -117,17 +120,23 @@ def _condition(state: str, message: str = "") -> dict[str, Any]:
 class _Execution:
     name: str
     job: str
-    process: subprocess.Popen[bytes] | None
+    processes: list[subprocess.Popen[bytes]]  # one per task
     log: Path
     create_time: str
     completion_time: str | None = None
-    exit_code: int | None = None
+    exit_code: int | None = None  # the first failed task's, else 0, once all have exited
+    succeeded: int = 0
+    failed: int = 0
 
     def refresh(self) -> None:
-        if self.process is not None and self.exit_code is None:
-            code = self.process.poll()
-            if code is not None:
-                self.exit_code, self.completion_time = code, utcnow()
+        if self.exit_code is not None:
+            return
+        codes = [process.poll() for process in self.processes]
+        self.succeeded = sum(code == 0 for code in codes)
+        self.failed = sum(code not in (None, 0) for code in codes)
+        if all(code is not None for code in codes):
+            self.exit_code = next((code for code in codes if code), 0)
+            self.completion_time = utcnow()
 
     def resource(self) -> dict[str, Any]:
         self.refresh()
@@ -147,11 +156,11 @@ class _Execution:
             "job": self.job.rsplit("/", 1)[-1],
             "createTime": self.create_time,
             "startTime": self.create_time,
-            "taskCount": 1,
-            "parallelism": 1,
-            "runningCount": int(running),
-            "succeededCount": int(not running and succeeded),
-            "failedCount": int(not running and not succeeded),
+            "taskCount": len(self.processes),
+            "parallelism": len(self.processes),
+            "runningCount": len(self.processes) - self.succeeded - self.failed,
+            "succeededCount": self.succeeded,
+            "failedCount": self.failed,
             "reconciling": running,
             "logUri": f"file://{self.log}",
             "conditions": [
@@ -185,11 +194,14 @@ class ControlPlane:
         models: LocalVertexAi | None = None,
         kms: LocalKms | None = None,
         job_commands: Mapping[str, Sequence[str]] | None = None,
+        job_tasks: Mapping[str, int] | None = None,
     ) -> None:
         self.project, self.region = project, region
         # A job's own command by its short name (Terraform gives each job its image's);
         # any other job runs ``job_command``.
         self.job_commands = {job: list(argv) for job, argv in (job_commands or {}).items()}
+        # A job's task count by its short name (Terraform's ``task_count``); others run one.
+        self.job_tasks = dict(job_tasks or {})
         self.packages = packages
         self.models = models
         self.kms = kms
@@ -466,6 +478,7 @@ class ControlPlane:
         overrides: dict[str, str] = {}
         for container in (body.get("overrides") or {}).get("containerOverrides", []):
             overrides.update(_env_of({"containers": [container]}))
+        tasks = int((body.get("overrides") or {}).get("taskCount") or self.job_tasks.get(job, 1))
         execution_name = f"{name}/executions/{job}-{secrets.token_hex(3)[:5]}"
         short = execution_name.rsplit("/", 1)[-1]
         log = self.state_dir / "logs" / "executions" / f"{short}.log"
@@ -475,19 +488,21 @@ class ControlPlane:
             **overrides,
             "CLOUD_RUN_JOB": job,
             "CLOUD_RUN_EXECUTION": short,
-            "CLOUD_RUN_TASK_INDEX": "0",
-            "CLOUD_RUN_TASK_COUNT": "1",
+            "CLOUD_RUN_TASK_COUNT": str(tasks),
             "CLOUD_RUN_TASK_ATTEMPT": "0",
         }
         with self._lock, open(log, "ab") as log_file:
-            process = subprocess.Popen(
-                self.job_commands.get(job, self.job_command),
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=log_file,
-                stderr=subprocess.STDOUT,
-            )
-            execution = _Execution(execution_name, name, process, log, utcnow())
+            processes = [
+                subprocess.Popen(
+                    self.job_commands.get(job, self.job_command),
+                    env={**env, "CLOUD_RUN_TASK_INDEX": str(index)},
+                    stdin=subprocess.DEVNULL,
+                    stdout=log_file,
+                    stderr=subprocess.STDOUT,
+                )
+                for index in range(tasks)
+            ]
+            execution = _Execution(execution_name, name, processes, log, utcnow())
             self._executions[execution_name] = execution
             # Reaped as soon as it exits, asked about or not: no zombie stays behind.
             threading.Thread(
@@ -497,8 +512,8 @@ class ControlPlane:
             return dict(operation)
 
     def _reap(self, execution: _Execution) -> None:
-        assert execution.process is not None
-        execution.process.wait()
+        for process in execution.processes:
+            process.wait()
         with self._lock:
             execution.refresh()
 
@@ -515,9 +530,9 @@ class ControlPlane:
         for thread in list(self._rollouts):
             thread.join(max(0.0, deadline - time.monotonic()))
         for execution in list(self._executions.values()):
-            if execution.process is not None:
+            for process in execution.processes:
                 with contextlib.suppress(subprocess.TimeoutExpired):
-                    execution.process.wait(max(0.0, deadline - time.monotonic()))
+                    process.wait(max(0.0, deadline - time.monotonic()))
 
     # -- HTTP --------------------------------------------------------------------
     def dispatch(self, method: str, path: str, body: Mapping[str, Any]) -> dict[str, Any]:
@@ -697,11 +712,16 @@ def main(*, port: int, state_dir: Path, project: str, region: str, service_prefi
         services=staging.service,
         backend=staging.backend,
         job_command=[sys.executable, "-m", "modelrail.entry.train_job"],
-        job_commands=(
-            {settings.validate_job: [sys.executable, "-m", "modelrail.entry.validate_job"]}
-            if settings.validate_job
-            else None
-        ),
+        job_commands={
+            **(
+                {settings.validate_job: [sys.executable, "-m", "modelrail.entry.validate_job"]}
+                if settings.validate_job
+                else {}
+            ),
+            settings.batch_job: [sys.executable, "-m", "modelrail.entry.batch_job"],
+        },
+        # The batch job's parallel tasks, as Terraform's task_count gives them in the cloud.
+        job_tasks={settings.batch_job: settings.batch_tasks},
         job_env=os.environ,
         state_dir=state_dir,
         # The staging service loads models from the artifact bucket, as in the cloud.

@@ -5,7 +5,7 @@ a Cloud Function) delivers through here."""
 from __future__ import annotations
 
 from modelrail.kernel.ports import Message
-from modelrail.service import notifications, pipeline
+from modelrail.service import batch, notifications, pipeline
 from modelrail.service.container import Container
 
 
@@ -13,5 +13,7 @@ def consume(container: Container, consumer: str, message: Message) -> None:
     """Deliver ``message`` to ``consumer`` (a subscription's, as topology.yaml names it)."""
     if consumer == notifications.CONSUMER:
         notifications.consume(container, message)
+    elif consumer == batch.LISTENER:
+        batch.launch(container, message)
     else:
         pipeline.consume(container, consumer, message)

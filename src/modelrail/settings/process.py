@@ -43,6 +43,8 @@ _VARIABLES = (
     Variable("training_job", "MODELRAIL_TRAINING_JOB"),
     Variable("validate_job", "MODELRAIL_VALIDATE_JOB"),
     Variable("validate_in_job_above_mb", "MODELRAIL_VALIDATE_IN_JOB_ABOVE_MB", _size_mb),
+    Variable("batch_job", "MODELRAIL_BATCH_JOB"),
+    Variable("batch_tasks", "MODELRAIL_BATCH_TASKS", int),
     Variable("staging_service", "MODELRAIL_STAGING_SERVICE"),
     Variable("artifact_repository", "MODELRAIL_ARTIFACT_REPOSITORY"),
     Variable("artifact_registry_endpoint", "MODELRAIL_ARTIFACT_REGISTRY_ENDPOINT"),
@@ -93,6 +95,11 @@ class Settings:
     # None: validate validates everything in place (``service.handoff``).
     validate_job: str | None = None
     validate_in_job_above_mb: float = 512.0
+    # The Cloud Run job that scores batch predictions (``modelrail predict --cloud``), and
+    # its parallel tasks where the local control plane runs it (Terraform sets the
+    # cloud's: ``batch_job.tasks``).
+    batch_job: str = "modelrail-batch"
+    batch_tasks: int = 3
     # Each model's staging Cloud Run service is ``<staging_service>-<model>``.
     staging_service: str = "modelrail-staging"
     # Who runs the CLI ($MODELRAIL_ACTOR, else the OS user): recorded with an operator's

@@ -45,6 +45,8 @@ locals {
     { sa = "staging", role = "roles/cloudkms.publicKeyViewer" },
     # The monitor: the version whose training profile it judges the log against.
     { sa = "monitor", role = "roles/cloudkms.publicKeyViewer" },
+    # Batch prediction verifies the version it scores as the staging service does.
+    { sa = "batch", role = "roles/cloudkms.publicKeyViewer" },
   ]
 }
 

@@ -31,6 +31,8 @@ locals {
     pr_build        = "pull-request checks in Cloud Build: runs the pull request's tests, writes build logs, deploys nothing"
     sweep           = "sweep job: records as failed the runs whose training job died or whose message was lost"
     scheduler       = "Cloud Scheduler identity: the only caller allowed to run the sweep job"
+    batch           = "batch job: scores files under batch/ with a registered version (modelrail predict --cloud)"
+    launch_batch    = "launch_batch listener: starts one batch job execution per batch-requested event"
     notify          = "notifier: posts failed runs, rejections, deploys and drift to the models' webhooks"
     # The scheduled monitor (terraform/envs/dev/monitor.tf).
     monitor      = "monitor job: judges each model's prediction log for drift, publishes drift-detected and retrains on drift"

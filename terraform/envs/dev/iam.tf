@@ -11,6 +11,7 @@ locals {
     "push", "function_build", "pr_build", "sweep", "scheduler", "notify",
     # The scheduled monitor (monitor.tf): its job's account and its scheduler's.
     "monitor", "monitor_cron",
+    "batch", "launch_batch",
   ])
 
   # Bucket-level reads (objectViewer: read and list objects). Writes are the
@@ -36,6 +37,11 @@ locals {
     # (src/modelrail/service/retrain_data.py), its row count validate's record.
     { sa = "monitor", bucket = "data", role = "roles/storage.legacyBucketReader" },
     { sa = "sweep", bucket = "data", role = "roles/storage.legacyBucketReader" },
+    # Batch prediction reads the version it scores, the model's definition and its inputs
+    # (batch.tf: it writes under batch/ alone).
+    { sa = "batch", bucket = "artifacts", role = "roles/storage.objectViewer" },
+    # ... and its listener reads the models' definitions, as every function does.
+    { sa = "launch_batch", bucket = "artifacts", role = "roles/storage.objectViewer" },
   ]
 
   # What each stage writes in the artifact bucket, and nothing else it may write
@@ -355,6 +361,7 @@ resource "time_sleep" "iam_propagation" {
     google_storage_bucket_iam_member.prediction_log,
     google_storage_bucket_iam_member.notification_records,
     google_storage_bucket_iam_member.monitoring_reports,
+    google_storage_bucket_iam_member.batch_writes,
     google_pubsub_topic_iam_member.stage,
     google_artifact_registry_repository_iam_member.function_build_pushes_images,
     google_artifact_registry_repository_iam_member.models,

@@ -242,7 +242,8 @@ module "functions" {
     # Staged at the source root by `make stage`; Cloud Functions runs from there. The
     # models' definitions are read from the artifact bucket, not from the source.
     MODELRAIL_TOPOLOGY = "topology.yaml"
-  }, each.key == "validate" ? local.validate_function_env : {})
+    }, each.key == "validate" ? local.validate_function_env : {},
+  each.key == "launch_batch" ? local.batch_function_env : {})
 
   # The build account's grants and the stage accounts' (iam.tf), propagated.
   depends_on = [time_sleep.iam_propagation]

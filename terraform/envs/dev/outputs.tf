@@ -72,3 +72,8 @@ output "monitor_job" {
   description = "The Cloud Run job Cloud Scheduler runs to monitor every model's prediction log (monitor.tf)."
   value       = module.monitor_job.name
 }
+
+output "batch_job" {
+  description = "The Cloud Run job that scores batch predictions (batch.tf; modelrail predict --cloud)."
+  value       = module.batch_job.name
+}

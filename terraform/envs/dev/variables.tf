@@ -285,3 +285,20 @@ variable "monitor" {
     error_message = "monitor.window_hours must be more than 0."
   }
 }
+
+variable "batch_job" {
+  description = "The batch job (batch.tf), which scores files with a registered version (modelrail predict --cloud): vCPUs, memory, the longest task, task retries, and the parallel tasks of each execution (each scores its share of the input's parts). Memory follows the batch ([limits] batch_mb) and an output piece, not the input."
+  type = object({
+    cpu             = optional(string, "4")
+    memory          = optional(string, "4Gi")
+    timeout_seconds = optional(number, 3600)
+    max_retries     = optional(number, 1)
+    tasks           = optional(number, 4)
+  })
+  default = {}
+
+  validation {
+    condition     = var.batch_job.tasks >= 1 && var.batch_job.tasks <= 100
+    error_message = "batch_job.tasks must be between 1 and 100."
+  }
+}

@@ -13,8 +13,8 @@ resource "google_cloud_run_v2_job" "this" {
   deletion_protection = false
 
   template {
-    task_count  = 1
-    parallelism = 1
+    task_count  = var.task_count
+    parallelism = var.task_count
 
     template {
       service_account = var.service_account_email

@@ -86,3 +86,9 @@ variable "vpc_access" {
     error_message = "vpc_access.egress must be ALL_TRAFFIC or PRIVATE_RANGES_ONLY."
   }
 }
+
+variable "task_count" {
+  description = "Tasks of each execution, all run at once (the batch job's parallel tasks; every other job runs one)."
+  type        = number
+  default     = 1
+}
