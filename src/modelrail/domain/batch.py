@@ -130,7 +130,7 @@ def read(source: BinaryIO, fmt: str, batch_bytes: int, where: str) -> Iterator[A
         text = pa.input_stream(pa.PythonFile(source, mode="r"), compression="gzip")
     limits = stream.Limits(batch_bytes=batch_bytes)
     try:
-        texts = stream._csv_texts(stream._blocks(text, min(batch_bytes, _READ_BYTES)), limits)
+        texts = stream.csv_texts(stream.read_blocks(text, min(batch_bytes, _READ_BYTES)), limits)
         for (data, _, _), header in texts:
             yield data, header
     except stream.Refused as refused:
@@ -144,15 +144,15 @@ def check(batch: Any, header: Sequence[str], scoring: Scoring, offset: int) -> C
     if isinstance(batch, pa.RecordBatch):
         for column in contract.columns:
             kind = batch.schema.field(column.name).type
-            if not stream._convertible(kind, column):
+            if not stream.convertible(kind, column):
                 raise Refused(
                     f"column {column.name!r} is {kind} in the file; the contract's "
                     f"{column.type} column cannot be read from it"
                 )
-        fast = stream._typed_parquet(batch, contract)
+        fast = stream.typed_parquet(batch, contract)
         if fast is not None:
             return _passed(fast[0], scoring, offset)
-        return _sorted(stream._parquet_text(batch, contract), scoring, offset)
+        return _sorted(stream.parquet_text(batch, contract), scoring, offset)
     data, _ = batch
     fast_table = _typed_csv(data, header, contract)
     if fast_table is not None:
@@ -170,13 +170,13 @@ def _typed_csv(data: bytes, header: Sequence[str], contract: DatasetContract) ->
     if any(name not in header for name in names):
         return None  # names written with spaces around them: the reporting path trims them
     options = pacsv.ConvertOptions(
-        column_types={c.name: typed._csv_type(c) for c in contract.columns},
+        column_types={c.name: typed.csv_type(c) for c in contract.columns},
         include_columns=names,
         null_values=list(contract.null_tokens),
         strings_can_be_null=True,
         quoted_strings_can_be_null=True,
-        true_values=typed._TRUE,
-        false_values=typed._FALSE,
+        true_values=typed.TRUE_VALUES,
+        false_values=typed.FALSE_VALUES,
     )
     try:
         read_table = pacsv.read_csv(pa.BufferReader(data), convert_options=options)
@@ -184,7 +184,7 @@ def _typed_csv(data: bytes, header: Sequence[str], contract: DatasetContract) ->
         return None
     arrays = {}
     for column in contract.columns:
-        array = typed._column(read_table.column(column.name), column, False)
+        array = typed.typed_column(read_table.column(column.name), column, False)
         if array is None:
             return None
         arrays[column.name] = array

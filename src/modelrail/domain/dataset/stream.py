@@ -322,7 +322,7 @@ def _refuse_long(scanner: _LineScanner, blocks: Iterator[bytes], max_bytes: int)
     )
 
 
-def _blocks(file: Any, size: int) -> Iterator[bytes]:
+def read_blocks(file: Any, size: int) -> Iterator[bytes]:
     while block := file.read(size):
         yield block
 
@@ -676,7 +676,7 @@ def validate(
             text: Any = reader
             if fmt == "csv.gz":
                 text = pa.input_stream(pa.PythonFile(reader, mode="r"), compression="gzip")
-            batches = _csv_texts(_blocks(text, min(limits.batch_bytes, _READ_BYTES)), limits)
+            batches = csv_texts(read_blocks(text, min(limits.batch_bytes, _READ_BYTES)), limits)
         for data, header_or_none in batches:
             if header_or_none is not None:
                 header = header_or_none
@@ -770,7 +770,7 @@ def _finish_refused(
     return Result(checks.refused(contract, problem), *_finish(hashing, reader))
 
 
-def _csv_texts(
+def csv_texts(
     blocks: Iterator[bytes], limits: Limits
 ) -> Iterator[tuple[tuple[bytes, int, int], tuple[str, ...] | None]]:
     first = True
@@ -802,10 +802,10 @@ def _check_batch(
             return checks.check_text(raw, contract)
     else:  # a Parquet batch, converted
         raw, lines_before = None, 0
-        typed_read = _typed_parquet(data, contract)
+        typed_read = typed_parquet(data, contract)
 
         def text_of() -> checks.TextCheck | Problem:
-            return _parquet_text(data, contract)
+            return parquet_text(data, contract)
 
     checked: pa.Table | None
     if typed_read is not None:
@@ -951,7 +951,7 @@ def _parquet_batches(
     for column in contract.columns:
         if column.name in header:
             field = schema.field(header.index(column.name))
-            if not _convertible(field.type, column):
+            if not convertible(field.type, column):
                 problems.append(
                     Problem(
                         "parquet_schema",
@@ -981,7 +981,7 @@ class _SchemaRefused(Refused):
         self.header = header
 
 
-def _convertible(arrow_type: pa.DataType, column: Column) -> bool:
+def convertible(arrow_type: pa.DataType, column: Column) -> bool:
     if pa.types.is_dictionary(arrow_type):
         arrow_type = arrow_type.value_type
     numeric = bool(pa.types.is_integer(arrow_type) or pa.types.is_floating(arrow_type))
@@ -997,7 +997,7 @@ def _convertible(arrow_type: pa.DataType, column: Column) -> bool:
     return text
 
 
-def _parquet_text(batch: pa.RecordBatch, contract: DatasetContract) -> checks.TextCheck:
+def parquet_text(batch: pa.RecordBatch, contract: DatasetContract) -> checks.TextCheck:
     """A Parquet batch as the reporting path reads text: each value in its shortest
     spelling, a missing one as the contract's first null token."""
     null = contract.null_tokens[0] if contract.null_tokens else ""
@@ -1032,7 +1032,7 @@ def _spell_float(value: float) -> str:
     return repr(value)
 
 
-def _typed_parquet(batch: pa.RecordBatch, contract: DatasetContract) -> tuple[pa.Table, int] | None:
+def typed_parquet(batch: pa.RecordBatch, contract: DatasetContract) -> tuple[pa.Table, int] | None:
     """The checked table of a Parquet batch whose every value meets the contract (the
     typed reader's rules), else None: the reporting path names the problems."""
     arrays = {}
@@ -1069,7 +1069,7 @@ def _typed_parquet(batch: pa.RecordBatch, contract: DatasetContract) -> tuple[pa
             if pc.any(pc.not_equal(pc.utf8_trim_whitespace(array), array)).as_py():
                 return None
             encoded = pc.dictionary_encode(array)
-            converted = typed._categories(encoded, column)
+            converted = typed.contract_categories(encoded, column)
             if converted is None:
                 return None
             arrays[column.name] = converted

@@ -37,8 +37,8 @@ def _spellings(words: tuple[str, ...]) -> list[str]:
     return list(dict.fromkeys(s for w in words for s in (w, w.capitalize(), w.upper())))
 
 
-_TRUE = _spellings(TRUE_WORDS)
-_FALSE = _spellings(FALSE_WORDS)
+TRUE_VALUES = _spellings(TRUE_WORDS)
+FALSE_VALUES = _spellings(FALSE_WORDS)
 
 
 def read(
@@ -69,14 +69,14 @@ def read_batch(
     names = [c.name for c in contract.columns]
     if sorted(header) != sorted(names):
         return None
-    types = {c.name: _csv_type(c) for c in contract.columns}
+    types = {c.name: csv_type(c) for c in contract.columns}
     options = pacsv.ConvertOptions(
         column_types=types,
         null_values=list(contract.null_tokens),
         strings_can_be_null=True,
         quoted_strings_can_be_null=True,
-        true_values=_TRUE,
-        false_values=_FALSE,
+        true_values=TRUE_VALUES,
+        false_values=FALSE_VALUES,
     )
     try:
         read_table = pacsv.read_csv(pa.BufferReader(data), convert_options=options)
@@ -87,7 +87,7 @@ def read_batch(
     kept = ~np.asarray(read_table.column(contract.target).is_null())
     arrays = {}
     for column in contract.columns:
-        array = _column(read_table.column(column.name), column, column.name == contract.target)
+        array = typed_column(read_table.column(column.name), column, column.name == contract.target)
         if array is None:
             return None
         arrays[column.name] = array
@@ -95,7 +95,7 @@ def read_batch(
     return (checked if kept.all() else checked.filter(pa.array(kept))), len(read_table)
 
 
-def _csv_type(column: Column) -> pa.DataType:
+def csv_type(column: Column) -> pa.DataType:
     if column.type == "boolean":
         return pa.bool_()
     if column.type == "datetime":
@@ -103,7 +103,7 @@ def _csv_type(column: Column) -> pa.DataType:
     return table.arrow_type(column)
 
 
-def _column(
+def typed_column(
     array: pa.ChunkedArray, column: Column, is_target: bool
 ) -> pa.ChunkedArray | pa.Array | None:
     """``column`` in the table's type, with the values the reporting path gives, or
@@ -131,7 +131,7 @@ def _column(
     if column.type == "boolean":
         return array.cast(pa.float64())
     if column.type == "category":
-        return _categories(array.combine_chunks(), column)
+        return contract_categories(array.combine_chunks(), column)
     if pc.any(pc.not_equal(pc.utf8_trim_whitespace(array), array)).as_py():
         return None  # padded cells: the reporting path trims them (and may find nulls)
     if column.type == "datetime":
@@ -143,7 +143,7 @@ def _column(
     return array
 
 
-def _categories(array: pa.DictionaryArray, column: Column) -> pa.DictionaryArray | None:
+def contract_categories(array: pa.DictionaryArray, column: Column) -> pa.DictionaryArray | None:
     """The values as indices into the contract's categories: each spelling in the file
     is looked up once (numeric codes in their canonical spelling)."""
     spelled = array.dictionary.to_pylist()
