@@ -138,6 +138,10 @@ class PipelineConfig:
     retrain_schedule: str | None = None
     # [[notify.webhooks]]: who is told of failures, rejections, deploys and drift.
     webhooks: tuple[Webhook, ...] = ()
+    # [production]: whether a promotion needs a person's approval, and may that person
+    # be the one who proposed it (docs/architecture.md, "Production").
+    production_approval: Literal["required", "none"] = "required"
+    production_self_approval: bool = False
 
     @classmethod
     def load(cls, path: Path) -> PipelineConfig:
@@ -207,6 +211,8 @@ class PipelineConfig:
                 batch_bytes=round(bounds.get("batch_mb", 64) * 2**20),
             ),
             vertex_model_registry=spec.get("vertex", {}).get("model_registry", False),
+            production_approval=spec.get("production", {}).get("approval", "required"),
+            production_self_approval=spec.get("production", {}).get("self_approval", False),
             engine=Engine(
                 name=training.get("engine", "auto"),
                 local_memory_bytes=round(training.get("local_memory_mb", 8192) * 2**20),

@@ -88,9 +88,11 @@ class Supervisor:
         *,
         model: str,
         reconcile_every_s: float | None = None,
+        alias: str = "staging",
     ) -> None:
         self.port = port
         self.model = model
+        self.alias = alias
         self.state_dir = state_dir
         self.socket_dir = socket_dir
         self.reconcile_every_s = reconcile_every_s
@@ -285,11 +287,11 @@ class Supervisor:
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, self.done.set)
-        print(f"staging supervisor on 127.0.0.1:{self.port}", flush=True)
+        print(f"{self.alias} supervisor on 127.0.0.1:{self.port}", flush=True)
         if self.reconcile_every_s is not None:
             threading.Thread(
                 target=reconcile_staging,
-                args=(self.stopping, self.reconcile_every_s, self.model),
+                args=(self.stopping, self.reconcile_every_s, self.model, self.alias),
                 name="reconcile",
                 daemon=True,
             ).start()
@@ -303,12 +305,14 @@ class Supervisor:
             control_path.unlink()
 
 
-def reconcile_staging(stop: threading.Event, every_s: float, model: str) -> None:
+def reconcile_staging(
+    stop: threading.Event, every_s: float, model: str, alias: str = "staging"
+) -> None:
     """The supervisor's reconciliation loop (``modelrail.service.reconcile.Reconciler``): what
-    it serves converges to the staging alias of the registry its servers load from, on
-    start and every ``every_s``, until ``stop``. Embedded mode's: in emulator mode the
-    control plane starts its supervisor without it and reconciles its Cloud Run service
-    itself."""
+    it serves converges to the ``alias`` (staging, production: the service's own) of the
+    registry its servers load from, on start and every ``every_s``, until ``stop``.
+    Embedded mode's: in emulator mode the control plane starts its supervisor without
+    it and reconciles its Cloud Run service itself."""
     from modelrail.adapters.local.staging import LocalStagingDeployer
     from modelrail.composition.bootstrap import bootstrap
     from modelrail.kernel import logs
@@ -325,8 +329,9 @@ def reconcile_staging(stop: threading.Event, every_s: float, model: str) -> None
             leases=container.leases,
             # This supervisor, over its own control socket (a rollout like any other);
             # never another supervisor started in its place as this one stops.
-            deployer=LocalStagingDeployer(settings, model, start_supervisor=False),
-            holder=f"reconcile:staging-supervisor:{os.getpid()}",
+            deployer=LocalStagingDeployer(settings, model, start_supervisor=False, role=alias),
+            holder=f"reconcile:{alias}-supervisor:{os.getpid()}",
+            alias=alias,
         )
     except Exception:  # it serves on without the loop; its log says why
         logging.getLogger(__name__).exception("no reconciliation: the settings did not load")
@@ -380,7 +385,14 @@ async def _reply(writer: asyncio.StreamWriter, body: dict[str, Any]) -> None:
 @click.option("--port", type=int, required=True, help="The public port on 127.0.0.1.")
 @click.option("--state-dir", type=click.Path(path_type=Path), required=True)
 @click.option("--socket-dir", type=click.Path(path_type=Path), required=True)
-@click.option("--model", required=True, help="The model whose staging this is.")
+@click.option("--model", required=True, help="The model whose service this is.")
+@click.option(
+    "--alias",
+    type=click.Choice(["staging", "production"]),
+    default="staging",
+    show_default=True,
+    help="The service, and the alias it converges to.",
+)
 @click.option(
     "--reconcile-every",
     "reconcile_every_s",
@@ -389,11 +401,16 @@ async def _reply(writer: asyncio.StreamWriter, body: dict[str, Any]) -> None:
     help="Converge what is served to the staging alias this often (seconds).",
 )
 def main(
-    port: int, state_dir: Path, socket_dir: Path, model: str, reconcile_every_s: float | None
+    port: int,
+    state_dir: Path,
+    socket_dir: Path,
+    model: str,
+    alias: str,
+    reconcile_every_s: float | None,
 ) -> None:
-    """Own a model's local staging port and its servers."""
+    """Own a model's local staging (or production) port and its servers."""
     supervisor = Supervisor(
-        port, state_dir, socket_dir, model=model, reconcile_every_s=reconcile_every_s
+        port, state_dir, socket_dir, model=model, reconcile_every_s=reconcile_every_s, alias=alias
     )
     asyncio.run(supervisor.run())
 

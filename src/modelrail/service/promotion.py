@@ -1,0 +1,206 @@
+"""Promotion: a version goes from staging to production when one person proposes it
+and another approves it (``domain.promotion`` holds the records).
+
+- ``propose``: staging's version (or one named) is written as a proposal, create-only,
+  with the alias states it was decided on. Only a registered version can be proposed
+  (every registered version was blessed: by the gate, or by a person); one production
+  already serves is refused.
+- ``approve``: refused for an unknown proposal, one already decided, a stale one
+  (production's alias, or staging's for a proposal of staging's version, moved since)
+  and, unless pipeline.toml's ``[production] self_approval`` allows it, for the person
+  who proposed it. The approval is written create-only (of two approvers, one wins),
+  then carried out under production's rollout lease: the version's signed manifest
+  verified, its revision started and smoke-tested on the production service, then the
+  ``production`` alias moved by compare-and-set from the generation the proposal was
+  decided on. A failed rollout leaves production serving what its alias names
+  (``reconcile.roll_out``); either way the outcome is recorded.
+- ``follow_staging``: with ``[production] approval = "none"``, modelrail itself
+  proposes and approves what staging serves (the sweep calls it).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+
+from modelrail.domain.promotion import PRODUCTION, Approval, Outcome, Promotions, Proposal
+from modelrail.domain.registry import Alias, Registry
+from modelrail.kernel.errors import (
+    DeploymentFailed,
+    IntegrityError,
+    PreconditionFailed,
+    Refused,
+)
+from modelrail.kernel.events import new_id, utcnow
+from modelrail.service.container import Container
+from modelrail.service.reconcile import (
+    LEASE_HEARTBEAT_S,
+    LEASE_TTL_S,
+    LEASE_WAIT_S,
+    STAGING,
+    converge,
+    roll_out,
+)
+
+# Who proposes and approves with ``[production] approval = "none"``.
+AUTOMATIC = "modelrail (approval = none)"
+
+log = logging.getLogger(__name__)
+
+
+def _generation(alias: Alias | None) -> int:
+    return alias.generation if alias is not None else 0
+
+
+def propose(
+    container: Container, *, version: int | None, reason: str, proposed_by: str
+) -> Proposal:
+    """Propose ``version`` (default: what staging's alias names) for production."""
+    model, registry = container.model, container.registry
+    if not reason.strip():
+        raise Refused("say why it should go to production (--reason): it is kept with it")
+    staging = registry.alias(model, STAGING)
+    if version is None and staging is None:
+        raise Refused(f"staging serves no version of {model!r} yet: nothing to propose")
+    target = version if version is not None else staging.version  # type: ignore[union-attr]
+    known = registry.versions(model)
+    if target not in known:
+        raise Refused(
+            f"{model!r} has no registered version {target} (it has "
+            f"{', '.join(f'v{v}' for v in known) or 'none'}): only a version the gate "
+            "passed or a person blessed is registered, and only those go to production"
+        )
+    production = registry.alias(model, PRODUCTION)
+    if production is not None and production.version == target:
+        raise Refused(f"production already serves {model} v{target}")
+    proposal = Proposal(
+        id=new_id()[:12],
+        model=model,
+        version=target,
+        proposed_by=proposed_by,
+        reason=reason,
+        proposed_at=utcnow(),
+        production_version=production.version if production is not None else None,
+        production_generation=_generation(production),
+        staging_generation=_generation(staging) if version is None else None,
+    )
+    Promotions(container.artifacts).propose(proposal)
+    return proposal
+
+
+def approve(container: Container, proposal_id: str, *, reason: str, approved_by: str) -> Outcome:
+    """Approve the proposal and carry it out; the recorded outcome. ``Refused`` (nothing
+    written) when it cannot be approved."""
+    model, registry = container.model, container.registry
+    promotions = Promotions(container.artifacts)
+    if not reason.strip():
+        raise Refused("say why you approve it (--reason): it is kept with the promotion")
+    try:
+        proposal = promotions.proposal(model, proposal_id)
+    except ValueError as exc:
+        raise Refused(str(exc)) from None
+    if proposal is None:
+        raise Refused(f"{model!r} has no proposal {proposal_id!r} (modelrail promotions)")
+    decided = promotions.approval(model, proposal_id)
+    if decided is not None:
+        raise Refused(
+            f"proposal {proposal_id} was decided already: approved by {decided.approved_by} "
+            f"at {decided.approved_at}"
+        )
+    if approved_by == proposal.proposed_by and not container.config.production_self_approval:
+        raise Refused(
+            f"{approved_by} proposed {proposal_id}: someone else approves it "
+            "(pipeline.toml's [production] self_approval = true allows it)"
+        )
+    _refuse_stale(registry, proposal)
+    return _decide(container, proposal, Approval(proposal_id, approved_by, reason, utcnow()))
+
+
+def _decide(container: Container, proposal: Proposal, approval: Approval) -> Outcome:
+    """Write the approval (once: of two approvers, one wins), carry the proposal out and
+    record its outcome."""
+    promotions = Promotions(container.artifacts)
+    try:
+        promotions.approve(proposal.model, approval)
+    except PreconditionFailed:
+        decided = promotions.approval(proposal.model, proposal.id)
+        raise Refused(
+            f"proposal {proposal.id} was decided meanwhile, by "
+            f"{decided.approved_by if decided is not None else 'someone else'}"
+        ) from None
+    outcome = carry_out(container, proposal)
+    promotions.record(proposal.model, outcome)
+    return outcome
+
+
+def _refuse_stale(registry: Registry, proposal: Proposal) -> None:
+    model = proposal.model
+    production = registry.alias(model, PRODUCTION)
+    if _generation(production) != proposal.production_generation:
+        now = f"v{production.version}" if production is not None else "nothing"
+        raise Refused(
+            f"proposal {proposal.id} is stale: production moved since it was made "
+            f"(then v{proposal.production_version}, now {now}); propose again"
+        )
+    if proposal.staging_generation is not None:
+        staging = registry.alias(model, STAGING)
+        if _generation(staging) != proposal.staging_generation:
+            now = f"v{staging.version}" if staging is not None else "nothing"
+            raise Refused(
+                f"proposal {proposal.id} is stale: it proposed staging's v{proposal.version}, "
+                f"and staging moved since (now {now}); propose again"
+            )
+
+
+def carry_out(container: Container, proposal: Proposal) -> Outcome:
+    """Roll the approved ``proposal`` out to production under its rollout lease; the
+    outcome (``failed`` with why when the rollout or the alias move failed)."""
+    model, registry = proposal.model, container.registry
+    deployer = container.production_deployer
+    moved = (proposal.production_version, proposal.version)
+    with container.leases.hold(
+        model,
+        PRODUCTION,
+        f"promotion:{proposal.id}",
+        ttl_s=LEASE_TTL_S,
+        wait_s=LEASE_WAIT_S,
+        heartbeat_s=LEASE_HEARTBEAT_S,
+    ) as lease:
+        try:
+            deployment = roll_out(
+                model, proposal.version, registry=registry, deployer=deployer, alias_name=PRODUCTION
+            )
+            lease.check()
+            registry.move_alias(
+                model, PRODUCTION, proposal.version, if_generation=proposal.production_generation
+            )
+        except (DeploymentFailed, IntegrityError) as exc:
+            return Outcome(proposal.id, "failed", *moved, utcnow(), detail=str(exc))
+        except PreconditionFailed:
+            # Production's alias moved while this rolled out: serve what it names.
+            with contextlib.suppress(DeploymentFailed, IntegrityError):
+                converge(model, registry=registry, deployer=deployer, alias_name=PRODUCTION)
+            return Outcome(
+                proposal.id, "failed", *moved, utcnow(),
+                detail="production's alias moved while the rollout ran; it serves what "
+                "the alias names",
+            )  # fmt: skip
+    return Outcome(
+        proposal.id, "succeeded", *moved, utcnow(),
+        revision=deployment.revision, url=deployment.url,
+    )  # fmt: skip
+
+
+def follow_staging(container: Container) -> Outcome | None:
+    """With ``[production] approval = "none"``: promote what staging's alias names when
+    production serves another version (modelrail proposes and approves it); None when
+    there is nothing to do."""
+    if container.config.production_approval != "none":
+        return None
+    registry, model = container.registry, container.model
+    staging, production = registry.alias(model, STAGING), registry.alias(model, PRODUCTION)
+    if staging is None or (production is not None and production.version == staging.version):
+        return None
+    why = "[production] approval = none"
+    proposal = propose(container, version=None, reason=why, proposed_by=AUTOMATIC)
+    return _decide(container, proposal, Approval(proposal.id, AUTOMATIC, why, utcnow()))
