@@ -12,7 +12,10 @@ moves only by a promotion, which is three create-only objects beside the registr
                           under this prefix (docs/deploy.md), and the production deploy
                           acts only on a proposal that has one.
     promotions/<id>.json  what the approved rollout did: succeeded (production moved
-                          from, to, the revision) or failed (why, and what serves)
+                          from, to, the revision) or failed (why, and what serves),
+                          with each canary step's numbers
+    rollouts/<id>.json    the steps so far, rewritten by the rollout as it goes
+                          (``modelrail rollout status``)
 
 A proposal is stale once production's alias (or, for one that proposed staging's
 version, staging's alias) moved after it was made: it was decided on another state,
@@ -33,6 +36,13 @@ from modelrail.kernel.ports import BlobStore
 
 PRODUCTION = "production"
 _PROPOSALS, _APPROVALS, _PROMOTIONS = "proposals", "approvals", "promotions"
+_ROLLOUTS = "rollouts"
+
+
+def _now() -> str:
+    from modelrail.kernel.events import utcnow
+
+    return utcnow()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -90,6 +100,7 @@ class Outcome:
     revision: str | None = None
     url: str | None = None
     detail: str = ""
+    steps: list[dict[str, Any]] = dataclasses.field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -114,6 +125,19 @@ class Promotions:
 
     def record(self, model: str, outcome: Outcome) -> None:
         self._create(model, _PROMOTIONS, outcome.proposal, outcome.to_json())
+
+    def progress(self, model: str, proposal_id: str, steps: list[dict[str, Any]]) -> None:
+        """The steps a rollout took so far (only the holder of production's rollout
+        lease writes them)."""
+        self.store.write(
+            self._key(model, _ROLLOUTS, proposal_id),
+            canonical_json({"proposal": proposal_id, "steps": steps, "updated_at": _now()}),
+            content_type="application/json",
+        )
+
+    def steps(self, model: str, proposal_id: str) -> list[dict[str, Any]]:
+        body = self._read(model, _ROLLOUTS, proposal_id)
+        return list(body["steps"]) if body is not None else []
 
     # -- reading --------------------------------------------------------------------
     def proposal(self, model: str, proposal_id: str) -> Proposal | None:

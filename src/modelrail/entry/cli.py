@@ -1049,6 +1049,53 @@ def promotions(as_json: bool, model: str | None) -> None:
         click.echo(_promotion_text(entry))
 
 
+@main.group()
+def rollout() -> None:
+    """Production's rollouts."""
+
+
+@rollout.command("status")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@_model_option
+def rollout_status(as_json: bool, model: str | None) -> None:
+    """The model's newest approved promotion: its status and each canary step so far,
+    with what the new and the old revision answered."""
+    from modelrail.domain.promotion import Promotions
+
+    cli = Cli(quiet=True, model=model)
+    promotions = Promotions(cli.container.artifacts)
+    approved = [e for e in promotions.history(cli.container.model) if e["approval"]]
+    if not approved:
+        click.echo(f"{cli.container.model}: no rollout to production yet")
+        return
+    entry = approved[-1]
+    outcome = entry["outcome"]
+    steps = (
+        outcome["steps"]
+        if outcome
+        else promotions.steps(cli.container.model, entry["proposal"]["id"])
+    )
+    if as_json:
+        click.echo(orjson.dumps({**entry, "steps": steps}, option=orjson.OPT_INDENT_2))
+        return
+    click.echo(_promotion_text(entry))
+    for step in steps:
+        click.echo(_step_text(step))
+
+
+def _step_text(step: dict[str, Any]) -> str:
+    text = f"    {step['percent']:g} % from {step['started_at']}"
+    if "new" in step:
+        new, old = step["new"], step["old"]
+        text += (
+            f": new {new['errors']}/{new['requests']} errors, p99 {new['p99_ms']} ms; "
+            f"old {old['errors']}/{old['requests']} errors, p99 {old['p99_ms']} ms"
+        )
+    if step.get("breach"):
+        text += f"\n      BREACH: {step['breach']}"
+    return text
+
+
 def _promotion_text(entry: dict[str, Any]) -> str:
     proposal, approval, outcome = entry["proposal"], entry["approval"], entry["outcome"]
     lines = [

@@ -39,8 +39,8 @@ from modelrail.service.reconcile import (
     LEASE_WAIT_S,
     STAGING,
     converge,
-    roll_out,
 )
+from modelrail.service.rollout import roll_out_production
 
 # Who proposes and approves with ``[production] approval = "none"``.
 AUTOMATIC = "modelrail (approval = none)"
@@ -113,6 +113,12 @@ def approve(container: Container, proposal_id: str, *, reason: str, approved_by:
             "(pipeline.toml's [production] self_approval = true allows it)"
         )
     _refuse_stale(registry, proposal)
+    held = container.leases.state(model, PRODUCTION)
+    if held is not None and held.live:
+        raise Refused(
+            f"a rollout of {model}'s production is under way ({held.holder}): one at a "
+            "time; approve once it ended (modelrail rollout status)"
+        )
     return _decide(container, proposal, Approval(proposal_id, approved_by, reason, utcnow()))
 
 
@@ -157,6 +163,7 @@ def carry_out(container: Container, proposal: Proposal) -> Outcome:
     outcome (``failed`` with why when the rollout or the alias move failed)."""
     model, registry = proposal.model, container.registry
     deployer = container.production_deployer
+    promotions = Promotions(container.artifacts)
     moved = (proposal.production_version, proposal.version)
     with container.leases.hold(
         model,
@@ -167,15 +174,23 @@ def carry_out(container: Container, proposal: Proposal) -> Outcome:
         heartbeat_s=LEASE_HEARTBEAT_S,
     ) as lease:
         try:
-            deployment = roll_out(
-                model, proposal.version, registry=registry, deployer=deployer, alias_name=PRODUCTION
+            deployment, steps = roll_out_production(
+                model,
+                proposal.version,
+                registry=registry,
+                deployer=deployer,
+                policy=container.config.canary,
+                on_step=lambda steps: promotions.progress(model, proposal.id, steps),
             )
             lease.check()
             registry.move_alias(
                 model, PRODUCTION, proposal.version, if_generation=proposal.production_generation
             )
         except (DeploymentFailed, IntegrityError) as exc:
-            return Outcome(proposal.id, "failed", *moved, utcnow(), detail=str(exc))
+            return Outcome(
+                proposal.id, "failed", *moved, utcnow(), detail=str(exc),
+                steps=exc.details.get("steps", []),
+            )  # fmt: skip
         except PreconditionFailed:
             # Production's alias moved while this rolled out: serve what it names.
             with contextlib.suppress(DeploymentFailed, IntegrityError):
@@ -183,11 +198,11 @@ def carry_out(container: Container, proposal: Proposal) -> Outcome:
             return Outcome(
                 proposal.id, "failed", *moved, utcnow(),
                 detail="production's alias moved while the rollout ran; it serves what "
-                "the alias names",
+                "the alias names", steps=steps,
             )  # fmt: skip
     return Outcome(
         proposal.id, "succeeded", *moved, utcnow(),
-        revision=deployment.revision, url=deployment.url,
+        revision=deployment.revision, url=deployment.url, steps=steps,
     )  # fmt: skip
 
 

@@ -146,10 +146,13 @@ class LocalStagingDeployer:
         reconcile_every_s: float | None = None,
         start_supervisor: bool = True,
         role: str = STAGING,
+        server_module: str = "modelrail.serving.server",
     ) -> None:
         if role not in (STAGING, PRODUCTION):
             raise ValueError(f"a local service is staging or production, not {role!r}")
         self.role = role
+        # The program each server runs (a test runs one built to misbehave).
+        self.server_module = server_module
         self.settings = settings
         self.service_env = dict(service_env or {})
         self.answer_timeout_s = answer_timeout_s
@@ -220,6 +223,7 @@ class LocalStagingDeployer:
             "model": model,
             "version": version,
             "env": env,
+            "module": self.server_module,
         }
         control = self._connect()
         stream = control.makefile("rwb")
@@ -252,6 +256,24 @@ class LocalStagingDeployer:
                 {"revision": server["revision"], "log": server["log"]},
             )
         return self._deployment(answer["switched"])
+
+    def split(self, candidate: Candidate, percent: float) -> None:
+        """Send ``percent`` of new connections to the candidate, the rest to the current
+        server, and start both servers' counts afresh (a canary's step)."""
+        _, stream, server = candidate.handle
+        answer = self._exchange(stream, {"op": "split", "percent": percent})
+        if "split" not in answer:
+            raise DeploymentFailed(
+                f"{self.role} server {server['revision']} got no traffic: {answer.get('error')}"
+            )
+
+    def observe(self, candidate: Candidate) -> dict[str, Any]:
+        """Each server's counts since the last ``split``: ``new`` (the candidate's) and
+        ``old`` (the current server's), each ``requests``, ``errors`` (5xx) and
+        ``p99_ms``; ``exited`` names those that died."""
+        _, stream, _ = candidate.handle
+        answer = self._exchange(stream, {"op": "stats"})
+        return {"new": answer["candidate"], "old": answer["current"], "exited": answer["exited"]}
 
     def discard(self, candidate: Candidate) -> str:
         control, stream, _ = candidate.handle
