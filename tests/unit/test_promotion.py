@@ -13,7 +13,13 @@ from modelrail.composition.bootstrap import bootstrap
 from modelrail.domain.promotion import PRODUCTION, Promotions
 from modelrail.kernel.errors import Refused
 from modelrail.service.container import Container
-from modelrail.service.promotion import AUTOMATIC, approve, follow_staging, propose
+from modelrail.service.promotion import (
+    AUTOMATIC,
+    approve,
+    carry_out_approved,
+    follow_staging,
+    propose,
+)
 from modelrail.settings.process import Settings
 from tests.conftest import installed
 from tests.fakes import FakeDeployer, InMemoryStorage
@@ -191,3 +197,35 @@ def test_with_approval_none_production_follows_staging(versions: Production) -> 
     history = Promotions(container.artifacts).history(versions.harness.model)
     assert history[-1]["approval"]["approved_by"] == AUTOMATIC
     assert follow_staging(container) is None  # production serves staging's version
+
+
+def test_an_approval_not_carried_out_is_rolled_out_by_the_sweeps_pass(
+    versions: Production,
+) -> None:
+    """In the cloud the approver only approves; the sweep carries it out, once."""
+    proposal = propose(versions.container, version=None, reason="v2", proposed_by="ana")
+
+    assert (
+        approve(versions.container, proposal.id, reason="ok", approved_by="bo", carry=False) is None
+    )
+    assert versions.alias() == 1
+
+    [outcome] = carry_out_approved(versions.container)
+    assert (outcome.proposal, outcome.status) == (proposal.id, "succeeded")
+    assert versions.alias() == 2
+    assert carry_out_approved(versions.container) == []
+
+
+def test_an_approval_gone_stale_before_the_sweep_is_recorded_as_failed(
+    versions: Production,
+) -> None:
+    proposal = propose(versions.container, version=None, reason="v2", proposed_by="ana")
+    approve(versions.container, proposal.id, reason="ok", approved_by="bo", carry=False)
+    versions.harness.retrain("third")
+    versions.harness.run()  # staging moves on before the sweep comes
+
+    [outcome] = carry_out_approved(versions.container)
+
+    assert outcome.status == "failed"
+    assert "stale" in outcome.detail
+    assert versions.alias() == 1

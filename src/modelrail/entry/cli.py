@@ -709,6 +709,7 @@ def sweep(as_json: bool) -> None:
     for convergence in _reconcile_staging(cli, names):
         if convergence.status not in ("in_step", "nothing_staged"):
             click.echo(_describe_convergence(convergence), err=as_json)
+    _sweep_production(cli, names, as_json)
     if as_json:
         shown = [record.to_json() for record in failed]
         click.echo(orjson.dumps(shown, option=orjson.OPT_INDENT_2))
@@ -1018,9 +1019,18 @@ def approve(proposal_id: str, reason: str, model: str | None) -> None:
     from modelrail.service.promotion import approve as approve_proposal
 
     cli = Cli(quiet=True, model=model)
+    # In the cloud the approver writes the approval only; the sweep's account, the one
+    # allowed to move production, carries it out (docs/deploy.md, "Production").
+    carry = cli.settings.mode != "cloud"
     outcome = approve_proposal(
-        cli.container, proposal_id, reason=reason, approved_by=cli.settings.user
+        cli.container, proposal_id, reason=reason, approved_by=cli.settings.user, carry=carry
     )
+    if outcome is None:
+        click.echo(
+            f"proposal {proposal_id} approved by {cli.settings.user}: the sweep rolls it out "
+            "within 10 minutes (modelrail rollout status)"
+        )
+        return
     if outcome.status != "succeeded":
         _fail(f"proposal {proposal_id} was approved, its rollout failed: {outcome.detail}")
     before = f"v{outcome.from_version}" if outcome.from_version else "nothing"
@@ -1094,6 +1104,22 @@ def _step_text(step: dict[str, Any]) -> str:
     if step.get("breach"):
         text += f"\n      BREACH: {step['breach']}"
     return text
+
+
+def _sweep_production(cli: Cli, models: list[str], as_json: bool) -> None:
+    """The sweep's production pass: what ``[production] approval = "none"`` promotes, and
+    every approved proposal not carried out yet (``service.promotion``)."""
+    from modelrail.service.promotion import carry_out_approved, follow_staging
+
+    for model in models:
+        container = cli.installation.for_model(model)
+        followed = follow_staging(container)
+        for outcome in [*([followed] if followed else []), *carry_out_approved(container)]:
+            click.echo(
+                f"{model}: production promotion {outcome.proposal} {outcome.status}: "
+                f"v{outcome.from_version} → v{outcome.to_version} {outcome.detail}".rstrip(),
+                err=as_json,
+            )
 
 
 def _promotion_text(entry: dict[str, Any]) -> str:

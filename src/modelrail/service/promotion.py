@@ -14,6 +14,11 @@ and another approves it (``domain.promotion`` holds the records).
   ``production`` alias moved by compare-and-set from the generation the proposal was
   decided on. A failed rollout leaves production serving what its alias names
   (``reconcile.roll_out``); either way the outcome is recorded.
+- ``carry_out_approved``: the sweep's pass (every 10 minutes in the cloud, where the
+  approver only writes the approval and the sweep's account alone may move
+  production): every approved proposal with no outcome and no live rollout is carried
+  out, or recorded as failed when it went stale meanwhile; locally it also finishes an
+  approval whose ``modelrail approve`` died before its outcome.
 - ``follow_staging``: with ``[production] approval = "none"``, modelrail itself
   proposes and approves what staging serves (the sweep calls it).
 """
@@ -88,9 +93,12 @@ def propose(
     return proposal
 
 
-def approve(container: Container, proposal_id: str, *, reason: str, approved_by: str) -> Outcome:
-    """Approve the proposal and carry it out; the recorded outcome. ``Refused`` (nothing
-    written) when it cannot be approved."""
+def approve(
+    container: Container, proposal_id: str, *, reason: str, approved_by: str, carry: bool = True
+) -> Outcome | None:
+    """Approve the proposal and, with ``carry``, carry it out; the recorded outcome
+    (None without ``carry``: the sweep carries it out, ``carry_out_approved``).
+    ``Refused`` (nothing written) when it cannot be approved."""
     model, registry = container.model, container.registry
     promotions = Promotions(container.artifacts)
     if not reason.strip():
@@ -119,12 +127,15 @@ def approve(container: Container, proposal_id: str, *, reason: str, approved_by:
             f"a rollout of {model}'s production is under way ({held.holder}): one at a "
             "time; approve once it ended (modelrail rollout status)"
         )
-    return _decide(container, proposal, Approval(proposal_id, approved_by, reason, utcnow()))
+    approval = Approval(proposal_id, approved_by, reason, utcnow())
+    return _decide(container, proposal, approval, carry=carry)
 
 
-def _decide(container: Container, proposal: Proposal, approval: Approval) -> Outcome:
-    """Write the approval (once: of two approvers, one wins), carry the proposal out and
-    record its outcome."""
+def _decide(
+    container: Container, proposal: Proposal, approval: Approval, *, carry: bool = True
+) -> Outcome | None:
+    """Write the approval (once: of two approvers, one wins), then, with ``carry``,
+    carry the proposal out and record its outcome."""
     promotions = Promotions(container.artifacts)
     try:
         promotions.approve(proposal.model, approval)
@@ -134,9 +145,38 @@ def _decide(container: Container, proposal: Proposal, approval: Approval) -> Out
             f"proposal {proposal.id} was decided meanwhile, by "
             f"{decided.approved_by if decided is not None else 'someone else'}"
         ) from None
+    if not carry:
+        return None
     outcome = carry_out(container, proposal)
     promotions.record(proposal.model, outcome)
     return outcome
+
+
+def carry_out_approved(container: Container) -> list[Outcome]:
+    """Carry out every approved proposal of the model that has no outcome, oldest first,
+    unless a rollout holds production's lease (it is under way); one gone stale since
+    its approval is recorded as failed, not rolled out."""
+    model, promotions = container.model, Promotions(container.artifacts)
+    held = container.leases.state(model, PRODUCTION)
+    if held is not None and held.live:
+        return []
+    outcomes = []
+    for entry in promotions.history(model):
+        if entry["status"] != "approved":
+            continue
+        proposal = Proposal.from_json(entry["proposal"])
+        try:
+            _refuse_stale(container.registry, proposal)
+        except Refused as stale:
+            outcome = Outcome(
+                proposal.id, "failed", proposal.production_version, proposal.version,
+                utcnow(), detail=str(stale),
+            )  # fmt: skip
+        else:
+            outcome = carry_out(container, proposal)
+        promotions.record(model, outcome)
+        outcomes.append(outcome)
+    return outcomes
 
 
 def _refuse_stale(registry: Registry, proposal: Proposal) -> None:
