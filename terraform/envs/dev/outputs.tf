@@ -67,3 +67,13 @@ output "dask_training" {
   description = "Where the training job starts its Dask clusters (dask.tf): the MODELRAIL_DASK_* environment it is given; empty while dask_training is off."
   value       = local.dask_env
 }
+
+output "production_urls" {
+  description = "Model => its production service's URL (IAM-authenticated: send an identity token)."
+  value       = { for model, service in module.production_service : model => service.uri }
+}
+
+output "production_services" {
+  description = "Model => its production Cloud Run service's name (<name_prefix>-production-<model>)."
+  value       = { for model, service in module.production_service : model => service.name }
+}
