@@ -89,6 +89,7 @@ def _retrain(container: Container, request_id: str) -> None:
     container.bus.drain()
 
 
+@pytest.mark.fault
 def test_a_breaching_canary_rolls_back_and_a_healthy_one_reaches_100(
     tmp_path: Path, penguins_csv: bytes
 ) -> None:

@@ -95,6 +95,7 @@ def test_an_approved_proposal_moves_production_and_records_who_and_when(
     assert latest["outcome"]["revision"] == "rev-2"
 
 
+@pytest.mark.fault
 def test_the_proposer_cannot_approve_unless_pipeline_toml_allows_it(
     versions: Production,
 ) -> None:
@@ -111,6 +112,7 @@ def test_the_proposer_cannot_approve_unless_pipeline_toml_allows_it(
     assert approve(container, proposal.id, reason="self", approved_by="ana").status == "succeeded"
 
 
+@pytest.mark.fault
 @pytest.mark.parametrize(
     ("proposal_id", "message"),
     [("nope", "has no proposal 'nope'"), ("../x", "is not a proposal id")],
@@ -122,6 +124,7 @@ def test_an_unknown_proposal_is_refused(
         approve(versions.container, proposal_id, reason="?", approved_by="bo")
 
 
+@pytest.mark.fault
 def test_a_decided_proposal_is_refused_a_second_time(versions: Production) -> None:
     proposal = propose(versions.container, version=None, reason="v2", proposed_by="ana")
     approve(versions.container, proposal.id, reason="ok", approved_by="bo")
@@ -130,6 +133,7 @@ def test_a_decided_proposal_is_refused_a_second_time(versions: Production) -> No
         approve(versions.container, proposal.id, reason="again", approved_by="cy")
 
 
+@pytest.mark.fault
 def test_a_proposal_is_stale_once_production_moved(versions: Production) -> None:
     older = propose(versions.container, version=2, reason="v2", proposed_by="ana")
     newer = propose(versions.container, version=2, reason="v2 too", proposed_by="cy")
@@ -140,6 +144,7 @@ def test_a_proposal_is_stale_once_production_moved(versions: Production) -> None
     assert versions.alias() == 2
 
 
+@pytest.mark.fault
 def test_a_proposal_of_stagings_version_is_stale_once_staging_moved(
     versions: Production,
 ) -> None:
@@ -152,6 +157,7 @@ def test_a_proposal_of_stagings_version_is_stale_once_staging_moved(
     assert versions.alias() == 1
 
 
+@pytest.mark.fault
 @pytest.mark.parametrize(
     ("version", "message"), [(9, "no registered version 9"), (1, "already serves")]
 )
@@ -216,6 +222,7 @@ def test_an_approval_not_carried_out_is_rolled_out_by_the_sweeps_pass(
     assert carry_out_approved(versions.container) == []
 
 
+@pytest.mark.fault
 def test_an_approval_gone_stale_before_the_sweep_is_recorded_as_failed(
     versions: Production,
 ) -> None:
