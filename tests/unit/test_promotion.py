@@ -10,7 +10,7 @@ import dataclasses
 import pytest
 
 from modelrail.composition.bootstrap import bootstrap
-from modelrail.domain.promotion import PRODUCTION, Promotions
+from modelrail.domain.promotion import PRODUCTION, Approval, Promotions
 from modelrail.kernel.errors import Refused
 from modelrail.service.container import Container
 from modelrail.service.promotion import (
@@ -235,4 +235,19 @@ def test_an_approval_gone_stale_before_the_sweep_is_recorded_as_failed(
 
     assert outcome.status == "failed"
     assert "stale" in outcome.detail
+    assert versions.alias() == 1
+
+
+@pytest.mark.fault
+def test_the_sweep_does_not_carry_out_an_approval_by_the_proposer(versions: Production) -> None:
+    """In the cloud the approval is an object an approver writes: one who proposed too
+    gets a recorded refusal from the sweep, not a rollout."""
+    promotions = Promotions(versions.container.artifacts)
+    proposal = propose(versions.container, version=None, reason="v2", proposed_by="ana")
+    promotions.approve(versions.harness.model, Approval(proposal.id, "ana", "mine", "now"))
+
+    [outcome] = carry_out_approved(versions.container)
+
+    assert outcome.status == "failed"
+    assert "someone else approves it" in outcome.detail
     assert versions.alias() == 1

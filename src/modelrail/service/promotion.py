@@ -115,11 +115,7 @@ def approve(
             f"proposal {proposal_id} was decided already: approved by {decided.approved_by} "
             f"at {decided.approved_at}"
         )
-    if approved_by == proposal.proposed_by and not container.config.production_self_approval:
-        raise Refused(
-            f"{approved_by} proposed {proposal_id}: someone else approves it "
-            "(pipeline.toml's [production] self_approval = true allows it)"
-        )
+    _refuse_self_approval(container, proposal, approved_by)
     _refuse_stale(registry, proposal)
     held = container.leases.state(model, PRODUCTION)
     if held is not None and held.live:
@@ -155,7 +151,8 @@ def _decide(
 def carry_out_approved(container: Container) -> list[Outcome]:
     """Carry out every approved proposal of the model that has no outcome, oldest first,
     unless a rollout holds production's lease (it is under way); one gone stale since
-    its approval is recorded as failed, not rolled out."""
+    its approval, or approved by its proposer where pipeline.toml does not allow it (an
+    approver who may propose too), is recorded as failed, not rolled out."""
     model, promotions = container.model, Promotions(container.artifacts)
     held = container.leases.state(model, PRODUCTION)
     if held is not None and held.live:
@@ -166,6 +163,7 @@ def carry_out_approved(container: Container) -> list[Outcome]:
             continue
         proposal = Proposal.from_json(entry["proposal"])
         try:
+            _refuse_self_approval(container, proposal, entry["approval"]["approved_by"])
             _refuse_stale(container.registry, proposal)
         except Refused as stale:
             outcome = Outcome(
@@ -177,6 +175,14 @@ def carry_out_approved(container: Container) -> list[Outcome]:
         promotions.record(model, outcome)
         outcomes.append(outcome)
     return outcomes
+
+
+def _refuse_self_approval(container: Container, proposal: Proposal, approved_by: str) -> None:
+    if approved_by == proposal.proposed_by and not container.config.production_self_approval:
+        raise Refused(
+            f"{approved_by} proposed {proposal.id}: someone else approves it "
+            "(pipeline.toml's [production] self_approval = true allows it)"
+        )
 
 
 def _refuse_stale(registry: Registry, proposal: Proposal) -> None:
