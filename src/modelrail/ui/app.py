@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from flask import Flask, Response, abort, render_template, request
 
+from modelrail.domain.promotion import Promotions
 from modelrail.domain.runs import RunSummary, failure_reasons
 from modelrail.kernel.errors import IntegrityError, NotFound
 from modelrail.ui import plots
@@ -121,6 +122,8 @@ def create_app(container: Container) -> Flask:
             versions=list(reversed(versions)),
             metric_names=names,
             plots=plots_by_metric,
+            # Production's history (domain.promotion): newest first.
+            promotions=list(reversed(Promotions(container.artifacts).history(model))),
         )
 
     @app.get("/models/<model>/monitoring")
