@@ -94,7 +94,10 @@ resource "google_storage_bucket_iam_member" "promotion_proposers" {
   condition {
     title       = "proposes-promotions"
     description = "New objects under models/<model>/proposals/: promotion proposals."
-    expression  = "resource.name.startsWith(\"${local.artifact_objects}models/\") && resource.name.extract(\"/objects/models/{model}/proposals/\") != \"\""
+    expression = join(" || ", [
+      for model in var.models :
+      "resource.name.startsWith(\"${local.artifact_objects}models/${model}/proposals/\")"
+    ])
   }
 
   depends_on = [module.buckets]
@@ -113,7 +116,10 @@ resource "google_storage_bucket_iam_member" "promotion_approvers" {
   condition {
     title       = "approves-promotions"
     description = "New objects under models/<model>/approvals/: promotion approvals."
-    expression  = "resource.name.startsWith(\"${local.artifact_objects}models/\") && resource.name.extract(\"/objects/models/{model}/approvals/\") != \"\""
+    expression = join(" || ", [
+      for model in var.models :
+      "resource.name.startsWith(\"${local.artifact_objects}models/${model}/approvals/\")"
+    ])
   }
 
   depends_on = [module.buckets]
