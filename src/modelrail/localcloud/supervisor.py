@@ -303,6 +303,8 @@ class Supervisor:
                                 ("candidate", self.candidate),
                             )
                         },
+                        # A canary's share of new connections, while one is split.
+                        "split": self.canary_percent if self.canary is not None else None,
                     },
                 )
             elif operation == "stop":

@@ -251,7 +251,7 @@ class LocalStagingDeployer:
             _close(control, stream)
         if "switched" not in answer:
             raise DeploymentFailed(
-                f"staging server {server['revision']} was not switched to: "
+                f"{self.role} server {server['revision']} was not switched to: "
                 f"{answer.get('error')}: {_log_tail(server['log'])}",
                 {"revision": server["revision"], "log": server["log"]},
             )
@@ -299,7 +299,7 @@ class LocalStagingDeployer:
         while time.monotonic() < deadline:
             if not running(candidate["pid"]):
                 raise DeploymentFailed(
-                    f"staging server {candidate['revision']} exited before it was ready: "
+                    f"{self.role} server {candidate['revision']} exited before it was ready: "
                     f"{_log_tail(candidate['log'])}",
                     {"revision": candidate["revision"], "log": candidate["log"]},
                 )
@@ -308,7 +308,7 @@ class LocalStagingDeployer:
                     return
             time.sleep(_POLL_S)
         raise DeploymentFailed(
-            f"staging server {candidate['revision']} was not ready within "
+            f"{self.role} server {candidate['revision']} was not ready within "
             f"{_READY_TIMEOUT_S:.0f} s: {_log_tail(candidate['log'])}"
         )
 
