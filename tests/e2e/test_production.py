@@ -96,3 +96,8 @@ def test_production_stays_while_staging_moves_then_follows_an_approved_proposal(
     assert f"{fresh}  v2  succeeded" in history
     assert "approved by bo" in history
     assert f"{stale}  v2  pending" in history
+    status = user.run("rollout", "status").stdout
+    assert f"{fresh}  v2  succeeded" in status
+    assert "100 % from " in status  # its one step (no canary configured)
+    [entry] = [e for e in user.json("promotions") if e["proposal"]["id"] == fresh]  # type: ignore[union-attr]
+    assert entry["approval"]["approved_by"] == "bo"
