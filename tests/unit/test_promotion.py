@@ -251,3 +251,16 @@ def test_the_sweep_does_not_carry_out_an_approval_by_the_proposer(versions: Prod
     assert outcome.status == "failed"
     assert "someone else approves it" in outcome.detail
     assert versions.alias() == 1
+
+
+@pytest.mark.fault
+def test_a_second_rollout_of_production_at_once_is_refused(versions: Production) -> None:
+    proposal = propose(versions.container, version=None, reason="v2", proposed_by="ana")
+    model = versions.harness.model
+    held = versions.container.leases.hold(model, PRODUCTION, "another rollout", ttl_s=30, wait_s=0)
+    refused = pytest.raises(Refused, match="under way \\(another rollout\\): one at a time")
+    with held, refused:
+        approve(versions.container, proposal.id, reason="ok", approved_by="bo")
+
+    assert Promotions(versions.container.artifacts).approval(model, proposal.id) is None
+    assert approve(versions.container, proposal.id, reason="ok", approved_by="bo") is not None

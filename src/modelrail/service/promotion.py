@@ -65,9 +65,11 @@ def propose(
     if not reason.strip():
         raise Refused("say why it should go to production (--reason): it is kept with it")
     staging = registry.alias(model, STAGING)
-    if version is None and staging is None:
-        raise Refused(f"staging serves no version of {model!r} yet: nothing to propose")
-    target = version if version is not None else staging.version  # type: ignore[union-attr]
+    target = version
+    if target is None:
+        if staging is None:
+            raise Refused(f"staging serves no version of {model!r} yet: nothing to propose")
+        target = staging.version
     known = registry.versions(model)
     if target not in known:
         raise Refused(
