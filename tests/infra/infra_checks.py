@@ -415,6 +415,8 @@ def stage_grants(tf: Terraform) -> tuple[set[tuple[str, str]], set[tuple[str, st
                 raise AssertionError(f"{resource.address}: role from an unknown for_each")
             for grant in env_locals.get(table.group(1), []):
                 add(resource, unquote(grant["sa"]), unquote(grant["role"]))
+        elif not STAGE_REF.search(member) and "stage[" not in member:
+            continue  # people's grants (production.tf's proposers, approvers): no stage's
         else:
             raise AssertionError(
                 f"{resource.address}: role {role!r} is neither literal nor a grant table"
@@ -521,6 +523,8 @@ REGISTRY_WRITER = "register"
 ALIAS_OBJECT = re.compile(
     r"aliases/\w+\.json|leases/\w+\.json|leases/register-"
     r"|policies/schedule\.json|policies/retrain-on-drift\.json"
+    # Production's promotion outcomes and rollout steps (the sweep carries them out).
+    r"|promotions/|rollouts/"
 )
 # A model's definition (models/<model>/definition.json): the operator's and the deploy
 # build's (`modelrail add`), never a stage's.

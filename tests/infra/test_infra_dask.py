@@ -238,7 +238,9 @@ def test_the_owner_s_half_exists_only_with_the_switch(
     names = {after.get("name") or after.get("account_id") for after in on.values()}
     assert {"modelrail-dask", "modelrail-dask-vms", "modelrail-dask-jobs"} <= names
     [role] = [
-        a for address, a in on.items() if address.startswith("google_project_iam_custom_role")
+        a
+        for address, a in on.items()
+        if address.startswith("google_project_iam_custom_role.dask_cluster")
     ]
     assert role["role_id"] == "modelrail_dask_cluster"
     # Only the wait's trigger tells the two apart among what both hold.

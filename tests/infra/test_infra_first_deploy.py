@@ -571,10 +571,10 @@ def test_the_owner_bootstrap_creates_the_accounts_the_environment_looks_up(
 # ------------------------------------------------------------------ upgrading
 
 # What the bootstrap root creates that no earlier release of envs/dev managed: these
-# types, and everything of these files (dask_training and the notifier's secrets were
-# born in the bootstrap root).
+# types, and everything of these files (dask_training, the notifier's secrets and the
+# promotion approver role were born in the bootstrap root).
 NEW_IN_BOOTSTRAP = frozenset({"google_project_service_identity", "time_sleep"})
-NEW_BOOTSTRAP_FILES = frozenset({"dask.tf", "notify.tf"})
+NEW_BOOTSTRAP_FILES = frozenset({"dask.tf", "notify.tf", "production.tf"})
 
 
 def forgotten_resources(tf: Terraform) -> dict[str, bool]:

@@ -265,8 +265,13 @@ def expected_instances(terraform: Terraform, tfvars: dict[str, Any]) -> collecti
         if variable and isinstance(call.get(variable[1]), list):
             return len(call[variable[1]])
         if text == "${toset(var.invoker_members)}":
-            assert squash(call["invoker_members"]) == "${var.staging_service.invoker_members}"
-            return len(tfvars["staging_service"]["invoker_members"])
+            # A staging or a production service's invokers.
+            service = re.fullmatch(
+                r"\$\{var\.(staging_service|production_service)\.invoker_members\}",
+                squash(call["invoker_members"]),
+            )
+            assert service is not None, call["invoker_members"]
+            return len(tfvars.get(service[1], {}).get("invoker_members", []))
         counts = {
             "${local.artifact_writes}": len(env.locals["artifact_writes"]),
             "${local.topics}": len(topology["topics"]),
@@ -344,7 +349,7 @@ def test_plan_builds_the_event_graph_of_topology_yaml(plan: dict[str, Any]) -> N
     models = unquote_all(hcl2.loads(PLAN_VARS.read_text())["models"])
     assert len(models) >= 2, "plan.tfvars: plan more than one model"
     assert planned_names("google_cloud_run_v2_service") == {
-        f"modelrail-staging-{model}" for model in models
+        f"modelrail-{service}-{model}" for model in models for service in ("staging", "production")
     }
 
 
@@ -479,7 +484,11 @@ def test_deploy_and_the_sweep_write_each_model_s_alias_and_leases_under_its_own_
         assert sweep == (
             f'resource.name.startsWith("{objects}models/{model}/leases/staging.json") || '
             f'resource.name.startsWith("{objects}models/{model}/leases/register-") || '
-            f'resource.name.startsWith("{objects}models/{model}/policies/schedule.json")'
+            f'resource.name.startsWith("{objects}models/{model}/policies/schedule.json") || '
+            f'resource.name.startsWith("{objects}models/{model}/aliases/production.json") || '
+            f'resource.name.startsWith("{objects}models/{model}/leases/production.json") || '
+            f'resource.name.startsWith("{objects}models/{model}/promotions/") || '
+            f'resource.name.startsWith("{objects}models/{model}/rollouts/")'
         )
         monitor = conditions[f'google_storage_bucket_iam_member.model_writes["monitor/{model}"]']
         assert monitor["expression"] == (

@@ -179,6 +179,10 @@ def test_the_sweep_account_holds_only_what_the_sweep_does(terraform: Terraform) 
         # version, smoke-test it
         ("roles/run.developer", "${module.staging_service[each.value.model].name}"),
         ("roles/run.invoker", "${module.staging_service[each.value.model].name}"),
+        # production's approved promotions (modelrail.service.promotion): roll each
+        # model's production service to the approved version, smoke-test it
+        ("roles/run.developer", "${module.production_service[each.value.model].name}"),
+        ("roles/run.invoker", "${module.production_service[each.value.model].name}"),
     }
 
 
@@ -190,6 +194,11 @@ def test_the_sweep_writes_only_the_records_of_the_stages_it_can_end(
         "models/<model>/leases/staging.json",
         "models/<model>/leases/register-*",
         "models/<model>/policies/schedule.json",
+        # production's approved promotions: its alias, its lease, the outcome and steps
+        "models/<model>/aliases/production.json",
+        "models/<model>/leases/production.json",
+        "models/<model>/promotions/*",
+        "models/<model>/rollouts/*",
     }
 
 

@@ -23,6 +23,7 @@ from tests.infra.infra_checks import (
     Terraform,
     artifact_write_objects,
     bucket_write_problems,
+    custom_role_name,
     dead_letter_problems,
     documented_artifact_writes,
     documented_grants,
@@ -34,6 +35,7 @@ from tests.infra.infra_checks import (
     public_member_problems,
     signing_key_problems,
     squash,
+    stage_grants,
     topology_problems,
     unquote,
 )
@@ -269,9 +271,65 @@ def test_every_model_has_a_staging_service_of_its_own(terraform: Terraform) -> N
     )
     assert unquote(env.locals["staging_service_name"]) == "${var.name_prefix}-staging"
     # Every grant on a staging service is made on each model's.
-    [grants] = [r for r in env.resources if r.type == "google_cloud_run_v2_service_iam_member"]
+    [grants] = [
+        r
+        for r in env.resources
+        if r.type == "google_cloud_run_v2_service_iam_member" and r.name == "stage"
+    ]
     assert "setproduct(var.models,local.staging_service_grants)" in squash(grants.body["for_each"])
     assert squash(grants.body["name"]) == "${module.staging_service[each.value.model].name}"
+
+
+def test_every_model_has_a_production_service_of_its_own(terraform: Terraform) -> None:
+    """<prefix>-production-<model>, following the production alias, which only the
+    sweep's account rolls out (docs/deploy.md, "Production")."""
+    env = terraform.module("envs/dev")
+    call = env.module_calls["production_service"]
+
+    assert squash(call["for_each"]) == "${toset(var.models)}"
+    assert unquote(call["name"]) == "${local.production_service_name}-${each.key}"
+    assert unquote(call["environment_variables"]["MODELRAIL_MODEL_ALIAS"]) == "production"
+    [grants] = [
+        r
+        for r in env.resources
+        if r.type == "google_cloud_run_v2_service_iam_member" and r.name == "production"
+    ]
+    assert "setproduct(var.models,local.production_service_grants)" in squash(
+        grants.body["for_each"]
+    )
+    assert {unquote(row["sa"]) for row in env.locals["production_service_grants"]} == {"sweep"}
+
+
+def test_only_the_approvers_hold_the_approver_role_and_only_on_approvals(
+    terraform: Terraform,
+) -> None:
+    """The custom approver role creates objects; it is granted to var.promotion_approvers
+    alone (people: the variable refuses anything but user: and group:), under a
+    condition on models/<model>/approvals/, and no stage account holds it."""
+    [role] = [
+        r
+        for r in terraform.module("envs/bootstrap").resources
+        if r.type == "google_project_iam_custom_role" and r.name == "promotion_approver"
+    ]
+    assert [unquote(p) for p in role.body["permissions"]] == ["storage.objects.create"]
+    approver_role = custom_role_name(terraform.module("envs/bootstrap"), "promotion_approver")
+    scoped, project = stage_grants(terraform)
+    assert not [grant for grant in scoped | project if grant[1] == approver_role]
+    env = terraform.module("envs/dev")
+    granted = [
+        r
+        for r in terraform.resources
+        if "_iam_" in r.type and "promotion_approver" in squash(r.body.get("role", ""))
+    ]
+    assert [r.address for r in granted] == [
+        "dev/google_storage_bucket_iam_member.promotion_approvers"
+    ]
+    [binding] = granted
+    assert squash(binding.body["for_each"]) == "${toset(var.promotion_approvers)}"
+    assert squash(binding.body["member"]) == "${each.value}"
+    [condition] = binding.body["condition"]
+    assert "/approvals/" in unquote(condition["expression"])
+    assert unquote(env.locals["promotion_approver_role"]).endswith("_promotion_approver")
 
 
 def test_only_uploads_start_runs(terraform: Terraform) -> None:

@@ -162,3 +162,15 @@ def local_staging(
     from modelrail.adapters.local.staging import LocalStagingDeployer
 
     return LocalStagingDeployer(settings, model, reconcile_every_s=reconcile_every_s)
+
+
+def local_production(
+    settings: Settings, model: str, *, reconcile_every_s: float | None = None
+) -> Deployer:
+    """A model's production service as processes on this machine: its own supervisor,
+    state and port beside staging's, converging to the ``production`` alias."""
+    from modelrail.adapters.local.staging import PRODUCTION, LocalStagingDeployer
+
+    return LocalStagingDeployer(
+        settings, model, reconcile_every_s=reconcile_every_s, role=PRODUCTION
+    )

@@ -14,6 +14,7 @@ from collections.abc import Callable
 import orjson
 
 from modelrail.adapters.by_mode import (
+    local_production,
     local_staging,
     open_catalog,
     open_dask_clusters,
@@ -50,6 +51,7 @@ def bootstrap(
     observer: Observer | None = None,
     storage_factory: Callable[[], Storage] | None = None,
     deployer_factory: Callable[[str], Deployer] | None = None,
+    production_factory: Callable[[str], Deployer] | None = None,
     packages_factory: Callable[[], PackageRepository] | None = None,
     catalog_factory: Callable[[], ModelCatalog] | None = None,
     signer_factory: Callable[[], ManifestSigner] | None = None,
@@ -72,8 +74,9 @@ def bootstrap(
     )
     if settings.mode == "embedded":
         return _embedded(
-            settings, observer, storage, deployer_factory, packages, catalog, signer, notify
-        )
+            settings, observer, storage, deployer_factory, packages, catalog, signer, notify,
+            production_factory,
+        )  # fmt: skip
 
     def bus() -> EventBus:
         from modelrail.adapters.google.pubsub import PubSubBus
@@ -96,6 +99,17 @@ def bootstrap(
             signing_key=settings.signing_key,
         )
 
+    def production(model: str) -> Deployer:
+        from modelrail.adapters.google.cloudrun import CloudRunDeployer
+
+        return CloudRunDeployer(
+            settings.project,
+            settings.region,
+            f"{settings.production_service}-{model}",
+            settings.run_api_endpoint,
+            signing_key=settings.signing_key,
+        )
+
     return Container(
         settings,
         storage,
@@ -109,6 +123,8 @@ def bootstrap(
         secrets_factory=notify[0],
         webhooks_factory=notify[1],
         observer=observer,
+        # Production (docs/architecture.md, "Production"): each model's own service.
+        production_deployer_factory=production_factory or production,
     )
 
 
@@ -121,6 +137,7 @@ def _embedded(
     catalog: Callable[[], ModelCatalog],
     signer: Callable[[], ManifestSigner],
     notify: tuple[Callable[[], Secrets], Callable[[], Webhooks]],
+    production_factory: Callable[[str], Deployer] | None = None,
 ) -> Container:
     """Filesystem buckets, the in-process bus and job, local staging: every stage (and
     the notifier) is subscribed to the bus as the topology says, through the same
@@ -145,6 +162,9 @@ def _embedded(
         webhooks_factory=notify[1],
         observer=observer,
         runs_here=True,
+        # Production (docs/architecture.md, "Production"): each model's own local service.
+        production_deployer_factory=production_factory
+        or (lambda model: local_production(settings, model, reconcile_every_s=RECONCILE_EVERY_S)),
         upload_notifier=lambda bucket, name, generation: _notify_upload(
             bus, bucket, name, generation
         ),

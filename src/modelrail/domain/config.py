@@ -20,6 +20,7 @@ import orjson
 
 from modelrail.domain.dataset.contract import NUMERIC_TYPES, DatasetContract
 from modelrail.domain.lineage import DEFAULT_LOG_RATE
+from modelrail.domain.rollout import CanaryPolicy
 from modelrail.kernel import resources
 from modelrail.kernel.errors import ConfigError
 
@@ -141,6 +142,12 @@ class PipelineConfig:
     retrain_min_new_rows: int = 0
     # [[notify.webhooks]]: who is told of failures, rejections, deploys and drift.
     webhooks: tuple[Webhook, ...] = ()
+    # [production]: whether a promotion needs a person's approval, and may that person
+    # be the one who proposed it (docs/architecture.md, "Production").
+    production_approval: Literal["required", "none"] = "required"
+    production_self_approval: bool = False
+    # [production.canary]: the steps of traffic a new production revision takes.
+    canary: CanaryPolicy = dataclasses.field(default_factory=CanaryPolicy)
 
     @classmethod
     def load(cls, path: Path) -> PipelineConfig:
@@ -211,6 +218,9 @@ class PipelineConfig:
                 batch_bytes=round(bounds.get("batch_mb", 64) * 2**20),
             ),
             vertex_model_registry=spec.get("vertex", {}).get("model_registry", False),
+            production_approval=spec.get("production", {}).get("approval", "required"),
+            production_self_approval=spec.get("production", {}).get("self_approval", False),
+            canary=CanaryPolicy.from_spec(spec.get("production", {}).get("canary", {})),
             engine=Engine(
                 name=training.get("engine", "auto"),
                 local_memory_bytes=round(training.get("local_memory_mb", 8192) * 2**20),
@@ -225,6 +235,7 @@ class PipelineConfig:
             *config._vertex_problems(),
             *config._schedule_problems(),
             *config._webhook_problems(),
+            *config.canary.problems(),
             *_param_problems(config.params),
         ]
         if problems:

@@ -14,7 +14,8 @@ Layout (under ``models/<model>/``, beside the model's ``definition.json``:
     versions/<N>/publication.json  create-only, after the manifest: where the version was
                                 published (package repository: Artifact Registry)
     by-run/<run_id>.json        a run registers at most one version
-    aliases/<alias>.json        mutable pointers (champion, staging), compare-and-set
+    aliases/<alias>.json        mutable pointers (champion, staging, production),
+                                compare-and-set
     leases/<name>.json          who holds a rollout or a registration (``leases``)
 
 Numbers are claimed create-only (``ifGenerationMatch=0``), retrying on conflict, so
@@ -433,6 +434,7 @@ class Registry:
         version: int,
         *,
         force: bool = False,
+        if_generation: int | None = None,
     ) -> bool:
         """Point ``name`` at ``version`` by compare-and-set.
 
@@ -441,11 +443,28 @@ class Registry:
         With a catalog the alias moves there first, so a failure there leaves the
         bucket's alias where it was and a retry moves both; when the bucket's alias
         stays on another version, the catalog's follows it back.
+
+        ``if_generation`` moves it anywhere, but only from the state a decision was taken
+        on: the alias's generation then (0: it did not exist); ``PreconditionFailed`` if
+        it moved since (a promotion to production: ``service.promotion``).
         """
         if version not in self.versions(model):
             raise NotFound(f"{model} has no version {version}")
         body = canonical_json({"alias": name, "version": version, "updated_at": _now()})
         catalog = self.catalog
+        if if_generation is not None:
+            current = self.alias(model, name)
+            if (current.generation if current is not None else 0) != if_generation:
+                raise PreconditionFailed(f"alias {model}@{name} moved since")
+            if catalog is not None:
+                catalog.set_alias(model, name, version)
+            self.store.write(
+                self._alias_key(model, name),
+                body,
+                if_generation_match=if_generation,
+                content_type="application/json",
+            )
+            return True
         if catalog is not None:
             current = self.alias(model, name)
             if force or current is None or current.version < version:

@@ -451,7 +451,7 @@ def models(as_json: bool, model: str | None) -> None:
     names = [cli.container.model] if model else cli.installation.models.names()
     result = [_describe_model(cli, name) for name in names]
     if as_json:
-        shown = [{k: v for k, v in entry.items() if k != "served_text"} for entry in result]
+        shown = [{k: v for k, v in entry.items() if not k.endswith("_text")} for entry in result]
         click.echo(orjson.dumps(shown, option=orjson.OPT_INDENT_2))
         return
     if not result:
@@ -462,6 +462,9 @@ def models(as_json: bool, model: str | None) -> None:
         )
         click.echo(f"{entry['model']}  (aliases: {pointers or 'none'})")
         click.echo(f"  staging {entry['staging_url'] or 'not running'}: {entry['served_text']}")
+        click.echo(
+            f"  production {entry['production_url'] or 'not running'}: {entry['production_text']}"
+        )
         for v in entry["versions"]:
             metrics = ", ".join(f"{k}={val:.4f}" for k, val in sorted(v["metrics"].items()))
             lineage, published = v["lineage"], v["published"]
@@ -502,30 +505,42 @@ def _describe_model(cli: Cli, model: str) -> dict[str, Any]:
         for summary in registry.summaries(model)
     ]
     aliases = registry.aliases(model)
-    deployment = cli.installation.for_model(model).deployer.current()
-    url = deployment.url if deployment is not None else None
-    answer = served(deployment) if deployment is not None else {"status": "not running"}
-    staged = aliases.get("staging")
-    serving = (answer.get("model"), answer.get("version"))
-    if url is None:
-        text = "nothing is served" + (f" (its alias names v{staged})" if staged else "")
-    elif "version" not in answer:
-        text = f"{answer['status']}: {answer.get('error', '')}".rstrip(": ")
-    elif serving == (model, staged):
-        text = f"serves {model} v{staged}, what its staging alias names"
-    else:
-        text = (
-            f"DISAGREES: the service says it serves {serving[0]} v{serving[1]}, "
-            f"its staging alias names {f'v{staged}' if staged else 'no version'}"
+    scoped = cli.installation.for_model(model)
+    described: dict[str, Any] = {"model": model, "aliases": aliases}
+    for role in ("staging", "production"):
+        deployer = scoped.deployer if role == "staging" else scoped.production_deployer
+        try:
+            deployment = deployer.current()
+        except ModelrailError as exc:  # a production service the deployment lacks
+            if role == "staging":
+                raise
+            described.update(production_url=None, production_text=f"unknown: {exc}")
+            continue
+        answer = served(deployment) if deployment is not None else {"status": "not running"}
+        described[f"{role}_url"] = deployment.url if deployment is not None else None
+        described["served" if role == "staging" else f"{role}_served"] = answer
+        described[f"{role}_text"] = _served_text(
+            model, role, deployment is not None, answer, aliases.get(role)
         )
-    return {
-        "model": model,
-        "aliases": aliases,
-        "staging_url": url,
-        "served": answer,
-        "served_text": text,
-        "versions": versions,
-    }
+    described["served_text"] = described.pop("staging_text")
+    return {**described, "versions": versions}
+
+
+def _served_text(
+    model: str, role: str, running: bool, answer: dict[str, Any], named: int | None
+) -> str:
+    """What a service says it serves, set beside what its alias (``role``) names."""
+    serving = (answer.get("model"), answer.get("version"))
+    if not running:
+        return "nothing is served" + (f" (its alias names v{named})" if named else "")
+    if "version" not in answer:
+        return f"{answer['status']}: {answer.get('error', '')}".rstrip(": ")
+    if serving == (model, named):
+        return f"serves {model} v{named}, what its {role} alias names"
+    return (
+        f"DISAGREES: the service says it serves {serving[0]} v{serving[1]}, "
+        f"its {role} alias names {f'v{named}' if named else 'no version'}"
+    )
 
 
 def _interrupt(signum: int, frame: object) -> None:
@@ -843,6 +858,7 @@ def sweep(as_json: bool, at: datetime | None) -> None:
     for convergence in _reconcile_staging(cli, names):
         if convergence.status not in ("in_step", "nothing_staged"):
             click.echo(_describe_convergence(convergence), err=as_json)
+    _sweep_production(cli, names, as_json)
     if as_json:
         shown = [record.to_json() for record in failed]
         click.echo(orjson.dumps(shown, option=orjson.OPT_INDENT_2))
@@ -1120,6 +1136,161 @@ def bless(run_id: str, reason: str, by: str | None, model: str | None) -> None:
     if cli.container.runs_here:
         cli.drain()
         _report_run(cli, cli.container.runs.run(run_id))
+
+
+# -- production (docs/architecture.md, "Production") -----------------------------------
+@main.command()
+@click.option("--version", "version", type=click.IntRange(min=1), help="Default: staging's.")
+@click.option("--reason", required=True, help="Why it should serve production (recorded).")
+@_model_option
+def promote(version: int | None, reason: str, model: str | None) -> None:
+    """Propose staging's version (or --version N) for production. Someone else approves
+    it (modelrail approve PROPOSAL); the proposer is $MODELRAIL_ACTOR, else your user."""
+    from modelrail.service.promotion import propose
+
+    cli = Cli(quiet=True, model=model)
+    proposal = propose(cli.container, version=version, reason=reason, proposed_by=cli.settings.user)
+    before = f"v{proposal.production_version}" if proposal.production_version else "nothing"
+    click.echo(
+        f"proposal {proposal.id}: {proposal.model} v{proposal.version} for production "
+        f"(serving {before}), proposed by {proposal.proposed_by}; "
+        f"approve with: modelrail approve {proposal.id} --reason TEXT"
+    )
+
+
+@main.command()
+@click.argument("proposal_id")
+@click.option("--reason", required=True, help="Why you approve it (recorded).")
+@_model_option
+def approve(proposal_id: str, reason: str, model: str | None) -> None:
+    """Approve proposal PROPOSAL_ID and roll its version out to production. The approver
+    ($MODELRAIL_ACTOR, else your user) is recorded."""
+    from modelrail.service.promotion import approve as approve_proposal
+
+    cli = Cli(quiet=True, model=model)
+    # In the cloud the approver writes the approval only; the sweep's account, the one
+    # allowed to move production, carries it out (docs/deploy.md, "Production").
+    carry = cli.settings.mode != "cloud"
+    outcome = approve_proposal(
+        cli.container, proposal_id, reason=reason, approved_by=cli.settings.user, carry=carry
+    )
+    if outcome is None:
+        click.echo(
+            f"proposal {proposal_id} approved by {cli.settings.user}: the sweep rolls it out "
+            "within 10 minutes (modelrail rollout status)"
+        )
+        return
+    if outcome.status != "succeeded":
+        _fail(f"proposal {proposal_id} was approved, its rollout failed: {outcome.detail}")
+    before = f"v{outcome.from_version}" if outcome.from_version else "nothing"
+    click.echo(
+        f"production moved from {before} to v{outcome.to_version} "
+        f"({outcome.revision} at {outcome.url}); proposal {proposal_id}"
+    )
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@_model_option
+def promotions(as_json: bool, model: str | None) -> None:
+    """The model's production history: each proposal, who proposed and approved it, and
+    what production served from when on."""
+    from modelrail.domain.promotion import Promotions
+
+    cli = Cli(quiet=True, model=model)
+    history = Promotions(cli.container.artifacts).history(cli.container.model)
+    if as_json:
+        click.echo(orjson.dumps(history, option=orjson.OPT_INDENT_2))
+        return
+    if not history:
+        click.echo(f"{cli.container.model}: nothing was proposed for production yet")
+    for entry in history:
+        click.echo(_promotion_text(entry))
+
+
+@main.group()
+def rollout() -> None:
+    """Production's rollouts."""
+
+
+@rollout.command("status")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@_model_option
+def rollout_status(as_json: bool, model: str | None) -> None:
+    """The model's newest approved promotion: its status and each canary step so far,
+    with what the new and the old revision answered."""
+    from modelrail.domain.promotion import Promotions
+
+    cli = Cli(quiet=True, model=model)
+    promotions = Promotions(cli.container.artifacts)
+    approved = [e for e in promotions.history(cli.container.model) if e["approval"]]
+    if not approved:
+        click.echo(f"{cli.container.model}: no rollout to production yet")
+        return
+    entry = approved[-1]
+    outcome = entry["outcome"]
+    steps = (
+        outcome["steps"]
+        if outcome
+        else promotions.steps(cli.container.model, entry["proposal"]["id"])
+    )
+    if as_json:
+        click.echo(orjson.dumps({**entry, "steps": steps}, option=orjson.OPT_INDENT_2))
+        return
+    click.echo(_promotion_text(entry))
+    for step in steps:
+        click.echo(_step_text(step))
+
+
+def _step_text(step: dict[str, Any]) -> str:
+    text = f"    {step['percent']:g} % from {step['started_at']}"
+    if "new" in step:
+        new, old = step["new"], step["old"]
+        text += (
+            f": new {new['errors']}/{new['requests']} errors, p99 {new['p99_ms']} ms; "
+            f"old {old['errors']}/{old['requests']} errors, p99 {old['p99_ms']} ms"
+        )
+    if step.get("breach"):
+        text += f"\n      BREACH: {step['breach']}"
+    return text
+
+
+def _sweep_production(cli: Cli, models: list[str], as_json: bool) -> None:
+    """The sweep's production pass: what ``[production] approval = "none"`` promotes, and
+    every approved proposal not carried out yet (``service.promotion``)."""
+    from modelrail.service.promotion import carry_out_approved, follow_staging
+
+    for model in models:
+        container = cli.installation.for_model(model)
+        followed = follow_staging(container)
+        for outcome in [*([followed] if followed else []), *carry_out_approved(container)]:
+            click.echo(
+                f"{model}: production promotion {outcome.proposal} {outcome.status}: "
+                f"v{outcome.from_version} → v{outcome.to_version} {outcome.detail}".rstrip(),
+                err=as_json,
+            )
+
+
+def _promotion_text(entry: dict[str, Any]) -> str:
+    proposal, approval, outcome = entry["proposal"], entry["approval"], entry["outcome"]
+    lines = [
+        f"{proposal['id']}  v{proposal['version']}  {entry['status']}\n"
+        f"  proposed by {proposal['proposed_by']} at {proposal['proposed_at']}: "
+        f"{_short(proposal['reason'])}"
+    ]
+    if approval is not None:
+        lines.append(
+            f"  approved by {approval['approved_by']} at {approval['approved_at']}: "
+            f"{_short(approval['reason'])}"
+        )
+    if outcome is not None and outcome["status"] == "succeeded":
+        lines.append(
+            f"  production serves v{outcome['to_version']} from {outcome['finished_at']} "
+            f"({outcome['revision']})"
+        )
+    elif outcome is not None:
+        lines.append(f"  failed at {outcome['finished_at']}: {_short(outcome['detail'])}")
+    return "\n".join(lines)
 
 
 for _command in (up, down, status):

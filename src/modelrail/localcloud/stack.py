@@ -594,7 +594,7 @@ class Stack:
         for staging in staging_deployers(self.settings):
             rows.append(
                 {
-                    "name": f"staging-{staging.model}",
+                    "name": f"{staging.role}-{staging.model}",
                     "pid": None,
                     "port": staging.port,
                     "alive": http_ok(f"{staging.url}/healthz"),

@@ -14,6 +14,14 @@ candidate stopped. A candidate whose master dies is found out at once: its proce
 group is killed (no stray worker) and ``switch`` is refused. ``status`` names the
 supervisor's pid and the current server; ``stop`` stops it and the supervisor.
 
+A production rollout may split the traffic before its switch (a canary): ``split``
+with a percentage sends that share of new connections to the candidate and the rest to
+the current server, and resets both servers' counts; ``stats`` answers each one's
+requests, server errors (5xx) and p99 latency since. The supervisor reads those from
+the answers it forwards (each HTTP/1.1 response's status line and length, ``_Responses``).
+``switch`` then gives the candidate all the traffic; ``abort``, or the caller going
+away, gives it all back to the current server, and stops the candidate.
+
 With ``--reconcile-every`` it also converges what it serves to the registry's staging
 alias (``reconcile_staging``): at start, then on that schedule, so a deploy killed
 between its switch and its alias move, or a server killed, is repaired without
@@ -33,10 +41,13 @@ import dataclasses
 import functools
 import logging
 import os
+import random
 import signal
 import socket
 import sys
 import threading
+import time
+from collections import deque
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +67,87 @@ _LINGER_IDLE_S = 2.0
 _LINGER_MAX_S = 30.0
 
 
+# The latencies a server's counts keep (its p99 is taken over these).
+_LATENCIES_KEPT = 100_000
+# A response head longer than this is not parsed: the connection is counted no further.
+_MAX_HEAD = 65536
+
+
+@dataclasses.dataclass
+class Counts:
+    """What a server answered since its counts were last reset."""
+
+    requests: int = 0
+    errors: int = 0
+    latencies_ms: deque[float] = dataclasses.field(
+        default_factory=lambda: deque(maxlen=_LATENCIES_KEPT)
+    )
+
+    def add(self, status: int, latency_ms: float) -> None:
+        self.requests += 1
+        self.errors += status >= 500
+        self.latencies_ms.append(latency_ms)
+
+    def describe(self) -> dict[str, Any]:
+        ordered = sorted(self.latencies_ms)
+        p99 = ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))] if ordered else None
+        return {"requests": self.requests, "errors": self.errors, "p99_ms": p99}
+
+
+class _Responses:
+    """Counts the HTTP/1.1 responses in what a server sends back on one connection:
+    each one's status, and how long after its request's first byte it began. A response
+    with no length it can follow (chunked) ends the counting of that connection."""
+
+    def __init__(self, counts: Counts) -> None:
+        self.counts = counts
+        self.head = b""
+        self.body_left = 0
+        self.counting = True
+        self.request_started: float | None = None
+
+    def request(self) -> None:
+        if self.request_started is None:
+            self.request_started = time.monotonic()
+
+    def feed(self, chunk: bytes) -> None:
+        while chunk and self.counting:
+            if self.body_left:
+                skipped = min(self.body_left, len(chunk))
+                self.body_left -= skipped
+                chunk = chunk[skipped:]
+                continue
+            self.head += chunk
+            chunk = b""
+            end = self.head.find(b"\r\n\r\n")
+            if end < 0:
+                self.counting = len(self.head) <= _MAX_HEAD
+                return
+            head, chunk, self.head = self.head[:end], self.head[end + 4 :], b""
+            self._response(head)
+
+    def _response(self, head: bytes) -> None:
+        status_line, *lines = head.split(b"\r\n")
+        parts = status_line.split(b" ", 2)
+        if len(parts) < 2 or not parts[1].isdigit():
+            self.counting = False
+            return
+        status = int(parts[1])
+        fields = {
+            name.strip().lower(): value.strip()
+            for name, _, value in (line.partition(b":") for line in lines)
+        }
+        if status < 200:  # 100 Continue: the final answer follows
+            return
+        started = self.request_started or time.monotonic()
+        self.counts.add(status, (time.monotonic() - started) * 1000.0)
+        self.request_started = None
+        length = fields.get(b"content-length", b"0")
+        if b"chunked" in fields.get(b"transfer-encoding", b"") or not length.isdigit():
+            self.counting = False
+        self.body_left = int(length) if length.isdigit() else 0
+
+
 @dataclasses.dataclass
 class Backend:
     """One granian server: its master's pid (= its process group) and its socket."""
@@ -67,6 +159,7 @@ class Backend:
     socket: Path
     log: Path
     exited: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
+    counts: Counts = dataclasses.field(default_factory=Counts)
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -88,9 +181,11 @@ class Supervisor:
         *,
         model: str,
         reconcile_every_s: float | None = None,
+        alias: str = "staging",
     ) -> None:
         self.port = port
         self.model = model
+        self.alias = alias
         self.state_dir = state_dir
         self.socket_dir = socket_dir
         self.reconcile_every_s = reconcile_every_s
@@ -99,12 +194,18 @@ class Supervisor:
         self.stopping = threading.Event()
         self.current: Backend | None = None
         self.candidate: Backend | None = None
+        # A canary: the candidate given ``canary_percent`` of new connections.
+        self.canary: Backend | None = None
+        self.canary_percent = 0.0
         self.rollout = asyncio.Lock()
         self.done = asyncio.Event()
 
     # -- forwarding ---------------------------------------------------------------
     async def forward(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         backend = self.current
+        canary = self.canary
+        if canary is not None and random.random() * 100.0 < self.canary_percent:
+            backend = canary
         try:
             if backend is None:
                 return
@@ -117,8 +218,9 @@ class Supervisor:
                     await asyncio.get_running_loop().sock_connect(upstream, str(backend.socket))
                 except OSError:
                     return
-                request = asyncio.ensure_future(_send_requests(reader, upstream))
-                await _send_answers(upstream, writer)  # until the server closes
+                responses = _Responses(backend.counts)
+                request = asyncio.ensure_future(_send_requests(reader, upstream, responses))
+                await _send_answers(upstream, writer, responses)  # until the server closes
                 client_done = request.done() and not request.cancelled() and request.result()
                 if not client_done:
                     # The server closed while the client may still be sending (it
@@ -145,7 +247,7 @@ class Supervisor:
             process = await asyncio.create_subprocess_exec(
                 sys.executable,
                 "-m",
-                "modelrail.serving.server",
+                request.get("module", "modelrail.serving.server"),
                 env=env,
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=output,
@@ -166,6 +268,8 @@ class Supervisor:
             backend.socket.unlink()
         if self.current is backend:
             self.current = None
+        if self.canary is backend:  # a canary that died gets no more traffic
+            self.canary = None
         backend.exited.set()
 
     async def stop_backend(self, backend: Backend) -> None:
@@ -199,6 +303,8 @@ class Supervisor:
                                 ("candidate", self.candidate),
                             )
                         },
+                        # A canary's share of new connections, while one is split.
+                        "split": self.canary_percent if self.canary is not None else None,
                     },
                 )
             elif operation == "stop":
@@ -257,7 +363,10 @@ class Supervisor:
         self, candidate: Backend, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
         await _reply(writer, {"candidate": candidate.describe()})
-        decision = await reader.readline()  # empty: the caller went away
+        try:
+            decision = await self._split(candidate, reader, writer)
+        finally:
+            self.canary, self.canary_percent = None, 0.0
         if decision and orjson.loads(decision).get("op") == "switch":
             if candidate.exited.is_set():
                 await _reply(writer, {"error": f"{candidate.revision} exited before the switch"})
@@ -270,6 +379,41 @@ class Supervisor:
         await self.stop_backend(candidate)
         with contextlib.suppress(ConnectionError):
             await _reply(writer, {"aborted": candidate.revision})
+
+    async def _split(
+        self, candidate: Backend, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> bytes:
+        """Answer a canary's ``split`` and ``stats`` until the rollout's decision (its
+        line: ``switch``, ``abort``; empty when the caller went away)."""
+        while True:
+            line = await reader.readline()
+            request = orjson.loads(line) if line else {}
+            operation = request.get("op")
+            if operation == "split":
+                if candidate.exited.is_set():
+                    await _reply(writer, {"error": f"{candidate.revision} exited"})
+                    continue
+                for backend in (self.current, candidate):
+                    if backend is not None:
+                        backend.counts = Counts()
+                self.canary, self.canary_percent = candidate, float(request["percent"])
+                await _reply(writer, {"split": self.canary_percent})
+            elif operation == "stats":
+                await _reply(
+                    writer,
+                    {
+                        "candidate": candidate.counts.describe(),
+                        "current": self.current.counts.describe() if self.current else None,
+                        "exited": [
+                            backend.revision
+                            for backend in (self.current, candidate)
+                            if backend is not None and backend.exited.is_set()
+                        ]
+                        + ([] if self.current is not None else ["current"]),
+                    },
+                )
+            else:
+                return line
 
     async def run(self) -> None:
         self.state_dir.mkdir(parents=True, exist_ok=True)
@@ -285,11 +429,11 @@ class Supervisor:
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, self.done.set)
-        print(f"staging supervisor on 127.0.0.1:{self.port}", flush=True)
+        print(f"{self.alias} supervisor on 127.0.0.1:{self.port}", flush=True)
         if self.reconcile_every_s is not None:
             threading.Thread(
                 target=reconcile_staging,
-                args=(self.stopping, self.reconcile_every_s, self.model),
+                args=(self.stopping, self.reconcile_every_s, self.model, self.alias),
                 name="reconcile",
                 daemon=True,
             ).start()
@@ -303,12 +447,14 @@ class Supervisor:
             control_path.unlink()
 
 
-def reconcile_staging(stop: threading.Event, every_s: float, model: str) -> None:
+def reconcile_staging(
+    stop: threading.Event, every_s: float, model: str, alias: str = "staging"
+) -> None:
     """The supervisor's reconciliation loop (``modelrail.service.reconcile.Reconciler``): what
-    it serves converges to the staging alias of the registry its servers load from, on
-    start and every ``every_s``, until ``stop``. Embedded mode's: in emulator mode the
-    control plane starts its supervisor without it and reconciles its Cloud Run service
-    itself."""
+    it serves converges to the ``alias`` (staging, production: the service's own) of the
+    registry its servers load from, on start and every ``every_s``, until ``stop``.
+    Embedded mode's: in emulator mode the control plane starts its supervisor without
+    it and reconciles its Cloud Run service itself."""
     from modelrail.adapters.local.staging import LocalStagingDeployer
     from modelrail.composition.bootstrap import bootstrap
     from modelrail.kernel import logs
@@ -325,8 +471,9 @@ def reconcile_staging(stop: threading.Event, every_s: float, model: str) -> None
             leases=container.leases,
             # This supervisor, over its own control socket (a rollout like any other);
             # never another supervisor started in its place as this one stops.
-            deployer=LocalStagingDeployer(settings, model, start_supervisor=False),
-            holder=f"reconcile:staging-supervisor:{os.getpid()}",
+            deployer=LocalStagingDeployer(settings, model, start_supervisor=False, role=alias),
+            holder=f"reconcile:{alias}-supervisor:{os.getpid()}",
+            alias=alias,
         )
     except Exception:  # it serves on without the loop; its log says why
         logging.getLogger(__name__).exception("no reconciliation: the settings did not load")
@@ -334,12 +481,15 @@ def reconcile_staging(stop: threading.Event, every_s: float, model: str) -> None
     reconciler.run(stop, every_s)
 
 
-async def _send_requests(reader: asyncio.StreamReader, upstream: socket.socket) -> bool:
+async def _send_requests(
+    reader: asyncio.StreamReader, upstream: socket.socket, responses: _Responses
+) -> bool:
     """Copy what the client sends to the server, then half-close towards the server;
     True if the client's end came, False if either side failed first."""
     loop = asyncio.get_running_loop()
     try:
         while chunk := await reader.read(_CHUNK):
+            responses.request()
             await loop.sock_sendall(upstream, chunk)
         upstream.shutdown(socket.SHUT_WR)
     except (ConnectionError, OSError):
@@ -347,11 +497,15 @@ async def _send_requests(reader: asyncio.StreamReader, upstream: socket.socket) 
     return True
 
 
-async def _send_answers(upstream: socket.socket, writer: asyncio.StreamWriter) -> None:
-    """Copy what the server sends to the client until the server closes."""
+async def _send_answers(
+    upstream: socket.socket, writer: asyncio.StreamWriter, responses: _Responses
+) -> None:
+    """Copy what the server sends to the client until the server closes, counting its
+    answers."""
     loop = asyncio.get_running_loop()
     with contextlib.suppress(ConnectionError, OSError):
         while chunk := await loop.sock_recv(upstream, _CHUNK):
+            responses.feed(chunk)
             writer.write(chunk)
             await writer.drain()
 
@@ -380,7 +534,14 @@ async def _reply(writer: asyncio.StreamWriter, body: dict[str, Any]) -> None:
 @click.option("--port", type=int, required=True, help="The public port on 127.0.0.1.")
 @click.option("--state-dir", type=click.Path(path_type=Path), required=True)
 @click.option("--socket-dir", type=click.Path(path_type=Path), required=True)
-@click.option("--model", required=True, help="The model whose staging this is.")
+@click.option("--model", required=True, help="The model whose service this is.")
+@click.option(
+    "--alias",
+    type=click.Choice(["staging", "production"]),
+    default="staging",
+    show_default=True,
+    help="The service, and the alias it converges to.",
+)
 @click.option(
     "--reconcile-every",
     "reconcile_every_s",
@@ -389,11 +550,16 @@ async def _reply(writer: asyncio.StreamWriter, body: dict[str, Any]) -> None:
     help="Converge what is served to the staging alias this often (seconds).",
 )
 def main(
-    port: int, state_dir: Path, socket_dir: Path, model: str, reconcile_every_s: float | None
+    port: int,
+    state_dir: Path,
+    socket_dir: Path,
+    model: str,
+    alias: str,
+    reconcile_every_s: float | None,
 ) -> None:
-    """Own a model's local staging port and its servers."""
+    """Own a model's local staging (or production) port and its servers."""
     supervisor = Supervisor(
-        port, state_dir, socket_dir, model=model, reconcile_every_s=reconcile_every_s
+        port, state_dir, socket_dir, model=model, reconcile_every_s=reconcile_every_s, alias=alias
     )
     asyncio.run(supervisor.run())
 

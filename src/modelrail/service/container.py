@@ -66,12 +66,15 @@ class Container:
     # The model this container's stages, commands and pages act for (``for_model``);
     # None: the one the installation holds (``Models.resolve``).
     model_name: str | None = None
+    # The production service of the model named (``service.production``); None: this
+    # process has none (nothing promotes from it).
+    production_deployer_factory: Callable[[str], Deployer] | None = None
 
     def __post_init__(self) -> None:
         # Every port is built once per process, whichever model's container asks.
         for name in _SHARED_FACTORIES:
             factory = getattr(self, name)
-            if not hasattr(factory, "cache_info"):  # not cached yet
+            if factory is not None and not hasattr(factory, "cache_info"):  # not cached yet
                 setattr(self, name, functools.cache(factory))
 
     def for_model(self, name: str) -> Container:
@@ -154,6 +157,13 @@ class Container:
         return self.deployer_factory(self.model)
 
     @cached_property
+    def production_deployer(self) -> Deployer:
+        """The model's production service."""
+        if self.production_deployer_factory is None:
+            raise TypeError("this process was given no production service")
+        return self.production_deployer_factory(self.model)
+
+    @cached_property
     def packages(self) -> PackageRepository:
         return self.packages_factory()
 
@@ -205,6 +215,7 @@ _SHARED_FACTORIES = (
     "clusters_factory",
     "secrets_factory",
     "webhooks_factory",
+    "production_deployer_factory",
 )
 _FROM_SETTINGS = frozenset({"data_bucket", "code_version", "training_job", "compiler"})
 _PORTS = frozenset(

@@ -1,4 +1,6 @@
-"""Reconciliation: what staging serves converges to what its ``staging`` alias names.
+"""Reconciliation: what staging serves converges to what its ``staging`` alias names
+(and production, to its ``production`` alias: every function here takes the alias,
+staging's by default; each alias has its own rollout lease).
 
 The alias is the record; a staging server is a copy of it that a crash can leave
 behind (a deploy killed between the switch and the alias move, a rollout that
@@ -97,14 +99,16 @@ def _serves(deployment: Deployment | None, model: str, version: int) -> bool:
     return deployment is not None and (deployment.model, deployment.version) == (model, version)
 
 
-def converge(model: str, *, registry: Registry, deployer: Deployer) -> Convergence:
-    """Serve what ``model``'s staging alias names now. The caller holds the rollout
-    lease. Raises ``IntegrityError`` when the alias's
+def converge(
+    model: str, *, registry: Registry, deployer: Deployer, alias_name: str = STAGING
+) -> Convergence:
+    """Serve what ``model``'s ``alias_name`` (staging's) names now. The caller holds its
+    rollout lease. Raises ``IntegrityError`` when the alias's
     version fails its signature check (nothing is deployed), ``DeploymentFailed`` when
     its rollout fails, ``TransientError`` when the alias keeps moving."""
     served_before: int | None = None
     for round_number in range(_MAX_ROUNDS):
-        alias = registry.alias(model, STAGING)
+        alias = registry.alias(model, alias_name)
         current = deployer.current()
         if round_number == 0:
             served_before = current.version if current is not None else None
@@ -115,13 +119,14 @@ def converge(model: str, *, registry: Registry, deployer: Deployer) -> Convergen
             return Convergence(model, status, alias.version, served_before, current)
         manifest = registry.signed_manifest(model, alias.version)
         log.warning(
-            "staging serves %s, its alias names v%d: deploying v%d",
+            "%s serves %s, its alias names v%d: deploying v%d",
+            alias_name,
             f"v{current.version}" if current is not None else "nothing",
             alias.version,
             alias.version,
         )
         deploy(deployer, model, alias.version, manifest.examples)
-    raise TransientError(f"{model}@{STAGING} kept moving while staging was converged to it")
+    raise TransientError(f"{model}@{alias_name} kept moving while {alias_name} was converged to it")
 
 
 def deploy(
@@ -150,26 +155,34 @@ def deploy(
     return deployer.promote(candidate)
 
 
-def roll_out(model: str, version: int, *, registry: Registry, deployer: Deployer) -> Deployment:
+def roll_out(
+    model: str,
+    version: int,
+    *,
+    registry: Registry,
+    deployer: Deployer,
+    alias_name: str = STAGING,
+) -> Deployment:
     """Deploy ``version`` once its signed manifest checks out; on a failed deploy,
-    restore what the staging alias names at that moment and raise ``DeploymentFailed``
-    saying what serves. The caller holds the rollout lease."""
+    restore what ``alias_name`` (staging's) names at that moment and raise
+    ``DeploymentFailed`` saying what serves. The caller holds its rollout lease."""
     # IntegrityError: permanent, nothing ran.
     manifest = registry.signed_manifest(model, version)
     try:
         return deploy(deployer, model, version, manifest.examples)
     except DeploymentFailed as failed:
         try:
-            restored = converge(model, registry=registry, deployer=deployer)
+            restored = converge(model, registry=registry, deployer=deployer, alias_name=alias_name)
         except ModelrailError as exc:
             raise DeploymentFailed(
-                f"{failed.message}; restoring what staging's alias names failed too: {exc}",
+                f"{failed.message}; restoring what {alias_name}'s alias names failed too: {exc}",
                 {**failed.details, "restore_failed": str(exc)},
             ) from failed
         if restored.alias_version is None:
             raise
         raise DeploymentFailed(
-            f"{failed.message}; staging serves v{restored.alias_version}, what its alias names",
+            f"{failed.message}; {alias_name} serves v{restored.alias_version}, "
+            "what its alias names",
             {**failed.details, "restored_version": restored.alias_version},
         ) from failed
 
@@ -198,8 +211,9 @@ def stage_version(
 
 
 class Reconciler:
-    """Converges one model's staging to its alias, pass after pass (``run``) or once
-    (``reconcile``), under the rollout lease taken without waiting."""
+    """Converges one model's staging (or the service of ``alias``) to its alias, pass
+    after pass (``run``) or once (``reconcile``), under the alias's rollout lease taken
+    without waiting."""
 
     def __init__(
         self,
@@ -209,8 +223,10 @@ class Reconciler:
         leases: Leases,
         deployer: Deployer,
         holder: str | None = None,
+        alias: str = STAGING,
     ) -> None:
         self.model = model
+        self.alias = alias
         self.registry, self.leases, self.deployer = registry, leases, deployer
         self.holder = holder or f"reconcile:{socket.gethostname()}:{os.getpid()}"
 
@@ -219,11 +235,11 @@ class Reconciler:
         try:
             return self._reconcile()
         except ModelrailError as exc:
-            log.warning("reconciling %s@%s failed: %s", self.model, STAGING, exc)
+            log.warning("reconciling %s@%s failed: %s", self.model, self.alias, exc)
             return Convergence(self.model, "failed", detail=str(exc))
 
     def _reconcile(self) -> Convergence:
-        alias = self.registry.alias(self.model, STAGING)
+        alias = self.registry.alias(self.model, self.alias)
         current = self.deployer.current()
         served = current.version if current is not None else None
         if alias is None or _serves(current, self.model, alias.version):
@@ -235,7 +251,7 @@ class Reconciler:
                 held.enter_context(
                     self.leases.hold(
                         self.model,
-                        STAGING,
+                        self.alias,
                         self.holder,
                         ttl_s=LEASE_TTL_S,
                         wait_s=0.0,
@@ -246,7 +262,9 @@ class Reconciler:
                 return Convergence(
                     self.model, "deferred", alias.version, served, current, str(busy)
                 )
-            return converge(self.model, registry=self.registry, deployer=self.deployer)
+            return converge(
+                self.model, registry=self.registry, deployer=self.deployer, alias_name=self.alias
+            )
 
     def run(self, stop: threading.Event, every_s: float = RECONCILE_EVERY_S) -> None:
         """Reconcile at once, then every ``every_s`` until ``stop`` is set."""
@@ -254,6 +272,6 @@ class Reconciler:
             try:
                 self.reconcile()
             except Exception:  # the loop outlives anything one pass meets
-                log.exception("reconciling %s@%s", self.model, STAGING)
+                log.exception("reconciling %s@%s", self.model, self.alias)
             if stop.wait(every_s):
                 return

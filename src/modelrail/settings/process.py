@@ -63,6 +63,9 @@ _VARIABLES = (
     Variable("dask_gcp_workers", "MODELRAIL_DASK_GCP_WORKERS", int),
     Variable("dask_gcp_service_account", "MODELRAIL_DASK_GCP_SERVICE_ACCOUNT"),
     Variable("dask_gcp_image", "MODELRAIL_DASK_GCP_IMAGE"),
+    # Production (docs/architecture.md, "Production").
+    Variable("production_port", "MODELRAIL_PRODUCTION_PORT", int),
+    Variable("production_service", "MODELRAIL_PRODUCTION_SERVICE"),
 )
 
 
@@ -102,6 +105,11 @@ class Settings:
     batch_tasks: int = 3
     # Each model's staging Cloud Run service is ``<staging_service>-<model>``.
     staging_service: str = "modelrail-staging"
+    # Production, beside staging: each model's local production service's first port
+    # (chosen and recorded as staging's is) and its Cloud Run service,
+    # ``<production_service>-<model>``.
+    production_port: int = 8865
+    production_service: str = "modelrail-production"
     # Who runs the CLI ($MODELRAIL_ACTOR, else the OS user): recorded with an operator's
     # rollback, contract accept and bless.
     user: str = "unknown"

@@ -15,6 +15,7 @@ from flask import Flask, Response, abort, render_template, request
 from markupsafe import Markup
 
 from modelrail.domain.features import FeatureSchema
+from modelrail.domain.promotion import Promotions
 from modelrail.domain.registry import PROFILE_FILE
 from modelrail.domain.runs import RunSummary, failure_reasons
 from modelrail.kernel.errors import IntegrityError, NotFound
@@ -124,6 +125,8 @@ def create_app(container: Container) -> Flask:
             versions=list(reversed(versions)),
             metric_names=names,
             plots=plots_by_metric,
+            # Production's history (domain.promotion): newest first.
+            promotions=list(reversed(Promotions(container.artifacts).history(model))),
         )
 
     @app.get("/models/<model>/monitoring")

@@ -101,7 +101,12 @@ locals {
   # the number of models.
   model_writes = {
     deploy = ["aliases/staging.json", "leases/staging.json"]
-    sweep  = ["leases/staging.json", "leases/register-", "policies/schedule.json"]
+    sweep = [
+      "leases/staging.json", "leases/register-", "policies/schedule.json",
+      # Production (production.tf): the sweep carries out approved promotions, under
+      # production's lease, moving its alias and recording each outcome and its steps.
+      "aliases/production.json", "leases/production.json", "promotions/", "rollouts/",
+    ]
     # The monitor's [retrain] on_drift cool-down (src/modelrail/service/monitoring.py).
     monitor = ["policies/retrain-on-drift.json"]
   }
@@ -374,6 +379,11 @@ resource "time_sleep" "iam_propagation" {
     google_storage_bucket_iam_member.dask_reads_snapshots,
     google_artifact_registry_repository_iam_member.dask_pulls_images,
     google_project_iam_member.dask_writes_logs,
+    # Production (production.tf): the people who propose and approve promotions.
+    google_storage_bucket_iam_member.promotion_proposers_read,
+    google_storage_bucket_iam_member.promotion_approvers_read,
+    google_storage_bucket_iam_member.promotion_proposers,
+    google_storage_bucket_iam_member.promotion_approvers,
   ]
 }
 

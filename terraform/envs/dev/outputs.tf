@@ -77,3 +77,13 @@ output "batch_job" {
   description = "The Cloud Run job that scores batch predictions (batch.tf; modelrail predict --cloud)."
   value       = module.batch_job.name
 }
+
+output "production_urls" {
+  description = "Model => its production service's URL (IAM-authenticated: send an identity token)."
+  value       = { for model, service in module.production_service : model => service.uri }
+}
+
+output "production_services" {
+  description = "Model => its production Cloud Run service's name (<name_prefix>-production-<model>)."
+  value       = { for model, service in module.production_service : model => service.name }
+}

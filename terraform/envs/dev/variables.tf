@@ -302,3 +302,41 @@ variable "batch_job" {
     error_message = "batch_job.tasks must be between 1 and 100."
   }
 }
+
+# ---------------------------------------------------------------- production
+
+variable "production_service" {
+  description = "Cost- and access-relevant settings of the production services (production.tf): every model's service (<name_prefix>-production-<model>) takes the same."
+  type = object({
+    cpu             = optional(string, "1")
+    memory          = optional(string, "1Gi")
+    concurrency     = optional(number, 16)
+    min_instances   = optional(number, 0)
+    max_instances   = optional(number, 3)
+    ingress         = optional(string, "INGRESS_TRAFFIC_ALL")
+    invoker_members = optional(list(string), [])
+  })
+  default = {}
+}
+
+variable "promotion_proposers" {
+  description = "Who may propose a version for production (modelrail promote): IAM members such as user:ana@example.com or group:ml-team@example.com."
+  type        = list(string)
+  default     = []
+
+  validation {
+    condition     = alltrue([for member in var.promotion_proposers : can(regex("^(user|group):", member))])
+    error_message = "promotion_proposers name people: user:... or group:..., never a service account, allUsers or allAuthenticatedUsers."
+  }
+}
+
+variable "promotion_approvers" {
+  description = "Who may approve a proposal for production (modelrail approve): IAM members such as user:bo@example.com or group:ml-leads@example.com. They hold the approver role (terraform/envs/bootstrap/production.tf); no service account of the pipeline does."
+  type        = list(string)
+  default     = []
+
+  validation {
+    condition     = alltrue([for member in var.promotion_approvers : can(regex("^(user|group):", member))])
+    error_message = "promotion_approvers name people: user:... or group:..., never a service account, allUsers or allAuthenticatedUsers."
+  }
+}

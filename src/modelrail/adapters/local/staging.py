@@ -52,6 +52,8 @@ from modelrail.kernel.unix_http import unix_pool, unix_probe
 from modelrail.settings.process import Settings
 from modelrail.settings.service import ServiceSettings, pin_env
 
+# The services a model has on this machine, each converging to the alias of its name.
+STAGING, PRODUCTION = "staging", "production"
 _READY_TIMEOUT_S = 60.0
 _START_TIMEOUT_S = 30.0
 _POLL_S = 0.02
@@ -64,12 +66,13 @@ _STOP_ALLOWANCE_S = 25.0
 
 
 class StagingPorts:
-    """Each model's staging port, chosen once and recorded in the home
-    (``staging-ports.json``): the first port from ``first`` up that no other model
-    holds and nothing listens on."""
+    """Each model's port for one service (``role``: staging, production), chosen once
+    and recorded in the home (``<role>-ports.json``): the first port from ``first`` up
+    that no other model holds, no other service recorded and nothing listens on."""
 
-    def __init__(self, home: Path, first: int) -> None:
-        self.path = home / "staging-ports.json"
+    def __init__(self, home: Path, first: int, role: str = STAGING) -> None:
+        self.home = home
+        self.path = home / f"{role}-ports.json"
         self.first = first
 
     def recorded(self) -> dict[str, int]:
@@ -89,7 +92,7 @@ class StagingPorts:
             fcntl.flock(lock, fcntl.LOCK_EX)  # two processes never choose the same port
             ports = self.recorded()
             if model not in ports:
-                taken = set(ports.values())
+                taken = set(ports.values()) | self._others()
                 port = self.first
                 while port in taken or port_in_use(port):
                     port += 1
@@ -99,11 +102,23 @@ class StagingPorts:
                 temporary.replace(self.path)
             return ports[model]
 
+    def _others(self) -> set[int]:
+        """The ports the home's other services recorded."""
+        taken: set[int] = set()
+        for path in self.home.glob("*-ports.json"):
+            if path != self.path:
+                taken.update(orjson.loads(path.read_bytes()).values())
+        return taken
+
 
 def staging_deployers(settings: Settings) -> list[LocalStagingDeployer]:
-    """The staging of every model this home has chosen a port for."""
-    ports = StagingPorts(settings.home, settings.staging_port)
-    return [LocalStagingDeployer(settings, model) for model in sorted(ports.recorded())]
+    """The staging and production services of every model this home has chosen a port
+    for."""
+    return [
+        LocalStagingDeployer(settings, model, role=role)
+        for role in (STAGING, PRODUCTION)
+        for model in sorted(StagingPorts(settings.home, 0, role).recorded())
+    ]
 
 
 class LocalStagingDeployer:
@@ -116,7 +131,9 @@ class LocalStagingDeployer:
     starts converges what it serves to the staging alias every ``reconcile_every_s``
     (None, the default: never; ``modelrail.service.reconcile``). With
     ``start_supervisor`` false it only talks to a running supervisor (the supervisor's
-    own loop uses it so).
+    own loop uses it so). ``role`` names the service: ``staging``, or ``production``,
+    whose supervisor, state and port are its own and which converges to the
+    ``production`` alias.
     """
 
     def __init__(
@@ -128,14 +145,21 @@ class LocalStagingDeployer:
         answer_timeout_s: float = ANSWER_TIMEOUT_S,
         reconcile_every_s: float | None = None,
         start_supervisor: bool = True,
+        role: str = STAGING,
+        server_module: str = "modelrail.serving.server",
     ) -> None:
+        if role not in (STAGING, PRODUCTION):
+            raise ValueError(f"a local service is staging or production, not {role!r}")
+        self.role = role
+        # The program each server runs (a test runs one built to misbehave).
+        self.server_module = server_module
         self.settings = settings
         self.service_env = dict(service_env or {})
         self.answer_timeout_s = answer_timeout_s
         self.reconcile_every_s = reconcile_every_s
         self.start_supervisor = start_supervisor
         self.model = model
-        self.state_dir = settings.home / "run" / "staging" / model
+        self.state_dir = settings.home / "run" / role / model
         # Unix socket paths are limited to ~100 bytes: a deep home keeps them in /tmp.
         self.socket_dir = self.state_dir
         if len(str(self.state_dir)) > 80:
@@ -146,11 +170,19 @@ class LocalStagingDeployer:
     @functools.cached_property
     def port(self) -> int:
         """The model's port, chosen and recorded when it is first needed."""
-        return StagingPorts(self.settings.home, self.settings.staging_port).port(self.model)
+        settings = self.settings
+        first = settings.staging_port if self.role == STAGING else settings.production_port
+        return StagingPorts(settings.home, first, self.role).port(self.model)
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def _service_prefix(self) -> str:
+        if self.role == STAGING:
+            return self.settings.staging_service
+        return self.settings.production_service
 
     # -- the port -----------------------------------------------------------------
     def current(self) -> Deployment | None:
@@ -187,10 +219,11 @@ class LocalStagingDeployer:
         env.pop("MODELRAIL_MODEL_ALIAS", None)
         request = {
             "op": "start",
-            "service": f"{self.settings.staging_service}-{self.model}",
+            "service": f"{self._service_prefix}-{self.model}",
             "model": model,
             "version": version,
             "env": env,
+            "module": self.server_module,
         }
         control = self._connect()
         stream = control.makefile("rwb")
@@ -218,11 +251,29 @@ class LocalStagingDeployer:
             _close(control, stream)
         if "switched" not in answer:
             raise DeploymentFailed(
-                f"staging server {server['revision']} was not switched to: "
+                f"{self.role} server {server['revision']} was not switched to: "
                 f"{answer.get('error')}: {_log_tail(server['log'])}",
                 {"revision": server["revision"], "log": server["log"]},
             )
         return self._deployment(answer["switched"])
+
+    def split(self, candidate: Candidate, percent: float) -> None:
+        """Send ``percent`` of new connections to the candidate, the rest to the current
+        server, and start both servers' counts afresh (a canary's step)."""
+        _, stream, server = candidate.handle
+        answer = self._exchange(stream, {"op": "split", "percent": percent})
+        if "split" not in answer:
+            raise DeploymentFailed(
+                f"{self.role} server {server['revision']} got no traffic: {answer.get('error')}"
+            )
+
+    def observe(self, candidate: Candidate) -> dict[str, Any]:
+        """Each server's counts since the last ``split``: ``new`` (the candidate's) and
+        ``old`` (the current server's), each ``requests``, ``errors`` (5xx) and
+        ``p99_ms``; ``exited`` names those that died."""
+        _, stream, _ = candidate.handle
+        answer = self._exchange(stream, {"op": "stats"})
+        return {"new": answer["candidate"], "old": answer["current"], "exited": answer["exited"]}
 
     def discard(self, candidate: Candidate) -> str:
         control, stream, _ = candidate.handle
@@ -248,7 +299,7 @@ class LocalStagingDeployer:
         while time.monotonic() < deadline:
             if not running(candidate["pid"]):
                 raise DeploymentFailed(
-                    f"staging server {candidate['revision']} exited before it was ready: "
+                    f"{self.role} server {candidate['revision']} exited before it was ready: "
                     f"{_log_tail(candidate['log'])}",
                     {"revision": candidate["revision"], "log": candidate["log"]},
                 )
@@ -257,7 +308,7 @@ class LocalStagingDeployer:
                     return
             time.sleep(_POLL_S)
         raise DeploymentFailed(
-            f"staging server {candidate['revision']} was not ready within "
+            f"{self.role} server {candidate['revision']} was not ready within "
             f"{_READY_TIMEOUT_S:.0f} s: {_log_tail(candidate['log'])}"
         )
 
@@ -315,6 +366,7 @@ class LocalStagingDeployer:
                     sys.executable, "-m", "modelrail.localcloud.supervisor",
                     "--port", str(self.port),
                     "--model", self.model,
+                    "--alias", self.role,
                     "--state-dir", str(self.state_dir),
                     "--socket-dir", str(self.socket_dir),
                     *(

@@ -1,0 +1,98 @@
+"""A canary rollout's policy and judgement, pure: the steps of traffic a new production
+revision gets (``[production.canary]``), and whether what it answered at a step breaches
+the thresholds against what the old revision answered meanwhile."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import Any
+
+
+@dataclasses.dataclass(frozen=True)
+class CanaryPolicy:
+    """``steps``: the percentages of traffic the new revision gets, in order, the last
+    100. Each step but the last is held for ``hold_s`` seconds or until the new
+    revision answered ``min_requests`` requests, whichever comes first, then judged:
+    a breach is an error rate (5xx) more than ``max_error_rate_increase`` above the old
+    revision's, or a p99 latency above ``max_p99_ratio`` times the old one's plus
+    ``p99_slack_ms`` (small latencies vary by more than any ratio)."""
+
+    steps: tuple[float, ...] = (100.0,)
+    hold_s: float = 300.0
+    min_requests: int = 200
+    max_error_rate_increase: float = 0.01
+    max_p99_ratio: float = 1.5
+    p99_slack_ms: float = 25.0
+
+    @classmethod
+    def from_spec(cls, spec: Mapping[str, Any]) -> CanaryPolicy:
+        defaults = cls()
+        return cls(
+            steps=tuple(float(step) for step in spec.get("steps", defaults.steps)),
+            hold_s=float(spec.get("hold_seconds", defaults.hold_s)),
+            min_requests=int(spec.get("min_requests", defaults.min_requests)),
+            max_error_rate_increase=float(
+                spec.get("max_error_rate_increase", defaults.max_error_rate_increase)
+            ),
+            max_p99_ratio=float(spec.get("max_p99_ratio", defaults.max_p99_ratio)),
+            p99_slack_ms=float(spec.get("p99_slack_ms", defaults.p99_slack_ms)),
+        )
+
+    def problems(self) -> list[str]:
+        """What makes the steps unusable (they must rise to exactly 100)."""
+        steps = self.steps
+        if not steps or steps[-1] != 100.0:
+            return ["[production.canary] steps must end with 100"]
+        if any(not 0 < step <= 100 for step in steps) or list(steps) != sorted(set(steps)):
+            return ["[production.canary] steps must rise, each above 0 and at most 100"]
+        return []
+
+
+@dataclasses.dataclass(frozen=True)
+class Window:
+    """What one revision answered during a step."""
+
+    requests: int
+    errors: int
+    p99_ms: float | None
+
+    @property
+    def error_rate(self) -> float:
+        return self.errors / self.requests if self.requests else 0.0
+
+    @classmethod
+    def from_json(cls, body: Mapping[str, Any] | None) -> Window:
+        body = body or {}
+        return cls(int(body.get("requests", 0)), int(body.get("errors", 0)), body.get("p99_ms"))
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "requests": self.requests,
+            "errors": self.errors,
+            "error_rate": round(self.error_rate, 6),
+            "p99_ms": self.p99_ms,
+        }
+
+
+def breach(old: Window, new: Window, policy: CanaryPolicy) -> str | None:
+    """Why ``new`` breaches the policy against ``old``, with the numbers; None if not.
+    A new revision that answered nothing yet breaches nothing."""
+    if new.requests == 0:
+        return None
+    increase = new.error_rate - old.error_rate
+    if increase > policy.max_error_rate_increase:
+        return (
+            f"error rate {new.error_rate:.2%} ({new.errors}/{new.requests}) against the old "
+            f"revision's {old.error_rate:.2%} ({old.errors}/{old.requests}): more than "
+            f"{policy.max_error_rate_increase:.2%} above it"
+        )
+    if new.p99_ms is not None and old.p99_ms is not None:
+        limit = old.p99_ms * policy.max_p99_ratio + policy.p99_slack_ms
+        if new.p99_ms > limit:
+            return (
+                f"p99 latency {new.p99_ms:.1f} ms against the old revision's "
+                f"{old.p99_ms:.1f} ms: above {limit:.1f} ms "
+                f"({policy.max_p99_ratio:g}x + {policy.p99_slack_ms:g} ms)"
+            )
+    return None

@@ -1,0 +1,155 @@
+"""A production rollout, in canary steps (``[production.canary]``, ``domain.rollout``).
+
+The candidate revision is started and smoke-tested as staging's are; then, for each
+step but the last, the deployer splits new traffic between it and the current revision
+(``Splitting.split``: the local supervisor counts each server's answers) and the step
+is held for ``hold_s`` or until the candidate answered ``min_requests``; what each
+revision answered meanwhile is compared (``domain.rollout.breach``). A breach, a server
+that died, or anything else that ends the rollout early discards the candidate: all the
+traffic goes back to the old revision, and ``DeploymentFailed`` carries every step with
+its numbers. After the last judged step the candidate is promoted (100 %).
+
+The process that carries out the approval drives the steps (``modelrail approve``): it
+holds production's rollout lease, and the rollout's connection to the supervisor,
+throughout; should it die, the supervisor gives the traffic back to the old revision
+and the lease lapses (``reconcile.LEASE_TTL_S``), so no split is left half-done.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Protocol, runtime_checkable
+
+from modelrail.domain.promotion import PRODUCTION
+from modelrail.domain.registry import Registry
+from modelrail.domain.rollout import CanaryPolicy, Window, breach
+from modelrail.kernel.errors import DeploymentFailed, IntegrityError
+from modelrail.kernel.events import utcnow
+from modelrail.kernel.ports import Candidate, Deployer, Deployment
+from modelrail.service.reconcile import converge, roll_out
+from modelrail.service.smoke import smoke_test
+
+# How often a held step reads the counts.
+_POLL_S = 0.2
+
+Steps = list[dict[str, Any]]
+
+
+@runtime_checkable
+class Splitting(Protocol):
+    """A deployer that can split new traffic between a candidate and the current
+    revision, and say what each answered since (the local supervisor)."""
+
+    def split(self, candidate: Candidate, percent: float) -> None: ...
+
+    def observe(self, candidate: Candidate) -> dict[str, Any]: ...
+
+
+def roll_out_production(
+    model: str,
+    version: int,
+    *,
+    registry: Registry,
+    deployer: Deployer,
+    policy: CanaryPolicy,
+    on_step: Callable[[Steps], None] = lambda steps: None,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> tuple[Deployment, Steps]:
+    """Put ``version`` on production in ``policy``'s steps (at once, as staging is, with
+    one step or when production serves nothing yet); the deployment and the steps
+    taken. ``DeploymentFailed`` (its ``details["steps"]``: the steps, the breach among
+    them) leaves production serving what its alias names. The caller holds production's
+    rollout lease."""
+    if len(policy.steps) == 1 or deployer.current() is None:  # nothing to compare with
+        deployment = roll_out(
+            model, version, registry=registry, deployer=deployer, alias_name=PRODUCTION
+        )
+        return deployment, [{"percent": 100.0, "started_at": utcnow()}]
+    if not isinstance(deployer, Splitting):
+        raise DeploymentFailed(
+            f"{model}'s production service cannot split traffic: set [production.canary] "
+            "steps = [100] for it"
+        )
+    manifest = registry.signed_manifest(model, version)  # IntegrityError: nothing ran
+    try:
+        return _canary(deployer, model, version, manifest.examples, policy, on_step, clock, sleep)
+    except DeploymentFailed:
+        # The old revision has the traffic back; should it have died meanwhile,
+        # production serves what its alias names again.
+        with contextlib.suppress(DeploymentFailed, IntegrityError):
+            converge(model, registry=registry, deployer=deployer, alias_name=PRODUCTION)
+        raise
+
+
+def _canary(
+    deployer: Any,
+    model: str,
+    version: int,
+    examples: Sequence[Mapping[str, Any]],
+    policy: CanaryPolicy,
+    on_step: Callable[[Steps], None],
+    clock: Callable[[], float],
+    sleep: Callable[[float], None],
+) -> tuple[Deployment, Steps]:
+    steps: Steps = []
+    candidate = deployer.start(model, version)
+    try:
+        smoke_test(candidate, examples)
+        for percent in policy.steps[:-1]:
+            step = _hold(deployer, candidate, percent, policy, clock, sleep)
+            steps.append(step)
+            on_step(steps)
+            if step["breach"] is not None:
+                raise DeploymentFailed(
+                    f"v{version} breached at {percent:g} % of production's traffic: "
+                    f"{step['breach']}; the old revision has all the traffic again",
+                    {"steps": steps},
+                )
+        deployment: Deployment = deployer.promote(candidate)
+    except DeploymentFailed as failed:
+        with contextlib.suppress(DeploymentFailed, OSError):
+            deployer.discard(candidate)
+        raise DeploymentFailed(failed.message, {**failed.details, "steps": steps}) from failed
+    except BaseException:  # interrupted: the candidate must not outlive this rollout
+        with contextlib.suppress(Exception):
+            deployer.discard(candidate)
+        raise
+    steps.append({"percent": 100.0, "started_at": utcnow()})
+    on_step(steps)
+    return deployment, steps
+
+
+def _hold(
+    deployer: Any,
+    candidate: Candidate,
+    percent: float,
+    policy: CanaryPolicy,
+    clock: Callable[[], float],
+    sleep: Callable[[float], None],
+) -> dict[str, Any]:
+    """One step: split, hold, judge."""
+    deployer.split(candidate, percent)
+    started_at, deadline = utcnow(), clock() + policy.hold_s
+    while True:
+        seen = deployer.observe(candidate)
+        if seen["exited"]:
+            raise DeploymentFailed(
+                f"production's {', '.join(seen['exited'])} died at {percent:g} % of the "
+                "traffic: the rollout is failed"
+            )
+        new = Window.from_json(seen["new"])
+        if new.requests >= policy.min_requests or clock() >= deadline:
+            break
+        sleep(_POLL_S)
+    old = Window.from_json(seen["old"])
+    return {
+        "percent": percent,
+        "started_at": started_at,
+        "ended_at": utcnow(),
+        "old": old.to_json(),
+        "new": new.to_json(),
+        "breach": breach(old, new, policy),
+    }
