@@ -519,3 +519,23 @@ def _decoded(body: bytes) -> Any:
         return DECODER.decode(body)
     except Problem:
         return None
+
+
+def test_an_ignored_column_still_holds_a_value_not_an_array_or_an_object() -> None:
+    """The target copied along is ignored, but an array or an object in its place is
+    a malformed row (422), in records and in dataframe_split alike."""
+    schema = dataclasses.replace(SCHEMA, passthrough=("y",))
+    decoder = RequestDecoder(schema, max_instances=MAX_INSTANCES)
+    detail = "expected a number, a string, a boolean or null, got an array"
+    with pytest.raises(Problem) as raised:
+        decoder.decode(json.dumps({"instances": [{**_ROW_VALUES, "y": [1.0]}]}).encode())
+    assert raised.value.extensions["errors"] == [
+        {"pointer": "/instances/0/y", "instance": 0, "feature": "y", "detail": detail}
+    ]
+    columns = [*_ROW_VALUES, "y"]
+    split = {"columns": columns, "data": [[*_ROW_VALUES.values(), {"a": 1}]]}
+    with pytest.raises(Problem) as raised:
+        decoder.decode(json.dumps({"dataframe_split": split}).encode())
+    [error] = raised.value.extensions["errors"]
+    assert error["pointer"] == f"/dataframe_split/data/0/{len(columns) - 1}"
+    assert error["detail"].endswith("got an object")

@@ -459,10 +459,13 @@ class RequestDecoder:
                 continue
             append(_encode_value(value, spec, pointer, where))
         if len(row) != self.width:
-            for name in row:
+            for name, value in row.items():
                 if name in self.passthrough:
                     pointer = f"/{key}/{position}/{_escape(name)}"
-                    notes.warn(warnings, _ignored(pointer, name, position))
+                    if type(value) in (list, dict):  # ignored, but still a value
+                        errors.add(pointer, _not_a_value(value), position, name)
+                    else:
+                        notes.warn(warnings, _ignored(pointer, name, position))
                 elif name not in self.index:
                     errors.add(
                         f"/{key}/{position}/{_escape(name)}", "unknown feature", position, name
@@ -487,7 +490,11 @@ class RequestDecoder:
             return out
         plan = self._plan
         for offset, (column, value) in enumerate(zip(columns, row, strict=True)):
-            if column is None:
+            if column is None:  # a column the model ignores: still a value
+                if type(value) in (list, dict):
+                    where.errors.add(
+                        f"{pointer}/{offset}", _not_a_value(value), where.position, None
+                    )
                 continue
             spec = plan[column]
             kind, value_type = spec[1], type(value)
@@ -744,6 +751,10 @@ def _code_spelling(value: Any) -> Any:
     if type(value) is str:
         return parse_code(value) or value
     return value
+
+
+def _not_a_value(value: Any) -> str:
+    return f"expected a number, a string, a boolean or null, got {_describe(value)}"
 
 
 def _ignored(pointer: str, name: str, instance: int | None) -> dict[str, Any]:
