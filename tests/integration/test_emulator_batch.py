@@ -22,11 +22,9 @@ import pytest
 import requests
 
 from modelrail.kernel.processes import wait_until
-from tests.conftest import PENGUINS
 from tests.e2e.test_batch import BROKEN, _broken_file, _instance
 from tests.integration.test_emulator_stack import (
     MODELRAIL,
-    PIPELINE_TIMEOUT_S,
     Stack,
     running_stack,
 )
@@ -40,13 +38,7 @@ TASKS = 3
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     home = tmp_path_factory.mktemp("batch-stack")
     with running_stack(home, MODELRAIL_BATCH_TASKS=str(TASKS)) as started:
-        bucket = started.env.get("MODELRAIL_DATA_BUCKET", "modelrail-data")
-        started.gcloud("storage", "cp", str(PENGUINS), f"gs://{bucket}/uploads/penguins/p.csv")
-        assert wait_until(
-            lambda: [r["outcome"] for r in started.runs()] == ["deployed"],
-            PIPELINE_TIMEOUT_S,
-            1.0,
-        ), started.runs()
+        started.upload_penguins()
         yield started
 
 

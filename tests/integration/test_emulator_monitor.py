@@ -15,8 +15,8 @@ import pytest
 import requests
 
 from modelrail.kernel.processes import wait_until
-from tests.conftest import PENGUINS, REPO, STATE_DEADLINE_S, penguin_rows
-from tests.integration.test_emulator_stack import PIPELINE_TIMEOUT_S, Stack, running_stack
+from tests.conftest import REPO, STATE_DEADLINE_S, penguin_rows
+from tests.integration.test_emulator_stack import Stack, running_stack
 
 pytestmark = [pytest.mark.emulator, pytest.mark.xdist_group("emulators")]
 
@@ -33,13 +33,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     pipeline = (REPO / "pipeline.toml").read_text()
     (config / "pipeline.toml").write_text(pipeline.replace("log_rate = 0.05", "log_rate = 1.0"))
     with running_stack(home, models=(config / "pipeline.toml",)) as started:
-        bucket = started.env.get("MODELRAIL_DATA_BUCKET", "modelrail-data")
-        started.gcloud("storage", "cp", str(PENGUINS), f"gs://{bucket}/uploads/penguins/p.csv")
-        assert wait_until(
-            lambda: [r["outcome"] for r in started.runs()] == ["deployed"],
-            PIPELINE_TIMEOUT_S,
-            1.0,
-        ), started.runs()
+        started.upload_penguins()
         yield started
 
 

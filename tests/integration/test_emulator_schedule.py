@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from modelrail.kernel.processes import wait_until
-from tests.conftest import PENGUINS, REPO, STATE_DEADLINE_S
+from tests.conftest import REPO, STATE_DEADLINE_S
 from tests.integration.test_emulator_stack import (
     MODELRAIL,
     PIPELINE_TIMEOUT_S,
@@ -38,13 +38,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     pipeline = (REPO / "pipeline.toml").read_text()
     (config / "pipeline.toml").write_text(f'{pipeline}\n[retrain]\nschedule = "{SCHEDULE}"\n')
     with running_stack(home, models=(config / "pipeline.toml",)) as started:
-        bucket = started.env.get("MODELRAIL_DATA_BUCKET", "modelrail-data")
-        started.gcloud("storage", "cp", str(PENGUINS), f"gs://{bucket}/uploads/penguins/p.csv")
-        assert wait_until(
-            lambda: [r["outcome"] for r in started.runs()] == ["deployed"],
-            PIPELINE_TIMEOUT_S,
-            1.0,
-        ), started.runs()
+        started.upload_penguins()
         yield started
 
 

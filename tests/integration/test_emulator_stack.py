@@ -106,6 +106,14 @@ class Stack:
         found: list[dict[str, Any]] = self.json("runs")
         return found
 
+    def upload_penguins(self) -> None:
+        """The bundled penguins uploaded, and their run ended deployed (the first run)."""
+        bucket = self.env.get("MODELRAIL_DATA_BUCKET", "modelrail-data")
+        self.gcloud("storage", "cp", str(PENGUINS), f"gs://{bucket}/uploads/penguins/p.csv")
+        assert wait_until(
+            lambda: [r["outcome"] for r in self.runs()] == ["deployed"], PIPELINE_TIMEOUT_S, 1.0
+        ), self.runs()
+
     def deployed_runs(self) -> int:
         """How many runs finished with a deploy."""
         return sum(run["outcome"] == "deployed" for run in self.runs())

@@ -125,8 +125,32 @@ class DataUploaded:
         return {"kind": "upload", "key": self.idempotency_key}
 
 
+R = TypeVar("R", bound="Request")
+
+
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class RetrainRequested:
+class Request:
+    """A request someone publishes (a retrain, a batch prediction): its body is its
+    fields, those left unset (None) left out."""
+
+    event_type: ClassVar[str]
+
+    @classmethod
+    def from_body(cls: type[R], body: Mapping[str, Any]) -> R:
+        validate_body(cls.event_type, body)
+        fields = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in body.items() if k in fields})
+
+    def to_body(self) -> JsonDict:
+        body: JsonDict = {"schema_version": SCHEMA_VERSION, "event_type": self.event_type}
+        fields = dataclasses.asdict(self)
+        body.update({k: v for k, v in fields.items() if v is not None})
+        validate_body(self.event_type, body)
+        return body
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class RetrainRequested(Request):
     """Someone asked for a retrain: a user, the CLI, or Cloud Build on commit."""
 
     event_type: ClassVar[str] = "retrain-requested"
@@ -142,18 +166,6 @@ class RetrainRequested:
     # The drift policy's: the monitoring report (its key in the artifact bucket) whose
     # drift in live traffic this retrain answers.
     monitoring_report: str | None = None
-
-    @classmethod
-    def from_body(cls, body: Mapping[str, Any]) -> RetrainRequested:
-        validate_body(cls.event_type, body)
-        fields = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in body.items() if k in fields})
-
-    def to_body(self) -> JsonDict:
-        body: JsonDict = {"schema_version": SCHEMA_VERSION, "event_type": self.event_type}
-        body.update({k: v for k, v in dataclasses.asdict(self).items() if v is not None})
-        validate_body(self.event_type, body)
-        return body
 
     @property
     def idempotency_key(self) -> str:
@@ -201,7 +213,7 @@ class DriftDetected:
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class BatchRequested:
+class BatchRequested(Request):
     """Someone asked for a batch prediction (``modelrail predict --cloud``, or a message
     on the topic): score the files under ``input`` with a version of ``model`` into
     ``output`` (docs/architecture.md, "Batch prediction"). The batch job reads it from
@@ -216,18 +228,6 @@ class BatchRequested:
     explain: bool = False
     request_id: str = dataclasses.field(default_factory=new_id)
     requested_at: str = dataclasses.field(default_factory=utcnow)
-
-    @classmethod
-    def from_body(cls, body: Mapping[str, Any]) -> BatchRequested:
-        validate_body(cls.event_type, body)
-        fields = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in body.items() if k in fields})
-
-    def to_body(self) -> JsonDict:
-        body: JsonDict = {"schema_version": SCHEMA_VERSION, "event_type": self.event_type}
-        body.update({k: v for k, v in dataclasses.asdict(self).items() if v is not None})
-        validate_body(self.event_type, body)
-        return body
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

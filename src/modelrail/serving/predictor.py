@@ -159,24 +159,7 @@ class NativeBooster:
         rows, columns = matrix.shape
         outputs = self._width
         out = np.empty(rows * outputs * (columns + 1), dtype=np.float64)
-        written = ctypes.c_int64()
-        _check(
-            self._lib,
-            self._lib.LGBM_BoosterPredictForMat(
-                self._handle,
-                loader.address(matrix),
-                _DTYPE_FLOAT64,
-                rows,
-                columns,
-                _ROW_MAJOR,
-                _PREDICT_CONTRIB,
-                0,
-                self.num_iteration,
-                _PARAMETERS,
-                ctypes.byref(written),
-                loader.address(out),
-            ),
-        )
+        written = self._for_mat(matrix, _PREDICT_CONTRIB, out)
         if written.value != out.size:
             raise ValueError(f"LightGBM wrote {written.value} contributions, expected {out.size}")
         if not loader.finite(out):
@@ -186,7 +169,7 @@ class NativeBooster:
     def predict(self, matrix: np.ndarray) -> np.ndarray:
         """Probabilities (nrow x classes, or nrow for binary) or regression values."""
         matrix = loader.c_rows(matrix, self.num_features)
-        rows, columns = matrix.shape
+        rows = matrix.shape[0]
         width = self._width
         out = np.empty(rows * width, dtype=np.float64)
         written = ctypes.c_int64()
@@ -201,28 +184,36 @@ class NativeBooster:
                 ),
             )
         else:
-            _check(
-                self._lib,
-                self._lib.LGBM_BoosterPredictForMat(
-                    self._handle,
-                    loader.address(matrix),
-                    _DTYPE_FLOAT64,
-                    rows,
-                    columns,
-                    _ROW_MAJOR,
-                    _PREDICT_NORMAL,
-                    0,
-                    self.num_iteration,
-                    _PARAMETERS,
-                    ctypes.byref(written),
-                    loader.address(out),
-                ),
-            )
+            written = self._for_mat(matrix, _PREDICT_NORMAL, out)
         if written.value != out.size:
             raise ValueError(f"LightGBM wrote {written.value} predictions, expected {out.size}")
         if not loader.finite(out):
             raise ArithmeticError("the model produced a non-finite prediction")
         return out.reshape(rows, width) if width > 1 else out
+
+    def _for_mat(self, matrix: np.ndarray, kind: int, out: np.ndarray) -> ctypes.c_int64:
+        """``LGBM_BoosterPredictForMat`` of the C-ordered ``matrix`` into ``out``: how
+        many values it wrote."""
+        rows, columns = matrix.shape
+        written = ctypes.c_int64()
+        _check(
+            self._lib,
+            self._lib.LGBM_BoosterPredictForMat(
+                self._handle,
+                loader.address(matrix),
+                _DTYPE_FLOAT64,
+                rows,
+                columns,
+                _ROW_MAJOR,
+                kind,
+                0,
+                self.num_iteration,
+                _PARAMETERS,
+                ctypes.byref(written),
+                loader.address(out),
+            ),
+        )
+        return written
 
     def __del__(self) -> None:
         for config in getattr(self, "_fast_configs", ()):
