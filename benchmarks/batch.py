@@ -33,7 +33,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import shutil
 import socket
 import statistics
@@ -42,6 +41,8 @@ import sys
 import time
 from pathlib import Path
 from typing import Any
+
+from modelrail.kernel import memory
 
 ROOT = Path(__file__).resolve().parent.parent
 BUILD = ROOT / "build" / "bench-batch"
@@ -195,7 +196,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.side:
         seconds = (ours if args.side == "ours" else bare)(args.source, args.output, args.threads)
-        peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        peak_mb = memory.process_peak_bytes() / 2**20
         print(json.dumps({"seconds": seconds, "peak_rss_mb": peak_mb}))
         return
     source = parquet(args.rows)

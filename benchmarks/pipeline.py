@@ -57,7 +57,6 @@ import functools
 import itertools
 import json
 import os
-import resource
 import shutil
 import statistics
 import subprocess
@@ -67,6 +66,8 @@ import tomllib
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
+
+from modelrail.kernel import memory
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "pipeline.toml"
@@ -517,22 +518,8 @@ def child(role: str, spec: dict[str, Any]) -> None:
         "baseline-stream": child_baseline_stream,
     }[role]
     report = measure(spec)
-    report.setdefault("peak_rss_mb", _own_peak_rss_mb())
+    report.setdefault("peak_rss_mb", memory.process_peak_bytes() / 2**20)
     print(json.dumps(report))
-
-
-def _own_peak_rss_mb() -> float:
-    """This process's peak resident memory since its exec: ``VmHWM``, the high-water
-    mark of its own address space. Not ``ru_maxrss``: Linux carries the spawning
-    process's peak into it across the exec (subprocess spawns by vfork), so a child of
-    a parent that had just read a 2.6 GB upload reported 2.6 GB whatever it used."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024  # kilobytes
-    except (OSError, ValueError, IndexError):
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kilobytes on Linux
 
 
 def _container() -> Any:

@@ -31,13 +31,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
+
+from modelrail.kernel import memory
 
 ROOT = Path(__file__).resolve().parent.parent
 BUILD = ROOT / "build" / "bench-training"
@@ -106,7 +107,7 @@ def child(role: str, env: dict[str, str], **spec: Any) -> dict[str, Any]:
 
 
 def _peak_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return memory.process_peak_bytes() / 2**20
 
 
 def _container() -> Any:

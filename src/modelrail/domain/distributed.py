@@ -43,8 +43,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import io
-import resource
-import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -56,6 +54,7 @@ from modelrail.domain import training
 from modelrail.domain.config import PipelineConfig
 from modelrail.domain.dataset import duplicates, table
 from modelrail.domain.features import FeatureSchema
+from modelrail.kernel import memory
 from modelrail.kernel.errors import DataUnavailable
 
 _TARGET, _ROW, _SIDE = "__target", "__row", "__side"
@@ -315,11 +314,7 @@ def _examples(
 
 
 def _peaks(client: Any) -> list[dict[str, Any]]:
-    """Each worker's peak resident memory since it started."""
-    peaks: Mapping[str, int] = client.run(_peak_rss)
+    """Each worker's peak resident memory since it started (its own: a worker is a
+    spawned process, whose ``ru_maxrss`` would hold its parent's)."""
+    peaks: Mapping[str, int] = client.run(memory.process_peak_bytes)
     return [{"worker": name, "peak_rss_bytes": int(peak)} for name, peak in sorted(peaks.items())]
-
-
-def _peak_rss() -> int:
-    maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return maxrss if sys.platform == "darwin" else maxrss * 1024

@@ -4,8 +4,8 @@ Linux keeps a process's high-water mark of resident memory (``VmHWM`` in
 ``/proc/self/status``) and resets it to the current RSS when ``5`` is written to
 ``/proc/self/clear_refs``. ``PeakMemory.start`` resets it, so ``peak`` is the stage's
 own peak (scope ``stage``). Where the reset is not allowed (another kernel, a sandbox
-without ``clear_refs``), the peak is the process's since it started (``ru_maxrss``,
-scope ``process``), which is still an upper bound users can size machines from. Stages
+without ``clear_refs``), the peak is the process's since it started (scope
+``process``), which is still an upper bound users can size machines from. Stages
 that run at once in one process (embedded mode's bus delivering in parallel) share one
 high-water mark.
 """
@@ -36,16 +36,24 @@ class PeakMemory:
 
     def peak_bytes(self) -> int:
         """The peak so far, in bytes."""
-        if self.scope == "stage":
-            kb = _high_water_kb()
-            if kb is not None:
-                return kb * 1024
-        maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        return maxrss if sys.platform == "darwin" else maxrss * 1024  # bytes on macOS
+        return process_peak_bytes()
 
     def report(self) -> dict[str, Any]:
         """What a stage record keeps: the peak and what it covers."""
         return {"peak_rss_bytes": self.peak_bytes(), "scope": self.scope}
+
+
+def process_peak_bytes() -> int:
+    """This process's peak resident memory: ``VmHWM``, the high-water mark of its own
+    address space (since its exec, or since ``PeakMemory.start`` reset it). Not
+    ``ru_maxrss`` where ``VmHWM`` can be read: Linux carries the spawning process's peak
+    into it across the exec, so a process started by one that had read a large file
+    reports that file whatever it used itself."""
+    kb = _high_water_kb()
+    if kb is not None:
+        return kb * 1024
+    maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return maxrss if sys.platform == "darwin" else maxrss * 1024  # bytes on macOS
 
 
 def _high_water_kb() -> int | None:
