@@ -1,1 +1,1 @@
-"""Entry points: the CLI, the Cloud Functions, the training job, init, the local stack commands."""
+"""Entry points: the CLI, the Cloud Functions, the jobs, init, the local stack commands."""
