@@ -34,6 +34,9 @@ METRICS: dict[str, dict[str, Literal["higher", "lower"]]] = {
 }
 # The Population Stability Index's rules of thumb: below 0.1 stable, above 0.25 a shift.
 DRIFT_LIMITS = (0.1, 0.25)
+# [production] shadow_rate and min_shadow_requests when unset.
+DEFAULT_SHADOW_RATE = 0.05
+DEFAULT_MIN_SHADOW_REQUESTS = 100
 # Set by modelrail from the objective; a value in [training.params] would contradict it.
 _RESERVED_PARAMS = ("objective", "metric", "num_class")
 # What Vertex AI accepts as a model id ([vertex] model_registry names the model so).
@@ -148,6 +151,13 @@ class PipelineConfig:
     production_self_approval: bool = False
     # [production.canary]: the steps of traffic a new production revision takes.
     canary: CanaryPolicy = dataclasses.field(default_factory=CanaryPolicy)
+    # [production] shadow: production mirrors this share of its /predict requests to
+    # staging and records how the answers compare; a promotion may require a minimum
+    # agreement over a minimum of mirrored requests (docs/architecture.md, "Shadow").
+    shadow: bool = False
+    shadow_rate: float = DEFAULT_SHADOW_RATE
+    min_shadow_agreement: float | None = None
+    min_shadow_requests: int = DEFAULT_MIN_SHADOW_REQUESTS
 
     @classmethod
     def load(cls, path: Path) -> PipelineConfig:
@@ -221,6 +231,12 @@ class PipelineConfig:
             production_approval=spec.get("production", {}).get("approval", "required"),
             production_self_approval=spec.get("production", {}).get("self_approval", False),
             canary=CanaryPolicy.from_spec(spec.get("production", {}).get("canary", {})),
+            shadow=bool(spec.get("production", {}).get("shadow", False)),
+            shadow_rate=float(spec.get("production", {}).get("shadow_rate", DEFAULT_SHADOW_RATE)),
+            min_shadow_agreement=spec.get("production", {}).get("min_shadow_agreement"),
+            min_shadow_requests=int(
+                spec.get("production", {}).get("min_shadow_requests", DEFAULT_MIN_SHADOW_REQUESTS)
+            ),
             engine=Engine(
                 name=training.get("engine", "auto"),
                 local_memory_bytes=round(training.get("local_memory_mb", 8192) * 2**20),
