@@ -16,7 +16,7 @@ import pytest
 from modelrail.adapters.local.filesystem import FilesystemStore
 from modelrail.domain import shadow
 from modelrail.domain.models import Definition, Models
-from tests.conftest import REPO, wait_for
+from tests.conftest import REPO, STATE_DEADLINE_S, wait_for
 from tests.serving.conftest import BUCKET, MODEL, RegisteredModels, free_port
 
 CANDIDATE_VERSION = 7
@@ -136,6 +136,7 @@ def test_every_mirrored_request_records_where_the_candidate_agreed(
     assert (comparison.mirrored, comparison.errors) == (5, 0)
 
 
+@pytest.mark.fault
 def test_a_candidate_that_is_down_costs_records_never_an_answer(
     models: RegisteredModels, tmp_path: Path
 ) -> None:
@@ -174,3 +175,49 @@ def test_without_a_candidate_url_there_is_no_mirror(
         {"store": models.store, "signer": models.signer, "model_name": MODEL, "model_version": 1}
     )
     assert app.state.mirror is None
+
+
+class _Stalled(BaseHTTPRequestHandler):
+    """A candidate that answers nothing until the test lets it."""
+
+    released = threading.Event()
+
+    def do_POST(self) -> None:
+        self.released.wait(STATE_DEADLINE_S)
+        self.send_response(503)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.mark.fault
+def test_a_stalled_candidate_fills_the_queue_and_drops_are_counted(tmp_path: Path) -> None:
+    from modelrail.serving.shadow import ShadowMirror
+
+    server = ThreadingHTTPServer(("127.0.0.1", free_port()), _Stalled)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    store = FilesystemStore(tmp_path, BUCKET)
+    mirror = ShadowMirror(
+        f"http://127.0.0.1:{server.server_address[1]}",
+        store.write,
+        lambda: 1.0,
+        model=MODEL,
+        version=1,
+        capacity=2,
+    )
+    try:
+        wait_for(lambda: mirror.sampled() and mirror.rate == 1.0, "the mirror read its rate")
+        for number in range(10):  # never waits: the sender is stuck on the first
+            mirror.mirror(f"s-{number}", b"{}", "application/json", [1.0], 0.001)
+        assert mirror.dropped >= 7
+    finally:
+        _Stalled.released.set()
+        mirror.close()
+        server.shutdown()
+        server.server_close()
+    lines = _lines(store)
+    assert len(lines) + mirror.dropped == 10
+    assert sum(line.get("dropped", 0) for line in lines) == mirror.dropped
+    assert all(line["status"] == 503 and "error" in line for line in lines)

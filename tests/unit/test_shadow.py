@@ -143,3 +143,16 @@ def test_a_promotion_short_of_the_shadow_minimum_is_refused(
     _write(versions, [_line(agree=2, probability_diff=0.0)] * 30)
     proposal = propose(container, version=None, reason="v2", proposed_by="ana")
     assert approve(container, proposal.id, reason="ok", approved_by="bo").status == "succeeded"
+
+
+def test_the_serving_process_reads_the_rate_where_and_as_the_configuration_says(
+    tmp_path: Path,
+) -> None:
+    from modelrail.domain.models import Definition, Models
+
+    _config(tmp_path, "shadow = true\nshadow_rate = 0.25")
+    definition = orjson.dumps(Definition.from_files(tmp_path / "pipeline.toml").to_json())
+    assert shadow.definition_key("penguins") == Models.key("penguins")
+    assert shadow.definition_rate(definition) == 0.25
+    assert shadow.rate({"shadow_rate": 0.25}) == 0.0
+    assert shadow.rate({"shadow": True}) == DEFAULT_SHADOW_RATE

@@ -21,6 +21,8 @@ import orjson
 from modelrail.domain.dataset.contract import NUMERIC_TYPES, DatasetContract
 from modelrail.domain.lineage import DEFAULT_LOG_RATE
 from modelrail.domain.rollout import CanaryPolicy
+from modelrail.domain.shadow import DEFAULT_MIN_REQUESTS as DEFAULT_MIN_SHADOW_REQUESTS
+from modelrail.domain.shadow import DEFAULT_RATE as DEFAULT_SHADOW_RATE
 from modelrail.kernel import resources
 from modelrail.kernel.errors import ConfigError
 
@@ -34,9 +36,6 @@ METRICS: dict[str, dict[str, Literal["higher", "lower"]]] = {
 }
 # The Population Stability Index's rules of thumb: below 0.1 stable, above 0.25 a shift.
 DRIFT_LIMITS = (0.1, 0.25)
-# [production] shadow_rate and min_shadow_requests when unset.
-DEFAULT_SHADOW_RATE = 0.05
-DEFAULT_MIN_SHADOW_REQUESTS = 100
 # Set by modelrail from the objective; a value in [training.params] would contradict it.
 _RESERVED_PARAMS = ("objective", "metric", "num_class")
 # What Vertex AI accepts as a model id ([vertex] model_registry names the model so).

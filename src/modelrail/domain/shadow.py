@@ -25,6 +25,31 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 PREFIX = "shadow/"
+# [production] shadow_rate and min_shadow_requests when unset.
+DEFAULT_RATE = 0.05
+DEFAULT_MIN_REQUESTS = 100
+
+
+def rate(production: Mapping[str, Any]) -> float:
+    """The share of requests mirrored under ``production`` (the configuration's
+    ``[production]`` table): ``shadow_rate`` while ``shadow`` is on, else 0."""
+    return float(production.get("shadow_rate", DEFAULT_RATE)) if production.get("shadow") else 0.0
+
+
+def definition_key(model: str) -> str:
+    """Where the model's definition (its pipeline.toml's text) lies: ``Models.key`` of
+    ``domain.models``, which the serving process does not import (it imports pandas)."""
+    return f"models/{model}/definition.json"
+
+
+def definition_rate(definition: bytes) -> float:
+    """The mirrored share the stored definition (``definition_key``) configures."""
+    import tomllib
+
+    import orjson
+
+    pipeline = tomllib.loads(orjson.loads(definition)["pipeline"])
+    return rate(pipeline.get("production", {}))
 
 
 def prefix(model: str, version: int | None = None) -> str:

@@ -164,17 +164,11 @@ def _shadow_mirror(store: Any, url: str | None, model: str, version: int) -> Any
     sender thread."""
     if url is None:
         return None
+    from modelrail.domain import shadow
     from modelrail.serving.shadow import ShadowMirror
 
-    models: list[Any] = []  # the installation's models, once the sender reads them
-
     def read_rate() -> float:
-        if not models:  # imported by the sender: the configuration is no cold start's
-            from modelrail.domain.models import Models
-
-            models.append(Models(store))
-        config = models[0].config(model)
-        return config.shadow_rate if config.shadow else 0.0
+        return shadow.definition_rate(store.read(shadow.definition_key(model)).data)
 
     def write(key: str, data: bytes) -> None:
         store.write(key, data, content_type="application/x-ndjson")
