@@ -214,7 +214,7 @@ def shortfall(
     if comparison.agreement is not None and comparison.agreement < min_agreement:
         return (
             f"v{candidate} agreed with production's v{production} on "
-            f"{comparison.agreement:.4f} of {comparison.rows} row(s) "
-            f"({comparison.mirrored - comparison.errors} request(s)); {needed}"
+            f"{comparison.agreement:.4f} of {comparison.rows:,} row(s) "
+            f"({comparison.mirrored - comparison.errors:,} request(s)); {needed}"
         )
     return None

@@ -13,7 +13,9 @@ a write and never fails by one. When the deque is full the record is dropped and
 counted (``dropped``); a write that fails is counted (``failed``) and logged, and the
 records it held are lost.
 
-What the lines hold, and where they lie: ``domain.predictions``.
+What the lines hold, and where they lie: ``domain.predictions``. The writer itself is
+``BatchWriter``, which the shadow mirror's comparisons go through too
+(``serving.shadow``).
 """
 
 from __future__ import annotations

@@ -76,6 +76,9 @@ class ServiceSettings:
     ``AIP_HTTP_PORT``, else Cloud Run's ``PORT``, else 8080 on every interface);
     ``workers`` processes; after SIGTERM, answers close their
     connection for ``drain_s``, then in-flight requests get ``graceful_timeout_s``.
+
+    ``shadow_url``: a production service's candidate (its model's staging service),
+    where it mirrors requests while ``[production] shadow`` is on (``serving.shadow``).
     """
 
     model_name: str
