@@ -87,9 +87,10 @@ def test_production_mirrors_to_staging_and_the_report_compares_v2_with_v1(
 
         def counted() -> bool:
             comparisons = _report(env)["comparisons"]
-            return sum(c["mirrored"] + c["dropped"] for c in comparisons) >= REQUESTS
+            return sum(c["mirrored"] + c["dropped"] for c in comparisons) >= REQUESTS * 0.95
 
-        # The last records are written at most BATCH_SECONDS after the batch before.
+        # A worker mirrors once its sender read the rate (its first requests go
+        # unmirrored); its last records are written BATCH_SECONDS after the batch before.
         assert wait_until(counted, 90.0)
         [comparison] = _report(env)["comparisons"]
         assert (comparison["production"], comparison["candidate"]) == (1, 2)
