@@ -21,6 +21,8 @@ import orjson
 from modelrail.domain.dataset.contract import NUMERIC_TYPES, DatasetContract
 from modelrail.domain.lineage import DEFAULT_LOG_RATE
 from modelrail.domain.rollout import CanaryPolicy
+from modelrail.domain.shadow import DEFAULT_MIN_REQUESTS as DEFAULT_MIN_SHADOW_REQUESTS
+from modelrail.domain.shadow import DEFAULT_RATE as DEFAULT_SHADOW_RATE
 from modelrail.kernel import resources
 from modelrail.kernel.errors import ConfigError
 
@@ -148,6 +150,13 @@ class PipelineConfig:
     production_self_approval: bool = False
     # [production.canary]: the steps of traffic a new production revision takes.
     canary: CanaryPolicy = dataclasses.field(default_factory=CanaryPolicy)
+    # [production] shadow: production mirrors this share of its /predict requests to
+    # staging and records how the answers compare; a promotion may require a minimum
+    # agreement over a minimum of mirrored requests (docs/architecture.md, "Shadow").
+    shadow: bool = False
+    shadow_rate: float = DEFAULT_SHADOW_RATE
+    min_shadow_agreement: float | None = None
+    min_shadow_requests: int = DEFAULT_MIN_SHADOW_REQUESTS
 
     @classmethod
     def load(cls, path: Path) -> PipelineConfig:
@@ -221,6 +230,12 @@ class PipelineConfig:
             production_approval=spec.get("production", {}).get("approval", "required"),
             production_self_approval=spec.get("production", {}).get("self_approval", False),
             canary=CanaryPolicy.from_spec(spec.get("production", {}).get("canary", {})),
+            shadow=bool(spec.get("production", {}).get("shadow", False)),
+            shadow_rate=float(spec.get("production", {}).get("shadow_rate", DEFAULT_SHADOW_RATE)),
+            min_shadow_agreement=spec.get("production", {}).get("min_shadow_agreement"),
+            min_shadow_requests=int(
+                spec.get("production", {}).get("min_shadow_requests", DEFAULT_MIN_SHADOW_REQUESTS)
+            ),
             engine=Engine(
                 name=training.get("engine", "auto"),
                 local_memory_bytes=round(training.get("local_memory_mb", 8192) * 2**20),

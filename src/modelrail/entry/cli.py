@@ -1255,6 +1255,55 @@ def _step_text(step: dict[str, Any]) -> str:
     return text
 
 
+# -- shadow comparison (docs/architecture.md, "Shadow") ---------------------------------
+@main.group()
+def shadow() -> None:
+    """Production's requests mirrored to staging: how the candidate's answers compare."""
+
+
+@shadow.command("report")
+@click.option(
+    "--hours",
+    type=click.FloatRange(min=0, min_open=True),
+    default=24.0,
+    show_default=True,
+    help="The window: this many hours up to now.",
+)
+@click.option("--since", type=click.DateTime(_MOMENTS), help="The window's start instead (UTC).")
+@click.option("--until", type=click.DateTime(_MOMENTS), help="The window's end (UTC; default now).")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@_model_option
+def shadow_report(
+    hours: float, since: datetime | None, until: datetime | None, as_json: bool, model: str | None
+) -> None:
+    """Per production version and candidate version: the requests mirrored and dropped,
+    the agreement (classifiers) or MAE/RMSE (regression), each side's p50/p99 latency,
+    and the candidate's errors."""
+    from modelrail.service.shadow import report
+
+    cli = Cli(quiet=True, model=model)
+    end = until.replace(tzinfo=UTC) if until is not None else datetime.now(UTC)
+    start = since.replace(tzinfo=UTC) if since is not None else end - timedelta(hours=hours)
+    name = cli.container.model
+    comparisons = report(cli.container.artifacts, name, since=start, until=end)
+    if as_json:
+        click.echo(
+            orjson.dumps(
+                {
+                    "model": name,
+                    "window": {"from": start.isoformat(), "to": end.isoformat()},
+                    "comparisons": [c.to_json() for c in comparisons],
+                },
+                option=orjson.OPT_INDENT_2,
+            )
+        )
+        return
+    if not comparisons:
+        click.echo(f"{name}: nothing mirrored from {start:%Y-%m-%d %H:%M} to {end:%H:%M} UTC")
+    for comparison in comparisons:
+        click.echo(f"{name} {comparison.describe()}")
+
+
 def _sweep_production(cli: Cli, models: list[str], as_json: bool) -> None:
     """The sweep's production pass: what ``[production] approval = "none"`` promotes, and
     every approved proposal not carried out yet (``service.promotion``)."""

@@ -37,6 +37,7 @@ from modelrail.kernel.errors import (
     Refused,
 )
 from modelrail.kernel.events import new_id, utcnow
+from modelrail.service import shadow
 from modelrail.service.container import Container
 from modelrail.service.reconcile import (
     LEASE_HEARTBEAT_S,
@@ -80,6 +81,10 @@ def propose(
     production = registry.alias(model, PRODUCTION)
     if production is not None and production.version == target:
         raise Refused(f"production already serves {model} v{target}")
+    shadow.refuse_short(
+        container.artifacts, container.config, model,
+        production=production.version if production is not None else None, candidate=target,
+    )  # fmt: skip
     proposal = Proposal(
         id=new_id()[:12],
         model=model,
@@ -119,6 +124,10 @@ def approve(
         )
     _refuse_self_approval(container, proposal, approved_by)
     _refuse_stale(registry, proposal)
+    shadow.refuse_short(
+        container.artifacts, container.config, model,
+        production=proposal.production_version, candidate=proposal.version,
+    )  # fmt: skip
     held = container.leases.state(model, PRODUCTION)
     if held is not None and held.live:
         raise Refused(
@@ -265,5 +274,9 @@ def follow_staging(container: Container) -> Outcome | None:
     if staging is None or (production is not None and production.version == staging.version):
         return None
     why = "[production] approval = none"
-    proposal = propose(container, version=None, reason=why, proposed_by=AUTOMATIC)
+    try:
+        proposal = propose(container, version=None, reason=why, proposed_by=AUTOMATIC)
+    except Refused as refused:  # [production] min_shadow_agreement not met yet
+        log.info(f"{model}: staging's v{staging.version} not promoted: {refused}")
+        return None
     return _decide(container, proposal, Approval(proposal.id, AUTOMATIC, why, utcnow()))

@@ -74,6 +74,7 @@ class ModelState:
     predictor: Any = None  # modelrail.serving.predictor.Predictor once loaded
     decoder: Any = None  # modelrail.domain.decoding.RequestDecoder
     log: Any = None  # modelrail.serving.prediction_log.PredictionLog, if it samples
+    mirror: Any = None  # modelrail.serving.shadow.ShadowMirror, if it has a candidate
     error: str | None = None
     loaded_at: float | None = None
     load_seconds: float | None = None
@@ -137,6 +138,7 @@ def load_model(settings: ServiceSettings, store: Any, signer: ManifestSigner) ->
         predictor=predictor,
         decoder=decoder,
         log=_prediction_log(store, name, version, loaded.manifest.lineage.log_rate),
+        mirror=_shadow_mirror(store, settings.shadow_url, name, version),
         loaded_at=time.time(),
         load_seconds=elapsed,
     )
@@ -154,6 +156,24 @@ def _prediction_log(store: Any, model: str, version: int, rate: float) -> Any:
         store.write(key, data, content_type="application/x-ndjson")
 
     return PredictionLog(write, model=model, version=version, rate=rate)
+
+
+def _shadow_mirror(store: Any, url: str | None, model: str, version: int) -> Any:
+    """The mirror to the candidate at ``url`` (None without one), at the rate of the
+    model's configuration (``[production] shadow``, ``shadow_rate``), read by its
+    sender thread."""
+    if url is None:
+        return None
+    from modelrail.domain import shadow
+    from modelrail.serving.shadow import ShadowMirror
+
+    def read_rate() -> float:
+        return shadow.definition_rate(store.read(shadow.definition_key(model)).data)
+
+    def write(key: str, data: bytes) -> None:
+        store.write(key, data, content_type="application/x-ndjson")
+
+    return ShadowMirror(url, write, read_rate, model=model, version=version)
 
 
 def create_app(test_config: Mapping[str, Any] | None = None) -> StagingService:
@@ -239,7 +259,16 @@ class StagingService(Flask):
     def _predict(self) -> Response:
         batch = self._decoded()
         predictions = self._predicted(batch)[0]
-        return self._json(_encode_answer(self._answer(predictions, batch)))
+        response = self._json(_encode_answer(self._answer(predictions, batch)))
+        mirror = self.state.mirror
+        if mirror is not None and mirror.sampled():  # the candidate's answer: serving.shadow
+            environ = request.environ
+            started = environ.get("modelrail.started", time.perf_counter())
+            mirror.mirror(
+                _request_id(), environ["modelrail.body"], request.content_type or _JSON,
+                predictions, time.perf_counter() - started,
+            )  # fmt: skip
+        return response
 
     def _explain(self) -> Response:
         batch = self._decoded()
@@ -252,7 +281,8 @@ class StagingService(Flask):
         """The batch of a ``/predict`` body (the native reader's, or the decoder's)."""
         self._predicting(protocol)
         protocols.media_type(request.headers.get("Content-Type", ""))
-        batch: Batch = self.state.decoder.decode(self._body())
+        body = request.environ["modelrail.body"] = self._body()
+        batch: Batch = self.state.decoder.decode(body)
         return batch
 
     def _predicting(self, protocol: str | None = None) -> None:

@@ -13,7 +13,9 @@ a write and never fails by one. When the deque is full the record is dropped and
 counted (``dropped``); a write that fails is counted (``failed``) and logged, and the
 records it held are lost.
 
-What the lines hold, and where they lie: ``domain.predictions``.
+What the lines hold, and where they lie: ``domain.predictions``. The writer itself is
+``BatchWriter``, which the shadow mirror's comparisons go through too
+(``serving.shadow``).
 """
 
 from __future__ import annotations
@@ -48,22 +50,24 @@ CLOSE_SECONDS = 5.0
 _LINE = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_APPEND_NEWLINE
 
 
-class PredictionLog:
-    """Sampled records of one served version, written by ``write(key, data)``."""
+class BatchWriter:
+    """JSON lines written in batches under ``prefix`` by ``write(key, data)`` from a
+    thread of the worker's own: the prediction log's, and the shadow comparison's
+    (``serving.shadow``). ``offer`` holds an item (encoded at once by ``_encode``) or,
+    when ``capacity`` are held, drops and counts it."""
+
+    thread_name = "batch-writer"
 
     def __init__(
         self,
         write: Callable[[str, bytes], None],
         *,
-        model: str,
-        version: int,
-        rate: float,
+        prefix: str,
         capacity: int = QUEUE_RECORDS,
         batch_records: int = BATCH_RECORDS,
         batch_seconds: float = BATCH_SECONDS,
     ) -> None:
-        self.rate = rate
-        self._write, self._prefix = write, predictions.prefix(model, version)
+        self._write, self._prefix = write, prefix
         self._capacity, self._batch_records = capacity, batch_records
         self._batch_seconds = batch_seconds
         self.logged = self.dropped = self.failed = 0
@@ -76,20 +80,9 @@ class PredictionLog:
         self._writer, self._written = "", 0
         self._written_at = time.monotonic()  # of the last write (or of the start)
 
-    def sampled(self) -> bool:
-        """Whether to log this request (drawn at ``rate``)."""
-        return random.random() < self.rate
-
-    def answered(
-        self, request_id: str, matrix: Any, predictions: Any, unseen: Mapping[str, int]
-    ) -> None:
-        """An answered request: its feature matrix, its predictions as answered, and
-        its unseen categories per feature (encoded at once: nothing of it is held)."""
-        self._offer((time.time(), request_id, 200, matrix, predictions, unseen))
-
-    def refused(self, request_id: str, status: int, problem: str, errors: int) -> None:
-        """A refused request: its problem's type and number of errors, not its body."""
-        self._offer((time.time(), request_id, status, problem, errors))
+    def _encode(self, item: Any) -> bytes:
+        """An item's line: by default the item is its line's object."""
+        return orjson.dumps(item, option=_LINE)
 
     def close(self, timeout: float = CLOSE_SECONDS) -> None:
         """Write what is held, within ``timeout``; a later record starts a new writer."""
@@ -101,16 +94,14 @@ class PredictionLog:
         self._wake.set()
         thread.join(timeout)
 
-    def _offer(self, item: tuple[Any, ...]) -> None:
+    def offer(self, item: Any) -> None:
         if self._thread is None or self._pid != os.getpid():
             self._start()
         pending = self._pending
         if len(pending) >= self._capacity:
             self.dropped += 1
             return
-        # Encoded here, a few microseconds: the writer thread then only joins and writes,
-        # and takes the interpreter from the requests for as little as it can.
-        pending.append(orjson.dumps(predictions.record(item), option=_LINE))
+        pending.append(self._encode(item))
         if len(pending) >= self._batch_records:
             self._wake.set()
 
@@ -126,7 +117,7 @@ class PredictionLog:
             self._pid, self._stopping = os.getpid(), False
             # Names this process's objects (not uuid: its import costs a cold start 2 ms).
             self._writer = os.urandom(6).hex()
-            self._thread = threading.Thread(target=self._run, name="prediction-log", daemon=True)
+            self._thread = threading.Thread(target=self._run, name=self.thread_name, daemon=True)
             self._thread.start()
             # Run at the process's end, a forked worker's included (atexit is not).
             util.Finalize(self, self.close, exitpriority=10)
@@ -164,8 +155,55 @@ class PredictionLog:
         except Exception as exc:  # logging never fails the service
             self.failed += len(batch)
             log.warning(
-                f"prediction log: {len(batch)} record(s) not written to {key}: {exc}",
-                extra={"fields": {"event": "prediction_log_failed", "records": len(batch)}},
+                f"{self.thread_name}: {len(batch)} record(s) not written to {key}: {exc}",
+                extra={"fields": {"event": f"{self.thread_name}_failed", "records": len(batch)}},
             )
         else:
             self.logged += len(batch)
+
+
+class PredictionLog(BatchWriter):
+    """Sampled records of one served version, written by ``write(key, data)``."""
+
+    thread_name = "prediction-log"
+
+    def __init__(
+        self,
+        write: Callable[[str, bytes], None],
+        *,
+        model: str,
+        version: int,
+        rate: float,
+        capacity: int = QUEUE_RECORDS,
+        batch_records: int = BATCH_RECORDS,
+        batch_seconds: float = BATCH_SECONDS,
+    ) -> None:
+        super().__init__(
+            write,
+            prefix=predictions.prefix(model, version),
+            capacity=capacity,
+            batch_records=batch_records,
+            batch_seconds=batch_seconds,
+        )
+        self.rate = rate
+
+    def sampled(self) -> bool:
+        """Whether to log this request (drawn at ``rate``)."""
+        return random.random() < self.rate
+
+    def answered(
+        self, request_id: str, matrix: Any, predictions: Any, unseen: Mapping[str, int]
+    ) -> None:
+        """An answered request: its feature matrix, its predictions as answered, and
+        its unseen categories per feature (encoded at once: nothing of it is held)."""
+        self.offer((time.time(), request_id, 200, matrix, predictions, unseen))
+
+    def refused(self, request_id: str, status: int, problem: str, errors: int) -> None:
+        """A refused request: its problem's type and number of errors, not its body."""
+        self.offer((time.time(), request_id, status, problem, errors))
+
+    def _encode(self, item: Any) -> bytes:
+        # Encoded on the request thread, a few microseconds: the writer thread then only
+        # joins and writes, and takes the interpreter from the requests for as little
+        # as it can.
+        return orjson.dumps(predictions.record(item), option=_LINE)

@@ -45,6 +45,9 @@ _VARIABLES = (
     Variable("graceful_timeout_s", "MODELRAIL_GRACEFUL_TIMEOUT_S", int),
     Variable("drain_s", "MODELRAIL_DRAIN_S", float),
     Variable("server_log_level", "MODELRAIL_SERVER_LOGLEVEL", str.lower),
+    # The production service's candidate: where it mirrors requests when [production]
+    # shadow is on (docs/architecture.md, "Shadow").
+    Variable("shadow_url", "MODELRAIL_SHADOW_URL"),
 )
 # What Vertex AI is told about the staging image as a custom container: the routes it
 # posts predictions to and probes for readiness, and the port. Vertex hands them back as
@@ -73,6 +76,9 @@ class ServiceSettings:
     ``AIP_HTTP_PORT``, else Cloud Run's ``PORT``, else 8080 on every interface);
     ``workers`` processes; after SIGTERM, answers close their
     connection for ``drain_s``, then in-flight requests get ``graceful_timeout_s``.
+
+    ``shadow_url``: a production service's candidate (its model's staging service),
+    where it mirrors requests while ``[production] shadow`` is on (``serving.shadow``).
     """
 
     model_name: str
@@ -94,6 +100,7 @@ class ServiceSettings:
     graceful_timeout_s: int = 8
     drain_s: float = 1.0
     server_log_level: str = "warning"
+    shadow_url: str | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> ServiceSettings:

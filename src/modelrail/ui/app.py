@@ -127,6 +127,7 @@ def create_app(container: Container) -> Flask:
             plots=plots_by_metric,
             # Production's history (domain.promotion): newest first.
             promotions=list(reversed(Promotions(container.artifacts).history(model))),
+            shadow=_latest_shadow(container, model),
         )
 
     @app.get("/models/<model>/monitoring")
@@ -257,3 +258,15 @@ def _pretty(value: Any) -> str:
     if len(text) <= MAX_SHOWN_CHARS:
         return text
     return f"{text[:MAX_SHOWN_CHARS]}\n… ({len(text):,} characters; the rest is in the bucket)"
+
+
+def _latest_shadow(container: Container, model: str) -> Any:
+    """The shadow comparison (``service.shadow``) of the last day whose record is the
+    newest, if production mirrored any."""
+    from datetime import UTC, datetime, timedelta
+
+    from modelrail.service.shadow import report
+
+    until = datetime.now(UTC)
+    found = report(container.artifacts, model, since=until - timedelta(days=1), until=until)
+    return max(found, key=lambda comparison: comparison.last or "", default=None)

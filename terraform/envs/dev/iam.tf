@@ -364,6 +364,7 @@ resource "time_sleep" "iam_propagation" {
     google_storage_bucket_iam_member.artifact_writes,
     google_storage_bucket_iam_member.model_writes,
     google_storage_bucket_iam_member.prediction_log,
+    google_storage_bucket_iam_member.shadow_log,
     google_storage_bucket_iam_member.notification_records,
     google_storage_bucket_iam_member.monitoring_reports,
     google_storage_bucket_iam_member.batch_writes,

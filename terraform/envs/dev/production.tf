@@ -43,6 +43,9 @@ module "production_service" {
     MODELRAIL_MODEL_NAME      = each.key
     MODELRAIL_MODEL_ALIAS     = "production"
     MODELRAIL_SIGNING_KEY     = local.manifest_signing_key
+    # Shadow comparison (docs/architecture.md, "Shadow"): the candidate production
+    # mirrors a share of its requests to when the model's [production] shadow is on.
+    MODELRAIL_SHADOW_URL = module.staging_service[each.key].uri
   }
   depends_on = [module.apis, time_sleep.iam_propagation]
 }
@@ -120,6 +123,34 @@ resource "google_storage_bucket_iam_member" "promotion_approvers" {
       for model in var.models :
       "resource.name.startsWith(\"${local.artifact_objects}models/${model}/approvals/\")"
     ])
+  }
+
+  depends_on = [module.buckets]
+}
+
+# Shadow comparison (src/modelrail/serving/shadow.py): the production service (it runs
+# as the staging account) calls its model's staging service with an ID token, and
+# writes each batch of comparisons as a new object under shadow/. objectCreator creates
+# objects, and cannot read, overwrite or delete one.
+resource "google_cloud_run_v2_service_iam_member" "production_shadows_staging" {
+  for_each = toset(var.models)
+
+  project  = var.project_id
+  location = var.region
+  name     = module.staging_service[each.key].name
+  role     = "roles/run.invoker"
+  member   = "serviceAccount:${data.google_service_account.stage["staging"].email}"
+}
+
+resource "google_storage_bucket_iam_member" "shadow_log" {
+  bucket = local.buckets.artifacts
+  role   = "roles/storage.objectCreator"
+  member = "serviceAccount:${data.google_service_account.stage["staging"].email}"
+
+  condition {
+    title       = "production-writes-its-shadow-comparisons"
+    description = "New objects under shadow/: the production services' shadow comparisons."
+    expression  = "resource.name.startsWith(\"${local.artifact_objects}shadow/\")"
   }
 
   depends_on = [module.buckets]

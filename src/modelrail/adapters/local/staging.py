@@ -217,6 +217,10 @@ class LocalStagingDeployer:
             **dataclasses.replace(service, require_model=True).to_env(),
         }
         env.pop("MODELRAIL_MODEL_ALIAS", None)
+        if self.role == PRODUCTION:
+            # The candidate production mirrors requests to with [production] shadow
+            # on (serving.shadow): the model's staging server, on its own port.
+            env.setdefault("MODELRAIL_SHADOW_URL", LocalStagingDeployer(self.settings, model).url)
         request = {
             "op": "start",
             "service": f"{self._service_prefix}-{self.model}",
