@@ -5,13 +5,15 @@ The adapters reach it through ``client_options.api_endpoint`` with anonymous
 credentials, exactly as they reach ``run.googleapis.com`` in the cloud, so no adapter
 code knows it is local. Behind the API:
 
-- **services** (get, patch; the patch returns a long-running operation): a patched
-  template that pins ``MODELRAIL_MODEL_NAME``/``MODELRAIL_MODEL_VERSION`` becomes a new
-  "revision", rolled out by the local staging deployer (which starts a staging server
-  pinned to that version, smoke-tests it and retires the old one). The service resource
+- **services** (get, patch; the patch returns a long-running operation): each model's
+  staging service and its production service (``modelrail-production-<model>``, as
+  Terraform names it), each backed by its own local supervisor. A patched template that
+  pins ``MODELRAIL_MODEL_NAME``/``MODELRAIL_MODEL_VERSION`` becomes a new "revision",
+  rolled out by the service's local deployer (which starts a server pinned to that
+  version, smoke-tests it and retires the old one). The service resource
   tells the rollout as Cloud Run's does: the patch bumps ``generation`` and sets
   ``reconciling``, ``latestCreatedRevision`` and a reconciling ``terminalCondition``;
-  when the staging server has been replaced, ``reconciling`` is false,
+  when the server has been replaced, ``reconciling`` is false,
   ``observedGeneration`` equals ``generation``, ``latestReadyRevision`` equals
   ``latestCreatedRevision`` and the condition has succeeded. A revision that never
   becomes ready ends the rollout with a failed condition while ``observedGeneration``
@@ -38,8 +40,8 @@ that was in progress when it stopped is failed when it starts again.
 
 **Reconciliation** (``_reconcile``, at start and every 5 s): the backend serves the
 latest ready revision (``keep_serving``: Cloud Run's own promise, kept after a restart
-or a staging server's death), and the service converges to the registry's staging
-alias through the unchanged Cloud Run adapter on this very API
+or a server's death), and each service converges to the registry's alias of its name
+(staging, production) through the unchanged Cloud Run adapter on this very API
 (``modelrail.service.reconcile.Reconciler``, as the cloud's sweep does on Cloud Run), so a
 deploy function killed mid-rollout leaves a version that the alias does not name
 serving for a bounded time only (``docs/reliability.md``). The
@@ -68,7 +70,7 @@ from typing import Any
 import click
 import orjson
 
-from modelrail.adapters.local.staging import LocalStagingDeployer
+from modelrail.adapters.local.staging import PRODUCTION, STAGING, LocalStagingDeployer
 from modelrail.kernel.events import utcnow
 from modelrail.kernel.ports import Deployer
 from modelrail.kernel.processes import write_json
@@ -205,8 +207,9 @@ class ControlPlane:
         self.packages = packages
         self.models = models
         self.kms = kms
-        # The staging services it serves: a service's short name -> the model it is for
-        # and where it answers (None: no such service), and each model's backend.
+        # The services it serves (each model's staging and production): a service's
+        # short name -> the model it is for and where it answers (None: no such
+        # service), and each service's backend, by the service's short name.
         self.known_services = services
         self.backend = backend
         self.service_env = dict(service_env or {})
@@ -389,12 +392,11 @@ class ControlPlane:
         try:
             with self._backend_lock:
                 pin = pinned(env)
+                backend = self.backend(name.rsplit("/", 1)[-1])
                 if pin is not None:
-                    _run_revision(self.backend(pin[0]), *pin)
+                    _run_revision(backend, *pin)
                 else:  # a template with no model pinned serves nothing here
-                    known = self.known_services(name.rsplit("/", 1)[-1])
-                    if known is not None:
-                        self.backend(known[0]).stop()
+                    backend.stop()
         except Exception as exc:  # any failure means the revision never became ready
             error = f"Revision '{revision}' is not ready and cannot serve traffic. {exc}"
         with self._lock:
@@ -447,7 +449,7 @@ class ControlPlane:
                 wanted = self._ready_pin(self.services[name])
             if wanted is None:
                 continue
-            backend = self.backend(wanted[0])
+            backend = self.backend(name.rsplit("/", 1)[-1])
             with contextlib.suppress(Exception):
                 current = backend.current()
                 if current is not None and (current.model, current.version) == wanted:
@@ -626,8 +628,9 @@ def _reconcile(
 ) -> None:
     """The control plane's reconciliation loop, at start and every ``every_s``: each
     backend serves its service's ready revision (``keep_serving``, Cloud Run's part),
-    and each model's service converges to its staging alias (``Reconciler`` over the
-    Cloud Run adapter on this very API: the cloud's sweep does the same on Cloud Run)."""
+    and each model's services converge to their aliases, staging and production
+    (``Reconciler`` over the Cloud Run adapter on this very API: the cloud's sweep does
+    the same on Cloud Run)."""
     from modelrail.composition.bootstrap import bootstrap
     from modelrail.service.reconcile import Reconciler
 
@@ -637,46 +640,65 @@ def _reconcile(
         try:
             for model in container.models.names():
                 scoped = container.for_model(model)
-                Reconciler(
-                    model,
-                    registry=scoped.registry,
-                    leases=scoped.leases,
-                    deployer=scoped.deployer,
-                    holder=f"reconcile:control-plane:{os.getpid()}",
-                ).reconcile()
+                for alias, deployer in (
+                    (STAGING, scoped.deployer),
+                    (PRODUCTION, scoped.production_deployer),
+                ):
+                    Reconciler(
+                        model,
+                        registry=scoped.registry,
+                        leases=scoped.leases,
+                        deployer=deployer,
+                        holder=f"reconcile:control-plane:{os.getpid()}",
+                        alias=alias,
+                    ).reconcile()
         except Exception as exc:  # the next pass tries again
-            print(f"reconciling staging: {exc}", file=sys.stderr)
+            print(f"reconciling staging and production: {exc}", file=sys.stderr)
         if stop.wait(every_s):
             return
 
 
-class _LocalStaging:
-    """Each model's local staging (its supervisor on the port the home records for
-    it), behind the services this control plane serves as Cloud Run's: the service
-    ``<prefix>-<model>`` for each model the installation holds."""
+class _LocalServices:
+    """Each model's local staging and production services (a supervisor each, on the
+    port the home records for it), behind the services this control plane serves as
+    Cloud Run's: ``<staging prefix>-<model>`` and ``<production prefix>-<model>`` (as
+    Terraform names them) for each model the installation holds."""
 
-    def __init__(self, settings: Settings, prefix: str) -> None:
+    def __init__(self, settings: Settings, prefixes: Mapping[str, str]) -> None:
         from modelrail.composition.bootstrap import bootstrap
 
-        self.settings, self.prefix = settings, prefix
+        self.settings = settings
+        self.prefixes = dict(prefixes)  # role (staging, production) -> service prefix
         self.models = bootstrap(settings).models
         self.deployers: dict[str, LocalStagingDeployer] = {}
         self._lock = threading.Lock()
 
-    def backend(self, model: str) -> LocalStagingDeployer:
+    def _role_and_model(self, short: str) -> tuple[str, str] | None:
+        for role, prefix in self.prefixes.items():
+            model = short.removeprefix(f"{prefix}-")
+            if model != short and model in self.models.names():
+                return role, model
+        return None
+
+    def backend(self, short: str) -> LocalStagingDeployer:
+        """The service ``short``'s local supervisor (``service`` said it exists)."""
+        found = self._role_and_model(short)
+        if found is None:
+            raise ApiError(404, "NOT_FOUND", f"Service '{short}' was not found")
         with self._lock:
-            if model not in self.deployers:
+            if short not in self.deployers:
                 # Its supervisor runs no reconciliation loop of its own: this control
                 # plane is in charge of what its services serve (_reconcile), as Cloud
                 # Run is in the cloud.
-                self.deployers[model] = LocalStagingDeployer(self.settings, model)
-            return self.deployers[model]
+                role, model = found
+                self.deployers[short] = LocalStagingDeployer(self.settings, model, role=role)
+            return self.deployers[short]
 
     def service(self, short: str) -> tuple[str, str] | None:
-        model = short.removeprefix(f"{self.prefix}-")
-        if short == model or model not in self.models.names():
+        found = self._role_and_model(short)
+        if found is None:
             return None
-        return model, self.backend(model).url
+        return found[1], self.backend(short).url
 
     def stop(self) -> None:
         for deployer in list(self.deployers.values()):
@@ -701,16 +723,23 @@ def _run_revision(backend: Deployer, model: str, version: int) -> None:
 @click.option("--state-dir", type=click.Path(path_type=Path), required=True)
 @click.option("--project", required=True)
 @click.option("--region", required=True)
-@click.option("--service-prefix", required=True, help="Each model's staging service: PREFIX-MODEL.")
+@click.option(
+    "--service-prefix",
+    required=True,
+    help="Each model's staging service: PREFIX-MODEL (its production service: "
+    "MODELRAIL_PRODUCTION_SERVICE-MODEL).",
+)
 def main(*, port: int, state_dir: Path, project: str, region: str, service_prefix: str) -> None:
     """Serve the local Cloud Run Admin API (v2) for the emulator stack."""
     settings = Settings.from_env()
-    staging = _LocalStaging(settings, service_prefix)
+    local = _LocalServices(
+        settings, {STAGING: service_prefix, PRODUCTION: settings.production_service}
+    )
     control_plane = ControlPlane(
         project=project,
         region=region,
-        services=staging.service,
-        backend=staging.backend,
+        services=local.service,
+        backend=local.backend,
         job_command=[sys.executable, "-m", "modelrail.entry.train_job"],
         job_commands={
             **(
@@ -752,7 +781,7 @@ def main(*, port: int, state_dir: Path, project: str, region: str, service_prefi
     finally:
         stop_reconciling.set()
         server.server_close()
-        staging.stop()
+        local.stop()
 
 
 if __name__ == "__main__":  # pragma: no cover
