@@ -96,7 +96,12 @@ def container(settings: Settings, endpoint: tuple[ControlPlane, str]) -> Contain
         bootstrap(
             settings,
             production_factory=lambda model: CloudRunDeployer(
-                PROJECT, REGION, SERVICE, url, metrics=CloudMonitoringMetrics(PROJECT, url)
+                PROJECT,
+                REGION,
+                SERVICE,
+                url,
+                metrics=CloudMonitoringMetrics(PROJECT, url),
+                observe_every_s=1.0,
             ),
         )
     )

@@ -51,6 +51,8 @@ _CALL_TIMEOUT_S = 60.0
 # second), then backing off (a Cloud Run rollout takes tens of seconds).
 _POLL_FIRST_S = 0.2
 _POLL_MAX_S = 5.0
+# A canary step reads Cloud Monitoring at most every so often (it updates each minute).
+_OBSERVE_EVERY_S = 10.0
 
 
 def _client_kwargs(api_endpoint: str | None) -> dict[str, Any]:
@@ -183,11 +185,16 @@ class CloudRunDeployer:
         rollout_timeout_s: float = _ROLLOUT_TIMEOUT_S,
         call_timeout_s: float = _CALL_TIMEOUT_S,
         metrics: RevisionMetrics | None = None,
+        observe_every_s: float = _OBSERVE_EVERY_S,
     ) -> None:
         self.project, self.region, self.api_endpoint = project, region, api_endpoint
         self.metrics = metrics
         # A canary's current step: when its split began (observe reads from then on).
         self._split_at: dict[str, datetime] = {}
+        # Cloud Monitoring is read at most this often during a step (the rollout polls
+        # faster): what was read last is answered meanwhile.
+        self.observe_every_s = observe_every_s
+        self._observed: dict[str, tuple[float, dict[str, Any]]] = {}
         self.signing_key = signing_key
         self.service_name = (
             service
@@ -326,13 +333,20 @@ class CloudRunDeployer:
         so nothing ``exited``."""
         if self.metrics is None:
             raise DeploymentFailed(f"{self.service_name} reads no metrics: no canary")
-        start, end = self._split_at[candidate.revision], datetime.now(UTC)
-        service = _short(self.service_name)
-        return {
+        start = self._split_at[candidate.revision]
+        last = self._observed.get(candidate.revision)
+        fresh = last is not None and time.monotonic() - last[0] < self.observe_every_s
+        if last is not None and fresh and last[1]["since"] == start:
+            return last[1]
+        end, service = datetime.now(UTC), _short(self.service_name)
+        seen = {
             "new": self.metrics.window(service, candidate.revision, start, end),
             "old": self.metrics.window(service, candidate.handle[2], start, end),
             "exited": [],
+            "since": start,
         }
+        self._observed[candidate.revision] = (time.monotonic(), seen)
+        return seen
 
     def _move_traffic(self, traffic: list[Any]) -> None:
         """Set the service's traffic (a new generation, no new revision)."""
