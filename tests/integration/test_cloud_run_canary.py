@@ -156,8 +156,12 @@ def test_a_breaching_canary_on_cloud_run_rolls_back_and_a_healthy_one_reaches_10
         traffic.thread.start()
 
         _retrain(container, "second")
-        v2_start, v2_end, v2_status = promote("v2")
+        v2_start, _, v2_status = promote("v2")
 
+        assert v2_status == "failed"
+        _rolled_back(container, endpoint[0], current)
+        # Again: the service's template is v2's already, and a new revision is made.
+        _, v2_end, v2_status = promote("v2 again")
         assert v2_status == "failed"
         _rolled_back(container, endpoint[0], current)
 

@@ -376,7 +376,12 @@ class ControlPlane:
             traffic = body.get("traffic") or service["traffic"]
             env = _env_of(template)
             generation = int(service["generation"]) + 1
-            if env == _env_of(service["template"]) and traffic != service["traffic"]:
+            # The same template (no new revision named) with other traffic: Cloud Run
+            # moves the traffic and creates no revision.
+            same = env == _env_of(service["template"]) and template.get("revision") in (
+                None, "", service["template"].get("revision"),
+            )  # fmt: skip
+            if same and traffic != service["traffic"]:
                 return self._retarget(name, traffic, generation)
             short = name.rsplit("/", 1)[-1]
             named = (
