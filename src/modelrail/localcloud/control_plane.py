@@ -373,7 +373,7 @@ class ControlPlane:
             if service["reconciling"]:
                 raise ApiError(409, "ABORTED", f"Service {name} is being updated; retry later")
             template = body.get("template") or service["template"]
-            traffic = body.get("traffic") or service["traffic"]
+            traffic = _traffic(body.get("traffic") or service["traffic"])
             env = _env_of(template)
             generation = int(service["generation"]) + 1
             # The same template (no new revision named) with other traffic: Cloud Run
@@ -381,7 +381,7 @@ class ControlPlane:
             same = env == _env_of(service["template"]) and template.get("revision") in (
                 None, "", service["template"].get("revision"),
             )  # fmt: skip
-            if same and traffic != service["traffic"]:
+            if same and traffic != _traffic(service["traffic"]):
                 return self._retarget(name, traffic, generation)
             short = name.rsplit("/", 1)[-1]
             named = (
@@ -830,9 +830,20 @@ def _serving(service: Mapping[str, Any]) -> str:
     return ready
 
 
+_ALLOCATION_TYPES: dict[Any, str] = {
+    1: "TRAFFIC_TARGET_ALLOCATION_TYPE_LATEST",
+    2: "TRAFFIC_TARGET_ALLOCATION_TYPE_REVISION",
+}
+
+
+def _traffic(targets: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Traffic targets with their type by name (the client may send an enum's number)."""
+    return [{**t, "type": _ALLOCATION_TYPES.get(t.get("type"), t.get("type"))} for t in targets]
+
+
 def _latest(target: Mapping[str, Any]) -> bool:
-    """A ``LATEST`` traffic target (the client may send the enum as its number, 1)."""
-    return target.get("type") in ("TRAFFIC_TARGET_ALLOCATION_TYPE_LATEST", 1)
+    """A ``LATEST`` traffic target."""
+    return bool(_traffic([target])[0]["type"] == "TRAFFIC_TARGET_ALLOCATION_TYPE_LATEST")
 
 
 def _share(service: Mapping[str, Any], revision: str, *, latest: bool) -> int:
