@@ -175,7 +175,11 @@ def test_a_breaching_canary_on_cloud_run_rolls_back_and_a_healthy_one_reaches_10
         [*_, v3] = promotions.history(MODEL)
         assert [s["percent"] for s in v3["outcome"]["steps"]] == [10.0, 100.0]
         assert v3["outcome"]["steps"][0]["breach"] is None
-        assert v3["outcome"]["steps"][0]["new"]["requests"] >= 1
+        judged = v3["outcome"]["steps"][0]
+        assert judged["new"]["requests"] >= 1
+        # request_latencies' p99 of each revision, read as Cloud Monitoring gives it
+        assert judged["new"]["p99_ms"] is not None
+        assert judged["old"]["p99_ms"] is not None
         assert container.registry.aliases(MODEL)["production"] == 3
         served = container.production_deployer.current()
         assert served is not None
