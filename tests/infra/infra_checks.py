@@ -444,12 +444,18 @@ DASK_PROJECT_GRANTS = frozenset(
 )
 
 
+# The production canary (terraform/envs/dev/production.tf): the sweep reads the
+# revisions' request metrics in Cloud Monitoring, which has no resource narrower than
+# the project.
+MONITORING_PROJECT_GRANTS = frozenset({("sweep", "roles/monitoring.viewer")})
+
+
 def iam_problems(tf: Terraform, documented: set[tuple[str, str, str]]) -> list[str]:
     """Stage accounts: resource-scoped roles only (but Vertex AI's and the Dask
     cluster's); every account's roles as documented."""
     problems = []
     scoped, project = stage_grants(tf)
-    exceptions = VERTEX_PROJECT_GRANTS | DASK_PROJECT_GRANTS
+    exceptions = VERTEX_PROJECT_GRANTS | DASK_PROJECT_GRANTS | MONITORING_PROJECT_GRANTS
     for account, role in sorted(project):
         if account in STAGE_ACCOUNTS and (account, role) not in exceptions:
             problems.append(f"stage account {account} holds {role} at project level")

@@ -183,6 +183,8 @@ def test_the_sweep_account_holds_only_what_the_sweep_does(terraform: Terraform) 
         # model's production service to the approved version, smoke-test it
         ("roles/run.developer", "${module.production_service[each.value.model].name}"),
         ("roles/run.invoker", "${module.production_service[each.value.model].name}"),
+        # the production canary: judge each step on the revisions' request metrics
+        ("roles/monitoring.viewer", "${var.project_id}"),
     }
 
 

@@ -101,6 +101,7 @@ def bootstrap(
 
     def production(model: str) -> Deployer:
         from modelrail.adapters.google.cloudrun import CloudRunDeployer
+        from modelrail.adapters.google.monitoring import CloudMonitoringMetrics
 
         return CloudRunDeployer(
             settings.project,
@@ -108,6 +109,10 @@ def bootstrap(
             f"{settings.production_service}-{model}",
             settings.run_api_endpoint,
             signing_key=settings.signing_key,
+            # Its canary splits the traffic by revision and judges each revision's
+            # numbers in Cloud Monitoring (the emulator stack's control plane answers
+            # both APIs).
+            metrics=CloudMonitoringMetrics(settings.project, settings.run_api_endpoint),
         )
 
     return Container(

@@ -11,6 +11,7 @@ import hashlib
 from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol
 
@@ -180,6 +181,17 @@ class Candidate:
     url: str
     probe: Probe
     handle: Any = None
+
+
+class RevisionMetrics(Protocol):
+    """What each revision of a service answered in a time window, where the platform
+    keeps it (Cloud Monitoring's ``run.googleapis.com/request_count`` and
+    ``request_latencies`` for Cloud Run): a production canary judges the numbers."""
+
+    def window(self, service: str, revision: str, start: datetime, end: datetime) -> dict[str, Any]:
+        """``requests``, ``errors`` (5xx) and ``p99_ms`` (None with no latency yet), as
+        ``domain.rollout.Window`` reads them."""
+        ...
 
 
 class Deployer(Protocol):

@@ -5,13 +5,15 @@ The adapters reach it through ``client_options.api_endpoint`` with anonymous
 credentials, exactly as they reach ``run.googleapis.com`` in the cloud, so no adapter
 code knows it is local. Behind the API:
 
-- **services** (get, patch; the patch returns a long-running operation): a patched
-  template that pins ``MODELRAIL_MODEL_NAME``/``MODELRAIL_MODEL_VERSION`` becomes a new
-  "revision", rolled out by the local staging deployer (which starts a staging server
-  pinned to that version, smoke-tests it and retires the old one). The service resource
+- **services** (get, patch; the patch returns a long-running operation): each model's
+  staging service and its production service (``modelrail-production-<model>``, as
+  Terraform names it), each backed by its own local supervisor. A patched template that
+  pins ``MODELRAIL_MODEL_NAME``/``MODELRAIL_MODEL_VERSION`` becomes a new "revision",
+  rolled out by the service's local deployer (which starts a server pinned to that
+  version, smoke-tests it and retires the old one). The service resource
   tells the rollout as Cloud Run's does: the patch bumps ``generation`` and sets
   ``reconciling``, ``latestCreatedRevision`` and a reconciling ``terminalCondition``;
-  when the staging server has been replaced, ``reconciling`` is false,
+  when the server has been replaced, ``reconciling`` is false,
   ``observedGeneration`` equals ``generation``, ``latestReadyRevision`` equals
   ``latestCreatedRevision`` and the condition has succeeded. A revision that never
   becomes ready ends the rollout with a failed condition while ``observedGeneration``
@@ -38,8 +40,8 @@ that was in progress when it stopped is failed when it starts again.
 
 **Reconciliation** (``_reconcile``, at start and every 5 s): the backend serves the
 latest ready revision (``keep_serving``: Cloud Run's own promise, kept after a restart
-or a staging server's death), and the service converges to the registry's staging
-alias through the unchanged Cloud Run adapter on this very API
+or a server's death), and each service converges to the registry's alias of its name
+(staging, production) through the unchanged Cloud Run adapter on this very API
 (``modelrail.service.reconcile.Reconciler``, as the cloud's sweep does on Cloud Run), so a
 deploy function killed mid-rollout leaves a version that the alias does not name
 serving for a bounded time only (``docs/reliability.md``). The
@@ -58,6 +60,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.parse
 import uuid
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
@@ -68,15 +71,16 @@ from typing import Any
 import click
 import orjson
 
-from modelrail.adapters.local.staging import LocalStagingDeployer
+from modelrail.adapters.local.staging import PRODUCTION, STAGING, LocalStagingDeployer
 from modelrail.kernel.events import utcnow
-from modelrail.kernel.ports import Deployer
+from modelrail.kernel.ports import Candidate, Deployer
 from modelrail.kernel.processes import write_json
 from modelrail.localcloud.artifact_registry import LocalArtifactRegistry
-from modelrail.localcloud.google_api import ApiError
+from modelrail.localcloud.google_api import ApiError, ApiRequest, ApiRoutes, EmulatedApi
 from modelrail.localcloud.kms import LocalKms
 from modelrail.localcloud.vertex_ai import LocalVertexAi
 from modelrail.service.reconcile import RECONCILE_EVERY_S
+from modelrail.service.rollout import Splitting
 from modelrail.settings.process import Settings
 from modelrail.settings.service import pinned
 
@@ -205,8 +209,9 @@ class ControlPlane:
         self.packages = packages
         self.models = models
         self.kms = kms
-        # The staging services it serves: a service's short name -> the model it is for
-        # and where it answers (None: no such service), and each model's backend.
+        # The services it serves (each model's staging and production): a service's
+        # short name -> the model it is for and where it answers (None: no such
+        # service), and each service's backend, by the service's short name.
         self.known_services = services
         self.backend = backend
         self.service_env = dict(service_env or {})
@@ -218,6 +223,12 @@ class ControlPlane:
         self._operations: dict[str, dict[str, Any]] = {}
         self._executions: dict[str, _Execution] = {}
         self._rollouts: list[threading.Thread] = []
+        # A production canary's revision started with less than all the traffic, by
+        # service: its revision and the backend's candidate (the supervisor connection
+        # that splits the traffic, and counts each server's answers).
+        self._candidates: dict[str, tuple[str, Candidate]] = {}
+        self.base_url = ""  # where it answers (server()): the tags' URLs
+        self.monitoring = _LocalMonitoring(self)
         self.requests: deque[tuple[str, str]] = deque(maxlen=1000)
         # Held around every call to the backend: a rollout and keep_serving take turns.
         self._backend_lock = threading.Lock()
@@ -322,11 +333,22 @@ class ControlPlane:
             return dict(operation)
 
     # -- services ----------------------------------------------------------------
-    @staticmethod
-    def _public(service: Mapping[str, Any]) -> dict[str, Any]:
-        """The Service resource as the API shows it (without the revision store)."""
+    def _public(self, service: Mapping[str, Any]) -> dict[str, Any]:
+        """The Service resource as the API shows it (without the revision store), with
+        the traffic as routed (``trafficStatuses``: a tag's own URL answers on this
+        server, ``/tags/<service>/<tag>/...``)."""
+        short = service["name"].rsplit("/", 1)[-1]
+        statuses = [
+            {
+                **target,
+                **({"uri": f"{self.base_url}/tags/{short}/{target['tag']}"}
+                   if target.get("tag") else {}),
+            }
+            for target in service.get("traffic", [])
+        ]  # fmt: skip
         return {"@type": f"{_TYPE}Service", **{k: v for k, v in service.items()
-                                              if k not in ("revisions", "@type")}}  # fmt: skip
+                                              if k not in ("revisions", "@type")},
+                "trafficStatuses": statuses}  # fmt: skip
 
     def get_service(self, name: str) -> dict[str, Any]:
         with self._lock:
@@ -351,14 +373,26 @@ class ControlPlane:
             if service["reconciling"]:
                 raise ApiError(409, "ABORTED", f"Service {name} is being updated; retry later")
             template = body.get("template") or service["template"]
+            traffic = _traffic(body.get("traffic") or service["traffic"])
             env = _env_of(template)
             generation = int(service["generation"]) + 1
+            # The same template (no new revision named) with other traffic: Cloud Run
+            # moves the traffic and creates no revision.
+            same = env == _env_of(service["template"]) and template.get("revision") in (
+                None, "", service["template"].get("revision"),
+            )  # fmt: skip
+            if same and traffic != _traffic(service["traffic"]):
+                return self._retarget(name, traffic, generation)
             short = name.rsplit("/", 1)[-1]
-            revision = f"{name}/revisions/{short}-{generation:05d}-{secrets.token_hex(2)[:3]}"
-            template = {**template, "revision": revision.rsplit("/", 1)[-1]}
+            named = (
+                template.get("revision") or f"{short}-{generation:05d}-{secrets.token_hex(2)[:3]}"
+            )
+            revision = f"{name}/revisions/{named}"
+            template = {**template, "revision": named}
             service.update(
                 generation=str(generation),
                 template=template,
+                traffic=traffic,
                 reconciling=True,
                 latestCreatedRevision=revision,
                 terminalCondition=_condition("CONDITION_RECONCILING"),
@@ -389,12 +423,22 @@ class ControlPlane:
         try:
             with self._backend_lock:
                 pin = pinned(env)
-                if pin is not None:
-                    _run_revision(self.backend(pin[0]), *pin)
+                backend = self.backend(name.rsplit("/", 1)[-1])
+                with self._lock:
+                    share = _share(self.services[name], revision, latest=True)
+                    earlier = self._candidates.pop(name, None)
+                if earlier is not None:
+                    backend.discard(earlier[1])
+                if pin is not None and share < 100:  # a canary: it serves a share, or none
+                    candidate = backend.start(*pin)
+                    with self._lock:
+                        self._candidates[name] = (revision, candidate)
+                    if share:
+                        _splitting(backend).split(candidate, share)
+                elif pin is not None:
+                    _run_revision(backend, *pin)
                 else:  # a template with no model pinned serves nothing here
-                    known = self.known_services(name.rsplit("/", 1)[-1])
-                    if known is not None:
-                        self.backend(known[0]).stop()
+                    backend.stop()
         except Exception as exc:  # any failure means the revision never became ready
             error = f"Revision '{revision}' is not ready and cannot serve traffic. {exc}"
         with self._lock:
@@ -425,9 +469,52 @@ class ControlPlane:
             operation["done"] = True
             self._save_services()
 
+    def _retarget(self, name: str, traffic: list[Any], generation: int) -> dict[str, Any]:
+        """A patch of the traffic alone (no new revision): the canary's revision gets
+        its share of the new connections (``split``), all of them (``promote``) or none
+        (``discard``), then the generation is observed. Called holding ``_lock``."""
+        service = self.services[name]
+        held = self._candidates.get(name)
+        if held is not None:
+            revision, candidate = held
+            share = _share({**service, "traffic": traffic}, revision, latest=False)
+            backend = self.backend(name.rsplit("/", 1)[-1])
+            try:
+                with self._backend_lock:
+                    if share >= 100:
+                        backend.promote(candidate)
+                    elif share > 0:
+                        _splitting(backend).split(candidate, share)
+                    else:
+                        backend.discard(candidate)
+            except Exception as exc:
+                self._candidates.pop(name, None)
+                raise ApiError(
+                    409, "FAILED_PRECONDITION", f"moving {name}'s traffic: {exc}"
+                ) from exc
+            if not 0 < share < 100:
+                self._candidates.pop(name, None)
+        service.update(
+            generation=str(generation),
+            observedGeneration=str(generation),
+            traffic=traffic,
+            updateTime=utcnow(),
+            etag=f'"{secrets.token_hex(8)}"',
+        )
+        self._save_services()
+        operation = self._new_operation(self._public(service))
+        operation.update(done=True, response=self._public(service))
+        return dict(operation)
+
+    def candidate(self, name: str) -> tuple[str, Candidate] | None:
+        """The service's canary revision and its backend candidate, if one runs."""
+        with self._lock:
+            return self._candidates.get(name)
+
     def _ready_pin(self, service: Mapping[str, Any]) -> tuple[str, int] | None:
-        """The model and version the latest ready revision is pinned to, if any."""
-        ready = service.get("latestReadyRevision") or ""
+        """The model and version the serving revision (the one with the most of the
+        traffic; ``LATEST``: the latest ready one) is pinned to, if any."""
+        ready = _serving(service)
         revision = service.get("revisions", {}).get(ready)
         if revision is not None:
             env = _env_of(revision)
@@ -445,9 +532,9 @@ class ControlPlane:
         for name in list(self.services):
             with self._lock:
                 wanted = self._ready_pin(self.services[name])
-            if wanted is None:
+            if wanted is None or name in self._candidates:  # a canary runs: it decides
                 continue
-            backend = self.backend(wanted[0])
+            backend = self.backend(name.rsplit("/", 1)[-1])
             with contextlib.suppress(Exception):
                 current = backend.current()
                 if current is not None and (current.model, current.version) == wanted:
@@ -577,12 +664,20 @@ class ControlPlane:
 
             def _handle(self) -> None:
                 path, _, query = self.path.partition("?")
+                if path.startswith("/tags/"):
+                    self._tagged(path.removeprefix("/tags/"), query)
+                    return
                 # Another Google API's slice (Artifact Registry, Vertex AI, Cloud KMS),
                 # if it is one.
                 api = next(
                     (
                         api
-                        for api in (control_plane.packages, control_plane.models, control_plane.kms)
+                        for api in (
+                            control_plane.packages,
+                            control_plane.models,
+                            control_plane.kms,
+                            control_plane.monitoring,
+                        )
                         if api is not None and api.handles(path)
                     ),
                     None,
@@ -610,12 +705,34 @@ class ControlPlane:
                 self.end_headers()
                 self.wfile.write(data)
 
+            def _tagged(self, path: str, query: str) -> None:
+                """A tagged revision's own URL: the canary's server, whatever its share
+                of the service's traffic (``/tags/<service>/<tag>/<path>``)."""
+                control_plane.requests.append((self.command, f"/tags/{path}"))
+                short, _, rest = path.partition("/")
+                _tag, _, rest = rest.partition("/")
+                length = int(self.headers.get("Content-Length") or 0)
+                raw = self.rfile.read(length) if length else None
+                held = control_plane.candidate(control_plane.resource_name("services", short))
+                if held is None:
+                    status, data = 404, orjson.dumps({"title": f"{short} has no tagged revision"})
+                else:
+                    headers = {"Content-Type": self.headers.get("Content-Type", "")}
+                    target = f"/{rest}" + (f"?{query}" if query else "")
+                    status, data = held[1].probe(self.command, target, raw, headers, 30.0)
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
             do_GET = do_POST = do_PATCH = _handle
 
             def log_message(self, format: str, *args: Any) -> None:
                 sys.stderr.write(f"{self.address_string()} {format % args}\n")
 
         ThreadingHTTPServer.allow_reuse_address = True
+        self.base_url = f"http://{host}:{port}"
         server = ThreadingHTTPServer((host, port), Handler)
         server.daemon_threads = True
         return server
@@ -626,8 +743,9 @@ def _reconcile(
 ) -> None:
     """The control plane's reconciliation loop, at start and every ``every_s``: each
     backend serves its service's ready revision (``keep_serving``, Cloud Run's part),
-    and each model's service converges to its staging alias (``Reconciler`` over the
-    Cloud Run adapter on this very API: the cloud's sweep does the same on Cloud Run)."""
+    and each model's services converge to their aliases, staging and production
+    (``Reconciler`` over the Cloud Run adapter on this very API: the cloud's sweep does
+    the same on Cloud Run)."""
     from modelrail.composition.bootstrap import bootstrap
     from modelrail.service.reconcile import Reconciler
 
@@ -637,50 +755,166 @@ def _reconcile(
         try:
             for model in container.models.names():
                 scoped = container.for_model(model)
-                Reconciler(
-                    model,
-                    registry=scoped.registry,
-                    leases=scoped.leases,
-                    deployer=scoped.deployer,
-                    holder=f"reconcile:control-plane:{os.getpid()}",
-                ).reconcile()
+                for alias, deployer in (
+                    (STAGING, scoped.deployer),
+                    (PRODUCTION, scoped.production_deployer),
+                ):
+                    Reconciler(
+                        model,
+                        registry=scoped.registry,
+                        leases=scoped.leases,
+                        deployer=deployer,
+                        holder=f"reconcile:control-plane:{os.getpid()}",
+                        alias=alias,
+                    ).reconcile()
         except Exception as exc:  # the next pass tries again
-            print(f"reconciling staging: {exc}", file=sys.stderr)
+            print(f"reconciling staging and production: {exc}", file=sys.stderr)
         if stop.wait(every_s):
             return
 
 
-class _LocalStaging:
-    """Each model's local staging (its supervisor on the port the home records for
-    it), behind the services this control plane serves as Cloud Run's: the service
-    ``<prefix>-<model>`` for each model the installation holds."""
+class _LocalServices:
+    """Each model's local staging and production services (a supervisor each, on the
+    port the home records for it), behind the services this control plane serves as
+    Cloud Run's: ``<staging prefix>-<model>`` and ``<production prefix>-<model>`` (as
+    Terraform names them) for each model the installation holds."""
 
-    def __init__(self, settings: Settings, prefix: str) -> None:
+    def __init__(self, settings: Settings, prefixes: Mapping[str, str]) -> None:
         from modelrail.composition.bootstrap import bootstrap
 
-        self.settings, self.prefix = settings, prefix
+        self.settings = settings
+        self.prefixes = dict(prefixes)  # role (staging, production) -> service prefix
         self.models = bootstrap(settings).models
         self.deployers: dict[str, LocalStagingDeployer] = {}
         self._lock = threading.Lock()
 
-    def backend(self, model: str) -> LocalStagingDeployer:
+    def _role_and_model(self, short: str) -> tuple[str, str] | None:
+        for role, prefix in self.prefixes.items():
+            model = short.removeprefix(f"{prefix}-")
+            if model != short and model in self.models.names():
+                return role, model
+        return None
+
+    def backend(self, short: str) -> LocalStagingDeployer:
+        """The service ``short``'s local supervisor (``service`` said it exists)."""
+        found = self._role_and_model(short)
+        if found is None:
+            raise ApiError(404, "NOT_FOUND", f"Service '{short}' was not found")
         with self._lock:
-            if model not in self.deployers:
+            if short not in self.deployers:
                 # Its supervisor runs no reconciliation loop of its own: this control
                 # plane is in charge of what its services serve (_reconcile), as Cloud
                 # Run is in the cloud.
-                self.deployers[model] = LocalStagingDeployer(self.settings, model)
-            return self.deployers[model]
+                role, model = found
+                self.deployers[short] = LocalStagingDeployer(self.settings, model, role=role)
+            return self.deployers[short]
 
     def service(self, short: str) -> tuple[str, str] | None:
-        model = short.removeprefix(f"{self.prefix}-")
-        if short == model or model not in self.models.names():
+        found = self._role_and_model(short)
+        if found is None:
             return None
-        return model, self.backend(model).url
+        return found[1], self.backend(short).url
 
     def stop(self) -> None:
         for deployer in list(self.deployers.values()):
             deployer.stop()
+
+
+def _serving(service: Mapping[str, Any]) -> str:
+    """The revision with the most of the service's traffic (a ``LATEST`` target: the
+    latest ready revision)."""
+    targets = sorted(service.get("traffic", []), key=lambda t: -int(t.get("percent", 0)))
+    if targets and targets[0].get("revision") and not _latest(targets[0]):
+        return f"{service['name']}/revisions/{targets[0]['revision']}"
+    ready: str = service.get("latestReadyRevision") or ""
+    return ready
+
+
+_ALLOCATION_TYPES: dict[Any, str] = {
+    1: "TRAFFIC_TARGET_ALLOCATION_TYPE_LATEST",
+    2: "TRAFFIC_TARGET_ALLOCATION_TYPE_REVISION",
+}
+
+
+def _traffic(targets: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Traffic targets with their type by name (the client may send an enum's number)."""
+    return [{**t, "type": _ALLOCATION_TYPES.get(t.get("type"), t.get("type"))} for t in targets]
+
+
+def _latest(target: Mapping[str, Any]) -> bool:
+    """A ``LATEST`` traffic target."""
+    return bool(_traffic([target])[0]["type"] == "TRAFFIC_TARGET_ALLOCATION_TYPE_LATEST")
+
+
+def _share(service: Mapping[str, Any], revision: str, *, latest: bool) -> int:
+    """The percent of the traffic that goes to ``revision`` (``latest``: it is the
+    latest revision, which a ``LATEST`` target names)."""
+    short = revision.rsplit("/", 1)[-1]
+    return sum(
+        int(target.get("percent", 0))
+        for target in service.get("traffic", [])
+        if target.get("revision") == short or (latest and _latest(target))
+    )
+
+
+class _LocalMonitoring(EmulatedApi):
+    """Cloud Monitoring's ``timeSeries.list`` for Cloud Run's ``request_count`` and
+    ``request_latencies`` of a canary's two revisions, answered from the counts the
+    supervisor keeps of each server since the last split (the interval asked for is
+    not looked at: a step's window starts with its split)."""
+
+    routes = ApiRoutes(
+        "Cloud Monitoring",
+        [("GET", re.compile(r"^/v3/projects/(?P<project>[^/]+)/timeSeries$"), "list")],
+    )
+
+    def __init__(self, control_plane: ControlPlane) -> None:
+        self.control_plane = control_plane
+
+    def answer(self, action: str, match: re.Match[str], request: ApiRequest) -> dict[str, Any]:
+        query = urllib.parse.parse_qs(request.query)
+        wanted = dict(re.findall(r'([\w.]+) = "([^"]*)"', query.get("filter", [""])[0]))
+        plane = self.control_plane
+        name = plane.resource_name("services", wanted.get("resource.labels.service_name", ""))
+        held = plane.candidate(name)
+        if held is None:
+            return {"timeSeries": []}
+        revision, candidate = held
+        with plane._backend_lock:
+            seen = _splitting(plane.backend(name.rsplit("/", 1)[-1])).observe(candidate)
+        asked = wanted.get("resource.labels.revision_name", "")
+        window = seen["new"] if asked == revision.rsplit("/", 1)[-1] else seen["old"]
+        resource = {"type": "cloud_run_revision", "labels": {
+            "service_name": name.rsplit("/", 1)[-1], "revision_name": asked}}  # fmt: skip
+        now = utcnow()
+
+        def series(labels: dict[str, str], kind: str, value: dict[str, Any]) -> dict[str, Any]:
+            return {
+                "metric": {"type": wanted.get("metric.type"), "labels": labels},
+                "resource": resource,
+                "metricKind": "DELTA",
+                "valueType": kind,
+                "points": [{"interval": {"startTime": now, "endTime": now}, "value": value}],
+            }
+
+        if wanted.get("metric.type", "").endswith("/request_latencies"):
+            if window["p99_ms"] is None:
+                return {"timeSeries": []}
+            return {"timeSeries": [series({}, "DOUBLE", {"doubleValue": window["p99_ms"]})]}
+        counts = {"2xx": window["requests"] - window["errors"], "5xx": window["errors"]}
+        return {
+            "timeSeries": [
+                series({"response_code_class": code}, "INT64", {"int64Value": str(count)})
+                for code, count in counts.items()
+                if count
+            ]
+        }
+
+
+def _splitting(backend: Deployer) -> Splitting:
+    if not isinstance(backend, Splitting):
+        raise ApiError(400, "INVALID_ARGUMENT", "this service's revisions cannot share traffic")
+    return backend
 
 
 def _run_revision(backend: Deployer, model: str, version: int) -> None:
@@ -701,16 +935,23 @@ def _run_revision(backend: Deployer, model: str, version: int) -> None:
 @click.option("--state-dir", type=click.Path(path_type=Path), required=True)
 @click.option("--project", required=True)
 @click.option("--region", required=True)
-@click.option("--service-prefix", required=True, help="Each model's staging service: PREFIX-MODEL.")
+@click.option(
+    "--service-prefix",
+    required=True,
+    help="Each model's staging service: PREFIX-MODEL (its production service: "
+    "MODELRAIL_PRODUCTION_SERVICE-MODEL).",
+)
 def main(*, port: int, state_dir: Path, project: str, region: str, service_prefix: str) -> None:
     """Serve the local Cloud Run Admin API (v2) for the emulator stack."""
     settings = Settings.from_env()
-    staging = _LocalStaging(settings, service_prefix)
+    local = _LocalServices(
+        settings, {STAGING: service_prefix, PRODUCTION: settings.production_service}
+    )
     control_plane = ControlPlane(
         project=project,
         region=region,
-        services=staging.service,
-        backend=staging.backend,
+        services=local.service,
+        backend=local.backend,
         job_command=[sys.executable, "-m", "modelrail.entry.train_job"],
         job_commands={
             **(
@@ -752,7 +993,7 @@ def main(*, port: int, state_dir: Path, project: str, region: str, service_prefi
     finally:
         stop_reconciling.set()
         server.server_close()
-        staging.stop()
+        local.stop()
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -9,10 +9,17 @@ that died, or anything else that ends the rollout early discards the candidate: 
 traffic goes back to the old revision, and ``DeploymentFailed`` carries every step with
 its numbers. After the last judged step the candidate is promoted (100 %).
 
-The process that carries out the approval drives the steps (``modelrail approve``): it
-holds production's rollout lease, and the rollout's connection to the supervisor,
-throughout; should it die, the supervisor gives the traffic back to the old revision
-and the lease lapses (``reconcile.LEASE_TTL_S``), so no split is left half-done.
+The process that carries out the approval drives the steps, holding production's
+rollout lease throughout. Locally that is ``modelrail approve``, also holding the
+rollout's connection to the supervisor: should it die, the supervisor gives the
+traffic back to the old revision and the lease lapses (``reconcile.LEASE_TTL_S``), so
+no split is left half-done. In the cloud it is the sweep (a Cloud Run job every 10
+minutes), which holds every step within one pass: the split is Cloud Run's traffic by
+revision percentages and the numbers Cloud Monitoring's (``CloudRunDeployer``), so its
+job's timeout must exceed the steps' holds; should the execution die mid-rollout, the
+split stays until the next pass carries the approved proposal out again from its
+first step (its new candidate starts with the traffic pinned back on the serving
+revision).
 """
 
 from __future__ import annotations
@@ -40,7 +47,8 @@ Steps = list[dict[str, Any]]
 @runtime_checkable
 class Splitting(Protocol):
     """A deployer that can split new traffic between a candidate and the current
-    revision, and say what each answered since (the local supervisor)."""
+    revision, and say what each answered since (the local supervisor; Cloud Run's
+    traffic by revision, with Cloud Monitoring's numbers)."""
 
     def split(self, candidate: Candidate, percent: float) -> None: ...
 

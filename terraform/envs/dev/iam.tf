@@ -385,6 +385,8 @@ resource "time_sleep" "iam_propagation" {
     google_storage_bucket_iam_member.promotion_approvers_read,
     google_storage_bucket_iam_member.promotion_proposers,
     google_storage_bucket_iam_member.promotion_approvers,
+    # The production canary (production.tf): the sweep reads the revisions' metrics.
+    google_project_iam_member.sweep_reads_run_metrics,
   ]
 }
 

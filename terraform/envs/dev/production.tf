@@ -155,3 +155,21 @@ resource "google_storage_bucket_iam_member" "shadow_log" {
 
   depends_on = [module.buckets]
 }
+
+# The production canary (docs/deploy.md, "Production"): the sweep moves each step's
+# traffic by revision percentages (roles/run.developer on the production services,
+# above) and judges the step on each revision's request_count and request_latencies in
+# Cloud Monitoring, which has no resource narrower than the project: read-only there.
+module "monitoring_api" {
+  source     = "../../modules/apis"
+  project_id = var.project_id
+  services   = ["monitoring.googleapis.com"]
+}
+
+resource "google_project_iam_member" "sweep_reads_run_metrics" {
+  project = var.project_id
+  role    = "roles/monitoring.viewer"
+  member  = "serviceAccount:${data.google_service_account.stage["sweep"].email}"
+
+  depends_on = [module.monitoring_api]
+}

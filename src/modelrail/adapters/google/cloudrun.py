@@ -15,9 +15,11 @@ service, which ``roles/run.developer`` on that service allows.
 from __future__ import annotations
 
 import contextlib
+import secrets
 import threading
 import time
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import urllib3
@@ -28,7 +30,7 @@ from modelrail.kernel.errors import (
     PermanentError,
     TransientError,
 )
-from modelrail.kernel.ports import Candidate, Deployment, JobState, Probe
+from modelrail.kernel.ports import Candidate, Deployment, JobState, Probe, RevisionMetrics
 from modelrail.settings.service import pin_env, pinned
 
 _http = urllib3.PoolManager(retries=False)
@@ -37,6 +39,8 @@ if TYPE_CHECKING:
     from google.cloud import run_v2
 
 EVENT_ENV = "MODELRAIL_EVENT"
+# The tag a production canary's revision gets: its own URL, for the smoke test.
+CANARY_TAG = "canary"
 SIGNING_KEY_ENV = "MODELRAIL_SIGNING_KEY"
 # A rollout (new revision ready) rarely takes minutes. With the smoke test and a
 # restore, a deploy that also waited its turn can outlast the deploy subscription's
@@ -47,6 +51,8 @@ _CALL_TIMEOUT_S = 60.0
 # second), then backing off (a Cloud Run rollout takes tens of seconds).
 _POLL_FIRST_S = 0.2
 _POLL_MAX_S = 5.0
+# A canary step reads Cloud Monitoring at most every so often (it updates each minute).
+_OBSERVE_EVERY_S = 10.0
 
 
 def _client_kwargs(api_endpoint: str | None) -> dict[str, Any]:
@@ -157,6 +163,15 @@ class CloudRunDeployer:
     revision beside the pin, so the service trusts the key the versions are signed with,
     also after a rotation (Terraform creates the service once and leaves its variables
     to this deployer).
+
+    With ``metrics`` (a production service's: its canary) a new revision starts with no
+    traffic: ``start`` creates it with the traffic pinned to the serving revision and a
+    ``canary`` tag, whose own URL the smoke test probes; ``split`` gives it a share of
+    the requests (``traffic``: revision percentages, as ``gcloud run services
+    update-traffic`` sets them), ``observe`` reads what each revision answered since
+    from Cloud Monitoring (``metrics``), ``promote`` gives it all the traffic and
+    ``discard`` gives all of it back to the revision that served before. What serves is
+    what the traffic names (``current``), whatever the template says.
     """
 
     def __init__(
@@ -169,8 +184,17 @@ class CloudRunDeployer:
         signing_key: str | None = None,
         rollout_timeout_s: float = _ROLLOUT_TIMEOUT_S,
         call_timeout_s: float = _CALL_TIMEOUT_S,
+        metrics: RevisionMetrics | None = None,
+        observe_every_s: float = _OBSERVE_EVERY_S,
     ) -> None:
         self.project, self.region, self.api_endpoint = project, region, api_endpoint
+        self.metrics = metrics
+        # A canary's current step: when its split began (observe reads from then on).
+        self._split_at: dict[str, datetime] = {}
+        # Cloud Monitoring is read at most this often during a step (the rollout polls
+        # faster): what was read last is answered meanwhile.
+        self.observe_every_s = observe_every_s
+        self._observed: dict[str, tuple[float, dict[str, Any]]] = {}
         self.signing_key = signing_key
         self.service_name = (
             service
@@ -199,18 +223,17 @@ class CloudRunDeployer:
 
     def current(self) -> Deployment | None:
         service = self._get()
-        if not service.latest_ready_revision:
+        serving = _serving(service)
+        if not serving:
             return None
-        if service.latest_ready_revision == service.latest_created_revision:
+        if serving == service.latest_created_revision:
             env = _template_env(service.template)
-        else:  # the newest revision is not ready: traffic is on an older one
-            env = self._revision_env(service.latest_ready_revision)
+        else:  # the newest revision is not ready, or has no traffic: an older one serves
+            env = self._revision_env(serving)
         pin = pinned(env)
         if pin is None:
             return None
-        return Deployment(
-            service.uri, _short(service.latest_ready_revision), *pin, self._probe(service.uri)
-        )
+        return Deployment(service.uri, _short(serving), *pin, self._probe(service.uri))
 
     def start(self, model: str, version: int) -> Candidate:
         """The service's template pinned to ``version`` and its new revision ready.
@@ -219,7 +242,8 @@ class CloudRunDeployer:
         service = self._get()
         env = _template_env(service.template)
         ready = service.latest_ready_revision == service.latest_created_revision
-        if pinned(env) == (model, version) and ready and service.latest_ready_revision:
+        serves = _serving(service) == service.latest_ready_revision
+        if pinned(env) == (model, version) and ready and serves and service.latest_ready_revision:
             # A redelivered deploy event: the revision exists; it is probed again.
             return Candidate(
                 model, version, _short(service.latest_ready_revision), service.uri,
@@ -229,12 +253,20 @@ class CloudRunDeployer:
         from google.cloud import run_v2
 
         previous_template = run_v2.RevisionTemplate(service.template)
-        previous_revision = service.latest_ready_revision
+        previous_revision = _serving(service)
         pin = pin_env(model, version)
         if self.signing_key is not None:
             pin[SIGNING_KEY_ENV] = self.signing_key
         _set_env(service.template, pin)
         service.template.revision = ""  # let Cloud Run name the new revision
+        dark = self.metrics is not None and bool(previous_revision)
+        if dark:  # a canary: the new revision, named here, gets no traffic yet
+            new_revision = f"{_short(self.service_name)}-v{version}-{secrets.token_hex(3)}"
+            service.template.revision = new_revision
+            service.traffic = [
+                _to_revision(_short(previous_revision), 100),
+                _to_revision(new_revision, 0, tag=CANARY_TAG),
+            ]
         try:
             updated = self._update(service)
         except DeploymentFailed as exc:
@@ -248,22 +280,79 @@ class CloudRunDeployer:
             ) from exc
         revision = _short(updated.latest_ready_revision)
         put_back = (updated, previous_template, _short(previous_revision))
+        if dark:  # probed at its tag's own URL, as it has no traffic
+            tagged = next(s.uri for s in updated.traffic_statuses if s.tag == CANARY_TAG)
+            return Candidate(
+                model, version, revision, updated.uri, self._probe(tagged),
+                handle=(*put_back, "canary"),
+            )  # fmt: skip
         return Candidate(
             model, version, revision, updated.uri, self._probe(updated.uri), handle=put_back
         )
 
     def promote(self, candidate: Candidate) -> Deployment:
-        """The candidate's revision has the traffic already (``start``)."""
+        """The candidate's revision has the traffic already (``start``), or, a canary's,
+        gets all of it now."""
+        probe = candidate.probe
+        if _is_canary(candidate):
+            self._split_at.pop(candidate.revision, None)
+            self._move_traffic([_to_revision(candidate.revision, 100)])
+            probe = self._probe(candidate.url)
         return Deployment(
-            candidate.url, candidate.revision, candidate.model, candidate.version, candidate.probe
+            candidate.url, candidate.revision, candidate.model, candidate.version, probe
         )
 
     def discard(self, candidate: Candidate) -> str:
         if candidate.handle is None:  # a revision that served before this rollout
             return f"revision {candidate.revision} was serving before and still is"
-        updated, previous_template, previous_revision = candidate.handle
+        updated, previous_template, previous_revision = candidate.handle[:3]
+        if _is_canary(candidate):
+            self._split_at.pop(candidate.revision, None)
+            self._move_traffic([_to_revision(previous_revision, 100)])
+            return f"all the traffic is back on revision {previous_revision}"
         self._roll_back(updated, previous_template)
         return f"rolled back to revision {previous_revision or '(none)'}"
+
+    # -- a canary (service.rollout.Splitting) ----------------------------------------
+    def split(self, candidate: Candidate, percent: float) -> None:
+        """``percent`` of the requests to the candidate's revision, the rest to the one
+        that served before; ``observe`` counts from now on."""
+        previous_revision = candidate.handle[2]
+        share = round(percent)
+        self._move_traffic(
+            [
+                _to_revision(candidate.revision, share, tag=CANARY_TAG),
+                _to_revision(previous_revision, 100 - share),
+            ]
+        )
+        self._split_at[candidate.revision] = datetime.now(UTC)
+
+    def observe(self, candidate: Candidate) -> dict[str, Any]:
+        """What the candidate's revision (``new``) and the previous one (``old``)
+        answered since the split, from Cloud Monitoring; Cloud Run restarts what dies,
+        so nothing ``exited``."""
+        if self.metrics is None:
+            raise DeploymentFailed(f"{self.service_name} reads no metrics: no canary")
+        start = self._split_at[candidate.revision]
+        last = self._observed.get(candidate.revision)
+        fresh = last is not None and time.monotonic() - last[0] < self.observe_every_s
+        if last is not None and fresh and last[1]["since"] == start:
+            return last[1]
+        end, service = datetime.now(UTC), _short(self.service_name)
+        seen = {
+            "new": self.metrics.window(service, candidate.revision, start, end),
+            "old": self.metrics.window(service, candidate.handle[2], start, end),
+            "exited": [],
+            "since": start,
+        }
+        self._observed[candidate.revision] = (time.monotonic(), seen)
+        return seen
+
+    def _move_traffic(self, traffic: list[Any]) -> None:
+        """Set the service's traffic (a new generation, no new revision)."""
+        service = self._get()
+        service.traffic = traffic
+        self._update(service)
 
     # -- steps -------------------------------------------------------------------
     def _get(self) -> run_v2.Service:
@@ -415,6 +504,34 @@ def _rollout_outcome(service: run_v2.Service, generation: int, created_before: s
     ):
         return False
     return None
+
+
+def _serving(service: run_v2.Service) -> str:
+    """The revision with the most of the service's traffic (``traffic_statuses``, what
+    Cloud Run routes; ``LATEST``: the latest ready revision); "" when none is ready."""
+    statuses = sorted(service.traffic_statuses, key=lambda status: -status.percent)
+    from google.cloud import run_v2
+
+    latest = run_v2.TrafficTargetAllocationType.TRAFFIC_TARGET_ALLOCATION_TYPE_LATEST
+    if statuses and statuses[0].percent and statuses[0].type_ != latest:
+        name = statuses[0].revision
+        return name if "/" in name else f"{service.name}/revisions/{name}"
+    return service.latest_ready_revision
+
+
+def _to_revision(revision: str, percent: int, *, tag: str = "") -> Any:
+    from google.cloud import run_v2
+
+    return run_v2.TrafficTarget(
+        type_=run_v2.TrafficTargetAllocationType.TRAFFIC_TARGET_ALLOCATION_TYPE_REVISION,
+        revision=_short(revision),
+        percent=percent,
+        tag=tag,
+    )
+
+
+def _is_canary(candidate: Candidate) -> bool:
+    return candidate.handle is not None and len(candidate.handle) == 4
 
 
 def _short(resource_name: str) -> str:
