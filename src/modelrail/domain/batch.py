@@ -26,7 +26,6 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
-import pyarrow.parquet as pq
 
 from modelrail.domain.dataset import checks, stream, table, typed
 from modelrail.domain.dataset.contract import Column, DatasetContract
@@ -114,7 +113,7 @@ def read(source: BinaryIO, fmt: str, batch_bytes: int, where: str) -> Iterator[A
     ``RecordBatch``; about ``batch_bytes`` each, one in memory at a time."""
     if fmt == "parquet":
         try:
-            file = pq.ParquetFile(source)
+            file = table.parquet_file(source)
         except (pa.ArrowInvalid, OSError) as exc:
             raise Refused(f"{where} is not a readable Parquet file: {exc}") from None
         metadata = file.metadata

@@ -220,7 +220,7 @@ def iter_parts(
     """The ``columns`` of every part, in order, a row group at a time."""
     for part in parts:
         with store.open(part.key) as stream:
-            yield from pq.ParquetFile(stream.file).iter_batches(columns=columns)
+            yield from table.parquet_file(stream.file).iter_batches(columns=columns)
 
 
 def read_part(store: BlobStore, part: Part, uri: str) -> pa.Table:

@@ -45,7 +45,6 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from modelrail.domain.dataset import checks, duplicates, evolution, profile, snapshot, table, typed
 from modelrail.domain.dataset.checks import Problem, ValidationReport
@@ -931,7 +930,7 @@ def _parquet_batches(
     reader: BinaryIO, contract: DatasetContract, limits: Limits
 ) -> Iterator[tuple[pa.RecordBatch, tuple[str, ...] | None]]:
     try:
-        file = pq.ParquetFile(reader)
+        file = table.parquet_file(reader)
     except (pa.ArrowInvalid, OSError) as exc:
         raise Refused(
             Problem("malformed_parquet", f"the file is not a readable Parquet file: {_reason(exc)}")
