@@ -3,8 +3,9 @@
     .venv/bin/python benchmarks/batch.py [--rows 200000] [--threads N] [--repeat 3]
                                          [--json build/bench-batch.json]
 
-    # the 10M-row run (about 7 minutes of synthetic data the first time, on 2 cores):
-    .venv/bin/python benchmarks/batch.py --rows 10000000 --repeat 1
+    # 2.5M rows, and 10M for the memory (about 9 minutes of synthetic data the first
+    # time, on 2 cores):
+    .venv/bin/python benchmarks/batch.py --rows 2500000
 
 What it measures, on a Parquet file of ``--rows`` synthetic penguins (``modelrail
 synth``, the target column dropped; written once per size under ``build/bench-batch/``)
