@@ -294,6 +294,41 @@ _model_option = click.option(
 )
 
 
+def _window_options(command: Any) -> Any:
+    """--hours, or --since and --until: a window of time, as ``_window`` reads it."""
+    for option in reversed(
+        (
+            click.option(
+                "--hours",
+                type=click.FloatRange(min=0, min_open=True),
+                default=24.0,
+                show_default=True,
+                help="The window: this many hours up to now.",
+            ),
+            click.option(
+                "--since", type=click.DateTime(_MOMENTS), help="The window's start instead (UTC)."
+            ),
+            click.option(
+                "--until",
+                type=click.DateTime(_MOMENTS),
+                help="The window's end (UTC; default now).",
+            ),
+        )
+    ):
+        command = option(command)
+    return command
+
+
+def _window(
+    hours: float, since: datetime | None, until: datetime | None
+) -> tuple[datetime, datetime]:
+    """The window's start and end in UTC: --until (default now) and --since, else the
+    --hours before the end."""
+    end = until.replace(tzinfo=UTC) if until is not None else datetime.now(UTC)
+    start = since.replace(tzinfo=UTC) if since is not None else end - timedelta(hours=hours)
+    return start, end
+
+
 @main.command()
 @click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--name", help="Object name under uploads/MODEL/ (default: the file's name).")
@@ -606,15 +641,7 @@ def rollback(
 
 
 @main.command()
-@click.option(
-    "--hours",
-    type=click.FloatRange(min=0, min_open=True),
-    default=24.0,
-    show_default=True,
-    help="The window: this many hours up to now.",
-)
-@click.option("--since", type=click.DateTime(_MOMENTS), help="The window's start instead (UTC).")
-@click.option("--until", type=click.DateTime(_MOMENTS), help="The window's end (UTC; default now).")
+@_window_options
 @click.option("--version", "version", type=click.IntRange(min=1), help="Default: staging's.")
 @click.option(
     "--every-model",
@@ -646,8 +673,7 @@ def monitor(
             "--every-model monitors each model's staging version: no --model or --version"
         )
     cli = Cli(quiet=as_json, model=model, every_model=every_model)
-    end = until.replace(tzinfo=UTC) if until is not None else datetime.now(UTC)
-    start = since.replace(tzinfo=UTC) if since is not None else end - timedelta(hours=hours)
+    start, end = _window(hours, since, until)
     if every_model:
         names = cli.installation.models.names()
         reports = monitor_every(cli.installation, names, since=start, until=end)
@@ -1262,15 +1288,7 @@ def shadow() -> None:
 
 
 @shadow.command("report")
-@click.option(
-    "--hours",
-    type=click.FloatRange(min=0, min_open=True),
-    default=24.0,
-    show_default=True,
-    help="The window: this many hours up to now.",
-)
-@click.option("--since", type=click.DateTime(_MOMENTS), help="The window's start instead (UTC).")
-@click.option("--until", type=click.DateTime(_MOMENTS), help="The window's end (UTC; default now).")
+@_window_options
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @_model_option
 def shadow_report(
@@ -1282,8 +1300,7 @@ def shadow_report(
     from modelrail.service.shadow import report
 
     cli = Cli(quiet=True, model=model)
-    end = until.replace(tzinfo=UTC) if until is not None else datetime.now(UTC)
-    start = since.replace(tzinfo=UTC) if since is not None else end - timedelta(hours=hours)
+    start, end = _window(hours, since, until)
     name = cli.container.model
     comparisons = report(cli.container.artifacts, name, since=start, until=end)
     if as_json:
