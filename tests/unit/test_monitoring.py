@@ -356,8 +356,9 @@ def test_the_retrain_on_drift_takes_the_drift_live_traffic_showed_as_confirmed(
 def test_a_drift_retrain_whose_report_found_another_drift_is_refused(
     harness: Harness, penguins_csv: bytes, tmp_path: Path
 ) -> None:
-    """The report is read, not believed from the event: one naming no report, or one
-    that found a different feature drifted, does not excuse the upload's drift."""
+    """The report is read, not believed from the event: one naming no report, a missing
+    one, one that found a different feature drifted, or one the monitor's own retrain
+    did not name, does not excuse the upload's drift."""
     container = installed(harness.container, _drifting_definition(tmp_path))
     harness.upload(penguins_csv)
     harness.run()
@@ -377,10 +378,16 @@ def test_a_drift_retrain_whose_report_found_another_drift_is_refused(
         policy="drift",
         monitoring_report=elsewhere.replace("2026", "2025"),
     )
+    # A report that did find this drift, named by a request the monitor never started.
+    flipper = elsewhere.replace("T000000", "T010000")
+    container.artifacts.write(
+        flipper, orjson.dumps({"model": "penguins", "drifted": ["flipper_length_mm"]})
+    )
+    harness.retrain("replayed", data_uri=uri, policy="drift", monitoring_report=flipper)
     harness.run()
 
     runs = [r for r in harness.runs() if r.trigger.get("kind") == "drift"]
-    assert len(runs) == 3
+    assert len(runs) == 4
     for run in runs:
         assert run.outcome == "failed", run.trigger
         assert "drifted from v1's training data" in str(run.failure)

@@ -17,7 +17,7 @@ POLICY = CanaryPolicy(steps=(10.0, 100.0), max_error_rate_increase=0.01, max_p99
         (Window(100, 5, 10.0), Window(100, 5, 10.0), None),  # as bad as the old one
         (Window(100, 0, 10.0), Window(100, 0, 40.0), None),  # within 1.5 x + 25 ms
         (Window(100, 0, 10.0), Window(100, 0, 40.1), "p99 latency 40.1 ms"),
-        (Window(100, 0, 10.0), Window(0, 0, None), None),  # nothing answered yet
+        (Window(100, 0, 10.0), Window(0, 0, None), "answered no request"),  # no evidence
     ],
 )
 def test_a_step_breaches_on_error_rate_or_p99_against_the_old_revision(

@@ -77,9 +77,13 @@ class Window:
 
 def breach(old: Window, new: Window, policy: CanaryPolicy) -> str | None:
     """Why ``new`` breaches the policy against ``old``, with the numbers; None if not.
-    A new revision that answered nothing yet breaches nothing."""
+    A step is judged when its hold ends: a new revision that answered nothing by then
+    gave nothing to judge it on, and no step goes on without evidence."""
     if new.requests == 0:
-        return None
+        return (
+            "the new revision answered no request in the step: nothing to judge it on "
+            "(hold steps longer, give them more traffic, or set steps = [100])"
+        )
     increase = new.error_rate - old.error_rate
     if increase > policy.max_error_rate_increase:
         return (

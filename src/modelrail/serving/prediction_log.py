@@ -156,7 +156,12 @@ class BatchWriter:
             self.failed += len(batch)
             log.warning(
                 f"{self.thread_name}: {len(batch)} record(s) not written to {key}: {exc}",
-                extra={"fields": {"event": f"{self.thread_name}_failed", "records": len(batch)}},
+                extra={
+                    "fields": {
+                        "event": f"{self.thread_name.replace('-', '_')}_failed",
+                        "records": len(batch),
+                    }
+                },
             )
         else:
             self.logged += len(batch)

@@ -20,6 +20,7 @@ imports what it needs (urllib3, google-auth) in its thread.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import queue
@@ -109,7 +110,9 @@ class ShadowMirror:
             thread, self._thread = self._thread, None
             if thread is None or self._pid != os.getpid():
                 return
-        self._queue.put(None)
+        # Within the timeout too: a sender that died leaves the queue full for good.
+        with contextlib.suppress(queue.Full):
+            self._queue.put(None, timeout=timeout)
         thread.join(timeout)
         self.writer.close(timeout)
 

@@ -37,6 +37,7 @@ from modelrail.kernel.errors import (
 )
 from modelrail.kernel.events import DatasetValidated, DataUploaded, RetrainRequested, Trigger
 from modelrail.kernel.ports import BlobStore, Storage
+from modelrail.service import policy_state
 from modelrail.service.handoff import JobHandoff
 from modelrail.service.stages import HANDED_OFF, Outcome
 
@@ -229,19 +230,26 @@ def _seen_live(runs: RunLog, config: PipelineConfig, trigger: Trigger) -> dict[s
     found drifted in what the served version is asked. An upload drifted in those
     features alone shows the change the retrain is for, so its drift is reported, not
     refused; the gate still judges the candidate, on its own hold-out. Read from the
-    artifact bucket, where only the monitor writes reports: the event names the
-    report, it cannot vouch for it."""
+    artifact bucket, where only the monitor writes reports and its policy's state: the
+    event names the report, it cannot vouch for it, so the request must be the one the
+    monitor's state says it started."""
     if not isinstance(trigger, RetrainRequested) or trigger.policy != "drift":
         return None
-    if trigger.monitoring_report is None:
+    key, model = trigger.monitoring_report, config.model_name
+    if key is None or not key.startswith(f"monitoring/{model}/"):
+        return None
+    # The retrain the monitor itself started last (its compare-and-set state, which
+    # only the monitor writes): an old report named again by another request is not.
+    started = policy_state.read(runs.store, model, "retrain-on-drift").value
+    if started is None or started.get("request_id") != trigger.request_id:
         return None
     try:
-        report = orjson.loads(runs.store.read(trigger.monitoring_report).data)
-    except NotFound:
+        report = orjson.loads(runs.store.read(key).data)
+    except (NotFound, orjson.JSONDecodeError):
         return None
-    if report.get("model") != config.model_name or not report.get("drifted"):
+    if not isinstance(report, dict) or report.get("model") != model or not report.get("drifted"):
         return None
-    return {"monitoring_report": trigger.monitoring_report, "drifted": list(report["drifted"])}
+    return {"monitoring_report": key, "drifted": list(report["drifted"])}
 
 
 def _violation(
