@@ -144,6 +144,25 @@ def test_an_output_that_exists_is_refused_and_left_alone(user: OwnUser) -> None:
     assert (user.workdir / "scored" / "_manifest.json").read_bytes() == before
 
 
+def test_an_output_a_run_left_unfinished_is_refused(user: OwnUser) -> None:
+    """A task record left by a run that did not finish would be mixed into the next
+    run's manifest: the folder is refused, and left as it was."""
+    _broken_file(user.workdir / "penguins.csv.gz")
+    left = user.workdir / "scored" / "_tasks" / "task-00000.json"
+    left.parent.mkdir(parents=True)
+    left.write_text("{}")
+
+    result = user.run("predict", "--input", "penguins.csv.gz", "--output", "scored", check=False)
+
+    assert result.returncode != 0
+    assert "already holds 1 object(s)" in result.stderr
+    assert "_tasks/task-00000.json" in result.stderr
+    scored = user.workdir / "scored"
+    kept = [p.relative_to(scored) for p in scored.rglob("*") if p.is_file()]
+    # The store's own lock aside (its hidden folder), nothing was written.
+    assert [str(p) for p in kept if not str(p).startswith(".")] == ["_tasks/task-00000.json"]
+
+
 def test_a_file_without_a_feature_is_refused_with_its_name(user: OwnUser) -> None:
     (user.workdir / "few.csv").write_text("island,sex\nDream,male\n")
 

@@ -172,6 +172,14 @@ def predict(
         pass
     else:
         raise Refused(f"{output.uri()} already holds a batch prediction ({MANIFEST})")
+    # What a run that did not finish left (pieces, task records) would be mixed into
+    # this one's: a single task scores into an empty place. Parallel tasks share theirs.
+    if task.count == 1 and (left := output.store.list(output.prefix)):
+        raise Refused(
+            f"{output.uri()} already holds {len(left)} object(s), such as "
+            f"{output.uri(left[0].key.removeprefix(output.prefix))} (left by a run that "
+            "did not finish?): score into an empty place, or remove them"
+        )
     try:
         loaded = registry.load(model, version)
     except NotFound:
