@@ -47,7 +47,7 @@ import orjson
 
 from modelrail.kernel.errors import DeploymentFailed
 from modelrail.kernel.ports import Candidate, Deployment
-from modelrail.kernel.processes import port_in_use, running
+from modelrail.kernel.processes import port_bindable, port_in_use, running
 from modelrail.kernel.unix_http import unix_pool, unix_probe
 from modelrail.settings.process import Settings
 from modelrail.settings.service import ServiceSettings, pin_env
@@ -94,7 +94,9 @@ class StagingPorts:
             if model not in ports:
                 taken = set(ports.values()) | self._others()
                 port = self.first
-                while port in taken or port_in_use(port):
+                # Bindable, not merely unanswered: a client's connection may hold a
+                # port nothing listens on, and the server's bind would then fail.
+                while port in taken or not port_bindable(port):
                     port += 1
                 ports[model] = port
                 temporary = self.path.with_suffix(".tmp")
