@@ -84,6 +84,24 @@ def _every_answer_names_what_served(
     assert all(version == 2 and status == 500 for _, status, version in errors)
 
 
+def _promote(container: Container, reason: str) -> tuple[float, float, str]:
+    """Staging's version proposed by one person and approved by another: when the
+    rollout started and ended, and its outcome."""
+    proposal = propose(container, version=None, reason=reason, proposed_by="ana")
+    started = time.monotonic()
+    outcome = approve(container, proposal.id, reason="ok", approved_by="bo")
+    return started, time.monotonic(), outcome.status
+
+
+def _upload(container: Container, data_bucket: str, data: bytes) -> None:
+    """``data`` uploaded as the model's first file, and its run delivered."""
+    store = container.storage.bucket(data_bucket)
+    key = f"{upload_prefix(container.model)}penguins.csv"
+    assert container.upload_notifier is not None
+    container.upload_notifier(store.bucket, key, store.write(key, data))
+    container.bus.drain()
+
+
 def _retrain(container: Container, request_id: str) -> None:
     request = RetrainRequested(request_id=request_id)
     container.bus.publish("retrain-requested", orjson.dumps(request.to_body()), {})
@@ -118,26 +136,16 @@ def test_a_breaching_canary_rolls_back_and_a_healthy_one_reaches_100(
     container.__dict__["config"] = dataclasses.replace(container.config, canary=policy)
     model, promotions = container.model, Promotions(container.artifacts)
 
-    def promote(reason: str) -> tuple[float, float, str]:
-        proposal = propose(container, version=None, reason=reason, proposed_by="ana")
-        started = time.monotonic()
-        outcome = approve(container, proposal.id, reason="ok", approved_by="bo")
-        return started, time.monotonic(), outcome.status
-
     traffic = None
     try:
-        store = container.storage.bucket(settings.data_bucket)
-        key = f"{upload_prefix(model)}penguins.csv"
-        assert container.upload_notifier is not None
-        container.upload_notifier(store.bucket, key, store.write(key, penguins_csv))
-        container.bus.drain()
-        assert promote("v1")[2] == "succeeded"
+        _upload(container, settings.data_bucket, penguins_csv)
+        assert _promote(container, "v1")[2] == "succeeded"
         traffic = Traffic(container.production_deployer.current().url)  # type: ignore[union-attr]
         traffic.thread.start()
 
         _retrain(container, "second")
         assert container.registry.aliases(model)["staging"] == 2
-        v2_start, v2_end, v2_status = promote("v2")
+        v2_start, v2_end, v2_status = _promote(container, "v2")
 
         assert v2_status == "failed"
         [*_, v2] = promotions.history(model)
@@ -149,7 +157,7 @@ def test_a_breaching_canary_rolls_back_and_a_healthy_one_reaches_100(
         assert container.registry.aliases(model)["production"] == 1
 
         _retrain(container, "third")
-        v3_start, v3_end, v3_status = promote("v3")
+        v3_start, v3_end, v3_status = _promote(container, "v3")
         assert wait_until(lambda: len(traffic.between(v3_end, float("inf"))) >= 5, 60.0)
         traffic.stop.set()
         traffic.thread.join(timeout=30)

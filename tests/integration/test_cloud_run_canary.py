@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,7 +21,6 @@ from modelrail.adapters.google.cloudrun import CANARY_TAG, CloudRunDeployer
 from modelrail.adapters.google.monitoring import CloudMonitoringMetrics
 from modelrail.adapters.local.staging import PRODUCTION, LocalStagingDeployer
 from modelrail.composition.bootstrap import bootstrap
-from modelrail.domain.models import upload_prefix
 from modelrail.domain.promotion import Promotions
 from modelrail.domain.rollout import CanaryPolicy
 from modelrail.kernel.ports import Deployment
@@ -30,10 +28,15 @@ from modelrail.kernel.processes import wait_until
 from modelrail.localcloud.control_plane import ControlPlane
 from modelrail.localcloud.emulators import free_port
 from modelrail.service.container import Container
-from modelrail.service.promotion import approve, propose
 from modelrail.settings.process import Settings
 from tests.conftest import installed, settings_env
-from tests.e2e.test_canary import Traffic, _every_answer_names_what_served, _retrain
+from tests.e2e.test_canary import (
+    Traffic,
+    _every_answer_names_what_served,
+    _promote,
+    _retrain,
+    _upload,
+)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("e2e-canary")]
 
@@ -135,20 +138,10 @@ def test_a_breaching_canary_on_cloud_run_rolls_back_and_a_healthy_one_reaches_10
 ) -> None:  # fmt: skip
     promotions = Promotions(container.artifacts)
 
-    def promote(reason: str) -> tuple[float, float, str]:
-        proposal = propose(container, version=None, reason=reason, proposed_by="ana")
-        started = time.monotonic()
-        outcome = approve(container, proposal.id, reason="ok", approved_by="bo")
-        return started, time.monotonic(), outcome.status
-
     traffic = None
     try:
-        store = container.storage.bucket(settings.data_bucket)
-        key = f"{upload_prefix(MODEL)}penguins.csv"
-        assert container.upload_notifier is not None
-        container.upload_notifier(store.bucket, key, store.write(key, penguins_csv))
-        container.bus.drain()
-        assert promote("v1")[2] == "succeeded"
+        _upload(container, settings.data_bucket, penguins_csv)
+        assert _promote(container, "v1")[2] == "succeeded"
         current = container.production_deployer.current()
         assert current is not None
         assert current.version == 1
@@ -156,17 +149,17 @@ def test_a_breaching_canary_on_cloud_run_rolls_back_and_a_healthy_one_reaches_10
         traffic.thread.start()
 
         _retrain(container, "second")
-        v2_start, _, v2_status = promote("v2")
+        v2_start, _, v2_status = _promote(container, "v2")
 
         assert v2_status == "failed"
         _rolled_back(container, endpoint[0], current)
         # Again: the service's template is v2's already, and a new revision is made.
-        _, v2_end, v2_status = promote("v2 again")
+        _, v2_end, v2_status = _promote(container, "v2 again")
         assert v2_status == "failed"
         _rolled_back(container, endpoint[0], current)
 
         _retrain(container, "third")
-        v3_start, v3_end, v3_status = promote("v3")
+        v3_start, v3_end, v3_status = _promote(container, "v3")
         assert wait_until(lambda: len(traffic.between(v3_end, float("inf"))) >= 5, 60.0)
         traffic.stop.set()
         traffic.thread.join(timeout=30)
