@@ -537,7 +537,9 @@ def test_the_sweep_runs_on_a_schedule_as_the_training_image_with_its_settings(
 
     # The training image, its ENTRYPOINT replaced by the command line's sweep.
     assert container["image"] == train_container["image"]
-    assert [*container["command"], *container["args"]] == ["python", "-m", "modelrail", "sweep"]
+    assert [*container["command"], *container["args"]] == [
+        "python", "-m", "modelrail", "sweep", "--timeout-seconds", "600",
+    ]  # fmt: skip
     assert train_container.get("command") is None
     # What the sweep reads from its environment is the training job's. The signing key
     # is looked up (the bootstrap's), so its version's name is known at plan time.

@@ -48,8 +48,12 @@ def terraform() -> Terraform:
 
 
 def sweep_command(terraform: Terraform) -> list[str]:
+    """The job's command line, its timeout the variable's default (600 s)."""
     call = terraform.module("envs/dev").module_calls["sweep_job"]
-    return [unquote(part) for part in [*call["command"], *call["args"]]]
+    return [
+        unquote(part).replace("${tostring(var.sweep.timeout_seconds)}", "600")
+        for part in [*call["command"], *call["args"]]
+    ]
 
 
 TARGETS = (
@@ -117,7 +121,9 @@ def test_the_sweep_job_runs_the_sweep_from_the_training_image(terraform: Terrafo
     assert squash(sweep["service_account_email"]) == (
         '${data.google_service_account.stage["sweep"].email}'
     )
-    assert sweep_command(terraform) == ["python", "-m", "modelrail", "sweep"]
+    assert sweep_command(terraform) == [
+        "python", "-m", "modelrail", "sweep", "--timeout-seconds", "600",
+    ]  # fmt: skip
     # The run_job module passes the command on to the container.
     job = next(r for r in terraform.module("modules/run_job").resources)
     container = job.body["template"][0]["template"][0]["containers"][0]

@@ -182,3 +182,39 @@ def test_a_breaching_canary_on_cloud_run_rolls_back_and_a_healthy_one_reaches_10
         if traffic is not None:
             traffic.stop.set()
         container.deployer.stop()
+
+
+@pytest.mark.fault
+def test_a_canary_left_at_half_the_traffic_is_undone_by_the_next_rollout(
+    endpoint: tuple[ControlPlane, str], container: Container, settings: Settings,
+    penguins_csv: bytes,
+) -> None:  # fmt: skip
+    """A sweep that died with v2 at 50 % left the split (Cloud Run keeps it): the next
+    pass (a new deployer) gives the old revision all the traffic back, then starts its
+    own canary, which splits and is discarded as any."""
+    plane, url = endpoint
+    name = plane.resource_name("services", SERVICE)
+    try:
+        _upload(container, settings.data_bucket, penguins_csv)
+        assert _promote(container, "v1")[2] == "succeeded"
+        _retrain(container, "second")
+        kept = container.production_deployer.current()
+        assert kept is not None
+        left = container.production_deployer.start(MODEL, 2)
+        container.production_deployer.split(left, 50)  # ... and the pass dies here
+        assert sorted(t["percent"] for t in plane.get_service(name)["traffic"]) == [50, 50]
+
+        again = CloudRunDeployer(
+            PROJECT, REGION, SERVICE, url, metrics=CloudMonitoringMetrics(PROJECT, url)
+        )
+        candidate = again.start(MODEL, 2)
+
+        assert candidate.revision != left.revision
+        again.split(candidate, 10)
+        shares = {t["revision"]: t["percent"] for t in plane.get_service(name)["traffic"]}
+        assert shares == {candidate.revision: 10, kept.revision: 90}
+        again.discard(candidate)
+        [back] = plane.get_service(name)["traffic"]
+        assert (back["revision"], back["percent"]) == (kept.revision, 100)
+    finally:
+        container.deployer.stop()

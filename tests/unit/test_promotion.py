@@ -11,15 +11,19 @@ import pytest
 
 from modelrail.composition.bootstrap import bootstrap
 from modelrail.domain.promotion import PRODUCTION, Approval, Promotions
+from modelrail.domain.rollout import CanaryPolicy
 from modelrail.kernel.errors import Refused
 from modelrail.service.container import Container
 from modelrail.service.promotion import (
     AUTOMATIC,
     approve,
+    carry_out,
     carry_out_approved,
     follow_staging,
+    longest_rollout_s,
     propose,
 )
+from modelrail.service.rollout import ROLLOUT_OVERHEAD_S
 from modelrail.settings.process import Settings
 from tests.conftest import installed
 from tests.fakes import FakeDeployer, InMemoryStorage
@@ -195,10 +199,12 @@ def test_with_approval_none_production_follows_staging(versions: Production) -> 
     assert follow_staging(container) is None  # approval is required by default
     container.__dict__["config"] = dataclasses.replace(container.config, production_approval="none")
 
-    outcome = follow_staging(container)
+    proposal = follow_staging(container)
 
-    assert outcome is not None
-    assert outcome.status == "succeeded"
+    assert proposal is not None
+    assert follow_staging(container) is None  # it waits to be carried out
+    [outcome] = carry_out_approved(container)
+    assert (outcome.proposal, outcome.status) == (proposal.id, "succeeded")
     assert versions.alias() == 2
     history = Promotions(container.artifacts).history(versions.harness.model)
     assert history[-1]["approval"]["approved_by"] == AUTOMATIC
@@ -264,3 +270,67 @@ def test_a_second_rollout_of_production_at_once_is_refused(versions: Production)
 
     assert Promotions(versions.container.artifacts).approval(model, proposal.id) is None
     assert approve(versions.container, proposal.id, reason="ok", approved_by="bo") is not None
+
+
+@pytest.mark.fault
+def test_an_approval_reached_by_both_approve_and_the_sweep_rolls_out_once(
+    versions: Production,
+) -> None:
+    """``modelrail approve`` and the sweep may both reach one approved proposal: the
+    second to take production's lease finds the outcome and rolls nothing out."""
+    proposal = propose(versions.container, version=None, reason="v2", proposed_by="ana")
+    approve(versions.container, proposal.id, reason="ok", approved_by="bo", carry=False)
+    deploys = len(versions.deployer.deployed)
+
+    first = carry_out(versions.container, proposal)
+    second = carry_out(versions.container, proposal)
+
+    assert first.status == "succeeded"
+    assert second == first
+    assert len(versions.deployer.deployed) == deploys + 1
+    assert versions.alias() == 2
+
+
+@pytest.mark.fault
+def test_an_approval_gone_stale_while_it_waited_for_the_lease_is_recorded_as_failed(
+    versions: Production,
+) -> None:
+    """Staleness is judged again under production's lease: a proposal approved, then
+    overtaken by another promotion before its turn came, is not rolled out."""
+    first = propose(versions.container, version=None, reason="v2", proposed_by="ana")
+    approve(versions.container, first.id, reason="ok", approved_by="bo", carry=False)
+    second = propose(versions.container, version=None, reason="v2 again", proposed_by="cy")
+    approve(versions.container, second.id, reason="ok", approved_by="bo")
+    assert versions.alias() == 2
+
+    outcome = carry_out(versions.container, first)
+
+    assert (outcome.status, versions.alias()) == ("failed", 2)
+    assert "stale" in outcome.detail
+    assert Promotions(versions.container.artifacts).outcome(versions.harness.model, first.id)
+
+
+@pytest.mark.fault
+def test_the_sweep_leaves_a_canary_longer_than_its_time_left_to_a_later_pass(
+    versions: Production,
+) -> None:
+    """The sweep's job has a timeout: a canary whose holds do not fit what is left of
+    the pass is not started (the next pass, with its whole time, carries it out); one
+    that could not end within the whole timeout is recorded as failed, saying so."""
+    container = versions.container
+    policy = CanaryPolicy(steps=(10.0, 50.0, 100.0), hold_s=600.0)
+    container.__dict__["config"] = dataclasses.replace(container.config, canary=policy)
+    proposal = propose(container, version=None, reason="v2", proposed_by="ana")
+    approve(container, proposal.id, reason="ok", approved_by="bo", carry=False)
+    needs = longest_rollout_s(policy)
+    assert needs == 2 * 600.0 + ROLLOUT_OVERHEAD_S
+    promotions = Promotions(container.artifacts)
+
+    assert carry_out_approved(container, timeout_s=needs, time_left_s=needs - 1) == []
+    assert promotions.outcome(versions.harness.model, proposal.id) is None
+
+    [outcome] = carry_out_approved(container, timeout_s=needs - 1, time_left_s=needs - 1)
+    assert outcome.status == "failed"
+    assert "var.sweep.timeout_seconds" in outcome.detail
+    assert promotions.outcome(versions.harness.model, proposal.id) == outcome
+    assert versions.alias() == 1

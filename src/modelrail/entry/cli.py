@@ -852,12 +852,20 @@ def predict(
     help="Judge the [retrain] schedules as of this moment (UTC, not after now) instead of "
     "now: fires a time a paused or failed sweep missed, if no later time has fired.",
 )
-def sweep(as_json: bool, at: datetime | None) -> None:
+@click.option(
+    "--timeout-seconds",
+    "timeout_s",
+    type=click.FloatRange(min=1),
+    help="How long this sweep may run (its Cloud Run job's timeout): a production "
+    "canary that could not end in time is not started.",
+)
+def sweep(as_json: bool, at: datetime | None, timeout_s: float | None) -> None:
     """End the runs that can no longer end: a training job that died, a lost message;
     and start the retrains a model's [retrain] schedule names."""
     from modelrail.service.schedules import fire_due
     from modelrail.service.sweep import sweep as sweep_runs
 
+    started = time.monotonic()
     now = datetime.now(UTC)
     moment = now if at is None else at.replace(tzinfo=UTC)
     if moment > now:
@@ -884,7 +892,8 @@ def sweep(as_json: bool, at: datetime | None) -> None:
     for convergence in _reconcile_staging(cli, names):
         if convergence.status not in ("in_step", "nothing_staged"):
             click.echo(_describe_convergence(convergence), err=as_json)
-    _sweep_production(cli, names, as_json)
+    deadline = None if timeout_s is None else (timeout_s, started + timeout_s)
+    _sweep_production(cli, names, as_json, deadline)
     if as_json:
         shown = [record.to_json() for record in failed]
         click.echo(orjson.dumps(shown, option=orjson.OPT_INDENT_2))
@@ -1321,15 +1330,30 @@ def shadow_report(
         click.echo(f"{name} {comparison.describe()}")
 
 
-def _sweep_production(cli: Cli, models: list[str], as_json: bool) -> None:
+def _sweep_production(
+    cli: Cli, models: list[str], as_json: bool, deadline: tuple[float, float] | None
+) -> None:
     """The sweep's production pass: what ``[production] approval = "none"`` promotes, and
-    every approved proposal not carried out yet (``service.promotion``)."""
+    every approved proposal not carried out yet (``service.promotion``), within the
+    sweep's ``deadline`` (its timeout, and when it ends on the monotonic clock)."""
     from modelrail.service.promotion import carry_out_approved, follow_staging
 
     for model in models:
         container = cli.installation.for_model(model)
         followed = follow_staging(container)
-        for outcome in [*([followed] if followed else []), *carry_out_approved(container)]:
+        if followed is not None:
+            click.echo(
+                f"{model}: staging's v{followed.version} proposed and approved for production "
+                f"as {followed.id} ([production] approval = none)",
+                err=as_json,
+            )
+        budget = (
+            {}
+            if deadline is None
+            else {"timeout_s": deadline[0], "time_left_s": deadline[1] - time.monotonic()}
+        )
+        carried = carry_out_approved(container, **budget)
+        for outcome in carried:
             click.echo(
                 f"{model}: production promotion {outcome.proposal} {outcome.status}: "
                 f"v{outcome.from_version} → v{outcome.to_version} {outcome.detail}".rstrip(),

@@ -20,19 +20,24 @@ and another approves it (``domain.promotion`` holds the records).
   out, or recorded as failed when it went stale meanwhile; locally it also finishes an
   approval whose ``modelrail approve`` died before its outcome.
 - ``follow_staging``: with ``[production] approval = "none"``, modelrail itself
-  proposes and approves what staging serves (the sweep calls it).
+  proposes and approves what staging serves (the sweep calls it, then carries it out
+  as any approval).
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+from typing import Any
 
+from modelrail.domain.leases import Lease
 from modelrail.domain.promotion import PRODUCTION, Approval, Outcome, Promotions, Proposal
 from modelrail.domain.registry import Alias, Registry
+from modelrail.domain.rollout import CanaryPolicy
 from modelrail.kernel.errors import (
     DeploymentFailed,
     IntegrityError,
+    ModelrailError,
     PreconditionFailed,
     Refused,
 )
@@ -46,7 +51,7 @@ from modelrail.service.reconcile import (
     STAGING,
     converge,
 )
-from modelrail.service.rollout import roll_out_production
+from modelrail.service.rollout import ROLLOUT_OVERHEAD_S, roll_out_production
 
 # Who proposes and approves with ``[production] approval = "none"``.
 AUTOMATIC = "modelrail (approval = none)"
@@ -154,42 +159,62 @@ def _decide(
         ) from None
     if not carry:
         return None
-    outcome = carry_out(container, proposal)
-    promotions.record(proposal.model, outcome)
-    return outcome
+    return carry_out(container, proposal)
 
 
-def carry_out_approved(container: Container) -> list[Outcome]:
+def carry_out_approved(
+    container: Container, *, timeout_s: float | None = None, time_left_s: float | None = None
+) -> list[Outcome]:
     """Carry out every approved proposal of the model that has no outcome, oldest first,
-    unless a rollout holds production's lease (it is under way); one gone stale since
+    unless a rollout holds production's lease (it is under way). One gone stale since
     its approval, or approved by its proposer where pipeline.toml does not allow it (an
-    approver who may propose too), is recorded as failed, not rolled out."""
+    approver who may propose too), is recorded as failed, not rolled out.
+
+    ``timeout_s``, ``time_left_s``: the caller's (the sweep job's) timeout, and how long
+    it may still run. A rollout that could not end within the whole timeout
+    (``longest_rollout_s``) is recorded as failed, saying so; one that fits a fresh pass
+    but not what is left of this one waits for the next pass."""
     model, promotions = container.model, Promotions(container.artifacts)
     held = container.leases.state(model, PRODUCTION)
     if held is not None and held.live:
         return []
+    needs = longest_rollout_s(container.config.canary)
     outcomes = []
     for entry in promotions.history(model):
         if entry["status"] != "approved":
             continue
         proposal = Proposal.from_json(entry["proposal"])
-        try:
-            _refuse_self_approval(container, proposal, entry["approval"]["approved_by"])
-            _refuse_stale(container.registry, proposal)
-        except Refused as stale:
+        if timeout_s is not None and needs > timeout_s:
             outcome = Outcome(
                 proposal.id, "failed", proposal.production_version, proposal.version,
-                utcnow(), detail=str(stale),
+                utcnow(), detail=f"its rollout may take {needs:.0f} s ([production.canary] "
+                f"holds and the revision's start) and the sweep job stops after "
+                f"{timeout_s:.0f} s: shorten the holds or raise var.sweep.timeout_seconds, "
+                "then propose again",
             )  # fmt: skip
-        else:
-            outcome = carry_out(container, proposal)
-        promotions.record(model, outcome)
-        outcomes.append(outcome)
+            with contextlib.suppress(PreconditionFailed):  # recorded meanwhile
+                promotions.record(model, outcome)
+                outcomes.append(outcome)
+            continue
+        if time_left_s is not None and needs > time_left_s:
+            log.info(f"{model}: promotion {proposal.id} may take {needs:.0f} s, the pass has "
+                     f"{time_left_s:.0f} s left: the next pass carries it out")  # fmt: skip
+            continue
+        outcomes.append(carry_out(container, proposal))
     return outcomes
 
 
+def longest_rollout_s(policy: CanaryPolicy) -> float:
+    """How long a production rollout may take at most: every held step, and the
+    revision's start, smoke test and traffic moves."""
+    return policy.hold_s * (len(policy.steps) - 1) + ROLLOUT_OVERHEAD_S
+
+
 def _refuse_self_approval(container: Container, proposal: Proposal, approved_by: str) -> None:
-    if approved_by == proposal.proposed_by and not container.config.production_self_approval:
+    config = container.config
+    if approved_by == AUTOMATIC and config.production_approval == "none":
+        return  # modelrail proposes and approves: what approval = "none" asks for
+    if approved_by == proposal.proposed_by and not config.production_self_approval:
         raise Refused(
             f"{approved_by} proposed {proposal.id}: someone else approves it "
             "(pipeline.toml's [production] self_approval = true allows it)"
@@ -216,12 +241,12 @@ def _refuse_stale(registry: Registry, proposal: Proposal) -> None:
 
 
 def carry_out(container: Container, proposal: Proposal) -> Outcome:
-    """Roll the approved ``proposal`` out to production under its rollout lease; the
-    outcome (``failed`` with why when the rollout or the alias move failed)."""
-    model, registry = proposal.model, container.registry
-    deployer = container.production_deployer
-    promotions = Promotions(container.artifacts)
-    moved = (proposal.production_version, proposal.version)
+    """Roll the approved ``proposal`` out to production and record its outcome, both
+    under production's rollout lease; the outcome (``failed`` with why when it went
+    stale, was approved by its proposer where pipeline.toml does not allow it, or the
+    rollout or the alias move failed). One carried out already (``modelrail approve``
+    and the sweep may both reach it) is not rolled out again: its outcome is returned."""
+    model, promotions = proposal.model, Promotions(container.artifacts)
     with container.leases.hold(
         model,
         PRODUCTION,
@@ -230,53 +255,91 @@ def carry_out(container: Container, proposal: Proposal) -> Outcome:
         wait_s=LEASE_WAIT_S,
         heartbeat_s=LEASE_HEARTBEAT_S,
     ) as lease:
+        done = promotions.outcome(model, proposal.id)
+        if done is not None:
+            return done
+        outcome = _roll_out(container, proposal, lease)
         try:
-            deployment, steps = roll_out_production(
-                model,
-                proposal.version,
-                registry=registry,
-                deployer=deployer,
-                policy=container.config.canary,
-                on_step=lambda steps: promotions.progress(model, proposal.id, steps),
-            )
-            lease.check()
-            registry.move_alias(
-                model, PRODUCTION, proposal.version, if_generation=proposal.production_generation
-            )
-        except (DeploymentFailed, IntegrityError) as exc:
-            return Outcome(
-                proposal.id, "failed", *moved, utcnow(), detail=str(exc),
-                steps=exc.details.get("steps", []),
-            )  # fmt: skip
-        except PreconditionFailed:
-            # Production's alias moved while this rolled out: serve what it names.
-            with contextlib.suppress(DeploymentFailed, IntegrityError):
-                converge(model, registry=registry, deployer=deployer, alias_name=PRODUCTION)
-            return Outcome(
-                proposal.id, "failed", *moved, utcnow(),
-                detail="production's alias moved while the rollout ran; it serves what "
-                "the alias names", steps=steps,
-            )  # fmt: skip
+            promotions.record(model, outcome)
+        except PreconditionFailed:  # recorded by a holder whose lease lapsed meanwhile
+            return promotions.outcome(model, proposal.id) or outcome
+    return outcome
+
+
+def _roll_out(container: Container, proposal: Proposal, lease: Lease) -> Outcome:
+    model, registry = proposal.model, container.registry
+    deployer = container.production_deployer
+    moved = (proposal.production_version, proposal.version)
+    approval = Promotions(container.artifacts).approval(model, proposal.id)
+    try:
+        if approval is None:
+            raise Refused(f"proposal {proposal.id} has no approval")
+        _refuse_self_approval(container, proposal, approval.approved_by)
+        _refuse_stale(registry, proposal)
+    except Refused as refused:
+        return Outcome(proposal.id, "failed", *moved, utcnow(), detail=str(refused))
+    try:
+        deployment, steps = roll_out_production(
+            model,
+            proposal.version,
+            registry=registry,
+            deployer=deployer,
+            policy=container.config.canary,
+            on_step=lambda steps: _progress(container, proposal, steps),
+            before_promote=lease.check,
+        )
+        lease.check()
+        registry.move_alias(
+            model, PRODUCTION, proposal.version, if_generation=proposal.production_generation
+        )
+    except (DeploymentFailed, IntegrityError) as exc:
+        return Outcome(
+            proposal.id, "failed", *moved, utcnow(), detail=str(exc),
+            steps=exc.details.get("steps", []),
+        )  # fmt: skip
+    except PreconditionFailed:
+        # Production's alias moved while this rolled out: serve what it names.
+        with contextlib.suppress(DeploymentFailed, IntegrityError):
+            converge(model, registry=registry, deployer=deployer, alias_name=PRODUCTION)
+        return Outcome(
+            proposal.id, "failed", *moved, utcnow(),
+            detail="production's alias moved while the rollout ran; it serves what "
+            "the alias names", steps=steps,
+        )  # fmt: skip
     return Outcome(
         proposal.id, "succeeded", *moved, utcnow(),
         revision=deployment.revision, url=deployment.url, steps=steps,
     )  # fmt: skip
 
 
-def follow_staging(container: Container) -> Outcome | None:
-    """With ``[production] approval = "none"``: promote what staging's alias names when
-    production serves another version (modelrail proposes and approves it); None when
-    there is nothing to do."""
+def _progress(container: Container, proposal: Proposal, steps: list[dict[str, Any]]) -> None:
+    """The steps so far, for ``modelrail rollout status``: a write that fails is logged,
+    not a reason to end the rollout (its outcome records every step)."""
+    try:
+        Promotions(container.artifacts).progress(proposal.model, proposal.id, steps)
+    except ModelrailError as exc:
+        log.warning(f"{proposal.model}: the steps of promotion {proposal.id} not written: {exc}")
+
+
+def follow_staging(container: Container) -> Proposal | None:
+    """With ``[production] approval = "none"``: propose and approve (as modelrail) what
+    staging's alias names when production serves another version; the proposal, which
+    ``carry_out_approved`` then carries out within the sweep's time; None when there is
+    nothing to do."""
     if container.config.production_approval != "none":
         return None
     registry, model = container.registry, container.model
     staging, production = registry.alias(model, STAGING), registry.alias(model, PRODUCTION)
     if staging is None or (production is not None and production.version == staging.version):
         return None
+    if any(entry["status"] == "approved" for entry in
+           Promotions(container.artifacts).history(model)):  # fmt: skip
+        return None  # one is waiting to be carried out: its outcome comes first
     why = "[production] approval = none"
     try:
         proposal = propose(container, version=None, reason=why, proposed_by=AUTOMATIC)
     except Refused as refused:  # [production] min_shadow_agreement not met yet
         log.info(f"{model}: staging's v{staging.version} not promoted: {refused}")
         return None
-    return _decide(container, proposal, Approval(proposal.id, AUTOMATIC, why, utcnow()))
+    _decide(container, proposal, Approval(proposal.id, AUTOMATIC, why, utcnow()), carry=False)
+    return proposal

@@ -40,6 +40,9 @@ from modelrail.service.smoke import smoke_test
 
 # How often a held step reads the counts.
 _POLL_S = 0.2
+# What a rollout takes beside its holds, at most: the candidate revision started and
+# smoke-tested (Cloud Run's rollout deadline is 240 s), each traffic move.
+ROLLOUT_OVERHEAD_S = 300.0
 
 Steps = list[dict[str, Any]]
 
@@ -63,6 +66,7 @@ def roll_out_production(
     deployer: Deployer,
     policy: CanaryPolicy,
     on_step: Callable[[Steps], None] = lambda steps: None,
+    before_promote: Callable[[], None] = lambda: None,
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
 ) -> tuple[Deployment, Steps]:
@@ -70,7 +74,8 @@ def roll_out_production(
     one step or when production serves nothing yet); the deployment and the steps
     taken. ``DeploymentFailed`` (its ``details["steps"]``: the steps, the breach among
     them) leaves production serving what its alias names. The caller holds production's
-    rollout lease."""
+    rollout lease; ``before_promote`` (its check) runs before a canary gets all the
+    traffic, so a rollout that lost its lease gives the traffic back instead."""
     if len(policy.steps) == 1 or deployer.current() is None:  # nothing to compare with
         deployment = roll_out(
             model, version, registry=registry, deployer=deployer, alias_name=PRODUCTION
@@ -83,7 +88,10 @@ def roll_out_production(
         )
     manifest = registry.signed_manifest(model, version)  # IntegrityError: nothing ran
     try:
-        return _canary(deployer, model, version, manifest.examples, policy, on_step, clock, sleep)
+        return _canary(
+            deployer, model, version, manifest.examples, policy,
+            on_step, before_promote, clock, sleep,
+        )  # fmt: skip
     except DeploymentFailed:
         # The old revision has the traffic back; should it have died meanwhile,
         # production serves what its alias names again.
@@ -99,6 +107,7 @@ def _canary(
     examples: Sequence[Mapping[str, Any]],
     policy: CanaryPolicy,
     on_step: Callable[[Steps], None],
+    before_promote: Callable[[], None],
     clock: Callable[[], float],
     sleep: Callable[[float], None],
 ) -> tuple[Deployment, Steps]:
@@ -116,6 +125,7 @@ def _canary(
                     f"{step['breach']}; the old revision has all the traffic again",
                     {"steps": steps},
                 )
+        before_promote()
         deployment: Deployment = deployer.promote(candidate)
     except DeploymentFailed as failed:
         with contextlib.suppress(DeploymentFailed, OSError):

@@ -17,7 +17,9 @@ module "sweep_job" {
   name                  = local.sweep_job_name
   image                 = local.train_image
   command               = ["python", "-m", "modelrail"]
-  args                  = ["sweep"]
+  # The sweep knows its own deadline: a production canary it could not finish in time
+  # is not started (src/modelrail/service/promotion.py, carry_out_approved).
+  args                  = ["sweep", "--timeout-seconds", tostring(var.sweep.timeout_seconds)]
   service_account_email = data.google_service_account.stage["sweep"].email
   cpu                   = var.sweep.cpu
   memory                = var.sweep.memory

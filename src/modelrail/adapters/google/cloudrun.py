@@ -238,8 +238,10 @@ class CloudRunDeployer:
     def start(self, model: str, version: int) -> Candidate:
         """The service's template pinned to ``version`` and its new revision ready.
         Cloud Run gives a ready revision the traffic at once: the candidate already
-        serves, and ``discard`` puts the previous template back."""
-        service = self._get()
+        serves, and ``discard`` puts the previous template back. A canary's split left
+        by a rollout that died is undone first: all the traffic goes back to the
+        revision the canary split with."""
+        service = self._end_left_canary(self._get())
         env = _template_env(service.template)
         ready = service.latest_ready_revision == service.latest_created_revision
         serves = _serving(service) == service.latest_ready_revision
@@ -295,7 +297,7 @@ class CloudRunDeployer:
         gets all of it now."""
         probe = candidate.probe
         if _is_canary(candidate):
-            self._split_at.pop(candidate.revision, None)
+            self._forget(candidate)
             self._move_traffic([_to_revision(candidate.revision, 100)])
             probe = self._probe(candidate.url)
         return Deployment(
@@ -307,7 +309,7 @@ class CloudRunDeployer:
             return f"revision {candidate.revision} was serving before and still is"
         updated, previous_template, previous_revision = candidate.handle[:3]
         if _is_canary(candidate):
-            self._split_at.pop(candidate.revision, None)
+            self._forget(candidate)
             self._move_traffic([_to_revision(previous_revision, 100)])
             return f"all the traffic is back on revision {previous_revision}"
         self._roll_back(updated, previous_template)
@@ -317,6 +319,11 @@ class CloudRunDeployer:
     def split(self, candidate: Candidate, percent: float) -> None:
         """``percent`` of the requests to the candidate's revision, the rest to the one
         that served before; ``observe`` counts from now on."""
+        if not _is_canary(candidate):
+            raise DeploymentFailed(
+                f"revision {candidate.revision} was not started as a canary (it serves "
+                f"all of {self.service_name}'s traffic already): it cannot be given a share"
+            )
         previous_revision = candidate.handle[2]
         share = round(percent)
         self._move_traffic(
@@ -347,6 +354,22 @@ class CloudRunDeployer:
         }
         self._observed[candidate.revision] = (time.monotonic(), seen)
         return seen
+
+    def _forget(self, candidate: Candidate) -> None:
+        """The canary's step ended: nothing more is read for it."""
+        self._split_at.pop(candidate.revision, None)
+        self._observed.pop(candidate.revision, None)
+
+    def _end_left_canary(self, service: run_v2.Service) -> run_v2.Service:
+        """``service`` with the split a dead rollout left undone: a revision tagged as the
+        canary with a share means the rollout that gave it never ended it (``promote``
+        and ``discard`` leave no canary tag with traffic)."""
+        left = [target for target in service.traffic if target.tag == CANARY_TAG and target.percent]
+        kept = [target for target in service.traffic if target.tag != CANARY_TAG and target.percent]
+        if not left or not kept:
+            return service
+        self._move_traffic([_to_revision(max(kept, key=lambda t: t.percent).revision, 100)])
+        return self._get()
 
     def _move_traffic(self, traffic: list[Any]) -> None:
         """Set the service's traffic (a new generation, no new revision)."""
