@@ -101,3 +101,54 @@ def test_production_stays_while_staging_moves_then_follows_an_approved_proposal(
     assert "100 % from " in status  # its one step (no canary configured)
     [entry] = [e for e in user.json("promotions") if e["proposal"]["id"] == fresh]  # type: ignore[union-attr]
     assert entry["approval"]["approved_by"] == "bo"
+
+
+def test_runs_and_the_card_show_which_version_served_production_from_when_to_when(
+    user: User,
+) -> None:
+    """After the two tests above: v1 promoted (ana, bo), v2 staged by a second upload
+    and promoted (cy, bo), a stale proposal of v2 left pending."""
+    history = user.json("promotions")
+    assert isinstance(history, list)
+    first, stale, fresh = (entry["proposal"]["id"] for entry in history)
+    v1_from, v2_from = (e["outcome"]["finished_at"] for e in history if e["outcome"])
+
+    listed = user.json("runs")
+    assert isinstance(listed, list)
+    kinds = [(e["kind"], e.get("run_id") or e["proposal"]["id"]) for e in listed]
+    # In the order they began: the demo's run, v1's promotion, the upload's run, v2's.
+    demo, upload = (name for kind, name in kinds if kind == "run")
+    assert kinds == [
+        ("run", demo), ("promotion", first), ("run", upload),
+        ("promotion", stale), ("promotion", fresh),
+    ]  # fmt: skip
+    shown = {e["proposal"]["id"]: e for e in listed if e["kind"] == "promotion"}
+    assert shown[fresh]["approval"]["approved_by"] == "bo"
+    assert [step["percent"] for step in shown[fresh]["steps"]] == [100.0]
+
+    text = user.run("runs").stdout
+    assert (
+        f"{fresh}  {shown[fresh]['proposal']['proposed_at']}  penguins  succeeded   "
+        "promotion: v1 → v2, proposed by cy, approved by bo"
+    ) in text
+    assert "promotion: nothing → v1, proposed by ana, approved by bo" in text
+    assert f"{stale}  " in text
+    assert "pending     promotion: v1 → v2, proposed by ana\n" in text
+    assert f"production serves v2 from {v2_from}" in text
+    assert text.index(first) < text.index(upload) < text.index(fresh)
+
+    full = user.run("runs", fresh).stdout
+    assert f"penguins production promotion {fresh}  v2  succeeded" in full
+    assert "approved by bo at " in full
+    assert "100 % from " in full
+    assert user.json("runs", fresh)["kind"] == "promotion"  # type: ignore[index]
+
+    card_v1, card_v2 = user.run("card", "1").stdout, user.run("card", "2").stdout
+    assert f"<td>production</td><td>{v1_from}</td><td>{v2_from}</td>" in card_v1
+    assert f"promotion <code>{first}</code>, proposed by ana, approved by bo" in card_v1
+    assert f"<td>production</td><td>{v2_from}</td><td><b>still serving</b></td>" in card_v2
+    assert f"promotion <code>{fresh}</code>, proposed by cy, approved by bo" in card_v2
+    assert f'id="promotion-{stale}"' in card_v2  # proposed, never approved
+    assert "<td>staging</td>" in card_v1
+    assert "<td>staging</td>" in card_v2
+    assert card_v2.rstrip().endswith("</html>")

@@ -3,6 +3,10 @@
 Rendered from the manifest and the metrics of the versions before it, deterministically
 (no clock), so re-registering a run after a crash writes byte-identical files. It reads
 in a browser with no network: no script, no stylesheet or font from elsewhere.
+
+Where the version served (``served``) is not in the stored card: it happens after the
+card is written, and the card is one of the version's signed files. It is added where
+the card is shown.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from collections.abc import Mapping, Sequence
 from html import escape
 from typing import Any
 
+from modelrail.domain.history import STAGING, Period
 from modelrail.domain.registry import Manifest
 
 _BAR_WIDTH = 360
@@ -345,3 +350,107 @@ def _dependence(dependence: Mapping[str, Any]) -> str:
         for t in ticks
     )
     return f'<svg width="{width}" height="{height}" role="img">{axes}{points}</svg>'
+
+
+def served(
+    card: bytes,
+    version: int,
+    periods: Sequence[Period],
+    promotions: Sequence[Mapping[str, Any]],
+) -> bytes:
+    """``card``, version ``version``'s stored card, with where the version served: each
+    period on staging and production from when to when (``domain.history``), and every
+    proposal of it for production (``service.history.promotions``), who proposed and
+    approved it, its outcome and each rollout step.
+
+    The stored card is written once, at registration, and its sha256 is in the signed
+    manifest: it cannot hold what happens to the version later, and rewriting it would
+    break the signature. So this section is rendered from the records each time the card
+    is shown (the UI's card page, ``modelrail card``) and set before ``</body>``; the
+    stored bytes stay as they were signed."""
+    mine = [period for period in periods if period.version == version]
+    rows = "".join(
+        f"<tr><td>{escape(p.service)}</td><td>{escape(p.since)}</td>"
+        f"<td>{escape(p.until) if p.until else '<b>still serving</b>'}</td>"
+        f"<td>{_moved_by(p)}</td></tr>"
+        for p in mine
+    )
+    table = (
+        "<table><tr><th>service</th><th>from</th><th>until</th><th>moved there by</th></tr>"
+        f"{rows}</table>"
+        if rows
+        else f"<p>v{version} has served neither staging nor production yet.</p>"
+    )
+    proposals = "".join(
+        _proposal(entry) for entry in promotions if entry["proposal"]["version"] == version
+    )
+    section = (
+        f'<section id="served"><h2>Where it served</h2>{table}'
+        + (f"<h3>Proposed for production</h3>{proposals}" if proposals else "")
+        + "</section>\n"
+    )
+    head, end, tail = card.rpartition(b"</body>")
+    if not end:
+        return card + section.encode()
+    return head + section.encode() + end + tail
+
+
+def _moved_by(period: Period) -> str:
+    if period.service == STAGING:
+        return f"run <code>{escape(str(period.source))}</code>"
+    proposal, approval = period.source["proposal"], period.source["approval"] or {}
+    return (
+        f"promotion <code>{escape(proposal['id'])}</code>, proposed by "
+        f"{escape(proposal['proposed_by'])}, approved by {escape(approval.get('approved_by', '?'))}"
+    )
+
+
+def _proposal(entry: Mapping[str, Any]) -> str:
+    """One proposal: who proposed and approved it, why, its outcome, its steps."""
+    proposal, approval, outcome = entry["proposal"], entry["approval"], entry["outcome"]
+    before = proposal["production_version"]
+    lines = [
+        f"<b>{escape(entry['status'])}</b>: v{before} → v{proposal['version']}"
+        if before
+        else f"<b>{escape(entry['status'])}</b>: production served nothing before",
+        f"proposed by {escape(proposal['proposed_by'])} at {escape(proposal['proposed_at'])}: "
+        f"{escape(proposal['reason'])}",
+    ]
+    if approval is not None:
+        lines.append(
+            f"approved by {escape(approval['approved_by'])} at "
+            f"{escape(approval['approved_at'])}: {escape(approval['reason'])}"
+        )
+    if outcome is not None and outcome["status"] == "succeeded":
+        lines.append(
+            f"production moved to it at {escape(outcome['finished_at'])} "
+            f"(<code>{escape(str(outcome['revision']))}</code>)"
+        )
+    elif outcome is not None:
+        lines.append(f"failed at {escape(outcome['finished_at'])}: {escape(outcome['detail'])}")
+    steps = "".join(f"<li>{_step(step)}</li>" for step in entry.get("steps") or [])
+    return (
+        f'<div class="promotion" id="promotion-{escape(proposal["id"])}">'
+        f"<p>Proposal <code>{escape(proposal['id'])}</code>, "
+        + "; ".join(lines)
+        + ".</p>"
+        + (f'<ol class="steps">{steps}</ol>' if steps else "")
+        + "</div>"
+    )
+
+
+def _step(step: Mapping[str, Any]) -> str:
+    """A rollout step: its share of the traffic, when, what each revision answered, and
+    its breach."""
+    text = f"{step['percent']:g} % of production's traffic from {escape(step['started_at'])}"
+    if step.get("ended_at"):
+        text += f" to {escape(step['ended_at'])}"
+    if "new" in step:
+        new, old = step["new"], step["old"]
+        text += (
+            f": new revision {new['errors']}/{new['requests']} errors, p99 {new['p99_ms']} ms; "
+            f"old {old['errors']}/{old['requests']} errors, p99 {old['p99_ms']} ms"
+        )
+    if step.get("breach"):
+        text += f' <b class="breach">breach: {escape(step["breach"])}</b>'
+    return text

@@ -16,6 +16,8 @@ import orjson
 from modelrail.composition.bootstrap import bootstrap
 from modelrail.domain.models import Definition, upload_prefix
 from modelrail.domain.runs import RunSummary, StageRecord, failure_reasons
+from modelrail.entry.history_text import promotion_in_full, promotion_listed
+from modelrail.entry.history_text import short as _short
 from modelrail.entry.stack import down, status, up
 from modelrail.kernel import logs, resources
 from modelrail.kernel.errors import ModelrailError
@@ -377,50 +379,77 @@ def retrain(
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.option("--model", "model", help="Only this model's runs (default: every model's).")
 def runs(run_id: str | None, as_json: bool, model: str | None) -> None:
-    """Each run: model, trigger, stages, durations, outcome, and why a failed run failed.
+    """Each run: model, trigger, stages, durations, outcome, and why a failed run failed;
+    among them, in the order they began, each promotion to production: production's
+    move, who proposed and approved it, each rollout step, what came of it. In --json
+    each entry's ``kind`` says which (``run`` or ``promotion``).
 
-    With RUN_ID: that run in full (every stage's record, reports, events, lineage).
+    With RUN_ID: that run in full (every stage's record, reports, events, lineage); with
+    a proposal's id, that promotion in full.
     """
+    from modelrail.domain.history import timeline
+    from modelrail.service import history
+
     cli = Cli(quiet=True, model=model, every_model=True)
+    names = [cli.container.model] if model else cli.installation.models.names()
     if run_id is not None:
-        _show_run(cli, run_id, as_json)
+        _show_run(cli, run_id, names, as_json)
         return
     summaries = cli.container.runs.runs(model and cli.container.model)
+    promoted = [e for name in names for e in history.promotions(cli.installation, name)]
+    entries = timeline(summaries, promoted)
     if as_json:
-        click.echo(orjson.dumps([r.to_dict() for r in summaries], option=orjson.OPT_INDENT_2))
+        shown = [
+            {"kind": "run", **e.to_dict()}
+            if isinstance(e, RunSummary)
+            else {"kind": "promotion", **e}
+            for e in entries
+        ]
+        click.echo(orjson.dumps(shown, option=orjson.OPT_INDENT_2))
         return
-    if not summaries:
+    if not entries:
         click.echo("no runs yet")
-    for run in summaries:
-        trigger = run.trigger
-        click.echo(
-            f"{run.run_id}  {run.started_at}  {run.model or '(no model)'}  "
-            f"{run.outcome:<11} {trigger.get('kind')}: {trigger.get('key')}"
-        )
-        for name, stage in run.stages.items():
-            click.echo(f"    {name:<16} {stage.status:<10} {stage.duration_s:>7.2f} s")
-        if run.blessed_by is not None:
-            by = run.blessed_by
-            click.echo(f"    blessed by hand by {by['who']}: {_short(str(by['reason']))}")
-        failure = run.failure
-        if failure is not None:
-            click.echo(f"    {failure['stage']} failed ({failure['kind']}):")
-            for reason in failure["reasons"][:3]:
-                click.echo(f"      - {_short(reason)}")
-            if len(failure["reasons"]) > 3:
-                more = len(failure["reasons"]) - 3
-                click.echo(f"      … {more} more: modelrail runs {run.run_id}")
+    for entry in entries:
+        if isinstance(entry, RunSummary):
+            _list_run(entry)
+        else:
+            click.echo(promotion_listed(entry))
 
 
-def _short(text: str, limit: int = 160) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+def _list_run(run: RunSummary) -> None:
+    trigger = run.trigger
+    click.echo(
+        f"{run.run_id}  {run.started_at}  {run.model or '(no model)'}  "
+        f"{run.outcome:<11} {trigger.get('kind')}: {trigger.get('key')}"
+    )
+    for name, stage in run.stages.items():
+        click.echo(f"    {name:<16} {stage.status:<10} {stage.duration_s:>7.2f} s")
+    if run.blessed_by is not None:
+        by = run.blessed_by
+        click.echo(f"    blessed by hand by {by['who']}: {_short(str(by['reason']))}")
+    failure = run.failure
+    if failure is not None:
+        click.echo(f"    {failure['stage']} failed ({failure['kind']}):")
+        for reason in failure["reasons"][:3]:
+            click.echo(f"      - {_short(reason)}")
+        if len(failure["reasons"]) > 3:
+            more = len(failure["reasons"]) - 3
+            click.echo(f"      … {more} more: modelrail runs {run.run_id}")
 
 
-def _show_run(cli: Cli, run_id: str, as_json: bool) -> None:
+def _show_run(cli: Cli, run_id: str, models: list[str], as_json: bool) -> None:
+    from modelrail.service.history import promotion
+
     runlog = cli.container.runs
     run = runlog.run(run_id)
     if run is None:
-        _fail(f"no run {run_id!r} (modelrail runs lists them)")
+        entry = promotion(cli.installation, models, run_id)
+        if entry is None:
+            _fail(f"no run or proposal {run_id!r} (modelrail runs lists them)")
+        elif as_json:
+            click.echo(orjson.dumps({"kind": "promotion", **entry}, option=orjson.OPT_INDENT_2))
+        else:
+            click.echo(f"{entry['model']} production promotion {promotion_in_full(entry)}")
         return
     reports = runlog.reports(run_id)
     if as_json:
@@ -1228,19 +1257,19 @@ def approve(proposal_id: str, reason: str, model: str | None) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @_model_option
 def promotions(as_json: bool, model: str | None) -> None:
-    """The model's production history: each proposal, who proposed and approved it, and
-    what production served from when on."""
-    from modelrail.domain.promotion import Promotions
+    """The model's production history: each proposal, who proposed and approved it, each
+    step of its rollout, and what production served from when on."""
+    from modelrail.service.history import promotions as history
 
     cli = Cli(quiet=True, model=model)
-    history = Promotions(cli.container.artifacts).history(cli.container.model)
+    entries = history(cli.container, cli.container.model)
     if as_json:
-        click.echo(orjson.dumps(history, option=orjson.OPT_INDENT_2))
+        click.echo(orjson.dumps(entries, option=orjson.OPT_INDENT_2))
         return
-    if not history:
+    if not entries:
         click.echo(f"{cli.container.model}: nothing was proposed for production yet")
-    for entry in history:
-        click.echo(_promotion_text(entry))
+    for entry in entries:
+        click.echo(promotion_in_full(entry))
 
 
 @main.group()
@@ -1254,40 +1283,42 @@ def rollout() -> None:
 def rollout_status(as_json: bool, model: str | None) -> None:
     """The model's newest approved promotion: its status and each canary step so far,
     with what the new and the old revision answered."""
-    from modelrail.domain.promotion import Promotions
+    from modelrail.service.history import promotions as history
 
     cli = Cli(quiet=True, model=model)
-    promotions = Promotions(cli.container.artifacts)
-    approved = [e for e in promotions.history(cli.container.model) if e["approval"]]
+    approved = [e for e in history(cli.container, cli.container.model) if e["approval"]]
     if not approved:
         click.echo(f"{cli.container.model}: no rollout to production yet")
         return
-    entry = approved[-1]
-    outcome = entry["outcome"]
-    steps = (
-        outcome["steps"]
-        if outcome
-        else promotions.steps(cli.container.model, entry["proposal"]["id"])
-    )
     if as_json:
-        click.echo(orjson.dumps({**entry, "steps": steps}, option=orjson.OPT_INDENT_2))
+        click.echo(orjson.dumps(approved[-1], option=orjson.OPT_INDENT_2))
         return
-    click.echo(_promotion_text(entry))
-    for step in steps:
-        click.echo(_step_text(step))
+    click.echo(promotion_in_full(approved[-1]))
 
 
-def _step_text(step: dict[str, Any]) -> str:
-    text = f"    {step['percent']:g} % from {step['started_at']}"
-    if "new" in step:
-        new, old = step["new"], step["old"]
-        text += (
-            f": new {new['errors']}/{new['requests']} errors, p99 {new['p99_ms']} ms; "
-            f"old {old['errors']}/{old['requests']} errors, p99 {old['p99_ms']} ms"
-        )
-    if step.get("breach"):
-        text += f"\n      BREACH: {step['breach']}"
-    return text
+@main.command()
+@click.argument("version", type=click.IntRange(min=1))
+@_model_option
+def card(version: int, model: str | None) -> None:
+    """Version VERSION's model card (HTML, on stdout) with where it served: staging and
+    production from when to when, who proposed and approved each promotion, each
+    rollout step. The card stored with the version is signed as it was registered;
+    this adds what happened since."""
+    from modelrail.domain.card import served
+    from modelrail.kernel.errors import NotFound
+    from modelrail.service import history
+
+    cli = Cli(quiet=True, model=model)
+    name = cli.container.model
+    try:
+        stored = cli.container.registry.read_file(name, version, CARD)
+    except NotFound:
+        stored = None
+    if stored is None:
+        _fail(f"{name} has no card for version {version} (modelrail models lists its versions)")
+        return
+    periods, entries = history.served(cli.container, name), history.promotions(cli.container, name)
+    sys.stdout.buffer.write(served(stored, version, periods, entries))
 
 
 # -- shadow comparison (docs/architecture.md, "Shadow") ---------------------------------
@@ -1359,28 +1390,6 @@ def _sweep_production(
                 f"v{outcome.from_version} → v{outcome.to_version} {outcome.detail}".rstrip(),
                 err=as_json,
             )
-
-
-def _promotion_text(entry: dict[str, Any]) -> str:
-    proposal, approval, outcome = entry["proposal"], entry["approval"], entry["outcome"]
-    lines = [
-        f"{proposal['id']}  v{proposal['version']}  {entry['status']}\n"
-        f"  proposed by {proposal['proposed_by']} at {proposal['proposed_at']}: "
-        f"{_short(proposal['reason'])}"
-    ]
-    if approval is not None:
-        lines.append(
-            f"  approved by {approval['approved_by']} at {approval['approved_at']}: "
-            f"{_short(approval['reason'])}"
-        )
-    if outcome is not None and outcome["status"] == "succeeded":
-        lines.append(
-            f"  production serves v{outcome['to_version']} from {outcome['finished_at']} "
-            f"({outcome['revision']})"
-        )
-    elif outcome is not None:
-        lines.append(f"  failed at {outcome['finished_at']}: {_short(outcome['detail'])}")
-    return "\n".join(lines)
 
 
 for _command in (up, down, status):

@@ -25,6 +25,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from modelrail.domain.config import PipelineConfig
+from modelrail.domain.history import staging_moves
 from modelrail.domain.leases import Leases
 from modelrail.domain.registry import Alias, Registry
 from modelrail.domain.runs import RunLog, RunSummary, StageRecord
@@ -51,16 +52,7 @@ log = logging.getLogger(__name__)
 def staging_history(runs: Iterable[RunSummary], model: str) -> list[int]:
     """The versions staging was moved to, oldest first: every successful deploy and
     rollback of ``model`` in the run history."""
-    moves: list[tuple[str, int]] = []
-    for run in runs:
-        for name in ("deploy", STAGE):
-            record = run.stages.get(name)
-            if record is None or record.status != "succeeded":
-                continue
-            event = record.event or {}
-            if event.get("event_type") == ModelDeployed.event_type and event.get("model") == model:
-                moves.append((record.finished_at, int(event["version"])))
-    return [version for _, version in sorted(moves)]
+    return [move.version for move in staging_moves(runs, model)]
 
 
 def previous_version(history: Sequence[int], current: int) -> int | None:

@@ -14,11 +14,13 @@ import orjson
 from flask import Flask, Response, abort, render_template, request
 from markupsafe import Markup
 
+from modelrail.domain.card import served
 from modelrail.domain.features import FeatureSchema
 from modelrail.domain.promotion import Promotions
 from modelrail.domain.registry import PROFILE_FILE
 from modelrail.domain.runs import RunSummary, failure_reasons
 from modelrail.kernel.errors import IntegrityError, NotFound
+from modelrail.service import history
 from modelrail.ui import plots
 
 if TYPE_CHECKING:
@@ -165,7 +167,12 @@ def create_app(container: Container) -> Flask:
 
     @app.get(f"/models/<model>/versions/<int:version>/{CARD}")
     def card(model: str, version: int) -> Response:
-        return Response(_version_file(container, model, version, CARD), mimetype="text/html")
+        # The card as it was signed, with where the version served since (card.served).
+        stored = _version_file(container, model, version, CARD)
+        shown = served(
+            stored, version, history.served(container, model), history.promotions(container, model)
+        )
+        return Response(shown, mimetype="text/html")
 
     @app.get(f"/models/<model>/versions/<int:version>/{MANIFEST}")
     def manifest(model: str, version: int) -> Response:
