@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -129,6 +129,29 @@ class FakeDeployer:
 
     def stop(self) -> None:
         """Nothing runs: the fake deploys nowhere."""
+
+
+class FakeSplittingDeployer(FakeDeployer):
+    """A production deployer that splits traffic (``service.rollout.Splitting``): at each
+    split ``during_step`` runs with the candidate (the test's traffic meanwhile), and
+    each revision answered ``answered`` requests without error at 10 ms."""
+
+    def __init__(
+        self, deployed: list[Deployment], during_step: Callable[[Candidate], None]
+    ) -> None:
+        super().__init__()
+        self.deployed = list(deployed)
+        self.during_step = during_step
+        self.splits: list[float] = []
+        self.answered = 50
+
+    def split(self, candidate: Candidate, percent: float) -> None:
+        self.splits.append(percent)
+        self.during_step(candidate)
+
+    def observe(self, candidate: Candidate) -> dict[str, Any]:
+        window = {"requests": self.answered, "errors": 0, "p99_ms": 10.0}
+        return {"new": window, "old": window, "exited": []}
 
 
 class FakeWebhooks:

@@ -17,6 +17,7 @@ from modelrail.domain.lineage import Lineage
 from modelrail.domain.predictions import prefix
 from modelrail.domain.registry import Registry
 from modelrail.serving.prediction_log import PredictionLog
+from modelrail.settings.service import ServiceSettings
 from tests.conftest import STATE_DEADLINE_S
 from tests.manifests import describe
 from tests.serving.conftest import BUCKET, MODEL, RegisteredModels
@@ -45,11 +46,17 @@ def _version_logging_at(models: RegisteredModels, root: Path, rate: float | None
     return store
 
 
-def _app(models: RegisteredModels, store: Any) -> Any:
+def _app(models: RegisteredModels, store: Any, **settings: Any) -> Any:
     from modelrail.serving.app import create_app
 
     return create_app(
-        {"store": store, "signer": models.signer, "model_name": MODEL, "model_version": 1}
+        {
+            "store": store,
+            "signer": models.signer,
+            "model_name": MODEL,
+            "model_version": 1,
+            **settings,
+        }
     )
 
 
@@ -94,6 +101,27 @@ def test_every_sampled_request_is_logged_with_its_answer_and_a_refusal_without_i
         store.read(blob.key).data for blob in store.list(prefix(MODEL, 1))
     )
     assert (app.state.log.logged, app.state.log.dropped, app.state.log.failed) == (2, 0, 0)
+
+
+def test_each_line_names_the_service_that_answered(
+    models: RegisteredModels, tmp_path: Path
+) -> None:
+    """One version may serve on staging and on production at once: a canary's
+    judgement reads production's lines alone. The name is Cloud Run's ``K_SERVICE``
+    unless the deployer gave one (``MODELRAIL_SERVICE_NAME``)."""
+    store = _version_logging_at(models, tmp_path, 1.0)
+    app = _app(models, store, service_name="modelrail-production-penguins")
+    assert (
+        app.test_client().post("/predict", json={"instances": models.records[:2]}).status_code
+        == 200
+    )
+    app.state.log.close()
+
+    assert [line["service"] for line in _lines(store)] == ["modelrail-production-penguins"]
+    cloud = {"MODELRAIL_MODEL_VERSION": "1", "K_SERVICE": "modelrail-staging-penguins"}
+    assert ServiceSettings.from_env(cloud).service_name == "modelrail-staging-penguins"
+    named = {**cloud, "MODELRAIL_SERVICE_NAME": "modelrail-production-penguins"}
+    assert ServiceSettings.from_env(named).service_name == "modelrail-production-penguins"
 
 
 def test_a_missing_value_is_null_and_an_unseen_category_is_counted_not_kept(

@@ -6,13 +6,18 @@ bus) with a fake deployer for staging and another for production."""
 from __future__ import annotations
 
 import dataclasses
+import uuid
+from datetime import UTC, datetime
 
+import orjson
 import pytest
 
 from modelrail.composition.bootstrap import bootstrap
+from modelrail.domain import predictions
 from modelrail.domain.promotion import PRODUCTION, Approval, Promotions
 from modelrail.domain.rollout import CanaryPolicy
 from modelrail.kernel.errors import Refused
+from modelrail.kernel.ports import Candidate
 from modelrail.service.container import Container
 from modelrail.service.promotion import (
     AUTOMATIC,
@@ -26,7 +31,7 @@ from modelrail.service.promotion import (
 from modelrail.service.rollout import ROLLOUT_OVERHEAD_S
 from modelrail.settings.process import Settings
 from tests.conftest import installed
-from tests.fakes import FakeDeployer, InMemoryStorage
+from tests.fakes import FakeDeployer, FakeSplittingDeployer, InMemoryStorage
 from tests.unit.conftest import Harness
 
 
@@ -334,3 +339,71 @@ def test_the_sweep_leaves_a_canary_longer_than_its_time_left_to_a_later_pass(
     assert "var.sweep.timeout_seconds" in outcome.detail
     assert promotions.outcome(versions.harness.model, proposal.id) == outcome
     assert versions.alias() == 1
+
+
+def _log(
+    container: Container, version: int, label: str, count: int, service: str = "production"
+) -> None:
+    """``count`` answered requests of ``version`` on ``service`` in its prediction log,
+    now, each predicting ``label`` (the features missing: only the predictions are
+    compared)."""
+    model = container.model
+    service = container.settings.service(service, model)
+    width = len(container.registry.manifest(model, version).features["features"])
+    now = datetime.now(UTC)
+    lines = b"".join(
+        orjson.dumps(
+            {
+                "time": predictions.timestamp(now),
+                "request_id": f"r{version}-{n}",
+                "status": 200,
+                "service": service,
+                "instances": [[None] * width],
+                "predictions": [{"label": label}],
+            },
+            option=orjson.OPT_APPEND_NEWLINE,
+        )
+        for n in range(count)
+    )
+    key = f"{predictions.day_prefix(model, version, now.date())}{uuid.uuid4().hex}.jsonl"
+    container.artifacts.write(key, lines)
+
+
+@pytest.mark.fault
+@pytest.mark.parametrize(("new_label", "status"), [("Gentoo", "failed"), ("Adelie", "succeeded")])
+def test_a_canary_whose_predictions_shift_from_the_old_revisions_is_rolled_back(
+    versions: Production, new_label: str, status: str
+) -> None:
+    """Where the prediction log is on, a step is also judged on how the new revision's
+    predictions differ from the old one's over the same traffic: v2 answering another
+    class than v1 to the same requests breaches, as the same class does not."""
+    container = versions.container
+    policy = CanaryPolicy(steps=(10.0, 100.0), hold_s=60.0, min_requests=50,
+                          max_prediction_psi=0.25, min_logged_predictions=100)  # fmt: skip
+    container.__dict__["config"] = dataclasses.replace(container.config, canary=policy)
+
+    def traffic(candidate: Candidate) -> None:
+        _log(container, 1, "Adelie", 120)
+        _log(container, candidate.version, new_label, 120)
+        # What staging answered meanwhile is not production's traffic.
+        _log(container, candidate.version, "Chinstrap", 500, service="staging")
+
+    splitting = FakeSplittingDeployer(versions.deployer.deployed, traffic)
+    container.__dict__["production_deployer"] = splitting
+
+    proposal = versions.promote_and_approve()
+
+    recorded = Promotions(container.artifacts).outcome(versions.harness.model, proposal)
+    assert recorded is not None
+    assert recorded.status == status
+    step = recorded.steps[0]
+    assert step["predictions"]["judged"] is True
+    assert (step["predictions"]["old_logged"], step["predictions"]["new_logged"]) == (120, 120)
+    if status == "failed":
+        assert "predictions shifted" in step["breach"]
+        assert step["predictions"]["psi"] > 0.25
+        assert versions.alias() == 1
+    else:
+        assert step["breach"] is None
+        assert step["predictions"]["psi"] == 0.0
+        assert versions.alias() == 2

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from modelrail.domain.rollout import CanaryPolicy, Window, breach
+from modelrail.domain.rollout import CanaryPolicy, Shift, Window, breach
 
 POLICY = CanaryPolicy(steps=(10.0, 100.0), max_error_rate_increase=0.01, max_p99_ratio=1.5)
 
@@ -29,6 +29,27 @@ def test_a_step_breaches_on_error_rate_or_p99_against_the_old_revision(
     else:
         assert found is not None
         assert expected in found
+
+
+@pytest.mark.parametrize(
+    ("shift", "expected"),
+    [
+        (Shift(0.26, 200, 200), "predictions shifted from the old revision's by a PSI of 0.260"),
+        (Shift(0.25, 200, 200), None),  # at the limit
+        (Shift(0.9, 200, 199), None),  # too few logged by the new revision: not judged
+        (Shift(None, 0, 0), None),  # nothing logged: judged on its answers alone
+    ],
+)
+def test_a_step_breaches_on_predictions_shifted_from_the_old_revisions(
+    shift: Shift, expected: str | None
+) -> None:
+    policy = CanaryPolicy(steps=(10.0, 100.0), max_prediction_psi=0.25, min_logged_predictions=200)
+    healthy = Window(100, 0, 10.0)
+
+    found = breach(healthy, healthy, policy, shift)
+
+    assert found is None if expected is None else expected in (found or "")
+    assert shift.to_json(policy)["judged"] is (shift.psi is not None and shift.new_logged >= 200)
 
 
 @pytest.mark.parametrize(

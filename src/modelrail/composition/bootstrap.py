@@ -94,7 +94,7 @@ def bootstrap(
         return CloudRunDeployer(
             settings.project,
             settings.region,
-            f"{settings.staging_service}-{model}",  # each model's own service
+            settings.service("staging", model),  # each model's own service
             settings.run_api_endpoint,
             signing_key=settings.signing_key,
         )
@@ -106,7 +106,7 @@ def bootstrap(
         return CloudRunDeployer(
             settings.project,
             settings.region,
-            f"{settings.production_service}-{model}",
+            settings.service("production", model),
             settings.run_api_endpoint,
             signing_key=settings.signing_key,
             # Its canary splits the traffic by revision and judges each revision's

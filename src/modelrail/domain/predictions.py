@@ -1,14 +1,17 @@
 """The prediction log's layout and lines: where a served version's sampled requests
-lie in the artifact bucket, and what one line holds. The staging service writes them
-(``serving.prediction_log``); the monitor reads them (``service.monitoring``).
+lie in the artifact bucket, and what one line holds. The staging and production
+services write them (``serving.prediction_log``); the monitor and a production
+canary's judgement read them (``service.monitoring``).
 
 ``predictions/<model>/v<version>/<YYYY-MM-DD>/<HHMMSS>-<writer>-<n>.jsonl``: one object
 per batch, one JSON line per request, holding ``time`` (UTC, ``Z``), ``request_id``,
-``status`` and either the ``instances`` (the model's feature vectors: each feature as
-the model reads it, a category as its index in the version's category list, missing as
-``null``), the ``predictions`` as answered and ``unseen`` (per feature, the values that
-were categories the version does not know: missing in the instances); or, for a
-refused request, its ``problem`` type and number of ``errors``. Never a request's body.
+``status``, the ``service`` that answered (a version may serve on staging and on
+production at once; absent where the server was given no name), and either the
+``instances`` (the model's feature vectors: each feature as the model reads it, a
+category as its index in the version's category list, missing as ``null``), the
+``predictions`` as answered and ``unseen`` (per feature, the values that were
+categories the version does not know: missing in the instances); or, for a refused
+request, its ``problem`` type and number of ``errors``. Never a request's body.
 """
 
 from __future__ import annotations
@@ -39,15 +42,18 @@ def timestamp(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat(timespec="microseconds")[:-6] + "Z"
 
 
-def record(item: tuple[Any, ...]) -> dict[str, Any]:
+def record(item: tuple[Any, ...], service: str | None = None) -> dict[str, Any]:
     """A held request (``(time.time(), request_id, 200, matrix, predictions, unseen)``,
-    or ``(time.time(), request_id, status, problem, errors)``) as its line's object."""
+    or ``(time.time(), request_id, status, problem, errors)``) as its line's object,
+    answered by ``service``."""
     at, request_id, status, *rest = item
     line: dict[str, Any] = {
         "time": timestamp(datetime.fromtimestamp(at, UTC)),
         "request_id": request_id,
         "status": status,
     }
+    if service is not None:
+        line["service"] = service
     if status == 200:
         matrix, predictions, unseen = rest
         line["instances"] = matrix

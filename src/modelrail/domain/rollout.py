@@ -15,8 +15,11 @@ class CanaryPolicy:
     100. Each step but the last is held for ``hold_s`` seconds or until the new
     revision answered ``min_requests`` requests, whichever comes first, then judged:
     a breach is an error rate (5xx) more than ``max_error_rate_increase`` above the old
-    revision's, or a p99 latency above ``max_p99_ratio`` times the old one's plus
-    ``p99_slack_ms`` (small latencies vary by more than any ratio)."""
+    revision's, a p99 latency above ``max_p99_ratio`` times the old one's plus
+    ``p99_slack_ms`` (small latencies vary by more than any ratio), or, where both
+    revisions log their predictions, the new one's predictions shifted from the old
+    one's by a PSI above ``max_prediction_psi`` (judged once each logged
+    ``min_logged_predictions`` instances in the step)."""
 
     steps: tuple[float, ...] = (100.0,)
     hold_s: float = 300.0
@@ -24,6 +27,8 @@ class CanaryPolicy:
     max_error_rate_increase: float = 0.01
     max_p99_ratio: float = 1.5
     p99_slack_ms: float = 25.0
+    max_prediction_psi: float = 0.25
+    min_logged_predictions: int = 200
 
     @classmethod
     def from_spec(cls, spec: Mapping[str, Any]) -> CanaryPolicy:
@@ -37,6 +42,10 @@ class CanaryPolicy:
             ),
             max_p99_ratio=float(spec.get("max_p99_ratio", defaults.max_p99_ratio)),
             p99_slack_ms=float(spec.get("p99_slack_ms", defaults.p99_slack_ms)),
+            max_prediction_psi=float(spec.get("max_prediction_psi", defaults.max_prediction_psi)),
+            min_logged_predictions=int(
+                spec.get("min_logged_predictions", defaults.min_logged_predictions)
+            ),
         )
 
     def problems(self) -> list[str]:
@@ -75,10 +84,38 @@ class Window:
         }
 
 
-def breach(old: Window, new: Window, policy: CanaryPolicy) -> str | None:
+@dataclasses.dataclass(frozen=True)
+class Shift:
+    """How the new revision's predictions differ from the old one's over a step, from
+    the prediction log: the PSI of the new one's in the old version's training-target
+    bins (None when either logged no answer), and how many instances each logged."""
+
+    psi: float | None
+    old_logged: int
+    new_logged: int
+
+    def judged(self, policy: CanaryPolicy) -> bool:
+        return self.psi is not None and min(self.old_logged, self.new_logged) >= (
+            policy.min_logged_predictions
+        )
+
+    def to_json(self, policy: CanaryPolicy) -> dict[str, Any]:
+        return {
+            "psi": None if self.psi is None else round(self.psi, 4),
+            "old_logged": self.old_logged,
+            "new_logged": self.new_logged,
+            "judged": self.judged(policy),
+        }
+
+
+def breach(
+    old: Window, new: Window, policy: CanaryPolicy, shift: Shift | None = None
+) -> str | None:
     """Why ``new`` breaches the policy against ``old``, with the numbers; None if not.
     A step is judged when its hold ends: a new revision that answered nothing by then
-    gave nothing to judge it on, and no step goes on without evidence."""
+    gave nothing to judge it on, and no step goes on without evidence. The predictions'
+    ``shift`` is judged only on enough logged instances (the log is sampled, and may
+    be off: then the step is judged on its answers alone)."""
     if new.requests == 0:
         return (
             "the new revision answered no request in the step: nothing to judge it on "
@@ -99,4 +136,11 @@ def breach(old: Window, new: Window, policy: CanaryPolicy) -> str | None:
                 f"{old.p99_ms:.1f} ms: above {limit:.1f} ms "
                 f"({policy.max_p99_ratio:g}x + {policy.p99_slack_ms:g} ms)"
             )
+    psi = shift.psi if shift is not None and shift.judged(policy) else None
+    if shift is not None and psi is not None and psi > policy.max_prediction_psi:
+        return (
+            f"predictions shifted from the old revision's by a PSI of {psi:.3f} "
+            f"(over {shift.new_logged} and {shift.old_logged} logged instances): above "
+            f"{policy.max_prediction_psi:g}"
+        )
     return None

@@ -36,8 +36,10 @@ from typing import Any
 import orjson
 
 from modelrail.domain import monitoring, predictions
+from modelrail.domain.dataset import profile
 from modelrail.domain.features import FeatureSchema
 from modelrail.domain.registry import PROFILE_FILE, Manifest
+from modelrail.domain.rollout import Shift
 from modelrail.kernel.canonical import canonical_json
 from modelrail.kernel.errors import NotFound, Refused
 from modelrail.kernel.events import DriftDetected, RetrainRequested, utcnow
@@ -201,6 +203,38 @@ def _retrain_on_drift(
         request.event_type, orjson.dumps(request.to_body()), {"event_type": request.event_type}
     )
     return {"started": True, "request_id": request.request_id, "reason": request.reason}
+
+
+def prediction_shift(
+    container: Container, old: int, new: int, since: datetime, until: datetime, *, service: str
+) -> Shift:
+    """How version ``new``'s predictions logged by ``service`` over [``since``,
+    ``until``) differ from version ``old``'s there over the same time (a canary step:
+    one traffic, split between them; the same versions' answers on another service, or
+    from a server that named none, are not that traffic): the PSI of the new one's
+    against the old one's, both in the old version's training-target bins. A version
+    that kept no profile, or logged nothing, gives no PSI."""
+    model, registry = container.model, container.registry
+    manifests = {version: registry.signed_manifest(model, version) for version in (old, new)}
+    baseline = registry.file(manifests[old], PROFILE_FILE)
+    if baseline is None:
+        return Shift(None, 0, 0)
+    profile_of_old = orjson.loads(baseline)
+    start, end = predictions.timestamp(since), predictions.timestamp(until)
+    tallies = {}
+    for version, manifest in manifests.items():
+        tally = monitoring.Tally(FeatureSchema.from_dict(manifest.features), profile_of_old)
+        for line in _lines(container, model, version, since, until):
+            if (
+                isinstance(line, dict)
+                and line.get("service") == service
+                and start <= str(line.get("time", "")) < end
+            ):
+                tally.add(line)
+        tallies[version] = tally
+    before, after = tallies[old].predicted(), tallies[new].predicted()
+    index = None if before is None or after is None else profile.psi(before, after)
+    return Shift(index, tallies[old].instances, tallies[new].instances)
 
 
 def _lines(

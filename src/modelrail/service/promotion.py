@@ -27,6 +27,7 @@ and another approves it (``domain.promotion`` holds the records).
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 from typing import Any
 
@@ -44,6 +45,7 @@ from modelrail.kernel.errors import (
 from modelrail.kernel.events import new_id, utcnow
 from modelrail.service import shadow
 from modelrail.service.container import Container
+from modelrail.service.monitoring import prediction_shift
 from modelrail.service.reconcile import (
     LEASE_HEARTBEAT_S,
     LEASE_TTL_S,
@@ -287,6 +289,11 @@ def _roll_out(container: Container, proposal: Proposal, lease: Lease) -> Outcome
             policy=container.config.canary,
             on_step=lambda steps: _progress(container, proposal, steps),
             before_promote=lease.check,
+            shift=functools.partial(
+                prediction_shift,
+                container,
+                service=container.settings.service(PRODUCTION, model),
+            ),
         )
         lease.check()
         registry.move_alias(

@@ -25,14 +25,16 @@ revision).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import time
 from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime
 from typing import Any, Protocol, runtime_checkable
 
 from modelrail.domain.promotion import PRODUCTION
 from modelrail.domain.registry import Registry
-from modelrail.domain.rollout import CanaryPolicy, Window, breach
-from modelrail.kernel.errors import DeploymentFailed, IntegrityError
+from modelrail.domain.rollout import CanaryPolicy, Shift, Window, breach
+from modelrail.kernel.errors import DeploymentFailed, IntegrityError, ModelrailError
 from modelrail.kernel.events import utcnow
 from modelrail.kernel.ports import Candidate, Deployer, Deployment
 from modelrail.service.reconcile import converge, roll_out
@@ -67,6 +69,7 @@ def roll_out_production(
     policy: CanaryPolicy,
     on_step: Callable[[Steps], None] = lambda steps: None,
     before_promote: Callable[[], None] = lambda: None,
+    shift: ShiftReader | None = None,
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
 ) -> tuple[Deployment, Steps]:
@@ -75,8 +78,12 @@ def roll_out_production(
     taken. ``DeploymentFailed`` (its ``details["steps"]``: the steps, the breach among
     them) leaves production serving what its alias names. The caller holds production's
     rollout lease; ``before_promote`` (its check) runs before a canary gets all the
-    traffic, so a rollout that lost its lease gives the traffic back instead."""
-    if len(policy.steps) == 1 or deployer.current() is None:  # nothing to compare with
+    traffic, so a rollout that lost its lease gives the traffic back instead. ``shift``
+    reads how the new version's logged predictions differ from the served one's over a
+    step (``service.monitoring.prediction_shift``); without it steps are judged on their
+    answers alone."""
+    served = deployer.current()
+    if len(policy.steps) == 1 or served is None:  # nothing to compare with
         deployment = roll_out(
             model, version, registry=registry, deployer=deployer, alias_name=PRODUCTION
         )
@@ -87,11 +94,9 @@ def roll_out_production(
             "steps = [100] for it"
         )
     manifest = registry.signed_manifest(model, version)  # IntegrityError: nothing ran
+    judge = _Judge(policy, served.version, shift, clock, sleep)
     try:
-        return _canary(
-            deployer, model, version, manifest.examples, policy,
-            on_step, before_promote, clock, sleep,
-        )  # fmt: skip
+        return _canary(deployer, model, version, manifest.examples, judge, on_step, before_promote)
     except DeploymentFailed:
         # The old revision has the traffic back; should it have died meanwhile,
         # production serves what its alias names again.
@@ -100,23 +105,40 @@ def roll_out_production(
         raise
 
 
+class ShiftReader(Protocol):
+    """Reads how version ``new``'s logged predictions over [``since``, ``until``)
+    differ from version ``old``'s."""
+
+    def __call__(self, old: int, new: int, since: datetime, until: datetime) -> Shift: ...
+
+
+@dataclasses.dataclass(frozen=True)
+class _Judge:
+    """How each step is held and judged: the policy, the version production served,
+    where the predictions' shift is read, the clock."""
+
+    policy: CanaryPolicy
+    served: int
+    shift: ShiftReader | None
+    clock: Callable[[], float]
+    sleep: Callable[[float], None]
+
+
 def _canary(
     deployer: Any,
     model: str,
     version: int,
     examples: Sequence[Mapping[str, Any]],
-    policy: CanaryPolicy,
+    judge: _Judge,
     on_step: Callable[[Steps], None],
     before_promote: Callable[[], None],
-    clock: Callable[[], float],
-    sleep: Callable[[float], None],
 ) -> tuple[Deployment, Steps]:
     steps: Steps = []
     candidate = deployer.start(model, version)
     try:
         smoke_test(candidate, examples)
-        for percent in policy.steps[:-1]:
-            step = _hold(deployer, candidate, percent, policy, clock, sleep)
+        for percent in judge.policy.steps[:-1]:
+            step = _hold(deployer, candidate, percent, judge)
             steps.append(step)
             on_step(steps)
             if step["breach"] is not None:
@@ -140,17 +162,12 @@ def _canary(
     return deployment, steps
 
 
-def _hold(
-    deployer: Any,
-    candidate: Candidate,
-    percent: float,
-    policy: CanaryPolicy,
-    clock: Callable[[], float],
-    sleep: Callable[[float], None],
-) -> dict[str, Any]:
+def _hold(deployer: Any, candidate: Candidate, percent: float, judge: _Judge) -> dict[str, Any]:
     """One step: split, hold, judge."""
+    policy = judge.policy
+    since = datetime.now(UTC)  # the step's log window, from its split on
     deployer.split(candidate, percent)
-    started_at, deadline = utcnow(), clock() + policy.hold_s
+    started_at, deadline = utcnow(), judge.clock() + policy.hold_s
     while True:
         seen = deployer.observe(candidate)
         if seen["exited"]:
@@ -159,15 +176,24 @@ def _hold(
                 "traffic: the rollout is failed"
             )
         new = Window.from_json(seen["new"])
-        if new.requests >= policy.min_requests or clock() >= deadline:
+        if new.requests >= policy.min_requests or judge.clock() >= deadline:
             break
-        sleep(_POLL_S)
+        judge.sleep(_POLL_S)
     old = Window.from_json(seen["old"])
-    return {
+    step: dict[str, Any] = {
         "percent": percent,
         "started_at": started_at,
         "ended_at": utcnow(),
         "old": old.to_json(),
         "new": new.to_json(),
-        "breach": breach(old, new, policy),
     }
+    shift = None
+    if judge.shift is not None:
+        try:
+            shift = judge.shift(judge.served, candidate.version, since, datetime.now(UTC))
+        except ModelrailError as exc:  # judged on its answers alone, saying why
+            step["predictions"] = {"unread": str(exc)}
+        else:
+            step["predictions"] = shift.to_json(policy)
+    step["breach"] = breach(old, new, policy, shift)
+    return step

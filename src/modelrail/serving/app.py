@@ -137,16 +137,19 @@ def load_model(settings: ServiceSettings, store: Any, signer: ManifestSigner) ->
     return ModelState(
         predictor=predictor,
         decoder=decoder,
-        log=_prediction_log(store, name, version, loaded.manifest.lineage.log_rate),
+        log=_prediction_log(
+            store, name, version, loaded.manifest.lineage.log_rate, settings.service_name
+        ),
         mirror=_shadow_mirror(store, settings.shadow_url, name, version),
         loaded_at=time.time(),
         load_seconds=elapsed,
     )
 
 
-def _prediction_log(store: Any, model: str, version: int, rate: float) -> Any:
+def _prediction_log(store: Any, model: str, version: int, rate: float, service: str | None) -> Any:
     """The version's prediction log, at the rate its configuration set (versions
-    registered before the rate was recorded log at the default); None at rate 0."""
+    registered before the rate was recorded log at the default), its lines naming the
+    ``service`` that answered; None at rate 0."""
     from modelrail.serving.prediction_log import PredictionLog
 
     if rate <= 0:
@@ -155,7 +158,7 @@ def _prediction_log(store: Any, model: str, version: int, rate: float) -> Any:
     def write(key: str, data: bytes) -> None:
         store.write(key, data, content_type="application/x-ndjson")
 
-    return PredictionLog(write, model=model, version=version, rate=rate)
+    return PredictionLog(write, model=model, version=version, rate=rate, service=service)
 
 
 def _shadow_mirror(store: Any, url: str | None, model: str, version: int) -> Any:

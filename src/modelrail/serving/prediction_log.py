@@ -179,6 +179,7 @@ class PredictionLog(BatchWriter):
         model: str,
         version: int,
         rate: float,
+        service: str | None = None,
         capacity: int = QUEUE_RECORDS,
         batch_records: int = BATCH_RECORDS,
         batch_seconds: float = BATCH_SECONDS,
@@ -190,7 +191,7 @@ class PredictionLog(BatchWriter):
             batch_records=batch_records,
             batch_seconds=batch_seconds,
         )
-        self.rate = rate
+        self.rate, self.service = rate, service
 
     def sampled(self) -> bool:
         """Whether to log this request (drawn at ``rate``)."""
@@ -211,4 +212,4 @@ class PredictionLog(BatchWriter):
         # Encoded on the request thread, a few microseconds: the writer thread then only
         # joins and writes, and takes the interpreter from the requests for as little
         # as it can.
-        return orjson.dumps(predictions.record(item), option=_LINE)
+        return orjson.dumps(predictions.record(item, self.service), option=_LINE)

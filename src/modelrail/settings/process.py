@@ -183,6 +183,12 @@ class Settings:
         settings (``user`` excepted: it is whoever runs that process)."""
         return environment.write(_VARIABLES, self)
 
+    def service(self, role: str, model: str) -> str:
+        """The name of ``model``'s ``staging`` or ``production`` service (Cloud Run's,
+        and what its local servers call themselves)."""
+        prefix = self.production_service if role == "production" else self.staging_service
+        return f"{prefix}-{model}"
+
 
 UNVERSIONED = "unversioned"
 

@@ -48,6 +48,8 @@ _VARIABLES = (
     # The production service's candidate: where it mirrors requests when [production]
     # shadow is on (docs/architecture.md, "Shadow").
     Variable("shadow_url", "MODELRAIL_SHADOW_URL"),
+    # The service the server answers for, named in its prediction log's lines.
+    Variable("service_name", "MODELRAIL_SERVICE_NAME"),
 )
 # What Vertex AI is told about the staging image as a custom container: the routes it
 # posts predictions to and probes for readiness, and the port. Vertex hands them back as
@@ -79,6 +81,10 @@ class ServiceSettings:
 
     ``shadow_url``: a production service's candidate (its model's staging service),
     where it mirrors requests while ``[production] shadow`` is on (``serving.shadow``).
+    ``service_name``: the service this server answers for (Cloud Run's ``K_SERVICE``
+    unless set; the local deployers set it), so that the prediction log tells one
+    version's answers on production from its answers on staging (a canary's judgement
+    reads production's alone).
     """
 
     model_name: str
@@ -101,12 +107,17 @@ class ServiceSettings:
     drain_s: float = 1.0
     server_log_level: str = "warning"
     shadow_url: str | None = None
+    service_name: str | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> ServiceSettings:
         env = os.environ if environ is None else environ
         port = env.get("AIP_HTTP_PORT") or env.get("PORT") or "8080"
-        values: dict[str, Any] = {"model_name": "penguins", "bind": f"0.0.0.0:{port}"}
+        values: dict[str, Any] = {
+            "model_name": "penguins",
+            "bind": f"0.0.0.0:{port}",
+            "service_name": env.get("K_SERVICE"),
+        }
         try:
             values.update(environment.read(_VARIABLES, env))
         except ValueError as exc:

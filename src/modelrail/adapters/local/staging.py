@@ -180,12 +180,6 @@ class LocalStagingDeployer:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    @property
-    def _service_prefix(self) -> str:
-        if self.role == STAGING:
-            return self.settings.staging_service
-        return self.settings.production_service
-
     # -- the port -----------------------------------------------------------------
     def current(self) -> Deployment | None:
         current = self.servers().get("current")
@@ -212,11 +206,12 @@ class LocalStagingDeployer:
         service = ServiceSettings.from_env(
             {**os.environ, **self.service_env, **pin_env(model, version)}
         )
+        name = self.settings.service(self.role, model)
         env = {
             **os.environ,
             **self.service_env,
             **self.settings.to_env(),
-            **dataclasses.replace(service, require_model=True).to_env(),
+            **dataclasses.replace(service, require_model=True, service_name=name).to_env(),
         }
         env.pop("MODELRAIL_MODEL_ALIAS", None)
         if self.role == PRODUCTION:
@@ -225,7 +220,7 @@ class LocalStagingDeployer:
             env.setdefault("MODELRAIL_SHADOW_URL", LocalStagingDeployer(self.settings, model).url)
         request = {
             "op": "start",
-            "service": f"{self._service_prefix}-{self.model}",
+            "service": name,
             "model": model,
             "version": version,
             "env": env,
