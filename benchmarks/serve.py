@@ -35,10 +35,12 @@ feature objects
 MLflow the already-encoded numeric matrix as ``dataframe_split``, which spares it the
 encoding. The benchmark is not part of ``make test``.
 
-``--explain`` measures explanations instead: ``/explain`` against ``/predict`` with the
-same bodies (1 and 100 instances, 1 and 8 connections, back to back), and in process
-``booster.predict(pred_contrib=True)`` against the service's contributions call and
-its whole ``Predictor.explain`` (the JSON-ready answer).
+``--prediction-log`` and ``--shadow`` measure instead what the prediction log and the
+shadow mirror cost a server (docs/benchmarks.md). ``--explain`` measures explanations
+instead: ``/explain`` against ``/predict`` with the same bodies (1 and 100 instances, 1
+and 8 connections, back to back), and in process ``booster.predict(pred_contrib=True)``
+against the service's contributions call and its whole ``Predictor.explain`` (the
+JSON-ready answer).
 """
 
 from __future__ import annotations
@@ -227,7 +229,11 @@ def wait_predict(
 
 
 def start_modelrail(
-    home: Path, port: int, args: argparse.Namespace, version: int = 1
+    home: Path,
+    port: int,
+    args: argparse.Namespace,
+    version: int = 1,
+    extra_env: dict[str, str] | None = None,
 ) -> subprocess.Popen[bytes]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MODELRAIL_")}
     env.update(
@@ -238,6 +244,7 @@ def start_modelrail(
             "PORT": str(port),
             "MODELRAIL_WORKERS": str(args.workers),
             "MODELRAIL_PREDICTOR": args.predictor,
+            **(extra_env or {}),
         }
     )
     command = [str(ROOT / ".venv" / "bin" / "python"), "-m", "modelrail.serving.server"]
@@ -442,6 +449,12 @@ def main() -> None:
         "rate, side by side (1 instance x 8 connections)",
     )
     parser.add_argument(
+        "--shadow",
+        action="store_true",
+        help="instead: modelrail's production service with shadow off, mirroring 5 %% and "
+        "every request to a candidate, side by side (1 instance x 8 connections)",
+    )
+    parser.add_argument(
         "--explain",
         action="store_true",
         help="instead: /explain against /predict, and contributions in process",
@@ -450,6 +463,9 @@ def main() -> None:
     args = parser.parse_args()
     if args.prediction_log:
         prediction_log(args)
+        return
+    if args.shadow:
+        shadow_mirror(args)
         return
     if args.explain:
         explain(args)
@@ -537,16 +553,8 @@ def prediction_log(args: argparse.Namespace) -> None:
     on one and then at once on the next, ``--rounds`` times; a ratio (against "off") is
     the median of the rounds' ratios. The lines each server logged are counted after it
     stopped, against the requests it answered."""
-    shutil.rmtree(BUILD, ignore_errors=True)
-    compileall.compile_dir(ROOT / "src" / "modelrail", quiet=1)
-    home = BUILD / "home"
-    home.mkdir(parents=True)
+    home = _fresh_home()
     _, records, _ = train_and_register(home, tuple(rate for _, rate in LOG_CASES.values()))
-    wrk = ensure_wrk()
-    bodies = [
-        orjson.dumps({"instances": random.Random(f"1-{i}").choices(records, k=1)})
-        for i in range(BODIES)
-    ]
     servers = {}
     for case, (version, _) in LOG_CASES.items():
         port = free_port()
@@ -554,7 +562,98 @@ def prediction_log(args: argparse.Namespace) -> None:
             start_modelrail(home, port, args, version),
             f"http://127.0.0.1:{port}/predict",
         )
-    runs: dict[str, list[dict[str, Any]]] = {case: [] for case in LOG_CASES}
+    runs = _side_by_side(servers, _one_row_bodies(records), args)
+    results = _results(args)
+    logs = home / "buckets" / "modelrail-artifacts" / "predictions" / MODEL
+    for case, (version, rate) in LOG_CASES.items():
+        results["cases"][case] = {
+            "log_rate": rate,
+            **_case(runs, case, "off"),
+            "lines_logged": _lines_under(logs / f"v{version}"),
+        }
+    _write(args, results)
+
+
+# The shadow mirror's cases: production's [production] shadow_rate (None: shadow off).
+SHADOW_CASES = {"off": None, "default rate": 0.05, "every request": 1.0}
+
+
+def shadow_mirror(args: argparse.Namespace) -> None:
+    """modelrail's production service with shadow off, mirroring 5 % of its requests
+    (the default ``shadow_rate``) and every request to a candidate: three production
+    servers of the same model (each its own bucket, whose model definition sets the
+    rate; the prediction log off) and the candidate (one worker) up together, each case
+    run on one and then at once on the next, ``--rounds`` times; a ratio (against
+    "off") is the median of the rounds' ratios. The candidate shares the machine's
+    cores here, so "every request" also pays for the candidate's answers, which in the
+    cloud run elsewhere. The comparisons each server wrote are counted after it
+    stopped, against the requests it answered."""
+    first = _fresh_home()
+    _, records, _ = train_and_register(first, (0.0,))
+    candidate_port = free_port()
+    candidate = start_modelrail(
+        first, candidate_port, argparse.Namespace(**{**vars(args), "workers": 1})
+    )
+    servers = {}
+    homes = {}
+    for case, rate in SHADOW_CASES.items():
+        home = first.with_name(f"home-{case.replace(' ', '-')}")
+        shutil.copytree(first, home)
+        env = {}
+        if rate is not None:
+            definition = home / "buckets" / "modelrail-artifacts" / "models" / MODEL
+            definition.mkdir(parents=True, exist_ok=True)
+            pipeline = f"[production]\nshadow = true\nshadow_rate = {rate}\n"
+            (definition / "definition.json").write_bytes(orjson.dumps({"pipeline": pipeline}))
+            env["MODELRAIL_SHADOW_URL"] = f"http://127.0.0.1:{candidate_port}"
+        port = free_port()
+        homes[case] = home
+        servers[case] = (
+            start_modelrail(home, port, args, extra_env=env),
+            f"http://127.0.0.1:{port}/predict",
+        )
+    bodies = _one_row_bodies(records)
+    try:
+        wait_predict(f"http://127.0.0.1:{candidate_port}/predict", bodies[0], candidate)
+        runs = _side_by_side(servers, bodies, args)
+    finally:
+        stop(candidate)
+    results = _results(args)
+    for case, rate in SHADOW_CASES.items():
+        compared = homes[case] / "buckets" / "modelrail-artifacts" / "shadow" / MODEL
+        results["cases"][case] = {
+            "shadow_rate": rate,
+            **_case(runs, case, "off"),
+            "comparisons": _lines_under(compared),
+        }
+    _write(args, results)
+
+
+def _fresh_home() -> Path:
+    """An empty ``build/bench/home``, the package's bytecode compiled (as in the image)."""
+    shutil.rmtree(BUILD, ignore_errors=True)
+    compileall.compile_dir(ROOT / "src" / "modelrail", quiet=1)
+    home = BUILD / "home"
+    home.mkdir(parents=True)
+    return home
+
+
+def _one_row_bodies(records: list[dict[str, Any]]) -> list[bytes]:
+    return [
+        orjson.dumps({"instances": random.Random(f"1-{i}").choices(records, k=1)})
+        for i in range(BODIES)
+    ]
+
+
+def _side_by_side(
+    servers: dict[str, tuple[subprocess.Popen[bytes], str]],
+    bodies: list[bytes],
+    args: argparse.Namespace,
+) -> dict[str, list[dict[str, Any]]]:
+    """Each round, every case (1 instance x 8 connections) on its server, one after the
+    other; every run of every case. The servers are stopped after."""
+    wrk = ensure_wrk()
+    runs: dict[str, list[dict[str, Any]]] = {case: [] for case in servers}
     try:
         for process, url in servers.values():
             wait_predict(url, bodies[0], process)
@@ -568,34 +667,44 @@ def prediction_log(args: argparse.Namespace) -> None:
     finally:
         for process, _ in servers.values():
             stop(process)
-    results: dict[str, Any] = {
+    return runs
+
+
+def _case(runs: dict[str, list[dict[str, Any]]], case: str, base: str) -> dict[str, Any]:
+    """A case's rounds, its requests, and (but for ``base``) its ratios to ``base``: the
+    median of the rounds' ratios."""
+    figures: dict[str, Any] = {
+        "rps_of_rounds": [run["rps"] for run in runs[case]],
+        "p99_ms_of_rounds": [run["p99_ms"] for run in runs[case]],
+        # Every request sent, the first wait's included (at most one more).
+        "requests": sum(run["with_warm_up"] for run in runs[case]) + 1,
+        "non_2xx": sum(run["non_2xx"] for run in runs[case]),
+    }
+    if case != base:
+        figures[f"vs_{base}"] = {
+            measure: statistics.median(
+                run[measure] / other[measure]
+                for run, other in zip(runs[case], runs[base], strict=True)
+            )
+            for measure in ("rps", "p99_ms")
+        }
+    return figures
+
+
+def _lines_under(directory: Path) -> int:
+    return sum(len(path.read_bytes().splitlines()) for path in directory.rglob("*.jsonl"))
+
+
+def _results(args: argparse.Namespace) -> dict[str, Any]:
+    return {
         "machine": {"cpus": os.cpu_count(), "python": sys.version},
         "duration_s": args.duration,
         "workers": args.workers,
         "cases": {},
     }
-    logs = home / "buckets" / "modelrail-artifacts" / "predictions" / MODEL
-    for case, (version, rate) in LOG_CASES.items():
-        lines = sum(
-            len(path.read_bytes().splitlines()) for path in (logs / f"v{version}").rglob("*.jsonl")
-        )
-        results["cases"][case] = {
-            "log_rate": rate,
-            "rps_of_rounds": [run["rps"] for run in runs[case]],
-            "p99_ms_of_rounds": [run["p99_ms"] for run in runs[case]],
-            # Every request sent, the first wait's included (at most one more).
-            "requests": sum(run["with_warm_up"] for run in runs[case]) + 1,
-            "lines_logged": lines,
-            "non_2xx": sum(run["non_2xx"] for run in runs[case]),
-        }
-        if case != "off":
-            results["cases"][case]["vs_off"] = {
-                measure: statistics.median(
-                    run[measure] / base[measure]
-                    for run, base in zip(runs[case], runs["off"], strict=True)
-                )
-                for measure in ("rps", "p99_ms")
-            }
+
+
+def _write(args: argparse.Namespace, results: dict[str, Any]) -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_bytes(orjson.dumps(results, option=orjson.OPT_INDENT_2))
     print(orjson.dumps(results, option=orjson.OPT_INDENT_2).decode())
