@@ -16,6 +16,7 @@ from modelrail.composition.bootstrap import bootstrap
 from modelrail.domain import predictions
 from modelrail.domain.promotion import PRODUCTION, Approval, Promotions
 from modelrail.domain.rollout import CanaryPolicy
+from modelrail.entry.history_text import step_text
 from modelrail.kernel.errors import Refused
 from modelrail.kernel.ports import Candidate
 from modelrail.service.container import Container
@@ -399,6 +400,7 @@ def test_a_canary_whose_predictions_shift_from_the_old_revisions_is_rolled_back(
     step = recorded.steps[0]
     assert step["predictions"]["judged"] is True
     assert (step["predictions"]["old_logged"], step["predictions"]["new_logged"]) == (120, 120)
+    assert f"predictions PSI {step['predictions']['psi']} against the old" in step_text(step)
     if status == "failed":
         assert "predictions shifted" in step["breach"]
         assert step["predictions"]["psi"] > 0.25

@@ -65,13 +65,23 @@ def _outcome_lines(outcome: Mapping[str, Any] | None, indent: str) -> list[str]:
 
 def step_text(step: Mapping[str, Any]) -> str:
     """A rollout step: its share of the traffic, from when, what the new and the old
-    revision answered, and its breach."""
+    revision answered (and, where they log it, how their predictions compare), and its
+    breach."""
     text = f"    {step['percent']:g} % from {step['started_at']}"
     if "new" in step:
         new, old = step["new"], step["old"]
         text += (
             f": new {new['errors']}/{new['requests']} errors, p99 {new['p99_ms']} ms; "
             f"old {old['errors']}/{old['requests']} errors, p99 {old['p99_ms']} ms"
+        )
+    shift = step.get("predictions")
+    if shift is not None and "unread" in shift:
+        text += f"; predictions not compared: {short(shift['unread'])}"
+    elif shift is not None and shift["psi"] is not None:
+        judged = "" if shift["judged"] else ", too few to judge"
+        text += (
+            f"; predictions PSI {shift['psi']} against the old "
+            f"({shift['new_logged']} and {shift['old_logged']} logged{judged})"
         )
     if step.get("breach"):
         text += f"\n      BREACH: {step['breach']}"
