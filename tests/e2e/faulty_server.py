@@ -4,7 +4,9 @@
 every /predict whose body holds ``MARKER``; any other version answers as the service
 does. On SIGTERM it stops accepting and ends once its requests in flight are answered,
 as the real server drains. Run by the local supervisor as
-``python -m tests.e2e.faulty_server``."""
+``python -m tests.e2e.faulty_server`` when the settings name it
+(``MODELRAIL_LOCAL_SERVER_MODULE``): embedded, or behind the emulator stack's control
+plane, which then needs the checkout on its ``PYTHONPATH``."""
 
 from __future__ import annotations
 
@@ -22,13 +24,17 @@ from werkzeug.serving import make_server
 from modelrail.serving.app import create_app
 
 MARKER = b"123.456"
+# What makes the local services run it (the settings' MODELRAIL_LOCAL_SERVER_MODULE),
+# and the variable, inherited from the environment, naming the version that fails.
+FAULTY_SERVER = "tests.e2e.faulty_server"
+FAULTY_VERSION = "MODELRAIL_TEST_FAULTY_VERSION"
 _DRAIN_DEADLINE_S = 8.0
 
 
 def main() -> None:
     app = create_app()
     version = int(os.environ["MODELRAIL_MODEL_VERSION"])
-    faulty = os.environ.get("MODELRAIL_TEST_FAULTY_VERSION") == str(version)
+    faulty = os.environ.get(FAULTY_VERSION) == str(version)
     inner = app.wsgi_app
     in_flight = [0]
     lock = threading.Lock()

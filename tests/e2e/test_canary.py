@@ -16,7 +16,6 @@ import orjson
 import pytest
 import requests
 
-from modelrail.adapters.local.staging import PRODUCTION, LocalStagingDeployer
 from modelrail.composition.bootstrap import bootstrap
 from modelrail.domain.models import upload_prefix
 from modelrail.domain.promotion import Promotions
@@ -27,7 +26,7 @@ from modelrail.service.container import Container
 from modelrail.service.promotion import approve, propose
 from modelrail.settings.process import Settings
 from tests.conftest import installed, settings_env
-from tests.e2e.faulty_server import MARKER
+from tests.e2e.faulty_server import FAULTY_SERVER, FAULTY_VERSION, MARKER
 from tests.e2e.test_cli import INSTANCE, _free_port
 
 pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("e2e-canary")]
@@ -110,26 +109,19 @@ def _retrain(container: Container, request_id: str) -> None:
 
 @pytest.mark.fault
 def test_a_breaching_canary_rolls_back_and_a_healthy_one_reaches_100(
-    tmp_path: Path, penguins_csv: bytes
+    tmp_path: Path, penguins_csv: bytes, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # Every local revision runs the faulty server, which fails as v2 only; the servers
+    # inherit this process's environment.
+    monkeypatch.setenv(FAULTY_VERSION, "2")
     env = settings_env(
         tmp_path / "home",
         MODELRAIL_STAGING_PORT=str(_free_port()),
         MODELRAIL_PRODUCTION_PORT=str(_free_port()),
+        MODELRAIL_LOCAL_SERVER_MODULE=FAULTY_SERVER,
     )
     settings = Settings.from_env(env)
-    container = installed(
-        bootstrap(
-            settings,
-            production_factory=lambda model: LocalStagingDeployer(
-                settings,
-                model,
-                role=PRODUCTION,
-                server_module="tests.e2e.faulty_server",
-                service_env={"MODELRAIL_TEST_FAULTY_VERSION": "2"},
-            ),
-        )
-    )
+    container = installed(bootstrap(settings))
     # Judged on errors here (latency's judgement: tests/unit/test_rollout_policy.py): a
     # fresh server's first answers on a busy machine may be slow.
     policy = CanaryPolicy(steps=(10.0, 100.0), hold_s=120.0, min_requests=20, p99_slack_ms=5000)

@@ -362,16 +362,21 @@ class ControlPlane:
             except KeyError:
                 raise ApiError(404, "NOT_FOUND", f"Revision '{name}' was not found") from None
 
+    def _updatable(self, name: str, etag: str | None) -> dict[str, Any]:
+        """The service ``name``, which a patch read as ``etag`` may update now (ABORTED
+        otherwise). Called holding ``_lock``."""
+        service = self._service(name)
+        if etag and etag != service["etag"]:
+            raise ApiError(
+                409, "ABORTED", f"The etag {etag} does not match the service's current etag"
+            )
+        if service["reconciling"]:
+            raise ApiError(409, "ABORTED", f"Service {name} is being updated; retry later")
+        return service
+
     def patch_service(self, name: str, body: Mapping[str, Any]) -> dict[str, Any]:
         with self._lock:
-            service = self._service(name)
-            etag = body.get("etag")
-            if etag and etag != service["etag"]:
-                raise ApiError(
-                    409, "ABORTED", f"The etag {etag} does not match the service's current etag"
-                )
-            if service["reconciling"]:
-                raise ApiError(409, "ABORTED", f"Service {name} is being updated; retry later")
+            service = self._updatable(name, body.get("etag"))
             template = body.get("template") or service["template"]
             traffic = _traffic(body.get("traffic") or service["traffic"])
             env = _env_of(template)
@@ -381,35 +386,47 @@ class ControlPlane:
             same = env == _env_of(service["template"]) and template.get("revision") in (
                 None, "", service["template"].get("revision"),
             )  # fmt: skip
-            if same and traffic != _traffic(service["traffic"]):
-                return self._retarget(name, traffic, generation)
-            short = name.rsplit("/", 1)[-1]
-            named = (
-                template.get("revision") or f"{short}-{generation:05d}-{secrets.token_hex(2)[:3]}"
-            )
-            revision = f"{name}/revisions/{named}"
-            template = {**template, "revision": named}
-            service.update(
-                generation=str(generation),
-                template=template,
-                traffic=traffic,
-                reconciling=True,
-                latestCreatedRevision=revision,
-                terminalCondition=_condition("CONDITION_RECONCILING"),
-                updateTime=utcnow(),
-                etag=f'"{secrets.token_hex(8)}"',
-            )
-            operation = self._new_operation(self._public(service))
-            self._save_services()  # a restart then knows this rollout was cut short
-            thread = threading.Thread(
-                target=self._roll_out,
-                args=(name, template, env, revision, operation),
-                name=f"rollout-{revision}",
-                daemon=True,
-            )
-            self._rollouts.append(thread)
-            thread.start()
-            return dict(operation)
+            retarget = same and traffic != _traffic(service["traffic"])
+            if not retarget:
+                return self._new_revision(name, service, template, env, traffic, generation)
+        return self._retarget(name, body.get("etag"), traffic)
+
+    def _new_revision(
+        self,
+        name: str,
+        service: dict[str, Any],
+        template: dict[str, Any],
+        env: Mapping[str, str],
+        traffic: list[dict[str, Any]],
+        generation: int,
+    ) -> dict[str, Any]:
+        """A patch that makes a revision: its rollout runs in a thread of its own, and
+        the operation says when it ended. Called holding ``_lock``."""
+        short = name.rsplit("/", 1)[-1]
+        named = template.get("revision") or f"{short}-{generation:05d}-{secrets.token_hex(2)[:3]}"
+        revision = f"{name}/revisions/{named}"
+        template = {**template, "revision": named}
+        service.update(
+            generation=str(generation),
+            template=template,
+            traffic=traffic,
+            reconciling=True,
+            latestCreatedRevision=revision,
+            terminalCondition=_condition("CONDITION_RECONCILING"),
+            updateTime=utcnow(),
+            etag=f'"{secrets.token_hex(8)}"',
+        )
+        operation = self._new_operation(self._public(service))
+        self._save_services()  # a restart then knows this rollout was cut short
+        thread = threading.Thread(
+            target=self._roll_out,
+            args=(name, template, env, revision, operation),
+            name=f"rollout-{revision}",
+            daemon=True,
+        )
+        self._rollouts.append(thread)
+        thread.start()
+        return dict(operation)
 
     def _roll_out(
         self,
@@ -469,42 +486,46 @@ class ControlPlane:
             operation["done"] = True
             self._save_services()
 
-    def _retarget(self, name: str, traffic: list[Any], generation: int) -> dict[str, Any]:
+    def _retarget(self, name: str, etag: str | None, traffic: list[Any]) -> dict[str, Any]:
         """A patch of the traffic alone (no new revision): the canary's revision gets
         its share of the new connections (``split``), all of them (``promote``) or none
-        (``discard``), then the generation is observed. Called holding ``_lock``."""
-        service = self.services[name]
-        held = self._candidates.get(name)
-        if held is not None:
-            revision, candidate = held
-            share = _share({**service, "traffic": traffic}, revision, latest=False)
-            backend = self.backend(name.rsplit("/", 1)[-1])
-            try:
-                with self._backend_lock:
+        (``discard``), then the generation is observed. The backend's lock is taken
+        before ``_lock``, as a rollout and ``keep_serving`` take them: in the other
+        order a rollout starting meanwhile (staging's, a canary's) and this move would
+        wait for each other for good."""
+        with self._backend_lock, self._lock:
+            service = self._updatable(name, etag)  # as it is now, not as the patch read it
+            generation = int(service["generation"]) + 1
+            held = self._candidates.get(name)
+            if held is not None:
+                revision, candidate = held
+                share = _share({**service, "traffic": traffic}, revision, latest=False)
+                backend = self.backend(name.rsplit("/", 1)[-1])
+                try:
                     if share >= 100:
                         backend.promote(candidate)
                     elif share > 0:
                         _splitting(backend).split(candidate, share)
                     else:
                         backend.discard(candidate)
-            except Exception as exc:
-                self._candidates.pop(name, None)
-                raise ApiError(
-                    409, "FAILED_PRECONDITION", f"moving {name}'s traffic: {exc}"
-                ) from exc
-            if not 0 < share < 100:
-                self._candidates.pop(name, None)
-        service.update(
-            generation=str(generation),
-            observedGeneration=str(generation),
-            traffic=traffic,
-            updateTime=utcnow(),
-            etag=f'"{secrets.token_hex(8)}"',
-        )
-        self._save_services()
-        operation = self._new_operation(self._public(service))
-        operation.update(done=True, response=self._public(service))
-        return dict(operation)
+                except Exception as exc:
+                    self._candidates.pop(name, None)
+                    raise ApiError(
+                        409, "FAILED_PRECONDITION", f"moving {name}'s traffic: {exc}"
+                    ) from exc
+                if not 0 < share < 100:
+                    self._candidates.pop(name, None)
+            service.update(
+                generation=str(generation),
+                observedGeneration=str(generation),
+                traffic=traffic,
+                updateTime=utcnow(),
+                etag=f'"{secrets.token_hex(8)}"',
+            )
+            self._save_services()
+            operation = self._new_operation(self._public(service))
+            operation.update(done=True, response=self._public(service))
+            return dict(operation)
 
     def candidate(self, name: str) -> tuple[str, Candidate] | None:
         """The service's canary revision and its backend candidate, if one runs."""
@@ -804,7 +825,8 @@ class _LocalServices:
             if short not in self.deployers:
                 # Its supervisor runs no reconciliation loop of its own: this control
                 # plane is in charge of what its services serve (_reconcile), as Cloud
-                # Run is in the cloud.
+                # Run is in the cloud. Its servers run the settings' server module
+                # (MODELRAIL_LOCAL_SERVER_MODULE: the service's own, or a test's).
                 role, model = found
                 self.deployers[short] = LocalStagingDeployer(self.settings, model, role=role)
             return self.deployers[short]

@@ -66,6 +66,8 @@ _VARIABLES = (
     # Production (docs/architecture.md, "Production").
     Variable("production_port", "MODELRAIL_PRODUCTION_PORT", int),
     Variable("production_service", "MODELRAIL_PRODUCTION_SERVICE"),
+    # The local services' server program (docs/local-cloud.md, "The server a revision runs").
+    Variable("local_server_module", "MODELRAIL_LOCAL_SERVER_MODULE"),
 )
 
 
@@ -110,6 +112,11 @@ class Settings:
     # ``<production_service>-<model>``.
     production_port: int = 8865
     production_service: str = "modelrail-production"
+    # The module every local revision's server runs (``python -m``), staging's and
+    # production's alike, on this machine (embedded mode) and behind the emulator
+    # stack's control plane: the service's own server. A test names one built to fail
+    # (``tests/e2e/faulty_server.py``) to prove what a faulty revision sets off.
+    local_server_module: str = "modelrail.serving.server"
     # Who runs the CLI ($MODELRAIL_ACTOR, else the OS user): recorded with an operator's
     # rollback, contract accept and bless.
     user: str = "unknown"

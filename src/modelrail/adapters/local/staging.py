@@ -148,13 +148,14 @@ class LocalStagingDeployer:
         reconcile_every_s: float | None = None,
         start_supervisor: bool = True,
         role: str = STAGING,
-        server_module: str = "modelrail.serving.server",
+        server_module: str | None = None,
     ) -> None:
         if role not in (STAGING, PRODUCTION):
             raise ValueError(f"a local service is staging or production, not {role!r}")
         self.role = role
-        # The program each server runs (a test runs one built to misbehave).
-        self.server_module = server_module
+        # The program each server runs: the settings' (MODELRAIL_LOCAL_SERVER_MODULE),
+        # which every process of the installation reads alike, unless named here.
+        self.server_module = server_module or settings.local_server_module
         self.settings = settings
         self.service_env = dict(service_env or {})
         self.answer_timeout_s = answer_timeout_s
