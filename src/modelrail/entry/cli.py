@@ -1,4 +1,7 @@
-"""The ``modelrail`` command line: run the pipeline locally and look at what it did."""
+"""The ``modelrail`` command line: run the pipeline locally and look at what it did.
+
+What every command shares is ``entry.console``; production's commands are
+``entry.production``, the local stack's ``entry.stack``: each added to ``main`` here."""
 
 from __future__ import annotations
 
@@ -6,24 +9,36 @@ import signal
 import sys
 import time
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
 import orjson
 
-from modelrail.composition.bootstrap import bootstrap
-from modelrail.domain.models import Definition, upload_prefix
-from modelrail.domain.runs import RunSummary, StageRecord, failure_reasons
+from modelrail.domain.runs import RunSummary, failure_reasons
+from modelrail.entry.console import (
+    MOMENTS,
+    Cli,
+    fail,
+    model_option,
+    window,
+    window_options,
+)
 from modelrail.entry.history_text import promotion_in_full, promotion_listed
 from modelrail.entry.history_text import short as _short
+from modelrail.entry.production import (
+    approve,
+    promote,
+    promotions,
+    rollout,
+    shadow,
+    sweep_production,
+)
 from modelrail.entry.stack import down, status, up
 from modelrail.kernel import logs, resources
 from modelrail.kernel.errors import ModelrailError
 from modelrail.kernel.events import RetrainRequested, utcnow
-from modelrail.service.container import Container
-from modelrail.settings.process import UNVERSIONED, Settings
 
 if TYPE_CHECKING:
     from modelrail.service.reconcile import Convergence
@@ -31,97 +46,6 @@ if TYPE_CHECKING:
 DEMO_DATA = Path("data/penguins.csv")
 DEMO_CONFIG = "pipeline.toml"  # the bundled penguins model, at the checkout's root
 CARD = "card.html"
-
-
-def _echo_stage(record: StageRecord) -> None:
-    status = record.status
-    mark = {
-        "succeeded": click.style("✔", fg="green"),
-        "skipped": click.style("-", fg="yellow"),
-    }.get(status, click.style("✘", fg="red"))
-    detail = ""
-    if status == "failed":
-        detail = (record.error or {}).get("message", "")
-    elif record.output:
-        detail = ", ".join(
-            f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
-            for k, v in record.output.items()
-            if not isinstance(v, dict) and not k.endswith("_uri")
-        )
-    click.echo(f"  {mark} {record.stage:<16} {record.duration_s:>7.2f} s  {detail}")
-
-
-class Cli:
-    """What every command shares: settings and the container, acting for ``model``
-    (None: the only model installed; ``every_model``: no model in particular)."""
-
-    def __init__(
-        self, quiet: bool = False, *, model: str | None = None, every_model: bool = False
-    ) -> None:
-        self.settings = Settings.from_env()
-        self.installation: Container = bootstrap(
-            self.settings, observer=None if quiet else _echo_stage
-        )
-        self.container = self.installation
-        if not every_model or model is not None:
-            self.container = self.installation.for_model(self.installation.models.resolve(model))
-            _ = self.container.config  # a broken definition fails here, not mid-run
-
-    def drain(self) -> None:
-        """Wait for what this command published (embedded mode: the run happens here)."""
-        self.container.bus.drain()
-
-    def upload(self, path: Path, name: str | None = None) -> str:
-        object_name = name or path.name
-        segments = object_name.split("/")
-        if any(segment in ("", ".", "..") for segment in segments):
-            raise click.BadParameter(
-                f"{object_name!r} is not an object name under "
-                f"{upload_prefix(self.container.model)}: use a relative name "
-                "without '.' or '..' segments, e.g. 2024-06/prices.csv",
-                param_hint="--name",
-            )
-        data = path.read_bytes()
-        key = f"{upload_prefix(self.container.model)}{object_name}"
-        store = self.container.storage.bucket(self.settings.data_bucket)
-        generation = store.write(key, data, content_type="text/csv")
-        click.echo(f"uploaded {path} to gs://{store.bucket}/{key}#{generation}")
-        if self.container.upload_notifier is not None:  # Cloud Storage publishes its own
-            self.container.upload_notifier(store.bucket, key, generation)
-        return f"gs://{store.bucket}/{key}#{generation}"
-
-    def note_code_version(self) -> None:
-        """Say so when runs started here record no code version in their lineage."""
-        if self.container.runs_here and self.settings.code_version == UNVERSIONED:
-            click.echo(
-                "note: lineage records code version 'unversioned' (no MODELRAIL_CODE_VERSION, "
-                "and the working directory is not a git checkout)"
-            )
-
-    def location(self, uri: str) -> str:
-        """Where a person opens ``uri`` (``gs://bucket/key``): its file in embedded mode."""
-        bucket, _, key = uri.removeprefix("gs://").partition("/")
-        if not uri.startswith("gs://") or not key:
-            return uri
-        path = self.container.storage.bucket(bucket).local_path(key.partition("#")[0])
-        return str(path) if path is not None else uri
-
-    def latest_run(self, trigger_key: str) -> RunSummary | None:
-        runs = [r for r in self.container.runs.runs() if r.trigger.get("key") == trigger_key]
-        return runs[-1] if runs else None
-
-    def add(self, config_path: Path) -> str:
-        """Add the model ``config_path`` defines to the installation (or update it)."""
-        definition = Definition.from_files(config_path)
-        changed = self.installation.models.add(definition)
-        state = "added" if changed else "already installed, unchanged:"
-        click.echo(f"{state} model {definition.name!r} from {config_path}")
-        return definition.name
-
-
-def _fail(message: str) -> None:
-    click.echo(click.style(f"error: {message}", fg="red"), err=True)
-    sys.exit(1)
 
 
 def _actor(cli: Cli, by: str | None) -> str:
@@ -134,7 +58,7 @@ def _run_model(cli: Cli, run_id: str, model: str | None) -> None:
     """Refuse a ``--model`` that is not the run's (the run names its model)."""
     run = cli.container.runs.run(run_id)
     if model is not None and run is not None and run.model != model:
-        _fail(f"run {run_id} is a run of model {run.model!r}, not {model!r}")
+        fail(f"run {run_id} is a run of model {run.model!r}, not {model!r}")
 
 
 # How long a command waits, without a new record, for a run another process carries
@@ -180,7 +104,7 @@ def _quiet_s(run: RunSummary) -> float:
 
 def _report_run(cli: Cli, run: RunSummary | None) -> None:
     if run is None:
-        _fail("no run was recorded for this trigger")
+        fail("no run was recorded for this trigger")
         return
     if cli.container.runs_here and run.outcome in ("running", "registered"):
         run = _await_carried(cli, run)
@@ -202,7 +126,7 @@ def _report_run(cli: Cli, run: RunSummary | None) -> None:
     if cli.container.runs_here and run.outcome in ("running", "registered"):
         # Every message has been delivered: a run that has not ended lost one.
         last = list(run.stages)[-1] if run.stages else "its first stage"
-        _fail(
+        fail(
             f"run {run.run_id} stopped after {last}: a message could not be delivered or "
             f"recorded; see {cli.settings.home / 'dead-letter.jsonl'}"
         )
@@ -268,11 +192,11 @@ def demo(data_path: Path) -> None:
     _report_run(cli, run)
     staging = cli.container.registry.alias(model, "staging")
     if staging is None:
-        _fail("staging serves no version")
+        fail("staging serves no version")
         return
     deployment = cli.container.deployer.current()
     if deployment is None:
-        _fail("the staging server is not running")
+        fail("the staging server is not running")
         return
     examples = cli.container.registry.manifest(model, staging.version).examples[:1]
     from modelrail.service.smoke import predict
@@ -289,52 +213,10 @@ def demo(data_path: Path) -> None:
     click.echo("runs, versions and cards in a browser: modelrail ui  (http://127.0.0.1:8780)")
 
 
-# The moments --since and --until take (UTC).
-_MOMENTS = ["%Y-%m-%dT%H:%M:%S.%f", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M", "%Y-%m-%d"]
-_model_option = click.option(
-    "--model", "model", help="The model (may be left out while one is installed)."
-)
-
-
-def _window_options(command: Any) -> Any:
-    """--hours, or --since and --until: a window of time, as ``_window`` reads it."""
-    for option in reversed(
-        (
-            click.option(
-                "--hours",
-                type=click.FloatRange(min=0, min_open=True),
-                default=24.0,
-                show_default=True,
-                help="The window: this many hours up to now.",
-            ),
-            click.option(
-                "--since", type=click.DateTime(_MOMENTS), help="The window's start instead (UTC)."
-            ),
-            click.option(
-                "--until",
-                type=click.DateTime(_MOMENTS),
-                help="The window's end (UTC; default now).",
-            ),
-        )
-    ):
-        command = option(command)
-    return command
-
-
-def _window(
-    hours: float, since: datetime | None, until: datetime | None
-) -> tuple[datetime, datetime]:
-    """The window's start and end in UTC: --until (default now) and --since, else the
-    --hours before the end."""
-    end = until.replace(tzinfo=UTC) if until is not None else datetime.now(UTC)
-    start = since.replace(tzinfo=UTC) if since is not None else end - timedelta(hours=hours)
-    return start, end
-
-
 @main.command()
 @click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--name", help="Object name under uploads/MODEL/ (default: the file's name).")
-@_model_option
+@model_option
 def upload(path: Path, name: str | None, model: str | None) -> None:
     """Upload a dataset to the model's folder in the data bucket; the upload starts a run."""
     cli = Cli(model=model)
@@ -351,7 +233,7 @@ def upload(path: Path, name: str | None, model: str | None) -> None:
     "--data-uri", help="gs://bucket/object[#generation] (default: the model's newest upload)."
 )
 @click.option("--reason", help="Why, for the run history.")
-@_model_option
+@model_option
 def retrain(
     request_id: str | None, data_uri: str | None, reason: str | None, model: str | None
 ) -> None:
@@ -445,7 +327,7 @@ def _show_run(cli: Cli, run_id: str, models: list[str], as_json: bool) -> None:
     if run is None:
         entry = promotion(cli.installation, models, run_id)
         if entry is None:
-            _fail(f"no run or proposal {run_id!r} (modelrail runs lists them)")
+            fail(f"no run or proposal {run_id!r} (modelrail runs lists them)")
         elif as_json:
             click.echo(orjson.dumps({"kind": "promotion", **entry}, option=orjson.OPT_INDENT_2))
         else:
@@ -612,14 +494,14 @@ def _interrupt(signum: int, frame: object) -> None:
 
 
 @main.command()
-@_model_option
+@model_option
 def serve(model: str | None) -> None:
     """Keep the model's staging server up, serving the version its staging alias names."""
     cli = Cli(quiet=True, model=model)
     model = cli.container.model
     staging = cli.container.registry.alias(model, "staging")
     if staging is None:
-        _fail("no version is in staging yet: run `modelrail demo` or upload data first")
+        fail("no version is in staging yet: run `modelrail demo` or upload data first")
         return
     deployer = cli.container.deployer
     signal.signal(signal.SIGTERM, _interrupt)  # stopping `serve` stops the server too
@@ -627,7 +509,7 @@ def serve(model: str | None) -> None:
         (convergence,) = _reconcile_staging(cli, [model])
         current = deployer.current()
         if current is None or convergence.status == "failed":
-            _fail(f"staging could not serve {model} v{staging.version}: {convergence.detail}")
+            fail(f"staging could not serve {model} v{staging.version}: {convergence.detail}")
             return
         click.echo(f"staging serves {model} v{current.version} at {current.url} (Ctrl-C stops it)")
         signal.pause()
@@ -639,7 +521,7 @@ def serve(model: str | None) -> None:
 @click.option("--to", "to_version", type=click.IntRange(min=1), help="The version to serve.")
 @click.option("--reason", help="Why, for the run history.")
 @click.option("--by", "requested_by", help="Who asks (default: the user running this).")
-@_model_option
+@model_option
 def rollback(
     to_version: int | None, reason: str | None, requested_by: str | None, model: str | None
 ) -> None:
@@ -670,7 +552,7 @@ def rollback(
 
 
 @main.command()
-@_window_options
+@window_options
 @click.option("--version", "version", type=click.IntRange(min=1), help="Default: staging's.")
 @click.option(
     "--every-model",
@@ -679,7 +561,7 @@ def rollback(
     "cloud's scheduled monitor); a model nothing serves yet is named, not failed.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-@_model_option
+@model_option
 def monitor(
     hours: float,
     since: datetime | None,
@@ -702,7 +584,7 @@ def monitor(
             "--every-model monitors each model's staging version: no --model or --version"
         )
     cli = Cli(quiet=as_json, model=model, every_model=every_model)
-    start, end = _window(hours, since, until)
+    start, end = window(hours, since, until)
     if every_model:
         names = cli.installation.models.names()
         reports = monitor_every(cli.installation, names, since=start, until=end)
@@ -804,7 +686,7 @@ def _local_parts(path: Path) -> list[Any]:
               help="Run it as the batch Cloud Run job (parallel tasks over the input's parts); "
               "input and output are then gs:// prefixes.")  # fmt: skip
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-@_model_option
+@model_option
 def predict(
     source: str,
     target: str,
@@ -831,7 +713,7 @@ def predict(
     container = cli.container
     if cloud:
         if not (source.startswith("gs://") and target.startswith("gs://")):
-            _fail("--cloud reads and writes buckets: give gs:// --input and --output")
+            fail("--cloud reads and writes buckets: give gs:// --input and --output")
         request = BatchRequested(
             model=container.model, input=source, output=target, version=version, alias=alias,
             explain=explain,
@@ -849,7 +731,7 @@ def predict(
     elif Path(source).exists():
         parts = _local_parts(Path(source))
     else:
-        _fail(f"--input {source}: no such file or folder")
+        fail(f"--input {source}: no such file or folder")
     if target.startswith("gs://"):
         output = batch_job.bucket_output(container, target)
     else:
@@ -877,7 +759,7 @@ def predict(
 @click.option(
     "--at",
     "at",
-    type=click.DateTime(_MOMENTS),
+    type=click.DateTime(MOMENTS),
     help="Judge the [retrain] schedules as of this moment (UTC, not after now) instead of "
     "now: fires a time a paused or failed sweep missed, if no later time has fired.",
 )
@@ -922,7 +804,7 @@ def sweep(as_json: bool, at: datetime | None, timeout_s: float | None) -> None:
         if convergence.status not in ("in_step", "nothing_staged"):
             click.echo(_describe_convergence(convergence), err=as_json)
     deadline = None if timeout_s is None else (timeout_s, started + timeout_s)
-    _sweep_production(cli, names, as_json, deadline)
+    sweep_production(cli, names, as_json, deadline)
     if as_json:
         shown = [record.to_json() for record in failed]
         click.echo(orjson.dumps(shown, option=orjson.OPT_INDENT_2))
@@ -1052,7 +934,7 @@ def init(
     click.echo(init.summary(inference, explain=explain))
     cli = Cli(every_model=True)
     if inference.name in cli.installation.models.names() and not force:
-        _fail(
+        fail(
             f"a model {inference.name!r} is already installed: pass --name for another "
             "model, or --force to replace its definition"
         )
@@ -1085,7 +967,7 @@ def add(config_path: Path) -> None:
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     help="A pipeline.toml whose contract to meet (default: the installed --model's).",
 )
-@_model_option
+@model_option
 def synth(rows: int, out: Path, seed: int, config_path: Path | None, model: str | None) -> None:
     """Write a synthetic CSV of ROWS rows that meets a model's dataset contract."""
     from modelrail.domain.config import PipelineConfig
@@ -1108,7 +990,7 @@ def contract() -> None:
 @contract.command("diff")
 @click.argument("run_id")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-@_model_option
+@model_option
 def contract_diff(run_id: str, as_json: bool, model: str | None) -> None:
     """The contract change run RUN_ID's refused upload asks for (exit 1 if none)."""
     from modelrail.service import evolution
@@ -1143,7 +1025,7 @@ _CHANGE_MARKS = {"remove_column": "-", "add_column": "+", "categories": "~", "ra
 @click.argument("run_id")
 @click.option("--reason", required=True, help="Why the data legitimately changed (recorded).")
 @click.option("--by", "by", help="Who accepts it (default: $MODELRAIL_ACTOR, else your user).")
-@_model_option
+@model_option
 def contract_accept(run_id: str, reason: str, by: str | None, model: str | None) -> None:
     """Apply run RUN_ID's proposed contract change as the model's next contract version
     (earlier versions are kept) and retrain the model on that run's upload."""
@@ -1164,7 +1046,7 @@ def contract_accept(run_id: str, reason: str, by: str | None, model: str | None)
 
 @contract.command("show")
 @click.option("--version", "version", type=click.IntRange(min=1), help="Default: the current.")
-@_model_option
+@model_option
 def contract_show(version: int | None, model: str | None) -> None:
     """Print the model's contract (or an earlier version of it) as JSON, with who
     accepted it and why: to keep your contract file in step after an accept."""
@@ -1187,7 +1069,7 @@ def contract_show(version: int | None, model: str | None) -> None:
 @click.argument("run_id")
 @click.option("--reason", required=True, help="Why the rejected candidate should serve (recorded).")
 @click.option("--by", "by", help="Who blesses it (default: $MODELRAIL_ACTOR, else your user).")
-@_model_option
+@model_option
 def bless(run_id: str, reason: str, by: str | None, model: str | None) -> None:
     """Register and deploy to staging the candidate of run RUN_ID, which the gate
     rejected, recording who blessed it and why. It never becomes the champion."""
@@ -1204,101 +1086,8 @@ def bless(run_id: str, reason: str, by: str | None, model: str | None) -> None:
 
 # -- production (docs/architecture.md, "Production") -----------------------------------
 @main.command()
-@click.option("--version", "version", type=click.IntRange(min=1), help="Default: staging's.")
-@click.option("--reason", required=True, help="Why it should serve production (recorded).")
-@_model_option
-def promote(version: int | None, reason: str, model: str | None) -> None:
-    """Propose staging's version (or --version N) for production. Someone else approves
-    it (modelrail approve PROPOSAL); the proposer is $MODELRAIL_ACTOR, else your user."""
-    from modelrail.service.promotion import propose
-
-    cli = Cli(quiet=True, model=model)
-    proposal = propose(cli.container, version=version, reason=reason, proposed_by=cli.settings.user)
-    before = f"v{proposal.production_version}" if proposal.production_version else "nothing"
-    click.echo(
-        f"proposal {proposal.id}: {proposal.model} v{proposal.version} for production "
-        f"(serving {before}), proposed by {proposal.proposed_by}; "
-        f"approve with: modelrail approve {proposal.id} --reason TEXT"
-    )
-
-
-@main.command()
-@click.argument("proposal_id")
-@click.option("--reason", required=True, help="Why you approve it (recorded).")
-@_model_option
-def approve(proposal_id: str, reason: str, model: str | None) -> None:
-    """Approve proposal PROPOSAL_ID and roll its version out to production. The approver
-    ($MODELRAIL_ACTOR, else your user) is recorded."""
-    from modelrail.service.promotion import approve as approve_proposal
-
-    cli = Cli(quiet=True, model=model)
-    # In the cloud the approver writes the approval only; the sweep's account, the one
-    # allowed to move production, carries it out (docs/deploy.md, "Production").
-    carry = cli.settings.mode != "cloud"
-    outcome = approve_proposal(
-        cli.container, proposal_id, reason=reason, approved_by=cli.settings.user, carry=carry
-    )
-    if outcome is None:
-        click.echo(
-            f"proposal {proposal_id} approved by {cli.settings.user}: the sweep rolls it out "
-            "within 10 minutes (modelrail rollout status)"
-        )
-        return
-    if outcome.status != "succeeded":
-        _fail(f"proposal {proposal_id} was approved, its rollout failed: {outcome.detail}")
-    before = f"v{outcome.from_version}" if outcome.from_version else "nothing"
-    click.echo(
-        f"production moved from {before} to v{outcome.to_version} "
-        f"({outcome.revision} at {outcome.url}); proposal {proposal_id}"
-    )
-
-
-@main.command()
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-@_model_option
-def promotions(as_json: bool, model: str | None) -> None:
-    """The model's production history: each proposal, who proposed and approved it, each
-    step of its rollout, and what production served from when on."""
-    from modelrail.service.history import promotions as history
-
-    cli = Cli(quiet=True, model=model)
-    entries = history(cli.container, cli.container.model)
-    if as_json:
-        click.echo(orjson.dumps(entries, option=orjson.OPT_INDENT_2))
-        return
-    if not entries:
-        click.echo(f"{cli.container.model}: nothing was proposed for production yet")
-    for entry in entries:
-        click.echo(promotion_in_full(entry))
-
-
-@main.group()
-def rollout() -> None:
-    """Production's rollouts."""
-
-
-@rollout.command("status")
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-@_model_option
-def rollout_status(as_json: bool, model: str | None) -> None:
-    """The model's newest approved promotion: its status and each canary step so far,
-    with what the new and the old revision answered."""
-    from modelrail.service.history import promotions as history
-
-    cli = Cli(quiet=True, model=model)
-    approved = [e for e in history(cli.container, cli.container.model) if e["approval"]]
-    if not approved:
-        click.echo(f"{cli.container.model}: no rollout to production yet")
-        return
-    if as_json:
-        click.echo(orjson.dumps(approved[-1], option=orjson.OPT_INDENT_2))
-        return
-    click.echo(promotion_in_full(approved[-1]))
-
-
-@main.command()
 @click.argument("version", type=click.IntRange(min=1))
-@_model_option
+@model_option
 def card(version: int, model: str | None) -> None:
     """Version VERSION's model card (HTML, on stdout) with where it served: staging and
     production from when to when, who proposed and approved each promotion, each
@@ -1315,84 +1104,13 @@ def card(version: int, model: str | None) -> None:
     except NotFound:
         stored = None
     if stored is None:
-        _fail(f"{name} has no card for version {version} (modelrail models lists its versions)")
+        fail(f"{name} has no card for version {version} (modelrail models lists its versions)")
         return
     periods, entries = history.served(cli.container, name), history.promotions(cli.container, name)
     sys.stdout.buffer.write(served(stored, version, periods, entries))
 
 
-# -- shadow comparison (docs/architecture.md, "Shadow") ---------------------------------
-@main.group()
-def shadow() -> None:
-    """Production's requests mirrored to staging: how the candidate's answers compare."""
-
-
-@shadow.command("report")
-@_window_options
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-@_model_option
-def shadow_report(
-    hours: float, since: datetime | None, until: datetime | None, as_json: bool, model: str | None
-) -> None:
-    """Per production version and candidate version: the requests mirrored and dropped,
-    the agreement (classifiers) or MAE/RMSE (regression), each side's p50/p99 latency,
-    and the candidate's errors."""
-    from modelrail.service.shadow import report
-
-    cli = Cli(quiet=True, model=model)
-    start, end = _window(hours, since, until)
-    name = cli.container.model
-    comparisons = report(cli.container.artifacts, name, since=start, until=end)
-    if as_json:
-        click.echo(
-            orjson.dumps(
-                {
-                    "model": name,
-                    "window": {"from": start.isoformat(), "to": end.isoformat()},
-                    "comparisons": [c.to_json() for c in comparisons],
-                },
-                option=orjson.OPT_INDENT_2,
-            )
-        )
-        return
-    if not comparisons:
-        click.echo(f"{name}: nothing mirrored from {start:%Y-%m-%d %H:%M} to {end:%H:%M} UTC")
-    for comparison in comparisons:
-        click.echo(f"{name} {comparison.describe()}")
-
-
-def _sweep_production(
-    cli: Cli, models: list[str], as_json: bool, deadline: tuple[float, float] | None
-) -> None:
-    """The sweep's production pass: what ``[production] approval = "none"`` promotes, and
-    every approved proposal not carried out yet (``service.promotion``), within the
-    sweep's ``deadline`` (its timeout, and when it ends on the monotonic clock)."""
-    from modelrail.service.promotion import carry_out_approved, follow_staging
-
-    for model in models:
-        container = cli.installation.for_model(model)
-        followed = follow_staging(container)
-        if followed is not None:
-            click.echo(
-                f"{model}: staging's v{followed.version} proposed and approved for production "
-                f"as {followed.id} ([production] approval = none)",
-                err=as_json,
-            )
-        budget = (
-            {}
-            if deadline is None
-            else {"timeout_s": deadline[0], "time_left_s": deadline[1] - time.monotonic()}
-        )
-        carried = carry_out_approved(container, **budget)
-        for outcome in carried:
-            click.echo(
-                f"{model}: production promotion {outcome.proposal} {outcome.status}: "
-                f"v{outcome.from_version} → v{outcome.to_version} {outcome.detail}".rstrip(),
-                err=as_json,
-            )
-
-
-for _command in (up, down, status):
+for _command in (up, down, status, promote, approve, promotions, rollout, shadow):
     main.add_command(_command)
 
 
@@ -1402,4 +1120,4 @@ def run() -> None:
     try:
         main(standalone_mode=True)
     except ModelrailError as exc:
-        _fail(str(exc))
+        fail(str(exc))
