@@ -30,6 +30,7 @@ STAGE_ACCOUNTS = frozenset(
         "register",
         "deploy",
         "staging",
+        "production",
         "push",
         "sweep",
         "scheduler",
@@ -422,6 +423,144 @@ def stage_grants(tf: Terraform) -> tuple[set[tuple[str, str]], set[tuple[str, st
                 f"{resource.address}: role {role!r} is neither literal nor a grant table"
             )
     return scoped, project
+
+
+# The attribute naming what an IAM resource grants on, by resource type.
+GRANT_TARGETS = (
+    "name",
+    "bucket",
+    "topic",
+    "repository",
+    "service_account_id",
+    "project",
+    "crypto_key_id",
+)
+
+
+def grants_of(terraform: Terraform, account: str) -> list[tuple[Resource, str, str]]:
+    """(IAM resource, role, the resource it is granted on) for every grant of the
+    environment to ``account``, a grant table's rows filled in."""
+    env = terraform.module("envs/dev")
+    found = []
+    for resource in env.resources:
+        if not resource.type.endswith("_iam_member"):
+            continue
+        target = squash(next(resource.body[key] for key in GRANT_TARGETS if key in resource.body))
+        member = str(resource.body["member"])
+        for_each = squash(resource.body.get("for_each", ""))
+        rows = GRANT_TABLE.search(for_each)  # a grant table: one per row (and model)
+        keys = re.fullmatch(r"\$\{local\.(\w+)\}", for_each)  # one per key of a map
+        # one per key of a map and model
+        model_keys = re.search(r"setproduct\(keys\(local\.(\w+)\),var\.models\)", for_each)
+        if rows:
+            for row in env.locals[rows[1]]:
+                if unquote(row["sa"]) == account:
+                    filled = target
+                    for key, value in row.items():
+                        filled = filled.replace(f"each.value.{key}", value)
+                    found.append((resource, unquote(row["role"]), filled))
+        elif (
+            account in STAGE_REF.findall(member)
+            or (
+                keys
+                and "stage[each.key]" in member
+                and account in {unquote(key) for key in env.locals[keys[1]]}
+            )
+            or (
+                model_keys
+                and "stage[each.value.sa]" in member
+                and account in {unquote(key) for key in env.locals[model_keys[1]]}
+            )
+        ):
+            found.append((resource, unquote(resource.body["role"]), target))
+    return found
+
+
+# ------------------------------------------------------------------ production's account
+
+SERVING_ACCOUNT, PRODUCTION_ACCOUNT = "staging", "production"
+# What a production service needs beyond what a staging service serves with
+# (terraform/envs/dev/production.tf), as (role, target, the folder its condition limits
+# it to): call its model's staging service (the shadow mirror) and create objects under
+# shadow/ (the comparisons).
+PRODUCTION_ONLY_GRANTS = frozenset(
+    {
+        ("roles/run.invoker", "${module.staging_service[each.key].name}", ""),
+        ("roles/storage.objectCreator", "${local.buckets.artifacts}", "shadow/"),
+    }
+)
+# Who may act as the production account besides the deployer (terraform/envs/bootstrap):
+# the sweep, which alone rolls a new production revision out.
+PRODUCTION_ACTORS = frozenset({"sweep"})
+
+
+def conditioned_grants_of(tf: Terraform, account: str) -> set[tuple[str, str, str]]:
+    """(role, target, condition) of every grant of envs/dev to ``account``: the
+    condition is the folder it limits the grant to (``shadow/``), its whole expression
+    when it says more, "" without one."""
+    found = set()
+    for resource, role, target in grants_of(tf, account):
+        expression = str((resource.body.get("condition") or [{}])[0].get("expression", ""))
+        folder = OWN_FOLDER.fullmatch(unquote(expression))
+        found.add((role, target, folder.group(1) if folder else squash(expression)))
+    return found
+
+
+def production_account_problems(tf: Terraform) -> list[str]:
+    """The production services run as their own account, which holds what the staging
+    account serves with and the production-only grants; the staging account holds none
+    of those; only the sweep (and the deployer) acts as the production account."""
+    calls = tf.module("envs/dev").module_calls
+    problems = []
+    for service, account in (
+        ("staging_service", SERVING_ACCOUNT),
+        ("production_service", PRODUCTION_ACCOUNT),
+    ):
+        runs_as = squash(calls[service]["service_account_email"])
+        if runs_as != f'${{data.google_service_account.stage["{account}"].email}}':
+            problems.append(f"module.{service} runs as {runs_as}, not the {account} account")
+    staging = conditioned_grants_of(tf, SERVING_ACCOUNT)
+    production = conditioned_grants_of(tf, PRODUCTION_ACCOUNT)
+    problems += [
+        f"{SERVING_ACCOUNT} holds production's {g}"
+        for g in sorted(staging & PRODUCTION_ONLY_GRANTS)
+    ]
+    problems += [
+        f"{PRODUCTION_ACCOUNT} lacks {g}" for g in sorted(PRODUCTION_ONLY_GRANTS - production)
+    ]
+    problems += [
+        f"{PRODUCTION_ACCOUNT} lacks {SERVING_ACCOUNT}'s serving grant {g}"
+        for g in sorted(staging - PRODUCTION_ONLY_GRANTS - production)
+    ]
+    problems += [
+        f"{PRODUCTION_ACCOUNT} holds {g}, which neither serving nor the shadow needs"
+        for g in sorted(production - staging - PRODUCTION_ONLY_GRANTS)
+    ]
+    bootstrap = tf.module("envs/bootstrap").locals
+    key_roles = {
+        account: {
+            unquote(grant["role"])
+            for grant in bootstrap["signing_key_grants"]
+            if unquote(grant["sa"]) == account
+        }
+        for account in (SERVING_ACCOUNT, PRODUCTION_ACCOUNT)
+    }
+    if key_roles[PRODUCTION_ACCOUNT] != key_roles[SERVING_ACCOUNT]:
+        problems.append(
+            f"on the signing key, {PRODUCTION_ACCOUNT} holds "
+            f"{sorted(key_roles[PRODUCTION_ACCOUNT])} and {SERVING_ACCOUNT} "
+            f"{sorted(key_roles[SERVING_ACCOUNT])}"
+        )
+    actors = {
+        unquote(grant["sa"])
+        for grant in bootstrap["service_account_grants"]
+        if unquote(grant["target"]) == PRODUCTION_ACCOUNT
+    }
+    if actors != PRODUCTION_ACTORS:
+        problems.append(
+            f"{sorted(actors)} act as {PRODUCTION_ACCOUNT}, not {sorted(PRODUCTION_ACTORS)}"
+        )
+    return problems
 
 
 # The one exception to resource-scoped stage grants: Vertex AI models have no IAM policy

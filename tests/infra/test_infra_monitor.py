@@ -18,10 +18,10 @@ from tests.infra.infra_checks import (
     REPO_ROOT,
     Terraform,
     artifact_write_objects,
+    grants_of,
     squash,
     unquote,
 )
-from tests.infra.test_infra_sweep import grants_of
 
 pytestmark = pytest.mark.infra
 

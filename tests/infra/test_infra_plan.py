@@ -274,6 +274,7 @@ def expected_instances(terraform: Terraform, tfvars: dict[str, Any]) -> collecti
             return len(tfvars.get(service[1], {}).get("invoker_members", []))
         counts = {
             "${local.artifact_writes}": len(env.locals["artifact_writes"]),
+            "${local.prediction_log_writers}": len(env.locals["prediction_log_writers"]),
             "${local.topics}": len(topology["topics"]),
             "${local.push_subscriptions}": sum(
                 1 for s in topology["subscriptions"] if s.get("consumer")

@@ -18,12 +18,10 @@ from modelrail.settings.topology import Topology
 from tests.conftest import settings_env
 from tests.infra.conftest import TERRAFORM_DIR
 from tests.infra.infra_checks import (
-    GRANT_TABLE,
     REPO_ROOT,
-    STAGE_REF,
-    Resource,
     Terraform,
     artifact_write_objects,
+    grants_of,
     squash,
     unquote,
 )
@@ -54,56 +52,6 @@ def sweep_command(terraform: Terraform) -> list[str]:
         unquote(part).replace("${tostring(var.sweep.timeout_seconds)}", "600")
         for part in [*call["command"], *call["args"]]
     ]
-
-
-TARGETS = (
-    "name",
-    "bucket",
-    "topic",
-    "repository",
-    "service_account_id",
-    "project",
-    "crypto_key_id",
-)
-
-
-def grants_of(terraform: Terraform, account: str) -> list[tuple[Resource, str, str]]:
-    """(IAM resource, role, the resource it is granted on) for every grant of the
-    environment to ``account``, a grant table's rows filled in."""
-    env = terraform.module("envs/dev")
-    found = []
-    for resource in env.resources:
-        if not resource.type.endswith("_iam_member"):
-            continue
-        target = squash(next(resource.body[key] for key in TARGETS if key in resource.body))
-        member = str(resource.body["member"])
-        for_each = squash(resource.body.get("for_each", ""))
-        rows = GRANT_TABLE.search(for_each)  # a grant table: one per row (and model)
-        keys = re.fullmatch(r"\$\{local\.(\w+)\}", for_each)  # one per key of a map
-        # one per key of a map and model
-        model_keys = re.search(r"setproduct\(keys\(local\.(\w+)\),var\.models\)", for_each)
-        if rows:
-            for row in env.locals[rows[1]]:
-                if unquote(row["sa"]) == account:
-                    filled = target
-                    for key, value in row.items():
-                        filled = filled.replace(f"each.value.{key}", value)
-                    found.append((resource, unquote(row["role"]), filled))
-        elif (
-            account in STAGE_REF.findall(member)
-            or (
-                keys
-                and "stage[each.key]" in member
-                and account in {unquote(key) for key in env.locals[keys[1]]}
-            )
-            or (
-                model_keys
-                and "stage[each.value.sa]" in member
-                and account in {unquote(key) for key in env.locals[model_keys[1]]}
-            )
-        ):
-            found.append((resource, unquote(resource.body["role"]), target))
-    return found
 
 
 def test_the_sweep_job_runs_the_sweep_from_the_training_image(terraform: Terraform) -> None:

@@ -17,12 +17,14 @@ from tests.infra.conftest import (
     tool,
 )
 from tests.infra.infra_checks import (
+    PRODUCTION_ONLY_GRANTS,
     REPO_ROOT,
     STAGE_REF,
     Module,
     Terraform,
     artifact_write_objects,
     bucket_write_problems,
+    conditioned_grants_of,
     custom_role_name,
     dead_letter_problems,
     documented_artifact_writes,
@@ -32,6 +34,7 @@ from tests.infra.infra_checks import (
     may_write,
     module_style_problems,
     pr_build_problems,
+    production_account_problems,
     public_member_problems,
     signing_key_problems,
     squash,
@@ -114,6 +117,7 @@ def test_model_versions_go_to_a_generic_repository_with_grants_on_it_alone(
         ("register", "roles/artifactregistry.writer"),
         ("deploy", "roles/artifactregistry.reader"),
         ("staging", "roles/artifactregistry.reader"),
+        ("production", "roles/artifactregistry.reader"),
     }
     # The stages read the repository's name from the same resource.
     assert squash(env.locals["common_env"]["MODELRAIL_ARTIFACT_REPOSITORY"]) == (
@@ -168,8 +172,8 @@ def test_manifests_are_signed_by_a_kms_key_only_register_may_use_to_sign(
     assert grants == {
         ("register", "roles/cloudkms.signer"),
         *((reader, "roles/cloudkms.publicKeyViewer") for reader in
-          ("validate", "evaluate", "register", "deploy", "sweep", "staging", "monitor",
-           "batch")),
+          ("validate", "evaluate", "register", "deploy", "sweep", "staging", "production",
+           "monitor", "batch")),
     }  # fmt: skip
     assert signing_key_problems(terraform) == []
     # The stages (register signs, deploy pins it on staging) and the staging service's
@@ -300,6 +304,76 @@ def test_every_model_has_a_production_service_of_its_own(terraform: Terraform) -
     assert {unquote(row["sa"]) for row in env.locals["production_service_grants"]} == {"sweep"}
 
 
+def test_production_runs_as_its_own_account_which_alone_holds_the_shadow_grants(
+    terraform: Terraform,
+) -> None:
+    """The production services run as the production account: what the staging account
+    serves with (the artifact bucket, predictions/, the model repository, the signing
+    key's public key) and the shadow's invoker and shadow/ writes, which the staging
+    account does not hold; only the sweep acts as it (docs/deploy.md, "Production")."""
+    assert production_account_problems(terraform) == []
+    env = terraform.module("envs/dev")
+    assert squash(env.module_calls["production_service"]["service_account_email"]) == (
+        '${data.google_service_account.stage["production"].email}'
+    )
+    assert conditioned_grants_of(terraform, "staging") == {
+        ("roles/storage.objectViewer", '${local.buckets["artifacts"]}', ""),
+        ("roles/storage.objectCreator", "${local.buckets.artifacts}", "predictions/"),
+        (
+            "roles/artifactregistry.reader",
+            "${google_artifact_registry_repository.models.repository_id}",
+            "",
+        ),
+    }
+    assert conditioned_grants_of(terraform, "production") == (
+        conditioned_grants_of(terraform, "staging") | PRODUCTION_ONLY_GRANTS
+    )
+
+
+# A copy of terraform/ back to production serving as the staging account, and one where
+# the deploy stage may act as the production account: what the check must report.
+BROKEN_PRODUCTION = {
+    "as_staging": (
+        "envs/dev/production.tf",
+        ('stage["production"]', 'stage["staging"]'),
+        [
+            'module.production_service runs as ${data.google_service_account.stage["staging"]'
+            ".email}, not the production account",
+            "staging holds production's ('roles/run.invoker', "
+            "'${module.staging_service[each.key].name}', '')",
+            "staging holds production's ('roles/storage.objectCreator', "
+            "'${local.buckets.artifacts}', 'shadow/')",
+            "production lacks ('roles/run.invoker', "
+            "'${module.staging_service[each.key].name}', '')",
+            "production lacks ('roles/storage.objectCreator', '${local.buckets.artifacts}', "
+            "'shadow/')",
+        ],
+    ),
+    "deploy_acts_as_production": (
+        "envs/bootstrap/main.tf",
+        (
+            'target = "production", role = "roles/iam.serviceAccountUser" },',
+            'target = "production", role = "roles/iam.serviceAccountUser" },\n'
+            '    { sa = "deploy", target = "production", role = "roles/iam.serviceAccountUser" },',
+        ),
+        ["['deploy', 'sweep'] act as production, not ['sweep']"],
+    ),
+}
+
+
+@pytest.mark.parametrize("broken", sorted(BROKEN_PRODUCTION))
+def test_production_serving_as_staging_or_deploy_acting_as_production_is_caught(
+    tmp_path: Path, broken: str
+) -> None:
+    relative, (old, new), expected = BROKEN_PRODUCTION[broken]
+    copy = copy_terraform(tmp_path / "terraform")
+    path = copy / relative
+    assert old in path.read_text()
+    path.write_text(path.read_text().replace(old, new))
+
+    assert production_account_problems(Terraform.load(copy)) == expected
+
+
 def test_only_the_approvers_hold_the_approver_role_and_only_on_approvals(
     terraform: Terraform,
 ) -> None:
@@ -382,7 +456,9 @@ def test_every_account_running_modelrail_reads_the_models_definitions(
         if r.type == "google_storage_bucket_iam_member" and r.name == "stage"
     ]
 
-    assert {"validate", "train", "sweep", "monitor", "deploy", "register", "staging"} <= running
+    assert {
+        "validate", "train", "sweep", "monitor", "deploy", "register", "staging", "production",
+    } <= running  # fmt: skip
     assert running - readers == set()
     assert "condition" not in reads.body
     writers = {

@@ -34,7 +34,8 @@ locals {
   # registered version verifies it with the public key first: validate (the champion's
   # profile), evaluate (the champion and its reference set), register (earlier versions'
   # metrics on the card; the signer role cannot read the public key), deploy and the
-  # sweep's reconciliation (the version they roll out), and the staging service.
+  # sweep's reconciliation (the version they roll out), and the staging and production
+  # services.
   signing_key_grants = [
     { sa = "register", role = "roles/cloudkms.signer" },
     { sa = "validate", role = "roles/cloudkms.publicKeyViewer" },
@@ -43,6 +44,7 @@ locals {
     { sa = "deploy", role = "roles/cloudkms.publicKeyViewer" },
     { sa = "sweep", role = "roles/cloudkms.publicKeyViewer" },
     { sa = "staging", role = "roles/cloudkms.publicKeyViewer" },
+    { sa = "production", role = "roles/cloudkms.publicKeyViewer" },
     # The monitor: the version whose training profile it judges the log against.
     { sa = "monitor", role = "roles/cloudkms.publicKeyViewer" },
     # Batch prediction verifies the version it scores as the staging service does.

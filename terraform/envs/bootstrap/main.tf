@@ -26,6 +26,7 @@ locals {
     register        = "register stage: claims a version in the registry"
     deploy          = "deploy stage: pins the staging service to a version, smoke-tests, rolls back"
     staging         = "staging service: serves predictions of the pinned version"
+    production      = "production service: serves predictions of the version the production alias names, mirrors a share to staging"
     push            = "Pub/Sub push identity: the only caller allowed to invoke the stage functions"
     function_build  = "builds the stage functions' containers (Cloud Functions build service account)"
     pr_build        = "pull-request checks in Cloud Build: runs the pull request's tests, writes build logs, deploys nothing"
@@ -44,6 +45,10 @@ locals {
     { sa = "deploy", target = "staging", role = "roles/iam.serviceAccountUser" },
     # The sweep's reconciliation pass rolls staging back to its alias the same way.
     { sa = "sweep", target = "staging", role = "roles/iam.serviceAccountUser" },
+    # The sweep alone rolls production out (approved promotions, canary steps, its
+    # reconciliation): each new production revision runs as the production account.
+    # The deploy stage touches staging only, so it does not act as production.
+    { sa = "sweep", target = "production", role = "roles/iam.serviceAccountUser" },
   ]
 }
 

@@ -22,6 +22,7 @@ locals {
     # Read the versions it deploys and serves.
     { sa = "deploy", role = "roles/artifactregistry.reader" },
     { sa = "staging", role = "roles/artifactregistry.reader" },
+    { sa = "production", role = "roles/artifactregistry.reader" },
   ]
 }
 

@@ -9,6 +9,9 @@ locals {
   stage_accounts = toset([
     "validate", "launch_training", "train", "evaluate", "register", "deploy", "staging",
     "push", "function_build", "pr_build", "sweep", "scheduler", "notify",
+    # The production services (production.tf): what staging serves with, and the
+    # shadow grants staging does not hold.
+    "production",
     # The scheduled monitor (monitor.tf): its job's account and its scheduler's.
     "monitor", "monitor_cron",
     "batch", "launch_batch",
@@ -27,6 +30,7 @@ locals {
     { sa = "register", bucket = "artifacts", role = "roles/storage.objectViewer" },
     { sa = "deploy", bucket = "artifacts", role = "roles/storage.objectViewer" },
     { sa = "staging", bucket = "artifacts", role = "roles/storage.objectViewer" },
+    { sa = "production", bucket = "artifacts", role = "roles/storage.objectViewer" },
     { sa = "function_build", bucket = "sources", role = "roles/storage.objectViewer" },
     { sa = "sweep", bucket = "artifacts", role = "roles/storage.objectViewer" },
     { sa = "notify", bucket = "artifacts", role = "roles/storage.objectViewer" },
@@ -148,6 +152,12 @@ locals {
     { sa = "sweep", role = "roles/run.developer" },
     { sa = "sweep", role = "roles/run.invoker" },
   ]
+  # The accounts whose services write a prediction log, and whose logs these are
+  # (google_storage_bucket_iam_member.prediction_log).
+  prediction_log_writers = {
+    staging    = "staging services' prediction logs"
+    production = "production services' prediction logs"
+  }
   training_job_grants = [
     # run_job with the event as an environment override (run.jobs.runWithOverrides).
     { sa = "launch_training", role = "roles/run.jobsExecutorWithOverrides" },
@@ -223,21 +233,31 @@ resource "google_storage_bucket_iam_member" "model_writes" {
   depends_on = [module.buckets]
 }
 
-# The staging services' prediction logs (src/modelrail/serving/prediction_log.py): each
-# batch is a new object under predictions/. objectCreator creates objects, and cannot
-# read, overwrite or delete one, so a service can neither alter its log nor anything else.
+# The prediction logs of the staging and the production services
+# (src/modelrail/serving/prediction_log.py): each batch is a new object under
+# predictions/. objectCreator creates objects, and cannot read, overwrite or delete one,
+# so a service can neither alter its log nor anything else.
 resource "google_storage_bucket_iam_member" "prediction_log" {
+  for_each = local.prediction_log_writers
+
   bucket = local.buckets.artifacts
   role   = "roles/storage.objectCreator"
-  member = "serviceAccount:${data.google_service_account.stage["staging"].email}"
+  member = "serviceAccount:${data.google_service_account.stage[each.key].email}"
 
   condition {
-    title       = "staging-writes-its-prediction-log"
-    description = "New objects under predictions/: the staging services' prediction logs."
+    title       = "${each.key}-writes-its-prediction-log"
+    description = "New objects under predictions/: the ${each.value}."
     expression  = "resource.name.startsWith(\"${local.artifact_objects}predictions/\")"
   }
 
   depends_on = [module.buckets]
+}
+
+# The staging account's grant, from before the production services had an account of
+# their own: kept, not replaced.
+moved {
+  from = google_storage_bucket_iam_member.prediction_log
+  to   = google_storage_bucket_iam_member.prediction_log["staging"]
 }
 
 # The notifier's delivery records (src/modelrail/domain/notifications.py): one object per

@@ -5,6 +5,14 @@
 # models/<model>/approvals/, which only the approver role may create), and the sweep,
 # every 10 minutes, carries out the approved proposals: it alone may update the
 # production services and move the production alias (iam.tf, local.model_writes).
+#
+# The production services run as an account of their own, `production` (created with the
+# other stage accounts in terraform/envs/bootstrap): it holds what the staging account
+# serves with (iam.tf: the artifact bucket read, the prediction log under predictions/;
+# artifact_registry.tf: the model repository read; bootstrap's kms.tf: the signing key's
+# public key) and the shadow grants below, which the staging account does not hold. The
+# sweep acts as it (bootstrap's main.tf) to roll out a new revision; the deploy stage
+# does not.
 locals {
   production_service_name = "${var.name_prefix}-production"
   # Grants on every model's production service (each row once per model): the sweep
@@ -25,7 +33,7 @@ module "production_service" {
   region                = var.region
   name                  = "${local.production_service_name}-${each.key}"
   image                 = "${module.docker_repository.url}/staging:${var.code_version}"
-  service_account_email = data.google_service_account.stage["staging"].email
+  service_account_email = data.google_service_account.stage["production"].email
   ingress               = var.production_service.ingress
   invoker_members       = var.production_service.invoker_members
   cpu                   = var.production_service.cpu
@@ -128,10 +136,12 @@ resource "google_storage_bucket_iam_member" "promotion_approvers" {
   depends_on = [module.buckets]
 }
 
-# Shadow comparison (src/modelrail/serving/shadow.py): the production service (it runs
-# as the staging account) calls its model's staging service with an ID token, and
-# writes each batch of comparisons as a new object under shadow/. objectCreator creates
-# objects, and cannot read, overwrite or delete one.
+# Shadow comparison (src/modelrail/serving/shadow.py): the production service, as the
+# production account, calls its model's staging service with an ID token, and writes
+# each batch of comparisons as a new object under shadow/. objectCreator creates
+# objects, and cannot read, overwrite or delete one. Production's grants alone: the
+# staging account can neither call a staging service nor write a comparison
+# (tests/infra).
 resource "google_cloud_run_v2_service_iam_member" "production_shadows_staging" {
   for_each = toset(var.models)
 
@@ -139,13 +149,13 @@ resource "google_cloud_run_v2_service_iam_member" "production_shadows_staging" {
   location = var.region
   name     = module.staging_service[each.key].name
   role     = "roles/run.invoker"
-  member   = "serviceAccount:${data.google_service_account.stage["staging"].email}"
+  member   = "serviceAccount:${data.google_service_account.stage["production"].email}"
 }
 
 resource "google_storage_bucket_iam_member" "shadow_log" {
   bucket = local.buckets.artifacts
   role   = "roles/storage.objectCreator"
-  member = "serviceAccount:${data.google_service_account.stage["staging"].email}"
+  member = "serviceAccount:${data.google_service_account.stage["production"].email}"
 
   condition {
     title       = "production-writes-its-shadow-comparisons"

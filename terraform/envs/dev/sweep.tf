@@ -11,12 +11,12 @@ locals {
 }
 
 module "sweep_job" {
-  source                = "../../modules/run_job"
-  project_id            = var.project_id
-  region                = var.region
-  name                  = local.sweep_job_name
-  image                 = local.train_image
-  command               = ["python", "-m", "modelrail"]
+  source     = "../../modules/run_job"
+  project_id = var.project_id
+  region     = var.region
+  name       = local.sweep_job_name
+  image      = local.train_image
+  command    = ["python", "-m", "modelrail"]
   # The sweep knows its own deadline: a production canary it could not finish in time
   # is not started (src/modelrail/service/promotion.py, carry_out_approved).
   args                  = ["sweep", "--timeout-seconds", tostring(var.sweep.timeout_seconds)]
