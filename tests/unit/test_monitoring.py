@@ -240,6 +240,25 @@ def test_a_drift_is_published_and_retrains_on_new_data_once_per_cool_down(
     assert len(harness.published("retrain-requested")) == 1
 
 
+def test_objects_written_before_the_window_are_not_read(
+    harness: Harness, penguins_csv: bytes
+) -> None:
+    """A batch holds lines recorded before its write: one written before the window
+    began holds none of it, and is not read (its garbage here is not even counted)."""
+    container = harness.container
+    harness.upload(penguins_csv)
+    harness.run()
+    at = datetime.now(UTC).replace(hour=12, minute=0, second=30)
+    day = predictions.day_prefix("penguins", 1, at.date())
+    container.artifacts.write(f"{day}120029-test-000001.jsonl", b"not json\n")
+    container.artifacts.write(f"{day}120030-test-000002.jsonl", b"not json either\n")
+    container.artifacts.write(f"{day}written-by-hand.jsonl", b"nor this\n")
+
+    report = monitor(container, since=at, until=at + timedelta(minutes=1), version=1)
+
+    assert report["skipped_lines"] == 2  # the object of the window's first second, the other
+
+
 def test_every_model_is_monitored_and_one_with_no_log_or_no_version_is_no_failure(
     harness: Harness, penguins_csv: bytes, tmp_path: Path
 ) -> None:

@@ -36,6 +36,17 @@ def day_prefix(model: str, version: int, day: Any) -> str:
     return f"{prefix(model, version)}{day:%Y-%m-%d}/"
 
 
+def written_before(key: str, moment: datetime) -> bool:
+    """Whether the object ``key`` of a day's log (its name ``<HHMMSS>-...``, the second
+    it was written, UTC) was written in a second before ``moment``'s, which is on that
+    day; False for a name not of that form."""
+    name = key.rsplit("/", 1)[-1]
+    written = name[:6]
+    if len(name) < 7 or name[6] != "-" or not written.isdigit():
+        return False
+    return written < f"{moment.astimezone(UTC):%H%M%S}"
+
+
 def timestamp(moment: datetime) -> str:
     """``moment`` as a line writes its time: UTC to the microsecond, with ``Z``;
     such strings sort as the moments do."""

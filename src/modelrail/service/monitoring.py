@@ -241,11 +241,16 @@ def _lines(
     container: Container, model: str, version: int, since: datetime, until: datetime
 ) -> Iterator[Any]:
     """Every line of the version's log in the days the window touches (None for a line
-    that is not JSON)."""
+    that is not JSON), but those of objects written before the window began: a batch
+    holds lines recorded before its write, so none of them is in the window (a canary
+    step reads minutes of a day's log, not the whole day)."""
     store = container.artifacts
-    day = since.astimezone(UTC).date()
+    start = since.astimezone(UTC)
+    day = start.date()
     while day <= until.astimezone(UTC).date():
         for blob in store.list(predictions.day_prefix(model, version, day)):
+            if day == start.date() and predictions.written_before(blob.key, start):
+                continue
             for line in store.read(blob.key).data.splitlines():
                 try:
                     yield orjson.loads(line)
