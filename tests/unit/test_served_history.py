@@ -56,6 +56,8 @@ def _promotion(pid: str, version: int, day: int, status: str = "succeeded") -> d
             "steps": [{"percent": 10.0, "started_at": _at(day), "ended_at": _at(day),
                        "new": {"requests": 40, "errors": 9, "p99_ms": 3.0},
                        "old": {"requests": 360, "errors": 0, "p99_ms": 2.0},
+                       "predictions": {"psi": 0.012, "old_logged": 360, "new_logged": 40,
+                                       "judged": False},
                        "breach": None if status == "succeeded" else "error rate 22.50%"}]
             + ([{"percent": 100.0, "started_at": _at(day)}] if status == "succeeded" else []),
         },
@@ -143,5 +145,6 @@ def test_the_card_shown_says_where_its_version_served_and_every_proposal_of_it()
     assert "<b>failed</b>" in two
     assert "breached at 10 %" in two
     assert "breach: error rate 22.50%" in two
+    assert "predictions PSI 0.012 against the old revision's (40 and 360 logged, too few" in two
     nothing = card.served(stored, 3, all_periods, history).decode()
     assert "v3 has served neither staging nor production yet" in nothing

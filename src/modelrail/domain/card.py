@@ -440,8 +440,8 @@ def _proposal(entry: Mapping[str, Any]) -> str:
 
 
 def _step(step: Mapping[str, Any]) -> str:
-    """A rollout step: its share of the traffic, when, what each revision answered, and
-    its breach."""
+    """A rollout step: its share of the traffic, when, what each revision answered (and,
+    where they log it, how their predictions compare), and its breach."""
     text = f"{step['percent']:g} % of production's traffic from {escape(step['started_at'])}"
     if step.get("ended_at"):
         text += f" to {escape(step['ended_at'])}"
@@ -450,6 +450,13 @@ def _step(step: Mapping[str, Any]) -> str:
         text += (
             f": new revision {new['errors']}/{new['requests']} errors, p99 {new['p99_ms']} ms; "
             f"old {old['errors']}/{old['requests']} errors, p99 {old['p99_ms']} ms"
+        )
+    shift = step.get("predictions") or {}
+    if shift.get("psi") is not None:
+        judged = "" if shift["judged"] else ", too few to judge"
+        text += (
+            f"; predictions PSI {shift['psi']} against the old revision's "
+            f"({shift['new_logged']} and {shift['old_logged']} logged{judged})"
         )
     if step.get("breach"):
         text += f' <b class="breach">breach: {escape(step["breach"])}</b>'
