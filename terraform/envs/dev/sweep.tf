@@ -10,15 +10,16 @@ locals {
   sweep_job_name = "${var.name_prefix}-sweep"
 }
 
+# The sweep is told its own deadline (--timeout-seconds): a production canary it could
+# not finish in time is not started (src/modelrail/service/promotion.py,
+# carry_out_approved).
 module "sweep_job" {
-  source     = "../../modules/run_job"
-  project_id = var.project_id
-  region     = var.region
-  name       = local.sweep_job_name
-  image      = local.train_image
-  command    = ["python", "-m", "modelrail"]
-  # The sweep knows its own deadline: a production canary it could not finish in time
-  # is not started (src/modelrail/service/promotion.py, carry_out_approved).
+  source                = "../../modules/run_job"
+  project_id            = var.project_id
+  region                = var.region
+  name                  = local.sweep_job_name
+  image                 = local.train_image
+  command               = ["python", "-m", "modelrail"]
   args                  = ["sweep", "--timeout-seconds", tostring(var.sweep.timeout_seconds)]
   service_account_email = data.google_service_account.stage["sweep"].email
   cpu                   = var.sweep.cpu
