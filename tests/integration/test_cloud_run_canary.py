@@ -89,7 +89,7 @@ def endpoint(
     yield plane, f"http://127.0.0.1:{port}"
     server.shutdown()
     server.server_close()
-    plane.wait_idle(10)
+    plane.close(10)  # a canary a failed test left running included
 
 
 @pytest.fixture

@@ -1,7 +1,8 @@
-"""Two production canaries on one local control plane (two models' services): moving
-one's traffic while the other's revision is still starting finishes both, instead of
-each waiting for the other for good. The control plane's backends are stand-ins that
-split traffic, and a start that the test holds."""
+"""Production canaries on one local control plane: moving one model's traffic while
+another's revision is still starting finishes both, instead of each waiting for the
+other for good; closing the control plane discards a canary whose rollout never ended.
+The control plane's backends are stand-ins that split traffic, and a start that the
+test holds."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ import sys
 import threading
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from modelrail.kernel.ports import Candidate
 from modelrail.localcloud.control_plane import ControlPlane
@@ -29,6 +32,7 @@ class SplittingBackend(FakeDeployer):
         self.entered = threading.Event()
         self.release = threading.Event()
         self.splits: list[float] = []
+        self.discarded: list[str] = []
 
     def start(self, model: str, version: int) -> Candidate:
         self.entered.set()
@@ -38,6 +42,10 @@ class SplittingBackend(FakeDeployer):
 
     def split(self, candidate: Candidate, percent: float) -> None:
         self.splits.append(percent)
+
+    def discard(self, candidate: Candidate) -> str:
+        self.discarded.append(candidate.revision)
+        return super().discard(candidate)
 
     def observe(self, candidate: Candidate) -> dict[str, Any]:
         counts = {"requests": 0, "errors": 0, "p99_ms": None}
@@ -77,9 +85,8 @@ def _split(model: str, version: int, percent: int) -> list[dict[str, Any]]:
     ]
 
 
-def test_a_canarys_split_while_another_canary_starts_finishes_both(tmp_path: Path) -> None:
-    backends = {"a": SplittingBackend(), "b": SplittingBackend()}
-    plane = ControlPlane(
+def _plane(tmp_path: Path, backends: dict[str, SplittingBackend]) -> ControlPlane:
+    return ControlPlane(
         project="proj-local",
         region="europe-west1",
         services=lambda short: (short, "http://production.test") if short in backends else None,
@@ -88,6 +95,12 @@ def test_a_canarys_split_while_another_canary_starts_finishes_both(tmp_path: Pat
         job_env={},
         state_dir=tmp_path / "stack",
     )
+
+
+@pytest.mark.fault
+def test_a_canarys_split_while_another_canary_starts_finishes_both(tmp_path: Path) -> None:
+    backends = {"a": SplittingBackend(), "b": SplittingBackend()}
+    plane = _plane(tmp_path, backends)
     backend_lock = plane._backend_lock = WatchedLock()  # type: ignore[assignment]
     a, b = (plane.resource_name("services", short) for short in backends)
     plane.patch_service(b, _canary("b", 2, 0))  # b's canary runs, with no traffic yet
@@ -114,3 +127,24 @@ def test_a_canarys_split_while_another_canary_starts_finishes_both(tmp_path: Pat
     assert plane.candidate(a) is not None
     assert not plane.get_service(a)["reconciling"]
     assert [t["percent"] for t in plane.get_service(b)["traffic"]] == [90, 10]
+
+
+@pytest.mark.fault
+def test_a_closing_control_plane_discards_the_canaries_whose_rollouts_never_ended(
+    tmp_path: Path,
+) -> None:
+    """A canary's caller that died leaves its candidate with the control plane: closing
+    discards it, so stopping the service's supervisor waits on no rollout (it used to
+    wait, and a stopped stack left the supervisor running)."""
+    backends = {"a": SplittingBackend()}
+    plane = _plane(tmp_path, backends)
+    a = plane.resource_name("services", "a")
+    plane.patch_service(a, _canary("a", 2, 10))
+    plane.wait_idle(STATE_DEADLINE_S)
+    held = plane.candidate(a)
+    assert held is not None
+
+    plane.close(STATE_DEADLINE_S)
+
+    assert backends["a"].discarded == [held[1].revision]
+    assert plane.candidate(a) is None

@@ -103,6 +103,7 @@ def test_a_burst_of_registrations_rolls_out_one_at_a_time_and_ends_on_the_newest
     assert all(reason.startswith("staging already serves v") for reason in skipped)
 
 
+@pytest.mark.fault
 def test_a_lease_past_its_expiry_is_taken_over(registry: Registry) -> None:
     now = [1000.0]
     clock = lambda: now[0]  # noqa: E731

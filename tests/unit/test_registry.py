@@ -82,6 +82,7 @@ def test_a_redelivery_resumes_the_number_its_run_claimed(
     assert registry.register(MODEL, "run-a", _files(b"tree"), describe(MODEL, "run-a"))[0] == 1
 
 
+@pytest.mark.fault
 def test_a_live_registration_lease_keeps_a_second_delivery_of_the_run_out(
     store: BlobStore, signer: LocalManifestSigner
 ) -> None:

@@ -642,6 +642,17 @@ class ControlPlane:
                 with contextlib.suppress(subprocess.TimeoutExpired):
                     process.wait(max(0.0, deadline - time.monotonic()))
 
+    def close(self, timeout_s: float = 60.0) -> None:
+        """Shut down in order: wait for what is in flight (``wait_idle``), then discard
+        every canary revision's candidate whose rollout never ended (its caller died),
+        so that stopping the services' supervisors waits on no rollout of its own."""
+        self.wait_idle(timeout_s)
+        with self._lock:
+            left, self._candidates = dict(self._candidates), {}
+        for name, (_, candidate) in left.items():
+            with contextlib.suppress(Exception):
+                self.backend(name.rsplit("/", 1)[-1]).discard(candidate)
+
     # -- HTTP --------------------------------------------------------------------
     def dispatch(self, method: str, path: str, body: Mapping[str, Any]) -> dict[str, Any]:
         self.requests.append((method, path))
@@ -1015,6 +1026,7 @@ def main(*, port: int, state_dir: Path, project: str, region: str, service_prefi
     finally:
         stop_reconciling.set()
         server.server_close()
+        control_plane.close()
         local.stop()
 
 
