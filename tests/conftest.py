@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -16,6 +19,33 @@ from modelrail.settings.process import Settings
 
 REPO = Path(__file__).resolve().parent.parent
 PENGUINS = REPO / "data" / "penguins.csv"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """A run stopped by SIGTERM (a CI job's timeout, ``kill``) ends as on Ctrl-C: the
+    fixtures' finalizers run, and the stacks, emulators and servers they started are
+    stopped instead of left running in their own sessions. Under xdist the controller
+    passes the signal on to its workers, each of which ends so, and waits for them:
+    interrupted itself, it would tear the workers down in the middle of their teardown."""
+    controller = bool(config.getoption("numprocesses", None)) and not hasattr(config, "workerinput")
+    signal.signal(signal.SIGTERM, _pass_on if controller else _interrupted)
+
+
+def _interrupted(signum: int, frame: object) -> None:
+    # Once: a second SIGTERM must not cut the teardown short (it would kill a
+    # `modelrail down` midway).
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def _pass_on(signum: int, frame: object) -> None:
+    """The xdist controller's SIGTERM: to each worker (its children), once."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    for children in Path("/proc/self/task").glob("*/children"):
+        for pid in children.read_text().split():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(pid), signal.SIGTERM)
+
 
 # Tests wait on state, and the deadline only bounds a hang: these machines' speed swings
 # 4-8x within an hour, so a deadline close to the usual time fails a healthy run. It

@@ -1026,7 +1026,9 @@ def main(*, port: int, state_dir: Path, project: str, region: str, service_prefi
     finally:
         stop_reconciling.set()
         server.server_close()
-        control_plane.close()
+        # `modelrail down` gives its members 8 s before SIGKILL: what is in flight gets
+        # a few of them, and the services' supervisors the rest.
+        control_plane.close(timeout_s=3.0)
         local.stop()
 
 
