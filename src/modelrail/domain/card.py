@@ -17,6 +17,7 @@ from typing import Any
 
 from modelrail.domain.history import STAGING, Period
 from modelrail.domain.registry import Manifest
+from modelrail.domain.rollout import describe_step
 
 _BAR_WIDTH = 360
 
@@ -445,19 +446,9 @@ def _step(step: Mapping[str, Any]) -> str:
     text = f"{step['percent']:g} % of production's traffic from {escape(step['started_at'])}"
     if step.get("ended_at"):
         text += f" to {escape(step['ended_at'])}"
-    if "new" in step:
-        new, old = step["new"], step["old"]
-        text += (
-            f": new revision {new['errors']}/{new['requests']} errors, p99 {new['p99_ms']} ms; "
-            f"old {old['errors']}/{old['requests']} errors, p99 {old['p99_ms']} ms"
-        )
-    shift = step.get("predictions") or {}
-    if shift.get("psi") is not None:
-        judged = "" if shift["judged"] else ", too few to judge"
-        text += (
-            f"; predictions PSI {shift['psi']} against the old revision's "
-            f"({shift['new_logged']} and {shift['old_logged']} logged{judged})"
-        )
+    answered = describe_step(step)
+    if answered:
+        text += f": {escape(answered, quote=False)}"
     if step.get("breach"):
         text += f' <b class="breach">breach: {escape(step["breach"])}</b>'
     return text

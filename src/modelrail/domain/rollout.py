@@ -108,6 +108,28 @@ class Shift:
         }
 
 
+def describe_step(step: Mapping[str, Any]) -> str:
+    """What a recorded step's revisions answered and, where they log it, how their
+    predictions compared, as a person reads it ("" for a step not judged: the last)."""
+    parts = []
+    if "new" in step:
+        new, old = step["new"], step["old"]
+        parts.append(
+            f"new {new['errors']}/{new['requests']} errors, p99 {new['p99_ms']} ms; "
+            f"old {old['errors']}/{old['requests']} errors, p99 {old['p99_ms']} ms"
+        )
+    recorded = step.get("predictions")
+    if recorded is not None and "unread" in recorded:
+        parts.append(f"predictions not compared: {recorded['unread']}")
+    elif recorded is not None and recorded["psi"] is not None:
+        judged = "" if recorded["judged"] else ", too few to judge"
+        parts.append(
+            f"predictions PSI {recorded['psi']} against the old revision's "
+            f"({recorded['new_logged']} and {recorded['old_logged']} logged{judged})"
+        )
+    return "; ".join(parts)
+
+
 def breach(
     old: Window, new: Window, policy: CanaryPolicy, shift: Shift | None = None
 ) -> str | None:

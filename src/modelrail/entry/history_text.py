@@ -7,6 +7,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from modelrail.domain.rollout import describe_step
+
 
 def short(text: str, limit: int = 160) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
@@ -68,21 +70,9 @@ def step_text(step: Mapping[str, Any]) -> str:
     revision answered (and, where they log it, how their predictions compare), and its
     breach."""
     text = f"    {step['percent']:g} % from {step['started_at']}"
-    if "new" in step:
-        new, old = step["new"], step["old"]
-        text += (
-            f": new {new['errors']}/{new['requests']} errors, p99 {new['p99_ms']} ms; "
-            f"old {old['errors']}/{old['requests']} errors, p99 {old['p99_ms']} ms"
-        )
-    shift = step.get("predictions")
-    if shift is not None and "unread" in shift:
-        text += f"; predictions not compared: {short(shift['unread'])}"
-    elif shift is not None and shift["psi"] is not None:
-        judged = "" if shift["judged"] else ", too few to judge"
-        text += (
-            f"; predictions PSI {shift['psi']} against the old "
-            f"({shift['new_logged']} and {shift['old_logged']} logged{judged})"
-        )
+    answered = describe_step(step)
+    if answered:
+        text += f": {short(answered, 300)}"
     if step.get("breach"):
         text += f"\n      BREACH: {step['breach']}"
     return text
