@@ -39,9 +39,13 @@ def _interrupted(signum: int, frame: object) -> None:
 
 
 def _pass_on(signum: int, frame: object) -> None:
-    """The xdist controller's SIGTERM: to each worker (its children), once."""
+    """The xdist controller's SIGTERM: to each worker (its children, which Linux's /proc
+    lists), once; where nothing lists them, it ends as a worker does."""
+    tasks = Path("/proc/self/task")
+    if not tasks.is_dir():
+        _interrupted(signum, frame)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    for children in Path("/proc/self/task").glob("*/children"):
+    for children in tasks.glob("*/children"):
         for pid in children.read_text().split():
             with contextlib.suppress(ProcessLookupError):
                 os.kill(int(pid), signal.SIGTERM)
