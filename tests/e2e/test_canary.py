@@ -11,6 +11,7 @@ import dataclasses
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -107,6 +108,26 @@ def _retrain(container: Container, request_id: str) -> None:
     container.bus.drain()
 
 
+def _healthy_v3_reaches_100(
+    container: Container, traffic: Traffic
+) -> tuple[tuple[float, float], dict[str, Any]]:
+    """A third version, retrained and promoted, goes through its 10 % step unbreached to
+    100 % and serves production; the traffic stops once it answered after. Its rollout's
+    window and its history entry."""
+    _retrain(container, "third")
+    start, end, status = _promote(container, "v3")
+    assert wait_until(lambda: len(traffic.between(end, float("inf"))) >= 5, 60.0)
+    traffic.stop.set()
+    traffic.thread.join(timeout=30)
+
+    assert status == "succeeded"
+    [*_, v3] = Promotions(container.artifacts).history(container.model)
+    assert [s["percent"] for s in v3["outcome"]["steps"]] == [10.0, 100.0]
+    assert v3["outcome"]["steps"][0]["breach"] is None
+    assert container.registry.aliases(container.model)["production"] == 3
+    return (start, end), v3
+
+
 @pytest.mark.fault
 def test_a_breaching_canary_rolls_back_and_a_healthy_one_reaches_100(
     tmp_path: Path, penguins_csv: bytes, monkeypatch: pytest.MonkeyPatch
@@ -148,18 +169,8 @@ def test_a_breaching_canary_rolls_back_and_a_healthy_one_reaches_100(
         assert step["old"]["errors"] == 0
         assert container.registry.aliases(model)["production"] == 1
 
-        _retrain(container, "third")
-        v3_start, v3_end, v3_status = _promote(container, "v3")
-        assert wait_until(lambda: len(traffic.between(v3_end, float("inf"))) >= 5, 60.0)
-        traffic.stop.set()
-        traffic.thread.join(timeout=30)
-
-        assert v3_status == "succeeded"
-        [*_, v3] = promotions.history(model)
-        assert [s["percent"] for s in v3["outcome"]["steps"]] == [10.0, 100.0]
-        assert v3["outcome"]["steps"][0]["breach"] is None
-        assert container.registry.aliases(model)["production"] == 3
-        _every_answer_names_what_served(traffic, (v2_start, v2_end), (v3_start, v3_end))
+        v3_window, _ = _healthy_v3_reaches_100(container, traffic)
+        _every_answer_names_what_served(traffic, (v2_start, v2_end), v3_window)
     finally:
         if traffic is not None:
             traffic.stop.set()

@@ -24,7 +24,6 @@ from modelrail.composition.bootstrap import bootstrap
 from modelrail.domain.promotion import Promotions
 from modelrail.domain.rollout import CanaryPolicy
 from modelrail.kernel.ports import Deployment
-from modelrail.kernel.processes import wait_until
 from modelrail.localcloud.control_plane import ControlPlane
 from modelrail.localcloud.emulators import free_port
 from modelrail.service.container import Container
@@ -33,6 +32,7 @@ from tests.conftest import installed, settings_env
 from tests.e2e.test_canary import (
     Traffic,
     _every_answer_names_what_served,
+    _healthy_v3_reaches_100,
     _promote,
     _retrain,
     _upload,
@@ -136,8 +136,6 @@ def test_a_breaching_canary_on_cloud_run_rolls_back_and_a_healthy_one_reaches_10
     settings: Settings, endpoint: tuple[ControlPlane, str], container: Container,
     penguins_csv: bytes,
 ) -> None:  # fmt: skip
-    promotions = Promotions(container.artifacts)
-
     traffic = None
     try:
         _upload(container, settings.data_bucket, penguins_csv)
@@ -158,26 +156,16 @@ def test_a_breaching_canary_on_cloud_run_rolls_back_and_a_healthy_one_reaches_10
         assert v2_status == "failed"
         _rolled_back(container, endpoint[0], current)
 
-        _retrain(container, "third")
-        v3_start, v3_end, v3_status = _promote(container, "v3")
-        assert wait_until(lambda: len(traffic.between(v3_end, float("inf"))) >= 5, 60.0)
-        traffic.stop.set()
-        traffic.thread.join(timeout=30)
-
-        assert v3_status == "succeeded"
-        [*_, v3] = promotions.history(MODEL)
-        assert [s["percent"] for s in v3["outcome"]["steps"]] == [10.0, 100.0]
-        assert v3["outcome"]["steps"][0]["breach"] is None
+        v3_window, v3 = _healthy_v3_reaches_100(container, traffic)
         judged = v3["outcome"]["steps"][0]
         assert judged["new"]["requests"] >= 1
         # request_latencies' p99 of each revision, read as Cloud Monitoring gives it
         assert judged["new"]["p99_ms"] is not None
         assert judged["old"]["p99_ms"] is not None
-        assert container.registry.aliases(MODEL)["production"] == 3
         served = container.production_deployer.current()
         assert served is not None
         assert (served.version, served.revision) == (3, v3["outcome"]["revision"])
-        _every_answer_names_what_served(traffic, (v2_start, v2_end), (v3_start, v3_end))
+        _every_answer_names_what_served(traffic, (v2_start, v2_end), v3_window)
     finally:
         if traffic is not None:
             traffic.stop.set()
