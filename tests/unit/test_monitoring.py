@@ -329,18 +329,26 @@ def _shifted(penguins_csv: bytes, by: float) -> bytes:
     return ("\n".join(out) + "\n").encode()
 
 
+def _v1_and_a_shifted_upload(
+    harness: Harness, penguins_csv: bytes, tmp_path: Path
+) -> tuple[Container, str]:
+    """v1 trained under [retrain] on_drift, and an upload as shifted as the live
+    requests (not run yet): the container and the upload's URI."""
+    container = installed(harness.container, _drifting_definition(tmp_path))
+    harness.upload(penguins_csv)
+    harness.run()
+    data = harness.storage.bucket(container.settings.data_bucket)
+    generation = data.write("uploads/penguins/shifted.csv", _shifted(penguins_csv, 15))
+    return container, f"gs://{data.bucket}/uploads/penguins/shifted.csv#{generation}"
+
+
 def test_the_retrain_on_drift_takes_the_drift_live_traffic_showed_as_confirmed(
     harness: Harness, penguins_csv: bytes, tmp_path: Path
 ) -> None:
     """An upload as shifted as the requests is refused for drift when a person asks
     for the retrain; the drift policy's retrain, naming the monitor's report of that
     very shift, validates it (the drift reported, with the report) and deploys."""
-    container = installed(harness.container, _drifting_definition(tmp_path))
-    harness.upload(penguins_csv)
-    harness.run()
-    data = harness.storage.bucket(container.settings.data_bucket)
-    generation = data.write("uploads/penguins/shifted.csv", _shifted(penguins_csv, 15))
-    uri = f"gs://{data.bucket}/uploads/penguins/shifted.csv#{generation}"
+    container, uri = _v1_and_a_shifted_upload(harness, penguins_csv, tmp_path)
 
     harness.retrain("by-hand", data_uri=uri)
     harness.run()
@@ -378,12 +386,7 @@ def test_a_drift_retrain_whose_report_found_another_drift_is_refused(
     """The report is read, not believed from the event: one naming no report, a missing
     one, one that found a different feature drifted, or one the monitor's own retrain
     did not name, does not excuse the upload's drift."""
-    container = installed(harness.container, _drifting_definition(tmp_path))
-    harness.upload(penguins_csv)
-    harness.run()
-    data = harness.storage.bucket(container.settings.data_bucket)
-    generation = data.write("uploads/penguins/shifted.csv", _shifted(penguins_csv, 15))
-    uri = f"gs://{data.bucket}/uploads/penguins/shifted.csv#{generation}"
+    container, uri = _v1_and_a_shifted_upload(harness, penguins_csv, tmp_path)
     elsewhere = "monitoring/penguins/v1/20261206T000000000000Z-20261205T230000000000Z.json"
     container.artifacts.write(
         elsewhere, orjson.dumps({"model": "penguins", "drifted": ["bill_length_mm"]})
